@@ -1,0 +1,72 @@
+"""`datafirst` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from datafirst_assets.defs.resources import DataLayout, default_data_dir
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from datafirst_assets.simulate import default_truth_dir, simulate
+
+    out = Path(args.out)
+    truth = Path(args.truth) if args.truth else default_truth_dir(out)
+    summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth)
+    records = summary.get("records", {})
+    total = sum(records.values()) if isinstance(records, dict) else records
+    print(f"Simulated {args.people:,} people (seed {args.seed}) -> {total:,} records in "
+          f"{args.extracts} deliveries per system under {out}; truth in {truth}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from datafirst_assets.runner import PipelineFailed, format_summary, run_pipeline
+
+    layout = DataLayout(args.data_dir)
+    instance = DagsterInstance.get() if _has_dagster_home() else DagsterInstance.ephemeral()
+    try:
+        report = run_pipeline(layout, instance, dates=args.date or None)
+    except PipelineFailed as error:
+        print(f"datafirst run failed: {error}", file=sys.stderr)
+        return 1
+    print(format_summary(layout, report))
+    return 0
+
+
+def _has_dagster_home() -> bool:
+    import os
+
+    return bool(os.environ.get("DAGSTER_HOME"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="datafirst", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="simulate extract deliveries from the seven source systems")
+    sim.add_argument("--people", type=int, default=20_000)
+    sim.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--extracts", type=int, default=3, help="deliveries per system")
+    sim.add_argument("--out", default=str(default_data_dir() / "landing"), help="landing folder")
+    sim.add_argument("--truth", default=None, help="truth folder (default: 'truth' beside --out)")
+    sim.set_defaults(func=_cmd_simulate)
+
+    run = sub.add_parser("run", help="materialise every asset headless for the deliveries in the landing zone")
+    run.add_argument("--data-dir", default=str(default_data_dir()))
+    run.add_argument("--date", action="append", help="only this extract date (repeatable)")
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

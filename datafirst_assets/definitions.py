@@ -1,0 +1,34 @@
+"""Dagster code location: every asset, check, job and resource of datafirst."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+
+from datafirst_assets.defs.ingest import ingest_assets
+from datafirst_assets.defs.partitions import extract_dates
+from datafirst_assets.defs.resources import DataLayout, build_resources, default_data_dir
+
+INGEST_JOB = "ingest_extract"
+INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
+
+
+def build_definitions(data_dir: Path | str | None = None) -> Definitions:
+    layout = DataLayout(data_dir if data_dir is not None else default_data_dir())
+    ingest_job = define_asset_job(
+        INGEST_JOB,
+        selection=INGEST_SELECTION,
+        partitions_def=extract_dates,
+        description="Load and stage one extract date's deliveries (every source that delivered).",
+    )
+    return Definitions(
+        assets=ingest_assets(),
+        jobs=[ingest_job],
+        resources=build_resources(layout),
+        # DuckDB allows one writing process: steps run in the run's own process, one at a time.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

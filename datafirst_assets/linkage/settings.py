@@ -1,0 +1,492 @@
+"""Splink settings built from the linkage fields a dataset actually has.
+
+Nothing here is tuned to a particular data generator: comparisons use standard
+record-linkage levels (exact / fuzzy / partial agreement), blocking rules are chosen by
+which fields are present and usable, and every field that exists contributes evidence.
+
+Input contract (see ``person records`` in the issue): a polars frame with ``record_id``
+(unique text), ``source_dataset`` and any subset of :data:`LINKAGE_FIELDS`, standardised
+(upper-case names, ``pl.Date`` dob, ``"SW1A 1AA"`` postcodes, M/F sex).
+
+The model is described by a :class:`ModelSpec`: the Splink settings dict (JSON, dialected)
+plus the training plan (deterministic rules for the prior, EM blocking rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import polars as pl
+import splink.comparison_level_library as cll
+import splink.comparison_library as cl
+from splink import ColumnExpression, SettingsCreator, block_on
+from splink.blocking_rule_library import CustomRule
+
+UNIQUE_ID = "record_id"
+SOURCE_DATASET = "source_dataset"
+
+#: Standardised linkage fields, in the order comparisons are listed.
+LINKAGE_FIELDS: tuple[str, ...] = (
+    "forename", "middle_names", "surname", "dob", "sex", "postcode", "address", "pnc", "cro",
+    "other_id",
+)
+
+# UK postcode parts (input normalised to "AB1 2CD").
+_SECTOR_RE = "^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9]"
+_DISTRICT_RE = "^[A-Z]{1,2}[0-9][A-Z0-9]?"
+_AREA_RE = "^[A-Z]{1,2}"
+_FIRST_TOKEN_RE = "^[^ ]+"
+
+#: Assumed agreement rate of a single field between two records of the same person,
+#: used only to guess the recall of the deterministic rules that set the prior.
+_FIELD_AGREEMENT = 0.9
+
+
+class LinkageConfigError(ValueError):
+    """The records cannot support a linkage model (no usable fields, bad extras...)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to train a model: Splink settings plus the training plan."""
+
+    settings: dict[str, Any]  # Splink settings dict (dialected, JSON-serialisable)
+    fields: tuple[str, ...]  # linkage fields used
+    extras: tuple[str, ...]  # extra columns compared exactly (tf-adjusted)
+    deterministic_rules: tuple[str, ...]  # SQL, for estimate_probability_two_random_records_match
+    deterministic_recall: float
+    em_blocking_rules: tuple[str, ...]  # SQL, one EM session each
+    link_type: str = "dedupe_only"
+    completeness: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def columns(self) -> list[str]:
+        """Input columns the model reads (unique id, source dataset, fields, extras)."""
+        return [UNIQUE_ID, SOURCE_DATASET, *self.fields, *self.extras]
+
+
+# ----------------------------------------------------------------------------- fields
+
+
+def field_completeness(records: pl.DataFrame | Sequence[pl.DataFrame], columns: Iterable[str]) -> dict[str, float]:
+    """Share of non-null values per column (columns absent from the frame count as 0)."""
+    frames = [records] if isinstance(records, pl.DataFrame) else list(records)
+    total = sum(f.height for f in frames)
+    out: dict[str, float] = {}
+    for c in columns:
+        if total == 0 or any(c not in f.columns for f in frames):
+            out[c] = 0.0
+            continue
+        non_null = sum(f.height - f.get_column(c).null_count() for f in frames)
+        out[c] = non_null / total
+    return out
+
+
+def usable_fields(
+    records: pl.DataFrame | Sequence[pl.DataFrame],
+    candidates: Iterable[str] = LINKAGE_FIELDS,
+    *,
+    min_completeness: float = 0.01,
+) -> list[str]:
+    """Candidate columns that exist, are at least ``min_completeness`` filled and vary.
+
+    An entirely null or constant column carries no evidence (and its m/u cannot be
+    estimated), so it is left out of the model.
+    """
+    frames = [records] if isinstance(records, pl.DataFrame) else list(records)
+    comp = field_completeness(frames, candidates)
+    out = []
+    for c in candidates:
+        if comp[c] < min_completeness:
+            continue
+        distinct = pl.concat([f.select(pl.col(c).drop_nulls().unique().head(2)) for f in frames],
+                             how="vertical_relaxed").unique()
+        if distinct.height >= 2:
+            out.append(c)
+    return out
+
+
+# ----------------------------------------------------------------------- comparisons
+
+
+def _c(expr: str) -> ColumnExpression:
+    return ColumnExpression(expr)
+
+
+def _name_comparison(col: str, *, swap_with: str | None, middle: bool) -> cl.CustomComparison:
+    """Forename or surname: exact (tf), Jaro-Winkler bands, swap, middle-name promotion."""
+    levels: list[Any] = [
+        cll.NullLevel(col),
+        cll.ExactMatchLevel(col, term_frequency_adjustments=True),
+        cll.JaroWinklerLevel(col, 0.92),
+        cll.JaroWinklerLevel(col, 0.88),
+    ]
+    if swap_with:
+        levels.append(
+            cll.ColumnsReversedLevel(col, swap_with, symmetrical=True).configure(
+                label_for_charts=f"{col} and {swap_with} swapped"
+            )
+        )
+    if middle:
+        first_middle = _c("middle_names").regex_extract(_FIRST_TOKEN_RE)
+        levels.append(
+            cll.Or(
+                cll.ColumnsReversedLevel(_c(col), first_middle),
+                cll.ColumnsReversedLevel(_c("middle_names").regex_extract(_FIRST_TOKEN_RE), _c(col)),
+            ).configure(label_for_charts=f"{col} matches the other's first middle name")
+        )
+    levels += [cll.JaroWinklerLevel(col, 0.7), cll.ElseLevel()]
+    return cl.CustomComparison(levels, output_column_name=col, comparison_description=f"{col} name")
+
+
+def _middle_names_comparison() -> cl.CustomComparison:
+    return cl.CustomComparison(
+        [
+            cll.NullLevel("middle_names"),
+            cll.ExactMatchLevel("middle_names"),
+            cll.ExactMatchLevel(_c("middle_names").regex_extract(_FIRST_TOKEN_RE)).configure(
+                label_for_charts="First middle name matches"
+            ),
+            cll.JaroWinklerLevel("middle_names", 0.88),
+            cll.ExactMatchLevel(_c("middle_names").substr(1, 1)).configure(
+                label_for_charts="Middle initial matches"
+            ),
+            cll.ElseLevel(),
+        ],
+        output_column_name="middle_names",
+        comparison_description="middle names",
+    )
+
+
+def _dob_comparison() -> cl.CustomComparison:
+    def s() -> ColumnExpression:
+        return _c("dob").cast_to_string()  # ISO yyyy-mm-dd in every dialect
+
+    day_month_swap = cll.And(
+        cll.ColumnsReversedLevel(s().substr(6, 2), s().substr(9, 2), symmetrical=True),
+        cll.ExactMatchLevel(s().substr(1, 4)),
+    )
+    return cl.CustomComparison(
+        [
+            cll.NullLevel("dob"),
+            # tf: frequent values (placeholders such as 1 January) carry less evidence
+            cll.ExactMatchLevel("dob", term_frequency_adjustments=True),
+            cll.Or(cll.DamerauLevenshteinLevel(s(), 1), day_month_swap).configure(
+                label_for_charts="One-character typo or day/month swap"
+            ),
+            cll.ExactMatchLevel(s().substr(1, 4)).configure(label_for_charts="Same year of birth"),
+            cll.AbsoluteDateDifferenceLevel("dob", input_is_string=False, threshold=10, metric="year")
+            .configure(label_for_charts="Within 10 years"),
+            cll.ElseLevel(),
+        ],
+        output_column_name="dob",
+        comparison_description="date of birth",
+    )
+
+
+def _postcode_comparison() -> cl.CustomComparison:
+    return cl.CustomComparison(
+        [
+            cll.NullLevel("postcode"),
+            cll.ExactMatchLevel("postcode", term_frequency_adjustments=True),
+            cll.ExactMatchLevel(_c("postcode").regex_extract(_SECTOR_RE)).configure(
+                label_for_charts="Same postcode sector"
+            ),
+            cll.ExactMatchLevel(_c("postcode").regex_extract(_DISTRICT_RE)).configure(
+                label_for_charts="Same postcode district"
+            ),
+            cll.ExactMatchLevel(_c("postcode").regex_extract(_AREA_RE)).configure(
+                label_for_charts="Same postcode area"
+            ),
+            cll.ElseLevel(),
+        ],
+        output_column_name="postcode",
+        comparison_description="postcode",
+    )
+
+
+def _identifier_comparison(col: str, *, typo_level: bool) -> cl.CustomComparison:
+    """Exact (tf: an id shared by many records, e.g. a junk PNC, is weak evidence)."""
+    levels: list[Any] = [cll.NullLevel(col), cll.ExactMatchLevel(col, term_frequency_adjustments=True)]
+    if typo_level:
+        levels.append(cll.DamerauLevenshteinLevel(col, 1))
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(levels, output_column_name=col, comparison_description=col)
+
+
+def _address_comparison() -> cl.CustomComparison:
+    return cl.CustomComparison(
+        [
+            cll.NullLevel("address"),
+            cll.ExactMatchLevel("address", term_frequency_adjustments=True),
+            cll.JaroWinklerLevel("address", 0.9),
+            cll.JaroWinklerLevel("address", 0.75),
+            cll.ElseLevel(),
+        ],
+        output_column_name="address",
+        comparison_description="address",
+    )
+
+
+def _exact_comparison(col: str) -> cl.CustomComparison:
+    return cl.CustomComparison(
+        [cll.NullLevel(col), cll.ExactMatchLevel(col, term_frequency_adjustments=True), cll.ElseLevel()],
+        output_column_name=col,
+        comparison_description=f"{col} (exact)",
+    )
+
+
+def build_comparisons(fields: Sequence[str], extras: Sequence[str] = ()) -> list[cl.CustomComparison]:
+    f = set(fields)
+    comps: list[cl.CustomComparison] = []
+    if "forename" in f:
+        comps.append(_name_comparison(
+            "forename", swap_with="surname" if "surname" in f else None, middle="middle_names" in f))
+    if "middle_names" in f:
+        comps.append(_middle_names_comparison())
+    if "surname" in f:
+        comps.append(_name_comparison(
+            "surname", swap_with="forename" if "forename" in f else None, middle=False))
+    if "dob" in f:
+        comps.append(_dob_comparison())
+    if "sex" in f:
+        comps.append(cl.CustomComparison(
+            [cll.NullLevel("sex"), cll.ExactMatchLevel("sex"), cll.ElseLevel()],
+            output_column_name="sex", comparison_description="sex"))
+    if "postcode" in f:
+        comps.append(_postcode_comparison())
+    if "address" in f:
+        comps.append(_address_comparison())
+    for col in ("pnc", "cro"):
+        if col in f:
+            comps.append(_identifier_comparison(col, typo_level=True))
+    if "other_id" in f:
+        comps.append(_identifier_comparison("other_id", typo_level=False))
+    for col in extras:
+        comps.append(_exact_comparison(col))
+    return comps
+
+
+# -------------------------------------------------------------------- blocking rules
+
+
+def _initial(col: str) -> ColumnExpression:
+    return _c(col).substr(1, 1)
+
+
+def _year(col: str) -> ColumnExpression:
+    return _c(col).cast_to_string().substr(1, 4)
+
+
+def prediction_blocking_rules(fields: Sequence[str]) -> list[Any]:
+    """OR-ed blocking rules for prediction, from the fields present.
+
+    Every rule is an equi-join on at least one fairly specific key, so the number of
+    pairs grows roughly linearly with the records (checked at 1M+ records); together the
+    rules tolerate an error in any one (often two) of the fields.
+    """
+    f = set(fields)
+    rules: list[Any] = []
+
+    def add(*cols: str | ColumnExpression, need: Iterable[str]) -> None:
+        if set(need) <= f:
+            rules.append(block_on(*cols))
+
+    add("forename", "surname", need=("forename", "surname"))
+    add("dob", _initial("forename"), need=("dob", "forename"))
+    add("dob", _initial("surname"), need=("dob", "surname"))
+    add("surname", _year("dob"), need=("surname", "dob"))
+    add("pnc", need=("pnc",))
+    add("cro", need=("cro",))
+    add("other_id", need=("other_id",))
+    add("postcode", _initial("surname"), need=("postcode", "surname"))
+    add("postcode", _initial("forename"), need=("postcode", "forename"))
+    if {"forename", "surname"} <= f:
+        rules.append(CustomRule("l.forename = r.surname AND l.surname = r.forename"))
+    # Without names or dob, fall back on what is left.
+    if not ({"forename", "surname", "dob"} & f):
+        add("postcode", need=("postcode",))
+        add("address", need=("address",))
+    if not rules:
+        if "dob" in f:
+            rules.append(block_on("dob"))
+        elif "surname" in f or "forename" in f:
+            rules.append(block_on("surname" if "surname" in f else "forename"))
+        elif "postcode" in f:
+            rules.append(block_on("postcode"))
+    return rules
+
+
+def deterministic_rules(fields: Sequence[str]) -> list[Any]:
+    """High-precision rules whose matches (with an assumed recall) set the prior."""
+    f = set(fields)
+    rules: list[Any] = []
+    if {"forename", "surname", "dob"} <= f:
+        rules.append(block_on("forename", "surname", "dob"))
+    elif {"forename", "surname", "postcode"} <= f:
+        rules.append(block_on("forename", "surname", "postcode"))
+    if {"pnc", "dob"} <= f:
+        rules.append(block_on("pnc", "dob"))
+    if {"cro", "dob"} <= f:
+        rules.append(block_on("cro", "dob"))
+    if not rules:
+        # Weakest fallback: everything we have must agree.
+        key = [c for c in ("forename", "surname", "dob", "postcode", "pnc", "cro", "other_id") if c in f]
+        if key:
+            rules.append(block_on(*key))
+    return rules
+
+
+def _rule_recall(cols: Sequence[str], completeness: dict[str, float]) -> float:
+    r = 1.0
+    for c in cols:
+        r *= completeness.get(c, 1.0) ** 2 * _FIELD_AGREEMENT
+    return r
+
+
+def em_blocking_rules(fields: Sequence[str], completeness: dict[str, float] | None = None) -> list[Any]:
+    """At least two EM sessions such that every comparison is estimated in one of them."""
+    f = set(fields)
+    comp = completeness or {}
+    candidates: list[tuple[tuple[str, ...], Any]] = []
+    if {"forename", "surname"} <= f:
+        candidates.append((("forename", "surname"), block_on("forename", "surname")))
+    if "dob" in f:
+        candidates.append((("dob",), block_on("dob")))
+    if "postcode" in f:
+        candidates.append((("postcode",), block_on("postcode")))
+    for c in ("pnc", "cro", "other_id"):
+        if c in f:
+            candidates.append(((c,), block_on(c)))
+    if "surname" in f:
+        candidates.append((("surname",), block_on("surname")))
+    if "forename" in f:
+        candidates.append((("forename",), block_on("forename")))
+    # skip rules on fields that are mostly missing (they would train on few pairs)
+    good = [c for c in candidates if all(comp.get(x, 1.0) >= 0.3 for x in c[0])] or candidates
+    chosen: list[tuple[tuple[str, ...], Any]] = []
+    uncovered = set(f)
+    for cols, rule in good:
+        estimates = f - set(cols)  # a session estimates every comparison not blocked on
+        if len(chosen) < 2 or (uncovered & estimates):
+            chosen.append((cols, rule))
+            uncovered -= estimates
+        if len(chosen) >= 2 and not uncovered:
+            break
+    return [rule for _, rule in chosen]
+
+
+# -------------------------------------------------------------------------- settings
+
+
+def build_model_spec(
+    fields: Sequence[str],
+    *,
+    extras: Sequence[str] = (),
+    link_type: str = "dedupe_only",
+    completeness: dict[str, float] | None = None,
+    sql_dialect: str = "duckdb",
+    retain_matching_columns: bool = False,
+    additional_columns_to_retain: Sequence[str] = (),
+) -> ModelSpec:
+    """Splink settings plus training plan for the given fields.
+
+    ``fields`` are standardised linkage fields (subset of :data:`LINKAGE_FIELDS`);
+    ``extras`` other columns compared exactly with term-frequency adjustment.
+    ``link_type`` is "dedupe_only" (one input) or "link_and_dedupe" (several inputs, or
+    one input whose ``source_dataset`` column distinguishes them).
+    """
+    unknown = [x for x in fields if x not in LINKAGE_FIELDS]
+    if unknown:
+        raise LinkageConfigError(f"unknown linkage fields {unknown}; expected a subset of {LINKAGE_FIELDS}")
+    clash = [x for x in extras if x in LINKAGE_FIELDS or x in (UNIQUE_ID, SOURCE_DATASET)]
+    if clash:
+        raise LinkageConfigError(f"extra columns {clash} clash with linkage fields or id columns")
+    fields = [x for x in LINKAGE_FIELDS if x in set(fields)]  # canonical order
+    evidence = set(fields) | set(extras)
+    if not evidence:
+        raise LinkageConfigError("no usable linkage fields: nothing to compare")
+    if not (set(fields) - {"sex"}) and not extras:
+        raise LinkageConfigError("sex alone cannot identify people: map at least one other field")
+    if link_type not in ("dedupe_only", "link_and_dedupe", "link_only"):
+        raise LinkageConfigError(f"unknown link_type {link_type!r}")
+    comp = dict(completeness or {})
+
+    det = deterministic_rules(fields)
+    det_sql = [_rule_sql(r, sql_dialect) for r in det]
+    # recall of the union of rules: at least the best single rule
+    det_cols = [_rule_columns(r, sql_dialect) for r in det]
+    recall = max((_rule_recall(c, comp) for c in det_cols), default=0.5)
+    recall = float(min(0.95, max(0.2, recall)))
+
+    em_rules = em_blocking_rules(fields, comp) if fields else []
+    pred_rules = prediction_blocking_rules(fields)
+    if extras and not pred_rules:
+        pred_rules = [block_on(x) for x in extras]
+    if extras and not em_rules:
+        em_rules = [block_on(x) for x in extras[:2]]
+
+    creator = SettingsCreator(
+        link_type=link_type,  # type: ignore[arg-type]
+        unique_id_column_name=UNIQUE_ID,
+        source_dataset_column_name=SOURCE_DATASET,
+        comparisons=build_comparisons(fields, extras),
+        blocking_rules_to_generate_predictions=pred_rules,
+        probability_two_random_records_match=1e-4,
+        retain_matching_columns=retain_matching_columns,
+        retain_intermediate_calculation_columns=False,
+        additional_columns_to_retain=list(additional_columns_to_retain),
+        em_convergence=1e-4,
+        max_iterations=25,
+    )
+    settings = creator.create_settings_dict(sql_dialect)
+    settings.pop("linker_uid", None)
+    return ModelSpec(
+        settings=settings,
+        fields=tuple(fields),
+        extras=tuple(extras),
+        deterministic_rules=tuple(det_sql),
+        deterministic_recall=recall,
+        em_blocking_rules=tuple(_rule_sql(r, sql_dialect) for r in em_rules),
+        link_type=link_type,
+        completeness=comp,
+    )
+
+
+def model_spec_for_records(
+    records: pl.DataFrame | Sequence[pl.DataFrame],
+    *,
+    extras: Sequence[str] = (),
+    link_type: str | None = None,
+    min_completeness: float = 0.01,
+    sql_dialect: str = "duckdb",
+    **kwargs: Any,
+) -> ModelSpec:
+    """:func:`build_model_spec` for the fields ``records`` actually fill.
+
+    ``link_type`` defaults to dedupe_only for one frame and link_and_dedupe for a list.
+    """
+    frames = [records] if isinstance(records, pl.DataFrame) else list(records)
+    if link_type is None:
+        link_type = "dedupe_only" if isinstance(records, pl.DataFrame) else "link_and_dedupe"
+    fields = usable_fields(frames, LINKAGE_FIELDS, min_completeness=min_completeness)
+    bad_extras = [x for x in extras if any(x not in f.columns for f in frames)]
+    if bad_extras:
+        raise LinkageConfigError(f"extra columns not in the records: {bad_extras}")
+    comp = field_completeness(frames, [*fields, *extras])
+    return build_model_spec(fields, extras=extras, link_type=link_type, completeness=comp,
+                            sql_dialect=sql_dialect, **kwargs)
+
+
+def _rule_sql(rule: Any, sql_dialect: str) -> str:
+    return rule.get_blocking_rule(sql_dialect).blocking_rule_sql
+
+
+def _rule_columns(rule: Any, sql_dialect: str) -> list[str]:
+    sql = _rule_sql(rule, sql_dialect)
+    return [c for c in LINKAGE_FIELDS if f'l."{c}"' in sql or f"l.{c} " in sql or f"l.{c}=" in sql]

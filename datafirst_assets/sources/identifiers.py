@@ -1,0 +1,59 @@
+"""Vectorised normalisation and validation of personal identifiers (polars expressions)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+PNC_CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"
+POSTCODE_PATTERN = r"^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}$"
+PNC_PATTERN = r"^\d{4}/\d{7}[A-Z]$"
+CRO_PATTERN = r"^\d{6}/\d{2}[A-Z]$"
+
+
+def pnc_check_letter(year: int, serial: int) -> str:
+    """Check letter of a PNC id: (last two digits of the year followed by the 7-digit serial) mod 23."""
+    return PNC_CHECK_LETTERS[int(f"{year % 100:02d}{serial:07d}") % 23]
+
+
+def clean_name(expr: pl.Expr) -> pl.Expr:
+    """Upper case, letters/space/hyphen/apostrophe only, single spaces; empty -> null."""
+    cleaned = (
+        expr.str.to_uppercase()
+        .str.replace_all(r"[0-9]", "")
+        .str.replace_all(r"[^A-Z' \-]", " ")
+        .str.replace_all(r"\s*-\s*", "-")
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars(" -'")
+    )
+    return pl.when(cleaned == "").then(None).otherwise(cleaned)
+
+
+def normalise_postcode(expr: pl.Expr) -> pl.Expr:
+    """'sw1a1aa' / 'SW1A  1AA' -> 'SW1A 1AA'; anything that is not a UK postcode shape -> null."""
+    compact = expr.str.to_uppercase().str.replace_all(r"[^A-Z0-9]", "")
+    formatted = pl.concat_str([compact.str.slice(0, compact.str.len_chars() - 3), pl.lit(" "), compact.str.slice(-3)])
+    return pl.when(formatted.str.contains(POSTCODE_PATTERN)).then(formatted)
+
+
+def normalise_pnc(expr: pl.Expr) -> pl.Expr:
+    """PNC id to YYYY/NNNNNNNA (serial zero-padded); wrong shape or wrong check letter -> null."""
+    parts = expr.str.to_uppercase().str.replace_all(r"\s", "").str.extract_groups(r"^(\d{4})/?(\d{1,7})([A-Z])$")
+    year, serial, letter = parts.struct.field("1"), parts.struct.field("2"), parts.struct.field("3")
+    padded = serial.str.zfill(7)
+    check_index = pl.concat_str([year.str.slice(2, 2), padded]).cast(pl.Int64, strict=False) % 23
+    expected = check_index.replace_strict(
+        {i: letter for i, letter in enumerate(PNC_CHECK_LETTERS)}, default=None, return_dtype=pl.String
+    )
+    return pl.when(letter == expected).then(pl.concat_str([year, pl.lit("/"), padded, letter]))
+
+
+def pnc_is_pattern_junk(expr: pl.Expr) -> pl.Expr:
+    """Placeholder-looking PNCs (serial of one repeated digit, e.g. 0000000)."""
+    return expr.str.slice(5, 7).str.contains(r"^(0{7}|1{7}|2{7}|3{7}|4{7}|5{7}|6{7}|7{7}|8{7}|9{7})$")
+
+
+def normalise_cro(expr: pl.Expr) -> pl.Expr:
+    """CRO number to NNNNNN/YYA (serial zero-padded); anything else -> null."""
+    parts = expr.str.to_uppercase().str.replace_all(r"\s", "").str.extract_groups(r"^(\d{1,6})/?(\d{2})([A-Z])$")
+    serial, year, letter = parts.struct.field("1"), parts.struct.field("2"), parts.struct.field("3")
+    return pl.when(letter.is_not_null()).then(pl.concat_str([serial.str.zfill(6), pl.lit("/"), year, letter]))

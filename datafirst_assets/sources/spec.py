@@ -1,0 +1,96 @@
+"""Declarative description of what each source system delivers.
+
+Everything downstream (the simulator, raw loading, staging, pandera schemas, linkage fields,
+asset definitions) is driven from these specs, so a new table or source is one entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# How a raw text column becomes a typed staged column.
+#   id        source system id of the row; must be present and unique within the table
+#   ref       reference to another table's id (kept as text)
+#   text      free text / other identifiers (trimmed, empty -> null)
+#   name      personal or company name (upper-cased, cleaned)
+#   date      date in the source's date format (unparseable -> quarantine)
+#   dob       date of birth (as date, plus placeholder detection)
+#   sex       sex in the source's coding, mapped to M / F / null
+#   ethnicity self-defined ethnicity code (2001 census 16+1), junk codes nulled
+#   postcode  UK postcode, normalised to "AB1 2CD", invalid -> null
+#   pnc       Police National Computer id, normalised to YYYY/NNNNNNNA, invalid -> null
+#   cro       Criminal Records Office number, normalised to NNNNNN/YYA, invalid -> null
+#   code      categorical code; values outside `codes` quarantined
+#   int       integer (unparseable -> quarantine)
+#   float     decimal (unparseable -> quarantine)
+#   flag      Y/N -> boolean
+ColumnKind = Literal[
+    "id", "ref", "text", "name", "date", "dob", "sex", "ethnicity", "postcode", "pnc", "cro",
+    "code", "int", "float", "flag",
+]
+
+# Linkage fields a person table may provide (see linkage/): the standardised names
+# that person_records uses whatever the source calls them.
+LinkageField = Literal[
+    "forename", "middle_names", "surname", "dob", "sex", "postcode", "address", "pnc", "cro",
+]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: ColumnKind
+    required: bool = False  # a missing value quarantines the row
+    codes: tuple[str, ...] = ()  # allowed values for kind == "code"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    grain: str  # "one row per ..." for catalogues and docs
+    columns: tuple[ColumnSpec, ...]
+    parent: str | None = None  # table whose id the `ref` column points at
+    # Person tables: which column provides each linkage field (forename may be a list).
+    person_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The column that holds the date of the event, used for ages and journeys downstream.
+    event_date: str | None = None
+
+    @property
+    def id_column(self) -> str:
+        return next(c.name for c in self.columns if c.kind == "id")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def is_person_table(self) -> bool:
+        return bool(self.person_fields)
+
+    def column(self, name: str) -> ColumnSpec:
+        return next(c for c in self.columns if c.name == name)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    key: str  # e.g. "magistrates"
+    system: str  # e.g. "Libra"
+    description: str
+    date_format: str  # strptime format of every date column in its extracts
+    sex_codes: dict[str, str]  # raw code -> "M" / "F"; anything else -> null
+    tables: tuple[TableSpec, ...]
+    person_id_name: str  # name of the per-dataset person id in research tables
+    delimiter: str = ","
+    encoding: str = "utf-8"
+
+    def table(self, name: str) -> TableSpec:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(f"source {self.key!r} has no table {name!r}")
+
+    @property
+    def person_table(self) -> TableSpec:
+        return next(t for t in self.tables if t.is_person_table)

@@ -1,0 +1,78 @@
+"""pandera.polars schemas of staged tables, generated from the source registry."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pandera.polars as pa
+import polars as pl
+
+from datafirst_assets.raw.delivery import PARTITION_COLUMN
+from datafirst_assets.sources.identifiers import CRO_PATTERN, PNC_PATTERN, POSTCODE_PATTERN
+from datafirst_assets.sources.registry import ETHNIC_GROUP, ETHNICITY_CODES, SOURCES
+from datafirst_assets.sources.spec import ColumnSpec
+from datafirst_assets.staging.standardise import staged_columns, staged_dtype
+
+_PATTERNS = {"postcode": POSTCODE_PATTERN, "pnc": PNC_PATTERN, "cro": CRO_PATTERN}
+DOB_ISSUES = ["unparseable", "placeholder", "out_of_range"]
+
+
+def _column(spec: ColumnSpec) -> pa.Column:
+    checks: list[pa.Check] = []
+    if spec.kind == "code" and spec.codes:
+        checks.append(pa.Check.isin(list(spec.codes)))
+    if spec.kind == "sex":
+        checks.append(pa.Check.isin(["M", "F"]))
+    if spec.kind == "ethnicity":
+        checks.append(pa.Check.isin(list(ETHNICITY_CODES)))
+    if spec.kind in _PATTERNS:
+        checks.append(pa.Check.str_matches(_PATTERNS[spec.kind]))
+    if spec.kind == "name":
+        checks.append(pa.Check.str_matches(r"^[A-Z' \-]+$"))
+    return pa.Column(
+        staged_dtype(spec),
+        checks=checks,
+        nullable=not (spec.required or spec.kind == "id"),
+        unique=spec.kind == "id",
+        description=spec.description or None,
+    )
+
+
+@cache
+def staged_schema(source_key: str, table_name: str) -> pa.DataFrameSchema:
+    table = SOURCES[source_key].table(table_name)
+    columns: dict[str, pa.Column] = {
+        PARTITION_COLUMN: pa.Column(pl.String, pa.Check.str_matches(r"^\d{4}-\d{2}-\d{2}$")),
+        **{c.name: _column(c) for c in table.columns},
+        "_source_file": pa.Column(pl.String),
+        "_row_number": pa.Column(pl.Int64, pa.Check.ge(2)),
+    }
+    for c in table.columns:
+        if c.kind == "dob":
+            columns[f"{c.name}_issue"] = pa.Column(pl.String, pa.Check.isin(DOB_ISSUES), nullable=True)
+    if any(c.kind == "ethnicity" for c in table.columns):
+        columns["ethnic_group"] = pa.Column(pl.String, pa.Check.isin([*ETHNIC_GROUP.values(), "Unknown"]))
+    assert list(columns) == staged_columns(table), "schema and staging disagree on columns"
+    return pa.DataFrameSchema(
+        columns, strict=True, ordered=True, name=f"staged_{source_key}_{table_name}",
+        description=f"{SOURCES[source_key].system} {table_name}: one row per {table.grain}",
+    )
+
+
+def failure_summary(error: pa.errors.SchemaErrors, sample: int = 5) -> dict:
+    """Readable summary of a lazy validation failure (pandera's own message is escaped JSON)."""
+    cases = error.failure_cases
+    if not isinstance(cases, pl.DataFrame):
+        cases = pl.DataFrame(cases)
+    summary = (
+        cases.group_by("column", "check").agg(pl.len().alias("failures"), pl.col("failure_case").head(sample))
+        .sort("failures", descending=True)
+    )
+    return {
+        "failing_checks": summary.height,
+        "failures": int(summary["failures"].sum()),
+        "detail": [
+            f"{row['column']}: {row['check']} failed {row['failures']}x, e.g. {row['failure_case']}"
+            for row in summary.iter_rows(named=True)
+        ],
+    }

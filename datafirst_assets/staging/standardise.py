@@ -1,0 +1,183 @@
+"""Raw text -> typed, standardised staged rows, with every rejected row quarantined.
+
+Only values that make a row unusable quarantine it (no id, a duplicated id, a required value
+missing, a date/number/code that cannot be read, a line the CSV reader rejected). Identifier
+noise that is normal in administrative data is cleaned to null instead (invalid postcode or
+PNC, placeholder date of birth, junk PNC shared by many people, unknown sex or ethnicity code),
+because the row itself is still a real event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+
+from datafirst_assets.raw.delivery import PARTITION_COLUMN
+from datafirst_assets.sources.identifiers import (
+    clean_name,
+    normalise_cro,
+    normalise_pnc,
+    normalise_postcode,
+    pnc_is_pattern_junk,
+)
+from datafirst_assets.sources.registry import ETHNIC_GROUP, ETHNICITY_CODES
+from datafirst_assets.sources.spec import ColumnSpec, SourceSpec, TableSpec
+
+QUARANTINE_COLUMNS = (
+    PARTITION_COLUMN, "source", "table", "record_id", "_source_file", "_row_number", "reason", "raw_record",
+)
+TRAILING_LOAD_COLUMNS = ("_source_file", "_row_number")
+EARLIEST_DOB = date(1900, 1, 2)
+# A PNC recorded with this many different dates of birth in one delivery is a shared junk value.
+JUNK_PNC_MIN_DOBS = 4
+FLAG_VALUES = {"Y": True, "YES": True, "TRUE": True, "1": True, "N": False, "NO": False, "FALSE": False, "0": False}
+
+
+@dataclass(frozen=True)
+class StagedResult:
+    staged: pl.DataFrame
+    quarantine: pl.DataFrame
+
+
+def _text(name: str) -> pl.Expr:
+    stripped = pl.col(name).str.strip_chars()
+    return pl.when(stripped == "").then(None).otherwise(stripped)
+
+
+def staged_dtype(column: ColumnSpec) -> pl.DataType:
+    return {
+        "date": pl.Date(), "dob": pl.Date(), "int": pl.Int64(), "float": pl.Float64(), "flag": pl.Boolean(),
+    }.get(column.kind, pl.String())
+
+
+def _parse(column: ColumnSpec, source: SourceSpec) -> pl.Expr:
+    """Expression giving the typed value (null where missing or unreadable)."""
+    raw = _text(column.name)
+    kind = column.kind
+    if kind in ("date", "dob"):
+        return raw.str.strptime(pl.Date, source.date_format, strict=False)
+    if kind == "int":
+        return raw.str.replace_all(",", "").cast(pl.Int64, strict=False)
+    if kind == "float":
+        return raw.str.replace_all(",", "").cast(pl.Float64, strict=False)
+    if kind == "flag":
+        return raw.str.to_uppercase().replace_strict(FLAG_VALUES, default=None, return_dtype=pl.Boolean)
+    if kind == "code":
+        return raw.str.to_uppercase()
+    if kind == "name":
+        return clean_name(raw)
+    if kind == "postcode":
+        return normalise_postcode(raw)
+    if kind == "pnc":
+        return normalise_pnc(raw)
+    if kind == "cro":
+        return normalise_cro(raw)
+    if kind == "sex":
+        return raw.replace_strict(source.sex_codes, default=None, return_dtype=pl.String)
+    if kind == "ethnicity":
+        upper = raw.str.to_uppercase()
+        return pl.when(upper.is_in(list(ETHNICITY_CODES))).then(upper)
+    return raw
+
+
+def _row_problems(table: TableSpec, source: SourceSpec, parsed: pl.DataFrame, raw: pl.DataFrame) -> pl.Expr:
+    """One expression per row: '; '-joined reasons, or null when the row is fine."""
+    reasons: list[pl.Expr] = [
+        pl.when(pl.col("_parse_error").is_not_null()).then(pl.format("unreadable line: {}", pl.col("_parse_error")))
+    ]
+    for column in table.columns:
+        typed = pl.col(f"__typed_{column.name}")
+        present = _text(column.name).is_not_null()
+        if column.required or column.kind == "id":
+            reasons.append(pl.when(~present).then(pl.lit(f"{column.name}: missing required value")))
+        if column.kind == "date":
+            reasons.append(pl.when(present & typed.is_null()).then(
+                pl.format(f"{column.name}: unparseable date '{{}}' (expected {source.date_format})",
+                          pl.col(column.name))))
+        if column.kind in ("int", "float", "flag"):
+            reasons.append(pl.when(present & typed.is_null()).then(
+                pl.format(f"{column.name}: not a valid {column.kind} '{{}}'", pl.col(column.name))))
+        if column.kind == "code" and column.codes:
+            reasons.append(pl.when(present & ~typed.is_in(list(column.codes))).then(
+                pl.format(f"{column.name}: unknown code '{{}}'", pl.col(column.name))))
+    id_col = table.id_column
+    duplicated = pl.col(id_col).is_not_null() & (pl.int_range(pl.len()).over(_text(id_col)) > 0)
+    reasons.append(pl.when(duplicated).then(pl.format(f"{id_col}: duplicate source id '{{}}'", pl.col(id_col))))
+    joined = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
+    return pl.when(joined == "").then(None).otherwise(joined)
+
+
+def _null_junk_pncs(frame: pl.DataFrame, table: TableSpec) -> pl.DataFrame:
+    pnc_cols = [c.name for c in table.columns if c.kind == "pnc"]
+    dob_cols = [c.name for c in table.columns if c.kind == "dob"]
+    for pnc in pnc_cols:
+        junk = pnc_is_pattern_junk(pl.col(pnc))
+        if dob_cols:
+            junk = junk | (pl.col(dob_cols[0]).n_unique().over(pnc) >= JUNK_PNC_MIN_DOBS)
+        frame = frame.with_columns(pl.when(pl.col(pnc).is_not_null() & junk).then(None).otherwise(pl.col(pnc)).alias(pnc))
+    return frame
+
+
+def _clean_dobs(frame: pl.DataFrame, table: TableSpec) -> pl.DataFrame:
+    """Unreadable, placeholder (1 January) and impossible dates of birth become null.
+
+    The row is kept (it is still a real event) and `<dob>_issue` says why the value went.
+    """
+    extract = pl.col(PARTITION_COLUMN).str.to_date()
+    for column in (c.name for c in table.columns if c.kind == "dob"):
+        dob = pl.col(column)
+        issue = (
+            pl.when(_text(f"__raw_{column}").is_not_null() & dob.is_null()).then(pl.lit("unparseable"))
+            .when((dob.dt.month() == 1) & (dob.dt.day() == 1)).then(pl.lit("placeholder"))
+            .when((dob < EARLIEST_DOB) | (dob > extract)).then(pl.lit("out_of_range"))
+        )
+        frame = frame.with_columns(issue.alias(f"{column}_issue")).with_columns(
+            pl.when(pl.col(f"{column}_issue").is_not_null()).then(None).otherwise(dob).alias(column)
+        )
+    return frame.drop([c for c in frame.columns if c.startswith("__raw_")])
+
+
+def stage_table(raw: pl.DataFrame, source: SourceSpec, table: TableSpec) -> StagedResult:
+    """Type and standardise one raw partition; rows that cannot be used go to quarantine."""
+    typed = raw.with_columns(
+        _parse(column, source).cast(staged_dtype(column)).alias(f"__typed_{column.name}")
+        for column in table.columns
+    )
+    typed = typed.with_columns(_row_problems(table, source, typed, raw).alias("__reason"))
+    bad = typed.filter(pl.col("__reason").is_not_null())
+    good = typed.filter(pl.col("__reason").is_null())
+
+    quarantine = bad.select(
+        pl.col(PARTITION_COLUMN),
+        pl.lit(source.key).alias("source"),
+        pl.lit(table.name).alias("table"),
+        pl.col(table.id_column).alias("record_id"),
+        pl.col("_source_file"),
+        pl.col("_row_number"),
+        pl.col("__reason").alias("reason"),
+        pl.when(pl.col("_raw_line").is_not_null()).then(pl.col("_raw_line"))
+        .otherwise(pl.struct(table.column_names).struct.json_encode()).alias("raw_record"),
+    )
+    staged = good.select(
+        pl.col(PARTITION_COLUMN),
+        *(pl.col(f"__typed_{c.name}").alias(c.name) for c in table.columns),
+        *(pl.col(c) for c in TRAILING_LOAD_COLUMNS),
+        *(pl.col(c.name).alias(f"__raw_{c.name}") for c in table.columns if c.kind == "dob"),
+    )
+    staged = _clean_dobs(staged, table)
+    staged = _null_junk_pncs(staged, table)
+    for column in (c.name for c in table.columns if c.kind == "ethnicity"):
+        staged = staged.with_columns(
+            pl.col(column).str.slice(0, 1).replace_strict(ETHNIC_GROUP, default="Unknown").alias("ethnic_group")
+        )
+    return StagedResult(staged=staged, quarantine=quarantine)
+
+
+def staged_columns(table: TableSpec) -> list[str]:
+    """Column order of a staged table (for schemas and docs)."""
+    derived = [f"{c.name}_issue" for c in table.columns if c.kind == "dob"]
+    if any(c.kind == "ethnicity" for c in table.columns):
+        derived.append("ethnic_group")
+    return [PARTITION_COLUMN, *table.column_names, *TRAILING_LOAD_COLUMNS, *derived]
