@@ -7,8 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 from dagster import AssetKey, DagsterInstance
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from datafirst_assets.defs.ingest import quarantine_key, raw_key, staged_key
 from datafirst_assets.defs.partitions import EXTRACT_DATES
@@ -16,6 +16,7 @@ from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.definitions import INGEST_JOB, build_definitions
 from datafirst_assets.raw.delivery import list_deliveries
 from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.warehouse.connection import warehouse_cursor
 
 
 class PipelineFailed(Exception):
@@ -45,6 +46,38 @@ def ingest_keys(sources: list[str]) -> list[AssetKey]:
     ]
 
 
+def step_errors(result) -> str:
+    """The user-facing error of each failed step (Dagster wraps it in its own error)."""
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        error = event.step_failure_data.error
+        while error.cause is not None:
+            error = error.cause
+        messages.append(f"{event.step_key}: {error.message.strip()}")
+    return " | ".join(messages) or "see the run's logs"
+
+
+def delivery_ranges(instance: DagsterInstance, deliveries: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+    """Group sources by runs of consecutive partitions they delivered: one run per group."""
+    order = {key: i for i, key in enumerate(instance.get_dynamic_partitions(EXTRACT_DATES))}
+    dates_by_source: dict[str, list[str]] = defaultdict(list)
+    for source, extract_date in deliveries:
+        dates_by_source[source].append(extract_date)
+    ranges: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for source, dates in dates_by_source.items():
+        dates = sorted(dates, key=order.__getitem__)
+        start = previous = dates[0]
+        for extract_date in dates[1:]:
+            if order[extract_date] != order[previous] + 1:
+                ranges[(start, previous)].append(source)
+                start = extract_date
+            previous = extract_date
+        ranges[(start, previous)].append(source)
+    return dict(sorted(ranges.items()))
+
+
 def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str] | None = None) -> RunReport:
     """Ingest every delivery in the landing zone (one run per extract date)."""
     started = time.perf_counter()
@@ -61,15 +94,15 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
 
     report = RunReport(deliveries=deliveries)
     job = defs.resolve_job_def(INGEST_JOB)
-    for extract_date, sources in sorted(by_date.items()):
+    for (first, last), sources in delivery_ranges(instance, deliveries).items():
         result = job.execute_in_process(
-            partition_key=extract_date, instance=instance, asset_selection=ingest_keys(sources),
-            raise_on_error=False,
+            instance=instance, asset_selection=ingest_keys(sources), raise_on_error=False,
+            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
         )
         report.run_ids.append(result.run_id)
+        extract_date = first if first == last else f"{first}..{last}"
         if not result.success:
-            failures = [e.message for e in result.all_events if e.is_failure]
-            raise PipelineFailed(f"ingest of {extract_date} failed (run {result.run_id}): " + " | ".join(failures[:3]))
+            raise PipelineFailed(f"ingest of {extract_date} failed (run {result.run_id}): " + step_errors(result))
         failed_checks = [
             f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
             for e in result.get_asset_check_evaluations() if not e.passed
@@ -83,10 +116,10 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
 def warehouse_summary(layout: DataLayout) -> list[tuple[str, str, int, int]]:
     """(source, table, staged rows, quarantined rows) for every staged table in the warehouse."""
     rows = []
-    with duckdb.connect(str(layout.warehouse), read_only=True) as conn:
+    with warehouse_cursor(layout.warehouse) as conn:
         existing = {
             (s, t) for s, t in conn.execute(
-                "select table_schema, table_name from information_schema.tables").fetchall()
+                "select schema_name, table_name from duckdb_tables()").fetchall()
         }
         for source in SOURCES.values():
             for table in source.tables:

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
-from dagster_duckdb import DuckDBResource
 
+from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 
 DATA_DIR_ENV = "DATAFIRST_DATA_DIR"
@@ -25,6 +25,15 @@ class LandingZone(ConfigurableResource):
     @property
     def root(self) -> Path:
         return Path(self.path)
+
+
+class Warehouse(ConfigurableResource):
+    """Direct SQL on the warehouse (counts for checks, summaries), sharing the IO manager's database."""
+
+    database: str
+
+    def cursor(self):
+        return warehouse_cursor(self.database)
 
 
 class DataLayout:
@@ -45,6 +54,6 @@ def build_resources(layout: DataLayout) -> dict:
     database = str(layout.warehouse)
     return {
         "io_manager": WarehouseIOManager(database=database),
-        "warehouse": DuckDBResource(database=database),
+        "warehouse": Warehouse(database=database),
         "landing": LandingZone(path=str(layout.landing)),
     }

@@ -33,11 +33,6 @@ LINKAGE_FIELDS: tuple[str, ...] = (
     "other_id",
 )
 
-# UK postcode parts (input normalised to "AB1 2CD").
-_SECTOR_RE = "^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9]"
-_DISTRICT_RE = "^[A-Z]{1,2}[0-9][A-Z0-9]?"
-_AREA_RE = "^[A-Z]{1,2}"
-_FIRST_TOKEN_RE = "^[^ ]+"
 
 #: Assumed agreement rate of a single field between two records of the same person,
 #: used only to guess the recall of the deterministic rules that set the prior.
@@ -133,15 +128,21 @@ def _name_comparison(col: str, *, swap_with: str | None, middle: bool) -> cl.Cus
             )
         )
     if middle:
-        first_middle = _c("middle_names").regex_extract(_FIRST_TOKEN_RE)
-        levels.append(
-            cll.Or(
-                cll.ColumnsReversedLevel(_c(col), first_middle),
-                cll.ColumnsReversedLevel(_c("middle_names").regex_extract(_FIRST_TOKEN_RE), _c(col)),
-            ).configure(label_for_charts=f"{col} matches the other's first middle name")
-        )
+        levels.append(cll.CustomLevel(
+            f"{_starts_word(f'{col}_l', 'middle_names_r')} OR {_starts_word(f'{col}_r', 'middle_names_l')}",
+            label_for_charts=f"{col} is the other's first middle name",
+        ))
     levels += [cll.JaroWinklerLevel(col, 0.7), cll.ElseLevel()]
     return cl.CustomComparison(levels, output_column_name=col, comparison_description=f"{col} name")
+
+
+def _starts_word(word: str, text: str) -> str:
+    """SQL: ``text`` is ``word`` or starts with ``word`` followed by a space (portable)."""
+    return f"({text} = {word} OR substr({text}, 1, length({word}) + 1) = concat({word}, ' '))"
+
+
+def _first_word(col: str) -> str:
+    return f"substr(concat({col}, ' '), 1, instr(concat({col}, ' '), ' '))"
 
 
 def _middle_names_comparison() -> cl.CustomComparison:
@@ -149,13 +150,11 @@ def _middle_names_comparison() -> cl.CustomComparison:
         [
             cll.NullLevel("middle_names"),
             cll.ExactMatchLevel("middle_names"),
-            cll.ExactMatchLevel(_c("middle_names").regex_extract(_FIRST_TOKEN_RE)).configure(
-                label_for_charts="First middle name matches"
-            ),
+            cll.CustomLevel(f"{_first_word('middle_names_l')} = {_first_word('middle_names_r')}",
+                            label_for_charts="First middle name matches"),
             cll.JaroWinklerLevel("middle_names", 0.88),
-            cll.ExactMatchLevel(_c("middle_names").substr(1, 1)).configure(
-                label_for_charts="Middle initial matches"
-            ),
+            cll.CustomLevel("substr(middle_names_l, 1, 1) = substr(middle_names_r, 1, 1)",
+                            label_for_charts="Middle initial matches"),
             cll.ElseLevel(),
         ],
         output_column_name="middle_names",
@@ -164,22 +163,23 @@ def _middle_names_comparison() -> cl.CustomComparison:
 
 
 def _dob_comparison() -> cl.CustomComparison:
-    def s() -> ColumnExpression:
-        return _c("dob").cast_to_string()  # ISO yyyy-mm-dd in every dialect
-
-    day_month_swap = cll.And(
-        cll.ColumnsReversedLevel(s().substr(6, 2), s().substr(9, 2), symmetrical=True),
-        cll.ExactMatchLevel(s().substr(1, 4)),
+    # Date parts with year()/month()/day() (DuckDB and Spark SQL alike): far cheaper than
+    # an edit distance on the date as text, and closer to how dates go wrong.
+    y = "year(dob_l) = year(dob_r)"
+    two_of_three = (
+        f"((CASE WHEN {y} THEN 1 ELSE 0 END)"
+        " + (CASE WHEN month(dob_l) = month(dob_r) THEN 1 ELSE 0 END)"
+        " + (CASE WHEN day(dob_l) = day(dob_r) THEN 1 ELSE 0 END)) >= 2"
     )
+    swap = f"({y} AND month(dob_l) = day(dob_r) AND day(dob_l) = month(dob_r))"
     return cl.CustomComparison(
         [
             cll.NullLevel("dob"),
             # tf: frequent values (placeholders such as 1 January) carry less evidence
             cll.ExactMatchLevel("dob", term_frequency_adjustments=True),
-            cll.Or(cll.DamerauLevenshteinLevel(s(), 1), day_month_swap).configure(
-                label_for_charts="One-character typo or day/month swap"
-            ),
-            cll.ExactMatchLevel(s().substr(1, 4)).configure(label_for_charts="Same year of birth"),
+            cll.CustomLevel(f"{two_of_three} OR {swap}",
+                            label_for_charts="Two of day/month/year agree, or day and month swapped"),
+            cll.CustomLevel(y, label_for_charts="Same year of birth"),
             cll.AbsoluteDateDifferenceLevel("dob", input_is_string=False, threshold=10, metric="year")
             .configure(label_for_charts="Within 10 years"),
             cll.ElseLevel(),
@@ -189,20 +189,29 @@ def _dob_comparison() -> cl.CustomComparison:
     )
 
 
+def _pc_part(side: str, part: str) -> str:
+    """Postcode part by plain substr (staged postcodes are "AB1 2CD"): portable SQL and
+    several times cheaper than a regex per pair."""
+    pc = f"postcode_{side}"
+    if part == "sector":  # "AB1 2"
+        return f"substr({pc}, 1, length({pc}) - 2)"
+    if part == "district":  # "AB1"
+        return f"substr({pc}, 1, length({pc}) - 4)"
+    # area: the leading letters, "AB" or "B"
+    return f"(CASE WHEN substr({pc}, 2, 1) BETWEEN 'A' AND 'Z' THEN substr({pc}, 1, 2) ELSE substr({pc}, 1, 1) END)"
+
+
 def _postcode_comparison() -> cl.CustomComparison:
+    def same(part: str) -> str:
+        return f"{_pc_part('l', part)} = {_pc_part('r', part)}"
+
     return cl.CustomComparison(
         [
             cll.NullLevel("postcode"),
             cll.ExactMatchLevel("postcode", term_frequency_adjustments=True),
-            cll.ExactMatchLevel(_c("postcode").regex_extract(_SECTOR_RE)).configure(
-                label_for_charts="Same postcode sector"
-            ),
-            cll.ExactMatchLevel(_c("postcode").regex_extract(_DISTRICT_RE)).configure(
-                label_for_charts="Same postcode district"
-            ),
-            cll.ExactMatchLevel(_c("postcode").regex_extract(_AREA_RE)).configure(
-                label_for_charts="Same postcode area"
-            ),
+            cll.CustomLevel(same("sector"), label_for_charts="Same postcode sector"),
+            cll.CustomLevel(same("district"), label_for_charts="Same postcode district"),
+            cll.CustomLevel(same("area"), label_for_charts="Same postcode area"),
             cll.ElseLevel(),
         ],
         output_column_name="postcode",
@@ -214,7 +223,9 @@ def _identifier_comparison(col: str, *, typo_level: bool) -> cl.CustomComparison
     """Exact (tf: an id shared by many records, e.g. a junk PNC, is weak evidence)."""
     levels: list[Any] = [cll.NullLevel(col), cll.ExactMatchLevel(col, term_frequency_adjustments=True)]
     if typo_level:
-        levels.append(cll.DamerauLevenshteinLevel(col, 1))
+        # Levenshtein <= 2 covers a typo or an adjacent transposition; (Damerau-
+        # Levenshtein is ~7x slower in DuckDB for the same purpose)
+        levels.append(cll.LevenshteinLevel(col, 2).configure(label_for_charts=f"{col} within 2 edits"))
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(levels, output_column_name=col, comparison_description=col)
 

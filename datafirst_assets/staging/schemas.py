@@ -33,7 +33,6 @@ def _column(spec: ColumnSpec) -> pa.Column:
         staged_dtype(spec),
         checks=checks,
         nullable=not (spec.required or spec.kind == "id"),
-        unique=spec.kind == "id",
         description=spec.description or None,
     )
 
@@ -55,6 +54,8 @@ def staged_schema(source_key: str, table_name: str) -> pa.DataFrameSchema:
     assert list(columns) == staged_columns(table), "schema and staging disagree on columns"
     return pa.DataFrameSchema(
         columns, strict=True, ordered=True, name=f"staged_{source_key}_{table_name}",
+        # Source ids are unique within a delivery; a later delivery may resend an updated row.
+        unique=[PARTITION_COLUMN, table.id_column],
         description=f"{SOURCES[source_key].system} {table_name}: one row per {table.grain}",
     )
 

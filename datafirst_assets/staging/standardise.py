@@ -181,3 +181,13 @@ def staged_columns(table: TableSpec) -> list[str]:
     if any(c.kind == "ethnicity" for c in table.columns):
         derived.append("ethnic_group")
     return [PARTITION_COLUMN, *table.column_names, *TRAILING_LOAD_COLUMNS, *derived]
+
+
+def stage_partitions(raw: pl.DataFrame, source: SourceSpec, table: TableSpec) -> StagedResult:
+    """stage_table for each extract date in the frame (ids and junk PNCs are judged per delivery)."""
+    results = [stage_table(part, source, table) for _, part in raw.group_by(PARTITION_COLUMN, maintain_order=True)]
+    if not results:
+        return stage_table(raw, source, table)
+    return StagedResult(
+        staged=pl.concat([r.staged for r in results]), quarantine=pl.concat([r.quarantine for r in results])
+    )

@@ -22,8 +22,9 @@ import duckdb
 import polars as pl
 from dagster import InputContext, MetadataValue, OutputContext, TableColumn, TableSchema
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from dagster._utils.backoff import backoff
-from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
+from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager, _get_cleanup_statement
+
+from datafirst_assets.warehouse.connection import warehouse_cursor
 
 
 class TransactionalDuckDbClient(DuckDbClient):
@@ -32,15 +33,7 @@ class TransactionalDuckDbClient(DuckDbClient):
     @staticmethod
     @contextmanager
     def connect(context, _table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
-        config = {"custom_user_agent": "datafirst", **context.resource_config["connection_config"]}
-        # Another process may hold the single-writer lock: wait (with backoff) rather than fail.
-        conn = backoff(
-            fn=duckdb.connect,
-            retry_on=(RuntimeError, duckdb.IOException),
-            kwargs={"database": context.resource_config["database"], "read_only": False, "config": config},
-            max_retries=12,
-        )
-        try:
+        with warehouse_cursor(context.resource_config["database"]) as conn:
             conn.begin()
             try:
                 yield conn
@@ -48,14 +41,19 @@ class TransactionalDuckDbClient(DuckDbClient):
                 conn.rollback()
                 raise
             conn.commit()
-        finally:
-            conn.close()
+
+    @staticmethod
+    def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
+        # The parent tries the delete and swallows "no such table"; inside a transaction that
+        # error would abort the transaction, so look first.
+        if table_columns(connection, table_slice.schema, table_slice.table):
+            connection.execute(_get_cleanup_statement(table_slice))
 
 
 def table_columns(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
     rows = connection.execute(
-        "select column_name, data_type from information_schema.columns "
-        "where table_schema = ? and table_name = ? order by ordinal_position",
+        "select column_name, data_type from duckdb_columns() "
+        "where schema_name = ? and table_name = ? order by column_index",
         [schema, table],
     ).fetchall()
     return {name: dtype for name, dtype in rows}
@@ -107,8 +105,7 @@ class PolarsDuckDBTypeHandler(DbTypeHandler[pl.DataFrame]):
                 f"{table_slice.schema}.{table_slice.table} does not exist in the warehouse yet: "
                 "materialise its upstream asset first"
             )
-        relation = connection.execute(DuckDbClient.get_select_statement(table_slice))
-        return pl.from_arrow(relation.to_arrow_table())
+        return pl.from_arrow(connection.sql(DuckDbClient.get_select_statement(table_slice)).to_arrow_table())
 
     @property
     def supported_types(self):

@@ -1,0 +1,37 @@
+# datafirst: `make demo` runs the whole pipeline on simulated data, `make test` runs the tests.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATA := data
+export DAGSTER_HOME := $(abspath $(DATA)/.dagster_home)
+DEMO_PEOPLE ?= 20000
+DEMO_SEED ?= 42
+DEMO_EXTRACTS ?= 3
+
+.PHONY: install demo test ui clean-data
+
+$(BIN)/datafirst: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/datafirst
+
+$(DAGSTER_HOME)/dagster.yaml: $(DATA)/config/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp $< $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	rm -rf $(DATA)/landing $(DATA)/truth
+	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --out $(DATA)/landing
+	$(BIN)/datafirst run --data-dir $(DATA)
+
+test: install
+	$(BIN)/python -m pytest -n 2 -q
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean-data:
+	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/warehouse.duckdb* $(DATA)/reports $(DATA)/models $(DATA)/.dagster_home

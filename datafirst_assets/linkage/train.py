@@ -1,0 +1,308 @@
+"""Train a Splink model (unsupervised) and describe it.
+
+    spec = model_spec_for_records(records)             # settings.py
+    db_api = make_db_api()                             # backend.py
+    model = train_model(records, spec, db_api)         # -> TrainedModel (holds the linker)
+    model.settings      # trained Splink JSON (dict), loadable with Linker(sdf, settings)
+    model.version       # short hash, stable under float noise
+    model.summary       # per comparison level: m, u, match weight (Dagster metadata)
+    save_charts(model.linker, out_dir)                 # offline HTML (inline JS)
+
+Training follows the issue: the prior from deterministic rules (with an assumed recall),
+u by seeded random sampling, m by EM over at least two blocking rules, term-frequency
+adjustments on names, dob, postcode and identifiers (declared in the settings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from splink import Linker
+
+from datafirst_assets.linkage.settings import SOURCE_DATASET, UNIQUE_ID, ModelSpec
+
+Progress = Callable[[str], None] | None
+
+#: Splink logs a lot at INFO; our callers get stage messages through ``progress`` instead.
+SPLINK_LOG_LEVEL = logging.WARNING
+
+
+@dataclass
+class TrainingConfig:
+    """Knobs for :func:`train_model` (defaults suit 1k-3M records)."""
+
+    u_max_pairs: float = 1e7  # random pairs sampled for u
+    seed: int = 42  # seeds u sampling (reproducible models)
+    em_max_pairs: float | None = 2e7  # cap pairs per EM session (deterministic sample)
+    em_rules: Sequence[str] | None = None  # override spec.em_blocking_rules
+    deterministic_recall: float | None = None  # override spec.deterministic_recall
+    m_floor: float | None = 1e-3  # smallest m per level after EM (None: leave EM's values)
+
+
+@dataclass
+class TrainedModel:
+    settings: dict[str, Any]  # trained Splink model JSON
+    spec: ModelSpec
+    version: str
+    summary: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    linker: Linker | None = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON document to store: Splink model + training plan + version."""
+        return {"version": self.version, "splink_model": self.settings, "spec": self.spec.as_dict()}
+
+    @staticmethod
+    def from_json(doc: dict[str, Any]) -> TrainedModel:
+        spec = ModelSpec(**{**doc["spec"], "fields": tuple(doc["spec"]["fields"]),
+                            "extras": tuple(doc["spec"]["extras"]),
+                            "deterministic_rules": tuple(doc["spec"]["deterministic_rules"]),
+                            "em_blocking_rules": tuple(doc["spec"]["em_blocking_rules"])})
+        settings = doc["splink_model"]
+        return TrainedModel(settings=settings, spec=spec, version=doc.get("version") or model_version(settings),
+                            summary=model_summary(settings))
+
+
+# ----------------------------------------------------------------------- registration
+
+
+def _frames(records: pl.DataFrame | Sequence[pl.DataFrame]) -> list[pl.DataFrame]:
+    return [records] if isinstance(records, pl.DataFrame) else list(records)
+
+
+def register_records(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], spec: ModelSpec | None = None,
+                     *, name: str = "person_records"):
+    """Register polars frame(s) with the DB API (arrow, no pandas round-trip).
+
+    Only the columns the model reads are registered. Returns one SplinkDataFrame for a
+    single frame, a list for several (link_and_dedupe).
+    """
+    frames = _frames(records)
+    out = []
+    for i, df in enumerate(frames):
+        if spec is not None:
+            cols = [c for c in spec.columns if c in df.columns]
+            df = df.select(cols)
+        tname = name if len(frames) == 1 else f"{name}_{i}"
+        out.append(db_api.register(df.to_arrow(), table_name=f"__df_{tname}_{db_api.id}",
+                                   dataset_display_name=tname))
+    return out[0] if isinstance(records, pl.DataFrame) else out
+
+
+def make_linker(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], settings: dict[str, Any],
+                spec: ModelSpec | None = None) -> Linker:
+    """A Linker over registered ``records`` with ``settings`` (untrained or trained JSON)."""
+    sdf = register_records(db_api, records, spec)
+    settings = json.loads(json.dumps(settings))  # Splink mutates/keeps references
+    return Linker(sdf, settings, log_level=SPLINK_LOG_LEVEL)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def train_model(
+    records: pl.DataFrame | Sequence[pl.DataFrame],
+    spec: ModelSpec,
+    db_api,
+    config: TrainingConfig | None = None,
+    *,
+    progress: Progress = None,
+) -> TrainedModel:
+    """Train m, u and the prior for ``spec`` on ``records``; returns the trained model
+    (with ``.linker`` ready for prediction on the same records)."""
+    cfg = config or TrainingConfig()
+    say = progress or (lambda _m: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    linker = make_linker(db_api, records, spec.settings, spec)
+    timings["register"] = time.perf_counter() - t0
+    n = sum(f.height for f in _frames(records))
+
+    t = time.perf_counter()
+    say(f"estimating prior from {len(spec.deterministic_rules)} deterministic rule(s)")
+    recall = cfg.deterministic_recall or spec.deterministic_recall
+    try:
+        linker.training.estimate_probability_two_random_records_match(
+            list(spec.deterministic_rules), recall=recall)
+    except ValueError:
+        # more deterministic matches than the assumed recall allows: use the max recall
+        linker.training.estimate_probability_two_random_records_match(list(spec.deterministic_rules), recall=1.0)
+    _guard_prior(linker, n)
+    timings["prior"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say(f"estimating u from up to {cfg.u_max_pairs:,.0f} random pairs (seed {cfg.seed})")
+    linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_max_pairs, seed=cfg.seed)
+    timings["u"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    rules = list(cfg.em_rules or spec.em_blocking_rules)
+    for i, rule in enumerate(rules, 1):
+        say(f"EM session {i}/{len(rules)}: {rule}")
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            rule, estimate_without_term_frequencies=True, max_pairs=cfg.em_max_pairs)
+    timings["em"] = time.perf_counter() - t
+    if cfg.m_floor:
+        regularise_m(linker, cfg.m_floor)
+
+    settings = linker.misc.save_model_to_json()
+    return TrainedModel(settings=settings, spec=spec, version=model_version(settings),
+                        summary=model_summary(settings), timings=timings, linker=linker)
+
+
+def _guard_prior(linker: Linker, n: int) -> None:
+    """Keep the prior inside (1/n^2, 0.5): zero deterministic matches would give 0."""
+    s = linker._settings_obj
+    p = s._probability_two_random_records_match
+    lo = 1.0 / max(n * n, 4)
+    if not (p and lo <= p <= 0.5):
+        s._probability_two_random_records_match = min(max(p or lo, lo), 0.5)
+
+
+def regularise_m(linker: Linker, floor: float = 1e-3) -> list[str]:
+    """Floor every level's m at ``floor`` and renormalise within the comparison.
+
+    EM drives m to ~0 for levels it (almost) never sees among matches in the training
+    blocks, which turns e.g. "dates of birth differ" into a -30 bit veto that no other
+    evidence can overcome; one keying error should not split a person. Returns the
+    levels changed.
+    """
+    changed = []
+    for comp in linker._settings_obj.comparisons:
+        levels = [lvl for lvl in comp.comparison_levels if not lvl.is_null_level]
+        ms = []
+        for lvl in levels:
+            m = lvl._m_probability
+            ms.append(m if isinstance(m, (int, float)) else None)
+        if all(m is None for m in ms):
+            continue
+        floored = [max(m if m is not None else 0.0, floor) for m in ms]
+        total = sum(floored)
+        for lvl, old, new in zip(levels, ms, floored):
+            new = new / total
+            if old is None or abs(new - old) > 1e-12:
+                lvl.m_probability = new
+                if old is None or old < floor:
+                    changed.append(f"{comp.output_column_name}: {lvl.label_for_charts}")
+    return changed
+
+
+# ---------------------------------------------------------------------- versioning
+
+
+def _round_sig(x: float, sig: int) -> float:
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, sig - 1 - int(math.floor(math.log10(abs(x)))))
+
+
+def _canonical(obj: Any, sig: int) -> Any:
+    if isinstance(obj, dict):
+        return {k: _canonical(v, sig) for k, v in sorted(obj.items()) if k != "linker_uid"}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v, sig) for v in obj]
+    if isinstance(obj, float):
+        return _round_sig(obj, sig)
+    return obj
+
+
+def model_version(settings_json: dict[str, Any] | str, *, sig: int = 3, length: int = 12) -> str:
+    """Short hash of a (trained) settings JSON with every float rounded to ``sig``
+    significant figures and the random ``linker_uid`` dropped, so re-training that only
+    moves parameters in the noise keeps the version."""
+    if isinstance(settings_json, str):
+        settings_json = json.loads(settings_json)
+    text = json.dumps(_canonical(settings_json, sig), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# ------------------------------------------------------------------------- summaries
+
+
+def model_summary(settings_json: dict[str, Any]) -> dict[str, Any]:
+    """Readable, JSON-serialisable summary: prior, and per comparison level m, u, weight."""
+    prior = settings_json.get("probability_two_random_records_match")
+    comparisons = []
+    for comp in settings_json.get("comparisons", []):
+        levels = []
+        for lvl in comp.get("comparison_levels", []):
+            if lvl.get("is_null_level"):
+                continue
+            m, u = lvl.get("m_probability"), lvl.get("u_probability")
+            weight = math.log2(m / u) if (m and u) else None
+            levels.append({
+                "level": lvl.get("label_for_charts") or lvl.get("sql_condition"),
+                "m": _r(m), "u": _r(u), "match_weight": _r(weight),
+                "tf_adjustment": lvl.get("tf_adjustment_column"),
+            })
+        comparisons.append({"comparison": comp.get("output_column_name"), "levels": levels})
+    return {
+        "probability_two_random_records_match": _r(prior),
+        "prior_match_weight": _r(math.log2(prior / (1 - prior))) if prior and prior < 1 else None,
+        "link_type": settings_json.get("link_type"),
+        "blocking_rules": [b["blocking_rule"] if isinstance(b, dict) else b
+                           for b in settings_json.get("blocking_rules_to_generate_predictions", [])],
+        "comparisons": comparisons,
+    }
+
+
+def _r(x: float | None, sig: int = 4) -> float | None:
+    return None if x is None else _round_sig(float(x), sig)
+
+
+def summary_table(summary: dict[str, Any]) -> pl.DataFrame:
+    """The summary as a flat table (comparison, level, m, u, match_weight) for markdown."""
+    rows = [{"comparison": c["comparison"], **lvl} for c in summary["comparisons"] for lvl in c["levels"]]
+    return pl.DataFrame(rows, schema={"comparison": pl.String, "level": pl.String, "m": pl.Float64,
+                                      "u": pl.Float64, "match_weight": pl.Float64,
+                                      "tf_adjustment": pl.String})
+
+
+# ---------------------------------------------------------------------------- charts
+
+
+def save_charts(linker: Linker, out_dir: str | Path, *, prefix: str = "") -> dict[str, Path]:
+    """Match-weights and m/u charts as self-contained HTML (inline JS: works offline).
+
+    Splink 5 renders HTML itself (altair is optional and not needed here). A chart that
+    fails to render is skipped and reported as an ``*_error`` entry, never fatal.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Any] = {}
+    for key, make in (("match_weights_chart", linker.visualisations.match_weights_chart),
+                      ("m_u_parameters_chart", linker.visualisations.m_u_parameters_chart)):
+        path = out / f"{prefix}{key}.html"
+        try:
+            make().save(str(path), inline=True)
+            paths[key] = path
+        except Exception as exc:  # noqa: BLE001 - charts are a nicety, never fatal
+            paths[f"{key}_error"] = f"{type(exc).__name__}: {exc}"
+    return paths
+
+
+def load_model(path: str | Path) -> TrainedModel:
+    return TrainedModel.from_json(json.loads(Path(path).read_text()))
+
+
+def save_model(model: TrainedModel, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(model.to_json(), indent=2))
+    return p
+
+
+__all__ = [
+    "TrainingConfig", "TrainedModel", "register_records", "make_linker", "train_model",
+    "model_version", "model_summary", "summary_table", "save_charts", "load_model", "save_model",
+    "SOURCE_DATASET", "UNIQUE_ID",
+]
