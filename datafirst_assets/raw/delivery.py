@@ -15,6 +15,7 @@ import csv
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -149,27 +150,37 @@ def check_header(path: Path, header: list[str], source: SourceSpec, table: Table
     # Same columns in another order: read by name, nothing to fix.
 
 
+_PARSER: duckdb.DuckDBPyConnection | None = None
+_PARSER_LOCK = threading.Lock()
+
+
+def _parser() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB kept for CSV parsing (opening one per file cost more than parsing)."""
+    global _PARSER
+    if _PARSER is None:
+        _PARSER = duckdb.connect()
+    return _PARSER
+
+
 def _read_rows(path: Path, header: list[str], source: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse the body with DuckDB's CSV reader; rows it rejects come back separately with reasons."""
-    conn = duckdb.connect()
-    try:
+    with _PARSER_LOCK:
+        conn = _parser()
         columns = {name: "VARCHAR" for name in header}
-        relation = conn.sql(
+        good = pl.from_arrow(conn.sql(
             "select * from read_csv(?, header = true, auto_detect = false, columns = ?, delim = ?, "
             "quote = '\"', escape = '\"', encoding = ?, store_rejects = true, "
             "strict_mode = true, null_padding = false, parallel = false)",
             params=[str(path), columns, source.delimiter, source.encoding],
-        )
-        good = pl.from_arrow(relation.to_arrow_table())
+        ).to_arrow_table())
         rejects = pl.from_arrow(conn.sql(
             "select line, any_value(error_type)::varchar as error_type, "
             "any_value(error_message) as error_message, any_value(csv_line) as csv_line "
             "from reject_errors group by line order by line"
         ).to_arrow_table())
-    finally:
-        conn.close()
-    if isinstance(good, pl.Series):  # pragma: no cover - from_arrow of a table is a frame
-        good = good.to_frame()
+        # The reject tables accumulate across calls on one connection.
+        conn.execute("delete from reject_errors")
+        conn.execute("delete from reject_scans")
     return good, rejects
 
 
