@@ -7,11 +7,14 @@ from pathlib import Path
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from datafirst_assets.defs.ingest import ingest_assets
+from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import DataLayout, build_resources, default_data_dir
 
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
+LINK_JOB = "link_datasets"
+LINK_SELECTION = AssetSelection.groups("linkage")
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:
@@ -22,10 +25,15 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         partitions_def=extract_dates,
         description="Load and stage one extract date's deliveries (every source that delivered).",
     )
+    link_job = define_asset_job(
+        LINK_JOB,
+        selection=LINK_SELECTION,
+        description="Train, score and cluster every dataset on all staged extracts; measure quality.",
+    )
     return Definitions(
-        assets=ingest_assets(),
-        jobs=[ingest_job],
-        resources=build_resources(layout),
+        assets=[*ingest_assets(), *linkage_assets()],
+        jobs=[ingest_job, link_job],
+        resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root))},
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.
         executor=in_process_executor,
     )

@@ -13,10 +13,14 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from datafirst_assets.defs.ingest import quarantine_key, raw_key, staged_key
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
-from datafirst_assets.definitions import INGEST_JOB, build_definitions
+from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
 from datafirst_assets.raw.delivery import list_deliveries
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
+
+
+# Headless runs print a summary, not Dagster's step-by-step DEBUG log (the UI shows that).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class PipelineFailed(Exception):
@@ -27,6 +31,7 @@ class PipelineFailed(Exception):
 class RunReport:
     deliveries: list[tuple[str, str]] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
+    ingest_seconds: float = 0.0
     seconds: float = 0.0
 
 
@@ -78,8 +83,9 @@ def delivery_ranges(instance: DagsterInstance, deliveries: list[tuple[str, str]]
     return dict(sorted(ranges.items()))
 
 
-def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str] | None = None) -> RunReport:
-    """Ingest every delivery in the landing zone (one run per extract date)."""
+def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str] | None = None,
+                 link: bool = True) -> RunReport:
+    """Ingest every delivery in the landing zone (one run per range of extract dates), then link."""
     started = time.perf_counter()
     defs = build_definitions(layout.root)
     deliveries = [d for d in list_deliveries(layout.landing) if d[0] in SOURCES]
@@ -96,7 +102,7 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     job = defs.resolve_job_def(INGEST_JOB)
     for (first, last), sources in delivery_ranges(instance, deliveries).items():
         result = job.execute_in_process(
-            instance=instance, asset_selection=ingest_keys(sources), raise_on_error=False,
+            instance=instance, asset_selection=ingest_keys(sources), raise_on_error=False, run_config=QUIET,
             tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
         )
         report.run_ids.append(result.run_id)
@@ -109,6 +115,13 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
         ]
         if failed_checks:
             raise PipelineFailed(f"checks failed for {extract_date}: {failed_checks}")
+    report.ingest_seconds = time.perf_counter() - started
+    if link:
+        result = defs.resolve_job_def(LINK_JOB).execute_in_process(
+            instance=instance, raise_on_error=False, run_config=QUIET)
+        report.run_ids.append(result.run_id)
+        if not result.success:
+            raise PipelineFailed(f"linkage failed (run {result.run_id}): " + step_errors(result))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -132,19 +145,29 @@ def warehouse_summary(layout: DataLayout) -> list[tuple[str, str, int, int]]:
     return rows
 
 
+def linkage_summary(layout: DataLayout) -> list[str]:
+    report = layout.reports / "linkage_quality.md"
+    if not report.exists():
+        return []
+    text = report.read_text()
+    section = text.split("## Accuracy per dataset", 1)[-1].split("##", 1)[0].strip()
+    return ["Linkage accuracy (against the simulator's truth):", section, f"Report: {report.resolve()}", ""]
+
+
 def format_summary(layout: DataLayout, report: RunReport) -> str:
     table_rows = warehouse_summary(layout)
     width = max(len(f"{s}.{t}") for s, t, _, _ in table_rows)
     dates = sorted({d for _, d in report.deliveries})
     lines = [
         f"Loaded {len(report.deliveries)} extract deliveries from {len(SOURCES)} systems "
-        f"({', '.join(dates)}) in {report.seconds:.1f}s",
+        f"({', '.join(dates)}) in {report.ingest_seconds:.1f}s; total {report.seconds:.1f}s",
         "",
         f"{'table'.ljust(width)}  {'staged':>9}  {'quarantined':>11}",
         *(f"{f'{s}.{t}'.ljust(width)}  {n:>9,}  {q:>11,}" for s, t, n, q in table_rows),
         f"{'total'.ljust(width)}  {sum(r[2] for r in table_rows):>9,}  {sum(r[3] for r in table_rows):>11,}",
         "",
-        f"Warehouse: {layout.warehouse.resolve()} (DuckDB; schemas raw_*, staged_*, quarantine_*)",
+        *linkage_summary(layout),
+        f"Warehouse: {layout.warehouse.resolve()} (DuckDB; schemas raw_*, staged_*, quarantine_*, linkage_*)",
         "Open the UI: make ui  (then http://127.0.0.1:3000)",
     ]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Cluster scored pairs into people (connected components at a threshold).
 
     clusters = cluster_pairs(linker, pairs_sdf, threshold_match_probability=0.9)
-    # -> record_id, [source_dataset,] cluster_id   (one row per input record)
+    # -> [source_dataset,] record_id, cluster_id   (one row per input record)
 
 Splink's cluster id is the smallest (composite) record id in the cluster; it changes when
 clusters merge or split, so stable person ids are carried forward elsewhere.
@@ -27,8 +27,8 @@ def cluster_pairs(
     threshold_match_weight: float | None = None,
 ) -> pl.DataFrame:
     """Connected components of pairs at/above the threshold -> ``record_id, cluster_id``
-    (plus ``source_dataset`` when linking several inputs). Every input record appears,
-    singletons included."""
+    (preceded by ``source_dataset`` when the records have it, as person records do and
+    as linking several inputs requires). Every input record appears, singletons included."""
     if threshold_match_probability is None and threshold_match_weight is None:
         raise ValueError("give threshold_match_probability or threshold_match_weight")
     cc = linker.clustering.cluster_pairwise_predictions_at_threshold(

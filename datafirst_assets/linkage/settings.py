@@ -55,6 +55,7 @@ class ModelSpec:
     em_blocking_rules: tuple[str, ...]  # SQL, one EM session each
     link_type: str = "dedupe_only"
     completeness: dict[str, float] = field(default_factory=dict)
+    blocking_pairs: dict[str, int] = field(default_factory=dict)  # pairs per prediction rule
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,16 +70,14 @@ class ModelSpec:
 
 
 def field_completeness(records: pl.DataFrame | Sequence[pl.DataFrame], columns: Iterable[str]) -> dict[str, float]:
-    """Share of non-null values per column (columns absent from the frame count as 0)."""
+    """Share of non-null values per column over all records (a frame without the column,
+    e.g. a source that never records it, counts as all null)."""
     frames = [records] if isinstance(records, pl.DataFrame) else list(records)
     total = sum(f.height for f in frames)
     out: dict[str, float] = {}
     for c in columns:
-        if total == 0 or any(c not in f.columns for f in frames):
-            out[c] = 0.0
-            continue
-        non_null = sum(f.height - f.get_column(c).null_count() for f in frames)
-        out[c] = non_null / total
+        non_null = sum(f.height - f.get_column(c).null_count() for f in frames if c in f.columns)
+        out[c] = non_null / total if total else 0.0
     return out
 
 
@@ -91,17 +90,18 @@ def usable_fields(
     """Candidate columns that exist, are at least ``min_completeness`` filled and vary.
 
     An entirely null or constant column carries no evidence (and its m/u cannot be
-    estimated), so it is left out of the model.
+    estimated), so it is left out of the model. When linking several frames a field
+    held by only some of them still counts.
     """
     frames = [records] if isinstance(records, pl.DataFrame) else list(records)
+    candidates = list(candidates)
     comp = field_completeness(frames, candidates)
     out = []
     for c in candidates:
         if comp[c] < min_completeness:
             continue
-        distinct = pl.concat([f.select(pl.col(c).drop_nulls().unique().head(2)) for f in frames],
-                             how="vertical_relaxed").unique()
-        if distinct.height >= 2:
+        values = [f.select(pl.col(c).drop_nulls().unique().head(2)) for f in frames if c in f.columns]
+        if pl.concat(values, how="vertical_relaxed").unique().height >= 2:
             out.append(c)
     return out
 
@@ -286,51 +286,158 @@ def build_comparisons(fields: Sequence[str], extras: Sequence[str] = ()) -> list
 # -------------------------------------------------------------------- blocking rules
 
 
-def _initial(col: str) -> ColumnExpression:
-    return _c(col).substr(1, 1)
+@dataclass(frozen=True)
+class Key:
+    """One equi-join key of a blocking rule: a column, or a simple derivation of it.
+
+    Each key has a Splink form (SQL, dialect-neutral) and a polars form, so the size of
+    a rule's blocks can be counted on the data before Splink runs.
+    """
+
+    col: str
+    fn: str = ""  # "" | "initial" | "year" | "district"
+
+    def splink(self) -> str | ColumnExpression:
+        if self.fn == "initial":
+            return _c(self.col).substr(1, 1)
+        if self.fn == "year":
+            return _c(self.col).cast_to_string().substr(1, 4)
+        if self.fn == "district":
+            return _c(self.col).regex_extract("^[A-Z]{1,2}[0-9][A-Z0-9]?")
+        return self.col
+
+    def polars(self) -> pl.Expr:
+        e = pl.col(self.col)
+        if self.fn == "initial":
+            e = e.cast(pl.String).str.slice(0, 1)
+        elif self.fn == "year":
+            e = e.dt.year()
+        elif self.fn == "district":
+            e = e.cast(pl.String).str.extract(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)", 1)
+        return e.alias(f"{self.col}_{self.fn}" if self.fn else self.col)
+
+    def __str__(self) -> str:
+        return f"{self.fn}({self.col})" if self.fn else self.col
 
 
-def _year(col: str) -> ColumnExpression:
-    return _c(col).cast_to_string().substr(1, 4)
+SWAP_RULE = "l.forename = r.surname AND l.surname = r.forename"
+
+
+def candidate_blocking_keys(fields: Sequence[str]) -> list[tuple[Key, ...] | str]:
+    """OR-ed blocking rules for prediction, from the fields present (before sizing).
+
+    Each rule is an equi-join on fairly specific keys; together they tolerate an error
+    or a gap in any one field (often two): names exact; dob with either initial; surname
+    with year of birth; each identifier; postcode with either initial; swapped names.
+    """
+    f = set(fields)
+    rules: list[tuple[Key, ...] | str] = []
+
+    def add(*keys: Key) -> None:
+        if {k.col for k in keys} <= f:
+            rules.append(tuple(keys))
+
+    add(Key("forename"), Key("surname"))
+    add(Key("dob"), Key("forename", "initial"))
+    add(Key("dob"), Key("surname", "initial"))
+    add(Key("surname"), Key("dob", "year"))
+    add(Key("pnc"))
+    add(Key("cro"))
+    add(Key("other_id"))
+    add(Key("postcode"), Key("surname", "initial"))
+    add(Key("postcode"), Key("forename", "initial"))
+    if {"forename", "surname"} <= f:
+        rules.append(SWAP_RULE)
+    if not ({"forename", "surname", "dob"} & f):  # no names or dob: use what is left
+        add(Key("postcode"))
+        add(Key("address"))
+    if not rules:
+        for c in ("dob", "surname", "forename", "postcode", "address", "sex"):
+            if c in f:
+                rules.append((Key(c),))
+                break
+    return rules
+
+
+#: Keys tried, in order, to split a rule whose blocks are too big.
+_REFINEMENTS = (Key("dob", "year"), Key("surname", "initial"), Key("forename", "initial"),
+                Key("postcode", "district"), Key("dob"), Key("sex"))
+
+
+def count_pairs(frame: pl.DataFrame | pl.LazyFrame, rule: tuple[Key, ...] | str) -> int:
+    """Pairs a rule generates within ``frame`` (all inputs stacked): sum of C(n, 2) over
+    its blocks; rows with a null key never pair."""
+    lf = frame.lazy()
+    if isinstance(rule, str):  # swapped names: n(a, b) * n(b, a) over unordered a != b
+        g = (lf.filter(pl.col("forename").is_not_null() & pl.col("surname").is_not_null())
+             .group_by("forename", "surname").agg(pl.len().cast(pl.Int64).alias("n")))
+        j = g.join(g, left_on=["forename", "surname"], right_on=["surname", "forename"], suffix="_r")
+        row = j.select(
+            (pl.when(pl.col("forename") != pl.col("surname")).then(pl.col("n") * pl.col("n_r")).otherwise(
+                pl.col("n") * (pl.col("n") - 1))).sum() // 2).collect()
+        return int(row.item() or 0)
+    keys = [k.polars() for k in rule]
+    names = [k.meta.output_name() for k in keys]
+    out = (lf.select(keys).drop_nulls().group_by(names).agg(pl.len().cast(pl.Int64).alias("n"))
+           .select((pl.col("n") * (pl.col("n") - 1) // 2).sum()).collect())
+    return int(out.item() or 0)
+
+
+def fit_blocking_rules(
+    records: pl.DataFrame | Sequence[pl.DataFrame],
+    fields: Sequence[str],
+    *,
+    max_pairs_per_rule: int | None = None,
+    pairs_per_record: float = 10.0,
+    min_budget: int = 2_000_000,
+) -> tuple[list[tuple[Key, ...] | str], dict[str, int]]:
+    """Size the candidate rules on the data; split any rule over budget.
+
+    The budget per rule is ``max(min_budget, pairs_per_record * n_records)`` unless
+    ``max_pairs_per_rule`` is given. An oversized rule (common names, a junk PNC shared
+    by thousands of records, a placeholder dob) gets one extra key from a fixed list:
+    the first that brings it under budget, else the one that shrinks it most.
+    Returns the rules and their pair counts (for metadata).
+    """
+    frames = [records] if isinstance(records, pl.DataFrame) else list(records)
+    cols = sorted(set(fields) & set().union(*[set(f.columns) for f in frames]))
+    stacked = pl.concat([f.select([c for c in cols if c in f.columns]) for f in frames], how="diagonal_relaxed")
+    n = stacked.height
+    budget = max_pairs_per_rule or max(min_budget, int(pairs_per_record * n))
+    rules: list[tuple[Key, ...] | str] = []
+    counts: dict[str, int] = {}
+    for rule in candidate_blocking_keys(fields):
+        c = count_pairs(stacked, rule)
+        if c > budget and not isinstance(rule, str):
+            options = []
+            for extra in _REFINEMENTS:
+                if extra.col not in fields or extra in rule or any(k.col == extra.col and not k.fn for k in rule):
+                    continue
+                cand = (*rule, extra)
+                cc = count_pairs(stacked, cand)
+                options.append((cc, cand))
+                if cc <= budget:
+                    break
+            if options:
+                c, rule = min(options, key=lambda o: o[0]) if options[-1][0] > budget else options[-1]
+        rules.append(rule)
+        counts[rule_label(rule)] = c
+    return rules, counts
+
+
+def rule_label(rule: tuple[Key, ...] | str) -> str:
+    return "forename/surname swapped" if isinstance(rule, str) else " & ".join(str(k) for k in rule)
+
+
+def to_splink_rule(rule: tuple[Key, ...] | str) -> Any:
+    if isinstance(rule, str):
+        return CustomRule(rule)
+    return block_on(*[k.splink() for k in rule])
 
 
 def prediction_blocking_rules(fields: Sequence[str]) -> list[Any]:
-    """OR-ed blocking rules for prediction, from the fields present.
-
-    Every rule is an equi-join on at least one fairly specific key, so the number of
-    pairs grows roughly linearly with the records (checked at 1M+ records); together the
-    rules tolerate an error in any one (often two) of the fields.
-    """
-    f = set(fields)
-    rules: list[Any] = []
-
-    def add(*cols: str | ColumnExpression, need: Iterable[str]) -> None:
-        if set(need) <= f:
-            rules.append(block_on(*cols))
-
-    add("forename", "surname", need=("forename", "surname"))
-    add("dob", _initial("forename"), need=("dob", "forename"))
-    add("dob", _initial("surname"), need=("dob", "surname"))
-    add("surname", _year("dob"), need=("surname", "dob"))
-    add("pnc", need=("pnc",))
-    add("cro", need=("cro",))
-    add("other_id", need=("other_id",))
-    add("postcode", _initial("surname"), need=("postcode", "surname"))
-    add("postcode", _initial("forename"), need=("postcode", "forename"))
-    if {"forename", "surname"} <= f:
-        rules.append(CustomRule("l.forename = r.surname AND l.surname = r.forename"))
-    # Without names or dob, fall back on what is left.
-    if not ({"forename", "surname", "dob"} & f):
-        add("postcode", need=("postcode",))
-        add("address", need=("address",))
-    if not rules:
-        if "dob" in f:
-            rules.append(block_on("dob"))
-        elif "surname" in f or "forename" in f:
-            rules.append(block_on("surname" if "surname" in f else "forename"))
-        elif "postcode" in f:
-            rules.append(block_on("postcode"))
-    return rules
+    """Splink blocking rules for prediction from the fields alone (not sized on data)."""
+    return [to_splink_rule(r) for r in candidate_blocking_keys(fields)]
 
 
 def deterministic_rules(fields: Sequence[str]) -> list[Any]:
@@ -378,6 +485,8 @@ def em_blocking_rules(fields: Sequence[str], completeness: dict[str, float] | No
         candidates.append((("surname",), block_on("surname")))
     if "forename" in f:
         candidates.append((("forename",), block_on("forename")))
+    if "address" in f:
+        candidates.append((("address",), block_on("address")))
     # skip rules on fields that are mostly missing (they would train on few pairs)
     good = [c for c in candidates if all(comp.get(x, 1.0) >= 0.3 for x in c[0])] or candidates
     chosen: list[tuple[tuple[str, ...], Any]] = []
@@ -404,6 +513,8 @@ def build_model_spec(
     sql_dialect: str = "duckdb",
     retain_matching_columns: bool = False,
     additional_columns_to_retain: Sequence[str] = (),
+    blocking_rules: Sequence[tuple[Key, ...] | str] | None = None,
+    blocking_pairs: dict[str, int] | None = None,
 ) -> ModelSpec:
     """Splink settings plus training plan for the given fields.
 
@@ -436,7 +547,8 @@ def build_model_spec(
     recall = float(min(0.95, max(0.2, recall)))
 
     em_rules = em_blocking_rules(fields, comp) if fields else []
-    pred_rules = prediction_blocking_rules(fields)
+    pred_rules = ([to_splink_rule(r) for r in blocking_rules] if blocking_rules is not None
+                  else prediction_blocking_rules(fields))
     if extras and not pred_rules:
         pred_rules = [block_on(x) for x in extras]
     if extras and not em_rules:
@@ -466,6 +578,7 @@ def build_model_spec(
         em_blocking_rules=tuple(_rule_sql(r, sql_dialect) for r in em_rules),
         link_type=link_type,
         completeness=comp,
+        blocking_pairs=dict(blocking_pairs or {}),
     )
 
 
@@ -476,6 +589,7 @@ def model_spec_for_records(
     link_type: str | None = None,
     min_completeness: float = 0.01,
     sql_dialect: str = "duckdb",
+    max_pairs_per_rule: int | None = None,
     **kwargs: Any,
 ) -> ModelSpec:
     """:func:`build_model_spec` for the fields ``records`` actually fill.
@@ -490,8 +604,10 @@ def model_spec_for_records(
     if bad_extras:
         raise LinkageConfigError(f"extra columns not in the records: {bad_extras}")
     comp = field_completeness(frames, [*fields, *extras])
+    rules, counts = fit_blocking_rules(frames, fields, max_pairs_per_rule=max_pairs_per_rule)
     return build_model_spec(fields, extras=extras, link_type=link_type, completeness=comp,
-                            sql_dialect=sql_dialect, **kwargs)
+                            sql_dialect=sql_dialect, blocking_rules=rules or None,
+                            blocking_pairs=counts, **kwargs)
 
 
 def _rule_sql(rule: Any, sql_dialect: str) -> str:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ from datafirst_assets.linkage.settings import SOURCE_DATASET, UNIQUE_ID, ModelSp
 
 Progress = Callable[[str], None] | None
 
-#: Splink logs a lot at INFO; our callers get stage messages through ``progress`` instead.
-SPLINK_LOG_LEVEL = logging.WARNING
+#: Splink logs a lot at INFO and multi-line warnings (e.g. "level not observed") at
+#: WARNING; our callers get stage messages through ``progress`` and untrained levels
+#: show up in the model summary (m = null) instead.
+SPLINK_LOG_LEVEL = logging.ERROR
 
 
 @dataclass
@@ -42,7 +45,8 @@ class TrainingConfig:
 
     u_max_pairs: float = 1e7  # random pairs sampled for u
     seed: int = 42  # seeds u sampling (reproducible models)
-    em_max_pairs: float | None = 2e7  # cap pairs per EM session (deterministic sample)
+    em_max_pairs: float | None = 2e7  # cap pairs per EM session (deterministic sample) ...
+    em_sample_min_records: int = 200_000  # ... applied only from this many records up
     em_rules: Sequence[str] | None = None  # override spec.em_blocking_rules
     deterministic_recall: float | None = None  # override spec.deterministic_recall
     m_floor: float | None = 1e-3  # smallest m per level after EM (None: leave EM's values)
@@ -79,6 +83,24 @@ def _frames(records: pl.DataFrame | Sequence[pl.DataFrame]) -> list[pl.DataFrame
     return [records] if isinstance(records, pl.DataFrame) else list(records)
 
 
+def aligned_frames(records: pl.DataFrame | Sequence[pl.DataFrame], spec: ModelSpec | None = None) -> list[pl.DataFrame]:
+    """The frames Splink will see: only the columns the model reads, and, when linking
+    several frames, the same columns in the same order in each (a field one source
+    lacks becomes a typed null column there; Splink requires identical columns)."""
+    frames = _frames(records)
+    if spec is not None:
+        frames = [f.select([c for c in spec.columns if c in f.columns]) for f in frames]
+    if len(frames) > 1:
+        dtypes: dict[str, pl.DataType] = {}
+        for f in frames:
+            for c, t in f.schema.items():
+                dtypes.setdefault(c, t)
+        order = list(dtypes)
+        frames = [f.with_columns([pl.lit(None, dtype=dtypes[c]).alias(c) for c in order if c not in f.columns])
+                  .select(order) for f in frames]
+    return frames
+
+
 def register_records(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], spec: ModelSpec | None = None,
                      *, name: str = "person_records"):
     """Register polars frame(s) with the DB API (arrow, no pandas round-trip).
@@ -86,14 +108,11 @@ def register_records(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], spe
     Only the columns the model reads are registered. Returns one SplinkDataFrame for a
     single frame, a list for several (link_and_dedupe).
     """
-    frames = _frames(records)
+    frames = aligned_frames(records, spec)
     out = []
     for i, df in enumerate(frames):
-        if spec is not None:
-            cols = [c for c in spec.columns if c in df.columns]
-            df = df.select(cols)
         tname = name if len(frames) == 1 else f"{name}_{i}"
-        out.append(db_api.register(df.to_arrow(), table_name=f"__df_{tname}_{db_api.id}",
+        out.append(db_api.register(df.to_arrow(), table_name=f"__df_{tname}_{secrets.token_hex(4)}",
                                    dataset_display_name=tname))
     return out[0] if isinstance(records, pl.DataFrame) else out
 
@@ -146,10 +165,11 @@ def train_model(
 
     t = time.perf_counter()
     rules = list(cfg.em_rules or spec.em_blocking_rules)
+    em_cap = cfg.em_max_pairs if n >= cfg.em_sample_min_records else None
     for i, rule in enumerate(rules, 1):
         say(f"EM session {i}/{len(rules)}: {rule}")
         linker.training.estimate_parameters_using_expectation_maximisation(
-            rule, estimate_without_term_frequencies=True, max_pairs=cfg.em_max_pairs)
+            rule, estimate_without_term_frequencies=True, max_pairs=em_cap)
     timings["em"] = time.perf_counter() - t
     if cfg.m_floor:
         regularise_m(linker, cfg.m_floor)

@@ -1,0 +1,19 @@
+"""Source-systems simulator: a synthetic population, its justice journeys, and raw extracts.
+
+    from datafirst_assets.simulate import simulate, SimulationConfig
+    summary = simulate(people=20_000, seed=1, extracts=3, out=Path("data/landing"),
+                       truth_out=Path("data/truth"))
+
+Deliveries: `out/<source>/<YYYY-MM-DD>/<table>.csv` + `manifest.json` for every source and
+table of `datafirst_assets.sources.registry`. Truth (never read by linkage): `people.parquet`,
+`person_records.parquet`, `case_links.parquet`, `config.json` in `truth_out`.
+"""
+
+from datafirst_assets.simulate.config import ErrorProfile, SimulationConfig
+from datafirst_assets.simulate.core import default_truth_dir, simulate
+from datafirst_assets.simulate.identifiers import JUNK_PNCS, is_junk_pnc, is_valid_pnc, pnc_check_letter
+
+__all__ = [
+    "simulate", "SimulationConfig", "ErrorProfile", "default_truth_dir", "pnc_check_letter",
+    "is_valid_pnc", "is_junk_pnc", "JUNK_PNCS",
+]

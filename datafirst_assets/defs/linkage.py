@@ -1,0 +1,241 @@
+"""Per-dataset deduplication assets, one set per source from the registry, and their quality.
+
+linkage/<source>/person_records -> linkage/<source>/model -> linkage/<source>/clusters
+                                                             linkage/<source>/scored_pairs
+all clusters -> linkage/quality (report under data/reports/)
+
+No `from __future__ import annotations`: Dagster inspects annotations at runtime.
+"""
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetOut,
+    AssetsDefinition,
+    ConfigurableResource,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
+
+from datafirst_assets.defs.ingest import staged_key
+from datafirst_assets.linkage.backend import make_db_api
+from datafirst_assets.linkage.cluster import cluster_pairs
+from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, slim_pairs
+from datafirst_assets.linkage.quality import (
+    FLOORS,
+    evaluate_sources,
+    person_ids_from_clusters,
+    quality_markdown,
+    write_quality_report,
+)
+from datafirst_assets.linkage.records import person_records
+from datafirst_assets.linkage.settings import model_spec_for_records
+from datafirst_assets.linkage.threshold import choose_cluster_threshold
+from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, save_charts, save_model, train_model
+from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.sources.spec import SourceSpec
+
+# Scored pairs below this probability are not kept: they never form links at any sensible
+# threshold, and keeping them would make the pairs table quadratic in practice.
+KEEP_PAIRS_ABOVE = 0.01
+
+
+class LinkageSettings(ConfigurableResource):
+    """How deduplication runs: Splink backend, thresholds, where models, labels and truth live."""
+
+    backend: str = "duckdb"
+    data_dir: str = "data"
+    # Match probability per source; unset sources choose theirs from labels (see threshold.py).
+    thresholds: dict[str, float] = {}
+    u_max_pairs: float = 1e6
+    seed: int = 42
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir)
+
+    def truth_for(self, source: str) -> pl.DataFrame | None:
+        """The simulator's record -> person truth for one source (None for real data)."""
+        path = self.root / "truth" / "person_records.parquet"
+        if not path.exists():
+            return None
+        return (
+            pl.read_parquet(path)
+            .filter(pl.col("source") == source)
+            .select(pl.col("record_id").cast(pl.String), pl.col("person_id").cast(pl.String))
+        )
+
+
+def linkage_key(source: str, name: str) -> AssetKey:
+    return AssetKey(["linkage", source, name])
+
+
+def _stored(source: str) -> dict:
+    return {"schema": f"linkage_{source}"}
+
+
+def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
+    table = source.person_table
+
+    @asset(
+        key=linkage_key(source.key, "person_records"),
+        ins={"staged": AssetIn(key=staged_key(source.key, table.name))},
+        group_name="linkage",
+        metadata=_stored(source.key),
+        kinds={"polars", "duckdb"},
+        description=f"One row per {source.key} `{table.name}` record that identifies a person: "
+        "standardised linkage fields only (latest version of each record).",
+    )
+    def _person_records(staged: pl.DataFrame) -> pl.DataFrame:
+        return person_records(staged, source, table)
+
+    @asset(
+        key=linkage_key(source.key, "model"),
+        ins={"records": AssetIn(key=linkage_key(source.key, "person_records"))},
+        group_name="linkage",
+        metadata=_stored(source.key),
+        kinds={"splink", "duckdb"},
+        description=f"Splink model for {source.key}, trained unsupervised (prior from deterministic rules, "
+        "u by random sampling, m by EM); JSON versioned under data/models/.",
+    )
+    def _model(context: AssetExecutionContext, records: pl.DataFrame, linkage: LinkageSettings) -> pl.DataFrame:
+        spec = model_spec_for_records(records)
+        trained = train_model(
+            records, spec, make_db_api(linkage.backend),
+            TrainingConfig(u_max_pairs=linkage.u_max_pairs, seed=linkage.seed),
+            progress=context.log.info,
+        )
+        folder = linkage.root / "models" / source.key
+        path = save_model(trained, folder / f"{trained.version}.json")
+        charts = save_charts(trained.linker, folder / "charts", prefix=f"{trained.version}_")
+        context.add_output_metadata({
+            "version": trained.version,
+            "model_json": MetadataValue.path(str(path)),
+            "records": records.height,
+            "comparisons": MetadataValue.md(_summary_markdown(trained.summary)),
+            **{name: MetadataValue.path(str(p)) for name, p in charts.items() if isinstance(p, Path)},
+        })
+        return pl.DataFrame({
+            "version": [trained.version],
+            "trained_at": [datetime.now(timezone.utc).isoformat(timespec="seconds")],
+            "records": [records.height],
+            "model_json": [json.dumps(trained.to_json())],
+        })
+
+    @multi_asset(
+        name=f"cluster_{source.key}",
+        ins={
+            "records": AssetIn(key=linkage_key(source.key, "person_records")),
+            "model": AssetIn(key=linkage_key(source.key, "model")),
+        },
+        outs={
+            "clusters": AssetOut(
+                key=linkage_key(source.key, "clusters"), group_name="linkage", metadata=_stored(source.key),
+                kinds={"splink", "duckdb"},
+                description=f"{source.key} record -> `{source.person_id_name}` at the chosen threshold.",
+            ),
+            "scored_pairs": AssetOut(
+                key=linkage_key(source.key, "scored_pairs"), group_name="linkage",
+                metadata=_stored(source.key), kinds={"splink", "duckdb"},
+                description=f"{source.key} pairs scored by the model with match probability >= {KEEP_PAIRS_ABOVE}.",
+            ),
+        },
+        check_specs=[AssetCheckSpec(
+            "every_record_clustered", asset=linkage_key(source.key, "clusters"), blocking=True,
+            description="Every person record has exactly one person id.",
+        )],
+    )
+    def _cluster(context: AssetExecutionContext, records: pl.DataFrame, model: pl.DataFrame,
+                 linkage: LinkageSettings):
+        trained = TrainedModel.from_json(json.loads(model["model_json"][0]))
+        linker = linker_for_model(make_db_api(linkage.backend), records, trained.settings, trained.spec)
+        pairs_sdf = predict_pairs(linker, threshold_match_probability=KEEP_PAIRS_ABOVE)
+        pairs = slim_pairs(pairs_sdf)
+        choice = choose_cluster_threshold(
+            pairs,
+            configured=linkage.thresholds.get(source.key),
+            labels_file=linkage.root / "labels" / f"{source.key}.csv",
+            truth=linkage.truth_for(source.key),
+        )
+        clusters = cluster_pairs(linker, pairs_sdf, threshold_match_probability=choice.match_probability)
+        pairs_sdf.drop_table_from_database_and_remove_from_cache()
+        clusters = person_ids_from_clusters(clusters, source.person_id_name).with_columns(
+            pl.lit(trained.version).alias("model_version"))
+        yield Output(clusters, output_name="clusters", metadata={
+            "threshold_match_probability": choice.match_probability,
+            "threshold_source": choice.source,
+            "persons": clusters[source.person_id_name].n_unique(),
+            "records": clusters.height,
+            "model_version": trained.version,
+        })
+        yield Output(pairs, output_name="scored_pairs", metadata={"pairs": pairs.height})
+        missing = records.join(clusters, on="record_id", how="anti").height
+        duplicated = clusters.height - clusters["record_id"].n_unique()
+        yield AssetCheckResult(
+            check_name="every_record_clustered", passed=missing == 0 and duplicated == 0,
+            metadata={"records_without_id": missing, "records_with_several_ids": duplicated},
+        )
+
+    return [_person_records, _model, _cluster]
+
+
+def _summary_markdown(summary: dict) -> str:
+    lines = ["| comparison | level | m | u | match weight |", "|---|---|---|---|---|"]
+    for comparison in summary.get("comparisons", []):
+        for level in comparison.get("levels", []):
+            lines.append(
+                f"| {comparison.get('output_column_name', '')} | {level.get('label', '')} | "
+                f"{level.get('m')} | {level.get('u')} | {level.get('match_weight')} |"
+            )
+    return "\n".join(lines)
+
+
+@asset(
+    key=AssetKey(["linkage", "quality"]),
+    ins={f"clusters_{s}": AssetIn(key=linkage_key(s, "clusters")) for s in SOURCES},
+    group_name="linkage",
+    metadata={"schema": "linkage"},
+    kinds={"polars"},
+    description="Pairwise and B-cubed precision / recall / F1 per dataset, overall and by subgroup, "
+    "against the simulator's truth (or clerical labels); report under data/reports/.",
+    check_specs=[AssetCheckSpec(
+        "accuracy_floors", asset=AssetKey(["linkage", "quality"]),
+        description="B-cubed F1 >= 0.97 for criminal-justice datasets and >= 0.93 for family and civil.",
+    )],
+)
+def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, **clusters: pl.DataFrame):
+    truth_dir = linkage.root / "truth"
+    by_source = {key.removeprefix("clusters_"): frame for key, frame in clusters.items()}
+    table = evaluate_sources(by_source, truth_dir)
+    paths = write_quality_report(table, linkage.root / "reports")
+    yield Output(table, metadata={
+        "report": MetadataValue.path(str(paths["markdown"])),
+        "summary": MetadataValue.md(quality_markdown(table)),
+    })
+    if table.is_empty():
+        yield AssetCheckResult(passed=True, metadata={"note": "no truth available: nothing to check"})
+        return
+    overall = table.filter(pl.col("subgroup") == "all")
+    below = [
+        f"{row['source']}: {row['bcubed_f1']:.4f} < {FLOORS[row['source']]}"
+        for row in overall.iter_rows(named=True) if row["bcubed_f1"] < FLOORS[row["source"]]
+    ]
+    yield AssetCheckResult(
+        passed=not below, severity=AssetCheckSeverity.WARN,
+        metadata={"below_floor": MetadataValue.md("\n".join(f"- {b}" for b in below) or "none")},
+    )
+
+
+def linkage_assets() -> list[AssetsDefinition]:
+    return [a for source in SOURCES.values() for a in build_dedupe_assets(source)] + [linkage_quality]

@@ -1,0 +1,94 @@
+"""One call from person records to clusters: spec -> train -> predict -> cluster.
+
+    result = deduplicate(records)                   # one frame: dedupe_only
+    result = deduplicate([frame_a, frame_b])        # several: link_and_dedupe
+    result.clusters   # record_id, [source_dataset,] cluster_id
+    result.pairs      # scored pairs (polars) if keep_pairs=True
+    result.model      # TrainedModel (settings JSON, version, summary)
+
+The pieces (settings / train / predict / cluster) stay usable on their own, e.g. for
+Dagster assets that store the model and the clusters separately.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from datafirst_assets.linkage.backend import make_db_api, sql_dialect
+from datafirst_assets.linkage.cluster import cluster_pairs
+from datafirst_assets.linkage.predict import predict_pairs, slim_pairs
+from datafirst_assets.linkage.settings import ModelSpec, model_spec_for_records
+from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, save_charts, train_model
+
+#: Default clustering threshold (match probability) when none is configured or chosen
+#: from labels. Pairs at or above it are linked; 0.9 means "at least 9:1 odds of being
+#: the same person" under the trained model.
+DEFAULT_THRESHOLD = 0.9
+
+
+@dataclass
+class DedupeResult:
+    clusters: pl.DataFrame
+    model: TrainedModel
+    threshold_match_probability: float
+    pairs: pl.DataFrame | None = None
+    charts: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def deduplicate(
+    records: pl.DataFrame | Sequence[pl.DataFrame],
+    *,
+    db_api=None,
+    spec: ModelSpec | None = None,
+    extras: Sequence[str] = (),
+    threshold_match_probability: float | None = None,
+    keep_pairs: bool = False,
+    keep_pairs_above: float | None = None,
+    training: TrainingConfig | None = None,
+    chart_dir: str | Path | None = None,
+    num_chunks: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DedupeResult:
+    """Train on ``records`` and cluster them at ``threshold_match_probability``
+    (default :data:`DEFAULT_THRESHOLD`).
+
+    ``keep_pairs`` returns the scored pairs (ids, weight, probability, comparison
+    levels) with probability >= ``keep_pairs_above`` (default: the threshold).
+    """
+    say = progress or (lambda _m: None)
+    timings: dict[str, float] = {}
+    threshold = DEFAULT_THRESHOLD if threshold_match_probability is None else threshold_match_probability
+    db_api = db_api or make_db_api()
+
+    t = time.perf_counter()
+    if spec is None:
+        say("choosing comparisons and blocking rules from the fields present")
+        spec = model_spec_for_records(records, extras=extras, sql_dialect=sql_dialect(db_api))
+    timings["spec"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    model = train_model(records, spec, db_api, training, progress=say)
+    timings["train"] = time.perf_counter() - t
+    charts = save_charts(model.linker, chart_dir) if chart_dir else {}
+
+    t = time.perf_counter()
+    keep = threshold if keep_pairs_above is None else min(keep_pairs_above, threshold)
+    say(f"scoring pairs from {len(spec.settings['blocking_rules_to_generate_predictions'])} blocking rules")
+    pairs_sdf = predict_pairs(model.linker, threshold_match_probability=keep, num_chunks=num_chunks)
+    timings["predict"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say(f"clustering at match probability >= {threshold}")
+    clusters = cluster_pairs(model.linker, pairs_sdf, threshold_match_probability=threshold)
+    timings["cluster"] = time.perf_counter() - t
+    pairs = slim_pairs(pairs_sdf) if keep_pairs else None
+    pairs_sdf.drop_table_from_database_and_remove_from_cache()
+    return DedupeResult(clusters=clusters, model=model, threshold_match_probability=threshold,
+                        pairs=pairs, charts=charts, timings=timings)

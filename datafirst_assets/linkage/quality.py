@@ -1,0 +1,144 @@
+"""Linkage quality across datasets: metrics against truth, by subgroup, as a table and a report."""
+
+from __future__ import annotations
+
+import html
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from datafirst_assets.linkage.metrics import evaluate_clusters
+
+# B-cubed F1 floors per dataset (issue 3): criminal-justice datasets, then family and civil
+# where far more identifiers are missing.
+FLOORS = {
+    "magistrates": 0.97, "crown_court": 0.97, "prison": 0.97, "probation": 0.97, "oasys": 0.97,
+    "family": 0.93, "civil": 0.93,
+}
+SUBGROUPS = ("sex", "ethnic_group", "age_band")
+AGE_BANDS = [18, 25, 35, 50, 65]
+AGE_LABELS = ["under 18", "18-24", "25-34", "35-49", "50-64", "65+"]
+REFERENCE_DATE = date(2024, 1, 1)
+
+
+def person_ids_from_clusters(clusters: pl.DataFrame, id_name: str) -> pl.DataFrame:
+    """record_id -> per-dataset person id (a dense number over clusters, no system id inside).
+
+    Splink's cluster id is the smallest record id in the cluster: a raw system id, so it is
+    replaced here. (Carrying ids forward between releases is the job of stable ids.)
+    """
+    return (
+        clusters.with_columns(pl.col("cluster_id").rank("dense").cast(pl.Int64).alias(id_name))
+        .select(pl.col("record_id").cast(pl.String), pl.col(id_name))
+        .sort("record_id")
+    )
+
+
+def truth_with_subgroups(truth_dir: Path, source: str) -> pl.DataFrame | None:
+    records_path, people_path = truth_dir / "person_records.parquet", truth_dir / "people.parquet"
+    if not records_path.exists() or not people_path.exists():
+        return None
+    people = pl.read_parquet(people_path).select(
+        "person_id", "sex", "ethnic_group",
+        (pl.lit(REFERENCE_DATE).dt.year() - pl.col("dob").dt.year()).cut(AGE_BANDS, labels=AGE_LABELS,
+                                                                          left_closed=True)
+        .cast(pl.String).alias("age_band"),
+    )
+    return (
+        pl.read_parquet(records_path).filter(pl.col("source") == source)
+        .join(people, on="person_id", how="left")
+        .select(pl.col("record_id").cast(pl.String), pl.col("person_id").cast(pl.String), *SUBGROUPS)
+    )
+
+
+def evaluate_sources(clusters_by_source: dict[str, pl.DataFrame], truth_dir: Path) -> pl.DataFrame:
+    """Long table: one row per (source, subgroup, group) with B-cubed and, overall, pairwise metrics."""
+    rows = []
+    for source, clusters in clusters_by_source.items():
+        truth = truth_with_subgroups(truth_dir, source)
+        if truth is None:
+            continue
+        id_col = next(c for c in clusters.columns if c not in ("record_id", "model_version"))
+        predicted = clusters.select("record_id", pl.col(id_col).cast(pl.String).alias("cluster_id"))
+        result = evaluate_clusters(predicted, truth, subgroups=SUBGROUPS)
+        pairwise, bcubed = result["pairwise"], result["bcubed"]
+        rows.append({
+            "source": source, "subgroup": "all", "group": "all", "n_records": bcubed["n_records"],
+            "bcubed_precision": bcubed["precision"], "bcubed_recall": bcubed["recall"], "bcubed_f1": bcubed["f1"],
+            "pairwise_precision": pairwise["precision"], "pairwise_recall": pairwise["recall"],
+            "pairwise_f1": pairwise["f1"],
+        })
+        for group in result["by_subgroup"]:
+            rows.append({
+                "source": source, "subgroup": group["subgroup"], "group": group["group"],
+                "n_records": group["n_records"], "bcubed_precision": group["precision"],
+                "bcubed_recall": group["recall"], "bcubed_f1": group["f1"],
+                "pairwise_precision": None, "pairwise_recall": None, "pairwise_f1": None,
+            })
+    schema = {
+        "source": pl.String, "subgroup": pl.String, "group": pl.String, "n_records": pl.Int64,
+        "bcubed_precision": pl.Float64, "bcubed_recall": pl.Float64, "bcubed_f1": pl.Float64,
+        "pairwise_precision": pl.Float64, "pairwise_recall": pl.Float64, "pairwise_f1": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def subgroup_gap_table(table: pl.DataFrame, min_records: int = 30) -> pl.DataFrame:
+    """Best-to-worst B-cubed F1 per source and subgroup (groups with enough records)."""
+    return (
+        table.filter((pl.col("subgroup") != "all") & (pl.col("n_records") >= min_records)
+                     & (pl.col("group") != "(missing)"))
+        .group_by("source", "subgroup")
+        .agg(
+            pl.col("group").sort_by("bcubed_f1").last().alias("best_group"),
+            pl.col("bcubed_f1").max().alias("best_f1"),
+            pl.col("group").sort_by("bcubed_f1").first().alias("worst_group"),
+            pl.col("bcubed_f1").min().alias("worst_f1"),
+        )
+        .with_columns((pl.col("best_f1") - pl.col("worst_f1")).alias("gap"))
+        .sort("source", "subgroup")
+    )
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _markdown_table(frame: pl.DataFrame) -> list[str]:
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.iter_rows()]
+    return lines
+
+
+def quality_markdown(table: pl.DataFrame) -> str:
+    if table.is_empty():
+        return "No truth or clerical labels available: accuracy not measured."
+    overall = table.filter(pl.col("subgroup") == "all").select(
+        "source", "n_records", "pairwise_precision", "pairwise_recall", "pairwise_f1",
+        "bcubed_precision", "bcubed_recall", "bcubed_f1",
+    ).with_columns(pl.col("source").replace_strict(FLOORS, default=None).alias("floor"))
+    return "\n".join([
+        "## Accuracy per dataset", "", *_markdown_table(overall), "",
+        "## Best-to-worst subgroup gap (B-cubed F1)", "", *_markdown_table(subgroup_gap_table(table)),
+    ])
+
+
+def write_quality_report(table: pl.DataFrame, reports_dir: Path) -> dict[str, Path]:
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    body = quality_markdown(table)
+    detail = "\n".join(["## By subgroup", "", *_markdown_table(table.filter(pl.col("subgroup") != "all"))]) \
+        if not table.is_empty() else ""
+    markdown = f"# Linkage quality\n\n{body}\n\n{detail}\n"
+    paths = {
+        "markdown": reports_dir / "linkage_quality.md",
+        "html": reports_dir / "linkage_quality.html",
+        "parquet": reports_dir / "linkage_quality.parquet",
+    }
+    paths["markdown"].write_text(markdown)
+    paths["html"].write_text(
+        "<!doctype html><meta charset='utf-8'><title>Linkage quality</title>"
+        f"<pre style='font-family:monospace'>{html.escape(markdown)}</pre>"
+    )
+    table.write_parquet(paths["parquet"])
+    return paths

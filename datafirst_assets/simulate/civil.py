@@ -1,0 +1,241 @@
+"""County court civil cases (CaseMan) and possession claims (PCOL): claims, their progress, parties."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from datafirst_assets.simulate import identifiers as ids
+from datafirst_assets.simulate.tables import (
+    BlankRule, Codes, Days, Flags, Money, Names, TableData, Text, person_columns,
+)
+from datafirst_assets.simulate.util import (
+    FAR_DAY, NULL_DAY, categorical, expand, group_cumsum, uniform_int, ymd, zipf_counts,
+)
+from datafirst_assets.simulate.world import World
+
+CIVIL_COURTS = tuple(f"{100 + 2 * i + j:03d}" for i in range(len(ids.POSTCODE_AREAS)) for j in (0, 1))
+
+
+def _u(r, lo, hi, n):
+    return uniform_int(r, np.full(n, lo), hi)
+
+
+def build_civil(w: World) -> dict[str, TableData]:
+    ro, cfg, people = w.rosters, w.cfg, w.people
+    r = w.rng("civil")
+    lo, hi = w.window("civil")
+    part, t0 = ro.civ, ro.civ_t0
+    k = zipf_counts(r, cfg.civil_cases_zipf, len(part), 20)
+    g, pos = expand(k)
+    gaps = r.exponential(400.0, len(g))
+    gaps[pos == 0] = 0
+    day = (t0[g] + group_cumsum(gaps, pos)).astype(np.int64)
+    keep = day <= hi
+    P, day = part[g][keep], day[keep]
+    order = np.lexsort((P, day))
+    P, day = P[order], day[order]
+    n = len(P)
+
+    # who is on the other side
+    n_co = len(ro.companies)
+    p_claims = r.random(n) < 0.15
+    cp_company = np.where(p_claims, r.random(n) < 0.55, r.random(n) < 0.88) & (n_co > 0)
+    comp_rank = np.minimum(r.zipf(1.0 + cfg.company_cases_zipf, n) - 1, max(n_co - 1, 0))
+    comp_perm = r.permutation(n_co) if n_co else np.zeros(0, np.int64)
+    comp = comp_perm[comp_rank] if n_co else np.zeros(n, np.int64)
+    # every company is party to at least one claim
+    slots = np.flatnonzero(cp_company)
+    m = min(len(slots), n_co)
+    comp[slots[:m]] = comp_perm[:m]
+    cp_company_person = ro.companies[comp] if n_co else np.zeros(n, np.int64)
+    oi = r.integers(0, max(1, len(part)), n)
+    other = part[oi] if len(part) else P.copy()
+    eq = other == P
+    if len(part) > 1:
+        other[eq] = part[(oi[eq] + 1) % len(part)]
+    counterparty = np.where(cp_company, cp_company_person, other)
+    second_def = ~p_claims & (r.random(n) < 0.12) & (len(part) > 1)
+    second = part[r.integers(0, max(1, len(part)), n)] if len(part) else P
+    second_def &= (second != P) & (second != counterparty)
+
+    CLT = w.codes("civil", "cases", "claim_type")  # MONEY RENT MORTGAGE PI OTHER
+    MONEY, RENT, MORT, PI, OTHER = range(5)
+    company_claimant = ~p_claims & cp_company
+    claim = np.where(company_claimant,
+                     np.array([MONEY, RENT, MORT, OTHER])[categorical(r, np.array([.6, .2, .14, .06]), n)],
+                     np.array([MONEY, PI, OTHER])[categorical(r, np.array([.5, .35, .15]), n)])
+    possession = np.isin(claim, [RENT, MORT])
+    system = np.where(possession & (r.random(n) < 0.7), 1, 0)  # CASEMAN PCOL
+    median = np.array([1800, 2500, 60000, 6000, 3000])[claim]
+    sigma = np.array([1.0, 0.8, 0.7, 0.9, 1.0])[claim]
+    amount = np.clip(median * np.exp(sigma * r.standard_normal(n)), 50, 500_000)
+    cents = np.round(amount * 100).astype(np.int64)
+    cents = np.where(r.random(n) < 0.03, -1, cents)
+
+    # progress of the claim
+    defended = r.random(n) < np.where(possession, 0.0, np.where(company_claimant, 0.15, 0.4))
+    ST = w.codes("civil", "cases", "status")  # OPEN JUDGMENT SETTLED STRUCK_OUT WITHDRAWN
+    S_OPEN, S_JUDG, S_SETT, S_STRUCK, S_WD = range(5)
+    JT = w.codes("civil", "judgments", "judgment_type")  # DEFAULT ADMISSION TRIAL POSSESSION_ORDER
+    status = np.full(n, S_OPEN)
+    jtype = np.full(n, -1)
+    jday = np.full(n, NULL_DAY, dtype=np.int64)
+    resolution = np.full(n, FAR_DAY, dtype=np.int64)
+    defence = np.where(defended, day + _u(r, 14, 35, n), NULL_DAY)
+    allocated = np.where(defended, defence + _u(r, 20, 60, n), NULL_DAY)
+    n_hear = np.where(defended, 1 + categorical(r, np.array([.6, .3, .1]), n),
+                      np.where(possession, 1 + (r.random(n) < 0.25), 0))
+    hg, hpos = expand(n_hear)
+    nh = len(hg)
+    hgap = np.where(possession[hg], _u(r, 28, 56, nh), np.where(hpos == 0, _u(r, 37, 150, nh), _u(r, 30, 90, nh)))
+    hbase = np.where(possession[hg], day[hg], allocated[hg])
+    hday = hbase + group_cumsum(hgap, hpos) if nh else np.zeros(0, np.int64)
+    is_last = np.r_[hg[1:] != hg[:-1], True] if nh else np.zeros(0, bool)
+    last_hearing = np.full(n, NULL_DAY, dtype=np.int64)
+    last_hearing[hg[is_last]] = hday[is_last]
+    # undefended money-type claims
+    und = ~defended & ~possession
+    res = categorical(r, np.array([.65, .10, .10, .05, .05, .05]), n)  # DEFAULT ADMISSION SETTLED WD STRUCK OPEN
+    quick = day + _u(r, 20, 60, n)
+    slow = day + _u(r, 20, 200, n)
+    m_ = und & (res <= 1)
+    status[m_], jtype[m_], jday[m_], resolution[m_] = S_JUDG, res[m_], quick[m_], quick[m_]
+    for code, st in ((2, S_SETT), (3, S_WD), (4, S_STRUCK)):
+        mm = und & (res == code)
+        status[mm], resolution[mm] = st, slow[mm]
+    # defended claims end at their last hearing
+    fin = categorical(r, np.array([.6, .25, .1, .05]), n)  # DECIDED SETTLED WD STRUCK
+    mm = defended
+    status[mm] = np.array([S_JUDG, S_SETT, S_WD, S_STRUCK])[fin[mm]]
+    resolution[mm] = last_hearing[mm]
+    jt = mm & (fin == 0)
+    jtype[jt], jday[jt] = JT.index("TRIAL"), last_hearing[jt]
+    # possession claims
+    pf = categorical(r, np.array([.75, .1, .1, .05]), n)  # ORDER STRUCK SETTLED WD
+    mm = possession
+    status[mm] = np.array([S_JUDG, S_STRUCK, S_SETT, S_WD])[pf[mm]]
+    resolution[mm] = last_hearing[mm]
+    jt = mm & (pf == 0)
+    jtype[jt], jday[jt] = JT.index("POSSESSION_ORDER"), last_hearing[jt]
+    never = r.random(n) < 0.03  # some claims simply go quiet
+    status[never & (status != S_JUDG)] = S_OPEN
+    resolution[never & (status == S_OPEN)] = FAR_DAY
+
+    yy = ymd(day)[0] % 100
+    corder = np.lexsort((np.arange(n), day, system))
+    serial = np.empty(n, dtype=np.int64)
+    serial[corder] = np.arange(n)
+    area = people.addr_pc[P, people.address_slot(P, day)] // 1_000_000
+    court = area * 2 + (r.random(n) < 0.3)
+    cc = ids.POSTCODE_AREA_NAMES.gather(pl.Series(area.astype(np.int32))).str.slice(0, 1)
+    case_number = pl.select(pl.when(pl.Series(system == 1))
+                            .then(pl.concat_str([pl.lit("PC"), ids.zfill(yy, 2), ids.zfill(serial, 6)]))
+                            .otherwise(pl.concat_str([ids.zfill(yy, 2), cc, ids.alpha_series(serial // 7 % 26),
+                                                      ids.zfill(serial, 5)]))).to_series()
+    out: dict[str, TableData] = {}
+    out["civil/cases"] = TableData(
+        "civil", "cases", {
+            "system": Codes(system, w.codes("civil", "cases", "system")),
+            "case_number": Text(case_number), "court_code": Codes(court, CIVIL_COURTS),
+            "claim_type": Codes(claim, CLT), "issue_date": Days(day.astype(np.int32)),
+            "claim_amount": Money(cents), "status": Codes(status, ST),
+        }, event_day=day.astype(np.int32),
+        blank_rules=[BlankRule(resolution, (), {"status": "OPEN"})])
+
+    # hearings
+    HT = w.codes("civil", "hearings", "hearing_type")  # DIRECTIONS SMALL_CLAIMS FAST_TRACK POSSESSION
+    HO = w.codes("civil", "hearings", "outcome")  # ADJOURNED DECIDED SETTLED VACATED
+    htype = np.where(possession[hg], 3, np.where((hpos == 0) & (n_hear[hg] > 1) & (r.random(nh) < 0.5), 0,
+                                                 np.where(amount[hg] < 10_000, 1, 2)))
+    final_outcome = np.where(np.isin(status[hg], [S_SETT, S_WD]), 2, 1)
+    houtcome = np.where(is_last, np.where(status[hg] == S_OPEN, 0, final_outcome),
+                        np.where(r.random(nh) < 0.7, 0, 3))
+    out["civil/hearings"] = TableData(
+        "civil", "hearings", {
+            "hearing_date": Days(hday.astype(np.int32)), "hearing_type": Codes(htype, HT),
+            "outcome": Codes(houtcome, HO),
+        }, event_day=hday.astype(np.int32), parent_row=hg)
+
+    # judgments
+    jrows = np.flatnonzero(jtype >= 0)
+    jamount = np.where(jtype[jrows] == JT.index("POSSESSION_ORDER"),
+                       np.where(r.random(len(jrows)) < 0.6, cents[jrows], -1),
+                       np.where(cents[jrows] >= 0, (cents[jrows] * (1 + 0.15 * r.random(len(jrows)))).astype(np.int64), -1))
+    out["civil/judgments"] = TableData(
+        "civil", "judgments", {
+            "judgment_date": Days(jday[jrows].astype(np.int32)), "judgment_type": Codes(jtype[jrows], JT),
+            "amount": Money(jamount),
+        }, event_day=jday[jrows].astype(np.int32), parent_row=jrows)
+
+    # warrants
+    WT = w.codes("civil", "warrants", "warrant_type")  # CONTROL POSSESSION DELIVERY
+    is_poss_order = jtype[jrows] == JT.index("POSSESSION_ORDER")
+    u = r.random(len(jrows))
+    has_w = np.where(is_poss_order, u < 0.35, u < 0.16)
+    wrows = jrows[has_w]
+    wtype = np.where(is_poss_order[has_w], 1, np.where(r.random(len(wrows)) < 0.94, 0, 2))
+    wday = jday[wrows] + np.where(wtype == 1, _u(r, 30, 200, len(wrows)), _u(r, 30, 300, len(wrows)))
+    executed = (r.random(len(wrows)) < np.where(wtype == 1, 0.6, 0.4)).astype(np.int8)
+    exec_day = wday + _u(r, 14, 90, len(wrows))
+    out["civil/warrants"] = TableData(
+        "civil", "warrants", {
+            "issue_date": Days(wday.astype(np.int32)), "warrant_type": Codes(wtype, WT),
+            "executed": Flags(executed),
+        }, event_day=wday.astype(np.int32), parent_row=wrows,
+        blank_rules=[BlankRule(exec_day, ("executed",))])
+
+    # case events
+    EV = w.codes("civil", "case_events", "event_type")
+    ISSUED, DEF, ALLOC, LISTED, JUDG, WARR, CLOSED = range(7)
+    closed = (status != S_OPEN) & (resolution < FAR_DAY) & (r.random(n) < 0.8)
+    parts = [
+        (np.arange(n), day, ISSUED),
+        (np.flatnonzero(defended), defence[defended], DEF),
+        (np.flatnonzero(defended), allocated[defended], ALLOC),
+        (hg, np.maximum(day[hg] + 1, hday - _u(r, 14, 42, nh)), LISTED),
+        (jrows, jday[jrows], JUDG),
+        (wrows, wday, WARR),
+        (np.flatnonzero(closed), resolution[closed] + _u(r, 0, 14, int(closed.sum())), CLOSED),
+    ]
+    eg = np.concatenate([p[0] for p in parts])
+    eday = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    etype = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
+    eo = np.lexsort((etype, eday, eg))
+    eg, eday, etype = eg[eo], eday[eo], etype[eo]
+    out["civil/case_events"] = TableData(
+        "civil", "case_events", {
+            "event_date": Days(eday.astype(np.int32)), "event_type": Codes(etype, EV),
+        }, event_day=eday.astype(np.int32), parent_row=eg)
+
+    # parties: the participant, the other side, sometimes a second defendant
+    RL = w.codes("civil", "parties", "role")  # CLAIMANT DEFENDANT
+    PTY = w.codes("civil", "parties", "party_type")  # INDIVIDUAL COMPANY
+    sd = np.flatnonzero(second_def)
+    prow = np.concatenate([np.arange(n), np.arange(n), sd])
+    pperson = np.concatenate([P, counterparty, second[sd]])
+    prole = np.concatenate([np.where(p_claims, 0, 1), np.where(p_claims, 1, 0), np.ones(len(sd), np.int64)])
+    po = np.lexsort((prole, prow))
+    prow, pperson, prole = prow[po], pperson[po], prole[po]
+    npr = len(prow)
+    rec = w.recorder("civil").record(pperson, day[prow], w.rng("civil/record"), criminal_ids=False)
+    is_co = people.is_company[pperson]
+    as_ind = is_co & (r.random(npr) < cfg.company_as_individual_rate)
+    variant = categorical(r, np.array([.80, .08, .05, .04, .03]), npr)
+    ci = people.company_variants[np.maximum(people.company[pperson], 0), variant] if n_co else np.zeros(npr, np.int64)
+    cname = w.company_series.gather(pl.Series(ci.astype(np.int64))) if n_co else pl.Series([None] * npr, dtype=pl.Utf8)
+    cname = pl.select(pl.when(pl.Series(is_co)).then(cname).otherwise(None)).to_series()
+    cols = person_columns(rec, {"forename": "forename", "surname": "surname", "dob": "dob",
+                                "postcode": "postcode", "address": "address_line1"})
+    override = pl.select(pl.when(pl.Series(as_ind)).then(cname).otherwise(None)).to_series()
+    sur = cols["surname"]
+    cols["surname"] = Names(sur.idx, sur.style, sur.noise, override=override)
+    company_col = pl.select(pl.when(pl.Series(is_co & ~as_ind)).then(cname).otherwise(None)).to_series()
+    out["civil/parties"] = TableData(
+        "civil", "parties", {
+            "role": Codes(prole, RL),
+            "party_type": Codes(np.where(is_co & ~as_ind, 1, 0), PTY),
+            **cols,
+            "company_name": Text(company_col),
+        }, parent_row=prow, person=pperson)
+    return out

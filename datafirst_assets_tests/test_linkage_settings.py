@@ -1,0 +1,162 @@
+"""Settings built from the fields present; blocking sizing; model versioning; backend."""
+
+from __future__ import annotations
+
+import copy
+
+import polars as pl
+import pytest
+
+from datafirst_assets.linkage.backend import BackendNotAvailable, make_db_api
+from datafirst_assets.linkage.predict import predict_pairs
+from datafirst_assets.linkage.settings import (
+    LinkageConfigError,
+    build_model_spec,
+    count_pairs,
+    fit_blocking_rules,
+    Key,
+    model_spec_for_records,
+    usable_fields,
+)
+from datafirst_assets.linkage.train import make_linker, model_summary, model_version
+from datafirst_assets_tests.linkage_fixtures import make_dataset
+
+
+@pytest.fixture(scope="module")
+def records() -> pl.DataFrame:
+    return make_dataset(150, seed=5)[0]
+
+
+def _names(spec) -> list[str]:
+    return [c["output_column_name"] for c in spec.settings["comparisons"]]
+
+
+def _rules(spec) -> list[str]:
+    return [b["blocking_rule"] for b in spec.settings["blocking_rules_to_generate_predictions"]]
+
+
+@pytest.mark.parametrize("fields", [
+    ("forename", "middle_names", "surname", "dob", "sex", "postcode", "address", "pnc", "cro"),  # magistrates
+    ("forename", "surname", "dob", "sex", "pnc", "cro"),  # prison: no postcode
+    ("forename", "surname", "dob", "postcode", "address"),  # civil: no sex / pnc
+    ("surname", "dob"),
+    ("postcode", "address"),
+    ("forename", "surname"),
+])
+def test_settings_from_field_subsets_run_in_splink(records, fields):
+    frame = records.select("record_id", "source_dataset", *fields)
+    spec = model_spec_for_records(frame)
+    assert set(spec.fields) == set(fields)
+    assert _names(spec) == [f for f in ("forename", "middle_names", "surname", "dob", "sex", "postcode",
+                                        "address", "pnc", "cro") if f in fields]
+    used = " ".join(_rules(spec) + list(spec.em_blocking_rules) + list(spec.deterministic_rules))
+    for absent in {"forename", "surname", "dob", "postcode", "pnc", "cro"} - set(fields):
+        assert f'"{absent}"' not in used and f".{absent} " not in used
+    assert len(spec.em_blocking_rules) >= (2 if len(fields) > 1 else 1)
+    assert spec.deterministic_rules and 0.2 <= spec.deterministic_recall <= 0.95
+    # the SQL is valid: an (untrained) prediction runs
+    linker = make_linker(make_db_api(), frame, spec.settings, spec)
+    assert predict_pairs(linker).as_pyarrow_table().num_rows >= 0
+
+
+def test_comparisons_have_tf_and_swap_levels(records):
+    spec = model_spec_for_records(records)
+    comps = {c["output_column_name"]: c for c in spec.settings["comparisons"]}
+    tf = {c: [lvl.get("tf_adjustment_column") for lvl in comp["comparison_levels"]] for c, comp in comps.items()}
+    for col in ("forename", "surname", "postcode", "dob", "pnc"):
+        assert col in tf[col]
+    labels = [lvl.get("label_for_charts") for lvl in comps["forename"]["comparison_levels"]]
+    assert "forename and surname swapped" in labels
+    assert "forename is the other's first middle name" in labels
+    dob_labels = [lvl.get("label_for_charts") for lvl in comps["dob"]["comparison_levels"]]
+    assert any("day and month swapped" in (x or "") for x in dob_labels)
+    assert any("Same year" in (x or "") for x in dob_labels)
+    pc_labels = [lvl.get("label_for_charts") for lvl in comps["postcode"]["comparison_levels"]]
+    assert {"Same postcode district", "Same postcode area"} <= set(pc_labels)
+    assert any("l.forename = r.surname" in r for r in _rules(spec))
+
+
+def test_extras_link_type_and_errors(records):
+    frame = records.with_columns(pl.lit("X").alias("const"), pl.col("sex").alias("gender"))
+    spec = model_spec_for_records([frame, frame.head(10)], extras=["gender"])
+    assert spec.link_type == "link_and_dedupe" and spec.settings["link_type"] == "link_and_dedupe"
+    gender = [c for c in spec.settings["comparisons"] if c["output_column_name"] == "gender"][0]
+    assert any(lvl.get("tf_adjustment_column") == "gender" for lvl in gender["comparison_levels"])
+    with pytest.raises(LinkageConfigError, match="not in the records"):
+        model_spec_for_records(frame, extras=["nope"])
+    with pytest.raises(LinkageConfigError, match="unknown linkage fields"):
+        build_model_spec(["forename", "shoe_size"])
+    with pytest.raises(LinkageConfigError, match="sex alone"):
+        build_model_spec(["sex"])
+    with pytest.raises(LinkageConfigError, match="no usable"):
+        build_model_spec([])
+
+
+def test_empty_and_constant_columns_are_not_used(records):
+    frame = records.with_columns(pl.lit(None, dtype=pl.String).alias("pnc"), pl.lit("M").alias("sex"))
+    assert "pnc" not in usable_fields(frame) and "sex" not in usable_fields(frame)
+    spec = model_spec_for_records(frame)
+    assert "pnc" not in spec.fields and "sex" not in spec.fields
+
+
+def test_oversized_blocking_rules_are_split():
+    # 400 records sharing one junk PNC (79,800 pairs) plus unique ones
+    n = 400
+    frame = pl.DataFrame({
+        "record_id": [str(i) for i in range(n)],
+        "pnc": ["2000/0000000Z"] * n,
+        "dob": pl.date_range(pl.date(1950, 1, 1), pl.date(1950, 1, 1) + pl.duration(days=n - 1), eager=True)
+        .dt.offset_by("1y").head(n),
+        "surname": [f"S{i % 7}" for i in range(n)],
+    })
+    assert count_pairs(frame, (Key("pnc"),)) == n * (n - 1) // 2
+    rules, counts = fit_blocking_rules(frame, ["pnc", "dob", "surname"], max_pairs_per_rule=5_000)
+    pnc_rule = [r for r in rules if not isinstance(r, str) and Key("pnc") in r][0]
+    assert len(pnc_rule) == 2  # refined with a second key
+    assert all(c <= 5_000 for label, c in counts.items() if "pnc" in label)
+    # swapped-names rule counted without materialising pairs: (A,B) x (B,A) = 2 * 3
+    sw = pl.DataFrame({"forename": ["A", "A", "B", "B", "B", "C"], "surname": ["B", "B", "A", "A", "A", "C"]})
+    assert count_pairs(sw, "l.forename = r.surname AND l.surname = r.forename") == 6
+
+
+def _toy_model() -> dict:
+    return {
+        "link_type": "dedupe_only", "linker_uid": "abc", "probability_two_random_records_match": 0.000123456,
+        "comparisons": [{"output_column_name": "dob", "comparison_levels": [
+            {"sql_condition": "dob_l IS NULL", "is_null_level": True},
+            {"sql_condition": "dob_l = dob_r", "m_probability": 0.95123, "u_probability": 0.00071234,
+             "label_for_charts": "Exact"},
+            {"sql_condition": "ELSE", "m_probability": 0.04877, "u_probability": 0.99928766},
+        ]}],
+        "blocking_rules_to_generate_predictions": [{"blocking_rule": "l.dob = r.dob"}],
+    }
+
+
+def test_model_version_is_stable_under_float_noise():
+    base = _toy_model()
+    v = model_version(base)
+    noisy = copy.deepcopy(base)
+    noisy["linker_uid"] = "zzz"
+    noisy["probability_two_random_records_match"] *= 1 + 1e-9
+    noisy["comparisons"][0]["comparison_levels"][1]["m_probability"] += 1e-10
+    assert model_version(noisy) == v
+    changed = copy.deepcopy(base)
+    changed["comparisons"][0]["comparison_levels"][1]["m_probability"] = 0.85
+    assert model_version(changed) != v
+    assert len(v) == 12 and model_version(__import__("json").dumps(base)) == v
+
+
+def test_model_summary_weights():
+    s = model_summary(_toy_model())
+    lvl = s["comparisons"][0]["levels"][0]
+    assert lvl["level"] == "Exact" and lvl["match_weight"] == pytest.approx(10.38, abs=0.01)  # log2(.95123/.00071234)
+    assert len(s["comparisons"][0]["levels"]) == 2  # null level left out
+    assert s["prior_match_weight"] < -12
+
+
+def test_backend_extension_point():
+    assert make_db_api("duckdb", threads=1, memory_limit="1GB").sql_dialect.sql_dialect_str == "duckdb"
+    with pytest.raises(BackendNotAvailable, match="extension point"):
+        make_db_api("spark")
+    with pytest.raises(ValueError, match="unknown Splink backend"):
+        make_db_api("oracle")

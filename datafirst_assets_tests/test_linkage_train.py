@@ -1,0 +1,129 @@
+"""Training, prediction and clustering on a small synthetic person file with truth."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from datafirst_assets.linkage.backend import make_db_api
+from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
+from datafirst_assets.linkage.dedupe import deduplicate
+from datafirst_assets.linkage.metrics import (
+    choose_threshold,
+    evaluate_clusters,
+    label_pairs_from_truth,
+    true_pair_count,
+)
+from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, slim_pairs
+from datafirst_assets.linkage.settings import model_spec_for_records
+from datafirst_assets.linkage.train import (
+    TrainingConfig,
+    load_model,
+    save_charts,
+    save_model,
+    summary_table,
+    train_model,
+)
+from datafirst_assets_tests.linkage_fixtures import make_dataset, make_people, make_person_records
+
+FAST = TrainingConfig(u_max_pairs=4e5, seed=7)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pl.DataFrame, pl.DataFrame]:
+    return make_dataset(1200, seed=21)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    records, _ = data
+    spec = model_spec_for_records(records)
+    return train_model(records, spec, make_db_api(), FAST)
+
+
+def test_training_produces_sensible_model(trained):
+    s = trained.summary
+    assert 1e-5 < s["probability_two_random_records_match"] < 1e-2
+    weights = {(c["comparison"], lvl["level"]): lvl["match_weight"] for c in s["comparisons"] for lvl in c["levels"]}
+    # agreement is evidence for a match, disagreement against
+    assert weights[("dob", "Exact match on dob")] > 5
+    assert weights[("surname", "Exact match on surname")] > 3
+    assert weights[("pnc", "Exact match on pnc")] > 5
+    assert weights[("dob", "All other comparisons")] < -5
+    # m regularised: no level is a near-infinite veto
+    assert min(w for w in weights.values() if w is not None) > -15
+    table = summary_table(s)
+    assert {"comparison", "level", "m", "u", "match_weight"} <= set(table.columns)
+    json.dumps(s)  # Dagster metadata must be JSON-serialisable
+    assert set(trained.timings) >= {"prior", "u", "em"}
+
+
+def test_cluster_quality_and_threshold_choice(data, trained):
+    records, truth = data
+    pairs_sdf = predict_pairs(trained.linker, threshold_match_probability=0.001)
+    pairs = slim_pairs(pairs_sdf)
+    assert {"record_id_l", "record_id_r", "match_weight", "match_probability"} <= set(pairs.columns)
+
+    labelled = label_pairs_from_truth(pairs, truth)
+    best = choose_threshold(labelled, total_positives=true_pair_count(truth))
+    assert best["f1"] > 0.9
+    clusters = cluster_pairs(trained.linker, pairs_sdf, threshold_match_probability=0.9)
+    assert clusters.height == records.height and clusters.columns == ["source_dataset", "record_id", "cluster_id"]
+    report = evaluate_clusters(clusters, truth)
+    assert report["bcubed"]["f1"] >= 0.97, report["bcubed"]
+    assert report["pairwise"]["precision"] >= 0.97
+    assert set(report["subgroup_gaps"]) == {"sex", "ethnic_group", "age_band"}
+
+    # polars connected components on the stored pairs agree with Splink's clustering
+    edges = pairs.filter(pl.col("match_probability") >= 0.9)
+    ours = clusters_from_edges(records.get_column("record_id"), edges)
+    j = ours.join(clusters.select("record_id", pl.col("cluster_id").alias("cluster_id_splink")), on="record_id")
+    assert j.group_by("cluster_id").agg(pl.col("cluster_id_splink").n_unique()).get_column(
+        "cluster_id_splink").max() == 1
+    assert ours.get_column("cluster_id").n_unique() == clusters.get_column("cluster_id").n_unique()
+
+
+def test_model_json_round_trip_and_charts(tmp_path, data, trained):
+    records, _ = data
+    path = save_model(trained, tmp_path / "model.json")
+    loaded = load_model(path)
+    assert loaded.version == trained.version
+    linker = linker_for_model(make_db_api(), records, loaded.settings, loaded.spec)
+    a = slim_pairs(predict_pairs(linker, threshold_match_probability=0.5)).sort("record_id_l", "record_id_r")
+    b = slim_pairs(predict_pairs(trained.linker, threshold_match_probability=0.5)).sort("record_id_l", "record_id_r")
+    assert a.select("record_id_l", "record_id_r").equals(b.select("record_id_l", "record_id_r"))
+    assert a.get_column("match_weight").to_list() == pytest.approx(b.get_column("match_weight").to_list())
+
+    charts = save_charts(trained.linker, tmp_path / "charts")
+    for key in ("match_weights_chart", "m_u_parameters_chart"):
+        html = charts[key].read_text()
+        assert len(html) > 50_000  # vega libraries inlined
+        assert "cdn.jsdelivr" not in html and "<script src=" not in html
+
+
+def test_retraining_with_same_seed_keeps_version(data, trained):
+    records, _ = data
+    again = train_model(records, model_spec_for_records(records), make_db_api(), FAST)
+    assert again.version == trained.version
+
+
+def test_link_and_dedupe_two_sources():
+    people = make_people(500, seed=3)
+    a, ta = make_person_records(people.head(400), seed=4, source_dataset="court", id_prefix="C")
+    b, tb = make_person_records(people.tail(300), seed=5, source_dataset="prison", id_prefix="P")
+    b = b.drop("postcode", "address", "cro")  # sources differ in the fields they hold
+    result = deduplicate([a, b], training=FAST, threshold_match_probability=0.9)
+    cl = result.clusters
+    assert result.model.settings["link_type"] == "link_and_dedupe"
+    assert set(cl.columns) == {"source_dataset", "record_id", "cluster_id"}
+    assert cl.height == a.height + b.height
+    truth = pl.concat([ta, tb]).with_columns(
+        pl.concat_str([pl.when(pl.col("record_id").str.starts_with("C")).then(pl.lit("court"))
+                       .otherwise(pl.lit("prison")), pl.col("record_id")], separator=":").alias("record_id"))
+    cl2 = cl.with_columns(pl.concat_str(["source_dataset", "record_id"], separator=":").alias("record_id"))
+    report = evaluate_clusters(cl2, truth)
+    assert report["bcubed"]["f1"] >= 0.95, report["bcubed"]
+    cross = cl.group_by("cluster_id").agg(pl.col("source_dataset").n_unique().alias("k"))
+    assert cross.filter(pl.col("k") == 2).height >= 150  # people 200-399 are in both
