@@ -24,8 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--extracts", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the output directory and print its path")
-    ap.add_argument("--calibration", action="store_true",
-                    help="also print per-source agreement rates against the truth (slower)")
+    ap.add_argument(
+        "--calibration",
+        action="store_true",
+        help="also print per-source agreement rates against the truth (slower)",
+    )
     ap.add_argument("--json", action="store_true", help="print the full summary as JSON")
     args = ap.parse_args(argv)
 
@@ -36,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="datafirst-bench-"))
     try:
         t0 = time.perf_counter()
-        summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts,
-                           out=tmp / "landing", truth_out=tmp / "truth")
+        summary = simulate(
+            people=args.people,
+            seed=args.seed,
+            extracts=args.extracts,
+            out=tmp / "landing",
+            truth_out=tmp / "truth",
+        )
         seconds = time.perf_counter() - t0
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         size = sum(f.stat().st_size for f in (tmp / "landing").rglob("*") if f.is_file())

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from datafirst_assets.defs.resources import DataLayout, default_data_dir
+from datafirst_assets.linkage.dedupe_cli import add_dedupe_parser, add_evaluate_parser, add_review_sample_parser
+from datafirst_assets.sources.registry import SOURCES
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -44,6 +46,22 @@ def _has_dagster_home() -> bool:
     return bool(os.environ.get("DAGSTER_HOME"))
 
 
+def _cmd_export_linkage(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+
+    layout = DataLayout(args.data_dir)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with warehouse_cursor(layout.warehouse) as conn:
+        for table in ("person_records", "scored_pairs", "clusters"):
+            frame = pl.from_arrow(conn.sql(f"select * from linkage_{args.source}.{table}").to_arrow_table())
+            frame.write_parquet(out / f"{table}.parquet")
+            print(f"{out / f'{table}.parquet'}: {frame.height:,} rows")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datafirst", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=str(default_data_dir()))
     run.add_argument("--date", action="append", help="only this extract date (repeatable)")
     run.set_defaults(func=_cmd_run)
+
+    export = sub.add_parser(
+        "export-linkage",
+        help="write a dataset's person records, scored pairs and clusters to Parquet "
+        "(inputs for review-sample and evaluate)",
+    )
+    export.add_argument("source", choices=sorted(SOURCES))
+    export.add_argument("--data-dir", default=str(default_data_dir()))
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=_cmd_export_linkage)
+
+    add_dedupe_parser(sub)
+    add_review_sample_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -184,3 +184,12 @@ def test_argparse_wiring(small_csv, tmp_path, capsys):
     assert ev.func(ev) == 2  # neither --pairs nor --clusters
     rs = parser.parse_args(["review-sample", "--pairs", "p.parquet", "--records", "r.parquet", "--out", "s.csv"])
     assert rs.n == 200 and rs.threshold is None
+
+
+def test_mapped_columns_all_empty_is_no_usable_fields(tmp_path):
+    p = tmp_path / "empty.csv"
+    pl.DataFrame({"id": ["1", "2", "3"], "fn": ["", "", ""], "sn": [None, None, None],
+                  "sx": ["M", "F", "M"]}).write_csv(p)
+    with pytest.raises(DedupeConfigError, match="no usable fields"):
+        run_dedupe([p], "id", ["forename=fn", "surname=sn", "sex=sx"], [], None, tmp_path / "o.parquet", None,
+                   progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,13 @@ import polars as pl
 import pytest
 
 from datafirst_assets.simulate import (
-    JUNK_PNCS, ErrorProfile, SimulationConfig, default_truth_dir, is_valid_pnc, pnc_check_letter, simulate,
+    JUNK_PNCS,
+    ErrorProfile,
+    SimulationConfig,
+    default_truth_dir,
+    is_valid_pnc,
+    pnc_check_letter,
+    simulate,
 )
 from datafirst_assets.simulate.calibration import agreement_report, load_person_records
 from datafirst_assets.simulate.population import build_population
@@ -30,8 +36,15 @@ DATES = ["2024-01-31", "2024-03-01", "2024-03-31"]
 
 
 def _run(base: Path, seed: int = SEED, people: int = PEOPLE, config: SimulationConfig | None = None) -> dict:
-    return simulate(people=people, seed=seed, extracts=EXTRACTS, out=base / "landing",
-                    truth_out=base / "truth", first_extract=FIRST, config=config)
+    return simulate(
+        people=people,
+        seed=seed,
+        extracts=EXTRACTS,
+        out=base / "landing",
+        truth_out=base / "truth",
+        first_extract=FIRST,
+        config=config,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,26 +72,33 @@ def tables(sim) -> dict[tuple[str, str], pl.DataFrame]:
 @pytest.fixture(scope="module")
 def truth(sim) -> dict[str, pl.DataFrame]:
     _, truth_out, _ = sim
-    return {name: pl.read_parquet(truth_out / f"{name}.parquet")
-            for name in ("people", "person_records", "case_links")}
+    return {
+        name: pl.read_parquet(truth_out / f"{name}.parquet")
+        for name in ("people", "person_records", "case_links")
+    }
 
 
 def _hashes(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # API, determinism, layout
 # --------------------------------------------------------------------------------------------
 
+
 def test_summary_and_default_truth_dir(sim):
     _, _, summary = sim
     assert summary["people"] == PEOPLE
     assert summary["extract_dates"] == DATES
     assert summary["people_appearing"] == PEOPLE  # everyone simulated appears somewhere
-    assert set(summary["records"]) == set(SOURCES)
-    assert summary["total_records"] == sum(v for t in summary["records"].values() for v in t.values())
+    assert set(summary["records_by_source"]) == set(SOURCES)
+    assert set(summary["records"]) == {f"{s.key}/{t.name}" for s, t in all_tables()}
+    assert summary["total_records"] == sum(summary["records"].values())
     assert summary["seconds"] > 0
     assert default_truth_dir(Path("data/landing")) == Path("data/truth")
 
@@ -143,8 +163,11 @@ def test_deliveries_are_incremental_and_later_ones_not_empty(sim, tables):
             assert days.min() >= lo
     # open systems keep receiving records after the first (history) delivery; civil (to 2022)
     # and OASys (to 2023) have closed, so their later deliveries are header-only files
-    for key, name in (("magistrates", "hocas_flatfile"), ("probation", "delius_flatfile"),
-                      ("prison", "nomis_flatfile")):
+    for key, name in (
+        ("magistrates", "hocas_flatfile"),
+        ("probation", "delius_flatfile"),
+        ("prison", "nomis_flatfile"),
+    ):
         counts = tables[(key, name)]["_extract"].value_counts()
         assert counts.filter(pl.col("_extract") != DATES[0])["count"].sum() > 0
     for key, name in (("civil", "cases"), ("oasys", "assessments_metadata")):
@@ -154,6 +177,7 @@ def test_deliveries_are_incremental_and_later_ones_not_empty(sim, tables):
 # --------------------------------------------------------------------------------------------
 # Content: formats, codes, keys
 # --------------------------------------------------------------------------------------------
+
 
 def test_values_follow_the_registry(tables):
     sex_unknown = {s for s in SEX_UNKNOWN if s}
@@ -187,9 +211,22 @@ def test_values_follow_the_registry(tables):
 def test_identifier_formats(tables):
     assert pnc_check_letter(2000, 1234567) == "V"  # int("00" + "1234567") % 23 == 18 -> V
     assert pnc_check_letter(1999, 42) == "ZABCDEFGHJKLMNPQRTUVWXY"[(99 * 10**7 + 42) % 23]
-    pncs = pl.concat([tables[(k, t)]["pnc_id"] for k, t in (
-        ("magistrates", "hocas_flatfile"), ("crown_court", "xhibit_flatfile"), ("prison", "nomis_flatfile"),
-        ("probation", "delius_flatfile"), ("oasys", "assessments_metadata"))]).drop_nulls().to_list()
+    pncs = (
+        pl.concat(
+            [
+                tables[(k, t)]["pnc_id"]
+                for k, t in (
+                    ("magistrates", "hocas_flatfile"),
+                    ("crown_court", "xhibit_flatfile"),
+                    ("prison", "nomis_flatfile"),
+                    ("probation", "delius_flatfile"),
+                    ("oasys", "assessments_metadata"),
+                )
+            ]
+        )
+        .drop_nulls()
+        .to_list()
+    )
     assert pncs
     for p in pncs:
         assert p in JUNK_PNCS or is_valid_pnc(p), p
@@ -200,8 +237,9 @@ def test_identifier_formats(tables):
     assert tables[("probation", "delius_flatfile")]["crn"].str.contains(r"^[A-Z]\d{6}$").all()
     cro = tables[("magistrates", "hocas_flatfile")]["cro_number"].drop_nulls()
     assert cro.str.contains(r"^\d{6}/\d{2}[A-Z]$").all()
-    pcs = pl.concat([tables[("magistrates", "hocas_flatfile")]["postcode"],
-                     tables[("civil", "parties")]["postcode"]]).drop_nulls()
+    pcs = pl.concat(
+        [tables[("magistrates", "hocas_flatfile")]["postcode"], tables[("civil", "parties")]["postcode"]]
+    ).drop_nulls()
     pattern = r"^[A-Z]{1,2}\d{1,2} ?\d[A-Z]{2}$"
     assert pcs.str.to_uppercase().str.contains(pattern).all()
     assert pcs.str.contains(r"^[A-Z]{1,2}\d{1,2} \d[A-Z]{2}$").mean() > 0.9  # most well formatted
@@ -216,7 +254,8 @@ def test_parent_references(tables):
         child = tables[(spec.key, t.name)]
         ref = next((c.name for c in t.columns if c.kind == "ref"), t.id_column)
         j = child.select(pl.col(ref).alias("_pid"), pl.col("_extract").alias("_ck")).join(
-            parent.select(pl.col(pid).alias("_pid"), pl.col("_extract").alias("_pk")), on="_pid", how="left")
+            parent.select(pl.col(pid).alias("_pid"), pl.col("_extract").alias("_pk")), on="_pid", how="left"
+        )
         assert j["_pk"].null_count() == 0, (spec.key, t.name)  # parent exists
         assert (j["_pk"] <= j["_ck"]).all(), (spec.key, t.name)  # in the same or an earlier delivery
 
@@ -252,6 +291,7 @@ def test_chronology(tables):
 # Truth
 # --------------------------------------------------------------------------------------------
 
+
 def test_truth_person_records_match_files(tables, truth):
     pr = truth["person_records"]
     people = truth["people"]
@@ -264,13 +304,16 @@ def test_truth_person_records_match_files(tables, truth):
             assert sub.height == 0
             continue
         df = tables[(spec.key, t.name)]
-        got = set(zip(df[t.id_column].to_list(), df["_extract"].to_list()))
-        want = set(zip(sub["record_id"].to_list(), sub["extract_date"].cast(pl.Utf8).to_list()))
+        got = set(zip(df[t.id_column].to_list(), df["_extract"].to_list(), strict=True))
+        want = set(zip(sub["record_id"].to_list(), sub["extract_date"].cast(pl.Utf8).to_list(), strict=True))
         assert got == want, (spec.key, t.name)
     # system ids are unreliable: some people have several prison numbers / CRNs
     nomis = tables[("prison", "nomis_flatfile")].join(
-        pr.filter(pl.col("table") == "nomis_flatfile").select(pl.col("record_id").alias("custodial_journey_id"),
-                                                              "person_id"), on="custodial_journey_id")
+        pr.filter(pl.col("table") == "nomis_flatfile").select(
+            pl.col("record_id").alias("custodial_journey_id"), "person_id"
+        ),
+        on="custodial_journey_id",
+    )
     per_person = nomis.group_by("person_id").agg(pl.col("prison_number").n_unique())
     assert per_person["prison_number"].max() >= 1
 
@@ -284,16 +327,30 @@ def test_case_links(tables, truth):
     # every Crown Court defendant-on-case came from a magistrates' case
     assert set(links["defendant_on_case_id"].to_list()) == set(crown["defendant_on_case_id"].to_list())
     pr = truth["person_records"]
-    j = links.join(pr.filter(pl.col("table") == "hocas_flatfile").select(
-        pl.col("record_id").alias("defendant_case_id"), pl.col("person_id").alias("mag_person")),
-        on="defendant_case_id")
+    j = links.join(
+        pr.filter(pl.col("table") == "hocas_flatfile").select(
+            pl.col("record_id").alias("defendant_case_id"), pl.col("person_id").alias("mag_person")
+        ),
+        on="defendant_case_id",
+    )
     assert (j["mag_person"] == j["person_id"]).all()
     # the natural keys mostly agree, with realistic errors
-    k = links.join(mag.select("defendant_case_id", "urn", "asn", pl.col("committal_date").alias("mc"),
-                              pl.col("court_code")), on="defendant_case_id").join(
-        crown.select("defendant_on_case_id", pl.col("urn").alias("curn"), pl.col("asn").alias("casn"),
-                     pl.col("committal_date").alias("cc"), "originating_court_code", "case_type"),
-        on="defendant_on_case_id")
+    k = links.join(
+        mag.select(
+            "defendant_case_id", "urn", "asn", pl.col("committal_date").alias("mc"), pl.col("court_code")
+        ),
+        on="defendant_case_id",
+    ).join(
+        crown.select(
+            "defendant_on_case_id",
+            pl.col("urn").alias("curn"),
+            pl.col("asn").alias("casn"),
+            pl.col("committal_date").alias("cc"),
+            "originating_court_code",
+            "case_type",
+        ),
+        on="defendant_on_case_id",
+    )
     urn_agree = (k["urn"] == k["curn"]).mean()
     assert 0.85 < urn_agree < 1.0 or k.height < 60
     committal = k.filter(pl.col("case_type") != "APPEAL")
@@ -318,7 +375,8 @@ def test_civil_companies(tables, truth):
     pr = truth["person_records"].filter(pl.col("table") == "parties")
     people = truth["people"].select("person_id", "is_company")
     j = parties.join(pr.select(pl.col("record_id").alias("party_id"), "person_id"), on="party_id").join(
-        people, on="person_id")
+        people, on="person_id"
+    )
     companies = j.filter(pl.col("is_company"))
     assert companies.height > 0
     assert (companies["party_type"] == "COMPANY").mean() > 0.85
@@ -332,13 +390,22 @@ def test_civil_companies(tables, truth):
 # Recording errors
 # --------------------------------------------------------------------------------------------
 
+
 def _with_truth(out: Path, truth_out: Path, source: str) -> pl.DataFrame:
     recs = load_person_records(out, truth_out, source)
     people = pl.read_parquet(truth_out / "people.parquet")
-    return recs.join(people.select(
-        "person_id", pl.col("dob").alias("t_dob"), pl.col("surname").str.to_uppercase().alias("t_sur"),
-        pl.col("birth_surname").str.to_uppercase().alias("t_birth"), pl.col("sex").alias("t_sex"),
-        "is_company", "name_origin"), on="person_id")
+    return recs.join(
+        people.select(
+            "person_id",
+            pl.col("dob").alias("t_dob"),
+            pl.col("surname").str.to_uppercase().alias("t_sur"),
+            pl.col("birth_surname").str.to_uppercase().alias("t_birth"),
+            pl.col("sex").alias("t_sex"),
+            "is_company",
+            "name_origin",
+        ),
+        on="person_id",
+    )
 
 
 def test_default_error_rates_are_calibrated(sim):
@@ -348,8 +415,11 @@ def test_default_error_rates_are_calibrated(sim):
     dob_exact = (known["dob"] == known["t_dob"]).mean()
     assert 0.95 <= dob_exact <= 0.995  # per record; pairs of records agree ~95%
     sur = mag.filter(pl.col("surname").is_not_null())
-    sur_off = (~sur["surname"].is_in(sur["t_sur"]) & (sur["surname"] != sur["t_birth"])
-               & (sur["surname"] != sur["t_sur"])).mean()
+    sur_off = (
+        ~sur["surname"].is_in(sur["t_sur"])
+        & (sur["surname"] != sur["t_birth"])
+        & (sur["surname"] != sur["t_sur"])
+    ).mean()
     assert 0.005 < sur_off < 0.08
     fam = _with_truth(out, truth_out, "family")
     civ = _with_truth(out, truth_out, "civil").filter(~pl.col("is_company"))
@@ -371,21 +441,39 @@ def test_default_error_rates_are_calibrated(sim):
 def test_configured_rates_are_observed(tmp_path):
     """With subgroup multipliers off, observed rates match the configured ones."""
     prof = dataclasses.replace(
-        SimulationConfig().profile("magistrates"), dob_missing=0.10, dob_placeholder=0.06,
-        dob_day_month_swap=0.0, dob_near_miss=0.0, pnc_missing=0.2, pnc_junk=0.05, pnc_typo=0.0,
-        pnc_alternate=0.0, sex_unknown=0.08, sex_flip=0.0, surname_missing=0.05, postcode_missing=0.15,
-        no_fixed_abode=0.0)
-    cfg = dataclasses.replace(SimulationConfig(), subgroup_multipliers={},
-                              errors={**SimulationConfig().errors, "magistrates": prof})
+        SimulationConfig().profile("magistrates"),
+        dob_missing=0.10,
+        dob_placeholder=0.06,
+        dob_day_month_swap=0.0,
+        dob_near_miss=0.0,
+        pnc_missing=0.2,
+        pnc_junk=0.05,
+        pnc_typo=0.0,
+        pnc_alternate=0.0,
+        sex_unknown=0.08,
+        sex_flip=0.0,
+        surname_missing=0.05,
+        postcode_missing=0.15,
+        no_fixed_abode=0.0,
+    )
+    cfg = dataclasses.replace(
+        SimulationConfig(), subgroup_multipliers={}, errors={**SimulationConfig().errors, "magistrates": prof}
+    )
     _run(tmp_path, config=cfg)
     recs = _with_truth(tmp_path / "landing", tmp_path / "truth", "magistrates")
-    raw = pl.concat([pl.read_csv(tmp_path / "landing" / "magistrates" / d / "hocas_flatfile.csv",
-                                 infer_schema=False) for d in DATES])
+    raw = pl.concat(
+        [
+            pl.read_csv(tmp_path / "landing" / "magistrates" / d / "hocas_flatfile.csv", infer_schema=False)
+            for d in DATES
+        ]
+    )
     n = recs.height
     tol = 3.5 * np.sqrt(0.25 / n) + 0.01
     assert abs(recs["dob"].is_null().mean() - 0.10) < tol
     known = recs.filter(pl.col("dob").is_not_null())
-    placeholder = ((known["dob"] != known["t_dob"]) & (known["dob"].dt.day() == 1) & (known["dob"].dt.month() == 1))
+    placeholder = (
+        (known["dob"] != known["t_dob"]) & (known["dob"].dt.day() == 1) & (known["dob"].dt.month() == 1)
+    )
     assert abs(placeholder.mean() - 0.06) < tol
     assert (known["dob"] == known["t_dob"]).mean() > 0.93 - tol
     junk = raw["pnc_id"].is_in(list(JUNK_PNCS))
@@ -418,8 +506,10 @@ def test_subgroup_rates_differ(population):
 
     adults = (people.segment != 3) & (people.dob < to_day("2000-01-01"))
     anglo = np.flatnonzero(adults & (people.origin == NAME_ORIGINS.index("anglo")))
-    asian = np.flatnonzero(adults & np.isin(people.origin, [NAME_ORIGINS.index("east_asian"),
-                                                            NAME_ORIGINS.index("somali_arabic")]))
+    asian = np.flatnonzero(
+        adults
+        & np.isin(people.origin, [NAME_ORIGINS.index("east_asian"), NAME_ORIGINS.index("somali_arabic")])
+    )
     n = 60_000
     pa, ra = _record_many(cfg, people, anglo, "magistrates", n, 1)
     pb, rb = _record_many(cfg, people, asian, "magistrates", n, 2)
@@ -437,7 +527,7 @@ def test_subgroup_rates_differ(population):
     assert spelled_differently(pb, rb) > 1.5 * spelled_differently(pa, ra)
     # young people: more missing identifiers
     young = np.flatnonzero((people.segment != 3) & (people.dob > to_day("2007-01-01")))
-    pn, rn = _record_many(cfg, people, young, "magistrates", n, 3)
+    _, rn = _record_many(cfg, people, young, "magistrates", n, 3)
     assert (rn.postcode < 0).mean() > 1.5 * (ra.postcode < 0).mean()
     # women change surnames more often than men (truth), and it shows in the records
     women = people.sex == 1
@@ -449,8 +539,9 @@ def test_subgroup_rates_differ(population):
 def test_recorder_errors_use_the_vocabulary(population):
     cfg, people, _, _ = population
     vocab = build_vocab()
-    hi = dataclasses.replace(ErrorProfile(), forename_nickname=0.3, forename_typo=0.0, forename_phonetic=0.0,
-                             middle_promoted=0.0)
+    hi = dataclasses.replace(
+        ErrorProfile(), forename_nickname=0.3, forename_typo=0.0, forename_phonetic=0.0, middle_promoted=0.0
+    )
     cfg2 = dataclasses.replace(cfg, errors={"magistrates": hi}, subgroup_multipliers={})
     william = vocab.index("William")
     who = np.flatnonzero(people.fore == william)
@@ -458,6 +549,7 @@ def test_recorder_errors_use_the_vocabulary(population):
         pytest.skip("no William in this population")
     _, rec = _record_many(cfg2, people, who, "magistrates", 5_000, 4)
     recorded = {vocab.strings[i] for i in np.unique(rec.fore) if i >= 0}
-    assert recorded <= {"William", "Bill", "Will", "Billy", "Liam"} | {vocab.strings[j] for j in
-                                                                      np.unique(people.sur[who])}
+    assert recorded <= {"William", "Bill", "Will", "Billy", "Liam"} | {
+        vocab.strings[j] for j in np.unique(people.sur[who])
+    }
     assert {"Bill", "Will"} <= recorded

@@ -113,8 +113,15 @@ def _c(expr: str) -> ColumnExpression:
     return ColumnExpression(expr)
 
 
-def _name_comparison(col: str, *, swap_with: str | None, middle: bool) -> cl.CustomComparison:
-    """Forename or surname: exact (tf), Jaro-Winkler bands, swap, middle-name promotion."""
+def _name_comparison(col: str, *, swap_with: str | None, middle: bool, swap_counts: bool = True
+                     ) -> cl.CustomComparison:
+    """Forename or surname: exact (tf), Jaro-Winkler bands, swap, middle-name promotion.
+
+    Swapped forename/surname is one piece of evidence, so it is weighed once: in the
+    forename comparison (``swap_counts``); the surname comparison treats a swap as a
+    neutral (null) level. Counting it in both doubles a weight that is already large,
+    and chains every "SMITH REBECCA" to every "REBECCA SMITH" at scale.
+    """
     levels: list[Any] = [
         cll.NullLevel(col),
         cll.ExactMatchLevel(col, term_frequency_adjustments=True),
@@ -122,11 +129,13 @@ def _name_comparison(col: str, *, swap_with: str | None, middle: bool) -> cl.Cus
         cll.JaroWinklerLevel(col, 0.88),
     ]
     if swap_with:
-        levels.append(
-            cll.ColumnsReversedLevel(col, swap_with, symmetrical=True).configure(
-                label_for_charts=f"{col} and {swap_with} swapped"
-            )
-        )
+        swapped = cll.ColumnsReversedLevel(col, swap_with, symmetrical=True)
+        if swap_counts:
+            swapped.configure(label_for_charts=f"{col} and {swap_with} swapped")
+        else:
+            swapped.configure(is_null_level=True,
+                              label_for_charts=f"{col} and {swap_with} swapped (weighed in {swap_with})")
+        levels.append(swapped)
     if middle:
         levels.append(cll.CustomLevel(
             f"{_starts_word(f'{col}_l', 'middle_names_r')} OR {_starts_word(f'{col}_r', 'middle_names_l')}",
@@ -262,7 +271,7 @@ def build_comparisons(fields: Sequence[str], extras: Sequence[str] = ()) -> list
         comps.append(_middle_names_comparison())
     if "surname" in f:
         comps.append(_name_comparison(
-            "surname", swap_with="forename" if "forename" in f else None, middle=False))
+            "surname", swap_with="forename" if "forename" in f else None, middle=False, swap_counts=False))
     if "dob" in f:
         comps.append(_dob_comparison())
     if "sex" in f:

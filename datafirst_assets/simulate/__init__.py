@@ -14,6 +14,12 @@ from datafirst_assets.simulate.core import default_truth_dir, simulate
 from datafirst_assets.simulate.identifiers import JUNK_PNCS, is_junk_pnc, is_valid_pnc, pnc_check_letter
 
 __all__ = [
-    "simulate", "SimulationConfig", "ErrorProfile", "default_truth_dir", "pnc_check_letter",
-    "is_valid_pnc", "is_junk_pnc", "JUNK_PNCS",
+    "JUNK_PNCS",
+    "ErrorProfile",
+    "SimulationConfig",
+    "default_truth_dir",
+    "is_junk_pnc",
+    "is_valid_pnc",
+    "pnc_check_letter",
+    "simulate",
 ]

@@ -7,10 +7,25 @@ import polars as pl
 
 from datafirst_assets.simulate import identifiers as ids
 from datafirst_assets.simulate.tables import (
-    BlankRule, Codes, Days, Flags, Money, Names, TableData, Text, person_columns,
+    BlankRule,
+    Codes,
+    Days,
+    Flags,
+    Money,
+    Names,
+    TableData,
+    Text,
+    person_columns,
 )
 from datafirst_assets.simulate.util import (
-    FAR_DAY, NULL_DAY, categorical, expand, group_cumsum, uniform_int, ymd, zipf_counts,
+    FAR_DAY,
+    NULL_DAY,
+    categorical,
+    expand,
+    group_cumsum,
+    uniform_int,
+    ymd,
+    zipf_counts,
 )
 from datafirst_assets.simulate.world import World
 
@@ -24,7 +39,7 @@ def _u(r, lo, hi, n):
 def build_civil(w: World) -> dict[str, TableData]:
     ro, cfg, people = w.rosters, w.cfg, w.people
     r = w.rng("civil")
-    lo, hi = w.window("civil")
+    _, hi = w.window("civil")
     part, t0 = ro.civ, ro.civ_t0
     k = zipf_counts(r, cfg.civil_cases_zipf, len(part), 20)
     g, pos = expand(k)
@@ -41,7 +56,11 @@ def build_civil(w: World) -> dict[str, TableData]:
     n_co = len(ro.companies)
     p_claims = r.random(n) < 0.15
     cp_company = np.where(p_claims, r.random(n) < 0.55, r.random(n) < 0.88) & (n_co > 0)
-    comp_rank = np.minimum(r.zipf(1.0 + cfg.company_cases_zipf, n) - 1, max(n_co - 1, 0))
+    if n_co:
+        weight = 1.0 / (np.arange(n_co) + 5.0) ** cfg.company_concentration
+        comp_rank = r.choice(n_co, size=n, p=weight / weight.sum())
+    else:
+        comp_rank = np.zeros(n, dtype=np.int64)
     comp_perm = r.permutation(n_co) if n_co else np.zeros(0, np.int64)
     comp = comp_perm[comp_rank] if n_co else np.zeros(n, np.int64)
     # every company is party to at least one claim
@@ -62,9 +81,11 @@ def build_civil(w: World) -> dict[str, TableData]:
     CLT = w.codes("civil", "cases", "claim_type")  # MONEY RENT MORTGAGE PI OTHER
     MONEY, RENT, MORT, PI, OTHER = range(5)
     company_claimant = ~p_claims & cp_company
-    claim = np.where(company_claimant,
-                     np.array([MONEY, RENT, MORT, OTHER])[categorical(r, np.array([.6, .2, .14, .06]), n)],
-                     np.array([MONEY, PI, OTHER])[categorical(r, np.array([.5, .35, .15]), n)])
+    claim = np.where(
+        company_claimant,
+        np.array([MONEY, RENT, MORT, OTHER])[categorical(r, np.array([0.6, 0.2, 0.14, 0.06]), n)],
+        np.array([MONEY, PI, OTHER])[categorical(r, np.array([0.5, 0.35, 0.15]), n)],
+    )
     possession = np.isin(claim, [RENT, MORT])
     system = np.where(possession & (r.random(n) < 0.7), 1, 0)  # CASEMAN PCOL
     median = np.array([1800, 2500, 60000, 6000, 3000])[claim]
@@ -84,11 +105,16 @@ def build_civil(w: World) -> dict[str, TableData]:
     resolution = np.full(n, FAR_DAY, dtype=np.int64)
     defence = np.where(defended, day + _u(r, 14, 35, n), NULL_DAY)
     allocated = np.where(defended, defence + _u(r, 20, 60, n), NULL_DAY)
-    n_hear = np.where(defended, 1 + categorical(r, np.array([.6, .3, .1]), n),
-                      np.where(possession, 1 + (r.random(n) < 0.25), 0))
+    n_hear = np.where(
+        defended,
+        1 + categorical(r, np.array([0.6, 0.3, 0.1]), n),
+        np.where(possession, 1 + (r.random(n) < 0.25), 0),
+    )
     hg, hpos = expand(n_hear)
     nh = len(hg)
-    hgap = np.where(possession[hg], _u(r, 28, 56, nh), np.where(hpos == 0, _u(r, 37, 150, nh), _u(r, 30, 90, nh)))
+    hgap = np.where(
+        possession[hg], _u(r, 28, 56, nh), np.where(hpos == 0, _u(r, 37, 150, nh), _u(r, 30, 90, nh))
+    )
     hbase = np.where(possession[hg], day[hg], allocated[hg])
     hday = hbase + group_cumsum(hgap, hpos) if nh else np.zeros(0, np.int64)
     is_last = np.r_[hg[1:] != hg[:-1], True] if nh else np.zeros(0, bool)
@@ -96,7 +122,9 @@ def build_civil(w: World) -> dict[str, TableData]:
     last_hearing[hg[is_last]] = hday[is_last]
     # undefended money-type claims
     und = ~defended & ~possession
-    res = categorical(r, np.array([.65, .10, .10, .05, .05, .05]), n)  # DEFAULT ADMISSION SETTLED WD STRUCK OPEN
+    res = categorical(
+        r, np.array([0.65, 0.10, 0.10, 0.05, 0.05, 0.05]), n
+    )  # DEFAULT ADMISSION SETTLED WD STRUCK OPEN
     quick = day + _u(r, 20, 60, n)
     slow = day + _u(r, 20, 200, n)
     m_ = und & (res <= 1)
@@ -105,14 +133,14 @@ def build_civil(w: World) -> dict[str, TableData]:
         mm = und & (res == code)
         status[mm], resolution[mm] = st, slow[mm]
     # defended claims end at their last hearing
-    fin = categorical(r, np.array([.6, .25, .1, .05]), n)  # DECIDED SETTLED WD STRUCK
+    fin = categorical(r, np.array([0.6, 0.25, 0.1, 0.05]), n)  # DECIDED SETTLED WD STRUCK
     mm = defended
     status[mm] = np.array([S_JUDG, S_SETT, S_WD, S_STRUCK])[fin[mm]]
     resolution[mm] = last_hearing[mm]
     jt = mm & (fin == 0)
     jtype[jt], jday[jt] = JT.index("TRIAL"), last_hearing[jt]
     # possession claims
-    pf = categorical(r, np.array([.75, .1, .1, .05]), n)  # ORDER STRUCK SETTLED WD
+    pf = categorical(r, np.array([0.75, 0.1, 0.1, 0.05]), n)  # ORDER STRUCK SETTLED WD
     mm = possession
     status[mm] = np.array([S_JUDG, S_STRUCK, S_SETT, S_WD])[pf[mm]]
     resolution[mm] = last_hearing[mm]
@@ -129,44 +157,74 @@ def build_civil(w: World) -> dict[str, TableData]:
     area = people.addr_pc[P, people.address_slot(P, day)] // 1_000_000
     court = area * 2 + (r.random(n) < 0.3)
     cc = ids.POSTCODE_AREA_NAMES.gather(pl.Series(area.astype(np.int32))).str.slice(0, 1)
-    case_number = pl.select(pl.when(pl.Series(system == 1))
-                            .then(pl.concat_str([pl.lit("PC"), ids.zfill(yy, 2), ids.zfill(serial, 6)]))
-                            .otherwise(pl.concat_str([ids.zfill(yy, 2), cc, ids.alpha_series(serial // 7 % 26),
-                                                      ids.zfill(serial, 5)]))).to_series()
+    case_number = pl.select(
+        pl.when(pl.Series(system == 1))
+        .then(pl.concat_str([pl.lit("PC"), ids.zfill(yy, 2), ids.zfill(serial, 6)]))
+        .otherwise(
+            pl.concat_str([ids.zfill(yy, 2), cc, ids.alpha_series(serial // 7 % 26), ids.zfill(serial, 5)])
+        )
+    ).to_series()
     out: dict[str, TableData] = {}
     out["civil/cases"] = TableData(
-        "civil", "cases", {
+        "civil",
+        "cases",
+        {
             "system": Codes(system, w.codes("civil", "cases", "system")),
-            "case_number": Text(case_number), "court_code": Codes(court, CIVIL_COURTS),
-            "claim_type": Codes(claim, CLT), "issue_date": Days(day.astype(np.int32)),
-            "claim_amount": Money(cents), "status": Codes(status, ST),
-        }, event_day=day.astype(np.int32),
-        blank_rules=[BlankRule(resolution, (), {"status": "OPEN"})])
+            "case_number": Text(case_number),
+            "court_code": Codes(court, CIVIL_COURTS),
+            "claim_type": Codes(claim, CLT),
+            "issue_date": Days(day.astype(np.int32)),
+            "claim_amount": Money(cents),
+            "status": Codes(status, ST),
+        },
+        event_day=day.astype(np.int32),
+        blank_rules=[BlankRule(resolution, (), {"status": "OPEN"})],
+    )
 
     # hearings
     HT = w.codes("civil", "hearings", "hearing_type")  # DIRECTIONS SMALL_CLAIMS FAST_TRACK POSSESSION
     HO = w.codes("civil", "hearings", "outcome")  # ADJOURNED DECIDED SETTLED VACATED
-    htype = np.where(possession[hg], 3, np.where((hpos == 0) & (n_hear[hg] > 1) & (r.random(nh) < 0.5), 0,
-                                                 np.where(amount[hg] < 10_000, 1, 2)))
+    htype = np.where(
+        possession[hg],
+        3,
+        np.where(
+            (hpos == 0) & (n_hear[hg] > 1) & (r.random(nh) < 0.5), 0, np.where(amount[hg] < 10_000, 1, 2)
+        ),
+    )
     final_outcome = np.where(np.isin(status[hg], [S_SETT, S_WD]), 2, 1)
-    houtcome = np.where(is_last, np.where(status[hg] == S_OPEN, 0, final_outcome),
-                        np.where(r.random(nh) < 0.7, 0, 3))
+    houtcome = np.where(
+        is_last, np.where(status[hg] == S_OPEN, 0, final_outcome), np.where(r.random(nh) < 0.7, 0, 3)
+    )
     out["civil/hearings"] = TableData(
-        "civil", "hearings", {
-            "hearing_date": Days(hday.astype(np.int32)), "hearing_type": Codes(htype, HT),
+        "civil",
+        "hearings",
+        {
+            "hearing_date": Days(hday.astype(np.int32)),
+            "hearing_type": Codes(htype, HT),
             "outcome": Codes(houtcome, HO),
-        }, event_day=hday.astype(np.int32), parent_row=hg)
+        },
+        event_day=hday.astype(np.int32),
+        parent_row=hg,
+    )
 
     # judgments
     jrows = np.flatnonzero(jtype >= 0)
-    jamount = np.where(jtype[jrows] == JT.index("POSSESSION_ORDER"),
-                       np.where(r.random(len(jrows)) < 0.6, cents[jrows], -1),
-                       np.where(cents[jrows] >= 0, (cents[jrows] * (1 + 0.15 * r.random(len(jrows)))).astype(np.int64), -1))
+    jamount = np.where(
+        jtype[jrows] == JT.index("POSSESSION_ORDER"),
+        np.where(r.random(len(jrows)) < 0.6, cents[jrows], -1),
+        np.where(cents[jrows] >= 0, (cents[jrows] * (1 + 0.15 * r.random(len(jrows)))).astype(np.int64), -1),
+    )
     out["civil/judgments"] = TableData(
-        "civil", "judgments", {
-            "judgment_date": Days(jday[jrows].astype(np.int32)), "judgment_type": Codes(jtype[jrows], JT),
+        "civil",
+        "judgments",
+        {
+            "judgment_date": Days(jday[jrows].astype(np.int32)),
+            "judgment_type": Codes(jtype[jrows], JT),
             "amount": Money(jamount),
-        }, event_day=jday[jrows].astype(np.int32), parent_row=jrows)
+        },
+        event_day=jday[jrows].astype(np.int32),
+        parent_row=jrows,
+    )
 
     # warrants
     WT = w.codes("civil", "warrants", "warrant_type")  # CONTROL POSSESSION DELIVERY
@@ -179,11 +237,17 @@ def build_civil(w: World) -> dict[str, TableData]:
     executed = (r.random(len(wrows)) < np.where(wtype == 1, 0.6, 0.4)).astype(np.int8)
     exec_day = wday + _u(r, 14, 90, len(wrows))
     out["civil/warrants"] = TableData(
-        "civil", "warrants", {
-            "issue_date": Days(wday.astype(np.int32)), "warrant_type": Codes(wtype, WT),
+        "civil",
+        "warrants",
+        {
+            "issue_date": Days(wday.astype(np.int32)),
+            "warrant_type": Codes(wtype, WT),
             "executed": Flags(executed),
-        }, event_day=wday.astype(np.int32), parent_row=wrows,
-        blank_rules=[BlankRule(exec_day, ("executed",))])
+        },
+        event_day=wday.astype(np.int32),
+        parent_row=wrows,
+        blank_rules=[BlankRule(exec_day, ("executed",))],
+    )
 
     # case events
     EV = w.codes("civil", "case_events", "event_type")
@@ -204,9 +268,15 @@ def build_civil(w: World) -> dict[str, TableData]:
     eo = np.lexsort((etype, eday, eg))
     eg, eday, etype = eg[eo], eday[eo], etype[eo]
     out["civil/case_events"] = TableData(
-        "civil", "case_events", {
-            "event_date": Days(eday.astype(np.int32)), "event_type": Codes(etype, EV),
-        }, event_day=eday.astype(np.int32), parent_row=eg)
+        "civil",
+        "case_events",
+        {
+            "event_date": Days(eday.astype(np.int32)),
+            "event_type": Codes(etype, EV),
+        },
+        event_day=eday.astype(np.int32),
+        parent_row=eg,
+    )
 
     # parties: the participant, the other side, sometimes a second defendant
     RL = w.codes("civil", "parties", "role")  # CLAIMANT DEFENDANT
@@ -221,21 +291,42 @@ def build_civil(w: World) -> dict[str, TableData]:
     rec = w.recorder("civil").record(pperson, day[prow], w.rng("civil/record"), criminal_ids=False)
     is_co = people.is_company[pperson]
     as_ind = is_co & (r.random(npr) < cfg.company_as_individual_rate)
-    variant = categorical(r, np.array([.80, .08, .05, .04, .03]), npr)
-    ci = people.company_variants[np.maximum(people.company[pperson], 0), variant] if n_co else np.zeros(npr, np.int64)
-    cname = w.company_series.gather(pl.Series(ci.astype(np.int64))) if n_co else pl.Series([None] * npr, dtype=pl.Utf8)
+    variant = categorical(r, np.array([0.80, 0.08, 0.05, 0.04, 0.03]), npr)
+    ci = (
+        people.company_variants[np.maximum(people.company[pperson], 0), variant]
+        if n_co
+        else np.zeros(npr, np.int64)
+    )
+    cname = (
+        w.company_series.gather(pl.Series(ci.astype(np.int64)))
+        if n_co
+        else pl.Series([None] * npr, dtype=pl.Utf8)
+    )
     cname = pl.select(pl.when(pl.Series(is_co)).then(cname).otherwise(None)).to_series()
-    cols = person_columns(rec, {"forename": "forename", "surname": "surname", "dob": "dob",
-                                "postcode": "postcode", "address": "address_line1"})
+    cols = person_columns(
+        rec,
+        {
+            "forename": "forename",
+            "surname": "surname",
+            "dob": "dob",
+            "postcode": "postcode",
+            "address": "address_line1",
+        },
+    )
     override = pl.select(pl.when(pl.Series(as_ind)).then(cname).otherwise(None)).to_series()
     sur = cols["surname"]
     cols["surname"] = Names(sur.idx, sur.style, sur.noise, override=override)
     company_col = pl.select(pl.when(pl.Series(is_co & ~as_ind)).then(cname).otherwise(None)).to_series()
     out["civil/parties"] = TableData(
-        "civil", "parties", {
+        "civil",
+        "parties",
+        {
             "role": Codes(prole, RL),
             "party_type": Codes(np.where(is_co & ~as_ind, 1, 0), PTY),
             **cols,
             "company_name": Text(company_col),
-        }, parent_row=prow, person=pperson)
+        },
+        parent_row=prow,
+        person=pperson,
+    )
     return out

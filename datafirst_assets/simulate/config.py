@@ -17,14 +17,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ERROR_NAMES = (
-    "forename_typo", "forename_phonetic", "forename_nickname", "forename_initial",
-    "forename_missing", "middle_dropped", "middle_promoted", "surname_typo", "surname_phonetic",
-    "surname_missing", "surname_stale", "double_barrel_partial", "name_swap", "dob_missing",
-    "dob_placeholder", "dob_day_month_swap", "dob_near_miss", "sex_unknown", "sex_flip",
-    "ethnicity_unknown", "ethnicity_misrecorded", "postcode_missing", "postcode_stale",
-    "postcode_ahead", "postcode_typo", "postcode_unformatted", "no_fixed_abode", "address_missing",
-    "address_abbreviated", "pnc_missing", "pnc_typo", "pnc_junk", "pnc_short_format",
-    "pnc_alternate", "cro_missing", "cro_typo", "whitespace_noise",
+    "forename_typo",
+    "forename_phonetic",
+    "forename_nickname",
+    "forename_initial",
+    "forename_missing",
+    "middle_dropped",
+    "middle_promoted",
+    "surname_typo",
+    "surname_phonetic",
+    "surname_missing",
+    "surname_stale",
+    "double_barrel_partial",
+    "name_swap",
+    "dob_missing",
+    "dob_placeholder",
+    "dob_day_month_swap",
+    "dob_near_miss",
+    "sex_unknown",
+    "sex_flip",
+    "ethnicity_unknown",
+    "ethnicity_misrecorded",
+    "postcode_missing",
+    "postcode_stale",
+    "postcode_ahead",
+    "postcode_typo",
+    "postcode_unformatted",
+    "no_fixed_abode",
+    "address_missing",
+    "address_abbreviated",
+    "pnc_missing",
+    "pnc_typo",
+    "pnc_junk",
+    "pnc_short_format",
+    "pnc_alternate",
+    "cro_missing",
+    "cro_typo",
+    "whitespace_noise",
 )
 
 
@@ -82,34 +111,98 @@ def _profiles() -> dict[str, ErrorProfile]:
     base = ErrorProfile()
     return {
         "magistrates": dataclasses.replace(
-            base, pnc_missing=0.09, no_fixed_abode=0.02, postcode_missing=0.04, cro_missing=0.45,
-            ethnicity_unknown=0.15),
+            base,
+            pnc_missing=0.25,
+            no_fixed_abode=0.02,
+            postcode_missing=0.04,
+            cro_missing=0.45,
+            ethnicity_unknown=0.15,
+        ),
         "crown_court": dataclasses.replace(
-            base, name_case="title", pnc_missing=0.03, forename_typo=0.012, surname_typo=0.012,
-            postcode_missing=0.05, cro_missing=0.3, ethnicity_unknown=0.10),
+            base,
+            name_case="title",
+            pnc_missing=0.08,
+            forename_typo=0.012,
+            surname_typo=0.012,
+            postcode_missing=0.05,
+            cro_missing=0.3,
+            ethnicity_unknown=0.10,
+        ),
         "prison": dataclasses.replace(
-            base, pnc_missing=0.01, dob_near_miss=0.011, forename_nickname=0.01, middle_dropped=0.08,
-            ethnicity_unknown=0.04, cro_missing=0.15),
+            base,
+            pnc_missing=0.03,
+            dob_near_miss=0.011,
+            forename_nickname=0.01,
+            middle_dropped=0.08,
+            ethnicity_unknown=0.04,
+            cro_missing=0.15,
+        ),
         "probation": dataclasses.replace(
-            base, name_case="title", pnc_missing=0.03, postcode_missing=0.04, postcode_stale=0.08,
-            ethnicity_unknown=0.05, cro_missing=0.3),
+            base,
+            name_case="title",
+            pnc_missing=0.06,
+            postcode_missing=0.04,
+            postcode_stale=0.08,
+            ethnicity_unknown=0.05,
+            cro_missing=0.3,
+        ),
         "oasys": dataclasses.replace(
-            base, pnc_missing=0.06, middle_dropped=0.2, ethnicity_unknown=0.06, cro_missing=0.4),
+            base, pnc_missing=0.12, middle_dropped=0.2, ethnicity_unknown=0.06, cro_missing=0.4
+        ),
         "family": dataclasses.replace(
-            base, name_case="mixed", forename_typo=0.02, forename_phonetic=0.01,
-            forename_nickname=0.02, forename_initial=0.01, forename_missing=0.01, middle_dropped=0.3,
-            surname_typo=0.02, surname_phonetic=0.01, surname_missing=0.008, surname_stale=0.25,
-            name_swap=0.004, dob_missing=0.12, dob_placeholder=0.01, dob_day_month_swap=0.005,
-            dob_near_miss=0.02, sex_unknown=0.03, ethnicity_unknown=0.4, postcode_missing=0.12,
-            postcode_stale=0.1, postcode_typo=0.015, address_missing=0.12, pnc_missing=1.0,
-            cro_missing=1.0, whitespace_noise=0.005),
+            base,
+            name_case="mixed",
+            forename_typo=0.02,
+            forename_phonetic=0.01,
+            forename_nickname=0.02,
+            forename_initial=0.01,
+            forename_missing=0.01,
+            middle_dropped=0.3,
+            surname_typo=0.02,
+            surname_phonetic=0.01,
+            surname_missing=0.008,
+            surname_stale=0.25,
+            name_swap=0.004,
+            dob_missing=0.12,
+            dob_placeholder=0.01,
+            dob_day_month_swap=0.005,
+            dob_near_miss=0.02,
+            sex_unknown=0.03,
+            ethnicity_unknown=0.4,
+            postcode_missing=0.12,
+            postcode_stale=0.1,
+            postcode_typo=0.015,
+            address_missing=0.12,
+            pnc_missing=1.0,
+            cro_missing=1.0,
+            whitespace_noise=0.005,
+        ),
         "civil": dataclasses.replace(
-            base, name_case="mixed", forename_typo=0.02, forename_phonetic=0.01,
-            forename_nickname=0.03, forename_initial=0.07, forename_missing=0.04, middle_dropped=1.0,
-            surname_typo=0.018, surname_phonetic=0.01, surname_missing=0.004, surname_stale=0.3,
-            name_swap=0.004, dob_missing=0.55, dob_placeholder=0.01, dob_near_miss=0.02,
-            postcode_missing=0.03, postcode_stale=0.12, postcode_typo=0.012, address_missing=0.03,
-            address_abbreviated=0.2, pnc_missing=1.0, cro_missing=1.0, whitespace_noise=0.005),
+            base,
+            name_case="mixed",
+            forename_typo=0.02,
+            forename_phonetic=0.01,
+            forename_nickname=0.03,
+            forename_initial=0.07,
+            forename_missing=0.04,
+            middle_dropped=1.0,
+            surname_typo=0.018,
+            surname_phonetic=0.01,
+            surname_missing=0.004,
+            surname_stale=0.3,
+            name_swap=0.004,
+            dob_missing=0.55,
+            dob_placeholder=0.01,
+            dob_near_miss=0.02,
+            postcode_missing=0.03,
+            postcode_stale=0.12,
+            postcode_typo=0.012,
+            address_missing=0.03,
+            address_abbreviated=0.2,
+            pnc_missing=1.0,
+            cro_missing=1.0,
+            whitespace_noise=0.005,
+        ),
     }
 
 
@@ -117,22 +210,54 @@ def _multipliers() -> dict[str, dict[str, dict[str, float]]]:
     return {
         # transliteration and name-order conventions
         "name_origin": {
-            "south_asian_muslim": {"forename_phonetic": 3.0, "surname_phonetic": 3.0, "name_swap": 3.0,
-                                   "middle_promoted": 4.0, "forename_typo": 1.2},
-            "south_asian_indic": {"forename_phonetic": 2.0, "surname_phonetic": 2.0, "name_swap": 2.0,
-                                  "forename_typo": 1.3, "surname_typo": 1.3},
-            "west_african": {"forename_typo": 1.8, "surname_typo": 1.8, "forename_phonetic": 2.0,
-                             "surname_phonetic": 2.0, "name_swap": 3.0, "dob_placeholder": 2.0},
-            "somali_arabic": {"forename_phonetic": 4.0, "surname_phonetic": 4.0, "name_swap": 4.0,
-                              "dob_placeholder": 5.0, "forename_typo": 1.3, "surname_typo": 1.3},
-            "east_european": {"forename_typo": 1.5, "surname_typo": 2.5, "forename_phonetic": 2.5,
-                              "surname_phonetic": 3.0, "name_swap": 2.0},
+            "south_asian_muslim": {
+                "forename_phonetic": 3.0,
+                "surname_phonetic": 3.0,
+                "name_swap": 3.0,
+                "middle_promoted": 4.0,
+                "forename_typo": 1.2,
+            },
+            "south_asian_indic": {
+                "forename_phonetic": 2.0,
+                "surname_phonetic": 2.0,
+                "name_swap": 2.0,
+                "forename_typo": 1.3,
+                "surname_typo": 1.3,
+            },
+            "west_african": {
+                "forename_typo": 1.8,
+                "surname_typo": 1.8,
+                "forename_phonetic": 2.0,
+                "surname_phonetic": 2.0,
+                "name_swap": 3.0,
+                "dob_placeholder": 2.0,
+            },
+            "somali_arabic": {
+                "forename_phonetic": 4.0,
+                "surname_phonetic": 4.0,
+                "name_swap": 4.0,
+                "dob_placeholder": 5.0,
+                "forename_typo": 1.3,
+                "surname_typo": 1.3,
+            },
+            "east_european": {
+                "forename_typo": 1.5,
+                "surname_typo": 2.5,
+                "forename_phonetic": 2.5,
+                "surname_phonetic": 3.0,
+                "name_swap": 2.0,
+            },
             "east_asian": {"name_swap": 6.0, "forename_phonetic": 2.0, "surname_phonetic": 2.0},
         },
         # young people: fewer identifiers captured
         "age_band": {
-            "under_18": {"dob_missing": 2.0, "postcode_missing": 2.0, "pnc_missing": 2.5,
-                         "ethnicity_unknown": 1.5, "forename_nickname": 1.5},
+            "under_18": {
+                "dob_missing": 1.5,
+                "postcode_missing": 2.0,
+                "pnc_missing": 2.5,
+                "ethnicity_unknown": 1.5,
+                "forename_nickname": 1.5,
+            },
             "18_24": {"postcode_missing": 1.5, "pnc_missing": 1.3, "postcode_stale": 1.3},
             "65_plus": {"dob_day_month_swap": 1.5},
         },
@@ -171,6 +296,7 @@ class SimulationConfig:
     surname_change_rate_male: float = 0.005
     nickname_affinity_rate: float = 0.10  # people who go by a nickname (x5 nickname rate)
     pnc_duplicate_rate: float = 0.006  # people with two PNC ids
+    offender_sibling_rate: float = 0.06  # offenders with a sibling offender (surname, home; some twins)
     twin_rate: float = 0.01  # family children who are twins (same DOB and surname)
 
     # ---- criminal journeys ----
@@ -199,7 +325,7 @@ class SimulationConfig:
     family_cases_zipf: float = 2.2
     civil_cases_zipf: float = 2.6
     company_as_individual_rate: float = 0.04  # company party recorded as INDIVIDUAL, name in surname
-    company_cases_zipf: float = 1.3  # how concentrated claims are among companies
+    company_concentration: float = 1.1  # claims per company ~ 1 / (rank + 5) ** this
 
     # ---- coverage of each system: (first, last) ISO dates, None = open ----
     coverage: dict[str, tuple[str, str | None]] = field(default_factory=_coverage)
@@ -243,3 +369,8 @@ class SimulationConfig:
             raise ValueError("company_share / criminal_share out of range")
         if self.criminal_share + self.family_share > 1:
             raise ValueError("criminal_share + family_share must be <= 1")
+        from datafirst_assets.sources.registry import SOURCES
+
+        missing = [k for k in SOURCES if k not in self.coverage]
+        if missing:
+            raise ValueError(f"coverage has no dates for {missing}")

@@ -24,9 +24,16 @@ def default_truth_dir(out: Path) -> Path:
     return Path(out).parent / "truth"
 
 
-def simulate(people: int, seed: int, extracts: int, out: Path, truth_out: Path,
-             first_extract: date = date(2024, 1, 31), extract_interval_days: int = 30,
-             config: SimulationConfig | None = None) -> dict:
+def simulate(
+    people: int,
+    seed: int,
+    extracts: int,
+    out: Path,
+    truth_out: Path,
+    first_extract: date = date(2024, 1, 31),
+    extract_interval_days: int = 30,
+    config: SimulationConfig | None = None,
+) -> dict:
     """Simulate `people` people (and companies) and write `extracts` deliveries of every source.
 
     Deliveries go to `out/<source>/<YYYY-MM-DD>/<table>.csv` with a `manifest.json`; the truth
@@ -43,12 +50,14 @@ def simulate(people: int, seed: int, extracts: int, out: Path, truth_out: Path,
     if extract_interval_days < 1:
         raise ValueError("extract_interval_days must be at least 1")
     out, truth_out = Path(out), Path(truth_out)
-    extract_days = np.array([to_day(first_extract) + k * extract_interval_days for k in range(extracts)],
-                            dtype=np.int64)
+    extract_days = np.array(
+        [to_day(first_extract) + k * extract_interval_days for k in range(extracts)], dtype=np.int64
+    )
     vocab = build_vocab()
     population, rosters = build_population(int(people), cfg, vocab, extract_days, rng_for(seed, "population"))
-    world = World(seed=int(seed), cfg=cfg, vocab=vocab, people=population, rosters=rosters,
-                  extract_days=extract_days)
+    world = World(
+        seed=int(seed), cfg=cfg, vocab=vocab, people=population, rosters=rosters, extract_days=extract_days
+    )
     writer = DeliveryWriter(world, out, truth_out)
     links = None
     for key, tables in criminal_sources(world):  # each source is written as soon as it is built
@@ -60,14 +69,16 @@ def simulate(people: int, seed: int, extracts: int, out: Path, truth_out: Path,
     writer.write_source("family", build_family(world))
     writer.write_source("civil", build_civil(world))
     written = writer.finish(links)
-    records = written["records"]
+    by_source = written["records"]
     return {
         "people": int(people),
         "seed": int(seed),
         "extracts": int(extracts),
         "extract_dates": written["extract_dates"],
-        "records": records,
-        "total_records": int(sum(v for t in records.values() for v in t.values())),
+        # rows over all deliveries, keyed "source/table" (and nested per source)
+        "records": {f"{s}/{t}": n for s, tables in by_source.items() for t, n in tables.items()},
+        "records_by_source": by_source,
+        "total_records": int(sum(v for t in by_source.values() for v in t.values())),
         "person_records": int(written["person_records"]),
         "people_appearing": int(written["people_appearing"]),
         "case_links": int(written["case_links"]),

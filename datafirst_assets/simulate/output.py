@@ -46,8 +46,10 @@ def _check_columns(tspec: TableSpec, td: TableData) -> None:
     want = set(tspec.column_names) - auto
     got = set(td.cols)
     if want != got:
-        raise RuntimeError(f"{td.source}.{td.name}: builder columns differ from the registry: "
-                           f"missing {sorted(want - got)}, unexpected {sorted(got - want)}")
+        raise RuntimeError(
+            f"{td.source}.{td.name}: builder columns differ from the registry: "
+            f"missing {sorted(want - got)}, unexpected {sorted(got - want)}"
+        )
 
 
 def clear_deliveries(out: Path) -> None:
@@ -74,8 +76,13 @@ class _CsvFile:
 
     def write(self, df: pl.DataFrame) -> None:
         buf = io.BytesIO()
-        df.write_csv(buf, separator=self.spec.delimiter, quote_style="necessary", null_value="",
-                     include_header=not self.header_done)
+        df.write_csv(
+            buf,
+            separator=self.spec.delimiter,
+            quote_style="necessary",
+            null_value="",
+            include_header=not self.header_done,
+        )
         data = buf.getvalue()
         if self.recode:
             data = data.decode("utf-8").encode(self.spec.encoding, errors="replace")
@@ -114,8 +121,10 @@ class DeliveryWriter:
         folders = [self.out / key / d for d in self.dates]
         for f in folders:
             f.mkdir(parents=True, exist_ok=True)
-        manifests = [{"source": key, "system": spec.system, "extract_date": self.dates[j], "tables": {}}
-                     for j in range(K)]
+        manifests = [
+            {"source": key, "system": spec.system, "extract_date": self.dates[j], "tables": {}}
+            for j in range(K)
+        ]
         self.records[key] = {}
         source_no = list(SOURCES).index(key)
         for table_no, tspec in enumerate(spec.tables):
@@ -169,8 +178,11 @@ class DeliveryWriter:
                 starts = list(range(a, b, CHUNK_ROWS)) or [a]
                 for s0 in starts:
                     s1 = min(b, s0 + CHUNK_ROWS)
-                    f.write(self._frame(tspec, td, rows_sorted[s0:s1], id_sorted[s0:s1], D[j], cov_end,
-                                        parent_ids, fc))
+                    f.write(
+                        self._frame(
+                            tspec, td, rows_sorted[s0:s1], id_sorted[s0:s1], D[j], cov_end, parent_ids, fc
+                        )
+                    )
                 manifests[j]["tables"][tspec.name] = f.close()
             self.records[key][tspec.name] = m
             if tspec.is_person_table and m:
@@ -182,8 +194,17 @@ class DeliveryWriter:
             text = json.dumps(manifests[j], indent=2, sort_keys=True) + "\n"
             (folders[j] / "manifest.json").write_text(text, encoding="utf-8")
 
-    def _frame(self, tspec: TableSpec, td: TableData, rows: np.ndarray, ids_: np.ndarray, extract_day: int,
-               cov_end: int | None, parent_ids: np.ndarray | None, fc: FormatContext) -> pl.DataFrame:
+    def _frame(
+        self,
+        tspec: TableSpec,
+        td: TableData,
+        rows: np.ndarray,
+        ids_: np.ndarray,
+        extract_day: int,
+        cov_end: int | None,
+        parent_ids: np.ndarray | None,
+        fc: FormatContext,
+    ) -> pl.DataFrame:
         sub = td.take(rows)
         cutoff = extract_day if cov_end is None else min(extract_day, cov_end)
         for rule in sub.blank_rules:
@@ -218,16 +239,30 @@ class DeliveryWriter:
             key = keys[source_no]
             tname = SOURCES[key].tables[table_no].name
             m = len(ids_)
-            frames.append(pl.DataFrame({
-                "source": pl.Series([key], dtype=pl.Utf8).gather(pl.Series(np.zeros(m, np.int32))),
-                "table": pl.Series([tname], dtype=pl.Utf8).gather(pl.Series(np.zeros(m, np.int32))),
-                "record_id": pl.Series(ids_).cast(pl.Utf8),
-                "extract_date": pl.Series(self.D[ks].astype(np.int32)).cast(pl.Date),
-                "person_id": pl.Series(w.people.person_id[persons]),
-            }))
-        pr = pl.concat(frames) if frames else pl.DataFrame(
-            schema={"source": pl.Utf8, "table": pl.Utf8, "record_id": pl.Utf8, "extract_date": pl.Date,
-                    "person_id": pl.Int64})
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "source": pl.Series([key], dtype=pl.Utf8).gather(pl.Series(np.zeros(m, np.int32))),
+                        "table": pl.Series([tname], dtype=pl.Utf8).gather(pl.Series(np.zeros(m, np.int32))),
+                        "record_id": pl.Series(ids_).cast(pl.Utf8),
+                        "extract_date": pl.Series(self.D[ks].astype(np.int32)).cast(pl.Date),
+                        "person_id": pl.Series(w.people.person_id[persons]),
+                    }
+                )
+            )
+        pr = (
+            pl.concat(frames)
+            if frames
+            else pl.DataFrame(
+                schema={
+                    "source": pl.Utf8,
+                    "table": pl.Utf8,
+                    "record_id": pl.Utf8,
+                    "extract_date": pl.Date,
+                    "person_id": pl.Int64,
+                }
+            )
+        )
         pr.write_parquet(self.truth_out / "person_records.parquet")
 
         mag = self.written["magistrates/hocas_flatfile"]
@@ -236,20 +271,36 @@ class DeliveryWriter:
         cid = crown.ids[links.crown_rows] if len(links.crown_rows) else np.zeros(0, np.int64)
         ok = (mid >= 0) & (cid >= 0)
         case_type = pl.Series(list(links.case_type_codes)).gather(
-            pl.Series(links.case_type[ok].astype(np.int32)))
-        links_df = pl.DataFrame({
-            "defendant_case_id": pl.Series(mid[ok]).cast(pl.Utf8),
-            "defendant_on_case_id": pl.Series(cid[ok]).cast(pl.Utf8),
-            "case_type": case_type,
-            "person_id": pl.Series(w.people.person_id[self.crown_person[links.crown_rows[ok]]]),
-        }).sort(pl.col("defendant_on_case_id").cast(pl.Int64))
+            pl.Series(links.case_type[ok].astype(np.int32))
+        )
+        links_df = pl.DataFrame(
+            {
+                "defendant_case_id": pl.Series(mid[ok]).cast(pl.Utf8),
+                "defendant_on_case_id": pl.Series(cid[ok]).cast(pl.Utf8),
+                "case_type": case_type,
+                "person_id": pl.Series(w.people.person_id[self.crown_person[links.crown_rows[ok]]]),
+            }
+        ).sort(pl.col("defendant_on_case_id").cast(pl.Int64))
         links_df.write_parquet(self.truth_out / "case_links.parquet")
         (self.truth_out / "config.json").write_text(
-            json.dumps({"seed": w.seed, "people": w.people.n, "extract_dates": self.dates,
-                        "config": w.cfg.to_dict()}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            json.dumps(
+                {
+                    "seed": w.seed,
+                    "people": w.people.n,
+                    "extract_dates": self.dates,
+                    "config": w.cfg.to_dict(),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         ordered = {k: self.records[k] for k in SOURCES if k in self.records}
         return {
-            "extract_dates": self.dates, "records": ordered, "person_records": pr.height,
+            "extract_dates": self.dates,
+            "records": ordered,
+            "person_records": pr.height,
             "case_links": links_df.height,
             "people_appearing": pr["person_id"].n_unique() if pr.height else 0,
         }

@@ -14,7 +14,7 @@ import polars as pl
 from datafirst_assets.simulate import identifiers as ids
 from datafirst_assets.simulate import names as N
 from datafirst_assets.simulate.config import SimulationConfig
-from datafirst_assets.simulate.util import FAR_DAY, NULL_DAY, YEAR, categorical, from_day, to_day, ymd
+from datafirst_assets.simulate.util import FAR_DAY, NULL_DAY, YEAR, categorical, to_day, ymd
 from datafirst_assets.simulate.vocab import Vocab
 from datafirst_assets.sources.registry import ETHNIC_GROUP, ETHNICITY_CODES
 
@@ -22,23 +22,49 @@ N_ADDRESS_SLOTS = 6
 HISTORY_START = to_day("2008-01-01")
 
 # Ethnicity mixes (order of ETHNICITY_CODES: W1 W2 W9 M1 M2 M3 M9 A1 A2 A3 A9 B1 B2 B9 O1 O9)
-CRIMINAL_ETHNICITY = np.array([.72, .01, .06, .02, .006, .006, .008, .02, .03, .01, .015, .035, .025, .01, .004, .02])
-GENERAL_ETHNICITY = np.array([.78, .01, .05, .01, .004, .008, .006, .026, .02, .008, .015, .011, .018, .005, .007, .012])
+CRIMINAL_ETHNICITY = np.array(
+    [0.72, 0.01, 0.06, 0.02, 0.006, 0.006, 0.008, 0.02, 0.03, 0.01, 0.015, 0.035, 0.025, 0.01, 0.004, 0.02]
+)
+GENERAL_ETHNICITY = np.array(
+    [
+        0.78,
+        0.01,
+        0.05,
+        0.01,
+        0.004,
+        0.008,
+        0.006,
+        0.026,
+        0.02,
+        0.008,
+        0.015,
+        0.011,
+        0.018,
+        0.005,
+        0.007,
+        0.012,
+    ]
+)
 
 # P(name origin | ethnicity); columns follow names.NAME_ORIGINS
 _O = {o: i for i, o in enumerate(N.NAME_ORIGINS)}
 _ORIGIN_GIVEN_ETH = {
-    "W1": {"anglo": .99, "east_european": .01}, "W2": {"anglo": 1.0},
-    "W9": {"anglo": .22, "east_european": .73, "somali_arabic": .05},
-    "M1": {"anglo": .55, "caribbean": .45}, "M2": {"anglo": .55, "west_african": .45},
-    "M3": {"anglo": .6, "south_asian_muslim": .2, "south_asian_indic": .2},
-    "M9": {"anglo": .7, "somali_arabic": .15, "caribbean": .15},
-    "A1": {"south_asian_indic": .75, "south_asian_muslim": .25}, "A2": {"south_asian_muslim": 1.0},
+    "W1": {"anglo": 0.99, "east_european": 0.01},
+    "W2": {"anglo": 1.0},
+    "W9": {"anglo": 0.22, "east_european": 0.73, "somali_arabic": 0.05},
+    "M1": {"anglo": 0.55, "caribbean": 0.45},
+    "M2": {"anglo": 0.55, "west_african": 0.45},
+    "M3": {"anglo": 0.6, "south_asian_muslim": 0.2, "south_asian_indic": 0.2},
+    "M9": {"anglo": 0.7, "somali_arabic": 0.15, "caribbean": 0.15},
+    "A1": {"south_asian_indic": 0.75, "south_asian_muslim": 0.25},
+    "A2": {"south_asian_muslim": 1.0},
     "A3": {"south_asian_muslim": 1.0},
-    "A9": {"south_asian_muslim": .4, "south_asian_indic": .3, "east_asian": .1, "somali_arabic": .2},
-    "B1": {"caribbean": 1.0}, "B2": {"west_african": .6, "somali_arabic": .35, "anglo": .05},
-    "B9": {"caribbean": .5, "west_african": .3, "somali_arabic": .2},
-    "O1": {"east_asian": .9, "anglo": .1}, "O9": {"somali_arabic": .6, "east_asian": .15, "anglo": .25},
+    "A9": {"south_asian_muslim": 0.4, "south_asian_indic": 0.3, "east_asian": 0.1, "somali_arabic": 0.2},
+    "B1": {"caribbean": 1.0},
+    "B2": {"west_african": 0.6, "somali_arabic": 0.35, "anglo": 0.05},
+    "B9": {"caribbean": 0.5, "west_african": 0.3, "somali_arabic": 0.2},
+    "O1": {"east_asian": 0.9, "anglo": 0.1},
+    "O9": {"somali_arabic": 0.6, "east_asian": 0.15, "anglo": 0.25},
 }
 ORIGIN_GIVEN_ETH = np.zeros((len(ETHNICITY_CODES), len(N.NAME_ORIGINS)))
 for _i, _code in enumerate(ETHNICITY_CODES):
@@ -77,6 +103,8 @@ class People:
     company: np.ndarray  # index into company names (-1 people)
     company_names: list[str]
     company_variants: np.ndarray  # (companies, 5) indexes into company_names
+    sibling_of: np.ndarray  # offender sibling (index, -1 none) - a hard non-match for linkage
+    twin: np.ndarray
 
     def surname_at(self, p: np.ndarray, day: np.ndarray) -> np.ndarray:
         changed = self.sur_change[p] <= day
@@ -106,8 +134,17 @@ def _window(cfg: SimulationConfig, source: str, horizon: int) -> tuple[int, int]
     return lo, hi
 
 
-def _draw_names(rng, vocab: Vocab, origin: np.ndarray, sex: np.ndarray, idx: np.ndarray,
-                fore: np.ndarray, mid1: np.ndarray, mid2: np.ndarray, sur: np.ndarray) -> None:
+def _draw_names(
+    rng,
+    vocab: Vocab,
+    origin: np.ndarray,
+    sex: np.ndarray,
+    idx: np.ndarray,
+    fore: np.ndarray,
+    mid1: np.ndarray,
+    mid2: np.ndarray,
+    sur: np.ndarray,
+) -> None:
     for oi, o in enumerate(N.NAME_ORIGINS):
         m_o = idx[origin[idx] == oi]
         if len(m_o) == 0:
@@ -149,18 +186,61 @@ def _company_names(rng, n: int) -> tuple[list[str], np.ndarray]:
         if i >= space:
             stem = f"{p} {t} {i // space + 1}"
         base = f"{stem} {s}"
-        alt_suffix = {"Limited": "Ltd", "Ltd": "Limited", "PLC": "P.L.C.", "LLP": "L.L.P.",
-                      "(UK) Limited": "(UK) Ltd", "Group Ltd": "Group Limited"}[s]
+        alt_suffix = {
+            "Limited": "Ltd",
+            "Ltd": "Limited",
+            "PLC": "P.L.C.",
+            "LLP": "L.L.P.",
+            "(UK) Limited": "(UK) Ltd",
+            "Group Ltd": "Group Limited",
+        }[s]
         # a keyboard slip inside the stem
         k = 1 + (c * 7) % (len(stem) - 2)
-        typo = stem[:k] + stem[k + 1] + stem[k] + stem[k + 2:] + " " + s
-        variants[i] = [add(base), add(f"{stem} {alt_suffix}"), add(stem), add(typo),
-                       add(base.replace(" and ", " & ").replace("Homes", "Homes &").rstrip(" &"))]
+        typo = stem[:k] + stem[k + 1] + stem[k] + stem[k + 2 :] + " " + s
+        variants[i] = [
+            add(base),
+            add(f"{stem} {alt_suffix}"),
+            add(stem),
+            add(typo),
+            add(base.replace(" and ", " & ").replace("Homes", "Homes &").rstrip(" &")),
+        ]
     return names, variants
 
 
-def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: np.ndarray,
-                     rng: np.random.Generator) -> tuple[People, Rosters]:
+def _offender_siblings(rng, cfg: SimulationConfig, crim: np.ndarray, dob: np.ndarray, t0: np.ndarray):
+    """Pick offenders who have a sibling among the offenders. Returns (sibling, of whom,
+    home: 0 grew up together, 1 still living together, 2 twins living together)."""
+    n = len(crim)
+    if n < 10 or cfg.offender_sibling_rate <= 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z
+    order = np.argsort(dob[crim], kind="stable")
+    sorted_dob = dob[crim][order]
+    pick = np.flatnonzero(rng.random(n) < cfg.offender_sibling_rate)
+    target = dob[crim[pick]] + (rng.choice([-1, 1], len(pick)) * rng.uniform(1, 8, len(pick)) * YEAR).astype(
+        np.int64
+    )
+    j = np.clip(np.searchsorted(sorted_dob, target), 0, n - 1)
+    partner = crim[order[j]]
+    twins = rng.random(len(pick)) < 0.05
+    partner = np.where(
+        twins, crim[order[np.clip(np.searchsorted(sorted_dob, dob[crim[pick]]) + 1, 0, n - 1)]], partner
+    )
+    sib = crim[pick]
+    ok = partner != sib
+    # a sibling may not itself be copied from (keeps chains one level deep)
+    ok &= ~np.isin(partner, sib)
+    sib, partner, twins = sib[ok], partner[ok], twins[ok]
+    # twins: the younger twin must still be at least 10 at their first case
+    ok = ~twins | (t0[sib] - dob[partner] >= 10 * YEAR)
+    sib, partner, twins = sib[ok], partner[ok], twins[ok]
+    home = np.where(twins, 2, np.where(rng.random(len(sib)) < 0.6, 1, 0))
+    return sib, partner, home
+
+
+def build_population(
+    n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: np.ndarray, rng: np.random.Generator
+) -> tuple[People, Rosters]:
     horizon = int(extract_days[-1])
     mag_lo, mag_hi = _window(cfg, "magistrates", horizon)
     fam_lo, fam_hi = _window(cfg, "family", horizon)
@@ -170,18 +250,20 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
     if mag_hi - mag_lo <= 30:
         raise ValueError("the magistrates' coverage window must end after it starts (check extract dates)")
 
-    n_co = int(round(cfg.company_share * n)) if civil_open else 0
+    n_co = round(cfg.company_share * n) if civil_open else 0
     if civil_open and n >= 50:
         n_co = max(n_co, 1)
     n_ind = n - n_co
-    n_crim = max(1, int(round(cfg.criminal_share * n_ind)))
-    n_fam = int(round(cfg.family_share * n_ind)) if family_open else 0
+    n_crim = max(1, round(cfg.criminal_share * n_ind))
+    n_fam = round(cfg.family_share * n_ind) if family_open else 0
     n_civ = n_ind - n_crim - n_fam if civil_open else 0
     n_crim = n_ind - n_fam - n_civ
     if n_civ > 0 and n_co == 0:
         n_co, n_civ = 1, n_civ - 1
 
-    seg = np.concatenate([np.zeros(n_crim), np.ones(n_fam), np.full(n_civ, 2), np.full(n_co, 3)]).astype(np.int8)
+    seg = np.concatenate([np.zeros(n_crim), np.ones(n_fam), np.full(n_civ, 2), np.full(n_co, 3)]).astype(
+        np.int8
+    )
     crim = np.arange(n_crim)
     companies = np.arange(n - n_co, n)
 
@@ -196,6 +278,10 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
     age = np.where(youth, 10 + rng.random(n_crim) * 8, 18 + np.minimum(rng.gamma(1.5, 9.0, n_crim), 62))
     dob[crim] = (crim_t0 - age * YEAR).astype(np.int32)
     eth[crim] = categorical(rng, CRIMINAL_ETHNICITY, n_crim)
+    # siblings among offenders: same family surname and home, born 1-8 years apart (some twins)
+    sib, sib_of, sib_home = _offender_siblings(rng, cfg, crim, dob, crim_t0)
+    eth[sib] = eth[sib_of]
+    dob[sib] = np.where(sib_home == 2, dob[sib_of], dob[sib])  # twins share a birthday
 
     # ---- family units (consume exactly n_fam new people) ----
     fam_a = fam_b = np.zeros(0, dtype=np.int64)
@@ -206,14 +292,18 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
     m_pool = crim[(sex[crim] == 0) & (adult_by < fam_hi - 365)]
     if n_fam > 0:
         m = n_fam  # candidate units (more than needed)
-        kids_n = categorical(rng, np.array([.25, .35, .25, .15]), m)
+        kids_n = categorical(rng, np.array([0.25, 0.35, 0.25, 0.15]), m)
         has_b = rng.random(m) < cfg.family_second_adult_rate
         a_female = rng.random(m) < 0.75
         a_crim = (rng.random(m) < cfg.family_applicant_criminal_overlap) & (
-            np.where(a_female, len(f_pool), len(m_pool)) > 0)
+            np.where(a_female, len(f_pool), len(m_pool)) > 0
+        )
         b_female = np.where(rng.random(m) < 0.95, ~a_female, a_female)
-        b_crim = has_b & (rng.random(m) < cfg.family_respondent_criminal_overlap) & (
-            np.where(b_female, len(f_pool), len(m_pool)) > 0)
+        b_crim = (
+            has_b
+            & (rng.random(m) < cfg.family_respondent_criminal_overlap)
+            & (np.where(b_female, len(f_pool), len(m_pool)) > 0)
+        )
         new = kids_n + (~a_crim) + (has_b & ~b_crim)
         cum = np.cumsum(new)
         take = int(np.searchsorted(cum, n_fam, side="right"))
@@ -234,7 +324,9 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
         fam_a = np.where(new_a, start, -1)
         fam_b = np.where(new_b, start + new_a, -1)
         kid_start = start + new_a + new_b
-        fam_kids = np.where(np.arange(3)[None, :] < kids_n[:, None], kid_start[:, None] + np.arange(3)[None, :], -1)
+        fam_kids = np.where(
+            np.arange(3)[None, :] < kids_n[:, None], kid_start[:, None] + np.arange(3)[None, :], -1
+        )
 
         def pick(pool_f, pool_m, female, k):
             out = np.empty(k, dtype=np.int64)
@@ -242,8 +334,11 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
                 return out
             rf = rng.integers(0, max(1, len(pool_f)), k)
             rm = rng.integers(0, max(1, len(pool_m)), k)
-            out[:] = np.where(female, pool_f[np.minimum(rf, len(pool_f) - 1)] if len(pool_f) else -1,
-                              pool_m[np.minimum(rm, len(pool_m) - 1)] if len(pool_m) else -1)
+            out[:] = np.where(
+                female,
+                pool_f[np.minimum(rf, len(pool_f) - 1)] if len(pool_f) else -1,
+                pool_m[np.minimum(rm, len(pool_m) - 1)] if len(pool_m) else -1,
+            )
             return out
 
         fam_a = np.where(a_crim, pick(f_pool, m_pool, a_female, u), fam_a)
@@ -298,7 +393,9 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
     mid1 = np.full(n, -1, dtype=np.int32)
     mid2 = np.full(n, -1, dtype=np.int32)
     sur = np.full(n, -1, dtype=np.int32)
+    origin[sib] = origin[sib_of]
     _draw_names(rng, vocab, origin, sex, people_idx, fore, mid1, mid2, sur)
+    sur[sib] = sur[sib_of]
     sur_new = np.full(n, -1, dtype=np.int32)
     sur_change = np.full(n, FAR_DAY, dtype=np.int32)
     if len(fam_a):
@@ -311,7 +408,9 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
         wed = (fam_a >= n_crim) & (fam_b >= 0) & (sex[fam_a] == 1) & (rng.random(len(fam_a)) < 0.5)
         wa = fam_a[wed]
         sur_new[wa] = sur[fam_b[wed]]
-        sur_change[wa] = (fam_t0[wed] - rng.random(len(wa)) * 10 * YEAR + 2 * YEAR * (rng.random(len(wa)) < 0.3)).astype(np.int32)
+        sur_change[wa] = (
+            fam_t0[wed] - rng.random(len(wa)) * 10 * YEAR + 2 * YEAR * (rng.random(len(wa)) < 0.3)
+        ).astype(np.int32)
     # surname changes (marriage, divorce, deed poll) within the window, mostly women
     adults = people_idx[(sur_new[people_idx] < 0)]
     rate = np.where(sex[adults] == 1, cfg.surname_change_rate_female, cfg.surname_change_rate_male)
@@ -321,7 +420,8 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
         ok = lo < horizon
         chg, lo = chg[ok], lo[ok]
         sur_new[chg] = vocab.surname_pools["anglo"][0][
-            rng.choice(len(vocab.surname_pools["anglo"][0]), size=len(chg), p=vocab.surname_pools["anglo"][1])]
+            rng.choice(len(vocab.surname_pools["anglo"][0]), size=len(chg), p=vocab.surname_pools["anglo"][1])
+        ]
         same = sur_new[chg] == sur[chg]
         sur_new[chg[same]] = -1
         sur_change[chg] = np.where(same, FAR_DAY, lo + rng.random(len(chg)) * (horizon - lo)).astype(np.int32)
@@ -345,13 +445,22 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
     for s in range(1, slots):
         area_prev = addr_pc[:, s - 1] // 1_000_000
         local = rng.random(n) < 0.7
-        area = np.where(local, area_prev, rng.choice(len(ids.POSTCODE_AREAS), size=n, p=ids.POSTCODE_AREA_WEIGHTS))
+        area = np.where(
+            local, area_prev, rng.choice(len(ids.POSTCODE_AREAS), size=n, p=ids.POSTCODE_AREA_WEIGHTS)
+        )
         addr_pc[:, s] = ids.random_postcodes(rng, n, area)
     n_streets = len(vocab.streets)
     house = np.minimum(1 + rng.geometric(0.03, (n, slots)), 999)
     flat = np.where(rng.random((n, slots)) < 0.12, rng.integers(1, 40, (n, slots)), 0)
     flat[companies] = 0
     addr_line = flat * 10**8 + house * 10**5 + rng.integers(0, n_streets, (n, slots))
+    together = sib[sib_home >= 1]
+    addr_pc[together] = addr_pc[sib_of[sib_home >= 1]]
+    addr_line[together] = addr_line[sib_of[sib_home >= 1]]
+    move_day[together] = move_day[sib_of[sib_home >= 1]]
+    apart = sib[sib_home == 0]
+    addr_pc[apart, 0] = addr_pc[sib_of[sib_home == 0], 0]  # grew up in the same home
+    addr_line[apart, 0] = addr_line[sib_of[sib_home == 0], 0]
     if len(fam_a):
         # children live with the first adult; a second adult often shares the home
         kid_mask = fam_kids >= 0
@@ -377,7 +486,9 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
     t0_year, _, _ = ymd(crim_t0)
     dob_year, _, _ = ymd(dob[crim])
     earlier = rng.random(n_crim) < 0.55
-    first_arrest = np.where(earlier, np.maximum(dob_year + 10, t0_year - rng.integers(0, 16, n_crim)), t0_year)
+    first_arrest = np.where(
+        earlier, np.maximum(dob_year + 10, t0_year - rng.integers(0, 16, n_crim)), t0_year
+    )
     pnc_year[crim] = np.minimum(first_arrest, t0_year)
     pnc_serial[crim] = ids.affine_permutation(np.arange(n_crim), 10_000_000, salt=3)
     dup = crim[rng.random(n_crim) < cfg.pnc_duplicate_rate]
@@ -393,13 +504,41 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
     company_names, company_variants = _company_names(rng, n_co)
 
     person_id = (rng.permutation(n) + 1).astype(np.int64)
+    sibling_of = np.full(n, -1, dtype=np.int64)
+    sibling_of[sib] = sib_of
+    twin = np.zeros(n, dtype=bool)
+    twin[sib[sib_home == 2]] = True
+    twin[sib_of[sib_home == 2]] = True
     people = People(
-        n=n, person_id=person_id, is_company=seg == 3, segment=seg, sex=sex, dob=dob, eth=eth,
-        origin=origin, fore=fore, mid1=mid1, mid2=mid2, sur=sur, sur_new=sur_new, sur_change=sur_change,
-        nick_affinity=nick_affinity, addr_pc=addr_pc, addr_line=addr_line, move_day=move_day,
-        pnc_year=pnc_year, pnc_serial=pnc_serial, pnc2_year=pnc2_year, pnc2_serial=pnc2_serial,
-        cro_year=cro_year, cro_serial=cro_serial, company=company, company_names=company_names,
+        n=n,
+        person_id=person_id,
+        is_company=seg == 3,
+        segment=seg,
+        sex=sex,
+        dob=dob,
+        eth=eth,
+        origin=origin,
+        fore=fore,
+        mid1=mid1,
+        mid2=mid2,
+        sur=sur,
+        sur_new=sur_new,
+        sur_change=sur_change,
+        nick_affinity=nick_affinity,
+        addr_pc=addr_pc,
+        addr_line=addr_line,
+        move_day=move_day,
+        pnc_year=pnc_year,
+        pnc_serial=pnc_serial,
+        pnc2_year=pnc2_year,
+        pnc2_serial=pnc2_serial,
+        cro_year=cro_year,
+        cro_serial=cro_serial,
+        company=company,
+        company_names=company_names,
         company_variants=company_variants,
+        sibling_of=sibling_of,
+        twin=twin,
     )
 
     # ---- civil participants: civil-only people plus some offenders and family adults ----
@@ -407,11 +546,15 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
     civ_t0 = civ_t0_new
     if civil_open and n_civ > 0:
         extra = []
-        k_crim = min(n_crim, int(round(cfg.civil_criminal_overlap * n_civ)))
+        k_crim = min(n_crim, round(cfg.civil_criminal_overlap * n_civ))
         if k_crim:
             extra.append(rng.choice(crim, size=k_crim, replace=False))
-        fam_adults = np.unique(np.concatenate([fam_a[fam_a >= n_crim], fam_b[fam_b >= n_crim]])) if len(fam_a) else np.zeros(0, np.int64)
-        k_fam = min(len(fam_adults), int(round(cfg.civil_family_overlap * n_civ)))
+        fam_adults = (
+            np.unique(np.concatenate([fam_a[fam_a >= n_crim], fam_b[fam_b >= n_crim]]))
+            if len(fam_a)
+            else np.zeros(0, np.int64)
+        )
+        k_fam = min(len(fam_adults), round(cfg.civil_family_overlap * n_civ))
         if k_fam:
             extra.append(rng.choice(fam_adults, size=k_fam, replace=False))
         if extra:
@@ -423,8 +566,17 @@ def build_population(n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: 
             civ = np.concatenate([civ, ex])
             civ_t0 = np.concatenate([civ_t0, t0])
 
-    rosters = Rosters(crim=crim, crim_t0=crim_t0, fam_a=fam_a, fam_b=fam_b, fam_kids=fam_kids,
-                      fam_t0=fam_t0, civ=civ, civ_t0=civ_t0, companies=companies)
+    rosters = Rosters(
+        crim=crim,
+        crim_t0=crim_t0,
+        fam_a=fam_a,
+        fam_b=fam_b,
+        fam_kids=fam_kids,
+        fam_t0=fam_t0,
+        civ=civ,
+        civ_t0=civ_t0,
+        companies=companies,
+    )
     return people, rosters
 
 
@@ -437,8 +589,9 @@ def people_truth(people: People, vocab: Vocab, horizon: int) -> pl.DataFrame:
         return pl.select(pl.when(pl.Series(idx >= 0)).then(s).otherwise(None)).to_series()
 
     current = np.where(people.sur_change <= horizon, people.sur_new, people.sur)
-    mid = pl.select(pl.concat_str([nullable(people.mid1), nullable(people.mid2)], separator=" ",
-                                  ignore_nulls=True)).to_series()
+    mid = pl.select(
+        pl.concat_str([nullable(people.mid1), nullable(people.mid2)], separator=" ", ignore_nulls=True)
+    ).to_series()
     mid = pl.select(pl.when(mid == "").then(None).otherwise(mid)).to_series()
     eth_codes = pl.Series(list(ETHNICITY_CODES))
     groups = pl.Series([ETHNIC_GROUP[c[0]] for c in ETHNICITY_CODES])
@@ -448,33 +601,50 @@ def people_truth(people: People, vocab: Vocab, horizon: int) -> pl.DataFrame:
     segs = pl.Series(["criminal", "family", "civil", "company"])
     dob = pl.Series(np.where(people.dob == NULL_DAY, 0, people.dob).astype(np.int32)).cast(pl.Date)
     company_names = pl.Series(people.company_names, dtype=pl.Utf8)
-    comp = company_names.gather(pl.Series(people.company_variants[np.maximum(people.company, 0), 0]
-                                          if len(people.company_variants) else np.zeros(people.n, np.int32)))\
-        if len(people.company_variants) else pl.Series([None] * people.n, dtype=pl.Utf8)
+    comp = (
+        company_names.gather(
+            pl.Series(
+                people.company_variants[np.maximum(people.company, 0), 0]
+                if len(people.company_variants)
+                else np.zeros(people.n, np.int32)
+            )
+        )
+        if len(people.company_variants)
+        else pl.Series([None] * people.n, dtype=pl.Utf8)
+    )
     pnc_ok = people.pnc_year >= 0
     pnc = ids.pnc_strings(np.maximum(people.pnc_year, 0), np.maximum(people.pnc_serial, 0))
     pnc2_ok = people.pnc2_year >= 0
     pnc2 = ids.pnc_strings(np.maximum(people.pnc2_year, 0), np.maximum(people.pnc2_serial, 0))
     cro_ok = people.cro_year >= 0
     cro = ids.cro_strings(np.maximum(people.cro_year, 0), np.maximum(people.cro_serial, 0))
-    df = pl.DataFrame({
-        "person_id": people.person_id,
-        "forename": nullable(people.fore),
-        "middle_names": mid,
-        "surname": nullable(current),
-        "birth_surname": nullable(people.sur),
-        "surname_change_date": pl.Series(np.where(people.sur_change < FAR_DAY, people.sur_change, 0)
-                                         .astype(np.int32)).cast(pl.Date),
-        "dob": dob,
-        "sex": pl.Series(np.array(["M", "F", ""])[people.sex]),
-        "ethnicity": eth_codes.gather(eth_i),
-        "ethnic_group": groups.gather(eth_i),
-        "name_origin": origins.gather(pl.Series(np.maximum(people.origin, 0).astype(np.int32))),
-        "is_company": people.is_company,
-        "company_name": comp,
-        "segment": segs.gather(pl.Series(people.segment.astype(np.int32))),
-        "pnc": pnc, "pnc_alternate": pnc2, "cro": cro,
-    })
+    df = pl.DataFrame(
+        {
+            "person_id": people.person_id,
+            "forename": nullable(people.fore),
+            "middle_names": mid,
+            "surname": nullable(current),
+            "birth_surname": nullable(people.sur),
+            "surname_change_date": pl.Series(
+                np.where(people.sur_change < FAR_DAY, people.sur_change, 0).astype(np.int32)
+            ).cast(pl.Date),
+            "dob": dob,
+            "sex": pl.Series(np.array(["M", "F", ""])[people.sex]),
+            "ethnicity": eth_codes.gather(eth_i),
+            "ethnic_group": groups.gather(eth_i),
+            "name_origin": origins.gather(pl.Series(np.maximum(people.origin, 0).astype(np.int32))),
+            "is_company": people.is_company,
+            "company_name": comp,
+            "segment": segs.gather(pl.Series(people.segment.astype(np.int32))),
+            "pnc": pnc,
+            "pnc_alternate": pnc2,
+            "cro": cro,
+            "sibling_of": pl.Series(
+                np.where(people.sibling_of >= 0, people.person_id[np.maximum(people.sibling_of, 0)], 0)
+            ),
+            "twin": people.twin,
+        }
+    )
     df = df.with_columns(
         pl.when(pl.Series(people.sur_change < FAR_DAY)).then(pl.col("surname_change_date")).otherwise(None),
         pl.when(pl.Series(people.dob != NULL_DAY)).then(pl.col("dob")).otherwise(None),
@@ -486,9 +656,16 @@ def people_truth(people: People, vocab: Vocab, horizon: int) -> pl.DataFrame:
         pl.when(pl.Series(pnc_ok)).then(pl.col("pnc")).otherwise(None),
         pl.when(pl.Series(pnc2_ok)).then(pl.col("pnc_alternate")).otherwise(None),
         pl.when(pl.Series(cro_ok)).then(pl.col("cro")).otherwise(None),
+        pl.when(pl.Series(people.sibling_of >= 0)).then(pl.col("sibling_of")).otherwise(None),
     )
     return df.sort("person_id")
 
 
-__all__ = ["People", "Rosters", "build_population", "people_truth", "ETHNIC_GROUP_NAMES",
-           "ETH_GROUP_OF_CODE", "from_day"]
+__all__ = [
+    "ETHNIC_GROUP_NAMES",
+    "ETH_GROUP_OF_CODE",
+    "People",
+    "Rosters",
+    "build_population",
+    "people_truth",
+]

@@ -28,8 +28,10 @@ AGE_BANDS = ("under_18", "18_24", "25_64", "65_plus")
 JUNK_P = np.array([0.4, 0.2, 0.15, 0.1, 0.1, 0.05])
 
 # codes of the same ethnic group (for mis-recording within a group)
-_SAME_GROUP = [np.array([j for j, c in enumerate(ETHNICITY_CODES) if c[0] == code[0] and c != code])
-               for code in ETHNICITY_CODES]
+_SAME_GROUP = [
+    np.array([j for j, c in enumerate(ETHNICITY_CODES) if c[0] == code[0] and c != code])
+    for code in ETHNICITY_CODES
+]
 
 
 def age_band(age_years: np.ndarray) -> np.ndarray:
@@ -83,8 +85,10 @@ class Recorder:
         groups = {
             "name_origin": (people.origin[p], N.NAME_ORIGINS),
             "sex": (people.sex[p], ("M", "F")),
-            "ethnic_group": (np.where(people.eth[p] >= 0, ETH_GROUP_OF_CODE[np.maximum(people.eth[p], 0)], -1),
-                             ETHNIC_GROUP_NAMES),
+            "ethnic_group": (
+                np.where(people.eth[p] >= 0, ETH_GROUP_OF_CODE[np.maximum(people.eth[p], 0)], -1),
+                ETHNIC_GROUP_NAMES,
+            ),
             "age_band": (np.where(people.dob[p] == NULL_DAY, -1, age_band(age)), AGE_BANDS),
         }
         n = len(p)
@@ -107,8 +111,9 @@ class Recorder:
         return rate
 
     # ----------------------------------------------------------------------------------
-    def record(self, p: np.ndarray, day: np.ndarray, rng: np.random.Generator,
-               criminal_ids: bool = True) -> Recorded:
+    def record(
+        self, p: np.ndarray, day: np.ndarray, rng: np.random.Generator, criminal_ids: bool = True
+    ) -> Recorded:
         p = np.asarray(p, dtype=np.int64)
         day = np.asarray(day, dtype=np.int64)
         n = len(p)
@@ -128,8 +133,17 @@ class Recorder:
         has_mid = M1 >= 0
         nick_ok = vocab.nick_n[Fs] > 0
         nick_rate = rate("forename_nickname") * np.where(people.nick_affinity[p], 5.0, 0.55) * nick_ok
-        ev = _pick(rng, n, [rate("middle_promoted") * has_mid, nick_rate, rate("forename_phonetic"),
-                            rate("forename_typo"), rate("forename_initial")])
+        ev = _pick(
+            rng,
+            n,
+            [
+                rate("middle_promoted") * has_mid,
+                nick_rate,
+                rate("forename_phonetic"),
+                rate("forename_typo"),
+                rate("forename_initial"),
+            ],
+        )
         ev[rng.random(n) < rate("forename_missing")] = 6  # missingness independent of errors
         fore = F.copy()
         mid1 = M1.copy()
@@ -141,8 +155,11 @@ class Recorder:
         fore[nk] = vocab.nick[Fs[nk], j4[nk] % np.maximum(vocab.nick_n[Fs[nk]], 1)]
         ph = ev == 2
         phon_n = vocab.phon_n[Fs[ph]]
-        fore[ph] = np.where(phon_n > 0, vocab.phon[Fs[ph], j4[ph] % np.maximum(phon_n, 1)],
-                            vocab.typo[Fs[ph], j4[ph] % N_TYPOS])
+        fore[ph] = np.where(
+            phon_n > 0,
+            vocab.phon[Fs[ph], j4[ph] % np.maximum(phon_n, 1)],
+            vocab.typo[Fs[ph], j4[ph] % N_TYPOS],
+        )
         ty = ev == 3
         fore[ty] = vocab.typo[Fs[ty], j4[ty] % N_TYPOS]
         ini = ev == 4
@@ -165,8 +182,11 @@ class Recorder:
         j5 = rng.integers(0, 1 << 30, n)
         ph = ev == 0
         phon_n = vocab.phon_n[Ss[ph]]
-        sur[ph] = np.where(phon_n > 0, vocab.phon[Ss[ph], j5[ph] % np.maximum(phon_n, 1)],
-                           vocab.typo[Ss[ph], j5[ph] % N_TYPOS])
+        sur[ph] = np.where(
+            phon_n > 0,
+            vocab.phon[Ss[ph], j5[ph] % np.maximum(phon_n, 1)],
+            vocab.typo[Ss[ph], j5[ph] % N_TYPOS],
+        )
         ty = ev == 1
         sur[ty] = vocab.typo[Ss[ty], j5[ty] % N_TYPOS]
         sur[ev == 3] = -1
@@ -235,7 +255,9 @@ class Recorder:
         ev = _pick(rng, n, [rate("postcode_stale"), rate("postcode_ahead")])
         slot = np.where((ev == 0) & (slot > 0), slot - 1, slot)
         nxt = np.minimum(slot + 1, people.move_day.shape[1] - 1)
-        has_next = (slot + 1 < people.move_day.shape[1]) & (people.move_day[p, nxt] < np.iinfo(np.int32).max // 2)
+        has_next = (slot + 1 < people.move_day.shape[1]) & (
+            people.move_day[p, nxt] < np.iinfo(np.int32).max // 2
+        )
         slot = np.where((ev == 1) & has_next, nxt, slot)
         pc = people.addr_pc[p, slot].copy()
         addr = people.addr_line[p, slot].copy()
@@ -258,10 +280,25 @@ class Recorder:
         else:
             pnc = cro = pl.Series([None] * n, dtype=pl.Utf8)
 
-        return Recorded(n=n, fore=fore.astype(np.int32), mid1=mid1.astype(np.int32), mid2=mid2.astype(np.int32),
-                        sur=sur.astype(np.int32), style=style, noise=noise, dob=dob_rec, sex=sex,
-                        eth=eth.astype(np.int16), postcode=pc, pc_nospace=unf & ~lower, pc_lower=lower,
-                        address=addr, addr_abbr=abbr, pnc=pnc, cro=cro)
+        return Recorded(
+            n=n,
+            fore=fore.astype(np.int32),
+            mid1=mid1.astype(np.int32),
+            mid2=mid2.astype(np.int32),
+            sur=sur.astype(np.int32),
+            style=style,
+            noise=noise,
+            dob=dob_rec,
+            sex=sex,
+            eth=eth.astype(np.int16),
+            postcode=pc,
+            pc_nospace=unf & ~lower,
+            pc_lower=lower,
+            address=addr,
+            addr_abbr=abbr,
+            pnc=pnc,
+            cro=cro,
+        )
 
     def _criminal_ids(self, p, rng, rate):
         people, prof = self.people, self.profile
@@ -279,9 +316,12 @@ class Recorder:
         s = ids.pnc_strings(np.maximum(year, 0), np.maximum(serial, 0), short)
         junk = rng.random(n) < rate("pnc_junk")
         missing = ~has | (rng.random(n) < rate("pnc_missing"))
-        junk_s = pl.Series(list(ids.JUNK_PNCS)).gather(pl.Series(categorical(rng, JUNK_P, n).astype(np.int32)))
-        pnc = pl.select(pl.when(pl.Series(junk)).then(junk_s)
-                        .when(pl.Series(missing)).then(None).otherwise(s)).to_series()
+        junk_s = pl.Series(list(ids.JUNK_PNCS)).gather(
+            pl.Series(categorical(rng, JUNK_P, n).astype(np.int32))
+        )
+        pnc = pl.select(
+            pl.when(pl.Series(junk)).then(junk_s).when(pl.Series(missing)).then(None).otherwise(s)
+        ).to_series()
 
         cy = people.cro_year[p].astype(np.int64)
         cs = people.cro_serial[p].copy()
@@ -306,7 +346,7 @@ def _vector_same_group(eth: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 def _digit_slip(serial: np.ndarray, width: int, rng) -> np.ndarray:
     k = rng.integers(0, width, len(serial))
-    place = 10 ** k
+    place = 10**k
     digit = serial // place % 10
     new = (digit + rng.integers(1, 10, len(serial))) % 10
     return serial + (new - digit) * place

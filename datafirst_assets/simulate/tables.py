@@ -85,8 +85,15 @@ class Money(Col):
 
     def to_series(self, fc):
         c = np.maximum(self.cents, 0).astype(np.int64)
-        s = pl.select(pl.concat_str([pl.Series(c // 100).cast(pl.Utf8), pl.lit("."),
-                                     pl.Series(c % 100).cast(pl.Utf8).str.zfill(2)])).to_series()
+        s = pl.select(
+            pl.concat_str(
+                [
+                    pl.Series(c // 100).cast(pl.Utf8),
+                    pl.lit("."),
+                    pl.Series(c % 100).cast(pl.Utf8).str.zfill(2),
+                ]
+            )
+        ).to_series()
         return null_where(s, self.cents < 0)
 
 
@@ -102,7 +109,9 @@ class Codes(Col):
         self.idx = np.where(mask, -1 if value is None else self.codes.index(value), self.idx)
 
     def to_series(self, fc):
-        s = pl.Series(list(self.codes), dtype=pl.Utf8).gather(pl.Series(np.maximum(self.idx, 0).astype(np.int32)))
+        s = pl.Series(list(self.codes), dtype=pl.Utf8).gather(
+            pl.Series(np.maximum(self.idx, 0).astype(np.int32))
+        )
         return null_where(s, self.idx < 0)
 
 
@@ -141,9 +150,13 @@ class Names(Col):
     override: pl.Series | None = None  # non-null values replace the name (company names)
 
     def take(self, idx):
-        return Names(self.idx[idx], self.style[idx], None if self.noise is None else self.noise[idx],
-                     None if self.idx2 is None else self.idx2[idx],
-                     None if self.override is None else self.override.gather(pl.Series(np.asarray(idx, np.int64))))
+        return Names(
+            self.idx[idx],
+            self.style[idx],
+            None if self.noise is None else self.noise[idx],
+            None if self.idx2 is None else self.idx2[idx],
+            None if self.override is None else self.override.gather(pl.Series(np.asarray(idx, np.int64))),
+        )
 
     def to_series(self, fc):
         v = fc.vocab.series
@@ -159,12 +172,18 @@ class Names(Col):
             s = pl.select(pl.coalesce(self.override, s)).to_series()
             null = null & self.override.is_null().to_numpy()
         style = pl.Series(self.style)
-        s = pl.select(pl.when(style == 1).then(s.str.to_uppercase())
-                      .when(style == 2).then(s.str.to_lowercase()).otherwise(s)).to_series()
+        s = pl.select(
+            pl.when(style == 1)
+            .then(s.str.to_uppercase())
+            .when(style == 2)
+            .then(s.str.to_lowercase())
+            .otherwise(s)
+        ).to_series()
         if self.noise is not None and self.noise.any():
             nz = pl.Series(self.noise)
-            s = pl.select(pl.when(nz == 1).then(pl.lit(" ") + s).when(nz == 2).then(s + pl.lit(" "))
-                          .otherwise(s)).to_series()
+            s = pl.select(
+                pl.when(nz == 1).then(pl.lit(" ") + s).when(nz == 2).then(s + pl.lit(" ")).otherwise(s)
+            ).to_series()
         return null_where(s, null)
 
 
@@ -210,12 +229,17 @@ class Addresses(Col):
         flat = c // 10**8
         house = c // 10**5 % 1000
         street = (c % 10**5).astype(np.int32)
-        st = pl.select(pl.when(pl.Series(self.abbr)).then(fc.vocab.streets_abbreviated.gather(pl.Series(street)))
-                       .otherwise(fc.vocab.streets.gather(pl.Series(street)))).to_series()
+        st = pl.select(
+            pl.when(pl.Series(self.abbr))
+            .then(fc.vocab.streets_abbreviated.gather(pl.Series(street)))
+            .otherwise(fc.vocab.streets.gather(pl.Series(street)))
+        ).to_series()
         line = pl.select(pl.concat_str([pl.Series(house).cast(pl.Utf8), pl.lit(" "), st])).to_series()
-        line = pl.select(pl.when(pl.Series(flat > 0))
-                         .then(pl.concat_str([pl.lit("Flat "), pl.Series(flat).cast(pl.Utf8), pl.lit(", "), line]))
-                         .otherwise(line)).to_series()
+        line = pl.select(
+            pl.when(pl.Series(flat > 0))
+            .then(pl.concat_str([pl.lit("Flat "), pl.Series(flat).cast(pl.Utf8), pl.lit(", "), line]))
+            .otherwise(line)
+        ).to_series()
         line = pl.select(pl.when(pl.Series(self.code == -2)).then(pl.lit("NFA")).otherwise(line)).to_series()
         return null_where(line, self.code == -1)
 
@@ -254,16 +278,19 @@ class TableData:
 
     def take(self, idx: np.ndarray) -> TableData:
         return TableData(
-            source=self.source, name=self.name, cols={k: c.take(idx) for k, c in self.cols.items()},
+            source=self.source,
+            name=self.name,
+            cols={k: c.take(idx) for k, c in self.cols.items()},
             event_day=None if self.event_day is None else self.event_day[idx],
             parent_row=None if self.parent_row is None else self.parent_row[idx],
             person=None if self.person is None else self.person[idx],
-            blank_rules=[r.take(idx) for r in self.blank_rules], future=self.future,
+            blank_rules=[r.take(idx) for r in self.blank_rules],
+            future=self.future,
             extra={k: v[idx] for k, v in self.extra.items()},
         )
 
 
-def person_columns(rec: Recorded, mapping: dict[str, str], middle_joined: bool = False) -> dict[str, Col]:
+def person_columns(rec: Recorded, mapping: dict[str, str]) -> dict[str, Col]:
     """Columns for the recorded identity. `mapping`: field -> column name, fields are
     forename, mid1, mid2, middle (both joined), surname, dob, sex, ethnicity, postcode, address, pnc, cro."""
     fore_noise = np.where(rec.noise <= 2, rec.noise, 0)

@@ -83,6 +83,7 @@ def zipf_counts(rng: np.random.Generator, a: float, n: int, cap: int) -> np.ndar
     return np.minimum(rng.zipf(a, size=n), cap).astype(np.int64)
 
 
-def lognormal_days(rng: np.random.Generator, median: float | np.ndarray, sigma: float, n: int,
-                   lo: float, hi: float) -> np.ndarray:
+def lognormal_days(
+    rng: np.random.Generator, median: float | np.ndarray, sigma: float, n: int, lo: float, hi: float
+) -> np.ndarray:
     return np.clip(np.round(median * np.exp(sigma * rng.standard_normal(n))), lo, hi).astype(np.int64)

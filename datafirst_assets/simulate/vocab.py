@@ -23,24 +23,87 @@ N_PHON = 4
 N_NICK = 4
 
 _KEYBOARD = {
-    "q": "wa", "w": "qes", "e": "wrd", "r": "etf", "t": "ryg", "y": "tuh", "u": "yij", "i": "uok",
-    "o": "ipl", "p": "ol", "a": "qsz", "s": "awdxz", "d": "sefxc", "f": "drgcv", "g": "fthvb",
-    "h": "gyjbn", "j": "huknm", "k": "jilm", "l": "kop", "z": "asx", "x": "zsdc", "c": "xdfv",
-    "v": "cfgb", "b": "vghn", "n": "bhjm", "m": "njk",
+    "q": "wa",
+    "w": "qes",
+    "e": "wrd",
+    "r": "etf",
+    "t": "ryg",
+    "y": "tuh",
+    "u": "yij",
+    "i": "uok",
+    "o": "ipl",
+    "p": "ol",
+    "a": "qsz",
+    "s": "awdxz",
+    "d": "sefxc",
+    "f": "drgcv",
+    "g": "fthvb",
+    "h": "gyjbn",
+    "j": "huknm",
+    "k": "jilm",
+    "l": "kop",
+    "z": "asx",
+    "x": "zsdc",
+    "c": "xdfv",
+    "v": "cfgb",
+    "b": "vghn",
+    "n": "bhjm",
+    "m": "njk",
 }
 
 _PHONETIC_RULES: tuple[tuple[str, str], ...] = (
-    (r"ph", "f"), (r"^f", "ph"), (r"ck", "k"), (r"^c(?=[aou])", "k"), (r"^k(?=[aou])", "c"),
-    (r"y$", "ie"), (r"ie$", "y"), (r"ey$", "y"), (r"i$", "y"), (r"ou", "ow"), (r"ee", "ea"),
-    (r"ea", "ee"), (r"ai", "ay"), (r"ay", "ai"), (r"son$", "sen"), (r"sen$", "son"),
-    (r"^mac", "mc"), (r"^mc", "mac"), (r"th", "t"), (r"ll", "l"), (r"nn", "n"), (r"tt", "t"),
-    (r"rr", "r"), (r"ss", "s"), (r"(?<=[aeiou])l(?=[aeiou])", "ll"),
-    (r"(?<=[aeiou])n(?=[aeiou])", "nn"), (r"z", "s"), (r"(?<=[aeiou])s(?=[aeiou])", "z"),
-    (r"w", "v"), (r"v", "w"), (r"'", ""), (r"-", " "), (r"ae", "a"), (r"oo", "u"),
-    (r"(?<=[^aeiou])u(?=[^aeiou])", "oo"), (r"(?<=.)i(?=.)", "y"), (r"(?<=.)y(?=.)", "i"),
-    (r"cz", "ch"), (r"sz", "sh"), (r"x", "ks"), (r"q", "k"), (r"kh", "k"), (r"dh", "d"),
-    (r"(?<=.)j", "y"), (r"ei", "ie"), (r"ie(?=.)", "ei"), (r"(?<=.)a$", "ah"), (r"ah$", "a"),
-    (r"(?<=.)e$", ""), (r"(?<=[^aeiou])$", "e"), (r"d$", "t"), (r"(?<=.)u", "o"),
+    (r"ph", "f"),
+    (r"^f", "ph"),
+    (r"ck", "k"),
+    (r"^c(?=[aou])", "k"),
+    (r"^k(?=[aou])", "c"),
+    (r"y$", "ie"),
+    (r"ie$", "y"),
+    (r"ey$", "y"),
+    (r"i$", "y"),
+    (r"ou", "ow"),
+    (r"ee", "ea"),
+    (r"ea", "ee"),
+    (r"ai", "ay"),
+    (r"ay", "ai"),
+    (r"son$", "sen"),
+    (r"sen$", "son"),
+    (r"^mac", "mc"),
+    (r"^mc", "mac"),
+    (r"th", "t"),
+    (r"ll", "l"),
+    (r"nn", "n"),
+    (r"tt", "t"),
+    (r"rr", "r"),
+    (r"ss", "s"),
+    (r"(?<=[aeiou])l(?=[aeiou])", "ll"),
+    (r"(?<=[aeiou])n(?=[aeiou])", "nn"),
+    (r"z", "s"),
+    (r"(?<=[aeiou])s(?=[aeiou])", "z"),
+    (r"w", "v"),
+    (r"v", "w"),
+    (r"'", ""),
+    (r"-", " "),
+    (r"ae", "a"),
+    (r"oo", "u"),
+    (r"(?<=[^aeiou])u(?=[^aeiou])", "oo"),
+    (r"(?<=.)i(?=.)", "y"),
+    (r"(?<=.)y(?=.)", "i"),
+    (r"cz", "ch"),
+    (r"sz", "sh"),
+    (r"x", "ks"),
+    (r"q", "k"),
+    (r"kh", "k"),
+    (r"dh", "d"),
+    (r"(?<=.)j", "y"),
+    (r"ei", "ie"),
+    (r"ie(?=.)", "ei"),
+    (r"(?<=.)a$", "ah"),
+    (r"ah$", "a"),
+    (r"(?<=.)e$", ""),
+    (r"(?<=[^aeiou])$", "e"),
+    (r"d$", "t"),
+    (r"(?<=.)u", "o"),
     (r"(?<=.)o(?=.)", "u"),
 )
 
@@ -57,7 +120,7 @@ def _recase(original: str, new: str) -> str:
     if original.startswith(("Mc", "Mac")) and len(original) > 3 and s[:2] == original[:2]:
         k = 2 if original.startswith("Mc") else 3
         if len(s) > k and s[:k].lower() == original[:k].lower():
-            s = s[:k] + s[k].upper() + s[k + 1:]
+            s = s[:k] + s[k].upper() + s[k + 1 :]
     return s
 
 
@@ -77,18 +140,18 @@ def _typos(name: str) -> list[str]:
         if not ch.isalpha() or (pos + 1 < len(low) and not low[pos + 1].isalpha()):
             continue
         if op < 0.35 and ch in _KEYBOARD:  # adjacent key
-            new = low[:pos] + rnd.choice(_KEYBOARD[ch]) + low[pos + 1:]
+            new = low[:pos] + rnd.choice(_KEYBOARD[ch]) + low[pos + 1 :]
         elif op < 0.55 and len(low) > 3:  # deletion
-            new = low[:pos] + low[pos + 1:]
+            new = low[:pos] + low[pos + 1 :]
         elif op < 0.72:  # doubled letter
             new = low[:pos] + ch + low[pos:]
         elif op < 0.92 and pos + 1 < len(low):  # transposition
-            new = low[:pos] + low[pos + 1] + ch + low[pos + 2:]
+            new = low[:pos] + low[pos + 1] + ch + low[pos + 2 :]
         else:  # vowel swap
             vowels = "aeiou"
             if ch not in vowels:
                 continue
-            new = low[:pos] + rnd.choice(vowels.replace(ch, "")) + low[pos + 1:]
+            new = low[:pos] + rnd.choice(vowels.replace(ch, "")) + low[pos + 1 :]
         if not new or not new[0].isalpha():
             continue
         new = _recase(name, new)
@@ -227,7 +290,7 @@ def build_vocab() -> Vocab:
     phon_n = np.zeros(V, dtype=np.int8)
     for i, lst in phon_map.items():
         lst = lst[:N_PHON]
-        phon[i, :len(lst)] = lst
+        phon[i, : len(lst)] = lst
         phon_n[i] = len(lst)
 
     nick_map: dict[int, list[int]] = {}
@@ -241,14 +304,19 @@ def build_vocab() -> Vocab:
     nick_n = np.zeros(V, dtype=np.int8)
     for i, lst in nick_map.items():
         lst = list(dict.fromkeys(lst))[:N_NICK]
-        nick[i, :len(lst)] = lst
+        nick[i, : len(lst)] = lst
         nick_n[i] = len(lst)
 
-    initial = np.array([letters[ord(s[0].upper()) - 65] if s[0].isalpha() and s[0].isascii()
-                        else letters[0] for s in strings], dtype=np.int32)
+    initial = np.array(
+        [
+            letters[ord(s[0].upper()) - 65] if s[0].isalpha() and s[0].isascii() else letters[0]
+            for s in strings
+        ],
+        dtype=np.int32,
+    )
     db_first = np.full(V, -1, dtype=np.int32)
     db_second = np.full(V, -1, dtype=np.int32)
-    for (a, b), n in zip(db_pairs, db_names):
+    for (a, b), n in zip(db_pairs, db_names, strict=True):
         db_first[index[n]] = index[a]
         db_second[index[n]] = index[b]
 
@@ -268,8 +336,18 @@ def build_vocab() -> Vocab:
     abbr = [f"{w} {N.STREET_ABBREVIATIONS.get(t, t)}" for w in N.STREET_WORDS for t in N.STREET_TYPES]
 
     return Vocab(
-        strings=strings, series=pl.Series("vocab", strings, dtype=pl.Utf8), typo=typo, phon=phon,
-        phon_n=phon_n, nick=nick, nick_n=nick_n, initial=initial, db_first=db_first,
-        db_second=db_second, forename_pools=fore_pools, surname_pools=sur_pools,
-        streets=pl.Series("street", streets), streets_abbreviated=pl.Series("street", abbr),
+        strings=strings,
+        series=pl.Series("vocab", strings, dtype=pl.Utf8),
+        typo=typo,
+        phon=phon,
+        phon_n=phon_n,
+        nick=nick,
+        nick_n=nick_n,
+        initial=initial,
+        db_first=db_first,
+        db_second=db_second,
+        forename_pools=fore_pools,
+        surname_pools=sur_pools,
+        streets=pl.Series("street", streets),
+        streets_abbreviated=pl.Series("street", abbr),
     )

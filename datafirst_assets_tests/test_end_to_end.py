@@ -1,0 +1,90 @@
+"""The whole asset graph, in process, on a small simulated extract: ingest, dedupe, quality."""
+
+import json
+
+import polars as pl
+import pytest
+from dagster import DagsterInstance
+
+from datafirst_assets.defs.resources import DataLayout
+from datafirst_assets.linkage.quality import FLOORS
+from datafirst_assets.runner import format_summary, run_pipeline
+from datafirst_assets.simulate import simulate
+from datafirst_assets.sources.registry import SOURCES, all_tables
+from datafirst_assets.warehouse.connection import warehouse_cursor
+
+
+def _query(layout, sql):
+    with warehouse_cursor(layout.warehouse) as conn:
+        return pl.from_arrow(conn.sql(sql).to_arrow_table())
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    layout = DataLayout(tmp_path_factory.mktemp("e2e") / "data")
+    summary = simulate(people=2_500, seed=7, extracts=2, out=layout.landing, truth_out=layout.truth)
+    instance = DagsterInstance.ephemeral()
+    report = run_pipeline(layout, instance)
+    return layout, summary, report, instance
+
+
+def test_rows_are_conserved_from_files_to_staging(pipeline):
+    layout, summary, _, _ = pipeline
+    for source, table in all_tables():
+        delivered = summary["records"][source.key][table.name]
+        counts = _query(layout, f"""
+            select (select count(*) from raw_{source.key}.{table.name}) as raw,
+                   (select count(*) from staged_{source.key}.{table.name}) as staged,
+                   (select count(*) from quarantine_{source.key}.{table.name}) as quarantined""").row(0)
+        assert counts[0] == delivered, (source.key, table.name)
+        assert counts[0] == counts[1] + counts[2], (source.key, table.name)
+
+
+def test_every_person_record_gets_exactly_one_person_id(pipeline):
+    layout, _, _, _ = pipeline
+    for source in SOURCES.values():
+        records = _query(layout, f"select record_id from linkage_{source.key}.person_records")
+        clusters = _query(layout, f"select * from linkage_{source.key}.clusters")
+        assert source.person_id_name in clusters.columns
+        assert clusters["record_id"].n_unique() == clusters.height == records.height
+        assert clusters[source.person_id_name].null_count() == 0
+        # far fewer persons than records in every dataset, but more than one
+        assert 1 < clusters[source.person_id_name].n_unique() < clusters.height
+
+
+def test_linkage_meets_accuracy_floors_for_every_dataset_and_reports_subgroups(pipeline):
+    layout, _, _, _ = pipeline
+    quality = pl.read_parquet(layout.reports / "linkage_quality.parquet")
+    overall = {r["source"]: r for r in quality.filter(pl.col("subgroup") == "all").iter_rows(named=True)}
+    assert set(overall) == set(SOURCES)
+    for source, row in overall.items():
+        assert row["bcubed_f1"] >= FLOORS[source], (source, row)
+    assert set(quality["subgroup"].unique()) == {"all", "sex", "ethnic_group", "age_band"}
+    report = (layout.reports / "linkage_quality.md").read_text()
+    assert "Best-to-worst subgroup gap" in report
+
+
+def test_models_are_versioned_json_with_offline_charts(pipeline):
+    layout, _, _, _ = pipeline
+    for source in SOURCES:
+        model = _query(layout, f"select * from linkage_{source}.model")
+        version = model["version"][0]
+        stored = json.loads((layout.models / source / f"{version}.json").read_text())
+        assert stored["version"] == version
+        assert stored["splink_model"]["comparisons"]
+        chart = layout.models / source / "charts" / f"{version}_match_weights_chart.html"
+        assert chart.exists() and "cdn.jsdelivr" not in chart.read_text()
+
+
+def test_ground_truth_columns_never_reach_linkage(pipeline):
+    layout, _, _, _ = pipeline
+    for source in SOURCES:
+        columns = _query(layout, f"select * from linkage_{source}.person_records limit 0").columns
+        assert "person_id" not in columns
+
+
+def test_summary_names_tables_quarantine_and_warehouse(pipeline):
+    layout, _, report, _ = pipeline
+    text = format_summary(layout, report)
+    assert "hocas_flatfile" in text and "quarantined" in text and str(layout.warehouse.resolve()) in text
+    assert "Linkage accuracy" in text
