@@ -17,9 +17,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     truth = Path(args.truth) if args.truth else default_truth_dir(out)
     summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth)
-    records = summary.get("records", {})
-    total = sum(records.values()) if isinstance(records, dict) else records
-    print(f"Simulated {args.people:,} people (seed {args.seed}) -> {total:,} records in "
+    print(f"Simulated {args.people:,} people (seed {args.seed}) -> {summary['total_records']:,} records in "
           f"{args.extracts} deliveries per system under {out}; truth in {truth}")
     return 0
 

@@ -77,6 +77,11 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
     for key in graph.get_all_asset_keys():
         groups.setdefault(graph.get(key).group_name, set()).add(key.path[1])
     assert groups["raw"] == groups["staged"] == groups["quarantine"] == set(SOURCES)
-    check_names = {k.name for k in graph.asset_check_keys}
-    assert check_names == {"schema_valid", "rows_conserved"}
-    assert len(graph.asset_check_keys) == 2 * len(all_tables())
+    assert groups["linkage"] == {*SOURCES, "quality"}
+    staged_checks = [k for k in graph.asset_check_keys if k.asset_key.path[0] == "staged"]
+    assert {k.name for k in staged_checks} == {"schema_valid", "rows_conserved"}
+    assert len(staged_checks) == 2 * len(all_tables())
+    linkage_checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} - {
+        (k.asset_key.to_user_string(), k.name) for k in staged_checks}
+    assert linkage_checks == {(f"linkage/{s}/clusters", "every_record_clustered") for s in SOURCES} | {
+        ("linkage/quality", "accuracy_floors")}

@@ -96,9 +96,11 @@ def test_summary_and_default_truth_dir(sim):
     assert summary["people"] == PEOPLE
     assert summary["extract_dates"] == DATES
     assert summary["people_appearing"] == PEOPLE  # everyone simulated appears somewhere
-    assert set(summary["records_by_source"]) == set(SOURCES)
-    assert set(summary["records"]) == {f"{s.key}/{t.name}" for s, t in all_tables()}
-    assert summary["total_records"] == sum(summary["records"].values())
+    assert set(summary["records"]) == set(SOURCES)
+    assert all(set(summary["records"][s.key]) == {t.name for t in s.tables} for s in SOURCES.values())
+    assert summary["total_records"] == sum(summary["records"].values())  # per-source counts add up
+    assert summary["total_records"] == sum(n for t in summary["records"].values() for n in t.values())
+    assert json.loads(json.dumps(summary))["records"] == summary["records"]
     assert summary["seconds"] > 0
     assert default_truth_dir(Path("data/landing")) == Path("data/truth")
 

@@ -33,6 +33,8 @@ def test_postcodes_normalised_and_invalid_nulled():
 def test_pnc_check_letter_and_normalisation():
     # (2000 -> "00") + "1234567" = 1234567; 1234567 mod 23 = 19 -> letters[19] = "V"
     assert 1234567 % 23 == 19 and pnc_check_letter(2000, 1234567) == "V"
+    assert _apply(normalise_pnc, ["00/1234567V", "99/0000123" + pnc_check_letter(1999, 123)]) == [
+        "2000/1234567V", "1999/0000123" + pnc_check_letter(1999, 123)]
     assert _apply(normalise_pnc, ["2000/1234567V", "20001234567v", "2000/1234567A", "2000/123" + pnc_check_letter(2000, 123),
                                   "junk", None]) == ["2000/1234567V", "2000/1234567V", None, "2000/0000123" +
                                                      pnc_check_letter(2000, 123), None, None]

@@ -14,6 +14,7 @@ from datafirst_assets.sources.spec import SourceSpec, TableSpec
 
 LINKAGE_FIELDS = ("forename", "middle_names", "surname", "dob", "sex", "postcode", "address", "pnc", "cro")
 FIELD_DTYPES = {"dob": pl.Date}
+NO_ADDRESS = ["NFA", "NO FIXED ABODE", "NO FIXED ADDRESS", "UNKNOWN", "N/A"]
 
 
 def person_records(staged: pl.DataFrame, source: SourceSpec, table: TableSpec) -> pl.DataFrame:
@@ -28,7 +29,9 @@ def person_records(staged: pl.DataFrame, source: SourceSpec, table: TableSpec) -
             value = pl.concat_str([pl.col(c) for c in columns], separator=" ", ignore_nulls=True)
             value = pl.when(value == "").then(None).otherwise(value)
         elif field == "address":
-            value = pl.col(columns[0]).str.to_uppercase()
+            upper = pl.col(columns[0]).str.to_uppercase().str.strip_chars()
+            # "no fixed abode" is shared by unrelated people: evidence of nothing.
+            value = pl.when(upper.is_in(NO_ADDRESS)).then(None).otherwise(upper)
         else:
             value = pl.col(columns[0])
         fields.append(value.cast(FIELD_DTYPES.get(field, pl.String)).alias(field))

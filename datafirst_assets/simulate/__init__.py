@@ -7,6 +7,9 @@
 Deliveries: `out/<source>/<YYYY-MM-DD>/<table>.csv` + `manifest.json` for every source and
 table of `datafirst_assets.sources.registry`. Truth (never read by linkage): `people.parquet`,
 `person_records.parquet`, `case_links.parquet`, `config.json` in `truth_out`.
+Earlier simulated deliveries (date-named folders under `out/<source>/`) are replaced.
+Knobs: `SimulationConfig` (population, journeys, coverage) and its per-source `ErrorProfile`s
+and subgroup multipliers; `calibration.agreement_report` measures a run against its truth.
 """
 
 from datafirst_assets.simulate.config import ErrorProfile, SimulationConfig

@@ -19,6 +19,20 @@ from datafirst_assets.simulate.vocab import build_vocab
 from datafirst_assets.simulate.world import World, rng_for
 
 
+class SourceCounts(dict):
+    """Rows per table of one source. Adds like its total, so that both
+    `summary["records"][source][table]` and `sum(summary["records"].values())` work."""
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.values()))
+
+    def __add__(self, other):
+        return self.total + other
+
+    __radd__ = __add__
+
+
 def default_truth_dir(out: Path) -> Path:
     """Where truth goes when not given: a `truth` folder beside the landing folder."""
     return Path(out).parent / "truth"
@@ -69,16 +83,14 @@ def simulate(
     writer.write_source("family", build_family(world))
     writer.write_source("civil", build_civil(world))
     written = writer.finish(links)
-    by_source = written["records"]
+    records = {source: SourceCounts(tables) for source, tables in written["records"].items()}
     return {
         "people": int(people),
         "seed": int(seed),
         "extracts": int(extracts),
         "extract_dates": written["extract_dates"],
-        # rows over all deliveries, keyed "source/table" (and nested per source)
-        "records": {f"{s}/{t}": n for s, tables in by_source.items() for t, n in tables.items()},
-        "records_by_source": by_source,
-        "total_records": int(sum(v for t in by_source.values() for v in t.values())),
+        "records": records,  # rows over all deliveries: records[source][table]
+        "total_records": int(sum(records.values())),
         "person_records": int(written["person_records"]),
         "people_appearing": int(written["people_appearing"]),
         "case_links": int(written["case_links"]),

@@ -35,10 +35,18 @@ def normalise_postcode(expr: pl.Expr) -> pl.Expr:
     return pl.when(formatted.str.contains(POSTCODE_PATTERN)).then(formatted)
 
 
-def normalise_pnc(expr: pl.Expr) -> pl.Expr:
-    """PNC id to YYYY/NNNNNNNA (serial zero-padded); wrong shape or wrong check letter -> null."""
-    parts = expr.str.to_uppercase().str.replace_all(r"\s", "").str.extract_groups(r"^(\d{4})/?(\d{1,7})([A-Z])$")
+def normalise_pnc(expr: pl.Expr, pivot_year: int = 2030) -> pl.Expr:
+    """PNC id to YYYY/NNNNNNNA (serial zero-padded); wrong shape or wrong check letter -> null.
+
+    The short form YY/NNNNNNNA is expanded to the century before `pivot_year` (the check letter
+    uses only the last two digits of the year, so it is checked either way).
+    """
+    parts = expr.str.to_uppercase().str.replace_all(r"\s", "").str.extract_groups(
+        r"^(\d{2}|\d{4})/?(\d{1,7})([A-Z])$")
     year, serial, letter = parts.struct.field("1"), parts.struct.field("2"), parts.struct.field("3")
+    short = year.str.len_chars() == 2
+    century = pl.when(year.cast(pl.Int64, strict=False) + 2000 < pivot_year).then(pl.lit("20")).otherwise(pl.lit("19"))
+    year = pl.when(short).then(pl.concat_str([century, year])).otherwise(year)
     padded = serial.str.zfill(7)
     check_index = pl.concat_str([year.str.slice(2, 2), padded]).cast(pl.Int64, strict=False) % 23
     expected = check_index.replace_strict(
