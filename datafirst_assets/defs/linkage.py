@@ -58,12 +58,19 @@ class LinkageSettings(ConfigurableResource):
     data_dir: str = "data"
     # Match probability per source; unset sources choose theirs from labels (see threshold.py).
     thresholds: dict[str, float] = {}
-    u_max_pairs: float = 1e6
+    # Random pairs sampled to estimate u: None scales with the data (see u_pairs_for).
+    u_max_pairs: float | None = None
     seed: int = 42
 
     @property
     def root(self) -> Path:
         return Path(self.data_dir)
+
+    def u_pairs_for(self, records: int) -> float:
+        """Enough random pairs for stable u on rare agreement levels, without paying 1e7 on small data."""
+        if self.u_max_pairs is not None:
+            return self.u_max_pairs
+        return float(min(1e7, max(3e5, 10 * records)))
 
     def truth_for(self, source: str) -> pl.DataFrame | None:
         """The simulator's record -> person truth for one source (None for real data)."""
@@ -113,7 +120,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         spec = model_spec_for_records(records)
         trained = train_model(
             records, spec, make_db_api(linkage.backend),
-            TrainingConfig(u_max_pairs=linkage.u_max_pairs, seed=linkage.seed),
+            TrainingConfig(u_max_pairs=linkage.u_pairs_for(records.height), seed=linkage.seed),
             progress=context.log.info,
         )
         folder = linkage.root / "models" / source.key
