@@ -14,7 +14,7 @@ from datafirst_assets.defs.resources import DataLayout, build_resources, default
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
-LINK_SELECTION = AssetSelection.groups("linkage")
+LINK_SELECTION = AssetSelection.groups("linkage", "linked")
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:

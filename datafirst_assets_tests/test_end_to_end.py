@@ -52,6 +52,20 @@ def test_every_person_record_gets_exactly_one_person_id(pipeline):
         assert 1 < clusters[source.person_id_name].n_unique() < clusters.height
 
 
+def test_person_ids_are_added_to_the_staged_person_tables(pipeline):
+    layout, _, _, _ = pipeline
+    for source in SOURCES.values():
+        table = source.person_table
+        linked = _query(layout, f"select * from linked_{source.key}.{table.name}")
+        staged_ids = _query(layout, f"select distinct {table.id_column} from staged_{source.key}.{table.name}")
+        assert linked.height == staged_ids.height
+        with_id = linked.filter(pl.col(source.person_id_name).is_not_null()).height
+        if source.key == "civil":  # company parties are not people
+            assert 0 < with_id < linked.height
+        else:
+            assert with_id == linked.height
+
+
 def test_linkage_meets_accuracy_floors_for_every_dataset_and_reports_subgroups(pipeline):
     layout, _, _, _ = pipeline
     quality = pl.read_parquet(layout.reports / "linkage_quality.parquet")

@@ -78,6 +78,7 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
         groups.setdefault(graph.get(key).group_name, set()).add(key.path[1])
     assert groups["raw"] == groups["staged"] == groups["quarantine"] == set(SOURCES)
     assert groups["linkage"] == {*SOURCES, "quality"}
+    assert groups["linked"] == set(SOURCES)
     staged_checks = [k for k in graph.asset_check_keys if k.asset_key.path[0] == "staged"]
     assert {k.name for k in staged_checks} == {"schema_valid", "rows_conserved"}
     assert len(staged_checks) == 2 * len(all_tables())

@@ -39,7 +39,7 @@ from datafirst_assets.linkage.quality import (
     quality_markdown,
     write_quality_report,
 )
-from datafirst_assets.linkage.records import person_records
+from datafirst_assets.linkage.records import add_person_ids, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.threshold import choose_cluster_threshold
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, save_charts, save_model, train_model
@@ -194,7 +194,21 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             metadata={"records_without_id": missing, "records_with_several_ids": duplicated},
         )
 
-    return [_person_records, _model, _cluster]
+    @asset(
+        key=AssetKey(["linked", source.key, table.name]),
+        ins={
+            "staged": AssetIn(key=staged_key(source.key, table.name)),
+            "clusters": AssetIn(key=linkage_key(source.key, "clusters")),
+        },
+        group_name="linked",
+        metadata={"schema": f"linked_{source.key}"},
+        kinds={"polars", "duckdb"},
+        description=f"Staged `{table.name}` (latest version of each record) with `{source.person_id_name}`.",
+    )
+    def _linked(staged: pl.DataFrame, clusters: pl.DataFrame) -> pl.DataFrame:
+        return add_person_ids(staged, clusters, table.id_column, source.person_id_name)
+
+    return [_person_records, _model, _cluster, _linked]
 
 
 def _summary_markdown(summary: dict) -> str:

@@ -17,6 +17,17 @@ FIELD_DTYPES = {"dob": pl.Date}
 NO_ADDRESS = ["NFA", "NO FIXED ABODE", "NO FIXED ADDRESS", "UNKNOWN", "N/A"]
 
 
+def latest_versions(staged: pl.DataFrame, id_column: str) -> pl.DataFrame:
+    """Each record once, as in the latest delivery that carried it."""
+    return staged.sort(PARTITION_COLUMN).unique(subset=[id_column], keep="last", maintain_order=True)
+
+
+def add_person_ids(staged: pl.DataFrame, clusters: pl.DataFrame, id_column: str, person_id: str) -> pl.DataFrame:
+    """Staged person-level rows with the per-dataset person id (null for non-person rows, e.g. companies)."""
+    ids = clusters.select(pl.col("record_id").alias(id_column), pl.col(person_id))
+    return latest_versions(staged, id_column).join(ids, on=id_column, how="left").sort(id_column)
+
+
 def person_records(staged: pl.DataFrame, source: SourceSpec, table: TableSpec) -> pl.DataFrame:
     if "party_type" in staged.columns:
         staged = staged.filter(pl.col("party_type").fill_null("INDIVIDUAL") != "COMPANY")
@@ -36,8 +47,7 @@ def person_records(staged: pl.DataFrame, source: SourceSpec, table: TableSpec) -
             value = pl.col(columns[0])
         fields.append(value.cast(FIELD_DTYPES.get(field, pl.String)).alias(field))
     return (
-        staged.sort(PARTITION_COLUMN)
-        .unique(subset=[table.id_column], keep="last", maintain_order=True)
+        latest_versions(staged, table.id_column)
         .select(
             pl.col(table.id_column).alias("record_id"),
             pl.lit(source.key).alias("source_dataset"),

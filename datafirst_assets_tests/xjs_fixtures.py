@@ -1,0 +1,129 @@
+"""Inputs for the cross-justice lookup and the case link, built without Dagster.
+
+    inputs = build_linkage_inputs(landing, truth_dir)   # after simulate(...)
+    inputs.person_records[source], inputs.clusters[source]   # what the pipeline's assets hold
+    inputs.staged["magistrates"], inputs.staged["crown_court"] # hocas / xhibit staged frames
+
+Each step calls the same pure functions as the assets: raw delivery -> staging -> person
+records -> per-dataset dedupe. The per-dataset clustering threshold is chosen as the pipeline
+chooses it on simulated data (from a simulated clerical review of the scored pairs, see
+``linkage/threshold.py``); truth never reaches the models or the cross-dataset lookup.
+Also used by ``benchmarks/bench_xjs.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from datafirst_assets.linkage.backend import make_db_api
+from datafirst_assets.linkage.cluster import cluster_pairs
+from datafirst_assets.linkage.predict import predict_pairs, slim_pairs
+from datafirst_assets.linkage.quality import person_ids_from_clusters
+from datafirst_assets.linkage.records import person_records
+from datafirst_assets.linkage.settings import model_spec_for_records
+from datafirst_assets.linkage.threshold import choose_cluster_threshold
+from datafirst_assets.linkage.train import TrainingConfig, train_model
+from datafirst_assets.raw.delivery import delivery_path, list_deliveries, load_raw_table
+from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.staging.standardise import stage_partitions
+
+#: as the pipeline's dedupe assets (defs/linkage.py)
+KEEP_PAIRS_ABOVE = 0.01
+
+
+@dataclass
+class LinkageInputs:
+    person_records: dict[str, pl.DataFrame]
+    clusters: dict[str, pl.DataFrame]
+    staged: dict[str, pl.DataFrame]  # person table of each source, all extracts
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step (dedupe_<source>...)
+
+    @property
+    def hocas(self) -> pl.DataFrame:
+        return self.staged["magistrates"]
+
+    @property
+    def xhibit(self) -> pl.DataFrame:
+        return self.staged["crown_court"]
+
+
+def stage_table(landing: Path, source_key: str, table_name: str) -> pl.DataFrame:
+    """Every delivery of one table, loaded and staged (quarantined rows left out)."""
+    source = SOURCES[source_key]
+    table = source.table(table_name)
+    raws = [load_raw_table(source, table, delivery_path(landing, s, d))[0]
+            for s, d in list_deliveries(landing) if s == source_key]
+    return stage_partitions(pl.concat(raws), source, table).staged
+
+
+def u_pairs_for(records: int) -> float:
+    """As ``LinkageSettings.u_pairs_for`` in the pipeline."""
+    return float(min(1e7, max(3e5, 10 * records)))
+
+
+def dedupe_source(records: pl.DataFrame, source_key: str, truth: pl.DataFrame | None,
+                  *, db_api=None) -> pl.DataFrame:
+    """record_id -> per-dataset person id, as the pipeline's cluster asset computes it."""
+    db_api = db_api or make_db_api()
+    spec = model_spec_for_records(records)
+    model = train_model(records, spec, db_api, TrainingConfig(u_max_pairs=u_pairs_for(records.height)))
+    pairs_sdf = predict_pairs(model.linker, threshold_match_probability=KEEP_PAIRS_ABOVE)
+    pairs = slim_pairs(pairs_sdf)
+    choice = choose_cluster_threshold(pairs, configured=None, labels_file=None, truth=truth)
+    clusters = cluster_pairs(model.linker, pairs_sdf, threshold_match_probability=choice.match_probability)
+    pairs_sdf.drop_table_from_database_and_remove_from_cache()
+    return person_ids_from_clusters(clusters, SOURCES[source_key].person_id_name).with_columns(
+        pl.lit(model.version).alias("model_version"))
+
+
+def build_linkage_inputs(landing: Path, truth_dir: Path | None = None, *, threads: int | None = None
+                         ) -> LinkageInputs:
+    truth_all = None
+    if truth_dir is not None and (Path(truth_dir) / "person_records.parquet").exists():
+        truth_all = pl.read_parquet(Path(truth_dir) / "person_records.parquet")
+    recs, clus, staged, timings = {}, {}, {}, {}
+    for key, source in SOURCES.items():
+        table = source.person_table
+        t = time.perf_counter()
+        staged[key] = stage_table(landing, key, table.name)
+        recs[key] = person_records(staged[key], source, table)
+        timings[f"stage_{key}"] = time.perf_counter() - t
+        truth = None
+        if truth_all is not None:
+            truth = truth_all.filter(pl.col("source") == key).select(
+                pl.col("record_id").cast(pl.String), pl.col("person_id").cast(pl.String))
+        t = time.perf_counter()
+        db_api = make_db_api(threads=threads) if threads else make_db_api()
+        clus[key] = dedupe_source(recs[key], key, truth, db_api=db_api)
+        timings[f"dedupe_{key}"] = time.perf_counter() - t
+    timings["dedupe_total"] = sum(v for k, v in timings.items() if k.startswith("dedupe_"))
+    return LinkageInputs(person_records=recs, clusters=clus, staged=staged, timings=timings)
+
+
+def save_inputs(inputs: LinkageInputs, folder: Path) -> Path:
+    """Cache the inputs as parquet (for experiments and benchmarks)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ("person_records", "clusters", "staged"):
+        for key, frame in getattr(inputs, kind).items():
+            frame.write_parquet(folder / f"{kind}__{key}.parquet")
+    pl.DataFrame({"step": list(inputs.timings), "seconds": list(inputs.timings.values())}).write_parquet(
+        folder / "timings.parquet")
+    return folder
+
+
+def load_inputs(folder: Path) -> LinkageInputs:
+    folder = Path(folder)
+    out: dict[str, dict[str, pl.DataFrame]] = {"person_records": {}, "clusters": {}, "staged": {}}
+    for path in sorted(folder.glob("*__*.parquet")):
+        kind, key = path.stem.split("__")
+        out[kind][key] = pl.read_parquet(path)
+    timings = {}
+    if (folder / "timings.parquet").exists():
+        t = pl.read_parquet(folder / "timings.parquet")
+        timings = dict(zip(t["step"].to_list(), t["seconds"].to_list()))
+    return LinkageInputs(**out, timings=timings)
