@@ -12,12 +12,9 @@ import numpy as np
 import polars as pl
 
 # Check-letter alphabet of the Police National Computer (no I, O, S).
-CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"
-
-
-def pnc_check_letter(year: int, serial: int) -> str:
-    """Check letter of PNC id `YYYY/NNNNNNNA`: letter index = int(YY + 7-digit serial) mod 23."""
-    return CHECK_LETTERS[((int(year) % 100) * 10_000_000 + int(serial)) % 23]
+# One definition of the check letters, shared with staging's validation.
+from datafirst_assets.sources.identifiers import PNC_CHECK_LETTERS as CHECK_LETTERS
+from datafirst_assets.sources.identifiers import pnc_check_letter
 
 
 def cro_check_letter(year: int, serial: int) -> str:
