@@ -8,6 +8,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
+from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import DataLayout, build_resources, default_data_dir
 
@@ -31,7 +32,7 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         description="Train, score and cluster every dataset on all staged extracts; measure quality.",
     )
     return Definitions(
-        assets=[*ingest_assets(), *linkage_assets()],
+        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets()],
         jobs=[ingest_job, link_job],
         resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root))},
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.

@@ -13,6 +13,7 @@ Also used by ``benchmarks/bench_xjs.py``.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from datafirst_assets.raw.delivery import delivery_path, list_deliveries, load_r
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.staging.standardise import stage_partitions
 
+#: sources whose staged person table the case link reads
+CASE_LINK_SOURCES = ("magistrates", "crown_court")
 #: as the pipeline's dedupe assets (defs/linkage.py)
 KEEP_PAIRS_ABOVE = 0.01
 
@@ -39,7 +42,7 @@ KEEP_PAIRS_ABOVE = 0.01
 class LinkageInputs:
     person_records: dict[str, pl.DataFrame]
     clusters: dict[str, pl.DataFrame]
-    staged: dict[str, pl.DataFrame]  # person table of each source, all extracts
+    staged: dict[str, pl.DataFrame]  # hocas_flatfile and xhibit_flatfile, all extracts (case link)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step (dedupe_<source>...)
 
     @property
@@ -66,11 +69,13 @@ def u_pairs_for(records: int) -> float:
 
 
 def dedupe_source(records: pl.DataFrame, source_key: str, truth: pl.DataFrame | None,
-                  *, db_api=None) -> pl.DataFrame:
-    """record_id -> per-dataset person id, as the pipeline's cluster asset computes it."""
+                  *, db_api=None, u_max_pairs: float | None = None) -> pl.DataFrame:
+    """record_id -> per-dataset person id, as the pipeline's cluster asset computes it
+    (``u_max_pairs`` overrides the pipeline's u sample, e.g. smaller for fast tests)."""
     db_api = db_api or make_db_api()
     spec = model_spec_for_records(records)
-    model = train_model(records, spec, db_api, TrainingConfig(u_max_pairs=u_pairs_for(records.height)))
+    model = train_model(records, spec, db_api,
+                        TrainingConfig(u_max_pairs=u_max_pairs or u_pairs_for(records.height)))
     pairs_sdf = predict_pairs(model.linker, threshold_match_probability=KEEP_PAIRS_ABOVE)
     pairs = slim_pairs(pairs_sdf)
     choice = choose_cluster_threshold(pairs, configured=None, labels_file=None, truth=truth)
@@ -80,8 +85,13 @@ def dedupe_source(records: pl.DataFrame, source_key: str, truth: pl.DataFrame | 
         pl.lit(model.version).alias("model_version"))
 
 
-def build_linkage_inputs(landing: Path, truth_dir: Path | None = None, *, threads: int | None = None
-                         ) -> LinkageInputs:
+def build_linkage_inputs(landing: Path, truth_dir: Path | None = None, *, threads: int | None = None,
+                         u_max_pairs: float | None = None, db_options: dict | None = None) -> LinkageInputs:
+    """Stage, build person records and deduplicate every source (``db_options`` as for
+    ``make_db_api``: threads, memory_limit...; a fresh in-memory DuckDB per source)."""
+    options = dict(db_options or {})
+    if threads:
+        options["threads"] = threads
     truth_all = None
     if truth_dir is not None and (Path(truth_dir) / "person_records.parquet").exists():
         truth_all = pl.read_parquet(Path(truth_dir) / "person_records.parquet")
@@ -89,16 +99,21 @@ def build_linkage_inputs(landing: Path, truth_dir: Path | None = None, *, thread
     for key, source in SOURCES.items():
         table = source.person_table
         t = time.perf_counter()
-        staged[key] = stage_table(landing, key, table.name)
-        recs[key] = person_records(staged[key], source, table)
+        frame = stage_table(landing, key, table.name)
+        recs[key] = person_records(frame, source, table)
+        if key in CASE_LINK_SOURCES:
+            staged[key] = frame
+        del frame
         timings[f"stage_{key}"] = time.perf_counter() - t
         truth = None
         if truth_all is not None:
             truth = truth_all.filter(pl.col("source") == key).select(
                 pl.col("record_id").cast(pl.String), pl.col("person_id").cast(pl.String))
         t = time.perf_counter()
-        db_api = make_db_api(threads=threads) if threads else make_db_api()
-        clus[key] = dedupe_source(recs[key], key, truth, db_api=db_api)
+        db_api = make_db_api(**options)
+        clus[key] = dedupe_source(recs[key], key, truth, db_api=db_api, u_max_pairs=u_max_pairs)
+        del db_api
+        gc.collect()  # release the source's in-memory DuckDB before the next one
         timings[f"dedupe_{key}"] = time.perf_counter() - t
     timings["dedupe_total"] = sum(v for k, v in timings.items() if k.startswith("dedupe_"))
     return LinkageInputs(person_records=recs, clusters=clus, staged=staged, timings=timings)
@@ -127,3 +142,51 @@ def load_inputs(folder: Path) -> LinkageInputs:
         t = pl.read_parquet(folder / "timings.parquet")
         timings = dict(zip(t["step"].to_list(), t["seconds"].to_list()))
     return LinkageInputs(**out, timings=timings)
+
+
+@dataclass
+class SimulatedWorld:
+    landing: Path
+    truth_dir: Path
+    summary: dict
+
+
+def simulate_world(folder: Path, *, people: int = 1500, seed: int = 1, extracts: int = 2) -> SimulatedWorld:
+    """A small simulated delivery + truth under ``folder`` (about a second)."""
+    from datafirst_assets.simulate import simulate
+
+    folder = Path(folder)
+    summary = simulate(people=people, seed=seed, extracts=extracts, out=folder / "landing",
+                       truth_out=folder / "truth")
+    return SimulatedWorld(landing=folder / "landing", truth_dir=folder / "truth", summary=summary)
+
+
+def small_linkage_inputs(folder: Path, *, people: int = 1500, seed: int = 1, extracts: int = 2
+                         ) -> tuple[SimulatedWorld, LinkageInputs]:
+    """Simulate, stage and deduplicate a small population for module-scoped test fixtures
+    (a smaller u sample than the pipeline's keeps the seven dedupes to a few seconds each)."""
+    world = simulate_world(folder, people=people, seed=seed, extracts=extracts)
+    return world, build_linkage_inputs(world.landing, world.truth_dir, threads=1, u_max_pairs=5e4)
+
+
+def shared_small_linkage_inputs(tmp_path_factory, *, people: int = 2000, seed: int = 1, extracts: int = 2
+                                ) -> tuple[SimulatedWorld, LinkageInputs]:
+    """:func:`small_linkage_inputs` built once per test session, even under pytest-xdist:
+    the first worker builds under a file lock in the directory all workers share, the others
+    load the cached parquet (the pattern pytest-xdist documents for once-only fixtures)."""
+    import os
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / f"xjs_world_p{people}_s{seed}_e{extracts}"
+    with FileLock(str(folder) + ".lock"):
+        done = folder / "inputs" / "timings.parquet"
+        if done.exists():
+            world = SimulatedWorld(landing=folder / "landing", truth_dir=folder / "truth", summary={})
+            return world, load_inputs(folder / "inputs")
+        world, inputs = small_linkage_inputs(folder, people=people, seed=seed, extracts=extracts)
+        save_inputs(inputs, folder / "inputs")  # timings.parquet last: marks the cache complete
+        return world, inputs
