@@ -102,3 +102,28 @@ def test_summary_names_tables_quarantine_and_warehouse(pipeline):
     text = format_summary(layout, report)
     assert "hocas_flatfile" in text and "quarantined" in text and str(layout.warehouse.resolve()) in text
     assert "Linkage accuracy" in text
+
+
+def test_cross_justice_lookup_covers_every_record_and_nests(pipeline):
+    layout, _, _, _ = pipeline
+    lookup = _query(layout, "select * from linkage_xjs.lookup")
+    records = sum(_query(layout, f"select count(*) as n from linkage_{s}.person_records")["n"][0] for s in SOURCES)
+    assert lookup.height == records
+    persons = lookup.select("person_id_dataset", "person_id_high", "person_id_medium", "person_id_low").unique()
+    assert persons["person_id_dataset"].n_unique() == persons.height  # one id per threshold per person
+    for finer, coarser in (("person_id_high", "person_id_medium"), ("person_id_medium", "person_id_low")):
+        assert persons.group_by(finer).agg(pl.col(coarser).n_unique().alias("n"))["n"].max() == 1
+    # linking across datasets merged people: fewer cross-justice persons than per-dataset persons
+    assert persons["person_id_medium"].n_unique() < persons.height
+
+
+def test_case_link_and_cross_justice_accuracy_meet_floors(pipeline):
+    layout, _, _, _ = pipeline
+    overall = pl.read_parquet(layout.reports / "xjs_quality_overall.parquet")
+    medium = overall.filter((pl.col("level") == "medium") & (pl.col("scope") == "all_pairs")).row(0, named=True)
+    assert medium["bcubed_f1"] >= 0.95
+    case = pl.read_parquet(layout.reports / "case_link_quality.parquet").filter(pl.col("case_type") == "all")
+    assert case["precision"][0] >= 0.99 and case["recall"][0] >= 0.97
+    links = _query(layout, "select * from linkage_criminal_courts.case_lookup")
+    assert links["defendant_on_case_id"].n_unique() == links.height
+    assert links["match_score"].is_between(0, 1).all()

@@ -77,7 +77,7 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
     for key in graph.get_all_asset_keys():
         groups.setdefault(graph.get(key).group_name, set()).add(key.path[1])
     assert groups["raw"] == groups["staged"] == groups["quarantine"] == set(SOURCES)
-    assert groups["linkage"] == {*SOURCES, "quality"}
+    assert groups["linkage"] == {*SOURCES, "quality", "xjs", "criminal_courts"}
     assert groups["linked"] == set(SOURCES)
     staged_checks = [k for k in graph.asset_check_keys if k.asset_key.path[0] == "staged"]
     assert {k.name for k in staged_checks} == {"schema_valid", "rows_conserved"}
@@ -85,4 +85,5 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
     linkage_checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} - {
         (k.asset_key.to_user_string(), k.name) for k in staged_checks}
     assert linkage_checks == {(f"linkage/{s}/clusters", "every_record_clustered") for s in SOURCES} | {
-        ("linkage/quality", "accuracy_floors")}
+        ("linkage/quality", "accuracy_floors"), ("linkage/xjs/lookup", "lookup_invariants"),
+        ("linkage/criminal_courts/case_lookup", "one_to_one"), ("linkage/xjs/quality", "accuracy_floors")}
