@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data
 export DAGSTER_HOME := $(abspath $(DATA)/.dagster_home)
-DEMO_PEOPLE ?= 20000
+DEMO_PEOPLE ?= 10000
 DEMO_SEED ?= 42
 DEMO_EXTRACTS ?= 3
 

@@ -287,6 +287,7 @@ def main() -> None:
         r["cpu_seconds"] = statistics.median(x["cpu_seconds"] for x in rs)
         r["all_wall_seconds"] = [x["wall_seconds"] for x in rs]
         r["all_peak_rss_gib"] = [x["peak_rss_gib"] for x in rs]
+        r["all_cpu_seconds"] = [x["cpu_seconds"] for x in rs]
         if truth_file and Path(truth_file).exists():
             r["bcubed_f1"] = bcubed_f1(r["clusters_file"], truth_file)
         results[v] = r

@@ -109,6 +109,7 @@ def test_cross_justice_lookup_covers_every_record_and_nests(pipeline):
     lookup = _query(layout, "select * from linkage_xjs.lookup")
     records = sum(_query(layout, f"select count(*) as n from linkage_{s}.person_records")["n"][0] for s in SOURCES)
     assert lookup.height == records
+    assert lookup["record_id_hash"].null_count() == 0 and lookup["record_id_hash"].n_unique() == lookup.height
     persons = lookup.select("person_id_dataset", "person_id_high", "person_id_medium", "person_id_low").unique()
     assert persons["person_id_dataset"].n_unique() == persons.height  # one id per threshold per person
     for finer, coarser in (("person_id_high", "person_id_medium"), ("person_id_medium", "person_id_low")):

@@ -23,6 +23,7 @@ from dagster import (
 )
 
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_key
+from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
 from datafirst_assets.linkage.backend import make_db_api
 from datafirst_assets.linkage.case_link import build_case_link
 from datafirst_assets.linkage.xjs import build_xjs_lookup, check_lookup_invariants
@@ -36,6 +37,17 @@ XJS_QUALITY = AssetKey(["linkage", "xjs", "quality"])
 # Floors from the linking issue.
 XJS_MEDIUM_BCUBED_FLOOR = 0.95
 CASE_LINK_PRECISION_FLOOR, CASE_LINK_RECALL_FLOOR = 0.99, 0.97
+
+
+def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
+    """`record_id_hash`: the keyed hash of each record's source id (namespaced by dataset)."""
+    parts = [
+        part.with_columns(keyed_hash(part["record_id"], namespace=source).alias("record_id_hash"))
+        for (source,), part in lookup.group_by("source_dataset", maintain_order=True)
+    ]
+    hashed = pl.concat(parts) if parts else lookup.with_columns(pl.lit(None, dtype=pl.String).alias("record_id_hash"))
+    first = ["source_dataset", "record_id", "record_id_hash"]
+    return hashed.select(*first, *[c for c in hashed.columns if c not in first])
 
 
 @multi_asset(
@@ -65,8 +77,10 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, **input
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
     result = build_xjs_lookup(records, clusters, db_api=make_db_api(linkage.backend), progress=context.log.info)
-    lookup = result.lookup
+    lookup = add_record_hashes(result.lookup)
     yield Output(lookup, output_name="lookup", metadata={
+        "pseudonymisation_key": "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)"
+        if key_is_development() else "from environment",
         "records": lookup.height,
         **{f"persons_{level}": lookup[f"person_id_{level}"].n_unique() for level in ("high", "medium", "low")},
         "thresholds": list(result.thresholds),
