@@ -166,10 +166,19 @@ def train_model(
     t = time.perf_counter()
     rules = list(cfg.em_rules or spec.em_blocking_rules)
     em_cap = cfg.em_max_pairs if n >= cfg.em_sample_min_records else None
+    failed = []
     for i, rule in enumerate(rules, 1):
         say(f"EM session {i}/{len(rules)}: {rule}")
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            rule, estimate_without_term_frequencies=True, max_pairs=em_cap)
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                rule, estimate_without_term_frequencies=True, max_pairs=em_cap)
+        except ValueError as error:
+            # On small data EM can drive an m below Splink's minimum (1e-300) and Splink raises
+            # mid-session; the other sessions still estimate those m values.
+            failed.append(f"{rule}: {error}")
+            say(f"EM session {i} abandoned: {error}")
+    if len(failed) == len(rules):
+        raise ValueError("every EM session failed: " + " | ".join(failed))
     timings["em"] = time.perf_counter() - t
     if cfg.m_floor:
         regularise_m(linker, cfg.m_floor)
