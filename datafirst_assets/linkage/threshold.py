@@ -25,6 +25,13 @@ from datafirst_assets.linkage.metrics import (
     true_pair_count,
 )
 
+def _ordered(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Each pair with the smaller id on the left, so labels written either way round match."""
+    left, right = pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String)
+    return pairs.with_columns(
+        pl.min_horizontal(left, right).alias("record_id_l"), pl.max_horizontal(left, right).alias("record_id_r"))
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     match_probability: float
@@ -46,8 +53,8 @@ def choose_cluster_threshold(
     source = "default"
     total_positives = None
     if labels_file is not None and labels_file.exists():
-        labels = read_labels(labels_file).select("record_id_l", "record_id_r", LABEL)
-        labelled = pairs.join(labels, on=["record_id_l", "record_id_r"], how="inner")
+        labels = _ordered(read_labels(labels_file).select("record_id_l", "record_id_r", LABEL))
+        labelled = _ordered(pairs).join(labels, on=["record_id_l", "record_id_r"], how="inner")
         source = "clerical_labels"
     elif truth is not None and pairs.height:
         labelled = label_pairs_from_truth(pairs, truth)
