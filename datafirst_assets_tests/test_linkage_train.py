@@ -11,7 +11,7 @@ from datafirst_assets.linkage.backend import make_db_api
 from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
 from datafirst_assets.linkage.dedupe import deduplicate
 from datafirst_assets.linkage.metrics import (
-    choose_cluster_threshold,
+    choose_threshold_by_clusters,
     choose_threshold,
     evaluate_clusters,
     label_pairs_from_truth,
@@ -85,7 +85,7 @@ def test_cluster_quality_and_threshold_choice(data, trained):
         "cluster_id_splink").max() == 1
     assert ours.get_column("cluster_id").n_unique() == clusters.get_column("cluster_id").n_unique()
 
-    by_clusters = choose_cluster_threshold(pairs, truth, candidates=(0.5, 0.9, 0.99))
+    by_clusters = choose_threshold_by_clusters(pairs, truth, candidates=(0.5, 0.9, 0.99))
     assert len(by_clusters["candidates"]) == 3 and by_clusters["f1"] >= 0.97
     assert by_clusters["f1"] == max(c["f1"] for c in by_clusters["candidates"])
 

@@ -35,6 +35,7 @@ from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, sl
 from datafirst_assets.linkage.quality import (
     FLOORS,
     evaluate_sources,
+    markdown_table,
     person_ids_from_clusters,
     quality_markdown,
     write_quality_report,
@@ -42,7 +43,14 @@ from datafirst_assets.linkage.quality import (
 from datafirst_assets.linkage.records import add_person_ids, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.threshold import choose_cluster_threshold
-from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, save_charts, save_model, train_model
+from datafirst_assets.linkage.train import (
+    TrainedModel,
+    TrainingConfig,
+    save_charts,
+    save_model,
+    summary_table,
+    train_model,
+)
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
 
@@ -130,7 +138,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             "version": trained.version,
             "model_json": MetadataValue.path(str(path)),
             "records": records.height,
-            "comparisons": MetadataValue.md(_summary_markdown(trained.summary)),
+            "comparisons": MetadataValue.md(markdown_table(summary_table(trained.summary), "{:.4g}")),
             **{name: MetadataValue.path(str(p)) for name, p in charts.items() if isinstance(p, Path)},
         })
         return pl.DataFrame({
@@ -209,17 +217,6 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         return add_person_ids(staged, clusters, table.id_column, source.person_id_name)
 
     return [_person_records, _model, _cluster, _linked]
-
-
-def _summary_markdown(summary: dict) -> str:
-    lines = ["| comparison | level | m | u | match weight |", "|---|---|---|---|---|"]
-    for comparison in summary.get("comparisons", []):
-        for level in comparison.get("levels", []):
-            lines.append(
-                f"| {comparison.get('output_column_name', '')} | {level.get('label', '')} | "
-                f"{level.get('m')} | {level.get('u')} | {level.get('match_weight')} |"
-            )
-    return "\n".join(lines)
 
 
 @asset(

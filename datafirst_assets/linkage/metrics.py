@@ -234,7 +234,7 @@ def choose_threshold(labelled: pl.DataFrame, *, score_col: str = "match_weight",
     return out
 
 
-def choose_cluster_threshold(pairs: pl.DataFrame, truth: pl.DataFrame, *,
+def choose_threshold_by_clusters(pairs: pl.DataFrame, truth: pl.DataFrame, *,
                              candidates: Sequence[float] = (0.5, 0.8, 0.9, 0.95, 0.99),
                              id_col: str = ID, true_col: str = TRUE) -> dict[str, Any]:
     """Match-probability threshold whose *clusters* score the best B-cubed F1 on truth.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from datafirst_assets.linkage.metrics import evaluate_clusters
+from datafirst_assets.linkage.metrics import evaluate_clusters, subgroup_gaps
 
 # B-cubed F1 floors per dataset (issue 3): criminal-justice datasets, then family and civil
 # where far more identifiers are missing.
@@ -86,29 +86,26 @@ def evaluate_sources(clusters_by_source: dict[str, pl.DataFrame], truth_dir: Pat
 
 def subgroup_gap_table(table: pl.DataFrame, min_records: int = 30) -> pl.DataFrame:
     """Best-to-worst B-cubed F1 per source and subgroup (groups with enough records)."""
-    return (
-        table.filter((pl.col("subgroup") != "all") & (pl.col("n_records") >= min_records)
-                     & (pl.col("group") != "(missing)"))
-        .group_by("source", "subgroup")
-        .agg(
-            pl.col("group").sort_by("bcubed_f1").last().alias("best_group"),
-            pl.col("bcubed_f1").max().alias("best_f1"),
-            pl.col("group").sort_by("bcubed_f1").first().alias("worst_group"),
-            pl.col("bcubed_f1").min().alias("worst_f1"),
-        )
-        .with_columns((pl.col("best_f1") - pl.col("worst_f1")).alias("gap"))
-        .sort("source", "subgroup")
-    )
+    rows = [
+        {"source": source, "subgroup": subgroup,
+         **{k: gap[k] for k in ("best_group", "best_f1", "worst_group", "worst_f1", "gap")}}
+        for (source,), part in table.filter(pl.col("subgroup") != "all").group_by("source", maintain_order=True)
+        for subgroup, gap in subgroup_gaps(part.rename({"bcubed_f1": "f1"}), min_records=min_records).items()
+    ]
+    schema = {"source": pl.String, "subgroup": pl.String, "best_group": pl.String, "best_f1": pl.Float64,
+              "worst_group": pl.String, "worst_f1": pl.Float64, "gap": pl.Float64}
+    return pl.DataFrame(rows, schema=schema).sort("source", "subgroup")
 
 
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+def markdown_table(frame: pl.DataFrame, float_format: str = "{:.4f}") -> str:
+    """A frame as a Markdown table (nulls blank, floats formatted)."""
 
+    def cell(value) -> str:
+        return "" if value is None else float_format.format(value) if isinstance(value, float) else str(value)
 
-def _markdown_table(frame: pl.DataFrame) -> list[str]:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.iter_rows()]
-    return lines
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines)
 
 
 def quality_markdown(table: pl.DataFrame) -> str:
@@ -119,15 +116,15 @@ def quality_markdown(table: pl.DataFrame) -> str:
         "bcubed_precision", "bcubed_recall", "bcubed_f1",
     ).with_columns(pl.col("source").replace_strict(FLOORS, default=None).alias("floor"))
     return "\n".join([
-        "## Accuracy per dataset", "", *_markdown_table(overall), "",
-        "## Best-to-worst subgroup gap (B-cubed F1)", "", *_markdown_table(subgroup_gap_table(table)),
+        "## Accuracy per dataset", "", markdown_table(overall), "",
+        "## Best-to-worst subgroup gap (B-cubed F1)", "", markdown_table(subgroup_gap_table(table)),
     ])
 
 
 def write_quality_report(table: pl.DataFrame, reports_dir: Path) -> dict[str, Path]:
     reports_dir.mkdir(parents=True, exist_ok=True)
     body = quality_markdown(table)
-    detail = "\n".join(["## By subgroup", "", *_markdown_table(table.filter(pl.col("subgroup") != "all"))]) \
+    detail = "\n".join(["## By subgroup", "", markdown_table(table.filter(pl.col("subgroup") != "all"))]) \
         if not table.is_empty() else ""
     markdown = f"# Linkage quality\n\n{body}\n\n{detail}\n"
     paths = {

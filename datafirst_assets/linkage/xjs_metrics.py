@@ -37,7 +37,7 @@ from datafirst_assets.linkage.metrics import (
     bcubed_metrics,
     subgroup_metrics,
 )
-from datafirst_assets.linkage.quality import SUBGROUPS, truth_with_subgroups
+from datafirst_assets.linkage.quality import SUBGROUPS, markdown_table, truth_with_subgroups
 from datafirst_assets.linkage.xjs import LEVELS
 from datafirst_assets.sources.registry import SOURCES
 
@@ -209,16 +209,6 @@ def case_link_metrics(links: pl.DataFrame, truth_links: pl.DataFrame) -> pl.Data
 
 
 # ------------------------------------------------------------------------------- markdown
-
-
-def _fmt(v: Any) -> str:
-    return "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def markdown_table(frame: pl.DataFrame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
 
 
 def xjs_markdown(ev: dict[str, pl.DataFrame], case_link: pl.DataFrame | None = None,

@@ -82,7 +82,7 @@ def _parse(column: ColumnSpec, source: SourceSpec) -> pl.Expr:
     return raw
 
 
-def _row_problems(table: TableSpec, source: SourceSpec, parsed: pl.DataFrame, raw: pl.DataFrame) -> pl.Expr:
+def _row_problems(table: TableSpec, source: SourceSpec) -> pl.Expr:
     """One expression per row: '; '-joined reasons, or null when the row is fine."""
     reasons: list[pl.Expr] = [
         pl.when(pl.col("_parse_error").is_not_null()).then(pl.format("unreadable line: {}", pl.col("_parse_error")))
@@ -145,7 +145,7 @@ def stage_table(raw: pl.DataFrame, source: SourceSpec, table: TableSpec) -> Stag
         _parse(column, source).cast(staged_dtype(column)).alias(f"__typed_{column.name}")
         for column in table.columns
     )
-    typed = typed.with_columns(_row_problems(table, source, typed, raw).alias("__reason"))
+    typed = typed.with_columns(_row_problems(table, source).alias("__reason"))
     bad = typed.filter(pl.col("__reason").is_not_null())
     good = typed.filter(pl.col("__reason").is_null())
 
