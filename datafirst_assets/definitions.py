@@ -11,11 +11,16 @@ from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import DataLayout, build_resources, default_data_dir
+from datafirst_assets.defs.sensors import build_full_refresh_schedule, build_landing_sensor, build_refresh_sensor
 
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
 LINK_SELECTION = AssetSelection.groups("linkage", "linked")
+# Everything after the ingest, by exclusion, so groups added later (de-identified, synthetic,
+# release) are refreshed without touching this line.
+REFRESH_JOB = "refresh_downstream"
+REFRESH_SELECTION = AssetSelection.all() - INGEST_SELECTION
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:
@@ -31,9 +36,18 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         selection=LINK_SELECTION,
         description="Train, score and cluster every dataset on all staged extracts; measure quality.",
     )
+    refresh_job = define_asset_job(
+        REFRESH_JOB,
+        selection=REFRESH_SELECTION,
+        description="Everything downstream of the ingest on all staged extracts: retrain, re-cluster, "
+        "link across datasets, measure quality, and every later stage.",
+    )
     return Definitions(
         assets=[*ingest_assets(), *linkage_assets(), *xjs_assets()],
-        jobs=[ingest_job, link_job],
+        jobs=[ingest_job, link_job, refresh_job],
+        sensors=[build_landing_sensor(ingest_job),
+                 build_refresh_sensor(refresh_job, REFRESH_SELECTION, also_refreshed_by=(LINK_JOB,))],
+        schedules=[build_full_refresh_schedule(refresh_job)],
         resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root))},
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.
         executor=in_process_executor,

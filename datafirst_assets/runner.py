@@ -7,10 +7,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance
+from dagster import DagsterInstance
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from datafirst_assets.defs.ingest import quarantine_key, raw_key, staged_key
+from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
@@ -40,15 +40,6 @@ def ensure_partitions(instance: DagsterInstance, dates: list[str]) -> None:
     new = [d for d in dates if d not in known]
     if new:
         instance.add_dynamic_partitions(EXTRACT_DATES, new)
-
-
-def ingest_keys(sources: list[str]) -> list[AssetKey]:
-    return [
-        key(source, table.name)
-        for source in sources
-        for table in SOURCES[source].tables
-        for key in (raw_key, staged_key, quarantine_key)
-    ]
 
 
 def step_errors(result) -> str:

@@ -52,6 +52,16 @@ def quarantine_key(source: str, table: str) -> AssetKey:
     return stage_key("quarantine", source, table)
 
 
+def ingest_keys(sources: list[str]) -> list[AssetKey]:
+    """Every raw, staged and quarantine asset of these sources: what loading their deliveries writes."""
+    return [
+        stage_key(stage, source, table.name)
+        for source in sources
+        for table in SOURCES[source].tables
+        for stage in STAGES
+    ]
+
+
 def _out(stage: str, source: SourceSpec, table: TableSpec, description: str) -> AssetOut:
     return AssetOut(
         key=stage_key(stage, source.key, table.name),
