@@ -8,7 +8,7 @@ DEMO_PEOPLE ?= 10000
 DEMO_SEED ?= 42
 DEMO_EXTRACTS ?= 3
 
-.PHONY: install demo test ui clean-data
+.PHONY: install demo test ui backfill clean-data
 
 $(BIN)/datafirst: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: install
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Re-load every extract dated FROM..TO (inclusive) in one run, then link: make backfill FROM=2024-01-31 TO=2024-03-31
+backfill: install $(DAGSTER_HOME)/dagster.yaml
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
+	$(BIN)/datafirst backfill --data-dir $(DATA) --from $(FROM) --to $(TO)
 
 clean-data:
 	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/warehouse.duckdb* $(DATA)/reports $(DATA)/models $(DATA)/.dagster_home

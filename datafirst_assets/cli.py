@@ -23,19 +23,48 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from dagster import DagsterInstance
+    return _run(DataLayout(args.data_dir), args.date or None, link=True, command="run")
 
-    from datafirst_assets.runner import PipelineFailed, format_summary, run_pipeline
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from datafirst_assets.runner import extract_dates_between
 
     layout = DataLayout(args.data_dir)
-    instance = DagsterInstance.get() if _has_dagster_home() else DagsterInstance.ephemeral()
+    dates = extract_dates_between(layout.landing, args.start, args.end)
+    if not dates:
+        print(f"datafirst backfill: no deliveries dated {args.start}..{args.end} under {layout.landing}",
+              file=sys.stderr)
+        return 1
+    print(f"Backfilling {len(dates)} extract date(s) {dates[0]}..{dates[-1]}")
+    return _run(layout, dates, link=args.link, command="backfill")
+
+
+def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str) -> int:
+    from dagster import DagsterInstance
+
+    from datafirst_assets.runner import PipelineFailed, format_summary, run_pipeline, wait_for_idle
+
+    if _has_dagster_home():
+        instance = DagsterInstance.get()
+        wait_for_idle(instance)
+    else:
+        instance = DagsterInstance.ephemeral()
     try:
-        report = run_pipeline(layout, instance, dates=args.date or None)
+        report = run_pipeline(layout, instance, dates=dates, link=link)
     except PipelineFailed as error:
-        print(f"datafirst run failed: {error}", file=sys.stderr)
+        print(f"datafirst {command} failed: {error}", file=sys.stderr)
         return 1
     print(format_summary(layout, report))
     return 0
+
+
+def _iso_date(text: str) -> str:
+    import datetime
+
+    try:
+        return datetime.date.fromisoformat(text).isoformat()
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD date") from error
 
 
 def _has_dagster_home() -> bool:
@@ -76,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=str(default_data_dir()))
     run.add_argument("--date", action="append", help="only this extract date (repeatable)")
     run.set_defaults(func=_cmd_run)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="re-load every extract dated FROM..TO (inclusive) in one run per range, then link "
+        "(re-loading a date replaces its rows)",
+    )
+    backfill.add_argument("--from", dest="start", required=True, type=_iso_date, metavar="YYYY-MM-DD")
+    backfill.add_argument("--to", dest="end", required=True, type=_iso_date, metavar="YYYY-MM-DD")
+    backfill.add_argument("--data-dir", default=str(default_data_dir()))
+    backfill.add_argument("--no-link", dest="link", action="store_false",
+                          help="only load and stage; leave linking to the refresh sensor or a later run")
+    backfill.set_defaults(func=_cmd_backfill)
 
     export = sub.add_parser(
         "export-linkage",

@@ -7,7 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, RunsFilter
+from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from datafirst_assets.defs.ingest import ingest_keys
@@ -72,6 +73,33 @@ def delivery_ranges(instance: DagsterInstance, deliveries: list[tuple[str, str]]
             previous = extract_date
         ranges[(start, previous)].append(source)
     return dict(sorted(ranges.items()))
+
+
+def extract_dates_between(landing: Path, first: str, last: str) -> list[str]:
+    """Every extract date in [first, last] that any known source delivered (ISO dates sort as text)."""
+    return sorted({d for s, d in list_deliveries(landing) if s in SOURCES and first <= d <= last})
+
+
+def wait_for_idle(instance: DagsterInstance, say=print, poll_seconds: float = 5.0,
+                  timeout: float = 3600.0) -> None:
+    """Let runs the daemon launched on this instance finish before writing the warehouse here.
+
+    In-process runs bypass the run queue, but they are recorded in the instance as started, so
+    once these runs begin the daemon holds its queue until they end. A run record left "started"
+    by a crashed process must not block forever: after `timeout` this goes ahead, and opening the
+    warehouse then waits for its lock instead.
+    """
+    deadline = time.monotonic() + timeout
+    announced = False
+    while time.monotonic() < deadline:
+        active = instance.get_run_records(RunsFilter(statuses=ACTIVE_RUN_STATUSES))
+        if not active:
+            return
+        if not announced:
+            runs = ", ".join(f"{r.dagster_run.run_id[:8]} ({r.dagster_run.job_name})" for r in active)
+            say(f"Waiting for {len(active)} run(s) in progress to finish first (one warehouse writer): {runs}")
+            announced = True
+        time.sleep(poll_seconds)
 
 
 def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str] | None = None,

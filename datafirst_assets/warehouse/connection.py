@@ -3,23 +3,52 @@
 Opening a DuckDB file costs tens of milliseconds (and closing the last connection checkpoints
 it), which dominated runs of many small steps. The first use opens the database and keeps it;
 every caller gets its own cursor on it. DuckDB lets one process write, so the open instance
-also holds the file's write lock until `close_warehouse` or process exit: another process
-(a second run) waits for it through `backoff` rather than failing.
+also holds the file's write lock until `close_warehouse` or process exit. The instance's run
+queue (data/config/dagster.yaml) keeps runs from overlapping; as defence in depth against a
+process outside the queue, opening a locked file waits for the lock (polling, up to
+`DATAFIRST_WAREHOUSE_LOCK_TIMEOUT` seconds, default 600) instead of failing at once.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-from dagster._utils.backoff import backoff
 
 _LOCK = threading.Lock()
 _OPEN: dict[str, duckdb.DuckDBPyConnection] = {}
+LOCK_TIMEOUT_ENV = "DATAFIRST_WAREHOUSE_LOCK_TIMEOUT"
+
+
+class WarehouseLocked(RuntimeError):
+    pass
+
+
+def _connect_waiting_for_lock(database: str) -> duckdb.DuckDBPyConnection:
+    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, "600"))
+    started = time.monotonic()
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(database=database, config={"custom_user_agent": "datafirst"})
+        except duckdb.IOException as error:
+            # Only the lock is worth waiting for; a missing directory or a full disk is not.
+            if "lock" not in str(error).lower():
+                raise
+            waited = time.monotonic() - started
+            if waited + delay > timeout:
+                raise WarehouseLocked(
+                    f"{database} is still locked by another process after {waited:.0f}s "
+                    f"(raise {LOCK_TIMEOUT_ENV} to wait longer): {error}"
+                ) from error
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def _key(database: str | Path) -> str:
@@ -31,12 +60,7 @@ def _open(database: str | Path) -> duckdb.DuckDBPyConnection:
     with _LOCK:
         if key not in _OPEN:
             Path(key).parent.mkdir(parents=True, exist_ok=True)
-            _OPEN[key] = backoff(
-                fn=duckdb.connect,
-                retry_on=(duckdb.IOException,),
-                kwargs={"database": key, "config": {"custom_user_agent": "datafirst"}},
-                max_retries=12,
-            )
+            _OPEN[key] = _connect_waiting_for_lock(key)
         return _OPEN[key]
 
 
