@@ -24,6 +24,7 @@ from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout, LandingZone
 from datafirst_assets.defs.sensors import LANDING_SENSOR, REFRESH_SCHEDULE, REFRESH_SENSOR
 from datafirst_assets.raw.delivery import MANIFEST, sha256_file
+from datafirst_assets.runner import run_pipeline
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor
 from datafirst_assets_tests.deliveries import write_delivery
@@ -215,6 +216,17 @@ def test_redelivered_extract_runs_again_only_if_changed(landing):
     assert second.run_key != first.run_key and second.run_key.startswith(f"prison:{DAY}:")
     # the partition exists already: nothing to add
     assert not landing.tick(keep_cursor=False).dynamic_partitions_requests
+
+
+def test_deliveries_the_cli_loaded_are_not_loaded_again(landing):
+    landing.deliver("prison", rows=3)
+    landing.deliver("probation", rows=3)
+    run_pipeline(landing.layout, landing.instance, dates=[DAY], link=False)  # what `make demo` does
+    landing.deliver("probation", rows=4)  # changed after the CLI loaded it
+    result = landing.tick()
+    assert [r.tags["datafirst/source"] for r in result.run_requests] == ["probation"]
+    assert skip_message(landing.tick()) == "no new deliveries"
+    assert "prison/2024-01-31" in json.loads(landing.cursor)["requested"]
 
 
 def test_stalled_copy_is_warned_about_once(landing, capfd):

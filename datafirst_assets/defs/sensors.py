@@ -5,7 +5,8 @@
   requests one ingest run for that source and date. Incomplete deliveries are looked at again on
   the next tick; corrupt ones are logged once and named in the tick's skip reason until they
   change. The run key is source + extract date + the manifest's sha256, so a re-delivered,
-  changed extract runs again and an unchanged one never does.
+  changed extract runs again and an unchanged one never does. A delivery already loaded from the
+  same manifest outside the sensor (`make demo`, `datafirst backfill`) is recorded, not re-run.
 - `refresh_after_ingest` requests one run of the downstream job once staged data is newer than
   the last downstream run and no other run is queued or running. It watches materialisations,
   not the landing sensor's runs, so ingests from a UI backfill or the CLI are followed too, and
@@ -20,7 +21,10 @@ import json
 import time
 
 from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
     AssetSelection,
+    DagsterInstance,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -35,7 +39,7 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
-from datafirst_assets.defs.ingest import ingest_keys
+from datafirst_assets.defs.ingest import ingest_keys, raw_key, staged_key
 from datafirst_assets.defs.partitions import EXTRACT_DATES, extract_dates
 from datafirst_assets.defs.resources import LandingZone
 from datafirst_assets.raw.arrival import COMPLETE, CORRUPT, Arrival, folder_signature, inspect_delivery
@@ -67,6 +71,30 @@ def _ingest_request(arrival: Arrival) -> RunRequest:
     )
 
 
+def _latest(instance: DagsterInstance, key: AssetKey, partition: str):
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    return records[0] if records else None
+
+
+def already_loaded(instance: DagsterInstance, arrival: Arrival) -> bool:
+    """Loaded from this very manifest outside the sensor (`make demo`, `datafirst backfill`):
+    every raw table of the source records the manifest's sha256 for the date, and its staged table
+    was written after it."""
+    for table in SOURCES[arrival.source].tables:
+        raw = _latest(instance, raw_key(arrival.source, table.name), arrival.extract_date)
+        if raw is None:
+            return False
+        deliveries = raw.event_log_entry.asset_materialization.metadata.get("deliveries")
+        loaded = (deliveries.value if deliveries is not None else {}).get(arrival.extract_date, {})
+        if loaded.get("manifest_sha256") != arrival.manifest_sha256:
+            return False
+        staged = _latest(instance, staged_key(arrival.source, table.name), arrival.extract_date)
+        if staged is None or staged.timestamp < raw.timestamp:
+            return False
+    return True
+
+
 def _load_cursor(cursor: str | None) -> dict[str, dict]:
     state = json.loads(cursor) if cursor else {}
     # requested: key -> manifest sha256 already requested (not re-hashed while it is unchanged);
@@ -95,7 +123,7 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
     def landing_sensor(context: SensorEvaluationContext, landing: LandingZone) -> SensorResult:
         state = _load_cursor(context.cursor)
         now = time.time()
-        requests, waiting, corrupt = [], [], []
+        requests, waiting, corrupt, loaded = [], [], [], []
         present = set()
         for source, extract_date in list_deliveries(landing.root):
             if source not in SOURCES:
@@ -116,7 +144,10 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
                 state["requested"][key] = arrival.manifest_sha256
                 state["corrupt"].pop(key, None)
                 state["stalled"].pop(key, None)
-                requests.append(_ingest_request(arrival))
+                if already_loaded(context.instance, arrival):
+                    loaded.append(key)
+                else:
+                    requests.append(_ingest_request(arrival))
             elif arrival.state == CORRUPT:
                 context.log.error(f"Delivery {key} is corrupt and will not be loaded until it is "
                                   f"delivered again: {arrival.reason}")
@@ -132,8 +163,12 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
         # Forget folders that were removed, so the cursor stays as small as the landing zone.
         state = {name: {k: v for k, v in entries.items() if k in present} for name, entries in state.items()}
         cursor = json.dumps(state, sort_keys=True)
+        if loaded:
+            context.log.info(f"{len(loaded)} complete deliveries were already loaded from the same manifest "
+                             f"(by `datafirst run` or a backfill), so not loaded again: {', '.join(loaded)}")
         if not requests:
-            parts = [_summary("incomplete, retried next tick", waiting)] if waiting else []
+            parts = [_summary("already loaded from the same manifest", loaded)] if loaded else []
+            parts += [_summary("incomplete, retried next tick", waiting)] if waiting else []
             parts += [_summary("corrupt, not loaded", corrupt)] if corrupt else []
             return SensorResult(skip_reason=" | ".join(parts) or "no new deliveries", cursor=cursor)
         requests.sort(key=lambda r: (r.partition_key, r.tags[SOURCE_TAG]))
