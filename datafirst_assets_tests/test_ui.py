@@ -4,7 +4,8 @@ Starts `dagster dev` (webserver + daemon, as `make ui` does) on a free loopback 
 temporary DAGSTER_HOME made from the committed data/config/dagster.yaml, and two prison extracts
 already in the landing folder. Headless Chromium (the system package, driven by playwright) loads
 the asset graph and the automation page; meanwhile the daemon's landing sensor loads both extracts,
-one queued run after the other.
+one queued run after the other, and a backfill of both dates launched the way the UI launches it
+runs as one run.
 """
 
 import json
@@ -22,8 +23,14 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, RunsFilter
 from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    BACKFILL_ID_TAG,
+)
 
 from datafirst_assets.definitions import INGEST_JOB, build_definitions
+from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.sensors import LANDING_SENSOR, REFRESH_SCHEDULE, REFRESH_SENSOR
 from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor
@@ -174,24 +181,52 @@ def test_automation_page_lists_sensors_and_schedule(server, browser):
     assert status == {LANDING_SENSOR: "RUNNING", REFRESH_SENSOR: "RUNNING", REFRESH_SCHEDULE: "STOPPED"}
 
 
+def wait_for_runs(server, instance, count: int, timeout: float = 240, **filters):
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = instance.get_run_records(RunsFilter(**filters))
+        failed = [r.dagster_run.run_id for r in runs if r.dagster_run.status == DagsterRunStatus.FAILURE]
+        assert not failed, f"run(s) {failed} failed:\n{server.log_tail()}"
+        if len(runs) >= count and all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in runs):
+            return runs
+        assert time.monotonic() < deadline, (
+            f"after {timeout}s: {[(r.dagster_run.run_id, r.dagster_run.status) for r in runs]}\n{server.log_tail()}")
+        time.sleep(2)
+
+
+def raw_counts(server):
+    with warehouse_cursor(server.data / "warehouse.duckdb") as conn:
+        counts = conn.execute("select extract_date, count(*) from raw_prison.nomis_movements group by 1 order by 1"
+                              ).fetchall()
+    close_warehouse()  # let the next run have the file
+    return counts
+
+
 def test_daemon_loads_dropped_extracts_one_run_at_a_time(server, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(server.home))  # the committed config reads it
-    deadline = time.monotonic() + 240
     with DagsterInstance.from_config(str(server.home)) as instance:
-        while True:
-            runs = [r for r in instance.get_run_records(RunsFilter(job_name=INGEST_JOB))]
-            if len(runs) == 2 and all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in runs):
-                break
-            failed = [r.dagster_run.run_id for r in runs if r.dagster_run.status == DagsterRunStatus.FAILURE]
-            assert not failed, f"ingest run(s) {failed} failed:\n{server.log_tail()}"
-            assert time.monotonic() < deadline, f"runs after 240s: {[(r.dagster_run.status, r.dagster_run.run_id) for r in runs]}\n{server.log_tail()}"
-            time.sleep(2)
+        runs = wait_for_runs(server, instance, 2, job_name=INGEST_JOB)
+        assert len(runs) == 2
         assert sorted(instance.get_dynamic_partitions(EXTRACT_DATES)) == DATES
         first, second = sorted(runs, key=lambda r: r.start_time)
         # the queue allows one run at a time: the second started after the first ended
         assert first.end_time <= second.start_time
         assert {r.dagster_run.tags["datafirst/extract_date"] for r in runs} == set(DATES)
-    with warehouse_cursor(server.data / "warehouse.duckdb") as conn:
-        assert conn.execute("select extract_date, count(*) from raw_prison.nomis_movements group by 1 order by 1"
-                            ).fetchall() == [(d, 3) for d in DATES]
-    close_warehouse()
+    assert raw_counts(server) == [(d, 3) for d in DATES]
+
+
+def test_backfill_launched_as_from_the_ui_is_one_run(server, monkeypatch):
+    """What the asset graph's Materialize > partition range > Launch backfill sends."""
+    monkeypatch.setenv("DAGSTER_HOME", str(server.home))
+    with DagsterInstance.from_config(str(server.home)) as instance:
+        wait_for_runs(server, instance, 2, job_name=INGEST_JOB)  # the sensor's runs first
+        keys = ", ".join(f'{{path: {json.dumps(k.path)}}}' for k in ingest_keys(["prison"]))
+        launched = graphql(server.base, f"""mutation {{ launchPartitionBackfill(backfillParams: {{
+            assetSelection: [{keys}], partitionNames: {json.dumps(DATES)} }}) {{
+            __typename ... on LaunchBackfillSuccess {{ backfillId }} ... on PythonError {{ message }} }} }}""")
+        result = launched["launchPartitionBackfill"]
+        assert result["__typename"] == "LaunchBackfillSuccess", result
+        [run] = wait_for_runs(server, instance, 1, tags={BACKFILL_ID_TAG: result["backfillId"]})
+        assert run.dagster_run.tags[ASSET_PARTITION_RANGE_START_TAG] == DATES[0]
+        assert run.dagster_run.tags[ASSET_PARTITION_RANGE_END_TAG] == DATES[1]
+    assert raw_counts(server) == [(d, 3) for d in DATES]  # re-loaded, not doubled
