@@ -11,7 +11,11 @@ from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import DataLayout, build_resources, default_data_dir
-from datafirst_assets.defs.sensors import build_full_refresh_schedule, build_landing_sensor, build_refresh_sensor
+from datafirst_assets.defs.sensors import (
+    build_full_refresh_schedule,
+    build_landing_sensor,
+    build_refresh_sensor,
+)
 
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")

@@ -97,7 +97,8 @@ def wait_for_idle(instance: DagsterInstance, say=print, poll_seconds: float = 5.
             return
         if not announced:
             runs = ", ".join(f"{r.dagster_run.run_id[:8]} ({r.dagster_run.job_name})" for r in active)
-            say(f"Waiting for {len(active)} run(s) in progress to finish first (one warehouse writer): {runs}")
+            say(f"Waiting for {len(active)} run(s) in progress to finish first (one warehouse writer): "
+                f"{runs}")
             announced = True
         time.sleep(poll_seconds)
 

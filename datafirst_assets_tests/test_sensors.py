@@ -105,8 +105,8 @@ def test_complete_delivery_adds_its_partition_and_requests_a_run_that_loads_it(l
         asset_selection=request.asset_selection, tags=request.tags)
     assert run.success
     with warehouse_cursor(landing.layout.warehouse) as conn:
-        assert conn.execute("select extract_date, count(*) from raw_prison.nomis_movements group by 1").fetchall() \
-            == [(DAY, 3)]
+        rows = conn.execute("select extract_date, count(*) from raw_prison.nomis_movements group by 1")
+        assert rows.fetchall() == [(DAY, 3)]
 
     # the next tick has nothing to do: the cursor remembers the manifest
     assert skip_message(landing.tick()) == "no new deliveries"
@@ -114,7 +114,8 @@ def test_complete_delivery_adds_its_partition_and_requests_a_run_that_loads_it(l
 
 def test_several_deliveries_run_oldest_first_and_known_partitions_are_not_added_again(landing):
     landing.instance.add_dynamic_partitions(EXTRACT_DATES, ["2024-01-01"])
-    for source, extract_date in [("prison", "2024-02-01"), ("magistrates", "2024-01-01"), ("probation", "2024-02-01")]:
+    for source, extract_date in [("prison", "2024-02-01"), ("magistrates", "2024-01-01"),
+                                 ("probation", "2024-02-01")]:
         landing.deliver(source, extract_date)
     (landing.layout.landing / "not_a_source" / DAY).mkdir(parents=True)
     result = landing.tick()
@@ -137,7 +138,8 @@ def test_partial_delivery_is_skipped_then_run_once_complete(landing):
     (folder / f"{table}.csv").write_bytes(full[: len(full) // 2])
     age(folder)
     message = skip_message(landing.tick())
-    assert "incomplete, retried next tick" in message and f"{table}.csv:" in message and "of 40 rows so far" in message
+    assert "incomplete, retried next tick" in message and f"{table}.csv:" in message
+    assert "of 40 rows so far" in message
     assert "corrupt" not in message
     # 3. a listed file not there yet
     (folder / f"{table}.csv").unlink()
@@ -184,7 +186,8 @@ def test_corrupt_deliveries_are_reported_and_not_run(landing, capfd):
 ])
 def test_corrupt_manifests_are_reported(landing, breakage, expected):
     table = SOURCES["prison"].tables[0].name
-    folder = landing.deliver("prison", rows=6, manifest_rows={table: 7} if breakage == "rows_disagree" else None)
+    declared = {table: 7} if breakage == "rows_disagree" else None
+    folder = landing.deliver("prison", rows=6, manifest_rows=declared)
     manifest = json.loads((folder / MANIFEST).read_text())
     if breakage == "malformed_manifest":
         (folder / MANIFEST).write_text('{"source": "prison", "tables": ')

@@ -190,14 +190,15 @@ def wait_for_runs(server, instance, count: int, timeout: float = 240, **filters)
         if len(runs) >= count and all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in runs):
             return runs
         assert time.monotonic() < deadline, (
-            f"after {timeout}s: {[(r.dagster_run.run_id, r.dagster_run.status) for r in runs]}\n{server.log_tail()}")
+            f"after {timeout}s: {[(r.dagster_run.run_id, r.dagster_run.status) for r in runs]}\n"
+            f"{server.log_tail()}")
         time.sleep(2)
 
 
 def raw_counts(server):
     with warehouse_cursor(server.data / "warehouse.duckdb") as conn:
-        counts = conn.execute("select extract_date, count(*) from raw_prison.nomis_movements group by 1 order by 1"
-                              ).fetchall()
+        counts = conn.execute(
+            "select extract_date, count(*) from raw_prison.nomis_movements group by 1 order by 1").fetchall()
     close_warehouse()  # let the next run have the file
     return counts
 
@@ -223,7 +224,8 @@ def test_backfill_launched_as_from_the_ui_is_one_run(server, monkeypatch):
         keys = ", ".join(f'{{path: {json.dumps(k.path)}}}' for k in ingest_keys(["prison"]))
         launched = graphql(server.base, f"""mutation {{ launchPartitionBackfill(backfillParams: {{
             assetSelection: [{keys}], partitionNames: {json.dumps(DATES)} }}) {{
-            __typename ... on LaunchBackfillSuccess {{ backfillId }} ... on PythonError {{ message }} }} }}""")
+            __typename ... on LaunchBackfillSuccess {{ backfillId }}
+            ... on PythonError {{ message }} }} }}""")
         result = launched["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         [run] = wait_for_runs(server, instance, 1, tags={BACKFILL_ID_TAG: result["backfillId"]})

@@ -49,7 +49,9 @@ from datafirst_assets.sources.registry import SOURCES
 LANDING_SENSOR = "landing_sensor"
 REFRESH_SENSOR = "refresh_after_ingest"
 REFRESH_SCHEDULE = "weekly_full_refresh"
-SOURCE_TAG, EXTRACT_DATE_TAG, MANIFEST_TAG = "datafirst/source", "datafirst/extract_date", "datafirst/manifest_sha256"
+SOURCE_TAG = "datafirst/source"
+EXTRACT_DATE_TAG = "datafirst/extract_date"
+MANIFEST_TAG = "datafirst/manifest_sha256"
 # Queued or holding the warehouse: a downstream run now would read data still being written.
 PENDING_STATUSES = [
     DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
@@ -132,7 +134,8 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
             present.add(key)
             folder = delivery_path(landing.root, source, extract_date)
             manifest = folder / MANIFEST
-            if key in state["requested"] and manifest.exists() and sha256_file(manifest) == state["requested"][key]:
+            requested = state["requested"].get(key)
+            if requested and manifest.exists() and sha256_file(manifest) == requested:
                 continue
             signature = folder_signature(folder)
             known = state["corrupt"].get(key)
@@ -156,8 +159,8 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
             else:
                 quiet = now - arrival.last_change
                 if quiet >= stall_after_seconds and state["stalled"].get(key) != signature:
-                    context.log.warning(f"Delivery {key} is still incomplete after {quiet / 60:.0f} min without "
-                                        f"a change (stalled copy?): {arrival.reason}")
+                    context.log.warning(f"Delivery {key} is still incomplete after {quiet / 60:.0f} min "
+                                        f"without a change (stalled copy?): {arrival.reason}")
                     state["stalled"][key] = signature
                 waiting.append(f"{key}: {arrival.reason}")
         # Forget folders that were removed, so the cursor stays as small as the landing zone.
@@ -186,7 +189,8 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
 def build_refresh_sensor(refresh_job: UnresolvedAssetJobDefinition, refresh_selection: AssetSelection,
                          also_refreshed_by: tuple[str, ...] = (), minimum_interval_seconds: int = 30
                          ) -> SensorDefinition:
-    """`also_refreshed_by`: other jobs whose runs bring everything downstream up to date (the CLI's link job)."""
+    """`also_refreshed_by`: other jobs whose runs bring everything downstream up to date (the CLI's
+    link job)."""
     # The assets the downstream job reads but does not write: the staged tables it starts from.
     inputs = refresh_selection.upstream(depth=1) - refresh_selection
     jobs = (refresh_job.name, *also_refreshed_by)
@@ -212,7 +216,8 @@ def build_refresh_sensor(refresh_job: UnresolvedAssetJobDefinition, refresh_sele
         pending = instance.get_run_records(RunsFilter(statuses=PENDING_STATUSES), limit=1)
         if pending:
             run = pending[0].dagster_run
-            return SkipReason(f"waiting for run {run.run_id[:8]} ({run.job_name}, {run.status.value}) to finish")
+            return SkipReason(
+                f"waiting for run {run.run_id[:8]} ({run.job_name}, {run.status.value}) to finish")
         last_start = max(
             (record.start_time or record.create_timestamp.timestamp()
              for job in jobs for record in instance.get_run_records(RunsFilter(job_name=job), limit=1)),

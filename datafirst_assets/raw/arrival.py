@@ -69,7 +69,7 @@ def _last_change(folder: Path) -> float:
 
 def inspect_delivery(folder: Path, tables: list[str] | None = None, settle_seconds: float = 60.0,
                      now: float | None = None) -> Arrival:
-    """Classify one delivery folder (see the module docstring); `tables` are the tables the source must send."""
+    """Classify one delivery folder (see the module docstring); `tables`: what the source must send."""
     folder = Path(folder)
     source, extract_date = folder.parent.name, folder.name
     now = time.time() if now is None else now
@@ -91,8 +91,8 @@ def inspect_delivery(folder: Path, tables: list[str] | None = None, settle_secon
             return arrival(INCOMPLETE, f"{MANIFEST} is still being written")
         return arrival(CORRUPT, str(error))
     if (manifest.source, manifest.extract_date) != (source, extract_date):
-        return arrival(CORRUPT, f"{manifest_path}: manifest is for {manifest.source}/{manifest.extract_date}, "
-                                f"but the folder is {source}/{extract_date}")
+        return arrival(CORRUPT, f"{manifest_path}: manifest is for {manifest.source}/"
+                                f"{manifest.extract_date}, but the folder is {source}/{extract_date}")
     missing_tables = sorted(set(tables or ()) - set(manifest.tables))
     if missing_tables:
         return arrival(CORRUPT, f"{manifest_path}: no entry for table(s) {missing_tables}")
@@ -106,7 +106,8 @@ def inspect_delivery(folder: Path, tables: list[str] | None = None, settle_secon
         matches = sha256_file(path) == entry.sha256
         lines = count_data_lines(path)
         if matches and lines != entry.rows:
-            corrupt.append(f"{path}: checksum matches but it holds {lines} data lines; the manifest says {entry.rows}")
+            corrupt.append(f"{path}: checksum matches but it holds {lines} data lines; "
+                           f"the manifest says {entry.rows}")
         elif not matches and (lines < entry.rows or not settled(path)):
             incomplete.append(f"{entry.file}: {max(lines, 0)} of {entry.rows} rows so far")
         elif not matches:
