@@ -28,7 +28,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/datafirst run --data-dir $(DATA)
 
 test: install
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -45,10 +45,15 @@ CHROMIUM_ARGS = [
 DATES = ["2024-01-31", "2024-02-29"]
 GROUPS = ["raw", "staged", "quarantine", "linkage", "linked"]
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="Chromium is not installed (`apt-get install chromium`, which .ci/run does): browser test skipped",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="Chromium is not installed (`apt-get install chromium`, which .ci/run does): "
+        "browser test skipped",
+    ),
+    # one server for the module: under `pytest -n 2 --dist loadgroup` these tests share a worker
+    pytest.mark.xdist_group("ui"),
+]
 
 
 def free_port() -> int:
