@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
+from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
 from datafirst_assets.defs.xjs import xjs_assets
@@ -15,7 +16,8 @@ from datafirst_assets.defs.resources import DataLayout, build_resources, default
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
-LINK_SELECTION = AssetSelection.groups("linkage", "linked")
+# Everything downstream of ingest: linking, then what is published from it.
+LINK_SELECTION = AssetSelection.groups("linkage", "linked", "deidentified")
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:
@@ -29,12 +31,17 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     link_job = define_asset_job(
         LINK_JOB,
         selection=LINK_SELECTION,
-        description="Train, score and cluster every dataset on all staged extracts; measure quality.",
+        description="Train, score and cluster every dataset on all staged extracts, measure quality, link across "
+        "datasets and build the research release.",
     )
     return Definitions(
-        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets()],
+        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()],
         jobs=[ingest_job, link_job],
-        resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root))},
+        resources={
+            **build_resources(layout),
+            "linkage": LinkageSettings(data_dir=str(layout.root)),
+            "release_settings": ReleaseSettings(),
+        },
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.
         executor=in_process_executor,
     )
