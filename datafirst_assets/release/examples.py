@@ -1,0 +1,83 @@
+"""The example joins every release README shows, kept here so tests run exactly these queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ExampleQuery:
+    title: str
+    explanation: str
+    sql: str
+    tables: tuple[tuple[str, str], ...]  # (source, table) the query reads
+
+
+EXAMPLES = (
+    ExampleQuery(
+        "Offences of each magistrates' defendant-case (parent and child table)",
+        "Each offence row carries its defendant-case's hashed id.",
+        """
+SELECT f.offence_group AS most_serious_group, o.offence_group, count(*) AS offences
+FROM magistrates.hocas_flatfile f
+JOIN magistrates.hocas_all_offence o ON o.defendant_case_id_hash = f.defendant_case_id_hash
+GROUP BY ALL
+ORDER BY offences DESC
+""",
+        (("magistrates", "hocas_flatfile"), ("magistrates", "hocas_all_offence")),
+    ),
+    ExampleQuery(
+        "Magistrates' cases sent to the Crown Court (case lookup)",
+        "`linking.case_lookup` pairs a magistrates' defendant-case with the Crown Court defendant-on-case it "
+        "became.",
+        """
+SELECT m.offence_group, x.most_serious_disposal, count(*) AS cases
+FROM magistrates.hocas_flatfile m
+JOIN linking.case_lookup c ON c.defendant_case_id_hash = m.defendant_case_id_hash
+JOIN crown_court.xhibit_flatfile x ON x.defendant_on_case_id_hash = c.defendant_on_case_id_hash
+GROUP BY ALL
+ORDER BY cases DESC
+""",
+        (("magistrates", "hocas_flatfile"), ("linking", "case_lookup"), ("crown_court", "xhibit_flatfile")),
+    ),
+    ExampleQuery(
+        "Magistrates' defendants who later had a custodial journey (cross-justice lookup)",
+        "Map each dataset's person id to a cross-justice person id (here at the medium threshold), then "
+        "join on that id. Count people, not rows: a person can have many cases and custodial journeys.",
+        """
+WITH defendants AS (
+    SELECT DISTINCT l.xjs_person_id_medium AS person, f.first_hearing_date
+    FROM magistrates.hocas_flatfile f
+    JOIN linking.xjs_lookup l
+      ON l.source_dataset = 'magistrates' AND l.dataset_person_id = f.estimated_defendant_id
+),
+prisoners AS (
+    SELECT DISTINCT l.xjs_person_id_medium AS person, p.reception_date
+    FROM prison.nomis_flatfile p
+    JOIN linking.xjs_lookup l
+      ON l.source_dataset = 'prison' AND l.dataset_person_id = p.estimated_offender_id
+)
+SELECT count(DISTINCT d.person) AS people
+FROM defendants d
+JOIN prisoners p ON p.person = d.person AND p.reception_date >= d.first_hearing_date
+""",
+        (("magistrates", "hocas_flatfile"), ("prison", "nomis_flatfile"), ("linking", "xjs_lookup")),
+    ),
+    ExampleQuery(
+        "How many datasets each person appears in",
+        "One row per cross-justice person with the datasets they were found in.",
+        """
+SELECT xjs_person_id_medium AS person, count(DISTINCT source_dataset) AS datasets,
+       string_agg(DISTINCT source_dataset, ', ' ORDER BY source_dataset) AS found_in
+FROM linking.xjs_lookup
+GROUP BY ALL
+ORDER BY datasets DESC, person
+LIMIT 20
+""",
+        (("linking", "xjs_lookup"),),
+    ),
+)
+
+
+def example_queries() -> tuple[ExampleQuery, ...]:
+    return EXAMPLES
