@@ -8,6 +8,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
 from datafirst_assets.defs.ingest import ingest_assets
+from datafirst_assets.defs.release import release_assets
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
@@ -17,7 +18,7 @@ INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
 # Everything downstream of ingest: linking, then what is published from it.
-LINK_SELECTION = AssetSelection.groups("linkage", "linked", "deidentified")
+LINK_SELECTION = AssetSelection.groups("linkage", "linked", "deidentified", "release")
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:
@@ -35,7 +36,8 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         "datasets and build the research release.",
     )
     return Definitions(
-        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()],
+        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets(),
+                *release_assets("deidentified")],
         jobs=[ingest_job, link_job],
         resources={
             **build_resources(layout),

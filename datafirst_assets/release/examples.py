@@ -76,6 +76,33 @@ LIMIT 20
 """,
         (("linking", "xjs_lookup"),),
     ),
+    ExampleQuery(
+        "Requirements of each probation event (parent and child table)",
+        "Requirements carry their event's hashed id.",
+        """
+SELECT e.event_type, r.requirement_type, count(*) AS requirements, avg(r.length) AS mean_length
+FROM probation.delius_flatfile e
+JOIN probation.delius_rqmnt r ON r.event_id_hash = e.event_id_hash
+GROUP BY ALL
+ORDER BY requirements DESC
+""",
+        (("probation", "delius_flatfile"), ("probation", "delius_rqmnt")),
+    ),
+    ExampleQuery(
+        "First and latest OASys risk score of each offender (one-to-one detail table)",
+        "The core-risk table has one row per assessment, keyed by the assessment's hashed id.",
+        """
+SELECT a.estimated_offender_id,
+       arg_min(r.ogrs3_score, a.assessment_date) AS first_ogrs3,
+       arg_max(r.ogrs3_score, a.assessment_date) AS latest_ogrs3
+FROM oasys.assessments_metadata a
+JOIN oasys.oasys_assessments_details_core_risk r ON r.assessment_id_hash = a.assessment_id_hash
+GROUP BY ALL
+ORDER BY a.estimated_offender_id
+LIMIT 20
+""",
+        (("oasys", "assessments_metadata"), ("oasys", "oasys_assessments_details_core_risk")),
+    ),
 )
 
 
