@@ -34,7 +34,7 @@ from datafirst_assets.staging.standardise import stage_partitions
 
 #: sources whose staged person table the case link reads
 CASE_LINK_SOURCES = ("magistrates", "crown_court")
-#: as the pipeline's dedupe assets (defs/linkage.py)
+#: as the pipeline's dedupe assets (linkage/incremental.py)
 KEEP_PAIRS_ABOVE = 0.01
 
 

@@ -46,9 +46,9 @@ from datafirst_assets.linkage.quality import (
     quality_markdown,
     write_quality_report,
 )
-from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history
 from datafirst_assets.linkage.records import add_person_ids, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
+from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history
 from datafirst_assets.linkage.threshold import choose_cluster_threshold
 from datafirst_assets.linkage.train import (
     TrainedModel,
