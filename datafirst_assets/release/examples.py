@@ -22,7 +22,7 @@ SELECT f.offence_group AS most_serious_group, o.offence_group, count(*) AS offen
 FROM magistrates.hocas_flatfile f
 JOIN magistrates.hocas_all_offence o ON o.defendant_case_id_hash = f.defendant_case_id_hash
 GROUP BY ALL
-ORDER BY offences DESC
+ORDER BY offences DESC, most_serious_group, o.offence_group
 """,
         (("magistrates", "hocas_flatfile"), ("magistrates", "hocas_all_offence")),
     ),
@@ -36,7 +36,7 @@ FROM magistrates.hocas_flatfile m
 JOIN linking.case_lookup c ON c.defendant_case_id_hash = m.defendant_case_id_hash
 JOIN crown_court.xhibit_flatfile x ON x.defendant_on_case_id_hash = c.defendant_on_case_id_hash
 GROUP BY ALL
-ORDER BY cases DESC
+ORDER BY cases DESC, m.offence_group, x.most_serious_disposal
 """,
         (("magistrates", "hocas_flatfile"), ("linking", "case_lookup"), ("crown_court", "xhibit_flatfile")),
     ),
