@@ -108,3 +108,8 @@ LIMIT 20
 
 def example_queries() -> tuple[ExampleQuery, ...]:
     return EXAMPLES
+
+
+def markdown_blocks() -> str:
+    """The examples as the README shows them (a test keeps the README equal to this)."""
+    return "\n".join(f"```sql\n-- {e.title}\n{e.sql.strip()}\n```\n" for e in EXAMPLES)
