@@ -6,8 +6,10 @@ from pathlib import Path
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
+from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
 from datafirst_assets.defs.ingest import ingest_assets
-from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
+from datafirst_assets.defs.release import release_assets
+from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets, run_config_for_mode
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import DataLayout, build_resources, default_data_dir
@@ -20,9 +22,10 @@ from datafirst_assets.defs.sensors import (
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
-LINK_SELECTION = AssetSelection.groups("linkage", "linked")
-# Everything after the ingest, by exclusion, so groups added later (de-identified, synthetic,
-# release) are refreshed without touching this line.
+# Everything downstream of ingest: linking, then what is published from it.
+LINK_SELECTION = AssetSelection.groups("linkage", "linked", "deidentified", "release")
+# Everything after the ingest, by exclusion, so groups added later (synthetic, catalogue) are
+# refreshed by the sensor and the schedule without touching this line.
 REFRESH_JOB = "refresh_downstream"
 REFRESH_SELECTION = AssetSelection.all() - INGEST_SELECTION
 
@@ -38,21 +41,30 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     link_job = define_asset_job(
         LINK_JOB,
         selection=LINK_SELECTION,
-        description="Train, score and cluster every dataset on all staged extracts; measure quality.",
+        description="Train, score and cluster every dataset on all staged extracts, measure quality, link across "
+        "datasets and build the research release.",
     )
     refresh_job = define_asset_job(
         REFRESH_JOB,
         selection=REFRESH_SELECTION,
-        description="Everything downstream of the ingest on all staged extracts: retrain, re-cluster, "
-        "link across datasets, measure quality, and every later stage.",
+        description="Everything downstream of the ingest on all staged extracts: link (incrementally, or "
+        "fully with the weekly schedule's run config), measure quality, de-identify, release, and every "
+        "later stage.",
     )
+    linkage = LinkageSettings(data_dir=str(layout.root))
     return Definitions(
-        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets()],
+        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets(),
+                *release_assets("deidentified")],
         jobs=[ingest_job, link_job, refresh_job],
         sensors=[build_landing_sensor(ingest_job),
                  build_refresh_sensor(refresh_job, REFRESH_SELECTION, also_refreshed_by=(LINK_JOB,))],
-        schedules=[build_full_refresh_schedule(refresh_job)],
-        resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root))},
+        # the weekly refresh retrains and re-clusters everything; the sensor's runs link incrementally
+        schedules=[build_full_refresh_schedule(refresh_job, run_config_for_mode(linkage, "full"))],
+        resources={
+            **build_resources(layout),
+            "linkage": linkage,
+            "release_settings": ReleaseSettings(),
+        },
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.
         executor=in_process_executor,
     )

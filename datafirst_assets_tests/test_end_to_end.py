@@ -128,3 +128,89 @@ def test_case_link_and_cross_justice_accuracy_meet_floors(pipeline):
     links = _query(layout, "select * from linkage_criminal_courts.case_lookup")
     assert links["defendant_on_case_id"].n_unique() == links.height
     assert links["match_score"].is_between(0, 1).all()
+
+
+def test_every_research_table_is_released_once_per_record_with_its_checks_passing(pipeline):
+    from dagster import AssetCheckKey
+
+    from datafirst_assets.defs.deidentify import CHECKS, deidentified_key
+    from datafirst_assets.deidentify.release_spec import release_tables
+
+    layout, _, _, instance = pipeline
+    for (dataset, name), spec in release_tables().items():
+        released = _query(layout, f"select * from deidentified_{dataset}.{name}")
+        assert released.columns == spec.column_names, (dataset, name)
+        if dataset != "linking":
+            id_column = SOURCES[dataset].table(name).id_column
+            staged = _query(layout, f"select count(distinct {id_column}) as n from staged_{dataset}.{name}")["n"][0]
+            assert released.height == staged, (dataset, name)
+        for check in CHECKS:
+            record = instance.get_latest_asset_check_evaluation_record(
+                AssetCheckKey(deidentified_key(dataset, name), check))
+            assert record is not None, (dataset, name, check)
+            if CHECKS[check][1]:  # blocking checks must pass
+                assert record.event.asset_check_evaluation.passed, (dataset, name, check)
+
+
+def test_no_raw_identifier_value_survives_into_any_released_table(pipeline):
+    from datafirst_assets.deidentify.release_spec import release_tables
+
+    layout, _, _, _ = pipeline
+    identifying = {"name", "postcode", "pnc", "cro"}  # dates of birth: row by row, below
+    for source in SOURCES.values():
+        raw_values: set[str] = set()
+        for table in source.tables:
+            columns = [c.name for c in table.columns if c.kind in identifying or c.kind in ("id", "ref")
+                       or c.name in ("case_number", "prison_number", "crn", "urn", "asn", "address_line1")]
+            frame = _query(layout, f"select {', '.join(columns)} from staged_{source.key}.{table.name}")
+            for column in frame.columns:
+                raw_values |= {str(v) for v in frame[column].drop_nulls().unique().to_list() if len(str(v)) > 3}
+        for (dataset, name) in release_tables():
+            if dataset != source.key:
+                continue
+            released = _query(layout, f"select * from deidentified_{dataset}.{name}")
+            for column in released.columns:
+                values = {str(v) for v in released[column].drop_nulls().unique().to_list()}
+                assert not values & raw_values, (dataset, name, column, sorted(values & raw_values)[:3])
+        # event dates coincide with other people's birthdays; a record's own date of birth must not appear
+        table = source.person_table
+        dob = next(c.name for c in table.columns if c.kind == "dob")
+        staged = _query(layout, f"""select {dob} from (select *, row_number() over (partition by {table.id_column}
+            order by extract_date desc) as version from staged_{source.key}.{table.name}) where version = 1
+            order by {table.id_column}""")[dob]
+        released = _query(layout, f"select * from deidentified_{source.key}.{table.name}")
+        for column, dtype in released.schema.items():
+            if dtype == pl.Date:
+                assert not (released[column] == staged).fill_null(False).any(), (source.key, column)
+
+
+def test_the_release_is_on_disk_with_manifest_catalogues_and_the_documented_joins_return_rows(pipeline):
+    from datafirst_assets.deidentify.release_spec import release_datasets, release_tables
+    from datafirst_assets.release import example_queries, open_release, release_path, verify_release
+
+    layout, _, _, _ = pipeline
+    path = release_path(layout.releases, "deidentified")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["kind"] == "deidentified" and manifest["release_id"] == path.name
+    assert {(t["source"], t["table"]) for t in manifest["tables"]} == set(release_tables())
+    assert manifest["extract_dates"] and set(manifest["model_versions"]) == set(SOURCES)
+    assert manifest["pseudonymisation_key"].startswith("development key")
+    assert verify_release(path) == []
+    for dataset, specs in release_datasets().items():
+        catalogue = (path / "catalogue" / f"{dataset}.md").read_text()
+        for spec in specs:
+            for column in spec.column_names:
+                assert f"`{column}`" in catalogue, (dataset, spec.name, column)
+    with open_release(path) as conn:
+        for example in example_queries():
+            assert conn.sql(example.sql).fetchall(), example.title
+
+
+def test_the_readme_shows_exactly_the_joins_the_tests_run():
+    from pathlib import Path
+
+    from datafirst_assets.release import example_queries
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for example in example_queries():
+        assert f"-- {example.title}\n{example.sql.strip()}\n```" in readme, example.title

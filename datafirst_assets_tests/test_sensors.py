@@ -13,7 +13,9 @@ from dagster import (
     DefaultSensorStatus,
     RunRequest,
     SkipReason,
+    build_schedule_context,
     build_sensor_context,
+    validate_run_config,
 )
 from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
@@ -81,6 +83,10 @@ def test_sensor_and_schedule_defaults(landing):
     schedule = landing.defs.resolve_schedule_def(REFRESH_SCHEDULE)
     assert schedule.default_status == DefaultScheduleStatus.STOPPED
     assert schedule.job_name == REFRESH_JOB
+    # the scheduled run is a full one (retrain, re-score, re-cluster) and its config is valid
+    [request] = schedule.evaluate_tick(build_schedule_context()).run_requests
+    assert request.run_config["resources"]["linkage"]["config"]["mode"] == "full"
+    assert validate_run_config(landing.defs.resolve_job_def(REFRESH_JOB), request.run_config)
     refresh = set(landing.defs.resolve_job_def(REFRESH_JOB).asset_layer.selected_asset_keys)
     linked = set(landing.defs.resolve_job_def(LINK_JOB).asset_layer.selected_asset_keys)
     # every non-ingest asset, whatever its group: later groups join the refresh by themselves

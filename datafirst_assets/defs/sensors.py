@@ -230,11 +230,13 @@ def build_refresh_sensor(refresh_job: UnresolvedAssetJobDefinition, refresh_sele
     return refresh_after_ingest
 
 
-def build_full_refresh_schedule(refresh_job: UnresolvedAssetJobDefinition,
+def build_full_refresh_schedule(refresh_job: UnresolvedAssetJobDefinition, run_config: dict | None = None,
                                 cron_schedule: str = "0 3 * * 0") -> ScheduleDefinition:
+    """`run_config`: what makes the run a full one (linkage mode "full": retrain, re-score, re-cluster)."""
     return ScheduleDefinition(
         name=REFRESH_SCHEDULE,
         job=refresh_job,
+        run_config=run_config,
         cron_schedule=cron_schedule,
         execution_timezone="Europe/London",
         default_status=DefaultScheduleStatus.STOPPED,

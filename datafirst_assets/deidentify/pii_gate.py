@@ -1,0 +1,139 @@
+"""The PII gate: scan every column of a release table for anything that identifies a person.
+
+A release table fails if any column
+  * is named like a withheld identifier (surname, dob, postcode, pnc_id, ...),
+  * holds values shaped like a PNC id, CRO number, full postcode, prison number or probation CRN,
+  * holds values equal to a raw name, address or raw system id of the same dataset,
+  * holds, in any date column, a row's own date of birth.
+
+Hashes (64 hex characters), codes and ages pass. The gate names table, column and identifier
+class, with a count and a masked example, so a failure can be traced without printing PII.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from datafirst_assets.deidentify.release_spec import SYSTEM_ID_TEXT_COLUMNS
+from datafirst_assets.sources.spec import SourceSpec
+
+# Shapes of identifiers as they appear in raw extracts (before or after normalisation).
+IDENTIFIER_PATTERNS = {
+    "pnc": r"\b\d{2}(?:\d{2})?/\d{1,7}[A-Z]\b",
+    "cro": r"\b\d{1,6}/\d{2}[A-Z]\b",
+    "postcode": r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b",
+    "prison_number": r"\b[A-Z]\d{4}[A-Z]{2}\b",
+    "crn": r"\b[A-Z]\d{6}\b",
+}
+IDENTIFIER_KINDS = {"name": "name", "dob": "date_of_birth", "postcode": "postcode", "pnc": "pnc", "cro": "cro"}
+# Raw values this short are codes as often as names or ids ("ALI", "101"): comparing them would
+# flag category codes, so equality checks start at these lengths.
+MIN_NAME_LENGTH = 4
+MIN_SYSTEM_ID_LENGTH = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    table: str
+    column: str
+    identifier: str  # class: name, date_of_birth, pnc, cro, postcode, prison_number, crn, system_id, address
+    rows: int
+    example: str  # masked
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.column}: {self.identifier} in {self.rows} row(s) (e.g. {self.example})"
+
+
+@dataclass
+class RawIdentifiers:
+    """The identifying values of one dataset's raw rows, to compare release values against."""
+
+    names: set[str] = field(default_factory=set)
+    addresses: set[str] = field(default_factory=set)
+    system_ids: set[str] = field(default_factory=set)
+    column_names: set[str] = field(default_factory=set)
+
+    def update(self, other: "RawIdentifiers") -> "RawIdentifiers":
+        self.names |= other.names
+        self.addresses |= other.addresses
+        self.system_ids |= other.system_ids
+        self.column_names |= other.column_names
+        return self
+
+
+def mask(value: object) -> str:
+    text = str(value)
+    return text[:1] + "*" * max(len(text) - 2, 1) + text[-1:] if len(text) > 2 else "**"
+
+
+def _normalised_values(frame: pl.DataFrame, columns: Iterable[str], min_length: int) -> set[str]:
+    values: set[str] = set()
+    for column in columns:
+        if column not in frame.columns:
+            continue
+        series = frame[column].cast(pl.String).str.strip_chars().str.to_uppercase().drop_nulls().unique()
+        values.update(v for v in series.to_list() if len(v) >= min_length)
+    return values
+
+
+def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> RawIdentifiers:
+    """Names, addresses and system ids found in a dataset's staged tables (all columns of those kinds)."""
+    found = RawIdentifiers()
+    for table in source.tables:
+        frame = staged.get(table.name)
+        kinds = {c.name: c.kind for c in table.columns}
+        found.column_names |= {n for n, k in kinds.items() if k in IDENTIFIER_KINDS or n in SYSTEM_ID_TEXT_COLUMNS}
+        found.column_names |= {"address_line1", "dob", "date_of_birth", "birth_date", "forename", "surname"}
+        if frame is None:
+            continue
+        found.names |= _normalised_values(frame, [n for n, k in kinds.items() if k == "name"], MIN_NAME_LENGTH)
+        found.addresses |= _normalised_values(frame, ["address_line1"], MIN_NAME_LENGTH)
+        id_columns = [n for n, k in kinds.items() if k in ("id", "ref") or n in SYSTEM_ID_TEXT_COLUMNS]
+        found.system_ids |= _normalised_values(frame, id_columns, MIN_SYSTEM_ID_LENGTH)
+    return found
+
+
+def _value_findings(table: str, column: str, values: pl.Series, raw: RawIdentifiers) -> list[Finding]:
+    findings = []
+    normalised = values.cast(pl.String).str.strip_chars().str.to_uppercase()
+    for identifier, pattern in IDENTIFIER_PATTERNS.items():
+        hits = normalised.filter(normalised.str.contains(pattern))
+        if hits.len():
+            findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
+    for identifier, known in (("name", raw.names), ("address", raw.addresses), ("system_id", raw.system_ids)):
+        if not known:
+            continue
+        hits = normalised.filter(normalised.is_in(list(known)))
+        if hits.len():
+            findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
+    return findings
+
+
+def scan_table(table: str, released: pl.DataFrame, raw: RawIdentifiers, *,
+               dates_of_birth: pl.Series | None = None) -> list[Finding]:
+    """Every identifier found in `released`; `dates_of_birth` is aligned row by row with it."""
+    findings = [
+        Finding(table, column, "withheld column name", released.height, column)
+        for column in released.columns if column.lower() in raw.column_names
+    ]
+    for column in released.columns:
+        series = released[column]
+        if series.dtype == pl.String:
+            findings += _value_findings(table, column, series.drop_nulls().unique(), raw)
+        elif series.dtype in (pl.Date, pl.Datetime) and dates_of_birth is not None:
+            if dates_of_birth.len() != released.height:
+                raise ValueError(f"{table}: dates of birth are not aligned with the released rows")
+            same = (series.cast(pl.Date) == dates_of_birth.cast(pl.Date)).fill_null(False)
+            if same.any():
+                findings.append(Finding(table, column, "date_of_birth", int(same.sum()),
+                                        mask(series.filter(same)[0])))
+    return findings
+
+
+def findings_markdown(findings: list[Finding]) -> str:
+    if not findings:
+        return "No identifier found."
+    return "\n".join(f"- {f}" for f in findings)
