@@ -7,6 +7,7 @@ from pathlib import Path
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
+from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
 from datafirst_assets.defs.xjs import xjs_assets
@@ -17,7 +18,7 @@ INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
 # Everything downstream of ingest: linking, then what is published from it.
-LINK_SELECTION = AssetSelection.groups("linkage", "linked", "deidentified")
+LINK_SELECTION = AssetSelection.groups("linkage", "linked", "deidentified", "derived")
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:
@@ -34,8 +35,10 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         description="Train, score and cluster every dataset on all staged extracts, measure quality, link across "
         "datasets and build the research release.",
     )
+    upstream = [*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()]
     return Definitions(
-        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()],
+        # Derived tables for every release variant defined upstream (synthetic too, once it exists).
+        assets=[*upstream, *derived_assets_for(upstream)],
         jobs=[ingest_job, link_job],
         resources={
             **build_resources(layout),
