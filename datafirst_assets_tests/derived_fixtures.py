@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import random
 
 import polars as pl
 
@@ -116,3 +117,107 @@ def hand_built_release() -> dict[tuple[str, str], pl.DataFrame]:
              xjs_person_id_low=x) for s, p, x in lookup
     ])
     return release
+
+
+def relabelled_release(release: dict[tuple[str, str], pl.DataFrame], seed: int = 1) -> dict[tuple[str, str], pl.DataFrame]:
+    """The same events under new keys, as a synthetic release has: every hash re-hashed with another
+    salt, per-dataset and cross-justice person ids renumbered, and rows shuffled."""
+    out = {}
+    for key, frame in release.items():
+        spec = release_tables()[key]
+        exprs = []
+        for c in spec.columns:
+            if c.role in ("primary_key", "foreign_key", "system_id"):
+                exprs.append(pl.col(c.name).map_elements(lambda v: h(f"salt{seed}:{v}"), return_dtype=pl.String))
+            elif c.role == "person_key":
+                exprs.append(pl.col(c.name) * 1000 + 17)
+            elif c.role == "xjs_key":
+                exprs.append(pl.col(c.name) * 13 + 5)
+        out[key] = frame.with_columns(exprs).sample(fraction=1.0, shuffle=True, seed=seed) if frame.height else frame
+    return out
+
+
+def random_release(people: int = 60, seed: int = 0) -> dict[tuple[str, str], pl.DataFrame]:
+    """A synthetic-like release: the spec's columns and joins, every value drawn independently.
+
+    Dates in any order (releases before receptions), missing values everywhere, unknown codes,
+    persons missing from the lookup, lookup persons with no rows: what lo-fi synthetic data does
+    to code written against the real release.
+    """
+    from datafirst_assets.sources.registry import ETHNICITY_CODES
+
+    rng = random.Random(seed)
+    specs = release_tables()
+    done: dict[tuple[str, str], pl.DataFrame] = {}
+
+    def maybe(value, missing=0.1):
+        return None if rng.random() < missing else value
+
+    def value(spec, column, n, i):
+        role = column.role
+        if role == "primary_key":
+            return h(f"{spec.source}.{spec.name}.{i}.{seed}")
+        if role == "system_id":
+            return maybe(h(f"sys{rng.randrange(n)}"))
+        if role == "person_key":
+            return maybe(rng.randrange(1, people), 0.03)
+        if role == "categorical":
+            if column.name in ("sex", "gender"):
+                return rng.choice(["M", "F", None])
+            if column.name == "ethnicity":
+                return rng.choice([*ETHNICITY_CODES, None, None])
+            return rng.choice(["A", "B", "C", None])
+        if role == "date":
+            return maybe(D(2008, 1, 1) + dt.timedelta(days=rng.randrange(17 * 365)))
+        if role == "age":
+            return maybe(rng.randrange(0, 100))
+        if role == "numeric":
+            return maybe(rng.randrange(0, 100) if column.dtype == pl.Int64 else rng.uniform(0, 5000))
+        if role == "flag":
+            return maybe(rng.random() < 0.3)
+        if role == "area":
+            return rng.choice(["LS", "M", "B"])
+        if role == "score":
+            return rng.random()
+        raise AssertionError(f"no generator for {role}")
+
+    for key, spec in specs.items():
+        if spec.source == "linking":
+            continue
+        n = rng.randrange(people // 2, 2 * people)
+        rows = [{} for _ in range(n)]
+        for column in spec.columns:
+            if column.role == "foreign_key":
+                parent_table, parent_column = column.references
+                parents = done[(spec.source, parent_table)][parent_column].to_list()
+                if spec.unique_key == (column.name,):  # one-to-one child: each parent at most once
+                    rng.shuffle(parents)
+                    rows, values = rows[:len(parents)], parents
+                else:
+                    values = [maybe(rng.choice(parents), 0.02) for _ in rows]
+            else:
+                values = [value(spec, column, n, i) for i in range(len(rows))]
+            for row, v in zip(rows, values):
+                row[column.name] = v
+        done[key] = frame(*key, rows)
+
+    lookup = []
+    for (source, _), spec in specs.items():
+        if spec.source == "linking" or not spec.person_key:
+            continue
+        for pid in sorted(set(done[(source, spec.name)][spec.person_key].drop_nulls().to_list())):
+            if rng.random() < 0.95:  # some persons are unlinked
+                x = rng.randrange(1, people)
+                lookup.append(dict(source_dataset=source, dataset_person_id=pid, xjs_person_id_high=x * 10 + 1,
+                                   xjs_person_id_medium=x, xjs_person_id_low=x // 3 + 1))
+        # ...and the lookup holds persons the dataset has no rows for
+        lookup.append(dict(source_dataset=source, dataset_person_id=people + 1000, xjs_person_id_high=1,
+                           xjs_person_id_medium=people + 5, xjs_person_id_low=1))
+    done[("linking", "xjs_lookup")] = frame("linking", "xjs_lookup", lookup)
+    mags = done[("magistrates", "hocas_flatfile")]["defendant_case_id_hash"].to_list()
+    crown = done[("crown_court", "xhibit_flatfile")]["defendant_on_case_id_hash"].to_list()
+    done[("linking", "case_lookup")] = frame("linking", "case_lookup", [
+        dict(defendant_case_id_hash=rng.choice(mags), defendant_on_case_id_hash=c, match_score=rng.random())
+        for c in crown if rng.random() < 0.7
+    ])
+    return done

@@ -305,7 +305,9 @@ def _contacts(release, lookup: pl.DataFrame) -> pl.DataFrame:
             pl.lit(DATASET_RANK[c.dataset], dtype=pl.Int32).alias("rank"),
             pl.col(c.date).cast(pl.Date).alias("date"),
             pl.col(c.age).cast(pl.Int32).alias("age"),
-            (pl.col(c.sex) if c.sex else pl.lit(None)).cast(pl.String).alias("sex"),
+            # Staging codes sex as M / F; anything else (a synthetic oddity) counts as not recorded.
+            (pl.col(c.sex) if c.sex else pl.lit(None)).cast(pl.String).replace_strict(
+                {"M": "M", "F": "F"}, default=None, return_dtype=pl.String).alias("sex"),
             (pl.col(c.ethnicity) if c.ethnicity else pl.lit(None)).cast(pl.String).alias("ethnicity"),
         ))
     return pl.concat(frames, how="vertical")
