@@ -46,6 +46,8 @@ days in custody
     as-of date, and days after the as-of date are not counted.
 as-of date
     The date journeys are observed to: given, or else the latest contact date in the release.
+    It bounds open custody and the repeat windows; counts and contact dates cover the whole
+    release, so an as-of date before the release's last contact is for what-if views only.
 """
 
 from __future__ import annotations
@@ -262,11 +264,14 @@ def person_journeys(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: d
 
 
 def unlinked_rows(release: Mapping[tuple[str, str], pl.DataFrame]) -> dict[str, int]:
-    """Per dataset: person rows whose per-dataset person id is not in the lookup (they join nobody)."""
+    """Per dataset: person rows whose per-dataset person id is not in the lookup (they join nobody).
+
+    Rows without a person id (companies among civil parties) are not persons and not counted.
+    """
     lookup = _lookup(release[LOOKUP])
     out = {}
     for c in CONTACTS:
-        rows = release[(c.dataset, c.table)]
+        rows = release[(c.dataset, c.table)].filter(pl.col(c.person).is_not_null())
         ids = lookup.filter(pl.col("source_dataset") == c.dataset).select(pl.col("dataset_person_id").alias(c.person))
         out[c.dataset] = rows.join(ids, on=c.person, how="anti").height
     return out

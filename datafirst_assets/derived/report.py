@@ -58,9 +58,11 @@ class Report:
         return paths
 
 
+RELEASE_LABELS = {"deidentified": "de-identified release", SYNTHETIC: "SYNTHETIC release (not real data)"}
+
+
 def title(variant: str) -> str:
-    label = "SYNTHETIC release (not real data)" if variant == SYNTHETIC else f"{variant} release"
-    return f"Repeat offending profile: {label}"
+    return f"Repeat offending profile: {RELEASE_LABELS.get(variant, f'{variant} release')}"
 
 
 def _count(value) -> str:
@@ -90,10 +92,16 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _html_table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+def _html_table(headers: list[str] | None, rows: list[list[str]]) -> str:
+    head = "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead>" if headers else ""
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{head}<tbody>{body}</tbody></table>"
+
+
+def _axis_max(rates: list[float | None]) -> float:
+    """Top of the rate axis: the largest rate shown, rounded up to a multiple of 10% (at least 10%)."""
+    top = max([r for r in rates if r is not None], default=0.0)
+    return min(1.0, max(0.1, -(-round(top * 100, 6) // 10) / 10))
 
 
 def bar_chart(part: pl.DataFrame, heading: str, overall: dict[str, float | None], synthetic: bool) -> str:
@@ -115,13 +123,16 @@ def bar_chart(part: pl.DataFrame, heading: str, overall: dict[str, float | None]
         x = label_w + i * 150
         out.append(f'<rect x="{x}" y="30" width="10" height="10" fill="{COLOURS[w]}"/>'
                    f'<text x="{x + 14}" y="39">Returned {WINDOW_TITLES[w]}</text>')
-    for tick in range(0, 101, 25):
-        x = label_w + plot_w * tick / 100
-        out.append(f'<line x1="{x}" y1="{top - 4}" x2="{x}" y2="{height - 34}" stroke="#ddd"/>'
-                   f'<text x="{x}" y="{height - 20}" text-anchor="middle" fill="#555">{tick}%</text>')
+    scale = _axis_max([g[f"rate_{w}"] for g in groups for w in WINDOWS] + list(overall.values()))
+    step = 5 if scale <= 0.3 else 10
+    for tick in range(0, round(scale * 100) + 1, step):
+        x = label_w + plot_w * tick / 100 / scale
+        out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 34}" stroke="#ddd"/>'
+                   f'<text x="{x:.1f}" y="{height - 20}" text-anchor="middle" fill="#555">{tick}%</text>')
+    out.append(f'<text x="{label_w + 300}" y="39" fill="#555">dashed: all people</text>')
     for w in WINDOWS:
         if overall.get(w) is not None:
-            x = label_w + plot_w * overall[w]
+            x = label_w + plot_w * overall[w] / scale
             out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 34}" stroke="{COLOURS[w]}" '
                        f'stroke-dasharray="4 3"><title>All people, {WINDOW_TITLES[w]}: '
                        f'{_rate(overall[w])}</title></line>')
@@ -132,9 +143,9 @@ def bar_chart(part: pl.DataFrame, heading: str, overall: dict[str, float | None]
             rate, by = g[f"rate_{w}"], y + i * bar_h
             if rate is None:
                 out.append(f'<text x="{label_w + 4}" y="{by + bar_h - 2}" fill="#777" font-size="10">'
-                           f'suppressed (fewer than {MIN_COUNT})</text>')
+                           f'{SUPPRESSED_MARK} suppressed</text>')
                 continue
-            bw = plot_w * rate
+            bw = plot_w * rate / scale
             out.append(f'<rect x="{label_w}" y="{by}" width="{bw:.1f}" height="{bar_h - 1}" fill="{COLOURS[w]}">'
                        f'<title>{esc(str(g["group"]))}, {WINDOW_TITLES[w]}: {_rate(rate)} of '
                        f'{g[f"eligible_{w}"]:,}</title></rect>'
@@ -193,7 +204,7 @@ def profile_report(profile: pl.DataFrame, *, variant: str, as_of: dt.date | None
     md += [f"**{_headline(total, as_of)}**", ""]
     page.append(f'<p class="headline">{html.escape(_headline(total, as_of))}</p>')
     md += ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in facts.items()), ""]
-    page.append(_html_table(["", ""], [[k, v] for k, v in facts.items()]))
+    page.append(_html_table(None, [[k, v] for k, v in facts.items()]))
 
     about = (
         "People are cross-justice persons (medium match threshold) with a criminal case in the magistrates' "
