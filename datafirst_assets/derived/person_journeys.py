@@ -319,9 +319,9 @@ def _contacts(release, lookup: pl.DataFrame) -> pl.DataFrame:
 
 
 def _first_per_person(frame: pl.DataFrame, by: list[str], descending: bool | list[bool] = False) -> pl.DataFrame:
-    return frame.sort([PERSON, *by], descending=[False, *(
-        descending if isinstance(descending, list) else [descending] * len(by))], nulls_last=True).unique(
-        subset=[PERSON], keep="first", maintain_order=True)
+    """Each person's first row in the order `by` (nulls last)."""
+    order = descending if isinstance(descending, list) else [descending] * len(by)
+    return frame.group_by(PERSON).agg(pl.all().sort_by(by, descending=order, nulls_last=True).first())
 
 
 def _age_at(contacts: pl.DataFrame, targets: pl.DataFrame, target: str, name: str) -> pl.DataFrame:
