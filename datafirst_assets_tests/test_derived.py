@@ -13,6 +13,7 @@ from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.derived import derived_release_tables
 from datafirst_assets.derived.person_journeys import (
+    COLUMNS_READ,
     CONTACTS,
     PERSON,
     PERSON_JOURNEYS,
@@ -103,6 +104,8 @@ def test_journeys_pass_their_schema_and_the_schema_catches_broken_rows(journeys)
 def test_derived_tables_read_only_release_tables_with_the_roles_they_expect():
     specs = release_tables()
     assert set(PERSON_JOURNEYS.inputs) <= set(specs)
+    for key, columns in COLUMNS_READ.items():
+        assert set(columns) <= set(specs[key].column_names), key
     for c in CONTACTS:
         spec = specs[(c.dataset, c.table)]
         assert spec.column(c.person).role == "person_key"

@@ -36,7 +36,7 @@ from dagster import (
 
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.derived import DERIVED_TABLES
-from datafirst_assets.derived.person_journeys import PERSON_JOURNEYS, person_journeys, unlinked_rows
+from datafirst_assets.derived.person_journeys import COLUMNS_READ, PERSON_JOURNEYS, person_journeys, unlinked_rows
 from datafirst_assets.derived.report import SYNTHETIC, profile_report, summary_markdown
 from datafirst_assets.derived.repeat_offending_profile import REPEAT_OFFENDING_PROFILE, profile_from_journeys
 from datafirst_assets.derived.spec import DERIVED, DerivedTable
@@ -100,7 +100,9 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
 
     @asset(
         key=journeys_key,
-        ins={_input_name(s, t): AssetIn(key=release_key(variant, s, t)) for s, t in PERSON_JOURNEYS.inputs},
+        # Only the columns the journeys are built from are loaded from the warehouse.
+        ins={_input_name(s, t): AssetIn(key=release_key(variant, s, t), metadata={"columns": list(columns)})
+             for (s, t), columns in COLUMNS_READ.items()},
         group_name=GROUP,
         metadata={**stored, "dagster/column_schema": _column_schema(PERSON_JOURNEYS)},
         kinds={"polars", "duckdb"},

@@ -101,6 +101,7 @@ CONTACTS = (
     ContactTable("civil", "parties", "estimated_party_id", "issue_date", "age_at_issue",
                  via=("cases", "case_id_hash")),
 )
+CONTACT = {c.dataset: c for c in CONTACTS}
 DATASET_RANK = {c.dataset: i for i, c in enumerate(CONTACTS)}
 ETHNIC_GROUPS = tuple(ETHNIC_GROUP.values())
 
@@ -109,6 +110,28 @@ def _ethnic_group(code: pl.Expr) -> pl.Expr:
     return code.str.slice(0, 1).replace_strict(ETHNIC_GROUP, default=None, return_dtype=pl.String)
 
 
+# Every release column the table is built from (the asset loads only these): nothing else is read.
+COLUMNS_READ: dict[tuple[str, str], tuple[str, ...]] = {
+    LOOKUP: ("source_dataset", "dataset_person_id", PERSON),
+    CASE_LOOKUP: ("defendant_case_id_hash", "defendant_on_case_id_hash"),
+    ("magistrates", "hocas_flatfile"): ("defendant_case_id_hash", "estimated_defendant_id", "first_hearing_date",
+                                        "age_at_first_hearing", "sex", "ethnicity"),
+    ("magistrates", "hocas_all_offence"): ("defendant_case_id_hash", "offence_date"),
+    ("crown_court", "xhibit_flatfile"): ("defendant_on_case_id_hash", "estimated_defendant_id", "receipt_date",
+                                         "age_at_receipt", "gender", "ethnicity"),
+    ("prison", "nomis_flatfile"): ("estimated_offender_id", "reception_date", "release_date", "age_at_reception",
+                                   "sex", "ethnicity"),
+    ("probation", "delius_flatfile"): ("event_id_hash", "estimated_offender_id", "referral_date", "age_at_referral",
+                                       "gender", "ethnicity"),
+    ("probation", "delius_rqmnt"): ("event_id_hash",),
+    ("oasys", "assessments_metadata"): ("assessment_id_hash", "estimated_offender_id", "assessment_date",
+                                        "age_at_assessment", "gender", "ethnicity"),
+    ("oasys", "oasys_assessments_details_core_risk"): ("assessment_id_hash", "ogrs3_score"),
+    ("family", "family_people"): ("estimated_party_id", "case_id_hash", "age_at_issue", "sex", "ethnicity"),
+    ("family", "family_cases"): ("case_id_hash", "issue_date"),
+    ("civil", "parties"): ("estimated_party_id", "case_id_hash", "age_at_issue"),
+    ("civil", "cases"): ("case_id_hash", "issue_date"),
+}
 _count = non_negative
 PERSON_JOURNEYS = DerivedTable(
     name="person_journeys",
@@ -213,16 +236,7 @@ PERSON_JOURNEYS = DerivedTable(
         ("custody_needs_journey", "days in custody only with a custodial journey",
          (pl.col("days_in_custody") == 0) | (pl.col("custodial_journeys") > 0)),
     ),
-    inputs=(
-        LOOKUP, CASE_LOOKUP,
-        ("magistrates", "hocas_flatfile"), ("magistrates", "hocas_all_offence"),
-        ("crown_court", "xhibit_flatfile"),
-        ("prison", "nomis_flatfile"),
-        ("probation", "delius_flatfile"), ("probation", "delius_rqmnt"),
-        ("oasys", "assessments_metadata"), ("oasys", "oasys_assessments_details_core_risk"),
-        ("family", "family_people"), ("family", "family_cases"),
-        ("civil", "parties"), ("civil", "cases"),
-    ),
+    inputs=tuple(COLUMNS_READ),
 )
 
 
@@ -231,6 +245,7 @@ def person_journeys(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: d
     missing = [f"{s}.{t}" for s, t in PERSON_JOURNEYS.inputs if (s, t) not in release]
     if missing:
         raise KeyError(f"person_journeys needs release tables {missing}")
+    release = {key: release[key].select(columns) for key, columns in COLUMNS_READ.items()}
     lookup = _lookup(release[LOOKUP])
     contacts = _contacts(release, lookup)
     if as_of is None:
@@ -247,8 +262,8 @@ def person_journeys(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: d
         _custody(release, lookup, as_of),
         _probation(release, lookup),
         _oasys(release, lookup),
-        *(_involved(release, lookup, c, flag) for c, flag in ((CONTACTS[5], "family_court"),
-                                                               (CONTACTS[6], "civil_court"))),
+        _involved(release, lookup, CONTACT["family"], "family_court"),
+        _involved(release, lookup, CONTACT["civil"], "civil_court"),
     ]
     frame = persons
     for part in parts:
