@@ -1,6 +1,6 @@
 """Benchmark the derived step (person journeys + repeat-offending profile) on release-shaped tables.
 
-    python benchmarks/bench_derived.py --people 1000000
+    python benchmarks/bench_derived.py --people 1000000 [--io] [--repeats N]
 
 Fabricates every release table from the release spec at the row counts a simulated population
 of `--people` produces (rows per person measured on the 10,000-person demo; about 15 rows per
@@ -10,7 +10,8 @@ magistrates' cases. Values are drawn independently (like the synthetic release),
 measures the work, not the findings.
 
 Prints the wall and CPU seconds of each part of the step as the assets run it (journeys, their schema check,
-the profile, its check, the report) and, as a baseline in the same run, the irreducible part
+the profile, its check, the report; with --io also loading the declared input columns from
+DuckDB and storing the two tables, as the IO manager does) and, as a baseline in the same run, the irreducible part
 of the work: joining every person table to the lookup and counting rows per person. The ratio
 says how much the derived logic costs on top of touching every input row once.
 """
@@ -142,6 +143,38 @@ def baseline(release) -> pl.DataFrame:
     return pl.concat(parts).group_by(PERSON).agg(pl.col("len").sum())
 
 
+def store(release, database: Path) -> None:
+    """Write the release into a DuckDB file the way the IO manager does (schema `<source>`)."""
+    import duckdb
+
+    with duckdb.connect(str(database)) as conn:
+        for (source, table), frame in release.items():
+            conn.execute(f"create schema if not exists {source}")
+            arrow = frame.to_arrow()  # noqa: F841 (read by name in the SQL)
+            conn.execute(f"create table {source}.{table} as select * from arrow")
+
+
+def load(database: Path) -> dict[tuple[str, str], pl.DataFrame]:
+    """What the asset's inputs cost: the declared columns of each input table, DuckDB -> polars."""
+    import duckdb
+
+    from datafirst_assets.derived.person_journeys import COLUMNS_READ
+
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return {(s, t): pl.from_arrow(conn.sql(f"select {', '.join(cols)} from {s}.{t}").to_arrow_table())
+                for (s, t), cols in COLUMNS_READ.items()}
+
+
+def write(frames: dict[str, pl.DataFrame], database: Path) -> None:
+    import duckdb
+
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("create schema if not exists derived")
+        for name, frame in frames.items():
+            arrow = frame.to_arrow()  # noqa: F841
+            conn.execute(f"create or replace table derived.{name} as select * from arrow")
+
+
 def _timed(label: str, fn, timings: dict):
     """Wall and CPU seconds (CPU of all the process's threads: on a shared machine wall time includes waiting)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -155,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--people", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1, help="time the step this many times, report the best")
+    ap.add_argument("--io", action="store_true",
+                    help="also time loading the inputs from and storing the outputs in a DuckDB file, as the "
+                    "assets do (the release is written to a temporary DuckDB file first, untimed)")
     args = ap.parse_args(argv)
 
     from datafirst_assets.derived import DERIVED_TABLES
@@ -168,21 +204,32 @@ def main(argv: list[str] | None = None) -> int:
     rows = sum(f.height for f in release.values())
     read = sum(f.height for k, f in release.items() if k in PERSON_JOURNEYS.inputs)
 
+    workdir = tempfile.TemporaryDirectory(prefix="bench-derived-")
+    database = Path(workdir.name) / "release.duckdb"
+    if args.io:
+        store(release, database)
     best: dict[str, tuple[float, float]] = {}
     for _ in range(args.repeats):
         timings: dict[str, float] = {}
         _timed("baseline (join + count)", lambda: baseline(release), timings)
+        if args.io:
+            loaded = _timed("load inputs (DuckDB)", lambda: load(database), timings)
+            release = {**release, **loaded}
         journeys = _timed("person_journeys", lambda: person_journeys(release), timings)
         _timed("  schema check", lambda: PERSON_JOURNEYS.pandera_schema().validate(journeys, lazy=True), timings)
         profile = _timed("repeat_offending_profile", lambda: profile_from_journeys(journeys), timings)
         _timed("  schema check ", lambda: REPEAT_OFFENDING_PROFILE.pandera_schema().validate(profile, lazy=True),
                timings)
+        if args.io:
+            _timed("store outputs (DuckDB)", lambda: write(
+                {"person_journeys": journeys, "repeat_offending_profile": profile}, database), timings)
         with tempfile.TemporaryDirectory() as folder:
             _timed("report (md + html + svg)", lambda: profile_report(
                 profile, variant="synthetic", as_of=journeys["as_of_date"][0], tables=DERIVED_TABLES).write(
                 Path(folder)), timings)
         best = {k: min(v, best.get(k, (float("inf"), 0.0))) for k, v in timings.items()}
 
+    workdir.cleanup()
     step = [sum(v[i] for k, v in best.items() if not k.startswith("baseline")) for i in (0, 1)]
     base = best["baseline (join + count)"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
