@@ -9,11 +9,12 @@ parents, person ids are in the cross-justice lookup, Crown Court cases are linke
 magistrates' cases. Values are drawn independently (like the synthetic release), so it
 measures the work, not the findings.
 
-Prints the wall and CPU seconds of each part of the step as the assets run it (journeys, their schema check,
-the profile, its check, the report; with --io also loading the declared input columns from
-DuckDB and storing the two tables, as the IO manager does) and, as a baseline in the same run, the irreducible part
-of the work: joining every person table to the lookup and counting rows per person. The ratio
-says how much the derived logic costs on top of touching every input row once.
+Prints the wall and CPU seconds of each part of the step as the assets run it (journeys, their
+schema check, the profile, its check, the report; with --io also loading the declared input
+columns from DuckDB and storing the two tables, as the IO manager does) and, as a baseline in
+the same run, the irreducible part of the work: joining every person table to the lookup and
+counting rows per person. The ratio says how much the derived logic costs on top of touching
+every input row once.
 """
 
 from __future__ import annotations
