@@ -60,6 +60,36 @@ def _cmd_export_linkage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from datafirst_assets.release import open_release, read_manifest, release_path
+
+    try:
+        releases = DataLayout(args.data_dir).releases
+        path = Path(args.release) if args.release else release_path(releases, args.kind)
+        manifest = read_manifest(path)
+        con = open_release(path)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"datafirst release-sql: {error}", file=sys.stderr)
+        return 1
+    print(f"release {manifest['release_id']} ({manifest['kind']}) at {path}", file=sys.stderr)
+    try:
+        result = con.sql(args.sql)
+        if result is None:
+            return 0
+        if args.csv:
+            sys.stdout.write(result.pl().write_csv())
+        else:
+            result.show(max_rows=args.max_rows, max_width=10_000)
+    except duckdb.Error as error:
+        print(f"datafirst release-sql: {error}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datafirst", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--data-dir", default=str(default_data_dir()))
     export.add_argument("--out", required=True)
     export.set_defaults(func=_cmd_export_linkage)
+
+    release_sql = sub.add_parser(
+        "release-sql", help="run SQL on a research release (schemas per dataset, a view per table)")
+    which = release_sql.add_mutually_exclusive_group()
+    which.add_argument("--release", help="release folder (default: the latest release of --kind)")
+    which.add_argument("--kind", choices=("deidentified", "synthetic"), default="deidentified")
+    release_sql.add_argument("--data-dir", default=str(default_data_dir()))
+    release_sql.add_argument("--csv", action="store_true", help="print the whole result as CSV")
+    release_sql.add_argument("--max-rows", type=int, default=40, help="rows shown in the table view")
+    release_sql.add_argument("sql")
+    release_sql.set_defaults(func=_cmd_release_sql)
 
     add_dedupe_parser(sub)
     add_review_sample_parser(sub)

@@ -9,6 +9,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
 from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.ingest import ingest_assets
+from datafirst_assets.defs.release import release_assets
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
@@ -18,7 +19,7 @@ INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
 # Everything downstream of ingest: linking, then what is published from it.
-LINK_SELECTION = AssetSelection.groups("linkage", "linked", "deidentified", "derived")
+LINK_SELECTION = AssetSelection.groups("linkage", "linked", "deidentified", "release", "derived")
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:
@@ -38,7 +39,7 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     upstream = [*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()]
     return Definitions(
         # Derived tables for every release variant defined upstream (synthetic too, once it exists).
-        assets=[*upstream, *derived_assets_for(upstream)],
+        assets=[*upstream, *release_assets("deidentified"), *derived_assets_for(upstream)],
         jobs=[ingest_job, link_job],
         resources={
             **build_resources(layout),

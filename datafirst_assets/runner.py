@@ -154,6 +154,16 @@ def linkage_summary(layout: DataLayout) -> list[str]:
     return ["Linkage accuracy (against the simulator's truth):", section, f"Report: {report.resolve()}", ""]
 
 
+def release_summary(layout: DataLayout) -> list[str]:
+    """Where each published release is (the newest of each kind)."""
+    lines = []
+    for latest in sorted(layout.releases.glob("LATEST_*")):
+        path = layout.releases / latest.read_text().strip()
+        lines.append(f"Release ({latest.name.removeprefix('LATEST_')}): {path.resolve()} "
+                     "(README.md, manifest.json, catalogue/, tables/)")
+    return lines + ([""] if lines else [])
+
+
 def format_summary(layout: DataLayout, report: RunReport) -> str:
     table_rows = warehouse_summary(layout)
     width = max(len(f"{s}.{t}") for s, t, _, _ in table_rows)
@@ -167,6 +177,7 @@ def format_summary(layout: DataLayout, report: RunReport) -> str:
         f"{'total'.ljust(width)}  {sum(r[2] for r in table_rows):>9,}  {sum(r[3] for r in table_rows):>11,}",
         "",
         *linkage_summary(layout),
+        *release_summary(layout),
         f"Warehouse: {layout.warehouse.resolve()} (DuckDB; schemas raw_*, staged_*, quarantine_*, linkage_*)",
         "Open the UI: make ui  (then http://127.0.0.1:3000)",
     ]

@@ -182,3 +182,35 @@ def test_no_raw_identifier_value_survives_into_any_released_table(pipeline):
         for column, dtype in released.schema.items():
             if dtype == pl.Date:
                 assert not (released[column] == staged).fill_null(False).any(), (source.key, column)
+
+
+def test_the_release_is_on_disk_with_manifest_catalogues_and_the_documented_joins_return_rows(pipeline):
+    from datafirst_assets.deidentify.release_spec import release_datasets, release_tables
+    from datafirst_assets.release import example_queries, open_release, release_path, verify_release
+
+    layout, _, _, _ = pipeline
+    path = release_path(layout.releases, "deidentified")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["kind"] == "deidentified" and manifest["release_id"] == path.name
+    assert {(t["source"], t["table"]) for t in manifest["tables"]} == set(release_tables())
+    assert manifest["extract_dates"] and set(manifest["model_versions"]) == set(SOURCES)
+    assert manifest["pseudonymisation_key"].startswith("development key")
+    assert verify_release(path) == []
+    for dataset, specs in release_datasets().items():
+        catalogue = (path / "catalogue" / f"{dataset}.md").read_text()
+        for spec in specs:
+            for column in spec.column_names:
+                assert f"`{column}`" in catalogue, (dataset, spec.name, column)
+    with open_release(path) as conn:
+        for example in example_queries():
+            assert conn.sql(example.sql).fetchall(), example.title
+
+
+def test_the_readme_shows_exactly_the_joins_the_tests_run():
+    from pathlib import Path
+
+    from datafirst_assets.release import example_queries
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for example in example_queries():
+        assert f"-- {example.title}\n{example.sql.strip()}\n```" in readme, example.title

@@ -79,11 +79,15 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
     assert groups["raw"] == groups["staged"] == groups["quarantine"] == set(SOURCES)
     assert groups["linkage"] == {*SOURCES, "quality", "xjs", "criminal_courts"}
     assert groups["linked"] == set(SOURCES)
+    assert groups["deidentified"] == {*SOURCES, "linking"}
+    released = [k for k in graph.asset_check_keys if k.asset_key.path[0] == "deidentified"]
+    assert {k.name for k in released} == {"no_identifiers", "schema_valid", "disclosure_control"}
+    assert len(released) == 3 * (len(all_tables()) + 2)
     staged_checks = [k for k in graph.asset_check_keys if k.asset_key.path[0] == "staged"]
     assert {k.name for k in staged_checks} == {"schema_valid", "rows_conserved"}
     assert len(staged_checks) == 2 * len(all_tables())
-    linkage_checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} - {
-        (k.asset_key.to_user_string(), k.name) for k in staged_checks}
+    linkage_checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys
+                      if k.asset_key.path[0] == "linkage"}
     assert linkage_checks == {(f"linkage/{s}/clusters", "every_record_clustered") for s in SOURCES} | {
         ("linkage/quality", "accuracy_floors"), ("linkage/xjs/lookup", "lookup_invariants"),
         ("linkage/criminal_courts/case_lookup", "one_to_one"), ("linkage/xjs/quality", "accuracy_floors")}

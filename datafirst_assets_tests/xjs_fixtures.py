@@ -23,9 +23,9 @@ import polars as pl
 from datafirst_assets.linkage.backend import make_db_api
 from datafirst_assets.linkage.cluster import cluster_pairs
 from datafirst_assets.linkage.predict import predict_pairs, slim_pairs
-from datafirst_assets.linkage.quality import person_ids_from_clusters
 from datafirst_assets.linkage.records import person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
+from datafirst_assets.linkage.stable_ids import PERSON_ID, carry_forward_ids
 from datafirst_assets.linkage.threshold import choose_cluster_threshold
 from datafirst_assets.linkage.train import TrainingConfig, train_model
 from datafirst_assets.raw.delivery import delivery_path, list_deliveries, load_raw_table
@@ -34,7 +34,7 @@ from datafirst_assets.staging.standardise import stage_partitions
 
 #: sources whose staged person table the case link reads
 CASE_LINK_SOURCES = ("magistrates", "crown_court")
-#: as the pipeline's dedupe assets (defs/linkage.py)
+#: as the pipeline's dedupe assets (linkage/incremental.py)
 KEEP_PAIRS_ABOVE = 0.01
 
 
@@ -81,7 +81,8 @@ def dedupe_source(records: pl.DataFrame, source_key: str, truth: pl.DataFrame | 
     choice = choose_cluster_threshold(pairs, configured=None, labels_file=None, truth=truth)
     clusters = cluster_pairs(model.linker, pairs_sdf, threshold_match_probability=choice.match_probability)
     pairs_sdf.drop_table_from_database_and_remove_from_cache()
-    return person_ids_from_clusters(clusters, SOURCES[source_key].person_id_name).with_columns(
+    ids = carry_forward_ids(None, clusters).ids  # a first release: every person gets a new id
+    return ids.rename({PERSON_ID: SOURCES[source_key].person_id_name}).with_columns(
         pl.lit(model.version).alias("model_version"))
 
 

@@ -10,6 +10,8 @@ parent tables) and `disclosure_control` (k-anonymity / l-diversity, a warning).
 No `from __future__ import annotations`: Dagster inspects annotations at runtime.
 """
 
+from pathlib import Path
+
 import pandera.polars as pa
 import polars as pl
 from dagster import (
@@ -28,6 +30,8 @@ from dagster import (
 )
 
 from datafirst_assets.defs.ingest import staged_key
+from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.defs.release import catalogue_folder
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
 from datafirst_assets.deidentify.disclosure import DisclosureResult, DisclosureRule
 from datafirst_assets.deidentify.keys import key_is_development
@@ -71,6 +75,11 @@ class ReleaseSettings(ConfigurableResource):
             k=self.k, l=self.l, policy=self.disclosure_policy, max_suppressed_share=self.max_suppressed_share,
             quasi_identifiers=tuple(qis) if qis is not None else None, sensitive=self.sensitive.get(name),
         )
+
+
+def catalogue_path(linkage: LinkageSettings, dataset: str) -> Path:
+    """Where catalogue/<dataset> writes its HTML page (linked from every table's metadata)."""
+    return catalogue_folder(linkage.root, GROUP) / f"{dataset}.html"
 
 
 def deidentified_key(source: str, table: str) -> AssetKey:
@@ -125,7 +134,7 @@ def _schema_check(key: AssetKey, spec: ReleaseTable, frame: pl.DataFrame, orphan
     )
 
 
-def _emit(dataset: str, release: DatasetRelease):
+def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path):
     specs = release_tables()
     for name, frame in release.tables.items():
         spec, key = specs[(dataset, name)], deidentified_key(dataset, name)
@@ -136,7 +145,7 @@ def _emit(dataset: str, release: DatasetRelease):
             "withheld": ", ".join(spec.dropped) or "none",
             "pseudonymisation_key": "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)"
             if key_is_development() else "from environment",
-            "catalogue": MetadataValue.path(f"catalogue/{dataset}.html (see catalogue/{dataset})"),
+            "catalogue": MetadataValue.path(str(catalogue_html.resolve())),
         })
         yield AssetCheckResult(
             asset_key=key, check_name="no_identifiers", passed=not findings,
@@ -163,13 +172,14 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         outs=_outs(source.key, tables),
         check_specs=_check_specs(source.key, tables),
     )
-    def _deidentify(context: AssetExecutionContext, release_settings: ReleaseSettings, **staged: pl.DataFrame):
+    def _deidentify(context: AssetExecutionContext, release_settings: ReleaseSettings, linkage: LinkageSettings,
+                    **staged: pl.DataFrame):
         rules = {t.name: release_settings.rule_for(source.key, t.name) for t in source.tables}
         release = deidentify_source(source, staged, rules)
         for name, findings in release.findings.items():
             for finding in findings:
                 context.log.error(f"PII gate: {finding}")
-        yield from _emit(source.key, release)
+        yield from _emit(source.key, release, catalogue_path(linkage, source.key))
 
     return _deidentify
 
@@ -184,11 +194,11 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
     outs=_outs(LINKING, release_datasets()[LINKING]),
     check_specs=_check_specs(LINKING, release_datasets()[LINKING]),
 )
-def deidentify_linking_tables(context: AssetExecutionContext, lookup: pl.DataFrame, case_links: pl.DataFrame,
-                              **persons: pl.DataFrame):
+def deidentify_linking_tables(context: AssetExecutionContext, linkage: LinkageSettings, lookup: pl.DataFrame,
+                              case_links: pl.DataFrame, **persons: pl.DataFrame):
     released = {name.removeprefix("persons__"): frame for name, frame in persons.items()}
     release = deidentify_linking(lookup, case_links, released)
-    yield from _emit(LINKING, release)
+    yield from _emit(LINKING, release, catalogue_path(linkage, LINKING))
 
 
 def deidentify_assets() -> list[AssetsDefinition]:

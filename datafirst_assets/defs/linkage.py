@@ -29,19 +29,26 @@ from dagster import (
 )
 
 from datafirst_assets.defs.ingest import staged_key
+from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.linkage.backend import make_db_api
-from datafirst_assets.linkage.cluster import cluster_pairs
-from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, slim_pairs
+from datafirst_assets.linkage.incremental import (
+    KEEP_PAIRS_ABOVE,
+    MODES,
+    PreviousLink,
+    link_full,
+    link_incremental,
+    model_to_reuse,
+)
 from datafirst_assets.linkage.quality import (
     FLOORS,
     evaluate_sources,
     markdown_table,
-    person_ids_from_clusters,
     quality_markdown,
     write_quality_report,
 )
 from datafirst_assets.linkage.records import add_person_ids, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
+from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history
 from datafirst_assets.linkage.threshold import choose_cluster_threshold
 from datafirst_assets.linkage.train import (
     TrainedModel,
@@ -53,10 +60,7 @@ from datafirst_assets.linkage.train import (
 )
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
-
-# Scored pairs below this probability are not kept: they never form links at any sensible
-# threshold, and keeping them would make the pairs table quadratic in practice.
-KEEP_PAIRS_ABOVE = 0.01
+from datafirst_assets.warehouse.io_manager import table_columns
 
 
 class LinkageSettings(ConfigurableResource):
@@ -69,6 +73,13 @@ class LinkageSettings(ConfigurableResource):
     # Random pairs sampled to estimate u: None scales with the data (see u_pairs_for).
     u_max_pairs: float | None = None
     seed: int = 42
+    # "incremental": link new and changed records with the saved model, extending the stored
+    # pairs and clusters (train only when no saved model fits the records); "full": retrain,
+    # re-score and re-cluster everything (the periodic refresh). Ids carry forward either way.
+    mode: str = "incremental"
+    # Incremental runs retrain anyway once the records outgrow this multiple of those the
+    # saved model was trained on (None: never).
+    retrain_growth: float | None = 2.0
 
     @property
     def root(self) -> Path:
@@ -90,6 +101,31 @@ class LinkageSettings(ConfigurableResource):
             .filter(pl.col("source") == source)
             .select(pl.col("record_id").cast(pl.String), pl.col("person_id").cast(pl.String))
         )
+
+
+def run_config_for_mode(linkage: LinkageSettings, mode: str, resource_key: str = "linkage") -> dict:
+    """Run config that runs the linkage in ``mode`` (e.g. "full" for the scheduled refresh).
+
+    Resource config given at launch replaces the whole resource config, so every field is
+    repeated here, not just the mode."""
+    if mode not in MODES:
+        raise ValueError(f"linkage mode must be one of {MODES}, not {mode!r}")
+    config = {k: v for k, v in linkage.model_dump().items() if v is not None}
+    return {"resources": {resource_key: {"config": {**config, "mode": mode}}}}
+
+
+def _check_mode(linkage: LinkageSettings) -> None:
+    if linkage.mode not in MODES:
+        raise ValueError(f"LinkageSettings.mode must be one of {MODES}, not {linkage.mode!r}")
+
+
+def _stored_table(warehouse: Warehouse, source: str, name: str) -> pl.DataFrame | None:
+    """The last materialisation of ``linkage/<source>/<name>`` in the warehouse, if any."""
+    schema = _stored(source)["schema"]
+    with warehouse.cursor() as conn:
+        if not table_columns(conn, schema, name):
+            return None
+        return pl.from_arrow(conn.sql(f'select * from {schema}."{name}"').to_arrow_table())  # type: ignore[return-value]
 
 
 def linkage_key(source: str, name: str) -> AssetKey:
@@ -124,18 +160,41 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         description=f"Splink model for {source.key}, trained unsupervised (prior from deterministic rules, "
         "u by random sampling, m by EM); JSON versioned under data/models/.",
     )
-    def _model(context: AssetExecutionContext, records: pl.DataFrame, linkage: LinkageSettings) -> pl.DataFrame:
+    def _model(context: AssetExecutionContext, records: pl.DataFrame, linkage: LinkageSettings,
+               warehouse: Warehouse) -> pl.DataFrame:
+        _check_mode(linkage)
+        folder = linkage.root / "models" / source.key
+        why = "full run requested"
+        if linkage.mode == "incremental":
+            previous = _stored_table(warehouse, source.key, "model")
+            saved = previous is not None and previous.height == 1
+            reused, why = model_to_reuse(
+                json.loads(previous["model_json"][0]) if saved else None,
+                int(previous["records"][0]) if saved else None,
+                records, retrain_growth=linkage.retrain_growth,
+            )
+            if reused is not None:
+                context.log.info(f"reusing the saved model: {why}")
+                context.add_output_metadata({
+                    "version": reused.version, "reused": True, "reason": why,
+                    "model_json": MetadataValue.path(str(folder / f"{reused.version}.json")),
+                    "records": records.height, "trained_on_records": int(previous["records"][0]),
+                    "comparisons": MetadataValue.md(markdown_table(summary_table(reused.summary), "{:.4g}")),
+                })
+                return previous
+            context.log.info(f"training: {why}")
         spec = model_spec_for_records(records)
         trained = train_model(
             records, spec, make_db_api(linkage.backend),
             TrainingConfig(u_max_pairs=linkage.u_pairs_for(records.height), seed=linkage.seed),
             progress=context.log.info,
         )
-        folder = linkage.root / "models" / source.key
         path = save_model(trained, folder / f"{trained.version}.json")
         charts = save_charts(trained.linker, folder / "charts", prefix=f"{trained.version}_")
         context.add_output_metadata({
             "version": trained.version,
+            "reused": False,
+            "reason": why,
             "model_json": MetadataValue.path(str(path)),
             "records": records.height,
             "comparisons": MetadataValue.md(markdown_table(summary_table(trained.summary), "{:.4g}")),
@@ -165,6 +224,12 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                 metadata=_stored(source.key), kinds={"splink", "duckdb"},
                 description=f"{source.key} pairs scored by the model with match probability >= {KEEP_PAIRS_ABOVE}.",
             ),
+            "id_changes": AssetOut(
+                key=linkage_key(source.key, "id_changes"), group_name="linkage",
+                metadata=_stored(source.key), kinds={"polars", "duckdb"},
+                description=f"History of `{source.person_id_name}` changes between runs: merges, splits, "
+                "records moved between persons, new and retired ids (old id, new id, kind, records, run).",
+            ),
         },
         check_specs=[AssetCheckSpec(
             "every_record_clustered", asset=linkage_key(source.key, "clusters"), blocking=True,
@@ -172,29 +237,60 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         )],
     )
     def _cluster(context: AssetExecutionContext, records: pl.DataFrame, model: pl.DataFrame,
-                 linkage: LinkageSettings):
+                 linkage: LinkageSettings, warehouse: Warehouse):
+        _check_mode(linkage)
         trained = TrainedModel.from_json(json.loads(model["model_json"][0]))
-        linker = linker_for_model(make_db_api(linkage.backend), records, trained.settings, trained.spec)
-        pairs_sdf = predict_pairs(linker, threshold_match_probability=KEEP_PAIRS_ABOVE)
-        pairs = slim_pairs(pairs_sdf)
-        choice = choose_cluster_threshold(
-            pairs,
-            configured=linkage.thresholds.get(source.key),
-            labels_file=linkage.root / "labels" / f"{source.key}.csv",
-            truth=linkage.truth_for(source.key),
+        stored = _stored_table(warehouse, source.key, "clusters")
+        previous = PreviousLink(
+            clusters=stored.rename({source.person_id_name: PERSON_ID})
+            if stored is not None and source.person_id_name in stored.columns else None,
+            changes=_stored_table(warehouse, source.key, "id_changes"),
         )
-        clusters = cluster_pairs(linker, pairs_sdf, threshold_match_probability=choice.match_probability)
-        pairs_sdf.drop_table_from_database_and_remove_from_cache()
-        clusters = person_ids_from_clusters(clusters, source.person_id_name).with_columns(
-            pl.lit(trained.version).alias("model_version"))
+        db_api = make_db_api(linkage.backend)
+        configured = linkage.thresholds.get(source.key)
+        problem = (previous.cannot_extend(trained.version, check_pairs=False) if linkage.mode == "incremental"
+                   else "full run requested")
+        if problem is None:
+            previous.pairs = _stored_table(warehouse, source.key, "scored_pairs")
+            problem = previous.cannot_extend(trained.version)
+        if problem is None:
+            result = link_incremental(records, trained, db_api, previous, threshold=configured)
+        else:
+            def choose(pairs: pl.DataFrame) -> tuple[float, str]:
+                choice = choose_cluster_threshold(
+                    pairs, configured=configured, labels_file=linkage.root / "labels" / f"{source.key}.csv",
+                    truth=linkage.truth_for(source.key))
+                return choice.match_probability, choice.source
+
+            result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem)
+        context.log.info(f"{result.mode} link: {result.reason}")
+        clusters = result.clusters_table(trained.version, source.person_id_name)
+        history = id_change_history(previous.changes, result.changes, run_id=context.run_id, mode=result.mode)
+        counts = {k: v for k, v in result.stats.items() if k in ("merge", "split", "moved", "new", "retired")}
+        # The change log goes first: the next run finds the ids it issued or retired even if
+        # writing the clusters fails, so none is issued twice.
+        yield Output(history, output_name="id_changes", metadata={
+            **{f"this_run_{k}": v for k, v in counts.items()},
+            "history_rows": history.height,
+            "this_run": MetadataValue.md(markdown_table(result.changes.head(20)) if result.changes.height
+                                         else "No person id changed in this run."),
+        })
         yield Output(clusters, output_name="clusters", metadata={
-            "threshold_match_probability": choice.match_probability,
-            "threshold_source": choice.source,
+            "mode": result.mode,
+            "mode_reason": result.reason,
+            "threshold_match_probability": result.threshold,
+            "threshold_source": result.threshold_source,
             "persons": clusters[source.person_id_name].n_unique(),
             "records": clusters.height,
+            "records_reclustered": result.stats.get("reclustered"),
+            "new_records": result.stats.get("new_records", clusters.height if previous.clusters is None else None),
+            "highest_person_id": result.next_id - 1,
             "model_version": trained.version,
+            "seconds": MetadataValue.md(markdown_table(pl.DataFrame(
+                {"step": list(result.timings), "seconds": list(result.timings.values())}), "{:.2f}")),
         })
-        yield Output(pairs, output_name="scored_pairs", metadata={"pairs": pairs.height})
+        yield Output(result.pairs, output_name="scored_pairs", metadata={
+            "pairs": result.pairs.height, "new_pairs": result.stats.get("new_pairs", result.pairs.height)})
         missing = records.join(clusters, on="record_id", how="anti").height
         duplicated = clusters.height - clusters["record_id"].n_unique()
         yield AssetCheckResult(

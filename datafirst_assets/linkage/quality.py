@@ -20,19 +20,8 @@ SUBGROUPS = ("sex", "ethnic_group", "age_band")
 AGE_BANDS = [18, 25, 35, 50, 65]
 AGE_LABELS = ["under 18", "18-24", "25-34", "35-49", "50-64", "65+"]
 REFERENCE_DATE = date(2024, 1, 1)
-
-
-def person_ids_from_clusters(clusters: pl.DataFrame, id_name: str) -> pl.DataFrame:
-    """record_id -> per-dataset person id (a dense number over clusters, no system id inside).
-
-    Splink's cluster id is the smallest record id in the cluster: a raw system id, so it is
-    replaced here. (Carrying ids forward between releases is the job of stable ids.)
-    """
-    return (
-        clusters.with_columns(pl.col("cluster_id").rank("dense").cast(pl.Int64).alias(id_name))
-        .select(pl.col("record_id").cast(pl.String), pl.col(id_name))
-        .sort("record_id")
-    )
+#: Columns of a clusters table other than the per-dataset person id.
+NOT_PERSON_ID = ("record_id", "model_version", "match_threshold", "record_hash")
 
 
 def truth_with_subgroups(truth_dir: Path, source: str) -> pl.DataFrame | None:
@@ -59,7 +48,7 @@ def evaluate_sources(clusters_by_source: dict[str, pl.DataFrame], truth_dir: Pat
         truth = truth_with_subgroups(truth_dir, source)
         if truth is None:
             continue
-        id_col = next(c for c in clusters.columns if c not in ("record_id", "model_version"))
+        id_col = next(c for c in clusters.columns if c not in NOT_PERSON_ID)
         predicted = clusters.select("record_id", pl.col(id_col).cast(pl.String).alias("cluster_id"))
         result = evaluate_clusters(predicted, truth, subgroups=SUBGROUPS)
         pairwise, bcubed = result["pairwise"], result["bcubed"]

@@ -1,0 +1,381 @@
+"""Link a dataset's person records, incrementally when a previous link can be extended.
+
+    previous = PreviousLink(clusters=..., pairs=..., changes=...)   # what the last run stored
+    result = link_incremental(records, model, make_db_api(), previous)   # no retraining
+    result = link_full(records, model, make_db_api(), choose=..., previous=previous)
+    result.ids / result.pairs / result.changes / result.clusters_table(model.version)
+
+Incremental: records that are new since the previous link, or whose linkage fields changed
+(a record hash tells), are scored with the stored model against every other record
+(Splink's ``predict_between(existing, new)``) and among themselves (``predict_within(new)``);
+pairs touching changed or vanished records are dropped from the stored pairs and the new
+pairs added. Only the previous persons reached by a touched record or a new link (at the
+clustering threshold) are re-clustered; every other person keeps its records as they were.
+Term frequencies are computed over all current records, as a full prediction would; stored
+pairs keep the scores they were given.
+
+Full: every pair is scored again and everything re-clustered (with Splink), after the model
+was retrained. Either way person ids are carried forward from the previous link
+(``stable_ids.py``), so an unchanged person keeps their id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
+from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, slim_pairs
+from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID, usable_fields
+from datafirst_assets.linkage.stable_ids import (
+    CHANGE_SCHEMA,
+    PERSON_ID,
+    carry_forward_ids,
+    next_free_id,
+)
+from datafirst_assets.linkage.train import TrainedModel, make_linker, register_records
+
+# Scored pairs below this probability are not kept: they never form links at any sensible
+# threshold, and keeping them would make the pairs table quadratic in practice.
+KEEP_PAIRS_ABOVE = 0.01
+#: Columns that say when or where a record was delivered, not who it describes.
+NOT_HASHED = (UNIQUE_ID, "extract_date")
+#: What a previous link must have stored for the next one to extend it.
+STATE_COLUMNS = (UNIQUE_ID, PERSON_ID, "model_version", "match_threshold", "record_hash")
+MODES = ("incremental", "full")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def record_hashes(records: pl.DataFrame, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """record_id -> record_hash: an MD5 (16 hex digits) of the record's linkage fields, the
+    same in every process and version (polars' own hash is not), so the next run can tell
+    which records changed. The delivery date is left out: a record re-sent unchanged is unchanged."""
+    columns = [c for c in (columns or records.columns) if c not in NOT_HASHED]
+    frame = records.select(pl.col(UNIQUE_ID).cast(pl.String), *columns).to_arrow()  # noqa: F841 (SQL below)
+    parts = ", ".join(f"coalesce(cast(\"{c}\" as varchar), chr(0))" for c in columns) or "''"
+    with duckdb.connect() as con:
+        out = con.sql(f"select {UNIQUE_ID}, substr(md5(concat_ws(chr(31), {parts})), 1, 16) as record_hash "
+                      "from frame").to_arrow_table()
+    return pl.from_arrow(out)  # type: ignore[return-value]
+
+
+@dataclass
+class RecordChanges:
+    new: pl.Series  # record ids never linked before
+    changed: pl.Series  # linked before, linkage fields differ now
+    removed: pl.Series  # linked before, no longer among the person records
+
+    @property
+    def rescore(self) -> pl.Series:
+        return pl.concat([self.new, self.changed]).alias(UNIQUE_ID)
+
+    @property
+    def touched(self) -> pl.Series:
+        return pl.concat([self.new, self.changed, self.removed]).alias(UNIQUE_ID)
+
+
+def diff_records(hashes: pl.DataFrame, previous: pl.DataFrame) -> RecordChanges:
+    """Compare record hashes (record_id, record_hash) now and at the previous link."""
+    j = hashes.join(previous.select(UNIQUE_ID, pl.col("record_hash").alias("_before")), on=UNIQUE_ID, how="full",
+                    coalesce=True)
+    return RecordChanges(
+        new=j.filter(pl.col("_before").is_null()).get_column(UNIQUE_ID).sort(),
+        changed=j.filter(pl.col("record_hash").is_not_null() & pl.col("_before").is_not_null()
+                         & (pl.col("record_hash") != pl.col("_before"))).get_column(UNIQUE_ID).sort(),
+        removed=j.filter(pl.col("record_hash").is_null()).get_column(UNIQUE_ID).sort(),
+    )
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def tf_columns(settings: dict[str, Any]) -> list[str]:
+    """Columns with term-frequency adjustments in a (trained) Splink settings JSON."""
+    cols = {lvl["tf_adjustment_column"] for comp in settings.get("comparisons", [])
+            for lvl in comp.get("comparison_levels", []) if lvl.get("tf_adjustment_column")}
+    return sorted(cols)
+
+
+def ordered_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Each pair with the smaller record id on the left, as Splink's dedupe predictions have it."""
+    if pairs.is_empty():
+        return pairs
+    swap = pl.col("record_id_l").cast(pl.String) > pl.col("record_id_r").cast(pl.String)
+    flips = {}
+    for left in [c for c in pairs.columns if c.endswith("_l")]:
+        right = left[:-2] + "_r"
+        if right in pairs.columns:
+            flips[left] = pl.when(swap).then(pl.col(right)).otherwise(pl.col(left))
+            flips[right] = pl.when(swap).then(pl.col(left)).otherwise(pl.col(right))
+    return pairs.with_columns(**flips)
+
+
+def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescore: pl.Series, *,
+                      keep_above: float = KEEP_PAIRS_ABOVE) -> pl.DataFrame:
+    """Pairs of each record in ``rescore`` with every other record, scored with ``model``.
+
+    Blocking and scoring follow the model's prediction rules: between new and existing
+    records (``predict_between``) and among the new ones (``predict_within``), so no pair of
+    two existing records is scored again.
+    """
+    rescore_ids = pl.DataFrame({UNIQUE_ID: rescore.cast(pl.String)})
+    records = records.with_columns(pl.col(UNIQUE_ID).cast(pl.String))
+    new = records.join(rescore_ids, on=UNIQUE_ID, how="semi")
+    if new.is_empty():
+        return pl.DataFrame()
+    existing = records.join(rescore_ids, on=UNIQUE_ID, how="anti")
+    # The linker sees every record, so term frequencies are those of the whole dataset.
+    linker = make_linker(db_api, records, model.settings, model.spec)
+    for column in tf_columns(model.settings):
+        linker.table_management.compute_tf_table(column)
+    new_sdf = register_records(db_api, new, model.spec, name="new_records")
+    outputs = [linker.inference.predict_within(new_sdf, threshold_match_probability=keep_above,
+                                               warning_mode="never")]
+    if not existing.is_empty():
+        existing_sdf = register_records(db_api, existing, model.spec, name="existing_records")
+        outputs.append(linker.inference.predict_between(existing_sdf, new_sdf, threshold_match_probability=keep_above,
+                                                        warning_mode="never"))
+    frames = []
+    for sdf in outputs:
+        frames.append(slim_pairs(sdf))
+        sdf.drop_table_from_database_and_remove_from_cache()
+    return ordered_pairs(pl.concat(frames, how="diagonal_relaxed"))
+
+
+# ------------------------------------------------------------------------- clustering
+
+
+def _linked_to(links: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
+    """Records at the other end of a link from any record in ``ids`` (record_id)."""
+    left = links.join(ids, left_on="record_id_l", right_on=UNIQUE_ID, how="semi").select(
+        pl.col("record_id_r").alias(UNIQUE_ID))
+    right = links.join(ids, left_on="record_id_r", right_on=UNIQUE_ID, how="semi").select(
+        pl.col("record_id_l").alias(UNIQUE_ID))
+    return pl.concat([left, right]).unique()
+
+
+def recluster(previous: pl.DataFrame, record_ids: pl.Series, pairs: pl.DataFrame, threshold: float,
+              touched: pl.Series, *, everything: bool = False) -> tuple[pl.DataFrame, int]:
+    """record_id -> cluster_id for every id in ``record_ids``: connected components of
+    ``pairs`` at ``match_probability >= threshold``, recomputed only around ``touched``
+    records (new, changed or removed); every other previous person keeps its records.
+
+    ``previous``: record_id, person_id of the previous link, whose persons must be the
+    components of the (unchanged) stored pairs at this threshold. ``everything`` recomputes
+    all components (e.g. the threshold moved). Returns the clusters and the number of
+    records re-clustered.
+    """
+    ids = pl.DataFrame({UNIQUE_ID: record_ids.cast(pl.String)})
+    links = pairs.filter(pl.col("match_probability") >= threshold).select(
+        pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String))
+    if everything:
+        return clusters_from_edges(ids.get_column(UNIQUE_ID), links), ids.height
+    prev = previous.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(PERSON_ID))
+    # Grow the affected set to a fixed point: touched records, the persons they belonged to,
+    # everything linked to those, the persons of those...
+    affected = pl.DataFrame({UNIQUE_ID: touched.cast(pl.String)}).unique()
+    while True:
+        reach = pl.concat([affected, _linked_to(links, affected)]).unique()
+        persons = prev.join(reach, on=UNIQUE_ID, how="semi").select(PERSON_ID).unique()
+        grown = pl.concat([reach, prev.join(persons, on=PERSON_ID, how="semi").select(UNIQUE_ID)]).unique()
+        if grown.height == affected.height:
+            break
+        affected = grown
+    affected = affected.join(ids, on=UNIQUE_ID, how="semi")
+    inner = (links.join(affected, left_on="record_id_l", right_on=UNIQUE_ID, how="semi")
+             .join(affected, left_on="record_id_r", right_on=UNIQUE_ID, how="semi"))
+    redone = clusters_from_edges(affected.get_column(UNIQUE_ID), inner).with_columns(
+        pl.concat_str([pl.lit("r:"), pl.col("cluster_id")]).alias("cluster_id"))
+    kept = (ids.join(affected, on=UNIQUE_ID, how="anti").join(prev, on=UNIQUE_ID, how="left")
+            .select(UNIQUE_ID, pl.concat_str([pl.lit("p:"), pl.col(PERSON_ID).cast(pl.String)]).alias("cluster_id")))
+    if kept.get_column("cluster_id").null_count():
+        raise ValueError("a record outside the affected set has no previous person")
+    return pl.concat([kept, redone]), affected.height
+
+
+# ------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class PreviousLink:
+    """What the previous link stored: its clusters (STATE_COLUMNS), scored pairs and the
+    id-change history (any of them may be missing)."""
+
+    clusters: pl.DataFrame | None = None
+    pairs: pl.DataFrame | None = None
+    changes: pl.DataFrame | None = None
+
+    def ids(self) -> pl.DataFrame | None:
+        if self.clusters is None or PERSON_ID not in self.clusters.columns:
+            return None
+        return self.clusters.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(PERSON_ID).cast(pl.Int64))
+
+    def next_id(self) -> int:
+        """Above every id in the previous clusters and in the change history."""
+        ids = self.ids()
+        columns = [None if ids is None else ids.get_column(PERSON_ID)]
+        if self.changes is not None and not self.changes.is_empty():
+            columns += [self.changes.get_column("old_id"), self.changes.get_column("new_id")]
+        return next_free_id(*columns)
+
+    def constant(self, column: str) -> Any:
+        if self.clusters is None or column not in self.clusters.columns or self.clusters.is_empty():
+            return None
+        values = self.clusters.get_column(column).unique()
+        return values[0] if values.len() == 1 else None
+
+    def cannot_extend(self, model_version: str, *, check_pairs: bool = True) -> str | None:
+        """Why an incremental link cannot build on this one (None: it can). ``check_pairs``
+        False leaves out the stored pairs (to look before loading them)."""
+        if self.clusters is None or self.clusters.is_empty():
+            return "no previous clusters"
+        missing = [c for c in STATE_COLUMNS if c not in self.clusters.columns]
+        if missing:
+            return f"the previous clusters lack {missing} (written before incremental linking)"
+        before = self.constant("model_version")
+        if before != model_version:
+            return f"the model changed ({before} -> {model_version})"
+        if self.constant("match_threshold") is None:
+            return "the previous clustering threshold is unknown"
+        if check_pairs and self.pairs is None:
+            return "no stored scored pairs"
+        return None
+
+
+@dataclass
+class LinkResult:
+    ids: pl.DataFrame  # record_id, person_id
+    pairs: pl.DataFrame  # every stored scored pair (>= KEEP_PAIRS_ABOVE)
+    changes: pl.DataFrame  # this run's id changes (CHANGE_SCHEMA)
+    hashes: pl.DataFrame  # record_id, record_hash
+    threshold: float
+    threshold_source: str
+    mode: str  # full | incremental
+    reason: str  # why this mode
+    next_id: int
+    stats: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def clusters_table(self, model_version: str, person_id_name: str = PERSON_ID) -> pl.DataFrame:
+        """What the clusters asset stores: record -> person id, and what the next run needs."""
+        return (self.ids.join(self.hashes, on=UNIQUE_ID, how="left")
+                .select(UNIQUE_ID, pl.col(PERSON_ID).alias(person_id_name),
+                        pl.lit(model_version).alias("model_version"),
+                        pl.lit(self.threshold, dtype=pl.Float64).alias("match_threshold"), "record_hash")
+                .sort(UNIQUE_ID))
+
+
+def _carry(previous: PreviousLink | None, clusters: pl.DataFrame) -> Any:
+    previous = previous or PreviousLink()
+    return carry_forward_ids(previous.ids(), clusters, first_new_id=previous.next_id())
+
+
+def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
+              choose: Callable[[pl.DataFrame], tuple[float, str]], previous: PreviousLink | None = None,
+              keep_above: float = KEEP_PAIRS_ABOVE, reason: str = "full run requested") -> LinkResult:
+    """Score every pair, choose the threshold on the scores (``choose(pairs) -> (match
+    probability, where it came from)``), cluster with Splink, carry ids forward."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    hashes = record_hashes(records)
+    linker = linker_for_model(db_api, records, model.settings, model.spec)
+    pairs_sdf = predict_pairs(linker, threshold_match_probability=keep_above)
+    pairs = slim_pairs(pairs_sdf)
+    timings["predict"] = time.perf_counter() - t
+    threshold, source = choose(pairs)
+    t = time.perf_counter()
+    clusters = cluster_pairs(linker, pairs_sdf, threshold_match_probability=threshold)
+    pairs_sdf.drop_table_from_database_and_remove_from_cache()
+    timings["cluster"] = time.perf_counter() - t
+    t = time.perf_counter()
+    carried = _carry(previous, clusters)
+    timings["ids"] = time.perf_counter() - t
+    return LinkResult(ids=carried.ids, pairs=pairs, changes=carried.changes, hashes=hashes, threshold=threshold,
+                      threshold_source=source, mode="full", reason=reason, next_id=carried.next_id,
+                      stats={"records": records.height, "pairs": pairs.height, "reclustered": records.height,
+                             **carried.counts()},
+                      timings=timings)
+
+
+def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previous: PreviousLink, *,
+                     threshold: float | None = None, keep_above: float = KEEP_PAIRS_ABOVE) -> LinkResult:
+    """Extend ``previous`` (which must be extendable: see ``PreviousLink.cannot_extend``)
+    with the records that are new or changed, scored by ``model`` without retraining.
+    ``threshold``: the configured one, else the previous run's."""
+    problem = previous.cannot_extend(model.version)
+    if problem:
+        raise ValueError(f"cannot link incrementally: {problem}")
+    assert previous.clusters is not None and previous.pairs is not None
+    timings: dict[str, float] = {}
+    before = float(previous.constant("match_threshold"))
+    threshold, source = (before, "previous run") if threshold is None else (threshold, "configured")
+
+    t = time.perf_counter()
+    hashes = record_hashes(records)
+    changes = diff_records(hashes, previous.clusters.select(pl.col(UNIQUE_ID).cast(pl.String), "record_hash"))
+    timings["diff"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    fresh = score_new_records(db_api, model, records, changes.rescore, keep_above=keep_above)
+    timings["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    touched = pl.DataFrame({UNIQUE_ID: changes.touched})
+    stored = previous.pairs.with_columns(pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String))
+    kept = (stored.join(touched, left_on="record_id_l", right_on=UNIQUE_ID, how="anti")
+            .join(touched, left_on="record_id_r", right_on=UNIQUE_ID, how="anti"))
+    pairs = pl.concat([kept, fresh], how="diagonal_relaxed") if fresh.height else kept
+    clusters, reclustered = recluster(previous.ids(), hashes.get_column(UNIQUE_ID), pairs, threshold,  # type: ignore[arg-type]
+                                      changes.touched, everything=threshold != before)
+    timings["cluster"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    carried = _carry(previous, clusters)
+    timings["ids"] = time.perf_counter() - t
+    return LinkResult(
+        ids=carried.ids, pairs=pairs, changes=carried.changes, hashes=hashes, threshold=threshold,
+        threshold_source=source, mode="incremental",
+        reason=f"{changes.new.len()} new, {changes.changed.len()} changed, {changes.removed.len()} removed records",
+        next_id=carried.next_id,
+        stats={"records": records.height, "new_records": changes.new.len(), "changed_records": changes.changed.len(),
+               "removed_records": changes.removed.len(), "new_pairs": fresh.height, "pairs": pairs.height,
+               "reclustered": reclustered, **carried.counts()},
+        timings=timings)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def model_to_reuse(doc: dict[str, Any] | None, trained_records: int | None, records: pl.DataFrame, *,
+                   retrain_growth: float | None = 2.0) -> tuple[TrainedModel | None, str]:
+    """The stored model if it still fits ``records`` (else None), and why.
+
+    It fits when the fields usable for linkage are the ones it was trained on, and, with
+    ``retrain_growth``, the records have not grown past that multiple of what it was trained
+    on (a model trained on a first small extract should not serve for ever).
+    """
+    if doc is None:
+        return None, "no saved model"
+    model = TrainedModel.from_json(doc)
+    missing = [c for c in model.spec.columns if c not in records.columns and c != SOURCE_DATASET]
+    if missing:
+        return None, f"records lack {missing}"
+    now = sorted(usable_fields(records, LINKAGE_FIELDS))
+    if now != sorted(model.spec.fields):
+        return None, f"usable fields changed ({sorted(model.spec.fields)} -> {now})"
+    if retrain_growth and trained_records and records.height > retrain_growth * trained_records:
+        return None, f"records grew from {trained_records:,} to {records.height:,} (over {retrain_growth}x)"
+    return model, f"model {model.version} still fits the records"
+
+
+__all__ = [
+    "KEEP_PAIRS_ABOVE", "MODES", "CHANGE_SCHEMA", "record_hashes", "diff_records", "score_new_records",
+    "recluster", "PreviousLink", "LinkResult", "link_full", "link_incremental", "model_to_reuse",
+]

@@ -1,0 +1,327 @@
+"""Write a release to disk: Parquet per table, the catalogues, a manifest and a README.
+
+    <root>/<release_id>/
+        tables/<source>/<table>.parquet            (synthetic: <table>.synthetic.parquet)
+        catalogue/<dataset>.md, <dataset>.html
+        manifest.json
+        README.md
+    <root>/LATEST_<kind>                           id of the release of that kind published last
+
+The release id is `<kind>-<latest extract date>-<8 hex>`, the hex a hash over every table's
+content checksum, so publishing the same tables again gives the same id (and replaces the
+folder), and any change to any table gives a new one. Files carry Parquet key-value metadata
+(`datafirst.synthetic`, `datafirst.release_id`, ...) so a file separated from its folder still
+says what it is.
+
+A release is built in a temporary folder beside its final place and renamed into place only
+when complete: a failure part-way leaves the previous state untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datafirst_assets.catalogue.build import Catalogue
+from datafirst_assets.deidentify.keys import KEY_ENV
+from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
+from datafirst_assets.release.examples import example_queries
+
+KINDS = ("deidentified", "synthetic")
+MANIFEST = "manifest.json"
+METADATA_PREFIX = "datafirst."
+DEVELOPMENT_KEY_NOTE = f"development key ({KEY_ENV} unset)"
+ENVIRONMENT_KEY_NOTE = "from environment"
+
+
+class ReleaseError(ValueError):
+    """The tables or catalogues given cannot make a consistent release."""
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    release_id: str
+    path: Path
+    manifest: dict
+
+
+def table_file(source: str, table: str, kind: str) -> str:
+    """Path of a table's file inside a release (the name says synthetic for synthetic files)."""
+    suffix = ".synthetic.parquet" if kind == "synthetic" else ".parquet"
+    return f"tables/{source}/{table}{suffix}"
+
+
+def latest_file(root: Path, kind: str) -> Path:
+    return Path(root) / f"LATEST_{kind}"
+
+
+def write_release(
+    root: Path | str,
+    kind: str,
+    tables: Mapping[tuple[str, str], pl.DataFrame],
+    catalogues: Mapping[str, Catalogue],
+    *,
+    extract_dates: list[str],
+    model_versions: Mapping[str, str],
+    key_is_development: bool,
+    extra: Mapping | None = None,
+    specs: Mapping[tuple[str, str], ReleaseTable] | None = None,
+) -> ReleaseInfo:
+    """Publish `tables` ((source, table) -> frame) with their catalogues under `root`; see the module doc.
+
+    Every table must have a release spec (default `release_tables()`) with the same columns (written
+    in spec order) and every dataset a catalogue whose synthetic label matches `kind`.
+    """
+    if kind not in KINDS:
+        raise ReleaseError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not tables:
+        raise ReleaseError("a release needs at least one table")
+    if not extract_dates:
+        raise ReleaseError("a release must say which extract dates it was made from")
+    dates = sorted({str(d) for d in extract_dates})
+    for value in dates:
+        dt.date.fromisoformat(value)  # ValueError names the bad date
+    ordered = _conform(tables, specs if specs is not None else release_tables())
+    _check_catalogues(kind, {source for source, _ in ordered}, catalogues)
+
+    content = {key: _content_sha256(frame) for key, frame in ordered.items()}
+    release_id = make_release_id(kind, dates[-1], content)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / release_id
+    staging = root / f".{release_id}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir()
+        entries = []
+        for (source, name), frame in ordered.items():
+            relative = table_file(source, name, kind)
+            path = staging / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_parquet(frame, path, {
+                "synthetic": "true" if kind == "synthetic" else "false", "kind": kind,
+                "release_id": release_id, "source": source, "table": name,
+                "content_sha256": content[(source, name)],
+            })
+            entries.append({
+                "source": source, "table": name, "path": relative, "rows": frame.height,
+                "columns": frame.columns, "sha256": file_sha256(path),
+                "content_sha256": content[(source, name)],
+            })
+        catalogue_entries = []
+        for dataset in sorted(catalogues):
+            written = catalogues[dataset].write(staging / "catalogue")
+            catalogue_entries.append({"dataset": dataset, **{
+                fmt: p.relative_to(staging).as_posix() for fmt, p in written.items()}})
+        manifest = {
+            "release_id": release_id,
+            "kind": kind,
+            "synthetic": kind == "synthetic",
+            "created_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace(
+                "+00:00", "Z"),
+            "extract_dates": dates,
+            "model_versions": dict(sorted(model_versions.items())),
+            "pseudonymisation_key": DEVELOPMENT_KEY_NOTE if key_is_development else ENVIRONMENT_KEY_NOTE,
+            "tables": entries,
+            "catalogues": catalogue_entries,
+            "extra": dict(extra or {}),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(release_readme(manifest), encoding="utf-8")
+        _swap_into_place(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _write_atomically(latest_file(root, kind), release_id + "\n")
+    return ReleaseInfo(release_id, final, manifest)
+
+
+def make_release_id(kind: str, latest_extract_date: str, content: Mapping[tuple[str, str], str]) -> str:
+    digest = hashlib.sha256()
+    for (source, table), checksum in sorted(content.items()):
+        digest.update(f"{source}/{table}:{checksum}\n".encode())
+    return f"{kind}-{latest_extract_date}-{digest.hexdigest()[:8]}"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parquet_metadata(path: Path | str) -> dict[str, str]:
+    """The `datafirst.*` key-value metadata of a release file, without the prefix."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode()[len(METADATA_PREFIX):]: v.decode() for k, v in raw.items()
+            if k.decode().startswith(METADATA_PREFIX)}
+
+
+def _conform(tables: Mapping[tuple[str, str], pl.DataFrame],
+             specs: Mapping[tuple[str, str], ReleaseTable]) -> dict[tuple[str, str], pl.DataFrame]:
+    """Tables in spec order, each with its spec's columns in spec order."""
+    unknown = sorted(f"{s}.{t}" for s, t in tables if (s, t) not in specs)
+    if unknown:
+        raise ReleaseError(f"tables without a release spec: {', '.join(unknown)}")
+    ordered = {}
+    for key, spec in specs.items():
+        if key not in tables:
+            continue
+        frame = tables[key]
+        missing = [c for c in spec.column_names if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in spec.column_names]
+        if missing or extra:
+            raise ReleaseError(f"{key[0]}.{key[1]}: columns differ from the release spec: "
+                               f"missing {missing or 'none'}, not in the spec {extra or 'none'}")
+        ordered[key] = frame.select(spec.column_names)
+    return ordered
+
+
+def _check_catalogues(kind: str, datasets: set[str], catalogues: Mapping[str, Catalogue]) -> None:
+    missing = sorted(datasets - set(catalogues))
+    if missing:
+        raise ReleaseError(f"datasets without a catalogue: {', '.join(missing)}")
+    mislabelled = sorted(name for name, c in catalogues.items() if c.synthetic != (kind == "synthetic"))
+    if mislabelled:
+        raise ReleaseError(f"catalogues labelled {'not ' if kind == 'synthetic' else ''}synthetic in a "
+                           f"{kind} release: {', '.join(mislabelled)}")
+
+
+def _arrow(frame: pl.DataFrame) -> pa.Table:
+    # One chunk per column, so equal frames serialise to equal bytes whatever their chunking.
+    return frame.rechunk().to_arrow().combine_chunks()
+
+
+class _HashSink:
+    """A write-only file object that hashes what is written (the Arrow stream is never held whole)."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _content_sha256(frame: pl.DataFrame) -> str:
+    """SHA-256 of the table's data and schema (Arrow IPC stream): equal content, equal checksum."""
+    table = _arrow(frame)
+    sink = _HashSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
+        writer.write_table(table)
+    return sink.digest.hexdigest()
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path, metadata: Mapping[str, str]) -> None:
+    table = _arrow(frame)
+    table = table.replace_schema_metadata({
+        **(table.schema.metadata or {}),
+        **{f"{METADATA_PREFIX}{k}".encode(): str(v).encode() for k, v in metadata.items()},
+    })
+    pq.write_table(table, path, compression="zstd")
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Rename the finished release into place, replacing an earlier one with the same id."""
+    if not final.exists():
+        os.rename(staging, final)
+        return
+    # Directories cannot be swapped in one step: move the old one aside first, restore it on failure.
+    retired = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(final, retired)
+    try:
+        os.rename(staging, final)
+    except BaseException:
+        os.rename(retired, final)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def release_readme(manifest: dict) -> str:
+    """README of a release folder: what it is, its tables, and how to open and join them."""
+    release_id, kind = manifest["release_id"], manifest["kind"]
+    synthetic = kind == "synthetic"
+    present = {(t["source"], t["table"]) for t in manifest["tables"]}
+    lines = [f"# {'SYNTHETIC ' if synthetic else ''}research release `{release_id}`", ""]
+    if synthetic:
+        lines += [
+            "> **SYNTHETIC DATA.** Every table here is generated, not real records: same tables, columns, "
+            "types and join keys as the de-identified release, so analysis code can be written and tested "
+            "before access to the real release is granted. No finding from these tables is a finding about "
+            "people. File names end in `.synthetic.parquet` and every file carries the Parquet metadata "
+            "`datafirst.synthetic=true`.", "",
+        ]
+    else:
+        lines += [
+            "De-identified research tables: direct identifiers (names, addresses, free text) are withheld, "
+            "system ids are keyed hashes (HMAC-SHA256), dates of birth are ages at the event and postcodes "
+            "are postcode areas. The per-dataset person ids and the linking lookups join the tables.", "",
+        ]
+    lines += [
+        f"- Made from extracts up to {manifest['extract_dates'][-1]} "
+        f"({', '.join(manifest['extract_dates'])})",
+        f"- Created {manifest['created_at']}; pseudonymisation key: {manifest['pseudonymisation_key']}",
+        "- `manifest.json` lists every file with its rows, columns and SHA-256; `catalogue/` describes every "
+        "variable (one Markdown and one HTML page per dataset).",
+        "", "## Tables", "", "| dataset | table | rows | file |", "|---|---|---|---|",
+    ]
+    lines += [f"| {t['source']} | {t['table']} | {t['rows']:,} | `{t['path']}` |" for t in manifest["tables"]]
+    lines += [
+        "", "## Opening the release", "",
+        "Each dataset is a schema and each table a view, so the SQL below runs unchanged on the "
+        "de-identified and the synthetic release:", "",
+        "```bash",
+        f"datafirst release-sql --release {release_id_path_hint(release_id)} "
+        "\"SELECT count(*) FROM magistrates.hocas_flatfile\"",
+        f"datafirst release-sql --kind {kind} \"SELECT * FROM linking.xjs_lookup LIMIT 5\"   "
+        f"# latest {kind} release",
+        "```", "",
+        "```python",
+        "from datafirst_assets.release import open_release",
+        f"con = open_release(\"{release_id_path_hint(release_id)}\")   # in-memory DuckDB",
+        "df = con.sql(\"SELECT * FROM magistrates.hocas_flatfile\").pl()",
+        "```", "",
+        "Without the package, any Parquet reader works, e.g. DuckDB: "
+        f"`SELECT * FROM read_parquet('{table_file('magistrates', 'hocas_flatfile', kind)}')`.",
+        "", "## Joining tables", "",
+        "Within a dataset, child tables join their parent on the parent's hashed id (e.g. "
+        "`hocas_all_offence.defendant_case_id_hash = hocas_flatfile.defendant_case_id_hash`). "
+        "Across datasets, join each table's person id to `linking.xjs_lookup` (`source_dataset`, "
+        "`dataset_person_id`) and compare `xjs_person_id_high`, `_medium` or `_low` (the match threshold: "
+        "high is strictest; the levels nest). "
+        "Magistrates' cases join Crown Court cases through `linking.case_lookup`.", "",
+    ]
+    for example in example_queries():
+        if not set(example.tables) <= present:
+            continue
+        lines += [f"### {example.title}", "", example.explanation, "",
+                  "```sql", example.sql.strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def release_id_path_hint(release_id: str) -> str:
+    return f"data/releases/{release_id}"

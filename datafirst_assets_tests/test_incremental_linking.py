@@ -1,0 +1,204 @@
+"""Incremental linking with a stored model, and stable ids through the Dagster assets."""
+
+import datetime as dt
+
+import polars as pl
+import pytest
+from dagster import DagsterInstance, SourceAsset, materialize
+
+from datafirst_assets.defs.linkage import LinkageSettings, build_dedupe_assets, run_config_for_mode
+from datafirst_assets.defs.resources import DataLayout, build_resources
+from datafirst_assets.linkage.backend import make_db_api
+from datafirst_assets.linkage.incremental import (
+    PreviousLink,
+    diff_records,
+    link_full,
+    link_incremental,
+    model_to_reuse,
+    record_hashes,
+)
+from datafirst_assets.linkage.settings import model_spec_for_records
+from datafirst_assets.linkage.stable_ids import unchanged_persons_kept
+from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model
+from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets_tests.linkage_fixtures import make_dataset
+
+THRESHOLD = 0.9
+
+
+def _fixed(_pairs):
+    return THRESHOLD, "configured"
+
+
+def _partition(ids: pl.DataFrame) -> set[frozenset]:
+    return {frozenset(g) for g in ids.group_by("person_id").agg("record_id")["record_id"].to_list()}
+
+
+def _id_of(ids: pl.DataFrame, record_id: str) -> int:
+    return ids.filter(pl.col("record_id") == record_id)["person_id"].item()
+
+
+@pytest.fixture(scope="module")
+def linked():
+    """A model trained on 'existing' records, and the full link of them it made."""
+    records, truth = make_dataset(900, seed=5)
+    records = records.sort("record_id")
+    trained = train_model(records, model_spec_for_records(records), make_db_api(),
+                          TrainingConfig(u_max_pairs=3e5, seed=3))
+    model = TrainedModel.from_json(trained.to_json())  # as stored: no linker attached
+    first = link_full(records, model, make_db_api(), choose=_fixed)
+    previous = PreviousLink(clusters=first.clusters_table(model.version), pairs=first.pairs, changes=first.changes)
+    return records, truth, model, previous
+
+
+def _person_with_records(records, previous, min_size=2, skip=0):
+    """(person id, its record ids) of a person with at least ``min_size`` records."""
+    sizes = previous.ids().group_by("person_id").agg("record_id").filter(pl.col("record_id").list.len() >= min_size)
+    row = sizes.sort("person_id").row(skip)
+    return row[0], sorted(row[1])
+
+
+def test_new_record_joins_the_right_person_and_a_new_person_gets_a_new_id(linked):
+    records, _, model, previous = linked
+    person, members = _person_with_records(records, previous)
+    again = (records.filter(pl.col("record_id") == members[0])
+             .with_columns(pl.lit("N0000001").alias("record_id"), pl.lit("ZZ9 9ZZ").alias("postcode")))
+    stranger = records.head(1).with_columns(
+        pl.lit("N0000002").alias("record_id"), pl.lit("QUENTINA").alias("forename"),
+        pl.lit("XYLOPHANT").alias("surname"), pl.lit(dt.date(1901, 2, 3)).alias("dob"),
+        pl.lit("1901/0000001Q").alias("pnc"), pl.lit("000001/01Q").alias("cro"),
+        pl.lit("QQ1 1QQ").alias("postcode"), pl.lit("1 NOWHERE LANE").alias("address"))
+    now = pl.concat([records, again, stranger])
+
+    result = link_incremental(now, model, make_db_api(), previous)
+
+    assert result.mode == "incremental"
+    assert result.stats["new_records"] == 2 and result.stats["changed_records"] == 0
+    assert _id_of(result.ids, "N0000001") == person
+    assert _id_of(result.ids, "N0000002") == previous.next_id()
+    assert result.changes.rows() == [(None, previous.next_id(), "new", 1)]
+    # nothing else was re-clustered than the two persons touched
+    assert result.stats["reclustered"] == len(members) + 2
+    persons, kept = unchanged_persons_kept(previous.ids(), result.ids)
+    assert kept == persons == previous.ids()["person_id"].n_unique() - 1
+
+
+def test_incremental_link_equals_a_full_link_with_the_same_model(linked):
+    records, _, model, previous = linked
+    held_out = records.sample(fraction=0.05, seed=1)["record_id"]
+    before = records.filter(~pl.col("record_id").is_in(held_out.implode()))
+    base = link_full(before, model, make_db_api(), choose=_fixed)
+    state = PreviousLink(clusters=base.clusters_table(model.version), pairs=base.pairs, changes=base.changes)
+
+    incremental = link_incremental(records, model, make_db_api(), state)
+    full = link_full(records, model, make_db_api(), choose=_fixed, previous=state)
+
+    assert incremental.stats["new_records"] == held_out.len()
+    assert incremental.stats["reclustered"] < records.height / 4
+    assert _partition(incremental.ids) == _partition(full.ids)
+    assert incremental.ids.equals(full.ids)  # and the same carried-forward ids
+    assert incremental.pairs.height == full.pairs.height
+
+
+def test_a_new_threshold_re_clusters_everything_from_the_stored_pairs(linked):
+    records, _, model, previous = linked
+    result = link_incremental(records, model, make_db_api(), previous, threshold=0.3)
+    full = link_full(records, model, make_db_api(), choose=lambda _p: (0.3, "configured"), previous=previous)
+    assert result.stats["reclustered"] == records.height
+    assert result.ids.equals(full.ids)
+    assert result.changes.filter(pl.col("kind") == "merge").height > 0  # a lower threshold merges persons
+
+
+def test_a_changed_record_moves_to_the_person_it_now_matches(linked):
+    records, _, model, previous = linked
+    person, members = _person_with_records(records, previous, min_size=3)
+    other, other_members = _person_with_records(records, previous, min_size=2, skip=5)
+    assert person != other
+    moved = members[-1]
+    copy = records.filter(pl.col("record_id") == other_members[0]).drop("record_id")
+    now = pl.concat([
+        records.filter(pl.col("record_id") != moved),
+        copy.with_columns(pl.lit(moved).alias("record_id")).select(records.columns),
+    ])
+    assert diff_records(record_hashes(now), previous.clusters).changed.to_list() == [moved]
+
+    result = link_incremental(now, model, make_db_api(), previous)
+
+    assert _id_of(result.ids, moved) == other
+    assert all(_id_of(result.ids, r) == person for r in members[:-1])
+    assert result.changes.rows() == [(person, other, "moved", 1)]
+
+
+def test_nothing_new_rescores_nothing_and_changes_no_id(linked):
+    records, _, model, previous = linked
+    # a re-delivery of the same records (another extract date) is not a change
+    result = link_incremental(records.with_columns(pl.lit("2024-02-29").alias("extract_date")), model,
+                              make_db_api(), previous)
+    assert result.stats["new_pairs"] == 0 and result.stats["reclustered"] == 0
+    assert result.ids.equals(previous.ids().sort("record_id"))
+    assert result.changes.is_empty()
+
+
+def test_the_saved_model_is_reused_only_while_it_fits(linked):
+    records, _, model, _ = linked
+    doc = model.to_json()
+    assert model_to_reuse(None, None, records)[0] is None
+    reused, _ = model_to_reuse(doc, records.height, records)
+    assert reused is not None and reused.version == model.version
+    assert model_to_reuse(doc, records.height, records.drop("pnc"))[0] is None
+    assert model_to_reuse(doc, records.height // 3, records, retrain_growth=2.0)[0] is None
+    assert model_to_reuse(doc, records.height // 3, records, retrain_growth=None)[0] is not None
+
+
+# ------------------------------------------------------------------------------- Dagster
+
+SOURCE = "prison"
+
+
+def test_unchanged_persons_keep_their_ids_across_materialisations(tmp_path):
+    records, _ = make_dataset(700, seed=11, source_dataset=SOURCE)
+    records = records.sort("record_id").with_columns(pl.lit("2024-01-31").alias("extract_date"))
+    first, later = records.head(records.height - 25), records
+    layout = DataLayout(tmp_path / "data")
+    person_records, model, cluster, _ = build_dedupe_assets(SOURCES[SOURCE])
+    stored = SourceAsset(key=person_records.key, metadata={"schema": f"linkage_{SOURCE}"})
+    linkage = LinkageSettings(data_dir=str(layout.root), thresholds={SOURCE: THRESHOLD}, u_max_pairs=3e5)
+    instance = DagsterInstance.ephemeral()
+    pid = SOURCES[SOURCE].person_id_name
+
+    def run(frame: pl.DataFrame, run_config=None) -> tuple[pl.DataFrame, dict]:
+        with warehouse_cursor(layout.warehouse) as conn:
+            conn.execute(f"create schema if not exists linkage_{SOURCE}")
+            arrow = frame.to_arrow()  # noqa: F841 (read by name in the SQL)
+            conn.execute(f"create or replace table linkage_{SOURCE}.person_records as select * from arrow")
+        result = materialize([stored, model, cluster], selection=[*model.keys, *cluster.keys], instance=instance,
+                             resources={**build_resources(layout), "linkage": linkage}, run_config=run_config or {})
+        assert result.success
+        metadata = {
+            m.asset_key.path[-1]: {k: v.value for k, v in m.metadata.items()}
+            for node in (model, cluster) for m in result.asset_materializations_for_node(node.node_def.name)
+        }
+        with warehouse_cursor(layout.warehouse) as conn:
+            clusters = pl.from_arrow(conn.sql(f"select * from linkage_{SOURCE}.clusters").to_arrow_table())
+        return clusters.rename({pid: "person_id"}), metadata
+
+    one, meta_one = run(first)
+    two, meta_two = run(later)
+    three, meta_three = run(later, run_config_for_mode(linkage, "full"))
+
+    assert meta_one["clusters"]["mode"] == "full" and meta_one["model"]["reused"] is False
+    assert meta_two["clusters"]["mode"] == "incremental" and meta_two["model"]["reused"] is True
+    assert meta_three["clusters"]["mode"] == "full" and meta_three["model"]["reused"] is False
+    assert two.schema["person_id"] == pl.Int64
+    for before, after in ((one, two), (two, three)):
+        persons, kept = unchanged_persons_kept(before, after)
+        assert kept == persons > 0.9 * before["person_id"].n_unique()
+    # the new extract's persons have ids above every earlier one, and are in the change log
+    with warehouse_cursor(layout.warehouse) as conn:
+        changes = pl.from_arrow(conn.sql(f"select * from linkage_{SOURCE}.id_changes").to_arrow_table())
+    new_ids = set(two["person_id"]) - set(one["person_id"])
+    assert new_ids and min(new_ids) > one["person_id"].max()
+    logged = changes.filter((pl.col("kind") == "new") & (pl.col("mode") == "incremental"))
+    assert set(logged["new_id"]) == new_ids
+    assert meta_two["id_changes"]["this_run_new"] == len(new_ids)

@@ -1,0 +1,222 @@
+"""Releases on disk: round trip with checksums, content-derived ids, synthetic labelling, atomic writes."""
+
+import json
+
+import polars as pl
+import pytest
+
+from datafirst_assets.catalogue import build_catalogues
+from datafirst_assets.cli import main
+from datafirst_assets.deidentify.release_spec import release_tables
+from datafirst_assets.release import (
+    ReleaseError,
+    example_queries,
+    open_release,
+    parquet_metadata,
+    read_manifest,
+    release_path,
+    verify_release,
+    write_release,
+)
+from datafirst_assets.release import publish
+from datafirst_assets_tests.release_fixtures import release_frames
+
+DATES = ["2024-01-31", "2024-03-31", "2024-02-29"]
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return release_frames(rows=60, seed=1)
+
+
+@pytest.fixture(scope="module")
+def catalogues(frames):
+    return build_catalogues(frames, release_tables())
+
+
+@pytest.fixture(scope="module")
+def synthetic_catalogues(frames):
+    return build_catalogues(frames, release_tables(), synthetic=True)
+
+
+def _publish(root, frames, catalogues, kind="deidentified", **options):
+    options = {"extract_dates": DATES, "model_versions": {"magistrates": "m-1", "prison": "p-2"},
+               "key_is_development": True, **options}
+    return write_release(root, kind, frames, catalogues, **options)
+
+
+def _leftovers(root):
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("."))
+
+
+def test_tables_round_trip_with_checksums_that_verify(tmp_path, frames, catalogues):
+    info = _publish(tmp_path, frames, catalogues, extra={"pii_gate": "passed"})
+    assert info.path == tmp_path / info.release_id and info.release_id.startswith("deidentified-2024-03-31-")
+    manifest = read_manifest(info.path)
+    assert manifest == json.loads(json.dumps(info.manifest))
+    assert manifest["extract_dates"] == sorted(DATES) and manifest["extra"] == {"pii_gate": "passed"}
+    assert manifest["model_versions"] == {"magistrates": "m-1", "prison": "p-2"}
+    assert manifest["pseudonymisation_key"] == "development key (DATAFIRST_PSEUDONYMISATION_KEY unset)"
+    assert manifest["created_at"].endswith("Z")
+    assert [(t["source"], t["table"]) for t in manifest["tables"]] == list(release_tables())
+    for entry in manifest["tables"]:
+        key = (entry["source"], entry["table"])
+        file = info.path / entry["path"]
+        assert entry["path"] == f"tables/{key[0]}/{key[1]}.parquet"
+        assert entry["sha256"] == publish.file_sha256(file)
+        back = pl.read_parquet(file)
+        assert back.equals(frames[key]) and back.schema == frames[key].schema, key
+        assert entry["rows"] == back.height and entry["columns"] == back.columns
+        meta = parquet_metadata(file)
+        assert meta["synthetic"] == "false" and meta["release_id"] == info.release_id
+        assert (meta["source"], meta["table"]) == key
+    assert verify_release(info.path) == []
+    assert {p.name for p in (info.path / "catalogue").iterdir()} == {
+        f"{d}.{ext}" for d in catalogues for ext in ("md", "html")}
+    readme = (info.path / "README.md").read_text()
+    assert info.release_id in readme and "linking.xjs_lookup" in readme
+    assert all(example.sql.strip() in readme for example in example_queries())
+    # Tampering is caught.
+    victim = info.path / manifest["tables"][0]["path"]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+    assert verify_release(info.path) == [
+        f"{manifest['tables'][0]['path']}: checksum differs from the manifest"]
+    with pytest.raises(ValueError, match="does not verify"):
+        open_release(info.path, verify=True)
+
+
+def test_identical_content_gives_the_same_id_and_replaces_the_release(tmp_path, frames, catalogues):
+    first = _publish(tmp_path, frames, catalogues)
+    again = _publish(tmp_path, {k: f.clone() for k, f in reversed(frames.items())}, catalogues,
+                     key_is_development=False, extract_dates=list(reversed(DATES)))
+    assert again.release_id == first.release_id
+    assert again.manifest["pseudonymisation_key"] == "from environment"
+    assert read_manifest(first.path)["pseudonymisation_key"] == "from environment"  # replaced in place
+    assert verify_release(again.path) == [] and _leftovers(tmp_path) == []
+    changed = dict(frames)
+    key = ("prison", "nomis_flatfile")
+    changed[key] = frames[key].with_columns(pl.col("sex").fill_null("U"))
+    other = _publish(tmp_path, changed, catalogues)
+    assert other.release_id != first.release_id and other.release_id.startswith("deidentified-2024-03-31-")
+    later = _publish(tmp_path, frames, catalogues, extract_dates=DATES + ["2024-04-30"])
+    assert later.release_id.startswith("deidentified-2024-04-30-")
+    assert later.release_id.split("-")[-1] == first.release_id.split("-")[-1]
+    assert (tmp_path / "LATEST_deidentified").read_text().strip() == later.release_id
+    assert release_path(tmp_path, "deidentified") == later.path
+    assert release_path(tmp_path, "deidentified", first.release_id) == first.path
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted(
+        {first.release_id, other.release_id, later.release_id})
+
+
+def test_synthetic_files_are_named_and_tagged_synthetic(tmp_path, frames, catalogues, synthetic_catalogues):
+    with pytest.raises(ReleaseError, match="catalogues labelled not synthetic in a synthetic release"):
+        _publish(tmp_path, frames, catalogues, kind="synthetic")
+    with pytest.raises(ReleaseError, match="labelled synthetic in a deidentified release"):
+        _publish(tmp_path, frames, synthetic_catalogues)
+    info = _publish(tmp_path, frames, synthetic_catalogues, kind="synthetic")
+    assert info.release_id.startswith("synthetic-2024-03-31-") and info.manifest["synthetic"] is True
+    files = sorted((info.path / "tables").rglob("*.parquet"))
+    assert len(files) == len(frames)
+    assert all(f.name.endswith(".synthetic.parquet") for f in files)
+    assert all(parquet_metadata(f)["synthetic"] == "true" for f in files)
+    assert (info.path / "README.md").read_text().startswith("# SYNTHETIC research release")
+    assert (info.path / "catalogue" / "magistrates.md").read_text().startswith("# SYNTHETIC")
+    assert release_path(tmp_path, "synthetic") == info.path
+    with pytest.raises(FileNotFoundError, match="no deidentified release"):
+        release_path(tmp_path, "deidentified")
+    with pytest.raises(ValueError, match="is synthetic, not deidentified"):
+        release_path(tmp_path, "deidentified", info.release_id)
+
+
+def _expected_case_links(frames) -> int:
+    links = frames[("linking", "case_lookup")]
+    mags = frames[("magistrates", "hocas_flatfile")].select("defendant_case_id_hash")
+    crown = frames[("crown_court", "xhibit_flatfile")].select("defendant_on_case_id_hash")
+    return links.join(mags, on="defendant_case_id_hash").join(crown, on="defendant_on_case_id_hash").height
+
+
+def _expected_later_custody(frames) -> int:
+    lookup = frames[("linking", "xjs_lookup")]
+
+    def people(source, person, date):
+        ids = lookup.filter(pl.col("source_dataset") == source).select(
+            pl.col("dataset_person_id").alias(person), pl.col("xjs_person_id_medium").alias("person"))
+        return frames[(source, table_of[source])].join(ids, on=person).select("person", date)
+
+    table_of = {"magistrates": "hocas_flatfile", "prison": "nomis_flatfile"}
+    defendants = people("magistrates", "estimated_defendant_id", "first_hearing_date")
+    prisoners = people("prison", "estimated_offender_id", "reception_date")
+    both = defendants.join(prisoners, on="person").filter(
+        pl.col("reception_date") >= pl.col("first_hearing_date"))
+    return both.get_column("person").n_unique()
+
+
+def test_the_documented_joins_run_unchanged_on_both_kinds(tmp_path, frames, catalogues, synthetic_catalogues):
+    answers = {}
+    for kind, cats in (("deidentified", catalogues), ("synthetic", synthetic_catalogues)):
+        con = open_release(_publish(tmp_path, frames, cats, kind=kind).path, verify=True)
+        assert con.sql("SELECT count(*) FROM magistrates.hocas_flatfile").fetchall() == [(60,)]
+        answers[kind] = [con.sql(example.sql).fetchall() for example in example_queries()]
+        con.close()
+    assert answers["deidentified"] == answers["synthetic"]
+    offences, case_links, custody, _ = answers["deidentified"]
+    assert sum(n for *_, n in offences) == frames[("magistrates", "hocas_all_offence")].height
+    assert sum(n for *_, n in case_links) == _expected_case_links(frames) > 0
+    assert custody == [(_expected_later_custody(frames),)] and custody[0][0] > 0
+
+
+def test_failure_mid_write_leaves_no_release(tmp_path, frames, catalogues, monkeypatch):
+    real_write = publish._write_parquet
+    calls = []
+
+    def failing(frame, path, metadata):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        real_write(frame, path, metadata)
+
+    monkeypatch.setattr(publish, "_write_parquet", failing)
+    with pytest.raises(OSError, match="disk full"):
+        _publish(tmp_path, frames, catalogues)
+    assert len(calls) == 3 and calls[0].exists() is False  # the two written files went with their folder
+    assert list(tmp_path.iterdir()) == []
+    # A failed re-publish of an existing release leaves the existing one as it was.
+    monkeypatch.setattr(publish, "_write_parquet", real_write)
+    info = _publish(tmp_path, frames, catalogues)
+    before = read_manifest(info.path)
+    calls.clear()
+    monkeypatch.setattr(publish, "_write_parquet", failing)
+    with pytest.raises(OSError, match="disk full"):
+        _publish(tmp_path, frames, catalogues, key_is_development=False)
+    assert read_manifest(info.path) == before and verify_release(info.path) == []
+    assert _leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "LATEST_deidentified", info.release_id]
+
+
+def test_inconsistent_inputs_are_refused(tmp_path, frames, catalogues):
+    bad = dict(frames)
+    bad[("civil", "cases")] = frames[("civil", "cases")].with_columns(surname=pl.lit("SMITH"))
+    with pytest.raises(ReleaseError, match=r"civil\.cases: .*surname"):
+        _publish(tmp_path, bad, catalogues)
+    with pytest.raises(ReleaseError, match="datasets without a catalogue: oasys"):
+        _publish(tmp_path, frames, {k: v for k, v in catalogues.items() if k != "oasys"})
+    with pytest.raises(ReleaseError, match="extract dates"):
+        _publish(tmp_path, frames, catalogues, extract_dates=[])
+    with pytest.raises(ReleaseError, match="kind"):
+        _publish(tmp_path, frames, catalogues, kind="raw")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_release_sql_command(tmp_path, frames, catalogues, capsys):
+    info = _publish(tmp_path / "releases", frames, catalogues)
+    sql = "SELECT source_dataset, count(*) AS n FROM linking.xjs_lookup GROUP BY ALL ORDER BY 1"
+    assert main(["release-sql", "--data-dir", str(tmp_path), "--csv", sql]) == 0
+    out = capsys.readouterr()
+    expected = frames[("linking", "xjs_lookup")].group_by("source_dataset").len("n").sort("source_dataset")
+    assert pl.read_csv(out.out.encode()).equals(expected.cast({"n": pl.Int64}))
+    assert info.release_id in out.err
+    assert main(["release-sql", "--release", str(info.path), "SELECT count(*) AS n FROM civil.cases"]) == 0
+    assert "60" in capsys.readouterr().out
+    assert main(["release-sql", "--data-dir", str(tmp_path), "--kind", "synthetic", "SELECT 1"]) == 1
+    assert "no synthetic release" in capsys.readouterr().err
+    assert main(["release-sql", "--release", str(info.path), "SELECT * FROM nowhere"]) == 1
