@@ -11,7 +11,7 @@ from datafirst_assets.defs.deidentify import deidentify_assets
 from datafirst_assets.defs.derived import available_variants, derived_assets, derived_key
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.deidentify.release_spec import release_tables
-from datafirst_assets.derived import derived_release_tables
+from datafirst_assets.derived import DERIVED_TABLES, derived_release_tables
 from datafirst_assets.derived.person_journeys import (
     COLUMNS_READ,
     CONTACTS,
@@ -240,6 +240,9 @@ def test_derived_assets_materialise_for_both_releases(tmp_path):
         page = (tmp_path / "reports" / f"repeat_offending_{variant}.html").read_text()
         assert ("SYNTHETIC" in page) == (variant == "synthetic")
         assert (tmp_path / "reports" / f"repeat_offending_{variant}.md").exists()
+        catalogue = tmp_path / "catalogues" / variant / "derived.md"
+        assert all(f"`{c}`" in catalogue.read_text() for t in DERIVED_TABLES for c in t.column_names)
+    assert "SYNTHETIC" in (tmp_path / "catalogues" / "synthetic" / "derived.html").read_text()
     metadata = result.asset_materializations_for_node(
         derived_key("synthetic", "repeat_offending_profile").to_python_identifier())[0].metadata
     assert "SYNTHETIC" in metadata["summary"].value and metadata["report"].value.endswith("repeat_offending_synthetic.html")
@@ -252,4 +255,5 @@ def test_the_synthetic_variant_is_wired_only_when_the_synthetic_release_exists()
     assert available_variants([*upstream, synthetic]) == ("deidentified", "synthetic")
     keys = {k for a in derived_assets(("deidentified", "synthetic")) for k in a.keys}
     assert keys == {derived_key(v, n) for v in ("deidentified", "synthetic")
-                    for n in ("person_journeys", "repeat_offending_profile")}
+                    for n in ("person_journeys", "repeat_offending_profile")} | {
+        AssetKey(["catalogue", "derived"]), AssetKey(["catalogue", "synthetic", "derived"])}

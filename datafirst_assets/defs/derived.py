@@ -3,6 +3,8 @@
 <variant>/<source>/<table> (release tables)  -> derived/<variant>/person_journeys
 derived/<variant>/person_journeys            -> derived/<variant>/repeat_offending_profile
                                                  (+ data/reports/repeat_offending_<variant>.{md,html})
+both derived tables                          -> catalogue/derived (synthetic: catalogue/synthetic/derived)
+                                                 (data/catalogues/<variant>/derived.{md,html})
 
 `variant` is `deidentified` or `synthetic`: the same code reads either release, which is the
 synthetic release's promise. Each derived table carries a blocking `schema_valid` check (its
@@ -34,7 +36,9 @@ from dagster import (
     asset,
 )
 
+from datafirst_assets.catalogue.build import build_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.defs.release import catalogue_folder, catalogue_key
 from datafirst_assets.derived import DERIVED_TABLES
 from datafirst_assets.derived.person_journeys import COLUMNS_READ, PERSON_JOURNEYS, person_journeys, unlinked_rows
 from datafirst_assets.derived.report import SYNTHETIC, profile_report, summary_markdown
@@ -154,7 +158,27 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         })
         yield _schema_check(profile_key, REPEAT_OFFENDING_PROFILE, profile)
 
-    return [_person_journeys, _repeat_offending_profile]
+    @asset(
+        key=catalogue_key(variant, DERIVED),
+        ins={t.name: AssetIn(key=derived_key(variant, t.name)) for t in DERIVED_TABLES},
+        group_name=GROUP,
+        metadata={"schema": f"catalogue_{variant}"},
+        kinds={"polars", "html"},
+        description=f"Data catalogue of the derived tables ({_label(variant)}), generated like every dataset's: "
+        f"each variable's type, description, % missing, distinct values; under data/catalogues/{variant}/.",
+    )
+    def _derived_catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **tables: pl.DataFrame):
+        specs = {t.name: t.as_release_table() for t in DERIVED_TABLES}
+        catalogue = build_catalogue(DERIVED, tables, specs, synthetic=variant == SYNTHETIC)
+        paths = catalogue.write(catalogue_folder(linkage.root, variant))
+        return Output(catalogue.frame, metadata={
+            "catalogue_html": MetadataValue.path(str(paths["html"].resolve())),
+            "catalogue_markdown": MetadataValue.path(str(paths["markdown"].resolve())),
+            "variables": catalogue.frame.height,
+            "preview": MetadataValue.md(catalogue.markdown[:8000]),
+        })
+
+    return [_person_journeys, _repeat_offending_profile, _derived_catalogue]
 
 
 def required_release_keys(variant: str) -> list[AssetKey]:
