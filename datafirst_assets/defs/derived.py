@@ -41,7 +41,7 @@ from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.release import catalogue_folder, catalogue_key
 from datafirst_assets.derived import DERIVED_TABLES
 from datafirst_assets.derived.person_journeys import COLUMNS_READ, PERSON_JOURNEYS, person_journeys, unlinked_rows
-from datafirst_assets.derived.report import SYNTHETIC, profile_report, summary_markdown
+from datafirst_assets.derived.report import RELEASE_LABELS, SYNTHETIC, profile_report, summary_markdown
 from datafirst_assets.derived.repeat_offending_profile import REPEAT_OFFENDING_PROFILE, profile_from_journeys
 from datafirst_assets.derived.spec import DERIVED, DerivedTable
 from datafirst_assets.staging.schemas import failure_summary
@@ -94,11 +94,12 @@ def _check_spec(key: AssetKey, table: DerivedTable) -> AssetCheckSpec:
 
 
 def _label(variant: str) -> str:
-    return "SYNTHETIC release" if variant == SYNTHETIC else f"{variant} release"
+    return RELEASE_LABELS.get(variant, f"{variant} release")
 
 
 def build_derived_assets(variant: str) -> list[AssetsDefinition]:
-    """`derived/<variant>/person_journeys` and `.../repeat_offending_profile`, reading `<variant>/...` tables."""
+    """`derived/<variant>/person_journeys`, `.../repeat_offending_profile` (reading `<variant>/...` tables)
+    and the derived tables' catalogue."""
     journeys_key, profile_key = derived_key(variant, PERSON_JOURNEYS.name), derived_key(variant, "repeat_offending_profile")
     stored = {"schema": f"{DERIVED}_{variant}", "release_variant": variant}
 
