@@ -7,6 +7,7 @@ from pathlib import Path
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
+from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.release import release_assets
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets, run_config_for_mode
@@ -23,11 +24,11 @@ INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
 # Everything downstream of ingest: linking, then what is published from it.
-LINK_SELECTION = AssetSelection.groups("linkage", "linked", "deidentified", "release")
-# Everything after the ingest, by exclusion, so groups added later (synthetic, catalogue) are
-# refreshed by the sensor and the schedule without touching this line.
+# Everything after the ingest, by exclusion, so groups added later are refreshed by the CLI,
+# the sensor and the schedule without touching these lines.
+LINK_SELECTION = AssetSelection.all() - INGEST_SELECTION
 REFRESH_JOB = "refresh_downstream"
-REFRESH_SELECTION = AssetSelection.all() - INGEST_SELECTION
+REFRESH_SELECTION = LINK_SELECTION
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:
@@ -52,9 +53,10 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         "later stage.",
     )
     linkage = LinkageSettings(data_dir=str(layout.root))
+    upstream = [*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()]
     return Definitions(
-        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets(),
-                *release_assets("deidentified")],
+        # Derived tables for every release variant defined upstream (synthetic too, once it exists).
+        assets=[*upstream, *release_assets("deidentified"), *derived_assets_for(upstream)],
         jobs=[ingest_job, link_job, refresh_job],
         sensors=[build_landing_sensor(ingest_job),
                  build_refresh_sensor(refresh_job, REFRESH_SELECTION, also_refreshed_by=(LINK_JOB,))],

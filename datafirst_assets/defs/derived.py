@@ -1,0 +1,204 @@
+"""Derived analytics tables, defined once and materialised for each release variant.
+
+<variant>/<source>/<table> (release tables)  -> derived/<variant>/person_journeys
+derived/<variant>/person_journeys            -> derived/<variant>/repeat_offending_profile
+                                                 (+ data/reports/repeat_offending_<variant>.{md,html})
+both derived tables                          -> catalogue/derived (synthetic: catalogue/synthetic/derived)
+                                                 (data/catalogues/<variant>/derived.{md,html})
+
+`variant` is `deidentified` or `synthetic`: the same code reads either release, which is the
+synthetic release's promise. Each derived table carries a blocking `schema_valid` check (its
+pandera schema); the profile's schema also proves no shown count is under 10.
+
+    derived_assets(("deidentified",))                  # one variant
+    derived_assets_for(upstream_assets)                # every variant whose release assets exist
+
+No `from __future__ import annotations`: Dagster inspects annotations at runtime.
+"""
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+import pandera.polars as pa
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    MetadataValue,
+    Output,
+    TableColumn,
+    TableSchema,
+    asset,
+)
+
+from datafirst_assets.catalogue.build import build_catalogue
+from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.defs.release import catalogue_folder, catalogue_key
+from datafirst_assets.derived import DERIVED_TABLES
+from datafirst_assets.derived.person_journeys import COLUMNS_READ, PERSON_JOURNEYS, person_journeys, unlinked_rows
+from datafirst_assets.derived.report import RELEASE_LABELS, SYNTHETIC, profile_report, summary_markdown
+from datafirst_assets.derived.repeat_offending_profile import REPEAT_OFFENDING_PROFILE, profile_from_journeys
+from datafirst_assets.derived.spec import DERIVED, DerivedTable
+from datafirst_assets.staging.schemas import failure_summary
+
+GROUP = "derived"
+VARIANTS = ("deidentified", "synthetic")
+
+
+class DerivedSettings(Config):
+    """Run configuration of `person_journeys`."""
+
+    # YYYY-MM-DD the journeys are observed to (open custody, repeat windows); empty: the latest
+    # contact date in the release.
+    as_of_date: str = ""
+
+
+def release_key(variant: str, source: str, table: str) -> AssetKey:
+    return AssetKey([variant, source, table])
+
+
+def derived_key(variant: str, name: str) -> AssetKey:
+    return AssetKey([DERIVED, variant, name])
+
+
+def _input_name(source: str, table: str) -> str:
+    return f"{source}__{table}"
+
+
+def _column_schema(table: DerivedTable) -> TableSchema:
+    return TableSchema(columns=[TableColumn(name=c.name, type=str(c.dtype), description=c.description)
+                                for c in table.columns])
+
+
+def _schema_check(key: AssetKey, table: DerivedTable, frame: pl.DataFrame) -> AssetCheckResult:
+    detail: list[str] = []
+    try:
+        table.pandera_schema().validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as error:
+        detail = failure_summary(error)["detail"]
+    return AssetCheckResult(
+        asset_key=key, check_name="schema_valid", passed=not detail,
+        metadata={"problems": MetadataValue.md("\n".join(f"- {d}" for d in detail) or "none"), "rows": frame.height},
+    )
+
+
+def _check_spec(key: AssetKey, table: DerivedTable) -> AssetCheckSpec:
+    return AssetCheckSpec("schema_valid", asset=key, blocking=True,
+                          description=f"Rows satisfy the pandera schema of `{DERIVED}.{table.name}` "
+                          "(types, keys, ranges, rules across columns).")
+
+
+def _label(variant: str) -> str:
+    return RELEASE_LABELS.get(variant, f"{variant} release")
+
+
+def build_derived_assets(variant: str) -> list[AssetsDefinition]:
+    """`derived/<variant>/person_journeys`, `.../repeat_offending_profile` (reading `<variant>/...` tables)
+    and the derived tables' catalogue."""
+    journeys_key, profile_key = derived_key(variant, PERSON_JOURNEYS.name), derived_key(variant, "repeat_offending_profile")
+    stored = {"schema": f"{DERIVED}_{variant}", "release_variant": variant}
+
+    @asset(
+        key=journeys_key,
+        # Only the columns the journeys are built from are loaded from the warehouse.
+        ins={_input_name(s, t): AssetIn(key=release_key(variant, s, t), metadata={"columns": list(columns)})
+             for (s, t), columns in COLUMNS_READ.items()},
+        group_name=GROUP,
+        metadata={**stored, "dagster/column_schema": _column_schema(PERSON_JOURNEYS)},
+        kinds={"polars", "duckdb"},
+        description=f"{PERSON_JOURNEYS.description} ({_label(variant)}.)",
+        check_specs=[_check_spec(journeys_key, PERSON_JOURNEYS)],
+    )
+    def _person_journeys(context: AssetExecutionContext, config: DerivedSettings, **release: pl.DataFrame):
+        tables = {(s, t): release[_input_name(s, t)] for s, t in PERSON_JOURNEYS.inputs}
+        as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
+        frame = person_journeys(tables, as_of=as_of)
+        unlinked = unlinked_rows(tables)
+        criminal = frame.filter(pl.col("criminal_cases") > 0)
+        yield Output(frame, metadata={
+            "release_variant": variant + (" (SYNTHETIC)" if variant == SYNTHETIC else ""),
+            "people": frame.height,
+            "people_with_criminal_case": criminal.height,
+            "as_of_date": str(frame["as_of_date"].first()) if frame.height else "n/a",
+            "as_of_source": "configured" if as_of else "latest contact date in the release",
+            "unlinked_rows": MetadataValue.json(unlinked),
+            "returned_within_1y_known": int(frame["returned_within_1y"].is_not_null().sum()),
+            "catalogue": MetadataValue.md(PERSON_JOURNEYS.catalogue_markdown()),
+        })
+        yield _schema_check(journeys_key, PERSON_JOURNEYS, frame)
+
+    @asset(
+        key=profile_key,
+        ins={"journeys": AssetIn(key=journeys_key)},
+        group_name=GROUP,
+        metadata={**stored, "dagster/column_schema": _column_schema(REPEAT_OFFENDING_PROFILE)},
+        kinds={"polars", "duckdb"},
+        description=f"{REPEAT_OFFENDING_PROFILE.description} ({_label(variant)}; report under "
+        f"data/reports/repeat_offending_{variant}.html.)",
+        check_specs=[_check_spec(profile_key, REPEAT_OFFENDING_PROFILE)],
+    )
+    def _repeat_offending_profile(context: AssetExecutionContext, linkage: LinkageSettings, journeys: pl.DataFrame):
+        profile = profile_from_journeys(journeys)
+        as_of = journeys["as_of_date"].first() if journeys.height else None
+        report = profile_report(profile, variant=variant, as_of=as_of, tables=DERIVED_TABLES,
+                                extra_facts={"People in the release": f"{journeys.height:,}"})
+        paths = report.write(linkage.root / "reports")
+        yield Output(profile, metadata={
+            "release_variant": variant + (" (SYNTHETIC)" if variant == SYNTHETIC else ""),
+            "summary": MetadataValue.md(summary_markdown(profile, variant, as_of)),
+            "report": MetadataValue.path(str(paths["html"])),
+            "report_markdown": MetadataValue.path(str(paths["markdown"])),
+            "groups": profile.height,
+            "suppressed_groups": int(profile["suppressed"].sum()),
+            "catalogue": MetadataValue.md(REPEAT_OFFENDING_PROFILE.catalogue_markdown()),
+        })
+        yield _schema_check(profile_key, REPEAT_OFFENDING_PROFILE, profile)
+
+    @asset(
+        key=catalogue_key(variant, DERIVED),
+        ins={t.name: AssetIn(key=derived_key(variant, t.name)) for t in DERIVED_TABLES},
+        group_name=GROUP,
+        metadata={"schema": f"catalogue_{variant}"},
+        kinds={"polars", "html"},
+        description=f"Data catalogue of the derived tables ({_label(variant)}), generated like every dataset's: "
+        f"each variable's type, description, % missing, distinct values; under data/catalogues/{variant}/.",
+    )
+    def _derived_catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **tables: pl.DataFrame):
+        specs = {t.name: t.as_release_table() for t in DERIVED_TABLES}
+        catalogue = build_catalogue(DERIVED, tables, specs, synthetic=variant == SYNTHETIC)
+        paths = catalogue.write(catalogue_folder(linkage.root, variant))
+        return Output(catalogue.frame, metadata={
+            "catalogue_html": MetadataValue.path(str(paths["html"].resolve())),
+            "catalogue_markdown": MetadataValue.path(str(paths["markdown"].resolve())),
+            "variables": catalogue.frame.height,
+            "preview": MetadataValue.md(catalogue.markdown[:8000]),
+        })
+
+    return [_person_journeys, _repeat_offending_profile, _derived_catalogue]
+
+
+def required_release_keys(variant: str) -> list[AssetKey]:
+    return [release_key(variant, s, t) for s, t in PERSON_JOURNEYS.inputs]
+
+
+def derived_assets(variants: Sequence[str] = ("deidentified",)) -> list[AssetsDefinition]:
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown release variant(s) {sorted(unknown)}; expected some of {VARIANTS}")
+    return [a for variant in variants for a in build_derived_assets(variant)]
+
+
+def available_variants(upstream: Iterable[AssetsDefinition]) -> tuple[str, ...]:
+    """Variants whose every release table the derived assets read is among `upstream`'s assets."""
+    keys = {key for definition in upstream for key in definition.keys}
+    return tuple(v for v in VARIANTS if all(k in keys for k in required_release_keys(v)))
+
+
+def derived_assets_for(upstream: Iterable[AssetsDefinition]) -> list[AssetsDefinition]:
+    """Derived assets for every release variant defined in `upstream` (synthetic once it exists)."""
+    return derived_assets(available_variants(upstream))
