@@ -11,11 +11,14 @@ from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import DataLayout, build_resources, default_data_dir
+from datafirst_assets.defs.synthetic import synthetic_assets, synthetic_resources
 
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
 LINK_SELECTION = AssetSelection.groups("linkage", "linked")
+SYNTHETIC_JOB = "synthesise_release"
+SYNTHETIC_SELECTION = AssetSelection.groups("synthetic")
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:
@@ -31,10 +34,19 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         selection=LINK_SELECTION,
         description="Train, score and cluster every dataset on all staged extracts; measure quality.",
     )
+    synthetic_job = define_asset_job(
+        SYNTHETIC_JOB,
+        selection=SYNTHETIC_SELECTION,
+        description="Summaries of the release, synthetic tables from them, and their fidelity / privacy report.",
+    )
+    assets = [*ingest_assets(), *linkage_assets(), *xjs_assets()]
+    # Synthetic assets read the release tables; any not defined above get an external placeholder.
+    assets += synthetic_assets(defined={key for a in assets for key in a.keys})
     return Definitions(
-        assets=[*ingest_assets(), *linkage_assets(), *xjs_assets()],
-        jobs=[ingest_job, link_job],
-        resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root))},
+        assets=assets,
+        jobs=[ingest_job, link_job, synthetic_job],
+        resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root)),
+                   **synthetic_resources(str(layout.root))},
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.
         executor=in_process_executor,
     )

@@ -279,17 +279,19 @@ def _closest(queries: list[np.ndarray], reference: list[np.ndarray], ranges: lis
     """Gower distance from each query row to its closest reference row."""
     n = queries[0].size
     best = np.empty(n)
-    for start in range(0, n, 256):
-        stop = min(n, start + 256)
-        total = np.zeros((stop - start, reference[0].size))
+    for start in range(0, n, 512):
+        stop = min(n, start + 512)
+        total = np.zeros((stop - start, reference[0].size), dtype=np.float32)
         for q, r, span in zip(queries, reference, ranges):
             a, b = q[start:stop, None], r[None, :]
             if span is None:
                 total += a != b
-            else:
-                na, nb = np.isnan(a), np.isnan(b)
-                diff = np.abs(a - b) / span if span > 0 else (a != b).astype(float)
-                total += np.where(na & nb, 0.0, np.where(na | nb, 1.0, np.minimum(np.nan_to_num(diff, nan=1.0), 1.0)))
+                continue
+            diff = np.minimum(np.abs(a - b) / span, 1.0) if span > 0 else (a != b).astype(np.float32)
+            na, nb = np.isnan(a), np.isnan(b)
+            if na.any() or nb.any():  # both missing: same; one missing: as different as can be
+                diff = np.where(na & nb, 0.0, np.where(na | nb, 1.0, diff))
+            total += diff
         best[start:stop] = total.min(axis=1) / len(queries)
     return best
 
