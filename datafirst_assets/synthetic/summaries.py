@@ -286,14 +286,20 @@ def histogram(values: pl.Series, unit: pl.Series, k: int, *, bins: int | None) -
 def xjs_shapes(lookup: pl.DataFrame) -> pl.Series:
     """One shape per cross-justice person at the low threshold, e.g. `crown_court+magistrates,prison | civil`:
     medium ids separated by ` | `, high ids within a medium id by `,`, datasets within a high id by `+`."""
-    high = lookup.group_by("xjs_person_id_high").agg(
-        pl.col("source_dataset").sort().str.join(HIGH_SEP).alias("shape"),
-        pl.col("xjs_person_id_medium").first(), pl.col("xjs_person_id_low").first(),
+    # Sorting once and joining in order is much faster than sorting inside every group.
+    high = (
+        lookup.sort("xjs_person_id_high", "source_dataset").group_by("xjs_person_id_high", maintain_order=True)
+        .agg(pl.col("source_dataset").str.join(HIGH_SEP).alias("shape"),
+             pl.col("xjs_person_id_medium").first(), pl.col("xjs_person_id_low").first())
     )
-    medium = high.group_by("xjs_person_id_medium").agg(
-        pl.col("shape").sort().str.join(MEDIUM_SEP), pl.col("xjs_person_id_low").first(),
+    medium = (
+        high.sort("xjs_person_id_medium", "shape").group_by("xjs_person_id_medium", maintain_order=True)
+        .agg(pl.col("shape").str.join(MEDIUM_SEP), pl.col("xjs_person_id_low").first())
     )
-    low = medium.group_by("xjs_person_id_low").agg(pl.col("shape").sort().str.join(LOW_SEP))
+    low = (
+        medium.sort("xjs_person_id_low", "shape").group_by("xjs_person_id_low", maintain_order=True)
+        .agg(pl.col("shape").str.join(LOW_SEP))
+    )
     return low["shape"]
 
 
