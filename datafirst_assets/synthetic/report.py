@@ -32,7 +32,6 @@ event date)
 from __future__ import annotations
 
 import html as html_lib
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -42,7 +41,7 @@ import polars as pl
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.linkage.quality import markdown_table
 from datafirst_assets.synthetic.generate import column_rng, generate_column
-from datafirst_assets.synthetic.summaries import persons_per_id, summarise_release, xjs_shapes
+from datafirst_assets.synthetic.summaries import persons_per_id, summarise_release, xjs_shape_counts
 from datafirst_assets.synthetic.tables import (
     CASE_LOOKUP_ID,
     KEY_ROLES,
@@ -176,7 +175,7 @@ def structure_similarity(real: Mapping[TableId, pl.DataFrame], synthetic: Mappin
                 real[tid][spec.person_key].drop_nulls().value_counts()["count"],
                 synthetic[tid][spec.person_key].drop_nulls().value_counts()["count"])
     if XJS_LOOKUP_ID in real and XJS_LOOKUP_ID in synthetic:
-        per_id = {side: persons_per_id(Counter(dict(xjs_shapes(frames[XJS_LOOKUP_ID]).value_counts().iter_rows())))
+        per_id = {side: persons_per_id(xjs_shape_counts(frames[XJS_LOOKUP_ID]))
                   for side, frames in (("real", real), ("synthetic", synthetic))}
         for level in ("high", "medium", "low"):
             series = {side: pl.Series(np.repeat([c["persons"] for c in per_id[side][level]],

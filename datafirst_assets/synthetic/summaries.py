@@ -283,9 +283,10 @@ def histogram(values: pl.Series, unit: pl.Series, k: int, *, bins: int | None) -
 
 # -- the cross-justice lookup -------------------------------------------------------------------
 
-def xjs_shapes(lookup: pl.DataFrame) -> pl.Series:
-    """One shape per cross-justice person at the low threshold, e.g. `crown_court+magistrates,prison | civil`:
-    medium ids separated by ` | `, high ids within a medium id by `,`, datasets within a high id by `+`."""
+def xjs_shapes(lookup: pl.DataFrame) -> pl.DataFrame:
+    """The shape of every cross-justice person (low-threshold id), e.g. `crown_court+magistrates,prison | civil`:
+    medium ids separated by ` | `, high ids within a medium id by `,`, datasets within a high id by `+`
+    (each level sorted, so a shape is spelt one way). Columns `xjs_person_id_low`, `shape`."""
     # Sorting once and joining in order is much faster than sorting inside every group.
     high = (
         lookup.sort("xjs_person_id_high", "source_dataset").group_by("xjs_person_id_high", maintain_order=True)
@@ -296,11 +297,34 @@ def xjs_shapes(lookup: pl.DataFrame) -> pl.Series:
         high.sort("xjs_person_id_medium", "shape").group_by("xjs_person_id_medium", maintain_order=True)
         .agg(pl.col("shape").str.join(MEDIUM_SEP), pl.col("xjs_person_id_low").first())
     )
-    low = (
+    return (
         medium.sort("xjs_person_id_low", "shape").group_by("xjs_person_id_low", maintain_order=True)
         .agg(pl.col("shape").str.join(LOW_SEP))
     )
-    return low["shape"]
+
+
+def xjs_shape_counts(lookup: pl.DataFrame) -> Counter:
+    """How many cross-justice persons (low-threshold ids) have each shape.
+
+    Shapes are strings, and building one per id is slow on millions of rows; ids are grouped by a
+    numeric signature of their shape first (per high id: datasets as base-64 digits; per medium and
+    low id: a sum of hashes of the parts, which does not depend on order), and only one id per
+    signature is spelt out."""
+    mask = (1 << 55) - 1  # sums of a few dozen parts stay inside Int64
+    datasets = sorted(lookup["source_dataset"].unique().drop_nulls().to_list())
+    digit = pl.col("source_dataset").replace_strict({d: 64**i for i, d in enumerate(datasets)}, return_dtype=pl.Int64)
+    high = lookup.group_by("xjs_person_id_high").agg(
+        digit.sum().alias("sig"), pl.col("xjs_person_id_medium").first(), pl.col("xjs_person_id_low").first())
+    part = (pl.col("sig").hash(seed=1) & mask).cast(pl.Int64)
+    medium = high.group_by("xjs_person_id_medium").agg(part.sum().alias("sig"), pl.col("xjs_person_id_low").first())
+    low = medium.group_by("xjs_person_id_low").agg(part.sum().alias("sig"))
+    signatures = low.group_by("sig").agg(pl.len().alias("n"), pl.col("xjs_person_id_low").min().alias("example"))
+    examples = lookup.filter(pl.col("xjs_person_id_low").is_in(signatures["example"].implode()))
+    named = dict(xjs_shapes(examples).iter_rows())
+    counts: Counter = Counter()
+    for example, n in signatures.select("example", "n").iter_rows():
+        counts[named[example]] += n
+    return counts
 
 
 def _parse(shape: str) -> list[list[list[str]]]:
@@ -336,17 +360,21 @@ def suppress_shapes(counts: Counter, k: int) -> tuple[Counter, int]:
     leaves the most common shape (the person gets a cross-justice id of its own), until no shape of two
     or more persons is rarer than k. Returns the new counts and how many ids were coarsened."""
     counts = Counter({shape: n for shape, n in counts.items() if n})
+    rare = {shape for shape, n in counts.items() if n < k and _size(shape) > 1}
     coarsened = 0
-    while True:
-        rare = [shape for shape, n in counts.items() if n < k and _size(shape) > 1]
-        if not rare:
-            return counts, coarsened
+    while rare:
         shape = max(rare, key=lambda s: (_size(s), s))
+        rare.discard(shape)
         n = counts.pop(shape)
         reduced, dataset = max(_reductions(shape), key=lambda c: (counts.get(c[0], 0), c[0], c[1]))
-        counts[reduced] += n
-        counts[dataset] += n
+        for part in (reduced, dataset):
+            counts[part] += n
+            if counts[part] >= k or _size(part) == 1:
+                rare.discard(part)
+            else:
+                rare.add(part)
         coarsened += n
+    return counts, coarsened
 
 
 def shape_persons(shape: str) -> list[tuple[int, int, str]]:
@@ -375,7 +403,7 @@ def persons_per_id(shapes: Mapping[str, int]) -> dict[str, list[dict]]:
 
 
 def summarise_xjs_lookup(lookup: pl.DataFrame, rules: SummaryRules) -> dict:
-    shapes, coarsened = suppress_shapes(Counter(dict(xjs_shapes(lookup).value_counts().iter_rows())), rules.k)
+    shapes, coarsened = suppress_shapes(xjs_shape_counts(lookup), rules.k)
     ordered = sorted(shapes.items(), key=lambda item: (-item[1], item[0]))
     return {
         "source": "linking", "table": "xjs_lookup", "rows": lookup.height, "units": "cross-justice persons",
