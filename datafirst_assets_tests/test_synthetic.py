@@ -161,6 +161,15 @@ def test_generation_is_deterministic_and_copies_no_key(built):
                                      spec.with_role("primary_key")).to_dicts() in ([], [{spec.primary_key: 64}])
 
 
+def test_scale_sets_the_population_and_keeps_the_joins(built):
+    real, _, text, _ = built
+    half = synthesise_release(json.loads(text), seed=5, scale=0.5)
+    assert half[HOCAS].height == round(real[HOCAS].height * 0.5)
+    assert half[OFFENCES].height == pytest.approx(real[OFFENCES].height * 0.5, rel=0.1)
+    assert half[XJS].height == pytest.approx(real[XJS].height * 0.5, rel=0.1)
+    assert integrity_checks(half).filter(pl.col("share") < 1).is_empty()
+
+
 def test_cross_justice_lookup_keeps_shapes(built):
     real, _, _, synthetic = built
     lookup = synthetic[XJS]

@@ -280,8 +280,9 @@ def synthesise_xjs_lookup(summary: dict, persons: Mapping[str, pl.Series], *, se
         .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("source_dataset").alias("slot"))
     )
     dealt = pl.concat([
-        pl.DataFrame({"source_dataset": source, "dataset_person_id": ids_.gather(rng.permutation(ids_.len()))})
-        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("slot"))
+        pl.DataFrame({"dataset_person_id": ids_.gather(rng.permutation(ids_.len())).cast(pl.Int64)})
+        .with_columns(pl.lit(source, pl.String).alias("source_dataset"),
+                      pl.int_range(pl.len(), dtype=pl.Int64).alias("slot"))
         for source, ids_ in persons.items()
     ], how="vertical_relaxed") if persons else pl.DataFrame(
         schema={"source_dataset": pl.String, "dataset_person_id": pl.Int64, "slot": pl.Int64})
