@@ -10,7 +10,8 @@ Per column (by its role in the release spec):
     age, numeric, score       clipped to the [q, 1-q] quantiles (q >= k / n, so at least k values lie
                               beyond each bound), then a histogram: one bin per value for narrow
                               integer ranges, about `bins` equal-count bins otherwise; bins with
-                              fewer than k people merged with their neighbours
+                              fewer than k people merged with their neighbours; equal-count bin
+                              edges of amounts and lengths rounded outwards to 3 significant figures
     date                      clipped likewise, monthly histogram, small months merged
     system_id, primary_key    shape only: length, share distinct, share missing
     person_key                rows per person (histogram, small counts merged)
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -145,8 +147,10 @@ def summarise_column(column: ReleaseColumn, values: pl.Series, unit: pl.Series, 
     if column.dtype == pl.Date:
         return {**out, "kind": "date", **_date_histogram(values, unit, rules)}
     if column.dtype.is_integer():
-        return {**out, "kind": "integer", **_numeric_histogram(values.cast(pl.Int64), unit, rules, integer=True)}
-    return {**out, "kind": "continuous", **_numeric_histogram(values.cast(pl.Float64), unit, rules, integer=False)}
+        return {**out, "kind": "integer", **_numeric_histogram(values.cast(pl.Int64), unit, rules, integer=True,
+                                                               round_edges=role == "numeric")}
+    return {**out, "kind": "continuous", **_numeric_histogram(values.cast(pl.Float64), unit, rules, integer=False,
+                                                              round_edges=role == "numeric")}
 
 
 def _length(values: pl.Series) -> int:
@@ -184,19 +188,34 @@ def _clip_bounds(values: pl.Series, rules: SummaryRules) -> tuple | None:
     return values.quantile(q, interpolation="lower"), values.quantile(1 - q, interpolation="higher")
 
 
-def _numeric_histogram(values: pl.Series, unit: pl.Series, rules: SummaryRules, *, integer: bool) -> dict:
+def _numeric_histogram(values: pl.Series, unit: pl.Series, rules: SummaryRules, *, integer: bool,
+                       round_edges: bool) -> dict:
     bounds = _clip_bounds(values, rules)
     if bounds is None:
         return {"bins": [], "note": "fewer than 2k values: not published"}
     clipped = values.clip(*bounds)
     exact = integer and bounds[1] - bounds[0] <= rules.max_exact_range
     bins = histogram(clipped, unit, rules.k, bins=None if exact else rules.bins)
+    if round_edges and not exact:
+        # Equal-count bins end on recorded values (an amount, a sentence length): publish them rounded
+        # outwards to 3 significant figures instead.
+        bins = [{**b, "lo": round_significant(b["lo"], down=True), "hi": round_significant(b["hi"], down=False)}
+                for b in bins]
     out: dict = {"bins": [{"lo": b["lo"], "hi": b["hi"], "rows": b["rows"], "units": b["units"]} for b in bins]}
     if integer:
         out["bins"] = [{**b, "lo": int(b["lo"]), "hi": int(b["hi"])} for b in out["bins"]]
     else:
         out["decimals"] = _decimals(values)
     return out
+
+
+def round_significant(value: float, *, down: bool, digits: int = 3) -> float:
+    if value == 0:
+        return 0.0
+    exponent = math.floor(math.log10(abs(value))) - digits + 1
+    scaled = value / 10**exponent
+    rounded = (math.floor(scaled) if down else math.ceil(scaled)) * 10**exponent
+    return round(rounded, max(0, -exponent))
 
 
 def _decimals(values: pl.Series) -> int | None:
