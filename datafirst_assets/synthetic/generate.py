@@ -126,7 +126,7 @@ def _null_dtype(summary: dict) -> pl.DataType:
 
 def null_positions(n: int, missing: float, rng: np.random.Generator) -> np.ndarray:
     count = int(round(n * missing))
-    return np.sort(rng.permutation(n)[:count]) if count else np.empty(0, dtype=np.int64)
+    return np.sort(rng.choice(n, size=count, replace=False)) if count else np.empty(0, dtype=np.int64)
 
 
 def with_nulls(values: pl.Series, nulls: np.ndarray, n: int) -> pl.Series:

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from datetime import date
 
+import numpy as np
 import polars as pl
 
 from datafirst_assets.deidentify.release_spec import ReleaseColumn, ReleaseTable, release_tables
@@ -46,6 +47,7 @@ from datafirst_assets.synthetic.tables import (
     TableId,
     name_of,
     parent_key,
+    parent_rows,
     table_id,
     units,
 )
@@ -96,11 +98,12 @@ def _share(part: int, whole: int) -> float:
 
 def summarise_table(spec: ReleaseTable, tables: Mapping[TableId, pl.DataFrame], rules: SummaryRules) -> dict:
     frame = tables[table_id(spec)]
-    unit = units(spec, tables)
+    parents = parent_rows(spec, tables)
+    unit = units(spec, tables, parents)
     by_person = bool((unit % 2 == 0).any())
     columns = {}
     for column in spec.columns:
-        columns[column.name] = summarise_column(column, frame[column.name], unit, spec, tables, rules)
+        columns[column.name] = summarise_column(column, frame[column.name], unit, spec, tables, rules, parents)
     return {
         "source": spec.source, "table": spec.name, "grain": spec.grain, "rows": frame.height,
         "units": "people" if by_person else "rows", "columns": columns,
@@ -108,7 +111,8 @@ def summarise_table(spec: ReleaseTable, tables: Mapping[TableId, pl.DataFrame], 
 
 
 def summarise_column(column: ReleaseColumn, values: pl.Series, unit: pl.Series, spec: ReleaseTable,
-                     tables: Mapping[TableId, pl.DataFrame], rules: SummaryRules) -> dict:
+                     tables: Mapping[TableId, pl.DataFrame], rules: SummaryRules,
+                     parents: pl.Series | None = None) -> dict:
     out: dict = {"role": column.role, "dtype": str(column.dtype)}
     role = column.role
     if role == "primary_key":
@@ -118,13 +122,9 @@ def summarise_column(column: ReleaseColumn, values: pl.Series, unit: pl.Series, 
         link = parent_key(spec)
         if link and link[0] == column.name and (spec.source, link[1]) in tables:
             parent_spec = release_tables()[(spec.source, link[1])]
-            parent = tables[(spec.source, link[1])]
-            counts = (
-                parent.select(pl.col(link[2]).alias("_k"))
-                .join(values.alias("_k").drop_nulls().value_counts(name="_n"), on="_k", how="left",
-                      maintain_order="left")
-                .select(pl.col("_n").fill_null(0).cast(pl.Int64))["_n"]
-            )
+            parent_height = tables[(spec.source, link[1])].height
+            parents = parents if parents is not None else parent_rows(spec, tables)
+            counts = pl.Series(np.bincount(parents.drop_nulls().to_numpy(), minlength=parent_height), dtype=pl.Int64)
             out["children_per_parent"] = count_histogram(counts, units(parent_spec, tables), rules.k)
         return out
     missing = _missing(values, unit, rules.k)

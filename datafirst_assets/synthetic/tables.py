@@ -77,25 +77,35 @@ def quasi_identifiers(spec: ReleaseTable) -> list[str]:
     return columns
 
 
-def units(spec: ReleaseTable, tables: dict[TableId, pl.DataFrame]) -> pl.Series:
+def parent_rows(spec: ReleaseTable, tables: dict[TableId, pl.DataFrame]) -> pl.Series | None:
+    """Row number of each row's parent in the parent table (null for an orphan); None without a parent."""
+    link = parent_key(spec)
+    if link is None or (spec.source, link[1]) not in tables:
+        return None
+    fk, parent_name, parent_col = link
+    # Keys are compared by a 64-bit hash of the text: one join on integers instead of strings.
+    keyed = tables[(spec.source, parent_name)].select(pl.col(parent_col).hash().alias("_k")).with_row_index("_row")
+    rows = tables[table_id(spec)].select(pl.col(fk).hash().alias("_k"), pl.col(fk).is_null().alias("_null"))
+    joined = rows.join(keyed.unique("_k", keep="first"), on="_k", how="left", maintain_order="left")
+    return joined.select(pl.when(~pl.col("_null")).then(pl.col("_row")))["_row"]
+
+
+def units(spec: ReleaseTable, tables: dict[TableId, pl.DataFrame], parents: pl.Series | None = None) -> pl.Series:
     """Who each row is about, for counting people: the row's person (directly or through its parent).
 
     Rows without a person (cases, companies, rows whose person is unknown) count as one unit each,
-    so a small cell is small whether it is made of people or of cases.
+    so a small cell is small whether it is made of people or of cases. `parents`: `parent_rows`, if
+    already known.
     """
     frame = tables[table_id(spec)]
     # Persons are even numbers, rows without a person odd ones: the two never collide.
     row_unit = pl.int_range(0, pl.len(), dtype=pl.Int64) * 2 + 1
     if spec.person_key:
         return frame.select(pl.coalesce(pl.col(spec.person_key).cast(pl.Int64) * 2, row_unit).alias("unit"))["unit"]
-    link = parent_key(spec)
-    if link is None or (spec.source, link[1]) not in tables:
+    parents = parents if parents is not None else parent_rows(spec, tables)
+    if parents is None:
         return frame.select(row_unit.alias("unit"))["unit"]
-    fk, parent_name, parent_col = link
-    parent_spec = release_tables()[(spec.source, parent_name)]
-    parent_units = pl.DataFrame({
-        "_key": tables[(spec.source, parent_name)][parent_col],
-        "_parent_unit": units(parent_spec, tables),
-    }).filter(pl.col("_parent_unit") % 2 == 0).unique("_key")
-    joined = frame.select(pl.col(fk).alias("_key")).join(parent_units, on="_key", how="left", maintain_order="left")
-    return joined.select(pl.coalesce("_parent_unit", row_unit).alias("unit"))["unit"]
+    parent_spec = release_tables()[(spec.source, parent_key(spec)[1])]
+    inherited = units(parent_spec, tables).gather(parents)
+    return pl.DataFrame({"_p": inherited}).select(
+        pl.coalesce(pl.when(pl.col("_p") % 2 == 0).then(pl.col("_p")), row_unit).alias("unit"))["unit"]
