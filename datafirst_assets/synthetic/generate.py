@@ -102,8 +102,8 @@ def generate_column(summary: dict, n: int, rng: np.random.Generator) -> pl.Serie
     kind = summary["kind"]
     if kind == "primary_key":
         return random_hex(n, summary["length"], rng)
-    if kind == "foreign_key":  # only keys with no parent in the same source (linking tables) get here
-        raise ValueError("foreign keys are generated from their parents")
+    if kind == "foreign_key":
+        raise ValueError("foreign keys are made from their parent's keys (synthesise_table, the linking tables)")
     nulls = null_positions(n, summary.get("missing", 0.0), rng)
     present = n - nulls.size
     if kind == "hash":
@@ -273,7 +273,9 @@ def synthesise_xjs_lookup(summary: dict, persons: Mapping[str, pl.Series], *, se
         schema={"shape": pl.Int64, "m": pl.Int64, "h": pl.Int64, "source_dataset": pl.String}, orient="row",
     )
     ids = pl.DataFrame({"shape": np.repeat(np.arange(len(shapes), dtype=np.int64), counts)}).with_row_index("cluster")
-    slots = ids.with_columns(pl.col("cluster").cast(pl.Int64)).join(template, on="shape").drop("shape")
+    # Joins do not keep row order: sort before random numbers are dealt by position.
+    slots = (ids.with_columns(pl.col("cluster").cast(pl.Int64)).join(template, on="shape").drop("shape")
+             .sort("cluster", "m", "h", "source_dataset"))
     slots = (
         slots.with_columns(pl.Series("_u", rng.random(slots.height)))
         .sort("_u").drop("_u")
@@ -287,6 +289,7 @@ def synthesise_xjs_lookup(summary: dict, persons: Mapping[str, pl.Series], *, se
     ], how="vertical_relaxed") if persons else pl.DataFrame(
         schema={"source_dataset": pl.String, "dataset_person_id": pl.Int64, "slot": pl.Int64})
     joined = dealt.join(slots, on=["source_dataset", "slot"], how="left")
+    joined = joined.sort("source_dataset", "slot")
     placed, left_over = joined.filter(pl.col("cluster").is_not_null()), joined.filter(pl.col("cluster").is_null())
     left_over = left_over.with_columns(
         (ids.height + pl.int_range(pl.len(), dtype=pl.Int64)).alias("cluster"), m=pl.lit(0, pl.Int64),
