@@ -82,7 +82,9 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
     staged_checks = [k for k in graph.asset_check_keys if k.asset_key.path[0] == "staged"]
     assert {k.name for k in staged_checks} == {"schema_valid", "rows_conserved"}
     assert len(staged_checks) == 2 * len(all_tables())
-    linkage_checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} - {
+    # Synthetic checks are tested in test_synthetic_assets.py.
+    linkage_checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys
+                      if k.asset_key.path[0] != "synthetic"} - {
         (k.asset_key.to_user_string(), k.name) for k in staged_checks}
     assert linkage_checks == {(f"linkage/{s}/clusters", "every_record_clustered") for s in SOURCES} | {
         ("linkage/quality", "accuracy_floors"), ("linkage/xjs/lookup", "lookup_invariants"),
