@@ -19,6 +19,7 @@ from datafirst_assets.defs.sensors import (
     build_landing_sensor,
     build_refresh_sensor,
 )
+from datafirst_assets.defs.synthetic import synthetic_assets, synthetic_resources
 
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
@@ -29,6 +30,8 @@ LINK_JOB = "link_datasets"
 LINK_SELECTION = AssetSelection.all() - INGEST_SELECTION
 REFRESH_JOB = "refresh_downstream"
 REFRESH_SELECTION = LINK_SELECTION
+SYNTHETIC_JOB = "synthesise_release"
+SYNTHETIC_SELECTION = AssetSelection.groups("synthetic")
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:
@@ -52,12 +55,19 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         "fully with the weekly schedule's run config), measure quality, de-identify, release, and every "
         "later stage.",
     )
+    synthetic_job = define_asset_job(
+        SYNTHETIC_JOB,
+        selection=SYNTHETIC_SELECTION,
+        description="Summaries of the release, synthetic tables from them, and their fidelity / privacy report.",
+    )
     linkage = LinkageSettings(data_dir=str(layout.root))
     upstream = [*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()]
+    upstream += synthetic_assets(defined={key for a in upstream for key in a.keys})
     return Definitions(
-        # Derived tables for every release variant defined upstream (synthetic too, once it exists).
-        assets=[*upstream, *release_assets("deidentified"), *derived_assets_for(upstream)],
-        jobs=[ingest_job, link_job, refresh_job],
+        # Derived tables for every release variant defined upstream.
+        assets=[*upstream, *release_assets("deidentified"), *release_assets("synthetic"),
+                *derived_assets_for(upstream)],
+        jobs=[ingest_job, link_job, refresh_job, synthetic_job],
         sensors=[build_landing_sensor(ingest_job),
                  build_refresh_sensor(refresh_job, REFRESH_SELECTION, also_refreshed_by=(LINK_JOB,))],
         # the weekly refresh retrains and re-clusters everything; the sensor's runs link incrementally
@@ -66,6 +76,7 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
             **build_resources(layout),
             "linkage": linkage,
             "release_settings": ReleaseSettings(),
+            **synthetic_resources(str(layout.root)),
         },
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.
         executor=in_process_executor,

@@ -1,0 +1,306 @@
+"""Synthetic release assets: summaries -> synthetic tables -> report.
+
+deidentified/<source>/<table> (all)  -> synthetic/summaries        disclosure-checked marginals (JSON, reviewable)
+synthetic/summaries                  -> synthetic/<source>/<table> one multi-asset per source
+synthetic person tables + summaries  -> synthetic/linking/xjs_lookup, synthetic/linking/case_lookup
+release + synthetic + summaries      -> synthetic/report           fidelity / privacy, with the floors as checks
+
+Only the summaries asset reads the real release; the synthetic tables are made from the
+summaries document alone, so what a reviewer approved in data/synthetic/summaries.json is all
+that flows out. No `from __future__ import annotations`: Dagster inspects annotations at runtime.
+"""
+
+import json
+from pathlib import Path
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetOut,
+    AssetSpec,
+    ConfigurableResource,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
+
+from datafirst_assets.deidentify.release_spec import release_tables
+from datafirst_assets.linkage.quality import markdown_table
+from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
+from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
+from datafirst_assets.synthetic.notes import differences_note
+from datafirst_assets.synthetic.report import evaluate_synthetic, report_html, report_markdown
+from datafirst_assets.synthetic.summaries import (
+    FORMAT,
+    SummaryRules,
+    check_summaries,
+    summaries_json,
+    summaries_sha256,
+    summarise_release,
+)
+from datafirst_assets.synthetic.tables import (
+    CASE_LOOKUP_ID,
+    LINKING_IDS,
+    XJS_LOOKUP_ID,
+    TableId,
+    name_of,
+    person_table,
+    source_tables,
+    sources,
+)
+
+SUMMARIES = AssetKey(["synthetic", "summaries"])
+REPORT = AssetKey(["synthetic", "report"])
+GROUP = "synthetic"
+SYNTHETIC_TAGS = {"synthetic": "true"}
+
+
+class SyntheticSettings(ConfigurableResource):
+    """Synthetic generation: where its files go, the disclosure rules of the summaries, seed and size."""
+
+    data_dir: str = "data"
+    seed: int = 0
+    scale: float = 1.0  # synthetic population as a multiple of the real one
+    k: int = 10
+    clip_quantile: float = 0.01
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.data_dir) / "synthetic"
+
+    @property
+    def reports(self) -> Path:
+        return Path(self.data_dir) / "reports"
+
+    def rules(self) -> SummaryRules:
+        return SummaryRules(k=self.k, clip_quantile=self.clip_quantile)
+
+
+def deidentified_key(source: str, table: str) -> AssetKey:
+    return AssetKey(["deidentified", source, table])
+
+
+def synthetic_key(source: str, table: str) -> AssetKey:
+    return AssetKey(["synthetic", source, table])
+
+
+def _input_name(prefix: str, tid: TableId) -> str:
+    return f"{prefix}__{tid[0]}__{tid[1]}"
+
+
+def _label_metadata(doc_sha: str, settings: SyntheticSettings) -> dict:
+    return {"synthetic": True, "label": SYNTHETIC_LABEL, "summaries_sha256": doc_sha,
+            "seed": settings.seed, "scale": settings.scale}
+
+
+def load_summaries(stored: pl.DataFrame) -> tuple[dict, str]:
+    """The summaries document as stored by `synthetic/summaries` (one row: format, sha256, JSON text)."""
+    row = stored.row(0, named=True)
+    if row["format"] != FORMAT:
+        raise ValueError(f"synthetic/summaries holds format {row['format']!r}, expected {FORMAT!r}: re-materialise it")
+    return json.loads(row["summaries_json"]), row["sha256"]
+
+
+@asset(
+    key=SUMMARIES,
+    ins={_input_name("release", tid): AssetIn(key=deidentified_key(*tid)) for tid in release_tables()},
+    group_name=GROUP,
+    metadata={"schema": "synthetic"},
+    kinds={"polars", "duckdb"},
+    description="Disclosure-checked marginal summaries of every column of every release table (small cells "
+    "suppressed, ranges clipped), children per parent, rows per person and the cross-justice lookup's shape: "
+    "the only input of synthetic generation. Readable JSON in data/synthetic/summaries.json.",
+    check_specs=[AssetCheckSpec(
+        "no_small_cells", asset=SUMMARIES, blocking=True,
+        description="No published category, bin, count or lookup shape holds fewer than k people.",
+    )],
+)
+def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSettings, **release: pl.DataFrame):
+    tables = {tid: release[_input_name("release", tid)] for tid in release_tables()}
+    doc = summarise_release(tables, synthetic.rules())
+    text, sha = summaries_json(doc), summaries_sha256(doc)
+    synthetic.folder.mkdir(parents=True, exist_ok=True)
+    path = synthetic.folder / "summaries.json"
+    path.write_text(text, encoding="utf-8")
+    overview = pl.DataFrame([
+        {"table": name, "rows": t["rows"], "columns": len(t.get("columns", {})),
+         "values_suppressed": sum(c.get("values_suppressed", 0) for c in t.get("columns", {}).values())}
+        for name, t in doc["tables"].items()
+    ])
+    yield Output(pl.DataFrame({"format": [FORMAT], "sha256": [sha], "summaries_json": [text]}), metadata={
+        "path": MetadataValue.path(str(path)), "sha256": sha, "k": synthetic.k,
+        "clip_quantile": synthetic.clip_quantile, "bytes": len(text.encode("utf-8")),
+        "tables": MetadataValue.md(markdown_table(overview)),
+    })
+    problems = check_summaries(doc)
+    yield AssetCheckResult(passed=not problems, metadata={
+        "small_cells": len(problems), "sample": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
+    })
+
+
+def _schema_check(tid: TableId, frame: pl.DataFrame) -> AssetCheckResult:
+    expected = release_tables()[tid].schema()
+    differences = [f"{c}: {frame.schema.get(c)} (release: {t})" for c, t in expected.items() if frame.schema.get(c) != t]
+    extra = [c for c in frame.columns if c not in expected]
+    in_order = list(frame.columns) == list(expected)
+    return AssetCheckResult(
+        asset_key=synthetic_key(*tid), check_name="matches_release_schema",
+        passed=not differences and not extra and in_order,
+        metadata={"differences": MetadataValue.md("\n".join(f"- {d}" for d in differences + extra) or "none"),
+                  "same_order": in_order},
+    )
+
+
+def _out(tid: TableId) -> AssetOut:
+    spec = release_tables()[tid]
+    return AssetOut(
+        key=synthetic_key(*tid), group_name=GROUP, metadata={"schema": f"synthetic_{tid[0]}", "synthetic": True},
+        tags=SYNTHETIC_TAGS, kinds={"polars", "duckdb"},
+        description=f"SYNTHETIC `{tid[0]}.{tid[1]}` ({spec.grain}): same columns, types and joins as the release "
+        "table, values drawn from its disclosure-checked summaries; relationships between columns not kept.",
+    )
+
+
+def _check_spec(tid: TableId) -> AssetCheckSpec:
+    return AssetCheckSpec("matches_release_schema", asset=synthetic_key(*tid),
+                          description="Exactly the release table's columns, in its order, with its types.")
+
+
+def _synthetic_source_asset(source: str):
+    tids = [(source, spec.name) for spec in source_tables(source)]
+
+    @multi_asset(
+        name=f"synthetic_{source}",
+        ins={"summaries": AssetIn(key=SUMMARIES)},
+        outs={tid[1]: _out(tid) for tid in tids},
+        check_specs=[_check_spec(tid) for tid in tids],
+    )
+    def _asset(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame):
+        doc, sha = load_summaries(summaries)
+        tables = synthesise_source(doc, source, seed=synthetic.seed, scale=synthetic.scale)
+        missing = [name_of(tid) for tid in tids if tid not in tables]
+        if missing:
+            raise ValueError(f"the summaries have no entry for {missing}: re-materialise synthetic/summaries")
+        for tid in tids:
+            yield Output(tables[tid], output_name=tid[1], metadata=_label_metadata(sha, synthetic))
+        for tid in tids:
+            yield _schema_check(tid, tables[tid])
+
+    return _asset
+
+
+def _person_inputs() -> dict[str, AssetIn]:
+    """Only the columns the linking tables are built from: person ids, and the two flatfiles' row keys."""
+    ins = {}
+    for source in sources():
+        spec = person_table(source)
+        columns = [spec.person_key]
+        if (source, spec.name) in (("magistrates", "hocas_flatfile"), ("crown_court", "xhibit_flatfile")):
+            columns.append(spec.primary_key)
+        ins[_input_name("persons", (source, spec.name))] = AssetIn(
+            key=synthetic_key(source, spec.name), metadata={"columns": columns})
+    return ins
+
+
+@multi_asset(
+    name="synthetic_linking",
+    ins={"summaries": AssetIn(key=SUMMARIES), **_person_inputs()},
+    outs={tid[1]: _out(tid) for tid in LINKING_IDS},
+    check_specs=[_check_spec(tid) for tid in LINKING_IDS],
+)
+def synthetic_linking(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame,
+                      **persons: pl.DataFrame):
+    doc, sha = load_summaries(summaries)
+    tables = {(s, person_table(s).name): persons[_input_name("persons", (s, person_table(s).name))] for s in sources()}
+    linking = synthesise_linking(doc, tables, seed=synthetic.seed)
+    for tid in (XJS_LOOKUP_ID, CASE_LOOKUP_ID):
+        if tid not in linking:
+            raise ValueError(f"the summaries have no entry for {name_of(tid)}: re-materialise synthetic/summaries")
+        yield Output(linking[tid], output_name=tid[1], metadata=_label_metadata(sha, synthetic))
+    for tid in (XJS_LOOKUP_ID, CASE_LOOKUP_ID):
+        yield _schema_check(tid, linking[tid])
+
+
+REPORT_CHECKS = {
+    "referential_integrity": "Every foreign key and lookup id of the synthetic release resolves (100%).",
+    "key_uniqueness": "Every synthetic table's unique key is unique and present (100%).",
+    "shape_similarity": "Mean column-shape similarity (KS / total-variation complement) >= 0.9.",
+    "dcr_vs_random": "Synthetic records are not closer to real records than random records drawn from the "
+    "approved summaries (mean distance to closest record, within 3 standard errors).",
+}
+
+
+@asset(
+    key=REPORT,
+    ins={
+        "summaries": AssetIn(key=SUMMARIES),
+        **{_input_name("real", tid): AssetIn(key=deidentified_key(*tid)) for tid in release_tables()},
+        **{_input_name("synthetic", tid): AssetIn(key=synthetic_key(*tid)) for tid in release_tables()},
+    },
+    group_name=GROUP,
+    metadata={"schema": "synthetic"},
+    kinds={"polars", "duckdb"},
+    description="Fidelity and privacy of the synthetic release: column shapes, structure, referential integrity, "
+    "key uniqueness, distance to closest real record against random records, replicated unique "
+    "quasi-identifier combinations (data/reports/synthetic_report.{md,html}); the note on how the synthetic "
+    "data differs (data/synthetic/README.md).",
+    check_specs=[AssetCheckSpec(name, asset=REPORT, description=text) for name, text in REPORT_CHECKS.items()],
+)
+def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame,
+                     **frames: pl.DataFrame):
+    doc, sha = load_summaries(summaries)
+    real = {tid: frames[_input_name("real", tid)] for tid in release_tables()}
+    generated = {tid: frames[_input_name("synthetic", tid)] for tid in release_tables()}
+    report = evaluate_synthetic(real, generated, doc, seed=synthetic.seed)
+    markdown = report_markdown(report)
+    synthetic.reports.mkdir(parents=True, exist_ok=True)
+    md_path, html_path = synthetic.reports / "synthetic_report.md", synthetic.reports / "synthetic_report.html"
+    md_path.write_text(markdown, encoding="utf-8")
+    html_path.write_text(report_html(report), encoding="utf-8")
+    synthetic.folder.mkdir(parents=True, exist_ok=True)
+    note_path = synthetic.folder / "README.md"
+    note_path.write_text(differences_note(doc, seed=synthetic.seed, scale=synthetic.scale, sha256=sha,
+                                          rows={name_of(tid): f.height for tid, f in generated.items()}),
+                         encoding="utf-8")
+    s = report.summary
+    yield Output(report.shapes, metadata={
+        "report": MetadataValue.path(str(md_path)), "report_html": MetadataValue.path(str(html_path)),
+        "note": MetadataValue.path(str(note_path)),
+        "mean_shape_similarity": round(s["mean_shape_similarity"], 4),
+        "min_shape_similarity": round(s["min_shape_similarity"], 4),
+        "mean_structure_similarity": round(s["mean_structure_similarity"], 4),
+        "referential_integrity": s["referential_integrity"], "key_uniqueness": s["key_uniqueness"],
+        "dcr_tables_ok": f"{s['dcr_tables_ok']} / {s['dcr_tables']}",
+        "uniques_reproduced": round(s["uniques_reproduced"], 4),
+        "summary": MetadataValue.md(markdown[:20_000]),
+    })
+    for name, failures in report.failures().items():
+        yield AssetCheckResult(check_name=name, passed=not failures, metadata={
+            "failures": MetadataValue.md("\n".join(f"- {f}" for f in failures[:50]) or "none")})
+
+
+def release_placeholders(defined: set[AssetKey]) -> list[AssetSpec]:
+    """Release tables nobody defines yet, as external assets read from the warehouse, so the synthetic
+    assets load before (and without) the release assets; once those exist no placeholder is made."""
+    return [
+        AssetSpec(key=deidentified_key(*tid), group_name="deidentified", metadata={"schema": f"deidentified_{tid[0]}"},
+                  description="De-identified release table (defined by the release stage; placeholder).")
+        .with_io_manager_key("io_manager")
+        for tid in release_tables() if deidentified_key(*tid) not in defined
+    ]
+
+
+def synthetic_assets(defined: set[AssetKey] | None = None) -> list:
+    """The synthetic assets; `defined`: asset keys already in the code location (release placeholders
+    are added for release tables not among them)."""
+    return [synthetic_summaries, *(_synthetic_source_asset(s) for s in sources()), synthetic_linking,
+            synthetic_report, *release_placeholders(defined or set())]
+
+
+def synthetic_resources(data_dir: str) -> dict:
+    return {"synthetic": SyntheticSettings(data_dir=data_dir)}

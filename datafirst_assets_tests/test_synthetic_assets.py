@@ -1,0 +1,72 @@
+"""The synthetic assets in Dagster: from hand-built release assets to the report, with every check."""
+
+import hashlib
+import json
+
+import polars as pl
+from dagster import AssetOut, Output, materialize, multi_asset
+
+from datafirst_assets.definitions import SYNTHETIC_JOB, build_definitions
+from datafirst_assets.deidentify.release_spec import release_tables
+from datafirst_assets.defs.synthetic import (
+    REPORT,
+    SUMMARIES,
+    SyntheticSettings,
+    deidentified_key,
+    synthetic_assets,
+    synthetic_key,
+)
+from datafirst_assets.synthetic.fabricate import fabricate_release
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+REAL: dict = {}
+
+
+@multi_asset(outs={
+    f"{s}__{t}": AssetOut(key=deidentified_key(s, t), metadata={"schema": f"deidentified_{s}"})
+    for s, t in release_tables()
+})
+def release():
+    for (s, t) in release_tables():
+        yield Output(REAL[(s, t)], output_name=f"{s}__{t}")
+
+
+def test_synthetic_assets_materialise_with_their_checks(tmp_path):
+    REAL.update(fabricate_release(2000, seed=3))
+    database = tmp_path / "warehouse.duckdb"
+    result = materialize(
+        [release, *synthetic_assets(defined=set(release.keys))],
+        resources={"io_manager": WarehouseIOManager(database=str(database)),
+                   "synthetic": SyntheticSettings(data_dir=str(tmp_path), seed=1)},
+        raise_on_error=False,
+    )
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 1 + len(release_tables()) + 4
+    assert [(c.asset_key, c.check_name) for c in checks if not c.passed] == []
+
+    materialised = {m.asset_key: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    text = (tmp_path / "synthetic" / "summaries.json").read_text()
+    assert materialised[SUMMARIES]["sha256"].value == hashlib.sha256(text.encode()).hexdigest()
+    for (s, t), spec in release_tables().items():
+        metadata = materialised[synthetic_key(s, t)]
+        assert metadata["synthetic"].value is True and "SYNTHETIC" in metadata["label"].value
+        assert metadata["summaries_sha256"].value == materialised[SUMMARIES]["sha256"].value
+    with warehouse_cursor(database) as conn:
+        stored = pl.from_arrow(conn.sql("select * from synthetic_magistrates.hocas_flatfile").to_arrow_table())
+        summaries = json.loads(conn.execute("select summaries_json from synthetic.summaries").fetchall()[0][0])
+    assert stored.columns == release_tables()[("magistrates", "hocas_flatfile")].column_names
+    assert summaries == json.loads(text)
+    assert materialised[REPORT]["mean_shape_similarity"].value >= 0.9
+    for path in ("reports/synthetic_report.md", "reports/synthetic_report.html", "synthetic/README.md"):
+        assert (tmp_path / path).stat().st_size > 1000, path
+
+
+def test_definitions_place_synthetic_assets_downstream_of_the_release(tmp_path):
+    defs = build_definitions(tmp_path)
+    graph = defs.resolve_asset_graph()
+    assert deidentified_key("magistrates", "hocas_flatfile") in graph.get(SUMMARIES).parent_keys
+    assert graph.get(synthetic_key("magistrates", "hocas_all_offence")).parent_keys == {SUMMARIES}
+    assert synthetic_key("linking", "xjs_lookup") in graph.get(REPORT).parent_keys
+    assert defs.resolve_job_def(SYNTHETIC_JOB) is not None
