@@ -214,3 +214,26 @@ def test_the_readme_shows_exactly_the_joins_the_tests_run():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for example in example_queries():
         assert f"-- {example.title}\n{example.sql.strip()}\n```" in readme, example.title
+
+
+def test_the_synthetic_release_sits_next_to_the_real_one_labelled_and_the_same_joins_return_rows(pipeline):
+    from datafirst_assets.defs.release import SYNTHETIC_NOTE
+    from datafirst_assets.deidentify.release_spec import release_tables
+    from datafirst_assets.release import example_queries, open_release, parquet_metadata, release_path
+
+    layout, _, _, _ = pipeline
+    real, synthetic = release_path(layout.releases, "deidentified"), release_path(layout.releases, "synthetic")
+    assert real.parent == synthetic.parent and synthetic.name.startswith("synthetic-")
+    manifest = json.loads((synthetic / "manifest.json").read_text())
+    assert manifest["synthetic"] is True and len(manifest["tables"]) == len(release_tables())
+    for entry in manifest["tables"]:
+        assert entry["path"].endswith(".synthetic.parquet")
+        assert parquet_metadata(synthetic / entry["path"])["synthetic"] == "true"
+    assert "SYNTHETIC" in (synthetic / "catalogue" / "magistrates.md").read_text()
+    assert "relationships" in (synthetic / SYNTHETIC_NOTE).read_text().lower()
+    with open_release(real) as real_conn, open_release(synthetic) as synthetic_conn:
+        for (dataset, table) in release_tables():
+            assert (real_conn.sql(f"select * from {dataset}.{table} limit 0").to_arrow_table().schema
+                    == synthetic_conn.sql(f"select * from {dataset}.{table} limit 0").to_arrow_table().schema)
+        for example in example_queries():
+            assert synthetic_conn.sql(example.sql).fetchall(), example.title

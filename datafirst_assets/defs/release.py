@@ -7,6 +7,7 @@
 No `from __future__ import annotations`: Dagster inspects annotations at runtime.
 """
 
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -29,6 +30,7 @@ from datafirst_assets.release.publish import write_release
 from datafirst_assets.sources.registry import SOURCES
 
 RELEASE_GROUP = "release"
+SYNTHETIC_NOTE = "HOW_THIS_DIFFERS_FROM_THE_REAL_DATA.md"
 
 
 def table_key(kind: str, dataset: str, table: str) -> AssetKey:
@@ -104,6 +106,8 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
     }
     # Depending on the catalogues puts the release after them in the graph (the UI shows the lineage).
     deps = [catalogue_key(kind, dataset) for dataset in datasets]
+    if synthetic:  # the report writes the note on how synthetic data differs, which the release carries
+        deps.append(AssetKey(["synthetic", "report"]))
 
     @asset(
         key=AssetKey(["release", kind]),
@@ -135,6 +139,9 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
             key_is_development=key_is_development(), extra=extra,
         )
         manifest = info.manifest
+        note = linkage.root / "synthetic" / "README.md"
+        if synthetic and note.exists():
+            shutil.copyfile(note, info.path / SYNTHETIC_NOTE)
         summary = pl.DataFrame([
             {"release_id": info.release_id, "source": t["source"], "table": t["table"], "path": t["path"],
              "rows": t["rows"], "sha256": t["sha256"]}
