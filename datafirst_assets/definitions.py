@@ -11,6 +11,7 @@ from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import DataLayout, build_resources, default_data_dir
+from datafirst_assets.linkage.backend import backend_config_from_env
 
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
@@ -34,7 +35,8 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     return Definitions(
         assets=[*ingest_assets(), *linkage_assets(), *xjs_assets()],
         jobs=[ingest_job, link_job],
-        resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root))},
+        resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root),
+                                                                           **backend_config_from_env())},
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.
         executor=in_process_executor,
     )

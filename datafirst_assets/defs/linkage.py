@@ -29,7 +29,7 @@ from dagster import (
 )
 
 from datafirst_assets.defs.ingest import staged_key
-from datafirst_assets.linkage.backend import make_db_api
+from datafirst_assets.linkage.backend import configured_db_api
 from datafirst_assets.linkage.cluster import cluster_pairs
 from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, slim_pairs
 from datafirst_assets.linkage.quality import (
@@ -62,7 +62,12 @@ KEEP_PAIRS_ABOVE = 0.01
 class LinkageSettings(ConfigurableResource):
     """How deduplication runs: Splink backend, thresholds, where models, labels and truth live."""
 
-    backend: str = "duckdb"
+    backend: str = "duckdb"  # or "spark" (pip install -e '.[spark]'); see README "Running at scale"
+    # Spark only: "local[*]" runs on this machine; a cluster's master URL ("spark://host:7077",
+    # "yarn", "k8s://...") runs there. The checkpoint folder must be storage the cluster shares.
+    spark_master: str = "local[*]"
+    spark_conf: dict[str, str] = {}
+    spark_checkpoint_dir: str = ""
     data_dir: str = "data"
     # Match probability per source; unset sources choose theirs from labels (see threshold.py).
     thresholds: dict[str, float] = {}
@@ -73,6 +78,11 @@ class LinkageSettings(ConfigurableResource):
     @property
     def root(self) -> Path:
         return Path(self.data_dir)
+
+    def db_api(self):
+        """Splink's backend as configured."""
+        return configured_db_api(self.backend, spark_master=self.spark_master, spark_conf=self.spark_conf,
+                                 spark_checkpoint_dir=self.spark_checkpoint_dir or None)
 
     def u_pairs_for(self, records: int) -> float:
         """Enough random pairs for stable u on rare agreement levels, without paying 1e7 on small data."""
@@ -127,7 +137,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
     def _model(context: AssetExecutionContext, records: pl.DataFrame, linkage: LinkageSettings) -> pl.DataFrame:
         spec = model_spec_for_records(records)
         trained = train_model(
-            records, spec, make_db_api(linkage.backend),
+            records, spec, linkage.db_api(),
             TrainingConfig(u_max_pairs=linkage.u_pairs_for(records.height), seed=linkage.seed),
             progress=context.log.info,
         )
@@ -174,7 +184,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
     def _cluster(context: AssetExecutionContext, records: pl.DataFrame, model: pl.DataFrame,
                  linkage: LinkageSettings):
         trained = TrainedModel.from_json(json.loads(model["model_json"][0]))
-        linker = linker_for_model(make_db_api(linkage.backend), records, trained.settings, trained.spec)
+        linker = linker_for_model(linkage.db_api(), records, trained.settings, trained.spec)
         pairs_sdf = predict_pairs(linker, threshold_match_probability=KEEP_PAIRS_ABOVE)
         pairs = slim_pairs(pairs_sdf)
         choice = choose_cluster_threshold(

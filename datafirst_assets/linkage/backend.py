@@ -73,6 +73,14 @@ def make_db_api(backend: str = "duckdb", **options: Any):
     raise ValueError(f"unknown Splink backend {backend!r}; expected one of {BACKENDS}")
 
 
+def configured_db_api(backend: str = "duckdb", *, spark_master: str = "local[*]",
+                      spark_conf: Mapping[str, str] | None = None, spark_checkpoint_dir: str | None = None):
+    """:func:`make_db_api` from the configuration values of ``LinkageSettings``."""
+    if backend.lower() == "spark":
+        return make_db_api("spark", master=spark_master, conf=spark_conf, checkpoint_dir=spark_checkpoint_dir)
+    return make_db_api(backend)
+
+
 def backend_config_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """``LinkageSettings`` fields set in the environment (only those that are set)."""
     env = os.environ if env is None else env

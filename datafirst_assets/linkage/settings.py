@@ -433,6 +433,8 @@ def fit_blocking_rules(
                     break
             if options:
                 c, rule = min(options, key=lambda o: o[0]) if options[-1][0] > budget else options[-1]
+        if not isinstance(rule, str) and any(set(rule) == set(r) for r in rules if not isinstance(r, str)):
+            continue  # refined into a rule already there (dob & initials, from either side): one join, not two
         rules.append(rule)
         counts[rule_label(rule)] = c
     return rules, counts
@@ -601,6 +603,7 @@ def build_model_spec(
     )
     settings = creator.create_settings_dict(sql_dialect)
     settings.pop("linker_uid", None)
+    settings["sql_dialect"] = sql_dialect  # as Splink's trained JSON says it (see settings_dialect)
     return ModelSpec(
         settings=settings,
         fields=tuple(fields),
@@ -656,8 +659,19 @@ def _rule_columns(rule: Any, sql_dialect: str) -> list[str]:
 # ------------------------------------------------------------------ other backends
 
 
+def settings_dialect(settings: dict[str, Any]) -> str:
+    """The SQL dialect a Splink settings dict was rendered for (Splink's trained JSON says
+    so at the top; older untrained dicts only per blocking rule)."""
+    if settings.get("sql_dialect"):
+        return settings["sql_dialect"]
+    for rule in settings.get("blocking_rules_to_generate_predictions") or ():
+        if isinstance(rule, dict) and rule.get("sql_dialect"):
+            return rule["sql_dialect"]
+    return "duckdb"
+
+
 def spec_dialect(spec: ModelSpec) -> str:
-    return spec.settings.get("sql_dialect") or "duckdb"
+    return settings_dialect(spec.settings)
 
 
 def render_spec(spec: ModelSpec, sql_dialect: str) -> ModelSpec:
@@ -692,8 +706,7 @@ def render_model(settings_json: dict[str, Any], spec: ModelSpec, sql_dialect: st
     Levels are matched by comparison and position and must carry the same labels;
     anything else means the JSON was not built from ``spec`` and is refused.
     """
-    source = settings_json.get("sql_dialect") or "duckdb"
-    if source == sql_dialect:
+    if settings_dialect(settings_json) == sql_dialect:
         return settings_json
     target = copy.deepcopy(render_spec(spec, sql_dialect).settings)
     old_comps = settings_json.get("comparisons", [])

@@ -37,6 +37,7 @@ from datafirst_assets.linkage.settings import (
     ModelSpec,
     render_model,
     render_spec,
+    settings_dialect,
 )
 
 Progress = Callable[[str], None] | None
@@ -58,6 +59,9 @@ class TrainingConfig:
     em_rules: Sequence[str] | None = None  # override spec.em_blocking_rules
     deterministic_recall: float | None = None  # override spec.deterministic_recall
     m_floor: float | None = 1e-3  # smallest m per level after EM (None: leave EM's values)
+    # u sampling passes (Splink's default 10, stopping early once every level has been seen
+    # often enough); 1 is one pass, cheaper where each query has a fixed cost (Spark, small data)
+    u_num_chunks: int | None = None
 
 
 @dataclass
@@ -131,7 +135,7 @@ def settings_for_backend(db_api, settings: dict[str, Any], spec: ModelSpec | Non
     when the dialects agree, else rebuilt from ``spec`` with the trained values carried
     across (a DuckDB-trained model does not run on Spark as it stands)."""
     dialect = sql_dialect(db_api)
-    if (settings.get("sql_dialect") or "duckdb") == dialect:
+    if settings_dialect(settings) == dialect:
         return settings
     if spec is None:
         raise LinkageConfigError(
@@ -186,7 +190,8 @@ def train_model(
 
     t = time.perf_counter()
     say(f"estimating u from up to {cfg.u_max_pairs:,.0f} random pairs (seed {cfg.seed})")
-    linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_max_pairs, seed=cfg.seed)
+    linker.training.estimate_u_using_random_sampling(
+        max_pairs=cfg.u_max_pairs, seed=cfg.seed, **({"num_chunks": cfg.u_num_chunks} if cfg.u_num_chunks else {}))
     timings["u"] = time.perf_counter() - t
 
     t = time.perf_counter()
