@@ -12,6 +12,8 @@ and B-cubed F1 against the generated truth:
 
   plain  bench_dedupe.py's plain Splink 5 script with DuckDB's defaults (memory limit 80% of
          RAM), the same settings and training plan as ours: predict everything, cluster.
+  plain_capped  the same script on a DuckDB capped like ours (``--duckdb-memory``, spilling to
+         the work folder): what DuckDB's own spilling achieves without chunking.
   ours   ``deduplicate(..., pairs_dir=...)`` on a DuckDB capped at ``--duckdb-memory``
          (spilling to the work folder): pairs scored in chunks of left-hand records
          (``linkage.predict.PAIRS_PER_CHUNK`` blocked pairs each) straight to Parquet,
@@ -108,6 +110,7 @@ def run_ours(args) -> dict:
     res.clusters.select("record_id", "cluster_id").write_parquet(args.out)
     timings = dict(res.timings)
     timings["total"] = time.perf_counter() - t0
+    timings |= {f"train_{k}": v for k, v in res.model.timings.items()}  # register, prior, u, em
     return {"timings": timings, "rss_by_stage_gib": sampler.stop(),
             "clusters": res.clusters.get_column("cluster_id").n_unique(), "model_version": res.model.version}
 
@@ -125,7 +128,7 @@ def child_main(args) -> None:
         metrics = bcubed_metrics(clusters, pl.read_parquet(args.truth_file, columns=["record_id", "person_id"]))
         Path(args.result).write_text(json.dumps(metrics, default=float))
         return
-    if args.variant == "plain":
+    if args.variant in ("plain", "plain_capped"):
         import bench_dedupe
 
         set_stage = bench_dedupe.RssSampler.set
@@ -135,8 +138,11 @@ def child_main(args) -> None:
             Path(args.stage_file).write_text(stage)
 
         bench_dedupe.RssSampler.set = set_and_record
-        # plain Splink with DuckDB's defaults: bench_dedupe's script reads these
+        # bench_dedupe's script reads these: DuckDB's defaults, or ours' memory limit and spilling
         args.threads = args.memory_limit = args.temp_directory = None
+        if args.variant == "plain_capped":
+            args.memory_limit = args.duckdb_memory
+            args.temp_directory = str(Path(args.out).parent / f"duckdb_tmp_{os.getpid()}")
         res = run_plain(args)
     else:
         res = run_ours(args)
@@ -180,8 +186,11 @@ def run_child(variant: str, args, extra: list[str], stage_file: Path, log_file: 
         # cwd: DuckDB spills an in-memory database to ./.tmp by default
         proc = subprocess.Popen(cmd, cwd=args.workdir, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
 
+        finished = threading.Event()
+
         def watch() -> None:
-            while proc.poll() is None:
+            # never proc.poll() here: it would reap the child before os.wait4 can read its rusage
+            while not finished.wait(0.1):
                 if time.perf_counter() - t > args.timeout_minutes * 60:
                     killed["reason"] = f"not finished within {args.timeout_minutes:g} minutes"
                     killed["stage"] = stage_file.read_text() if stage_file.exists() else "?"
@@ -197,11 +206,11 @@ def run_child(variant: str, args, extra: list[str], stage_file: Path, log_file: 
                     killed["stage"] = stage_file.read_text() if stage_file.exists() else "?"
                     proc.send_signal(signal.SIGKILL)
                     return
-                time.sleep(0.1)
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         _, status, rusage = os.wait4(proc.pid, 0)
+        finished.set()
         proc.returncode = os.waitstatus_to_exitcode(status)
         watcher.join(timeout=1)
     out = {
@@ -257,6 +266,7 @@ def run_size(n: int, args) -> dict:
                                             "--result", str(bc_file)], stage_file, work / "bcubed.log")
             if bc["completed"]:
                 r["bcubed"] = json.loads(bc_file.read_text())
+        r["duckdb_memory_limit"] = "default (80% of RAM)" if variant == "plain" else args.duckdb_memory
         result["variants"][variant] = r
         for leftover in [*work.glob("duckdb_tmp_*"), *work.glob("pairs_*"), args.workdir / ".tmp"]:
             shutil.rmtree(leftover, ignore_errors=True)  # spill files and pairs (GBs at 10M)
@@ -282,17 +292,17 @@ def report(workdir: Path) -> None:
         return
     print(f"\n== bench_scale ({workdir}): {rows[0]['cores']} cores, threshold {THRESHOLD}, "
           f"limits {rows[0]['as_limit_gib']:g} GiB address space / {rows[0]['rss_cap_gib']:g} GiB resident ==")
-    print(f"{'records':>11} {'variant':7} {'wall s':>8} {'CPU s':>8} {'peak GiB':>9} {'B3 F1':>7}  note")
+    print(f"{'records':>11} {'variant':12} {'wall s':>8} {'CPU s':>8} {'peak GiB':>9} {'B3 F1':>7}  note")
     for row in rows:
         vs = row["variants"]
         for name, r in vs.items():
             if r["completed"]:
                 f1 = r.get("bcubed", {}).get("f1")
-                print(f"{row['records']:>11,} {name:7} {r['wall_seconds']:8.0f} {r['cpu_seconds']:8.0f} "
+                print(f"{row['records']:>11,} {name:12} {r['wall_seconds']:8.0f} {r['cpu_seconds']:8.0f} "
                       f"{r['peak_rss_gib']:9.2f} {f1 if f1 is not None else float('nan'):7.4f}  "
-                      + (f"DuckDB capped at {row['duckdb_memory_ours']}" if name == "ours" else "DuckDB defaults"))
+                      + f"DuckDB memory limit {r.get('duckdb_memory_limit', '?')}")
             else:
-                print(f"{row['records']:>11,} {name:7} {'-':>8} {'-':>8} {'-':>9} {'-':>7}  did not complete: "
+                print(f"{row['records']:>11,} {name:12} {'-':>8} {'-':>8} {'-':>9} {'-':>7}  did not complete: "
                       f"{r.get('failure')} (ran {r['wall_seconds']:.0f}s, {r['cpu_seconds']:.0f}s CPU, "
                       f"peak {r['peak_rss_gib']:.2f} GiB)")
         if all(v in vs and vs[v]["completed"] for v in ("plain", "ours")):
@@ -304,7 +314,7 @@ def report(workdir: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000000,3000000,10000000", help="comma-separated record counts")
-    ap.add_argument("--variants", default="ours,plain")
+    ap.add_argument("--variants", default="ours,plain", help="ours, plain, plain_capped")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_scale"))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="DuckDB threads (ours)")
