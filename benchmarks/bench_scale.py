@@ -300,7 +300,8 @@ def report(workdir: Path) -> None:
                 f1 = r.get("bcubed", {}).get("f1")
                 print(f"{row['records']:>11,} {name:12} {r['wall_seconds']:8.0f} {r['cpu_seconds']:8.0f} "
                       f"{r['peak_rss_gib']:9.2f} {f1 if f1 is not None else float('nan'):7.4f}  "
-                      + f"DuckDB memory limit {r.get('duckdb_memory_limit', '?')}")
+                      + "DuckDB memory limit " + r.get("duckdb_memory_limit", "default (80% of RAM)" if name == "plain"
+                                                       else row["duckdb_memory_ours"]))
             else:
                 print(f"{row['records']:>11,} {name:12} {'-':>8} {'-':>8} {'-':>9} {'-':>7}  did not complete: "
                       f"{r.get('failure')} (ran {r['wall_seconds']:.0f}s, {r['cpu_seconds']:.0f}s CPU, "

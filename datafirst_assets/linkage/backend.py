@@ -28,11 +28,9 @@ BACKENDS = ("duckdb", "spark")
 BACKEND_ENV = "DATAFIRST_LINKAGE_BACKEND"
 SPARK_MASTER_ENV = "DATAFIRST_SPARK_MASTER"
 
-#: Spark settings for a session this module starts itself. Splink runs many small SQL
-#: steps; Spark's default of 200 shuffle partitions makes each of them slow on one
-#: machine, so local sessions get one partition per core (a cluster keeps its own).
-_LOCAL_SPARK_CONF = {
-    "spark.ui.showConsoleProgress": "false",
+#: Spark settings for a session this module starts itself (``conf`` overrides them).
+_SPARK_CONF = {
+    "spark.ui.showConsoleProgress": "false",  # progress bars would flood Dagster's logs
     "spark.sql.adaptive.enabled": "true",
 }
 
@@ -139,7 +137,7 @@ def spark_unavailable_reason() -> str | None:
 
 
 def start_spark_session(master: str = "local[*]", *, conf: Mapping[str, str] | None = None,
-                  app_name: str = "datafirst-linkage"):
+                        app_name: str = "datafirst-linkage"):
     """A Spark session with Splink's similarity functions (jaro_winkler...) on the classpath.
 
     Returns the running session when there is one (Spark allows one per process; its
@@ -155,8 +153,11 @@ def start_spark_session(master: str = "local[*]", *, conf: Mapping[str, str] | N
     if active is not None:
         return active
     builder = SparkSession.builder.master(master).appName(app_name).config("spark.jars", similarity_jar_location())
-    settings = dict(_LOCAL_SPARK_CONF)
+    settings = dict(_SPARK_CONF)
     if master.startswith("local"):
+        # Splink runs many small SQL steps and Spark's default of 200 shuffle partitions makes
+        # each slow on one machine: one partition per core (a cluster keeps its own settings).
+        # No web UI: several sessions on one machine would fight over port 4040.
         cores = master[len("local["):-1] if master.startswith("local[") else "1"
         n = (os.cpu_count() or 2) if cores == "*" else int(cores.split(",")[0])
         settings |= {"spark.sql.shuffle.partitions": str(n), "spark.default.parallelism": str(n),
