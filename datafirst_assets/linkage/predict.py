@@ -83,7 +83,7 @@ def slim_pairs(pairs_sdf) -> pl.DataFrame:
 
 
 #: Blocked pairs scored per pass by :func:`predict_pairs_to_parquet` when the number of
-#: chunks is chosen for you: ~2.5 GiB of DuckDB working memory on the person-record model.
+#: chunks is chosen for you (10M person records: 5 passes, within an 8 GB DuckDB limit).
 PAIRS_PER_CHUNK = 40_000_000
 
 

@@ -139,7 +139,7 @@ def settings_for_backend(db_api, settings: dict[str, Any], spec: ModelSpec | Non
         return settings
     if spec is None:
         raise LinkageConfigError(
-            f"the model was built for {settings.get('sql_dialect')!r} and the backend speaks {dialect!r}: "
+            f"the model was built for {settings_dialect(settings)!r} and the backend speaks {dialect!r}: "
             "pass its ModelSpec so the settings can be rendered for this backend")
     return render_model(settings, spec, dialect)
 
