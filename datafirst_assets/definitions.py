@@ -20,6 +20,7 @@ from datafirst_assets.defs.sensors import (
     build_refresh_sensor,
 )
 from datafirst_assets.defs.synthetic import synthetic_assets, synthetic_resources
+from datafirst_assets.linkage.backend import backend_config_from_env
 
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
@@ -60,7 +61,7 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         selection=SYNTHETIC_SELECTION,
         description="Summaries of the release, synthetic tables from them, and their fidelity / privacy report.",
     )
-    linkage = LinkageSettings(data_dir=str(layout.root))
+    linkage = LinkageSettings(data_dir=str(layout.root), **backend_config_from_env())
     upstream = [*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()]
     upstream += synthetic_assets(defined={key for a in upstream for key in a.keys})
     return Definitions(

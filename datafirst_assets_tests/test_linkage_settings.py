@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import datetime
 
 import polars as pl
 import pytest
 
-from datafirst_assets.linkage.backend import BackendNotAvailable, make_db_api
+from datafirst_assets.linkage.backend import make_db_api
 from datafirst_assets.linkage.predict import predict_pairs
 from datafirst_assets.linkage.settings import (
     LinkageConfigError,
@@ -119,6 +120,22 @@ def test_oversized_blocking_rules_are_split():
     assert count_pairs(sw, "l.forename = r.surname AND l.surname = r.forename") == 6
 
 
+def test_rules_refined_into_the_same_keys_are_kept_once():
+    # everyone shares a placeholder dob: "dob & initial(forename)" and "dob & initial(surname)"
+    # both need the other initial, and become the same rule
+    n = 300
+    frame = pl.DataFrame({
+        "record_id": [str(i) for i in range(n)],
+        "forename": [f"{'ABC'[i % 3]}{i}" for i in range(n)],
+        "surname": [f"{'XYZ'[i % 3]}{i // 3}" for i in range(n)],
+        "dob": [datetime.date(1900, 1, 1)] * n,
+    })
+    rules, counts = fit_blocking_rules(frame, ["forename", "surname", "dob"], max_pairs_per_rule=6_000)
+    key_sets = [frozenset(r) for r in rules if not isinstance(r, str)]
+    assert frozenset({Key("dob"), Key("forename", "initial"), Key("surname", "initial")}) in key_sets
+    assert len(key_sets) == len(set(key_sets)) and len(counts) == len(rules)
+
+
 def _toy_model() -> dict:
     return {
         "link_type": "dedupe_only", "linker_uid": "abc", "probability_two_random_records_match": 0.000123456,
@@ -154,9 +171,3 @@ def test_model_summary_weights():
     assert s["prior_match_weight"] < -12
 
 
-def test_backend_extension_point():
-    assert make_db_api("duckdb", threads=1, memory_limit="1GB").sql_dialect.sql_dialect_str == "duckdb"
-    with pytest.raises(BackendNotAvailable, match="extension point"):
-        make_db_api("spark")
-    with pytest.raises(ValueError, match="unknown Splink backend"):
-        make_db_api("oracle")

@@ -30,7 +30,7 @@ from dagster import (
 
 from datafirst_assets.defs.ingest import staged_key
 from datafirst_assets.defs.resources import Warehouse
-from datafirst_assets.linkage.backend import make_db_api
+from datafirst_assets.linkage.backend import configured_db_api
 from datafirst_assets.linkage.incremental import (
     KEEP_PAIRS_ABOVE,
     MODES,
@@ -66,7 +66,12 @@ from datafirst_assets.warehouse.io_manager import table_columns
 class LinkageSettings(ConfigurableResource):
     """How deduplication runs: Splink backend, thresholds, where models, labels and truth live."""
 
-    backend: str = "duckdb"
+    backend: str = "duckdb"  # or "spark" (pip install -e '.[spark]'); see README "Running at scale"
+    # Spark only: "local[*]" runs on this machine; a cluster's master URL ("spark://host:7077",
+    # "yarn", "k8s://...") runs there. The checkpoint folder must be storage the cluster shares.
+    spark_master: str = "local[*]"
+    spark_conf: dict[str, str] = {}
+    spark_checkpoint_dir: str = ""
     data_dir: str = "data"
     # Match probability per source; unset sources choose theirs from labels (see threshold.py).
     thresholds: dict[str, float] = {}
@@ -84,6 +89,11 @@ class LinkageSettings(ConfigurableResource):
     @property
     def root(self) -> Path:
         return Path(self.data_dir)
+
+    def db_api(self):
+        """Splink's backend as configured."""
+        return configured_db_api(self.backend, spark_master=self.spark_master, spark_conf=self.spark_conf,
+                                 spark_checkpoint_dir=self.spark_checkpoint_dir or None)
 
     def u_pairs_for(self, records: int) -> float:
         """Enough random pairs for stable u on rare agreement levels, without paying 1e7 on small data."""
@@ -185,7 +195,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             context.log.info(f"training: {why}")
         spec = model_spec_for_records(records)
         trained = train_model(
-            records, spec, make_db_api(linkage.backend),
+            records, spec, linkage.db_api(),
             TrainingConfig(u_max_pairs=linkage.u_pairs_for(records.height), seed=linkage.seed),
             progress=context.log.info,
         )
@@ -246,7 +256,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             if stored is not None and source.person_id_name in stored.columns else None,
             changes=_stored_table(warehouse, source.key, "id_changes"),
         )
-        db_api = make_db_api(linkage.backend)
+        db_api = linkage.db_api()
         configured = linkage.thresholds.get(source.key)
         problem = (previous.cannot_extend(trained.version, check_pairs=False) if linkage.mode == "incremental"
                    else "full run requested")

@@ -24,7 +24,6 @@ from dagster import (
 
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_key
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
-from datafirst_assets.linkage.backend import make_db_api
 from datafirst_assets.linkage.case_link import build_case_link
 from datafirst_assets.linkage.xjs import build_xjs_lookup, check_lookup_invariants
 from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs, xjs_markdown, xjs_summary, xjs_truth
@@ -76,7 +75,7 @@ def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
 def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, **inputs: pl.DataFrame):
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
-    result = build_xjs_lookup(records, clusters, db_api=make_db_api(linkage.backend), progress=context.log.info)
+    result = build_xjs_lookup(records, clusters, db_api=linkage.db_api(), progress=context.log.info)
     lookup = add_record_hashes(result.lookup)
     yield Output(lookup, output_name="lookup", metadata={
         "pseudonymisation_key": "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)"

@@ -1,23 +1,42 @@
 """The one place that builds Splink's database API (the execution backend).
 
-Every other linkage function takes a ``db_api`` argument, so moving from DuckDB to
-another backend is a configuration change here, not a change to the models.
+Every other linkage function takes a ``db_api`` argument, and settings are rendered for
+the db_api's SQL dialect when a linker is made (``settings.render_spec``), so moving
+from DuckDB to Spark is a configuration value here, not a change to the models.
 
     db_api = make_db_api()                                  # in-memory DuckDB, all cores
     db_api = make_db_api("duckdb", memory_limit="16GB", threads=2, temp_directory="/tmp/x")
-    db_api = make_db_api("spark", spark_session=spark)      # extension point (not yet built)
+    db_api = make_db_api("spark")                           # local[*] Spark session
+    db_api = make_db_api("spark", master="spark://head:7077", checkpoint_dir="hdfs:///tmp/splink")
+    db_api = make_db_api("spark", spark_session=spark)      # a session you already have
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 BACKENDS = ("duckdb", "spark")
 
+#: Environment variables read by :func:`backend_config_from_env` (for ``datafirst run``,
+#: ``make demo`` and ``dagster dev``, which build the resources without run config).
+BACKEND_ENV = "DATAFIRST_LINKAGE_BACKEND"
+SPARK_MASTER_ENV = "DATAFIRST_SPARK_MASTER"
 
-class BackendNotAvailable(NotImplementedError):
-    """The requested Splink backend is not wired up (yet) in this project."""
+#: Spark settings for a session this module starts itself (``conf`` overrides them).
+_SPARK_CONF = {
+    "spark.ui.showConsoleProgress": "false",  # progress bars would flood Dagster's logs
+    "spark.sql.adaptive.enabled": "true",
+}
+
+
+class BackendNotAvailable(RuntimeError):
+    """The requested Splink backend cannot run here (e.g. pyspark or Java is missing)."""
 
 
 def make_db_api(backend: str = "duckdb", **options: Any):
@@ -33,9 +52,16 @@ def make_db_api(backend: str = "duckdb", **options: Any):
       materialisation / materialisation_dir   passed to ``DuckDBAPI`` ("parquet" mode
                        writes intermediate tables to parquet files in that directory)
 
-    spark: raises :class:`BackendNotAvailable`. The later issue that adds Spark fills in
-    ``_make_spark`` (``splink.SparkAPI(spark_session=..., ...)``); nothing else changes,
-    because settings are built with Splink's dialect-neutral creators.
+    spark options (all optional):
+      spark_session    an existing ``SparkSession`` (the others below are then ignored,
+                       except checkpoint_dir and break_lineage_method)
+      master           "local[*]" (default), "local[2]", "spark://host:7077", "yarn", ...
+      conf             extra Spark settings, e.g. {"spark.executor.memory": "8g"}
+      checkpoint_dir   where Splink writes intermediate tables (break_lineage_method
+                       "parquet"): must be shared storage on a cluster (HDFS, S3...);
+                       default a fresh local temporary folder
+      break_lineage_method  Splink's: "parquet" (default), "persist", "checkpoint", ...
+      num_partitions_on_repartition  Splink's repartitioning of big intermediate tables
     """
     backend = backend.lower()
     if backend == "duckdb":
@@ -43,6 +69,25 @@ def make_db_api(backend: str = "duckdb", **options: Any):
     if backend == "spark":
         return _make_spark(**options)
     raise ValueError(f"unknown Splink backend {backend!r}; expected one of {BACKENDS}")
+
+
+def configured_db_api(backend: str = "duckdb", *, spark_master: str = "local[*]",
+                      spark_conf: Mapping[str, str] | None = None, spark_checkpoint_dir: str | None = None):
+    """:func:`make_db_api` from the configuration values of ``LinkageSettings``."""
+    if backend.lower() == "spark":
+        return make_db_api("spark", master=spark_master, conf=spark_conf, checkpoint_dir=spark_checkpoint_dir)
+    return make_db_api(backend)
+
+
+def backend_config_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``LinkageSettings`` fields set in the environment (only those that are set)."""
+    env = os.environ if env is None else env
+    out = {}
+    if env.get(BACKEND_ENV):
+        out["backend"] = env[BACKEND_ENV].strip().lower()
+    if env.get(SPARK_MASTER_ENV):
+        out["spark_master"] = env[SPARK_MASTER_ENV].strip()
+    return out
 
 
 def _make_duckdb(
@@ -76,15 +121,114 @@ def _make_duckdb(
     return DuckDBAPI(connection=con, **kwargs)
 
 
-def _make_spark(**options: Any):
-    raise BackendNotAvailable(
-        "The Spark backend is an extension point: implement "
-        "datafirst_assets.linkage.backend._make_spark to return "
-        "splink.SparkAPI(spark_session=options['spark_session'], ...). "
-        "Use backend='duckdb' until then."
-    )
+# ------------------------------------------------------------------------------ spark
+
+
+def spark_unavailable_reason() -> str | None:
+    """Why the Spark backend cannot start on this machine, or None when it can."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed (pip install -e '.[spark]')"
+    java_home = os.environ.get("JAVA_HOME")
+    if not (shutil.which("java") or (java_home and Path(java_home, "bin", "java").exists())):
+        return "no Java runtime found (pyspark 4 needs Java 17 or later on the PATH or in JAVA_HOME)"
+    return None
+
+
+def start_spark_session(master: str = "local[*]", *, conf: Mapping[str, str] | None = None,
+                        app_name: str = "datafirst-linkage"):
+    """A Spark session with Splink's similarity functions (jaro_winkler...) on the classpath.
+
+    Returns the running session when there is one (Spark allows one per process; its
+    master cannot change), else starts one on ``master``.
+    """
+    reason = spark_unavailable_reason()
+    if reason:
+        raise BackendNotAvailable(f"Splink's Spark backend is not available: {reason}")
+    from pyspark.sql import SparkSession
+    from splink.backends.spark import similarity_jar_location
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.master(master).appName(app_name).config("spark.jars", similarity_jar_location())
+    settings = dict(_SPARK_CONF)
+    if master.startswith("local"):
+        # Splink runs many small SQL steps and Spark's default of 200 shuffle partitions makes
+        # each slow on one machine: one partition per core (a cluster keeps its own settings).
+        # No web UI: several sessions on one machine would fight over port 4040.
+        cores = master[len("local["):-1] if master.startswith("local[") else "1"
+        n = (os.cpu_count() or 2) if cores == "*" else int(cores.split(",")[0])
+        settings |= {"spark.sql.shuffle.partitions": str(n), "spark.default.parallelism": str(n),
+                     "spark.ui.enabled": "false"}
+    for key, value in {**settings, **dict(conf or {})}.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def _make_spark(
+    *,
+    spark_session: Any = None,
+    master: str = "local[*]",
+    conf: Mapping[str, str] | None = None,
+    checkpoint_dir: str | None = None,
+    break_lineage_method: str = "parquet",
+    num_partitions_on_repartition: int | None = None,
+):
+    session = spark_session or start_spark_session(master, conf=conf)
+    from splink import SparkAPI
+
+    if break_lineage_method in ("parquet", "checkpoint"):
+        context = session.sparkContext
+        if checkpoint_dir:
+            context.setCheckpointDir(str(checkpoint_dir))
+        elif context.getCheckpointDir() is None:
+            folder = tempfile.mkdtemp(prefix="datafirst_spark_checkpoints_")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            context.setCheckpointDir(folder)
+    return SparkAPI(spark_session=session, break_lineage_method=break_lineage_method,
+                    num_partitions_on_repartition=num_partitions_on_repartition)
 
 
 def sql_dialect(db_api) -> str:
     """The SQL dialect name of a DB API ("duckdb", "spark", ...)."""
     return db_api.sql_dialect.sql_dialect_str
+
+
+# ------------------------------------------------------------------ parquet hand-offs
+
+
+def write_parquet(db_api, sdf, path: str | Path, columns: list[str] | None = None) -> Path:
+    """Write a SplinkDataFrame (or some of its columns) to one Parquet file/folder
+    without passing through Python, so a big result never has to fit in memory twice."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = ", ".join(columns) if columns else "*"
+    if sql_dialect(db_api) == "spark":
+        db_api.spark.sql(f"select {cols} from {sdf.physical_name}").write.mode("overwrite").parquet(str(path))
+    else:
+        db_api._con.execute(
+            f"COPY (select {cols} from {sdf.physical_name}) TO '{path.as_posix()}' (FORMAT parquet)")
+    return path
+
+
+def parquet_table(db_api, paths: list[str | Path], templated_name: str = "__splink__df_predict"):
+    """A SplinkDataFrame reading Parquet files in place (a view, nothing loaded up front).
+    Drop it with :func:`drop_parquet_table`."""
+    import secrets
+
+    name = f"__datafirst_parquet_{secrets.token_hex(4)}"
+    if sql_dialect(db_api) == "spark":
+        db_api.spark.read.parquet(*[str(p) for p in paths]).createOrReplaceTempView(name)
+    else:
+        files = ", ".join(f"'{Path(p).as_posix()}'" for p in paths)
+        db_api._con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}])")
+    return db_api.table_to_splink_dataframe(templated_name, name)
+
+
+def drop_parquet_table(db_api, sdf) -> None:
+    if sql_dialect(db_api) == "spark":
+        db_api.spark.catalog.dropTempView(sdf.physical_name)
+    else:
+        db_api._con.execute(f"DROP VIEW IF EXISTS {sdf.physical_name}")

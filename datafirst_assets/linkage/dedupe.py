@@ -6,6 +6,10 @@
     result.pairs      # scored pairs (polars) if keep_pairs=True
     result.model      # TrainedModel (settings JSON, version, summary)
 
+    # millions of records: DuckDB capped and spilling, pairs scored in chunks to Parquet
+    db_api = make_db_api(memory_limit="6GB", temp_directory="/scratch/duckdb_tmp")
+    result = deduplicate(records, db_api=db_api, pairs_dir="/scratch/pairs")
+
 The pieces (settings / train / predict / cluster) stay usable on their own, e.g. for
 Dagster assets that store the model and the clusters separately.
 """
@@ -20,9 +24,15 @@ from typing import Any
 
 import polars as pl
 
-from datafirst_assets.linkage.backend import make_db_api, sql_dialect
+from datafirst_assets.linkage.backend import drop_parquet_table, make_db_api, sql_dialect
 from datafirst_assets.linkage.cluster import cluster_pairs
-from datafirst_assets.linkage.predict import predict_pairs, slim_pairs
+from datafirst_assets.linkage.predict import (
+    chunks_for,
+    parquet_pairs,
+    predict_pairs,
+    predict_pairs_to_parquet,
+    slim_pairs,
+)
 from datafirst_assets.linkage.settings import ModelSpec, model_spec_for_records
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, save_charts, train_model
 
@@ -54,6 +64,7 @@ def deduplicate(
     training: TrainingConfig | None = None,
     chart_dir: str | Path | None = None,
     num_chunks: int | None = None,
+    pairs_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> DedupeResult:
     """Train on ``records`` and cluster them at ``threshold_match_probability``
@@ -61,6 +72,12 @@ def deduplicate(
 
     ``keep_pairs`` returns the scored pairs (ids, weight, probability, comparison
     levels) with probability >= ``keep_pairs_above`` (default: the threshold).
+
+    ``pairs_dir`` scores pairs in ``num_chunks`` passes (default: enough for
+    :data:`~datafirst_assets.linkage.predict.PAIRS_PER_CHUNK` blocked pairs each), writes
+    them there as Parquet and clusters from the files: for inputs whose pairs do not fit
+    in memory at once. Without it, ``num_chunks`` is Splink's own chunking (all chunks
+    are still held until the end).
     """
     say = progress or (lambda _m: None)
     timings: dict[str, float] = {}
@@ -80,8 +97,16 @@ def deduplicate(
 
     t = time.perf_counter()
     keep = threshold if keep_pairs_above is None else min(keep_pairs_above, threshold)
-    say(f"scoring pairs from {len(spec.settings['blocking_rules_to_generate_predictions'])} blocking rules")
-    pairs_sdf = predict_pairs(model.linker, threshold_match_probability=keep, num_chunks=num_chunks)
+    n_rules = len(spec.settings["blocking_rules_to_generate_predictions"])
+    if pairs_dir is not None:
+        chunks = num_chunks or chunks_for(spec)
+        say(f"scoring pairs from {n_rules} blocking rules in {chunks} chunk(s) to {pairs_dir}")
+        files = predict_pairs_to_parquet(model.linker, pairs_dir, num_chunks=chunks,
+                                         threshold_match_probability=keep, progress=say)
+        pairs_sdf = parquet_pairs(model.linker, files)
+    else:
+        say(f"scoring pairs from {n_rules} blocking rules")
+        pairs_sdf = predict_pairs(model.linker, threshold_match_probability=keep, num_chunks=num_chunks)
     timings["predict"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -89,6 +114,9 @@ def deduplicate(
     clusters = cluster_pairs(model.linker, pairs_sdf, threshold_match_probability=threshold)
     timings["cluster"] = time.perf_counter() - t
     pairs = slim_pairs(pairs_sdf) if keep_pairs else None
-    pairs_sdf.drop_table_from_database_and_remove_from_cache()
+    if pairs_dir is not None:
+        drop_parquet_table(db_api, pairs_sdf)
+    else:
+        pairs_sdf.drop_table_from_database_and_remove_from_cache()
     return DedupeResult(clusters=clusters, model=model, threshold_match_probability=threshold,
                         pairs=pairs, charts=charts, timings=timings)

@@ -5,16 +5,24 @@
 
 Pairs stay in the backend (a SplinkDataFrame) until asked for, so clustering big inputs
 never round-trips through Python; ``pairs_to_polars`` goes through arrow, not pandas.
+
+For inputs too big to score in one pass, ``predict_pairs_to_parquet`` scores one chunk of
+the left-hand records at a time and writes each chunk's pairs to Parquet, so only one
+chunk's blocked pairs are ever held; ``parquet_pairs`` reads them back for clustering.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 from splink import Linker
 
+from datafirst_assets.linkage.backend import parquet_table, write_parquet
 from datafirst_assets.linkage.settings import ModelSpec
 from datafirst_assets.linkage.train import TrainedModel, make_linker
 
@@ -72,3 +80,61 @@ def slim_pairs(pairs_sdf) -> pl.DataFrame:
     have = [c.unquote().name for c in pairs_sdf.columns]
     cols = [c for c in PAIR_COLUMNS if c in have] + [c for c in have if c.startswith("gamma_")]
     return pairs_to_polars(pairs_sdf, cols)
+
+
+#: Blocked pairs scored per pass by :func:`predict_pairs_to_parquet` when the number of
+#: chunks is chosen for you (10M person records: 5 passes, within an 8 GB DuckDB limit).
+PAIRS_PER_CHUNK = 40_000_000
+
+
+def chunks_for(spec: ModelSpec, pairs_per_chunk: float = PAIRS_PER_CHUNK) -> int:
+    """Chunks needed to keep each pass under ``pairs_per_chunk`` blocked pairs, from the
+    pair counts measured when the blocking rules were fitted (an upper bound: pairs
+    found by several rules are counted once per rule)."""
+    total = sum(spec.blocking_pairs.values())
+    return max(1, math.ceil(total / pairs_per_chunk)) if total else 1
+
+
+def predict_pairs_to_parquet(
+    linker: Linker,
+    out_dir: str | Path,
+    *,
+    num_chunks: int = 1,
+    threshold_match_probability: float | None = None,
+    threshold_match_weight: float | None = None,
+    columns: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Score pairs one chunk of left-hand records at a time (Splink's ``predict_chunk``),
+    writing each chunk to ``out_dir/pairs_NNNN.parquet`` and dropping it from the backend.
+
+    A pair belongs to exactly one chunk (the chunk of its left record), so the files hold
+    the same pairs as one ``predict``. ``columns`` defaults to ids, weight, probability
+    and the comparison levels (as :func:`slim_pairs`). Returns the files written.
+    """
+    say = progress or (lambda _m: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = max(1, int(num_chunks))
+    paths = []
+    for i in range(1, n + 1):
+        t = time.perf_counter()
+        sdf = linker.inference.predict_chunk(
+            left_chunk=(i, n) if n > 1 else None, right_chunk=None,
+            threshold_match_probability=threshold_match_probability,
+            threshold_match_weight=threshold_match_weight, warning_mode="never")
+        try:
+            have = [c.unquote().name for c in sdf.columns]
+            cols = list(columns) if columns is not None else (
+                [c for c in PAIR_COLUMNS if c in have] + [c for c in have if c.startswith("gamma_")])
+            paths.append(write_parquet(linker._db_api, sdf, out / f"pairs_{i:04d}.parquet", cols))
+        finally:
+            sdf.drop_table_from_database_and_remove_from_cache()
+        say(f"scored chunk {i}/{n} in {time.perf_counter() - t:.0f}s")
+    return paths
+
+
+def parquet_pairs(linker: Linker, paths: Sequence[str | Path]):
+    """Pairs written by :func:`predict_pairs_to_parquet` as a SplinkDataFrame (a view over
+    the files) that clustering accepts; drop it with ``backend.drop_parquet_table``."""
+    return parquet_table(linker._db_api, list(paths))

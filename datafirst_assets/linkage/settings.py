@@ -14,6 +14,7 @@ plus the training plan (deterministic rules for the prior, EM blocking rules).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -56,6 +57,9 @@ class ModelSpec:
     link_type: str = "dedupe_only"
     completeness: dict[str, float] = field(default_factory=dict)
     blocking_pairs: dict[str, int] = field(default_factory=dict)  # pairs per prediction rule
+    # Prediction rules as dialect-neutral labels (see rule_label), so the settings can be
+    # rendered again for another backend's SQL dialect (render_spec).
+    prediction_rules: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -429,13 +433,33 @@ def fit_blocking_rules(
                     break
             if options:
                 c, rule = min(options, key=lambda o: o[0]) if options[-1][0] > budget else options[-1]
+        if not isinstance(rule, str) and any(set(rule) == set(r) for r in rules if not isinstance(r, str)):
+            continue  # refined into a rule already there (dob & initials, from either side): one join, not two
         rules.append(rule)
         counts[rule_label(rule)] = c
     return rules, counts
 
 
+_SWAP_LABEL = "forename/surname swapped"
+
+
 def rule_label(rule: tuple[Key, ...] | str) -> str:
-    return "forename/surname swapped" if isinstance(rule, str) else " & ".join(str(k) for k in rule)
+    return _SWAP_LABEL if isinstance(rule, str) else " & ".join(str(k) for k in rule)
+
+
+def parse_rule_label(label: str) -> tuple[Key, ...] | str:
+    """Inverse of :func:`rule_label`: ``"dob & initial(forename)"`` -> (Key("dob"), Key("forename", "initial"))."""
+    if label == _SWAP_LABEL:
+        return SWAP_RULE
+    keys = []
+    for part in label.split(" & "):
+        part = part.strip()
+        if part.endswith(")") and "(" in part:
+            fn, col = part[:-1].split("(", 1)
+            keys.append(Key(col, fn))
+        else:
+            keys.append(Key(part))
+    return tuple(keys)
 
 
 def to_splink_rule(rule: tuple[Key, ...] | str) -> Any:
@@ -556,10 +580,11 @@ def build_model_spec(
     recall = float(min(0.95, max(0.2, recall)))
 
     em_rules = em_blocking_rules(fields, comp) if fields else []
-    pred_rules = ([to_splink_rule(r) for r in blocking_rules] if blocking_rules is not None
-                  else prediction_blocking_rules(fields))
+    neutral_rules = list(blocking_rules) if blocking_rules is not None else candidate_blocking_keys(fields)
+    pred_rules = [to_splink_rule(r) for r in neutral_rules]
     if extras and not pred_rules:
-        pred_rules = [block_on(x) for x in extras]
+        neutral_rules = [(Key(x),) for x in extras]
+        pred_rules = [to_splink_rule(r) for r in neutral_rules]
     if extras and not em_rules:
         em_rules = [block_on(x) for x in extras[:2]]
 
@@ -578,6 +603,7 @@ def build_model_spec(
     )
     settings = creator.create_settings_dict(sql_dialect)
     settings.pop("linker_uid", None)
+    settings["sql_dialect"] = sql_dialect  # as Splink's trained JSON says it (see settings_dialect)
     return ModelSpec(
         settings=settings,
         fields=tuple(fields),
@@ -588,6 +614,7 @@ def build_model_spec(
         link_type=link_type,
         completeness=comp,
         blocking_pairs=dict(blocking_pairs or {}),
+        prediction_rules=tuple(rule_label(r) for r in neutral_rules),
     )
 
 
@@ -625,4 +652,80 @@ def _rule_sql(rule: Any, sql_dialect: str) -> str:
 
 def _rule_columns(rule: Any, sql_dialect: str) -> list[str]:
     sql = _rule_sql(rule, sql_dialect)
-    return [c for c in LINKAGE_FIELDS if f'l."{c}"' in sql or f"l.{c} " in sql or f"l.{c}=" in sql]
+    forms = ('l."{c}"', "l.`{c}`", "l.{c} ", "l.{c}=")  # quoted as DuckDB or Spark quote, or bare
+    return [c for c in LINKAGE_FIELDS if any(f.format(c=c) in sql for f in forms)]
+
+
+# ------------------------------------------------------------------ other backends
+
+
+def settings_dialect(settings: dict[str, Any]) -> str:
+    """The SQL dialect a Splink settings dict was rendered for (Splink's trained JSON says
+    so at the top; older untrained dicts only per blocking rule)."""
+    if settings.get("sql_dialect"):
+        return settings["sql_dialect"]
+    for rule in settings.get("blocking_rules_to_generate_predictions") or ():
+        if isinstance(rule, dict) and rule.get("sql_dialect"):
+            return rule["sql_dialect"]
+    return "duckdb"
+
+
+def spec_dialect(spec: ModelSpec) -> str:
+    return settings_dialect(spec.settings)
+
+
+def render_spec(spec: ModelSpec, sql_dialect: str) -> ModelSpec:
+    """The same model rebuilt for another SQL dialect (untrained settings).
+
+    SQL is not portable between backends (quoting, function names such as DuckDB's
+    ``jaro_winkler_similarity`` vs Spark's ``jaro_winkler``), so the settings are built
+    again from the dialect-neutral description; use :func:`render_model` to carry
+    trained parameters across.
+    """
+    if spec_dialect(spec) == sql_dialect:
+        return spec
+    labels = spec.prediction_rules or tuple(spec.blocking_pairs)  # models saved before prediction_rules
+    rules = [parse_rule_label(x) for x in labels] if labels else None
+    return build_model_spec(
+        spec.fields, extras=spec.extras, link_type=spec.link_type, completeness=spec.completeness,
+        sql_dialect=sql_dialect,
+        retain_matching_columns=bool(spec.settings.get("retain_matching_columns", False)),
+        additional_columns_to_retain=list(spec.settings.get("additional_columns_to_retain") or ()),
+        blocking_rules=rules, blocking_pairs=spec.blocking_pairs,
+    )
+
+
+#: Trained values per comparison level, carried across dialects by :func:`render_model`.
+_TRAINED_LEVEL_KEYS = ("m_probability", "u_probability")
+
+
+def render_model(settings_json: dict[str, Any], spec: ModelSpec, sql_dialect: str) -> dict[str, Any]:
+    """A trained Splink model JSON for ``sql_dialect``: settings rebuilt by
+    :func:`render_spec`, with the prior and every level's m and u copied across.
+
+    Levels are matched by comparison and position and must carry the same labels;
+    anything else means the JSON was not built from ``spec`` and is refused.
+    """
+    if settings_dialect(settings_json) == sql_dialect:
+        return settings_json
+    target = copy.deepcopy(render_spec(spec, sql_dialect).settings)
+    old_comps = settings_json.get("comparisons", [])
+    new_comps = target["comparisons"]
+    if [c["output_column_name"] for c in old_comps] != [c["output_column_name"] for c in new_comps]:
+        raise LinkageConfigError(
+            f"model comparisons {[c['output_column_name'] for c in old_comps]} do not match the spec's "
+            f"{[c['output_column_name'] for c in new_comps]}: cannot render it for {sql_dialect}")
+    for old, new in zip(old_comps, new_comps):
+        old_levels, new_levels = old["comparison_levels"], new["comparison_levels"]
+        if [x.get("label_for_charts") for x in old_levels] != [x.get("label_for_charts") for x in new_levels]:
+            raise LinkageConfigError(
+                f"levels of comparison {old['output_column_name']!r} differ from the spec's: "
+                f"cannot render the model for {sql_dialect}")
+        for o, n in zip(old_levels, new_levels):
+            for key in _TRAINED_LEVEL_KEYS:
+                if key in o:
+                    n[key] = o[key]
+    for key in ("probability_two_random_records_match",):
+        if key in settings_json:
+            target[key] = settings_json[key]
+    return target

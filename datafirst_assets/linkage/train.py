@@ -29,7 +29,16 @@ from typing import Any
 import polars as pl
 from splink import Linker
 
-from datafirst_assets.linkage.settings import SOURCE_DATASET, UNIQUE_ID, ModelSpec
+from datafirst_assets.linkage.backend import sql_dialect
+from datafirst_assets.linkage.settings import (
+    SOURCE_DATASET,
+    UNIQUE_ID,
+    LinkageConfigError,
+    ModelSpec,
+    render_model,
+    render_spec,
+    settings_dialect,
+)
 
 Progress = Callable[[str], None] | None
 
@@ -50,6 +59,9 @@ class TrainingConfig:
     em_rules: Sequence[str] | None = None  # override spec.em_blocking_rules
     deterministic_recall: float | None = None  # override spec.deterministic_recall
     m_floor: float | None = 1e-3  # smallest m per level after EM (None: leave EM's values)
+    # u sampling passes (Splink's default 10, stopping early once every level has been seen
+    # often enough); 1 is one pass, cheaper where each query has a fixed cost (Spark, small data)
+    u_num_chunks: int | None = None
 
 
 @dataclass
@@ -70,7 +82,8 @@ class TrainedModel:
         spec = ModelSpec(**{**doc["spec"], "fields": tuple(doc["spec"]["fields"]),
                             "extras": tuple(doc["spec"]["extras"]),
                             "deterministic_rules": tuple(doc["spec"]["deterministic_rules"]),
-                            "em_blocking_rules": tuple(doc["spec"]["em_blocking_rules"])})
+                            "em_blocking_rules": tuple(doc["spec"]["em_blocking_rules"]),
+                            "prediction_rules": tuple(doc["spec"].get("prediction_rules") or ())})
         settings = doc["splink_model"]
         return TrainedModel(settings=settings, spec=spec, version=doc.get("version") or model_version(settings),
                             summary=model_summary(settings))
@@ -117,9 +130,25 @@ def register_records(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], spe
     return out[0] if isinstance(records, pl.DataFrame) else out
 
 
+def settings_for_backend(db_api, settings: dict[str, Any], spec: ModelSpec | None = None) -> dict[str, Any]:
+    """``settings`` (untrained or trained JSON) in the SQL dialect of ``db_api``: as they are
+    when the dialects agree, else rebuilt from ``spec`` with the trained values carried
+    across (a DuckDB-trained model does not run on Spark as it stands)."""
+    dialect = sql_dialect(db_api)
+    if settings_dialect(settings) == dialect:
+        return settings
+    if spec is None:
+        raise LinkageConfigError(
+            f"the model was built for {settings_dialect(settings)!r} and the backend speaks {dialect!r}: "
+            "pass its ModelSpec so the settings can be rendered for this backend")
+    return render_model(settings, spec, dialect)
+
+
 def make_linker(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], settings: dict[str, Any],
                 spec: ModelSpec | None = None) -> Linker:
-    """A Linker over registered ``records`` with ``settings`` (untrained or trained JSON)."""
+    """A Linker over registered ``records`` with ``settings`` (untrained or trained JSON),
+    rendered for the backend's SQL dialect when they were built for another."""
+    settings = settings_for_backend(db_api, settings, spec)
     sdf = register_records(db_api, records, spec)
     settings = json.loads(json.dumps(settings))  # Splink mutates/keeps references
     return Linker(sdf, settings, log_level=SPLINK_LOG_LEVEL)
@@ -142,6 +171,7 @@ def train_model(
     say = progress or (lambda _m: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    spec = render_spec(spec, sql_dialect(db_api))  # rules and comparisons in the backend's SQL
     linker = make_linker(db_api, records, spec.settings, spec)
     timings["register"] = time.perf_counter() - t0
     n = sum(f.height for f in _frames(records))
@@ -160,7 +190,8 @@ def train_model(
 
     t = time.perf_counter()
     say(f"estimating u from up to {cfg.u_max_pairs:,.0f} random pairs (seed {cfg.seed})")
-    linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_max_pairs, seed=cfg.seed)
+    linker.training.estimate_u_using_random_sampling(
+        max_pairs=cfg.u_max_pairs, seed=cfg.seed, **({"num_chunks": cfg.u_num_chunks} if cfg.u_num_chunks else {}))
     timings["u"] = time.perf_counter() - t
 
     t = time.perf_counter()
