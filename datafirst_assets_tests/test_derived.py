@@ -257,3 +257,18 @@ def test_the_synthetic_variant_is_wired_only_when_the_synthetic_release_exists()
     assert keys == {derived_key(v, n) for v in ("deidentified", "synthetic")
                     for n in ("person_journeys", "repeat_offending_profile")} | {
         AssetKey(["catalogue", "derived"]), AssetKey(["catalogue", "synthetic", "derived"])}
+
+
+def test_the_same_code_runs_on_the_synthetic_generator_output():
+    from datafirst_assets.synthetic.fabricate import fabricate_release
+    from datafirst_assets.synthetic.generate import synthesise_release
+    from datafirst_assets.synthetic.summaries import summarise_release
+
+    real = fabricate_release(1500, seed=3)
+    synthetic = synthesise_release(summarise_release(real), seed=0)
+    journeys = {kind: person_journeys(tables) for kind, tables in (("real", real), ("synthetic", synthetic))}
+    assert journeys["real"].schema == journeys["synthetic"].schema
+    for frame in journeys.values():
+        PERSON_JOURNEYS.pandera_schema().validate(frame, lazy=True)
+        assert frame.height > 500 and (frame["criminal_cases"] > 0).sum() > 100
+        REPEAT_OFFENDING_PROFILE.pandera_schema().validate(profile_from_journeys(frame), lazy=True)
