@@ -181,6 +181,9 @@ def release_summary(layout: DataLayout) -> list[str]:
         path = layout.releases / latest.read_text().strip()
         lines.append(f"Release ({latest.name.removeprefix('LATEST_')}): {path.resolve()} "
                      "(README.md, manifest.json, catalogue/, tables/)")
+    reports = sorted(p.name for p in layout.reports.glob("*.html")) if layout.reports.exists() else []
+    if reports:
+        lines.append(f"Reports in {layout.reports.resolve()}: {', '.join(reports)}")
     return lines + ([""] if lines else [])
 
 
