@@ -25,7 +25,6 @@ from datafirst_assets.linkage.backend import backend_config_from_env
 INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
 LINK_JOB = "link_datasets"
-# Everything downstream of ingest: linking, then what is published from it.
 # Everything after the ingest, by exclusion, so groups added later are refreshed by the CLI,
 # the sensor and the schedule without touching these lines.
 LINK_SELECTION = AssetSelection.all() - INGEST_SELECTION
