@@ -19,6 +19,7 @@ from datafirst_assets.release import (
     write_release,
 )
 from datafirst_assets.release import publish
+from datafirst_assets.raw.delivery import sha256_file
 from datafirst_assets_tests.release_fixtures import release_frames
 
 DATES = ["2024-01-31", "2024-03-31", "2024-02-29"]
@@ -63,7 +64,7 @@ def test_tables_round_trip_with_checksums_that_verify(tmp_path, frames, catalogu
         key = (entry["source"], entry["table"])
         file = info.path / entry["path"]
         assert entry["path"] == f"tables/{key[0]}/{key[1]}.parquet"
-        assert entry["sha256"] == publish.file_sha256(file)
+        assert entry["sha256"] == sha256_file(file)
         back = pl.read_parquet(file)
         assert back.equals(frames[key]) and back.schema == frames[key].schema, key
         assert entry["rows"] == back.height and entry["columns"] == back.columns

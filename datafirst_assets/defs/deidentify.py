@@ -31,7 +31,7 @@ from dagster import (
 
 from datafirst_assets.defs.ingest import staged_key
 from datafirst_assets.defs.linkage import LinkageSettings
-from datafirst_assets.defs.release import catalogue_folder
+from datafirst_assets.defs.release import catalogue_folder, table_key
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
 from datafirst_assets.deidentify.disclosure import DisclosureResult, DisclosureRule
 from datafirst_assets.deidentify.keys import key_is_development
@@ -83,7 +83,7 @@ def catalogue_path(linkage: LinkageSettings, dataset: str) -> Path:
 
 
 def deidentified_key(source: str, table: str) -> AssetKey:
-    return AssetKey([GROUP, source, table])
+    return table_key(GROUP, source, table)
 
 
 def _outs(dataset: str, tables: list[ReleaseTable]) -> dict[str, AssetOut]:

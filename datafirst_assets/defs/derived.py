@@ -38,7 +38,7 @@ from dagster import (
 
 from datafirst_assets.catalogue.build import build_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
-from datafirst_assets.defs.release import catalogue_folder, catalogue_key
+from datafirst_assets.defs.release import catalogue_folder, catalogue_key, input_name, table_key
 from datafirst_assets.derived import DERIVED_TABLES
 from datafirst_assets.derived.person_journeys import COLUMNS_READ, PERSON_JOURNEYS, person_journeys, unlinked_rows
 from datafirst_assets.derived.report import RELEASE_LABELS, SYNTHETIC, profile_report, summary_markdown
@@ -58,16 +58,8 @@ class DerivedSettings(Config):
     as_of_date: str = ""
 
 
-def release_key(variant: str, source: str, table: str) -> AssetKey:
-    return AssetKey([variant, source, table])
-
-
 def derived_key(variant: str, name: str) -> AssetKey:
     return AssetKey([DERIVED, variant, name])
-
-
-def _input_name(source: str, table: str) -> str:
-    return f"{source}__{table}"
 
 
 def _column_schema(table: DerivedTable) -> TableSchema:
@@ -106,7 +98,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
     @asset(
         key=journeys_key,
         # Only the columns the journeys are built from are loaded from the warehouse.
-        ins={_input_name(s, t): AssetIn(key=release_key(variant, s, t), metadata={"columns": list(columns)})
+        ins={input_name(s, t): AssetIn(key=table_key(variant, s, t), metadata={"columns": list(columns)})
              for (s, t), columns in COLUMNS_READ.items()},
         group_name=GROUP,
         metadata={**stored, "dagster/column_schema": _column_schema(PERSON_JOURNEYS)},
@@ -115,7 +107,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         check_specs=[_check_spec(journeys_key, PERSON_JOURNEYS)],
     )
     def _person_journeys(context: AssetExecutionContext, config: DerivedSettings, **release: pl.DataFrame):
-        tables = {(s, t): release[_input_name(s, t)] for s, t in PERSON_JOURNEYS.inputs}
+        tables = {(s, t): release[input_name(s, t)] for s, t in PERSON_JOURNEYS.inputs}
         as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
         frame = person_journeys(tables, as_of=as_of)
         unlinked = unlinked_rows(tables)
@@ -183,7 +175,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
 
 
 def required_release_keys(variant: str) -> list[AssetKey]:
-    return [release_key(variant, s, t) for s, t in PERSON_JOURNEYS.inputs]
+    return [table_key(variant, s, t) for s, t in PERSON_JOURNEYS.inputs]
 
 
 def derived_assets(variants: Sequence[str] = ("deidentified",)) -> list[AssetsDefinition]:

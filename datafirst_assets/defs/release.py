@@ -34,6 +34,7 @@ SYNTHETIC_NOTE = "HOW_THIS_DIFFERS_FROM_THE_REAL_DATA.md"
 
 
 def table_key(kind: str, dataset: str, table: str) -> AssetKey:
+    """Key of a release table: <kind>/<dataset>/<table>, kind "deidentified" or "synthetic"."""
     return AssetKey([kind, dataset, table])
 
 
@@ -45,7 +46,8 @@ def catalogue_folder(root: Path, kind: str) -> Path:
     return root / "catalogues" / kind
 
 
-def _input_name(dataset: str, table: str) -> str:
+def input_name(dataset: str, table: str) -> str:
+    """Asset input name of a release table (Dagster input names cannot hold slashes)."""
     return f"{dataset}__{table}"
 
 
@@ -101,7 +103,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
     datasets = release_datasets()
     synthetic = kind == "synthetic"
     ins = {
-        _input_name(dataset, spec.name): AssetIn(key=table_key(kind, dataset, spec.name))
+        input_name(dataset, spec.name): AssetIn(key=table_key(kind, dataset, spec.name))
         for dataset, specs in datasets.items() for spec in specs
     }
     # Depending on the catalogues puts the release after them in the graph (the UI shows the lineage).
@@ -126,7 +128,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         tables = {}
         for dataset, specs in datasets.items():
             for spec in specs:
-                tables[(dataset, spec.name)] = inputs[_input_name(dataset, spec.name)]
+                tables[(dataset, spec.name)] = inputs[input_name(dataset, spec.name)]
         catalogues = {
             dataset: build_catalogue(dataset, {s.name: tables[(dataset, s.name)] for s in specs},
                                      {s.name: s for s in specs}, synthetic=synthetic)

@@ -29,6 +29,8 @@ from dagster import (
     multi_asset,
 )
 
+from datafirst_assets.defs.deidentify import deidentified_key
+from datafirst_assets.defs.release import table_key
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.linkage.quality import markdown_table
 from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
@@ -81,12 +83,8 @@ class SyntheticSettings(ConfigurableResource):
         return SummaryRules(k=self.k, clip_quantile=self.clip_quantile)
 
 
-def deidentified_key(source: str, table: str) -> AssetKey:
-    return AssetKey(["deidentified", source, table])
-
-
 def synthetic_key(source: str, table: str) -> AssetKey:
-    return AssetKey(["synthetic", source, table])
+    return table_key("synthetic", source, table)
 
 
 def _input_name(prefix: str, tid: TableId) -> str:

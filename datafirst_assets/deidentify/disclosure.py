@@ -134,7 +134,7 @@ def default_sensitive(spec: ReleaseTable, qis: Sequence[str]) -> str | None:
     return next((c for c in SENSITIVE_CANDIDATES if c in names and c not in qis), None)
 
 
-def generalised(frame: pl.DataFrame, spec: ReleaseTable, rungs: dict[str, int]) -> list[pl.Expr]:
+def generalised(spec: ReleaseTable, rungs: dict[str, int]) -> list[pl.Expr]:
     return [LADDERS[ladder_kind(spec, q)][r].apply(pl.col(q)).alias(q) for q, r in rungs.items()]
 
 
@@ -176,7 +176,7 @@ def _assess(frame: pl.DataFrame, spec: ReleaseTable, rule: DisclosureRule,
     )
     if not qis or frame.is_empty():
         return result, frame
-    view = frame.with_columns(generalised(frame, spec, rungs))
+    view = frame.with_columns(generalised(spec, rungs))
     classes = _classes(view, qis, person, sensitive)
     # Rows whose every QI was suppressed are as generalised as they can be: not a small cell.
     fully_suppressed = pl.all_horizontal([pl.col(q).is_null() for q in qis])

@@ -32,6 +32,8 @@ IDENTIFIER_KINDS = {"name": "name", "dob": "date_of_birth", "postcode": "postcod
 # Raw values this short are codes as often as names or ids ("ALI", "101"): comparing them would
 # flag category codes, so equality checks start at these lengths.
 MIN_NAME_LENGTH = 4
+# Column names that say "identifier" whatever the source calls its own columns.
+ALWAYS_WITHHELD_NAMES = ("address_line1", "dob", "date_of_birth", "birth_date", "forename", "surname")
 MIN_SYSTEM_ID_LENGTH = 5
 
 
@@ -81,12 +83,11 @@ def _normalised_values(frame: pl.DataFrame, columns: Iterable[str], min_length: 
 
 def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> RawIdentifiers:
     """Names, addresses and system ids found in a dataset's staged tables (all columns of those kinds)."""
-    found = RawIdentifiers()
+    found = RawIdentifiers(column_names=set(ALWAYS_WITHHELD_NAMES))
     for table in source.tables:
         frame = staged.get(table.name)
         kinds = {c.name: c.kind for c in table.columns}
         found.column_names |= {n for n, k in kinds.items() if k in IDENTIFIER_KINDS or n in SYSTEM_ID_TEXT_COLUMNS}
-        found.column_names |= {"address_line1", "dob", "date_of_birth", "birth_date", "forename", "surname"}
         if frame is None:
             continue
         found.names |= _normalised_values(frame, [n for n, k in kinds.items() if k == "name"], MIN_NAME_LENGTH)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import duckdb
 
-from datafirst_assets.release.publish import KINDS, MANIFEST, file_sha256, latest_file
+from datafirst_assets.raw.delivery import sha256_file
+from datafirst_assets.release.publish import KINDS, MANIFEST, latest_file
 
 
 def read_manifest(path: Path | str) -> dict:
@@ -83,7 +84,7 @@ def verify_release(path: Path | str) -> list[str]:
         if not file.is_file():
             problems.append(f"{table['path']}: missing")
             continue
-        if file_sha256(file) != table["sha256"]:
+        if sha256_file(file) != table["sha256"]:
             problems.append(f"{table['path']}: checksum differs from the manifest")
             continue  # possibly not readable Parquet any more
         rows = pq.ParquetFile(file).metadata.num_rows

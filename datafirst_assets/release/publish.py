@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from datafirst_assets.catalogue.build import Catalogue
 from datafirst_assets.deidentify.keys import KEY_ENV
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
+from datafirst_assets.raw.delivery import sha256_file
 from datafirst_assets.release.examples import example_queries
 
 KINDS = ("deidentified", "synthetic")
@@ -115,7 +116,7 @@ def write_release(
             })
             entries.append({
                 "source": source, "table": name, "path": relative, "rows": frame.height,
-                "columns": frame.columns, "sha256": file_sha256(path),
+                "columns": frame.columns, "sha256": sha256_file(path),
                 "content_sha256": content[(source, name)],
             })
         catalogue_entries = []
@@ -151,14 +152,6 @@ def make_release_id(kind: str, latest_extract_date: str, content: Mapping[tuple[
     for (source, table), checksum in sorted(content.items()):
         digest.update(f"{source}/{table}:{checksum}\n".encode())
     return f"{kind}-{latest_extract_date}-{digest.hexdigest()[:8]}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parquet_metadata(path: Path | str) -> dict[str, str]:
