@@ -54,6 +54,7 @@ ERROR_NAMES = (
     "cro_missing",
     "cro_typo",
     "whitespace_noise",
+    "diacritics_dropped",
 )
 
 
@@ -105,6 +106,7 @@ class ErrorProfile:
     # presentation
     name_case: str = "upper"  # upper | title | mixed
     whitespace_noise: float = 0.002  # leading/trailing/double spaces in names
+    diacritics_dropped: float = 0.5  # accents dropped (Zoë recorded as Zoe): systems storing ASCII only
 
 
 def _profiles() -> dict[str, ErrorProfile]:
@@ -117,6 +119,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             postcode_missing=0.04,
             cro_missing=0.45,
             ethnicity_unknown=0.15,
+            diacritics_dropped=0.9,  # Libra stores plain ASCII
         ),
         "crown_court": dataclasses.replace(
             base,
@@ -127,6 +130,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             postcode_missing=0.05,
             cro_missing=0.3,
             ethnicity_unknown=0.10,
+            diacritics_dropped=0.6,
         ),
         "prison": dataclasses.replace(
             base,
@@ -136,6 +140,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             middle_dropped=0.08,
             ethnicity_unknown=0.04,
             cro_missing=0.15,
+            diacritics_dropped=0.7,
         ),
         "probation": dataclasses.replace(
             base,
@@ -145,9 +150,11 @@ def _profiles() -> dict[str, ErrorProfile]:
             postcode_stale=0.08,
             ethnicity_unknown=0.05,
             cro_missing=0.3,
+            diacritics_dropped=0.3,
         ),
         "oasys": dataclasses.replace(
-            base, pnc_missing=0.12, middle_dropped=0.2, ethnicity_unknown=0.06, cro_missing=0.4
+            base, pnc_missing=0.12, middle_dropped=0.2, ethnicity_unknown=0.06, cro_missing=0.4,
+            diacritics_dropped=0.4,
         ),
         "family": dataclasses.replace(
             base,
@@ -176,6 +183,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             pnc_missing=1.0,
             cro_missing=1.0,
             whitespace_noise=0.005,
+            diacritics_dropped=0.25,
         ),
         "civil": dataclasses.replace(
             base,
@@ -202,6 +210,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             pnc_missing=1.0,
             cro_missing=1.0,
             whitespace_noise=0.005,
+            diacritics_dropped=0.25,
         ),
     }
 
