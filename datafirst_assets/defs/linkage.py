@@ -129,7 +129,7 @@ def _check_mode(linkage: LinkageSettings) -> None:
         raise ValueError(f"LinkageSettings.mode must be one of {MODES}, not {linkage.mode!r}")
 
 
-def _stored_table(warehouse: Warehouse, source: str, name: str) -> pl.DataFrame | None:
+def stored_table(warehouse: Warehouse, source: str, name: str) -> pl.DataFrame | None:
     """The last materialisation of ``linkage/<source>/<name>`` in the warehouse, if any."""
     schema = _stored(source)["schema"]
     with warehouse.cursor() as conn:
@@ -176,7 +176,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         folder = linkage.root / "models" / source.key
         why = "full run requested"
         if linkage.mode == "incremental":
-            previous = _stored_table(warehouse, source.key, "model")
+            previous = stored_table(warehouse, source.key, "model")
             saved = previous is not None and previous.height == 1
             reused, why = model_to_reuse(
                 json.loads(previous["model_json"][0]) if saved else None,
@@ -250,18 +250,18 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                  linkage: LinkageSettings, warehouse: Warehouse):
         _check_mode(linkage)
         trained = TrainedModel.from_json(json.loads(model["model_json"][0]))
-        stored = _stored_table(warehouse, source.key, "clusters")
+        stored = stored_table(warehouse, source.key, "clusters")
         previous = PreviousLink(
             clusters=stored.rename({source.person_id_name: PERSON_ID})
             if stored is not None and source.person_id_name in stored.columns else None,
-            changes=_stored_table(warehouse, source.key, "id_changes"),
+            changes=stored_table(warehouse, source.key, "id_changes"),
         )
         db_api = linkage.db_api()
         configured = linkage.thresholds.get(source.key)
         problem = (previous.cannot_extend(trained.version, check_pairs=False) if linkage.mode == "incremental"
                    else "full run requested")
         if problem is None:
-            previous.pairs = _stored_table(warehouse, source.key, "scored_pairs")
+            previous.pairs = stored_table(warehouse, source.key, "scored_pairs")
             problem = previous.cannot_extend(trained.version)
         if problem is None:
             result = link_incremental(records, trained, db_api, previous, threshold=configured)

@@ -56,6 +56,14 @@ ERROR_NAMES = (
     "whitespace_noise",
     "diacritics_dropped",
 )
+#: Rates that describe a system or a person's life rather than a recording error or gap: the
+#: hard difficulty leaves them as they are.
+NOT_ERRORS = ("pnc_alternate", "diacritics_dropped", "postcode_stale", "postcode_ahead")
+DIFFICULTIES = ("standard", "hard")
+#: Hard difficulty: identifier error and missing rates times this, names this much more
+#: concentrated on the common ones (Zipf exponent).
+HARD_ERROR_FACTOR = 2.0
+HARD_NAME_CONCENTRATION = 1.4
 
 
 @dataclass(frozen=True)
@@ -307,6 +315,9 @@ class SimulationConfig:
     pnc_duplicate_rate: float = 0.006  # people with two PNC ids
     offender_sibling_rate: float = 0.06  # offenders with a sibling offender (surname, home; some twins)
     twin_rate: float = 0.01  # family children who are twins (same DOB and surname)
+    # >1: name frequencies raised to this power and renormalised, so more people share the
+    # common names (what makes clusters chain at scale)
+    name_concentration: float = 1.0
 
     # ---- criminal journeys ----
     mag_cases_zipf: float = 2.3  # records per offender ~ Zipf(a), most 1, some many
@@ -344,6 +355,25 @@ class SimulationConfig:
     # dimension -> group -> error name -> multiplier
     subgroup_multipliers: dict[str, dict[str, dict[str, float]]] = field(default_factory=_multipliers)
 
+    @classmethod
+    def for_difficulty(cls, difficulty: str = "standard") -> SimulationConfig:
+        """``standard``: the calibrated defaults. ``hard``: every identifier error and missing
+        rate doubled (capped at 0.95; rates already above stay), and common names shared by
+        more people."""
+        if difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}, not {difficulty!r}")
+        base = cls()
+        if difficulty == "standard":
+            return base
+
+        def harder(prof: ErrorProfile) -> ErrorProfile:
+            return dataclasses.replace(prof, **{
+                name: max(getattr(prof, name), min(0.95, HARD_ERROR_FACTOR * getattr(prof, name)))
+                for name in ERROR_NAMES if name not in NOT_ERRORS})
+
+        return dataclasses.replace(base, errors={k: harder(v) for k, v in base.errors.items()},
+                                   name_concentration=HARD_NAME_CONCENTRATION)
+
     def profile(self, source: str) -> ErrorProfile:
         return self.errors.get(source, ErrorProfile())
 
@@ -376,6 +406,8 @@ class SimulationConfig:
                         raise ValueError(f"bad multiplier {dim}/{group}/{name} = {m}")
         if not 0 <= self.company_share < 0.5 or not 0 < self.criminal_share <= 1:
             raise ValueError("company_share / criminal_share out of range")
+        if self.name_concentration <= 0:
+            raise ValueError("name_concentration must be positive")
         if self.criminal_share + self.family_share > 1:
             raise ValueError("criminal_share + family_share must be <= 1")
         from datafirst_assets.sources.registry import SOURCES
