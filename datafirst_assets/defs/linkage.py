@@ -31,6 +31,15 @@ from dagster import (
 from datafirst_assets.defs.ingest import staged_key
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.linkage.backend import configured_db_api
+from datafirst_assets.linkage.guard import (
+    CHAIN_MAX_DENSITY,
+    CHAIN_MIN_RECORDS,
+    MAX_CLUSTER_RECORDS,
+    chained_clusters,
+    cluster_graph_metrics,
+    graph_summary,
+    largest_clusters,
+)
 from datafirst_assets.linkage.incremental import (
     KEEP_PAIRS_ABOVE,
     MODES,
@@ -244,6 +253,10 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         check_specs=[AssetCheckSpec(
             "every_record_clustered", asset=linkage_key(source.key, "clusters"), blocking=True,
             description="Every person record has exactly one person id.",
+        ), AssetCheckSpec(
+            "no_chained_clusters", asset=linkage_key(source.key, "clusters"),
+            description=f"No person has more than {MAX_CLUSTER_RECORDS} records, and none of "
+            f"{CHAIN_MIN_RECORDS}+ records has a link density under {CHAIN_MAX_DENSITY} (people chained together).",
         )],
     )
     def _cluster(context: AssetExecutionContext, records: pl.DataFrame, model: pl.DataFrame,
@@ -285,7 +298,11 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             "this_run": MetadataValue.md(markdown_table(result.changes.head(20)) if result.changes.height
                                          else "No person id changed in this run."),
         })
+        graph = cluster_graph_metrics(result.ids, result.pairs, result.threshold, cluster_col=PERSON_ID)
         yield Output(clusters, output_name="clusters", metadata={
+            **graph_summary(graph),
+            "clusters_split_by_dob_guard": result.stats.get("guard_clusters_split", 0),
+            "largest_clusters": MetadataValue.md(markdown_table(largest_clusters(graph), "{:.3f}")),
             "mode": result.mode,
             "mode_reason": result.reason,
             "threshold_match_probability": result.threshold,
@@ -306,6 +323,13 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         yield AssetCheckResult(
             check_name="every_record_clustered", passed=missing == 0 and duplicated == 0,
             metadata={"records_without_id": missing, "records_with_several_ids": duplicated},
+        )
+        chained = chained_clusters(graph)
+        yield AssetCheckResult(
+            check_name="no_chained_clusters", passed=chained.is_empty(), severity=AssetCheckSeverity.WARN,
+            metadata={"chained_clusters": chained.height,
+                      "examples": MetadataValue.md(markdown_table(chained.head(10), "{:.3f}") if chained.height
+                                                   else "none")},
         )
 
     @asset(
