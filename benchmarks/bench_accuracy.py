@@ -112,14 +112,24 @@ def score(clusters: pl.DataFrame, truth: pl.DataFrame) -> dict:
     }
 
 
-def xjs_medium(records: dict, clusters: dict, truth_dir: Path, db_options: dict) -> float:
+def xjs_figures(records: dict, clusters: dict, truth_dir: Path, db_options: dict, rerun: bool) -> dict:
+    """Cross-justice B-cubed F1 at medium; with ``rerun``, the lookup built a second time from the
+    same inputs, its ids carried forward from the first, and how many unchanged persons kept theirs."""
     from datafirst_assets.linkage.backend import make_db_api
-    from datafirst_assets.linkage.xjs import build_xjs_lookup
+    from datafirst_assets.linkage.xjs import build_xjs_lookup, carry_forward_xjs_ids, unchanged_xjs_persons_kept
     from datafirst_assets.linkage.xjs_metrics import evaluate_xjs, xjs_summary, xjs_truth
 
     result = build_xjs_lookup(records, clusters, db_api=make_db_api(**db_options))
     ev = evaluate_xjs(result.lookup, xjs_truth(truth_dir), thresholds=result.thresholds)
-    return xjs_summary(ev, "medium")["bcubed_f1"]
+    out: dict = {"xjs_medium_bcubed_f1": xjs_summary(ev, "medium")["bcubed_f1"]}
+    if rerun:
+        first, _ = carry_forward_xjs_ids(result.lookup)
+        again = build_xjs_lookup(records, clusters, db_api=make_db_api(**db_options))
+        second, changes = carry_forward_xjs_ids(again.lookup, first)
+        out["xjs_unchanged_persons_kept"] = {lv: f"{k} of {n}" for lv, (n, k) in
+                                             unchanged_xjs_persons_kept(first, second).items()}
+        out["xjs_id_changes"] = dict(changes.group_by("kind").len().iter_rows())
+    return out
 
 
 def main() -> None:
@@ -133,6 +143,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 6GB")
     ap.add_argument("--xjs", action="store_true", help="also build and score the cross-justice lookup")
+    ap.add_argument("--xjs-rerun", action="store_true",
+                    help="with --xjs: build the lookup again and measure how many unchanged persons keep their ids")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -161,7 +173,7 @@ def main() -> None:
             records[key] = recs
             clusters[key] = ids.rename({"person_id": SOURCES[key].person_id_name})
     table = pl.DataFrame(rows)
-    xjs = xjs_medium(records, clusters, args.truth, db_options) if args.xjs else None
+    xjs = xjs_figures(records, clusters, args.truth, db_options, args.xjs_rerun) if args.xjs else None
 
     pl.Config.set_tbl_cols(30)
     pl.Config.set_tbl_width_chars(250)
@@ -187,11 +199,14 @@ def main() -> None:
             misses.append(f"non-ASCII names {row['non_ascii_f1']:.4f} vs {row['ascii_f1']:.4f}")
         print(f"{row['dataset']}: {'meets the floors' if not misses else 'BELOW: ' + '; '.join(misses)}")
     if xjs is not None:
-        print(f"cross-justice B-cubed F1 at medium: {xjs:.4f} (floor {FLOORS['xjs_medium_bcubed_f1']})")
+        print(f"cross-justice B-cubed F1 at medium: {xjs['xjs_medium_bcubed_f1']:.4f} "
+              f"(floor {FLOORS['xjs_medium_bcubed_f1']})")
+        if "xjs_unchanged_persons_kept" in xjs:
+            print(f"cross-justice re-run: unchanged persons keeping their id {xjs['xjs_unchanged_persons_kept']}, "
+                  f"changes {xjs['xjs_id_changes']}")
     print(f"peak RSS of this process: {_peak_rss_gib():.2f} GiB")
     if args.out:
-        args.out.write_text(json.dumps({"people": args.people, "difficulty": args.difficulty, "rows": rows,
-                                        "xjs_medium_bcubed_f1": xjs, "peak_rss_gib": _peak_rss_gib()},
+        args.out.write_text(json.dumps({"people": args.people, "difficulty": args.difficulty, "rows": rows, "xjs": xjs, "peak_rss_gib": _peak_rss_gib()},
                                        indent=2, default=str))
 
 
