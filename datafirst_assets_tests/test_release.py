@@ -19,7 +19,7 @@ from datafirst_assets.release import (
     write_release,
 )
 from datafirst_assets.release import publish
-from datafirst_assets.raw.delivery import sha256_file
+from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.synthetic.generate import synthesise_release
 from datafirst_assets.synthetic.summaries import summarise_release
 from datafirst_assets_tests.release_fixtures import release_frames

@@ -39,10 +39,10 @@ from datafirst_assets.linkage.incremental import (
     link_incremental,
     model_to_reuse,
 )
+from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.linkage.quality import (
     FLOORS,
     evaluate_sources,
-    markdown_table,
     quality_markdown,
     write_quality_report,
 )

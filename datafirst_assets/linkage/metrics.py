@@ -23,11 +23,12 @@ from typing import Any
 
 import polars as pl
 
+from datafirst_assets.common.pairs import ID_L, ID_R, ordered_ids
+
 ID = "record_id"
 PRED = "cluster_id"
 TRUE = "person_id"
 LABEL = "clerical_match_score"
-ID_L, ID_R = "record_id_l", "record_id_r"
 
 
 def _f1(p: float | None, r: float | None) -> float | None:
@@ -171,12 +172,6 @@ def evaluate_clusters(clusters: pl.DataFrame, truth: pl.DataFrame, *,
 # -------------------------------------------------------------- labelled pairs / threshold
 
 
-def _ordered_key(df: pl.DataFrame, left: str = ID_L, right: str = ID_R) -> pl.DataFrame:
-    """Add ``_a``/``_b``: the pair's ids in sorted order, so (x, y) and (y, x) join."""
-    l_, r_ = pl.col(left).cast(pl.String), pl.col(right).cast(pl.String)
-    return df.with_columns(pl.min_horizontal(l_, r_).alias("_a"), pl.max_horizontal(l_, r_).alias("_b"))
-
-
 def label_pairs_from_truth(pairs: pl.DataFrame, truth: pl.DataFrame, *, id_col: str = ID,
                            true_col: str = TRUE) -> pl.DataFrame:
     """Scored pairs + ``clerical_match_score`` (1.0 / 0.0) from truth."""
@@ -307,11 +302,11 @@ def evaluate_labels(labels: pl.DataFrame, *, pairs: pl.DataFrame | None = None,
     usually drawn around the threshold, so these figures describe that hard region, not
     the population.
     """
-    lab = _ordered_key(labels.select(ID_L, ID_R, LABEL)).unique(["_a", "_b"], keep="last")
+    lab = ordered_ids(labels.select(ID_L, ID_R, LABEL), into=("_a", "_b")).unique(["_a", "_b"], keep="last")
     out: dict[str, Any] = {"n_labels": lab.height, "labelled_matches": float(lab.get_column(LABEL).sum())}
     if pairs is not None:
-        sc = _ordered_key(pairs.select([c for c in (ID_L, ID_R, "match_weight", "match_probability")
-                                        if c in pairs.columns]))
+        sc = ordered_ids(pairs.select([c for c in (ID_L, ID_R, "match_weight", "match_probability")
+                                       if c in pairs.columns]), into=("_a", "_b"))
         j = lab.join(sc.drop(ID_L, ID_R), on=["_a", "_b"], how="left")
         out["labels_scored"] = int(j.get_column("match_weight").is_not_null().sum())
         out["chosen_threshold"] = choose_threshold(j, score_col="match_weight")
