@@ -15,7 +15,7 @@ from datafirst_assets.simulate import identifiers as ids
 from datafirst_assets.simulate import names as N
 from datafirst_assets.simulate.config import SimulationConfig
 from datafirst_assets.simulate.population import ETH_GROUP_OF_CODE, ETHNIC_GROUP_NAMES, People
-from datafirst_assets.simulate.util import NULL_DAY, YEAR, categorical, from_ymd, ymd
+from datafirst_assets.simulate.util import NULL_DAY, YEAR, categorical, digit_slip, from_ymd, ymd
 from datafirst_assets.simulate.vocab import N_TYPOS, Vocab
 from datafirst_assets.sources.registry import ETHNICITY_CODES
 
@@ -342,7 +342,7 @@ class Recorder:
         has = year >= 0
         typo = has & (rng.random(n) < rate("pnc_typo"))
         if typo.any():
-            serial[typo] = _digit_slip(serial[typo], 7, rng)
+            serial[typo] = digit_slip(serial[typo], 7, rng)
         short = rng.random(n) < rate("pnc_short_format")
         s = ids.pnc_strings(np.maximum(year, 0), np.maximum(serial, 0), short)
         junk = rng.random(n) < rate("pnc_junk")
@@ -359,7 +359,7 @@ class Recorder:
         chas = cy >= 0
         ctypo = chas & (rng.random(n) < rate("cro_typo"))
         if ctypo.any():
-            cs[ctypo] = _digit_slip(cs[ctypo], 6, rng)
+            cs[ctypo] = digit_slip(cs[ctypo], 6, rng)
         c = ids.cro_strings(np.maximum(cy, 0), np.maximum(cs, 0))
         cmiss = ~chas | (rng.random(n) < rate("cro_missing"))
         cro = pl.select(pl.when(pl.Series(cmiss)).then(None).otherwise(c)).to_series()
@@ -373,14 +373,6 @@ def _vector_same_group(eth: np.ndarray, r: np.ndarray) -> np.ndarray:
         choices = _SAME_GROUP[int(e)]
         out[m] = choices[r[m] % len(choices)]
     return out
-
-
-def _digit_slip(serial: np.ndarray, width: int, rng) -> np.ndarray:
-    k = rng.integers(0, width, len(serial))
-    place = 10**k
-    digit = serial // place % 10
-    new = (digit + rng.integers(1, 10, len(serial))) % 10
-    return serial + (new - digit) * place
 
 
 def _postcode_typo(pc: np.ndarray, rng) -> np.ndarray:
