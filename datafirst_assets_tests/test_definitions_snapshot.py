@@ -37,7 +37,9 @@ def actual(defs):
 def test_definitions_match_the_committed_snapshot(actual):
     expected = yaml.safe_load(SNAPSHOT_PATH.read_text())
     diff = differences(expected, actual)
-    assert not diff, "the asset graph changed; if intended, run `make snapshot` and commit:\n" + "\n".join(diff)
+    assert not diff, "the asset graph changed; if intended, run `make snapshot` and commit:\n" + "\n".join(
+        diff
+    )
 
 
 def test_snapshot_covers_every_part_of_the_graph(actual):
@@ -74,7 +76,9 @@ def test_a_changed_group_in_the_definitions_is_caught(defs, actual):
         func=lambda spec: spec.replace_attributes(group_name="elsewhere"), selection=[key]
     )
     diff = differences(actual, snapshot(moved))
-    assert any("staged/magistrates/hocas_flatfile: group was 'staged', now 'elsewhere'" in d for d in diff), diff
+    assert any("staged/magistrates/hocas_flatfile: group was 'staged', now 'elsewhere'" in d for d in diff), (
+        diff
+    )
 
 
 def test_dagster_definitions_validate(tmp_path):

@@ -13,7 +13,8 @@ def failure_summary(error: pa.errors.SchemaErrors, sample: int = 5) -> dict:
     if not isinstance(cases, pl.DataFrame):
         cases = pl.DataFrame(cases)
     summary = (
-        cases.group_by("column", "check").agg(pl.len().alias("failures"), pl.col("failure_case").head(sample))
+        cases.group_by("column", "check")
+        .agg(pl.len().alias("failures"), pl.col("failure_case").head(sample))
         .sort("failures", descending=True)
     )
     return {

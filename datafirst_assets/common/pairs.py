@@ -8,8 +8,9 @@ import polars as pl
 ID_L, ID_R = "record_id_l", "record_id_r"
 
 
-def ordered_ids(frame: pl.DataFrame, left: str = ID_L, right: str = ID_R, *,
-                into: tuple[str, str] | None = None) -> pl.DataFrame:
+def ordered_ids(
+    frame: pl.DataFrame, left: str = ID_L, right: str = ID_R, *, into: tuple[str, str] | None = None
+) -> pl.DataFrame:
     """The pair's ids as strings, smaller first: written over ``left``/``right``, or into the two
     columns named by ``into`` (the originals kept)."""
     lo, hi = into or (left, right)
