@@ -141,10 +141,9 @@ def differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
             out.append(f"{section}: {name} added")
         for name in sorted(set(old) & set(new)):
             for field in sorted(set(old[name]) | set(new[name])):
-                if old[name].get(field) != new[name].get(field):
-                    out.append(
-                        f"{section}: {name}: {field} was {old[name].get(field)!r}, now {new[name].get(field)!r}"
-                    )
+                was, now = old[name].get(field), new[name].get(field)
+                if was != now:
+                    out.append(f"{section}: {name}: {field} was {was!r}, now {now!r}")
     return out
 
 
