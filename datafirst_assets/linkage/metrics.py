@@ -172,6 +172,11 @@ def evaluate_clusters(clusters: pl.DataFrame, truth: pl.DataFrame, *,
 # -------------------------------------------------------------- labelled pairs / threshold
 
 
+def _ordered_key(df: pl.DataFrame, left: str = ID_L, right: str = ID_R) -> pl.DataFrame:
+    """Add ``_a``/``_b``: the pair's ids in sorted order, so (x, y) and (y, x) join."""
+    return ordered_ids(df, left, right, into=("_a", "_b"))
+
+
 def label_pairs_from_truth(pairs: pl.DataFrame, truth: pl.DataFrame, *, id_col: str = ID,
                            true_col: str = TRUE) -> pl.DataFrame:
     """Scored pairs + ``clerical_match_score`` (1.0 / 0.0) from truth."""
@@ -302,11 +307,11 @@ def evaluate_labels(labels: pl.DataFrame, *, pairs: pl.DataFrame | None = None,
     usually drawn around the threshold, so these figures describe that hard region, not
     the population.
     """
-    lab = ordered_ids(labels.select(ID_L, ID_R, LABEL), into=("_a", "_b")).unique(["_a", "_b"], keep="last")
+    lab = _ordered_key(labels.select(ID_L, ID_R, LABEL)).unique(["_a", "_b"], keep="last")
     out: dict[str, Any] = {"n_labels": lab.height, "labelled_matches": float(lab.get_column(LABEL).sum())}
     if pairs is not None:
-        sc = ordered_ids(pairs.select([c for c in (ID_L, ID_R, "match_weight", "match_probability")
-                                       if c in pairs.columns]), into=("_a", "_b"))
+        sc = _ordered_key(pairs.select([c for c in (ID_L, ID_R, "match_weight", "match_probability")
+                                        if c in pairs.columns]))
         j = lab.join(sc.drop(ID_L, ID_R), on=["_a", "_b"], how="left")
         out["labels_scored"] = int(j.get_column("match_weight").is_not_null().sum())
         out["chosen_threshold"] = choose_threshold(j, score_col="match_weight")
