@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from datafirst_assets.raw.delivery import PARTITION_COLUMN
+from datafirst_assets.common.partitions import PARTITION_COLUMN, latest_versions
 from datafirst_assets.sources.identifiers import name_key
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 from datafirst_assets.staging.standardise import ORIGINAL_SUFFIX
@@ -21,11 +21,6 @@ NO_ADDRESS = ["NFA", "NO FIXED ABODE", "NO FIXED ADDRESS", "UNKNOWN", "N/A"]
 #: as written is kept next to each in ``<field>_original``.
 KEYED_NAMES = ("forename", "surname")
 ORIGINAL_NAMES = ("forename", "middle_names", "surname")
-
-
-def latest_versions(staged: pl.DataFrame, id_column: str) -> pl.DataFrame:
-    """Each record once, as in the latest delivery that carried it."""
-    return staged.sort(PARTITION_COLUMN).unique(subset=[id_column], keep="last", maintain_order=True)
 
 
 def add_person_ids(staged: pl.DataFrame, clusters: pl.DataFrame, id_column: str, person_id: str) -> pl.DataFrame:
