@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
+from datafirst_assets.contracts.wiring import with_column_schemas
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
 from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.ingest import ingest_assets
@@ -65,8 +66,9 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     upstream += synthetic_assets(defined={key for a in upstream for key in a.keys})
     return Definitions(
         # Derived tables for every release variant defined upstream.
-        assets=[*upstream, *release_assets("deidentified"), *release_assets("synthetic"),
-                *derived_assets_for(upstream)],
+        # Each asset's contract is its column schema in the UI (checked before every write).
+        assets=with_column_schemas([*upstream, *release_assets("deidentified"), *release_assets("synthetic"),
+                                    *derived_assets_for(upstream)]),
         jobs=[ingest_job, link_job, refresh_job, synthetic_job],
         sensors=[build_landing_sensor(ingest_job),
                  build_refresh_sensor(refresh_job, REFRESH_SELECTION, also_refreshed_by=(LINK_JOB,))],
