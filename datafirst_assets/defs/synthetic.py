@@ -30,7 +30,9 @@ from dagster import (
 )
 
 from datafirst_assets.defs.deidentify import deidentified_key
+from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_failed
 from datafirst_assets.defs.release import table_key
+from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.linkage.quality import markdown_table
 from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
@@ -164,9 +166,31 @@ def _out(tid: TableId) -> AssetOut:
     )
 
 
-def _check_spec(tid: TableId) -> AssetCheckSpec:
-    return AssetCheckSpec("matches_release_schema", asset=synthetic_key(*tid),
-                          description="Exactly the release table's columns, in its order, with its types.")
+def _check_specs(tid: TableId) -> list[AssetCheckSpec]:
+    return [
+        AssetCheckSpec("matches_release_schema", asset=synthetic_key(*tid), blocking=True,
+                       description="Before storing: exactly the release table's columns, in its order, with its "
+                       "types, and the release table's contract (keys, hash shape, ranges)."),
+        AssetCheckSpec("no_identifiers", asset=synthetic_key(*tid), blocking=True,
+                       description="PII gate, before storing: no value shaped like a PNC, CRO, postcode, prison "
+                       "number or CRN and no withheld identifier column."),
+    ]
+
+
+def _gated_outputs(tables: dict, tids, sha: str, settings: SyntheticSettings):
+    """Gate results for every table, then the tables, or nothing stored when a gate failed."""
+    results = []
+    for tid in tids:
+        schema = _schema_check(tid, tables[tid])
+        contract = contract_check(synthetic_key(*tid), tables[tid], check_name="matches_release_schema")
+        results.append(schema if not schema.passed else contract)
+        found = scan_table(name_of(tid), tables[tid], shape_identifiers(None if tid[0] == "linking" else tid[0]))
+        results.append(pii_check(synthetic_key(*tid), found))
+    yield from results
+    refuse_if_failed(f"synthetic tables {', '.join(name_of(t) for t in tids)}", results,
+                     ["matches_release_schema", "no_identifiers"])
+    for tid in tids:
+        yield Output(tables[tid], output_name=tid[1], metadata=_label_metadata(sha, settings))
 
 
 def _synthetic_source_asset(source: str):
@@ -176,7 +200,7 @@ def _synthetic_source_asset(source: str):
         name=f"synthetic_{source}",
         ins={"summaries": AssetIn(key=SUMMARIES)},
         outs={tid[1]: _out(tid) for tid in tids},
-        check_specs=[_check_spec(tid) for tid in tids],
+        check_specs=[spec for tid in tids for spec in _check_specs(tid)],
     )
     def _asset(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame):
         doc, sha = load_summaries(summaries)
@@ -184,10 +208,7 @@ def _synthetic_source_asset(source: str):
         missing = [name_of(tid) for tid in tids if tid not in tables]
         if missing:
             raise ValueError(f"the summaries have no entry for {missing}: re-materialise synthetic/summaries")
-        for tid in tids:
-            yield Output(tables[tid], output_name=tid[1], metadata=_label_metadata(sha, synthetic))
-        for tid in tids:
-            yield _schema_check(tid, tables[tid])
+        yield from _gated_outputs(tables, tids, sha, synthetic)
 
     return _asset
 
@@ -209,7 +230,7 @@ def _person_inputs() -> dict[str, AssetIn]:
     name="synthetic_linking",
     ins={"summaries": AssetIn(key=SUMMARIES), **_person_inputs()},
     outs={tid[1]: _out(tid) for tid in LINKING_IDS},
-    check_specs=[_check_spec(tid) for tid in LINKING_IDS],
+    check_specs=[spec for tid in LINKING_IDS for spec in _check_specs(tid)],
 )
 def synthetic_linking(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame,
                       **persons: pl.DataFrame):
@@ -219,9 +240,7 @@ def synthetic_linking(context: AssetExecutionContext, synthetic: SyntheticSettin
     for tid in (XJS_LOOKUP_ID, CASE_LOOKUP_ID):
         if tid not in linking:
             raise ValueError(f"the summaries have no entry for {name_of(tid)}: re-materialise synthetic/summaries")
-        yield Output(linking[tid], output_name=tid[1], metadata=_label_metadata(sha, synthetic))
-    for tid in (XJS_LOOKUP_ID, CASE_LOOKUP_ID):
-        yield _schema_check(tid, linking[tid])
+    yield from _gated_outputs(linking, (XJS_LOOKUP_ID, CASE_LOOKUP_ID), sha, synthetic)
 
 
 REPORT_CHECKS = {

@@ -2,8 +2,8 @@
 
 Row-level research tables go to accredited researchers in a secure setting: they are
 de-identified, not anonymised, so what is measured (and gated) is re-identification risk on a
-small key an outsider could know about a person: age band, sex, ethnic group and area
-(`reidentification_risk`). Every record's risk is 1 / (people in its key cell); the table
+small key an outsider could know about a person: age band, sex, ethnic group and area (the
+region of the postcode area; `reidentification_risk`). Every record's risk is 1 / (people in its key cell); the table
 reports sample uniques (records alone in their cell), mean and maximum per-record risk, and
 fails the gate when the mean risk exceeds `RiskRule.max_mean_risk`. A k-anonymity test over
 event dates, as this module once defaulted to, fails for every row of a row-level table (the
@@ -38,6 +38,7 @@ from typing import Literal
 
 import polars as pl
 
+from datafirst_assets.deidentify.regions import region_of
 from datafirst_assets.deidentify.release_spec import ReleaseTable
 
 Policy = Literal["warn", "coarsen"]
@@ -271,7 +272,10 @@ class RiskResult:
 
 
 def _risk_key_expr(spec: ReleaseTable, column: str, rule: RiskRule) -> pl.Expr:
+    """How the key sees a column: age in bands, ethnicity as its group, area as its region."""
     kind = ladder_kind(spec, column)
+    if spec.column(column).role == "area":
+        return region_of(pl.col(column)).alias(column)
     if kind == "age":
         return (pl.col(column) // rule.age_band * rule.age_band).cast(pl.Int32).alias(column)
     if kind == "ethnicity":

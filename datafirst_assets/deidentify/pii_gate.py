@@ -138,3 +138,18 @@ def findings_markdown(findings: list[Finding]) -> str:
     if not findings:
         return "No identifier found."
     return "\n".join(f"- {f}" for f in findings)
+
+
+def shape_identifiers(dataset: str | None = None) -> RawIdentifiers:
+    """What a table made without raw rows (synthetic, derived) is scanned for: identifier shapes
+    (always) and the withheld column names of `dataset` (all datasets when None)."""
+    from datafirst_assets.sources.registry import SOURCES  # the registry imports nothing from here
+
+    found = RawIdentifiers(column_names=set(ALWAYS_WITHHELD_NAMES))
+    for source in SOURCES.values():
+        if dataset not in (None, source.key):
+            continue
+        for table in source.tables:
+            found.column_names |= {c.name for c in table.columns
+                                   if c.kind in IDENTIFIER_KINDS or c.name in SYSTEM_ID_TEXT_COLUMNS}
+    return found
