@@ -14,18 +14,15 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 
 from pathlib import Path
 
-import pandera.polars as pa
 import polars as pl
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
     AssetOut,
     AssetsDefinition,
-    ConfigurableResource,
     MetadataValue,
     Output,
     multi_asset,
@@ -33,10 +30,10 @@ from dagster import (
 
 from datafirst_assets.defs.ingest import staged_key
 from datafirst_assets.defs.linkage import LinkageSettings
-from datafirst_assets.defs.release import catalogue_folder, table_key
+from datafirst_assets.defs.release import ReleaseSettings, catalogue_folder, table_key
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
 from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_failed
-from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskResult, RiskRule, reidentification_risk
+from datafirst_assets.deidentify.disclosure import RiskResult, reidentification_risk
 from datafirst_assets.deidentify.keys import key_fingerprint, key_label
 from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linking, deidentify_source
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
@@ -53,44 +50,6 @@ CHECKS = {
                            "record's age band, sex, ethnic group and region); fails when the mean exceeds "
                            "`max_mean_risk`. Sample uniques reported.", True),
 }
-
-
-class ReleaseSettings(ConfigurableResource):
-    """Disclosure control of the release.
-
-    Row-level tables (for accredited researchers in a secure setting) are gated on
-    re-identification risk: `max_mean_risk` is the largest mean per-record risk allowed, ages
-    banded by `risk_age_band` years; `risk_key` overrides the key per "<source>.<table>".
-    `k`, `l` and the rest drive the optional `coarsen` policy (k-anonymity by generalising).
-    """
-
-    max_mean_risk: float = 0.6
-    risk_age_band: int = 10
-    risk_key: dict[str, list[str]] = {}
-    k: int = 10
-    l: int = 2
-    # "warn": report small cells; "coarsen": generalise quasi-identifiers, then suppress, until k holds.
-    disclosure_policy: str = "warn"
-    max_suppressed_share: float = 0.05
-    # "<source>.<table>" -> quasi-identifier columns / sensitive column; unset tables use the defaults.
-    quasi_identifiers: dict[str, list[str]] = {}
-    sensitive: dict[str, str] = {}
-
-    def rule_for(self, source: str, table: str) -> DisclosureRule:
-        name = f"{source}.{table}"
-        if self.disclosure_policy not in ("warn", "coarsen"):
-            raise ValueError(f"disclosure_policy must be 'warn' or 'coarsen', not {self.disclosure_policy!r}")
-        qis = self.quasi_identifiers.get(name)
-        return DisclosureRule(
-            k=self.k, l=self.l, policy=self.disclosure_policy, max_suppressed_share=self.max_suppressed_share,
-            quasi_identifiers=tuple(qis) if qis is not None else None, sensitive=self.sensitive.get(name),
-        )
-
-
-    def risk_rule_for(self, source: str, table: str) -> RiskRule:
-        key = self.risk_key.get(f"{source}.{table}")
-        return RiskRule(age_band=self.risk_age_band, max_mean_risk=self.max_mean_risk,
-                        key=tuple(key) if key is not None else None)
 
 
 def catalogue_path(linkage: LinkageSettings, dataset: str) -> Path:

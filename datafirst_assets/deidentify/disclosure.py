@@ -237,7 +237,7 @@ class RiskRule:
     """How risk is measured and when it fails: `max_mean_risk` is the mean per-record risk allowed."""
 
     age_band: int = 10
-    max_mean_risk: float = 0.2
+    max_mean_risk: float = 0.6
     key: tuple[str, ...] | None = None  # None: age, sex, ethnicity and area where the table has them
 
 
@@ -251,7 +251,7 @@ class RiskResult:
     sample_uniques: int = 0
     mean_risk: float = 0.0
     max_risk: float = 0.0
-    max_mean_risk: float = 0.2
+    max_mean_risk: float = 0.6
     riskiest_cells: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
