@@ -81,6 +81,12 @@ def _normalised_values(frame: pl.DataFrame, columns: Iterable[str], min_length: 
     return values
 
 
+def identifying_columns(table) -> list[str]:
+    """The staged columns `raw_identifiers` reads from a table (names, address, system ids)."""
+    return [c.name for c in table.columns
+            if c.kind in ("name", "id", "ref") or c.name == "address_line1" or c.name in SYSTEM_ID_TEXT_COLUMNS]
+
+
 def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> RawIdentifiers:
     """Names, addresses and system ids found in a dataset's staged tables (all columns of those kinds)."""
     found = RawIdentifiers(column_names=set(ALWAYS_WITHHELD_NAMES))
