@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
+from datafirst_assets.contracts.checks import contract_checks
 from datafirst_assets.contracts.wiring import with_column_schemas
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
 from datafirst_assets.defs.derived import derived_assets_for

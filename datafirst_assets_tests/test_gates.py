@@ -144,6 +144,32 @@ def test_a_contract_violation_stores_nothing_keeps_the_previous_table_and_stops_
         assert conn.execute("select model_json from linkage_magistrates.model").fetchone()[0] == model
 
 
+def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_changed_by_hand(tmp_path):
+    from dagster import AssetSelection
+
+    from datafirst_assets.contracts.checks import contract_checks
+
+    @asset(key=["linkage", "magistrates", "scored_pairs"], metadata={"schema": "linkage_magistrates"},
+           group_name="linkage")
+    def pairs() -> pl.DataFrame:
+        return pl.DataFrame({"record_id_l": ["a", "b"], "record_id_r": ["b", "c"], "match_weight": [3.0, 9.0],
+                             "match_probability": [0.8, 0.99]})
+
+    checks = contract_checks([pairs])
+    database = str(tmp_path / "wh.duckdb")
+    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
+    first = materialize([pairs, *checks], resources=resources)
+    assert [c.passed for c in first.get_asset_check_evaluations()] == [True]
+    with warehouse_cursor(database) as conn:
+        conn.execute("update linkage_magistrates.scored_pairs set match_probability = 7 where record_id_l = 'b'")
+    again = materialize([pairs, *checks], resources=resources, raise_on_error=False,
+                        selection=AssetSelection.checks_for_assets(pairs))
+    (evaluation,) = again.get_asset_check_evaluations()
+    assert not evaluation.passed
+    report = evaluation.metadata["contract_report"].value
+    assert "match_probability: in_range(0, 1) failed for 1 row(s), e.g. 7.0" in report and "| 1 |" in report
+
+
 def test_the_pii_gate_fails_before_de_identified_tables_are_stored(tmp_path):
     extract = magistrates_extract()
     # a raw PNC from the landing files typed into a column that is kept
