@@ -10,7 +10,7 @@ import os
 
 import polars as pl
 import pytest
-from dagster import AssetKey, AssetSpec, DagsterInstance, Output, asset, materialize
+from dagster import AssetCheckKey, AssetKey, AssetSpec, DagsterInstance, Output, asset, materialize
 
 from datafirst_assets.contracts import CONTRACT_STAGES, contract_for
 from datafirst_assets.contracts.wiring import COLUMN_SCHEMA
@@ -113,6 +113,7 @@ def test_every_asset_of_every_stage_has_a_contract_shown_as_its_column_schema():
     for key in keys:
         schema = graph.get(key).metadata[COLUMN_SCHEMA]
         assert schema.columns and all(c.description for c in schema.columns[:1]), key
+        assert AssetCheckKey(key, "contract") in graph.asset_check_keys, key
 
 
 def test_a_contract_violation_stores_nothing_keeps_the_previous_table_and_stops_downstream(tmp_path):
