@@ -323,3 +323,19 @@ def test_risk_is_one_over_the_people_sharing_the_key_cell():
     assert risk.mean_risk == pytest.approx((3 * (1 / 3) + 2 * (1 / 2)) / 5) and risk.max_risk == 0.5
     assert risk.passed and not reidentification_risk(frame, spec, RiskRule(max_mean_risk=0.3)).passed
     assert "offence_group" not in risk.key and "first_hearing_date" not in risk.key  # no event dates in the key
+
+
+def test_the_manifest_contract_refuses_an_entry_without_its_gates():
+    from datafirst_assets.contracts import ContractViolation
+    from datafirst_assets.contracts.documents import ManifestError, validate_manifest
+
+    entry = {"source": "magistrates", "table": "hocas_flatfile", "path": "tables/magistrates/hocas_flatfile.parquet",
+             "rows": 3, "sha256": "a" * 64, "content_sha256": "b" * 64, "gates": {"passed": True}}
+    manifest = {"release_id": "r", "kind": "deidentified", "synthetic": False, "created_at": "now",
+                "extract_dates": [], "model_versions": {}, "pseudonymisation_key": "k", "key_fingerprint": "0" * 12,
+                "gates": {}, "tables": [entry], "catalogues": []}
+    validate_manifest(manifest)
+    with pytest.raises(ContractViolation, match="every table passed its gates failed for 1 row"):
+        validate_manifest({**manifest, "tables": [{**entry, "gates": {"passed": False}}]})
+    with pytest.raises(ManifestError, match="key_fingerprint"):
+        validate_manifest({k: v for k, v in manifest.items() if k != "key_fingerprint"})

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafirst_assets.catalogue.build import Catalogue
+from datafirst_assets.contracts.documents import validate_manifest
 from datafirst_assets.deidentify.disclosure import RiskRule
 from datafirst_assets.deidentify.keys import KEY_ENV, key_fingerprint, require_publishable_key
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers
@@ -160,6 +161,7 @@ def write_release(
             "catalogues": catalogue_entries,
             "extra": dict(extra or {}),
         }
+        validate_manifest(manifest)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(release_readme(manifest), encoding="utf-8")
         _swap_into_place(staging, final)
