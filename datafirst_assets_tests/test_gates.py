@@ -339,3 +339,35 @@ def test_the_manifest_contract_refuses_an_entry_without_its_gates():
         validate_manifest({**manifest, "tables": [{**entry, "gates": {"passed": False}}]})
     with pytest.raises(ManifestError, match="key_fingerprint"):
         validate_manifest({k: v for k, v in manifest.items() if k != "key_fingerprint"})
+
+
+def test_a_small_cell_in_the_synthetic_summaries_stops_them_before_they_are_stored(tmp_path, monkeypatch):
+    from datafirst_assets.defs import synthetic as synthetic_defs
+    from datafirst_assets.synthetic.fabricate import fabricate_release
+
+    real = fabricate_release(200, seed=3)
+    summarise = synthetic_defs.summarise_release
+
+    def with_a_stricter_rule(tables, rules):  # every published cell now falls under the rule it claims
+        doc = summarise(tables, rules)
+        doc["rules"]["k"] = 10_000
+        return doc
+
+    monkeypatch.setattr(synthetic_defs, "summarise_release", with_a_stricter_rule)
+    for (dataset, name), frame in real.items():
+        _write(tmp_path / "warehouse.duckdb", f"deidentified_{dataset}", name, frame)
+    generate = [a for a in synthetic_defs.synthetic_assets() if getattr(a, "node_def", None) is not None
+                and a.node_def.name == "synthetic_magistrates"]
+    assert generate  # the synthetic tables made from the summaries: they must not run
+    result = materialize(
+        [*_placeholders([deidentified_key(*k) for k in release_tables()]), synthetic_defs.synthetic_summaries,
+         *generate],
+        resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "warehouse.duckdb")),
+                   "synthetic": synthetic_defs.SyntheticSettings(data_dir=str(tmp_path))},
+        raise_on_error=False,
+    )
+    assert not result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "no_small_cells" and not check.passed and check.metadata["small_cells"].value > 0
+    assert not any(t.startswith("synthetic") for t in _tables(tmp_path / "warehouse.duckdb"))
+    assert not (tmp_path / "synthetic" / "summaries.json").exists()

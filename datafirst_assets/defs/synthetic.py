@@ -117,29 +117,32 @@ def load_summaries(stored: pl.DataFrame) -> tuple[dict, str]:
     "the only input of synthetic generation. Readable JSON in data/synthetic/summaries.json.",
     check_specs=[AssetCheckSpec(
         "no_small_cells", asset=SUMMARIES, blocking=True,
-        description="No published category, bin, count or lookup shape holds fewer than k people.",
+        description="Before storing: no published category, bin, count or lookup shape holds fewer than k people.",
     )],
 )
 def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSettings, **release: pl.DataFrame):
     tables = {tid: release[_input_name("release", tid)] for tid in release_tables()}
     doc = summarise_release(tables, synthetic.rules())
     text, sha = summaries_json(doc), summaries_sha256(doc)
-    synthetic.folder.mkdir(parents=True, exist_ok=True)
-    path = synthetic.folder / "summaries.json"
-    path.write_text(text, encoding="utf-8")
     overview = pl.DataFrame([
         {"table": name, "rows": t["rows"], "columns": len(t.get("columns", {})),
          "values_suppressed": sum(c.get("values_suppressed", 0) for c in t.get("columns", {}).values())}
         for name, t in doc["tables"].items()
     ])
+    # The output rule (no published cell under k) is a gate: checked before the summaries are stored.
+    problems = check_summaries(doc)
+    result = AssetCheckResult(passed=not problems, asset_key=SUMMARIES, check_name="no_small_cells", metadata={
+        "small_cells": len(problems), "sample": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
+    })
+    yield result
+    refuse_if_failed("synthetic/summaries", [result], ["no_small_cells"])
+    synthetic.folder.mkdir(parents=True, exist_ok=True)
+    path = synthetic.folder / "summaries.json"
+    path.write_text(text, encoding="utf-8")
     yield Output(pl.DataFrame({"format": [FORMAT], "sha256": [sha], "summaries_json": [text]}), metadata={
         "path": MetadataValue.path(str(path)), "sha256": sha, "k": synthetic.k,
         "clip_quantile": synthetic.clip_quantile, "bytes": len(text.encode("utf-8")),
         "tables": MetadataValue.md(markdown_table(overview)),
-    })
-    problems = check_summaries(doc)
-    yield AssetCheckResult(passed=not problems, metadata={
-        "small_cells": len(problems), "sample": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
     })
 
 
