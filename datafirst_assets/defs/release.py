@@ -36,8 +36,8 @@ from datafirst_assets.sources.registry import SOURCES
 
 RELEASE_GROUP = "release"
 # The checks each kind of release table carries, recorded per table in the manifest.
-TABLE_CHECKS = {"deidentified": ("no_identifiers", "schema_valid", "disclosure_control"),
-                "synthetic": ("matches_release_schema", "no_identifiers")}
+TABLE_CHECKS = {"deidentified": ("no_identifiers", "schema_valid", "disclosure_control", "contract"),
+                "synthetic": ("matches_release_schema", "no_identifiers", "contract")}
 SYNTHETIC_NOTE = "HOW_THIS_DIFFERS_FROM_THE_REAL_DATA.md"
 
 
