@@ -37,7 +37,7 @@ from datafirst_assets.deidentify.disclosure import RiskResult, reidentification_
 from datafirst_assets.deidentify.keys import key_fingerprint, key_label
 from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linking, deidentify_source
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
-from datafirst_assets.linkage.quality import markdown_table
+from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.sources.registry import SOURCES
 
 GROUP = "deidentified"

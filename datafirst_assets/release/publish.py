@@ -44,7 +44,7 @@ from datafirst_assets.deidentify.disclosure import RiskRule
 from datafirst_assets.deidentify.keys import KEY_ENV, key_fingerprint, require_publishable_key
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
-from datafirst_assets.raw.delivery import sha256_file
+from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.release.examples import example_queries
 from datafirst_assets.release.gates import ReleaseGates, refuse_unless_passed, scan_release
 
