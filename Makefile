@@ -10,6 +10,10 @@ DEMO_EXTRACTS ?= 3
 
 .PHONY: install demo test ui backfill clean-data snapshot
 
+# The demo works on simulated people with the public development pseudonymisation key; a release
+# is refused with that key unless this says it is a demo (real use: set DATAFIRST_PSEUDONYMISATION_KEY).
+demo ui backfill: export DATAFIRST_ALLOW_DEVELOPMENT_KEY = 1
+
 $(BIN)/datafirst: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
