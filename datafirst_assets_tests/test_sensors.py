@@ -145,7 +145,7 @@ def test_partial_delivery_is_skipped_then_run_once_complete(landing):
     age(folder)
     message = skip_message(landing.tick())
     assert "incomplete, retried next tick" in message and f"{table}.csv:" in message
-    assert "of 40 rows so far" in message
+    assert "of 40 records so far" in message
     assert "corrupt" not in message
     # 3. a listed file not there yet
     (folder / f"{table}.csv").unlink()
@@ -186,7 +186,7 @@ def test_corrupt_deliveries_are_reported_and_not_run(landing, capfd):
 
 @pytest.mark.parametrize("breakage, expected", [
     ("malformed_manifest", "malformed manifest"),
-    ("rows_disagree", "checksum matches but it holds 6 data lines; the manifest says 7"),
+    ("rows_disagree", "checksum matches but it holds 6 records; the manifest says 7"),
     ("wrong_source", "manifest is for magistrates/2024-01-31"),
     ("missing_table", "no entry for table(s)"),
 ])

@@ -85,6 +85,10 @@ class SourceSpec:
     delimiter: str = ","
     encoding: str = "utf-8"
 
+    @property
+    def table_names(self) -> list[str]:
+        return [t.name for t in self.tables]
+
     def table(self, name: str) -> TableSpec:
         for t in self.tables:
             if t.name == name:
