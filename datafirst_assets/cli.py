@@ -40,22 +40,43 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str) -> int:
+    """Every failure ends with one message in the product's words; tracebacks go to data/logs/."""
     from dagster import DagsterInstance
 
+    from datafirst_assets.raw.delivery import DeliveryError
     from datafirst_assets.runner import PipelineFailed, format_summary, run_pipeline, wait_for_idle
 
-    if _has_dagster_home():
-        instance = DagsterInstance.get()
-        wait_for_idle(instance)
-    else:
-        instance = DagsterInstance.ephemeral()
+    def warn(line: str) -> None:
+        print(f"datafirst {command}: warning: {line}", file=sys.stderr)
+
     try:
-        report = run_pipeline(layout, instance, dates=dates, link=link)
-    except PipelineFailed as error:
+        if _has_dagster_home():
+            instance = DagsterInstance.get()
+            wait_for_idle(instance)
+        else:
+            instance = DagsterInstance.ephemeral()
+        report = run_pipeline(layout, instance, dates=dates, link=link, warn=warn)
+        print(format_summary(layout, report))
+    except (PipelineFailed, DeliveryError) as error:
         print(f"datafirst {command} failed: {error}", file=sys.stderr)
         return 1
-    print(format_summary(layout, report))
+    except Exception as error:  # noqa: BLE001 - anything else still ends with a message, not a traceback
+        log = _log_traceback(layout, command)
+        print(f"datafirst {command} failed: {type(error).__name__}: {error} (traceback: {log}). If the "
+              "message does not say what to fix, report it with the traceback.", file=sys.stderr)
+        return 1
     return 0
+
+
+def _log_traceback(layout: DataLayout, command: str) -> Path:
+    import datetime
+    import traceback
+
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    log = layout.logs / f"datafirst-{command}-{stamp}.log"
+    log.write_text(traceback.format_exc())
+    return log
 
 
 def _iso_date(text: str) -> str:

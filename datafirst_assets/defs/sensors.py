@@ -11,6 +11,8 @@
   the last downstream run and no other run is queued or running. It watches materialisations,
   not the landing sensor's runs, so ingests from a UI backfill or the CLI are followed too, and
   the seven ingest runs of one delivery day are followed by one downstream run, not seven.
+- Both look after killed runs: a run recorded as running whose process is gone is marked failed
+  (defs/recovery.py) before the refresh sensor decides whether anything is still running.
 - `weekly_full_refresh` (stopped until switched on in the UI) runs the downstream job on a
   schedule: retrain, re-cluster and everything later in the flow.
 
@@ -40,6 +42,7 @@ from dagster import (
 
 from datafirst_assets.defs.ingest import ingest_keys, raw_key, staged_key
 from datafirst_assets.defs.partitions import EXTRACT_DATES, extract_dates
+from datafirst_assets.defs.recovery import fail_abandoned_runs
 from datafirst_assets.defs.resources import LandingZone
 from datafirst_assets.raw.arrival import COMPLETE, CORRUPT, Arrival, folder_signature, inspect_delivery
 from datafirst_assets.raw.delivery import MANIFEST, delivery_path, sha256_file, survey_landing
@@ -232,6 +235,8 @@ def build_refresh_sensor(refresh_job, refresh_selection: AssetSelection,
             return SkipReason(f"{len(never)} input(s) of {refresh_job.name} never loaded (e.g. {never[0]}): "
                               "waiting for a first delivery from every source")
         newest = max(event.timestamp for event in latest.values())
+        # A run whose process was killed would otherwise be waited for here forever.
+        fail_abandoned_runs(instance, say=context.log.warning)
         pending = instance.get_run_records(RunsFilter(statuses=PENDING_STATUSES), limit=1)
         if pending:
             run = pending[0].dagster_run
