@@ -166,6 +166,12 @@ def _reason_summary(quarantine: pl.DataFrame) -> str:
     return "\n".join(f"- {r}: {n}" for r, n in reasons.iter_rows()) or "none"
 
 
+def _alteration_summary(alterations: dict[str, dict[str, int]]) -> str:
+    """Values staging changed (never silently): per column, what happened and how often."""
+    lines = [f"- {column}: {what}: {n:,}" for column, counts in alterations.items() for what, n in counts.items()]
+    return "\n".join(lines) or "none"
+
+
 def build_staging_assets(source: SourceSpec) -> AssetsDefinition:
     outs = {}
     for t in source.tables:
@@ -197,7 +203,8 @@ def build_staging_assets(source: SourceSpec) -> AssetsDefinition:
         for table in _selected_tables(context, source, "staged"):
             result = stage_partitions(raw_tables[f"raw__{table.name}"], source, table)
             yield Output(result.staged, output_name=f"staged__{table.name}",
-                         metadata={"quarantined": result.quarantine.height})
+                         metadata={"quarantined": result.quarantine.height,
+                                   "values_altered": MetadataValue.md(_alteration_summary(result.alterations))})
             yield Output(result.quarantine, output_name=f"quarantine__{table.name}",
                          metadata={"top_reasons": MetadataValue.md(_reason_summary(result.quarantine))})
             for check in _check_results(context, source, table, result, warehouse):
