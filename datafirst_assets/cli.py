@@ -16,9 +16,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     truth = Path(args.truth) if args.truth else default_truth_dir(out)
-    summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth)
+    summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth,
+                       malformed_rate=args.malformed_rate)
     print(f"Simulated {args.people:,} people (seed {args.seed}) -> {summary['total_records']:,} records in "
           f"{args.extracts} deliveries per system under {out}; truth in {truth}")
+    if summary["malformed_rows"]:
+        faults = ", ".join(f"{n:,} {fault.replace('_', ' ')}" for fault, n in summary["malformed_rows"].items())
+        print(f"Malformed rows written on purpose (--malformed-rate {args.malformed_rate}): {faults}")
     return 0
 
 
@@ -150,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--extracts", type=int, default=3, help="deliveries per system")
     sim.add_argument("--out", default=str(default_data_dir() / "landing"), help="landing folder")
     sim.add_argument("--truth", default=None, help="truth folder (default: 'truth' beside --out)")
+    sim.add_argument("--malformed-rate", type=float, default=0.0, metavar="R",
+                     help="share of rows of each leaf table written malformed (bad dates, stray delimiters, "
+                     "junk codes, overlong fields, control characters), for ingest to quarantine; default 0")
     sim.set_defaults(func=_cmd_simulate)
 
     run = sub.add_parser("run", help="materialise every asset headless for the deliveries in the landing zone")

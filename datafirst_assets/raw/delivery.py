@@ -319,6 +319,9 @@ class RecordScan:
     start_lines: array  # physical line each record starts on; [0] is the header
     unterminated_quote_line: int | None  # a quote still open at the end of the file starts here
     ends_with_newline: bool
+    # Records (numbered as the CSV reader does: header = 1) with another number of fields than the
+    # header -> (fields, the record re-joined). DuckDB's reader drops trailing delimiters silently.
+    wrong_width: dict[int, tuple[int, str]]
 
     @property
     def records(self) -> int:
@@ -335,6 +338,8 @@ def scan_records(path: Path, delimiter: str = ",") -> RecordScan:
     starts = array("q")
     unterminated = None
     last = b""
+    wrong_width: dict[int, tuple[int, str]] = {}
+    width = None
     with open(path, encoding="latin-1", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
         previous_line = 0
@@ -350,13 +355,16 @@ def scan_records(path: Path, delimiter: str = ",") -> RecordScan:
                 row = ["malformed"]  # one record the reader rejects row-level (e.g. text after a quote)
             if row and any(field.strip() for field in row) or len(row) > 1:
                 starts.append(previous_line + 1)
+                width = len(row) if width is None else width
+                if len(row) != width and row != ["malformed"]:
+                    wrong_width[len(starts)] = (len(row), delimiter.join(row))
             previous_line = reader.line_num
     with open(path, "rb") as handle:
         handle.seek(0, 2)
         if handle.tell():
             handle.seek(-1, 2)
             last = handle.read(1)
-    return RecordScan(starts, unterminated, last in (b"\n", b"\r"))
+    return RecordScan(starts, unterminated, last in (b"\n", b"\r"), wrong_width)
 
 
 def count_records(path: Path, delimiter: str = ",") -> int:
@@ -401,7 +409,7 @@ def load_raw_table(source: SourceSpec, table: TableSpec, delivery: Path, manifes
         "file": str(path),
         "sha256": entry.sha256,
         "rows": frame.height,
-        "malformed_rows": rejects.height,
+        "malformed_rows": int(frame["_parse_error"].is_not_null().sum()),
         "extract_date": manifest.extract_date,
     }
     return frame, metadata
@@ -414,11 +422,28 @@ def _with_line_numbers(good: pl.DataFrame, rejects: pl.DataFrame, scan: RecordSc
     # The reader numbers records (header = 1); good records are the ones it did not reject.
     rejected = rejects["line"].to_numpy().astype(np.int64) if rejects.height else np.array([], np.int64)
     good_records = np.setdiff1d(np.arange(2, scan.records + 2, dtype=np.int64), rejected, assume_unique=True)
+    good_records = good_records[: good.height]
     good = good.select(table.column_names).with_columns(
-        pl.Series("_row_number", starts[good_records[: good.height] - 1], dtype=pl.Int64),
+        pl.Series("_row_number", starts[good_records - 1], dtype=pl.Int64),
         pl.lit(None, dtype=pl.String).alias("_parse_error"),
         pl.lit(None, dtype=pl.String).alias("_raw_line"),
     )
+    # Records the reader accepted although their field count is wrong (it drops trailing
+    # delimiters): kept like any other unreadable line, never silently.
+    ragged = [(i, record) for i, record in enumerate(good_records.tolist()) if record in scan.wrong_width]
+    if ragged:
+        expected = len(table.column_names)
+        errors = [f"TOO MANY COLUMNS: expected {expected} fields, found {scan.wrong_width[r][0]} "
+                  "(a stray or trailing delimiter?)" for _, r in ragged]
+        rows = pl.Series([i for i, _ in ragged], dtype=pl.UInt32)
+        fixed = good[rows].with_columns(
+            *(pl.lit(None, dtype=pl.String).alias(name) for name in table.column_names),
+            pl.Series("_parse_error", errors, dtype=pl.String),
+            pl.Series("_raw_line", [scan.wrong_width[r][1] for _, r in ragged], dtype=pl.String),
+        )
+        keep = np.ones(good.height, dtype=bool)
+        keep[[i for i, _ in ragged]] = False
+        good = pl.concat([good.filter(pl.Series(keep)), fixed])
     bad = pl.DataFrame(
         {name: pl.Series(name, [None] * rejects.height, dtype=pl.String) for name in table.column_names}
     ).with_columns(
