@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections import defaultdict
@@ -16,7 +17,7 @@ from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, fail_abandoned_runs
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
-from datafirst_assets.raw.delivery import REDELIVER, survey_landing
+from datafirst_assets.raw.delivery import survey_landing
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
 
@@ -62,8 +63,9 @@ def step_errors(result, log_dir: Path | None = None) -> str:
         if event.event_type_value != "STEP_FAILURE":
             continue
         error = _user_error(event.step_failure_data.error)
-        name = "" if error.cls_name in ("DeliveryError", None) else f"{error.cls_name}: "
-        messages.append(f"{event.step_key}: {name}{error.message.strip()}")
+        # The message starts "package.module.Class: "; the product's own error needs no class name.
+        message = re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", error.message.strip())
+        messages.append(f"{event.step_key}: {message.removeprefix('DeliveryError: ')}")
         tracebacks.append(f"== {event.step_key}\n{event.step_failure_data.error.to_string()}")
     text = " | ".join(messages) or "see the run's logs"
     if log_dir is not None and tracebacks:
@@ -164,7 +166,7 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
         extract_date = first if first == last else f"{first}..{last}"
         if not result.success:
             raise PipelineFailed(f"ingest of {extract_date} failed (run {result.run_id}): "
-                                 + step_errors(result, layout.logs) + f". To fix: {REDELIVER}")
+                                 + step_errors(result, layout.logs))
         failed_checks = [
             f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
             for e in result.get_asset_check_evaluations() if not e.passed
@@ -202,6 +204,38 @@ def warehouse_summary(layout: DataLayout) -> list[tuple[str, str, int, int]]:
     return rows
 
 
+def quarantine_reasons(layout: DataLayout, top: int = 8) -> list[tuple[str, int, int, str]]:
+    """(reason with its values blanked, rows, tables, an example table) for the commonest reasons."""
+    parts = []
+    with warehouse_cursor(layout.warehouse) as conn:
+        existing = set(conn.execute("select schema_name, table_name from duckdb_tables()").fetchall())
+        for source in SOURCES.values():
+            for table in source.tables:
+                if (f"quarantine_{source.key}", table.name) in existing:
+                    parts.append(f"select '{source.key}.{table.name}' as tbl, reason "
+                                 f"from quarantine_{source.key}.{table.name}")
+        if not parts:
+            return []
+        # One line per kind of reason: quoted values and numbers blanked out.
+        return conn.execute(
+            "select kind, count(*) as n, count(distinct tbl), min(tbl) from (select tbl, "
+            "regexp_replace(regexp_replace(why, '''[^'']*''', '…', 'g'), '\\b[0-9]+\\b', 'N', 'g') as kind "
+            "from (select tbl, unnest(string_split(reason, '; ')) as why from ("
+            + " union all ".join(parts) + "))) group by kind order by n desc, kind limit ?",
+            [top],
+        ).fetchall()
+
+
+def quarantine_summary(layout: DataLayout) -> list[str]:
+    reasons = quarantine_reasons(layout)
+    if not reasons:
+        return []
+    return ["Commonest quarantine reasons (every row is in quarantine_<source>.<table> with file, line and "
+            "reason):",
+            *(f"  {n:>7,}  {why[:100]} ({tables} table{'s' if tables > 1 else ''}, e.g. {example})"
+              for why, n, tables, example in reasons), ""]
+
+
 def linkage_summary(layout: DataLayout) -> list[str]:
     report = layout.reports / "linkage_quality.md"
     if not report.exists():
@@ -236,6 +270,7 @@ def format_summary(layout: DataLayout, report: RunReport) -> str:
         *(f"{f'{s}.{t}'.ljust(width)}  {n:>9,}  {q:>11,}" for s, t, n, q in table_rows),
         f"{'total'.ljust(width)}  {sum(r[2] for r in table_rows):>9,}  {sum(r[3] for r in table_rows):>11,}",
         "",
+        *quarantine_summary(layout),
         *linkage_summary(layout),
         *release_summary(layout),
         f"Warehouse: {layout.warehouse.resolve()} (DuckDB; schemas raw_*, staged_*, quarantine_*, linkage_*)",

@@ -95,9 +95,7 @@ def _parse(column: ColumnSpec, source: SourceSpec) -> pl.Expr:
 
 def _row_problems(table: TableSpec, source: SourceSpec) -> pl.Expr:
     """One expression per row: '; '-joined reasons, or null when the row is fine."""
-    reasons: list[pl.Expr] = [
-        pl.when(pl.col("_parse_error").is_not_null()).then(pl.format("unreadable line: {}", pl.col("_parse_error")))
-    ]
+    reasons: list[pl.Expr] = []
     for column in table.columns:
         reasons.extend(_value_limits(column))
         typed = pl.col(f"__typed_{column.name}")
@@ -118,7 +116,9 @@ def _row_problems(table: TableSpec, source: SourceSpec) -> pl.Expr:
     duplicated = pl.col(id_col).is_not_null() & (pl.int_range(pl.len()).over(_text(id_col)) > 0)
     reasons.append(pl.when(duplicated).then(pl.format(f"{id_col}: duplicate source id '{{}}'", pl.col(id_col))))
     joined = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
-    return pl.when(joined == "").then(None).otherwise(joined)
+    # An unreadable line has no fields to judge: its reason is the reader's, alone.
+    return (pl.when(pl.col("_parse_error").is_not_null()).then(pl.format("unreadable line: {}", pl.col("_parse_error")))
+            .when(joined == "").then(None).otherwise(joined))
 
 
 def _value_limits(column: ColumnSpec) -> list[pl.Expr]:
