@@ -27,7 +27,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    return _run(DataLayout(args.data_dir), args.date or None, link=True, command="run")
+    return _run(DataLayout(args.data_dir), args.date or None, link=args.link, command="run")
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialise every asset headless for the deliveries in the landing zone")
     run.add_argument("--data-dir", default=str(default_data_dir()))
     run.add_argument("--date", action="append", help="only this extract date (repeatable)")
+    run.add_argument("--no-link", dest="link", action="store_false",
+                     help="only load and stage; leave linking to the refresh sensor or a later run")
     run.set_defaults(func=_cmd_run)
 
     backfill = sub.add_parser(

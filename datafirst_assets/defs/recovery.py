@@ -24,8 +24,9 @@ def _pids(instance: DagsterInstance, run) -> set[int]:
     """Processes that ran this run: our own tag, or the pid on the run's engine events."""
     pids = {int(run.tags[PID_TAG])} if PID_TAG in run.tags else set()
     for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
-        if entry.pid:
-            pids.add(int(entry.pid))
+        pid = entry.dagster_event.pid if entry.dagster_event else None
+        if pid:
+            pids.add(int(pid))
     return pids
 
 
