@@ -285,3 +285,36 @@ def test_a_bad_delivery_is_refused_by_name_or_quarantined_with_its_reason(case, 
         assert {k: [r for r in v if DATE not in r] for k, v in counts(layout).items()} == before
     finally:
         close_warehouse()
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in (
+    "manifest not JSON", "gzip named .csv", "UTF-16 named .csv", "impossible date folder",
+    "delivery copied to a new date folder")], ids=lambda c: c.name)
+def test_the_command_line_ends_with_the_named_error_not_a_traceback(case, scratch, capsys):
+    from datafirst_assets.cli import main
+
+    layout = DataLayout(scratch / "data")
+    case.build(layout.landing)
+    assert main(["run", "--no-link", "--data-dir", str(layout.root)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("datafirst run failed: ") and re.search(case.refused, err), err
+    for inner in ("Traceback", "JSONDecodeError", "UnicodeDecodeError", "ValueError", "DagsterExecution"):
+        assert inner not in err, err
+    close_warehouse()
+
+
+def test_an_unexpected_failure_still_ends_with_a_message_and_its_traceback_in_the_log(scratch, capsys, monkeypatch):
+    from datafirst_assets import runner
+    from datafirst_assets.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(runner, "run_pipeline", broken)
+    layout = DataLayout(scratch / "data")
+    assert main(["run", "--data-dir", str(layout.root)]) == 1
+    err = capsys.readouterr().err
+    assert "datafirst run failed: RuntimeError: something nobody foresaw (traceback: " in err
+    assert "Traceback" not in err
+    [log] = layout.logs.glob("datafirst-run-*.log")
+    assert "Traceback" in log.read_text() and "something nobody foresaw" in log.read_text()
