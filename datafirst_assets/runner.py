@@ -49,6 +49,14 @@ def ensure_partitions(instance: DagsterInstance, dates: list[str]) -> None:
         instance.add_dynamic_partitions(EXTRACT_DATES, new)
 
 
+def check_failure(evaluation) -> str:
+    """A failed check by name, with what its metadata says went wrong (the console log is quiet)."""
+    name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+    details = [str(getattr(value, "value", value)).replace("\n", " ")
+               for key, value in evaluation.metadata.items() if key in ("detail", "problems")]
+    return name + (f" ({'; '.join(details)[:400]})" if details else "")
+
+
 def _user_error(error):
     """The product's own error inside Dagster's wrapper (not the library error it was raised from)."""
     while error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
@@ -167,13 +175,11 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
         if not result.success:
             raise PipelineFailed(f"ingest of {extract_date} failed (run {result.run_id}): "
                                  + step_errors(result, layout.logs))
-        failed_checks = [
-            f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
-            for e in result.get_asset_check_evaluations() if not e.passed
-        ]
+        failed_checks = [check_failure(e.asset_check_evaluation_data)
+                         for e in result.get_asset_check_evaluations() if not e.passed]
         if failed_checks:
-            raise PipelineFailed(f"checks failed for {extract_date}: {failed_checks}; the failing rows are in "
-                                 f"the checks' metadata (make ui, run {result.run_id})")
+            raise PipelineFailed(f"checks failed for {extract_date} (run {result.run_id}): "
+                                 + " | ".join(failed_checks))
     report.ingest_seconds = time.perf_counter() - started
     if link:
         result = defs.resolve_job_def(LINK_JOB).execute_in_process(

@@ -290,9 +290,10 @@ def test_a_bad_delivery_is_refused_by_name_or_quarantined_with_its_reason(case, 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in (
     "manifest not JSON", "gzip named .csv", "UTF-16 named .csv", "impossible date folder",
     "delivery copied to a new date folder")], ids=lambda c: c.name)
-def test_the_command_line_ends_with_the_named_error_not_a_traceback(case, scratch, capsys):
+def test_the_command_line_ends_with_the_named_error_not_a_traceback(case, scratch, capsys, monkeypatch):
     from datafirst_assets.cli import main
 
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # `make test` exports the demo's
     layout = DataLayout(scratch / "data")
     case.build(layout.landing)
     assert main(["run", "--no-link", "--data-dir", str(layout.root)]) == 1
@@ -311,6 +312,7 @@ def test_an_unexpected_failure_still_ends_with_a_message_and_its_traceback_in_th
         raise RuntimeError("something nobody foresaw")
 
     monkeypatch.setattr(runner, "run_pipeline", broken)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     layout = DataLayout(scratch / "data")
     assert main(["run", "--data-dir", str(layout.root)]) == 1
     err = capsys.readouterr().err
