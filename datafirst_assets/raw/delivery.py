@@ -111,7 +111,7 @@ def _date_problem(name: str) -> str | None:
 
 
 def _iso_hint(name: str) -> str:
-    """'29-02-2024' -> ' (rename it 2024-02-29?)' when the folder is a day-first date."""
+    """'29-02-2024' -> '; rename it 2024-02-29?' when the folder is a day-first date."""
     match = re.fullmatch(r"(\d{2})[-_./](\d{2})[-_./](\d{4})", name)
     return f"; rename it {match[3]}-{match[2]}-{match[1]}?" if match else ""
 
@@ -133,7 +133,7 @@ def survey_landing(landing: Path, sources) -> LandingSurvey:
         if entry.name not in sources:
             near = by_lower.get(entry.name.lower().replace("-", "_").replace(" ", "_"))
             hint = f"; did you mean {near}/?" if near else f" (registered: {', '.join(sorted(sources))})"
-            holds_delivery = any(p.name == MANIFEST for p in entry.rglob(MANIFEST))
+            holds_delivery = any(True for _ in entry.rglob(MANIFEST))
             (refused if holds_delivery else ignored).append(
                 f"{entry}/: not a registered source{hint}")
             continue
