@@ -10,7 +10,7 @@ DEMO_EXTRACTS ?= 3
 # A few rows per thousand written malformed, so the quarantine and its reasons show in the demo.
 DEMO_MALFORMED_RATE ?= 0.002
 
-.PHONY: install demo test ui backfill clean-data
+.PHONY: install demo test ui backfill clean-data snapshot
 
 $(BIN)/datafirst: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+# Rewrite the pinned asset graph (datafirst_assets_tests/snapshots/definitions.yaml) after an intended change
+snapshot: install
+	$(BIN)/python -m datafirst_assets_tests.definitions_snapshot
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
