@@ -134,6 +134,16 @@ class IdChanges(pa.DataFrameModel):
         description = "History of person id changes, run by run."
 
 
+class XjsIdChanges(IdChanges):
+    level: Series[str] = pa.Field(isin=["high", "medium", "low"],
+                                  description="Cross-justice threshold level whose id changed")
+
+    class Config:
+        strict = False
+        name = "xjs_id_changes"
+        description = "History of cross-justice person id changes, per threshold level, run by run."
+
+
 class XjsLookup(pa.DataFrameModel):
     source_dataset: Series[str] = pa.Field(description="Dataset of the record")
     record_id: Series[str] = pa.Field(description="Source record id")

@@ -31,6 +31,7 @@ SHARED = {
     ("linkage", "quality"): models.LinkageQuality,
     ("linkage", "xjs", "lookup"): models.XjsLookup,
     ("linkage", "xjs", "edges"): models.XjsEdges,
+    ("linkage", "xjs", "id_changes"): models.XjsIdChanges,
     ("linkage", "xjs", "quality"): models.XjsQuality,
     ("linkage", "criminal_courts", "case_lookup"): models.CaseLookup,
     ("synthetic", "summaries"): models.SyntheticSummaries,
