@@ -64,7 +64,7 @@ from datafirst_assets.warehouse.io_manager import table_columns
 
 
 class LinkageSettings(ConfigurableResource):
-    """How deduplication runs: Splink backend, thresholds, where models, labels and truth live."""
+    """How deduplication runs: Splink backend, thresholds, where models and clerical labels live."""
 
     backend: str = "duckdb"  # or "spark" (pip install -e '.[spark]'); see README "Running at scale"
     # Spark only: "local[*]" runs on this machine; a cluster's master URL ("spark://host:7077",
@@ -95,23 +95,15 @@ class LinkageSettings(ConfigurableResource):
         return configured_db_api(self.backend, spark_master=self.spark_master, spark_conf=self.spark_conf,
                                  spark_checkpoint_dir=self.spark_checkpoint_dir or None)
 
+    def labels_file(self, source: str) -> Path:
+        """Clerical labels for one dataset (people's, or the simulated reviewer's)."""
+        return self.root / "labels" / f"{source}.csv"
+
     def u_pairs_for(self, records: int) -> float:
         """Enough random pairs for stable u on rare agreement levels, without paying 1e7 on small data."""
         if self.u_max_pairs is not None:
             return self.u_max_pairs
         return float(min(1e7, max(3e5, 10 * records)))
-
-    def truth_for(self, source: str) -> pl.DataFrame | None:
-        """The simulator's record -> person truth for one source (None for real data)."""
-        path = self.root / "truth" / "person_records.parquet"
-        if not path.exists():
-            return None
-        return (
-            pl.read_parquet(path)
-            .filter(pl.col("source") == source)
-            .select(pl.col("record_id").cast(pl.String), pl.col("person_id").cast(pl.String))
-        )
-
 
 def run_config_for_mode(linkage: LinkageSettings, mode: str, resource_key: str = "linkage") -> dict:
     """Run config that runs the linkage in ``mode`` (e.g. "full" for the scheduled refresh).
@@ -268,8 +260,8 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         else:
             def choose(pairs: pl.DataFrame) -> tuple[float, str]:
                 choice = choose_cluster_threshold(
-                    pairs, configured=configured, labels_file=linkage.root / "labels" / f"{source.key}.csv",
-                    truth=linkage.truth_for(source.key))
+                    pairs, configured=configured, labels_file=linkage.labels_file(source.key),
+                    record_ids=records.get_column("record_id"))
                 return choice.match_probability, choice.source
 
             result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem)
