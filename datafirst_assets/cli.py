@@ -7,18 +7,51 @@ import sys
 from pathlib import Path
 
 from datafirst_assets.defs.resources import DataLayout, default_data_dir
+from datafirst_assets.evaluation.reviewer import DEFAULT_ERROR_RATE, DEFAULT_PAIRS
 from datafirst_assets.linkage.dedupe_cli import add_dedupe_parser, add_evaluate_parser, add_review_sample_parser
 from datafirst_assets.sources.registry import SOURCES
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from datafirst_assets.simulate import default_truth_dir, simulate
+    from datafirst_assets.evaluation.truth import default_truth_dir
+    from datafirst_assets.simulate import simulate
 
     out = Path(args.out)
-    truth = Path(args.truth) if args.truth else default_truth_dir(out)
+    truth = Path(args.truth) if args.truth else default_truth_dir()
     summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth)
     print(f"Simulated {args.people:,} people (seed {args.seed}) -> {summary['total_records']:,} records in "
           f"{args.extracts} deliveries per system under {out}; truth in {truth}")
+    return 0
+
+
+def _cmd_simulate_review(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from datafirst_assets.evaluation.reviewer import merge_labels, simulated_labels
+    from datafirst_assets.evaluation.truth import missing_truth, record_truth
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+    from datafirst_assets.warehouse.io_manager import table_columns
+
+    layout, truth_dir = DataLayout(args.data_dir), Path(args.truth_dir)
+    problem = missing_truth(truth_dir)
+    if problem:
+        print(f"datafirst simulate-review: {problem}", file=sys.stderr)
+        return 1
+    for source in args.source or sorted(SOURCES):
+        with warehouse_cursor(layout.warehouse) as conn:
+            if not table_columns(conn, f"linkage_{source}", "review_queue"):
+                print(f"datafirst simulate-review: no review queue for {source} in {layout.warehouse}: "
+                      "run `datafirst run` first", file=sys.stderr)
+                return 1
+            queue = pl.from_arrow(conn.sql(f"select * from linkage_{source}.review_queue").to_arrow_table())
+        labels = simulated_labels(queue, record_truth(truth_dir, source), pairs=args.pairs,
+                                  error_rate=args.error_rate, seed=args.seed)
+        path = layout.root / "labels" / f"{source}.csv"
+        merged = merge_labels(path, labels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged.write_csv(path)
+        print(f"{source}: labelled {labels.height:,} pairs ({int(labels['clerical_match_score'].sum()):,} matches, "
+              f"{args.error_rate:.1%} labelled wrongly on purpose); {merged.height:,} labels in {path}")
     return 0
 
 
@@ -128,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=42)
     sim.add_argument("--extracts", type=int, default=3, help="deliveries per system")
     sim.add_argument("--out", default=str(default_data_dir() / "landing"), help="landing folder")
-    sim.add_argument("--truth", default=None, help="truth folder (default: 'truth' beside --out)")
+    sim.add_argument("--truth", default=None,
+                     help="truth folder, kept outside the pipeline's data (default: $DATAFIRST_TRUTH_DIR "
+                     "or evaluation/truth)")
     sim.set_defaults(func=_cmd_simulate)
 
     run = sub.add_parser("run", help="materialise every asset headless for the deliveries in the landing zone")
@@ -169,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     release_sql.add_argument("sql")
     release_sql.set_defaults(func=_cmd_release_sql)
 
+    review = sub.add_parser(
+        "simulate-review",
+        help="a simulated clerical reviewer: label each dataset's review queue from the simulator's truth, "
+        "with mistakes, into data/labels/<source>.csv (where people's labels go)")
+    review.add_argument("--data-dir", default=str(default_data_dir()))
+    review.add_argument("--truth-dir", default=None, help="default: $DATAFIRST_TRUTH_DIR or evaluation/truth")
+    review.add_argument("--source", action="append", choices=sorted(SOURCES), help="only this dataset (repeatable)")
+    review.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help="pairs labelled per dataset")
+    review.add_argument("--error-rate", type=float, default=DEFAULT_ERROR_RATE, help="share of labels wrong")
+    review.add_argument("--seed", type=int, default=0)
+    review.set_defaults(func=_cmd_simulate_review)
+
     add_dedupe_parser(sub)
     add_review_sample_parser(sub)
     add_evaluate_parser(sub)
@@ -177,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "truth_dir", "unset") is None:
+        from datafirst_assets.evaluation.truth import default_truth_dir
+
+        args.truth_dir = str(default_truth_dir())
     return args.func(args)
 
 

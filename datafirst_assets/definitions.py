@@ -8,6 +8,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
 from datafirst_assets.defs.derived import derived_assets_for
+from datafirst_assets.defs.evaluation import TRUTH_RESOURCE, evaluation_assets, truth_from_env
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.release import release_assets
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets, run_config_for_mode
@@ -66,7 +67,7 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     return Definitions(
         # Derived tables for every release variant defined upstream.
         assets=[*upstream, *release_assets("deidentified"), *release_assets("synthetic"),
-                *derived_assets_for(upstream)],
+                *derived_assets_for(upstream), *evaluation_assets()],
         jobs=[ingest_job, link_job, refresh_job, synthetic_job],
         sensors=[build_landing_sensor(ingest_job),
                  build_refresh_sensor(refresh_job, REFRESH_SELECTION, also_refreshed_by=(LINK_JOB,))],
@@ -76,6 +77,8 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
             **build_resources(layout),
             "linkage": linkage,
             "release_settings": ReleaseSettings(),
+            # read only by the evaluation group (DATAFIRST_TRUTH_DIR; unset: no truth, as in production)
+            TRUTH_RESOURCE: truth_from_env(),
             **synthetic_resources(str(layout.root)),
         },
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.

@@ -166,12 +166,29 @@ def warehouse_summary(layout: DataLayout) -> list[tuple[str, str, int, int]]:
 
 
 def linkage_summary(layout: DataLayout) -> list[str]:
-    report = layout.reports / "linkage_quality.md"
-    if not report.exists():
+    """Thresholds and estimated accuracy (always), and accuracy measured against truth when this
+    run's evaluation stage had truth to measure against."""
+    import polars as pl
+
+    from datafirst_assets.evaluation.report import accuracy_table
+    from datafirst_assets.linkage.quality import evidence_problems, markdown_table, quality_summary
+
+    quality = layout.reports / "linkage_quality.parquet"
+    if not quality.exists():
         return []
-    text = report.read_text()
-    section = text.split("## Accuracy per dataset", 1)[-1].split("##", 1)[0].strip()
-    return ["Linkage accuracy (against the simulator's truth):", section, f"Report: {report.resolve()}", ""]
+    table = pl.read_parquet(quality)
+    lines = ["Linkage thresholds and ESTIMATED accuracy (from the model and any clerical labels; no truth read):",
+             markdown_table(quality_summary(table)),
+             *[f"  missing evidence: {p}" for p in evidence_problems(table)],
+             f"Report: {(layout.reports / 'linkage_quality.md').resolve()}", ""]
+    measured = layout.reports / "linkage_evaluation.parquet"
+    if measured.exists() and measured.stat().st_mtime >= quality.stat().st_mtime:
+        lines += ["Linkage accuracy MEASURED against the simulator's truth (evaluation stage, records the labels "
+                  "did not see):", markdown_table(accuracy_table(pl.read_parquet(measured))),
+                  f"Report: {(layout.reports / 'linkage_evaluation.md').resolve()}", ""]
+    else:
+        lines += ["No truth available to the evaluation stage (DATAFIRST_TRUTH_DIR): accuracy not measured.", ""]
+    return lines
 
 
 def release_summary(layout: DataLayout) -> list[str]:

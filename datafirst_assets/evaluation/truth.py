@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
+from datafirst_assets.linkage.quality import SUBGROUPS
 from datafirst_assets.sources.registry import SOURCES
 
-SUBGROUPS = ("sex", "ethnic_group", "age_band")
 AGE_BANDS = [18, 25, 35, 50, 65]
 AGE_LABELS = ["under 18", "18-24", "25-34", "35-49", "50-64", "65+"]
 REFERENCE_DATE = date(2024, 1, 1)
 TRUTH_FILES = ("people.parquet", "person_records.parquet", "case_links.parquet")
+TRUTH_DIR_ENV = "DATAFIRST_TRUTH_DIR"
+
+
+def default_truth_dir() -> Path:
+    """Where the simulator writes truth unless told: ``$DATAFIRST_TRUTH_DIR``, else
+    ``evaluation/truth``, outside the data folder the pipeline reads."""
+    return Path(os.environ.get(TRUTH_DIR_ENV) or "evaluation/truth")
 
 
 def missing_truth(truth_dir: Path | None) -> str | None:

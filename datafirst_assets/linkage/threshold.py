@@ -9,11 +9,13 @@ without ground truth. In order of preference:
    stratified on the weight leaves that fit unbiased, so no sampling weights are needed.
 3. ``model_estimate``: the model's own match probabilities.
 
-Either way the threshold maximises the *expected* F1 over every scored pair: with probabilities q,
-expected true links above t are sum(q >= t), expected links in all are the expected matches among
-the scored pairs plus those never scored (below the stored cut-off or not blocked together, see
-:func:`expected_unscored_matches`). Precision, recall and F1 at the chosen threshold are reported
-as *estimated*. Nothing here reads the simulator's truth.
+Either way each pair gets a probability q of being a match, and the threshold is the candidate
+(match weights 0 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
+F1 (:func:`expected_bcubed_curve`): clusters, not pairs, because linking is transitive and a chain
+of likely pairs can join people no pair says are the same. The expected precision, recall and F1
+reported at the threshold are *estimates*: they count only matches among the scored pairs, so
+matches that blocking never put side by side (or that scored below the stored cut-off) are
+invisible to them and recall is an upper bound. Nothing here reads the simulator's truth.
 """
 
 from __future__ import annotations
@@ -59,10 +61,6 @@ class ThresholdChoice:
     source: str  # configured | clerical_labels | model_estimate
     estimate: dict = field(default_factory=dict)  # estimated precision / recall / F1 at the threshold
     calibration: Calibration | None = None
-
-    @property
-    def detail(self) -> dict:
-        return self.estimate
 
 
 def _sigmoid(x: float) -> float:
@@ -147,11 +145,11 @@ def calibrate(labelled: pl.DataFrame, *, max_error_rate: float = 0.2, iterations
 # ---------------------------------------------------------------- expected accuracy
 
 
-def expected_accuracy_curve(pairs: pl.DataFrame, *, unscored_matches: float = 0.0) -> pl.DataFrame:
+def expected_accuracy_curve(pairs: pl.DataFrame) -> pl.DataFrame:
     """Estimated precision / recall / F1 of calling ``match_probability >= threshold`` a link, for
     every distinct probability, from each pair's ``expected_match`` (else its match_probability)."""
     q = pl.col(EXPECTED) if EXPECTED in pairs.columns else pl.col(PROBABILITY)
-    expected_matches = float(pairs.select(q.sum()).item() or 0.0) + unscored_matches
+    expected_matches = float(pairs.select(q.sum()).item() or 0.0) if pairs.height else 0.0
     curve = (pairs.group_by(PROBABILITY).agg(q.sum().alias("expected_true_links"), pl.len().alias("links"))
              .sort(PROBABILITY, descending=True)
              .with_columns(pl.col("expected_true_links").cum_sum(), pl.col("links").cum_sum()))
@@ -183,11 +181,6 @@ def estimate_at(curve: pl.DataFrame, threshold: float) -> dict:
     return {**at.row(0, named=True), "threshold": threshold}
 
 
-def best_on_curve(curve: pl.DataFrame) -> dict:
-    """Highest expected F1 (ties to the higher threshold: fewer links)."""
-    return curve.sort(["f1", "threshold"], descending=[True, True], nulls_last=True).row(0, named=True)
-
-
 # ---------------------------------------------------------------- clusters at each candidate
 
 
@@ -199,7 +192,7 @@ def candidate_thresholds() -> list[float]:
     return [1 / (1 + 2.0 ** -w) for w in CANDIDATE_WEIGHTS]
 
 
-def _components_at(n_records: int, left: np.ndarray, right: np.ndarray, probability: np.ndarray,
+def components_at(n_records: int, left: np.ndarray, right: np.ndarray, probability: np.ndarray,
                    thresholds: list[float]) -> dict[float, np.ndarray]:
     """Each record's cluster root when pairs with probability >= t are linked, for every t: one
     union-find pass adding pairs from the most probable down (clusters only grow as t falls)."""
@@ -245,7 +238,7 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
     through others and never scored together count as different people: clusters that chain are
     penalised, which pair-level F1 cannot see); the expected size of its true cluster is 1 + the
     sum over all its scored pairs. Precision and recall are the means of the per-record ratios."""
-    thresholds = thresholds or candidate_thresholds()
+    thresholds = candidate_thresholds() if thresholds is None else thresholds
     ids = record_ids.cast(pl.String).unique().sort()
     index = pl.DataFrame({"record_id": ids, "_i": pl.int_range(ids.len(), eager=True)})
     p = (pairs.select(pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String),
@@ -257,7 +250,7 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
     n = ids.len()
     true_size = 1 + np.bincount(left, q, n) + np.bincount(right, q, n)
     rows = []
-    for t, root in sorted(_components_at(n, left, right, probability, thresholds).items()):
+    for t, root in sorted(components_at(n, left, right, probability, thresholds).items()):
         inside = q * (root[left] == root[right])
         together = 1 + np.bincount(left, inside, n) + np.bincount(right, inside, n)
         size = np.bincount(root, minlength=n)[root]
@@ -280,6 +273,54 @@ def read_calibration(pairs: pl.DataFrame, labels_file: Path | None) -> tuple[Cal
     return calibrate(labelled_scored_pairs(pairs, labels)), labels.height
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """Expected accuracy at every candidate threshold, from labels-recalibrated or model probabilities."""
+
+    clusters: pl.DataFrame  # threshold, expected bcubed_precision / recall / f1
+    pairs: pl.DataFrame  # expected pair-level curve (see expected_accuracy_curve)
+    calibration: Calibration | None
+    labels: int  # reviewed labels in the labels file
+
+    @property
+    def source(self) -> str:
+        return "clerical_labels" if self.calibration is not None else "model_estimate"
+
+    def best_threshold(self) -> float:
+        """Highest expected B-cubed F1 (ties to the higher threshold: fewer links)."""
+        if self.clusters.height == 0:
+            return 0.5
+        return float(self.clusters.sort(["bcubed_f1", "threshold"], descending=[True, True]).row(0)[0])
+
+    def estimate_at(self, threshold: float) -> dict:
+        """Estimated pairwise and B-cubed precision / recall / F1 at a candidate threshold."""
+        at = self.clusters.filter(pl.col("threshold") == threshold)
+        cluster_level = at.row(0, named=True) if at.height else {}
+        pair_level = estimate_at(self.pairs, threshold) if self.pairs.height else {}
+        return {
+            **{f"pairwise_{k}": pair_level.get(k) for k in ("precision", "recall", "f1")},
+            **{k: cluster_level.get(k) for k in ("bcubed_precision", "bcubed_recall", "bcubed_f1")},
+            "expected_matches": pair_level.get("expected_matches"), "labels": self.labels,
+            "label_error_rate": self.calibration.label_error_rate if self.calibration else None,
+        }
+
+
+def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Series | None = None,
+           also: tuple[float, ...] = ()) -> Assessment:
+    """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
+    record clustered (singletons count in B-cubed); default the records in ``pairs``."""
+    calibration, labels = read_calibration(pairs, labels_file) if pairs.height else (None, 0)
+    if record_ids is None:
+        record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
+    expected = with_expected_matches(pairs, calibration)
+    if pairs.height == 0:
+        return Assessment(expected_bcubed_curve(expected, record_ids, []), expected_accuracy_curve(expected),
+                          calibration, labels)
+    candidates = sorted(set(candidate_thresholds()) | set(also))
+    return Assessment(expected_bcubed_curve(expected, record_ids, candidates), expected_accuracy_curve(expected),
+                      calibration, labels)
+
+
 def choose_cluster_threshold(
     pairs: pl.DataFrame,
     *,
@@ -287,26 +328,11 @@ def choose_cluster_threshold(
     labels_file: Path | None,
     record_ids: pl.Series | None = None,
 ) -> ThresholdChoice:
-    """`pairs`: scored pairs (record_id_l, record_id_r, match_weight, match_probability);
-    ``record_ids``: every record being clustered (singletons count in B-cubed). The threshold
-    maximises the expected B-cubed F1 of the clusters over the candidate thresholds."""
-    calibration, n_labels = read_calibration(pairs, labels_file) if pairs.height else (None, 0)
-    if record_ids is None:
-        record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
-    expected = with_expected_matches(pairs, calibration)
-    source = "configured" if configured is not None else (
-        "clerical_labels" if calibration is not None else "model_estimate")
-    if pairs.height == 0:
-        return ThresholdChoice(configured if configured is not None else 0.5, source, {}, calibration)
-    candidates = candidate_thresholds() + ([configured] if configured is not None else [])
-    clusters = expected_bcubed_curve(expected, record_ids, candidates)
-    if configured is not None:
-        chosen = clusters.filter(pl.col("threshold") == configured).row(0, named=True)
-    else:
-        chosen = clusters.sort(["bcubed_f1", "threshold"], descending=[True, True]).row(0, named=True)
-    pair_level = estimate_at(expected_accuracy_curve(expected), chosen["threshold"])
-    estimate = {**{f"pairwise_{k}": pair_level[k] for k in ("precision", "recall", "f1")},
-                **{k: chosen[k] for k in ("bcubed_precision", "bcubed_recall", "bcubed_f1")},
-                "expected_matches": pair_level["expected_matches"], "labels": n_labels,
-                "label_error_rate": calibration.label_error_rate if calibration else None}
-    return ThresholdChoice(float(chosen["threshold"]), source, estimate, calibration)
+    """`pairs`: scored pairs (record_id_l, record_id_r, match_weight, match_probability).
+    A configured threshold wins; otherwise the candidate with the highest expected B-cubed F1
+    under the labels-recalibrated probabilities, or the model's own without labels."""
+    assessment = assess(pairs, labels_file=labels_file, record_ids=record_ids,
+                        also=(configured,) if configured is not None else ())
+    threshold = configured if configured is not None else assessment.best_threshold()
+    source = "configured" if configured is not None else assessment.source
+    return ThresholdChoice(threshold, source, assessment.estimate_at(threshold), assessment.calibration)
