@@ -56,7 +56,8 @@ def _cmd_simulate_review(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    return _run(DataLayout(args.data_dir), args.date or None, link=True, command="run")
+    return _run(DataLayout(args.data_dir), args.date or None, link=True, command="run",
+                ingest=not args.link_only, review_queues_only=args.review_queues_only)
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
@@ -72,7 +73,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     return _run(layout, dates, link=args.link, command="backfill")
 
 
-def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str) -> int:
+def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str, **options: bool) -> int:
     from dagster import DagsterInstance
 
     from datafirst_assets.runner import PipelineFailed, format_summary, run_pipeline, wait_for_idle
@@ -83,7 +84,7 @@ def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str) 
     else:
         instance = DagsterInstance.ephemeral()
     try:
-        report = run_pipeline(layout, instance, dates=dates, link=link)
+        report = run_pipeline(layout, instance, dates=dates, link=link, **options)
     except PipelineFailed as error:
         print(f"datafirst {command} failed: {error}", file=sys.stderr)
         return 1
@@ -169,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialise every asset headless for the deliveries in the landing zone")
     run.add_argument("--data-dir", default=str(default_data_dir()))
     run.add_argument("--date", action="append", help="only this extract date (repeatable)")
+    run.add_argument("--review-queues-only", action="store_true",
+                     help="ingest and link each dataset only as far as its clerical review queue")
+    run.add_argument("--link-only", action="store_true",
+                     help="skip the ingest: re-link and publish what is staged (e.g. after new clerical labels)")
     run.set_defaults(func=_cmd_run)
 
     backfill = sub.add_parser(

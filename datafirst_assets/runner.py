@@ -7,14 +7,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance, RunsFilter
+from dagster import AssetSelection, DagsterInstance, RunsFilter
 from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
-from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
+from datafirst_assets.definitions import INGEST_JOB, INGEST_SELECTION, LINK_JOB, build_definitions
+from datafirst_assets.defs.linkage import linkage_key
 from datafirst_assets.raw.delivery import list_deliveries
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
@@ -104,8 +105,11 @@ def wait_for_idle(instance: DagsterInstance, say=print, poll_seconds: float = 5.
 
 
 def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str] | None = None,
-                 link: bool = True) -> RunReport:
-    """Ingest every delivery in the landing zone (one run per range of extract dates), then link."""
+                 link: bool = True, ingest: bool = True, review_queues_only: bool = False) -> RunReport:
+    """Ingest every delivery in the landing zone (one run per range of extract dates), then link.
+
+    ``ingest=False`` links what is already staged (e.g. after clerical labels arrive);
+    ``review_queues_only`` links each dataset only as far as its review queue."""
     started = time.perf_counter()
     defs = build_definitions(layout.root)
     deliveries = [d for d in list_deliveries(layout.landing) if d[0] in SOURCES]
@@ -120,7 +124,7 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
 
     report = RunReport(deliveries=deliveries)
     job = defs.resolve_job_def(INGEST_JOB)
-    for (first, last), sources in delivery_ranges(instance, deliveries).items():
+    for (first, last), sources in (delivery_ranges(instance, deliveries) if ingest else {}).items():
         result = job.execute_in_process(
             instance=instance, asset_selection=ingest_keys(sources), raise_on_error=False, run_config=QUIET,
             tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
@@ -138,12 +142,19 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     report.ingest_seconds = time.perf_counter() - started
     if link:
         result = defs.resolve_job_def(LINK_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=QUIET)
+            instance=instance, raise_on_error=False, run_config=QUIET,
+            asset_selection=list(review_queue_selection(defs)) if review_queues_only else None)
         report.run_ids.append(result.run_id)
         if not result.success:
             raise PipelineFailed(f"linkage failed (run {result.run_id}): " + step_errors(result))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def review_queue_selection(defs) -> set:
+    """Each dataset's review queue and what it needs, short of the ingest."""
+    queues = AssetSelection.keys(*[linkage_key(source, "review_queue") for source in SOURCES])
+    return (queues.upstream() - INGEST_SELECTION).resolve(defs.resolve_asset_graph())
 
 
 def warehouse_summary(layout: DataLayout) -> list[tuple[str, str, int, int]]:
