@@ -88,6 +88,11 @@ def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str, 
     except PipelineFailed as error:
         print(f"datafirst {command} failed: {error}", file=sys.stderr)
         return 1
+    if options.get("review_queues_only"):
+        print(f"Linked each dataset and built its clerical review queue in {report.seconds:.1f}s: "
+              f"{(layout.root / 'review').resolve()}/<source>.csv to fill in, saved as "
+              f"{(layout.root / 'labels').resolve()}/<source>.csv")
+        return 0
     print(format_summary(layout, report))
     return 0
 

@@ -334,6 +334,12 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
     def _linked(staged: pl.DataFrame, clusters: pl.DataFrame) -> pl.DataFrame:
         return add_person_ids(staged, clusters, table.id_column, source.person_id_name)
 
+    return [_person_records, _model, _cluster, _linked]
+
+
+def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
+    """Pairs for clerical review (see linkage.metrics.review_queue)."""
+
     @asset(
         key=linkage_key(source.key, "review_queue"),
         ins={
@@ -360,7 +366,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                                      "labels_file": MetadataValue.path(str(labels))})
         return queue
 
-    return [_person_records, _model, _cluster, _linked, _review_queue]
+    return _review_queue
 
 
 QUALITY = AssetKey(["linkage", "quality"])
@@ -406,4 +412,5 @@ def linkage_quality(linkage: LinkageSettings, **inputs: pl.DataFrame):
 
 
 def linkage_assets() -> list[AssetsDefinition]:
-    return [a for source in SOURCES.values() for a in build_dedupe_assets(source)] + [linkage_quality]
+    return [a for source in SOURCES.values() for a in build_dedupe_assets(source)] + [
+        build_review_queue_asset(source) for source in SOURCES.values()] + [linkage_quality]
