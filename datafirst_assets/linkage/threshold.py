@@ -29,7 +29,6 @@ import polars as pl
 
 from datafirst_assets.linkage.metrics import LABEL, read_labels
 
-SOURCES_OF_THRESHOLDS = ("configured", "clerical_labels", "model_estimate")
 PROBABILITY = "match_probability"
 WEIGHT = "match_weight"
 EXPECTED = "expected_match"  # a pair's probability of being a match, after any recalibration
@@ -37,8 +36,9 @@ EXPECTED = "expected_match"  # a pair's probability of being a match, after any 
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(match | match weight) = eps + (1 - 2 eps) * sigmoid(intercept + slope * weight) inside the
-    labelled weights; the model's own probability outside them (clamped to stay monotone)."""
+    """P(match | match weight) = sigmoid(intercept + slope * weight) inside the labelled weights
+    (reviewers say "match" with probability eps + (1 - 2 eps) times that); outside them the model's
+    own probability, clamped so the curve stays monotone."""
 
     intercept: float
     slope: float
@@ -64,7 +64,7 @@ class ThresholdChoice:
 
 
 def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
+    return 1.0 / (1.0 + math.exp(-min(max(x, -700.0), 700.0)))
 
 
 # ---------------------------------------------------------------- labels -> calibration
