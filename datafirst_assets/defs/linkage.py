@@ -352,7 +352,7 @@ def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
             "records": AssetIn(key=linkage_key(source.key, "person_records")),
             "clusters": AssetIn(key=linkage_key(source.key, "clusters")),
         },
-        group_name="linkage",
+        group_name=linkage_group(source.key),
         metadata=_stored(source.key),
         kinds={"polars", "duckdb"},
         description=f"{source.key} pairs for clerical review, not yet labelled, sampled evenly across match-weight "
