@@ -39,7 +39,7 @@ from datafirst_assets.evaluation.measure import bcubed_by_threshold, pair_level 
 from datafirst_assets.evaluation.truth import record_truth  # noqa: E402
 from datafirst_assets.linkage.threshold import candidate_thresholds, choose_cluster_threshold  # noqa: E402
 from datafirst_assets.sources.registry import SOURCES  # noqa: E402
-from datafirst_assets.warehouse.connection import warehouse_cursor  # noqa: E402
+from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor  # noqa: E402
 
 DATAFIRST = str(Path(sys.executable).parent / "datafirst")
 GAP_FLOOR, ESTIMATE_FLOOR = 0.005, 0.03
@@ -116,6 +116,7 @@ def measure(work: Path) -> list[dict]:
                     f"{name}_pair_p_err": e["pairwise_precision"] - pair_p if pair_p is not None else None,
                     f"{name}_pair_r_err": e["pairwise_recall"] - pair_r if pair_r is not None else None}
         rows.append(row)
+    close_warehouse()  # release the file lock before any later run writes the warehouse
     return rows
 
 
@@ -171,6 +172,8 @@ def main() -> None:
                             env, work / "review.log", args.rss_cap_gib))
     print((work / "review.log").read_text())
     rows = measure(work)
+    print_table(rows)
+    (work / "bench_thresholds.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=1))
     if args.relink:
         runs.append(run_watched([DATAFIRST, "run", "--link-only", "--data-dir", str(work / "data")],
                                 {**env, "DATAFIRST_TRUTH_DIR": str(work / "truth")}, work / "relink.log",
