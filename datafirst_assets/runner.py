@@ -154,7 +154,9 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
 def review_queue_selection(defs) -> set:
     """Each dataset's review queue and what it needs, short of the ingest."""
     queues = AssetSelection.keys(*[linkage_key(source, "review_queue") for source in SOURCES])
-    return (queues.upstream() - INGEST_SELECTION).resolve(defs.resolve_asset_graph())
+    # a multi-asset (cluster_<source>) runs whole, so its other outputs come along
+    selection = (queues.upstream() - INGEST_SELECTION).required_multi_asset_neighbors()
+    return selection.resolve(defs.resolve_asset_graph())
 
 
 def warehouse_summary(layout: DataLayout) -> list[tuple[str, str, int, int]]:

@@ -93,3 +93,14 @@ def test_labels_set_the_same_threshold_whether_or_not_truth_files_exist(tmp_path
     without_truth = link()
     assert with_truth["threshold_source"] == without_truth["threshold_source"] == "clerical_labels"
     assert with_truth["threshold_match_probability"] == without_truth["threshold_match_probability"]
+
+
+def test_review_queues_only_selects_a_runnable_subset_short_of_the_releases(tmp_path):
+    from datafirst_assets.definitions import LINK_JOB
+    from datafirst_assets.runner import review_queue_selection
+
+    defs = build_definitions(tmp_path / "data")
+    selection = review_queue_selection(defs)
+    assert {k.path[-1] for k in selection} == {"person_records", "model", "clusters", "scored_pairs",
+                                               "id_changes", "review_queue"}
+    defs.resolve_job_def(LINK_JOB).get_subset(asset_selection=set(selection))  # raises if not runnable
