@@ -9,17 +9,20 @@ from pathlib import Path
 from datafirst_assets.defs.resources import DataLayout, default_data_dir
 from datafirst_assets.evaluation.reviewer import DEFAULT_ERROR_RATE, DEFAULT_PAIRS
 from datafirst_assets.linkage.dedupe_cli import add_dedupe_parser, add_evaluate_parser, add_review_sample_parser
+from datafirst_assets.simulate.config import DIFFICULTIES
 from datafirst_assets.sources.registry import SOURCES
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from datafirst_assets.evaluation.truth import default_truth_dir
     from datafirst_assets.simulate import simulate
+    from datafirst_assets.simulate.config import SimulationConfig
 
     out = Path(args.out)
     truth = Path(args.truth) if args.truth else default_truth_dir()
-    summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth)
-    print(f"Simulated {args.people:,} people (seed {args.seed}) -> {summary['total_records']:,} records in "
+    summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth,
+                       config=SimulationConfig.for_difficulty(args.difficulty))
+    print(f"Simulated {args.people:,} people (seed {args.seed}, {args.difficulty}) -> {summary['total_records']:,} records in "
           f"{args.extracts} deliveries per system under {out}; truth in {truth}")
     return 0
 
@@ -170,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--truth", default=None,
                      help="truth folder, kept outside the pipeline's data (default: $DATAFIRST_TRUTH_DIR "
                      "or evaluation/truth)")
+    sim.add_argument("--difficulty", choices=DIFFICULTIES, default="standard",
+                     help="hard: twice the identifier error and missing rates, more people sharing common names")
     sim.set_defaults(func=_cmd_simulate)
 
     run = sub.add_parser("run", help="materialise every asset headless for the deliveries in the landing zone")

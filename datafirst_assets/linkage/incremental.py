@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from datafirst_assets.common.pairs import ordered_pairs
 from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
 from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, slim_pairs
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID, usable_fields
@@ -38,6 +39,7 @@ from datafirst_assets.linkage.stable_ids import (
     carry_forward_ids,
     next_free_id,
 )
+from datafirst_assets.linkage.guard import split_conflicting_clusters
 from datafirst_assets.linkage.train import TrainedModel, make_linker, register_records
 
 # Scored pairs below this probability are not kept: they never form links at any sensible
@@ -101,20 +103,6 @@ def tf_columns(settings: dict[str, Any]) -> list[str]:
     cols = {lvl["tf_adjustment_column"] for comp in settings.get("comparisons", [])
             for lvl in comp.get("comparison_levels", []) if lvl.get("tf_adjustment_column")}
     return sorted(cols)
-
-
-def ordered_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Each pair with the smaller record id on the left, as Splink's dedupe predictions have it."""
-    if pairs.is_empty():
-        return pairs
-    swap = pl.col("record_id_l").cast(pl.String) > pl.col("record_id_r").cast(pl.String)
-    flips = {}
-    for left in [c for c in pairs.columns if c.endswith("_l")]:
-        right = left[:-2] + "_r"
-        if right in pairs.columns:
-            flips[left] = pl.when(swap).then(pl.col(right)).otherwise(pl.col(left))
-            flips[right] = pl.when(swap).then(pl.col(left)).otherwise(pl.col(right))
-    return pairs.with_columns(**flips)
 
 
 def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescore: pl.Series, *,
@@ -293,6 +281,8 @@ def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
     t = time.perf_counter()
     clusters = cluster_pairs(linker, pairs_sdf, threshold_match_probability=threshold)
     pairs_sdf.drop_table_from_database_and_remove_from_cache()
+    guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
+    clusters = guarded.clusters
     timings["cluster"] = time.perf_counter() - t
     t = time.perf_counter()
     carried = _carry(previous, clusters)
@@ -300,7 +290,7 @@ def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
     return LinkResult(ids=carried.ids, pairs=pairs, changes=carried.changes, hashes=hashes, threshold=threshold,
                       threshold_source=source, mode="full", reason=reason, next_id=carried.next_id,
                       stats={"records": records.height, "pairs": pairs.height, "reclustered": records.height,
-                             **carried.counts()},
+                             **carried.counts(), **guarded.stats},
                       timings=timings)
 
 
@@ -334,6 +324,8 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
     pairs = pl.concat([kept, fresh], how="diagonal_relaxed") if fresh.height else kept
     clusters, reclustered = recluster(previous.ids(), hashes.get_column(UNIQUE_ID), pairs, threshold,  # type: ignore[arg-type]
                                       changes.touched, everything=threshold != before)
+    guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
+    clusters = guarded.clusters
     timings["cluster"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -346,7 +338,7 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
         next_id=carried.next_id,
         stats={"records": records.height, "new_records": changes.new.len(), "changed_records": changes.changed.len(),
                "removed_records": changes.removed.len(), "new_pairs": fresh.height, "pairs": pairs.height,
-               "reclustered": reclustered, **carried.counts()},
+               "reclustered": reclustered, **carried.counts(), **guarded.stats},
         timings=timings)
 
 

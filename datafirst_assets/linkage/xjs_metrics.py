@@ -36,7 +36,8 @@ from datafirst_assets.linkage.metrics import (
     bcubed_metrics,
     subgroup_metrics,
 )
-from datafirst_assets.linkage.quality import SUBGROUPS, markdown_table
+from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.linkage.quality import SUBGROUPS
 from datafirst_assets.linkage.xjs import LEVELS
 
 KEY = "_key"  # composite record key "<source>|<record_id>"

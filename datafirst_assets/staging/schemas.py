@@ -11,7 +11,7 @@ from datafirst_assets.raw.delivery import PARTITION_COLUMN
 from datafirst_assets.sources.identifiers import CRO_PATTERN, PNC_PATTERN, POSTCODE_PATTERN
 from datafirst_assets.sources.registry import ETHNIC_GROUP, ETHNICITY_CODES, SOURCES
 from datafirst_assets.sources.spec import ColumnSpec
-from datafirst_assets.staging.standardise import staged_columns, staged_dtype
+from datafirst_assets.staging.standardise import ORIGINAL_SUFFIX, staged_columns, staged_dtype
 
 _PATTERNS = {"postcode": POSTCODE_PATTERN, "pnc": PNC_PATTERN, "cro": CRO_PATTERN}
 DOB_ISSUES = ["unparseable", "placeholder", "out_of_range"]
@@ -47,6 +47,10 @@ def staged_schema(source_key: str, table_name: str) -> pa.DataFrameSchema:
         "_row_number": pa.Column(pl.Int64, pa.Check.ge(2)),
     }
     for c in table.columns:
+        if c.kind == "name":
+            columns[f"{c.name}{ORIGINAL_SUFFIX}"] = pa.Column(
+                pl.String, nullable=True, description=f"{c.name} as written (before folding to ASCII)")
+    for c in table.columns:
         if c.kind == "dob":
             columns[f"{c.name}_issue"] = pa.Column(pl.String, pa.Check.isin(DOB_ISSUES), nullable=True)
     if any(c.kind == "ethnicity" for c in table.columns):
@@ -60,20 +64,3 @@ def staged_schema(source_key: str, table_name: str) -> pa.DataFrameSchema:
     )
 
 
-def failure_summary(error: pa.errors.SchemaErrors, sample: int = 5) -> dict:
-    """Readable summary of a lazy validation failure (pandera's own message is escaped JSON)."""
-    cases = error.failure_cases
-    if not isinstance(cases, pl.DataFrame):
-        cases = pl.DataFrame(cases)
-    summary = (
-        cases.group_by("column", "check").agg(pl.len().alias("failures"), pl.col("failure_case").head(sample))
-        .sort("failures", descending=True)
-    )
-    return {
-        "failing_checks": summary.height,
-        "failures": int(summary["failures"].sum()),
-        "detail": [
-            f"{row['column']}: {row['check']} failed {row['failures']}x, e.g. {row['failure_case']}"
-            for row in summary.iter_rows(named=True)
-        ],
-    }

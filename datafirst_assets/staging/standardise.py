@@ -17,6 +17,7 @@ import polars as pl
 from datafirst_assets.raw.delivery import PARTITION_COLUMN
 from datafirst_assets.sources.identifiers import (
     clean_name,
+    original_name,
     normalise_cro,
     normalise_pnc,
     normalise_postcode,
@@ -32,6 +33,8 @@ TRAILING_LOAD_COLUMNS = ("_source_file", "_row_number")
 EARLIEST_DOB = date(1900, 1, 2)
 # A PNC recorded with this many different dates of birth in one delivery is a shared junk value.
 JUNK_PNC_MIN_DOBS = 4
+#: Suffix of the column keeping a name as written (accents and all) next to the folded one.
+ORIGINAL_SUFFIX = "_original"
 FLAG_VALUES = {"Y": True, "YES": True, "TRUE": True, "1": True, "N": False, "NO": False, "FALSE": False, "0": False}
 
 
@@ -164,6 +167,9 @@ def stage_table(raw: pl.DataFrame, source: SourceSpec, table: TableSpec) -> Stag
         pl.col(PARTITION_COLUMN),
         *(pl.col(f"__typed_{c.name}").alias(c.name) for c in table.columns),
         *(pl.col(c) for c in TRAILING_LOAD_COLUMNS),
+        # The name as written, next to the folded one: linkage compares the folded form,
+        # people (and clerical review) read this one.
+        *(original_name(pl.col(c.name)).alias(f"{c.name}{ORIGINAL_SUFFIX}") for c in table.columns if c.kind == "name"),
         *(pl.col(c.name).alias(f"__raw_{c.name}") for c in table.columns if c.kind == "dob"),
     )
     staged = _clean_dobs(staged, table)
@@ -177,7 +183,8 @@ def stage_table(raw: pl.DataFrame, source: SourceSpec, table: TableSpec) -> Stag
 
 def staged_columns(table: TableSpec) -> list[str]:
     """Column order of a staged table (for schemas and docs)."""
-    derived = [f"{c.name}_issue" for c in table.columns if c.kind == "dob"]
+    originals = [f"{c.name}{ORIGINAL_SUFFIX}" for c in table.columns if c.kind == "name"]
+    derived = [*originals, *(f"{c.name}_issue" for c in table.columns if c.kind == "dob")]
     if any(c.kind == "ethnicity" for c in table.columns):
         derived.append("ethnic_group")
     return [PARTITION_COLUMN, *table.column_names, *TRAILING_LOAD_COLUMNS, *derived]
