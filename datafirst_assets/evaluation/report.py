@@ -73,7 +73,11 @@ def linkage_evaluation_markdown(measured: pl.DataFrame, subgroups: pl.DataFrame)
         "threshold, so they should not grade it; the review queue takes the hardest boundary records, so the "
         "unseen records are the easier ones). Threshold sources: `configured`, `clerical_labels` "
         "(labels/<source>.csv), `model_estimate` (the model's own probabilities, no labels).", "",
-        "## Thresholds", "", markdown_table(threshold_table(measured)), "",
+        "## Thresholds", "",
+        "`bcubed_f1`: the published clusters (after any over-merge guard). `bcubed_f1_at_optimal` and "
+        "`below_optimal` compare plain connected components of the stored pairs at the truth-optimal "
+        "candidate and at the chosen threshold.", "",
+        markdown_table(threshold_table(measured)), "",
         "## Accuracy per dataset", "", markdown_table(accuracy_table(measured)), "",
         "## Estimated vs measured", "",
         "Pair level: scored pairs at or above the threshold. Estimates count only scored pairs, so pairs "
