@@ -11,8 +11,14 @@ DEMO_EXTRACTS ?= 3
 # (through DATAFIRST_TRUTH_DIR) and the simulated reviewer labels from it.
 TRUTH ?= evaluation/truth
 export DATAFIRST_TRUTH_DIR ?= $(abspath $(TRUTH))
+# A few rows per thousand written malformed, so the quarantine and its reasons show in the demo.
+DEMO_MALFORMED_RATE ?= 0.002
 
 .PHONY: install demo test ui backfill clean-data snapshot
+
+# The demo works on simulated people with the public development pseudonymisation key; a release
+# is refused with that key unless this says it is a demo (real use: set DATAFIRST_PSEUDONYMISATION_KEY).
+demo ui backfill: export DATAFIRST_ALLOW_DEVELOPMENT_KEY = 1
 
 $(BIN)/datafirst: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +37,7 @@ $(DAGSTER_HOME)/dagster.yaml: $(DATA)/config/dagster.yaml
 # publish, and measure against the truth in the evaluation stage.
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/labels $(DATAFIRST_TRUTH_DIR)
-	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --out $(DATA)/landing --truth $(DATAFIRST_TRUTH_DIR)
+	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --malformed-rate $(DEMO_MALFORMED_RATE) --out $(DATA)/landing --truth $(DATAFIRST_TRUTH_DIR)
 	$(BIN)/datafirst run --data-dir $(DATA) --review-queues-only
 	$(BIN)/datafirst simulate-review --data-dir $(DATA) --truth-dir $(DATAFIRST_TRUTH_DIR)
 	$(BIN)/datafirst run --data-dir $(DATA) --link-only

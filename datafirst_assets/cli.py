@@ -21,9 +21,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     truth = Path(args.truth) if args.truth else default_truth_dir()
     summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth,
-                       config=SimulationConfig.for_difficulty(args.difficulty))
+                       config=SimulationConfig.for_difficulty(args.difficulty), malformed_rate=args.malformed_rate)
     print(f"Simulated {args.people:,} people (seed {args.seed}, {args.difficulty}) -> {summary['total_records']:,} records in "
           f"{args.extracts} deliveries per system under {out}; truth in {truth}")
+    if summary["malformed_rows"]:
+        faults = ", ".join(f"{n:,} {fault.replace('_', ' ')}" for fault, n in summary["malformed_rows"].items())
+        print(f"Malformed rows written on purpose (--malformed-rate {args.malformed_rate}): {faults}")
     return 0
 
 
@@ -59,7 +62,7 @@ def _cmd_simulate_review(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    return _run(DataLayout(args.data_dir), args.date or None, link=True, command="run",
+    return _run(DataLayout(args.data_dir), args.date or None, link=args.link, command="run",
                 ingest=not args.link_only, review_queues_only=args.review_queues_only)
 
 
@@ -77,27 +80,48 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str, **options: bool) -> int:
+    """Every failure ends with one message in the product's words; tracebacks go to data/logs/."""
     from dagster import DagsterInstance
 
+    from datafirst_assets.raw.delivery import DeliveryError
     from datafirst_assets.runner import PipelineFailed, format_summary, run_pipeline, wait_for_idle
 
-    if _has_dagster_home():
-        instance = DagsterInstance.get()
-        wait_for_idle(instance)
-    else:
-        instance = DagsterInstance.ephemeral()
+    def warn(line: str) -> None:
+        print(f"datafirst {command}: warning: {line}", file=sys.stderr)
+
     try:
-        report = run_pipeline(layout, instance, dates=dates, link=link, **options)
-    except PipelineFailed as error:
+        if _has_dagster_home():
+            instance = DagsterInstance.get()
+            wait_for_idle(instance)
+        else:
+            instance = DagsterInstance.ephemeral()
+        report = run_pipeline(layout, instance, dates=dates, link=link, warn=warn, **options)
+        if options.get("review_queues_only"):
+            print(f"Linked each dataset and built its clerical review queue in {report.seconds:.1f}s: "
+                  f"{(layout.root / 'review').resolve()}/<source>.csv to fill in, saved as "
+                  f"{(layout.root / 'labels').resolve()}/<source>.csv")
+        else:
+            print(format_summary(layout, report))
+    except (PipelineFailed, DeliveryError) as error:
         print(f"datafirst {command} failed: {error}", file=sys.stderr)
         return 1
-    if options.get("review_queues_only"):
-        print(f"Linked each dataset and built its clerical review queue in {report.seconds:.1f}s: "
-              f"{(layout.root / 'review').resolve()}/<source>.csv to fill in, saved as "
-              f"{(layout.root / 'labels').resolve()}/<source>.csv")
-        return 0
-    print(format_summary(layout, report))
+    except Exception as error:  # noqa: BLE001 - anything else still ends with a message, not a traceback
+        log = _log_traceback(layout, command)
+        print(f"datafirst {command} failed: {type(error).__name__}: {error} (traceback: {log}). If the "
+              "message does not say what to fix, report it with the traceback.", file=sys.stderr)
+        return 1
     return 0
+
+
+def _log_traceback(layout: DataLayout, command: str) -> Path:
+    import datetime
+    import traceback
+
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    log = layout.logs / f"datafirst-{command}-{stamp}.log"
+    log.write_text(traceback.format_exc())
+    return log
 
 
 def _iso_date(text: str) -> str:
@@ -175,11 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "or evaluation/truth)")
     sim.add_argument("--difficulty", choices=DIFFICULTIES, default="standard",
                      help="hard: twice the identifier error and missing rates, more people sharing common names")
+    sim.add_argument("--malformed-rate", type=float, default=0.0, metavar="R",
+                     help="share of rows of each leaf table written malformed (bad dates, stray delimiters, "
+                     "junk codes, overlong fields, control characters), for ingest to quarantine; default 0")
     sim.set_defaults(func=_cmd_simulate)
 
     run = sub.add_parser("run", help="materialise every asset headless for the deliveries in the landing zone")
     run.add_argument("--data-dir", default=str(default_data_dir()))
     run.add_argument("--date", action="append", help="only this extract date (repeatable)")
+    run.add_argument("--no-link", dest="link", action="store_false",
+                     help="only load and stage; leave linking to the refresh sensor or a later run")
     run.add_argument("--review-queues-only", action="store_true",
                      help="ingest and link each dataset only as far as its clerical review queue")
     run.add_argument("--link-only", action="store_true",

@@ -29,6 +29,13 @@ def _column(spec: ColumnSpec) -> pa.Column:
         checks.append(pa.Check.str_matches(_PATTERNS[spec.kind]))
     if spec.kind == "name":
         checks.append(pa.Check.str_matches(r"^[A-Z' \-]+$"))
+    # The registry's limits, enforced by staging's quarantine: checked again on what is stored.
+    if staged_dtype(spec) == pl.String():
+        checks.append(pa.Check.str_length(max_value=spec.length_limit))
+    if spec.min_value is not None:
+        checks.append(pa.Check.ge(spec.min_value))
+    if spec.max_value is not None:
+        checks.append(pa.Check.le(spec.max_value))
     return pa.Column(
         staged_dtype(spec),
         checks=checks,
