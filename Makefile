@@ -7,6 +7,10 @@ export DAGSTER_HOME := $(abspath $(DATA)/.dagster_home)
 DEMO_PEOPLE ?= 10000
 DEMO_SEED ?= 42
 DEMO_EXTRACTS ?= 3
+# The simulator's truth lives outside the data folder: only the evaluation stage reads it
+# (through DATAFIRST_TRUTH_DIR) and the simulated reviewer labels from it.
+TRUTH ?= evaluation/truth
+export DATAFIRST_TRUTH_DIR ?= $(abspath $(TRUTH))
 # A few rows per thousand written malformed, so the quarantine and its reasons show in the demo.
 DEMO_MALFORMED_RATE ?= 0.002
 
@@ -28,10 +32,15 @@ $(DAGSTER_HOME)/dagster.yaml: $(DATA)/config/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp $< $@
 
+# simulate; link each dataset as far as its clerical review queue; a simulated reviewer labels
+# the queues into data/labels/ (where people's labels go); re-link with the labels' thresholds,
+# publish, and measure against the truth in the evaluation stage.
 demo: install $(DAGSTER_HOME)/dagster.yaml
-	rm -rf $(DATA)/landing $(DATA)/truth
-	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --malformed-rate $(DEMO_MALFORMED_RATE) --out $(DATA)/landing
-	$(BIN)/datafirst run --data-dir $(DATA)
+	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/labels $(DATAFIRST_TRUTH_DIR)
+	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --malformed-rate $(DEMO_MALFORMED_RATE) --out $(DATA)/landing --truth $(DATAFIRST_TRUTH_DIR)
+	$(BIN)/datafirst run --data-dir $(DATA) --review-queues-only
+	$(BIN)/datafirst simulate-review --data-dir $(DATA) --truth-dir $(DATAFIRST_TRUTH_DIR)
+	$(BIN)/datafirst run --data-dir $(DATA) --link-only
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
@@ -49,4 +58,5 @@ backfill: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/datafirst backfill --data-dir $(DATA) --from $(FROM) --to $(TO)
 
 clean-data:
-	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/warehouse.duckdb* $(DATA)/reports $(DATA)/models $(DATA)/.dagster_home
+	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/warehouse.duckdb* $(DATA)/reports $(DATA)/models $(DATA)/.dagster_home \
+		$(DATA)/labels $(DATA)/review $(DATAFIRST_TRUTH_DIR)

@@ -46,7 +46,7 @@ def _peak_rss_gib() -> float:
 def truth_for(truth_dir: Path, source: str) -> pl.DataFrame:
     """record -> true person, with the subgroups scored (name_ascii: does the person's true name
     hold a letter outside ASCII)."""
-    from datafirst_assets.linkage.quality import truth_with_subgroups
+    from datafirst_assets.evaluation.truth import truth_with_subgroups
 
     people = pl.read_parquet(truth_dir / "people.parquet").select(
         pl.col("person_id").cast(pl.String), "name_origin",
@@ -77,7 +77,8 @@ def link_source(landing: Path, source_key: str, db_options: dict) -> tuple[pl.Da
     model = TrainedModel.from_json(trained.to_json())
 
     def choose(pairs: pl.DataFrame) -> tuple[float, str]:
-        choice = choose_cluster_threshold(pairs, configured=None, labels_file=None, truth=None)
+        choice = choose_cluster_threshold(pairs, configured=None, labels_file=None,
+                                          record_ids=records.get_column("record_id"))
         return choice.match_probability, choice.source
 
     result = link_full(records, model, db_api, choose=choose)

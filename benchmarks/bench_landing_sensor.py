@@ -56,7 +56,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         layout = DataLayout(Path(tmp) / "data")
-        simulate(people=args.people, seed=42, extracts=3, out=layout.landing, truth_out=layout.truth)
+        simulate(people=args.people, seed=42, extracts=3, out=layout.landing, truth_out=Path(tmp) / "truth")
         files = [p for p in layout.landing.rglob("*") if p.is_file()]
         size = sum(p.stat().st_size for p in files)
         print(f"{args.people:,} people: {len(files)} files, {size / 1e6:.1f} MB under {layout.landing}")

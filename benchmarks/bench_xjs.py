@@ -5,8 +5,8 @@
 
 One run, one process, in this order: simulate ``--people`` people (``--seed``, ``--extracts``),
 stage every source's person table and build person records, deduplicate each of the seven
-datasets as the pipeline does (train, score pairs, choose the threshold from the simulated
-review, cluster), build the cross-justice lookup from the per-dataset clusters, build the
+datasets as the pipeline does with no clerical labels (train, score pairs, choose the threshold
+from the model's own estimate, cluster), build the cross-justice lookup from the per-dataset clusters, build the
 case link, and evaluate both against the simulator's truth. Prints seconds per step, the
 ratio lookup / per-dataset dedupe (both measured in this run, on the same DuckDB settings,
 so the ratio is meaningful on a shared machine), peak RSS, and the accuracy figures against
@@ -53,9 +53,10 @@ def main() -> None:
 
     from datafirst_assets.linkage.backend import make_db_api
     from datafirst_assets.linkage.case_link import build_case_link
-    from datafirst_assets.linkage.quality import evaluate_sources
+    from datafirst_assets.evaluation.truth import xjs_truth
+    from datafirst_assets.linkage.metrics import bcubed_metrics
     from datafirst_assets.linkage.xjs import XJS_LOOKUP_SCHEMA, build_xjs_lookup, check_lookup_invariants
-    from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs, xjs_truth
+    from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs
     from datafirst_assets.simulate import simulate
     from datafirst_assets_tests.xjs_fixtures import build_linkage_inputs, load_inputs, save_inputs
 
@@ -76,7 +77,7 @@ def main() -> None:
         timings["simulate"] = time.perf_counter() - t
         print(f"simulated {args.people:,} people: {summary['person_records']:,} person records "
               f"in {timings['simulate']:.1f}s", flush=True)
-        inputs = build_linkage_inputs(landing, truth_dir, db_options=db_options)
+        inputs = build_linkage_inputs(landing, db_options=db_options)
         save_inputs(inputs, cache)
     for k, v in inputs.timings.items():
         timings[k] = v
@@ -111,7 +112,11 @@ def main() -> None:
     truth_links = pl.read_parquet(truth_dir / "case_links.parquet")
     cl = case_link_metrics(links, truth_links)
     cl_np = case_link_metrics(links_no_person, truth_links)
-    per_dataset = evaluate_sources(inputs.clusters, truth_dir).filter(pl.col("subgroup") == "all")
+    per_dataset = pl.DataFrame([
+        {"source": s, "bcubed_f1": bcubed_metrics(
+            c.select("record_id", pl.col(c.columns[1]).cast(pl.String).alias("cluster_id")),
+            truth.filter(pl.col("source_dataset") == s).select("record_id", "person_id"))["f1"]}
+        for s, c in inputs.clusters.items()])
 
     pl.Config.set_tbl_cols(20)
     pl.Config.set_tbl_width_chars(200)

@@ -7,17 +7,19 @@ import sys
 from pathlib import Path
 
 from datafirst_assets.defs.resources import DataLayout, default_data_dir
+from datafirst_assets.evaluation.reviewer import DEFAULT_ERROR_RATE, DEFAULT_PAIRS
 from datafirst_assets.linkage.dedupe_cli import add_dedupe_parser, add_evaluate_parser, add_review_sample_parser
 from datafirst_assets.simulate.config import DIFFICULTIES
 from datafirst_assets.sources.registry import SOURCES
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from datafirst_assets.simulate import default_truth_dir, simulate
+    from datafirst_assets.evaluation.truth import default_truth_dir
+    from datafirst_assets.simulate import simulate
     from datafirst_assets.simulate.config import SimulationConfig
 
     out = Path(args.out)
-    truth = Path(args.truth) if args.truth else default_truth_dir(out)
+    truth = Path(args.truth) if args.truth else default_truth_dir()
     summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth,
                        config=SimulationConfig.for_difficulty(args.difficulty), malformed_rate=args.malformed_rate)
     print(f"Simulated {args.people:,} people (seed {args.seed}, {args.difficulty}) -> {summary['total_records']:,} records in "
@@ -28,8 +30,40 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate_review(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from datafirst_assets.evaluation.reviewer import merge_labels, simulated_labels
+    from datafirst_assets.evaluation.truth import missing_truth, record_truth
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+    from datafirst_assets.warehouse.io_manager import table_columns
+
+    layout, truth_dir = DataLayout(args.data_dir), Path(args.truth_dir)
+    problem = missing_truth(truth_dir)
+    if problem:
+        print(f"datafirst simulate-review: {problem}", file=sys.stderr)
+        return 1
+    for source in args.source or sorted(SOURCES):
+        with warehouse_cursor(layout.warehouse) as conn:
+            if not table_columns(conn, f"linkage_{source}", "review_queue"):
+                print(f"datafirst simulate-review: no review queue for {source} in {layout.warehouse}: "
+                      "run `datafirst run` first", file=sys.stderr)
+                return 1
+            queue = pl.from_arrow(conn.sql(f"select * from linkage_{source}.review_queue").to_arrow_table())
+        labels = simulated_labels(queue, record_truth(truth_dir, source), pairs=args.pairs,
+                                  error_rate=args.error_rate, seed=args.seed)
+        path = layout.root / "labels" / f"{source}.csv"
+        merged = merge_labels(path, labels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged.write_csv(path)
+        print(f"{source}: labelled {labels.height:,} pairs ({int(labels['clerical_match_score'].sum()):,} matches, "
+              f"{args.error_rate:.1%} labelled wrongly on purpose); {merged.height:,} labels in {path}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    return _run(DataLayout(args.data_dir), args.date or None, link=args.link, command="run")
+    return _run(DataLayout(args.data_dir), args.date or None, link=args.link, command="run",
+                ingest=not args.link_only, review_queues_only=args.review_queues_only)
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
@@ -45,7 +79,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     return _run(layout, dates, link=args.link, command="backfill")
 
 
-def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str) -> int:
+def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str, **options: bool) -> int:
     """Every failure ends with one message in the product's words; tracebacks go to data/logs/."""
     from dagster import DagsterInstance
 
@@ -61,8 +95,13 @@ def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str) 
             wait_for_idle(instance)
         else:
             instance = DagsterInstance.ephemeral()
-        report = run_pipeline(layout, instance, dates=dates, link=link, warn=warn)
-        print(format_summary(layout, report))
+        report = run_pipeline(layout, instance, dates=dates, link=link, warn=warn, **options)
+        if options.get("review_queues_only"):
+            print(f"Linked each dataset and built its clerical review queue in {report.seconds:.1f}s: "
+                  f"{(layout.root / 'review').resolve()}/<source>.csv to fill in, saved as "
+                  f"{(layout.root / 'labels').resolve()}/<source>.csv")
+        else:
+            print(format_summary(layout, report))
     except (PipelineFailed, DeliveryError) as error:
         print(f"datafirst {command} failed: {error}", file=sys.stderr)
         return 1
@@ -155,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=42)
     sim.add_argument("--extracts", type=int, default=3, help="deliveries per system")
     sim.add_argument("--out", default=str(default_data_dir() / "landing"), help="landing folder")
-    sim.add_argument("--truth", default=None, help="truth folder (default: 'truth' beside --out)")
+    sim.add_argument("--truth", default=None,
+                     help="truth folder, kept outside the pipeline's data (default: $DATAFIRST_TRUTH_DIR "
+                     "or evaluation/truth)")
     sim.add_argument("--difficulty", choices=DIFFICULTIES, default="standard",
                      help="hard: twice the identifier error and missing rates, more people sharing common names")
     sim.add_argument("--malformed-rate", type=float, default=0.0, metavar="R",
@@ -168,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--date", action="append", help="only this extract date (repeatable)")
     run.add_argument("--no-link", dest="link", action="store_false",
                      help="only load and stage; leave linking to the refresh sensor or a later run")
+    run.add_argument("--review-queues-only", action="store_true",
+                     help="ingest and link each dataset only as far as its clerical review queue")
+    run.add_argument("--link-only", action="store_true",
+                     help="skip the ingest: re-link and publish what is staged (e.g. after new clerical labels)")
     run.set_defaults(func=_cmd_run)
 
     backfill = sub.add_parser(
@@ -203,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     release_sql.add_argument("sql")
     release_sql.set_defaults(func=_cmd_release_sql)
 
+    review = sub.add_parser(
+        "simulate-review",
+        help="a simulated clerical reviewer: label each dataset's review queue from the simulator's truth, "
+        "with mistakes, into data/labels/<source>.csv (where people's labels go)")
+    review.add_argument("--data-dir", default=str(default_data_dir()))
+    review.add_argument("--truth-dir", default=None, help="default: $DATAFIRST_TRUTH_DIR or evaluation/truth")
+    review.add_argument("--source", action="append", choices=sorted(SOURCES), help="only this dataset (repeatable)")
+    review.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help="pairs labelled per dataset")
+    review.add_argument("--error-rate", type=float, default=DEFAULT_ERROR_RATE, help="share of labels wrong")
+    review.add_argument("--seed", type=int, default=0)
+    review.set_defaults(func=_cmd_simulate_review)
+
     add_dedupe_parser(sub)
     add_review_sample_parser(sub)
     add_evaluate_parser(sub)
@@ -211,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "truth_dir", "unset") is None:
+        from datafirst_assets.evaluation.truth import default_truth_dir
+
+        args.truth_dir = str(default_truth_dir())
     return args.func(args)
 
 

@@ -10,6 +10,7 @@ from datafirst_assets.contracts.checks import contract_checks
 from datafirst_assets.contracts.wiring import with_column_schemas
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
 from datafirst_assets.defs.derived import derived_assets_for
+from datafirst_assets.defs.evaluation import TRUTH_RESOURCE, evaluation_assets, truth_from_env
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.release import release_assets
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets, run_config_for_mode
@@ -73,7 +74,8 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     upstream = [*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()]
     upstream += synthetic_assets(defined={key for a in upstream for key in a.keys})
     # Derived tables for every release variant defined upstream.
-    assets = [*upstream, *release_assets("deidentified"), *release_assets("synthetic"), *derived_assets_for(upstream)]
+    assets = [*upstream, *release_assets("deidentified"), *release_assets("synthetic"), *derived_assets_for(upstream),
+              *evaluation_assets()]
     return Definitions(
         # Each asset's contract is its column schema in the UI, enforced before every write and
         # read back by its `contract` check.
@@ -88,6 +90,8 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
             **build_resources(layout),
             "linkage": linkage,
             "release_settings": ReleaseSettings(),
+            # read only by the evaluation group (DATAFIRST_TRUTH_DIR; unset: no truth, as in production)
+            TRUTH_RESOURCE: truth_from_env(),
             **synthetic_resources(str(layout.root)),
         },
         # DuckDB allows one writing process: steps run in the run's own process, one at a time.

@@ -10,13 +10,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance, RunsFilter
+from dagster import AssetSelection, DagsterInstance, RunsFilter
 
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, fail_abandoned_runs
 from datafirst_assets.defs.resources import DataLayout
-from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
+from datafirst_assets.definitions import INGEST_JOB, INGEST_SELECTION, LINK_JOB, build_definitions
+from datafirst_assets.defs.linkage import linkage_key
 from datafirst_assets.raw.delivery import survey_landing
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
@@ -148,8 +149,11 @@ def surveyed_deliveries(landing: Path, warn=print) -> list[tuple[str, str]]:
 
 
 def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str] | None = None,
-                 link: bool = True, warn=print) -> RunReport:
-    """Ingest every delivery in the landing zone (one run per range of extract dates), then link."""
+                 link: bool = True, warn=print, ingest: bool = True, review_queues_only: bool = False) -> RunReport:
+    """Ingest every delivery in the landing zone (one run per range of extract dates), then link.
+
+    ``ingest=False`` links what is already staged (e.g. after clerical labels arrive);
+    ``review_queues_only`` links each dataset only as far as its review queue."""
     started = time.perf_counter()
     defs = build_definitions(layout.root)
     deliveries = surveyed_deliveries(layout.landing, warn)
@@ -165,7 +169,7 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     report = RunReport(deliveries=deliveries)
     job = defs.resolve_job_def(INGEST_JOB)
     process = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    for (first, last), sources in delivery_ranges(instance, deliveries).items():
+    for (first, last), sources in (delivery_ranges(instance, deliveries) if ingest else {}).items():
         result = job.execute_in_process(
             instance=instance, asset_selection=ingest_keys(sources), raise_on_error=False, run_config=QUIET,
             tags={PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last, **process},
@@ -183,12 +187,21 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     report.ingest_seconds = time.perf_counter() - started
     if link:
         result = defs.resolve_job_def(LINK_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=QUIET, tags=process)
+            instance=instance, raise_on_error=False, run_config=QUIET, tags=process,
+            asset_selection=list(review_queue_selection(defs)) if review_queues_only else None)
         report.run_ids.append(result.run_id)
         if not result.success:
             raise PipelineFailed(f"linkage failed (run {result.run_id}): " + step_errors(result, layout.logs))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def review_queue_selection(defs) -> set:
+    """Each dataset's review queue and what it needs, short of the ingest."""
+    queues = AssetSelection.keys(*[linkage_key(source, "review_queue") for source in SOURCES])
+    # a multi-asset (cluster_<source>) runs whole, so its other outputs come along
+    selection = (queues.upstream() - INGEST_SELECTION).required_multi_asset_neighbors()
+    return selection.resolve(defs.resolve_asset_graph())
 
 
 def warehouse_summary(layout: DataLayout) -> list[tuple[str, str, int, int]]:
@@ -243,12 +256,29 @@ def quarantine_summary(layout: DataLayout) -> list[str]:
 
 
 def linkage_summary(layout: DataLayout) -> list[str]:
-    report = layout.reports / "linkage_quality.md"
-    if not report.exists():
+    """Thresholds and estimated accuracy (always), and accuracy measured against truth when this
+    run's evaluation stage had truth to measure against."""
+    import polars as pl
+
+    from datafirst_assets.evaluation.report import accuracy_table
+    from datafirst_assets.linkage.quality import evidence_problems, markdown_table, quality_summary
+
+    quality = layout.reports / "linkage_quality.parquet"
+    if not quality.exists():
         return []
-    text = report.read_text()
-    section = text.split("## Accuracy per dataset", 1)[-1].split("##", 1)[0].strip()
-    return ["Linkage accuracy (against the simulator's truth):", section, f"Report: {report.resolve()}", ""]
+    table = pl.read_parquet(quality)
+    lines = ["Linkage thresholds and ESTIMATED accuracy (from the model and any clerical labels; no truth read):",
+             markdown_table(quality_summary(table)),
+             *[f"  missing evidence: {p}" for p in evidence_problems(table)],
+             f"Report: {(layout.reports / 'linkage_quality.md').resolve()}", ""]
+    measured = layout.reports / "linkage_evaluation.parquet"
+    if measured.exists() and measured.stat().st_mtime >= quality.stat().st_mtime:
+        lines += ["Linkage accuracy MEASURED against the simulator's truth (evaluation stage, records the labels "
+                  "did not see):", markdown_table(accuracy_table(pl.read_parquet(measured))),
+                  f"Report: {(layout.reports / 'linkage_evaluation.md').resolve()}", ""]
+    else:
+        lines += ["No truth available to the evaluation stage (DATAFIRST_TRUTH_DIR): accuracy not measured.", ""]
+    return lines
 
 
 def release_summary(layout: DataLayout) -> list[str]:

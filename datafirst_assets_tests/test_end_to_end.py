@@ -1,12 +1,18 @@
-"""The whole asset graph, in process, on a small simulated extract: ingest, dedupe, quality."""
+"""The whole asset graph, in process, on a small simulated extract, with no truth anywhere the
+pipeline could read it (production mode): ingest, dedupe, estimated quality, releases; then the
+evaluation stage alone, given the truth, measures what was published."""
 
 import json
+import os
 
 import polars as pl
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetCheckKey, AssetCheckSeverity, DagsterInstance
 
+from datafirst_assets.definitions import LINK_JOB, build_definitions
+from datafirst_assets.defs.evaluation import LINKAGE_EVALUATION, XJS_EVALUATION
 from datafirst_assets.defs.resources import DataLayout
+from datafirst_assets.evaluation.truth import TRUTH_DIR_ENV, TRUTH_FILES
 from datafirst_assets.linkage.quality import FLOORS
 from datafirst_assets.runner import format_summary, run_pipeline
 from datafirst_assets.simulate import simulate
@@ -21,11 +27,67 @@ def _query(layout, sql):
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    layout = DataLayout(tmp_path_factory.mktemp("e2e") / "data")
-    summary = simulate(people=2_500, seed=7, extracts=2, out=layout.landing, truth_out=layout.truth)
-    instance = DagsterInstance.ephemeral()
-    report = run_pipeline(layout, instance)
+    root = tmp_path_factory.mktemp("e2e")
+    layout = DataLayout(root / "data")
+    summary = simulate(people=2_500, seed=7, extracts=2, out=layout.landing, truth_out=root / "truth")
+    # A decoy where truth used to live: anything that reads it crashes the run.
+    (layout.root / "truth").mkdir()
+    for name in TRUTH_FILES:
+        (layout.root / "truth" / name).write_text("not truth: no asset outside the evaluation group may read this")
+    saved = os.environ.pop(TRUTH_DIR_ENV, None)
+    try:
+        instance = DagsterInstance.ephemeral()
+        report = run_pipeline(layout, instance)
+        report.summary_text = format_summary(layout, report)  # before the evaluation stage ever had truth
+    finally:
+        if saved is not None:
+            os.environ[TRUTH_DIR_ENV] = saved
     return layout, summary, report, instance
+
+
+@pytest.fixture(scope="module")
+def evaluated(pipeline):
+    """The evaluation group alone, now given the truth, on what the production run stored."""
+    layout, _, _, instance = pipeline
+    saved = os.environ.get(TRUTH_DIR_ENV)
+    os.environ[TRUTH_DIR_ENV] = str(layout.root.parent / "truth")
+    try:
+        defs = build_definitions(layout.root)
+        result = defs.resolve_job_def(LINK_JOB).execute_in_process(
+            instance=instance, asset_selection=[LINKAGE_EVALUATION, XJS_EVALUATION], raise_on_error=False)
+    finally:
+        os.environ.pop(TRUTH_DIR_ENV)
+        if saved is not None:
+            os.environ[TRUTH_DIR_ENV] = saved
+    assert result.success
+    return layout, result
+
+
+def _check(instance, key, name):
+    record = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(key, name))
+    assert record is not None, (key, name)
+    return record.event.asset_check_evaluation
+
+
+def test_with_no_truth_both_releases_publish_and_quality_checks_warn_naming_the_missing_evidence(pipeline):
+    from datafirst_assets.defs.linkage import QUALITY
+    from datafirst_assets.release import release_path
+
+    layout, _, _, instance = pipeline
+    assert release_path(layout.releases, "deidentified").exists() and release_path(layout.releases, "synthetic").exists()
+    evidence = _check(instance, QUALITY, "accuracy_evidence")
+    assert not evidence.passed and evidence.severity == AssetCheckSeverity.WARN
+    assert "no clerical labels for magistrates" in evidence.metadata["missing_evidence"].value
+    quality = pl.read_parquet(layout.reports / "linkage_quality.parquet")
+    assert set(quality["threshold_source"]) == {"model_estimate"} and set(quality["source"]) == set(SOURCES)
+    assert quality["estimated_bcubed_f1"].is_between(0, 1).all()
+    for key, check in ((LINKAGE_EVALUATION, "accuracy_floors"), (LINKAGE_EVALUATION, "estimates_match_measured"),
+                       (XJS_EVALUATION, "accuracy_floors")):
+        result = _check(instance, key, check)
+        assert not result.passed and result.severity == AssetCheckSeverity.WARN
+        assert "no truth available" in result.metadata["missing_evidence"].value
+    status = _query(layout, "select * from evaluation.linkage")
+    assert status.columns == ["status"] and status["status"][0].startswith("no truth available")
 
 
 def test_rows_are_conserved_from_files_to_staging(pipeline):
@@ -66,16 +128,19 @@ def test_person_ids_are_added_to_the_staged_person_tables(pipeline):
             assert with_id == linked.height
 
 
-def test_linkage_meets_accuracy_floors_for_every_dataset_and_reports_subgroups(pipeline):
-    layout, _, _, _ = pipeline
-    quality = pl.read_parquet(layout.reports / "linkage_quality.parquet")
-    overall = {r["source"]: r for r in quality.filter(pl.col("subgroup") == "all").iter_rows(named=True)}
+def test_linkage_measured_by_the_evaluation_stage_meets_floors_and_reports_subgroups(evaluated):
+    layout, _ = evaluated
+    measured = pl.read_parquet(layout.reports / "linkage_evaluation.parquet")
+    overall = {r["source"]: r for r in measured.iter_rows(named=True)}
     assert set(overall) == set(SOURCES)
     for source, row in overall.items():
-        assert row["bcubed_f1"] >= FLOORS[source], (source, row)
-    assert set(quality["subgroup"].unique()) == {"all", "sex", "ethnic_group", "age_band"}
-    report = (layout.reports / "linkage_quality.md").read_text()
-    assert "Best-to-worst subgroup gap" in report
+        assert row["measured_bcubed_f1"] >= FLOORS[source], (source, row)
+        assert row["threshold_source"] == "model_estimate"
+        assert row["bcubed_f1_below_optimal"] >= -1e-9  # both plain connected components of the stored pairs
+    subgroups = pl.read_parquet(layout.reports / "linkage_evaluation_subgroups.parquet")
+    assert set(subgroups["subgroup"].unique()) == {"sex", "ethnic_group", "age_band"}
+    report = (layout.reports / "linkage_evaluation.md").read_text()
+    assert "Best-to-worst subgroup gap" in report and "Estimated vs measured" in report
 
 
 def test_models_are_versioned_json_with_offline_charts(pipeline):
@@ -99,9 +164,9 @@ def test_ground_truth_columns_never_reach_linkage(pipeline):
 
 def test_summary_names_tables_quarantine_and_warehouse(pipeline):
     layout, _, report, _ = pipeline
-    text = format_summary(layout, report)
+    text = report.summary_text
     assert "hocas_flatfile" in text and "quarantined" in text and str(layout.warehouse.resolve()) in text
-    assert "Linkage accuracy" in text
+    assert "ESTIMATED accuracy" in text and "accuracy not measured" in text
 
 
 def test_cross_justice_lookup_covers_every_record_and_nests(pipeline):
@@ -118,12 +183,12 @@ def test_cross_justice_lookup_covers_every_record_and_nests(pipeline):
     assert persons["person_id_medium"].n_unique() < persons.height
 
 
-def test_case_link_and_cross_justice_accuracy_meet_floors(pipeline):
-    layout, _, _, _ = pipeline
-    overall = pl.read_parquet(layout.reports / "xjs_quality_overall.parquet")
+def test_case_link_and_cross_justice_accuracy_meet_floors(evaluated):
+    layout, _ = evaluated
+    overall = pl.read_parquet(layout.reports / "xjs_evaluation_overall.parquet")
     medium = overall.filter((pl.col("level") == "medium") & (pl.col("scope") == "all_pairs")).row(0, named=True)
     assert medium["bcubed_f1"] >= 0.95
-    case = pl.read_parquet(layout.reports / "case_link_quality.parquet").filter(pl.col("case_type") == "all")
+    case = pl.read_parquet(layout.reports / "xjs_evaluation_case_link.parquet").filter(pl.col("case_type") == "all")
     assert case["precision"][0] >= 0.99 and case["recall"][0] >= 0.97
     links = _query(layout, "select * from linkage_criminal_courts.case_lookup")
     assert links["defendant_on_case_id"].n_unique() == links.height

@@ -95,5 +95,6 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
                       if k.asset_key.path[0] == "linkage"}
     assert linkage_checks == {(f"linkage/{s}/clusters", c) for s in SOURCES
                               for c in ("every_record_clustered", "no_chained_clusters")} | {
-        ("linkage/quality", "accuracy_floors"), ("linkage/xjs/lookup", "lookup_invariants"),
-        ("linkage/criminal_courts/case_lookup", "one_to_one"), ("linkage/xjs/quality", "accuracy_floors")}
+        ("linkage/quality", "accuracy_evidence"), ("linkage/xjs/lookup", "lookup_invariants"),
+        ("linkage/criminal_courts/case_lookup", "one_to_one")}
+    assert groups["evaluation"] == {"linkage", "xjs"}  # the only readers of truth

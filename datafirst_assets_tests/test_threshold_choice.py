@@ -1,41 +1,139 @@
-"""Where the clustering threshold comes from: configured, clerical labels (either pair order), truth, default."""
+"""Where the clustering threshold comes from (configured, clerical labels, the model's estimate),
+and the estimates behind it; none of it reads truth."""
 
+import math
+
+import numpy as np
 import polars as pl
+import pytest
 
-from datafirst_assets.linkage.dedupe import DEFAULT_THRESHOLD
-from datafirst_assets.linkage.threshold import choose_cluster_threshold
+from datafirst_assets.evaluation.reviewer import merge_labels, simulated_labels
+from datafirst_assets.linkage.metrics import review_queue
+from datafirst_assets.linkage.threshold import (
+    EXPECTED,
+    calibrate,
+    choose_cluster_threshold,
+    expected_accuracy_curve,
+    expected_bcubed_curve,
+    labelled_scored_pairs,
+)
 
-PAIRS = pl.DataFrame({
-    "record_id_l": ["1", "1", "2", "3"],
-    "record_id_r": ["2", "3", "3", "4"],
-    "match_weight": [10.0, 2.0, 1.0, -3.0],
-    "match_probability": [0.999, 0.8, 0.67, 0.11],
+# Two people who each appear twice (1-2, 3-4: near-certain pairs) and a doubtful pair (2-3) that
+# would chain them into one cluster.
+CHAIN = pl.DataFrame({
+    "record_id_l": ["1", "3", "2"],
+    "record_id_r": ["2", "4", "3"],
+    "match_weight": [10.0, 10.0, 0.6],
+    "match_probability": [0.999, 0.999, 0.6],
 })
 
 
-def test_configured_threshold_wins(tmp_path):
-    choice = choose_cluster_threshold(PAIRS, configured=0.5, labels_file=tmp_path / "none.csv", truth=None)
+def _weights_and_truth(n: int = 4000, seed: int = 0) -> pl.DataFrame:
+    """Scored pairs whose true match rate is sigmoid(0.5 w - 1), not the model's sigmoid(w ln 2)."""
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(-8, 16, n)
+    same = rng.random(n) < 1 / (1 + np.exp(-(0.5 * w - 1)))
+    ids = np.arange(2 * n).astype(str)
+    return pl.DataFrame({"record_id_l": ids[:n], "record_id_r": ids[n:], "match_weight": w,
+                         "match_probability": 1 / (1 + 2.0 ** -w), "same": same})
+
+
+def test_configured_threshold_wins_and_is_still_estimated(tmp_path):
+    choice = choose_cluster_threshold(CHAIN, configured=0.5, labels_file=tmp_path / "none.csv")
     assert (choice.match_probability, choice.source) == (0.5, "configured")
+    # at 0.5 everything chains into one cluster of 4: expected B-cubed precision is well below 1
+    assert choice.estimate["bcubed_precision"] < 0.7
 
 
-def test_clerical_labels_written_in_either_order_are_used(tmp_path):
-    labels = tmp_path / "labels.csv"
-    # 1-2 and 1-3 are matches (1-3 written as 3,1), 2-3 is not: best F1 cuts at 0.8.
-    pl.DataFrame({"record_id_l": ["1", "3", "3"], "record_id_r": ["2", "1", "2"],
-                  "clerical_match_score": [1.0, 1.0, 0.0]}).write_csv(labels)
-    choice = choose_cluster_threshold(PAIRS, configured=None, labels_file=labels, truth=None)
-    assert choice.source == "clerical_labels"
-    assert choice.match_probability == 0.8
-    assert choice.detail["f1"] == 1.0
+def test_the_model_estimate_refuses_a_link_that_chains_two_people():
+    choice = choose_cluster_threshold(CHAIN, configured=None, labels_file=None)
+    assert choice.source == "model_estimate"
+    assert 0.6 < choice.match_probability <= 0.999
 
 
-def test_truth_stands_in_for_clerical_review_and_default_otherwise(tmp_path):
-    truth = pl.DataFrame({"record_id": ["1", "2", "3", "4"], "person_id": ["a", "a", "b", "b"]})
-    choice = choose_cluster_threshold(PAIRS, configured=None, labels_file=None, truth=truth)
-    # true pairs 1-2 and 3-4. Cut at 0.999: tp 1, fp 0, fn 1 -> F1 2/3; at 0.8: 1/2; at 0.67: 2/5;
-    # at 0.11: tp 2, fp 2 -> 2/3. The tie goes to the higher threshold (fewer links).
-    assert choice.source == "simulated_review"
-    assert choice.match_probability == 0.999
-    assert abs(choice.detail["f1"] - 2 / 3) < 1e-9
-    none = choose_cluster_threshold(PAIRS, configured=None, labels_file=None, truth=None)
-    assert (none.match_probability, none.source) == (DEFAULT_THRESHOLD, "default")
+def test_expected_bcubed_by_hand():
+    pairs = CHAIN.with_columns(pl.col("match_probability").alias(EXPECTED))
+    curve = expected_bcubed_curve(pairs, pl.Series(["1", "2", "3", "4"]), [0.5, 0.99])
+    low, high = curve.row(0, named=True), curve.row(1, named=True)
+    # at 0.99: {1,2}, {3,4}; each record expects 1.999 together of size 2, and a true cluster of
+    # 1.999 (records 1, 4) or 2.599 (records 2, 3)
+    assert high["bcubed_precision"] == pytest.approx(1.999 / 2)
+    assert high["bcubed_recall"] == pytest.approx((2 * 1 + 2 * 1.999 / 2.599) / 4)
+    # at 0.5: one cluster of 4
+    assert low["bcubed_precision"] == pytest.approx((1.999 + 2.599 + 2.599 + 1.999) / 4 / 4)
+    assert low["bcubed_recall"] == pytest.approx(1.0)
+
+
+def test_pair_level_expected_accuracy():
+    pairs = CHAIN.with_columns(pl.col("match_probability").alias(EXPECTED))
+    at_high = expected_accuracy_curve(pairs).filter(pl.col("threshold") == 0.999).row(0, named=True)
+    assert at_high["precision"] == pytest.approx(0.999)
+    assert at_high["recall"] == pytest.approx(2 * 0.999 / 2.598)
+
+
+def test_calibration_recovers_the_true_curve_and_the_share_of_wrong_labels():
+    pairs = _weights_and_truth()
+    rng = np.random.default_rng(1)
+    wrong = rng.random(pairs.height) < 0.05
+    labelled = pairs.with_columns(pl.Series("clerical_match_score", (pairs["same"].to_numpy() ^ wrong).astype(float)))
+    fit = calibrate(labelled)
+    assert fit is not None
+    assert fit.slope == pytest.approx(0.5, abs=0.08)
+    assert fit.intercept == pytest.approx(-1.0, abs=0.3)
+    assert fit.label_error_rate == pytest.approx(0.05, abs=0.02)
+
+
+def test_too_few_or_one_sided_labels_do_not_calibrate():
+    pairs = _weights_and_truth(200)
+    assert calibrate(pairs.head(10).with_columns(pl.col("same").cast(float).alias("clerical_match_score"))) is None
+    assert calibrate(pairs.with_columns(pl.lit(1.0).alias("clerical_match_score"))) is None
+
+
+def test_clerical_labels_written_in_either_order_set_the_threshold(tmp_path):
+    pairs = _weights_and_truth()
+    sample = pairs.sample(1500, seed=2)
+    labels = sample.select(
+        # half the labels name the pair the other way round
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then("record_id_l").otherwise("record_id_r").alias("record_id_l"),
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then("record_id_r").otherwise("record_id_l").alias("record_id_r"),
+        pl.col("same").cast(float).alias("clerical_match_score"))
+    path = tmp_path / "labels.csv"
+    labels.write_csv(path)
+    assert labelled_scored_pairs(pairs, labels).height == 1500
+    scored = pairs.drop("same")
+    with_labels = choose_cluster_threshold(scored, configured=None, labels_file=path)
+    without = choose_cluster_threshold(scored, configured=None, labels_file=None)
+    assert with_labels.source == "clerical_labels" and with_labels.estimate["labels"] == 1500
+    assert without.source == "model_estimate"
+    # the model is overconfident (true odds rise half as fast): labels move the threshold up
+    assert with_labels.match_probability > without.match_probability
+    true_precision = pairs.filter(pl.col("match_probability") >= with_labels.match_probability)["same"].mean()
+    assert with_labels.estimate["pairwise_precision"] == pytest.approx(true_precision, abs=0.03)
+
+
+def test_simulated_reviewer_gets_the_stated_share_wrong(tmp_path):
+    queue = pl.DataFrame({"record_id_l": [str(i) for i in range(0, 200, 2)],
+                          "record_id_r": [str(i) for i in range(1, 200, 2)], "match_weight": 1.0})
+    truth = pl.DataFrame({"record_id": [str(i) for i in range(200)],
+                          "person_id": [str(i // 2) if i < 100 else str(i) for i in range(200)]})
+    labels = simulated_labels(queue, truth, pairs=100, error_rate=0.1, seed=3)
+    truly_same = (pl.Series(range(0, 200, 2)) < 100).cast(float)
+    assert (labels["clerical_match_score"] != truly_same).sum() == 10
+    # labels already given are kept; only new pairs are added
+    path = tmp_path / "labels.csv"
+    labels.head(30).write_csv(path)
+    merged = merge_labels(path, labels.with_columns(pl.lit(0.5).alias("clerical_match_score")))
+    assert merged.height == 100 and merged.head(30)["clerical_match_score"].equals(labels.head(30)["clerical_match_score"])
+
+
+def test_review_queue_skips_labelled_pairs_and_shows_both_records():
+    pairs = _weights_and_truth(600).drop("same")
+    ids = pl.concat([pairs["record_id_l"], pairs["record_id_r"]])
+    records = pl.DataFrame({"record_id": ids, "surname": ids.map_elements(lambda i: f"NAME{i}", return_dtype=pl.String)})
+    first = review_queue(pairs, records, threshold_match_probability=0.9, n=100, seed=0)
+    assert first.height == 100 and {"surname_l", "surname_r", "clerical_match_score"} <= set(first.columns)
+    assert (first["match_weight"] - math.log2(0.9 / 0.1)).abs().max() <= 6
+    again = review_queue(pairs, records, threshold_match_probability=0.9, n=100, seed=0,
+                         labelled=first.select("record_id_r", "record_id_l").rename(
+                             {"record_id_r": "record_id_l", "record_id_l": "record_id_r"}))
+    assert again.join(first, on=["record_id_l", "record_id_r"]).height == 0

@@ -17,7 +17,8 @@ from datafirst_assets.linkage.xjs import (
     person_variants,
     records_with_persons,
 )
-from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs, xjs_markdown, xjs_truth
+from datafirst_assets.evaluation.truth import xjs_truth
+from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs, xjs_markdown
 from datafirst_assets_tests.xjs_fixtures import shared_small_linkage_inputs
 
 LEVELS = ("high", "medium", "low")

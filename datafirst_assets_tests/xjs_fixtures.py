@@ -1,13 +1,13 @@
 """Inputs for the cross-justice lookup and the case link, built without Dagster.
 
-    inputs = build_linkage_inputs(landing, truth_dir)   # after simulate(...)
+    inputs = build_linkage_inputs(landing)   # after simulate(...)
     inputs.person_records[source], inputs.clusters[source]   # what the pipeline's assets hold
     inputs.staged["magistrates"], inputs.staged["crown_court"] # hocas / xhibit staged frames
 
 Each step calls the same pure functions as the assets: raw delivery -> staging -> person
 records -> per-dataset dedupe. The per-dataset clustering threshold is chosen as the pipeline
-chooses it on simulated data (from a simulated clerical review of the scored pairs, see
-``linkage/threshold.py``); truth never reaches the models or the cross-dataset lookup.
+chooses it with no clerical labels (the model's own estimate, see ``linkage/threshold.py``);
+truth never reaches the models, the thresholds or the cross-dataset lookup.
 Also used by ``benchmarks/bench_xjs.py``.
 """
 
@@ -60,7 +60,7 @@ def stage_table(landing: Path, source_key: str, table_name: str) -> pl.DataFrame
     return stage_partitions(pl.concat(raws), source, table).staged
 
 
-def dedupe_source(records: pl.DataFrame, source_key: str, truth: pl.DataFrame | None,
+def dedupe_source(records: pl.DataFrame, source_key: str,
                   *, db_api=None, u_max_pairs: float | None = None) -> pl.DataFrame:
     """record_id -> per-dataset person id: the pure functions the model and clusters assets
     call on a first (full) link (``u_max_pairs`` overrides the pipeline's u sample, e.g.
@@ -72,23 +72,21 @@ def dedupe_source(records: pl.DataFrame, source_key: str, truth: pl.DataFrame | 
         u_max_pairs=u_max_pairs or settings.u_pairs_for(records.height), seed=settings.seed))
 
     def choose(pairs: pl.DataFrame) -> tuple[float, str]:
-        choice = choose_cluster_threshold(pairs, configured=None, labels_file=None, truth=truth)
+        choice = choose_cluster_threshold(pairs, configured=None, labels_file=None,
+                                          record_ids=records.get_column("record_id"))
         return choice.match_probability, choice.source
 
     result = link_full(records, model, db_api, choose=choose, reason="first release")
     return result.clusters_table(model.version, SOURCES[source_key].person_id_name)
 
 
-def build_linkage_inputs(landing: Path, truth_dir: Path | None = None, *, threads: int | None = None,
+def build_linkage_inputs(landing: Path, *, threads: int | None = None,
                          u_max_pairs: float | None = None, db_options: dict | None = None) -> LinkageInputs:
     """Stage, build person records and deduplicate every source (``db_options`` as for
     ``make_db_api``: threads, memory_limit...; a fresh in-memory DuckDB per source)."""
     options = dict(db_options or {})
     if threads:
         options["threads"] = threads
-    truth_all = None
-    if truth_dir is not None and (Path(truth_dir) / "person_records.parquet").exists():
-        truth_all = pl.read_parquet(Path(truth_dir) / "person_records.parquet")
     recs, clus, staged, timings = {}, {}, {}, {}
     for key, source in SOURCES.items():
         table = source.person_table
@@ -99,13 +97,9 @@ def build_linkage_inputs(landing: Path, truth_dir: Path | None = None, *, thread
             staged[key] = frame
         del frame
         timings[f"stage_{key}"] = time.perf_counter() - t
-        truth = None
-        if truth_all is not None:
-            truth = truth_all.filter(pl.col("source") == key).select(
-                pl.col("record_id").cast(pl.String), pl.col("person_id").cast(pl.String))
         t = time.perf_counter()
         db_api = make_db_api(**options)
-        clus[key] = dedupe_source(recs[key], key, truth, db_api=db_api, u_max_pairs=u_max_pairs)
+        clus[key] = dedupe_source(recs[key], key, db_api=db_api, u_max_pairs=u_max_pairs)
         del db_api
         gc.collect()  # release the source's in-memory DuckDB before the next one
         timings[f"dedupe_{key}"] = time.perf_counter() - t
@@ -160,7 +154,7 @@ def small_linkage_inputs(folder: Path, *, people: int = 1500, seed: int = 1, ext
     """Simulate, stage and deduplicate a small population for module-scoped test fixtures
     (a smaller u sample than the pipeline's keeps the seven dedupes to a few seconds each)."""
     world = simulate_world(folder, people=people, seed=seed, extracts=extracts)
-    return world, build_linkage_inputs(world.landing, world.truth_dir, threads=1, u_max_pairs=5e4)
+    return world, build_linkage_inputs(world.landing, threads=1, u_max_pairs=5e4)
 
 
 def shared_small_linkage_inputs(tmp_path_factory, *, people: int = 2000, seed: int = 1, extracts: int = 2

@@ -186,26 +186,30 @@ class CaseLookup(pa.DataFrameModel):
 
 
 class LinkageQuality(pa.DataFrameModel):
-    source: Series[str] = pa.Field(description="Dataset")
-    subgroup: Series[str] = pa.Field(description="Subgroup dimension ('all' overall)")
-    bcubed_f1: Series[float] = pa.Field(nullable=True, in_range={"min_value": 0, "max_value": 1},
-                                        description="B-cubed F1")
+    source: Series[str] = pa.Field(unique=True, description="Dataset")
+    threshold: Series[float] = pa.Field(in_range={"min_value": 0, "max_value": 1},
+                                        description="Clustering threshold (match probability)")
+    threshold_source: Series[str] = pa.Field(isin=["configured", "clerical_labels", "model_estimate"],
+                                             description="Where the threshold came from")
+    estimated_bcubed_f1: Series[float] = pa.Field(nullable=True, in_range={"min_value": 0, "max_value": 1},
+                                                  description="ESTIMATED B-cubed F1 (no truth read)")
 
     class Config:
         strict = False
         name = "linkage_quality"
-        description = "Accuracy per dataset and subgroup (empty without truth or labels)."
+        description = "Per dataset: threshold, its source and estimated accuracy (from the model and any labels)."
 
 
-class XjsQuality(pa.DataFrameModel):
-    level: Series[str] = pa.Field(description="Threshold level (high, medium, low)")
-    bcubed_f1: Series[float] = pa.Field(nullable=True, in_range={"min_value": 0, "max_value": 1},
-                                        description="B-cubed F1")
+class ReviewQueue(pa.DataFrameModel):
+    record_id_l: Series[str] = pa.Field(description="One record of the pair")
+    record_id_r: Series[str] = pa.Field(description="The other record")
+    match_weight: Series[float] = pa.Field(description="The model's match weight")
+    clerical_match_score: Series[float] = pa.Field(nullable=True, description="To fill in: 1 same person, 0 not")
 
     class Config:
         strict = False
-        name = "xjs_quality"
-        description = "Cross-justice accuracy per threshold (empty without truth)."
+        name = "review_queue"
+        description = "Pairs for clerical review, both records side by side."
 
 
 class SyntheticSummaries(pa.DataFrameModel):

@@ -25,14 +25,13 @@ from datafirst_assets.staging.schemas import staged_schema
 CONTRACT_STAGES = ("raw", "staged", "quarantine", "linkage", "linked", "deidentified", "synthetic", "derived")
 LINKAGE_MODELS = {
     "person_records": models.PersonRecords, "model": models.ModelVersion, "clusters": models.Clusters,
-    "scored_pairs": models.ScoredPairs, "id_changes": models.IdChanges,
+    "scored_pairs": models.ScoredPairs, "id_changes": models.IdChanges, "review_queue": models.ReviewQueue,
 }
 SHARED = {
     ("linkage", "quality"): models.LinkageQuality,
     ("linkage", "xjs", "lookup"): models.XjsLookup,
     ("linkage", "xjs", "edges"): models.XjsEdges,
     ("linkage", "xjs", "id_changes"): models.XjsIdChanges,
-    ("linkage", "xjs", "quality"): models.XjsQuality,
     ("linkage", "criminal_courts", "case_lookup"): models.CaseLookup,
     ("synthetic", "summaries"): models.SyntheticSummaries,
     ("synthetic", "report"): models.SyntheticReport,

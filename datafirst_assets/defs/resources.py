@@ -42,7 +42,6 @@ class DataLayout:
     def __init__(self, data_dir: Path | str):
         self.root = Path(data_dir)
         self.landing = self.root / "landing"
-        self.truth = self.root / "truth"
         self.warehouse = self.root / "warehouse.duckdb"
         self.reports = self.root / "reports"
         self.models = self.root / "models"

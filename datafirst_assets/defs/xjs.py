@@ -2,7 +2,7 @@
 
 linkage/<source>/person_records + clusters (all sources) -> linkage/xjs/lookup (+ linkage/xjs/edges)
 linked hocas + xhibit + lookup                           -> linkage/criminal_courts/case_lookup
-lookup + case_lookup + truth                             -> linkage/xjs/quality
+(their accuracy against the simulator's truth: evaluation/xjs, in defs/evaluation.py)
 
 No `from __future__ import annotations`: Dagster inspects annotations at runtime.
 """
@@ -10,7 +10,6 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 import polars as pl
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
@@ -33,17 +32,12 @@ from datafirst_assets.linkage.xjs import (
     unchanged_xjs_persons_kept,
     xjs_id_change_history,
 )
-from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs, xjs_markdown, xjs_summary, xjs_truth
 from datafirst_assets.sources.registry import SOURCES
 
 LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
 EDGES = AssetKey(["linkage", "xjs", "edges"])
 XJS_ID_CHANGES = AssetKey(["linkage", "xjs", "id_changes"])
 CASE_LOOKUP = AssetKey(["linkage", "criminal_courts", "case_lookup"])
-XJS_QUALITY = AssetKey(["linkage", "xjs", "quality"])
-# Floors from the linking issue.
-XJS_MEDIUM_BCUBED_FLOOR = 0.95
-CASE_LINK_PRECISION_FLOOR, CASE_LINK_RECALL_FLOOR = 0.99, 0.97
 
 
 def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
@@ -147,57 +141,5 @@ def case_lookup(hocas: pl.DataFrame, xhibit: pl.DataFrame, lookup: pl.DataFrame)
     yield AssetCheckResult(passed=not any(duplicated.values()), metadata=duplicated)
 
 
-@asset(
-    key=XJS_QUALITY,
-    ins={"lookup": AssetIn(key=LOOKUP), "case_links": AssetIn(key=CASE_LOOKUP)},
-    group_name="linkage",
-    metadata={"schema": "linkage_xjs"},
-    kinds={"polars"},
-    description="Cross-dataset pairwise and B-cubed precision / recall / F1 per threshold, by dataset pair and "
-    "subgroup, and case-link precision / recall, against the simulator's truth; report under data/reports/.",
-    check_specs=[AssetCheckSpec(
-        "accuracy_floors", asset=XJS_QUALITY,
-        description="Cross-justice B-cubed F1 >= 0.95 at medium; case link precision >= 0.99, recall >= 0.97.",
-    )],
-)
-def xjs_quality(context: AssetExecutionContext, linkage: LinkageSettings, lookup: pl.DataFrame,
-                case_links: pl.DataFrame):
-    truth = xjs_truth(linkage.root / "truth")
-    truth_links_path = linkage.root / "truth" / "case_links.parquet"
-    if truth is None or not truth_links_path.exists():
-        yield Output(pl.DataFrame(), metadata={"note": "no truth: accuracy not measured"})
-        yield AssetCheckResult(passed=True, metadata={"note": "no truth available: nothing to check"})
-        return
-    evaluation = evaluate_xjs(lookup, truth)
-    case_metrics = case_link_metrics(case_links, pl.read_parquet(truth_links_path))
-    report = xjs_markdown(evaluation, case_metrics)
-    reports = linkage.root / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    (reports / "xjs_quality.md").write_text(report)
-    for name, frame in evaluation.items():
-        frame.write_parquet(reports / f"xjs_quality_{name}.parquet")
-    case_metrics.write_parquet(reports / "case_link_quality.parquet")
-    headline = xjs_summary(evaluation, "medium")
-    case_all = case_metrics.filter(pl.col("case_type") == "all").row(0, named=True)
-    yield Output(evaluation["overall"], metadata={
-        "report": MetadataValue.path(str(reports / "xjs_quality.md")),
-        "medium_bcubed_f1": headline["bcubed_f1"],
-        "case_link_precision": case_all["precision"],
-        "case_link_recall": case_all["recall"],
-        "summary": MetadataValue.md(report[:20_000]),
-    })
-    failures = []
-    if headline["bcubed_f1"] < XJS_MEDIUM_BCUBED_FLOOR:
-        failures.append(f"cross-justice B-cubed F1 at medium {headline['bcubed_f1']:.4f} < {XJS_MEDIUM_BCUBED_FLOOR}")
-    if (case_all["precision"] or 0) < CASE_LINK_PRECISION_FLOOR:
-        failures.append(f"case link precision {case_all['precision']:.4f} < {CASE_LINK_PRECISION_FLOOR}")
-    if (case_all["recall"] or 0) < CASE_LINK_RECALL_FLOOR:
-        failures.append(f"case link recall {case_all['recall']:.4f} < {CASE_LINK_RECALL_FLOOR}")
-    yield AssetCheckResult(
-        passed=not failures, severity=AssetCheckSeverity.WARN,
-        metadata={"below_floor": MetadataValue.md("\n".join(f"- {f}" for f in failures) or "none")},
-    )
-
-
 def xjs_assets():
-    return [xjs_lookup, case_lookup, xjs_quality]
+    return [xjs_lookup, case_lookup]

@@ -392,3 +392,14 @@ def write_review_sample(sample: pl.DataFrame, path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     sample.write_csv(p)
     return p
+
+
+def review_queue(pairs: pl.DataFrame, records: pl.DataFrame, *, threshold_match_probability: float,
+                 n: int = 1_500, seed: int = 0, labelled: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The next pairs for clerical review: :func:`review_sample` over the pairs not yet labelled
+    (either way round), stratified by match weight around the threshold (once every pair near
+    the threshold is labelled, the nearest of the rest)."""
+    if labelled is not None and labelled.height:
+        done = _ordered_key(labelled.select(ID_L, ID_R)).select("_a", "_b")
+        pairs = _ordered_key(pairs).join(done, on=["_a", "_b"], how="anti").drop("_a", "_b")
+    return review_sample(pairs, records, threshold_match_probability=threshold_match_probability, n=n, seed=seed)

@@ -1,15 +1,17 @@
-"""Linkage quality across datasets: metrics against truth, by subgroup, as a table and a report."""
+"""Linkage quality without truth: each dataset's threshold, where it came from, and its estimated
+accuracy (see linkage/threshold.py); as a table and a report. Measured accuracy against the
+simulator's truth is the evaluation stage's job (datafirst_assets/evaluation)."""
 
 from __future__ import annotations
 
 import html
-from datetime import date
 from pathlib import Path
 
 import polars as pl
 
 from datafirst_assets.common.tables import markdown_table
-from datafirst_assets.linkage.metrics import evaluate_clusters, subgroup_gaps
+from datafirst_assets.linkage.metrics import subgroup_gaps
+from datafirst_assets.linkage.threshold import Assessment
 
 # B-cubed F1 floors per dataset (issue 3): criminal-justice datasets, then family and civil
 # where far more identifiers are missing.
@@ -18,60 +20,8 @@ FLOORS = {
     "family": 0.93, "civil": 0.93,
 }
 SUBGROUPS = ("sex", "ethnic_group", "age_band")
-AGE_BANDS = [18, 25, 35, 50, 65]
-AGE_LABELS = ["under 18", "18-24", "25-34", "35-49", "50-64", "65+"]
-REFERENCE_DATE = date(2024, 1, 1)
 #: Columns of a clusters table other than the per-dataset person id.
 NOT_PERSON_ID = ("record_id", "model_version", "match_threshold", "record_hash")
-
-
-def truth_with_subgroups(truth_dir: Path, source: str) -> pl.DataFrame | None:
-    records_path, people_path = truth_dir / "person_records.parquet", truth_dir / "people.parquet"
-    if not records_path.exists() or not people_path.exists():
-        return None
-    people = pl.read_parquet(people_path).select(
-        "person_id", "sex", "ethnic_group",
-        (pl.lit(REFERENCE_DATE).dt.year() - pl.col("dob").dt.year()).cut(AGE_BANDS, labels=AGE_LABELS,
-                                                                          left_closed=True)
-        .cast(pl.String).alias("age_band"),
-    )
-    return (
-        pl.read_parquet(records_path).filter(pl.col("source") == source)
-        .join(people, on="person_id", how="left")
-        .select(pl.col("record_id").cast(pl.String), pl.col("person_id").cast(pl.String), *SUBGROUPS)
-    )
-
-
-def evaluate_sources(clusters_by_source: dict[str, pl.DataFrame], truth_dir: Path) -> pl.DataFrame:
-    """Long table: one row per (source, subgroup, group) with B-cubed and, overall, pairwise metrics."""
-    rows = []
-    for source, clusters in clusters_by_source.items():
-        truth = truth_with_subgroups(truth_dir, source)
-        if truth is None:
-            continue
-        id_col = next(c for c in clusters.columns if c not in NOT_PERSON_ID)
-        predicted = clusters.select("record_id", pl.col(id_col).cast(pl.String).alias("cluster_id"))
-        result = evaluate_clusters(predicted, truth, subgroups=SUBGROUPS)
-        pairwise, bcubed = result["pairwise"], result["bcubed"]
-        rows.append({
-            "source": source, "subgroup": "all", "group": "all", "n_records": bcubed["n_records"],
-            "bcubed_precision": bcubed["precision"], "bcubed_recall": bcubed["recall"], "bcubed_f1": bcubed["f1"],
-            "pairwise_precision": pairwise["precision"], "pairwise_recall": pairwise["recall"],
-            "pairwise_f1": pairwise["f1"],
-        })
-        for group in result["by_subgroup"]:
-            rows.append({
-                "source": source, "subgroup": group["subgroup"], "group": group["group"],
-                "n_records": group["n_records"], "bcubed_precision": group["precision"],
-                "bcubed_recall": group["recall"], "bcubed_f1": group["f1"],
-                "pairwise_precision": None, "pairwise_recall": None, "pairwise_f1": None,
-            })
-    schema = {
-        "source": pl.String, "subgroup": pl.String, "group": pl.String, "n_records": pl.Int64,
-        "bcubed_precision": pl.Float64, "bcubed_recall": pl.Float64, "bcubed_f1": pl.Float64,
-        "pairwise_precision": pl.Float64, "pairwise_recall": pl.Float64, "pairwise_f1": pl.Float64,
-    }
-    return pl.DataFrame(rows, schema=schema)
 
 
 def subgroup_gap_table(table: pl.DataFrame, min_records: int = 30) -> pl.DataFrame:
@@ -87,25 +37,88 @@ def subgroup_gap_table(table: pl.DataFrame, min_records: int = 30) -> pl.DataFra
     return pl.DataFrame(rows, schema=schema).sort("source", "subgroup")
 
 
+QUALITY_SCHEMA = {
+    "source": pl.String, "records": pl.Int64, "persons": pl.Int64, "threshold": pl.Float64,
+    "threshold_source": pl.String, "labels": pl.Int64, "estimated_label_error_rate": pl.Float64,
+    "estimated_pairwise_precision": pl.Float64, "estimated_pairwise_recall": pl.Float64,
+    "estimated_pairwise_f1": pl.Float64, "estimated_bcubed_precision": pl.Float64,
+    "estimated_bcubed_recall": pl.Float64, "estimated_bcubed_f1": pl.Float64,
+    "recommended_threshold": pl.Float64, "missing_evidence": pl.String,
+}
+
+
+def estimated_quality_row(source: str, *, records: int, persons: int, threshold: float, configured: bool,
+                          assessment: Assessment) -> dict:
+    """One dataset's row of the quality table: where its threshold came from and the estimated
+    accuracy there (estimated from labels-recalibrated or model probabilities, not measured)."""
+    estimate = assessment.estimate_at(threshold)
+    evidence = None if assessment.calibration is not None else (
+        f"no clerical labels for {source}: accuracy is the model's own estimate"
+        if not assessment.labels else
+        f"{assessment.labels} clerical labels for {source} could not calibrate the model "
+        "(too few, or all one answer): accuracy is the model's own estimate")
+    return {
+        "source": source, "records": records, "persons": persons, "threshold": threshold,
+        "threshold_source": "configured" if configured else assessment.source, "labels": assessment.labels,
+        "estimated_label_error_rate": estimate["label_error_rate"],
+        **{f"estimated_{k}": estimate[k] for k in ("pairwise_precision", "pairwise_recall", "pairwise_f1",
+                                                   "bcubed_precision", "bcubed_recall", "bcubed_f1")},
+        "recommended_threshold": assessment.best_threshold(), "missing_evidence": evidence,
+    }
+
+
+def quality_table(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=QUALITY_SCHEMA)
+
+
+def evidence_problems(table: pl.DataFrame) -> list[str]:
+    """What the quality check could not confirm: datasets without clerical evidence, and
+    estimated B-cubed F1 under a dataset's floor."""
+    problems = [row["missing_evidence"] for row in table.iter_rows(named=True) if row["missing_evidence"]]
+    problems += [
+        f"{row['source']}: estimated B-cubed F1 {row['estimated_bcubed_f1']:.4f} < {FLOORS[row['source']]}"
+        for row in table.iter_rows(named=True)
+        if row["estimated_bcubed_f1"] is not None and row["estimated_bcubed_f1"] < FLOORS.get(row["source"], 0)
+    ]
+    return problems
+
+
+def quality_summary(table: pl.DataFrame) -> pl.DataFrame:
+    """The per-dataset table people read: threshold, where it came from, estimated accuracy."""
+    return table.select(
+        "source", "records", "persons", "threshold", "threshold_source", "labels",
+        pl.col("estimated_pairwise_precision").alias("est_pair_precision"),
+        pl.col("estimated_pairwise_recall").alias("est_pair_recall"),
+        pl.col("estimated_bcubed_precision").alias("est_bcubed_precision"),
+        pl.col("estimated_bcubed_recall").alias("est_bcubed_recall"),
+        pl.col("estimated_bcubed_f1").alias("est_bcubed_f1"),
+        pl.col("source").replace_strict(FLOORS, default=None).alias("floor"),
+    )
+
+
+ESTIMATE_NOTE = (
+    "All figures are ESTIMATED from the model's match probabilities (recalibrated by clerical labels "
+    "where a dataset has them), not measured against known truth. They count only matches among the "
+    "scored pairs: people whom blocking never compared are invisible, so recall is an upper bound. "
+    "Threshold sources: `configured` (set by the team), `clerical_labels` (labels/<source>.csv), "
+    "`model_estimate` (no labels)."
+)
+
+
 def quality_markdown(table: pl.DataFrame) -> str:
     if table.is_empty():
-        return "No truth or clerical labels available: accuracy not measured."
-    overall = table.filter(pl.col("subgroup") == "all").select(
-        "source", "n_records", "pairwise_precision", "pairwise_recall", "pairwise_f1",
-        "bcubed_precision", "bcubed_recall", "bcubed_f1",
-    ).with_columns(pl.col("source").replace_strict(FLOORS, default=None).alias("floor"))
+        return "No linked datasets: nothing to estimate."
+    problems = evidence_problems(table)
     return "\n".join([
-        "## Accuracy per dataset", "", markdown_table(overall), "",
-        "## Best-to-worst subgroup gap (B-cubed F1)", "", markdown_table(subgroup_gap_table(table)),
+        "## Estimated accuracy per dataset", "", ESTIMATE_NOTE, "",
+        markdown_table(quality_summary(table)), "",
+        "## Missing evidence", "", "\n".join(f"- {p}" for p in problems) or "none",
     ])
 
 
 def write_quality_report(table: pl.DataFrame, reports_dir: Path) -> dict[str, Path]:
     reports_dir.mkdir(parents=True, exist_ok=True)
-    body = quality_markdown(table)
-    detail = "\n".join(["## By subgroup", "", markdown_table(table.filter(pl.col("subgroup") != "all"))]) \
-        if not table.is_empty() else ""
-    markdown = f"# Linkage quality\n\n{body}\n\n{detail}\n"
+    markdown = f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n"
     paths = {
         "markdown": reports_dir / "linkage_quality.md",
         "html": reports_dir / "linkage_quality.html",
@@ -113,7 +126,7 @@ def write_quality_report(table: pl.DataFrame, reports_dir: Path) -> dict[str, Pa
     }
     paths["markdown"].write_text(markdown)
     paths["html"].write_text(
-        "<!doctype html><meta charset='utf-8'><title>Linkage quality</title>"
+        "<!doctype html><meta charset='utf-8'><title>Linkage quality (estimated)</title>"
         f"<pre style='font-family:monospace'>{html.escape(markdown)}</pre>"
     )
     table.write_parquet(paths["parquet"])

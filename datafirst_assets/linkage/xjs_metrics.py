@@ -1,7 +1,7 @@
 """Quality of the cross-justice lookup and the case link against truth (or clerical labels
 turned into the same shape). Pure polars; reuses the per-dataset metrics in ``metrics.py``.
 
-    truth = xjs_truth(truth_dir)                       # source_dataset, record_id, person_id, subgroups
+    truth = evaluation.truth.xjs_truth(truth_dir)      # source_dataset, record_id, person_id, subgroups
     ev = evaluate_xjs(result.lookup, truth)            # dict of polars tables (below)
     xjs_markdown(ev)                                   # the report section
     case_link_metrics(links, pl.read_parquet(truth_dir / "case_links.parquet"))
@@ -26,7 +26,6 @@ lookup at a level is a clustering of all records (cluster = cross-justice id).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -38,9 +37,8 @@ from datafirst_assets.linkage.metrics import (
     subgroup_metrics,
 )
 from datafirst_assets.common.tables import markdown_table
-from datafirst_assets.linkage.quality import SUBGROUPS, truth_with_subgroups
+from datafirst_assets.linkage.quality import SUBGROUPS
 from datafirst_assets.linkage.xjs import LEVELS
-from datafirst_assets.sources.registry import SOURCES
 
 KEY = "_key"  # composite record key "<source>|<record_id>"
 TRUE = "person_id"
@@ -49,17 +47,6 @@ TRUE = "person_id"
 def _key(source: str | pl.Expr = "source_dataset", record: str = "record_id") -> pl.Expr:
     src = pl.col(source) if isinstance(source, str) else source
     return pl.concat_str([src, pl.lit("|"), pl.col(record).cast(pl.String)]).alias(KEY)
-
-
-def xjs_truth(truth_dir: Path, sources: Sequence[str] | None = None) -> pl.DataFrame | None:
-    """Record -> true person over all sources, with subgroups (None without truth files)."""
-    frames = []
-    for source in sources or list(SOURCES):
-        t = truth_with_subgroups(Path(truth_dir), source)
-        if t is None:
-            return None
-        frames.append(t.with_columns(pl.lit(source).alias("source_dataset")))
-    return pl.concat(frames).select("source_dataset", "record_id", TRUE, *SUBGROUPS)
 
 
 def _joined(lookup: pl.DataFrame, truth: pl.DataFrame, level: str, extra: Sequence[str] = ()) -> pl.DataFrame:
