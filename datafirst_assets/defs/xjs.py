@@ -140,7 +140,7 @@ def xjs_quality(context: AssetExecutionContext, linkage: LinkageSettings, lookup
     truth = xjs_truth(linkage.root / "truth")
     truth_links_path = linkage.root / "truth" / "case_links.parquet"
     if truth is None or not truth_links_path.exists():
-        yield Output(pl.DataFrame(), metadata={"note": "no truth: accuracy not measured"})
+        yield Output(pl.DataFrame({"note": ["no truth: accuracy not measured"]}), metadata={"note": "no truth: accuracy not measured"})
         yield AssetCheckResult(passed=True, metadata={"note": "no truth available: nothing to check"})
         return
     evaluation = evaluate_xjs(lookup, truth)
