@@ -60,7 +60,8 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         selection=SYNTHETIC_SELECTION,
         description="Summaries of the release, synthetic tables from them, and their fidelity / privacy report.",
     )
-    linkage = LinkageSettings(data_dir=str(layout.root), **backend_config_from_env())
+    linkage = LinkageSettings(data_dir=str(layout.root), warehouse_database=str(layout.warehouse),
+                              **backend_config_from_env())
     upstream = [*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()]
     upstream += synthetic_assets(defined={key for a in upstream for key in a.keys})
     return Definitions(

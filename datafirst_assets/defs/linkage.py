@@ -73,6 +73,9 @@ class LinkageSettings(ConfigurableResource):
     spark_conf: dict[str, str] = {}
     spark_checkpoint_dir: str = ""
     data_dir: str = "data"
+    # DuckDB backend: run Splink inside this warehouse's database instance (one memory limit and
+    # spill folder for both; stored tables reach Splink without Python). Empty: in-memory DuckDB.
+    warehouse_database: str = ""
     # Match probability per source; unset sources choose theirs from labels (see threshold.py).
     thresholds: dict[str, float] = {}
     # Random pairs sampled to estimate u: None scales with the data (see u_pairs_for).
@@ -93,7 +96,8 @@ class LinkageSettings(ConfigurableResource):
     def db_api(self):
         """Splink's backend as configured."""
         return configured_db_api(self.backend, spark_master=self.spark_master, spark_conf=self.spark_conf,
-                                 spark_checkpoint_dir=self.spark_checkpoint_dir or None)
+                                 spark_checkpoint_dir=self.spark_checkpoint_dir or None,
+                                 warehouse=self.warehouse_database or None)
 
     def u_pairs_for(self, records: int) -> float:
         """Enough random pairs for stable u on rare agreement levels, without paying 1e7 on small data."""
