@@ -78,6 +78,11 @@ class LinkageSettings(ConfigurableResource):
     warehouse_database: str = ""
     # Match probability per source; unset sources choose theirs from labels (see threshold.py).
     thresholds: dict[str, float] = {}
+    # A prediction blocking rule generating more pairs than this stops the link with an error
+    # naming the rule (None: no cap). Counts are measured when the rules are fitted.
+    max_pairs_per_rule: float | None = 1e9
+    # Passes over the records when scoring pairs (None: sized from the blocking rules' pair counts).
+    predict_chunks: int | None = None
     # Random pairs sampled to estimate u: None scales with the data (see u_pairs_for).
     u_max_pairs: float | None = None
     seed: int = 42
@@ -276,7 +281,9 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                     truth=linkage.truth_for(source.key))
                 return choice.match_probability, choice.source
 
-            result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem)
+            result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem,
+                               num_chunks=linkage.predict_chunks, max_pairs_per_rule=linkage.max_pairs_per_rule,
+                               progress=context.log.info)
         context.log.info(f"{result.mode} link: {result.reason}")
         clusters = result.clusters_table(trained.version, source.person_id_name)
         history = id_change_history(previous.changes, result.changes, run_id=context.run_id, mode=result.mode)
@@ -304,7 +311,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                 {"step": list(result.timings), "seconds": list(result.timings.values())}), "{:.2f}")),
         })
         yield Output(result.pairs, output_name="scored_pairs", metadata={
-            "pairs": result.pairs.height, "new_pairs": result.stats.get("new_pairs", result.pairs.height)})
+            "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"])})
         missing = records.join(clusters, on="record_id", how="anti").height
         duplicated = clusters.height - clusters["record_id"].n_unique()
         yield AssetCheckResult(

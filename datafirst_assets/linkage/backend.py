@@ -87,6 +87,17 @@ def configured_db_api(backend: str = "duckdb", *, spark_master: str = "local[*]"
     return make_db_api(backend)
 
 
+def backend_config_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``LinkageSettings`` fields set in the environment (only those that are set)."""
+    env = os.environ if env is None else env
+    out = {}
+    if env.get(BACKEND_ENV):
+        out["backend"] = env[BACKEND_ENV].strip().lower()
+    if env.get(SPARK_MASTER_ENV):
+        out["spark_master"] = env[SPARK_MASTER_ENV].strip()
+    return out
+
+
 def warehouse_db_api(database: str | Path):
     """Splink's DuckDB backend inside the warehouse's own database instance.
 
