@@ -34,7 +34,7 @@ from datafirst_assets.linkage.predict import (
     slim_pairs,
 )
 from datafirst_assets.linkage.settings import ModelSpec, model_spec_for_records
-from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, save_charts, train_model
+from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, save_charts, train_model, u_pairs_for
 
 #: Default clustering threshold (match probability) when none is configured or chosen
 #: from labels. Pairs at or above it are linked; 0.9 means "at least 9:1 odds of being
@@ -91,6 +91,9 @@ def deduplicate(
     timings["spec"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    if training is None:
+        n = records.height if isinstance(records, pl.DataFrame) else sum(f.height for f in records)
+        training = TrainingConfig(u_max_pairs=u_pairs_for(n))
     model = train_model(records, spec, db_api, training, progress=say)
     timings["train"] = time.perf_counter() - t
     charts = save_charts(model.linker, chart_dir) if chart_dir else {}
