@@ -33,6 +33,13 @@ REFRESH_JOB = "refresh_downstream"
 REFRESH_SELECTION = LINK_SELECTION
 SYNTHETIC_JOB = "synthesise_release"
 SYNTHETIC_SELECTION = AssetSelection.groups("synthetic")
+# Saved selections, in the asset graph's selection syntax (paste into its search box; README "The UI").
+RESEARCH_RELEASE_SELECTION = '+key:"release/deidentified"'  # the research release and all it is built from
+
+
+def one_source_selection(source: str) -> str:
+    """One source end to end: raw, staged, quarantine, linkage, linked, de-identified and synthetic tables."""
+    return f'key:"*/{source}/*"'
 
 
 def build_definitions(data_dir: Path | str | None = None) -> Definitions:

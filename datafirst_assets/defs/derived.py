@@ -50,6 +50,11 @@ GROUP = "derived"
 VARIANTS = ("deidentified", "synthetic")
 
 
+def derived_group(variant: str) -> str:
+    """Derived tables of the real release and of the synthetic one in separate groups."""
+    return GROUP if variant == "deidentified" else f"{variant}_{GROUP}"
+
+
 class DerivedSettings(Config):
     """Run configuration of `person_journeys`."""
 
@@ -100,7 +105,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         # Only the columns the journeys are built from are loaded from the warehouse.
         ins={input_name(s, t): AssetIn(key=table_key(variant, s, t), metadata={"columns": list(columns)})
              for (s, t), columns in COLUMNS_READ.items()},
-        group_name=GROUP,
+        group_name=derived_group(variant),
         metadata={**stored, "dagster/column_schema": _column_schema(PERSON_JOURNEYS)},
         kinds={"polars", "duckdb"},
         description=f"{PERSON_JOURNEYS.description} ({_label(variant)}.)",
@@ -127,7 +132,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
     @asset(
         key=profile_key,
         ins={"journeys": AssetIn(key=journeys_key)},
-        group_name=GROUP,
+        group_name=derived_group(variant),
         metadata={**stored, "dagster/column_schema": _column_schema(REPEAT_OFFENDING_PROFILE)},
         kinds={"polars", "duckdb"},
         description=f"{REPEAT_OFFENDING_PROFILE.description} ({_label(variant)}; report under "
@@ -154,7 +159,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
     @asset(
         key=catalogue_key(variant, DERIVED),
         ins={t.name: AssetIn(key=derived_key(variant, t.name)) for t in DERIVED_TABLES},
-        group_name=GROUP,
+        group_name=derived_group(variant),
         metadata={"schema": f"catalogue_{variant}"},
         kinds={"polars", "html"},
         description=f"Data catalogue of the derived tables ({_label(variant)}), generated like every dataset's: "

@@ -151,6 +151,11 @@ def linkage_key(source: str, name: str) -> AssetKey:
     return AssetKey(["linkage", source, name])
 
 
+def linkage_group(source: str) -> str:
+    """One group per dataset's dedupe, so the lineage tells the seven `model`s and `clusters` apart."""
+    return f"linkage_{source}"
+
+
 def _stored(source: str) -> dict:
     return {"schema": f"linkage_{source}"}
 
@@ -161,7 +166,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
     @asset(
         key=linkage_key(source.key, "person_records"),
         ins={"staged": AssetIn(key=staged_key(source.key, table.name))},
-        group_name="linkage",
+        group_name=linkage_group(source.key),
         metadata=_stored(source.key),
         kinds={"polars", "duckdb"},
         description=f"One row per {source.key} `{table.name}` record that identifies a person: "
@@ -173,7 +178,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
     @asset(
         key=linkage_key(source.key, "model"),
         ins={"records": AssetIn(key=linkage_key(source.key, "person_records"))},
-        group_name="linkage",
+        group_name=linkage_group(source.key),
         metadata=_stored(source.key),
         kinds={"splink", "duckdb"},
         description=f"Splink model for {source.key}, trained unsupervised (prior from deterministic rules, "
@@ -234,17 +239,17 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         },
         outs={
             "clusters": AssetOut(
-                key=linkage_key(source.key, "clusters"), group_name="linkage", metadata=_stored(source.key),
+                key=linkage_key(source.key, "clusters"), group_name=linkage_group(source.key), metadata=_stored(source.key),
                 kinds={"splink", "duckdb"},
                 description=f"{source.key} record -> `{source.person_id_name}` at the chosen threshold.",
             ),
             "scored_pairs": AssetOut(
-                key=linkage_key(source.key, "scored_pairs"), group_name="linkage",
+                key=linkage_key(source.key, "scored_pairs"), group_name=linkage_group(source.key),
                 metadata=_stored(source.key), kinds={"splink", "duckdb"},
                 description=f"{source.key} pairs scored by the model with match probability >= {KEEP_PAIRS_ABOVE}.",
             ),
             "id_changes": AssetOut(
-                key=linkage_key(source.key, "id_changes"), group_name="linkage",
+                key=linkage_key(source.key, "id_changes"), group_name=linkage_group(source.key),
                 metadata=_stored(source.key), kinds={"polars", "duckdb"},
                 description=f"History of `{source.person_id_name}` changes between runs: merges, splits, "
                 "records moved between persons, new and retired ids (old id, new id, kind, records, run).",

@@ -30,6 +30,11 @@ from datafirst_assets.release.publish import write_release
 from datafirst_assets.sources.registry import SOURCES
 
 RELEASE_GROUP = "release"
+
+
+def release_group(kind: str) -> str:
+    """Real and synthetic outputs in separate groups, so the lineage reads real release, then synthetic."""
+    return RELEASE_GROUP if kind == "deidentified" else f"{kind}_{RELEASE_GROUP}"
 SYNTHETIC_NOTE = "HOW_THIS_DIFFERS_FROM_THE_REAL_DATA.md"
 
 
@@ -58,7 +63,7 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
     @asset(
         key=catalogue_key(kind, dataset),
         ins={name: AssetIn(key=table_key(kind, dataset, name)) for name in specs},
-        group_name=RELEASE_GROUP,
+        group_name=release_group(kind),
         metadata={"schema": f"catalogue_{kind}"},
         kinds={"polars", "html"},
         description=f"Data catalogue of the {'SYNTHETIC ' if synthetic else ''}`{dataset}` release tables: every "
@@ -115,7 +120,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         key=AssetKey(["release", kind]),
         ins={**ins, **(extra_ins or {})},
         deps=deps,
-        group_name=RELEASE_GROUP,
+        group_name=release_group(kind),
         kinds={"parquet"},
         description=f"The {'SYNTHETIC ' if synthetic else ''}research release on disk: data/releases/<release id>/ "
         "with Parquet per table, the catalogues, a README of the documented joins and a manifest (tables, rows, "
