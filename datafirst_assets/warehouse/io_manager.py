@@ -26,6 +26,7 @@ part; partitioned assets need ``metadata["partition_expr"]``, the column holding
 
 from __future__ import annotations
 
+import atexit
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -196,15 +197,26 @@ class WarehouseIOManager(ConfigurableIOManager):
             if wanted is pl.LazyFrame:
                 spill = _spill_path(self.database)
                 conn.execute(f"copy ({target.select_sql()}) to {_literal(str(spill))} (format parquet)")
+                _SCANNED_FILES.append(spill)
                 return pl.scan_parquet(spill)
             return pl.from_arrow(target.relation(conn).to_arrow_table())
 
 
+_SCANNED_FILES: list[Path] = []
+
+
 def _spill_path(database: str) -> Path:
-    """A Parquet file in DuckDB's spill folder (the data dir's tmp/), never in the repository."""
+    """A Parquet file beside DuckDB's spill folder (the data dir's tmp/), never in the repository.
+    Files handed out as lazy inputs are removed when the process ends (the frame scans them)."""
     folder = Path(duckdb_settings(Path(database).resolve().parent).temp_directory).parent / "frames"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{secrets.token_hex(8)}.parquet"
+
+
+@atexit.register
+def _remove_scanned_files() -> None:
+    for path in _SCANNED_FILES:
+        path.unlink(missing_ok=True)
 
 
 @contextmanager
