@@ -160,3 +160,28 @@ def test_stored_table_handle_reads_only_the_requested_partitions(tmp_path, insta
     handle = StoredTable(str(tmp_path / "w.duckdb"), "t", "table", "d", ("b",))
     assert handle.count() == 1
     assert handle.to_polars(["x"]).get_column("x").to_list() == [3]
+
+
+# ------------------------------------------------------------------ DuckDB's resources
+
+from datafirst_assets.warehouse.duckdb_settings import THREADS_ENV, duckdb_settings  # noqa: E402
+
+
+def test_duckdb_settings_come_from_the_environment_with_defaults(tmp_path):
+    chosen = duckdb_settings(tmp_path, env={"DATAFIRST_DUCKDB_MEMORY_LIMIT": "3GB", THREADS_ENV: "1",
+                                            "DATAFIRST_DUCKDB_TEMP_DIR": str(tmp_path / "spill")})
+    assert (chosen.memory_limit, chosen.threads, chosen.temp_directory) == ("3GB", 1, str(tmp_path / "spill"))
+    default = duckdb_settings(tmp_path, env={})
+    assert default.memory_limit.endswith("GB") and default.threads is None
+    assert default.temp_directory == str((tmp_path / "tmp" / "duckdb").resolve())
+    with pytest.raises(ValueError, match=THREADS_ENV):
+        duckdb_settings(tmp_path, env={THREADS_ENV: "two"})
+
+
+def test_the_warehouse_opens_with_the_configured_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAFIRST_DUCKDB_MEMORY_LIMIT", "1GB")
+    with warehouse_cursor(tmp_path / "limited.duckdb") as conn:
+        limit = conn.execute("select current_setting('memory_limit')").fetchone()[0]
+        spill = conn.execute("select current_setting('temp_directory')").fetchone()[0]
+    assert limit == "953.6 MiB"  # 1GB in DuckDB's units
+    assert spill == str((tmp_path / "tmp" / "duckdb").resolve())
