@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.linkage.metrics import evaluate_clusters, subgroup_gaps
 
 # B-cubed F1 floors per dataset (issue 3): criminal-justice datasets, then family and civil
@@ -84,17 +85,6 @@ def subgroup_gap_table(table: pl.DataFrame, min_records: int = 30) -> pl.DataFra
     schema = {"source": pl.String, "subgroup": pl.String, "best_group": pl.String, "best_f1": pl.Float64,
               "worst_group": pl.String, "worst_f1": pl.Float64, "gap": pl.Float64}
     return pl.DataFrame(rows, schema=schema).sort("source", "subgroup")
-
-
-def markdown_table(frame: pl.DataFrame, float_format: str = "{:.4f}") -> str:
-    """A frame as a Markdown table (nulls blank, floats formatted)."""
-
-    def cell(value) -> str:
-        return "" if value is None else float_format.format(value) if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
 
 
 def quality_markdown(table: pl.DataFrame) -> str:

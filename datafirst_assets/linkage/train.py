@@ -67,9 +67,9 @@ class TrainingConfig:
 
 
 def u_pairs_for(records: int) -> float:
-    """Random pairs for u when none are configured: twice the records, within [1e6, 1e7].
-    Enough for stable u on rare agreement levels without sampling 1e7 pairs on small data."""
-    return float(min(1e7, max(1e6, 2 * records)))
+    """Random pairs to sample for u: enough for stable u on rare agreement levels, without
+    paying 1e7 on small data."""
+    return float(min(1e7, max(3e5, 10 * records)))
 
 
 @dataclass
