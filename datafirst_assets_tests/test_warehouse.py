@@ -185,3 +185,17 @@ def test_the_warehouse_opens_with_the_configured_limit(tmp_path, monkeypatch):
         spill = conn.execute("select current_setting('temp_directory')").fetchone()[0]
     assert limit == "953.6 MiB"  # 1GB in DuckDB's units
     assert spill == str((tmp_path / "tmp" / "duckdb").resolve())
+
+
+def test_trimming_the_buffer_pool_keeps_the_configured_limit_and_the_data(tmp_path, monkeypatch):
+    from datafirst_assets.warehouse.connection import trim_buffer_pools
+
+    monkeypatch.setenv("DATAFIRST_DUCKDB_MEMORY_LIMIT", "1GB")
+    database = tmp_path / "trim.duckdb"
+    with warehouse_cursor(database) as conn:
+        conn.execute("create table t as select range as x from range(100000)")
+        conn.execute("select sum(x) from t").fetchone()
+    trim_buffer_pools()
+    with warehouse_cursor(database) as conn:
+        assert conn.execute("select current_setting('memory_limit')").fetchone()[0] == "953.6 MiB"
+        assert conn.execute("select count(*) from t").fetchone()[0] == 100000

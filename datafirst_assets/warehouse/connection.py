@@ -87,6 +87,25 @@ def warehouse_cursor(database: str | Path) -> Iterator[duckdb.DuckDBPyConnection
         cursor.close()
 
 
+def trim_buffer_pools() -> None:
+    """Drop what DuckDB keeps cached in memory (pages of stored tables already read) in every
+    open warehouse: it keeps them until its memory limit, so a long run grows by the size of
+    the warehouse. Lowering the limit evicts unpinned pages; the configured limit is then
+    restored. Pages still in use stay (the lower limit is only a request)."""
+    with _LOCK:
+        open_now = list(_OPEN.items())
+    for key, connection in open_now:
+        cursor = connection.cursor()
+        try:
+            try:
+                cursor.execute("SET memory_limit = '64MB'")
+            except duckdb.Error:  # more is pinned than that: whatever could be evicted was
+                pass
+            cursor.execute(f"SET memory_limit = '{duckdb_settings(Path(key).parent).memory_limit}'")
+        finally:
+            cursor.close()
+
+
 def close_warehouse(database: str | Path | None = None) -> None:
     """Close (and checkpoint) one warehouse, or all; releases the file's lock."""
     with _LOCK:
