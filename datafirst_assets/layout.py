@@ -23,3 +23,4 @@ class DataLayout:
         self.reports = self.root / "reports"
         self.models = self.root / "models"
         self.releases = self.root / "releases"
+        self.logs = self.root / "logs"

@@ -48,6 +48,7 @@ from datafirst_assets.linkage.stable_ids import (
     carry_forward_ids,
     next_free_id,
 )
+from datafirst_assets.linkage.guard import split_conflicting_clusters
 from datafirst_assets.linkage.train import TrainedModel, make_linker, register_records
 from datafirst_assets.warehouse.io_manager import WarehouseQuery
 
@@ -295,9 +296,14 @@ def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
     pairs_sdf = predict_pairs_in_chunks(linker, num_chunks or chunks_for(model.spec),
                                         threshold_match_probability=keep_above, progress=progress)
     timings["predict"] = time.perf_counter() - t
-    threshold, source = choose(pairs_to_polars(pairs_sdf, PAIR_COLUMNS))
+    # Ids, weight and probability only: what the threshold choice and the guard read.
+    scores = pairs_to_polars(pairs_sdf, PAIR_COLUMNS)
+    threshold, source = choose(scores)
     t = time.perf_counter()
     clusters = cluster_pairs(linker, pairs_sdf, threshold_match_probability=threshold)
+    guarded = split_conflicting_clusters(clusters, scores, records, threshold)
+    clusters = guarded.clusters
+    del scores
     timings["cluster"] = time.perf_counter() - t
     pairs, n_pairs = pairs_to_store(db_api, pairs_sdf)
     t = time.perf_counter()
@@ -306,7 +312,7 @@ def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
     return LinkResult(ids=carried.ids, pairs=pairs, changes=carried.changes, hashes=hashes, threshold=threshold,
                       threshold_source=source, mode="full", reason=reason, next_id=carried.next_id,
                       stats={"records": records.height, "pairs": n_pairs, "reclustered": records.height,
-                             **carried.counts()},
+                             **carried.counts(), **guarded.stats},
                       timings=timings)
 
 
@@ -359,6 +365,8 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
     pairs = pl.concat([kept, fresh], how="diagonal_relaxed") if fresh.height else kept
     clusters, reclustered = recluster(previous.ids(), hashes.get_column(UNIQUE_ID), pairs, threshold,  # type: ignore[arg-type]
                                       changes.touched, everything=threshold != before)
+    guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
+    clusters = guarded.clusters
     timings["cluster"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -371,7 +379,7 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
         next_id=carried.next_id,
         stats={"records": records.height, "new_records": changes.new.len(), "changed_records": changes.changed.len(),
                "removed_records": changes.removed.len(), "new_pairs": fresh.height, "pairs": pairs.height,
-               "reclustered": reclustered, **carried.counts()},
+               "reclustered": reclustered, **carried.counts(), **guarded.stats},
         timings=timings)
 
 

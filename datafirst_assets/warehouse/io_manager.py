@@ -45,6 +45,8 @@ from dagster import (
     TableSchema,
 )
 
+from datafirst_assets.contracts.wiring import check_before_store
+from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
 
@@ -153,6 +155,8 @@ class WarehouseIOManager(ConfigurableIOManager):
             raise TypeError(f"{context.asset_key.to_user_string()} returned None: return a table "
                             "(pl.DataFrame, pl.LazyFrame or WarehouseQuery) or annotate the output as None")
         target = self._target(context, context)
+        key = context.asset_key if context.has_asset_key else None
+        contract: dict = {}
         spill = None
         try:
             if isinstance(obj, pl.LazyFrame):
@@ -160,14 +164,23 @@ class WarehouseIOManager(ConfigurableIOManager):
                 obj.sink_parquet(spill)
                 source = f"select * from read_parquet({_literal(str(spill))})"
             elif isinstance(obj, pl.DataFrame):
+                # The table's contract holds or nothing is written.
+                contract = check_before_store(key, obj)
                 source = obj.to_arrow()
             elif isinstance(obj, WarehouseQuery):
                 source = obj.sql
             else:
                 raise TypeError(f"{context.asset_key.to_user_string()}: the warehouse stores polars frames "
                                 f"or WarehouseQuery, not {type(obj).__name__}")
+            def validate(conn: duckdb.DuckDBPyConnection, staging: str) -> None:
+                # Rows computed by DuckDB meet the contract too, checked in the write transaction
+                # (a violation rolls it back). Only tables with a contract are read back.
+                nonlocal contract
+                if not isinstance(obj, pl.DataFrame) and key is not None and contract_for(key) is not None:
+                    contract = check_before_store(key, pl.from_arrow(conn.sql(f"select * from {staging}").to_arrow_table()))
+
             with _transaction(self.database) as conn:
-                schema = write_table(conn, target, source, context.log)
+                schema = write_table(conn, target, source, context.log, validate=validate)
                 rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
         finally:
             if spill is not None:
@@ -179,6 +192,7 @@ class WarehouseIOManager(ConfigurableIOManager):
             "dataframe_columns": MetadataValue.table_schema(
                 TableSchema(columns=[TableColumn(name=n, type=t) for n, t in schema.items()])),
             "dagster/table_name": f"{target.schema}.{target.table}",
+            **contract,
         })
 
     # ------------------------------------------------------------------------ reading
@@ -231,7 +245,8 @@ def _transaction(database: str) -> Iterator[duckdb.DuckDBPyConnection]:
         conn.commit()
 
 
-def write_table(conn: duckdb.DuckDBPyConnection, target: StoredTable, source: Any, log) -> dict[str, str]:
+def write_table(conn: duckdb.DuckDBPyConnection, target: StoredTable, source: Any, log,
+                validate: Any = None) -> dict[str, str]:
     """Replace ``target`` (its partitions, or the whole table) with the rows of ``source`` (a
     SELECT, or an arrow table) on ``conn``, inside the caller's transaction. Returns the stored
     column types."""
@@ -247,6 +262,8 @@ def write_table(conn: duckdb.DuckDBPyConnection, target: StoredTable, source: An
     except duckdb.Error as error:
         raise RuntimeError(f"Computing {target.schema}.{target.table} failed and was rolled back "
                            f"(the stored table is unchanged): {error}") from error
+    if validate is not None:
+        validate(conn, staging)
     new = table_columns(conn, target.schema, "__new_" + target.table)
     existing = table_columns(conn, target.schema, target.table)
     try:
