@@ -315,7 +315,8 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             "this_run": MetadataValue.md(markdown_table(result.changes.head(20)) if result.changes.height
                                          else "No person id changed in this run."),
         })
-        graph = cluster_graph_metrics(result.ids, result.pairs, result.threshold, cluster_col=PERSON_ID)
+        graph = cluster_graph_metrics(result.ids, result.threshold_links(), result.threshold,
+                                      cluster_col=PERSON_ID)
         yield Output(clusters, output_name="clusters", metadata={
             **graph_summary(graph),
             "clusters_split_by_dob_guard": result.stats.get("guard_clusters_split", 0),

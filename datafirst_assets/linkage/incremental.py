@@ -260,6 +260,15 @@ class LinkResult:
     next_id: int
     stats: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # Pairs at or above the threshold (ids, weight, probability) when ``pairs`` is stored by a
+    # query and so is not a frame here.
+    links: pl.DataFrame | None = None
+
+    def threshold_links(self) -> pl.DataFrame:
+        """The scored pairs that link at the clustering threshold, as a polars frame."""
+        pairs = self.links if self.links is not None else self.pairs
+        assert isinstance(pairs, pl.DataFrame)
+        return pairs.filter(pl.col("match_probability") >= self.threshold)
 
     def clusters_table(self, model_version: str, person_id_name: str = PERSON_ID) -> pl.DataFrame:
         """What the clusters asset stores: record -> person id, and what the next run needs."""
@@ -303,6 +312,7 @@ def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
     clusters = cluster_pairs(linker, pairs_sdf, threshold_match_probability=threshold)
     guarded = split_conflicting_clusters(clusters, scores, records, threshold)
     clusters = guarded.clusters
+    links = scores.filter(pl.col("match_probability") >= threshold)
     del scores
     timings["cluster"] = time.perf_counter() - t
     pairs, n_pairs = pairs_to_store(db_api, pairs_sdf)
@@ -313,7 +323,7 @@ def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
                       threshold_source=source, mode="full", reason=reason, next_id=carried.next_id,
                       stats={"records": records.height, "pairs": n_pairs, "reclustered": records.height,
                              **carried.counts(), **guarded.stats},
-                      timings=timings)
+                      timings=timings, links=links)
 
 
 def pairs_to_store(db_api, pairs_sdf) -> tuple[pl.DataFrame | WarehouseQuery, int]:
