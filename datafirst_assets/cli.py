@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from datafirst_assets.defs.resources import DataLayout, default_data_dir
+from datafirst_assets.layout import DataLayout, default_data_dir
 from datafirst_assets.evaluation.reviewer import DEFAULT_ERROR_RATE, DEFAULT_PAIRS
 from datafirst_assets.linkage.dedupe_cli import add_dedupe_parser, add_evaluate_parser, add_review_sample_parser
 from datafirst_assets.simulate.config import DIFFICULTIES

@@ -13,6 +13,7 @@ from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.evaluation import TRUTH_RESOURCE, evaluation_assets, truth_from_env
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.release import release_assets
+from datafirst_assets.defs.memory import STEP_HOOKS
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets, run_config_for_mode
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
@@ -48,18 +49,21 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     layout = DataLayout(data_dir if data_dir is not None else default_data_dir())
     ingest_job = define_asset_job(
         INGEST_JOB,
+        hooks=STEP_HOOKS,
         selection=INGEST_SELECTION,
         partitions_def=extract_dates,
         description="Load and stage one extract date's deliveries (every source that delivered).",
     )
     link_job = define_asset_job(
         LINK_JOB,
+        hooks=STEP_HOOKS,
         selection=LINK_SELECTION,
         description="Train, score and cluster every dataset on all staged extracts, measure quality, link across "
         "datasets and build the research release.",
     )
     refresh_job = define_asset_job(
         REFRESH_JOB,
+        hooks=STEP_HOOKS,
         selection=REFRESH_SELECTION,
         description="Everything downstream of the ingest on all staged extracts: link (incrementally, or "
         "fully with the weekly schedule's run config), measure quality, de-identify, release, and every "
@@ -67,10 +71,12 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     )
     synthetic_job = define_asset_job(
         SYNTHETIC_JOB,
+        hooks=STEP_HOOKS,
         selection=SYNTHETIC_SELECTION,
         description="Summaries of the release, synthetic tables from them, and their fidelity / privacy report.",
     )
-    linkage = LinkageSettings(data_dir=str(layout.root), **backend_config_from_env())
+    linkage = LinkageSettings(data_dir=str(layout.root), warehouse_database=str(layout.warehouse),
+                              **backend_config_from_env())
     upstream = [*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()]
     upstream += synthetic_assets(defined={key for a in upstream for key in a.keys})
     # Derived tables for every release variant defined upstream.

@@ -1,6 +1,7 @@
 """Incremental linking with a stored model, and stable ids through the Dagster assets."""
 
 import datetime as dt
+import re
 
 import polars as pl
 import pytest
@@ -8,7 +9,7 @@ from dagster import DagsterInstance, SourceAsset, materialize
 
 from datafirst_assets.defs.linkage import LinkageSettings, build_dedupe_assets, run_config_for_mode
 from datafirst_assets.defs.resources import DataLayout, build_resources
-from datafirst_assets.linkage.backend import make_db_api
+from datafirst_assets.linkage.backend import make_db_api, warehouse_db_api
 from datafirst_assets.linkage.incremental import (
     PreviousLink,
     diff_records,
@@ -17,11 +18,13 @@ from datafirst_assets.linkage.incremental import (
     model_to_reuse,
     record_hashes,
 )
+from datafirst_assets.linkage.predict import BlockingTooLoose
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import unchanged_persons_kept
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.io_manager import WarehouseQuery
 from datafirst_assets_tests.linkage_fixtures import make_dataset
 
 THRESHOLD = 0.9
@@ -50,6 +53,29 @@ def linked():
     first = link_full(records, model, make_db_api(), choose=_fixed)
     previous = PreviousLink(clusters=first.clusters_table(model.version), pairs=first.pairs, changes=first.changes)
     return records, truth, model, previous
+
+
+def test_chunked_prediction_in_the_warehouse_gives_the_same_clusters(linked, tmp_path):
+    """Scoring in several passes, inside the warehouse's DuckDB (pairs stored by a query,
+    never as a Python frame), clusters exactly as one in-memory pass does."""
+    records, _, model, previous = linked
+    database = tmp_path / "warehouse.duckdb"
+    chunked = link_full(records, model, warehouse_db_api(database), choose=_fixed, num_chunks=3)
+    assert isinstance(chunked.pairs, WarehouseQuery)
+    assert chunked.stats["pairs"] == previous.pairs.height
+    assert _partition(chunked.ids) == _partition(previous.ids())
+    with warehouse_cursor(database) as conn:
+        stored = pl.from_arrow(conn.sql(chunked.pairs.sql).to_arrow_table())
+    chunked.pairs.cleanup()
+    key = ["record_id_l", "record_id_r"]
+    assert stored.sort(key).select(key).equals(previous.pairs.sort(key).select(key))
+
+
+def test_a_blocking_rule_over_the_cap_is_refused_by_name(linked):
+    records, _, model, _ = linked
+    rule, pairs = max(model.spec.blocking_pairs.items(), key=lambda kv: kv[1])
+    with pytest.raises(BlockingTooLoose, match=re.escape(rule)):
+        link_full(records, model, make_db_api(), choose=_fixed, max_pairs_per_rule=pairs - 1)
 
 
 def _person_with_records(records, previous, min_size=2, skip=0):
@@ -163,7 +189,9 @@ def test_unchanged_persons_keep_their_ids_across_materialisations(tmp_path):
     layout = DataLayout(tmp_path / "data")
     person_records, model, cluster, _ = build_dedupe_assets(SOURCES[SOURCE])
     stored = SourceAsset(key=person_records.key, metadata={"schema": f"linkage_{SOURCE}"})
-    linkage = LinkageSettings(data_dir=str(layout.root), thresholds={SOURCE: THRESHOLD}, u_max_pairs=3e5)
+    # As `datafirst run` configures it: Splink inside the warehouse, pairs stored by a query.
+    linkage = LinkageSettings(data_dir=str(layout.root), thresholds={SOURCE: THRESHOLD}, u_max_pairs=3e5,
+                              warehouse_database=str(layout.warehouse), predict_chunks=2)
     instance = DagsterInstance.ephemeral()
     pid = SOURCES[SOURCE].person_id_name
 

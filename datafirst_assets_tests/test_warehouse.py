@@ -91,3 +91,111 @@ def test_reads_work_on_duckdb_2(tmp_path, instance):
     )
     out = result.output_for_node("summary")
     assert out.rows() == [("a", 2), ("b", 1)]
+
+
+# ------------------------------------------------------- out-of-core outputs and inputs
+
+from datafirst_assets.warehouse.io_manager import StoredTable, WarehouseQuery  # noqa: E402
+
+WHOLE = {"out": None}
+
+
+@asset(metadata={"schema": "wide"})
+def whole():
+    return WHOLE["out"]
+
+
+@asset(metadata={"schema": "wide"})
+def doubled(whole: StoredTable) -> WarehouseQuery:
+    # Computed by DuckDB from the stored table: no rows pass through Python.
+    return WarehouseQuery(f"select x * 2 as x from {whole.name}")
+
+
+@asset(metadata={"schema": "wide"})
+def lazily(whole: pl.LazyFrame) -> pl.LazyFrame:
+    return whole.with_columns((pl.col("x") + 1).alias("x"))
+
+
+def _whole(tmp_path, out, selection):
+    WHOLE["out"] = out
+    return materialize([whole, doubled, lazily], selection=selection, raise_on_error=False,
+                       resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "w.duckdb"))})
+
+
+def _values(tmp_path, table):
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        return [r[0] for r in conn.execute(f"select x from wide.{table} order by x").fetchall()]
+
+
+def test_query_and_lazy_frames_are_stored_without_a_python_frame(tmp_path):
+    assert _whole(tmp_path, pl.DataFrame({"x": [1, 2, 3]}), None).success
+    assert _values(tmp_path, "doubled") == [2, 4, 6]
+    assert _values(tmp_path, "lazily") == [2, 3, 4]
+
+
+def test_a_query_may_read_the_table_it_replaces(tmp_path):
+    assert _whole(tmp_path, pl.DataFrame({"x": [1, 2]}), None).success
+    WHOLE["out"] = WarehouseQuery("select x + 10 as x from wide.whole")
+    assert materialize([whole], resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "w.duckdb"))}
+                       ).success
+    assert _values(tmp_path, "whole") == [11, 12]
+
+
+def test_a_failing_write_leaves_the_previous_table_intact(tmp_path):
+    assert _whole(tmp_path, pl.DataFrame({"x": [1, 2, 3]}), None).success
+    # The query fails half-way through the replace (a cast error on the third row).
+    WHOLE["out"] = WarehouseQuery("select cast(case when x < 3 then '1' else 'x' end as integer) as x from wide.whole")
+    result = materialize([whole], raise_on_error=False,
+                         resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "w.duckdb"))})
+    assert not result.success
+    assert _values(tmp_path, "whole") == [1, 2, 3]
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        tables = {t for (t,) in conn.execute("select table_name from duckdb_tables() where schema_name = 'wide'").fetchall()}
+    assert tables == {"whole", "doubled", "lazily"}  # no staging table left behind
+
+
+def test_stored_table_handle_reads_only_the_requested_partitions(tmp_path, instance):
+    _run(tmp_path, "a", pl.DataFrame({"x": [1, 2]}), instance)
+    _run(tmp_path, "b", pl.DataFrame({"x": [3]}), instance)
+    handle = StoredTable(str(tmp_path / "w.duckdb"), "t", "table", "d", ("b",))
+    assert handle.count() == 1
+    assert handle.to_polars(["x"]).get_column("x").to_list() == [3]
+
+
+# ------------------------------------------------------------------ DuckDB's resources
+
+from datafirst_assets.warehouse.duckdb_settings import THREADS_ENV, duckdb_settings  # noqa: E402
+
+
+def test_duckdb_settings_come_from_the_environment_with_defaults(tmp_path):
+    chosen = duckdb_settings(tmp_path, env={"DATAFIRST_DUCKDB_MEMORY_LIMIT": "3GB", THREADS_ENV: "1",
+                                            "DATAFIRST_DUCKDB_TEMP_DIR": str(tmp_path / "spill")})
+    assert (chosen.memory_limit, chosen.threads, chosen.temp_directory) == ("3GB", 1, str(tmp_path / "spill"))
+    default = duckdb_settings(tmp_path, env={})
+    assert default.memory_limit.endswith("GB") and default.threads is None
+    assert default.temp_directory == str((tmp_path / "tmp" / "duckdb").resolve())
+    with pytest.raises(ValueError, match=THREADS_ENV):
+        duckdb_settings(tmp_path, env={THREADS_ENV: "two"})
+
+
+def test_the_warehouse_opens_with_the_configured_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAFIRST_DUCKDB_MEMORY_LIMIT", "1GB")
+    with warehouse_cursor(tmp_path / "limited.duckdb") as conn:
+        limit = conn.execute("select current_setting('memory_limit')").fetchone()[0]
+        spill = conn.execute("select current_setting('temp_directory')").fetchone()[0]
+    assert limit == "953.6 MiB"  # 1GB in DuckDB's units
+    assert spill == str((tmp_path / "tmp" / "duckdb").resolve())
+
+
+def test_trimming_the_buffer_pool_keeps_the_configured_limit_and_the_data(tmp_path, monkeypatch):
+    from datafirst_assets.warehouse.connection import trim_buffer_pools
+
+    monkeypatch.setenv("DATAFIRST_DUCKDB_MEMORY_LIMIT", "1GB")
+    database = tmp_path / "trim.duckdb"
+    with warehouse_cursor(database) as conn:
+        conn.execute("create table t as select range as x from range(100000)")
+        conn.execute("select sum(x) from t").fetchone()
+    trim_buffer_pools()
+    with warehouse_cursor(database) as conn:
+        assert conn.execute("select current_setting('memory_limit')").fetchone()[0] == "953.6 MiB"
+        assert conn.execute("select count(*) from t").fetchone()[0] == 100000

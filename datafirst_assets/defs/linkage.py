@@ -87,10 +87,18 @@ class LinkageSettings(ConfigurableResource):
     spark_conf: dict[str, str] = {}
     spark_checkpoint_dir: str = ""
     data_dir: str = "data"
+    # DuckDB backend: run Splink inside this warehouse's database instance (one memory limit and
+    # spill folder for both; stored tables reach Splink without Python). Empty: in-memory DuckDB.
+    warehouse_database: str = ""
     # Match probability per source; unset sources choose theirs from labels (see threshold.py).
     thresholds: dict[str, float] = {}
     # Pairs per dataset in each clerical review queue (linkage/<source>/review_queue).
     review_pairs: int = 1_500
+    # A prediction blocking rule generating more pairs than this stops the link with an error
+    # naming the rule (None: no cap). Counts are measured when the rules are fitted.
+    max_pairs_per_rule: float | None = 1e9
+    # Passes over the records when scoring pairs (None: sized from the blocking rules' pair counts).
+    predict_chunks: int | None = None
     # Random pairs sampled to estimate u: None scales with the data (see u_pairs_for).
     u_max_pairs: float | None = None
     seed: int = 42
@@ -109,7 +117,8 @@ class LinkageSettings(ConfigurableResource):
     def db_api(self):
         """Splink's backend as configured."""
         return configured_db_api(self.backend, spark_master=self.spark_master, spark_conf=self.spark_conf,
-                                 spark_checkpoint_dir=self.spark_checkpoint_dir or None)
+                                 spark_checkpoint_dir=self.spark_checkpoint_dir or None,
+                                 warehouse=self.warehouse_database or None)
 
     def labels_file(self, source: str) -> Path:
         """Clerical labels for one dataset (people's, or the simulated reviewer's)."""
@@ -304,7 +313,9 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                     record_ids=records.get_column("record_id"))
                 return choice.match_probability, choice.source
 
-            result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem)
+            result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem,
+                               num_chunks=linkage.predict_chunks, max_pairs_per_rule=linkage.max_pairs_per_rule,
+                               progress=context.log.info)
         context.log.info(f"{result.mode} link: {result.reason}")
         clusters = result.clusters_table(trained.version, source.person_id_name)
         history = id_change_history(previous.changes, result.changes, run_id=context.run_id, mode=result.mode)
@@ -317,7 +328,8 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             "this_run": MetadataValue.md(markdown_table(result.changes.head(20)) if result.changes.height
                                          else "No person id changed in this run."),
         })
-        graph = cluster_graph_metrics(result.ids, result.pairs, result.threshold, cluster_col=PERSON_ID)
+        graph = cluster_graph_metrics(result.ids, result.threshold_links(), result.threshold,
+                                      cluster_col=PERSON_ID)
         yield Output(clusters, output_name="clusters", metadata={
             **graph_summary(graph),
             "clusters_split_by_dob_guard": result.stats.get("guard_clusters_split", 0),
@@ -336,7 +348,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                 {"step": list(result.timings), "seconds": list(result.timings.values())}), "{:.2f}")),
         })
         yield Output(result.pairs, output_name="scored_pairs", metadata={
-            "pairs": result.pairs.height, "new_pairs": result.stats.get("new_pairs", result.pairs.height)})
+            "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"])})
         missing = records.join(clusters, on="record_id", how="anti").height
         duplicated = clusters.height - clusters["record_id"].n_unique()
         yield AssetCheckResult(

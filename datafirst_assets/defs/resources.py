@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from datafirst_assets.layout import DATA_DIR_ENV, DataLayout, default_data_dir  # noqa: F401 (re-exported)
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import WarehouseIOManager
-
-DATA_DIR_ENV = "DATAFIRST_DATA_DIR"
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV, "data"))
 
 
 class LandingZone(ConfigurableResource):
@@ -34,19 +28,6 @@ class Warehouse(ConfigurableResource):
 
     def cursor(self):
         return warehouse_cursor(self.database)
-
-
-class DataLayout:
-    """Every path the pipeline reads or writes, derived from one data directory."""
-
-    def __init__(self, data_dir: Path | str):
-        self.root = Path(data_dir)
-        self.landing = self.root / "landing"
-        self.warehouse = self.root / "warehouse.duckdb"
-        self.reports = self.root / "reports"
-        self.models = self.root / "models"
-        self.releases = self.root / "releases"
-        self.logs = self.root / "logs"
 
 
 def build_resources(layout: DataLayout) -> dict:

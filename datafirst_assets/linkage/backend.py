@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
+
 BACKENDS = ("duckdb", "spark")
 
 #: Environment variables read by :func:`backend_config_from_env` (for ``datafirst run``,
@@ -72,10 +74,16 @@ def make_db_api(backend: str = "duckdb", **options: Any):
 
 
 def configured_db_api(backend: str = "duckdb", *, spark_master: str = "local[*]",
-                      spark_conf: Mapping[str, str] | None = None, spark_checkpoint_dir: str | None = None):
-    """:func:`make_db_api` from the configuration values of ``LinkageSettings``."""
+                      spark_conf: Mapping[str, str] | None = None, spark_checkpoint_dir: str | None = None,
+                      warehouse: str | Path | None = None):
+    """:func:`make_db_api` from the configuration values of ``LinkageSettings``.
+
+    DuckDB with a ``warehouse``: Splink runs inside the warehouse's database instance
+    (:func:`warehouse_db_api`), else in an in-memory database with the same settings."""
     if backend.lower() == "spark":
         return make_db_api("spark", master=spark_master, conf=spark_conf, checkpoint_dir=spark_checkpoint_dir)
+    if backend.lower() == "duckdb" and warehouse:
+        return warehouse_db_api(warehouse)
     return make_db_api(backend)
 
 
@@ -88,6 +96,45 @@ def backend_config_from_env(env: Mapping[str, str] | None = None) -> dict[str, s
     if env.get(SPARK_MASTER_ENV):
         out["spark_master"] = env[SPARK_MASTER_ENV].strip()
     return out
+
+
+def warehouse_db_api(database: str | Path):
+    """Splink's DuckDB backend inside the warehouse's own database instance.
+
+    Splink's working tables go to a private in-memory catalog attached for this DB API (and
+    detached when it is garbage-collected), while stored tables are readable by their full
+    name (``<warehouse>.<schema>.<table>``), so records reach Splink and pairs reach the
+    warehouse without passing through Python. One instance means one memory limit, one
+    thread pool and one spill folder for the warehouse and Splink (``duckdb_settings.py``).
+    """
+    import secrets
+    import weakref
+
+    from splink import DuckDBAPI
+
+    from datafirst_assets.warehouse.connection import open_warehouse
+
+    cursor = open_warehouse(database).cursor()
+    scratch = f"splink_{secrets.token_hex(4)}"
+    cursor.execute(f"ATTACH ':memory:' AS {scratch}")
+    cursor.execute(f"USE {scratch}")
+    db_api = DuckDBAPI(connection=cursor)
+    db_api.scratch_catalog = scratch
+    weakref.finalize(db_api, _detach_scratch, database, cursor, scratch)
+    return db_api
+
+
+def _detach_scratch(database: str | Path, cursor, scratch: str) -> None:
+    """Drop a DB API's scratch catalog (finaliser: never raises)."""
+    from datafirst_assets.warehouse.connection import open_database_or_none
+
+    try:
+        cursor.close()
+        connection = open_database_or_none(database)
+        if connection is not None:
+            connection.cursor().execute(f"DETACH DATABASE IF EXISTS {scratch}")
+    except Exception:  # noqa: BLE001 - the database may already be closed at exit
+        pass
 
 
 def _make_duckdb(
@@ -104,6 +151,10 @@ def _make_duckdb(
     from splink import DuckDBAPI
 
     con = duckdb.connect(connection) if isinstance(connection, (str, Path)) else connection
+    if memory_limit is None and threads is None and temp_directory is None:
+        # Nothing given: the project's settings (duckdb_settings.py), not DuckDB's defaults.
+        defaults = duckdb_settings()
+        memory_limit, threads, temp_directory = defaults.memory_limit, defaults.threads, defaults.temp_directory
     settings: list[str] = []
     if memory_limit:
         settings.append(f"SET memory_limit = '{memory_limit}'")

@@ -123,10 +123,12 @@ def validate_inputs(inputs: Sequence[Path], id_col: str, maps: dict[str, str], e
                 raise DedupeConfigError(f"{path.name}: --extra column {x!r} not found; columns are {cols}")
 
 
-def _read(path: Path) -> pl.DataFrame:
+def _read(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """``columns``: only those (a wide file costs no memory for the columns not linked on)."""
+    columns = list(dict.fromkeys(columns)) if columns is not None else None
     if path.suffix.lower() == ".csv":
-        return pl.read_csv(path, infer_schema=False)
-    return pl.read_parquet(path)
+        return pl.read_csv(path, infer_schema=False, columns=columns)
+    return pl.read_parquet(path, columns=columns)
 
 
 # ---------------------------------------------------------------- light standardisation
@@ -260,7 +262,8 @@ def run_dedupe(
     frames = []
     for path, stem in zip(paths, stems):
         say(f"reading {path.name}")
-        df = standardise(_read(path), id_col=id_col, maps=fmap, extras=extras, source=stem, dob_format=dob_format)
+        df = standardise(_read(path, [id_col, *fmap.values(), *extras]), id_col=id_col, maps=fmap, extras=extras,
+                         source=stem, dob_format=dob_format)
         ids = df.get_column("record_id")
         if ids.null_count():
             raise DedupeConfigError(f"{path.name}: {ids.null_count()} row(s) have no {id_col!r}")

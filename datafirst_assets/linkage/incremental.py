@@ -31,7 +31,16 @@ import polars as pl
 
 from datafirst_assets.common.pairs import ordered_pairs
 from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
-from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, slim_pairs
+from datafirst_assets.linkage.predict import (
+    PAIR_COLUMNS,
+    check_blocking_pairs,
+    chunks_for,
+    linker_for_model,
+    pair_columns,
+    pairs_to_polars,
+    predict_pairs_in_chunks,
+    slim_pairs,
+)
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID, usable_fields
 from datafirst_assets.linkage.stable_ids import (
     CHANGE_SCHEMA,
@@ -41,6 +50,7 @@ from datafirst_assets.linkage.stable_ids import (
 )
 from datafirst_assets.linkage.guard import split_conflicting_clusters
 from datafirst_assets.linkage.train import TrainedModel, make_linker, register_records
+from datafirst_assets.warehouse.io_manager import WarehouseQuery
 
 # Scored pairs below this probability are not kept: they never form links at any sensible
 # threshold, and keeping them would make the pairs table quadratic in practice.
@@ -240,7 +250,7 @@ class PreviousLink:
 @dataclass
 class LinkResult:
     ids: pl.DataFrame  # record_id, person_id
-    pairs: pl.DataFrame  # every stored scored pair (>= KEEP_PAIRS_ABOVE)
+    pairs: pl.DataFrame | WarehouseQuery  # every stored scored pair (>= KEEP_PAIRS_ABOVE)
     changes: pl.DataFrame  # this run's id changes (CHANGE_SCHEMA)
     hashes: pl.DataFrame  # record_id, record_hash
     threshold: float
@@ -250,6 +260,15 @@ class LinkResult:
     next_id: int
     stats: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # Pairs at or above the threshold (ids, weight, probability) when ``pairs`` is stored by a
+    # query and so is not a frame here.
+    links: pl.DataFrame | None = None
+
+    def threshold_links(self) -> pl.DataFrame:
+        """The scored pairs that link at the clustering threshold, as a polars frame."""
+        pairs = self.links if self.links is not None else self.pairs
+        assert isinstance(pairs, pl.DataFrame)
+        return pairs.filter(pl.col("match_probability") >= self.threshold)
 
     def clusters_table(self, model_version: str, person_id_name: str = PERSON_ID) -> pl.DataFrame:
         """What the clusters asset stores: record -> person id, and what the next run needs."""
@@ -267,31 +286,63 @@ def _carry(previous: PreviousLink | None, clusters: pl.DataFrame) -> Any:
 
 def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
               choose: Callable[[pl.DataFrame], tuple[float, str]], previous: PreviousLink | None = None,
-              keep_above: float = KEEP_PAIRS_ABOVE, reason: str = "full run requested") -> LinkResult:
+              keep_above: float = KEEP_PAIRS_ABOVE, reason: str = "full run requested",
+              num_chunks: int | None = None, max_pairs_per_rule: float | None = None,
+              progress: Callable[[str], None] | None = None) -> LinkResult:
     """Score every pair, choose the threshold on the scores (``choose(pairs) -> (match
-    probability, where it came from)``), cluster with Splink, carry ids forward."""
+    probability, where it came from)``, given ids, weight and probability only), cluster
+    with Splink in the backend, carry ids forward.
+
+    Pairs are scored in ``num_chunks`` passes (default: sized from the blocking rules'
+    measured pair counts) into one table in the backend, and clustered there. When the
+    backend runs inside the warehouse (``backend.warehouse_db_api``) the result's ``pairs``
+    is a ``WarehouseQuery`` that stores them from there; otherwise a polars frame."""
     timings: dict[str, float] = {}
+    check_blocking_pairs(model.spec, max_pairs_per_rule)
     t = time.perf_counter()
     hashes = record_hashes(records)
     linker = linker_for_model(db_api, records, model.settings, model.spec)
-    pairs_sdf = predict_pairs(linker, threshold_match_probability=keep_above)
-    pairs = slim_pairs(pairs_sdf)
+    pairs_sdf = predict_pairs_in_chunks(linker, num_chunks or chunks_for(model.spec),
+                                        threshold_match_probability=keep_above, progress=progress)
     timings["predict"] = time.perf_counter() - t
-    threshold, source = choose(pairs)
+    # Ids, weight and probability only: what the threshold choice and the guard read.
+    scores = pairs_to_polars(pairs_sdf, PAIR_COLUMNS)
+    threshold, source = choose(scores)
     t = time.perf_counter()
     clusters = cluster_pairs(linker, pairs_sdf, threshold_match_probability=threshold)
-    pairs_sdf.drop_table_from_database_and_remove_from_cache()
-    guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
+    guarded = split_conflicting_clusters(clusters, scores, records, threshold)
     clusters = guarded.clusters
+    links = scores.filter(pl.col("match_probability") >= threshold)
+    del scores
     timings["cluster"] = time.perf_counter() - t
+    pairs, n_pairs = pairs_to_store(db_api, pairs_sdf)
     t = time.perf_counter()
     carried = _carry(previous, clusters)
     timings["ids"] = time.perf_counter() - t
     return LinkResult(ids=carried.ids, pairs=pairs, changes=carried.changes, hashes=hashes, threshold=threshold,
                       threshold_source=source, mode="full", reason=reason, next_id=carried.next_id,
-                      stats={"records": records.height, "pairs": pairs.height, "reclustered": records.height,
+                      stats={"records": records.height, "pairs": n_pairs, "reclustered": records.height,
                              **carried.counts(), **guarded.stats},
-                      timings=timings)
+                      timings=timings, links=links)
+
+
+def pairs_to_store(db_api, pairs_sdf) -> tuple[pl.DataFrame | WarehouseQuery, int]:
+    """Scored pairs as the clusters asset stores them, and how many there are: a query the
+    warehouse runs on Splink's table when Splink runs in the warehouse (the pairs never
+    reach Python; the table is dropped once stored), else a polars frame."""
+    columns = pair_columns(pairs_sdf)
+    count = pairs_sdf.query_sql("select count(*) as n from {this}")
+    try:
+        n_pairs = int(pl.from_arrow(count.as_pyarrow_table())["n"][0])  # type: ignore[index]
+    finally:
+        count.drop_table_from_database_and_remove_from_cache()
+    scratch = getattr(db_api, "scratch_catalog", None)
+    if scratch is None:
+        frame = pairs_to_polars(pairs_sdf, columns)
+        pairs_sdf.drop_table_from_database_and_remove_from_cache()
+        return frame, n_pairs
+    sql = f"select {', '.join(columns)} from {scratch}.main.{pairs_sdf.physical_name}"
+    return WarehouseQuery(sql, cleanup=pairs_sdf.drop_table_from_database_and_remove_from_cache), n_pairs
 
 
 def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previous: PreviousLink, *,

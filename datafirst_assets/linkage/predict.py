@@ -14,6 +14,7 @@ chunk's blocked pairs are ever held; ``parquet_pairs`` reads them back for clust
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import polars as pl
 from splink import Linker
 
-from datafirst_assets.linkage.backend import parquet_table, write_parquet
+from datafirst_assets.linkage.backend import parquet_table, sql_dialect, write_parquet
 from datafirst_assets.linkage.settings import ModelSpec
 from datafirst_assets.linkage.train import TrainedModel, make_linker
 
@@ -77,9 +78,7 @@ def pairs_to_polars(pairs_sdf, columns: Sequence[str] | None = None) -> pl.DataF
 
 def slim_pairs(pairs_sdf) -> pl.DataFrame:
     """Ids, match weight and probability, plus comparison levels (gamma_*)."""
-    have = [c.unquote().name for c in pairs_sdf.columns]
-    cols = [c for c in PAIR_COLUMNS if c in have] + [c for c in have if c.startswith("gamma_")]
-    return pairs_to_polars(pairs_sdf, cols)
+    return pairs_to_polars(pairs_sdf, pair_columns(pairs_sdf))
 
 
 #: Blocked pairs scored per pass by :func:`predict_pairs_to_parquet` when the number of
@@ -93,6 +92,68 @@ def chunks_for(spec: ModelSpec, pairs_per_chunk: float = PAIRS_PER_CHUNK) -> int
     found by several rules are counted once per rule)."""
     total = sum(spec.blocking_pairs.values())
     return max(1, math.ceil(total / pairs_per_chunk)) if total else 1
+
+
+class BlockingTooLoose(ValueError):
+    """A prediction blocking rule would generate more pairs than the configured cap."""
+
+
+def check_blocking_pairs(spec: ModelSpec, max_pairs_per_rule: float | None) -> None:
+    """Refuse to predict when a blocking rule generates more pairs than ``max_pairs_per_rule``,
+    naming the rule, instead of running for hours or filling the disk. Counts are those
+    measured when the rules were fitted to the records (``ModelSpec.blocking_pairs``)."""
+    if not max_pairs_per_rule:
+        return
+    over = {rule: n for rule, n in spec.blocking_pairs.items() if n > max_pairs_per_rule}
+    if over:
+        listed = "; ".join(f"{rule}: {n:,} pairs" for rule, n in sorted(over.items(), key=lambda kv: -kv[1]))
+        raise BlockingTooLoose(
+            f"blocking rule(s) over the cap of {max_pairs_per_rule:,.0f} pairs per rule: {listed}. "
+            "Tighten the rule, or raise LinkageSettings.max_pairs_per_rule if the machine can score them")
+
+
+def pair_columns(pairs_sdf) -> list[str]:
+    """The columns kept from a prediction: ids, weight, probability and comparison levels."""
+    have = [c.unquote().name for c in pairs_sdf.columns]
+    return [c for c in PAIR_COLUMNS if c in have] + [c for c in have if c.startswith("gamma_")]
+
+
+def predict_pairs_in_chunks(
+    linker: Linker,
+    num_chunks: int,
+    *,
+    threshold_match_probability: float | None = None,
+    progress: Callable[[str], None] | None = None,
+):
+    """Score pairs one chunk of left-hand records at a time (Splink's ``predict_chunk``),
+    appending each chunk's kept columns to one table in the backend and dropping the chunk,
+    so only one chunk's blocked pairs are ever held besides the (spillable) result. Returns
+    a SplinkDataFrame that clustering accepts. One chunk is a plain ``predict``.
+
+    A pair belongs to exactly one chunk (the chunk of its left record), so the table holds
+    the same pairs as one ``predict``.
+    """
+    if num_chunks <= 1 or sql_dialect(linker._db_api) != "duckdb":
+        return predict_pairs(linker, threshold_match_probability=threshold_match_probability,
+                             num_chunks=num_chunks if num_chunks > 1 else None)
+    say = progress or (lambda _m: None)
+    con = linker._db_api._con
+    table = f"__datafirst_pairs_{secrets.token_hex(4)}"
+    for i in range(1, num_chunks + 1):
+        t = time.perf_counter()
+        sdf = linker.inference.predict_chunk(left_chunk=(i, num_chunks), right_chunk=None,
+                                             threshold_match_probability=threshold_match_probability,
+                                             warning_mode="never")
+        try:
+            cols = ", ".join(pair_columns(sdf))
+            verb = f"create table {table} as" if i == 1 else f"insert into {table}"
+            con.execute(f"{verb} select {cols} from {sdf.physical_name}")
+        finally:
+            sdf.drop_table_from_database_and_remove_from_cache()
+        say(f"scored chunk {i}/{num_chunks} in {time.perf_counter() - t:.0f}s")
+    pairs = linker._db_api.table_to_splink_dataframe("__splink__df_predict", table)
+    pairs.created_by_splink = True  # ours, made for Splink: dropping it with Splink's call is right
+    return pairs
 
 
 def predict_pairs_to_parquet(

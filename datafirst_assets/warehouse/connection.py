@@ -21,6 +21,8 @@ from pathlib import Path
 
 import duckdb
 
+from datafirst_assets.warehouse.duckdb_settings import DuckDBSettings, duckdb_settings
+
 _LOCK = threading.Lock()
 _OPEN: dict[str, duckdb.DuckDBPyConnection] = {}
 LOCK_TIMEOUT_ENV = "DATAFIRST_WAREHOUSE_LOCK_TIMEOUT"
@@ -30,13 +32,13 @@ class WarehouseLocked(RuntimeError):
     pass
 
 
-def _connect_waiting_for_lock(database: str) -> duckdb.DuckDBPyConnection:
+def _connect_waiting_for_lock(database: str, settings: DuckDBSettings) -> duckdb.DuckDBPyConnection:
     timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, "600"))
     started = time.monotonic()
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(database=database, config={"custom_user_agent": "datafirst"})
+            return duckdb.connect(database=database, config={"custom_user_agent": "datafirst", **settings.config()})
         except duckdb.IOException as error:
             # Only the lock is worth waiting for; a missing directory or a full disk is not.
             if "lock" not in str(error).lower():
@@ -60,8 +62,20 @@ def _open(database: str | Path) -> duckdb.DuckDBPyConnection:
     with _LOCK:
         if key not in _OPEN:
             Path(key).parent.mkdir(parents=True, exist_ok=True)
-            _OPEN[key] = _connect_waiting_for_lock(key)
+            # The spill folder and the other DuckDB settings: one place (duckdb_settings.py).
+            _OPEN[key] = _connect_waiting_for_lock(key, duckdb_settings(Path(key).parent))
         return _OPEN[key]
+
+
+def open_warehouse(database: str | Path) -> duckdb.DuckDBPyConnection:
+    """The process's open database instance for ``database`` (opened on first use). Take
+    cursors from it; do not close it (``close_warehouse`` does)."""
+    return _open(database)
+
+
+def open_database_or_none(database: str | Path) -> duckdb.DuckDBPyConnection | None:
+    with _LOCK:
+        return _OPEN.get(_key(database))
 
 
 @contextmanager
@@ -71,6 +85,25 @@ def warehouse_cursor(database: str | Path) -> Iterator[duckdb.DuckDBPyConnection
         yield cursor
     finally:
         cursor.close()
+
+
+def trim_buffer_pools() -> None:
+    """Drop what DuckDB keeps cached in memory (pages of stored tables already read) in every
+    open warehouse: it keeps them until its memory limit, so a long run grows by the size of
+    the warehouse. Lowering the limit evicts unpinned pages; the configured limit is then
+    restored. Pages still in use stay (the lower limit is only a request)."""
+    with _LOCK:
+        open_now = list(_OPEN.items())
+    for key, connection in open_now:
+        cursor = connection.cursor()
+        try:
+            try:
+                cursor.execute("SET memory_limit = '64MB'")
+            except duckdb.Error:  # more is pinned than that: whatever could be evicted was
+                pass
+            cursor.execute(f"SET memory_limit = '{duckdb_settings(Path(key).parent).memory_limit}'")
+        finally:
+            cursor.close()
 
 
 def close_warehouse(database: str | Path | None = None) -> None:

@@ -1,138 +1,293 @@
-"""DuckDB warehouse IO manager for polars frames.
+"""The warehouse IO manager: tables in one DuckDB file, written in one transaction each.
 
-dagster-duckdb deletes a partition's rows and then inserts the new ones on the same connection
-but outside any transaction, and dagster-duckdb-polars reads with `.arrow()` (removed in
-duckdb 2.0) and skips writing empty frames. This module keeps dagster-duckdb's slicing and
-connection handling and fixes those three things:
+A small IO manager on Dagster's public ``ConfigurableIOManager``. Every write (delete the
+partitions being replaced, then insert; or replace the whole table) runs in one transaction
+and rolls back on any error, so a table or partition is never left empty, half-written or
+duplicated. Empty frames are written (the table gets the frame's schema), so "no rows" is
+recorded rather than skipped. A changed column set replaces an unpartitioned table; a
+partitioned table gains the new columns and rows are inserted by name.
 
-- delete + insert run in one transaction: a failure half-way rolls back, so a partition is
-  never left empty or duplicated;
-- empty frames are written (the table is created with the frame's schema), so "no rows" is
-  recorded rather than silently skipped;
-- a changed column set is handled: unpartitioned tables are replaced, partitioned tables gain
-  new columns and rows are inserted by name; a type conflict fails with a readable error.
+What an asset may return:
+  pl.DataFrame        written through arrow;
+  pl.LazyFrame        streamed to a Parquet file in the spill folder, then inserted from it by
+                      DuckDB, so the whole table is never a Python frame;
+  WarehouseQuery      a SELECT run by DuckDB inside the write transaction (the data never
+                      leaves the database; it may read the table it replaces).
+
+What an asset may ask for (its parameter's annotation):
+  pl.DataFrame (or nothing)  the stored rows of the partitions it depends on;
+  pl.LazyFrame               the same rows exported by DuckDB to Parquet and scanned lazily;
+  StoredTable                a handle: the table's name and partition filter, for SQL in
+                             DuckDB (``table.relation(conn)``, ``table.select_sql()``).
+
+Tables live in schema ``metadata["schema"]`` (else the asset key's prefix) under the key's last
+part; partitioned assets need ``metadata["partition_expr"]``, the column holding the key.
 """
 
 from __future__ import annotations
 
+import atexit
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
-from dagster import InputContext, MetadataValue, OutputContext, TableColumn, TableSchema
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager, _get_cleanup_statement
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+)
 
 from datafirst_assets.contracts.wiring import check_before_store
+from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
 
 
-class TransactionalDuckDbClient(DuckDbClient):
-    """DuckDbClient whose connection wraps everything done with it in one transaction."""
+def catalog_name(database: str | Path) -> str:
+    """DuckDB's catalog name for a database file: its file name without the extension."""
+    return Path(database).stem
 
-    @staticmethod
-    @contextmanager
-    def connect(context, _table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
-        with warehouse_cursor(context.resource_config["database"]) as conn:
-            conn.begin()
-            try:
-                yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
 
-    @staticmethod
-    def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
-        # The parent tries the delete and swallows "no such table"; inside a transaction that
-        # error would abort the transaction, so look first.
-        if table_columns(connection, table_slice.schema, table_slice.table):
-            connection.execute(_get_cleanup_statement(table_slice))
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class StoredTable:
+    """A warehouse table (or some of its partitions), for SQL in DuckDB instead of Python."""
+
+    database: str
+    schema: str
+    table: str
+    partition_expr: str | None = None
+    partitions: tuple[str, ...] | None = None  # None: every row
+    columns: tuple[str, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        """Fully qualified, so it also resolves from a connection whose default catalog is
+        another one (Splink's scratch catalog in the same database instance)."""
+        return f"{_quote(catalog_name(self.database))}.{_quote(self.schema)}.{_quote(self.table)}"
+
+    def where_sql(self) -> str:
+        if self.partition_expr is None or self.partitions is None:
+            return ""
+        keys = ", ".join(_literal(k) for k in self.partitions) or "null"
+        return f" where {self.partition_expr} in ({keys})"
+
+    def select_sql(self, columns: Sequence[str] | None = None) -> str:
+        cols = columns or self.columns
+        return f"select {', '.join(map(_quote, cols)) if cols else '*'} from {self.name}{self.where_sql()}"
+
+    def exists(self) -> bool:
+        with warehouse_cursor(self.database) as conn:
+            return bool(table_columns(conn, self.schema, self.table))
+
+    def relation(self, connection: duckdb.DuckDBPyConnection, columns: Sequence[str] | None = None):
+        return connection.sql(self.select_sql(columns))
+
+    def to_polars(self, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        with warehouse_cursor(self.database) as conn:
+            return pl.from_arrow(self.relation(conn, columns).to_arrow_table())  # type: ignore[return-value]
+
+    def count(self) -> int:
+        with warehouse_cursor(self.database) as conn:
+            return conn.execute(f"select count(*) from {self.name}{self.where_sql()}").fetchone()[0]  # type: ignore[index]
+
+
+@dataclass(frozen=True)
+class WarehouseQuery:
+    """An asset output computed by DuckDB: ``sql`` is a SELECT over warehouse tables (or over
+    any catalog attached to the warehouse's database instance, e.g. Splink's scratch tables).
+    ``cleanup`` runs after the write commits or fails (e.g. dropping scratch tables)."""
+
+    sql: str
+    cleanup: Any = None
 
 
 def table_columns(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
     rows = connection.execute(
         "select column_name, data_type from duckdb_columns() "
-        "where schema_name = ? and table_name = ? order by column_index",
+        "where database_name = current_database() and schema_name = ? and table_name = ? order by column_index",
         [schema, table],
     ).fetchall()
     return {name: dtype for name, dtype in rows}
 
 
-class PolarsDuckDBTypeHandler(DbTypeHandler[pl.DataFrame]):
-    def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pl.DataFrame, connection):
-        if isinstance(obj, pl.LazyFrame):
-            obj = obj.collect()
-        # The table's contract holds or nothing is written (the transaction is rolled back).
-        contract = check_before_store(context.asset_key if context.has_asset_key else None, obj)
-        target = f"{table_slice.schema}.{table_slice.table}"
-        frame_arrow = obj.to_arrow()  # noqa: F841  (referenced by name in the SQL below)
-        existing = table_columns(connection, table_slice.schema, table_slice.table)
-        if existing and set(existing) != set(obj.columns):
-            if table_slice.partition_dimensions:
-                # Keep other partitions; new columns are added, dropped ones stay null from now on.
-                probe = connection.execute("select * from frame_arrow limit 0")
-                new_types = {d[0]: str(d[1]) for d in probe.description}
-                for column in obj.columns:
-                    if column not in existing:
-                        connection.execute(f'alter table {target} add column "{column}" {new_types[column]}')
-                context.log.warning(
-                    f"{target}: column set changed (added {sorted(set(obj.columns) - set(existing))}, "
-                    f"no longer written {sorted(set(existing) - set(obj.columns))})"
-                )
-            else:
-                connection.execute(f"drop table {target}")
-                existing = {}
+class WarehouseIOManager(ConfigurableIOManager):
+    """The project's IO manager: tables in a DuckDB file, each write one transaction."""
+
+    database: str
+
+    # ------------------------------------------------------------------ where tables live
+
+    def _target(self, context: OutputContext | InputContext, output: OutputContext) -> StoredTable:
+        metadata = output.definition_metadata or {}
+        path = context.asset_key.path
+        schema = metadata.get("schema") or ("_".join(path[:-1]) if len(path) > 1 else "public")
+        partition_expr, partitions = None, None
+        if context.has_asset_partitions:
+            partition_expr = metadata.get("partition_expr")
+            if partition_expr is None:
+                raise ValueError(f"{context.asset_key.to_user_string()} is partitioned but has no "
+                                 "'partition_expr' metadata naming its partition column")
+            partitions = tuple(context.asset_partition_keys)
+        columns = (context.definition_metadata or {}).get("columns") if isinstance(context, InputContext) else None
+        return StoredTable(self.database, str(schema), path[-1], partition_expr, partitions,
+                           tuple(columns) if columns else None)
+
+    # ------------------------------------------------------------------------ writing
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        if obj is None:
+            raise TypeError(f"{context.asset_key.to_user_string()} returned None: return a table "
+                            "(pl.DataFrame, pl.LazyFrame or WarehouseQuery) or annotate the output as None")
+        target = self._target(context, context)
+        key = context.asset_key if context.has_asset_key else None
+        contract: dict = {}
+        spill = None
         try:
-            if not existing:
-                connection.execute(f"create table {target} as select * from frame_arrow")
+            if isinstance(obj, pl.LazyFrame):
+                spill = _spill_path(self.database)
+                obj.sink_parquet(spill)
+                source = f"select * from read_parquet({_literal(str(spill))})"
+            elif isinstance(obj, pl.DataFrame):
+                # The table's contract holds or nothing is written.
+                contract = check_before_store(key, obj)
+                source = obj.to_arrow()
+            elif isinstance(obj, WarehouseQuery):
+                source = obj.sql
             else:
-                connection.execute(f"insert into {target} by name select * from frame_arrow")
-        except duckdb.Error as error:
-            raise RuntimeError(
-                f"Writing {target} failed and was rolled back (the stored partition is unchanged): {error}"
-            ) from error
-        return {
-            **contract,
-            "dagster/row_count": obj.height,
+                raise TypeError(f"{context.asset_key.to_user_string()}: the warehouse stores polars frames "
+                                f"or WarehouseQuery, not {type(obj).__name__}")
+            def validate(conn: duckdb.DuckDBPyConnection, staging: str) -> None:
+                # Rows computed by DuckDB meet the contract too, checked in the write transaction
+                # (a violation rolls it back). Only tables with a contract are read back.
+                nonlocal contract
+                if not isinstance(obj, pl.DataFrame) and key is not None and contract_for(key) is not None:
+                    contract = check_before_store(key, pl.from_arrow(conn.sql(f"select * from {staging}").to_arrow_table()))
+
+            with _transaction(self.database) as conn:
+                schema = write_table(conn, target, source, context.log, validate=validate)
+                rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
+        finally:
+            if spill is not None:
+                spill.unlink(missing_ok=True)
+            if isinstance(obj, WarehouseQuery) and obj.cleanup is not None:
+                obj.cleanup()
+        context.add_output_metadata({
+            "dagster/row_count": rows,
             "dataframe_columns": MetadataValue.table_schema(
-                TableSchema(columns=[TableColumn(name=n, type=str(t)) for n, t in obj.schema.items()])
-            ),
-        }
+                TableSchema(columns=[TableColumn(name=n, type=t) for n, t in schema.items()])),
+            "dagster/table_name": f"{target.schema}.{target.table}",
+            **contract,
+        })
 
-    def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pl.DataFrame:
-        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
-            return pl.DataFrame()
-        if not table_columns(connection, table_slice.schema, table_slice.table):
-            raise RuntimeError(
-                f"{table_slice.schema}.{table_slice.table} does not exist in the warehouse yet: "
-                "materialise its upstream asset first"
-            )
-        return pl.from_arrow(connection.sql(DuckDbClient.get_select_statement(table_slice)).to_arrow_table())
+    # ------------------------------------------------------------------------ reading
 
-    @property
-    def supported_types(self):
-        return [pl.DataFrame, pl.LazyFrame]
+    def load_input(self, context: InputContext) -> Any:
+        target = self._target(context, context.upstream_output)  # type: ignore[arg-type]
+        wanted = context.dagster_type.typing_type
+        if isinstance(wanted, type) and issubclass(wanted, StoredTable):
+            return target
+        if target.partitions is not None and not target.partitions:
+            return pl.DataFrame().lazy() if wanted is pl.LazyFrame else pl.DataFrame()
+        with warehouse_cursor(self.database) as conn:
+            if not table_columns(conn, target.schema, target.table):
+                raise RuntimeError(f"{target.schema}.{target.table} does not exist in the warehouse yet: "
+                                   "materialise its upstream asset first")
+            if wanted is pl.LazyFrame:
+                spill = _spill_path(self.database)
+                conn.execute(f"copy ({target.select_sql()}) to {_literal(str(spill))} (format parquet)")
+                _SCANNED_FILES.append(spill)
+                return pl.scan_parquet(spill)
+            return pl.from_arrow(target.relation(conn).to_arrow_table())
 
 
-class WarehouseIOManager(DuckDBIOManager):
-    """The project's IO manager: polars frames in a DuckDB file, written transactionally."""
+_SCANNED_FILES: list[Path] = []
 
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        return [PolarsDuckDBTypeHandler()]
 
-    @staticmethod
-    def default_load_type() -> type | None:
-        return pl.DataFrame
+def _spill_path(database: str) -> Path:
+    """A Parquet file beside DuckDB's spill folder (the data dir's tmp/), never in the repository.
+    Files handed out as lazy inputs are removed when the process ends (the frame scans them)."""
+    folder = Path(duckdb_settings(Path(database).resolve().parent).temp_directory).parent / "frames"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{secrets.token_hex(8)}.parquet"
 
-    def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
-            db_client=TransactionalDuckDbClient(),
-            database=self.database,
-            schema=self.schema_,
-            type_handlers=self.type_handlers(),
-            default_load_type=self.default_load_type(),
-            io_manager_name="WarehouseIOManager",
-        )
+
+@atexit.register
+def _remove_scanned_files() -> None:
+    for path in _SCANNED_FILES:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _transaction(database: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    with warehouse_cursor(database) as conn:
+        conn.begin()
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+def write_table(conn: duckdb.DuckDBPyConnection, target: StoredTable, source: Any, log,
+                validate: Any = None) -> dict[str, str]:
+    """Replace ``target`` (its partitions, or the whole table) with the rows of ``source`` (a
+    SELECT, or an arrow table) on ``conn``, inside the caller's transaction. Returns the stored
+    column types."""
+    conn.execute(f"create schema if not exists {_quote(catalog_name(target.database))}.{_quote(target.schema)}")
+    staging = f"{_quote(catalog_name(target.database))}.{_quote(target.schema)}.{_quote('__new_' + target.table)}"
+    if not isinstance(source, str):
+        view = f"__frame_{secrets.token_hex(4)}"
+        conn.register(view, source)
+        source = f"select * from {view}"
+    try:
+        # Materialised first, so a query may read the table it replaces.
+        conn.execute(f"create or replace table {staging} as {source}")
+    except duckdb.Error as error:
+        raise RuntimeError(f"Computing {target.schema}.{target.table} failed and was rolled back "
+                           f"(the stored table is unchanged): {error}") from error
+    if validate is not None:
+        validate(conn, staging)
+    new = table_columns(conn, target.schema, "__new_" + target.table)
+    existing = table_columns(conn, target.schema, target.table)
+    try:
+        if existing and target.partitions is not None:
+            _add_new_columns(conn, target, new, existing, log)
+            conn.execute(f"delete from {target.name}{target.where_sql()}")
+            conn.execute(f"insert into {target.name} by name select * from {staging}")
+            conn.execute(f"drop table {staging}")
+        else:
+            if existing:
+                conn.execute(f"drop table {target.name}")
+            conn.execute(f"alter table {staging} rename to {_quote(target.table)}")
+    except duckdb.Error as error:
+        raise RuntimeError(f"Writing {target.schema}.{target.table} failed and was rolled back "
+                           f"(the stored partition is unchanged): {error}") from error
+    return table_columns(conn, target.schema, target.table)
+
+
+def _add_new_columns(conn, target: StoredTable, new: dict[str, str], existing: dict[str, str], log) -> None:
+    if set(new) == set(existing):
+        return
+    for column, dtype in new.items():
+        if column not in existing:
+            conn.execute(f"alter table {target.name} add column {_quote(column)} {dtype}")
+    # Other partitions are kept; columns no longer written stay null from now on.
+    log.warning(f"{target.schema}.{target.table}: column set changed (added {sorted(set(new) - set(existing))}, "
+                f"no longer written {sorted(set(existing) - set(new))})")
