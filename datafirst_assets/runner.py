@@ -15,6 +15,7 @@ from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
+from datafirst_assets.launch import RunOutcome, launch_job, run_outcome
 from datafirst_assets.raw.delivery import list_deliveries
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
@@ -43,17 +44,25 @@ def ensure_partitions(instance: DagsterInstance, dates: list[str]) -> None:
         instance.add_dynamic_partitions(EXTRACT_DATES, new)
 
 
-def step_errors(result) -> str:
-    """The user-facing error of each failed step (Dagster wraps it in its own error)."""
-    messages = []
-    for event in result.all_events:
-        if event.event_type_value != "STEP_FAILURE":
-            continue
-        error = event.step_failure_data.error
-        while error.cause is not None:
-            error = error.cause
-        messages.append(f"{event.step_key}: {error.message.strip()}")
-    return " | ".join(messages) or "see the run's logs"
+def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str, *,
+             sources: list[str] | None = None, tags: dict[str, str] | None = None) -> RunOutcome:
+    """One run of a job, ingesting only `sources` when given.
+
+    On a persistent instance (DAGSTER_HOME, as `make` sets it) the run is launched through the code
+    location, so the UI's timeline and job pages show it; an ephemeral instance (tests, no
+    DAGSTER_HOME) runs it in this process.
+    """
+    if instance.is_persistent:
+        ops = [f"{step}_{source}" for source in sources for step in ("load", "stage")] if sources else None
+        return launch_job(instance, job_name, layout.root, ops=ops, tags=tags, run_config=QUIET)
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET, tags=tags,
+        asset_selection=ingest_keys(sources) if sources else None)
+    return run_outcome(instance, result.run_id)
+
+
+def _errors(outcome: RunOutcome) -> str:
+    return " | ".join(outcome.errors) or "see the run's logs"
 
 
 def delivery_ranges(instance: DagsterInstance, deliveries: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
@@ -119,29 +128,21 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     ensure_partitions(instance, sorted(by_date))
 
     report = RunReport(deliveries=deliveries)
-    job = defs.resolve_job_def(INGEST_JOB)
     for (first, last), sources in delivery_ranges(instance, deliveries).items():
-        result = job.execute_in_process(
-            instance=instance, asset_selection=ingest_keys(sources), raise_on_error=False, run_config=QUIET,
-            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
-        )
-        report.run_ids.append(result.run_id)
+        outcome = _run_job(instance, defs, layout, INGEST_JOB, sources=sources,
+                           tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+        report.run_ids.append(outcome.run_id)
         extract_date = first if first == last else f"{first}..{last}"
-        if not result.success:
-            raise PipelineFailed(f"ingest of {extract_date} failed (run {result.run_id}): " + step_errors(result))
-        failed_checks = [
-            f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
-            for e in result.get_asset_check_evaluations() if not e.passed
-        ]
-        if failed_checks:
-            raise PipelineFailed(f"checks failed for {extract_date}: {failed_checks}")
+        if not outcome.success:
+            raise PipelineFailed(f"ingest of {extract_date} failed (run {outcome.run_id}): " + _errors(outcome))
+        if outcome.failed_checks:
+            raise PipelineFailed(f"checks failed for {extract_date}: {outcome.failed_checks}")
     report.ingest_seconds = time.perf_counter() - started
     if link:
-        result = defs.resolve_job_def(LINK_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=QUIET)
-        report.run_ids.append(result.run_id)
-        if not result.success:
-            raise PipelineFailed(f"linkage failed (run {result.run_id}): " + step_errors(result))
+        outcome = _run_job(instance, defs, layout, LINK_JOB)
+        report.run_ids.append(outcome.run_id)
+        if not outcome.success:
+            raise PipelineFailed(f"linkage failed (run {outcome.run_id}): " + _errors(outcome))
     report.seconds = time.perf_counter() - started
     return report
 

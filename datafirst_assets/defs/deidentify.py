@@ -39,7 +39,7 @@ from datafirst_assets.deidentify.pii_gate import findings_markdown
 from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linking, deidentify_source
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
 from datafirst_assets.deidentify.schemas import release_schema
-from datafirst_assets.linkage.quality import markdown_table
+from datafirst_assets.reporting import markdown_table
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.staging.schemas import failure_summary
 

@@ -42,10 +42,10 @@ from datafirst_assets.linkage.incremental import (
 from datafirst_assets.linkage.quality import (
     FLOORS,
     evaluate_sources,
-    markdown_table,
     quality_markdown,
     write_quality_report,
 )
+from datafirst_assets.reporting import file_url, markdown_table
 from datafirst_assets.linkage.records import add_person_ids, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history
@@ -151,6 +151,14 @@ def _stored(source: str) -> dict:
     return {"schema": f"linkage_{source}"}
 
 
+def _chart_links(folder: Path, version: str, root: Path) -> dict[str, MetadataValue]:
+    """Links to a model version's Splink charts, opened in a browser from the asset page
+    (`make ui` serves data/models)."""
+    prefix = f"{version}_"
+    return {chart.stem.removeprefix(prefix): MetadataValue.url(file_url(chart, root))
+            for chart in sorted((folder / "charts").glob(f"{prefix}*.html"))}
+
+
 def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
     table = source.person_table
 
@@ -195,6 +203,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                     "model_json": MetadataValue.path(str(folder / f"{reused.version}.json")),
                     "records": records.height, "trained_on_records": int(previous["records"][0]),
                     "comparisons": MetadataValue.md(markdown_table(summary_table(reused.summary), "{:.4g}")),
+                    **_chart_links(folder, reused.version, linkage.root),
                 })
                 return previous
             context.log.info(f"training: {why}")
@@ -213,7 +222,8 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             "model_json": MetadataValue.path(str(path)),
             "records": records.height,
             "comparisons": MetadataValue.md(markdown_table(summary_table(trained.summary), "{:.4g}")),
-            **{name: MetadataValue.path(str(p)) for name, p in charts.items() if isinstance(p, Path)},
+            **{name: error for name, error in charts.items() if not isinstance(error, Path)},
+            **_chart_links(folder, trained.version, linkage.root),
         })
         return pl.DataFrame({
             "version": [trained.version],
@@ -349,7 +359,7 @@ def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, **
     table = evaluate_sources(by_source, truth_dir)
     paths = write_quality_report(table, linkage.root / "reports")
     yield Output(table, metadata={
-        "report": MetadataValue.path(str(paths["markdown"])),
+        "report": MetadataValue.url(file_url(paths["html"], linkage.root)),
         "summary": MetadataValue.md(quality_markdown(table)),
     })
     if table.is_empty():

@@ -32,7 +32,7 @@ from dagster import (
 from datafirst_assets.defs.deidentify import deidentified_key
 from datafirst_assets.defs.release import table_key
 from datafirst_assets.deidentify.release_spec import release_tables
-from datafirst_assets.linkage.quality import markdown_table
+from datafirst_assets.reporting import markdown_table
 from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note

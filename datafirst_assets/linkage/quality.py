@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import html
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
 from datafirst_assets.linkage.metrics import evaluate_clusters, subgroup_gaps
+from datafirst_assets.reporting import Section, bar_chart, markdown_table, write_report
 
 # B-cubed F1 floors per dataset (issue 3): criminal-justice datasets, then family and civil
 # where far more identifiers are missing.
@@ -86,28 +86,44 @@ def subgroup_gap_table(table: pl.DataFrame, min_records: int = 30) -> pl.DataFra
     return pl.DataFrame(rows, schema=schema).sort("source", "subgroup")
 
 
-def markdown_table(frame: pl.DataFrame, float_format: str = "{:.4f}") -> str:
-    """A frame as a Markdown table (nulls blank, floats formatted)."""
-
-    def cell(value) -> str:
-        return "" if value is None else float_format.format(value) if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
+def overall_table(table: pl.DataFrame) -> pl.DataFrame:
+    """One row per dataset: pairwise and B-cubed figures and the dataset's floor."""
+    return table.filter(pl.col("subgroup") == "all").select(
+        "source", "n_records", "pairwise_precision", "pairwise_recall", "pairwise_f1",
+        "bcubed_precision", "bcubed_recall", "bcubed_f1",
+    ).with_columns(pl.col("source").replace_strict(FLOORS, default=None).alias("floor"))
 
 
 def quality_markdown(table: pl.DataFrame) -> str:
     if table.is_empty():
-        return "No truth or clerical labels available: accuracy not measured."
-    overall = table.filter(pl.col("subgroup") == "all").select(
-        "source", "n_records", "pairwise_precision", "pairwise_recall", "pairwise_f1",
-        "bcubed_precision", "bcubed_recall", "bcubed_f1",
-    ).with_columns(pl.col("source").replace_strict(FLOORS, default=None).alias("floor"))
+        return NOT_MEASURED
     return "\n".join([
-        "## Accuracy per dataset", "", markdown_table(overall), "",
+        "## Accuracy per dataset", "", markdown_table(overall_table(table)), "",
         "## Best-to-worst subgroup gap (B-cubed F1)", "", markdown_table(subgroup_gap_table(table)),
     ])
+
+
+NOT_MEASURED = "No truth or clerical labels available: accuracy not measured."
+
+
+def quality_sections(table: pl.DataFrame) -> list[Section]:
+    """The report's sections: overall accuracy with a chart, subgroup gaps, every subgroup."""
+    if table.is_empty():
+        return [Section("Accuracy per dataset", [NOT_MEASURED])]
+    overall = overall_table(table)
+    chart = bar_chart(
+        overall.unpivot(index="source", on=["bcubed_f1", "pairwise_f1"], variable_name="measure",
+                        value_name="f1").drop_nulls("f1"),
+        "source", "f1", color="measure", title="F1 per dataset", y_title="F1", domain=(0.0, 1.0))
+    return [
+        Section("Accuracy per dataset", [
+            "Pairwise and B-cubed precision, recall and F1 of each dataset's clusters; the floor is the "
+            "B-cubed F1 the dataset must reach."], overall, chart),
+        Section("Best-to-worst subgroup gap (B-cubed F1)", [
+            "For each subgroup (groups of at least 30 records), the best and worst B-cubed F1."],
+            subgroup_gap_table(table)),
+        Section("By subgroup", [], table.filter(pl.col("subgroup") != "all")),
+    ]
 
 
 def write_quality_report(table: pl.DataFrame, reports_dir: Path) -> dict[str, Path]:
@@ -115,16 +131,12 @@ def write_quality_report(table: pl.DataFrame, reports_dir: Path) -> dict[str, Pa
     body = quality_markdown(table)
     detail = "\n".join(["## By subgroup", "", markdown_table(table.filter(pl.col("subgroup") != "all"))]) \
         if not table.is_empty() else ""
-    markdown = f"# Linkage quality\n\n{body}\n\n{detail}\n"
     paths = {
         "markdown": reports_dir / "linkage_quality.md",
         "html": reports_dir / "linkage_quality.html",
         "parquet": reports_dir / "linkage_quality.parquet",
     }
-    paths["markdown"].write_text(markdown)
-    paths["html"].write_text(
-        "<!doctype html><meta charset='utf-8'><title>Linkage quality</title>"
-        f"<pre style='font-family:monospace'>{html.escape(markdown)}</pre>"
-    )
+    paths["markdown"].write_text(f"# Linkage quality\n\n{body}\n\n{detail}\n")
+    write_report(paths["html"], "Linkage quality", quality_sections(table))
     table.write_parquet(paths["parquet"])
     return paths

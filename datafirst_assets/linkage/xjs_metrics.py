@@ -37,7 +37,8 @@ from datafirst_assets.linkage.metrics import (
     bcubed_metrics,
     subgroup_metrics,
 )
-from datafirst_assets.linkage.quality import SUBGROUPS, markdown_table, truth_with_subgroups
+from datafirst_assets.linkage.quality import SUBGROUPS, truth_with_subgroups
+from datafirst_assets.reporting import markdown_table
 from datafirst_assets.linkage.xjs import LEVELS
 from datafirst_assets.sources.registry import SOURCES
 

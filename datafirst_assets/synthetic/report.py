@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
-from datafirst_assets.linkage.quality import markdown_table
+from datafirst_assets.reporting import markdown_table
 from datafirst_assets.synthetic.generate import column_rng, generate_column
 from datafirst_assets.synthetic.summaries import persons_per_id, summarise_release, xjs_shape_counts
 from datafirst_assets.synthetic.tables import (
