@@ -31,7 +31,7 @@ test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/datafirst ui --data-dir $(DATA) --port 3000 --files-port 3001
 
 # Re-load every extract dated FROM..TO (inclusive) in one run, then link: make backfill FROM=2024-01-31 TO=2024-03-31
 backfill: install $(DAGSTER_HOME)/dagster.yaml

@@ -119,6 +119,12 @@ def _cmd_release_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from datafirst_assets.ui import run_ui
+
+    return run_ui(Path(args.data_dir), host=args.host, port=args.port, files_port=args.files_port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datafirst", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     release_sql.add_argument("--max-rows", type=int, default=40, help="rows shown in the table view")
     release_sql.add_argument("sql")
     release_sql.set_defaults(func=_cmd_release_sql)
+
+    ui = sub.add_parser("ui", help="the Dagster UI (dagster dev) and a local server for the reports and charts")
+    ui.add_argument("--data-dir", default=str(default_data_dir()))
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--files-port", type=int, default=3001, help="port of the reports and charts")
+    ui.set_defaults(func=_cmd_ui)
 
     add_dedupe_parser(sub)
     add_review_sample_parser(sub)

@@ -292,18 +292,23 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         clusters = result.clusters_table(trained.version, source.person_id_name)
         history = id_change_history(previous.changes, result.changes, run_id=context.run_id, mode=result.mode)
         counts = {k: v for k, v in result.stats.items() if k in ("merge", "split", "moved", "new", "retired")}
+        first_run = previous.clusters is None or previous.clusters.is_empty()
+        if first_run:  # every id is new; the log records no row per person on the first release
+            counts["new"] = clusters[source.person_id_name].n_unique()
         # The change log goes first: the next run finds the ids it issued or retired even if
         # writing the clusters fails, so none is issued twice.
         yield Output(history, output_name="id_changes", metadata={
             **{f"this_run_{k}": v for k, v in counts.items()},
             "history_rows": history.height,
-            "this_run": MetadataValue.md(markdown_table(result.changes.head(20)) if result.changes.height
-                                         else "No person id changed in this run."),
+            "this_run": MetadataValue.md(
+                markdown_table(result.changes.head(20)) if result.changes.height
+                else f"First run: {counts['new']} person ids issued." if first_run
+                else "No person id changed in this run."),
         })
         yield Output(clusters, output_name="clusters", metadata={
             "mode": result.mode,
             "mode_reason": result.reason,
-            "threshold_match_probability": result.threshold,
+            "threshold_match_probability": None if result.threshold is None else float(f"{result.threshold:.4g}"),
             "threshold_source": result.threshold_source,
             "persons": clusters[source.person_id_name].n_unique(),
             "records": clusters.height,

@@ -122,7 +122,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         deps=deps,
         group_name=release_group(kind),
         kinds={"parquet"},
-        description=f"The {'SYNTHETIC ' if synthetic else ''}research release on disk: data/releases/<release id>/ "
+        description=f"The {'SYNTHETIC ' if synthetic else ''}research release on disk: `data/releases/<release id>/` "
         "with Parquet per table, the catalogues, a README of the documented joins and a manifest (tables, rows, "
         "checksums, extract dates, model versions).",
         io_manager_key="io_manager",

@@ -25,8 +25,11 @@ from dagster import (
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_key
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
 from datafirst_assets.linkage.case_link import build_case_link
-from datafirst_assets.linkage.xjs import build_xjs_lookup, check_lookup_invariants
-from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs, xjs_markdown, xjs_summary, xjs_truth
+from datafirst_assets.linkage.xjs import DEFAULT_THRESHOLDS, build_xjs_lookup, check_lookup_invariants
+from datafirst_assets.linkage.xjs_metrics import (
+    case_link_metrics, evaluate_xjs, xjs_markdown, xjs_sections, xjs_summary, xjs_truth,
+)
+from datafirst_assets.reporting import file_url, write_report
 from datafirst_assets.sources.registry import SOURCES
 
 LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
@@ -143,19 +146,21 @@ def xjs_quality(context: AssetExecutionContext, linkage: LinkageSettings, lookup
         yield Output(pl.DataFrame(), metadata={"note": "no truth: accuracy not measured"})
         yield AssetCheckResult(passed=True, metadata={"note": "no truth available: nothing to check"})
         return
-    evaluation = evaluate_xjs(lookup, truth)
+    evaluation = evaluate_xjs(lookup, truth, thresholds=DEFAULT_THRESHOLDS)  # the lookup's thresholds
     case_metrics = case_link_metrics(case_links, pl.read_parquet(truth_links_path))
     report = xjs_markdown(evaluation, case_metrics)
     reports = linkage.root / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "xjs_quality.md").write_text(report)
+    html_report = write_report(reports / "xjs_quality.html", "Cross-justice linkage quality",
+                               xjs_sections(evaluation, case_metrics))
     for name, frame in evaluation.items():
         frame.write_parquet(reports / f"xjs_quality_{name}.parquet")
     case_metrics.write_parquet(reports / "case_link_quality.parquet")
     headline = xjs_summary(evaluation, "medium")
     case_all = case_metrics.filter(pl.col("case_type") == "all").row(0, named=True)
     yield Output(evaluation["overall"], metadata={
-        "report": MetadataValue.path(str(reports / "xjs_quality.md")),
+        "report": MetadataValue.url(file_url(html_report, linkage.root)),
         "medium_bcubed_f1": headline["bcubed_f1"],
         "case_link_precision": case_all["precision"],
         "case_link_recall": case_all["recall"],
