@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from datafirst_assets.reporting.links import FILES_URL_ENV
 from datafirst_assets.reporting.serve import make_server
 
-STOP_GRACE_SECONDS = 20
+STOP_GRACE_SECONDS = 10  # for dagster dev's own orderly shutdown
 
 
 def _restore_interrupt() -> None:
@@ -38,18 +39,23 @@ def run_ui(data_dir: Path, host: str = "127.0.0.1", port: int = 3000, files_port
         preexec_fn=_restore_interrupt, start_new_session=True,  # its own group: stopped as one
     )
 
+    stop_by: list[float] = []
+
     def stop(signum, _frame) -> None:
-        if dev.poll() is None:
+        if dev.poll() is None and not stop_by:
             dev.send_signal(signal.SIGINT)
+            stop_by.append(time.monotonic() + STOP_GRACE_SECONDS)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        return dev.wait()
+        while dev.poll() is None:
+            if stop_by and time.monotonic() > stop_by[0]:
+                # dagster dev waits for its webserver and daemon one after the other; don't wait that long
+                os.killpg(dev.pid, signal.SIGKILL)
+            time.sleep(0.2)
+        return dev.returncode
     finally:
         server.shutdown()
         if dev.poll() is None:
-            try:
-                dev.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(dev.pid, signal.SIGKILL)
+            os.killpg(dev.pid, signal.SIGKILL)

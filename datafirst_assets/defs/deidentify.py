@@ -39,7 +39,7 @@ from datafirst_assets.deidentify.pii_gate import findings_markdown
 from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linking, deidentify_source
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
 from datafirst_assets.deidentify.schemas import release_schema
-from datafirst_assets.reporting import markdown_table
+from datafirst_assets.reporting import file_url, markdown_table
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.staging.schemas import failure_summary
 
@@ -134,7 +134,7 @@ def _schema_check(key: AssetKey, spec: ReleaseTable, frame: pl.DataFrame, orphan
     )
 
 
-def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path):
+def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, data_root: Path):
     specs = release_tables()
     for name, frame in release.tables.items():
         spec, key = specs[(dataset, name)], deidentified_key(dataset, name)
@@ -145,7 +145,7 @@ def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path):
             "withheld": ", ".join(spec.dropped) or "none",
             "pseudonymisation_key": "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)"
             if key_is_development() else "from environment",
-            "catalogue": MetadataValue.path(str(catalogue_html.resolve())),
+            "catalogue": MetadataValue.url(file_url(catalogue_html, data_root)),
         })
         yield AssetCheckResult(
             asset_key=key, check_name="no_identifiers", passed=not findings,
@@ -179,7 +179,7 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         for name, findings in release.findings.items():
             for finding in findings:
                 context.log.error(f"PII gate: {finding}")
-        yield from _emit(source.key, release, catalogue_path(linkage, source.key))
+        yield from _emit(source.key, release, catalogue_path(linkage, source.key), linkage.root)
 
     return _deidentify
 
@@ -198,7 +198,7 @@ def deidentify_linking_tables(context: AssetExecutionContext, linkage: LinkageSe
                               case_links: pl.DataFrame, **persons: pl.DataFrame):
     released = {name.removeprefix("persons__"): frame for name, frame in persons.items()}
     release = deidentify_linking(lookup, case_links, released)
-    yield from _emit(LINKING, release, catalogue_path(linkage, LINKING))
+    yield from _emit(LINKING, release, catalogue_path(linkage, LINKING), linkage.root)
 
 
 def deidentify_assets() -> list[AssetsDefinition]:

@@ -16,9 +16,14 @@ SERVED_FOLDERS = ("reports", "models", "catalogues", "releases", "synthetic")
 
 
 def file_url(path: Path | str, data_root: Path | str) -> str:
-    """The URL of a file under `data_root` on the local file server (served folders only)."""
-    relative = Path(path).resolve().relative_to(Path(data_root).resolve())
-    if relative.parts[0] not in SERVED_FOLDERS:
-        raise ValueError(f"{relative} is not in a served folder ({', '.join(SERVED_FOLDERS)})")
+    """The URL of a file under `data_root` on the local file server; a `file://` URL for a file
+    outside the served folders (still a link, for a browser on the same machine)."""
+    path = Path(path).resolve()
+    try:
+        relative = path.relative_to(Path(data_root).resolve())
+    except ValueError:
+        return path.as_uri()
+    if not relative.parts or relative.parts[0] not in SERVED_FOLDERS:
+        return path.as_uri()
     base = os.environ.get(FILES_URL_ENV, DEFAULT_FILES_URL).rstrip("/")
     return f"{base}/{quote(relative.as_posix())}"
