@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from datafirst_assets.simulate.civil import build_civil
+from datafirst_assets.simulate import civil, crown_court, family, magistrates, oasys, prison, probation
 from datafirst_assets.simulate.config import SimulationConfig
-from datafirst_assets.simulate.criminal import criminal_sources
-from datafirst_assets.simulate.family import build_family
 from datafirst_assets.simulate.output import DeliveryWriter
 from datafirst_assets.simulate.population import build_population
+from datafirst_assets.simulate.steps import Journeys, SourceStep
 from datafirst_assets.simulate.util import to_day
 from datafirst_assets.simulate.vocab import build_vocab
 from datafirst_assets.simulate.world import World, rng_for
+
+# Every source system, in the order its journeys run (each starts from the ones before it).
+SOURCE_STEPS: tuple[SourceStep, ...] = (magistrates, crown_court, prison, probation, oasys, family, civil)
 
 
 class SourceCounts(dict):
@@ -73,16 +75,10 @@ def simulate(
         seed=int(seed), cfg=cfg, vocab=vocab, people=population, rosters=rosters, extract_days=extract_days
     )
     writer = DeliveryWriter(world, out, truth_out)
-    links = None
-    for key, tables in criminal_sources(world):  # each source is written as soon as it is built
-        if key == "_links":
-            links = tables
-        else:
-            writer.write_source(key, tables)
-        del tables
-    writer.write_source("family", build_family(world))
-    writer.write_source("civil", build_civil(world))
-    written = writer.finish(links)
+    journeys = Journeys()
+    for step in SOURCE_STEPS:  # each source is written as soon as it is built
+        writer.write_source(step.SOURCE, step.build(world, journeys))
+    written = writer.finish(journeys.case_links)
     records = {source: SourceCounts(tables) for source, tables in written["records"].items()}
     return {
         "people": int(people),

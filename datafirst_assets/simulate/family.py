@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 
 from datafirst_assets.simulate import identifiers as ids
+from datafirst_assets.simulate.steps import Journeys
 from datafirst_assets.simulate.tables import BlankRule, Codes, Days, TableData, Text, person_columns
 from datafirst_assets.simulate.util import (
     FAR_DAY,
@@ -18,13 +19,22 @@ from datafirst_assets.simulate.util import (
 )
 from datafirst_assets.simulate.world import World
 
+SOURCE = "family"
 FAMILY_COURTS = tuple(f"{a}F{j}" for a, _, _ in ids.POSTCODE_AREAS for j in (1, 2))
+PUBLIC, PRIVATE, DIVORCE, ADOPTION, DV = range(5)  # case types, registry order
 
 
-def build_family(w: World) -> dict[str, TableData]:
+def build(w: World, journeys: Journeys) -> dict[str, TableData]:
+    r = w.rng(SOURCE)
+    cases, units, day, ctype = _cases(w, r)
+    return {"family/family_cases": cases, "family/family_people": _parties(w, r, units, day, ctype)}
+
+
+def _cases(w: World, r) -> tuple[TableData, np.ndarray, np.ndarray, np.ndarray]:
+    """(table, family unit, issue day, case type): each unit's cases over time; the first about
+    the children or the couple, later ones of any kind the unit allows."""
     ro, cfg, people = w.rosters, w.cfg, w.people
-    r = w.rng("family")
-    _, hi = w.window("family")
+    _, hi = w.window(SOURCE)
     U = len(ro.fam_a)
     k = zipf_counts(r, cfg.family_cases_zipf, U, 8)
     cg, cpos = expand(k)
@@ -35,8 +45,7 @@ def build_family(w: World) -> dict[str, TableData]:
     cg, cpos, day = cg[keep], cpos[keep], day[keep]
     n = len(cg)
 
-    CT = w.codes("family", "family_cases", "case_type")  # PUBLIC PRIVATE DIVORCE ADOPTION DV
-    PUBLIC, PRIVATE, DIVORCE, ADOPTION, DV = range(5)
+    CT = w.codes(SOURCE, "family_cases", "case_type")  # PUBLIC PRIVATE DIVORCE ADOPTION DV
     kids = ro.fam_kids[cg]
     has_kids = (kids >= 0).any(axis=1)
     has_b = ro.fam_b[cg] >= 0
@@ -57,7 +66,7 @@ def build_family(w: World) -> dict[str, TableData]:
     )
     median = np.array([250, 150, 200, 180, 20])[ctype]
     disposal = day + lognormal_days(r, median, 0.7, n, 1, 1500)
-    OC = w.codes("family", "family_cases", "outcome")  # ORDER_MADE WITHDRAWN DISMISSED ONGOING
+    OC = w.codes(SOURCE, "family_cases", "outcome")  # ORDER_MADE WITHDRAWN DISMISSED ONGOING
     outcome = categorical(r, np.array([0.72, 0.16, 0.07, 0.05]), n)
     disposal = np.where(outcome == 3, FAR_DAY, disposal)
     a = ro.fam_a[cg]
@@ -80,7 +89,7 @@ def build_family(w: World) -> dict[str, TableData]:
         )
     ).to_series()
     cases = TableData(
-        "family",
+        SOURCE,
         "family_cases",
         {
             "case_number": Text(case_number),
@@ -93,9 +102,18 @@ def build_family(w: World) -> dict[str, TableData]:
         event_day=day.astype(np.int32),
         blank_rules=[BlankRule(disposal, ("disposal_date",), {"outcome": "ONGOING"})],
     )
+    return cases, cg, day, ctype
 
-    # parties: slots A, B, child 1-3
-    RL = w.codes("family", "family_people", "role")  # APPLICANT RESPONDENT CHILD OTHER
+
+def _parties(w: World, r, cg: np.ndarray, day: np.ndarray, ctype: np.ndarray) -> TableData:
+    """Parties of each case from the unit's slots (adult A, adult B, children 1-3): children on
+    public and private law cases while minors, roles from the kind of case."""
+    ro, people = w.rosters, w.people
+    n = len(cg)
+    a = ro.fam_a[cg]
+    kids = ro.fam_kids[cg]
+    has_b = ro.fam_b[cg] >= 0
+    RL = w.codes(SOURCE, "family_people", "role")  # APPLICANT RESPONDENT CHILD OTHER
     APP, RES, CHILD, OTHER = range(4)
     slots = np.column_stack([a, ro.fam_b[cg], kids])
     include = np.zeros((n, 5), dtype=bool)
@@ -121,9 +139,9 @@ def build_family(w: World) -> dict[str, TableData]:
     role[:, 0] = np.where(~has_b & np.isin(ctype, [DV, DIVORCE]), APP, role[:, 0])
     rows, cols = np.nonzero(include)
     person = slots[rows, cols]
-    rec = w.recorder("family").record(person, day[rows], w.rng("family/record"), criminal_ids=False)
-    parties = TableData(
-        "family",
+    rec = w.recorder(SOURCE).record(person, day[rows], w.rng("family/record"), criminal_ids=False)
+    return TableData(
+        SOURCE,
         "family_people",
         {
             "role": Codes(role[rows, cols], RL),
@@ -144,4 +162,3 @@ def build_family(w: World) -> dict[str, TableData]:
         parent_row=rows,
         person=person,
     )
-    return {"family/family_cases": cases, "family/family_people": parties}
