@@ -24,6 +24,8 @@ class Section:
     table: pl.DataFrame | None = None
     chart: dict | None = None                         # a Vega-Lite specification
     float_format: str = "{:.4f}"
+    html: str = ""                                    # a trusted, already escaped fragment (after the table)
+    anchor: str = ""                                  # id of the section, for links within the page
 
 
 @cache
@@ -52,7 +54,7 @@ def render_report(title: str, sections: list[Section], *, label: str = "", intro
     charts = [json.dumps(s.chart, default=str).replace("</", "<\\/") for s in sections if s.chart]
     libraries = {n: _script_safe(src) for n, src in chart_libraries().items()} if charts else {}
     rendered = [
-        {"heading": s.heading, "text": s.text,
+        {"heading": s.heading, "text": s.text, "html": s.html, "anchor": s.anchor,
          "table": html_table(s.table, s.float_format) if s.table is not None else None,
          "chart": json.dumps(s.chart, default=str).replace("</", "<\\/") if s.chart else None}
         for s in sections

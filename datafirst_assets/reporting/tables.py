@@ -15,11 +15,14 @@ def cell(value, float_format: str = "{:.4f}") -> str:
     return str(value)
 
 
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
 def markdown_table(frame: pl.DataFrame, float_format: str = "{:.4f}") -> str:
     """A frame as a Markdown table (pipes in values escaped)."""
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(cell(v, float_format).replace("|", r"\|") for v in row) + " |"
-              for row in frame.iter_rows()]
+    lines += ["| " + " | ".join(_md_cell(cell(v, float_format)) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join(lines)
 
 
