@@ -160,6 +160,7 @@ def _partition_metadata(context: AssetExecutionContext, source: SourceSpec, tabl
                         raw: pl.DataFrame, result: StagedResult) -> None:
     """Each extract date's own counts on its staged and quarantine materialisations."""
     keys = list(context.partition_keys)
+    quarantine_selected = quarantine_key(source.key, table.name) in context.selected_asset_keys
     raw_rows = rows_per_partition(raw, keys)
     staged_rows = rows_per_partition(result.staged, keys)
     quarantined = rows_per_partition(result.quarantine, keys)
@@ -169,6 +170,8 @@ def _partition_metadata(context: AssetExecutionContext, source: SourceSpec, tabl
             {"dagster/row_count": staged_rows[key], "raw_rows": raw_rows[key], "quarantined": quarantined[key],
              "rows_conserved": "passed" if conserved else "FAILED"},
             asset_key=staged_key(source.key, table.name), partition_key=key)
+        if not quarantine_selected:
+            continue
         reasons = _reason_summary(result.quarantine.filter(pl.col(PARTITION_COLUMN) == key))
         context.add_asset_metadata(
             {"dagster/row_count": quarantined[key], "raw_rows": raw_rows[key],
