@@ -143,8 +143,9 @@ def linkage_key(source: str, name: str) -> AssetKey:
 
 
 def linkage_group(source: str) -> str:
-    """One group per dataset's dedupe, so the lineage tells the seven `model`s and `clusters` apart."""
-    return f"linkage_{source}"
+    """One group per dataset's dedupe, so the lineage tells the seven `model`s and `clusters` apart
+    (short enough that the graph shows the whole name: it truncates names over 17 characters)."""
+    return f"dedup_{source}"
 
 
 def _stored(source: str) -> dict:
