@@ -8,7 +8,7 @@ DEMO_PEOPLE ?= 10000
 DEMO_SEED ?= 42
 DEMO_EXTRACTS ?= 3
 
-.PHONY: install demo test ui backfill clean-data
+.PHONY: install demo test ui backfill clean-data snapshot
 
 $(BIN)/datafirst: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+# Rewrite the pinned asset graph (datafirst_assets_tests/snapshots/definitions.yaml) after an intended change
+snapshot: install
+	$(BIN)/python -m datafirst_assets_tests.definitions_snapshot
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/datafirst ui --data-dir $(DATA) --port 3000 --files-port 3001

@@ -71,7 +71,7 @@ def run_step(step: str, db_file: Path) -> dict:
     from datafirst_assets.linkage.incremental import PreviousLink, link_full, link_incremental, model_to_reuse
     from datafirst_assets.linkage.settings import model_spec_for_records
     from datafirst_assets.linkage.stable_ids import id_change_history
-    from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model
+    from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
 
     timings: dict[str, float] = {}
     started = t = time.perf_counter()
@@ -89,7 +89,7 @@ def run_step(step: str, db_file: Path) -> dict:
             raise SystemExit(f"the saved model does not fit: {why}")
     if model is None:
         spec = model_spec_for_records(records)
-        u_pairs = float(min(1e7, max(3e5, 10 * records.height)))  # as LinkageSettings.u_pairs_for
+        u_pairs = u_pairs_for(records.height)
         trained = train_model(records, spec, make_db_api(), TrainingConfig(u_max_pairs=u_pairs))
         model = TrainedModel.from_json(trained.to_json())  # the clusters asset gets the stored JSON
         del trained

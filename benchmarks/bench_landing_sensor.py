@@ -49,7 +49,8 @@ def main() -> int:
     from datafirst_assets.definitions import build_definitions
     from datafirst_assets.defs.resources import DataLayout, LandingZone
     from datafirst_assets.defs.sensors import LANDING_SENSOR
-    from datafirst_assets.raw.delivery import count_data_lines, sha256_file
+    from datafirst_assets.common.hashing import sha256_file
+    from datafirst_assets.raw.delivery import count_data_lines
     from datafirst_assets.simulate import simulate
     from datafirst_assets_tests.deliveries import write_delivery
 

@@ -20,6 +20,7 @@ from datafirst_assets.linkage.dedupe_cli import (
 )
 from datafirst_assets.linkage.metrics import evaluate_clusters
 from datafirst_assets.linkage.train import TrainingConfig
+from datafirst_assets.sources.identifiers import normalise_pnc, normalise_postcode
 from datafirst_assets_tests.linkage_fixtures import make_people, make_person_records
 
 FAST = TrainingConfig(u_max_pairs=3e5, seed=3)
@@ -108,18 +109,22 @@ def test_date_formats_recognised():
     assert parse_dates(pl.Series([dt.datetime(1985, 3, 7, 12)])).to_list() == [d]
 
 
-def test_light_standardisation():
-    df = pl.DataFrame({"id": [1, 2], "fn": ["  mary-jane ", "O'Neil  John"], "ln": ["smith-jones", "  "],
-                       "pc": ["sw1a1aa", "n1  9gu"], "sx": ["female", "9"], "pnc": ["2000/ 1234567a", None]})
+def test_light_standardisation_follows_the_staging_rules():
+    df = pl.DataFrame({"id": [1, 2, 3], "fn": ["  mary-jane ", "O'Neil  John", "ann"],
+                       "ln": ["smith-jones", "  ", "lee"], "pc": ["sw1a1aa", "n1  9gu", "NOT KNOWN"],
+                       "sx": ["female", "9", "m"], "pnc": ["2000/ 1234567v", None, "2000/1234567A"]})
     out = standardise(df, id_col="id", maps={"forename": "fn", "surname": "ln", "postcode": "pc", "sex": "sx",
                                                "pnc": "pnc"}, extras=[], source="x")
-    assert out.get_column("record_id").to_list() == ["1", "2"]
-    assert out.get_column("forename").to_list() == ["MARY", "ONEIL"]
-    assert out.get_column("middle_names").to_list() == ["JANE", "JOHN"]
-    assert out.get_column("surname").to_list() == ["SMITH JONES", None]
-    assert out.get_column("postcode").to_list() == ["SW1A 1AA", "N1 9GU"]
-    assert out.get_column("sex").to_list() == ["F", None]
-    assert out.get_column("pnc").to_list() == ["2000/1234567A", None]
+    assert out.get_column("record_id").to_list() == ["1", "2", "3"]
+    assert out.get_column("forename").to_list() == ["MARY-JANE", "O'NEIL", "ANN"]
+    assert out.get_column("middle_names").to_list() == [None, "JOHN", None]
+    assert out.get_column("surname").to_list() == ["SMITH-JONES", None, "LEE"]
+    assert out.get_column("sex").to_list() == ["F", None, "M"]
+    # what staging nulls as invalid (not a postcode shape, wrong PNC check letter) is null here too
+    assert out.get_column("postcode").to_list() == ["SW1A 1AA", "N1 9GU", None]
+    assert out.get_column("pnc").to_list() == ["2000/1234567V", None, None]
+    staged = df.select(normalise_postcode(pl.col("pc")).alias("postcode"), normalise_pnc(pl.col("pnc")).alias("pnc"))
+    assert out.select("postcode", "pnc").equals(staged)
 
 
 @pytest.fixture

@@ -57,7 +57,8 @@ def test_settings_from_field_subsets_run_in_splink(records, fields):
     assert spec.deterministic_rules and 0.2 <= spec.deterministic_recall <= 0.95
     # the SQL is valid: an (untrained) prediction runs
     linker = make_linker(make_db_api(), frame, spec.settings, spec)
-    assert predict_pairs(linker).as_pyarrow_table().num_rows >= 0
+    scored = predict_pairs(linker).as_pyarrow_table()
+    assert scored.num_rows > 0 and {"match_probability", "match_weight"} <= set(scored.column_names)
 
 
 def test_comparisons_have_tf_and_swap_levels(records):

@@ -25,7 +25,8 @@ from datafirst_assets.defs.ingest import ingest_keys, staged_key
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout, LandingZone
 from datafirst_assets.defs.sensors import LANDING_SENSOR, REFRESH_SCHEDULE, REFRESH_SENSOR
-from datafirst_assets.raw.delivery import MANIFEST, sha256_file
+from datafirst_assets.common.hashing import sha256_file
+from datafirst_assets.raw.delivery import MANIFEST
 from datafirst_assets.runner import run_pipeline
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor

@@ -14,7 +14,8 @@ from datafirst_assets.sources.identifiers import (
     pnc_check_letter,
 )
 from datafirst_assets.sources.registry import SOURCES
-from datafirst_assets.staging.schemas import failure_summary, staged_schema
+from datafirst_assets.common.checks import failure_summary
+from datafirst_assets.staging.schemas import staged_schema
 from datafirst_assets.staging.standardise import stage_table
 from datafirst_assets_tests.deliveries import to_csv, valid_rows, write_delivery
 

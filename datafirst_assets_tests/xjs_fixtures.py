@@ -20,12 +20,11 @@ from pathlib import Path
 
 import polars as pl
 
+from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.linkage.backend import make_db_api
-from datafirst_assets.linkage.cluster import cluster_pairs
-from datafirst_assets.linkage.predict import predict_pairs, slim_pairs
+from datafirst_assets.linkage.incremental import link_full
 from datafirst_assets.linkage.records import person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
-from datafirst_assets.linkage.stable_ids import PERSON_ID, carry_forward_ids
 from datafirst_assets.linkage.threshold import choose_cluster_threshold
 from datafirst_assets.linkage.train import TrainingConfig, train_model
 from datafirst_assets.raw.delivery import delivery_path, list_deliveries, load_raw_table
@@ -34,8 +33,6 @@ from datafirst_assets.staging.standardise import stage_partitions
 
 #: sources whose staged person table the case link reads
 CASE_LINK_SOURCES = ("magistrates", "crown_court")
-#: as the pipeline's dedupe assets (linkage/incremental.py)
-KEEP_PAIRS_ABOVE = 0.01
 
 
 @dataclass
@@ -63,27 +60,23 @@ def stage_table(landing: Path, source_key: str, table_name: str) -> pl.DataFrame
     return stage_partitions(pl.concat(raws), source, table).staged
 
 
-def u_pairs_for(records: int) -> float:
-    """As ``LinkageSettings.u_pairs_for`` in the pipeline."""
-    return float(min(1e7, max(3e5, 10 * records)))
-
-
 def dedupe_source(records: pl.DataFrame, source_key: str, truth: pl.DataFrame | None,
                   *, db_api=None, u_max_pairs: float | None = None) -> pl.DataFrame:
-    """record_id -> per-dataset person id, as the pipeline's cluster asset computes it
-    (``u_max_pairs`` overrides the pipeline's u sample, e.g. smaller for fast tests)."""
+    """record_id -> per-dataset person id: the pure functions the model and clusters assets
+    call on a first (full) link (``u_max_pairs`` overrides the pipeline's u sample, e.g.
+    smaller for fast tests)."""
     db_api = db_api or make_db_api()
     spec = model_spec_for_records(records)
-    model = train_model(records, spec, db_api,
-                        TrainingConfig(u_max_pairs=u_max_pairs or u_pairs_for(records.height)))
-    pairs_sdf = predict_pairs(model.linker, threshold_match_probability=KEEP_PAIRS_ABOVE)
-    pairs = slim_pairs(pairs_sdf)
-    choice = choose_cluster_threshold(pairs, configured=None, labels_file=None, truth=truth)
-    clusters = cluster_pairs(model.linker, pairs_sdf, threshold_match_probability=choice.match_probability)
-    pairs_sdf.drop_table_from_database_and_remove_from_cache()
-    ids = carry_forward_ids(None, clusters).ids  # a first release: every person gets a new id
-    return ids.rename({PERSON_ID: SOURCES[source_key].person_id_name}).with_columns(
-        pl.lit(model.version).alias("model_version"))
+    settings = LinkageSettings()
+    model = train_model(records, spec, db_api, TrainingConfig(
+        u_max_pairs=u_max_pairs or settings.u_pairs_for(records.height), seed=settings.seed))
+
+    def choose(pairs: pl.DataFrame) -> tuple[float, str]:
+        choice = choose_cluster_threshold(pairs, configured=None, labels_file=None, truth=truth)
+        return choice.match_probability, choice.source
+
+    result = link_full(records, model, db_api, choose=choose, reason="first release")
+    return result.clusters_table(model.version, SOURCES[source_key].person_id_name)
 
 
 def build_linkage_inputs(landing: Path, truth_dir: Path | None = None, *, threads: int | None = None,

@@ -39,9 +39,10 @@ from datafirst_assets.deidentify.pii_gate import findings_markdown
 from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linking, deidentify_source
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
 from datafirst_assets.deidentify.schemas import release_schema
-from datafirst_assets.reporting import file_url, markdown_table
+from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.reporting import file_url
 from datafirst_assets.sources.registry import SOURCES
-from datafirst_assets.staging.schemas import failure_summary
+from datafirst_assets.common.checks import failure_summary
 
 GROUP = "deidentified"
 CHECKS = {

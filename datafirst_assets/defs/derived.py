@@ -45,7 +45,7 @@ from datafirst_assets.derived.person_journeys import COLUMNS_READ, PERSON_JOURNE
 from datafirst_assets.derived.report import RELEASE_LABELS, SYNTHETIC, profile_report, summary_markdown
 from datafirst_assets.derived.repeat_offending_profile import REPEAT_OFFENDING_PROFILE, profile_from_journeys
 from datafirst_assets.derived.spec import DERIVED, DerivedTable
-from datafirst_assets.staging.schemas import failure_summary
+from datafirst_assets.common.checks import failure_summary
 
 GROUP = "derived"
 VARIANTS = ("deidentified", "synthetic")

@@ -29,7 +29,8 @@ from datafirst_assets.defs.resources import LandingZone, Warehouse
 from datafirst_assets.raw.delivery import PARTITION_COLUMN, delivery_path, load_raw_table, read_manifest
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
-from datafirst_assets.staging.schemas import failure_summary, staged_schema
+from datafirst_assets.common.checks import failure_summary
+from datafirst_assets.staging.schemas import staged_schema
 from datafirst_assets.staging.standardise import StagedResult, stage_partitions
 
 WAREHOUSE_KINDS = {"polars", "duckdb"}

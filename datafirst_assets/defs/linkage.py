@@ -39,13 +39,14 @@ from datafirst_assets.linkage.incremental import (
     link_incremental,
     model_to_reuse,
 )
+from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.linkage.quality import (
     FLOORS,
     evaluate_sources,
     quality_markdown,
     write_quality_report,
 )
-from datafirst_assets.reporting import file_url, markdown_table
+from datafirst_assets.reporting import file_url
 from datafirst_assets.linkage.records import add_person_ids, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history
@@ -57,6 +58,7 @@ from datafirst_assets.linkage.train import (
     save_model,
     summary_table,
     train_model,
+    u_pairs_for,
 )
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
@@ -99,7 +101,7 @@ class LinkageSettings(ConfigurableResource):
         """Enough random pairs for stable u on rare agreement levels, without paying 1e7 on small data."""
         if self.u_max_pairs is not None:
             return self.u_max_pairs
-        return float(min(1e7, max(3e5, 10 * records)))
+        return u_pairs_for(records)
 
     def truth_for(self, source: str) -> pl.DataFrame | None:
         """The simulator's record -> person truth for one source (None for real data)."""

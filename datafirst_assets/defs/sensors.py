@@ -43,7 +43,8 @@ from datafirst_assets.defs.ingest import ingest_keys, raw_key, staged_key
 from datafirst_assets.defs.partitions import EXTRACT_DATES, extract_dates
 from datafirst_assets.defs.resources import LandingZone
 from datafirst_assets.raw.arrival import COMPLETE, CORRUPT, Arrival, folder_signature, inspect_delivery
-from datafirst_assets.raw.delivery import MANIFEST, delivery_path, list_deliveries, sha256_file
+from datafirst_assets.common.hashing import sha256_file
+from datafirst_assets.raw.delivery import MANIFEST, delivery_path, list_deliveries
 from datafirst_assets.sources.registry import SOURCES
 
 LANDING_SENSOR = "landing_sensor"

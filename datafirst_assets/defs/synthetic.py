@@ -32,7 +32,8 @@ from dagster import (
 from datafirst_assets.defs.deidentify import deidentified_key
 from datafirst_assets.defs.release import table_key
 from datafirst_assets.deidentify.release_spec import release_tables
-from datafirst_assets.reporting import file_url, markdown_table
+from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.reporting import file_url
 from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note

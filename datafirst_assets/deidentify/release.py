@@ -21,7 +21,7 @@ from datafirst_assets.deidentify.pii_gate import Finding, RawIdentifiers, raw_id
 from datafirst_assets.deidentify.release_spec import CASE_LOOKUP, release_tables
 from datafirst_assets.deidentify.schemas import orphan_counts
 from datafirst_assets.deidentify.transform import deidentify_table, release_case_lookup, release_xjs_lookup
-from datafirst_assets.linkage.records import latest_versions
+from datafirst_assets.common.partitions import latest_versions
 from datafirst_assets.raw.delivery import PARTITION_COLUMN
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec

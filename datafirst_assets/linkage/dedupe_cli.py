@@ -48,6 +48,7 @@ import polars as pl
 from datafirst_assets.linkage.dedupe import DEFAULT_THRESHOLD, deduplicate
 from datafirst_assets.linkage.metrics import evaluate_labels, read_labels, review_sample, write_review_sample
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, LinkageConfigError
+from datafirst_assets.sources.identifiers import clean_name, normalise_cro, normalise_pnc, normalise_postcode
 
 #: Date formats recognised without --dob-format (ISO, YYYYMMDD, DD/MM/YYYY).
 DOB_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d/%m/%Y")
@@ -144,14 +145,6 @@ def _clean_id(e: pl.Expr) -> pl.Expr:
     return pl.when(e.str.len_chars() > 0).then(e).otherwise(None)
 
 
-def _clean_postcode(e: pl.Expr) -> pl.Expr:
-    """"sw1a1aa" / "SW1A  1AA" -> "SW1A 1AA"; other strings kept (upper, no spaces)."""
-    s = e.cast(pl.String).str.to_uppercase().str.replace_all(r"[^A-Z0-9]", "")
-    formatted = pl.concat_str([s.str.slice(0, s.str.len_chars() - 3), pl.lit(" "), s.str.slice(-3)])
-    ok = s.str.contains(r"^[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}$")
-    return pl.when(s.str.len_chars() == 0).then(None).when(ok).then(formatted).otherwise(s)
-
-
 def _clean_sex(e: pl.Expr) -> pl.Expr:
     s = e.cast(pl.String).str.to_uppercase().str.strip_chars()
     return (pl.when(s.is_in(["M", "MALE", "1", "MAN"])).then(pl.lit("M"))
@@ -182,15 +175,19 @@ def standardise(df: pl.DataFrame, *, id_col: str, maps: dict[str, str], extras: 
     linkage fields, extras), with light cleaning since it was never staged."""
     exprs: list[pl.Expr] = [pl.col(id_col).cast(pl.String).str.strip_chars().alias("record_id"),
                             pl.lit(source).alias("source_dataset")]
+    # names, postcodes, PNC and CRO follow staging's rules (sources/identifiers.py): what the
+    # pipeline would null as invalid is null here too
+    staged_rules = {"forename": clean_name, "middle_names": clean_name, "surname": clean_name,
+                    "postcode": normalise_postcode, "pnc": normalise_pnc, "cro": normalise_cro}
     for f, c in maps.items():
         col = pl.col(c)
-        if f in ("forename", "middle_names", "surname", "address"):
+        if f in staged_rules:
+            exprs.append(staged_rules[f](col.cast(pl.String)).alias(f))
+        elif f == "address":
             exprs.append(_clean_text(col).alias(f))
-        elif f == "postcode":
-            exprs.append(_clean_postcode(col).alias(f))
         elif f == "sex":
             exprs.append(_clean_sex(col).alias(f))
-        elif f in ("pnc", "cro", "other_id"):
+        elif f == "other_id":
             exprs.append(_clean_id(col).alias(f))
         elif f == "dob":
             exprs.append(col.map_batches(lambda s: parse_dates(s, dob_format), return_dtype=pl.Date).alias("dob"))

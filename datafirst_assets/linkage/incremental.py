@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from datafirst_assets.common.pairs import ordered_pairs
 from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
 from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, slim_pairs
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID, usable_fields
@@ -101,20 +102,6 @@ def tf_columns(settings: dict[str, Any]) -> list[str]:
     cols = {lvl["tf_adjustment_column"] for comp in settings.get("comparisons", [])
             for lvl in comp.get("comparison_levels", []) if lvl.get("tf_adjustment_column")}
     return sorted(cols)
-
-
-def ordered_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Each pair with the smaller record id on the left, as Splink's dedupe predictions have it."""
-    if pairs.is_empty():
-        return pairs
-    swap = pl.col("record_id_l").cast(pl.String) > pl.col("record_id_r").cast(pl.String)
-    flips = {}
-    for left in [c for c in pairs.columns if c.endswith("_l")]:
-        right = left[:-2] + "_r"
-        if right in pairs.columns:
-            flips[left] = pl.when(swap).then(pl.col(right)).otherwise(pl.col(left))
-            flips[right] = pl.when(swap).then(pl.col(left)).otherwise(pl.col(right))
-    return pairs.with_columns(**flips)
 
 
 def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescore: pl.Series, *,

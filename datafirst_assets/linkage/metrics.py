@@ -23,11 +23,12 @@ from typing import Any
 
 import polars as pl
 
+from datafirst_assets.common.pairs import ID_L, ID_R, ordered_ids
+
 ID = "record_id"
 PRED = "cluster_id"
 TRUE = "person_id"
 LABEL = "clerical_match_score"
-ID_L, ID_R = "record_id_l", "record_id_r"
 
 
 def _f1(p: float | None, r: float | None) -> float | None:
@@ -173,8 +174,7 @@ def evaluate_clusters(clusters: pl.DataFrame, truth: pl.DataFrame, *,
 
 def _ordered_key(df: pl.DataFrame, left: str = ID_L, right: str = ID_R) -> pl.DataFrame:
     """Add ``_a``/``_b``: the pair's ids in sorted order, so (x, y) and (y, x) join."""
-    l_, r_ = pl.col(left).cast(pl.String), pl.col(right).cast(pl.String)
-    return df.with_columns(pl.min_horizontal(l_, r_).alias("_a"), pl.max_horizontal(l_, r_).alias("_b"))
+    return ordered_ids(df, left, right, into=("_a", "_b"))
 
 
 def label_pairs_from_truth(pairs: pl.DataFrame, truth: pl.DataFrame, *, id_col: str = ID,

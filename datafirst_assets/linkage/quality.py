@@ -7,8 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
+from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.linkage.metrics import evaluate_clusters, subgroup_gaps
-from datafirst_assets.reporting import Section, bar_chart, markdown_table, write_report
+from datafirst_assets.reporting import Section, bar_chart, write_report
 
 # B-cubed F1 floors per dataset (issue 3): criminal-justice datasets, then family and civil
 # where far more identifiers are missing.

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from datafirst_assets.raw.delivery import PARTITION_COLUMN
+from datafirst_assets.common.partitions import PARTITION_COLUMN, latest_versions
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 
 LINKAGE_FIELDS = ("forename", "middle_names", "surname", "dob", "sex", "postcode", "address", "pnc", "cro")
 FIELD_DTYPES = {"dob": pl.Date}
 NO_ADDRESS = ["NFA", "NO FIXED ABODE", "NO FIXED ADDRESS", "UNKNOWN", "N/A"]
-
-
-def latest_versions(staged: pl.DataFrame, id_column: str) -> pl.DataFrame:
-    """Each record once, as in the latest delivery that carried it."""
-    return staged.sort(PARTITION_COLUMN).unique(subset=[id_column], keep="last", maintain_order=True)
 
 
 def add_person_ids(staged: pl.DataFrame, clusters: pl.DataFrame, id_column: str, person_id: str) -> pl.DataFrame:

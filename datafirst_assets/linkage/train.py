@@ -64,6 +64,12 @@ class TrainingConfig:
     u_num_chunks: int | None = None
 
 
+def u_pairs_for(records: int) -> float:
+    """Random pairs to sample for u: enough for stable u on rare agreement levels, without
+    paying 1e7 on small data."""
+    return float(min(1e7, max(3e5, 10 * records)))
+
+
 @dataclass
 class TrainedModel:
     settings: dict[str, Any]  # trained Splink model JSON

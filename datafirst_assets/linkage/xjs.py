@@ -61,7 +61,7 @@ from datafirst_assets.linkage.settings import (
     UNIQUE_ID,
     model_spec_for_records,
 )
-from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model
+from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
 from datafirst_assets.sources.registry import SOURCES
 
 #: Match probabilities (high, medium, low) of the best variant pair for two per-dataset
@@ -277,7 +277,7 @@ def build_xjs_lookup(
         db_api = db_api or make_db_api()
         t = time.perf_counter()
         spec = model_spec_for_records(variants, link_type="link_only", sql_dialect=sql_dialect(db_api))
-        cfg = training or TrainingConfig(u_max_pairs=float(min(1e7, max(3e5, 10 * variants.height))))
+        cfg = training or TrainingConfig(u_max_pairs=u_pairs_for(variants.height))
         model = train_model(variants, spec, db_api, cfg, progress=say)
         timings["train"] = time.perf_counter() - t
         t = time.perf_counter()

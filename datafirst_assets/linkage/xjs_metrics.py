@@ -37,8 +37,9 @@ from datafirst_assets.linkage.metrics import (
     bcubed_metrics,
     subgroup_metrics,
 )
+from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.linkage.quality import SUBGROUPS, truth_with_subgroups
-from datafirst_assets.reporting import Section, bar_chart, markdown_table
+from datafirst_assets.reporting import Section, bar_chart
 from datafirst_assets.linkage.xjs import LEVELS
 from datafirst_assets.sources.registry import SOURCES
 

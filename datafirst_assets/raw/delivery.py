@@ -12,7 +12,6 @@ quarantines it and row counts stay conserved.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import threading
@@ -24,11 +23,12 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from datafirst_assets.common.hashing import sha256_file
+from datafirst_assets.common.partitions import PARTITION_COLUMN
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 
 MANIFEST = "manifest.json"
 # Load metadata carried on every raw row (the partition column first).
-PARTITION_COLUMN = "extract_date"
 LOAD_COLUMNS = (PARTITION_COLUMN, "_source_file", "_row_number", "_parse_error", "_raw_line")
 _DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -55,14 +55,6 @@ class Manifest:
     def checksum(self) -> str:
         """Content hash of the manifest itself: changes whenever any delivered file changes."""
         return sha256_file(self.path)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def delivery_path(landing: Path, source: str, extract_date: str) -> Path:

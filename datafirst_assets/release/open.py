@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from datafirst_assets.raw.delivery import sha256_file
+from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.release.publish import KINDS, MANIFEST, latest_file
 
 

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from datafirst_assets.catalogue.build import Catalogue
 from datafirst_assets.deidentify.keys import KEY_ENV
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
-from datafirst_assets.raw.delivery import sha256_file
+from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.release.examples import example_queries
 
 KINDS = ("deidentified", "synthetic")

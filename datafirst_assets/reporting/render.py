@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from datafirst_assets.reporting.tables import html_table
+from datafirst_assets.common.tables import html_table
 
 CHART_LIBRARIES = ("vega", "vega-lite", "vega-embed")
 

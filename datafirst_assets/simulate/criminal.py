@@ -122,20 +122,3 @@ def postcode_area_at(w: World, person: np.ndarray, day: np.ndarray) -> np.ndarra
     """Postcode area of where each person lived on each day."""
     slot = w.people.address_slot(person, day)
     return w.people.addr_pc[person, slot] // 1_000_000
-
-
-def ids_null(s: pl.Series, mask: np.ndarray) -> pl.Series:
-    """`s` with the rows where `mask` is set made null (an identifier the clerk left out)."""
-    if not mask.any():
-        return s
-    return pl.select(pl.when(pl.Series(mask)).then(None).otherwise(s)).to_series()
-
-
-def digit_slip(values: np.ndarray, width: int, rng) -> np.ndarray:
-    """One digit of each `width`-digit number replaced by another (a keying slip)."""
-    values = np.asarray(values, dtype=np.int64)
-    k = rng.integers(0, width, len(values))
-    place = 10**k
-    digit = values // place % 10
-    new = (digit + rng.integers(1, 10, len(values))) % 10
-    return values + (new - digit) * place

@@ -35,7 +35,6 @@ from datafirst_assets.simulate.criminal import (
     VERDICTS,
     G,
     asn_series,
-    digit_slip,
     lesser_disposal,
     offence_code_series,
     urn_series,
@@ -52,7 +51,15 @@ from datafirst_assets.simulate.tables import (
     null_where,
     person_columns,
 )
-from datafirst_assets.simulate.util import NULL_DAY, categorical, expand, lognormal_days, uniform_int, ymd
+from datafirst_assets.simulate.util import (
+    NULL_DAY,
+    categorical,
+    digit_slip,
+    expand,
+    lognormal_days,
+    uniform_int,
+    ymd,
+)
 from datafirst_assets.simulate.world import World
 from datafirst_assets.sources.registry import OFFENCE_GROUPS, PLEAS
 

@@ -7,6 +7,7 @@ truth `person_id` is a random permutation so that ids carry no segment informati
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -241,6 +242,28 @@ def _offender_siblings(rng, cfg: SimulationConfig, crim: np.ndarray, dob: np.nda
 def build_population(
     n: int, cfg: SimulationConfig, vocab: Vocab, extract_days: np.ndarray, rng: np.random.Generator
 ) -> tuple[People, Rosters]:
+    """Who exists (offenders, family units, civil-only people, companies), their true identity,
+    and which systems they meet. Each step draws from `rng` in turn, so the order is fixed."""
+    d = _segments(n, cfg, extract_days)
+    _offenders(rng, cfg, d)
+    _family_units(rng, cfg, d)
+    _civil_only_people(rng, d)
+    _names(rng, cfg, vocab, d)
+    _addresses(rng, vocab, d)
+    _criminal_ids(rng, cfg, d)
+    people = _people(rng, d)
+    _civil_participants(rng, cfg, d)
+    return people, _rosters(d)
+
+
+class _Draft(SimpleNamespace):
+    """The population as it is drawn, step by step (arrays indexed by person; segment sizes,
+    coverage windows, rosters). Private to `build_population`."""
+
+
+def _segments(n: int, cfg: SimulationConfig, extract_days: np.ndarray) -> _Draft:
+    """How many offenders, family-court-only people, civil-only people and companies, laid out
+    in that order, and the arrays every later step fills in."""
     horizon = int(extract_days[-1])
     mag_lo, mag_hi = _window(cfg, "magistrates", horizon)
     fam_lo, fam_hi = _window(cfg, "family", horizon)
@@ -270,7 +293,16 @@ def build_population(
     sex = np.full(n, -1, dtype=np.int8)
     dob = np.full(n, NULL_DAY, dtype=np.int32)
     eth = np.full(n, -1, dtype=np.int8)
+    return _Draft(
+        n=n, horizon=horizon, mag_lo=mag_lo, mag_hi=mag_hi, fam_lo=fam_lo, fam_hi=fam_hi, civ_lo=civ_lo,
+        civ_hi=civ_hi, civil_open=civil_open, n_co=n_co, n_crim=n_crim, n_fam=n_fam, n_civ=n_civ, seg=seg,
+        crim=crim, companies=companies, sex=sex, dob=dob, eth=eth,
+    )
 
+
+def _offenders(rng, cfg: SimulationConfig, d: _Draft) -> None:
+    """Offenders: first case in the magistrates' window, sex, age, ethnicity, siblings."""
+    mag_lo, mag_hi, n_crim, crim, sex, dob, eth = d.mag_lo, d.mag_hi, d.n_crim, d.crim, d.sex, d.dob, d.eth
     # ---- offenders ----
     crim_t0 = (mag_lo + rng.random(n_crim) * (mag_hi - mag_lo)).astype(np.int32)
     sex[crim] = (rng.random(n_crim) < cfg.criminal_female_share).astype(np.int8)
@@ -282,7 +314,14 @@ def build_population(
     sib, sib_of, sib_home = _offender_siblings(rng, cfg, crim, dob, crim_t0)
     eth[sib] = eth[sib_of]
     dob[sib] = np.where(sib_home == 2, dob[sib_of], dob[sib])  # twins share a birthday
+    d.crim_t0, d.sib, d.sib_of, d.sib_home = crim_t0, sib, sib_of, sib_home
 
+
+def _family_units(rng, cfg: SimulationConfig, d: _Draft) -> None:
+    """Family units (adult A, adult B, up to three children): new people, or offenders as
+    applicant or respondent; children born before the unit's first case."""
+    n_fam, n_crim, fam_lo, fam_hi, crim, sex = d.n_fam, d.n_crim, d.fam_lo, d.fam_hi, d.crim, d.sex
+    dob, eth = d.dob, d.eth
     # ---- family units (consume exactly n_fam new people) ----
     fam_a = fam_b = np.zeros(0, dtype=np.int64)
     fam_kids = np.zeros((0, 3), dtype=np.int64)
@@ -373,7 +412,12 @@ def build_population(
         dob[kk] = kid_dob[kid_mask]
         sex[kk] = (rng.random(len(kk)) < 0.5).astype(np.int8)
         eth[kk] = np.broadcast_to(eth[fam_a][:, None], (u, 3))[kid_mask]
+    d.fam_a, d.fam_b, d.fam_kids, d.fam_t0 = fam_a, fam_b, fam_kids, fam_t0
 
+
+def _civil_only_people(rng, d: _Draft) -> None:
+    n_crim, n_fam, n_civ, civ_lo, civ_hi, sex = d.n_crim, d.n_fam, d.n_civ, d.civ_lo, d.civ_hi, d.sex
+    dob, eth = d.dob, d.eth
     # ---- civil-only people ----
     civ_new = np.arange(n_crim + n_fam, n_crim + n_fam + n_civ)
     civ_t0_new = (civ_lo + rng.random(n_civ) * max(1, civ_hi - civ_lo)).astype(np.int32)
@@ -381,7 +425,15 @@ def build_population(
     age = 18 + np.minimum(rng.gamma(2.2, 9.0, n_civ), 70)
     dob[civ_new] = (civ_t0_new - age * YEAR).astype(np.int32)
     eth[civ_new] = categorical(rng, GENERAL_ETHNICITY, n_civ)
+    d.civ_new, d.civ_t0_new = civ_new, civ_t0_new
 
+
+def _names(rng, cfg: SimulationConfig, vocab: Vocab, d: _Draft) -> None:
+    """Name origin from ethnicity, names from the origin's pools; children take a parent's
+    surname; surname changes (marriage, divorce, deed poll)."""
+    n, n_co, n_crim, horizon, eth, sex = d.n, d.n_co, d.n_crim, d.horizon, d.eth, d.sex
+    dob, sib, sib_of, fam_a, fam_b, fam_kids = d.dob, d.sib, d.sib_of, d.fam_a, d.fam_b, d.fam_kids
+    fam_t0 = d.fam_t0
     # ---- names ----
     people_idx = np.arange(n - n_co)
     origin = np.full(n, -1, dtype=np.int8)
@@ -426,7 +478,14 @@ def build_population(
         sur_new[chg[same]] = -1
         sur_change[chg] = np.where(same, FAR_DAY, lo + rng.random(len(chg)) * (horizon - lo)).astype(np.int32)
     nick_affinity = rng.random(n) < cfg.nickname_affinity_rate
+    d.origin, d.fore, d.mid1, d.mid2, d.sur, d.sur_new = origin, fore, mid1, mid2, sur, sur_new
+    d.sur_change, d.nick_affinity = sur_change, nick_affinity
 
+
+def _addresses(rng, vocab: Vocab, d: _Draft) -> None:
+    """Up to six addresses each (moves mostly local); siblings and family units share homes."""
+    n, n_crim, horizon, seg, companies, sib = d.n, d.n_crim, d.horizon, d.seg, d.companies, d.sib
+    sib_of, sib_home, fam_a, fam_b, fam_kids = d.sib_of, d.sib_home, d.fam_a, d.fam_b, d.fam_kids
     # ---- addresses ----
     slots = N_ADDRESS_SLOTS
     years = (horizon - HISTORY_START) / YEAR
@@ -475,7 +534,12 @@ def build_population(
         addr_pc[dst] = addr_pc[src]
         addr_line[dst] = addr_line[src]
         move_day[dst] = move_day[src]
+    d.addr_pc, d.addr_line, d.move_day = addr_pc, addr_line, move_day
 
+
+def _criminal_ids(rng, cfg: SimulationConfig, d: _Draft) -> None:
+    """PNC ids (some people with two) and CRO numbers of offenders."""
+    n, n_crim, crim, crim_t0, dob = d.n, d.n_crim, d.crim, d.crim_t0, d.dob
     # ---- PNC and CRO (offenders) ----
     pnc_year = np.full(n, -1, dtype=np.int32)
     pnc_serial = np.full(n, -1, dtype=np.int64)
@@ -497,7 +561,19 @@ def build_population(
     has_cro = crim[rng.random(n_crim) < 0.6]
     cro_year[has_cro] = np.minimum(pnc_year[has_cro] + rng.integers(0, 4, len(has_cro)), t0_year[has_cro] + 1)
     cro_serial[has_cro] = ids.affine_permutation(np.arange(len(has_cro)), 1_000_000, salt=5)
+    d.pnc_year, d.pnc_serial, d.pnc2_year, d.pnc2_serial = pnc_year, pnc_serial, pnc2_year, pnc2_serial
+    d.cro_year, d.cro_serial = cro_year, cro_serial
 
+
+def _people(rng, d: _Draft) -> People:
+    """Company names, the truth `person_id` (a random permutation) and the `People` record."""
+    n, n_co, companies, seg, sex, dob = d.n, d.n_co, d.companies, d.seg, d.sex, d.dob
+    eth, origin, fore, mid1, mid2, sur = d.eth, d.origin, d.fore, d.mid1, d.mid2, d.sur
+    sur_new, sur_change, nick_affinity, addr_pc = d.sur_new, d.sur_change, d.nick_affinity, d.addr_pc
+    addr_line, move_day = d.addr_line, d.move_day
+    pnc_year, pnc_serial, pnc2_year, pnc2_serial = d.pnc_year, d.pnc_serial, d.pnc2_year, d.pnc2_serial
+    cro_year, cro_serial = d.cro_year, d.cro_serial
+    sib, sib_of, sib_home = d.sib, d.sib_of, d.sib_home
     # ---- companies ----
     company = np.full(n, -1, dtype=np.int32)
     company[companies] = np.arange(n_co)
@@ -540,8 +616,14 @@ def build_population(
         sibling_of=sibling_of,
         twin=twin,
     )
+    return people
 
-    # ---- civil participants: civil-only people plus some offenders and family adults ----
+
+def _civil_participants(rng, cfg: SimulationConfig, d: _Draft) -> None:
+    """Civil-only people plus some offenders and family-court adults, each with a first claim."""
+    civ_new, civ_t0_new, civil_open, n_civ = d.civ_new, d.civ_t0_new, d.civil_open, d.n_civ
+    n_crim, crim = d.n_crim, d.crim
+    fam_a, fam_b, civ_lo, civ_hi, dob = d.fam_a, d.fam_b, d.civ_lo, d.civ_hi, d.dob
     civ = civ_new
     civ_t0 = civ_t0_new
     if civil_open and n_civ > 0:
@@ -565,19 +647,22 @@ def build_population(
             t0 = (lo + rng.random(len(ex)) * (civ_hi - lo)).astype(np.int32)
             civ = np.concatenate([civ, ex])
             civ_t0 = np.concatenate([civ_t0, t0])
+    d.civ, d.civ_t0 = civ, civ_t0
 
+
+def _rosters(d: _Draft) -> Rosters:
     rosters = Rosters(
-        crim=crim,
-        crim_t0=crim_t0,
-        fam_a=fam_a,
-        fam_b=fam_b,
-        fam_kids=fam_kids,
-        fam_t0=fam_t0,
-        civ=civ,
-        civ_t0=civ_t0,
-        companies=companies,
+        crim=d.crim,
+        crim_t0=d.crim_t0,
+        fam_a=d.fam_a,
+        fam_b=d.fam_b,
+        fam_kids=d.fam_kids,
+        fam_t0=d.fam_t0,
+        civ=d.civ,
+        civ_t0=d.civ_t0,
+        companies=d.companies,
     )
-    return people, rosters
+    return rosters
 
 
 def people_truth(people: People, vocab: Vocab, horizon: int) -> pl.DataFrame:

@@ -15,7 +15,7 @@ from datafirst_assets.simulate import identifiers as ids
 from datafirst_assets.simulate import names as N
 from datafirst_assets.simulate.config import SimulationConfig
 from datafirst_assets.simulate.population import ETH_GROUP_OF_CODE, ETHNIC_GROUP_NAMES, People
-from datafirst_assets.simulate.util import NULL_DAY, YEAR, categorical, from_ymd, ymd
+from datafirst_assets.simulate.util import NULL_DAY, YEAR, categorical, digit_slip, from_ymd, ymd
 from datafirst_assets.simulate.vocab import N_TYPOS, Vocab
 from datafirst_assets.sources.registry import ETHNICITY_CODES
 
@@ -114,11 +114,48 @@ class Recorder:
     def record(
         self, p: np.ndarray, day: np.ndarray, rng: np.random.Generator, criminal_ids: bool = True
     ) -> Recorded:
+        """How one system recorded people `p` on days `day`: names, date of birth, sex,
+        ethnicity, address and (criminal systems) PNC / CRO, each with this system's errors."""
         p = np.asarray(p, dtype=np.int64)
         day = np.asarray(day, dtype=np.int64)
         n = len(p)
-        people, vocab, prof = self.people, self.vocab, self.profile
         rate = self._rate_fn(p, day)
+        fore, mid1, mid2, sur, style, noise = self._names(p, day, rng, rate)
+        dob_rec = self._date_of_birth(p, rng, rate)
+        sex, eth = self._sex_and_ethnicity(p, rng, rate)
+        pc, addr, unf, lower, abbr = self._address(p, day, rng, rate)
+
+        # ---------------- PNC / CRO ----------------
+        if criminal_ids:
+            pnc, cro = self._criminal_ids(p, rng, rate)
+        else:
+            pnc = cro = pl.Series([None] * n, dtype=pl.Utf8)
+
+        return Recorded(
+            n=n,
+            fore=fore.astype(np.int32),
+            mid1=mid1.astype(np.int32),
+            mid2=mid2.astype(np.int32),
+            sur=sur.astype(np.int32),
+            style=style,
+            noise=noise,
+            dob=dob_rec,
+            sex=sex,
+            eth=eth.astype(np.int16),
+            postcode=pc,
+            pc_nospace=unf & ~lower,
+            pc_lower=lower,
+            address=addr,
+            addr_abbr=abbr,
+            pnc=pnc,
+            cro=cro,
+        )
+
+    def _names(self, p: np.ndarray, day: np.ndarray, rng: np.random.Generator, rate):
+        """(forename, middle names, surname, letter case, whitespace noise): stale surnames,
+        promoted middle names, nicknames, phonetic variants, typos, initials, swaps."""
+        n = len(p)
+        people, vocab, prof = self.people, self.vocab, self.profile
 
         # ---------------- names ----------------
         F = people.fore[p].copy()
@@ -202,6 +239,12 @@ class Recorder:
         else:
             style = categorical(rng, np.array([0.8, 0.17, 0.03]), n).astype(np.int8)
         noise = np.where(rng.random(n) < rate("whitespace_noise"), rng.integers(1, 5, n), 0).astype(np.int8)
+        return fore, mid1, mid2, sur, style, noise
+
+    def _date_of_birth(self, p: np.ndarray, rng: np.random.Generator, rate) -> np.ndarray:
+        """Missing, placeholder (1 January), day and month swapped, or a near miss."""
+        n = len(p)
+        people = self.people
 
         # ---------------- date of birth ----------------
         dob = people.dob[p].astype(np.int64)
@@ -234,6 +277,12 @@ class Recorder:
         out[k3] = from_ymd(y[k3], m[k3], np.where(bad, alt, dd))
         out[~known] = NULL_DAY
         dob_rec = out.astype(np.int32)
+        return dob_rec
+
+    def _sex_and_ethnicity(self, p: np.ndarray, rng: np.random.Generator, rate):
+        """(sex, ethnicity): flipped or unknown sex; ethnicity misrecorded within its group or unknown."""
+        n = len(p)
+        people = self.people
 
         # ---------------- sex, ethnicity ----------------
         sex = people.sex[p].astype(np.int8).copy()
@@ -249,6 +298,13 @@ class Recorder:
             eth[mis] = _vector_same_group(eth[mis], r[mis])
         unk = (eth < 0) | (rng.random(n) < rate("ethnicity_unknown"))
         eth[unk] = len(ETHNICITY_CODES) + categorical(rng, ETH_UNKNOWN_P, int(unk.sum()))
+        return sex, eth
+
+    def _address(self, p: np.ndarray, day: np.ndarray, rng: np.random.Generator, rate):
+        """(postcode, address line, unformatted, lower case, abbreviated): the address of the day,
+        the one before or the next, with typos, gaps and no fixed abode."""
+        n = len(p)
+        people = self.people
 
         # ---------------- address ----------------
         slot = people.address_slot(p, day)
@@ -273,32 +329,7 @@ class Recorder:
         unf = rng.random(n) < rate("postcode_unformatted")
         lower = unf & (rng.random(n) < 0.3)
         abbr = rng.random(n) < rate("address_abbreviated")
-
-        # ---------------- PNC / CRO ----------------
-        if criminal_ids:
-            pnc, cro = self._criminal_ids(p, rng, rate)
-        else:
-            pnc = cro = pl.Series([None] * n, dtype=pl.Utf8)
-
-        return Recorded(
-            n=n,
-            fore=fore.astype(np.int32),
-            mid1=mid1.astype(np.int32),
-            mid2=mid2.astype(np.int32),
-            sur=sur.astype(np.int32),
-            style=style,
-            noise=noise,
-            dob=dob_rec,
-            sex=sex,
-            eth=eth.astype(np.int16),
-            postcode=pc,
-            pc_nospace=unf & ~lower,
-            pc_lower=lower,
-            address=addr,
-            addr_abbr=abbr,
-            pnc=pnc,
-            cro=cro,
-        )
+        return pc, addr, unf, lower, abbr
 
     def _criminal_ids(self, p, rng, rate):
         people, prof = self.people, self.profile
@@ -311,7 +342,7 @@ class Recorder:
         has = year >= 0
         typo = has & (rng.random(n) < rate("pnc_typo"))
         if typo.any():
-            serial[typo] = _digit_slip(serial[typo], 7, rng)
+            serial[typo] = digit_slip(serial[typo], 7, rng)
         short = rng.random(n) < rate("pnc_short_format")
         s = ids.pnc_strings(np.maximum(year, 0), np.maximum(serial, 0), short)
         junk = rng.random(n) < rate("pnc_junk")
@@ -328,7 +359,7 @@ class Recorder:
         chas = cy >= 0
         ctypo = chas & (rng.random(n) < rate("cro_typo"))
         if ctypo.any():
-            cs[ctypo] = _digit_slip(cs[ctypo], 6, rng)
+            cs[ctypo] = digit_slip(cs[ctypo], 6, rng)
         c = ids.cro_strings(np.maximum(cy, 0), np.maximum(cs, 0))
         cmiss = ~chas | (rng.random(n) < rate("cro_missing"))
         cro = pl.select(pl.when(pl.Series(cmiss)).then(None).otherwise(c)).to_series()
@@ -342,14 +373,6 @@ def _vector_same_group(eth: np.ndarray, r: np.ndarray) -> np.ndarray:
         choices = _SAME_GROUP[int(e)]
         out[m] = choices[r[m] % len(choices)]
     return out
-
-
-def _digit_slip(serial: np.ndarray, width: int, rng) -> np.ndarray:
-    k = rng.integers(0, width, len(serial))
-    place = 10**k
-    digit = serial // place % 10
-    new = (digit + rng.integers(1, 10, len(serial))) % 10
-    return serial + (new - digit) * place
 
 
 def _postcode_typo(pc: np.ndarray, rng) -> np.ndarray:

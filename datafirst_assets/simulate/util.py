@@ -12,6 +12,16 @@ EPOCH = date(1970, 1, 1)
 YEAR = 365.25
 
 
+def digit_slip(values: np.ndarray, width: int, rng) -> np.ndarray:
+    """One digit of each `width`-digit number replaced by another (a keying slip)."""
+    values = np.asarray(values, dtype=np.int64)
+    k = rng.integers(0, width, len(values))
+    place = 10**k
+    digit = values // place % 10
+    new = (digit + rng.integers(1, 10, len(values))) % 10
+    return values + (new - digit) * place
+
+
 def to_day(d: date | str) -> int:
     if isinstance(d, str):
         d = date.fromisoformat(d)

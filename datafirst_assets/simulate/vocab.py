@@ -207,8 +207,82 @@ class Vocab:
         return self.strings.index(name)
 
 
+def _double_barrelled(anglo_surnames: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """160 double-barrelled surnames from pairs of common anglo surnames (fixed seed)."""
+    rnd = random.Random("double-barrel")
+    top = anglo_surnames[:80]
+    db_pairs: list[tuple[str, str]] = []
+    while len(db_pairs) < 160:
+        a, b = rnd.sample(top, 2)
+        if (a, b) not in db_pairs and "'" not in a + b:
+            db_pairs.append((a, b))
+    return db_pairs, [f"{a}-{b}" for a, b in db_pairs]
+
+
+def _phonetic_variants(index: dict[str, int], strings: list[str], add) -> dict[int, list[int]]:
+    """Phonetic variants of every name: curated groups first, then spelling rules (new
+    spellings are added to the vocabulary through `add`)."""
+    phon_map: dict[int, list[int]] = {}
+    for group in N.PHONETIC_GROUPS:
+        ids = [index[n] for n in group]
+        for i in ids:
+            lst = phon_map.setdefault(i, [])
+            for j in ids:
+                if j != i and j not in lst:
+                    lst.append(j)
+    n_real = len(strings)
+    for i in range(26, n_real):
+        lst = phon_map.setdefault(i, [])
+        if len(lst) >= N_PHON:
+            continue
+        for v in _phonetic_rule_variants(strings[i]):
+            j = add(v)
+            if j != i and j not in lst:
+                lst.append(j)
+            if len(lst) >= N_PHON:
+                break
+    return phon_map
+
+
+def _nicknames(index: dict[str, int], V: int) -> tuple[np.ndarray, np.ndarray]:
+    """(nicknames of each string, how many): formal name <-> nickname, both ways."""
+    nick_map: dict[int, list[int]] = {}
+    for formal, nicks in N.NICKNAMES.items():
+        fi = index[formal]
+        for n in nicks:
+            ni = index[n]
+            nick_map.setdefault(fi, []).append(ni)
+            nick_map.setdefault(ni, []).append(fi)
+    nick = np.full((V, N_NICK), -1, dtype=np.int32)
+    nick_n = np.zeros(V, dtype=np.int8)
+    for i, lst in nick_map.items():
+        lst = list(dict.fromkeys(lst))[:N_NICK]
+        nick[i, : len(lst)] = lst
+        nick_n[i] = len(lst)
+    return nick, nick_n
+
+
+def _name_pools(index: dict[str, int], fore_lists, sur_lists, db_names: list[str]):
+    """(forename pools, surname pools): ids and Zipf-like frequencies by rank per origin (and
+    sex); a small share of double-barrelled surnames among anglo and caribbean ones."""
+    fore_pools = {}
+    for key, lst in fore_lists.items():
+        fore_pools[key] = (np.array([index[n] for n in lst], dtype=np.int32), _zipf(len(lst), 3.0))
+    sur_pools = {}
+    for key, lst in sur_lists.items():
+        ids = [index[n] for n in lst]
+        p = _zipf(len(lst), 12.0)
+        if key in ("anglo", "caribbean"):
+            ids += [index[n] for n in db_names]
+            p = np.concatenate([p * 0.985, np.full(len(db_names), 0.015 / len(db_names))])
+        sur_pools[key] = (np.array(ids, dtype=np.int32), p / p.sum())
+    return fore_pools, sur_pools
+
+
 @lru_cache(maxsize=1)
 def build_vocab() -> Vocab:
+    """Every name string once (real names, nicknames, phonetic variants, typos, initials) with
+    the index tables the recorder draws its errors from, and the name pools per origin."""
     index: dict[str, int] = {}
     strings: list[str] = []
 
@@ -239,38 +313,11 @@ def build_vocab() -> Vocab:
         for n in group:
             add(n)
 
-    # double-barrelled surnames from common anglo surnames
-    rnd = random.Random("double-barrel")
-    top = sur_lists["anglo"][:80]
-    db_pairs: list[tuple[str, str]] = []
-    while len(db_pairs) < 160:
-        a, b = rnd.sample(top, 2)
-        if (a, b) not in db_pairs and "'" not in a + b:
-            db_pairs.append((a, b))
-    db_names = [f"{a}-{b}" for a, b in db_pairs]
+    db_pairs, db_names = _double_barrelled(sur_lists["anglo"])
     for n in db_names:
         add(n)
 
-    # phonetic variants: curated groups first, then spelling rules
-    phon_map: dict[int, list[int]] = {}
-    for group in N.PHONETIC_GROUPS:
-        ids = [index[n] for n in group]
-        for i in ids:
-            lst = phon_map.setdefault(i, [])
-            for j in ids:
-                if j != i and j not in lst:
-                    lst.append(j)
-    n_real = len(strings)
-    for i in range(26, n_real):
-        lst = phon_map.setdefault(i, [])
-        if len(lst) >= N_PHON:
-            continue
-        for v in _phonetic_rule_variants(strings[i]):
-            j = add(v)
-            if j != i and j not in lst:
-                lst.append(j)
-            if len(lst) >= N_PHON:
-                break
+    phon_map = _phonetic_variants(index, strings, add)
     n_named = len(strings)  # real names + phonetic variants get typos too
 
     typo_rows: list[list[int]] = []
@@ -293,19 +340,7 @@ def build_vocab() -> Vocab:
         phon[i, : len(lst)] = lst
         phon_n[i] = len(lst)
 
-    nick_map: dict[int, list[int]] = {}
-    for formal, nicks in N.NICKNAMES.items():
-        fi = index[formal]
-        for n in nicks:
-            ni = index[n]
-            nick_map.setdefault(fi, []).append(ni)
-            nick_map.setdefault(ni, []).append(fi)
-    nick = np.full((V, N_NICK), -1, dtype=np.int32)
-    nick_n = np.zeros(V, dtype=np.int8)
-    for i, lst in nick_map.items():
-        lst = list(dict.fromkeys(lst))[:N_NICK]
-        nick[i, : len(lst)] = lst
-        nick_n[i] = len(lst)
+    nick, nick_n = _nicknames(index, V)
 
     initial = np.array(
         [
@@ -320,18 +355,7 @@ def build_vocab() -> Vocab:
         db_first[index[n]] = index[a]
         db_second[index[n]] = index[b]
 
-    fore_pools = {}
-    for key, lst in fore_lists.items():
-        fore_pools[key] = (np.array([index[n] for n in lst], dtype=np.int32), _zipf(len(lst), 3.0))
-    sur_pools = {}
-    for key, lst in sur_lists.items():
-        ids = [index[n] for n in lst]
-        p = _zipf(len(lst), 12.0)
-        if key in ("anglo", "caribbean"):
-            ids += [index[n] for n in db_names]
-            p = np.concatenate([p * 0.985, np.full(len(db_names), 0.015 / len(db_names))])
-        sur_pools[key] = (np.array(ids, dtype=np.int32), p / p.sum())
-
+    fore_pools, sur_pools = _name_pools(index, fore_lists, sur_lists, db_names)
     streets = [f"{w} {t}" for w in N.STREET_WORDS for t in N.STREET_TYPES]
     abbr = [f"{w} {N.STREET_ABBREVIATIONS.get(t, t)}" for w in N.STREET_WORDS for t in N.STREET_TYPES]
 

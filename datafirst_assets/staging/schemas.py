@@ -60,20 +60,3 @@ def staged_schema(source_key: str, table_name: str) -> pa.DataFrameSchema:
     )
 
 
-def failure_summary(error: pa.errors.SchemaErrors, sample: int = 5) -> dict:
-    """Readable summary of a lazy validation failure (pandera's own message is escaped JSON)."""
-    cases = error.failure_cases
-    if not isinstance(cases, pl.DataFrame):
-        cases = pl.DataFrame(cases)
-    summary = (
-        cases.group_by("column", "check").agg(pl.len().alias("failures"), pl.col("failure_case").head(sample))
-        .sort("failures", descending=True)
-    )
-    return {
-        "failing_checks": summary.height,
-        "failures": int(summary["failures"].sum()),
-        "detail": [
-            f"{row['column']}: {row['check']} failed {row['failures']}x, e.g. {row['failure_case']}"
-            for row in summary.iter_rows(named=True)
-        ],
-    }

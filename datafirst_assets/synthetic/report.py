@@ -38,7 +38,8 @@ import numpy as np
 import polars as pl
 
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
-from datafirst_assets.reporting import Section, bar_chart, markdown_table, render_report
+from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.reporting import Section, bar_chart, render_report
 from datafirst_assets.synthetic.generate import column_rng, generate_column
 from datafirst_assets.synthetic.summaries import persons_per_id, summarise_release, xjs_shape_counts
 from datafirst_assets.synthetic.tables import (

@@ -1,4 +1,4 @@
-"""The one Markdown and the one HTML table renderer (nulls blank, floats formatted)."""
+"""Frames as text: the one Markdown and the one HTML table renderer (asset metadata and reports; nulls blank, floats formatted)."""
 
 from __future__ import annotations
 
