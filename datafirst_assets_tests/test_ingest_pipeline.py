@@ -77,7 +77,9 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
     for key in graph.get_all_asset_keys():
         groups.setdefault(graph.get(key).group_name, set()).add(key.path[1])
     assert groups["raw"] == groups["staged"] == groups["quarantine"] == set(SOURCES)
-    assert groups["linkage"] == {*SOURCES, "quality", "xjs", "criminal_courts"}
+    assert groups["linkage"] == {"quality", "xjs", "criminal_courts"}
+    for source in SOURCES:  # one group per dataset's dedupe: the lineage tells the seven models apart
+        assert groups[f"dedup_{source}"] == {source}
     assert groups["linked"] == set(SOURCES)
     assert groups["deidentified"] == {*SOURCES, "linking"}
     released = [k for k in graph.asset_check_keys if k.asset_key.path[0] == "deidentified"]
