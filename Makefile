@@ -7,8 +7,14 @@ export DAGSTER_HOME := $(abspath $(DATA)/.dagster_home)
 DEMO_PEOPLE ?= 10000
 DEMO_SEED ?= 42
 DEMO_EXTRACTS ?= 3
+# A few rows per thousand written malformed, so the quarantine and its reasons show in the demo.
+DEMO_MALFORMED_RATE ?= 0.002
 
 .PHONY: install demo test ui backfill clean-data snapshot
+
+# The demo works on simulated people with the public development pseudonymisation key; a release
+# is refused with that key unless this says it is a demo (real use: set DATAFIRST_PSEUDONYMISATION_KEY).
+demo ui backfill: export DATAFIRST_ALLOW_DEVELOPMENT_KEY = 1
 
 $(BIN)/datafirst: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +30,7 @@ $(DAGSTER_HOME)/dagster.yaml: $(DATA)/config/dagster.yaml
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	rm -rf $(DATA)/landing $(DATA)/truth
-	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --out $(DATA)/landing
+	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --malformed-rate $(DEMO_MALFORMED_RATE) --out $(DATA)/landing
 	$(BIN)/datafirst run --data-dir $(DATA)
 
 test: install

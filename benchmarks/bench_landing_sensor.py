@@ -50,7 +50,7 @@ def main() -> int:
     from datafirst_assets.defs.resources import DataLayout, LandingZone
     from datafirst_assets.defs.sensors import LANDING_SENSOR
     from datafirst_assets.common.hashing import sha256_file
-    from datafirst_assets.raw.delivery import count_data_lines
+    from datafirst_assets.raw.delivery import count_records
     from datafirst_assets.simulate import simulate
     from datafirst_assets_tests.deliveries import write_delivery
 
@@ -68,7 +68,7 @@ def main() -> int:
         def tick(cursor=None):
             return sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
 
-        read, _ = best_of(args.repeat, lambda: [(sha256_file(p), count_data_lines(p)) for p in files])
+        read, _ = best_of(args.repeat, lambda: [(sha256_file(p), count_records(p)) for p in files])
         first, result = best_of(args.repeat, tick)
         assert len(result.run_requests) == 21, len(result.run_requests)
         steady, idle = best_of(args.repeat, lambda: tick(result.cursor))

@@ -8,22 +8,28 @@ from pathlib import Path
 
 from datafirst_assets.defs.resources import DataLayout, default_data_dir
 from datafirst_assets.linkage.dedupe_cli import add_dedupe_parser, add_evaluate_parser, add_review_sample_parser
+from datafirst_assets.simulate.config import DIFFICULTIES
 from datafirst_assets.sources.registry import SOURCES
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from datafirst_assets.simulate import default_truth_dir, simulate
+    from datafirst_assets.simulate.config import SimulationConfig
 
     out = Path(args.out)
     truth = Path(args.truth) if args.truth else default_truth_dir(out)
-    summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth)
-    print(f"Simulated {args.people:,} people (seed {args.seed}) -> {summary['total_records']:,} records in "
+    summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth,
+                       config=SimulationConfig.for_difficulty(args.difficulty), malformed_rate=args.malformed_rate)
+    print(f"Simulated {args.people:,} people (seed {args.seed}, {args.difficulty}) -> {summary['total_records']:,} records in "
           f"{args.extracts} deliveries per system under {out}; truth in {truth}")
+    if summary["malformed_rows"]:
+        faults = ", ".join(f"{n:,} {fault.replace('_', ' ')}" for fault, n in summary["malformed_rows"].items())
+        print(f"Malformed rows written on purpose (--malformed-rate {args.malformed_rate}): {faults}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    return _run(DataLayout(args.data_dir), args.date or None, link=True, command="run")
+    return _run(DataLayout(args.data_dir), args.date or None, link=args.link, command="run")
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
@@ -40,22 +46,43 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str) -> int:
+    """Every failure ends with one message in the product's words; tracebacks go to data/logs/."""
     from dagster import DagsterInstance
 
+    from datafirst_assets.raw.delivery import DeliveryError
     from datafirst_assets.runner import PipelineFailed, format_summary, run_pipeline, wait_for_idle
 
-    if _has_dagster_home():
-        instance = DagsterInstance.get()
-        wait_for_idle(instance)
-    else:
-        instance = DagsterInstance.ephemeral()
+    def warn(line: str) -> None:
+        print(f"datafirst {command}: warning: {line}", file=sys.stderr)
+
     try:
-        report = run_pipeline(layout, instance, dates=dates, link=link)
-    except PipelineFailed as error:
+        if _has_dagster_home():
+            instance = DagsterInstance.get()
+            wait_for_idle(instance)
+        else:
+            instance = DagsterInstance.ephemeral()
+        report = run_pipeline(layout, instance, dates=dates, link=link, warn=warn)
+        print(format_summary(layout, report))
+    except (PipelineFailed, DeliveryError) as error:
         print(f"datafirst {command} failed: {error}", file=sys.stderr)
         return 1
-    print(format_summary(layout, report))
+    except Exception as error:  # noqa: BLE001 - anything else still ends with a message, not a traceback
+        log = _log_traceback(layout, command)
+        print(f"datafirst {command} failed: {type(error).__name__}: {error} (traceback: {log}). If the "
+              "message does not say what to fix, report it with the traceback.", file=sys.stderr)
+        return 1
     return 0
+
+
+def _log_traceback(layout: DataLayout, command: str) -> Path:
+    import datetime
+    import traceback
+
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    log = layout.logs / f"datafirst-{command}-{stamp}.log"
+    log.write_text(traceback.format_exc())
+    return log
 
 
 def _iso_date(text: str) -> str:
@@ -135,11 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--extracts", type=int, default=3, help="deliveries per system")
     sim.add_argument("--out", default=str(default_data_dir() / "landing"), help="landing folder")
     sim.add_argument("--truth", default=None, help="truth folder (default: 'truth' beside --out)")
+    sim.add_argument("--difficulty", choices=DIFFICULTIES, default="standard",
+                     help="hard: twice the identifier error and missing rates, more people sharing common names")
+    sim.add_argument("--malformed-rate", type=float, default=0.0, metavar="R",
+                     help="share of rows of each leaf table written malformed (bad dates, stray delimiters, "
+                     "junk codes, overlong fields, control characters), for ingest to quarantine; default 0")
     sim.set_defaults(func=_cmd_simulate)
 
     run = sub.add_parser("run", help="materialise every asset headless for the deliveries in the landing zone")
     run.add_argument("--data-dir", default=str(default_data_dir()))
     run.add_argument("--date", action="append", help="only this extract date (repeatable)")
+    run.add_argument("--no-link", dest="link", action="store_false",
+                     help="only load and stage; leave linking to the refresh sensor or a later run")
     run.set_defaults(func=_cmd_run)
 
     backfill = sub.add_parser(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
+from datafirst_assets.contracts.checks import contract_checks
+from datafirst_assets.contracts.wiring import with_column_schemas
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
 from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.ingest import ingest_assets
@@ -70,10 +72,13 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     linkage = LinkageSettings(data_dir=str(layout.root), **backend_config_from_env())
     upstream = [*ingest_assets(), *linkage_assets(), *xjs_assets(), *deidentify_assets()]
     upstream += synthetic_assets(defined={key for a in upstream for key in a.keys})
+    # Derived tables for every release variant defined upstream.
+    assets = [*upstream, *release_assets("deidentified"), *release_assets("synthetic"), *derived_assets_for(upstream)]
     return Definitions(
-        # Derived tables for every release variant defined upstream.
-        assets=[*upstream, *release_assets("deidentified"), *release_assets("synthetic"),
-                *derived_assets_for(upstream)],
+        # Each asset's contract is its column schema in the UI, enforced before every write and
+        # read back by its `contract` check.
+        assets=with_column_schemas(assets),
+        asset_checks=contract_checks(assets),
         jobs=[ingest_job, link_job, refresh_job, synthetic_job],
         sensors=[build_landing_sensor(ingest_job),
                  build_refresh_sensor(refresh_job, REFRESH_SELECTION, also_refreshed_by=(LINK_JOB,))],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -91,12 +92,17 @@ def run_outcome(instance: DagsterInstance, run_id: str) -> RunOutcome:
         event = record.dagster_event
         if event.event_type == DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
-            while error is not None and error.cause is not None:
+            # the product's own error inside Dagster's wrapper, without its module path
+            while error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
                 error = error.cause
-            outcome.errors.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+            message = re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", error.message.strip())
+            outcome.errors.append(f"{event.step_key}: {message.removeprefix('DeliveryError: ')}")
         elif not event.asset_check_evaluation_data.passed:
             check = event.asset_check_evaluation_data
-            outcome.failed_checks.append(f"{check.asset_key.to_user_string()}:{check.check_name}")
+            details = [str(getattr(v, "value", v)).replace("\n", " ")
+                       for k, v in check.metadata.items() if k in ("detail", "problems")]
+            outcome.failed_checks.append(f"{check.asset_key.to_user_string()}:{check.check_name}"
+                                         + (f" ({'; '.join(details)[:400]})" if details else ""))
     return outcome
 
 

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster import DagsterInstance, RunsFilter
-from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
+from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, fail_abandoned_runs
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
 from datafirst_assets.launch import RunOutcome, launch_job, run_outcome
-from datafirst_assets.raw.delivery import list_deliveries
+from datafirst_assets.raw.delivery import survey_landing
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
 
 
-# Headless runs print a summary, not Dagster's step-by-step DEBUG log (the UI shows that).
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Headless runs print a summary, not Dagster's step-by-step log (the UI shows that). Failures are
+# reported by the runner in the product's words, with tracebacks written to data/logs/.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# Dagster's tags for a single run over a range of partitions (a documented tag, not a public constant).
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 class PipelineFailed(Exception):
@@ -58,11 +64,48 @@ def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str,
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET, tags=tags,
         asset_selection=ingest_keys(sources) if sources else None)
-    return run_outcome(instance, result.run_id)
+    return RunOutcome(result.run_id, result.success,
+                      errors=[] if result.success else [step_errors(result, layout.logs)],
+                      failed_checks=[check_failure(e.asset_check_evaluation_data)
+                                     for e in result.get_asset_check_evaluations() if not e.passed])
 
 
 def _errors(outcome: RunOutcome) -> str:
     return " | ".join(outcome.errors) or "see the run's logs"
+
+def check_failure(evaluation) -> str:
+    """A failed check by name, with what its metadata says went wrong (the console log is quiet)."""
+    name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+    details = [str(getattr(value, "value", value)).replace("\n", " ")
+               for key, value in evaluation.metadata.items() if key in ("detail", "problems")]
+    return name + (f" ({'; '.join(details)[:400]})" if details else "")
+
+
+def _user_error(error):
+    """The product's own error inside Dagster's wrapper (not the library error it was raised from)."""
+    while error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return error
+
+
+def step_errors(result, log_dir: Path | None = None) -> str:
+    """The user-facing error of each failed step; full tracebacks go to `<log_dir>/<run id>.log`."""
+    messages, tracebacks = [], []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        error = _user_error(event.step_failure_data.error)
+        # The message starts "package.module.Class: "; the product's own error needs no class name.
+        message = re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", error.message.strip())
+        messages.append(f"{event.step_key}: {message.removeprefix('DeliveryError: ')}")
+        tracebacks.append(f"== {event.step_key}\n{event.step_failure_data.error.to_string()}")
+    text = " | ".join(messages) or "see the run's logs"
+    if log_dir is not None and tracebacks:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"{result.run_id}.log"
+        log.write_text("\n".join(tracebacks))
+        text += f" (traceback: {log})"
+    return text
 
 
 def delivery_ranges(instance: DagsterInstance, deliveries: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
@@ -86,7 +129,7 @@ def delivery_ranges(instance: DagsterInstance, deliveries: list[tuple[str, str]]
 
 def extract_dates_between(landing: Path, first: str, last: str) -> list[str]:
     """Every extract date in [first, last] that any known source delivered (ISO dates sort as text)."""
-    return sorted({d for s, d in list_deliveries(landing) if s in SOURCES and first <= d <= last})
+    return sorted({d for s, d in survey_landing(landing, SOURCES).deliveries if first <= d <= last})
 
 
 def wait_for_idle(instance: DagsterInstance, say=print, poll_seconds: float = 5.0,
@@ -95,13 +138,15 @@ def wait_for_idle(instance: DagsterInstance, say=print, poll_seconds: float = 5.
 
     In-process runs bypass the run queue, but they are recorded in the instance as started, so
     once these runs begin the daemon holds its queue until they end. A run record left "started"
-    by a crashed process must not block forever: after `timeout` this goes ahead, and opening the
-    warehouse then waits for its lock instead.
+    by a killed process is marked failed first (`fail_abandoned_runs`), so it does not block; a run
+    whose process cannot be checked blocks at most `timeout`, and opening the warehouse then waits
+    for its lock instead. Queued runs are not waited for: they queue behind this one.
     """
+    fail_abandoned_runs(instance, say)
     deadline = time.monotonic() + timeout
     announced = False
     while time.monotonic() < deadline:
-        active = instance.get_run_records(RunsFilter(statuses=ACTIVE_RUN_STATUSES))
+        active = instance.get_run_records(RunsFilter(statuses=RUNNING_STATUSES))
         if not active:
             return
         if not announced:
@@ -110,14 +155,28 @@ def wait_for_idle(instance: DagsterInstance, say=print, poll_seconds: float = 5.
                 f"{runs}")
             announced = True
         time.sleep(poll_seconds)
+        fail_abandoned_runs(instance, say)
+
+
+def surveyed_deliveries(landing: Path, warn=print) -> list[tuple[str, str]]:
+    """Deliveries of registered sources; warns about what is not one, refuses folders holding a
+    manifest that would never be loaded (an unknown source, a date that is not YYYY-MM-DD)."""
+    survey = survey_landing(landing, SOURCES)
+    for line in survey.ignored:
+        warn(f"ignored, not a delivery: {line}")
+    if survey.refused:
+        raise PipelineFailed(
+            f"{len(survey.refused)} folder(s) under {landing} hold a delivery that cannot be loaded: "
+            + " | ".join(survey.refused) + ". Rename or remove them, then run again")
+    return survey.deliveries
 
 
 def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str] | None = None,
-                 link: bool = True) -> RunReport:
+                 link: bool = True, warn=print) -> RunReport:
     """Ingest every delivery in the landing zone (one run per range of extract dates), then link."""
     started = time.perf_counter()
     defs = build_definitions(layout.root)
-    deliveries = [d for d in list_deliveries(layout.landing) if d[0] in SOURCES]
+    deliveries = surveyed_deliveries(layout.landing, warn)
     if dates:
         deliveries = [d for d in deliveries if d[1] in dates]
     if not deliveries:
@@ -128,18 +187,20 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     ensure_partitions(instance, sorted(by_date))
 
     report = RunReport(deliveries=deliveries)
+    process = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     for (first, last), sources in delivery_ranges(instance, deliveries).items():
         outcome = _run_job(instance, defs, layout, INGEST_JOB, sources=sources,
-                           tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+                           tags={PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last, **process})
         report.run_ids.append(outcome.run_id)
         extract_date = first if first == last else f"{first}..{last}"
         if not outcome.success:
             raise PipelineFailed(f"ingest of {extract_date} failed (run {outcome.run_id}): " + _errors(outcome))
         if outcome.failed_checks:
-            raise PipelineFailed(f"checks failed for {extract_date}: {outcome.failed_checks}")
+            raise PipelineFailed(f"checks failed for {extract_date} (run {outcome.run_id}): "
+                                 + " | ".join(outcome.failed_checks))
     report.ingest_seconds = time.perf_counter() - started
     if link:
-        outcome = _run_job(instance, defs, layout, LINK_JOB)
+        outcome = _run_job(instance, defs, layout, LINK_JOB, tags=process)
         report.run_ids.append(outcome.run_id)
         if not outcome.success:
             raise PipelineFailed(f"linkage failed (run {outcome.run_id}): " + _errors(outcome))
@@ -164,6 +225,38 @@ def warehouse_summary(layout: DataLayout) -> list[tuple[str, str, int, int]]:
                     f"select count(*) from quarantine_{source.key}.{table.name}").fetchone()[0]
                 rows.append((source.key, table.name, staged, quarantined))
     return rows
+
+
+def quarantine_reasons(layout: DataLayout, top: int = 8) -> list[tuple[str, int, int, str]]:
+    """(reason with its values blanked, rows, tables, an example table) for the commonest reasons."""
+    parts = []
+    with warehouse_cursor(layout.warehouse) as conn:
+        existing = set(conn.execute("select schema_name, table_name from duckdb_tables()").fetchall())
+        for source in SOURCES.values():
+            for table in source.tables:
+                if (f"quarantine_{source.key}", table.name) in existing:
+                    parts.append(f"select '{source.key}.{table.name}' as tbl, reason "
+                                 f"from quarantine_{source.key}.{table.name}")
+        if not parts:
+            return []
+        # One line per kind of reason: quoted values and numbers blanked out.
+        return conn.execute(
+            "select kind, count(*) as n, count(distinct tbl), min(tbl) from (select tbl, "
+            "regexp_replace(regexp_replace(why, '''[^'']*''', '…', 'g'), '\\b[0-9]+\\b', 'N', 'g') as kind "
+            "from (select tbl, unnest(string_split(reason, '; ')) as why from ("
+            + " union all ".join(parts) + "))) group by kind order by n desc, kind limit ?",
+            [top],
+        ).fetchall()
+
+
+def quarantine_summary(layout: DataLayout) -> list[str]:
+    reasons = quarantine_reasons(layout)
+    if not reasons:
+        return []
+    return ["Commonest quarantine reasons (every row is in quarantine_<source>.<table> with file, line and "
+            "reason):",
+            *(f"  {n:>7,}  {why[:100]} ({tables} table{'s' if tables > 1 else ''}, e.g. {example})"
+              for why, n, tables, example in reasons), ""]
 
 
 def linkage_summary(layout: DataLayout) -> list[str]:
@@ -200,6 +293,7 @@ def format_summary(layout: DataLayout, report: RunReport) -> str:
         *(f"{f'{s}.{t}'.ljust(width)}  {n:>9,}  {q:>11,}" for s, t, n, q in table_rows),
         f"{'total'.ljust(width)}  {sum(r[2] for r in table_rows):>9,}  {sum(r[3] for r in table_rows):>11,}",
         "",
+        *quarantine_summary(layout),
         *linkage_summary(layout),
         *release_summary(layout),
         f"Warehouse: {layout.warehouse.resolve()} (DuckDB; schemas raw_*, staged_*, quarantine_*, linkage_*)",

@@ -57,6 +57,15 @@ def to_csv(rows: list[dict[str, str]], columns: list[str], delimiter: str = ",")
     return buffer.getvalue().encode("utf-8")
 
 
+def count_records(content: bytes) -> int:
+    """Data records of a CSV (RFC 4180: a quoted field may span lines), as a manifest counts them."""
+    rows = csv.reader(io.StringIO(content.decode("latin-1"), newline=""))
+    try:
+        return max(sum(1 for row in rows if any(field.strip() for field in row)) - 1, 0)
+    except csv.Error:  # not CSV at all (compressed, binary): whatever it holds, as lines
+        return max(content.count(b"\n") - 1, 0)
+
+
 def write_delivery(landing: Path, source_key: str, extract_date: str,
                    files: dict[str, bytes] | None = None, rows: int = 5,
                    manifest_rows: dict[str, int] | None = None) -> Path:
@@ -70,7 +79,7 @@ def write_delivery(landing: Path, source_key: str, extract_date: str,
         if content is None:
             content = to_csv(valid_rows(source, table, rows), table.column_names)
         (folder / f"{table.name}.csv").write_bytes(content)
-        count = max(sum(1 for line in content.splitlines() if line.strip()) - 1, 0)
+        count = count_records(content)
         entries[table.name] = {
             "file": f"{table.name}.csv",
             "rows": (manifest_rows or {}).get(table.name, count),

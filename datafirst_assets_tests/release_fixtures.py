@@ -66,7 +66,7 @@ def _xjs_lookup(spec: ReleaseTable, done: dict) -> pl.DataFrame:
                 # Persons with the same number are the same person across datasets (medium), pairs at low.
                 rows.append({"source_dataset": source, "dataset_person_id": pid,
                              "xjs_person_id_high": int(_hex(source, pid)[:12], 16),
-                             "xjs_person_id_medium": pid, "xjs_person_id_low": pid // 2})
+                             "xjs_person_id_medium": pid, "xjs_person_id_low": pid // 2 + 1})
     frame = pl.DataFrame(rows, schema=spec.schema()).unique(["source_dataset", "dataset_person_id"])
     return frame.sort("source_dataset", "dataset_person_id")
 

@@ -38,6 +38,8 @@ def test_committed_instance_config_queues_runs_one_at_a_time(monkeypatch):
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 1
         assert not queue.tag_concurrency_limits
+        # the daemon fails runs stuck starting or cancelling instead of letting them hold the queue
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
 
 
 def hold_lock(database: Path, seconds: float) -> subprocess.Popen:

@@ -230,7 +230,7 @@ def test_derived_assets_materialise_for_both_releases(tmp_path):
     )
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 4 and all(c.passed for c in checks)
+    assert len(checks) == 8 and all(c.passed for c in checks)  # schema_valid + no_identifiers on 4 tables
     with warehouse_cursor(tmp_path / "wh.duckdb") as conn:
         for variant in ("deidentified", "synthetic"):
             assert conn.execute(f"select count(*) from derived_{variant}.person_journeys").fetchone()[0] == 5

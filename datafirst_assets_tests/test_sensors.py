@@ -147,7 +147,7 @@ def test_partial_delivery_is_skipped_then_run_once_complete(landing):
     age(folder)
     message = skip_message(landing.tick())
     assert "incomplete, retried next tick" in message and f"{table}.csv:" in message
-    assert "of 40 rows so far" in message
+    assert "of 40 records so far" in message
     assert "corrupt" not in message
     # 3. a listed file not there yet
     (folder / f"{table}.csv").unlink()
@@ -188,7 +188,7 @@ def test_corrupt_deliveries_are_reported_and_not_run(landing, capfd):
 
 @pytest.mark.parametrize("breakage, expected", [
     ("malformed_manifest", "malformed manifest"),
-    ("rows_disagree", "checksum matches but it holds 6 data lines; the manifest says 7"),
+    ("rows_disagree", "checksum matches but it holds 6 records; the manifest says 7"),
     ("wrong_source", "manifest is for magistrates/2024-01-31"),
     ("missing_table", "no entry for table(s)"),
 ])
@@ -291,3 +291,25 @@ def test_refresh_follows_new_staged_data_once_the_queue_is_empty(landing):
     instance.report_runless_asset_event(AssetMaterialization(sorted(person_tables)[0]))
     again = refresh_tick(landing)
     assert isinstance(again, RunRequest) and again.run_key != request.run_key
+
+
+def test_what_is_not_a_delivery_is_named_in_the_skip_reason_and_logged_once(landing, capfd):
+    landing.deliver("prison", rows=3)
+    moved = landing.deliver("prison", "2024-02-29", rows=3)
+    moved.rename(moved.parent.parent / "Prison")  # data/landing/Prison, holding a manifest
+    (landing.layout.landing / "prison" / "2024-02-30").mkdir()
+    landing.deliver("magistrates", "2024-03-31", rows=3).rename(landing.layout.landing / "magistrates" / "31-03-2024")
+    (landing.layout.landing / "notes.txt").write_text("hello")
+    age(landing.layout.landing / "prison" / DAY)
+    capfd.readouterr()
+    result = landing.tick()
+    assert len(result.run_requests) == 1  # the good delivery still loads
+    err = capfd.readouterr().err
+    assert "31-03-2024/: '31-03-2024' is not an extract date folder (YYYY-MM-DD); rename it 2024-03-31?" in err
+    assert "'2024-02-30' is not a real date" in err, err
+    assert "notes.txt" in err, err
+    assert "Prison/" in err, err
+    landing.tick()
+    assert "not a real date" not in capfd.readouterr().err  # logged once
+    message = skip_message(landing.tick())
+    assert "not a delivery folder, not loaded" in message and "ignored, not a delivery" in message

@@ -43,7 +43,7 @@ def test_synthetic_assets_materialise_with_their_checks(tmp_path):
     )
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 1 + len(release_tables()) + 4
+    assert len(checks) == 1 + 2 * len(release_tables()) + 4  # summaries; schema + PII gate per table; report
     assert [(c.asset_key, c.check_name) for c in checks if not c.passed] == []
 
     materialised = {m.asset_key: m.materialization.metadata for m in result.get_asset_materialization_events()}

@@ -3,27 +3,26 @@
 linked/<source>/<person table> + staged/<source>/<other tables> -> deidentified/<source>/<table>
 linkage/xjs/lookup + linkage/criminal_courts/case_lookup      -> deidentified/linking/<table>
 
-Every table carries three checks: `no_identifiers` (the PII gate, blocking: nothing is
-published past a finding), `schema_valid` (pandera schema from the release spec, plus joins to
-parent tables) and `disclosure_control` (k-anonymity / l-diversity, a warning).
+Every table carries three blocking gates, run BEFORE anything is stored: `no_identifiers`
+(the PII scan), `schema_valid` (the table's contract from the release spec, plus joins to parent
+tables) and `disclosure_control` (re-identification risk on age band, sex, ethnic group and
+region, against `ReleaseSettings.max_mean_risk`). When any fails, the asset yields the failing
+check results and stores none of its tables; downstream assets do not run.
 
 No `from __future__ import annotations`: Dagster inspects annotations at runtime.
 """
 
 from pathlib import Path
 
-import pandera.polars as pa
 import polars as pl
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
     AssetOut,
     AssetsDefinition,
-    ConfigurableResource,
     MetadataValue,
     Output,
     multi_asset,
@@ -31,51 +30,26 @@ from dagster import (
 
 from datafirst_assets.defs.ingest import staged_key
 from datafirst_assets.defs.linkage import LinkageSettings
-from datafirst_assets.defs.release import catalogue_folder, table_key
+from datafirst_assets.defs.release import ReleaseSettings, catalogue_folder, table_key
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
-from datafirst_assets.deidentify.disclosure import DisclosureResult, DisclosureRule
-from datafirst_assets.deidentify.keys import key_is_development
-from datafirst_assets.deidentify.pii_gate import findings_markdown
+from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_failed
+from datafirst_assets.deidentify.disclosure import RiskResult, reidentification_risk
+from datafirst_assets.deidentify.keys import key_fingerprint, key_label
 from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linking, deidentify_source
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
-from datafirst_assets.deidentify.schemas import release_schema
 from datafirst_assets.common.tables import markdown_table
-from datafirst_assets.reporting import file_url
 from datafirst_assets.sources.registry import SOURCES
-from datafirst_assets.common.checks import failure_summary
 
 GROUP = "deidentified"
 CHECKS = {
-    "no_identifiers": ("PII gate: no column holds a name, date of birth, PNC, CRO, postcode, prison number, "
-                       "CRN or raw system id.", True),
-    "schema_valid": ("Rows satisfy the release schema (types, keys, hash shape, ages) and every foreign key "
-                     "finds its parent.", True),
-    "disclosure_control": ("k-anonymity and l-diversity on the table's quasi-identifiers (report of small "
-                           "cells; coarsened or suppressed under the `coarsen` policy).", False),
+    "no_identifiers": ("PII gate, before storing: no column holds a name, date of birth, PNC, CRO, postcode, "
+                       "prison number, CRN or raw system id.", True),
+    "schema_valid": ("Contract, before storing: rows satisfy the release schema (types, keys, hash shape, ages) "
+                     "and every foreign key finds its parent.", True),
+    "disclosure_control": ("Re-identification risk, before storing: per-record risk 1 / (people sharing the "
+                           "record's age band, sex, ethnic group and region); fails when the mean exceeds "
+                           "`max_mean_risk`. Sample uniques reported.", True),
 }
-
-
-class ReleaseSettings(ConfigurableResource):
-    """Disclosure control of the release: the rule of thumb is no cell under 10 people."""
-
-    k: int = 10
-    l: int = 2
-    # "warn": report small cells; "coarsen": generalise quasi-identifiers, then suppress, until k holds.
-    disclosure_policy: str = "warn"
-    max_suppressed_share: float = 0.05
-    # "<source>.<table>" -> quasi-identifier columns / sensitive column; unset tables use the defaults.
-    quasi_identifiers: dict[str, list[str]] = {}
-    sensitive: dict[str, str] = {}
-
-    def rule_for(self, source: str, table: str) -> DisclosureRule:
-        name = f"{source}.{table}"
-        if self.disclosure_policy not in ("warn", "coarsen"):
-            raise ValueError(f"disclosure_policy must be 'warn' or 'coarsen', not {self.disclosure_policy!r}")
-        qis = self.quasi_identifiers.get(name)
-        return DisclosureRule(
-            k=self.k, l=self.l, policy=self.disclosure_policy, max_suppressed_share=self.max_suppressed_share,
-            quasi_identifiers=tuple(qis) if qis is not None else None, sensitive=self.sensitive.get(name),
-        )
 
 
 def catalogue_path(linkage: LinkageSettings, dataset: str) -> Path:
@@ -106,58 +80,52 @@ def _check_specs(dataset: str, tables: list[ReleaseTable]) -> list[AssetCheckSpe
     ]
 
 
-def _disclosure_check(key: AssetKey, result: DisclosureResult) -> AssetCheckResult:
-    small = result.small_cells.head(20)
+def _risk_check(key: AssetKey, risk: RiskResult | None) -> AssetCheckResult:
+    if risk is None or not risk.key:
+        return AssetCheckResult(asset_key=key, check_name="disclosure_control", passed=True,
+                                metadata={"note": "no attribute of a person (ids or events only): no risk key"})
+    cells = risk.riskiest_cells
     return AssetCheckResult(
-        asset_key=key, check_name="disclosure_control",
-        passed=(result.k_anonymous and result.l_diverse) or not result.quasi_identifiers,
-        severity=AssetCheckSeverity.WARN,
+        asset_key=key, check_name="disclosure_control", passed=risk.passed,
         metadata={
-            **{k: v for k, v in result.summary().items() if v is not None and k != "table"},
-            "small_cells_sample": MetadataValue.md(
-                markdown_table(small.drop("rows"), "{}") if small.height else "none"),
+            **{k: v for k, v in risk.summary().items() if k not in ("table", "passed")},
+            "riskiest_cells": MetadataValue.md(markdown_table(cells, "{}") if cells.height else "none"),
         },
     )
 
 
-def _schema_check(key: AssetKey, spec: ReleaseTable, frame: pl.DataFrame, orphans: dict[str, int]) -> AssetCheckResult:
-    mine = {join: count for join, count in orphans.items() if join.startswith(f"{spec.name}.")
-            or join.startswith(f"{spec.name}[")}
-    detail: list[str] = [f"{join}: {count} orphan row(s)" for join, count in mine.items() if count]
-    try:
-        release_schema(spec).validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as error:
-        detail += failure_summary(error)["detail"]
-    return AssetCheckResult(
-        asset_key=key, check_name="schema_valid", passed=not detail,
-        metadata={"problems": MetadataValue.md("\n".join(f"- {d}" for d in detail) or "none"),
-                  "joins_checked": MetadataValue.md("\n".join(f"- {j}" for j in mine) or "none")},
-    )
-
-
-def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, data_root: Path):
-    specs = release_tables()
+def _gate_results(dataset: str, release: DatasetRelease, risks: dict[str, RiskResult]) -> list[AssetCheckResult]:
+    specs, results = release_tables(), []
     for name, frame in release.tables.items():
-        spec, key = specs[(dataset, name)], deidentified_key(dataset, name)
-        findings = release.findings.get(name, [])
+        key = deidentified_key(dataset, name)
+        orphans = [f"{join}: {count} orphan row(s)" for join, count in release.orphans.items()
+                   if count and (join.startswith(f"{name}.") or join.startswith(f"{name}["))]
+        assert (dataset, name) in specs, f"{dataset}.{name} has no release spec"
+        results += [pii_check(key, release.findings.get(name, [])),
+                    contract_check(key, frame, extra_problems=orphans),
+                    _risk_check(key, risks.get(name))]
+    return results
+
+
+def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, risks: dict[str, RiskResult]):
+    """Gates first, then the tables, or nothing at all when a gate failed."""
+    specs = release_tables()
+    results = _gate_results(dataset, release, risks)
+    yield from results
+    refuse_if_failed(f"deidentified/{dataset}", results, [n for n, (_, blocking) in CHECKS.items() if blocking])
+    for name, frame in release.tables.items():
+        spec = specs[(dataset, name)]
+        risk = risks.get(name)
         yield Output(frame, output_name=name, metadata={
             "rows": frame.height,
             "columns": len(frame.columns),
             "withheld": ", ".join(spec.dropped) or "none",
-            "pseudonymisation_key": "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)"
-            if key_is_development() else "from environment",
-            "catalogue": MetadataValue.url(file_url(catalogue_html, data_root)),
+            "pseudonymisation_key": key_label(),
+            "key_fingerprint": key_fingerprint(),
+            "catalogue": MetadataValue.path(str(catalogue_html.resolve())),
+            **({"mean_reidentification_risk": round(risk.mean_risk, 4), "sample_uniques": risk.sample_uniques}
+               if risk is not None and risk.key else {}),
         })
-        yield AssetCheckResult(
-            asset_key=key, check_name="no_identifiers", passed=not findings,
-            metadata={"findings": MetadataValue.md(findings_markdown(findings)), "count": len(findings)},
-        )
-        yield _schema_check(key, spec, frame, release.orphans)
-        if name in release.disclosure:
-            yield _disclosure_check(key, release.disclosure[name])
-        else:
-            yield AssetCheckResult(asset_key=key, check_name="disclosure_control", passed=True,
-                                   metadata={"note": "linking table: ids only, no quasi-identifiers"})
 
 
 def build_deidentify_assets(source_key: str) -> AssetsDefinition:
@@ -180,7 +148,10 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         for name, findings in release.findings.items():
             for finding in findings:
                 context.log.error(f"PII gate: {finding}")
-        yield from _emit(source.key, release, catalogue_path(linkage, source.key), linkage.root)
+        risks = {name: reidentification_risk(frame, release_tables()[(source.key, name)],
+                                              release_settings.risk_rule_for(source.key, name))
+                 for name, frame in release.tables.items()}
+        yield from _emit(source.key, release, catalogue_path(linkage, source.key), risks)
 
     return _deidentify
 
@@ -199,7 +170,7 @@ def deidentify_linking_tables(context: AssetExecutionContext, linkage: LinkageSe
                               case_links: pl.DataFrame, **persons: pl.DataFrame):
     released = {name.removeprefix("persons__"): frame for name, frame in persons.items()}
     release = deidentify_linking(lookup, case_links, released)
-    yield from _emit(LINKING, release, catalogue_path(linkage, LINKING), linkage.root)
+    yield from _emit(LINKING, release, catalogue_path(linkage, LINKING), {})
 
 
 def deidentify_assets() -> list[AssetsDefinition]:

@@ -7,8 +7,9 @@ both derived tables                          -> catalogue/derived (synthetic: ca
                                                  (data/catalogues/<variant>/derived.{md,html})
 
 `variant` is `deidentified` or `synthetic`: the same code reads either release, which is the
-synthetic release's promise. Each derived table carries a blocking `schema_valid` check (its
-pandera schema); the profile's schema also proves no shown count is under 10.
+synthetic release's promise. Each derived table carries two blocking gates run before it is stored:
+`schema_valid` (its pandera contract; the profile's also proves no shown count is under 10) and
+`no_identifiers` (the PII scan for identifier shapes and withheld column names).
 
     derived_assets(("deidentified",))                  # one variant
     derived_assets_for(upstream_assets)                # every variant whose release assets exist
@@ -40,6 +41,8 @@ from datafirst_assets.reporting import file_url
 from datafirst_assets.catalogue.build import build_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.release import catalogue_folder, catalogue_key, input_name, table_key
+from datafirst_assets.defs.gates import pii_check, refuse_if_failed
+from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.derived import DERIVED_TABLES
 from datafirst_assets.derived.person_journeys import COLUMNS_READ, PERSON_JOURNEYS, person_journeys, unlinked_rows
 from datafirst_assets.derived.report import RELEASE_LABELS, SYNTHETIC, profile_report, summary_markdown
@@ -85,10 +88,23 @@ def _schema_check(key: AssetKey, table: DerivedTable, frame: pl.DataFrame) -> As
     )
 
 
-def _check_spec(key: AssetKey, table: DerivedTable) -> AssetCheckSpec:
-    return AssetCheckSpec("schema_valid", asset=key, blocking=True,
-                          description=f"Rows satisfy the pandera schema of `{DERIVED}.{table.name}` "
-                          "(types, keys, ranges, rules across columns).")
+def _check_specs(key: AssetKey, table: DerivedTable) -> list[AssetCheckSpec]:
+    return [
+        AssetCheckSpec("schema_valid", asset=key, blocking=True,
+                       description=f"Before storing: rows satisfy the contract of `{DERIVED}.{table.name}` "
+                       "(types, keys, ranges, rules across columns; no shown count under 10 in the profile)."),
+        AssetCheckSpec("no_identifiers", asset=key, blocking=True,
+                       description="PII gate, before storing: no value shaped like a PNC, CRO, postcode, prison "
+                       "number or CRN and no withheld identifier column."),
+    ]
+
+
+def _gates(key: AssetKey, table: DerivedTable, frame: pl.DataFrame):
+    """The derived table's gates; raises (nothing stored) after yielding them when one failed."""
+    results = [_schema_check(key, table, frame),
+               pii_check(key, scan_table(f"{DERIVED}.{table.name}", frame, shape_identifiers()))]
+    yield from results
+    refuse_if_failed(key.to_user_string(), results, ["schema_valid", "no_identifiers"])
 
 
 def _label(variant: str) -> str:
@@ -110,7 +126,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         metadata={**stored, "dagster/column_schema": _column_schema(PERSON_JOURNEYS)},
         kinds={"polars", "duckdb"},
         description=f"{PERSON_JOURNEYS.description} ({_label(variant)}.)",
-        check_specs=[_check_spec(journeys_key, PERSON_JOURNEYS)],
+        check_specs=_check_specs(journeys_key, PERSON_JOURNEYS),
     )
     def _person_journeys(context: AssetExecutionContext, config: DerivedSettings, **release: pl.DataFrame):
         tables = {(s, t): release[input_name(s, t)] for s, t in PERSON_JOURNEYS.inputs}
@@ -118,6 +134,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         frame = person_journeys(tables, as_of=as_of)
         unlinked = unlinked_rows(tables)
         criminal = frame.filter(pl.col("criminal_cases") > 0)
+        yield from _gates(journeys_key, PERSON_JOURNEYS, frame)
         yield Output(frame, metadata={
             "release_variant": variant + (" (SYNTHETIC)" if variant == SYNTHETIC else ""),
             "people": frame.height,
@@ -128,7 +145,6 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
             "returned_within_1y_known": int(frame["returned_within_1y"].is_not_null().sum()),
             "catalogue": MetadataValue.md(PERSON_JOURNEYS.catalogue_markdown()),
         })
-        yield _schema_check(journeys_key, PERSON_JOURNEYS, frame)
 
     @asset(
         key=profile_key,
@@ -138,10 +154,11 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         kinds={"polars", "duckdb"},
         description=f"{REPEAT_OFFENDING_PROFILE.description} ({_label(variant)}; report under "
         f"data/reports/repeat_offending_{variant}.html.)",
-        check_specs=[_check_spec(profile_key, REPEAT_OFFENDING_PROFILE)],
+        check_specs=_check_specs(profile_key, REPEAT_OFFENDING_PROFILE),
     )
     def _repeat_offending_profile(context: AssetExecutionContext, linkage: LinkageSettings, journeys: pl.DataFrame):
         profile = profile_from_journeys(journeys)
+        yield from _gates(profile_key, REPEAT_OFFENDING_PROFILE, profile)
         as_of = journeys["as_of_date"].first() if journeys.height else None
         report = profile_report(profile, variant=variant, as_of=as_of, tables=DERIVED_TABLES,
                                 extra_facts={"People in the release": f"{journeys.height:,}"})
@@ -155,7 +172,6 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
             "suppressed_groups": int(profile["suppressed"].sum()),
             "catalogue": MetadataValue.md(REPEAT_OFFENDING_PROFILE.catalogue_markdown()),
         })
-        yield _schema_check(profile_key, REPEAT_OFFENDING_PROFILE, profile)
 
     @asset(
         key=catalogue_key(variant, DERIVED),

@@ -26,7 +26,13 @@ from dagster import (
 
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import LandingZone, Warehouse
-from datafirst_assets.raw.delivery import PARTITION_COLUMN, delivery_path, load_raw_table, read_manifest
+from datafirst_assets.raw.delivery import (
+    PARTITION_COLUMN,
+    check_manifest,
+    delivery_path,
+    load_raw_table,
+    read_manifest,
+)
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 from datafirst_assets.common.checks import failure_summary
@@ -99,25 +105,39 @@ def build_raw_assets(source: SourceSpec) -> AssetsDefinition:
         can_subset=True,
     )
     def _load(context: AssetExecutionContext, landing: LandingZone):
-        deliveries = {
-            key: (delivery_path(landing.root, source.key, key), read_manifest(delivery_path(landing.root, source.key, key)))
-            for key in context.partition_keys
-        }
-        for table in _selected_tables(context, source, "raw"):
-            frames, files = [], {}
-            for key, (delivery, manifest) in deliveries.items():
-                frame, metadata = load_raw_table(source, table, delivery, manifest)
-                frames.append(frame)
-                files[key] = {**metadata, "manifest_sha256": manifest.checksum}
-                # each extract date's materialisation shows its own delivery, not the whole run's
-                context.add_asset_metadata({"dagster/row_count": frame.height, "delivery": files[key]},
-                                           asset_key=raw_key(source.key, table.name), partition_key=key)
-            yield Output(
-                pl.concat(frames), output_name=table.name,
-                metadata={"rows": sum(f.height for f in frames), "deliveries": files},
-            )
+        # All or nothing: every selected table of every delivery is read and checked before any is
+        # written, so a refused table leaves no table of the source changed for these dates.
+        loaded = load_deliveries(source, _selected_tables(context, source, "raw"), landing.root,
+                                 context.partition_keys)
+        for table_name, (frame, files) in loaded.items():
+            # each extract date's materialisation shows its own delivery, not the whole run's
+            for key, file in files.items():
+                context.add_asset_metadata({"dagster/row_count": file["rows"], "delivery": file},
+                                           asset_key=raw_key(source.key, table_name), partition_key=key)
+            yield Output(frame, output_name=table_name, metadata={"rows": frame.height, "deliveries": files})
 
     return _load
+
+
+def load_deliveries(source: SourceSpec, tables: list[TableSpec], landing, extract_dates
+                    ) -> dict[str, tuple[pl.DataFrame, dict]]:
+    """Each table's rows over these deliveries, with per-date load metadata; raises DeliveryError
+    (naming file and problem) before returning anything if any table of any delivery is refused."""
+    deliveries = {}
+    for key in extract_dates:
+        folder = delivery_path(landing, source.key, key)
+        manifest = read_manifest(folder)
+        check_manifest(manifest, folder, source)
+        deliveries[key] = (folder, manifest)
+    loaded = {}
+    for table in tables:
+        frames, files = [], {}
+        for key, (folder, manifest) in deliveries.items():
+            frame, metadata = load_raw_table(source, table, folder, manifest)
+            frames.append(frame)
+            files[key] = {**metadata, "manifest_sha256": manifest.checksum}
+        loaded[table.name] = (pl.concat(frames), files)
+    return loaded
 
 
 def _check_results(context, source: SourceSpec, table: TableSpec, result: StagedResult, warehouse: Warehouse):
@@ -179,6 +199,11 @@ def _partition_metadata(context: AssetExecutionContext, source: SourceSpec, tabl
              "top_reasons": MetadataValue.md(reasons)},
             asset_key=quarantine_key(source.key, table.name), partition_key=key)
 
+def _alteration_summary(alterations: dict[str, dict[str, int]]) -> str:
+    """Values staging changed (never silently): per column, what happened and how often."""
+    lines = [f"- {column}: {what}: {n:,}" for column, counts in alterations.items() for what, n in counts.items()]
+    return "\n".join(lines) or "none"
+
 
 def build_staging_assets(source: SourceSpec) -> AssetsDefinition:
     outs = {}
@@ -211,7 +236,8 @@ def build_staging_assets(source: SourceSpec) -> AssetsDefinition:
         for table in _selected_tables(context, source, "staged"):
             result = stage_partitions(raw_tables[f"raw__{table.name}"], source, table)
             _partition_metadata(context, source, table, raw_tables[f"raw__{table.name}"], result)
-            yield Output(result.staged, output_name=f"staged__{table.name}")
+            yield Output(result.staged, output_name=f"staged__{table.name}",
+                         metadata={"values_altered": MetadataValue.md(_alteration_summary(result.alterations))})
             yield Output(result.quarantine, output_name=f"quarantine__{table.name}")
             for check in _check_results(context, source, table, result, warehouse):
                 if AssetCheckKey(check.asset_key, check.check_name) in checks:

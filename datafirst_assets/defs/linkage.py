@@ -31,6 +31,15 @@ from dagster import (
 from datafirst_assets.defs.ingest import staged_key
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.linkage.backend import configured_db_api
+from datafirst_assets.linkage.guard import (
+    CHAIN_MAX_DENSITY,
+    CHAIN_MIN_RECORDS,
+    MAX_CLUSTER_RECORDS,
+    chained_clusters,
+    cluster_graph_metrics,
+    graph_summary,
+    largest_clusters,
+)
 from datafirst_assets.linkage.incremental import (
     KEEP_PAIRS_ABOVE,
     MODES,
@@ -131,7 +140,7 @@ def _check_mode(linkage: LinkageSettings) -> None:
         raise ValueError(f"LinkageSettings.mode must be one of {MODES}, not {linkage.mode!r}")
 
 
-def _stored_table(warehouse: Warehouse, source: str, name: str) -> pl.DataFrame | None:
+def stored_table(warehouse: Warehouse, source: str, name: str) -> pl.DataFrame | None:
     """The last materialisation of ``linkage/<source>/<name>`` in the warehouse, if any."""
     schema = _stored(source)["schema"]
     with warehouse.cursor() as conn:
@@ -192,7 +201,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         folder = linkage.root / "models" / source.key
         why = "full run requested"
         if linkage.mode == "incremental":
-            previous = _stored_table(warehouse, source.key, "model")
+            previous = stored_table(warehouse, source.key, "model")
             saved = previous is not None and previous.height == 1
             reused, why = model_to_reuse(
                 json.loads(previous["model_json"][0]) if saved else None,
@@ -262,24 +271,28 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         check_specs=[AssetCheckSpec(
             "every_record_clustered", asset=linkage_key(source.key, "clusters"), blocking=True,
             description="Every person record has exactly one person id.",
+        ), AssetCheckSpec(
+            "no_chained_clusters", asset=linkage_key(source.key, "clusters"),
+            description=f"No person has more than {MAX_CLUSTER_RECORDS} records, and none of "
+            f"{CHAIN_MIN_RECORDS}+ records has a link density under {CHAIN_MAX_DENSITY} (people chained together).",
         )],
     )
     def _cluster(context: AssetExecutionContext, records: pl.DataFrame, model: pl.DataFrame,
                  linkage: LinkageSettings, warehouse: Warehouse):
         _check_mode(linkage)
         trained = TrainedModel.from_json(json.loads(model["model_json"][0]))
-        stored = _stored_table(warehouse, source.key, "clusters")
+        stored = stored_table(warehouse, source.key, "clusters")
         previous = PreviousLink(
             clusters=stored.rename({source.person_id_name: PERSON_ID})
             if stored is not None and source.person_id_name in stored.columns else None,
-            changes=_stored_table(warehouse, source.key, "id_changes"),
+            changes=stored_table(warehouse, source.key, "id_changes"),
         )
         db_api = linkage.db_api()
         configured = linkage.thresholds.get(source.key)
         problem = (previous.cannot_extend(trained.version, check_pairs=False) if linkage.mode == "incremental"
                    else "full run requested")
         if problem is None:
-            previous.pairs = _stored_table(warehouse, source.key, "scored_pairs")
+            previous.pairs = stored_table(warehouse, source.key, "scored_pairs")
             problem = previous.cannot_extend(trained.version)
         if problem is None:
             result = link_incremental(records, trained, db_api, previous, threshold=configured)
@@ -308,7 +321,11 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                 else f"First run: {counts['new']} person ids issued." if first_run
                 else "No person id changed in this run."),
         })
+        graph = cluster_graph_metrics(result.ids, result.pairs, result.threshold, cluster_col=PERSON_ID)
         yield Output(clusters, output_name="clusters", metadata={
+            **graph_summary(graph),
+            "clusters_split_by_dob_guard": result.stats.get("guard_clusters_split", 0),
+            "largest_clusters": MetadataValue.md(markdown_table(largest_clusters(graph), "{:.3f}")),
             "mode": result.mode,
             "mode_reason": result.reason,
             "threshold_match_probability": None if result.threshold is None else float(f"{result.threshold:.4g}"),
@@ -329,6 +346,13 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         yield AssetCheckResult(
             check_name="every_record_clustered", passed=missing == 0 and duplicated == 0,
             metadata={"records_without_id": missing, "records_with_several_ids": duplicated},
+        )
+        chained = chained_clusters(graph)
+        yield AssetCheckResult(
+            check_name="no_chained_clusters", passed=chained.is_empty(), severity=AssetCheckSeverity.WARN,
+            metadata={"chained_clusters": chained.height,
+                      "examples": MetadataValue.md(markdown_table(chained.head(10), "{:.3f}") if chained.height
+                                                   else "none")},
         )
 
     @asset(

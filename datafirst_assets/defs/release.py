@@ -10,12 +10,15 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 import shutil
 from pathlib import Path
 
+import duckdb
 import polars as pl
 from dagster import (
+    AssetCheckKey,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
     AssetsDefinition,
+    ConfigurableResource,
     MetadataValue,
     Output,
     asset,
@@ -25,18 +28,61 @@ from datafirst_assets.reporting import file_url
 from datafirst_assets.catalogue.build import build_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
-from datafirst_assets.deidentify.keys import key_is_development
-from datafirst_assets.deidentify.release_spec import release_datasets
+from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
+from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
+from datafirst_assets.deidentify.pii_gate import RawIdentifiers, identifying_columns, raw_identifiers
+from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
 from datafirst_assets.release.publish import write_release
 from datafirst_assets.sources.registry import SOURCES
 
 RELEASE_GROUP = "release"
+# The checks each kind of release table carries, recorded per table in the manifest.
+TABLE_CHECKS = {"deidentified": ("no_identifiers", "schema_valid", "disclosure_control", "contract"),
+                "synthetic": ("matches_release_schema", "no_identifiers", "contract")}
+SYNTHETIC_NOTE = "HOW_THIS_DIFFERS_FROM_THE_REAL_DATA.md"
+
+
+class ReleaseSettings(ConfigurableResource):
+    """Disclosure control of the release.
+
+    Row-level tables (for accredited researchers in a secure setting) are gated on
+    re-identification risk: `max_mean_risk` is the largest mean per-record risk allowed, ages
+    banded by `risk_age_band` years; `risk_key` overrides the key per "<source>.<table>".
+    `k`, `l` and the rest drive the optional `coarsen` policy (k-anonymity by generalising).
+    """
+
+    max_mean_risk: float = RiskRule.max_mean_risk
+    risk_age_band: int = RiskRule.age_band
+    risk_key: dict[str, list[str]] = {}
+    k: int = 10
+    l: int = 2
+    # "warn": report small cells; "coarsen": generalise quasi-identifiers, then suppress, until k holds.
+    disclosure_policy: str = "warn"
+    max_suppressed_share: float = 0.05
+    # "<source>.<table>" -> quasi-identifier columns / sensitive column; unset tables use the defaults.
+    quasi_identifiers: dict[str, list[str]] = {}
+    sensitive: dict[str, str] = {}
+
+    def rule_for(self, source: str, table: str) -> DisclosureRule:
+        name = f"{source}.{table}"
+        if self.disclosure_policy not in ("warn", "coarsen"):
+            raise ValueError(f"disclosure_policy must be 'warn' or 'coarsen', not {self.disclosure_policy!r}")
+        qis = self.quasi_identifiers.get(name)
+        return DisclosureRule(
+            k=self.k, l=self.l, policy=self.disclosure_policy, max_suppressed_share=self.max_suppressed_share,
+            quasi_identifiers=tuple(qis) if qis is not None else None, sensitive=self.sensitive.get(name),
+        )
+
+
+    def risk_rule_for(self, source: str, table: str) -> RiskRule:
+        key = self.risk_key.get(f"{source}.{table}")
+        return RiskRule(age_band=self.risk_age_band, max_mean_risk=self.max_mean_risk,
+                        key=tuple(key) if key is not None else None)
 
 
 def release_group(kind: str) -> str:
     """Real and synthetic outputs in separate groups, so the lineage reads real release, then synthetic."""
     return RELEASE_GROUP if kind == "deidentified" else f"{kind}_{RELEASE_GROUP}"
-SYNTHETIC_NOTE = "HOW_THIS_DIFFERS_FROM_THE_REAL_DATA.md"
 
 
 def table_key(kind: str, dataset: str, table: str) -> AssetKey:
@@ -104,6 +150,53 @@ def _model_versions(warehouse: Warehouse) -> dict[str, str]:
     return versions
 
 
+def _raw_identifiers(warehouse: Warehouse) -> dict[str, RawIdentifiers]:
+    """Each dataset's raw names, addresses and system ids, from its staged tables (identifying columns only)."""
+    found = {}
+    with warehouse.cursor() as conn:
+        for source in SOURCES.values():
+            frames = {}
+            for table in source.tables:
+                columns = identifying_columns(table)
+                try:
+                    frames[table.name] = pl.from_arrow(conn.sql(
+                        f"select {', '.join(columns)} from staged_{source.key}.{table.name}").to_arrow_table())
+                except duckdb.CatalogException:  # never staged (partial graphs in tests): nothing to compare
+                    continue
+            found[source.key] = raw_identifiers(source, frames)
+    return found
+
+
+def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:
+    """Each released row's own date of birth (joined back through its keyed primary-key hash)."""
+    table = SOURCES[spec.source].table(spec.name) if spec.source in SOURCES else None
+    dob = next((c.name for c in table.columns if c.kind == "dob"), None) if table else None
+    if dob is None or spec.primary_key is None:
+        return None
+    key = spec.column(spec.primary_key)
+    with warehouse.cursor() as conn:
+        try:
+            staged = pl.from_arrow(conn.sql(
+                f"select {key.staged} as id, {dob} as dob from staged_{spec.source}.{spec.name}").to_arrow_table())
+        except duckdb.CatalogException:  # never staged (partial graphs in tests): shapes and names still scanned
+            return None
+    staged = staged.select(keyed_hash(staged["id"], namespace=key.hash_namespace).alias(key.name), "dob")
+    staged = staged.unique(key.name, keep="last")
+    return frame.select(key.name).join(staged, on=key.name, how="left", maintain_order="left")["dob"]
+
+
+def _check_results(context: AssetExecutionContext, kind: str, tables) -> dict:
+    results = {}
+    for dataset, name in tables:
+        for check in TABLE_CHECKS.get(kind, ()):
+            record = context.instance.get_latest_asset_check_evaluation_record(
+                AssetCheckKey(table_key(kind, dataset, name), check))
+            evaluation = record.event.asset_check_evaluation if record and record.event else None
+            if evaluation is not None:
+                results.setdefault((dataset, name), {})[check] = evaluation.passed
+    return results
+
+
 def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = None,
                         extra_metadata=None) -> AssetsDefinition:
     datasets = release_datasets()
@@ -130,7 +223,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         metadata={"schema": "release"},
     )
     def _release(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
-                 **inputs: pl.DataFrame) -> Output:
+                 release_settings: ReleaseSettings, **inputs: pl.DataFrame) -> Output:
         tables = {}
         for dataset, specs in datasets.items():
             for spec in specs:
@@ -141,10 +234,18 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
             for dataset, specs in datasets.items()
         }
         extra = extra_metadata(inputs) if extra_metadata else {}
+        specs = {(d, spec.name): spec for d, dataset_specs in datasets.items() for spec in dataset_specs}
         info = write_release(
             linkage.root / "releases", kind, tables, catalogues,
             extract_dates=_extract_dates(warehouse), model_versions=_model_versions(warehouse),
             key_is_development=key_is_development(), extra=extra,
+            # The publish gate compares every table and catalogue value with the raw data again.
+            identifiers=_raw_identifiers(warehouse),
+            dates_of_birth={} if synthetic else {
+                key: dob for key, frame in tables.items()
+                if (dob := _dates_of_birth(warehouse, specs[key], frame)) is not None},
+            risk_rules=None if synthetic else {key: release_settings.risk_rule_for(*key) for key in tables},
+            check_results=_check_results(context, kind, tables),
         )
         manifest = info.manifest
         note = linkage.root / "synthetic" / "README.md"
@@ -164,6 +265,9 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
             "rows": sum(t["rows"] for t in manifest["tables"]),
             "extract_dates": ", ".join(manifest["extract_dates"]),
             "pseudonymisation_key": manifest["pseudonymisation_key"],
+            "key_fingerprint": key_fingerprint(),
+            "gates_passed": manifest["gates"]["passed"],
+            "catalogue_values_scanned": manifest["gates"]["catalogue_values_scanned"],
             "synthetic": synthetic,
         })
 

@@ -47,6 +47,7 @@ class DataLayout:
         self.reports = self.root / "reports"
         self.models = self.root / "models"
         self.releases = self.root / "releases"
+        self.logs = self.root / "logs"
 
 
 def build_resources(layout: DataLayout) -> dict:

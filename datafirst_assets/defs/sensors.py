@@ -11,6 +11,8 @@
   the last downstream run and no other run is queued or running. It watches materialisations,
   not the landing sensor's runs, so ingests from a UI backfill or the CLI are followed too, and
   the seven ingest runs of one delivery day are followed by one downstream run, not seven.
+- Both look after killed runs: a run recorded as running whose process is gone is marked failed
+  (defs/recovery.py) before the refresh sensor decides whether anything is still running.
 - `weekly_full_refresh` (stopped until switched on in the UI) runs the downstream job on a
   schedule: retrain, re-cluster and everything later in the flow.
 
@@ -25,6 +27,7 @@ from dagster import (
     AssetRecordsFilter,
     AssetSelection,
     DagsterInstance,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -36,15 +39,14 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._core.storage.dagster_run import DagsterRunStatus
 
 from datafirst_assets.defs.ingest import ingest_keys, raw_key, staged_key
 from datafirst_assets.defs.partitions import EXTRACT_DATES, extract_dates
+from datafirst_assets.defs.recovery import fail_abandoned_runs
 from datafirst_assets.defs.resources import LandingZone
 from datafirst_assets.raw.arrival import COMPLETE, CORRUPT, Arrival, folder_signature, inspect_delivery
 from datafirst_assets.common.hashing import sha256_file
-from datafirst_assets.raw.delivery import MANIFEST, delivery_path, list_deliveries
+from datafirst_assets.raw.delivery import MANIFEST, delivery_path, survey_landing
 from datafirst_assets.sources.registry import SOURCES
 
 LANDING_SENSOR = "landing_sensor"
@@ -106,8 +108,9 @@ def _load_cursor(cursor: str | None) -> dict[str, dict]:
     state = json.loads(cursor) if cursor else {}
     # requested: key -> manifest sha256 already requested (not re-hashed while it is unchanged);
     # corrupt: key -> [folder signature, reason] (not re-inspected until something in it changes);
-    # stalled: key -> folder signature already warned about.
-    return {name: dict(state.get(name, {})) for name in ("requested", "corrupt", "stalled")}
+    # stalled: key -> folder signature already warned about;
+    # not_deliveries: path -> reason, for what under the landing folder is not a delivery (logged once).
+    return {name: dict(state.get(name, {})) for name in ("requested", "corrupt", "stalled", "not_deliveries")}
 
 
 def _summary(label: str, items: list[str], shown: int = 3) -> str:
@@ -115,7 +118,23 @@ def _summary(label: str, items: list[str], shown: int = 3) -> str:
     return f"{len(items)} {label}: " + "; ".join(items[:shown]) + more
 
 
-def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_seconds: float = 60.0,
+def _report_not_deliveries(context: SensorEvaluationContext, state: dict, refused: list[str],
+                           ignored: list[str]) -> None:
+    """Log each folder or file that is not a delivery once (a warning, or an error when it holds a
+    manifest that will never load), and keep them in the cursor so the next tick stays quiet."""
+    seen = state["not_deliveries"]
+    current = {line.split(": ", 1)[0]: line for line in (*refused, *ignored)}
+    new_refused = [line for line in refused if seen.get(line.split(": ", 1)[0]) != line]
+    new_ignored = [line for line in ignored if seen.get(line.split(": ", 1)[0]) != line]
+    if new_refused:
+        context.log.error("Not loaded, not a delivery folder the pipeline knows: " + " | ".join(new_refused))
+    if new_ignored:
+        context.log.warning("Ignored under the landing folder: " + " | ".join(new_ignored))
+    state["not_deliveries"] = current
+
+
+# `ingest_job` / `refresh_job`: what `define_asset_job` returns (its class is not public API).
+def build_landing_sensor(ingest_job, settle_seconds: float = 60.0,
                          stall_after_seconds: float = 3600.0, minimum_interval_seconds: int = 30
                          ) -> SensorDefinition:
     @sensor(
@@ -132,9 +151,9 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
         now = time.time()
         requests, waiting, corrupt, loaded = [], [], [], []
         present = set()
-        for source, extract_date in list_deliveries(landing.root):
-            if source not in SOURCES:
-                continue
+        survey = survey_landing(landing.root, SOURCES)
+        _report_not_deliveries(context, state, survey.refused, survey.ignored)
+        for source, extract_date in survey.deliveries:
             key = f"{source}/{extract_date}"
             present.add(key)
             folder = delivery_path(landing.root, source, extract_date)
@@ -147,7 +166,7 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
             if known and known[0] == signature:
                 corrupt.append(f"{key}: {known[1]}")
                 continue
-            arrival = inspect_delivery(folder, [t.name for t in SOURCES[source].tables], settle_seconds, now)
+            arrival = inspect_delivery(folder, SOURCES[source], settle_seconds, now)
             if arrival.state == COMPLETE:
                 state["requested"][key] = arrival.manifest_sha256[:CURSOR_HASH_CHARS]
                 state["corrupt"].pop(key, None)
@@ -169,7 +188,8 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
                     state["stalled"][key] = signature
                 waiting.append(f"{key}: {arrival.reason}")
         # Forget folders that were removed, so the cursor stays as small as the landing zone.
-        state = {name: {k: v for k, v in entries.items() if k in present} for name, entries in state.items()}
+        state = {name: {k: v for k, v in entries.items() if k in present or name == "not_deliveries"}
+                 for name, entries in state.items()}
         # One line per delivery, short hashes: the cursor reads as a list in the UI's sensor page.
         cursor = json.dumps({name: entries for name, entries in state.items() if entries}, sort_keys=True, indent=1)
         if loaded:
@@ -179,6 +199,8 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
             parts = [_summary("already loaded from the same manifest", loaded)] if loaded else []
             parts += [_summary("incomplete, retried next tick", waiting)] if waiting else []
             parts += [_summary("corrupt, not loaded", corrupt)] if corrupt else []
+            parts += [_summary("not a delivery folder, not loaded", survey.refused)] if survey.refused else []
+            parts += [_summary("ignored, not a delivery", survey.ignored)] if survey.ignored else []
             return SensorResult(skip_reason=" | ".join(parts) or "no new deliveries", cursor=cursor)
         requests.sort(key=lambda r: (r.partition_key, r.tags[SOURCE_TAG]))
         known = set(context.instance.get_dynamic_partitions(EXTRACT_DATES))
@@ -192,7 +214,7 @@ def build_landing_sensor(ingest_job: UnresolvedAssetJobDefinition, settle_second
     return landing_sensor
 
 
-def build_refresh_sensor(refresh_job: UnresolvedAssetJobDefinition, refresh_selection: AssetSelection,
+def build_refresh_sensor(refresh_job, refresh_selection: AssetSelection,
                          also_refreshed_by: tuple[str, ...] = (), minimum_interval_seconds: int = 30
                          ) -> SensorDefinition:
     """`also_refreshed_by`: other jobs whose runs bring everything downstream up to date (the CLI's
@@ -219,6 +241,8 @@ def build_refresh_sensor(refresh_job: UnresolvedAssetJobDefinition, refresh_sele
             return SkipReason(f"{len(never)} input(s) of {refresh_job.name} never loaded (e.g. {never[0]}): "
                               "waiting for a first delivery from every source")
         newest = max(event.timestamp for event in latest.values())
+        # A run whose process was killed would otherwise be waited for here forever.
+        fail_abandoned_runs(instance, say=context.log.warning)
         pending = instance.get_run_records(RunsFilter(statuses=PENDING_STATUSES), limit=1)
         if pending:
             run = pending[0].dagster_run
@@ -236,7 +260,7 @@ def build_refresh_sensor(refresh_job: UnresolvedAssetJobDefinition, refresh_sele
     return refresh_after_ingest
 
 
-def build_full_refresh_schedule(refresh_job: UnresolvedAssetJobDefinition, run_config: dict | None = None,
+def build_full_refresh_schedule(refresh_job, run_config: dict | None = None,
                                 cron_schedule: str = "0 3 * * 0") -> ScheduleDefinition:
     """`run_config`: what makes the run a full one (linkage mode "full": retrain, re-score, re-cluster)."""
     return ScheduleDefinition(

@@ -30,7 +30,9 @@ from dagster import (
 )
 
 from datafirst_assets.defs.deidentify import deidentified_key
+from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_failed
 from datafirst_assets.defs.release import table_key
+from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.reporting import file_url
@@ -116,29 +118,32 @@ def load_summaries(stored: pl.DataFrame) -> tuple[dict, str]:
     "the only input of synthetic generation. Readable JSON in data/synthetic/summaries.json.",
     check_specs=[AssetCheckSpec(
         "no_small_cells", asset=SUMMARIES, blocking=True,
-        description="No published category, bin, count or lookup shape holds fewer than k people.",
+        description="Before storing: no published category, bin, count or lookup shape holds fewer than k people.",
     )],
 )
 def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSettings, **release: pl.DataFrame):
     tables = {tid: release[_input_name("release", tid)] for tid in release_tables()}
     doc = summarise_release(tables, synthetic.rules())
     text, sha = summaries_json(doc), summaries_sha256(doc)
-    synthetic.folder.mkdir(parents=True, exist_ok=True)
-    path = synthetic.folder / "summaries.json"
-    path.write_text(text, encoding="utf-8")
     overview = pl.DataFrame([
         {"table": name, "rows": t["rows"], "columns": len(t.get("columns", {})),
          "values_suppressed": sum(c.get("values_suppressed", 0) for c in t.get("columns", {}).values())}
         for name, t in doc["tables"].items()
     ])
+    # The output rule (no published cell under k) is a gate: checked before the summaries are stored.
+    problems = check_summaries(doc)
+    result = AssetCheckResult(passed=not problems, asset_key=SUMMARIES, check_name="no_small_cells", metadata={
+        "small_cells": len(problems), "sample": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
+    })
+    yield result
+    refuse_if_failed("synthetic/summaries", [result], ["no_small_cells"])
+    synthetic.folder.mkdir(parents=True, exist_ok=True)
+    path = synthetic.folder / "summaries.json"
+    path.write_text(text, encoding="utf-8")
     yield Output(pl.DataFrame({"format": [FORMAT], "sha256": [sha], "summaries_json": [text]}), metadata={
         "path": MetadataValue.path(str(path)), "sha256": sha, "k": synthetic.k,
         "clip_quantile": synthetic.clip_quantile, "bytes": len(text.encode("utf-8")),
         "tables": MetadataValue.md(markdown_table(overview)),
-    })
-    problems = check_summaries(doc)
-    yield AssetCheckResult(passed=not problems, metadata={
-        "small_cells": len(problems), "sample": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
     })
 
 
@@ -165,9 +170,31 @@ def _out(tid: TableId) -> AssetOut:
     )
 
 
-def _check_spec(tid: TableId) -> AssetCheckSpec:
-    return AssetCheckSpec("matches_release_schema", asset=synthetic_key(*tid),
-                          description="Exactly the release table's columns, in its order, with its types.")
+def _check_specs(tid: TableId) -> list[AssetCheckSpec]:
+    return [
+        AssetCheckSpec("matches_release_schema", asset=synthetic_key(*tid), blocking=True,
+                       description="Before storing: exactly the release table's columns, in its order, with its "
+                       "types, and the release table's contract (keys, hash shape, ranges)."),
+        AssetCheckSpec("no_identifiers", asset=synthetic_key(*tid), blocking=True,
+                       description="PII gate, before storing: no value shaped like a PNC, CRO, postcode, prison "
+                       "number or CRN and no withheld identifier column."),
+    ]
+
+
+def _gated_outputs(tables: dict, tids, sha: str, settings: SyntheticSettings):
+    """Gate results for every table, then the tables, or nothing stored when a gate failed."""
+    results = []
+    for tid in tids:
+        schema = _schema_check(tid, tables[tid])
+        contract = contract_check(synthetic_key(*tid), tables[tid], check_name="matches_release_schema")
+        results.append(schema if not schema.passed else contract)
+        found = scan_table(name_of(tid), tables[tid], shape_identifiers(None if tid[0] == "linking" else tid[0]))
+        results.append(pii_check(synthetic_key(*tid), found))
+    yield from results
+    refuse_if_failed(f"synthetic tables {', '.join(name_of(t) for t in tids)}", results,
+                     ["matches_release_schema", "no_identifiers"])
+    for tid in tids:
+        yield Output(tables[tid], output_name=tid[1], metadata=_label_metadata(sha, settings))
 
 
 def _synthetic_source_asset(source: str):
@@ -177,7 +204,7 @@ def _synthetic_source_asset(source: str):
         name=f"synthetic_{source}",
         ins={"summaries": AssetIn(key=SUMMARIES)},
         outs={tid[1]: _out(tid) for tid in tids},
-        check_specs=[_check_spec(tid) for tid in tids],
+        check_specs=[spec for tid in tids for spec in _check_specs(tid)],
     )
     def _asset(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame):
         doc, sha = load_summaries(summaries)
@@ -185,10 +212,7 @@ def _synthetic_source_asset(source: str):
         missing = [name_of(tid) for tid in tids if tid not in tables]
         if missing:
             raise ValueError(f"the summaries have no entry for {missing}: re-materialise synthetic/summaries")
-        for tid in tids:
-            yield Output(tables[tid], output_name=tid[1], metadata=_label_metadata(sha, synthetic))
-        for tid in tids:
-            yield _schema_check(tid, tables[tid])
+        yield from _gated_outputs(tables, tids, sha, synthetic)
 
     return _asset
 
@@ -210,7 +234,7 @@ def _person_inputs() -> dict[str, AssetIn]:
     name="synthetic_linking",
     ins={"summaries": AssetIn(key=SUMMARIES), **_person_inputs()},
     outs={tid[1]: _out(tid) for tid in LINKING_IDS},
-    check_specs=[_check_spec(tid) for tid in LINKING_IDS],
+    check_specs=[spec for tid in LINKING_IDS for spec in _check_specs(tid)],
 )
 def synthetic_linking(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame,
                       **persons: pl.DataFrame):
@@ -220,9 +244,7 @@ def synthetic_linking(context: AssetExecutionContext, synthetic: SyntheticSettin
     for tid in (XJS_LOOKUP_ID, CASE_LOOKUP_ID):
         if tid not in linking:
             raise ValueError(f"the summaries have no entry for {name_of(tid)}: re-materialise synthetic/summaries")
-        yield Output(linking[tid], output_name=tid[1], metadata=_label_metadata(sha, synthetic))
-    for tid in (XJS_LOOKUP_ID, CASE_LOOKUP_ID):
-        yield _schema_check(tid, linking[tid])
+    yield from _gated_outputs(linking, (XJS_LOOKUP_ID, CASE_LOOKUP_ID), sha, synthetic)
 
 
 REPORT_CHECKS = {

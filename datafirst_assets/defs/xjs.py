@@ -22,10 +22,18 @@ from dagster import (
     multi_asset,
 )
 
-from datafirst_assets.defs.linkage import LinkageSettings, linkage_key
+from datafirst_assets.defs.linkage import LinkageSettings, linkage_key, stored_table
+from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
 from datafirst_assets.linkage.case_link import build_case_link
-from datafirst_assets.linkage.xjs import DEFAULT_THRESHOLDS, build_xjs_lookup, check_lookup_invariants
+from datafirst_assets.linkage.xjs import (
+    DEFAULT_THRESHOLDS,
+    build_xjs_lookup,
+    carry_forward_xjs_ids,
+    check_lookup_invariants,
+    unchanged_xjs_persons_kept,
+    xjs_id_change_history,
+)
 from datafirst_assets.linkage.xjs_metrics import (
     case_link_metrics, evaluate_xjs, xjs_markdown, xjs_sections, xjs_summary, xjs_truth,
 )
@@ -34,6 +42,7 @@ from datafirst_assets.sources.registry import SOURCES
 
 LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
 EDGES = AssetKey(["linkage", "xjs", "edges"])
+XJS_ID_CHANGES = AssetKey(["linkage", "xjs", "id_changes"])
 CASE_LOOKUP = AssetKey(["linkage", "criminal_courts", "case_lookup"])
 XJS_QUALITY = AssetKey(["linkage", "xjs", "quality"])
 # Floors from the linking issue.
@@ -68,6 +77,11 @@ def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
             key=EDGES, group_name="linkage", metadata={"schema": "linkage_xjs"}, kinds={"splink", "duckdb"},
             description="Scored cross-dataset person pairs behind the lookup (best variant pair per pair).",
         ),
+        "id_changes": AssetOut(
+            key=XJS_ID_CHANGES, group_name="linkage", metadata={"schema": "linkage_xjs"}, kinds={"polars", "duckdb"},
+            description="History of cross-justice id changes between runs, per level (high / medium / low): "
+            "merges, splits, records moved between persons, new and retired ids.",
+        ),
     },
     check_specs=[AssetCheckSpec(
         "lookup_invariants", asset=LOOKUP, blocking=True,
@@ -75,16 +89,28 @@ def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
         "every row references an existing record.",
     )],
 )
-def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, **inputs: pl.DataFrame):
+def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
+               **inputs: pl.DataFrame):
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
     result = build_xjs_lookup(records, clusters, db_api=linkage.db_api(), progress=context.log.info)
-    lookup = add_record_hashes(result.lookup)
+    previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
+    carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
+    lookup = add_record_hashes(carried)
+    history = xjs_id_change_history(history, changes, run_id=context.run_id)
+    # The change log goes first: the next run finds every id issued even if the lookup fails to store.
+    yield Output(history, output_name="id_changes", metadata={
+        **{f"this_run_{lv}_{kind}": n for lv, kind, n in changes.group_by("level", "kind").len().sort("level", "kind")
+           .iter_rows()},
+        "history_rows": history.height,
+    })
+    kept = unchanged_xjs_persons_kept(previous, lookup) if previous is not None and previous.height else {}
     yield Output(lookup, output_name="lookup", metadata={
         "pseudonymisation_key": "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)"
         if key_is_development() else "from environment",
         "records": lookup.height,
         **{f"persons_{level}": lookup[f"person_id_{level}"].n_unique() for level in ("high", "medium", "low")},
+        **{f"unchanged_persons_kept_{lv}": f"{k} of {n}" for lv, (n, k) in kept.items()},
         "thresholds": list(result.thresholds),
     })
     yield Output(result.edges, output_name="edges", metadata={"edges": result.edges.height})

@@ -1,4 +1,18 @@
-"""Disclosure control of release tables: k-anonymity and l-diversity on quasi-identifiers.
+"""Disclosure control of release tables: re-identification risk, and k-anonymity on request.
+
+Row-level research tables go to accredited researchers in a secure setting: they are
+de-identified, not anonymised, so what is measured (and gated) is re-identification risk on a
+small key an outsider could know about a person: age band, sex, ethnic group and area (the
+region of the postcode area; `reidentification_risk`). Every record's risk is 1 / (people in its key cell); the table
+reports sample uniques (records alone in their cell), mean and maximum per-record risk, and
+fails the gate when the mean risk exceeds `RiskRule.max_mean_risk`. A k-anonymity test over
+event dates, as this module once defaulted to, fails for every row of a row-level table (the
+event month alone makes rows unique) and teaches people to ignore checks; it is gone.
+
+The strict output rule (no count under 10, secondary suppression) is for aggregates that
+leave the secure setting: see `deidentify.output_rules`.
+
+The k-anonymity machinery below remains for the optional "coarsen" policy:
 
 Quasi-identifiers (QIs) are the released columns an outsider could know about a person: age,
 sex, ethnicity, area, offence group and the month of the table's event, by default. Rows that
@@ -24,6 +38,7 @@ from typing import Literal
 
 import polars as pl
 
+from datafirst_assets.deidentify.regions import region_of
 from datafirst_assets.deidentify.release_spec import ReleaseTable
 
 Policy = Literal["warn", "coarsen"]
@@ -114,19 +129,12 @@ def ladder_kind(spec: ReleaseTable, column: str) -> str:
 
 
 def default_quasi_identifiers(spec: ReleaseTable) -> list[str]:
-    """Age, sex, ethnicity, area, offence group and event month, where the table has them.
+    """The key an outsider could know: age, sex, ethnicity and area, where the table has them.
 
-    Tables with no attribute of the person (age, sex, ethnicity, area) describe events, not
-    people, and get none: an offence month alone identifies nobody.
+    Tables with no attribute of the person describe events, not people, and get none. Event
+    dates are not in the key: on row-level data they make every row unique.
     """
-    names = spec.column_names
-    personal = [c.name for c in spec.columns if c.role in ("age", "area") or c.name in (*SEX_COLUMNS, "ethnicity")]
-    if not personal:
-        return []
-    qis = [c for c in names if c in personal or c == "offence_group"]
-    if spec.event_date and spec.event_date in names:
-        qis.append(spec.event_date)
-    return qis
+    return [c.name for c in spec.columns if c.role in ("age", "area") or c.name in (*SEX_COLUMNS, "ethnicity")]
 
 
 def default_sensitive(spec: ReleaseTable, qis: Sequence[str]) -> str | None:
@@ -220,3 +228,79 @@ def apply_policy(frame: pl.DataFrame, spec: ReleaseTable, rule: DisclosureRule) 
 
 def results_frame(results: Sequence[DisclosureResult]) -> pl.DataFrame:
     return pl.DataFrame([r.summary() for r in results])
+
+
+# --- Re-identification risk on a small key (the gate for row-level tables) ---------------------
+
+@dataclass(frozen=True)
+class RiskRule:
+    """How risk is measured and when it fails: `max_mean_risk` is the mean per-record risk allowed."""
+
+    age_band: int = 10
+    max_mean_risk: float = 0.6
+    key: tuple[str, ...] | None = None  # None: age, sex, ethnicity and area where the table has them
+
+
+@dataclass
+class RiskResult:
+    table: str
+    key: list[str]
+    units: str
+    records: int = 0
+    cells: int = 0
+    sample_uniques: int = 0
+    mean_risk: float = 0.0
+    max_risk: float = 0.0
+    max_mean_risk: float = 0.6
+    riskiest_cells: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+    @property
+    def sample_unique_share(self) -> float:
+        return self.sample_uniques / self.records if self.records else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.mean_risk <= self.max_mean_risk
+
+    def summary(self) -> dict:
+        return {
+            "table": self.table, "risk_key": ", ".join(self.key) or "-", "units": self.units,
+            "records": self.records, "key_cells": self.cells, "sample_uniques": self.sample_uniques,
+            "sample_unique_share": round(self.sample_unique_share, 4), "mean_risk": round(self.mean_risk, 4),
+            "max_risk": round(self.max_risk, 4), "max_mean_risk": self.max_mean_risk, "passed": self.passed,
+        }
+
+
+def _risk_key_expr(spec: ReleaseTable, column: str, rule: RiskRule) -> pl.Expr:
+    """How the key sees a column: age in bands, ethnicity as its group, area as its region."""
+    kind = ladder_kind(spec, column)
+    if spec.column(column).role == "area":
+        return region_of(pl.col(column)).alias(column)
+    if kind == "age":
+        return (pl.col(column) // rule.age_band * rule.age_band).cast(pl.Int32).alias(column)
+    if kind == "ethnicity":
+        return pl.col(column).str.slice(0, 1).alias(column)
+    return pl.col(column)
+
+
+def reidentification_risk(frame: pl.DataFrame, spec: ReleaseTable, rule: RiskRule = RiskRule()) -> RiskResult:
+    """Per-record risk 1 / (people sharing the record's key cell); sample uniques; see the module doc."""
+    key = list(rule.key) if rule.key is not None else default_quasi_identifiers(spec)
+    unknown = [k for k in key if k not in frame.columns]
+    if unknown:
+        raise ValueError(f"{spec.source}.{spec.name}: risk key columns {unknown} are not columns of the table")
+    person = spec.person_key if spec.person_key in frame.columns else None
+    result = RiskResult(table=f"{spec.source}.{spec.name}", key=key, units="persons" if person else "rows",
+                        records=frame.height, max_mean_risk=rule.max_mean_risk)
+    if not key or frame.is_empty():
+        return result
+    view = frame.select([_risk_key_expr(spec, k, rule) for k in key] + ([pl.col(person)] if person else []))
+    size = (pl.col(person).n_unique() if person else pl.len()).alias("people")
+    cells = view.group_by(key).agg(size, pl.len().alias("records"))
+    risk = (1.0 / pl.col("people").clip(lower_bound=1))
+    result.cells = cells.height
+    result.sample_uniques = int(cells.filter(pl.col("people") == 1)["records"].sum())
+    result.mean_risk = float(cells.select((risk * pl.col("records")).sum() / pl.col("records").sum()).item())
+    result.max_risk = float(cells.select(risk.max()).item())
+    result.riskiest_cells = cells.sort("people", *key, nulls_last=True).head(10)
+    return result

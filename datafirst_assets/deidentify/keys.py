@@ -1,9 +1,13 @@
-"""Keyed pseudonyms (HMAC-SHA256) for system ids.
+"""Keyed pseudonyms (HMAC-SHA256) for system ids, and the rules a key must meet to publish.
 
 The key comes from the environment; an unkeyed hash of a low-entropy id (a case number, a
 prison number) can be reversed by hashing every possible value, a keyed one cannot without
-the key. Without a key set, a clearly labelled development key is used and `key_is_development`
-says so, so a release can record it.
+the key. Keys fail closed: without a key (unset or empty) a clearly labelled development key
+is used only when `DATAFIRST_ALLOW_DEVELOPMENT_KEY=1` says this is a demo or a test (the
+Makefile's demo targets and the test suite set it); publishing with the development key or a
+key shorter than `MIN_KEY_LENGTH` is otherwise refused (`require_publishable_key`). A release
+records `key_fingerprint` (HMAC of a fixed label, 12 hex), so a key rotation is visible without
+revealing the key.
 """
 
 from __future__ import annotations
@@ -15,15 +19,59 @@ import os
 import polars as pl
 
 KEY_ENV = "DATAFIRST_PSEUDONYMISATION_KEY"
+ALLOW_DEVELOPMENT_KEY_ENV = "DATAFIRST_ALLOW_DEVELOPMENT_KEY"
 DEVELOPMENT_KEY = "datafirst-DEVELOPMENT-ONLY-key-not-for-real-data"
+MIN_KEY_LENGTH = 32
 
 
-def pseudonymisation_key() -> bytes:
-    return os.environ.get(KEY_ENV, DEVELOPMENT_KEY).encode("utf-8")
+class KeyRefused(RuntimeError):
+    """The pseudonymisation key may not be used to publish (development, empty or short key)."""
+
+
+def development_key_allowed() -> bool:
+    return os.environ.get(ALLOW_DEVELOPMENT_KEY_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def key_is_development() -> bool:
-    return not os.environ.get(KEY_ENV)
+    return not os.environ.get(KEY_ENV, "").strip() or os.environ.get(KEY_ENV) == DEVELOPMENT_KEY
+
+
+def key_problem() -> str | None:
+    """Why the configured key may not publish (None: it may)."""
+    value = os.environ.get(KEY_ENV, "")
+    if key_is_development():
+        if development_key_allowed():
+            return None
+        return (f"{KEY_ENV} is {'empty' if KEY_ENV in os.environ else 'unset'}: the public development key "
+                f"would be used. Set {KEY_ENV} to a secret of at least {MIN_KEY_LENGTH} characters kept out "
+                f"of the repository and the outputs (demo and tests only: {ALLOW_DEVELOPMENT_KEY_ENV}=1).")
+    if len(value.strip()) < MIN_KEY_LENGTH:
+        return (f"{KEY_ENV} is {len(value.strip())} characters long; a pseudonymisation key needs at least "
+                f"{MIN_KEY_LENGTH} (a short key can be guessed, and with it every hashed id reversed).")
+    return None
+
+
+def require_publishable_key() -> None:
+    """Raise `KeyRefused` (a clear message) unless the configured key may be used for a release."""
+    problem = key_problem()
+    if problem:
+        raise KeyRefused(f"Refusing to publish: {problem}")
+
+
+def pseudonymisation_key() -> bytes:
+    """The configured key; an empty or unset variable means the development key (see the module doc)."""
+    value = os.environ.get(KEY_ENV, "").strip()
+    return (value or DEVELOPMENT_KEY).encode("utf-8")
+
+
+def key_fingerprint(key: bytes | None = None) -> str:
+    """First 12 hex of HMAC(key, "fingerprint"): identifies a key (and its rotation), reveals nothing."""
+    secret = key if key is not None else pseudonymisation_key()
+    return hmac.new(secret, b"fingerprint", hashlib.sha256).hexdigest()[:12]
+
+
+def key_label() -> str:
+    return "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)" if key_is_development() else "from environment"
 
 
 def keyed_hash(values: pl.Series, *, namespace: str, key: bytes | None = None) -> pl.Series:

@@ -81,6 +81,12 @@ def _normalised_values(frame: pl.DataFrame, columns: Iterable[str], min_length: 
     return values
 
 
+def identifying_columns(table) -> list[str]:
+    """The staged columns `raw_identifiers` reads from a table (names, address, system ids)."""
+    return [c.name for c in table.columns
+            if c.kind in ("name", "id", "ref") or c.name == "address_line1" or c.name in SYSTEM_ID_TEXT_COLUMNS]
+
+
 def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> RawIdentifiers:
     """Names, addresses and system ids found in a dataset's staged tables (all columns of those kinds)."""
     found = RawIdentifiers(column_names=set(ALWAYS_WITHHELD_NAMES))
@@ -138,3 +144,18 @@ def findings_markdown(findings: list[Finding]) -> str:
     if not findings:
         return "No identifier found."
     return "\n".join(f"- {f}" for f in findings)
+
+
+def shape_identifiers(dataset: str | None = None) -> RawIdentifiers:
+    """What a table made without raw rows (synthetic, derived) is scanned for: identifier shapes
+    (always) and the withheld column names of `dataset` (all datasets when None)."""
+    from datafirst_assets.sources.registry import SOURCES  # the registry imports nothing from here
+
+    found = RawIdentifiers(column_names=set(ALWAYS_WITHHELD_NAMES))
+    for source in SOURCES.values():
+        if dataset not in (None, source.key):
+            continue
+        for table in source.tables:
+            found.column_names |= {c.name for c in table.columns
+                                   if c.kind in IDENTIFIER_KINDS or c.name in SYSTEM_ID_TEXT_COLUMNS}
+    return found

@@ -39,6 +39,7 @@ from datafirst_assets.linkage.stable_ids import (
     carry_forward_ids,
     next_free_id,
 )
+from datafirst_assets.linkage.guard import split_conflicting_clusters
 from datafirst_assets.linkage.train import TrainedModel, make_linker, register_records
 
 # Scored pairs below this probability are not kept: they never form links at any sensible
@@ -280,6 +281,8 @@ def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
     t = time.perf_counter()
     clusters = cluster_pairs(linker, pairs_sdf, threshold_match_probability=threshold)
     pairs_sdf.drop_table_from_database_and_remove_from_cache()
+    guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
+    clusters = guarded.clusters
     timings["cluster"] = time.perf_counter() - t
     t = time.perf_counter()
     carried = _carry(previous, clusters)
@@ -287,7 +290,7 @@ def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
     return LinkResult(ids=carried.ids, pairs=pairs, changes=carried.changes, hashes=hashes, threshold=threshold,
                       threshold_source=source, mode="full", reason=reason, next_id=carried.next_id,
                       stats={"records": records.height, "pairs": pairs.height, "reclustered": records.height,
-                             **carried.counts()},
+                             **carried.counts(), **guarded.stats},
                       timings=timings)
 
 
@@ -321,6 +324,8 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
     pairs = pl.concat([kept, fresh], how="diagonal_relaxed") if fresh.height else kept
     clusters, reclustered = recluster(previous.ids(), hashes.get_column(UNIQUE_ID), pairs, threshold,  # type: ignore[arg-type]
                                       changes.touched, everything=threshold != before)
+    guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
+    clusters = guarded.clusters
     timings["cluster"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -333,7 +338,7 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
         next_id=carried.next_id,
         stats={"records": records.height, "new_records": changes.new.len(), "changed_records": changes.changed.len(),
                "removed_records": changes.removed.len(), "new_pairs": fresh.height, "pairs": pairs.height,
-               "reclustered": reclustered, **carried.counts()},
+               "reclustered": reclustered, **carried.counts(), **guarded.stats},
         timings=timings)
 
 

@@ -132,6 +132,12 @@ def _name_comparison(col: str, *, swap_with: str | None, middle: bool, swap_coun
         cll.JaroWinklerLevel(col, 0.92),
         cll.JaroWinklerLevel(col, 0.88),
     ]
+    if col == "forename":
+        # Civil and family systems often hold only an initial ("J SMITH"): agreement with the
+        # other record's first letter is evidence of its own, weaker than a name but far from none.
+        levels.append(cll.CustomLevel(
+            f"(length({col}_l) = 1 OR length({col}_r) = 1) AND substr({col}_l, 1, 1) = substr({col}_r, 1, 1)",
+            label_for_charts=f"{col} is an initial of the other"))
     if swap_with:
         swapped = cll.ColumnsReversedLevel(col, swap_with, symmetrical=True)
         if swap_counts:
@@ -341,7 +347,8 @@ def candidate_blocking_keys(fields: Sequence[str]) -> list[tuple[Key, ...] | str
 
     Each rule is an equi-join on fairly specific keys; together they tolerate an error
     or a gap in any one field (often two): names exact; dob with either initial; surname
-    with year of birth; each identifier; postcode with either initial; swapped names.
+    with year of birth or with the forename's initial; each identifier; postcode with either
+    initial; swapped names.
     """
     f = set(fields)
     rules: list[tuple[Key, ...] | str] = []
@@ -354,6 +361,9 @@ def candidate_blocking_keys(fields: Sequence[str]) -> list[tuple[Key, ...] | str
     add(Key("dob"), Key("forename", "initial"))
     add(Key("dob"), Key("surname", "initial"))
     add(Key("surname"), Key("dob", "year"))
+    # Sparse systems (civil, family) often lack the date of birth and record only an initial or
+    # a nickname, and people move: surname with the forename's initial still finds them.
+    add(Key("surname"), Key("forename", "initial"))
     add(Key("pnc"))
     add(Key("cro"))
     add(Key("other_id"))

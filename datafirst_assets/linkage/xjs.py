@@ -36,8 +36,8 @@ Design (the choices the issue leaves open):
   which independent clusterings per threshold (of different edge sets, or with conflicts
   resolved separately) do not guarantee.
 * **Ids**: dense integers per threshold, numbered by the smallest per-dataset person key in
-  the cluster (never a raw system id). Stable ids across releases are carried forward
-  elsewhere, as for per-dataset ids.
+  the cluster (never a raw system id); :func:`carry_forward_xjs_ids` then carries the ids of
+  the previous run forward, level by level, as the per-dataset ids are carried.
 * **Thresholds** (match probability of the best variant pair): high 0.99, medium 0.9,
   low 0.5 by default; see ``DEFAULT_THRESHOLDS``.
 """
@@ -47,6 +47,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,15 @@ from datafirst_assets.linkage.settings import (
     SOURCE_DATASET,
     UNIQUE_ID,
     model_spec_for_records,
+)
+from datafirst_assets.linkage.stable_ids import (
+    CHANGE_SCHEMA,
+    HISTORY_SCHEMA,
+    PERSON_ID,
+    RECORD_ID,
+    carry_forward_ids,
+    next_free_id,
+    unchanged_persons_kept,
 )
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
 from datafirst_assets.sources.registry import SOURCES
@@ -449,3 +459,77 @@ XJS_LOOKUP_SCHEMA = pa.DataFrameSchema(
     description="Cross-justice person lookup: one row per source record, its per-dataset person and "
     "its cross-justice person at the high, medium and low thresholds (nested).",
 )
+
+
+# -------------------------------------------------------------------------- stable ids
+
+#: One row per change of a cross-justice id, as the per-dataset id_changes, plus its level.
+XJS_CHANGE_SCHEMA = {"level": pl.String, **CHANGE_SCHEMA}
+XJS_HISTORY_SCHEMA = {"level": pl.String, **HISTORY_SCHEMA}
+
+
+_KEY = "_record_key"
+
+
+def _record_key() -> pl.Expr:
+    """``<dataset>:<record id>``: a record, unique over datasets (the unit ids are carried by)."""
+    return pl.concat_str([pl.col(SOURCE_DATASET), pl.lit(SEP), pl.col(UNIQUE_ID).cast(pl.String)]).alias(_KEY)
+
+
+def carry_forward_xjs_ids(lookup: pl.DataFrame, previous: pl.DataFrame | None = None,
+                          history: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The lookup with ``person_id_high/_medium/_low`` carried forward from ``previous`` (the
+    last stored lookup, None on the first run), and the changes (``XJS_CHANGE_SCHEMA``).
+
+    Each level is carried as the per-dataset ids are (:func:`carry_forward_ids`, records as
+    the unit): a cross-justice person whose records are exactly a previous person's keeps
+    that id, a merge keeps the id covering most records and logs the other as ``merge``, a
+    split keeps the id on the larger part. New ids are numbered above every id the level
+    ever issued (``history``: the stored change log), so a retired id is never reused.
+    Relabelling a partition keeps it a partition, so the levels still nest.
+    """
+    has_previous = previous is not None and previous.height > 0
+    keyed = lookup.with_columns(_record_key())
+    changes = []
+    for level in LEVELS:
+        col = f"person_id_{level}"
+        prev = (previous.select(_record_key().alias(RECORD_ID), pl.col(col).alias(PERSON_ID))
+                if has_previous and col in previous.columns else None)
+        past = (history.filter(pl.col("level") == level)
+                if history is not None and not history.is_empty() and "level" in history.columns else None)
+        start = next_free_id(None if prev is None else prev.get_column(PERSON_ID),
+                             None if past is None else past.get_column("old_id"),
+                             None if past is None else past.get_column("new_id"))
+        carried = carry_forward_ids(prev, keyed.select(pl.col(_KEY).alias(RECORD_ID), col), first_new_id=start,
+                                    cluster_col=col)
+        keyed = keyed.drop(col).join(carried.ids.rename({RECORD_ID: _KEY, PERSON_ID: col}), on=_KEY, how="left")
+        changes.append(carried.changes.select(pl.lit(level).alias("level"), *CHANGE_SCHEMA))
+    out = keyed.select(lookup.columns)
+    return out, pl.concat(changes).cast(XJS_CHANGE_SCHEMA)  # type: ignore[arg-type]
+
+
+def xjs_id_change_history(history: pl.DataFrame | None, changes: pl.DataFrame, *, run_id: str,
+                          at: datetime | None = None) -> pl.DataFrame:
+    """The stored cross-justice change log with this run's ``changes`` appended (a re-execution
+    of the same run replaces its earlier rows)."""
+    at = at or datetime.now(timezone.utc).replace(tzinfo=None)
+    this_run = changes.select(*XJS_CHANGE_SCHEMA).cast(XJS_CHANGE_SCHEMA).with_columns(  # type: ignore[arg-type]
+        pl.lit(at, dtype=pl.Datetime("us")).alias("changed_at"), pl.lit(run_id).alias("run_id"),
+        pl.lit("full").alias("mode"))
+    if history is None or history.is_empty() or not set(XJS_HISTORY_SCHEMA) <= set(history.columns):
+        return this_run
+    earlier = history.select(*XJS_HISTORY_SCHEMA).cast(XJS_HISTORY_SCHEMA).filter(  # type: ignore[arg-type]
+        pl.col("run_id") != run_id)
+    return pl.concat([earlier, this_run])
+
+
+def unchanged_xjs_persons_kept(previous: pl.DataFrame, lookup: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per level: (previous cross-justice persons whose exact record set is again one person,
+    how many of them kept their id). The floor is that the two are equal."""
+    out = {}
+    for level in LEVELS:
+        col = f"person_id_{level}"
+        before = previous.select(_record_key().alias(RECORD_ID), pl.col(col).alias(PERSON_ID))
+        after = lookup.select(_record_key().alias(RECORD_ID), pl.col(col).alias(PERSON_ID))
+        out[level] = unchanged_persons_kept(before, after)
+    return out

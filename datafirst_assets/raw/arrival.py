@@ -3,17 +3,18 @@
 What the landing sensor asks of every `<landing>/<source>/<YYYY-MM-DD>/` folder. Senders copy the
 data files first and write `manifest.json` last, so:
 
-- complete: the manifest parses, names this source and date, lists every table of the source, and
-  every listed file is there with the manifest's sha256 and row count;
+- complete: the manifest parses, names this source and date, lists every table of the source and
+  no other, names only files inside the folder, and every listed file is there with the manifest's
+  sha256 and record count (records, not lines: a quoted field may hold line breaks);
 - incomplete (still copying; skipped and looked at again on the next tick): no manifest yet; a
-  listed file not there yet; a file whose checksum does not match but which holds fewer data lines
-  than the manifest declares (a file being copied is a prefix of the final one) or was modified in
-  the last `settle_seconds`; a manifest that does not parse and was modified in the last
+  listed file not there yet; a file whose checksum does not match but which holds fewer records
+  than the manifest declares, or ends inside a quoted field or without its final line break (a
+  file being copied is a prefix of the final one), or was modified in the last `settle_seconds`; a manifest that does not parse and was modified in the last
   `settle_seconds` (caught mid-write);
 - corrupt (reported, not run): a manifest that does not parse once it has settled, or names another
-  source or date, or lacks a table; a file with at least the declared number of lines but the wrong
-  checksum once it has settled (altered, not truncated); a file whose checksum matches but whose
-  line count differs from the manifest's (the manifest is wrong).
+  source or date, lacks a table, names an unknown table or a file outside the folder; a complete-
+  looking file with the wrong checksum once it has settled (altered, not truncated); a file whose
+  checksum matches but whose record count differs from the manifest's (the manifest is wrong).
 
 A file that stops growing short of its declared size stays incomplete: nothing can tell a slow
 copy from an abandoned one, so the sensor calls it stalled (a warning) after a while instead.
@@ -28,10 +29,12 @@ from pathlib import Path
 from datafirst_assets.raw.delivery import (
     MANIFEST,
     DeliveryError,
-    count_data_lines,
+    check_manifest,
     read_manifest,
+    scan_records,
     sha256_file,
 )
+from datafirst_assets.sources.spec import SourceSpec
 
 COMPLETE, INCOMPLETE, CORRUPT = "complete", "incomplete", "corrupt"
 
@@ -67,9 +70,9 @@ def _last_change(folder: Path) -> float:
     return max((p.stat().st_mtime for p in folder.iterdir() if p.is_file()), default=folder.stat().st_mtime)
 
 
-def inspect_delivery(folder: Path, tables: list[str] | None = None, settle_seconds: float = 60.0,
+def inspect_delivery(folder: Path, source_spec: SourceSpec, settle_seconds: float = 60.0,
                      now: float | None = None) -> Arrival:
-    """Classify one delivery folder (see the module docstring); `tables`: what the source must send."""
+    """Classify one delivery folder (see the module docstring)."""
     folder = Path(folder)
     source, extract_date = folder.parent.name, folder.name
     now = time.time() if now is None else now
@@ -90,12 +93,10 @@ def inspect_delivery(folder: Path, tables: list[str] | None = None, settle_secon
         if not settled(manifest_path):
             return arrival(INCOMPLETE, f"{MANIFEST} is still being written")
         return arrival(CORRUPT, str(error))
-    if (manifest.source, manifest.extract_date) != (source, extract_date):
-        return arrival(CORRUPT, f"{manifest_path}: manifest is for {manifest.source}/"
-                                f"{manifest.extract_date}, but the folder is {source}/{extract_date}")
-    missing_tables = sorted(set(tables or ()) - set(manifest.tables))
-    if missing_tables:
-        return arrival(CORRUPT, f"{manifest_path}: no entry for table(s) {missing_tables}")
+    try:
+        check_manifest(manifest, folder, source_spec)
+    except DeliveryError as error:
+        return arrival(CORRUPT, str(error))
 
     corrupt, incomplete = [], []
     for entry in manifest.tables.values():
@@ -104,15 +105,19 @@ def inspect_delivery(folder: Path, tables: list[str] | None = None, settle_secon
             incomplete.append(f"{entry.file} not delivered yet")
             continue
         matches = sha256_file(path) == entry.sha256
-        lines = count_data_lines(path)
-        if matches and lines != entry.rows:
-            corrupt.append(f"{path}: checksum matches but it holds {lines} data lines; "
-                           f"the manifest says {entry.rows}")
-        elif not matches and (lines < entry.rows or not settled(path)):
-            incomplete.append(f"{entry.file}: {max(lines, 0)} of {entry.rows} rows so far")
+        scan = scan_records(path, source_spec.delimiter)
+        records = scan.records
+        cut_short = scan.unterminated_quote_line is not None or not scan.ends_with_newline
+        if matches and (records != entry.rows or scan.unterminated_quote_line is not None):
+            corrupt.append(f"{path}: checksum matches but it holds {records} records"
+                           + (f" and a quote opened on line {scan.unterminated_quote_line} never closes"
+                              if scan.unterminated_quote_line else "")
+                           + f"; the manifest says {entry.rows}")
+        elif not matches and (records < entry.rows or cut_short or not settled(path)):
+            incomplete.append(f"{entry.file}: {records} of {entry.rows} records so far")
         elif not matches:
-            corrupt.append(f"{path}: sha256 does not match the manifest although all {entry.rows} rows are "
-                           f"there ({lines} data lines): altered or corrupt, not half-copied")
+            corrupt.append(f"{path}: sha256 does not match the manifest although all {entry.rows} records are "
+                           f"there ({records}): altered or corrupt, not half-copied")
     if corrupt:
         return arrival(CORRUPT, *corrupt)
     if incomplete:

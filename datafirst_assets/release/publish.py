@@ -14,7 +14,12 @@ folder), and any change to any table gives a new one. Files carry Parquet key-va
 says what it is.
 
 A release is built in a temporary folder beside its final place and renamed into place only
-when complete: a failure part-way leaves the previous state untouched.
+when complete: a failure part-way leaves the previous state untouched. Before anything is
+written the release must pass its gates (`release.gates`: every table and catalogue value
+re-scanned for identifiers, every table's contract, re-identification risk) and the key must
+be publishable (`deidentify.keys.require_publishable_key`); otherwise nothing is written. The
+manifest records each table's gate results and check results and the key's fingerprint; the
+README summarises them.
 """
 
 from __future__ import annotations
@@ -34,10 +39,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafirst_assets.catalogue.build import Catalogue
-from datafirst_assets.deidentify.keys import KEY_ENV
+from datafirst_assets.contracts.documents import validate_manifest
+from datafirst_assets.deidentify.disclosure import RiskRule
+from datafirst_assets.deidentify.keys import KEY_ENV, key_fingerprint, require_publishable_key
+from datafirst_assets.deidentify.pii_gate import RawIdentifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.release.examples import example_queries
+from datafirst_assets.release.gates import ReleaseGates, refuse_unless_passed, scan_release
 
 KINDS = ("deidentified", "synthetic")
 MANIFEST = "manifest.json"
@@ -78,12 +87,20 @@ def write_release(
     key_is_development: bool,
     extra: Mapping | None = None,
     specs: Mapping[tuple[str, str], ReleaseTable] | None = None,
+    identifiers: Mapping[str, RawIdentifiers] | None = None,
+    dates_of_birth: Mapping[tuple[str, str], pl.Series] | None = None,
+    risk_rules: Mapping[tuple[str, str], RiskRule] | None = None,
+    check_results: Mapping[tuple[str, str], Mapping[str, bool]] | None = None,
 ) -> ReleaseInfo:
     """Publish `tables` ((source, table) -> frame) with their catalogues under `root`; see the module doc.
 
     Every table must have a release spec (default `release_tables()`) with the same columns (written
-    in spec order) and every dataset a catalogue whose synthetic label matches `kind`.
+    in spec order) and every dataset a catalogue whose synthetic label matches `kind`. `identifiers`
+    (dataset -> raw names, addresses, system ids) and `dates_of_birth` ((dataset, table) -> each row's
+    date of birth) make the publish scan compare against the raw data too; `check_results` are the
+    tables' latest Dagster check results, recorded in the manifest.
     """
+    require_publishable_key()
     if kind not in KINDS:
         raise ReleaseError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if not tables:
@@ -93,8 +110,12 @@ def write_release(
     dates = sorted({str(d) for d in extract_dates})
     for value in dates:
         dt.date.fromisoformat(value)  # ValueError names the bad date
-    ordered = _conform(tables, specs if specs is not None else release_tables())
+    specs = specs if specs is not None else release_tables()
+    ordered = _conform(tables, specs)
     _check_catalogues(kind, {source for source, _ in ordered}, catalogues)
+    gates = scan_release(kind, ordered, specs, catalogues, identifiers=identifiers, dates_of_birth=dates_of_birth,
+                         risk_rules=risk_rules)
+    refuse_unless_passed(kind, gates)
 
     content = {key: _content_sha256(frame) for key, frame in ordered.items()}
     release_id = make_release_id(kind, dates[-1], content)
@@ -118,6 +139,7 @@ def write_release(
                 "source": source, "table": name, "path": relative, "rows": frame.height,
                 "columns": frame.columns, "sha256": sha256_file(path),
                 "content_sha256": content[(source, name)],
+                "gates": gates.tables[(source, name)].manifest_entry((check_results or {}).get((source, name))),
             })
         catalogue_entries = []
         for dataset in sorted(catalogues):
@@ -133,10 +155,13 @@ def write_release(
             "extract_dates": dates,
             "model_versions": dict(sorted(model_versions.items())),
             "pseudonymisation_key": DEVELOPMENT_KEY_NOTE if key_is_development else ENVIRONMENT_KEY_NOTE,
+            "key_fingerprint": key_fingerprint(),
+            "gates": _gates_summary(gates),
             "tables": entries,
             "catalogues": catalogue_entries,
             "extra": dict(extra or {}),
         }
+        validate_manifest(manifest)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(release_readme(manifest), encoding="utf-8")
         _swap_into_place(staging, final)
@@ -145,6 +170,18 @@ def write_release(
         raise
     _write_atomically(latest_file(root, kind), release_id + "\n")
     return ReleaseInfo(release_id, final, manifest)
+
+
+def _gates_summary(gates: ReleaseGates) -> dict:
+    return {
+        "passed": gates.passed,
+        "tables_scanned": len(gates.tables),
+        "catalogue_values_scanned": gates.catalogue_values_scanned,
+        "catalogue_findings": len(gates.catalogue_findings),
+        "scan": "identifier shapes (PNC, CRO, postcode, prison number, CRN), withheld column names, raw names, "
+                "addresses and system ids of the dataset, each row's date of birth; contracts; "
+                "re-identification risk (de-identified row-level tables)",
+    }
 
 
 def make_release_id(kind: str, latest_extract_date: str, content: Mapping[tuple[str, str], str]) -> str:
@@ -283,6 +320,7 @@ def release_readme(manifest: dict) -> str:
         "", "## Tables", "", "| dataset | table | rows | file |", "|---|---|---|---|",
     ]
     lines += [f"| {t['source']} | {t['table']} | {t['rows']:,} | `{t['path']}` |" for t in manifest["tables"]]
+    lines += gates_readme(manifest)
     lines += [
         "", "## Opening the release", "",
         "Each dataset is a schema and each table a view, so the SQL below runs unchanged on the "
@@ -314,6 +352,32 @@ def release_readme(manifest: dict) -> str:
         lines += [f"### {example.title}", "", example.explanation, "",
                   "```sql", example.sql.strip(), "```", ""]
     return "\n".join(lines)
+
+
+def gates_readme(manifest: dict) -> list[str]:
+    """The README's summary of the gates every table passed before it was published."""
+    gates = manifest.get("gates")
+    if not gates:
+        return []
+    lines = [
+        "", "## Gates passed before publishing", "",
+        f"Every table and every catalogue value was scanned again for identifiers ({gates['scan']}); "
+        f"{gates['tables_scanned']} tables and {gates['catalogue_values_scanned']:,} catalogue values, "
+        f"{gates['catalogue_findings']} finding(s). A release with any finding is refused, so every row below "
+        f"passed. Pseudonymisation key fingerprint: `{manifest.get('key_fingerprint', '-')}`.", "",
+        "| dataset | table | identifiers found | contract | mean re-identification risk | sample uniques | checks |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in manifest["tables"]:
+        g = t.get("gates", {})
+        risk = g.get("disclosure", {})
+        checks = g.get("checks") or {}
+        shown = ", ".join(f"{name} {'passed' if ok else 'FAILED'}" for name, ok in checks.items()) or "-"
+        lines.append(
+            f"| {t['source']} | {t['table']} | {g.get('no_identifiers', {}).get('findings', '-')} | "
+            f"{'holds' if g.get('contract', {}).get('passed') else 'BROKEN'} | "
+            f"{risk.get('mean_risk', 'n/a')} | {risk.get('sample_uniques', 'n/a')} | {shown} |")
+    return lines
 
 
 def release_id_path_hint(release_id: str) -> str:

@@ -54,7 +54,16 @@ ERROR_NAMES = (
     "cro_missing",
     "cro_typo",
     "whitespace_noise",
+    "diacritics_dropped",
 )
+#: Rates that describe a system or a person's life rather than a recording error or gap: the
+#: hard difficulty leaves them as they are.
+NOT_ERRORS = ("pnc_alternate", "diacritics_dropped", "postcode_stale", "postcode_ahead")
+DIFFICULTIES = ("standard", "hard")
+#: Hard difficulty: identifier error and missing rates times this, names this much more
+#: concentrated on the common ones (Zipf exponent).
+HARD_ERROR_FACTOR = 2.0
+HARD_NAME_CONCENTRATION = 1.4
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,7 @@ class ErrorProfile:
     # presentation
     name_case: str = "upper"  # upper | title | mixed
     whitespace_noise: float = 0.002  # leading/trailing/double spaces in names
+    diacritics_dropped: float = 0.5  # accents dropped (Zoë recorded as Zoe): systems storing ASCII only
 
 
 def _profiles() -> dict[str, ErrorProfile]:
@@ -117,6 +127,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             postcode_missing=0.04,
             cro_missing=0.45,
             ethnicity_unknown=0.15,
+            diacritics_dropped=0.9,  # Libra stores plain ASCII
         ),
         "crown_court": dataclasses.replace(
             base,
@@ -127,6 +138,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             postcode_missing=0.05,
             cro_missing=0.3,
             ethnicity_unknown=0.10,
+            diacritics_dropped=0.6,
         ),
         "prison": dataclasses.replace(
             base,
@@ -136,6 +148,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             middle_dropped=0.08,
             ethnicity_unknown=0.04,
             cro_missing=0.15,
+            diacritics_dropped=0.7,
         ),
         "probation": dataclasses.replace(
             base,
@@ -145,9 +158,11 @@ def _profiles() -> dict[str, ErrorProfile]:
             postcode_stale=0.08,
             ethnicity_unknown=0.05,
             cro_missing=0.3,
+            diacritics_dropped=0.3,
         ),
         "oasys": dataclasses.replace(
-            base, pnc_missing=0.12, middle_dropped=0.2, ethnicity_unknown=0.06, cro_missing=0.4
+            base, pnc_missing=0.12, middle_dropped=0.2, ethnicity_unknown=0.06, cro_missing=0.4,
+            diacritics_dropped=0.4,
         ),
         "family": dataclasses.replace(
             base,
@@ -176,6 +191,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             pnc_missing=1.0,
             cro_missing=1.0,
             whitespace_noise=0.005,
+            diacritics_dropped=0.25,
         ),
         "civil": dataclasses.replace(
             base,
@@ -202,6 +218,7 @@ def _profiles() -> dict[str, ErrorProfile]:
             pnc_missing=1.0,
             cro_missing=1.0,
             whitespace_noise=0.005,
+            diacritics_dropped=0.25,
         ),
     }
 
@@ -298,6 +315,9 @@ class SimulationConfig:
     pnc_duplicate_rate: float = 0.006  # people with two PNC ids
     offender_sibling_rate: float = 0.06  # offenders with a sibling offender (surname, home; some twins)
     twin_rate: float = 0.01  # family children who are twins (same DOB and surname)
+    # >1: name frequencies raised to this power and renormalised, so more people share the
+    # common names (what makes clusters chain at scale)
+    name_concentration: float = 1.0
 
     # ---- criminal journeys ----
     mag_cases_zipf: float = 2.3  # records per offender ~ Zipf(a), most 1, some many
@@ -335,6 +355,25 @@ class SimulationConfig:
     # dimension -> group -> error name -> multiplier
     subgroup_multipliers: dict[str, dict[str, dict[str, float]]] = field(default_factory=_multipliers)
 
+    @classmethod
+    def for_difficulty(cls, difficulty: str = "standard") -> SimulationConfig:
+        """``standard``: the calibrated defaults. ``hard``: every identifier error and missing
+        rate doubled (capped at 0.95; rates already above stay), and common names shared by
+        more people."""
+        if difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}, not {difficulty!r}")
+        base = cls()
+        if difficulty == "standard":
+            return base
+
+        def harder(prof: ErrorProfile) -> ErrorProfile:
+            return dataclasses.replace(prof, **{
+                name: max(getattr(prof, name), min(0.95, HARD_ERROR_FACTOR * getattr(prof, name)))
+                for name in ERROR_NAMES if name not in NOT_ERRORS})
+
+        return dataclasses.replace(base, errors={k: harder(v) for k, v in base.errors.items()},
+                                   name_concentration=HARD_NAME_CONCENTRATION)
+
     def profile(self, source: str) -> ErrorProfile:
         return self.errors.get(source, ErrorProfile())
 
@@ -367,6 +406,8 @@ class SimulationConfig:
                         raise ValueError(f"bad multiplier {dim}/{group}/{name} = {m}")
         if not 0 <= self.company_share < 0.5 or not 0 < self.criminal_share <= 1:
             raise ValueError("company_share / criminal_share out of range")
+        if self.name_concentration <= 0:
+            raise ValueError("name_concentration must be positive")
         if self.criminal_share + self.family_share > 1:
             raise ValueError("criminal_share + family_share must be <= 1")
         from datafirst_assets.sources.registry import SOURCES

@@ -49,11 +49,14 @@ def simulate(
     first_extract: date = date(2024, 1, 31),
     extract_interval_days: int = 30,
     config: SimulationConfig | None = None,
+    malformed_rate: float = 0.0,
 ) -> dict:
     """Simulate `people` people (and companies) and write `extracts` deliveries of every source.
 
     Deliveries go to `out/<source>/<YYYY-MM-DD>/<table>.csv` with a `manifest.json`; the truth
     (never read by linkage) goes to `truth_out`. Deterministic for a given seed and config.
+    `malformed_rate`: share of rows of each leaf table written malformed (simulate/malformed.py);
+    0 leaves the output exactly as without it.
     Returns a small summary (people, records per source and table, extract dates, seconds).
     """
     t_start = time.perf_counter()
@@ -65,6 +68,8 @@ def simulate(
         raise ValueError("extracts must be at least 1")
     if extract_interval_days < 1:
         raise ValueError("extract_interval_days must be at least 1")
+    if not 0 <= malformed_rate < 1:
+        raise ValueError("malformed_rate must be at least 0 and below 1")
     out, truth_out = Path(out), Path(truth_out)
     extract_days = np.array(
         [to_day(first_extract) + k * extract_interval_days for k in range(extracts)], dtype=np.int64
@@ -74,7 +79,7 @@ def simulate(
     world = World(
         seed=int(seed), cfg=cfg, vocab=vocab, people=population, rosters=rosters, extract_days=extract_days
     )
-    writer = DeliveryWriter(world, out, truth_out)
+    writer = DeliveryWriter(world, out, truth_out, malformed_rate=malformed_rate)
     journeys = Journeys()
     for step in SOURCE_STEPS:  # each source is written as soon as it is built
         writer.write_source(step.SOURCE, step.build(world, journeys))
@@ -90,6 +95,7 @@ def simulate(
         "person_records": int(written["person_records"]),
         "people_appearing": int(written["people_appearing"]),
         "case_links": int(written["case_links"]),
+        "malformed_rows": written["malformed_rows"],
         "out": str(out),
         "truth_out": str(truth_out),
         "seconds": round(time.perf_counter() - t_start, 3),

@@ -1,7 +1,9 @@
 """Embedded name, street and company word lists (no network at run time).
 
 Lists are ordered roughly by popularity: the simulator turns rank into a Zipf-like frequency,
-so the first names of each list are the common ones. Each list belongs to a *name origin*
+so the first names of each list are the common ones. Names are spelt as their bearers write
+them, accents included (Siobhán, Zoë, Łukasz, Nguyễn), and systems that cannot store an accent
+drop it when recording (see ``ErrorProfile.diacritics_dropped``). Each list belongs to a *name origin*
 (the pool a person's names are drawn from), which the simulator ties to ethnicity and uses as
 a subgroup for recording-error rates (transliteration, name order).
 """
@@ -31,12 +33,12 @@ NAME_ORIGINS = (
 ANGLO_MALE = _words("""
 James John David Michael Daniel Thomas Christopher Paul Mark Andrew Robert Matthew Richard Lee
 Ryan Adam Steven Jamie Craig Liam Stephen Dean Kevin Scott Darren Gary Wayne Martin Anthony
-Peter Jason Joseph Luke Shaun Ben Carl Sean Kieran Jack Joshua Aaron Nathan Callum Jordan
+Peter Jason Joseph Luke Shaun Ben Carl Sean Seán Kieran Jack Joshua Aaron Nathan Callum Jordan
 Connor Lewis Jake Samuel William Ashley Simon Neil Stuart Ian Alan Brian Keith Colin Graham
 Philip Nicholas Jonathan Alexander Benjamin George Harry Charlie Oliver Jacob Tyler Bradley
 Kyle Reece Dale Gavin Jon Barry Terry Kenneth Raymond Gordon Roy Dennis Trevor Derek Leslie
-Malcolm Norman Ronald Donald Edward Henry Charles Frank Patrick Francis Gerard Declan Conor
-Ciaran Niall Dominic Mason Ethan Dylan Owen Rhys Gareth Dafydd Huw Iwan Aled Ewan Fraser
+Malcolm Norman Ronald Donald Edward Henry Charles Frank Patrick Francis Gerard Declan Dónal Conor
+Ciaran Ciarán Niall Dominic Mason Ethan Dylan Owen Rhys Gareth Dafydd Huw Iwan Aled Ewan Fraser
 Hamish Angus Alistair Duncan Ross Grant Glen Lloyd Leon Marcus Troy Shane Damien Nathaniel
 Elliot Harvey Alfie Archie Freddie Toby Max Louis Joel Reuben Theo Zachary Kai Brandon Jay
 Jayden Tony Vincent Victor Howard Clive Nigel Russell Adrian Julian Timothy Gregory Jeremy
@@ -49,16 +51,16 @@ Jimmy Mick Steve Jim Neville Barrie Lenny Ricky Robbie Jacky Gerald Lawrence Ter
 
 ANGLO_FEMALE = _words("""
 Sarah Emma Laura Gemma Claire Lisa Michelle Nicola Kelly Rebecca Amy Samantha Stacey Hayley
-Jennifer Rachel Natalie Danielle Charlotte Jessica Sophie Hannah Lauren Chloe Emily Katie Jade
+Jennifer Rachel Natalie Danielle Charlotte Jessica Sophie Hannah Lauren Chloe Chloë Emily Katie Jade
 Amanda Joanne Louise Helen Karen Julie Susan Elizabeth Victoria Stephanie Leanne Kerry Donna
 Tracey Dawn Sharon Angela Deborah Caroline Jacqueline Catherine Katherine Kathryn Margaret
 Patricia Christine Linda Janet Carol Sandra Pauline Elaine Alison Fiona Kirsty Lindsay Jodie
-Zoe Abigail Holly Megan Bethany Georgia Olivia Amelia Isabella Ella Grace Lucy Molly Ellie
+Zoe Zoë Abigail Holly Megan Bethany Georgia Olivia Amelia Isabella Ella Grace Lucy Molly Ellie
 Jasmine Courtney Paige Shannon Chelsea Demi Leah Amber Eleanor Alice Anna Anne Ann Mary Jane
 Joan Jean Barbara Brenda Gillian Wendy Diane Lorraine Maria Teresa Theresa Sheila Irene Doreen
-Maureen Eileen Kathleen Bridget Siobhan Aoife Niamh Ciara Sinead Rhiannon Sian Bethan Ffion
+Maureen Eileen Kathleen Bridget Siobhan Siobhán Aoife Niamh Aoibhín Ciara Sinead Sinéad Róisín Rhiannon Sian Bethan Ffion
 Catrin Carys Jemma Kimberley Kim Toni Vicky Becky Jo Jenny Tina Mandy Joanna Rosie Poppy Evie
-Freya Ruby Daisy Millie Phoebe Imogen Harriet Florence Matilda Esme Isla Ava Mia Lily Scarlett
+Freya Ruby Daisy Millie Phoebe Imogen Harriet Florence Matilda Esme Esmé Isla Ava Mia Lily Scarlett
 Summer Tia Keeley Kayleigh Lacey Rachael Sara Clare Nichola Tracy Lyndsey Vanessa Yvonne Denise
 Beverley Marie Josephine Rose Ruth Esther Naomi Miriam Judith Dorothy Pamela Valerie Sylvia
 Shirley Gail Hazel Heather Rosemary Lesley Nicole Natasha Tanya Sonia Melissa Hollie Kayla
@@ -131,29 +133,29 @@ Nadia Lina Dina Hanan Iman Rana Amal Sumaya
 """)
 
 EAST_EUROPEAN_MALE = _words("""
-Piotr Pawel Tomasz Krzysztof Marcin Michal Lukasz Jakub Kamil Mateusz Adam Marek Grzegorz
-Andrzej Jan Wojciech Dariusz Rafal Sebastian Bartosz Mariusz Robert Daniel Artur Arkadiusz
-Ionut Andrei Alexandru Mihai Florin Gabriel Marian Adrian Cristian Constantin Vasile Ion
-Nicolae Stefan Bogdan Catalin Tudor Dmitri Sergei Aleksandr Vladimir Mindaugas Tomas Darius
-Andrius Giedrius Mantas Janis Andris Martins Jiri Petr Pavel Martin Milan Dusan Lubos Georgi
+Piotr Paweł Tomasz Krzysztof Marcin Michał Łukasz Jakub Kamil Mateusz Adam Marek Grzegorz
+Andrzej Jan Wojciech Dariusz Rafał Sebastian Bartosz Mariusz Robert Daniel Artur Arkadiusz
+Ionuț Andrei Alexandru Mihai Florin Gabriel Marian Adrian Cristian Constantin Vasile Ion
+Nicolae Stefan Bogdan Cătălin Tudor Dmitri Sergei Aleksandr Vladimir Mindaugas Tomas Darius
+Andrius Giedrius Mantas Janis Andris Martins Jiří Petr Pavel Martin Milan Dušan Luboš Georgi
 Ivan Dimitar Nikolai Viktor Oleksandr Yuri Arben Besnik Erion Gentian Ardit
 """)
 EAST_EUROPEAN_FEMALE = _words("""
-Anna Katarzyna Agnieszka Magdalena Joanna Monika Malgorzata Ewa Barbara Aleksandra Natalia
+Anna Katarzyna Agnieszka Magdalena Joanna Monika Małgorzata Ewa Barbara Aleksandra Natalia
 Karolina Justyna Paulina Marta Dorota Beata Izabela Sylwia Alicja Maria Elena Ioana Andreea
 Mihaela Cristina Gabriela Alina Georgiana Florentina Daniela Diana Raluca Simona Ramona Irina
-Olga Svetlana Tatiana Jurgita Ieva Inga Laura Ruta Egle Ilze Kristina Liga Petra Lucie Jana
+Olga Svetlana Tatiana Jurgita Ieva Inga Laura Rūta Eglė Ilze Kristina Liga Petra Lucie Jana
 Eva Zuzana Lenka Martina Ivana Desislava Oksana Yulia Valentina Ana Elona Arta
 """)
 
 EAST_ASIAN_MALE = _words("""
 Wei Jun Ming Hao Jian Lei Yang Tao Bo Kai Long Qiang Feng Gang Hui Jie Lin Peng Xin Yong Zhi
-Kevin Jason Tony Michael David Eric Vincent Minh Duc Tuan Thanh Hung Quang Nam Van Hai Phong
-Cuong Dung Khanh
+Kevin Jason Tony Michael David Eric Vincent Minh Đức Tuấn Thanh Hùng Quang Nam Van Hai Phong
+Cường Dũng Khánh
 """)
 EAST_ASIAN_FEMALE = _words("""
 Li Mei Ying Xiao Yan Hui Jing Ling Na Ting Xiu Yu Fang Hong Juan Lan Min Qing Wen Yun Linh Mai
-Thao Huong Ngoc Trang Hoa Phuong Thuy Anh Ha Nga Hanh Vy Jenny Amy Grace Helen
+Thảo Hương Ngọc Trang Hoa Phương Thủy Anh Ha Nga Hanh Vy Jenny Amy Grace Helen
 """)
 
 # ------------------------------------------------------------------------------------------
@@ -263,21 +265,21 @@ Kassem Darwish Habib Karam Sharif Al-Amin Suleiman Abdulla Awad
 """)
 
 EAST_EUROPEAN_SURNAMES = _words("""
-Nowak Kowalski Kowalska Wisniewski Wojcik Kowalczyk Kaminski Lewandowski Zielinski Szymanski
-Wozniak Dabrowski Kozlowski Jankowski Mazur Kwiatkowski Krawczyk Piotrowski Grabowski
-Nowakowski Pawlowski Michalski Nowicki Adamczyk Dudek Zajac Wieczorek Jablonski Krol Majewski
-Olszewski Jaworski Wrobel Malinowski Pawlak Witkowski Walczak Stepien Gorski Rutkowski Popescu
+Nowak Kowalski Kowalska Wiśniewski Wójcik Kowalczyk Kamiński Lewandowski Zieliński Szymański
+Woźniak Dąbrowski Kozłowski Jankowski Mazur Kwiatkowski Krawczyk Piotrowski Grabowski
+Nowakowski Pawlowski Michalski Nowicki Adamczyk Dudek Zając Wieczorek Jablonski Król Majewski
+Olszewski Jaworski Wróbel Malinowski Pawlak Witkowski Walczak Stępień Górski Rutkowski Popescu
 Popa Pop Ionescu Dumitru Stan Stoica Gheorghe Matei Ciobanu Rusu Munteanu Constantin Mihai
-Lazar Dobre Ene Florea Marin Tudor Kazlauskas Jankauskas Petrauskas Stankevicius Vasiliauskas
-Zukauskas Butkus Paulauskas Berzins Kalnins Ozols Liepins Novak Svoboda Dvorak Cerny Horvath
-Kovacs Toth Szabo Nagy Ivanov Petrov Georgiev Dimitrov Hoxha Krasniqi Gashi Berisha Shehu
+Lazar Dobre Ene Florea Marin Tudor Kazlauskas Jankauskas Petrauskas Stankevičius Vasiliauskas
+Žukauskas Butkus Paulauskas Bērziņš Kalniņš Ozols Liepiņš Novak Svoboda Dvořák Černý Horvath
+Kovács Tóth Szabó Nagy Ivanov Petrov Georgiev Dimitrov Hoxha Krasniqi Gashi Berisha Shehu
 Kovalenko Shevchenko Bondarenko
 """)
 
 EAST_ASIAN_SURNAMES = _words("""
 Wang Li Zhang Liu Chen Yang Huang Zhao Wu Zhou Xu Sun Ma Zhu Hu Guo He Lin Luo Gao Zheng Liang
-Xie Tang Song Wong Chan Cheung Lee Lam Ng Ho Leung Chow Tsang Yip Lau Nguyen Tran Le Pham
-Hoang Phan Vu Dang Bui Do Ngo Duong Ly
+Xie Tang Song Wong Chan Cheung Lee Lam Ng Ho Leung Chow Tsang Yip Lau Nguyễn Trần Lê Phạm
+Hoàng Phan Vũ Đặng Bùi Đỗ Ngô Dương Lý
 """)
 
 FORENAMES: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
@@ -437,7 +439,7 @@ NICKNAMES: dict[str, tuple[str, ...]] = {
     "Ikechukwu": ("Ike",),
     "Aleksandr": ("Sasha",),
     "Katarzyna": ("Kasia",),
-    "Malgorzata": ("Gosia",),
+    "Małgorzata": ("Gosia",),
     "Alexandru": ("Alex",),
 }
 
@@ -488,11 +490,11 @@ PHONETIC_GROUPS: tuple[tuple[str, ...], ...] = (
     ("Oluwaseun", "Oluseun"),
     ("Chukwuemeka", "Chukwuemaka"),
     ("Piotr", "Peter"),
-    ("Pawel", "Pavel", "Paul"),
+    ("Paweł", "Pavel", "Paul"),
     ("Tomasz", "Thomas"),
     ("Jakub", "Jacob"),
-    ("Michal", "Michael"),
-    ("Lukasz", "Lucas"),
+    ("Michał", "Michael"),
+    ("Łukasz", "Lucas"),
     ("Aleksandr", "Alexander", "Oleksandr"),
     ("Dmitri", "Dmitry", "Dimitri"),
     ("Sergei", "Sergey"),
@@ -505,7 +507,7 @@ PHONETIC_GROUPS: tuple[tuple[str, ...], ...] = (
     ("Ming", "Min"),
     ("Xiao", "Shao"),
     ("Zhang", "Chang"),
-    ("Nguyen", "Nguyin", "Ngyuen"),
+    ("Nguyễn", "Nguyin", "Ngyuen"),
     ("Smith", "Smyth"),
     ("Thompson", "Thomson"),
     ("Davies", "Davis"),
@@ -530,8 +532,8 @@ PHONETIC_GROUPS: tuple[tuple[str, ...], ...] = (
     ("Yousaf", "Yusuf", "Yousuf"),
     ("Nowak", "Novak"),
     ("Kowalski", "Kovalski"),
-    ("Wojcik", "Woycik", "Voytchik"),
-    ("Wisniewski", "Vishnevski"),
+    ("Wójcik", "Woycik", "Voytchik"),
+    ("Wiśniewski", "Vishnevski"),
     ("Shevchenko", "Shevchenco"),
     ("Popescu", "Popesku"),
     ("Ivanov", "Ivanoff"),
@@ -549,8 +551,8 @@ PHONETIC_GROUPS: tuple[tuple[str, ...], ...] = (
     ("Wong", "Wang"),
     ("Lau", "Liu"),
     ("Ng", "Ing"),
-    ("Tran", "Tranh"),
-    ("Pham", "Pam"),
+    ("Trần", "Tranh"),
+    ("Phạm", "Pam"),
 )
 
 # ------------------------------------------------------------------------------------------

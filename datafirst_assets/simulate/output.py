@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from datafirst_assets.simulate.malformed import Malformer, spoilable
 from datafirst_assets.simulate.population import people_truth
 from datafirst_assets.simulate.tables import FormatContext, TableData
 from datafirst_assets.simulate.util import NULL_DAY, from_day, to_day
@@ -65,9 +66,10 @@ def clear_deliveries(out: Path) -> None:
 class _CsvFile:
     """One delivered table file: written chunk by chunk, hashed on the way."""
 
-    def __init__(self, path: Path, spec: SourceSpec):
+    def __init__(self, path: Path, spec: SourceSpec, malformer: Malformer | None = None):
         self.path = path
         self.spec = spec
+        self.malformer = malformer
         self.fh = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.sha = hashlib.sha256()
         self.rows = 0
@@ -75,6 +77,8 @@ class _CsvFile:
         self.recode = spec.encoding.replace("_", "-").lower() not in ("utf-8", "utf8")
 
     def write(self, df: pl.DataFrame) -> None:
+        if self.malformer is not None:
+            df = self.malformer.spoil(df)
         buf = io.BytesIO()
         df.write_csv(
             buf,
@@ -84,6 +88,8 @@ class _CsvFile:
             include_header=not self.header_done,
         )
         data = buf.getvalue()
+        if self.malformer is not None:
+            data = self.malformer.finish_bytes(data)
         if self.recode:
             data = data.decode("utf-8").encode(self.spec.encoding, errors="replace")
         self.fh.write(data)
@@ -97,8 +103,11 @@ class _CsvFile:
 
 
 class DeliveryWriter:
-    def __init__(self, w: World, out: Path, truth_out: Path):
+    def __init__(self, w: World, out: Path, truth_out: Path, malformed_rate: float = 0.0):
         self.w = w
+        # Share of rows of each leaf table written malformed (simulate/malformed.py); 0: none.
+        self.malformed_rate = malformed_rate
+        self.spoiled: dict[str, int] = {}
         self.out = Path(out)
         self.truth_out = Path(truth_out)
         self.D = w.extract_days.astype(np.int64)
@@ -173,7 +182,9 @@ class DeliveryWriter:
             id_sorted = row_id[order]
             bounds = np.searchsorted(k_sorted, np.arange(K + 1), side="left")
             for j in range(K):
-                f = _CsvFile(folders[j] / f"{tspec.name}.csv", spec)
+                malformer = (Malformer(self.malformed_rate, w.seed, spec, tspec, j)
+                             if self.malformed_rate > 0 and spoilable(spec, tspec) else None)
+                f = _CsvFile(folders[j] / f"{tspec.name}.csv", spec, malformer)
                 a, b = int(bounds[j]), int(bounds[j + 1])
                 starts = list(range(a, b, CHUNK_ROWS)) or [a]
                 for s0 in starts:
@@ -184,6 +195,8 @@ class DeliveryWriter:
                         )
                     )
                 manifests[j]["tables"][tspec.name] = f.close()
+                for fault, n in (malformer.spoiled if malformer else {}).items():
+                    self.spoiled[fault] = self.spoiled.get(fault, 0) + n
             self.records[key][tspec.name] = m
             if tspec.is_person_table and m:
                 self.person_parts.append((source_no, table_no, id_sorted, k_sorted, td.person[rows_sorted]))
@@ -300,6 +313,7 @@ class DeliveryWriter:
         return {
             "extract_dates": self.dates,
             "records": ordered,
+            "malformed_rows": dict(sorted(self.spoiled.items())),
             "person_records": pr.height,
             "case_links": links_df.height,
             "people_appearing": pr["person_id"].n_unique() if pr.height else 0,

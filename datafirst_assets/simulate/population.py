@@ -145,19 +145,25 @@ def _draw_names(
     mid1: np.ndarray,
     mid2: np.ndarray,
     sur: np.ndarray,
+    concentration: float = 1.0,
 ) -> None:
+    def weights(p: np.ndarray) -> np.ndarray:  # more mass on the common names when concentration > 1
+        q = p**concentration
+        return q / q.sum()
+
     for oi, o in enumerate(N.NAME_ORIGINS):
         m_o = idx[origin[idx] == oi]
         if len(m_o) == 0:
             continue
         pool, p = vocab.surname_pools[o]
-        sur[m_o] = pool[rng.choice(len(pool), size=len(m_o), p=p)]
+        sur[m_o] = pool[rng.choice(len(pool), size=len(m_o), p=weights(p))]
         r1, r2 = N.MIDDLE_NAME_RATES[o]
         for si, s in enumerate("MF"):
             m = m_o[sex[m_o] == si]
             if len(m) == 0:
                 continue
             pool, p = vocab.forename_pools[(o, s)]
+            p = weights(p)
             fore[m] = pool[rng.choice(len(pool), size=len(m), p=p)]
             u = rng.random(len(m))
             c1 = pool[rng.choice(len(pool), size=len(m), p=p)]
@@ -446,7 +452,7 @@ def _names(rng, cfg: SimulationConfig, vocab: Vocab, d: _Draft) -> None:
     mid2 = np.full(n, -1, dtype=np.int32)
     sur = np.full(n, -1, dtype=np.int32)
     origin[sib] = origin[sib_of]
-    _draw_names(rng, vocab, origin, sex, people_idx, fore, mid1, mid2, sur)
+    _draw_names(rng, vocab, origin, sex, people_idx, fore, mid1, mid2, sur, cfg.name_concentration)
     sur[sib] = sur[sib_of]
     sur_new = np.full(n, -1, dtype=np.int32)
     sur_change = np.full(n, FAR_DAY, dtype=np.int32)

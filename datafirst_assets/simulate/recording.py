@@ -231,6 +231,10 @@ class Recorder:
 
         swap = (rng.random(n) < rate("name_swap")) & (fore >= 0) & (sur >= 0)
         fore[swap], sur[swap] = sur[swap], fore[swap].copy()
+        ascii_only = rng.random(n) < rate("diacritics_dropped")
+        for names in (fore, mid1, mid2, sur):
+            names[ascii_only] = np.where(names[ascii_only] >= 0, vocab.ascii_of[np.maximum(names[ascii_only], 0)],
+                                         names[ascii_only])
 
         if prof.name_case == "upper":
             style = np.ones(n, dtype=np.int8)

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 import polars as pl
+from anyascii import anyascii
 
 from datafirst_assets.simulate import names as N
 
@@ -194,6 +195,7 @@ class Vocab:
     initial: np.ndarray
     db_first: np.ndarray
     db_second: np.ndarray
+    ascii_of: np.ndarray  # the name with its accents dropped (itself when already ASCII)
     forename_pools: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
     surname_pools: dict[str, tuple[np.ndarray, np.ndarray]]
     streets: pl.Series
@@ -330,7 +332,12 @@ def build_vocab() -> Vocab:
             ts.append(ts[len(ts) % max(1, len(ts))])
         typo_rows.append(ts[:N_TYPOS])
 
+    # accents dropped by systems that store ASCII only (Zoë -> Zoe): every spelling, typos included
+    ascii_rows = [add(anyascii(strings[i])) for i in range(len(strings))]
+
     V = len(strings)
+    ascii_of = np.arange(V, dtype=np.int32)
+    ascii_of[: len(ascii_rows)] = ascii_rows
     typo = np.repeat(np.arange(V, dtype=np.int32)[:, None], N_TYPOS, axis=1)
     typo[:n_named] = np.array(typo_rows, dtype=np.int32)
     phon = np.full((V, N_PHON), -1, dtype=np.int32)
@@ -344,8 +351,8 @@ def build_vocab() -> Vocab:
 
     initial = np.array(
         [
-            letters[ord(s[0].upper()) - 65] if s[0].isalpha() and s[0].isascii() else letters[0]
-            for s in strings
+            letters[ord(a[0].upper()) - 65] if a[:1].isalpha() and a[:1].isascii() else letters[0]
+            for a in map(anyascii, strings)
         ],
         dtype=np.int32,
     )
@@ -370,6 +377,7 @@ def build_vocab() -> Vocab:
         initial=initial,
         db_first=db_first,
         db_second=db_second,
+        ascii_of=ascii_of,
         forename_pools=fore_pools,
         surname_pools=sur_pools,
         streets=pl.Series("street", streets),

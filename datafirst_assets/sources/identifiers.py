@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+from anyascii import anyascii
 
 PNC_CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"
 POSTCODE_PATTERN = r"^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}$"
@@ -15,10 +16,37 @@ def pnc_check_letter(year: int, serial: int) -> str:
     return PNC_CHECK_LETTERS[int(f"{year % 100:02d}{serial:07d}") % 23]
 
 
+def fold_to_ascii(values: pl.Series) -> pl.Series:
+    """Transliterate each value to ASCII with anyascii (``Siobhán`` -> ``Siobhan``,
+    ``Nguyễn`` -> ``Nguyen``, ``Łukasz`` -> ``Lukasz``), so a letter is folded, never deleted.
+
+    Only distinct values that are not ASCII already go through Python: names repeat a lot.
+    """
+    values = values.cast(pl.String)
+    non_ascii = values.str.contains(r"[^\x00-\x7F]").fill_null(False)
+    if not non_ascii.any():
+        return values
+    distinct = values.filter(non_ascii).unique().to_list()
+    return values.replace({v: anyascii(v) for v in distinct})
+
+
+def fold_name(expr: pl.Expr) -> pl.Expr:
+    """Expression form of :func:`fold_to_ascii`."""
+    return expr.map_batches(fold_to_ascii, return_dtype=pl.String)
+
+
+def original_name(expr: pl.Expr) -> pl.Expr:
+    """The name as written (every letter kept), trimmed, single-spaced; empty -> null."""
+    cleaned = expr.str.replace_all(r"\s+", " ").str.strip_chars()
+    return pl.when(cleaned == "").then(None).otherwise(cleaned)
+
+
 def clean_name(expr: pl.Expr) -> pl.Expr:
-    """Upper case, letters/space/hyphen/apostrophe only, single spaces; empty -> null."""
+    """Folded to ASCII, upper case, letters/space/hyphen/apostrophe only, single spaces;
+    empty -> null. Accented letters are transliterated first (``Zoë`` -> ``ZOE``), so no
+    letter of a name is lost; digits and other symbols go."""
     cleaned = (
-        expr.str.to_uppercase()
+        fold_name(expr).str.to_uppercase()
         .str.replace_all(r"[0-9]", "")
         .str.replace_all(r"[^A-Z' \-]", " ")
         .str.replace_all(r"\s*-\s*", "-")
@@ -26,6 +54,13 @@ def clean_name(expr: pl.Expr) -> pl.Expr:
         .str.strip_chars(" -'")
     )
     return pl.when(cleaned == "").then(None).otherwise(cleaned)
+
+
+def name_key(expr: pl.Expr) -> pl.Expr:
+    """A cleaned name as a person reads it: apostrophes, hyphens and spaces removed, so
+    ``O'BRIEN``, ``OBRIEN`` and ``O BRIEN`` (or ``MARY-ANN`` and ``MARY ANN``) are one key."""
+    key = expr.str.replace_all(r"[' \-]", "")
+    return pl.when(key == "").then(None).otherwise(key)
 
 
 def normalise_postcode(expr: pl.Expr) -> pl.Expr:

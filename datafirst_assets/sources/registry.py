@@ -125,7 +125,7 @@ CROWN_COURT = SourceSpec(
                 C("most_serious_disposal", "code", codes=(
                     "CUSTODY", "SUSPENDED_SENTENCE", "COMMUNITY_ORDER", "FINE", "DISCHARGE",
                     "ACQUITTED", "OTHER")),
-                C("custodial_length_days", "int"),
+                C("custodial_length_days", "int", min_value=0),
             ),
         ),
         TableSpec(
@@ -143,7 +143,7 @@ CROWN_COURT = SourceSpec(
                     "CUSTODY", "SUSPENDED_SENTENCE", "COMMUNITY_ORDER", "FINE", "DISCHARGE",
                     "ACQUITTED", "OTHER")),
                 C("disposal_date", "date"),
-                C("sentence_length_days", "int"),
+                C("sentence_length_days", "int", min_value=0),
             ),
         ),
     ),
@@ -180,7 +180,7 @@ PRISON = SourceSpec(
                     "TRANSFER_ABROAD")),
                 C("establishment_code", "text"),
                 C("sentence_type", "code", codes=("REMAND", "DETERMINATE", "INDETERMINATE", "RECALL")),
-                C("sentence_length_days", "int"),
+                C("sentence_length_days", "int", min_value=0),
                 *_offence_cols(),
             ),
         ),
@@ -262,7 +262,7 @@ PROBATION = SourceSpec(
                     "ALCOHOL_TREATMENT", "PROGRAMME", "MENTAL_HEALTH")),
                 C("start_date", "date", required=True),
                 C("end_date", "date"),
-                C("length", "int"),
+                C("length", "int", min_value=0),
                 C("termination_reason", "code", codes=("COMPLETED", "REVOKED", "BREACH", "EXPIRED")),
             ),
         ),
@@ -376,7 +376,7 @@ CIVIL = SourceSpec(
                 C("claim_type", "code", codes=(
                     "MONEY", "POSSESSION_RENT", "POSSESSION_MORTGAGE", "PERSONAL_INJURY", "OTHER")),
                 C("issue_date", "date", required=True),
-                C("claim_amount", "float"),
+                C("claim_amount", "float", min_value=0),
                 C("status", "code", codes=("OPEN", "JUDGMENT", "SETTLED", "STRUCK_OUT", "WITHDRAWN")),
             ),
         ),
@@ -414,7 +414,7 @@ CIVIL = SourceSpec(
                 C("judgment_id", "id"), C("case_id", "ref", required=True),
                 C("judgment_date", "date", required=True),
                 C("judgment_type", "code", codes=("DEFAULT", "ADMISSION", "TRIAL", "POSSESSION_ORDER")),
-                C("amount", "float"),
+                C("amount", "float", min_value=0),
             ),
         ),
         TableSpec(
@@ -496,7 +496,8 @@ OASYS = SourceSpec(
         ),
         _oasys_child(
             "oasys_assessments_details_core_risk", "core risk scores of an assessment",
-            C("ogrs3_score", "int"), C("ogp_score", "int"), C("ovp_score", "int"),
+            C("ogrs3_score", "int", min_value=0, max_value=100), C("ogp_score", "int", min_value=0, max_value=100),
+            C("ovp_score", "int", min_value=0, max_value=100),
             C("risk_level", "code", codes=RISK_LEVELS),
         ),
         _oasys_child(
@@ -509,7 +510,7 @@ OASYS = SourceSpec(
         ),
         _oasys_child(
             "oasys_assessments_details_rm2000", "Risk Matrix 2000 score (sexual offending)",
-            C("rm2000_score", "int"),
+            C("rm2000_score", "int", min_value=0, max_value=20),
             C("rm2000_category", "code", codes=RISK_LEVELS),
         ),
         _oasys_child(

@@ -37,6 +37,14 @@ LinkageField = Literal[
 ]
 
 
+# Longest raw value (in characters) each kind may hold unless a column says otherwise: longer
+# values are a broken extract (a field run into the next, a binary blob), so the row is quarantined.
+MAX_LENGTH = {
+    "id": 40, "ref": 40, "text": 200, "name": 80, "date": 30, "dob": 30, "sex": 20, "ethnicity": 20,
+    "postcode": 20, "pnc": 20, "cro": 20, "code": 60, "int": 20, "float": 30, "flag": 10,
+}
+
+
 @dataclass(frozen=True)
 class ColumnSpec:
     name: str
@@ -44,6 +52,14 @@ class ColumnSpec:
     required: bool = False  # a missing value quarantines the row
     codes: tuple[str, ...] = ()  # allowed values for kind == "code"
     description: str = ""
+    max_length: int | None = None  # characters in the raw value; None: MAX_LENGTH of the kind
+    # Allowed range of an int / float column (e.g. 0 for durations): values outside are quarantined.
+    min_value: float | None = None
+    max_value: float | None = None
+
+    @property
+    def length_limit(self) -> int:
+        return self.max_length or MAX_LENGTH[self.kind]
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,10 @@ class SourceSpec:
     person_id_name: str  # name of the per-dataset person id in research tables
     delimiter: str = ","
     encoding: str = "utf-8"
+
+    @property
+    def table_names(self) -> list[str]:
+        return [t.name for t in self.tables]
 
     def table(self, name: str) -> TableSpec:
         for t in self.tables:

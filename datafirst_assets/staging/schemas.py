@@ -11,7 +11,7 @@ from datafirst_assets.raw.delivery import PARTITION_COLUMN
 from datafirst_assets.sources.identifiers import CRO_PATTERN, PNC_PATTERN, POSTCODE_PATTERN
 from datafirst_assets.sources.registry import ETHNIC_GROUP, ETHNICITY_CODES, SOURCES
 from datafirst_assets.sources.spec import ColumnSpec
-from datafirst_assets.staging.standardise import staged_columns, staged_dtype
+from datafirst_assets.staging.standardise import ORIGINAL_SUFFIX, staged_columns, staged_dtype
 
 _PATTERNS = {"postcode": POSTCODE_PATTERN, "pnc": PNC_PATTERN, "cro": CRO_PATTERN}
 DOB_ISSUES = ["unparseable", "placeholder", "out_of_range"]
@@ -29,6 +29,13 @@ def _column(spec: ColumnSpec) -> pa.Column:
         checks.append(pa.Check.str_matches(_PATTERNS[spec.kind]))
     if spec.kind == "name":
         checks.append(pa.Check.str_matches(r"^[A-Z' \-]+$"))
+    # The registry's limits, enforced by staging's quarantine: checked again on what is stored.
+    if staged_dtype(spec) == pl.String():
+        checks.append(pa.Check.str_length(max_value=spec.length_limit))
+    if spec.min_value is not None:
+        checks.append(pa.Check.ge(spec.min_value))
+    if spec.max_value is not None:
+        checks.append(pa.Check.le(spec.max_value))
     return pa.Column(
         staged_dtype(spec),
         checks=checks,
@@ -46,6 +53,10 @@ def staged_schema(source_key: str, table_name: str) -> pa.DataFrameSchema:
         "_source_file": pa.Column(pl.String),
         "_row_number": pa.Column(pl.Int64, pa.Check.ge(2)),
     }
+    for c in table.columns:
+        if c.kind == "name":
+            columns[f"{c.name}{ORIGINAL_SUFFIX}"] = pa.Column(
+                pl.String, nullable=True, description=f"{c.name} as written (before folding to ASCII)")
     for c in table.columns:
         if c.kind == "dob":
             columns[f"{c.name}_issue"] = pa.Column(pl.String, pa.Check.isin(DOB_ISSUES), nullable=True)

@@ -1,15 +1,18 @@
 """Raw text -> typed, standardised staged rows, with every rejected row quarantined.
 
 Only values that make a row unusable quarantine it (no id, a duplicated id, a required value
-missing, a date/number/code that cannot be read, a line the CSV reader rejected). Identifier
+missing, a date/number/code that cannot be read, a line the CSV reader rejected, a value over its
+column's length limit or outside its range, a control character such as NUL). Identifier
 noise that is normal in administrative data is cleaned to null instead (invalid postcode or
 PNC, placeholder date of birth, junk PNC shared by many people, unknown sex or ethnicity code),
-because the row itself is still a real event.
+because the row itself is still a real event. Nothing changes silently: every value staging
+changes beyond case and spacing (a name's characters, an identifier set to null) is counted per
+column in `StagedResult.alterations`, shown on the staged asset.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import polars as pl
@@ -17,6 +20,7 @@ import polars as pl
 from datafirst_assets.raw.delivery import PARTITION_COLUMN
 from datafirst_assets.sources.identifiers import (
     clean_name,
+    original_name,
     normalise_cro,
     normalise_pnc,
     normalise_postcode,
@@ -32,13 +36,23 @@ TRAILING_LOAD_COLUMNS = ("_source_file", "_row_number")
 EARLIEST_DOB = date(1900, 1, 2)
 # A PNC recorded with this many different dates of birth in one delivery is a shared junk value.
 JUNK_PNC_MIN_DOBS = 4
+#: Suffix of the column keeping a name as written (accents and all) next to the folded one.
+ORIGINAL_SUFFIX = "_original"
 FLAG_VALUES = {"Y": True, "YES": True, "TRUE": True, "1": True, "N": False, "NO": False, "FALSE": False, "0": False}
+
+
+# Control characters never belong in a field; free text may hold tabs and line breaks (RFC 4180
+# allows them inside quotes), nothing else may.
+CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+CONTROL_OR_BREAK = r"[\x00-\x1f\x7f]"
 
 
 @dataclass(frozen=True)
 class StagedResult:
     staged: pl.DataFrame
     quarantine: pl.DataFrame
+    # column -> {what happened: how many values}, for values staging changed beyond case/spacing
+    alterations: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _text(name: str) -> pl.Expr:
@@ -84,10 +98,9 @@ def _parse(column: ColumnSpec, source: SourceSpec) -> pl.Expr:
 
 def _row_problems(table: TableSpec, source: SourceSpec) -> pl.Expr:
     """One expression per row: '; '-joined reasons, or null when the row is fine."""
-    reasons: list[pl.Expr] = [
-        pl.when(pl.col("_parse_error").is_not_null()).then(pl.format("unreadable line: {}", pl.col("_parse_error")))
-    ]
+    reasons: list[pl.Expr] = []
     for column in table.columns:
+        reasons.extend(_value_limits(column))
         typed = pl.col(f"__typed_{column.name}")
         present = _text(column.name).is_not_null()
         if column.required or column.kind == "id":
@@ -106,7 +119,55 @@ def _row_problems(table: TableSpec, source: SourceSpec) -> pl.Expr:
     duplicated = pl.col(id_col).is_not_null() & (pl.int_range(pl.len()).over(_text(id_col)) > 0)
     reasons.append(pl.when(duplicated).then(pl.format(f"{id_col}: duplicate source id '{{}}'", pl.col(id_col))))
     joined = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
-    return pl.when(joined == "").then(None).otherwise(joined)
+    # An unreadable line has no fields to judge: its reason is the reader's, alone.
+    return (pl.when(pl.col("_parse_error").is_not_null()).then(pl.format("unreadable line: {}", pl.col("_parse_error")))
+            .when(joined == "").then(None).otherwise(joined))
+
+
+def _value_limits(column: ColumnSpec) -> list[pl.Expr]:
+    """Reasons from the registry's limits: control characters, length, numeric range."""
+    raw = pl.col(column.name)
+    control = raw.str.extract(f"({CONTROL_CHARACTERS if column.kind == 'text' else CONTROL_OR_BREAK})")
+    limit = column.length_limit
+    reasons = [
+        pl.when(control.is_not_null()).then(pl.format(
+            f"{column.name}: control character 0x{{}} in the value", control.str.encode("hex"))),
+        pl.when(raw.str.len_chars() > limit).then(pl.format(
+            f"{column.name}: {{}} characters, over the limit of {limit}", raw.str.len_chars())),
+    ]
+    typed = pl.col(f"__typed_{column.name}")
+    if column.min_value is not None:
+        reasons.append(pl.when(typed < column.min_value).then(pl.format(
+            f"{column.name}: {{}} is below the minimum {column.min_value:g}", typed)))
+    if column.max_value is not None:
+        reasons.append(pl.when(typed > column.max_value).then(pl.format(
+            f"{column.name}: {{}} is above the maximum {column.max_value:g}", typed)))
+    return reasons
+
+
+# Kinds whose invalid values staging sets to null (the row is kept): counted, never silent.
+_NULLED_WHEN_INVALID = ("postcode", "pnc", "cro", "sex", "ethnicity")
+
+
+def _alterations(good: pl.DataFrame, table: TableSpec) -> dict[str, dict[str, int]]:
+    """How many present raw values of the staged rows standardisation changed, per column."""
+    exprs = []
+    for column in table.columns:
+        raw, typed = _text(column.name), pl.col(f"__typed_{column.name}")
+        if column.kind == "name":
+            plain = raw.str.to_uppercase().str.replace_all(r"\s+", " ")
+            exprs.append((raw.is_not_null() & (typed.is_null() | (typed != plain))).sum()
+                         .alias(f"{column.name}\tcharacters removed or replaced"))
+        elif column.kind in _NULLED_WHEN_INVALID:
+            exprs.append((raw.is_not_null() & typed.is_null()).sum().alias(f"{column.name}\tinvalid, set to null"))
+    if not exprs or good.height == 0:
+        return {}
+    counts: dict[str, dict[str, int]] = {}
+    for name, value in good.select(exprs).row(0, named=True).items():
+        if value:
+            column, what = name.split("\t")
+            counts.setdefault(column, {})[what] = int(value)
+    return counts
 
 
 def _null_junk_pncs(frame: pl.DataFrame, table: TableSpec) -> pl.DataFrame:
@@ -164,20 +225,34 @@ def stage_table(raw: pl.DataFrame, source: SourceSpec, table: TableSpec) -> Stag
         pl.col(PARTITION_COLUMN),
         *(pl.col(f"__typed_{c.name}").alias(c.name) for c in table.columns),
         *(pl.col(c) for c in TRAILING_LOAD_COLUMNS),
+        # The name as written, next to the folded one: linkage compares the folded form,
+        # people (and clerical review) read this one.
+        *(original_name(pl.col(c.name)).alias(f"{c.name}{ORIGINAL_SUFFIX}") for c in table.columns if c.kind == "name"),
         *(pl.col(c.name).alias(f"__raw_{c.name}") for c in table.columns if c.kind == "dob"),
     )
+    alterations = _alterations(good, table)
     staged = _clean_dobs(staged, table)
+    for column in (c.name for c in table.columns if c.kind == "dob"):
+        issues = staged[f"{column}_issue"].drop_nulls().value_counts().rows()
+        if issues:
+            alterations.setdefault(column, {}).update({f"{issue}, set to null": int(n) for issue, n in issues})
+    kept_pncs = {c.name: staged[c.name].is_not_null().sum() for c in table.columns if c.kind == "pnc"}
     staged = _null_junk_pncs(staged, table)
+    for column, before in kept_pncs.items():
+        junk = before - staged[column].is_not_null().sum()
+        if junk:
+            alterations.setdefault(column, {})["shared junk value, set to null"] = int(junk)
     for column in (c.name for c in table.columns if c.kind == "ethnicity"):
         staged = staged.with_columns(
             pl.col(column).str.slice(0, 1).replace_strict(ETHNIC_GROUP, default="Unknown").alias("ethnic_group")
         )
-    return StagedResult(staged=staged, quarantine=quarantine)
+    return StagedResult(staged=staged, quarantine=quarantine, alterations=alterations)
 
 
 def staged_columns(table: TableSpec) -> list[str]:
     """Column order of a staged table (for schemas and docs)."""
-    derived = [f"{c.name}_issue" for c in table.columns if c.kind == "dob"]
+    originals = [f"{c.name}{ORIGINAL_SUFFIX}" for c in table.columns if c.kind == "name"]
+    derived = [*originals, *(f"{c.name}_issue" for c in table.columns if c.kind == "dob")]
     if any(c.kind == "ethnicity" for c in table.columns):
         derived.append("ethnic_group")
     return [PARTITION_COLUMN, *table.column_names, *TRAILING_LOAD_COLUMNS, *derived]
@@ -188,6 +263,12 @@ def stage_partitions(raw: pl.DataFrame, source: SourceSpec, table: TableSpec) ->
     results = [stage_table(part, source, table) for _, part in raw.group_by(PARTITION_COLUMN, maintain_order=True)]
     if not results:
         return stage_table(raw, source, table)
+    alterations: dict[str, dict[str, int]] = {}
+    for result in results:
+        for column, counts in result.alterations.items():
+            for what, n in counts.items():
+                alterations.setdefault(column, {})[what] = alterations.get(column, {}).get(what, 0) + n
     return StagedResult(
-        staged=pl.concat([r.staged for r in results]), quarantine=pl.concat([r.quarantine for r in results])
+        staged=pl.concat([r.staged for r in results]), quarantine=pl.concat([r.quarantine for r in results]),
+        alterations=alterations,
     )

@@ -24,6 +24,7 @@ from dagster import InputContext, MetadataValue, OutputContext, TableColumn, Tab
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager, _get_cleanup_statement
 
+from datafirst_assets.contracts.wiring import check_before_store
 from datafirst_assets.warehouse.connection import warehouse_cursor
 
 
@@ -63,6 +64,8 @@ class PolarsDuckDBTypeHandler(DbTypeHandler[pl.DataFrame]):
     def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pl.DataFrame, connection):
         if isinstance(obj, pl.LazyFrame):
             obj = obj.collect()
+        # The table's contract holds or nothing is written (the transaction is rolled back).
+        contract = check_before_store(context.asset_key if context.has_asset_key else None, obj)
         target = f"{table_slice.schema}.{table_slice.table}"
         frame_arrow = obj.to_arrow()  # noqa: F841  (referenced by name in the SQL below)
         existing = table_columns(connection, table_slice.schema, table_slice.table)
@@ -91,6 +94,7 @@ class PolarsDuckDBTypeHandler(DbTypeHandler[pl.DataFrame]):
                 f"Writing {target} failed and was rolled back (the stored partition is unchanged): {error}"
             ) from error
         return {
+            **contract,
             "dagster/row_count": obj.height,
             "dataframe_columns": MetadataValue.table_schema(
                 TableSchema(columns=[TableColumn(name=n, type=str(t)) for n, t in obj.schema.items()])

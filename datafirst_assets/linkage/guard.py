@@ -1,0 +1,219 @@
+"""Clusters that do not chain: an over-merge guard and the graph shape of each clustering.
+
+    guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
+    guarded.clusters   # the same rows, conflicting clusters split (cluster labels are text)
+    metrics = cluster_graph_metrics(guarded.clusters, pairs, threshold)   # one row per cluster
+    largest_clusters(metrics)                                             # the ten biggest
+
+Connected components join any two records reachable through links above the threshold, so
+at scale common names and missing dates of birth chain different people into one cluster
+through a few weak links. The guard is a pure step between clustering and id carrying (polars
+in, polars out; it works on whatever clustering produced the labels): a cluster whose records
+carry two full dates of birth that cannot be one person's (fewer than two of day, month and
+year agree, and not a day/month swap: the recording errors a date really suffers) is rebuilt
+from its own links, strongest first, never joining two parts whose dates conflict. Records
+without a date join the part they are most strongly linked to. Clusters without a conflict
+are left exactly as they were.
+
+The graph metrics are Splink's (``compute_graph_metrics``: cluster size, density, bridges)
+computed here in polars on the stored pairs, so they work for any backend and for incremental
+runs, which do not re-cluster with Splink.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import polars as pl
+
+from datafirst_assets.linkage.settings import UNIQUE_ID
+
+#: A clustering fails the shape check when a cluster has more records than this ...
+MAX_CLUSTER_RECORDS = 500
+#: ... or when a cluster of at least CHAIN_MIN_RECORDS records has a link density below
+#: CHAIN_MAX_DENSITY (long and thin: people chained through a few links, not one person
+#: whose records mostly match each other).
+CHAIN_MIN_RECORDS = 10
+CHAIN_MAX_DENSITY = 0.2
+METRIC_SCHEMA = {"cluster_id": pl.String, "records": pl.Int64, "links": pl.Int64, "density": pl.Float64,
+                 "bridges": pl.Int64}
+
+
+def dobs_compatible(a: date, b: date) -> bool:
+    """Could two recorded dates of birth be one person's? Equal, two of day/month/year agree
+    (a slip in one part), or day and month swapped."""
+    agree = (a.year == b.year) + (a.month == b.month) + (a.day == b.day)
+    return agree >= 2 or (a.year == b.year and a.month == b.day and a.day == b.month)
+
+
+def _compatible_expr(left: str, right: str) -> pl.Expr:
+    ly, lm, ld = (getattr(pl.col(left).dt, p)() for p in ("year", "month", "day"))
+    ry, rm, rd = (getattr(pl.col(right).dt, p)() for p in ("year", "month", "day"))
+    agree = (ly == ry).cast(pl.Int8) + (lm == rm).cast(pl.Int8) + (ld == rd).cast(pl.Int8)
+    return (agree >= 2) | ((ly == ry) & (lm == rd) & (ld == rm))
+
+
+@dataclass
+class GuardResult:
+    clusters: pl.DataFrame  # the input's rows and columns, cluster column as text
+    clusters_split: int = 0  # clusters that carried conflicting dates of birth
+    parts: int = 0  # clusters they became
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def conflicting_clusters(clusters: pl.DataFrame, records: pl.DataFrame, *, cluster_col: str = "cluster_id",
+                         dob_col: str = "dob") -> pl.Series:
+    """Labels of clusters whose records carry two dates of birth that cannot be one person's."""
+    if dob_col not in records.columns:
+        return pl.Series(cluster_col, [], dtype=pl.String)
+    dobs = (clusters.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(cluster_col).cast(pl.String))
+            .join(records.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(dob_col).cast(pl.Date)),
+                  on=UNIQUE_ID, how="inner")
+            .drop_nulls(dob_col).select(cluster_col, dob_col).unique())
+    several = dobs.filter(pl.len().over(cluster_col) > 1)
+    pairs = (several.join(several, on=cluster_col, suffix="_r")
+             .filter(pl.col(dob_col) < pl.col(f"{dob_col}_r"))
+             .filter(~_compatible_expr(dob_col, f"{dob_col}_r")))
+    return pairs.get_column(cluster_col).unique().sort()
+
+
+def split_conflicting_clusters(clusters: pl.DataFrame, pairs: pl.DataFrame, records: pl.DataFrame,
+                               threshold: float, *, cluster_col: str = "cluster_id",
+                               dob_col: str = "dob") -> GuardResult:
+    """``clusters`` with every cluster that carries conflicting dates of birth rebuilt from its
+    links (``pairs``: record_id_l, record_id_r, match_probability) at or above ``threshold``,
+    strongest first, never joining parts whose dates conflict. A split part is labelled
+    ``<cluster>~<its smallest record id>``; other labels are unchanged (as text)."""
+    out = clusters.with_columns(pl.col(cluster_col).cast(pl.String))
+    bad = conflicting_clusters(out, records, cluster_col=cluster_col, dob_col=dob_col)
+    if bad.is_empty():
+        return GuardResult(out)
+    members = out.filter(pl.col(cluster_col).is_in(bad.implode())).select(pl.col(UNIQUE_ID).cast(pl.String),
+                                                                          cluster_col)
+    dob_of = dict(members.join(records.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(dob_col).cast(pl.Date)),
+                               on=UNIQUE_ID, how="left").select(UNIQUE_ID, dob_col).iter_rows())
+    links = (pairs.filter(pl.col("match_probability") >= threshold)
+             .select(pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String),
+                     "match_probability")
+             .join(members.rename({UNIQUE_ID: "record_id_l"}), on="record_id_l", how="inner")
+             .join(members.rename({UNIQUE_ID: "record_id_r", cluster_col: "_c_r"}), on="record_id_r", how="inner")
+             .filter(pl.col(cluster_col) == pl.col("_c_r"))
+             .sort(["match_probability", "record_id_l", "record_id_r"], descending=[True, False, False]))
+    parent = {r: r for r in members.get_column(UNIQUE_ID).to_list()}
+    dob_sets = {r: ({dob_of[r]} if dob_of.get(r) is not None else set()) for r in parent}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for left, right, _p in links.select("record_id_l", "record_id_r", "match_probability").iter_rows():
+        a, b = find(left), find(right)
+        if a == b or any(not dobs_compatible(x, y) for x in dob_sets[a] for y in dob_sets[b]):
+            continue
+        parent[b] = a
+        dob_sets[a] |= dob_sets.pop(b)
+    roots = pl.DataFrame({UNIQUE_ID: list(parent), "_root": [find(r) for r in parent]})
+    relabelled = (members.join(roots, on=UNIQUE_ID)
+                  .with_columns(pl.col(UNIQUE_ID).min().over("_root").alias("_first"))
+                  .select(UNIQUE_ID, pl.concat_str([pl.col(cluster_col), pl.lit("~"), pl.col("_first")]).alias("_new")))
+    out = (out.with_columns(pl.col(UNIQUE_ID).cast(pl.String)).join(relabelled, on=UNIQUE_ID, how="left")
+           .with_columns(pl.coalesce("_new", cluster_col).alias(cluster_col)).drop("_new"))
+    parts = relabelled.get_column("_new").n_unique()
+    return GuardResult(out, clusters_split=bad.len(), parts=parts,
+                       stats={"guard_clusters_split": bad.len(), "guard_parts": parts})
+
+
+# ------------------------------------------------------------------------ graph metrics
+
+
+def _bridges(edges: list[tuple[str, str]]) -> int:
+    """Edges whose removal disconnects their component (iterative Tarjan, one graph)."""
+    adjacency: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for i, (a, b) in enumerate(edges):
+        adjacency[a].append((b, i))
+        adjacency[b].append((a, i))
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    count = 0
+    for start in adjacency:
+        if start in order:
+            continue
+        order[start] = low[start] = len(order)
+        stack = [(start, -1, iter(adjacency[start]))]
+        while stack:
+            node, via, neighbours = stack[-1]
+            advanced = False
+            for nxt, edge in neighbours:
+                if edge == via:
+                    continue
+                if nxt in order:
+                    low[node] = min(low[node], order[nxt])
+                else:
+                    order[nxt] = low[nxt] = len(order)
+                    stack.append((nxt, edge, iter(adjacency[nxt])))
+                    advanced = True
+                    break
+            if not advanced:
+                stack.pop()
+                if stack:
+                    parent = stack[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                    if low[node] > order[parent]:
+                        count += 1
+    return count
+
+
+def cluster_graph_metrics(clusters: pl.DataFrame, pairs: pl.DataFrame, threshold: float, *,
+                          cluster_col: str = "cluster_id") -> pl.DataFrame:
+    """One row per cluster (``METRIC_SCHEMA``): records, links at or above ``threshold``
+    inside it, density (links / possible links; null for one record) and bridges (links whose
+    removal would split it: the weak joints chaining shows up as)."""
+    members = clusters.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(cluster_col).cast(pl.String).alias("cluster_id"))
+    sizes = members.group_by("cluster_id").agg(pl.len().cast(pl.Int64).alias("records"))
+    links = (pairs.filter(pl.col("match_probability") >= threshold)
+             .select(pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String))
+             .join(members.rename({UNIQUE_ID: "record_id_l"}), on="record_id_l", how="inner")
+             .join(members.rename({UNIQUE_ID: "record_id_r", "cluster_id": "_c_r"}), on="record_id_r", how="inner")
+             .filter(pl.col("cluster_id") == pl.col("_c_r")).drop("_c_r"))
+    counts = links.group_by("cluster_id").agg(pl.len().cast(pl.Int64).alias("links"))
+    metrics = (sizes.join(counts, on="cluster_id", how="left")
+               .with_columns(pl.col("links").fill_null(0))
+               .with_columns(pl.when(pl.col("records") > 1)
+                             .then(pl.col("links") / (pl.col("records") * (pl.col("records") - 1) / 2))
+                             .alias("density")))
+    # A complete graph of three or more has no bridge; a tree's every link is one.
+    sparse = metrics.filter((pl.col("records") >= 3) & (pl.col("density") < 1)).select("cluster_id")
+    bridges = {c: _bridges(list(zip(g["record_id_l"].to_list(), g["record_id_r"].to_list())))
+               for (c,), g in links.join(sparse, on="cluster_id", how="semi").group_by("cluster_id")}
+    metrics = metrics.with_columns(
+        pl.col("cluster_id").replace_strict(bridges, default=0, return_dtype=pl.Int64).alias("bridges"))
+    return metrics.select(*METRIC_SCHEMA).cast(METRIC_SCHEMA).sort(["records", "cluster_id"],  # type: ignore[arg-type]
+                                                                   descending=[True, False])
+
+
+def largest_clusters(metrics: pl.DataFrame, n: int = 10) -> pl.DataFrame:
+    return metrics.sort(["records", "cluster_id"], descending=[True, False]).head(n)
+
+
+def chained_clusters(metrics: pl.DataFrame) -> pl.DataFrame:
+    """Clusters of a shape one person's records do not make: too big, or long and thin."""
+    return metrics.filter((pl.col("records") > MAX_CLUSTER_RECORDS)
+                          | ((pl.col("records") >= CHAIN_MIN_RECORDS) & (pl.col("density") < CHAIN_MAX_DENSITY)))
+
+
+def graph_summary(metrics: pl.DataFrame) -> dict[str, Any]:
+    """Headline figures for asset metadata."""
+    multi = metrics.filter(pl.col("records") > 1)
+    return {
+        "clusters": metrics.height,
+        "largest_cluster_records": int(metrics["records"].max() or 0),
+        "clusters_over_10_records": int((metrics["records"] > 10).sum()),
+        "mean_density_multi_record": round(float(multi["density"].mean()), 4) if multi.height else None,
+        "bridges": int(metrics["bridges"].sum()),
+        "chained_clusters": chained_clusters(metrics).height,
+    }

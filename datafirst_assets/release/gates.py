@@ -1,0 +1,149 @@
+"""The publish gate: everything about to leave is scanned again, and a release with any finding is refused.
+
+Run by `write_release` before a single file is written:
+
+* every table: the PII scan (identifier shapes, withheld column names, and, when given, the
+  raw names, addresses and system ids of its dataset and each row's date of birth), its
+  contract (the release schema) and, for de-identified row-level tables, re-identification risk;
+* every catalogue: every listed value and every summary cell, through the same PII scan, and
+  the output rule that no shown count is under 10.
+
+A finding refuses the whole release (`PublishRefused`, naming table, column and identifier
+class with a masked example); what passed is recorded per table in the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from datafirst_assets.catalogue.build import Catalogue
+from datafirst_assets.contracts.core import ContractReport, validate_table
+from datafirst_assets.deidentify.disclosure import RiskResult, RiskRule, reidentification_risk
+from datafirst_assets.deidentify.pii_gate import Finding, RawIdentifiers, scan_table, shape_identifiers
+from datafirst_assets.deidentify.release_spec import ReleaseTable
+from datafirst_assets.deidentify.schemas import release_schema
+
+CATALOGUE_TEXT_COLUMNS = ("values", "min", "median", "max")
+MIN_SHOWN_COUNT = 10
+
+
+class PublishRefused(ValueError):
+    """A gate found something that must not be published; nothing was written."""
+
+
+@dataclass
+class TableGate:
+    source: str
+    table: str
+    findings: list[Finding]
+    contract: ContractReport
+    risk: RiskResult | None = None
+    risk_gated: bool = True
+
+    @property
+    def passed(self) -> bool:
+        return (not self.findings and self.contract.passed
+                and (self.risk is None or self.risk.passed or not self.risk_gated))
+
+    def manifest_entry(self, checks: Mapping[str, bool] | None = None) -> dict:
+        entry = {
+            "passed": self.passed,
+            "no_identifiers": {"passed": not self.findings, "findings": len(self.findings)},
+            "contract": {"name": self.contract.contract, "passed": self.contract.passed,
+                         "failing_rules": len(self.contract.failures)},
+            "disclosure": ({k: v for k, v in self.risk.summary().items() if k != "table"}
+                           if self.risk is not None and self.risk.key else {"note": "no risk key (not row-level "
+                                                                                  "data about people)"}),
+        }
+        if checks:
+            entry["checks"] = dict(sorted(checks.items()))
+        return entry
+
+
+@dataclass
+class ReleaseGates:
+    tables: dict[tuple[str, str], TableGate] = field(default_factory=dict)
+    catalogue_findings: list[Finding] = field(default_factory=list)
+    catalogue_values_scanned: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.catalogue_findings and all(g.passed for g in self.tables.values())
+
+    def problems(self) -> list[str]:
+        lines = []
+        for (source, table), gate in self.tables.items():
+            lines += [f"PII: {f}" for f in gate.findings]
+            lines += [f"contract {source}.{table}: {f}" for f in gate.contract.failures]
+            if gate.risk is not None and not gate.risk.passed and gate.risk_gated:
+                lines.append(f"disclosure {source}.{table}: mean re-identification risk {gate.risk.mean_risk:.3f} "
+                             f"> {gate.risk.max_mean_risk}")
+        lines += [f"catalogue: {f}" for f in self.catalogue_findings]
+        return lines
+
+
+def _catalogue_findings(name: str, catalogue: Catalogue, identifiers: RawIdentifiers) -> tuple[list[Finding], int]:
+    values = catalogue.values.select(pl.col("value").cast(pl.String))
+    cells = catalogue.frame.select([pl.col(c).cast(pl.String) for c in CATALOGUE_TEXT_COLUMNS])
+    no_names = RawIdentifiers(names=identifiers.names, addresses=identifiers.addresses,
+                              system_ids=identifiers.system_ids)  # a catalogue's own column names are not data
+    findings = scan_table(f"catalogue:{name}.values", values, no_names)
+    findings += scan_table(f"catalogue:{name}.summary", cells, no_names)
+    small = catalogue.values.filter(pl.col("count").is_not_null() & (pl.col("count") < MIN_SHOWN_COUNT))
+    if small.height:
+        findings.append(Finding(f"catalogue:{name}", "count", f"count under {MIN_SHOWN_COUNT} shown", small.height,
+                                str(small["count"][0])))
+    return findings, values.height + cells.height * cells.width
+
+
+def scan_release(
+    kind: str,
+    tables: Mapping[tuple[str, str], pl.DataFrame],
+    specs: Mapping[tuple[str, str], ReleaseTable],
+    catalogues: Mapping[str, Catalogue],
+    *,
+    identifiers: Mapping[str, RawIdentifiers] | None = None,
+    dates_of_birth: Mapping[tuple[str, str], pl.Series] | None = None,
+    risk_rules: Mapping[tuple[str, str], RiskRule] | None = None,
+) -> ReleaseGates:
+    """Every gate on every table and catalogue of a release about to be published (see the module doc).
+
+    Risk is measured (and recorded) on every de-identified table; it refuses the release only when
+    `risk_rules` are given (the release asset passes the `release_settings` rule of each table)."""
+    identifiers = identifiers or {}
+    dates_of_birth = dates_of_birth or {}
+    gates = ReleaseGates()
+    for (source, name), frame in tables.items():
+        spec = specs[(source, name)]
+        known = shape_identifiers(None if source == "linking" else source)
+        if source in identifiers:
+            known.update(identifiers[source])
+        try:
+            findings = scan_table(f"{source}.{name}", frame, known, dates_of_birth=dates_of_birth.get((source, name)))
+        except ValueError:  # dates of birth not aligned with the rows: scan without them
+            findings = scan_table(f"{source}.{name}", frame, known)
+        rule = (risk_rules or {}).get((source, name))
+        risk = reidentification_risk(frame, spec, rule or RiskRule()) if kind == "deidentified" else None
+        gates.tables[(source, name)] = TableGate(source, name, findings, validate_table(frame, release_schema(spec)),
+                                                 risk, risk_gated=rule is not None)
+    everything = RawIdentifiers()
+    for known in identifiers.values():
+        everything.update(known)
+    for name, catalogue in catalogues.items():
+        found, scanned = _catalogue_findings(name, catalogue, everything)
+        gates.catalogue_findings += found
+        gates.catalogue_values_scanned += scanned
+    return gates
+
+
+def refuse_unless_passed(kind: str, gates: ReleaseGates) -> None:
+    if gates.passed:
+        return
+    problems = gates.problems()
+    shown = "\n".join(f"- {p}" for p in problems[:50])
+    more = f"\n- ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+    raise PublishRefused(f"Refusing to publish the {kind} release: {len(problems)} finding(s); nothing was "
+                         f"written.\n{shown}{more}")

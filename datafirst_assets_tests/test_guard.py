@@ -1,0 +1,107 @@
+"""The over-merge guard on a hand-built chain, and the graph metrics of a clustering."""
+
+from datetime import date
+
+import polars as pl
+
+from datafirst_assets.linkage.cluster import clusters_from_edges
+from datafirst_assets.linkage.guard import (
+    chained_clusters,
+    cluster_graph_metrics,
+    conflicting_clusters,
+    dobs_compatible,
+    split_conflicting_clusters,
+)
+
+# Two John Smiths, born years apart, chained through records without a date of birth:
+# a1 - a2 (same man, dob keyed with day and month swapped) - x (no dob) - b1 - b2 (the other man).
+RECORDS = pl.DataFrame({
+    "record_id": ["a1", "a2", "x", "b1", "b2", "c1"],
+    "dob": [date(1980, 3, 4), date(1980, 4, 3), None, date(1992, 11, 20), date(1992, 11, 21), date(1970, 1, 2)],
+})
+PAIRS = pl.DataFrame({
+    "record_id_l": ["a1", "a2", "b1", "x", "a1"],
+    "record_id_r": ["a2", "x", "b2", "b1", "b1"],
+    "match_probability": [0.999, 0.97, 0.999, 0.95, 0.4],
+})
+
+
+def _chain():
+    return clusters_from_edges(RECORDS["record_id"], PAIRS.filter(pl.col("match_probability") >= 0.9))
+
+
+def test_dates_one_person_could_have():
+    assert dobs_compatible(date(1980, 3, 4), date(1980, 4, 3))  # day/month swapped
+    assert dobs_compatible(date(1980, 3, 4), date(1981, 3, 4))  # a slip in the year
+    assert not dobs_compatible(date(1980, 3, 4), date(1992, 11, 20))
+
+
+def test_the_guard_cuts_a_chain_between_conflicting_dates_of_birth():
+    chained = _chain()
+    assert chained.filter(pl.col("record_id").is_in(["a1", "b2"]))["cluster_id"].n_unique() == 1  # the chain
+    assert conflicting_clusters(chained, RECORDS).to_list() == ["a1"]
+    guarded = split_conflicting_clusters(chained, PAIRS, RECORDS, 0.9)
+    label = dict(guarded.clusters.select("record_id", "cluster_id").iter_rows())
+    assert label["a1"] == label["a2"] == label["x"]  # x goes with its strongest link (0.97 to a2)
+    assert label["b1"] == label["b2"] != label["a1"]
+    assert label["c1"] == "c1"  # untouched clusters keep their label
+    assert (guarded.clusters_split, guarded.parts) == (1, 2)
+    assert guarded.clusters.height == RECORDS.height
+    # nothing to do when dates agree: the clustering comes back as it was
+    same = split_conflicting_clusters(chained, PAIRS, RECORDS.with_columns(pl.lit(None, pl.Date).alias("dob")), 0.9)
+    assert same.clusters_split == 0 and same.clusters.sort("record_id").equals(chained.sort("record_id"))
+
+
+def test_graph_metrics_show_the_chain():
+    metrics = cluster_graph_metrics(_chain(), PAIRS, 0.9)
+    chain = metrics.row(0, named=True)
+    assert (chain["records"], chain["links"], chain["bridges"]) == (5, 4, 4)  # a path: every link a bridge
+    assert abs(chain["density"] - 0.4) < 1e-9
+    assert metrics.filter(pl.col("cluster_id") == "c1")["density"].to_list() == [None]
+    assert chained_clusters(metrics).is_empty()  # too small to call a chain
+    # a 12-record path is a chain
+    ids = [f"r{i:02d}" for i in range(12)]
+    path = pl.DataFrame({"record_id_l": ids[:-1], "record_id_r": ids[1:], "match_probability": [0.99] * 11})
+    long = cluster_graph_metrics(clusters_from_edges(ids, path), path, 0.9)
+    assert long["bridges"].to_list() == [11] and chained_clusters(long).height == 1
+
+
+def test_the_clusters_check_fails_on_an_oversized_cluster_through_dagster(tmp_path, monkeypatch):
+    from dagster import DagsterInstance, SourceAsset, materialize
+
+    from datafirst_assets.defs.linkage import LinkageSettings, build_dedupe_assets
+    from datafirst_assets.linkage import guard
+    from datafirst_assets.defs.resources import DataLayout, build_resources
+    from datafirst_assets.sources.registry import SOURCES
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+    from datafirst_assets_tests.linkage_fixtures import make_dataset
+
+    source = "prison"
+    records, _ = make_dataset(150, seed=3, source_dataset=source)
+    layout = DataLayout(tmp_path / "data")
+    person_records, model, cluster, _ = build_dedupe_assets(SOURCES[source])
+    with warehouse_cursor(layout.warehouse) as conn:
+        conn.execute(f"create schema if not exists linkage_{source}")
+        arrow = records.with_columns(pl.lit("2024-01-31").alias("extract_date")).to_arrow()  # noqa: F841
+        conn.execute(f"create or replace table linkage_{source}.person_records as select * from arrow")
+
+    def run(threshold):
+        linkage = LinkageSettings(data_dir=str(layout.root), thresholds={source: threshold}, u_max_pairs=3e5,
+                                  mode="full")
+        result = materialize([SourceAsset(key=person_records.key, metadata={"schema": f"linkage_{source}"}),
+                              model, cluster], selection=[*model.keys, *cluster.keys],
+                             instance=DagsterInstance.ephemeral(),
+                             resources={**build_resources(layout), "linkage": linkage})
+        check = {e.check_name: e for e in result.get_asset_check_evaluations()}["no_chained_clusters"]
+        meta = next(m for m in result.asset_materializations_for_node(cluster.node_def.name)
+                    if m.asset_key.path[-1] == "clusters").metadata
+        return check, meta
+
+    check, meta = run(0.9)
+    largest = meta["largest_cluster_records"].value
+    assert check.passed and largest >= 5 and "| records |" in meta["largest_clusters"].value
+    # the same clustering, with a limit its largest person exceeds: the check fails and says where
+    monkeypatch.setattr(guard, "MAX_CLUSTER_RECORDS", largest - 1)
+    check, meta = run(0.9)
+    assert not check.passed and check.metadata["chained_clusters"].value >= 1
+    assert f"| {largest} |" in check.metadata["examples"].value
