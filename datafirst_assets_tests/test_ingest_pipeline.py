@@ -96,6 +96,7 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
     assert len(staged_checks) == 2 * len(all_tables())
     linkage_checks = {(k.asset_key.to_user_string(), k.name) for k in own_checks
                       if k.asset_key.path[0] == "linkage"}
-    assert linkage_checks == {(f"linkage/{s}/clusters", "every_record_clustered") for s in SOURCES} | {
+    assert linkage_checks == {(f"linkage/{s}/clusters", c) for s in SOURCES
+                              for c in ("every_record_clustered", "no_chained_clusters")} | {
         ("linkage/quality", "accuracy_floors"), ("linkage/xjs/lookup", "lookup_invariants"),
         ("linkage/criminal_courts/case_lookup", "one_to_one"), ("linkage/xjs/quality", "accuracy_floors")}
