@@ -31,7 +31,7 @@ $(DAGSTER_HOME)/dagster.yaml: $(DATA)/config/dagster.yaml
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	rm -rf $(DATA)/landing $(DATA)/truth
 	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --malformed-rate $(DEMO_MALFORMED_RATE) --out $(DATA)/landing
-	$(BIN)/datafirst run --data-dir $(DATA)
+	DATAFIRST_LAUNCH=code_location $(BIN)/datafirst run --data-dir $(DATA)
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
@@ -46,7 +46,7 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 # Re-load every extract dated FROM..TO (inclusive) in one run, then link: make backfill FROM=2024-01-31 TO=2024-03-31
 backfill: install $(DAGSTER_HOME)/dagster.yaml
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
-	$(BIN)/datafirst backfill --data-dir $(DATA) --from $(FROM) --to $(TO)
+	DATAFIRST_LAUNCH=code_location $(BIN)/datafirst backfill --data-dir $(DATA) --from $(FROM) --to $(TO)
 
 clean-data:
 	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/warehouse.duckdb* $(DATA)/reports $(DATA)/models $(DATA)/.dagster_home

@@ -23,6 +23,7 @@ from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
 
 
+LAUNCH_ENV = "DATAFIRST_LAUNCH"
 # Headless runs print a summary, not Dagster's step-by-step log (the UI shows that). Failures are
 # reported by the runner in the product's words, with tracebacks written to data/logs/.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -54,11 +55,11 @@ def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str,
              sources: list[str] | None = None, tags: dict[str, str] | None = None) -> RunOutcome:
     """One run of a job, ingesting only `sources` when given.
 
-    On a persistent instance (DAGSTER_HOME, as `make` sets it) the run is launched through the code
-    location, so the UI's timeline and job pages show it; an ephemeral instance (tests, no
-    DAGSTER_HOME) runs it in this process.
+    With DATAFIRST_LAUNCH=code_location (as `make demo` and `make backfill` set it) and a persistent
+    instance, the run is launched through the code location, so the UI's timeline and job pages show
+    it; otherwise it runs in this process (killed-run recovery assumes that: the run dies with it).
     """
-    if instance.is_persistent:
+    if instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location":
         ops = [f"{step}_{source}" for source in sources for step in ("load", "stage")] if sources else None
         return launch_job(instance, job_name, layout.root, ops=ops, tags=tags, run_config=QUIET)
     result = defs.resolve_job_def(job_name).execute_in_process(

@@ -38,7 +38,7 @@ from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.reporting.links import FILES_URL_ENV
-from datafirst_assets.runner import run_pipeline
+from datafirst_assets.runner import LAUNCH_ENV, run_pipeline
 from datafirst_assets.simulate import simulate
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.defs.sensors import SOURCE_TAG, LANDING_SENSOR, REFRESH_SCHEDULE, REFRESH_SENSOR
@@ -85,8 +85,8 @@ def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
     """`make demo` in small: simulate, then the CLI's runner (runs launched through the code location)."""
     layout = DataLayout(data)
     simulate(people=DEMO_PEOPLE, seed=5, extracts=2, out=layout.landing, truth_out=layout.truth)
-    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", FILES_URL_ENV)}
-    os.environ.update({"DAGSTER_HOME": str(home), FILES_URL_ENV: files_url})
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", FILES_URL_ENV, LAUNCH_ENV)}
+    os.environ.update({"DAGSTER_HOME": str(home), FILES_URL_ENV: files_url, LAUNCH_ENV: "code_location"})
     try:
         with DagsterInstance.from_config(str(home)) as instance:
             return run_pipeline(layout, instance).run_ids
