@@ -67,7 +67,7 @@ def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str,
         asset_selection=ingest_keys(sources) if sources else None)
     return RunOutcome(result.run_id, result.success,
                       errors=[] if result.success else [step_errors(result, layout.logs)],
-                      failed_checks=[check_failure(e.asset_check_evaluation_data)
+                      failed_checks=[check_failure(e)
                                      for e in result.get_asset_check_evaluations() if not e.passed])
 
 
