@@ -38,9 +38,9 @@ $(DAGSTER_HOME)/dagster.yaml: $(DATA)/config/dagster.yaml
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/labels $(DATAFIRST_TRUTH_DIR)
 	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --malformed-rate $(DEMO_MALFORMED_RATE) --out $(DATA)/landing --truth $(DATAFIRST_TRUTH_DIR)
-	$(BIN)/datafirst run --data-dir $(DATA) --review-queues-only
+	DATAFIRST_LAUNCH=code_location $(BIN)/datafirst run --data-dir $(DATA) --review-queues-only
 	$(BIN)/datafirst simulate-review --data-dir $(DATA) --truth-dir $(DATAFIRST_TRUTH_DIR)
-	$(BIN)/datafirst run --data-dir $(DATA) --link-only
+	DATAFIRST_LAUNCH=code_location $(BIN)/datafirst run --data-dir $(DATA) --link-only
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
@@ -50,12 +50,12 @@ snapshot: install
 	$(BIN)/python -m datafirst_assets_tests.definitions_snapshot
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/datafirst ui --data-dir $(DATA) --port 3000 --files-port 3001
 
 # Re-load every extract dated FROM..TO (inclusive) in one run, then link: make backfill FROM=2024-01-31 TO=2024-03-31
 backfill: install $(DAGSTER_HOME)/dagster.yaml
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
-	$(BIN)/datafirst backfill --data-dir $(DATA) --from $(FROM) --to $(TO)
+	DATAFIRST_LAUNCH=code_location $(BIN)/datafirst backfill --data-dir $(DATA) --from $(FROM) --to $(TO)
 
 clean-data:
 	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/warehouse.duckdb* $(DATA)/reports $(DATA)/models $(DATA)/.dagster_home \

@@ -185,6 +185,12 @@ def _cmd_release_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from datafirst_assets.ui import run_ui
+
+    return run_ui(Path(args.data_dir), host=args.host, port=args.port, files_port=args.files_port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datafirst", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -259,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--error-rate", type=float, default=DEFAULT_ERROR_RATE, help="share of labels wrong")
     review.add_argument("--seed", type=int, default=0)
     review.set_defaults(func=_cmd_simulate_review)
+
+    ui = sub.add_parser("ui", help="the Dagster UI (dagster dev) and a local server for the reports and charts")
+    ui.add_argument("--data-dir", default=str(default_data_dir()))
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--files-port", type=int, default=3001, help="port of the reports and charts")
+    ui.set_defaults(func=_cmd_ui)
 
     add_dedupe_parser(sub)
     add_review_sample_parser(sub)

@@ -18,11 +18,13 @@ from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, 
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.definitions import INGEST_JOB, INGEST_SELECTION, LINK_JOB, build_definitions
 from datafirst_assets.defs.linkage import linkage_key
+from datafirst_assets.launch import RunOutcome, launch_job, run_outcome
 from datafirst_assets.raw.delivery import survey_landing
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
 
 
+LAUNCH_ENV = "DATAFIRST_LAUNCH"
 # Headless runs print a summary, not Dagster's step-by-step log (the UI shows that). Failures are
 # reported by the runner in the product's words, with tracebacks written to data/logs/.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -49,6 +51,31 @@ def ensure_partitions(instance: DagsterInstance, dates: list[str]) -> None:
     if new:
         instance.add_dynamic_partitions(EXTRACT_DATES, new)
 
+
+def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str, *,
+             sources: list[str] | None = None, tags: dict[str, str] | None = None,
+             asset_selection: list | None = None) -> RunOutcome:
+    """One run of a job, ingesting only `sources` when given.
+
+    With DATAFIRST_LAUNCH=code_location (as `make demo` and `make backfill` set it) and a persistent
+    instance, the run is launched through the code location, so the UI's timeline and job pages show
+    it; otherwise it runs in this process (killed-run recovery assumes that: the run dies with it).
+    """
+    # An asset subset of the link job (review queues only) has no op selection: it runs in-process.
+    if instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location" and asset_selection is None:
+        ops = [f"{step}_{source}" for source in sources for step in ("load", "stage")] if sources else None
+        return launch_job(instance, job_name, layout.root, ops=ops, tags=tags, run_config=QUIET)
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET, tags=tags,
+        asset_selection=ingest_keys(sources) if sources else asset_selection)
+    return RunOutcome(result.run_id, result.success,
+                      errors=[] if result.success else [step_errors(result, layout.logs)],
+                      failed_checks=[check_failure(e)
+                                     for e in result.get_asset_check_evaluations() if not e.passed])
+
+
+def _errors(outcome: RunOutcome) -> str:
+    return " | ".join(outcome.errors) or "see the run's logs"
 
 def check_failure(evaluation) -> str:
     """A failed check by name, with what its metadata says went wrong (the console log is quiet)."""
@@ -167,31 +194,24 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     ensure_partitions(instance, sorted(by_date))
 
     report = RunReport(deliveries=deliveries)
-    job = defs.resolve_job_def(INGEST_JOB)
     process = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     for (first, last), sources in (delivery_ranges(instance, deliveries) if ingest else {}).items():
-        result = job.execute_in_process(
-            instance=instance, asset_selection=ingest_keys(sources), raise_on_error=False, run_config=QUIET,
-            tags={PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last, **process},
-        )
-        report.run_ids.append(result.run_id)
+        outcome = _run_job(instance, defs, layout, INGEST_JOB, sources=sources,
+                           tags={PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last, **process})
+        report.run_ids.append(outcome.run_id)
         extract_date = first if first == last else f"{first}..{last}"
-        if not result.success:
-            raise PipelineFailed(f"ingest of {extract_date} failed (run {result.run_id}): "
-                                 + step_errors(result, layout.logs))
-        failed_checks = [check_failure(e.asset_check_evaluation_data)
-                         for e in result.get_asset_check_evaluations() if not e.passed]
-        if failed_checks:
-            raise PipelineFailed(f"checks failed for {extract_date} (run {result.run_id}): "
-                                 + " | ".join(failed_checks))
+        if not outcome.success:
+            raise PipelineFailed(f"ingest of {extract_date} failed (run {outcome.run_id}): " + _errors(outcome))
+        if outcome.failed_checks:
+            raise PipelineFailed(f"checks failed for {extract_date} (run {outcome.run_id}): "
+                                 + " | ".join(outcome.failed_checks))
     report.ingest_seconds = time.perf_counter() - started
     if link:
-        result = defs.resolve_job_def(LINK_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=QUIET, tags=process,
-            asset_selection=list(review_queue_selection(defs)) if review_queues_only else None)
-        report.run_ids.append(result.run_id)
-        if not result.success:
-            raise PipelineFailed(f"linkage failed (run {result.run_id}): " + step_errors(result, layout.logs))
+        outcome = _run_job(instance, defs, layout, LINK_JOB, tags=process,
+                           asset_selection=list(review_queue_selection(defs)) if review_queues_only else None)
+        report.run_ids.append(outcome.run_id)
+        if not outcome.success:
+            raise PipelineFailed(f"linkage failed (run {outcome.run_id}): " + _errors(outcome))
     report.seconds = time.perf_counter() - started
     return report
 

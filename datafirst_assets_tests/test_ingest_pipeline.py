@@ -79,8 +79,11 @@ def test_definitions_group_assets_by_stage_with_checks(tmp_path):
     for key in graph.get_all_asset_keys():
         groups.setdefault(graph.get(key).group_name, set()).add(key.path[1])
     assert groups["raw"] == groups["staged"] == groups["quarantine"] == set(SOURCES)
-    linkage_groups = set().union(*(paths for group, paths in groups.items() if group.startswith("linkage")))
+    linkage_groups = set().union(*(paths for group, paths in groups.items()
+                                   if group == "linkage" or group.startswith("dedup_")))
     assert linkage_groups == {*SOURCES, "quality", "xjs", "criminal_courts"}
+    for source in SOURCES:  # one group per dataset's dedupe: the lineage tells the seven models apart
+        assert groups[f"dedup_{source}"] == {source}
     assert groups["linked"] == set(SOURCES)
     assert groups["deidentified"] == {*SOURCES, "linking"}
     # every stored table also has a `contract` check (test_gates); here, each stage's own checks

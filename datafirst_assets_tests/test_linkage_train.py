@@ -20,6 +20,7 @@ from datafirst_assets.linkage.metrics import (
 from datafirst_assets.linkage.predict import linker_for_model, predict_pairs, slim_pairs
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.train import (
+    bound_unobserved_u,
     TrainingConfig,
     load_model,
     save_charts,
@@ -57,8 +58,23 @@ def test_training_produces_sensible_model(trained):
     assert min(w for w in weights.values() if w is not None) > -15
     table = summary_table(s)
     assert {"comparison", "level", "m", "u", "match_weight"} <= set(table.columns)
+    # every level has m, u and a weight, rare ones ("within 2 edits") included: none shows blank
+    assert table.filter(pl.any_horizontal(pl.col("m", "u", "match_weight").is_null())).is_empty(), table
     json.dumps(s)  # Dagster metadata must be JSON-serialisable
     assert set(trained.timings) >= {"prior", "u", "em"}
+
+
+def test_a_level_random_sampling_never_saw_gets_a_bounded_u(trained):
+    comparison = next(c for c in trained.linker._settings_obj.comparisons if c.output_column_name == "pnc")
+    level = next(lvl for lvl in comparison.comparison_levels if not lvl.is_null_level)
+    original = level.u_probability
+    level.u_probability = None  # as when no sampled pair falls at the level
+    try:
+        changed = bound_unobserved_u(trained.linker, 1e6)
+        assert changed == [f"pnc: {level.label_for_charts}"]
+        assert level.u_probability == pytest.approx(1e-6)
+    finally:
+        level.u_probability = original  # the module's model stays as trained
 
 
 def test_cluster_quality_and_threshold_choice(data, trained):

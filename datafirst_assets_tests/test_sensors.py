@@ -115,8 +115,9 @@ def test_complete_delivery_adds_its_partition_and_requests_a_run_that_loads_it(l
         rows = conn.execute("select extract_date, count(*) from raw_prison.nomis_movements group by 1")
         assert rows.fetchall() == [(DAY, 3)]
 
-    # the next tick has nothing to do: the cursor remembers the manifest
+    # the next tick has nothing to do: the cursor remembers the manifest, in a line a person can read
     assert skip_message(landing.tick()) == "no new deliveries"
+    assert f'"prison/{DAY}": "{sha256_file(folder / MANIFEST)[:12]}"' in landing.cursor.splitlines()[2]
 
 
 def test_several_deliveries_run_oldest_first_and_known_partitions_are_not_added_again(landing):

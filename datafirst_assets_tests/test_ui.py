@@ -1,11 +1,15 @@
 """The UI in a real browser, and the daemon acting on a dropped extract.
 
-Starts `dagster dev` (webserver + daemon, as `make ui` does) on a free loopback port with a
-temporary DAGSTER_HOME made from the committed data/config/dagster.yaml, and two prison extracts
-already in the landing folder. Headless Chromium (the system package, driven by playwright) loads
-the asset graph and the automation page; meanwhile the daemon's landing sensor loads both extracts,
-one queued run after the other, and a backfill of both dates launched the way the UI launches it
-runs as one run.
+A small demo is run first with the CLI's runner (as `make demo` does: runs launched through the
+code location) into a temporary DAGSTER_HOME made from the committed data/config/dagster.yaml.
+Then `datafirst ui` (what `make ui` runs: `dagster dev` plus the reports' file server) starts on
+free loopback ports, with two more prison extracts in the landing folder. Headless Chromium (the
+system package, driven by playwright) reads the pages a user reads: the demo's runs on the Runs
+page and the Overview timeline, a staged table's per-extract row counts, a Splink chart and the
+linkage quality report opened from their asset pages, the lineage's groups; meanwhile the daemon's
+landing sensor loads both new extracts, one queued run after the other, and a backfill of both
+dates launched the way the UI launches it runs as one run. Screenshots land in the test's
+temporary folder (or DATAFIRST_UI_SCREENSHOTS).
 """
 
 import json
@@ -29,21 +33,29 @@ from dagster._core.storage.tags import (
     BACKFILL_ID_TAG,
 )
 
-from datafirst_assets.definitions import INGEST_JOB, build_definitions
+from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
-from datafirst_assets.defs.sensors import LANDING_SENSOR, REFRESH_SCHEDULE, REFRESH_SENSOR
+from datafirst_assets.defs.resources import DataLayout
+from datafirst_assets.reporting.links import FILES_URL_ENV
+from datafirst_assets.runner import LAUNCH_ENV, run_pipeline
+from datafirst_assets.simulate import simulate
+from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.defs.sensors import SOURCE_TAG, LANDING_SENSOR, REFRESH_SCHEDULE, REFRESH_SENSOR
 from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor
 from datafirst_assets_tests.deliveries import write_delivery
 
 REPO = Path(__file__).resolve().parents[1]
+LOCATION = "datafirst_assets.definitions"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-DATES = ["2024-01-31", "2024-02-29"]
-GROUPS = ["raw", "staged", "quarantine", "linkage", "linked"]
+DATES = ["2025-01-31", "2025-02-28"]  # delivered while the UI runs (the demo's extracts are 2024's)
+ROWS = {"2025-01-31": 3, "2025-02-28": 5}
+DEMO_PEOPLE = 400
+GROUPS = ["raw", "staged", "quarantine", "linkage", "dedup_prison", "linked", "release", "synthetic_release"]
 
 pytestmark = [
     pytest.mark.skipif(
@@ -69,20 +81,37 @@ def graphql(base: str, query: str) -> dict:
         return json.loads(response.read())["data"]
 
 
+def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
+    """`make demo` in small: simulate, then the CLI's runner (runs launched through the code location)."""
+    layout = DataLayout(data)
+    simulate(people=DEMO_PEOPLE, seed=5, extracts=2, out=layout.landing, truth_out=layout.truth)
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", FILES_URL_ENV, LAUNCH_ENV)}
+    os.environ.update({"DAGSTER_HOME": str(home), FILES_URL_ENV: files_url, LAUNCH_ENV: "code_location"})
+    try:
+        with DagsterInstance.from_config(str(home)) as instance:
+            return run_pipeline(layout, instance).run_ids
+    finally:
+        close_warehouse()
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
 class Server:
     def __init__(self, root: Path):
         self.home = root / "dagster_home"
         self.data = root / "data"
         self.home.mkdir()
         shutil.copy(REPO / "data" / "config" / "dagster.yaml", self.home / "dagster.yaml")
-        for extract_date in DATES:
-            write_delivery(self.data / "landing", "prison", extract_date, rows=3)
         self.base = f"http://127.0.0.1:{free_port()}"
+        self.files_port = free_port()
+        self.demo_run_ids = run_demo(self.home, self.data, f"http://127.0.0.1:{self.files_port}")
+        for extract_date, rows in ROWS.items():
+            write_delivery(self.data / "landing", "prison", extract_date, rows=rows)
         self.log = root / "dagster_dev.log"
-        env = {**os.environ, "DAGSTER_HOME": str(self.home), "DATAFIRST_DATA_DIR": str(self.data)}
+        env = {**os.environ, "DAGSTER_HOME": str(self.home)}
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml",
-             "-h", "127.0.0.1", "-p", self.base.rsplit(":", 1)[1]],
+            [str(Path(sys.executable).parent / "datafirst"), "ui", "--data-dir", str(self.data),
+             "--port", self.base.rsplit(":", 1)[1], "--files-port", str(self.files_port)],
             cwd=REPO, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped as one, nothing else touched
         )
@@ -107,18 +136,20 @@ class Server:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
-    def stop(self) -> None:
-        # dagster dev does not reliably stop its code server and daemon on a signal: after a short
-        # grace, end its whole process group (its own session, so nothing else is touched)
-        for sig, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 15)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
+    def stop(self) -> float:
+        """SIGTERM, as a service manager sends it; seconds until `datafirst ui` exited."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        stopped = time.monotonic() - started
+        try:  # whatever is left of its process group (its own session, so nothing else is touched)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return stopped
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +161,9 @@ def server():
             server.wait_until_loaded()
             yield server
         finally:
-            server.stop()
+            seconds = server.stop()
             close_warehouse()
+        assert seconds < 20, f"datafirst ui took {seconds:.0f}s to stop on SIGTERM"
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +178,112 @@ def browser():
 
 def open_page(browser, url: str):
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    # the first visit shows a "Join the Dagster community" dialog over the page: skip it, as a user would
+    page.add_locator_handler(page.get_by_role("button", name="Skip"),
+                             lambda skip: skip.click(), no_wait_after=True)
     page.goto(url, wait_until="domcontentloaded", timeout=60_000)
     return page
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where screenshots go: DATAFIRST_UI_SCREENSHOTS to keep them, else a temporary folder."""
+    folder = Path(os.environ.get("DATAFIRST_UI_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def screenshot(page, path: Path) -> bytes:
+    """A screenshot, asserted not blank: a blank page compresses to a few kilobytes."""
+    png = page.screenshot(path=str(path), full_page=False)
+    assert len(png) > 20_000, f"{path.name} looks blank ({len(png)} bytes)"
+    return png
+
+
+def test_demo_runs_are_on_the_runs_page_and_the_timeline(server, browser, shots):
+    assert len(server.demo_run_ids) == 2  # one ingest run for both extract dates, one link run
+    page = open_page(browser, f"{server.base}/runs")
+    try:
+        for run_id in server.demo_run_ids:
+            page.get_by_text(run_id[:8], exact=True).first.wait_for(timeout=60_000)
+        screenshot(page, shots / "runs.png")
+        # the Overview timeline draws only runs that carry their code location's origin
+        page.goto(f"{server.base}/overview/timeline", wait_until="domcontentloaded")
+        for job in (INGEST_JOB, LINK_JOB):
+            page.get_by_text(job, exact=True).first.wait_for(timeout=60_000)
+        screenshot(page, shots / "timeline.png")
+        page.goto(f"{server.base}/locations/{LOCATION}/jobs/{LINK_JOB}/runs", wait_until="domcontentloaded")
+        page.get_by_text(server.demo_run_ids[-1][:8], exact=True).first.wait_for(timeout=60_000)
+        screenshot(page, shots / "job_runs.png")
+    finally:
+        page.close()
+
+
+def partition_counts(server) -> tuple[str, str, dict[str, int]]:
+    """A staged table of the demo with rows in both extract dates, and its rows per date."""
+    with warehouse_cursor(server.data / "warehouse.duckdb") as conn:
+        for source in SOURCES.values():
+            for table in source.tables:
+                counts = dict(conn.execute(
+                    f"select extract_date, count(*) from staged_{source.key}.{table.name} "
+                    "where extract_date < '2025' group by 1 order by 1").fetchall())
+                if len(counts) == 2 and len(set(counts.values())) == 2:
+                    close_warehouse()
+                    return source.key, table.name, counts
+    close_warehouse()
+    pytest.fail("no staged table of the demo has different row counts in its two extracts")
+
+
+def test_staged_partitions_show_their_own_row_counts(server, browser, shots):
+    source, table, counts = partition_counts(server)  # both extracts were loaded in one run
+    page = open_page(browser, f"{server.base}/assets/staged/{source}/{table}?view=partitions")
+    try:
+        for extract_date, rows in counts.items():
+            page.goto(f"{server.base}/assets/staged/{source}/{table}?view=partitions&partition={extract_date}",
+                      wait_until="domcontentloaded")
+            row = page.locator("tr", has=page.get_by_text("dagster/row_count", exact=True)).first
+            row.wait_for(timeout=60_000)
+            screenshot(page, shots / f"staged_partition_{extract_date}.png")
+            assert row.inner_text().split()[-1].replace(",", "") == str(rows), (extract_date, row.inner_text())
+    finally:
+        page.close()
+
+
+def open_linked_page(page, link_text: str, shot: Path, expected_title: str) -> None:
+    """Click a metadata link on an asset page; the page it opens renders (offline) what it should."""
+    link = page.locator(f"a[href*='{link_text}']").first
+    link.wait_for(timeout=60_000)
+    with page.context.expect_page(timeout=30_000) as opened:
+        link.click()
+    report = opened.value
+    try:
+        report.wait_for_load_state("load")
+        # the Vega chart drew (Splink's charts draw on a canvas, ours in SVG)
+        report.locator(".vega-embed canvas, .vega-embed svg").first.wait_for(timeout=30_000)
+        assert report.title() == expected_title
+        screenshot(report, shot)
+    finally:
+        report.close()
+
+
+def test_splink_chart_and_quality_report_open_from_their_asset_pages(server, browser, shots):
+    page = open_page(browser, f"{server.base}/assets/linkage/prison/model")
+    try:
+        open_linked_page(page, "match_weights_chart.html", shots / "match_weights_chart.png", "Splink chart")
+        page.goto(f"{server.base}/assets/linkage/quality", wait_until="domcontentloaded")
+        open_linked_page(page, "linkage_quality.html", shots / "linkage_quality.png", "Linkage quality")
+    finally:
+        page.close()
+
+
+def test_a_linkage_node_names_its_source(server, browser, shots):
+    page = open_page(browser, f"{server.base}/asset-groups")
+    try:
+        page.get_by_text("Global asset lineage").first.wait_for(timeout=60_000)
+        page.locator("svg foreignObject").get_by_text("dedup_prison", exact=True).first.wait_for(timeout=30_000)
+        screenshot(page, shots / "lineage.png")
+    finally:
+        page.close()
 
 
 def test_asset_graph_shows_every_group(server, browser, tmp_path):
@@ -204,7 +340,8 @@ def wait_for_runs(server, instance, count: int, timeout: float = 240, **filters)
 def raw_counts(server):
     with warehouse_cursor(server.data / "warehouse.duckdb") as conn:
         counts = conn.execute(
-            "select extract_date, count(*) from raw_prison.nomis_movements group by 1 order by 1").fetchall()
+            "select extract_date, count(*) from raw_prison.nomis_movements where extract_date >= '2025' "
+            "group by 1 order by 1").fetchall()
     close_warehouse()  # let the next run have the file
     return counts
 
@@ -212,21 +349,21 @@ def raw_counts(server):
 def test_daemon_loads_dropped_extracts_one_run_at_a_time(server, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(server.home))  # the committed config reads it
     with DagsterInstance.from_config(str(server.home)) as instance:
-        runs = wait_for_runs(server, instance, 2, job_name=INGEST_JOB)
+        runs = wait_for_runs(server, instance, 2, job_name=INGEST_JOB, tags={SOURCE_TAG: "prison"})
         assert len(runs) == 2
-        assert sorted(instance.get_dynamic_partitions(EXTRACT_DATES)) == DATES
+        assert set(DATES) <= set(instance.get_dynamic_partitions(EXTRACT_DATES))
         first, second = sorted(runs, key=lambda r: r.start_time)
         # the queue allows one run at a time: the second started after the first ended
         assert first.end_time <= second.start_time
         assert {r.dagster_run.tags["datafirst/extract_date"] for r in runs} == set(DATES)
-    assert raw_counts(server) == [(d, 3) for d in DATES]
+    assert raw_counts(server) == list(ROWS.items())
 
 
 def test_backfill_launched_as_from_the_ui_is_one_run(server, monkeypatch):
     """What the asset graph's Materialize > partition range > Launch backfill sends."""
     monkeypatch.setenv("DAGSTER_HOME", str(server.home))
     with DagsterInstance.from_config(str(server.home)) as instance:
-        wait_for_runs(server, instance, 2, job_name=INGEST_JOB)  # the sensor's runs first
+        wait_for_runs(server, instance, 2, job_name=INGEST_JOB, tags={SOURCE_TAG: "prison"})  # the sensor's runs first
         keys = ", ".join(f'{{path: {json.dumps(k.path)}}}' for k in ingest_keys(["prison"]))
         launched = graphql(server.base, f"""mutation {{ launchPartitionBackfill(backfillParams: {{
             assetSelection: [{keys}], partitionNames: {json.dumps(DATES)} }}) {{
@@ -237,4 +374,4 @@ def test_backfill_launched_as_from_the_ui_is_one_run(server, monkeypatch):
         [run] = wait_for_runs(server, instance, 1, tags={BACKFILL_ID_TAG: result["backfillId"]})
         assert run.dagster_run.tags[ASSET_PARTITION_RANGE_START_TAG] == DATES[0]
         assert run.dagster_run.tags[ASSET_PARTITION_RANGE_END_TAG] == DATES[1]
-    assert raw_counts(server) == [(d, 3) for d in DATES]  # re-loaded, not doubled
+    assert raw_counts(server) == list(ROWS.items())  # re-loaded, not doubled

@@ -32,6 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable
+from datafirst_assets.reporting import Section, markdown_table, render_report
 from datafirst_assets.sources.registry import SOURCES
 
 KEY_ROLES = frozenset({"primary_key", "foreign_key", "system_id", "person_key", "xjs_key"})
@@ -321,6 +322,15 @@ class _Page:
             return ""
         return f"min {row['min']} · median {row['median']} · max {row['max']}"
 
+    def table_list(self) -> pl.DataFrame:
+        return self.tables.select(
+            "table", "grain", pl.col("rows").map_elements(lambda n: f"{n:,}", return_dtype=pl.String),
+            "columns", pl.col("parent").fill_null("").alias("joins to"))
+
+    def table_intro(self, t: dict) -> str:
+        return (f"Grain: one row per {_grain(t['grain'])}. Rows: {t['rows']:,}. Unique key: "
+                f"{t['unique_key'] or '(none)'}." + (f" Child of {t['parent']}." if t["parent"] else ""))
+
     # Markdown
 
     def markdown(self) -> str:
@@ -332,65 +342,47 @@ class _Page:
         if description := _dataset_description(self.dataset):
             lines += [description, ""]
         lines += ["How to read this catalogue:", ""] + [f"- {n}" for n in self.reading_notes()] + [""]
-        lines += ["## Tables", "", "| table | grain | rows | columns | joins to |", "|---|---|---|---|---|"]
+        lines += ["## Tables", "", markdown_table(self.table_list())]
         for t in self.tables.iter_rows(named=True):
-            lines.append(f"| {_md(t['table'])} | {_md(t['grain'])} | "
-                         f"{t['rows']:,} | {t['columns']} | {_md(t['parent'] or '')} |")
-        for t in self.tables.iter_rows(named=True):
-            lines += ["", f"## {self.heading(t['table'])}", "", f"Grain: one row per {_grain(t['grain'])}. "
-                      f"Rows: {t['rows']:,}. Unique key: {t['unique_key'] or '(none)'}."]
-            if t["parent"]:
-                lines.append(f"Child of `{t['parent']}`.")
+            lines += ["", f"## {self.heading(t['table'])}", "", self.table_intro(t)]
             lines.append(f"withheld: {t['withheld']}" if t["withheld"] else "withheld: (none)")
-            lines += ["", "| column | type | role | description | % missing | distinct | values / range "
-                      "| note |", "|---|---|---|---|---|---|---|---|"]
+            rows = []
             for c in self.columns.filter(pl.col("table") == t["table"]).iter_rows(named=True):
                 listed = "; ".join(f"{v} ({n})" for v, n in self.cell_values(c))
                 detail = " ".join(part for part in (self.range_text(c), listed) if part)
-                lines.append("| " + " | ".join(_md(x) for x in (
-                    f"`{c['column']}`", c["type"], c["role"], c["description"], _pct(c["pct_missing"]),
-                    f"{c['distinct']:,}", detail, c["note"] or "")) + " |")
+                rows.append([f"`{c['column']}`", c["type"], c["role"], c["description"], _pct(c["pct_missing"]),
+                             f"{c['distinct']:,}", detail, c["note"] or ""])
+            columns = ["column", "type", "role", "description", "% missing", "distinct", "values / range", "note"]
+            lines += ["", markdown_table(pl.DataFrame(rows, schema=columns, orient="row"))]
         return "\n".join(lines) + "\n"
 
     # HTML
 
     def html(self) -> str:
         e = html.escape
-        title = _title(self.dataset, self.synthetic)
-        body = [f"<h1>{e(title)}</h1>"]
-        if self.synthetic:
-            body.append(f'<div class="banner">{e(SYNTHETIC_BANNER)}</div>')
-        if self.note:
-            body.append(f'<p class="note">{e(self.note)}</p>')
+        intro = [self.note] if self.note else []
         if description := _dataset_description(self.dataset):
-            body.append(f"<p>{e(description)}</p>")
-        body.append("<details><summary>How to read this catalogue</summary><ul>"
-                    + "".join(f"<li>{e(n)}</li>" for n in self.reading_notes()) + "</ul></details>")
-        body.append("<h2>Tables</h2><table><thead><tr><th>table</th><th>grain</th><th>rows</th>"
-                    "<th>columns</th><th>joins to</th></tr></thead><tbody>")
+            intro.append(description)
+        notes = ("<details><summary>How to read this catalogue</summary><ul>"
+                 + "".join(f"<li>{e(n)}</li>" for n in self.reading_notes()) + "</ul></details>")
+        contents = "".join(f'<li><a href="#{e(_anchor("table-" + t))}">{e(t)}</a></li>'
+                           for t in self.tables["table"])
+        sections = [Section("Tables", [], self.table_list(), html=f"{notes}<ul>{contents}</ul>")]
         for t in self.tables.iter_rows(named=True):
-            body.append(f'<tr><td><a href="#{e(_anchor("table-" + t["table"]))}">{e(t["table"])}</a></td>'
-                        f"<td>{e(t['grain'])}</td><td class=num>{t['rows']:,}</td>"
-                        f"<td class=num>{t['columns']}</td>"
-                        f"<td>{e(t['parent'] or '')}</td></tr>")
-        body.append("</tbody></table>")
-        for t in self.tables.iter_rows(named=True):
-            heading = self.heading(t["table"])
-            body.append(f'<section id="{e(_anchor("table-" + t["table"]))}"><h2>{e(heading)}</h2>'
-                        f"<p>Grain: one row per {e(_grain(t['grain']))}. Rows: {t['rows']:,}. Unique key: "
-                        f"<code>{e(t['unique_key'] or '(none)')}</code>."
-                        + (f" Child of <code>{e(t['parent'])}</code>." if t["parent"] else "") + "</p>")
-            body.append(f'<p class="withheld">withheld: {e(t["withheld"] or "(none)")}</p>')
-            body.append("<table><thead><tr><th>column</th><th>type</th><th>role</th><th>description</th>"
-                        "<th>% missing</th><th>distinct</th><th>values / range</th></tr></thead><tbody>")
-            for c in self.columns.filter(pl.col("table") == t["table"]).iter_rows(named=True):
-                body.append(f"<tr><td><code>{e(c['column'])}</code></td><td>{e(c['type'])}</td>"
-                            f"<td>{e(c['role'])}</td><td>{e(c['description'])}</td>"
-                            f"<td class=num>{_pct(c['pct_missing'])}</td><td class=num>{c['distinct']:,}</td>"
-                            f"<td>{self.html_values(c)}</td></tr>")
-            body.append("</tbody></table></section>")
-        return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-                f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            rows = [f"<tr><td><code>{e(c['column'])}</code></td><td>{e(c['type'])}</td>"
+                    f"<td>{e(c['role'])}</td><td>{e(c['description'])}</td>"
+                    f"<td class=num>{_pct(c['pct_missing'])}</td><td class=num>{c['distinct']:,}</td>"
+                    f"<td>{self.html_values(c)}</td></tr>"
+                    for c in self.columns.filter(pl.col("table") == t["table"]).iter_rows(named=True)]
+            # the values column holds lists and folded details, so this table is built here, not from a frame
+            columns = ("<table><thead><tr><th>column</th><th>type</th><th>role</th><th>description</th>"
+                       "<th>% missing</th><th>distinct</th><th>values / range</th></tr></thead><tbody>"
+                       + "".join(rows) + "</tbody></table>")
+            sections.append(Section(
+                self.heading(t["table"]), [self.table_intro(t), f"withheld: {t['withheld'] or '(none)'}"],
+                html=columns, anchor=_anchor("table-" + t["table"])))
+        return render_report(_title(self.dataset, self.synthetic), sections,
+                             label=SYNTHETIC_BANNER if self.synthetic else "", intro=intro)
 
     def html_values(self, row: dict) -> str:
         e = html.escape
@@ -422,19 +414,3 @@ def _anchor(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
 
 
-def _md(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:88em;padding:0 1em;
-color:#1b1b1b;line-height:1.4}
-h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;width:100%;font-size:.9em;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.num{text-align:right;white-space:nowrap}
-ul.values{margin:0;padding-left:1.1em}span.n{color:#555}
-.banner{background:#b00020;color:#fff;font-weight:bold;padding:.8em 1em;margin:1em 0;border-radius:4px}
-.withheld{color:#6b4e00}.cnote{color:#666;font-size:.85em}.note{font-style:italic}
-code{font-family:ui-monospace,Menlo,Consolas,monospace}
-""".strip()

@@ -1,16 +1,40 @@
-"""Frames as text: Markdown tables for asset metadata and reports."""
+"""Frames as text: the one Markdown and the one HTML table renderer (asset metadata and reports; nulls blank, floats formatted)."""
 
 from __future__ import annotations
+
+import html
 
 import polars as pl
 
 
+def cell(value, float_format: str = "{:.4f}") -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return float_format.format(value)
+    return str(value)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
 def markdown_table(frame: pl.DataFrame, float_format: str = "{:.4f}") -> str:
-    """A frame as a Markdown table (nulls blank, floats formatted)."""
-
-    def cell(value) -> str:
-        return "" if value is None else float_format.format(value) if isinstance(value, float) else str(value)
-
+    """A frame as a Markdown table (pipes in values escaped)."""
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    lines += ["| " + " | ".join(_md_cell(cell(v, float_format)) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join(lines)
+
+
+def html_table(frame: pl.DataFrame, float_format: str = "{:.4f}") -> str:
+    """A frame as an HTML table; numeric columns right-aligned."""
+    numeric = [dtype.is_numeric() for dtype in frame.dtypes]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(
+            f"<td{' class=num' if num else ''}>{html.escape(cell(v, float_format))}</td>"
+            for v, num in zip(row, numeric)
+        ) + "</tr>"
+        for row in frame.iter_rows()
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -37,6 +37,7 @@ from dagster import (
     asset,
 )
 
+from datafirst_assets.reporting import file_url
 from datafirst_assets.catalogue.build import build_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.release import catalogue_folder, catalogue_key, input_name, table_key
@@ -165,7 +166,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         yield Output(profile, metadata={
             "release_variant": variant + (" (SYNTHETIC)" if variant == SYNTHETIC else ""),
             "summary": MetadataValue.md(summary_markdown(profile, variant, as_of)),
-            "report": MetadataValue.path(str(paths["html"])),
+            "report": MetadataValue.url(file_url(paths["html"], linkage.root)),
             "report_markdown": MetadataValue.path(str(paths["markdown"])),
             "groups": profile.height,
             "suppressed_groups": int(profile["suppressed"].sum()),
@@ -186,7 +187,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         catalogue = build_catalogue(DERIVED, tables, specs, synthetic=variant == SYNTHETIC)
         paths = catalogue.write(catalogue_folder(linkage.root, variant))
         return Output(catalogue.frame, metadata={
-            "catalogue_html": MetadataValue.path(str(paths["html"].resolve())),
+            "catalogue_html": MetadataValue.url(file_url(paths["html"], linkage.root)),
             "catalogue_markdown": MetadataValue.path(str(paths["markdown"].resolve())),
             "variables": catalogue.frame.height,
             "preview": MetadataValue.md(catalogue.markdown[:8000]),

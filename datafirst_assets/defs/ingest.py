@@ -69,6 +69,12 @@ def ingest_keys(sources: list[str]) -> list[AssetKey]:
     ]
 
 
+def rows_per_partition(frame: pl.DataFrame, keys: list[str]) -> dict[str, int]:
+    """Rows of each extract date in a frame holding several (0 for a date with none)."""
+    counts = dict(frame.group_by(PARTITION_COLUMN).len().iter_rows()) if frame.height else {}
+    return {key: counts.get(key, 0) for key in keys}
+
+
 def _out(stage: str, source: SourceSpec, table: TableSpec, description: str) -> AssetOut:
     return AssetOut(
         key=stage_key(stage, source.key, table.name),
@@ -104,6 +110,10 @@ def build_raw_assets(source: SourceSpec) -> AssetsDefinition:
         loaded = load_deliveries(source, _selected_tables(context, source, "raw"), landing.root,
                                  context.partition_keys)
         for table_name, (frame, files) in loaded.items():
+            # each extract date's materialisation shows its own delivery, not the whole run's
+            for key, file in files.items():
+                context.add_asset_metadata({"dagster/row_count": file["rows"], "delivery": file},
+                                           asset_key=raw_key(source.key, table_name), partition_key=key)
             yield Output(frame, output_name=table_name, metadata={"rows": frame.height, "deliveries": files})
 
     return _load
@@ -167,6 +177,28 @@ def _reason_summary(quarantine: pl.DataFrame) -> str:
     return "\n".join(f"- {r}: {n}" for r, n in reasons.iter_rows()) or "none"
 
 
+def _partition_metadata(context: AssetExecutionContext, source: SourceSpec, table: TableSpec,
+                        raw: pl.DataFrame, result: StagedResult) -> None:
+    """Each extract date's own counts on its staged and quarantine materialisations."""
+    keys = list(context.partition_keys)
+    quarantine_selected = quarantine_key(source.key, table.name) in context.selected_asset_keys
+    raw_rows = rows_per_partition(raw, keys)
+    staged_rows = rows_per_partition(result.staged, keys)
+    quarantined = rows_per_partition(result.quarantine, keys)
+    for key in keys:
+        conserved = raw_rows[key] == staged_rows[key] + quarantined[key]
+        context.add_asset_metadata(
+            {"dagster/row_count": staged_rows[key], "raw_rows": raw_rows[key], "quarantined": quarantined[key],
+             "rows_conserved": "passed" if conserved else "FAILED"},
+            asset_key=staged_key(source.key, table.name), partition_key=key)
+        if not quarantine_selected:
+            continue
+        reasons = _reason_summary(result.quarantine.filter(pl.col(PARTITION_COLUMN) == key))
+        context.add_asset_metadata(
+            {"dagster/row_count": quarantined[key], "raw_rows": raw_rows[key],
+             "top_reasons": MetadataValue.md(reasons)},
+            asset_key=quarantine_key(source.key, table.name), partition_key=key)
+
 def _alteration_summary(alterations: dict[str, dict[str, int]]) -> str:
     """Values staging changed (never silently): per column, what happened and how often."""
     lines = [f"- {column}: {what}: {n:,}" for column, counts in alterations.items() for what, n in counts.items()]
@@ -203,11 +235,10 @@ def build_staging_assets(source: SourceSpec) -> AssetsDefinition:
         checks = context.selected_asset_check_keys
         for table in _selected_tables(context, source, "staged"):
             result = stage_partitions(raw_tables[f"raw__{table.name}"], source, table)
+            _partition_metadata(context, source, table, raw_tables[f"raw__{table.name}"], result)
             yield Output(result.staged, output_name=f"staged__{table.name}",
-                         metadata={"quarantined": result.quarantine.height,
-                                   "values_altered": MetadataValue.md(_alteration_summary(result.alterations))})
-            yield Output(result.quarantine, output_name=f"quarantine__{table.name}",
-                         metadata={"top_reasons": MetadataValue.md(_reason_summary(result.quarantine))})
+                         metadata={"values_altered": MetadataValue.md(_alteration_summary(result.alterations))})
+            yield Output(result.quarantine, output_name=f"quarantine__{table.name}")
             for check in _check_results(context, source, table, result, warehouse):
                 if AssetCheckKey(check.asset_key, check.check_name) in checks:
                     yield check

@@ -59,6 +59,7 @@ from datafirst_assets.linkage.quality import (
     write_quality_report,
 )
 from datafirst_assets.linkage.metrics import read_labels, review_queue, write_review_sample
+from datafirst_assets.reporting import file_url
 from datafirst_assets.linkage.records import add_person_ids, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history
@@ -168,12 +169,21 @@ def linkage_key(source: str, name: str) -> AssetKey:
 
 
 def linkage_group(source: str) -> str:
-    """One group per dataset's dedupe, so the lineage tells the seven `model`s and `clusters` apart."""
-    return f"linkage_{source}"
+    """One group per dataset's dedupe, so the lineage tells the seven `model`s and `clusters` apart
+    (short enough that the graph shows the whole name: it truncates names over 17 characters)."""
+    return f"dedup_{source}"
 
 
 def _stored(source: str) -> dict:
     return {"schema": f"linkage_{source}"}
+
+
+def _chart_links(folder: Path, version: str, root: Path) -> dict[str, MetadataValue]:
+    """Links to a model version's Splink charts, opened in a browser from the asset page
+    (`make ui` serves data/models)."""
+    prefix = f"{version}_"
+    return {chart.stem.removeprefix(prefix): MetadataValue.url(file_url(chart, root))
+            for chart in sorted((folder / "charts").glob(f"{prefix}*.html"))}
 
 
 def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
@@ -220,6 +230,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                     "model_json": MetadataValue.path(str(folder / f"{reused.version}.json")),
                     "records": records.height, "trained_on_records": int(previous["records"][0]),
                     "comparisons": MetadataValue.md(markdown_table(summary_table(reused.summary), "{:.4g}")),
+                    **_chart_links(folder, reused.version, linkage.root),
                 })
                 return previous
             context.log.info(f"training: {why}")
@@ -238,7 +249,8 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             "model_json": MetadataValue.path(str(path)),
             "records": records.height,
             "comparisons": MetadataValue.md(markdown_table(summary_table(trained.summary), "{:.4g}")),
-            **{name: MetadataValue.path(str(p)) for name, p in charts.items() if isinstance(p, Path)},
+            **{name: error for name, error in charts.items() if not isinstance(error, Path)},
+            **_chart_links(folder, trained.version, linkage.root),
         })
         return pl.DataFrame({
             "version": [trained.version],
@@ -320,13 +332,18 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
         clusters = result.clusters_table(trained.version, source.person_id_name)
         history = id_change_history(previous.changes, result.changes, run_id=context.run_id, mode=result.mode)
         counts = {k: v for k, v in result.stats.items() if k in ("merge", "split", "moved", "new", "retired")}
+        first_run = previous.clusters is None or previous.clusters.is_empty()
+        if first_run:  # every id is new; the log records no row per person on the first release
+            counts["new"] = clusters[source.person_id_name].n_unique()
         # The change log goes first: the next run finds the ids it issued or retired even if
         # writing the clusters fails, so none is issued twice.
         yield Output(history, output_name="id_changes", metadata={
             **{f"this_run_{k}": v for k, v in counts.items()},
             "history_rows": history.height,
-            "this_run": MetadataValue.md(markdown_table(result.changes.head(20)) if result.changes.height
-                                         else "No person id changed in this run."),
+            "this_run": MetadataValue.md(
+                markdown_table(result.changes.head(20)) if result.changes.height
+                else f"First run: {counts['new']} person ids issued." if first_run
+                else "No person id changed in this run."),
         })
         graph = cluster_graph_metrics(result.ids, result.threshold_links(), result.threshold,
                                       cluster_col=PERSON_ID)
@@ -336,7 +353,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             "largest_clusters": MetadataValue.md(markdown_table(largest_clusters(graph), "{:.3f}")),
             "mode": result.mode,
             "mode_reason": result.reason,
-            "threshold_match_probability": result.threshold,
+            "threshold_match_probability": None if result.threshold is None else float(f"{result.threshold:.4g}"),
             "threshold_source": result.threshold_source,
             "persons": clusters[source.person_id_name].n_unique(),
             "records": clusters.height,
@@ -444,7 +461,7 @@ def linkage_quality(linkage: LinkageSettings, **inputs: pl.DataFrame):
     table = quality_table(rows)
     paths = write_quality_report(table, linkage.root / "reports")
     yield Output(table, metadata={
-        "report": MetadataValue.path(str(paths["markdown"])),
+        "report": MetadataValue.url(file_url(paths["html"], linkage.root)),
         "summary": MetadataValue.md(quality_markdown(table)),
     })
     problems = evidence_problems(table)

@@ -24,6 +24,7 @@ from dagster import (
     asset,
 )
 
+from datafirst_assets.reporting import file_url
 from datafirst_assets.catalogue.build import build_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
@@ -120,7 +121,7 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
         catalogue = build_catalogue(dataset, tables, specs, synthetic=synthetic)
         paths = catalogue.write(catalogue_folder(linkage.root, kind))
         return Output(catalogue.frame, metadata={
-            "catalogue_html": MetadataValue.path(str(paths["html"].resolve())),
+            "catalogue_html": MetadataValue.url(file_url(paths["html"], linkage.root)),
             "catalogue_markdown": MetadataValue.path(str(paths["markdown"].resolve())),
             "tables": catalogue.tables.height,
             "variables": catalogue.frame.height,
@@ -215,7 +216,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         deps=deps,
         group_name=release_group(kind),
         kinds={"parquet"},
-        description=f"The {'SYNTHETIC ' if synthetic else ''}research release on disk: data/releases/<release id>/ "
+        description=f"The {'SYNTHETIC ' if synthetic else ''}research release on disk: `data/releases/<release id>/` "
         "with Parquet per table, the catalogues, a README of the documented joins and a manifest (tables, rows, "
         "checksums, extract dates, model versions).",
         io_manager_key="io_manager",
@@ -259,7 +260,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         return Output(summary, metadata={
             "release_id": info.release_id,
             "path": MetadataValue.path(str(info.path.resolve())),
-            "readme": MetadataValue.path(str((info.path / "README.md").resolve())),
+            "readme": MetadataValue.url(file_url(info.path / "README.md", linkage.root)),
             "tables": len(manifest["tables"]),
             "rows": sum(t["rows"] for t in manifest["tables"]),
             "extract_dates": ", ".join(manifest["extract_dates"]),

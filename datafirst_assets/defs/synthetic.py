@@ -35,6 +35,7 @@ from datafirst_assets.defs.release import table_key
 from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.reporting import file_url
 from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note
@@ -289,8 +290,9 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
                          encoding="utf-8")
     s = report.summary
     yield Output(report.shapes, metadata={
-        "report": MetadataValue.path(str(md_path)), "report_html": MetadataValue.path(str(html_path)),
-        "note": MetadataValue.path(str(note_path)),
+        "report": MetadataValue.url(file_url(html_path, synthetic.data_dir)),
+        "report_markdown": MetadataValue.path(str(md_path)),
+        "note": MetadataValue.url(file_url(note_path, synthetic.data_dir)),
         "mean_shape_similarity": round(s["mean_shape_similarity"], 4),
         "min_shape_similarity": round(s["min_shape_similarity"], 4),
         "mean_structure_similarity": round(s["mean_structure_similarity"], 4),

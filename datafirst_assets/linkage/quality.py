@@ -4,7 +4,6 @@ simulator's truth is the evaluation stage's job (datafirst_assets/evaluation).""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import polars as pl
@@ -12,6 +11,7 @@ import polars as pl
 from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.linkage.metrics import subgroup_gaps
 from datafirst_assets.linkage.threshold import Assessment
+from datafirst_assets.reporting import Section, bar_chart, write_report
 
 # B-cubed F1 floors per dataset (issue 3): criminal-justice datasets, then family and civil
 # where far more identifiers are missing.
@@ -116,18 +116,31 @@ def quality_markdown(table: pl.DataFrame) -> str:
     ])
 
 
+def quality_sections(table: pl.DataFrame) -> list[Section]:
+    """The HTML report: estimated accuracy per dataset with a chart, then what evidence is missing."""
+    if table.is_empty():
+        return [Section("Estimated accuracy per dataset", ["No linked datasets: nothing to estimate."])]
+    summary = quality_summary(table)
+    chart = bar_chart(
+        summary.unpivot(index="source", on=["est_bcubed_precision", "est_bcubed_recall", "est_bcubed_f1"],
+                        variable_name="measure", value_name="value").drop_nulls("value"),
+        "source", "value", color="measure", title="Estimated B-cubed accuracy per dataset",
+        y_title="estimate", domain=(0.0, 1.0))
+    problems = evidence_problems(table)
+    return [
+        Section("Estimated accuracy per dataset", [ESTIMATE_NOTE], summary, chart),
+        Section("Missing evidence", problems or ["none"]),
+    ]
+
+
 def write_quality_report(table: pl.DataFrame, reports_dir: Path) -> dict[str, Path]:
     reports_dir.mkdir(parents=True, exist_ok=True)
-    markdown = f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n"
     paths = {
         "markdown": reports_dir / "linkage_quality.md",
         "html": reports_dir / "linkage_quality.html",
         "parquet": reports_dir / "linkage_quality.parquet",
     }
-    paths["markdown"].write_text(markdown)
-    paths["html"].write_text(
-        "<!doctype html><meta charset='utf-8'><title>Linkage quality (estimated)</title>"
-        f"<pre style='font-family:monospace'>{html.escape(markdown)}</pre>"
-    )
+    paths["markdown"].write_text(f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n")
+    write_report(paths["html"], "Linkage quality (estimated)", quality_sections(table))
     table.write_parquet(paths["parquet"])
     return paths

@@ -200,6 +200,7 @@ def train_model(
     say(f"estimating u from up to {cfg.u_max_pairs:,.0f} random pairs (seed {cfg.seed})")
     linker.training.estimate_u_using_random_sampling(
         max_pairs=cfg.u_max_pairs, seed=cfg.seed, **({"num_chunks": cfg.u_num_chunks} if cfg.u_num_chunks else {}))
+    bound_unobserved_u(linker, cfg.u_max_pairs)
     timings["u"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -234,6 +235,23 @@ def _guard_prior(linker: Linker, n: int) -> None:
     lo = 1.0 / max(n * n, 4)
     if not (p and lo <= p <= 0.5):
         s._probability_two_random_records_match = min(max(p or lo, lo), 0.5)
+
+
+def bound_unobserved_u(linker: Linker, sampled_pairs: float) -> list[str]:
+    """Give u to every level that random sampling never saw (e.g. PNCs "within 2 edits").
+
+    Such a level has no u, so Splink gives it no match weight: the model page showed blank m/u
+    and a pair at that level scored NULL. Fewer than one in `sampled_pairs` random pairs is at the
+    level, so u is set to that bound (1 / sampled pairs). Returns the levels set.
+    """
+    bound = 1.0 / max(float(sampled_pairs), 1.0)
+    changed = []
+    for comp in linker._settings_obj.comparisons:
+        for lvl in comp.comparison_levels:
+            if not lvl.is_null_level and not isinstance(lvl._u_probability, (int, float)):
+                lvl.u_probability = bound
+                changed.append(f"{comp.output_column_name}: {lvl.label_for_charts}")
+    return changed
 
 
 def regularise_m(linker: Linker, floor: float = 1e-3) -> list[str]:

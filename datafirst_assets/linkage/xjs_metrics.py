@@ -38,6 +38,7 @@ from datafirst_assets.linkage.metrics import (
 )
 from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.linkage.quality import SUBGROUPS
+from datafirst_assets.reporting import Section, bar_chart
 from datafirst_assets.linkage.xjs import LEVELS
 
 KEY = "_key"  # composite record key "<source>|<record_id>"
@@ -199,21 +200,48 @@ def case_link_metrics(links: pl.DataFrame, truth_links: pl.DataFrame) -> pl.Data
 # ------------------------------------------------------------------------------- markdown
 
 
+def _report_frames(ev: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Overall per level, cross-dataset pairs at medium, subgroups at medium: what the reports show."""
+    overall = ev["overall"].drop("predicted_pairs", "true_pairs")
+    pairs = ev["by_dataset_pair"].filter((pl.col("level") == "medium")
+                                         & (pl.col("dataset_l") != pl.col("dataset_r"))).select(
+        "dataset_l", "dataset_r", "true_pairs", "predicted_pairs", "pairwise_precision", "pairwise_recall",
+        "pairwise_f1", "bcubed_f1")
+    sub = ev["by_subgroup"].filter(pl.col("level") == "medium").drop("level")
+    return overall, pairs, sub
+
+
 def xjs_markdown(ev: dict[str, pl.DataFrame], case_link: pl.DataFrame | None = None,
                  *, floor: float | None = 0.95) -> str:
     """Report section: overall per level, by dataset pair (cross pairs, medium), subgroups."""
+    overall, pairs, sub = _report_frames(ev)
     parts = ["## Cross-justice lookup", ""]
     if floor is not None:
         parts += [f"Floor: B-cubed F1 >= {floor} at the medium threshold.", ""]
-    parts += [markdown_table(ev["overall"].drop("predicted_pairs", "true_pairs")), ""]
-    pairs = ev["by_dataset_pair"].filter((pl.col("level") == "medium")
-                                         & (pl.col("dataset_l") != pl.col("dataset_r")))
-    parts += ["### By dataset pair (medium threshold, cross-dataset record pairs)", "",
-              markdown_table(pairs.select("dataset_l", "dataset_r", "true_pairs", "predicted_pairs",
-                                          "pairwise_precision", "pairwise_recall", "pairwise_f1",
-                                          "bcubed_f1")), ""]
-    sub = ev["by_subgroup"].filter(pl.col("level") == "medium")
-    parts += ["### By subgroup (medium threshold, B-cubed)", "", markdown_table(sub.drop("level")), ""]
+    parts += [markdown_table(overall), ""]
+    parts += ["### By dataset pair (medium threshold, cross-dataset record pairs)", "", markdown_table(pairs), ""]
+    parts += ["### By subgroup (medium threshold, B-cubed)", "", markdown_table(sub), ""]
     if case_link is not None:
         parts += ["## Magistrates' to Crown Court case link", "", markdown_table(case_link), ""]
     return "\n".join(parts)
+
+
+def xjs_sections(ev: dict[str, pl.DataFrame], case_link: pl.DataFrame | None = None,
+                 *, floor: float | None = 0.95) -> list[Section]:
+    """The same content as `xjs_markdown`, as sections of the shared HTML report, with charts."""
+    overall, pairs, sub = _report_frames(ev)
+    f1_chart = bar_chart(overall.filter(pl.col("scope") == "all_pairs"),
+                         "level", "bcubed_f1", title="B-cubed F1 per threshold", y_title="B-cubed F1",
+                         domain=(0.0, 1.0))
+    sections = [Section("Cross-justice lookup", [
+        "Cross-dataset pairwise and B-cubed precision, recall and F1 of the lookup at each threshold."
+        + (f" Floor: B-cubed F1 >= {floor} at the medium threshold." if floor is not None else "")],
+        overall, f1_chart)]
+    sections.append(Section("By dataset pair (medium threshold, cross-dataset record pairs)", [], pairs,
+                            bar_chart(pairs.with_columns(pair=pl.col("dataset_l") + " - " + pl.col("dataset_r")),
+                                      "pair", "pairwise_f1", title="Pairwise F1 by dataset pair",
+                                      horizontal=True, domain=(0.0, 1.0))))
+    sections.append(Section("By subgroup (medium threshold, B-cubed)", [], sub))
+    if case_link is not None:
+        sections.append(Section("Magistrates' to Crown Court case link", [], case_link))
+    return sections

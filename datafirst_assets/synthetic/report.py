@@ -31,7 +31,6 @@ event date)
 
 from __future__ import annotations
 
-import html as html_lib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -40,6 +39,7 @@ import polars as pl
 
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.reporting import Section, bar_chart, render_report
 from datafirst_assets.synthetic.generate import column_rng, generate_column
 from datafirst_assets.synthetic.summaries import persons_per_id, summarise_release, xjs_shape_counts
 from datafirst_assets.synthetic.tables import (
@@ -439,25 +439,16 @@ def report_markdown(report: SyntheticReport) -> str:
     return "\n".join(parts)
 
 
-def html_table(frame: pl.DataFrame) -> str:
-    def cell(value) -> str:
-        text = "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-        return html_lib.escape(text)
-
-    head = "".join(f"<th>{html_lib.escape(c)}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.iter_rows())
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+SYNTHETIC_LABEL = "SYNTHETIC DATA: every table compared here was generated; no row is a real record."
 
 
 def report_html(report: SyntheticReport) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Synthetic release report</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}"
-             ".banner{background:#fde68a;padding:.5em 1em;font-weight:bold}</style></head><body>",
-             "<h1>Synthetic release: fidelity and privacy</h1>",
-             "<p class='banner'>SYNTHETIC DATA: every table compared here was generated; no row is a real record.</p>"]
+    """The shared report style; column-shape similarity per table as a chart."""
+    sections = []
     for title, text, frame in _sections(report):
-        parts += [f"<h2>{html_lib.escape(title)}</h2>"] + ([f"<p>{html_lib.escape(text)}</p>"] if text else [])
-        parts.append(html_table(frame))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        chart = None
+        if title == "Column shapes per table":
+            chart = bar_chart(frame, "table", "mean_similarity", title="Mean column-shape similarity per table",
+                              y_title="similarity", horizontal=True, domain=(0.0, 1.0))
+        sections.append(Section(title, [text] if text else [], frame, chart))
+    return render_report("Synthetic release: fidelity and privacy", sections, label=SYNTHETIC_LABEL)

@@ -1,0 +1,131 @@
+"""Runs of the command line launched through the code location, so the UI shows them.
+
+A run made with `execute_in_process` has no code-location origin: the Runs page lists it, but the
+Overview timeline and the job pages leave it out. `datafirst run`, `backfill` and `make demo`
+therefore launch their runs the way `dagster job launch` does (that command, in a subprocess):
+the run is created from the code location (`python_module: datafirst_assets.definitions`, as in
+workspace.yaml) and executed by the instance's run launcher.
+
+The committed instance queues runs for the daemon (one at a time: DuckDB has one writer), and with
+no `make ui` there is no daemon. So the launch uses an instance directory next to DAGSTER_HOME whose
+configuration is the instance's own storage with the default run coordinator: the run starts at
+once, is recorded in the same run history, and this process waits for it to end before the next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+
+CODE_LOCATION_MODULE = "datafirst_assets.definitions"
+LAUNCH_HOME = "cli_launch"  # under DAGSTER_HOME
+FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    success: bool
+    errors: list[str] = field(default_factory=list)   # "<step>: <message>" of each failed step
+    failed_checks: list[str] = field(default_factory=list)  # "<asset>:<check>"
+
+
+def _with_home(value, home: str):
+    """The config with every `{env: DAGSTER_HOME}` replaced by the instance's own folder."""
+    if value == {"env": "DAGSTER_HOME"}:
+        return home
+    if isinstance(value, dict):
+        return {k: _with_home(v, home) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_home(v, home) for v in value]
+    return value
+
+
+def launch_instance_config(home: Path, instance_config: dict) -> dict:
+    """The instance's configuration with its storage pinned to `home` and no run queue."""
+    config = _with_home(instance_config, str(home))
+    config.pop("concurrency", None)   # run queue settings: this launcher starts the run itself
+    config.pop("run_coordinator", None)
+    defaults = {  # Dagster's default storage locations under DAGSTER_HOME, spelled out
+        "run_storage": ("dagster._core.storage.runs", "SqliteRunStorage", home / "history"),
+        "event_log_storage": ("dagster._core.storage.event_log", "SqliteEventLogStorage", home / "history" / "runs"),
+        "schedule_storage": ("dagster._core.storage.schedules", "SqliteScheduleStorage", home / "schedules"),
+        "local_artifact_storage": ("dagster._core.storage.root", "LocalArtifactStorage", home),
+        "compute_logs": ("dagster._core.storage.local_compute_log_manager", "LocalComputeLogManager",
+                         home / "storage"),
+    }
+    if "storage" not in config:
+        for key, (module, cls, base_dir) in defaults.items():
+            config.setdefault(key, {"module": module, "class": cls, "config": {"base_dir": str(base_dir)}})
+    config["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
+    return config
+
+
+def prepare_launch_home(instance: DagsterInstance) -> Path:
+    home = Path(instance.root_directory).resolve()
+    config_file = home / "dagster.yaml"
+    own = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    launch_home = home / LAUNCH_HOME
+    launch_home.mkdir(exist_ok=True)
+    (launch_home / "dagster.yaml").write_text(
+        "# Written by datafirst (launch.py): this instance's storage with no run queue, for the CLI's runs.\n"
+        + yaml.safe_dump(launch_instance_config(home, own or {}), sort_keys=False))
+    return launch_home
+
+
+def run_outcome(instance: DagsterInstance, run_id: str) -> RunOutcome:
+    """Success, failed steps (innermost error) and failed checks of a finished run, from its events."""
+    run = instance.get_run_by_id(run_id)
+    outcome = RunOutcome(run_id, success=run is not None and run.status == DagsterRunStatus.SUCCESS)
+    for record in instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE,
+                                                     DagsterEventType.ASSET_CHECK_EVALUATION}):
+        event = record.dagster_event
+        if event.event_type == DagsterEventType.STEP_FAILURE:
+            error = event.step_failure_data.error
+            # the product's own error inside Dagster's wrapper, without its module path
+            while error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
+                error = error.cause
+            message = re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", error.message.strip())
+            outcome.errors.append(f"{event.step_key}: {message.removeprefix('DeliveryError: ')}")
+        elif not event.asset_check_evaluation_data.passed:
+            check = event.asset_check_evaluation_data
+            details = [str(getattr(v, "value", v)).replace("\n", " ")
+                       for k, v in check.metadata.items() if k in ("detail", "problems")]
+            outcome.failed_checks.append(f"{check.asset_key.to_user_string()}:{check.check_name}"
+                                         + (f" ({'; '.join(details)[:400]})" if details else ""))
+    return outcome
+
+
+def launch_job(instance: DagsterInstance, job_name: str, data_dir: Path, *, ops: list[str] | None = None,
+               tags: dict[str, str] | None = None, run_config: dict | None = None,
+               poll_seconds: float = 1.0) -> RunOutcome:
+    """Launch `job_name` from the code location on this instance and wait for the run to end."""
+    run_id = str(uuid.uuid4())
+    command = [sys.executable, "-m", "dagster", "job", "launch", "-m", CODE_LOCATION_MODULE, "-j", job_name,
+               "--run-id", run_id, "--tags", json.dumps(tags or {}), "--config-json", json.dumps(run_config or {})]
+    if ops:
+        command += ["-o", ",".join(ops)]
+    env = {**os.environ, "DAGSTER_HOME": str(prepare_launch_home(instance)),
+           "DATAFIRST_DATA_DIR": str(Path(data_dir).resolve())}
+    launched = subprocess.run(command, env=env, capture_output=True, text=True)
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        raise RuntimeError(f"`dagster job launch` of {job_name} created no run (exit {launched.returncode}):\n"
+                           f"{(launched.stdout + launched.stderr)[-3000:]}")
+    while run.status not in FINISHED:
+        if launched.returncode != 0 and run.status in (DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED):
+            raise RuntimeError(f"`dagster job launch` of {job_name} failed to start run {run_id}:\n"
+                               f"{(launched.stdout + launched.stderr)[-3000:]}")
+        time.sleep(poll_seconds)
+        run = instance.get_run_by_id(run_id)
+    return run_outcome(instance, run_id)
