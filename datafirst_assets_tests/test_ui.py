@@ -84,7 +84,7 @@ def graphql(base: str, query: str) -> dict:
 def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
     """`make demo` in small: simulate, then the CLI's runner (runs launched through the code location)."""
     layout = DataLayout(data)
-    simulate(people=DEMO_PEOPLE, seed=5, extracts=2, out=layout.landing, truth_out=layout.truth)
+    simulate(people=DEMO_PEOPLE, seed=5, extracts=2, out=layout.landing, truth_out=data.parent / "truth")  # outside the data folder, as in production
     saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", FILES_URL_ENV, LAUNCH_ENV)}
     os.environ.update({"DAGSTER_HOME": str(home), FILES_URL_ENV: files_url, LAUNCH_ENV: "code_location"})
     try:

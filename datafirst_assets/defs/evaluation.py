@@ -36,7 +36,8 @@ from datafirst_assets.evaluation.report import (
     write_report,
 )
 from datafirst_assets.evaluation.truth import TRUTH_DIR_ENV, case_link_truth, missing_truth, truth_with_subgroups, xjs_truth
-from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs, xjs_markdown, xjs_summary
+from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs, xjs_markdown, xjs_sections, xjs_summary
+from datafirst_assets.reporting import file_url
 from datafirst_assets.sources.registry import SOURCES
 
 EVALUATION_GROUP = "evaluation"
@@ -107,9 +108,10 @@ def linkage_evaluation(truth: TruthFolder, linkage: LinkageSettings, quality: pl
         for s in SOURCES if s in estimates])
     subgroups = subgroup_table(clusters, truths)
     report = write_report(linkage_evaluation_markdown(measured, subgroups),
-                          {"": measured, "_subgroups": subgroups}, linkage.root / "reports", "linkage_evaluation")
-    yield Output(measured, metadata={"report": MetadataValue.path(str(report)),
-                                     "summary": MetadataValue.md(report.read_text()[:20_000])})
+                          {"": measured, "_subgroups": subgroups}, linkage.root / "reports", "linkage_evaluation",
+                          title="Linkage accuracy measured against truth")
+    yield Output(measured, metadata={"report": MetadataValue.url(file_url(report, linkage.root)),
+                                     "summary": MetadataValue.md(report.with_suffix(".md").read_text()[:20_000])})
     yield _warn_unless("accuracy_floors", floor_failures(measured))
     yield _warn_unless("estimates_match_measured", estimate_failures(measured))
 
@@ -136,15 +138,16 @@ def xjs_evaluation(truth: TruthFolder, linkage: LinkageSettings, lookup: pl.Data
     case_metrics = case_link_metrics(case_links, case_link_truth(truth.folder()))
     report = write_report(xjs_markdown(evaluation, case_metrics),
                           {**{f"_{name}": frame for name, frame in evaluation.items()}, "_case_link": case_metrics},
-                          linkage.root / "reports", "xjs_evaluation")
+                          linkage.root / "reports", "xjs_evaluation", title="Cross-justice linkage quality",
+                          sections=xjs_sections(evaluation, case_metrics))
     headline = xjs_summary(evaluation, "medium")
     case_all = case_metrics.filter(pl.col("case_type") == "all").row(0, named=True)
     yield Output(evaluation["overall"], metadata={
-        "report": MetadataValue.path(str(report)),
+        "report": MetadataValue.url(file_url(report, linkage.root)),
         "medium_bcubed_f1": headline["bcubed_f1"],
         "case_link_precision": case_all["precision"],
         "case_link_recall": case_all["recall"],
-        "summary": MetadataValue.md(report.read_text()[:20_000]),
+        "summary": MetadataValue.md(report.with_suffix(".md").read_text()[:20_000]),
     })
     yield _warn_unless("accuracy_floors", xjs_floor_failures(headline, case_all))
 

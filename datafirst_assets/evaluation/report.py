@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import polars as pl
+
+from datafirst_assets.reporting import Section
+from datafirst_assets.reporting import write_report as write_html_report
 
 from datafirst_assets.linkage.quality import FLOORS, markdown_table, subgroup_gap_table
 
@@ -88,14 +90,16 @@ def linkage_evaluation_markdown(measured: pl.DataFrame, subgroups: pl.DataFrame)
     ])
 
 
-def write_report(markdown: str, tables: dict[str, pl.DataFrame], reports_dir: Path, name: str) -> Path:
-    """``<name>.md``, ``<name>.html`` and one parquet per table under ``reports_dir``."""
+def write_report(markdown: str, tables: dict[str, pl.DataFrame], reports_dir: Path, name: str, *,
+                 title: str, sections: list[Section] | None = None) -> Path:
+    """``<name>.md``, ``<name>.html`` (the shared report style) and one parquet per table under
+    ``reports_dir``; returns the HTML file. Without ``sections`` every table is one section."""
     reports_dir.mkdir(parents=True, exist_ok=True)
-    path = reports_dir / f"{name}.md"
-    path.write_text(markdown + "\n")
-    (reports_dir / f"{name}.html").write_text(
-        f"<!doctype html><meta charset='utf-8'><title>{name}</title>"
-        f"<pre style='font-family:monospace'>{html.escape(markdown)}</pre>")
+    (reports_dir / f"{name}.md").write_text(markdown + "\n")
     for suffix, frame in tables.items():
         frame.write_parquet(reports_dir / f"{name}{suffix}.parquet")
-    return path
+    if sections is None:
+        sections = [Section(suffix.strip("_").replace("_", " ") or "measured", [], frame)
+                    for suffix, frame in tables.items()]
+    return write_html_report(reports_dir / f"{name}.html", title, sections,
+                             label="MEASURED AGAINST THE SIMULATOR'S TRUTH")
