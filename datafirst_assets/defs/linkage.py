@@ -186,7 +186,47 @@ def _chart_links(folder: Path, version: str, root: Path) -> dict[str, MetadataVa
             for chart in sorted((folder / "charts").glob(f"{prefix}*.html"))}
 
 
-def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
+def link_dataset(source: SourceSpec, records: pl.DataFrame, trained: TrainedModel, linkage: LinkageSettings,
+                 warehouse: Warehouse, log) -> tuple:
+    """Extend the previous link where the model and records allow it (incremental mode), else link
+    in full; the threshold is configured, from clerical labels, or the model's own estimate."""
+    stored = stored_table(warehouse, source.key, "clusters")
+    previous = PreviousLink(
+        clusters=stored.rename({source.person_id_name: PERSON_ID})
+        if stored is not None and source.person_id_name in stored.columns else None,
+        changes=stored_table(warehouse, source.key, "id_changes"),
+    )
+    db_api = linkage.db_api()
+    configured = linkage.thresholds.get(source.key)
+    problem = (previous.cannot_extend(trained.version, check_pairs=False) if linkage.mode == "incremental"
+               else "full run requested")
+    if problem is None:
+        previous.pairs = stored_table(warehouse, source.key, "scored_pairs")
+        problem = previous.cannot_extend(trained.version)
+    if problem is None:
+        # Labels reviewed since the last run move the threshold (re-clustering everything);
+        # otherwise the previous run's threshold stands, so ids stay put between refreshes.
+        from_labels = None if configured is not None else labels_threshold(
+            previous.pairs, linkage.labels_file(source.key), records.get_column("record_id"))
+        result = link_incremental(records, trained, db_api, previous,
+                                  threshold=configured if from_labels is None else from_labels)
+        if from_labels is not None:
+            result = replace(result, threshold_source="clerical_labels")
+    else:
+        def choose(pairs: pl.DataFrame) -> tuple[float, str]:
+            choice = choose_cluster_threshold(
+                pairs, configured=configured, labels_file=linkage.labels_file(source.key),
+                record_ids=records.get_column("record_id"))
+            return choice.match_probability, choice.source
+
+        result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem,
+                           num_chunks=linkage.predict_chunks, max_pairs_per_rule=linkage.max_pairs_per_rule,
+                           progress=log)
+    return result, previous
+
+
+def _person_records_asset(source: SourceSpec) -> AssetsDefinition:
+    """The linkage fields of every person record."""
     table = source.person_table
 
     @asset(
@@ -200,6 +240,13 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
     )
     def _person_records(staged: pl.DataFrame) -> pl.DataFrame:
         return person_records(staged, source, table)
+
+    return _person_records
+
+
+def _model_asset(source: SourceSpec) -> AssetsDefinition:
+    """The Splink model, reused in incremental mode while the data allows it."""
+    table = source.person_table
 
     @asset(
         key=linkage_key(source.key, "model"),
@@ -259,6 +306,13 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
             "model_json": [json.dumps(trained.to_json())],
         })
 
+    return _model
+
+
+def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
+    """Scored pairs, clusters with stable person ids, and the id change log."""
+    table = source.person_table
+
     @multi_asset(
         name=f"cluster_{source.key}",
         ins={
@@ -296,38 +350,7 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                  linkage: LinkageSettings, warehouse: Warehouse):
         _check_mode(linkage)
         trained = TrainedModel.from_json(json.loads(model["model_json"][0]))
-        stored = stored_table(warehouse, source.key, "clusters")
-        previous = PreviousLink(
-            clusters=stored.rename({source.person_id_name: PERSON_ID})
-            if stored is not None and source.person_id_name in stored.columns else None,
-            changes=stored_table(warehouse, source.key, "id_changes"),
-        )
-        db_api = linkage.db_api()
-        configured = linkage.thresholds.get(source.key)
-        problem = (previous.cannot_extend(trained.version, check_pairs=False) if linkage.mode == "incremental"
-                   else "full run requested")
-        if problem is None:
-            previous.pairs = stored_table(warehouse, source.key, "scored_pairs")
-            problem = previous.cannot_extend(trained.version)
-        if problem is None:
-            # Labels reviewed since the last run move the threshold (re-clustering everything);
-            # otherwise the previous run's threshold stands, so ids stay put between refreshes.
-            from_labels = None if configured is not None else labels_threshold(
-                previous.pairs, linkage.labels_file(source.key), records.get_column("record_id"))
-            result = link_incremental(records, trained, db_api, previous,
-                                      threshold=configured if from_labels is None else from_labels)
-            if from_labels is not None:
-                result = replace(result, threshold_source="clerical_labels")
-        else:
-            def choose(pairs: pl.DataFrame) -> tuple[float, str]:
-                choice = choose_cluster_threshold(
-                    pairs, configured=configured, labels_file=linkage.labels_file(source.key),
-                    record_ids=records.get_column("record_id"))
-                return choice.match_probability, choice.source
-
-            result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem,
-                               num_chunks=linkage.predict_chunks, max_pairs_per_rule=linkage.max_pairs_per_rule,
-                               progress=context.log.info)
+        result, previous = link_dataset(source, records, trained, linkage, warehouse, log=context.log.info)
         context.log.info(f"{result.mode} link: {result.reason}")
         clusters = result.clusters_table(trained.version, source.person_id_name)
         history = id_change_history(previous.changes, result.changes, run_id=context.run_id, mode=result.mode)
@@ -380,6 +403,13 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
                                                    else "none")},
         )
 
+    return _cluster
+
+
+def _linked_asset(source: SourceSpec) -> AssetsDefinition:
+    """The staged person table with its per-dataset person id."""
+    table = source.person_table
+
     @asset(
         key=AssetKey(["linked", source.key, table.name]),
         ins={
@@ -394,7 +424,12 @@ def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
     def _linked(staged: pl.DataFrame, clusters: pl.DataFrame) -> pl.DataFrame:
         return add_person_ids(staged, clusters, table.id_column, source.person_id_name)
 
-    return [_person_records, _model, _cluster, _linked]
+    return _linked
+
+
+def build_dedupe_assets(source: SourceSpec) -> list[AssetsDefinition]:
+    """One dataset's deduplication: person records -> model -> clusters -> linked table."""
+    return [_person_records_asset(source), _model_asset(source), _cluster_asset(source), _linked_asset(source)]
 
 
 def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
