@@ -61,13 +61,11 @@ def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str,
     instance, the run is launched through the code location, so the UI's timeline and job pages show
     it; otherwise it runs in this process (killed-run recovery assumes that: the run dies with it).
     """
-    # An asset subset of a job (the review queues) cannot be expressed as an op selection of an asset
-    # job (dagster rejects the subset's dependencies), so it runs in-process.
-    if instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location" and asset_selection is None:
-        # every source: the whole job (an op subset of an asset job is only needed for some sources)
-        ops = ([f"{step}_{source}" for source in sources for step in ("load", "stage")]
-               if sources and set(sources) != set(SOURCES) else None)
-        return launch_job(instance, job_name, layout.root, ops=ops, tags=tags, run_config=QUIET)
+    # A subset of an asset job (some sources' ingest, the review queues) cannot be launched as an op
+    # selection (dagster wires the subset's inputs wrongly or rejects it), so a subset runs in-process.
+    subset = asset_selection is not None or bool(sources and set(sources) != set(SOURCES))
+    if instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location" and not subset:
+        return launch_job(instance, job_name, layout.root, tags=tags, run_config=QUIET)
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET, tags=tags,
         asset_selection=ingest_keys(sources) if sources else asset_selection)
