@@ -9,6 +9,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 from datafirst_assets.contracts.checks import contract_checks
 from datafirst_assets.contracts.wiring import with_column_schemas
 from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
+from datafirst_assets.defs.release import release_settings_from_env
 from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.evaluation import TRUTH_RESOURCE, evaluation_assets, truth_from_env
 from datafirst_assets.defs.ingest import ingest_assets
@@ -95,7 +96,7 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
         resources={
             **build_resources(layout),
             "linkage": linkage,
-            "release_settings": ReleaseSettings(),
+            "release_settings": release_settings_from_env(),
             # read only by the evaluation group (DATAFIRST_TRUTH_DIR; unset: no truth, as in production)
             TRUTH_RESOURCE: truth_from_env(),
             **synthetic_resources(str(layout.root)),

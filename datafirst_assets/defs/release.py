@@ -8,6 +8,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 """
 
 import shutil
+import os
 from pathlib import Path
 
 import duckdb
@@ -78,6 +79,16 @@ class ReleaseSettings(ConfigurableResource):
         key = self.risk_key.get(f"{source}.{table}")
         return RiskRule(age_band=self.risk_age_band, max_mean_risk=self.max_mean_risk,
                         key=tuple(key) if key is not None else None)
+
+
+MAX_MEAN_RISK_ENV = "DATAFIRST_MAX_MEAN_RISK"
+
+
+def release_settings_from_env() -> "ReleaseSettings":
+    """Release settings, with the re-identification risk gate's threshold from DATAFIRST_MAX_MEAN_RISK
+    when set (an operator's decision for a population; tiny test populations make everyone unique)."""
+    value = os.environ.get(MAX_MEAN_RISK_ENV)
+    return ReleaseSettings(max_mean_risk=float(value)) if value else ReleaseSettings()
 
 
 def release_group(kind: str) -> str:
