@@ -8,7 +8,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 
 from datafirst_assets.contracts.checks import contract_checks
 from datafirst_assets.contracts.wiring import with_column_schemas
-from datafirst_assets.defs.deidentify import ReleaseSettings, deidentify_assets
+from datafirst_assets.defs.deidentify import deidentify_assets
 from datafirst_assets.defs.release import release_settings_from_env
 from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.evaluation import TRUTH_RESOURCE, evaluation_assets, truth_from_env

@@ -18,7 +18,7 @@ from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, 
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.definitions import INGEST_JOB, INGEST_SELECTION, LINK_JOB, build_definitions
 from datafirst_assets.defs.linkage import linkage_key
-from datafirst_assets.launch import RunOutcome, launch_job, run_outcome
+from datafirst_assets.launch import RunOutcome, launch_job
 from datafirst_assets.raw.delivery import survey_landing
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor

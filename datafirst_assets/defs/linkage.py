@@ -53,7 +53,6 @@ from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.linkage.quality import (
     estimated_quality_row,
     evidence_problems,
-    markdown_table,
     quality_markdown,
     quality_table,
     write_quality_report,
@@ -246,8 +245,6 @@ def _person_records_asset(source: SourceSpec) -> AssetsDefinition:
 
 def _model_asset(source: SourceSpec) -> AssetsDefinition:
     """The Splink model, reused in incremental mode while the data allows it."""
-    table = source.person_table
-
     @asset(
         key=linkage_key(source.key, "model"),
         ins={"records": AssetIn(key=linkage_key(source.key, "person_records"))},
@@ -311,8 +308,6 @@ def _model_asset(source: SourceSpec) -> AssetsDefinition:
 
 def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
     """Scored pairs, clusters with stable person ids, and the id change log."""
-    table = source.person_table
-
     @multi_asset(
         name=f"cluster_{source.key}",
         ins={

@@ -26,7 +26,6 @@ from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
 from datafirst_assets.linkage.case_link import build_case_link
 from datafirst_assets.linkage.xjs import (
-    DEFAULT_THRESHOLDS,
     build_xjs_lookup,
     carry_forward_xjs_ids,
     check_lookup_invariants,

@@ -122,7 +122,6 @@ def profile_report(profile: pl.DataFrame, *, variant: str, as_of: dt.date | None
     synthetic = variant == SYNTHETIC
     heading = title(variant)
     total = profile.filter(pl.col("breakdown") == TOTAL).row(0, named=True)
-    overall = {w: total[f"rate_{w}"] for w in WINDOWS}
     facts = {"Release": f"{variant}{' (SYNTHETIC)' if synthetic else ''}",
              "As-of date": as_of.isoformat() if as_of else "n/a",
              "Suppression": f"counts under {MIN_COUNT} withheld, with secondary suppression",

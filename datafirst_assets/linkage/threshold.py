@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from datafirst_assets.common.pairs import ordered_ids
 from datafirst_assets.linkage.metrics import LABEL, read_labels
 
 PROBABILITY = "match_probability"
@@ -70,19 +71,12 @@ def _sigmoid(x: float) -> float:
 # ---------------------------------------------------------------- labels -> calibration
 
 
-def _ordered(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Each pair with the smaller id on the left, so labels written either way round match."""
-    left, right = pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String)
-    return pairs.with_columns(
-        pl.min_horizontal(left, right).alias("record_id_l"), pl.max_horizontal(left, right).alias("record_id_r"))
-
-
 def labelled_scored_pairs(pairs: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
     """Labels joined to their pairs' match weights (labels the model never scored are left out:
     they sit below the stored cut-off, where the model's own probability stands)."""
-    lab = _ordered(labels.select("record_id_l", "record_id_r", LABEL)).unique(["record_id_l", "record_id_r"],
+    lab = ordered_ids(labels.select("record_id_l", "record_id_r", LABEL)).unique(["record_id_l", "record_id_r"],
                                                                              keep="last")
-    return _ordered(pairs.select("record_id_l", "record_id_r", WEIGHT)).join(
+    return ordered_ids(pairs.select("record_id_l", "record_id_r", WEIGHT)).join(
         lab, on=["record_id_l", "record_id_r"], how="inner")
 
 
