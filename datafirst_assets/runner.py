@@ -176,9 +176,11 @@ def loaded_before(instance: DagsterInstance, landing: Path,
     (the landing sensor's test), so a run after a new extract loads only the new one."""
     loaded = []
     for source, extract_date in deliveries:
-        manifest = delivery_path(landing, source, extract_date) / MANIFEST
-        arrival = Arrival(source, extract_date, COMPLETE, manifest_sha256=sha256_file(manifest))
-        if already_loaded(instance, arrival):
+        try:
+            digest = sha256_file(delivery_path(landing, source, extract_date) / MANIFEST)
+        except OSError:  # no readable manifest: the ingest refuses it with the reason
+            continue
+        if already_loaded(instance, Arrival(source, extract_date, COMPLETE, manifest_sha256=digest)):
             loaded.append((source, extract_date))
     return loaded
 
