@@ -39,7 +39,7 @@ from datafirst_assets.reporting import file_url
 from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note
-from datafirst_assets.synthetic.report import evaluate_synthetic, report_html, report_markdown
+from datafirst_assets.synthetic.report import evaluate_synthetic, write_report
 from datafirst_assets.synthetic.summaries import (
     FORMAT,
     SummaryRules,
@@ -278,32 +278,34 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     real = {tid: frames[_input_name("real", tid)] for tid in release_tables()}
     generated = {tid: frames[_input_name("synthetic", tid)] for tid in release_tables()}
     report = evaluate_synthetic(real, generated, doc, seed=synthetic.seed)
-    markdown = report_markdown(report)
-    synthetic.reports.mkdir(parents=True, exist_ok=True)
-    md_path, html_path = synthetic.reports / "synthetic_report.md", synthetic.reports / "synthetic_report.html"
-    md_path.write_text(markdown, encoding="utf-8")
-    html_path.write_text(report_html(report), encoding="utf-8")
+    md_path, html_path = write_report(report, synthetic.reports)
     synthetic.folder.mkdir(parents=True, exist_ok=True)
     note_path = synthetic.folder / "README.md"
     note_path.write_text(differences_note(doc, seed=synthetic.seed, scale=synthetic.scale, sha256=sha,
                                           rows={name_of(tid): f.height for tid, f in generated.items()}),
                          encoding="utf-8")
-    s = report.summary
     yield Output(report.shapes, metadata={
         "report": MetadataValue.url(file_url(html_path, synthetic.data_dir)),
         "report_markdown": MetadataValue.path(str(md_path)),
         "note": MetadataValue.url(file_url(note_path, synthetic.data_dir)),
+        **_report_figures(report.summary),
+        "summary": MetadataValue.md(md_path.read_text(encoding="utf-8")[:20_000]),
+    })
+    for name, failures in report.failures().items():
+        yield AssetCheckResult(check_name=name, passed=not failures, metadata={
+            "failures": MetadataValue.md("\n".join(f"- {f}" for f in failures[:50]) or "none")})
+
+
+def _report_figures(s: dict) -> dict:
+    """The synthetic report's headline figures, as the report asset's page shows them."""
+    return {
         "mean_shape_similarity": round(s["mean_shape_similarity"], 4),
         "min_shape_similarity": round(s["min_shape_similarity"], 4),
         "mean_structure_similarity": round(s["mean_structure_similarity"], 4),
         "referential_integrity": s["referential_integrity"], "key_uniqueness": s["key_uniqueness"],
         "dcr_tables_ok": f"{s['dcr_tables_ok']} / {s['dcr_tables']}",
         "uniques_reproduced": round(s["uniques_reproduced"], 4),
-        "summary": MetadataValue.md(markdown[:20_000]),
-    })
-    for name, failures in report.failures().items():
-        yield AssetCheckResult(check_name=name, passed=not failures, metadata={
-            "failures": MetadataValue.md("\n".join(f"- {f}" for f in failures[:50]) or "none")})
+    }
 
 
 def release_placeholders(defined: set[AssetKey]) -> list[AssetSpec]:
