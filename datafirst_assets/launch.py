@@ -72,7 +72,8 @@ def launch_instance_config(home: Path, instance_config: dict) -> dict:
     config.pop("run_coordinator", None)
     base_dirs = {  # Dagster's default storage locations under DAGSTER_HOME, spelled out
         "run_storage": home / "history", "event_log_storage": home / "history" / "runs",
-        "schedule_storage": home / "schedules", "local_artifact_storage": home, "compute_logs": home / "storage",
+        "schedule_storage": home / "schedules", "local_artifact_storage": home,
+        "compute_logs": home / "storage",
     }
     if "storage" not in config:
         for key, base_dir in base_dirs.items():

@@ -315,8 +315,8 @@ def _model_asset(source: SourceSpec) -> AssetsDefinition:
             reused, why = model_to_reuse(doc, trained_on, records, retrain_growth=linkage.retrain_growth)
             if reused is not None:
                 context.log.info(f"reusing the saved model: {why}")
-                context.add_output_metadata(_model_metadata(
-                    reused, why, folder, linkage.root, records.height, reused=True, trained_on_records=trained_on))
+                context.add_output_metadata(_model_metadata(reused, why, folder, linkage.root, records.height,
+                                                            reused=True, trained_on_records=trained_on))
                 return previous
             context.log.info(f"training: {why}")
         trained = train_model(
@@ -328,7 +328,8 @@ def _model_asset(source: SourceSpec) -> AssetsDefinition:
         charts = save_charts(trained.linker, folder / "charts", prefix=f"{trained.version}_")
         context.add_output_metadata({
             **_model_metadata(trained, why, folder, linkage.root, records.height, reused=False),
-            **{name: error for name, error in charts.items() if not isinstance(error, Path)},  # charts that failed
+            # the charts that could not be drawn, with why
+            **{name: error for name, error in charts.items() if not isinstance(error, Path)},
         })
         return model_row(trained, records.height)
 
@@ -387,11 +388,13 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         graph = cluster_graph_metrics(result.ids, result.threshold_links(), result.threshold,
                                       cluster_col=PERSON_ID)
         yield Output(clusters, output_name="clusters", metadata=_clusters_metadata(
-            result, clusters, graph, source.person_id_name, trained.version, first_link=previous.clusters is None))
+            result, clusters, graph, source.person_id_name, trained.version,
+            first_link=previous.clusters is None))
         yield Output(result.pairs, output_name="scored_pairs", metadata={
             "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"])})
         gaps = clustering_gaps(records, clusters)
-        yield AssetCheckResult(check_name="every_record_clustered", passed=not any(gaps.values()), metadata=gaps)
+        yield AssetCheckResult(check_name="every_record_clustered", passed=not any(gaps.values()),
+                               metadata=gaps)
         chained = chained_clusters(graph)
         yield AssetCheckResult(
             check_name="no_chained_clusters", passed=chained.is_empty(), severity=AssetCheckSeverity.WARN,

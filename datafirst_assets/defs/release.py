@@ -199,7 +199,8 @@ def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFram
 def _release_dates_of_birth(warehouse: Warehouse, specs: dict[tuple[str, str], ReleaseTable],
                             tables: dict[tuple[str, str], pl.DataFrame]) -> dict[tuple[str, str], pl.Series]:
     """Each released table's own dates of birth, for the tables that have one (the risk gate's input)."""
-    return {key: dob for key, frame in tables.items() if (dob := _dates_of_birth(warehouse, specs[key], frame)) is not None}
+    return {key: dob for key, frame in tables.items()
+            if (dob := _dates_of_birth(warehouse, specs[key], frame)) is not None}
 
 
 def _release_metadata(info: ReleaseInfo, root: Path, synthetic: bool) -> dict:
@@ -234,7 +235,7 @@ def _check_results(context: AssetExecutionContext, kind: str, tables) -> dict:
 def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = None,
                         extra_metadata=None) -> AssetsDefinition:
     datasets = release_datasets()
-    specs = {(dataset, spec.name): spec for dataset, dataset_specs in datasets.items() for spec in dataset_specs}
+    specs = {(dataset, spec.name): spec for dataset, in_dataset in datasets.items() for spec in in_dataset}
     synthetic = kind == "synthetic"
     ins = {input_name(*key): AssetIn(key=table_key(kind, *key)) for key in specs}
     # Depending on the catalogues puts the release after them in the graph (the UI shows the lineage).

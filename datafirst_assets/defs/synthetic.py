@@ -35,11 +35,11 @@ from datafirst_assets.defs.release import table_key
 from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.common.tables import markdown_table
-from datafirst_assets.reporting import file_url
+from datafirst_assets.reporting import file_url, write_markdown_and_html
 from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note
-from datafirst_assets.synthetic.report import evaluate_synthetic, write_report
+from datafirst_assets.synthetic.report import evaluate_synthetic, report_html, report_markdown
 from datafirst_assets.synthetic.summaries import (
     FORMAT,
     SummaryRules,
@@ -278,18 +278,19 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     real = {tid: frames[_input_name("real", tid)] for tid in release_tables()}
     generated = {tid: frames[_input_name("synthetic", tid)] for tid in release_tables()}
     report = evaluate_synthetic(real, generated, doc, seed=synthetic.seed)
-    md_path, html_path = write_report(report, synthetic.reports)
+    paths = write_markdown_and_html(synthetic.reports, "synthetic_report", report_markdown(report),
+                                    report_html(report))
     synthetic.folder.mkdir(parents=True, exist_ok=True)
     note_path = synthetic.folder / "README.md"
     note_path.write_text(differences_note(doc, seed=synthetic.seed, scale=synthetic.scale, sha256=sha,
                                           rows={name_of(tid): f.height for tid, f in generated.items()}),
                          encoding="utf-8")
     yield Output(report.shapes, metadata={
-        "report": MetadataValue.url(file_url(html_path, synthetic.data_dir)),
-        "report_markdown": MetadataValue.path(str(md_path)),
+        "report": MetadataValue.url(file_url(paths["html"], synthetic.data_dir)),
+        "report_markdown": MetadataValue.path(str(paths["markdown"])),
         "note": MetadataValue.url(file_url(note_path, synthetic.data_dir)),
         **_report_figures(report.summary),
-        "summary": MetadataValue.md(md_path.read_text(encoding="utf-8")[:20_000]),
+        "summary": MetadataValue.md(paths["markdown"].read_text(encoding="utf-8")[:20_000]),
     })
     for name, failures in report.failures().items():
         yield AssetCheckResult(check_name=name, passed=not failures, metadata={

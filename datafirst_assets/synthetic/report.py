@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -454,11 +453,3 @@ def report_html(report: SyntheticReport) -> str:
         sections.append(Section(title, [text] if text else [], frame, chart))
     return render_report("Synthetic release: fidelity and privacy", sections, label=SYNTHETIC_LABEL)
 
-
-def write_report(report: SyntheticReport, folder: Path) -> tuple[Path, Path]:
-    """synthetic_report.md and .html in `folder`; returns their paths (Markdown, HTML)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    md_path, html_path = folder / "synthetic_report.md", folder / "synthetic_report.html"
-    md_path.write_text(report_markdown(report), encoding="utf-8")
-    html_path.write_text(report_html(report), encoding="utf-8")
-    return md_path, html_path
