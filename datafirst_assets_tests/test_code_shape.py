@@ -110,6 +110,32 @@ def test_no_private_dagster_names_in_the_repo():
     assert private_dagster_uses() == []
 
 
+def readme_modules(readme: Path = REPO / "README.md") -> set[str]:
+    """Modules the README's "Layout and flow" names: `folder/` lines open a folder whose modules
+    follow, indented or on the same line; a line starting `name.py` or `folder/name.py` names one."""
+    text = readme.read_text()
+    block = text[text.index("Every module and its one job"):]
+    block = block[block.index("```") + 3:]
+    block = block[:block.index("```")]
+    named, folder = set(), ""
+    for line in block.splitlines():
+        if line and not line[0].isspace():
+            first = line.split()[0]
+            folder = first if first.endswith("/") else ""
+            if first.endswith(".py"):
+                named.add(first)
+                line = line[len(first):]
+        named |= {folder + name for name in re.findall(r"\b(\w+\.py)\b", line)}
+    return named
+
+
+def test_readme_layout_names_every_module():
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    named = readme_modules()
+    assert sorted(modules - named) == []  # modules the README does not name
+    assert sorted(named - modules) == []  # names the README keeps for modules that are gone
+
+
 if __name__ == "__main__":
     functions, bodies = measure()
     top = int(sys.argv[1]) if len(sys.argv) > 1 else 10
