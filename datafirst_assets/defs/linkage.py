@@ -49,7 +49,7 @@ from datafirst_assets.linkage.incremental import (
     link_incremental,
     model_to_reuse,
 )
-from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.linkage.quality import (
     estimated_quality_row,
     evidence_problems,
@@ -62,7 +62,7 @@ from datafirst_assets.reporting import file_url
 from datafirst_assets.linkage.records import add_person_ids, clustering_gaps, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts
-from datafirst_assets.linkage.threshold import assess, choose_cluster_threshold
+from datafirst_assets.linkage.threshold import assess, choose_cluster_threshold, threshold_chooser
 from datafirst_assets.linkage.train import (
     TrainedModel,
     TrainingConfig,
@@ -228,12 +228,8 @@ def link_dataset(source: SourceSpec, records: pl.DataFrame, trained: TrainedMode
         if from_labels is not None:
             result = replace(result, threshold_source="clerical_labels")
     else:
-        def choose(pairs: pl.DataFrame) -> tuple[float, str]:
-            choice = choose_cluster_threshold(
-                pairs, configured=configured, labels_file=linkage.labels_file(source.key),
-                record_ids=records.get_column("record_id"))
-            return choice.match_probability, choice.source
-
+        choose = threshold_chooser(records.get_column("record_id"), configured=configured,
+                                   labels_file=linkage.labels_file(source.key))
         result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem,
                            num_chunks=linkage.predict_chunks, max_pairs_per_rule=linkage.max_pairs_per_rule,
                            progress=log)
@@ -502,7 +498,7 @@ def linkage_quality(linkage: LinkageSettings, **inputs: pl.DataFrame):
     problems = evidence_problems(table)
     yield AssetCheckResult(
         passed=not problems, severity=AssetCheckSeverity.WARN,
-        metadata={"missing_evidence": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        metadata={"missing_evidence": MetadataValue.md(bullet_list(problems))},
     )
 
 

@@ -34,7 +34,7 @@ from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_fai
 from datafirst_assets.defs.release import table_key
 from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.deidentify.release_spec import release_tables
-from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.reporting import file_url, write_markdown_and_html
 from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
@@ -133,7 +133,7 @@ def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSett
     # The output rule (no published cell under k) is a gate: checked before the summaries are stored.
     problems = check_summaries(doc)
     result = AssetCheckResult(passed=not problems, asset_key=SUMMARIES, check_name="no_small_cells", metadata={
-        "small_cells": len(problems), "sample": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
+        "small_cells": len(problems), "sample": MetadataValue.md(bullet_list(problems[:50])),
     })
     yield result
     refuse_if_failed("synthetic/summaries", [result], ["no_small_cells"])
@@ -155,7 +155,7 @@ def _schema_check(tid: TableId, frame: pl.DataFrame) -> AssetCheckResult:
     return AssetCheckResult(
         asset_key=synthetic_key(*tid), check_name="matches_release_schema",
         passed=not differences and not extra and in_order,
-        metadata={"differences": MetadataValue.md("\n".join(f"- {d}" for d in differences + extra) or "none"),
+        metadata={"differences": MetadataValue.md(bullet_list(differences + extra)),
                   "same_order": in_order},
     )
 
@@ -294,7 +294,7 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     })
     for name, failures in report.failures().items():
         yield AssetCheckResult(check_name=name, passed=not failures, metadata={
-            "failures": MetadataValue.md("\n".join(f"- {f}" for f in failures[:50]) or "none")})
+            "failures": MetadataValue.md(bullet_list(failures[:50]))})
 
 
 def _report_figures(s: dict) -> dict:

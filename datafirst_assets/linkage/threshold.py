@@ -21,6 +21,7 @@ invisible to them and recall is an upper bound. Nothing here reads the simulator
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -310,3 +311,15 @@ def choose_cluster_threshold(
     threshold = configured if configured is not None else assessment.best_threshold()
     source = "configured" if configured is not None else assessment.source
     return ThresholdChoice(threshold, source, assessment.estimate_at(threshold), assessment.calibration)
+
+
+def threshold_chooser(record_ids: pl.Series, *, configured: float | None = None,
+                      labels_file: Path | None = None) -> Callable[[pl.DataFrame], tuple[float, str]]:
+    """What a full link (``incremental.link_full(choose=...)``) asks once the pairs are scored:
+    the clustering threshold chosen on them, and where it came from."""
+    def choose(pairs: pl.DataFrame) -> tuple[float, str]:
+        choice = choose_cluster_threshold(pairs, configured=configured, labels_file=labels_file,
+                                          record_ids=record_ids)
+        return choice.match_probability, choice.source
+
+    return choose
