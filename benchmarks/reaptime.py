@@ -1,4 +1,4 @@
-"""Run a command as a child subreaper; print wall, CPU (orphaned grandchildren included) and peak RSS.
+"""Run a command as a child subreaper; print wall, CPU (orphaned grandchildren included) and peak RSS."""
 import ctypes, os, resource, subprocess, sys, time
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
