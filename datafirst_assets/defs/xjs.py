@@ -26,6 +26,7 @@ from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
 from datafirst_assets.linkage.case_link import build_case_link
 from datafirst_assets.linkage.xjs import (
+    DEFAULT_THRESHOLDS,
     build_xjs_lookup,
     carry_forward_xjs_ids,
     check_lookup_invariants,
@@ -38,6 +39,8 @@ LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
 EDGES = AssetKey(["linkage", "xjs", "edges"])
 XJS_ID_CHANGES = AssetKey(["linkage", "xjs", "id_changes"])
 CASE_LOOKUP = AssetKey(["linkage", "criminal_courts", "case_lookup"])
+# (high, medium, low) match probabilities the lookup is cut at; the evaluation reports them
+XJS_THRESHOLDS = DEFAULT_THRESHOLDS
 
 
 def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
@@ -83,7 +86,8 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
                **inputs: pl.DataFrame):
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
-    result = build_xjs_lookup(records, clusters, db_api=linkage.db_api(), progress=context.log.info)
+    result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=linkage.db_api(),
+                              progress=context.log.info)
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
     lookup = add_record_hashes(carried)
