@@ -31,6 +31,7 @@ from datafirst_assets.linkage.xjs import (
     carry_forward_xjs_ids,
     check_lookup_invariants,
     unchanged_xjs_persons_kept,
+    xjs_change_counts,
     xjs_id_change_history,
 )
 from datafirst_assets.sources.registry import SOURCES
@@ -93,9 +94,9 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     lookup = add_record_hashes(carried)
     history = xjs_id_change_history(history, changes, run_id=context.run_id)
     # The change log goes first: the next run finds every id issued even if the lookup fails to store.
+    first_run = previous is None or previous.is_empty()
     yield Output(history, output_name="id_changes", metadata={
-        **{f"this_run_{lv}_{kind}": n for lv, kind, n in changes.group_by("level", "kind").len().sort("level", "kind")
-           .iter_rows()},
+        **{f"this_run_{name}": n for name, n in xjs_change_counts(changes, lookup, first_run).items()},
         "history_rows": history.height,
     })
     kept = unchanged_xjs_persons_kept(previous, lookup) if previous is not None and previous.height else {}
