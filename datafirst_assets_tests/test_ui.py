@@ -101,6 +101,7 @@ def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
             run_ids = run_pipeline(layout, instance, review_queues_only=True).run_ids
             close_warehouse()
             assert cli_main(["simulate-review", "--data-dir", str(data), "--truth-dir", str(truth)]) == 0
+            close_warehouse()  # the link run's process writes the warehouse next
             run_ids += run_pipeline(layout, instance, ingest=False).run_ids
             runs = instance.get_runs()
             # every run in the instance is one the demo made, and carries its code location's origin
