@@ -55,7 +55,6 @@ CHROMIUM_ARGS = [
 ]
 DATES = ["2025-01-31", "2025-02-28"]  # delivered while the UI runs (the demo's extracts are 2024's)
 ROWS = {"2025-01-31": 3, "2025-02-28": 5}
-PRISON_ONLY_DATE = "2024-12-31"  # the demo's own extracts are two earlier 2024 dates
 DEMO_PEOPLE = 400
 GROUPS = ["raw", "staged", "quarantine", "linkage", "dedup_prison", "linked", "release", "synthetic_release"]
 
@@ -86,12 +85,15 @@ def graphql(base: str, query: str) -> dict:
 def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
     """`make demo` in small, step for step: simulate; link as far as the review queues; the simulated
     reviewer labels them; link with the labels. Every run is launched through the code location.
-    One more extract, delivered by prison alone, makes the ingest runs subsets of their job (six
-    sources for two dates, prison for three), as `datafirst run` launches them when sources deliver
+    The last of three extracts is delivered by prison alone, which makes the ingest runs subsets of
+    their job (six sources for two dates, prison for three), as `datafirst run` launches them when sources deliver
     on different dates. Returns the ids of the runs the steps made."""
     layout, truth = DataLayout(data), data.parent / "truth"  # truth outside the data folder, as in production
-    simulate(people=DEMO_PEOPLE, seed=5, extracts=2, out=layout.landing, truth_out=truth)
-    write_delivery(layout.landing, "prison", PRISON_ONLY_DATE, rows=4)
+    simulate(people=DEMO_PEOPLE, seed=5, extracts=3, out=layout.landing, truth_out=truth)
+    last = max(p.name for p in (layout.landing / "prison").iterdir())
+    for source in SOURCES:  # the last extract delivered by prison alone
+        if source != "prison":
+            shutil.rmtree(layout.landing / source / last)
     saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", FILES_URL_ENV, LAUNCH_ENV, "DATAFIRST_MAX_MEAN_RISK")}
     # 400 people make most records unique on the risk key: the risk gate is tested in test_gates
     os.environ.update({"DAGSTER_HOME": str(home), FILES_URL_ENV: files_url, LAUNCH_ENV: "code_location",
