@@ -239,7 +239,8 @@ def timeline_run_count(page) -> int:
     return sum(int(tag) for tag in header.locator(".BaseTag").all_inner_texts() if tag.strip().isdigit())
 
 
-def test_demo_runs_are_on_the_runs_page_and_the_timeline(server, browser, shots):
+def test_demo_runs_are_on_the_runs_page_and_the_timeline(server, browser, shots, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(server.home))  # the committed config reads it
     runs = demo_runs(server)
     # two ingest runs (each a subset of sources), the review queues (a subset of the link job), the link
     assert sorted(runs.values()) == sorted([INGEST_JOB, INGEST_JOB, LINK_JOB, LINK_JOB])
