@@ -61,21 +61,21 @@ def ensure_partitions(instance: DagsterInstance, dates: list[str]) -> None:
 def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str, *,
              sources: list[str] | None = None, tags: dict[str, str] | None = None,
              asset_selection: list | None = None) -> RunOutcome:
-    """One run of a job, ingesting only `sources` when given.
+    """One run of a job (or of `asset_selection` of it), ingesting only `sources` when given.
 
     With DATAFIRST_LAUNCH=code_location (as `make demo` and `make backfill` set it) and a persistent
     instance, the run is launched through the code location, so the UI's timeline and job pages show
     it; otherwise it runs in this process (killed-run recovery assumes that: the run dies with it).
     """
-    # A subset of an asset job (some sources' ingest, the review queues) cannot be launched as an op
-    # selection (dagster wires the subset's inputs wrongly or rejects it), so a subset runs in-process.
-    subset = asset_selection is not None or bool(sources and set(sources) != set(SOURCES))
-    if instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location" and not subset:
-        return launch_job(instance, job_name, layout.root, tags=tags, run_config=QUIET)
+    if sources and set(sources) != set(SOURCES):
+        asset_selection = ingest_keys(sources)
+    if instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location":
+        return launch_job(instance, job_name, layout.root, asset_selection=asset_selection, tags=tags,
+                          run_config=QUIET)
     keep_event_log_open(instance)
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET, tags=tags,
-        asset_selection=ingest_keys(sources) if sources else asset_selection)
+        asset_selection=asset_selection)
     return RunOutcome(result.run_id, result.success,
                       errors=[] if result.success else [step_errors(result, layout.logs)],
                       failed_checks=[check_failure(e)

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, QueuedRunCoordinator
 
-from datafirst_assets.launch import DEFAULT_INSTANCE_CLASSES, prepare_launch_home
+from dagster import AssetKey
+
+from datafirst_assets.launch import (
+    CODE_LOCATION_MODULE,
+    DEFAULT_INSTANCE_CLASSES,
+    REPOSITORY,
+    _launched_run_id,
+    launch_params,
+    prepare_launch_home,
+)
 
 CONFIG = Path(__file__).resolve().parents[1] / "data" / "config" / "dagster.yaml"
 
@@ -37,3 +46,23 @@ def test_the_launch_instance_shares_the_run_history_and_starts_runs_at_once(monk
             assert not isinstance(launcher.run_coordinator, QueuedRunCoordinator)
             assert launcher.get_run_by_id(run.run_id) is not None
             assert Path(launcher.root_directory) == Path(home)  # artifacts and compute logs too
+
+
+
+def test_a_subset_is_launched_by_its_asset_keys_with_tags_and_config():
+    params = launch_params("link_datasets", asset_selection=[AssetKey(["linkage", "prison", "review_queue"])],
+                           tags={"datafirst/pid": "1"}, run_config={"loggers": {}})
+    assert params["selector"] == {"repositoryLocationName": CODE_LOCATION_MODULE, "repositoryName": REPOSITORY,
+                                  "jobName": "link_datasets",
+                                  "assetSelection": [{"path": ["linkage", "prison", "review_queue"]}]}
+    assert params["executionMetadata"]["tags"] == [{"key": "datafirst/pid", "value": "1"}]
+    assert params["runConfigData"] == {"loggers": {}}
+    assert "assetSelection" not in launch_params("ingest_extract")["selector"]  # the whole job
+
+
+def test_a_refused_launch_says_why():
+    assert _launched_run_id({"data": {"launchRun": {"__typename": "LaunchRunSuccess", "run": {"runId": "r1"}}}},
+                            "link_datasets", "") == "r1"
+    refused = {"data": {"launchRun": {"__typename": "InvalidSubsetError", "message": "no such asset"}}}
+    with pytest.raises(RuntimeError, match="InvalidSubsetError.*no such asset"):
+        _launched_run_id(refused, "link_datasets", "")

@@ -1,7 +1,7 @@
 """The UI in a real browser, and the daemon acting on a dropped extract.
 
-A small demo is run first with the CLI's runner (as `make demo` does: runs launched through the
-code location) into a temporary DAGSTER_HOME made from the committed data/config/dagster.yaml.
+A small demo is run first, step for step as `make demo` runs it (every run launched through the
+code location), into a temporary DAGSTER_HOME made from the committed data/config/dagster.yaml.
 Then `datafirst ui` (what `make ui` runs: `dagster dev` plus the reports' file server) starts on
 free loopback ports, with two more prison extracts in the landing folder. Headless Chromium (the
 system package, driven by playwright) reads the pages a user reads: the demo's runs on the Runs
@@ -32,6 +32,7 @@ from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.reporting.links import FILES_URL_ENV
+from datafirst_assets.cli import main as cli_main
 from datafirst_assets.runner import LAUNCH_ENV, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, run_pipeline
 from datafirst_assets.simulate import simulate
 from datafirst_assets.sources.registry import SOURCES
@@ -77,16 +78,34 @@ def graphql(base: str, query: str) -> dict:
 
 
 def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
-    """`make demo` in small: simulate, then the CLI's runner (runs launched through the code location)."""
-    layout = DataLayout(data)
-    simulate(people=DEMO_PEOPLE, seed=5, extracts=2, out=layout.landing, truth_out=data.parent / "truth")  # outside the data folder, as in production
+    """`make demo` in small, step for step: simulate; link as far as the review queues; the simulated
+    reviewer labels them; link with the labels. Every run is launched through the code location.
+    The last of three extracts is delivered by prison alone, which makes the ingest runs subsets of
+    their job (six sources for two dates, prison for three), as `datafirst run` launches them when sources deliver
+    on different dates. Returns the ids of the runs the steps made."""
+    layout, truth = DataLayout(data), data.parent / "truth"  # truth outside the data folder, as in production
+    simulate(people=DEMO_PEOPLE, seed=5, extracts=3, out=layout.landing, truth_out=truth)
+    last = max(p.name for p in (layout.landing / "prison").iterdir())
+    for source in SOURCES:  # the last extract delivered by prison alone
+        if source != "prison":
+            shutil.rmtree(layout.landing / source / last)
     saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", FILES_URL_ENV, LAUNCH_ENV, "DATAFIRST_MAX_MEAN_RISK")}
     # 400 people make most records unique on the risk key: the risk gate is tested in test_gates
     os.environ.update({"DAGSTER_HOME": str(home), FILES_URL_ENV: files_url, LAUNCH_ENV: "code_location",
                        "DATAFIRST_MAX_MEAN_RISK": "1.0"})
     try:
         with DagsterInstance.from_config(str(home)) as instance:
-            return run_pipeline(layout, instance).run_ids
+            run_ids = run_pipeline(layout, instance, review_queues_only=True).run_ids
+            close_warehouse()
+            assert cli_main(["simulate-review", "--data-dir", str(data), "--truth-dir", str(truth)]) == 0
+            close_warehouse()  # the link run's process writes the warehouse next
+            run_ids += run_pipeline(layout, instance, ingest=False).run_ids
+            runs = instance.get_runs()
+            # every run in the instance is one the demo made, and carries its code location's origin
+            assert sorted(r.run_id for r in runs) == sorted(run_ids)
+            assert all(r.remote_job_origin is not None and r.remote_job_origin.location_name == LOCATION
+                       for r in runs), [(r.run_id, r.job_name) for r in runs if r.remote_job_origin is None]
+            return run_ids
     finally:
         close_warehouse()
         for key, value in saved.items():
@@ -197,21 +216,50 @@ def screenshot(page, path: Path) -> bytes:
     return png
 
 
-def test_demo_runs_are_on_the_runs_page_and_the_timeline(server, browser, shots):
-    assert len(server.demo_run_ids) == 2  # one ingest run for both extract dates, one link run
+def demo_runs(server) -> dict[str, str]:
+    """run id -> job name of every run the demo made."""
+    with DagsterInstance.from_config(str(server.home)) as instance:
+        return {run_id: instance.get_run_by_id(run_id).job_name for run_id in server.demo_run_ids}
+
+
+def instance_run_count(server) -> int:
+    with DagsterInstance.from_config(str(server.home)) as instance:
+        return len(instance.get_run_records())
+
+
+def timeline_run_count(page) -> int:
+    """Runs the Overview timeline draws for the code location (the counts by status in its header row)."""
+    header = page.locator("button", has=page.get_by_text(LOCATION, exact=True)).first
+    header.wait_for(timeout=60_000)
+    return sum(int(tag) for tag in header.locator(".BaseTag").all_inner_texts() if tag.strip().isdigit())
+
+
+def test_demo_runs_are_on_the_runs_page_and_the_timeline(server, browser, shots, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(server.home))  # the committed config reads it
+    runs = demo_runs(server)
+    # two ingest runs (each a subset of sources), the review queues (a subset of the link job), the link
+    assert sorted(runs.values()) == sorted([INGEST_JOB, INGEST_JOB, LINK_JOB, LINK_JOB])
     page = open_page(browser, f"{server.base}/runs")
     try:
-        for run_id in server.demo_run_ids:
+        for run_id in runs:
             page.get_by_text(run_id[:8], exact=True).first.wait_for(timeout=60_000)
         screenshot(page, shots / "runs.png")
-        # the Overview timeline draws only runs that carry their code location's origin
+        # The Overview timeline draws only runs that carry their code location's origin: it must draw
+        # every run of the instance (the demo's, and any the sensors have launched since).
         page.goto(f"{server.base}/overview/timeline", wait_until="domcontentloaded")
-        for job in (INGEST_JOB, LINK_JOB):
+        for job in set(runs.values()):
             page.get_by_text(job, exact=True).first.wait_for(timeout=60_000)
+        before = instance_run_count(server)
+        deadline = time.monotonic() + 60
+        while (drawn := timeline_run_count(page)) < before and time.monotonic() < deadline:
+            page.wait_for_timeout(1000)
         screenshot(page, shots / "timeline.png")
-        page.goto(f"{server.base}/locations/{LOCATION}/jobs/{LINK_JOB}/runs", wait_until="domcontentloaded")
-        page.get_by_text(server.demo_run_ids[-1][:8], exact=True).first.wait_for(timeout=60_000)
-        screenshot(page, shots / "job_runs.png")
+        assert before <= drawn <= instance_run_count(server), (before, drawn)
+        for job in set(runs.values()):  # and each run on its job's page
+            page.goto(f"{server.base}/locations/{LOCATION}/jobs/{job}/runs", wait_until="domcontentloaded")
+            for run_id in (r for r, j in runs.items() if j == job):
+                page.get_by_text(run_id[:8], exact=True).first.wait_for(timeout=60_000)
+            screenshot(page, shots / f"job_runs_{job}.png")
     finally:
         page.close()
 

@@ -28,7 +28,7 @@ from dagster import (
 
 from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.defs.linkage import QUALITY, LinkageSettings, linkage_key
-from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
+from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP, XJS_THRESHOLDS
 from datafirst_assets.evaluation.measure import measure_source, measured_table, subgroup_table
 from datafirst_assets.evaluation.report import (
     estimate_failures,
@@ -135,7 +135,8 @@ def xjs_evaluation(truth: TruthFolder, linkage: LinkageSettings, lookup: pl.Data
     if problem:
         yield from _no_truth(problem, ("accuracy_floors",))
         return
-    evaluation = evaluate_xjs(lookup, xjs_truth(truth.folder()))
+    # the thresholds the lookup was cut at (defs.xjs builds it at these), shown in the report's threshold column
+    evaluation = evaluate_xjs(lookup, xjs_truth(truth.folder()), thresholds=XJS_THRESHOLDS)
     case_metrics = case_link_metrics(case_links, case_link_truth(truth.folder()))
     report = write_report(xjs_markdown(evaluation, case_metrics),
                           {**{f"_{name}": frame for name, frame in evaluation.items()}, "_case_link": case_metrics},

@@ -65,6 +65,7 @@ from datafirst_assets.linkage.settings import (
 from datafirst_assets.linkage.stable_ids import (
     CHANGE_SCHEMA,
     HISTORY_SCHEMA,
+    KINDS,
     PERSON_ID,
     RECORD_ID,
     carry_forward_ids,
@@ -462,6 +463,16 @@ _KEY = "_record_key"
 def _record_key() -> pl.Expr:
     """``<dataset>:<record id>``: a record, unique over datasets (the unit ids are carried by)."""
     return pl.concat_str([pl.col(SOURCE_DATASET), pl.lit(SEP), pl.col(UNIQUE_ID).cast(pl.String)]).alias(_KEY)
+
+
+def xjs_change_counts(changes: pl.DataFrame, lookup: pl.DataFrame, first_run: bool) -> dict[str, int]:
+    """``<level>_<kind>`` -> persons, every level and kind (0 included). The first run logs no row
+    per person (everyone is new), so there every person of a level counts as new."""
+    logged = {(lv, kind): n for lv, kind, n in changes.group_by("level", "kind").len().iter_rows()}
+    counts = {f"{lv}_{kind}": logged.get((lv, kind), 0) for lv in LEVELS for kind in KINDS}
+    if first_run:
+        counts |= {f"{lv}_new": lookup.get_column(f"person_id_{lv}").n_unique() for lv in LEVELS}
+    return counts
 
 
 def carry_forward_xjs_ids(lookup: pl.DataFrame, previous: pl.DataFrame | None = None,
