@@ -371,3 +371,84 @@ def test_a_small_cell_in_the_synthetic_summaries_stops_them_before_they_are_stor
     assert check.check_name == "no_small_cells" and not check.passed and check.metadata["small_cells"].value > 0
     assert not any(t.startswith("synthetic") for t in _tables(tmp_path / "warehouse.duckdb"))
     assert not (tmp_path / "synthetic" / "summaries.json").exists()
+
+
+# --- Tables that never are a Python frame: validated in DuckDB (pandera.ibis) before the swap --------------
+
+@pytest.mark.parametrize("output", ["sql", "lazy"])
+def test_a_lazy_or_sql_output_breaking_its_contract_is_refused_in_duckdb_and_the_previous_table_stays(
+        tmp_path, output):
+    from datafirst_assets.warehouse.io_manager import WarehouseQuery
+
+    rows = {"probability": "0.99"}
+    ran = []
+
+    def pairs_sql() -> str:
+        return ("select 'r' || i::varchar as record_id_l, 'r' || (i + 1)::varchar as record_id_r, "
+                f"5.0::double as match_weight, (case when i = 7 then {rows['probability']} else 0.9 end)::double "
+                "as match_probability from range(20) t(i)")
+
+    @asset(key=["linkage", "magistrates", "scored_pairs"], metadata={"schema": "linkage_magistrates"})
+    def pairs():
+        if output == "sql":
+            return WarehouseQuery(pairs_sql())
+        return pl.LazyFrame({"record_id_l": [f"r{i}" for i in range(20)], "record_id_r": [f"r{i + 1}" for i in range(20)],
+                             "match_weight": [5.0] * 20,
+                             "match_probability": [float(rows["probability"]) if i == 7 else 0.9 for i in range(20)]})
+
+    @asset(deps=[pairs])
+    def downstream() -> None:
+        ran.append(True)
+
+    database = tmp_path / "wh.duckdb"
+    resources = {"io_manager": WarehouseIOManager(database=str(database))}
+    first = materialize([pairs, downstream], resources=resources)
+    meta = first.asset_materializations_for_node("linkage__magistrates__scored_pairs")[0].metadata
+    assert meta["contract_checked_in"].value == "duckdb (pandera.ibis)" and meta["contract_passed"].value
+    rows["probability"] = "7.5"  # a probability over 1 on one of 20 rows
+    ran.clear()
+    result = materialize([pairs, downstream], resources=resources, raise_on_error=False)
+    assert not result.success and ran == []
+    message = _failure_message(result)
+    assert "NOT stored" in message
+    assert "match_probability: in_range(0, 1) failed for 1 row(s), e.g. 7.5" in message  # rule, count, value
+    assert "| r7 | 7.5 |" in message  # a sample row
+    with warehouse_cursor(database) as conn:  # the previous table, untouched; no staging table left behind
+        assert conn.execute("select count(*), max(match_probability) from linkage_magistrates.scored_pairs"
+                            ).fetchall() == [(20, 0.99)]
+        assert _tables(database) == {"linkage_magistrates.scored_pairs"}
+
+
+def test_the_in_database_contract_reports_what_the_polars_one_does(tmp_path):
+    """Every kind of rule run by pandera.ibis in DuckDB: dtype, nullability, uniqueness (a column and a
+    set of columns), isin, ge, in_range, str_matches, str_length; counts and values as in polars."""
+    import pandera.polars as pa
+
+    from datafirst_assets.contracts import validate_table
+    from datafirst_assets.contracts.in_database import validate_in_duckdb
+
+    contract = pa.DataFrameSchema({
+        "id": pa.Column(pl.String, unique=True),
+        "x": pa.Column(pl.Int64, pa.Check.ge(2)),
+        "s": pa.Column(pl.String, [pa.Check.isin(["a", "b"]), pa.Check.str_length(max_value=1)], nullable=True),
+        "d": pa.Column(pl.String, pa.Check.str_matches(r"^\d{4}-\d{2}-\d{2}$")),
+        "f": pa.Column(pl.Float64, pa.Check.in_range(0, 1), nullable=True),
+    }, unique=["x", "s"], strict=True, name="demo")
+    bad = pl.DataFrame({"id": ["1", "1", "3", "4"], "x": [1, 1, 3, 5], "s": ["a", "a", "zz", None],
+                        "d": ["2024-01-01", None, "x", "2024-01-01"], "f": [0.5, 1.5, None, 0.1]})
+    _write(tmp_path / "wh.duckdb", "s", "bad", bad)
+    _write(tmp_path / "wh.duckdb", "s", "good", bad.filter(pl.col("id") == "4"))
+    _write(tmp_path / "wh.duckdb", "s", "typed", bad.filter(pl.col("id") == "4").with_columns(pl.col("x").cast(pl.String)))
+    with warehouse_cursor(tmp_path / "wh.duckdb") as conn:
+        assert validate_in_duckdb(conn, "wh", "s", "good", contract).passed
+        report = validate_in_duckdb(conn, "wh", "s", "bad", contract)
+        typed = validate_in_duckdb(conn, "wh", "s", "typed", contract)
+    found = {(f.column, f.rule.split("(")[0]): f.failing_rows for f in report.failures}
+    assert found == {("x", "greater_than_or_equal_to"): 2, ("id", "unique"): 2, ("x, s", "unique ['x', 's']"): 2,
+                     ("s", "isin"): 1, ("s", "str_length"): 1, ("d", "not_nullable"): 1, ("d", "str_matches"): 1,
+                     ("f", "in_range"): 1}
+    in_polars = {(f.column, f.rule.split("(")[0]): f.failing_rows for f in validate_table(bad, contract).failures}
+    assert {k: v for k, v in found.items() if "unique" not in k[1]} == {
+        k: v for k, v in in_polars.items() if "uniqueness" not in k[1]}
+    assert report.sample.height == 3 and "| 3 | 3 | zz | x |" in report.markdown()
+    assert ("x", "dtype('int64')") in {(f.column, f.rule) for f in typed.failures}

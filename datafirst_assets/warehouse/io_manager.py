@@ -45,8 +45,7 @@ from dagster import (
     TableSchema,
 )
 
-from datafirst_assets.contracts.wiring import check_before_store
-from datafirst_assets.contracts.registry import contract_for
+from datafirst_assets.contracts.wiring import check_before_store, check_in_database_before_store
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
 
@@ -173,11 +172,13 @@ class WarehouseIOManager(ConfigurableIOManager):
                 raise TypeError(f"{context.asset_key.to_user_string()}: the warehouse stores polars frames "
                                 f"or WarehouseQuery, not {type(obj).__name__}")
             def validate(conn: duckdb.DuckDBPyConnection, staging: str) -> None:
-                # Rows computed by DuckDB meet the contract too, checked in the write transaction
-                # (a violation rolls it back). Only tables with a contract are read back.
+                # Rows computed by DuckDB meet the contract too: the staging table is validated where
+                # it lives (pandera.ibis), inside the write transaction, before it is swapped in; a
+                # violation rolls the transaction back and the previous table stays.
                 nonlocal contract
-                if not isinstance(obj, pl.DataFrame) and key is not None and contract_for(key) is not None:
-                    contract = check_before_store(key, pl.from_arrow(conn.sql(f"select * from {staging}").to_arrow_table()))
+                if not isinstance(obj, pl.DataFrame):
+                    contract = check_in_database_before_store(
+                        key, conn, catalog_name(self.database), target.schema, "__new_" + target.table)
 
             with _transaction(self.database) as conn:
                 schema = write_table(conn, target, source, context.log, validate=validate)
