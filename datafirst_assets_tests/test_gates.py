@@ -145,10 +145,16 @@ def test_a_contract_violation_stores_nothing_keeps_the_previous_table_and_stops_
         assert conn.execute("select model_json from linkage_magistrates.model").fetchone()[0] == model
 
 
-def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_changed_by_hand(tmp_path):
+@pytest.mark.parametrize("checked_in", ["polars", "duckdb (pandera.ibis)"])
+def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_changed_by_hand(
+        tmp_path, monkeypatch, checked_in):
     from dagster import AssetSelection
 
+    from datafirst_assets.contracts import checks as contract_check_module
     from datafirst_assets.contracts.checks import contract_checks
+
+    if checked_in != "polars":  # as a table over the in-database threshold is
+        monkeypatch.setattr(contract_check_module, "IN_DATABASE_ROWS", 0)
 
     @asset(key=["linkage", "magistrates", "scored_pairs"], metadata={"schema": "linkage_magistrates"},
            group_name="linkage")
@@ -166,9 +172,9 @@ def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_ch
     again = materialize([pairs, *checks], resources=resources, raise_on_error=False,
                         selection=AssetSelection.checks_for_assets(pairs))
     (evaluation,) = again.get_asset_check_evaluations()
-    assert not evaluation.passed
+    assert not evaluation.passed and evaluation.metadata["contract_checked_in"].value == checked_in
     report = evaluation.metadata["contract_report"].value
-    assert "match_probability: in_range(0, 1) failed for 1 row(s), e.g. 7.0" in report and "| 1 |" in report
+    assert "match_probability: in_range(0, 1) failed for 1 row(s), e.g. 7.0" in report and "| b | 7.0 |" in report
 
 
 def test_the_pii_gate_fails_before_de_identified_tables_are_stored(tmp_path):
