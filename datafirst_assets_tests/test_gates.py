@@ -76,7 +76,8 @@ def _resources(tmp_path, release_settings: ReleaseSettings = LENIENT) -> dict:
             "linkage": LinkageSettings(data_dir=str(tmp_path)), "release_settings": release_settings}
 
 
-def _deidentify_run(tmp_path, extract: dict[str, pl.DataFrame], settings: ReleaseSettings = LENIENT):
+def _deidentify_run(tmp_path, extract: dict[str, pl.DataFrame], settings: ReleaseSettings = LENIENT,
+                    instance: DagsterInstance | None = None):
     """Materialise deidentify_magistrates and its downstream catalogue on `extract`; return the result."""
     _staged_sources(tmp_path / "warehouse.duckdb", extract)
     upstream = [AssetKey(["linked", "magistrates", "hocas_flatfile"]), staged_key("magistrates", "hocas_all_offence")]
@@ -85,7 +86,7 @@ def _deidentify_run(tmp_path, extract: dict[str, pl.DataFrame], settings: Releas
          build_catalogue_asset("deidentified", "magistrates")],
         selection=[*(deidentified_key("magistrates", t.name) for t in MAGISTRATES.tables),
                    catalogue_key("deidentified", "magistrates")],
-        resources=_resources(tmp_path, settings), raise_on_error=False,
+        resources=_resources(tmp_path, settings), raise_on_error=False, instance=instance,
     )
 
 
@@ -232,11 +233,11 @@ def _release_warehouse(tmp_path) -> None:
         _write(database, f"deidentified_{dataset}", name, frame)
 
 
-def _publish(tmp_path):
+def _publish(tmp_path, instance: DagsterInstance | None = None):
     return materialize([*_placeholders([deidentified_key(*k) for k in release_tables()]),
                         build_release_asset("deidentified")],
                        selection=[AssetKey(["release", "deidentified"])], resources=_resources(tmp_path),
-                       instance=DagsterInstance.ephemeral(), raise_on_error=False)
+                       instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
 
 
 def _failure_message(result) -> str:
@@ -284,6 +285,22 @@ def test_identifiers_planted_into_stored_tables_are_refused_at_publishing(tmp_pa
     # nothing published past it: the previous release is still the latest and the only one
     assert latest_file(tmp_path / "releases", "deidentified").read_text().strip() == published
     assert [p.name for p in (tmp_path / "releases").iterdir() if p.is_dir()] == [published]
+
+
+def test_the_manifest_and_readme_carry_each_tables_gate_and_check_results(tmp_path):
+    _release_warehouse(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    assert _deidentify_run(tmp_path, magistrates_extract(), instance=instance).success  # gates recorded as checks
+    assert _publish(tmp_path, instance).success
+    published = tmp_path / "releases" / latest_file(tmp_path / "releases", "deidentified").read_text().strip()
+    manifest = json.loads((published / "manifest.json").read_text())
+    entry = next(t for t in manifest["tables"] if (t["source"], t["table"]) == ("magistrates", "hocas_flatfile"))
+    assert entry["gates"]["passed"] and entry["gates"]["contract"]["passed"]
+    assert entry["gates"]["checks"] == {"disclosure_control": True, "no_identifiers": True, "schema_valid": True}
+    assert "mean_risk" in entry["gates"]["disclosure"]
+    readme = (published / "README.md").read_text()
+    assert "| magistrates | hocas_flatfile | 0 | holds |" in readme
+    assert "disclosure_control passed, no_identifiers passed, schema_valid passed" in readme
 
 
 def test_publishing_with_the_development_or_a_short_key_is_refused(tmp_path, monkeypatch):
