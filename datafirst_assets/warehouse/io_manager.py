@@ -284,11 +284,16 @@ def write_table(conn: duckdb.DuckDBPyConnection, target: StoredTable, source: An
 
 
 def _add_new_columns(conn, target: StoredTable, new: dict[str, str], existing: dict[str, str], log) -> None:
-    if set(new) == set(existing):
-        return
     for column, dtype in new.items():
         if column not in existing:
             conn.execute(f"alter table {target.name} add column {_quote(column)} {dtype}")
-    # Other partitions are kept; columns no longer written stay null from now on.
-    log.warning(f"{target.schema}.{target.table}: column set changed (added {sorted(set(new) - set(existing))}, "
-                f"no longer written {sorted(set(existing) - set(new))})")
+    # Added columns land at the end; the table is rebuilt in the order now written (columns no
+    # longer written last), so a stored table keeps its contract's column order across versions.
+    order = [*new, *[c for c in existing if c not in new]]
+    if list(table_columns(conn, target.schema, target.table)) != order:
+        conn.execute(f"create or replace table {target.name} as select {', '.join(map(_quote, order))} "
+                     f"from {target.name}")
+    if set(new) != set(existing):
+        # Other partitions are kept; columns no longer written stay null from now on.
+        log.warning(f"{target.schema}.{target.table}: column set changed (added {sorted(set(new) - set(existing))}, "
+                    f"no longer written {sorted(set(existing) - set(new))})")
