@@ -420,3 +420,72 @@ def test_backfill_launched_as_from_the_ui_is_one_run(server, monkeypatch):
         assert run.dagster_run.tags[PARTITION_RANGE_START_TAG] == DATES[0]
         assert run.dagster_run.tags[PARTITION_RANGE_END_TAG] == DATES[1]
     assert raw_counts(server) == list(ROWS.items())  # re-loaded, not doubled
+
+
+# --- Contracts in the UI: a table's Columns tab, and a failing check --------------------------------------
+
+def record_a_failing_check(home: Path, scratch: Path) -> None:
+    """A dedicated small run in the UI's instance: the `contract` check of `linkage/quality` finds a
+    threshold of 7.5. It reads a scratch warehouse holding that broken table (as if someone typed the
+    value into the stored table by hand), so the demo's warehouse, and the runs sharing it, are untouched."""
+    import polars as pl
+    from dagster import AssetSelection, asset, materialize
+
+    from datafirst_assets.contracts.checks import contract_checks
+    from datafirst_assets.defs.resources import Warehouse
+
+    with warehouse_cursor(scratch) as conn:
+        broken = pl.DataFrame({"source": ["magistrates", "prison"], "threshold": [0.9, 7.5],  # noqa: F841
+                               "threshold_source": ["model_estimate"] * 2, "estimated_bcubed_f1": [0.99, 0.98]})
+        conn.execute("create schema if not exists linkage; create or replace table linkage.quality as select * from broken")
+    close_warehouse()
+
+    @asset(key=["linkage", "quality"], group_name="linkage", metadata={"schema": "linkage"})
+    def quality() -> None: ...
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        result = materialize([quality, *contract_checks([quality])], instance=instance, raise_on_error=False,
+                             selection=AssetSelection.checks_for_assets(quality),
+                             resources={"warehouse": Warehouse(database=str(scratch))})
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    close_warehouse()
+
+
+def skip_community_dialog(page) -> None:
+    """The "Join the Dagster community" dialog opens over the first page a little after it loads; the
+    locator handler only acts before a click, so close it before a screenshot."""
+    try:
+        page.get_by_role("button", name="Skip").click(timeout=5_000)
+    except Exception:  # noqa: BLE001  (not shown: nothing to close)
+        pass
+
+
+def test_a_tables_columns_and_a_failing_check_are_shown(server, browser, shots, tmp_path, monkeypatch):
+    """The contract as the table's columns (names and descriptions, before and after it is stored), and
+    a failing `contract` check with its status and its readable report (rule, failing count, sample)."""
+    page = open_page(browser, f"{server.base}/assets/deidentified/magistrates/hocas_flatfile")
+    try:
+        page.get_by_text("Columns", exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("defendant_case_id_hash", exact=True).first.wait_for(timeout=30_000)
+        skip_community_dialog(page)
+        screenshot(page, shots / "columns.png")
+        text = page.inner_text("body")
+        assert "Libra defendant-on-case id (keyed hash" in text and "age_at_first_hearing" in text
+        assert "Age in whole years at first hearing date" in text
+
+        monkeypatch.setenv("DAGSTER_HOME", str(server.home))
+        record_a_failing_check(server.home, tmp_path / "scratch.duckdb")
+        page.goto(f"{server.base}/assets/linkage/quality?view=checks&checkDetail=contract", wait_until="domcontentloaded")
+        page.get_by_text("Evaluation result", exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("Failed", exact=True).first.wait_for(timeout=30_000)
+        screenshot(page, shots / "failing_check.png")
+        text = page.inner_text("body")
+        assert "This is a blocking asset check" in text and "contract_failing_rules" in text
+        page.get_by_text("[Show Markdown]", exact=True).first.click()
+        page.get_by_text("Sample of failing rows:").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)  # the dialog fades in
+        screenshot(page, shots / "failing_check_report.png")
+        assert "threshold: in_range(0, 1) failed for 1 row(s), e.g. 7.5" in page.inner_text("body")
+    finally:
+        page.close()
