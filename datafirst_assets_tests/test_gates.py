@@ -117,6 +117,16 @@ def test_every_asset_of_every_stage_has_a_contract_shown_as_its_column_schema():
         assert AssetCheckKey(key, "contract") in graph.asset_check_keys, key
 
 
+def test_each_assets_contract_carries_its_own_name():
+    # pandera renames a cached schema in place: assets sharing a model once all showed the last name
+    from datafirst_assets.definitions import defs
+
+    keys = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] in CONTRACT_STAGES]
+    names = {k: contract_for(k).name for k in keys if contract_for(k) is not None}
+    assert len(set(names.values())) == len(names)
+    assert names[AssetKey(["linkage", "prison", "model"])] == "linkage_prison_model"
+
+
 def test_a_contract_violation_stores_nothing_keeps_the_previous_table_and_stops_downstream(tmp_path):
     model = json.dumps({"version": "v1", "spec": {}, "splink_model": {
         "comparisons": [], "probability_two_random_records_match": 0.01, "blocking_rules_to_generate_predictions": []}})

@@ -8,6 +8,7 @@ calls before every write, and what `column_schema_metadata` turns into the UI's 
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 
 import pandera.polars as pa
@@ -74,7 +75,9 @@ def linked_schema(source_key: str, table_name: str) -> pa.DataFrameSchema:
 
 
 def _named(model: type[pa.DataFrameModel], name: str, extra: dict[str, pa.Column] | None = None) -> pa.DataFrameSchema:
-    schema = model.to_schema()
+    # `to_schema()` is cached per model and `set_name` renames in place: copy first, or every
+    # table sharing a model would carry the name given last
+    schema = copy.deepcopy(model.to_schema())
     if extra:
         schema = schema.add_columns(extra)
     return schema.set_name(name)
@@ -112,9 +115,10 @@ def _contract(path: tuple[str, ...]) -> pa.DataFrameSchema | None:
         return _named(LINKAGE_MODELS[path[2]], f"linkage_{path[1]}_{path[2]}", extra)
     if stage in ("deidentified", "synthetic") and len(path) == 3 and (path[1], path[2]) in release_tables():
         schema = release_schema(release_tables()[(path[1], path[2])])
-        return schema.set_name(f"{stage}_{path[1]}_{path[2]}")
+        return copy.deepcopy(schema).set_name(f"{stage}_{path[1]}_{path[2]}")
     if stage == "derived" and len(path) == 3:
-        return _derived(path[2])
+        schema = _derived(path[2])
+        return copy.deepcopy(schema).set_name("_".join(path)) if schema is not None else None
     if stage == "catalogue":
         return _named(models.CatalogueColumns, "_".join(path))
     if stage == "release" and len(path) == 2:
