@@ -5,9 +5,13 @@ without ground truth. In order of preference:
 2. ``clerical_labels``: reviewers' labels in ``labels/<source>.csv`` (the review queue, filled in by
    people or by ``datafirst simulate-review``). The queue is sampled by match weight, so the labels
    recalibrate the model's probabilities: a logistic curve of "same person" on match weight, fitted
-   allowing for a share of wrong labels (reviewers disagree on a few percent of pairs). A sample
-   stratified on the weight leaves that fit unbiased, so no sampling weights are needed.
-3. ``model_estimate``: the model's own match probabilities.
+   allowing for a share of wrong labels (reviewers disagree on a few percent of pairs), used at every
+   weight (also beyond the labelled ones: the model's own probability there is what the labels showed
+   to be wrong). A sample stratified on the weight leaves a fit of P(match | weight) unbiased, so no
+   sampling weights are needed.
+3. ``model_estimate``: the model's own match probabilities, unless a transitivity check shows them to
+   be overconfident (:func:`transitivity_check`), in which case a curve fitted to that check replaces
+   them. No labels and no truth are needed.
 
 Either way each pair gets a probability q of being a match, and the threshold is the candidate
 (match weights 0 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
@@ -37,23 +41,22 @@ EXPECTED = "expected_match"  # a pair's probability of being a match, after any 
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(match | match weight) = sigmoid(intercept + slope * weight) inside the labelled weights
-    (reviewers say "match" with probability eps + (1 - 2 eps) times that); outside them the model's
-    own probability, clamped so the curve stays monotone."""
+    """P(match | match weight) = sigmoid(intercept + slope * weight), at every weight (reviewers say
+    "match" with probability eps + (1 - 2 eps) times that). ``method``: what it was fitted to
+    (``clerical_labels``, or ``transitivity`` when the model's own links were the only evidence)."""
 
     intercept: float
     slope: float
-    label_error_rate: float
+    label_error_rate: float | None
     weight_range: tuple[float, float]
     labels_used: int
+    method: str = "clerical_labels"
 
     def expected(self, weight: pl.Expr, model_probability: pl.Expr) -> pl.Expr:
-        low, high = self.weight_range
-        inside = 1 / (1 + (-(self.intercept + self.slope * weight)).exp())
-        at_low, at_high = _sigmoid(self.intercept + self.slope * low), _sigmoid(self.intercept + self.slope * high)
-        return (pl.when(weight < low).then(pl.min_horizontal(model_probability, pl.lit(at_low)))
-                .when(weight > high).then(pl.max_horizontal(model_probability, pl.lit(at_high)))
-                .otherwise(inside))
+        curve = 1 / (1 + (-(self.intercept + self.slope * weight)).exp())
+        if self.method == "transitivity":  # it can only show the model overconfident, never less
+            return pl.min_horizontal(curve, model_probability)
+        return curve
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,83 @@ def calibrate(labelled: pl.DataFrame, *, max_error_rate: float = 0.2, iterations
     if beta[1] <= 0:  # labels that do not rise with the weight cannot calibrate it
         return None
     return Calibration(float(beta[0]), float(beta[1]), eps, (float(x.min()), float(x.max())), labelled.height)
+
+
+# ---------------------------------------------------------------- no labels: a transitivity check
+
+#: Links the model calls near-certain (p >= 0.999): the ones whose chains the check follows.
+STRONG_WEIGHT = 10.0
+#: The surest links (p >= 0.999999): how often a true match is closed by a third record.
+SUREST_WEIGHT = 20.0
+#: Links the model calls near-certain but less sure than the surest, where overconfidence shows.
+CHECK_WEIGHTS = (10.0, 16.0)
+#: Overconfident when the checked links are closed this much less often than the surest ones.
+OVERCONFIDENCE_DEFICIT = 0.05
+
+
+def with_transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT) -> pl.DataFrame:
+    """``pairs`` plus ``supported`` (1.0 / 0.0): whether some third record is linked to both of the
+    pair's records by near-certain links. Same person is transitive, so a true match is often
+    supported (when the person has a third record) and a non-match only through a wrong link."""
+    ordered = ordered_ids(pairs)
+    strong = ordered.filter(pl.col(WEIGHT) >= strong_weight).select(pl.col("record_id_l").alias("x"),
+                                                                     pl.col("record_id_r").alias("y"))
+    edges = pl.concat([strong, strong.select(pl.col("y").alias("x"), pl.col("x").alias("y"))])
+    closed = (edges.join(edges.rename({"x": "y", "y": "z"}), on="y")
+              .filter(pl.col("x") < pl.col("z"))
+              .select(pl.col("x").alias("record_id_l"), pl.col("z").alias("record_id_r")).unique()
+              .with_columns(pl.lit(1.0).alias("supported")))
+    return ordered.join(closed, on=["record_id_l", "record_id_r"], how="left").with_columns(
+        pl.col("supported").fill_null(0.0))
+
+
+@dataclass(frozen=True)
+class TransitivityCheck:
+    """How often the model's links are closed by a third record, by match weight."""
+
+    surest_support: float | None  # share of the surest links that are supported
+    checked_support: float | None  # the same for links of CHECK_WEIGHTS
+    checked_links: int
+    calibration: Calibration | None  # the curve fitted to the support rates (see transitivity_check)
+
+    @property
+    def deficit(self) -> float | None:
+        if not self.surest_support or self.checked_support is None:
+            return None
+        return 1 - self.checked_support / self.surest_support
+
+    @property
+    def overconfident(self) -> bool:
+        return (self.calibration is not None and self.checked_links >= 200
+                and self.deficit is not None and self.deficit > OVERCONFIDENCE_DEFICIT)
+
+
+def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
+    """The model's probabilities checked against its own links, without labels or truth.
+
+    A true match is supported (see :func:`with_transitive_support`) about as often at any weight
+    where links are sure; so if links the model calls near-certain are supported clearly less
+    often than its surest links, some of them are not matches: the model is overconfident. Then
+    P(match | weight) ~ (support rate - floor) / (surest support rate - floor) (floor: the support
+    rate of the weakest pairs, which are almost all non-matches), fitted as a logistic curve in the
+    weight. That curve is only used where it is lower than the model's (people with few records
+    make the support rate understate matches at low weights)."""
+    supported = with_transitive_support(pairs)
+    rate = lambda frame: float(frame["supported"].mean()) if frame.height else None  # noqa: E731
+    surest = rate(supported.filter(pl.col(WEIGHT) >= SUREST_WEIGHT))
+    checked = supported.filter(pl.col(WEIGHT).is_between(*CHECK_WEIGHTS, closed="left"))
+    floor = rate(supported.filter(pl.col(WEIGHT) <= -6)) or 0.0
+    calibration = None
+    if surest and surest > floor + 0.1:
+        bins = (supported.group_by((pl.col(WEIGHT) * 2).floor().alias("bin"))
+                .agg(pl.col(WEIGHT).mean().alias("weight"), pl.col("supported").mean().alias("rate"), pl.len()))
+        share = np.clip((bins["rate"].to_numpy() - floor) / (surest - floor), 0, 1)
+        weight = np.repeat(bins["weight"].to_numpy(), bins["len"].to_numpy())
+        beta = _fit_logistic(weight, np.repeat(share, bins["len"].to_numpy()))
+        if beta[1] > 0:
+            calibration = Calibration(float(beta[0]), float(beta[1]), None,
+                                      (float(weight.min()), float(weight.max())), 0, method="transitivity")
+    return TransitivityCheck(surest, rate(checked), checked.height, calibration)
 
 
 # ---------------------------------------------------------------- expected accuracy
@@ -275,10 +355,17 @@ class Assessment:
     pairs: pl.DataFrame  # expected pair-level curve (see expected_accuracy_curve)
     calibration: Calibration | None
     labels: int  # reviewed labels in the labels file
+    transitivity: TransitivityCheck | None = None  # the no-label check of the model's probabilities
 
     @property
     def source(self) -> str:
-        return "clerical_labels" if self.calibration is not None else "model_estimate"
+        labelled = self.calibration is not None and self.calibration.method == "clerical_labels"
+        return "clerical_labels" if labelled else "model_estimate"
+
+    @property
+    def recalibration(self) -> str | None:
+        """What recalibrated the model's probabilities: clerical_labels, transitivity, or nothing."""
+        return self.calibration.method if self.calibration is not None else None
 
     def best_threshold(self) -> float:
         """Highest expected B-cubed F1 (ties to the higher threshold: fewer links)."""
@@ -296,6 +383,8 @@ class Assessment:
             **{k: cluster_level.get(k) for k in ("bcubed_precision", "bcubed_recall", "bcubed_f1")},
             "expected_matches": pair_level.get("expected_matches"), "labels": self.labels,
             "label_error_rate": self.calibration.label_error_rate if self.calibration else None,
+            "recalibration": self.recalibration,
+            "transitivity_deficit": self.transitivity.deficit if self.transitivity else None,
         }
 
 
@@ -304,15 +393,18 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
     record clustered (singletons count in B-cubed); default the records in ``pairs``."""
     calibration, labels = read_calibration(pairs, labels_file) if pairs.height else (None, 0)
+    check = transitivity_check(pairs) if pairs.height and calibration is None else None
+    if check is not None and check.overconfident:
+        calibration = check.calibration
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
     expected = with_expected_matches(pairs, calibration)
     if pairs.height == 0:
         return Assessment(expected_bcubed_curve(expected, record_ids, []), expected_accuracy_curve(expected),
-                          calibration, labels)
+                          calibration, labels, check)
     candidates = sorted(set(candidate_thresholds()) | set(also))
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates), expected_accuracy_curve(expected),
-                      calibration, labels)
+                      calibration, labels, check)
 
 
 def choose_cluster_threshold(
