@@ -32,7 +32,8 @@ from datafirst_assets.linkage.quality import NOT_PERSON_ID, SUBGROUPS
 from datafirst_assets.linkage.threshold import candidate_thresholds, components_at
 
 MEASURED_SCHEMA = {
-    "source": pl.String, "threshold": pl.Float64, "threshold_source": pl.String, "labels": pl.Int64,
+    "source": pl.String, "threshold": pl.Float64, "threshold_source": pl.String, "recalibrated_by": pl.String,
+    "labels": pl.Int64,
     "records": pl.Int64, "records_unseen_by_labels": pl.Int64,
     "measured_bcubed_precision": pl.Float64, "measured_bcubed_recall": pl.Float64, "measured_bcubed_f1": pl.Float64,
     "measured_unseen_bcubed_precision": pl.Float64, "measured_unseen_bcubed_recall": pl.Float64,
@@ -118,7 +119,7 @@ def measure_source(source: str, clusters: pl.DataFrame, pairs: pl.DataFrame, tru
     at_threshold = by_threshold.filter(pl.col("threshold") == threshold)["bcubed_f1"][0]
     return {
         "source": source, "threshold": threshold, "threshold_source": estimate["threshold_source"],
-        "labels": estimate["labels"], "records": truth.height, "records_unseen_by_labels": unseen_truth.height,
+        "recalibrated_by": estimate.get("recalibrated_by"), "labels": estimate["labels"], "records": truth.height, "records_unseen_by_labels": unseen_truth.height,
         "measured_bcubed_precision": everyone["precision"], "measured_bcubed_recall": everyone["recall"],
         "measured_bcubed_f1": everyone["f1"],
         "measured_unseen_bcubed_precision": unseen["precision"], "measured_unseen_bcubed_recall": unseen["recall"],

@@ -39,7 +39,8 @@ def subgroup_gap_table(table: pl.DataFrame, min_records: int = 30) -> pl.DataFra
 
 QUALITY_SCHEMA = {
     "source": pl.String, "records": pl.Int64, "persons": pl.Int64, "threshold": pl.Float64,
-    "threshold_source": pl.String, "labels": pl.Int64, "estimated_label_error_rate": pl.Float64,
+    "threshold_source": pl.String, "recalibrated_by": pl.String, "labels": pl.Int64,
+    "estimated_label_error_rate": pl.Float64,
     "estimated_pairwise_precision": pl.Float64, "estimated_pairwise_recall": pl.Float64,
     "estimated_pairwise_f1": pl.Float64, "estimated_bcubed_precision": pl.Float64,
     "estimated_bcubed_recall": pl.Float64, "estimated_bcubed_f1": pl.Float64,
@@ -59,7 +60,8 @@ def estimated_quality_row(source: str, *, records: int, persons: int, threshold:
         "(too few, or all one answer): accuracy is the model's own estimate")
     return {
         "source": source, "records": records, "persons": persons, "threshold": threshold,
-        "threshold_source": "configured" if configured else assessment.source, "labels": assessment.labels,
+        "threshold_source": "configured" if configured else assessment.source,
+        "recalibrated_by": estimate["recalibration"], "labels": assessment.labels,
         "estimated_label_error_rate": estimate["label_error_rate"],
         **{f"estimated_{k}": estimate[k] for k in ("pairwise_precision", "pairwise_recall", "pairwise_f1",
                                                    "bcubed_precision", "bcubed_recall", "bcubed_f1")},
@@ -86,7 +88,7 @@ def evidence_problems(table: pl.DataFrame) -> list[str]:
 def quality_summary(table: pl.DataFrame) -> pl.DataFrame:
     """The per-dataset table people read: threshold, where it came from, estimated accuracy."""
     return table.select(
-        "source", "records", "persons", "threshold", "threshold_source", "labels",
+        "source", "records", "persons", "threshold", "threshold_source", "recalibrated_by", "labels",
         pl.col("estimated_pairwise_precision").alias("est_pair_precision"),
         pl.col("estimated_pairwise_recall").alias("est_pair_recall"),
         pl.col("estimated_bcubed_precision").alias("est_bcubed_precision"),
@@ -97,9 +99,12 @@ def quality_summary(table: pl.DataFrame) -> pl.DataFrame:
 
 
 ESTIMATE_NOTE = (
-    "All figures are ESTIMATED from the model's match probabilities (recalibrated by clerical labels "
-    "where a dataset has them), not measured against known truth. They count only matches among the "
-    "scored pairs: people whom blocking never compared are invisible, so recall is an upper bound. "
+    "All figures are ESTIMATED from the model's match probabilities, not measured against known truth. "
+    "`recalibrated_by`: `clerical_labels` (a curve fitted to the labels), `transitivity` (no labels, but the "
+    "model's near-certain links are closed by a third record less often than its surest ones, so it is "
+    "overconfident and a curve fitted to how often links are closed replaces it) or empty (the model's own). "
+    "They count only matches among the scored pairs: people whom blocking never compared are invisible, "
+    "so recall is an upper bound. "
     "Threshold sources: `configured` (set by the team), `clerical_labels` (labels/<source>.csv), "
     "`model_estimate` (no labels)."
 )
