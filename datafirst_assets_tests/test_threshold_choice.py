@@ -12,12 +12,14 @@ from datafirst_assets.linkage.metrics import review_queue
 from datafirst_assets.linkage.threshold import (
     EXPECTED,
     assess,
+    blocking_lists,
     calibrate,
     choose_cluster_threshold,
     estimate_at,
     expected_accuracy_curve,
     expected_bcubed_curve,
     labelled_scored_pairs,
+    missed_by_blocking,
     transitivity_check,
 )
 
@@ -202,3 +204,28 @@ def test_labels_recalibrate_beyond_the_weights_they_cover(tmp_path):
         fit.expected(pl.col("w"), pl.lit(0.5)).alias("q"))["q"].to_list()
     assert expected[0] == pytest.approx(1 / (1 + math.exp(4)), abs=0.03)
     assert expected[1] == pytest.approx(1 / (1 + math.exp(-6)), abs=0.01)
+
+
+def test_capture_recapture_estimates_the_matches_blocking_never_compared():
+    # 20,000 true pairs; the name rules catch 80%, the date-of-birth rules 70%, independently: 6% are
+    # never compared (and so never scored), which the estimate must find from the scored ones alone
+    rng = np.random.default_rng(6)
+    n = 20_000
+    by_names, by_other = rng.random(n) < 0.8, rng.random(n) < 0.7
+    caught = by_names | by_other
+    ids = np.arange(2 * n).astype(str)
+    records = pl.DataFrame({
+        "record_id": ids,
+        "surname": np.concatenate([np.arange(n).astype(str), np.where(by_names, np.arange(n).astype(str), "X")]),
+        "dob": np.concatenate([np.arange(n).astype(str), np.where(by_other, np.arange(n).astype(str), "Y")]),
+    })
+    pairs = pl.DataFrame({"record_id_l": ids[:n][caught], "record_id_r": ids[n:][caught],
+                          "match_weight": 20.0, "match_probability": 1.0})
+    lists = blocking_lists(pairs, records, ['l."surname" = r."surname"', 'l."dob" = r."dob"'])
+    assert lists["by_names"].sum() == by_names.sum() and lists["by_other"].sum() == by_other.sum()
+    assert missed_by_blocking(pairs.with_columns(pl.lit(1.0).alias(EXPECTED)), lists) == pytest.approx(0.06, abs=0.01)
+    # pair-level recall counts them as missed
+    assessment = assess(pairs, labels_file=None, blocking=lists)
+    assert assessment.estimate_at(0.5)["pairwise_recall"] == pytest.approx(0.94, abs=0.01)
+    # rules of one kind only cannot tell
+    assert blocking_lists(pairs, records, ['l."surname" = r."surname"']) is None

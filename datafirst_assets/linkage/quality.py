@@ -44,7 +44,7 @@ QUALITY_SCHEMA = {
     "estimated_pairwise_precision": pl.Float64, "estimated_pairwise_recall": pl.Float64,
     "estimated_pairwise_f1": pl.Float64, "estimated_bcubed_precision": pl.Float64,
     "estimated_bcubed_recall": pl.Float64, "estimated_bcubed_f1": pl.Float64,
-    "recommended_threshold": pl.Float64, "missing_evidence": pl.String,
+    "estimated_missed_by_blocking": pl.Float64, "recommended_threshold": pl.Float64, "missing_evidence": pl.String,
 }
 
 
@@ -65,6 +65,7 @@ def estimated_quality_row(source: str, *, records: int, persons: int, threshold:
         "estimated_label_error_rate": estimate["label_error_rate"],
         **{f"estimated_{k}": estimate[k] for k in ("pairwise_precision", "pairwise_recall", "pairwise_f1",
                                                    "bcubed_precision", "bcubed_recall", "bcubed_f1")},
+        "estimated_missed_by_blocking": estimate["missed_by_blocking"],
         "recommended_threshold": assessment.best_threshold(), "missing_evidence": evidence,
     }
 
@@ -94,6 +95,7 @@ def quality_summary(table: pl.DataFrame) -> pl.DataFrame:
         pl.col("estimated_bcubed_precision").alias("est_bcubed_precision"),
         pl.col("estimated_bcubed_recall").alias("est_bcubed_recall"),
         pl.col("estimated_bcubed_f1").alias("est_bcubed_f1"),
+        pl.col("estimated_missed_by_blocking").alias("est_missed_by_blocking"),
         pl.col("source").replace_strict(FLOORS, default=None).alias("floor"),
     )
 
@@ -103,8 +105,10 @@ ESTIMATE_NOTE = (
     "`recalibrated_by`: `clerical_labels` (a curve fitted to the labels), `transitivity` (no labels, but the "
     "model's near-certain links are closed by a third record less often than its surest ones, so it is "
     "overconfident and a curve fitted to how often links are closed replaces it) or empty (the model's own). "
-    "They count only matches among the scored pairs: people whom blocking never compared are invisible, "
-    "so recall is an upper bound. "
+    "`est_missed_by_blocking`: the share of matches no blocking rule compared, by capture-recapture between "
+    "the rules on names alone and the rules on other identifiers; pair-level recall counts them as missed. "
+    "B-cubed figures see only the scored pairs (most uncompared matches join their person through other "
+    "links), so B-cubed recall can be too high where blocking splits people. "
     "Threshold sources: `configured` (set by the team), `clerical_labels` (labels/<source>.csv), "
     "`model_estimate` (no labels)."
 )

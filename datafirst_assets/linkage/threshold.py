@@ -216,14 +216,79 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
     return TransitivityCheck(surest, rate(checked), checked.height, calibration)
 
 
+# ---------------------------------------------------------------- matches blocking never compared
+
+#: Identifiers whose blocking rules form the second "list" (the first: rules on names alone).
+NON_NAME_FIELDS = ("dob", "postcode", "pnc", "cro", "address")
+
+
+def prediction_rules(model_settings: dict) -> list[str]:
+    """The blocking rules (SQL on ``l.`` / ``r.``) a trained Splink model scored pairs with."""
+    return [b["blocking_rule"] if isinstance(b, dict) else str(b)
+            for b in model_settings.get("blocking_rules_to_generate_predictions") or ()]
+
+
+def blocking_lists_sql(rules: list[str], pairs_table: str = "pairs", records_table: str = "records") -> str | None:
+    """SQL giving record_id_l, record_id_r, ``by_names`` (a rule on names alone would have compared
+    the pair) and ``by_other`` (a rule using date of birth, postcode or an id would have): two
+    "lists" that each catch matches, for :func:`missed_by_blocking`. None when the rules do not split so."""
+    other = [r for r in rules if any(f in r for f in NON_NAME_FIELDS)]
+    names = [r for r in rules if r not in other]
+    if not other or not names:
+        return None
+    either = lambda group: " OR ".join(f"coalesce(({r}), false)" for r in group)  # noqa: E731
+    return (f"SELECT CAST(p.record_id_l AS VARCHAR) AS record_id_l, CAST(p.record_id_r AS VARCHAR) AS record_id_r, "
+            f"({either(names)}) AS by_names, ({either(other)}) AS by_other FROM {pairs_table} p "
+            f"JOIN {records_table} l ON CAST(l.record_id AS VARCHAR) = CAST(p.record_id_l AS VARCHAR) "
+            f"JOIN {records_table} r ON CAST(r.record_id AS VARCHAR) = CAST(p.record_id_r AS VARCHAR)")
+
+
+def blocking_lists(pairs: pl.DataFrame, records: pl.DataFrame, rules: list[str]) -> pl.DataFrame | None:
+    """:func:`blocking_lists_sql` on frames in memory (the rules are Splink's SQL: run as written)."""
+    sql = blocking_lists_sql(rules)
+    if sql is None or pairs.is_empty():
+        return None
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("pairs", pairs.select("record_id_l", "record_id_r").to_arrow())
+        con.register("records", records.to_arrow())
+        return pl.from_arrow(con.sql(sql).to_arrow_table())  # type: ignore[return-value]
+    finally:
+        con.close()
+
+
+def missed_by_blocking(expected: pl.DataFrame, lists: pl.DataFrame | None) -> float | None:
+    """The share of true matches no blocking rule compared, by capture-recapture (Lincoln-Petersen):
+    if the name rules catch a match independently of the others (name errors and date or postcode
+    errors are independent), all matches N ~ n(names) n(other) / n(both), counted as expected
+    matches (``expected_match``) among the scored pairs. The model's own estimate of what blocking
+    missed: no labels or truth read."""
+    if lists is None:
+        return None
+    q = ordered_ids(expected).select("record_id_l", "record_id_r", pl.col(EXPECTED)).join(
+        ordered_ids(lists), on=["record_id_l", "record_id_r"], how="inner")
+    counts = q.select((pl.col(EXPECTED) * pl.col("by_names")).sum().alias("names"),
+                      (pl.col(EXPECTED) * pl.col("by_other")).sum().alias("other"),
+                      (pl.col(EXPECTED) * (pl.col("by_names") & pl.col("by_other"))).sum().alias("both"),
+                      (pl.col(EXPECTED) * (pl.col("by_names") | pl.col("by_other"))).sum().alias("caught")).row(0)
+    names, other, both, caught = (float(x or 0.0) for x in counts)
+    if both < 10 or caught <= 0:
+        return None
+    return float(min(max(1 - caught / (names * other / both), 0.0), 0.5))
+
+
 # ---------------------------------------------------------------- expected accuracy
 
 
-def expected_accuracy_curve(pairs: pl.DataFrame) -> pl.DataFrame:
+def expected_accuracy_curve(pairs: pl.DataFrame, missed: float | None = None) -> pl.DataFrame:
     """Estimated precision / recall / F1 of calling ``match_probability >= threshold`` a link, for
-    every distinct probability, from each pair's ``expected_match`` (else its match_probability)."""
+    every distinct probability, from each pair's ``expected_match`` (else its match_probability).
+    ``missed``: the share of matches blocking never compared (:func:`missed_by_blocking`)."""
     q = pl.col(EXPECTED) if EXPECTED in pairs.columns else pl.col(PROBABILITY)
     expected_matches = float(pairs.select(q.sum()).item() or 0.0) if pairs.height else 0.0
+    expected_matches /= 1 - (missed or 0.0)
     curve = (pairs.group_by(PROBABILITY).agg(q.sum().alias("expected_true_links"), pl.len().alias("links"))
              .sort(PROBABILITY, descending=True)
              .with_columns(pl.col("expected_true_links").cum_sum(), pl.col("links").cum_sum()))
@@ -311,7 +376,9 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
     is 1 + the sum of ``expected_match`` over its scored pairs inside P(r) (records linked only
     through others and never scored together count as different people: clusters that chain are
     penalised, which pair-level F1 cannot see); the expected size of its true cluster is 1 + the
-    sum over all its scored pairs. Precision and recall are the means of the per-record ratios."""
+    sum over all its scored pairs. Precision and recall are the means of the per-record ratios.
+    Matches blocking never compared are left out on purpose: most of them join their person's
+    cluster through other links anyway (which the pair-level recall cannot see, so it counts them)."""
     thresholds = candidate_thresholds() if thresholds is None else thresholds
     ids = record_ids.cast(pl.String).unique().sort()
     index = pl.DataFrame({"record_id": ids, "_i": pl.int_range(ids.len(), eager=True)})
@@ -356,6 +423,7 @@ class Assessment:
     calibration: Calibration | None
     labels: int  # reviewed labels in the labels file
     transitivity: TransitivityCheck | None = None  # the no-label check of the model's probabilities
+    missed: float | None = None  # estimated share of matches blocking never compared
 
     @property
     def source(self) -> str:
@@ -385,13 +453,15 @@ class Assessment:
             "label_error_rate": self.calibration.label_error_rate if self.calibration else None,
             "recalibration": self.recalibration,
             "transitivity_deficit": self.transitivity.deficit if self.transitivity else None,
+            "missed_by_blocking": self.missed,
         }
 
 
 def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Series | None = None,
-           also: tuple[float, ...] = ()) -> Assessment:
+           also: tuple[float, ...] = (), blocking: pl.DataFrame | None = None) -> Assessment:
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
-    record clustered (singletons count in B-cubed); default the records in ``pairs``."""
+    record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
+    which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared."""
     calibration, labels = read_calibration(pairs, labels_file) if pairs.height else (None, 0)
     check = transitivity_check(pairs) if pairs.height and calibration is None else None
     if check is not None and check.overconfident:
@@ -399,12 +469,10 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
     expected = with_expected_matches(pairs, calibration)
-    if pairs.height == 0:
-        return Assessment(expected_bcubed_curve(expected, record_ids, []), expected_accuracy_curve(expected),
-                          calibration, labels, check)
-    candidates = sorted(set(candidate_thresholds()) | set(also))
-    return Assessment(expected_bcubed_curve(expected, record_ids, candidates), expected_accuracy_curve(expected),
-                      calibration, labels, check)
+    missed = missed_by_blocking(expected, blocking) if pairs.height else None
+    candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
+    return Assessment(expected_bcubed_curve(expected, record_ids, candidates),
+                      expected_accuracy_curve(expected, missed), calibration, labels, check, missed)
 
 
 def choose_cluster_threshold(
@@ -413,12 +481,13 @@ def choose_cluster_threshold(
     configured: float | None,
     labels_file: Path | None,
     record_ids: pl.Series | None = None,
+    blocking: pl.DataFrame | None = None,
 ) -> ThresholdChoice:
     """`pairs`: scored pairs (record_id_l, record_id_r, match_weight, match_probability).
     A configured threshold wins; otherwise the candidate with the highest expected B-cubed F1
     under the labels-recalibrated probabilities, or the model's own without labels."""
     assessment = assess(pairs, labels_file=labels_file, record_ids=record_ids,
-                        also=(configured,) if configured is not None else ())
+                        also=(configured,) if configured is not None else (), blocking=blocking)
     threshold = configured if configured is not None else assessment.best_threshold()
     source = "configured" if configured is not None else assessment.source
     return ThresholdChoice(threshold, source, assessment.estimate_at(threshold), assessment.calibration)
