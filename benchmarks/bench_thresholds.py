@@ -99,7 +99,7 @@ def measure(work: Path) -> list[dict]:
             pairs = _table(conn, f"select record_id_l, record_id_r, match_weight, match_probability "
                                  f"from linkage_{source}.scored_pairs")
             ids = _table(conn, f"select record_id from linkage_{source}.person_records")["record_id"].cast(pl.String)
-            version = conn.sql(f"select any_value(model_version) from linkage_{source}.clusters").fetchone()[0]
+            version = conn.sql(f"select any_value(model_version) from linkage_{source}.clusters").fetchall()[0][0]
             model = json.loads((work / "data" / "models" / source / f"{version}.json").read_text())
             sql = blocking_lists_sql(prediction_rules(model["splink_model"]), f"linkage_{source}.scored_pairs",
                                      f"linkage_{source}.person_records")

@@ -114,6 +114,12 @@ def test_clerical_labels_written_in_either_order_set_the_threshold(tmp_path):
     assert with_labels.match_probability > without.match_probability
     true_precision = pairs.filter(pl.col("match_probability") >= with_labels.match_probability)["same"].mean()
     assert with_labels.estimate["pairwise_precision"] == pytest.approx(true_precision, abs=0.03)
+    # a 90% interval from resampled labels around the estimate (label sampling only: the realised
+    # truth of these 4,000 pairs may fall just outside it)
+    low, high = with_labels.estimate["pairwise_precision_low"], with_labels.estimate["pairwise_precision_high"]
+    assert low < with_labels.estimate["pairwise_precision"] < high
+    assert 0 < high - low < 0.05 and low - 0.03 <= true_precision <= high + 0.03
+    assert "pairwise_precision_low" not in without.estimate
 
 
 def test_simulated_reviewer_gets_the_stated_share_wrong(tmp_path):

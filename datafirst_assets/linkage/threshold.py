@@ -405,13 +405,46 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
 # ---------------------------------------------------------------- the choice
 
 
-def read_calibration(pairs: pl.DataFrame, labels_file: Path | None) -> tuple[Calibration | None, int]:
-    """Calibration from a labels file, if there is one with enough usable labels; and how many
-    reviewed labels it held."""
+#: Resamples of the clerical labels behind the estimates' 90% intervals.
+BOOTSTRAP_RESAMPLES = 40
+
+
+def read_calibration(pairs: pl.DataFrame, labels_file: Path | None,
+                     resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[Calibration | None, int, tuple[Calibration, ...]]:
+    """Calibration from a labels file, if there is one with enough usable labels; how many
+    reviewed labels it held; and the calibrations of ``resamples`` bootstrap resamples of the labels
+    (how much the estimates could move with another sample of pairs reviewed)."""
     if labels_file is None or not Path(labels_file).exists():
-        return None, 0
+        return None, 0, ()
     labels = read_labels(labels_file)
-    return calibrate(labelled_scored_pairs(pairs, labels)), labels.height
+    labelled = labelled_scored_pairs(pairs, labels)
+    calibration = calibrate(labelled)
+    if calibration is None:
+        return None, labels.height, ()
+    rng = np.random.default_rng(0)
+    refits = (calibrate(labelled[rng.integers(0, labelled.height, labelled.height)]) for _ in range(resamples))
+    return calibration, labels.height, tuple(fit for fit in refits if fit is not None)
+
+
+def pair_level_interval(pairs: pl.DataFrame, calibrations: tuple[Calibration, ...], threshold: float,
+                        missed: float | None, level: float = 0.9) -> dict:
+    """The ``level`` interval of the estimated pair-level precision and recall at ``threshold``
+    over resampled calibrations (empty without them)."""
+    if len(calibrations) < 10 or pairs.is_empty():
+        return {}
+    weight, probability = pl.col(WEIGHT).cast(pl.Float64), pl.col(PROBABILITY).cast(pl.Float64)
+    linked = probability >= threshold
+    sums = pairs.select(*[pl.struct(c.expected(weight, probability).filter(linked).sum().alias("tp"),
+                                    c.expected(weight, probability).sum().alias("all")).alias(f"c{i}")
+                          for i, c in enumerate(calibrations)]).row(0)
+    links = pairs.select(linked.sum()).item()
+    precision = [s["tp"] / links for s in sums] if links else []
+    recall = [s["tp"] * (1 - (missed or 0.0)) / s["all"] for s in sums if s["all"]]
+    tail = (1 - level) / 2
+    band = lambda xs: (float(np.quantile(xs, tail)), float(np.quantile(xs, 1 - tail))) if xs else (None, None)  # noqa: E731
+    (p_low, p_high), (r_low, r_high) = band(precision), band(recall)
+    return {"pairwise_precision_low": p_low, "pairwise_precision_high": p_high,
+            "pairwise_recall_low": r_low, "pairwise_recall_high": r_high}
 
 
 @dataclass(frozen=True)
@@ -424,6 +457,8 @@ class Assessment:
     labels: int  # reviewed labels in the labels file
     transitivity: TransitivityCheck | None = None  # the no-label check of the model's probabilities
     missed: float | None = None  # estimated share of matches blocking never compared
+    scored: pl.DataFrame | None = None  # the scored pairs (for the intervals)
+    resampled: tuple[Calibration, ...] = ()  # calibrations of resampled labels (for the intervals)
 
     @property
     def source(self) -> str:
@@ -454,6 +489,8 @@ class Assessment:
             "recalibration": self.recalibration,
             "transitivity_deficit": self.transitivity.deficit if self.transitivity else None,
             "missed_by_blocking": self.missed,
+            **(pair_level_interval(self.scored, self.resampled, threshold, self.missed)
+               if self.scored is not None else {}),
         }
 
 
@@ -462,7 +499,7 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
     record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
     which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared."""
-    calibration, labels = read_calibration(pairs, labels_file) if pairs.height else (None, 0)
+    calibration, labels, resampled = read_calibration(pairs, labels_file) if pairs.height else (None, 0, ())
     check = transitivity_check(pairs) if pairs.height and calibration is None else None
     if check is not None and check.overconfident:
         calibration = check.calibration
@@ -472,7 +509,8 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates),
-                      expected_accuracy_curve(expected, missed), calibration, labels, check, missed)
+                      expected_accuracy_curve(expected, missed), calibration, labels, check, missed,
+                      pairs.select(WEIGHT, PROBABILITY), resampled)
 
 
 def choose_cluster_threshold(
