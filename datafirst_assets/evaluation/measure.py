@@ -44,6 +44,7 @@ MEASURED_SCHEMA = {
     "estimated_pair_precision": pl.Float64, "estimated_pair_recall": pl.Float64,
     "estimated_bcubed_precision": pl.Float64, "estimated_bcubed_recall": pl.Float64,
     "estimated_bcubed_f1": pl.Float64,
+    "estimated_missed_by_blocking": pl.Float64, "measured_missed_by_blocking": pl.Float64,
     "pair_precision_error": pl.Float64, "pair_recall_error": pl.Float64,
     "bcubed_precision_error": pl.Float64, "bcubed_recall_error": pl.Float64,
     "truth_optimal_threshold": pl.Float64, "truth_optimal_bcubed_f1": pl.Float64,
@@ -113,6 +114,7 @@ def measure_source(source: str, clusters: pl.DataFrame, pairs: pl.DataFrame, tru
     everyone = bcubed_metrics(predicted, truth)
     threshold = float(estimate["threshold"])
     pair_precision, pair_recall = pair_level(pairs, truth, threshold)
+    _, scored_recall = pair_level(pairs, truth, 0.0)
     pairwise = pairwise_metrics(predicted, truth)
     by_threshold = bcubed_by_threshold(pairs, truth, sorted(set(candidate_thresholds()) | {threshold}))
     best = by_threshold.sort(["bcubed_f1", "threshold"], descending=[True, True]).row(0, named=True)
@@ -132,6 +134,8 @@ def measure_source(source: str, clusters: pl.DataFrame, pairs: pl.DataFrame, tru
         "estimated_bcubed_precision": estimate["estimated_bcubed_precision"],
         "estimated_bcubed_recall": estimate["estimated_bcubed_recall"],
         "estimated_bcubed_f1": estimate["estimated_bcubed_f1"],
+        "estimated_missed_by_blocking": estimate.get("estimated_missed_by_blocking"),
+        "measured_missed_by_blocking": None if scored_recall is None else 1 - scored_recall,
         "pair_precision_error": _difference(estimate["estimated_pairwise_precision"], pair_precision),
         "pair_recall_error": _difference(estimate["estimated_pairwise_recall"], pair_recall),
         "bcubed_precision_error": _difference(estimate["estimated_bcubed_precision"], everyone["precision"]),

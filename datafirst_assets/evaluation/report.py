@@ -46,6 +46,7 @@ def estimate_table(measured: pl.DataFrame) -> pl.DataFrame:
         pl.col("estimated_pair_recall").alias("est_pair_r"), pl.col("measured_pair_recall").alias("pair_r"),
         pl.col("estimated_bcubed_precision").alias("est_b3_p"), pl.col("measured_bcubed_precision").alias("b3_p"),
         pl.col("estimated_bcubed_recall").alias("est_b3_r"), pl.col("measured_bcubed_recall").alias("b3_r"),
+        pl.col("estimated_missed_by_blocking").alias("est_missed"), pl.col("measured_missed_by_blocking").alias("missed"),
         pl.max_horizontal(*[pl.col(c).abs() for c in ("pair_precision_error", "pair_recall_error",
                                                       "bcubed_precision_error", "bcubed_recall_error")])
         .alias("largest_error"),
@@ -85,8 +86,9 @@ def linkage_evaluation_markdown(measured: pl.DataFrame, subgroups: pl.DataFrame)
         "## Estimated vs measured", "",
         "Pair level: scored pairs at or above the threshold. `est_*` are the pipeline's ESTIMATES (no truth), "
         "the others are measured here; `largest_error` is the largest estimated-minus-measured gap (tolerance "
-        f"{ESTIMATE_TOLERANCE}). Estimates count only scored pairs, so pairs blocking never compared lower "
-        "measured recall below the estimate.", "",
+        f"{ESTIMATE_TOLERANCE}). Pairs blocking never compared are invisible to the model: `est_missed` "
+        "estimates their share by capture-recapture (pair-level estimated recall counts them as missed; "
+        "B-cubed does not), `missed` is the measured share of true pairs never scored.", "",
         markdown_table(estimate_table(measured)), "",
         "## Best-to-worst subgroup gap (B-cubed F1)", "", markdown_table(subgroup_gap_table(subgroups)), "",
         "## By subgroup", "", markdown_table(subgroups),
