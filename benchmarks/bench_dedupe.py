@@ -157,6 +157,7 @@ def run_docs(args) -> dict:
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
     t0 = time.perf_counter()
+    cpu = {"start": time.process_time()}
     df = pl.read_parquet(args.records_file, columns=DOCS_COLUMNS)
     db_api = DuckDBAPI()
     settings = SettingsCreator(
@@ -178,12 +179,17 @@ def run_docs(args) -> dict:
     )
     linker = Linker(db_api.register(df.to_arrow(), dataset_display_name="people"), settings, log_level=40)
     t = time.perf_counter()
+    cpu["read"] = time.process_time()
     linker.training.estimate_probability_two_random_records_match(
         [block_on("forename", "surname", "dob")], recall=0.7)
+    cpu["prior"] = time.process_time()
     linker.training.estimate_u_using_random_sampling(max_pairs=1e6)
+    cpu["u"] = time.process_time()
     linker.training.estimate_parameters_using_expectation_maximisation(block_on("forename", "surname"),
                                                                        max_pairs=1e6)
+    cpu["em1"] = time.process_time()
     linker.training.estimate_parameters_using_expectation_maximisation(block_on("dob"), max_pairs=1e6)
+    cpu["em2"] = time.process_time()
     timings = {"train": time.perf_counter() - t}
     t = time.perf_counter()
     pred = linker.inference.predict(threshold_match_probability=THRESHOLD)
@@ -194,6 +200,9 @@ def run_docs(args) -> dict:
     out.write_parquet(args.out)
     timings["cluster"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
+    cpu["predict+cluster"] = time.process_time()
+    stages = list(cpu)
+    timings.update({f"cpu_{b}": cpu[b] - cpu[a] for a, b in zip(stages, stages[1:])})
     return {"timings": timings, "rss_by_stage_gib": {}, "clusters": out.get_column("cluster_id").n_unique()}
 
 

@@ -14,7 +14,7 @@ from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.evaluation import TRUTH_RESOURCE, evaluation_assets, truth_from_env
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.release import release_assets
-from datafirst_assets.defs.memory import STEP_HOOKS
+from datafirst_assets.defs.memory import STEP_HOOKS, freeze_long_lived_objects
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets, run_config_for_mode
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
@@ -107,3 +107,6 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
 
 
 defs = build_definitions()
+# Everything loaded so far lives as long as the process: keep the collections after each step
+# (STEP_HOOKS) from walking it again and again.
+freeze_long_lived_objects()

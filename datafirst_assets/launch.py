@@ -2,9 +2,11 @@
 
 A run made with `execute_in_process` has no code-location origin: the Runs page lists it, but the
 Overview timeline and the job pages leave it out. `datafirst run`, `backfill` and `make demo`
-therefore launch their runs the way `dagster job launch` does (that command, in a subprocess):
-the run is created from the code location (`python_module: datafirst_assets.definitions`, as in
-workspace.yaml) and executed by the instance's run launcher.
+therefore launch their runs the way the UI's Materialize button does: the `launchRun` GraphQL
+mutation, run by `dagster-graphql` (in a subprocess) against the code location
+(`python_module: datafirst_assets.definitions`, as in workspace.yaml), naming the job and, for a
+subset such as some sources' ingest or the review queues, its assets. The run is created from the
+code location and executed by the instance's run launcher.
 
 The committed instance queues runs for the daemon (one at a time: DuckDB has one writer), and with
 no `make ui` there is no daemon. So the launch uses an instance directory next to DAGSTER_HOME whose
@@ -19,15 +21,16 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
-CODE_LOCATION_MODULE = "datafirst_assets.definitions"
+CODE_LOCATION_MODULE = "datafirst_assets.definitions"  # also the location's name (workspace.yaml)
+REPOSITORY = "__repository__"  # the name Dagster gives the one repository of a Definitions
 LAUNCH_HOME = "cli_launch"  # under DAGSTER_HOME
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
@@ -51,23 +54,36 @@ def _with_home(value, home: str):
     return value
 
 
+# Dagster's own classes behind its default instance (run, event-log and schedule storage under
+# DAGSTER_HOME, the run coordinator that starts a run at once), named the only way dagster.yaml can
+# name them: by module path. Dagster exports no public path for these; test_launch imports each,
+# so a release that moves one fails the tests instead of the demo.
+DEFAULT_INSTANCE_CLASSES = {
+    "run_storage": ("dagster._core.storage.runs", "SqliteRunStorage"),
+    "event_log_storage": ("dagster._core.storage.event_log", "SqliteEventLogStorage"),
+    "schedule_storage": ("dagster._core.storage.schedules", "SqliteScheduleStorage"),
+    "local_artifact_storage": ("dagster._core.storage.root", "LocalArtifactStorage"),
+    "compute_logs": ("dagster._core.storage.local_compute_log_manager", "LocalComputeLogManager"),
+    "run_coordinator": ("dagster._core.run_coordinator", "DefaultRunCoordinator"),
+}
+
+
 def launch_instance_config(home: Path, instance_config: dict) -> dict:
     """The instance's configuration with its storage pinned to `home` and no run queue."""
     config = _with_home(instance_config, str(home))
     config.pop("concurrency", None)   # run queue settings: this launcher starts the run itself
     config.pop("run_coordinator", None)
-    defaults = {  # Dagster's default storage locations under DAGSTER_HOME, spelled out
-        "run_storage": ("dagster._core.storage.runs", "SqliteRunStorage", home / "history"),
-        "event_log_storage": ("dagster._core.storage.event_log", "SqliteEventLogStorage", home / "history" / "runs"),
-        "schedule_storage": ("dagster._core.storage.schedules", "SqliteScheduleStorage", home / "schedules"),
-        "local_artifact_storage": ("dagster._core.storage.root", "LocalArtifactStorage", home),
-        "compute_logs": ("dagster._core.storage.local_compute_log_manager", "LocalComputeLogManager",
-                         home / "storage"),
+    base_dirs = {  # Dagster's default storage locations under DAGSTER_HOME, spelled out
+        "run_storage": home / "history", "event_log_storage": home / "history" / "runs",
+        "schedule_storage": home / "schedules", "local_artifact_storage": home,
+        "compute_logs": home / "storage",
     }
     if "storage" not in config:
-        for key, (module, cls, base_dir) in defaults.items():
+        for key, base_dir in base_dirs.items():
+            module, cls = DEFAULT_INSTANCE_CLASSES[key]
             config.setdefault(key, {"module": module, "class": cls, "config": {"base_dir": str(base_dir)}})
-    config["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
+    module, cls = DEFAULT_INSTANCE_CLASSES["run_coordinator"]
+    config["run_coordinator"] = {"module": module, "class": cls}
     return config
 
 
@@ -106,26 +122,59 @@ def run_outcome(instance: DagsterInstance, run_id: str) -> RunOutcome:
     return outcome
 
 
-def launch_job(instance: DagsterInstance, job_name: str, data_dir: Path, *, ops: list[str] | None = None,
-               tags: dict[str, str] | None = None, run_config: dict | None = None,
-               poll_seconds: float = 1.0) -> RunOutcome:
-    """Launch `job_name` from the code location on this instance and wait for the run to end."""
-    run_id = str(uuid.uuid4())
-    command = [sys.executable, "-m", "dagster", "job", "launch", "-m", CODE_LOCATION_MODULE, "-j", job_name,
-               "--run-id", run_id, "--tags", json.dumps(tags or {}), "--config-json", json.dumps(run_config or {})]
-    if ops:
-        command += ["-o", ",".join(ops)]
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def launch_params(job_name: str, *, asset_selection: list[AssetKey] | None = None,
+                  tags: dict[str, str] | None = None, run_config: dict | None = None) -> dict:
+    """The `ExecutionParams` the UI sends to launch a job, or a subset of its assets, from the code location."""
+    selector = {"repositoryLocationName": CODE_LOCATION_MODULE, "repositoryName": REPOSITORY, "jobName": job_name}
+    if asset_selection is not None:
+        selector["assetSelection"] = [{"path": key.path} for key in asset_selection]
+    return {"selector": selector, "runConfigData": run_config or {},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}}
+
+
+def _launched_run_id(response: dict, job_name: str, output: str) -> str:
+    result = (response.get("data") or {}).get("launchRun") or {}
+    if result.get("__typename") == "LaunchRunSuccess":
+        return result["run"]["runId"]
+    problems = [e["message"] for e in result.get("errors", [])] or [result.get("message") or str(response)]
+    raise RuntimeError(f"launching {job_name} from the code location failed ({result.get('__typename')}): "
+                       f"{'; '.join(problems)[:2000]}\n{output[-2000:]}")
+
+
+def launch_job(instance: DagsterInstance, job_name: str, data_dir: Path, *,
+               asset_selection: list[AssetKey] | None = None, tags: dict[str, str] | None = None,
+               run_config: dict | None = None, poll_seconds: float = 1.0) -> RunOutcome:
+    """Launch `job_name` (or only `asset_selection` of it, with their checks) from the code location on
+    this instance, as the UI's Materialize button does, and wait for the run to end."""
+    params = launch_params(job_name, asset_selection=asset_selection, tags=tags, run_config=run_config)
     env = {**os.environ, "DAGSTER_HOME": str(prepare_launch_home(instance)),
            "DATAFIRST_DATA_DIR": str(Path(data_dir).resolve())}
-    launched = subprocess.run(command, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as folder:
+        response_file = Path(folder) / "response.json"
+        launched = subprocess.run(
+            [str(Path(sys.executable).parent / "dagster-graphql"), "-m", CODE_LOCATION_MODULE, "-t", LAUNCH_RUN,
+             "-v", json.dumps({"params": params}), "-o", str(response_file)],
+            env=env, capture_output=True, text=True)
+        output = launched.stdout + launched.stderr
+        if not response_file.exists():
+            raise RuntimeError(f"dagster-graphql could not launch {job_name} (exit {launched.returncode}):\n"
+                               f"{output[-3000:]}")
+        run_id = _launched_run_id(json.loads(response_file.read_text()), job_name, output)
     run = instance.get_run_by_id(run_id)
-    if run is None:
-        raise RuntimeError(f"`dagster job launch` of {job_name} created no run (exit {launched.returncode}):\n"
-                           f"{(launched.stdout + launched.stderr)[-3000:]}")
-    while run.status not in FINISHED:
-        if launched.returncode != 0 and run.status in (DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED):
-            raise RuntimeError(f"`dagster job launch` of {job_name} failed to start run {run_id}:\n"
-                               f"{(launched.stdout + launched.stderr)[-3000:]}")
+    while run is None or run.status not in FINISHED:
         time.sleep(poll_seconds)
         run = instance.get_run_by_id(run_id)
     return run_outcome(instance, run_id)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dagster import AssetSelection, DagsterInstance, RunsFilter
 
+from datafirst_assets.defs.event_log import keep_event_log_open
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, fail_abandoned_runs
@@ -19,7 +20,10 @@ from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.definitions import INGEST_JOB, INGEST_SELECTION, LINK_JOB, build_definitions
 from datafirst_assets.defs.linkage import linkage_key
 from datafirst_assets.launch import RunOutcome, launch_job
-from datafirst_assets.raw.delivery import survey_landing
+from datafirst_assets.common.hashing import sha256_file
+from datafirst_assets.defs.sensors import already_loaded
+from datafirst_assets.raw.arrival import COMPLETE, Arrival
+from datafirst_assets.raw.delivery import MANIFEST, delivery_path, survey_landing
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
 
@@ -40,6 +44,8 @@ class PipelineFailed(Exception):
 @dataclass
 class RunReport:
     deliveries: list[tuple[str, str]] = field(default_factory=list)
+    # loaded by an earlier run from the same manifest, so not loaded again
+    already_loaded: list[tuple[str, str]] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
     ingest_seconds: float = 0.0
     seconds: float = 0.0
@@ -55,20 +61,21 @@ def ensure_partitions(instance: DagsterInstance, dates: list[str]) -> None:
 def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str, *,
              sources: list[str] | None = None, tags: dict[str, str] | None = None,
              asset_selection: list | None = None) -> RunOutcome:
-    """One run of a job, ingesting only `sources` when given.
+    """One run of a job (or of `asset_selection` of it), ingesting only `sources` when given.
 
     With DATAFIRST_LAUNCH=code_location (as `make demo` and `make backfill` set it) and a persistent
     instance, the run is launched through the code location, so the UI's timeline and job pages show
     it; otherwise it runs in this process (killed-run recovery assumes that: the run dies with it).
     """
-    # A subset of an asset job (some sources' ingest, the review queues) cannot be launched as an op
-    # selection (dagster wires the subset's inputs wrongly or rejects it), so a subset runs in-process.
-    subset = asset_selection is not None or bool(sources and set(sources) != set(SOURCES))
-    if instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location" and not subset:
-        return launch_job(instance, job_name, layout.root, tags=tags, run_config=QUIET)
+    if sources and set(sources) != set(SOURCES):
+        asset_selection = ingest_keys(sources)
+    if instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location":
+        return launch_job(instance, job_name, layout.root, asset_selection=asset_selection, tags=tags,
+                          run_config=QUIET)
+    keep_event_log_open(instance)
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET, tags=tags,
-        asset_selection=ingest_keys(sources) if sources else asset_selection)
+        asset_selection=asset_selection)
     return RunOutcome(result.run_id, result.success,
                       errors=[] if result.success else [step_errors(result, layout.logs)],
                       failed_checks=[check_failure(e)
@@ -163,6 +170,21 @@ def wait_for_idle(instance: DagsterInstance, say=print, poll_seconds: float = 5.
         fail_abandoned_runs(instance, say)
 
 
+def loaded_before(instance: DagsterInstance, landing: Path,
+                  deliveries: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The deliveries every table of which was loaded and staged from this very manifest already
+    (the landing sensor's test), so a run after a new extract loads only the new one."""
+    loaded = []
+    for source, extract_date in deliveries:
+        try:
+            digest = sha256_file(delivery_path(landing, source, extract_date) / MANIFEST)
+        except OSError:  # no readable manifest: the ingest refuses it with the reason
+            continue
+        if already_loaded(instance, Arrival(source, extract_date, COMPLETE, manifest_sha256=digest)):
+            loaded.append((source, extract_date))
+    return loaded
+
+
 def surveyed_deliveries(landing: Path, warn=print) -> list[tuple[str, str]]:
     """Deliveries of registered sources; warns about what is not one, refuses folders holding a
     manifest that would never be loaded (an unknown source, a date that is not YYYY-MM-DD)."""
@@ -181,7 +203,8 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     """Ingest every delivery in the landing zone (one run per range of extract dates), then link.
 
     ``ingest=False`` links what is already staged (e.g. after clerical labels arrive);
-    ``review_queues_only`` links each dataset only as far as its review queue."""
+    ``review_queues_only`` links each dataset only as far as its review queue. Without ``dates``,
+    a delivery already loaded from the same manifest is not loaded again (``dates`` re-loads)."""
     started = time.perf_counter()
     defs = build_definitions(layout.root)
     deliveries = surveyed_deliveries(layout.landing, warn)
@@ -195,8 +218,11 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     ensure_partitions(instance, sorted(by_date))
 
     report = RunReport(deliveries=deliveries)
+    if ingest and not dates:
+        report.already_loaded = loaded_before(instance, layout.landing, deliveries)
+        deliveries = [d for d in deliveries if d not in set(report.already_loaded)]
     process = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    for (first, last), sources in (delivery_ranges(instance, deliveries) if ingest else {}).items():
+    for (first, last), sources in (delivery_ranges(instance, deliveries) if ingest and deliveries else {}).items():
         outcome = _run_job(instance, defs, layout, INGEST_JOB, sources=sources,
                            tags={PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last, **process})
         report.run_ids.append(outcome.run_id)
@@ -318,10 +344,14 @@ def release_summary(layout: DataLayout) -> list[str]:
 def format_summary(layout: DataLayout, report: RunReport) -> str:
     table_rows = warehouse_summary(layout)
     width = max(len(f"{s}.{t}") for s, t, _, _ in table_rows)
-    dates = sorted({d for _, d in report.deliveries})
+    loaded = [d for d in report.deliveries if d not in set(report.already_loaded)]
+    dates = sorted({d for _, d in loaded})
     lines = [
-        f"Loaded {len(report.deliveries)} extract deliveries from {len(SOURCES)} systems "
-        f"({', '.join(dates)}) in {report.ingest_seconds:.1f}s; total {report.seconds:.1f}s",
+        f"Loaded {len(loaded)} extract deliveries from {len(SOURCES)} systems "
+        f"({', '.join(dates) or 'none new'}) in {report.ingest_seconds:.1f}s; total {report.seconds:.1f}s",
+        *([f"Not loaded again ({len(report.already_loaded)} deliveries loaded before from the same manifests; "
+           "`datafirst run --date` or `datafirst backfill` re-loads): "
+           + ", ".join(sorted({d for _, d in report.already_loaded}))] if report.already_loaded else []),
         "",
         f"{'table'.ljust(width)}  {'staged':>9}  {'quarantined':>11}",
         *(f"{f'{s}.{t}'.ljust(width)}  {n:>9,}  {q:>11,}" for s, t, n, q in table_rows),

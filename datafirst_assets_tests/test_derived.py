@@ -201,9 +201,23 @@ def test_report_is_labelled_synthetic_only_when_built_from_the_synthetic_release
     fake = profile_report(profile, variant="synthetic", as_of=AS_OF)
     assert "SYNTHETIC" not in real.html and "SYNTHETIC" not in real.markdown
     assert fake.html.count("SYNTHETIC") >= 1 + len(fake.charts) and "SYNTHETIC" in fake.markdown.splitlines()[0]
-    assert all("SYNTHETIC" in chart["title"] for chart in fake.charts.values())
+    assert all("SYNTHETIC" in chart["title"]["text"] for chart in fake.charts.values())
     # one self-contained file: the chart runtime is inline, nothing is fetched
     assert "vegaEmbed(" in fake.html and "<script src" not in fake.html and "cdn.jsdelivr" not in fake.html
+
+
+def test_report_charts_draw_the_overall_rate_as_a_dashed_line():
+    profile = profile_from_journeys(person_journeys(random_release(people=300, seed=0)))  # rates not withheld
+    total = profile.filter(pl.col("breakdown") == "total").row(0, named=True)
+    overall = sorted(round(100 * total[f"rate_{w}"], 1) for w in ("1y", "2y"))
+    charts = profile_report(profile, variant="deidentified", as_of=AS_OF).charts
+    assert charts
+    for chart in charts.values():
+        bars, rules = chart["layer"]  # a layered chart: the groups' bars, then the overall rates over them
+        assert bars["mark"] == "bar" and rules["mark"]["type"] == "rule" and rules["mark"]["strokeDash"]
+        assert sorted(row["rate (%)"] for row in rules["data"]["values"]) == overall
+        assert rules["encoding"]["x"]["field"] == bars["encoding"]["x"]["field"] == "rate (%)"
+        assert chart["title"]["subtitle"] == "dashed: all people"
 
 
 def _stub_release(variant: str, tables: dict):

@@ -12,6 +12,7 @@ from dagster import AssetCheckKey, AssetCheckSeverity, DagsterInstance
 from datafirst_assets.definitions import LINK_JOB, build_definitions
 from datafirst_assets.defs.evaluation import LINKAGE_EVALUATION, XJS_EVALUATION
 from datafirst_assets.defs.resources import DataLayout
+from datafirst_assets.defs.xjs import XJS_THRESHOLDS
 from datafirst_assets.evaluation.truth import TRUTH_DIR_ENV, TRUTH_FILES
 from datafirst_assets.linkage.quality import FLOORS
 from datafirst_assets.runner import format_summary, run_pipeline
@@ -188,6 +189,7 @@ def test_case_link_and_cross_justice_accuracy_meet_floors(evaluated):
     overall = pl.read_parquet(layout.reports / "xjs_evaluation_overall.parquet")
     medium = overall.filter((pl.col("level") == "medium") & (pl.col("scope") == "all_pairs")).row(0, named=True)
     assert medium["bcubed_f1"] >= 0.95
+    assert overall["threshold"].null_count() == 0 and medium["threshold"] == XJS_THRESHOLDS[1]
     case = pl.read_parquet(layout.reports / "xjs_evaluation_case_link.parquet").filter(pl.col("case_type") == "all")
     assert case["precision"][0] >= 0.99 and case["recall"][0] >= 0.97
     links = _query(layout, "select * from linkage_criminal_courts.case_lookup")

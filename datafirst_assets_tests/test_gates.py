@@ -76,7 +76,8 @@ def _resources(tmp_path, release_settings: ReleaseSettings = LENIENT) -> dict:
             "linkage": LinkageSettings(data_dir=str(tmp_path)), "release_settings": release_settings}
 
 
-def _deidentify_run(tmp_path, extract: dict[str, pl.DataFrame], settings: ReleaseSettings = LENIENT):
+def _deidentify_run(tmp_path, extract: dict[str, pl.DataFrame], settings: ReleaseSettings = LENIENT,
+                    instance: DagsterInstance | None = None):
     """Materialise deidentify_magistrates and its downstream catalogue on `extract`; return the result."""
     _staged_sources(tmp_path / "warehouse.duckdb", extract)
     upstream = [AssetKey(["linked", "magistrates", "hocas_flatfile"]), staged_key("magistrates", "hocas_all_offence")]
@@ -85,7 +86,7 @@ def _deidentify_run(tmp_path, extract: dict[str, pl.DataFrame], settings: Releas
          build_catalogue_asset("deidentified", "magistrates")],
         selection=[*(deidentified_key("magistrates", t.name) for t in MAGISTRATES.tables),
                    catalogue_key("deidentified", "magistrates")],
-        resources=_resources(tmp_path, settings), raise_on_error=False,
+        resources=_resources(tmp_path, settings), raise_on_error=False, instance=instance,
     )
 
 
@@ -145,10 +146,16 @@ def test_a_contract_violation_stores_nothing_keeps_the_previous_table_and_stops_
         assert conn.execute("select model_json from linkage_magistrates.model").fetchone()[0] == model
 
 
-def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_changed_by_hand(tmp_path):
+@pytest.mark.parametrize("checked_in", ["polars", "duckdb (pandera.ibis)"])
+def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_changed_by_hand(
+        tmp_path, monkeypatch, checked_in):
     from dagster import AssetSelection
 
+    from datafirst_assets.contracts import checks as contract_check_module
     from datafirst_assets.contracts.checks import contract_checks
+
+    if checked_in != "polars":  # as a table over the in-database threshold is
+        monkeypatch.setattr(contract_check_module, "IN_DATABASE_ROWS", 0)
 
     @asset(key=["linkage", "magistrates", "scored_pairs"], metadata={"schema": "linkage_magistrates"},
            group_name="linkage")
@@ -166,9 +173,9 @@ def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_ch
     again = materialize([pairs, *checks], resources=resources, raise_on_error=False,
                         selection=AssetSelection.checks_for_assets(pairs))
     (evaluation,) = again.get_asset_check_evaluations()
-    assert not evaluation.passed
+    assert not evaluation.passed and evaluation.metadata["contract_checked_in"].value == checked_in
     report = evaluation.metadata["contract_report"].value
-    assert "match_probability: in_range(0, 1) failed for 1 row(s), e.g. 7.0" in report and "| 1 |" in report
+    assert "match_probability: in_range(0, 1) failed for 1 row(s), e.g. 7.0" in report and "| b | 7.0 |" in report
 
 
 def test_the_pii_gate_fails_before_de_identified_tables_are_stored(tmp_path):
@@ -226,11 +233,11 @@ def _release_warehouse(tmp_path) -> None:
         _write(database, f"deidentified_{dataset}", name, frame)
 
 
-def _publish(tmp_path):
+def _publish(tmp_path, instance: DagsterInstance | None = None):
     return materialize([*_placeholders([deidentified_key(*k) for k in release_tables()]),
                         build_release_asset("deidentified")],
                        selection=[AssetKey(["release", "deidentified"])], resources=_resources(tmp_path),
-                       instance=DagsterInstance.ephemeral(), raise_on_error=False)
+                       instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
 
 
 def _failure_message(result) -> str:
@@ -278,6 +285,22 @@ def test_identifiers_planted_into_stored_tables_are_refused_at_publishing(tmp_pa
     # nothing published past it: the previous release is still the latest and the only one
     assert latest_file(tmp_path / "releases", "deidentified").read_text().strip() == published
     assert [p.name for p in (tmp_path / "releases").iterdir() if p.is_dir()] == [published]
+
+
+def test_the_manifest_and_readme_carry_each_tables_gate_and_check_results(tmp_path):
+    _release_warehouse(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    assert _deidentify_run(tmp_path, magistrates_extract(), instance=instance).success  # gates recorded as checks
+    assert _publish(tmp_path, instance).success
+    published = tmp_path / "releases" / latest_file(tmp_path / "releases", "deidentified").read_text().strip()
+    manifest = json.loads((published / "manifest.json").read_text())
+    entry = next(t for t in manifest["tables"] if (t["source"], t["table"]) == ("magistrates", "hocas_flatfile"))
+    assert entry["gates"]["passed"] and entry["gates"]["contract"]["passed"]
+    assert entry["gates"]["checks"] == {"disclosure_control": True, "no_identifiers": True, "schema_valid": True}
+    assert "mean_risk" in entry["gates"]["disclosure"]
+    readme = (published / "README.md").read_text()
+    assert "| magistrates | hocas_flatfile | 0 | holds |" in readme
+    assert "disclosure_control passed, no_identifiers passed, schema_valid passed" in readme
 
 
 def test_publishing_with_the_development_or_a_short_key_is_refused(tmp_path, monkeypatch):
@@ -371,3 +394,84 @@ def test_a_small_cell_in_the_synthetic_summaries_stops_them_before_they_are_stor
     assert check.check_name == "no_small_cells" and not check.passed and check.metadata["small_cells"].value > 0
     assert not any(t.startswith("synthetic") for t in _tables(tmp_path / "warehouse.duckdb"))
     assert not (tmp_path / "synthetic" / "summaries.json").exists()
+
+
+# --- Tables that never are a Python frame: validated in DuckDB (pandera.ibis) before the swap --------------
+
+@pytest.mark.parametrize("output", ["sql", "lazy"])
+def test_a_lazy_or_sql_output_breaking_its_contract_is_refused_in_duckdb_and_the_previous_table_stays(
+        tmp_path, output):
+    from datafirst_assets.warehouse.io_manager import WarehouseQuery
+
+    rows = {"probability": "0.99"}
+    ran = []
+
+    def pairs_sql() -> str:
+        return ("select 'r' || i::varchar as record_id_l, 'r' || (i + 1)::varchar as record_id_r, "
+                f"5.0::double as match_weight, (case when i = 7 then {rows['probability']} else 0.9 end)::double "
+                "as match_probability from range(20) t(i)")
+
+    @asset(key=["linkage", "magistrates", "scored_pairs"], metadata={"schema": "linkage_magistrates"})
+    def pairs():
+        if output == "sql":
+            return WarehouseQuery(pairs_sql())
+        return pl.LazyFrame({"record_id_l": [f"r{i}" for i in range(20)], "record_id_r": [f"r{i + 1}" for i in range(20)],
+                             "match_weight": [5.0] * 20,
+                             "match_probability": [float(rows["probability"]) if i == 7 else 0.9 for i in range(20)]})
+
+    @asset(deps=[pairs])
+    def downstream() -> None:
+        ran.append(True)
+
+    database = tmp_path / "wh.duckdb"
+    resources = {"io_manager": WarehouseIOManager(database=str(database))}
+    first = materialize([pairs, downstream], resources=resources)
+    meta = first.asset_materializations_for_node("linkage__magistrates__scored_pairs")[0].metadata
+    assert meta["contract_checked_in"].value == "duckdb (pandera.ibis)" and meta["contract_passed"].value
+    rows["probability"] = "7.5"  # a probability over 1 on one of 20 rows
+    ran.clear()
+    result = materialize([pairs, downstream], resources=resources, raise_on_error=False)
+    assert not result.success and ran == []
+    message = _failure_message(result)
+    assert "NOT stored" in message
+    assert "match_probability: in_range(0, 1) failed for 1 row(s), e.g. 7.5" in message  # rule, count, value
+    assert "| r7 | 7.5 |" in message  # a sample row
+    with warehouse_cursor(database) as conn:  # the previous table, untouched; no staging table left behind
+        assert conn.execute("select count(*), max(match_probability) from linkage_magistrates.scored_pairs"
+                            ).fetchall() == [(20, 0.99)]
+        assert _tables(database) == {"linkage_magistrates.scored_pairs"}
+
+
+def test_the_in_database_contract_reports_what_the_polars_one_does(tmp_path):
+    """Every kind of rule run by pandera.ibis in DuckDB: dtype, nullability, uniqueness (a column and a
+    set of columns), isin, ge, in_range, str_matches, str_length; counts and values as in polars."""
+    import pandera.polars as pa
+
+    from datafirst_assets.contracts import validate_table
+    from datafirst_assets.contracts.in_database import validate_in_duckdb
+
+    contract = pa.DataFrameSchema({
+        "id": pa.Column(pl.String, unique=True),
+        "x": pa.Column(pl.Int64, pa.Check.ge(2)),
+        "s": pa.Column(pl.String, [pa.Check.isin(["a", "b"]), pa.Check.str_length(max_value=1)], nullable=True),
+        "d": pa.Column(pl.String, pa.Check.str_matches(r"^\d{4}-\d{2}-\d{2}$")),
+        "f": pa.Column(pl.Float64, pa.Check.in_range(0, 1), nullable=True),
+    }, unique=["x", "s"], strict=True, name="demo")
+    bad = pl.DataFrame({"id": ["1", "1", "3", "4"], "x": [1, 1, 3, 5], "s": ["a", "a", "zz", None],
+                        "d": ["2024-01-01", None, "x", "2024-01-01"], "f": [0.5, 1.5, None, 0.1]})
+    _write(tmp_path / "wh.duckdb", "s", "bad", bad)
+    _write(tmp_path / "wh.duckdb", "s", "good", bad.filter(pl.col("id") == "4"))
+    _write(tmp_path / "wh.duckdb", "s", "typed", bad.filter(pl.col("id") == "4").with_columns(pl.col("x").cast(pl.String)))
+    with warehouse_cursor(tmp_path / "wh.duckdb") as conn:
+        assert validate_in_duckdb(conn, "wh", "s", "good", contract).passed
+        report = validate_in_duckdb(conn, "wh", "s", "bad", contract)
+        typed = validate_in_duckdb(conn, "wh", "s", "typed", contract)
+    found = {(f.column, f.rule.split("(")[0]): f.failing_rows for f in report.failures}
+    assert found == {("x", "greater_than_or_equal_to"): 2, ("id", "unique"): 2, ("x, s", "unique ['x', 's']"): 2,
+                     ("s", "isin"): 1, ("s", "str_length"): 1, ("d", "not_nullable"): 1, ("d", "str_matches"): 1,
+                     ("f", "in_range"): 1}
+    in_polars = {(f.column, f.rule.split("(")[0]): f.failing_rows for f in validate_table(bad, contract).failures}
+    assert {k: v for k, v in found.items() if "unique" not in k[1]} == {
+        k: v for k, v in in_polars.items() if "uniqueness" not in k[1]}
+    assert report.sample.height == 3 and "| 3 | 3 | zz | x |" in report.markdown()
+    assert ("x", "dtype('int64')") in {(f.column, f.rule) for f in typed.failures}

@@ -152,3 +152,17 @@ def test_every_table_stages_cleanly_from_a_valid_delivery(tmp_path):
             result = stage_table(raw, source, table)
             staged_schema(source.key, table.name).validate(result.staged, lazy=True)
             assert (result.staged.height, result.quarantine.height) == (5, 0), (source.key, table.name)
+
+
+def test_every_staged_and_released_column_is_described():
+    """The UI's Columns tab shows these: a description, not only the constraints in brackets."""
+    from datafirst_assets.deidentify.release_spec import release_tables
+    from datafirst_assets.deidentify.schemas import release_schema
+
+    schemas = [staged_schema(s.key, t.name) for s in SOURCES.values() for t in s.tables]
+    schemas += [release_schema(spec) for spec in release_tables().values()]
+    undescribed = [f"{schema.name}.{name}" for schema in schemas for name, column in schema.columns.items()
+                   if not (column.description or "").strip()]
+    assert undescribed == []
+    prison = staged_schema("prison", "nomis_movements").columns
+    assert prison["extract_date"].description.startswith("Extract date")

@@ -1,7 +1,7 @@
 """The UI in a real browser, and the daemon acting on a dropped extract.
 
-A small demo is run first with the CLI's runner (as `make demo` does: runs launched through the
-code location) into a temporary DAGSTER_HOME made from the committed data/config/dagster.yaml.
+A small demo is run first, step for step as `make demo` runs it (every run launched through the
+code location), into a temporary DAGSTER_HOME made from the committed data/config/dagster.yaml.
 Then `datafirst ui` (what `make ui` runs: `dagster dev` plus the reports' file server) starts on
 free loopback ports, with two more prison extracts in the landing folder. Headless Chromium (the
 system package, driven by playwright) reads the pages a user reads: the demo's runs on the Runs
@@ -25,20 +25,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, RunsFilter
-from dagster._core.storage.dagster_run import DagsterRunStatus
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    BACKFILL_ID_TAG,
-)
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.reporting.links import FILES_URL_ENV
-from datafirst_assets.runner import LAUNCH_ENV, run_pipeline
+from datafirst_assets.cli import main as cli_main
+from datafirst_assets.runner import LAUNCH_ENV, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, run_pipeline
 from datafirst_assets.simulate import simulate
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.defs.sensors import SOURCE_TAG, LANDING_SENSOR, REFRESH_SCHEDULE, REFRESH_SENSOR
@@ -47,6 +42,7 @@ from datafirst_assets_tests.deliveries import write_delivery
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "datafirst_assets.definitions"
+BACKFILL_ID_TAG = "dagster/backfill"  # the tag Dagster puts on a backfill's runs (no public constant)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -82,16 +78,34 @@ def graphql(base: str, query: str) -> dict:
 
 
 def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
-    """`make demo` in small: simulate, then the CLI's runner (runs launched through the code location)."""
-    layout = DataLayout(data)
-    simulate(people=DEMO_PEOPLE, seed=5, extracts=2, out=layout.landing, truth_out=data.parent / "truth")  # outside the data folder, as in production
+    """`make demo` in small, step for step: simulate; link as far as the review queues; the simulated
+    reviewer labels them; link with the labels. Every run is launched through the code location.
+    The last of three extracts is delivered by prison alone, which makes the ingest runs subsets of
+    their job (six sources for two dates, prison for three), as `datafirst run` launches them when sources deliver
+    on different dates. Returns the ids of the runs the steps made."""
+    layout, truth = DataLayout(data), data.parent / "truth"  # truth outside the data folder, as in production
+    simulate(people=DEMO_PEOPLE, seed=5, extracts=3, out=layout.landing, truth_out=truth)
+    last = max(p.name for p in (layout.landing / "prison").iterdir())
+    for source in SOURCES:  # the last extract delivered by prison alone
+        if source != "prison":
+            shutil.rmtree(layout.landing / source / last)
     saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", FILES_URL_ENV, LAUNCH_ENV, "DATAFIRST_MAX_MEAN_RISK")}
     # 400 people make most records unique on the risk key: the risk gate is tested in test_gates
     os.environ.update({"DAGSTER_HOME": str(home), FILES_URL_ENV: files_url, LAUNCH_ENV: "code_location",
                        "DATAFIRST_MAX_MEAN_RISK": "1.0"})
     try:
         with DagsterInstance.from_config(str(home)) as instance:
-            return run_pipeline(layout, instance).run_ids
+            run_ids = run_pipeline(layout, instance, review_queues_only=True).run_ids
+            close_warehouse()
+            assert cli_main(["simulate-review", "--data-dir", str(data), "--truth-dir", str(truth)]) == 0
+            close_warehouse()  # the link run's process writes the warehouse next
+            run_ids += run_pipeline(layout, instance, ingest=False).run_ids
+            runs = instance.get_runs()
+            # every run in the instance is one the demo made, and carries its code location's origin
+            assert sorted(r.run_id for r in runs) == sorted(run_ids)
+            assert all(r.remote_job_origin is not None and r.remote_job_origin.location_name == LOCATION
+                       for r in runs), [(r.run_id, r.job_name) for r in runs if r.remote_job_origin is None]
+            return run_ids
     finally:
         close_warehouse()
         for key, value in saved.items():
@@ -202,21 +216,50 @@ def screenshot(page, path: Path) -> bytes:
     return png
 
 
-def test_demo_runs_are_on_the_runs_page_and_the_timeline(server, browser, shots):
-    assert len(server.demo_run_ids) == 2  # one ingest run for both extract dates, one link run
+def demo_runs(server) -> dict[str, str]:
+    """run id -> job name of every run the demo made."""
+    with DagsterInstance.from_config(str(server.home)) as instance:
+        return {run_id: instance.get_run_by_id(run_id).job_name for run_id in server.demo_run_ids}
+
+
+def instance_run_count(server) -> int:
+    with DagsterInstance.from_config(str(server.home)) as instance:
+        return len(instance.get_run_records())
+
+
+def timeline_run_count(page) -> int:
+    """Runs the Overview timeline draws for the code location (the counts by status in its header row)."""
+    header = page.locator("button", has=page.get_by_text(LOCATION, exact=True)).first
+    header.wait_for(timeout=60_000)
+    return sum(int(tag) for tag in header.locator(".BaseTag").all_inner_texts() if tag.strip().isdigit())
+
+
+def test_demo_runs_are_on_the_runs_page_and_the_timeline(server, browser, shots, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(server.home))  # the committed config reads it
+    runs = demo_runs(server)
+    # two ingest runs (each a subset of sources), the review queues (a subset of the link job), the link
+    assert sorted(runs.values()) == sorted([INGEST_JOB, INGEST_JOB, LINK_JOB, LINK_JOB])
     page = open_page(browser, f"{server.base}/runs")
     try:
-        for run_id in server.demo_run_ids:
+        for run_id in runs:
             page.get_by_text(run_id[:8], exact=True).first.wait_for(timeout=60_000)
         screenshot(page, shots / "runs.png")
-        # the Overview timeline draws only runs that carry their code location's origin
+        # The Overview timeline draws only runs that carry their code location's origin: it must draw
+        # every run of the instance (the demo's, and any the sensors have launched since).
         page.goto(f"{server.base}/overview/timeline", wait_until="domcontentloaded")
-        for job in (INGEST_JOB, LINK_JOB):
+        for job in set(runs.values()):
             page.get_by_text(job, exact=True).first.wait_for(timeout=60_000)
+        before = instance_run_count(server)
+        deadline = time.monotonic() + 60
+        while (drawn := timeline_run_count(page)) < before and time.monotonic() < deadline:
+            page.wait_for_timeout(1000)
         screenshot(page, shots / "timeline.png")
-        page.goto(f"{server.base}/locations/{LOCATION}/jobs/{LINK_JOB}/runs", wait_until="domcontentloaded")
-        page.get_by_text(server.demo_run_ids[-1][:8], exact=True).first.wait_for(timeout=60_000)
-        screenshot(page, shots / "job_runs.png")
+        assert before <= drawn <= instance_run_count(server), (before, drawn)
+        for job in set(runs.values()):  # and each run on its job's page
+            page.goto(f"{server.base}/locations/{LOCATION}/jobs/{job}/runs", wait_until="domcontentloaded")
+            for run_id in (r for r, j in runs.items() if j == job):
+                page.get_by_text(run_id[:8], exact=True).first.wait_for(timeout=60_000)
+            screenshot(page, shots / f"job_runs_{job}.png")
     finally:
         page.close()
 
@@ -374,6 +417,75 @@ def test_backfill_launched_as_from_the_ui_is_one_run(server, monkeypatch):
         result = launched["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         [run] = wait_for_runs(server, instance, 1, tags={BACKFILL_ID_TAG: result["backfillId"]})
-        assert run.dagster_run.tags[ASSET_PARTITION_RANGE_START_TAG] == DATES[0]
-        assert run.dagster_run.tags[ASSET_PARTITION_RANGE_END_TAG] == DATES[1]
+        assert run.dagster_run.tags[PARTITION_RANGE_START_TAG] == DATES[0]
+        assert run.dagster_run.tags[PARTITION_RANGE_END_TAG] == DATES[1]
     assert raw_counts(server) == list(ROWS.items())  # re-loaded, not doubled
+
+
+# --- Contracts in the UI: a table's Columns tab, and a failing check --------------------------------------
+
+def record_a_failing_check(home: Path, scratch: Path) -> None:
+    """A dedicated small run in the UI's instance: the `contract` check of `linkage/quality` finds a
+    threshold of 7.5. It reads a scratch warehouse holding that broken table (as if someone typed the
+    value into the stored table by hand), so the demo's warehouse, and the runs sharing it, are untouched."""
+    import polars as pl
+    from dagster import AssetSelection, asset, materialize
+
+    from datafirst_assets.contracts.checks import contract_checks
+    from datafirst_assets.defs.resources import Warehouse
+
+    with warehouse_cursor(scratch) as conn:
+        broken = pl.DataFrame({"source": ["magistrates", "prison"], "threshold": [0.9, 7.5],  # noqa: F841
+                               "threshold_source": ["model_estimate"] * 2, "estimated_bcubed_f1": [0.99, 0.98]})
+        conn.execute("create schema if not exists linkage; create or replace table linkage.quality as select * from broken")
+    close_warehouse()
+
+    @asset(key=["linkage", "quality"], group_name="linkage", metadata={"schema": "linkage"})
+    def quality() -> None: ...
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        result = materialize([quality, *contract_checks([quality])], instance=instance, raise_on_error=False,
+                             selection=AssetSelection.checks_for_assets(quality),
+                             resources={"warehouse": Warehouse(database=str(scratch))})
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    close_warehouse()
+
+
+def skip_community_dialog(page) -> None:
+    """The "Join the Dagster community" dialog opens over the first page a little after it loads; the
+    locator handler only acts before a click, so close it before a screenshot."""
+    try:
+        page.get_by_role("button", name="Skip").click(timeout=5_000)
+    except Exception:  # noqa: BLE001  (not shown: nothing to close)
+        pass
+
+
+def test_a_tables_columns_and_a_failing_check_are_shown(server, browser, shots, tmp_path, monkeypatch):
+    """The contract as the table's columns (names and descriptions, before and after it is stored), and
+    a failing `contract` check with its status and its readable report (rule, failing count, sample)."""
+    page = open_page(browser, f"{server.base}/assets/deidentified/magistrates/hocas_flatfile")
+    try:
+        page.get_by_text("Columns", exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("defendant_case_id_hash", exact=True).first.wait_for(timeout=30_000)
+        skip_community_dialog(page)
+        screenshot(page, shots / "columns.png")
+        text = page.inner_text("body")
+        assert "Libra defendant-on-case id (keyed hash" in text and "age_at_first_hearing" in text
+        assert "Age in whole years at first hearing date" in text
+
+        monkeypatch.setenv("DAGSTER_HOME", str(server.home))
+        record_a_failing_check(server.home, tmp_path / "scratch.duckdb")
+        page.goto(f"{server.base}/assets/linkage/quality?view=checks&checkDetail=contract", wait_until="domcontentloaded")
+        page.get_by_text("Evaluation result", exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("Failed", exact=True).first.wait_for(timeout=30_000)
+        screenshot(page, shots / "failing_check.png")
+        text = page.inner_text("body")
+        assert "This is a blocking asset check" in text and "contract_failing_rules" in text
+        page.get_by_text("[Show Markdown]", exact=True).first.click()
+        page.get_by_text("Sample of failing rows:").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)  # the dialog fades in
+        screenshot(page, shots / "failing_check_report.png")
+        assert "threshold: in_range(0, 1) failed for 1 row(s), e.g. 7.5" in page.inner_text("body")
+    finally:
+        page.close()

@@ -81,6 +81,17 @@ def test_new_column_is_added_for_partitioned_tables(tmp_path, instance):
         assert conn.execute("select d, x, y from t.table order by d").fetchall() == [("a", 1, None), ("b", 2, "new")]
 
 
+def test_a_column_added_in_the_middle_keeps_the_written_order(tmp_path, instance):
+    # a later version writes a new column between two old ones: the stored table follows the new order
+    # (a contract with ordered columns still holds), other partitions' rows kept
+    assert _run(tmp_path, "a", pl.DataFrame({"x": [1], "z": ["old"]}), instance).success
+    assert _run(tmp_path, "b", pl.DataFrame({"x": [2], "y": ["new"], "z": ["z"]}), instance).success
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        assert [c[0] for c in conn.execute("describe t.table").fetchall()] == ["x", "y", "z", "d"]
+        assert conn.execute("select d, x, y, z from t.table order by d").fetchall() == [
+            ("a", 1, None, "old"), ("b", 2, "new", "z")]
+
+
 def test_reads_work_on_duckdb_2(tmp_path, instance):
     _run(tmp_path, "a", pl.DataFrame({"x": [1, 2]}), instance)
     _run(tmp_path, "b", pl.DataFrame({"x": [3]}), instance)

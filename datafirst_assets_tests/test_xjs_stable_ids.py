@@ -6,6 +6,7 @@ from datafirst_assets.linkage.xjs import (
     carry_forward_xjs_ids,
     check_lookup_invariants,
     unchanged_xjs_persons_kept,
+    xjs_change_counts,
     xjs_id_change_history,
 )
 
@@ -72,3 +73,15 @@ def test_a_merge_keeps_the_larger_persons_id_and_is_logged():
     third, later = carry_forward_xjs_ids(split, second, history)
     assert _ids(third, "high")["p1"] not in {*high_before.values(), *high_after.values()}
     assert "split" in later.filter(pl.col("level") == "high")["kind"].to_list()
+
+
+def test_change_counts_report_every_person_new_on_the_first_run():
+    first, changes = carry_forward_xjs_ids(FIRST)
+    counts = xjs_change_counts(changes, first, first_run=True)
+    assert (counts["high_new"], counts["medium_new"], counts["low_new"]) == (4, 4, 3)
+    assert counts["high_merge"] == counts["low_retired"] == 0  # every level and kind is reported
+    merged = FIRST.with_columns(pl.when(pl.col("record_id") == "m2").then(1).otherwise(pl.col("person_id_high"))
+                                .alias("person_id_high"))
+    second, later = carry_forward_xjs_ids(merged, first)
+    counts = xjs_change_counts(later, second, first_run=False)
+    assert counts["high_merge"] == 1 and counts["high_new"] == 0

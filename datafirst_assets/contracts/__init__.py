@@ -4,6 +4,8 @@
                   the contract as a Dagster TableSchema (the UI's Columns tab)
     models.py     hand-written DataFrameModels (quarantine, linkage tables, lookups, summaries, catalogues,
                   the release summary, the model JSON shape)
+    in_database.py  the same contract run inside DuckDB by pandera's Ibis backend, for tables written
+                  from a lazy frame or SQL (validated in the write transaction, never read into Python)
     registry.py   asset key -> contract (generated for raw, staged, linked, release, synthetic, derived tables)
     wiring.py     what the IO manager and the definitions call: check before a write, column schemas on assets
 """

@@ -5,7 +5,8 @@ The contract is enforced before every write (the IO manager refuses a violating 
 exactly when nothing else would notice: a value typed into a stored table by hand, a table
 replaced by a script. One multi-asset check per group keeps the number of steps small; each
 selected table gets its own result (rule, failing count, sample rows). Tables over
-`FULL_CHECK_ROWS` rows are checked on a sample of that many rows read inside DuckDB.
+`IN_DATABASE_ROWS` rows are checked where they live, every row, by pandera's Ibis backend in DuckDB
+(`contracts.in_database`); smaller ones are read into polars, which is faster for them.
 """
 
 from collections.abc import Iterable
@@ -14,10 +15,11 @@ import duckdb
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSpec, AssetKey, AssetsDefinition, MetadataValue, multi_asset_check
 
-from datafirst_assets.contracts.core import validate_table
+from datafirst_assets.contracts.core import ContractReport, validate_table
+from datafirst_assets.contracts.in_database import validate_in_duckdb
 from datafirst_assets.contracts.registry import contract_for
 
-FULL_CHECK_ROWS = 2_000_000
+IN_DATABASE_ROWS = 1_000_000
 
 
 def _stored_tables(assets: Iterable) -> dict[str, list[tuple[AssetKey, str]]]:
@@ -34,22 +36,26 @@ def _stored_tables(assets: Iterable) -> dict[str, list[tuple[AssetKey, str]]]:
     return groups
 
 
-def _read(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> tuple[pl.DataFrame | None, int]:
+def _validate(conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract) -> tuple[ContractReport | None, str]:
     try:
         rows = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchall()[0][0]
     except duckdb.CatalogException:
-        return None, 0
-    sample = f" using sample {FULL_CHECK_ROWS} rows (reservoir, 7)" if rows > FULL_CHECK_ROWS else ""
-    return pl.from_arrow(conn.sql(f'select * from "{schema}"."{table}"{sample}').to_arrow_table()), rows
+        return None, ""
+    if rows > IN_DATABASE_ROWS:
+        database = conn.execute("select current_database()").fetchall()[0][0]
+        report = validate_in_duckdb(conn, database, schema, table, contract)
+        if report is not None:
+            return report, "duckdb (pandera.ibis)"
+    return validate_table(pl.from_arrow(conn.sql(f'select * from "{schema}"."{table}"').to_arrow_table()),
+                          contract), "polars"
 
 
-def _result(key: AssetKey, schema: str, frame: pl.DataFrame | None, rows: int) -> AssetCheckResult:
-    if frame is None:
+def _result(key: AssetKey, schema: str, report: ContractReport | None, checked_in: str) -> AssetCheckResult:
+    if report is None:
         return AssetCheckResult(asset_key=key, check_name="contract", passed=False,
                                 metadata={"problem": f"{schema}.{key.path[-1]} is not in the warehouse"})
-    report = validate_table(frame, contract_for(key))
     return AssetCheckResult(asset_key=key, check_name="contract", passed=report.passed, metadata={
-        **report.metadata(), "stored_rows": rows, "checked": "sample" if rows > frame.height else "every row",
+        **report.metadata(), "stored_rows": report.rows, "checked": "every row", "contract_checked_in": checked_in,
         "contract_report": MetadataValue.md(report.markdown())})
 
 
@@ -69,8 +75,8 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str]]):
         with context.resources.warehouse.cursor() as conn:
             for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path):
                 key = check_key.asset_key
-                frame, rows = _read(conn, schemas[key], key.path[-1])
-                yield _result(key, schemas[key], frame, rows)
+                report, checked_in = _validate(conn, schemas[key], key.path[-1], contract_for(key))
+                yield _result(key, schemas[key], report, checked_in)
 
     return _check
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import duckdb
 import polars as pl
 from dagster import AssetKey, AssetsDefinition, AssetSpec
 
-from datafirst_assets.contracts.core import column_schema, enforce_contract
+from datafirst_assets.contracts.core import ContractViolation, column_schema, enforce_contract, validate_table
+from datafirst_assets.contracts.in_database import validate_in_duckdb
 from datafirst_assets.contracts.registry import contract_for
 
 COLUMN_SCHEMA = "dagster/column_schema"
@@ -23,6 +25,26 @@ def check_before_store(key: AssetKey | None, frame: pl.DataFrame) -> dict:
     if schema is None:
         return {}
     return enforce_contract(key.to_user_string(), frame, schema).metadata()
+
+
+def check_in_database_before_store(key: AssetKey | None, conn: duckdb.DuckDBPyConnection, database: str,
+                                   schema: str, table: str) -> dict:
+    """Validate a table that only exists in DuckDB (a staging table written from a lazy frame or a
+    SQL query, inside the write transaction) against the contract of `key`, without reading it
+    into Python: pandera's Ibis backend runs the rules in DuckDB. Raises `ContractViolation` (the
+    caller's transaction rolls back, the previous table stays); returns output metadata."""
+    contract = contract_for(key) if key is not None else None
+    if contract is None:
+        return {}
+    report = validate_in_duckdb(conn, database, schema, table, contract)
+    checked_in = "duckdb (pandera.ibis)"
+    if report is None:  # a rule written in polars: only small document tables have one
+        name = ".".join('"' + part.replace('"', '""') + '"' for part in (database, schema, table))
+        report = validate_table(pl.from_arrow(conn.sql(f"select * from {name}").to_arrow_table()), contract)
+        checked_in = "polars"
+    if not report.passed:
+        raise ContractViolation(key.to_user_string(), report)
+    return {**report.metadata(), "contract_checked_in": checked_in}
 
 
 def _with_columns(spec: AssetSpec) -> AssetSpec:

@@ -26,8 +26,9 @@ from dagster import (
     asset,
 )
 
+from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.defs.linkage import QUALITY, LinkageSettings, linkage_key
-from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
+from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP, XJS_THRESHOLDS
 from datafirst_assets.evaluation.measure import measure_source, measured_table, subgroup_table
 from datafirst_assets.evaluation.report import (
     estimate_failures,
@@ -75,7 +76,7 @@ def _no_truth(problem: str, checks: tuple[str, ...]):
 
 def _warn_unless(check: str, problems: list[str]) -> AssetCheckResult:
     return AssetCheckResult(check_name=check, passed=not problems, severity=AssetCheckSeverity.WARN,
-                            metadata={"problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")})
+                            metadata={"problems": MetadataValue.md(bullet_list(problems))})
 
 
 @asset(
@@ -134,7 +135,8 @@ def xjs_evaluation(truth: TruthFolder, linkage: LinkageSettings, lookup: pl.Data
     if problem:
         yield from _no_truth(problem, ("accuracy_floors",))
         return
-    evaluation = evaluate_xjs(lookup, xjs_truth(truth.folder()))
+    # the thresholds the lookup was cut at (defs.xjs builds it at these), shown in the report's threshold column
+    evaluation = evaluate_xjs(lookup, xjs_truth(truth.folder()), thresholds=XJS_THRESHOLDS)
     case_metrics = case_link_metrics(case_links, case_link_truth(truth.folder()))
     report = write_report(xjs_markdown(evaluation, case_metrics),
                           {**{f"_{name}": frame for name, frame in evaluation.items()}, "_case_link": case_metrics},

@@ -21,15 +21,18 @@ from dagster import (
     multi_asset,
 )
 
+from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_key, stored_table
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
 from datafirst_assets.linkage.case_link import build_case_link
 from datafirst_assets.linkage.xjs import (
+    DEFAULT_THRESHOLDS,
     build_xjs_lookup,
     carry_forward_xjs_ids,
     check_lookup_invariants,
     unchanged_xjs_persons_kept,
+    xjs_change_counts,
     xjs_id_change_history,
 )
 from datafirst_assets.sources.registry import SOURCES
@@ -38,6 +41,8 @@ LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
 EDGES = AssetKey(["linkage", "xjs", "edges"])
 XJS_ID_CHANGES = AssetKey(["linkage", "xjs", "id_changes"])
 CASE_LOOKUP = AssetKey(["linkage", "criminal_courts", "case_lookup"])
+# (high, medium, low) match probabilities the lookup is cut at; the evaluation reports them
+XJS_THRESHOLDS = DEFAULT_THRESHOLDS
 
 
 def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
@@ -83,15 +88,16 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
                **inputs: pl.DataFrame):
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
-    result = build_xjs_lookup(records, clusters, db_api=linkage.db_api(), progress=context.log.info)
+    result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=linkage.db_api(),
+                              progress=context.log.info)
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
     lookup = add_record_hashes(carried)
     history = xjs_id_change_history(history, changes, run_id=context.run_id)
     # The change log goes first: the next run finds every id issued even if the lookup fails to store.
+    first_run = previous is None or previous.is_empty()
     yield Output(history, output_name="id_changes", metadata={
-        **{f"this_run_{lv}_{kind}": n for lv, kind, n in changes.group_by("level", "kind").len().sort("level", "kind")
-           .iter_rows()},
+        **{f"this_run_{name}": n for name, n in xjs_change_counts(changes, lookup, first_run).items()},
         "history_rows": history.height,
     })
     kept = unchanged_xjs_persons_kept(previous, lookup) if previous is not None and previous.height else {}
@@ -107,7 +113,7 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     problems = check_lookup_invariants(lookup, records)
     yield AssetCheckResult(
         check_name="lookup_invariants", passed=not problems,
-        metadata={"problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        metadata={"problems": MetadataValue.md(bullet_list(problems))},
     )
 
 

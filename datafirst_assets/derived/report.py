@@ -4,8 +4,8 @@
     paths = report.write(Path("data/reports"))   # repeat_offending_<variant>.md / .html
 
 The HTML is the shared report style (`datafirst_assets.reporting`): one Vega-Lite bar chart per
-breakdown, one-year and two-year rates side by side; suppressed groups are left out of the
-chart and marked in the table. A page built from the synthetic release says so in its title,
+breakdown, one-year and two-year rates side by side, the rate of all people as a dashed line
+over them (a layered chart); suppressed groups are left out of the chart and marked in the table. A page built from the synthetic release says so in its title,
 in a banner, in every chart and in its file name.
 """
 
@@ -19,7 +19,13 @@ import polars as pl
 
 from datafirst_assets.derived.repeat_offending_profile import BREAKDOWNS, MIN_COUNT, TOTAL, WINDOWS
 from datafirst_assets.derived.spec import DerivedTable
-from datafirst_assets.reporting import Section, bar_chart, markdown_table, render_report
+from datafirst_assets.reporting import (
+    Section,
+    bar_chart,
+    markdown_table,
+    render_report,
+    write_markdown_and_html,
+)
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_BANNER = (
@@ -46,12 +52,7 @@ class Report:
         return f"repeat_offending_{self.variant}"
 
     def write(self, folder: Path | str) -> dict[str, Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {"markdown": folder / f"{self.stem}.md", "html": folder / f"{self.stem}.html"}
-        paths["markdown"].write_text(self.markdown, encoding="utf-8")
-        paths["html"].write_text(self.html, encoding="utf-8")
-        return paths
+        return write_markdown_and_html(folder, self.stem, self.markdown, self.html)
 
 
 RELEASE_LABELS = {"deidentified": "de-identified release", SYNTHETIC: "SYNTHETIC release (not real data)"}
@@ -86,14 +87,21 @@ def _frame(headers: list[str], rows: list[list[str]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=headers, orient="row")
 
 
-def rates_chart(part: pl.DataFrame, heading: str) -> dict:
-    """One- and two-year rates per group (percent), suppressed groups left out."""
-    rates = pl.concat([
+def _rates(part: pl.DataFrame) -> pl.DataFrame:
+    """(group, window, rate (%)) of each group and window, suppressed rates left out."""
+    return pl.concat([
         part.select(pl.col("group").cast(pl.String), pl.lit(f"Returned {WINDOW_TITLES[w]}").alias("window"),
                     (pl.col(f"rate_{w}") * 100).round(1).alias("rate (%)"))
         for w in WINDOWS
     ]).drop_nulls("rate (%)")
-    return bar_chart(rates, "group", "rate (%)", color="window", title=heading, horizontal=True)
+
+
+def rates_chart(part: pl.DataFrame, heading: str, total: pl.DataFrame | None = None) -> dict:
+    """One- and two-year rates per group (percent) as bars, suppressed groups left out; the rate of
+    all people (`total`, the profile's total row) as a dashed line per window."""
+    overall = _rates(total) if total is not None else None
+    return bar_chart(_rates(part), "group", "rate (%)", color="window", title=heading, horizontal=True,
+                     reference=overall, reference_note="dashed: all people" if overall is not None else "")
 
 
 def _headline(total: dict, as_of: dt.date | None) -> str:
@@ -153,7 +161,7 @@ def profile_report(profile: pl.DataFrame, *, variant: str, as_of: dt.date | None
         name = BREAKDOWN_TITLES[breakdown]
         table = _frame(*_table_rows(part))
         chart_heading = f"Repeat rate by {name.lower()}" + (" (SYNTHETIC)" if synthetic else "")
-        charts[breakdown] = rates_chart(part, chart_heading)
+        charts[breakdown] = rates_chart(part, chart_heading, profile.filter(pl.col("breakdown") == TOTAL))
         md += [f"## {name}", "", markdown_table(table), ""]
         sections.append(Section(name, [], table, charts[breakdown]))
 

@@ -48,7 +48,13 @@ import polars as pl
 from datafirst_assets.linkage.dedupe import DEFAULT_THRESHOLD, deduplicate
 from datafirst_assets.linkage.metrics import evaluate_labels, read_labels, review_sample, write_review_sample
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, LinkageConfigError
-from datafirst_assets.sources.identifiers import clean_name, normalise_cro, normalise_pnc, normalise_postcode
+from datafirst_assets.sources.identifiers import (
+    clean_name,
+    junk_pnc,
+    normalise_cro,
+    normalise_pnc,
+    normalise_postcode,
+)
 
 #: Date formats recognised without --dob-format (ISO, YYYYMMDD, DD/MM/YYYY).
 DOB_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d/%m/%Y")
@@ -171,6 +177,17 @@ def parse_dates(values: pl.Series, dob_format: str | None = None) -> pl.Series:
     return out.alias(values.name)
 
 
+def on_distinct(clean: Callable[[pl.Expr], pl.Expr]) -> Callable[[pl.Expr], pl.Expr]:
+    """``clean`` (an element-wise expression) computed once per distinct value and joined back:
+    names and postcodes repeat, so at 1M records this is 3-5x less work than cleaning every row."""
+    def per_value(values: pl.Series) -> pl.Series:
+        mapping = values.unique().to_frame("value").with_columns(clean(pl.col("value")).alias("clean"))
+        return (values.to_frame("value").join(mapping, on="value", how="left", nulls_equal=True,
+                                              maintain_order="left").get_column("clean").alias(values.name))
+
+    return lambda expr: expr.map_batches(per_value, return_dtype=pl.String)
+
+
 def standardise(df: pl.DataFrame, *, id_col: str, maps: dict[str, str], extras: Sequence[str],
                 source: str, dob_format: str | None = None) -> pl.DataFrame:
     """An outside person file -> the person-records contract (record_id, source_dataset,
@@ -184,9 +201,9 @@ def standardise(df: pl.DataFrame, *, id_col: str, maps: dict[str, str], extras: 
     for f, c in maps.items():
         col = pl.col(c)
         if f in staged_rules:
-            exprs.append(staged_rules[f](col.cast(pl.String)).alias(f))
+            exprs.append(on_distinct(staged_rules[f])(col.cast(pl.String)).alias(f))
         elif f == "address":
-            exprs.append(_clean_text(col).alias(f))
+            exprs.append(on_distinct(_clean_text)(col.cast(pl.String)).alias(f))
         elif f == "sex":
             exprs.append(_clean_sex(col).alias(f))
         elif f == "other_id":
@@ -194,13 +211,16 @@ def standardise(df: pl.DataFrame, *, id_col: str, maps: dict[str, str], extras: 
         elif f == "dob":
             exprs.append(col.map_batches(lambda s: parse_dates(s, dob_format), return_dtype=pl.Date).alias("dob"))
     for x in extras:
-        exprs.append(_clean_text(pl.col(x)).alias(x))
+        exprs.append(on_distinct(_clean_text)(pl.col(x).cast(pl.String)).alias(x))
     out = df.select(exprs)
     if "forename" in out.columns and "middle_names" not in maps:
         # "JOHN PAUL" in a forename column: first word is the forename, rest middle names
         parts = pl.col("forename").str.splitn(" ", 2)
         out = out.with_columns(parts.struct.field("field_0").alias("forename"),
                                parts.struct.field("field_1").alias("middle_names"))
+    if "pnc" in out.columns:  # placeholder PNCs and one PNC on many dates of birth: null, as in staging
+        junk = junk_pnc("pnc", "dob" if "dob" in out.columns else None)
+        out = out.with_columns(pl.when(junk).then(None).otherwise(pl.col("pnc")).alias("pnc"))
     return out
 
 
@@ -240,12 +260,13 @@ def run_dedupe(
     per input record in input order. Raises :class:`DedupeConfigError` before any work for
     a bad mapping (unknown field or column, missing id column, no usable fields).
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if callable(progress):
         say = progress
     elif progress:
-        def say(msg: str) -> None:
-            print(f"[dedupe {time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+        def say(msg: str) -> None:  # CPU time too: on a shared machine it is the steadier figure
+            print(f"[dedupe {time.perf_counter() - t0:6.1f}s, CPU {time.process_time() - cpu0:5.1f}s] {msg}",
+                  file=sys.stderr, flush=True)
     else:
         def say(msg: str) -> None:
             return None
@@ -267,7 +288,7 @@ def run_dedupe(
         ids = df.get_column("record_id")
         if ids.null_count():
             raise DedupeConfigError(f"{path.name}: {ids.null_count()} row(s) have no {id_col!r}")
-        dup = ids.filter(ids.is_duplicated())
+        dup = ids.filter(ids.is_duplicated()) if ids.n_unique() < ids.len() else ids.clear()
         if dup.len():
             raise DedupeConfigError(
                 f"{path.name}: id column {id_col!r} is not unique ({dup.n_unique()} repeated values,"

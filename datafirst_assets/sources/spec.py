@@ -45,6 +45,26 @@ MAX_LENGTH = {
 }
 
 
+# What a column of each kind holds once staged: the description of a column the registry does not describe.
+KIND_MEANING = {
+    "id": "the source system's identifier of the row",
+    "ref": "identifier of the row it belongs to in the parent table",
+    "text": "free text as recorded",
+    "name": "name in upper case, accents folded to ASCII (the spelling as written is in <column>_original)",
+    "date": "date",
+    "dob": "date of birth (null when unusable: see <column>_issue)",
+    "sex": "sex, M or F (null when not recorded or not recognised)",
+    "ethnicity": "ethnicity code as recorded (ONS 18+1 categories)",
+    "postcode": "postcode, upper case with one space (null when not a valid postcode)",
+    "pnc": "Police National Computer number (null when not valid)",
+    "cro": "Criminal Records Office number (null when not valid)",
+    "code": "code",
+    "int": "whole number",
+    "float": "number",
+    "flag": "yes / no flag",
+}
+
+
 @dataclass(frozen=True)
 class ColumnSpec:
     name: str
@@ -60,6 +80,17 @@ class ColumnSpec:
     @property
     def length_limit(self) -> int:
         return self.max_length or MAX_LENGTH[self.kind]
+
+    @property
+    def text(self) -> str:
+        """The registry's description, else what a column of this kind holds (the UI's Columns tab)."""
+        if self.description:
+            return self.description
+        label = self.name.replace("_", " ").capitalize()
+        meaning = KIND_MEANING[self.kind].replace("<column>", self.name)
+        if self.kind == "code" and self.codes:
+            meaning = "one of " + ", ".join(self.codes[:12]) + (", ..." if len(self.codes) > 12 else "")
+        return f"{label}: {meaning}"
 
 
 @dataclass(frozen=True)

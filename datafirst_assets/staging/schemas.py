@@ -40,7 +40,7 @@ def _column(spec: ColumnSpec) -> pa.Column:
         staged_dtype(spec),
         checks=checks,
         nullable=not (spec.required or spec.kind == "id"),
-        description=spec.description or None,
+        description=spec.text,
     )
 
 
@@ -48,10 +48,12 @@ def _column(spec: ColumnSpec) -> pa.Column:
 def staged_schema(source_key: str, table_name: str) -> pa.DataFrameSchema:
     table = SOURCES[source_key].table(table_name)
     columns: dict[str, pa.Column] = {
-        PARTITION_COLUMN: pa.Column(pl.String, pa.Check.str_matches(r"^\d{4}-\d{2}-\d{2}$")),
+        PARTITION_COLUMN: pa.Column(pl.String, pa.Check.str_matches(r"^\d{4}-\d{2}-\d{2}$"),
+                                    description="Extract date of the delivery the row came in (the partition)"),
         **{c.name: _column(c) for c in table.columns},
-        "_source_file": pa.Column(pl.String),
-        "_row_number": pa.Column(pl.Int64, pa.Check.ge(2)),
+        "_source_file": pa.Column(pl.String, description="Delivered file the row was read from"),
+        "_row_number": pa.Column(pl.Int64, pa.Check.ge(2),
+                                 description="Line of the row in that file (the header is line 1)"),
     }
     for c in table.columns:
         if c.kind == "name":
@@ -59,9 +61,12 @@ def staged_schema(source_key: str, table_name: str) -> pa.DataFrameSchema:
                 pl.String, nullable=True, description=f"{c.name} as written (before folding to ASCII)")
     for c in table.columns:
         if c.kind == "dob":
-            columns[f"{c.name}_issue"] = pa.Column(pl.String, pa.Check.isin(DOB_ISSUES), nullable=True)
+            columns[f"{c.name}_issue"] = pa.Column(
+                pl.String, pa.Check.isin(DOB_ISSUES), nullable=True,
+                description=f"Why {c.name} is null although a value was delivered: {', '.join(DOB_ISSUES)}")
     if any(c.kind == "ethnicity" for c in table.columns):
-        columns["ethnic_group"] = pa.Column(pl.String, pa.Check.isin([*ETHNIC_GROUP.values(), "Unknown"]))
+        columns["ethnic_group"] = pa.Column(pl.String, pa.Check.isin([*ETHNIC_GROUP.values(), "Unknown"]),
+                                            description="Ethnic group (ONS 5+1) from the ethnicity code")
     assert list(columns) == staged_columns(table), "schema and staging disagree on columns"
     return pa.DataFrameSchema(
         columns, strict=True, ordered=True, name=f"staged_{source_key}_{table_name}",

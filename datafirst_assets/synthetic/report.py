@@ -103,7 +103,8 @@ def tv_complement(real: pl.Series, synthetic: pl.Series) -> float:
     p = real.value_counts(normalize=True, name="p").rename({real.name: "v"})
     q = synthetic.value_counts(normalize=True, name="q").rename({synthetic.name: "v"})
     both = p.join(q, on="v", how="full", coalesce=True).fill_null(0.0)
-    return float(1.0 - 0.5 * (both["p"] - both["q"]).abs().sum())
+    # clipped: summing shares can leave 1 - 1.0000000000000009, a "similarity" under 0
+    return min(max(float(1.0 - 0.5 * (both["p"] - both["q"]).abs().sum()), 0.0), 1.0)
 
 
 def _numeric(values: pl.Series) -> np.ndarray:
@@ -452,3 +453,4 @@ def report_html(report: SyntheticReport) -> str:
                               y_title="similarity", horizontal=True, domain=(0.0, 1.0))
         sections.append(Section(title, [text] if text else [], frame, chart))
     return render_report("Synthetic release: fidelity and privacy", sections, label=SYNTHETIC_LABEL)
+

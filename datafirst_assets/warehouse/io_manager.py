@@ -45,8 +45,7 @@ from dagster import (
     TableSchema,
 )
 
-from datafirst_assets.contracts.wiring import check_before_store
-from datafirst_assets.contracts.registry import contract_for
+from datafirst_assets.contracts.wiring import check_before_store, check_in_database_before_store
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
 
@@ -173,11 +172,13 @@ class WarehouseIOManager(ConfigurableIOManager):
                 raise TypeError(f"{context.asset_key.to_user_string()}: the warehouse stores polars frames "
                                 f"or WarehouseQuery, not {type(obj).__name__}")
             def validate(conn: duckdb.DuckDBPyConnection, staging: str) -> None:
-                # Rows computed by DuckDB meet the contract too, checked in the write transaction
-                # (a violation rolls it back). Only tables with a contract are read back.
+                # Rows computed by DuckDB meet the contract too: the staging table is validated where
+                # it lives (pandera.ibis), inside the write transaction, before it is swapped in; a
+                # violation rolls the transaction back and the previous table stays.
                 nonlocal contract
-                if not isinstance(obj, pl.DataFrame) and key is not None and contract_for(key) is not None:
-                    contract = check_before_store(key, pl.from_arrow(conn.sql(f"select * from {staging}").to_arrow_table()))
+                if not isinstance(obj, pl.DataFrame):
+                    contract = check_in_database_before_store(
+                        key, conn, catalog_name(self.database), target.schema, "__new_" + target.table)
 
             with _transaction(self.database) as conn:
                 schema = write_table(conn, target, source, context.log, validate=validate)
@@ -283,11 +284,16 @@ def write_table(conn: duckdb.DuckDBPyConnection, target: StoredTable, source: An
 
 
 def _add_new_columns(conn, target: StoredTable, new: dict[str, str], existing: dict[str, str], log) -> None:
-    if set(new) == set(existing):
-        return
     for column, dtype in new.items():
         if column not in existing:
             conn.execute(f"alter table {target.name} add column {_quote(column)} {dtype}")
-    # Other partitions are kept; columns no longer written stay null from now on.
-    log.warning(f"{target.schema}.{target.table}: column set changed (added {sorted(set(new) - set(existing))}, "
-                f"no longer written {sorted(set(existing) - set(new))})")
+    # Added columns land at the end; the table is rebuilt in the order now written (columns no
+    # longer written last), so a stored table keeps its contract's column order across versions.
+    order = [*new, *[c for c in existing if c not in new]]
+    if list(table_columns(conn, target.schema, target.table)) != order:
+        conn.execute(f"create or replace table {target.name} as select {', '.join(map(_quote, order))} "
+                     f"from {target.name}")
+    if set(new) != set(existing):
+        # Other partitions are kept; columns no longer written stay null from now on.
+        log.warning(f"{target.schema}.{target.table}: column set changed (added {sorted(set(new) - set(existing))}, "
+                    f"no longer written {sorted(set(existing) - set(new))})")

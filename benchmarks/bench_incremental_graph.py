@@ -1,0 +1,108 @@
+"""Benchmark: a new extract through the whole asset graph, against the full run before it.
+
+    .venv/bin/python benchmarks/bench_incremental_graph.py --people 50000 --mem-cap-gib 4
+
+As a user runs it: `datafirst simulate` writes ``--extracts`` deliveries per system (the first
+holds almost every record; each later one about 1% more). Then, each in its own subprocess
+under the memory watchdog of bench_pipeline.py:
+
+  1. full         `datafirst run --date <every date but the last>`: ingest, train, link and
+                  publish everything delivered so far (fresh warehouse and DAGSTER_HOME);
+  2. incremental  `datafirst run`: the last extract has arrived; the run loads only that date
+                  (the earlier ones were loaded from the same manifests) and the linkage stages
+                  extend what is stored.
+
+Prints wall and CPU seconds and peak memory of both, the ratio incremental / full (the issue's
+floor: <= 0.1x), and seconds per stage and the slowest steps of the incremental run from
+Dagster's step events. Results also go to ``<workdir>/result_incremental.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_pipeline import DATAFIRST, prepare, print_steps, run_measured, step_times  # noqa: E402
+
+
+def extract_dates(landing: Path) -> list[str]:
+    return sorted({d.name for source in landing.iterdir() if source.is_dir() for d in source.iterdir() if d.is_dir()})
+
+
+def staged_rows_by_date(landing: Path) -> dict[str, int]:
+    """Rows delivered per extract date, from the manifests."""
+    rows: dict[str, int] = {}
+    for manifest in landing.glob("*/*/manifest.json"):
+        tables = json.loads(manifest.read_text()).get("tables", {}).values()
+        rows[manifest.parent.name] = rows.get(manifest.parent.name, 0) + sum(int(t.get("rows", 0)) for t in tables)
+    return dict(sorted(rows.items()))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--people", type=int, default=50_000)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--extracts", type=int, default=3)
+    ap.add_argument("--mem-cap-gib", type=float, default=4.0, help="kill the process tree above this")
+    ap.add_argument("--workdir", type=Path, default=None, help="default /tmp/bench_incremental_graph_<people>")
+    ap.add_argument("--reuse-landing", action="store_true", help="keep an existing simulated landing zone")
+    ap.add_argument("--top", type=int, default=15, help="slowest steps listed")
+    args = ap.parse_args()
+
+    work = args.workdir or Path(f"/tmp/bench_incremental_graph_{args.people}")
+    work.mkdir(parents=True, exist_ok=True)
+    data, home = prepare(work, args.reuse_landing)
+    env = {"DATAFIRST_ALLOW_DEVELOPMENT_KEY": "1", **os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("DATAFIRST_TRUTH_DIR", None)  # production: no truth anywhere
+    results: dict = {"people": args.people, "cores": os.cpu_count(), "mem_cap_gib": args.mem_cap_gib}
+    if not (args.reuse_landing and (data / "landing").exists()):
+        sim = run_measured("simulate", [str(DATAFIRST), "simulate", "--people", str(args.people), "--seed",
+                                        str(args.seed), "--extracts", str(args.extracts), "--out",
+                                        str(data / "landing"), "--truth", str(work / "truth")],
+                           env, args.mem_cap_gib, work / "simulate.log")
+        sim.pop("_watch")
+        if sim["exit_code"] != 0:
+            return 1
+    dates = extract_dates(data / "landing")
+    rows = staged_rows_by_date(data / "landing")
+    results["rows_by_date"] = rows
+    earlier, new = dates[:-1], dates[-1]
+    share = rows.get(new, 0) / max(1, sum(rows.values()) - rows.get(new, 0))
+    print(f"bench_incremental_graph: {args.people:,} people; rows by date {rows}; the new extract {new} "
+          f"adds {share:.2%}", flush=True)
+
+    full = run_measured("full", [str(DATAFIRST), "run", "--data-dir", str(data),
+                                 *[a for d in earlier for a in ("--date", d)]],
+                        env, args.mem_cap_gib, work / "full.log")
+    full_steps = step_times(home, full.pop("_watch"))
+    if full["exit_code"] != 0:
+        return 1
+    incremental = run_measured("incremental", [str(DATAFIRST), "run", "--data-dir", str(data)],
+                               env, args.mem_cap_gib, work / "incremental.log")
+    # step_times lists every run's steps, oldest run first: the incremental command's come last
+    steps = step_times(home, incremental.pop("_watch"))[len(full_steps):]
+    results.update(full=full, incremental=incremental, full_steps=full_steps, incremental_steps=steps)
+    print("\nfull run:")
+    print_steps(full_steps, args.top)
+    print("\nincremental run:")
+    print_steps(steps, args.top)
+    ratio_wall = incremental["wall_seconds"] / full["wall_seconds"]
+    ratio_cpu = incremental["cpu_seconds"] / full["cpu_seconds"]
+    print(f"\n{'run':12} {'wall s':>8} {'CPU s':>8} {'peak GiB':>9}")
+    for name, r in (("full", full), ("incremental", incremental)):
+        print(f"{name:12} {r['wall_seconds']:8.1f} {r['cpu_seconds']:8.1f} {r['peak_gib']:9.2f}")
+    print(f"ratio incremental/full: wall {ratio_wall:.3f}, CPU {ratio_cpu:.3f} (floor <= 0.1)")
+    results.update(ratio_wall=ratio_wall, ratio_cpu=ratio_cpu)
+    (work / "result_incremental.json").write_text(json.dumps(results, indent=2))
+    print(f"details: {work / 'result_incremental.json'}")
+    return 0 if incremental["exit_code"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
