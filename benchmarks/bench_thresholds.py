@@ -37,7 +37,12 @@ import polars as pl  # noqa: E402
 
 from datafirst_assets.evaluation.measure import bcubed_by_threshold, pair_level  # noqa: E402
 from datafirst_assets.evaluation.truth import record_truth  # noqa: E402
-from datafirst_assets.linkage.threshold import candidate_thresholds, choose_cluster_threshold  # noqa: E402
+from datafirst_assets.linkage.threshold import (  # noqa: E402
+    blocking_lists_sql,
+    candidate_thresholds,
+    choose_cluster_threshold,
+    prediction_rules,
+)
 from datafirst_assets.sources.registry import SOURCES  # noqa: E402
 from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor  # noqa: E402
 
@@ -94,11 +99,17 @@ def measure(work: Path) -> list[dict]:
             pairs = _table(conn, f"select record_id_l, record_id_r, match_weight, match_probability "
                                  f"from linkage_{source}.scored_pairs")
             ids = _table(conn, f"select record_id from linkage_{source}.person_records")["record_id"].cast(pl.String)
+            version = conn.sql(f"select any_value(model_version) from linkage_{source}.clusters").fetchall()[0][0]
+            model = json.loads((work / "data" / "models" / source / f"{version}.json").read_text())
+            sql = blocking_lists_sql(prediction_rules(model["splink_model"]), f"linkage_{source}.scored_pairs",
+                                     f"linkage_{source}.person_records")
+            blocking = _table(conn, sql) if sql else None
         truth = record_truth(work / "truth", source).join(pl.DataFrame({"record_id": ids}), on="record_id")
         labels = work / "data" / "labels" / f"{source}.csv"
         t = time.perf_counter()
-        estimate = choose_cluster_threshold(pairs, configured=None, labels_file=None, record_ids=ids)
-        labelled = choose_cluster_threshold(pairs, configured=None, labels_file=labels, record_ids=ids)
+        estimate = choose_cluster_threshold(pairs, configured=None, labels_file=None, record_ids=ids, blocking=blocking)
+        labelled = choose_cluster_threshold(pairs, configured=None, labels_file=labels, record_ids=ids,
+                                            blocking=blocking)
         choose_seconds = (time.perf_counter() - t) / 2
         measured = bcubed_by_threshold(pairs, truth, sorted(set(candidate_thresholds())
                                                             | {estimate.match_probability, labelled.match_probability}))
@@ -110,6 +121,7 @@ def measure(work: Path) -> list[dict]:
             pair_p, pair_r = pair_level(pairs, truth, choice.match_probability)
             e = choice.estimate
             row |= {f"{name}_source": choice.source, f"{name}_threshold": choice.match_probability,
+                    f"{name}_recalibrated_by": e.get("recalibration"), f"{name}_missed": e.get("missed_by_blocking"),
                     f"{name}_f1": at["bcubed_f1"], f"{name}_gap": best["bcubed_f1"] - at["bcubed_f1"],
                     f"{name}_b3_p_err": e["bcubed_precision"] - at["bcubed_precision"],
                     f"{name}_b3_r_err": e["bcubed_recall"] - at["bcubed_recall"],

@@ -11,11 +11,16 @@ from datafirst_assets.evaluation.reviewer import merge_labels, simulated_labels
 from datafirst_assets.linkage.metrics import review_queue
 from datafirst_assets.linkage.threshold import (
     EXPECTED,
+    assess,
+    blocking_lists,
     calibrate,
     choose_cluster_threshold,
+    estimate_at,
     expected_accuracy_curve,
     expected_bcubed_curve,
     labelled_scored_pairs,
+    missed_by_blocking,
+    transitivity_check,
 )
 
 # Two people who each appear twice (1-2, 3-4: near-certain pairs) and a doubtful pair (2-3) that
@@ -109,6 +114,12 @@ def test_clerical_labels_written_in_either_order_set_the_threshold(tmp_path):
     assert with_labels.match_probability > without.match_probability
     true_precision = pairs.filter(pl.col("match_probability") >= with_labels.match_probability)["same"].mean()
     assert with_labels.estimate["pairwise_precision"] == pytest.approx(true_precision, abs=0.03)
+    # a 90% interval from resampled labels around the estimate (label sampling only: the realised
+    # truth of these 4,000 pairs may fall just outside it)
+    low, high = with_labels.estimate["pairwise_precision_low"], with_labels.estimate["pairwise_precision_high"]
+    assert low < with_labels.estimate["pairwise_precision"] < high
+    assert 0 < high - low < 0.05 and low - 0.03 <= true_precision <= high + 0.03
+    assert "pairwise_precision_low" not in without.estimate
 
 
 def test_simulated_reviewer_gets_the_stated_share_wrong(tmp_path):
@@ -137,3 +148,90 @@ def test_review_queue_skips_labelled_pairs_and_shows_both_records():
                          labelled=first.select("record_id_r", "record_id_l").rename(
                              {"record_id_r": "record_id_l", "record_id_l": "record_id_r"}))
     assert again.join(first, on=["record_id_l", "record_id_r"]).height == 0
+
+
+def _people_with_namesakes(n_people: int = 1500, *, overconfident: bool, seed: int = 4) -> pl.DataFrame:
+    """Scored pairs of people with three records each, whose true pairs score 8 to 24 bits (and a few
+    weak ones), plus namesakes: different people's records. The namesakes score 10 to 16 bits when
+    the model is ``overconfident`` (it thinks them near-certain), else -8 to 0 bits. ``same`` is the truth."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for person in range(n_people):
+        a, b, c = (f"{person}_{k}" for k in range(3))
+        for left, right in ((a, b), (b, c), (a, c)):
+            rows.append((left, right, float(rng.uniform(8, 24)) if rng.random() > 0.05 else float(rng.uniform(-4, 4)),
+                         True))
+        other = f"{(person + 1) % n_people}_{int(rng.integers(3))}"
+        rows.append((a, other, float(rng.uniform(10, 16) if overconfident else rng.uniform(-8, 0)), False))
+    frame = pl.DataFrame(rows, schema=["record_id_l", "record_id_r", "match_weight", "same"], orient="row")
+    return frame.with_columns((1 / (1 + 2.0 ** -pl.col("match_weight"))).alias("match_probability"))
+
+
+def test_transitivity_check_finds_near_certain_links_that_no_third_record_closes():
+    honest = transitivity_check(_people_with_namesakes(overconfident=False))
+    assert not honest.overconfident and honest.deficit < 0.05
+    overconfident = transitivity_check(_people_with_namesakes(overconfident=True))
+    assert overconfident.overconfident
+    # links at 10-16 bits: about half are namesakes, which no third record closes
+    assert overconfident.deficit == pytest.approx(0.6, abs=0.15)
+    assert overconfident.calibration.method == "transitivity"
+
+
+def test_the_model_estimate_recalibrated_by_transitivity_is_close_to_the_truth():
+    pairs = _people_with_namesakes(overconfident=True)
+    scored = pairs.drop("same")
+    choice = choose_cluster_threshold(scored, configured=None, labels_file=None)
+    assert choice.source == "model_estimate" and choice.estimate["recalibration"] == "transitivity"
+    # the namesakes (10-16 bits) must stay unlinked: the threshold sits above them
+    assert choice.match_probability > 1 / (1 + 2.0 ** -12)
+    # where the namesakes are, the recalibrated precision follows the truth; the model's own says ~1
+    assessment = assess(scored, labels_file=None)
+    for bits in (8, 10, 12):
+        threshold = 1 / (1 + 2.0 ** -bits)
+        true_precision = pairs.filter(pl.col("match_probability") >= threshold)["same"].mean()
+        assert true_precision < 0.8
+        assert assessment.estimate_at(threshold)["pairwise_precision"] == pytest.approx(true_precision, abs=0.05)
+    raw = pairs.with_columns(pl.col("match_probability").alias(EXPECTED))
+    assert estimate_at(expected_accuracy_curve(raw), 1 / (1 + 2.0 ** -10))["precision"] > 0.99
+
+
+def test_an_honest_model_keeps_its_own_probabilities():
+    pairs = _people_with_namesakes(overconfident=False).drop("same")
+    choice = choose_cluster_threshold(pairs, configured=None, labels_file=None)
+    assert choice.source == "model_estimate" and choice.estimate["recalibration"] is None
+
+
+def test_labels_recalibrate_beyond_the_weights_they_cover(tmp_path):
+    # labels only between 0 and 8 bits; the true curve sigmoid(0.5 w - 1) still holds at 16 bits
+    pairs = _weights_and_truth(8000)
+    sample = pairs.filter(pl.col("match_weight").is_between(0, 8)).sample(1500, seed=5)
+    fit = calibrate(sample.with_columns(pl.col("same").cast(float).alias("clerical_match_score")))
+    expected = pl.DataFrame({"w": [-6.0, 14.0]}).select(
+        fit.expected(pl.col("w"), pl.lit(0.5)).alias("q"))["q"].to_list()
+    assert expected[0] == pytest.approx(1 / (1 + math.exp(4)), abs=0.03)
+    assert expected[1] == pytest.approx(1 / (1 + math.exp(-6)), abs=0.01)
+
+
+def test_capture_recapture_estimates_the_matches_blocking_never_compared():
+    # 20,000 true pairs; the name rules catch 80%, the date-of-birth rules 70%, independently: 6% are
+    # never compared (and so never scored), which the estimate must find from the scored ones alone
+    rng = np.random.default_rng(6)
+    n = 20_000
+    by_names, by_other = rng.random(n) < 0.8, rng.random(n) < 0.7
+    caught = by_names | by_other
+    ids = np.arange(2 * n).astype(str)
+    records = pl.DataFrame({
+        "record_id": ids,
+        "surname": np.concatenate([np.arange(n).astype(str), np.where(by_names, np.arange(n).astype(str), "X")]),
+        "dob": np.concatenate([np.arange(n).astype(str), np.where(by_other, np.arange(n).astype(str), "Y")]),
+    })
+    pairs = pl.DataFrame({"record_id_l": ids[:n][caught], "record_id_r": ids[n:][caught],
+                          "match_weight": 20.0, "match_probability": 1.0})
+    lists = blocking_lists(pairs, records, ['l."surname" = r."surname"', 'l."dob" = r."dob"'])
+    assert lists["by_names"].sum() == by_names.sum() and lists["by_other"].sum() == by_other.sum()
+    assert missed_by_blocking(pairs.with_columns(pl.lit(1.0).alias(EXPECTED)), lists) == pytest.approx(0.06, abs=0.01)
+    # pair-level recall counts them as missed
+    assessment = assess(pairs, labels_file=None, blocking=lists)
+    assert assessment.estimate_at(0.5)["pairwise_recall"] == pytest.approx(0.94, abs=0.01)
+    # rules of one kind only cannot tell
+    assert blocking_lists(pairs, records, ['l."surname" = r."surname"']) is None

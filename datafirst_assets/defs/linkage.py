@@ -62,7 +62,13 @@ from datafirst_assets.reporting import file_url
 from datafirst_assets.linkage.records import add_person_ids, clustering_gaps, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts
-from datafirst_assets.linkage.threshold import assess, choose_cluster_threshold, threshold_chooser
+from datafirst_assets.linkage.threshold import (
+    assess,
+    blocking_lists_sql,
+    choose_cluster_threshold,
+    prediction_rules,
+    threshold_chooser,
+)
 from datafirst_assets.linkage.train import (
     TrainedModel,
     TrainingConfig,
@@ -463,10 +469,26 @@ def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
 QUALITY = AssetKey(["linkage", "quality"])
 
 
+def stored_blocking_lists(warehouse: Warehouse, root: Path, source: str, model_version: str) -> pl.DataFrame | None:
+    """Which of the model's blocking rules compared each stored pair (names only, or other
+    identifiers), run inside the warehouse: the evidence for the matches blocking never compared."""
+    model_file = root / "models" / source / f"{model_version}.json"
+    if not model_file.exists():
+        return None
+    schema = _stored(source)["schema"]
+    sql = blocking_lists_sql(prediction_rules(json.loads(model_file.read_text())["splink_model"]),
+                             f'{schema}."scored_pairs"', f'{schema}."person_records"')
+    if sql is None:
+        return None
+    with warehouse.cursor() as conn:
+        return pl.from_arrow(conn.sql(sql).to_arrow_table())  # type: ignore[return-value]
+
+
 @asset(
     key=QUALITY,
     ins={**{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters")) for s in SOURCES},
          **{f"pairs__{s}": AssetIn(key=linkage_key(s, "scored_pairs")) for s in SOURCES}},
+    deps=[linkage_key(s, "person_records") for s in SOURCES],
     group_name="linkage",
     metadata={"schema": "linkage"},
     kinds={"polars"},
@@ -479,13 +501,15 @@ QUALITY = AssetKey(["linkage", "quality"])
         "(0.97 criminal justice, 0.93 family and civil). Warns, naming what is missing, otherwise.",
     )],
 )
-def linkage_quality(linkage: LinkageSettings, **inputs: pl.DataFrame):
+def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse, **inputs: pl.DataFrame):
     rows = []
     for source in SOURCES:
         clusters, pairs = inputs[f"clusters__{source}"], inputs[f"pairs__{source}"]
         threshold = float(clusters["match_threshold"][0]) if clusters.height else 0.5
-        assessment = assess(pairs, labels_file=linkage.labels_file(source),
-                            record_ids=clusters["record_id"], also=(threshold,))
+        blocking = stored_blocking_lists(warehouse, linkage.root, source, str(clusters["model_version"][0])) \
+            if clusters.height and pairs.height else None
+        assessment = assess(pairs, labels_file=linkage.labels_file(source), record_ids=clusters["record_id"],
+                            also=(threshold,), blocking=blocking)
         rows.append(estimated_quality_row(
             source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
             threshold=threshold, configured=source in linkage.thresholds, assessment=assessment))

@@ -32,7 +32,8 @@ from datafirst_assets.linkage.quality import NOT_PERSON_ID, SUBGROUPS
 from datafirst_assets.linkage.threshold import candidate_thresholds, components_at
 
 MEASURED_SCHEMA = {
-    "source": pl.String, "threshold": pl.Float64, "threshold_source": pl.String, "labels": pl.Int64,
+    "source": pl.String, "threshold": pl.Float64, "threshold_source": pl.String, "recalibrated_by": pl.String,
+    "labels": pl.Int64,
     "records": pl.Int64, "records_unseen_by_labels": pl.Int64,
     "measured_bcubed_precision": pl.Float64, "measured_bcubed_recall": pl.Float64, "measured_bcubed_f1": pl.Float64,
     "measured_unseen_bcubed_precision": pl.Float64, "measured_unseen_bcubed_recall": pl.Float64,
@@ -43,6 +44,7 @@ MEASURED_SCHEMA = {
     "estimated_pair_precision": pl.Float64, "estimated_pair_recall": pl.Float64,
     "estimated_bcubed_precision": pl.Float64, "estimated_bcubed_recall": pl.Float64,
     "estimated_bcubed_f1": pl.Float64,
+    "estimated_missed_by_blocking": pl.Float64, "measured_missed_by_blocking": pl.Float64,
     "pair_precision_error": pl.Float64, "pair_recall_error": pl.Float64,
     "bcubed_precision_error": pl.Float64, "bcubed_recall_error": pl.Float64,
     "truth_optimal_threshold": pl.Float64, "truth_optimal_bcubed_f1": pl.Float64,
@@ -112,13 +114,14 @@ def measure_source(source: str, clusters: pl.DataFrame, pairs: pl.DataFrame, tru
     everyone = bcubed_metrics(predicted, truth)
     threshold = float(estimate["threshold"])
     pair_precision, pair_recall = pair_level(pairs, truth, threshold)
+    _, scored_recall = pair_level(pairs, truth, 0.0)
     pairwise = pairwise_metrics(predicted, truth)
     by_threshold = bcubed_by_threshold(pairs, truth, sorted(set(candidate_thresholds()) | {threshold}))
     best = by_threshold.sort(["bcubed_f1", "threshold"], descending=[True, True]).row(0, named=True)
     at_threshold = by_threshold.filter(pl.col("threshold") == threshold)["bcubed_f1"][0]
     return {
         "source": source, "threshold": threshold, "threshold_source": estimate["threshold_source"],
-        "labels": estimate["labels"], "records": truth.height, "records_unseen_by_labels": unseen_truth.height,
+        "recalibrated_by": estimate.get("recalibrated_by"), "labels": estimate["labels"], "records": truth.height, "records_unseen_by_labels": unseen_truth.height,
         "measured_bcubed_precision": everyone["precision"], "measured_bcubed_recall": everyone["recall"],
         "measured_bcubed_f1": everyone["f1"],
         "measured_unseen_bcubed_precision": unseen["precision"], "measured_unseen_bcubed_recall": unseen["recall"],
@@ -131,6 +134,8 @@ def measure_source(source: str, clusters: pl.DataFrame, pairs: pl.DataFrame, tru
         "estimated_bcubed_precision": estimate["estimated_bcubed_precision"],
         "estimated_bcubed_recall": estimate["estimated_bcubed_recall"],
         "estimated_bcubed_f1": estimate["estimated_bcubed_f1"],
+        "estimated_missed_by_blocking": estimate.get("estimated_missed_by_blocking"),
+        "measured_missed_by_blocking": None if scored_recall is None else 1 - scored_recall,
         "pair_precision_error": _difference(estimate["estimated_pairwise_precision"], pair_precision),
         "pair_recall_error": _difference(estimate["estimated_pairwise_recall"], pair_recall),
         "bcubed_precision_error": _difference(estimate["estimated_bcubed_precision"], everyone["precision"]),

@@ -39,11 +39,14 @@ def subgroup_gap_table(table: pl.DataFrame, min_records: int = 30) -> pl.DataFra
 
 QUALITY_SCHEMA = {
     "source": pl.String, "records": pl.Int64, "persons": pl.Int64, "threshold": pl.Float64,
-    "threshold_source": pl.String, "labels": pl.Int64, "estimated_label_error_rate": pl.Float64,
+    "threshold_source": pl.String, "recalibrated_by": pl.String, "labels": pl.Int64,
+    "estimated_label_error_rate": pl.Float64,
     "estimated_pairwise_precision": pl.Float64, "estimated_pairwise_recall": pl.Float64,
     "estimated_pairwise_f1": pl.Float64, "estimated_bcubed_precision": pl.Float64,
     "estimated_bcubed_recall": pl.Float64, "estimated_bcubed_f1": pl.Float64,
-    "recommended_threshold": pl.Float64, "missing_evidence": pl.String,
+    "estimated_pairwise_precision_low": pl.Float64, "estimated_pairwise_precision_high": pl.Float64,
+    "estimated_pairwise_recall_low": pl.Float64, "estimated_pairwise_recall_high": pl.Float64,
+    "estimated_missed_by_blocking": pl.Float64, "recommended_threshold": pl.Float64, "missing_evidence": pl.String,
 }
 
 
@@ -59,10 +62,14 @@ def estimated_quality_row(source: str, *, records: int, persons: int, threshold:
         "(too few, or all one answer): accuracy is the model's own estimate")
     return {
         "source": source, "records": records, "persons": persons, "threshold": threshold,
-        "threshold_source": "configured" if configured else assessment.source, "labels": assessment.labels,
+        "threshold_source": "configured" if configured else assessment.source,
+        "recalibrated_by": estimate["recalibration"], "labels": assessment.labels,
         "estimated_label_error_rate": estimate["label_error_rate"],
         **{f"estimated_{k}": estimate[k] for k in ("pairwise_precision", "pairwise_recall", "pairwise_f1",
                                                    "bcubed_precision", "bcubed_recall", "bcubed_f1")},
+        **{f"estimated_pairwise_{k}_{end}": estimate.get(f"pairwise_{k}_{end}")
+           for k in ("precision", "recall") for end in ("low", "high")},
+        "estimated_missed_by_blocking": estimate["missed_by_blocking"],
         "recommended_threshold": assessment.best_threshold(), "missing_evidence": evidence,
     }
 
@@ -83,23 +90,37 @@ def evidence_problems(table: pl.DataFrame) -> list[str]:
     return problems
 
 
+def _interval(measure: str) -> pl.Expr:
+    """'low-high' of an estimated pair-level measure (from resampled clerical labels), else null."""
+    low, high = pl.col(f"estimated_pairwise_{measure}_low"), pl.col(f"estimated_pairwise_{measure}_high")
+    return pl.when(low.is_not_null()).then(pl.format("{}-{}", low.round(3), high.round(3)))
+
+
 def quality_summary(table: pl.DataFrame) -> pl.DataFrame:
     """The per-dataset table people read: threshold, where it came from, estimated accuracy."""
     return table.select(
-        "source", "records", "persons", "threshold", "threshold_source", "labels",
+        "source", "records", "persons", "threshold", "threshold_source", "recalibrated_by", "labels",
         pl.col("estimated_pairwise_precision").alias("est_pair_precision"),
         pl.col("estimated_pairwise_recall").alias("est_pair_recall"),
+        _interval("precision").alias("est_pair_precision_90pct"), _interval("recall").alias("est_pair_recall_90pct"),
         pl.col("estimated_bcubed_precision").alias("est_bcubed_precision"),
         pl.col("estimated_bcubed_recall").alias("est_bcubed_recall"),
         pl.col("estimated_bcubed_f1").alias("est_bcubed_f1"),
+        pl.col("estimated_missed_by_blocking").alias("est_missed_by_blocking"),
         pl.col("source").replace_strict(FLOORS, default=None).alias("floor"),
     )
 
 
 ESTIMATE_NOTE = (
-    "All figures are ESTIMATED from the model's match probabilities (recalibrated by clerical labels "
-    "where a dataset has them), not measured against known truth. They count only matches among the "
-    "scored pairs: people whom blocking never compared are invisible, so recall is an upper bound. "
+    "All figures are ESTIMATED from the model's match probabilities, not measured against known truth. "
+    "`recalibrated_by`: `clerical_labels` (a curve fitted to the labels), `transitivity` (no labels, but the "
+    "model's near-certain links are closed by a third record less often than its surest ones, so it is "
+    "overconfident and a curve fitted to how often links are closed replaces it) or empty (the model's own). "
+    "`*_90pct`: where 90% of the estimates fall when the clerical labels are resampled (label sampling "
+    "only, not the model's own errors). `est_missed_by_blocking`: the share of matches no blocking rule compared, by capture-recapture between "
+    "the rules on names alone and the rules on other identifiers; pair-level recall counts them as missed. "
+    "B-cubed figures see only the scored pairs (most uncompared matches join their person through other "
+    "links), so B-cubed recall can be too high where blocking splits people. "
     "Threshold sources: `configured` (set by the team), `clerical_labels` (labels/<source>.csv), "
     "`model_estimate` (no labels)."
 )

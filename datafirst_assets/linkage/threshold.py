@@ -5,9 +5,13 @@ without ground truth. In order of preference:
 2. ``clerical_labels``: reviewers' labels in ``labels/<source>.csv`` (the review queue, filled in by
    people or by ``datafirst simulate-review``). The queue is sampled by match weight, so the labels
    recalibrate the model's probabilities: a logistic curve of "same person" on match weight, fitted
-   allowing for a share of wrong labels (reviewers disagree on a few percent of pairs). A sample
-   stratified on the weight leaves that fit unbiased, so no sampling weights are needed.
-3. ``model_estimate``: the model's own match probabilities.
+   allowing for a share of wrong labels (reviewers disagree on a few percent of pairs), used at every
+   weight (also beyond the labelled ones: the model's own probability there is what the labels showed
+   to be wrong). A sample stratified on the weight leaves a fit of P(match | weight) unbiased, so no
+   sampling weights are needed.
+3. ``model_estimate``: the model's own match probabilities, unless a transitivity check shows them to
+   be overconfident (:func:`transitivity_check`), in which case a curve fitted to that check replaces
+   them. No labels and no truth are needed.
 
 Either way each pair gets a probability q of being a match, and the threshold is the candidate
 (match weights 0 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
@@ -39,23 +43,22 @@ EXPECTED = "expected_match"  # a pair's probability of being a match, after any 
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(match | match weight) = sigmoid(intercept + slope * weight) inside the labelled weights
-    (reviewers say "match" with probability eps + (1 - 2 eps) times that); outside them the model's
-    own probability, clamped so the curve stays monotone."""
+    """P(match | match weight) = sigmoid(intercept + slope * weight), at every weight (reviewers say
+    "match" with probability eps + (1 - 2 eps) times that). ``method``: what it was fitted to
+    (``clerical_labels``, or ``transitivity`` when the model's own links were the only evidence)."""
 
     intercept: float
     slope: float
-    label_error_rate: float
+    label_error_rate: float | None
     weight_range: tuple[float, float]
     labels_used: int
+    method: str = "clerical_labels"
 
     def expected(self, weight: pl.Expr, model_probability: pl.Expr) -> pl.Expr:
-        low, high = self.weight_range
-        inside = 1 / (1 + (-(self.intercept + self.slope * weight)).exp())
-        at_low, at_high = _sigmoid(self.intercept + self.slope * low), _sigmoid(self.intercept + self.slope * high)
-        return (pl.when(weight < low).then(pl.min_horizontal(model_probability, pl.lit(at_low)))
-                .when(weight > high).then(pl.max_horizontal(model_probability, pl.lit(at_high)))
-                .otherwise(inside))
+        curve = 1 / (1 + (-(self.intercept + self.slope * weight)).exp())
+        if self.method == "transitivity":  # it can only show the model overconfident, never less
+            return pl.min_horizontal(curve, model_probability)
+        return curve
 
 
 @dataclass(frozen=True)
@@ -138,14 +141,156 @@ def calibrate(labelled: pl.DataFrame, *, max_error_rate: float = 0.2, iterations
     return Calibration(float(beta[0]), float(beta[1]), eps, (float(x.min()), float(x.max())), labelled.height)
 
 
+# ---------------------------------------------------------------- no labels: a transitivity check
+
+#: Links the model calls near-certain (p >= 0.999): the ones whose chains the check follows.
+STRONG_WEIGHT = 10.0
+#: The surest links (p >= 0.999999): how often a true match is closed by a third record.
+SUREST_WEIGHT = 20.0
+#: Links the model calls near-certain but less sure than the surest, where overconfidence shows.
+CHECK_WEIGHTS = (10.0, 16.0)
+#: Overconfident when the checked links are closed this much less often than the surest ones.
+OVERCONFIDENCE_DEFICIT = 0.05
+
+
+def with_transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT) -> pl.DataFrame:
+    """``pairs`` plus ``supported`` (1.0 / 0.0): whether some third record is linked to both of the
+    pair's records by near-certain links. Same person is transitive, so a true match is often
+    supported (when the person has a third record) and a non-match only through a wrong link."""
+    ordered = ordered_ids(pairs)
+    strong = ordered.filter(pl.col(WEIGHT) >= strong_weight).select(pl.col("record_id_l").alias("x"),
+                                                                     pl.col("record_id_r").alias("y"))
+    edges = pl.concat([strong, strong.select(pl.col("y").alias("x"), pl.col("x").alias("y"))])
+    closed = (edges.join(edges.rename({"x": "y", "y": "z"}), on="y")
+              .filter(pl.col("x") < pl.col("z"))
+              .select(pl.col("x").alias("record_id_l"), pl.col("z").alias("record_id_r")).unique()
+              .with_columns(pl.lit(1.0).alias("supported")))
+    return ordered.join(closed, on=["record_id_l", "record_id_r"], how="left").with_columns(
+        pl.col("supported").fill_null(0.0))
+
+
+@dataclass(frozen=True)
+class TransitivityCheck:
+    """How often the model's links are closed by a third record, by match weight."""
+
+    surest_support: float | None  # share of the surest links that are supported
+    checked_support: float | None  # the same for links of CHECK_WEIGHTS
+    checked_links: int
+    calibration: Calibration | None  # the curve fitted to the support rates (see transitivity_check)
+
+    @property
+    def deficit(self) -> float | None:
+        if not self.surest_support or self.checked_support is None:
+            return None
+        return 1 - self.checked_support / self.surest_support
+
+    @property
+    def overconfident(self) -> bool:
+        return (self.calibration is not None and self.checked_links >= 200
+                and self.deficit is not None and self.deficit > OVERCONFIDENCE_DEFICIT)
+
+
+def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
+    """The model's probabilities checked against its own links, without labels or truth.
+
+    A true match is supported (see :func:`with_transitive_support`) about as often at any weight
+    where links are sure; so if links the model calls near-certain are supported clearly less
+    often than its surest links, some of them are not matches: the model is overconfident. Then
+    P(match | weight) ~ (support rate - floor) / (surest support rate - floor) (floor: the support
+    rate of the weakest pairs, which are almost all non-matches), fitted as a logistic curve in the
+    weight. That curve is only used where it is lower than the model's (people with few records
+    make the support rate understate matches at low weights)."""
+    supported = with_transitive_support(pairs)
+    rate = lambda frame: float(frame["supported"].mean()) if frame.height else None  # noqa: E731
+    surest = rate(supported.filter(pl.col(WEIGHT) >= SUREST_WEIGHT))
+    checked = supported.filter(pl.col(WEIGHT).is_between(*CHECK_WEIGHTS, closed="left"))
+    floor = rate(supported.filter(pl.col(WEIGHT) <= -6)) or 0.0
+    calibration = None
+    if surest and surest > floor + 0.1:
+        bins = (supported.group_by((pl.col(WEIGHT) * 2).floor().alias("bin"))
+                .agg(pl.col(WEIGHT).mean().alias("weight"), pl.col("supported").mean().alias("rate"), pl.len()))
+        share = np.clip((bins["rate"].to_numpy() - floor) / (surest - floor), 0, 1)
+        weight = np.repeat(bins["weight"].to_numpy(), bins["len"].to_numpy())
+        beta = _fit_logistic(weight, np.repeat(share, bins["len"].to_numpy()))
+        if beta[1] > 0:
+            calibration = Calibration(float(beta[0]), float(beta[1]), None,
+                                      (float(weight.min()), float(weight.max())), 0, method="transitivity")
+    return TransitivityCheck(surest, rate(checked), checked.height, calibration)
+
+
+# ---------------------------------------------------------------- matches blocking never compared
+
+#: Identifiers whose blocking rules form the second "list" (the first: rules on names alone).
+NON_NAME_FIELDS = ("dob", "postcode", "pnc", "cro", "address")
+
+
+def prediction_rules(model_settings: dict) -> list[str]:
+    """The blocking rules (SQL on ``l.`` / ``r.``) a trained Splink model scored pairs with."""
+    return [b["blocking_rule"] if isinstance(b, dict) else str(b)
+            for b in model_settings.get("blocking_rules_to_generate_predictions") or ()]
+
+
+def blocking_lists_sql(rules: list[str], pairs_table: str = "pairs", records_table: str = "records") -> str | None:
+    """SQL giving record_id_l, record_id_r, ``by_names`` (a rule on names alone would have compared
+    the pair) and ``by_other`` (a rule using date of birth, postcode or an id would have): two
+    "lists" that each catch matches, for :func:`missed_by_blocking`. None when the rules do not split so."""
+    other = [r for r in rules if any(f in r for f in NON_NAME_FIELDS)]
+    names = [r for r in rules if r not in other]
+    if not other or not names:
+        return None
+    either = lambda group: " OR ".join(f"coalesce(({r}), false)" for r in group)  # noqa: E731
+    return (f"SELECT CAST(p.record_id_l AS VARCHAR) AS record_id_l, CAST(p.record_id_r AS VARCHAR) AS record_id_r, "
+            f"({either(names)}) AS by_names, ({either(other)}) AS by_other FROM {pairs_table} p "
+            f"JOIN {records_table} l ON CAST(l.record_id AS VARCHAR) = CAST(p.record_id_l AS VARCHAR) "
+            f"JOIN {records_table} r ON CAST(r.record_id AS VARCHAR) = CAST(p.record_id_r AS VARCHAR)")
+
+
+def blocking_lists(pairs: pl.DataFrame, records: pl.DataFrame, rules: list[str]) -> pl.DataFrame | None:
+    """:func:`blocking_lists_sql` on frames in memory (the rules are Splink's SQL: run as written)."""
+    sql = blocking_lists_sql(rules)
+    if sql is None or pairs.is_empty():
+        return None
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("pairs", pairs.select("record_id_l", "record_id_r").to_arrow())
+        con.register("records", records.to_arrow())
+        return pl.from_arrow(con.sql(sql).to_arrow_table())  # type: ignore[return-value]
+    finally:
+        con.close()
+
+
+def missed_by_blocking(expected: pl.DataFrame, lists: pl.DataFrame | None) -> float | None:
+    """The share of true matches no blocking rule compared, by capture-recapture (Lincoln-Petersen):
+    if the name rules catch a match independently of the others (name errors and date or postcode
+    errors are independent), all matches N ~ n(names) n(other) / n(both), counted as expected
+    matches (``expected_match``) among the scored pairs. The model's own estimate of what blocking
+    missed: no labels or truth read."""
+    if lists is None:
+        return None
+    q = ordered_ids(expected).select("record_id_l", "record_id_r", pl.col(EXPECTED)).join(
+        ordered_ids(lists), on=["record_id_l", "record_id_r"], how="inner")
+    counts = q.select((pl.col(EXPECTED) * pl.col("by_names")).sum().alias("names"),
+                      (pl.col(EXPECTED) * pl.col("by_other")).sum().alias("other"),
+                      (pl.col(EXPECTED) * (pl.col("by_names") & pl.col("by_other"))).sum().alias("both"),
+                      (pl.col(EXPECTED) * (pl.col("by_names") | pl.col("by_other"))).sum().alias("caught")).row(0)
+    names, other, both, caught = (float(x or 0.0) for x in counts)
+    if both < 10 or caught <= 0:
+        return None
+    return float(min(max(1 - caught / (names * other / both), 0.0), 0.5))
+
+
 # ---------------------------------------------------------------- expected accuracy
 
 
-def expected_accuracy_curve(pairs: pl.DataFrame) -> pl.DataFrame:
+def expected_accuracy_curve(pairs: pl.DataFrame, missed: float | None = None) -> pl.DataFrame:
     """Estimated precision / recall / F1 of calling ``match_probability >= threshold`` a link, for
-    every distinct probability, from each pair's ``expected_match`` (else its match_probability)."""
+    every distinct probability, from each pair's ``expected_match`` (else its match_probability).
+    ``missed``: the share of matches blocking never compared (:func:`missed_by_blocking`)."""
     q = pl.col(EXPECTED) if EXPECTED in pairs.columns else pl.col(PROBABILITY)
     expected_matches = float(pairs.select(q.sum()).item() or 0.0) if pairs.height else 0.0
+    expected_matches /= 1 - (missed or 0.0)
     curve = (pairs.group_by(PROBABILITY).agg(q.sum().alias("expected_true_links"), pl.len().alias("links"))
              .sort(PROBABILITY, descending=True)
              .with_columns(pl.col("expected_true_links").cum_sum(), pl.col("links").cum_sum()))
@@ -212,7 +357,9 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
     is 1 + the sum of ``expected_match`` over its scored pairs inside P(r) (records linked only
     through others and never scored together count as different people: clusters that chain are
     penalised, which pair-level F1 cannot see); the expected size of its true cluster is 1 + the
-    sum over all its scored pairs. Precision and recall are the means of the per-record ratios."""
+    sum over all its scored pairs. Precision and recall are the means of the per-record ratios.
+    Matches blocking never compared are left out on purpose: most of them join their person's
+    cluster through other links anyway (which the pair-level recall cannot see, so it counts them)."""
     thresholds = candidate_thresholds() if thresholds is None else thresholds
     ids = record_ids.cast(pl.String).unique().sort()
     index = pl.DataFrame({"record_id": ids, "_i": pl.int_range(ids.len(), eager=True)})
@@ -239,13 +386,46 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
 # ---------------------------------------------------------------- the choice
 
 
-def read_calibration(pairs: pl.DataFrame, labels_file: Path | None) -> tuple[Calibration | None, int]:
-    """Calibration from a labels file, if there is one with enough usable labels; and how many
-    reviewed labels it held."""
+#: Resamples of the clerical labels behind the estimates' 90% intervals.
+BOOTSTRAP_RESAMPLES = 40
+
+
+def read_calibration(pairs: pl.DataFrame, labels_file: Path | None,
+                     resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[Calibration | None, int, tuple[Calibration, ...]]:
+    """Calibration from a labels file, if there is one with enough usable labels; how many
+    reviewed labels it held; and the calibrations of ``resamples`` bootstrap resamples of the labels
+    (how much the estimates could move with another sample of pairs reviewed)."""
     if labels_file is None or not Path(labels_file).exists():
-        return None, 0
+        return None, 0, ()
     labels = read_labels(labels_file)
-    return calibrate(labelled_scored_pairs(pairs, labels)), labels.height
+    labelled = labelled_scored_pairs(pairs, labels)
+    calibration = calibrate(labelled)
+    if calibration is None:
+        return None, labels.height, ()
+    rng = np.random.default_rng(0)
+    refits = (calibrate(labelled[rng.integers(0, labelled.height, labelled.height)]) for _ in range(resamples))
+    return calibration, labels.height, tuple(fit for fit in refits if fit is not None)
+
+
+def pair_level_interval(pairs: pl.DataFrame, calibrations: tuple[Calibration, ...], threshold: float,
+                        missed: float | None, level: float = 0.9) -> dict:
+    """The ``level`` interval of the estimated pair-level precision and recall at ``threshold``
+    over resampled calibrations (empty without them)."""
+    if len(calibrations) < 10 or pairs.is_empty():
+        return {}
+    weight, probability = pl.col(WEIGHT).cast(pl.Float64), pl.col(PROBABILITY).cast(pl.Float64)
+    linked = probability >= threshold
+    sums = pairs.select(*[pl.struct(c.expected(weight, probability).filter(linked).sum().alias("tp"),
+                                    c.expected(weight, probability).sum().alias("all")).alias(f"c{i}")
+                          for i, c in enumerate(calibrations)]).row(0)
+    links = pairs.select(linked.sum()).item()
+    precision = [s["tp"] / links for s in sums] if links else []
+    recall = [s["tp"] * (1 - (missed or 0.0)) / s["all"] for s in sums if s["all"]]
+    tail = (1 - level) / 2
+    band = lambda xs: (float(np.quantile(xs, tail)), float(np.quantile(xs, 1 - tail))) if xs else (None, None)  # noqa: E731
+    (p_low, p_high), (r_low, r_high) = band(precision), band(recall)
+    return {"pairwise_precision_low": p_low, "pairwise_precision_high": p_high,
+            "pairwise_recall_low": r_low, "pairwise_recall_high": r_high}
 
 
 @dataclass(frozen=True)
@@ -256,10 +436,20 @@ class Assessment:
     pairs: pl.DataFrame  # expected pair-level curve (see expected_accuracy_curve)
     calibration: Calibration | None
     labels: int  # reviewed labels in the labels file
+    transitivity: TransitivityCheck | None = None  # the no-label check of the model's probabilities
+    missed: float | None = None  # estimated share of matches blocking never compared
+    scored: pl.DataFrame | None = None  # the scored pairs (for the intervals)
+    resampled: tuple[Calibration, ...] = ()  # calibrations of resampled labels (for the intervals)
 
     @property
     def source(self) -> str:
-        return "clerical_labels" if self.calibration is not None else "model_estimate"
+        labelled = self.calibration is not None and self.calibration.method == "clerical_labels"
+        return "clerical_labels" if labelled else "model_estimate"
+
+    @property
+    def recalibration(self) -> str | None:
+        """What recalibrated the model's probabilities: clerical_labels, transitivity, or nothing."""
+        return self.calibration.method if self.calibration is not None else None
 
     def best_threshold(self) -> float:
         """Highest expected B-cubed F1 (ties to the higher threshold: fewer links)."""
@@ -277,23 +467,31 @@ class Assessment:
             **{k: cluster_level.get(k) for k in ("bcubed_precision", "bcubed_recall", "bcubed_f1")},
             "expected_matches": pair_level.get("expected_matches"), "labels": self.labels,
             "label_error_rate": self.calibration.label_error_rate if self.calibration else None,
+            "recalibration": self.recalibration,
+            "transitivity_deficit": self.transitivity.deficit if self.transitivity else None,
+            "missed_by_blocking": self.missed,
+            **(pair_level_interval(self.scored, self.resampled, threshold, self.missed)
+               if self.scored is not None else {}),
         }
 
 
 def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Series | None = None,
-           also: tuple[float, ...] = ()) -> Assessment:
+           also: tuple[float, ...] = (), blocking: pl.DataFrame | None = None) -> Assessment:
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
-    record clustered (singletons count in B-cubed); default the records in ``pairs``."""
-    calibration, labels = read_calibration(pairs, labels_file) if pairs.height else (None, 0)
+    record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
+    which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared."""
+    calibration, labels, resampled = read_calibration(pairs, labels_file) if pairs.height else (None, 0, ())
+    check = transitivity_check(pairs) if pairs.height and calibration is None else None
+    if check is not None and check.overconfident:
+        calibration = check.calibration
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
     expected = with_expected_matches(pairs, calibration)
-    if pairs.height == 0:
-        return Assessment(expected_bcubed_curve(expected, record_ids, []), expected_accuracy_curve(expected),
-                          calibration, labels)
-    candidates = sorted(set(candidate_thresholds()) | set(also))
-    return Assessment(expected_bcubed_curve(expected, record_ids, candidates), expected_accuracy_curve(expected),
-                      calibration, labels)
+    missed = missed_by_blocking(expected, blocking) if pairs.height else None
+    candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
+    return Assessment(expected_bcubed_curve(expected, record_ids, candidates),
+                      expected_accuracy_curve(expected, missed), calibration, labels, check, missed,
+                      pairs.select(WEIGHT, PROBABILITY), resampled)
 
 
 def choose_cluster_threshold(
@@ -302,12 +500,13 @@ def choose_cluster_threshold(
     configured: float | None,
     labels_file: Path | None,
     record_ids: pl.Series | None = None,
+    blocking: pl.DataFrame | None = None,
 ) -> ThresholdChoice:
     """`pairs`: scored pairs (record_id_l, record_id_r, match_weight, match_probability).
     A configured threshold wins; otherwise the candidate with the highest expected B-cubed F1
     under the labels-recalibrated probabilities, or the model's own without labels."""
     assessment = assess(pairs, labels_file=labels_file, record_ids=record_ids,
-                        also=(configured,) if configured is not None else ())
+                        also=(configured,) if configured is not None else (), blocking=blocking)
     threshold = configured if configured is not None else assessment.best_threshold()
     source = "configured" if configured is not None else assessment.source
     return ThresholdChoice(threshold, source, assessment.estimate_at(threshold), assessment.calibration)
