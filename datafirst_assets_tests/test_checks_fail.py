@@ -27,6 +27,8 @@ from datafirst_assets.defs.resources import DataLayout, build_resources
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets_tests.deliveries import write_delivery
+from datafirst_assets_tests.warehouse_tables import table_names as _tables
+from datafirst_assets_tests.warehouse_tables import write_table as _write
 
 # check kind -> the test that makes it fail through Dagster (here or in test_gates / test_guard)
 FAILING_TESTS = {
@@ -74,11 +76,6 @@ def test_every_check_kind_has_a_failing_test():
 def _failed(result) -> dict[tuple[str, str], object]:
     return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()
             if not e.passed}
-
-
-def _tables(database) -> set[str]:
-    with warehouse_cursor(database) as conn:
-        return {f"{s}.{t}" for s, t in conn.execute("select schema_name, table_name from duckdb_tables()").fetchall()}
 
 
 # --- staged: rows_conserved, schema_valid ---------------------------------------------------------------
@@ -143,13 +140,6 @@ def test_staged_rows_breaking_their_schema_are_not_stored(tmp_path, monkeypatch)
 
 
 # --- cross-justice lookup and case link ------------------------------------------------------------------
-
-def _write(database, schema: str, table: str, frame: pl.DataFrame) -> None:
-    with warehouse_cursor(database) as conn:
-        conn.execute(f"create schema if not exists {schema}")
-        arrow = frame.to_arrow()  # noqa: F841  (read by name in the SQL)
-        conn.execute(f"create or replace table {schema}.{table} as select * from arrow")
-
 
 def _placeholders(keys) -> list[AssetSpec]:
     return [AssetSpec(key=key, metadata={"schema": "_".join(key.path[:-1])}).with_io_manager_key("io_manager")

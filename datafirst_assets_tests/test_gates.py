@@ -40,18 +40,6 @@ MAGISTRATES = SOURCES["magistrates"]
 LENIENT = ReleaseSettings(max_mean_risk=1.0)  # three people are always unique: isolate the other gates
 
 
-def _write(database, schema: str, table: str, frame: pl.DataFrame) -> None:
-    with warehouse_cursor(database) as conn:
-        conn.execute(f"create schema if not exists {schema}")
-        arrow = frame.to_arrow()  # noqa: F841  (read by name in the SQL)
-        conn.execute(f"create or replace table {schema}.{table} as select * from arrow")
-
-
-def _tables(database) -> set[str]:
-    with warehouse_cursor(database) as conn:
-        return {f"{s}.{t}" for s, t in conn.execute("select schema_name, table_name from duckdb_tables()").fetchall()}
-
-
 def _staged_sources(database, magistrates: dict[str, pl.DataFrame]) -> None:
     """Staged tables of every source (empty but magistrates), the person table linked too."""
     for source in SOURCES.values():
