@@ -64,9 +64,9 @@ def link_source(landing: Path, source_key: str, db_options: dict) -> tuple[pl.Da
     from datafirst_assets.linkage.records import person_records
     from datafirst_assets.linkage.settings import model_spec_for_records
     from datafirst_assets.linkage.threshold import choose_cluster_threshold
-    from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model
+    from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
     from datafirst_assets.sources.registry import SOURCES
-    from datafirst_assets_tests.xjs_fixtures import stage_table, u_pairs_for
+    from datafirst_assets_tests.xjs_fixtures import stage_table
 
     source = SOURCES[source_key]
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from datafirst_assets.common.partitions import PARTITION_COLUMN, latest_versions
-from datafirst_assets.sources.identifiers import name_key
+from datafirst_assets.sources.identifiers import looks_like_company, name_key
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 from datafirst_assets.staging.standardise import ORIGINAL_SUFFIX
 
@@ -21,6 +21,10 @@ NO_ADDRESS = ["NFA", "NO FIXED ABODE", "NO FIXED ADDRESS", "UNKNOWN", "N/A"]
 #: as written is kept next to each in ``<field>_original``.
 KEYED_NAMES = ("forename", "surname")
 ORIGINAL_NAMES = ("forename", "middle_names", "surname")
+#: ``party_kind`` of a record (tables with a ``party_type``): COMPANY when the name looks like
+#: a company's although the system says INDIVIDUAL, else PERSON. The over-merge guard never
+#: puts the two kinds in one cluster.
+COMPANY, PERSON = "COMPANY", "PERSON"
 
 
 def add_person_ids(staged: pl.DataFrame, clusters: pl.DataFrame, id_column: str, person_id: str) -> pl.DataFrame:
@@ -41,6 +45,16 @@ def _field_value(field: str, columns: tuple[str, ...], suffix: str = "") -> pl.E
     return name_key(value) if field in KEYED_NAMES and not suffix else value
 
 
+def _case_context(staged: pl.DataFrame, table: TableSpec) -> list[pl.Expr]:
+    """The party's case and role (``TableSpec.case_fields``) and, where the system records a
+    party type, whether the name looks like a company's (``party_kind``)."""
+    out = [pl.col(col).cast(pl.String).alias(name) for name, col in table.case_fields.items()]
+    if "party_type" in staged.columns and "surname" in staged.columns:
+        out.append(pl.when(looks_like_company(pl.col("surname"))).then(pl.lit(COMPANY))
+                   .otherwise(pl.lit(PERSON)).alias("party_kind"))
+    return out
+
+
 def person_records(staged: pl.DataFrame, source: SourceSpec, table: TableSpec) -> pl.DataFrame:
     if "party_type" in staged.columns:
         staged = staged.filter(pl.col("party_type").fill_null("INDIVIDUAL") != "COMPANY")
@@ -59,6 +73,7 @@ def person_records(staged: pl.DataFrame, source: SourceSpec, table: TableSpec) -
             pl.lit(source.key).alias("source_dataset"),
             *fields,
             *originals,
+            *_case_context(staged, table),
             pl.col(PARTITION_COLUMN),
         )
         .sort("record_id")

@@ -63,6 +63,26 @@ def name_key(expr: pl.Expr) -> pl.Expr:
     return pl.when(key == "").then(None).otherwise(key)
 
 
+#: Words that mark an organisation, not a person, in a cleaned name (punctuation already
+#: spaces: ``P.L.C.`` is ``P L C``): legal forms, then the trades that sue people in county courts.
+COMPANY_WORDS = (
+    "LTD", "LIMITED", "LLP", "L L P", "PLC", "P L C", "CO", "COMPANY", "INC", "CIC", "GROUP", "HOLDINGS",
+    "UK", "SERVICES", "ASSOCIATION", "TRUST", "COUNCIL", "BANK", "BUILDING SOCIETY", "HOUSING", "HOMES",
+    "ESTATES", "LETTINGS", "PROPERTIES", "PROPERTY", "FINANCE", "FINANCIAL", "CREDIT", "LOANS", "MORTGAGES",
+    "INVESTMENTS", "INSURANCE", "LEASING", "SOLICITORS", "MANAGEMENT", "LOGISTICS", "TRADING", "SUPPLIES",
+    "MOTORS", "CAR SALES", "DEBT", "COLLECTIONS", "RECOVERIES", "PARTNERS", "LANDLORDS",
+)
+_COMPANY_PATTERN = r"\b(" + "|".join(w.replace(" ", r"\s") for w in COMPANY_WORDS) + r")\b"
+
+
+def looks_like_company(name: pl.Expr) -> pl.Expr:
+    """Company detection on a cleaned (upper-case, spaced) name: a legal form or trade word as
+    a word of it. Civil systems record some companies as individuals with the name in the
+    surname field; such a party must never link to a person. (A surname alone of several
+    words is not enough: ``VAN DER BERG``.)"""
+    return name.str.contains(_COMPANY_PATTERN).fill_null(False)
+
+
 def normalise_postcode(expr: pl.Expr) -> pl.Expr:
     """'sw1a1aa' / 'SW1A  1AA' -> 'SW1A 1AA'; anything that is not a UK postcode shape -> null."""
     compact = expr.str.to_uppercase().str.replace_all(r"[^A-Z0-9]", "")
