@@ -105,3 +105,29 @@ def test_the_clusters_check_fails_on_an_oversized_cluster_through_dagster(tmp_pa
     check, meta = run(0.9)
     assert not check.passed and check.metadata["chained_clusters"].value >= 1
     assert f"| {largest} |" in check.metadata["examples"].value
+
+
+def test_parties_of_one_case_and_a_company_with_a_person_are_never_one_cluster():
+    # p1 and p2 are two parties of case C1 (a mother and her daughter, same name and address,
+    # no dates of birth) chained through p3; co is a company recorded as an individual,
+    # linked to a person of the same surname.
+    records = pl.DataFrame({
+        "record_id": ["p1", "p2", "p3", "co", "q1"],
+        "dob": [None, None, None, None, None],
+        "case_id": ["C1", "C1", "C2", "C3", "C4"],
+        "party_kind": ["PERSON", "PERSON", "PERSON", "COMPANY", "PERSON"],
+    }, schema_overrides={"dob": pl.Date})
+    pairs = pl.DataFrame({
+        "record_id_l": ["p1", "p2", "co"],
+        "record_id_r": ["p3", "p3", "q1"],
+        "match_probability": [0.99, 0.95, 0.97],
+    })
+    chained = clusters_from_edges(records["record_id"], pairs)
+    assert chained["cluster_id"].n_unique() == 2
+    assert set(conflicting_clusters(chained, records).to_list()) == set(chained["cluster_id"].unique().to_list())
+    label = dict(split_conflicting_clusters(chained, pairs, records, 0.9).clusters
+                 .select("record_id", "cluster_id").iter_rows())
+    assert label["p1"] == label["p3"] != label["p2"]  # p3 stays with its strongest link
+    assert label["co"] != label["q1"]
+    # without the case and kind columns the same clusters are left alone
+    assert conflicting_clusters(chained, records.select("record_id", "dob")).is_empty()
