@@ -83,6 +83,20 @@ def looks_like_company(name: pl.Expr) -> pl.Expr:
     return name.str.contains(_COMPANY_PATTERN).fill_null(False)
 
 
+#: Words a company's name is written with or without (``KENSINGTON ENERGY PLC`` is
+#: ``KENSINGTON ENERGY``; ``SMITH & SONS`` is ``SMITH AND SONS``).
+LEGAL_FORMS = ("LTD", "LIMITED", "LLP", "L L P", "PLC", "P L C", "UK", "GROUP", "HOLDINGS", "CO", "COMPANY",
+               "INC", "CIC", "AND", "THE")
+_LEGAL_PATTERN = r"\b(" + "|".join(w.replace(" ", r"\s") for w in LEGAL_FORMS) + r")\b"
+
+
+def company_key(name: pl.Expr) -> pl.Expr:
+    """A cleaned company name without its legal form and joining words, as one key
+    (``ATLAS ASSET MANAGEMENT L L P`` -> ``ATLASASSETMANAGEMENT``): one company's records
+    differ most in exactly those words."""
+    return name_key(name.str.replace_all(_LEGAL_PATTERN, " "))
+
+
 def normalise_postcode(expr: pl.Expr) -> pl.Expr:
     """'sw1a1aa' / 'SW1A  1AA' -> 'SW1A 1AA'; anything that is not a UK postcode shape -> null."""
     compact = expr.str.to_uppercase().str.replace_all(r"[^A-Z0-9]", "")
