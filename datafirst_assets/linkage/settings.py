@@ -524,11 +524,18 @@ def prediction_blocking_rules(fields: Sequence[str]) -> list[Any]:
     return [to_splink_rule(r) for r in candidate_blocking_keys(fields)]
 
 
-def deterministic_rules(fields: Sequence[str]) -> list[Any]:
+#: Below this share of records with a date of birth, the prior is set from names and postcode
+#: rather than names and date of birth (too few pairs both carry one to count matches by).
+DETERMINISTIC_DOB_COMPLETENESS = 0.5
+
+
+def deterministic_rules(fields: Sequence[str], completeness: dict[str, float] | None = None) -> list[Any]:
     """High-precision rules whose matches (with an assumed recall) set the prior."""
     f = set(fields)
+    comp = completeness or {}
     rules: list[Any] = []
-    if {"forename", "surname", "dob"} <= f:
+    sparse_dob = comp.get("dob", 1.0) < DETERMINISTIC_DOB_COMPLETENESS and "postcode" in f
+    if {"forename", "surname", "dob"} <= f and not sparse_dob:
         rules.append(block_on("forename", "surname", "dob"))
     elif {"forename", "surname", "postcode"} <= f:
         rules.append(block_on("forename", "surname", "postcode"))
@@ -624,7 +631,7 @@ def build_model_spec(
         raise LinkageConfigError(f"unknown link_type {link_type!r}")
     comp = dict(completeness or {})
 
-    det = deterministic_rules(fields)
+    det = deterministic_rules(fields, comp)
     det_sql = [_rule_sql(r, sql_dialect) for r in det]
     # recall of the union of rules: at least the best single rule
     det_cols = [_rule_columns(r, sql_dialect) for r in det]
