@@ -9,6 +9,7 @@ from datafirst_assets.linkage.guard import (
     chained_clusters,
     cluster_graph_metrics,
     conflicting_clusters,
+    largest_clusters,
     dobs_compatible,
     split_conflicting_clusters,
 )
@@ -131,3 +132,17 @@ def test_parties_of_one_case_and_a_company_with_a_person_are_never_one_cluster()
     assert label["co"] != label["q1"]
     # without the case and kind columns the same clusters are left alone
     assert conflicting_clusters(chained, records.select("record_id", "dob")).is_empty()
+
+
+def test_the_quality_report_shows_each_datasets_largest_clusters(tmp_path):
+    from datafirst_assets.linkage.guard import largest_clusters_table
+    from datafirst_assets.linkage.quality import quality_table, write_quality_report
+
+    metrics = cluster_graph_metrics(_chain(), PAIRS, 0.9)
+    table = largest_clusters_table({"family": largest_clusters(metrics, n=1), "civil": largest_clusters(metrics)})
+    assert table["source"].to_list() == ["family", "civil", "civil"] and table["records"].to_list() == [5, 5, 1]
+    row = {"source": "family", "records": 6, "persons": 2, "threshold": 0.9, "threshold_source": "model_estimate",
+           "labels": 0}
+    paths = write_quality_report(quality_table([row]), tmp_path, largest=table)
+    assert "Largest clusters per dataset" in paths["html"].read_text()
+    assert "| family | a1 | 5 | 4 |" in paths["markdown"].read_text()

@@ -200,3 +200,11 @@ def test_sparse_data_gets_blocking_on_surname_in_area_and_address(records):
                        (Key("surname"), Key("postcode", "area"))) == 1  # B and B share an area, BB not
     linker = make_linker(make_db_api(), sparse, spec.settings, spec)
     assert predict_pairs(linker).as_pyarrow_table().num_rows > 0
+
+
+def test_the_prior_comes_from_names_and_postcode_when_dates_of_birth_are_mostly_missing():
+    fields = ["forename", "surname", "dob", "postcode"]
+    dense = build_model_spec(fields, completeness={"dob": 0.95, "postcode": 0.9})
+    sparse = build_model_spec(fields, completeness={"dob": 0.3, "postcode": 0.9})
+    assert "dob" in dense.deterministic_rules[0] and "postcode" not in dense.deterministic_rules[0]
+    assert "postcode" in sparse.deterministic_rules[0] and "dob" not in sparse.deterministic_rules[0]

@@ -255,6 +255,13 @@ def largest_clusters(metrics: pl.DataFrame, n: int = 10) -> pl.DataFrame:
     return metrics.sort(["records", "cluster_id"], descending=[True, False]).head(n)
 
 
+def largest_clusters_table(per_source: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Each dataset's largest clusters in one table (``source`` first), for the quality report:
+    where a reviewer looks for chaining."""
+    frames = [m.select(pl.lit(source).alias("source"), *METRIC_SCHEMA) for source, m in per_source.items()]
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"source": pl.String, **METRIC_SCHEMA})
+
+
 def chained_clusters(metrics: pl.DataFrame) -> pl.DataFrame:
     """Clusters of a shape one person's records do not make: too big, or long and thin."""
     return metrics.filter((pl.col("records") > MAX_CLUSTER_RECORDS)
