@@ -64,15 +64,16 @@ def link_source(landing: Path, source_key: str, db_options: dict) -> tuple[pl.Da
     from datafirst_assets.linkage.records import person_records
     from datafirst_assets.linkage.settings import model_spec_for_records
     from datafirst_assets.linkage.threshold import threshold_chooser
-    from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model
+    from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
     from datafirst_assets.sources.registry import SOURCES
-    from datafirst_assets_tests.xjs_fixtures import stage_table, u_pairs_for
+    from datafirst_assets_tests.xjs_fixtures import stage_table
 
     source = SOURCES[source_key]
     t0 = time.perf_counter()
     records = person_records(stage_table(landing, source_key, source.person_table.name), source, source.person_table)
     db_api = make_db_api(**db_options)
-    trained = train_model(records, model_spec_for_records(records), db_api,
+    spec = model_spec_for_records(records)
+    trained = train_model(records, spec, db_api,
                           TrainingConfig(u_max_pairs=u_pairs_for(records.height)))
     model = TrainedModel.from_json(trained.to_json())
 
@@ -81,6 +82,7 @@ def link_source(landing: Path, source_key: str, db_options: dict) -> tuple[pl.Da
     details = {"records": records.height, "threshold": result.threshold, "threshold_source": result.threshold_source,
                "guard_clusters_split": result.stats.get("guard_clusters_split", 0),
                "largest_cluster": graph["largest_cluster_records"], "chained_clusters": graph["chained_clusters"],
+               "blocked_pairs": sum(spec.blocking_pairs.values()),
                "seconds": round(time.perf_counter() - t0, 1)}
     del db_api, trained
     gc.collect()
@@ -113,7 +115,8 @@ def xjs_figures(records: dict, clusters: dict, truth_dir: Path, db_options: dict
     same inputs, its ids carried forward from the first, and how many unchanged persons kept theirs."""
     from datafirst_assets.linkage.backend import make_db_api
     from datafirst_assets.linkage.xjs import build_xjs_lookup, carry_forward_xjs_ids, unchanged_xjs_persons_kept
-    from datafirst_assets.linkage.xjs_metrics import evaluate_xjs, xjs_summary, xjs_truth
+    from datafirst_assets.evaluation.truth import xjs_truth
+    from datafirst_assets.linkage.xjs_metrics import evaluate_xjs, xjs_summary
 
     result = build_xjs_lookup(records, clusters, db_api=make_db_api(**db_options))
     ev = evaluate_xjs(result.lookup, xjs_truth(truth_dir), thresholds=result.thresholds)
@@ -169,6 +172,9 @@ def main() -> None:
             records[key] = recs
             clusters[key] = ids.rename({"person_id": SOURCES[key].person_id_name})
     table = pl.DataFrame(rows)
+    if args.out:  # the per-dataset figures survive a failure in the cross-justice step
+        args.out.write_text(json.dumps({"people": args.people, "difficulty": args.difficulty, "rows": rows},
+                                       indent=2, default=str))
     xjs = xjs_figures(records, clusters, args.truth, db_options, args.xjs_rerun) if args.xjs else None
 
     pl.Config.set_tbl_cols(30)
@@ -178,7 +184,7 @@ def main() -> None:
           f"thresholds without truth ==")
     print(table.select("dataset", "records", "threshold", "threshold_source", "bcubed_f1", "bcubed_precision",
                        "bcubed_recall", "pairwise_precision", "pairwise_recall", "largest_cluster",
-                       "guard_clusters_split"))
+                       "guard_clusters_split", "blocked_pairs"))
     print(table.select("dataset", "gap_sex", "gap_ethnic_group", "gap_name_origin", "gap_age_band",
                        "non_ascii_records", "non_ascii_f1", "ascii_f1"))
     floor_f1 = FLOORS["hard_bcubed_f1"] if args.difficulty == "hard" else FLOORS["bcubed_f1"]

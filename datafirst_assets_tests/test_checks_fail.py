@@ -12,7 +12,6 @@ disclosure, publish and key gates; `test_every_check_kind_has_a_failing_test` ke
 from __future__ import annotations
 
 import polars as pl
-import pytest
 from dagster import (
     AssetCheckSeverity,
     AssetKey,
@@ -25,7 +24,6 @@ from dagster import (
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import DataLayout, build_resources
 from datafirst_assets.sources.registry import SOURCES
-from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets_tests.deliveries import write_delivery
 from datafirst_assets_tests.warehouse_tables import table_names as _tables
 from datafirst_assets_tests.warehouse_tables import write_table as _write

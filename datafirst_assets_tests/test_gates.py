@@ -10,7 +10,7 @@ import os
 
 import polars as pl
 import pytest
-from dagster import AssetCheckKey, AssetKey, AssetSpec, DagsterInstance, Output, asset, materialize
+from dagster import AssetCheckKey, AssetKey, AssetSpec, DagsterInstance, asset, materialize
 
 from datafirst_assets.contracts import CONTRACT_STAGES, contract_for
 from datafirst_assets.contracts.wiring import COLUMN_SCHEMA
@@ -35,6 +35,8 @@ from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 from datafirst_assets_tests.release_fixtures import release_frames
 from datafirst_assets_tests.test_deidentify import magistrates_extract, staged_frame
+from datafirst_assets_tests.warehouse_tables import table_names as _tables
+from datafirst_assets_tests.warehouse_tables import write_table as _write
 
 MAGISTRATES = SOURCES["magistrates"]
 LENIENT = ReleaseSettings(max_mean_risk=1.0)  # three people are always unique: isolate the other gates

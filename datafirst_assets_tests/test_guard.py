@@ -9,6 +9,7 @@ from datafirst_assets.linkage.guard import (
     chained_clusters,
     cluster_graph_metrics,
     conflicting_clusters,
+    largest_clusters,
     dobs_compatible,
     split_conflicting_clusters,
 )
@@ -105,3 +106,43 @@ def test_the_clusters_check_fails_on_an_oversized_cluster_through_dagster(tmp_pa
     check, meta = run(0.9)
     assert not check.passed and check.metadata["chained_clusters"].value >= 1
     assert f"| {largest} |" in check.metadata["examples"].value
+
+
+def test_parties_of_one_case_and_a_company_with_a_person_are_never_one_cluster():
+    # p1 and p2 are two parties of case C1 (a mother and her daughter, same name and address,
+    # no dates of birth) chained through p3; co is a company recorded as an individual,
+    # linked to a person of the same surname.
+    records = pl.DataFrame({
+        "record_id": ["p1", "p2", "p3", "co", "q1"],
+        "dob": [None, None, None, None, None],
+        "case_id": ["C1", "C1", "C2", "C3", "C4"],
+        "party_kind": ["PERSON", "PERSON", "PERSON", "COMPANY", "PERSON"],
+    }, schema_overrides={"dob": pl.Date})
+    pairs = pl.DataFrame({
+        "record_id_l": ["p1", "p2", "co"],
+        "record_id_r": ["p3", "p3", "q1"],
+        "match_probability": [0.99, 0.95, 0.97],
+    })
+    chained = clusters_from_edges(records["record_id"], pairs)
+    assert chained["cluster_id"].n_unique() == 2
+    assert set(conflicting_clusters(chained, records).to_list()) == set(chained["cluster_id"].unique().to_list())
+    label = dict(split_conflicting_clusters(chained, pairs, records, 0.9).clusters
+                 .select("record_id", "cluster_id").iter_rows())
+    assert label["p1"] == label["p3"] != label["p2"]  # p3 stays with its strongest link
+    assert label["co"] != label["q1"]
+    # without the case and kind columns the same clusters are left alone
+    assert conflicting_clusters(chained, records.select("record_id", "dob")).is_empty()
+
+
+def test_the_quality_report_shows_each_datasets_largest_clusters(tmp_path):
+    from datafirst_assets.linkage.guard import largest_clusters_table
+    from datafirst_assets.linkage.quality import quality_table, write_quality_report
+
+    metrics = cluster_graph_metrics(_chain(), PAIRS, 0.9)
+    table = largest_clusters_table({"family": largest_clusters(metrics, n=1), "civil": largest_clusters(metrics)})
+    assert table["source"].to_list() == ["family", "civil", "civil"] and table["records"].to_list() == [5, 5, 1]
+    row = {"source": "family", "records": 6, "persons": 2, "threshold": 0.9, "threshold_source": "model_estimate",
+           "labels": 0}
+    paths = write_quality_report(quality_table([row]), tmp_path, largest=table)
+    assert "Largest clusters per dataset" in paths["html"].read_text()
+    assert "| family | a1 | 5 | 4 |" in paths["markdown"].read_text()

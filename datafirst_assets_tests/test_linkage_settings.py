@@ -172,3 +172,39 @@ def test_model_summary_weights():
     assert s["prior_match_weight"] < -12
 
 
+
+
+def test_role_in_the_case_is_compared_within_a_dataset_only(records):
+    roles = ["APPLICANT", "RESPONDENT", "CHILD", None]
+    frame = records.with_columns(pl.Series("party_role", [roles[i % 4] for i in range(records.height)]))
+    spec = model_spec_for_records(frame)
+    role = {c["output_column_name"]: c for c in spec.settings["comparisons"]}["party_role"]
+    labels = [lvl.get("label_for_charts") for lvl in role["comparison_levels"]]
+    assert "Both adult parties, different roles" in labels
+    assert "party_role" not in " ".join(_rules(spec))  # never blocked on
+    linker = make_linker(make_db_api(), frame, spec.settings, spec)
+    assert predict_pairs(linker).as_pyarrow_table().num_rows > 0
+    # linking datasets: a role means nothing in another system
+    assert "party_role" not in model_spec_for_records([frame, frame.head(20)]).fields
+
+
+def test_sparse_data_gets_blocking_on_surname_in_area_and_address(records):
+    full = records.select("record_id", "source_dataset", "forename", "surname", "dob", "postcode", "address")
+    dense_rules = {r for r in model_spec_for_records(full).prediction_rules}
+    assert "surname & area(postcode)" not in dense_rules
+    sparse = full.with_columns(pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("dob"))
+                               .alias("dob"))  # half the dates of birth missing
+    spec = model_spec_for_records(sparse)
+    assert {"surname & area(postcode)", "address & initial(surname)"} <= set(spec.prediction_rules)
+    assert count_pairs(pl.DataFrame({"surname": ["A", "A", "A"], "postcode": ["B1 2CD", "B12 3EF", "BB1 2CD"]}),
+                       (Key("surname"), Key("postcode", "area"))) == 1  # B and B share an area, BB not
+    linker = make_linker(make_db_api(), sparse, spec.settings, spec)
+    assert predict_pairs(linker).as_pyarrow_table().num_rows > 0
+
+
+def test_the_prior_comes_from_names_and_postcode_when_dates_of_birth_are_mostly_missing():
+    fields = ["forename", "surname", "dob", "postcode"]
+    dense = build_model_spec(fields, completeness={"dob": 0.95, "postcode": 0.9})
+    sparse = build_model_spec(fields, completeness={"dob": 0.3, "postcode": 0.9})
+    assert "dob" in dense.deterministic_rules[0] and "postcode" not in dense.deterministic_rules[0]
+    assert "postcode" in sparse.deterministic_rules[0] and "dob" not in sparse.deterministic_rules[0]

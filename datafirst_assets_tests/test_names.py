@@ -53,3 +53,38 @@ def test_simulated_people_include_names_written_with_accents():
     # a system that stores ASCII only drops the accent, keeping every letter
     for name, plain in (("Zoë", "Zoe"), ("Nguyễn", "Nguyen"), ("Wiśniewski", "Wisniewski")):
         assert vocab.strings[vocab.ascii_of[vocab.index(name)]] == plain
+
+
+def test_companies_recorded_as_people_are_detected():
+    import polars as pl
+
+    from datafirst_assets.sources.identifiers import looks_like_company
+
+    names = pl.Series(["SOVEREIGN HOUSING ASSOCIATION LTD", "ATLAS ASSET MANAGEMENT L L P", "CASTLE LETTINGS",
+                       "SMITH", "BANKS", "VAN DER BERG", "O'BRIEN", None])
+    assert pl.select(looks_like_company(pl.lit(names))).to_series().to_list() == [
+        True, True, True, False, False, False, False, False]
+
+
+def test_civil_person_records_carry_case_role_and_company_detection():
+    import datetime
+
+    import polars as pl
+
+    from datafirst_assets.linkage.records import person_records
+    from datafirst_assets.sources.registry import SOURCES
+
+    civil = SOURCES["civil"]
+    staged = pl.DataFrame({
+        "extract_date": ["2024-01-31"] * 3, "party_id": ["1", "2", "3"], "case_id": ["10", "10", "11"],
+        "role": ["CLAIMANT", "DEFENDANT", "CLAIMANT"], "party_type": ["INDIVIDUAL", "INDIVIDUAL", "COMPANY"],
+        "forename": [None, "JANE", None], "surname": ["MERSEY SERVICES LIMITED", "O'BRIEN", None],
+        "company_name": [None, None, "MERSEY SERVICES LTD"], "dob": [None, datetime.date(1980, 1, 2), None],
+        "postcode": ["L1 1AA", "L1 2BB", "L1 1AA"], "address_line1": ["1 DOCK ROAD", "2 ELM LANE", "1 DOCK ROAD"],
+    })
+    records = person_records(staged, civil, civil.person_table)
+    assert records["record_id"].to_list() == ["1", "2"]  # the company recorded as a company is no person
+    assert records["case_id"].to_list() == ["10", "10"]
+    assert records["party_role"].to_list() == ["CLAIMANT", "DEFENDANT"]
+    assert records["party_kind"].to_list() == ["COMPANY", "PERSON"]  # ... nor is one recorded as a person
+    assert records["surname"].to_list() == ["MERSEYSERVICES", "OBRIEN"]  # a company's name without "LIMITED"

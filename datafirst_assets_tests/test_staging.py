@@ -17,7 +17,7 @@ from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.common.checks import failure_summary
 from datafirst_assets.staging.schemas import staged_schema
 from datafirst_assets.staging.standardise import stage_table
-from datafirst_assets_tests.deliveries import to_csv, valid_rows, write_delivery
+from datafirst_assets_tests.deliveries import valid_rows, write_delivery
 
 import pandera.polars as pa
 

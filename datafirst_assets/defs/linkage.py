@@ -39,6 +39,7 @@ from datafirst_assets.linkage.guard import (
     cluster_graph_metrics,
     graph_summary,
     largest_clusters,
+    largest_clusters_table,
 )
 from datafirst_assets.linkage.incremental import (
     KEEP_PAIRS_ABOVE,
@@ -259,7 +260,8 @@ def _clusters_metadata(result: LinkResult, clusters: pl.DataFrame, graph: pl.Dat
     """The clusters asset's page: the link graph's shape, the mode and threshold, counts and timings."""
     return {
         **graph_summary(graph),
-        "clusters_split_by_dob_guard": result.stats.get("guard_clusters_split", 0),
+        # conflicting dates of birth, two parties of one case, a company with a person
+        "clusters_split_by_guard": result.stats.get("guard_clusters_split", 0),
         "largest_clusters": MetadataValue.md(markdown_table(largest_clusters(graph), "{:.3f}")),
         "mode": result.mode,
         "mode_reason": result.reason,
@@ -502,7 +504,7 @@ def stored_blocking_lists(warehouse: Warehouse, root: Path, source: str, model_v
     )],
 )
 def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse, **inputs: pl.DataFrame):
-    rows = []
+    rows, largest = [], {}
     for source in SOURCES:
         clusters, pairs = inputs[f"clusters__{source}"], inputs[f"pairs__{source}"]
         threshold = float(clusters["match_threshold"][0]) if clusters.height else 0.5
@@ -513,8 +515,10 @@ def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse, **inputs: pl
         rows.append(estimated_quality_row(
             source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
             threshold=threshold, configured=source in linkage.thresholds, assessment=assessment))
+        largest[source] = largest_clusters(cluster_graph_metrics(
+            clusters, pairs, threshold, cluster_col=SOURCES[source].person_id_name), n=5)
     table = quality_table(rows)
-    paths = write_quality_report(table, linkage.root / "reports")
+    paths = write_quality_report(table, linkage.root / "reports", largest=largest_clusters_table(largest))
     yield Output(table, metadata={
         "report": MetadataValue.url(file_url(paths["html"], linkage.root)),
         "summary": MetadataValue.md(quality_markdown(table)),

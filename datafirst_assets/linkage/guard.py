@@ -13,7 +13,9 @@ carry two full dates of birth that cannot be one person's (fewer than two of day
 year agree, and not a day/month swap: the recording errors a date really suffers) is rebuilt
 from its own links, strongest first, never joining two parts whose dates conflict. Records
 without a date join the part they are most strongly linked to. Clusters without a conflict
-are left exactly as they were.
+are left exactly as they were. Case systems add two rules of the same kind: two parties of
+one case (``case_id``) are different people, and a party whose name looks like a company's
+(``party_kind``) is never one person with a party who does not.
 
 The graph metrics are Splink's (``compute_graph_metrics``: cluster size, density, bridges)
 computed here in polars on the stored pairs, so they work for any backend and for incremental
@@ -65,28 +67,81 @@ class GuardResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+#: Record columns that make two records different people when ... they share a value
+#: (parties of one case), or their values differ (a company and a person).
+SAME_MEANS_DIFFERENT = ("case_id",)
+DIFFERENT_MEANS_DIFFERENT = ("party_kind",)
+
+
+def _members(clusters: pl.DataFrame, records: pl.DataFrame, col: str, cluster_col: str,
+             dtype: type[pl.DataType] = pl.String) -> pl.DataFrame:
+    return (clusters.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(cluster_col).cast(pl.String))
+            .join(records.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(col).cast(dtype)), on=UNIQUE_ID,
+                  how="inner")
+            .drop_nulls(col))
+
+
 def conflicting_clusters(clusters: pl.DataFrame, records: pl.DataFrame, *, cluster_col: str = "cluster_id",
                          dob_col: str = "dob") -> pl.Series:
-    """Labels of clusters whose records carry two dates of birth that cannot be one person's."""
-    if dob_col not in records.columns:
-        return pl.Series(cluster_col, [], dtype=pl.String)
-    dobs = (clusters.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(cluster_col).cast(pl.String))
-            .join(records.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(dob_col).cast(pl.Date)),
-                  on=UNIQUE_ID, how="inner")
-            .drop_nulls(dob_col).select(cluster_col, dob_col).unique())
-    several = dobs.filter(pl.len().over(cluster_col) > 1)
-    pairs = (several.join(several, on=cluster_col, suffix="_r")
-             .filter(pl.col(dob_col) < pl.col(f"{dob_col}_r"))
-             .filter(~_compatible_expr(dob_col, f"{dob_col}_r")))
-    return pairs.get_column(cluster_col).unique().sort()
+    """Labels of clusters whose records cannot be one person's: two dates of birth that cannot
+    be one person's, two parties of one case, or a company with a person."""
+    found = [pl.Series(cluster_col, [], dtype=pl.String)]
+    if dob_col in records.columns:
+        dobs = _members(clusters, records, dob_col, cluster_col, pl.Date).select(cluster_col, dob_col).unique()
+        several = dobs.filter(pl.len().over(cluster_col) > 1)
+        pairs = (several.join(several, on=cluster_col, suffix="_r")
+                 .filter(pl.col(dob_col) < pl.col(f"{dob_col}_r"))
+                 .filter(~_compatible_expr(dob_col, f"{dob_col}_r")))
+        found.append(pairs.get_column(cluster_col))
+    for col in SAME_MEANS_DIFFERENT:
+        if col in records.columns:
+            m = _members(clusters, records, col, cluster_col)
+            found.append(m.filter(pl.len().over(cluster_col, col) > 1).get_column(cluster_col))
+    for col in DIFFERENT_MEANS_DIFFERENT:
+        if col in records.columns:
+            m = _members(clusters, records, col, cluster_col)
+            found.append(m.filter(pl.col(col).n_unique().over(cluster_col) > 1).get_column(cluster_col))
+    return pl.concat(found).unique().sort()
+
+
+@dataclass
+class _Part:
+    """What a growing part of a split cluster carries, to refuse a join that would make it
+    two people."""
+
+    dobs: set = field(default_factory=set)
+    cases: set = field(default_factory=set)
+    kinds: set = field(default_factory=set)
+
+    def compatible(self, other: _Part) -> bool:
+        return (not (self.cases & other.cases) and len(self.kinds | other.kinds) <= 1
+                and all(dobs_compatible(x, y) for x in self.dobs for y in other.dobs))
+
+    def absorb(self, other: _Part) -> None:
+        self.dobs |= other.dobs
+        self.cases |= other.cases
+        self.kinds |= other.kinds
+
+
+def _parts(members: pl.DataFrame, records: pl.DataFrame, dob_col: str) -> dict[str, _Part]:
+    cols = [c for c in (dob_col, *SAME_MEANS_DIFFERENT, *DIFFERENT_MEANS_DIFFERENT) if c in records.columns]
+    rows = members.select(UNIQUE_ID).join(
+        records.select(pl.col(UNIQUE_ID).cast(pl.String), *cols), on=UNIQUE_ID, how="left")
+    parts = {}
+    for row in rows.iter_rows(named=True):
+        dob, case, kind = row.get(dob_col), row.get("case_id"), row.get("party_kind")
+        parts[row[UNIQUE_ID]] = _Part({dob} if dob is not None else set(), {case} if case is not None else set(),
+                                      {kind} if kind is not None else set())
+    return parts
 
 
 def split_conflicting_clusters(clusters: pl.DataFrame, pairs: pl.DataFrame, records: pl.DataFrame,
                                threshold: float, *, cluster_col: str = "cluster_id",
                                dob_col: str = "dob") -> GuardResult:
-    """``clusters`` with every cluster that carries conflicting dates of birth rebuilt from its
-    links (``pairs``: record_id_l, record_id_r, match_probability) at or above ``threshold``,
-    strongest first, never joining parts whose dates conflict. A split part is labelled
+    """``clusters`` with every cluster that carries records of different people (conflicting
+    dates of birth, two parties of one case, a company and a person) rebuilt from its links
+    (``pairs``: record_id_l, record_id_r, match_probability) at or above ``threshold``,
+    strongest first, never joining parts that conflict. A split part is labelled
     ``<cluster>~<its smallest record id>``; other labels are unchanged (as text)."""
     out = clusters.with_columns(pl.col(cluster_col).cast(pl.String))
     bad = conflicting_clusters(out, records, cluster_col=cluster_col, dob_col=dob_col)
@@ -94,8 +149,8 @@ def split_conflicting_clusters(clusters: pl.DataFrame, pairs: pl.DataFrame, reco
         return GuardResult(out)
     members = out.filter(pl.col(cluster_col).is_in(bad.implode())).select(pl.col(UNIQUE_ID).cast(pl.String),
                                                                           cluster_col)
-    dob_of = dict(members.join(records.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(dob_col).cast(pl.Date)),
-                               on=UNIQUE_ID, how="left").select(UNIQUE_ID, dob_col).iter_rows())
+    if dob_col in records.columns:
+        records = records.with_columns(pl.col(dob_col).cast(pl.Date))
     links = (pairs.filter(pl.col("match_probability") >= threshold)
              .select(pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String),
                      "match_probability")
@@ -106,13 +161,14 @@ def split_conflicting_clusters(clusters: pl.DataFrame, pairs: pl.DataFrame, reco
     record_ids = list(dict.fromkeys(members.get_column(UNIQUE_ID).to_list()))
     index = {r: i for i, r in enumerate(record_ids)}
     sets = DisjointSets(len(record_ids))
-    dob_sets = [{dob_of[r]} if dob_of.get(r) is not None else set() for r in record_ids]
+    parts = _parts(members, records, dob_col)
+    carried = [parts[r] for r in record_ids]
     for left, right in links.select("record_id_l", "record_id_r").iter_rows():
         a, b = sets.find(index[left]), sets.find(index[right])
-        if a == b or any(not dobs_compatible(x, y) for x in dob_sets[a] for y in dob_sets[b]):
+        if a == b or not carried[a].compatible(carried[b]):
             continue
         kept = sets.join(a, b)
-        dob_sets[kept] = dob_sets[a] | dob_sets[b]
+        carried[kept].absorb(carried[b if kept == a else a])
     roots = pl.DataFrame({UNIQUE_ID: record_ids, "_root": sets.roots()})
     relabelled = (members.join(roots, on=UNIQUE_ID)
                   .with_columns(pl.col(UNIQUE_ID).min().over("_root").alias("_first"))
@@ -194,6 +250,13 @@ def cluster_graph_metrics(clusters: pl.DataFrame, pairs: pl.DataFrame, threshold
 
 def largest_clusters(metrics: pl.DataFrame, n: int = 10) -> pl.DataFrame:
     return metrics.sort(["records", "cluster_id"], descending=[True, False]).head(n)
+
+
+def largest_clusters_table(per_source: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Each dataset's largest clusters in one table (``source`` first), for the quality report:
+    where a reviewer looks for chaining."""
+    frames = [m.select(pl.lit(source).alias("source"), *METRIC_SCHEMA) for source, m in per_source.items()]
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"source": pl.String, **METRIC_SCHEMA})
 
 
 def chained_clusters(metrics: pl.DataFrame) -> pl.DataFrame:

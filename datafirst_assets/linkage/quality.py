@@ -137,8 +137,16 @@ def quality_markdown(table: pl.DataFrame) -> str:
     ])
 
 
-def quality_sections(table: pl.DataFrame) -> list[Section]:
-    """The HTML report: estimated accuracy per dataset with a chart, then what evidence is missing."""
+LARGEST_NOTE = (
+    "The largest clusters of each dataset, with their links at the threshold, link density and bridges "
+    "(links whose removal splits the cluster). One person's records mostly link to each other; a large "
+    "cluster with low density and many bridges is people chained together."
+)
+
+
+def quality_sections(table: pl.DataFrame, largest: pl.DataFrame | None = None) -> list[Section]:
+    """The HTML report: estimated accuracy per dataset with a chart, what evidence is missing,
+    and each dataset's largest clusters."""
     if table.is_empty():
         return [Section("Estimated accuracy per dataset", ["No linked datasets: nothing to estimate."])]
     summary = quality_summary(table)
@@ -148,20 +156,26 @@ def quality_sections(table: pl.DataFrame) -> list[Section]:
         "source", "value", color="measure", title="Estimated B-cubed accuracy per dataset",
         y_title="estimate", domain=(0.0, 1.0))
     problems = evidence_problems(table)
-    return [
+    sections = [
         Section("Estimated accuracy per dataset", [ESTIMATE_NOTE], summary, chart),
         Section("Missing evidence", problems or ["none"]),
     ]
+    if largest is not None and not largest.is_empty():
+        sections.append(Section("Largest clusters per dataset", [LARGEST_NOTE], largest))
+    return sections
 
 
-def write_quality_report(table: pl.DataFrame, reports_dir: Path) -> dict[str, Path]:
+def write_quality_report(table: pl.DataFrame, reports_dir: Path,
+                         largest: pl.DataFrame | None = None) -> dict[str, Path]:
     reports_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "markdown": reports_dir / "linkage_quality.md",
         "html": reports_dir / "linkage_quality.html",
         "parquet": reports_dir / "linkage_quality.parquet",
     }
-    paths["markdown"].write_text(f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n")
-    write_report(paths["html"], "Linkage quality (estimated)", quality_sections(table))
+    largest_md = ("" if largest is None or largest.is_empty() else
+                  f"\n## Largest clusters per dataset\n\n{LARGEST_NOTE}\n\n{markdown_table(largest, '{:.3f}')}\n")
+    paths["markdown"].write_text(f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n{largest_md}")
+    write_report(paths["html"], "Linkage quality (estimated)", quality_sections(table, largest))
     table.write_parquet(paths["parquet"])
     return paths

@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from datafirst_assets.common.partitions import PARTITION_COLUMN, latest_versions
-from datafirst_assets.sources.identifiers import name_key
+from datafirst_assets.sources.identifiers import company_key, looks_like_company, name_key
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 from datafirst_assets.staging.standardise import ORIGINAL_SUFFIX
 
@@ -21,6 +21,10 @@ NO_ADDRESS = ["NFA", "NO FIXED ABODE", "NO FIXED ADDRESS", "UNKNOWN", "N/A"]
 #: as written is kept next to each in ``<field>_original``.
 KEYED_NAMES = ("forename", "surname")
 ORIGINAL_NAMES = ("forename", "middle_names", "surname")
+#: ``party_kind`` of a record (tables with a ``party_type``): COMPANY when the name looks like
+#: a company's although the system says INDIVIDUAL, else PERSON. The over-merge guard never
+#: puts the two kinds in one cluster.
+COMPANY, PERSON = "COMPANY", "PERSON"
 
 
 def add_person_ids(staged: pl.DataFrame, clusters: pl.DataFrame, id_column: str, person_id: str) -> pl.DataFrame:
@@ -47,15 +51,36 @@ def _field_value(field: str, columns: tuple[str, ...], suffix: str = "") -> pl.E
     return name_key(value) if field in KEYED_NAMES and not suffix else value
 
 
+def _case_context(staged: pl.DataFrame, table: TableSpec) -> list[pl.Expr]:
+    """The party's case and role (``TableSpec.case_fields``) and, where the system records a
+    party type, whether the name looks like a company's (``party_kind``)."""
+    out = [pl.col(col).cast(pl.String).alias(name) for name, col in table.case_fields.items()]
+    company = _is_company(staged)
+    if company is not None:
+        out.append(pl.when(company).then(pl.lit(COMPANY)).otherwise(pl.lit(PERSON)).alias("party_kind"))
+    return out
+
+
+def _is_company(staged: pl.DataFrame) -> pl.Expr | None:
+    """Company detection where the system records a party type (None elsewhere)."""
+    if "party_type" in staged.columns and "surname" in staged.columns:
+        return looks_like_company(pl.col("surname"))
+    return None
+
+
 def person_records(staged: pl.DataFrame, source: SourceSpec, table: TableSpec) -> pl.DataFrame:
     if "party_type" in staged.columns:
         staged = staged.filter(pl.col("party_type").fill_null("INDIVIDUAL") != "COMPANY")
     fields, originals = [], []
+    company = _is_company(staged)
     for field in LINKAGE_FIELDS:
         columns = table.person_fields.get(field, ())
         if not columns:
             continue
-        fields.append(_field_value(field, columns).cast(FIELD_DTYPES.get(field, pl.String)).alias(field))
+        value = _field_value(field, columns)
+        if field == "surname" and company is not None:  # a company's name, compared without its legal form
+            value = pl.when(company).then(company_key(pl.col(columns[0]))).otherwise(value)
+        fields.append(value.cast(FIELD_DTYPES.get(field, pl.String)).alias(field))
         if field in ORIGINAL_NAMES and all(c + ORIGINAL_SUFFIX in staged.columns for c in columns):
             originals.append(_field_value(field, columns, ORIGINAL_SUFFIX).alias(field + ORIGINAL_SUFFIX))
     return (
@@ -65,6 +90,7 @@ def person_records(staged: pl.DataFrame, source: SourceSpec, table: TableSpec) -
             pl.lit(source.key).alias("source_dataset"),
             *fields,
             *originals,
+            *_case_context(staged, table),
             pl.col(PARTITION_COLUMN),
         )
         .sort("record_id")

@@ -33,6 +33,12 @@ LINKAGE_FIELDS: tuple[str, ...] = (
     "forename", "middle_names", "surname", "dob", "sex", "postcode", "address", "pnc", "cro",
     "other_id",
 )
+#: Fields of a party to a case (family, civil), compared within one dataset only: a role means
+#: something in its own system (a family CHILD, a civil CLAIMANT), nothing across systems.
+CASE_FIELDS: tuple[str, ...] = ("party_role",)
+#: Role of a child party: the same person is a child on every case while a minor, and an
+#: adult party (applicant, respondent) is almost never the child of another case.
+CHILD_ROLE = "CHILD"
 
 
 #: Assumed agreement rate of a single field between two records of the same person,
@@ -271,6 +277,22 @@ def _exact_comparison(col: str) -> cl.CustomComparison:
     )
 
 
+def _role_comparison() -> cl.CustomComparison:
+    """Role in the case: the same role, both adult parties in different roles (an applicant
+    here, a respondent there), else (a child against an adult: rarely one person)."""
+    return cl.CustomComparison(
+        [
+            cll.NullLevel("party_role"),
+            cll.ExactMatchLevel("party_role"),
+            cll.CustomLevel(f"party_role_l <> '{CHILD_ROLE}' AND party_role_r <> '{CHILD_ROLE}'",
+                            label_for_charts="Both adult parties, different roles"),
+            cll.ElseLevel(),
+        ],
+        output_column_name="party_role",
+        comparison_description="role in the case",
+    )
+
+
 def build_comparisons(fields: Sequence[str], extras: Sequence[str] = ()) -> list[cl.CustomComparison]:
     f = set(fields)
     comps: list[cl.CustomComparison] = []
@@ -297,6 +319,8 @@ def build_comparisons(fields: Sequence[str], extras: Sequence[str] = ()) -> list
             comps.append(_identifier_comparison(col, typo_level=True))
     if "other_id" in f:
         comps.append(_identifier_comparison("other_id", typo_level=False))
+    if "party_role" in f:
+        comps.append(_role_comparison())
     for col in extras:
         comps.append(_exact_comparison(col))
     return comps
@@ -314,7 +338,7 @@ class Key:
     """
 
     col: str
-    fn: str = ""  # "" | "initial" | "year" | "district"
+    fn: str = ""  # "" | "initial" | "year" | "district" | "area"
 
     def splink(self) -> str | ColumnExpression:
         if self.fn == "initial":
@@ -323,6 +347,8 @@ class Key:
             return _c(self.col).cast_to_string().substr(1, 4)
         if self.fn == "district":
             return _c(self.col).regex_extract("^[A-Z]{1,2}[0-9][A-Z0-9]?")
+        if self.fn == "area":
+            return _c(self.col).regex_extract("^[A-Z]{1,2}")
         return self.col
 
     def polars(self) -> pl.Expr:
@@ -333,6 +359,8 @@ class Key:
             e = e.dt.year()
         elif self.fn == "district":
             e = e.cast(pl.String).str.extract(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)", 1)
+        elif self.fn == "area":
+            e = e.cast(pl.String).str.extract(r"^([A-Z]{1,2})", 1)
         return e.alias(f"{self.col}_{self.fn}" if self.fn else self.col)
 
     def __str__(self) -> str:
@@ -342,13 +370,20 @@ class Key:
 SWAP_RULE = "l.forename = r.surname AND l.surname = r.forename"
 
 
-def candidate_blocking_keys(fields: Sequence[str]) -> list[tuple[Key, ...] | str]:
+#: A dataset is sparse (family, civil) when fewer than this share of its records carry a date of
+#: birth: its people are found by name and where they live, so blocking adds rules on those.
+SPARSE_DOB_COMPLETENESS = 0.9
+
+
+def candidate_blocking_keys(fields: Sequence[str], *, sparse: bool = False) -> list[tuple[Key, ...] | str]:
     """OR-ed blocking rules for prediction, from the fields present (before sizing).
 
     Each rule is an equi-join on fairly specific keys; together they tolerate an error
     or a gap in any one field (often two): names exact; dob with either initial; surname
     with year of birth or with the forename's initial; each identifier; postcode with either
-    initial; swapped names.
+    initial; swapped names. ``sparse`` data (dates of birth mostly missing, forenames often
+    missing or an initial, people moving) adds: surname within the postcode area, the address
+    with either initial, and forename with the surname's initial within the postcode area.
     """
     f = set(fields)
     rules: list[tuple[Key, ...] | str] = []
@@ -369,6 +404,11 @@ def candidate_blocking_keys(fields: Sequence[str]) -> list[tuple[Key, ...] | str
     add(Key("other_id"))
     add(Key("postcode"), Key("surname", "initial"))
     add(Key("postcode"), Key("forename", "initial"))
+    if sparse:
+        add(Key("surname"), Key("postcode", "area"))
+        add(Key("address"), Key("surname", "initial"))
+        add(Key("address"), Key("forename", "initial"))
+        add(Key("forename"), Key("surname", "initial"), Key("postcode", "area"))
     if {"forename", "surname"} <= f:
         rules.append(SWAP_RULE)
     if not ({"forename", "surname", "dob"} & f):  # no names or dob: use what is left
@@ -429,7 +469,8 @@ def fit_blocking_rules(
     budget = max_pairs_per_rule or max(min_budget, int(pairs_per_record * n))
     rules: list[tuple[Key, ...] | str] = []
     counts: dict[str, int] = {}
-    for rule in candidate_blocking_keys(fields):
+    sparse = "dob" not in stacked.columns or (n and 1 - stacked["dob"].null_count() / n < SPARSE_DOB_COMPLETENESS)
+    for rule in candidate_blocking_keys(fields, sparse=bool(sparse)):
         c = count_pairs(stacked, rule)
         if c > budget and not isinstance(rule, str):
             options = []
@@ -483,11 +524,18 @@ def prediction_blocking_rules(fields: Sequence[str]) -> list[Any]:
     return [to_splink_rule(r) for r in candidate_blocking_keys(fields)]
 
 
-def deterministic_rules(fields: Sequence[str]) -> list[Any]:
+#: Below this share of records with a date of birth, the prior is set from names and postcode
+#: rather than names and date of birth (too few pairs both carry one to count matches by).
+DETERMINISTIC_DOB_COMPLETENESS = 0.5
+
+
+def deterministic_rules(fields: Sequence[str], completeness: dict[str, float] | None = None) -> list[Any]:
     """High-precision rules whose matches (with an assumed recall) set the prior."""
     f = set(fields)
+    comp = completeness or {}
     rules: list[Any] = []
-    if {"forename", "surname", "dob"} <= f:
+    sparse_dob = comp.get("dob", 1.0) < DETERMINISTIC_DOB_COMPLETENESS and "postcode" in f
+    if {"forename", "surname", "dob"} <= f and not sparse_dob:
         rules.append(block_on("forename", "surname", "dob"))
     elif {"forename", "surname", "postcode"} <= f:
         rules.append(block_on("forename", "surname", "postcode"))
@@ -566,23 +614,24 @@ def build_model_spec(
     ``link_type`` is "dedupe_only" (one input) or "link_and_dedupe" (several inputs, or
     one input whose ``source_dataset`` column distinguishes them).
     """
-    unknown = [x for x in fields if x not in LINKAGE_FIELDS]
+    unknown = [x for x in fields if x not in LINKAGE_FIELDS + CASE_FIELDS]
     if unknown:
-        raise LinkageConfigError(f"unknown linkage fields {unknown}; expected a subset of {LINKAGE_FIELDS}")
+        raise LinkageConfigError(f"unknown linkage fields {unknown}; expected a subset of {LINKAGE_FIELDS}"
+                                 f" and {CASE_FIELDS}")
     clash = [x for x in extras if x in LINKAGE_FIELDS or x in (UNIQUE_ID, SOURCE_DATASET)]
     if clash:
         raise LinkageConfigError(f"extra columns {clash} clash with linkage fields or id columns")
-    fields = [x for x in LINKAGE_FIELDS if x in set(fields)]  # canonical order
+    fields = [x for x in LINKAGE_FIELDS + CASE_FIELDS if x in set(fields)]  # canonical order
     evidence = set(fields) | set(extras)
     if not evidence:
         raise LinkageConfigError("no usable linkage fields: nothing to compare")
-    if not (set(fields) - {"sex"}) and not extras:
+    if not (set(fields) - {"sex", *CASE_FIELDS}) and not extras:
         raise LinkageConfigError("sex alone cannot identify people: map at least one other field")
     if link_type not in ("dedupe_only", "link_and_dedupe", "link_only"):
         raise LinkageConfigError(f"unknown link_type {link_type!r}")
     comp = dict(completeness or {})
 
-    det = deterministic_rules(fields)
+    det = deterministic_rules(fields, comp)
     det_sql = [_rule_sql(r, sql_dialect) for r in det]
     # recall of the union of rules: at least the best single rule
     det_cols = [_rule_columns(r, sql_dialect) for r in det]
@@ -646,6 +695,8 @@ def model_spec_for_records(
     if link_type is None:
         link_type = "dedupe_only" if isinstance(records, pl.DataFrame) else "link_and_dedupe"
     fields = usable_fields(frames, LINKAGE_FIELDS, min_completeness=min_completeness)
+    if link_type == "dedupe_only":
+        fields += usable_fields(frames, CASE_FIELDS, min_completeness=min_completeness)
     bad_extras = [x for x in extras if any(x not in f.columns for f in frames)]
     if bad_extras:
         raise LinkageConfigError(f"extra columns not in the records: {bad_extras}")

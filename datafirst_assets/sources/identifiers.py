@@ -63,6 +63,40 @@ def name_key(expr: pl.Expr) -> pl.Expr:
     return pl.when(key == "").then(None).otherwise(key)
 
 
+#: Words that mark an organisation, not a person, in a cleaned name (punctuation already
+#: spaces: ``P.L.C.`` is ``P L C``): legal forms, then the trades that sue people in county courts.
+COMPANY_WORDS = (
+    "LTD", "LIMITED", "LLP", "L L P", "PLC", "P L C", "CO", "COMPANY", "INC", "CIC", "GROUP", "HOLDINGS",
+    "UK", "SERVICES", "ASSOCIATION", "TRUST", "COUNCIL", "BANK", "BUILDING SOCIETY", "HOUSING", "HOMES",
+    "ESTATES", "LETTINGS", "PROPERTIES", "PROPERTY", "FINANCE", "FINANCIAL", "CREDIT", "LOANS", "MORTGAGES",
+    "INVESTMENTS", "INSURANCE", "LEASING", "SOLICITORS", "MANAGEMENT", "LOGISTICS", "TRADING", "SUPPLIES",
+    "MOTORS", "CAR SALES", "DEBT", "COLLECTIONS", "RECOVERIES", "PARTNERS", "LANDLORDS",
+)
+_COMPANY_PATTERN = r"\b(" + "|".join(w.replace(" ", r"\s") for w in COMPANY_WORDS) + r")\b"
+
+
+def looks_like_company(name: pl.Expr) -> pl.Expr:
+    """Company detection on a cleaned (upper-case, spaced) name: a legal form or trade word as
+    a word of it. Civil systems record some companies as individuals with the name in the
+    surname field; such a party must never link to a person. (A surname alone of several
+    words is not enough: ``VAN DER BERG``.)"""
+    return name.str.contains(_COMPANY_PATTERN).fill_null(False)
+
+
+#: Words a company's name is written with or without (``KENSINGTON ENERGY PLC`` is
+#: ``KENSINGTON ENERGY``; ``SMITH & SONS`` is ``SMITH AND SONS``).
+LEGAL_FORMS = ("LTD", "LIMITED", "LLP", "L L P", "PLC", "P L C", "UK", "GROUP", "HOLDINGS", "CO", "COMPANY",
+               "INC", "CIC", "AND", "THE")
+_LEGAL_PATTERN = r"\b(" + "|".join(w.replace(" ", r"\s") for w in LEGAL_FORMS) + r")\b"
+
+
+def company_key(name: pl.Expr) -> pl.Expr:
+    """A cleaned company name without its legal form and joining words, as one key
+    (``ATLAS ASSET MANAGEMENT L L P`` -> ``ATLASASSETMANAGEMENT``): one company's records
+    differ most in exactly those words."""
+    return name_key(name.str.replace_all(_LEGAL_PATTERN, " "))
+
+
 def normalise_postcode(expr: pl.Expr) -> pl.Expr:
     """'sw1a1aa' / 'SW1A  1AA' -> 'SW1A 1AA'; anything that is not a UK postcode shape -> null."""
     compact = expr.str.to_uppercase().str.replace_all(r"[^A-Z0-9]", "")

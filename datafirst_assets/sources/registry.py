@@ -343,6 +343,7 @@ FAMILY = SourceSpec(
                 "surname": ("surname",), "dob": ("dob",), "sex": ("sex",),
                 "postcode": ("postcode",), "address": ("address_line1",),
             },
+            case_fields={"case_id": "case_id", "party_role": "role"},
             columns=(
                 C("party_id", "id"),
                 C("case_id", "ref", required=True),
@@ -437,6 +438,7 @@ CIVIL = SourceSpec(
                 "forename": ("forename",), "surname": ("surname",), "dob": ("dob",),
                 "postcode": ("postcode",), "address": ("address_line1",),
             },
+            case_fields={"case_id": "case_id", "party_role": "role"},
             columns=(
                 C("party_id", "id"), C("case_id", "ref", required=True),
                 C("role", "code", codes=("CLAIMANT", "DEFENDANT")),

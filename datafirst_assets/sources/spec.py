@@ -103,6 +103,10 @@ class TableSpec:
     person_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The column that holds the date of the event, used for ages and journeys downstream.
     event_date: str | None = None
+    # Person tables of case systems (family, civil): the case the party belongs to and their
+    # role in it, as person-record column -> table column ("case_id", "party_role"). Parties of
+    # one case are different people; a child on a case is rarely an adult party elsewhere.
+    case_fields: dict[str, str] = field(default_factory=dict)
 
     @property
     def id_column(self) -> str:
