@@ -83,7 +83,9 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
                **inputs: pl.DataFrame):
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
-    result = build_xjs_lookup(records, clusters, db_api=linkage.db_api(), progress=context.log.info)
+    with warehouse.cursor() as conn:  # clustering in the warehouse's DuckDB (its memory limit and spill folder)
+        result = build_xjs_lookup(records, clusters, db_api=linkage.db_api(), progress=context.log.info,
+                                  connection=conn)
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
     lookup = add_record_hashes(carried)
