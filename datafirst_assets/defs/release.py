@@ -31,6 +31,8 @@ from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers, identifying_columns, raw_identifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
 from datafirst_assets.release.publish import write_release
@@ -213,7 +215,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
     datasets = release_datasets()
     synthetic = kind == "synthetic"
     ins = {
-        input_name(dataset, spec.name): AssetIn(key=table_key(kind, dataset, spec.name))
+        input_name(dataset, spec.name): AssetIn(key=table_key(kind, dataset, spec.name), dagster_type=StoredTable)
         for dataset, specs in datasets.items() for spec in specs
     }
     # Depending on the catalogues puts the release after them in the graph (the UI shows the lineage).
@@ -234,11 +236,12 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         metadata={"schema": "release"},
     )
     def _release(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
-                 release_settings: ReleaseSettings, **inputs: pl.DataFrame) -> Output:
-        tables = {}
-        for dataset, specs in datasets.items():
-            for spec in specs:
-                tables[(dataset, spec.name)] = inputs[input_name(dataset, spec.name)]
+                 release_settings: ReleaseSettings, **inputs: StoredTable) -> Output:
+        # Read table by table as the gates, checksums and writes reach them (a few held at once),
+        # in primary-key order so that every read of a table agrees row by row.
+        by_key = {(dataset, spec.name): spec for dataset, specs in datasets.items() for spec in specs}
+        tables = LoadedOnUse({key: inputs[input_name(*key)] for key in by_key}, keep=2,
+                             order_by=lambda key: [by_key[key].primary_key] if by_key[key].primary_key else None)
         catalogues = {
             dataset: build_catalogue(dataset, {s.name: tables[(dataset, s.name)] for s in specs},
                                      {s.name: s for s in specs}, synthetic=synthetic)

@@ -24,11 +24,16 @@ K = TypeVar("K", bound=Hashable)
 class LoadedOnUse(Mapping[K, pl.DataFrame], Generic[K]):
     """``tables[key]`` reads that stored table (cached: the ``keep`` most recently used)."""
 
-    def __init__(self, tables: Mapping[K, StoredTable | pl.DataFrame], keep: int = 2) -> None:
+    def __init__(self, tables: Mapping[K, StoredTable | pl.DataFrame], keep: int = 2, *,
+                 order_by=None) -> None:
+        """``order_by(key)``: columns to sort a table by when it is read (None: all its columns).
+        Give it when a table is read more than once and the reads must agree row by row:
+        DuckDB returns a table's rows in no fixed order."""
         if keep < 1:
             raise ValueError("keep at least one table")
         self._tables = dict(tables)
         self._keep = keep
+        self._order_by = order_by
         self._cache: OrderedDict[K, pl.DataFrame] = OrderedDict()
         self.loads = 0  # how many times a table was read (for tests and metadata)
 
@@ -40,6 +45,8 @@ class LoadedOnUse(Mapping[K, pl.DataFrame], Generic[K]):
         if isinstance(table, pl.DataFrame):  # already in memory (e.g. handed over by a test)
             return table
         frame = table.to_polars()
+        if self._order_by is not None:
+            frame = frame.sort(self._order_by(key) or frame.columns, nulls_last=True)
         self.loads += 1
         self._cache[key] = frame
         while len(self._cache) > self._keep:
@@ -59,3 +66,24 @@ class LoadedOnUse(Mapping[K, pl.DataFrame], Generic[K]):
         """Row counts, counted by DuckDB (no table is loaded)."""
         return {key: table.height if isinstance(table, pl.DataFrame) else table.count()
                 for key, table in self._tables.items()}
+
+
+class MappedOnUse(Mapping[K, pl.DataFrame], Generic[K]):
+    """``tables`` with ``change(key, frame)`` applied to each frame when it is looked up (nothing
+    is computed or held ahead): a streaming ``{k: change(k, v) for k, v in tables.items()}``."""
+
+    def __init__(self, tables: Mapping[K, pl.DataFrame], change, keys=None) -> None:
+        self._tables = tables
+        self._change = change
+        self._keys = list(tables) if keys is None else list(keys)
+
+    def __getitem__(self, key: K) -> pl.DataFrame:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._change(key, self._tables[key])
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
