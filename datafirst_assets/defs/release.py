@@ -7,11 +7,13 @@
 No `from __future__ import annotations`: Dagster inspects annotations at runtime.
 """
 
-import shutil
 import os
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
+
 import polars as pl
 from dagster import (
     AssetCheckKey,
@@ -32,7 +34,7 @@ from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.warehouse.io_manager import StoredTable
-from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
+from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers, identifying_columns, raw_identifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
 from datafirst_assets.release.publish import write_release
@@ -163,12 +165,12 @@ def _model_versions(warehouse: Warehouse) -> dict[str, str]:
     return versions
 
 
-def _raw_identifiers(warehouse: Warehouse) -> dict[str, RawIdentifiers]:
-    """Each dataset's raw names, addresses and system ids, from its staged tables (identifying columns only)."""
-    found = {}
-    with warehouse.cursor() as conn:
-        for source in SOURCES.values():
-            frames = {}
+def _raw_identifiers(warehouse: Warehouse) -> Mapping[str, RawIdentifiers]:
+    """Each dataset's raw names, addresses and system ids, from its staged tables (identifying columns
+    only), read when the gate reaches that dataset: one dataset's are held at a time, not all seven."""
+    def load(key: str) -> RawIdentifiers:
+        source, frames = SOURCES[key], {}
+        with warehouse.cursor() as conn:
             for table in source.tables:
                 columns = identifying_columns(table)
                 try:
@@ -176,8 +178,9 @@ def _raw_identifiers(warehouse: Warehouse) -> dict[str, RawIdentifiers]:
                         f"select {', '.join(columns)} from staged_{source.key}.{table.name}").to_arrow_table())
                 except duckdb.CatalogException:  # never staged (partial graphs in tests): nothing to compare
                     continue
-            found[source.key] = raw_identifiers(source, frames)
-    return found
+        return raw_identifiers(source, frames)
+
+    return ComputedOnUse(list(SOURCES), load, keep=1)
 
 
 def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:

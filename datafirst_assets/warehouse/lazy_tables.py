@@ -87,3 +87,33 @@ class MappedOnUse(Mapping[K, pl.DataFrame], Generic[K]):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+V = TypeVar("V")
+
+
+class ComputedOnUse(Mapping[K, V], Generic[K, V]):
+    """``load(key)`` computed when a key is looked up; only the ``keep`` most recently used are
+    held (for per-dataset values too big to hold for every dataset at once)."""
+
+    def __init__(self, keys, load, keep: int = 1) -> None:
+        self._keys, self._load, self._keep = list(keys), load, keep
+        self._cache: OrderedDict = OrderedDict()
+
+    def __getitem__(self, key: K) -> V:
+        if key not in self._keys:
+            raise KeyError(key)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        value = self._load(key)
+        self._cache[key] = value
+        while len(self._cache) > self._keep:
+            self._cache.popitem(last=False)
+        return value
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
