@@ -21,9 +21,15 @@ from datafirst_assets.warehouse.connection import trim_buffer_pools
 
 def release_memory() -> None:
     """Collect cycles (freeing linkers, DuckDB scratch catalogs and frames they hold), drop
-    DuckDB's cache of stored pages, and ask the C allocator to return free heap to the system."""
+    DuckDB's cache of stored pages, and ask Arrow's and the C allocator to return free memory."""
     gc.collect()
     trim_buffer_pools()
+    try:  # Arrow's own allocator (jemalloc or mimalloc) keeps freed buffers for reuse
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):
+        pass
     libc = ctypes.util.find_library("c")
     if libc:
         try:
