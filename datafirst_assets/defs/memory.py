@@ -13,10 +13,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 
 from dagster import HookContext, failure_hook, success_hook
 
-from datafirst_assets.warehouse.connection import trim_buffer_pools
+from datafirst_assets.warehouse.connection import open_databases, trim_buffer_pools
 
 
 def release_memory() -> None:
@@ -38,14 +39,37 @@ def release_memory() -> None:
             pass
 
 
+def memory_report() -> str:
+    """What the process holds after a step: resident memory, DuckDB's own accounting, and the
+    Splink scratch catalogs still attached (each should be gone once its linker is)."""
+    try:
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except OSError:
+        resident = float("nan")
+    parts = [f"resident {resident:.2f} GiB"]
+    for connection in open_databases():
+        cursor = connection.cursor()
+        try:
+            used = cursor.execute("select sum(memory_usage_bytes) from duckdb_memory()").fetchone()[0] or 0
+            scratch = cursor.execute(
+                "select count(*) from duckdb_databases() where database_name like 'splink_%'").fetchone()[0]
+            parts.append(f"DuckDB {used / 2**30:.2f} GiB, {scratch} Splink scratch catalog(s) attached")
+        finally:
+            cursor.close()
+    return "; ".join(parts)
+
+
 @success_hook(name="release_memory_after_step")
-def release_memory_after_success(_context: HookContext) -> None:
+def release_memory_after_success(context: HookContext) -> None:
     release_memory()
+    context.log.debug(f"memory after {context.step_key}: {memory_report()}")
 
 
 @failure_hook(name="release_memory_after_failure")
-def release_memory_after_failure(_context: HookContext) -> None:
+def release_memory_after_failure(context: HookContext) -> None:
     release_memory()
+    context.log.debug(f"memory after {context.step_key}: {memory_report()}")
 
 
 STEP_HOOKS = {release_memory_after_success, release_memory_after_failure}
