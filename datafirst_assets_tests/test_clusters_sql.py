@@ -56,3 +56,13 @@ def test_long_chains_settle():
                           "match_probability": [0.995] * 299})
     got, stats = nested_clusters_duckdb(nodes, edges, T, **COLS)
     assert got["cluster_high"].n_unique() == 1 and stats["passes"] < 100
+
+
+def test_runs_on_a_warehouse_cursor_and_leaves_it_usable(tmp_path):
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+
+    nodes, edges = _graph(3)
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        got, _ = nested_clusters_duckdb(nodes, edges, T, connection=conn, **COLS)
+        assert conn.execute("select 1").fetchall() == [(1,)]
+    assert got.equals(nested_clusters(nodes, edges, T, **COLS))

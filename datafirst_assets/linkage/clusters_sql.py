@@ -50,7 +50,7 @@ def _components(conn: duckdb.DuckDBPyConnection, edges: str, out: str) -> int:
         conn.execute("""
             create or replace temp table _cc_jump as
             select s.i, least(s.c, t.c) as c from _cc_step s join _cc_step t on t.i = s.c""")
-        changed = conn.execute(f"select count(*) from _cc_jump j join {out} l using (i) where j.c <> l.c").fetchone()[0]
+        changed = conn.execute(f"select count(*) from _cc_jump j join {out} l using (i) where j.c <> l.c").fetchall()[0][0]
         conn.execute(f"create or replace temp table {out} as select * from _cc_jump")
         if not changed:
             return passes
@@ -116,8 +116,8 @@ def nested_clusters_duckdb(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds:
         hard_edges = _frame(conn, f"""select a.node as _a, b.node as _b, e.s as _s from _cc_edges e
             join _cc_nodes a on a.i = e.a join _cc_nodes b on b.i = e.b
             join _cc_low l on l.i = e.a where l.c in (select c from _cc_hard)""")
-        stats.update(components=conn.execute("select count(distinct c) from _cc_low").fetchone()[0],
-                     constrained_components=conn.execute("select count(*) from _cc_hard").fetchone()[0],
+        stats.update(components=conn.execute("select count(distinct c) from _cc_low").fetchall()[0][0],
+                     constrained_components=conn.execute("select count(*) from _cc_hard").fetchall()[0][0],
                      nodes_in_python=hard_nodes.height, edges_in_python=hard_edges.height)
     finally:
         if own:
