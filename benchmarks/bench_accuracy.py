@@ -63,7 +63,7 @@ def link_source(landing: Path, source_key: str, db_options: dict) -> tuple[pl.Da
     from datafirst_assets.linkage.incremental import link_full
     from datafirst_assets.linkage.records import person_records
     from datafirst_assets.linkage.settings import model_spec_for_records
-    from datafirst_assets.linkage.threshold import choose_cluster_threshold
+    from datafirst_assets.linkage.threshold import threshold_chooser
     from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model
     from datafirst_assets.sources.registry import SOURCES
     from datafirst_assets_tests.xjs_fixtures import stage_table, u_pairs_for
@@ -76,12 +76,7 @@ def link_source(landing: Path, source_key: str, db_options: dict) -> tuple[pl.Da
                           TrainingConfig(u_max_pairs=u_pairs_for(records.height)))
     model = TrainedModel.from_json(trained.to_json())
 
-    def choose(pairs: pl.DataFrame) -> tuple[float, str]:
-        choice = choose_cluster_threshold(pairs, configured=None, labels_file=None,
-                                          record_ids=records.get_column("record_id"))
-        return choice.match_probability, choice.source
-
-    result = link_full(records, model, db_api, choose=choose)
+    result = link_full(records, model, db_api, choose=threshold_chooser(records.get_column("record_id")))
     graph = graph_summary(cluster_graph_metrics(result.ids, result.pairs, result.threshold, cluster_col="person_id"))
     details = {"records": records.height, "threshold": result.threshold, "threshold_source": result.threshold_source,
                "guard_clusters_split": result.stats.get("guard_clusters_split", 0),

@@ -51,23 +51,36 @@ def _with_home(value, home: str):
     return value
 
 
+# Dagster's own classes behind its default instance (run, event-log and schedule storage under
+# DAGSTER_HOME, the run coordinator that starts a run at once), named the only way dagster.yaml can
+# name them: by module path. Dagster exports no public path for these; test_launch imports each,
+# so a release that moves one fails the tests instead of the demo.
+DEFAULT_INSTANCE_CLASSES = {
+    "run_storage": ("dagster._core.storage.runs", "SqliteRunStorage"),
+    "event_log_storage": ("dagster._core.storage.event_log", "SqliteEventLogStorage"),
+    "schedule_storage": ("dagster._core.storage.schedules", "SqliteScheduleStorage"),
+    "local_artifact_storage": ("dagster._core.storage.root", "LocalArtifactStorage"),
+    "compute_logs": ("dagster._core.storage.local_compute_log_manager", "LocalComputeLogManager"),
+    "run_coordinator": ("dagster._core.run_coordinator", "DefaultRunCoordinator"),
+}
+
+
 def launch_instance_config(home: Path, instance_config: dict) -> dict:
     """The instance's configuration with its storage pinned to `home` and no run queue."""
     config = _with_home(instance_config, str(home))
     config.pop("concurrency", None)   # run queue settings: this launcher starts the run itself
     config.pop("run_coordinator", None)
-    defaults = {  # Dagster's default storage locations under DAGSTER_HOME, spelled out
-        "run_storage": ("dagster._core.storage.runs", "SqliteRunStorage", home / "history"),
-        "event_log_storage": ("dagster._core.storage.event_log", "SqliteEventLogStorage", home / "history" / "runs"),
-        "schedule_storage": ("dagster._core.storage.schedules", "SqliteScheduleStorage", home / "schedules"),
-        "local_artifact_storage": ("dagster._core.storage.root", "LocalArtifactStorage", home),
-        "compute_logs": ("dagster._core.storage.local_compute_log_manager", "LocalComputeLogManager",
-                         home / "storage"),
+    base_dirs = {  # Dagster's default storage locations under DAGSTER_HOME, spelled out
+        "run_storage": home / "history", "event_log_storage": home / "history" / "runs",
+        "schedule_storage": home / "schedules", "local_artifact_storage": home,
+        "compute_logs": home / "storage",
     }
     if "storage" not in config:
-        for key, (module, cls, base_dir) in defaults.items():
+        for key, base_dir in base_dirs.items():
+            module, cls = DEFAULT_INSTANCE_CLASSES[key]
             config.setdefault(key, {"module": module, "class": cls, "config": {"base_dir": str(base_dir)}})
-    config["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
+    module, cls = DEFAULT_INSTANCE_CLASSES["run_coordinator"]
+    config["run_coordinator"] = {"module": module, "class": cls}
     return config
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, RunsFilter
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from datafirst_assets.cli import main
 from datafirst_assets.definitions import INGEST_JOB
 from datafirst_assets.defs.resources import DataLayout
-from datafirst_assets.runner import PipelineFailed, run_pipeline
+from datafirst_assets.runner import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PipelineFailed, run_pipeline
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor
 from datafirst_assets_tests.deliveries import to_csv, valid_rows, write_delivery
@@ -75,8 +74,8 @@ def ingest_runs(home):
 def test_backfill_command_loads_a_range_in_one_run(home, layout):
     assert backfill(layout, "2024-02-01", "2024-12-31") == 0
     [run] = ingest_runs(home)
-    assert run.tags[ASSET_PARTITION_RANGE_START_TAG] == DATES[1]
-    assert run.tags[ASSET_PARTITION_RANGE_END_TAG] == DATES[2]
+    assert run.tags[PARTITION_RANGE_START_TAG] == DATES[1]
+    assert run.tags[PARTITION_RANGE_END_TAG] == DATES[2]
     loaded = counts(layout)
     assert len(loaded) == 3 * sum(len(SOURCES[s].tables) for s in DELIVERING)
     for name, per_date in loaded.items():

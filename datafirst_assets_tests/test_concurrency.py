@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance
-from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster import DagsterInstance, QueuedRunCoordinator
 
 from datafirst_assets.warehouse.connection import (
     LOCK_TIMEOUT_ENV,

@@ -20,7 +20,7 @@ from datafirst_assets.linkage.dedupe_cli import (
 )
 from datafirst_assets.linkage.metrics import evaluate_clusters
 from datafirst_assets.linkage.train import TrainingConfig
-from datafirst_assets.sources.identifiers import normalise_pnc, normalise_postcode
+from datafirst_assets.sources.identifiers import normalise_pnc, normalise_postcode, pnc_check_letter
 from datafirst_assets_tests.linkage_fixtures import make_people, make_person_records
 
 FAST = TrainingConfig(u_max_pairs=3e5, seed=3)
@@ -198,3 +198,16 @@ def test_mapped_columns_all_empty_is_no_usable_fields(tmp_path):
     with pytest.raises(DedupeConfigError, match="no usable fields"):
         run_dedupe([p], "id", ["forename=fn", "surname=sn", "sex=sx"], [], None, tmp_path / "o.parquet", None,
                    progress=False)
+
+
+def test_junk_pncs_are_nulled_as_staging_nulls_them():
+    placeholder = "2010/0000000" + pnc_check_letter(2010, 0)
+    shared = "2001/1234567" + pnc_check_letter(2001, 1234567)
+    kept = "2002/7654321" + pnc_check_letter(2002, 7654321)
+    df = pl.DataFrame({"id": list(range(6)), "pnc": [placeholder, shared, shared, shared, shared, kept],
+                       "birth": ["1980-01-02", "1980-01-02", "1981-02-03", "1982-03-04", "1983-04-05", "1984-05-06"]})
+    out = standardise(df, id_col="id", maps={"pnc": "pnc", "dob": "birth"}, extras=[], source="x")
+    assert out.get_column("pnc").to_list() == [None, None, None, None, None, kept]
+    four_dobs = df.head(4)  # the shared PNC on three dates of birth only: kept
+    assert standardise(four_dobs, id_col="id", maps={"pnc": "pnc", "dob": "birth"}, extras=[],
+                       source="x").get_column("pnc").to_list() == [None, shared, shared, shared]

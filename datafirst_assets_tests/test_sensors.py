@@ -4,11 +4,14 @@ sensor and the full-refresh schedule, evaluated with `build_sensor_context` on h
 import json
 import os
 import time
+import uuid
 
 import pytest
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -17,8 +20,6 @@ from dagster import (
     build_sensor_context,
     validate_run_config,
 )
-from dagster._core.storage.dagster_run import DagsterRunStatus
-from dagster._core.test_utils import create_run_for_test
 
 from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, REFRESH_JOB, build_definitions
 from datafirst_assets.defs.ingest import ingest_keys, staged_key
@@ -259,6 +260,11 @@ def refresh_tick(landing):
     return sensor(build_sensor_context(instance=landing.instance, definitions=landing.defs))
 
 
+def add_run(instance: DagsterInstance, job_name: str, status: DagsterRunStatus) -> DagsterRun:
+    """A run record in the given state, as another process's run would leave it."""
+    return instance.add_run(DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), status=status))
+
+
 def test_refresh_follows_new_staged_data_once_the_queue_is_empty(landing):
     instance = landing.instance
     graph = landing.defs.resolve_asset_graph()
@@ -276,7 +282,7 @@ def test_refresh_follows_new_staged_data_once_the_queue_is_empty(landing):
     instance.report_runless_asset_event(AssetMaterialization(sorted(inputs)[-1]))
 
     # an ingest still running: wait for it, so seven ingests make one refresh
-    ingest = create_run_for_test(instance, job_name=INGEST_JOB, status=DagsterRunStatus.STARTED)
+    ingest = add_run(instance, INGEST_JOB, DagsterRunStatus.STARTED)
     assert "waiting for run" in refresh_tick(landing).skip_message
     instance.report_run_failed(ingest)  # any end state frees the queue
 
@@ -284,7 +290,7 @@ def test_refresh_follows_new_staged_data_once_the_queue_is_empty(landing):
     assert isinstance(request, RunRequest) and request.run_key.startswith("staged-at-")
 
     # a refresh (or the CLI's link run) after the newest staged data: up to date
-    create_run_for_test(instance, job_name=LINK_JOB, status=DagsterRunStatus.SUCCESS)
+    add_run(instance, LINK_JOB, DagsterRunStatus.SUCCESS)
     assert "up to date" in refresh_tick(landing).skip_message
     # one table re-delivered later: refresh again
     time.sleep(0.01)

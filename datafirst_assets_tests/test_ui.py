@@ -25,20 +25,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, RunsFilter
-from dagster._core.storage.dagster_run import DagsterRunStatus
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    BACKFILL_ID_TAG,
-)
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.reporting.links import FILES_URL_ENV
-from datafirst_assets.runner import LAUNCH_ENV, run_pipeline
+from datafirst_assets.runner import LAUNCH_ENV, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, run_pipeline
 from datafirst_assets.simulate import simulate
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.defs.sensors import SOURCE_TAG, LANDING_SENSOR, REFRESH_SCHEDULE, REFRESH_SENSOR
@@ -47,6 +41,7 @@ from datafirst_assets_tests.deliveries import write_delivery
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "datafirst_assets.definitions"
+BACKFILL_ID_TAG = "dagster/backfill"  # the tag Dagster puts on a backfill's runs (no public constant)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -374,6 +369,6 @@ def test_backfill_launched_as_from_the_ui_is_one_run(server, monkeypatch):
         result = launched["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         [run] = wait_for_runs(server, instance, 1, tags={BACKFILL_ID_TAG: result["backfillId"]})
-        assert run.dagster_run.tags[ASSET_PARTITION_RANGE_START_TAG] == DATES[0]
-        assert run.dagster_run.tags[ASSET_PARTITION_RANGE_END_TAG] == DATES[1]
+        assert run.dagster_run.tags[PARTITION_RANGE_START_TAG] == DATES[0]
+        assert run.dagster_run.tags[PARTITION_RANGE_END_TAG] == DATES[1]
     assert raw_counts(server) == list(ROWS.items())  # re-loaded, not doubled

@@ -25,7 +25,7 @@ from datafirst_assets.linkage.backend import make_db_api
 from datafirst_assets.linkage.incremental import link_full
 from datafirst_assets.linkage.records import person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
-from datafirst_assets.linkage.threshold import choose_cluster_threshold
+from datafirst_assets.linkage.threshold import threshold_chooser
 from datafirst_assets.linkage.train import TrainingConfig, train_model
 from datafirst_assets.raw.delivery import delivery_path, list_deliveries, load_raw_table
 from datafirst_assets.sources.registry import SOURCES
@@ -71,11 +71,7 @@ def dedupe_source(records: pl.DataFrame, source_key: str,
     model = train_model(records, spec, db_api, TrainingConfig(
         u_max_pairs=u_max_pairs or settings.u_pairs_for(records.height), seed=settings.seed))
 
-    def choose(pairs: pl.DataFrame) -> tuple[float, str]:
-        choice = choose_cluster_threshold(pairs, configured=None, labels_file=None,
-                                          record_ids=records.get_column("record_id"))
-        return choice.match_probability, choice.source
-
+    choose = threshold_chooser(records.get_column("record_id"))
     result = link_full(records, model, db_api, choose=choose, reason="first release")
     return result.clusters_table(model.version, SOURCES[source_key].person_id_name)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable
-from datafirst_assets.reporting import Section, markdown_table, render_report
+from datafirst_assets.reporting import Section, markdown_table, render_report, write_markdown_and_html
 from datafirst_assets.sources.registry import SOURCES
 
 KEY_ROLES = frozenset({"primary_key", "foreign_key", "system_id", "person_key", "xjs_key"})
@@ -87,12 +87,7 @@ class Catalogue:
         return _title(self.dataset, self.synthetic)
 
     def write(self, folder: Path | str) -> dict[str, Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {"markdown": folder / f"{self.dataset}.md", "html": folder / f"{self.dataset}.html"}
-        paths["markdown"].write_text(self.markdown, encoding="utf-8")
-        paths["html"].write_text(self.html, encoding="utf-8")
-        return paths
+        return write_markdown_and_html(folder, self.dataset, self.markdown, self.html)
 
 
 def build_catalogue(

@@ -1,4 +1,5 @@
-"""Frames as text: the one Markdown and the one HTML table renderer (asset metadata and reports; nulls blank, floats formatted)."""
+"""Frames and lists as text: the one Markdown and the one HTML table renderer (asset metadata and
+reports; nulls blank, floats formatted), and Markdown bullet lists."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def markdown_table(frame: pl.DataFrame, float_format: str = "{:.4f}") -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
     lines += ["| " + " | ".join(_md_cell(cell(v, float_format)) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join(lines)
+
+
+def bullet_list(items, empty: str = "none") -> str:
+    """Lines as a Markdown bullet list (problems, failures), or ``empty`` when there are none."""
+    return "\n".join(f"- {item}" for item in items) or empty
 
 
 def html_table(frame: pl.DataFrame, float_format: str = "{:.4f}") -> str:

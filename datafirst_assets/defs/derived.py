@@ -37,6 +37,7 @@ from dagster import (
     asset,
 )
 
+from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.reporting import file_url
 from datafirst_assets.catalogue.build import build_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
@@ -84,7 +85,7 @@ def _schema_check(key: AssetKey, table: DerivedTable, frame: pl.DataFrame) -> As
         detail = failure_summary(error)["detail"]
     return AssetCheckResult(
         asset_key=key, check_name="schema_valid", passed=not detail,
-        metadata={"problems": MetadataValue.md("\n".join(f"- {d}" for d in detail) or "none"), "rows": frame.height},
+        metadata={"problems": MetadataValue.md(bullet_list(detail)), "rows": frame.height},
     )
 
 

@@ -26,6 +26,7 @@ from dagster import (
     asset,
 )
 
+from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.defs.linkage import QUALITY, LinkageSettings, linkage_key
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
 from datafirst_assets.evaluation.measure import measure_source, measured_table, subgroup_table
@@ -75,7 +76,7 @@ def _no_truth(problem: str, checks: tuple[str, ...]):
 
 def _warn_unless(check: str, problems: list[str]) -> AssetCheckResult:
     return AssetCheckResult(check_name=check, passed=not problems, severity=AssetCheckSeverity.WARN,
-                            metadata={"problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")})
+                            metadata={"problems": MetadataValue.md(bullet_list(problems))})
 
 
 @asset(

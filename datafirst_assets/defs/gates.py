@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 import polars as pl
 from dagster import AssetCheckResult, AssetKey, Failure, MetadataValue
 
+from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.contracts import validate_table
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.deidentify.pii_gate import Finding, findings_markdown
@@ -36,7 +37,7 @@ def contract_check(key: AssetKey, frame: pl.DataFrame, check_name: str = "schema
     problems = [str(f) for f in report.failures] + list(extra_problems)
     return AssetCheckResult(
         asset_key=key, check_name=check_name, passed=not problems,
-        metadata={"problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+        metadata={"problems": MetadataValue.md(bullet_list(problems)),
                   "report": MetadataValue.md(report.markdown()), "rows": frame.height,
                   "failing_rules": len(report.failures)},
     )

@@ -9,7 +9,6 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 
 import json
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -44,12 +43,13 @@ from datafirst_assets.linkage.guard import (
 from datafirst_assets.linkage.incremental import (
     KEEP_PAIRS_ABOVE,
     MODES,
+    LinkResult,
     PreviousLink,
     link_full,
     link_incremental,
     model_to_reuse,
 )
-from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.linkage.quality import (
     estimated_quality_row,
     evidence_problems,
@@ -59,15 +59,17 @@ from datafirst_assets.linkage.quality import (
 )
 from datafirst_assets.linkage.metrics import read_labels, review_queue, write_review_sample
 from datafirst_assets.reporting import file_url
-from datafirst_assets.linkage.records import add_person_ids, person_records
+from datafirst_assets.linkage.records import add_person_ids, clustering_gaps, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
-from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history
-from datafirst_assets.linkage.threshold import assess, choose_cluster_threshold
+from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts
+from datafirst_assets.linkage.threshold import assess, choose_cluster_threshold, threshold_chooser
 from datafirst_assets.linkage.train import (
     TrainedModel,
     TrainingConfig,
+    model_row,
     save_charts,
     save_model,
+    stored_model,
     summary_table,
     train_model,
     u_pairs_for,
@@ -185,6 +187,20 @@ def _chart_links(folder: Path, version: str, root: Path) -> dict[str, MetadataVa
             for chart in sorted((folder / "charts").glob(f"{prefix}*.html"))}
 
 
+def _model_metadata(model: TrainedModel, why: str, folder: Path, root: Path, records: int, *, reused: bool,
+                    trained_on_records: int | None = None) -> dict:
+    """What the model asset's page shows: the version, whether it was reused and why, its JSON,
+    its comparisons and links to its charts."""
+    return {
+        "version": model.version, "reused": reused, "reason": why,
+        "model_json": MetadataValue.path(str(folder / f"{model.version}.json")),
+        "records": records,
+        **({"trained_on_records": trained_on_records} if trained_on_records is not None else {}),
+        "comparisons": MetadataValue.md(markdown_table(summary_table(model.summary), "{:.4g}")),
+        **_chart_links(folder, model.version, root),
+    }
+
+
 def link_dataset(source: SourceSpec, records: pl.DataFrame, trained: TrainedModel, linkage: LinkageSettings,
                  warehouse: Warehouse, log) -> tuple:
     """Extend the previous link where the model and records allow it (incremental mode), else link
@@ -212,16 +228,46 @@ def link_dataset(source: SourceSpec, records: pl.DataFrame, trained: TrainedMode
         if from_labels is not None:
             result = replace(result, threshold_source="clerical_labels")
     else:
-        def choose(pairs: pl.DataFrame) -> tuple[float, str]:
-            choice = choose_cluster_threshold(
-                pairs, configured=configured, labels_file=linkage.labels_file(source.key),
-                record_ids=records.get_column("record_id"))
-            return choice.match_probability, choice.source
-
+        choose = threshold_chooser(records.get_column("record_id"), configured=configured,
+                                   labels_file=linkage.labels_file(source.key))
         result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem,
                            num_chunks=linkage.predict_chunks, max_pairs_per_rule=linkage.max_pairs_per_rule,
                            progress=log)
     return result, previous
+
+
+def _id_changes_metadata(changes: pl.DataFrame, history: pl.DataFrame, counts: dict[str, int],
+                         first_run: bool) -> dict:
+    return {
+        **{f"this_run_{k}": v for k, v in counts.items()},
+        "history_rows": history.height,
+        "this_run": MetadataValue.md(
+            markdown_table(changes.head(20)) if changes.height
+            else f"First run: {counts['new']} person ids issued." if first_run
+            else "No person id changed in this run."),
+    }
+
+
+def _clusters_metadata(result: LinkResult, clusters: pl.DataFrame, graph: pl.DataFrame, person_id_name: str,
+                       model_version: str, *, first_link: bool) -> dict:
+    """The clusters asset's page: the link graph's shape, the mode and threshold, counts and timings."""
+    return {
+        **graph_summary(graph),
+        "clusters_split_by_dob_guard": result.stats.get("guard_clusters_split", 0),
+        "largest_clusters": MetadataValue.md(markdown_table(largest_clusters(graph), "{:.3f}")),
+        "mode": result.mode,
+        "mode_reason": result.reason,
+        "threshold_match_probability": None if result.threshold is None else float(f"{result.threshold:.4g}"),
+        "threshold_source": result.threshold_source,
+        "persons": clusters[person_id_name].n_unique(),
+        "records": clusters.height,
+        "records_reclustered": result.stats.get("reclustered"),
+        "new_records": result.stats.get("new_records", clusters.height if first_link else None),
+        "highest_person_id": result.next_id - 1,
+        "model_version": model_version,
+        "seconds": MetadataValue.md(markdown_table(pl.DataFrame(
+            {"step": list(result.timings), "seconds": list(result.timings.values())}), "{:.2f}")),
+    }
 
 
 def _person_records_asset(source: SourceSpec) -> AssetsDefinition:
@@ -261,47 +307,27 @@ def _model_asset(source: SourceSpec) -> AssetsDefinition:
         why = "full run requested"
         if linkage.mode == "incremental":
             previous = stored_table(warehouse, source.key, "model")
-            saved = previous is not None and previous.height == 1
-            reused, why = model_to_reuse(
-                json.loads(previous["model_json"][0]) if saved else None,
-                int(previous["records"][0]) if saved else None,
-                records, retrain_growth=linkage.retrain_growth,
-            )
+            doc, trained_on = stored_model(previous)
+            reused, why = model_to_reuse(doc, trained_on, records, retrain_growth=linkage.retrain_growth)
             if reused is not None:
                 context.log.info(f"reusing the saved model: {why}")
-                context.add_output_metadata({
-                    "version": reused.version, "reused": True, "reason": why,
-                    "model_json": MetadataValue.path(str(folder / f"{reused.version}.json")),
-                    "records": records.height, "trained_on_records": int(previous["records"][0]),
-                    "comparisons": MetadataValue.md(markdown_table(summary_table(reused.summary), "{:.4g}")),
-                    **_chart_links(folder, reused.version, linkage.root),
-                })
+                context.add_output_metadata(_model_metadata(reused, why, folder, linkage.root, records.height,
+                                                            reused=True, trained_on_records=trained_on))
                 return previous
             context.log.info(f"training: {why}")
-        spec = model_spec_for_records(records)
         trained = train_model(
-            records, spec, linkage.db_api(),
+            records, model_spec_for_records(records), linkage.db_api(),
             TrainingConfig(u_max_pairs=linkage.u_pairs_for(records.height), seed=linkage.seed),
             progress=context.log.info,
         )
-        path = save_model(trained, folder / f"{trained.version}.json")
+        save_model(trained, folder / f"{trained.version}.json")
         charts = save_charts(trained.linker, folder / "charts", prefix=f"{trained.version}_")
         context.add_output_metadata({
-            "version": trained.version,
-            "reused": False,
-            "reason": why,
-            "model_json": MetadataValue.path(str(path)),
-            "records": records.height,
-            "comparisons": MetadataValue.md(markdown_table(summary_table(trained.summary), "{:.4g}")),
+            **_model_metadata(trained, why, folder, linkage.root, records.height, reused=False),
+            # the charts that could not be drawn, with why
             **{name: error for name, error in charts.items() if not isinstance(error, Path)},
-            **_chart_links(folder, trained.version, linkage.root),
         })
-        return pl.DataFrame({
-            "version": [trained.version],
-            "trained_at": [datetime.now(timezone.utc).isoformat(timespec="seconds")],
-            "records": [records.height],
-            "model_json": [json.dumps(trained.to_json())],
-        })
+        return model_row(trained, records.height)
 
     return _model
 
@@ -349,47 +375,22 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         context.log.info(f"{result.mode} link: {result.reason}")
         clusters = result.clusters_table(trained.version, source.person_id_name)
         history = id_change_history(previous.changes, result.changes, run_id=context.run_id, mode=result.mode)
-        counts = {k: v for k, v in result.stats.items() if k in ("merge", "split", "moved", "new", "retired")}
         first_run = previous.clusters is None or previous.clusters.is_empty()
-        if first_run:  # every id is new; the log records no row per person on the first release
-            counts["new"] = clusters[source.person_id_name].n_unique()
+        counts = run_change_counts(result.stats, clusters[source.person_id_name], first_run=first_run)
         # The change log goes first: the next run finds the ids it issued or retired even if
         # writing the clusters fails, so none is issued twice.
-        yield Output(history, output_name="id_changes", metadata={
-            **{f"this_run_{k}": v for k, v in counts.items()},
-            "history_rows": history.height,
-            "this_run": MetadataValue.md(
-                markdown_table(result.changes.head(20)) if result.changes.height
-                else f"First run: {counts['new']} person ids issued." if first_run
-                else "No person id changed in this run."),
-        })
+        yield Output(history, output_name="id_changes",
+                     metadata=_id_changes_metadata(result.changes, history, counts, first_run))
         graph = cluster_graph_metrics(result.ids, result.threshold_links(), result.threshold,
                                       cluster_col=PERSON_ID)
-        yield Output(clusters, output_name="clusters", metadata={
-            **graph_summary(graph),
-            "clusters_split_by_dob_guard": result.stats.get("guard_clusters_split", 0),
-            "largest_clusters": MetadataValue.md(markdown_table(largest_clusters(graph), "{:.3f}")),
-            "mode": result.mode,
-            "mode_reason": result.reason,
-            "threshold_match_probability": None if result.threshold is None else float(f"{result.threshold:.4g}"),
-            "threshold_source": result.threshold_source,
-            "persons": clusters[source.person_id_name].n_unique(),
-            "records": clusters.height,
-            "records_reclustered": result.stats.get("reclustered"),
-            "new_records": result.stats.get("new_records", clusters.height if previous.clusters is None else None),
-            "highest_person_id": result.next_id - 1,
-            "model_version": trained.version,
-            "seconds": MetadataValue.md(markdown_table(pl.DataFrame(
-                {"step": list(result.timings), "seconds": list(result.timings.values())}), "{:.2f}")),
-        })
+        yield Output(clusters, output_name="clusters", metadata=_clusters_metadata(
+            result, clusters, graph, source.person_id_name, trained.version,
+            first_link=previous.clusters is None))
         yield Output(result.pairs, output_name="scored_pairs", metadata={
             "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"])})
-        missing = records.join(clusters, on="record_id", how="anti").height
-        duplicated = clusters.height - clusters["record_id"].n_unique()
-        yield AssetCheckResult(
-            check_name="every_record_clustered", passed=missing == 0 and duplicated == 0,
-            metadata={"records_without_id": missing, "records_with_several_ids": duplicated},
-        )
+        gaps = clustering_gaps(records, clusters)
+        yield AssetCheckResult(check_name="every_record_clustered", passed=not any(gaps.values()),
+                               metadata=gaps)
         chained = chained_clusters(graph)
         yield AssetCheckResult(
             check_name="no_chained_clusters", passed=chained.is_empty(), severity=AssetCheckSeverity.WARN,
@@ -497,7 +498,7 @@ def linkage_quality(linkage: LinkageSettings, **inputs: pl.DataFrame):
     problems = evidence_problems(table)
     yield AssetCheckResult(
         passed=not problems, severity=AssetCheckSeverity.WARN,
-        metadata={"missing_evidence": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        metadata={"missing_evidence": MetadataValue.md(bullet_list(problems))},
     )
 
 

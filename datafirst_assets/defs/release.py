@@ -28,7 +28,7 @@ from dagster import (
 )
 
 from datafirst_assets.reporting import file_url
-from datafirst_assets.catalogue.build import build_catalogue
+from datafirst_assets.catalogue.build import build_catalogue, build_catalogues
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
@@ -37,7 +37,7 @@ from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers, identifying_columns, raw_identifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
-from datafirst_assets.release.publish import write_release
+from datafirst_assets.release.publish import ReleaseInfo, release_summary, write_release
 from datafirst_assets.sources.registry import SOURCES
 
 RELEASE_GROUP = "release"
@@ -201,6 +201,30 @@ def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFram
     return frame.select(key.name).join(staged, on=key.name, how="left", maintain_order="left")["dob"]
 
 
+def _release_dates_of_birth(warehouse: Warehouse, specs: dict[tuple[str, str], ReleaseTable],
+                            tables: dict[tuple[str, str], pl.DataFrame]) -> dict[tuple[str, str], pl.Series]:
+    """Each released table's own dates of birth, for the tables that have one (the risk gate's input)."""
+    return {key: dob for key, frame in tables.items()
+            if (dob := _dates_of_birth(warehouse, specs[key], frame)) is not None}
+
+
+def _release_metadata(info: ReleaseInfo, root: Path, synthetic: bool) -> dict:
+    manifest = info.manifest
+    return {
+        "release_id": info.release_id,
+        "path": MetadataValue.path(str(info.path.resolve())),
+        "readme": MetadataValue.url(file_url(info.path / "README.md", root)),
+        "tables": len(manifest["tables"]),
+        "rows": sum(t["rows"] for t in manifest["tables"]),
+        "extract_dates": ", ".join(manifest["extract_dates"]),
+        "pseudonymisation_key": manifest["pseudonymisation_key"],
+        "key_fingerprint": key_fingerprint(),
+        "gates_passed": manifest["gates"]["passed"],
+        "catalogue_values_scanned": manifest["gates"]["catalogue_values_scanned"],
+        "synthetic": synthetic,
+    }
+
+
 def _check_results(context: AssetExecutionContext, kind: str, tables) -> dict:
     results = {}
     for dataset, name in tables:
@@ -216,11 +240,9 @@ def _check_results(context: AssetExecutionContext, kind: str, tables) -> dict:
 def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = None,
                         extra_metadata=None) -> AssetsDefinition:
     datasets = release_datasets()
+    specs = {(dataset, spec.name): spec for dataset, in_dataset in datasets.items() for spec in in_dataset}
     synthetic = kind == "synthetic"
-    ins = {
-        input_name(dataset, spec.name): AssetIn(key=table_key(kind, dataset, spec.name), dagster_type=StoredTable)
-        for dataset, specs in datasets.items() for spec in specs
-    }
+    ins = {input_name(*key): AssetIn(key=table_key(kind, *key), dagster_type=StoredTable) for key in specs}
     # Depending on the catalogues puts the release after them in the graph (the UI shows the lineage).
     deps = [catalogue_key(kind, dataset) for dataset in datasets]
     if synthetic:  # the report writes the note on how synthetic data differs, which the release carries
@@ -240,53 +262,25 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
     )
     def _release(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
                  release_settings: ReleaseSettings, **inputs: StoredTable) -> Output:
-        # Read table by table as the gates, checksums and writes reach them (a few held at once),
-        # in primary-key order so that every read of a table agrees row by row.
-        by_key = {(dataset, spec.name): spec for dataset, specs in datasets.items() for spec in specs}
-        tables = LoadedOnUse({key: inputs[input_name(*key)] for key in by_key}, keep=2,
-                             order_by=lambda key: [by_key[key].primary_key] if by_key[key].primary_key else None)
-        catalogues = {
-            dataset: build_catalogue(dataset, {s.name: tables[(dataset, s.name)] for s in specs},
-                                     {s.name: s for s in specs}, synthetic=synthetic)
-            for dataset, specs in datasets.items()
-        }
-        extra = extra_metadata(inputs) if extra_metadata else {}
-        specs = {(d, spec.name): spec for d, dataset_specs in datasets.items() for spec in dataset_specs}
+        # Read table by table as the catalogues, gates, checksums and writes reach them (a few
+        # held at once), in primary-key order so that every read of a table agrees row by row.
+        tables = LoadedOnUse({key: inputs[input_name(*key)] for key in specs}, keep=2,
+                             order_by=lambda key: [specs[key].primary_key] if specs[key].primary_key else None)
         info = write_release(
-            linkage.root / "releases", kind, tables, catalogues,
+            linkage.root / "releases", kind, tables, build_catalogues(tables, specs, synthetic=synthetic),
             extract_dates=_extract_dates(warehouse), model_versions=_model_versions(warehouse),
-            key_is_development=key_is_development(), extra=extra,
+            key_is_development=key_is_development(), extra=extra_metadata(inputs) if extra_metadata else {},
             # The publish gate compares every table and catalogue value with the raw data again.
             identifiers=_raw_identifiers(warehouse),
-            dates_of_birth={} if synthetic else {
-                key: dob for key, frame in tables.items()
-                if (dob := _dates_of_birth(warehouse, specs[key], frame)) is not None},
+            dates_of_birth={} if synthetic else _release_dates_of_birth(warehouse, specs, tables),
             risk_rules=None if synthetic else {key: release_settings.risk_rule_for(*key) for key in tables},
             check_results=_check_results(context, kind, tables),
         )
-        manifest = info.manifest
         note = linkage.root / "synthetic" / "README.md"
         if synthetic and note.exists():
             shutil.copyfile(note, info.path / SYNTHETIC_NOTE)
-        summary = pl.DataFrame([
-            {"release_id": info.release_id, "source": t["source"], "table": t["table"], "path": t["path"],
-             "rows": t["rows"], "sha256": t["sha256"]}
-            for t in manifest["tables"]
-        ])
         context.log.info(f"published {info.release_id} at {info.path}")
-        return Output(summary, metadata={
-            "release_id": info.release_id,
-            "path": MetadataValue.path(str(info.path.resolve())),
-            "readme": MetadataValue.url(file_url(info.path / "README.md", linkage.root)),
-            "tables": len(manifest["tables"]),
-            "rows": sum(t["rows"] for t in manifest["tables"]),
-            "extract_dates": ", ".join(manifest["extract_dates"]),
-            "pseudonymisation_key": manifest["pseudonymisation_key"],
-            "key_fingerprint": key_fingerprint(),
-            "gates_passed": manifest["gates"]["passed"],
-            "catalogue_values_scanned": manifest["gates"]["catalogue_values_scanned"],
-            "synthetic": synthetic,
-        })
+        return Output(release_summary(info), metadata=_release_metadata(info, linkage.root, synthetic))
 
     return _release
 

@@ -34,8 +34,8 @@ from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_fai
 from datafirst_assets.defs.release import table_key
 from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.deidentify.release_spec import release_tables
-from datafirst_assets.common.tables import markdown_table
-from datafirst_assets.reporting import file_url
+from datafirst_assets.common.tables import bullet_list, markdown_table
+from datafirst_assets.reporting import file_url, write_markdown_and_html
 from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note
@@ -137,7 +137,7 @@ def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSett
     # The output rule (no published cell under k) is a gate: checked before the summaries are stored.
     problems = check_summaries(doc)
     result = AssetCheckResult(passed=not problems, asset_key=SUMMARIES, check_name="no_small_cells", metadata={
-        "small_cells": len(problems), "sample": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
+        "small_cells": len(problems), "sample": MetadataValue.md(bullet_list(problems[:50])),
     })
     yield result
     refuse_if_failed("synthetic/summaries", [result], ["no_small_cells"])
@@ -159,7 +159,7 @@ def _schema_check(tid: TableId, frame: pl.DataFrame) -> AssetCheckResult:
     return AssetCheckResult(
         asset_key=synthetic_key(*tid), check_name="matches_release_schema",
         passed=not differences and not extra and in_order,
-        metadata={"differences": MetadataValue.md("\n".join(f"- {d}" for d in differences + extra) or "none"),
+        metadata={"differences": MetadataValue.md(bullet_list(differences + extra)),
                   "same_order": in_order},
     )
 
@@ -286,32 +286,35 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     real = LoadedOnUse({tid: frames[_input_name("real", tid)] for tid in release_tables()}, keep=2)
     generated = LoadedOnUse({tid: frames[_input_name("synthetic", tid)] for tid in release_tables()}, keep=2)
     report = evaluate_synthetic(real, generated, doc, seed=synthetic.seed)
-    markdown = report_markdown(report)
-    synthetic.reports.mkdir(parents=True, exist_ok=True)
-    md_path, html_path = synthetic.reports / "synthetic_report.md", synthetic.reports / "synthetic_report.html"
-    md_path.write_text(markdown, encoding="utf-8")
-    html_path.write_text(report_html(report), encoding="utf-8")
+    paths = write_markdown_and_html(synthetic.reports, "synthetic_report", report_markdown(report),
+                                    report_html(report))
     synthetic.folder.mkdir(parents=True, exist_ok=True)
     note_path = synthetic.folder / "README.md"
     note_path.write_text(differences_note(doc, seed=synthetic.seed, scale=synthetic.scale, sha256=sha,
                                           rows={name_of(tid): n for tid, n in generated.heights().items()}),
                          encoding="utf-8")
-    s = report.summary
     yield Output(report.shapes, metadata={
-        "report": MetadataValue.url(file_url(html_path, synthetic.data_dir)),
-        "report_markdown": MetadataValue.path(str(md_path)),
+        "report": MetadataValue.url(file_url(paths["html"], synthetic.data_dir)),
+        "report_markdown": MetadataValue.path(str(paths["markdown"])),
         "note": MetadataValue.url(file_url(note_path, synthetic.data_dir)),
+        **_report_figures(report.summary),
+        "summary": MetadataValue.md(paths["markdown"].read_text(encoding="utf-8")[:20_000]),
+    })
+    for name, failures in report.failures().items():
+        yield AssetCheckResult(check_name=name, passed=not failures, metadata={
+            "failures": MetadataValue.md(bullet_list(failures[:50]))})
+
+
+def _report_figures(s: dict) -> dict:
+    """The synthetic report's headline figures, as the report asset's page shows them."""
+    return {
         "mean_shape_similarity": round(s["mean_shape_similarity"], 4),
         "min_shape_similarity": round(s["min_shape_similarity"], 4),
         "mean_structure_similarity": round(s["mean_structure_similarity"], 4),
         "referential_integrity": s["referential_integrity"], "key_uniqueness": s["key_uniqueness"],
         "dcr_tables_ok": f"{s['dcr_tables_ok']} / {s['dcr_tables']}",
         "uniques_reproduced": round(s["uniques_reproduced"], 4),
-        "summary": MetadataValue.md(markdown[:20_000]),
-    })
-    for name, failures in report.failures().items():
-        yield AssetCheckResult(check_name=name, passed=not failures, metadata={
-            "failures": MetadataValue.md("\n".join(f"- {f}" for f in failures[:50]) or "none")})
+    }
 
 
 def release_placeholders(defined: set[AssetKey]) -> list[AssetSpec]:

@@ -21,6 +21,7 @@ from dagster import (
     multi_asset,
 )
 
+from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_key, stored_table
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
@@ -113,7 +114,7 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     problems = check_lookup_invariants(lookup, records)
     yield AssetCheckResult(
         check_name="lookup_invariants", passed=not problems,
-        metadata={"problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        metadata={"problems": MetadataValue.md(bullet_list(problems))},
     )
 
 

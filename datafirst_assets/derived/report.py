@@ -19,7 +19,13 @@ import polars as pl
 
 from datafirst_assets.derived.repeat_offending_profile import BREAKDOWNS, MIN_COUNT, TOTAL, WINDOWS
 from datafirst_assets.derived.spec import DerivedTable
-from datafirst_assets.reporting import Section, bar_chart, markdown_table, render_report
+from datafirst_assets.reporting import (
+    Section,
+    bar_chart,
+    markdown_table,
+    render_report,
+    write_markdown_and_html,
+)
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_BANNER = (
@@ -46,12 +52,7 @@ class Report:
         return f"repeat_offending_{self.variant}"
 
     def write(self, folder: Path | str) -> dict[str, Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {"markdown": folder / f"{self.stem}.md", "html": folder / f"{self.stem}.html"}
-        paths["markdown"].write_text(self.markdown, encoding="utf-8")
-        paths["html"].write_text(self.html, encoding="utf-8")
-        return paths
+        return write_markdown_and_html(folder, self.stem, self.markdown, self.html)
 
 
 RELEASE_LABELS = {"deidentified": "de-identified release", SYNTHETIC: "SYNTHETIC release (not real data)"}

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 from splink import Linker
 
+from datafirst_assets.linkage.disjoint_sets import DisjointSets
 from datafirst_assets.linkage.predict import predict_pairs
 from datafirst_assets.linkage.settings import SOURCE_DATASET, UNIQUE_ID
 
@@ -69,21 +70,10 @@ def clusters_from_edges(record_ids: Sequence[str] | pl.Series, edges: pl.DataFra
     without a backend): ``record_id, cluster_id`` with cluster id = smallest record id."""
     ids = pl.Series(UNIQUE_ID, record_ids, dtype=pl.String).unique()
     idx = {v: i for i, v in enumerate(ids.to_list())}
-    parent = list(range(len(idx)))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    sets = DisjointSets(len(idx))
     for a, b in zip(edges.get_column(left).cast(pl.String).to_list(),
                     edges.get_column(right).cast(pl.String).to_list()):
-        if a not in idx or b not in idx:
-            continue
-        ra, rb = find(idx[a]), find(idx[b])
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = [find(i) for i in range(len(parent))]
-    df = pl.DataFrame({UNIQUE_ID: ids, "_root": roots})
+        if a in idx and b in idx:
+            sets.union(idx[a], idx[b])
+    df = pl.DataFrame({UNIQUE_ID: ids, "_root": sets.roots()})
     return df.with_columns(pl.col(UNIQUE_ID).min().over("_root").alias("cluster_id")).drop("_root")

@@ -48,7 +48,13 @@ import polars as pl
 from datafirst_assets.linkage.dedupe import DEFAULT_THRESHOLD, deduplicate
 from datafirst_assets.linkage.metrics import evaluate_labels, read_labels, review_sample, write_review_sample
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, LinkageConfigError
-from datafirst_assets.sources.identifiers import clean_name, normalise_cro, normalise_pnc, normalise_postcode
+from datafirst_assets.sources.identifiers import (
+    clean_name,
+    junk_pnc,
+    normalise_cro,
+    normalise_pnc,
+    normalise_postcode,
+)
 
 #: Date formats recognised without --dob-format (ISO, YYYYMMDD, DD/MM/YYYY).
 DOB_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d/%m/%Y")
@@ -201,6 +207,9 @@ def standardise(df: pl.DataFrame, *, id_col: str, maps: dict[str, str], extras: 
         parts = pl.col("forename").str.splitn(" ", 2)
         out = out.with_columns(parts.struct.field("field_0").alias("forename"),
                                parts.struct.field("field_1").alias("middle_names"))
+    if "pnc" in out.columns:  # placeholder PNCs and one PNC on many dates of birth: null, as in staging
+        junk = junk_pnc("pnc", "dob" if "dob" in out.columns else None)
+        out = out.with_columns(pl.when(junk).then(None).otherwise(pl.col("pnc")).alias("pnc"))
     return out
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from datafirst_assets.linkage.disjoint_sets import DisjointSets
 from datafirst_assets.linkage.settings import UNIQUE_ID
 
 #: A clustering fails the shape check when a cluster has more records than this ...
@@ -102,22 +103,17 @@ def split_conflicting_clusters(clusters: pl.DataFrame, pairs: pl.DataFrame, reco
              .join(members.rename({UNIQUE_ID: "record_id_r", cluster_col: "_c_r"}), on="record_id_r", how="inner")
              .filter(pl.col(cluster_col) == pl.col("_c_r"))
              .sort(["match_probability", "record_id_l", "record_id_r"], descending=[True, False, False]))
-    parent = {r: r for r in members.get_column(UNIQUE_ID).to_list()}
-    dob_sets = {r: ({dob_of[r]} if dob_of.get(r) is not None else set()) for r in parent}
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for left, right, _p in links.select("record_id_l", "record_id_r", "match_probability").iter_rows():
-        a, b = find(left), find(right)
+    record_ids = list(dict.fromkeys(members.get_column(UNIQUE_ID).to_list()))
+    index = {r: i for i, r in enumerate(record_ids)}
+    sets = DisjointSets(len(record_ids))
+    dob_sets = [{dob_of[r]} if dob_of.get(r) is not None else set() for r in record_ids]
+    for left, right in links.select("record_id_l", "record_id_r").iter_rows():
+        a, b = sets.find(index[left]), sets.find(index[right])
         if a == b or any(not dobs_compatible(x, y) for x in dob_sets[a] for y in dob_sets[b]):
             continue
-        parent[b] = a
-        dob_sets[a] |= dob_sets.pop(b)
-    roots = pl.DataFrame({UNIQUE_ID: list(parent), "_root": [find(r) for r in parent]})
+        kept = sets.join(a, b)
+        dob_sets[kept] = dob_sets[a] | dob_sets[b]
+    roots = pl.DataFrame({UNIQUE_ID: record_ids, "_root": sets.roots()})
     relabelled = (members.join(roots, on=UNIQUE_ID)
                   .with_columns(pl.col(UNIQUE_ID).min().over("_root").alias("_first"))
                   .select(UNIQUE_ID, pl.concat_str([pl.col(cluster_col), pl.lit("~"), pl.col("_first")]).alias("_new")))

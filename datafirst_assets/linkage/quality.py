@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.linkage.metrics import subgroup_gaps
 from datafirst_assets.linkage.threshold import Assessment
 from datafirst_assets.reporting import Section, bar_chart, write_report
@@ -112,7 +112,7 @@ def quality_markdown(table: pl.DataFrame) -> str:
     return "\n".join([
         "## Estimated accuracy per dataset", "", ESTIMATE_NOTE, "",
         markdown_table(quality_summary(table)), "",
-        "## Missing evidence", "", "\n".join(f"- {p}" for p in problems) or "none",
+        "## Missing evidence", "", bullet_list(problems),
     ])
 
 

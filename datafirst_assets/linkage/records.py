@@ -29,6 +29,12 @@ def add_person_ids(staged: pl.DataFrame, clusters: pl.DataFrame, id_column: str,
     return latest_versions(staged, id_column).join(ids, on=id_column, how="left").sort(id_column)
 
 
+def clustering_gaps(records: pl.DataFrame, clusters: pl.DataFrame) -> dict[str, int]:
+    """Person records with no person id, and records given more than one (both 0 when clustering is whole)."""
+    return {"records_without_id": records.join(clusters, on="record_id", how="anti").height,
+            "records_with_several_ids": clusters.height - clusters["record_id"].n_unique()}
+
+
 def _field_value(field: str, columns: tuple[str, ...], suffix: str = "") -> pl.Expr:
     if field == "middle_names":
         value = pl.concat_str([pl.col(c + suffix) for c in columns], separator=" ", ignore_nulls=True)

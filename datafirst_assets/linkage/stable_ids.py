@@ -55,6 +55,15 @@ class CarriedIds:
         return {kind: int(have.get(kind, 0)) for kind in KINDS}
 
 
+def run_change_counts(stats: dict, person_ids: pl.Series, *, first_run: bool) -> dict[str, int]:
+    """This run's id changes per kind, from a link's stats. On the first run every id is new (the
+    change log keeps no row per person then), so "new" counts the persons."""
+    counts = {kind: stats[kind] for kind in KINDS if kind in stats}
+    if first_run:
+        counts["new"] = person_ids.n_unique()
+    return counts
+
+
 def empty_changes() -> pl.DataFrame:
     return pl.DataFrame(schema=CHANGE_SCHEMA)
 

@@ -21,6 +21,7 @@ invisible to them and recall is an upper bound. Nothing here reads the simulator
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from datafirst_assets.common.pairs import ordered_ids
+from datafirst_assets.linkage.disjoint_sets import DisjointSets
 from datafirst_assets.linkage.metrics import LABEL, read_labels
 
 PROBABILITY = "match_probability"
@@ -190,37 +192,16 @@ def components_at(n_records: int, left: np.ndarray, right: np.ndarray, probabili
                    thresholds: list[float]) -> dict[float, np.ndarray]:
     """Each record's cluster root when pairs with probability >= t are linked, for every t: one
     union-find pass adding pairs from the most probable down (clusters only grow as t falls)."""
-    parent = np.arange(n_records)
-
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
+    sets = DisjointSets(n_records)
     order = np.argsort(-probability, kind="stable")
     roots: dict[float, np.ndarray] = {}
     position = 0
     for t in sorted(thresholds, reverse=True):
         while position < len(order) and probability[order[position]] >= t:
-            a, b = find(int(left[order[position]])), find(int(right[order[position]]))
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+            sets.union(int(left[order[position]]), int(right[order[position]]))
             position += 1
-        roots[t] = _roots(parent)
+        roots[t] = sets.roots()
     return roots
-
-
-def _roots(parent: np.ndarray) -> np.ndarray:
-    """Every node's root, by pointer jumping (whole-array steps, no Python loop per record)."""
-    roots = parent.copy()
-    while True:
-        jumped = roots[roots]
-        if np.array_equal(jumped, roots):
-            return roots
-        roots = jumped
 
 
 def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
@@ -330,3 +311,15 @@ def choose_cluster_threshold(
     threshold = configured if configured is not None else assessment.best_threshold()
     source = "configured" if configured is not None else assessment.source
     return ThresholdChoice(threshold, source, assessment.estimate_at(threshold), assessment.calibration)
+
+
+def threshold_chooser(record_ids: pl.Series, *, configured: float | None = None,
+                      labels_file: Path | None = None) -> Callable[[pl.DataFrame], tuple[float, str]]:
+    """What a full link (``incremental.link_full(choose=...)``) asks once the pairs are scored:
+    the clustering threshold chosen on them, and where it came from."""
+    def choose(pairs: pl.DataFrame) -> tuple[float, str]:
+        choice = choose_cluster_threshold(pairs, configured=configured, labels_file=labels_file,
+                                          record_ids=record_ids)
+        return choice.match_probability, choice.source
+
+    return choose

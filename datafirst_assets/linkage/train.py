@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -380,6 +381,23 @@ def load_model(path: str | Path) -> TrainedModel:
     return TrainedModel.from_json(json.loads(Path(path).read_text()))
 
 
+def model_row(model: TrainedModel, records: int, trained_at: str | None = None) -> pl.DataFrame:
+    """What the model asset stores: one row with the model's JSON and how many records it was trained on."""
+    return pl.DataFrame({
+        "version": [model.version],
+        "trained_at": [trained_at or datetime.now(timezone.utc).isoformat(timespec="seconds")],
+        "records": [records],
+        "model_json": [json.dumps(model.to_json())],
+    })
+
+
+def stored_model(row: pl.DataFrame | None) -> tuple[dict[str, Any] | None, int | None]:
+    """(model JSON, records it was trained on) of a stored model row; (None, None) when none is stored."""
+    if row is None or row.height != 1:
+        return None, None
+    return json.loads(row["model_json"][0]), int(row["records"][0])
+
+
 def save_model(model: TrainedModel, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -390,5 +408,5 @@ def save_model(model: TrainedModel, path: str | Path) -> Path:
 __all__ = [
     "TrainingConfig", "TrainedModel", "register_records", "make_linker", "train_model",
     "model_version", "model_summary", "summary_table", "save_charts", "load_model", "save_model",
-    "SOURCE_DATASET", "UNIQUE_ID",
+    "model_row", "stored_model", "SOURCE_DATASET", "UNIQUE_ID",
 ]

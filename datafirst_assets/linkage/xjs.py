@@ -52,12 +52,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 import pandera.polars as pa
 import polars as pl
 
 from datafirst_assets.linkage.backend import make_db_api, sql_dialect
 from datafirst_assets.linkage.clusters_sql import nested_clusters_duckdb
+from datafirst_assets.linkage.disjoint_sets import DisjointSets
 from datafirst_assets.linkage.predict import pairs_to_polars, predict_pairs
 from datafirst_assets.linkage.settings import (
     LINKAGE_FIELDS,
@@ -207,16 +207,7 @@ def nested_clusters(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds: Sequen
         members: list[int] | None = [1 << (c - 1) for c in codes]
     else:
         members = None
-    parent_l = list(range(n))
-
-    def find(x: int) -> int:
-        root = x
-        while parent_l[root] != root:
-            root = parent_l[root]
-        while parent_l[x] != root:  # path compression
-            parent_l[x], x = root, parent_l[x]
-        return root
-
+    sets = DisjointSets(n)
     out = nodes
     k = 0
     ea_l, eb_l, es_l = (e.get_column(c).to_list() for c in ("_ia", "_ib", "_s"))
@@ -224,17 +215,14 @@ def nested_clusters(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds: Sequen
     for ti in order_t:
         t = ts[ti]
         while k < m and es_l[k] >= t:
-            ra, rb = find(ea_l[k]), find(eb_l[k])
+            ra, rb = sets.find(ea_l[k]), sets.find(eb_l[k])
             k += 1
-            if ra == rb:
+            if ra == rb or (members is not None and members[ra] & members[rb]):
                 continue
+            kept = sets.join(ra, rb)
             if members is not None:
-                if members[ra] & members[rb]:
-                    continue
-                members[ra] |= members[rb]
-            parent_l[rb] = ra
-        roots = np.fromiter((find(i) for i in range(n)), dtype=np.int64, count=n)
-        out = out.with_columns(pl.Series(f"_root_{ti}", roots))
+                members[kept] = members[ra] | members[rb]
+        out = out.with_columns(pl.Series(f"_root_{ti}", sets.roots()))
     # dense ids numbered by the smallest node key of the cluster
     for ti in order_t:
         col = f"cluster_{labels[ti]}"

@@ -67,6 +67,15 @@ class ReleaseInfo:
     manifest: dict
 
 
+def release_summary(info: ReleaseInfo) -> pl.DataFrame:
+    """What the release asset stores: one row per table file of the release, from its manifest."""
+    return pl.DataFrame([
+        {"release_id": info.release_id, "source": t["source"], "table": t["table"], "path": t["path"],
+         "rows": t["rows"], "sha256": t["sha256"]}
+        for t in info.manifest["tables"]
+    ])
+
+
 def table_file(source: str, table: str, kind: str) -> str:
     """Path of a table's file inside a release (the name says synthetic for synthetic files)."""
     suffix = ".synthetic.parquet" if kind == "synthetic" else ".parquet"

@@ -65,6 +65,16 @@ def render_report(title: str, sections: list[Section], *, label: str = "", intro
     )
 
 
+def write_markdown_and_html(folder: Path | str, stem: str, markdown: str, html: str) -> dict[str, Path]:
+    """A report as ``<stem>.md`` and ``<stem>.html`` in ``folder`` (made if missing): paths by format."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": folder / f"{stem}.md", "html": folder / f"{stem}.html"}
+    paths["markdown"].write_text(markdown, encoding="utf-8")
+    paths["html"].write_text(html, encoding="utf-8")
+    return paths
+
+
 def write_report(path: Path, title: str, sections: list[Section], **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(title, sections, **kwargs), encoding="utf-8")

@@ -209,20 +209,17 @@ def _progress(w: World, r, c: Claims) -> Progress:
     for code, st in ((2, S_SETT), (3, S_WD), (4, S_STRUCK)):
         mm = und & (res == code)
         status[mm], resolution[mm] = st, slow[mm]
-    # defended claims end at their last hearing
-    fin = categorical(r, np.array([0.6, 0.25, 0.1, 0.05]), n)  # DECIDED SETTLED WD STRUCK
-    mm = defended
-    status[mm] = np.array([S_JUDG, S_SETT, S_WD, S_STRUCK])[fin[mm]]
-    resolution[mm] = last_hearing[mm]
-    jt = mm & (fin == 0)
-    jtype[jt], jday[jt] = JT.index("TRIAL"), last_hearing[jt]
-    # possession claims
-    pf = categorical(r, np.array([0.75, 0.1, 0.1, 0.05]), n)  # ORDER STRUCK SETTLED WD
-    mm = possession
-    status[mm] = np.array([S_JUDG, S_STRUCK, S_SETT, S_WD])[pf[mm]]
-    resolution[mm] = last_hearing[mm]
-    jt = mm & (pf == 0)
-    jtype[jt], jday[jt] = JT.index("POSSESSION_ORDER"), last_hearing[jt]
+    # defended claims (decided, settled, withdrawn, struck out) and possession claims (order, struck
+    # out, settled, withdrawn) end at their last hearing, where the first outcome is judged
+    for claims, shares, outcomes, judged_by in (
+        (defended, [0.6, 0.25, 0.1, 0.05], [S_JUDG, S_SETT, S_WD, S_STRUCK], "TRIAL"),
+        (possession, [0.75, 0.1, 0.1, 0.05], [S_JUDG, S_STRUCK, S_SETT, S_WD], "POSSESSION_ORDER"),
+    ):
+        outcome = categorical(r, np.array(shares), n)
+        status[claims] = np.array(outcomes)[outcome[claims]]
+        resolution[claims] = last_hearing[claims]
+        judged = claims & (outcome == 0)
+        jtype[judged], jday[judged] = JT.index(judged_by), last_hearing[judged]
     never = r.random(n) < 0.03  # some claims simply go quiet
     status[never & (status != S_JUDG)] = S_OPEN
     resolution[never & (status == S_OPEN)] = FAR_DAY

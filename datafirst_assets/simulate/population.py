@@ -15,7 +15,7 @@ import polars as pl
 from datafirst_assets.simulate import identifiers as ids
 from datafirst_assets.simulate import names as N
 from datafirst_assets.simulate.config import SimulationConfig
-from datafirst_assets.simulate.util import FAR_DAY, NULL_DAY, YEAR, categorical, to_day, ymd
+from datafirst_assets.simulate.util import FAR_DAY, NULL_DAY, YEAR, StringTable, categorical, to_day, ymd
 from datafirst_assets.simulate.vocab import Vocab
 from datafirst_assets.sources.registry import ETHNIC_GROUP, ETHNICITY_CODES
 
@@ -176,16 +176,9 @@ def _company_names(rng, n: int) -> tuple[list[str], np.ndarray]:
     pre, trade, suf = N.COMPANY_PREFIXES, N.COMPANY_TRADES, N.COMPANY_SUFFIXES
     space = len(pre) * len(trade) * len(suf)
     codes = ids.affine_permutation(np.arange(n), space, salt=11)
-    names: list[str] = []
+    table = StringTable()
+    names, add = table.strings, table.add
     variants = np.zeros((n, 5), dtype=np.int32)
-    seen: dict[str, int] = {}
-
-    def add(s: str) -> int:
-        i = seen.get(s)
-        if i is None:
-            i = seen[s] = len(names)
-            names.append(s)
-        return i
 
     for i, c in enumerate(codes.tolist()):
         p, t, s = pre[c % len(pre)], trade[c // len(pre) % len(trade)], suf[c // (len(pre) * len(trade))]

@@ -70,6 +70,12 @@ def _pick(rng: np.random.Generator, n: int, probs: list[np.ndarray]) -> np.ndarr
     return out
 
 
+def _phonetic_or_typo(vocab: Vocab, names: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Each name's phonetic variant (``j`` picks one) where it has any, else a typo."""
+    phon_n = vocab.phon_n[names]
+    return np.where(phon_n > 0, vocab.phon[names, j % np.maximum(phon_n, 1)], vocab.typo[names, j % N_TYPOS])
+
+
 class Recorder:
     def __init__(self, people: People, cfg: SimulationConfig, vocab: Vocab, source: str):
         self.people = people
@@ -191,12 +197,7 @@ class Recorder:
         nk = ev == 1
         fore[nk] = vocab.nick[Fs[nk], j4[nk] % np.maximum(vocab.nick_n[Fs[nk]], 1)]
         ph = ev == 2
-        phon_n = vocab.phon_n[Fs[ph]]
-        fore[ph] = np.where(
-            phon_n > 0,
-            vocab.phon[Fs[ph], j4[ph] % np.maximum(phon_n, 1)],
-            vocab.typo[Fs[ph], j4[ph] % N_TYPOS],
-        )
+        fore[ph] = _phonetic_or_typo(vocab, Fs[ph], j4[ph])
         ty = ev == 3
         fore[ty] = vocab.typo[Fs[ty], j4[ty] % N_TYPOS]
         ini = ev == 4
@@ -218,12 +219,7 @@ class Recorder:
         sur = S.copy()
         j5 = rng.integers(0, 1 << 30, n)
         ph = ev == 0
-        phon_n = vocab.phon_n[Ss[ph]]
-        sur[ph] = np.where(
-            phon_n > 0,
-            vocab.phon[Ss[ph], j5[ph] % np.maximum(phon_n, 1)],
-            vocab.typo[Ss[ph], j5[ph] % N_TYPOS],
-        )
+        sur[ph] = _phonetic_or_typo(vocab, Ss[ph], j5[ph])
         ty = ev == 1
         sur[ty] = vocab.typo[Ss[ty], j5[ty] % N_TYPOS]
         sur[ev == 3] = -1

@@ -97,3 +97,18 @@ def lognormal_days(
     rng: np.random.Generator, median: float | np.ndarray, sigma: float, n: int, lo: float, hi: float
 ) -> np.ndarray:
     return np.clip(np.round(median * np.exp(sigma * rng.standard_normal(n))), lo, hi).astype(np.int64)
+
+
+class StringTable:
+    """Each string once, in order of first sight: ``add(s)`` gives its index, appending it when new."""
+
+    def __init__(self) -> None:
+        self.strings: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def add(self, s: str) -> int:
+        i = self.index.get(s)
+        if i is None:
+            i = self.index[s] = len(self.strings)
+            self.strings.append(s)
+        return i

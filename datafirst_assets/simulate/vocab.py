@@ -18,6 +18,7 @@ import polars as pl
 from anyascii import anyascii
 
 from datafirst_assets.simulate import names as N
+from datafirst_assets.simulate.util import StringTable
 
 N_TYPOS = 6
 N_PHON = 4
@@ -285,15 +286,8 @@ def _name_pools(index: dict[str, int], fore_lists, sur_lists, db_names: list[str
 def build_vocab() -> Vocab:
     """Every name string once (real names, nicknames, phonetic variants, typos, initials) with
     the index tables the recorder draws its errors from, and the name pools per origin."""
-    index: dict[str, int] = {}
-    strings: list[str] = []
-
-    def add(s: str) -> int:
-        i = index.get(s)
-        if i is None:
-            i = index[s] = len(strings)
-            strings.append(s)
-        return i
+    table = StringTable()
+    index, strings, add = table.index, table.strings, table.add
 
     letters = [add(chr(65 + i)) for i in range(26)]
 

@@ -95,6 +95,20 @@ def pnc_is_pattern_junk(expr: pl.Expr) -> pl.Expr:
     return expr.str.slice(5, 7).str.contains(r"^(0{7}|1{7}|2{7}|3{7}|4{7}|5{7}|6{7}|7{7}|8{7}|9{7})$")
 
 
+# A PNC recorded with this many different dates of birth in one file is a shared junk value.
+JUNK_PNC_MIN_DOBS = 4
+
+
+def junk_pnc(pnc: str, dob: str | None = None) -> pl.Expr:
+    """True where column ``pnc`` holds a junk value: a placeholder pattern, or (with a ``dob``
+    column) one PNC recorded with JUNK_PNC_MIN_DOBS or more dates of birth in the frame."""
+    junk = pl.col(pnc).is_not_null() & pnc_is_pattern_junk(pl.col(pnc))
+    if dob is not None:
+        shared = pl.col(dob).n_unique().over(pnc) >= JUNK_PNC_MIN_DOBS
+        junk = junk | (pl.col(pnc).is_not_null() & shared)
+    return junk
+
+
 def normalise_cro(expr: pl.Expr) -> pl.Expr:
     """CRO number to NNNNNN/YYA (serial zero-padded); anything else -> null."""
     parts = expr.str.to_uppercase().str.replace_all(r"\s", "").str.extract_groups(r"^(\d{1,6})/?(\d{2})([A-Z])$")

@@ -24,7 +24,7 @@ from datafirst_assets.sources.identifiers import (
     normalise_cro,
     normalise_pnc,
     normalise_postcode,
-    pnc_is_pattern_junk,
+    junk_pnc,
 )
 from datafirst_assets.sources.registry import ETHNIC_GROUP, ETHNICITY_CODES
 from datafirst_assets.sources.spec import ColumnSpec, SourceSpec, TableSpec
@@ -34,8 +34,6 @@ QUARANTINE_COLUMNS = (
 )
 TRAILING_LOAD_COLUMNS = ("_source_file", "_row_number")
 EARLIEST_DOB = date(1900, 1, 2)
-# A PNC recorded with this many different dates of birth in one delivery is a shared junk value.
-JUNK_PNC_MIN_DOBS = 4
 #: Suffix of the column keeping a name as written (accents and all) next to the folded one.
 ORIGINAL_SUFFIX = "_original"
 FLAG_VALUES = {"Y": True, "YES": True, "TRUE": True, "1": True, "N": False, "NO": False, "FALSE": False, "0": False}
@@ -174,10 +172,8 @@ def _null_junk_pncs(frame: pl.DataFrame, table: TableSpec) -> pl.DataFrame:
     pnc_cols = [c.name for c in table.columns if c.kind == "pnc"]
     dob_cols = [c.name for c in table.columns if c.kind == "dob"]
     for pnc in pnc_cols:
-        junk = pnc_is_pattern_junk(pl.col(pnc))
-        if dob_cols:
-            junk = junk | (pl.col(dob_cols[0]).n_unique().over(pnc) >= JUNK_PNC_MIN_DOBS)
-        frame = frame.with_columns(pl.when(pl.col(pnc).is_not_null() & junk).then(None).otherwise(pl.col(pnc)).alias(pnc))
+        junk = junk_pnc(pnc, dob_cols[0] if dob_cols else None)
+        frame = frame.with_columns(pl.when(junk).then(None).otherwise(pl.col(pnc)).alias(pnc))
     return frame
 
 

@@ -452,3 +452,4 @@ def report_html(report: SyntheticReport) -> str:
                               y_title="similarity", horizontal=True, domain=(0.0, 1.0))
         sections.append(Section(title, [text] if text else [], frame, chart))
     return render_report("Synthetic release: fidelity and privacy", sections, label=SYNTHETIC_LABEL)
+
