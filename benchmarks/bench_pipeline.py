@@ -108,6 +108,10 @@ class TreeWatch:
     def peak_between(self, start: float, end: float) -> float:
         return max((g for t, g in self.samples if start <= t <= end), default=0.0)
 
+    def at(self, moment: float) -> float:
+        """Resident memory at the last sample before ``moment`` (what earlier steps left behind)."""
+        return max(((t, g) for t, g in self.samples if t <= moment), default=(0.0, 0.0))[1]
+
 
 def run_measured(name: str, cmd: list[str], env: dict[str, str], cap_gib: float, log: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -159,8 +163,10 @@ def step_times(dagster_home: Path, watch: TreeWatch) -> list[dict]:
                 begin = starts.pop(step)
                 rows.append({"job": run.job_name, "step": step, "seconds": round(entry.timestamp - begin, 1),
                              "peak_gib": round(watch.peak_between(begin, entry.timestamp), 2),
+                             "start_gib": round(watch.at(begin), 2),
                              "ok": entry.dagster_event.event_type == DagsterEventType.STEP_SUCCESS})
-        rows += [{"job": run.job_name, "step": s, "seconds": None, "peak_gib": None, "ok": False} for s in starts]
+        rows += [{"job": run.job_name, "step": s, "seconds": None, "peak_gib": round(watch.peak_between(t, 1e12), 2),
+                  "start_gib": round(watch.at(t), 2), "ok": False} for s, t in starts.items()]
     instance.dispose()
     return rows
 
@@ -180,10 +186,15 @@ def print_steps(rows: list[dict], top: int) -> None:
     print(f"\n{'stage':24} {'steps':>5} {'seconds':>9} {'peak GiB':>9}")
     for stage, (secs, peak, n) in sorted(by_stage.items(), key=lambda kv: -kv[1][0]):
         print(f"{stage:24} {n:5d} {secs:9.1f} {peak:9.2f}")
-    print(f"\nslowest {top} steps:\n{'step':60} {'seconds':>9} {'peak GiB':>9}")
-    for r in sorted(rows, key=lambda r: -(r["seconds"] or 0))[:top]:
-        flag = "" if r["ok"] else "  (failed or unfinished)"
-        print(f"{r['step'][:60]:60} {r['seconds'] or 0:9.1f} {r['peak_gib'] or 0:9.2f}{flag}")
+    header = f"{'step':56} {'seconds':>8} {'peak GiB':>9} {'at start':>9} {'step adds':>9}"
+    for title, order in ((f"slowest {top} steps", lambda r: -(r["seconds"] or 0)),
+                         (f"{top} steps adding most memory (peak in step - memory at its start)",
+                          lambda r: -((r["peak_gib"] or 0) - (r.get("start_gib") or 0)))):
+        print(f"\n{title}:\n{header}")
+        for r in sorted(rows, key=order)[:top]:
+            flag = "" if r["ok"] else "  (failed or unfinished)"
+            peak, start = r["peak_gib"] or 0, r.get("start_gib") or 0
+            print(f"{r['step'][:56]:56} {r['seconds'] or 0:8.1f} {peak:9.2f} {start:9.2f} {peak - start:9.2f}{flag}")
 
 
 # ----------------------------------------------------------------------------- main
@@ -222,7 +233,8 @@ def main() -> int:
     truth = data / "truth" if args.truth_in_data else work / "truth"
     # A benchmark is a demo: the public development pseudonymisation key may be used.
     env = {"DATAFIRST_ALLOW_DEVELOPMENT_KEY": "1", **os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    results: dict = {"people": args.people, "cores": os.cpu_count(), "mem_cap_gib": args.mem_cap_gib}
+    results: dict = {"people": args.people, "cores": os.cpu_count(), "mem_cap_gib": args.mem_cap_gib,
+                     "duckdb_env": {k: v for k, v in os.environ.items() if k.startswith("DATAFIRST_DUCKDB_")}}
     print(f"bench_pipeline: {args.people:,} people, work dir {work}, cap {args.mem_cap_gib} GiB", flush=True)
 
     if not (args.reuse_landing and (data / "landing").exists()):

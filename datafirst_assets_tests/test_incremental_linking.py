@@ -64,9 +64,16 @@ def test_chunked_prediction_in_the_warehouse_gives_the_same_clusters(linked, tmp
     assert isinstance(chunked.pairs, WarehouseQuery)
     assert chunked.stats["pairs"] == previous.pairs.height
     assert _partition(chunked.ids) == _partition(previous.ids())
+    def splink_catalogs() -> int:
+        with warehouse_cursor(database) as conn:
+            return conn.execute("select count(*) from duckdb_databases() where database_name like 'splink_%'"
+                                ).fetchall()[0][0]
+
     with warehouse_cursor(database) as conn:
         stored = pl.from_arrow(conn.sql(chunked.pairs.sql).to_arrow_table())
+    assert splink_catalogs() == 1
     chunked.pairs.cleanup()
+    assert splink_catalogs() == 0  # Splink's working tables go once the pairs are stored, not at exit
     key = ["record_id_l", "record_id_r"]
     assert stored.sort(key).select(key).equals(previous.pairs.sort(key).select(key))
 

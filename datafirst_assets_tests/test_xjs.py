@@ -336,3 +336,13 @@ def test_case_link_with_the_person_link_on_simulated_data(world):
     m = case_link_metrics(links, pl.read_parquet(sim.truth_dir / "case_links.parquet")).row(0, named=True)
     assert m["case_type"] == "all" and m["precision"] >= 0.99 and m["recall"] >= 0.97, m
     assert links["keys_agreed"].str.contains("person").mean() > 0.9
+
+
+def test_lookup_clusters_in_duckdb_equal_the_union_find_on_simulated_data(world):
+    _, _, result = world
+    persons = result.persons.select("source_dataset", "person_id_dataset")
+    in_python = nested_clusters(persons, result.edges, result.thresholds)
+    in_duckdb = result.persons.select("person_id_dataset", *[pl.col(f"person_id_{lv}").alias(f"cluster_{lv}")
+                                                             for lv in LEVELS])
+    assert in_duckdb.equals(in_python.select("person_id_dataset", *[f"cluster_{lv}" for lv in LEVELS]))
+    assert result.stats["clustering_components"] > 0

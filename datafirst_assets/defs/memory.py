@@ -13,11 +13,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 
 from dagster import HookContext, failure_hook, success_hook
 
 from datafirst_assets.defs.event_log import keep_event_log_open
-from datafirst_assets.warehouse.connection import trim_buffer_pools
+from datafirst_assets.warehouse.connection import open_databases, trim_buffer_pools
 
 
 def freeze_long_lived_objects() -> None:
@@ -33,9 +34,15 @@ def freeze_long_lived_objects() -> None:
 
 def release_memory() -> None:
     """Collect cycles (freeing linkers, DuckDB scratch catalogs and frames they hold), drop
-    DuckDB's cache of stored pages, and ask the C allocator to return free heap to the system."""
+    DuckDB's cache of stored pages, and ask Arrow's and the C allocator to return free memory."""
     gc.collect()
     trim_buffer_pools()
+    try:  # Arrow's own allocator (jemalloc or mimalloc) keeps freed buffers for reuse
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):
+        pass
     libc = ctypes.util.find_library("c")
     if libc:
         try:
@@ -44,17 +51,40 @@ def release_memory() -> None:
             pass
 
 
+def memory_report() -> str:
+    """What the process holds after a step: resident memory, DuckDB's own accounting, and the
+    Splink scratch catalogs still attached (each should be gone once its linker is)."""
+    try:
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except OSError:
+        resident = float("nan")
+    parts = [f"resident {resident:.2f} GiB"]
+    for connection in open_databases():
+        cursor = connection.cursor()
+        try:
+            used = cursor.execute("select sum(memory_usage_bytes) from duckdb_memory()").fetchone()[0] or 0
+            scratch = cursor.execute(
+                "select count(*) from duckdb_databases() where database_name like 'splink_%'").fetchone()[0]
+            parts.append(f"DuckDB {used / 2**30:.2f} GiB, {scratch} Splink scratch catalog(s) attached")
+        finally:
+            cursor.close()
+    return "; ".join(parts)
+
+
 @success_hook(name="release_memory_after_step")
 def release_memory_after_success(context: HookContext) -> None:
     # not a hook of its own: every hook writes an event per step (see defs/event_log.py)
     keep_event_log_open(context.instance)
     release_memory()
+    context.log.debug(f"memory after {context.step_key}: {memory_report()}")
 
 
 @failure_hook(name="release_memory_after_failure")
 def release_memory_after_failure(context: HookContext) -> None:
     keep_event_log_open(context.instance)
     release_memory()
+    context.log.debug(f"memory after {context.step_key}: {memory_report()}")
 
 
 STEP_HOOKS = {release_memory_after_success, release_memory_after_failure}

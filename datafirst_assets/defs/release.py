@@ -7,11 +7,13 @@
 No `from __future__ import annotations`: Dagster inspects annotations at runtime.
 """
 
-import shutil
 import os
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
+
 import polars as pl
 from dagster import (
     AssetCheckKey,
@@ -31,6 +33,8 @@ from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers, identifying_columns, raw_identifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
 from datafirst_assets.release.publish import ReleaseInfo, release_summary, write_release
@@ -161,12 +165,12 @@ def _model_versions(warehouse: Warehouse) -> dict[str, str]:
     return versions
 
 
-def _raw_identifiers(warehouse: Warehouse) -> dict[str, RawIdentifiers]:
-    """Each dataset's raw names, addresses and system ids, from its staged tables (identifying columns only)."""
-    found = {}
-    with warehouse.cursor() as conn:
-        for source in SOURCES.values():
-            frames = {}
+def _raw_identifiers(warehouse: Warehouse) -> Mapping[str, RawIdentifiers]:
+    """Each dataset's raw names, addresses and system ids, from its staged tables (identifying columns
+    only), read when the gate reaches that dataset: one dataset's are held at a time, not all seven."""
+    def load(key: str) -> RawIdentifiers:
+        source, frames = SOURCES[key], {}
+        with warehouse.cursor() as conn:
             for table in source.tables:
                 columns = identifying_columns(table)
                 try:
@@ -174,8 +178,9 @@ def _raw_identifiers(warehouse: Warehouse) -> dict[str, RawIdentifiers]:
                         f"select {', '.join(columns)} from staged_{source.key}.{table.name}").to_arrow_table())
                 except duckdb.CatalogException:  # never staged (partial graphs in tests): nothing to compare
                     continue
-            found[source.key] = raw_identifiers(source, frames)
-    return found
+        return raw_identifiers(source, frames)
+
+    return ComputedOnUse(list(SOURCES), load, keep=1)
 
 
 def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:
@@ -237,7 +242,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
     datasets = release_datasets()
     specs = {(dataset, spec.name): spec for dataset, in_dataset in datasets.items() for spec in in_dataset}
     synthetic = kind == "synthetic"
-    ins = {input_name(*key): AssetIn(key=table_key(kind, *key)) for key in specs}
+    ins = {input_name(*key): AssetIn(key=table_key(kind, *key), dagster_type=StoredTable) for key in specs}
     # Depending on the catalogues puts the release after them in the graph (the UI shows the lineage).
     deps = [catalogue_key(kind, dataset) for dataset in datasets]
     if synthetic:  # the report writes the note on how synthetic data differs, which the release carries
@@ -256,8 +261,11 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         metadata={"schema": "release"},
     )
     def _release(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
-                 release_settings: ReleaseSettings, **inputs: pl.DataFrame) -> Output:
-        tables = {key: inputs[input_name(*key)] for key in specs}
+                 release_settings: ReleaseSettings, **inputs: StoredTable) -> Output:
+        # Read table by table as the catalogues, gates, checksums and writes reach them (a few
+        # held at once), in primary-key order so that every read of a table agrees row by row.
+        tables = LoadedOnUse({key: inputs[input_name(*key)] for key in specs}, keep=2,
+                             order_by=lambda key: [specs[key].primary_key] if specs[key].primary_key else None)
         info = write_release(
             linkage.root / "releases", kind, tables, build_catalogues(tables, specs, synthetic=synthetic),
             extract_dates=_extract_dates(warehouse), model_versions=_model_versions(warehouse),

@@ -48,6 +48,8 @@ from datafirst_assets.synthetic.summaries import (
     summaries_sha256,
     summarise_release,
 )
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
 from datafirst_assets.synthetic.tables import (
     CASE_LOOKUP_ID,
     LINKING_IDS,
@@ -109,7 +111,8 @@ def load_summaries(stored: pl.DataFrame) -> tuple[dict, str]:
 
 @asset(
     key=SUMMARIES,
-    ins={_input_name("release", tid): AssetIn(key=deidentified_key(*tid)) for tid in release_tables()},
+    ins={_input_name("release", tid): AssetIn(key=deidentified_key(*tid), dagster_type=StoredTable)
+         for tid in release_tables()},
     group_name=GROUP,
     metadata={"schema": "synthetic"},
     kinds={"polars", "duckdb"},
@@ -121,8 +124,9 @@ def load_summaries(stored: pl.DataFrame) -> tuple[dict, str]:
         description="Before storing: no published category, bin, count or lookup shape holds fewer than k people.",
     )],
 )
-def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSettings, **release: pl.DataFrame):
-    tables = {tid: release[_input_name("release", tid)] for tid in release_tables()}
+def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSettings, **release: StoredTable):
+    # Read from the warehouse table by table (a parent and a child at most at once), not all together.
+    tables = LoadedOnUse({tid: release[_input_name("release", tid)] for tid in release_tables()}, keep=2)
     doc = summarise_release(tables, synthetic.rules())
     text, sha = summaries_json(doc), summaries_sha256(doc)
     overview = pl.DataFrame([
@@ -260,8 +264,10 @@ REPORT_CHECKS = {
     key=REPORT,
     ins={
         "summaries": AssetIn(key=SUMMARIES),
-        **{_input_name("real", tid): AssetIn(key=deidentified_key(*tid)) for tid in release_tables()},
-        **{_input_name("synthetic", tid): AssetIn(key=synthetic_key(*tid)) for tid in release_tables()},
+        **{_input_name("real", tid): AssetIn(key=deidentified_key(*tid), dagster_type=StoredTable)
+           for tid in release_tables()},
+        **{_input_name("synthetic", tid): AssetIn(key=synthetic_key(*tid), dagster_type=StoredTable)
+           for tid in release_tables()},
     },
     group_name=GROUP,
     metadata={"schema": "synthetic"},
@@ -273,17 +279,19 @@ REPORT_CHECKS = {
     check_specs=[AssetCheckSpec(name, asset=REPORT, description=text) for name, text in REPORT_CHECKS.items()],
 )
 def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame,
-                     **frames: pl.DataFrame):
+                     **frames: StoredTable):
     doc, sha = load_summaries(summaries)
-    real = {tid: frames[_input_name("real", tid)] for tid in release_tables()}
-    generated = {tid: frames[_input_name("synthetic", tid)] for tid in release_tables()}
+    # Each pass of the report reads the tables it compares as it reaches them (a table and its
+    # parent, real and synthetic), so the whole release is never in memory twice over.
+    real = LoadedOnUse({tid: frames[_input_name("real", tid)] for tid in release_tables()}, keep=2)
+    generated = LoadedOnUse({tid: frames[_input_name("synthetic", tid)] for tid in release_tables()}, keep=2)
     report = evaluate_synthetic(real, generated, doc, seed=synthetic.seed)
     paths = write_markdown_and_html(synthetic.reports, "synthetic_report", report_markdown(report),
                                     report_html(report))
     synthetic.folder.mkdir(parents=True, exist_ok=True)
     note_path = synthetic.folder / "README.md"
     note_path.write_text(differences_note(doc, seed=synthetic.seed, scale=synthetic.scale, sha256=sha,
-                                          rows={name_of(tid): f.height for tid, f in generated.items()}),
+                                          rows={name_of(tid): n for tid, n in generated.heights().items()}),
                          encoding="utf-8")
     yield Output(report.shapes, metadata={
         "report": MetadataValue.url(file_url(paths["html"], synthetic.data_dir)),

@@ -25,6 +25,7 @@ from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_key, stored_table
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
+from datafirst_assets.linkage.backend import release_db_api
 from datafirst_assets.linkage.case_link import build_case_link
 from datafirst_assets.linkage.xjs import (
     DEFAULT_THRESHOLDS,
@@ -88,8 +89,13 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
                **inputs: pl.DataFrame):
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
-    result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=linkage.db_api(),
-                              progress=context.log.info)
+    db_api = linkage.db_api()
+    try:
+        with warehouse.cursor() as conn:  # clustering in the warehouse's DuckDB (its memory limit and spill folder)
+            result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=db_api,
+                                      progress=context.log.info, connection=conn)
+    finally:
+        release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
     lookup = add_record_hashes(carried)

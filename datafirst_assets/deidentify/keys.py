@@ -79,11 +79,20 @@ def keyed_hash(values: pl.Series, *, namespace: str, key: bytes | None = None) -
     secret = key if key is not None else pseudonymisation_key()
     prefix = f"{namespace}:".encode("utf-8")
 
+    # HMAC's keyed inner and outer states, made once and copied per value (what hmac.new
+    # does on every call); the digests are exactly hmac.new(secret, prefix + value, sha256)'s.
+    keyed = hmac.new(secret, prefix, hashlib.sha256)
+
     def digest(value: str | None) -> str | None:
         if value is None:
             return None
-        return hmac.new(secret, prefix + value.encode("utf-8"), hashlib.sha256).hexdigest()
+        one = keyed.copy()
+        one.update(value.encode("utf-8"))
+        return one.hexdigest()
 
-    unique = values.cast(pl.String).unique()
-    mapping = dict(zip(unique.to_list(), (digest(v) for v in unique.to_list())))
-    return values.cast(pl.String).replace_strict(mapping, return_dtype=pl.String).alias(values.name)
+    text = values.cast(pl.String)
+    unique = text.unique()
+    # Old and new values as two Series: a dict here made polars build them value by value,
+    # which cost more than the hashing itself (measured: 21 of 31 s at 100,000 people).
+    digests = pl.Series([digest(v) for v in unique.to_list()], dtype=pl.String)
+    return text.replace_strict(unique, digests, return_dtype=pl.String).alias(values.name)

@@ -57,11 +57,24 @@ class RawIdentifiers:
     addresses: set[str] = field(default_factory=set)
     system_ids: set[str] = field(default_factory=set)
     column_names: set[str] = field(default_factory=set)
+    _series: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def series(self, kind: str) -> pl.Series:
+        """One kind ("name", "address", "system_id") as a polars Series, built once: scanning
+        every column against a set rebuilt as a list each time took most of the
+        de-identification's time (54 of 93 s for magistrates at 100,000 people)."""
+        values = {"name": self.names, "address": self.addresses, "system_id": self.system_ids}[kind]
+        cached = self._series.get(kind)
+        if cached is None or cached[0] != len(values):
+            cached = (len(values), pl.Series(kind, list(values), dtype=pl.String))
+            self._series[kind] = cached
+        return cached[1]
 
     def update(self, other: "RawIdentifiers") -> "RawIdentifiers":
         self.names |= other.names
         self.addresses |= other.addresses
         self.system_ids |= other.system_ids
+        self._series.clear()
         self.column_names |= other.column_names
         return self
 
@@ -106,14 +119,18 @@ def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> R
 def _value_findings(table: str, column: str, values: pl.Series, raw: RawIdentifiers) -> list[Finding]:
     findings = []
     normalised = values.cast(pl.String).str.strip_chars().str.to_uppercase()
+    # A whole 64-hex hash is one word: no pattern (each bounded by \b, shorter) can match inside
+    # it, so hashed columns skip the pattern scan (most of its time at scale).
+    unhashed = normalised.filter(~normalised.str.contains(r"^[0-9A-F]{64}$"))
     for identifier, pattern in IDENTIFIER_PATTERNS.items():
-        hits = normalised.filter(normalised.str.contains(pattern))
+        hits = unhashed.filter(unhashed.str.contains(pattern))
         if hits.len():
             findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
-    for identifier, known in (("name", raw.names), ("address", raw.addresses), ("system_id", raw.system_ids)):
-        if not known:
+    for identifier in ("name", "address", "system_id"):
+        known = raw.series(identifier)
+        if not known.len():
             continue
-        hits = normalised.filter(normalised.is_in(list(known)))
+        hits = normalised.filter(normalised.is_in(known))
         if hits.len():
             findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
     return findings

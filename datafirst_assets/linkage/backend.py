@@ -120,8 +120,19 @@ def warehouse_db_api(database: str | Path):
     cursor.execute(f"USE {scratch}")
     db_api = DuckDBAPI(connection=cursor)
     db_api.scratch_catalog = scratch
-    weakref.finalize(db_api, _detach_scratch, database, cursor, scratch)
+    db_api.release_scratch = weakref.finalize(db_api, _detach_scratch, database, cursor, scratch)
     return db_api
+
+
+def release_db_api(db_api) -> None:
+    """Drop everything Splink built in a warehouse DB API's scratch catalog, now, rather than
+    when the DB API is garbage-collected: something in Dagster or Splink can keep it alive to
+    the end of the run (measured: one catalog left attached per `clusters` step, holding that
+    dataset's records and working tables in memory). The DB API must not be used afterwards.
+    Other backends: nothing to do."""
+    release = getattr(db_api, "release_scratch", None)
+    if release is not None:
+        release()  # a weakref.finalize runs once: the garbage collector will not run it again
 
 
 def _detach_scratch(database: str | Path, cursor, scratch: str) -> None:

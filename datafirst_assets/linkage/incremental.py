@@ -30,6 +30,7 @@ import duckdb
 import polars as pl
 
 from datafirst_assets.common.pairs import ordered_pairs
+from datafirst_assets.linkage.backend import release_db_api
 from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
 from datafirst_assets.linkage.predict import (
     PAIR_COLUMNS,
@@ -342,7 +343,14 @@ def pairs_to_store(db_api, pairs_sdf) -> tuple[pl.DataFrame | WarehouseQuery, in
         pairs_sdf.drop_table_from_database_and_remove_from_cache()
         return frame, n_pairs
     sql = f"select {', '.join(columns)} from {scratch}.main.{pairs_sdf.physical_name}"
-    return WarehouseQuery(sql, cleanup=pairs_sdf.drop_table_from_database_and_remove_from_cache), n_pairs
+
+    def cleanup() -> None:
+        # Once the pairs are stored nothing else of this link is needed: drop Splink's whole
+        # scratch catalog (records, blocked pairs, predictions), not just the pairs table.
+        pairs_sdf.drop_table_from_database_and_remove_from_cache()
+        release_db_api(db_api)
+
+    return WarehouseQuery(sql, cleanup=cleanup), n_pairs
 
 
 def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previous: PreviousLink, *,

@@ -34,7 +34,9 @@ Design (the choices the issue leaves open):
   when the edges fall below each threshold is that threshold's clustering. Every cut is a
   stage of one monotone merge sequence, so high nests in medium nests in low by construction,
   which independent clusterings per threshold (of different edge sets, or with conflicts
-  resolved separately) do not guarantee.
+  resolved separately) do not guarantee. The components are computed in DuckDB
+  (``clusters_sql``); only components where the same-dataset rule can bite (two persons of
+  one dataset) run through the union-find, with the same result.
 * **Ids**: dense integers per threshold, numbered by the smallest per-dataset person key in
   the cluster (never a raw system id); :func:`carry_forward_xjs_ids` then carries the ids of
   the previous run forward, level by level, as the per-dataset ids are carried.
@@ -54,6 +56,7 @@ import pandera.polars as pa
 import polars as pl
 
 from datafirst_assets.linkage.backend import make_db_api, sql_dialect
+from datafirst_assets.linkage.clusters_sql import nested_clusters_duckdb
 from datafirst_assets.linkage.disjoint_sets import DisjointSets
 from datafirst_assets.linkage.predict import pairs_to_polars, predict_pairs
 from datafirst_assets.linkage.settings import (
@@ -242,6 +245,7 @@ def build_xjs_lookup(
     training: TrainingConfig | None = None,
     keep_edges_above: float | None = None,
     progress=None,
+    connection=None,
 ) -> XjsResult:
     """Link the per-dataset persons of all datasets into cross-justice persons.
 
@@ -250,6 +254,8 @@ def build_xjs_lookup(
     ``thresholds``: (high, medium, low) match probabilities, high >= medium >= low.
     ``keep_edges_above``: scored edges kept in ``edges`` (default the low threshold; lower
     values keep weaker pairs for review / threshold studies, at the cost of a bigger table).
+    ``connection``: a DuckDB connection the clustering runs on (default: its own in-memory
+    database with the configured memory limit); see ``clusters_sql.nested_clusters_duckdb``.
 
     Returns an :class:`XjsResult`: ``lookup`` (one row per record), ``persons`` (one row per
     per-dataset person), ``edges`` (person pairs of different datasets: their best variant
@@ -290,7 +296,10 @@ def build_xjs_lookup(
 
     t = time.perf_counter()
     edges = person_edges(pairs, vmap)
-    clustered = nested_clusters(persons, edges, (high, medium, low), same_group=same_dataset)
+    clustered, cluster_stats = nested_clusters_duckdb(
+        persons, edges, (high, medium, low), node_col=PERSON, group_col=SOURCE_DATASET,
+        left="person_id_dataset_l", right="person_id_dataset_r", same_group=same_dataset,
+        connection=connection, python_clusters=nested_clusters)
     clustered = clustered.rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
     edges = _linked_at(edges, clustered)
     lookup = (recs.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
@@ -306,6 +315,7 @@ def build_xjs_lookup(
         "edges_not_linked": int(edges.filter(pl.col("match_probability") >= low)
                                 .get_column("linked_at").null_count()),
         "same_dataset": same_dataset,
+        **{f"clustering_{k}": v for k, v in cluster_stats.items()},
     }
     return XjsResult(lookup=lookup, persons=clustered.sort(PERSON), edges=edges,
                      thresholds=(high, medium, low), model=model, stats=stats, timings=timings)

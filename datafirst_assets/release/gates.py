@@ -129,13 +129,20 @@ def scan_release(
         risk = reidentification_risk(frame, spec, rule or RiskRule()) if kind == "deidentified" else None
         gates.tables[(source, name)] = TableGate(source, name, findings, validate_table(frame, release_schema(spec)),
                                                  risk, risk_gated=rule is not None)
-    everything = RawIdentifiers()
-    for known in identifiers.values():
-        everything.update(known)
-    for name, catalogue in catalogues.items():
-        found, scanned = _catalogue_findings(name, catalogue, everything)
-        gates.catalogue_findings += found
-        gates.catalogue_values_scanned += scanned
+    # Catalogues against every dataset's identifiers, one dataset at a time (all of them merged
+    # would hold every dataset's names and ids at once); each finding is reported once.
+    found: dict[tuple[str, str, str], Finding] = {}
+    scanned: dict[str, int] = {}
+    for source in list(identifiers) or [None]:
+        known = identifiers[source] if source is not None else RawIdentifiers()
+        for name, catalogue in catalogues.items():
+            findings, scanned[name] = _catalogue_findings(name, catalogue, known)
+            for finding in findings:
+                key = (finding.table, finding.column, finding.identifier)
+                if key not in found or finding.rows > found[key].rows:
+                    found[key] = finding
+    gates.catalogue_findings += list(found.values())
+    gates.catalogue_values_scanned += sum(scanned.values())
     return gates
 
 

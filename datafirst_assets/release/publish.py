@@ -46,6 +46,7 @@ from datafirst_assets.deidentify.pii_gate import RawIdentifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.release.examples import example_queries
+from datafirst_assets.warehouse.lazy_tables import MappedOnUse
 from datafirst_assets.release.gates import ReleaseGates, refuse_unless_passed, scan_release
 
 KINDS = ("deidentified", "synthetic")
@@ -208,23 +209,25 @@ def parquet_metadata(path: Path | str) -> dict[str, str]:
 
 
 def _conform(tables: Mapping[tuple[str, str], pl.DataFrame],
-             specs: Mapping[tuple[str, str], ReleaseTable]) -> dict[tuple[str, str], pl.DataFrame]:
+             specs: Mapping[tuple[str, str], ReleaseTable]) -> Mapping[tuple[str, str], pl.DataFrame]:
     """Tables in spec order, each with its spec's columns in spec order."""
     unknown = sorted(f"{s}.{t}" for s, t in tables if (s, t) not in specs)
     if unknown:
         raise ReleaseError(f"tables without a release spec: {', '.join(unknown)}")
-    ordered = {}
-    for key, spec in specs.items():
-        if key not in tables:
-            continue
-        frame = tables[key]
+    def conform(key: tuple[str, str], frame: pl.DataFrame) -> pl.DataFrame:
+        spec = specs[key]
         missing = [c for c in spec.column_names if c not in frame.columns]
         extra = [c for c in frame.columns if c not in spec.column_names]
         if missing or extra:
             raise ReleaseError(f"{key[0]}.{key[1]}: columns differ from the release spec: "
                                f"missing {missing or 'none'}, not in the spec {extra or 'none'}")
-        ordered[key] = frame.select(spec.column_names)
-    return ordered
+        return frame.select(spec.column_names)
+
+    ordered_keys = [key for key in specs if key in tables]
+    if isinstance(tables, dict):  # frames in memory: conform (and check) them all now
+        return {key: conform(key, tables[key]) for key in ordered_keys}
+    # Tables read on use (a large release): each is conformed as it is read, never all at once.
+    return MappedOnUse(tables, conform, ordered_keys)  # type: ignore[return-value]
 
 
 def _check_catalogues(kind: str, datasets: set[str], catalogues: Mapping[str, Catalogue]) -> None:

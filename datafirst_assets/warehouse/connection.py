@@ -87,6 +87,12 @@ def warehouse_cursor(database: str | Path) -> Iterator[duckdb.DuckDBPyConnection
         cursor.close()
 
 
+def open_databases() -> list[duckdb.DuckDBPyConnection]:
+    """Every warehouse database instance open in this process."""
+    with _LOCK:
+        return list(_OPEN.values())
+
+
 def trim_buffer_pools() -> None:
     """Drop what DuckDB keeps cached in memory (pages of stored tables already read) in every
     open warehouse: it keeps them until its memory limit, so a long run grows by the size of

@@ -52,7 +52,12 @@ class DuckDBSettings:
         out: dict[str, str | int] = {"memory_limit": self.memory_limit, "temp_directory": self.temp_directory,
                                      # Nothing here relies on row order; without it DuckDB streams
                                      # big results with less memory.
-                                     "preserve_insertion_order": "false"}
+                                     "preserve_insertion_order": "false",
+                                     # DuckDB's allocator returns freed memory to the system in the
+                                     # background. Without it, memory DuckDB allocated and Python freed
+                                     # later (Arrow results read into polars frames) stayed resident:
+                                     # measured 2.1 against 1.0 GiB after one large query read into Arrow.
+                                     "allocator_background_threads": "true"}
         if self.threads:
             out["threads"] = self.threads
         return out
