@@ -384,6 +384,7 @@ def test_wrong_clusters_fail_the_evaluation_checks_and_no_labels_warns_accuracy_
 
     from datafirst_assets.defs.evaluation import LINKAGE_EVALUATION, TruthFolder, linkage_evaluation
     from datafirst_assets.defs.linkage import QUALITY, LinkageSettings, linkage_key, linkage_quality
+    from datafirst_assets.defs.resources import Warehouse
     from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 
     database, truth = tmp_path / "wh.duckdb", tmp_path / "truth"
@@ -403,10 +404,11 @@ def test_wrong_clusters_fail_the_evaluation_checks_and_no_labels_warns_accuracy_
     pl.DataFrame(records).write_parquet(truth / "person_records.parquet")
     pl.DataFrame(people).write_parquet(truth / "people.parquet")
     pl.DataFrame({"defendant_case_id": ["x"], "defendant_on_case_id": ["y"]}).write_parquet(truth / "case_links.parquet")
-    upstream = [linkage_key(s, t) for s in SOURCES for t in ("clusters", "scored_pairs")]
+    upstream = [linkage_key(s, t) for s in SOURCES for t in ("clusters", "scored_pairs", "person_records")]
     result = materialize([*_placeholders(upstream), linkage_quality, linkage_evaluation],
                          selection=[QUALITY, LINKAGE_EVALUATION], raise_on_error=False,
                          resources={"io_manager": WarehouseIOManager(database=str(database)),
+                                    "warehouse": Warehouse(database=str(database)),
                                     "linkage": LinkageSettings(data_dir=str(tmp_path)),
                                     "truth": TruthFolder(path=str(truth))})
     failed = _failed(result)
