@@ -213,3 +213,16 @@ def test_review_sample_around_threshold(tmp_path):
     filled = pl.read_csv(out).with_columns(pl.lit(1.0).alias("clerical_match_score"))
     filled.write_csv(tmp_path / "filled.csv")
     assert read_labels(tmp_path / "filled.csv").height == 20
+
+
+def test_review_sample_widens_when_few_pairs_are_near_the_threshold():
+    # an easy dataset: 4 pairs within the window, so labels could never calibrate the model
+    pairs, records = _many_pairs()
+    w0 = match_probability_to_weight(0.9)
+    sparse = pairs.filter(((pl.col("match_weight") - w0).abs() > 5) | (pl.int_range(pl.len()) % 25 == 0))
+    assert sparse.filter((pl.col("match_weight") - w0).abs() <= 5).height < 60
+    s = review_sample(sparse, records, threshold_match_probability=0.9, n=60, seed=1, window=5)
+    assert s.height == 60
+    assert (s.get_column("match_weight") < w0).sum() >= 20 and (s.get_column("match_weight") >= w0).sum() >= 20
+    nearest = (sparse.with_columns((pl.col("match_weight") - w0).abs().alias("d")).sort("d").head(60))
+    assert set(s.get_column("record_id_l")) == set(nearest.get_column("record_id_l"))

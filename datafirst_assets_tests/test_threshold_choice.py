@@ -235,3 +235,24 @@ def test_capture_recapture_estimates_the_matches_blocking_never_compared():
     assert assessment.estimate_at(0.5)["pairwise_recall"] == pytest.approx(0.94, abs=0.01)
     # rules of one kind only cannot tell
     assert blocking_lists(pairs, records, ['l."surname" = r."surname"']) is None
+
+
+def test_labels_that_cannot_calibrate_still_confirm_the_model_when_they_agree_with_its_calls(tmp_path):
+    from datafirst_assets.linkage.quality import confirmed_by_labels, estimated_quality_row
+
+    # an easy dataset: every scored pair is a clear match, so the reviewer says "match" to all of them
+    pairs = pl.DataFrame({"record_id_l": [f"a{i}" for i in range(150)], "record_id_r": [f"b{i}" for i in range(150)],
+                          "match_weight": [12.0 + i / 50 for i in range(150)]}).with_columns(
+        (1 / (1 + 2 ** -pl.col("match_weight"))).alias("match_probability"))
+    labels = tmp_path / "labels.csv"
+    pairs.select("record_id_l", "record_id_r").with_columns(pl.lit(1.0).alias("clerical_match_score")).write_csv(labels)
+    agreeing = assess(pairs, labels_file=labels, also=(0.9,))
+    assert agreeing.calibration is None and agreeing.label_agreement(0.9) == 1.0
+    row = estimated_quality_row("prison", records=300, persons=150, threshold=0.9, configured=False, assessment=agreeing)
+    assert row["missing_evidence"] is None
+    # the same labels against a threshold that leaves every pair unlinked: they contradict the model
+    strict = assess(pairs, labels_file=labels, also=(0.99999,))
+    assert strict.label_agreement(0.99999) < 0.5 and not confirmed_by_labels(strict, strict.label_agreement(0.99999))
+    row = estimated_quality_row("prison", records=300, persons=150, threshold=0.99999, configured=False,
+                                assessment=strict)
+    assert "could not calibrate" in row["missing_evidence"]

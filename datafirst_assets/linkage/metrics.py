@@ -349,7 +349,8 @@ def review_sample(pairs: pl.DataFrame, records: pl.DataFrame, *, threshold_match
 
     Pairs with match weight within ``window`` bits of the threshold's weight are split
     into ``bins`` equal-width weight bands and sampled evenly (seeded), so reviewers
-    see both sides of the threshold rather than a pile of easy cases. Columns:
+    see both sides of the threshold rather than a pile of easy cases. Where fewer than
+    ``n`` pairs lie that near, the ``n`` nearest are taken, however far. Columns:
     record_id_l, record_id_r, match_weight, match_probability, then ``<field>_l`` /
     ``<field>_r`` for each field, then an empty ``clerical_match_score`` to fill in
     (1 = same person, 0 = different, fractions for "unsure").
@@ -358,8 +359,12 @@ def review_sample(pairs: pl.DataFrame, records: pl.DataFrame, *, threshold_match
         raise ValueError("pairs need a match_weight column")
     w0 = match_probability_to_weight(threshold_match_probability)
     near = pairs.filter((pl.col("match_weight") - w0).abs() <= window)
-    if near.height == 0:  # nothing near: take the closest pairs
-        near = pairs.with_columns((pl.col("match_weight") - w0).abs().alias("_d")).sort("_d").head(n).drop("_d")
+    if near.height < n:
+        # An easy dataset has few pairs near its threshold; a handful of labels that all agree cannot
+        # calibrate the model, so the sample widens to the n pairs nearest the threshold (the outer
+        # ones fall in the end bands).
+        near = (pairs.with_columns((pl.col("match_weight") - w0).abs().alias("_d"))
+                .sort("_d", ID_L, ID_R).head(n).drop("_d"))
     width = 2 * window / bins
     near = near.with_columns(((pl.col("match_weight") - (w0 - window)) / width).floor().clip(0, bins - 1)
                              .cast(pl.Int32).alias("_bin"))

@@ -50,16 +50,28 @@ QUALITY_SCHEMA = {
 }
 
 
+#: Labels that cannot calibrate (an easy dataset's pairs are nearly all one answer) still confirm
+#: the model when this many were reviewed and this share agree with its calls at the threshold.
+MIN_CONFIRMING_LABELS, MIN_LABEL_AGREEMENT = 100, 0.95
+
+
+def confirmed_by_labels(assessment: Assessment, agreement: float | None) -> bool:
+    labelled = assessment.labelled.height if assessment.labelled is not None else 0
+    return agreement is not None and labelled >= MIN_CONFIRMING_LABELS and agreement >= MIN_LABEL_AGREEMENT
+
+
 def estimated_quality_row(source: str, *, records: int, persons: int, threshold: float, configured: bool,
                           assessment: Assessment) -> dict:
     """One dataset's row of the quality table: where its threshold came from and the estimated
     accuracy there (estimated from labels-recalibrated or model probabilities, not measured)."""
     estimate = assessment.estimate_at(threshold)
-    evidence = None if assessment.calibration is not None else (
+    agreement = assessment.label_agreement(threshold)
+    evidence = None if assessment.calibration is not None or confirmed_by_labels(assessment, agreement) else (
         f"no clerical labels for {source}: accuracy is the model's own estimate"
         if not assessment.labels else
         f"{assessment.labels} clerical labels for {source} could not calibrate the model "
-        "(too few, or all one answer): accuracy is the model's own estimate")
+        f"(too few, or all one answer; {0 if agreement is None else agreement:.1%} agree with its calls): "
+        "accuracy is the model's own estimate")
     return {
         "source": source, "records": records, "persons": persons, "threshold": threshold,
         "threshold_source": "configured" if configured else assessment.source,

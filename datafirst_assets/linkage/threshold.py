@@ -34,7 +34,7 @@ import polars as pl
 
 from datafirst_assets.common.pairs import ordered_ids
 from datafirst_assets.linkage.disjoint_sets import DisjointSets
-from datafirst_assets.linkage.metrics import LABEL, read_labels
+from datafirst_assets.linkage.metrics import LABEL, match_probability_to_weight, read_labels
 
 PROBABILITY = "match_probability"
 WEIGHT = "match_weight"
@@ -390,6 +390,13 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
 BOOTSTRAP_RESAMPLES = 40
 
 
+def read_labelled(pairs: pl.DataFrame, labels_file: Path | None) -> pl.DataFrame | None:
+    """The scored pairs a labels file reviewed, with their labels; None without a labels file."""
+    if labels_file is None or not Path(labels_file).exists():
+        return None
+    return labelled_scored_pairs(pairs, read_labels(labels_file))
+
+
 def read_calibration(pairs: pl.DataFrame, labels_file: Path | None,
                      resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[Calibration | None, int, tuple[Calibration, ...]]:
     """Calibration from a labels file, if there is one with enough usable labels; how many
@@ -440,6 +447,16 @@ class Assessment:
     missed: float | None = None  # estimated share of matches blocking never compared
     scored: pl.DataFrame | None = None  # the scored pairs (for the intervals)
     resampled: tuple[Calibration, ...] = ()  # calibrations of resampled labels (for the intervals)
+    labelled: pl.DataFrame | None = None  # the reviewed scored pairs (match_weight, clerical_match_score)
+
+    def label_agreement(self, threshold: float) -> float | None:
+        """Share of reviewed pairs whose label agrees with the model's call at ``threshold``: the
+        evidence left when labels cannot calibrate because they are (nearly) all one answer."""
+        if self.labelled is None or self.labelled.height == 0:
+            return None
+        linked = pl.col(WEIGHT) >= match_probability_to_weight(threshold)
+        agree = pl.when(linked).then(pl.col(LABEL)).otherwise(1 - pl.col(LABEL))
+        return float(self.labelled.select(agree.clip(0, 1).mean()).item())
 
     @property
     def source(self) -> str:
@@ -489,9 +506,10 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     expected = with_expected_matches(pairs, calibration)
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
+    unused = read_labelled(pairs, labels_file) if labels and calibration is None and pairs.height else None
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates),
                       expected_accuracy_curve(expected, missed), calibration, labels, check, missed,
-                      pairs.select(WEIGHT, PROBABILITY), resampled)
+                      pairs.select(WEIGHT, PROBABILITY), resampled, unused)
 
 
 def choose_cluster_threshold(
