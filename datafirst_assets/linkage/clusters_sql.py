@@ -33,6 +33,20 @@ from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
 MAX_PASSES = 200
 
 
+def threshold_levels(thresholds: Sequence[float], labels: Sequence[str] | None,
+                     same_group: str) -> tuple[list[float], list[str], list[int]]:
+    """Nested clustering's thresholds as floats, their labels ("high", "medium", "low" for three)
+    and their order from the highest; checks the same-group rule's name."""
+    if same_group not in ("separate", "merge"):
+        raise ValueError(f"same_group must be 'separate' or 'merge', not {same_group!r}")
+    ts = [float(t) for t in thresholds]
+    if not ts:
+        raise ValueError("give at least one threshold")
+    if labels is None:
+        labels = ["high", "medium", "low"] if len(ts) == 3 else [f"t{i}" for i in range(len(ts))]
+    return ts, list(labels), sorted(range(len(ts)), key=lambda i: -ts[i])
+
+
 def _components(conn: duckdb.DuckDBPyConnection, edges: str, out: str) -> int:
     """``out(i, c)``: c = the smallest node index of i's connected component over ``edges(a, b)``
     (nodes ``_cc_nodes(i)``). Returns the passes it took."""
@@ -70,14 +84,7 @@ def nested_clusters_duckdb(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds:
     """As ``xjs.nested_clusters`` (same arguments, same output), computed in DuckDB except for
     components where the same-group constraint can bite; those go to ``python_clusters`` (the
     union-find). Returns the clusters and counts (components, passes, nodes sent to Python)."""
-    if same_group not in ("separate", "merge"):
-        raise ValueError(f"same_group must be 'separate' or 'merge', not {same_group!r}")
-    ts = [float(t) for t in thresholds]
-    if not ts:
-        raise ValueError("give at least one threshold")
-    if labels is None:
-        labels = ["high", "medium", "low"] if len(ts) == 3 else [f"t{i}" for i in range(len(ts))]
-    order_t = sorted(range(len(ts)), key=lambda i: -ts[i])
+    ts, labels, order_t = threshold_levels(thresholds, labels, same_group)
     keep_cols = [node_col] + ([group_col] if group_col else [])
     own = connection is None
     conn = duckdb.connect(config=duckdb_settings().config()) if own else connection.cursor()

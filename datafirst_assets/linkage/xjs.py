@@ -56,7 +56,7 @@ import pandera.polars as pa
 import polars as pl
 
 from datafirst_assets.linkage.backend import make_db_api, sql_dialect
-from datafirst_assets.linkage.clusters_sql import nested_clusters_duckdb
+from datafirst_assets.linkage.clusters_sql import nested_clusters_duckdb, threshold_levels
 from datafirst_assets.linkage.disjoint_sets import DisjointSets
 from datafirst_assets.linkage.predict import pairs_to_polars, predict_pairs
 from datafirst_assets.linkage.settings import (
@@ -183,14 +183,7 @@ def nested_clusters(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds: Sequen
     "medium", "low" for three thresholds. Thresholds may be given in any order; the output
     nests from the highest to the lowest.
     """
-    if same_group not in ("separate", "merge"):
-        raise ValueError(f"same_group must be 'separate' or 'merge', not {same_group!r}")
-    ts = [float(t) for t in thresholds]
-    if not ts:
-        raise ValueError("give at least one threshold")
-    if labels is None:
-        labels = list(LEVELS) if len(ts) == 3 else [f"t{i}" for i in range(len(ts))]
-    order_t = sorted(range(len(ts)), key=lambda i: -ts[i])
+    ts, labels, order_t = threshold_levels(thresholds, labels, same_group)
     keep_cols = [node_col] + ([group_col] if group_col else [])
     nodes = nodes.select(keep_cols).unique(node_col).sort(node_col)
     n = nodes.height
