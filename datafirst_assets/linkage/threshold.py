@@ -390,28 +390,31 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
 BOOTSTRAP_RESAMPLES = 40
 
 
-def read_labelled(pairs: pl.DataFrame, labels_file: Path | None) -> pl.DataFrame | None:
-    """The scored pairs a labels file reviewed, with their labels; None without a labels file."""
-    if labels_file is None or not Path(labels_file).exists():
-        return None
-    return labelled_scored_pairs(pairs, read_labels(labels_file))
+@dataclass(frozen=True)
+class LabelEvidence:
+    """What a labels file gives: the calibration fitted to it (None if the labels cannot fit one),
+    how many reviewed labels it held, the reviewed scored pairs with their labels, and the
+    calibrations of bootstrap resamples (how much the estimates could move with another sample)."""
+
+    calibration: Calibration | None = None
+    labels: int = 0
+    labelled: pl.DataFrame | None = None
+    resampled: tuple[Calibration, ...] = ()
 
 
-def read_calibration(pairs: pl.DataFrame, labels_file: Path | None,
-                     resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[Calibration | None, int, tuple[Calibration, ...]]:
-    """Calibration from a labels file, if there is one with enough usable labels; how many
-    reviewed labels it held; and the calibrations of ``resamples`` bootstrap resamples of the labels
-    (how much the estimates could move with another sample of pairs reviewed)."""
+def read_label_evidence(pairs: pl.DataFrame, labels_file: Path | None,
+                     resamples: int = BOOTSTRAP_RESAMPLES) -> LabelEvidence:
+    """The labels file's evidence on ``pairs`` (empty without a labels file)."""
     if labels_file is None or not Path(labels_file).exists():
-        return None, 0, ()
+        return LabelEvidence()
     labels = read_labels(labels_file)
     labelled = labelled_scored_pairs(pairs, labels)
     calibration = calibrate(labelled)
     if calibration is None:
-        return None, labels.height, ()
+        return LabelEvidence(None, labels.height, labelled)
     rng = np.random.default_rng(0)
     refits = (calibrate(labelled[rng.integers(0, labelled.height, labelled.height)]) for _ in range(resamples))
-    return calibration, labels.height, tuple(fit for fit in refits if fit is not None)
+    return LabelEvidence(calibration, labels.height, labelled, tuple(fit for fit in refits if fit is not None))
 
 
 def pair_level_interval(pairs: pl.DataFrame, calibrations: tuple[Calibration, ...], threshold: float,
@@ -497,7 +500,8 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
     record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
     which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared."""
-    calibration, labels, resampled = read_calibration(pairs, labels_file) if pairs.height else (None, 0, ())
+    evidence = read_label_evidence(pairs, labels_file) if pairs.height else LabelEvidence()
+    calibration = evidence.calibration
     check = transitivity_check(pairs) if pairs.height and calibration is None else None
     if check is not None and check.overconfident:
         calibration = check.calibration
@@ -506,10 +510,10 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     expected = with_expected_matches(pairs, calibration)
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
-    unused = read_labelled(pairs, labels_file) if labels and calibration is None and pairs.height else None
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates),
-                      expected_accuracy_curve(expected, missed), calibration, labels, check, missed,
-                      pairs.select(WEIGHT, PROBABILITY), resampled, unused)
+                      expected_accuracy_curve(expected, missed), calibration, evidence.labels, check, missed,
+                      pairs.select(WEIGHT, PROBABILITY), evidence.resampled,
+                      evidence.labelled if evidence.calibration is None else None)
 
 
 def choose_cluster_threshold(
