@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import os
+import sys
 
 from dagster import HookContext, failure_hook, success_hook
 
@@ -51,15 +51,55 @@ def release_memory() -> None:
             pass
 
 
-def memory_report() -> str:
-    """What the process holds after a step: resident memory, DuckDB's own accounting, and the
-    Splink scratch catalogs still attached (each should be gone once its linker is)."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+
+def _glibc_heap() -> str:
+    """The C heap (glibc's malloc, all arenas): in use, free but still mapped, and mmapped blocks."""
+    libc = ctypes.util.find_library("c")
     try:
-        with open("/proc/self/statm") as f:
-            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+        mallinfo2 = ctypes.CDLL(libc).mallinfo2
+    except (OSError, AttributeError, TypeError):
+        return ""
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return (f"malloc in use {info.uordblks / 2**30:.2f} GiB, free {info.fordblks / 2**30:.2f}, "
+            f"mmapped {info.hblkhd / 2**30:.2f}")
+
+
+def _status_kib(*fields: str) -> dict[str, int]:
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in fields:
+                    out[name] = int(value.split()[0])
     except OSError:
-        resident = float("nan")
-    parts = [f"resident {resident:.2f} GiB"]
+        pass
+    return out
+
+
+def memory_report() -> str:
+    """What the process holds after a step: resident memory (anonymous and file-backed), the C
+    heap, Arrow's pool, Python's object count, DuckDB's own accounting, and the Splink scratch
+    catalogs still attached (each should be gone once its linker is). Anonymous memory not in
+    the C heap, Arrow or DuckDB is polars' allocator or Python's object arenas."""
+    status = _status_kib("VmRSS", "RssAnon", "RssFile")
+    parts = [f"resident {status.get('VmRSS', 0) / 2**20:.2f} GiB (anonymous {status.get('RssAnon', 0) / 2**20:.2f}, "
+             f"files {status.get('RssFile', 0) / 2**20:.2f})"]
+    heap = _glibc_heap()
+    if heap:
+        parts.append(heap)
+    try:
+        import pyarrow
+
+        parts.append(f"Arrow {pyarrow.total_allocated_bytes() / 2**30:.2f} GiB")
+    except ImportError:
+        pass
+    parts.append(f"{sys.getallocatedblocks():,} Python blocks")
     for connection in open_databases():
         cursor = connection.cursor()
         try:
