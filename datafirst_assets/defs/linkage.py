@@ -168,7 +168,8 @@ def labels_threshold(pairs: pl.DataFrame | None, labels_file: Path, record_ids: 
     """The threshold the clerical labels choose on the stored pairs (None without usable labels)."""
     if pairs is None or not labels_file.exists():
         return None
-    choice = choose_cluster_threshold(pairs, configured=None, labels_file=labels_file, record_ids=record_ids)
+    choice = choose_cluster_threshold(pairs, configured=None, labels_file=labels_file, record_ids=record_ids,
+                                      intervals=False)
     return choice.match_probability if choice.source == "clerical_labels" else None
 
 
