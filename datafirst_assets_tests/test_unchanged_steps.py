@@ -1,0 +1,86 @@
+"""Steps whose inputs did not change keep their stored tables (warehouse/unchanged.py), and a full
+run or any change of input recomputes them, giving the same tables as a run from scratch."""
+
+import polars as pl
+from dagster import AssetCheckKey, DagsterInstance
+
+from datafirst_assets.defs.deidentify import deidentified_key
+from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.unchanged import CARRIED_OVER, inputs_fingerprint
+from datafirst_assets_tests.test_deidentify import magistrates_extract
+from datafirst_assets_tests.test_gates import _deidentify_run, _resources
+from datafirst_assets_tests.warehouse_tables import write_table
+
+FLATFILE = deidentified_key("magistrates", "hocas_flatfile")
+
+
+def _kept(result) -> set[str]:
+    return {m.asset_key.path[-1] for m in result.get_asset_materialization_events()
+            if "unchanged" in m.materialization.metadata}
+
+
+def _stored(tmp_path) -> pl.DataFrame:
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        return pl.from_arrow(conn.sql("select * from deidentified_magistrates.hocas_flatfile order by all").to_arrow_table())
+
+
+def test_the_fingerprint_follows_content_not_row_order_and_sees_one_changed_value(tmp_path):
+    database = tmp_path / "w.duckdb"
+    frame = pl.DataFrame({"id": [1, 2, 3], "name": ["a", "b", None]})
+    write_table(database, "s", "t", frame)
+    table = StoredTable(str(database), "s", "t")
+    first = inputs_fingerprint({"t": table})
+    write_table(database, "s", "t", frame.reverse())
+    assert inputs_fingerprint({"t": table}) == first
+    assert inputs_fingerprint({"t": table}, settings="other") != first
+    write_table(database, "s", "t", frame.with_columns(pl.Series("name", ["a", "b", "c"])))
+    assert inputs_fingerprint({"t": table}) != first
+    write_table(database, "s", "t", frame.with_columns(pl.col("id").cast(pl.Float64)))
+    assert inputs_fingerprint({"t": table}) != first  # same values, another type
+
+
+def test_unchanged_inputs_keep_the_stored_tables_and_carry_the_gates_over(tmp_path):
+    instance = DagsterInstance.ephemeral()
+    first = _deidentify_run(tmp_path, magistrates_extract(), instance=instance)
+    assert first.success and _kept(first) == set()
+    stored = _stored(tmp_path)
+    second = _deidentify_run(tmp_path, magistrates_extract(), instance=instance)
+    assert second.success
+    assert _kept(second) == {"hocas_flatfile", "hocas_all_offence"}
+    assert _stored(tmp_path).equals(stored)
+    gates = {e.check_name: e for e in second.get_asset_check_evaluations() if e.asset_key == FLATFILE}
+    assert set(gates) == {"no_identifiers", "schema_valid", "disclosure_control"}
+    assert all(g.passed and g.metadata[CARRIED_OVER].value == first.run_id for g in gates.values())
+    record = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(FLATFILE, "no_identifiers"))
+    assert record.run_id == second.run_id
+
+
+def test_a_changed_input_is_recomputed_as_a_run_from_scratch_would(tmp_path):
+    instance = DagsterInstance.ephemeral()
+    assert _deidentify_run(tmp_path, magistrates_extract(), instance=instance).success
+    extract = magistrates_extract()
+    extract["hocas_flatfile"] = extract["hocas_flatfile"].with_columns(
+        pl.when(pl.col("defendant_case_id") == "DC0003").then(pl.lit("B09")).otherwise(pl.col("court_code"))
+        .alias("court_code"))
+    again = _deidentify_run(tmp_path, extract, instance=instance)
+    assert again.success and _kept(again) == set()
+    incremental = _stored(tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert _deidentify_run(scratch, extract).success
+    assert incremental.equals(_stored(scratch))
+    assert "B09" in incremental["court_code"].to_list()
+
+
+def test_a_full_run_recomputes_even_when_nothing_changed(tmp_path, monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    assert _deidentify_run(tmp_path, magistrates_extract(), instance=instance).success
+
+    def full_mode(*args, **kwargs):
+        return {**_resources(*args, **kwargs), "linkage": LinkageSettings(data_dir=str(tmp_path), mode="full")}
+
+    monkeypatch.setattr("datafirst_assets_tests.test_gates._resources", full_mode)
+    again = _deidentify_run(tmp_path, magistrates_extract(), instance=instance)
+    assert again.success and _kept(again) == set()
