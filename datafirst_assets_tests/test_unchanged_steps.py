@@ -48,7 +48,7 @@ def test_unchanged_inputs_keep_the_stored_tables_and_carry_the_gates_over(tmp_pa
     stored = _stored(tmp_path)
     second = _deidentify_run(tmp_path, magistrates_extract(), instance=instance)
     assert second.success
-    assert _kept(second) == {"hocas_flatfile", "hocas_all_offence"}
+    assert _kept(second) == {"hocas_flatfile", "hocas_all_offence", "magistrates"}  # tables and their catalogue
     assert _stored(tmp_path).equals(stored)
     gates = {e.check_name: e for e in second.get_asset_check_evaluations() if e.asset_key == FLATFILE}
     assert set(gates) == {"no_identifiers", "schema_valid", "disclosure_control"}

@@ -42,10 +42,8 @@ from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import (
     FINGERPRINT,
-    carried_over_checks,
     inputs_fingerprint,
-    keep_stored_outputs,
-    unchanged,
+    kept_if_unchanged,
 )
 
 GROUP = "deidentified"
@@ -156,10 +154,8 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         rules = {t.name: release_settings.rule_for(source.key, t.name) for t in source.tables}
         fingerprint = inputs_fingerprint(stored, settings=(rules, release_settings.risk_key, release_settings.max_mean_risk,
                                                            release_settings.risk_age_band, key_fingerprint()))
-        if unchanged(context, fingerprint, context.selected_asset_keys, linkage.mode):
-            context.log.info(f"{source.key}: inputs unchanged since the stored tables were made: kept")
-            yield from carried_over_checks(context, context.selected_asset_check_keys)
-            yield from keep_stored_outputs(fingerprint, [t.name for t in tables])
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            yield from kept
             return
         release = deidentify_source(source, {name: table.to_polars() for name, table in stored.items()}, rules)
         for name, findings in release.findings.items():

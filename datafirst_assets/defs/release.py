@@ -35,6 +35,7 @@ from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
+from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers, identifying_columns, raw_identifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
 from datafirst_assets.release.publish import ReleaseInfo, release_summary, write_release
@@ -124,7 +125,7 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
 
     @asset(
         key=catalogue_key(kind, dataset),
-        ins={name: AssetIn(key=table_key(kind, dataset, name)) for name in specs},
+        ins={name: AssetIn(key=table_key(kind, dataset, name), dagster_type=StoredTable) for name in specs},
         group_name=release_group(kind),
         metadata={"schema": f"catalogue_{kind}"},
         kinds={"polars", "html"},
@@ -132,10 +133,17 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
         "variable with type, description, % missing, distinct count and values (counts under 10 suppressed); "
         f"Markdown and HTML under data/catalogues/{kind}/.",
     )
-    def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **tables: pl.DataFrame) -> Output:
+    def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **stored: StoredTable) -> Output:
+        fingerprint = inputs_fingerprint(stored, settings=(kind, dataset))
+        folder = catalogue_folder(linkage.root, kind)
+        if (folder / f"{dataset}.html").exists() and (
+                kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            return kept[-1]
+        tables = {name: table.to_polars() for name, table in stored.items()}
         catalogue = build_catalogue(dataset, tables, specs, synthetic=synthetic)
-        paths = catalogue.write(catalogue_folder(linkage.root, kind))
+        paths = catalogue.write(folder)
         return Output(catalogue.frame, metadata={
+            FINGERPRINT: fingerprint,
             "catalogue_html": MetadataValue.url(file_url(paths["html"], linkage.root)),
             "catalogue_markdown": MetadataValue.path(str(paths["markdown"].resolve())),
             "tables": catalogue.tables.height,

@@ -124,8 +124,20 @@ def carried_over_checks(context: AssetExecutionContext, keys: Iterable[AssetChec
     return results
 
 
-def keep_stored_outputs(fingerprint: str, output_names: Iterable[str]) -> Iterator[Output]:
+def keep_stored_outputs(fingerprint: str, output_names: Iterable[str], metadata: Mapping | None = None) -> Iterator[Output]:
     """An output per name, each keeping its stored table (see `KeepStored`)."""
     for name in output_names:
-        yield Output(KeepStored(fingerprint), output_name=name,
-                     metadata={FINGERPRINT: fingerprint, "unchanged": "inputs unchanged: stored table kept"})
+        yield Output(KeepStored(fingerprint), output_name=name, metadata={
+            **(metadata or {}), FINGERPRINT: fingerprint, "unchanged": "inputs unchanged: stored table kept"})
+
+
+def kept_if_unchanged(context: AssetExecutionContext, fingerprint: str, mode: str,
+                      metadata: Mapping | None = None) -> list | None:
+    """What a step yields when its inputs are unchanged (its checks carried over, then every selected
+    output kept, with `metadata`), or None when it must compute."""
+    if not unchanged(context, fingerprint, context.selected_asset_keys, mode):
+        return None
+    context.log.info("inputs unchanged since the stored tables were made: kept, not recomputed")
+    return [*carried_over_checks(context, context.selected_asset_check_keys),
+            *keep_stored_outputs(fingerprint, sorted(context.assets_def.get_output_name_for_asset_key(key)
+                                                   for key in context.selected_asset_keys), metadata)]
