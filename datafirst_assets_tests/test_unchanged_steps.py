@@ -10,7 +10,7 @@ from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import CARRIED_OVER, inputs_fingerprint
 from datafirst_assets_tests.test_deidentify import magistrates_extract
-from datafirst_assets_tests.test_gates import _deidentify_run, _resources
+from datafirst_assets_tests.test_gates import _deidentify_run, _publish, _release_warehouse, _resources
 from datafirst_assets_tests.warehouse_tables import write_table
 
 FLATFILE = deidentified_key("magistrates", "hocas_flatfile")
@@ -84,3 +84,29 @@ def test_a_full_run_recomputes_even_when_nothing_changed(tmp_path, monkeypatch):
     monkeypatch.setattr("datafirst_assets_tests.test_gates._resources", full_mode)
     again = _deidentify_run(tmp_path, magistrates_extract(), instance=instance)
     assert again.success and _kept(again) == set()
+
+
+def test_a_republished_release_carries_the_gates_of_unchanged_tables_and_rescans_a_changed_one(tmp_path):
+    _release_warehouse(tmp_path)
+    assert _publish(tmp_path).success
+    first = _manifest(tmp_path)
+    assert all("carried_over_from" not in t["gates"] for t in first["tables"])
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'B07'")
+    assert _publish(tmp_path).success
+    second = _manifest(tmp_path)
+    carried = {t["table"] for t in second["tables"] if t["gates"].get("carried_over_from") == first["release_id"]}
+    assert carried == {t["table"] for t in first["tables"]} - {"hocas_flatfile"}
+    assert second["gates"]["passed"] and all(t["gates"]["passed"] for t in second["tables"])
+    assert second["release_id"] != first["release_id"]
+    assert second["tables"] != first["tables"] and len(second["tables"]) == len(first["tables"])
+
+
+def _manifest(tmp_path) -> dict:
+    import json
+
+    from datafirst_assets.release.publish import latest_manifest
+
+    manifest = latest_manifest(tmp_path / "releases", "deidentified")
+    assert manifest is not None
+    return json.loads(json.dumps(manifest))
