@@ -110,3 +110,41 @@ def _manifest(tmp_path) -> dict:
     manifest = latest_manifest(tmp_path / "releases", "deidentified")
     assert manifest is not None
     return json.loads(json.dumps(manifest))
+
+
+def test_the_contract_check_passes_an_unchanged_table_unread_and_rechecks_one_changed_by_hand(tmp_path):
+    from dagster import AssetSelection, asset, materialize
+
+    from datafirst_assets.contracts.checks import VERIFIED_IN, contract_checks
+    from datafirst_assets.defs.resources import Warehouse
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    @asset(key=["linkage", "magistrates", "scored_pairs"], metadata={"schema": "linkage_magistrates"},
+           group_name="linkage")
+    def pairs() -> pl.DataFrame:
+        return pl.DataFrame({"record_id_l": ["a", "b"], "record_id_r": ["b", "c"], "match_weight": [3.0, 9.0],
+                             "match_probability": [0.8, 0.99]})
+
+    checks = contract_checks([pairs])
+    database = str(tmp_path / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()
+    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
+    first = materialize([pairs, *checks], resources=resources, instance=instance)
+    (checked,) = first.get_asset_check_evaluations()
+    assert checked.passed and VERIFIED_IN not in checked.metadata
+
+    def check_again():
+        result = materialize([pairs, *checks], resources=resources, instance=instance, raise_on_error=False,
+                             selection=AssetSelection.checks_for_assets(pairs))
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    unchanged = check_again()
+    assert unchanged.passed and unchanged.metadata[VERIFIED_IN].value == first.run_id
+    assert check_again().metadata[VERIFIED_IN].value == first.run_id  # still the run that read it
+    with warehouse_cursor(database) as conn:
+        conn.execute("update linkage_magistrates.scored_pairs set match_probability = 7 where record_id_l = 'b'")
+    changed = check_again()
+    assert not changed.passed and VERIFIED_IN not in changed.metadata
+    assert "e.g. 7.0" in changed.metadata["contract_report"].value
+    assert not check_again().passed  # a failed check is never carried over as passed
