@@ -305,16 +305,21 @@ def _model_asset(source: SourceSpec) -> AssetsDefinition:
     """The Splink model, reused in incremental mode while the data allows it."""
     @asset(
         key=linkage_key(source.key, "model"),
-        ins={"records": AssetIn(key=linkage_key(source.key, "person_records"))},
+        ins={"stored": AssetIn(key=linkage_key(source.key, "person_records"), dagster_type=StoredTable)},
         group_name=linkage_group(source.key),
         metadata=_stored(source.key),
         kinds={"splink", "duckdb"},
         description=f"Splink model for {source.key}, trained unsupervised (prior from deterministic rules, "
         "u by random sampling, m by EM); JSON versioned under data/models/.",
     )
-    def _model(context: AssetExecutionContext, records: pl.DataFrame, linkage: LinkageSettings,
-               warehouse: Warehouse) -> pl.DataFrame:
+    def _model(context: AssetExecutionContext, stored: StoredTable, linkage: LinkageSettings,
+               warehouse: Warehouse):
         _check_mode(linkage)
+        fingerprint = inputs_fingerprint({"records": stored}, settings=(linkage.retrain_growth, linkage.backend))
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            return kept[-1]
+        context.add_output_metadata({FINGERPRINT: fingerprint})
+        records = stored.to_polars()
         folder = linkage.root / "models" / source.key
         why = "full run requested"
         if linkage.mode == "incremental":
