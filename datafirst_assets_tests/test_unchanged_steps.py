@@ -148,3 +148,11 @@ def test_the_contract_check_passes_an_unchanged_table_unread_and_rechecks_one_ch
     assert not changed.passed and VERIFIED_IN not in changed.metadata
     assert "e.g. 7.0" in changed.metadata["contract_report"].value
     assert not check_again().passed  # a failed check is never carried over as passed
+
+
+def test_a_new_partition_without_rows_leaves_the_fingerprint_unchanged(tmp_path):
+    database = tmp_path / "w.duckdb"
+    write_table(database, "s", "t", pl.DataFrame({"id": [1, 2], "extract_date": ["2024-01-31", "2024-01-31"]}))
+    before = inputs_fingerprint({"t": StoredTable(str(database), "s", "t", "extract_date", ("2024-01-31",))})
+    after = StoredTable(str(database), "s", "t", "extract_date", ("2024-01-31", "2024-03-31"))
+    assert inputs_fingerprint({"t": after}) == before
