@@ -114,11 +114,16 @@ class ReleaseGates:
         return lines
 
 
-def _catalogue_findings(name: str, catalogue: Catalogue, identifiers: RawIdentifiers) -> tuple[list[Finding], int]:
+def _without_column_names(identifiers: RawIdentifiers) -> RawIdentifiers:
+    """The values to look for in a catalogue (its own column names are not data)."""
+    return RawIdentifiers(names=identifiers.names, addresses=identifiers.addresses, system_ids=identifiers.system_ids)
+
+
+def _catalogue_findings(name: str, catalogue: Catalogue, no_names: RawIdentifiers) -> tuple[list[Finding], int]:
+    """`no_names`: made once per dataset by `_without_column_names` (its value Series are built on
+    first use and reused for every catalogue: rebuilt per catalogue they took most of the scan)."""
     values = catalogue.values.select(pl.col("value").cast(pl.String))
     cells = catalogue.frame.select([pl.col(c).cast(pl.String) for c in CATALOGUE_TEXT_COLUMNS])
-    no_names = RawIdentifiers(names=identifiers.names, addresses=identifiers.addresses,
-                              system_ids=identifiers.system_ids)  # a catalogue's own column names are not data
     findings = scan_table(f"catalogue:{name}.values", values, no_names)
     findings += scan_table(f"catalogue:{name}.summary", cells, no_names)
     small = catalogue.values.filter(pl.col("count").is_not_null() & (pl.col("count") < MIN_SHOWN_COUNT))
@@ -170,7 +175,7 @@ def scan_release(
     found: dict[tuple[str, str, str], Finding] = {}
     scanned: dict[str, int] = {}
     for source in list(identifiers) or [None]:
-        known = identifiers[source] if source is not None else RawIdentifiers()
+        known = _without_column_names(identifiers[source]) if source is not None else RawIdentifiers()
         for name, catalogue in catalogues.items():
             findings, scanned[name] = _catalogue_findings(name, catalogue, known)
             for finding in findings:
