@@ -388,7 +388,8 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
                  linkage: LinkageSettings, warehouse: Warehouse):
         _check_mode(linkage)
         fingerprint = inputs_fingerprint({"records": records, "model": model}, files=[linkage.labels_file(source.key)],
-                                         settings=(linkage.thresholds.get(source.key), linkage.backend))
+                                         settings=(linkage.thresholds.get(source.key), linkage.backend, linkage.seed,
+                                                   linkage.predict_chunks, linkage.max_pairs_per_rule))
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return
