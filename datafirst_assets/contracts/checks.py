@@ -33,7 +33,7 @@ from datafirst_assets.contracts.core import ContractReport, validate_table
 from datafirst_assets.contracts.in_database import validate_in_duckdb
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.io_manager import StoredTable
-from datafirst_assets.warehouse.unchanged import code_version, table_fingerprint
+from datafirst_assets.warehouse.unchanged import code_version, latest_evaluation, table_fingerprint
 
 IN_DATABASE_ROWS = 1_000_000
 CONTENT = "content_fingerprint"
@@ -84,19 +84,14 @@ def _content(conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract)
     return hashlib.sha256(f"{code_version()}|{contract.name}|{stored}".encode()).hexdigest()
 
 
-def _verified_before(instance, check_key: AssetCheckKey, fingerprint: str, run_id: str) -> str | None:
+def _verified_before(context, check_key: AssetCheckKey, fingerprint: str) -> str | None:
     """The run whose passing evaluation of this check saw exactly this content, if the latest did."""
-    history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=3)
-    for record in history:
-        evaluation = record.event.asset_check_evaluation if record.event is not None else None
-        if record.run_id == run_id or evaluation is None:  # this run's planned record
-            continue
-        seen = evaluation.metadata.get(CONTENT)
-        if evaluation.passed and getattr(seen, "value", seen) == fingerprint:
-            verified = evaluation.metadata.get(VERIFIED_IN)
-            return getattr(verified, "value", verified) or record.run_id
+    run_id, evaluation = latest_evaluation(context, check_key)
+    seen = evaluation.metadata.get(CONTENT) if evaluation is not None else None
+    if evaluation is None or not evaluation.passed or getattr(seen, "value", seen) != fingerprint:
         return None
-    return None
+    verified = evaluation.metadata.get(VERIFIED_IN)
+    return getattr(verified, "value", verified) or run_id
 
 
 def _group_check(group: str, tables: list[tuple[AssetKey, str]]):
@@ -116,7 +111,7 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str]]):
             for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path):
                 key = check_key.asset_key
                 fingerprint = _content(conn, schemas[key], key.path[-1], contract_for(key))
-                verified = _verified_before(context.instance, check_key, fingerprint, context.run.run_id)
+                verified = _verified_before(context, check_key, fingerprint)
                 if verified is not None:
                     yield AssetCheckResult(asset_key=key, check_name="contract", passed=True, metadata={
                         "checked": "unchanged since verified row by row", VERIFIED_IN: verified, CONTENT: fingerprint})

@@ -28,7 +28,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
-    DagsterEventType,
     Output,
 )
 
@@ -94,24 +93,23 @@ def unchanged(context: AssetExecutionContext, fingerprint: str, keys: Iterable[A
     return mode != "full" and all(recorded_fingerprint(context, key) == fingerprint for key in keys)
 
 
+def latest_evaluation(context, key: AssetCheckKey):
+    """The latest completed evaluation of a check before this run (None: never evaluated), read by
+    key from the event log's index (not by scanning a run's events)."""
+    run_id = context.run.run_id
+    for record in context.instance.event_log_storage.get_asset_check_execution_history(key, limit=3):
+        evaluation = record.event.asset_check_evaluation if record.event is not None else None
+        if record.run_id != run_id and evaluation is not None:
+            return record.run_id, evaluation
+    return None, None
+
+
 def carried_over_checks(context: AssetExecutionContext, keys: Iterable[AssetCheckKey]) -> list[AssetCheckResult]:
-    """The result each check had in the run that stored its asset's table, carried over to a step
-    that keeps that table (a check without one is reported failed, never passed by default)."""
-    keys = list(keys)
-    runs = {}
-    for key in {k.asset_key for k in keys}:
-        event = context.instance.get_latest_materialization_event(key)
-        runs[key] = event.run_id if event is not None else None
-    evaluations = {}
-    for run_id in {r for r in runs.values() if r}:
-        for entry in context.instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-            evaluation = entry.asset_check_evaluation
-            if evaluation is not None:
-                evaluations[(run_id, evaluation.asset_key, evaluation.check_name)] = evaluation
+    """The latest result of each check (that of the step that stored the kept tables), carried over
+    to a step that keeps them; a check without one is reported failed, never passed by default."""
     results = []
     for key in keys:
-        run_id = runs[key.asset_key]
-        evaluation = evaluations.get((run_id, key.asset_key, key.name))
+        run_id, evaluation = latest_evaluation(context, key)
         if evaluation is None:
             results.append(AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=False,
                                             metadata={"problem": "inputs unchanged, but no earlier result to carry"}))
