@@ -136,8 +136,8 @@ def test_incremental_link_equals_a_full_link_with_the_same_model(linked):
 
 def test_a_new_threshold_re_clusters_everything_from_the_stored_pairs(linked):
     records, _, model, previous = linked
-    result = link_incremental(records, model, make_db_api(), previous, threshold=0.05)
-    full = link_full(records, model, make_db_api(), choose=lambda _p: (0.05, "configured"), previous=previous)
+    result = link_incremental(records, model, make_db_api(), previous, threshold=0.3)
+    full = link_full(records, model, make_db_api(), choose=lambda _p: (0.3, "configured"), previous=previous)
     assert result.stats["reclustered"] == records.height
     assert result.ids.equals(full.ids)
     assert result.changes.filter(pl.col("kind") == "merge").height > 0  # a lower threshold merges persons

@@ -101,7 +101,7 @@ def test_model_rendered_for_spark_keeps_parameters(records, duckdb_model):
 
 
 def test_render_refuses_a_model_from_another_spec(records, duckdb_model):
-    other = model_spec_for_records(records.drop("dob"))
+    other = model_spec_for_records(records.drop("address"))
     with pytest.raises(LinkageConfigError, match="do not match"):
         render_model(duckdb_model.settings, other, "spark")
 

@@ -48,10 +48,8 @@ def test_settings_from_field_subsets_run_in_splink(records, fields):
     frame = records.select("record_id", "source_dataset", *fields)
     spec = model_spec_for_records(frame)
     assert set(spec.fields) == set(fields)
-    # address and postcode together are one comparison (where they live), output as "postcode"
-    compared = [f for f in fields if not (f == "address" and "postcode" in fields)]
     assert _names(spec) == [f for f in ("forename", "middle_names", "surname", "dob", "sex", "postcode",
-                                        "address", "pnc", "cro") if f in compared]
+                                        "address", "pnc", "cro") if f in fields]
     used = " ".join(_rules(spec) + list(spec.em_blocking_rules) + list(spec.deterministic_rules))
     for absent in {"forename", "surname", "dob", "postcode", "pnc", "cro"} - set(fields):
         assert f'"{absent}"' not in used and f".{absent} " not in used
@@ -210,40 +208,3 @@ def test_the_prior_comes_from_names_and_postcode_when_dates_of_birth_are_mostly_
     sparse = build_model_spec(fields, completeness={"dob": 0.3, "postcode": 0.9})
     assert "dob" in dense.deterministic_rules[0] and "postcode" not in dense.deterministic_rules[0]
     assert "postcode" in sparse.deterministic_rules[0] and "dob" not in sparse.deterministic_rules[0]
-
-
-def _first_level(levels: list[dict], pair: dict) -> str:
-    """Label of the first comparison level whose SQL holds for ``pair`` (DuckDB, no Splink)."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("create table row as select " + ", ".join(
-        f"{'NULL' if v is None else repr(v)}::varchar as {k}" for k, v in pair.items()))
-    for lvl in levels:
-        sql = lvl["sql_condition"]
-        if sql == "ELSE" or con.execute(f"select coalesce(({sql}), false) from row").fetchall()[0][0]:
-            return lvl["label_for_charts"]
-    raise AssertionError("no level holds")
-
-
-@pytest.mark.parametrize("pair, level", [
-    (("SW1A 1AA", "SW1A 1AA", "12 HIGH ROAD", "12 HIGH ROAD"), "Same address, same postcode"),
-    (("SW1A 1AA", "SW1A 1AA", "12 HIGH ROAD", "12 HIGH RD"), "Near address, same postcode"),
-    (("SW1A 1AA", "SW1A 1AA", "12 HIGH ROAD", "40 ELM LANE"), "Same postcode, another address"),
-    (("SW1A 1AA", "SW1A 1AB", "12 HIGH ROAD", "12 HIGH ROAD"), "Same or near address, postcode differs or unknown"),
-    ((None, "SW1A 1AB", "12 HIGH ROAD", "12 HIGH ROAD"), "Same or near address, postcode differs or unknown"),
-    (("SW1A 1AA", "SW1A 2ZZ", "12 HIGH ROAD", "40 ELM LANE"), "Same postcode district"),
-    (("SW1A 1AA", "M1 2ZZ", "12 HIGH ROAD", "40 ELM LANE"), "All other comparisons"),
-    ((None, "M1 2ZZ", None, "40 ELM LANE"), "Postcode and address not both known"),
-])
-def test_where_people_live_is_one_comparison(pair, level):
-    """Address and postcode are weighed once, together: a move (both differ) is one level, not a
-    penalty on each, and a household (both agree) one level, not a bonus on each."""
-    spec = build_model_spec(["forename", "surname", "postcode", "address"])
-    comps = {c["output_column_name"]: c for c in spec.settings["comparisons"]}
-    assert "address" not in comps  # no second comparison counting the same fact
-    names = ("postcode_l", "postcode_r", "address_l", "address_r")
-    assert _first_level(comps["postcode"]["comparison_levels"], dict(zip(names, pair))) == level
-    # each alone keeps its own comparison
-    assert [c["output_column_name"] for c in build_model_spec(["surname", "address"]).settings["comparisons"]] \
-        == ["surname", "address"]

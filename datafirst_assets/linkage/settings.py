@@ -269,43 +269,6 @@ def _address_comparison() -> cl.CustomComparison:
     )
 
 
-def _residence_comparison() -> cl.CustomComparison:
-    """Where the person lives, address and postcode as one piece of evidence.
-
-    Weighed apart, the two count one fact twice: a household's records agree on both (family:
-    a mother and her son, no date of birth, scored 4-10 bits on their home alone) and a person
-    who moved disagrees on both (civil: a third of one person's pairs, 1.7 bits too many against
-    each). Levels, first that holds: same address at the same postcode; a near address (``RD`` /
-    ``ROAD``) at the same postcode; the same postcode, another house; the same or a near address
-    under another postcode (a typo or a missing postcode); same sector, district, area; else."""
-    both_pc = "postcode_l IS NOT NULL AND postcode_r IS NOT NULL"
-
-    def same(part: str) -> str:
-        return f"{both_pc} AND {_pc_part('l', part)} = {_pc_part('r', part)}"
-
-    return cl.CustomComparison(
-        [
-            cll.CustomLevel("(postcode_l IS NULL OR postcode_r IS NULL) AND (address_l IS NULL OR address_r IS NULL)")
-            .configure(is_null_level=True, label_for_charts="Postcode and address not both known"),
-            cll.And(cll.ExactMatchLevel("postcode"), cll.ExactMatchLevel("address")).configure(
-                tf_adjustment_column="postcode", tf_adjustment_weight=1.0,
-                label_for_charts="Same address, same postcode"),
-            cll.And(cll.ExactMatchLevel("postcode"), cll.JaroWinklerLevel("address", 0.9))
-            .configure(label_for_charts="Near address, same postcode"),
-            cll.ExactMatchLevel("postcode", term_frequency_adjustments=True)
-            .configure(label_for_charts="Same postcode, another address"),
-            cll.JaroWinklerLevel("address", 0.9)
-            .configure(label_for_charts="Same or near address, postcode differs or unknown"),
-            cll.CustomLevel(same("sector"), label_for_charts="Same postcode sector"),
-            cll.CustomLevel(same("district"), label_for_charts="Same postcode district"),
-            cll.CustomLevel(same("area"), label_for_charts="Same postcode area"),
-            cll.ElseLevel(),
-        ],
-        output_column_name="postcode",
-        comparison_description="where they live (postcode and address)",
-    )
-
-
 def _exact_comparison(col: str) -> cl.CustomComparison:
     return cl.CustomComparison(
         [cll.NullLevel(col), cll.ExactMatchLevel(col, term_frequency_adjustments=True), cll.ElseLevel()],
@@ -347,11 +310,9 @@ def build_comparisons(fields: Sequence[str], extras: Sequence[str] = ()) -> list
         comps.append(cl.CustomComparison(
             [cll.NullLevel("sex"), cll.ExactMatchLevel("sex"), cll.ElseLevel()],
             output_column_name="sex", comparison_description="sex"))
-    if {"postcode", "address"} <= f:
-        comps.append(_residence_comparison())
-    elif "postcode" in f:
+    if "postcode" in f:
         comps.append(_postcode_comparison())
-    elif "address" in f:
+    if "address" in f:
         comps.append(_address_comparison())
     for col in ("pnc", "cro"):
         if col in f:

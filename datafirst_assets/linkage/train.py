@@ -258,8 +258,8 @@ def recall_from_m(linker: Linker, spec: ModelSpec) -> float | None:
 
 def exact_agreement_m(linker: Linker, column: str) -> float | None:
     """P(two records of one person agree exactly on ``column``), from the trained m of every
-    level whose condition includes ``column_l = column_r`` (the postcode's: same address, near
-    address and another address, all at the same postcode). None when no level says so."""
+    level whose condition includes ``column_l = column_r`` (summed, should a comparison split
+    exact agreement over several levels). None when no level says so."""
     equal = f"{column}_l={column}_r"
     total, found = 0.0, False
     for comp in linker._settings_obj.comparisons:
