@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -164,6 +165,8 @@ def main() -> None:
     work = Path(args.workdir or f"/tmp/bench_thresholds_{args.people}")
     work.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("DATAFIRST_TRUTH_DIR", "DAGSTER_HOME")}
+    # production mode publishes only under a real key: a fresh secret per benchmark, never the development one
+    env.setdefault("DATAFIRST_PSEUDONYMISATION_KEY", secrets.token_hex(32))
     runs = []
     if not (args.reuse and (work / "data" / "warehouse.duckdb").exists()):
         runs.append(run_watched([DATAFIRST, "simulate", "--people", str(args.people), "--seed", str(args.seed),

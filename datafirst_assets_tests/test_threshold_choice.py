@@ -228,13 +228,34 @@ def test_capture_recapture_estimates_the_matches_blocking_never_compared():
     pairs = pl.DataFrame({"record_id_l": ids[:n][caught], "record_id_r": ids[n:][caught],
                           "match_weight": 20.0, "match_probability": 1.0})
     lists = blocking_lists(pairs, records, ['l."surname" = r."surname"', 'l."dob" = r."dob"'])
-    assert lists["by_names"].sum() == by_names.sum() and lists["by_other"].sum() == by_other.sum()
+    assert lists["by_names"].sum() == by_names.sum() and lists["by_dob"].sum() == by_other.sum()
     assert missed_by_blocking(pairs.with_columns(pl.lit(1.0).alias(EXPECTED)), lists) == pytest.approx(0.06, abs=0.01)
     # pair-level recall counts them as missed
     assessment = assess(pairs, labels_file=None, blocking=lists)
     assert assessment.estimate_at(0.5)["pairwise_recall"] == pytest.approx(0.94, abs=0.01)
     # rules of one kind only cannot tell
     assert blocking_lists(pairs, records, ['l."surname" = r."surname"']) is None
+
+
+def test_three_lists_allow_for_two_that_miss_the_same_matches():
+    # a poorly recorded person (30%) defeats both the name and the date-of-birth rules more often:
+    # the two lists are dependent, so two-list capture-recapture finds too few missed; the log-linear
+    # model over three lists (postcode rules independent of both) allows for it
+    rng = np.random.default_rng(7)
+    n = 40_000
+    poor = rng.random(n) < 0.3
+    by = {"names": rng.random(n) < np.where(poor, 0.5, 0.95), "dob": rng.random(n) < np.where(poor, 0.4, 0.9),
+          "place": rng.random(n) < 0.7}
+    caught = by["names"] | by["dob"] | by["place"]
+    truly_missed = 1 - caught.mean()
+    ids = [f"{i}" for i in range(n)]
+    lists = pl.DataFrame({"record_id_l": ids, "record_id_r": [f"{i}b" for i in range(n)],
+                          **{f"by_{k}": v for k, v in by.items()}}).filter(pl.Series(caught))
+    expected = lists.select("record_id_l", "record_id_r", pl.lit(1.0).alias(EXPECTED))
+    assert missed_by_blocking(expected, lists) == pytest.approx(truly_missed, abs=0.002)
+    two_lists = lists.select("record_id_l", "record_id_r", "by_names",
+                             (pl.col("by_dob") | pl.col("by_place")).alias("by_other"))
+    assert missed_by_blocking(expected, two_lists) < truly_missed - 0.005
 
 
 def test_labels_that_cannot_calibrate_still_confirm_the_model_when_they_agree_with_its_calls(tmp_path):

@@ -24,6 +24,8 @@ invisible to them and recall is an upper bound. Nothing here reads the simulator
 
 from __future__ import annotations
 
+import itertools
+
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -220,8 +222,10 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
 
 # ---------------------------------------------------------------- matches blocking never compared
 
-#: Identifiers whose blocking rules form the second "list" (the first: rules on names alone).
-NON_NAME_FIELDS = ("dob", "postcode", "pnc", "cro", "address")
+#: The "lists" of capture-recapture: blocking rules grouped by the identifiers they use beyond
+#: names (a rule on names alone is in the "names" list). Each list catches matches with its own
+#: errors: a typo in a name, a missing date of birth, a move of house.
+BLOCKING_LIST_FIELDS = {"dob": ("dob",), "place": ("postcode", "address"), "ids": ("pnc", "cro")}
 
 
 def prediction_rules(model_settings: dict) -> list[str]:
@@ -230,17 +234,26 @@ def prediction_rules(model_settings: dict) -> list[str]:
             for b in model_settings.get("blocking_rules_to_generate_predictions") or ()]
 
 
+def blocking_list_rules(rules: list[str]) -> dict[str, list[str]]:
+    """The prediction rules by list: ``names`` (rules on names alone), then every list of
+    :data:`BLOCKING_LIST_FIELDS` that has rules (a rule on two of them counts in each)."""
+    names = [r for r in rules if not any(f in r for fields in BLOCKING_LIST_FIELDS.values() for f in fields)]
+    lists = {"names": names} | {name: [r for r in rules if any(f in r for f in fields)]
+                                for name, fields in BLOCKING_LIST_FIELDS.items()}
+    return {name: group for name, group in lists.items() if group}
+
+
 def blocking_lists_sql(rules: list[str], pairs_table: str = "pairs", records_table: str = "records") -> str | None:
-    """SQL giving record_id_l, record_id_r, ``by_names`` (a rule on names alone would have compared
-    the pair) and ``by_other`` (a rule using date of birth, postcode or an id would have): two
-    "lists" that each catch matches, for :func:`missed_by_blocking`. None when the rules do not split so."""
-    other = [r for r in rules if any(f in r for f in NON_NAME_FIELDS)]
-    names = [r for r in rules if r not in other]
-    if not other or not names:
+    """SQL giving record_id_l, record_id_r and, per list of :func:`blocking_list_rules`, ``by_<list>``:
+    whether a rule of that list would have compared the pair. The lists each catch matches, for
+    :func:`missed_by_blocking`. None when the rules form fewer than two lists."""
+    lists = blocking_list_rules(rules)
+    if len(lists) < 2:
         return None
     either = lambda group: " OR ".join(f"coalesce(({r}), false)" for r in group)  # noqa: E731
+    columns = ", ".join(f"({either(group)}) AS by_{name}" for name, group in lists.items())
     return (f"SELECT CAST(p.record_id_l AS VARCHAR) AS record_id_l, CAST(p.record_id_r AS VARCHAR) AS record_id_r, "
-            f"({either(names)}) AS by_names, ({either(other)}) AS by_other FROM {pairs_table} p "
+            f"{columns} FROM {pairs_table} p "
             f"JOIN {records_table} l ON CAST(l.record_id AS VARCHAR) = CAST(p.record_id_l AS VARCHAR) "
             f"JOIN {records_table} r ON CAST(r.record_id AS VARCHAR) = CAST(p.record_id_r AS VARCHAR)")
 
@@ -261,24 +274,60 @@ def blocking_lists(pairs: pl.DataFrame, records: pl.DataFrame, rules: list[str])
         con.close()
 
 
+def _uncaught_by_lincoln_petersen(counts: dict[tuple[bool, ...], float]) -> float | None:
+    """Matches no list caught, from the first list against all the others (independence)."""
+    first = sum(n for cell, n in counts.items() if cell[0])
+    rest = sum(n for cell, n in counts.items() if any(cell[1:]))
+    both = sum(n for cell, n in counts.items() if cell[0] and any(cell[1:]))
+    if both < 10:
+        return None
+    return max(first * rest / both - sum(counts.values()), 0.0)
+
+
+def _uncaught_by_log_linear(counts: dict[tuple[bool, ...], float], lists: int) -> float | None:
+    """Matches no list caught, from a Poisson log-linear model of the caught cells with every list's
+    effect and every pairwise dependence between lists (Fienberg's multiple-recapture model): the
+    uncaught cell is exp(intercept). Two lists that tend to miss the same matches (both fail on a
+    poorly recorded person) are allowed for, which Lincoln-Petersen cannot. None if it cannot fit."""
+    cells = [c for c in itertools.product((False, True), repeat=lists) if any(c)]
+    observed = np.array([counts.get(c, 0.0) for c in cells])
+    if (observed < 5).sum() > 1:
+        return None
+    pairs_of_lists = list(itertools.combinations(range(lists), 2))
+    design = np.array([[1.0, *map(float, c), *(float(c[i] and c[j]) for i, j in pairs_of_lists)] for c in cells])
+    beta = np.zeros(design.shape[1])
+    beta[0] = np.log(max(observed.mean(), 1.0))
+    for _ in range(100):
+        mean = np.exp(np.clip(design @ beta, -50, 50))
+        step = np.linalg.lstsq(design.T @ (design * mean[:, None]), design.T @ (observed - mean), rcond=None)[0]
+        beta += step
+        if np.abs(step).max() < 1e-9:
+            return float(np.exp(beta[0])) if np.isfinite(beta).all() else None
+    return None
+
+
 def missed_by_blocking(expected: pl.DataFrame, lists: pl.DataFrame | None) -> float | None:
-    """The share of true matches no blocking rule compared, by capture-recapture (Lincoln-Petersen):
-    if the name rules catch a match independently of the others (name errors and date or postcode
-    errors are independent), all matches N ~ n(names) n(other) / n(both), counted as expected
-    matches (``expected_match``) among the scored pairs. The model's own estimate of what blocking
-    missed: no labels or truth read."""
+    """The share of true matches no blocking rule compared, by capture-recapture: each list of rules
+    (:func:`blocking_lists`) catches some matches, counted as expected matches (``expected_match``)
+    among the scored pairs, and how the lists overlap tells how many no list caught. Three or more
+    lists: a log-linear model allowing pairwise dependence; two: Lincoln-Petersen, n1 n2 / n12. The
+    model's own estimate of what blocking missed: no labels or truth read."""
     if lists is None:
         return None
+    names = [c for c in lists.columns if c.startswith("by_")]
     q = ordered_ids(expected).select("record_id_l", "record_id_r", pl.col(EXPECTED)).join(
         ordered_ids(lists), on=["record_id_l", "record_id_r"], how="inner")
-    counts = q.select((pl.col(EXPECTED) * pl.col("by_names")).sum().alias("names"),
-                      (pl.col(EXPECTED) * pl.col("by_other")).sum().alias("other"),
-                      (pl.col(EXPECTED) * (pl.col("by_names") & pl.col("by_other"))).sum().alias("both"),
-                      (pl.col(EXPECTED) * (pl.col("by_names") | pl.col("by_other"))).sum().alias("caught")).row(0)
-    names, other, both, caught = (float(x or 0.0) for x in counts)
-    if both < 10 or caught <= 0:
+    counts = {tuple(bool(x) for x in row[:-1]): float(row[-1] or 0.0)
+              for row in q.group_by(names).agg(pl.col(EXPECTED).sum()).rows() if any(row[:-1])}
+    caught = sum(counts.values())
+    if caught <= 0:
         return None
-    return float(min(max(1 - caught / (names * other / both), 0.0), 0.5))
+    uncaught = _uncaught_by_log_linear(counts, len(names)) if len(names) >= 3 else None
+    if uncaught is None:
+        uncaught = _uncaught_by_lincoln_petersen(counts)
+    if uncaught is None:
+        return None
+    return float(min(max(uncaught / (caught + uncaught), 0.0), 0.5))
 
 
 # ---------------------------------------------------------------- expected accuracy
