@@ -8,7 +8,9 @@ then for every dataset (``--sources``, default all seven) does what the pipeline
 process and without Dagster: raw deliveries -> staging (names folded) -> person records ->
 Splink model trained unsupervised -> every pair scored -> threshold chosen with no labels and
 no truth (``linkage/threshold.py``'s choice when it has neither: production mode) -> clusters
-(with the over-merge guard) -> scored against the simulator's truth.
+(with the over-merge guard) -> scored against the simulator's truth. With ``--labels N`` the
+threshold is chosen as the demo chooses it on its second run: on N clerical labels of the review
+queue, answered by the simulated reviewer (``evaluation/reviewer.py``, 2% wrong on purpose).
 
 Prints per dataset: the threshold and where it came from, B-cubed precision / recall / F1,
 pairwise precision / recall, the best-to-worst B-cubed F1 gap by sex, ethnic group, name origin
@@ -56,8 +58,25 @@ def truth_for(truth_dir: Path, source: str) -> pl.DataFrame:
     return truth_with_subgroups(truth_dir, source).join(people, on="person_id", how="left")  # type: ignore[union-attr]
 
 
-def link_source(landing: Path, source_key: str, db_options: dict) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """(person records, clusters record_id -> person_id, details) for one dataset, as the pipeline links it."""
+def clerical_labels(pairs: pl.DataFrame, records: pl.DataFrame, threshold: float, truth_dir: Path,
+                    source_key: str, n: int, out: Path) -> Path:
+    """What the demo does between two runs: the review queue around the first run's threshold
+    (``linkage.metrics.review_queue``), answered by the simulated clerical reviewer (2% of labels
+    wrong on purpose), written as a labels file. The truth answers the reviewer only."""
+    from datafirst_assets.evaluation.reviewer import simulated_labels
+    from datafirst_assets.evaluation.truth import record_truth
+    from datafirst_assets.linkage.metrics import review_queue
+
+    queue = review_queue(pairs, records, threshold_match_probability=threshold, n=n)
+    simulated_labels(queue, record_truth(truth_dir, source_key), pairs=n).write_csv(out)
+    return out
+
+
+def link_source(landing: Path, source_key: str, db_options: dict, *, labels: int = 0,
+                truth_dir: Path | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """(person records, clusters record_id -> person_id, details) for one dataset, as the pipeline links it.
+    With ``labels``, linked a second time with the threshold chosen on that many simulated clerical
+    labels of the first run's review queue (production mode with a review team)."""
     from datafirst_assets.linkage.backend import make_db_api
     from datafirst_assets.linkage.guard import cluster_graph_metrics, graph_summary
     from datafirst_assets.linkage.incremental import link_full
@@ -78,6 +97,13 @@ def link_source(landing: Path, source_key: str, db_options: dict) -> tuple[pl.Da
     model = TrainedModel.from_json(trained.to_json())
 
     result = link_full(records, model, db_api, choose=threshold_chooser(records.get_column("record_id")))
+    if labels and truth_dir is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            scored = result.pairs if isinstance(result.pairs, pl.DataFrame) else result.pairs.collect()
+            labels_file = clerical_labels(scored, records, result.threshold, truth_dir, source_key, labels,
+                                          Path(tmp) / f"{source_key}.csv")
+            result = link_full(records, model, db_api,
+                               choose=threshold_chooser(records.get_column("record_id"), labels_file=labels_file))
     graph = graph_summary(cluster_graph_metrics(result.ids, result.pairs, result.threshold, cluster_col="person_id"))
     details = {"records": records.height, "threshold": result.threshold, "threshold_source": result.threshold_source,
                "guard_clusters_split": result.stats.get("guard_clusters_split", 0),
@@ -144,6 +170,9 @@ def main() -> None:
     ap.add_argument("--xjs", action="store_true", help="also build and score the cross-justice lookup")
     ap.add_argument("--xjs-rerun", action="store_true",
                     help="with --xjs: build the lookup again and measure how many unchanged persons keep their ids")
+    ap.add_argument("--labels", type=int, default=0,
+                    help="choose thresholds on this many simulated clerical labels of each dataset's review "
+                         "queue (as the demo does), not on the model's estimate")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -164,7 +193,7 @@ def main() -> None:
     db_options = {k: v for k, v in (("threads", args.threads), ("memory_limit", args.memory_limit)) if v}
     rows, records, clusters = [], {}, {}
     for key in args.sources or list(SOURCES):
-        recs, ids, details = link_source(args.landing, key, db_options)
+        recs, ids, details = link_source(args.landing, key, db_options, labels=args.labels, truth_dir=args.truth)
         figures = score(ids, truth_for(args.truth, key))
         rows.append({"dataset": key, **details, **figures})
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
@@ -181,7 +210,7 @@ def main() -> None:
     pl.Config.set_tbl_width_chars(250)
     pl.Config.set_float_precision(4)
     print(f"\n== bench_accuracy: {args.people:,} people, difficulty {args.difficulty} (as simulated), "
-          f"thresholds without truth ==")
+          f"thresholds without truth ({f'{args.labels:,} simulated clerical labels' if args.labels else 'no labels'}) ==")
     print(table.select("dataset", "records", "threshold", "threshold_source", "bcubed_f1", "bcubed_precision",
                        "bcubed_recall", "pairwise_precision", "pairwise_recall", "largest_cluster",
                        "guard_clusters_split", "blocked_pairs"))

@@ -271,11 +271,13 @@ def _release_in_warehouse(database, people: int = 200) -> dict:
 
 
 def _synthetic_resources(tmp_path) -> dict:
+    from datafirst_assets.defs.linkage import LinkageSettings
     from datafirst_assets.defs.synthetic import SyntheticSettings
     from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 
     return {"io_manager": WarehouseIOManager(database=str(tmp_path / "wh.duckdb")),
-            "synthetic": SyntheticSettings(data_dir=str(tmp_path))}
+            "synthetic": SyntheticSettings(data_dir=str(tmp_path)),
+            "linkage": LinkageSettings(data_dir=str(tmp_path))}
 
 
 def test_synthetic_gates_refuse_identifiers_and_a_broken_schema(tmp_path, monkeypatch):

@@ -304,3 +304,35 @@ def test_the_synthetic_release_sits_next_to_the_real_one_labelled_and_the_same_j
                     == synthetic_conn.sql(f"select * from {dataset}.{table} limit 0").to_arrow_table().schema)
         for example in example_queries():
             assert synthetic_conn.sql(example.sql).fetchall(), example.title
+
+
+def test_a_run_with_nothing_new_keeps_every_dataset_step_and_changes_no_table(pipeline):
+    """Incremental all the way down: with no new extract, each dataset's linkage, de-identification,
+    synthetic and catalogue steps keep their stored tables, the release carries every table's gates
+    over, the contract checks read nothing again, and every table is what the first run stored."""
+    from datafirst_assets.deidentify.release_spec import release_tables
+    from datafirst_assets.release.publish import latest_manifest
+    from datafirst_assets.warehouse.unchanged import FINGERPRINT
+
+    layout, _, _, instance = pipeline
+    tables = [f"deidentified_{d}.{t}" for d, t in release_tables()] + [
+        f"linkage_{s}.clusters" for s in SOURCES] + ["linkage_xjs.lookup", "synthetic_magistrates.hocas_flatfile"]
+    before = {t: _query(layout, f"select * from {t} order by all") for t in tables}
+    report = run_pipeline(layout, instance)
+    assert report.already_loaded and len(report.run_ids) == 1  # no ingest: the link job alone
+    after = {t: _query(layout, f"select * from {t} order by all") for t in tables}
+    assert [t for t in tables if not after[t].equals(before[t])] == []
+    kept, computed = set(), set()
+    for event in instance.all_logs(report.run_ids[0]):
+        materialization = event.asset_materialization
+        if materialization is not None and FINGERPRINT in materialization.metadata:
+            (kept if "unchanged" in materialization.metadata else computed).add(materialization.asset_key)
+    assert computed == set()  # every step that can keep its tables did
+    stages = {key.path[0] for key in kept}
+    assert {"linkage", "linked", "deidentified", "synthetic", "catalogue"} <= stages
+    manifest = latest_manifest(layout.releases, "deidentified")
+    assert all("carried_over_from" in t["gates"] for t in manifest["tables"])
+    contracts = [e.asset_check_evaluation for e in instance.all_logs(report.run_ids[0])
+                 if e.asset_check_evaluation is not None and e.asset_check_evaluation.check_name == "contract"]
+    assert contracts and all(c.passed for c in contracts)
+    assert sum("verified_in_run" in c.metadata for c in contracts) > len(contracts) // 2

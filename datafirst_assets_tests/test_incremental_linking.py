@@ -184,6 +184,26 @@ def test_the_saved_model_is_reused_only_while_it_fits(linked):
     assert model_to_reuse(doc, records.height // 3, records, retrain_growth=None)[0] is not None
 
 
+def test_a_field_drifting_just_under_the_completeness_cut_keeps_the_model(linked):
+    from datafirst_assets.linkage.settings import usable_fields
+
+    records, _, model, _ = linked
+    doc = model.to_json()
+    field = next(f for f in model.spec.fields if f not in ("forename", "surname"))
+    present = records.filter(pl.col(field).is_not_null())
+
+    def with_share(share: float) -> pl.DataFrame:
+        keep = max(2, int(records.height * share))  # `field` filled on `share` of the records
+        return pl.concat([present.head(keep), records.filter(pl.col(field).is_null()),
+                          present.slice(keep).with_columns(pl.lit(None).cast(records.schema[field]).alias(field))])
+
+    drifted = with_share(0.008)
+    assert field not in usable_fields(drifted)  # under the 1% cut: a new model would leave it out
+    assert model_to_reuse(doc, drifted.height, drifted)[0] is not None
+    gone = with_share(0.002)
+    assert model_to_reuse(doc, gone.height, gone)[0] is None
+
+
 # ------------------------------------------------------------------------------- Dagster
 
 SOURCE = "prison"

@@ -148,3 +148,28 @@ def test_link_and_dedupe_two_sources():
     assert report["bcubed"]["f1"] >= 0.95, report["bcubed"]
     cross = cl.group_by("cluster_id").agg(pl.col("source_dataset").n_unique().alias("k"))
     assert cross.filter(pl.col("k") == 2).height >= 150  # people 200-399 are in both
+
+
+def test_prior_recall_comes_from_the_trained_agreement_when_the_rules_rest_on_postcode():
+    """Sparse dates of birth: the prior's deterministic rule is forename, surname and postcode. People
+    move, so its recall is the trained chance of agreeing exactly on each times the chance both
+    records carry it, not an assumed 0.9 a field."""
+    from datafirst_assets.linkage.settings import build_model_spec
+    from datafirst_assets.linkage.train import exact_agreement_m, make_linker, recall_from_m
+
+    fields = ["forename", "surname", "dob", "postcode", "address"]
+    completeness = {"forename": 0.9, "surname": 1.0, "dob": 0.4, "postcode": 1.0, "address": 1.0}
+    spec = build_model_spec(fields, completeness=completeness)
+    assert "postcode" in spec.deterministic_rules[0]
+    records = make_dataset(60, seed=2)[0].select("record_id", "source_dataset", *fields)
+    linker = make_linker(make_db_api(), records, spec.settings, spec)
+    m = {"forename": [0.8, 0.1, 0.04, 0.02, 0.01, 0.01, 0.01, 0.01], "surname": [0.9, 0.05, 0.02, 0.01, 0.02],
+         "postcode": [0.55, 0.05, 0.1, 0.2, 0.1]}
+    for comp in linker._settings_obj.comparisons:
+        levels = [lvl for lvl in comp.comparison_levels if not lvl.is_null_level]
+        for lvl, value in zip(levels, m.get(comp.output_column_name, [])):
+            lvl.m_probability = value
+    assert exact_agreement_m(linker, "postcode") == pytest.approx(0.55)
+    assert exact_agreement_m(linker, "forename") == pytest.approx(0.8)
+    assert exact_agreement_m(linker, "pnc") is None  # not compared
+    assert recall_from_m(linker, spec) == pytest.approx(0.9**2 * 0.8 * 0.9 * 0.55)

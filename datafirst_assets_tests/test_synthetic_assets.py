@@ -7,6 +7,7 @@ import polars as pl
 from dagster import AssetOut, Output, materialize, multi_asset
 
 from datafirst_assets.definitions import SYNTHETIC_JOB, build_definitions
+from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.defs.synthetic import (
     REPORT,
@@ -38,7 +39,8 @@ def test_synthetic_assets_materialise_with_their_checks(tmp_path):
     result = materialize(
         [release, *synthetic_assets(defined=set(release.keys))],
         resources={"io_manager": WarehouseIOManager(database=str(database)),
-                   "synthetic": SyntheticSettings(data_dir=str(tmp_path), seed=1)},
+                   "synthetic": SyntheticSettings(data_dir=str(tmp_path), seed=1),
+                   "linkage": LinkageSettings(data_dir=str(tmp_path))},
         raise_on_error=False,
     )
     assert result.success

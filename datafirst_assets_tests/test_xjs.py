@@ -346,3 +346,14 @@ def test_lookup_clusters_in_duckdb_equal_the_union_find_on_simulated_data(world)
                                                              for lv in LEVELS])
     assert in_duckdb.equals(in_python.select("person_id_dataset", *[f"cluster_{lv}" for lv in LEVELS]))
     assert result.stats["clustering_components"] > 0
+
+
+def test_the_saved_model_is_reused_and_gives_the_lookup_its_training_run_gave(world):
+    _, inputs, result = world
+    saved = (result.model.to_json(), result.stats["variants"])
+    again = build_xjs_lookup(inputs.person_records, inputs.clusters, saved_model=saved)
+    assert "reused" in again.model.timings and again.model.version == result.model.version
+    assert again.lookup.equals(result.lookup) and again.edges.equals(result.edges)
+    # grown past retrain_growth times what it was trained on: trained afresh
+    grown = build_xjs_lookup(inputs.person_records, inputs.clusters, saved_model=(saved[0], saved[1] // 3))
+    assert "reused" not in grown.model.timings

@@ -39,6 +39,12 @@ from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linki
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
 from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.unchanged import (
+    FINGERPRINT,
+    inputs_fingerprint,
+    kept_if_unchanged,
+)
 
 GROUP = "deidentified"
 CHECKS = {
@@ -107,7 +113,8 @@ def _gate_results(dataset: str, release: DatasetRelease, risks: dict[str, RiskRe
     return results
 
 
-def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, risks: dict[str, RiskResult]):
+def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, risks: dict[str, RiskResult],
+          fingerprint: str | None = None):
     """Gates first, then the tables, or nothing at all when a gate failed."""
     specs = release_tables()
     results = _gate_results(dataset, release, risks)
@@ -125,6 +132,7 @@ def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, risks: di
             "catalogue": MetadataValue.path(str(catalogue_html.resolve())),
             **({"mean_reidentification_risk": round(risk.mean_risk, 4), "sample_uniques": risk.sample_uniques}
                if risk is not None and risk.key else {}),
+            **({FINGERPRINT: fingerprint} if fingerprint else {}),
         })
 
 
@@ -137,21 +145,26 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
 
     @multi_asset(
         name=f"deidentify_{source.key}",
-        ins={t.name: AssetIn(key=input_key(t)) for t in source.tables},
+        ins={t.name: AssetIn(key=input_key(t), dagster_type=StoredTable) for t in source.tables},
         outs=_outs(source.key, tables),
         check_specs=_check_specs(source.key, tables),
     )
     def _deidentify(context: AssetExecutionContext, release_settings: ReleaseSettings, linkage: LinkageSettings,
-                    **staged: pl.DataFrame):
+                    **stored: StoredTable):
         rules = {t.name: release_settings.rule_for(source.key, t.name) for t in source.tables}
-        release = deidentify_source(source, staged, rules)
+        fingerprint = inputs_fingerprint(stored, settings=(rules, release_settings.risk_key, release_settings.max_mean_risk,
+                                                           release_settings.risk_age_band, key_fingerprint()))
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            yield from kept
+            return
+        release = deidentify_source(source, {name: table.to_polars() for name, table in stored.items()}, rules)
         for name, findings in release.findings.items():
             for finding in findings:
                 context.log.error(f"PII gate: {finding}")
         risks = {name: reidentification_risk(frame, release_tables()[(source.key, name)],
                                               release_settings.risk_rule_for(source.key, name))
                  for name, frame in release.tables.items()}
-        yield from _emit(source.key, release, catalogue_path(linkage, source.key), risks)
+        yield from _emit(source.key, release, catalogue_path(linkage, source.key), risks, fingerprint)
 
     return _deidentify
 

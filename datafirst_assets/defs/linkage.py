@@ -83,7 +83,8 @@ from datafirst_assets.linkage.train import (
 )
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
-from datafirst_assets.warehouse.io_manager import table_columns
+from datafirst_assets.warehouse.io_manager import StoredTable, table_columns
+from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
 
 
 class LinkageSettings(ConfigurableResource):
@@ -168,7 +169,8 @@ def labels_threshold(pairs: pl.DataFrame | None, labels_file: Path, record_ids: 
     """The threshold the clerical labels choose on the stored pairs (None without usable labels)."""
     if pairs is None or not labels_file.exists():
         return None
-    choice = choose_cluster_threshold(pairs, configured=None, labels_file=labels_file, record_ids=record_ids)
+    choice = choose_cluster_threshold(pairs, configured=None, labels_file=labels_file, record_ids=record_ids,
+                                      intervals=False)
     return choice.match_probability if choice.source == "clerical_labels" else None
 
 
@@ -284,15 +286,18 @@ def _person_records_asset(source: SourceSpec) -> AssetsDefinition:
 
     @asset(
         key=linkage_key(source.key, "person_records"),
-        ins={"staged": AssetIn(key=staged_key(source.key, table.name))},
+        ins={"staged": AssetIn(key=staged_key(source.key, table.name), dagster_type=StoredTable)},
         group_name=linkage_group(source.key),
         metadata=_stored(source.key),
         kinds={"polars", "duckdb"},
         description=f"One row per {source.key} `{table.name}` record that identifies a person: "
         "standardised linkage fields only (latest version of each record).",
     )
-    def _person_records(staged: pl.DataFrame) -> pl.DataFrame:
-        return person_records(staged, source, table)
+    def _person_records(context: AssetExecutionContext, staged: StoredTable, linkage: LinkageSettings):
+        fingerprint = inputs_fingerprint({"staged": staged})
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            return kept[-1]
+        return Output(person_records(staged.to_polars(), source, table), metadata={FINGERPRINT: fingerprint})
 
     return _person_records
 
@@ -301,16 +306,21 @@ def _model_asset(source: SourceSpec) -> AssetsDefinition:
     """The Splink model, reused in incremental mode while the data allows it."""
     @asset(
         key=linkage_key(source.key, "model"),
-        ins={"records": AssetIn(key=linkage_key(source.key, "person_records"))},
+        ins={"stored": AssetIn(key=linkage_key(source.key, "person_records"), dagster_type=StoredTable)},
         group_name=linkage_group(source.key),
         metadata=_stored(source.key),
         kinds={"splink", "duckdb"},
         description=f"Splink model for {source.key}, trained unsupervised (prior from deterministic rules, "
         "u by random sampling, m by EM); JSON versioned under data/models/.",
     )
-    def _model(context: AssetExecutionContext, records: pl.DataFrame, linkage: LinkageSettings,
-               warehouse: Warehouse) -> pl.DataFrame:
+    def _model(context: AssetExecutionContext, stored: StoredTable, linkage: LinkageSettings,
+               warehouse: Warehouse):
         _check_mode(linkage)
+        fingerprint = inputs_fingerprint({"records": stored}, settings=(linkage.retrain_growth, linkage.backend))
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            return kept[-1]
+        context.add_output_metadata({FINGERPRINT: fingerprint})
+        records = stored.to_polars()
         folder = linkage.root / "models" / source.key
         why = "full run requested"
         if linkage.mode == "incremental":
@@ -345,8 +355,8 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
     @multi_asset(
         name=f"cluster_{source.key}",
         ins={
-            "records": AssetIn(key=linkage_key(source.key, "person_records")),
-            "model": AssetIn(key=linkage_key(source.key, "model")),
+            "records": AssetIn(key=linkage_key(source.key, "person_records"), dagster_type=StoredTable),
+            "model": AssetIn(key=linkage_key(source.key, "model"), dagster_type=StoredTable),
         },
         outs={
             "clusters": AssetOut(
@@ -375,9 +385,16 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
             f"{CHAIN_MIN_RECORDS}+ records has a link density under {CHAIN_MAX_DENSITY} (people chained together).",
         )],
     )
-    def _cluster(context: AssetExecutionContext, records: pl.DataFrame, model: pl.DataFrame,
+    def _cluster(context: AssetExecutionContext, records: StoredTable, model: StoredTable,
                  linkage: LinkageSettings, warehouse: Warehouse):
         _check_mode(linkage)
+        fingerprint = inputs_fingerprint({"records": records, "model": model}, files=[linkage.labels_file(source.key)],
+                                         settings=(linkage.thresholds.get(source.key), linkage.backend, linkage.seed,
+                                                   linkage.predict_chunks, linkage.max_pairs_per_rule))
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            yield from kept
+            return
+        records, model = records.to_polars(), model.to_polars()
         trained = TrainedModel.from_json(json.loads(model["model_json"][0]))
         result, previous = link_dataset(source, records, trained, linkage, warehouse, log=context.log.info)
         context.log.info(f"{result.mode} link: {result.reason}")
@@ -388,14 +405,16 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         # The change log goes first: the next run finds the ids it issued or retired even if
         # writing the clusters fails, so none is issued twice.
         yield Output(history, output_name="id_changes",
-                     metadata=_id_changes_metadata(result.changes, history, counts, first_run))
+                     metadata={**_id_changes_metadata(result.changes, history, counts, first_run),
+                               FINGERPRINT: fingerprint})
         graph = cluster_graph_metrics(result.ids, result.threshold_links(), result.threshold,
                                       cluster_col=PERSON_ID)
         yield Output(clusters, output_name="clusters", metadata=_clusters_metadata(
             result, clusters, graph, source.person_id_name, trained.version,
-            first_link=previous.clusters is None))
+            first_link=previous.clusters is None) | {FINGERPRINT: fingerprint})
         yield Output(result.pairs, output_name="scored_pairs", metadata={
-            "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"])})
+            "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"]),
+            FINGERPRINT: fingerprint})
         gaps = clustering_gaps(records, clusters)
         yield AssetCheckResult(check_name="every_record_clustered", passed=not any(gaps.values()),
                                metadata=gaps)
@@ -417,16 +436,20 @@ def _linked_asset(source: SourceSpec) -> AssetsDefinition:
     @asset(
         key=AssetKey(["linked", source.key, table.name]),
         ins={
-            "staged": AssetIn(key=staged_key(source.key, table.name)),
-            "clusters": AssetIn(key=linkage_key(source.key, "clusters")),
+            "staged": AssetIn(key=staged_key(source.key, table.name), dagster_type=StoredTable),
+            "clusters": AssetIn(key=linkage_key(source.key, "clusters"), dagster_type=StoredTable),
         },
         group_name="linked",
         metadata={"schema": f"linked_{source.key}"},
         kinds={"polars", "duckdb"},
         description=f"Staged `{table.name}` (latest version of each record) with `{source.person_id_name}`.",
     )
-    def _linked(staged: pl.DataFrame, clusters: pl.DataFrame) -> pl.DataFrame:
-        return add_person_ids(staged, clusters, table.id_column, source.person_id_name)
+    def _linked(context: AssetExecutionContext, staged: StoredTable, clusters: StoredTable, linkage: LinkageSettings):
+        fingerprint = inputs_fingerprint({"staged": staged, "clusters": clusters})
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            return kept[-1]
+        linked = add_person_ids(staged.to_polars(), clusters.to_polars(), table.id_column, source.person_id_name)
+        return Output(linked, metadata={FINGERPRINT: fingerprint})
 
     return _linked
 
@@ -442,9 +465,9 @@ def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
     @asset(
         key=linkage_key(source.key, "review_queue"),
         ins={
-            "pairs": AssetIn(key=linkage_key(source.key, "scored_pairs")),
-            "records": AssetIn(key=linkage_key(source.key, "person_records")),
-            "clusters": AssetIn(key=linkage_key(source.key, "clusters")),
+            "pairs": AssetIn(key=linkage_key(source.key, "scored_pairs"), dagster_type=StoredTable),
+            "records": AssetIn(key=linkage_key(source.key, "person_records"), dagster_type=StoredTable),
+            "clusters": AssetIn(key=linkage_key(source.key, "clusters"), dagster_type=StoredTable),
         },
         group_name=linkage_group(source.key),
         metadata=_stored(source.key),
@@ -453,17 +476,21 @@ def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
         "bands around the threshold, both records side by side; copied to data/review/ to fill in "
         "`clerical_match_score` and save as data/labels/<source>.csv.",
     )
-    def _review_queue(context: AssetExecutionContext, pairs: pl.DataFrame, records: pl.DataFrame,
-                      clusters: pl.DataFrame, linkage: LinkageSettings) -> pl.DataFrame:
+    def _review_queue(context: AssetExecutionContext, pairs: StoredTable, records: StoredTable,
+                      clusters: StoredTable, linkage: LinkageSettings):
         labels = linkage.labels_file(source.key)
+        fingerprint = inputs_fingerprint({"pairs": pairs, "records": records, "clusters": clusters}, files=[labels],
+                                         settings=(linkage.review_pairs, linkage.seed))
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            return kept[-1]
+        pairs, records, clusters = pairs.to_polars(), records.to_polars(), clusters.to_polars()
         threshold = float(clusters["match_threshold"][0]) if clusters.height else 0.5
         queue = review_queue(pairs, records, threshold_match_probability=threshold, n=linkage.review_pairs,
                              seed=linkage.seed, labelled=read_labels(labels) if labels.exists() else None)
         path = write_review_sample(queue, linkage.root / "review" / f"{source.key}.csv")
-        context.add_output_metadata({"pairs": queue.height, "threshold_match_probability": threshold,
-                                     "to_fill_in": MetadataValue.path(str(path)),
-                                     "labels_file": MetadataValue.path(str(labels))})
-        return queue
+        return Output(queue, metadata={"pairs": queue.height, "threshold_match_probability": threshold,
+                                       "to_fill_in": MetadataValue.path(str(path)),
+                                       "labels_file": MetadataValue.path(str(labels)), FINGERPRINT: fingerprint})
 
     return _review_queue
 

@@ -9,7 +9,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from pathlib import Path
 
 import duckdb
@@ -35,9 +35,16 @@ from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
+from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers, identifying_columns, raw_identifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
-from datafirst_assets.release.publish import ReleaseInfo, release_summary, write_release
+from datafirst_assets.release.publish import (
+    ReleaseInfo,
+    carried_gates,
+    latest_manifest,
+    release_summary,
+    write_release,
+)
 from datafirst_assets.sources.registry import SOURCES
 
 RELEASE_GROUP = "release"
@@ -124,7 +131,7 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
 
     @asset(
         key=catalogue_key(kind, dataset),
-        ins={name: AssetIn(key=table_key(kind, dataset, name)) for name in specs},
+        ins={name: AssetIn(key=table_key(kind, dataset, name), dagster_type=StoredTable) for name in specs},
         group_name=release_group(kind),
         metadata={"schema": f"catalogue_{kind}"},
         kinds={"polars", "html"},
@@ -132,10 +139,17 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
         "variable with type, description, % missing, distinct count and values (counts under 10 suppressed); "
         f"Markdown and HTML under data/catalogues/{kind}/.",
     )
-    def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **tables: pl.DataFrame) -> Output:
+    def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **stored: StoredTable) -> Output:
+        fingerprint = inputs_fingerprint(stored, settings=(kind, dataset))
+        folder = catalogue_folder(linkage.root, kind)
+        if (folder / f"{dataset}.html").exists() and (
+                kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            return kept[-1]
+        tables = {name: table.to_polars() for name, table in stored.items()}
         catalogue = build_catalogue(dataset, tables, specs, synthetic=synthetic)
-        paths = catalogue.write(catalogue_folder(linkage.root, kind))
+        paths = catalogue.write(folder)
         return Output(catalogue.frame, metadata={
+            FINGERPRINT: fingerprint,
             "catalogue_html": MetadataValue.url(file_url(paths["html"], linkage.root)),
             "catalogue_markdown": MetadataValue.path(str(paths["markdown"].resolve())),
             "tables": catalogue.tables.height,
@@ -202,10 +216,26 @@ def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFram
 
 
 def _release_dates_of_birth(warehouse: Warehouse, specs: dict[tuple[str, str], ReleaseTable],
-                            tables: dict[tuple[str, str], pl.DataFrame]) -> dict[tuple[str, str], pl.Series]:
-    """Each released table's own dates of birth, for the tables that have one (the risk gate's input)."""
-    return {key: dob for key, frame in tables.items()
-            if (dob := _dates_of_birth(warehouse, specs[key], frame)) is not None}
+                            tables: Mapping[tuple[str, str], pl.DataFrame],
+                            skip: Container = ()) -> dict[tuple[str, str], pl.Series]:
+    """Each released table's own dates of birth, for the tables that have one (the risk gate's input),
+    but those in `skip` (whose gates are carried over)."""
+    return {key: dob for key in tables if key not in skip
+            if (dob := _dates_of_birth(warehouse, specs[key], tables[key])) is not None}
+
+
+def _gate_fingerprints(kind: str, inputs: Mapping[tuple[str, str], StoredTable],
+                       release_settings: ReleaseSettings) -> dict[tuple[str, str], str]:
+    """What each table's publish gates see: its content and, for de-identified tables, its dataset's
+    staged tables (raw identifiers, dates of birth) and its risk rule; with the key and the code."""
+    fingerprints = {}
+    for (dataset, name), table in inputs.items():
+        staged = {f"staged.{t.name}": StoredTable(table.database, f"staged_{dataset}", t.name)
+                  for t in SOURCES[dataset].tables} if kind == "deidentified" and dataset in SOURCES else {}
+        rule = release_settings.risk_rule_for(dataset, name) if kind == "deidentified" else None
+        fingerprints[(dataset, name)] = inputs_fingerprint({"table": table, **staged},
+                                                           settings=(kind, rule, key_fingerprint()))
+    return fingerprints
 
 
 def _release_metadata(info: ReleaseInfo, root: Path, synthetic: bool) -> dict:
@@ -266,15 +296,19 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         # held at once), in primary-key order so that every read of a table agrees row by row.
         tables = LoadedOnUse({key: inputs[input_name(*key)] for key in specs}, keep=2,
                              order_by=lambda key: [specs[key].primary_key] if specs[key].primary_key else None)
+        fingerprints = _gate_fingerprints(kind, {key: inputs[input_name(*key)] for key in specs}, release_settings)
+        carried = {} if linkage.mode == "full" else carried_gates(latest_manifest(linkage.root / "releases", kind),
+                                                                   fingerprints)
+        context.log.info(f"publish gates carried over for {len(carried)} unchanged table(s) of {len(specs)}")
         info = write_release(
             linkage.root / "releases", kind, tables, build_catalogues(tables, specs, synthetic=synthetic),
             extract_dates=_extract_dates(warehouse), model_versions=_model_versions(warehouse),
             key_is_development=key_is_development(), extra=extra_metadata(inputs) if extra_metadata else {},
             # The publish gate compares every table and catalogue value with the raw data again.
             identifiers=_raw_identifiers(warehouse),
-            dates_of_birth={} if synthetic else _release_dates_of_birth(warehouse, specs, tables),
+            dates_of_birth={} if synthetic else _release_dates_of_birth(warehouse, specs, tables, skip=carried),
             risk_rules=None if synthetic else {key: release_settings.risk_rule_for(*key) for key in tables},
-            check_results=_check_results(context, kind, tables),
+            check_results=_check_results(context, kind, tables), gate_fingerprints=fingerprints, carried=carried,
         )
         note = linkage.root / "synthetic" / "README.md"
         if synthetic and note.exists():

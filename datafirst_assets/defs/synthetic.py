@@ -48,7 +48,9 @@ from datafirst_assets.synthetic.summaries import (
     summaries_sha256,
     summarise_release,
 )
+from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
 from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
 from datafirst_assets.synthetic.tables import (
     CASE_LOOKUP_ID,
@@ -185,7 +187,7 @@ def _check_specs(tid: TableId) -> list[AssetCheckSpec]:
     ]
 
 
-def _gated_outputs(tables: dict, tids, sha: str, settings: SyntheticSettings):
+def _gated_outputs(tables: dict, tids, sha: str, settings: SyntheticSettings, fingerprint: str | None = None):
     """Gate results for every table, then the tables, or nothing stored when a gate failed."""
     results = []
     for tid in tids:
@@ -198,7 +200,8 @@ def _gated_outputs(tables: dict, tids, sha: str, settings: SyntheticSettings):
     refuse_if_failed(f"synthetic tables {', '.join(name_of(t) for t in tids)}", results,
                      ["matches_release_schema", "no_identifiers"])
     for tid in tids:
-        yield Output(tables[tid], output_name=tid[1], metadata=_label_metadata(sha, settings))
+        yield Output(tables[tid], output_name=tid[1], metadata={
+            **_label_metadata(sha, settings), **({FINGERPRINT: fingerprint} if fingerprint else {})})
 
 
 def _synthetic_source_asset(source: str):
@@ -210,13 +213,21 @@ def _synthetic_source_asset(source: str):
         outs={tid[1]: _out(tid) for tid in tids},
         check_specs=[spec for tid in tids for spec in _check_specs(tid)],
     )
-    def _asset(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame):
+    def _asset(context: AssetExecutionContext, synthetic: SyntheticSettings, linkage: LinkageSettings,
+               summaries: pl.DataFrame):
         doc, sha = load_summaries(summaries)
+        # The source's tables are drawn from their own summaries alone: unchanged summaries, same tables.
+        own = {name_of(tid): doc["tables"].get(name_of(tid)) for tid in tids}
+        fingerprint = inputs_fingerprint({}, settings=(json.dumps(own, sort_keys=True), synthetic.seed, synthetic.scale))
+        # kept tables are exactly what this document draws (same own summaries, seed and scale)
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode, _label_metadata(sha, synthetic))) is not None:
+            yield from kept
+            return
         tables = synthesise_source(doc, source, seed=synthetic.seed, scale=synthetic.scale)
         missing = [name_of(tid) for tid in tids if tid not in tables]
         if missing:
             raise ValueError(f"the summaries have no entry for {missing}: re-materialise synthetic/summaries")
-        yield from _gated_outputs(tables, tids, sha, synthetic)
+        yield from _gated_outputs(tables, tids, sha, synthetic, fingerprint)
 
     return _asset
 

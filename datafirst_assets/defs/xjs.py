@@ -7,6 +7,9 @@ linked hocas + xhibit + lookup                           -> linkage/criminal_cou
 No `from __future__ import annotations`: Dagster inspects annotations at runtime.
 """
 
+import json
+from pathlib import Path
+
 import polars as pl
 from dagster import (
     AssetCheckResult,
@@ -29,6 +32,7 @@ from datafirst_assets.linkage.backend import release_db_api
 from datafirst_assets.linkage.case_link import build_case_link
 from datafirst_assets.linkage.xjs import (
     DEFAULT_THRESHOLDS,
+    XjsResult,
     build_xjs_lookup,
     carry_forward_xjs_ids,
     check_lookup_invariants,
@@ -44,6 +48,31 @@ XJS_ID_CHANGES = AssetKey(["linkage", "xjs", "id_changes"])
 CASE_LOOKUP = AssetKey(["linkage", "criminal_courts", "case_lookup"])
 # (high, medium, low) match probabilities the lookup is cut at; the evaluation reports them
 XJS_THRESHOLDS = DEFAULT_THRESHOLDS
+
+
+def xjs_model_file(linkage: LinkageSettings) -> Path:
+    """The cross-justice model the last run trained or reused (incremental runs reuse it while it fits)."""
+    return linkage.root / "models" / "xjs" / "current.json"
+
+
+def read_xjs_model(path: Path) -> tuple[dict, int] | None:
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return doc["model"], int(doc["trained_on_variants"])
+
+
+def save_xjs_model(path: Path, result: XjsResult) -> None:
+    if result.model is None:
+        return
+    previous = read_xjs_model(path)
+    reused = "reused" in result.model.timings and previous is not None
+    trained_on = previous[1] if reused else int(result.stats["variants"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"model": result.model.to_json(), "trained_on_variants": trained_on}),
+                         encoding="utf-8")
+    temporary.replace(path)
 
 
 def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
@@ -90,12 +119,16 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
     db_api = linkage.db_api()
+    saved = xjs_model_file(linkage)
     try:
         with warehouse.cursor() as conn:  # clustering in the warehouse's DuckDB (its memory limit and spill folder)
             result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=db_api,
-                                      progress=context.log.info, connection=conn)
+                                      progress=context.log.info, connection=conn,
+                                      saved_model=read_xjs_model(saved) if linkage.mode == "incremental" else None,
+                                      retrain_growth=linkage.retrain_growth)
     finally:
         release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
+    save_xjs_model(saved, result)
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
     lookup = add_record_hashes(carried)

@@ -404,6 +404,10 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
 # ---------------------------------------------------------------------------- models
 
 
+# A model's field still counts as usable down to this completeness (usable_fields' cut is 0.01).
+FIELD_DRIFT_COMPLETENESS = 0.005
+
+
 def model_to_reuse(doc: dict[str, Any] | None, trained_records: int | None, records: pl.DataFrame, *,
                    retrain_growth: float | None = 2.0) -> tuple[TrainedModel | None, str]:
     """The stored model if it still fits ``records`` (else None), and why.
@@ -419,7 +423,10 @@ def model_to_reuse(doc: dict[str, Any] | None, trained_records: int | None, reco
     if missing:
         return None, f"records lack {missing}"
     now = sorted(usable_fields(records, LINKAGE_FIELDS))
-    if now != sorted(model.spec.fields):
+    # Hysteresis: a field of the model that drifts just under the completeness cut (a few new
+    # records without it) keeps the model; one that fell well under it, or a new usable field, retrains.
+    kept = set(usable_fields(records, model.spec.fields, min_completeness=FIELD_DRIFT_COMPLETENESS))
+    if set(now) - set(model.spec.fields) or set(model.spec.fields) - kept:
         return None, f"usable fields changed ({sorted(model.spec.fields)} -> {now})"
     if retrain_growth and trained_records and records.height > retrain_growth * trained_records:
         return None, f"records grew from {trained_records:,} to {records.height:,} (over {retrain_growth}x)"

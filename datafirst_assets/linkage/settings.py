@@ -712,7 +712,11 @@ def _rule_sql(rule: Any, sql_dialect: str) -> str:
 
 
 def _rule_columns(rule: Any, sql_dialect: str) -> list[str]:
-    sql = _rule_sql(rule, sql_dialect)
+    return rule_columns(_rule_sql(rule, sql_dialect))
+
+
+def rule_columns(sql: str) -> list[str]:
+    """Linkage fields an equi-join blocking rule's SQL compares (``l."forename" = r."forename"``)."""
     forms = ('l."{c}"', "l.`{c}`", "l.{c} ", "l.{c}=")  # quoted as DuckDB or Spark quote, or bare
     return [c for c in LINKAGE_FIELDS if any(f.format(c=c) in sql for f in forms)]
 

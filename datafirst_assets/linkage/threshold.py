@@ -87,31 +87,58 @@ def labelled_scored_pairs(pairs: pl.DataFrame, labels: pl.DataFrame) -> pl.DataF
         lab, on=["record_id_l", "record_id_r"], how="inner")
 
 
+#: Newton stops when the log-likelihood is within this of its maximum (the Newton decrement).
+NEWTON_TOLERANCE = 1e-10
+#: The labels' EM stops when an iteration raises their log-likelihood by less than this: two
+#: calibrations closer than that are equally supported by the labels. (Labels that leave the curve
+#: unidentified, e.g. nearly all "match" with the rest no more than the reviewers' error rate, let
+#: EM creep along a flat ridge, ~1e-8 per iteration, for its whole budget.)
+EM_TOLERANCE = 1e-7
+
+
 def _log_likelihood(design: np.ndarray, target: np.ndarray, beta: np.ndarray) -> float:
     z = design @ beta
     return float(np.sum(target * z - np.logaddexp(0, z)))
 
 
-def _fit_logistic(x: np.ndarray, target: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
-    """Logistic regression on fractional targets (a, b for a + b x): Newton steps from zero,
-    halved until the likelihood rises (plain Newton overshoots where p is near 0 or 1)."""
+def _fit_logistic(x: np.ndarray, target: np.ndarray, ridge: float = 1e-6,
+                  start: np.ndarray | None = None) -> np.ndarray:
+    """Logistic regression on fractional targets (a, b for a + b x): Newton steps from ``start``
+    (default zero), halved until the likelihood rises (plain Newton overshoots where p is near 0 or 1).
+
+    Stops once the Newton decrement says the likelihood is within ``NEWTON_TOLERANCE`` of its
+    maximum, or when no step along Newton's direction raises it: there the likelihood's own
+    rounding error (a sum over every label) decides whether a step "rises", and near-certain labels
+    (fitted odds beyond the clipped e^35, where the gradient is approximate) made the steps wander
+    there for the whole iteration budget."""
     design = np.column_stack([np.ones_like(x), x])
-    beta = np.zeros(2)
+    beta = np.zeros(2) if start is None else np.array(start, dtype=float)
     current = _log_likelihood(design, target, beta)
     for _ in range(100):
         p = 1 / (1 + np.exp(-np.clip(design @ beta, -35, 35)))
         w = np.maximum(p * (1 - p), 1e-9)
         gradient = design.T @ (target - p) - ridge * beta
         step = np.linalg.solve((design * w[:, None]).T @ design + ridge * np.eye(2), gradient)
+        if gradient @ step < NEWTON_TOLERANCE:
+            break
         for _ in range(30):
             candidate = _log_likelihood(design, target, beta + step)
             if candidate >= current - 1e-12:
                 break
             step = step / 2
+        if candidate <= current:  # no rise left above the likelihood's rounding error
+            break
         beta, current = beta + step, candidate
         if np.abs(step).max() < 1e-8:
             break
     return beta
+
+
+def _labels_log_likelihood(x: np.ndarray, y: np.ndarray, beta: np.ndarray, eps: float) -> float:
+    """Log-likelihood of labels ``y`` (P(says match)) under the curve ``beta`` and error rate ``eps``."""
+    s = 1 / (1 + np.exp(-np.clip(beta[0] + beta[1] * x, -35, 35)))
+    says = (1 - eps) * s + eps * (1 - s)  # within [eps, 1 - eps]: eps is at least 1e-4
+    return float(np.sum(y * np.log(says) + (1 - y) * np.log1p(-says)))
 
 
 def calibrate(labelled: pl.DataFrame, *, max_error_rate: float = 0.2, iterations: int = 100) -> Calibration | None:
@@ -126,6 +153,7 @@ def calibrate(labelled: pl.DataFrame, *, max_error_rate: float = 0.2, iterations
     if y.sum() < 5 or (1 - y).sum() < 5:
         return None
     beta, eps = np.array([0.0, math.log(2)]), 0.01
+    likelihood = -math.inf
     for _ in range(iterations):
         s = 1 / (1 + np.exp(-np.clip(beta[0] + beta[1] * x, -35, 35)))
         says_match = (1 - eps) * s / ((1 - eps) * s + eps * (1 - s))
@@ -133,11 +161,14 @@ def calibrate(labelled: pl.DataFrame, *, max_error_rate: float = 0.2, iterations
         truly_match = y * says_match + (1 - y) * says_non_match
         flipped = y * (1 - says_match) + (1 - y) * says_non_match
         new_eps = float(min(max(flipped.mean(), 1e-4), max_error_rate))
-        new_beta = _fit_logistic(x, truly_match)
+        # warm start: the last M-step's optimum is close to this one's
+        new_beta = _fit_logistic(x, truly_match, start=beta if likelihood > -math.inf else None)
         done = abs(new_eps - eps) < 1e-6 and np.abs(new_beta - beta).max() < 1e-6
         beta, eps = new_beta, new_eps
-        if done:
+        new_likelihood = _labels_log_likelihood(x, y, beta, eps)
+        if done or new_likelihood - likelihood < EM_TOLERANCE:
             break
+        likelihood = new_likelihood
     if beta[1] <= 0:  # labels that do not rise with the weight cannot calibrate it
         return None
     return Calibration(float(beta[0]), float(beta[1]), eps, (float(x.min()), float(x.max())), labelled.height)
@@ -545,11 +576,15 @@ class Assessment:
 
 
 def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Series | None = None,
-           also: tuple[float, ...] = (), blocking: pl.DataFrame | None = None) -> Assessment:
+           also: tuple[float, ...] = (), blocking: pl.DataFrame | None = None,
+           intervals: bool = True) -> Assessment:
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
     record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
-    which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared."""
-    evidence = read_label_evidence(pairs, labels_file) if pairs.height else LabelEvidence()
+    which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared.
+    ``intervals``: also resample the labels for the estimates' 90% intervals (they do not move
+    the best threshold)."""
+    evidence = (read_label_evidence(pairs, labels_file, resamples=BOOTSTRAP_RESAMPLES if intervals else 0)
+                if pairs.height else LabelEvidence())
     calibration = evidence.calibration
     check = transitivity_check(pairs) if pairs.height and calibration is None else None
     if check is not None and check.overconfident:
@@ -572,12 +607,15 @@ def choose_cluster_threshold(
     labels_file: Path | None,
     record_ids: pl.Series | None = None,
     blocking: pl.DataFrame | None = None,
+    intervals: bool = True,
 ) -> ThresholdChoice:
     """`pairs`: scored pairs (record_id_l, record_id_r, match_weight, match_probability).
     A configured threshold wins; otherwise the candidate with the highest expected B-cubed F1
-    under the labels-recalibrated probabilities, or the model's own without labels."""
+    under the labels-recalibrated probabilities, or the model's own without labels.
+    ``intervals=False``: the estimate at the threshold without its 90% intervals (see `assess`)."""
     assessment = assess(pairs, labels_file=labels_file, record_ids=record_ids,
-                        also=(configured,) if configured is not None else (), blocking=blocking)
+                        also=(configured,) if configured is not None else (), blocking=blocking,
+                        intervals=intervals)
     threshold = configured if configured is not None else assessment.best_threshold()
     source = "configured" if configured is not None else assessment.source
     return ThresholdChoice(threshold, source, assessment.estimate_at(threshold), assessment.calibration)
@@ -586,10 +624,11 @@ def choose_cluster_threshold(
 def threshold_chooser(record_ids: pl.Series, *, configured: float | None = None,
                       labels_file: Path | None = None) -> Callable[[pl.DataFrame], tuple[float, str]]:
     """What a full link (``incremental.link_full(choose=...)``) asks once the pairs are scored:
-    the clustering threshold chosen on them, and where it came from."""
+    the clustering threshold chosen on them, and where it came from (the estimates' intervals are
+    the quality asset's: not computed here)."""
     def choose(pairs: pl.DataFrame) -> tuple[float, str]:
         choice = choose_cluster_threshold(pairs, configured=configured, labels_file=labels_file,
-                                          record_ids=record_ids)
+                                          record_ids=record_ids, intervals=False)
         return choice.match_probability, choice.source
 
     return choose

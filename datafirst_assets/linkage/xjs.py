@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -75,7 +75,7 @@ from datafirst_assets.linkage.stable_ids import (
     next_free_id,
     unchanged_persons_kept,
 )
-from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
+from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, make_linker, train_model, u_pairs_for
 from datafirst_assets.sources.registry import SOURCES
 
 #: Match probabilities (high, medium, low) of the best variant pair for two per-dataset
@@ -239,6 +239,8 @@ def build_xjs_lookup(
     keep_edges_above: float | None = None,
     progress=None,
     connection=None,
+    saved_model: tuple[dict[str, Any], int] | None = None,
+    retrain_growth: float | None = 2.0,
 ) -> XjsResult:
     """Link the per-dataset persons of all datasets into cross-justice persons.
 
@@ -249,6 +251,8 @@ def build_xjs_lookup(
     values keep weaker pairs for review / threshold studies, at the cost of a bigger table).
     ``connection``: a DuckDB connection the clustering runs on (default: its own in-memory
     database with the configured memory limit); see ``clusters_sql.nested_clusters_duckdb``.
+    ``saved_model``: (model JSON, variants it was trained on) of an earlier run, reused instead of
+    training while it fits the variants (``incremental.model_to_reuse``, ``retrain_growth``).
 
     Returns an :class:`XjsResult`: ``lookup`` (one row per record), ``persons`` (one row per
     per-dataset person), ``edges`` (person pairs of different datasets: their best variant
@@ -274,9 +278,7 @@ def build_xjs_lookup(
     if n_datasets >= 2:
         db_api = db_api or make_db_api()
         t = time.perf_counter()
-        spec = model_spec_for_records(variants, link_type="link_only", sql_dialect=sql_dialect(db_api))
-        cfg = training or TrainingConfig(u_max_pairs=u_pairs_for(variants.height))
-        model = train_model(variants, spec, db_api, cfg, progress=say)
+        model = _model_for(variants, db_api, training, saved_model, retrain_growth, say)
         timings["train"] = time.perf_counter() - t
         t = time.perf_counter()
         keep = low if keep_edges_above is None else min(keep_edges_above, low)
@@ -312,6 +314,24 @@ def build_xjs_lookup(
     }
     return XjsResult(lookup=lookup, persons=clustered.sort(PERSON), edges=edges,
                      thresholds=(high, medium, low), model=model, stats=stats, timings=timings)
+
+
+def _model_for(variants: pl.DataFrame, db_api, training: TrainingConfig | None,
+               saved_model: tuple[dict[str, Any], int] | None, retrain_growth: float | None, say) -> TrainedModel:
+    """The saved cross-justice model while it fits the variants (a linker over them made for it),
+    else a model trained on them."""
+    from datafirst_assets.linkage.incremental import model_to_reuse  # imports this module's neighbours
+
+    doc, trained_on = saved_model if saved_model is not None else (None, None)
+    reused, why = model_to_reuse(doc, trained_on, variants, retrain_growth=retrain_growth)
+    if reused is not None:
+        say(f"reusing the saved cross-justice model: {why}")
+        return replace(reused, linker=make_linker(db_api, variants, reused.settings, reused.spec),
+                       timings={"reused": 1.0})
+    say(f"training the cross-justice model: {why}")
+    spec = model_spec_for_records(variants, link_type="link_only", sql_dialect=sql_dialect(db_api))
+    return train_model(variants, spec, db_api, training or TrainingConfig(u_max_pairs=u_pairs_for(variants.height)),
+                       progress=say)
 
 
 def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, float, float]:

@@ -47,7 +47,7 @@ from datafirst_assets.deidentify.release_spec import ReleaseTable, release_table
 from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.release.examples import example_queries
 from datafirst_assets.warehouse.lazy_tables import MappedOnUse
-from datafirst_assets.release.gates import ReleaseGates, refuse_unless_passed, scan_release
+from datafirst_assets.release.gates import CarriedGate, ReleaseGates, refuse_unless_passed, scan_release
 
 KINDS = ("deidentified", "synthetic")
 MANIFEST = "manifest.json"
@@ -86,6 +86,27 @@ def latest_file(root: Path, kind: str) -> Path:
     return Path(root) / f"LATEST_{kind}"
 
 
+def latest_manifest(root: Path | str, kind: str) -> dict | None:
+    """The manifest of the release of `kind` published last under `root` (None: none readable)."""
+    try:
+        release_id = latest_file(Path(root), kind).read_text().strip()
+        return json.loads((Path(root) / release_id / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def carried_gates(previous: dict | None, fingerprints: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], CarriedGate]:
+    """Gates of the previous release for the tables whose gate fingerprint it recorded unchanged."""
+    carried = {}
+    for entry in (previous or {}).get("tables", []):
+        key = (entry["source"], entry["table"])
+        gates = entry.get("gates") or {}
+        if gates.get("passed") and entry.get("gate_fingerprint") and entry["gate_fingerprint"] == fingerprints.get(key):
+            carried[key] = CarriedGate(*key, previous=gates,
+                                       from_release=gates.get("carried_over_from") or previous["release_id"])
+    return carried
+
+
 def write_release(
     root: Path | str,
     kind: str,
@@ -101,6 +122,8 @@ def write_release(
     dates_of_birth: Mapping[tuple[str, str], pl.Series] | None = None,
     risk_rules: Mapping[tuple[str, str], RiskRule] | None = None,
     check_results: Mapping[tuple[str, str], Mapping[str, bool]] | None = None,
+    gate_fingerprints: Mapping[tuple[str, str], str] | None = None,
+    carried: Mapping[tuple[str, str], CarriedGate] | None = None,
 ) -> ReleaseInfo:
     """Publish `tables` ((source, table) -> frame) with their catalogues under `root`; see the module doc.
 
@@ -108,7 +131,9 @@ def write_release(
     in spec order) and every dataset a catalogue whose synthetic label matches `kind`. `identifiers`
     (dataset -> raw names, addresses, system ids) and `dates_of_birth` ((dataset, table) -> each row's
     date of birth) make the publish scan compare against the raw data too; `check_results` are the
-    tables' latest Dagster check results, recorded in the manifest.
+    tables' latest Dagster check results, recorded in the manifest. `gate_fingerprints` (recorded per
+    table) say what each table's gates saw; `carried` are gates carried over from the previous release
+    for tables whose fingerprint it recorded (see `release.gates.CarriedGate`).
     """
     require_publishable_key()
     if kind not in KINDS:
@@ -124,7 +149,7 @@ def write_release(
     ordered = _conform(tables, specs)
     _check_catalogues(kind, {source for source, _ in ordered}, catalogues)
     gates = scan_release(kind, ordered, specs, catalogues, identifiers=identifiers, dates_of_birth=dates_of_birth,
-                         risk_rules=risk_rules)
+                         risk_rules=risk_rules, carried=carried)
     refuse_unless_passed(kind, gates)
 
     content = {key: _content_sha256(frame) for key, frame in ordered.items()}
@@ -150,6 +175,8 @@ def write_release(
                 "columns": frame.columns, "sha256": sha256_file(path),
                 "content_sha256": content[(source, name)],
                 "gates": gates.tables[(source, name)].manifest_entry((check_results or {}).get((source, name))),
+                **({"gate_fingerprint": gate_fingerprints[(source, name)]}
+                   if gate_fingerprints and (source, name) in gate_fingerprints else {}),
             })
         catalogue_entries = []
         for dataset in sorted(catalogues):

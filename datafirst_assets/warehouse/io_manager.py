@@ -12,7 +12,8 @@ What an asset may return:
   pl.LazyFrame        streamed to a Parquet file in the spill folder, then inserted from it by
                       DuckDB, so the whole table is never a Python frame;
   WarehouseQuery      a SELECT run by DuckDB inside the write transaction (the data never
-                      leaves the database; it may read the table it replaces).
+                      leaves the database; it may read the table it replaces);
+  KeepStored          nothing to write: the stored table already is the output (inputs unchanged).
 
 What an asset may ask for (its parameter's annotation):
   pl.DataFrame (or nothing)  the stored rows of the partitions it depends on;
@@ -107,6 +108,14 @@ class StoredTable:
 
 
 @dataclass(frozen=True)
+class KeepStored:
+    """An asset output meaning "the stored table already is this output" (its inputs did not
+    change, see `warehouse.unchanged`): nothing is written; the stored table must exist."""
+
+    fingerprint: str
+
+
+@dataclass(frozen=True)
 class WarehouseQuery:
     """An asset output computed by DuckDB: ``sql`` is a SELECT over warehouse tables (or over
     any catalog attached to the warehouse's database instance, e.g. Splink's scratch tables).
@@ -154,6 +163,9 @@ class WarehouseIOManager(ConfigurableIOManager):
             raise TypeError(f"{context.asset_key.to_user_string()} returned None: return a table "
                             "(pl.DataFrame, pl.LazyFrame or WarehouseQuery) or annotate the output as None")
         target = self._target(context, context)
+        if isinstance(obj, KeepStored):
+            self._keep_stored(context, target)
+            return
         key = context.asset_key if context.has_asset_key else None
         contract: dict = {}
         spill = None
@@ -195,6 +207,14 @@ class WarehouseIOManager(ConfigurableIOManager):
             "dagster/table_name": f"{target.schema}.{target.table}",
             **contract,
         })
+
+    def _keep_stored(self, context: OutputContext, target: StoredTable) -> None:
+        with warehouse_cursor(self.database) as conn:
+            if not table_columns(conn, target.schema, target.table):
+                raise RuntimeError(f"{context.asset_key.to_user_string()}: asked to keep the stored table "
+                                   f"{target.schema}.{target.table}, but there is none")
+            rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
+        context.add_output_metadata({"dagster/row_count": rows, "dagster/table_name": f"{target.schema}.{target.table}"})
 
     # ------------------------------------------------------------------------ reading
 

@@ -1,0 +1,142 @@
+"""Skipping a step whose inputs did not change: keep the stored tables instead of rebuilding them.
+
+A new extract often touches only some datasets (a system that delivered no new rows, a dataset
+whose records are all as before). A step of an unchanged dataset then computes exactly the tables
+it stored last time. Each such step fingerprints its inputs where they live (DuckDB: row count,
+column names and types, and an order-independent sum of every row's hash, so no row is read into
+Python), together with the code and the settings that shape its output. The fingerprint is
+recorded in the output's materialization metadata (`inputs_fingerprint`). When the next run's
+fingerprint equals the one recorded with every output's latest materialization, the step yields
+`KeepStored` for each output (the IO manager writes nothing and reports the stored table) and the
+check results of that materialization, marked as carried over; otherwise it computes as usual.
+
+Incremental mode only: a full run (`LinkageSettings.mode == "full"`, the weekly schedule)
+recomputes everything, as does any change of the package's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
+from pathlib import Path
+
+import duckdb
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    Output,
+)
+
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.io_manager import KeepStored, StoredTable, table_columns
+
+FINGERPRINT = "inputs_fingerprint"
+CARRIED_OVER = "carried_over_from_run"
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of the package's source: any code change invalidates every stored fingerprint."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> str:
+    """Columns, row count and the sum of the rows' hashes of `table` (its selected partitions)."""
+    columns = table_columns(conn, table.schema, table.table)
+    if not columns:
+        return "missing"
+    rows, hashes = conn.execute(
+        f"select count(*), coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t").fetchone()
+    wanted = table.columns or tuple(columns)
+    return f"{sorted((c, columns.get(c)) for c in wanted)}|{rows}|{hashes}"
+
+
+def inputs_fingerprint(tables: Mapping[str, StoredTable], *, settings: object = "",
+                       files: Iterable[Path] = ()) -> str:
+    """One fingerprint of a step's input tables, files it reads, its settings and the code."""
+    digest = hashlib.sha256(code_version().encode())
+    digest.update(repr(settings).encode())
+    for path in files:
+        digest.update(f"{path}:{hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else '-'}".encode())
+    by_database: dict[str, list[tuple[str, StoredTable]]] = {}
+    for name, table in sorted(tables.items()):
+        by_database.setdefault(table.database, []).append((name, table))
+    for database, named in by_database.items():
+        with warehouse_cursor(database) as conn:
+            for name, table in named:
+                # The rows, not the partition list: an extract that added no rows leaves a table unchanged.
+                digest.update(f"{name}={table.name}:{table_fingerprint(conn, table)}\n".encode())
+    return digest.hexdigest()
+
+
+def recorded_fingerprint(context: AssetExecutionContext, key: AssetKey) -> str | None:
+    """The inputs fingerprint recorded with `key`'s latest materialization (None: none recorded)."""
+    event = context.instance.get_latest_materialization_event(key)
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        return None
+    value = materialization.metadata.get(FINGERPRINT)
+    return getattr(value, "value", value)
+
+
+def unchanged(context: AssetExecutionContext, fingerprint: str, keys: Iterable[AssetKey], mode: str) -> bool:
+    """Incremental mode, and every output's latest materialization was made from these very inputs."""
+    return mode != "full" and all(recorded_fingerprint(context, key) == fingerprint for key in keys)
+
+
+def latest_evaluation(context, key: AssetCheckKey):
+    """The latest completed evaluation of a check before this run (None: never evaluated), read by
+    key from the event log's index (not by scanning a run's events)."""
+    run_id = context.run.run_id
+    for record in context.instance.event_log_storage.get_asset_check_execution_history(key, limit=3):
+        evaluation = record.event.asset_check_evaluation if record.event is not None else None
+        if record.run_id != run_id and evaluation is not None:
+            return record.run_id, evaluation
+    return None, None
+
+
+def carried_over_checks(context: AssetExecutionContext, keys: Iterable[AssetCheckKey]) -> list[AssetCheckResult]:
+    """The latest result of each check (that of the step that stored the kept tables), carried over
+    to a step that keeps them; a check without one is reported failed, never passed by default."""
+    results = []
+    for key in keys:
+        run_id, evaluation = latest_evaluation(context, key)
+        if evaluation is None:
+            results.append(AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=False,
+                                            metadata={"problem": "inputs unchanged, but no earlier result to carry"}))
+            continue
+        carried = evaluation.metadata.get(CARRIED_OVER)
+        results.append(AssetCheckResult(
+            asset_key=key.asset_key, check_name=key.name, passed=evaluation.passed,
+            severity=evaluation.severity or AssetCheckSeverity.ERROR,
+            metadata={**{k: v for k, v in evaluation.metadata.items() if k != CARRIED_OVER},
+                      CARRIED_OVER: getattr(carried, "value", carried) or run_id}))
+    return results
+
+
+def keep_stored_outputs(fingerprint: str, output_names: Iterable[str], metadata: Mapping | None = None) -> Iterator[Output]:
+    """An output per name, each keeping its stored table (see `KeepStored`)."""
+    for name in output_names:
+        yield Output(KeepStored(fingerprint), output_name=name, metadata={
+            **(metadata or {}), FINGERPRINT: fingerprint, "unchanged": "inputs unchanged: stored table kept"})
+
+
+def kept_if_unchanged(context: AssetExecutionContext, fingerprint: str, mode: str,
+                      metadata: Mapping | None = None) -> list | None:
+    """What a step yields when its inputs are unchanged (its checks carried over, then every selected
+    output kept, with `metadata`), or None when it must compute."""
+    if not unchanged(context, fingerprint, context.selected_asset_keys, mode):
+        return None
+    context.log.info("inputs unchanged since the stored tables were made: kept, not recomputed")
+    return [*carried_over_checks(context, context.selected_asset_check_keys),
+            *keep_stored_outputs(fingerprint, sorted(context.assets_def.get_output_name_for_asset_key(key)
+                                                   for key in context.selected_asset_keys), metadata)]

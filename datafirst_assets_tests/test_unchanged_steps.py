@@ -1,0 +1,158 @@
+"""Steps whose inputs did not change keep their stored tables (warehouse/unchanged.py), and a full
+run or any change of input recomputes them, giving the same tables as a run from scratch."""
+
+import polars as pl
+from dagster import AssetCheckKey, DagsterInstance
+
+from datafirst_assets.defs.deidentify import deidentified_key
+from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.unchanged import CARRIED_OVER, inputs_fingerprint
+from datafirst_assets_tests.test_deidentify import magistrates_extract
+from datafirst_assets_tests.test_gates import _deidentify_run, _publish, _release_warehouse, _resources
+from datafirst_assets_tests.warehouse_tables import write_table
+
+FLATFILE = deidentified_key("magistrates", "hocas_flatfile")
+
+
+def _kept(result) -> set[str]:
+    return {m.asset_key.path[-1] for m in result.get_asset_materialization_events()
+            if "unchanged" in m.materialization.metadata}
+
+
+def _stored(tmp_path) -> pl.DataFrame:
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        return pl.from_arrow(conn.sql("select * from deidentified_magistrates.hocas_flatfile order by all").to_arrow_table())
+
+
+def test_the_fingerprint_follows_content_not_row_order_and_sees_one_changed_value(tmp_path):
+    database = tmp_path / "w.duckdb"
+    frame = pl.DataFrame({"id": [1, 2, 3], "name": ["a", "b", None]})
+    write_table(database, "s", "t", frame)
+    table = StoredTable(str(database), "s", "t")
+    first = inputs_fingerprint({"t": table})
+    write_table(database, "s", "t", frame.reverse())
+    assert inputs_fingerprint({"t": table}) == first
+    assert inputs_fingerprint({"t": table}, settings="other") != first
+    write_table(database, "s", "t", frame.with_columns(pl.Series("name", ["a", "b", "c"])))
+    assert inputs_fingerprint({"t": table}) != first
+    write_table(database, "s", "t", frame.with_columns(pl.col("id").cast(pl.Float64)))
+    assert inputs_fingerprint({"t": table}) != first  # same values, another type
+
+
+def test_unchanged_inputs_keep_the_stored_tables_and_carry_the_gates_over(tmp_path):
+    instance = DagsterInstance.ephemeral()
+    first = _deidentify_run(tmp_path, magistrates_extract(), instance=instance)
+    assert first.success and _kept(first) == set()
+    stored = _stored(tmp_path)
+    second = _deidentify_run(tmp_path, magistrates_extract(), instance=instance)
+    assert second.success
+    assert _kept(second) == {"hocas_flatfile", "hocas_all_offence", "magistrates"}  # tables and their catalogue
+    assert _stored(tmp_path).equals(stored)
+    gates = {e.check_name: e for e in second.get_asset_check_evaluations() if e.asset_key == FLATFILE}
+    assert set(gates) == {"no_identifiers", "schema_valid", "disclosure_control"}
+    assert all(g.passed and g.metadata[CARRIED_OVER].value == first.run_id for g in gates.values())
+    record = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(FLATFILE, "no_identifiers"))
+    assert record.run_id == second.run_id
+
+
+def test_a_changed_input_is_recomputed_as_a_run_from_scratch_would(tmp_path):
+    instance = DagsterInstance.ephemeral()
+    assert _deidentify_run(tmp_path, magistrates_extract(), instance=instance).success
+    extract = magistrates_extract()
+    extract["hocas_flatfile"] = extract["hocas_flatfile"].with_columns(
+        pl.when(pl.col("defendant_case_id") == "DC0003").then(pl.lit("B09")).otherwise(pl.col("court_code"))
+        .alias("court_code"))
+    again = _deidentify_run(tmp_path, extract, instance=instance)
+    assert again.success and _kept(again) == set()
+    incremental = _stored(tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert _deidentify_run(scratch, extract).success
+    assert incremental.equals(_stored(scratch))
+    assert "B09" in incremental["court_code"].to_list()
+
+
+def test_a_full_run_recomputes_even_when_nothing_changed(tmp_path, monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    assert _deidentify_run(tmp_path, magistrates_extract(), instance=instance).success
+
+    def full_mode(*args, **kwargs):
+        return {**_resources(*args, **kwargs), "linkage": LinkageSettings(data_dir=str(tmp_path), mode="full")}
+
+    monkeypatch.setattr("datafirst_assets_tests.test_gates._resources", full_mode)
+    again = _deidentify_run(tmp_path, magistrates_extract(), instance=instance)
+    assert again.success and _kept(again) == set()
+
+
+def test_a_republished_release_carries_the_gates_of_unchanged_tables_and_rescans_a_changed_one(tmp_path):
+    _release_warehouse(tmp_path)
+    assert _publish(tmp_path).success
+    first = _manifest(tmp_path)
+    assert all("carried_over_from" not in t["gates"] for t in first["tables"])
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'B07'")
+    assert _publish(tmp_path).success
+    second = _manifest(tmp_path)
+    carried = {t["table"] for t in second["tables"] if t["gates"].get("carried_over_from") == first["release_id"]}
+    assert carried == {t["table"] for t in first["tables"]} - {"hocas_flatfile"}
+    assert second["gates"]["passed"] and all(t["gates"]["passed"] for t in second["tables"])
+    assert second["release_id"] != first["release_id"]
+    assert second["tables"] != first["tables"] and len(second["tables"]) == len(first["tables"])
+
+
+def _manifest(tmp_path) -> dict:
+    import json
+
+    from datafirst_assets.release.publish import latest_manifest
+
+    manifest = latest_manifest(tmp_path / "releases", "deidentified")
+    assert manifest is not None
+    return json.loads(json.dumps(manifest))
+
+
+def test_the_contract_check_passes_an_unchanged_table_unread_and_rechecks_one_changed_by_hand(tmp_path):
+    from dagster import AssetSelection, asset, materialize
+
+    from datafirst_assets.contracts.checks import VERIFIED_IN, contract_checks
+    from datafirst_assets.defs.resources import Warehouse
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    @asset(key=["linkage", "magistrates", "scored_pairs"], metadata={"schema": "linkage_magistrates"},
+           group_name="linkage")
+    def pairs() -> pl.DataFrame:
+        return pl.DataFrame({"record_id_l": ["a", "b"], "record_id_r": ["b", "c"], "match_weight": [3.0, 9.0],
+                             "match_probability": [0.8, 0.99]})
+
+    checks = contract_checks([pairs])
+    database = str(tmp_path / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()
+    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
+    first = materialize([pairs, *checks], resources=resources, instance=instance)
+    (checked,) = first.get_asset_check_evaluations()
+    assert checked.passed and VERIFIED_IN not in checked.metadata
+
+    def check_again():
+        result = materialize([pairs, *checks], resources=resources, instance=instance, raise_on_error=False,
+                             selection=AssetSelection.checks_for_assets(pairs))
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    unchanged = check_again()
+    assert unchanged.passed and unchanged.metadata[VERIFIED_IN].value == first.run_id
+    assert check_again().metadata[VERIFIED_IN].value == first.run_id  # still the run that read it
+    with warehouse_cursor(database) as conn:
+        conn.execute("update linkage_magistrates.scored_pairs set match_probability = 7 where record_id_l = 'b'")
+    changed = check_again()
+    assert not changed.passed and VERIFIED_IN not in changed.metadata
+    assert "e.g. 7.0" in changed.metadata["contract_report"].value
+    assert not check_again().passed  # a failed check is never carried over as passed
+
+
+def test_a_new_partition_without_rows_leaves_the_fingerprint_unchanged(tmp_path):
+    database = tmp_path / "w.duckdb"
+    write_table(database, "s", "t", pl.DataFrame({"id": [1, 2], "extract_date": ["2024-01-31", "2024-01-31"]}))
+    before = inputs_fingerprint({"t": StoredTable(str(database), "s", "t", "extract_date", ("2024-01-31",))})
+    after = StoredTable(str(database), "s", "t", "extract_date", ("2024-01-31", "2024-03-31"))
+    assert inputs_fingerprint({"t": after}) == before
