@@ -193,3 +193,23 @@ def test_coarsening_generalises_then_suppresses_until_k_holds():
     assert result.suppressed_rows == 3  # the three 61-year-olds cannot reach 7 and are suppressed
     assert released.filter(pl.col("age").is_null()).height == 3
     assert assess(released, spec, DisclosureRule(k=7, quasi_identifiers=rule.quasi_identifiers)).smallest_class >= 3
+
+
+def test_a_declared_code_spelt_like_a_name_is_a_code_in_tables_and_catalogues():
+    # at a million people someone is called High: the risk level HIGH is still a code, but HIGH in
+    # a column with no declared codes is a name
+    from datafirst_assets.deidentify.pii_gate import RawIdentifiers
+    from datafirst_assets.deidentify.release_spec import release_tables
+    from datafirst_assets.release.gates import _undeclared_values
+
+    spec = release_tables()[("oasys", "oasys_assessments_details_core_risk")]
+    assert "HIGH" in spec.code_lists["risk_level"]
+    known = RawIdentifiers(names={"HIGH", "WHITFORD"})
+    released = pl.DataFrame({"risk_level": ["HIGH", "LOW", "WHITFORD"], "assessor_note": ["HIGH", None, None]})
+    findings = scan_table("oasys.oasys_assessment", released, known, codes=spec.code_lists)
+    assert sorted((f.column, f.rows) for f in findings) == [("assessor_note", 1), ("risk_level", 1)]
+    assert len(scan_table("oasys.oasys_assessment", released, known)) == 2  # without the lists, HIGH is a name
+    values = pl.DataFrame({"dataset": "oasys", "table": "oasys_assessments_details_core_risk", "column": ["risk_level", "risk_level",
+                                                                                      "assessor_note"],
+                           "value": ["High", "WHITFORD", "HIGH"], "count": [20, 15, 12]})
+    assert _undeclared_values(values)[["column", "value"]].rows() == [("risk_level", "WHITFORD"), ("assessor_note", "HIGH")]

@@ -116,7 +116,9 @@ def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> R
     return found
 
 
-def _value_findings(table: str, column: str, values: pl.Series, raw: RawIdentifiers) -> list[Finding]:
+def _value_findings(table: str, column: str, values: pl.Series, raw: RawIdentifiers,
+                    codes: Iterable[str] = ()) -> list[Finding]:
+    """`codes`: the column's declared codes, which are not compared with raw names, addresses or ids."""
     findings = []
     normalised = values.cast(pl.String).str.strip_chars().str.to_uppercase()
     # A whole 64-hex hash is one word: no pattern (each bounded by \b, shorter) can match inside
@@ -126,6 +128,9 @@ def _value_findings(table: str, column: str, values: pl.Series, raw: RawIdentifi
         hits = unhashed.filter(unhashed.str.contains(pattern))
         if hits.len():
             findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
+    declared = [str(c).upper() for c in codes]
+    if declared:
+        normalised = normalised.filter(~normalised.is_in(declared))
     for identifier in ("name", "address", "system_id"):
         known = raw.series(identifier)
         if not known.len():
@@ -137,8 +142,10 @@ def _value_findings(table: str, column: str, values: pl.Series, raw: RawIdentifi
 
 
 def scan_table(table: str, released: pl.DataFrame, raw: RawIdentifiers, *,
-               dates_of_birth: pl.Series | None = None) -> list[Finding]:
-    """Every identifier found in `released`; `dates_of_birth` is aligned row by row with it."""
+               dates_of_birth: pl.Series | None = None,
+               codes: Mapping[str, Iterable[str]] | None = None) -> list[Finding]:
+    """Every identifier found in `released`; `dates_of_birth` is aligned row by row with it; `codes`:
+    each code column's declared values (a code equal to a raw name is not a name)."""
     findings = [
         Finding(table, column, "withheld column name", released.height, column)
         for column in released.columns if column.lower() in raw.column_names
@@ -146,7 +153,7 @@ def scan_table(table: str, released: pl.DataFrame, raw: RawIdentifiers, *,
     for column in released.columns:
         series = released[column]
         if series.dtype == pl.String:
-            findings += _value_findings(table, column, series.drop_nulls().unique(), raw)
+            findings += _value_findings(table, column, series.drop_nulls().unique(), raw, (codes or {}).get(column, ()))
         elif series.dtype in (pl.Date, pl.Datetime) and dates_of_birth is not None:
             if dates_of_birth.len() != released.height:
                 raise ValueError(f"{table}: dates of birth are not aligned with the released rows")

@@ -66,7 +66,7 @@ def deidentify_source(source: SourceSpec, staged: Mapping[str, pl.DataFrame],
         dob = _dob_column(source, table.name)
         release.findings[table.name] = scan_table(
             f"{source.key}.{table.name}", released, known,
-            dates_of_birth=latest[table.name][dob] if dob else None,
+            dates_of_birth=latest[table.name][dob] if dob else None, codes=spec.code_lists,
         )
         release.tables[table.name] = released
     release.orphans = orphan_counts(release.tables, {t.name: specs[(source.key, t.name)] for t in source.tables})

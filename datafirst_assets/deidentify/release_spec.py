@@ -68,6 +68,9 @@ class ReleaseColumn:
     staged: str | None = None  # the staged column it is made from (None: added, e.g. the person id)
     references: tuple[str, str] | None = None  # (table, column) a foreign key points at
     hash_namespace: str | None = None
+    # The source's declared values of a code column, released as they are: a value on this list is
+    # a code of the data dictionary even when someone's name is spelt the same (risk level HIGH).
+    codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,11 @@ class ReleaseTable:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def code_lists(self) -> dict[str, tuple[str, ...]]:
+        """Released column -> its declared codes, for the columns that have them."""
+        return {c.name: c.codes for c in self.columns if c.codes}
 
     def column(self, name: str) -> ReleaseColumn:
         return next(c for c in self.columns if c.name == name)
@@ -165,7 +173,7 @@ def _treat(source: SourceSpec, table: TableSpec, column: ColumnSpec, event_date:
         )
     role = KIND_ROLE[column.kind]
     dtype = {"int": pl.Int64, "float": pl.Float64}.get(column.kind, DTYPES.get(role, pl.String))
-    return ReleaseColumn(column.name, role, dtype, described, staged=column.name)
+    return ReleaseColumn(column.name, role, dtype, described, staged=column.name, codes=column.codes)
 
 
 def _age_event_date(source: SourceSpec, table: TableSpec) -> str | None:

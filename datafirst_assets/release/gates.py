@@ -23,7 +23,7 @@ from datafirst_assets.catalogue.build import Catalogue
 from datafirst_assets.contracts.core import ContractReport, validate_table
 from datafirst_assets.deidentify.disclosure import RiskResult, RiskRule, reidentification_risk
 from datafirst_assets.deidentify.pii_gate import Finding, RawIdentifiers, scan_table, shape_identifiers
-from datafirst_assets.deidentify.release_spec import ReleaseTable
+from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.deidentify.schemas import release_schema
 
 CATALOGUE_TEXT_COLUMNS = ("values", "min", "median", "max")
@@ -119,10 +119,25 @@ def _without_column_names(identifiers: RawIdentifiers) -> RawIdentifiers:
     return RawIdentifiers(names=identifiers.names, addresses=identifiers.addresses, system_ids=identifiers.system_ids)
 
 
+def _undeclared_values(values: pl.DataFrame) -> pl.DataFrame:
+    """A catalogue's listed values less those on their column's declared code list (a risk level
+    HIGH is a code, though at a million people someone is called High)."""
+    declared = [{"table": table, "column": column, "value": code.upper(), "_declared": True}
+                for (_, table), spec in release_tables().items() for column, codes in spec.code_lists.items()
+                for code in codes]
+    if not declared or values.is_empty():
+        return values
+    lists = pl.DataFrame(declared, schema={"table": pl.String, "column": pl.String, "value": pl.String,
+                                           "_declared": pl.Boolean}).unique(["table", "column", "value"])
+    keyed = values.with_columns(pl.col("value").cast(pl.String).str.to_uppercase().alias("_upper"))
+    return (keyed.join(lists.rename({"value": "_upper"}), on=["table", "column", "_upper"], how="left")
+            .filter(pl.col("_declared").is_null()).drop("_upper", "_declared"))
+
+
 def _catalogue_findings(name: str, catalogue: Catalogue, no_names: RawIdentifiers) -> tuple[list[Finding], int]:
     """`no_names`: made once per dataset by `_without_column_names` (its value Series are built on
     first use and reused for every catalogue: rebuilt per catalogue they took most of the scan)."""
-    values = catalogue.values.select(pl.col("value").cast(pl.String))
+    values = _undeclared_values(catalogue.values).select(pl.col("value").cast(pl.String))
     cells = catalogue.frame.select([pl.col(c).cast(pl.String) for c in CATALOGUE_TEXT_COLUMNS])
     findings = scan_table(f"catalogue:{name}.values", values, no_names)
     findings += scan_table(f"catalogue:{name}.summary", cells, no_names)
@@ -163,9 +178,10 @@ def scan_release(
         if source in identifiers:
             known.update(identifiers[source])
         try:
-            findings = scan_table(f"{source}.{name}", frame, known, dates_of_birth=dates_of_birth.get((source, name)))
+            findings = scan_table(f"{source}.{name}", frame, known, dates_of_birth=dates_of_birth.get((source, name)),
+                                  codes=spec.code_lists)
         except ValueError:  # dates of birth not aligned with the rows: scan without them
-            findings = scan_table(f"{source}.{name}", frame, known)
+            findings = scan_table(f"{source}.{name}", frame, known, codes=spec.code_lists)
         rule = (risk_rules or {}).get((source, name))
         risk = reidentification_risk(frame, spec, rule or RiskRule()) if kind == "deidentified" else None
         gates.tables[(source, name)] = TableGate(source, name, findings, validate_table(frame, release_schema(spec)),

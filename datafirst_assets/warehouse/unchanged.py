@@ -80,11 +80,7 @@ def inputs_fingerprint(tables: Mapping[str, StoredTable], *, settings: object = 
 
 def recorded_fingerprint(context: AssetExecutionContext, key: AssetKey) -> str | None:
     """The inputs fingerprint recorded with `key`'s latest materialization (None: none recorded)."""
-    event = context.instance.get_latest_materialization_event(key)
-    materialization = event.asset_materialization if event is not None else None
-    if materialization is None:
-        return None
-    value = materialization.metadata.get(FINGERPRINT)
+    value = previous_metadata(context, key).get(FINGERPRINT)
     return getattr(value, "value", value)
 
 
@@ -123,11 +119,21 @@ def carried_over_checks(context: AssetExecutionContext, keys: Iterable[AssetChec
     return results
 
 
-def keep_stored_outputs(fingerprint: str, output_names: Iterable[str], metadata: Mapping | None = None) -> Iterator[Output]:
-    """An output per name, each keeping its stored table (see `KeepStored`)."""
+def previous_metadata(context: AssetExecutionContext, key: AssetKey) -> dict:
+    """The metadata of `key`'s latest materialization (what the kept table was stored with)."""
+    event = context.instance.get_latest_materialization_event(key)
+    materialization = event.asset_materialization if event is not None else None
+    return dict(materialization.metadata) if materialization is not None else {}
+
+
+def keep_stored_outputs(fingerprint: str, output_names: Iterable[str], metadata: Mapping | None = None,
+                        previous: Mapping[str, Mapping] | None = None) -> Iterator[Output]:
+    """An output per name, each keeping its stored table (see `KeepStored`), with the metadata it was
+    stored with (`previous`, by output name: the threshold, counts and reports stay on the asset's page)."""
     for name in output_names:
         yield Output(KeepStored(fingerprint), output_name=name, metadata={
-            **(metadata or {}), FINGERPRINT: fingerprint, "unchanged": "inputs unchanged: stored table kept"})
+            **(previous or {}).get(name, {}), **(metadata or {}), FINGERPRINT: fingerprint,
+            "unchanged": "inputs unchanged: stored table kept"})
 
 
 def kept_if_unchanged(context: AssetExecutionContext, fingerprint: str, mode: str,
@@ -137,6 +143,7 @@ def kept_if_unchanged(context: AssetExecutionContext, fingerprint: str, mode: st
     if not unchanged(context, fingerprint, context.selected_asset_keys, mode):
         return None
     context.log.info("inputs unchanged since the stored tables were made: kept, not recomputed")
+    outputs = {context.assets_def.get_output_name_for_asset_key(key): key for key in context.selected_asset_keys}
+    previous = {name: previous_metadata(context, key) for name, key in outputs.items()}
     return [*carried_over_checks(context, context.selected_asset_check_keys),
-            *keep_stored_outputs(fingerprint, sorted(context.assets_def.get_output_name_for_asset_key(key)
-                                                   for key in context.selected_asset_keys), metadata)]
+            *keep_stored_outputs(fingerprint, sorted(outputs), metadata, previous)]
