@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import gc
 import sys
+from functools import cache
 
 from dagster import HookContext, failure_hook, success_hook
 
@@ -32,6 +33,16 @@ def freeze_long_lived_objects() -> None:
     gc.freeze()
 
 
+@cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (find_library runs ldconfig: twice per step it added up)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
 def release_memory() -> None:
     """Collect cycles (freeing linkers, DuckDB scratch catalogs and frames they hold), drop
     DuckDB's cache of stored pages, and ask Arrow's and the C allocator to return free memory."""
@@ -43,12 +54,10 @@ def release_memory() -> None:
         pyarrow.default_memory_pool().release_unused()
     except (ImportError, AttributeError):
         pass
-    libc = ctypes.util.find_library("c")
-    if libc:
-        try:
-            ctypes.CDLL(libc).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc: nothing to trim
-            pass
+    try:
+        _libc().malloc_trim(0)
+    except AttributeError:  # no C library found, or not glibc: nothing to trim
+        pass
 
 
 class _MallInfo2(ctypes.Structure):
@@ -58,10 +67,9 @@ class _MallInfo2(ctypes.Structure):
 
 def _glibc_heap() -> str:
     """The C heap (glibc's malloc, all arenas): in use, free but still mapped, and mmapped blocks."""
-    libc = ctypes.util.find_library("c")
     try:
-        mallinfo2 = ctypes.CDLL(libc).mallinfo2
-    except (OSError, AttributeError, TypeError):
+        mallinfo2 = _libc().mallinfo2
+    except AttributeError:  # no C library found, or not glibc
         return ""
     mallinfo2.restype = _MallInfo2
     info = mallinfo2()
