@@ -35,6 +35,7 @@ from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 from datafirst_assets_tests.release_fixtures import release_frames
 from datafirst_assets_tests.test_deidentify import magistrates_extract, staged_frame
+from datafirst_assets_tests.warehouse_tables import checked_scored_pairs
 from datafirst_assets_tests.warehouse_tables import table_names as _tables
 from datafirst_assets_tests.warehouse_tables import write_table as _write
 
@@ -152,20 +153,11 @@ def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_ch
     from dagster import AssetSelection
 
     from datafirst_assets.contracts import checks as contract_check_module
-    from datafirst_assets.contracts.checks import contract_checks
-
     if checked_in != "polars":  # as a table over the in-database threshold is
         monkeypatch.setattr(contract_check_module, "IN_DATABASE_ROWS", 0)
 
-    @asset(key=["linkage", "magistrates", "scored_pairs"], metadata={"schema": "linkage_magistrates"},
-           group_name="linkage")
-    def pairs() -> pl.DataFrame:
-        return pl.DataFrame({"record_id_l": ["a", "b"], "record_id_r": ["b", "c"], "match_weight": [3.0, 9.0],
-                             "match_probability": [0.8, 0.99]})
-
-    checks = contract_checks([pairs])
     database = str(tmp_path / "wh.duckdb")
-    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
+    pairs, checks, resources = checked_scored_pairs(database)
     first = materialize([pairs, *checks], resources=resources)
     assert [c.passed for c in first.get_asset_check_evaluations()] == [True]
     with warehouse_cursor(database) as conn:

@@ -113,22 +113,14 @@ def _manifest(tmp_path) -> dict:
 
 
 def test_the_contract_check_passes_an_unchanged_table_unread_and_rechecks_one_changed_by_hand(tmp_path):
-    from dagster import AssetSelection, asset, materialize
+    from dagster import AssetSelection, materialize
 
-    from datafirst_assets.contracts.checks import VERIFIED_IN, contract_checks
-    from datafirst_assets.defs.resources import Warehouse
-    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+    from datafirst_assets.contracts.checks import VERIFIED_IN
+    from datafirst_assets_tests.warehouse_tables import checked_scored_pairs
 
-    @asset(key=["linkage", "magistrates", "scored_pairs"], metadata={"schema": "linkage_magistrates"},
-           group_name="linkage")
-    def pairs() -> pl.DataFrame:
-        return pl.DataFrame({"record_id_l": ["a", "b"], "record_id_r": ["b", "c"], "match_weight": [3.0, 9.0],
-                             "match_probability": [0.8, 0.99]})
-
-    checks = contract_checks([pairs])
     database = str(tmp_path / "wh.duckdb")
+    pairs, checks, resources = checked_scored_pairs(database)
     instance = DagsterInstance.ephemeral()
-    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
     first = materialize([pairs, *checks], resources=resources, instance=instance)
     (checked,) = first.get_asset_check_evaluations()
     assert checked.passed and VERIFIED_IN not in checked.metadata
