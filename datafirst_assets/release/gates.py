@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 
 import polars as pl
 
@@ -119,19 +120,20 @@ def _without_column_names(identifiers: RawIdentifiers) -> RawIdentifiers:
     return RawIdentifiers(names=identifiers.names, addresses=identifiers.addresses, system_ids=identifiers.system_ids)
 
 
+@cache
+def _declared_codes() -> pl.DataFrame:
+    """(table, column, upper-case value) of every declared code of a released column."""
+    rows = [(table, column, code.upper()) for (_, table), spec in release_tables().items()
+            for column, codes in spec.code_lists.items() for code in codes]
+    return pl.DataFrame(rows, schema={"table": pl.String, "column": pl.String, "_upper": pl.String},
+                        orient="row").unique()
+
+
 def _undeclared_values(values: pl.DataFrame) -> pl.DataFrame:
     """A catalogue's listed values less those on their column's declared code list (a risk level
     HIGH is a code, though at a million people someone is called High)."""
-    declared = [{"table": table, "column": column, "value": code.upper(), "_declared": True}
-                for (_, table), spec in release_tables().items() for column, codes in spec.code_lists.items()
-                for code in codes]
-    if not declared or values.is_empty():
-        return values
-    lists = pl.DataFrame(declared, schema={"table": pl.String, "column": pl.String, "value": pl.String,
-                                           "_declared": pl.Boolean}).unique(["table", "column", "value"])
     keyed = values.with_columns(pl.col("value").cast(pl.String).str.to_uppercase().alias("_upper"))
-    return (keyed.join(lists.rename({"value": "_upper"}), on=["table", "column", "_upper"], how="left")
-            .filter(pl.col("_declared").is_null()).drop("_upper", "_declared"))
+    return keyed.join(_declared_codes(), on=["table", "column", "_upper"], how="anti").drop("_upper")
 
 
 def _catalogue_findings(name: str, catalogue: Catalogue, no_names: RawIdentifiers) -> tuple[list[Finding], int]:

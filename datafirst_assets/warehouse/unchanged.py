@@ -78,15 +78,11 @@ def inputs_fingerprint(tables: Mapping[str, StoredTable], *, settings: object = 
     return digest.hexdigest()
 
 
-def recorded_fingerprint(context: AssetExecutionContext, key: AssetKey) -> str | None:
-    """The inputs fingerprint recorded with `key`'s latest materialization (None: none recorded)."""
-    value = previous_metadata(context, key).get(FINGERPRINT)
-    return getattr(value, "value", value)
-
-
-def unchanged(context: AssetExecutionContext, fingerprint: str, keys: Iterable[AssetKey], mode: str) -> bool:
-    """Incremental mode, and every output's latest materialization was made from these very inputs."""
-    return mode != "full" and all(recorded_fingerprint(context, key) == fingerprint for key in keys)
+def unchanged(previous: Mapping[AssetKey, Mapping], fingerprint: str, mode: str) -> bool:
+    """Incremental mode, and every output's latest materialization (its metadata in `previous`) was
+    made from these very inputs."""
+    recorded = (getattr(m.get(FINGERPRINT), "value", m.get(FINGERPRINT)) for m in previous.values())
+    return mode != "full" and all(value == fingerprint for value in recorded)
 
 
 def latest_evaluation(context, key: AssetCheckKey):
@@ -140,10 +136,10 @@ def kept_if_unchanged(context: AssetExecutionContext, fingerprint: str, mode: st
                       metadata: Mapping | None = None) -> list | None:
     """What a step yields when its inputs are unchanged (its checks carried over, then every selected
     output kept, with `metadata`), or None when it must compute."""
-    if not unchanged(context, fingerprint, context.selected_asset_keys, mode):
+    previous = {key: previous_metadata(context, key) for key in context.selected_asset_keys}
+    if not unchanged(previous, fingerprint, mode):
         return None
     context.log.info("inputs unchanged since the stored tables were made: kept, not recomputed")
-    outputs = {context.assets_def.get_output_name_for_asset_key(key): key for key in context.selected_asset_keys}
-    previous = {name: previous_metadata(context, key) for name, key in outputs.items()}
+    by_output = {context.assets_def.get_output_name_for_asset_key(key): m for key, m in previous.items()}
     return [*carried_over_checks(context, context.selected_asset_check_keys),
-            *keep_stored_outputs(fingerprint, sorted(outputs), metadata, previous)]
+            *keep_stored_outputs(fingerprint, sorted(by_output), metadata, by_output)]
