@@ -105,6 +105,9 @@ def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
             assert sorted(r.run_id for r in runs) == sorted(run_ids)
             assert all(r.remote_job_origin is not None and r.remote_job_origin.location_name == LOCATION
                        for r in runs), [(r.run_id, r.job_name) for r in runs if r.remote_job_origin is None]
+            # ... and all were started by one code server, over its socket (not a server per run)
+            servers = {r.remote_job_origin.repository_origin.code_location_origin for r in runs}
+            assert len(servers) == 1 and getattr(next(iter(servers)), "socket", None), servers
             return run_ids
     finally:
         close_warehouse()
