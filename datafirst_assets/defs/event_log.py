@@ -56,6 +56,8 @@ def _sync_at_checkpoints(dbapi_connection, _connection_record) -> None:
     try:  # only a WAL database: with a rollback journal, NORMAL can corrupt on power loss
         if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
             cursor.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.Error:  # busy past the timeout: this connection keeps the default, the write goes on
+        pass
     finally:
         cursor.close()
 
