@@ -163,9 +163,11 @@ def _launched_run_id(response: dict, job_name: str, output: str) -> str:
                        f"{'; '.join(problems)[:2000]}\n{output[-2000:]}")
 
 
-def _die_with_parent() -> None:
-    """In the code server's process before it starts: stop it if the process that started it dies
-    (a killed `datafirst run` leaves no server behind). Linux only; elsewhere `atexit` stops it."""
+def _prepare_server_process() -> None:
+    """In the code server's process before it starts: let SIGINT stop it (a shell's background job
+    ignores SIGINT, and its children inherit that), and stop it if the process that started it dies
+    (a killed `datafirst run` leaves no server behind; Linux only, elsewhere `atexit` stops it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         import ctypes
 
@@ -191,7 +193,7 @@ class CodeServer:
             self.process = subprocess.Popen(
                 [str(Path(sys.executable).parent / "dagster"), "api", "grpc", "--module-name", CODE_LOCATION_MODULE,
                  "--socket", str(self.socket), "--location-name", CODE_LOCATION_MODULE, "--log-level", "warning"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_prepare_server_process)
         self._wait_until_serving(ready_timeout)
 
     def _wait_until_serving(self, timeout: float) -> None:
