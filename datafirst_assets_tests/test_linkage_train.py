@@ -163,7 +163,9 @@ def test_prior_recall_comes_from_the_trained_agreement_when_the_rules_rest_on_po
     assert "postcode" in spec.deterministic_rules[0]
     records = make_dataset(60, seed=2)[0].select("record_id", "source_dataset", *fields)
     linker = make_linker(make_db_api(), records, spec.settings, spec)
-    m = {"forename": [0.8, 0.1, 0.04, 0.02, 0.01, 0.01, 0.01, 0.01], "surname": [0.9, 0.05, 0.02, 0.01, 0.02],
+    # forename: both names agree (weighed by the full name), forename alone ...; surname: surname alone
+    # (its "both agree" level is the forename's), ...
+    m = {"forename": [0.5, 0.3, 0.04, 0.02, 0.01, 0.01, 0.01, 0.01], "surname": [0.4, 0.05, 0.02, 0.01, 0.02],
          "postcode": [0.55, 0.05, 0.1, 0.2, 0.1]}
     for comp in linker._settings_obj.comparisons:
         levels = [lvl for lvl in comp.comparison_levels if not lvl.is_null_level]
@@ -171,8 +173,9 @@ def test_prior_recall_comes_from_the_trained_agreement_when_the_rules_rest_on_po
             lvl.m_probability = value
     assert exact_agreement_m(linker, "postcode") == pytest.approx(0.55)
     assert exact_agreement_m(linker, "forename") == pytest.approx(0.8)
+    assert exact_agreement_m(linker, "surname") == pytest.approx(0.5 + 0.5 * 0.4)  # both, or surname alone
     assert exact_agreement_m(linker, "pnc") is None  # not compared
-    assert recall_from_m(linker, spec) == pytest.approx(0.9**2 * 0.8 * 0.9 * 0.55)
+    assert recall_from_m(linker, spec) == pytest.approx(0.9**2 * 0.8 * 0.7 * 0.55)
 
 
 def test_rare_name_pairs_are_records_sharing_a_full_name_too_rare_to_share_by_chance():

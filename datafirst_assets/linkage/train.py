@@ -34,8 +34,12 @@ from datafirst_assets.linkage.backend import sql_dialect
 from datafirst_assets.linkage.settings import (
     SOURCE_DATASET,
     UNIQUE_ID,
+    FULL_NAME,
     LinkageConfigError,
     ModelSpec,
+    full_name_frequencies,
+    uses_full_name,
+    with_full_name,
     render_model,
     render_spec,
     rule_columns,
@@ -116,6 +120,8 @@ def aligned_frames(records: pl.DataFrame | Sequence[pl.DataFrame], spec: ModelSp
     frames = _frames(records)
     if spec is not None:
         frames = [f.select([c for c in spec.columns if c in f.columns]) for f in frames]
+        if uses_full_name(spec.settings):
+            frames = [with_full_name(f) for f in frames]
     if len(frames) > 1:
         dtypes: dict[str, pl.DataType] = {}
         for f in frames:
@@ -164,7 +170,12 @@ def make_linker(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], settings
     settings = settings_for_backend(db_api, settings, spec)
     sdf = register_records(db_api, records, spec)
     settings = json.loads(json.dumps(settings))  # Splink mutates/keeps references
-    return Linker(sdf, settings, log_level=SPLINK_LOG_LEVEL)
+    linker = Linker(sdf, settings, log_level=SPLINK_LOG_LEVEL)
+    if uses_full_name(settings):  # the full name's frequency counted by place, not by record
+        lookup = db_api.register(full_name_frequencies(_frames(records)).to_arrow(),
+                                 table_name=f"__full_name_tf_{secrets.token_hex(4)}")
+        linker.table_management.register_term_frequency_lookup(lookup, FULL_NAME)
+    return linker
 
 
 # ---------------------------------------------------------------------------- training
@@ -268,12 +279,22 @@ def exact_agreement_m(linker: Linker, column: str) -> float | None:
     level whose condition includes ``column_l = column_r`` (summed, should a comparison split
     exact agreement over several levels). None when no level says so."""
     equal = f"{column}_l={column}_r"
+
+    def condition(lvl) -> str:
+        return "".join(lvl.sql_condition.split()).replace('"', "").replace("`", "")
+
+    # A comparison that leaves a case to another (surname's "both names agree", weighed in forename)
+    # has m values among the rest of the pairs only: scaled by the share that rest is.
+    elsewhere = {condition(lvl): float(lvl._m_probability) for comp in linker._settings_obj.comparisons
+                 for lvl in comp.comparison_levels
+                 if not lvl.is_null_level and isinstance(lvl._m_probability, (int, float))}
     total, found = 0.0, False
     for comp in linker._settings_obj.comparisons:
+        left_out = sum(elsewhere.get(condition(lvl), 0.0) for lvl in comp.comparison_levels
+                       if lvl.is_null_level and condition(lvl) in elsewhere)
         for lvl in comp.comparison_levels:
-            sql = "".join(lvl.sql_condition.split()).replace('"', "").replace("`", "")
-            if not lvl.is_null_level and equal in sql and isinstance(lvl._m_probability, (int, float)):
-                total, found = total + float(lvl._m_probability), True
+            if not lvl.is_null_level and equal in condition(lvl) and isinstance(lvl._m_probability, (int, float)):
+                total, found = total + (1 - left_out) * float(lvl._m_probability), True
     return total if found else None
 
 
