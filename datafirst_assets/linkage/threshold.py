@@ -251,6 +251,55 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
     return TransitivityCheck(surest, rate(checked), checked.height, calibration)
 
 
+# ---------------------------------------------------------------- no labels: matches through other records
+
+#: Links the closure follows: expected_match >= 0.7 (odds above 2:1). Any floor from 0.6 to 0.8
+#: keeps every dataset's estimates within 0.03 of measured at 100,000 people; 0.5 follows enough
+#: doubtful family links (relatives) to overstate family's matches, 0.9 too few to see civil's.
+CLOSURE_FLOOR = 0.7
+#: Rounds of closure: each doubles the longest path followed (two rounds: up to four links).
+CLOSURE_ROUNDS = 2
+
+
+def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
+                       rounds: int = CLOSURE_ROUNDS) -> pl.DataFrame:
+    """``record_id_l``, ``record_id_r``, ``path_match``: every two records joined by a path of links
+    with ``expected_match`` >= ``floor`` (up to 2 ** ``rounds`` links), and the product of
+    ``expected_match`` along the likeliest such path (the pair's own link is a path of one link).
+
+    Same person is transitive: if every link on a path is a match, so is the pair at its ends. So the
+    product is the probability that the path's links are all matches (were their errors
+    independent), a lower bound on the pair being a match, whatever its own match weight says. That is
+    the evidence a pair's own weight cannot see: a person recorded with a stale surname and an old
+    address scores low against their other records one by one (the errors come together, which the
+    model's independent comparisons read as strong evidence against), yet each is closed to the
+    rest by a third record. Products below ``floor`` ** 4 are dropped (too weak to count)."""
+    links = (ordered_ids(expected).filter(pl.col(EXPECTED) >= floor)
+             .select("record_id_l", "record_id_r", pl.col(EXPECTED).cast(pl.Float64).alias("path_match")))
+    for _ in range(rounds):
+        both = pl.concat([links, links.select(pl.col("record_id_r").alias("record_id_l"),
+                                              pl.col("record_id_l").alias("record_id_r"), "path_match")])
+        longer = (both.join(both.rename({"record_id_l": "other", "path_match": "second"}), on="record_id_r")
+                  .filter(pl.col("record_id_l") < pl.col("other"))
+                  .select("record_id_l", pl.col("other").alias("record_id_r"),
+                          (pl.col("path_match") * pl.col("second")).alias("path_match"))
+                  .filter(pl.col("path_match") >= floor ** 4))
+        links = pl.concat([links, longer]).group_by("record_id_l", "record_id_r").agg(pl.col("path_match").max())
+    return links
+
+
+def with_indirect_matches(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR) -> pl.DataFrame:
+    """``expected`` with each pair's ``expected_match`` raised to its path probability
+    (:func:`transitive_closure`) where that is higher: the model's own probabilities only (see
+    :func:`assess`). Pairs no path joins keep theirs."""
+    if expected.is_empty():
+        return expected
+    keys = ["record_id_l", "record_id_r"]
+    return (ordered_ids(expected).join(transitive_closure(expected, floor), on=keys, how="left")
+            .with_columns(pl.max_horizontal(pl.col(EXPECTED), pl.col("path_match").fill_null(0.0)).alias(EXPECTED))
+            .drop("path_match"))
+
+
 # ---------------------------------------------------------------- matches blocking never compared
 
 #: The "lists" of capture-recapture: blocking rules grouped by the identifiers they use beyond
@@ -592,6 +641,8 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
     expected = with_expected_matches(pairs, calibration)
+    if calibration is None or calibration.method != "clerical_labels":
+        expected = with_indirect_matches(expected)
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates),
