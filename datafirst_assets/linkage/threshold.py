@@ -257,15 +257,30 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
 #: keeps every dataset's estimates within 0.03 of measured at 100,000 people; 0.5 follows enough
 #: doubtful family links (relatives) to overstate family's matches, 0.9 too few to see civil's.
 CLOSURE_FLOOR = 0.7
+#: Links the closure treats as certain: records they join count as one (p >= 0.999, 10 bits).
+SURE_LINK = 0.999
 #: Rounds of closure: each doubles the longest path followed (two rounds: up to four links).
 CLOSURE_ROUNDS = 2
 
 
+def _near_certain_groups(links: pl.DataFrame) -> pl.DataFrame:
+    """``record_id`` -> ``group``: the records joined by links with ``expected_match`` >= ``SURE_LINK``
+    (each record in one group; a record with no such link is a group of its own)."""
+    ids = pl.concat([links["record_id_l"], links["record_id_r"]]).unique().sort()
+    index = pl.DataFrame({"record_id": ids, "i": pl.int_range(ids.len(), eager=True)})
+    sure = (links.filter(pl.col(EXPECTED) >= SURE_LINK)
+            .join(index.rename({"record_id": "record_id_l", "i": "l"}), on="record_id_l")
+            .join(index.rename({"record_id": "record_id_r", "i": "r"}), on="record_id_r"))
+    roots = components_at(ids.len(), sure["l"].to_numpy(), sure["r"].to_numpy(),
+                          sure[EXPECTED].to_numpy(), [SURE_LINK])[SURE_LINK]
+    return pl.DataFrame({"record_id": ids, "group": roots.astype(np.int64)})
+
+
 def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
                        rounds: int = CLOSURE_ROUNDS) -> pl.DataFrame:
-    """``record_id_l``, ``record_id_r``, ``path_match``: every two records joined by a path of links
-    with ``expected_match`` >= ``floor`` (up to 2 ** ``rounds`` links), and the product of
-    ``expected_match`` along the likeliest such path (the pair's own link is a path of one link).
+    """``record_id_l``, ``record_id_r``, ``path_match`` for every scored pair of ``expected`` that a
+    path of links with ``expected_match`` >= ``floor`` joins: the product of ``expected_match`` along
+    the likeliest such path (the pair's own link is a path of one link).
 
     Same person is transitive: if every link on a path is a match, so is the pair at its ends. So the
     product is the probability that the path's links are all matches (were their errors
@@ -273,19 +288,32 @@ def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
     the evidence a pair's own weight cannot see: a person recorded with a stale surname and an old
     address scores low against their other records one by one (the errors come together, which the
     model's independent comparisons read as strong evidence against), yet each is closed to the
-    rest by a third record. Products below ``floor`` ** 4 are dropped (too weak to count)."""
-    links = (ordered_ids(expected).filter(pl.col(EXPECTED) >= floor)
-             .select("record_id_l", "record_id_r", pl.col(EXPECTED).cast(pl.Float64).alias("path_match")))
+    rest by a third record. Records joined by near-certain links (``SURE_LINK``) count as one
+    (a path through them as certain), so that people with many records do not multiply the paths;
+    between those groups, paths of up to 2 ** ``rounds`` links, products below ``floor`` ** 4 dropped."""
+    ordered = ordered_ids(expected)
+    followed = ordered.filter(pl.col(EXPECTED) >= floor)
+    if followed.is_empty():
+        return pl.DataFrame(schema={"record_id_l": pl.String, "record_id_r": pl.String, "path_match": pl.Float64})
+    groups = _near_certain_groups(followed)
+    in_groups = lambda frame: (frame.join(groups.rename({"record_id": "record_id_l", "group": "a"}), on="record_id_l")  # noqa: E731
+                               .join(groups.rename({"record_id": "record_id_r", "group": "b"}), on="record_id_r"))
+    between = (in_groups(followed).filter(pl.col("a") != pl.col("b"))
+               .select(pl.min_horizontal("a", "b").alias("a"), pl.max_horizontal("a", "b").alias("b"),
+                       pl.col(EXPECTED).cast(pl.Float64).alias("path_match"))
+               .group_by("a", "b").agg(pl.col("path_match").max()))
     for _ in range(rounds):
-        both = pl.concat([links, links.select(pl.col("record_id_r").alias("record_id_l"),
-                                              pl.col("record_id_l").alias("record_id_r"), "path_match")])
-        longer = (both.join(both.rename({"record_id_l": "other", "path_match": "second"}), on="record_id_r")
-                  .filter(pl.col("record_id_l") < pl.col("other"))
-                  .select("record_id_l", pl.col("other").alias("record_id_r"),
-                          (pl.col("path_match") * pl.col("second")).alias("path_match"))
+        both = pl.concat([between, between.select(pl.col("b").alias("a"), pl.col("a").alias("b"), "path_match")])
+        longer = (both.join(both.rename({"a": "c", "path_match": "second"}), on="b")
+                  .filter(pl.col("a") < pl.col("c"))
+                  .select("a", pl.col("c").alias("b"), (pl.col("path_match") * pl.col("second")).alias("path_match"))
                   .filter(pl.col("path_match") >= floor ** 4))
-        links = pl.concat([links, longer]).group_by("record_id_l", "record_id_r").agg(pl.col("path_match").max())
-    return links
+        between = pl.concat([between, longer]).group_by("a", "b").agg(pl.col("path_match").max())
+    scored = in_groups(ordered.select("record_id_l", "record_id_r")).with_columns(
+        pl.min_horizontal("a", "b").alias("a"), pl.max_horizontal("a", "b").alias("b"))
+    return (scored.join(between, on=["a", "b"], how="left")
+            .with_columns(pl.when(pl.col("a") == pl.col("b")).then(1.0).otherwise(pl.col("path_match")).alias("path_match"))
+            .filter(pl.col("path_match").is_not_null()).select("record_id_l", "record_id_r", "path_match"))
 
 
 def with_indirect_matches(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR) -> pl.DataFrame:
