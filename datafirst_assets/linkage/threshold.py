@@ -11,7 +11,10 @@ without ground truth. In order of preference:
    sampling weights are needed.
 3. ``model_estimate``: the model's own match probabilities, unless a transitivity check shows them to
    be overconfident (:func:`transitivity_check`), in which case a curve fitted to that check replaces
-   them. No labels and no truth are needed.
+   them; then each pair's probability is raised to that of its likeliest path of likely links
+   through other records (:func:`transitive_closure`), which a model comparing two records at a
+   time cannot see (it underrates pairs whose recording errors come together). No labels and no
+   truth are needed.
 
 Either way each pair gets a probability q of being a match, and the threshold is the candidate
 (match weights 0 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
@@ -313,7 +316,8 @@ def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
         pl.min_horizontal("a", "b").alias("a"), pl.max_horizontal("a", "b").alias("b"))
     return (scored.join(between, on=["a", "b"], how="left")
             .with_columns(pl.when(pl.col("a") == pl.col("b")).then(1.0).otherwise(pl.col("path_match")).alias("path_match"))
-            .filter(pl.col("path_match").is_not_null()).select("record_id_l", "record_id_r", "path_match"))
+            .filter(pl.col("path_match").is_not_null()).select("record_id_l", "record_id_r", "path_match")
+            .unique(["record_id_l", "record_id_r"]))
 
 
 def with_indirect_matches(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR) -> pl.DataFrame:
@@ -663,6 +667,9 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     evidence = (read_label_evidence(pairs, labels_file, resamples=BOOTSTRAP_RESAMPLES if intervals else 0)
                 if pairs.height else LabelEvidence())
     calibration = evidence.calibration
+    # without labels, the model's probabilities (after any transitivity recalibration) are raised
+    # by the paths through other records; labels are not: they measured P(match | weight) over all
+    # pairs, the ones such paths close included, and raising those would count them twice
     check = transitivity_check(pairs) if pairs.height and calibration is None else None
     if check is not None and check.overconfident:
         calibration = check.calibration
