@@ -366,4 +366,5 @@ def test_the_model_estimate_counts_matches_its_weights_miss_but_other_records_cl
     assert estimate["pairwise_precision"] == pytest.approx(1.0, abs=0.001)
     # the model's probabilities alone (the estimate before the closure) count 2,000 + 0.2 x 3,000
     raw = pairs.with_columns(pl.col("match_probability").alias(EXPECTED))
-    assert estimate_at(expected_accuracy_curve(raw), threshold)["recall"] == pytest.approx(2000 / 2600, abs=1e-3)
+    before = estimate_at(expected_accuracy_curve(raw), threshold)["recall"]
+    assert before == pytest.approx(2000 / 2600, abs=1e-3)

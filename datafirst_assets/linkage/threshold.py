@@ -299,25 +299,29 @@ def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
     if followed.is_empty():
         return pl.DataFrame(schema={"record_id_l": pl.String, "record_id_r": pl.String, "path_match": pl.Float64})
     groups = _near_certain_groups(followed)
-    in_groups = lambda frame: (frame.join(groups.rename({"record_id": "record_id_l", "group": "a"}), on="record_id_l")  # noqa: E731
-                               .join(groups.rename({"record_id": "record_id_r", "group": "b"}), on="record_id_r"))
-    between = (in_groups(followed).filter(pl.col("a") != pl.col("b"))
-               .select(pl.min_horizontal("a", "b").alias("a"), pl.max_horizontal("a", "b").alias("b"),
-                       pl.col(EXPECTED).cast(pl.Float64).alias("path_match"))
+    between = (_between_groups(followed, groups).filter(pl.col("a") != pl.col("b"))
+               .select("a", "b", pl.col(EXPECTED).cast(pl.Float64).alias("path_match"))
                .group_by("a", "b").agg(pl.col("path_match").max()))
     for _ in range(rounds):
         both = pl.concat([between, between.select(pl.col("b").alias("a"), pl.col("a").alias("b"), "path_match")])
         longer = (both.join(both.rename({"a": "c", "path_match": "second"}), on="b")
                   .filter(pl.col("a") < pl.col("c"))
-                  .select("a", pl.col("c").alias("b"), (pl.col("path_match") * pl.col("second")).alias("path_match"))
+                  .select("a", pl.col("c").alias("b"),
+                          (pl.col("path_match") * pl.col("second")).alias("path_match"))
                   .filter(pl.col("path_match") >= floor ** 4))
         between = pl.concat([between, longer]).group_by("a", "b").agg(pl.col("path_match").max())
-    scored = in_groups(ordered.select("record_id_l", "record_id_r")).with_columns(
-        pl.min_horizontal("a", "b").alias("a"), pl.max_horizontal("a", "b").alias("b"))
-    return (scored.join(between, on=["a", "b"], how="left")
-            .with_columns(pl.when(pl.col("a") == pl.col("b")).then(1.0).otherwise(pl.col("path_match")).alias("path_match"))
+    same_group = pl.when(pl.col("a") == pl.col("b")).then(1.0).otherwise(pl.col("path_match"))
+    return (_between_groups(ordered.select("record_id_l", "record_id_r"), groups)
+            .join(between, on=["a", "b"], how="left").with_columns(same_group.alias("path_match"))
             .filter(pl.col("path_match").is_not_null()).select("record_id_l", "record_id_r", "path_match")
             .unique(["record_id_l", "record_id_r"]))
+
+
+def _between_groups(pairs: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
+    """``pairs`` with ``a`` and ``b``: their records' groups, smaller first (records in no group dropped)."""
+    grouped = (pairs.join(groups.rename({"record_id": "record_id_l", "group": "a"}), on="record_id_l")
+               .join(groups.rename({"record_id": "record_id_r", "group": "b"}), on="record_id_r"))
+    return grouped.with_columns(pl.min_horizontal("a", "b").alias("a"), pl.max_horizontal("a", "b").alias("b"))
 
 
 def with_indirect_matches(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR) -> pl.DataFrame:
@@ -327,9 +331,9 @@ def with_indirect_matches(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR) 
     if expected.is_empty():
         return expected
     keys = ["record_id_l", "record_id_r"]
+    raised = pl.max_horizontal(pl.col(EXPECTED), pl.col("path_match").fill_null(0.0))
     return (ordered_ids(expected).join(transitive_closure(expected, floor), on=keys, how="left")
-            .with_columns(pl.max_horizontal(pl.col(EXPECTED), pl.col("path_match").fill_null(0.0)).alias(EXPECTED))
-            .drop("path_match"))
+            .with_columns(raised.alias(EXPECTED)).drop("path_match"))
 
 
 # ---------------------------------------------------------------- matches blocking never compared
