@@ -24,6 +24,7 @@ import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -220,9 +221,7 @@ class CodeServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for path in (self.socket, self.workspace, self.log):
-            path.unlink(missing_ok=True)
-        self.folder.rmdir()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 _SERVERS: dict[tuple, CodeServer] = {}
