@@ -116,6 +116,17 @@ def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> R
     return found
 
 
+def _members(values: pl.Series, known: pl.Series) -> pl.Series:
+    """The `values` found in `known`, in `values`' order: `values.filter(values.is_in(known))`, but
+    with the hash table built on the smaller side. `is_in` hashes `known` on every call, and a
+    dataset's raw ids run to hundreds of thousands: one build per scanned column (a two-value `sex`
+    column included) was most of the PII scan's time (0.2 s a column at 50,000 people)."""
+    if values.len() >= known.len():
+        return values.filter(values.is_in(known))
+    shared = known.filter(known.is_in(values))
+    return values.filter(values.is_in(shared))
+
+
 def _value_findings(table: str, column: str, values: pl.Series, raw: RawIdentifiers,
                     codes: Iterable[str] = ()) -> list[Finding]:
     """`codes`: the column's declared codes, which are not compared with raw names, addresses or ids."""
@@ -135,7 +146,7 @@ def _value_findings(table: str, column: str, values: pl.Series, raw: RawIdentifi
         known = raw.series(identifier)
         if not known.len():
             continue
-        hits = normalised.filter(normalised.is_in(known))
+        hits = _members(normalised, known)
         if hits.len():
             findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
     return findings
