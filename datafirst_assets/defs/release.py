@@ -32,6 +32,7 @@ from datafirst_assets.catalogue.build import build_catalogue, build_catalogues
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
+from datafirst_assets.deidentify.hash_cache import KeyedHashCache
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
@@ -210,7 +211,9 @@ def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFram
                 f"select {key.staged} as id, {dob} as dob from staged_{spec.source}.{spec.name}").to_arrow_table())
         except duckdb.CatalogException:  # never staged (partial graphs in tests): shapes and names still scanned
             return None
-    staged = staged.select(keyed_hash(staged["id"], namespace=key.hash_namespace).alias(key.name), "dob")
+    # the ids' pseudonyms as de-identification stored them (only ids it never saw are hashed here)
+    hashed = keyed_hash(staged["id"], namespace=key.hash_namespace, cache=KeyedHashCache(warehouse.database))
+    staged = staged.select(hashed.alias(key.name), "dob")
     staged = staged.unique(key.name, keep="last")
     return frame.select(key.name).join(staged, on=key.name, how="left", maintain_order="left")["dob"]
 
