@@ -300,8 +300,8 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         tables = LoadedOnUse({key: inputs[input_name(*key)] for key in specs}, keep=2,
                              order_by=lambda key: [specs[key].primary_key] if specs[key].primary_key else None)
         fingerprints = _gate_fingerprints(kind, {key: inputs[input_name(*key)] for key in specs}, release_settings)
-        carried = {} if linkage.mode == "full" else carried_gates(latest_manifest(linkage.root / "releases", kind),
-                                                                   fingerprints)
+        previous = None if linkage.mode == "full" else latest_manifest(linkage.root / "releases", kind)
+        carried = carried_gates(previous, fingerprints) if previous is not None else {}
         context.log.info(f"publish gates carried over for {len(carried)} unchanged table(s) of {len(specs)}")
         info = write_release(
             linkage.root / "releases", kind, tables, build_catalogues(tables, specs, synthetic=synthetic),
@@ -312,6 +312,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
             dates_of_birth={} if synthetic else _release_dates_of_birth(warehouse, specs, tables, skip=carried),
             risk_rules=None if synthetic else {key: release_settings.risk_rule_for(*key) for key in tables},
             check_results=_check_results(context, kind, tables), gate_fingerprints=fingerprints, carried=carried,
+            previous=previous,  # the files of carried tables are linked from it, not written again
         )
         note = linkage.root / "synthetic" / "README.md"
         if synthetic and note.exists():
