@@ -40,11 +40,13 @@ from datafirst_assets.linkage.xjs import (
     xjs_change_counts,
     xjs_id_change_history,
 )
+from datafirst_assets.linkage.xjs_incremental import WRITTEN_BY, PreviousXjs
 from datafirst_assets.sources.registry import SOURCES
 
 LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
 EDGES = AssetKey(["linkage", "xjs", "edges"])
 XJS_ID_CHANGES = AssetKey(["linkage", "xjs", "id_changes"])
+XJS_PERSONS = AssetKey(["linkage", "xjs", "persons"])
 CASE_LOOKUP = AssetKey(["linkage", "criminal_courts", "case_lookup"])
 # (high, medium, low) match probabilities the lookup is cut at; the evaluation reports them
 XJS_THRESHOLDS = DEFAULT_THRESHOLDS
@@ -75,6 +77,11 @@ def save_xjs_model(path: Path, result: XjsResult) -> None:
     temporary.replace(path)
 
 
+def previous_xjs(warehouse: Warehouse) -> PreviousXjs:
+    """The persons state and edges the last lookup stored (either may be missing)."""
+    return PreviousXjs(persons=stored_table(warehouse, "xjs", "persons"), edges=stored_table(warehouse, "xjs", "edges"))
+
+
 def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
     """`record_id_hash`: the keyed hash of each record's source id (namespaced by dataset)."""
     parts = [
@@ -102,6 +109,11 @@ def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
             key=EDGES, group_name="linkage", metadata={"schema": "linkage_xjs"}, kinds={"splink", "duckdb"},
             description="Scored cross-dataset person pairs behind the lookup (best variant pair per pair).",
         ),
+        "persons": AssetOut(
+            key=XJS_PERSONS, group_name="linkage", metadata={"schema": "linkage_xjs"}, kinds={"polars", "duckdb"},
+            description="One row per per-dataset person: a hash of its name / DOB variants and the model its edges "
+            "were scored with, so the next lookup scores only the pairs of new or changed persons.",
+        ),
         "id_changes": AssetOut(
             key=XJS_ID_CHANGES, group_name="linkage", metadata={"schema": "linkage_xjs"}, kinds={"polars", "duckdb"},
             description="History of cross-justice id changes between runs, per level (high / medium / low): "
@@ -119,13 +131,14 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
     db_api = linkage.db_api()
-    saved = xjs_model_file(linkage)
+    saved, incremental = xjs_model_file(linkage), linkage.mode == "incremental"
     try:
         with warehouse.cursor() as conn:  # clustering in the warehouse's DuckDB (its memory limit and spill folder)
             result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=db_api,
                                       progress=context.log.info, connection=conn,
-                                      saved_model=read_xjs_model(saved) if linkage.mode == "incremental" else None,
-                                      retrain_growth=linkage.retrain_growth)
+                                      saved_model=read_xjs_model(saved) if incremental else None,
+                                      retrain_growth=linkage.retrain_growth,
+                                      previous=previous_xjs(warehouse) if incremental else None)
     finally:
         release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
     save_xjs_model(saved, result)
@@ -148,7 +161,16 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
         **{f"unchanged_persons_kept_{lv}": f"{k} of {n}" for lv, (n, k) in kept.items()},
         "thresholds": list(result.thresholds),
     })
-    yield Output(result.edges, output_name="edges", metadata={"edges": result.edges.height})
+    # Edges before persons, both marked with this run: a failure between the two writes leaves
+    # a state the next run refuses (it then scores every pair), never a mismatched one.
+    written_by = pl.lit(context.run_id).alias(WRITTEN_BY)
+    yield Output(result.edges.with_columns(written_by), output_name="edges", metadata={
+        "edges": result.edges.height,
+        **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "edges_kept")
+           if k in result.stats}})
+    assert result.state is not None
+    yield Output(result.state.with_columns(written_by), output_name="persons",
+                 metadata={"persons": result.state.height})
     problems = check_lookup_invariants(lookup, records)
     yield AssetCheckResult(
         check_name="lookup_invariants", passed=not problems,
