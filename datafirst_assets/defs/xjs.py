@@ -93,6 +93,38 @@ def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
     return hashed.select(*first, *[c for c in hashed.columns if c not in first])
 
 
+def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
+               records: dict, clusters: dict) -> XjsResult:
+    """The lookup with the saved model and the stored edges when they can serve (incremental
+    mode), and the model saved for the next run."""
+    db_api = linkage.db_api()
+    saved, incremental = xjs_model_file(linkage), linkage.mode == "incremental"
+    try:
+        with warehouse.cursor() as conn:  # clustering in the warehouse's DuckDB (its memory limit and spill folder)
+            result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=db_api,
+                                      progress=context.log.info, connection=conn,
+                                      saved_model=read_xjs_model(saved) if incremental else None,
+                                      retrain_growth=linkage.retrain_growth,
+                                      previous=previous_xjs(warehouse) if incremental else None)
+    finally:
+        release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
+    save_xjs_model(saved, result)
+    return result
+
+
+def state_outputs(result: XjsResult, run_id: str):
+    """The edges, then the persons state, both marked with this run: a failure between the two
+    writes leaves a state the next run refuses (it then scores every pair), never a mismatched one."""
+    written_by = pl.lit(run_id).alias(WRITTEN_BY)
+    yield Output(result.edges.with_columns(written_by), output_name="edges", metadata={
+        "edges": result.edges.height,
+        **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "edges_kept")
+           if k in result.stats}})
+    assert result.state is not None
+    yield Output(result.state.with_columns(written_by), output_name="persons",
+                 metadata={"persons": result.state.height})
+
+
 @multi_asset(
     name="xjs_lookup",
     ins={
@@ -130,18 +162,7 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
                **inputs: pl.DataFrame):
     records = {s: inputs[f"records__{s}"] for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
-    db_api = linkage.db_api()
-    saved, incremental = xjs_model_file(linkage), linkage.mode == "incremental"
-    try:
-        with warehouse.cursor() as conn:  # clustering in the warehouse's DuckDB (its memory limit and spill folder)
-            result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=db_api,
-                                      progress=context.log.info, connection=conn,
-                                      saved_model=read_xjs_model(saved) if incremental else None,
-                                      retrain_growth=linkage.retrain_growth,
-                                      previous=previous_xjs(warehouse) if incremental else None)
-    finally:
-        release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
-    save_xjs_model(saved, result)
+    result = run_lookup(context, linkage, warehouse, records, clusters)
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
     lookup = add_record_hashes(carried)
@@ -161,16 +182,7 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
         **{f"unchanged_persons_kept_{lv}": f"{k} of {n}" for lv, (n, k) in kept.items()},
         "thresholds": list(result.thresholds),
     })
-    # Edges before persons, both marked with this run: a failure between the two writes leaves
-    # a state the next run refuses (it then scores every pair), never a mismatched one.
-    written_by = pl.lit(context.run_id).alias(WRITTEN_BY)
-    yield Output(result.edges.with_columns(written_by), output_name="edges", metadata={
-        "edges": result.edges.height,
-        **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "edges_kept")
-           if k in result.stats}})
-    assert result.state is not None
-    yield Output(result.state.with_columns(written_by), output_name="persons",
-                 metadata={"persons": result.state.height})
+    yield from state_outputs(result, context.run_id)
     problems = check_lookup_invariants(lookup, records)
     yield AssetCheckResult(
         check_name="lookup_invariants", passed=not problems,
