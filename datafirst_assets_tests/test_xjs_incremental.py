@@ -131,3 +131,35 @@ def test_variants_hash_ignores_order_and_repeats_and_sees_a_changed_variant():
     assert person_state(*person_variants(recs.reverse()), "m", 0.5)["variants_hash"][0] == h
     changed = recs.with_columns(pl.lit("ann").alias("forename"))
     assert person_state(*person_variants(changed), "m", 0.5)["variants_hash"][0] != h
+
+
+def test_inputs_built_in_duckdb_give_the_lookup_the_polars_inputs_give(tmp_path_factory, runs):
+    import duckdb
+
+    from datafirst_assets.linkage.xjs import link_variants, records_with_persons
+    from datafirst_assets.linkage.xjs_inputs import lookup_inputs
+
+    _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    first, _, _ = runs
+    with duckdb.connect() as conn:
+        for source in inputs.person_records:
+            conn.register(f"records_{source}", inputs.person_records[source].to_arrow())
+            conn.register(f"clusters_{source}", inputs.clusters[source].to_arrow())
+        keys, variants, vmap = lookup_inputs(conn, {s: (f"records_{s}", f"clusters_{s}") for s in inputs.person_records})
+        with pytest.raises(ValueError, match="have no per-dataset person id"):
+            conn.register("no_clusters", inputs.clusters["prison"].head(3).to_arrow())
+            lookup_inputs(conn, {"prison": ("records_prison", "no_clusters")})
+    recs = records_with_persons(inputs.person_records, inputs.clusters)
+    order = ["source_dataset", "record_id"]
+    assert keys.sort(order).equals(recs.select(*order, "person_id_dataset").sort(order))
+    in_polars = person_variants(recs)
+    def described(v: pl.DataFrame, m: pl.DataFrame) -> pl.DataFrame:
+        return (v.join(m.select(pl.col("variant_id").alias("record_id"), "person_id_dataset"), on="record_id")
+                .drop("record_id").sort(pl.all()))
+    assert described(variants, vmap).equals(described(*in_polars))
+    # the same lookup, edges and state as from the polars inputs, with the same (reused) model
+    saved = (first.model.to_json(), first.stats["variants"])
+    from_duckdb = link_variants(keys, variants, vmap, saved_model=saved)
+    from_polars = build_xjs_lookup(inputs.person_records, inputs.clusters, saved_model=saved)
+    assert from_duckdb.lookup.equals(from_polars.lookup) and from_duckdb.state.equals(from_polars.state)
+    assert from_duckdb.edges.equals(from_polars.edges)

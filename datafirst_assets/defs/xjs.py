@@ -8,6 +8,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 """
 
 import json
+import time
 from pathlib import Path
 
 import polars as pl
@@ -33,14 +34,16 @@ from datafirst_assets.linkage.case_link import build_case_link
 from datafirst_assets.linkage.xjs import (
     DEFAULT_THRESHOLDS,
     XjsResult,
-    build_xjs_lookup,
+    link_variants,
     carry_forward_xjs_ids,
     check_lookup_invariants,
     unchanged_xjs_persons_kept,
     xjs_change_counts,
     xjs_id_change_history,
 )
-from datafirst_assets.linkage.xjs_incremental import WRITTEN_BY, PreviousXjs
+from datafirst_assets.linkage.xjs_incremental import STATE_SCHEMA, WRITTEN_BY, PreviousXjs
+from datafirst_assets.linkage.xjs_inputs import lookup_inputs
+from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.sources.registry import SOURCES
 
 LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
@@ -94,22 +97,34 @@ def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
 
 
 def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
-               records: dict, clusters: dict) -> XjsResult:
-    """The lookup with the saved model and the stored edges when they can serve (incremental
-    mode), and the model saved for the next run."""
+               tables: dict[str, tuple[StoredTable, StoredTable]]) -> XjsResult:
+    """The lookup from the stored person records and clusters (``tables[source]``), its inputs
+    built in the warehouse's DuckDB, with the saved model and the stored edges when they can
+    serve (incremental mode); the model is saved for the next run."""
     db_api = linkage.db_api()
     saved, incremental = xjs_model_file(linkage), linkage.mode == "incremental"
     try:
-        with warehouse.cursor() as conn:  # clustering in the warehouse's DuckDB (its memory limit and spill folder)
-            result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=db_api,
-                                      progress=context.log.info, connection=conn,
-                                      saved_model=read_xjs_model(saved) if incremental else None,
-                                      retrain_growth=linkage.retrain_growth,
-                                      previous=previous_xjs(warehouse) if incremental else None)
+        with warehouse.cursor() as conn:  # inputs and clustering in the warehouse's DuckDB (its memory limit and spill folder)
+            t = time.perf_counter()
+            keys, variants, vmap = lookup_inputs(conn, {s: (f"({r.select_sql()})", f"({c.select_sql()})")
+                                                        for s, (r, c) in tables.items()})
+            result = link_variants(keys, variants, vmap, prepared_in=time.perf_counter() - t,
+                                   thresholds=XJS_THRESHOLDS, db_api=db_api, progress=context.log.info,
+                                   connection=conn, retrain_growth=linkage.retrain_growth,
+                                   saved_model=read_xjs_model(saved) if incremental else None,
+                                   previous=previous_xjs(warehouse) if incremental else None)
     finally:
         release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
     save_xjs_model(saved, result)
     return result
+
+
+def stored_record_keys(warehouse: Warehouse, records: dict[str, StoredTable]) -> pl.DataFrame:
+    """source_dataset, record_id of every stored person record (what the lookup must cover)."""
+    union = " union all ".join(f"select '{source}' as source_dataset, record_id::varchar as record_id "
+                               f"from ({table.select_sql(['record_id'])})" for source, table in records.items())
+    with warehouse.cursor() as conn:
+        return pl.from_arrow(conn.sql(union).to_arrow_table())  # type: ignore[return-value]
 
 
 def state_outputs(result: XjsResult, run_id: str):
@@ -120,16 +135,15 @@ def state_outputs(result: XjsResult, run_id: str):
         "edges": result.edges.height,
         **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "edges_kept")
            if k in result.stats}})
-    assert result.state is not None
-    yield Output(result.state.with_columns(written_by), output_name="persons",
-                 metadata={"persons": result.state.height})
+    state = result.state if result.state is not None else pl.DataFrame(schema=STATE_SCHEMA)
+    yield Output(state.with_columns(written_by), output_name="persons", metadata={"persons": state.height})
 
 
 @multi_asset(
     name="xjs_lookup",
     ins={
-        **{f"records__{s}": AssetIn(key=linkage_key(s, "person_records")) for s in SOURCES},
-        **{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters")) for s in SOURCES},
+        **{f"records__{s}": AssetIn(key=linkage_key(s, "person_records"), dagster_type=StoredTable) for s in SOURCES},
+        **{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters"), dagster_type=StoredTable) for s in SOURCES},
     },
     outs={
         "lookup": AssetOut(
@@ -159,10 +173,9 @@ def state_outputs(result: XjsResult, run_id: str):
     )],
 )
 def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
-               **inputs: pl.DataFrame):
-    records = {s: inputs[f"records__{s}"] for s in SOURCES}
-    clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
-    result = run_lookup(context, linkage, warehouse, records, clusters)
+               **inputs: StoredTable):
+    tables = {s: (inputs[f"records__{s}"], inputs[f"clusters__{s}"]) for s in SOURCES}
+    result = run_lookup(context, linkage, warehouse, tables)
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
     lookup = add_record_hashes(carried)
@@ -183,7 +196,7 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
         "thresholds": list(result.thresholds),
     })
     yield from state_outputs(result, context.run_id)
-    problems = check_lookup_invariants(lookup, records)
+    problems = check_lookup_invariants(lookup, stored_record_keys(warehouse, {s: r for s, (r, _) in tables.items()}))
     yield AssetCheckResult(
         check_name="lookup_invariants", passed=not problems,
         metadata={"problems": MetadataValue.md(bullet_list(problems))},

@@ -230,9 +230,27 @@ def nested_clusters(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds: Sequen
 # ---------------------------------------------------------------------------------- build
 
 
-def build_xjs_lookup(
-    person_records: Mapping[str, pl.DataFrame],
-    clusters: Mapping[str, pl.DataFrame],
+def build_xjs_lookup(person_records: Mapping[str, pl.DataFrame], clusters: Mapping[str, pl.DataFrame],
+                     **options: Any) -> XjsResult:
+    """Link the per-dataset persons of all datasets into cross-justice persons.
+
+    ``person_records[source]``: record_id + standardised linkage fields (the dedupe input);
+    ``clusters[source]``: record_id -> per-dataset person id (the dedupe output). The options
+    are :func:`link_variants`'. (The asset builds the same inputs in DuckDB: ``xjs_inputs``.)
+    """
+    _check_thresholds(options.get("thresholds", DEFAULT_THRESHOLDS))
+    t0 = time.perf_counter()
+    recs = records_with_persons(person_records, clusters)
+    variants, vmap = person_variants(recs)
+    keys = recs.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
+    del recs
+    return link_variants(keys, variants, vmap, prepared_in=time.perf_counter() - t0, **options)
+
+
+def link_variants(
+    keys: pl.DataFrame,
+    variants: pl.DataFrame,
+    vmap: pl.DataFrame,
     *,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     db_api=None,
@@ -244,11 +262,12 @@ def build_xjs_lookup(
     saved_model: tuple[dict[str, Any], int] | None = None,
     retrain_growth: float | None = 2.0,
     previous: PreviousXjs | None = None,
+    prepared_in: float = 0.0,
 ) -> XjsResult:
-    """Link the per-dataset persons of all datasets into cross-justice persons.
+    """Link per-dataset persons, given as their records and variants, into cross-justice persons.
 
-    ``person_records[source]``: record_id + standardised linkage fields (the dedupe input);
-    ``clusters[source]``: record_id -> per-dataset person id (the dedupe output).
+    ``keys``: source_dataset, record_id, person_id_dataset of every person record; ``variants``
+    and ``vmap``: the persons' distinct linkage-field rows (:func:`person_variants`).
     ``thresholds``: (high, medium, low) match probabilities, high >= medium >= low.
     ``keep_edges_above``: scored edges kept in ``edges`` (default the low threshold; lower
     values keep weaker pairs for review / threshold studies, at the cost of a bigger table).
@@ -259,6 +278,7 @@ def build_xjs_lookup(
     ``previous``: the stored persons state and edges of an earlier lookup; when the model is the
     one those edges were scored with, only pairs of new or changed persons are scored and the
     other stored edges kept (``xjs_incremental``); the clustering is always redone over all edges.
+    ``prepared_in``: seconds spent building the inputs (reported as ``timings["variants"]``).
 
     Returns an :class:`XjsResult`: ``lookup`` (one row per record), ``persons`` (one row per
     per-dataset person), ``edges`` (person pairs of different datasets: their best variant
@@ -268,14 +288,11 @@ def build_xjs_lookup(
     """
     say = progress or (lambda _m: None)
     high, medium, low = _check_thresholds(thresholds)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    recs = records_with_persons(person_records, clusters)
-    variants, vmap = person_variants(recs)
-    persons = recs.select(SOURCE_DATASET, PERSON).unique(PERSON)
-    timings["variants"] = time.perf_counter() - t0
+    t0 = time.perf_counter() - prepared_in
+    timings: dict[str, float] = {"variants": prepared_in}
+    persons = keys.select(SOURCE_DATASET, PERSON).unique(PERSON)
     n_datasets = variants.get_column(SOURCE_DATASET).n_unique()
-    say(f"{recs.height} records, {persons.height} per-dataset persons, {variants.height} variants "
+    say(f"{keys.height} records, {persons.height} per-dataset persons, {variants.height} variants "
         f"over {n_datasets} datasets")
 
     model = None
@@ -300,14 +317,14 @@ def build_xjs_lookup(
         connection=connection, python_clusters=nested_clusters)
     clustered = clustered.rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
     edges = _linked_at(edges, clustered)
-    lookup = (recs.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
+    lookup = (keys.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
               .join(clustered.drop(SOURCE_DATASET), on=PERSON, how="left")
               .select(*LOOKUP_COLUMNS)
               .sort(SOURCE_DATASET, UNIQUE_ID))
     timings["cluster"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     stats = {
-        "records": recs.height, "persons_dataset": persons.height, "variants": variants.height,
+        "records": keys.height, "persons_dataset": persons.height, "variants": variants.height,
         **scoring, "person_edges": edges.height,
         **{f"persons_{lv}": clustered.get_column(f"person_id_{lv}").n_unique() for lv in LEVELS},
         "edges_not_linked": int(edges.filter(pl.col("match_probability") >= low)
