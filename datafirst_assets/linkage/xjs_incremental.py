@@ -7,8 +7,8 @@
     edges = extend_edges(previous.edges, fresh_edges, touched)
 
 A per-dataset person is described to the lookup by its *variants* (the distinct rows of linkage
-fields over its records, ``xjs.person_variants``). ``variants_hash`` is an MD5 of the sorted
-variants, the same in every process, so the next run tells which persons changed, as the
+fields over its records, ``xjs.person_variants``). ``variants_hash`` sums the MD5 digests of its
+variants (the same in every process, whatever their order), so the next run tells which persons changed, as the
 per-dataset link tells changed records by their ``record_hash`` (``incremental.record_hashes``).
 Per-dataset ids are carried forward, so a person whose records did not change keeps both its key
 (``<dataset>:<id>``) and its hash.
@@ -48,8 +48,9 @@ EDGE_COLUMNS = ("source_dataset_l", "person_id_dataset_l", "source_dataset_r", "
 
 
 def variants_hashes(variants: pl.DataFrame, vmap: pl.DataFrame) -> pl.DataFrame:
-    """person_id_dataset -> variants_hash: MD5 (16 hex digits) of the person's variants, each
-    variant's fields joined in a fixed order, the variants sorted (order-independent)."""
+    """person_id_dataset -> variants_hash: each variant's fields joined in a fixed order and
+    MD5-hashed, the 128-bit digests summed per person (in two 64-bit halves, so the sum is exact):
+    the same in every process and independent of the variants' order."""
     fields = [c for c in LINKAGE_FIELDS if c in variants.columns]
     frame = (variants.select(pl.col(UNIQUE_ID).alias("variant_id"), *fields)  # noqa: F841 (SQL below)
              .join(vmap.select("variant_id", PERSON), on="variant_id", how="inner")
@@ -57,8 +58,9 @@ def variants_hashes(variants: pl.DataFrame, vmap: pl.DataFrame) -> pl.DataFrame:
     parts = ", ".join(f"coalesce(cast(\"{c}\" as varchar), chr(0))" for c in fields) or "''"
     with duckdb.connect() as con:
         out = con.sql(f"""
-            with v as (select "{PERSON}", md5(concat_ws(chr(31), {parts})) as h from frame)
-            select "{PERSON}", substr(md5(string_agg(h, ',' order by h)), 1, 16) as variants_hash
+            with v as (select "{PERSON}", md5_number(concat_ws(chr(31), {parts})) as h from frame)
+            select "{PERSON}", sum((h >> 64)::hugeint)::varchar || '-'
+                || sum((h & 18446744073709551615::uhugeint)::hugeint)::varchar as variants_hash
             from v group by "{PERSON}" order by "{PERSON}" """).to_arrow_table()
     return pl.from_arrow(out)  # type: ignore[return-value]
 
