@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -64,11 +65,11 @@ def runs(tmp_path_factory):
                            edges=first.edges.with_columns(pl.lit("run-1").alias(WRITTEN_BY)))
     incremental = build_xjs_lookup(inputs.person_records, clusters_after, saved_model=saved, previous=previous)
     full = build_xjs_lookup(inputs.person_records, clusters_after, saved_model=saved)
-    return first, incremental, full
+    return first, incremental, full, saved
 
 
 def test_the_incremental_lookup_equals_a_full_one_with_the_same_model(runs):
-    first, incremental, full = runs
+    first, incremental, full, _ = runs
     assert first.stats["lookup_mode"] == "full" and full.stats["lookup_mode"] == "full"
     assert incremental.stats["lookup_mode"] == "incremental", incremental.stats["reason"]
     # only a small share of persons and pairs was scored again; the rest came from the stored edges
@@ -140,7 +141,7 @@ def test_inputs_built_in_duckdb_give_the_lookup_the_polars_inputs_give(tmp_path_
     from datafirst_assets.linkage.xjs_inputs import lookup_inputs
 
     _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
-    first, _, _ = runs
+    first, _, _, _ = runs
     with duckdb.connect() as conn:
         for source in inputs.person_records:
             conn.register(f"records_{source}", inputs.person_records[source].to_arrow())
@@ -163,3 +164,65 @@ def test_inputs_built_in_duckdb_give_the_lookup_the_polars_inputs_give(tmp_path_
     from_polars = build_xjs_lookup(inputs.person_records, inputs.clusters, saved_model=saved)
     assert from_duckdb.lookup.equals(from_polars.lookup) and from_duckdb.state.equals(from_polars.state)
     assert from_duckdb.edges.equals(from_polars.edges)
+
+
+def _materialize_lookup(tmp_path, inputs, mode: str):
+    """The xjs_lookup multi-asset materialised by Dagster over `inputs` planted in a warehouse."""
+    from dagster import AssetKey, AssetSpec, materialize
+
+    from datafirst_assets.defs import xjs as xjs_defs
+    from datafirst_assets.defs.linkage import LinkageSettings, linkage_key
+    from datafirst_assets.sources.registry import SOURCES
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+    from datafirst_assets_tests.warehouse_tables import write_table
+
+    database = tmp_path / "wh.duckdb"
+    for source in SOURCES:
+        write_table(database, f"linkage_{source}", "person_records", inputs.person_records[source])
+        write_table(database, f"linkage_{source}", "clusters", inputs.clusters[source])
+    upstream = [linkage_key(s, t) for s in SOURCES for t in ("person_records", "clusters")]
+    placeholders = [AssetSpec(key=key, metadata={"schema": "_".join(key.path[:-1])}).with_io_manager_key("io_manager")
+                    for key in upstream]
+    result = materialize([*placeholders, xjs_defs.xjs_lookup], selection=list(xjs_defs.xjs_lookup.keys),
+                         resources={"io_manager": WarehouseIOManager(database=str(database)),
+                                    "warehouse": xjs_defs.Warehouse(database=str(database)),
+                                    "linkage": LinkageSettings(data_dir=str(tmp_path), mode=mode)})
+    assert result.success
+    edges = next(m for m in result.get_asset_materialization_events()
+                 if m.asset_key == AssetKey(["linkage", "xjs", "edges"])).materialization.metadata
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+
+    with warehouse_cursor(database) as conn:
+        lookup = pl.from_arrow(conn.sql("select * from linkage_xjs.lookup order by all").to_arrow_table())
+    return {k: v.value for k, v in edges.items()}, lookup
+
+
+def test_the_asset_extends_its_stored_edges_on_a_changed_extract(tmp_path_factory, runs, tmp_path):
+    """Through Dagster: the first lookup scores every pair, the next (one dataset's forenames
+    changed) only the changed persons', and its partitions are those of a lookup from scratch."""
+    import json
+
+    from datafirst_assets.linkage.train import TrainedModel
+    from datafirst_assets_tests.xjs_fixtures import LinkageInputs
+
+    _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    doc, trained_on = runs[3]
+    (tmp_path / "models" / "xjs").mkdir(parents=True)
+    (tmp_path / "models" / "xjs" / "current.json").write_text(json.dumps(
+        {"model": TrainedModel.from_json(doc).to_json(), "trained_on_variants": trained_on}))
+    first, _ = _materialize_lookup(tmp_path, inputs, "incremental")
+    assert first["lookup_mode"] == "full" and "no stored cross-justice persons" in first["reason"]
+    changed = dict(inputs.person_records)
+    changed["prison"] = changed["prison"].with_columns(
+        pl.when(pl.int_range(pl.len()) % 50 == 0).then(pl.col("forename") + "Q").otherwise(pl.col("forename"))
+        .alias("forename"))
+    later = LinkageInputs(person_records=changed, clusters=inputs.clusters, staged={})
+    second, lookup = _materialize_lookup(tmp_path, later, "incremental")
+    assert second["lookup_mode"] == "incremental", second["reason"]
+    assert 0 < second["persons_rescored"] <= changed["prison"].height // 50 + 1 and second["edges_kept"] > 0
+    scratch = build_xjs_lookup(changed, inputs.clusters, saved_model=(doc, trained_on)).lookup
+    def partition(frame: pl.DataFrame, level: str) -> set[frozenset]:
+        groups = frame.group_by(f"person_id_{level}").agg(pl.col("person_id_dataset").unique().sort())
+        return {frozenset(g) for g in groups.get_column("person_id_dataset").to_list()}
+    for level in LEVELS:
+        assert partition(lookup, level) == partition(scratch, level)
