@@ -134,7 +134,8 @@ def state_outputs(result: XjsResult, run_id: str):
     yield Output(result.edges.with_columns(written_by), output_name="edges", metadata={
         "edges": result.edges.height,
         **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "edges_kept")
-           if k in result.stats}})
+           if k in result.stats},
+        **{f"seconds_{k}": round(v, 2) for k, v in result.timings.items()}})
     state = result.state if result.state is not None else pl.DataFrame(schema=STATE_SCHEMA)
     yield Output(state.with_columns(written_by), output_name="persons", metadata={"persons": state.height})
 
