@@ -208,3 +208,53 @@ def test_the_prior_comes_from_names_and_postcode_when_dates_of_birth_are_mostly_
     sparse = build_model_spec(fields, completeness={"dob": 0.3, "postcode": 0.9})
     assert "dob" in dense.deterministic_rules[0] and "postcode" not in dense.deterministic_rules[0]
     assert "postcode" in sparse.deterministic_rules[0] and "dob" not in sparse.deterministic_rules[0]
+
+
+def _levels(spec, comparison: str) -> list[dict]:
+    comp = next(c for c in spec.settings["comparisons"] if c["output_column_name"] == comparison)
+    return comp["comparison_levels"]
+
+
+def test_both_names_are_weighed_once_by_the_full_name_where_dates_of_birth_are_sparse():
+    """Sparse dates of birth: a pair agreeing on forename and surname is weighed once, in the forename
+    comparison, by the full name's frequency; the surname comparison calls it neutral. Dense: as before."""
+    from datafirst_assets.linkage.settings import FULL_NAME, uses_full_name
+
+    fields = ["forename", "surname", "dob", "postcode", "address"]
+    sparse = build_model_spec(fields, completeness={"dob": 0.3, "postcode": 0.9})
+    dense = build_model_spec(fields, completeness={"dob": 0.95, "postcode": 0.9})
+    assert uses_full_name(sparse.settings) and not uses_full_name(dense.settings)
+    both = _levels(sparse, "forename")[1]
+    assert both["tf_adjustment_column"] == FULL_NAME and not both.get("is_null_level")
+    assert "forename_l" in both["sql_condition"] and "surname_r" in both["sql_condition"]
+    assert _levels(sparse, "surname")[1]["is_null_level"] and _levels(sparse, "surname")[1]["sql_condition"] == \
+        both["sql_condition"]
+    assert all(lvl.get("tf_adjustment_column") != FULL_NAME for c in dense.settings["comparisons"]
+               for lvl in c["comparison_levels"])
+    assert not uses_full_name(build_model_spec(["surname", "dob", "postcode"], completeness={"dob": 0.3}).settings)
+
+
+def test_full_name_frequency_counts_places_not_records_and_names_that_go_together():
+    from datafirst_assets.linkage.settings import full_name_frequencies
+
+    # One litigant: 10 records of one rare name at one postcode. Names that go together: HALIMA ALI at
+    # 4 areas, although HALIMA and ALI are each no commoner than that.
+    rows = ([("ZEB", "QUORN", "AB1 2CD")] * 10 + [("HALIMA", "ALI", pc) for pc in ("E1 1AA", "N1 1AA", "B1 1AA",
+                                                                                  "M1 1AA")]
+            + [(f"F{i}", f"S{i}", "LS1 1AA") for i in range(86)])
+    frame = pl.DataFrame(rows, schema=["forename", "surname", "postcode"], orient="row")
+    tf = dict(full_name_frequencies([frame]).iter_rows())
+    n = frame.height
+    assert tf["ZEB QUORN"] == pytest.approx((10 / n) * (10 / n))  # not 10 records' worth: one place
+    places = 1 + 4 + 86
+    assert tf["HALIMA ALI"] == pytest.approx(3 / places)  # shared beyond its own holder's place
+    assert tf["HALIMA ALI"] > (4 / n) * (4 / n)
+
+
+def test_a_sparse_model_with_the_full_name_scores_in_splink(records):
+    frame = records.select("record_id", "source_dataset", "forename", "surname", "dob", "postcode", "address")
+    spec = build_model_spec(["forename", "surname", "dob", "postcode", "address"],
+                            completeness={"dob": 0.3, "postcode": 1.0, "address": 1.0})
+    linker = make_linker(make_db_api(), frame, spec.settings, spec)
+    scored = predict_pairs(linker).as_pyarrow_table()
+    assert scored.num_rows > 0

@@ -163,7 +163,9 @@ def test_prior_recall_comes_from_the_trained_agreement_when_the_rules_rest_on_po
     assert "postcode" in spec.deterministic_rules[0]
     records = make_dataset(60, seed=2)[0].select("record_id", "source_dataset", *fields)
     linker = make_linker(make_db_api(), records, spec.settings, spec)
-    m = {"forename": [0.8, 0.1, 0.04, 0.02, 0.01, 0.01, 0.01, 0.01], "surname": [0.9, 0.05, 0.02, 0.01, 0.02],
+    # forename: both names agree (weighed by the full name), forename alone ...; surname: surname alone
+    # (its "both agree" level is the forename's), ...
+    m = {"forename": [0.5, 0.3, 0.04, 0.02, 0.01, 0.01, 0.01, 0.01], "surname": [0.4, 0.05, 0.02, 0.01, 0.02],
          "postcode": [0.55, 0.05, 0.1, 0.2, 0.1]}
     for comp in linker._settings_obj.comparisons:
         levels = [lvl for lvl in comp.comparison_levels if not lvl.is_null_level]
@@ -171,5 +173,81 @@ def test_prior_recall_comes_from_the_trained_agreement_when_the_rules_rest_on_po
             lvl.m_probability = value
     assert exact_agreement_m(linker, "postcode") == pytest.approx(0.55)
     assert exact_agreement_m(linker, "forename") == pytest.approx(0.8)
+    assert exact_agreement_m(linker, "surname") == pytest.approx(0.5 + 0.5 * 0.4)  # both, or surname alone
     assert exact_agreement_m(linker, "pnc") is None  # not compared
-    assert recall_from_m(linker, spec) == pytest.approx(0.9**2 * 0.8 * 0.9 * 0.55)
+    assert recall_from_m(linker, spec) == pytest.approx(0.9**2 * 0.8 * 0.7 * 0.55)
+
+
+def test_rare_name_pairs_are_records_sharing_a_full_name_too_rare_to_share_by_chance():
+    from datafirst_assets.linkage.train import rare_name_pairs
+
+    common = [("JOHN", "SMITH")] * 30 + [("JOHN", f"S{i}") for i in range(2000)] + [("J", "RARE")] * 2
+    names = common + [("ZEPHYRINE", "QUILLFEATHER")] * 2
+    records = pl.DataFrame({"record_id": [f"r{i:04d}" for i in range(len(names))],
+                            "source_dataset": "civil",
+                            "forename": [f for f, _ in names], "surname": [s for _, s in names]})
+    pairs = rare_name_pairs(records)
+    # JOHN SMITH is common; J RARE is only an initial; the rare name's two records pair once
+    assert pairs.rows() == [("civil", "r2032", "civil", "r2033")]
+    assert rare_name_pairs(records, max_pairs=0).height == 0
+    assert rare_name_pairs(records.drop("forename")).height == 0
+
+
+def _sparse_dob_linker(n_names: int, moved_share: float):
+    from datafirst_assets.linkage.settings import build_model_spec
+    from datafirst_assets.linkage.train import make_linker
+
+    fields = ["forename", "surname", "dob", "postcode", "address"]
+    spec = build_model_spec(fields, completeness={"forename": 1.0, "surname": 1.0, "dob": 0.3, "postcode": 1.0,
+                                                  "address": 1.0})
+    rows = []
+    for i in range(n_names):
+        moved = i < n_names * moved_share
+        for k in range(2):
+            rows.append({"record_id": f"r{i:04d}{k}", "source_dataset": "civil", "forename": f"FORENAME{i}",
+                         "surname": f"SURNAME{i}", "dob": None,
+                         "postcode": ("ZE2 9XX" if moved and k else "AB1 2CD"),
+                         "address": ("99 OTHER ROAD" if moved and k else f"{i} HIGH STREET")})
+    rows += [{"record_id": f"s{i:04d}", "source_dataset": "civil", "forename": f"OTHER{i}", "surname": f"PERSON{i}",
+              "dob": None, "postcode": "CD3 4EF", "address": f"{i} LOW STREET"} for i in range(1000)]
+    records = pl.DataFrame(rows, schema_overrides={"dob": pl.Date})
+    linker = make_linker(make_db_api(), records, spec.settings, spec)
+    for comp in linker._settings_obj.comparisons:  # as EM left it on sparse data: nobody moves
+        levels = [lvl for lvl in comp.comparison_levels if not lvl.is_null_level]
+        for lvl in levels:
+            lvl.m_probability = 0.001 if lvl is not levels[0] else 1 - 0.001 * (len(levels) - 1)
+    return linker, records, spec
+
+
+def _m(linker, comparison: str) -> list[float]:
+    comp = next(c for c in linker._settings_obj.comparisons if c.output_column_name == comparison)
+    return [lvl.m_probability for lvl in comp.comparison_levels if not lvl.is_null_level]
+
+
+def test_moving_fields_m_comes_from_rare_name_pairs_when_dates_of_birth_are_sparse():
+    """EM on sparse data learns that nobody moves (m of "postcode differs" 0.001); pairs sharing a rare
+    full name show how often one person's postcode and address differ, and replace EM's m there."""
+    from datafirst_assets.linkage.train import estimate_moving_m
+
+    linker, records, spec = _sparse_dob_linker(300, moved_share=0.4)
+    forename_before = _m(linker, "forename")
+    assert estimate_moving_m(linker, records, spec)
+    assert _m(linker, "postcode")[0] == pytest.approx(0.6)  # exact
+    assert _m(linker, "postcode")[-1] == pytest.approx(0.4)  # all other comparisons
+    assert _m(linker, "address")[-1] == pytest.approx(0.4)
+    assert _m(linker, "forename") == pytest.approx(forename_before)  # EM's, untouched
+
+
+def test_moving_fields_m_is_left_to_em_without_enough_rare_pairs_or_when_dates_of_birth_are_full():
+    from datafirst_assets.linkage.settings import build_model_spec
+    from datafirst_assets.linkage.train import estimate_moving_m
+
+    linker, records, spec = _sparse_dob_linker(50, moved_share=0.4)  # 50 pairs: too few
+    assert not estimate_moving_m(linker, records, spec)
+    assert _m(linker, "postcode")[-1] == pytest.approx(0.001)
+    full = build_model_spec(["forename", "surname", "dob", "postcode", "address"],
+                            completeness={"dob": 0.95, "postcode": 1.0})
+    assert "postcode" not in " ".join(full.deterministic_rules)
+    linker, records, _ = _sparse_dob_linker(300, moved_share=0.4)
+    assert not estimate_moving_m(linker, records, full)
+    assert _m(linker, "postcode")[-1] == pytest.approx(0.001)

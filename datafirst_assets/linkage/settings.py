@@ -123,8 +123,14 @@ def _c(expr: str) -> ColumnExpression:
     return ColumnExpression(expr)
 
 
-def _name_comparison(col: str, *, swap_with: str | None, middle: bool, swap_counts: bool = True
-                     ) -> cl.CustomComparison:
+#: Derived column (forename and surname) whose frequency weighs a pair agreeing on both names at
+#: once, where dates of birth are sparse (see :func:`full_name_frequencies`).
+FULL_NAME = "full_name"
+_BOTH_NAMES = "forename_l = forename_r AND surname_l = surname_r"
+
+
+def _name_comparison(col: str, *, swap_with: str | None, middle: bool, swap_counts: bool = True,
+                     full_name: bool = False) -> cl.CustomComparison:
     """Forename or surname: exact (tf), Jaro-Winkler bands, swap, middle-name promotion.
 
     Swapped forename/surname is one piece of evidence, so it is weighed once: in the
@@ -132,8 +138,20 @@ def _name_comparison(col: str, *, swap_with: str | None, middle: bool, swap_coun
     neutral (null) level. Counting it in both doubles a weight that is already large,
     and chains every "SMITH REBECCA" to every "REBECCA SMITH" at scale.
     """
-    levels: list[Any] = [
-        cll.NullLevel(col),
+    levels: list[Any] = [cll.NullLevel(col)]
+    if full_name:
+        # Both names agree: weighed once, by how common the whole name is (forename and surname
+        # frequencies multiplied undercount names that go together, as in many minority groups),
+        # in the forename comparison; the surname comparison calls it neutral.
+        both = cll.CustomLevel(_BOTH_NAMES)
+        if col == "forename":
+            both.configure(tf_adjustment_column=FULL_NAME, tf_adjustment_weight=1.0,
+                           disable_tf_exact_match_detection=True,  # the level's own u: weight m / tf
+                           label_for_charts="Forename and surname agree (by the full name's frequency)")
+        else:
+            both.configure(is_null_level=True, label_for_charts="Forename and surname agree (weighed in forename)")
+        levels.append(both)
+    levels += [
         cll.ExactMatchLevel(col, term_frequency_adjustments=True),
         cll.JaroWinklerLevel(col, 0.92),
         cll.JaroWinklerLevel(col, 0.88),
@@ -293,17 +311,21 @@ def _role_comparison() -> cl.CustomComparison:
     )
 
 
-def build_comparisons(fields: Sequence[str], extras: Sequence[str] = ()) -> list[cl.CustomComparison]:
+def build_comparisons(fields: Sequence[str], extras: Sequence[str] = (), *, full_name: bool = False
+                      ) -> list[cl.CustomComparison]:
     f = set(fields)
+    full_name = full_name and {"forename", "surname"} <= f
     comps: list[cl.CustomComparison] = []
     if "forename" in f:
         comps.append(_name_comparison(
-            "forename", swap_with="surname" if "surname" in f else None, middle="middle_names" in f))
+            "forename", swap_with="surname" if "surname" in f else None, middle="middle_names" in f,
+            full_name=full_name))
     if "middle_names" in f:
         comps.append(_middle_names_comparison())
     if "surname" in f:
         comps.append(_name_comparison(
-            "surname", swap_with="forename" if "forename" in f else None, middle=False, swap_counts=False))
+            "surname", swap_with="forename" if "forename" in f else None, middle=False, swap_counts=False,
+            full_name=full_name))
     if "dob" in f:
         comps.append(_dob_comparison())
     if "sex" in f:
@@ -529,12 +551,17 @@ def prediction_blocking_rules(fields: Sequence[str]) -> list[Any]:
 DETERMINISTIC_DOB_COMPLETENESS = 0.5
 
 
+def sparse_dob_rules(fields: Sequence[str], completeness: dict[str, float] | None = None) -> bool:
+    """Too few dates of birth to count matches by (the prior rests on names and postcode)."""
+    return (completeness or {}).get("dob", 1.0) < DETERMINISTIC_DOB_COMPLETENESS and "postcode" in set(fields)
+
+
 def deterministic_rules(fields: Sequence[str], completeness: dict[str, float] | None = None) -> list[Any]:
     """High-precision rules whose matches (with an assumed recall) set the prior."""
     f = set(fields)
     comp = completeness or {}
     rules: list[Any] = []
-    sparse_dob = comp.get("dob", 1.0) < DETERMINISTIC_DOB_COMPLETENESS and "postcode" in f
+    sparse_dob = sparse_dob_rules(fields, comp)
     if {"forename", "surname", "dob"} <= f and not sparse_dob:
         rules.append(block_on("forename", "surname", "dob"))
     elif {"forename", "surname", "postcode"} <= f:
@@ -651,7 +678,7 @@ def build_model_spec(
         link_type=link_type,  # type: ignore[arg-type]
         unique_id_column_name=UNIQUE_ID,
         source_dataset_column_name=SOURCE_DATASET,
-        comparisons=build_comparisons(fields, extras),
+        comparisons=build_comparisons(fields, extras, full_name=sparse_dob_rules(fields, comp)),
         blocking_rules_to_generate_predictions=pred_rules,
         probability_two_random_records_match=1e-4,
         retain_matching_columns=retain_matching_columns,
@@ -705,6 +732,39 @@ def model_spec_for_records(
     return build_model_spec(fields, extras=extras, link_type=link_type, completeness=comp,
                             sql_dialect=sql_dialect, blocking_rules=rules or None,
                             blocking_pairs=counts, **kwargs)
+
+
+def uses_full_name(settings: dict[str, Any]) -> bool:
+    """Whether a model weighs agreement on both names by the full name's frequency."""
+    return any(lvl.get("tf_adjustment_column") == FULL_NAME for comp in settings.get("comparisons", [])
+               for lvl in comp.get("comparison_levels", []))
+
+
+def with_full_name(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with :data:`FULL_NAME` (forename and surname; null unless both are there)."""
+    return frame.with_columns(pl.concat_str(["forename", "surname"], separator=" ").alias(FULL_NAME))
+
+
+def full_name_frequencies(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Each full name's frequency (``full_name, tf_full_name``): the forename's and the surname's
+    frequencies multiplied (as the two names' own adjustments would weigh them), or, when the name
+    is recorded at more places than that implies, the share of name-and-postcode places that carry
+    it besides one (its holder's own). Names that go together (many minority groups' naming
+    conventions) are shared by more people than the product says; counting places, not records,
+    keeps one person's many records from making a name only they hold look common."""
+    keyed = pl.concat([with_full_name(f.select("forename", "surname", pl.col("postcode").cast(pl.String)
+                                               if "postcode" in f.columns else pl.lit(None, pl.String).alias("postcode")))
+                       for f in frames], how="vertical_relaxed")
+    named = keyed.drop_nulls(FULL_NAME)
+    # a place is a postcode area: one person's moves mostly stay within it
+    area = pl.col("postcode").str.extract(r"^([A-Z]{1,2})", 1).fill_null("")
+    places = named.select(FULL_NAME, "forename", "surname", area.alias("postcode")).unique()
+    tf = [keyed.drop_nulls(c).group_by(c).len().select(c, (pl.col("len") / pl.col("len").sum()).alias(f"_tf_{c}"))
+          for c in ("forename", "surname")]
+    return (places.group_by(FULL_NAME, "forename", "surname").len()
+            .join(tf[0], on="forename", how="left").join(tf[1], on="surname", how="left")
+            .select(FULL_NAME, pl.max_horizontal(pl.col("_tf_forename") * pl.col("_tf_surname"),
+                                                 (pl.col("len") - 1) / max(places.height, 1)).alias(f"tf_{FULL_NAME}")))
 
 
 def _rule_sql(rule: Any, sql_dialect: str) -> str:

@@ -11,7 +11,10 @@ without ground truth. In order of preference:
    sampling weights are needed.
 3. ``model_estimate``: the model's own match probabilities, unless a transitivity check shows them to
    be overconfident (:func:`transitivity_check`), in which case a curve fitted to that check replaces
-   them. No labels and no truth are needed.
+   them; then each pair's probability is raised to that of its likeliest path of likely links
+   through other records (:func:`transitive_closure`), which a model comparing two records at a
+   time cannot see (it underrates pairs whose recording errors come together). No labels and no
+   truth are needed.
 
 Either way each pair gets a probability q of being a match, and the threshold is the candidate
 (match weights 0 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
@@ -249,6 +252,88 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
             calibration = Calibration(float(beta[0]), float(beta[1]), None,
                                       (float(weight.min()), float(weight.max())), 0, method="transitivity")
     return TransitivityCheck(surest, rate(checked), checked.height, calibration)
+
+
+# ---------------------------------------------------------------- no labels: matches through other records
+
+#: Links the closure follows: expected_match >= 0.7 (odds above 2:1). Any floor from 0.6 to 0.8
+#: keeps every dataset's estimates within 0.03 of measured at 100,000 people; 0.5 follows enough
+#: doubtful family links (relatives) to overstate family's matches, 0.9 too few to see civil's.
+CLOSURE_FLOOR = 0.7
+#: Links the closure treats as certain: records they join count as one (p >= 0.999, 10 bits).
+SURE_LINK = 0.999
+#: Rounds of closure: each doubles the longest path followed (two rounds: up to four links).
+CLOSURE_ROUNDS = 2
+
+
+def _near_certain_groups(links: pl.DataFrame) -> pl.DataFrame:
+    """``record_id`` -> ``group``: the records joined by links with ``expected_match`` >= ``SURE_LINK``
+    (each record in one group; a record with no such link is a group of its own)."""
+    ids = pl.concat([links["record_id_l"], links["record_id_r"]]).unique().sort()
+    index = pl.DataFrame({"record_id": ids, "i": pl.int_range(ids.len(), eager=True)})
+    sure = (links.filter(pl.col(EXPECTED) >= SURE_LINK)
+            .join(index.rename({"record_id": "record_id_l", "i": "l"}), on="record_id_l")
+            .join(index.rename({"record_id": "record_id_r", "i": "r"}), on="record_id_r"))
+    roots = components_at(ids.len(), sure["l"].to_numpy(), sure["r"].to_numpy(),
+                          sure[EXPECTED].to_numpy(), [SURE_LINK])[SURE_LINK]
+    return pl.DataFrame({"record_id": ids, "group": roots.astype(np.int64)})
+
+
+def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
+                       rounds: int = CLOSURE_ROUNDS) -> pl.DataFrame:
+    """``record_id_l``, ``record_id_r``, ``path_match`` for every scored pair of ``expected`` that a
+    path of links with ``expected_match`` >= ``floor`` joins: the product of ``expected_match`` along
+    the likeliest such path (the pair's own link is a path of one link).
+
+    Same person is transitive: if every link on a path is a match, so is the pair at its ends. So the
+    product is the probability that the path's links are all matches (were their errors
+    independent), a lower bound on the pair being a match, whatever its own match weight says. That is
+    the evidence a pair's own weight cannot see: a person recorded with a stale surname and an old
+    address scores low against their other records one by one (the errors come together, which the
+    model's independent comparisons read as strong evidence against), yet each is closed to the
+    rest by a third record. Records joined by near-certain links (``SURE_LINK``) count as one
+    (a path through them as certain), so that people with many records do not multiply the paths;
+    between those groups, paths of up to 2 ** ``rounds`` links, products below ``floor`` ** 4 dropped."""
+    ordered = ordered_ids(expected)
+    followed = ordered.filter(pl.col(EXPECTED) >= floor)
+    if followed.is_empty():
+        return pl.DataFrame(schema={"record_id_l": pl.String, "record_id_r": pl.String, "path_match": pl.Float64})
+    groups = _near_certain_groups(followed)
+    between = (_between_groups(followed, groups).filter(pl.col("a") != pl.col("b"))
+               .select("a", "b", pl.col(EXPECTED).cast(pl.Float64).alias("path_match"))
+               .group_by("a", "b").agg(pl.col("path_match").max()))
+    for _ in range(rounds):
+        both = pl.concat([between, between.select(pl.col("b").alias("a"), pl.col("a").alias("b"), "path_match")])
+        longer = (both.join(both.rename({"a": "c", "path_match": "second"}), on="b")
+                  .filter(pl.col("a") < pl.col("c"))
+                  .select("a", pl.col("c").alias("b"),
+                          (pl.col("path_match") * pl.col("second")).alias("path_match"))
+                  .filter(pl.col("path_match") >= floor ** 4))
+        between = pl.concat([between, longer]).group_by("a", "b").agg(pl.col("path_match").max())
+    same_group = pl.when(pl.col("a") == pl.col("b")).then(1.0).otherwise(pl.col("path_match"))
+    return (_between_groups(ordered.select("record_id_l", "record_id_r"), groups)
+            .join(between, on=["a", "b"], how="left").with_columns(same_group.alias("path_match"))
+            .filter(pl.col("path_match").is_not_null()).select("record_id_l", "record_id_r", "path_match")
+            .unique(["record_id_l", "record_id_r"]))
+
+
+def _between_groups(pairs: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
+    """``pairs`` with ``a`` and ``b``: their records' groups, smaller first (records in no group dropped)."""
+    grouped = (pairs.join(groups.rename({"record_id": "record_id_l", "group": "a"}), on="record_id_l")
+               .join(groups.rename({"record_id": "record_id_r", "group": "b"}), on="record_id_r"))
+    return grouped.with_columns(pl.min_horizontal("a", "b").alias("a"), pl.max_horizontal("a", "b").alias("b"))
+
+
+def with_indirect_matches(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR) -> pl.DataFrame:
+    """``expected`` with each pair's ``expected_match`` raised to its path probability
+    (:func:`transitive_closure`) where that is higher: the model's own probabilities only (see
+    :func:`assess`). Pairs no path joins keep theirs."""
+    if expected.is_empty():
+        return expected
+    keys = ["record_id_l", "record_id_r"]
+    raised = pl.max_horizontal(pl.col(EXPECTED), pl.col("path_match").fill_null(0.0))
+    return (ordered_ids(expected).join(transitive_closure(expected, floor), on=keys, how="left")
+            .with_columns(raised.alias(EXPECTED)).drop("path_match"))
 
 
 # ---------------------------------------------------------------- matches blocking never compared
@@ -586,12 +671,17 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     evidence = (read_label_evidence(pairs, labels_file, resamples=BOOTSTRAP_RESAMPLES if intervals else 0)
                 if pairs.height else LabelEvidence())
     calibration = evidence.calibration
+    # without labels, the model's probabilities (after any transitivity recalibration) are raised
+    # by the paths through other records; labels are not: they measured P(match | weight) over all
+    # pairs, the ones such paths close included, and raising those would count them twice
     check = transitivity_check(pairs) if pairs.height and calibration is None else None
     if check is not None and check.overconfident:
         calibration = check.calibration
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
     expected = with_expected_matches(pairs, calibration)
+    if calibration is None or calibration.method != "clerical_labels":
+        expected = with_indirect_matches(expected)
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates),

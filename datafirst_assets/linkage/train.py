@@ -34,8 +34,12 @@ from datafirst_assets.linkage.backend import sql_dialect
 from datafirst_assets.linkage.settings import (
     SOURCE_DATASET,
     UNIQUE_ID,
+    FULL_NAME,
     LinkageConfigError,
     ModelSpec,
+    full_name_frequencies,
+    uses_full_name,
+    with_full_name,
     render_model,
     render_spec,
     rule_columns,
@@ -66,6 +70,9 @@ class TrainingConfig:
     # u sampling passes (Splink's default 10, stopping early once every level has been seen
     # often enough); 1 is one pass, cheaper where each query has a fixed cost (Spark, small data)
     u_num_chunks: int | None = None
+    # where the prior rests on where people live (sparse dates of birth), m of postcode and address
+    # from pairs sharing a rare full name rather than from EM (estimate_moving_m)
+    moving_m: bool = True
 
 
 def u_pairs_for(records: int) -> float:
@@ -113,6 +120,8 @@ def aligned_frames(records: pl.DataFrame | Sequence[pl.DataFrame], spec: ModelSp
     frames = _frames(records)
     if spec is not None:
         frames = [f.select([c for c in spec.columns if c in f.columns]) for f in frames]
+        if uses_full_name(spec.settings):
+            frames = [with_full_name(f) for f in frames]
     if len(frames) > 1:
         dtypes: dict[str, pl.DataType] = {}
         for f in frames:
@@ -161,7 +170,12 @@ def make_linker(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], settings
     settings = settings_for_backend(db_api, settings, spec)
     sdf = register_records(db_api, records, spec)
     settings = json.loads(json.dumps(settings))  # Splink mutates/keeps references
-    return Linker(sdf, settings, log_level=SPLINK_LOG_LEVEL)
+    linker = Linker(sdf, settings, log_level=SPLINK_LOG_LEVEL)
+    if uses_full_name(settings):  # the full name's frequency counted by place, not by record
+        lookup = db_api.register(full_name_frequencies(_frames(records)).to_arrow(),
+                                 table_name=f"__full_name_tf_{secrets.token_hex(4)}")
+        linker.table_management.register_term_frequency_lookup(lookup, FULL_NAME)
+    return linker
 
 
 # ---------------------------------------------------------------------------- training
@@ -222,6 +236,10 @@ def train_model(
     if len(failed) == len(rules):
         raise ValueError("every EM session failed: " + " | ".join(failed))
     timings["em"] = time.perf_counter() - t
+    if cfg.moving_m:
+        t = time.perf_counter()
+        estimate_moving_m(linker, records, spec, say)
+        timings["em"] += time.perf_counter() - t
     if cfg.m_floor:
         regularise_m(linker, cfg.m_floor)
     if not cfg.deterministic_recall:
@@ -261,12 +279,22 @@ def exact_agreement_m(linker: Linker, column: str) -> float | None:
     level whose condition includes ``column_l = column_r`` (summed, should a comparison split
     exact agreement over several levels). None when no level says so."""
     equal = f"{column}_l={column}_r"
+
+    def condition(lvl) -> str:
+        return "".join(lvl.sql_condition.split()).replace('"', "").replace("`", "")
+
+    # A comparison that leaves a case to another (surname's "both names agree", weighed in forename)
+    # has m values among the rest of the pairs only: scaled by the share that rest is.
+    elsewhere = {condition(lvl): float(lvl._m_probability) for comp in linker._settings_obj.comparisons
+                 for lvl in comp.comparison_levels
+                 if not lvl.is_null_level and isinstance(lvl._m_probability, (int, float))}
     total, found = 0.0, False
     for comp in linker._settings_obj.comparisons:
+        left_out = sum(elsewhere.get(condition(lvl), 0.0) for lvl in comp.comparison_levels
+                       if lvl.is_null_level and condition(lvl) in elsewhere)
         for lvl in comp.comparison_levels:
-            sql = "".join(lvl.sql_condition.split()).replace('"', "").replace("`", "")
-            if not lvl.is_null_level and equal in sql and isinstance(lvl._m_probability, (int, float)):
-                total, found = total + float(lvl._m_probability), True
+            if not lvl.is_null_level and equal in condition(lvl) and isinstance(lvl._m_probability, (int, float)):
+                total, found = total + (1 - left_out) * float(lvl._m_probability), True
     return total if found else None
 
 
@@ -292,6 +320,88 @@ def _reestimate_prior(linker: Linker, spec: ModelSpec, n: int, say: Callable[[st
     except ValueError:
         linker.training.estimate_probability_two_random_records_match(list(spec.deterministic_rules), recall=1.0)
     _guard_prior(linker, n)
+
+
+#: Two records that agree on a forename and a surname are taken as one person's when fewer than
+#: this many records would carry that full name by chance (the two names' frequencies multiplied
+#: by the number of records) ...
+RARE_NAME_EXPECTED_RECORDS = 0.005
+#: ... from at most this many such pairs (deterministically the first by record id), and only
+#: when there are at least MOVING_M_MIN_PAIRS of them.
+MOVING_M_MAX_PAIRS = 200_000
+MOVING_M_MIN_PAIRS = 200
+#: m of a level none of those pairs showed, before flooring.
+UNSEEN_M = 1e-9
+
+
+def rare_name_pairs(records: pl.DataFrame | Sequence[pl.DataFrame], *,
+                    expected: float = RARE_NAME_EXPECTED_RECORDS, max_pairs: int = MOVING_M_MAX_PAIRS
+                    ) -> pl.DataFrame:
+    """Pairs of records that share a forename (more than an initial) and a surname so rare together
+    that different people would seldom share them by chance: ``source_dataset_l, record_id_l,
+    source_dataset_r, record_id_r`` (left id < right id), at most ``max_pairs``.
+
+    Rarity is the two names' frequencies multiplied (not the full name's own count: one person's
+    several records would make a rare name look common)."""
+    frames = [f.select(SOURCE_DATASET, UNIQUE_ID, "forename", "surname") for f in _frames(records)
+              if {"forename", "surname"} <= set(f.columns)]
+    empty = pl.DataFrame(schema={f"{c}_{s}": pl.String for s in ("l", "r") for c in (SOURCE_DATASET, UNIQUE_ID)})
+    if not frames:
+        return empty
+    named = (pl.concat(frames, how="vertical_relaxed").drop_nulls(["forename", "surname"])
+             .filter(pl.col("forename").str.len_chars() > 1)
+             .with_columns(pl.col(SOURCE_DATASET).cast(pl.String), pl.col(UNIQUE_ID).cast(pl.String)))
+    n = named.height
+    if n < 2:
+        return empty
+    rare = (named.with_columns((pl.len().over("forename") * pl.len().over("surname") / n).alias("_expected"))
+            .filter(pl.col("_expected") < expected).select(SOURCE_DATASET, UNIQUE_ID, "forename", "surname"))
+    pairs = (rare.join(rare, on=["forename", "surname"], suffix="_r")
+             .filter(pl.concat_str(SOURCE_DATASET, UNIQUE_ID) < pl.concat_str(f"{SOURCE_DATASET}_r", f"{UNIQUE_ID}_r"))
+             .select(pl.col(SOURCE_DATASET).alias(f"{SOURCE_DATASET}_l"), pl.col(UNIQUE_ID).alias(f"{UNIQUE_ID}_l"),
+                     pl.col(f"{SOURCE_DATASET}_r"), pl.col(f"{UNIQUE_ID}_r"))
+             .sort(f"{UNIQUE_ID}_l", f"{UNIQUE_ID}_r"))
+    return pairs.head(max_pairs)
+
+
+def estimate_moving_m(linker: Linker, records: pl.DataFrame | Sequence[pl.DataFrame], spec: ModelSpec,
+                      say: Callable[[str], None] = lambda _m: None) -> bool:
+    """m of the comparisons on where people live (``MOVING_FIELDS``) from pairs sharing a rare
+    full name (:func:`rare_name_pairs`, taken as matches), when the prior rests on those fields
+    (sparse dates of birth). Other comparisons keep EM's m. Returns whether it ran.
+
+    Why: with dates of birth mostly missing, EM blocked on names can tell one person from another
+    who shares the name only by where they live, so it learns that a person never moves (civil at
+    hard: m of "postcode differs" 0.001 where the truth is 0.11, of "address differs" 0.001 where it
+    is 0.56) and splits everyone who moved. A rare full name says "same person" without looking at
+    the address, so its pairs show how often one person's address differs."""
+    if not any(set(rule_columns(rule)) & set(MOVING_FIELDS) for rule in spec.deterministic_rules):
+        return False
+    moving = [c for c in linker._settings_obj.comparisons if c.output_column_name in MOVING_FIELDS]
+    pairs = rare_name_pairs(records)
+    if not moving or pairs.height < MOVING_M_MIN_PAIRS:
+        return False
+    kept = {(c.output_column_name, i): lvl._m_probability
+            for c in linker._settings_obj.comparisons if c.output_column_name not in MOVING_FIELDS
+            for i, lvl in enumerate(c.comparison_levels)}
+    say(f"m of {', '.join(c.output_column_name for c in moving)} from {pairs.height:,} pairs sharing a rare full name")
+    table = linker._db_api.register(pairs.to_arrow(), table_name=f"__rare_name_pairs_{secrets.token_hex(4)}")
+    try:
+        linker.training.estimate_m_from_pairwise_labels(table)
+    finally:
+        table.drop_table_from_database_and_remove_from_cache(force_non_splink_table=True)
+    for c in linker._settings_obj.comparisons:
+        for i, lvl in enumerate(c.comparison_levels):
+            if c.output_column_name not in MOVING_FIELDS:
+                if isinstance(kept[(c.output_column_name, i)], (int, float)):
+                    lvl.m_probability = kept[(c.output_column_name, i)]
+            elif not lvl.is_null_level:
+                # Splink takes the median of every estimate so far (EM's sessions and this one):
+                # EM's are the ones known to be wrong here, so this estimate replaces them.
+                m = lvl._trained_m_probabilities[-1]["probability"]
+                # a level no pair showed: as good as never (regularise_m floors it)
+                lvl.m_probability = m if isinstance(m, (int, float)) and m > 0 else UNSEEN_M
+    return True
 
 
 def _guard_prior(linker: Linker, n: int) -> None:
