@@ -28,6 +28,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
+from datafirst_assets.launch import stop_code_servers
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
@@ -110,6 +111,7 @@ def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
             assert len(servers) == 1 and getattr(next(iter(servers)), "socket", None), servers
             return run_ids
     finally:
+        stop_code_servers()  # it writes under the instance's home, which the fixture removes at the end
         close_warehouse()
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
@@ -168,6 +170,14 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        # until the group is gone: a process still dying writes under the home the fixture removes next
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
         return stopped
 
 
