@@ -184,15 +184,36 @@ class Server:
 @pytest.fixture(scope="module")
 def server():
     # tmpfs where there is one: the instance's SQLite commits every event, slow on a busy disk
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as root:
-        server = Server(Path(root))
+    root = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    server = Server(root)
+    try:
+        server.wait_until_loaded()
+        yield server
+    finally:
+        seconds = server.stop()
+        close_warehouse()
+        remove_folder(root)
+    assert seconds < 20, f"datafirst ui took {seconds:.0f}s to stop on SIGTERM"
+
+
+def remove_folder(root: Path, attempts: int = 5) -> None:
+    """rmtree, naming what is still being written there (and by which process) if it will not go."""
+    for _ in range(attempts):
         try:
-            server.wait_until_loaded()
-            yield server
-        finally:
-            seconds = server.stop()
-            close_warehouse()
-        assert seconds < 20, f"datafirst ui took {seconds:.0f}s to stop on SIGTERM"
+            shutil.rmtree(root)
+            return
+        except OSError:
+            time.sleep(1)
+    writers = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if str(os.readlink(fd)).startswith(str(root)):
+                pid = fd.parts[2]
+                writers.append((pid, (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ")[:200], os.readlink(fd)))
+        except OSError:
+            pass
+    left = [str(p.relative_to(root)) for p in root.rglob("*")][:30]
+    pytest.fail(f"{root} would not go: left {left}; open by {writers}")
 
 
 @pytest.fixture(scope="module")
