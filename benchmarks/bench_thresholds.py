@@ -99,7 +99,8 @@ def measure(work: Path) -> list[dict]:
         with warehouse_cursor(work / "data" / "warehouse.duckdb") as conn:
             pairs = _table(conn, f"select record_id_l, record_id_r, match_weight, match_probability "
                                  f"from linkage_{source}.scored_pairs")
-            ids = _table(conn, f"select record_id from linkage_{source}.person_records")["record_id"].cast(pl.String)
+            records = _table(conn, f"select * from linkage_{source}.person_records")
+            ids = records["record_id"].cast(pl.String)
             version = conn.sql(f"select any_value(model_version) from linkage_{source}.clusters").fetchall()[0][0]
             model = json.loads((work / "data" / "models" / source / f"{version}.json").read_text())
             sql = blocking_lists_sql(prediction_rules(model["splink_model"]), f"linkage_{source}.scored_pairs",
@@ -108,9 +109,10 @@ def measure(work: Path) -> list[dict]:
         truth = record_truth(work / "truth", source).join(pl.DataFrame({"record_id": ids}), on="record_id")
         labels = work / "data" / "labels" / f"{source}.csv"
         t = time.perf_counter()
-        estimate = choose_cluster_threshold(pairs, configured=None, labels_file=None, record_ids=ids, blocking=blocking)
+        estimate = choose_cluster_threshold(pairs, configured=None, labels_file=None, record_ids=ids, blocking=blocking,
+                                            records=records)
         labelled = choose_cluster_threshold(pairs, configured=None, labels_file=labels, record_ids=ids,
-                                            blocking=blocking)
+                                            blocking=blocking, records=records)
         choose_seconds = (time.perf_counter() - t) / 2
         measured = bcubed_by_threshold(pairs, truth, sorted(set(candidate_thresholds())
                                                             | {estimate.match_probability, labelled.match_probability}))
