@@ -17,7 +17,7 @@ without ground truth. In order of preference:
    truth are needed.
 
 Either way each pair gets a probability q of being a match, and the threshold is the candidate
-(match weights 0 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
+(match weights -4 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
 F1 (:func:`expected_bcubed_curve`): clusters, not pairs, because linking is transitive and a chain
 of likely pairs can join people no pair says are the same. The expected precision, recall and F1
 reported at the threshold are *estimates*: they count only matches among the scored pairs, so
@@ -500,8 +500,10 @@ def estimate_at(curve: pl.DataFrame, threshold: float) -> dict:
 # ---------------------------------------------------------------- clusters at each candidate
 
 
-#: Candidate thresholds: match weights 0, 0.5, ..., 16 bits (probabilities 0.5 to 0.99998).
-CANDIDATE_WEIGHTS = tuple(w / 2 for w in range(0, 33))
+#: Candidate thresholds: match weights -4, -3.5, ..., 16 bits (probabilities 0.06 to 0.99998). Below
+#: 0 bits because a link can be right more often than the model's weight says: a person's other
+#: records close it (civil's best threshold with labels is -1 bit, p = 0.33).
+CANDIDATE_WEIGHTS = tuple(w / 2 for w in range(-8, 33))
 
 
 def candidate_thresholds() -> list[float]:
