@@ -14,6 +14,7 @@ from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.evaluation import TRUTH_RESOURCE, evaluation_assets, truth_from_env
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.release import release_assets
+from datafirst_assets.defs.event_log import relax_event_log_syncs
 from datafirst_assets.defs.memory import STEP_HOOKS, freeze_long_lived_objects
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets, run_config_for_mode
 from datafirst_assets.defs.xjs import xjs_assets
@@ -107,6 +108,9 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
 
 
 defs = build_definitions()
+# Every process that loads the code location (the code server, each run's process, `datafirst run`,
+# `dagster dev`) writes run events without a disk sync per event (defs/event_log.py).
+relax_event_log_syncs()
 # Everything loaded so far lives as long as the process: keep the collections after each step
 # (STEP_HOOKS) from walking it again and again.
 freeze_long_lived_objects()

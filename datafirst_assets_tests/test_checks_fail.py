@@ -175,7 +175,7 @@ def test_a_broken_cross_justice_lookup_fails_lookup_invariants_and_stops_downstr
     edges = pl.DataFrame(schema={"source_dataset_l": pl.String, "person_id_dataset_l": pl.String,
                                  "source_dataset_r": pl.String, "person_id_dataset_r": pl.String,
                                  "match_probability": pl.Float64})
-    monkeypatch.setattr(xjs_defs, "build_xjs_lookup", lambda *a, **k: XjsResult(
+    monkeypatch.setattr(xjs_defs, "run_lookup", lambda *a, **k: XjsResult(
         lookup=lookup, persons=pl.DataFrame(), edges=edges, thresholds=(0.99, 0.9, 0.5), model=None))
     downstream, ran = _probe(xjs_defs.LOOKUP)
     upstream = [linkage_key(s, t) for s in SOURCES for t in ("person_records", "clusters")]

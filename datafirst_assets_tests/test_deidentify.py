@@ -129,6 +129,17 @@ def test_the_gate_fails_on_a_planted_identifier_naming_table_and_column(release,
     assert "WHITFORD" not in str(findings)  # findings are masked
 
 
+def test_known_values_are_found_whichever_side_is_larger():
+    from datafirst_assets.deidentify.pii_gate import _members
+
+    known = pl.Series("k", [f"ID{i:05d}" for i in range(1000)])
+    few = pl.Series("v", ["ID00007", "NOPE", "ID00999", "ID00007X"])
+    many = pl.Series("v", [f"ID{i:05d}" for i in range(990, 3000)])
+    assert _members(few, known).to_list() == ["ID00007", "ID00999"]  # order of the scanned values
+    assert _members(many, known).to_list() == [f"ID{i:05d}" for i in range(990, 1000)]
+    assert _members(few, known.head(0)).len() == 0
+
+
 def test_the_gate_finds_a_date_of_birth_in_a_date_column_and_withheld_column_names(release):
     staged = magistrates_extract()
     known = raw_identifiers(MAGISTRATES, staged)

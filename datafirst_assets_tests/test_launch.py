@@ -15,6 +15,7 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, QueuedRunCoor
 
 from dagster import AssetKey
 
+from datafirst_assets import launch
 from datafirst_assets.launch import (
     CODE_LOCATION_MODULE,
     DEFAULT_INSTANCE_CLASSES,
@@ -66,3 +67,24 @@ def test_a_refused_launch_says_why():
     refused = {"data": {"launchRun": {"__typename": "InvalidSubsetError", "message": "no such asset"}}}
     with pytest.raises(RuntimeError, match="InvalidSubsetError.*no such asset"):
         _launched_run_id(refused, "link_datasets", "")
+
+
+def test_runs_of_one_process_share_a_code_server_until_its_environment_changes(monkeypatch):
+    started, stopped = [], []
+
+    class FakeServer:
+        def __init__(self, env):
+            self.env, self.process = env, type("Running", (), {"poll": staticmethod(lambda: None)})()
+            started.append(self)
+
+        def stop(self):
+            stopped.append(self)
+
+    monkeypatch.setattr(launch, "CodeServer", FakeServer)
+    monkeypatch.setattr(launch, "_SERVERS", {})
+    first = launch.code_server({"DAGSTER_HOME": "/a"})
+    assert launch.code_server({"DAGSTER_HOME": "/a"}) is first and len(started) == 1
+    second = launch.code_server({"DAGSTER_HOME": "/a", "DATAFIRST_MAX_MEAN_RISK": "1.0"})
+    assert second is not first and stopped == [first]  # the location reads its settings at load
+    launch.stop_code_servers()
+    assert stopped == [first, second] and not launch._SERVERS

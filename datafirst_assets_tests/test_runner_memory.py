@@ -60,3 +60,12 @@ def test_the_same_job_through_execute_in_process_keeps_the_output(tmp_path):
                        resources={"io_manager": StoresNothing()}, executor=in_process_executor)
     result = defs.resolve_job_def("both").execute_in_process(raise_on_error=False)
     assert not result.success
+
+
+def test_the_step_hook_releases_memory_only_from_a_process_that_holds_much():
+    from datafirst_assets.defs.memory import RELEASE_ABOVE_BYTES, holds_much_memory
+
+    assert holds_much_memory(threshold=0)
+    assert not holds_much_memory(threshold=1 << 50)
+    # this test process (Dagster, polars, DuckDB loaded) is far below the hook's threshold
+    assert not holds_much_memory(RELEASE_ABOVE_BYTES)

@@ -243,3 +243,31 @@ def test_report_on_a_copy_and_on_the_synthetic_release(built):
     failing = integrity_checks(broken).filter(pl.col("share") < 1)
     assert failing.filter(pl.col("table") == "magistrates.hocas_all_offence")["kind"].sort().to_list() == [
         "integrity", "uniqueness"]
+
+
+def test_a_report_reusing_unchanged_datasets_rows_is_the_full_report(built, tmp_path):
+    from datafirst_assets.synthetic.report_parts import save_parts, stored_parts
+
+    real, doc, _, synthetic = built
+    full = evaluate_synthetic(real, synthetic, doc, seed=3)
+    datasets = sorted({source for source, _ in release_tables() if source != "linking"})
+    fingerprints = {d: f"fp-{d}" for d in datasets}
+    save_parts(tmp_path / "parts.json", full, fingerprints)
+    changed = {"magistrates", "prison"}
+    earlier, only = stored_parts(tmp_path / "parts.json", {**fingerprints, **{d: "new" for d in changed}})
+    assert only == {tid for tid in release_tables() if tid[0] in changed | {"linking"}}
+    compared = []
+
+    class Counting(dict):  # which synthetic tables are read
+        def __getitem__(self, key):
+            compared.append(key)
+            return super().__getitem__(key)
+
+    again = evaluate_synthetic(real, Counting(synthetic), doc, seed=3, only=only, earlier=earlier)
+    for name in ("shapes", "structure", "integrity", "privacy"):
+        assert getattr(again, name).equals(getattr(full, name)), name
+    assert again.summary == full.summary
+    # an unchanged dataset's tables are not read (but its person table, for the cross-justice lookup)
+    assert ("civil", "hearings") not in compared and ("oasys", "oasys_assessments_details_rosh") not in compared
+    assert HOCAS in compared
+    assert stored_parts(tmp_path / "parts.json", {d: "new" for d in datasets}) == (None, None)

@@ -28,6 +28,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
+from datafirst_assets.launch import stop_code_servers
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.resources import DataLayout
@@ -105,8 +106,12 @@ def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
             assert sorted(r.run_id for r in runs) == sorted(run_ids)
             assert all(r.remote_job_origin is not None and r.remote_job_origin.location_name == LOCATION
                        for r in runs), [(r.run_id, r.job_name) for r in runs if r.remote_job_origin is None]
+            # ... and all were started by one code server, over its socket (not a server per run)
+            servers = {r.remote_job_origin.repository_origin.code_location_origin for r in runs}
+            assert len(servers) == 1 and getattr(next(iter(servers)), "socket", None), servers
             return run_ids
     finally:
+        stop_code_servers()  # it writes under the instance's home, which the fixture removes at the end
         close_warehouse()
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
@@ -165,6 +170,14 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        # until the group is gone: a process still dying writes under the home the fixture removes next
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
         return stopped
 
 

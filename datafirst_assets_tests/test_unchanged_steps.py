@@ -2,7 +2,11 @@
 run or any change of input recomputes them, giving the same tables as a run from scratch."""
 
 import polars as pl
+import pyarrow.parquet as pq
 from dagster import AssetCheckKey, DagsterInstance
+
+from datafirst_assets.common.hashing import sha256_file
+from datafirst_assets.release.publish import parquet_metadata
 
 from datafirst_assets.defs.deidentify import deidentified_key
 from datafirst_assets.defs.linkage import LinkageSettings
@@ -100,6 +104,28 @@ def test_a_republished_release_carries_the_gates_of_unchanged_tables_and_rescans
     assert second["gates"]["passed"] and all(t["gates"]["passed"] for t in second["tables"])
     assert second["release_id"] != first["release_id"]
     assert second["tables"] != first["tables"] and len(second["tables"]) == len(first["tables"])
+    # the files of unchanged tables are linked from the first release, checksums verified; the changed one is new
+    releases = tmp_path / "releases"
+    linked = {t["table"] for t in second["tables"] if t.get("file_from") == first["release_id"]}
+    assert linked == carried
+    for entry in second["tables"]:
+        file = releases / second["release_id"] / entry["path"]
+        assert sha256_file(file) == entry["sha256"]
+        assert parquet_metadata(file)["release_id"] == entry.get("file_from", second["release_id"])
+        assert parquet_metadata(file)["content_sha256"] == entry["content_sha256"]
+    # a linked file changed since it was published is written again, not linked
+    before = {t["table"]: t for t in first["tables"]}
+    victim = next(t for t in second["tables"] if t["table"] in linked and before[t["table"]]["rows"])
+    tampered = releases / second["release_id"] / victim["path"]
+    pq.write_table(pq.read_table(tampered).slice(1), tampered.with_suffix(".tmp"))
+    tampered.with_suffix(".tmp").replace(tampered)  # a new file: the first release's link is untouched
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'B08'")
+    assert _publish(tmp_path).success
+    third = _manifest(tmp_path)
+    again = next(t for t in third["tables"] if t["table"] == victim["table"])
+    assert "file_from" not in again and again["sha256"] == sha256_file(releases / third["release_id"] / again["path"])
+    assert again["content_sha256"] == victim["content_sha256"] and again["rows"] == victim["rows"]
 
 
 def _manifest(tmp_path) -> dict:

@@ -174,6 +174,20 @@ class XjsEdges(pa.DataFrameModel):
         description = "Scored cross-dataset person pairs."
 
 
+class XjsPersons(pa.DataFrameModel):
+    source_dataset: Series[str] = pa.Field(description="Dataset of the person")
+    person_id_dataset: Series[str] = pa.Field(unique=True, description="Per-dataset person id")
+    variants_hash: Series[str] = pa.Field(description="Hash of the person's distinct name / DOB variants")
+    model_version: Series[str] = pa.Field(nullable=True, description="Cross-justice model the edges were scored with")
+    edges_above: Series[float] = pa.Field(description="Match probability the stored edges were kept above")
+    written_by_run: Series[str] = pa.Field(description="Run that stored this state (and the edges with it)")
+
+    class Config:
+        strict = False
+        name = "xjs_persons"
+        description = "Per-dataset persons as the last cross-justice lookup saw them (its incremental state)."
+
+
 class CaseLookup(pa.DataFrameModel):
     defendant_case_id: Series[str] = pa.Field(unique=True, description="Magistrates' defendant-case id")
     defendant_on_case_id: Series[str] = pa.Field(unique=True, description="Crown Court defendant-on-case id")

@@ -33,6 +33,7 @@ SHARED = {
     ("linkage", "xjs", "lookup"): models.XjsLookup,
     ("linkage", "xjs", "edges"): models.XjsEdges,
     ("linkage", "xjs", "id_changes"): models.XjsIdChanges,
+    ("linkage", "xjs", "persons"): models.XjsPersons,
     ("linkage", "criminal_courts", "case_lookup"): models.CaseLookup,
     ("synthetic", "summaries"): models.SyntheticSummaries,
     ("synthetic", "report"): models.SyntheticReport,

@@ -34,6 +34,7 @@ from datafirst_assets.defs.release import ReleaseSettings, catalogue_folder, tab
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
 from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_failed
 from datafirst_assets.deidentify.disclosure import RiskResult, reidentification_risk
+from datafirst_assets.deidentify.hash_cache import KeyedHashCache
 from datafirst_assets.deidentify.keys import key_fingerprint, key_label
 from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linking, deidentify_source
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
@@ -157,7 +158,10 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return
-        release = deidentify_source(source, {name: table.to_polars() for name, table in stored.items()}, rules)
+        cache = KeyedHashCache(next(iter(stored.values())).database, reuse=linkage.mode != "full")
+        release = deidentify_source(source, {name: table.to_polars() for name, table in stored.items()}, rules,
+                                    cache=cache)
+        context.log.info(f"keyed hashes: {cache.found:,} distinct values stored by earlier runs, {cache.hashed:,} hashed")
         for name, findings in release.findings.items():
             for finding in findings:
                 context.log.error(f"PII gate: {finding}")

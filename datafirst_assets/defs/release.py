@@ -32,6 +32,7 @@ from datafirst_assets.catalogue.build import build_catalogue, build_catalogues
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
+from datafirst_assets.deidentify.hash_cache import KeyedHashCache
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
@@ -210,7 +211,9 @@ def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFram
                 f"select {key.staged} as id, {dob} as dob from staged_{spec.source}.{spec.name}").to_arrow_table())
         except duckdb.CatalogException:  # never staged (partial graphs in tests): shapes and names still scanned
             return None
-    staged = staged.select(keyed_hash(staged["id"], namespace=key.hash_namespace).alias(key.name), "dob")
+    # the ids' pseudonyms as de-identification stored them (only ids it never saw are hashed here)
+    hashed = keyed_hash(staged["id"], namespace=key.hash_namespace, cache=KeyedHashCache(warehouse.database))
+    staged = staged.select(hashed.alias(key.name), "dob")
     staged = staged.unique(key.name, keep="last")
     return frame.select(key.name).join(staged, on=key.name, how="left", maintain_order="left")["dob"]
 
@@ -297,8 +300,8 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         tables = LoadedOnUse({key: inputs[input_name(*key)] for key in specs}, keep=2,
                              order_by=lambda key: [specs[key].primary_key] if specs[key].primary_key else None)
         fingerprints = _gate_fingerprints(kind, {key: inputs[input_name(*key)] for key in specs}, release_settings)
-        carried = {} if linkage.mode == "full" else carried_gates(latest_manifest(linkage.root / "releases", kind),
-                                                                   fingerprints)
+        previous = None if linkage.mode == "full" else latest_manifest(linkage.root / "releases", kind)
+        carried = carried_gates(previous, fingerprints) if previous is not None else {}
         context.log.info(f"publish gates carried over for {len(carried)} unchanged table(s) of {len(specs)}")
         info = write_release(
             linkage.root / "releases", kind, tables, build_catalogues(tables, specs, synthetic=synthetic),
@@ -309,6 +312,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
             dates_of_birth={} if synthetic else _release_dates_of_birth(warehouse, specs, tables, skip=carried),
             risk_rules=None if synthetic else {key: release_settings.risk_rule_for(*key) for key in tables},
             check_results=_check_results(context, kind, tables), gate_fingerprints=fingerprints, carried=carried,
+            previous=previous,  # the files of carried tables are linked from it, not written again
         )
         note = linkage.root / "synthetic" / "README.md"
         if synthetic and note.exists():

@@ -40,6 +40,7 @@ from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_s
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note
 from datafirst_assets.synthetic.report import evaluate_synthetic, report_html, report_markdown
+from datafirst_assets.synthetic.report_parts import PARTS_FILE, dataset_fingerprints, save_parts, stored_parts
 from datafirst_assets.synthetic.summaries import (
     FORMAT,
     SummaryRules,
@@ -289,14 +290,21 @@ REPORT_CHECKS = {
     "data differs (data/synthetic/README.md).",
     check_specs=[AssetCheckSpec(name, asset=REPORT, description=text) for name, text in REPORT_CHECKS.items()],
 )
-def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame,
-                     **frames: StoredTable):
+def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSettings, linkage: LinkageSettings,
+                     summaries: pl.DataFrame, **frames: StoredTable):
     doc, sha = load_summaries(summaries)
+    stored = {side: {tid: frames[_input_name(side, tid)] for tid in release_tables()} for side in ("real", "synthetic")}
+    # A dataset whose tables and summaries are as last time keeps its rows of the last report.
+    fingerprints = dataset_fingerprints(stored["real"], stored["synthetic"], doc, synthetic.seed)
+    parts = synthetic.folder / PARTS_FILE
+    earlier, only = stored_parts(parts, fingerprints) if linkage.mode != "full" else (None, None)
+    context.log.info(f"compared again: {'every table' if only is None else f'{len(only)} table(s)'}")
     # Each pass of the report reads the tables it compares as it reaches them (a table and its
     # parent, real and synthetic), so the whole release is never in memory twice over.
-    real = LoadedOnUse({tid: frames[_input_name("real", tid)] for tid in release_tables()}, keep=2)
-    generated = LoadedOnUse({tid: frames[_input_name("synthetic", tid)] for tid in release_tables()}, keep=2)
-    report = evaluate_synthetic(real, generated, doc, seed=synthetic.seed)
+    real = LoadedOnUse(stored["real"], keep=2)
+    generated = LoadedOnUse(stored["synthetic"], keep=2)
+    report = evaluate_synthetic(real, generated, doc, seed=synthetic.seed, only=only, earlier=earlier)
+    save_parts(parts, report, fingerprints)
     paths = write_markdown_and_html(synthetic.reports, "synthetic_report", report_markdown(report),
                                     report_html(report))
     synthetic.folder.mkdir(parents=True, exist_ok=True)
@@ -309,6 +317,7 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
         "report_markdown": MetadataValue.path(str(paths["markdown"])),
         "note": MetadataValue.url(file_url(note_path, synthetic.data_dir)),
         **_report_figures(report.summary),
+        "tables_compared": len(release_tables()) if only is None else len(only),  # the others' rows were kept
         "summary": MetadataValue.md(paths["markdown"].read_text(encoding="utf-8")[:20_000]),
     })
     for name, failures in report.failures().items():

@@ -8,6 +8,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 """
 
 import json
+import time
 from pathlib import Path
 
 import polars as pl
@@ -33,18 +34,22 @@ from datafirst_assets.linkage.case_link import build_case_link
 from datafirst_assets.linkage.xjs import (
     DEFAULT_THRESHOLDS,
     XjsResult,
-    build_xjs_lookup,
+    link_variants,
     carry_forward_xjs_ids,
     check_lookup_invariants,
     unchanged_xjs_persons_kept,
     xjs_change_counts,
     xjs_id_change_history,
 )
+from datafirst_assets.linkage.xjs_incremental import STATE_SCHEMA, WRITTEN_BY, PreviousXjs
+from datafirst_assets.linkage.xjs_inputs import lookup_inputs
+from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.sources.registry import SOURCES
 
 LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
 EDGES = AssetKey(["linkage", "xjs", "edges"])
 XJS_ID_CHANGES = AssetKey(["linkage", "xjs", "id_changes"])
+XJS_PERSONS = AssetKey(["linkage", "xjs", "persons"])
 CASE_LOOKUP = AssetKey(["linkage", "criminal_courts", "case_lookup"])
 # (high, medium, low) match probabilities the lookup is cut at; the evaluation reports them
 XJS_THRESHOLDS = DEFAULT_THRESHOLDS
@@ -75,6 +80,11 @@ def save_xjs_model(path: Path, result: XjsResult) -> None:
     temporary.replace(path)
 
 
+def previous_xjs(warehouse: Warehouse) -> PreviousXjs:
+    """The persons state and edges the last lookup stored (either may be missing)."""
+    return PreviousXjs(persons=stored_table(warehouse, "xjs", "persons"), edges=stored_table(warehouse, "xjs", "edges"))
+
+
 def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
     """`record_id_hash`: the keyed hash of each record's source id (namespaced by dataset)."""
     parts = [
@@ -86,11 +96,55 @@ def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
     return hashed.select(*first, *[c for c in hashed.columns if c not in first])
 
 
+def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
+               tables: dict[str, tuple[StoredTable, StoredTable]]) -> XjsResult:
+    """The lookup from the stored person records and clusters (``tables[source]``), its inputs
+    built in the warehouse's DuckDB, with the saved model and the stored edges when they can
+    serve (incremental mode); the model is saved for the next run."""
+    db_api = linkage.db_api()
+    saved, incremental = xjs_model_file(linkage), linkage.mode == "incremental"
+    try:
+        with warehouse.cursor() as conn:  # inputs and clustering in the warehouse's DuckDB (its memory limit and spill folder)
+            t = time.perf_counter()
+            keys, variants, vmap = lookup_inputs(conn, {s: (f"({r.select_sql()})", f"({c.select_sql()})")
+                                                        for s, (r, c) in tables.items()})
+            result = link_variants(keys, variants, vmap, prepared_in=time.perf_counter() - t,
+                                   thresholds=XJS_THRESHOLDS, db_api=db_api, progress=context.log.info,
+                                   connection=conn, retrain_growth=linkage.retrain_growth,
+                                   saved_model=read_xjs_model(saved) if incremental else None,
+                                   previous=previous_xjs(warehouse) if incremental else None)
+    finally:
+        release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
+    save_xjs_model(saved, result)
+    return result
+
+
+def stored_record_keys(warehouse: Warehouse, records: dict[str, StoredTable]) -> pl.DataFrame:
+    """source_dataset, record_id of every stored person record (what the lookup must cover)."""
+    union = " union all ".join(f"select '{source}' as source_dataset, record_id::varchar as record_id "
+                               f"from ({table.select_sql(['record_id'])})" for source, table in records.items())
+    with warehouse.cursor() as conn:
+        return pl.from_arrow(conn.sql(union).to_arrow_table())  # type: ignore[return-value]
+
+
+def state_outputs(result: XjsResult, run_id: str):
+    """The edges, then the persons state, both marked with this run: a failure between the two
+    writes leaves a state the next run refuses (it then scores every pair), never a mismatched one."""
+    written_by = pl.lit(run_id).alias(WRITTEN_BY)
+    yield Output(result.edges.with_columns(written_by), output_name="edges", metadata={
+        "edges": result.edges.height,
+        **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "edges_kept")
+           if k in result.stats},
+        **{f"seconds_{k}": round(v, 2) for k, v in result.timings.items()}})
+    state = result.state if result.state is not None else pl.DataFrame(schema=STATE_SCHEMA)
+    yield Output(state.with_columns(written_by), output_name="persons", metadata={"persons": state.height})
+
+
 @multi_asset(
     name="xjs_lookup",
     ins={
-        **{f"records__{s}": AssetIn(key=linkage_key(s, "person_records")) for s in SOURCES},
-        **{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters")) for s in SOURCES},
+        **{f"records__{s}": AssetIn(key=linkage_key(s, "person_records"), dagster_type=StoredTable) for s in SOURCES},
+        **{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters"), dagster_type=StoredTable) for s in SOURCES},
     },
     outs={
         "lookup": AssetOut(
@@ -101,6 +155,11 @@ def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
         "edges": AssetOut(
             key=EDGES, group_name="linkage", metadata={"schema": "linkage_xjs"}, kinds={"splink", "duckdb"},
             description="Scored cross-dataset person pairs behind the lookup (best variant pair per pair).",
+        ),
+        "persons": AssetOut(
+            key=XJS_PERSONS, group_name="linkage", metadata={"schema": "linkage_xjs"}, kinds={"polars", "duckdb"},
+            description="One row per per-dataset person: a hash of its name / DOB variants and the model its edges "
+            "were scored with, so the next lookup scores only the pairs of new or changed persons.",
         ),
         "id_changes": AssetOut(
             key=XJS_ID_CHANGES, group_name="linkage", metadata={"schema": "linkage_xjs"}, kinds={"polars", "duckdb"},
@@ -115,20 +174,9 @@ def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
     )],
 )
 def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
-               **inputs: pl.DataFrame):
-    records = {s: inputs[f"records__{s}"] for s in SOURCES}
-    clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
-    db_api = linkage.db_api()
-    saved = xjs_model_file(linkage)
-    try:
-        with warehouse.cursor() as conn:  # clustering in the warehouse's DuckDB (its memory limit and spill folder)
-            result = build_xjs_lookup(records, clusters, thresholds=XJS_THRESHOLDS, db_api=db_api,
-                                      progress=context.log.info, connection=conn,
-                                      saved_model=read_xjs_model(saved) if linkage.mode == "incremental" else None,
-                                      retrain_growth=linkage.retrain_growth)
-    finally:
-        release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
-    save_xjs_model(saved, result)
+               **inputs: StoredTable):
+    tables = {s: (inputs[f"records__{s}"], inputs[f"clusters__{s}"]) for s in SOURCES}
+    result = run_lookup(context, linkage, warehouse, tables)
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
     lookup = add_record_hashes(carried)
@@ -148,8 +196,8 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
         **{f"unchanged_persons_kept_{lv}": f"{k} of {n}" for lv, (n, k) in kept.items()},
         "thresholds": list(result.thresholds),
     })
-    yield Output(result.edges, output_name="edges", metadata={"edges": result.edges.height})
-    problems = check_lookup_invariants(lookup, records)
+    yield from state_outputs(result, context.run_id)
+    problems = check_lookup_invariants(lookup, stored_record_keys(warehouse, {s: r for s, (r, _) in tables.items()}))
     yield AssetCheckResult(
         check_name="lookup_invariants", passed=not problems,
         metadata={"problems": MetadataValue.md(bullet_list(problems))},

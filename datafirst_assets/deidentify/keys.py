@@ -74,8 +74,11 @@ def key_label() -> str:
     return "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)" if key_is_development() else "from environment"
 
 
-def keyed_hash(values: pl.Series, *, namespace: str, key: bytes | None = None) -> pl.Series:
-    """HMAC-SHA256 hex of `namespace:value` (the namespace keeps equal ids of different systems apart)."""
+def keyed_hash(values: pl.Series, *, namespace: str, key: bytes | None = None, cache=None) -> pl.Series:
+    """HMAC-SHA256 hex of `namespace:value` (the namespace keeps equal ids of different systems apart).
+
+    `cache` (a `deidentify.hash_cache.KeyedHashCache` for this key): values hashed by an earlier
+    run are taken from it and only the others are hashed (and stored in it)."""
     secret = key if key is not None else pseudonymisation_key()
     prefix = f"{namespace}:".encode("utf-8")
 
@@ -92,7 +95,17 @@ def keyed_hash(values: pl.Series, *, namespace: str, key: bytes | None = None) -
 
     text = values.cast(pl.String)
     unique = text.unique()
+    if cache is not None and cache.fingerprint != key_fingerprint(secret):
+        raise ValueError("keyed_hash: the hash cache belongs to another key")
+    found = cache.lookup(namespace, unique) if cache is not None else None
+    if found is not None and found.height:
+        unique = unique.filter(~unique.is_in(found["value"]).fill_null(False))
     # Old and new values as two Series: a dict here made polars build them value by value,
     # which cost more than the hashing itself (measured: 21 of 31 s at 100,000 people).
     digests = pl.Series([digest(v) for v in unique.to_list()], dtype=pl.String)
+    if cache is not None:
+        cache.store(namespace, unique, digests)
+    if found is not None and found.height:
+        unique = pl.concat([found["value"].alias(unique.name), unique])
+        digests = pl.concat([found["digest"].alias(digests.name), digests])
     return text.replace_strict(unique, digests, return_dtype=pl.String).alias(values.name)

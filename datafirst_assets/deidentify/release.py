@@ -42,7 +42,8 @@ def _dob_column(source: SourceSpec, table_name: str) -> str | None:
 
 def deidentify_source(source: SourceSpec, staged: Mapping[str, pl.DataFrame],
                       rules: Mapping[str, DisclosureRule] | None = None, *, key: bytes | None = None,
-                      identifiers: RawIdentifiers | None = None) -> DatasetRelease:
+                      identifiers: RawIdentifiers | None = None, cache=None) -> DatasetRelease:
+    """`cache`: a `KeyedHashCache` (ids hashed by an earlier run are not hashed again)."""
     rules = rules or {}
     specs = release_tables()
     latest = {t.name: latest_versions(staged[t.name], t.id_column) if PARTITION_COLUMN in staged[t.name].columns
@@ -57,7 +58,7 @@ def deidentify_source(source: SourceSpec, staged: Mapping[str, pl.DataFrame],
         spec = specs[(source.key, table.name)]
         parent = source.table(table.parent) if table.parent else None
         released = deidentify_table(
-            latest[table.name], spec, key=key,
+            latest[table.name], spec, key=key, cache=cache,
             parent=latest[parent.name] if parent else None,
             parent_id=parent.id_column if parent else None,
             parent_event_date=parent.event_date if parent else None,

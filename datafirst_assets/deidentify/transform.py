@@ -38,9 +38,10 @@ def postcode_area(postcode: pl.Expr) -> pl.Expr:
     return postcode.str.to_uppercase().str.extract(r"^\s*([A-Z]{1,2})\d", 1)
 
 
-def _column_expr(column: ReleaseColumn, spec: ReleaseTable, rows: pl.DataFrame, key: bytes | None) -> pl.Expr | pl.Series:
+def _column_expr(column: ReleaseColumn, spec: ReleaseTable, rows: pl.DataFrame, key: bytes | None,
+                 cache=None) -> pl.Expr | pl.Series:
     if column.treatment == "hash":
-        return keyed_hash(rows[column.staged], namespace=column.hash_namespace, key=key).alias(column.name)
+        return keyed_hash(rows[column.staged], namespace=column.hash_namespace, key=key, cache=cache).alias(column.name)
     if column.treatment == "age":
         at = pl.col(spec.event_date) if spec.event_date and spec.event_date in rows.columns else pl.col(PARENT_EVENT_DATE)
         return age_in_years(pl.col(column.staged), at).cast(column.dtype).alias(column.name)
@@ -53,11 +54,12 @@ def _column_expr(column: ReleaseColumn, spec: ReleaseTable, rows: pl.DataFrame, 
 
 def deidentify_table(rows: pl.DataFrame, spec: ReleaseTable, *, parent: pl.DataFrame | None = None,
                      parent_id: str | None = None, parent_event_date: str | None = None,
-                     key: bytes | None = None) -> pl.DataFrame:
+                     key: bytes | None = None, cache=None) -> pl.DataFrame:
     """Research-ready version of one table: exactly the spec's columns, in its order and types.
 
     Tables whose people are aged at the parent's event (parties of a case) pass the parent's
-    rows with `parent_id` (the id column both share) and `parent_event_date`.
+    rows with `parent_id` (the id column both share) and `parent_event_date`. `cache`: a
+    `KeyedHashCache` (ids hashed by an earlier run are not hashed again).
     """
     needs_parent_date = any(c.treatment == "age" for c in spec.columns) and not (
         spec.event_date and spec.event_date in rows.columns)
@@ -72,7 +74,7 @@ def deidentify_table(rows: pl.DataFrame, spec: ReleaseTable, *, parent: pl.DataF
         missing.append(spec.person_key)
     if missing:
         raise ValueError(f"{spec.source}.{spec.name}: input lacks columns {missing}")
-    return rows.select([_column_expr(c, spec, rows, key) for c in spec.columns])
+    return rows.select([_column_expr(c, spec, rows, key, cache) for c in spec.columns])
 
 
 def release_xjs_lookup(lookup: pl.DataFrame) -> pl.DataFrame:

@@ -58,7 +58,7 @@ import polars as pl
 from datafirst_assets.linkage.backend import make_db_api, sql_dialect
 from datafirst_assets.linkage.clusters_sql import nested_clusters_duckdb, threshold_levels
 from datafirst_assets.linkage.disjoint_sets import DisjointSets
-from datafirst_assets.linkage.predict import pairs_to_polars, predict_pairs
+from datafirst_assets.linkage.predict import linker_for_model, pairs_to_polars, predict_pairs
 from datafirst_assets.linkage.settings import (
     LINKAGE_FIELDS,
     SOURCE_DATASET,
@@ -75,7 +75,8 @@ from datafirst_assets.linkage.stable_ids import (
     next_free_id,
     unchanged_persons_kept,
 )
-from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, make_linker, train_model, u_pairs_for
+from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
+from datafirst_assets.linkage.xjs_incremental import PreviousXjs, extend_edges, person_state
 from datafirst_assets.sources.registry import SOURCES
 
 #: Match probabilities (high, medium, low) of the best variant pair for two per-dataset
@@ -98,6 +99,7 @@ class XjsResult:
     model: TrainedModel | None
     stats: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    state: pl.DataFrame | None = None  # per-dataset persons' variants hashes (xjs_incremental.STATE_SCHEMA)
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -228,9 +230,27 @@ def nested_clusters(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds: Sequen
 # ---------------------------------------------------------------------------------- build
 
 
-def build_xjs_lookup(
-    person_records: Mapping[str, pl.DataFrame],
-    clusters: Mapping[str, pl.DataFrame],
+def build_xjs_lookup(person_records: Mapping[str, pl.DataFrame], clusters: Mapping[str, pl.DataFrame],
+                     **options: Any) -> XjsResult:
+    """Link the per-dataset persons of all datasets into cross-justice persons.
+
+    ``person_records[source]``: record_id + standardised linkage fields (the dedupe input);
+    ``clusters[source]``: record_id -> per-dataset person id (the dedupe output). The options
+    are :func:`link_variants`'. (The asset builds the same inputs in DuckDB: ``xjs_inputs``.)
+    """
+    _check_thresholds(options.get("thresholds", DEFAULT_THRESHOLDS))
+    t0 = time.perf_counter()
+    recs = records_with_persons(person_records, clusters)
+    variants, vmap = person_variants(recs)
+    keys = recs.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
+    del recs
+    return link_variants(keys, variants, vmap, prepared_in=time.perf_counter() - t0, **options)
+
+
+def link_variants(
+    keys: pl.DataFrame,
+    variants: pl.DataFrame,
+    vmap: pl.DataFrame,
     *,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     db_api=None,
@@ -241,11 +261,13 @@ def build_xjs_lookup(
     connection=None,
     saved_model: tuple[dict[str, Any], int] | None = None,
     retrain_growth: float | None = 2.0,
+    previous: PreviousXjs | None = None,
+    prepared_in: float = 0.0,
 ) -> XjsResult:
-    """Link the per-dataset persons of all datasets into cross-justice persons.
+    """Link per-dataset persons, given as their records and variants, into cross-justice persons.
 
-    ``person_records[source]``: record_id + standardised linkage fields (the dedupe input);
-    ``clusters[source]``: record_id -> per-dataset person id (the dedupe output).
+    ``keys``: source_dataset, record_id, person_id_dataset of every person record; ``variants``
+    and ``vmap``: the persons' distinct linkage-field rows (:func:`person_variants`).
     ``thresholds``: (high, medium, low) match probabilities, high >= medium >= low.
     ``keep_edges_above``: scored edges kept in ``edges`` (default the low threshold; lower
     values keep weaker pairs for review / threshold studies, at the cost of a bigger table).
@@ -253,6 +275,10 @@ def build_xjs_lookup(
     database with the configured memory limit); see ``clusters_sql.nested_clusters_duckdb``.
     ``saved_model``: (model JSON, variants it was trained on) of an earlier run, reused instead of
     training while it fits the variants (``incremental.model_to_reuse``, ``retrain_growth``).
+    ``previous``: the stored persons state and edges of an earlier lookup; when the model is the
+    one those edges were scored with, only pairs of new or changed persons are scored and the
+    other stored edges kept (``xjs_incremental``); the clustering is always redone over all edges.
+    ``prepared_in``: seconds spent building the inputs (reported as ``timings["variants"]``).
 
     Returns an :class:`XjsResult`: ``lookup`` (one row per record), ``persons`` (one row per
     per-dataset person), ``edges`` (person pairs of different datasets: their best variant
@@ -262,50 +288,44 @@ def build_xjs_lookup(
     """
     say = progress or (lambda _m: None)
     high, medium, low = _check_thresholds(thresholds)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    recs = records_with_persons(person_records, clusters)
-    variants, vmap = person_variants(recs)
-    persons = recs.select(SOURCE_DATASET, PERSON).unique(PERSON)
-    timings["variants"] = time.perf_counter() - t0
+    t0 = time.perf_counter() - prepared_in
+    timings: dict[str, float] = {"variants": prepared_in}
+    persons = keys.select(SOURCE_DATASET, PERSON).unique(PERSON)
     n_datasets = variants.get_column(SOURCE_DATASET).n_unique()
-    say(f"{recs.height} records, {persons.height} per-dataset persons, {variants.height} variants "
+    say(f"{keys.height} records, {persons.height} per-dataset persons, {variants.height} variants "
         f"over {n_datasets} datasets")
 
     model = None
-    pairs = pl.DataFrame(schema={"variant_id_l": pl.String, "variant_id_r": pl.String,
-                                 "match_weight": pl.Float64, "match_probability": pl.Float64})
+    keep = low if keep_edges_above is None else min(keep_edges_above, low)
+    edges = person_edges(_no_pairs(), vmap)
+    scoring: dict[str, Any] = {"lookup_mode": "full", "reason": "fewer than two datasets"}
+    state = person_state(variants, vmap, None, keep)
     if n_datasets >= 2:
         db_api = db_api or make_db_api()
         t = time.perf_counter()
         model = _model_for(variants, db_api, training, saved_model, retrain_growth, say)
         timings["train"] = time.perf_counter() - t
         t = time.perf_counter()
-        keep = low if keep_edges_above is None else min(keep_edges_above, low)
-        say(f"scoring cross-dataset pairs (keeping match probability >= {keep})")
-        sdf = predict_pairs(model.linker, threshold_match_probability=keep)
-        pairs = pairs_to_polars(sdf, ["record_id_l", "record_id_r", "match_weight", "match_probability"])
-        pairs = pairs.rename({"record_id_l": "variant_id_l", "record_id_r": "variant_id_r"})
-        sdf.drop_table_from_database_and_remove_from_cache()
+        state = state.with_columns(pl.lit(model.version, dtype=pl.String).alias("model_version"))
+        edges, scoring = _score_edges(variants, vmap, model, db_api, keep, state, previous, say)
         timings["predict"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    edges = person_edges(pairs, vmap)
     clustered, cluster_stats = nested_clusters_duckdb(
         persons, edges, (high, medium, low), node_col=PERSON, group_col=SOURCE_DATASET,
         left="person_id_dataset_l", right="person_id_dataset_r", same_group=same_dataset,
         connection=connection, python_clusters=nested_clusters)
     clustered = clustered.rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
     edges = _linked_at(edges, clustered)
-    lookup = (recs.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
+    lookup = (keys.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
               .join(clustered.drop(SOURCE_DATASET), on=PERSON, how="left")
               .select(*LOOKUP_COLUMNS)
               .sort(SOURCE_DATASET, UNIQUE_ID))
     timings["cluster"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     stats = {
-        "records": recs.height, "persons_dataset": persons.height, "variants": variants.height,
-        "variant_pairs": pairs.height, "person_edges": edges.height,
+        "records": keys.height, "persons_dataset": persons.height, "variants": variants.height,
+        **scoring, "person_edges": edges.height,
         **{f"persons_{lv}": clustered.get_column(f"person_id_{lv}").n_unique() for lv in LEVELS},
         "edges_not_linked": int(edges.filter(pl.col("match_probability") >= low)
                                 .get_column("linked_at").null_count()),
@@ -313,7 +333,43 @@ def build_xjs_lookup(
         **{f"clustering_{k}": v for k, v in cluster_stats.items()},
     }
     return XjsResult(lookup=lookup, persons=clustered.sort(PERSON), edges=edges,
-                     thresholds=(high, medium, low), model=model, stats=stats, timings=timings)
+                     thresholds=(high, medium, low), model=model, stats=stats, timings=timings, state=state)
+
+
+def _no_pairs() -> pl.DataFrame:
+    return pl.DataFrame(schema={"variant_id_l": pl.String, "variant_id_r": pl.String,
+                                "match_weight": pl.Float64, "match_probability": pl.Float64})
+
+
+def _score_edges(variants: pl.DataFrame, vmap: pl.DataFrame, model: TrainedModel, db_api, keep: float,
+                 state: pl.DataFrame, previous: PreviousXjs | None, say) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Person edges at or above ``keep``, and how they were found: every cross-dataset pair
+    scored (full), or the stored edges of unchanged persons kept and only the pairs of new or
+    changed persons scored (incremental: the model is the one the stored edges were scored with)."""
+    why_not = "no previous lookup given" if previous is None else previous.cannot_extend(model.version, keep)
+    if why_not is None:
+        from datafirst_assets.linkage.incremental import score_new_records  # as in _model_for
+
+        assert previous is not None and previous.edges is not None
+        rescore, touched = previous.touched_persons(state)
+        say(f"extending the stored cross-justice edges: {rescore.len()} new or changed persons to score, "
+            f"{touched.len() - rescore.len()} gone")
+        rescore_variants = vmap.join(pl.DataFrame({PERSON: rescore}), on=PERSON, how="semi").get_column("variant_id")
+        fresh = score_new_records(db_api, model, variants, rescore_variants, keep_above=keep)
+        pairs = (fresh.select(pl.col("record_id_l").alias("variant_id_l"), pl.col("record_id_r").alias("variant_id_r"),
+                              "match_weight", "match_probability") if fresh.height else _no_pairs())
+        fresh_edges = person_edges(pairs, vmap)
+        edges = extend_edges(previous.edges, fresh_edges, touched)
+        return edges, {"lookup_mode": "incremental", "reason": f"{rescore.len()} persons new or changed",
+                       "persons_rescored": rescore.len(), "persons_gone": touched.len() - rescore.len(),
+                       "variant_pairs": pairs.height, "edges_kept": edges.height - fresh_edges.height}
+    say(f"scoring every cross-dataset pair (keeping match probability >= {keep}): {why_not}")
+    linker = linker_for_model(db_api, variants, model)
+    sdf = predict_pairs(linker, threshold_match_probability=keep)
+    pairs = pairs_to_polars(sdf, ["record_id_l", "record_id_r", "match_weight", "match_probability"])
+    pairs = pairs.rename({"record_id_l": "variant_id_l", "record_id_r": "variant_id_r"})
+    sdf.drop_table_from_database_and_remove_from_cache()
+    return person_edges(pairs, vmap), {"lookup_mode": "full", "reason": why_not, "variant_pairs": pairs.height}
 
 
 def _model_for(variants: pl.DataFrame, db_api, training: TrainingConfig | None,
@@ -326,8 +382,8 @@ def _model_for(variants: pl.DataFrame, db_api, training: TrainingConfig | None,
     reused, why = model_to_reuse(doc, trained_on, variants, retrain_growth=retrain_growth)
     if reused is not None:
         say(f"reusing the saved cross-justice model: {why}")
-        return replace(reused, linker=make_linker(db_api, variants, reused.settings, reused.spec),
-                       timings={"reused": 1.0})
+        # No linker yet: an incremental lookup scores through its own (``score_new_records``).
+        return replace(reused, timings={"reused": 1.0})
     say(f"training the cross-justice model: {why}")
     spec = model_spec_for_records(variants, link_type="link_only", sql_dialect=sql_dialect(db_api))
     return train_model(variants, spec, db_api, training or TrainingConfig(u_max_pairs=u_pairs_for(variants.height)),
@@ -352,7 +408,7 @@ def person_edges(pairs: pl.DataFrame, vmap: pl.DataFrame) -> pl.DataFrame:
                     on="variant_id_l", how="inner")
          .join(m.rename({"variant_id": "variant_id_r", SOURCE_DATASET: "_sr", PERSON: "_pr"}),
                on="variant_id_r", how="inner")
-         .filter(pl.col("_pl") != pl.col("_pr")))
+         .filter((pl.col("_pl") != pl.col("_pr")) & (pl.col("_sl") != pl.col("_sr"))))  # cross-dataset only
     swap = pl.col("_pl") > pl.col("_pr")
     j = j.select(
         pl.when(swap).then(pl.col("_sr")).otherwise(pl.col("_sl")).alias("source_dataset_l"),

@@ -136,18 +136,40 @@ def _undeclared_values(values: pl.DataFrame) -> pl.DataFrame:
     return keyed.join(_declared_codes(), on=["table", "column", "_upper"], how="anti").drop("_upper")
 
 
-def _catalogue_findings(name: str, catalogue: Catalogue, no_names: RawIdentifiers) -> tuple[list[Finding], int]:
+def _catalogue_findings(name: str, catalogue: Catalogue, no_names: RawIdentifiers,
+                        shapes: bool = True) -> tuple[list[Finding], int]:
     """`no_names`: made once per dataset by `_without_column_names` (its value Series are built on
-    first use and reused for every catalogue: rebuilt per catalogue they took most of the scan)."""
+    first use and reused for every catalogue: rebuilt per catalogue they took most of the scan).
+    `shapes`: scan for identifier shapes too (once per catalogue is enough: they do not depend on
+    the dataset compared with)."""
     values = _undeclared_values(catalogue.values).select(pl.col("value").cast(pl.String))
     cells = catalogue.frame.select([pl.col(c).cast(pl.String) for c in CATALOGUE_TEXT_COLUMNS])
-    findings = scan_table(f"catalogue:{name}.values", values, no_names)
-    findings += scan_table(f"catalogue:{name}.summary", cells, no_names)
+    findings = scan_table(f"catalogue:{name}.values", values, no_names, shapes=shapes)
+    findings += scan_table(f"catalogue:{name}.summary", cells, no_names, shapes=shapes)
     small = catalogue.values.filter(pl.col("count").is_not_null() & (pl.col("count") < MIN_SHOWN_COUNT))
     if small.height:
         findings.append(Finding(f"catalogue:{name}", "count", f"count under {MIN_SHOWN_COUNT} shown", small.height,
                                 str(small["count"][0])))
     return findings, values.height + cells.height * cells.width
+
+
+def _dataset_identifiers(source: str, identifiers: Mapping[str, RawIdentifiers]) -> RawIdentifiers:
+    """What a dataset's tables are scanned for: identifier shapes, withheld column names and its raw values."""
+    known = shape_identifiers(None if source == "linking" else source)
+    return known.update(identifiers[source]) if source in identifiers else known
+
+
+def _table_gate(kind: str, key: tuple[str, str], frame: pl.DataFrame, spec: ReleaseTable, known: RawIdentifiers,
+                dates_of_birth: pl.Series | None, rule: RiskRule | None) -> TableGate:
+    """One table's gates: the PII scan (against its dataset's `known` identifiers), contract and risk."""
+    source, name = key
+    try:
+        findings = scan_table(f"{source}.{name}", frame, known, dates_of_birth=dates_of_birth, codes=spec.code_lists)
+    except ValueError:  # dates of birth not aligned with the rows: scan without them
+        findings = scan_table(f"{source}.{name}", frame, known, codes=spec.code_lists)
+    risk = reidentification_risk(frame, spec, rule or RiskRule()) if kind == "deidentified" else None
+    return TableGate(source, name, findings, validate_table(frame, release_schema(spec)), risk,
+                     risk_gated=rule is not None)
 
 
 def scan_release(
@@ -171,31 +193,24 @@ def scan_release(
     dates_of_birth = dates_of_birth or {}
     gates = ReleaseGates()
     gates.tables.update(carried or {})
-    for (source, name) in tables:
-        if (source, name) in gates.tables:
-            continue
-        frame = tables[(source, name)]
-        spec = specs[(source, name)]
-        known = shape_identifiers(None if source == "linking" else source)
-        if source in identifiers:
-            known.update(identifiers[source])
-        try:
-            findings = scan_table(f"{source}.{name}", frame, known, dates_of_birth=dates_of_birth.get((source, name)),
-                                  codes=spec.code_lists)
-        except ValueError:  # dates of birth not aligned with the rows: scan without them
-            findings = scan_table(f"{source}.{name}", frame, known, codes=spec.code_lists)
-        rule = (risk_rules or {}).get((source, name))
-        risk = reidentification_risk(frame, spec, rule or RiskRule()) if kind == "deidentified" else None
-        gates.tables[(source, name)] = TableGate(source, name, findings, validate_table(frame, release_schema(spec)),
-                                                 risk, risk_gated=rule is not None)
     # Catalogues against every dataset's identifiers, one dataset at a time (all of them merged
-    # would hold every dataset's names and ids at once); each finding is reported once.
+    # would hold every dataset's names and ids at once); each finding is reported once. A
+    # dataset's tables and the catalogues are scanned while its identifiers are loaded, so each
+    # dataset's are read once (they are read on use, one dataset held at a time).
     found: dict[tuple[str, str, str], Finding] = {}
     scanned: dict[str, int] = {}
-    for source in list(identifiers) or [None]:
+    catalogue_sources = list(identifiers) or [None]
+    for source in dict.fromkeys([s for s, _ in tables] + catalogue_sources):
+        to_scan = [k for k in tables if k[0] == source and k not in gates.tables]
+        known = _dataset_identifiers(source, identifiers) if to_scan else None  # value Series built once
+        for key in to_scan:
+            gates.tables[key] = _table_gate(kind, key, tables[key], specs[key], known,
+                                            dates_of_birth.get(key), (risk_rules or {}).get(key))
+        if source not in catalogue_sources:
+            continue
         known = _without_column_names(identifiers[source]) if source is not None else RawIdentifiers()
         for name, catalogue in catalogues.items():
-            findings, scanned[name] = _catalogue_findings(name, catalogue, known)
+            findings, scanned[name] = _catalogue_findings(name, catalogue, known, shapes=name not in scanned)
             for finding in findings:
                 key = (finding.table, finding.column, finding.identifier)
                 if key not in found or finding.rows > found[key].rows:

@@ -124,6 +124,7 @@ def write_release(
     check_results: Mapping[tuple[str, str], Mapping[str, bool]] | None = None,
     gate_fingerprints: Mapping[tuple[str, str], str] | None = None,
     carried: Mapping[tuple[str, str], CarriedGate] | None = None,
+    previous: Mapping | None = None,
 ) -> ReleaseInfo:
     """Publish `tables` ((source, table) -> frame) with their catalogues under `root`; see the module doc.
 
@@ -133,7 +134,11 @@ def write_release(
     date of birth) make the publish scan compare against the raw data too; `check_results` are the
     tables' latest Dagster check results, recorded in the manifest. `gate_fingerprints` (recorded per
     table) say what each table's gates saw; `carried` are gates carried over from the previous release
-    for tables whose fingerprint it recorded (see `release.gates.CarriedGate`).
+    for tables whose fingerprint it recorded (see `release.gates.CarriedGate`). `previous` (the manifest
+    of the release published last under `root`): a carried table's file is linked from that release
+    when it is there with the checksum its manifest recorded (the fingerprint covers the table's
+    content), instead of being written again; its entry says so (`file_from`, the release that wrote
+    the file, whose id the file's metadata carries).
     """
     require_publishable_key()
     if kind not in KINDS:
@@ -152,27 +157,32 @@ def write_release(
                          risk_rules=risk_rules, carried=carried)
     refuse_unless_passed(kind, gates)
 
-    content = {key: _content_sha256(frame) for key, frame in ordered.items()}
-    release_id = make_release_id(kind, dates[-1], content)
     root = Path(root)
+    reused = {key: entry for key in ordered if (entry := _reusable_file(root, previous, key, carried))}
+    content = {key: reused[key]["content_sha256"] if key in reused else _content_sha256(ordered[key])
+               for key in ordered}
+    release_id = make_release_id(kind, dates[-1], content)
     root.mkdir(parents=True, exist_ok=True)
     final = root / release_id
     staging = root / f".{release_id}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
         entries = []
-        for (source, name), frame in ordered.items():
+        for source, name in ordered:
             relative = table_file(source, name, kind)
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_parquet(frame, path, {
-                "synthetic": "true" if kind == "synthetic" else "false", "kind": kind,
-                "release_id": release_id, "source": source, "table": name,
-                "content_sha256": content[(source, name)],
-            })
+            written = _linked(reused.get((source, name)), path)
+            if written is None:
+                frame = ordered[(source, name)]
+                _write_parquet(frame, path, {
+                    "synthetic": "true" if kind == "synthetic" else "false", "kind": kind,
+                    "release_id": release_id, "source": source, "table": name,
+                    "content_sha256": content[(source, name)],
+                })
+                written = {"rows": frame.height, "columns": frame.columns, "sha256": sha256_file(path)}
             entries.append({
-                "source": source, "table": name, "path": relative, "rows": frame.height,
-                "columns": frame.columns, "sha256": sha256_file(path),
+                "source": source, "table": name, "path": relative, **written,
                 "content_sha256": content[(source, name)],
                 "gates": gates.tables[(source, name)].manifest_entry((check_results or {}).get((source, name))),
                 **({"gate_fingerprint": gate_fingerprints[(source, name)]}
@@ -207,6 +217,36 @@ def write_release(
         raise
     _write_atomically(latest_file(root, kind), release_id + "\n")
     return ReleaseInfo(release_id, final, manifest)
+
+
+def _reusable_file(root: Path, previous: Mapping | None, key: tuple[str, str],
+                   carried: Mapping[tuple[str, str], CarriedGate] | None) -> dict | None:
+    """The previous release's manifest entry of a carried table, with its file's path (None: write it)."""
+    if previous is None or key not in (carried or {}):
+        return None
+    entry = next((t for t in previous.get("tables", []) if (t["source"], t["table"]) == key), None)
+    if entry is None or not entry.get("content_sha256") or not entry.get("sha256"):
+        return None
+    path = root / str(previous["release_id"]) / entry["path"]
+    if not path.is_file():
+        return None
+    return {**entry, "file": path, "file_from": entry.get("file_from") or previous["release_id"]}
+
+
+def _linked(entry: dict | None, path: Path) -> dict | None:
+    """Hard-link (or copy) a previous release's file to `path` when its checksum is still the one its
+    manifest recorded; the fields of the new manifest entry, or None (the file must be written)."""
+    if entry is None:
+        return None
+    try:
+        os.link(entry["file"], path)
+    except OSError:  # another file system, or links not allowed: a copy
+        shutil.copyfile(entry["file"], path)
+    if sha256_file(path) != entry["sha256"]:  # changed since it was published: write it again
+        path.unlink()
+        return None
+    return {"rows": entry["rows"], "columns": entry["columns"], "sha256": entry["sha256"],
+            "file_from": entry["file_from"]}
 
 
 def _gates_summary(gates: ReleaseGates) -> dict:

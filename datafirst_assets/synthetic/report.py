@@ -31,7 +31,7 @@ event date)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,7 +102,8 @@ def tv_complement(real: pl.Series, synthetic: pl.Series) -> float:
         return float(real.len() == synthetic.len())
     p = real.value_counts(normalize=True, name="p").rename({real.name: "v"})
     q = synthetic.value_counts(normalize=True, name="q").rename({synthetic.name: "v"})
-    both = p.join(q, on="v", how="full", coalesce=True).fill_null(0.0)
+    # in value order: value_counts' order varies from run to run, and with it the sum's last bits
+    both = p.join(q, on="v", how="full", coalesce=True).fill_null(0.0).sort("v", nulls_last=True)
     # clipped: summing shares can leave 1 - 1.0000000000000009, a "similarity" under 0
     return min(max(float(1.0 - 0.5 * (both["p"] - both["q"]).abs().sum()), 0.0), 1.0)
 
@@ -125,10 +126,12 @@ def shape_similarity(real: pl.Series, synthetic: pl.Series, *, seed: int = 0) ->
                                           _numeric(_sample(synthetic, SAMPLE_VALUES, seed)))
 
 
-def column_shapes(real: Mapping[TableId, pl.DataFrame], synthetic: Mapping[TableId, pl.DataFrame]) -> pl.DataFrame:
+def column_shapes(real: Mapping[TableId, pl.DataFrame], synthetic: Mapping[TableId, pl.DataFrame],
+                  only: Container[TableId] | None = None) -> pl.DataFrame:
+    """`only`: the tables to compare (None: all); the same for every pass below."""
     rows = []
     for tid, spec in release_tables().items():
-        if tid not in real or tid not in synthetic:
+        if tid not in real or tid not in synthetic or (only is not None and tid not in only):
             continue
         for column in spec.columns:
             if column.role in KEY_ROLES:
@@ -154,7 +157,8 @@ def _children_per_parent(child: pl.Series, parent: pl.Series) -> pl.Series:
             .select(pl.col("n").fill_null(0).cast(pl.String))["n"])
 
 
-def structure_similarity(real: Mapping[TableId, pl.DataFrame], synthetic: Mapping[TableId, pl.DataFrame]) -> pl.DataFrame:
+def structure_similarity(real: Mapping[TableId, pl.DataFrame], synthetic: Mapping[TableId, pl.DataFrame],
+                         only: Container[TableId] | None = None) -> pl.DataFrame:
     """Children per parent, rows per person and persons per cross-justice id: real against synthetic."""
     rows = []
 
@@ -163,7 +167,7 @@ def structure_similarity(real: Mapping[TableId, pl.DataFrame], synthetic: Mappin
                      "similarity": tv_complement(real_counts.cast(pl.String), synthetic_counts.cast(pl.String))})
 
     for tid, spec in release_tables().items():
-        if tid not in real or tid not in synthetic:
+        if tid not in real or tid not in synthetic or (only is not None and tid not in only):
             continue
         link = parent_key(spec)
         parent_id = (spec.source, link[1]) if link else None
@@ -175,7 +179,7 @@ def structure_similarity(real: Mapping[TableId, pl.DataFrame], synthetic: Mappin
             add(tid, f"rows per {spec.person_key}",
                 real[tid][spec.person_key].drop_nulls().value_counts()["count"],
                 synthetic[tid][spec.person_key].drop_nulls().value_counts()["count"])
-    if XJS_LOOKUP_ID in real and XJS_LOOKUP_ID in synthetic:
+    if XJS_LOOKUP_ID in real and XJS_LOOKUP_ID in synthetic and (only is None or XJS_LOOKUP_ID in only):
         per_id = {side: persons_per_id(xjs_shape_counts(frames[XJS_LOOKUP_ID]))
                   for side, frames in (("real", real), ("synthetic", synthetic))}
         for level in ("high", "medium", "low"):
@@ -193,7 +197,7 @@ def _resolves(rows: pl.DataFrame, keys: pl.DataFrame, on: list[str]) -> tuple[in
     return present.height, present.join(keys.select(on).unique(), on=on, how="semi").height
 
 
-def integrity_checks(tables: Mapping[TableId, pl.DataFrame]) -> pl.DataFrame:
+def integrity_checks(tables: Mapping[TableId, pl.DataFrame], only: Container[TableId] | None = None) -> pl.DataFrame:
     """Every key relation and unique key of a release (synthetic or real), as shares that must be 1."""
     rows = []
 
@@ -202,8 +206,10 @@ def integrity_checks(tables: Mapping[TableId, pl.DataFrame]) -> pl.DataFrame:
                      "share": passing / total if total else 1.0})
 
     specs = release_tables()
-    for tid, frame in tables.items():
-        spec = specs[tid]
+    for tid in tables:
+        if only is not None and tid not in only:
+            continue
+        frame, spec = tables[tid], specs[tid]
         for fk in spec.foreign_keys:
             parent_table, parent_col = fk.references
             parent_source = {"hocas_flatfile": "magistrates", "xhibit_flatfile": "crown_court"}.get(
@@ -221,7 +227,7 @@ def integrity_checks(tables: Mapping[TableId, pl.DataFrame]) -> pl.DataFrame:
             add(tid, "uniqueness", f"({', '.join(keys)}) unique and present", frame.height, passing)
         if spec.primary_key and spec.primary_key not in keys:
             add(tid, "uniqueness", f"{spec.primary_key} unique", frame.height, frame[spec.primary_key].n_unique())
-    if XJS_LOOKUP_ID in tables:
+    if XJS_LOOKUP_ID in tables and (only is None or XJS_LOOKUP_ID in only):
         rows.extend(_xjs_integrity(tables))
     return pl.DataFrame(rows, schema={"table": pl.String, "kind": pl.String, "check": pl.String,
                                       "rows": pl.Int64, "passing": pl.Int64, "share": pl.Float64})
@@ -318,9 +324,11 @@ def _month(frame: pl.DataFrame, spec: ReleaseTable, columns: list[str]) -> pl.Da
 
 
 def privacy_metrics(real: Mapping[TableId, pl.DataFrame], synthetic: Mapping[TableId, pl.DataFrame],
-                    doc: dict, *, seed: int = 0) -> pl.DataFrame:
+                    doc: dict, *, seed: int = 0, only: Container[TableId] | None = None) -> pl.DataFrame:
     rows = []
     for tid, spec in release_tables().items():
+        if only is not None and tid not in only:
+            continue
         qi = quasi_identifiers(spec)
         summary = doc["tables"].get(name_of(tid))
         if (tid not in real or tid not in synthetic or summary is None or len(qi) < 2 or real[tid].is_empty()
@@ -364,17 +372,22 @@ def _share_found(uniques: pl.DataFrame, other: pl.DataFrame, on: list[str]) -> f
 # -- the report -----------------------------------------------------------------------------------
 
 def evaluate_synthetic(real: Mapping[TableId, pl.DataFrame], synthetic: Mapping[TableId, pl.DataFrame],
-                       doc: dict | None = None, *, seed: int = 0) -> SyntheticReport:
-    """`doc`: the approved summaries the synthetic tables were made from (default: summarise `real`)."""
+                       doc: dict | None = None, *, seed: int = 0, only: Container[TableId] | None = None,
+                       earlier: SyntheticReport | None = None) -> SyntheticReport:
+    """`doc`: the approved summaries the synthetic tables were made from (default: summarise `real`).
+    `only` and `earlier`: compare only the tables in `only`, and take every other table's rows from
+    `earlier` (the same rows, in the same order, as comparing every table: see `merge_rows`)."""
     doc = doc if doc is not None else summarise_release(real)
-    shapes = column_shapes(real, synthetic)
-    structure = structure_similarity(real, synthetic)
-    integrity = integrity_checks(synthetic)
-    privacy = privacy_metrics(real, synthetic, doc, seed=seed)
+    parts = [column_shapes(real, synthetic, only), structure_similarity(real, synthetic, only),
+             integrity_checks(synthetic, only), privacy_metrics(real, synthetic, doc, seed=seed, only=only)]
+    if earlier is not None:
+        old = (earlier.shapes, earlier.structure, earlier.integrity, earlier.privacy)
+        parts = [merge_rows(before, now) for before, now in zip(old, parts)]
+    shapes, structure, integrity, privacy = parts
     summary = {
         "tables": len(synthetic),
-        "rows_real": sum(f.height for f in real.values()),
-        "rows_synthetic": sum(f.height for f in synthetic.values()),
+        "rows_real": sum(_heights(real).values()),
+        "rows_synthetic": sum(_heights(synthetic).values()),
         "mean_shape_similarity": float(shapes["similarity"].mean()) if shapes.height else 1.0,
         "min_shape_similarity": float(shapes["similarity"].min()) if shapes.height else 1.0,
         "mean_structure_similarity": float(structure["similarity"].mean()) if structure.height else 1.0,
@@ -385,6 +398,27 @@ def evaluate_synthetic(real: Mapping[TableId, pl.DataFrame], synthetic: Mapping[
         "uniques_reproduced_random": float(privacy["uniques_reproduced_random"].mean()) if privacy.height else 0.0,
     }
     return SyntheticReport(shapes, structure, integrity, privacy, summary)
+
+
+def _heights(tables: Mapping[TableId, pl.DataFrame]) -> dict[TableId, int]:
+    """Rows per table, counted where the tables live when they are read on use (none is loaded)."""
+    heights = getattr(tables, "heights", None)
+    return heights() if callable(heights) else {tid: frame.height for tid, frame in tables.items()}
+
+
+def dataset_of(table_name: pl.Expr) -> pl.Expr:
+    """The dataset of a report row's `table` (`source.table`)."""
+    return table_name.str.split(".").list.first()
+
+
+def merge_rows(earlier: pl.DataFrame, now: pl.DataFrame) -> pl.DataFrame:
+    """Rows kept from an earlier report (tables not compared again) and rows of the tables compared
+    now, in release order: each pass lists its rows dataset by dataset, in release order within
+    one, so a stable sort on the dataset gives a full comparison's row order."""
+    order = {dataset: i for i, dataset in enumerate(dict.fromkeys(source for source, _ in release_tables()))}
+    rows = pl.concat([earlier.cast(now.schema), now])
+    rank = dataset_of(pl.col("table")).replace_strict(order, default=len(order), return_dtype=pl.Int64)
+    return rows.with_columns(rank.alias("_rank")).sort("_rank", maintain_order=True).drop("_rank")
 
 
 def _min_share(integrity: pl.DataFrame, kind: str) -> float:

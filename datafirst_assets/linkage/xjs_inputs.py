@@ -1,0 +1,85 @@
+"""The cross-justice lookup's inputs built in DuckDB from the stored tables, not in polars.
+
+    keys, variants, vmap = lookup_inputs(conn, {source: (records_table, clusters_table), ...})
+    result = xjs.link_variants(keys, variants, vmap, ...)
+
+The same inputs ``xjs.records_with_persons`` + ``xjs.person_variants`` build from polars frames
+(the variant numbering differs; nothing outside the run sees it), but the person records and
+clusters of the seven datasets are joined, concatenated and reduced to distinct variants by
+DuckDB where they are stored: Python receives only each record's three keys and the distinct
+variants, not every column of fourteen tables and their concatenation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import duckdb
+import polars as pl
+
+from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID
+from datafirst_assets.sources.registry import SOURCES
+
+PERSON = "person_id_dataset"
+SEP = ":"  # as xjs.SEP
+_NOT_PERSON = (UNIQUE_ID, "model_version", SOURCE_DATASET, "match_threshold", "record_hash")
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return list(conn.sql(f"select * from {table} limit 0").columns)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def person_id_column_of(source: str, columns: Sequence[str]) -> str:
+    """The per-dataset person id column of a stored clusters table (as ``xjs.person_id_column``)."""
+    name = SOURCES[source].person_id_name if source in SOURCES else None
+    if name and name in columns:
+        return name
+    others = [c for c in columns if c not in _NOT_PERSON]
+    if len(others) != 1:
+        raise ValueError(f"{source}: cannot tell the person id column of clusters {list(columns)}")
+    return others[0]
+
+
+def _source_sql(conn: duckdb.DuckDBPyConnection, source: str, records: str, clusters: str) -> str:
+    """One source's records with their person key; raises as ``records_with_persons`` does."""
+    pid = person_id_column_of(source, _columns(conn, clusters))
+    fields = [c for c in LINKAGE_FIELDS if c in _columns(conn, records)]
+    several = conn.execute(f"select count(*) - count(distinct {UNIQUE_ID}::varchar) from {clusters}").fetchone()[0]
+    if several:
+        raise ValueError(f"{source}: a record has several person ids in clusters")
+    joined = (f"from {records} r left join {clusters} c on r.{UNIQUE_ID}::varchar = c.{UNIQUE_ID}::varchar")
+    missing = conn.execute(f'select count(*) {joined} where c."{pid}" is null').fetchone()[0]
+    if missing:
+        raise ValueError(f"{source}: {missing} person records have no per-dataset person id")
+    selected = ", ".join(f'r."{c}"' for c in fields)
+    return (f"select {_literal(source)} as {SOURCE_DATASET}, r.{UNIQUE_ID}::varchar as {UNIQUE_ID}, "
+            f"{_literal(source + SEP)} || c.\"{pid}\"::varchar as {PERSON}{', ' + selected if selected else ''} {joined}")
+
+
+def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[str, str]]
+                  ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(keys, variants, vmap) of ``xjs.link_variants`` from stored tables: ``tables[source]`` is
+    (person_records table, clusters table), names DuckDB resolves on ``conn``."""
+    if not tables:
+        raise ValueError("no person records given")
+    union = " union all by name ".join(_source_sql(conn, s, r, c) for s, (r, c) in tables.items())
+    conn.execute(f"create or replace temp table _xjs_records as {union}")
+    try:
+        fields = [c for c in LINKAGE_FIELDS if c in _columns(conn, "_xjs_records")]
+        typed = [f'"{c}"::date as "{c}"' if c == "dob" else f'"{c}"' for c in fields]
+        keys = pl.from_arrow(conn.sql(f"select {SOURCE_DATASET}, {UNIQUE_ID}, {PERSON} from _xjs_records")
+                             .to_arrow_table())
+        listed = ", ".join([SOURCE_DATASET, PERSON, *(f'"{c}"' for c in fields)])
+        distinct = pl.from_arrow(conn.sql(f"""
+            select (row_number() over (order by {listed}) - 1)::varchar as variant_id, *
+            from (select distinct {SOURCE_DATASET}, {PERSON}{''.join(', ' + t for t in typed)} from _xjs_records)
+            """).to_arrow_table())
+    finally:
+        conn.execute("drop table if exists _xjs_records")
+    variants = distinct.select(pl.col("variant_id").alias(UNIQUE_ID), SOURCE_DATASET, *fields)  # type: ignore[union-attr]
+    vmap = distinct.select("variant_id", SOURCE_DATASET, PERSON)  # type: ignore[union-attr]
+    return keys, variants, vmap  # type: ignore[return-value]

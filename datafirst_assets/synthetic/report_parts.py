@@ -1,0 +1,80 @@
+"""The synthetic report's rows per dataset, kept for the next run: a dataset whose real and synthetic
+tables and approved summaries did not change is not compared again.
+
+Each report pass (column shapes, structure, integrity, privacy) gives rows per table, and a
+dataset's rows depend only on its own real and synthetic tables and its summaries (the linking
+tables' rows also read every dataset's person table: they are always compared again). After each
+report, `save_parts` writes every dataset's rows with the fingerprint of those inputs (row counts,
+types and row hashes computed in DuckDB, the summaries, the seed and the code;
+`warehouse.unchanged.inputs_fingerprint`) to `<synthetic folder>/report_parts.json`. The next
+report takes the rows of each dataset whose fingerprint is unchanged (`stored_parts`) and compares
+only the others; `report.merge_rows` puts the rows back in a full comparison's order, so the report
+is the one a full comparison makes. A full refresh compares every table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import polars as pl
+
+from datafirst_assets.deidentify.release_spec import LINKING, release_tables
+from datafirst_assets.synthetic.report import SyntheticReport, dataset_of
+from datafirst_assets.synthetic.tables import TableId, name_of
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.unchanged import inputs_fingerprint
+
+PARTS_FILE = "report_parts.json"
+PASSES = ("shapes", "structure", "integrity", "privacy")
+
+
+def dataset_fingerprints(real: Mapping[TableId, StoredTable], synthetic: Mapping[TableId, StoredTable],
+                         doc: dict, seed: int) -> dict[str, str]:
+    """Per dataset (not the linking tables): the fingerprint of what its report rows are made from."""
+    fingerprints = {}
+    for dataset in dict.fromkeys(source for source, _ in release_tables()):
+        if dataset == LINKING:
+            continue
+        tids = [tid for tid in release_tables() if tid[0] == dataset]
+        tables = {**{f"real.{tid[1]}": real[tid] for tid in tids if tid in real},
+                  **{f"synthetic.{tid[1]}": synthetic[tid] for tid in tids if tid in synthetic}}
+        own = json.dumps({name_of(tid): doc.get("tables", {}).get(name_of(tid)) for tid in tids}, sort_keys=True)
+        fingerprints[dataset] = inputs_fingerprint(tables, settings=(own, seed))
+    return fingerprints
+
+
+def stored_parts(path: Path, fingerprints: Mapping[str, str]) -> tuple[SyntheticReport | None, set[TableId] | None]:
+    """The stored rows of the datasets whose fingerprint is unchanged, and the tables to compare now
+    (None, None: nothing stored to use, compare every table)."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    kept = {d for d, fingerprint in fingerprints.items()
+            if stored.get("datasets", {}).get(d, {}).get("fingerprint") == fingerprint}
+    if not kept:
+        return None, None
+    frames = {}
+    for name in PASSES:
+        schema = {column: getattr(pl, dtype) for column, dtype in stored["schemas"][name].items()}
+        rows = [row for d in sorted(kept) for row in stored["datasets"][d][name]]
+        frames[name] = pl.DataFrame(rows, schema=schema, orient="row")
+    only = {tid for tid in release_tables() if tid[0] not in kept}
+    return SyntheticReport(frames["shapes"], frames["structure"], frames["integrity"], frames["privacy"]), only
+
+
+def save_parts(path: Path, report: SyntheticReport, fingerprints: Mapping[str, str]) -> None:
+    """Every dataset's rows of `report` with its fingerprint (written whole, then renamed into place)."""
+    frames = {name: getattr(report, name) for name in PASSES}
+    datasets = {}
+    for dataset, fingerprint in fingerprints.items():
+        datasets[dataset] = {"fingerprint": fingerprint, **{
+            name: frame.filter(dataset_of(pl.col("table")) == dataset).rows() for name, frame in frames.items()}}
+    document = {"schemas": {name: {c: str(t.base_type()) for c, t in frame.schema.items()}
+                            for name, frame in frames.items()}, "datasets": datasets}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document), encoding="utf-8")
+    temporary.replace(path)
