@@ -43,6 +43,7 @@ from datafirst_assets.linkage.threshold import (  # noqa: E402
     candidate_thresholds,
     choose_cluster_threshold,
     prediction_rules,
+    without_different_people,
 )
 from datafirst_assets.sources.registry import SOURCES  # noqa: E402
 from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor  # noqa: E402
@@ -106,6 +107,8 @@ def measure(work: Path) -> list[dict]:
             sql = blocking_lists_sql(prediction_rules(model["splink_model"]), f"linkage_{source}.scored_pairs",
                                      f"linkage_{source}.person_records")
             blocking = _table(conn, sql) if sql else None
+        # the guard never joins a pair its rules call two people: measured, like estimated, without them
+        pairs = without_different_people(pairs, records)
         truth = record_truth(work / "truth", source).join(pl.DataFrame({"record_id": ids}), on="record_id")
         labels = work / "data" / "labels" / f"{source}.csv"
         t = time.perf_counter()
