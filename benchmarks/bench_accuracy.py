@@ -96,14 +96,16 @@ def link_source(landing: Path, source_key: str, db_options: dict, *, labels: int
                           TrainingConfig(u_max_pairs=u_pairs_for(records.height)))
     model = TrainedModel.from_json(trained.to_json())
 
-    result = link_full(records, model, db_api, choose=threshold_chooser(records.get_column("record_id")))
+    choose = threshold_chooser(records.get_column("record_id"), records=records)
+    result = link_full(records, model, db_api, choose=choose)
     if labels and truth_dir is not None:
         with tempfile.TemporaryDirectory() as tmp:
             scored = result.pairs if isinstance(result.pairs, pl.DataFrame) else result.pairs.collect()
             labels_file = clerical_labels(scored, records, result.threshold, truth_dir, source_key, labels,
                                           Path(tmp) / f"{source_key}.csv")
             result = link_full(records, model, db_api,
-                               choose=threshold_chooser(records.get_column("record_id"), labels_file=labels_file))
+                               choose=threshold_chooser(records.get_column("record_id"), labels_file=labels_file,
+                                                        records=records))
     graph = graph_summary(cluster_graph_metrics(result.ids, result.pairs, result.threshold, cluster_col="person_id"))
     details = {"records": records.height, "threshold": result.threshold, "threshold_source": result.threshold_source,
                "guard_clusters_split": result.stats.get("guard_clusters_split", 0),

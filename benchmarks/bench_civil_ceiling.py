@@ -63,7 +63,7 @@ def blocked_pairs(records: pl.DataFrame, db_options: dict) -> tuple[pl.DataFrame
     pairs = pairs_to_polars(sdf, ["record_id_l", "record_id_r", "match_weight", "match_probability",
                                   *(c for c in keep if c.startswith("mw_"))])
     sdf.drop_table_from_database_and_remove_from_cache()
-    production = threshold_chooser(records.get_column("record_id"))(
+    production = threshold_chooser(records.get_column("record_id"), records=records)(
         pairs.filter(pl.col("match_probability") >= 0.01).select("record_id_l", "record_id_r", "match_weight",
                                                                    "match_probability"))
     return pairs, spec.blocking_pairs, production

@@ -43,6 +43,7 @@ from datafirst_assets.linkage.threshold import (  # noqa: E402
     candidate_thresholds,
     choose_cluster_threshold,
     prediction_rules,
+    without_different_people,
 )
 from datafirst_assets.sources.registry import SOURCES  # noqa: E402
 from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor  # noqa: E402
@@ -99,18 +100,22 @@ def measure(work: Path) -> list[dict]:
         with warehouse_cursor(work / "data" / "warehouse.duckdb") as conn:
             pairs = _table(conn, f"select record_id_l, record_id_r, match_weight, match_probability "
                                  f"from linkage_{source}.scored_pairs")
-            ids = _table(conn, f"select record_id from linkage_{source}.person_records")["record_id"].cast(pl.String)
+            records = _table(conn, f"select * from linkage_{source}.person_records")
+            ids = records["record_id"].cast(pl.String)
             version = conn.sql(f"select any_value(model_version) from linkage_{source}.clusters").fetchall()[0][0]
             model = json.loads((work / "data" / "models" / source / f"{version}.json").read_text())
             sql = blocking_lists_sql(prediction_rules(model["splink_model"]), f"linkage_{source}.scored_pairs",
                                      f"linkage_{source}.person_records")
             blocking = _table(conn, sql) if sql else None
+        # the guard never joins a pair its rules call two people: measured, like estimated, without them
+        pairs = without_different_people(pairs, records)
         truth = record_truth(work / "truth", source).join(pl.DataFrame({"record_id": ids}), on="record_id")
         labels = work / "data" / "labels" / f"{source}.csv"
         t = time.perf_counter()
-        estimate = choose_cluster_threshold(pairs, configured=None, labels_file=None, record_ids=ids, blocking=blocking)
+        estimate = choose_cluster_threshold(pairs, configured=None, labels_file=None, record_ids=ids, blocking=blocking,
+                                            records=records)
         labelled = choose_cluster_threshold(pairs, configured=None, labels_file=labels, record_ids=ids,
-                                            blocking=blocking)
+                                            blocking=blocking, records=records)
         choose_seconds = (time.perf_counter() - t) / 2
         measured = bcubed_by_threshold(pairs, truth, sorted(set(candidate_thresholds())
                                                             | {estimate.match_probability, labelled.match_probability}))

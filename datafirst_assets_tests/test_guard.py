@@ -146,3 +146,20 @@ def test_the_quality_report_shows_each_datasets_largest_clusters(tmp_path):
     paths = write_quality_report(quality_table([row]), tmp_path, largest=table)
     assert "Largest clusters per dataset" in paths["html"].read_text()
     assert "| family | a1 | 5 | 4 |" in paths["markdown"].read_text()
+
+
+def test_different_people_are_the_pairs_the_guards_rules_split():
+    from datafirst_assets.linkage.guard import different_people
+
+    records = pl.DataFrame({
+        "record_id": ["a", "b", "c", "d", "e", "f"],
+        "dob": [date(1980, 3, 4), date(1980, 4, 3), date(1992, 11, 20), None, date(1980, 3, 4), date(1980, 3, 4)],
+        "case_id": ["k1", "k2", "k3", "k1", None, "k9"],
+        "party_kind": ["person", "person", "person", "person", "person", "company"],
+    })
+    pairs = pl.DataFrame({"record_id_l": ["a", "a", "a", "a", "e", "x"],
+                          "record_id_r": ["b", "c", "d", "e", "f", "a"]})
+    # day/month swap: one person; years apart: two; one case: two; nothing against: one;
+    # a company and a person: two; a record not in `records`: nothing known against
+    assert different_people(pairs, records).to_list() == [False, True, True, False, True, False]
+    assert different_people(pairs, records.select("record_id")).to_list() == [False] * 6

@@ -368,3 +368,42 @@ def test_the_model_estimate_counts_matches_its_weights_miss_but_other_records_cl
     raw = pairs.with_columns(pl.col("match_probability").alias(EXPECTED))
     before = estimate_at(expected_accuracy_curve(raw), threshold)["recall"]
     assert before == pytest.approx(2000 / 2600, abs=1e-3)
+
+
+def test_links_no_third_record_could_close_do_not_make_the_model_look_overconfident():
+    # people with three records, surely linked (20-24 bits: every link closed by the third record),
+    # and people with two records linked at 10-16 bits: right, but no third record can close them
+    rng = np.random.default_rng(11)
+    rows = []
+    for person in range(600):
+        a, b, c = (f"p{person}_{k}" for k in range(3))
+        rows += [(left, right, float(rng.uniform(20, 24))) for left, right in ((a, b), (b, c), (a, c))]
+        rows.append((a, f"p{(person + 1) % 600}_1", float(rng.uniform(-9, -6))))  # namesakes, unlinked
+    for person in range(600):
+        rows.append((f"q{person}_0", f"q{person}_1", float(rng.uniform(10, 16))))
+    pairs = pl.DataFrame(rows, schema=["record_id_l", "record_id_r", "match_weight"], orient="row").with_columns(
+        (1 / (1 + 2.0 ** -pl.col("match_weight"))).alias("match_probability"))
+    check = transitivity_check(pairs)
+    # checked on every link, no 10-16 bit link is closed (a deficit of 1: "overconfident")
+    assert not check.overconfident
+    assert check.deficit is None or check.deficit < 0.05
+
+
+def test_pairs_the_guard_splits_are_left_out_of_the_choice():
+    # the namesakes of _people_with_namesakes score 10-16 bits, but their dates of birth are years
+    # apart: the guard never joins them, so they neither look like the model's overconfidence nor
+    # push the threshold above the true links
+    from datetime import date
+
+    pairs = _people_with_namesakes(overconfident=True).drop("same")
+    people = pl.int_range(1500, eager=True)
+    records = pl.DataFrame({"record_id": [f"{p}_{k}" for p in range(1500) for k in range(3)]}).with_columns(
+        pl.col("record_id").str.split("_").list.first().cast(pl.Int64).alias("person"))
+    dobs = pl.DataFrame({"person": people, "dob": [date(1950 + p % 50, 1 + p % 12, 1 + p % 28) for p in range(1500)]})
+    records = records.join(dobs, on="person").drop("person")
+    without = choose_cluster_threshold(pairs, configured=None, labels_file=None)
+    assert without.estimate["recalibration"] == "transitivity" and without.match_probability > 1 / (1 + 2.0 ** -12)
+    choice = choose_cluster_threshold(pairs, configured=None, labels_file=None, records=records)
+    assert choice.estimate["recalibration"] is None
+    assert choice.match_probability < 1 / (1 + 2.0 ** -8)
+    assert choice.estimate["pairwise_precision"] == pytest.approx(1.0, abs=0.01)

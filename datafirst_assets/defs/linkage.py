@@ -165,12 +165,13 @@ def stored_table(warehouse: Warehouse, source: str, name: str) -> pl.DataFrame |
         return pl.from_arrow(conn.sql(f'select * from {schema}."{name}"').to_arrow_table())  # type: ignore[return-value]
 
 
-def labels_threshold(pairs: pl.DataFrame | None, labels_file: Path, record_ids: pl.Series) -> float | None:
+def labels_threshold(pairs: pl.DataFrame | None, labels_file: Path, record_ids: pl.Series,
+                     records: pl.DataFrame | None = None) -> float | None:
     """The threshold the clerical labels choose on the stored pairs (None without usable labels)."""
     if pairs is None or not labels_file.exists():
         return None
     choice = choose_cluster_threshold(pairs, configured=None, labels_file=labels_file, record_ids=record_ids,
-                                      intervals=False)
+                                      intervals=False, records=records)
     return choice.match_probability if choice.source == "clerical_labels" else None
 
 
@@ -231,14 +232,14 @@ def link_dataset(source: SourceSpec, records: pl.DataFrame, trained: TrainedMode
         # Labels reviewed since the last run move the threshold (re-clustering everything);
         # otherwise the previous run's threshold stands, so ids stay put between refreshes.
         from_labels = None if configured is not None else labels_threshold(
-            previous.pairs, linkage.labels_file(source.key), records.get_column("record_id"))
+            previous.pairs, linkage.labels_file(source.key), records.get_column("record_id"), records)
         result = link_incremental(records, trained, db_api, previous,
                                   threshold=configured if from_labels is None else from_labels)
         if from_labels is not None:
             result = replace(result, threshold_source="clerical_labels")
     else:
         choose = threshold_chooser(records.get_column("record_id"), configured=configured,
-                                   labels_file=linkage.labels_file(source.key))
+                                   labels_file=linkage.labels_file(source.key), records=records)
         result = link_full(records, trained, db_api, choose=choose, previous=previous, reason=problem,
                            num_chunks=linkage.predict_chunks, max_pairs_per_rule=linkage.max_pairs_per_rule,
                            progress=log)
@@ -538,7 +539,8 @@ def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse, **inputs: pl
         blocking = stored_blocking_lists(warehouse, linkage.root, source, str(clusters["model_version"][0])) \
             if clusters.height and pairs.height else None
         assessment = assess(pairs, labels_file=linkage.labels_file(source), record_ids=clusters["record_id"],
-                            also=(threshold,), blocking=blocking)
+                            also=(threshold,), blocking=blocking,
+                            records=stored_table(warehouse, source, "person_records") if pairs.height else None)
         rows.append(estimated_quality_row(
             source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
             threshold=threshold, configured=source in linkage.thresholds, assessment=assessment))

@@ -104,6 +104,27 @@ def conflicting_clusters(clusters: pl.DataFrame, records: pl.DataFrame, *, clust
     return pl.concat(found).unique().sort()
 
 
+def different_people(pairs: pl.DataFrame, records: pl.DataFrame, *, dob_col: str = "dob") -> pl.Series:
+    """Per pair of ``pairs`` (record_id_l, record_id_r): whether the guard's rules say its two records
+    are different people (dates of birth that cannot be one person's, two parties of one case, a
+    company and a person), in the pairs' order. The guard never joins such a pair, so whatever the
+    model scored it, it is a known non-match."""
+    cols = [c for c in (dob_col, *SAME_MEANS_DIFFERENT, *DIFFERENT_MEANS_DIFFERENT) if c in records.columns]
+    if not cols or pairs.is_empty():
+        return pl.Series("different_people", [False] * pairs.height, dtype=pl.Boolean)
+    rec = records.select(pl.col(UNIQUE_ID).cast(pl.String),
+                         *[pl.col(c).cast(pl.Date if c == dob_col else pl.String) for c in cols])
+    side = lambda s: rec.rename({c: f"{c}_{s}" for c in rec.columns})  # noqa: E731
+    joined = (pairs.select(pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String))
+              .with_row_index("_row").join(side("l"), on="record_id_l", how="left")
+              .join(side("r"), on="record_id_r", how="left").sort("_row"))
+    rules = [pl.col(f"{c}_l") == pl.col(f"{c}_r") for c in SAME_MEANS_DIFFERENT if c in cols]
+    rules += [pl.col(f"{c}_l") != pl.col(f"{c}_r") for c in DIFFERENT_MEANS_DIFFERENT if c in cols]
+    if dob_col in cols:
+        rules.append(~_compatible_expr(f"{dob_col}_l", f"{dob_col}_r"))
+    return joined.select(pl.any_horizontal([r.fill_null(False) for r in rules]).alias("different_people")).to_series()
+
+
 @dataclass
 class _Part:
     """What a growing part of a split cluster carries, to refuse a join that would make it

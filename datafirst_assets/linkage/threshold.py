@@ -16,8 +16,12 @@ without ground truth. In order of preference:
    time cannot see (it underrates pairs whose recording errors come together). No labels and no
    truth are needed.
 
+Given the records, pairs the over-merge guard's rules say are two people (two parties of one case,
+dates of birth that cannot be one person's) are left out first (:func:`without_different_people`):
+the guard never joins them, so they are known non-matches, not evidence about the model.
+
 Either way each pair gets a probability q of being a match, and the threshold is the candidate
-(match weights 0 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
+(match weights -4 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
 F1 (:func:`expected_bcubed_curve`): clusters, not pairs, because linking is transitive and a chain
 of likely pairs can join people no pair says are the same. The expected precision, recall and F1
 reported at the threshold are *estimates*: they count only matches among the scored pairs, so
@@ -39,6 +43,7 @@ import polars as pl
 
 from datafirst_assets.common.pairs import ordered_ids
 from datafirst_assets.linkage.disjoint_sets import DisjointSets
+from datafirst_assets.linkage.guard import different_people
 from datafirst_assets.linkage.metrics import LABEL, match_probability_to_weight, read_labels
 
 PROBABILITY = "match_probability"
@@ -191,8 +196,9 @@ OVERCONFIDENCE_DEFICIT = 0.05
 
 def with_transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT) -> pl.DataFrame:
     """``pairs`` plus ``supported`` (1.0 / 0.0): whether some third record is linked to both of the
-    pair's records by near-certain links. Same person is transitive, so a true match is often
-    supported (when the person has a third record) and a non-match only through a wrong link."""
+    pair's records by near-certain links, and ``checkable`` (bool): whether each of its records has
+    a near-certain link to some record other than the other. Same person is transitive, so a
+    checkable true match is nearly always supported and a non-match only through a wrong link."""
     ordered = ordered_ids(pairs)
     strong = ordered.filter(pl.col(WEIGHT) >= strong_weight).select(pl.col("record_id_l").alias("x"),
                                                                      pl.col("record_id_r").alias("y"))
@@ -201,8 +207,14 @@ def with_transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_W
               .filter(pl.col("x") < pl.col("z"))
               .select(pl.col("x").alias("record_id_l"), pl.col("z").alias("record_id_r")).unique()
               .with_columns(pl.lit(1.0).alias("supported")))
-    return ordered.join(closed, on=["record_id_l", "record_id_r"], how="left").with_columns(
-        pl.col("supported").fill_null(0.0))
+    degree = edges.group_by("x").len("links")
+    own = (pl.col(WEIGHT) >= strong_weight).cast(pl.UInt32)
+    others = lambda side: (pl.col(f"links_{side}").fill_null(0) - own) > 0  # noqa: E731
+    return (ordered.join(closed, on=["record_id_l", "record_id_r"], how="left")
+            .join(degree.rename({"x": "record_id_l", "links": "links_l"}), on="record_id_l", how="left")
+            .join(degree.rename({"x": "record_id_r", "links": "links_r"}), on="record_id_r", how="left")
+            .with_columns(pl.col("supported").fill_null(0.0), (others("l") & others("r")).alias("checkable"))
+            .drop("links_l", "links_r"))
 
 
 @dataclass(frozen=True)
@@ -235,8 +247,14 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
     P(match | weight) ~ (support rate - floor) / (surest support rate - floor) (floor: the support
     rate of the weakest pairs, which are almost all non-matches), fitted as a logistic curve in the
     weight. That curve is only used where it is lower than the model's (people with few records
-    make the support rate understate matches at low weights)."""
-    supported = with_transitive_support(pairs)
+    make the support rate understate matches at low weights). Only checkable pairs are counted
+    (:func:`with_transitive_support`): a link between records with no other sure link can never
+    be closed, and such links are commoner at middle weights (a person with two records, a record
+    too poorly recorded to be surely linked), which read as overconfidence (family at 100,000 hard:
+    a 7% deficit over all links, 1.8% over checkable ones, where 98.5% of the links are right)."""
+    # only pairs whose records each have another near-certain link: the rest cannot be supported,
+    # and they are not a random sample (a person with two records, a poorly recorded record)
+    supported = with_transitive_support(pairs).filter(pl.col("checkable"))
     rate = lambda frame: float(frame["supported"].mean()) if frame.height else None  # noqa: E731
     surest = rate(supported.filter(pl.col(WEIGHT) >= SUREST_WEIGHT))
     checked = supported.filter(pl.col(WEIGHT).is_between(*CHECK_WEIGHTS, closed="left"))
@@ -490,8 +508,10 @@ def estimate_at(curve: pl.DataFrame, threshold: float) -> dict:
 # ---------------------------------------------------------------- clusters at each candidate
 
 
-#: Candidate thresholds: match weights 0, 0.5, ..., 16 bits (probabilities 0.5 to 0.99998).
-CANDIDATE_WEIGHTS = tuple(w / 2 for w in range(0, 33))
+#: Candidate thresholds: match weights -4, -3.5, ..., 16 bits (probabilities 0.06 to 0.99998). Below
+#: 0 bits because a link can be right more often than the model's weight says: a person's other
+#: records close it (civil's best threshold with labels is -1 bit, p = 0.33).
+CANDIDATE_WEIGHTS = tuple(w / 2 for w in range(-8, 33))
 
 
 def candidate_thresholds() -> list[float]:
@@ -549,6 +569,17 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
 
 
 # ---------------------------------------------------------------- the choice
+
+
+def without_different_people(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFrame:
+    """``pairs`` less those the over-merge guard's rules say are two people (``guard.different_people``:
+    two parties of one case, dates of birth that cannot be one person's, a company and a person).
+    The guard splits them whatever the threshold, so they are known non-matches: left in, they
+    count against every threshold that links them (family's parties of one case are relatives,
+    scored up to 20 bits), and the transitivity check reads them as the model's overconfidence."""
+    if records is None or pairs.is_empty():
+        return pairs
+    return pairs.filter(~different_people(pairs, records))
 
 
 #: Resamples of the clerical labels behind the estimates' 90% intervals.
@@ -662,12 +693,16 @@ class Assessment:
 
 def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Series | None = None,
            also: tuple[float, ...] = (), blocking: pl.DataFrame | None = None,
-           intervals: bool = True) -> Assessment:
+           intervals: bool = True, records: pl.DataFrame | None = None) -> Assessment:
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
     record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
     which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared.
     ``intervals``: also resample the labels for the estimates' 90% intervals (they do not move
-    the best threshold)."""
+    the best threshold). ``records``: the records linked; pairs the over-merge guard's rules say
+    are different people (:func:`without_different_people`) are left out."""
+    if record_ids is None:
+        record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
+    pairs = without_different_people(pairs, records)
     evidence = (read_label_evidence(pairs, labels_file, resamples=BOOTSTRAP_RESAMPLES if intervals else 0)
                 if pairs.height else LabelEvidence())
     calibration = evidence.calibration
@@ -677,8 +712,6 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     check = transitivity_check(pairs) if pairs.height and calibration is None else None
     if check is not None and check.overconfident:
         calibration = check.calibration
-    if record_ids is None:
-        record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
     expected = with_expected_matches(pairs, calibration)
     if calibration is None or calibration.method != "clerical_labels":
         expected = with_indirect_matches(expected)
@@ -698,6 +731,7 @@ def choose_cluster_threshold(
     record_ids: pl.Series | None = None,
     blocking: pl.DataFrame | None = None,
     intervals: bool = True,
+    records: pl.DataFrame | None = None,
 ) -> ThresholdChoice:
     """`pairs`: scored pairs (record_id_l, record_id_r, match_weight, match_probability).
     A configured threshold wins; otherwise the candidate with the highest expected B-cubed F1
@@ -705,20 +739,21 @@ def choose_cluster_threshold(
     ``intervals=False``: the estimate at the threshold without its 90% intervals (see `assess`)."""
     assessment = assess(pairs, labels_file=labels_file, record_ids=record_ids,
                         also=(configured,) if configured is not None else (), blocking=blocking,
-                        intervals=intervals)
+                        intervals=intervals, records=records)
     threshold = configured if configured is not None else assessment.best_threshold()
     source = "configured" if configured is not None else assessment.source
     return ThresholdChoice(threshold, source, assessment.estimate_at(threshold), assessment.calibration)
 
 
 def threshold_chooser(record_ids: pl.Series, *, configured: float | None = None,
-                      labels_file: Path | None = None) -> Callable[[pl.DataFrame], tuple[float, str]]:
+                      labels_file: Path | None = None,
+                      records: pl.DataFrame | None = None) -> Callable[[pl.DataFrame], tuple[float, str]]:
     """What a full link (``incremental.link_full(choose=...)``) asks once the pairs are scored:
     the clustering threshold chosen on them, and where it came from (the estimates' intervals are
-    the quality asset's: not computed here)."""
+    the quality asset's: not computed here). ``records``: see :func:`assess`."""
     def choose(pairs: pl.DataFrame) -> tuple[float, str]:
         choice = choose_cluster_threshold(pairs, configured=configured, labels_file=labels_file,
-                                          record_ids=record_ids, intervals=False)
+                                          record_ids=record_ids, intervals=False, records=records)
         return choice.match_probability, choice.source
 
     return choose
