@@ -34,6 +34,7 @@ from datafirst_assets.linkage.backend import configured_db_api
 from datafirst_assets.linkage.guard import (
     CHAIN_MAX_DENSITY,
     CHAIN_MIN_RECORDS,
+    GUARD_COLUMNS,
     MAX_CLUSTER_RECORDS,
     chained_clusters,
     cluster_graph_metrics,
@@ -156,13 +157,18 @@ def _check_mode(linkage: LinkageSettings) -> None:
         raise ValueError(f"LinkageSettings.mode must be one of {MODES}, not {linkage.mode!r}")
 
 
-def stored_table(warehouse: Warehouse, source: str, name: str) -> pl.DataFrame | None:
-    """The last materialisation of ``linkage/<source>/<name>`` in the warehouse, if any."""
+def stored_table(warehouse: Warehouse, source: str, name: str,
+                 columns: tuple[str, ...] | None = None) -> pl.DataFrame | None:
+    """The last materialisation of ``linkage/<source>/<name>`` in the warehouse, if any: all its
+    columns, or those of ``columns`` it has."""
     schema = _stored(source)["schema"]
     with warehouse.cursor() as conn:
-        if not table_columns(conn, schema, name):
+        stored = table_columns(conn, schema, name)
+        if not stored:
             return None
-        return pl.from_arrow(conn.sql(f'select * from {schema}."{name}"').to_arrow_table())  # type: ignore[return-value]
+        wanted = [c for c in stored if columns is None or c in columns]
+        select = ", ".join(f'"{c}"' for c in wanted)
+        return pl.from_arrow(conn.sql(f'select {select} from {schema}."{name}"').to_arrow_table())  # type: ignore[return-value]
 
 
 def labels_threshold(pairs: pl.DataFrame | None, labels_file: Path, record_ids: pl.Series,
@@ -540,7 +546,7 @@ def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse, **inputs: pl
             if clusters.height and pairs.height else None
         assessment = assess(pairs, labels_file=linkage.labels_file(source), record_ids=clusters["record_id"],
                             also=(threshold,), blocking=blocking,
-                            records=stored_table(warehouse, source, "person_records") if pairs.height else None)
+                            records=stored_table(warehouse, source, "person_records", GUARD_COLUMNS) if pairs.height else None)
         rows.append(estimated_quality_row(
             source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
             threshold=threshold, configured=source in linkage.thresholds, assessment=assessment))

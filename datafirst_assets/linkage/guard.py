@@ -71,6 +71,8 @@ class GuardResult:
 #: (parties of one case), or their values differ (a company and a person).
 SAME_MEANS_DIFFERENT = ("case_id",)
 DIFFERENT_MEANS_DIFFERENT = ("party_kind",)
+#: Every record column the guard's rules read (with the default date-of-birth column).
+GUARD_COLUMNS = (UNIQUE_ID, "dob", *SAME_MEANS_DIFFERENT, *DIFFERENT_MEANS_DIFFERENT)
 
 
 def _members(clusters: pl.DataFrame, records: pl.DataFrame, col: str, cluster_col: str,
