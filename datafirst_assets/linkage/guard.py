@@ -52,6 +52,11 @@ def dobs_compatible(a: date, b: date) -> bool:
     return agree >= 2 or (a.year == b.year and a.month == b.day and a.day == b.month)
 
 
+def dates_compatible(left: str, right: str) -> pl.Expr:
+    """Whether two date columns can be one person's date of birth (the guard's rule)."""
+    return _compatible_expr(left, right)
+
+
 def _compatible_expr(left: str, right: str) -> pl.Expr:
     ly, lm, ld = (getattr(pl.col(left).dt, p)() for p in ("year", "month", "day"))
     ry, rm, rd = (getattr(pl.col(right).dt, p)() for p in ("year", "month", "day"))

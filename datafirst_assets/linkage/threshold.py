@@ -43,7 +43,7 @@ import polars as pl
 
 from datafirst_assets.common.pairs import ordered_ids
 from datafirst_assets.linkage.disjoint_sets import DisjointSets
-from datafirst_assets.linkage.guard import different_people
+from datafirst_assets.linkage.guard import dates_compatible, different_people
 from datafirst_assets.linkage.metrics import LABEL, match_probability_to_weight, read_labels
 
 PROBABILITY = "match_probability"
@@ -270,6 +270,97 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
             calibration = Calibration(float(beta[0]), float(beta[1]), None,
                                       (float(weight.min()), float(weight.max())), 0, method="transitivity")
     return TransitivityCheck(surest, rate(checked), checked.height, calibration)
+
+
+# ---------------------------------------------------------------- no labels: the date of birth as a witness
+
+#: The fields whose agreement pattern (each agrees, differs or is missing) groups pairs for the
+#: witness; the date of birth is left out of it: it is the witness.
+WITNESS_PATTERN_FIELDS = ("forename", "surname", "postcode", "address", "pnc", "cro")
+WITNESS_FIELD = "dob"
+#: The records' columns the witness reads (besides the record id).
+WITNESS_COLUMNS = (WITNESS_FIELD, *WITNESS_PATTERN_FIELDS)
+#: A pattern's witness counts only with this many pairs whose dates of birth are both recorded.
+WITNESS_MIN_OBSERVED = 30
+
+
+def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFrame | None:
+    """``record_id_l``, ``record_id_r``, ``witness_odds`` (<= 1) for the scored pairs missing a date of
+    birth on either side: the factor their match odds are multiplied by so that, within each agreement
+    pattern of the other fields (:data:`WITNESS_PATTERN_FIELDS`: each agrees, differs or is missing),
+    their mean probability falls to what the dates of birth witness, where the model says more.
+
+    The model's weights assume the fields are independent given match status, which relatives are
+    not: a parent and a child, or two siblings, share a surname and an address, and the model adds
+    the two up (family at 100,000: 1,500 pairs with different forenames, the same surname and
+    address and no date of birth score 0.65 on average, where 7% are one person). Where the date
+    of birth is recorded on both sides it settles the question, so among pairs with the same
+    pattern the share whose dates agree (as the guard reads them: a typo is still one person's
+    date), over that share among pairs agreeing on every field, witnesses how many are one person,
+    a date being missing at random. One factor per pattern keeps the model's order within it (a
+    near-miss forename still scores above a different one). ``pairs`` must include those the guard
+    splits for incompatible dates: they are the witness's disagreements. It only lowers: pairs
+    whose dates disagree score lower and those below the stored cut-off are missing, so the share
+    of agreeing dates overstates the share of matches. None without dates of birth or pattern fields."""
+    fields = [c for c in WITNESS_PATTERN_FIELDS if records is not None and c in records.columns]
+    if records is None or WITNESS_FIELD not in records.columns or not fields or pairs.is_empty():
+        return None
+    rec = records.select(pl.col("record_id").cast(pl.String), *[pl.col(c).cast(pl.String) for c in fields],
+                         pl.col(WITNESS_FIELD).cast(pl.Date))
+    side = lambda s: rec.rename({c: f"{c}_{s}" for c in rec.columns})  # noqa: E731
+    missing = lambda c: pl.col(f"{c}_l").is_null() | pl.col(f"{c}_r").is_null()  # noqa: E731
+    level = lambda c, same: pl.when(missing(c)).then(pl.lit("n")).when(same).then(pl.lit("e")).otherwise(pl.lit("d"))  # noqa: E731
+    # the pairs whose dates could witness: those the guard splits for a reason other than their
+    # dates (two parties of one case: a parent and a child) are gone whether or not dates are recorded
+    pairs = pairs.filter(~different_people(pairs, records.drop(WITNESS_FIELD)))
+    patterns = (ordered_ids(pairs.select("record_id_l", "record_id_r", pl.col(PROBABILITY).cast(pl.Float64)))
+                .unique(["record_id_l", "record_id_r"])
+                .join(side("l"), on="record_id_l", how="left").join(side("r"), on="record_id_r", how="left")
+                .select("record_id_l", "record_id_r", PROBABILITY,
+                        pl.concat_str([level(c, pl.col(f"{c}_l") == pl.col(f"{c}_r")) for c in fields]).alias("pattern"),
+                        level(WITNESS_FIELD, dates_compatible(f"{WITNESS_FIELD}_l", f"{WITNESS_FIELD}_r"))
+                        .alias("witness")))
+    rates = (patterns.filter(pl.col("witness") != "n").group_by("pattern")
+             .agg(pl.len().alias("observed"), (pl.col("witness") == "e").mean().alias("agree")))
+    same = rates.filter((pl.col("pattern") == "e" * len(fields)) & (pl.col("observed") >= WITNESS_MIN_OBSERVED))
+    same_person_agree = float(same["agree"][0]) if same.height and same["agree"][0] > 0 else 1.0
+    targets = rates.filter(pl.col("observed") >= WITNESS_MIN_OBSERVED).select(
+        "pattern", (pl.col("agree") / same_person_agree).clip(0.0, 1.0).alias("target"))
+    undated = patterns.filter(pl.col("witness") == "n").join(targets, on="pattern")
+    if undated.is_empty():
+        return None
+    index = targets.filter(pl.col("pattern").is_in(undated["pattern"].unique().implode())).with_row_index("group")
+    undated = undated.join(index.select("pattern", "group"), on="pattern")
+    group = undated["group"].to_numpy().astype(np.int64)
+    factor = _odds_factors(undated[PROBABILITY].to_numpy(), group, index["target"].to_numpy())
+    return undated.select("record_id_l", "record_id_r").with_columns(pl.Series("witness_odds", factor[group]))
+
+
+def _odds_factors(probability: np.ndarray, group: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per group, the factor k <= 1 on the odds p / (1 - p) that brings the group's mean probability
+    down to ``target`` (1 where it is no higher already): bisection on log k."""
+    n = len(target)
+    size = np.bincount(group, minlength=n)
+    odds = np.clip(probability, 1e-12, 1 - 1e-12) / np.clip(1 - probability, 1e-12, None)
+    mean = lambda log_k: np.bincount(group, (np.exp(log_k)[group] * odds) / (1 + np.exp(log_k)[group] * odds),  # noqa: E731
+                                     minlength=n) / np.maximum(size, 1)
+    low, high = np.full(n, -60.0), np.zeros(n)
+    for _ in range(60):
+        middle = (low + high) / 2
+        above = mean(middle) > target
+        high, low = np.where(above, middle, high), np.where(above, low, middle)
+    return np.where(mean(np.zeros(n)) > target, np.exp(low), 1.0)
+
+
+def with_witness(expected: pl.DataFrame, odds: pl.DataFrame | None) -> pl.DataFrame:
+    """``expected`` with each pair's ``expected_match`` odds multiplied by its ``witness_odds``."""
+    if odds is None or odds.is_empty() or expected.is_empty():
+        return expected
+    keys = ["record_id_l", "record_id_r"]
+    q, k = pl.col(EXPECTED), pl.col("witness_odds").fill_null(1.0)
+    lowered = k * q / (k * q + (1 - q))
+    return (ordered_ids(expected).join(odds, on=keys, how="left")
+            .with_columns(pl.when(q >= 1.0).then(q).otherwise(lowered).alias(EXPECTED)).drop("witness_odds"))
 
 
 # ---------------------------------------------------------------- no labels: matches through other records
@@ -702,6 +793,7 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     are different people (:func:`without_different_people`) are left out."""
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
+    witness = witness_odds(pairs, records)  # before the guard's pairs go: their dates are evidence
     pairs = without_different_people(pairs, records)
     evidence = (read_label_evidence(pairs, labels_file, resamples=BOOTSTRAP_RESAMPLES if intervals else 0)
                 if pairs.height else LabelEvidence())
@@ -714,7 +806,8 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
         calibration = check.calibration
     expected = with_expected_matches(pairs, calibration)
     if calibration is None or calibration.method != "clerical_labels":
-        expected = with_indirect_matches(expected)
+        # the witness first, so that the closure does not follow links it shows to be relatives
+        expected = with_indirect_matches(with_witness(expected, witness))
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates),
