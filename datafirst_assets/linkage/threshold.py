@@ -282,74 +282,151 @@ WITNESS_FIELD = "dob"
 WITNESS_COLUMNS = (WITNESS_FIELD, *WITNESS_PATTERN_FIELDS)
 #: A pattern's witness counts only with this many pairs whose dates of birth are both recorded.
 WITNESS_MIN_OBSERVED = 30
+#: The model's mean probability in a pattern stands when it is this close to the witness's.
+WITNESS_TOLERANCE = 0.005
 
 
 def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFrame | None:
-    """``record_id_l``, ``record_id_r``, ``witness_odds`` (<= 1) for the scored pairs missing a date of
-    birth on either side: the factor their match odds are multiplied by so that, within each agreement
+    """``record_id_l``, ``record_id_r``, ``witness_odds`` for the scored pairs missing a date of birth
+    on either side: the factor their match odds are multiplied by so that, within each agreement
     pattern of the other fields (:data:`WITNESS_PATTERN_FIELDS`: each agrees, differs or is missing),
-    their mean probability falls to what the dates of birth witness, where the model says more.
+    their mean probability is what the dates of birth witness.
 
-    The model's weights assume the fields are independent given match status, which relatives are
-    not: a parent and a child, or two siblings, share a surname and an address, and the model adds
-    the two up (family at 100,000: 1,500 pairs with different forenames, the same surname and
-    address and no date of birth score 0.65 on average, where 7% are one person). Where the date
-    of birth is recorded on both sides it settles the question, so among pairs with the same
-    pattern the share whose dates agree (as the guard reads them: a typo is still one person's
+    The model's weights assume the fields are independent given match status, and they are not:
+    a parent and a child, or two siblings, share a surname and an address, and the model adds the
+    two up (family at 100,000: 1,500 pairs with different forenames, the same surname and address
+    and no date of birth score 0.65 on average, where 7% are one person); a person who moved
+    shares nothing but a name with their old record, and the model counts the new address against
+    them (civil: 9,900 such pairs with a date missing score 0.30, where 45% are one person). Where
+    the date of birth is recorded on both sides it settles the question, so among pairs with the
+    same pattern the share whose dates agree (as the guard reads them: a typo is still one person's
     date), over that share among pairs agreeing on every field, witnesses how many are one person,
     a date being missing at random. One factor per pattern keeps the model's order within it (a
-    near-miss forename still scores above a different one). ``pairs`` must include those the guard
-    splits for incompatible dates: they are the witness's disagreements. It only lowers: pairs
-    whose dates disagree score lower and those below the stored cut-off are missing, so the share
-    of agreeing dates overstates the share of matches. None without dates of birth or pattern fields."""
+    near-miss forename still scores above a different one).
+
+    Pairs with the same forename and surname are all compared (a blocking rule on the names), so
+    their witnesses are counted over every such pair of records (:func:`_same_name_witnesses`),
+    those whose dates disagree and that scored too low to be stored included: there the dates
+    can raise the model's probabilities as well as lower them. Other patterns are counted on the
+    stored pairs (``pairs``, with those the guard splits for incompatible dates: they are the
+    witness's disagreements), where pairs whose dates disagree scored lower and some were not
+    stored, so the share overstates the matches: there it only lowers. None without dates of birth
+    or pattern fields."""
     fields = [c for c in WITNESS_PATTERN_FIELDS if records is not None and c in records.columns]
     if records is None or WITNESS_FIELD not in records.columns or not fields or pairs.is_empty():
         return None
     rec = records.select(pl.col("record_id").cast(pl.String), *[pl.col(c).cast(pl.String) for c in fields],
                          pl.col(WITNESS_FIELD).cast(pl.Date))
-    side = lambda s: rec.rename({c: f"{c}_{s}" for c in rec.columns})  # noqa: E731
-    missing = lambda c: pl.col(f"{c}_l").is_null() | pl.col(f"{c}_r").is_null()  # noqa: E731
-    level = lambda c, same: pl.when(missing(c)).then(pl.lit("n")).when(same).then(pl.lit("e")).otherwise(pl.lit("d"))  # noqa: E731
-    # the pairs whose dates could witness: those the guard splits for a reason other than their
-    # dates (two parties of one case: a parent and a child) are gone whether or not dates are recorded
-    pairs = pairs.filter(~different_people(pairs, records.drop(WITNESS_FIELD)))
-    patterns = (ordered_ids(pairs.select("record_id_l", "record_id_r", pl.col(PROBABILITY).cast(pl.Float64)))
-                .unique(["record_id_l", "record_id_r"])
-                .join(side("l"), on="record_id_l", how="left").join(side("r"), on="record_id_r", how="left")
-                .select("record_id_l", "record_id_r", PROBABILITY,
-                        pl.concat_str([level(c, pl.col(f"{c}_l") == pl.col(f"{c}_r")) for c in fields]).alias("pattern"),
-                        level(WITNESS_FIELD, dates_compatible(f"{WITNESS_FIELD}_l", f"{WITNESS_FIELD}_r"))
-                        .alias("witness")))
-    rates = (patterns.filter(pl.col("witness") != "n").group_by("pattern")
-             .agg(pl.len().alias("observed"), (pl.col("witness") == "e").mean().alias("agree")))
-    same = rates.filter((pl.col("pattern") == "e" * len(fields)) & (pl.col("observed") >= WITNESS_MIN_OBSERVED))
-    same_person_agree = float(same["agree"][0]) if same.height and same["agree"][0] > 0 else 1.0
+    # pairs the guard splits for a reason other than their dates (two parties of one case: a parent
+    # and a child) are gone whether or not dates are recorded: they witness nothing
+    others = records.drop(WITNESS_FIELD)
+    scored = ordered_ids(pairs.select("record_id_l", "record_id_r", pl.col(PROBABILITY).cast(pl.Float64)))
+    scored = scored.unique(["record_id_l", "record_id_r"]).filter(~different_people(scored, others))
+    patterns = _agreement_patterns(_sides(scored, rec), fields)
+    rates = _witness_rates(patterns).with_columns(pl.lit(False).alias("two_sided"))
+    same_name = _same_name_witnesses(rec, others, fields)
+    if same_name is not None:
+        rates = pl.concat([rates.filter(~pl.col("pattern").is_in(same_name["pattern"].implode())),
+                           same_name.with_columns(pl.lit(True).alias("two_sided"))])
+    alike = rates.filter((pl.col("pattern") == "e" * len(fields)) & (pl.col("observed") >= WITNESS_MIN_OBSERVED))
+    same_person_agree = float(alike["agree"][0]) if alike.height and alike["agree"][0] > 0 else 1.0
     targets = rates.filter(pl.col("observed") >= WITNESS_MIN_OBSERVED).select(
-        "pattern", (pl.col("agree") / same_person_agree).clip(0.0, 1.0).alias("target"))
+        "pattern", "two_sided", (pl.col("agree") / same_person_agree).clip(0.0, 1.0).alias("target"))
     undated = patterns.filter(pl.col("witness") == "n").join(targets, on="pattern")
     if undated.is_empty():
         return None
     index = targets.filter(pl.col("pattern").is_in(undated["pattern"].unique().implode())).with_row_index("group")
     undated = undated.join(index.select("pattern", "group"), on="pattern")
     group = undated["group"].to_numpy().astype(np.int64)
-    factor = _odds_factors(undated[PROBABILITY].to_numpy(), group, index["target"].to_numpy())
+    factor = _odds_factors(undated[PROBABILITY].to_numpy(), group, index["target"].to_numpy(),
+                           index["two_sided"].to_numpy())
     return undated.select("record_id_l", "record_id_r").with_columns(pl.Series("witness_odds", factor[group]))
 
 
-def _odds_factors(probability: np.ndarray, group: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per group, the factor k <= 1 on the odds p / (1 - p) that brings the group's mean probability
-    down to ``target`` (1 where it is no higher already): bisection on log k."""
+def _sides(pairs: pl.DataFrame, rec: pl.DataFrame) -> pl.DataFrame:
+    """``pairs`` with each record's fields as ``<field>_l`` / ``<field>_r``."""
+    side = lambda s: rec.rename({c: f"{c}_{s}" for c in rec.columns})  # noqa: E731
+    return pairs.join(side("l"), on="record_id_l", how="left").join(side("r"), on="record_id_r", how="left")
+
+
+def _agreement_patterns(sides: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
+    """Per pair: ``pattern`` (per field e = agrees, d = differs, n = missing) and ``witness`` (the
+    dates of birth: e = one person's, as the guard reads them; d = not; n = missing)."""
+    missing = lambda c: pl.col(f"{c}_l").is_null() | pl.col(f"{c}_r").is_null()  # noqa: E731
+    level = lambda c, same: pl.when(missing(c)).then(pl.lit("n")).when(same).then(pl.lit("e")).otherwise(pl.lit("d"))  # noqa: E731
+    keep = [c for c in ("record_id_l", "record_id_r", PROBABILITY) if c in sides.columns]
+    return sides.select(*keep, pl.concat_str([level(c, pl.col(f"{c}_l") == pl.col(f"{c}_r")) for c in fields])
+                        .alias("pattern"),
+                        level(WITNESS_FIELD, dates_compatible(f"{WITNESS_FIELD}_l", f"{WITNESS_FIELD}_r"))
+                        .alias("witness"))
+
+
+def _witness_rates(patterns: pl.DataFrame) -> pl.DataFrame:
+    """Per pattern: how many pairs have both dates (``observed``) and the share that agree (each pair
+    counting ``weight`` times where the frame has one)."""
+    if "weight" not in patterns.columns:
+        patterns = patterns.with_columns(pl.lit(1.0).alias("weight"))
+    weight = pl.col("weight")
+    return (patterns.filter(pl.col("witness") != "n").group_by("pattern")
+            .agg(weight.sum().alias("observed"),
+                 ((pl.col("witness") == "e").cast(pl.Float64) * weight).sum().alias("agreeing"))
+            .select("pattern", "observed", (pl.col("agreeing") / pl.col("observed")).alias("agree")))
+
+
+#: Records of one name the same-name witness pairs at most (a seeded sample of a commoner name,
+#: each of its pairs counting for the pairs left out): pairs grow with the square of a name's records.
+SAME_NAME_SAMPLE = 60
+
+
+def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[str]) -> pl.DataFrame | None:
+    """:func:`_witness_rates` over every pair of dated records with the same forename and surname
+    (less those the guard splits for other reasons than dates): every one is compared, so this
+    counts the pairs whose dates disagree and that scored too low to be stored. A name with more
+    than :data:`SAME_NAME_SAMPLE` dated records is sampled, its pairs weighted up."""
+    if not {"forename", "surname"} <= set(fields):
+        return None
+    names = ["forename", "surname"]
+    dated = (rec.filter(pl.col("forename").is_not_null() & pl.col("surname").is_not_null()
+                        & pl.col(WITNESS_FIELD).is_not_null())
+             .with_columns(pl.len().over(names).alias("_n"),
+                           pl.col("record_id").hash(seed=13).rank("ordinal").over(names).alias("_rank"))
+             .filter(pl.col("_rank") <= SAME_NAME_SAMPLE)
+             .with_columns(pl.col("_n").clip(upper_bound=SAME_NAME_SAMPLE).alias("_k")))
+    left = dated.rename({c: f"{c}_l" for c in dated.columns})
+    right = dated.drop("_n", "_rank", "_k").rename({c: f"{c}_r" for c in dated.columns if c not in ("_n", "_rank", "_k")})
+    pairs = (left.join(right, left_on=["forename_l", "surname_l"], right_on=["forename_r", "surname_r"])
+             .filter(pl.col("record_id_l") < pl.col("record_id_r"))
+             .with_columns(pl.col("forename_l").alias("forename_r"), pl.col("surname_l").alias("surname_r"),
+                           (pl.col("_n_l") * (pl.col("_n_l") - 1) / (pl.col("_k_l") * (pl.col("_k_l") - 1)))
+                           .cast(pl.Float64).alias("weight")))
+    if pairs.is_empty():
+        return None
+    pairs = pairs.filter(~different_people(pairs.select("record_id_l", "record_id_r"), others))
+    return _witness_rates(_agreement_patterns(pairs, fields).with_columns(pairs["weight"]))
+
+
+def _odds_factors(probability: np.ndarray, group: np.ndarray, target: np.ndarray,
+                  can_raise: np.ndarray) -> np.ndarray:
+    """Per group, the factor k on the odds p / (1 - p) that brings the group's mean probability to
+    ``target``: k <= 1 where the mean is higher, k >= 1 where it is lower and ``can_raise``, else 1
+    (bisection on log k)."""
     n = len(target)
     size = np.bincount(group, minlength=n)
     odds = np.clip(probability, 1e-12, 1 - 1e-12) / np.clip(1 - probability, 1e-12, None)
-    mean = lambda log_k: np.bincount(group, (np.exp(log_k)[group] * odds) / (1 + np.exp(log_k)[group] * odds),  # noqa: E731
-                                     minlength=n) / np.maximum(size, 1)
-    low, high = np.full(n, -60.0), np.zeros(n)
-    for _ in range(60):
+
+    def mean(log_k: np.ndarray) -> np.ndarray:
+        scaled = np.exp(log_k)[group] * odds
+        return np.bincount(group, scaled / (1 + scaled), minlength=n) / np.maximum(size, 1)
+
+    low, high = np.full(n, -60.0), np.where(can_raise, 60.0, 0.0)
+    for _ in range(80):
         middle = (low + high) / 2
         above = mean(middle) > target
         high, low = np.where(above, middle, high), np.where(above, low, middle)
-    return np.where(mean(np.zeros(n)) > target, np.exp(low), 1.0)
+    unchanged = mean(np.zeros(n))
+    # within half a point the model stands (a witness counted over a few dozen pairs is no sharper)
+    moves = (unchanged > target + WITNESS_TOLERANCE) | (can_raise & (unchanged < target - WITNESS_TOLERANCE))
+    return np.where(moves, np.exp((low + high) / 2), 1.0)
 
 
 def with_witness(expected: pl.DataFrame, odds: pl.DataFrame | None) -> pl.DataFrame:
