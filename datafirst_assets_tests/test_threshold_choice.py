@@ -491,3 +491,26 @@ def test_the_date_of_birth_witnesses_movers_the_model_underrates():
     odds = witness_odds(pairs.drop("same"), records)
     movers = odds.filter(pl.col("record_id_l").str.starts_with("m"))
     assert movers["witness_odds"].min() > 1
+
+
+def test_the_expected_clusters_are_those_the_guard_leaves():
+    # CHAIN's doubtful pair 2-3 joins two people whose dates of birth cannot be one person's: the
+    # guard splits what it chains, so a threshold below it costs no precision in the published clusters
+    records = pl.DataFrame({"record_id": ["1", "2", "3", "4"],
+                            "dob": [date(1950, 1, 1), date(1950, 1, 1), date(1980, 6, 6), date(1980, 6, 6)]})
+    scored = with_expected_matches(CHAIN, None).with_columns(
+        pl.when(pl.col("record_id_l") == "2").then(0.1).otherwise(pl.col(EXPECTED)).alias(EXPECTED))
+    ids = pl.Series(["1", "2", "3", "4"])
+    plain = expected_bcubed_curve(scored, ids, [0.5, 0.99])
+    guarded = expected_bcubed_curve(scored, ids, [0.5, 0.99], records)
+    assert plain["bcubed_precision"][0] < plain["bcubed_precision"][1]
+    assert guarded["bcubed_precision"][0] == pytest.approx(guarded["bcubed_precision"][1])
+    # the same clusters as the guard's own split of the plain clusters
+    from datafirst_assets.linkage.guard import guarded_components_at, split_conflicting_clusters
+
+    roots = guarded_components_at(["1", "2", "3", "4"], np.array([0, 2, 1]), np.array([1, 3, 2]),
+                                  CHAIN["match_probability"].to_numpy(), [0.5], records)[0.5]
+    split = split_conflicting_clusters(pl.DataFrame({"record_id": ["1", "2", "3", "4"], "cluster_id": ["c"] * 4}),
+                                       CHAIN, records, 0.5)
+    assert (roots[0] == roots[1]) and (roots[2] == roots[3]) and roots[1] != roots[2]
+    assert split.clusters["cluster_id"].n_unique() == 2
