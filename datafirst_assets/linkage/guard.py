@@ -176,7 +176,9 @@ def guarded_components_at(record_ids: list[str], left, right, probability, thres
     parts = _parts(members, records, dob_col)
     carried = [parts.get(r) or _Part() for r in record_ids]
     sets = DisjointSets(len(record_ids))
-    order = np.argsort(-np.asarray(probability), kind="stable")
+    # strongest first, ties by record (as the guard sorts its links): the same clusters whatever
+    # order the warehouse returned the pairs in
+    order = np.lexsort((np.asarray(right), np.asarray(left), -np.asarray(probability)))
     roots, position = {}, 0
     for t in sorted(thresholds, reverse=True):
         while position < len(order) and probability[order[position]] >= t:
