@@ -11,18 +11,21 @@ without ground truth. In order of preference:
    sampling weights are needed.
 3. ``model_estimate``: the model's own match probabilities, unless a transitivity check shows them to
    be overconfident (:func:`transitivity_check`), in which case a curve fitted to that check replaces
-   them; then each pair's probability is raised to that of its likeliest path of likely links
-   through other records (:func:`transitive_closure`), which a model comparing two records at a
-   time cannot see (it underrates pairs whose recording errors come together). No labels and no
-   truth are needed.
+   them; then the pairs missing a date of birth are brought, pattern of agreement by pattern, to the
+   share of the pattern's dated pairs whose dates agree (:func:`witness_odds`: the model adds up
+   fields that are not independent, a shared surname and address for relatives, a new address for
+   a person who moved); then each pair's probability is raised to that of its likeliest path of
+   likely links through other records (:func:`transitive_closure`), which a model comparing two
+   records at a time cannot see (it underrates pairs whose recording errors come together). No
+   labels and no truth are needed.
 
 Given the records, pairs the over-merge guard's rules say are two people (two parties of one case,
 dates of birth that cannot be one person's) are left out first (:func:`without_different_people`):
 the guard never joins them, so they are known non-matches, not evidence about the model.
 
 Either way each pair gets a probability q of being a match, and the threshold is the candidate
-(match weights -4 to 16 bits in half-bit steps) whose clusters have the highest *expected* B-cubed
-F1 (:func:`expected_bcubed_curve`): clusters, not pairs, because linking is transitive and a chain
+(match weights -4 to 16 bits in half-bit steps) whose clusters (as the over-merge guard leaves them,
+given the records) have the highest *expected* B-cubed F1 (:func:`expected_bcubed_curve`): clusters, not pairs, because linking is transitive and a chain
 of likely pairs can join people no pair says are the same. The expected precision, recall and F1
 reported at the threshold are *estimates*: they count only matches among the scored pairs, so
 matches that blocking never put side by side (or that scored below the stored cut-off) are
