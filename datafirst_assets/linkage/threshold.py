@@ -379,6 +379,8 @@ def _witness_rates(patterns: pl.DataFrame) -> pl.DataFrame:
 #: Records of one name the same-name witness pairs at most (a seeded sample of a commoner name,
 #: each of its pairs counting for the pairs left out): pairs grow with the square of a name's records.
 SAME_NAME_SAMPLE = 60
+#: At most this many same-name pairs in all: a smaller sample per name where there would be more.
+SAME_NAME_PAIRS = 1_000_000
 
 
 def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[str]) -> pl.DataFrame | None:
@@ -389,12 +391,15 @@ def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[s
     if not {"forename", "surname"} <= set(fields):
         return None
     names = ["forename", "surname"]
-    dated = (rec.filter(pl.col("forename").is_not_null() & pl.col("surname").is_not_null()
-                        & pl.col(WITNESS_FIELD).is_not_null())
-             .with_columns(pl.len().over(names).alias("_n"),
-                           pl.col("record_id").hash(seed=13).rank("ordinal").over(names).alias("_rank"))
-             .filter(pl.col("_rank") <= SAME_NAME_SAMPLE)
-             .with_columns(pl.col("_n").clip(upper_bound=SAME_NAME_SAMPLE).alias("_k")))
+    dated = rec.filter(pl.col("forename").is_not_null() & pl.col("surname").is_not_null()
+                       & pl.col(WITNESS_FIELD).is_not_null())
+    sizes = dated.group_by(names).len()["len"]
+    pairs_at = lambda k: float((sizes.clip(upper_bound=k) * (sizes.clip(upper_bound=k) - 1) / 2).sum())  # noqa: E731
+    sample = next((k for k in range(SAME_NAME_SAMPLE, 2, -1) if pairs_at(k) <= SAME_NAME_PAIRS), 2)
+    dated = (dated.with_columns(pl.len().over(names).alias("_n"),
+                                pl.col("record_id").hash(seed=13).rank("ordinal").over(names).alias("_rank"))
+             .filter(pl.col("_rank") <= sample)
+             .with_columns(pl.col("_n").clip(upper_bound=sample).alias("_k")))
     left = dated.rename({c: f"{c}_l" for c in dated.columns})
     right = dated.drop("_n", "_rank", "_k").rename({c: f"{c}_r" for c in dated.columns if c not in ("_n", "_rank", "_k")})
     pairs = (left.join(right, left_on=["forename_l", "surname_l"], right_on=["forename_r", "surname_r"])
