@@ -2,6 +2,7 @@
 and the estimates behind it; none of it reads truth."""
 
 import math
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -23,7 +24,9 @@ from datafirst_assets.linkage.threshold import (
     transitive_closure,
     transitivity_check,
     with_expected_matches,
+    witness_odds,
 )
+from datafirst_assets.linkage.guard import different_people
 
 # Two people who each appear twice (1-2, 3-4: near-certain pairs) and a doubtful pair (2-3) that
 # would chain them into one cluster.
@@ -407,3 +410,107 @@ def test_pairs_the_guard_splits_are_left_out_of_the_choice():
     assert choice.estimate["recalibration"] is None
     assert choice.match_probability < 1 / (1 + 2.0 ** -8)
     assert choice.estimate["pairwise_precision"] == pytest.approx(1.0, abs=0.01)
+
+
+def _relatives_at_one_address(seed: int = 3) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Scored pairs (with ``same``, the truth) and their records: 800 people recorded twice alike
+    (20 bits), and 1,000 pairs of relatives (a different forename, the same surname and address)
+    that the model, adding surname and address up as independent, scores 3 bits (0.89) when a date
+    of birth is missing and -3 bits when both dates are recorded and differ; 10% of such pairs are
+    one person with a mistyped forename (same date where recorded)."""
+    rng = np.random.default_rng(seed)
+    records, rows = [], []
+    dob = lambda i: date(1940 + i % 60, 1 + i % 12, 1 + i % 28)  # noqa: E731
+    for i in range(800):
+        for k in range(2):
+            records.append((f"p{i}_{k}", f"F{i}", f"S{i}", f"PC{i}", f"A{i}", dob(i) if rng.random() > 0.3 else None))
+        rows.append((f"p{i}_0", f"p{i}_1", 20.0, True))
+    for i in range(1000):
+        same, dated = rng.random() < 0.1, rng.random() < 0.5
+        first, second = dob(i + 7), (dob(i + 7) if same else dob(i + 7 + 17 * 13))
+        records += [(f"r{i}_0", f"G{i}", f"T{i}", f"QC{i}", f"B{i}", first),
+                    (f"r{i}_1", f"H{i}", f"T{i}", f"QC{i}", f"B{i}", second if dated else None)]
+        rows.append((f"r{i}_0", f"r{i}_1", 3.0 if same or not dated else -3.0, same))
+    pairs = pl.DataFrame(rows, schema=["record_id_l", "record_id_r", "match_weight", "same"], orient="row")
+    pairs = pairs.with_columns((1 / (1 + 2.0 ** -pl.col("match_weight"))).alias("match_probability"))
+    return pairs, pl.DataFrame(records, schema=["record_id", "forename", "surname", "postcode", "address", "dob"],
+                               orient="row")
+
+
+def test_the_date_of_birth_witnesses_how_many_undated_relatives_are_one_person():
+    pairs, records = _relatives_at_one_address()
+    threshold = _probability(2)
+    kept = pairs.filter(~different_people(pairs, records))  # the guard splits dated relatives
+    linked = kept.filter(pl.col("match_probability") >= threshold)
+    true_precision = linked["same"].mean()  # 800 people and 10% of 500 undated relatives out of 1,300
+    estimate = assess(pairs.drop("same"), labels_file=None, records=records, also=(threshold,)).estimate_at(threshold)
+    assert estimate["pairwise_precision"] == pytest.approx(true_precision, abs=0.03)
+    # the model's own probabilities (0.89 for every undated relative) say 0.96
+    raw = estimate_at(expected_accuracy_curve(with_expected_matches(kept.drop("same"), None)), threshold)
+    assert raw["precision"] > true_precision + 0.2
+    # one factor per pattern of the other fields: the people recorded alike keep their probabilities
+    odds = witness_odds(pairs, records)
+    people = odds.filter(pl.col("record_id_l").str.starts_with("p"))
+    assert people.is_empty() or people["witness_odds"].min() == pytest.approx(1.0)
+
+
+def _people_who_moved(seed: int = 4) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Scored pairs (with ``same``) and records: 300 people recorded alike (20 bits); 600 people who
+    moved (same names, another postcode and address) and 1,400 namesakes elsewhere. Half the pairs
+    have both dates of birth: a mover's agree (6 bits), a namesake's cannot be one person's (the
+    guard splits them). The other half miss a date and score -4 bits (0.06), where 30% are one person."""
+    rng = np.random.default_rng(seed)
+    records, rows = [], []
+    dob = lambda i: date(1940 + i % 60, 1 + i % 12, 1 + i % 28)  # noqa: E731
+    for i in range(300):
+        records += [(f"a{i}_{k}", f"F{i}", f"S{i}", f"P{i}", f"A{i}", dob(i)) for k in range(2)]
+        rows.append((f"a{i}_0", f"a{i}_1", 20.0, True))
+    for i in range(2000):
+        same, dated = i < 600, rng.random() < 0.5
+        second = dob(i) if same else dob(i + 31 * 12 + 5)
+        records += [(f"m{i}_0", f"G{i}", f"T{i}", f"P{i}", f"A{i}", dob(i)),
+                    (f"m{i}_1", f"G{i}", f"T{i}", f"Q{i}", f"B{i}", second if dated else None)]
+        rows.append((f"m{i}_0", f"m{i}_1", 6.0 if same and dated else -4.0, same))
+    pairs = pl.DataFrame(rows, schema=["record_id_l", "record_id_r", "match_weight", "same"], orient="row")
+    pairs = pairs.with_columns((1 / (1 + 2.0 ** -pl.col("match_weight"))).alias("match_probability"))
+    return pairs, pl.DataFrame(records, schema=["record_id", "forename", "surname", "postcode", "address", "dob"],
+                               orient="row")
+
+
+def test_the_date_of_birth_witnesses_movers_the_model_underrates():
+    # every pair with the same names is compared, so the witness counts the namesakes' dates too
+    # (even those scored too low to be stored) and can raise the model's probabilities
+    pairs, records = _people_who_moved()
+    threshold = _probability(10)
+    kept = pairs.filter(~different_people(pairs, records))
+    true_recall = kept.filter(pl.col("match_probability") >= threshold)["same"].sum() / kept["same"].sum()
+    estimate = assess(pairs.drop("same"), labels_file=None, records=records, also=(threshold,)).estimate_at(threshold)
+    assert estimate["pairwise_recall"] == pytest.approx(true_recall, abs=0.03)
+    raw = estimate_at(expected_accuracy_curve(with_expected_matches(kept.drop("same"), None)), threshold)
+    assert raw["recall"] > true_recall + 0.1  # the model's 0.06 for an undated mover
+    odds = witness_odds(pairs.drop("same"), records)
+    movers = odds.filter(pl.col("record_id_l").str.starts_with("m"))
+    assert movers["witness_odds"].min() > 1
+
+
+def test_the_expected_clusters_are_those_the_guard_leaves():
+    # CHAIN's doubtful pair 2-3 joins two people whose dates of birth cannot be one person's: the
+    # guard splits what it chains, so a threshold below it costs no precision in the published clusters
+    records = pl.DataFrame({"record_id": ["1", "2", "3", "4"],
+                            "dob": [date(1950, 1, 1), date(1950, 1, 1), date(1980, 6, 6), date(1980, 6, 6)]})
+    scored = with_expected_matches(CHAIN, None).with_columns(
+        pl.when(pl.col("record_id_l") == "2").then(0.1).otherwise(pl.col(EXPECTED)).alias(EXPECTED))
+    ids = pl.Series(["1", "2", "3", "4"])
+    plain = expected_bcubed_curve(scored, ids, [0.5, 0.99])
+    guarded = expected_bcubed_curve(scored, ids, [0.5, 0.99], records)
+    assert plain["bcubed_precision"][0] < plain["bcubed_precision"][1]
+    assert guarded["bcubed_precision"][0] == pytest.approx(guarded["bcubed_precision"][1])
+    # the same clusters as the guard's own split of the plain clusters
+    from datafirst_assets.linkage.guard import guarded_components_at, split_conflicting_clusters
+
+    roots = guarded_components_at(["1", "2", "3", "4"], np.array([0, 2, 1]), np.array([1, 3, 2]),
+                                  CHAIN["match_probability"].to_numpy(), [0.5], records)[0.5]
+    split = split_conflicting_clusters(pl.DataFrame({"record_id": ["1", "2", "3", "4"], "cluster_id": ["c"] * 4}),
+                                       CHAIN, records, 0.5)
+    assert (roots[0] == roots[1]) and (roots[2] == roots[3]) and roots[1] != roots[2]
+    assert split.clusters["cluster_id"].n_unique() == 2

@@ -65,6 +65,7 @@ from datafirst_assets.linkage.records import add_person_ids, clustering_gaps, pe
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts
 from datafirst_assets.linkage.threshold import (
+    WITNESS_COLUMNS,
     assess,
     blocking_lists_sql,
     choose_cluster_threshold,
@@ -546,7 +547,8 @@ def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse, **inputs: pl
             if clusters.height and pairs.height else None
         assessment = assess(pairs, labels_file=linkage.labels_file(source), record_ids=clusters["record_id"],
                             also=(threshold,), blocking=blocking,
-                            records=stored_table(warehouse, source, "person_records", GUARD_COLUMNS) if pairs.height else None)
+                            records=stored_table(warehouse, source, "person_records", (*GUARD_COLUMNS, *WITNESS_COLUMNS))
+                            if pairs.height else None)
         rows.append(estimated_quality_row(
             source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
             threshold=threshold, configured=source in linkage.thresholds, assessment=assessment))

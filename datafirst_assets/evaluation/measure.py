@@ -28,6 +28,7 @@ from datafirst_assets.linkage.metrics import (
     read_labels,
     true_pair_count,
 )
+from datafirst_assets.linkage.guard import guarded_components_at
 from datafirst_assets.linkage.quality import NOT_PERSON_ID, SUBGROUPS
 from datafirst_assets.linkage.threshold import candidate_thresholds, components_at
 
@@ -66,8 +67,10 @@ def labelled_records(labels_file: Path | None) -> pl.Series:
     return pl.concat([labels["record_id_l"], labels["record_id_r"]]).unique().alias("record_id")
 
 
-def bcubed_by_threshold(pairs: pl.DataFrame, truth: pl.DataFrame, thresholds: list[float]) -> pl.DataFrame:
-    """Measured B-cubed precision / recall / F1 of the clusters the stored pairs give at each threshold."""
+def bcubed_by_threshold(pairs: pl.DataFrame, truth: pl.DataFrame, thresholds: list[float],
+                        records: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Measured B-cubed precision / recall / F1 of the clusters the stored pairs give at each threshold
+    (``records``: as the over-merge guard leaves them, :func:`guard.guarded_components_at`)."""
     ids = truth["record_id"].cast(pl.String).sort()
     index = pl.DataFrame({"record_id": ids, "_i": pl.int_range(ids.len(), eager=True)})
     p = (pairs.select(pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String),
@@ -76,8 +79,10 @@ def bcubed_by_threshold(pairs: pl.DataFrame, truth: pl.DataFrame, thresholds: li
          .join(index.rename({"record_id": "record_id_r", "_i": "_r"}), on="record_id_r"))
     person = truth.sort("record_id")["person_id"].cast(pl.String)
     rows = []
-    for t, root in components_at(ids.len(), p["_l"].to_numpy(), p["_r"].to_numpy(),
-                                 p["match_probability"].to_numpy(), thresholds).items():
+    left, right, probability = p["_l"].to_numpy(), p["_r"].to_numpy(), p["match_probability"].to_numpy()
+    components = (guarded_components_at(ids.to_list(), left, right, probability, thresholds, records)
+                  if records is not None else components_at(ids.len(), left, right, probability, thresholds))
+    for t, root in components.items():
         clusters = pl.DataFrame({"record_id": ids, "cluster_id": pl.Series(root.astype(np.int64)).cast(pl.String)})
         b3 = bcubed_metrics(clusters, pl.DataFrame({"record_id": ids, "person_id": person}))
         rows.append({"threshold": t, "bcubed_precision": b3["precision"], "bcubed_recall": b3["recall"],

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from datafirst_assets.linkage.disjoint_sets import DisjointSets
@@ -50,6 +51,11 @@ def dobs_compatible(a: date, b: date) -> bool:
     (a slip in one part), or day and month swapped."""
     agree = (a.year == b.year) + (a.month == b.month) + (a.day == b.day)
     return agree >= 2 or (a.year == b.year and a.month == b.day and a.day == b.month)
+
+
+def dates_compatible(left: str, right: str) -> pl.Expr:
+    """Whether two date columns can be one person's date of birth (the guard's rule)."""
+    return _compatible_expr(left, right)
 
 
 def _compatible_expr(left: str, right: str) -> pl.Expr:
@@ -156,6 +162,35 @@ def _parts(members: pl.DataFrame, records: pl.DataFrame, dob_col: str) -> dict[s
         parts[row[UNIQUE_ID]] = _Part({dob} if dob is not None else set(), {case} if case is not None else set(),
                                       {kind} if kind is not None else set())
     return parts
+
+
+def guarded_components_at(record_ids: list[str], left, right, probability, thresholds: list[float],
+                          records: pl.DataFrame, *, dob_col: str = "dob") -> dict:
+    """Each record's cluster root at every threshold t, as :func:`split_conflicting_clusters` leaves
+    the clusters of the pairs with probability >= t: one union-find pass adding pairs from the most
+    probable down, never joining two parts that carry different people (conflicting dates, two
+    parties of one case, a company and a person). ``left`` / ``right``: positions in ``record_ids``."""
+    members = pl.DataFrame({UNIQUE_ID: record_ids})
+    if dob_col in records.columns:
+        records = records.with_columns(pl.col(dob_col).cast(pl.Date))
+    parts = _parts(members, records, dob_col)
+    carried = [parts.get(r) or _Part() for r in record_ids]
+    sets = DisjointSets(len(record_ids))
+    # strongest first, ties by record (as the guard sorts its links): the same clusters whatever
+    # order the warehouse returned the pairs in
+    order = np.lexsort((np.asarray(right), np.asarray(left), -np.asarray(probability)))
+    roots, position = {}, 0
+    for t in sorted(thresholds, reverse=True):
+        while position < len(order) and probability[order[position]] >= t:
+            i = order[position]
+            position += 1
+            a, b = sets.find(int(left[i])), sets.find(int(right[i]))
+            if a == b or not carried[a].compatible(carried[b]):
+                continue
+            kept = sets.join(a, b)
+            carried[kept].absorb(carried[b if kept == a else a])
+        roots[t] = sets.roots()
+    return roots
 
 
 def split_conflicting_clusters(clusters: pl.DataFrame, pairs: pl.DataFrame, records: pl.DataFrame,
