@@ -251,3 +251,11 @@ def test_moving_fields_m_is_left_to_em_without_enough_rare_pairs_or_when_dates_o
     linker, records, _ = _sparse_dob_linker(300, moved_share=0.4)
     assert not estimate_moving_m(linker, records, full)
     assert _m(linker, "postcode")[-1] == pytest.approx(0.001)
+
+
+def test_u_pairs_scale_with_the_records_between_a_floor_and_a_cap():
+    from datafirst_assets.linkage.train import u_pairs_for
+
+    assert u_pairs_for(876) == 1e5  # the demo's smallest dataset: the floor
+    assert u_pairs_for(12_787) == 127_870  # ten pairs a record
+    assert u_pairs_for(13_000_000) == 1e7

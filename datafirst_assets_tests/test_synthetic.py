@@ -271,3 +271,42 @@ def test_a_report_reusing_unchanged_datasets_rows_is_the_full_report(built, tmp_
     assert ("civil", "hearings") not in compared and ("oasys", "oasys_assessments_details_rosh") not in compared
     assert HOCAS in compared
     assert stored_parts(tmp_path / "parts.json", {d: "new" for d in datasets}) == (None, None)
+
+
+def test_closest_is_the_gower_distance_to_the_nearest_reference_row():
+    """`_closest` (float32, missing numbers as a far-off value) against Gower distance spelt out in
+    float64: categories, numbers with missing values, a column with one real value, exact copies."""
+    import numpy as np
+
+    from datafirst_assets.synthetic.report import _closest
+
+    rng = np.random.default_rng(3)
+
+    def frame(n):
+        numbers = rng.normal(100, 20, n)
+        numbers[rng.random(n) < 0.2] = np.nan
+        constant = np.full(n, 3.0)
+        constant[rng.random(n) < 0.3] = np.nan
+        return [rng.integers(-1, 4, n), numbers, constant]
+
+    reference, queries = frame(700), frame(600)
+    for column in range(3):
+        queries[column][:20] = reference[column][:20]  # exact copies: distance 0
+    present = reference[1][~np.isnan(reference[1])]
+    ranges = [None, float(present.max() - present.min()), 0.0]
+
+    def gower(i, j):
+        total = 0.0
+        for q, r, span in zip(queries, reference, ranges):
+            a, b = q[i], r[j]
+            if span is None:
+                total += a != b
+            elif np.isnan(a) or np.isnan(b):
+                total += 0.0 if np.isnan(a) and np.isnan(b) else 1.0
+            else:
+                total += min(abs(a - b) / span, 1.0) if span > 0 else float(a != b)
+        return total / len(queries)
+
+    expected = [min(gower(i, j) for j in range(700)) for i in range(0, 600, 37)]
+    assert np.allclose(_closest(queries, reference, ranges)[::37], expected, atol=1e-6)
+    assert (_closest(queries, reference, ranges)[:20] == 0).all()
