@@ -259,3 +259,11 @@ def test_u_pairs_scale_with_the_records_between_a_floor_and_a_cap():
     assert u_pairs_for(876) == 1e5  # the demo's smallest dataset: the floor
     assert u_pairs_for(12_787) == 127_870  # ten pairs a record
     assert u_pairs_for(13_000_000) == 1e7
+
+
+def test_u_is_sampled_in_one_pass_only_while_the_sample_is_small():
+    from datafirst_assets.linkage.train import TrainingConfig, u_chunks_for
+
+    assert u_chunks_for(TrainingConfig(u_max_pairs=1e5)) == 1  # the demo: one query, not ten
+    assert u_chunks_for(TrainingConfig(u_max_pairs=1e7)) is None  # Splink's passes, with their early stop
+    assert u_chunks_for(TrainingConfig(u_max_pairs=1e5, u_num_chunks=4)) == 4  # asked for
