@@ -27,8 +27,10 @@ from dagster import (
 )
 
 from datafirst_assets.common.tables import bullet_list
-from datafirst_assets.defs.linkage import QUALITY, LinkageSettings, linkage_key
+from datafirst_assets.defs.linkage import QUALITY, LinkageSettings, linkage_key, stored_table
+from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP, XJS_THRESHOLDS
+from datafirst_assets.linkage.guard import GUARD_COLUMNS
 from datafirst_assets.evaluation.measure import measure_source, measured_table, subgroup_table
 from datafirst_assets.evaluation.report import (
     estimate_failures,
@@ -96,7 +98,8 @@ def _warn_unless(check: str, problems: list[str]) -> AssetCheckResult:
                        description="Estimated precision and recall within 0.03 of the measured figures."),
     ],
 )
-def linkage_evaluation(truth: TruthFolder, linkage: LinkageSettings, quality: pl.DataFrame, **inputs: pl.DataFrame):
+def linkage_evaluation(truth: TruthFolder, linkage: LinkageSettings, warehouse: Warehouse, quality: pl.DataFrame,
+                       **inputs: pl.DataFrame):
     problem = missing_truth(truth.folder())
     if problem:
         yield from _no_truth(problem, ("accuracy_floors", "estimates_match_measured"))
@@ -105,7 +108,8 @@ def linkage_evaluation(truth: TruthFolder, linkage: LinkageSettings, quality: pl
     truths = {s: truth_with_subgroups(truth.folder(), s) for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
     measured = measured_table([
-        measure_source(s, clusters[s], inputs[f"pairs__{s}"], truths[s], estimates[s], linkage.labels_file(s))
+        measure_source(s, clusters[s], inputs[f"pairs__{s}"], truths[s], estimates[s], linkage.labels_file(s),
+                       records=stored_table(warehouse, s, "person_records", GUARD_COLUMNS))
         for s in SOURCES if s in estimates])
     subgroups = subgroup_table(clusters, truths)
     report = write_report(linkage_evaluation_markdown(measured, subgroups),

@@ -79,8 +79,9 @@ def linkage_evaluation_markdown(measured: pl.DataFrame, subgroups: pl.DataFrame)
         "(labels/<source>.csv), `model_estimate` (the model's own probabilities, no labels).", "",
         "## Thresholds", "",
         "`bcubed_f1`: the published clusters (after any over-merge guard). `bcubed_f1_at_optimal` and "
-        "`below_optimal` compare plain connected components of the stored pairs at the truth-optimal "
-        "candidate and at the chosen threshold.", "",
+        "`below_optimal` compare the clusters the over-merge guard leaves of the stored pairs at the "
+        "truth-optimal candidate and at the chosen threshold; pair-level figures leave out the pairs the "
+        "guard says are two people (never linked, and left out of the estimates too).", "",
         markdown_table(threshold_table(measured)), "",
         "## Accuracy per dataset", "", markdown_table(accuracy_table(measured)), "",
         "## Estimated vs measured", "",
