@@ -1,12 +1,18 @@
 """Steps whose inputs did not change keep their stored tables (warehouse/unchanged.py), and a full
 run or any change of input recomputes them, giving the same tables as a run from scratch."""
 
+import json
+
 import polars as pl
 import pyarrow.parquet as pq
-from dagster import AssetCheckKey, DagsterInstance
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
 from datafirst_assets.common.hashing import sha256_file
-from datafirst_assets.release.publish import parquet_metadata
+from datafirst_assets.catalogue.build import Catalogue
+from datafirst_assets.catalogue.stored import load_catalogue, save_catalogue, stored_folder
+from datafirst_assets.defs.release import release_assets
+from datafirst_assets.deidentify.release_spec import release_tables
+from datafirst_assets.release.publish import latest_manifest, parquet_metadata
 
 from datafirst_assets.defs.deidentify import deidentified_key
 from datafirst_assets.defs.linkage import LinkageSettings
@@ -14,7 +20,13 @@ from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import CARRIED_OVER, inputs_fingerprint
 from datafirst_assets_tests.test_deidentify import magistrates_extract
-from datafirst_assets_tests.test_gates import _deidentify_run, _publish, _release_warehouse, _resources
+from datafirst_assets_tests.test_gates import (
+    _deidentify_run,
+    _placeholders,
+    _publish,
+    _release_warehouse,
+    _resources,
+)
 from datafirst_assets_tests.warehouse_tables import write_table
 
 FLATFILE = deidentified_key("magistrates", "hocas_flatfile")
@@ -174,3 +186,61 @@ def test_a_new_partition_without_rows_leaves_the_fingerprint_unchanged(tmp_path)
     before = inputs_fingerprint({"t": StoredTable(str(database), "s", "t", "extract_date", ("2024-01-31",))})
     after = StoredTable(str(database), "s", "t", "extract_date", ("2024-01-31", "2024-03-31"))
     assert inputs_fingerprint({"t": after}) == before
+
+
+def _publish_with_catalogues(tmp_path, instance):
+    """Every de-identified catalogue asset, then the release (as the graph runs them)."""
+    assets = [*_placeholders([deidentified_key(*k) for k in release_tables()]), *release_assets("deidentified")]
+    keys = [key for a in assets[len(release_tables()):] for key in a.keys]
+    return materialize(assets, selection=keys, resources=_resources(tmp_path), instance=instance, raise_on_error=False)
+
+
+def _release_metadata(result) -> dict:
+    event = next(m for m in result.get_asset_materialization_events()
+                 if m.asset_key == AssetKey(["release", "deidentified"]))
+    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+
+
+def test_an_incremental_release_reads_only_changed_tables_and_takes_the_stored_catalogues(tmp_path):
+    _release_warehouse(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    first = _publish_with_catalogues(tmp_path, instance)
+    assert first.success
+    datasets = len({dataset for dataset, _ in release_tables()})
+    assert _release_metadata(first)["catalogues_reused"] == datasets  # built by the catalogue assets just before
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'B07'")
+    second = _publish_with_catalogues(tmp_path, instance)
+    assert second.success
+    metadata = _release_metadata(second)
+    # building every catalogue again read every release table; the unchanged ones are now not read at all
+    assert metadata["tables_read"] == 1 and metadata["catalogues_reused"] == datasets
+    # the same release as one whose catalogues are built from the tables (no stored catalogue)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    _release_warehouse(scratch)
+    with warehouse_cursor(scratch / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'B07'")
+    assert _publish(scratch).success
+    ours, theirs = _manifest(tmp_path), json.loads(json.dumps(latest_manifest(scratch / "releases", "deidentified")))
+    assert ours["release_id"] == theirs["release_id"]
+    assert [t["content_sha256"] for t in ours["tables"]] == [t["content_sha256"] for t in theirs["tables"]]
+    for entry in theirs["catalogues"]:
+        for fmt in ("markdown", "html"):
+            path = entry.get(fmt)
+            if path:
+                assert ((tmp_path / "releases" / ours["release_id"] / path).read_text()
+                        == (scratch / "releases" / theirs["release_id"] / path).read_text())
+
+
+def test_a_stored_catalogue_is_taken_only_for_the_tables_it_was_built_from(tmp_path):
+    frame = pl.DataFrame({"dataset": ["d"], "table": ["t"]})
+    catalogue = Catalogue("d", False, frame, frame, frame, "# md", "<p>html</p>")
+    save_catalogue(tmp_path, catalogue, "fp1")
+    loaded = load_catalogue(tmp_path, "d", "fp1", synthetic=False)
+    assert (loaded.markdown, loaded.html) == (catalogue.markdown, catalogue.html)
+    assert all(getattr(loaded, part).equals(getattr(catalogue, part)) for part in ("frame", "tables", "values"))
+    assert load_catalogue(tmp_path, "d", "fp2", synthetic=False) is None  # other tables
+    assert load_catalogue(tmp_path, "d", "fp1", synthetic=True) is None  # the other kind
+    (stored_folder(tmp_path, "d") / "values.parquet").unlink()
+    assert load_catalogue(tmp_path, "d", "fp1", synthetic=False) is None  # damaged: built again

@@ -61,20 +61,29 @@ def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> st
 
 
 def inputs_fingerprint(tables: Mapping[str, StoredTable], *, settings: object = "",
-                       files: Iterable[Path] = ()) -> str:
-    """One fingerprint of a step's input tables, files it reads, its settings and the code."""
+                       files: Iterable[Path] = (), memo: dict | None = None) -> str:
+    """One fingerprint of a step's input tables, files it reads, its settings and the code.
+
+    `memo`: table fingerprints already computed by this step ((database, query) -> fingerprint),
+    filled as tables are hashed, for a step that fingerprints the same table for several outputs
+    (the release: each table's gates, each dataset's staged tables, each dataset's catalogue)."""
     digest = hashlib.sha256(code_version().encode())
     digest.update(repr(settings).encode())
     for path in files:
         digest.update(f"{path}:{hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else '-'}".encode())
+    memo = {} if memo is None else memo
     by_database: dict[str, list[tuple[str, StoredTable]]] = {}
     for name, table in sorted(tables.items()):
         by_database.setdefault(table.database, []).append((name, table))
     for database, named in by_database.items():
-        with warehouse_cursor(database) as conn:
-            for name, table in named:
-                # The rows, not the partition list: an extract that added no rows leaves a table unchanged.
-                digest.update(f"{name}={table.name}:{table_fingerprint(conn, table)}\n".encode())
+        missing = [table for _, table in named if (database, table.select_sql()) not in memo]
+        if missing:
+            with warehouse_cursor(database) as conn:
+                for table in missing:
+                    memo[(database, table.select_sql())] = table_fingerprint(conn, table)
+        for name, table in named:
+            # The rows, not the partition list: an extract that added no rows leaves a table unchanged.
+            digest.update(f"{name}={table.name}:{memo[(database, table.select_sql())]}\n".encode())
     return digest.hexdigest()
 
 
