@@ -161,7 +161,9 @@ def test_the_contract_check_passes_an_unchanged_table_unread_and_rechecks_one_ch
     instance = DagsterInstance.ephemeral()
     first = materialize([pairs, *checks], resources=resources, instance=instance)
     (checked,) = first.get_asset_check_evaluations()
-    assert checked.passed and VERIFIED_IN not in checked.metadata
+    # the IO manager validated every row of the whole table as it wrote it: not read a second time
+    assert checked.passed and checked.metadata[VERIFIED_IN].value == first.run_id
+    assert checked.metadata["checked"].value.startswith("every row, validated before it was written")
 
     def check_again():
         result = materialize([pairs, *checks], resources=resources, instance=instance, raise_on_error=False,
@@ -172,6 +174,10 @@ def test_the_contract_check_passes_an_unchanged_table_unread_and_rechecks_one_ch
     unchanged = check_again()
     assert unchanged.passed and unchanged.metadata[VERIFIED_IN].value == first.run_id
     assert check_again().metadata[VERIFIED_IN].value == first.run_id  # still the run that read it
+    with warehouse_cursor(database) as conn:  # changed by hand, still valid: read and validated again
+        conn.execute("update linkage_magistrates.scored_pairs set match_probability = 0.5 where record_id_l = 'b'")
+    reread = check_again()
+    assert reread.passed and VERIFIED_IN not in reread.metadata and reread.metadata["checked"].value == "every row"
     with warehouse_cursor(database) as conn:
         conn.execute("update linkage_magistrates.scored_pairs set match_probability = 7 where record_id_l = 'b'")
     changed = check_again()
@@ -244,3 +250,19 @@ def test_a_stored_catalogue_is_taken_only_for_the_tables_it_was_built_from(tmp_p
     assert load_catalogue(tmp_path, "d", "fp1", synthetic=True) is None  # the other kind
     (stored_folder(tmp_path, "d") / "values.parquet").unlink()
     assert load_catalogue(tmp_path, "d", "fp1", synthetic=False) is None  # damaged: built again
+
+
+def test_a_partition_validated_at_its_write_does_not_vouch_for_the_whole_table(tmp_path):
+    from dagster import AssetKey as Key
+
+    from datafirst_assets.warehouse.io_manager import _validated_content
+
+    database = str(tmp_path / "wh.duckdb")
+    write_table(database, "linkage_magistrates", "scored_pairs", pl.DataFrame({"record_id_l": ["a"]}))
+    key = Key(["linkage", "magistrates", "scored_pairs"])
+    with warehouse_cursor(database) as conn:
+        whole = _validated_content(conn, key, StoredTable(database, "linkage_magistrates", "scored_pairs"),
+                                   {"contract": "x"}, "run")
+        part = _validated_content(conn, key, StoredTable(database, "linkage_magistrates", "scored_pairs",
+                                                         "extract_date", ("2024-01-31",)), {"contract": "x"}, "run")
+    assert whole["contract_validated_in_run"] == "run" and part == {}

@@ -11,10 +11,13 @@ selected table gets its own result (rule, failing count, sample rows). Tables ov
 A table whose content is exactly what an earlier evaluation of this check verified (the content
 fingerprint, computed in DuckDB, recorded with every result, with the contract's name and the code)
 passes without being read again: a change made outside the pipeline changes the fingerprint, and
-the table is then checked row by row. Incremental runs thus re-read only the tables that changed.
+the table is then checked row by row. So does a table whose content is exactly what the IO manager
+validated, every row, when it wrote the whole table (the same fingerprint, recorded with the
+materialization: `warehouse.content.VALIDATED_CONTENT`): a table just written is not read and
+validated a second time. Partitioned tables (the ingest's) were validated one partition at a time,
+so their check reads them whole when they changed.
 """
 
-import hashlib
 from collections.abc import Iterable
 
 import duckdb
@@ -33,7 +36,8 @@ from datafirst_assets.contracts.core import ContractReport, validate_table
 from datafirst_assets.contracts.in_database import validate_in_duckdb
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.io_manager import StoredTable
-from datafirst_assets.warehouse.unchanged import code_version, latest_evaluation, table_fingerprint
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, VALIDATED_IN_RUN, contract_content
+from datafirst_assets.warehouse.unchanged import latest_evaluation
 
 IN_DATABASE_ROWS = 1_000_000
 CONTENT = "content_fingerprint"
@@ -80,8 +84,7 @@ def _result(key: AssetKey, schema: str, report: ContractReport | None, checked_i
 
 def _content(conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract) -> str:
     database = conn.execute("select current_database()").fetchall()[0][0]
-    stored = table_fingerprint(conn, StoredTable(database, schema, table))
-    return hashlib.sha256(f"{code_version()}|{contract.name}|{stored}".encode()).hexdigest()
+    return contract_content(conn, StoredTable(database, schema, table), contract.name)
 
 
 def _verified_before(context, check_key: AssetCheckKey, fingerprint: str) -> str | None:
@@ -92,6 +95,18 @@ def _verified_before(context, check_key: AssetCheckKey, fingerprint: str) -> str
         return None
     verified = evaluation.metadata.get(VERIFIED_IN)
     return getattr(verified, "value", verified) or run_id
+
+
+def _validated_at_write(context, key: AssetKey, fingerprint: str) -> str | None:
+    """The run whose write validated every row of exactly this content, if the asset's latest
+    materialization recorded it (a kept table's materialization carries its write's record)."""
+    event = context.instance.get_latest_materialization_event(key)
+    metadata = event.asset_materialization.metadata if event is not None and event.asset_materialization else {}
+    validated = metadata.get(VALIDATED_CONTENT)
+    if getattr(validated, "value", validated) != fingerprint:
+        return None
+    run = metadata.get(VALIDATED_IN_RUN)
+    return getattr(run, "value", run) or event.run_id
 
 
 def _group_check(group: str, tables: list[tuple[AssetKey, str]]):
@@ -112,9 +127,13 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str]]):
                 key = check_key.asset_key
                 fingerprint = _content(conn, schemas[key], key.path[-1], contract_for(key))
                 verified = _verified_before(context, check_key, fingerprint)
+                how = "unchanged since verified row by row"
+                if verified is None:
+                    verified = _validated_at_write(context, key, fingerprint)
+                    how = "every row, validated before it was written (the stored table holds exactly that)"
                 if verified is not None:
                     yield AssetCheckResult(asset_key=key, check_name="contract", passed=True, metadata={
-                        "checked": "unchanged since verified row by row", VERIFIED_IN: verified, CONTENT: fingerprint})
+                        "checked": how, VERIFIED_IN: verified, CONTENT: fingerprint})
                     continue
                 report, checked_in = _validate(conn, schemas[key], key.path[-1], contract_for(key))
                 yield _result(key, schemas[key], report, checked_in, fingerprint)

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
-from functools import lru_cache
 from pathlib import Path
 
-import duckdb
 from dagster import (
     AssetCheckKey,
     AssetCheckResult,
@@ -32,32 +30,11 @@ from dagster import (
 )
 
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.io_manager import KeepStored, StoredTable, table_columns
+from datafirst_assets.warehouse.content import code_version, table_fingerprint
+from datafirst_assets.warehouse.io_manager import KeepStored, StoredTable
 
 FINGERPRINT = "inputs_fingerprint"
 CARRIED_OVER = "carried_over_from_run"
-PACKAGE = Path(__file__).resolve().parents[1]
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Hash of the package's source: any code change invalidates every stored fingerprint."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> str:
-    """Columns, row count and the sum of the rows' hashes of `table` (its selected partitions)."""
-    columns = table_columns(conn, table.schema, table.table)
-    if not columns:
-        return "missing"
-    rows, hashes = conn.execute(
-        f"select count(*), coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t").fetchone()
-    wanted = table.columns or tuple(columns)
-    return f"{sorted((c, columns.get(c)) for c in wanted)}|{rows}|{hashes}"
 
 
 def inputs_fingerprint(tables: Mapping[str, StoredTable], *, settings: object = "",
