@@ -252,17 +252,63 @@ def test_a_stored_catalogue_is_taken_only_for_the_tables_it_was_built_from(tmp_p
     assert load_catalogue(tmp_path, "d", "fp1", synthetic=False) is None  # damaged: built again
 
 
-def test_a_partition_validated_at_its_write_does_not_vouch_for_the_whole_table(tmp_path):
+def test_a_partition_validated_at_its_write_vouches_for_that_partition_only(tmp_path):
     from dagster import AssetKey as Key
 
+    from datafirst_assets.warehouse.content import VALIDATED_CONTENT, VALIDATED_PARTITIONS
     from datafirst_assets.warehouse.io_manager import _validated_content
 
     database = str(tmp_path / "wh.duckdb")
-    write_table(database, "linkage_magistrates", "scored_pairs", pl.DataFrame({"record_id_l": ["a"]}))
+    write_table(database, "linkage_magistrates", "scored_pairs",
+                pl.DataFrame({"record_id_l": ["a", "b"], "extract_date": ["2024-01-31", "2024-03-01"]}))
     key = Key(["linkage", "magistrates", "scored_pairs"])
     with warehouse_cursor(database) as conn:
         whole = _validated_content(conn, key, StoredTable(database, "linkage_magistrates", "scored_pairs"),
                                    {"contract": "x"}, "run")
         part = _validated_content(conn, key, StoredTable(database, "linkage_magistrates", "scored_pairs",
                                                          "extract_date", ("2024-01-31",)), {"contract": "x"}, "run")
-    assert whole["contract_validated_in_run"] == "run" and part == {}
+    assert whole["contract_validated_in_run"] == "run" and VALIDATED_CONTENT in whole
+    assert VALIDATED_CONTENT not in part and list(part[VALIDATED_PARTITIONS].value) == ["2024-01-31"]
+
+
+def test_a_partitioned_table_is_verified_by_partition_and_only_a_changed_one_is_read_again(tmp_path):
+    from dagster import AssetSelection, StaticPartitionsDefinition, asset
+
+    from datafirst_assets.contracts.checks import VERIFIED_PARTITIONS, contract_checks
+    from datafirst_assets.defs.resources import Warehouse
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    dates = ["2024-01-31", "2024-03-01"]
+
+    @asset(key=["quarantine", "magistrates", "hocas_flatfile"], partitions_def=StaticPartitionsDefinition(dates),
+           metadata={"schema": "quarantine_magistrates", "partition_expr": "extract_date"}, group_name="quarantine")
+    def rows(context) -> pl.DataFrame:
+        n = 1 + dates.index(context.partition_key)
+        return pl.DataFrame({"extract_date": [context.partition_key] * n, "source": "magistrates",
+                             "table": "hocas_flatfile", "record_id": [f"r{i}" for i in range(n)],
+                             "_source_file": "f.csv", "_row_number": [2 + i for i in range(n)], "reason": "bad",
+                             "raw_record": None}, schema_overrides={"raw_record": pl.String})
+
+    database = str(tmp_path / "wh.duckdb")
+    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
+    instance = DagsterInstance.ephemeral()
+
+    def run(date=None):
+        result = materialize([rows, *contract_checks([rows])], resources=resources, instance=instance,
+                             partition_key=date, raise_on_error=False,
+                             selection=None if date else AssetSelection.checks_for_assets(rows))
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    for date in dates:  # each date validated as it is written; the earlier one as the last check saw it
+        loaded = run(date)
+        assert loaded.passed and loaded.metadata["checked"].value.startswith("every partition unchanged")
+    assert set(loaded.metadata[VERIFIED_PARTITIONS].value) == set(dates)
+    with warehouse_cursor(database) as conn:  # one partition changed by hand, still valid: read again
+        conn.execute("update quarantine_magistrates.hocas_flatfile set reason = 'other' where extract_date = '2024-01-31'")
+    reread = run()
+    assert reread.passed and reread.metadata["checked"].value == "every row"
+    assert run().metadata["checked"].value.startswith("every partition unchanged")  # as this check verified it
+    with warehouse_cursor(database) as conn:
+        conn.execute("update quarantine_magistrates.hocas_flatfile set _row_number = 1 where extract_date = '2024-03-01'")
+    assert not run().passed and not run().passed  # a failed check is never carried over as passed

@@ -21,6 +21,8 @@ PACKAGE = Path(__file__).resolve().parents[1]
 # Output metadata of a write whose contract was validated on the whole table it stored
 VALIDATED_CONTENT = "contract_validated_content"
 VALIDATED_IN_RUN = "contract_validated_in_run"
+# ... and of a write of some partitions of a partitioned table: partition -> content validated
+VALIDATED_PARTITIONS = "contract_validated_partitions"
 
 
 @lru_cache(maxsize=1)
@@ -56,3 +58,16 @@ def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> st
 def contract_content(conn: duckdb.DuckDBPyConnection, table: StoredTable, contract_name: str) -> str:
     """The content a `contract` check verifies: the stored rows, the contract's name and the code."""
     return hashlib.sha256(f"{code_version()}|{contract_name}|{table_fingerprint(conn, table)}".encode()).hexdigest()
+
+
+def partition_contents(conn: duckdb.DuckDBPyConnection, table: StoredTable, contract_name: str) -> dict[str, str]:
+    """Per partition of `table` (by its `partition_expr`; its selected partitions, or all), the content a
+    `contract` check verifies: the partition's rows, the table's columns in order, the contract and
+    the code. One pass over the table in DuckDB."""
+    columns = table_columns(conn, table.schema, table.table)
+    if not columns or table.partition_expr is None:
+        return {}
+    rows = conn.execute(f"select cast({table.partition_expr} as varchar), count(*), "
+                        f"coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t group by 1").fetchall()
+    head = f"{code_version()}|{contract_name}|{list(columns.items())}"
+    return {str(part): hashlib.sha256(f"{head}|{part}|{n}|{h}".encode()).hexdigest() for part, n, h in rows}

@@ -50,7 +50,14 @@ from dagster import (
 from datafirst_assets.contracts.wiring import check_before_store, check_in_database_before_store
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.contracts.registry import contract_for
-from datafirst_assets.warehouse.content import VALIDATED_CONTENT, VALIDATED_IN_RUN, contract_content, table_columns
+from datafirst_assets.warehouse.content import (
+    VALIDATED_CONTENT,
+    VALIDATED_IN_RUN,
+    VALIDATED_PARTITIONS,
+    contract_content,
+    partition_contents,
+    table_columns,
+)
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
 
 
@@ -252,11 +259,14 @@ def _remove_scanned_files() -> None:
 
 def _validated_content(conn: duckdb.DuckDBPyConnection, key: AssetKey | None, target: StoredTable,
                        contract: dict, run_id: str) -> dict:
-    """When the contract was just validated on every row of the whole stored table (not on one
-    partition of it), the content it holds, so that the asset's `contract` check passes that very
+    """When the contract was just validated on every row written, the content stored (the whole
+    table's, or each written partition's), so that the asset's `contract` check passes that very
     content without reading and validating it a second time (`contracts.checks`)."""
-    if not contract or target.partitions is not None or key is None or contract_for(key) is None:
+    if not contract or key is None or contract_for(key) is None:
         return {}
+    if target.partitions is not None:  # each written partition's content, every row of which was validated
+        return {VALIDATED_PARTITIONS: MetadataValue.json(partition_contents(conn, target, contract_for(key).name)),
+                VALIDATED_IN_RUN: run_id}
     return {VALIDATED_CONTENT: contract_content(conn, target, contract_for(key).name), VALIDATED_IN_RUN: run_id}
 
 
