@@ -205,11 +205,17 @@ def _raw_identifiers(warehouse: Warehouse) -> Mapping[str, RawIdentifiers]:
     return ComputedOnUse(list(SOURCES), load, keep=1)
 
 
-def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:
-    """Each released row's own date of birth (joined back through its keyed primary-key hash)."""
+def _dob_column(spec: ReleaseTable) -> str | None:
+    """The staged date-of-birth column of a released table that has one and a primary key to join it by."""
     table = SOURCES[spec.source].table(spec.name) if spec.source in SOURCES else None
     dob = next((c.name for c in table.columns if c.kind == "dob"), None) if table else None
-    if dob is None or spec.primary_key is None:
+    return dob if spec.primary_key is not None else None
+
+
+def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:
+    """Each released row's own date of birth (joined back through its keyed primary-key hash)."""
+    dob = _dob_column(spec)
+    if dob is None:
         return None
     key = spec.column(spec.primary_key)
     with warehouse.cursor() as conn:
@@ -227,11 +233,12 @@ def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFram
 
 def _release_dates_of_birth(warehouse: Warehouse, specs: dict[tuple[str, str], ReleaseTable],
                             tables: Mapping[tuple[str, str], pl.DataFrame],
-                            skip: Container = ()) -> dict[tuple[str, str], pl.Series]:
+                            skip: Container = ()) -> Mapping[tuple[str, str], pl.Series | None]:
     """Each released table's own dates of birth, for the tables that have one (the risk gate's input),
-    but those in `skip` (whose gates are carried over)."""
-    return {key: dob for key in tables if key not in skip
-            if (dob := _dates_of_birth(warehouse, specs[key], tables[key])) is not None}
+    but those in `skip` (whose gates are carried over): computed when the gate looks them up, while
+    the gate holds the table (it was read for the gate), not on a read of its own."""
+    keys = [key for key in tables if key not in skip and _dob_column(specs[key]) is not None]
+    return ComputedOnUse(keys, lambda key: _dates_of_birth(warehouse, specs[key], tables[key]), keep=1)
 
 
 def _gate_fingerprints(kind: str, inputs: Mapping[tuple[str, str], StoredTable],
