@@ -358,17 +358,18 @@ def test_the_manifest_contract_refuses_an_entry_without_its_gates():
 
 def test_a_small_cell_in_the_synthetic_summaries_stops_them_before_they_are_stored(tmp_path, monkeypatch):
     from datafirst_assets.defs import synthetic as synthetic_defs
+    from datafirst_assets.synthetic import summary_parts
     from datafirst_assets.synthetic.fabricate import fabricate_release
 
     real = fabricate_release(200, seed=3)
-    summarise = synthetic_defs.summarise_release
+    summarise = summary_parts.summarise_release
 
-    def with_a_stricter_rule(tables, rules):  # every published cell now falls under the rule it claims
-        doc = summarise(tables, rules)
+    def with_a_stricter_rule(tables, rules, **kwargs):  # every published cell now falls under the rule it claims
+        doc = summarise(tables, rules, **kwargs)
         doc["rules"]["k"] = 10_000
         return doc
 
-    monkeypatch.setattr(synthetic_defs, "summarise_release", with_a_stricter_rule)
+    monkeypatch.setattr(summary_parts, "summarise_release", with_a_stricter_rule)
     for (dataset, name), frame in real.items():
         _write(tmp_path / "warehouse.duckdb", f"deidentified_{dataset}", name, frame)
     generate = [a for a in synthetic_defs.synthetic_assets() if getattr(a, "node_def", None) is not None

@@ -1,12 +1,18 @@
 """Steps whose inputs did not change keep their stored tables (warehouse/unchanged.py), and a full
 run or any change of input recomputes them, giving the same tables as a run from scratch."""
 
+import json
+
 import polars as pl
 import pyarrow.parquet as pq
-from dagster import AssetCheckKey, DagsterInstance
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
 from datafirst_assets.common.hashing import sha256_file
-from datafirst_assets.release.publish import parquet_metadata
+from datafirst_assets.catalogue.build import Catalogue
+from datafirst_assets.catalogue.stored import load_catalogue, save_catalogue, stored_folder
+from datafirst_assets.defs.release import release_assets
+from datafirst_assets.deidentify.release_spec import release_tables
+from datafirst_assets.release.publish import latest_manifest, parquet_metadata
 
 from datafirst_assets.defs.deidentify import deidentified_key
 from datafirst_assets.defs.linkage import LinkageSettings
@@ -14,7 +20,13 @@ from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import CARRIED_OVER, inputs_fingerprint
 from datafirst_assets_tests.test_deidentify import magistrates_extract
-from datafirst_assets_tests.test_gates import _deidentify_run, _publish, _release_warehouse, _resources
+from datafirst_assets_tests.test_gates import (
+    _deidentify_run,
+    _placeholders,
+    _publish,
+    _release_warehouse,
+    _resources,
+)
 from datafirst_assets_tests.warehouse_tables import write_table
 
 FLATFILE = deidentified_key("magistrates", "hocas_flatfile")
@@ -149,7 +161,9 @@ def test_the_contract_check_passes_an_unchanged_table_unread_and_rechecks_one_ch
     instance = DagsterInstance.ephemeral()
     first = materialize([pairs, *checks], resources=resources, instance=instance)
     (checked,) = first.get_asset_check_evaluations()
-    assert checked.passed and VERIFIED_IN not in checked.metadata
+    # the IO manager validated every row of the whole table as it wrote it: not read a second time
+    assert checked.passed and checked.metadata[VERIFIED_IN].value == first.run_id
+    assert checked.metadata["checked"].value.startswith("every row, validated before it was written")
 
     def check_again():
         result = materialize([pairs, *checks], resources=resources, instance=instance, raise_on_error=False,
@@ -160,6 +174,10 @@ def test_the_contract_check_passes_an_unchanged_table_unread_and_rechecks_one_ch
     unchanged = check_again()
     assert unchanged.passed and unchanged.metadata[VERIFIED_IN].value == first.run_id
     assert check_again().metadata[VERIFIED_IN].value == first.run_id  # still the run that read it
+    with warehouse_cursor(database) as conn:  # changed by hand, still valid: read and validated again
+        conn.execute("update linkage_magistrates.scored_pairs set match_probability = 0.5 where record_id_l = 'b'")
+    reread = check_again()
+    assert reread.passed and VERIFIED_IN not in reread.metadata and reread.metadata["checked"].value == "every row"
     with warehouse_cursor(database) as conn:
         conn.execute("update linkage_magistrates.scored_pairs set match_probability = 7 where record_id_l = 'b'")
     changed = check_again()
@@ -174,3 +192,130 @@ def test_a_new_partition_without_rows_leaves_the_fingerprint_unchanged(tmp_path)
     before = inputs_fingerprint({"t": StoredTable(str(database), "s", "t", "extract_date", ("2024-01-31",))})
     after = StoredTable(str(database), "s", "t", "extract_date", ("2024-01-31", "2024-03-31"))
     assert inputs_fingerprint({"t": after}) == before
+
+
+def _publish_with_catalogues(tmp_path, instance):
+    """Every de-identified catalogue asset, then the release (as the graph runs them)."""
+    assets = [*_placeholders([deidentified_key(*k) for k in release_tables()]), *release_assets("deidentified")]
+    keys = [key for a in assets[len(release_tables()):] for key in a.keys]
+    return materialize(assets, selection=keys, resources=_resources(tmp_path), instance=instance, raise_on_error=False)
+
+
+def _release_metadata(result) -> dict:
+    event = next(m for m in result.get_asset_materialization_events()
+                 if m.asset_key == AssetKey(["release", "deidentified"]))
+    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+
+
+def test_an_incremental_release_reads_only_changed_tables_and_takes_the_stored_catalogues(tmp_path):
+    _release_warehouse(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    first = _publish_with_catalogues(tmp_path, instance)
+    assert first.success
+    datasets = len({dataset for dataset, _ in release_tables()})
+    assert _release_metadata(first)["catalogues_reused"] == datasets  # built by the catalogue assets just before
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'B07'")
+    second = _publish_with_catalogues(tmp_path, instance)
+    assert second.success
+    metadata = _release_metadata(second)
+    # building every catalogue again read every release table; the unchanged ones are now not read at all
+    assert metadata["tables_read"] == 1 and metadata["catalogues_reused"] == datasets
+    # the same release as one whose catalogues are built from the tables (no stored catalogue)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    _release_warehouse(scratch)
+    with warehouse_cursor(scratch / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'B07'")
+    assert _publish(scratch).success
+    ours, theirs = _manifest(tmp_path), json.loads(json.dumps(latest_manifest(scratch / "releases", "deidentified")))
+    assert ours["release_id"] == theirs["release_id"]
+    assert [t["content_sha256"] for t in ours["tables"]] == [t["content_sha256"] for t in theirs["tables"]]
+    for entry in theirs["catalogues"]:
+        for fmt in ("markdown", "html"):
+            path = entry.get(fmt)
+            if path:
+                assert ((tmp_path / "releases" / ours["release_id"] / path).read_text()
+                        == (scratch / "releases" / theirs["release_id"] / path).read_text())
+
+
+def test_a_stored_catalogue_is_taken_only_for_the_tables_it_was_built_from(tmp_path):
+    frame = pl.DataFrame({"dataset": ["d"], "table": ["t"]})
+    catalogue = Catalogue("d", False, frame, frame, frame, "# md", "<p>html</p>")
+    save_catalogue(tmp_path, catalogue, "fp1")
+    loaded = load_catalogue(tmp_path, "d", "fp1", synthetic=False)
+    assert (loaded.markdown, loaded.html) == (catalogue.markdown, catalogue.html)
+    assert all(getattr(loaded, part).equals(getattr(catalogue, part)) for part in ("frame", "tables", "values"))
+    assert load_catalogue(tmp_path, "d", "fp2", synthetic=False) is None  # other tables
+    assert load_catalogue(tmp_path, "d", "fp1", synthetic=True) is None  # the other kind
+    (stored_folder(tmp_path, "d") / "values.parquet").unlink()
+    assert load_catalogue(tmp_path, "d", "fp1", synthetic=False) is None  # damaged: built again
+
+
+def test_a_partition_validated_at_its_write_vouches_for_that_partition_only(tmp_path):
+    from dagster import AssetKey as Key
+
+    from datafirst_assets.warehouse.content import VALIDATED_CONTENT, VALIDATED_PARTITIONS
+    from datafirst_assets.warehouse.io_manager import _validated_content
+
+    database = str(tmp_path / "wh.duckdb")
+    write_table(database, "linkage_magistrates", "scored_pairs",
+                pl.DataFrame({"record_id_l": ["a", "b"], "extract_date": ["2024-01-31", "2024-03-01"]}))
+    key = Key(["linkage", "magistrates", "scored_pairs"])
+    with warehouse_cursor(database) as conn:
+        whole = _validated_content(conn, key, StoredTable(database, "linkage_magistrates", "scored_pairs"),
+                                   {"contract": "x"}, "run")
+        part = _validated_content(conn, key, StoredTable(database, "linkage_magistrates", "scored_pairs",
+                                                         "extract_date", ("2024-01-31",)), {"contract": "x"}, "run")
+    assert whole["contract_validated_in_run"] == "run" and VALIDATED_CONTENT in whole
+    assert VALIDATED_CONTENT not in part and list(part[VALIDATED_PARTITIONS].value) == ["2024-01-31"]
+
+
+def test_a_partitioned_table_is_verified_by_partition_and_only_a_changed_one_is_read_again(tmp_path):
+    from dagster import AssetSelection, StaticPartitionsDefinition, asset
+
+    from datafirst_assets.contracts.checks import VERIFIED_PARTITIONS, contract_checks
+    from datafirst_assets.defs.resources import Warehouse
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    dates = ["2024-01-31", "2024-03-01"]
+
+    @asset(key=["quarantine", "magistrates", "hocas_flatfile"], partitions_def=StaticPartitionsDefinition(dates),
+           metadata={"schema": "quarantine_magistrates", "partition_expr": "extract_date"}, group_name="quarantine")
+    def rows(context) -> pl.DataFrame:
+        n = 1 + dates.index(context.partition_key)
+        return pl.DataFrame({"extract_date": [context.partition_key] * n, "source": "magistrates",
+                             "table": "hocas_flatfile", "record_id": [f"r{i}" for i in range(n)],
+                             "_source_file": "f.csv", "_row_number": [2 + i for i in range(n)], "reason": "bad",
+                             "raw_record": None}, schema_overrides={"raw_record": pl.String})
+
+    database = str(tmp_path / "wh.duckdb")
+    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
+    instance = DagsterInstance.ephemeral()
+
+    def run(date=None):
+        result = materialize([rows, *contract_checks([rows])], resources=resources, instance=instance,
+                             partition_key=date, raise_on_error=False,
+                             selection=None if date else AssetSelection.checks_for_assets(rows))
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    for date in dates:  # each date validated as it is written; the earlier one as the last check saw it
+        loaded = run(date)
+        assert loaded.passed and loaded.metadata["checked"].value.startswith("every partition unchanged")
+    assert set(loaded.metadata[VERIFIED_PARTITIONS].value) == set(dates)
+    with warehouse_cursor(database) as conn:  # one partition changed by hand, still valid: read again
+        conn.execute("update quarantine_magistrates.hocas_flatfile set reason = 'other' where extract_date = '2024-01-31'")
+    reread = run()
+    assert reread.passed and reread.metadata["checked"].value == "every row"
+    assert run().metadata["checked"].value.startswith("every partition unchanged")  # as this check verified it
+    with warehouse_cursor(database) as conn:
+        conn.execute("update quarantine_magistrates.hocas_flatfile set _row_number = 1 where extract_date = '2024-03-01'")
+    assert not run().passed and not run().passed  # a failed check is never carried over as passed
+
+
+def test_a_release_reads_each_table_once_for_its_gates_and_checksum_and_once_for_its_file(tmp_path):
+    _release_warehouse(tmp_path)
+    metadata = _release_metadata(_publish_with_catalogues(tmp_path, DagsterInstance.ephemeral()))
+    # the dates of birth are joined while the gate holds the table, the checksum taken as it is scanned
+    assert metadata["tables_read"] <= 2 * metadata["tables"]

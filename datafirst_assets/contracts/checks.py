@@ -11,10 +11,19 @@ selected table gets its own result (rule, failing count, sample rows). Tables ov
 A table whose content is exactly what an earlier evaluation of this check verified (the content
 fingerprint, computed in DuckDB, recorded with every result, with the contract's name and the code)
 passes without being read again: a change made outside the pipeline changes the fingerprint, and
-the table is then checked row by row. Incremental runs thus re-read only the tables that changed.
+the table is then checked row by row. So does a table whose content is exactly what the IO manager
+validated, every row, when it wrote the whole table (the same fingerprint, recorded with the
+materialization: `warehouse.content.VALIDATED_CONTENT`): a table just written is not read and
+validated a second time. A partitioned table (the ingest's) is verified partition by partition
+(the same fingerprint per partition, in one pass in DuckDB): it passes unread when every partition
+holds what the latest passing check verified or what a write validated, row by row, when it
+stored that partition (`VALIDATED_PARTITIONS`); its contracts' rules hold within a partition (keys
+are unique per extract date), so a new extract date is validated once, as it is written, not
+again with every earlier date. Otherwise the whole table is read and checked.
 """
 
 import hashlib
+import json
 from collections.abc import Iterable
 
 import duckdb
@@ -33,24 +42,35 @@ from datafirst_assets.contracts.core import ContractReport, validate_table
 from datafirst_assets.contracts.in_database import validate_in_duckdb
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.io_manager import StoredTable
-from datafirst_assets.warehouse.unchanged import code_version, latest_evaluation, table_fingerprint
+from datafirst_assets.warehouse.content import (
+    VALIDATED_CONTENT,
+    VALIDATED_IN_RUN,
+    VALIDATED_PARTITIONS,
+    contract_content,
+    partition_contents,
+)
+from datafirst_assets.warehouse.unchanged import latest_evaluation
 
 IN_DATABASE_ROWS = 1_000_000
 CONTENT = "content_fingerprint"
 VERIFIED_IN = "verified_in_run"
+VERIFIED_PARTITIONS = "verified_partitions"
 
 
-def _stored_tables(assets: Iterable) -> dict[str, list[tuple[AssetKey, str]]]:
-    """Group -> (asset key, warehouse schema) of every warehouse-stored asset with a contract."""
-    groups: dict[str, list[tuple[AssetKey, str]]] = {}
+def _stored_tables(assets: Iterable) -> dict[str, list[tuple[AssetKey, str, str | None]]]:
+    """Group -> (asset key, warehouse schema, partition column or None) of every warehouse-stored
+    asset with a contract."""
+    groups: dict[str, list[tuple[AssetKey, str, str | None]]] = {}
     for item in assets:
         if not isinstance(item, AssetsDefinition) or not item.is_executable:
             continue
         for spec in item.specs:
             schema = (spec.metadata or {}).get("schema")
             schema = getattr(schema, "value", schema)
+            partition = (spec.metadata or {}).get("partition_expr") if spec.partitions_def is not None else None
             if isinstance(schema, str) and contract_for(spec.key) is not None:
-                groups.setdefault(spec.group_name or spec.key.path[0], []).append((spec.key, schema))
+                groups.setdefault(spec.group_name or spec.key.path[0], []).append(
+                    (spec.key, schema, getattr(partition, "value", partition)))
     return groups
 
 
@@ -69,19 +89,19 @@ def _validate(conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract
 
 
 def _result(key: AssetKey, schema: str, report: ContractReport | None, checked_in: str,
-            fingerprint: str) -> AssetCheckResult:
+            fingerprint: str, partitions: dict | None = None) -> AssetCheckResult:
     if report is None:
         return AssetCheckResult(asset_key=key, check_name="contract", passed=False,
                                 metadata={"problem": f"{schema}.{key.path[-1]} is not in the warehouse"})
     return AssetCheckResult(asset_key=key, check_name="contract", passed=report.passed, metadata={
         **report.metadata(), "stored_rows": report.rows, "checked": "every row", "contract_checked_in": checked_in,
-        "contract_report": MetadataValue.md(report.markdown()), CONTENT: fingerprint})
+        "contract_report": MetadataValue.md(report.markdown()), CONTENT: fingerprint,
+        **({VERIFIED_PARTITIONS: MetadataValue.json(partitions)} if partitions is not None and report.passed else {})})
 
 
 def _content(conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract) -> str:
     database = conn.execute("select current_database()").fetchall()[0][0]
-    stored = table_fingerprint(conn, StoredTable(database, schema, table))
-    return hashlib.sha256(f"{code_version()}|{contract.name}|{stored}".encode()).hexdigest()
+    return contract_content(conn, StoredTable(database, schema, table), contract.name)
 
 
 def _verified_before(context, check_key: AssetCheckKey, fingerprint: str) -> str | None:
@@ -94,15 +114,57 @@ def _verified_before(context, check_key: AssetCheckKey, fingerprint: str) -> str
     return getattr(verified, "value", verified) or run_id
 
 
-def _group_check(group: str, tables: list[tuple[AssetKey, str]]):
-    schemas = dict(tables)
+def _validated_at_write(context, key: AssetKey, fingerprint: str) -> str | None:
+    """The run whose write validated every row of exactly this content, if the asset's latest
+    materialization recorded it (a kept table's materialization carries its write's record)."""
+    event = context.instance.get_latest_materialization_event(key)
+    metadata = event.asset_materialization.metadata if event is not None and event.asset_materialization else {}
+    validated = metadata.get(VALIDATED_CONTENT)
+    if getattr(validated, "value", validated) != fingerprint:
+        return None
+    run = metadata.get(VALIDATED_IN_RUN)
+    return getattr(run, "value", run) or event.run_id
+
+
+def _json(value) -> dict:
+    value = getattr(value, "value", value)
+    return value if isinstance(value, dict) else {}
+
+
+def _partitions_verified(context, check_key: AssetCheckKey, current: dict[str, str]) -> bool:
+    """Every stored partition holds content verified before: by the latest check, when it passed,
+    or row by row by the write that stored it (the asset's latest materialization records those)."""
+    _, evaluation = latest_evaluation(context, check_key)
+    known = _json(evaluation.metadata.get(VERIFIED_PARTITIONS)) if evaluation is not None and evaluation.passed else {}
+    event = context.instance.get_latest_materialization_event(check_key.asset_key)
+    if event is not None and event.asset_materialization is not None:
+        known = {**known, **_json(event.asset_materialization.metadata.get(VALIDATED_PARTITIONS))}
+    return bool(current) and all(known.get(part) == content for part, content in current.items())
+
+
+def _check_partitioned(context, conn, check_key: AssetCheckKey, schema: str, partition: str) -> AssetCheckResult:
+    key, contract = check_key.asset_key, contract_for(check_key.asset_key)
+    database = conn.execute("select current_database()").fetchall()[0][0]
+    current = partition_contents(conn, StoredTable(database, schema, key.path[-1], partition), contract.name)
+    fingerprint = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()
+    if _partitions_verified(context, check_key, current):
+        return AssetCheckResult(asset_key=key, check_name="contract", passed=True, metadata={
+            "checked": "every partition unchanged since verified, or validated row by row when it was written",
+            "partitions": len(current), VERIFIED_PARTITIONS: MetadataValue.json(current), CONTENT: fingerprint})
+    report, checked_in = _validate(conn, schema, key.path[-1], contract)
+    return _result(key, schema, report, checked_in, fingerprint, partitions=current)
+
+
+def _group_check(group: str, tables: list[tuple[AssetKey, str, str | None]]):
+    schemas = {key: schema for key, schema, _ in tables}
+    partitioned = {key: partition for key, _, partition in tables if partition}
 
     @multi_asset_check(
         name=f"contracts_{group}",
         specs=[AssetCheckSpec("contract", asset=key, blocking=True,
                               description=f"The stored table still holds its contract `{contract_for(key).name}` "
                               "(enforced before every write; fails if the stored table was changed outside the "
-                              "pipeline).") for key, _ in tables],
+                              "pipeline).") for key, _, _ in tables],
         can_subset=True,
         required_resource_keys={"warehouse"},
     )
@@ -110,11 +172,18 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str]]):
         with context.resources.warehouse.cursor() as conn:
             for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path):
                 key = check_key.asset_key
+                if key in partitioned:
+                    yield _check_partitioned(context, conn, check_key, schemas[key], partitioned[key])
+                    continue
                 fingerprint = _content(conn, schemas[key], key.path[-1], contract_for(key))
                 verified = _verified_before(context, check_key, fingerprint)
+                how = "unchanged since verified row by row"
+                if verified is None:
+                    verified = _validated_at_write(context, key, fingerprint)
+                    how = "every row, validated before it was written (the stored table holds exactly that)"
                 if verified is not None:
                     yield AssetCheckResult(asset_key=key, check_name="contract", passed=True, metadata={
-                        "checked": "unchanged since verified row by row", VERIFIED_IN: verified, CONTENT: fingerprint})
+                        "checked": how, VERIFIED_IN: verified, CONTENT: fingerprint})
                     continue
                 report, checked_in = _validate(conn, schemas[key], key.path[-1], contract_for(key))
                 yield _result(key, schemas[key], report, checked_in, fingerprint)

@@ -52,6 +52,7 @@ from datafirst_assets.linkage.incremental import (
     model_to_reuse,
 )
 from datafirst_assets.common.tables import bullet_list, markdown_table
+from datafirst_assets.linkage.quality_parts import load_part, save_part
 from datafirst_assets.linkage.quality import (
     estimated_quality_row,
     evidence_problems,
@@ -521,10 +522,27 @@ def stored_blocking_lists(warehouse: Warehouse, root: Path, source: str, model_v
         return pl.from_arrow(conn.sql(sql).to_arrow_table())  # type: ignore[return-value]
 
 
+def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, clusters: pl.DataFrame,
+                   pairs: pl.DataFrame) -> tuple[dict, pl.DataFrame]:
+    """One dataset's quality row and its five largest clusters."""
+    threshold = float(clusters["match_threshold"][0]) if clusters.height else 0.5
+    blocking = stored_blocking_lists(warehouse, linkage.root, source, str(clusters["model_version"][0])) \
+        if clusters.height and pairs.height else None
+    assessment = assess(pairs, labels_file=linkage.labels_file(source), record_ids=clusters["record_id"],
+                        also=(threshold,), blocking=blocking,
+                        records=stored_table(warehouse, source, "person_records", (*GUARD_COLUMNS, *WITNESS_COLUMNS))
+                        if pairs.height else None)
+    row = estimated_quality_row(
+        source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
+        threshold=threshold, configured=source in linkage.thresholds, assessment=assessment)
+    return row, largest_clusters(cluster_graph_metrics(
+        clusters, pairs, threshold, cluster_col=SOURCES[source].person_id_name), n=5)
+
+
 @asset(
     key=QUALITY,
-    ins={**{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters")) for s in SOURCES},
-         **{f"pairs__{s}": AssetIn(key=linkage_key(s, "scored_pairs")) for s in SOURCES}},
+    ins={**{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters"), dagster_type=StoredTable) for s in SOURCES},
+         **{f"pairs__{s}": AssetIn(key=linkage_key(s, "scored_pairs"), dagster_type=StoredTable) for s in SOURCES}},
     deps=[linkage_key(s, "person_records") for s in SOURCES],
     group_name="linkage",
     metadata={"schema": "linkage"},
@@ -538,27 +556,30 @@ def stored_blocking_lists(warehouse: Warehouse, root: Path, source: str, model_v
         "(0.97 criminal justice, 0.93 family and civil). Warns, naming what is missing, otherwise.",
     )],
 )
-def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse, **inputs: pl.DataFrame):
-    rows, largest = [], {}
+def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse, **inputs: StoredTable):
+    rows, largest, kept = [], {}, []
+    reports = linkage.root / "reports"
     for source in SOURCES:
         clusters, pairs = inputs[f"clusters__{source}"], inputs[f"pairs__{source}"]
-        threshold = float(clusters["match_threshold"][0]) if clusters.height else 0.5
-        blocking = stored_blocking_lists(warehouse, linkage.root, source, str(clusters["model_version"][0])) \
-            if clusters.height and pairs.height else None
-        assessment = assess(pairs, labels_file=linkage.labels_file(source), record_ids=clusters["record_id"],
-                            also=(threshold,), blocking=blocking,
-                            records=stored_table(warehouse, source, "person_records", (*GUARD_COLUMNS, *WITNESS_COLUMNS))
-                            if pairs.height else None)
-        rows.append(estimated_quality_row(
-            source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
-            threshold=threshold, configured=source in linkage.thresholds, assessment=assessment))
-        largest[source] = largest_clusters(cluster_graph_metrics(
-            clusters, pairs, threshold, cluster_col=SOURCES[source].person_id_name), n=5)
+        # a dataset whose inputs are as when it was last assessed keeps that row (linkage/quality_parts.py)
+        fingerprint = inputs_fingerprint(
+            {"clusters": clusters, "pairs": pairs,
+             "records": StoredTable(warehouse.database, _stored(source)["schema"], "person_records")},
+            settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)])
+        part = load_part(reports, source, fingerprint) if linkage.mode != "full" else None
+        if part is None:
+            part = _assess_source(linkage, warehouse, source, clusters.to_polars(), pairs.to_polars())
+            save_part(reports, source, fingerprint, *part)
+        else:
+            kept.append(source)
+        rows.append(part[0])
+        largest[source] = part[1]
     table = quality_table(rows)
     paths = write_quality_report(table, linkage.root / "reports", largest=largest_clusters_table(largest))
     yield Output(table, metadata={
         "report": MetadataValue.url(file_url(paths["html"], linkage.root)),
         "summary": MetadataValue.md(quality_markdown(table)),
+        "datasets_kept": ", ".join(kept) or "none",  # inputs unchanged: not assessed again
     })
     problems = evidence_problems(table)
     yield AssetCheckResult(

@@ -28,7 +28,8 @@ from dagster import (
 )
 
 from datafirst_assets.reporting import file_url
-from datafirst_assets.catalogue.build import build_catalogue, build_catalogues
+from datafirst_assets.catalogue.build import Catalogue, build_catalogue
+from datafirst_assets.catalogue.stored import load_catalogue, save_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
@@ -126,6 +127,11 @@ def input_name(dataset: str, table: str) -> str:
     return f"{dataset}__{table}"
 
 
+def catalogue_fingerprint(kind: str, dataset: str, stored: Mapping[str, StoredTable], memo: dict | None = None) -> str:
+    """What a dataset's catalogue is made from: its release tables (by name), the kind and the code."""
+    return inputs_fingerprint(stored, settings=(kind, dataset), memo=memo)
+
+
 def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
     specs = {spec.name: spec for spec in release_datasets()[dataset]}
     synthetic = kind == "synthetic"
@@ -141,7 +147,7 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
         f"Markdown and HTML under data/catalogues/{kind}/.",
     )
     def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **stored: StoredTable) -> Output:
-        fingerprint = inputs_fingerprint(stored, settings=(kind, dataset))
+        fingerprint = catalogue_fingerprint(kind, dataset, stored)
         folder = catalogue_folder(linkage.root, kind)
         if (folder / f"{dataset}.html").exists() and (
                 kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
@@ -149,6 +155,7 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
         tables = {name: table.to_polars() for name, table in stored.items()}
         catalogue = build_catalogue(dataset, tables, specs, synthetic=synthetic)
         paths = catalogue.write(folder)
+        save_catalogue(folder, catalogue, fingerprint)  # the release takes it while the tables are these
         return Output(catalogue.frame, metadata={
             FINGERPRINT: fingerprint,
             "catalogue_html": MetadataValue.url(file_url(paths["html"], linkage.root)),
@@ -198,11 +205,17 @@ def _raw_identifiers(warehouse: Warehouse) -> Mapping[str, RawIdentifiers]:
     return ComputedOnUse(list(SOURCES), load, keep=1)
 
 
-def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:
-    """Each released row's own date of birth (joined back through its keyed primary-key hash)."""
+def _dob_column(spec: ReleaseTable) -> str | None:
+    """The staged date-of-birth column of a released table that has one and a primary key to join it by."""
     table = SOURCES[spec.source].table(spec.name) if spec.source in SOURCES else None
     dob = next((c.name for c in table.columns if c.kind == "dob"), None) if table else None
-    if dob is None or spec.primary_key is None:
+    return dob if spec.primary_key is not None else None
+
+
+def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:
+    """Each released row's own date of birth (joined back through its keyed primary-key hash)."""
+    dob = _dob_column(spec)
+    if dob is None:
         return None
     key = spec.column(spec.primary_key)
     with warehouse.cursor() as conn:
@@ -220,25 +233,51 @@ def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFram
 
 def _release_dates_of_birth(warehouse: Warehouse, specs: dict[tuple[str, str], ReleaseTable],
                             tables: Mapping[tuple[str, str], pl.DataFrame],
-                            skip: Container = ()) -> dict[tuple[str, str], pl.Series]:
+                            skip: Container = ()) -> Mapping[tuple[str, str], pl.Series | None]:
     """Each released table's own dates of birth, for the tables that have one (the risk gate's input),
-    but those in `skip` (whose gates are carried over)."""
-    return {key: dob for key in tables if key not in skip
-            if (dob := _dates_of_birth(warehouse, specs[key], tables[key])) is not None}
+    but those in `skip` (whose gates are carried over): computed when the gate looks them up, while
+    the gate holds the table (it was read for the gate), not on a read of its own."""
+    keys = [key for key in tables if key not in skip and _dob_column(specs[key]) is not None]
+    return ComputedOnUse(keys, lambda key: _dates_of_birth(warehouse, specs[key], tables[key]), keep=1)
 
 
 def _gate_fingerprints(kind: str, inputs: Mapping[tuple[str, str], StoredTable],
-                       release_settings: ReleaseSettings) -> dict[tuple[str, str], str]:
+                       release_settings: ReleaseSettings, memo: dict | None = None) -> dict[tuple[str, str], str]:
     """What each table's publish gates see: its content and, for de-identified tables, its dataset's
-    staged tables (raw identifiers, dates of birth) and its risk rule; with the key and the code."""
+    staged tables (raw identifiers, dates of birth) and its risk rule; with the key and the code.
+    `memo` (see `inputs_fingerprint`): a dataset's staged tables are hashed once, not once per table."""
     fingerprints = {}
     for (dataset, name), table in inputs.items():
         staged = {f"staged.{t.name}": StoredTable(table.database, f"staged_{dataset}", t.name)
                   for t in SOURCES[dataset].tables} if kind == "deidentified" and dataset in SOURCES else {}
         rule = release_settings.risk_rule_for(dataset, name) if kind == "deidentified" else None
         fingerprints[(dataset, name)] = inputs_fingerprint({"table": table, **staged},
-                                                           settings=(kind, rule, key_fingerprint()))
+                                                           settings=(kind, rule, key_fingerprint()), memo=memo)
     return fingerprints
+
+
+def release_catalogues(kind: str, root: Path, inputs: Mapping[tuple[str, str], StoredTable],
+                       tables: Mapping[tuple[str, str], pl.DataFrame], specs: Mapping[tuple[str, str], ReleaseTable],
+                       memo: dict | None = None) -> tuple[dict[str, Catalogue], list[str]]:
+    """Each dataset's catalogue, and the datasets whose catalogue was taken as its catalogue asset
+    stored it (built from tables with the same fingerprint: `catalogue.stored`); the others are
+    built here from `tables`, so only those datasets' tables are read for their catalogues."""
+    synthetic = kind == "synthetic"
+    by_dataset: dict[str, dict[str, ReleaseTable]] = {}
+    for (dataset, name), spec in specs.items():
+        by_dataset.setdefault(dataset, {})[name] = spec
+    catalogues, reused = {}, []
+    for dataset, dataset_specs in by_dataset.items():
+        fingerprint = catalogue_fingerprint(kind, dataset, {name: inputs[(dataset, name)] for name in dataset_specs},
+                                            memo)
+        catalogue = load_catalogue(catalogue_folder(root, kind), dataset, fingerprint, synthetic=synthetic)
+        if catalogue is not None:
+            reused.append(dataset)
+        else:
+            catalogue = build_catalogue(dataset, {name: tables[(dataset, name)] for name in dataset_specs},
+                                        dataset_specs, synthetic=synthetic)
+        catalogues[dataset] = catalogue
+    return catalogues, reused
 
 
 def _release_metadata(info: ReleaseInfo, root: Path, synthetic: bool) -> dict:
@@ -297,14 +336,17 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
                  release_settings: ReleaseSettings, **inputs: StoredTable) -> Output:
         # Read table by table as the catalogues, gates, checksums and writes reach them (a few
         # held at once), in primary-key order so that every read of a table agrees row by row.
-        tables = LoadedOnUse({key: inputs[input_name(*key)] for key in specs}, keep=2,
+        stored = {key: inputs[input_name(*key)] for key in specs}
+        tables = LoadedOnUse(stored, keep=2,
                              order_by=lambda key: [specs[key].primary_key] if specs[key].primary_key else None)
-        fingerprints = _gate_fingerprints(kind, {key: inputs[input_name(*key)] for key in specs}, release_settings)
+        memo: dict = {}  # each table hashed once for its gates and its dataset's catalogue
+        fingerprints = _gate_fingerprints(kind, stored, release_settings, memo)
+        catalogues, reused = release_catalogues(kind, linkage.root, stored, tables, specs, memo)
         previous = None if linkage.mode == "full" else latest_manifest(linkage.root / "releases", kind)
         carried = carried_gates(previous, fingerprints) if previous is not None else {}
         context.log.info(f"publish gates carried over for {len(carried)} unchanged table(s) of {len(specs)}")
         info = write_release(
-            linkage.root / "releases", kind, tables, build_catalogues(tables, specs, synthetic=synthetic),
+            linkage.root / "releases", kind, tables, catalogues,
             extract_dates=_extract_dates(warehouse), model_versions=_model_versions(warehouse),
             key_is_development=key_is_development(), extra=extra_metadata(inputs) if extra_metadata else {},
             # The publish gate compares every table and catalogue value with the raw data again.
@@ -318,7 +360,10 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         if synthetic and note.exists():
             shutil.copyfile(note, info.path / SYNTHETIC_NOTE)
         context.log.info(f"published {info.release_id} at {info.path}")
-        return Output(release_summary(info), metadata=_release_metadata(info, linkage.root, synthetic))
+        return Output(release_summary(info), metadata={
+            **_release_metadata(info, linkage.root, synthetic),
+            # an unchanged table keeps its gates and file, and its dataset's stored catalogue: it is not read
+            "tables_read": tables.loads, "catalogues_reused": len(reused)})
 
     return _release
 

@@ -41,13 +41,13 @@ from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note
 from datafirst_assets.synthetic.report import evaluate_synthetic, report_html, report_markdown
 from datafirst_assets.synthetic.report_parts import PARTS_FILE, dataset_fingerprints, save_parts, stored_parts
+from datafirst_assets.synthetic import summary_parts
 from datafirst_assets.synthetic.summaries import (
     FORMAT,
     SummaryRules,
     check_summaries,
     summaries_json,
     summaries_sha256,
-    summarise_release,
 )
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.warehouse.io_manager import StoredTable
@@ -127,10 +127,16 @@ def load_summaries(stored: pl.DataFrame) -> tuple[dict, str]:
         description="Before storing: no published category, bin, count or lookup shape holds fewer than k people.",
     )],
 )
-def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSettings, **release: StoredTable):
-    # Read from the warehouse table by table (a parent and a child at most at once), not all together.
-    tables = LoadedOnUse({tid: release[_input_name("release", tid)] for tid in release_tables()}, keep=2)
-    doc = summarise_release(tables, synthetic.rules())
+def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSettings, linkage: LinkageSettings,
+                        **release: StoredTable):
+    # Read from the warehouse table by table (a parent and a child at most at once), not all together;
+    # a table whose inputs are as when it was last summarised keeps that summary and is not read.
+    stored = {tid: release[_input_name("release", tid)] for tid in release_tables()}
+    tables = LoadedOnUse(stored, keep=2)
+    rules, parts_path = synthetic.rules(), synthetic.folder / summary_parts.PARTS_FILE
+    doc, parts = summary_parts.summarise_keeping(
+        tables, summary_parts.table_fingerprints(stored, rules), rules,
+        summary_parts.load_parts(parts_path) if linkage.mode != "full" else {})
     text, sha = summaries_json(doc), summaries_sha256(doc)
     overview = pl.DataFrame([
         {"table": name, "rows": t["rows"], "columns": len(t.get("columns", {})),
@@ -147,8 +153,9 @@ def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSett
     synthetic.folder.mkdir(parents=True, exist_ok=True)
     path = synthetic.folder / "summaries.json"
     path.write_text(text, encoding="utf-8")
+    summary_parts.save_parts(parts_path, parts)
     yield Output(pl.DataFrame({"format": [FORMAT], "sha256": [sha], "summaries_json": [text]}), metadata={
-        "path": MetadataValue.path(str(path)), "sha256": sha, "k": synthetic.k,
+        "path": MetadataValue.path(str(path)), "sha256": sha, "k": synthetic.k, "tables_read": tables.loads,
         "clip_quantile": synthetic.clip_quantile, "bytes": len(text.encode("utf-8")),
         "tables": MetadataValue.md(markdown_table(overview)),
     })

@@ -151,7 +151,8 @@ def write_release(
     for value in dates:
         dt.date.fromisoformat(value)  # ValueError names the bad date
     specs = specs if specs is not None else release_tables()
-    ordered = _conform(tables, specs)
+    # each table's content checksum taken as the gates first read it, not on a read of its own
+    ordered = _Checksummed(_conform(tables, specs))
     _check_catalogues(kind, {source for source, _ in ordered}, catalogues)
     gates = scan_release(kind, ordered, specs, catalogues, identifiers=identifiers, dates_of_birth=dates_of_birth,
                          risk_rules=risk_rules, carried=carried)
@@ -159,8 +160,7 @@ def write_release(
 
     root = Path(root)
     reused = {key: entry for key in ordered if (entry := _reusable_file(root, previous, key, carried))}
-    content = {key: reused[key]["content_sha256"] if key in reused else _content_sha256(ordered[key])
-               for key in ordered}
+    content = {key: reused[key]["content_sha256"] if key in reused else ordered.checksum(key) for key in ordered}
     release_id = make_release_id(kind, dates[-1], content)
     root.mkdir(parents=True, exist_ok=True)
     final = root / release_id
@@ -328,6 +328,31 @@ class _HashSink:
 
     def close(self) -> None:
         self.closed = True
+
+
+class _Checksummed(Mapping):
+    """`tables`, each one's content checksum (`_content_sha256`) taken the first time it is looked up:
+    a table read on use (`LoadedOnUse`) is then read once for its gates and its checksum, not twice."""
+
+    def __init__(self, tables: Mapping[tuple[str, str], pl.DataFrame]):
+        self._tables, self._checksums = tables, {}
+
+    def __getitem__(self, key: tuple[str, str]) -> pl.DataFrame:
+        frame = self._tables[key]
+        if key not in self._checksums:
+            self._checksums[key] = _content_sha256(frame)
+        return frame
+
+    def checksum(self, key: tuple[str, str]) -> str:
+        if key not in self._checksums:
+            self[key]
+        return self._checksums[key]
+
+    def __iter__(self):
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
 
 
 def _content_sha256(frame: pl.DataFrame) -> str:

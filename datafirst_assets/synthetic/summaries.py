@@ -67,21 +67,26 @@ class SummaryRules:
     max_exact_range: int = 200  # integer columns whose clipped range is narrower keep one bin per value
 
 
-def summarise_release(tables: Mapping[TableId, pl.DataFrame], rules: SummaryRules = SummaryRules()) -> dict:
-    """The summaries document for every release table present in `tables`."""
+def summarise_release(tables: Mapping[TableId, pl.DataFrame], rules: SummaryRules = SummaryRules(),
+                      summarise=None) -> dict:
+    """The summaries document for every release table present in `tables`. `summarise(tid)`: the
+    summary of one table (default `summarise_one(tid, tables, rules)`; see `summary_parts`)."""
     doc: dict = {"format": FORMAT, "rules": asdict(rules), "tables": {}}
-    for tid, spec in release_tables().items():
-        if tid not in tables:
-            continue
-        if tid == XJS_LOOKUP_ID:
-            summary = summarise_xjs_lookup(tables[tid], rules)
-        else:
-            summary = summarise_table(spec, tables, rules)
-            if tid == CASE_LOOKUP_ID and ("crown_court", "xhibit_flatfile") in tables:
-                summary["linked_share_of_crown_court"] = _share(
-                    tables[tid].height, tables[("crown_court", "xhibit_flatfile")].height)
-        doc["tables"][name_of(tid)] = summary
+    for tid in release_tables():
+        if tid in tables:
+            doc["tables"][name_of(tid)] = summarise(tid) if summarise else summarise_one(tid, tables, rules)
     return doc
+
+
+def summarise_one(tid: TableId, tables: Mapping[TableId, pl.DataFrame], rules: SummaryRules) -> dict:
+    """One release table's summary (it may also read its parent and, for the case lookup, Crown Court's flatfile)."""
+    if tid == XJS_LOOKUP_ID:
+        return summarise_xjs_lookup(tables[tid], rules)
+    summary = summarise_table(release_tables()[tid], tables, rules)
+    if tid == CASE_LOOKUP_ID and ("crown_court", "xhibit_flatfile") in tables:
+        summary["linked_share_of_crown_court"] = _share(
+            tables[tid].height, tables[("crown_court", "xhibit_flatfile")].height)
+    return summary
 
 
 def summaries_json(doc: dict) -> str:

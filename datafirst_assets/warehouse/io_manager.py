@@ -38,6 +38,7 @@ from typing import Any
 import duckdb
 import polars as pl
 from dagster import (
+    AssetKey,
     ConfigurableIOManager,
     InputContext,
     MetadataValue,
@@ -48,6 +49,15 @@ from dagster import (
 
 from datafirst_assets.contracts.wiring import check_before_store, check_in_database_before_store
 from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.contracts.registry import contract_for
+from datafirst_assets.warehouse.content import (
+    VALIDATED_CONTENT,
+    VALIDATED_IN_RUN,
+    VALIDATED_PARTITIONS,
+    contract_content,
+    partition_contents,
+    table_columns,
+)
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
 
 
@@ -125,15 +135,6 @@ class WarehouseQuery:
     cleanup: Any = None
 
 
-def table_columns(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
-    rows = connection.execute(
-        "select column_name, data_type from duckdb_columns() "
-        "where database_name = current_database() and schema_name = ? and table_name = ? order by column_index",
-        [schema, table],
-    ).fetchall()
-    return {name: dtype for name, dtype in rows}
-
-
 class WarehouseIOManager(ConfigurableIOManager):
     """The project's IO manager: tables in a DuckDB file, each write one transaction."""
 
@@ -195,6 +196,7 @@ class WarehouseIOManager(ConfigurableIOManager):
             with _transaction(self.database) as conn:
                 schema = write_table(conn, target, source, context.log, validate=validate)
                 rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
+                validated = _validated_content(conn, key, target, contract, context.run_id)
         finally:
             if spill is not None:
                 spill.unlink(missing_ok=True)
@@ -206,6 +208,7 @@ class WarehouseIOManager(ConfigurableIOManager):
                 TableSchema(columns=[TableColumn(name=n, type=t) for n, t in schema.items()])),
             "dagster/table_name": f"{target.schema}.{target.table}",
             **contract,
+            **validated,
         })
 
     def _keep_stored(self, context: OutputContext, target: StoredTable) -> None:
@@ -252,6 +255,19 @@ def _spill_path(database: str) -> Path:
 def _remove_scanned_files() -> None:
     for path in _SCANNED_FILES:
         path.unlink(missing_ok=True)
+
+
+def _validated_content(conn: duckdb.DuckDBPyConnection, key: AssetKey | None, target: StoredTable,
+                       contract: dict, run_id: str) -> dict:
+    """When the contract was just validated on every row written, the content stored (the whole
+    table's, or each written partition's), so that the asset's `contract` check passes that very
+    content without reading and validating it a second time (`contracts.checks`)."""
+    if not contract or key is None or contract_for(key) is None:
+        return {}
+    if target.partitions is not None:  # each written partition's content, every row of which was validated
+        return {VALIDATED_PARTITIONS: MetadataValue.json(partition_contents(conn, target, contract_for(key).name)),
+                VALIDATED_IN_RUN: run_id}
+    return {VALIDATED_CONTENT: contract_content(conn, target, contract_for(key).name), VALIDATED_IN_RUN: run_id}
 
 
 @contextmanager

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
-from functools import lru_cache
 from pathlib import Path
 
-import duckdb
 from dagster import (
     AssetCheckKey,
     AssetCheckResult,
@@ -32,49 +30,37 @@ from dagster import (
 )
 
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.io_manager import KeepStored, StoredTable, table_columns
+from datafirst_assets.warehouse.content import code_version, table_fingerprint
+from datafirst_assets.warehouse.io_manager import KeepStored, StoredTable
 
 FINGERPRINT = "inputs_fingerprint"
 CARRIED_OVER = "carried_over_from_run"
-PACKAGE = Path(__file__).resolve().parents[1]
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Hash of the package's source: any code change invalidates every stored fingerprint."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> str:
-    """Columns, row count and the sum of the rows' hashes of `table` (its selected partitions)."""
-    columns = table_columns(conn, table.schema, table.table)
-    if not columns:
-        return "missing"
-    rows, hashes = conn.execute(
-        f"select count(*), coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t").fetchone()
-    wanted = table.columns or tuple(columns)
-    return f"{sorted((c, columns.get(c)) for c in wanted)}|{rows}|{hashes}"
 
 
 def inputs_fingerprint(tables: Mapping[str, StoredTable], *, settings: object = "",
-                       files: Iterable[Path] = ()) -> str:
-    """One fingerprint of a step's input tables, files it reads, its settings and the code."""
+                       files: Iterable[Path] = (), memo: dict | None = None) -> str:
+    """One fingerprint of a step's input tables, files it reads, its settings and the code.
+
+    `memo`: table fingerprints already computed by this step ((database, query) -> fingerprint),
+    filled as tables are hashed, for a step that fingerprints the same table for several outputs
+    (the release: each table's gates, each dataset's staged tables, each dataset's catalogue)."""
     digest = hashlib.sha256(code_version().encode())
     digest.update(repr(settings).encode())
     for path in files:
         digest.update(f"{path}:{hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else '-'}".encode())
+    memo = {} if memo is None else memo
     by_database: dict[str, list[tuple[str, StoredTable]]] = {}
     for name, table in sorted(tables.items()):
         by_database.setdefault(table.database, []).append((name, table))
     for database, named in by_database.items():
-        with warehouse_cursor(database) as conn:
-            for name, table in named:
-                # The rows, not the partition list: an extract that added no rows leaves a table unchanged.
-                digest.update(f"{name}={table.name}:{table_fingerprint(conn, table)}\n".encode())
+        missing = [table for _, table in named if (database, table.select_sql()) not in memo]
+        if missing:
+            with warehouse_cursor(database) as conn:
+                for table in missing:
+                    memo[(database, table.select_sql())] = table_fingerprint(conn, table)
+        for name, table in named:
+            # The rows, not the partition list: an extract that added no rows leaves a table unchanged.
+            digest.update(f"{name}={table.name}:{memo[(database, table.select_sql())]}\n".encode())
     return digest.hexdigest()
 
 

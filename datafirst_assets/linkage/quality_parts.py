@@ -1,0 +1,57 @@
+"""Each dataset's row of the linkage quality table, and its largest clusters, kept for the next run
+with the fingerprint of what they were made from: a dataset whose clusters, scored pairs, person
+records and clerical labels did not change is not read or assessed again.
+
+The quality asset assessed every dataset on every run (reading every dataset's clusters and
+scored pairs, the slowest part being the estimate over all pairs: at 300,000 people about 30 CPU
+seconds, most of it for the two datasets with the most pairs), although an extract usually changes
+some datasets only. After each assessment the dataset's row and largest clusters are written under
+`<reports>/.quality_parts/<dataset>/` with the fingerprint (`warehouse.unchanged.inputs_fingerprint`:
+the tables' row counts, types and row hashes in DuckDB, the labels file, whether the threshold is
+configured, and the code); the next run takes them when the fingerprint is the same. A full
+refresh assesses every dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import polars as pl
+
+from datafirst_assets.linkage.quality import QUALITY_SCHEMA
+
+PARTS = ".quality_parts"
+META = "meta.json"
+
+
+def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame) -> None:
+    """Store one dataset's quality row and largest clusters (written aside, then swapped in)."""
+    final = Path(reports) / PARTS / source
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{source}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        pl.DataFrame([row], schema=QUALITY_SCHEMA).write_parquet(staging / "row.parquet")
+        largest.write_parquet(staging / "largest.parquet")
+        (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint}), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load_part(reports: Path, source: str, fingerprint: str) -> tuple[dict, pl.DataFrame] | None:
+    """The stored row and largest clusters of `source` when made from inputs with this fingerprint."""
+    folder = Path(reports) / PARTS / source
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        if meta.get("fingerprint") != fingerprint or meta.get("source") != source:
+            return None
+        return pl.read_parquet(folder / "row.parquet").row(0, named=True), pl.read_parquet(folder / "largest.parquet")
+    except (OSError, ValueError, pl.exceptions.PolarsError):
+        return None

@@ -1,0 +1,90 @@
+"""Each release table's summary, kept for the next run with the tables it was made from: a table
+whose inputs did not change is not read or summarised again.
+
+The summaries asset summarised every release table on every run, reading the whole release,
+although an extract usually changes some datasets only. A table's summary is made from the table
+itself and what `summaries.summarise_one` reads besides it (its parent; for the case lookup, Crown
+Court's flatfile): the tables it reads are recorded as it runs (`_Recorded`). `save_parts` writes
+each summary with the fingerprints of the tables it read (row counts, types and row hashes computed
+in DuckDB, with the summary rules and the code: `warehouse.unchanged.inputs_fingerprint`) to
+`<synthetic folder>/summary_parts.json`; the next run takes a table's stored summary when every
+table it read has the same fingerprint, and summarises the others. The document is the one
+summarising every table gives (JSON keeps the summary exactly). A full refresh summarises all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import polars as pl
+
+from datafirst_assets.synthetic.summaries import SummaryRules, summarise_one, summarise_release
+from datafirst_assets.synthetic.tables import TableId, name_of
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.unchanged import inputs_fingerprint
+
+PARTS_FILE = "summary_parts.json"
+
+
+class _Recorded(Mapping):
+    """`tables`, remembering which keys were read."""
+
+    def __init__(self, tables: Mapping[TableId, pl.DataFrame]):
+        self._tables, self.read = tables, set()
+
+    def __getitem__(self, key: TableId) -> pl.DataFrame:
+        self.read.add(key)
+        return self._tables[key]
+
+    def __iter__(self) -> Iterator[TableId]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tables
+
+
+def table_fingerprints(stored: Mapping[TableId, StoredTable], rules: SummaryRules) -> dict[str, str]:
+    """Each table's fingerprint (by table name), with the summary rules and the code."""
+    return {name_of(tid): inputs_fingerprint({"table": table}, settings=asdict(rules)) for tid, table in stored.items()}
+
+
+def load_parts(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def summarise_keeping(tables: Mapping[TableId, pl.DataFrame], fingerprints: Mapping[str, str], rules: SummaryRules,
+                      parts: Mapping) -> tuple[dict, dict]:
+    """The summaries document, taking each stored summary (`parts`, as `load_parts` reads it) whose
+    tables all have the same fingerprint now; and the parts to store for the next run."""
+    stored, made = parts.get("tables", {}), {}
+
+    def summarise(tid: TableId) -> dict:
+        entry = stored.get(name_of(tid))
+        if entry and entry.get("read") and all(fingerprints.get(n) == f for n, f in entry["read"].items()):
+            made[name_of(tid)] = entry
+            return entry["summary"]
+        recorded = _Recorded(tables)
+        summary = summarise_one(tid, recorded, rules)
+        made[name_of(tid)] = {"read": {name_of(t): fingerprints.get(name_of(t)) for t in sorted(recorded.read)},
+                              "summary": summary}
+        return summary
+
+    doc = summarise_release(tables, rules, summarise=summarise)
+    # through JSON, as the stored ones came: the same document whether a summary was kept or made
+    return json.loads(json.dumps(doc)), {"tables": made}
+
+
+def save_parts(path: Path, parts: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(parts), encoding="utf-8")
+    temporary.replace(path)

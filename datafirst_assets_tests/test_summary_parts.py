@@ -1,0 +1,61 @@
+"""The summaries asset keeps the summary of each release table whose inputs did not change
+(synthetic/summary_parts.py): not read again, and the document is the one summarising every table gives."""
+
+import polars as pl
+
+from datafirst_assets.synthetic.summaries import SummaryRules, summaries_json, summarise_release
+from datafirst_assets.synthetic.summary_parts import load_parts, save_parts, summarise_keeping, table_fingerprints
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
+from datafirst_assets_tests.release_fixtures import release_frames
+from datafirst_assets_tests.warehouse_tables import write_table
+
+CHANGED = ("magistrates", "hocas_all_offence")
+
+
+def _store(database, frames) -> dict:
+    for (dataset, name), frame in frames.items():
+        write_table(database, f"deidentified_{dataset}", name, frame)
+    return {key: StoredTable(str(database), f"deidentified_{key[0]}", key[1]) for key in frames}
+
+
+def _summarise(stored, rules, parts):
+    tables = LoadedOnUse(stored, keep=2)
+    doc, made = summarise_keeping(tables, table_fingerprints(stored, rules), rules, parts)
+    return doc, made, tables.loads
+
+
+def test_unchanged_tables_keep_their_summaries_unread_and_the_document_is_the_full_one(tmp_path):
+    database, rules, path = tmp_path / "w.duckdb", SummaryRules(k=2), tmp_path / "summary_parts.json"
+    frames = release_frames(rows=40)
+    stored = _store(database, frames)
+    first, parts, loads = _summarise(stored, rules, load_parts(path))
+    assert summaries_json(first) == summaries_json(summarise_release(frames, rules)) and loads >= len(frames)
+    save_parts(path, parts)
+
+    changed = {**frames, CHANGED: frames[CHANGED].head(frames[CHANGED].height - 3)}
+    write_table(database, "deidentified_magistrates", CHANGED[1], changed[CHANGED])
+    again, _, loads = _summarise(stored, rules, load_parts(path))
+    assert summaries_json(again) == summaries_json(summarise_release(changed, rules))
+    assert summaries_json(again) != summaries_json(first)
+    # the changed table, and what its summary reads besides it (its parent); nothing else
+    assert 1 <= loads <= 3 < len(frames)
+
+    unchanged, _, loads = _summarise(stored, SummaryRules(k=3), load_parts(path))  # other rules: all again
+    assert loads >= len(frames)
+    assert summaries_json(unchanged) == summaries_json(summarise_release(changed, SummaryRules(k=3)))
+
+
+def test_a_summary_that_read_another_table_is_made_again_when_that_one_changes(tmp_path):
+    database, rules, path = tmp_path / "w.duckdb", SummaryRules(k=2), tmp_path / "summary_parts.json"
+    frames = release_frames(rows=40)
+    stored = _store(database, frames)
+    _, parts, _ = _summarise(stored, rules, {})
+    readers = [name for name, entry in parts["tables"].items() if len(entry["read"]) > 1]
+    assert readers  # child tables read their parent
+    parent = next(n for n in parts["tables"][readers[0]]["read"] if n != readers[0])
+    key = next(k for k in frames if f"{k[0]}.{k[1]}" == parent)
+    changed = {**frames, key: frames[key].reverse().head(frames[key].height - 1)}
+    write_table(database, f"deidentified_{key[0]}", key[1], changed[key])
+    again, _, _ = _summarise(stored, rules, parts)
+    assert summaries_json(again) == summaries_json(summarise_release(changed, rules))
