@@ -13,12 +13,11 @@ fingerprint of the tables it publishes; otherwise (missing, older, partly writte
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from pathlib import Path
 
 import polars as pl
 
+from datafirst_assets.common.folders import replace_folder
 from datafirst_assets.catalogue.build import Catalogue
 
 STORED = ".stored"
@@ -31,11 +30,7 @@ def stored_folder(folder: Path | str, dataset: str) -> Path:
 
 def save_catalogue(folder: Path | str, catalogue: Catalogue, fingerprint: str) -> Path:
     """Store `catalogue` with the fingerprint of the tables it describes; written aside, then swapped in."""
-    final = stored_folder(folder, catalogue.dataset)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{catalogue.dataset}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    def write(staging: Path) -> None:
         catalogue.frame.write_parquet(staging / "frame.parquet")
         catalogue.tables.write_parquet(staging / "tables.parquet")
         catalogue.values.write_parquet(staging / "values.parquet")
@@ -44,13 +39,8 @@ def save_catalogue(folder: Path | str, catalogue: Catalogue, fingerprint: str) -
         # the fingerprint last: a folder without it is never taken
         (staging / META).write_text(json.dumps({"dataset": catalogue.dataset, "synthetic": catalogue.synthetic,
                                                 "fingerprint": fingerprint}), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
+
+    return replace_folder(stored_folder(folder, catalogue.dataset), write)
 
 
 def load_catalogue(folder: Path | str, dataset: str, fingerprint: str, *, synthetic: bool) -> Catalogue | None:

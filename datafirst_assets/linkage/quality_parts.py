@@ -15,12 +15,11 @@ refresh assesses every dataset.
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from pathlib import Path
 
 import polars as pl
 
+from datafirst_assets.common.folders import replace_folder
 from datafirst_assets.linkage.quality import QUALITY_SCHEMA
 
 PARTS = ".quality_parts"
@@ -29,20 +28,12 @@ META = "meta.json"
 
 def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame) -> None:
     """Store one dataset's quality row and largest clusters (written aside, then swapped in)."""
-    final = Path(reports) / PARTS / source
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{source}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    def write(staging: Path) -> None:
         pl.DataFrame([row], schema=QUALITY_SCHEMA).write_parquet(staging / "row.parquet")
         largest.write_parquet(staging / "largest.parquet")
         (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint}), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    replace_folder(Path(reports) / PARTS / source, write)
 
 
 def load_part(reports: Path, source: str, fingerprint: str) -> tuple[dict, pl.DataFrame] | None:

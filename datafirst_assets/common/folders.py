@@ -1,0 +1,26 @@
+"""A folder replaced whole: written beside its final place, then swapped in."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+
+def replace_folder(final: Path, write: Callable[[Path], None]) -> Path:
+    """Replace ``final`` with a folder ``write`` fills. A reader never sees a half-written folder
+    (the files are written in a hidden sibling first) and a failure leaves the old one as it was;
+    ``write`` should write the file that marks the folder complete (e.g. its fingerprint) last."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        write(staging)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
