@@ -1,7 +1,8 @@
-"""A folder replaced whole: written beside its final place, then swapped in."""
+"""Files and folders replaced whole: written beside their final place, then swapped in."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -24,3 +25,11 @@ def replace_folder(final: Path, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace the file ``path`` with ``text``: a reader sees the old file or the new, never part of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

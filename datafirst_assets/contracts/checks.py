@@ -99,9 +99,14 @@ def _result(key: AssetKey, schema: str, report: ContractReport | None, checked_i
         **({VERIFIED_PARTITIONS: MetadataValue.json(partitions)} if partitions is not None and report.passed else {})})
 
 
-def _content(conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract) -> str:
+def _stored(conn: duckdb.DuckDBPyConnection, schema: str, table: str, partition: str | None = None) -> StoredTable:
+    """`schema.table` of the warehouse `conn` is open on."""
     database = conn.execute("select current_database()").fetchall()[0][0]
-    return contract_content(conn, StoredTable(database, schema, table), contract.name)
+    return StoredTable(database, schema, table, partition)
+
+
+def _content(conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract) -> str:
+    return contract_content(conn, _stored(conn, schema, table), contract.name)
 
 
 def _verified_before(context, check_key: AssetCheckKey, fingerprint: str) -> str | None:
@@ -144,8 +149,7 @@ def _partitions_verified(context, check_key: AssetCheckKey, current: dict[str, s
 
 def _check_partitioned(context, conn, check_key: AssetCheckKey, schema: str, partition: str) -> AssetCheckResult:
     key, contract = check_key.asset_key, contract_for(check_key.asset_key)
-    database = conn.execute("select current_database()").fetchall()[0][0]
-    current = partition_contents(conn, StoredTable(database, schema, key.path[-1], partition), contract.name)
+    current = partition_contents(conn, _stored(conn, schema, key.path[-1], partition), contract.name)
     fingerprint = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()
     if _partitions_verified(context, check_key, current):
         return AssetCheckResult(asset_key=key, check_name="contract", passed=True, metadata={

@@ -25,6 +25,7 @@ from dagster import (
     multi_asset,
 )
 
+from datafirst_assets.common.folders import write_text_atomically
 from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_key, stored_table
 from datafirst_assets.defs.resources import Warehouse
@@ -73,11 +74,7 @@ def save_xjs_model(path: Path, result: XjsResult) -> None:
     previous = read_xjs_model(path)
     reused = "reused" in result.model.timings and previous is not None
     trained_on = previous[1] if reused else int(result.stats["variants"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"model": result.model.to_json(), "trained_on_variants": trained_on}),
-                         encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomically(path, json.dumps({"model": result.model.to_json(), "trained_on_variants": trained_on}))
 
 
 def previous_xjs(warehouse: Warehouse) -> PreviousXjs:

@@ -55,10 +55,6 @@ def dobs_compatible(a: date, b: date) -> bool:
 
 def dates_compatible(left: str, right: str) -> pl.Expr:
     """Whether two date columns can be one person's date of birth (the guard's rule)."""
-    return _compatible_expr(left, right)
-
-
-def _compatible_expr(left: str, right: str) -> pl.Expr:
     ly, lm, ld = (getattr(pl.col(left).dt, p)() for p in ("year", "month", "day"))
     ry, rm, rd = (getattr(pl.col(right).dt, p)() for p in ("year", "month", "day"))
     agree = (ly == ry).cast(pl.Int8) + (lm == rm).cast(pl.Int8) + (ld == rd).cast(pl.Int8)
@@ -99,7 +95,7 @@ def conflicting_clusters(clusters: pl.DataFrame, records: pl.DataFrame, *, clust
         several = dobs.filter(pl.len().over(cluster_col) > 1)
         pairs = (several.join(several, on=cluster_col, suffix="_r")
                  .filter(pl.col(dob_col) < pl.col(f"{dob_col}_r"))
-                 .filter(~_compatible_expr(dob_col, f"{dob_col}_r")))
+                 .filter(~dates_compatible(dob_col, f"{dob_col}_r")))
         found.append(pairs.get_column(cluster_col))
     for col in SAME_MEANS_DIFFERENT:
         if col in records.columns:
@@ -129,7 +125,7 @@ def different_people(pairs: pl.DataFrame, records: pl.DataFrame, *, dob_col: str
     rules = [pl.col(f"{c}_l") == pl.col(f"{c}_r") for c in SAME_MEANS_DIFFERENT if c in cols]
     rules += [pl.col(f"{c}_l") != pl.col(f"{c}_r") for c in DIFFERENT_MEANS_DIFFERENT if c in cols]
     if dob_col in cols:
-        rules.append(~_compatible_expr(f"{dob_col}_l", f"{dob_col}_r"))
+        rules.append(~dates_compatible(f"{dob_col}_l", f"{dob_col}_r"))
     return joined.select(pl.any_horizontal([r.fill_null(False) for r in rules]).alias("different_people")).to_series()
 
 
@@ -164,6 +160,15 @@ def _parts(members: pl.DataFrame, records: pl.DataFrame, dob_col: str) -> dict[s
     return parts
 
 
+def _join_unless_different(sets: DisjointSets, carried: list[_Part], left: int, right: int) -> None:
+    """Join the parts of records ``left`` and ``right`` unless they carry different people."""
+    a, b = sets.find(left), sets.find(right)
+    if a == b or not carried[a].compatible(carried[b]):
+        return
+    kept = sets.join(a, b)
+    carried[kept].absorb(carried[b if kept == a else a])
+
+
 def guarded_components_at(record_ids: list[str], left, right, probability, thresholds: list[float],
                           records: pl.DataFrame, *, dob_col: str = "dob") -> dict:
     """Each record's cluster root at every threshold t, as :func:`split_conflicting_clusters` leaves
@@ -184,11 +189,7 @@ def guarded_components_at(record_ids: list[str], left, right, probability, thres
         while position < len(order) and probability[order[position]] >= t:
             i = order[position]
             position += 1
-            a, b = sets.find(int(left[i])), sets.find(int(right[i]))
-            if a == b or not carried[a].compatible(carried[b]):
-                continue
-            kept = sets.join(a, b)
-            carried[kept].absorb(carried[b if kept == a else a])
+            _join_unless_different(sets, carried, int(left[i]), int(right[i]))
         roots[t] = sets.roots()
     return roots
 
@@ -222,11 +223,7 @@ def split_conflicting_clusters(clusters: pl.DataFrame, pairs: pl.DataFrame, reco
     parts = _parts(members, records, dob_col)
     carried = [parts[r] for r in record_ids]
     for left, right in links.select("record_id_l", "record_id_r").iter_rows():
-        a, b = sets.find(index[left]), sets.find(index[right])
-        if a == b or not carried[a].compatible(carried[b]):
-            continue
-        kept = sets.join(a, b)
-        carried[kept].absorb(carried[b if kept == a else a])
+        _join_unless_different(sets, carried, index[left], index[right])
     roots = pl.DataFrame({UNIQUE_ID: record_ids, "_root": sets.roots()})
     relabelled = (members.join(roots, on=UNIQUE_ID)
                   .with_columns(pl.col(UNIQUE_ID).min().over("_root").alias("_first"))

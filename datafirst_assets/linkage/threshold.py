@@ -885,8 +885,7 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     are different people (:func:`without_different_people`) are left out."""
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
-    witness = witness_odds(pairs, records)  # before the guard's pairs go: their dates are evidence
-    pairs = without_different_people(pairs, records)
+    scored, pairs = pairs, without_different_people(pairs, records)
     evidence = (read_label_evidence(pairs, labels_file, resamples=BOOTSTRAP_RESAMPLES if intervals else 0)
                 if pairs.height else LabelEvidence())
     calibration = evidence.calibration
@@ -898,8 +897,9 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
         calibration = check.calibration
     expected = with_expected_matches(pairs, calibration)
     if calibration is None or calibration.method != "clerical_labels":
-        # the witness first, so that the closure does not follow links it shows to be relatives
-        expected = with_indirect_matches(with_witness(expected, witness))
+        # the witness first, so that the closure does not follow links it shows to be relatives; it
+        # reads the guard's pairs too (`scored`): their dates are its disagreements
+        expected = with_indirect_matches(with_witness(expected, witness_odds(scored, records)))
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates, records),

@@ -38,6 +38,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datafirst_assets.common.folders import write_text_atomically
 from datafirst_assets.catalogue.build import Catalogue
 from datafirst_assets.contracts.documents import validate_manifest
 from datafirst_assets.deidentify.disclosure import RiskRule
@@ -215,7 +216,7 @@ def write_release(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _write_atomically(latest_file(root, kind), release_id + "\n")
+    write_text_atomically(latest_file(root, kind), release_id + "\n")
     return ReleaseInfo(release_id, final, manifest)
 
 
@@ -387,12 +388,6 @@ def _swap_into_place(staging: Path, final: Path) -> None:
         os.rename(retired, final)
         raise
     shutil.rmtree(retired, ignore_errors=True)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def release_readme(manifest: dict) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from datafirst_assets.common.folders import write_text_atomically
 from datafirst_assets.deidentify.release_spec import LINKING, release_tables
 from datafirst_assets.synthetic.report import SyntheticReport, dataset_of
 from datafirst_assets.synthetic.tables import TableId, name_of
@@ -74,7 +75,4 @@ def save_parts(path: Path, report: SyntheticReport, fingerprints: Mapping[str, s
             name: frame.filter(dataset_of(pl.col("table")) == dataset).rows() for name, frame in frames.items()}}
     document = {"schemas": {name: {c: str(t.base_type()) for c, t in frame.schema.items()}
                             for name, frame in frames.items()}, "datasets": datasets}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document), encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomically(path, json.dumps(document))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
+from datafirst_assets.common.folders import write_text_atomically
 from datafirst_assets.synthetic.summaries import SummaryRules, summarise_one, summarise_release
 from datafirst_assets.synthetic.tables import TableId, name_of
 from datafirst_assets.warehouse.io_manager import StoredTable
@@ -84,7 +85,4 @@ def summarise_keeping(tables: Mapping[TableId, pl.DataFrame], fingerprints: Mapp
 
 
 def save_parts(path: Path, parts: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(parts), encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomically(path, json.dumps(parts))
