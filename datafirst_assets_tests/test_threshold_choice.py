@@ -514,3 +514,29 @@ def test_the_expected_clusters_are_those_the_guard_leaves():
                                        CHAIN, records, 0.5)
     assert (roots[0] == roots[1]) and (roots[2] == roots[3]) and roots[1] != roots[2]
     assert split.clusters["cluster_id"].n_unique() == 2
+
+
+def test_the_witness_is_the_same_whatever_order_the_pairs_come_in():
+    """The warehouse returns scored pairs in no set order; the witness (and so the no-label threshold)
+    must not depend on it. It once filtered de-duplicated pairs with a mask computed before the
+    de-duplication, which drops random pairs whenever `unique` reorders them."""
+    moved, people = _people_who_moved()
+    # forty copies: on a small frame `unique` happens to keep the order, on a large one it does not
+    copy = lambda frame, i, cols: frame.with_columns(pl.col(c) + f"#{i}" for c in cols)  # noqa: E731
+    pairs = pl.concat([copy(moved.drop("same"), i, ["record_id_l", "record_id_r"]) for i in range(40)])
+    # every fifth mover's two records are two parties of one case: the guard says two people
+    case = pl.when(pl.col("record_id").str.extract(r"^m(\d+)_").cast(pl.Int64) % 5 == 0) \
+        .then(pl.col("record_id").str.replace(r"_\d#", "#")).otherwise(pl.col("record_id"))
+    records = pl.concat([copy(people, i, ["record_id"]) for i in range(40)]).with_columns(case.alias("case_id"))
+    expected = witness_odds(pairs, records).sort("record_id_l", "record_id_r")
+    # every pair missing a date is weighed (its pattern has dated pairs enough) but the guard's: none
+    # lost on the way, none of the guard's let through
+    dated = records.filter(pl.col("dob").is_not_null())["record_id"]
+    undated = pairs.filter(~(pl.col("record_id_l").is_in(dated.implode()) & pl.col("record_id_r").is_in(dated.implode())))
+    undated = undated.filter(~different_people(undated, records.drop("dob")))
+    assert undated.height < pairs.filter(pl.col("match_weight") < 0).height  # the guard has pairs to split
+    assert expected.select("record_id_l", "record_id_r").sort("record_id_l", "record_id_r").equals(
+        undated.select("record_id_l", "record_id_r").sort("record_id_l", "record_id_r"))
+    for seed in range(5):
+        shuffled = pairs.sample(fraction=1.0, shuffle=True, seed=seed)
+        assert witness_odds(shuffled, records).sort("record_id_l", "record_id_r").equals(expected)

@@ -324,7 +324,9 @@ def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFr
     # and a child) are gone whether or not dates are recorded: they witness nothing
     others = records.drop(WITNESS_FIELD)
     scored = ordered_ids(pairs.select("record_id_l", "record_id_r", pl.col(PROBABILITY).cast(pl.Float64)))
-    scored = scored.unique(["record_id_l", "record_id_r"]).filter(~different_people(scored, others))
+    # the guard's mask is computed on the frame it filters (`unique` may reorder rows)
+    scored = scored.unique(["record_id_l", "record_id_r"], maintain_order=True)
+    scored = scored.filter(~different_people(scored, others))
     patterns = _agreement_patterns(_sides(scored, rec), fields)
     rates = _witness_rates(patterns).with_columns(pl.lit(False).alias("two_sided"))
     same_name = _same_name_witnesses(rec, others, fields)
