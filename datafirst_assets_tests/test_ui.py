@@ -328,13 +328,27 @@ def test_staged_partitions_show_their_own_row_counts(server, browser, shots):
         page.close()
 
 
+def _click_for_new_page(page, link, attempts: int = 2):
+    """The page a link opens in a new tab. Under a loaded test run a click can land while the UI
+    re-renders the metadata (or while the community dialog is being dismissed) and open nothing:
+    click once more before failing."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    for attempt in range(attempts):
+        try:
+            with page.context.expect_page(timeout=30_000) as opened:
+                link.click()
+            return opened.value
+        except PlaywrightTimeoutError:
+            if attempt == attempts - 1:
+                raise
+
+
 def open_linked_page(page, link_text: str, shot: Path, expected_title: str) -> None:
     """Click a metadata link on an asset page; the page it opens renders (offline) what it should."""
     link = page.locator(f"a[href*='{link_text}']").first
     link.wait_for(timeout=60_000)
-    with page.context.expect_page(timeout=30_000) as opened:
-        link.click()
-    report = opened.value
+    report = _click_for_new_page(page, link)
     try:
         report.wait_for_load_state("load")
         # the Vega chart drew (Splink's charts draw on a canvas, ours in SVG)
