@@ -34,13 +34,15 @@ $(DAGSTER_HOME)/dagster.yaml: $(DATA)/config/dagster.yaml
 
 # simulate; link each dataset as far as its clerical review queue; a simulated reviewer labels
 # the queues into data/labels/ (where people's labels go); re-link with the labels' thresholds,
-# publish, and measure against the truth in the evaluation stage.
+# publish, and measure against the truth in the evaluation stage. `datafirst demo` runs these four
+# commands, each also a command of its own, in one process with one code server for all their runs:
+#   datafirst simulate --people N --seed S --extracts K --malformed-rate R --out data/landing --truth T
+#   DATAFIRST_LAUNCH=code_location datafirst run --data-dir data --review-queues-only
+#   datafirst simulate-review --data-dir data --truth-dir T
+#   DATAFIRST_LAUNCH=code_location datafirst run --data-dir data --link-only
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	rm -rf $(DATA)/landing $(DATA)/truth $(DATA)/labels $(DATAFIRST_TRUTH_DIR)
-	$(BIN)/datafirst simulate --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --malformed-rate $(DEMO_MALFORMED_RATE) --out $(DATA)/landing --truth $(DATAFIRST_TRUTH_DIR)
-	DATAFIRST_LAUNCH=code_location $(BIN)/datafirst run --data-dir $(DATA) --review-queues-only
-	$(BIN)/datafirst simulate-review --data-dir $(DATA) --truth-dir $(DATAFIRST_TRUTH_DIR)
-	DATAFIRST_LAUNCH=code_location $(BIN)/datafirst run --data-dir $(DATA) --link-only
+	DATAFIRST_LAUNCH=code_location $(BIN)/datafirst demo --people $(DEMO_PEOPLE) --seed $(DEMO_SEED) --extracts $(DEMO_EXTRACTS) --malformed-rate $(DEMO_MALFORMED_RATE) --data-dir $(DATA) --truth $(DATAFIRST_TRUTH_DIR)
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q

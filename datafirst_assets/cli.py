@@ -79,10 +79,57 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     return _run(layout, dates, link=args.link, command="backfill")
 
 
-def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str, **options: bool) -> int:
-    """Every failure ends with one message in the product's words; tracebacks go to data/logs/."""
+def _instance():
+    """The instance of DAGSTER_HOME, or an ephemeral one when it is not set."""
     from dagster import DagsterInstance
 
+    return DagsterInstance.get() if _has_dagster_home() else DagsterInstance.ephemeral()
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """`make demo`'s four commands in this one process: simulate; run --review-queues-only;
+    simulate-review; run --link-only. One start of the command line (imports, the asset graph) and,
+    when runs are launched through the code location, one code server for all three runs, started
+    before the simulation so that its loading of the code location overlaps it (two cores)."""
+    from datafirst_assets.evaluation.truth import default_truth_dir
+    from datafirst_assets.launch import launch_env, launches_from_code_location, start_code_server
+
+    layout = DataLayout(args.data_dir)
+    truth = Path(args.truth) if args.truth else default_truth_dir()
+    instance = _instance()
+    if launches_from_code_location(instance):
+        start_code_server(launch_env(instance, layout.root))  # the runs' launches wait for it to serve
+    steps = [
+        ("simulate", lambda: _cmd_simulate(argparse.Namespace(
+            people=args.people, seed=args.seed, extracts=args.extracts, out=str(layout.landing), truth=str(truth),
+            difficulty=args.difficulty, malformed_rate=args.malformed_rate))),
+        ("run --review-queues-only", lambda: _run(layout, None, link=True, command="demo", instance=instance,
+                                                  review_queues_only=True)),
+        ("simulate-review", lambda: _simulate_review_then_close(argparse.Namespace(
+            data_dir=str(layout.root), truth_dir=str(truth), source=None, pairs=DEFAULT_PAIRS,
+            error_rate=DEFAULT_ERROR_RATE, seed=0), layout)),
+        ("run --link-only", lambda: _run(layout, None, link=True, command="demo", instance=instance, ingest=False)),
+    ]
+    for number, (name, step) in enumerate(steps, 1):
+        print(f"[{number}/{len(steps)}] datafirst {name}", flush=True)
+        status = step()
+        if status:
+            return status
+    return 0
+
+
+def _simulate_review_then_close(args: argparse.Namespace, layout: DataLayout) -> int:
+    from datafirst_assets.warehouse.connection import close_warehouse
+
+    try:
+        return _cmd_simulate_review(args)
+    finally:
+        close_warehouse(layout.warehouse)  # the link run's process writes the warehouse next (one writer)
+
+
+def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str, instance=None,
+         **options: bool) -> int:
+    """Every failure ends with one message in the product's words; tracebacks go to data/logs/."""
     from datafirst_assets.raw.delivery import DeliveryError
     from datafirst_assets.runner import PipelineFailed, format_summary, run_pipeline, wait_for_idle
 
@@ -90,11 +137,9 @@ def _run(layout: DataLayout, dates: list[str] | None, link: bool, command: str, 
         print(f"datafirst {command}: warning: {line}", file=sys.stderr)
 
     try:
-        if _has_dagster_home():
-            instance = DagsterInstance.get()
+        instance = instance or _instance()
+        if instance.is_persistent:
             wait_for_idle(instance)
-        else:
-            instance = DagsterInstance.ephemeral()
         report = run_pipeline(layout, instance, dates=dates, link=link, warn=warn, **options)
         if options.get("review_queues_only"):
             print(f"Linked each dataset and built its clerical review queue in {report.seconds:.1f}s: "
@@ -209,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of rows of each leaf table written malformed (bad dates, stray delimiters, "
                      "junk codes, overlong fields, control characters), for ingest to quarantine; default 0")
     sim.set_defaults(func=_cmd_simulate)
+
+    demo = sub.add_parser(
+        "demo", help="what `make demo` does, in one process: simulate, run --review-queues-only, simulate-review, "
+        "run --link-only (one code server for all their runs with DATAFIRST_LAUNCH=code_location)")
+    demo.add_argument("--people", type=int, default=10_000)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--extracts", type=int, default=3, help="deliveries per system")
+    demo.add_argument("--difficulty", choices=DIFFICULTIES, default="standard")
+    demo.add_argument("--malformed-rate", type=float, default=0.002, metavar="R")
+    demo.add_argument("--data-dir", default=str(default_data_dir()))
+    demo.add_argument("--truth", default=None, help="truth folder (default: $DATAFIRST_TRUTH_DIR or evaluation/truth)")
+    demo.set_defaults(func=_cmd_demo)
 
     run = sub.add_parser("run", help="materialise every asset headless for the deliveries in the landing zone")
     run.add_argument("--data-dir", default=str(default_data_dir()))

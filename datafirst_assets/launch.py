@@ -1,16 +1,20 @@
 """Runs of the command line launched through the code location, so the UI shows them.
 
 A run made with `execute_in_process` has no code-location origin: the Runs page lists it, but the
-Overview timeline and the job pages leave it out. `datafirst run`, `backfill` and `make demo`
+Overview timeline and the job pages leave it out. `datafirst run`, `backfill`, `demo` and `make demo`
 therefore launch their runs the way the UI's Materialize button does: the `launchRun` GraphQL
-mutation, run by `dagster-graphql` (in a subprocess) against the code location
-(`python_module: datafirst_assets.definitions`, as in workspace.yaml), naming the job and, for a
-subset such as some sources' ingest or the review queues, its assets. The run is created from the
-code location and executed by the instance's run launcher.
+mutation, run by `dagster-graphql`'s own command line (called in this process) against the code
+location (`python_module: datafirst_assets.definitions`, as in workspace.yaml), naming the job and,
+for a subset such as some sources' ingest or the review queues, its assets. The run is created from
+the code location and executed by the instance's run launcher.
 
 All runs of one process go through one code server (`dagster api grpc`, started at the first
-launch, stopped when the process exits): `dagster-graphql -m` would start a code server of its own
-for every run, loading the code location again each time (~4.6 s of CPU per run on this machine).
+launch, or earlier with `start_code_server`, and stopped when the process exits): `dagster-graphql
+-m` would start a code server of its own for every run, loading the code location again each time
+(~4.6 s of CPU per run on this machine). The mutation runs in this process, not in a
+`dagster-graphql` subprocess: a subprocess paid a Python start and the import of dagster_graphql
+(~2 s) again for every run, ~5 s a launch in all; in process a launch costs the workspace fetch
+from the code server (~1 s) and the run's planned events.
 
 The committed instance queues runs for the daemon (one at a time: DuckDB has one writer), and with
 no `make ui` there is no daemon. So the launch uses an instance directory next to DAGSTER_HOME whose
@@ -21,6 +25,7 @@ once, is recorded in the same run history, and this process waits for it to end 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -39,6 +44,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 
 from datafirst_assets.defs.event_log import keep_event_log_open, relax_event_log_syncs
 
+LAUNCH_ENV = "DATAFIRST_LAUNCH"  # "code_location": the command line's runs are launched from it
 CODE_LOCATION_MODULE = "datafirst_assets.definitions"  # also the location's name (workspace.yaml)
 REPOSITORY = "__repository__"  # the name Dagster gives the one repository of a Definitions
 LAUNCH_HOME = "cli_launch"  # under DAGSTER_HOME
@@ -180,10 +186,13 @@ def _prepare_server_process() -> None:
 class CodeServer:
     """The code location served by one `dagster api grpc` process over a Unix socket, under the
     code location's own name (so the runs it starts carry the same origin as the UI's), and a
-    workspace file that points `dagster-graphql` at it."""
+    workspace file that points `dagster-graphql` at it. The process starts at construction;
+    `wait_until_serving` waits for it to load the code location (so other work can overlap that)."""
 
     def __init__(self, env: dict[str, str], ready_timeout: float = 600.0):
         self.env = env
+        self.ready_timeout = ready_timeout
+        self.serving = False
         self.folder = Path(tempfile.mkdtemp(prefix="datafirst-code-"))  # short: a socket path has a limit
         self.socket = self.folder / "server.sock"
         self.workspace = self.folder / "workspace.yaml"
@@ -195,23 +204,25 @@ class CodeServer:
                 [str(Path(sys.executable).parent / "dagster"), "api", "grpc", "--module-name", CODE_LOCATION_MODULE,
                  "--socket", str(self.socket), "--location-name", CODE_LOCATION_MODULE, "--log-level", "warning"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_prepare_server_process)
-        self._wait_until_serving(ready_timeout)
 
-    def _wait_until_serving(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while not self.serving and time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the code server for {CODE_LOCATION_MODULE} exited with {self.process.returncode} "
                                    f"before serving:\n{self.log.read_text(errors='replace')[-3000:]}")
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                 try:
                     probe.connect(str(self.socket))
+                    self.serving = True
                     return
                 except OSError:  # not bound or not listening yet: still loading the code location
                     pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the code server for {CODE_LOCATION_MODULE} did not start serving in {timeout:.0f} s")
+            time.sleep(0.05)
+        if not self.serving:
+            self.stop()
+            raise RuntimeError(f"the code server for {CODE_LOCATION_MODULE} did not start serving in "
+                               f"{self.ready_timeout:.0f} s")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -227,9 +238,10 @@ class CodeServer:
 _SERVERS: dict[tuple, CodeServer] = {}
 
 
-def code_server(env: dict[str, str]) -> CodeServer:
-    """This process's code server for `env` (instance home, data folder, settings), started at the
-    first launch. A changed environment gets a new server: the code location reads it at load."""
+def start_code_server(env: dict[str, str]) -> CodeServer:
+    """This process's code server for `env` (instance home, data folder, settings), started now if
+    it is not running, without waiting for it to load the code location. A changed environment
+    gets a new server: the code location reads it at load."""
     key = tuple(sorted(env.items()))
     server = _SERVERS.get(key)
     if server is None or server.process.poll() is not None:
@@ -238,46 +250,80 @@ def code_server(env: dict[str, str]) -> CodeServer:
     return server
 
 
+def code_server(env: dict[str, str]) -> CodeServer:
+    """This process's code server for `env`, serving (started at the first launch if no one
+    started it before)."""
+    server = start_code_server(env)
+    server.wait_until_serving()
+    return server
+
+
+def launches_from_code_location(instance: DagsterInstance) -> bool:
+    """Whether the command line launches its runs through the code location: asked for
+    (DATAFIRST_LAUNCH=code_location) and an instance that keeps runs (DAGSTER_HOME). Otherwise
+    `datafirst run` runs in process (runner._run_job)."""
+    return instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location"
+
+
+def launch_env(instance: DagsterInstance, data_dir: Path) -> dict[str, str]:
+    """The environment of the code server (and so of the runs it starts) for `instance` and `data_dir`."""
+    return {**os.environ, "DAGSTER_HOME": str(prepare_launch_home(instance)),
+            "DATAFIRST_DATA_DIR": str(Path(data_dir).resolve())}
+
+
 @atexit.register
 def stop_code_servers() -> None:
     while _SERVERS:
         _SERVERS.popitem()[1].stop()
 
 
+@contextlib.contextmanager
+def _dagster_home(home: str):
+    """DAGSTER_HOME set to `home` while `dagster-graphql` runs: its command line takes the instance
+    from there (and has no other way to be given one)."""
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = home
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
+
+
+def run_graphql(server: CodeServer, query: str, variables: dict) -> dict:
+    """`dagster-graphql -w <server's workspace> -t <query> -v <variables>`, run in this process
+    against the server's instance (DAGSTER_HOME of its environment); the response as a dict."""
+    from dagster_graphql.cli import ui as dagster_graphql_command  # its click command: ~1 s to import
+
+    with tempfile.TemporaryDirectory() as folder, _dagster_home(server.env["DAGSTER_HOME"]):
+        response_file = Path(folder) / "response.json"
+        dagster_graphql_command.main(["-w", str(server.workspace), "-t", query, "-v", json.dumps(variables),
+                                      "-o", str(response_file)], prog_name="dagster-graphql", standalone_mode=False)
+        return json.loads(response_file.read_text())
+
+
 def launch_job(instance: DagsterInstance, job_name: str, data_dir: Path, *,
                asset_selection: list[AssetKey] | None = None, tags: dict[str, str] | None = None,
                run_config: dict | None = None, poll_seconds: float = 0.2) -> RunOutcome:
     """Launch `job_name` (or only `asset_selection` of it, with their checks) from the code location on
-    this instance, as the UI's Materialize button does, and wait for the run to end. The mutation is
-    run by `dagster-graphql`'s own command line, in `python -m datafirst_assets.launch` (below)."""
+    this instance, as the UI's Materialize button does, and wait for the run to end."""
     params = launch_params(job_name, asset_selection=asset_selection, tags=tags, run_config=run_config)
-    env = {**os.environ, "DAGSTER_HOME": str(prepare_launch_home(instance)),
-           "DATAFIRST_DATA_DIR": str(Path(data_dir).resolve())}
-    server = code_server(env)
-    with tempfile.TemporaryDirectory() as folder:
-        response_file = Path(folder) / "response.json"
-        launched = subprocess.run(
-            [sys.executable, "-m", __name__, "-w", str(server.workspace), "-t", LAUNCH_RUN,
-             "-v", json.dumps({"params": params}), "-o", str(response_file)],
-            env=env, capture_output=True, text=True)
-        output = launched.stdout + launched.stderr
-        if not response_file.exists():
-            raise RuntimeError(f"dagster-graphql could not launch {job_name} (exit {launched.returncode}):\n"
-                               f"{output[-3000:]}")
-        run_id = _launched_run_id(json.loads(response_file.read_text()), job_name, output)
+    server = code_server(launch_env(instance, data_dir))
+    # the launch writes the run's planned events (one per asset and check it will materialize) from
+    # this process: the way the run's own process writes its events (defs/event_log.py)
+    relax_event_log_syncs()
+    keep_event_log_open(instance)  # the launch instance's event log is this instance's
+    try:
+        response = run_graphql(server, LAUNCH_RUN, {"params": params})
+    except Exception as error:  # noqa: BLE001 - said in the product's words, with the cause chained
+        raise RuntimeError(f"dagster-graphql could not launch {job_name}: {type(error).__name__}: {error}\n"
+                           f"code server log: {server.log.read_text(errors='replace')[-2000:]}") from error
+    run_id = _launched_run_id(response, job_name, "")
     run = instance.get_run_by_id(run_id)
     # the run executes in a process of the code server's; a poll costs one SQLite read
     while run is None or run.status not in FINISHED:
         time.sleep(poll_seconds)
         run = instance.get_run_by_id(run_id)
     return run_outcome(instance, run_id)
-
-
-if __name__ == "__main__":
-    # `dagster-graphql`, in a process that writes the run's planned events (one per asset and check
-    # it will materialize) the way the run's own process writes its events (defs/event_log.py)
-    from dagster_graphql.cli import main
-
-    relax_event_log_syncs()
-    keep_event_log_open(DagsterInstance.get())  # the launch instance (DAGSTER_HOME)
-    main()

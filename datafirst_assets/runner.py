@@ -19,7 +19,8 @@ from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, 
 from datafirst_assets.defs.resources import DataLayout
 from datafirst_assets.definitions import INGEST_JOB, INGEST_SELECTION, LINK_JOB, build_definitions
 from datafirst_assets.defs.linkage import linkage_key
-from datafirst_assets.launch import RunOutcome, launch_job
+# LAUNCH_ENV: named here too, where the tests and the UI's launcher import it from
+from datafirst_assets.launch import LAUNCH_ENV, RunOutcome, launch_job, launches_from_code_location  # noqa: F401
 from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.defs.sensors import already_loaded
 from datafirst_assets.raw.arrival import COMPLETE, Arrival
@@ -28,7 +29,6 @@ from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
 
 
-LAUNCH_ENV = "DATAFIRST_LAUNCH"
 # Headless runs print a summary, not Dagster's step-by-step log (the UI shows that). Failures are
 # reported by the runner in the product's words, with tracebacks written to data/logs/.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -70,6 +70,20 @@ def job_of(job_name: str, data_dir: str) -> JobDefinition:
     return defs.resolve_job_def(job_name)
 
 
+def _definitions_for(layout: DataLayout, instance: DagsterInstance) -> Definitions:
+    """The definitions `run_pipeline` selects assets from (and, in process, runs).
+
+    Launched through the code location, a run executes the code server's definitions: this process
+    needs only the asset graph, which the code location's module already built on import (building
+    it again costs ~0.6 s). In process, the run executes these, so they are built for `layout`
+    with the settings in the environment now."""
+    if launches_from_code_location(instance):
+        from datafirst_assets import definitions
+
+        return definitions.defs
+    return build_definitions(layout.root)
+
+
 def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str, *,
              sources: list[str] | None = None, tags: dict[str, str] | None = None,
              asset_selection: list | None = None) -> RunOutcome:
@@ -87,7 +101,7 @@ def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str,
     """
     if sources and set(sources) != set(SOURCES):
         asset_selection = ingest_keys(sources)
-    if instance.is_persistent and os.environ.get(LAUNCH_ENV) == "code_location":
+    if launches_from_code_location(instance):
         return launch_job(instance, job_name, layout.root, asset_selection=asset_selection, tags=tags,
                           run_config=QUIET)
     keep_event_log_open(instance)
@@ -226,7 +240,7 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     ``review_queues_only`` links each dataset only as far as its review queue. Without ``dates``,
     a delivery already loaded from the same manifest is not loaded again (``dates`` re-loads)."""
     started = time.perf_counter()
-    defs = build_definitions(layout.root)
+    defs = _definitions_for(layout, instance)
     deliveries = surveyed_deliveries(layout.landing, warn)
     if dates:
         deliveries = [d for d in deliveries if d[1] in dates]
