@@ -91,14 +91,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     simulate-review; run --link-only. One start of the command line (imports, the asset graph) and,
     when runs are launched through the code location, one code server for all three runs, started
     before the simulation so that its loading of the code location overlaps it (two cores)."""
+    import os
+
+    from datafirst_assets.code_location_server import LAUNCH_ENV, server_env, start_code_server
     from datafirst_assets.evaluation.truth import default_truth_dir
-    from datafirst_assets.launch import launch_env, launches_from_code_location, start_code_server
 
     layout = DataLayout(args.data_dir)
+    if os.environ.get(LAUNCH_ENV) == "code_location" and _has_dagster_home():
+        # first thing, before this process imports Dagster (~1 s): the runs' launches wait for it to serve
+        start_code_server(server_env(os.environ["DAGSTER_HOME"], layout.root))
     truth = Path(args.truth) if args.truth else default_truth_dir()
     instance = _instance()
-    if launches_from_code_location(instance):
-        start_code_server(launch_env(instance, layout.root))  # the runs' launches wait for it to serve
     steps = [
         ("simulate", lambda: _cmd_simulate(argparse.Namespace(
             people=args.people, seed=args.seed, extracts=args.extracts, out=str(layout.landing), truth=str(truth),

@@ -15,7 +15,7 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, QueuedRunCoor
 
 from dagster import AssetKey
 
-from datafirst_assets import launch
+from datafirst_assets import code_location_server, launch
 from datafirst_assets.launch import (
     CODE_LOCATION_MODULE,
     DEFAULT_INSTANCE_CLASSES,
@@ -77,14 +77,27 @@ def test_runs_of_one_process_share_a_code_server_until_its_environment_changes(m
             self.env, self.process = env, type("Running", (), {"poll": staticmethod(lambda: None)})()
             started.append(self)
 
-        def stop(self):
+        def stop(self, wait=True):
             stopped.append(self)
 
-    monkeypatch.setattr(launch, "CodeServer", FakeServer)
-    monkeypatch.setattr(launch, "_SERVERS", {})
-    first = launch.code_server({"DAGSTER_HOME": "/a"})
-    assert launch.code_server({"DAGSTER_HOME": "/a"}) is first and len(started) == 1
+        def wait_until_serving(self):
+            pass
+
+    monkeypatch.setattr(code_location_server, "CodeServer", FakeServer)
+    monkeypatch.setattr(code_location_server, "_SERVERS", {})
+    first = launch.start_code_server({"DAGSTER_HOME": "/a"})  # started early (datafirst demo) ...
+    assert launch.code_server({"DAGSTER_HOME": "/a"}) is first and len(started) == 1  # ... serves the launch
     second = launch.code_server({"DAGSTER_HOME": "/a", "DATAFIRST_MAX_MEAN_RISK": "1.0"})
     assert second is not first and stopped == [first]  # the location reads its settings at load
     launch.stop_code_servers()
-    assert stopped == [first, second] and not launch._SERVERS
+    assert stopped == [first, second] and not code_location_server._SERVERS
+
+
+def test_the_early_server_and_the_launch_agree_on_the_environment(tmp_path, monkeypatch):
+    """`datafirst demo` starts the server from DAGSTER_HOME before it has an instance; the launch
+    asks for it by the instance's folder: the same environment, so the same server."""
+    shutil.copy(CONFIG, tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    early = code_location_server.server_env(str(tmp_path), "data")
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert launch.launch_env(instance, Path("data")) == early
