@@ -93,19 +93,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     before the simulation so that its loading of the code location overlaps it (two cores)."""
     import os
 
-    from datafirst_assets.code_location_server import LAUNCH_ENV, server_env, start_code_server
+    from datafirst_assets.code_location_server import LAUNCH_ENV, code_server, server_env, start_code_server
     from datafirst_assets.evaluation.truth import default_truth_dir
 
     layout = DataLayout(args.data_dir)
-    if os.environ.get(LAUNCH_ENV) == "code_location" and _has_dagster_home():
-        # first thing, before this process imports Dagster (~1 s): the runs' launches wait for it to serve
-        start_code_server(server_env(os.environ["DAGSTER_HOME"], layout.root))
     truth = Path(args.truth) if args.truth else default_truth_dir()
+    server = None
+    if os.environ.get(LAUNCH_ENV) == "code_location" and _has_dagster_home():
+        # first thing, before this process imports Dagster (~1 s)
+        server = server_env(os.environ["DAGSTER_HOME"], layout.root)
+        start_code_server(server)
+    print("[1/4] datafirst simulate", flush=True)
+    status = _cmd_simulate(argparse.Namespace(
+        people=args.people, seed=args.seed, extracts=args.extracts, out=str(layout.landing), truth=str(truth),
+        difficulty=args.difficulty, malformed_rate=args.malformed_rate))
+    if status:
+        return status
+    import datafirst_assets.runner  # noqa: F401 - Dagster and the asset graph, imported while the server loads
+    if server is not None:
+        # The server opens the instance as it starts, creating its SQLite storage on a new DAGSTER_HOME;
+        # two processes creating it at once leave two schema versions and neither opens it again.
+        code_server(server)
     instance = _instance()
     steps = [
-        ("simulate", lambda: _cmd_simulate(argparse.Namespace(
-            people=args.people, seed=args.seed, extracts=args.extracts, out=str(layout.landing), truth=str(truth),
-            difficulty=args.difficulty, malformed_rate=args.malformed_rate))),
         ("run --review-queues-only", lambda: _run(layout, None, link=True, command="demo", instance=instance,
                                                   review_queues_only=True)),
         ("simulate-review", lambda: _simulate_review_then_close(argparse.Namespace(
@@ -113,8 +123,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             error_rate=DEFAULT_ERROR_RATE, seed=0), layout)),
         ("run --link-only", lambda: _run(layout, None, link=True, command="demo", instance=instance, ingest=False)),
     ]
-    for number, (name, step) in enumerate(steps, 1):
-        print(f"[{number}/{len(steps)}] datafirst {name}", flush=True)
+    for number, (name, step) in enumerate(steps, 2):
+        print(f"[{number}/4] datafirst {name}", flush=True)
         status = step()
         if status:
             return status

@@ -77,7 +77,7 @@ def test_runs_of_one_process_share_a_code_server_until_its_environment_changes(m
             self.env, self.process = env, type("Running", (), {"poll": staticmethod(lambda: None)})()
             started.append(self)
 
-        def stop(self, wait=True):
+        def stop(self):
             stopped.append(self)
 
         def wait_until_serving(self):
