@@ -111,6 +111,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return status
     import datafirst_assets.runner  # noqa: F401 - Dagster and the asset graph, imported while the server loads
     if server is not None:
+        import dagster_graphql.cli  # noqa: F401 - what the launches run (~0.7 s), imported while the server loads
+
         # The server opens the instance as it starts, creating its SQLite storage on a new DAGSTER_HOME;
         # two processes creating it at once leave two schema versions and neither opens it again.
         code_server(server)

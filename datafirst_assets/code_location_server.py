@@ -147,13 +147,24 @@ class CodeServer:
 
 
 _SERVERS: dict[tuple, CodeServer] = {}
+# Variables libraries write into os.environ when imported: pandera (SPARK_LOCAL_IP,
+# PYARROW_IGNORE_TIMEZONE, for pyspark) and polars (_RJEM_MALLOC_CONF, its allocator's settings).
+# The server's process sets them itself when it loads the code location, so they tell servers
+# apart in no way; counted, a server started before this process imported the pipeline (datafirst
+# demo) would be replaced at the first launch, after it.
+SET_BY_IMPORTS = frozenset({"SPARK_LOCAL_IP", "PYARROW_IGNORE_TIMEZONE", "_RJEM_MALLOC_CONF"})
+
+
+def server_key(env: dict[str, str]) -> tuple:
+    """What tells this process's code servers apart: their environment but SET_BY_IMPORTS."""
+    return tuple(sorted((name, value) for name, value in env.items() if name not in SET_BY_IMPORTS))
 
 
 def start_code_server(env: dict[str, str]) -> CodeServer:
     """This process's code server for `env` (instance home, data folder, settings), started now if
     it is not running, without waiting for it to load the code location. A changed environment
     gets a new server: the code location reads it at load."""
-    key = tuple(sorted(env.items()))
+    key = server_key(env)
     server = _SERVERS.get(key)
     if server is None or server.process.poll() is not None:
         stop_code_servers()

@@ -6,6 +6,8 @@ tests are what notices a Dagster release that moves one."""
 import importlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -101,3 +103,16 @@ def test_the_early_server_and_the_launch_agree_on_the_environment(tmp_path, monk
     early = code_location_server.server_env(str(tmp_path), "data")
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert launch.launch_env(instance, Path("data")) == early
+
+
+def test_importing_the_pipeline_does_not_tell_the_early_server_apart(tmp_path):
+    """`datafirst demo` starts the server before it imports the pipeline, whose libraries write
+    variables into os.environ as they load: the launches after that must still find that server.
+    In a fresh interpreter: this test's process imported everything already."""
+    shutil.copy(CONFIG, tmp_path / "dagster.yaml")
+    program = ("from datafirst_assets.code_location_server import server_env, server_key\n"
+               f"before = server_key(server_env({str(tmp_path)!r}, 'data'))\n"
+               "import datafirst_assets.runner, dagster_graphql.cli\n"
+               f"assert server_key(server_env({str(tmp_path)!r}, 'data')) == before\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
