@@ -59,6 +59,7 @@ from datafirst_assets.warehouse.content import (
     VALIDATED_PARTITIONS,
     contract_content,
     partition_contents,
+    remember_validated_write,
     table_columns,
 )
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
@@ -206,6 +207,9 @@ class WarehouseIOManager(ConfigurableIOManager):
                 schema = write_table(conn, target, source, context.log, validate=validate)
                 rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
                 validated = _validated_content(conn, key, target, contract, context.run_id)
+            if VALIDATED_CONTENT in validated:  # committed: the run's contract check needs no event-log read
+                remember_validated_write(self.database, target.schema, target.table, context.run_id,
+                                         validated[VALIDATED_CONTENT])
         finally:
             if spill is not None:
                 spill.unlink(missing_ok=True)
