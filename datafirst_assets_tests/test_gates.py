@@ -409,6 +409,7 @@ def test_a_small_cell_in_the_synthetic_summaries_stops_them_before_they_are_stor
         [*_placeholders([deidentified_key(*k) for k in release_tables()]), synthetic_defs.synthetic_summaries,
          *generate],
         resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "warehouse.duckdb")),
+                   "warehouse": Warehouse(database=str(tmp_path / "warehouse.duckdb")),
                    "synthetic": synthetic_defs.SyntheticSettings(data_dir=str(tmp_path)),
                    "linkage": LinkageSettings(data_dir=str(tmp_path))},
         raise_on_error=False,
