@@ -77,22 +77,26 @@ def test_definitions_place_synthetic_assets_downstream_of_the_release(tmp_path):
 
 
 def test_the_assets_reading_every_release_table_depend_on_them_without_an_input_each():
-    """The releases, the summaries and the report read the release tables by handle: the same lineage
+    """The releases, the catalogues, the summaries and the report read the release tables by handle: the same lineage
     (deps), no input per table (each wrote two run events), and the handles name the tables where the
     IO manager stores them."""
     from dagster import AssetKey
 
-    from datafirst_assets.defs.release import stored_release_table, table_key
+    from datafirst_assets.defs.release import catalogue_key, stored_release_table, table_key
 
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
     readers = {AssetKey(["release", "deidentified"]): ("deidentified",), AssetKey(["release", "synthetic"]): ("synthetic",),
                AssetKey(["synthetic", "summaries"]): ("deidentified",),
                AssetKey(["synthetic", "report"]): ("deidentified", "synthetic")}
+    for kind in ("deidentified", "synthetic"):  # each dataset's catalogue reads its tables the same way
+        for dataset in {d for d, _ in release_tables()}:
+            readers[catalogue_key(kind, dataset)] = (kind,)
     for key, kinds in readers.items():
         node = defs.resolve_assets_def(key).node_def
         assert [i.name for i in node.input_defs if not i.dagster_type.is_nothing] in ([], ["summaries"]), key
-        assert {table_key(kind, *tid) for kind in kinds for tid in release_tables()} <= graph.get(key).parent_keys
+        tables = [tid for tid in release_tables() if key.path[0] != "catalogue" or tid[0] == key.path[-1]]
+        assert {table_key(kind, *tid) for kind in kinds for tid in tables} <= graph.get(key).parent_keys
     for kind in ("deidentified", "synthetic"):
         for dataset, name in release_tables():
             schema = graph.get(table_key(kind, dataset, name)).metadata["schema"]

@@ -147,7 +147,7 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
 
     @asset(
         key=catalogue_key(kind, dataset),
-        ins={name: AssetIn(key=table_key(kind, dataset, name), dagster_type=StoredTable) for name in specs},
+        deps=[table_key(kind, dataset, name) for name in specs],  # read by handle (`stored_release_table`)
         group_name=release_group(kind),
         metadata={"schema": f"catalogue_{kind}"},
         kinds={"polars", "html"},
@@ -155,7 +155,8 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
         "variable with type, description, % missing, distinct count and values (counts under 10 suppressed); "
         f"Markdown and HTML under data/catalogues/{kind}/.",
     )
-    def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **stored: StoredTable) -> Output:
+    def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse) -> Output:
+        stored = {name: stored_release_table(warehouse.database, kind, dataset, name) for name in specs}
         fingerprint = catalogue_fingerprint(kind, dataset, stored)
         folder = catalogue_folder(linkage.root, kind)
         if (folder / f"{dataset}.html").exists() and (
