@@ -14,7 +14,10 @@ passes without being read again: a change made outside the pipeline changes the 
 the table is then checked row by row. So does a table whose content is exactly what the IO manager
 validated, every row, when it wrote the whole table (the same fingerprint, recorded with the
 materialization: `warehouse.content.VALIDATED_CONTENT`): a table just written is not read and
-validated a second time. A partitioned table (the ingest's) is verified partition by partition
+validated a second time; when that write was made by the check's own run (in the run's process:
+the in-process executor), the write's content is taken from the process (`validated_in_run`)
+rather than read from the event log, and the stored table is still fingerprinted and compared
+with it. A partitioned table (the ingest's) is verified partition by partition
 (the same fingerprint per partition, in one pass in DuckDB): it passes unread when every partition
 holds what the latest passing check verified or what a write validated, row by row, when it
 stored that partition (`VALIDATED_PARTITIONS`); its contracts' rules hold within a partition (keys
