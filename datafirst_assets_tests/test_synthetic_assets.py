@@ -102,3 +102,25 @@ def test_the_assets_reading_every_release_table_depend_on_them_without_an_input_
             schema = graph.get(table_key(kind, dataset, name)).metadata["schema"]
             assert stored_release_table("wh.duckdb", kind, dataset, name).schema == schema and name == table_key(
                 kind, dataset, name).path[-1]
+
+
+def test_the_assets_reading_every_datasets_linkage_tables_depend_on_them_without_an_input_each():
+    """linkage/quality and the cross-justice lookup read every dataset's records, pairs or clusters by
+    handle (`linkage_table`): the same lineage, no input per table, handles named as the IO manager stores them."""
+    from dagster import AssetKey
+
+    from datafirst_assets.defs.linkage import linkage_key, linkage_table
+    from datafirst_assets.sources.registry import SOURCES
+
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    readers = {AssetKey(["linkage", "quality"]): ("clusters", "scored_pairs", "person_records"),
+               AssetKey(["linkage", "xjs", "lookup"]): ("person_records", "clusters")}
+    for key, names in readers.items():
+        node = defs.resolve_assets_def(key).node_def
+        assert [i.name for i in node.input_defs if not i.dagster_type.is_nothing] == [], key
+        assert {linkage_key(s, n) for s in SOURCES for n in names} <= graph.get(key).parent_keys
+    for source in SOURCES:
+        for name in ("clusters", "scored_pairs", "person_records"):
+            schema = graph.get(linkage_key(source, name)).metadata["schema"]
+            assert linkage_table("wh.duckdb", source, name).schema == schema
