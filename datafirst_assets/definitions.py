@@ -15,7 +15,7 @@ from datafirst_assets.defs.evaluation import TRUTH_RESOURCE, evaluation_assets, 
 from datafirst_assets.defs.ingest import ingest_assets
 from datafirst_assets.defs.release import release_assets
 from datafirst_assets.defs.event_log import relax_event_log_syncs
-from datafirst_assets.defs.memory import STEP_HOOKS, freeze_long_lived_objects
+from datafirst_assets.defs.memory import freeze_long_lived_objects
 from datafirst_assets.defs.linkage import LinkageSettings, linkage_assets, run_config_for_mode
 from datafirst_assets.defs.xjs import xjs_assets
 from datafirst_assets.defs.partitions import extract_dates
@@ -51,21 +51,18 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     layout = DataLayout(data_dir if data_dir is not None else default_data_dir())
     ingest_job = define_asset_job(
         INGEST_JOB,
-        hooks=STEP_HOOKS,
         selection=INGEST_SELECTION,
         partitions_def=extract_dates,
         description="Load and stage one extract date's deliveries (every source that delivered).",
     )
     link_job = define_asset_job(
         LINK_JOB,
-        hooks=STEP_HOOKS,
         selection=LINK_SELECTION,
         description="Train, score and cluster every dataset on all staged extracts, measure quality, link across "
         "datasets and build the research release.",
     )
     refresh_job = define_asset_job(
         REFRESH_JOB,
-        hooks=STEP_HOOKS,
         selection=REFRESH_SELECTION,
         description="Everything downstream of the ingest on all staged extracts: link (incrementally, or "
         "fully with the weekly schedule's run config), measure quality, de-identify, release, and every "
@@ -73,7 +70,6 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
     )
     synthetic_job = define_asset_job(
         SYNTHETIC_JOB,
-        hooks=STEP_HOOKS,
         selection=SYNTHETIC_SELECTION,
         description="Summaries of the release, synthetic tables from them, and their fidelity / privacy report.",
     )
@@ -111,6 +107,6 @@ defs = build_definitions()
 # Every process that loads the code location (the code server, each run's process, `datafirst run`,
 # `dagster dev`) writes run events without a disk sync per event (defs/event_log.py).
 relax_event_log_syncs()
-# Everything loaded so far lives as long as the process: keep the collections after each step
-# (STEP_HOOKS) from walking it again and again.
+# Everything loaded so far lives as long as the process: keep the collections between steps
+# (defs/memory.py, from the IO manager) from walking it again and again.
 freeze_long_lived_objects()

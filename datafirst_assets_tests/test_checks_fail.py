@@ -272,10 +272,12 @@ def _release_in_warehouse(database, people: int = 200) -> dict:
 
 def _synthetic_resources(tmp_path) -> dict:
     from datafirst_assets.defs.linkage import LinkageSettings
+    from datafirst_assets.defs.resources import Warehouse
     from datafirst_assets.defs.synthetic import SyntheticSettings
     from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 
     return {"io_manager": WarehouseIOManager(database=str(tmp_path / "wh.duckdb")),
+            "warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
             "synthetic": SyntheticSettings(data_dir=str(tmp_path)),
             "linkage": LinkageSettings(data_dir=str(tmp_path))}
 

@@ -170,6 +170,36 @@ def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_ch
     assert "match_probability: in_range(0, 1) failed for 1 row(s), e.g. 7.0" in report and "| b | 7.0 |" in report
 
 
+def test_the_contract_check_of_a_table_written_in_its_run_reads_it_back_but_not_the_event_log(
+        tmp_path, monkeypatch):
+    """The run's own write validated the table: the check fingerprints the stored table and compares it
+    with what that write stored (kept in the process), with no event-log query per table; a table
+    changed after the write (here by hand, inside the run) is not passed that way."""
+    database = str(tmp_path / "wh.duckdb")
+    pairs, checks, resources = checked_scored_pairs(database)
+    asked = []
+    real = DagsterInstance.get_latest_materialization_event
+    monkeypatch.setattr(DagsterInstance, "get_latest_materialization_event",
+                        lambda self, key: asked.append(key) or real(self, key))
+    result = materialize([pairs, *checks], resources=resources)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed and asked == []
+    assert evaluation.metadata["verified_in_run"].value == result.run_id
+    assert evaluation.metadata["checked"].value.startswith("every row, validated before it was written")
+
+    class ChangedAfterTheWrite(WarehouseIOManager):
+        def handle_output(self, context, obj) -> None:
+            super().handle_output(context, obj)
+            with warehouse_cursor(self.database) as conn:
+                conn.execute("update linkage_magistrates.scored_pairs set match_probability = 7 "
+                             "where record_id_l = 'b'")
+
+    result = materialize([pairs, *checks], resources={**resources, "io_manager": ChangedAfterTheWrite(
+        database=database)}, raise_on_error=False)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and "in_range(0, 1) failed for 1 row(s)" in evaluation.metadata["contract_report"].value
+
+
 def test_the_pii_gate_fails_before_de_identified_tables_are_stored(tmp_path):
     extract = magistrates_extract()
     # a raw PNC from the landing files typed into a column that is kept
@@ -379,6 +409,7 @@ def test_a_small_cell_in_the_synthetic_summaries_stops_them_before_they_are_stor
         [*_placeholders([deidentified_key(*k) for k in release_tables()]), synthetic_defs.synthetic_summaries,
          *generate],
         resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "warehouse.duckdb")),
+                   "warehouse": Warehouse(database=str(tmp_path / "warehouse.duckdb")),
                    "synthetic": synthetic_defs.SyntheticSettings(data_dir=str(tmp_path)),
                    "linkage": LinkageSettings(data_dir=str(tmp_path))},
         raise_on_error=False,

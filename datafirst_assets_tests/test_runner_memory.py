@@ -62,10 +62,62 @@ def test_the_same_job_through_execute_in_process_keeps_the_output(tmp_path):
     assert not result.success
 
 
-def test_the_step_hook_releases_memory_only_from_a_process_that_holds_much():
+def test_the_memory_release_happens_only_in_a_process_that_holds_much():
     from datafirst_assets.defs.memory import RELEASE_ABOVE_BYTES, holds_much_memory
 
     assert holds_much_memory(threshold=0)
     assert not holds_much_memory(threshold=1 << 50)
-    # this test process (Dagster, polars, DuckDB loaded) is far below the hook's threshold
+    # this test process (Dagster, polars, DuckDB loaded) is far below the release's threshold
     assert not holds_much_memory(RELEASE_ABOVE_BYTES)
+
+
+def test_the_jobs_have_no_step_hooks():
+    """Every hook writes an event per step (HOOK_COMPLETED / HOOK_SKIPPED): memory is released from
+    the IO manager instead (below)."""
+    from datafirst_assets.definitions import defs
+
+    for job in defs.jobs:
+        assert not defs.resolve_job_def(job.name).hook_defs, job.name
+
+
+def test_the_io_manager_releases_memory_once_per_step_above_the_threshold(tmp_path, monkeypatch):
+    import polars as pl
+    from dagster import materialize
+
+    from datafirst_assets.defs import memory
+    from datafirst_assets.warehouse import io_manager
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    released = []
+    monkeypatch.setattr(memory, "release_memory", lambda: released.append(memory._LAST_STEP[0]))
+
+    @asset(metadata={"schema": "t"})
+    def first() -> pl.DataFrame:
+        return pl.DataFrame({"a": [1]})
+
+    @asset(metadata={"schema": "t"})
+    def second(first: pl.DataFrame) -> pl.DataFrame:
+        return first
+
+    @asset(metadata={"schema": "t"})
+    def third(first: pl.DataFrame, second: pl.DataFrame) -> pl.DataFrame:
+        return second
+
+    resources = {"io_manager": WarehouseIOManager(database=str(tmp_path / "wh.duckdb"))}
+    with DagsterInstance.ephemeral() as instance:
+        monkeypatch.setattr(memory, "holds_much_memory", lambda: True)
+        assert materialize([first, second, third], resources=resources, instance=instance).success
+        assert released == ["first", "second", "third"]  # once per step, however many tables it reads
+        released.clear()
+        monkeypatch.setattr(memory, "holds_much_memory", lambda: False)
+        assert materialize([first, second, third], resources=resources, instance=instance).success
+        assert released == []
+        events = {e.dagster_event.event_type_value for e in instance.all_logs(instance.get_runs(limit=1)[0].run_id)
+                  if e.dagster_event is not None}
+        assert not {"HOOK_COMPLETED", "HOOK_SKIPPED"} & events
+    held = []
+    monkeypatch.setattr(io_manager, "keep_event_log_open", held.append)
+    with DagsterInstance.ephemeral() as instance:
+        assert materialize([first], resources=resources, instance=instance).success
+    # the IO manager's setup, once per run, held the run's SQLite event log open (defs/event_log.py)
+    assert held == [instance]

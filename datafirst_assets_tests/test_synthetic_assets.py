@@ -8,6 +8,7 @@ from dagster import AssetOut, Output, materialize, multi_asset
 
 from datafirst_assets.definitions import SYNTHETIC_JOB, build_definitions
 from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.defs.synthetic import (
     REPORT,
@@ -39,6 +40,7 @@ def test_synthetic_assets_materialise_with_their_checks(tmp_path):
     result = materialize(
         [release, *synthetic_assets(defined=set(release.keys))],
         resources={"io_manager": WarehouseIOManager(database=str(database)),
+                   "warehouse": Warehouse(database=str(database)),
                    "synthetic": SyntheticSettings(data_dir=str(tmp_path), seed=1),
                    "linkage": LinkageSettings(data_dir=str(tmp_path))},
         raise_on_error=False,
@@ -72,3 +74,53 @@ def test_definitions_place_synthetic_assets_downstream_of_the_release(tmp_path):
     assert graph.get(synthetic_key("magistrates", "hocas_all_offence")).parent_keys == {SUMMARIES}
     assert synthetic_key("linking", "xjs_lookup") in graph.get(REPORT).parent_keys
     assert defs.resolve_job_def(SYNTHETIC_JOB) is not None
+
+
+def test_the_assets_reading_every_release_table_depend_on_them_without_an_input_each():
+    """The releases, the catalogues, the summaries and the report read the release tables by handle: the same lineage
+    (deps), no input per table (each wrote two run events), and the handles name the tables where the
+    IO manager stores them."""
+    from dagster import AssetKey
+
+    from datafirst_assets.defs.release import catalogue_key, stored_release_table, table_key
+
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    readers = {AssetKey(["release", "deidentified"]): ("deidentified",), AssetKey(["release", "synthetic"]): ("synthetic",),
+               AssetKey(["synthetic", "summaries"]): ("deidentified",),
+               AssetKey(["synthetic", "report"]): ("deidentified", "synthetic")}
+    for kind in ("deidentified", "synthetic"):  # each dataset's catalogue reads its tables the same way
+        for dataset in {d for d, _ in release_tables()}:
+            readers[catalogue_key(kind, dataset)] = (kind,)
+    for key, kinds in readers.items():
+        node = defs.resolve_assets_def(key).node_def
+        assert [i.name for i in node.input_defs if not i.dagster_type.is_nothing] in ([], ["summaries"]), key
+        tables = [tid for tid in release_tables() if key.path[0] != "catalogue" or tid[0] == key.path[-1]]
+        assert {table_key(kind, *tid) for kind in kinds for tid in tables} <= graph.get(key).parent_keys
+    for kind in ("deidentified", "synthetic"):
+        for dataset, name in release_tables():
+            schema = graph.get(table_key(kind, dataset, name)).metadata["schema"]
+            assert stored_release_table("wh.duckdb", kind, dataset, name).schema == schema and name == table_key(
+                kind, dataset, name).path[-1]
+
+
+def test_the_assets_reading_every_datasets_linkage_tables_depend_on_them_without_an_input_each():
+    """linkage/quality and the cross-justice lookup read every dataset's records, pairs or clusters by
+    handle (`linkage_table`): the same lineage, no input per table, handles named as the IO manager stores them."""
+    from dagster import AssetKey
+
+    from datafirst_assets.defs.linkage import linkage_key, linkage_table
+    from datafirst_assets.sources.registry import SOURCES
+
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    readers = {AssetKey(["linkage", "quality"]): ("clusters", "scored_pairs", "person_records"),
+               AssetKey(["linkage", "xjs", "lookup"]): ("person_records", "clusters")}
+    for key, names in readers.items():
+        node = defs.resolve_assets_def(key).node_def
+        assert [i.name for i in node.input_defs if not i.dagster_type.is_nothing] == [], key
+        assert {linkage_key(s, n) for s in SOURCES for n in names} <= graph.get(key).parent_keys
+    for source in SOURCES:
+        for name in ("clusters", "scored_pairs", "person_records"):
+            schema = graph.get(linkage_key(source, name)).metadata["schema"]
+            assert linkage_table("wh.duckdb", source, name).schema == schema

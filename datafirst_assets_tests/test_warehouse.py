@@ -210,3 +210,23 @@ def test_trimming_the_buffer_pool_keeps_the_configured_limit_and_the_data(tmp_pa
     with warehouse_cursor(database) as conn:
         assert conn.execute("select current_setting('memory_limit')").fetchone()[0] == "953.6 MiB"
         assert conn.execute("select count(*) from t").fetchone()[0] == 100000
+
+
+def test_table_columns_names_the_types_as_duckdb_columns_does(tmp_path):
+    """`table_columns` reads a relation, not `duckdb_columns()`: the same names and type names (they go
+    into fingerprints and the output's column schema), {} for a missing table or schema."""
+    from datafirst_assets.warehouse.content import table_columns
+
+    with warehouse_cursor(tmp_path / "wh.duckdb") as conn:
+        conn.execute('create schema "s q"')
+        conn.execute('create table "s q"."t ""x""" (a decimal(12, 3), b varchar[], c struct(x int, y date), '
+                     'd timestamp with time zone, e hugeint, "F g" double)')
+        conn.execute('create view "s q".v as select a, e from "s q"."t ""x"""')
+        for table in ('t "x"', "v"):
+            expected = dict(conn.execute(
+                "select column_name, data_type from duckdb_columns() where database_name = current_database() "
+                "and schema_name = ? and table_name = ? order by column_index", ["s q", table]).fetchall())
+            assert table_columns(conn, "s q", table) == expected and expected
+        assert table_columns(conn, "s q", "missing") == {} and table_columns(conn, "missing", "t") == {}
+        missing = pl.DataFrame({"x": [1]})  # noqa: F841 (DuckDB's replacement scan must not find it)
+        assert table_columns(conn, "s q", "missing") == {} and table_columns(conn, "s q", "table") == {}

@@ -14,7 +14,10 @@ passes without being read again: a change made outside the pipeline changes the 
 the table is then checked row by row. So does a table whose content is exactly what the IO manager
 validated, every row, when it wrote the whole table (the same fingerprint, recorded with the
 materialization: `warehouse.content.VALIDATED_CONTENT`): a table just written is not read and
-validated a second time. A partitioned table (the ingest's) is verified partition by partition
+validated a second time; when that write was made by the check's own run (in the run's process:
+the in-process executor), the write's content is taken from the process (`validated_in_run`)
+rather than read from the event log, and the stored table is still fingerprinted and compared
+with it. A partitioned table (the ingest's) is verified partition by partition
 (the same fingerprint per partition, in one pass in DuckDB): it passes unread when every partition
 holds what the latest passing check verified or what a write validated, row by row, when it
 stored that partition (`VALIDATED_PARTITIONS`); its contracts' rules hold within a partition (keys
@@ -48,6 +51,7 @@ from datafirst_assets.warehouse.content import (
     VALIDATED_PARTITIONS,
     contract_content,
     partition_contents,
+    validated_in_run,
 )
 from datafirst_assets.warehouse.unchanged import latest_evaluation
 
@@ -55,6 +59,7 @@ IN_DATABASE_ROWS = 1_000_000
 CONTENT = "content_fingerprint"
 VERIFIED_IN = "verified_in_run"
 VERIFIED_PARTITIONS = "verified_partitions"
+WRITTEN = "every row, validated before it was written (the stored table holds exactly that)"
 
 
 def _stored_tables(assets: Iterable) -> dict[str, list[tuple[AssetKey, str, str | None]]]:
@@ -131,6 +136,16 @@ def _validated_at_write(context, key: AssetKey, fingerprint: str) -> str | None:
     return getattr(run, "value", run) or event.run_id
 
 
+def _written_in_this_run(context, schema: str, key: AssetKey, fingerprint: str) -> str | None:
+    """This run, if its own write (in this process, to the warehouse this check reads) validated every
+    row of exactly this content: what `_validated_at_write` reads from the asset's latest
+    materialization, without two event-log queries per table (and asked first: the latest evidence)."""
+    run_id = context.run.run_id
+    if validated_in_run(context.resources.warehouse.database, schema, key.path[-1], run_id) != fingerprint:
+        return None
+    return run_id
+
+
 def _json(value) -> dict:
     value = getattr(value, "value", value)
     return value if isinstance(value, dict) else {}
@@ -180,11 +195,13 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str, str | None]]):
                     yield _check_partitioned(context, conn, check_key, schemas[key], partitioned[key])
                     continue
                 fingerprint = _content(conn, schemas[key], key.path[-1], contract_for(key))
-                verified = _verified_before(context, check_key, fingerprint)
-                how = "unchanged since verified row by row"
+                verified, how = _written_in_this_run(context, schemas[key], key, fingerprint), WRITTEN
+                if verified is None:
+                    verified = _verified_before(context, check_key, fingerprint)
+                    how = "unchanged since verified row by row"
                 if verified is None:
                     verified = _validated_at_write(context, key, fingerprint)
-                    how = "every row, validated before it was written (the stored table holds exactly that)"
+                    how = WRITTEN
                 if verified is not None:
                     yield AssetCheckResult(asset_key=key, check_name="contract", passed=True, metadata={
                         "checked": how, VERIFIED_IN: verified, CONTENT: fingerprint})

@@ -197,6 +197,13 @@ def _stored(source: str) -> dict:
     return {"schema": f"linkage_{source}"}
 
 
+def linkage_table(database: str, source: str, name: str) -> StoredTable:
+    """Where the IO manager stores `linkage_key(source, name)`: for an asset that reads every dataset's
+    tables by handle, depending on them (`deps`, the same lineage) instead of one input per table,
+    which writes two run events each (STEP_INPUT, LOADED_INPUT) for a handle never loaded."""
+    return StoredTable(database, _stored(source)["schema"], name)
+
+
 def _chart_links(folder: Path, version: str, root: Path) -> dict[str, MetadataValue]:
     """Links to a model version's Splink charts, opened in a browser from the asset page
     (`make ui` serves data/models)."""
@@ -541,9 +548,8 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
 
 @asset(
     key=QUALITY,
-    ins={**{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters"), dagster_type=StoredTable) for s in SOURCES},
-         **{f"pairs__{s}": AssetIn(key=linkage_key(s, "scored_pairs"), dagster_type=StoredTable) for s in SOURCES}},
-    deps=[linkage_key(s, "person_records") for s in SOURCES],
+    # read by handle (`linkage_table`)
+    deps=[linkage_key(s, name) for name in ("clusters", "scored_pairs", "person_records") for s in SOURCES],
     group_name="linkage",
     metadata={"schema": "linkage"},
     kinds={"polars"},
@@ -556,11 +562,12 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
         "(0.97 criminal justice, 0.93 family and civil). Warns, naming what is missing, otherwise.",
     )],
 )
-def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse, **inputs: StoredTable):
+def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse):
     rows, largest, kept = [], {}, []
     reports = linkage.root / "reports"
     for source in SOURCES:
-        clusters, pairs = inputs[f"clusters__{source}"], inputs[f"pairs__{source}"]
+        clusters = linkage_table(warehouse.database, source, "clusters")
+        pairs = linkage_table(warehouse.database, source, "scored_pairs")
         # a dataset whose inputs are as when it was last assessed keeps that row (linkage/quality_parts.py)
         fingerprint = inputs_fingerprint(
             {"clusters": clusters, "pairs": pairs,

@@ -24,9 +24,6 @@ from functools import cache
 # Below this much anonymous resident memory a step's leftovers are not worth releasing.
 RELEASE_ABOVE_BYTES = 1 << 30
 
-from dagster import HookContext, failure_hook, success_hook
-
-from datafirst_assets.defs.event_log import keep_event_log_open
 from datafirst_assets.warehouse.connection import open_databases, trim_buffer_pools
 
 
@@ -135,21 +132,23 @@ def holds_much_memory(threshold: int = RELEASE_ABOVE_BYTES) -> bool:
     return anonymous_kib is None or anonymous_kib * 1024 > threshold
 
 
-@success_hook(name="release_memory_after_step")
-def release_memory_after_success(context: HookContext) -> None:
-    # not a hook of its own: every hook writes an event per step (see defs/event_log.py)
-    keep_event_log_open(context.instance)
+_LAST_STEP: list[str] = [""]
+
+
+def release_between_steps(step: str, log) -> bool:
+    """Release memory once per step, at the first time a step reads or writes a table through the
+    IO manager (`step`: the step's name), when the process holds much: what the previous step left
+    (its linkers, frames and DuckDB's cache) goes before this step loads its inputs, or before its
+    first output is written when it loads none. Called by the IO manager, not by step hooks: every
+    hook writes an event per step (HOOK_COMPLETED or HOOK_SKIPPED), two per step for a success and
+    a failure hook, about 400 events in `make demo`, each a write to the SQLite event log (see
+    defs/event_log.py). After a failed step too, the next step's IO releases (above the threshold).
+    Returns whether it released."""
+    if step == _LAST_STEP[0]:
+        return False
+    _LAST_STEP[0] = step
     if not holds_much_memory():
-        return
+        return False
     release_memory()
-    context.log.debug(f"memory after {context.step_key}: {memory_report()}")
-
-
-@failure_hook(name="release_memory_after_failure")
-def release_memory_after_failure(context: HookContext) -> None:
-    keep_event_log_open(context.instance)
-    release_memory()
-    context.log.debug(f"memory after {context.step_key}: {memory_report()}")
-
-
-STEP_HOOKS = {release_memory_after_success, release_memory_after_failure}
+    log.debug(f"memory before {step}'s tables: {memory_report()}")
+    return True

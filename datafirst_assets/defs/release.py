@@ -114,6 +114,15 @@ def table_key(kind: str, dataset: str, table: str) -> AssetKey:
     return AssetKey([kind, dataset, table])
 
 
+def stored_release_table(database: str, kind: str, dataset: str, table: str) -> StoredTable:
+    """Where the IO manager stores the release table `table_key(kind, dataset, table)` (schema
+    `<kind>_<dataset>`, as the de-identified and synthetic table assets declare it). For an asset that
+    reads many release tables by handle: it depends on them (`deps`, the same lineage) and builds the
+    handles itself, instead of one input per table, which writes two run events each (STEP_INPUT,
+    LOADED_INPUT) for a handle that is never a loaded value."""
+    return StoredTable(database, f"{kind}_{dataset}", table)
+
+
 def catalogue_key(kind: str, dataset: str) -> AssetKey:
     return AssetKey(["catalogue", dataset] if kind == "deidentified" else ["catalogue", kind, dataset])
 
@@ -138,7 +147,7 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
 
     @asset(
         key=catalogue_key(kind, dataset),
-        ins={name: AssetIn(key=table_key(kind, dataset, name), dagster_type=StoredTable) for name in specs},
+        deps=[table_key(kind, dataset, name) for name in specs],  # read by handle (`stored_release_table`)
         group_name=release_group(kind),
         metadata={"schema": f"catalogue_{kind}"},
         kinds={"polars", "html"},
@@ -146,7 +155,8 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
         "variable with type, description, % missing, distinct count and values (counts under 10 suppressed); "
         f"Markdown and HTML under data/catalogues/{kind}/.",
     )
-    def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **stored: StoredTable) -> Output:
+    def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse) -> Output:
+        stored = {name: stored_release_table(warehouse.database, kind, dataset, name) for name in specs}
         fingerprint = catalogue_fingerprint(kind, dataset, stored)
         folder = catalogue_folder(linkage.root, kind)
         if (folder / f"{dataset}.html").exists() and (
@@ -314,15 +324,15 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
     datasets = release_datasets()
     specs = {(dataset, spec.name): spec for dataset, in_dataset in datasets.items() for spec in in_dataset}
     synthetic = kind == "synthetic"
-    ins = {input_name(*key): AssetIn(key=table_key(kind, *key), dagster_type=StoredTable) for key in specs}
-    # Depending on the catalogues puts the release after them in the graph (the UI shows the lineage).
-    deps = [catalogue_key(kind, dataset) for dataset in datasets]
+    # The tables are read by handle (`stored_release_table`); depending on the catalogues puts the
+    # release after them in the graph (the UI shows the lineage).
+    deps = [*(table_key(kind, *key) for key in specs), *(catalogue_key(kind, dataset) for dataset in datasets)]
     if synthetic:  # the report writes the note on how synthetic data differs, which the release carries
         deps.append(AssetKey(["synthetic", "report"]))
 
     @asset(
         key=AssetKey(["release", kind]),
-        ins={**ins, **(extra_ins or {})},
+        ins=extra_ins or {},
         deps=deps,
         group_name=release_group(kind),
         kinds={"parquet"},
@@ -336,7 +346,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
                  release_settings: ReleaseSettings, **inputs: StoredTable) -> Output:
         # Read table by table as the catalogues, gates, checksums and writes reach them (a few
         # held at once), in primary-key order so that every read of a table agrees row by row.
-        stored = {key: inputs[input_name(*key)] for key in specs}
+        stored = {key: stored_release_table(warehouse.database, kind, *key) for key in specs}
         tables = LoadedOnUse(stored, keep=2,
                              order_by=lambda key: [specs[key].primary_key] if specs[key].primary_key else None)
         memo: dict = {}  # each table hashed once for its gates and its dataset's catalogue

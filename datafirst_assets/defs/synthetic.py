@@ -31,7 +31,8 @@ from dagster import (
 
 from datafirst_assets.defs.deidentify import deidentified_key
 from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_failed
-from datafirst_assets.defs.release import table_key
+from datafirst_assets.defs.release import stored_release_table, table_key
+from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.common.tables import bullet_list, markdown_table
@@ -50,7 +51,6 @@ from datafirst_assets.synthetic.summaries import (
     summaries_sha256,
 )
 from datafirst_assets.defs.linkage import LinkageSettings
-from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
 from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
 from datafirst_assets.synthetic.tables import (
@@ -114,8 +114,7 @@ def load_summaries(stored: pl.DataFrame) -> tuple[dict, str]:
 
 @asset(
     key=SUMMARIES,
-    ins={_input_name("release", tid): AssetIn(key=deidentified_key(*tid), dagster_type=StoredTable)
-         for tid in release_tables()},
+    deps=[deidentified_key(*tid) for tid in release_tables()],  # read by handle (`stored_release_table`)
     group_name=GROUP,
     metadata={"schema": "synthetic"},
     kinds={"polars", "duckdb"},
@@ -128,10 +127,10 @@ def load_summaries(stored: pl.DataFrame) -> tuple[dict, str]:
     )],
 )
 def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSettings, linkage: LinkageSettings,
-                        **release: StoredTable):
+                        warehouse: Warehouse):
     # Read from the warehouse table by table (a parent and a child at most at once), not all together;
     # a table whose inputs are as when it was last summarised keeps that summary and is not read.
-    stored = {tid: release[_input_name("release", tid)] for tid in release_tables()}
+    stored = {tid: stored_release_table(warehouse.database, "deidentified", *tid) for tid in release_tables()}
     tables = LoadedOnUse(stored, keep=2)
     rules, parts_path = synthetic.rules(), synthetic.folder / summary_parts.PARTS_FILE
     doc, parts = summary_parts.summarise_keeping(
@@ -281,13 +280,9 @@ REPORT_CHECKS = {
 
 @asset(
     key=REPORT,
-    ins={
-        "summaries": AssetIn(key=SUMMARIES),
-        **{_input_name("real", tid): AssetIn(key=deidentified_key(*tid), dagster_type=StoredTable)
-           for tid in release_tables()},
-        **{_input_name("synthetic", tid): AssetIn(key=synthetic_key(*tid), dagster_type=StoredTable)
-           for tid in release_tables()},
-    },
+    ins={"summaries": AssetIn(key=SUMMARIES)},
+    # the real and synthetic tables, read by handle (`stored_release_table`)
+    deps=[key(*tid) for key in (deidentified_key, synthetic_key) for tid in release_tables()],
     group_name=GROUP,
     metadata={"schema": "synthetic"},
     kinds={"polars", "duckdb"},
@@ -298,9 +293,10 @@ REPORT_CHECKS = {
     check_specs=[AssetCheckSpec(name, asset=REPORT, description=text) for name, text in REPORT_CHECKS.items()],
 )
 def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSettings, linkage: LinkageSettings,
-                     summaries: pl.DataFrame, **frames: StoredTable):
+                     warehouse: Warehouse, summaries: pl.DataFrame):
     doc, sha = load_summaries(summaries)
-    stored = {side: {tid: frames[_input_name(side, tid)] for tid in release_tables()} for side in ("real", "synthetic")}
+    stored = {side: {tid: stored_release_table(warehouse.database, kind, *tid) for tid in release_tables()}
+              for side, kind in (("real", "deidentified"), ("synthetic", "synthetic"))}
     # A dataset whose tables and summaries are as last time keeps its rows of the last report.
     fingerprints = dataset_fingerprints(stored["real"], stored["synthetic"], doc, synthetic.seed)
     parts = synthetic.folder / PARTS_FILE

@@ -27,7 +27,7 @@ from dagster import (
 
 from datafirst_assets.common.folders import write_text_atomically
 from datafirst_assets.common.tables import bullet_list
-from datafirst_assets.defs.linkage import LinkageSettings, linkage_key, stored_table
+from datafirst_assets.defs.linkage import LinkageSettings, linkage_key, linkage_table, stored_table
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
 from datafirst_assets.linkage.backend import release_db_api
@@ -139,10 +139,8 @@ def state_outputs(result: XjsResult, run_id: str):
 
 @multi_asset(
     name="xjs_lookup",
-    ins={
-        **{f"records__{s}": AssetIn(key=linkage_key(s, "person_records"), dagster_type=StoredTable) for s in SOURCES},
-        **{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters"), dagster_type=StoredTable) for s in SOURCES},
-    },
+    # every dataset's person records and clusters, read by handle (`linkage_table`)
+    deps=[linkage_key(s, name) for name in ("person_records", "clusters") for s in SOURCES],
     outs={
         "lookup": AssetOut(
             key=LOOKUP, group_name="linkage", metadata={"schema": "linkage_xjs"}, kinds={"splink", "duckdb"},
@@ -170,9 +168,9 @@ def state_outputs(result: XjsResult, run_id: str):
         "every row references an existing record.",
     )],
 )
-def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
-               **inputs: StoredTable):
-    tables = {s: (inputs[f"records__{s}"], inputs[f"clusters__{s}"]) for s in SOURCES}
+def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse):
+    tables = {s: (linkage_table(warehouse.database, s, "person_records"),
+                  linkage_table(warehouse.database, s, "clusters")) for s in SOURCES}
     result = run_lookup(context, linkage, warehouse, tables)
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)

@@ -35,13 +35,32 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+# (database file, schema, table) -> (run id, content) of the last write of that whole table in this
+# process whose contract was validated on every row (`remember_validated_write`)
+_VALIDATED_WRITES: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def table_columns(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
-    rows = connection.execute(
-        "select column_name, data_type from duckdb_columns() "
-        "where database_name = current_database() and schema_name = ? and table_name = ? order by column_index",
-        [schema, table],
-    ).fetchall()
-    return {name: dtype for name, dtype in rows}
+    """Column name -> type of `schema.table` in the connection's current database ({} if there is no
+    such table or view). Read from a relation on the table, not from `duckdb_columns()`, which lists
+    every column of every table in the warehouse (about 3,000 in the demo) to return a few: 0.5 ms
+    instead of 1.2 per call, called about 1,000 times in a link run. Same names and type names."""
+    database = connection.execute("select current_database()").fetchall()[0][0]
+    return _relation_columns(connection, f"{_quote(database)}.{_quote(schema)}.{_quote(table)}")
+
+
+def _relation_columns(connection: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:
+    # For a missing table DuckDB's Python client looks for a variable of that name in this frame (a
+    # "replacement scan"): here only `connection` and `name` (not frames), which it refuses.
+    try:
+        relation = connection.table(name)
+    except (duckdb.CatalogException, duckdb.InvalidInputException):
+        return {}
+    return dict(zip(relation.columns, map(str, relation.types)))
 
 
 def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> str:
@@ -58,6 +77,20 @@ def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> st
 def contract_content(conn: duckdb.DuckDBPyConnection, table: StoredTable, contract_name: str) -> str:
     """The content a `contract` check verifies: the stored rows, the contract's name and the code."""
     return hashlib.sha256(f"{code_version()}|{contract_name}|{table_fingerprint(conn, table)}".encode()).hexdigest()
+
+
+def remember_validated_write(database: str, schema: str, table: str, run_id: str, content: str) -> None:
+    """Record, in this process, that run `run_id` just stored `schema.table` with `content` (its
+    `contract_content`) after validating every row (the IO manager, once the write committed)."""
+    _VALIDATED_WRITES[(str(Path(database).resolve()), schema, table)] = (run_id, content)
+
+
+def validated_in_run(database: str, schema: str, table: str, run_id: str) -> str | None:
+    """The content run `run_id` stored in `schema.table` after validating every row, if it wrote
+    that table in this process (the run's `contract` check runs in the process of its writes: the
+    in-process executor); None otherwise, then the event log tells (`contracts.checks`)."""
+    run, content = _VALIDATED_WRITES.get((str(Path(database).resolve()), schema, table), (None, None))
+    return content if run == run_id else None
 
 
 def partition_contents(conn: duckdb.DuckDBPyConnection, table: StoredTable, contract_name: str) -> dict[str, str]:

@@ -40,6 +40,7 @@ import polars as pl
 from dagster import (
     AssetKey,
     ConfigurableIOManager,
+    InitResourceContext,
     InputContext,
     MetadataValue,
     OutputContext,
@@ -48,6 +49,8 @@ from dagster import (
 )
 
 from datafirst_assets.contracts.wiring import check_before_store, check_in_database_before_store
+from datafirst_assets.defs.event_log import keep_event_log_open
+from datafirst_assets.defs.memory import release_between_steps
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.content import (
@@ -56,6 +59,7 @@ from datafirst_assets.warehouse.content import (
     VALIDATED_PARTITIONS,
     contract_content,
     partition_contents,
+    remember_validated_write,
     table_columns,
 )
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
@@ -140,6 +144,11 @@ class WarehouseIOManager(ConfigurableIOManager):
 
     database: str
 
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Once per run, in the run's process, before its steps write events (defs/event_log.py).
+        if context.instance is not None:
+            keep_event_log_open(context.instance)
+
     # ------------------------------------------------------------------ where tables live
 
     def _target(self, context: OutputContext | InputContext, output: OutputContext) -> StoredTable:
@@ -163,6 +172,7 @@ class WarehouseIOManager(ConfigurableIOManager):
         if obj is None:
             raise TypeError(f"{context.asset_key.to_user_string()} returned None: return a table "
                             "(pl.DataFrame, pl.LazyFrame or WarehouseQuery) or annotate the output as None")
+        release_between_steps(context.op_def.name, context.log)
         target = self._target(context, context)
         if isinstance(obj, KeepStored):
             self._keep_stored(context, target)
@@ -197,6 +207,9 @@ class WarehouseIOManager(ConfigurableIOManager):
                 schema = write_table(conn, target, source, context.log, validate=validate)
                 rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
                 validated = _validated_content(conn, key, target, contract, context.run_id)
+            if VALIDATED_CONTENT in validated:  # committed: the run's contract check needs no event-log read
+                remember_validated_write(self.database, target.schema, target.table, context.run_id,
+                                         validated[VALIDATED_CONTENT])
         finally:
             if spill is not None:
                 spill.unlink(missing_ok=True)
@@ -222,6 +235,7 @@ class WarehouseIOManager(ConfigurableIOManager):
     # ------------------------------------------------------------------------ reading
 
     def load_input(self, context: InputContext) -> Any:
+        release_between_steps(context.op_def.name, context.log)
         target = self._target(context, context.upstream_output)  # type: ignore[arg-type]
         wanted = context.dagster_type.typing_type
         if isinstance(wanted, type) and issubclass(wanted, StoredTable):
