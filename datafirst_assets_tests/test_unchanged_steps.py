@@ -319,3 +319,23 @@ def test_a_release_reads_each_table_once_for_its_gates_and_checksum_and_once_for
     metadata = _release_metadata(_publish_with_catalogues(tmp_path, DagsterInstance.ephemeral()))
     # the dates of birth are joined while the gate holds the table, the checksum taken as it is scanned
     assert metadata["tables_read"] <= 2 * metadata["tables"]
+
+
+def test_latest_metadata_reads_every_output_at_once_and_a_never_stored_output_is_never_unchanged():
+    from dagster import DagsterInstance, asset, materialize
+
+    from datafirst_assets.warehouse.unchanged import FINGERPRINT, latest_metadata, unchanged
+
+    @asset
+    def stored(context):
+        context.add_output_metadata({FINGERPRINT: "abc"})
+        return 1
+
+    instance = DagsterInstance.ephemeral()
+    assert materialize([stored], instance=instance).success
+    never = AssetKey("never_stored")
+    previous = latest_metadata(instance, [AssetKey("stored"), never])
+    assert previous[never] == {}
+    assert previous[AssetKey("stored")][FINGERPRINT].value == "abc"
+    assert unchanged({AssetKey("stored"): previous[AssetKey("stored")]}, "abc", "incremental")
+    assert not unchanged(previous, "abc", "incremental")  # the output never stored must be computed

@@ -101,11 +101,15 @@ def carried_over_checks(context: AssetExecutionContext, keys: Iterable[AssetChec
     return results
 
 
-def previous_metadata(context: AssetExecutionContext, key: AssetKey) -> dict:
-    """The metadata of `key`'s latest materialization (what the kept table was stored with)."""
-    event = context.instance.get_latest_materialization_event(key)
-    materialization = event.asset_materialization if event is not None else None
-    return dict(materialization.metadata) if materialization is not None else {}
+def latest_metadata(instance, keys: Iterable[AssetKey]) -> dict[AssetKey, dict]:
+    """The metadata of each key's latest materialization (what the kept table was stored with; {}
+    for a key never materialized), for all of a step's outputs in one look-up of the asset index
+    instead of one per output (~4 ms each on SQLite)."""
+    keys, found = list(keys), {}
+    for key, event in instance.get_latest_materialization_events(keys).items():
+        materialization = event.asset_materialization if event is not None else None
+        found[key] = dict(materialization.metadata) if materialization is not None else {}
+    return {key: found.get(key, {}) for key in keys}  # a key never stored: {} (never unchanged)
 
 
 def keep_stored_outputs(fingerprint: str, output_names: Iterable[str], metadata: Mapping | None = None,
@@ -122,7 +126,9 @@ def kept_if_unchanged(context: AssetExecutionContext, fingerprint: str, mode: st
                       metadata: Mapping | None = None) -> list | None:
     """What a step yields when its inputs are unchanged (its checks carried over, then every selected
     output kept, with `metadata`), or None when it must compute."""
-    previous = {key: previous_metadata(context, key) for key in context.selected_asset_keys}
+    if mode == "full":
+        return None
+    previous = latest_metadata(context.instance, context.selected_asset_keys)
     if not unchanged(previous, fingerprint, mode):
         return None
     context.log.info("inputs unchanged since the stored tables were made: kept, not recomputed")
