@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 
 from datafirst_assets.common.pairs import ordered_ids
-from datafirst_assets.linkage.disjoint_sets import DisjointSets
+from datafirst_assets.linkage.disjoint_sets import DisjointSets, roots_at_thresholds
 from datafirst_assets.linkage.guard import dates_compatible, different_people, guarded_components_at
 from datafirst_assets.linkage.metrics import LABEL, match_probability_to_weight, read_labels
 
@@ -810,18 +810,10 @@ def candidate_thresholds() -> list[float]:
 
 def components_at(n_records: int, left: np.ndarray, right: np.ndarray, probability: np.ndarray,
                    thresholds: list[float]) -> dict[float, np.ndarray]:
-    """Each record's cluster root when pairs with probability >= t are linked, for every t: one
-    union-find pass adding pairs from the most probable down (clusters only grow as t falls)."""
-    sets = DisjointSets(n_records)
-    order = np.argsort(-probability, kind="stable")
-    roots: dict[float, np.ndarray] = {}
-    position = 0
-    for t in sorted(thresholds, reverse=True):
-        while position < len(order) and probability[order[position]] >= t:
-            sets.union(int(left[order[position]]), int(right[order[position]]))
-            position += 1
-        roots[t] = sets.roots()
-    return roots
+    """Each record's cluster root (its cluster's smallest position) when pairs with probability
+    >= t are linked, for every t: clusters only grow as t falls, so each threshold joins only the
+    pairs it adds (:func:`disjoint_sets.roots_at_thresholds`, whole-array steps)."""
+    return roots_at_thresholds(n_records, left, right, probability, thresholds)
 
 
 def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
