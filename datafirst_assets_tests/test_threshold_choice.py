@@ -188,6 +188,23 @@ def test_the_bootstrap_resamples_fitted_at_once_are_the_one_at_a_time_fits():
                                    [b.intercept, b.slope, b.label_error_rate], rtol=0, atol=1e-9)
     assert any(fit is None for fit in resampled_calibrations(small, samples))
 
+
+def test_the_labels_intervals_are_the_same_whatever_order_the_pairs_come_in(tmp_path):
+    from datafirst_assets.linkage.threshold import read_label_evidence
+
+    rng = np.random.default_rng(8)
+    n = 400
+    weight = rng.choice(np.linspace(-6, 20, 40), n)
+    same = rng.random(n) < 1 / (1 + np.exp(-(0.5 * weight - 2)))
+    pairs = pl.DataFrame({"record_id_l": [f"a{i}" for i in range(n)], "record_id_r": [f"b{i}" for i in range(n)],
+                          "match_weight": weight, "match_probability": 1 / (1 + 2.0 ** -weight)})
+    labels_file = tmp_path / "labels.csv"
+    pairs.select("record_id_l", "record_id_r", pl.Series("clerical_match_score", same.astype(float))).write_csv(labels_file)
+    first = read_label_evidence(pairs, labels_file, resamples=12)
+    again = read_label_evidence(pairs.sample(fraction=1.0, shuffle=True, seed=1), labels_file, resamples=12)
+    assert first.calibration is not None and len(first.resampled) == 12
+    assert first.resampled == again.resampled
+
 def test_simulated_reviewer_gets_the_stated_share_wrong(tmp_path):
     queue = pl.DataFrame({"record_id_l": [str(i) for i in range(0, 200, 2)],
                           "record_id_r": [str(i) for i in range(1, 200, 2)], "match_weight": 1.0})
