@@ -23,7 +23,13 @@ import polars as pl
 from datafirst_assets.catalogue.build import Catalogue
 from datafirst_assets.contracts.core import ContractReport, validate_table
 from datafirst_assets.deidentify.disclosure import RiskResult, RiskRule, reidentification_risk
-from datafirst_assets.deidentify.pii_gate import Finding, RawIdentifiers, mask, scan_table, shape_identifiers
+from datafirst_assets.deidentify.pii_gate import (
+    Finding,
+    RawIdentifiers,
+    raw_value_findings,
+    scan_table,
+    shape_identifiers,
+)
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.deidentify.schemas import release_schema
 
@@ -204,16 +210,7 @@ class _CatalogueText:
 
     def compare(self, no_names: RawIdentifiers) -> None:
         """Every column's values equal to ``no_names``' raw names, addresses and system ids, by column."""
-        self.identity = {}
-        for identifier in ("name", "address", "system_id"):
-            known = no_names.series(identifier)
-            if not known.len():
-                continue
-            hits = self.values.filter(pl.col("v").is_in(known.implode()))
-            for g, rows, first in (hits.group_by("g", maintain_order=True)
-                                   .agg(pl.len(), pl.col("v").first()).iter_rows()):
-                table, column = self.columns[g]
-                self.identity.setdefault(g, []).append(Finding(table, column, identifier, rows, mask(first)))
+        self.identity = raw_value_findings(self.columns, self.values, no_names)
 
 
 def _dataset_identifiers(source: str, identifiers: Mapping[str, RawIdentifiers]) -> RawIdentifiers:
