@@ -28,6 +28,8 @@ IDENTIFIER_PATTERNS = {
     "prison_number": r"\b[A-Z]\d{4}[A-Z]{2}\b",
     "crn": r"\b[A-Z]\d{6}\b",
 }
+#: A value with any of the shapes (the patterns joined: a value matches it when it matches one).
+ANY_IDENTIFIER_PATTERN = "|".join(f"(?:{pattern})" for pattern in IDENTIFIER_PATTERNS.values())
 IDENTIFIER_KINDS = {"name": "name", "dob": "date_of_birth", "postcode": "postcode", "pnc": "pnc", "cro": "cro"}
 # Raw values this short are codes as often as names or ids ("ALI", "101"): comparing them would
 # flag category codes, so equality checks start at these lengths.
@@ -138,10 +140,12 @@ def _shape_findings(table: str, column: str, values: pl.Series, codes: Iterable[
     # A whole 64-hex hash is one word: no pattern (each bounded by \b, shorter) can match inside
     # it, so hashed columns skip the pattern scan (most of its time at scale).
     unhashed = normalised.filter(~normalised.str.contains(r"^[0-9A-F]{64}$")) if shapes else normalised.head(0)
-    for identifier, pattern in IDENTIFIER_PATTERNS.items():
-        hits = unhashed.filter(unhashed.str.contains(pattern))
-        if hits.len():
-            findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
+    # one pass for every shape first: most columns hold none, and then need no pass per shape
+    if unhashed.len() and unhashed.str.contains(ANY_IDENTIFIER_PATTERN).any():
+        for identifier, pattern in IDENTIFIER_PATTERNS.items():
+            hits = unhashed.filter(unhashed.str.contains(pattern))
+            if hits.len():
+                findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
     declared = [str(c).upper() for c in codes]
     if declared:
         normalised = normalised.filter(~normalised.is_in(declared))
