@@ -280,3 +280,15 @@ def test_one_pass_per_kind_over_every_column_finds_what_the_column_by_column_sca
         ("surname", "withheld column name", 5), ("court_code", "postcode", 1), ("court_code", "name", 1),
         ("court_code", "system_id", 1), ("risk", "name", 1), ("risk", "address", 1), ("case_hash", "system_id", 2),
         ("sentence_date", "date_of_birth", 1)]
+
+
+def test_the_raw_value_comparison_in_bounded_batches_finds_the_same(monkeypatch):
+    import datafirst_assets.deidentify.pii_gate as pii_gate
+
+    raw = pii_gate.RawIdentifiers(names={"WHITFORD"}, system_ids={"CASE0001", "CASE0002"})
+    released = pl.DataFrame({"a": ["whitford", "x", "CASE0002"], "b": ["CASE0001", "y", None], "c": ["z", "z", "z"]})
+    whole = scan_table("t", released, raw)
+    monkeypatch.setattr(pii_gate, "SCAN_BATCH_VALUES", 2)  # a batch per column or two
+    assert scan_table("t", released, raw) == whole
+    assert [(f.column, f.identifier, f.rows) for f in whole] == [("a", "name", 1), ("a", "system_id", 1),
+                                                                ("b", "system_id", 1)]

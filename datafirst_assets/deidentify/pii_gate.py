@@ -28,6 +28,9 @@ IDENTIFIER_PATTERNS = {
     "prison_number": r"\b[A-Z]\d{4}[A-Z]{2}\b",
     "crn": r"\b[A-Z]\d{6}\b",
 }
+#: The raw-value comparison of a table's text columns takes whole columns until it holds this many
+#: distinct values (at a million people a table's hashed ids alone run to millions).
+SCAN_BATCH_VALUES = 2_000_000
 #: A value with any of the shapes (the patterns joined: a value matches it when it matches one).
 ANY_IDENTIFIER_PATTERN = "|".join(f"(?:{pattern})" for pattern in IDENTIFIER_PATTERNS.values())
 IDENTIFIER_KINDS = {"name": "name", "dob": "date_of_birth", "postcode": "postcode", "pnc": "pnc", "cro": "cro"}
@@ -183,13 +186,18 @@ def scan_table(table: str, released: pl.DataFrame, raw: RawIdentifiers, *,
         for column in released.columns if column.lower() in raw.column_names
     ]
     per_column: list[list[Finding]] = []
-    texts = []
+    texts: list[pl.DataFrame] = []
+    labels = [(table, c) for c in released.columns]
+    by_column: dict[int, list[Finding]] = {}
     for column in released.columns:
         series, found = released[column], []
         if series.dtype == pl.String:
             normalised, found = _shape_findings(table, column, series.drop_nulls().unique(),
                                                 (codes or {}).get(column, ()), shapes)
             texts.append(pl.DataFrame({"g": len(per_column), "v": normalised}, schema={"g": pl.Int64, "v": pl.String}))
+            if sum(t.height for t in texts) >= SCAN_BATCH_VALUES:  # whole columns, a bounded number of values at once
+                by_column |= raw_value_findings(labels, pl.concat(texts), raw)
+                texts = []
         elif series.dtype in (pl.Date, pl.Datetime) and dates_of_birth is not None:
             if dates_of_birth.len() != released.height:
                 raise ValueError(f"{table}: dates of birth are not aligned with the released rows")
@@ -197,8 +205,8 @@ def scan_table(table: str, released: pl.DataFrame, raw: RawIdentifiers, *,
             if same.any():
                 found = [Finding(table, column, "date_of_birth", int(same.sum()), mask(series.filter(same)[0]))]
         per_column.append(found)
-    values = pl.concat(texts) if texts else pl.DataFrame(schema={"g": pl.Int64, "v": pl.String})
-    by_column = raw_value_findings([(table, c) for c in released.columns], values, raw)
+    if texts:
+        by_column |= raw_value_findings(labels, pl.concat(texts), raw)
     for g, found in enumerate(per_column):
         findings += found + by_column.get(g, [])
     return findings
