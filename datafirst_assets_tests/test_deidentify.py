@@ -224,3 +224,71 @@ def test_a_declared_code_spelt_like_a_name_is_a_code_in_tables_and_catalogues():
                                                                                       "assessor_note"],
                            "value": ["High", "WHITFORD", "HIGH"], "count": [20, 15, 12]})
     assert _undeclared_values(values)[["column", "value"]].rows() == [("risk_level", "WHITFORD"), ("assessor_note", "HIGH")]
+
+
+def _column_by_column(table, released, raw, dates_of_birth=None, codes=None, shapes=True):
+    """scan_table as it was: every column through the shapes and the raw values on its own."""
+    from datafirst_assets.deidentify.pii_gate import Finding, _members, mask
+
+    findings = [Finding(table, c, "withheld column name", released.height, c)
+                for c in released.columns if c.lower() in raw.column_names]
+    for column in released.columns:
+        series = released[column]
+        if series.dtype == pl.String:
+            normalised = series.drop_nulls().unique().str.strip_chars().str.to_uppercase()
+            unhashed = normalised.filter(~normalised.str.contains(r"^[0-9A-F]{64}$")) if shapes else normalised.head(0)
+            for identifier, pattern in IDENTIFIER_PATTERNS.items():
+                hits = unhashed.filter(unhashed.str.contains(pattern))
+                if hits.len():
+                    findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
+            declared = [str(c).upper() for c in (codes or {}).get(column, ())]
+            normalised = normalised.filter(~normalised.is_in(declared)) if declared else normalised
+            for identifier in ("name", "address", "system_id"):
+                hits = _members(normalised, raw.series(identifier))
+                if raw.series(identifier).len() and hits.len():
+                    findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
+        elif series.dtype == pl.Date and dates_of_birth is not None:
+            same = (series == dates_of_birth).fill_null(False)
+            if same.any():
+                findings.append(Finding(table, column, "date_of_birth", int(same.sum()), mask(series.filter(same)[0])))
+    return findings
+
+
+def test_one_pass_per_kind_over_every_column_finds_what_the_column_by_column_scan_finds():
+    from datafirst_assets.deidentify.pii_gate import RawIdentifiers
+
+    raw = RawIdentifiers(names={"WHITFORD", "ALIBHAI", "HIGH"}, addresses={"12 MILL LANE"},
+                         system_ids={"CASE0001", "CASE0002"}, column_names={"surname"})
+    released = pl.DataFrame({
+        "court_code": ["B01", " whitford", "CASE0001", "SW1A 1AA", None],
+        "surname": ["x", "y", "z", "w", "v"],
+        "risk": ["HIGH", "LOW", "alibhai", "HIGH", "12 mill lane"],
+        "case_hash": ["A" * 64, "CASE0002", "CASE0001", "b" * 64, None],
+        "sentence_date": [date(1990, 6, 15), None, date(2020, 1, 1), None, None],
+        "age": [30, 31, 32, 33, None],
+    })
+    dobs = pl.Series([date(1990, 6, 15), None, None, None, None])
+    # (the example shown is the first of the column's distinct values found: `unique` leaves
+    # their order open, so it is not compared)
+    seen = lambda findings: [(f.table, f.column, f.identifier, f.rows) for f in findings]  # noqa: E731
+    for shapes in (True, False):
+        got = scan_table("t", released, raw, dates_of_birth=dobs, codes={"risk": ["HIGH", "LOW"]}, shapes=shapes)
+        assert seen(got) == seen(_column_by_column("t", released, raw, dobs, {"risk": ["HIGH", "LOW"]}, shapes))
+        assert not any("CASE000" in f.example or "WHITFORD" in f.example for f in got)
+    assert [(f.column, f.identifier, f.rows) for f in scan_table("t", released, raw, dates_of_birth=dobs,
+                                                                 codes={"risk": ["HIGH", "LOW"]})] == [
+        ("surname", "withheld column name", 5), ("court_code", "postcode", 1), ("court_code", "name", 1),
+        ("court_code", "system_id", 1), ("risk", "name", 1), ("risk", "address", 1), ("case_hash", "system_id", 2),
+        ("sentence_date", "date_of_birth", 1)]
+
+
+def test_the_raw_value_comparison_in_bounded_batches_finds_the_same(monkeypatch):
+    import datafirst_assets.deidentify.pii_gate as pii_gate
+
+    raw = pii_gate.RawIdentifiers(names={"WHITFORD"}, system_ids={"CASE0001", "CASE0002"})
+    released = pl.DataFrame({"a": ["whitford", "x", "CASE0002"], "b": ["CASE0001", "y", None], "c": ["z", "z", "z"]})
+    whole = scan_table("t", released, raw)
+    monkeypatch.setattr(pii_gate, "SCAN_BATCH_VALUES", 2)  # a batch per column or two
+    assert scan_table("t", released, raw) == whole
+    assert [(f.column, f.identifier, f.rows) for f in whole] == [("a", "name", 1), ("a", "system_id", 1),
+                                                                ("b", "system_id", 1)]

@@ -20,3 +20,31 @@ def test_a_constrained_join_keeps_the_smaller_root_and_long_chains_resolve():
     assert np.array_equal(sets.roots(), np.zeros(1000, dtype=np.int64))
     other = DisjointSets(5)
     assert other.join(4, 2) == 2 and other.roots().tolist() == [0, 1, 2, 3, 2]
+
+
+def _union_roots(n, left, right, probability, thresholds):
+    """The threshold sweep one union at a time (what roots_at_thresholds replaces)."""
+    sets, order, roots, position = DisjointSets(n), np.argsort(-probability, kind="stable"), {}, 0
+    for t in sorted(thresholds, reverse=True):
+        while position < len(order) and probability[order[position]] >= t:
+            sets.union(int(left[order[position]]), int(right[order[position]]))
+            position += 1
+        roots[t] = sets.roots()
+    return roots
+
+
+def test_whole_array_components_are_the_union_finds():
+    from datafirst_assets.linkage.disjoint_sets import component_minimum, roots_at_thresholds
+
+    rng = np.random.default_rng(5)
+    for n, m in ((1, 0), (30, 12), (500, 700), (3000, 2500)):
+        left, right = rng.integers(0, n, m), rng.integers(0, n, m)
+        # a long chain joined from its top end too: many rounds of hooking
+        left, right = np.r_[left, np.arange(n - 1, 0, -1)[: n // 3]], np.r_[right, np.arange(n - 2, -1, -1)[: n // 3]]
+        probability = rng.choice([0.2, 0.5, 0.5, 0.9, 0.99], len(left))  # ties, as match weights give
+        thresholds = [0.1, 0.5, 0.7, 0.9, 0.95, 0.999]
+        expected = _union_roots(n, left, right, probability, thresholds)
+        got = roots_at_thresholds(n, left, right, probability, thresholds)
+        assert list(got) == list(expected)
+        assert all(np.array_equal(got[t], expected[t]) and got[t].dtype == np.int64 for t in thresholds)
+        assert np.array_equal(component_minimum(n, left, right), expected[0.1])

@@ -33,3 +33,22 @@ def test_pairs_the_guard_splits_are_not_graded_as_links():
     # at the chosen threshold the guard leaves the child apart, as published: nothing lost to the optimum
     assert unguarded["bcubed_f1_below_optimal"] > 0.1
     assert guarded["bcubed_f1_below_optimal"] == 0.0
+
+
+def test_bcubed_of_cluster_roots_is_the_record_level_bcubed():
+    import numpy as np
+
+    from datafirst_assets.evaluation.measure import bcubed_of_roots
+    from datafirst_assets.linkage.metrics import bcubed_metrics
+
+    rng = np.random.default_rng(2)
+    n = 3000
+    root = rng.integers(0, n // 3, n)
+    person = rng.integers(0, n // 4, n)
+    precision, recall = bcubed_of_roots(root, person)
+    ids = [str(i) for i in range(n)]
+    expected = bcubed_metrics(pl.DataFrame({"record_id": ids, "cluster_id": root.astype(str)}),
+                              pl.DataFrame({"record_id": ids, "person_id": person.astype(str)}))
+    assert abs(precision - expected["precision"]) < 1e-12 and abs(recall - expected["recall"]) < 1e-12
+    assert 0.1 < precision < 0.9  # the clusters and people cut across each other
+    assert bcubed_of_roots(np.array([], dtype=np.int64), np.array([], dtype=np.int64)) == (None, None)

@@ -500,3 +500,45 @@ def test_the_in_database_contract_reports_what_the_polars_one_does(tmp_path):
         k: v for k, v in in_polars.items() if "uniqueness" not in k[1]}
     assert report.sample.height == 3 and "| 3 | 3 | zz | x |" in report.markdown()
     assert ("x", "dtype('int64')") in {(f.column, f.rule) for f in typed.failures}
+
+
+def test_the_catalogue_scan_finds_what_scanning_each_catalogue_against_each_dataset_finds():
+    import dataclasses
+
+    from datafirst_assets.catalogue import build_catalogues
+    from datafirst_assets.deidentify.pii_gate import RawIdentifiers, scan_table
+    from datafirst_assets.deidentify.release_spec import release_tables
+    from datafirst_assets.release.gates import _catalogue_frames, _small_counts, scan_release
+    from datafirst_assets_tests.release_fixtures import release_frames
+
+    catalogues = build_catalogues(release_frames(rows=40), release_tables())
+    # planted: a postcode among one catalogue's listed values, and raw values equal to listed
+    # values and summary cells (a name in one dataset, a system id in two, with other case and spaces)
+    first = next(iter(catalogues))
+    planted = catalogues[first].values.head(1).with_columns(pl.lit("sw1a 1aa").alias("value"), pl.lit(40, pl.Int64).alias("count"))
+    catalogues[first] = dataclasses.replace(catalogues[first], values=pl.concat([catalogues[first].values, planted]))
+    listed = [v for c in catalogues.values() for v in c.values["value"].drop_nulls().to_list() if len(v) >= 4]
+    cells = [v for c in catalogues.values() for v in c.frame["median"].drop_nulls().to_list()]
+    identifiers = {"magistrates": RawIdentifiers(names={listed[0].upper(), "NOBODY"}, system_ids={f" {cells[0]} "}),
+                   "prison": RawIdentifiers(system_ids={cells[0], cells[-1], listed[-1].upper()}),
+                   "civil": RawIdentifiers()}
+    # what scan_release did before: each catalogue through scan_table once per dataset
+    expected: dict = {}
+    for source, raw in identifiers.items():
+        no_names = RawIdentifiers(names=raw.names, addresses=raw.addresses, system_ids=raw.system_ids)
+        for name, catalogue in catalogues.items():
+            values, summary = _catalogue_frames(name, catalogue)
+            shapes = source == "magistrates"
+            findings = scan_table(f"catalogue:{name}.values", values, no_names, shapes=shapes)
+            findings += scan_table(f"catalogue:{name}.summary", summary, no_names, shapes=shapes)
+            findings += [f for f in [_small_counts(name, catalogue)] if f]
+            for f in findings:
+                key = (f.table, f.column, f.identifier)
+                if key not in expected or f.rows > expected[key].rows:
+                    expected[key] = f
+    gates = scan_release("deidentified", {}, {}, catalogues, identifiers=identifiers)
+    got = gates.catalogue_findings
+    assert [(f.table, f.column, f.identifier, f.rows) for f in got] == [
+        (f.table, f.column, f.identifier, f.rows) for f in expected.values()]
+    kinds = {f.identifier for f in got}
+    assert {"postcode", "name", "system_id"} <= kinds

@@ -1,6 +1,7 @@
 """Keyed pseudonyms: deterministic per key, different across keys and namespaces."""
 
 import polars as pl
+import pytest
 
 from datafirst_assets.deidentify.keys import KEY_ENV, key_is_development, keyed_hash
 
@@ -53,3 +54,41 @@ def test_stored_hashes_are_reused_per_key_and_namespace_and_give_the_same_digest
     assert rotated.found == 0
     with warehouse_cursor(database) as conn:
         assert conn.execute(f"select count(distinct key_fingerprint) from {NAME}").fetchone()[0] == 1
+
+
+def test_a_batched_cache_writes_once_finds_its_own_new_hashes_and_keeps_the_same_rows(tmp_path):
+    from datafirst_assets.deidentify.hash_cache import NAME, KeyedHashCache
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+
+    def rows(database):
+        with warehouse_cursor(database) as conn:
+            return sorted(conn.execute(f"select namespace, value, digest from {NAME}").fetchall())
+
+    columns = [("prison", pl.Series("id", ["1001", "1002", None])), ("prison", pl.Series("id", ["1002", "1003"])),
+               ("probation", pl.Series("id", ["1001"]))]
+    one_at_a_time, batched = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    plain = KeyedHashCache(one_at_a_time, key=b"k1")
+    expected = [keyed_hash(v, namespace=ns, key=b"k1", cache=plain) for ns, v in columns]
+    cache = KeyedHashCache(batched, key=b"k1")
+    with cache.batched():
+        got = [keyed_hash(v, namespace=ns, key=b"k1", cache=cache) for ns, v in columns]
+        assert rows(batched) == []  # nothing written inside the block
+    assert all(a.equals(b) for a, b in zip(expected, got))
+    assert (cache.found, cache.hashed) == (plain.found, plain.hashed) == (1, 4)  # 1002 found, not hashed again
+    assert rows(batched) == rows(one_at_a_time)
+    # a later batched run reads what is stored; a full refresh replaces rows without duplicating them
+    again = KeyedHashCache(batched, key=b"k1")
+    with again.batched():
+        keyed_hash(columns[1][1], namespace="prison", key=b"k1", cache=again)
+    assert (again.found, again.hashed) == (2, 0)
+    full = KeyedHashCache(batched, key=b"k1", reuse=False)
+    with full.batched():
+        for ns, v in columns:
+            keyed_hash(v, namespace=ns, key=b"k1", cache=full)
+    assert rows(batched) == rows(one_at_a_time)
+    # a block that fails writes nothing
+    failing = KeyedHashCache(tmp_path / "c.duckdb", key=b"k1")
+    with pytest.raises(RuntimeError), failing.batched():
+        keyed_hash(columns[0][1], namespace="prison", key=b"k1", cache=failing)
+        raise RuntimeError("stop")
+    assert rows(tmp_path / "c.duckdb") == []

@@ -163,6 +163,48 @@ def test_newton_from_a_warm_start_reaches_the_same_optimum():
     assert np.abs(cold - warm).max() < 1e-6
 
 
+
+def test_the_bootstrap_resamples_fitted_at_once_are_the_one_at_a_time_fits():
+    from datafirst_assets.linkage.threshold import resampled_calibrations
+
+    rng = np.random.default_rng(11)
+    # weights in few distinct values (as agreement patterns give), 2% wrong labels; a second,
+    # small set where many resamples hold fewer than 5 non-matches (no fit)
+    weight = rng.choice(np.linspace(-8, 25, 60), 600)
+    same = (rng.random(600) < 1 / (1 + np.exp(-(0.6 * weight - 3)))) ^ (rng.random(600) < 0.02)
+    big = pl.DataFrame({"match_weight": weight, "clerical_match_score": same.astype(float)})
+    small = pl.DataFrame({"match_weight": np.r_[np.linspace(0, 10, 20), [-5.0] * 6],
+                          "clerical_match_score": [1.0] * 20 + [0.0] * 6})
+    for labelled in (big, small):
+        samples = np.array([rng.integers(0, labelled.height, labelled.height) for _ in range(25)])
+        one_at_a_time = [calibrate(labelled[sample]) for sample in samples]
+        at_once = resampled_calibrations(labelled, samples)
+        assert [fit is None for fit in at_once] == [fit is None for fit in one_at_a_time]
+        assert any(fit is not None for fit in at_once)
+        for a, b in zip(one_at_a_time, at_once):
+            if a is not None:
+                assert (a.weight_range, a.labels_used, a.method) == (b.weight_range, b.labels_used, b.method)
+                assert np.allclose([a.intercept, a.slope, a.label_error_rate],
+                                   [b.intercept, b.slope, b.label_error_rate], rtol=0, atol=1e-9)
+    assert any(fit is None for fit in resampled_calibrations(small, samples))
+
+
+def test_the_labels_intervals_are_the_same_whatever_order_the_pairs_come_in(tmp_path):
+    from datafirst_assets.linkage.threshold import read_label_evidence
+
+    rng = np.random.default_rng(8)
+    n = 400
+    weight = rng.choice(np.linspace(-6, 20, 40), n)
+    same = rng.random(n) < 1 / (1 + np.exp(-(0.5 * weight - 2)))
+    pairs = pl.DataFrame({"record_id_l": [f"a{i}" for i in range(n)], "record_id_r": [f"b{i}" for i in range(n)],
+                          "match_weight": weight, "match_probability": 1 / (1 + 2.0 ** -weight)})
+    labels_file = tmp_path / "labels.csv"
+    pairs.select("record_id_l", "record_id_r", pl.Series("clerical_match_score", same.astype(float))).write_csv(labels_file)
+    first = read_label_evidence(pairs, labels_file, resamples=12)
+    again = read_label_evidence(pairs.sample(fraction=1.0, shuffle=True, seed=1), labels_file, resamples=12)
+    assert first.calibration is not None and len(first.resampled) == 12
+    assert first.resampled == again.resampled
+
 def test_simulated_reviewer_gets_the_stated_share_wrong(tmp_path):
     queue = pl.DataFrame({"record_id_l": [str(i) for i in range(0, 200, 2)],
                           "record_id_r": [str(i) for i in range(1, 200, 2)], "match_weight": 1.0})

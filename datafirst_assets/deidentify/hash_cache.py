@@ -16,6 +16,8 @@ full refresh (`reuse=False`) hashes every value again and replaces what it finds
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -36,11 +38,37 @@ class KeyedHashCache:
         self.fingerprint = key_fingerprint(key)
         self.reuse = reuse
         self.found = self.hashed = 0  # distinct values found in the cache / hashed (for metadata)
+        # while `batched`: the rows stored so far, by namespace, and the namespaces the table held
+        self._pending: dict[str, list[pl.DataFrame]] | None = None
+        self._stored_namespaces: set[str] = set()
         with warehouse_cursor(self.database) as conn:
             conn.execute(f"create schema if not exists {SCHEMA}")
             conn.execute(f"create table if not exists {NAME} (key_fingerprint varchar, namespace varchar, "
                          "value varchar, digest varchar)")
             conn.execute(f"delete from {NAME} where key_fingerprint <> ?", [self.fingerprint])
+
+    @contextmanager
+    def batched(self) -> Iterator[KeyedHashCache]:
+        """Within the block, newly hashed values are kept in memory (``lookup`` finds them there)
+        and written in one transaction when it ends (nothing is written if it raises): a
+        transaction per hashed column was most of the hashing time of a small dataset (13 ms
+        each, 75 columns in the demo). Lookups skip the table for namespaces it does not hold."""
+        if self._pending is not None:  # already batched: the outer block writes
+            yield self
+            return
+        with warehouse_cursor(self.database) as conn:
+            self._stored_namespaces = {row[0] for row in conn.execute(
+                f"select distinct namespace from {NAME} where key_fingerprint = ?", [self.fingerprint]).fetchall()}
+        self._pending = {}
+        try:
+            yield self
+        except BaseException:
+            self._pending = None
+            raise
+        pending, self._pending = self._pending, None
+        frames = [frame for frames in pending.values() for frame in frames]
+        if frames:
+            self._write(pl.concat(frames).unique(["namespace", "value"], keep="first", maintain_order=True))
 
     def lookup(self, namespace: str, values: pl.Series) -> pl.DataFrame:
         """(value, digest) of the non-null `values` stored for `namespace` (none when not reusing)."""
@@ -48,17 +76,26 @@ class KeyedHashCache:
         wanted = values.drop_nulls()
         if not self.reuse or not wanted.len():
             return pl.DataFrame(schema=schema)
+        found = []
+        if self._pending is not None and self._pending.get(namespace):
+            kept = pl.concat(self._pending[namespace]).select("value", "digest")
+            found.append(kept.filter(pl.col("value").is_in(wanted.cast(pl.String).implode())))
+        if self._pending is None or namespace in self._stored_namespaces:
+            found.append(self._lookup_stored(namespace, wanted))
+        result = pl.concat([f.cast(schema) for f in found]) if found else pl.DataFrame(schema=schema)  # type: ignore[arg-type]
+        self.found += result.height
+        return result
+
+    def _lookup_stored(self, namespace: str, wanted: pl.Series) -> pl.DataFrame:
         with warehouse_cursor(self.database) as conn:
             conn.register("_wanted_values", pl.DataFrame({"value": wanted}).to_arrow())
             try:
-                found = pl.from_arrow(conn.sql(
+                return pl.from_arrow(conn.sql(  # type: ignore[return-value]
                     f"select c.value, c.digest from _wanted_values w join {NAME} c on c.value = w.value "
                     "where c.key_fingerprint = ? and c.namespace = ?",
                     params=[self.fingerprint, namespace]).to_arrow_table())
             finally:
                 conn.unregister("_wanted_values")
-        self.found += found.height
-        return found.cast(schema)  # type: ignore[union-attr]
 
     def store(self, namespace: str, values: pl.Series, digests: pl.Series) -> None:
         """Keep newly hashed values (a full refresh first drops what was stored for them)."""
@@ -67,14 +104,21 @@ class KeyedHashCache:
         if not rows.height:
             return
         rows = rows.select(pl.lit(self.fingerprint).alias("key_fingerprint"), pl.lit(namespace).alias("namespace"),
-                           "value", "digest")
+                           pl.col("value").cast(pl.String), pl.col("digest").cast(pl.String))
+        if self._pending is not None:
+            self._pending.setdefault(namespace, []).append(rows)
+            return
+        self._write(rows)
+
+    def _write(self, rows: pl.DataFrame) -> None:
+        """Insert ``rows`` (key_fingerprint, namespace, value, digest) in one transaction."""
         with warehouse_cursor(self.database) as conn:
             conn.register("_new_hashes", rows.to_arrow())
             conn.execute("begin")
             try:
                 if not self.reuse:
-                    conn.execute(f"delete from {NAME} where namespace = ? and value in "
-                                 "(select value from _new_hashes)", [namespace])
+                    conn.execute(f"delete from {NAME} where exists (select 1 from _new_hashes h "
+                                 f"where h.namespace = {NAME}.namespace and h.value = {NAME}.value)")
                 conn.execute(f"insert into {NAME} select * from _new_hashes")
                 conn.execute("commit")
             except BaseException:

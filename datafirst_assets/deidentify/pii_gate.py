@@ -28,6 +28,11 @@ IDENTIFIER_PATTERNS = {
     "prison_number": r"\b[A-Z]\d{4}[A-Z]{2}\b",
     "crn": r"\b[A-Z]\d{6}\b",
 }
+#: The raw-value comparison of a table's text columns takes whole columns until it holds this many
+#: distinct values (at a million people a table's hashed ids alone run to millions).
+SCAN_BATCH_VALUES = 2_000_000
+#: A value with any of the shapes (the patterns joined: a value matches it when it matches one).
+ANY_IDENTIFIER_PATTERN = "|".join(f"(?:{pattern})" for pattern in IDENTIFIER_PATTERNS.values())
 IDENTIFIER_KINDS = {"name": "name", "dob": "date_of_birth", "postcode": "postcode", "pnc": "pnc", "cro": "cro"}
 # Raw values this short are codes as often as names or ids ("ALI", "101"): comparing them would
 # flag category codes, so equality checks start at these lengths.
@@ -128,30 +133,44 @@ def _members(values: pl.Series, known: pl.Series) -> pl.Series:
     return values.filter(values.is_in(shared))
 
 
-def _value_findings(table: str, column: str, values: pl.Series, raw: RawIdentifiers,
-                    codes: Iterable[str] = (), shapes: bool = True) -> list[Finding]:
-    """`codes`: the column's declared codes, which are not compared with raw names, addresses or ids.
-    `shapes`: also look for identifier shapes (False: only values equal to `raw`'s)."""
+def _shape_findings(table: str, column: str, values: pl.Series, codes: Iterable[str] = (),
+                    shapes: bool = True) -> tuple[pl.Series, list[Finding]]:
+    """A column's distinct ``values`` normalised as they are compared with raw values (less its
+    declared ``codes``, which are not compared with raw names, addresses or ids), and the
+    identifier shapes found in them (none when not ``shapes``)."""
     findings = []
     normalised = values.cast(pl.String).str.strip_chars().str.to_uppercase()
     # A whole 64-hex hash is one word: no pattern (each bounded by \b, shorter) can match inside
     # it, so hashed columns skip the pattern scan (most of its time at scale).
     unhashed = normalised.filter(~normalised.str.contains(r"^[0-9A-F]{64}$")) if shapes else normalised.head(0)
-    for identifier, pattern in IDENTIFIER_PATTERNS.items():
-        hits = unhashed.filter(unhashed.str.contains(pattern))
-        if hits.len():
-            findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
+    # one pass for every shape first: most columns hold none, and then need no pass per shape
+    if unhashed.len() and unhashed.str.contains(ANY_IDENTIFIER_PATTERN).any():
+        for identifier, pattern in IDENTIFIER_PATTERNS.items():
+            hits = unhashed.filter(unhashed.str.contains(pattern))
+            if hits.len():
+                findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
     declared = [str(c).upper() for c in codes]
     if declared:
         normalised = normalised.filter(~normalised.is_in(declared))
+    return normalised, findings
+
+
+def raw_value_findings(labels: list[tuple[str, str]], values: pl.DataFrame, raw: RawIdentifiers) -> dict[int, list[Finding]]:
+    """The raw names, addresses and system ids among normalised values (``values``: ``g``, the
+    position in ``labels`` of the (table, column) a value ``v`` is from): per position, one finding
+    per kind found (name, address, system_id, in that order), counting the values and showing the
+    first. One pass per kind over every column at once: a pass per column and kind, each probing
+    a dataset's raw values, was most of the scans' time (1,100 passes in the demo's releases)."""
+    found: dict[int, list[Finding]] = {}
     for identifier in ("name", "address", "system_id"):
         known = raw.series(identifier)
-        if not known.len():
+        if not known.len() or values.is_empty():
             continue
-        hits = _members(normalised, known)
-        if hits.len():
-            findings.append(Finding(table, column, identifier, hits.len(), mask(hits[0])))
-    return findings
+        hits = values.filter(pl.col("v").is_in(_members(known, values.get_column("v")).implode()))
+        for g, rows, first in hits.group_by("g", maintain_order=True).agg(pl.len(), pl.col("v").first()).iter_rows():
+            table, column = labels[g]
+            found.setdefault(g, []).append(Finding(table, column, identifier, rows, mask(first)))
+    return found
 
 
 def scan_table(table: str, released: pl.DataFrame, raw: RawIdentifiers, *,
@@ -159,23 +178,37 @@ def scan_table(table: str, released: pl.DataFrame, raw: RawIdentifiers, *,
                codes: Mapping[str, Iterable[str]] | None = None, shapes: bool = True) -> list[Finding]:
     """Every identifier found in `released`; `dates_of_birth` is aligned row by row with it; `codes`:
     each code column's declared values (a code equal to a raw name is not a name). `shapes=False`
-    leaves out the identifier shapes (for values already scanned for them against other raw values)."""
+    leaves out the identifier shapes (for values already scanned for them against other raw values).
+    Findings column by column: withheld column names, then per column its shapes, raw values
+    (`raw_value_findings`) and dates of birth."""
     findings = [
         Finding(table, column, "withheld column name", released.height, column)
         for column in released.columns if column.lower() in raw.column_names
     ]
+    per_column: list[list[Finding]] = []
+    texts: list[pl.DataFrame] = []
+    labels = [(table, c) for c in released.columns]
+    by_column: dict[int, list[Finding]] = {}
     for column in released.columns:
-        series = released[column]
+        series, found = released[column], []
         if series.dtype == pl.String:
-            findings += _value_findings(table, column, series.drop_nulls().unique(), raw, (codes or {}).get(column, ()),
-                                        shapes)
+            normalised, found = _shape_findings(table, column, series.drop_nulls().unique(),
+                                                (codes or {}).get(column, ()), shapes)
+            texts.append(pl.DataFrame({"g": len(per_column), "v": normalised}, schema={"g": pl.Int64, "v": pl.String}))
+            if sum(t.height for t in texts) >= SCAN_BATCH_VALUES:  # whole columns, a bounded number of values at once
+                by_column |= raw_value_findings(labels, pl.concat(texts), raw)
+                texts = []
         elif series.dtype in (pl.Date, pl.Datetime) and dates_of_birth is not None:
             if dates_of_birth.len() != released.height:
                 raise ValueError(f"{table}: dates of birth are not aligned with the released rows")
             same = (series.cast(pl.Date) == dates_of_birth.cast(pl.Date)).fill_null(False)
             if same.any():
-                findings.append(Finding(table, column, "date_of_birth", int(same.sum()),
-                                        mask(series.filter(same)[0])))
+                found = [Finding(table, column, "date_of_birth", int(same.sum()), mask(series.filter(same)[0]))]
+        per_column.append(found)
+    if texts:
+        by_column |= raw_value_findings(labels, pl.concat(texts), raw)
+    for g, found in enumerate(per_column):
+        findings += found + by_column.get(g, [])
     return findings
 
 

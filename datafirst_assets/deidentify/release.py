@@ -12,6 +12,7 @@ table with its per-dataset person id); each record is released once, in its late
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -54,6 +55,16 @@ def deidentify_source(source: SourceSpec, staged: Mapping[str, pl.DataFrame],
         str(d) for frame in staged.values() if PARTITION_COLUMN in frame.columns
         for d in frame[PARTITION_COLUMN].unique().to_list()
     }))
+    # the hashes are written to the cache once, after every table (see KeyedHashCache.batched)
+    with cache.batched() if cache is not None else nullcontext():
+        _release_tables(source, latest, specs, rules, known, release, key, cache)
+    release.orphans = orphan_counts(release.tables, {t.name: specs[(source.key, t.name)] for t in source.tables})
+    return release
+
+
+def _release_tables(source: SourceSpec, latest: Mapping[str, pl.DataFrame], specs, rules, known: RawIdentifiers,
+                    release: DatasetRelease, key: bytes | None, cache) -> None:
+    """Each table of ``source`` de-identified, disclosure-controlled and scanned, into ``release``."""
     for table in source.tables:
         spec = specs[(source.key, table.name)]
         parent = source.table(table.parent) if table.parent else None
@@ -70,8 +81,6 @@ def deidentify_source(source: SourceSpec, staged: Mapping[str, pl.DataFrame],
             dates_of_birth=latest[table.name][dob] if dob else None, codes=spec.code_lists,
         )
         release.tables[table.name] = released
-    release.orphans = orphan_counts(release.tables, {t.name: specs[(source.key, t.name)] for t in source.tables})
-    return release
 
 
 def deidentify_linking(xjs_lookup: pl.DataFrame, case_lookup: pl.DataFrame,

@@ -50,3 +50,55 @@ class DisjointSets:
             if np.array_equal(jumped, roots):
                 return roots
             roots = jumped
+
+
+def component_minimum(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Each of 0..n-1's component root when every edge ``left[i]``-``right[i]`` is joined: its
+    component's smallest element, as :meth:`DisjointSets.roots` gives (a joined set keeps its
+    smallest root), in whole-array steps: each round hooks every root under the smallest root it
+    has an edge to and jumps pointers until each element points at a root (rounds: about log n)."""
+    label = np.arange(n, dtype=np.int64)
+    a, b = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+    while a.size:
+        la, lb = label[a], label[b]
+        differ = la != lb
+        if not differ.any():
+            break
+        la, lb = la[differ], lb[differ]
+        np.minimum.at(label, np.maximum(la, lb), np.minimum(la, lb))
+        while True:
+            jumped = label[label]
+            if np.array_equal(jumped, label):
+                break
+            label = jumped
+        a, b = a[differ], b[differ]  # edges already inside one component stay so
+    return label
+
+
+def roots_at_thresholds(n: int, left: np.ndarray, right: np.ndarray, probability: np.ndarray,
+                        thresholds) -> dict[float, np.ndarray]:
+    """Each element's root (its component's smallest element) when the edges with ``probability``
+    >= t are joined, for every t: the thresholds from the highest down, each joining only the
+    edges it adds, between the roots so far (a threshold that adds none shares the array before it)."""
+    left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+    order = np.argsort(-np.asarray(probability, dtype=float), kind="stable")
+    falling = -np.asarray(probability, dtype=float)[order]  # ascending
+    label = np.arange(n, dtype=np.int64)
+    roots: dict[float, np.ndarray] = {}
+    position = 0
+    for t in sorted(thresholds, reverse=True):
+        end = int(np.searchsorted(falling, -t, side="right"))  # edges with probability >= t
+        if end > position:
+            take = order[position:end]
+            a, b = label[left[take]], label[right[take]]
+            apart = a != b
+            if apart.any():
+                nodes, inverse = np.unique(np.concatenate([a[apart], b[apart]]), return_inverse=True)
+                k = int(apart.sum())
+                joined = component_minimum(len(nodes), inverse[:k], inverse[k:])
+                mapping = np.arange(n, dtype=np.int64)
+                mapping[nodes] = nodes[joined]
+                label = mapping[label]
+            position = end
+        roots[t] = label
+    return roots

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from datafirst_assets.linkage.disjoint_sets import DisjointSets
+from datafirst_assets.linkage.disjoint_sets import DisjointSets, component_minimum, roots_at_thresholds
 from datafirst_assets.linkage.settings import UNIQUE_ID
 
 #: A clustering fails the shape check when a cluster has more records than this ...
@@ -174,16 +174,50 @@ def guarded_components_at(record_ids: list[str], left, right, probability, thres
     """Each record's cluster root at every threshold t, as :func:`split_conflicting_clusters` leaves
     the clusters of the pairs with probability >= t: one union-find pass adding pairs from the most
     probable down, never joining two parts that carry different people (conflicting dates, two
-    parties of one case, a company and a person). ``left`` / ``right``: positions in ``record_ids``."""
-    members = pl.DataFrame({UNIQUE_ID: record_ids})
+    parties of one case, a company and a person). ``left`` / ``right``: positions in ``record_ids``.
+
+    A cluster at the lowest threshold whose records carry no two people (most of them) never
+    refuses a join, so it and every cluster inside it are the plain clusters
+    (:func:`disjoint_sets.roots_at_thresholds`, whole-array steps); only the pairs inside the
+    others go through the guarded pass (:func:`_guarded_roots`). A root is its cluster's smallest
+    position either way."""
+    left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+    probability = np.asarray(probability, dtype=float)
+    if not thresholds:
+        return {}
     if dob_col in records.columns:
         records = records.with_columns(pl.col(dob_col).cast(pl.Date))
-    parts = _parts(members, records, dob_col)
+    n = len(record_ids)
+    linked = probability >= min(thresholds)
+    widest = component_minimum(n, left[linked], right[linked])
+    bad = conflicting_clusters(pl.DataFrame({UNIQUE_ID: record_ids, "_c": widest}), records, cluster_col="_c",
+                               dob_col=dob_col)
+    conflicted = np.isin(widest, bad.cast(pl.Int64).to_numpy())
+    inside = linked & conflicted[left]  # a linked pair's records are in one widest cluster
+    roots = roots_at_thresholds(n, left[~inside], right[~inside], probability[~inside], thresholds)
+    members = np.flatnonzero(conflicted)
+    if not members.size:
+        return roots
+    local = np.full(n, -1, dtype=np.int64)
+    local[members] = np.arange(members.size)
+    guarded = _guarded_roots([record_ids[i] for i in members], local[left[inside]], local[right[inside]],
+                             probability[inside], thresholds, records, dob_col)
+    out = {}
+    for t, plain in roots.items():
+        out[t] = plain.copy()
+        out[t][members] = members[guarded[t]]
+    return out
+
+
+def _guarded_roots(record_ids: list[str], left: np.ndarray, right: np.ndarray, probability: np.ndarray,
+                   thresholds: list[float], records: pl.DataFrame, dob_col: str) -> dict:
+    """:func:`guarded_components_at`'s union-find pass, one pair at a time (``records``: dates as dates)."""
+    parts = _parts(pl.DataFrame({UNIQUE_ID: record_ids}, schema={UNIQUE_ID: pl.String}), records, dob_col)
     carried = [parts.get(r) or _Part() for r in record_ids]
     sets = DisjointSets(len(record_ids))
     # strongest first, ties by record (as the guard sorts its links): the same clusters whatever
     # order the warehouse returned the pairs in
-    order = np.lexsort((np.asarray(right), np.asarray(left), -np.asarray(probability)))
+    order = np.lexsort((right, left, -probability))
     roots, position = {}, 0
     for t in sorted(thresholds, reverse=True):
         while position < len(order) and probability[order[position]] >= t:

@@ -23,7 +23,13 @@ import polars as pl
 from datafirst_assets.catalogue.build import Catalogue
 from datafirst_assets.contracts.core import ContractReport, validate_table
 from datafirst_assets.deidentify.disclosure import RiskResult, RiskRule, reidentification_risk
-from datafirst_assets.deidentify.pii_gate import Finding, RawIdentifiers, scan_table, shape_identifiers
+from datafirst_assets.deidentify.pii_gate import (
+    Finding,
+    RawIdentifiers,
+    raw_value_findings,
+    scan_table,
+    shape_identifiers,
+)
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.deidentify.schemas import release_schema
 
@@ -136,21 +142,75 @@ def _undeclared_values(values: pl.DataFrame) -> pl.DataFrame:
     return keyed.join(_declared_codes(), on=["table", "column", "_upper"], how="anti").drop("_upper")
 
 
-def _catalogue_findings(name: str, catalogue: Catalogue, no_names: RawIdentifiers,
-                        shapes: bool = True) -> tuple[list[Finding], int]:
-    """`no_names`: made once per dataset by `_without_column_names` (its value Series are built on
-    first use and reused for every catalogue: rebuilt per catalogue they took most of the scan).
-    `shapes`: scan for identifier shapes too (once per catalogue is enough: they do not depend on
-    the dataset compared with)."""
+def _catalogue_frames(name: str, catalogue: Catalogue) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A catalogue's listed values (less declared codes) and its summary cells, as text."""
     values = _undeclared_values(catalogue.values).select(pl.col("value").cast(pl.String))
     cells = catalogue.frame.select([pl.col(c).cast(pl.String) for c in CATALOGUE_TEXT_COLUMNS])
-    findings = scan_table(f"catalogue:{name}.values", values, no_names, shapes=shapes)
-    findings += scan_table(f"catalogue:{name}.summary", cells, no_names, shapes=shapes)
+    return values, cells
+
+
+def _small_counts(name: str, catalogue: Catalogue) -> Finding | None:
     small = catalogue.values.filter(pl.col("count").is_not_null() & (pl.col("count") < MIN_SHOWN_COUNT))
-    if small.height:
-        findings.append(Finding(f"catalogue:{name}", "count", f"count under {MIN_SHOWN_COUNT} shown", small.height,
-                                str(small["count"][0])))
-    return findings, values.height + cells.height * cells.width
+    return (Finding(f"catalogue:{name}", "count", f"count under {MIN_SHOWN_COUNT} shown", small.height,
+                    str(small["count"][0])) if small.height else None)
+
+
+@dataclass
+class _CatalogueText:
+    """Every catalogue's text as the PII scan reads it (`scan_table` on `_catalogue_frames`), made
+    once per release: per text column (``columns``: table label, column) its distinct values
+    normalised (``values``, column ``g``: the column's position) and the identifier shapes found
+    in it. `compare` looks for one dataset's raw identifiers in all of them in one pass per kind:
+    a `scan_table` per catalogue and dataset (a pass per column and kind, 1,700 in the demo's
+    two releases) was most of the catalogue scan's time. The findings are those `scan_table`
+    gives on each catalogue (test_gates compares them).
+
+    The text of ``no_names`` given to `compare`: made once per dataset by `_without_column_names`
+    (its value Series are built on first use; rebuilt per catalogue they took most of the scan)."""
+
+    columns: list[tuple[str, str]]
+    shapes: list[list[Finding]]
+    values: pl.DataFrame
+    by_catalogue: dict[str, list[int]]
+    small: dict[str, Finding | None]
+    scanned: dict[str, int]
+    identity: dict[int, list[Finding]] = field(default_factory=dict)  # by column, from `compare`
+
+    @classmethod
+    def of(cls, catalogues: Mapping[str, Catalogue]) -> _CatalogueText:
+        text = cls([], [], pl.DataFrame(), {}, {}, {})
+        frames = []
+        for name, catalogue in catalogues.items():
+            values, cells = _catalogue_frames(name, catalogue)
+            text.by_catalogue[name] = []
+            for table, frame in ((f"catalogue:{name}.values", values), (f"catalogue:{name}.summary", cells)):
+                for column in frame.columns:
+                    distinct = frame[column].drop_nulls().unique()
+                    text.by_catalogue[name].append(len(text.columns))
+                    # the shapes alone (no raw values given), as scan_table finds them
+                    text.shapes.append(scan_table(table, distinct.to_frame(column), RawIdentifiers()))
+                    frames.append(pl.DataFrame({"g": len(text.columns),
+                                                "v": distinct.str.strip_chars().str.to_uppercase()},
+                                               schema={"g": pl.Int64, "v": pl.String}))
+                    text.columns.append((table, column))
+            text.small[name] = _small_counts(name, catalogue)
+            text.scanned[name] = values.height + cells.height * cells.width
+        text.values = pl.concat(frames) if frames else pl.DataFrame(schema={"g": pl.Int64, "v": pl.String})
+        return text
+
+    def findings(self, name: str, shapes: bool) -> list[Finding]:
+        """Catalogue ``name``'s findings against the identifiers last given to `compare`, in the
+        order `scan_table` gives them column by column (with the shapes when ``shapes``), then the
+        counts under 10 shown."""
+        found = []
+        for g in self.by_catalogue[name]:
+            found += (self.shapes[g] if shapes else []) + self.identity.get(g, [])
+        small = self.small[name]
+        return found + ([small] if small else [])
+
+    def compare(self, no_names: RawIdentifiers) -> None:
+        """Every column's values equal to ``no_names``' raw names, addresses and system ids, by column."""
+        self.identity = raw_value_findings(self.columns, self.values, no_names)
 
 
 def _dataset_identifiers(source: str, identifiers: Mapping[str, RawIdentifiers]) -> RawIdentifiers:
@@ -199,6 +259,7 @@ def scan_release(
     # dataset's are read once (they are read on use, one dataset held at a time).
     found: dict[tuple[str, str, str], Finding] = {}
     scanned: dict[str, int] = {}
+    text: _CatalogueText | None = None  # the catalogues' text, read once (on first use)
     catalogue_sources = list(identifiers) or [None]
     for source in dict.fromkeys([s for s, _ in tables] + catalogue_sources):
         to_scan = [k for k in tables if k[0] == source and k not in gates.tables]
@@ -209,8 +270,11 @@ def scan_release(
         if source not in catalogue_sources:
             continue
         known = _without_column_names(identifiers[source]) if source is not None else RawIdentifiers()
-        for name, catalogue in catalogues.items():
-            findings, scanned[name] = _catalogue_findings(name, catalogue, known, shapes=name not in scanned)
+        text = text if text is not None else _CatalogueText.of(catalogues)
+        text.compare(known)
+        for name in catalogues:
+            findings = text.findings(name, shapes=name not in scanned)
+            scanned[name] = text.scanned[name]
             for finding in findings:
                 key = (finding.table, finding.column, finding.identifier)
                 if key not in found or finding.rows > found[key].rows:
