@@ -137,6 +137,51 @@ def test_staged_rows_breaking_their_schema_are_not_stored(tmp_path, monkeypatch)
     assert not any(t.startswith("staged_") for t in _tables(layout.warehouse))  # nothing of the source staged
 
 
+def test_staged_frames_are_validated_once_the_io_manager_vouching_for_schema_valid(tmp_path, monkeypatch):
+    """The staged table's contract is its `schema_valid` schema and the IO manager validates every row
+    before storing: the step's check passes that very frame without validating it a second time."""
+    import pandera.polars as pa
+
+    validated = []
+    real = pa.DataFrameSchema.validate
+    monkeypatch.setattr(pa.DataFrameSchema, "validate",
+                        lambda self, frame, *a, **k: validated.append(self.name) or real(self, frame, *a, **k))
+    result, ran, _ = _ingest(tmp_path, monkeypatch, lambda result: result)
+    assert result.success and ran == [True] and not _failed(result)
+    staged = [n for n in validated if n.startswith(f"staged_{FAMILY.key}_")]
+    assert sorted(staged) == sorted(f"staged_{FAMILY.key}_{t.name}" for t in FAMILY.tables)  # once each
+    passed = {e.asset_key.to_user_string() for e in result.get_asset_check_evaluations()
+              if e.check_name == "schema_valid" and e.passed}
+    assert passed == {f"staged/{FAMILY.key}/{t.name}" for t in FAMILY.tables}
+
+
+def test_only_the_very_frame_that_held_its_contract_before_storing_is_vouched_for(tmp_path):
+    from datafirst_assets.contracts.core import ContractViolation
+    from datafirst_assets.contracts.registry import contract_for
+    from datafirst_assets.contracts.wiring import check_before_store, passed_before_store
+    from datafirst_assets.defs.ingest import load_deliveries, staged_key
+    from datafirst_assets.staging.schemas import staged_schema
+    from datafirst_assets.staging.standardise import stage_partitions
+
+    table = FAMILY.tables[0]
+    layout = DataLayout(tmp_path / "data")
+    write_delivery(layout.landing, FAMILY.key, DATE, rows=3)
+    raw, _ = load_deliveries(FAMILY, [table], layout.landing, [DATE])[table.name]
+    key, schema = staged_key(FAMILY.key, table.name), staged_schema(FAMILY.key, table.name)
+    frame = stage_partitions(raw, FAMILY, table).staged
+    assert contract_for(key) is schema and not passed_before_store(key, frame, schema)
+    check_before_store(key, frame)
+    assert passed_before_store(key, frame, schema)
+    assert not passed_before_store(key, frame.clone(), schema)  # an equal frame is not the one validated
+    assert not passed_before_store(key, frame, staged_schema(FAMILY.key, FAMILY.tables[1].name))
+    broken = frame.with_columns(pl.lit("SAME").alias(table.id_column))
+    try:
+        check_before_store(key, broken)
+    except ContractViolation:
+        pass
+    assert not passed_before_store(key, broken, schema) and passed_before_store(key, frame, schema)
+
+
 # --- cross-justice lookup and case link ------------------------------------------------------------------
 
 def _placeholders(keys) -> list[AssetSpec]:

@@ -339,3 +339,56 @@ def test_latest_metadata_reads_every_output_at_once_and_a_never_stored_output_is
     assert previous[AssetKey("stored")][FINGERPRINT].value == "abc"
     assert unchanged({AssetKey("stored"): previous[AssetKey("stored")]}, "abc", "incremental")
     assert not unchanged(previous, "abc", "incremental")  # the output never stored must be computed
+
+
+def test_a_partitioned_table_written_in_its_run_is_checked_without_the_event_log_unless_changed_after(
+        tmp_path, monkeypatch):
+    """A first load: the run's own write validated every partition it stored, so its contract check
+    compares the stored partitions' fingerprints with that write's (kept in the process) and asks the
+    event log nothing; a partition changed after the write, inside the run, is read and validated again."""
+    from dagster import StaticPartitionsDefinition, asset
+
+    from datafirst_assets.contracts.checks import contract_checks
+    from datafirst_assets.defs.resources import Warehouse
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    DAY = "2024-01-31"
+
+    @asset(key=["quarantine", "magistrates", "hocas_flatfile"], partitions_def=StaticPartitionsDefinition([DAY]),
+           metadata={"schema": "quarantine_magistrates", "partition_expr": "extract_date"}, group_name="quarantine")
+    def rows() -> pl.DataFrame:
+        return pl.DataFrame({"extract_date": [DAY, DAY], "source": "magistrates", "table": "hocas_flatfile",
+                             "record_id": ["r0", "r1"], "_source_file": "f.csv", "_row_number": [2, 3],
+                             "reason": "bad", "raw_record": None}, schema_overrides={"raw_record": pl.String})
+
+    database = str(tmp_path / "wh.duckdb")
+    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
+    asked = []
+    real = DagsterInstance.get_latest_materialization_event
+    monkeypatch.setattr(DagsterInstance, "get_latest_materialization_event",
+                        lambda self, key: asked.append(key) or real(self, key))
+    result = materialize([rows, *contract_checks([rows])], resources=resources, partition_key=DAY)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed and asked == []
+    assert evaluation.metadata["checked"].value.startswith("every partition unchanged")
+
+    class ChangedAfterTheWrite(WarehouseIOManager):
+        def handle_output(self, context, obj) -> None:
+            super().handle_output(context, obj)
+            with warehouse_cursor(self.database) as conn:  # still valid, but not what the write validated
+                conn.execute("update quarantine_magistrates.hocas_flatfile set reason = 'other'")
+
+    result = materialize([rows, *contract_checks([rows])], partition_key=DAY, raise_on_error=False,
+                         resources={**resources, "io_manager": ChangedAfterTheWrite(database=database)})
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["checked"].value == "every row"
+
+
+def test_a_remembered_partition_write_belongs_to_its_run_only(tmp_path):
+    from datafirst_assets.warehouse.content import partitions_validated_in_run, remember_validated_partitions
+
+    database = str(tmp_path / "wh.duckdb")
+    remember_validated_partitions(database, "raw_civil", "cases", "run-a", {"2024-01-31": "c1"})
+    assert partitions_validated_in_run(database, "raw_civil", "cases", "run-a") == {"2024-01-31": "c1"}
+    assert partitions_validated_in_run(database, "raw_civil", "cases", "run-b") == {}
+    assert partitions_validated_in_run(database, "raw_civil", "hearings", "run-a") == {}

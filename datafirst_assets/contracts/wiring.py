@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 import duckdb
@@ -15,6 +16,11 @@ from datafirst_assets.contracts.registry import contract_for
 COLUMN_SCHEMA = "dagster/column_schema"
 
 
+# asset key -> (the frame last found to hold the contract before it was stored, held weakly so no
+# table outlives its step; the contract it held)
+_PASSED_BEFORE_STORE: dict[AssetKey, tuple[weakref.ref, object]] = {}
+
+
 def check_before_store(key: AssetKey | None, frame: pl.DataFrame) -> dict:
     """Validate `frame` against the contract of `key` before it is written.
 
@@ -24,7 +30,18 @@ def check_before_store(key: AssetKey | None, frame: pl.DataFrame) -> dict:
     schema = contract_for(key) if key is not None else None
     if schema is None:
         return {}
-    return enforce_contract(key.to_user_string(), frame, schema).metadata()
+    metadata = enforce_contract(key.to_user_string(), frame, schema).metadata()
+    _PASSED_BEFORE_STORE[key] = (weakref.ref(frame), schema)
+    return metadata
+
+
+def passed_before_store(key: AssetKey, frame: pl.DataFrame, schema) -> bool:
+    """Whether this very frame (the same object, not an equal one) held `schema`, every rule on every
+    row, when the IO manager validated it before storing it for `key` in this process: a step's own
+    check of a frame it has just output (staging's `schema_valid`, whose schema is the staged table's
+    contract) then need not validate it a second time. False for any other frame or schema."""
+    ref, schema_held = _PASSED_BEFORE_STORE.get(key, (None, None))
+    return ref is not None and ref() is frame and schema_held is schema
 
 
 def check_in_database_before_store(key: AssetKey | None, conn: duckdb.DuckDBPyConnection, database: str,

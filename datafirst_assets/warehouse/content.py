@@ -93,6 +93,26 @@ def validated_in_run(database: str, schema: str, table: str, run_id: str) -> str
     return content if run == run_id else None
 
 
+# (database file, schema, table) -> (run id, partition -> content) of the last write of some partitions of
+# that table in this process whose contract was validated on every row (`remember_validated_partitions`)
+_VALIDATED_PARTITION_WRITES: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
+
+
+def remember_validated_partitions(database: str, schema: str, table: str, run_id: str,
+                                  contents: dict[str, str]) -> None:
+    """Record, in this process, that run `run_id` just stored these partitions of `schema.table`, each
+    with its `partition_contents`, after validating every row (the IO manager, once the write
+    committed): what that write's materialization records as `VALIDATED_PARTITIONS`."""
+    _VALIDATED_PARTITION_WRITES[(str(Path(database).resolve()), schema, table)] = (run_id, dict(contents))
+
+
+def partitions_validated_in_run(database: str, schema: str, table: str, run_id: str) -> dict[str, str]:
+    """Partition -> content of run `run_id`'s last validated write of `schema.table` in this process
+    ({} if it wrote none here): the run's `contract` check then needs no event-log read for them."""
+    run, contents = _VALIDATED_PARTITION_WRITES.get((str(Path(database).resolve()), schema, table), (None, {}))
+    return dict(contents) if run == run_id else {}
+
+
 def partition_contents(conn: duckdb.DuckDBPyConnection, table: StoredTable, contract_name: str) -> dict[str, str]:
     """Per partition of `table` (by its `partition_expr`; its selected partitions, or all), the content a
     `contract` check verifies: the partition's rows, the table's columns in order, the contract and

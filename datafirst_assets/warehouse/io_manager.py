@@ -59,6 +59,7 @@ from datafirst_assets.warehouse.content import (
     VALIDATED_PARTITIONS,
     contract_content,
     partition_contents,
+    remember_validated_partitions,
     remember_validated_write,
     table_columns,
 )
@@ -210,6 +211,9 @@ class WarehouseIOManager(ConfigurableIOManager):
             if VALIDATED_CONTENT in validated:  # committed: the run's contract check needs no event-log read
                 remember_validated_write(self.database, target.schema, target.table, context.run_id,
                                          validated[VALIDATED_CONTENT])
+            if VALIDATED_PARTITIONS in validated:  # likewise for the partitions written
+                remember_validated_partitions(self.database, target.schema, target.table, context.run_id,
+                                              validated[VALIDATED_PARTITIONS].value)
         finally:
             if spill is not None:
                 spill.unlink(missing_ok=True)
