@@ -422,7 +422,10 @@ def _with_line_numbers(good: pl.DataFrame, rejects: pl.DataFrame, scan: RecordSc
     )
     # Records the reader accepted although their field count is wrong (it drops trailing
     # delimiters): kept like any other unreadable line, never silently.
-    ragged = [(i, record) for i, record in enumerate(good_records.tolist()) if record in scan.wrong_width]
+    # found with numpy, not a Python loop over every record (a million at scale); few are ragged
+    positions = np.flatnonzero(np.isin(good_records, np.fromiter(scan.wrong_width, np.int64))) \
+        if scan.wrong_width else np.array([], np.int64)
+    ragged = [(int(i), int(good_records[i])) for i in positions]
     if ragged:
         expected = len(table.column_names)
         errors = [f"TOO MANY COLUMNS: expected {expected} fields, found {scan.wrong_width[r][0]} "
