@@ -9,7 +9,7 @@ with `execute_job` instead; this checks that an upstream output is gone once its
 import gc
 import weakref
 
-from dagster import Definitions, DagsterInstance, IOManager, asset, define_asset_job, in_process_executor
+from dagster import Definitions, DagsterInstance, IOManager, asset, define_asset_job, in_process_executor, materialize
 
 from datafirst_assets import runner
 from datafirst_assets.layout import DataLayout
@@ -121,3 +121,23 @@ def test_the_io_manager_releases_memory_once_per_step_above_the_threshold(tmp_pa
         assert materialize([first], resources=resources, instance=instance).success
     # the IO manager's setup, once per run, held the run's SQLite event log open (defs/event_log.py)
     assert held == [instance]
+
+
+def test_a_load_step_releases_what_the_previous_step_left_before_it_reads_the_deliveries(tmp_path, monkeypatch):
+    """A load step has no inputs: without its own call the release would come at its first write,
+    after the whole delivery had been read on top of the previous step's leftovers."""
+    from datafirst_assets.defs import ingest, memory
+    from datafirst_assets.defs.resources import LandingZone
+    from datafirst_assets.sources.registry import SOURCES
+
+    order = []
+    monkeypatch.setattr(memory, "holds_much_memory", lambda: True)
+    monkeypatch.setattr(memory, "release_memory", lambda: order.append("release"))
+    monkeypatch.setattr(ingest, "load_deliveries", lambda *a, **k: order.append("read") or {})
+    memory._LAST_STEP[0] = ""
+    load = ingest.build_raw_assets(SOURCES["family"])
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("extract_date", ["2024-01-31"])
+        materialize([load], partition_key="2024-01-31", instance=instance, raise_on_error=False,
+                    resources={"landing": LandingZone(path=str(tmp_path))})
+    assert order[:2] == ["release", "read"]

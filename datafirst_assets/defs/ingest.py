@@ -24,6 +24,7 @@ from dagster import (
     multi_asset,
 )
 
+from datafirst_assets.defs.memory import release_between_steps
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import LandingZone, Warehouse
 from datafirst_assets.raw.delivery import (
@@ -106,6 +107,9 @@ def build_raw_assets(source: SourceSpec) -> AssetsDefinition:
         can_subset=True,
     )
     def _load(context: AssetExecutionContext, landing: LandingZone):
+        # No inputs, so the IO manager's release (at a step's first read or write) would come only
+        # after the deliveries are read: release what the previous step left before reading them.
+        release_between_steps(context.op_def.name, context.log)
         # All or nothing: every selected table of every delivery is read and checked before any is
         # written, so a refused table leaves no table of the source changed for these dates.
         loaded = load_deliveries(source, _selected_tables(context, source, "raw"), landing.root,
