@@ -1,0 +1,42 @@
+"""Loading the code location is paid at the start of every run (the code server spawns a fresh
+Python per run that imports `datafirst_assets.definitions`): it must not import what only some
+steps use, nor walk every object it just created."""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+
+from datafirst_assets.defs import memory
+
+# Imported by the steps that need them, not by loading the definitions.
+LAZY_MODULES = ("ibis", "pandera.ibis")
+
+
+def test_loading_the_code_location_does_not_import_the_ibis_backend():
+    script = ("import json, sys; import datafirst_assets.definitions; "
+              f"print(json.dumps([m for m in {list(LAZY_MODULES)!r} if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_in_database_check_still_imports_it_when_called():
+    from datafirst_assets.contracts import wiring
+
+    assert callable(wiring.check_in_database_before_store)
+    from datafirst_assets.contracts.in_database import validate_in_duckdb  # the lazy import's target exists
+
+    assert callable(validate_in_duckdb)
+
+
+def test_freezing_the_loaded_objects_runs_no_full_collection(monkeypatch):
+    collections = []
+    monkeypatch.setattr(gc, "collect", lambda *a, **k: collections.append(a) or 0)
+    try:
+        memory.freeze_long_lived_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert collections == []
