@@ -12,7 +12,7 @@ import sys
 from datafirst_assets.defs import memory
 
 # Imported by the steps that need them, not by loading the definitions.
-LAZY_MODULES = ("ibis", "pandera.ibis")
+LAZY_MODULES = ("ibis", "pandera.ibis", "splink", "sqlglot")
 
 
 def test_loading_the_code_location_does_not_import_the_ibis_backend():
@@ -40,3 +40,10 @@ def test_freezing_the_loaded_objects_runs_no_full_collection(monkeypatch):
     finally:
         gc.unfreeze()
     assert collections == []
+
+
+def test_the_linkage_settings_still_build_splink_objects_when_used():
+    from datafirst_assets.linkage import settings
+
+    rule = settings.splink_api.block_on("forename", "surname")
+    assert "forename" in rule.get_blocking_rule("duckdb").blocking_rule_sql
