@@ -47,3 +47,19 @@ def test_the_linkage_settings_still_build_splink_objects_when_used():
 
     rule = settings.splink_api.block_on("forename", "surname")
     assert "forename" in rule.get_blocking_rule("duckdb").blocking_rule_sql
+
+
+def test_contracts_sharing_a_model_are_renamed_copies_not_deep_copies():
+    from dagster import AssetKey
+
+    from datafirst_assets.contracts import models
+    from datafirst_assets.contracts.registry import contract_for
+    from datafirst_assets.sources.registry import SOURCES
+
+    sources = sorted(SOURCES)[:2]
+    first, second = (contract_for(AssetKey(["linkage", s, "model"])) for s in sources)
+    assert (first.name, second.name) == tuple(f"linkage_{s}_model" for s in sources)
+    model = models.ModelVersion.to_schema()
+    assert model.name != first.name  # renaming a copy leaves the model's schema alone
+    # the columns are shared, not deep-copied (deep copies were most of building the contracts)
+    assert first.columns is model.columns and second.columns is model.columns
