@@ -12,7 +12,7 @@ import sys
 from datafirst_assets.defs import memory
 
 # Imported by the steps that need them, not by loading the definitions.
-LAZY_MODULES = ("ibis", "pandera.ibis", "splink", "sqlglot")
+LAZY_MODULES = ("ibis", "pandera.ibis", "splink", "sqlglot", "jinja2")
 
 
 def test_loading_the_code_location_does_not_import_the_ibis_backend():
