@@ -42,7 +42,6 @@ from dagster import (
 )
 
 from datafirst_assets.contracts.core import ContractReport, validate_table
-from datafirst_assets.contracts.in_database import validate_in_duckdb
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.content import (
@@ -86,6 +85,9 @@ def _validate(conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract
     except duckdb.CatalogException:
         return None, ""
     if rows > IN_DATABASE_ROWS:
+        # imported here, not at load: ibis and sqlglot cost every run's process ~0.4 s (contracts/wiring.py)
+        from datafirst_assets.contracts.in_database import validate_in_duckdb
+
         database = conn.execute("select current_database()").fetchall()[0][0]
         report = validate_in_duckdb(conn, database, schema, table, contract)
         if report is not None:

@@ -10,7 +10,6 @@ import polars as pl
 from dagster import AssetKey, AssetsDefinition, AssetSpec
 
 from datafirst_assets.contracts.core import ContractViolation, column_schema, enforce_contract, validate_table
-from datafirst_assets.contracts.in_database import validate_in_duckdb
 from datafirst_assets.contracts.registry import contract_for
 
 COLUMN_SCHEMA = "dagster/column_schema"
@@ -53,6 +52,10 @@ def check_in_database_before_store(key: AssetKey | None, conn: duckdb.DuckDBPyCo
     contract = contract_for(key) if key is not None else None
     if contract is None:
         return {}
+    # imported here: pandera's Ibis backend (ibis, sqlglot) costs ~0.4 s at import, and loading
+    # the code location (every run's process) must not pay for what only big tables use
+    from datafirst_assets.contracts.in_database import validate_in_duckdb
+
     report = validate_in_duckdb(conn, database, schema, table, contract)
     checked_in = "duckdb (pandera.ibis)"
     if report is None:  # a rule written in polars: only small document tables have one

@@ -10,10 +10,12 @@ clusters merge or split, so stable person ids are carried forward elsewhere.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-from splink import Linker
+
+if TYPE_CHECKING:  # Splink is imported by the steps that link (linkage/settings.py)
+    from splink import Linker
 
 from datafirst_assets.linkage.disjoint_sets import DisjointSets
 from datafirst_assets.linkage.predict import predict_pairs

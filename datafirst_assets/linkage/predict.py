@@ -18,10 +18,12 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-from splink import Linker
+
+if TYPE_CHECKING:  # Splink is imported by the steps that link (linkage/settings.py)
+    from splink import Linker
 
 from datafirst_assets.linkage.backend import parquet_table, sql_dialect, write_parquet
 from datafirst_assets.linkage.settings import ModelSpec

@@ -15,15 +15,33 @@ plus the training plan (deterministic rules for the prior, EM blocking rules).
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import splink.comparison_level_library as cll
-import splink.comparison_library as cl
-from splink import ColumnExpression, SettingsCreator, block_on
-from splink.blocking_rule_library import CustomRule
+
+if TYPE_CHECKING:
+    from splink import ColumnExpression
+
+
+class _LazyModule:
+    """A Splink module imported at its first use, not when this module is: loading the code
+    location (at the start of every run's process) imports this module for its names and
+    constants, and Splink with sqlglot costs ~0.5 s that only the linking steps need."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+splink_api = _LazyModule("splink")
+cll = _LazyModule("splink.comparison_level_library")
+cl = _LazyModule("splink.comparison_library")
+brl = _LazyModule("splink.blocking_rule_library")
 
 UNIQUE_ID = "record_id"
 SOURCE_DATASET = "source_dataset"
@@ -120,7 +138,7 @@ def usable_fields(
 
 
 def _c(expr: str) -> ColumnExpression:
-    return ColumnExpression(expr)
+    return splink_api.ColumnExpression(expr)
 
 
 #: Derived column (forename and surname) whose frequency weighs a pair agreeing on both names at
@@ -537,8 +555,8 @@ def parse_rule_label(label: str) -> tuple[Key, ...] | str:
 
 def to_splink_rule(rule: tuple[Key, ...] | str) -> Any:
     if isinstance(rule, str):
-        return CustomRule(rule)
-    return block_on(*[k.splink() for k in rule])
+        return brl.CustomRule(rule)
+    return splink_api.block_on(*[k.splink() for k in rule])
 
 
 def prediction_blocking_rules(fields: Sequence[str]) -> list[Any]:
@@ -563,18 +581,18 @@ def deterministic_rules(fields: Sequence[str], completeness: dict[str, float] | 
     rules: list[Any] = []
     sparse_dob = sparse_dob_rules(fields, comp)
     if {"forename", "surname", "dob"} <= f and not sparse_dob:
-        rules.append(block_on("forename", "surname", "dob"))
+        rules.append(splink_api.block_on("forename", "surname", "dob"))
     elif {"forename", "surname", "postcode"} <= f:
-        rules.append(block_on("forename", "surname", "postcode"))
+        rules.append(splink_api.block_on("forename", "surname", "postcode"))
     if {"pnc", "dob"} <= f:
-        rules.append(block_on("pnc", "dob"))
+        rules.append(splink_api.block_on("pnc", "dob"))
     if {"cro", "dob"} <= f:
-        rules.append(block_on("cro", "dob"))
+        rules.append(splink_api.block_on("cro", "dob"))
     if not rules:
         # Weakest fallback: everything we have must agree.
         key = [c for c in ("forename", "surname", "dob", "postcode", "pnc", "cro", "other_id") if c in f]
         if key:
-            rules.append(block_on(*key))
+            rules.append(splink_api.block_on(*key))
     return rules
 
 
@@ -591,20 +609,20 @@ def em_blocking_rules(fields: Sequence[str], completeness: dict[str, float] | No
     comp = completeness or {}
     candidates: list[tuple[tuple[str, ...], Any]] = []
     if {"forename", "surname"} <= f:
-        candidates.append((("forename", "surname"), block_on("forename", "surname")))
+        candidates.append((("forename", "surname"), splink_api.block_on("forename", "surname")))
     if "dob" in f:
-        candidates.append((("dob",), block_on("dob")))
+        candidates.append((("dob",), splink_api.block_on("dob")))
     if "postcode" in f:
-        candidates.append((("postcode",), block_on("postcode")))
+        candidates.append((("postcode",), splink_api.block_on("postcode")))
     for c in ("pnc", "cro", "other_id"):
         if c in f:
-            candidates.append(((c,), block_on(c)))
+            candidates.append(((c,), splink_api.block_on(c)))
     if "surname" in f:
-        candidates.append((("surname",), block_on("surname")))
+        candidates.append((("surname",), splink_api.block_on("surname")))
     if "forename" in f:
-        candidates.append((("forename",), block_on("forename")))
+        candidates.append((("forename",), splink_api.block_on("forename")))
     if "address" in f:
-        candidates.append((("address",), block_on("address")))
+        candidates.append((("address",), splink_api.block_on("address")))
     # skip rules on fields that are mostly missing (they would train on few pairs)
     good = [c for c in candidates if all(comp.get(x, 1.0) >= 0.3 for x in c[0])] or candidates
     chosen: list[tuple[tuple[str, ...], Any]] = []
@@ -672,9 +690,9 @@ def build_model_spec(
         neutral_rules = [(Key(x),) for x in extras]
         pred_rules = [to_splink_rule(r) for r in neutral_rules]
     if extras and not em_rules:
-        em_rules = [block_on(x) for x in extras[:2]]
+        em_rules = [splink_api.block_on(x) for x in extras[:2]]
 
-    creator = SettingsCreator(
+    creator = splink_api.SettingsCreator(
         link_type=link_type,  # type: ignore[arg-type]
         unique_id_column_name=UNIQUE_ID,
         source_dataset_column_name=SOURCE_DATASET,

@@ -25,10 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-from splink import Linker
+
+if TYPE_CHECKING:  # Splink is imported where a linker is made (linkage/settings.py)
+    from splink import Linker
 
 from datafirst_assets.linkage.backend import sql_dialect
 from datafirst_assets.linkage.settings import (
@@ -188,6 +190,8 @@ def make_linker(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], settings
     settings = settings_for_backend(db_api, settings, spec)
     sdf = register_records(db_api, records, spec)
     settings = json.loads(json.dumps(settings))  # Splink mutates/keeps references
+    from splink import Linker  # not at import: loading the code location must not pay for Splink
+
     linker = Linker(sdf, settings, log_level=SPLINK_LOG_LEVEL)
     if uses_full_name(settings):  # the full name's frequency counted by place, not by record
         lookup = db_api.register(full_name_frequencies(_frames(records)).to_arrow(),

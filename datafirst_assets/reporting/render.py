@@ -8,9 +8,12 @@ from datetime import datetime, timezone
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
-from jinja2 import Environment, PackageLoader, select_autoescape
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 from datafirst_assets.common.tables import html_table
 
@@ -30,6 +33,9 @@ class Section:
 
 @cache
 def _environment() -> Environment:
+    # imported here: jinja2 is ~0.1 s of loading the code location (every run's start), for reports only
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
     return Environment(loader=PackageLoader("datafirst_assets.reporting", "templates"),
                        autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 
