@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 
 from datafirst_assets.common.pairs import ordered_ids
-from datafirst_assets.linkage.disjoint_sets import DisjointSets, roots_at_thresholds
+from datafirst_assets.linkage.disjoint_sets import roots_at_thresholds
 from datafirst_assets.linkage.guard import dates_compatible, different_people, guarded_components_at
 from datafirst_assets.linkage.metrics import LABEL, match_probability_to_weight, read_labels
 
