@@ -385,10 +385,12 @@ def test_a_partitioned_table_written_in_its_run_is_checked_without_the_event_log
 
 
 def test_a_remembered_partition_write_belongs_to_its_run_only(tmp_path):
-    from datafirst_assets.warehouse.content import partitions_validated_in_run, remember_validated_partitions
+    from datafirst_assets.warehouse.content import remember_validated_write, validated_in_run
 
     database = str(tmp_path / "wh.duckdb")
-    remember_validated_partitions(database, "raw_civil", "cases", "run-a", {"2024-01-31": "c1"})
-    assert partitions_validated_in_run(database, "raw_civil", "cases", "run-a") == {"2024-01-31": "c1"}
-    assert partitions_validated_in_run(database, "raw_civil", "cases", "run-b") == {}
-    assert partitions_validated_in_run(database, "raw_civil", "hearings", "run-a") == {}
+    remember_validated_write(database, "raw_civil", "cases", "run-a", {"2024-01-31": "c1"})
+    assert validated_in_run(database, "raw_civil", "cases", "run-a") == {"2024-01-31": "c1"}
+    assert validated_in_run(database, "raw_civil", "cases", "run-b") is None
+    assert validated_in_run(database, "raw_civil", "hearings", "run-a") is None
+    remember_validated_write(database, "raw_civil", "cases", "run-a", "whole")  # a later whole-table write
+    assert validated_in_run(database, "raw_civil", "cases", "run-a") == "whole"

@@ -50,7 +50,6 @@ from datafirst_assets.warehouse.content import (
     VALIDATED_PARTITIONS,
     contract_content,
     partition_contents,
-    partitions_validated_in_run,
     validated_in_run,
 )
 from datafirst_assets.warehouse.unchanged import latest_evaluation
@@ -158,9 +157,9 @@ def _partitions_written_in_this_run(context, schema: str, key: AssetKey, current
     """Every stored partition holds what this run's own write (in this process) validated, row by row,
     when it stored it: what `_partitions_verified` reads from the asset's latest materialization (that
     write's), without two event-log queries per table. A first load's check passes this way."""
-    written = partitions_validated_in_run(context.resources.warehouse.database, schema, key.path[-1],
-                                          context.run.run_id)
-    return bool(current) and all(written.get(part) == content for part, content in current.items())
+    written = validated_in_run(context.resources.warehouse.database, schema, key.path[-1], context.run.run_id)
+    return (isinstance(written, dict) and bool(current)
+            and all(written.get(part) == content for part, content in current.items()))
 
 
 def _partitions_verified(context, check_key: AssetCheckKey, current: dict[str, str]) -> bool:

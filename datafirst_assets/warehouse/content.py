@@ -35,9 +35,10 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-# (database file, schema, table) -> (run id, content) of the last write of that whole table in this
-# process whose contract was validated on every row (`remember_validated_write`)
-_VALIDATED_WRITES: dict[tuple[str, str, str], tuple[str, str]] = {}
+# (database file, schema, table) -> (run id, content) of the last write of that table in this
+# process whose contract was validated on every row (`remember_validated_write`): the whole table's
+# `contract_content`, or partition -> `partition_contents` for a write of some partitions
+_VALIDATED_WRITES: dict[tuple[str, str, str], tuple[str, str | dict[str, str]]] = {}
 
 
 def _quote(name: str) -> str:
@@ -79,38 +80,22 @@ def contract_content(conn: duckdb.DuckDBPyConnection, table: StoredTable, contra
     return hashlib.sha256(f"{code_version()}|{contract_name}|{table_fingerprint(conn, table)}".encode()).hexdigest()
 
 
-def remember_validated_write(database: str, schema: str, table: str, run_id: str, content: str) -> None:
-    """Record, in this process, that run `run_id` just stored `schema.table` with `content` (its
-    `contract_content`) after validating every row (the IO manager, once the write committed)."""
-    _VALIDATED_WRITES[(str(Path(database).resolve()), schema, table)] = (run_id, content)
+def remember_validated_write(database: str, schema: str, table: str, run_id: str,
+                             content: str | dict[str, str]) -> None:
+    """Record, in this process, that run `run_id` just stored `schema.table` with `content` after
+    validating every row (the IO manager, once the write committed): what that write's
+    materialization records as `VALIDATED_CONTENT` (a whole table) or `VALIDATED_PARTITIONS`."""
+    _VALIDATED_WRITES[(str(Path(database).resolve()), schema, table)] = (
+        run_id, dict(content) if isinstance(content, dict) else content)
 
 
-def validated_in_run(database: str, schema: str, table: str, run_id: str) -> str | None:
-    """The content run `run_id` stored in `schema.table` after validating every row, if it wrote
-    that table in this process (the run's `contract` check runs in the process of its writes: the
-    in-process executor); None otherwise, then the event log tells (`contracts.checks`)."""
+def validated_in_run(database: str, schema: str, table: str, run_id: str) -> str | dict[str, str] | None:
+    """The content run `run_id` stored in `schema.table` after validating every row (a whole table's, or
+    partition -> content), if it wrote that table in this process (the run's `contract` check runs in
+    the process of its writes: the in-process executor); None otherwise, then the event log tells
+    (`contracts.checks`)."""
     run, content = _VALIDATED_WRITES.get((str(Path(database).resolve()), schema, table), (None, None))
     return content if run == run_id else None
-
-
-# (database file, schema, table) -> (run id, partition -> content) of the last write of some partitions of
-# that table in this process whose contract was validated on every row (`remember_validated_partitions`)
-_VALIDATED_PARTITION_WRITES: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
-
-
-def remember_validated_partitions(database: str, schema: str, table: str, run_id: str,
-                                  contents: dict[str, str]) -> None:
-    """Record, in this process, that run `run_id` just stored these partitions of `schema.table`, each
-    with its `partition_contents`, after validating every row (the IO manager, once the write
-    committed): what that write's materialization records as `VALIDATED_PARTITIONS`."""
-    _VALIDATED_PARTITION_WRITES[(str(Path(database).resolve()), schema, table)] = (run_id, dict(contents))
-
-
-def partitions_validated_in_run(database: str, schema: str, table: str, run_id: str) -> dict[str, str]:
-    """Partition -> content of run `run_id`'s last validated write of `schema.table` in this process
-    ({} if it wrote none here): the run's `contract` check then needs no event-log read for them."""
-    run, contents = _VALIDATED_PARTITION_WRITES.get((str(Path(database).resolve()), schema, table), (None, {}))
-    return dict(contents) if run == run_id else {}
 
 
 def partition_contents(conn: duckdb.DuckDBPyConnection, table: StoredTable, contract_name: str) -> dict[str, str]:

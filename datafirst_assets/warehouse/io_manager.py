@@ -59,7 +59,6 @@ from datafirst_assets.warehouse.content import (
     VALIDATED_PARTITIONS,
     contract_content,
     partition_contents,
-    remember_validated_partitions,
     remember_validated_write,
     table_columns,
 )
@@ -208,12 +207,9 @@ class WarehouseIOManager(ConfigurableIOManager):
                 schema = write_table(conn, target, source, context.log, validate=validate)
                 rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
                 validated = _validated_content(conn, key, target, contract, context.run_id)
-            if VALIDATED_CONTENT in validated:  # committed: the run's contract check needs no event-log read
-                remember_validated_write(self.database, target.schema, target.table, context.run_id,
-                                         validated[VALIDATED_CONTENT])
-            if VALIDATED_PARTITIONS in validated:  # likewise for the partitions written
-                remember_validated_partitions(self.database, target.schema, target.table, context.run_id,
-                                              validated[VALIDATED_PARTITIONS].value)
+            content = validated.get(VALIDATED_CONTENT) or getattr(validated.get(VALIDATED_PARTITIONS), "value", None)
+            if content is not None:  # committed: the run's contract check needs no event-log read
+                remember_validated_write(self.database, target.schema, target.table, context.run_id, content)
         finally:
             if spill is not None:
                 spill.unlink(missing_ok=True)
