@@ -133,7 +133,7 @@ def _members(values: pl.Series, known: pl.Series) -> pl.Series:
     return values.filter(values.is_in(shared))
 
 
-def _shape_findings(table: str, column: str, values: pl.Series, codes: Iterable[str] = (),
+def shape_findings(table: str, column: str, values: pl.Series, codes: Iterable[str] = (),
                     shapes: bool = True) -> tuple[pl.Series, list[Finding]]:
     """A column's distinct ``values`` normalised as they are compared with raw values (less its
     declared ``codes``, which are not compared with raw names, addresses or ids), and the
@@ -192,7 +192,7 @@ def scan_table(table: str, released: pl.DataFrame, raw: RawIdentifiers, *,
     for column in released.columns:
         series, found = released[column], []
         if series.dtype == pl.String:
-            normalised, found = _shape_findings(table, column, series.drop_nulls().unique(),
+            normalised, found = shape_findings(table, column, series.drop_nulls().unique(),
                                                 (codes or {}).get(column, ()), shapes)
             texts.append(pl.DataFrame({"g": len(per_column), "v": normalised}, schema={"g": pl.Int64, "v": pl.String}))
             if sum(t.height for t in texts) >= SCAN_BATCH_VALUES:  # whole columns, a bounded number of values at once

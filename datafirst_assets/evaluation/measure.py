@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from datafirst_assets.linkage.metrics import (
+    _f1,
     bcubed_metrics,
     evaluate_clusters,
     label_pairs_from_truth,
@@ -105,8 +106,7 @@ def bcubed_by_threshold(pairs: pl.DataFrame, truth: pl.DataFrame, thresholds: li
     for t, root in components.items():
         precision, recall = bcubed_of_roots(root, person)
         rows.append({"threshold": t, "bcubed_precision": precision, "bcubed_recall": recall,
-                     "bcubed_f1": None if precision is None or recall is None
-                     else 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)})
+                     "bcubed_f1": _f1(precision, recall)})
     return pl.DataFrame(rows, schema={"threshold": pl.Float64, "bcubed_precision": pl.Float64,
                                       "bcubed_recall": pl.Float64, "bcubed_f1": pl.Float64}).sort("threshold")
 

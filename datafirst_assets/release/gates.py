@@ -28,6 +28,7 @@ from datafirst_assets.deidentify.pii_gate import (
     RawIdentifiers,
     raw_value_findings,
     scan_table,
+    shape_findings,
     shape_identifiers,
 )
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
@@ -187,10 +188,10 @@ class _CatalogueText:
                 for column in frame.columns:
                     distinct = frame[column].drop_nulls().unique()
                     text.by_catalogue[name].append(len(text.columns))
-                    # the shapes alone (no raw values given), as scan_table finds them
-                    text.shapes.append(scan_table(table, distinct.to_frame(column), RawIdentifiers()))
-                    frames.append(pl.DataFrame({"g": len(text.columns),
-                                                "v": distinct.str.strip_chars().str.to_uppercase()},
+                    # normalised and scanned for shapes as scan_table does it (the codes are already out)
+                    normalised, shapes = shape_findings(table, column, distinct)
+                    text.shapes.append(shapes)
+                    frames.append(pl.DataFrame({"g": len(text.columns), "v": normalised},
                                                schema={"g": pl.Int64, "v": pl.String}))
                     text.columns.append((table, column))
             text.small[name] = _small_counts(name, catalogue)
