@@ -49,6 +49,9 @@ def main() -> int:
     ap.add_argument("--people", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--extracts", type=int, default=3)
+    ap.add_argument("--extract-interval-days", type=int, default=90,
+                    help="days between deliveries: 90 makes the new extract about 1%% of the rows (issue 14's "
+                    "floor is for a 1%% extract); 30 is `datafirst simulate`'s default (about 0.4%%)")
     ap.add_argument("--mem-cap-gib", type=float, default=4.0, help="kill the process tree above this")
     ap.add_argument("--workdir", type=Path, default=None, help="default /tmp/bench_incremental_graph_<people>")
     ap.add_argument("--reuse-landing", action="store_true", help="keep an existing simulated landing zone")
@@ -63,7 +66,8 @@ def main() -> int:
     results: dict = {"people": args.people, "cores": os.cpu_count(), "mem_cap_gib": args.mem_cap_gib}
     if not (args.reuse_landing and (data / "landing").exists()):
         sim = run_measured("simulate", [str(DATAFIRST), "simulate", "--people", str(args.people), "--seed",
-                                        str(args.seed), "--extracts", str(args.extracts), "--out",
+                                        str(args.seed), "--extracts", str(args.extracts),
+                                        "--extract-interval-days", str(args.extract_interval_days), "--out",
                                         str(data / "landing"), "--truth", str(work / "truth")],
                            env, args.mem_cap_gib, work / "simulate.log")
         sim.pop("_watch")

@@ -21,7 +21,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     truth = Path(args.truth) if args.truth else default_truth_dir()
     summary = simulate(people=args.people, seed=args.seed, extracts=args.extracts, out=out, truth_out=truth,
-                       config=SimulationConfig.for_difficulty(args.difficulty), malformed_rate=args.malformed_rate)
+                       config=SimulationConfig.for_difficulty(args.difficulty), malformed_rate=args.malformed_rate,
+                       extract_interval_days=getattr(args, "extract_interval_days", 30))
     print(f"Simulated {args.people:,} people (seed {args.seed}, {args.difficulty}) -> {summary['total_records']:,} records in "
           f"{args.extracts} deliveries per system under {out}; truth in {truth}")
     if summary["malformed_rows"]:
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--people", type=int, default=20_000)
     sim.add_argument("--seed", type=int, default=42)
     sim.add_argument("--extracts", type=int, default=3, help="deliveries per system")
+    sim.add_argument("--extract-interval-days", type=int, default=30, metavar="DAYS",
+                     help="days between deliveries (default 30: each later delivery adds about 0.4%% of the "
+                     "records; 90: about 1%%)")
     sim.add_argument("--out", default=str(default_data_dir() / "landing"), help="landing folder")
     sim.add_argument("--truth", default=None,
                      help="truth folder, kept outside the pipeline's data (default: $DATAFIRST_TRUTH_DIR "

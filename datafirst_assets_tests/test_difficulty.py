@@ -35,3 +35,13 @@ def test_both_difficulties_simulate(tmp_path, difficulty):
     top_share = people["surname"].value_counts(sort=True)["count"].head(5).sum() / people.height
     # common names are shared by more people when it is hard
     assert top_share > (0.10 if difficulty == "hard" else 0.03)
+
+
+def test_the_interval_between_deliveries_is_a_command_line_option(tmp_path):
+    """`bench_incremental_graph.py` asks for 90 days so the new extract is about 1% of the rows."""
+    from datafirst_assets.cli import main
+
+    assert main(["simulate", "--people", "300", "--seed", "3", "--extracts", "2", "--extract-interval-days", "90",
+                 "--out", str(tmp_path / "landing"), "--truth", str(tmp_path / "truth")]) == 0
+    dates = sorted({p.name for p in (tmp_path / "landing").glob("*/*") if p.is_dir()})
+    assert dates == ["2024-01-31", "2024-04-30"]
