@@ -77,6 +77,9 @@ def test_the_incremental_lookup_equals_a_full_one_with_the_same_model(runs):
     assert incremental.stats["persons_gone"] >= 1  # the merged-away person
     assert 0 < incremental.stats["variant_pairs"] < 0.6 * full.stats["variant_pairs"]
     assert incremental.stats["edges_kept"] > 0
+    # only the components the change reached were clustered again
+    assert incremental.stats["clustering_mode"] == "touched components", incremental.stats["clustering_reason"]
+    assert 0 < incremental.stats["clustering_persons_reclustered"] < incremental.stats["persons_dataset"]
     # the same edges, scores and partitions at every level
     keys = ["person_id_dataset_l", "person_id_dataset_r"]
     inc, ful = incremental.edges.sort(keys), full.edges.sort(keys)

@@ -80,10 +80,13 @@ def nested_clusters_duckdb(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds:
                            score: str = "match_probability", same_group: str = "separate",
                            labels: Sequence[str] | None = None,
                            connection: duckdb.DuckDBPyConnection | None = None,
-                           python_clusters=None) -> tuple[pl.DataFrame, dict]:
+                           python_clusters=None, component_col: str | None = None) -> tuple[pl.DataFrame, dict]:
     """As ``xjs.nested_clusters`` (same arguments, same output), computed in DuckDB except for
     components where the same-group constraint can bite; those go to ``python_clusters`` (the
-    union-find). Returns the clusters and counts (components, passes, nodes sent to Python)."""
+    union-find). Returns the clusters and counts (components, passes, nodes sent to Python).
+    ``component_col``: also a column of that name holding each node's connected component over
+    the edges at the lowest threshold, named by its smallest node key (what an incremental
+    clustering needs to tell which components a change touches, ``xjs_incremental``)."""
     ts, labels, order_t = threshold_levels(thresholds, labels, same_group)
     keep_cols = [node_col] + ([group_col] if group_col else [])
     own = connection is None
@@ -123,6 +126,8 @@ def nested_clusters_duckdb(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds:
         hard_edges = _frame(conn, f"""select a.node as _a, b.node as _b, e.s as _s from _cc_edges e
             join _cc_nodes a on a.i = e.a join _cc_nodes b on b.i = e.b
             join _cc_low l on l.i = e.a where l.c in (select c from _cc_hard)""")
+        component = (_frame(conn, f"""select n.node as "{node_col}", m.node as "{component_col}" from _cc_low l
+            join _cc_nodes n using (i) join _cc_nodes m on m.i = l.c""") if component_col else None)
         stats.update(components=conn.execute("select count(distinct c) from _cc_low").fetchall()[0][0],
                      constrained_components=conn.execute("select count(*) from _cc_hard").fetchall()[0][0],
                      nodes_in_python=hard_nodes.height, edges_in_python=hard_edges.height)
@@ -147,4 +152,7 @@ def nested_clusters_duckdb(nodes: pl.DataFrame, edges: pl.DataFrame, thresholds:
     out = nodes.select(keep_cols).unique(node_col).sort(node_col).join(easy, on=node_col, how="left")
     out = out.with_columns(pl.col(f"_rep_{ti}").rank("dense").cast(pl.Int64).alias(f"cluster_{labels[ti]}")
                            for ti in order_t)
-    return out.select(*keep_cols, *[f"cluster_{labels[ti]}" for ti in order_t]), stats
+    out = out.select(*keep_cols, *[f"cluster_{labels[ti]}" for ti in order_t])
+    if component is not None:
+        out = out.join(component, on=node_col, how="left")
+    return out, stats

@@ -76,7 +76,14 @@ from datafirst_assets.linkage.stable_ids import (
     unchanged_persons_kept,
 )
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
-from datafirst_assets.linkage.xjs_incremental import PreviousXjs, extend_edges, person_state
+from datafirst_assets.linkage.xjs_incremental import (
+    PreviousXjs,
+    cluster_state,
+    clustered_as,
+    extend_edges,
+    person_state,
+    recluster_touched,
+)
 from datafirst_assets.sources.registry import SOURCES
 
 #: Match probabilities (high, medium, low) of the best variant pair for two per-dataset
@@ -299,6 +306,7 @@ def link_variants(
     keep = low if keep_edges_above is None else min(keep_edges_above, low)
     edges = person_edges(_no_pairs(), vmap)
     scoring: dict[str, Any] = {"lookup_mode": "full", "reason": "fewer than two datasets"}
+    seeds = None
     state = person_state(variants, vmap, None, keep)
     if n_datasets >= 2:
         db_api = db_api or make_db_api()
@@ -307,15 +315,15 @@ def link_variants(
         timings["train"] = time.perf_counter() - t
         t = time.perf_counter()
         state = state.with_columns(pl.lit(model.version, dtype=pl.String).alias("model_version"))
-        edges, scoring = _score_edges(variants, vmap, model, db_api, keep, state, previous, say)
+        edges, scoring, seeds = _score_edges(variants, vmap, model, db_api, keep, state, previous, say)
         timings["predict"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    clustered, cluster_stats = nested_clusters_duckdb(
-        persons, edges, (high, medium, low), node_col=PERSON, group_col=SOURCE_DATASET,
-        left="person_id_dataset_l", right="person_id_dataset_r", same_group=same_dataset,
-        connection=connection, python_clusters=nested_clusters)
-    clustered = clustered.rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
+    how = clustered_as((high, medium, low), same_dataset)
+    clustered, cluster_stats = _cluster_persons(persons, edges, (high, medium, low), same_dataset, connection,
+                                                previous, seeds if scoring["lookup_mode"] == "incremental" else None)
+    state = state.join(cluster_state(clustered, how), on=PERSON, how="left")
+    clustered = clustered.drop("component").rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
     edges = _linked_at(edges, clustered)
     lookup = (keys.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
               .join(clustered.drop(SOURCE_DATASET), on=PERSON, how="left")
@@ -341,11 +349,37 @@ def _no_pairs() -> pl.DataFrame:
                                 "match_weight": pl.Float64, "match_probability": pl.Float64})
 
 
+def _cluster_persons(persons: pl.DataFrame, edges: pl.DataFrame, thresholds: tuple[float, float, float],
+                     same_dataset: str, connection, previous: PreviousXjs | None,
+                     seeds: pl.Series | None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """``nested_clusters_duckdb``'s clustering (plus each person's ``component``): of the
+    components the seeds reach only when the stored persons state can serve (the edges were
+    extended), else of every edge."""
+    def cluster(nodes: pl.DataFrame, some_edges: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        return nested_clusters_duckdb(
+            nodes, some_edges, thresholds, node_col=PERSON, group_col=SOURCE_DATASET,
+            left="person_id_dataset_l", right="person_id_dataset_r", same_group=same_dataset,
+            connection=connection, python_clusters=nested_clusters, component_col="component")
+
+    why = "every edge scored again"
+    if seeds is not None and previous is not None:
+        clustered, stats = recluster_touched(persons, edges, previous.persons, seeds,
+                                             clustered_as(thresholds, same_dataset), cluster)
+        if clustered is not None:
+            return clustered, stats
+        why = stats["reason"]
+    clustered, stats = cluster(persons, edges)
+    return clustered, {**stats, "mode": "all components", "reason": why}
+
+
 def _score_edges(variants: pl.DataFrame, vmap: pl.DataFrame, model: TrainedModel, db_api, keep: float,
-                 state: pl.DataFrame, previous: PreviousXjs | None, say) -> tuple[pl.DataFrame, dict[str, Any]]:
+                 state: pl.DataFrame, previous: PreviousXjs | None,
+                 say) -> tuple[pl.DataFrame, dict[str, Any], pl.Series | None]:
     """Person edges at or above ``keep``, and how they were found: every cross-dataset pair
     scored (full), or the stored edges of unchanged persons kept and only the pairs of new or
-    changed persons scored (incremental: the model is the one the stored edges were scored with)."""
+    changed persons scored (incremental: the model is the one the stored edges were scored with).
+    Incremental: also the persons whose clusters may have changed (new, changed or gone persons
+    and both ends of every fresh edge); None otherwise."""
     why_not = "no previous lookup given" if previous is None else previous.cannot_extend(model.version, keep)
     if why_not is None:
         from datafirst_assets.linkage.incremental import score_new_records  # as in _model_for
@@ -360,16 +394,18 @@ def _score_edges(variants: pl.DataFrame, vmap: pl.DataFrame, model: TrainedModel
                               "match_weight", "match_probability") if fresh.height else _no_pairs())
         fresh_edges = person_edges(pairs, vmap)
         edges = extend_edges(previous.edges, fresh_edges, touched)
+        seeds = pl.concat([touched.cast(pl.String), fresh_edges.get_column("person_id_dataset_l"),
+                           fresh_edges.get_column("person_id_dataset_r")]).unique()
         return edges, {"lookup_mode": "incremental", "reason": f"{rescore.len()} persons new or changed",
                        "persons_rescored": rescore.len(), "persons_gone": touched.len() - rescore.len(),
-                       "variant_pairs": pairs.height, "edges_kept": edges.height - fresh_edges.height}
+                       "variant_pairs": pairs.height, "edges_kept": edges.height - fresh_edges.height}, seeds
     say(f"scoring every cross-dataset pair (keeping match probability >= {keep}): {why_not}")
     linker = linker_for_model(db_api, variants, model)
     sdf = predict_pairs(linker, threshold_match_probability=keep)
     pairs = pairs_to_polars(sdf, ["record_id_l", "record_id_r", "match_weight", "match_probability"])
     pairs = pairs.rename({"record_id_l": "variant_id_l", "record_id_r": "variant_id_r"})
     sdf.drop_table_from_database_and_remove_from_cache()
-    return person_edges(pairs, vmap), {"lookup_mode": "full", "reason": why_not, "variant_pairs": pairs.height}
+    return person_edges(pairs, vmap), {"lookup_mode": "full", "reason": why_not, "variant_pairs": pairs.height}, None
 
 
 def _model_for(variants: pl.DataFrame, db_api, training: TrainingConfig | None,

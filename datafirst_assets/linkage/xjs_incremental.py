@@ -131,3 +131,66 @@ def extend_edges(stored: pl.DataFrame, fresh: pl.DataFrame, touched: pl.Series) 
     edges = pl.concat([kept, fresh.select(*EDGE_COLUMNS)], how="vertical_relaxed") if fresh.height else kept
     return edges.sort("match_probability", "person_id_dataset_l", "person_id_dataset_r",
                       descending=[True, False, False])
+
+
+# ----------------------------------------------------------- clustering the touched components
+
+#: What the persons table also stores about the clustering (absent in states written before):
+#: each person's connected component over the edges at the lowest threshold and its cluster at
+#: each level, both named by their smallest person key, and how it was clustered (the thresholds
+#: and the same-dataset rule), so the next run re-clusters only the components a change touches.
+CLUSTER_LEVELS = ("high", "medium", "low")
+CLUSTER_STATE = {"component": pl.String, **{f"cluster_{lv}": pl.String for lv in CLUSTER_LEVELS},
+                 "clustered_as": pl.String}
+
+
+def clustered_as(thresholds: tuple[float, float, float], same_dataset: str) -> str:
+    return f"{same_dataset}|{','.join(repr(float(t)) for t in thresholds)}"
+
+
+def cluster_state(clustered: pl.DataFrame, how: str) -> pl.DataFrame:
+    """person_id_dataset and ``CLUSTER_STATE`` from a clustering (``cluster_<level>`` ids and
+    ``component``): each cluster named by its smallest person key, which survives renumbering."""
+    return clustered.select(
+        PERSON, "component", *[pl.col(PERSON).min().over(f"cluster_{lv}").alias(f"cluster_{lv}") for lv in CLUSTER_LEVELS],
+        pl.lit(how, dtype=pl.String).alias("clustered_as")).cast({PERSON: pl.String, **CLUSTER_STATE})  # type: ignore[arg-type]
+
+
+def recluster_touched(persons: pl.DataFrame, edges: pl.DataFrame, stored: pl.DataFrame | None, seeds: pl.Series,
+                      how: str, cluster) -> tuple[pl.DataFrame | None, dict]:
+    """The clustering of every person (``PERSON``, ``source_dataset``, ``cluster_<level>`` dense
+    ids numbered by each cluster's smallest person key, ``component``), computing only the
+    components that ``seeds`` (persons new, changed or gone, and both ends of every freshly scored
+    edge) reach; every other person keeps the cluster ``stored`` (the previous persons state)
+    gives it. ``cluster(nodes, edges)`` is the full clustering. Returns (None, why) when the
+    stored state cannot serve.
+
+    Why this equals clustering everything: a stored component that no seed reaches has exactly
+    the nodes and edges it had (its edges had two untouched ends, so they were kept; no fresh
+    edge ends in it), and the clustering of a component depends only on its own edges (taken in
+    the global order, ``clusters_sql``); an edge of the new graph never leaves the re-clustered
+    set (a kept edge lies inside one stored component, a fresh one joins two seeds)."""
+    if stored is None or not set(CLUSTER_STATE) <= set(stored.columns):
+        return None, {"reason": "the stored persons have no clusters (written before incremental clustering)"}
+    if _single(stored, "clustered_as") != how:
+        return None, {"reason": f"clustered as {_single(stored, 'clustered_as')}, now {how}"}
+    before = stored.select(PERSON, *list(CLUSTER_STATE)[:-1])
+    seed = pl.DataFrame({PERSON: seeds.cast(pl.String)}).unique()
+    hit = before.join(seed, on=PERSON, how="semi").get_column("component").unique()
+    current = persons.select(PERSON, SOURCE_DATASET).unique(PERSON)
+    affected = pl.concat([before.filter(pl.col("component").is_in(hit.implode())).select(PERSON), seed,
+                          current.join(before, on=PERSON, how="anti").select(PERSON)]).unique()
+    nodes = current.join(affected, on=PERSON, how="semi")
+    left_in = edges.get_column("person_id_dataset_l").is_in(nodes.get_column(PERSON).implode())
+    right_in = edges.get_column("person_id_dataset_r").is_in(nodes.get_column(PERSON).implode())
+    if (left_in != right_in).any():  # cannot happen (see above); never a wrong answer if it does
+        return None, {"reason": "an edge leaves the touched components"}
+    sub, stats = cluster(nodes, edges.filter(left_in)) if nodes.height else (None, {})
+    named = before.join(affected, on=PERSON, how="anti").join(current, on=PERSON, how="semi")
+    if sub is not None:
+        named = pl.concat([cluster_state(sub, how).drop("clustered_as"), named])
+    out = current.sort(PERSON).join(named, on=PERSON, how="left")
+    out = out.with_columns(pl.col(f"cluster_{lv}").rank("dense").cast(pl.Int64) for lv in CLUSTER_LEVELS)
+    return out.select(PERSON, SOURCE_DATASET, *[f"cluster_{lv}" for lv in CLUSTER_LEVELS], "component"), {
+        **stats, "mode": "touched components", "persons_reclustered": nodes.height,
+        "components_touched": hit.len()}
