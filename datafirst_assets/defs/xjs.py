@@ -82,15 +82,38 @@ def previous_xjs(warehouse: Warehouse) -> PreviousXjs:
     return PreviousXjs(persons=stored_table(warehouse, "xjs", "persons"), edges=stored_table(warehouse, "xjs", "edges"))
 
 
-def add_record_hashes(lookup: pl.DataFrame) -> pl.DataFrame:
-    """`record_id_hash`: the keyed hash of each record's source id (namespaced by dataset)."""
-    parts = [
-        part.with_columns(keyed_hash(part["record_id"], namespace=source).alias("record_id_hash"))
-        for (source,), part in lookup.group_by("source_dataset", maintain_order=True)
-    ]
-    hashed = pl.concat(parts) if parts else lookup.with_columns(pl.lit(None, dtype=pl.String).alias("record_id_hash"))
+def add_record_hashes(lookup: pl.DataFrame, previous: pl.DataFrame | None = None) -> pl.DataFrame:
+    """`record_id_hash`: the keyed hash of each record's source id (namespaced by dataset).
+    A record the previous lookup stored keeps its stored hash, so an incremental run hashes only
+    the new records, as long as the stored hashes are of this key (checked on one stored record
+    per dataset: if any differs, every record is hashed again)."""
+    stored = _stored_hashes(previous)
+    hashed = (lookup.join(stored, on=["source_dataset", "record_id"], how="left") if stored is not None
+              else lookup.with_columns(pl.lit(None, dtype=pl.String).alias("record_id_hash")))
+    parts = []
+    for (source,), part in hashed.group_by("source_dataset", maintain_order=True):
+        todo = part.get_column("record_id_hash").is_null().arg_true()
+        if todo.len():
+            fresh = keyed_hash(part.get_column("record_id").gather(todo), namespace=str(source))
+            part = part.with_columns(part.get_column("record_id_hash").scatter(todo, fresh))
+        parts.append(part)
+    hashed = pl.concat(parts) if parts else hashed
     first = ["source_dataset", "record_id", "record_id_hash"]
     return hashed.select(*first, *[c for c in hashed.columns if c not in first])
+
+
+def _stored_hashes(previous: pl.DataFrame | None) -> pl.DataFrame | None:
+    """source_dataset, record_id, record_id_hash of the previous lookup when its hashes are of
+    this run's key (the first stored record of each dataset hashed again agrees), else None."""
+    columns = ["source_dataset", "record_id", "record_id_hash"]
+    if previous is None or previous.is_empty() or not set(columns) <= set(previous.columns):
+        return None
+    stored = previous.select(columns).filter(pl.col("record_id_hash").is_not_null())
+    probe = stored.group_by("source_dataset").first()
+    for source, record_id, digest in probe.iter_rows():
+        if keyed_hash(pl.Series([record_id], dtype=pl.String), namespace=source)[0] != digest:
+            return None
+    return stored
 
 
 def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
@@ -174,7 +197,7 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     result = run_lookup(context, linkage, warehouse, tables)
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
-    lookup = add_record_hashes(carried)
+    lookup = add_record_hashes(carried, previous)
     history = xjs_id_change_history(history, changes, run_id=context.run_id)
     # The change log goes first: the next run finds every id issued even if the lookup fails to store.
     first_run = previous is None or previous.is_empty()
