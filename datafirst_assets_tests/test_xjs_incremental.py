@@ -223,6 +223,8 @@ def test_the_asset_extends_its_stored_edges_on_a_changed_extract(tmp_path_factor
     second, lookup = _materialize_lookup(tmp_path, later, "incremental")
     assert second["lookup_mode"] == "incremental", second["reason"]
     assert 0 < second["persons_rescored"] <= changed["prison"].height // 50 + 1 and second["edges_kept"] > 0
+    # the stored persons state held the clusters: only the touched components were clustered again
+    assert second["clustering_mode"] == "touched components", second["clustering_reason"]
     scratch = build_xjs_lookup(changed, inputs.clusters, saved_model=(doc, trained_on)).lookup
     def partition(frame: pl.DataFrame, level: str) -> set[frozenset]:
         groups = frame.group_by(f"person_id_{level}").agg(pl.col("person_id_dataset").unique().sort())

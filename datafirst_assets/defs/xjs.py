@@ -153,7 +153,8 @@ def state_outputs(result: XjsResult, run_id: str):
     written_by = pl.lit(run_id).alias(WRITTEN_BY)
     yield Output(result.edges.with_columns(written_by), output_name="edges", metadata={
         "edges": result.edges.height,
-        **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "edges_kept")
+        **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "edges_kept",
+                                        "clustering_mode", "clustering_reason", "clustering_persons_reclustered")
            if k in result.stats},
         **{f"seconds_{k}": round(v, 2) for k, v in result.timings.items()}})
     state = result.state if result.state is not None else pl.DataFrame(schema=STATE_SCHEMA)
