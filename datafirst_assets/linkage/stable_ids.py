@@ -182,11 +182,20 @@ def id_change_history(history: pl.DataFrame | None, changes: pl.DataFrame, *, ru
 def unchanged_persons_kept(previous: pl.DataFrame, current: pl.DataFrame) -> tuple[int, int]:
     """(previous persons whose exact record set is again one person, how many of them kept
     their id): the stability floor is that the two are equal. Both frames: record_id, person_id."""
-    def members(frame: pl.DataFrame) -> pl.DataFrame:
-        return (frame.select(pl.col(RECORD_ID).cast(pl.String), pl.col(PERSON_ID).cast(pl.Int64))
-                .group_by(PERSON_ID).agg(pl.col(RECORD_ID).sort().str.join("\x1f").alias("_members")))
+    before = previous.select(pl.col(RECORD_ID).cast(pl.String), pl.col(PERSON_ID).cast(pl.Int64))
+    after = current.select(pl.col(RECORD_ID).cast(pl.String), pl.col(PERSON_ID).cast(pl.Int64).alias("_now"))
+    return same_record_sets(before.join(after, on=RECORD_ID, how="left"), PERSON_ID, "_now",
+                            after.group_by("_now").agg(pl.len().alias("_size")))
 
-    before, after = members(previous), members(current)
-    same_records = before.join(after, on="_members", how="inner", suffix="_now")
-    kept = same_records.filter(pl.col(PERSON_ID) == pl.col(f"{PERSON_ID}_now")).height
-    return same_records.height, kept
+
+def same_record_sets(joined: pl.DataFrame, before: str, after: str, sizes: pl.DataFrame) -> tuple[int, int]:
+    """``unchanged_persons_kept`` from ``joined`` (every previous record: its previous person
+    ``before`` and its current person ``after``, null if the record is gone) and ``sizes``
+    (``after``, ``_size``: records per current person). A previous person's records are exactly
+    one current person's when they all went to that person and it has no other record: one
+    join and two group-bys, not a comparison of sorted member lists."""
+    per_person = (joined.group_by(before).agg(pl.len().alias("_size"), pl.col(after).null_count().alias("_gone"),
+                                              pl.col(after).n_unique().alias("_persons"), pl.col(after).first())
+                  .filter((pl.col("_gone") == 0) & (pl.col("_persons") == 1))
+                  .join(sizes, on=[after, "_size"], how="semi"))
+    return per_person.height, per_person.filter(pl.col(before) == pl.col(after)).height

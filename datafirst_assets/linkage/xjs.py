@@ -73,7 +73,7 @@ from datafirst_assets.linkage.stable_ids import (
     RECORD_ID,
     carry_forward_ids,
     next_free_id,
-    unchanged_persons_kept,
+    same_record_sets,
 )
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
 from datafirst_assets.linkage.xjs_incremental import (
@@ -639,11 +639,12 @@ def xjs_id_change_history(history: pl.DataFrame | None, changes: pl.DataFrame, *
 
 def unchanged_xjs_persons_kept(previous: pl.DataFrame, lookup: pl.DataFrame) -> dict[str, tuple[int, int]]:
     """Per level: (previous cross-justice persons whose exact record set is again one person,
-    how many of them kept their id). The floor is that the two are equal."""
-    out = {}
-    for level in LEVELS:
-        col = f"person_id_{level}"
-        before = previous.select(_record_key().alias(RECORD_ID), pl.col(col).alias(PERSON_ID))
-        after = lookup.select(_record_key().alias(RECORD_ID), pl.col(col).alias(PERSON_ID))
-        out[level] = unchanged_persons_kept(before, after)
-    return out
+    how many of them kept their id). The floor is that the two are equal. The records of the two
+    lookups are matched once for the three levels."""
+    keys = [pl.col(SOURCE_DATASET).cast(pl.String), pl.col(UNIQUE_ID).cast(pl.String)]
+    before = previous.select(*keys, *ID_COLUMNS)
+    after = lookup.select(*keys, *[pl.col(c).alias(f"_now_{c}") for c in ID_COLUMNS])
+    joined = before.join(after, on=[SOURCE_DATASET, UNIQUE_ID], how="left")
+    return {level: same_record_sets(joined, f"person_id_{level}", f"_now_person_id_{level}",
+                                    after.group_by(f"_now_person_id_{level}").agg(pl.len().alias("_size")))
+            for level in LEVELS}
