@@ -338,7 +338,8 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     synthetic.folder.mkdir(parents=True, exist_ok=True)
     note_path = synthetic.folder / "README.md"
     note_path.write_text(differences_note(doc, seed=synthetic.seed, scale=synthetic.scale, sha256=sha,
-                                          rows={name_of(tid): n for tid, n in generated.heights().items()}),
+                                          rows={name_of(tid): n for tid, n in generated.heights().items()},
+                                          tolerance=synthetic.refresh_tolerance),
                          encoding="utf-8")
     yield Output(report.shapes, metadata={
         "report": MetadataValue.url(file_url(paths["html"], synthetic.data_dir)),
