@@ -51,7 +51,7 @@ def dataset_fingerprints(real: Mapping[TableId, StoredTable], synthetic: Mapping
     approved summary was made from. A table's real side is those: a summary kept within the refresh
     tolerance keeps its synthetic table, and its report rows, which compare that table with the real
     tables the summary was made from. Without them the real tables are fingerprinted as they are."""
-    fingerprints, reads = {}, reads or {}
+    fingerprints, reads, memo = {}, reads or {}, {}  # memo: a person table read by two datasets is hashed once
     for dataset in dict.fromkeys(source for source, _ in release_tables()):
         tids = [tid for tid in release_tables() if tid[0] == dataset]
         recorded = {name_of(tid): reads[name_of(tid)] for tid in tids if reads.get(name_of(tid))}
@@ -60,7 +60,7 @@ def dataset_fingerprints(real: Mapping[TableId, StoredTable], synthetic: Mapping
                      for tid in dict.fromkeys(_synthetic_read(dataset, tids)) if tid in synthetic}}
         own = json.dumps({name_of(tid): doc.get("tables", {}).get(name_of(tid)) for tid in tids}, sort_keys=True)
         fingerprints[dataset] = inputs_fingerprint(
-            tables, settings=(own, seed, json.dumps(recorded, sort_keys=True)))
+            tables, settings=(own, seed, json.dumps(recorded, sort_keys=True)), memo=memo)
     return fingerprints
 
 
