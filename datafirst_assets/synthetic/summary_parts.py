@@ -76,6 +76,8 @@ def summarise_keeping(tables: Mapping[TableId, pl.DataFrame], fingerprints: Mapp
     it by at most `tolerance`; and the parts to store for the next run (a kept-within-tolerance
     entry keeps the fingerprints it was made from and records its `drift`)."""
     stored, made = parts.get("tables", {}), {}
+    if parts.get("rules") != asdict(rules):
+        tolerance = 0.0  # summaries approved under other rules (another k) are never "close enough"
 
     def same(read: Mapping | None) -> bool:
         return bool(read) and all(fingerprints.get(n) == f for n, f in read.items())
@@ -101,7 +103,7 @@ def summarise_keeping(tables: Mapping[TableId, pl.DataFrame], fingerprints: Mapp
 
     doc = summarise_release(tables, rules, summarise=summarise)
     # through JSON, as the stored ones came: the same document whether a summary was kept or made
-    return json.loads(json.dumps(doc)), {"tables": made}
+    return json.loads(json.dumps(doc)), {"rules": asdict(rules), "tables": made}
 
 
 def kept_within_tolerance(parts: Mapping) -> dict[str, float]:
