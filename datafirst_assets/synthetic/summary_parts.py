@@ -85,7 +85,10 @@ def summarise_keeping(tables: Mapping[TableId, pl.DataFrame], fingerprints: Mapp
     def summarise(tid: TableId) -> dict:
         entry = stored.get(name_of(tid))
         # made from these very tables, or kept within the tolerance when they were as they are now
-        if entry and (same(entry.get("read")) or (tolerance > 0 and same(entry.get("checked")))):
+        if entry and same(entry.get("read")):  # the tables are again those it was made from: exact
+            made[name_of(tid)] = {"read": entry["read"], "summary": entry["summary"]}
+            return entry["summary"]
+        if entry and tolerance > 0 and same(entry.get("checked")):  # kept within the tolerance for these tables
             made[name_of(tid)] = entry
             return entry["summary"]
         recorded = _Recorded(tables)
