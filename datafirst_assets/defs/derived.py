@@ -123,9 +123,9 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
 
     @asset(
         key=journeys_key,
-        # Only the columns the journeys are built from are loaded from the warehouse.
-        ins={input_name(s, t): AssetIn(key=table_key(variant, s, t), metadata={"columns": list(columns)})
-             for (s, t), columns in COLUMNS_READ.items()},
+        # Read by handle (only the columns the journeys are built from), after the keep check: a
+        # kept step loads nothing.
+        deps=[table_key(variant, s, t) for s, t in COLUMNS_READ],
         group_name=derived_group(variant),
         metadata={**stored, "dagster/column_schema": _column_schema(PERSON_JOURNEYS)},
         kinds={"polars", "duckdb"},
@@ -133,7 +133,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         check_specs=_check_specs(journeys_key, PERSON_JOURNEYS),
     )
     def _person_journeys(context: AssetExecutionContext, config: DerivedSettings, linkage: LinkageSettings,
-                         warehouse: Warehouse, **release: pl.DataFrame):
+                         warehouse: Warehouse):
         # Made from the columns it reads and the as-of setting alone: a synthetic release kept
         # as it was (its summaries within the refresh tolerance) keeps its journeys too.
         read = {input_name(s, t): StoredTable(warehouse.database, f"{variant}_{s}", t, columns=tuple(columns))
@@ -142,7 +142,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return
-        tables = {(s, t): release[input_name(s, t)] for s, t in PERSON_JOURNEYS.inputs}
+        tables = {(s, t): read[input_name(s, t)].to_polars() for s, t in PERSON_JOURNEYS.inputs}
         as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
         frame = person_journeys(tables, as_of=as_of)
         unlinked = unlinked_rows(tables)
