@@ -412,6 +412,7 @@ def test_derived_gates_refuse_identifiers_and_broken_rows(tmp_path, monkeypatch)
     monkeypatch.setattr(derived_defs, "person_journeys", broken)
     result = materialize([release, *derived_defs.derived_assets(("deidentified",))], raise_on_error=False,
                          resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "wh.duckdb")),
+                                    "warehouse": derived_defs.Warehouse(database=str(tmp_path / "wh.duckdb")),
                                     "linkage": LinkageSettings(data_dir=str(tmp_path))})
     key = "derived/deidentified/person_journeys"
     failed = _failed(result)

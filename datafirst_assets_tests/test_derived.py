@@ -10,6 +10,7 @@ from dagster import AssetKey, AssetOut, Output, materialize, multi_asset
 from datafirst_assets.defs.deidentify import deidentify_assets
 from datafirst_assets.defs.derived import available_variants, derived_assets, derived_key
 from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.derived import DERIVED_TABLES, derived_release_tables
 from datafirst_assets.derived.person_journeys import (
@@ -240,6 +241,7 @@ def test_derived_assets_materialise_for_both_releases(tmp_path):
         [_stub_release("deidentified", deidentified), _stub_release("synthetic", synthetic),
          *derived_assets(("deidentified", "synthetic"))],
         resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "wh.duckdb")),
+                   "warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
                    "linkage": LinkageSettings(data_dir=str(tmp_path))},
     )
     assert result.success

@@ -4,7 +4,13 @@
 import polars as pl
 
 from datafirst_assets.synthetic.summaries import SummaryRules, summaries_json, summarise_release
-from datafirst_assets.synthetic.summary_parts import load_parts, save_parts, summarise_keeping, table_fingerprints
+from datafirst_assets.synthetic.summary_parts import (
+    kept_within_tolerance,
+    load_parts,
+    save_parts,
+    summarise_keeping,
+    table_fingerprints,
+)
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
 from datafirst_assets_tests.release_fixtures import release_frames
@@ -59,3 +65,20 @@ def test_a_summary_that_read_another_table_is_made_again_when_that_one_changes(t
     write_table(database, f"deidentified_{key[0]}", key[1], changed[key])
     again, _, _ = _summarise(stored, rules, parts)
     assert summaries_json(again) == summaries_json(summarise_release(changed, rules))
+
+
+def test_within_the_tolerance_the_approved_summary_is_kept_but_never_one_approved_under_other_rules(tmp_path):
+    database, rules = tmp_path / "w.duckdb", SummaryRules(k=2)
+    frames = release_frames(rows=40)
+    stored = _store(database, frames)
+    first, parts, _ = _summarise(stored, rules, {})
+    changed = {**frames, CHANGED: frames[CHANGED].head(frames[CHANGED].height - 1)}
+    write_table(database, "deidentified_magistrates", CHANGED[1], changed[CHANGED])
+    tables = LoadedOnUse(stored, keep=2)
+    kept, made = summarise_keeping(tables, table_fingerprints(stored, rules), rules, parts, tolerance=1.0)
+    assert summaries_json(kept) == summaries_json(first)  # the approved summary, not the fresh one
+    assert set(kept_within_tolerance(made)) == {"magistrates.hocas_all_offence"}
+    other = SummaryRules(k=3)
+    fresh, made = summarise_keeping(LoadedOnUse(stored, keep=2), table_fingerprints(stored, other), other, parts,
+                                    tolerance=1.0)
+    assert summaries_json(fresh) == summaries_json(summarise_release(changed, other)) and not kept_within_tolerance(made)

@@ -50,6 +50,9 @@ from datafirst_assets.derived.report import RELEASE_LABELS, SYNTHETIC, profile_r
 from datafirst_assets.derived.repeat_offending_profile import REPEAT_OFFENDING_PROFILE, profile_from_journeys
 from datafirst_assets.derived.spec import DERIVED, DerivedTable
 from datafirst_assets.common.checks import failure_summary
+from datafirst_assets.defs.resources import Warehouse
+from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
 
 GROUP = "derived"
 VARIANTS = ("deidentified", "synthetic")
@@ -120,23 +123,33 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
 
     @asset(
         key=journeys_key,
-        # Only the columns the journeys are built from are loaded from the warehouse.
-        ins={input_name(s, t): AssetIn(key=table_key(variant, s, t), metadata={"columns": list(columns)})
-             for (s, t), columns in COLUMNS_READ.items()},
+        # Read by handle (only the columns the journeys are built from), after the keep check: a
+        # kept step loads nothing.
+        deps=[table_key(variant, s, t) for s, t in COLUMNS_READ],
         group_name=derived_group(variant),
         metadata={**stored, "dagster/column_schema": _column_schema(PERSON_JOURNEYS)},
         kinds={"polars", "duckdb"},
         description=f"{PERSON_JOURNEYS.description} ({_label(variant)}.)",
         check_specs=_check_specs(journeys_key, PERSON_JOURNEYS),
     )
-    def _person_journeys(context: AssetExecutionContext, config: DerivedSettings, **release: pl.DataFrame):
-        tables = {(s, t): release[input_name(s, t)] for s, t in PERSON_JOURNEYS.inputs}
+    def _person_journeys(context: AssetExecutionContext, config: DerivedSettings, linkage: LinkageSettings,
+                         warehouse: Warehouse):
+        # Made from the columns it reads and the as-of setting alone: a synthetic release kept
+        # as it was (its summaries within the refresh tolerance) keeps its journeys too.
+        read = {input_name(s, t): StoredTable(warehouse.database, f"{variant}_{s}", t, columns=tuple(columns))
+                for (s, t), columns in COLUMNS_READ.items()}
+        fingerprint = inputs_fingerprint(read, settings=(variant, config.as_of_date))
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            yield from kept
+            return
+        tables = {(s, t): read[input_name(s, t)].to_polars() for s, t in PERSON_JOURNEYS.inputs}
         as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
         frame = person_journeys(tables, as_of=as_of)
         unlinked = unlinked_rows(tables)
         criminal = frame.filter(pl.col("criminal_cases") > 0)
         yield from _gates(journeys_key, PERSON_JOURNEYS, frame)
         yield Output(frame, metadata={
+            FINGERPRINT: fingerprint,
             "release_variant": variant + (" (SYNTHETIC)" if variant == SYNTHETIC else ""),
             "people": frame.height,
             "people_with_criminal_case": criminal.height,
@@ -157,7 +170,13 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         f"data/reports/repeat_offending_{variant}.html.)",
         check_specs=_check_specs(profile_key, REPEAT_OFFENDING_PROFILE),
     )
-    def _repeat_offending_profile(context: AssetExecutionContext, linkage: LinkageSettings, journeys: pl.DataFrame):
+    def _repeat_offending_profile(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
+                                  journeys: pl.DataFrame):
+        fingerprint = inputs_fingerprint({"journeys": _stored(warehouse, variant, PERSON_JOURNEYS.name)},
+                                         settings=variant)
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            yield from kept  # journeys as they were: the profile, and its report, as stored
+            return
         profile = profile_from_journeys(journeys)
         yield from _gates(profile_key, REPEAT_OFFENDING_PROFILE, profile)
         as_of = journeys["as_of_date"].first() if journeys.height else None
@@ -165,6 +184,7 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
                                 extra_facts={"People in the release": f"{journeys.height:,}"})
         paths = report.write(linkage.root / "reports")
         yield Output(profile, metadata={
+            FINGERPRINT: fingerprint,
             "release_variant": variant + (" (SYNTHETIC)" if variant == SYNTHETIC else ""),
             "summary": MetadataValue.md(summary_markdown(profile, variant, as_of)),
             "report": MetadataValue.url(file_url(paths["html"], linkage.root)),
@@ -183,11 +203,18 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         description=f"Data catalogue of the derived tables ({_label(variant)}), generated like every dataset's: "
         f"each variable's type, description, % missing, distinct values; under data/catalogues/{variant}/.",
     )
-    def _derived_catalogue(context: AssetExecutionContext, linkage: LinkageSettings, **tables: pl.DataFrame):
+    def _derived_catalogue(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
+                           **tables: pl.DataFrame):
+        fingerprint = inputs_fingerprint({t.name: _stored(warehouse, variant, t.name) for t in DERIVED_TABLES},
+                                         settings=variant)
+        if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+            yield from kept  # its pages as they were written from these tables
+            return
         specs = {t.name: t.as_release_table() for t in DERIVED_TABLES}
         catalogue = build_catalogue(DERIVED, tables, specs, synthetic=variant == SYNTHETIC)
         paths = catalogue.write(catalogue_folder(linkage.root, variant))
-        return Output(catalogue.frame, metadata={
+        yield Output(catalogue.frame, metadata={
+            FINGERPRINT: fingerprint,
             "catalogue_html": MetadataValue.url(file_url(paths["html"], linkage.root)),
             "catalogue_markdown": MetadataValue.path(str(paths["markdown"].resolve())),
             "variables": catalogue.frame.height,
@@ -195,6 +222,11 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         })
 
     return [_person_journeys, _repeat_offending_profile, _derived_catalogue]
+
+
+def _stored(warehouse, variant: str, name: str) -> StoredTable:
+    """Where the IO manager stores `derived/<variant>/<name>` (schema `derived_<variant>`)."""
+    return StoredTable(warehouse.database, f"{DERIVED}_{variant}", name)
 
 
 def required_release_keys(variant: str) -> list[AssetKey]:

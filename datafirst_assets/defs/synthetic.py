@@ -52,6 +52,7 @@ from datafirst_assets.synthetic.summaries import (
 )
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
+from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
 from datafirst_assets.synthetic.tables import (
     CASE_LOOKUP_ID,
@@ -78,6 +79,11 @@ class SyntheticSettings(ConfigurableResource):
     scale: float = 1.0  # synthetic population as a multiple of the real one
     k: int = 10
     clip_quantile: float = 0.01
+    # Incremental runs: a table keeps its approved summary, and so its synthetic table and report
+    # rows, while its fresh summary drifted from it by at most this much (synthetic/refresh.py:
+    # relative rows, total variation / KS distance of each marginal); 0: always the fresh summary.
+    # A full run summarises and draws every table again.
+    refresh_tolerance: float = 0.02
 
     @property
     def folder(self) -> Path:
@@ -133,9 +139,11 @@ def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSett
     stored = {tid: stored_release_table(warehouse.database, "deidentified", *tid) for tid in release_tables()}
     tables = LoadedOnUse(stored, keep=2)
     rules, parts_path = synthetic.rules(), synthetic.folder / summary_parts.PARTS_FILE
+    full = linkage.mode == "full"
     doc, parts = summary_parts.summarise_keeping(
         tables, summary_parts.table_fingerprints(stored, rules), rules,
-        summary_parts.load_parts(parts_path) if linkage.mode != "full" else {})
+        summary_parts.load_parts(parts_path) if not full else {}, 0.0 if full else synthetic.refresh_tolerance)
+    kept = summary_parts.kept_within_tolerance(parts)
     text, sha = summaries_json(doc), summaries_sha256(doc)
     overview = pl.DataFrame([
         {"table": name, "rows": t["rows"], "columns": len(t.get("columns", {})),
@@ -156,6 +164,9 @@ def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSett
     yield Output(pl.DataFrame({"format": [FORMAT], "sha256": [sha], "summaries_json": [text]}), metadata={
         "path": MetadataValue.path(str(path)), "sha256": sha, "k": synthetic.k, "tables_read": tables.loads,
         "clip_quantile": synthetic.clip_quantile, "bytes": len(text.encode("utf-8")),
+        "refresh_tolerance": 0.0 if full else synthetic.refresh_tolerance,
+        # approved summaries kept although their tables changed (within the tolerance), with their drift
+        "kept_within_tolerance": MetadataValue.json({n: round(d, 6) for n, d in sorted(kept.items())}),
         "tables": MetadataValue.md(markdown_table(overview)),
     })
 
@@ -239,17 +250,21 @@ def _synthetic_source_asset(source: str):
     return _asset
 
 
-def _person_inputs() -> dict[str, AssetIn]:
+def _person_columns() -> dict[str, tuple[TableId, list[str]]]:
     """Only the columns the linking tables are built from: person ids, and the two flatfiles' row keys."""
-    ins = {}
+    out = {}
     for source in sources():
         spec = person_table(source)
         columns = [spec.person_key]
         if (source, spec.name) in (("magistrates", "hocas_flatfile"), ("crown_court", "xhibit_flatfile")):
             columns.append(spec.primary_key)
-        ins[_input_name("persons", (source, spec.name))] = AssetIn(
-            key=synthetic_key(source, spec.name), metadata={"columns": columns})
-    return ins
+        out[_input_name("persons", (source, spec.name))] = ((source, spec.name), columns)
+    return out
+
+
+def _person_inputs() -> dict[str, AssetIn]:
+    return {name: AssetIn(key=synthetic_key(*tid), metadata={"columns": columns})
+            for name, (tid, columns) in _person_columns().items()}
 
 
 @multi_asset(
@@ -258,15 +273,23 @@ def _person_inputs() -> dict[str, AssetIn]:
     outs={tid[1]: _out(tid) for tid in LINKING_IDS},
     check_specs=[spec for tid in LINKING_IDS for spec in _check_specs(tid)],
 )
-def synthetic_linking(context: AssetExecutionContext, synthetic: SyntheticSettings, summaries: pl.DataFrame,
-                      **persons: pl.DataFrame):
+def synthetic_linking(context: AssetExecutionContext, synthetic: SyntheticSettings, linkage: LinkageSettings,
+                      warehouse: Warehouse, summaries: pl.DataFrame, **persons: pl.DataFrame):
     doc, sha = load_summaries(summaries)
+    # Drawn from their own summaries and the synthetic persons' ids: both as before, same tables.
+    read = {name: StoredTable(warehouse.database, f"synthetic_{tid[0]}", tid[1], columns=tuple(columns))
+            for name, (tid, columns) in _person_columns().items()}
+    own = {name_of(tid): doc["tables"].get(name_of(tid)) for tid in LINKING_IDS}
+    fingerprint = inputs_fingerprint(read, settings=(json.dumps(own, sort_keys=True), synthetic.seed))
+    if (kept := kept_if_unchanged(context, fingerprint, linkage.mode, _label_metadata(sha, synthetic))) is not None:
+        yield from kept
+        return
     tables = {(s, person_table(s).name): persons[_input_name("persons", (s, person_table(s).name))] for s in sources()}
     linking = synthesise_linking(doc, tables, seed=synthetic.seed)
     for tid in (XJS_LOOKUP_ID, CASE_LOOKUP_ID):
         if tid not in linking:
             raise ValueError(f"the summaries have no entry for {name_of(tid)}: re-materialise synthetic/summaries")
-    yield from _gated_outputs(linking, (XJS_LOOKUP_ID, CASE_LOOKUP_ID), sha, synthetic)
+    yield from _gated_outputs(linking, (XJS_LOOKUP_ID, CASE_LOOKUP_ID), sha, synthetic, fingerprint)
 
 
 REPORT_CHECKS = {
@@ -298,7 +321,9 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     stored = {side: {tid: stored_release_table(warehouse.database, kind, *tid) for tid in release_tables()}
               for side, kind in (("real", "deidentified"), ("synthetic", "synthetic"))}
     # A dataset whose tables and summaries are as last time keeps its rows of the last report.
-    fingerprints = dataset_fingerprints(stored["real"], stored["synthetic"], doc, synthetic.seed)
+    # (each table's real side: the tables its approved summary was made from, see report_parts)
+    reads = summary_parts.summary_reads(summary_parts.load_parts(synthetic.folder / summary_parts.PARTS_FILE))
+    fingerprints = dataset_fingerprints(stored["real"], stored["synthetic"], doc, synthetic.seed, reads)
     parts = synthetic.folder / PARTS_FILE
     earlier, only = stored_parts(parts, fingerprints) if linkage.mode != "full" else (None, None)
     context.log.info(f"compared again: {'every table' if only is None else f'{len(only)} table(s)'}")
@@ -313,7 +338,8 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     synthetic.folder.mkdir(parents=True, exist_ok=True)
     note_path = synthetic.folder / "README.md"
     note_path.write_text(differences_note(doc, seed=synthetic.seed, scale=synthetic.scale, sha256=sha,
-                                          rows={name_of(tid): n for tid, n in generated.heights().items()}),
+                                          rows={name_of(tid): n for tid, n in generated.heights().items()},
+                                          tolerance=synthetic.refresh_tolerance),
                          encoding="utf-8")
     yield Output(report.shapes, metadata={
         "report": MetadataValue.url(file_url(paths["html"], synthetic.data_dir)),

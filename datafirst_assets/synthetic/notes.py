@@ -57,6 +57,9 @@ computed from them mean nothing: do not analyse them, and do not report anything
 From the disclosure-checked summaries (`summaries.json`, sha256 `{sha256}`), which a
 reviewer can read in full: generation never reads a real row. Seed {seed}, scale {scale},
 smallest published cell {k}. Fidelity and privacy figures: `synthetic_report.md`.
+Between full refreshes a table keeps its approved summary, and so its synthetic rows, until the
+real table's marginals or row count move by more than the refresh tolerance ({tolerance:g}; see the
+summaries asset's `kept_within_tolerance`): a new extract of a few rows does not redraw the release.
 
 | table | rows |
 |---|---|
@@ -65,12 +68,13 @@ smallest published cell {k}. Fidelity and privacy figures: `synthetic_report.md`
 
 
 def differences_note(doc: dict, *, seed: int, scale: float, sha256: str,
-                     rows: dict[str, int] | None = None) -> str:
+                     rows: dict[str, int] | None = None, tolerance: float = 0.0) -> str:
     """The note for a synthetic release made from `doc`; `rows`: synthetic rows per `source.table`."""
     rules = doc["rules"]
     clip = rules["clip_quantile"] * 100
     counts = rows if rows is not None else {name: t["rows"] for name, t in doc["tables"].items()}
     return NOTE.format(
         label=SYNTHETIC_LABEL, k=rules["k"], scale=scale, seed=seed, sha256=sha256, lower=clip, upper=100 - clip,
+        tolerance=tolerance,
         tables="\n".join(f"| {name} | {n:,} |" for name, n in counts.items()),
     )

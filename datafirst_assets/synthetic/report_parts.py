@@ -3,7 +3,10 @@ tables and approved summaries did not change is not compared again.
 
 Each report pass (column shapes, structure, integrity, privacy) gives rows per table, and a
 dataset's rows depend only on its own real and synthetic tables and its summaries (the linking
-tables' rows also read every dataset's person table: they are always compared again). After each
+tables' rows also read every dataset's synthetic person table and the two flatfiles: their
+fingerprint covers those). A table's real side is the real tables its approved summary was made
+from (kept within the refresh tolerance: the report keeps comparing the synthetic table with the
+data it was drawn from). After each
 report, `save_parts` writes every dataset's rows with the fingerprint of those inputs (row counts,
 types and row hashes computed in DuckDB, the summaries, the seed and the code;
 `warehouse.unchanged.inputs_fingerprint`) to `<synthetic folder>/report_parts.json`. The next
@@ -23,7 +26,7 @@ import polars as pl
 from datafirst_assets.common.folders import write_text_atomically
 from datafirst_assets.deidentify.release_spec import LINKING, release_tables
 from datafirst_assets.synthetic.report import SyntheticReport, dataset_of
-from datafirst_assets.synthetic.tables import TableId, name_of
+from datafirst_assets.synthetic.tables import TableId, name_of, person_table, sources
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import inputs_fingerprint
 
@@ -31,18 +34,33 @@ PARTS_FILE = "report_parts.json"
 PASSES = ("shapes", "structure", "integrity", "privacy")
 
 
+def _synthetic_read(dataset: str, tids: list[TableId]) -> list[TableId]:
+    """The synthetic tables a dataset's report rows read: its own, and for the linking tables every
+    dataset's person table and the two flatfiles the case lookup pairs."""
+    if dataset != LINKING:
+        return tids
+    others = [(s, person_table(s).name) for s in sources()]
+    return [*tids, *others, ("magistrates", "hocas_flatfile"), ("crown_court", "xhibit_flatfile")]
+
+
 def dataset_fingerprints(real: Mapping[TableId, StoredTable], synthetic: Mapping[TableId, StoredTable],
-                         doc: dict, seed: int) -> dict[str, str]:
-    """Per dataset (not the linking tables): the fingerprint of what its report rows are made from."""
-    fingerprints = {}
+                         doc: dict, seed: int, reads: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
+    """Per dataset (the linking tables as one): the fingerprint of what its report rows are made from.
+
+    `reads` (`summary_parts.summary_reads`): per table, the fingerprints of the real tables its
+    approved summary was made from. A table's real side is those: a summary kept within the refresh
+    tolerance keeps its synthetic table, and its report rows, which compare that table with the real
+    tables the summary was made from. Without them the real tables are fingerprinted as they are."""
+    fingerprints, reads, memo = {}, reads or {}, {}  # memo: a person table read by two datasets is hashed once
     for dataset in dict.fromkeys(source for source, _ in release_tables()):
-        if dataset == LINKING:
-            continue
         tids = [tid for tid in release_tables() if tid[0] == dataset]
-        tables = {**{f"real.{tid[1]}": real[tid] for tid in tids if tid in real},
-                  **{f"synthetic.{tid[1]}": synthetic[tid] for tid in tids if tid in synthetic}}
+        recorded = {name_of(tid): reads[name_of(tid)] for tid in tids if reads.get(name_of(tid))}
+        tables = {**{f"real.{tid[1]}": real[tid] for tid in tids if tid in real and name_of(tid) not in recorded},
+                  **{f"synthetic.{name_of(tid)}": synthetic[tid]
+                     for tid in dict.fromkeys(_synthetic_read(dataset, tids)) if tid in synthetic}}
         own = json.dumps({name_of(tid): doc.get("tables", {}).get(name_of(tid)) for tid in tids}, sort_keys=True)
-        fingerprints[dataset] = inputs_fingerprint(tables, settings=(own, seed))
+        fingerprints[dataset] = inputs_fingerprint(
+            tables, settings=(own, seed, json.dumps(recorded, sort_keys=True)), memo=memo)
     return fingerprints
 
 

@@ -10,6 +10,12 @@ in DuckDB, with the summary rules and the code: `warehouse.unchanged.inputs_fing
 `<synthetic folder>/summary_parts.json`; the next run takes a table's stored summary when every
 table it read has the same fingerprint, and summarises the others. The document is the one
 summarising every table gives (JSON keeps the summary exactly). A full refresh summarises all.
+
+With a refresh tolerance (`synthetic/refresh.py`), a table whose inputs changed is summarised again
+and its fresh summary compared with the stored (approved) one: within the tolerance, the approved
+summary is kept, with the fingerprints of the tables it was made from (so the synthetic table drawn
+from it and its report rows are kept too), and the drift is recorded; beyond it, the fresh summary
+replaces it. Tolerance 0 gives the document summarising every table gives.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from datafirst_assets.common.folders import write_text_atomically
+from datafirst_assets.synthetic.refresh import drift
 from datafirst_assets.synthetic.summaries import SummaryRules, summarise_one, summarise_release
 from datafirst_assets.synthetic.tables import TableId, name_of
 from datafirst_assets.warehouse.io_manager import StoredTable
@@ -63,25 +70,53 @@ def load_parts(path: Path) -> dict:
 
 
 def summarise_keeping(tables: Mapping[TableId, pl.DataFrame], fingerprints: Mapping[str, str], rules: SummaryRules,
-                      parts: Mapping) -> tuple[dict, dict]:
+                      parts: Mapping, tolerance: float = 0.0) -> tuple[dict, dict]:
     """The summaries document, taking each stored summary (`parts`, as `load_parts` reads it) whose
-    tables all have the same fingerprint now; and the parts to store for the next run."""
+    tables all have the same fingerprint now, or (`tolerance` > 0) whose fresh summary drifted from
+    it by at most `tolerance`; and the parts to store for the next run (a kept-within-tolerance
+    entry keeps the fingerprints it was made from and records its `drift`)."""
     stored, made = parts.get("tables", {}), {}
+    if parts.get("rules") != asdict(rules):
+        tolerance = 0.0  # summaries approved under other rules (another k) are never "close enough"
+
+    def same(read: Mapping | None) -> bool:
+        return bool(read) and all(fingerprints.get(n) == f for n, f in read.items())
 
     def summarise(tid: TableId) -> dict:
         entry = stored.get(name_of(tid))
-        if entry and entry.get("read") and all(fingerprints.get(n) == f for n, f in entry["read"].items()):
+        # made from these very tables, or kept within the tolerance when they were as they are now
+        if entry and same(entry.get("read")):  # the tables are again those it was made from: exact
+            made[name_of(tid)] = {"read": entry["read"], "summary": entry["summary"]}
+            return entry["summary"]
+        if entry and tolerance > 0 and same(entry.get("checked")):  # kept within the tolerance for these tables
             made[name_of(tid)] = entry
             return entry["summary"]
         recorded = _Recorded(tables)
-        summary = summarise_one(tid, recorded, rules)
+        summary = json.loads(json.dumps(summarise_one(tid, recorded, rules)))  # as it would be stored
+        if entry and entry.get("read") and tolerance > 0:
+            moved = drift(entry["summary"], summary)
+            if moved <= tolerance:
+                checked = {name_of(t): fingerprints.get(name_of(t)) for t in sorted(recorded.read)}
+                made[name_of(tid)] = {"read": entry["read"], "summary": entry["summary"], "drift": moved,
+                                      "checked": checked}
+                return entry["summary"]
         made[name_of(tid)] = {"read": {name_of(t): fingerprints.get(name_of(t)) for t in sorted(recorded.read)},
                               "summary": summary}
         return summary
 
     doc = summarise_release(tables, rules, summarise=summarise)
     # through JSON, as the stored ones came: the same document whether a summary was kept or made
-    return json.loads(json.dumps(doc)), {"tables": made}
+    return json.loads(json.dumps(doc)), {"rules": asdict(rules), "tables": made}
+
+
+def kept_within_tolerance(parts: Mapping) -> dict[str, float]:
+    """Tables whose approved summary was kept although their inputs changed, with how far they drifted."""
+    return {name: entry["drift"] for name, entry in parts.get("tables", {}).items() if "drift" in entry}
+
+
+def summary_reads(parts: Mapping) -> dict[str, dict[str, str]]:
+    """Per table: the fingerprints of the tables its summary in the document was made from."""
+    return {name: dict(entry.get("read", {})) for name, entry in parts.get("tables", {}).items()}
 
 
 def save_parts(path: Path, parts: dict) -> None:
