@@ -216,3 +216,16 @@ def test_every_dataset_of_a_simulated_world_by_row_equals_a_full_rebuild(tmp_pat
     assert set(by_row) == set(rebuilt) and len(by_row) == len(meta)
     for name in rebuilt:
         assert by_row[name].equals(rebuilt[name]), name  # same rows, same order, same types
+
+
+def test_the_coarsen_policy_rebuilds_every_row_and_says_so(tmp_path):
+    from datafirst_assets.defs.release import ReleaseSettings
+
+    coarsen = ReleaseSettings(max_mean_risk=1.0, disclosure_policy="coarsen")
+    instance = DagsterInstance.ephemeral()
+    first = magistrates_extract()
+    assert _deidentify_run(tmp_path, first, coarsen, instance=instance).success
+    again = _deidentify_run(tmp_path, _second_extract(first), coarsen, instance=instance)
+    assert again.success
+    mode = _metadata(again)["hocas_flatfile"]["deidentify_mode"]
+    assert mode.startswith("full rebuild: disclosure policy 'coarsen'") and "rows_kept" not in _metadata(again)["hocas_flatfile"]
