@@ -239,17 +239,19 @@ def raw_identifiers_among(conn: duckdb.DuckDBPyConnection, source: SourceSpec, i
     if not values:
         return found
     conn.register("_scanned_values", pl.DataFrame({"v": sorted(values)}, schema={"v": pl.String}).to_arrow())
+    targets = {"name": found.names, "address": found.addresses, "system_id": found.system_ids}
     try:
         for table in source.tables:
-            for kind, (columns, shortest) in _identifier_columns(table).items():
-                if not columns:
-                    continue
-                union = " union all ".join(f"select {_normalised_sql(c)} as v from _l" for c in columns)
-                hits = conn.execute(
-                    f"with _l as ({inputs[table.name]}) select distinct v from ({union}) where length(v) >= "
-                    f"{shortest} and v in (select v from _scanned_values)").fetchall()
-                target = {"name": found.names, "address": found.addresses, "system_id": found.system_ids}[kind]
-                target.update(v for (v,) in hits)
+            # one query a table (its latest versions computed once), every identifier column in it
+            branches = [f"select {_lit(kind)} as kind, {_normalised_sql(c)} as v, {shortest} as shortest from _l"
+                        for kind, (columns, shortest) in _identifier_columns(table).items() for c in columns]
+            if not branches:
+                continue
+            hits = conn.execute(
+                f"with _l as ({inputs[table.name]}) select distinct kind, v from ({' union all '.join(branches)}) "
+                "where length(v) >= shortest and v in (select v from _scanned_values)").fetchall()
+            for kind, v in hits:
+                targets[kind].add(v)
     finally:
         conn.unregister("_scanned_values")
     return found
