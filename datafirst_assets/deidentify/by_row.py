@@ -278,30 +278,32 @@ def scan_derived(table: str, derived: pl.DataFrame, rows: pl.DataFrame, spec: Re
 def scan_kept(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: ReleaseTable,
               new: RawIdentifiers) -> list[Finding]:
     """Kept rows' text values equal to an identifier of a new or changed record (the shapes and the
-    other identifiers were scanned when the rows were stored)."""
-    known = [(kind, v) for kind, values in (("name", new.names), ("address", new.addresses),
-                                            ("system_id", new.system_ids)) for v in values]
+    other identifiers were scanned when the rows were stored): one query over every text column."""
+    known = pl.concat([pl.DataFrame({"kind": kind, "v": list(values)}, schema={"kind": pl.String, "v": pl.String})
+                       for kind, values in (("name", new.names), ("address", new.addresses),
+                                            ("system_id", new.system_ids))])
     texts = [c.name for c in spec.columns if c.dtype == pl.String]
-    if not known or not texts:
+    if not known.height or not texts:
         return []
-    conn.register("_new_identifiers", pl.DataFrame(known, schema={"kind": pl.String, "v": pl.String},
-                                                   orient="row").to_arrow())
-    findings = []
+    codes = pl.DataFrame([(c, str(code).upper()) for c in texts for code in spec.code_lists.get(c, ())],
+                         schema={"col": pl.String, "code": pl.String}, orient="row")
+    conn.register("_new_identifiers", known.to_arrow())
+    conn.register("_declared_codes", codes.to_arrow())
     try:
-        kept = (f"select s.* from {names.state(table)} s semi join {names.current(table)} c "
-                f"on s.{STAGED_ID} = c.{STAGED_ID} and s.{INPUT_HASH} = c.{INPUT_HASH}")
-        for column in texts:
-            codes = [str(c).upper() for c in spec.code_lists.get(column, ())]
-            exclude = f" and v not in ({', '.join(map(_lit, codes))})" if codes else ""
-            hits = conn.execute(
-                f"select n.kind, count(*), min(v) from (select distinct {_normalised_sql(column)} as v from ({kept})) "
-                f"_k join _new_identifiers n using (v) where v is not null{exclude} group by n.kind").fetchall()
-            order = {"name": 0, "address": 1, "system_id": 2}
-            findings += [Finding(f"{spec.source}.{table}", column, kind, int(count), mask(first))
-                         for kind, count, first in sorted(hits, key=lambda h: order[h[0]])]
+        values = " union all ".join(f"select {_lit(c)} as col, {_normalised_sql(c)} as v from _kept" for c in texts)
+        hits = conn.execute(
+            f"with _kept as (select {', '.join(map(_q, texts))} from {names.state(table)} s semi join "
+            f"{names.current(table)} c on s.{STAGED_ID} = c.{STAGED_ID} and s.{INPUT_HASH} = c.{INPUT_HASH}), "
+            f"_values as (select distinct col, v from ({values}) _u where v in (select v from _new_identifiers)) "
+            "select _values.col, n.kind, count(*), min(_values.v) from _values join _new_identifiers n using (v) "
+            "anti join _declared_codes d on d.col = _values.col and d.code = _values.v "
+            "group by _values.col, n.kind").fetchall()
     finally:
         conn.unregister("_new_identifiers")
-    return findings
+        conn.unregister("_declared_codes")
+    order = {"name": 0, "address": 1, "system_id": 2}
+    return [Finding(f"{spec.source}.{table}", column, kind, int(count), mask(first))
+            for column, kind, count, first in sorted(hits, key=lambda h: (texts.index(h[0]), order[h[1]]))]
 
 
 def orphans_in_database(conn: duckdb.DuckDBPyConnection, names: Names, specs: Mapping[str, ReleaseTable]) -> dict[str, int]:
