@@ -46,7 +46,6 @@ from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.deidentify import by_row
 from datafirst_assets.deidentify.by_row import (
     Names,
-    commit_state,
     deidentify_by_row,
     forget_state,
     state_fingerprint,
@@ -191,6 +190,7 @@ def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str,
     the gates run on the whole candidate tables in DuckDB; the state moves only when they pass."""
     specs = release_tables()
     with warehouse_cursor(names.database) as conn:
+        conn.execute("begin")  # the state is updated in place: committed only when every gate passed
         try:
             run = deidentify_by_row(conn, names, source, stored, risk_rules, cache=cache)
             results = []
@@ -201,20 +201,20 @@ def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str,
                 results += [pii_check(key, run.findings[table.name]),
                             _contract_in_database(key, conn, names, table.name, orphans),
                             _risk_check(key, run.risks[table.name])]
+            for name, findings in run.findings.items():
+                for finding in findings:
+                    context.log.error(f"PII gate: {finding}")
+            failed = [r for r in results if not r.passed and CHECKS[r.check_name][1]]
+            if failed:
+                conn.execute("rollback")  # a refused row never becomes a kept one
+            else:
+                by_row.discard_scratch(conn, names, source.table_names)
+                conn.execute("commit")
         except BaseException:
-            by_row.discard_scratch(conn, names, source.table_names)
+            conn.execute("rollback")
             raise
-        for name, findings in run.findings.items():
-            for finding in findings:
-                context.log.error(f"PII gate: {finding}")
-        yield from results
-        try:
-            refuse_if_failed(f"deidentified/{source.key}", results,
-                             [n for n, (_, blocking) in CHECKS.items() if blocking])
-        except BaseException:
-            by_row.discard_scratch(conn, names, source.table_names)  # a refused row never becomes "kept"
-            raise
-        commit_state(conn, names, source.table_names, state)
+    yield from results
+    refuse_if_failed(f"deidentified/{source.key}", results, [n for n, (_, blocking) in CHECKS.items() if blocking])
     context.log.info(f"by row: {run.new_identifiers:,} identifiers of new or changed records; keyed hashes: "
                      f"{cache.found:,} found, {cache.hashed:,} hashed")
     for table in source.tables:

@@ -197,22 +197,23 @@ def derive_rows(rows: pl.DataFrame, table: TableSpec, source: SourceSpec, spec: 
     return released.with_columns(rows[table.id_column].alias(STAGED_ID), rows[INPUT_HASH].alias(INPUT_HASH))
 
 
-def build_candidate(conn: duckdb.DuckDBPyConnection, names: Names, table: TableSpec, spec: ReleaseTable,
-                    derived: pl.DataFrame) -> None:
-    """`__candidate_...`: kept state rows and re-derived rows, in staged-id order; `__release_...`:
-    the released columns of it, the table a full rebuild gives."""
-    columns = ", ".join(_q(c) for c in [*spec.column_names, STAGED_ID, INPUT_HASH])
-    conn.register("_derived_rows", derived.select([*spec.column_names, STAGED_ID, INPUT_HASH]).to_arrow())
+def drop_changed(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> None:
+    """Inside the caller's transaction: the state keeps only the rows whose input is unchanged."""
+    conn.execute(f"delete from {names.state(table)} s where not exists (select 1 from {names.current(table)} c "
+                 f"where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})")
+
+
+def insert_derived(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTable, derived: pl.DataFrame) -> None:
+    """Inside the caller's transaction: the re-derived rows join the kept ones; `__release_...` is the
+    released columns of the result (the order is the output's: `order by _staged_id` when written)."""
+    columns = [*spec.column_names, STAGED_ID, INPUT_HASH]
+    conn.register("_derived_rows", derived.select(columns).to_arrow())
     try:
-        conn.execute(
-            f"create or replace table {names.candidate(table.name)} as select {columns} from ("
-            f"select s.* from {names.state(table.name)} s semi join {names.current(table.name)} c "
-            f"on s.{STAGED_ID} = c.{STAGED_ID} and s.{INPUT_HASH} = c.{INPUT_HASH} "
-            f"union all by name select * from _derived_rows) order by {STAGED_ID}")
+        conn.execute(f"insert into {names.state(spec.name)} by name select * from _derived_rows")
     finally:
         conn.unregister("_derived_rows")
-    conn.execute(f"create or replace view {names.release_view(table.name)} as select "
-                 f"{', '.join(_q(c) for c in spec.column_names)} from {names.candidate(table.name)} order by {STAGED_ID}")
+    conn.execute(f"create or replace view {names.release_view(spec.name)} as select "
+                 f"{', '.join(_q(c) for c in spec.column_names)} from {names.state(spec.name)}")
 
 
 # --- gates on the candidate tables -------------------------------------------------------------
@@ -277,12 +278,15 @@ def scan_derived(table: str, derived: pl.DataFrame, rows: pl.DataFrame, spec: Re
 
 def scan_kept(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: ReleaseTable,
               new: RawIdentifiers) -> list[Finding]:
-    """Kept rows' text values equal to an identifier of a new or changed record (the shapes and the
-    other identifiers were scanned when the rows were stored): one query over every text column."""
+    """Kept rows' text values (the state after `drop_changed`) equal to an identifier of a new or
+    changed record (the shapes and the other identifiers were scanned when the rows were stored): one
+    query over every text column. A keyed-hash column (64 hex characters, its contract's shape rule,
+    which kept rows passed) can equal only an identifier of that shape: it is read only if one is new."""
     known = pl.concat([pl.DataFrame({"kind": kind, "v": list(values)}, schema={"kind": pl.String, "v": pl.String})
                        for kind, values in (("name", new.names), ("address", new.addresses),
                                             ("system_id", new.system_ids))])
-    texts = [c.name for c in spec.columns if c.dtype == pl.String]
+    hashed_shape = known.get_column("v").str.contains(r"^[0-9A-F]{64}$").any()
+    texts = [c.name for c in spec.columns if c.dtype == pl.String and (c.treatment != "hash" or hashed_shape)]
     if not known.height or not texts:
         return []
     codes = pl.DataFrame([(c, str(code).upper()) for c in texts for code in spec.code_lists.get(c, ())],
@@ -290,11 +294,11 @@ def scan_kept(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: R
     conn.register("_new_identifiers", known.to_arrow())
     conn.register("_declared_codes", codes.to_arrow())
     try:
-        values = " union all ".join(f"select {_lit(c)} as col, {_normalised_sql(c)} as v from _kept" for c in texts)
+        # distinct raw values first: most text columns are codes with a handful of values
+        values = " union all ".join(f"select {_lit(c)} as col, {_normalised_sql('x')} as v from "
+                                    f"(select distinct {_q(c)} as x from {names.state(table)})" for c in texts)
         hits = conn.execute(
-            f"with _kept as (select {', '.join(map(_q, texts))} from {names.state(table)} s semi join "
-            f"{names.current(table)} c on s.{STAGED_ID} = c.{STAGED_ID} and s.{INPUT_HASH} = c.{INPUT_HASH}), "
-            f"_values as (select distinct col, v from ({values}) _u where v in (select v from _new_identifiers)) "
+            f"with _values as (select distinct col, v from ({values}) _u where v in (select v from _new_identifiers)) "
             "select _values.col, n.kind, count(*), min(_values.v) from _values join _new_identifiers n using (v) "
             "anti join _declared_codes d on d.col = _values.col and d.code = _values.v "
             "group by _values.col, n.kind").fetchall()
@@ -410,9 +414,10 @@ class ByRowRun:
 def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec,
                       stored: Mapping[str, StoredTable], risk_rules: Mapping[str, RiskRule], *,
                       key: bytes | None = None, cache=None) -> ByRowRun:
-    """Candidate tables `__candidate_...` / `__release_...` for every table of `source` (the state's
-    kept rows, new or changed records re-derived, vanished ones dropped), PII-scanned, with their
-    foreign keys and risk measured on the whole table. The state is not touched (`commit_state`)."""
+    """Inside the caller's transaction on `conn`: the state of every table of `source` updated in place
+    (kept rows stay, new or changed records re-derived, vanished ones dropped), PII-scanned, with
+    foreign keys and risk measured on the whole table. The caller commits when every gate passed
+    and rolls back otherwise, so a refused row never becomes a kept one."""
     specs = {t.name: release_tables()[(source.key, t.name)] for t in source.tables}
     run = ByRowRun(names)
     inputs = {t.name: input_sql(conn, source, t, stored, specs[t.name]) for t in source.tables}
@@ -424,18 +429,19 @@ def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: Sou
     with cache.batched() if cache is not None else nullcontext():
         for table in source.tables:
             derived[table.name] = derive_rows(rows[table.name], table, source, specs[table.name], key, cache)
-    for table in source.tables:
-        build_candidate(conn, names, table, specs[table.name], derived[table.name])
     values = set().union(*(text_values(derived[t].select(specs[t].column_names), specs[t]) for t in derived))
     known = raw_identifiers_among(conn, source, inputs, values)
     new = raw_identifiers(source, rows)
     run.new_identifiers = len(new.names) + len(new.addresses) + len(new.system_ids)
     for table in source.tables:
         dob = next((c.name for c in table.columns if c.kind == "dob"), None)
+        drop_changed(conn, names, table.name)
         run.findings[table.name] = [
             *scan_derived(f"{source.key}.{table.name}", derived[table.name], rows[table.name], specs[table.name],
                           known, dob),
             *scan_kept(conn, names, table.name, specs[table.name], new)]
+        insert_derived(conn, names, specs[table.name], derived[table.name])
+    for table in source.tables:
         run.risks[table.name] = risk_in_database(conn, names, table.name, specs[table.name],
                                                  risk_rules.get(table.name, RiskRule()))
     run.orphans = orphans_in_database(conn, names, specs)
