@@ -167,7 +167,7 @@ def _full_rebuild_reason(names: Names, state: str, rules: dict, mode: str, table
 
 
 def _contract_in_database(key: AssetKey, conn, names: Names, table: str, orphans: list[str]) -> AssetCheckResult:
-    """`contract_check` of a candidate table that lives in DuckDB (pandera.ibis; polars when the
+    """`contract_check` of a table updated in DuckDB (inside the by-row transaction) (pandera.ibis; polars when the
     contract has rules written in polars)."""
     from datafirst_assets.contracts.in_database import validate_in_duckdb  # ibis: only this path pays its import
 

@@ -6,17 +6,18 @@ the parent's event date), de-identified column by column (keyed hashes, ages, ar
 warehouse keeps, per (dataset, table), a state table `deidentify_state.<dataset>__<table>`: the
 released row next to the staged id it came from (`_staged_id`) and a hash of its input row
 (`_input_hash`, computed by DuckDB over the input columns). An incremental run hashes the current
-inputs in DuckDB, compares with the state, reads into Python only the new or changed records,
-de-identifies and scans them, and builds the candidate table in DuckDB: kept rows from the state,
-re-derived rows, removed ids dropped, in staged-id order (the order a full rebuild gives).
+inputs in DuckDB, compares with the state, reads into Python only the new or changed records and
+de-identifies them; inside one transaction the state drops changed and vanished rows, the kept
+rows are scanned and the re-derived ones inserted. The tables are written from the state in
+staged-id order (the order a full rebuild gives).
 
 Gates stay complete: re-derived rows are scanned against every raw identifier of the dataset (the
 raw values equal to one of their values are looked up in DuckDB), kept rows against the
 identifiers of the new or changed records (the only identifiers they were not scanned against
 before: an unchanged row was scanned with every identifier of the records that are unchanged);
-the contract, the foreign keys and the re-identification risk are evaluated on the whole
-candidate table in DuckDB (the risk from its key columns only). The state moves to the candidate
-only after every gate passed, so a refused row is never kept as "unchanged".
+the contract, the foreign keys and the re-identification risk are evaluated on the whole table in
+DuckDB (the risk from its key columns only). The transaction commits only after every gate
+passed, so a refused row is never kept as "unchanged".
 
 The state is tied to the code, the release rules and the key (`state_fingerprint`): any change,
 a missing state, the "coarsen" disclosure policy (population-dependent values) or a full run
@@ -216,7 +217,7 @@ def insert_derived(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseT
                  f"{', '.join(_q(c) for c in spec.column_names)} from {names.state(spec.name)}")
 
 
-# --- gates on the candidate tables -------------------------------------------------------------
+# --- gates on the whole updated tables ---------------------------------------------------------
 
 def _normalised_sql(column: str) -> str:
     return f"upper(trim(cast({_q(column)} as varchar), {_lit(WHITESPACE)}))"
@@ -311,7 +312,7 @@ def scan_kept(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: R
 
 
 def orphans_in_database(conn: duckdb.DuckDBPyConnection, names: Names, specs: Mapping[str, ReleaseTable]) -> dict[str, int]:
-    """`schemas.orphan_counts` over the candidate tables, in DuckDB."""
+    """`schemas.orphan_counts` over the updated tables, in DuckDB."""
     orphans = {}
     for name, spec in specs.items():
         for fk in spec.foreign_keys:
@@ -327,7 +328,7 @@ def orphans_in_database(conn: duckdb.DuckDBPyConnection, names: Names, specs: Ma
 
 def risk_in_database(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: ReleaseTable,
                      rule: RiskRule) -> RiskResult:
-    """`reidentification_risk` of the whole candidate table, reading only its key columns (and person)."""
+    """`reidentification_risk` of the whole updated table, reading only its key columns (and person)."""
     key = list(rule.key) if rule.key is not None else default_quasi_identifiers(spec)
     columns = [c for c in dict.fromkeys([*key, *([spec.person_key] if spec.person_key else [])])
                if c in spec.column_names]
@@ -401,7 +402,7 @@ def write_state(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpe
 
 @dataclass
 class ByRowRun:
-    """An incremental de-identification's candidate tables (in DuckDB) and their gates' inputs."""
+    """An incremental de-identification: rows kept, re-derived and removed, and its gates' inputs."""
 
     names: Names
     counts: dict[str, RowCounts] = field(default_factory=dict)
