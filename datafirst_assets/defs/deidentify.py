@@ -187,7 +187,7 @@ def _contract_in_database(key: AssetKey, conn, names: Names, table: str, orphans
 def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str, StoredTable], risk_rules: dict,
                        cache: KeyedHashCache, names: Names, state: str, catalogue_html: Path, fingerprint: str):
     """Incremental mode: only new or changed records de-identified and scanned (`deidentify.by_row`);
-    the gates run on the whole candidate tables in DuckDB; the state moves only when they pass."""
+    the gates run on the whole updated tables in DuckDB; the state commits only when they pass."""
     specs = release_tables()
     with warehouse_cursor(names.database) as conn:
         conn.execute("begin")  # the state is updated in place: committed only when every gate passed
