@@ -326,6 +326,17 @@ def orphans_in_database(conn: duckdb.DuckDBPyConnection, names: Names, specs: Ma
     return orphans
 
 
+def duplicate_keys(conn: duckdb.DuckDBPyConnection, names: Names, table: str, key_sets: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of the whole updated table sharing a key the contract says is unique (every copy counts)."""
+    problems = []
+    for keys in key_sets:
+        rows = conn.execute(f"select coalesce(sum(n), 0) from (select count(*) as n from {names.release_view(table)} "
+                            f"group by {', '.join(map(_q, keys))} having count(*) > 1)").fetchall()[0][0]
+        if rows:
+            problems.append(f"{', '.join(keys)}: {rows} row(s) share their key with another row")
+    return problems
+
+
 def risk_in_database(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: ReleaseTable,
                      rule: RiskRule) -> RiskResult:
     """`reidentification_risk` of the whole updated table, reading only its key columns (and person)."""
@@ -409,6 +420,7 @@ class ByRowRun:
     findings: dict[str, list[Finding]] = field(default_factory=dict)
     orphans: dict[str, int] = field(default_factory=dict)
     risks: dict[str, RiskResult] = field(default_factory=dict)
+    derived: dict[str, pl.DataFrame] = field(default_factory=dict)  # the re-derived rows, released columns
     new_identifiers: int = 0
 
 
@@ -446,4 +458,5 @@ def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: Sou
         run.risks[table.name] = risk_in_database(conn, names, table.name, specs[table.name],
                                                  risk_rules.get(table.name, RiskRule()))
     run.orphans = orphans_in_database(conn, names, specs)
+    run.derived = {name: frame.select(specs[name].column_names) for name, frame in derived.items()}
     return run
