@@ -5,6 +5,7 @@ every row (a new identifier is looked for in kept rows too) and a refused run st
 from datetime import date
 
 import polars as pl
+import pytest
 from dagster import DagsterInstance
 
 from datafirst_assets.defs.deidentify import deidentified_key
@@ -63,7 +64,10 @@ def _full_mode(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(test_gates, "_resources", full)
 
 
-def test_an_incremental_extract_re_derives_only_changed_rows_and_equals_a_full_rebuild(tmp_path, monkeypatch):
+@pytest.mark.parametrize("read_back_rows", [1_000_000, 0], ids=["polars output", "sql output"])
+def test_an_incremental_extract_re_derives_only_changed_rows_and_equals_a_full_rebuild(tmp_path, monkeypatch,
+                                                                                       read_back_rows):
+    monkeypatch.setattr("datafirst_assets.deidentify.by_row.READ_BACK_ROWS", read_back_rows)
     instance = DagsterInstance.ephemeral()
     first = magistrates_extract()
     one = _deidentify_run(tmp_path, first, instance=instance)

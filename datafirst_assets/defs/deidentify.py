@@ -53,7 +53,7 @@ from datafirst_assets.deidentify.by_row import (
     write_state,
 )
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.io_manager import StoredTable, WarehouseQuery
+from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import (
     FINGERPRINT,
     inputs_fingerprint,
@@ -228,8 +228,7 @@ def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str,
                      f"{cache.found:,} found, {cache.hashed:,} hashed")
     for table in source.tables:
         spec, counts, risk = specs[(source.key, table.name)], run.counts[table.name], run.risks[table.name]
-        columns = ", ".join(f'"{c}"' for c in spec.column_names)
-        yield Output(WarehouseQuery(f"select {columns} from {names.state(table.name)} order by {by_row.STAGED_ID}"),
+        yield Output(by_row.released_rows(names, spec, counts.kept + counts.rederived),
                      output_name=table.name, metadata={
             "rows": counts.kept + counts.rederived,
             "columns": len(spec.column_names),
