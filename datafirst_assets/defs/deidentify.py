@@ -40,6 +40,19 @@ from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linki
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
 from datafirst_assets.common.tables import markdown_table
 from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.common.tables import bullet_list
+from datafirst_assets.contracts import validate_table
+from datafirst_assets.contracts.registry import contract_for
+from datafirst_assets.deidentify import by_row
+from datafirst_assets.deidentify.by_row import (
+    Names,
+    deidentify_by_row,
+    forget_state,
+    state_fingerprint,
+    state_matches,
+    write_state,
+)
+from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import (
     FINGERPRINT,
@@ -115,12 +128,15 @@ def _gate_results(dataset: str, release: DatasetRelease, risks: dict[str, RiskRe
 
 
 def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, risks: dict[str, RiskResult],
-          fingerprint: str | None = None):
-    """Gates first, then the tables, or nothing at all when a gate failed."""
+          fingerprint: str | None = None, before_store=None, mode: dict | None = None):
+    """Gates first, then the tables, or nothing at all when a gate failed. `before_store`: called
+    once every gate passed, before any table is stored (the by-row state of a full rebuild)."""
     specs = release_tables()
     results = _gate_results(dataset, release, risks)
     yield from results
     refuse_if_failed(f"deidentified/{dataset}", results, [n for n, (_, blocking) in CHECKS.items() if blocking])
+    if before_store is not None:
+        before_store()
     for name, frame in release.tables.items():
         spec = specs[(dataset, name)]
         risk = risks.get(name)
@@ -134,6 +150,97 @@ def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, risks: di
             **({"mean_reidentification_risk": round(risk.mean_risk, 4), "sample_uniques": risk.sample_uniques}
                if risk is not None and risk.key else {}),
             **({FINGERPRINT: fingerprint} if fingerprint else {}),
+            **(mode or {}),
+        })
+
+
+def _full_rebuild_reason(names: Names, state: str, rules: dict, mode: str, tables: list[str]) -> str | None:
+    """Why every row is de-identified again (None: by row, only the rows whose input changed)."""
+    if mode == "full":
+        return "full mode"
+    if any(rule.policy == "coarsen" for rule in rules.values()):
+        return "disclosure policy 'coarsen' (coarsened values depend on the whole population)"
+    with warehouse_cursor(names.database) as conn:
+        if not state_matches(conn, names, state, tables):
+            return "no row state for this code, release rules and key"
+    return None
+
+
+def _unique_sets(contract) -> list[list[str]]:
+    """The column sets `contract` says are unique (as `contracts.in_database.unique_sets`, which
+    imports ibis: the code location must not pay for it)."""
+    sets = [[name] for name, column in contract.columns.items() if column.unique]
+    if contract.unique:
+        sets += ([list(contract.unique)] if all(isinstance(c, str) for c in contract.unique)
+                 else [list(u) for u in contract.unique])
+    return sets
+
+
+def _contract_by_row(key: AssetKey, conn, names: Names, table: str, derived: pl.DataFrame,
+                     orphans: list[str]) -> AssetCheckResult:
+    """`contract_check` of a table updated by row: every row rule on the re-derived rows (kept rows met
+    them when stored, under the same code: the state is tied to it), the unique keys and the foreign
+    keys on the whole table, in DuckDB. The IO manager validates the whole table again as it writes."""
+    contract = contract_for(key)
+    report = validate_table(derived, contract)
+    problems = ([str(f) for f in report.failures] + by_row.duplicate_keys(conn, names, table, _unique_sets(contract))
+                + orphans)
+    rows = conn.execute(f"select count(*) from {names.release_view(table)}").fetchall()[0][0]
+    return AssetCheckResult(
+        asset_key=key, check_name="schema_valid", passed=not problems,
+        metadata={"problems": MetadataValue.md(bullet_list(problems)),
+                  "report": MetadataValue.md(f"re-derived rows: {report.markdown()}"),
+                  "rows": rows, "rows_validated": derived.height, "failing_rules": len(problems)})
+
+
+def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str, StoredTable], risk_rules: dict,
+                       cache: KeyedHashCache, names: Names, state: str, catalogue_html: Path, fingerprint: str):
+    """Incremental mode: only new or changed records de-identified and scanned (`deidentify.by_row`);
+    the gates run on the whole updated tables in DuckDB; the state commits only when they pass."""
+    specs = release_tables()
+    with warehouse_cursor(names.database) as conn:
+        conn.execute("begin")  # the state is updated in place: committed only when every gate passed
+        try:
+            run = deidentify_by_row(conn, names, source, stored, risk_rules, cache=cache)
+            results = []
+            for table in source.tables:
+                key = deidentified_key(source.key, table.name)
+                orphans = [f"{join}: {count} orphan row(s)" for join, count in run.orphans.items()
+                           if count and join.startswith(f"{table.name}.")]
+                results += [pii_check(key, run.findings[table.name]),
+                            _contract_by_row(key, conn, names, table.name, run.derived[table.name], orphans),
+                            _risk_check(key, run.risks[table.name])]
+            for name, findings in run.findings.items():
+                for finding in findings:
+                    context.log.error(f"PII gate: {finding}")
+            failed = [r for r in results if not r.passed and CHECKS[r.check_name][1]]
+            if failed:
+                conn.execute("rollback")  # a refused row never becomes a kept one
+            else:
+                by_row.discard_scratch(conn, names, source.table_names)
+                conn.execute("commit")
+        except BaseException:
+            conn.execute("rollback")
+            raise
+    yield from results
+    refuse_if_failed(f"deidentified/{source.key}", results, [n for n, (_, blocking) in CHECKS.items() if blocking])
+    context.log.info(f"by row: {run.new_identifiers:,} identifiers of new or changed records; keyed hashes: "
+                     f"{cache.found:,} found, {cache.hashed:,} hashed")
+    for table in source.tables:
+        spec, counts, risk = specs[(source.key, table.name)], run.counts[table.name], run.risks[table.name]
+        yield Output(by_row.released_rows(names, spec, counts.kept + counts.rederived),
+                     output_name=table.name, metadata={
+            "rows": counts.kept + counts.rederived,
+            "columns": len(spec.column_names),
+            "withheld": ", ".join(spec.dropped) or "none",
+            "pseudonymisation_key": key_label(),
+            "key_fingerprint": key_fingerprint(),
+            "catalogue": MetadataValue.path(str(catalogue_html.resolve())),
+            **({"mean_reidentification_risk": round(risk.mean_risk, 4), "sample_uniques": risk.sample_uniques}
+               if risk.key else {}),
+            FINGERPRINT: fingerprint,
+            "deidentify_mode": "by row: only new or changed records de-identified and scanned",
+            **counts.metadata(),
         })
 
 
@@ -158,7 +265,15 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return
-        cache = KeyedHashCache(next(iter(stored.values())).database, reuse=linkage.mode != "full")
+        database = next(iter(stored.values())).database
+        cache = KeyedHashCache(database, reuse=linkage.mode != "full")
+        names, state = Names(database, source.key), state_fingerprint(rules, key_fingerprint())
+        reason = _full_rebuild_reason(names, state, rules, linkage.mode, source.table_names)
+        if reason is None:
+            risk_rules = {t.name: release_settings.risk_rule_for(source.key, t.name) for t in source.tables}
+            yield from _deidentify_by_row(context, source, stored, risk_rules, cache, names, state,
+                                          catalogue_path(linkage, source.key), fingerprint)
+            return
         release = deidentify_source(source, {name: table.to_polars() for name, table in stored.items()}, rules,
                                     cache=cache)
         context.log.info(f"keyed hashes: {cache.found:,} distinct values stored by earlier runs, {cache.hashed:,} hashed")
@@ -168,7 +283,16 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         risks = {name: reidentification_risk(frame, release_tables()[(source.key, name)],
                                               release_settings.risk_rule_for(source.key, name))
                  for name, frame in release.tables.items()}
-        yield from _emit(source.key, release, catalogue_path(linkage, source.key), risks, fingerprint)
+
+        def store_state() -> None:
+            with warehouse_cursor(database) as conn:
+                if any(rule.policy == "coarsen" for rule in rules.values()):
+                    forget_state(conn, names)  # coarsened values depend on the population: no row state
+                else:
+                    write_state(conn, names, source, stored, release.tables, state)
+
+        yield from _emit(source.key, release, catalogue_path(linkage, source.key), risks, fingerprint,
+                         before_store=store_state, mode={"deidentify_mode": f"full rebuild: {reason}"})
 
     return _deidentify
 

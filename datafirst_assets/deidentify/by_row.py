@@ -1,0 +1,477 @@
+"""De-identification by row: a new extract re-derives only the rows whose input changed.
+
+A dataset's de-identified tables are a row-by-row function of their input: each record's latest
+version (person tables: with the per-dataset person id; tables aged at their parent's event: with
+the parent's event date), de-identified column by column (keyed hashes, ages, areas). So the
+warehouse keeps, per (dataset, table), a state table `deidentify_state.<dataset>__<table>`: the
+released row next to the staged id it came from (`_staged_id`) and a hash of its input row
+(`_input_hash`, computed by DuckDB over the input columns). An incremental run hashes the current
+inputs in DuckDB, compares with the state, reads into Python only the new or changed records and
+de-identifies them; inside one transaction the state drops changed and vanished rows, the kept
+rows are scanned and the re-derived ones inserted. The tables are written from the state in
+staged-id order (the order a full rebuild gives).
+
+Gates stay complete: re-derived rows are scanned against every raw identifier of the dataset (the
+raw values equal to one of their values are looked up in DuckDB), kept rows against the
+identifiers of the new or changed records (the only identifiers they were not scanned against
+before: an unchanged row was scanned with every identifier of the records that are unchanged);
+the contract, the foreign keys and the re-identification risk are evaluated on the whole table in
+DuckDB (the risk from its key columns only). The transaction commits only after every gate
+passed, so a refused row is never kept as "unchanged".
+
+The state is tied to the code, the release rules and the key (`state_fingerprint`): any change,
+a missing state, the "coarsen" disclosure policy (population-dependent values) or a full run
+rebuilds every row (`release.deidentify_source`) and writes the state afresh (`write_state`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import polars as pl
+
+from datafirst_assets.common.partitions import PARTITION_COLUMN
+from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskResult, RiskRule, reidentification_risk
+from datafirst_assets.deidentify.disclosure import default_quasi_identifiers
+from datafirst_assets.deidentify.pii_gate import (
+    MIN_NAME_LENGTH,
+    MIN_SYSTEM_ID_LENGTH,
+    Finding,
+    RawIdentifiers,
+    mask,
+    raw_identifiers,
+    scan_table,
+    shape_findings,
+)
+from datafirst_assets.deidentify.release_spec import SYSTEM_ID_TEXT_COLUMNS, ReleaseTable, release_tables
+from datafirst_assets.deidentify.transform import PARENT_EVENT_DATE, deidentify_table
+from datafirst_assets.sources.spec import SourceSpec, TableSpec
+from datafirst_assets.warehouse.content import code_version, table_columns
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.io_manager import StoredTable, WarehouseQuery, catalog_name
+
+SCHEMA = "deidentify_state"
+STAGED_ID, INPUT_HASH = "_staged_id", "_input_hash"
+META = "state_of"
+#: Tables up to this many rows are handed to the IO manager as polars frames read back from the state
+#: (their contract validated in polars: ~0.1 s a table at 50,000 people, where pandera.ibis's pass in
+#: DuckDB costs ~0.1-0.4 s of fixed cost a table); larger ones as SQL, validated where they live.
+READ_BACK_ROWS = 1_000_000
+# polars' strip_chars() strips whitespace; DuckDB's trim() only spaces unless told which characters
+WHITESPACE = " \t\n\r\x0b\x0c\u00a0"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def released_rows(names: Names, spec: ReleaseTable, rows: int) -> pl.DataFrame | WarehouseQuery:
+    """The stored released table: the state's released columns in staged-id order (a full rebuild's)."""
+    sql = (f"select {', '.join(_q(c) for c in spec.column_names)} from {names.state(spec.name)} "
+           f"order by {STAGED_ID}")
+    if rows > READ_BACK_ROWS:
+        return WarehouseQuery(sql)
+    with warehouse_cursor(names.database) as conn:
+        return pl.from_arrow(conn.sql(sql).to_arrow_table())  # type: ignore[return-value]
+
+
+def state_fingerprint(rules: Mapping[str, DisclosureRule], key_fingerprint: str) -> str:
+    """What the stored rows depend on besides their input: the code, the release rules and the key."""
+    return hashlib.sha256(f"{code_version()}|{sorted(rules.items())!r}|{key_fingerprint}".encode()).hexdigest()
+
+
+@dataclass
+class Names:
+    """The warehouse names of one dataset's state tables and this run's scratch tables."""
+
+    database: str
+    dataset: str
+
+    def _name(self, prefix: str, table: str) -> str:
+        return f"{_q(catalog_name(self.database))}.{SCHEMA}.{_q(prefix + self.dataset + '__' + table)}"
+
+    def state(self, table: str) -> str:
+        return self._name("", table)
+
+    def current(self, table: str) -> str:
+        return self._name("__current_", table)
+
+    def candidate(self, table: str) -> str:
+        return self._name("__candidate_", table)
+
+    def release_view(self, table: str) -> str:
+        return self._name("__release_", table)
+
+    @property
+    def meta(self) -> str:
+        return f"{_q(catalog_name(self.database))}.{SCHEMA}.{META}"
+
+
+def _ensure_schema(conn: duckdb.DuckDBPyConnection, names: Names) -> None:
+    conn.execute(f"create schema if not exists {_q(catalog_name(names.database))}.{SCHEMA}")
+    conn.execute(f"create table if not exists {names.meta} (dataset varchar, fingerprint varchar)")
+
+
+def state_matches(conn: duckdb.DuckDBPyConnection, names: Names, fingerprint: str, tables: Sequence[str]) -> bool:
+    """Whether the stored state was made with `fingerprint` and holds every table."""
+    _ensure_schema(conn, names)
+    rows = conn.execute(f"select fingerprint from {names.meta} where dataset = ?", [names.dataset]).fetchall()
+    return (rows == [(fingerprint,)]
+            and all(table_columns(conn, SCHEMA, f"{names.dataset}__{t}") for t in tables))
+
+
+def needs_parent_date(source: SourceSpec, table: TableSpec, spec: ReleaseTable) -> bool:
+    """As `deidentify_table` decides: ages taken at the parent's event date."""
+    own = spec.event_date and spec.event_date in table.column_names
+    return any(c.treatment == "age" for c in spec.columns) and not own and table.parent is not None
+
+
+def _latest_sql(conn: duckdb.DuckDBPyConnection, stored: StoredTable, id_column: str, wanted: Sequence[str]) -> str:
+    """Each record's latest version (`latest_versions`), with the columns `wanted` that the table has."""
+    present = table_columns(conn, stored.schema, stored.table)
+    columns = ", ".join(_q(c) for c in wanted if c in present)
+    if PARTITION_COLUMN not in present:
+        return f"select {columns} from ({stored.select_sql()}) _s"
+    # a record's id is unique within an extract date (the staged contract), so the order is total
+    return (f"select {columns} from (select *, row_number() over (partition by {_q(id_column)} "
+            f"order by {_q(PARTITION_COLUMN)} desc) as _rn from ({stored.select_sql()}) _s) _l where _rn = 1")
+
+
+def input_sql(conn: duckdb.DuckDBPyConnection, source: SourceSpec, table: TableSpec,
+              stored: Mapping[str, StoredTable], spec: ReleaseTable) -> str:
+    """The de-identification input of `table`: its latest rows, only the columns the release, the
+    PII gate and the person id read (not the load's own columns), with the parent's event date
+    when ages are taken at it."""
+    wanted = list(dict.fromkeys([*table.column_names, source.person_id_name, *([spec.person_key] if spec.person_key else [])]))
+    latest = _latest_sql(conn, stored[table.name], table.id_column, wanted)
+    if not needs_parent_date(source, table, spec):
+        return latest
+    parent = source.table(table.parent)  # type: ignore[arg-type]
+    dates = _latest_sql(conn, stored[parent.name], parent.id_column, [parent.id_column, parent.event_date])
+    return (f"select _c.*, _p.{_q(parent.event_date)} as {PARENT_EVENT_DATE} from ({latest}) _c left join "
+            f"({dates}) _p on _c.{_q(parent.id_column)} = _p.{_q(parent.id_column)}")
+
+
+def hash_inputs(conn: duckdb.DuckDBPyConnection, names: Names, table: TableSpec, sql: str) -> None:
+    """`__current_<dataset>__<table>`: each input row's staged id and the hash of the whole input row."""
+    conn.execute(f"create or replace table {names.current(table.name)} as select _i.{_q(table.id_column)} as "
+                 f"{STAGED_ID}, hash(_i) as {INPUT_HASH} from ({sql}) _i")
+
+
+@dataclass
+class RowCounts:
+    kept: int = 0
+    rederived: int = 0
+    removed: int = 0
+
+    def metadata(self) -> dict:
+        return {"rows_kept": self.kept, "rows_rederived": self.rederived, "rows_removed": self.removed}
+
+
+def changed_ids_sql(names: Names, table: str) -> str:
+    return (f"select c.{STAGED_ID} from {names.current(table)} c left join {names.state(table)} s "
+            f"on s.{STAGED_ID} = c.{STAGED_ID} where s.{STAGED_ID} is null or s.{INPUT_HASH} <> c.{INPUT_HASH}")
+
+
+def row_counts(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> RowCounts:
+    changed = conn.execute(f"select count(*) from ({changed_ids_sql(names, table)})").fetchall()[0][0]
+    current = conn.execute(f"select count(*) from {names.current(table)}").fetchall()[0][0]
+    removed = conn.execute(f"select count(*) from {names.state(table)} s anti join {names.current(table)} c "
+                           f"on s.{STAGED_ID} = c.{STAGED_ID}").fetchall()[0][0]
+    return RowCounts(kept=current - changed, rederived=changed, removed=removed)
+
+
+def changed_input_rows(conn: duckdb.DuckDBPyConnection, names: Names, table: TableSpec, sql: str) -> pl.DataFrame:
+    """The input rows of new or changed records, sorted by staged id, with their input hash."""
+    return pl.from_arrow(conn.sql(  # type: ignore[return-value]
+        f"select _i.*, c.{INPUT_HASH} from ({sql}) _i join ({changed_ids_sql(names, table.name)}) _k "
+        f"on _i.{_q(table.id_column)} = _k.{STAGED_ID} join {names.current(table.name)} c "
+        f"on c.{STAGED_ID} = _k.{STAGED_ID} order by _i.{_q(table.id_column)}").to_arrow_table())
+
+
+def derive_rows(rows: pl.DataFrame, table: TableSpec, source: SourceSpec, spec: ReleaseTable,
+                key: bytes | None, cache) -> pl.DataFrame:
+    """The released rows of changed input `rows` (`deidentify_table`), with their staged id and hash."""
+    parent = parent_id = parent_date = None
+    if PARENT_EVENT_DATE in rows.columns:
+        parent_spec = source.table(table.parent)  # type: ignore[arg-type]
+        parent_id, parent_date = parent_spec.id_column, parent_spec.event_date
+        parent = rows.select(pl.col(parent_id), pl.col(PARENT_EVENT_DATE).alias(parent_date))
+        rows_in = rows.drop(PARENT_EVENT_DATE)
+    else:
+        rows_in = rows
+    released = deidentify_table(rows_in, spec, key=key, cache=cache, parent=parent, parent_id=parent_id,
+                                parent_event_date=parent_date)
+    return released.with_columns(rows[table.id_column].alias(STAGED_ID), rows[INPUT_HASH].alias(INPUT_HASH))
+
+
+def drop_changed(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> None:
+    """Inside the caller's transaction: the state keeps only the rows whose input is unchanged."""
+    conn.execute(f"delete from {names.state(table)} s where not exists (select 1 from {names.current(table)} c "
+                 f"where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})")
+
+
+def insert_derived(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTable, derived: pl.DataFrame) -> None:
+    """Inside the caller's transaction: the re-derived rows join the kept ones; `__release_...` is the
+    released columns of the result (the order is the output's: `order by _staged_id` when written)."""
+    columns = [*spec.column_names, STAGED_ID, INPUT_HASH]
+    conn.register("_derived_rows", derived.select(columns).to_arrow())
+    try:
+        conn.execute(f"insert into {names.state(spec.name)} by name select * from _derived_rows")
+    finally:
+        conn.unregister("_derived_rows")
+    conn.execute(f"create or replace view {names.release_view(spec.name)} as select "
+                 f"{', '.join(_q(c) for c in spec.column_names)} from {names.state(spec.name)}")
+
+
+# --- gates on the whole updated tables ---------------------------------------------------------
+
+def _normalised_sql(column: str) -> str:
+    return f"upper(trim(cast({_q(column)} as varchar), {_lit(WHITESPACE)}))"
+
+
+def _identifier_columns(table: TableSpec) -> dict[str, tuple[list[str], int]]:
+    """Per identifier kind, the columns `raw_identifiers` reads and the shortest value it keeps."""
+    kinds = {c.name: c.kind for c in table.columns}
+    return {"name": ([n for n, k in kinds.items() if k == "name"], MIN_NAME_LENGTH),
+            "address": (["address_line1"] if "address_line1" in kinds else [], MIN_NAME_LENGTH),
+            "system_id": ([n for n, k in kinds.items() if k in ("id", "ref") or n in SYSTEM_ID_TEXT_COLUMNS],
+                          MIN_SYSTEM_ID_LENGTH)}
+
+
+def raw_identifiers_among(conn: duckdb.DuckDBPyConnection, source: SourceSpec, inputs: Mapping[str, str],
+                          values: set[str]) -> RawIdentifiers:
+    """`raw_identifiers` of every latest row of the dataset, less the values not among `values`:
+    the same findings for a scan of rows whose normalised text values are `values`, without reading
+    the dataset's identifiers into Python (`inputs`: table -> its input SQL)."""
+    found = raw_identifiers(source, {})  # the withheld column names
+    if not values:
+        return found
+    conn.register("_scanned_values", pl.DataFrame({"v": sorted(values)}, schema={"v": pl.String}).to_arrow())
+    targets = {"name": found.names, "address": found.addresses, "system_id": found.system_ids}
+    try:
+        for table in source.tables:
+            # one query a table (its latest versions computed once), every identifier column in it
+            branches = [f"select {_lit(kind)} as kind, {_normalised_sql(c)} as v, {shortest} as shortest from _l"
+                        for kind, (columns, shortest) in _identifier_columns(table).items() for c in columns]
+            if not branches:
+                continue
+            hits = conn.execute(
+                f"with _l as ({inputs[table.name]}) select distinct kind, v from ({' union all '.join(branches)}) "
+                "where length(v) >= shortest and v in (select v from _scanned_values)").fetchall()
+            for kind, v in hits:
+                targets[kind].add(v)
+    finally:
+        conn.unregister("_scanned_values")
+    return found
+
+
+def text_values(frame: pl.DataFrame, spec: ReleaseTable) -> set[str]:
+    """The normalised text values of released rows, as `scan_table` compares them with raw values."""
+    values: set[str] = set()
+    for column in frame.columns:
+        if frame[column].dtype == pl.String:
+            normalised, _ = shape_findings("", column, frame[column].drop_nulls().unique(),
+                                           spec.code_lists.get(column, ()), shapes=False)
+            values.update(normalised.to_list())
+    return values
+
+
+def scan_derived(table: str, derived: pl.DataFrame, rows: pl.DataFrame, spec: ReleaseTable, known: RawIdentifiers,
+                 dob: str | None) -> list[Finding]:
+    """The full PII scan of re-derived rows (`rows`: their input, aligned) against `known`."""
+    return scan_table(table, derived.select(spec.column_names), known,
+                      dates_of_birth=rows[dob] if dob else None, codes=spec.code_lists)
+
+
+def scan_kept(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: ReleaseTable,
+              new: RawIdentifiers) -> list[Finding]:
+    """Kept rows' text values (the state after `drop_changed`) equal to an identifier of a new or
+    changed record (the shapes and the other identifiers were scanned when the rows were stored): one
+    query over every text column. A keyed-hash column (64 hex characters, its contract's shape rule,
+    which kept rows passed) can equal only an identifier of that shape: it is read only if one is new."""
+    known = pl.concat([pl.DataFrame({"kind": kind, "v": list(values)}, schema={"kind": pl.String, "v": pl.String})
+                       for kind, values in (("name", new.names), ("address", new.addresses),
+                                            ("system_id", new.system_ids))])
+    hashed_shape = known.get_column("v").str.contains(r"^[0-9A-F]{64}$").any()
+    texts = [c.name for c in spec.columns if c.dtype == pl.String and (c.treatment != "hash" or hashed_shape)]
+    if not known.height or not texts:
+        return []
+    codes = pl.DataFrame([(c, str(code).upper()) for c in texts for code in spec.code_lists.get(c, ())],
+                         schema={"col": pl.String, "code": pl.String}, orient="row")
+    conn.register("_new_identifiers", known.to_arrow())
+    conn.register("_declared_codes", codes.to_arrow())
+    try:
+        # distinct raw values first: most text columns are codes with a handful of values
+        values = " union all ".join(f"select {_lit(c)} as col, {_normalised_sql('x')} as v from "
+                                    f"(select distinct {_q(c)} as x from {names.state(table)})" for c in texts)
+        hits = conn.execute(
+            f"with _values as (select distinct col, v from ({values}) _u where v in (select v from _new_identifiers)) "
+            "select _values.col, n.kind, count(*), min(_values.v) from _values join _new_identifiers n using (v) "
+            "anti join _declared_codes d on d.col = _values.col and d.code = _values.v "
+            "group by _values.col, n.kind").fetchall()
+    finally:
+        conn.unregister("_new_identifiers")
+        conn.unregister("_declared_codes")
+    order = {"name": 0, "address": 1, "system_id": 2}
+    return [Finding(f"{spec.source}.{table}", column, kind, int(count), mask(first))
+            for column, kind, count, first in sorted(hits, key=lambda h: (texts.index(h[0]), order[h[1]]))]
+
+
+def orphans_in_database(conn: duckdb.DuckDBPyConnection, names: Names, specs: Mapping[str, ReleaseTable]) -> dict[str, int]:
+    """`schemas.orphan_counts` over the updated tables, in DuckDB."""
+    orphans = {}
+    for name, spec in specs.items():
+        for fk in spec.foreign_keys:
+            parent_table, parent_column = fk.references
+            if parent_table not in specs:
+                continue
+            orphans[f"{name}.{fk.name} -> {parent_table}.{parent_column}"] = conn.execute(
+                f"select count(*) from (select {_q(fk.name)} as k from {names.release_view(name)} where {_q(fk.name)} "
+                f"is not null) c anti join {names.release_view(parent_table)} p on c.k = p.{_q(parent_column)}"
+            ).fetchall()[0][0]
+    return orphans
+
+
+def duplicate_keys(conn: duckdb.DuckDBPyConnection, names: Names, table: str, key_sets: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of the whole updated table sharing a key the contract says is unique (every copy counts)."""
+    problems = []
+    for keys in key_sets:
+        rows = conn.execute(f"select coalesce(sum(n), 0) from (select count(*) as n from {names.release_view(table)} "
+                            f"group by {', '.join(map(_q, keys))} having count(*) > 1)").fetchall()[0][0]
+        if rows:
+            problems.append(f"{', '.join(keys)}: {rows} row(s) share their key with another row")
+    return problems
+
+
+def risk_in_database(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: ReleaseTable,
+                     rule: RiskRule) -> RiskResult:
+    """`reidentification_risk` of the whole updated table, reading only its key columns (and person)."""
+    key = list(rule.key) if rule.key is not None else default_quasi_identifiers(spec)
+    columns = [c for c in dict.fromkeys([*key, *([spec.person_key] if spec.person_key else [])])
+               if c in spec.column_names]
+    if columns:
+        frame = pl.from_arrow(conn.sql(f"select {', '.join(map(_q, columns))} from {names.release_view(table)}")
+                              .to_arrow_table())
+    else:  # no key: only the row count is reported
+        frame = pl.from_arrow(conn.sql(f"select 0 as _row from {names.release_view(table)}").to_arrow_table())
+    return reidentification_risk(frame, spec, rule)  # type: ignore[arg-type]
+
+
+# --- storing the state ---------------------------------------------------------------------------
+
+def commit_state(conn: duckdb.DuckDBPyConnection, names: Names, tables: Sequence[str], fingerprint: str) -> None:
+    """The candidates become the state (one transaction), after every gate passed."""
+    conn.execute("begin")
+    try:
+        for table in tables:
+            conn.execute(f"drop view if exists {names.release_view(table)}")
+            conn.execute(f"drop table if exists {names.state(table)}")
+            conn.execute(f"alter table {names.candidate(table)} rename to {_q(names.dataset + '__' + table)}")
+            conn.execute(f"drop table if exists {names.current(table)}")
+        conn.execute(f"delete from {names.meta} where dataset = ?", [names.dataset])
+        conn.execute(f"insert into {names.meta} values (?, ?)", [names.dataset, fingerprint])
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+
+
+def discard_scratch(conn: duckdb.DuckDBPyConnection, names: Names, tables: Sequence[str]) -> None:
+    for table in tables:
+        conn.execute(f"drop view if exists {names.release_view(table)}")
+        conn.execute(f"drop table if exists {names.candidate(table)}")
+        conn.execute(f"drop table if exists {names.current(table)}")
+
+
+def forget_state(conn: duckdb.DuckDBPyConnection, names: Names) -> None:
+    """No state for the dataset (its next incremental run rebuilds every row)."""
+    _ensure_schema(conn, names)
+    conn.execute(f"delete from {names.meta} where dataset = ?", [names.dataset])
+
+
+def write_state(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec, stored: Mapping[str, StoredTable],
+                released: Mapping[str, pl.DataFrame], fingerprint: str) -> bool:
+    """After a full rebuild whose gates passed: its rows as the state, each next to its staged id and
+    input hash (released row i is the i-th record in staged-id order). False (and no state) when
+    the rows do not line up with the inputs."""
+    specs = release_tables()
+    _ensure_schema(conn, names)
+    frames = {}
+    for table in source.tables:
+        hash_inputs(conn, names, table, input_sql(conn, source, table, stored, specs[(source.key, table.name)]))
+        ids = pl.from_arrow(conn.sql(f"select * from {names.current(table.name)}").to_arrow_table()).sort(STAGED_ID)
+        if ids.height != released[table.name].height:
+            forget_state(conn, names)
+            discard_scratch(conn, names, source.table_names)
+            return False
+        frames[table.name] = released[table.name].with_columns(ids[STAGED_ID], ids[INPUT_HASH])  # type: ignore[index]
+    for table, frame in frames.items():
+        conn.register("_state_rows", frame.to_arrow())
+        try:
+            conn.execute(f"create or replace table {names.candidate(table)} as select * from _state_rows")
+        finally:
+            conn.unregister("_state_rows")
+    commit_state(conn, names, list(frames), fingerprint)
+    return True
+
+
+# --- one dataset, by row -------------------------------------------------------------------------
+
+@dataclass
+class ByRowRun:
+    """An incremental de-identification: rows kept, re-derived and removed, and its gates' inputs."""
+
+    names: Names
+    counts: dict[str, RowCounts] = field(default_factory=dict)
+    findings: dict[str, list[Finding]] = field(default_factory=dict)
+    orphans: dict[str, int] = field(default_factory=dict)
+    risks: dict[str, RiskResult] = field(default_factory=dict)
+    derived: dict[str, pl.DataFrame] = field(default_factory=dict)  # the re-derived rows, released columns
+    new_identifiers: int = 0
+
+
+def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec,
+                      stored: Mapping[str, StoredTable], risk_rules: Mapping[str, RiskRule], *,
+                      key: bytes | None = None, cache=None) -> ByRowRun:
+    """Inside the caller's transaction on `conn`: the state of every table of `source` updated in place
+    (kept rows stay, new or changed records re-derived, vanished ones dropped), PII-scanned, with
+    foreign keys and risk measured on the whole table. The caller commits when every gate passed
+    and rolls back otherwise, so a refused row never becomes a kept one."""
+    specs = {t.name: release_tables()[(source.key, t.name)] for t in source.tables}
+    run = ByRowRun(names)
+    inputs = {t.name: input_sql(conn, source, t, stored, specs[t.name]) for t in source.tables}
+    rows, derived = {}, {}
+    for table in source.tables:
+        hash_inputs(conn, names, table, inputs[table.name])
+        run.counts[table.name] = row_counts(conn, names, table.name)
+        rows[table.name] = changed_input_rows(conn, names, table, inputs[table.name])
+    with cache.batched() if cache is not None else nullcontext():
+        for table in source.tables:
+            derived[table.name] = derive_rows(rows[table.name], table, source, specs[table.name], key, cache)
+    values = set().union(*(text_values(derived[t].select(specs[t].column_names), specs[t]) for t in derived))
+    known = raw_identifiers_among(conn, source, inputs, values)
+    new = raw_identifiers(source, rows)
+    run.new_identifiers = len(new.names) + len(new.addresses) + len(new.system_ids)
+    for table in source.tables:
+        dob = next((c.name for c in table.columns if c.kind == "dob"), None)
+        drop_changed(conn, names, table.name)
+        run.findings[table.name] = [
+            *scan_derived(f"{source.key}.{table.name}", derived[table.name], rows[table.name], specs[table.name],
+                          known, dob),
+            *scan_kept(conn, names, table.name, specs[table.name], new)]
+        insert_derived(conn, names, specs[table.name], derived[table.name])
+    for table in source.tables:
+        run.risks[table.name] = risk_in_database(conn, names, table.name, specs[table.name],
+                                                 risk_rules.get(table.name, RiskRule()))
+    run.orphans = orphans_in_database(conn, names, specs)
+    run.derived = {name: frame.select(specs[name].column_names) for name, frame in derived.items()}
+    return run
