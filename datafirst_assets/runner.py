@@ -237,7 +237,8 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     """Ingest every delivery in the landing zone (one run per range of extract dates), then link.
 
     ``ingest=False`` links what is already staged (e.g. after clerical labels arrive);
-    ``review_queues_only`` links each dataset only as far as its review queue. Without ``dates``,
+    ``review_queues_only`` links each dataset only as far as its review queue, in the last range's
+    run (`ingest_to_review_queues`: one launch and run process fewer). Without ``dates``,
     a delivery already loaded from the same manifest is not loaded again (``dates`` re-loads)."""
     started = time.perf_counter()
     defs = _definitions_for(layout, instance)

@@ -86,3 +86,15 @@ def test_a_failed_ingest_check_in_the_review_queue_run_stops_it_before_any_linki
     materialized = {record.asset_entry.asset_key.path[0] for record in instance.get_asset_records()
                     if record.asset_entry.last_materialization is not None}
     assert "linkage" not in materialized and "raw" in materialized
+
+
+@pytest.mark.parametrize("failed_step, said", [("load_prison", "ingest of 2024-01-31 failed"),
+                                               ("cluster_prison", "linkage failed")])
+def test_a_failed_step_of_the_review_queue_run_is_named_as_the_ingest_or_the_linkage(
+        tmp_path, monkeypatch, failed_step, said):
+    layout = DataLayout(tmp_path / "data")
+    _deliveries(layout, ["2024-01-31"])
+    monkeypatch.setattr(runner, "_run_job", lambda *_args, **_kwargs: runner.RunOutcome(
+        "run-1", False, errors=[f"{failed_step}: it broke"]))
+    with pytest.raises(PipelineFailed, match=rf"^{said} \(run run-1\): {failed_step}: it broke"):
+        run_pipeline(layout, DagsterInstance.ephemeral(), review_queues_only=True)
