@@ -90,8 +90,9 @@ def _instance():
 def _cmd_demo(args: argparse.Namespace) -> int:
     """`make demo`'s four commands in this one process: simulate; run --review-queues-only;
     simulate-review; run --link-only. One start of the command line (imports, the asset graph) and,
-    when runs are launched through the code location, one code server for all three runs, started
-    before the simulation so that its loading of the code location overlaps it (two cores)."""
+    when runs are launched through the code location, one code server for both runs (the ingest with
+    the review queues, then the link), started before the simulation so that its loading of the code
+    location overlaps it (two cores)."""
     import os
 
     from datafirst_assets.code_location_server import LAUNCH_ENV, code_server, server_env, start_code_server

@@ -17,8 +17,8 @@ from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, fail_abandoned_runs
 from datafirst_assets.defs.resources import DataLayout
-from datafirst_assets.definitions import INGEST_JOB, INGEST_SELECTION, LINK_JOB, build_definitions
-from datafirst_assets.defs.linkage import linkage_key
+from datafirst_assets.definitions import (INGEST_JOB, INGEST_SELECTION, LINK_JOB, REVIEW_QUEUES_JOB, build_definitions,
+                                          review_queues_selection)
 # LAUNCH_ENV: named here too, where the tests and the UI's launcher import it from
 from datafirst_assets.launch import LAUNCH_ENV, RunOutcome, launch_job, launches_from_code_location  # noqa: F401
 from datafirst_assets.common.hashing import sha256_file
@@ -237,7 +237,8 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     """Ingest every delivery in the landing zone (one run per range of extract dates), then link.
 
     ``ingest=False`` links what is already staged (e.g. after clerical labels arrive);
-    ``review_queues_only`` links each dataset only as far as its review queue. Without ``dates``,
+    ``review_queues_only`` links each dataset only as far as its review queue, in the last range's
+    run (`ingest_to_review_queues`: one launch and run process fewer). Without ``dates``,
     a delivery already loaded from the same manifest is not loaded again (``dates`` re-loads)."""
     started = time.perf_counter()
     defs = _definitions_for(layout, instance)
@@ -256,11 +257,22 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
         report.already_loaded = loaded_before(instance, layout.landing, deliveries)
         deliveries = [d for d in deliveries if d not in set(report.already_loaded)]
     process = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    for (first, last), sources in (delivery_ranges(instance, deliveries) if ingest and deliveries else {}).items():
-        outcome = _run_job(instance, defs, layout, INGEST_JOB, sources=sources,
-                           tags={PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last, **process})
-        report.run_ids.append(outcome.run_id)
+    ranges = list(delivery_ranges(instance, deliveries).items()) if ingest and deliveries else []
+    for number, ((first, last), sources) in enumerate(ranges, 1):
+        tags = {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last, **process}
         extract_date = first if first == last else f"{first}..{last}"
+        if link and review_queues_only and number == len(ranges):
+            # the last range's ingest and the review queues in one run: one launch and run process fewer
+            outcome = _run_job(instance, defs, layout, REVIEW_QUEUES_JOB, tags=tags,
+                               asset_selection=_queues_with_ingest(defs, sources))
+            report.run_ids.append(outcome.run_id)
+            _raise_if_ingest_failed(outcome, defs, extract_date)
+            if not outcome.success:
+                raise PipelineFailed(f"linkage failed (run {outcome.run_id}): " + _errors(outcome))
+            report.ingest_seconds = report.seconds = time.perf_counter() - started
+            return report
+        outcome = _run_job(instance, defs, layout, INGEST_JOB, sources=sources, tags=tags)
+        report.run_ids.append(outcome.run_id)
         if not outcome.success:
             raise PipelineFailed(f"ingest of {extract_date} failed (run {outcome.run_id}): " + _errors(outcome))
         if outcome.failed_checks:
@@ -279,10 +291,29 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
 
 def review_queue_selection(defs) -> set:
     """Each dataset's review queue and what it needs, short of the ingest."""
-    queues = AssetSelection.keys(*[linkage_key(source, "review_queue") for source in SOURCES])
-    # a multi-asset (cluster_<source>) runs whole, so its other outputs come along
-    selection = (queues.upstream() - INGEST_SELECTION).required_multi_asset_neighbors()
-    return selection.resolve(defs.resolve_asset_graph())
+    return review_queues_selection().resolve(defs.resolve_asset_graph())
+
+
+def _queues_with_ingest(defs, sources: list[str]) -> list | None:
+    """The review-queue run's assets: `sources`' ingest and every queue (None: the whole job)."""
+    if set(sources) == set(SOURCES):
+        return None
+    return [*ingest_keys(sources), *sorted(review_queue_selection(defs))]
+
+
+def _raise_if_ingest_failed(outcome: RunOutcome, defs, extract_date: str) -> None:
+    """In a run that ingests and links, what `run_pipeline` says of a failed ingest run: its failed
+    checks (every ingest check blocks, so the linking after them did not run), else its failed steps.
+    A failed check of a linkage asset does not stop the command, as in a link run of its own."""
+    graph = defs.resolve_asset_graph()
+    keys = INGEST_SELECTION.resolve(graph)
+    failed = [check for check in outcome.failed_checks
+              if check.split(":", 1)[0] in {key.to_user_string() for key in keys}]
+    if failed:
+        raise PipelineFailed(f"checks failed for {extract_date} (run {outcome.run_id}): " + " | ".join(failed))
+    steps = {graph.get(key).assets_def.node_def.name for key in keys}  # an asset's step is its op
+    if any(error.split(":", 1)[0] in steps for error in outcome.errors):
+        raise PipelineFailed(f"ingest of {extract_date} failed (run {outcome.run_id}): " + _errors(outcome))
 
 
 def warehouse_summary(layout: DataLayout) -> list[tuple[str, str, int, int]]:

@@ -62,8 +62,8 @@ def test_the_demo_runs_in_one_process_with_one_code_server_started_before_the_si
     command, landing_written = started[0]
     assert command[1:3] == ["api", "grpc"], command
     assert not landing_written
-    # three runs (ingest, review queues, link), all from the code location through that one server
-    assert sorted(r.job_name for r in runs) == ["ingest_extract", "link_datasets", "link_datasets"]
+    # two runs (the ingest with the review queues, then the link), all from the code location through that one server
+    assert sorted(r.job_name for r in runs) == ["ingest_to_review_queues", "link_datasets"]
     assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
     assert all(r.remote_job_origin.location_name == CODE_LOCATION_MODULE for r in runs)
     assert len(origins) == 1 and getattr(next(iter(origins)), "socket", None), origins

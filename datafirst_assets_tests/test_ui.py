@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, build_definitions
+from datafirst_assets.definitions import INGEST_JOB, LINK_JOB, REVIEW_QUEUES_JOB, build_definitions
 from datafirst_assets.launch import stop_code_servers
 from datafirst_assets.defs.ingest import ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
@@ -82,7 +82,7 @@ def run_demo(home: Path, data: Path, files_url: str) -> list[str]:
     """`make demo` in small, step for step: simulate; link as far as the review queues; the simulated
     reviewer labels them; link with the labels. Every run is launched through the code location.
     The last of three extracts is delivered by prison alone, which makes the ingest runs subsets of
-    their job (six sources for two dates, prison for three), as `datafirst run` launches them when sources deliver
+    their jobs (six sources for two dates; prison for three, with the review queues), as `datafirst run` launches them when sources deliver
     on different dates. Returns the ids of the runs the steps made."""
     layout, truth = DataLayout(data), data.parent / "truth"  # truth outside the data folder, as in production
     simulate(people=DEMO_PEOPLE, seed=5, extracts=3, out=layout.landing, truth_out=truth)
@@ -271,8 +271,8 @@ def timeline_run_count(page) -> int:
 def test_demo_runs_are_on_the_runs_page_and_the_timeline(server, browser, shots, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(server.home))  # the committed config reads it
     runs = demo_runs(server)
-    # two ingest runs (each a subset of sources), the review queues (a subset of the link job), the link
-    assert sorted(runs.values()) == sorted([INGEST_JOB, INGEST_JOB, LINK_JOB, LINK_JOB])
+    # an ingest run (six sources), prison's range ingested with the review queues, the link
+    assert sorted(runs.values()) == sorted([INGEST_JOB, REVIEW_QUEUES_JOB, LINK_JOB])
     page = open_page(browser, f"{server.base}/runs")
     try:
         for run_id in runs:
