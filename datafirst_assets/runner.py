@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import AssetSelection, DagsterInstance, Definitions, JobDefinition, RunsFilter, build_reconstructable_job, execute_job
+from dagster import DagsterInstance, Definitions, JobDefinition, RunsFilter, build_reconstructable_job, execute_job
 
 from datafirst_assets.defs.event_log import keep_event_log_open
 from datafirst_assets.defs.ingest import ingest_keys
