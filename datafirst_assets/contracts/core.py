@@ -146,3 +146,12 @@ def column_schema(schema: pa.DataFrameSchema) -> TableSchema:
             description = f"{description} ({'; '.join(constraints)})".strip()
         columns.append(TableColumn(name=name, type=str(column.dtype), description=description or None))
     return TableSchema(columns=columns)
+
+
+def unique_sets(contract: pa.DataFrameSchema) -> list[list[str]]:
+    """Every set of columns the contract says is unique (a column's `unique=True` is a set of one)."""
+    sets = [[name] for name, column in contract.columns.items() if column.unique]
+    if contract.unique:
+        sets += ([list(contract.unique)] if all(isinstance(c, str) for c in contract.unique)
+                 else [list(u) for u in contract.unique])
+    return sets

@@ -30,7 +30,7 @@ from ibis.formats.polars import PolarsType
 from pandera.api.function_dispatch import Dispatcher
 from pandera.errors import SchemaError, SchemaErrorReason, SchemaErrors
 
-from datafirst_assets.contracts.core import SAMPLE_ROWS, SAMPLE_VALUES, ContractReport, RuleFailure
+from datafirst_assets.contracts.core import SAMPLE_ROWS, SAMPLE_VALUES, ContractReport, RuleFailure, unique_sets
 
 
 def _quote(name: str) -> str:
@@ -134,15 +134,6 @@ def _count_failing_check(error: SchemaError, values: list, conn, table: str, col
         if not values:
             return 0
         return _count(conn, table, f"{_quote(column)} in ({', '.join(map(_sql_literal, values))})")
-
-
-def unique_sets(contract: pa.DataFrameSchema) -> list[list[str]]:
-    """Every set of columns the contract says is unique (a column's `unique=True` is a set of one)."""
-    sets = [[name] for name, column in contract.columns.items() if column.unique]
-    if contract.unique:
-        sets += ([list(contract.unique)] if all(isinstance(c, str) for c in contract.unique)
-                 else [list(u) for u in contract.unique])
-    return sets
 
 
 def _duplicates(conn, table: str, keys: list[str]) -> tuple[RuleFailure, str] | None:

@@ -38,10 +38,10 @@ from datafirst_assets.deidentify.hash_cache import KeyedHashCache
 from datafirst_assets.deidentify.keys import key_fingerprint, key_label
 from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linking, deidentify_source
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
-from datafirst_assets.common.tables import markdown_table
+from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.sources.registry import SOURCES
-from datafirst_assets.common.tables import bullet_list
 from datafirst_assets.contracts import validate_table
+from datafirst_assets.contracts.core import unique_sets
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.deidentify import by_row
 from datafirst_assets.deidentify.by_row import (
@@ -138,20 +138,25 @@ def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, risks: di
     if before_store is not None:
         before_store()
     for name, frame in release.tables.items():
-        spec = specs[(dataset, name)]
-        risk = risks.get(name)
-        yield Output(frame, output_name=name, metadata={
-            "rows": frame.height,
-            "columns": len(frame.columns),
-            "withheld": ", ".join(spec.dropped) or "none",
-            "pseudonymisation_key": key_label(),
-            "key_fingerprint": key_fingerprint(),
-            "catalogue": MetadataValue.path(str(catalogue_html.resolve())),
-            **({"mean_reidentification_risk": round(risk.mean_risk, 4), "sample_uniques": risk.sample_uniques}
-               if risk is not None and risk.key else {}),
-            **({FINGERPRINT: fingerprint} if fingerprint else {}),
-            **(mode or {}),
-        })
+        yield Output(frame, output_name=name, metadata=_table_metadata(
+            specs[(dataset, name)], frame.height, catalogue_html, risks.get(name), fingerprint, mode))
+
+
+def _table_metadata(spec: ReleaseTable, rows: int, catalogue_html: Path, risk: RiskResult | None,
+                    fingerprint: str | None, mode: dict | None) -> dict:
+    """What every stored de-identified table reports, rebuilt whole or by row."""
+    return {
+        "rows": rows,
+        "columns": len(spec.column_names),
+        "withheld": ", ".join(spec.dropped) or "none",
+        "pseudonymisation_key": key_label(),
+        "key_fingerprint": key_fingerprint(),
+        "catalogue": MetadataValue.path(str(catalogue_html.resolve())),
+        **({"mean_reidentification_risk": round(risk.mean_risk, 4), "sample_uniques": risk.sample_uniques}
+           if risk is not None and risk.key else {}),
+        **({FINGERPRINT: fingerprint} if fingerprint else {}),
+        **(mode or {}),
+    }
 
 
 def _full_rebuild_reason(names: Names, state: str, rules: dict, mode: str, tables: list[str]) -> str | None:
@@ -166,16 +171,6 @@ def _full_rebuild_reason(names: Names, state: str, rules: dict, mode: str, table
     return None
 
 
-def _unique_sets(contract) -> list[list[str]]:
-    """The column sets `contract` says are unique (as `contracts.in_database.unique_sets`, which
-    imports ibis: the code location must not pay for it)."""
-    sets = [[name] for name, column in contract.columns.items() if column.unique]
-    if contract.unique:
-        sets += ([list(contract.unique)] if all(isinstance(c, str) for c in contract.unique)
-                 else [list(u) for u in contract.unique])
-    return sets
-
-
 def _contract_by_row(key: AssetKey, conn, names: Names, table: str, derived: pl.DataFrame,
                      orphans: list[str]) -> AssetCheckResult:
     """`contract_check` of a table updated by row: every row rule on the re-derived rows (kept rows met
@@ -183,7 +178,7 @@ def _contract_by_row(key: AssetKey, conn, names: Names, table: str, derived: pl.
     keys on the whole table, in DuckDB. The IO manager validates the whole table again as it writes."""
     contract = contract_for(key)
     report = validate_table(derived, contract)
-    problems = ([str(f) for f in report.failures] + by_row.duplicate_keys(conn, names, table, _unique_sets(contract))
+    problems = ([str(f) for f in report.failures] + by_row.duplicate_keys(conn, names, table, unique_sets(contract))
                 + orphans)
     rows = conn.execute(f"select count(*) from {names.release_view(table)}").fetchall()[0][0]
     return AssetCheckResult(
@@ -194,7 +189,7 @@ def _contract_by_row(key: AssetKey, conn, names: Names, table: str, derived: pl.
 
 
 def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str, StoredTable], risk_rules: dict,
-                       cache: KeyedHashCache, names: Names, state: str, catalogue_html: Path, fingerprint: str):
+                       cache: KeyedHashCache, names: Names, catalogue_html: Path, fingerprint: str):
     """Incremental mode: only new or changed records de-identified and scanned (`deidentify.by_row`);
     the gates run on the whole updated tables in DuckDB; the state commits only when they pass."""
     specs = release_tables()
@@ -228,20 +223,11 @@ def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str,
                      f"{cache.found:,} found, {cache.hashed:,} hashed")
     for table in source.tables:
         spec, counts, risk = specs[(source.key, table.name)], run.counts[table.name], run.risks[table.name]
-        yield Output(by_row.released_rows(names, spec, counts.kept + counts.rederived),
-                     output_name=table.name, metadata={
-            "rows": counts.kept + counts.rederived,
-            "columns": len(spec.column_names),
-            "withheld": ", ".join(spec.dropped) or "none",
-            "pseudonymisation_key": key_label(),
-            "key_fingerprint": key_fingerprint(),
-            "catalogue": MetadataValue.path(str(catalogue_html.resolve())),
-            **({"mean_reidentification_risk": round(risk.mean_risk, 4), "sample_uniques": risk.sample_uniques}
-               if risk.key else {}),
-            FINGERPRINT: fingerprint,
-            "deidentify_mode": "by row: only new or changed records de-identified and scanned",
-            **counts.metadata(),
-        })
+        rows = counts.kept + counts.rederived
+        mode = {"deidentify_mode": "by row: only new or changed records de-identified and scanned",
+                **counts.metadata()}
+        yield Output(by_row.released_rows(names, spec, rows), output_name=table.name,
+                     metadata=_table_metadata(spec, rows, catalogue_html, risk, fingerprint, mode))
 
 
 def build_deidentify_assets(source_key: str) -> AssetsDefinition:
@@ -271,7 +257,7 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         reason = _full_rebuild_reason(names, state, rules, linkage.mode, source.table_names)
         if reason is None:
             risk_rules = {t.name: release_settings.risk_rule_for(source.key, t.name) for t in source.tables}
-            yield from _deidentify_by_row(context, source, stored, risk_rules, cache, names, state,
+            yield from _deidentify_by_row(context, source, stored, risk_rules, cache, names,
                                           catalogue_path(linkage, source.key), fingerprint)
             return
         release = deidentify_source(source, {name: table.to_polars() for name, table in stored.items()}, rules,

@@ -38,17 +38,16 @@ from datafirst_assets.common.partitions import PARTITION_COLUMN
 from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskResult, RiskRule, reidentification_risk
 from datafirst_assets.deidentify.disclosure import default_quasi_identifiers
 from datafirst_assets.deidentify.pii_gate import (
-    MIN_NAME_LENGTH,
-    MIN_SYSTEM_ID_LENGTH,
     Finding,
     RawIdentifiers,
+    identifier_columns,
     mask,
     raw_identifiers,
     scan_table,
     shape_findings,
 )
-from datafirst_assets.deidentify.release_spec import SYSTEM_ID_TEXT_COLUMNS, ReleaseTable, release_tables
-from datafirst_assets.deidentify.transform import PARENT_EVENT_DATE, deidentify_table
+from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
+from datafirst_assets.deidentify.transform import PARENT_EVENT_DATE, aged_at_parent_event, deidentify_table
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 from datafirst_assets.warehouse.content import code_version, table_columns
 from datafirst_assets.warehouse.connection import warehouse_cursor
@@ -130,8 +129,7 @@ def state_matches(conn: duckdb.DuckDBPyConnection, names: Names, fingerprint: st
 
 def needs_parent_date(source: SourceSpec, table: TableSpec, spec: ReleaseTable) -> bool:
     """As `deidentify_table` decides: ages taken at the parent's event date."""
-    own = spec.event_date and spec.event_date in table.column_names
-    return any(c.treatment == "age" for c in spec.columns) and not own and table.parent is not None
+    return table.parent is not None and aged_at_parent_event(spec, table.column_names)
 
 
 def _latest_sql(conn: duckdb.DuckDBPyConnection, stored: StoredTable, id_column: str, wanted: Sequence[str]) -> str:
@@ -238,15 +236,6 @@ def _normalised_sql(column: str) -> str:
     return f"upper(trim(cast({_q(column)} as varchar), {_lit(WHITESPACE)}))"
 
 
-def _identifier_columns(table: TableSpec) -> dict[str, tuple[list[str], int]]:
-    """Per identifier kind, the columns `raw_identifiers` reads and the shortest value it keeps."""
-    kinds = {c.name: c.kind for c in table.columns}
-    return {"name": ([n for n, k in kinds.items() if k == "name"], MIN_NAME_LENGTH),
-            "address": (["address_line1"] if "address_line1" in kinds else [], MIN_NAME_LENGTH),
-            "system_id": ([n for n, k in kinds.items() if k in ("id", "ref") or n in SYSTEM_ID_TEXT_COLUMNS],
-                          MIN_SYSTEM_ID_LENGTH)}
-
-
 def raw_identifiers_among(conn: duckdb.DuckDBPyConnection, source: SourceSpec, inputs: Mapping[str, str],
                           values: set[str]) -> RawIdentifiers:
     """`raw_identifiers` of every latest row of the dataset, less the values not among `values`:
@@ -261,7 +250,7 @@ def raw_identifiers_among(conn: duckdb.DuckDBPyConnection, source: SourceSpec, i
         for table in source.tables:
             # one query a table (its latest versions computed once), every identifier column in it
             branches = [f"select {_lit(kind)} as kind, {_normalised_sql(c)} as v, {shortest} as shortest from _l"
-                        for kind, (columns, shortest) in _identifier_columns(table).items() for c in columns]
+                        for kind, (columns, shortest) in identifier_columns(table).items() for c in columns]
             if not branches:
                 continue
             hits = conn.execute(

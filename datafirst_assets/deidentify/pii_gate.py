@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from datafirst_assets.deidentify.release_spec import SYSTEM_ID_TEXT_COLUMNS
-from datafirst_assets.sources.spec import SourceSpec
+from datafirst_assets.sources.spec import SourceSpec, TableSpec
 
 # Shapes of identifiers as they appear in raw extracts (before or after normalisation).
 IDENTIFIER_PATTERNS = {
@@ -106,19 +106,28 @@ def identifying_columns(table) -> list[str]:
             if c.kind in ("name", "id", "ref") or c.name == "address_line1" or c.name in SYSTEM_ID_TEXT_COLUMNS]
 
 
+def identifier_columns(table: TableSpec) -> dict[str, tuple[list[str], int]]:
+    """Per identifier kind ("name", "address", "system_id"), the columns of `table` whose values are
+    raw identifiers of that kind, and the shortest value kept as one."""
+    kinds = {c.name: c.kind for c in table.columns}
+    return {"name": ([n for n, k in kinds.items() if k == "name"], MIN_NAME_LENGTH),
+            "address": (["address_line1"] if "address_line1" in kinds else [], MIN_NAME_LENGTH),
+            "system_id": ([n for n, k in kinds.items() if k in ("id", "ref") or n in SYSTEM_ID_TEXT_COLUMNS],
+                          MIN_SYSTEM_ID_LENGTH)}
+
+
 def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> RawIdentifiers:
     """Names, addresses and system ids found in a dataset's staged tables (all columns of those kinds)."""
     found = RawIdentifiers(column_names=set(ALWAYS_WITHHELD_NAMES))
     for table in source.tables:
         frame = staged.get(table.name)
-        kinds = {c.name: c.kind for c in table.columns}
-        found.column_names |= {n for n, k in kinds.items() if k in IDENTIFIER_KINDS or n in SYSTEM_ID_TEXT_COLUMNS}
+        found.column_names |= {c.name for c in table.columns
+                               if c.kind in IDENTIFIER_KINDS or c.name in SYSTEM_ID_TEXT_COLUMNS}
         if frame is None:
             continue
-        found.names |= _normalised_values(frame, [n for n, k in kinds.items() if k == "name"], MIN_NAME_LENGTH)
-        found.addresses |= _normalised_values(frame, ["address_line1"], MIN_NAME_LENGTH)
-        id_columns = [n for n, k in kinds.items() if k in ("id", "ref") or n in SYSTEM_ID_TEXT_COLUMNS]
-        found.system_ids |= _normalised_values(frame, id_columns, MIN_SYSTEM_ID_LENGTH)
+        targets = {"name": found.names, "address": found.addresses, "system_id": found.system_ids}
+        for kind, (columns, shortest) in identifier_columns(table).items():
+            targets[kind] |= _normalised_values(frame, columns, shortest)
     return found
 
 

@@ -52,6 +52,12 @@ def _column_expr(column: ReleaseColumn, spec: ReleaseTable, rows: pl.DataFrame, 
     return pl.col(column.staged).cast(column.dtype).alias(column.name)
 
 
+def aged_at_parent_event(spec: ReleaseTable, columns) -> bool:
+    """Whether ages in `spec` are taken at the parent's event date: the table has an age column and
+    its `columns` lack its own event date (parties of a case are aged at the case's date)."""
+    return any(c.treatment == "age" for c in spec.columns) and not (spec.event_date and spec.event_date in columns)
+
+
 def deidentify_table(rows: pl.DataFrame, spec: ReleaseTable, *, parent: pl.DataFrame | None = None,
                      parent_id: str | None = None, parent_event_date: str | None = None,
                      key: bytes | None = None, cache=None) -> pl.DataFrame:
@@ -61,9 +67,7 @@ def deidentify_table(rows: pl.DataFrame, spec: ReleaseTable, *, parent: pl.DataF
     rows with `parent_id` (the id column both share) and `parent_event_date`. `cache`: a
     `KeyedHashCache` (ids hashed by an earlier run are not hashed again).
     """
-    needs_parent_date = any(c.treatment == "age" for c in spec.columns) and not (
-        spec.event_date and spec.event_date in rows.columns)
-    if needs_parent_date:
+    if aged_at_parent_event(spec, rows.columns):
         if parent is None or parent_id is None or parent_event_date is None:
             raise ValueError(f"{spec.source}.{spec.name}: ages are taken at the parent's event date; pass the parent")
         dates = parent.select(pl.col(parent_id), pl.col(parent_event_date).alias(PARENT_EVENT_DATE)).unique(
