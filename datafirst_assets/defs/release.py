@@ -308,14 +308,17 @@ def _release_metadata(info: ReleaseInfo, root: Path, synthetic: bool) -> dict:
 
 
 def _check_results(context: AssetExecutionContext, kind: str, tables) -> dict:
+    """Each table's latest result of each of its checks, read in one query of the event log's index: a
+    lookup per table and check (some 200 a release) took 0.4 s of each release step at any size."""
+    keys = {AssetCheckKey(table_key(kind, dataset, name), check): (dataset, name)
+            for dataset, name in tables for check in TABLE_CHECKS.get(kind, ())}
+    records = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(list(keys))
     results = {}
-    for dataset, name in tables:
-        for check in TABLE_CHECKS.get(kind, ()):
-            record = context.instance.get_latest_asset_check_evaluation_record(
-                AssetCheckKey(table_key(kind, dataset, name), check))
-            evaluation = record.event.asset_check_evaluation if record and record.event else None
-            if evaluation is not None:
-                results.setdefault((dataset, name), {})[check] = evaluation.passed
+    for key, table in keys.items():  # in table and check order, as the manifest lists them
+        record = records.get(key)
+        evaluation = record.event.asset_check_evaluation if record and record.event else None
+        if evaluation is not None:
+            results.setdefault(table, {})[key.name] = evaluation.passed
     return results
 
 
