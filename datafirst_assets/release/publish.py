@@ -24,7 +24,6 @@ README summarises them.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -338,18 +337,14 @@ def _arrow(frame: pl.DataFrame) -> pa.Table:
 
 
 class _HashSink:
-    """A write-only file object that hashes what is written (the Arrow stream is never held whole),
-    and copies it to `file` when given."""
+    """A write-only file object that hashes what is written (the Arrow stream is never held whole)."""
 
-    def __init__(self, file=None):
+    def __init__(self):
         self.digest = hashlib.sha256()
-        self.file = file
         self.closed = False
 
     def write(self, data) -> int:
         self.digest.update(data)
-        if self.file is not None:
-            self.file.write(data)
         return len(data)
 
     def flush(self) -> None:
@@ -410,14 +405,18 @@ class _Checksummed(Mapping):
 
 
 def _content_sha256(frame: pl.DataFrame, spill: Path | None = None) -> str:
-    """SHA-256 of the table's data and schema (Arrow IPC stream): equal content, equal checksum. The
-    stream is also written to `spill` when given."""
+    """SHA-256 of the table's data and schema (Arrow IPC stream): equal content, equal checksum. With
+    `spill`, the stream is written there by Arrow and the checksum taken of the file, memory-mapped
+    (a Python sink writing as it hashed cost more than reading the table again)."""
     table = _arrow(frame)
-    with open(spill, "wb") if spill is not None else contextlib.nullcontext() as file:
-        sink = _HashSink(file)
+    if spill is None:
+        sink = _HashSink()
         with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
             writer.write_table(table)
-    return sink.digest.hexdigest()
+        return sink.digest.hexdigest()
+    with pa.OSFile(str(spill), "wb") as file, pa.ipc.new_stream(file, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(pa.memory_map(str(spill)).read_buffer()).hexdigest()
 
 
 def _write_parquet(table: pa.Table, path: Path, metadata: Mapping[str, str]) -> None:

@@ -1,0 +1,123 @@
+"""What the release step spends no more on, and the guarantees that must survive it.
+
+* A changed table is read from the warehouse once (its gates, checksum and file), not once for its
+  gates and again for its file.
+* The PII scan leaves out keyed-hash columns only when that cannot change its findings: their
+  contract holds them to 64 hex and no raw identifier of the dataset has that shape.
+* Whatever is skipped, a row carrying a raw identifier is refused and nothing is published: an old,
+  unchanged row with an identifier that arrived in a new extract, or a new row with an old one.
+"""
+
+import polars as pl
+from dagster import DagsterInstance
+
+from datafirst_assets.deidentify.pii_gate import scan_table
+from datafirst_assets.deidentify.release_spec import release_tables
+from datafirst_assets.deidentify.schemas import HEX_HASH, release_schema
+from datafirst_assets.contracts.core import validate_table
+from datafirst_assets.release.gates import HASHED_ROLES, hash_shaped_identifier, scanned_columns
+from datafirst_assets.release.publish import latest_file
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets_tests.release_fixtures import release_frames
+from datafirst_assets_tests.test_gates import _failure_message, _publish, _release_warehouse
+from datafirst_assets_tests.test_unchanged_steps import _publish_with_catalogues, _release_metadata
+from datafirst_assets.deidentify.pii_gate import RawIdentifiers
+
+FLATFILE = "deidentified_magistrates.hocas_flatfile"
+
+
+def test_the_hashed_roles_are_the_columns_the_contract_holds_to_64_hex():
+    for spec in release_tables().values():
+        schema = release_schema(spec)
+        for column in spec.columns:
+            hex_checked = any(check.name == "str_matches" and check.statistics.get("pattern") == HEX_HASH
+                              for check in schema.columns[column.name].checks)
+            assert hex_checked == (column.role in HASHED_ROLES), (spec.source, spec.name, column.name)
+
+
+def test_the_scan_without_hash_columns_finds_what_the_full_scan_finds():
+    tables = release_frames(rows=40)
+    flatfile = tables[("magistrates", "hocas_flatfile")]
+    some_hash = flatfile["case_id_hash"][0]
+    known = RawIdentifiers(names={"WHITFORD", "CONVICTED"}, system_ids={"CASE00003"},
+                           column_names={"surname"})
+    planted = flatfile.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("WHITFORD"))
+                                    .otherwise(pl.col("court_code")).alias("court_code"),
+                                    pl.lit("A1234BC").alias("plea"))
+    for key, frame in [*tables.items(), (("magistrates", "hocas_flatfile"), planted)]:
+        spec = release_tables()[key]
+        contract = validate_table(frame, release_schema(spec))
+        assert contract.passed
+        full = scan_table(".".join(key), frame, known, codes=spec.code_lists)
+        assert scan_table(".".join(key), scanned_columns(frame, spec, contract, False), known,
+                          codes=spec.code_lists) == full
+    # a raw id shaped like a keyed hash: every column is scanned, and the hash column's value is found
+    shaped = RawIdentifiers(system_ids={some_hash.upper()})
+    assert hash_shaped_identifier(shaped) and not hash_shaped_identifier(known)
+    spec = release_tables()[("magistrates", "hocas_flatfile")]
+    contract = validate_table(flatfile, release_schema(spec))
+    found = scan_table("m.f", scanned_columns(flatfile, spec, contract, True), shaped, codes=spec.code_lists)
+    assert [(f.column, f.identifier) for f in found] == [("case_id_hash", "system_id")]
+
+
+def _refused_and_nothing_published(tmp_path, published: str, result) -> str:
+    assert not result.success
+    releases = tmp_path / "releases"
+    assert latest_file(releases, "deidentified").read_text().strip() == published
+    assert sorted(p.name for p in releases.iterdir() if p.is_dir()) == [published]  # no new folder, no spill
+    return _failure_message(result)
+
+
+def test_a_raw_id_shaped_like_a_keyed_hash_in_a_hash_column_is_refused(tmp_path):
+    _release_warehouse(tmp_path)
+    published = _publish(tmp_path)
+    assert published.success
+    release_id = latest_file(tmp_path / "releases", "deidentified").read_text().strip()
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        (value,) = conn.execute(f"select case_id_hash from {FLATFILE} where estimated_defendant_id = 2").fetchone()
+        # a source system whose case ids are 64 hex characters (the key-derived hash of another case)
+        conn.execute("update staged_magistrates.hocas_flatfile set case_id = ? where defendant_case_id = 'DC0001'",
+                     [value.upper()])
+    message = _refused_and_nothing_published(tmp_path, release_id, _publish(tmp_path))
+    assert "magistrates.hocas_flatfile.case_id_hash: system_id in 1 row(s)" in message
+
+
+def test_an_old_row_with_a_new_identifier_and_a_new_row_with_an_old_one_are_refused(tmp_path):
+    _release_warehouse(tmp_path)
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute(f"update {FLATFILE} set court_code = 'ZEBEDEE' where estimated_defendant_id = 2")
+    first = _publish(tmp_path)
+    assert first.success
+    release_id = latest_file(tmp_path / "releases", "deidentified").read_text().strip()
+    database = tmp_path / "warehouse.duckdb"
+    with warehouse_cursor(database) as conn:
+        # a new extract names someone ZEBEDEE: the released row did not change, the identifiers did
+        conn.execute("insert into staged_magistrates.hocas_flatfile select * replace ('2024-04-30' as extract_date, "
+                     "'DC0009' as defendant_case_id, 'ZEBEDEE' as surname) from staged_magistrates.hocas_flatfile "
+                     "where defendant_case_id = 'DC0003'")
+    message = _refused_and_nothing_published(tmp_path, release_id, _publish(tmp_path))
+    assert "magistrates.hocas_flatfile.court_code: name in 1 row(s)" in message
+    with warehouse_cursor(database) as conn:
+        conn.execute("delete from staged_magistrates.hocas_flatfile where defendant_case_id = 'DC0009'")
+        # a new released row carrying a name every earlier release was scanned against
+        conn.execute(f"insert into {FLATFILE} select * replace (repeat('ab', 32) as defendant_case_id_hash, "
+                     f"'ADEYEMI' as offence_code) from {FLATFILE} where estimated_defendant_id = 2")
+    message = _refused_and_nothing_published(tmp_path, release_id, _publish(tmp_path))
+    assert "magistrates.hocas_flatfile.offence_code: name in 1 row(s)" in message
+
+
+def test_a_changed_table_is_read_once_for_its_gates_checksum_and_file(tmp_path):
+    _release_warehouse(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    assert _publish_with_catalogues(tmp_path, instance).success
+    changed = {"deidentified_magistrates.hocas_flatfile": "court_code = 'B07'",
+               "deidentified_magistrates.hocas_all_offence": "offence_group = 'DRUGS'",
+               "deidentified_crown_court.xhibit_flatfile": "case_type = 'X'"}
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        for table, assignment in changed.items():
+            conn.execute(f"update {table} set {assignment}")
+    second = _publish_with_catalogues(tmp_path, instance)
+    assert second.success
+    # more changed tables than are held in memory at once: each still read once, not again for its file
+    assert _release_metadata(second)["tables_read"] == len(changed)
+    assert not [p for p in (tmp_path / "releases").iterdir() if p.name.startswith(".")]  # the spill is gone
