@@ -232,8 +232,13 @@ HASH_SHAPED = r"^[0-9A-F]{64}$"  # a keyed hash after the scan's normalisation (
 
 
 def hash_shaped_identifier(known: RawIdentifiers) -> bool:
-    """Whether any of the raw names, addresses and system ids is shaped like a keyed hash."""
-    return any(known.series(kind).str.contains(HASH_SHAPED).any() for kind in ("name", "address", "system_id"))
+    """Whether any of the raw names, addresses and system ids is shaped like a keyed hash (the pattern
+    only on values of its length: a pass of the pattern over a dataset's ids cost as much as a table's scan)."""
+    for kind in ("name", "address", "system_id"):
+        values = known.series(kind)
+        if values.filter(values.str.len_bytes() == 64).str.contains(HASH_SHAPED).any():
+            return True
+    return False
 
 
 def scanned_columns(frame: pl.DataFrame, spec: ReleaseTable, contract: ContractReport,
