@@ -226,7 +226,7 @@ def _dataset_identifiers(source: str, identifiers: Mapping[str, RawIdentifiers])
 
 
 #: Released columns whose contract (`deidentify.schemas`) holds every value to a keyed hash: 64 hex
-#: characters (`schemas.HEX_HASH`; test_gates checks the two agree).
+#: characters (`schemas.HEX_HASH`; test_release_gate_cost checks the two agree).
 HASHED_ROLES = ("primary_key", "foreign_key", "system_id")
 HASH_SHAPED = r"^[0-9A-F]{64}$"  # a keyed hash after the scan's normalisation (upper case)
 
@@ -247,7 +247,7 @@ def scanned_columns(frame: pl.DataFrame, spec: ReleaseTable, contract: ContractR
     contract holds them to 64 hex and no raw identifier of the dataset has that shape, so that the
     scan, which finds no identifier shape in a 64-hex value, could find nothing in them. They hold
     most of a table's distinct values (one or more per row), and scanning them was most of the gate's
-    time; the findings are those of scanning them (test_gates). A broken contract or a hash-shaped
+    time; the findings are those of scanning them (test_release_gate_cost). A broken contract or a hash-shaped
     raw identifier: every column is scanned."""
     if not contract.passed or hash_shaped:
         return frame
