@@ -250,3 +250,66 @@ def test_the_contract_gate_by_row_sees_the_whole_table_not_only_the_re_derived_r
     assert "1 row(s)" not in failed[("hocas_all_offence", "schema_valid")]["problems"].value
     assert "2 row(s) share their key" in failed[("hocas_all_offence", "schema_valid")]["problems"].value
     assert all(before[t].equals(_tables(tmp_path)[t]) for t in TABLES)
+
+
+# --- the state holds keys, not a copy of the released rows ----------------------------------------
+
+def _state_columns(tmp_path, table: str) -> list[str]:
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        return [r[0] for r in conn.execute(f"describe deidentify_state.magistrates__{table}").fetchall()]
+
+
+def test_the_row_state_holds_staged_ids_input_hashes_and_keys_not_the_released_values(tmp_path):
+    instance = DagsterInstance.ephemeral()
+    first = magistrates_extract()
+    assert _deidentify_run(tmp_path, first, instance=instance).success
+    assert _state_columns(tmp_path, "hocas_flatfile") == ["_staged_id", "_input_hash", "_key"]
+    two = _deidentify_run(tmp_path, _second_extract(first), instance=instance)
+    assert two.success and _metadata(two)["hocas_flatfile"]["deidentify_mode"].startswith("by row")
+    assert _state_columns(tmp_path, "hocas_all_offence") == ["_staged_id", "_input_hash", "_key"]
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:  # each key is its stored row's
+        assert conn.execute("select count(*) from deidentify_state.magistrates__hocas_flatfile k anti join "
+                            "deidentified_magistrates.hocas_flatfile s on s.defendant_case_id_hash = k._key"
+                            ).fetchall() == [(0,)]
+        assert conn.execute("select count(*) from deidentify_state.magistrates__hocas_flatfile").fetchall() == [(4,)]
+
+
+def test_a_kept_row_missing_from_the_stored_table_rebuilds_every_row(tmp_path, monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    first = magistrates_extract()
+    assert _deidentify_run(tmp_path, first, instance=instance).success
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:  # DC0001 (kept), as a foreign write could leave it
+        conn.execute("delete from deidentified_magistrates.hocas_flatfile where defendant_case_id_hash = "
+                     "(select _key from deidentify_state.magistrates__hocas_flatfile where _staged_id = 'DC0001')")
+    two = _deidentify_run(tmp_path, _second_extract(first), instance=instance)
+    assert two.success, _failed_checks(two)
+    mode = _metadata(two)["hocas_flatfile"]["deidentify_mode"]
+    assert mode == "full rebuild: the stored tables are out of step with the row state"
+    repaired = _tables(tmp_path)
+    _full_mode(monkeypatch, tmp_path)
+    assert _deidentify_run(tmp_path, _second_extract(first), instance=instance).success
+    assert all(repaired[t].equals(_tables(tmp_path)[t]) for t in TABLES)
+
+
+def test_a_run_that_fails_while_storing_its_tables_leaves_no_row_state(tmp_path, monkeypatch):
+    """The state is forgotten before any table is stored and committed after the last: a run that
+    stored one table and failed on the next leaves the stored tables out of step with any state,
+    so the next run rebuilds every row."""
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    instance = DagsterInstance.ephemeral()
+    first = magistrates_extract()
+    assert _deidentify_run(tmp_path, first, instance=instance).success
+    store = WarehouseIOManager.handle_output
+
+    def fail_on_offences(self, context, obj):
+        if context.asset_key == deidentified_key("magistrates", "hocas_all_offence"):
+            raise OSError("disk full")
+        return store(self, context, obj)
+
+    monkeypatch.setattr(WarehouseIOManager, "handle_output", fail_on_offences)
+    assert not _deidentify_run(tmp_path, _second_extract(first), instance=instance).success
+    monkeypatch.setattr(WarehouseIOManager, "handle_output", store)
+    again = _deidentify_run(tmp_path, _second_extract(first), instance=instance)
+    assert again.success and _metadata(again)["hocas_flatfile"]["deidentify_mode"].startswith(
+        "full rebuild: no row state")
