@@ -46,13 +46,11 @@ from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.deidentify import by_row
 from datafirst_assets.deidentify.by_row import (
     Names,
-    StateOutOfStep,
-    commit_state,
     deidentify_by_row,
     forget_state,
-    prepare_state,
     state_fingerprint,
     state_matches,
+    write_state,
 )
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable
@@ -130,10 +128,9 @@ def _gate_results(dataset: str, release: DatasetRelease, risks: dict[str, RiskRe
 
 
 def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, risks: dict[str, RiskResult],
-          fingerprint: str | None = None, before_store=None, after_store=None, mode: dict | None = None):
+          fingerprint: str | None = None, before_store=None, mode: dict | None = None):
     """Gates first, then the tables, or nothing at all when a gate failed. `before_store`: called
-    once every gate passed, before any table is stored; `after_store`: once every table is stored
-    (the by-row state of a full rebuild: forgotten and prepared, then committed)."""
+    once every gate passed, before any table is stored (the by-row state of a full rebuild)."""
     specs = release_tables()
     results = _gate_results(dataset, release, risks)
     yield from results
@@ -143,8 +140,6 @@ def _emit(dataset: str, release: DatasetRelease, catalogue_html: Path, risks: di
     for name, frame in release.tables.items():
         yield Output(frame, output_name=name, metadata=_table_metadata(
             specs[(dataset, name)], frame.height, catalogue_html, risks.get(name), fingerprint, mode))
-    if after_store is not None:  # Dagster stored each output before resuming this generator
-        after_store()
 
 
 def _table_metadata(spec: ReleaseTable, rows: int, catalogue_html: Path, risk: RiskResult | None,
@@ -193,20 +188,15 @@ def _contract_by_row(key: AssetKey, conn, names: Names, table: str, derived: pl.
                   "rows": rows, "rows_validated": derived.height, "failing_rules": len(problems)})
 
 
-def _by_row_gates(context: AssetExecutionContext, source, stored: dict[str, StoredTable], risk_rules: dict,
-                  cache: KeyedHashCache, names: Names):
-    """The by-row tables made and gated in one transaction: committed (with the state forgotten
-    until the tables are stored) only when every gate passed. None when the stored tables are out
-    of step with the state (every row is then rebuilt)."""
+def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str, StoredTable], risk_rules: dict,
+                       cache: KeyedHashCache, names: Names, catalogue_html: Path, fingerprint: str):
+    """Incremental mode: only new or changed records de-identified and scanned (`deidentify.by_row`);
+    the gates run on the whole updated tables in DuckDB; the state commits only when they pass."""
+    specs = release_tables()
     with warehouse_cursor(names.database) as conn:
-        conn.execute("begin")
+        conn.execute("begin")  # the state is updated in place: committed only when every gate passed
         try:
-            try:
-                run = deidentify_by_row(conn, names, source, stored, risk_rules, cache=cache)
-            except StateOutOfStep as reason:
-                conn.execute("rollback")
-                context.log.warning(f"by row: {reason}: every row rebuilt")
-                return None
+            run = deidentify_by_row(conn, names, source, stored, risk_rules, cache=cache)
             results = []
             for table in source.tables:
                 key = deidentified_key(source.key, table.name)
@@ -222,19 +212,11 @@ def _by_row_gates(context: AssetExecutionContext, source, stored: dict[str, Stor
             if failed:
                 conn.execute("rollback")  # a refused row never becomes a kept one
             else:
-                forget_state(conn, names)  # until every table is stored (`commit_state`)
+                by_row.discard_scratch(conn, names, source.table_names)
                 conn.execute("commit")
         except BaseException:
             conn.execute("rollback")
             raise
-    return run, results
-
-
-def _deidentify_by_row(context: AssetExecutionContext, source, run, results: list[AssetCheckResult],
-                       cache: KeyedHashCache, names: Names, catalogue_html: Path, fingerprint: str, state: str):
-    """Incremental mode: only new or changed records de-identified and scanned (`deidentify.by_row`);
-    the gates ran on the whole updated tables in DuckDB; the state commits once the tables are stored."""
-    specs = release_tables()
     yield from results
     refuse_if_failed(f"deidentified/{source.key}", results, [n for n, (_, blocking) in CHECKS.items() if blocking])
     context.log.info(f"by row: {run.new_identifiers:,} identifiers of new or changed records; keyed hashes: "
@@ -246,31 +228,6 @@ def _deidentify_by_row(context: AssetExecutionContext, source, run, results: lis
                 **counts.metadata()}
         yield Output(by_row.released_rows(names, spec, rows), output_name=table.name,
                      metadata=_table_metadata(spec, rows, catalogue_html, risk, fingerprint, mode))
-    with warehouse_cursor(names.database) as conn:  # every table stored: the new state holds
-        commit_state(conn, names, source.table_names, state)
-
-
-def _state_of_full_rebuild(names: Names, source, stored: dict[str, StoredTable], release: DatasetRelease,
-                           rules: dict, state: str):
-    """(before any table is stored, after every table is stored): the row state forgotten and its
-    successor prepared, then committed; only forgotten under the "coarsen" policy (coarsened values
-    depend on the population: no row state)."""
-    prepared = False
-
-    def forget_or_prepare() -> None:
-        nonlocal prepared
-        with warehouse_cursor(names.database) as conn:
-            if any(rule.policy == "coarsen" for rule in rules.values()):
-                forget_state(conn, names)
-            else:
-                prepared = prepare_state(conn, names, source, stored, release.tables)
-
-    def commit_prepared() -> None:
-        if prepared:
-            with warehouse_cursor(names.database) as conn:
-                commit_state(conn, names, source.table_names, state)
-
-    return forget_or_prepare, commit_prepared
 
 
 def build_deidentify_assets(source_key: str) -> AssetsDefinition:
@@ -300,12 +257,9 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         reason = _full_rebuild_reason(names, state, rules, linkage.mode, source.table_names)
         if reason is None:
             risk_rules = {t.name: release_settings.risk_rule_for(source.key, t.name) for t in source.tables}
-            gated = _by_row_gates(context, source, stored, risk_rules, cache, names)
-            if gated is not None:
-                yield from _deidentify_by_row(context, source, *gated, cache, names,
-                                              catalogue_path(linkage, source.key), fingerprint, state)
-                return
-            reason = "the stored tables are out of step with the row state"
+            yield from _deidentify_by_row(context, source, stored, risk_rules, cache, names,
+                                          catalogue_path(linkage, source.key), fingerprint)
+            return
         release = deidentify_source(source, {name: table.to_polars() for name, table in stored.items()}, rules,
                                     cache=cache)
         context.log.info(f"keyed hashes: {cache.found:,} distinct values stored by earlier runs, {cache.hashed:,} hashed")
@@ -316,10 +270,15 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
                                               release_settings.risk_rule_for(source.key, name))
                  for name, frame in release.tables.items()}
 
-        before_store, after_store = _state_of_full_rebuild(names, source, stored, release, rules, state)
+        def store_state() -> None:
+            with warehouse_cursor(database) as conn:
+                if any(rule.policy == "coarsen" for rule in rules.values()):
+                    forget_state(conn, names)  # coarsened values depend on the population: no row state
+                else:
+                    write_state(conn, names, source, stored, release.tables, state)
+
         yield from _emit(source.key, release, catalogue_path(linkage, source.key), risks, fingerprint,
-                         before_store=before_store, after_store=after_store,
-                         mode={"deidentify_mode": f"full rebuild: {reason}"})
+                         before_store=store_state, mode={"deidentify_mode": f"full rebuild: {reason}"})
 
     return _deidentify
 

@@ -4,20 +4,12 @@ A dataset's de-identified tables are a row-by-row function of their input: each 
 version (person tables: with the per-dataset person id; tables aged at their parent's event: with
 the parent's event date), de-identified column by column (keyed hashes, ages, areas). So the
 warehouse keeps, per (dataset, table), a state table `deidentify_state.<dataset>__<table>`: the
-staged id of each released row (`_staged_id`), a hash of its input row (`_input_hash`, computed by
-DuckDB over the input columns) and the row's key in the stored de-identified table (`_key`: the
-keyed hash of its staged id, the table's own id column). The released values themselves are not
-copied: they are the stored table's. An incremental run hashes the current inputs in DuckDB,
-compares with the state, reads into Python only the new or changed records and de-identifies them;
-inside one transaction the kept rows are read from the stored table by key into a scratch table
-(`__rows_<dataset>__<table>`), scanned, and the re-derived ones added. The tables are written from
-it in staged-id order (the order a full rebuild gives).
-
-The stored tables are the state's rows only while nothing else wrote them: the state is forgotten
-(its `state_of` row deleted) before a run stores any table, and the new one is committed only
-after the run stored every table (`commit_state`), so a run that fails between leaves no state
-and the next run rebuilds every row. A kept row missing from the stored table also rebuilds
-every row (`StateOutOfStep`).
+released row next to the staged id it came from (`_staged_id`) and a hash of its input row
+(`_input_hash`, computed by DuckDB over the input columns). An incremental run hashes the current
+inputs in DuckDB, compares with the state, reads into Python only the new or changed records and
+de-identifies them; inside one transaction the state drops changed and vanished rows, the kept
+rows are scanned and the re-derived ones inserted. The tables are written from the state in
+staged-id order (the order a full rebuild gives).
 
 Gates stay complete: re-derived rows are scanned against every raw identifier of the dataset (the
 raw values equal to one of their values are looked up in DuckDB), kept rows against the
@@ -29,8 +21,7 @@ passed, so a refused row is never kept as "unchanged".
 
 The state is tied to the code, the release rules and the key (`state_fingerprint`): any change,
 a missing state, the "coarsen" disclosure policy (population-dependent values) or a full run
-rebuilds every row (`release.deidentify_source`) and writes the state afresh (`prepare_state`,
-then `commit_state` once the tables are stored).
+rebuilds every row (`release.deidentify_source`) and writes the state afresh (`write_state`).
 """
 
 from __future__ import annotations
@@ -63,9 +54,7 @@ from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable, WarehouseQuery, catalog_name
 
 SCHEMA = "deidentify_state"
-STAGED_ID, INPUT_HASH, KEY = "_staged_id", "_input_hash", "_key"
-#: The IO manager's schema of the stored de-identified tables (asset key deidentified/<dataset>/<table>).
-STORED_SCHEMA_PREFIX = "deidentified_"
+STAGED_ID, INPUT_HASH = "_staged_id", "_input_hash"
 META = "state_of"
 #: Tables up to this many rows are handed to the IO manager as polars frames read back from the state
 #: (their contract validated in polars: ~0.1 s a table at 50,000 people, where pandera.ibis's pass in
@@ -84,25 +73,13 @@ def _lit(value: str) -> str:
 
 
 def released_rows(names: Names, spec: ReleaseTable, rows: int) -> pl.DataFrame | WarehouseQuery:
-    """The table to store: the by-row run's rows (`Names.rows`) in staged-id order (a full rebuild's)."""
-    sql = (f"select {', '.join(_q(c) for c in spec.column_names)} from {names.rows(spec.name)} "
+    """The stored released table: the state's released columns in staged-id order (a full rebuild's)."""
+    sql = (f"select {', '.join(_q(c) for c in spec.column_names)} from {names.state(spec.name)} "
            f"order by {STAGED_ID}")
     if rows > READ_BACK_ROWS:
         return WarehouseQuery(sql)
     with warehouse_cursor(names.database) as conn:
         return pl.from_arrow(conn.sql(sql).to_arrow_table())  # type: ignore[return-value]
-
-
-def row_key(table: TableSpec, spec: ReleaseTable) -> str:
-    """The released column that is the keyed hash of the table's own id (one row per id)."""
-    keys = [c.name for c in spec.columns if c.treatment == "hash" and c.staged == table.id_column]
-    if len(keys) != 1:
-        raise ValueError(f"{spec.source}.{spec.name}: no single released hash of {table.id_column} to key rows by")
-    return keys[0]
-
-
-class StateOutOfStep(Exception):
-    """The stored de-identified table does not hold every row the state keeps: rebuild every row."""
 
 
 def state_fingerprint(rules: Mapping[str, DisclosureRule], key_fingerprint: str) -> str:
@@ -132,14 +109,6 @@ class Names:
     def release_view(self, table: str) -> str:
         return self._name("__release_", table)
 
-    def rows(self, table: str) -> str:
-        """A by-row run's rows of the table: released columns and `_staged_id`."""
-        return self._name("__rows_", table)
-
-    def stored(self, table: str) -> str:
-        """The stored de-identified table (written by the IO manager)."""
-        return f"{_q(catalog_name(self.database))}.{_q(STORED_SCHEMA_PREFIX + self.dataset)}.{_q(table)}"
-
     @property
     def meta(self) -> str:
         return f"{_q(catalog_name(self.database))}.{SCHEMA}.{META}"
@@ -151,12 +120,11 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection, names: Names) -> None:
 
 
 def state_matches(conn: duckdb.DuckDBPyConnection, names: Names, fingerprint: str, tables: Sequence[str]) -> bool:
-    """Whether the stored state was made with `fingerprint` and holds every table, each stored."""
+    """Whether the stored state was made with `fingerprint` and holds every table."""
     _ensure_schema(conn, names)
     rows = conn.execute(f"select fingerprint from {names.meta} where dataset = ?", [names.dataset]).fetchall()
     return (rows == [(fingerprint,)]
-            and all(KEY in table_columns(conn, SCHEMA, f"{names.dataset}__{t}") for t in tables)
-            and all(table_columns(conn, STORED_SCHEMA_PREFIX + names.dataset, t) for t in tables))
+            and all(table_columns(conn, SCHEMA, f"{names.dataset}__{t}") for t in tables))
 
 
 def needs_parent_date(source: SourceSpec, table: TableSpec, spec: ReleaseTable) -> bool:
@@ -243,36 +211,23 @@ def derive_rows(rows: pl.DataFrame, table: TableSpec, source: SourceSpec, spec: 
     return released.with_columns(rows[table.id_column].alias(STAGED_ID), rows[INPUT_HASH].alias(INPUT_HASH))
 
 
-def keep_rows(conn: duckdb.DuckDBPyConnection, names: Names, table: TableSpec, spec: ReleaseTable,
-              expected: int) -> None:
-    """Inside the caller's transaction: `__rows_<dataset>__<table>` holds the kept rows (input
-    unchanged), read from the stored table by key. Raises `StateOutOfStep` when some are missing."""
-    conn.execute(
-        f"create or replace table {names.rows(table.name)} as select {', '.join(f's.{_q(c)}' for c in spec.column_names)}, "
-        f"k.{STAGED_ID} from {names.state(table.name)} k join {names.current(table.name)} c "
-        f"on c.{STAGED_ID} = k.{STAGED_ID} and c.{INPUT_HASH} = k.{INPUT_HASH} "
-        f"join {names.stored(table.name)} s on s.{_q(row_key(table, spec))} = k.{KEY}")
-    found = conn.execute(f"select count(distinct {STAGED_ID}) from {names.rows(table.name)}").fetchall()[0][0]
-    if found != expected:  # (a duplicated row is left to the unique-key gate)
-        raise StateOutOfStep(f"{spec.source}.{spec.name}: {expected - found} kept row(s) not in the stored table")
+def drop_changed(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> None:
+    """Inside the caller's transaction: the state keeps only the rows whose input is unchanged."""
+    conn.execute(f"delete from {names.state(table)} s where not exists (select 1 from {names.current(table)} c "
+                 f"where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})")
 
 
-def insert_derived(conn: duckdb.DuckDBPyConnection, names: Names, table: TableSpec, spec: ReleaseTable,
-                   derived: pl.DataFrame) -> None:
+def insert_derived(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTable, derived: pl.DataFrame) -> None:
     """Inside the caller's transaction: the re-derived rows join the kept ones; `__release_...` is the
-    released columns of the result (the order is the output's: `order by _staged_id` when written);
-    the state's candidate is every row's staged id, input hash and key."""
-    columns = [*spec.column_names, STAGED_ID]
+    released columns of the result (the order is the output's: `order by _staged_id` when written)."""
+    columns = [*spec.column_names, STAGED_ID, INPUT_HASH]
     conn.register("_derived_rows", derived.select(columns).to_arrow())
     try:
-        conn.execute(f"insert into {names.rows(spec.name)} by name select * from _derived_rows")
+        conn.execute(f"insert into {names.state(spec.name)} by name select * from _derived_rows")
     finally:
         conn.unregister("_derived_rows")
     conn.execute(f"create or replace view {names.release_view(spec.name)} as select "
-                 f"{', '.join(_q(c) for c in spec.column_names)} from {names.rows(spec.name)}")
-    conn.execute(f"create or replace table {names.candidate(spec.name)} as select r.{STAGED_ID}, c.{INPUT_HASH}, "
-                 f"r.{_q(row_key(table, spec))} as {KEY} from {names.rows(spec.name)} r "
-                 f"join {names.current(spec.name)} c on c.{STAGED_ID} = r.{STAGED_ID}")
+                 f"{', '.join(_q(c) for c in spec.column_names)} from {names.state(spec.name)}")
 
 
 # --- gates on the whole updated tables ---------------------------------------------------------
@@ -328,7 +283,7 @@ def scan_derived(table: str, derived: pl.DataFrame, rows: pl.DataFrame, spec: Re
 
 def scan_kept(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: ReleaseTable,
               new: RawIdentifiers) -> list[Finding]:
-    """Kept rows' text values (`keep_rows`, before the re-derived rows join them) equal to an identifier of a new or
+    """Kept rows' text values (the state after `drop_changed`) equal to an identifier of a new or
     changed record (the shapes and the other identifiers were scanned when the rows were stored): one
     query over every text column. A keyed-hash column (64 hex characters, its contract's shape rule,
     which kept rows passed) can equal only an identifier of that shape: it is read only if one is new."""
@@ -346,7 +301,7 @@ def scan_kept(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: R
     try:
         # distinct raw values first: most text columns are codes with a handful of values
         values = " union all ".join(f"select {_lit(c)} as col, {_normalised_sql('x')} as v from "
-                                    f"(select distinct {_q(c)} as x from {names.rows(table)})" for c in texts)
+                                    f"(select distinct {_q(c)} as x from {names.state(table)})" for c in texts)
         hits = conn.execute(
             f"with _values as (select distinct col, v from ({values}) _u where v in (select v from _new_identifiers)) "
             "select _values.col, n.kind, count(*), min(_values.v) from _values join _new_identifiers n using (v) "
@@ -403,12 +358,11 @@ def risk_in_database(conn: duckdb.DuckDBPyConnection, names: Names, table: str, 
 # --- storing the state ---------------------------------------------------------------------------
 
 def commit_state(conn: duckdb.DuckDBPyConnection, names: Names, tables: Sequence[str], fingerprint: str) -> None:
-    """The candidates become the state (one transaction), once the run stored every table."""
+    """The candidates become the state (one transaction), after every gate passed."""
     conn.execute("begin")
     try:
         for table in tables:
             conn.execute(f"drop view if exists {names.release_view(table)}")
-            conn.execute(f"drop table if exists {names.rows(table)}")
             conn.execute(f"drop table if exists {names.state(table)}")
             conn.execute(f"alter table {names.candidate(table)} rename to {_q(names.dataset + '__' + table)}")
             conn.execute(f"drop table if exists {names.current(table)}")
@@ -423,7 +377,6 @@ def commit_state(conn: duckdb.DuckDBPyConnection, names: Names, tables: Sequence
 def discard_scratch(conn: duckdb.DuckDBPyConnection, names: Names, tables: Sequence[str]) -> None:
     for table in tables:
         conn.execute(f"drop view if exists {names.release_view(table)}")
-        conn.execute(f"drop table if exists {names.rows(table)}")
         conn.execute(f"drop table if exists {names.candidate(table)}")
         conn.execute(f"drop table if exists {names.current(table)}")
 
@@ -434,30 +387,29 @@ def forget_state(conn: duckdb.DuckDBPyConnection, names: Names) -> None:
     conn.execute(f"delete from {names.meta} where dataset = ?", [names.dataset])
 
 
-def prepare_state(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec, stored: Mapping[str, StoredTable],
-                  released: Mapping[str, pl.DataFrame]) -> bool:
-    """After a full rebuild whose gates passed, before its tables are stored: the state forgotten
-    and its successor made (`commit_state` makes it the state once every table is stored): each
-    released row's staged id, input hash and key (released row i is the i-th record in staged-id
-    order). False (and no state) when the rows do not line up with the inputs."""
+def write_state(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec, stored: Mapping[str, StoredTable],
+                released: Mapping[str, pl.DataFrame], fingerprint: str) -> bool:
+    """After a full rebuild whose gates passed: its rows as the state, each next to its staged id and
+    input hash (released row i is the i-th record in staged-id order). False (and no state) when
+    the rows do not line up with the inputs."""
     specs = release_tables()
-    forget_state(conn, names)
+    _ensure_schema(conn, names)
     frames = {}
     for table in source.tables:
-        spec = specs[(source.key, table.name)]
-        hash_inputs(conn, names, table, input_sql(conn, source, table, stored, spec))
-        ids = pl.from_arrow(conn.sql(f"select * from {names.current(table.name)} order by {STAGED_ID}")
-                            .to_arrow_table())
-        if ids.height != released[table.name].height:  # type: ignore[union-attr]
+        hash_inputs(conn, names, table, input_sql(conn, source, table, stored, specs[(source.key, table.name)]))
+        ids = pl.from_arrow(conn.sql(f"select * from {names.current(table.name)}").to_arrow_table()).sort(STAGED_ID)
+        if ids.height != released[table.name].height:
+            forget_state(conn, names)
             discard_scratch(conn, names, source.table_names)
             return False
-        frames[table.name] = ids.with_columns(released[table.name][row_key(table, spec)].alias(KEY))  # type: ignore[union-attr]
+        frames[table.name] = released[table.name].with_columns(ids[STAGED_ID], ids[INPUT_HASH])  # type: ignore[index]
     for table, frame in frames.items():
         conn.register("_state_rows", frame.to_arrow())
         try:
             conn.execute(f"create or replace table {names.candidate(table)} as select * from _state_rows")
         finally:
             conn.unregister("_state_rows")
+    commit_state(conn, names, list(frames), fingerprint)
     return True
 
 
@@ -479,11 +431,10 @@ class ByRowRun:
 def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec,
                       stored: Mapping[str, StoredTable], risk_rules: Mapping[str, RiskRule], *,
                       key: bytes | None = None, cache=None) -> ByRowRun:
-    """Inside the caller's transaction on `conn`: every table of `source` made anew in `Names.rows`
-    (kept rows read from the stored table, new or changed records re-derived, vanished ones left
-    out), PII-scanned, with foreign keys and risk measured on the whole table, and the state's
-    successor (`Names.candidate`). The caller commits when every gate passed and rolls back
-    otherwise, so a refused row never becomes a kept one; `StateOutOfStep`: rebuild every row."""
+    """Inside the caller's transaction on `conn`: the state of every table of `source` updated in place
+    (kept rows stay, new or changed records re-derived, vanished ones dropped), PII-scanned, with
+    foreign keys and risk measured on the whole table. The caller commits when every gate passed
+    and rolls back otherwise, so a refused row never becomes a kept one."""
     specs = {t.name: release_tables()[(source.key, t.name)] for t in source.tables}
     run = ByRowRun(names)
     inputs = {t.name: input_sql(conn, source, t, stored, specs[t.name]) for t in source.tables}
@@ -501,12 +452,12 @@ def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: Sou
     run.new_identifiers = len(new.names) + len(new.addresses) + len(new.system_ids)
     for table in source.tables:
         dob = next((c.name for c in table.columns if c.kind == "dob"), None)
-        keep_rows(conn, names, table, specs[table.name], run.counts[table.name].kept)
+        drop_changed(conn, names, table.name)
         run.findings[table.name] = [
             *scan_derived(f"{source.key}.{table.name}", derived[table.name], rows[table.name], specs[table.name],
                           known, dob),
             *scan_kept(conn, names, table.name, specs[table.name], new)]
-        insert_derived(conn, names, table, specs[table.name], derived[table.name])
+        insert_derived(conn, names, specs[table.name], derived[table.name])
     for table in source.tables:
         run.risks[table.name] = risk_in_database(conn, names, table.name, specs[table.name],
                                                  risk_rules.get(table.name, RiskRule()))
