@@ -92,3 +92,21 @@ def test_a_batched_cache_writes_once_finds_its_own_new_hashes_and_keeps_the_same
         keyed_hash(columns[0][1], namespace="prison", key=b"k1", cache=failing)
         raise RuntimeError("stop")
     assert rows(tmp_path / "c.duckdb") == []
+
+
+def test_the_keyed_digests_are_hmac_sha256_for_short_block_long_and_empty_keys():
+    """`hmac_sha256_hex` (HMAC spelt out on hashlib's SHA-256 states) against the standard library's
+    hmac for keys shorter than, as long as and longer than SHA-256's 64-byte block, and an empty
+    one; values with accents, an empty string and a missing value."""
+    import hashlib
+    import hmac
+
+    from datafirst_assets.deidentify.keys import DEVELOPMENT_KEY, hmac_sha256_hex
+
+    values = ["100001", "Siobhán O'Brien", "", None, "x" * 200, "1990/0012345Z"]
+    for secret in (b"k1", DEVELOPMENT_KEY.encode(), b"b" * 64, b"L" * 65, b"\xff" * 100, b""):
+        expected = [None if v is None else hmac.new(secret, b"prison:" + v.encode("utf-8"), hashlib.sha256).hexdigest()
+                    for v in values]
+        assert hmac_sha256_hex(secret, b"prison:", values) == expected
+    series = pl.Series("id", values)
+    assert keyed_hash(series, namespace="prison", key=b"k1").to_list() == hmac_sha256_hex(b"k1", b"prison:", values)

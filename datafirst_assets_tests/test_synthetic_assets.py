@@ -63,6 +63,8 @@ def test_synthetic_assets_materialise_with_their_checks(tmp_path):
     assert stored.columns == release_tables()[("magistrates", "hocas_flatfile")].column_names
     assert summaries == json.loads(text)
     assert materialised[REPORT]["mean_shape_similarity"].value >= 0.9
+    # a release this small is held whole by the report: each real and synthetic table read once
+    assert materialised[REPORT]["tables_read"].value == 2 * len(release_tables())
     for path in ("reports/synthetic_report.md", "reports/synthetic_report.html", "synthetic/README.md"):
         assert (tmp_path / path).stat().st_size > 1000, path
 
@@ -124,3 +126,13 @@ def test_the_assets_reading_every_datasets_linkage_tables_depend_on_them_without
         for name in ("clusters", "scored_pairs", "person_records"):
             schema = graph.get(linkage_key(source, name)).metadata["schema"]
             assert linkage_table("wh.duckdb", source, name).schema == schema
+
+
+def test_the_report_holds_a_small_side_whole_and_a_large_one_two_tables_at_a_time():
+    from datafirst_assets.synthetic.report_parts import HOLD_WHOLE_ROWS, tables_held
+
+    small = {("a", str(i)): 1_000 for i in range(29)}
+    assert tables_held(small) == 29
+    assert tables_held({("a", "t"): 10}) == 2
+    large = {("a", str(i)): HOLD_WHOLE_ROWS // 10 for i in range(29)}
+    assert tables_held(large) == 2

@@ -357,3 +357,30 @@ def test_the_saved_model_is_reused_and_gives_the_lookup_its_training_run_gave(wo
     # grown past retrain_growth times what it was trained on: trained afresh
     grown = build_xjs_lookup(inputs.person_records, inputs.clusters, saved_model=(saved[0], saved[1] // 3))
     assert "reused" not in grown.model.timings
+
+
+def test_pair_counts_by_dataset_pair_from_one_grouping_equal_counting_each_pair_apart():
+    """Every dataset pair's record pairs in one grouping (`_pair_counts_by_datasets`) against the
+    pairs counted for each (a, b) on its own, on random groups, a dataset absent and no records."""
+    import numpy as np
+
+    from datafirst_assets.linkage.xjs_metrics import _pair_counts_by_datasets
+
+    rng = np.random.default_rng(5)
+    n = 400
+    j = pl.DataFrame({"source_dataset": rng.choice(["civil", "family", "prison"], n).tolist(),
+                      "cluster_id": rng.integers(0, 60, n).astype(str).tolist(),
+                      "person_id": rng.integers(0, 50, n).astype(str).tolist()})
+    datasets = ["civil", "family", "oasys", "prison"]  # oasys has no record
+
+    def apart(frame, by, a, b):
+        c = (frame.filter(pl.col("source_dataset").is_in([a, b])).group_by(by)
+             .agg((pl.col("source_dataset") == a).sum().alias("na"), (pl.col("source_dataset") == b).sum().alias("nb")))
+        na, nb = c["na"].to_numpy().astype(int), c["nb"].to_numpy().astype(int)
+        return int((na * (na - 1) // 2).sum() if a == b else (na * nb).sum())
+
+    for by in (["cluster_id", "person_id"], ["cluster_id"], ["person_id"]):
+        counts = _pair_counts_by_datasets(j, by, datasets)
+        assert counts == {(a, b): apart(j, by, a, b) for i, a in enumerate(datasets) for b in datasets[i:]}
+        assert counts[("civil", "prison")] > 0 and counts[("civil", "civil")] > 0
+        assert set(_pair_counts_by_datasets(j.clear(), by, datasets).values()) == {0}

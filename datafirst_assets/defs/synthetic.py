@@ -41,7 +41,8 @@ from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_s
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note
 from datafirst_assets.synthetic.report import evaluate_synthetic, report_html, report_markdown
-from datafirst_assets.synthetic.report_parts import PARTS_FILE, dataset_fingerprints, save_parts, stored_parts
+from datafirst_assets.synthetic.report_parts import (PARTS_FILE, dataset_fingerprints, save_parts, stored_parts,
+                                                     tables_held)
 from datafirst_assets.synthetic import summary_parts
 from datafirst_assets.synthetic.summaries import (
     FORMAT,
@@ -144,7 +145,8 @@ def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSett
         tables, summary_parts.table_fingerprints(stored, rules), rules,
         summary_parts.load_parts(parts_path) if not full else {}, 0.0 if full else synthetic.refresh_tolerance)
     kept = summary_parts.kept_within_tolerance(parts)
-    text, sha = summaries_json(doc), summaries_sha256(doc)
+    text = summaries_json(doc)
+    sha = summaries_sha256(doc, text)
     overview = pl.DataFrame([
         {"table": name, "rows": t["rows"], "columns": len(t.get("columns", {})),
          "values_suppressed": sum(c.get("values_suppressed", 0) for c in t.get("columns", {}).values())}
@@ -328,9 +330,10 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     earlier, only = stored_parts(parts, fingerprints) if linkage.mode != "full" else (None, None)
     context.log.info(f"compared again: {'every table' if only is None else f'{len(only)} table(s)'}")
     # Each pass of the report reads the tables it compares as it reaches them (a table and its
-    # parent, real and synthetic), so the whole release is never in memory twice over.
-    real = LoadedOnUse(stored["real"], keep=2)
-    generated = LoadedOnUse(stored["synthetic"], keep=2)
+    # parent, real and synthetic), so a large release is never in memory twice over; a small one
+    # is held whole, each table read once (`tables_held`).
+    real = LoadedOnUse(stored["real"], keep=tables_held(LoadedOnUse(stored["real"]).heights()))
+    generated = LoadedOnUse(stored["synthetic"], keep=tables_held(LoadedOnUse(stored["synthetic"]).heights()))
     report = evaluate_synthetic(real, generated, doc, seed=synthetic.seed, only=only, earlier=earlier)
     save_parts(parts, report, fingerprints)
     paths = write_markdown_and_html(synthetic.reports, "synthetic_report", report_markdown(report),
@@ -347,6 +350,7 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
         "note": MetadataValue.url(file_url(note_path, synthetic.data_dir)),
         **_report_figures(report.summary),
         "tables_compared": len(release_tables()) if only is None else len(only),  # the others' rows were kept
+        "tables_read": real.loads + generated.loads,
         "summary": MetadataValue.md(paths["markdown"].read_text(encoding="utf-8")[:20_000]),
     })
     for name, failures in report.failures().items():
