@@ -5,6 +5,7 @@ import polars as pl
 
 from datafirst_assets.synthetic.summaries import SummaryRules, summaries_json, summarise_release
 from datafirst_assets.synthetic.summary_parts import (
+    drift_measured,
     kept_within_tolerance,
     load_parts,
     save_parts,
@@ -17,6 +18,7 @@ from datafirst_assets_tests.release_fixtures import release_frames
 from datafirst_assets_tests.warehouse_tables import write_table
 
 CHANGED = ("magistrates", "hocas_all_offence")
+CHANGED_NAME = ".".join(CHANGED)
 
 
 def _store(database, frames) -> dict:
@@ -78,6 +80,11 @@ def test_within_the_tolerance_the_approved_summary_is_kept_but_never_one_approve
     kept, made = summarise_keeping(tables, table_fingerprints(stored, rules), rules, parts, tolerance=1.0)
     assert summaries_json(kept) == summaries_json(first)  # the approved summary, not the fresh one
     assert set(kept_within_tolerance(made)) == {"magistrates.hocas_all_offence"}
+    assert drift_measured(made) == kept_within_tolerance(made) and 0 < drift_measured(made)[CHANGED_NAME] <= 1.0
+    # beyond the tolerance it is drawn again, and its drift is still reported
+    redrawn, made = summarise_keeping(LoadedOnUse(stored, keep=2), table_fingerprints(stored, rules), rules, parts,
+                                      tolerance=1e-9)
+    assert not kept_within_tolerance(made) and drift_measured(made)[CHANGED_NAME] > 1e-9
     other = SummaryRules(k=3)
     fresh, made = summarise_keeping(LoadedOnUse(stored, keep=2), table_fingerprints(stored, other), other, parts,
                                     tolerance=1.0)

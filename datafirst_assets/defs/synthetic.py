@@ -169,6 +169,9 @@ def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSett
         "refresh_tolerance": 0.0 if full else synthetic.refresh_tolerance,
         # approved summaries kept although their tables changed (within the tolerance), with their drift
         "kept_within_tolerance": MetadataValue.json({n: round(d, 6) for n, d in sorted(kept.items())}),
+        # every changed table's drift from its approved summary, kept or drawn again: what a tolerance would keep
+        "drift_from_approved": MetadataValue.json(
+            {n: round(d, 6) for n, d in sorted(summary_parts.drift_measured(parts).items())}),
         "tables": MetadataValue.md(markdown_table(overview)),
     })
 

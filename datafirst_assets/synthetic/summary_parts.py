@@ -74,8 +74,9 @@ def summarise_keeping(tables: Mapping[TableId, pl.DataFrame], fingerprints: Mapp
     """The summaries document, taking each stored summary (`parts`, as `load_parts` reads it) whose
     tables all have the same fingerprint now, or (`tolerance` > 0) whose fresh summary drifted from
     it by at most `tolerance`; and the parts to store for the next run (a kept-within-tolerance
-    entry keeps the fingerprints it was made from and records its `drift`)."""
-    stored, made = parts.get("tables", {}), {}
+    entry keeps the fingerprints it was made from and records its `drift`; `compared` holds every
+    drift measured, kept or not)."""
+    stored, made, compared = parts.get("tables", {}), {}, {}
     if parts.get("rules") != asdict(rules):
         tolerance = 0.0  # summaries approved under other rules (another k) are never "close enough"
 
@@ -94,7 +95,7 @@ def summarise_keeping(tables: Mapping[TableId, pl.DataFrame], fingerprints: Mapp
         recorded = _Recorded(tables)
         summary = json.loads(json.dumps(summarise_one(tid, recorded, rules)))  # as it would be stored
         if entry and entry.get("read") and tolerance > 0:
-            moved = drift(entry["summary"], summary)
+            moved = compared[name_of(tid)] = drift(entry["summary"], summary)
             if moved <= tolerance:
                 checked = {name_of(t): fingerprints.get(name_of(t)) for t in sorted(recorded.read)}
                 made[name_of(tid)] = {"read": entry["read"], "summary": entry["summary"], "drift": moved,
@@ -106,12 +107,18 @@ def summarise_keeping(tables: Mapping[TableId, pl.DataFrame], fingerprints: Mapp
 
     doc = summarise_release(tables, rules, summarise=summarise)
     # through JSON, as the stored ones came: the same document whether a summary was kept or made
-    return json.loads(json.dumps(doc)), {"rules": asdict(rules), "tables": made}
+    return json.loads(json.dumps(doc)), {"rules": asdict(rules), "tables": made, "compared": compared}
 
 
 def kept_within_tolerance(parts: Mapping) -> dict[str, float]:
     """Tables whose approved summary was kept although their inputs changed, with how far they drifted."""
     return {name: entry["drift"] for name, entry in parts.get("tables", {}).items() if "drift" in entry}
+
+
+def drift_measured(parts: Mapping) -> dict[str, float]:
+    """Every table whose fresh summary was compared with its approved one this run, with the drift
+    (kept ones too): how close the tables beyond the tolerance came, to set it from evidence."""
+    return dict(parts.get("compared", {}))
 
 
 def summary_reads(parts: Mapping) -> dict[str, dict[str, str]]:
