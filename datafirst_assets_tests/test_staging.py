@@ -87,6 +87,38 @@ def test_row_problems_are_quarantined_with_reasons():
     assert '"plea":"MAYBE"' in result.quarantine.filter(pl.col("_row_number") == 4)["raw_record"][0]
 
 
+def test_several_reasons_of_one_row_are_joined_in_order():
+    source = SOURCES["magistrates"]
+    rows = valid_rows(source, source.table("hocas_flatfile"), 4)
+    rows[1]["plea"] = "MAYBE"
+    rows[1]["court_code"] = ""
+    rows[1]["first_hearing_date"] = "31/02/2020"
+    rows[2]["surname"] = "Smi\x00th"
+    result, _, _ = _stage("magistrates", "hocas_flatfile", rows)
+    reasons = dict(zip(result.quarantine["_row_number"].to_list(), result.quarantine["reason"].to_list()))
+    assert reasons[4] == "surname: control character 0x00 in the value"
+    parts = reasons[3].split("; ")
+    assert sorted(parts) == sorted(["plea: unknown code 'MAYBE'", "court_code: missing required value",
+                                    "first_hearing_date: unparseable date '31/02/2020' (expected %d/%m/%Y)"])
+    order = [c.name for c in source.table("hocas_flatfile").columns]
+    assert parts == sorted(parts, key=lambda p: order.index(p.split(":")[0]))  # in column order
+    assert result.staged.height == 2 and "__bad" not in result.staged.columns
+
+
+def test_reasons_are_written_for_the_quarantined_rows_only():
+    """A reason's text is formatted on the bad rows alone (formatting every reason for every row
+    was most of staging's time): a message that cannot be formatted on a good row is never tried."""
+    from datafirst_assets.staging.standardise import _flag_problems, _with_reasons
+
+    frame = pl.DataFrame({"n": ["1", "x", "2"], "_parse_error": [None, None, "TOO MANY COLUMNS"]})
+    # strict: raises if evaluated on "x" (the good row)
+    problems = [(pl.col("n") != "x", pl.format("n is {}", pl.col("n").cast(pl.Int64, strict=True)))]
+    flagged = _flag_problems(frame, problems)
+    assert flagged["__bad"].to_list() == [True, False, True]
+    bad = _with_reasons(flagged.filter(pl.col("__bad")), problems)
+    assert bad["__reason"].to_list() == ["n is 1", "unreadable line: TOO MANY COLUMNS"]
+
+
 def test_identifier_noise_is_cleaned_not_quarantined():
     source = SOURCES["magistrates"]
     rows = valid_rows(source, source.table("hocas_flatfile"), 8)

@@ -94,53 +94,77 @@ def _parse(column: ColumnSpec, source: SourceSpec) -> pl.Expr:
     return raw
 
 
-def _row_problems(table: TableSpec, source: SourceSpec) -> pl.Expr:
-    """One expression per row: '; '-joined reasons, or null when the row is fine."""
-    reasons: list[pl.Expr] = []
+#: A reason a row is quarantined: when it applies (a boolean expression, null taken as false) and
+#: what it says (evaluated only on the rows it applies to).
+Problem = tuple[pl.Expr, pl.Expr]
+
+
+def _row_problems(table: TableSpec, source: SourceSpec) -> list[Problem]:
+    """Every reason a row of ``table`` can be quarantined for, in the order its reasons are joined."""
+    problems: list[Problem] = []
     for column in table.columns:
-        reasons.extend(_value_limits(column))
+        problems.extend(_value_limits(column))
         typed = pl.col(f"__typed_{column.name}")
         present = _text(column.name).is_not_null()
         if column.required or column.kind == "id":
-            reasons.append(pl.when(~present).then(pl.lit(f"{column.name}: missing required value")))
+            problems.append((~present, pl.lit(f"{column.name}: missing required value")))
         if column.kind == "date":
-            reasons.append(pl.when(present & typed.is_null()).then(
-                pl.format(f"{column.name}: unparseable date '{{}}' (expected {source.date_format})",
-                          pl.col(column.name))))
+            message = f"{column.name}: unparseable date '{{}}' (expected {source.date_format})"
+            problems.append((present & typed.is_null(), pl.format(message, pl.col(column.name))))
         if column.kind in ("int", "float", "flag"):
-            reasons.append(pl.when(present & typed.is_null()).then(
-                pl.format(f"{column.name}: not a valid {column.kind} '{{}}'", pl.col(column.name))))
+            message = f"{column.name}: not a valid {column.kind} '{{}}'"
+            problems.append((present & typed.is_null(), pl.format(message, pl.col(column.name))))
         if column.kind == "code" and column.codes:
-            reasons.append(pl.when(present & ~typed.is_in(list(column.codes))).then(
-                pl.format(f"{column.name}: unknown code '{{}}'", pl.col(column.name))))
+            problems.append((present & ~typed.is_in(list(column.codes)),
+                             pl.format(f"{column.name}: unknown code '{{}}'", pl.col(column.name))))
     id_col = table.id_column
-    duplicated = pl.col(id_col).is_not_null() & (pl.int_range(pl.len()).over(_text(id_col)) > 0)
-    reasons.append(pl.when(duplicated).then(pl.format(f"{id_col}: duplicate source id '{{}}'", pl.col(id_col))))
-    joined = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
-    # An unreadable line has no fields to judge: its reason is the reader's, alone.
-    return (pl.when(pl.col("_parse_error").is_not_null()).then(pl.format("unreadable line: {}", pl.col("_parse_error")))
-            .when(joined == "").then(None).otherwise(joined))
+    # every occurrence of an id after its first (is_first_distinct: a quarter of the time of
+    # numbering the rows within each id with a window)
+    duplicated = pl.col(id_col).is_not_null() & ~_text(id_col).is_first_distinct()
+    problems.append((duplicated, pl.format(f"{id_col}: duplicate source id '{{}}'", pl.col(id_col))))
+    return problems
 
 
-def _value_limits(column: ColumnSpec) -> list[pl.Expr]:
+def _flag_problems(typed: pl.DataFrame, problems: list[Problem]) -> pl.DataFrame:
+    """``typed`` with each problem's condition (``__problem_<i>``) and whether the row has any
+    (``__bad``), booleans over every row. The reasons' text is written afterwards for the bad rows
+    alone (:func:`_with_reasons`): formatting every reason for every row cost most of staging."""
+    flags = [condition.fill_null(False).alias(f"__problem_{i}") for i, (condition, _) in enumerate(problems)]
+    typed = typed.with_columns(flags)
+    return typed.with_columns(
+        (pl.col("_parse_error").is_not_null()
+         | pl.any_horizontal(pl.col(f"__problem_{i}") for i in range(len(problems)))).alias("__bad"))
+
+
+def _with_reasons(bad: pl.DataFrame, problems: list[Problem]) -> pl.DataFrame:
+    """The bad rows with ``__reason``: their reasons joined by '; ' in order; an unreadable
+    line has no fields to judge, so its reason is the reader's, alone."""
+    joined = pl.concat_str([pl.when(pl.col(f"__problem_{i}")).then(message)
+                            for i, (_, message) in enumerate(problems)], separator="; ", ignore_nulls=True)
+    unreadable = pl.format("unreadable line: {}", pl.col("_parse_error"))
+    return bad.with_columns(
+        pl.when(pl.col("_parse_error").is_not_null()).then(unreadable).otherwise(joined).alias("__reason"))
+
+
+def _value_limits(column: ColumnSpec) -> list[Problem]:
     """Reasons from the registry's limits: control characters, length, numeric range."""
     raw = pl.col(column.name)
-    control = raw.str.extract(f"({CONTROL_CHARACTERS if column.kind == 'text' else CONTROL_OR_BREAK})")
+    pattern = CONTROL_CHARACTERS if column.kind == "text" else CONTROL_OR_BREAK
     limit = column.length_limit
-    reasons = [
-        pl.when(control.is_not_null()).then(pl.format(
-            f"{column.name}: control character 0x{{}} in the value", control.str.encode("hex"))),
-        pl.when(raw.str.len_chars() > limit).then(pl.format(
+    problems = [
+        (raw.str.contains(pattern), pl.format(f"{column.name}: control character 0x{{}} in the value",
+                                              raw.str.extract(f"({pattern})").str.encode("hex"))),
+        (raw.str.len_chars() > limit, pl.format(
             f"{column.name}: {{}} characters, over the limit of {limit}", raw.str.len_chars())),
     ]
     typed = pl.col(f"__typed_{column.name}")
     if column.min_value is not None:
-        reasons.append(pl.when(typed < column.min_value).then(pl.format(
+        problems.append((typed < column.min_value, pl.format(
             f"{column.name}: {{}} is below the minimum {column.min_value:g}", typed)))
     if column.max_value is not None:
-        reasons.append(pl.when(typed > column.max_value).then(pl.format(
+        problems.append((typed > column.max_value, pl.format(
             f"{column.name}: {{}} is above the maximum {column.max_value:g}", typed)))
-    return reasons
+    return problems
 
 
 # Kinds whose invalid values staging sets to null (the row is kept): counted, never silent.
@@ -202,9 +226,10 @@ def stage_table(raw: pl.DataFrame, source: SourceSpec, table: TableSpec) -> Stag
         _parse(column, source).cast(staged_dtype(column)).alias(f"__typed_{column.name}")
         for column in table.columns
     )
-    typed = typed.with_columns(_row_problems(table, source).alias("__reason"))
-    bad = typed.filter(pl.col("__reason").is_not_null())
-    good = typed.filter(pl.col("__reason").is_null())
+    problems = _row_problems(table, source)
+    typed = _flag_problems(typed, problems)
+    bad = _with_reasons(typed.filter(pl.col("__bad")), problems)
+    good = typed.filter(~pl.col("__bad"))
 
     quarantine = bad.select(
         pl.col(PARTITION_COLUMN),
