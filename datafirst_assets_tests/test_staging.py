@@ -198,3 +198,23 @@ def test_every_staged_and_released_column_is_described():
     assert undescribed == []
     prison = staged_schema("prison", "nomis_movements").columns
     assert prison["extract_date"].description.startswith("Extract date")
+
+
+@pytest.mark.parametrize("text, starts, wrong_width, unterminated", [
+    ('a,b,c\n1,2,3\n\n4,5,6\n   \n', [1, 2, 4], {}, None),  # blank and all-space lines are no records
+    ('a,b,c\n1,"x\ny",3\n4,"5 ""q""",6\n', [1, 2, 4], {}, None),  # a quoted line break stays in its record
+    ('a,b,c\n1,2,3\n4,5\n7,8,9,10\n', [1, 2, 3, 4], {3: (2, "4,5"), 4: (4, "7,8,9,10")}, None),
+    ('a,b,c\n1,"x"y,3\n4,5,6\n', [1, 2, 3], {}, None),  # text after a closing quote: one rejected record
+    ('a,b,c\n1,"x,3\n4,5,6\n', [1], {}, 2),  # a quote never closed
+    ('a\n1\n \n2\n', [1, 2, 4], {}, None),
+])
+def test_records_are_found_where_the_csv_reader_finds_them(tmp_path, text, starts, wrong_width, unterminated):
+    """The record scan (once per record of files of millions, so kept to the bare loop) counts what the
+    CSV reader reads: blank lines are none, a quoted line break is inside one, a rejected one counts."""
+    from datafirst_assets.raw.delivery import scan_records
+
+    path = tmp_path / "t.csv"
+    path.write_text(text, encoding="latin-1")
+    scan = scan_records(path)
+    assert (list(scan.start_lines), scan.wrong_width, scan.unterminated_quote_line) == (
+        starts, wrong_width, unterminated)

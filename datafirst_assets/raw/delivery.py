@@ -335,22 +335,29 @@ def scan_records(path: Path, delimiter: str = ",") -> RecordScan:
     with open(path, encoding="latin-1", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
         previous_line = 0
+        # The loop runs once per record of files of millions: no per-record generator or try block
+        # (a malformed record ends the inner loop, is counted, and the loop resumes after it).
         while True:
             try:
-                row = next(reader)
-            except StopIteration:
+                for row in reader:
+                    fields = len(row)
+                    # a blank line is no record; a lone field of spaces is none either
+                    if fields > 1 or (fields == 1 and row[0].strip()):
+                        starts.append(previous_line + 1)
+                        if width is None:
+                            width = fields
+                        elif fields != width:
+                            wrong_width[len(starts)] = (fields, delimiter.join(row))
+                    previous_line = reader.line_num
                 break
             except csv.Error as error:
                 if "unexpected end of data" in str(error):
                     unterminated = previous_line + 1
                     break
-                row = ["malformed"]  # one record the reader rejects row-level (e.g. text after a quote)
-            if row and any(field.strip() for field in row) or len(row) > 1:
+                # one record the reader rejects row-level (e.g. text after a quote)
                 starts.append(previous_line + 1)
-                width = len(row) if width is None else width
-                if len(row) != width and row != ["malformed"]:
-                    wrong_width[len(starts)] = (len(row), delimiter.join(row))
-            previous_line = reader.line_num
+                width = 1 if width is None else width
+                previous_line = reader.line_num
     with open(path, "rb") as handle:
         handle.seek(0, 2)
         if handle.tell():
