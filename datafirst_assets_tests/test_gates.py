@@ -423,10 +423,17 @@ def test_a_small_cell_in_the_synthetic_summaries_stops_them_before_they_are_stor
 
 # --- Tables that never are a Python frame: validated in DuckDB (pandera.ibis) before the swap --------------
 
-@pytest.mark.parametrize("output", ["sql", "lazy"])
+@pytest.mark.parametrize("output, checked_in", [
+    ("sql", "duckdb (pandera.ibis)"), ("lazy", "duckdb (pandera.ibis)"), ("sql", "polars")])
 def test_a_lazy_or_sql_output_breaking_its_contract_is_refused_in_duckdb_and_the_previous_table_stays(
-        tmp_path, output):
+        tmp_path, monkeypatch, output, checked_in):
+    """Checked where it lives (pandera.ibis) as a table over the in-database threshold is, or read into
+    polars as a small one is (no Ibis to import): refused the same way."""
+    from datafirst_assets.contracts import wiring
     from datafirst_assets.warehouse.io_manager import WarehouseQuery
+
+    if checked_in != "polars":  # as a table over the in-database threshold is
+        monkeypatch.setattr(wiring, "IN_DATABASE_ROWS", 0)
 
     rows = {"probability": "0.99"}
     ran = []
@@ -452,7 +459,7 @@ def test_a_lazy_or_sql_output_breaking_its_contract_is_refused_in_duckdb_and_the
     resources = {"io_manager": WarehouseIOManager(database=str(database))}
     first = materialize([pairs, downstream], resources=resources)
     meta = first.asset_materializations_for_node("linkage__magistrates__scored_pairs")[0].metadata
-    assert meta["contract_checked_in"].value == "duckdb (pandera.ibis)" and meta["contract_passed"].value
+    assert meta["contract_checked_in"].value == checked_in and meta["contract_passed"].value
     rows["probability"] = "7.5"  # a probability over 1 on one of 20 rows
     ran.clear()
     result = materialize([pairs, downstream], resources=resources, raise_on_error=False)

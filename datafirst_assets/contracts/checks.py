@@ -41,7 +41,7 @@ from dagster import (
     multi_asset_check,
 )
 
-from datafirst_assets.contracts.core import ContractReport, validate_table
+from datafirst_assets.contracts.core import IN_DATABASE_ROWS, ContractReport, validate_table
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.content import (
@@ -54,7 +54,6 @@ from datafirst_assets.warehouse.content import (
 )
 from datafirst_assets.warehouse.unchanged import latest_evaluation
 
-IN_DATABASE_ROWS = 1_000_000
 CONTENT = "content_fingerprint"
 VERIFIED_IN = "verified_in_run"
 VERIFIED_PARTITIONS = "verified_partitions"

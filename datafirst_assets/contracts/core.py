@@ -75,6 +75,12 @@ class ContractViolation(Failure):
         )
 
 
+#: Up to this many rows a table that lives in DuckDB is read into polars to be checked against its
+#: contract (faster for it: no Ibis backend to import and build); over it, it is checked where it
+#: lives, every row, by pandera's Ibis backend (`contracts.in_database`).
+IN_DATABASE_ROWS = 1_000_000
+
+
 def markdown_rows(frame: pl.DataFrame, max_width: int = 40) -> str:
     def cell(value) -> str:
         text = "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")

@@ -9,7 +9,13 @@ import duckdb
 import polars as pl
 from dagster import AssetKey, AssetsDefinition, AssetSpec
 
-from datafirst_assets.contracts.core import ContractViolation, column_schema, enforce_contract, validate_table
+from datafirst_assets.contracts.core import (
+    IN_DATABASE_ROWS,
+    ContractViolation,
+    column_schema,
+    enforce_contract,
+    validate_table,
+)
 from datafirst_assets.contracts.registry import contract_for
 
 COLUMN_SCHEMA = "dagster/column_schema"
@@ -52,14 +58,18 @@ def check_in_database_before_store(key: AssetKey | None, conn: duckdb.DuckDBPyCo
     contract = contract_for(key) if key is not None else None
     if contract is None:
         return {}
-    # imported here: pandera's Ibis backend (ibis, sqlglot) costs ~0.4 s at import, and loading
-    # the code location (every run's process) must not pay for what only big tables use
-    from datafirst_assets.contracts.in_database import validate_in_duckdb
+    name = ".".join('"' + part.replace('"', '""') + '"' for part in (database, schema, table))
+    report = None
+    rows = conn.execute(f"select count(*) from {name}").fetchall()[0][0]  # type: ignore[index]
+    if rows > IN_DATABASE_ROWS:
+        # imported here: pandera's Ibis backend (ibis, sqlglot) costs ~0.4 s at import (and its
+        # first backend ~0.15 s more), and loading the code location (every run's process) and
+        # runs storing only small tables must not pay for what only big tables use
+        from datafirst_assets.contracts.in_database import validate_in_duckdb
 
-    report = validate_in_duckdb(conn, database, schema, table, contract)
-    checked_in = "duckdb (pandera.ibis)"
-    if report is None:  # a rule written in polars: only small document tables have one
-        name = ".".join('"' + part.replace('"', '""') + '"' for part in (database, schema, table))
+        report = validate_in_duckdb(conn, database, schema, table, contract)
+        checked_in = "duckdb (pandera.ibis)"
+    if report is None:  # a small table (read into polars, faster for it), or a rule written in polars
         report = validate_table(pl.from_arrow(conn.sql(f"select * from {name}").to_arrow_table()), contract)
         checked_in = "polars"
     if not report.passed:
