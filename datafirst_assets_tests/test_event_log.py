@@ -5,7 +5,7 @@ mode without a disk sync each."""
 import sqlite3
 from types import SimpleNamespace
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 from datafirst_assets.defs import event_log
@@ -49,3 +49,50 @@ def test_new_storage_connections_sync_only_at_checkpoints_in_wal_mode(tmp_path):
 
     assert synchronous("wal.db") == 1  # NORMAL
     assert synchronous("journal.db") == 2  # FULL: a rollback journal keeps SQLite's default
+
+
+def test_committed_instance_writes_events_through_one_pooled_connection_per_process(tmp_path, monkeypatch):
+    """The committed dagster.yaml's event log keeps one engine and connection for this process's
+    events (Dagster's own built an engine and a connection per event), and each event is committed:
+    another process's instance (a second storage here) reads it at once."""
+    import shutil
+    from pathlib import Path
+
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+    from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage
+
+    from datafirst_assets.defs.event_log import PooledSqliteEventLogStorage
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "data" / "config" / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledSqliteEventLogStorage)
+        assert isinstance(storage, ConsolidatedSqliteEventLogStorage)  # the class dagster.yaml named before
+        opened = []
+        instance.report_runless_asset_event(AssetMaterialization("first"))
+        engine = storage._engine()
+        event.listen(engine, "connect", lambda *_: opened.append(1))
+        for name in ("a", "b", "c"):
+            instance.report_runless_asset_event(AssetMaterialization(name))
+        assert opened == []  # the pooled connection, not a new one per event (or per read)
+        assert storage._engine() is engine
+        other = ConsolidatedSqliteEventLogStorage(str(tmp_path))  # another process's view: committed
+        try:
+            assert [r.asset_entry.asset_key for r in other.get_asset_records([AssetKey("c")])] == [AssetKey("c")]
+        finally:
+            other.dispose()
+
+
+def test_pooled_event_log_builds_a_new_engine_after_a_fork(tmp_path, monkeypatch):
+    """SQLite connections must not cross a fork: a child process gets an engine of its own."""
+    from datafirst_assets.defs.event_log import PooledSqliteEventLogStorage
+
+    storage = PooledSqliteEventLogStorage(str(tmp_path))
+    try:
+        parent = storage._engine()
+        monkeypatch.setattr("os.getpid", lambda: -1)  # as in a forked child
+        assert storage._engine() is not parent
+    finally:
+        monkeypatch.undo()
+        storage.dispose()
