@@ -59,9 +59,8 @@ def test_committed_instance_writes_events_through_one_pooled_connection_per_proc
     from pathlib import Path
 
     from dagster import AssetKey, AssetMaterialization, DagsterInstance
-    from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage
 
-    from datafirst_assets.defs.event_log import PooledSqliteEventLogStorage
+    from datafirst_assets.defs.event_log import ConsolidatedSqliteEventLogStorage, PooledSqliteEventLogStorage
 
     shutil.copy(Path(__file__).resolve().parents[1] / "data" / "config" / "dagster.yaml", tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
@@ -77,7 +76,7 @@ def test_committed_instance_writes_events_through_one_pooled_connection_per_proc
             instance.report_runless_asset_event(AssetMaterialization(name))
         assert opened == []  # the pooled connection, not a new one per event (or per read)
         assert storage._engine() is engine
-        other = ConsolidatedSqliteEventLogStorage(str(tmp_path))  # another process's view: committed
+        other = PooledSqliteEventLogStorage(str(tmp_path))  # another process's engine sees each event committed
         try:
             assert [r.asset_entry.asset_key for r in other.get_asset_records([AssetKey("c")])] == [AssetKey("c")]
         finally:

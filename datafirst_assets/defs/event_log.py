@@ -32,18 +32,23 @@ result, the input versions of every step) gain the same way.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sqlite3
 from pathlib import Path
 
 from dagster import DagsterInstance
-# Dagster exports its storages by this module path only; dagster.yaml names it too (test_event_log).
-from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 
+from datafirst_assets.code_location_server import DEFAULT_INSTANCE_CLASSES
+
 _HELD: dict[str, sqlite3.Connection] = {}
+# Dagster's one-database SQLite event log. Dagster exports its storages by module path only (the
+# path dagster.yaml named it by), the module of its default SQLite event log (test_launch imports it).
+ConsolidatedSqliteEventLogStorage = importlib.import_module(
+    DEFAULT_INSTANCE_CLASSES["event_log_storage"][0]).ConsolidatedSqliteEventLogStorage
 
 
 def keep_event_log_open(instance: DagsterInstance) -> None:
