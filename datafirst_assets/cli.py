@@ -111,7 +111,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         difficulty=args.difficulty, malformed_rate=args.malformed_rate))
     if status:
         return status
-    import datafirst_assets.runner  # noqa: F401 - Dagster and the asset graph, imported while the server loads
+    import datafirst_assets.runner  # noqa: F401 - Dagster (not the asset graph: the server builds it), while the server loads
     if server is not None:
         import dagster_graphql.cli  # noqa: F401 - what the launches run (~0.7 s), imported while the server loads
 
