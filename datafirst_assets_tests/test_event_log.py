@@ -6,6 +6,7 @@ import sqlite3
 from types import SimpleNamespace
 
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from datafirst_assets.defs import event_log
@@ -69,12 +70,21 @@ def test_committed_instance_writes_events_through_one_pooled_connection_per_proc
         assert isinstance(storage, PooledSqliteEventLogStorage)
         assert isinstance(storage, ConsolidatedSqliteEventLogStorage)  # the class dagster.yaml named before
         opened = []
+
+        def count(*_args):
+            opened.append(1)
+
         instance.report_runless_asset_event(AssetMaterialization("first"))
+        assert storage.supports_asset_checks  # asked before each check event is written
         engine = storage._engine()
-        event.listen(engine, "connect", lambda *_: opened.append(1))
-        for name in ("a", "b", "c"):
-            instance.report_runless_asset_event(AssetMaterialization(name))
-        assert opened == []  # the pooled connection, not a new one per event (or per read)
+        event.listen(Engine, "connect", count)  # a new database connection of any engine
+        try:
+            for name in ("a", "b", "c"):
+                instance.report_runless_asset_event(AssetMaterialization(name))
+            assert storage.supports_asset_checks
+        finally:
+            event.remove(Engine, "connect", count)
+        assert opened == []  # the pooled connection, not a new one per event, read or table lookup
         assert storage._engine() is engine
         other = PooledSqliteEventLogStorage(str(tmp_path))  # another process's engine sees each event committed
         try:

@@ -104,6 +104,7 @@ class PooledSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
     def __init__(self, base_dir, inst_data=None):
         self._pooled_engine: Engine | None = None  # set first: Dagster's __init__ may connect already
         self._pooled_pid: int | None = None
+        self._tables_found: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)
 
     def _engine(self) -> Engine:
@@ -126,6 +127,15 @@ class PooledSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
 
     def index_connection(self):
         return self._pooled_transaction()
+
+    def has_table(self, table_name: str) -> bool:
+        """Asked before every check event and asset event's tags are written (Dagster's opened an
+        engine each time): a table found stays (storage migrations add tables, never drop them)."""
+        if table_name not in self._tables_found:
+            with self._engine().connect() as connection:
+                if connection.dialect.has_table(connection, table_name):
+                    self._tables_found.add(table_name)
+        return table_name in self._tables_found
 
     def dispose(self):
         if self._pooled_engine is not None and self._pooled_pid == os.getpid():
