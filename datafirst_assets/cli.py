@@ -37,7 +37,7 @@ def _cmd_simulate_review(args: argparse.Namespace) -> int:
     from datafirst_assets.evaluation.reviewer import merge_labels, simulated_labels
     from datafirst_assets.evaluation.truth import missing_truth, record_truth
     from datafirst_assets.warehouse.connection import warehouse_cursor
-    from datafirst_assets.warehouse.io_manager import table_columns
+    from datafirst_assets.warehouse.content import table_columns
 
     layout, truth_dir = DataLayout(args.data_dir), Path(args.truth_dir)
     problem = missing_truth(truth_dir)
