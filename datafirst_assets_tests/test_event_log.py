@@ -2,7 +2,9 @@
 open so that each event's connection closes without checkpointing the log, and commits in WAL
 mode without a disk sync each."""
 
+import shutil
 import sqlite3
+from pathlib import Path
 from types import SimpleNamespace
 
 from sqlalchemy import create_engine, event, text
@@ -11,6 +13,9 @@ from sqlalchemy.pool import NullPool
 
 from datafirst_assets.defs import event_log
 from datafirst_assets.defs.event_log import keep_event_log_open, relax_event_log_syncs
+
+
+CONFIG = Path(__file__).resolve().parents[1] / "data" / "config" / "dagster.yaml"
 
 
 def _wal_database(path):
@@ -105,3 +110,26 @@ def test_pooled_event_log_builds_a_new_engine_after_a_fork(tmp_path, monkeypatch
     finally:
         monkeypatch.undo()
         storage.dispose()
+
+
+def test_pooled_event_log_connections_sync_only_at_checkpoints_without_the_process_wide_hook(tmp_path, monkeypatch):
+    """A run's process writes its first event before importing the code location (which installs
+    `relax_event_log_syncs`); the pooled connection it opens then is kept for every later event,
+    so the storage sets `synchronous=NORMAL` on its own connections."""
+    from dagster import AssetMaterialization, DagsterInstance
+
+    from datafirst_assets.defs.event_log import PooledSqliteEventLogStorage
+
+    if event.contains(Engine, "connect", event_log._sync_at_checkpoints):
+        event.remove(Engine, "connect", event_log._sync_at_checkpoints)
+    shutil.copy(CONFIG, tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    try:
+        with DagsterInstance.from_config(str(tmp_path)) as instance:
+            instance.report_runless_asset_event(AssetMaterialization("a"))
+            storage = instance.event_log_storage
+            assert isinstance(storage, PooledSqliteEventLogStorage)
+            with storage.index_connection() as connection:
+                assert connection.execute(text("pragma synchronous")).scalar() == 1  # NORMAL, not FULL (2)
+    finally:
+        relax_event_log_syncs()

@@ -114,6 +114,9 @@ class PooledSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
                 # one connection kept; more at once (another thread, a nested use) open and close as before
                 pool_size=1, max_overflow=-1,
                 connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
+            # on this engine itself: a run's process writes its first event before it imports the
+            # code location (which installs `relax_event_log_syncs`), and that connection is kept
+            event.listen(self._pooled_engine, "connect", _sync_at_checkpoints)
             self._pooled_pid = os.getpid()
         return self._pooled_engine
 
