@@ -86,3 +86,26 @@ def test_the_simulated_reviewer_imports_neither_the_io_manager_nor_pandera(tmp_p
             "print(status, sorted(m for m in ('pandera', 'datafirst_assets.warehouse.io_manager') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "1 []", result  # 1: no truth there, after the command's imports
+
+
+def test_the_demo_starts_its_code_server_before_the_command_lines_heavy_imports(tmp_path):
+    """The first run waits for the code server to load the code location: `datafirst demo` starts
+    it before building its parser (polars, the simulator, linkage: ~0.5 s)."""
+    import os
+    import sys
+
+    code = ("import subprocess, sys\n"
+            "class Started(Exception): pass\n"
+            "class Recorded(subprocess.Popen):\n"
+            "    def __init__(self, args, *rest, **options):\n"
+            "        print(sorted(m for m in ('polars', 'numpy', 'datafirst_assets.linkage.dedupe_cli') if m in sys.modules))\n"
+            "        raise Started()\n"
+            "subprocess.Popen = Recorded\n"
+            "from datafirst_assets.cli import main\n"
+            "try:\n"
+            f"    main(['demo', '--data-dir', {str(tmp_path / 'data')!r}])\n"
+            "except Started:\n"
+            "    pass\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), LAUNCH_ENV: "code_location"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip() == "[]", result
