@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+# Only light modules here: `datafirst demo` starts its code server before anything heavy is imported
+# (main), and the parser's imports (polars, the simulator, linkage) come after, in build_parser.
 from datafirst_assets.layout import DataLayout, default_data_dir
-from datafirst_assets.evaluation.reviewer import DEFAULT_ERROR_RATE, DEFAULT_PAIRS
-from datafirst_assets.linkage.dedupe_cli import add_dedupe_parser, add_evaluate_parser, add_review_sample_parser
-from datafirst_assets.simulate.config import DIFFICULTIES
 from datafirst_assets.sources.registry import SOURCES
 
 
@@ -37,7 +36,7 @@ def _cmd_simulate_review(args: argparse.Namespace) -> int:
     from datafirst_assets.evaluation.reviewer import merge_labels, simulated_labels
     from datafirst_assets.evaluation.truth import missing_truth, record_truth
     from datafirst_assets.warehouse.connection import warehouse_cursor
-    from datafirst_assets.warehouse.io_manager import table_columns
+    from datafirst_assets.warehouse.content import table_columns
 
     layout, truth_dir = DataLayout(args.data_dir), Path(args.truth_dir)
     problem = missing_truth(truth_dir)
@@ -93,25 +92,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     when runs are launched through the code location, one code server for both runs (the ingest with
     the review queues, then the link), started before the simulation so that its loading of the code
     location overlaps it (two cores)."""
-    import os
-
-    from datafirst_assets.code_location_server import LAUNCH_ENV, code_server, server_env, start_code_server
+    from datafirst_assets.code_location_server import code_server
+    from datafirst_assets.evaluation.reviewer import DEFAULT_ERROR_RATE, DEFAULT_PAIRS
     from datafirst_assets.evaluation.truth import default_truth_dir
 
     layout = DataLayout(args.data_dir)
     truth = Path(args.truth) if args.truth else default_truth_dir()
-    server = None
-    if os.environ.get(LAUNCH_ENV) == "code_location" and _has_dagster_home():
-        # first thing, before this process imports Dagster (~1 s)
-        server = server_env(os.environ["DAGSTER_HOME"], layout.root)
-        start_code_server(server)
+    server = _start_demo_code_server(args.data_dir)  # started by main already: the same server
     print("[1/4] datafirst simulate", flush=True)
     status = _cmd_simulate(argparse.Namespace(
         people=args.people, seed=args.seed, extracts=args.extracts, out=str(layout.landing), truth=str(truth),
         difficulty=args.difficulty, malformed_rate=args.malformed_rate))
     if status:
         return status
-    import datafirst_assets.runner  # noqa: F401 - Dagster and the asset graph, imported while the server loads
+    import datafirst_assets.runner  # noqa: F401 - Dagster (not the asset graph: the server builds it), while the server loads
     if server is not None:
         import dagster_graphql.cli  # noqa: F401 - what the launches run (~0.7 s), imported while the server loads
 
@@ -133,6 +127,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if status:
             return status
     return 0
+
+
+def _start_demo_code_server(data_dir: str) -> dict[str, str] | None:
+    """Start `datafirst demo`'s code server (when its runs are launched through the code location)
+    without waiting for it to load; its environment, or None. Called first thing in `main`, before
+    the parser's imports (~0.5 s), as the code location's loading is what the first run waits for."""
+    import os
+
+    from datafirst_assets.code_location_server import LAUNCH_ENV, server_env, start_code_server
+
+    if os.environ.get(LAUNCH_ENV) != "code_location" or not _has_dagster_home():
+        return None
+    server = server_env(os.environ["DAGSTER_HOME"], DataLayout(data_dir).root)
+    start_code_server(server)
+    return server
+
+
+def _demo_data_dir(argv: list[str]) -> str:
+    """`datafirst demo`'s --data-dir, read before the parser is built (same default)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--data-dir", default=str(default_data_dir()))
+    return early.parse_known_args(argv)[0].data_dir
 
 
 def _simulate_review_then_close(args: argparse.Namespace, layout: DataLayout) -> int:
@@ -254,6 +270,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from datafirst_assets.evaluation.reviewer import DEFAULT_ERROR_RATE, DEFAULT_PAIRS
+    from datafirst_assets.linkage.dedupe_cli import add_dedupe_parser, add_evaluate_parser, add_review_sample_parser
+    from datafirst_assets.simulate.config import DIFFICULTIES
+
     parser = argparse.ArgumentParser(prog="datafirst", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -357,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"] and not {"-h", "--help"} & set(argv):
+        _start_demo_code_server(_demo_data_dir(argv[1:]))
     args = build_parser().parse_args(argv)
     if getattr(args, "truth_dir", "unset") is None:
         from datafirst_assets.evaluation.truth import default_truth_dir

@@ -13,6 +13,8 @@ from datafirst_assets.defs.release import release_settings_from_env
 from datafirst_assets.defs.derived import derived_assets_for
 from datafirst_assets.defs.evaluation import TRUTH_RESOURCE, evaluation_assets, truth_from_env
 from datafirst_assets.defs.ingest import ingest_assets
+# the job names, in a module the command line imports without building this one
+from datafirst_assets.defs.keys import INGEST_JOB, LINK_JOB, REVIEW_QUEUES_JOB
 from datafirst_assets.defs.release import release_assets
 from datafirst_assets.defs.event_log import relax_event_log_syncs
 from datafirst_assets.defs.memory import freeze_long_lived_objects
@@ -29,13 +31,7 @@ from datafirst_assets.defs.synthetic import synthetic_assets, synthetic_resource
 from datafirst_assets.linkage.backend import backend_config_from_env
 from datafirst_assets.sources.registry import SOURCES
 
-INGEST_JOB = "ingest_extract"
 INGEST_SELECTION = AssetSelection.groups("raw", "staged", "quarantine")
-LINK_JOB = "link_datasets"
-# `datafirst run --review-queues-only` (the demo's first run): a range of extract dates loaded and
-# staged, and each dataset linked as far as its clerical review queue, in one run. Run after run,
-# the ingest and the queues cost a launch and a run process more (~4 s of the demo's wall).
-REVIEW_QUEUES_JOB = "ingest_to_review_queues"
 # Everything after the ingest, by exclusion, so groups added later are refreshed by the CLI,
 # the sensor and the schedule without touching these lines.
 LINK_SELECTION = AssetSelection.all() - INGEST_SELECTION

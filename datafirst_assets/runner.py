@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -12,17 +13,17 @@ from pathlib import Path
 
 from dagster import DagsterInstance, Definitions, JobDefinition, RunsFilter, build_reconstructable_job, execute_job
 
+# Not the code location (definitions.py) nor what only it needs (pandera, the IO manager, the sensors):
+# runs launched through the code location are built and run by the code server's processes, so this
+# process builds the definitions only to run in process, or to select part of a job (`_resolve`).
 from datafirst_assets.defs.event_log import keep_event_log_open
-from datafirst_assets.defs.ingest import ingest_keys
+from datafirst_assets.defs.keys import INGEST_JOB, LINK_JOB, REVIEW_QUEUES_JOB, already_loaded, ingest_keys
 from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, fail_abandoned_runs
-from datafirst_assets.defs.resources import DataLayout
-from datafirst_assets.definitions import (INGEST_JOB, INGEST_SELECTION, LINK_JOB, REVIEW_QUEUES_JOB, build_definitions,
-                                          review_queues_selection)
+from datafirst_assets.layout import DataLayout
 # LAUNCH_ENV: named here too, where the tests and the UI's launcher import it from
 from datafirst_assets.launch import LAUNCH_ENV, RunOutcome, launch_job, launches_from_code_location  # noqa: F401
 from datafirst_assets.common.hashing import sha256_file
-from datafirst_assets.defs.sensors import already_loaded
 from datafirst_assets.raw.arrival import COMPLETE, Arrival
 from datafirst_assets.raw.delivery import MANIFEST, delivery_path, survey_landing
 from datafirst_assets.sources.registry import SOURCES
@@ -66,6 +67,8 @@ def job_of(job_name: str, data_dir: str) -> JobDefinition:
     """A job of the definitions for `data_dir`: the ones this process built when it has them (the
     run then executes what `run_pipeline` resolved), else built afresh. `execute_job` rebuilds its
     job through this module-level function (`build_reconstructable_job`)."""
+    from datafirst_assets.definitions import build_definitions
+
     defs = _DEFINITIONS.get(data_dir) or build_definitions(data_dir)
     return defs.resolve_job_def(job_name)
 
@@ -81,7 +84,21 @@ def _definitions_for(layout: DataLayout, instance: DagsterInstance) -> Definitio
         from datafirst_assets import definitions
 
         return definitions.defs
+    from datafirst_assets.definitions import build_definitions
+
     return build_definitions(layout.root)
+
+
+def _lazy_definitions(layout: DataLayout, instance: DagsterInstance):
+    """`_definitions_for`, built at the first `_resolve` only: a run of a whole job launched
+    through the code location (both of the demo's) needs none here (importing the code location
+    costs ~1.5 s of CPU and pandera's, the IO manager's and every stage's imports)."""
+    return functools.cache(lambda: _definitions_for(layout, instance))
+
+
+def _resolve(defs) -> Definitions:
+    """The definitions themselves, from `_lazy_definitions` or as given (tests pass them built)."""
+    return defs() if callable(defs) else defs
 
 
 def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str, *,
@@ -106,7 +123,7 @@ def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str,
                           run_config=QUIET)
     keep_event_log_open(instance)
     data_dir = str(layout.root)
-    _DEFINITIONS[data_dir] = defs
+    _DEFINITIONS[data_dir] = _resolve(defs)
     job = build_reconstructable_job(__name__, job_of.__name__, reconstructable_args=(job_name, data_dir))
     result = execute_job(job, instance, run_config=QUIET, tags=tags, raise_on_error=False,
                          asset_selection=asset_selection)
@@ -241,7 +258,7 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
     run (`ingest_to_review_queues`: one launch and run process fewer). Without ``dates``,
     a delivery already loaded from the same manifest is not loaded again (``dates`` re-loads)."""
     started = time.perf_counter()
-    defs = _definitions_for(layout, instance)
+    defs = _lazy_definitions(layout, instance)
     deliveries = surveyed_deliveries(layout.landing, warn)
     if dates:
         deliveries = [d for d in deliveries if d[1] in dates]
@@ -291,7 +308,9 @@ def run_pipeline(layout: DataLayout, instance: DagsterInstance, dates: list[str]
 
 def review_queue_selection(defs) -> set:
     """Each dataset's review queue and what it needs, short of the ingest."""
-    return review_queues_selection().resolve(defs.resolve_asset_graph())
+    from datafirst_assets.definitions import review_queues_selection
+
+    return review_queues_selection().resolve(_resolve(defs).resolve_asset_graph())
 
 
 def _queues_with_ingest(defs, sources: list[str]) -> list | None:
@@ -305,7 +324,11 @@ def _raise_if_ingest_failed(outcome: RunOutcome, defs, extract_date: str) -> Non
     """In a run that ingests and links, what `run_pipeline` says of a failed ingest run: its failed
     checks (every ingest check blocks, so the linking after them did not run), else its failed steps.
     A failed check of a linkage asset does not stop the command, as in a link run of its own."""
-    graph = defs.resolve_asset_graph()
+    if not outcome.failed_checks and not outcome.errors:
+        return  # nothing to place: the code location is not built for it
+    from datafirst_assets.definitions import INGEST_SELECTION
+
+    graph = _resolve(defs).resolve_asset_graph()
     keys = INGEST_SELECTION.resolve(graph)
     failed = [check for check in outcome.failed_checks
               if check.split(":", 1)[0] in {key.to_user_string() for key in keys}]

@@ -41,10 +41,10 @@ def test_the_demo_runs_in_one_process_with_one_code_server_started_before_the_si
 
     monkeypatch.setattr(subprocess, "Popen", Recorded)
 
-    def no_second_build(*_args, **_kwargs):
-        raise AssertionError("the code location's module built the asset graph already")
+    def no_build(*_args, **_kwargs):
+        raise AssertionError("the command built the code location's definitions (the code server builds them)")
 
-    monkeypatch.setattr(runner, "build_definitions", no_second_build)
+    monkeypatch.setattr(runner, "_definitions_for", no_build)
     try:
         status = cli_main(["demo", "--people", "400", "--seed", "5", "--extracts", "2", "--malformed-rate", "0.002",
                            "--data-dir", str(data), "--truth", str(truth)])
@@ -74,3 +74,38 @@ def test_the_demo_runs_in_one_process_with_one_code_server_started_before_the_si
     assert "built its clerical review queue" in out and "labelled" in out
     assert "staged  quarantined" in out and "Release (deidentified)" in out and "Release (synthetic)" in out
     assert {p.name for p in layout.releases.glob("LATEST_*")} == {"LATEST_deidentified", "LATEST_synthetic"}
+
+
+def test_the_simulated_reviewer_imports_neither_the_io_manager_nor_pandera(tmp_path):
+    """simulate-review runs in the demo's process between its two runs: the warehouse's table
+    lookup it needs comes without the IO manager's imports (pandera, pandas: ~0.7 s of CPU)."""
+    import sys
+
+    code = ("import sys; from datafirst_assets.cli import main; "
+            f"status = main(['simulate-review', '--data-dir', {str(tmp_path)!r}, '--truth-dir', {str(tmp_path / 'none')!r}]); "
+            "print(status, sorted(m for m in ('pandera', 'datafirst_assets.warehouse.io_manager') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "1 []", result  # 1: no truth there, after the command's imports
+
+
+def test_the_demo_starts_its_code_server_before_the_command_lines_heavy_imports(tmp_path):
+    """The first run waits for the code server to load the code location: `datafirst demo` starts
+    it before building its parser (polars, the simulator, linkage: ~0.5 s)."""
+    import os
+    import sys
+
+    code = ("import subprocess, sys\n"
+            "class Started(Exception): pass\n"
+            "class Recorded(subprocess.Popen):\n"
+            "    def __init__(self, args, *rest, **options):\n"
+            "        print(sorted(m for m in ('polars', 'numpy', 'datafirst_assets.linkage.dedupe_cli') if m in sys.modules))\n"
+            "        raise Started()\n"
+            "subprocess.Popen = Recorded\n"
+            "from datafirst_assets.cli import main\n"
+            "try:\n"
+            f"    main(['demo', '--data-dir', {str(tmp_path / 'data')!r}])\n"
+            "except Started:\n"
+            "    pass\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), LAUNCH_ENV: "code_location"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip() == "[]", result

@@ -98,3 +98,33 @@ def test_a_failed_step_of_the_review_queue_run_is_named_as_the_ingest_or_the_lin
         "run-1", False, errors=[f"{failed_step}: it broke"]))
     with pytest.raises(PipelineFailed, match=rf"^{said} \(run run-1\): {failed_step}: it broke"):
         run_pipeline(layout, DagsterInstance.ephemeral(), review_queues_only=True)
+
+
+def test_whole_job_runs_from_the_code_location_never_build_the_code_location_in_the_commands_process(
+        tmp_path, monkeypatch):
+    """The demo's two runs launch whole jobs: the command line builds no definitions for them
+    (the code server does), unless it must place a failure or select part of a job."""
+    layout = DataLayout(tmp_path / "data")
+    _deliveries(layout, ["2024-01-31"])
+    launched = []
+    monkeypatch.setattr(runner, "_run_job", lambda instance, defs, layout, job_name, **kwargs: (
+        launched.append((job_name, kwargs.get("asset_selection"))) or runner.RunOutcome("run-1", True)))
+
+    def built(*_args):
+        raise AssertionError("the command built the code location's definitions")
+
+    monkeypatch.setattr(runner, "_definitions_for", built)
+    run_pipeline(layout, DagsterInstance.ephemeral(), review_queues_only=True)
+    run_pipeline(layout, DagsterInstance.ephemeral(), ingest=False)
+    assert launched == [(REVIEW_QUEUES_JOB, None), ("link_datasets", None)]
+
+
+def test_importing_the_runner_does_not_import_the_code_location():
+    import subprocess
+    import sys
+
+    code = ("import sys, datafirst_assets.runner; "
+            "print(sorted(m for m in ('datafirst_assets.definitions', 'datafirst_assets.defs.sensors', "
+            "'datafirst_assets.warehouse.io_manager', 'pandera') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"

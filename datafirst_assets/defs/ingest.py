@@ -15,7 +15,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     AssetOut,
     AssetsDefinition,
     BackfillPolicy,
@@ -24,6 +23,14 @@ from dagster import (
     multi_asset,
 )
 
+from datafirst_assets.defs.keys import (  # noqa: F401 (named here too: the ingest's keys)
+    STAGES,
+    ingest_keys,
+    quarantine_key,
+    raw_key,
+    stage_key,
+    staged_key,
+)
 from datafirst_assets.defs.memory import release_between_steps
 from datafirst_assets.defs.partitions import extract_dates
 from datafirst_assets.defs.resources import LandingZone, Warehouse
@@ -42,33 +49,6 @@ from datafirst_assets.staging.schemas import staged_schema
 from datafirst_assets.staging.standardise import StagedResult, stage_partitions
 
 WAREHOUSE_KINDS = {"polars", "duckdb"}
-STAGES = ("raw", "staged", "quarantine")
-
-
-def stage_key(stage: str, source: str, table: str) -> AssetKey:
-    return AssetKey([stage, source, table])
-
-
-def raw_key(source: str, table: str) -> AssetKey:
-    return stage_key("raw", source, table)
-
-
-def staged_key(source: str, table: str) -> AssetKey:
-    return stage_key("staged", source, table)
-
-
-def quarantine_key(source: str, table: str) -> AssetKey:
-    return stage_key("quarantine", source, table)
-
-
-def ingest_keys(sources: list[str]) -> list[AssetKey]:
-    """Every raw, staged and quarantine asset of these sources: what loading their deliveries writes."""
-    return [
-        stage_key(stage, source, table.name)
-        for source in sources
-        for table in SOURCES[source].tables
-        for stage in STAGES
-    ]
 
 
 def rows_per_partition(frame: pl.DataFrame, keys: list[str]) -> dict[str, int]:

@@ -23,8 +23,6 @@ import json
 import time
 
 from dagster import (
-    AssetKey,
-    AssetRecordsFilter,
     AssetSelection,
     DagsterInstance,
     DagsterRunStatus,
@@ -40,7 +38,7 @@ from dagster import (
     sensor,
 )
 
-from datafirst_assets.defs.ingest import ingest_keys, raw_key, staged_key
+from datafirst_assets.defs.keys import already_loaded, ingest_keys  # noqa: F401 (already_loaded: named here too)
 from datafirst_assets.defs.partitions import EXTRACT_DATES, extract_dates
 from datafirst_assets.defs.recovery import fail_abandoned_runs
 from datafirst_assets.defs.resources import LandingZone
@@ -74,30 +72,6 @@ def _ingest_request(arrival: Arrival) -> RunRequest:
         tags={SOURCE_TAG: arrival.source, EXTRACT_DATE_TAG: arrival.extract_date,
               MANIFEST_TAG: arrival.manifest_sha256},
     )
-
-
-def _latest(instance: DagsterInstance, key: AssetKey, partition: str):
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
-    return records[0] if records else None
-
-
-def already_loaded(instance: DagsterInstance, arrival: Arrival) -> bool:
-    """Loaded from this very manifest outside the sensor (`make demo`, `datafirst backfill`):
-    every raw table of the source records the manifest's sha256 for the date, and its staged table
-    was written after it."""
-    for table in SOURCES[arrival.source].tables:
-        raw = _latest(instance, raw_key(arrival.source, table.name), arrival.extract_date)
-        if raw is None:
-            return False
-        deliveries = raw.event_log_entry.asset_materialization.metadata.get("deliveries")
-        loaded = (deliveries.value if deliveries is not None else {}).get(arrival.extract_date, {})
-        if loaded.get("manifest_sha256") != arrival.manifest_sha256:
-            return False
-        staged = _latest(instance, staged_key(arrival.source, table.name), arrival.extract_date)
-        if staged is None or staged.timestamp < raw.timestamp:
-            return False
-    return True
 
 
 # Enough of the manifest's sha256 to tell a re-delivered manifest from the one already requested.
