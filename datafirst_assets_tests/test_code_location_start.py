@@ -63,3 +63,14 @@ def test_contracts_sharing_a_model_are_renamed_copies_not_deep_copies():
     assert model.name != first.name  # renaming a copy leaves the model's schema alone
     # the columns are shared, not deep-copied (deep copies were most of building the contracts)
     assert first.columns is model.columns and second.columns is model.columns
+
+
+def test_loading_the_code_location_runs_no_garbage_collection_and_leaves_it_on():
+    # ~650 collections (5 full) were ~0.3 s of CPU of every run's start; the load leaves ~1,000
+    # unreachable objects, not worth them
+    script = ("import gc, json; import dagster; collections = []; "
+              "gc.callbacks.append(lambda phase, info: phase == 'start' and collections.append(info['generation'])); "
+              "import datafirst_assets.definitions; "
+              "print(json.dumps([len(collections), gc.isenabled()]))")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [0, True]
