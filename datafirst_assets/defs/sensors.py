@@ -24,7 +24,6 @@ import time
 
 from dagster import (
     AssetSelection,
-    DagsterInstance,
     DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
