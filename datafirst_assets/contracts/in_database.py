@@ -31,10 +31,7 @@ from pandera.api.function_dispatch import Dispatcher
 from pandera.errors import SchemaError, SchemaErrorReason, SchemaErrors
 
 from datafirst_assets.contracts.core import SAMPLE_ROWS, SAMPLE_VALUES, ContractReport, RuleFailure, unique_sets
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+from datafirst_assets.common.sql import quote_identifier, quote_literal
 
 
 def _is_builtin(check: pa.Check) -> bool:
@@ -86,7 +83,7 @@ def _sql_literal(value) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    return quote_literal(str(value))
 
 
 def _failing_values(error: SchemaError, column: str) -> list:
@@ -109,12 +106,12 @@ def _rule_failure(conn, table: str, rows: int, error: SchemaError) -> tuple[Rule
     check = error.check
     rule = str(getattr(check, "error", None) or getattr(check, "name", None) or check or reason)
     if reason == SchemaErrorReason.SERIES_CONTAINS_NULLS:
-        where = f"{_quote(column)} is null"
+        where = f"{quote_identifier(column)} is null"
         return RuleFailure("not_nullable", column, _count(conn, table, where), ("null",)), where
     if reason == SchemaErrorReason.DATAFRAME_CHECK and column is not None:
         values = _failing_values(error, column)
         failing = _count_failing_check(error, values, conn, table, column)
-        where = f"{_quote(column)} in ({', '.join(map(_sql_literal, values))})" if values else None
+        where = f"{quote_identifier(column)} in ({', '.join(map(_sql_literal, values))})" if values else None
         return RuleFailure(rule, column, failing, tuple(map(str, values))), where
     # dtype, missing or unexpected columns, column order: a property of the whole table
     column = column or str(error.failure_cases if isinstance(error.failure_cases, str) else "(table)")
@@ -133,12 +130,12 @@ def _count_failing_check(error: SchemaError, values: list, conn, table: str, col
     except Exception:  # noqa: BLE001  (an unusual output shape: fall back to the sampled values)
         if not values:
             return 0
-        return _count(conn, table, f"{_quote(column)} in ({', '.join(map(_sql_literal, values))})")
+        return _count(conn, table, f"{quote_identifier(column)} in ({', '.join(map(_sql_literal, values))})")
 
 
 def _duplicates(conn, table: str, keys: list[str]) -> tuple[RuleFailure, str] | None:
     """Rows sharing their key with another row (every copy counts), by a DuckDB group-by."""
-    key_sql = ", ".join(map(_quote, keys))
+    key_sql = ", ".join(map(quote_identifier, keys))
     groups = f"select {key_sql}, count(*) as n from {table} group by all having count(*) > 1"
     failing = conn.execute(f"select coalesce(sum(n), 0) from ({groups})").fetchall()[0][0]  # type: ignore[index]
     if not failing:
@@ -171,7 +168,7 @@ def validate_in_duckdb(conn: duckdb.DuckDBPyConnection, database: str, schema: s
     translated = ibis_contract(contract)
     if translated is None:
         return None
-    name = f"{_quote(database)}.{_quote(schema)}.{_quote(table)}"
+    name = f"{quote_identifier(database)}.{quote_identifier(schema)}.{quote_identifier(table)}"
     rows = conn.execute(f"select count(*) from {name}").fetchall()[0][0]  # type: ignore[index]
     report = ContractReport(contract=contract.name or "contract", rows=rows)
     with _ibis_backend(conn) as backend:
@@ -188,7 +185,7 @@ def validate_in_duckdb(conn: duckdb.DuckDBPyConnection, database: str, schema: s
         conditions = [where for _, where in failures if where]
         if conditions:
             columns = list(dict.fromkeys(f.column for f, _ in failures if f.column in contract.columns))
-            shown = ", ".join(map(_quote, dict.fromkeys([*list(contract.columns)[:1], *columns])))
+            shown = ", ".join(map(quote_identifier, dict.fromkeys([*list(contract.columns)[:1], *columns])))
             report.sample = pl.from_arrow(conn.sql(
                 f"select {shown} from {name} where {' or '.join(conditions)} limit {SAMPLE_ROWS}").to_arrow_table())
     return report

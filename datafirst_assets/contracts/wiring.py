@@ -17,6 +17,7 @@ from datafirst_assets.contracts.core import (
     validate_table,
 )
 from datafirst_assets.contracts.registry import contract_for
+from datafirst_assets.common.sql import quote_identifier
 
 COLUMN_SCHEMA = "dagster/column_schema"
 
@@ -58,7 +59,7 @@ def check_in_database_before_store(key: AssetKey | None, conn: duckdb.DuckDBPyCo
     contract = contract_for(key) if key is not None else None
     if contract is None:
         return {}
-    name = ".".join('"' + part.replace('"', '""') + '"' for part in (database, schema, table))
+    name = ".".join(quote_identifier(part) for part in (database, schema, table))
     report = None
     rows = conn.execute(f"select count(*) from {name}").fetchall()[0][0]  # type: ignore[index]
     if rows > IN_DATABASE_ROWS:

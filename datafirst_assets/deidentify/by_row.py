@@ -52,6 +52,7 @@ from datafirst_assets.sources.spec import SourceSpec, TableSpec
 from datafirst_assets.warehouse.content import code_version, table_columns
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable, WarehouseQuery, catalog_name
+from datafirst_assets.common.sql import quote_identifier, quote_literal
 
 SCHEMA = "deidentify_state"
 STAGED_ID, INPUT_HASH = "_staged_id", "_input_hash"
@@ -64,17 +65,9 @@ READ_BACK_ROWS = 1_000_000
 WHITESPACE = " \t\n\r\x0b\x0c\u00a0"
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def released_rows(names: Names, spec: ReleaseTable, rows: int) -> pl.DataFrame | WarehouseQuery:
     """The stored released table: the state's released columns in staged-id order (a full rebuild's)."""
-    sql = (f"select {', '.join(_q(c) for c in spec.column_names)} from {names.state(spec.name)} "
+    sql = (f"select {', '.join(quote_identifier(c) for c in spec.column_names)} from {names.state(spec.name)} "
            f"order by {STAGED_ID}")
     if rows > READ_BACK_ROWS:
         return WarehouseQuery(sql)
@@ -95,7 +88,7 @@ class Names:
     dataset: str
 
     def _name(self, prefix: str, table: str) -> str:
-        return f"{_q(catalog_name(self.database))}.{SCHEMA}.{_q(prefix + self.dataset + '__' + table)}"
+        return f"{quote_identifier(catalog_name(self.database))}.{SCHEMA}.{quote_identifier(prefix + self.dataset + '__' + table)}"
 
     def state(self, table: str) -> str:
         return self._name("", table)
@@ -111,11 +104,11 @@ class Names:
 
     @property
     def meta(self) -> str:
-        return f"{_q(catalog_name(self.database))}.{SCHEMA}.{META}"
+        return f"{quote_identifier(catalog_name(self.database))}.{SCHEMA}.{META}"
 
 
 def _ensure_schema(conn: duckdb.DuckDBPyConnection, names: Names) -> None:
-    conn.execute(f"create schema if not exists {_q(catalog_name(names.database))}.{SCHEMA}")
+    conn.execute(f"create schema if not exists {quote_identifier(catalog_name(names.database))}.{SCHEMA}")
     conn.execute(f"create table if not exists {names.meta} (dataset varchar, fingerprint varchar)")
 
 
@@ -135,12 +128,12 @@ def needs_parent_date(source: SourceSpec, table: TableSpec, spec: ReleaseTable) 
 def _latest_sql(conn: duckdb.DuckDBPyConnection, stored: StoredTable, id_column: str, wanted: Sequence[str]) -> str:
     """Each record's latest version (`latest_versions`), with the columns `wanted` that the table has."""
     present = table_columns(conn, stored.schema, stored.table)
-    columns = ", ".join(_q(c) for c in wanted if c in present)
+    columns = ", ".join(quote_identifier(c) for c in wanted if c in present)
     if PARTITION_COLUMN not in present:
         return f"select {columns} from ({stored.select_sql()}) _s"
     # a record's id is unique within an extract date (the staged contract), so the order is total
-    return (f"select {columns} from (select *, row_number() over (partition by {_q(id_column)} "
-            f"order by {_q(PARTITION_COLUMN)} desc) as _rn from ({stored.select_sql()}) _s) _l where _rn = 1")
+    return (f"select {columns} from (select *, row_number() over (partition by {quote_identifier(id_column)} "
+            f"order by {quote_identifier(PARTITION_COLUMN)} desc) as _rn from ({stored.select_sql()}) _s) _l where _rn = 1")
 
 
 def input_sql(conn: duckdb.DuckDBPyConnection, source: SourceSpec, table: TableSpec,
@@ -154,13 +147,13 @@ def input_sql(conn: duckdb.DuckDBPyConnection, source: SourceSpec, table: TableS
         return latest
     parent = source.table(table.parent)  # type: ignore[arg-type]
     dates = _latest_sql(conn, stored[parent.name], parent.id_column, [parent.id_column, parent.event_date])
-    return (f"select _c.*, _p.{_q(parent.event_date)} as {PARENT_EVENT_DATE} from ({latest}) _c left join "
-            f"({dates}) _p on _c.{_q(parent.id_column)} = _p.{_q(parent.id_column)}")
+    return (f"select _c.*, _p.{quote_identifier(parent.event_date)} as {PARENT_EVENT_DATE} from ({latest}) _c left join "
+            f"({dates}) _p on _c.{quote_identifier(parent.id_column)} = _p.{quote_identifier(parent.id_column)}")
 
 
 def hash_inputs(conn: duckdb.DuckDBPyConnection, names: Names, table: TableSpec, sql: str) -> None:
     """`__current_<dataset>__<table>`: each input row's staged id and the hash of the whole input row."""
-    conn.execute(f"create or replace table {names.current(table.name)} as select _i.{_q(table.id_column)} as "
+    conn.execute(f"create or replace table {names.current(table.name)} as select _i.{quote_identifier(table.id_column)} as "
                  f"{STAGED_ID}, hash(_i) as {INPUT_HASH} from ({sql}) _i")
 
 
@@ -191,8 +184,8 @@ def changed_input_rows(conn: duckdb.DuckDBPyConnection, names: Names, table: Tab
     """The input rows of new or changed records, sorted by staged id, with their input hash."""
     return pl.from_arrow(conn.sql(  # type: ignore[return-value]
         f"select _i.*, c.{INPUT_HASH} from ({sql}) _i join ({changed_ids_sql(names, table.name)}) _k "
-        f"on _i.{_q(table.id_column)} = _k.{STAGED_ID} join {names.current(table.name)} c "
-        f"on c.{STAGED_ID} = _k.{STAGED_ID} order by _i.{_q(table.id_column)}").to_arrow_table())
+        f"on _i.{quote_identifier(table.id_column)} = _k.{STAGED_ID} join {names.current(table.name)} c "
+        f"on c.{STAGED_ID} = _k.{STAGED_ID} order by _i.{quote_identifier(table.id_column)}").to_arrow_table())
 
 
 def derive_rows(rows: pl.DataFrame, table: TableSpec, source: SourceSpec, spec: ReleaseTable,
@@ -227,13 +220,13 @@ def insert_derived(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseT
     finally:
         conn.unregister("_derived_rows")
     conn.execute(f"create or replace view {names.release_view(spec.name)} as select "
-                 f"{', '.join(_q(c) for c in spec.column_names)} from {names.state(spec.name)}")
+                 f"{', '.join(quote_identifier(c) for c in spec.column_names)} from {names.state(spec.name)}")
 
 
 # --- gates on the whole updated tables ---------------------------------------------------------
 
 def _normalised_sql(column: str) -> str:
-    return f"upper(trim(cast({_q(column)} as varchar), {_lit(WHITESPACE)}))"
+    return f"upper(trim(cast({quote_identifier(column)} as varchar), {quote_literal(WHITESPACE)}))"
 
 
 def raw_identifiers_among(conn: duckdb.DuckDBPyConnection, source: SourceSpec, inputs: Mapping[str, str],
@@ -249,7 +242,7 @@ def raw_identifiers_among(conn: duckdb.DuckDBPyConnection, source: SourceSpec, i
     try:
         for table in source.tables:
             # one query a table (its latest versions computed once), every identifier column in it
-            branches = [f"select {_lit(kind)} as kind, {_normalised_sql(c)} as v, {shortest} as shortest from _l"
+            branches = [f"select {quote_literal(kind)} as kind, {_normalised_sql(c)} as v, {shortest} as shortest from _l"
                         for kind, (columns, shortest) in identifier_columns(table).items() for c in columns]
             if not branches:
                 continue
@@ -300,8 +293,8 @@ def scan_kept(conn: duckdb.DuckDBPyConnection, names: Names, table: str, spec: R
     conn.register("_declared_codes", codes.to_arrow())
     try:
         # distinct raw values first: most text columns are codes with a handful of values
-        values = " union all ".join(f"select {_lit(c)} as col, {_normalised_sql('x')} as v from "
-                                    f"(select distinct {_q(c)} as x from {names.state(table)})" for c in texts)
+        values = " union all ".join(f"select {quote_literal(c)} as col, {_normalised_sql('x')} as v from "
+                                    f"(select distinct {quote_identifier(c)} as x from {names.state(table)})" for c in texts)
         hits = conn.execute(
             f"with _values as (select distinct col, v from ({values}) _u where v in (select v from _new_identifiers)) "
             "select _values.col, n.kind, count(*), min(_values.v) from _values join _new_identifiers n using (v) "
@@ -324,8 +317,8 @@ def orphans_in_database(conn: duckdb.DuckDBPyConnection, names: Names, specs: Ma
             if parent_table not in specs:
                 continue
             orphans[f"{name}.{fk.name} -> {parent_table}.{parent_column}"] = conn.execute(
-                f"select count(*) from (select {_q(fk.name)} as k from {names.release_view(name)} where {_q(fk.name)} "
-                f"is not null) c anti join {names.release_view(parent_table)} p on c.k = p.{_q(parent_column)}"
+                f"select count(*) from (select {quote_identifier(fk.name)} as k from {names.release_view(name)} where {quote_identifier(fk.name)} "
+                f"is not null) c anti join {names.release_view(parent_table)} p on c.k = p.{quote_identifier(parent_column)}"
             ).fetchall()[0][0]
     return orphans
 
@@ -335,7 +328,7 @@ def duplicate_keys(conn: duckdb.DuckDBPyConnection, names: Names, table: str, ke
     problems = []
     for keys in key_sets:
         rows = conn.execute(f"select coalesce(sum(n), 0) from (select count(*) as n from {names.release_view(table)} "
-                            f"group by {', '.join(map(_q, keys))} having count(*) > 1)").fetchall()[0][0]
+                            f"group by {', '.join(map(quote_identifier, keys))} having count(*) > 1)").fetchall()[0][0]
         if rows:
             problems.append(f"{', '.join(keys)}: {rows} row(s) share their key with another row")
     return problems
@@ -348,7 +341,7 @@ def risk_in_database(conn: duckdb.DuckDBPyConnection, names: Names, table: str, 
     columns = [c for c in dict.fromkeys([*key, *([spec.person_key] if spec.person_key else [])])
                if c in spec.column_names]
     if columns:
-        frame = pl.from_arrow(conn.sql(f"select {', '.join(map(_q, columns))} from {names.release_view(table)}")
+        frame = pl.from_arrow(conn.sql(f"select {', '.join(map(quote_identifier, columns))} from {names.release_view(table)}")
                               .to_arrow_table())
     else:  # no key: only the row count is reported
         frame = pl.from_arrow(conn.sql(f"select 0 as _row from {names.release_view(table)}").to_arrow_table())
@@ -364,7 +357,7 @@ def commit_state(conn: duckdb.DuckDBPyConnection, names: Names, tables: Sequence
         for table in tables:
             conn.execute(f"drop view if exists {names.release_view(table)}")
             conn.execute(f"drop table if exists {names.state(table)}")
-            conn.execute(f"alter table {names.candidate(table)} rename to {_q(names.dataset + '__' + table)}")
+            conn.execute(f"alter table {names.candidate(table)} rename to {quote_identifier(names.dataset + '__' + table)}")
             conn.execute(f"drop table if exists {names.current(table)}")
         conn.execute(f"delete from {names.meta} where dataset = ?", [names.dataset])
         conn.execute(f"insert into {names.meta} values (?, ?)", [names.dataset, fingerprint])

@@ -19,6 +19,7 @@ import polars as pl
 
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID
 from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.common.sql import quote_literal
 
 PERSON = "person_id_dataset"
 SEP = ":"  # as xjs.SEP
@@ -27,10 +28,6 @@ _NOT_PERSON = (UNIQUE_ID, "model_version", SOURCE_DATASET, "match_threshold", "r
 
 def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return list(conn.sql(f"select * from {table} limit 0").columns)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def person_id_column_of(source: str, columns: Sequence[str]) -> str:
@@ -56,8 +53,8 @@ def _source_sql(conn: duckdb.DuckDBPyConnection, source: str, records: str, clus
     if missing:
         raise ValueError(f"{source}: {missing} person records have no per-dataset person id")
     selected = ", ".join(f'r."{c}"' for c in fields)
-    return (f"select {_literal(source)} as {SOURCE_DATASET}, r.{UNIQUE_ID}::varchar as {UNIQUE_ID}, "
-            f"{_literal(source + SEP)} || c.\"{pid}\"::varchar as {PERSON}{', ' + selected if selected else ''} {joined}")
+    return (f"select {quote_literal(source)} as {SOURCE_DATASET}, r.{UNIQUE_ID}::varchar as {UNIQUE_ID}, "
+            f"{quote_literal(source + SEP)} || c.\"{pid}\"::varchar as {PERSON}{', ' + selected if selected else ''} {joined}")
 
 
 def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[str, str]]

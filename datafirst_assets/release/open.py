@@ -13,6 +13,7 @@ import duckdb
 
 from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.release.publish import KINDS, MANIFEST, latest_file
+from datafirst_assets.common.sql import quote_identifier, quote_literal
 
 
 def read_manifest(path: Path | str) -> dict:
@@ -39,14 +40,6 @@ def release_path(root: Path | str, kind: str, release_id: str | None = None) -> 
     return path
 
 
-def _quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def open_release(path: Path | str, *, verify: bool = False) -> duckdb.DuckDBPyConnection:
     """In-memory DuckDB connection with a view `<dataset>.<table>` per table of the release at `path`.
 
@@ -61,11 +54,11 @@ def open_release(path: Path | str, *, verify: bool = False) -> duckdb.DuckDBPyCo
     con = duckdb.connect(":memory:")
     try:
         for source in dict.fromkeys(t["source"] for t in manifest["tables"]):
-            con.execute(f"CREATE SCHEMA {_quote_identifier(source)}")
+            con.execute(f"CREATE SCHEMA {quote_identifier(source)}")
         for table in manifest["tables"]:
             con.execute(
-                f"CREATE VIEW {_quote_identifier(table['source'])}.{_quote_identifier(table['table'])} AS "
-                f"SELECT * FROM read_parquet({_quote_literal(str(path / table['path']))})"
+                f"CREATE VIEW {quote_identifier(table['source'])}.{quote_identifier(table['table'])} AS "
+                f"SELECT * FROM read_parquet({quote_literal(str(path / table['path']))})"
             )
     except BaseException:
         con.close()

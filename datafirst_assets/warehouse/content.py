@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+from datafirst_assets.common.sql import quote_identifier
 
 if TYPE_CHECKING:
     from datafirst_assets.warehouse.io_manager import StoredTable
@@ -41,17 +42,13 @@ def code_version() -> str:
 _VALIDATED_WRITES: dict[tuple[str, str, str], tuple[str, str | dict[str, str]]] = {}
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def table_columns(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
     """Column name -> type of `schema.table` in the connection's current database ({} if there is no
     such table or view). Read from a relation on the table, not from `duckdb_columns()`, which lists
     every column of every table in the warehouse (about 3,000 in the demo) to return a few: 0.5 ms
     instead of 1.2 per call, called about 1,000 times in a link run. Same names and type names."""
     database = connection.execute("select current_database()").fetchall()[0][0]
-    return _relation_columns(connection, f"{_quote(database)}.{_quote(schema)}.{_quote(table)}")
+    return _relation_columns(connection, f"{quote_identifier(database)}.{quote_identifier(schema)}.{quote_identifier(table)}")
 
 
 def _relation_columns(connection: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:

@@ -63,19 +63,12 @@ from datafirst_assets.warehouse.content import (
     table_columns,
 )
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
+from datafirst_assets.common.sql import quote_identifier, quote_literal
 
 
 def catalog_name(database: str | Path) -> str:
     """DuckDB's catalog name for a database file: its file name without the extension."""
     return Path(database).stem
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -93,17 +86,17 @@ class StoredTable:
     def name(self) -> str:
         """Fully qualified, so it also resolves from a connection whose default catalog is
         another one (Splink's scratch catalog in the same database instance)."""
-        return f"{_quote(catalog_name(self.database))}.{_quote(self.schema)}.{_quote(self.table)}"
+        return f"{quote_identifier(catalog_name(self.database))}.{quote_identifier(self.schema)}.{quote_identifier(self.table)}"
 
     def where_sql(self) -> str:
         if self.partition_expr is None or self.partitions is None:
             return ""
-        keys = ", ".join(_literal(k) for k in self.partitions) or "null"
+        keys = ", ".join(quote_literal(k) for k in self.partitions) or "null"
         return f" where {self.partition_expr} in ({keys})"
 
     def select_sql(self, columns: Sequence[str] | None = None) -> str:
         cols = columns or self.columns
-        return f"select {', '.join(map(_quote, cols)) if cols else '*'} from {self.name}{self.where_sql()}"
+        return f"select {', '.join(map(quote_identifier, cols)) if cols else '*'} from {self.name}{self.where_sql()}"
 
     def exists(self) -> bool:
         with warehouse_cursor(self.database) as conn:
@@ -184,7 +177,7 @@ class WarehouseIOManager(ConfigurableIOManager):
             if isinstance(obj, pl.LazyFrame):
                 spill = _spill_path(self.database)
                 obj.sink_parquet(spill)
-                source = f"select * from read_parquet({_literal(str(spill))})"
+                source = f"select * from read_parquet({quote_literal(str(spill))})"
             elif isinstance(obj, pl.DataFrame):
                 # The table's contract holds or nothing is written.
                 contract = check_before_store(key, obj)
@@ -248,7 +241,7 @@ class WarehouseIOManager(ConfigurableIOManager):
                                    "materialise its upstream asset first")
             if wanted is pl.LazyFrame:
                 spill = _spill_path(self.database)
-                conn.execute(f"copy ({target.select_sql()}) to {_literal(str(spill))} (format parquet)")
+                conn.execute(f"copy ({target.select_sql()}) to {quote_literal(str(spill))} (format parquet)")
                 _SCANNED_FILES.append(spill)
                 return pl.scan_parquet(spill)
             return pl.from_arrow(target.relation(conn).to_arrow_table())
@@ -301,8 +294,8 @@ def write_table(conn: duckdb.DuckDBPyConnection, target: StoredTable, source: An
     """Replace ``target`` (its partitions, or the whole table) with the rows of ``source`` (a
     SELECT, or an arrow table) on ``conn``, inside the caller's transaction. Returns the stored
     column types."""
-    conn.execute(f"create schema if not exists {_quote(catalog_name(target.database))}.{_quote(target.schema)}")
-    staging = f"{_quote(catalog_name(target.database))}.{_quote(target.schema)}.{_quote('__new_' + target.table)}"
+    conn.execute(f"create schema if not exists {quote_identifier(catalog_name(target.database))}.{quote_identifier(target.schema)}")
+    staging = f"{quote_identifier(catalog_name(target.database))}.{quote_identifier(target.schema)}.{quote_identifier('__new_' + target.table)}"
     if not isinstance(source, str):
         view = f"__frame_{secrets.token_hex(4)}"
         conn.register(view, source)
@@ -326,7 +319,7 @@ def write_table(conn: duckdb.DuckDBPyConnection, target: StoredTable, source: An
         else:
             if existing:
                 conn.execute(f"drop table {target.name}")
-            conn.execute(f"alter table {staging} rename to {_quote(target.table)}")
+            conn.execute(f"alter table {staging} rename to {quote_identifier(target.table)}")
     except duckdb.Error as error:
         raise RuntimeError(f"Writing {target.schema}.{target.table} failed and was rolled back "
                            f"(the stored partition is unchanged): {error}") from error
@@ -336,12 +329,12 @@ def write_table(conn: duckdb.DuckDBPyConnection, target: StoredTable, source: An
 def _add_new_columns(conn, target: StoredTable, new: dict[str, str], existing: dict[str, str], log) -> None:
     for column, dtype in new.items():
         if column not in existing:
-            conn.execute(f"alter table {target.name} add column {_quote(column)} {dtype}")
+            conn.execute(f"alter table {target.name} add column {quote_identifier(column)} {dtype}")
     # Added columns land at the end; the table is rebuilt in the order now written (columns no
     # longer written last), so a stored table keeps its contract's column order across versions.
     order = [*new, *[c for c in existing if c not in new]]
     if list(table_columns(conn, target.schema, target.table)) != order:
-        conn.execute(f"create or replace table {target.name} as select {', '.join(map(_quote, order))} "
+        conn.execute(f"create or replace table {target.name} as select {', '.join(map(quote_identifier, order))} "
                      f"from {target.name}")
     if set(new) != set(existing):
         # Other partitions are kept; columns no longer written stay null from now on.
