@@ -309,6 +309,12 @@ REPORT_CHECKS = {
 }
 
 
+def _report_side(stored: dict) -> LoadedOnUse:
+    """One side of the report (real or synthetic tables) read on use: held whole when its rows are
+    few, else a table and its parent at a time (`tables_held`; the heights are counted by DuckDB)."""
+    return LoadedOnUse(stored, keep=tables_held({key: table.count() for key, table in stored.items()}))
+
+
 @asset(
     key=REPORT,
     ins={"summaries": AssetIn(key=SUMMARIES)},
@@ -338,8 +344,7 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     # Each pass of the report reads the tables it compares as it reaches them (a table and its
     # parent, real and synthetic), so a large release is never in memory twice over; a small one
     # is held whole, each table read once (`tables_held`).
-    real = LoadedOnUse(stored["real"], keep=tables_held(LoadedOnUse(stored["real"]).heights()))
-    generated = LoadedOnUse(stored["synthetic"], keep=tables_held(LoadedOnUse(stored["synthetic"]).heights()))
+    real, generated = _report_side(stored["real"]), _report_side(stored["synthetic"])
     report = evaluate_synthetic(real, generated, doc, seed=synthetic.seed, only=only, earlier=earlier)
     save_parts(parts, report, fingerprints)
     paths = write_markdown_and_html(synthetic.reports, "synthetic_report", report_markdown(report),
