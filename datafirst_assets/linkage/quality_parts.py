@@ -10,6 +10,13 @@ some datasets only. After each assessment the dataset's row and largest clusters
 the tables' row counts, types and row hashes in DuckDB, the labels file, whether the threshold is
 configured, and the code); the next run takes them when the fingerprint is the same. A full
 refresh assesses every dataset.
+
+A dataset that did change is assessed again over all its pairs (its estimates are fits over the
+whole dataset: the transitivity curve, the witness's pattern rates, capture-recapture, B-cubed
+means), but the transitivity check's per-pair flags, the costliest local step, are kept too
+(`support.parquet`, `threshold.SUPPORT_COLUMNS`) and recomputed only around the pairs that changed
+(`threshold.transitive_support`). They are kept whatever the fingerprint: the flags are compared
+pair by pair with the new pairs, so a stale file only means more is recomputed.
 """
 
 from __future__ import annotations
@@ -24,13 +31,18 @@ from datafirst_assets.linkage.quality import QUALITY_SCHEMA
 
 PARTS = ".quality_parts"
 META = "meta.json"
+SUPPORT = "support.parquet"
 
 
-def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame) -> None:
-    """Store one dataset's quality row and largest clusters (written aside, then swapped in)."""
+def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame,
+              support: pl.DataFrame | None = None) -> None:
+    """Store one dataset's quality row, largest clusters and, when the transitivity check ran, its
+    per-pair flags (written aside, then swapped in)."""
     def write(staging: Path) -> None:
         pl.DataFrame([row], schema=QUALITY_SCHEMA).write_parquet(staging / "row.parquet")
         largest.write_parquet(staging / "largest.parquet")
+        if support is not None:
+            support.write_parquet(staging / SUPPORT)
         (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint}), encoding="utf-8")
 
     replace_folder(Path(reports) / PARTS / source, write)
@@ -45,4 +57,13 @@ def load_part(reports: Path, source: str, fingerprint: str) -> tuple[dict, pl.Da
             return None
         return pl.read_parquet(folder / "row.parquet").row(0, named=True), pl.read_parquet(folder / "largest.parquet")
     except (OSError, ValueError, pl.exceptions.PolarsError):
+        return None
+
+
+def load_support(reports: Path, source: str) -> pl.DataFrame | None:
+    """The transitivity check's per-pair flags from `source`'s last assessment, if any."""
+    path = Path(reports) / PARTS / source / SUPPORT
+    try:
+        return pl.read_parquet(path) if path.exists() else None
+    except (OSError, pl.exceptions.PolarsError):
         return None

@@ -312,27 +312,73 @@ CHECK_WEIGHTS = (10.0, 16.0)
 OVERCONFIDENCE_DEFICIT = 0.05
 
 
+def _strong_edges(pairs: pl.DataFrame, strong_weight: float) -> pl.DataFrame:
+    """``x``, ``y``: the near-certain links of ``pairs`` (ordered ids), both ways round."""
+    strong = pairs.filter(pl.col(WEIGHT) >= strong_weight).select(pl.col("record_id_l").alias("x"),
+                                                                   pl.col("record_id_r").alias("y"))
+    return pl.concat([strong, strong.select(pl.col("y").alias("x"), pl.col("x").alias("y"))])
+
+
+def _support_flags(rows: pl.DataFrame, edges: pl.DataFrame, strong_weight: float) -> pl.DataFrame:
+    """``rows`` (ordered ids, match weight) plus ``supported`` and ``checkable`` (see
+    :func:`with_transitive_support`), from the near-certain links ``edges`` (:func:`_strong_edges`).
+
+    Only the links of the rows' own records are read, and a pair is closed when a neighbour of its
+    left record is a neighbour of its right one (a semi-join per pair, not every two-link path in
+    the graph), so the cost follows the rows asked about, not the whole dataset."""
+    ends = pl.concat([rows["record_id_l"], rows["record_id_r"]]).unique().to_frame("x")
+    near = edges.join(ends, on="x", how="semi")
+    closed = (rows.select("record_id_l", "record_id_r").unique()
+              .join(near.rename({"x": "record_id_l"}), on="record_id_l")
+              .join(near.rename({"x": "record_id_r"}), on=["record_id_r", "y"], how="semi")
+              .select("record_id_l", "record_id_r").unique().with_columns(pl.lit(1.0).alias("supported")))
+    degree = near.group_by("x").len("links")
+    own = (pl.col(WEIGHT) >= strong_weight).cast(pl.UInt32)
+    others = lambda side: (pl.col(f"links_{side}").fill_null(0) - own) > 0  # noqa: E731
+    return (rows.join(closed, on=["record_id_l", "record_id_r"], how="left", maintain_order="left")
+            .join(degree.rename({"x": "record_id_l", "links": "links_l"}), on="record_id_l", how="left",
+                  maintain_order="left")
+            .join(degree.rename({"x": "record_id_r", "links": "links_r"}), on="record_id_r", how="left",
+                  maintain_order="left")
+            .with_columns(pl.col("supported").fill_null(0.0), (others("l") & others("r")).alias("checkable"))
+            .drop("links_l", "links_r"))
+
+
+#: What is kept of the transitivity check for the next run (:func:`transitive_support`).
+SUPPORT_COLUMNS = ("record_id_l", "record_id_r", WEIGHT, "supported", "checkable")
+
+
+def transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT,
+                       previous: pl.DataFrame | None = None) -> tuple[pl.DataFrame, int]:
+    """:func:`with_transitive_support`, reusing ``previous`` (its ``SUPPORT_COLUMNS`` from an earlier
+    set of pairs): a pair's flags read only the near-certain links of its two records, so they are
+    recomputed only for pairs that are new or re-scored and pairs with a record whose near-certain
+    links changed; the rest are taken from ``previous``. The result is the one computing every pair
+    gives. Returns it and how many pairs were computed."""
+    ordered = ordered_ids(pairs)
+    edges = _strong_edges(ordered, strong_weight)
+    keys = ["record_id_l", "record_id_r"]
+    listed_twice = lambda frame: frame.select(pl.struct(keys).is_duplicated().any()).item()  # noqa: E731
+    if previous is None or listed_twice(ordered) or listed_twice(ordered_ids(previous)):
+        # first time, or a pair listed twice (its flags would not be one row's): every pair
+        return _support_flags(ordered, edges, strong_weight), ordered.height
+    before = _strong_edges(ordered_ids(previous), strong_weight)
+    moved = pl.concat([edges.join(before, on=["x", "y"], how="anti"), before.join(edges, on=["x", "y"], how="anti")])
+    touched = moved.get_column("x").unique().implode()
+    rows = ordered.select(*keys, pl.col(WEIGHT))
+    kept = (rows.join(ordered_ids(previous).select(SUPPORT_COLUMNS), on=[*keys, WEIGHT], how="inner", nulls_equal=True)
+            .filter(~pl.col("record_id_l").is_in(touched) & ~pl.col("record_id_r").is_in(touched)))
+    redo = rows.join(kept.select(keys), on=keys, how="anti")
+    flags = pl.concat([kept, _support_flags(redo, edges, strong_weight)], how="vertical_relaxed")
+    return ordered.join(flags.drop(WEIGHT), on=keys, how="left", maintain_order="left"), redo.height
+
+
 def with_transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT) -> pl.DataFrame:
     """``pairs`` plus ``supported`` (1.0 / 0.0): whether some third record is linked to both of the
     pair's records by near-certain links, and ``checkable`` (bool): whether each of its records has
     a near-certain link to some record other than the other. Same person is transitive, so a
     checkable true match is nearly always supported and a non-match only through a wrong link."""
-    ordered = ordered_ids(pairs)
-    strong = ordered.filter(pl.col(WEIGHT) >= strong_weight).select(pl.col("record_id_l").alias("x"),
-                                                                     pl.col("record_id_r").alias("y"))
-    edges = pl.concat([strong, strong.select(pl.col("y").alias("x"), pl.col("x").alias("y"))])
-    closed = (edges.join(edges.rename({"x": "y", "y": "z"}), on="y")
-              .filter(pl.col("x") < pl.col("z"))
-              .select(pl.col("x").alias("record_id_l"), pl.col("z").alias("record_id_r")).unique()
-              .with_columns(pl.lit(1.0).alias("supported")))
-    degree = edges.group_by("x").len("links")
-    own = (pl.col(WEIGHT) >= strong_weight).cast(pl.UInt32)
-    others = lambda side: (pl.col(f"links_{side}").fill_null(0) - own) > 0  # noqa: E731
-    return (ordered.join(closed, on=["record_id_l", "record_id_r"], how="left")
-            .join(degree.rename({"x": "record_id_l", "links": "links_l"}), on="record_id_l", how="left")
-            .join(degree.rename({"x": "record_id_r", "links": "links_r"}), on="record_id_r", how="left")
-            .with_columns(pl.col("supported").fill_null(0.0), (others("l") & others("r")).alias("checkable"))
-            .drop("links_l", "links_r"))
+    return transitive_support(pairs, strong_weight)[0]
 
 
 @dataclass(frozen=True)
@@ -343,6 +389,9 @@ class TransitivityCheck:
     checked_support: float | None  # the same for links of CHECK_WEIGHTS
     checked_links: int
     calibration: Calibration | None  # the curve fitted to the support rates (see transitivity_check)
+    # each pair's flags (SUPPORT_COLUMNS), kept for the next run, and how many were computed this time
+    support: pl.DataFrame | None = field(default=None, repr=False, compare=False)
+    support_computed: int = 0
 
     @property
     def deficit(self) -> float | None:
@@ -356,7 +405,7 @@ class TransitivityCheck:
                 and self.deficit is not None and self.deficit > OVERCONFIDENCE_DEFICIT)
 
 
-def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
+def transitivity_check(pairs: pl.DataFrame, previous_support: pl.DataFrame | None = None) -> TransitivityCheck:
     """The model's probabilities checked against its own links, without labels or truth.
 
     A true match is supported (see :func:`with_transitive_support`) about as often at any weight
@@ -369,10 +418,13 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
     (:func:`with_transitive_support`): a link between records with no other sure link can never
     be closed, and such links are commoner at middle weights (a person with two records, a record
     too poorly recorded to be surely linked), which read as overconfidence (family at 100,000 hard:
-    a 7% deficit over all links, 1.8% over checkable ones, where 98.5% of the links are right)."""
+    a 7% deficit over all links, 1.8% over checkable ones, where 98.5% of the links are right).
+    ``previous_support``: the flags of an earlier check (``TransitivityCheck.support``), reused where
+    the pairs around them did not change (:func:`transitive_support`)."""
+    flagged, computed = transitive_support(pairs, previous=previous_support)
     # only pairs whose records each have another near-certain link: the rest cannot be supported,
     # and they are not a random sample (a person with two records, a poorly recorded record)
-    supported = with_transitive_support(pairs).filter(pl.col("checkable"))
+    supported = flagged.filter(pl.col("checkable"))
     rate = lambda frame: float(frame["supported"].mean()) if frame.height else None  # noqa: E731
     surest = rate(supported.filter(pl.col(WEIGHT) >= SUREST_WEIGHT))
     checked = supported.filter(pl.col(WEIGHT).is_between(*CHECK_WEIGHTS, closed="left"))
@@ -387,7 +439,8 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
         if beta[1] > 0:
             calibration = Calibration(float(beta[0]), float(beta[1]), None,
                                       (float(weight.min()), float(weight.max())), 0, method="transitivity")
-    return TransitivityCheck(surest, rate(checked), checked.height, calibration)
+    return TransitivityCheck(surest, rate(checked), checked.height, calibration,
+                             support=flagged.select(SUPPORT_COLUMNS), support_computed=computed)
 
 
 # ---------------------------------------------------------------- no labels: the date of birth as a witness
@@ -987,13 +1040,15 @@ class Assessment:
 
 def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Series | None = None,
            also: tuple[float, ...] = (), blocking: pl.DataFrame | None = None,
-           intervals: bool = True, records: pl.DataFrame | None = None) -> Assessment:
+           intervals: bool = True, records: pl.DataFrame | None = None,
+           previous_support: pl.DataFrame | None = None) -> Assessment:
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
     record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
     which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared.
     ``intervals``: also resample the labels for the estimates' 90% intervals (they do not move
     the best threshold). ``records``: the records linked; pairs the over-merge guard's rules say
-    are different people (:func:`without_different_people`) are left out."""
+    are different people (:func:`without_different_people`) are left out. ``previous_support``: the
+    transitivity check's flags from an earlier assessment, reused where nothing around them changed."""
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
     scored, pairs = pairs, without_different_people(pairs, records)
@@ -1003,7 +1058,7 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     # without labels, the model's probabilities (after any transitivity recalibration) are raised
     # by the paths through other records; labels are not: they measured P(match | weight) over all
     # pairs, the ones such paths close included, and raising those would count them twice
-    check = transitivity_check(pairs) if pairs.height and calibration is None else None
+    check = transitivity_check(pairs, previous_support) if pairs.height and calibration is None else None
     if check is not None and check.overconfident:
         calibration = check.calibration
     expected = with_expected_matches(pairs, calibration)
