@@ -59,18 +59,18 @@ def test_a_changed_dataset_recomputes_the_transitivity_flags_of_its_changed_pair
     with warehouse_cursor(tmp_path / "wh.duckdb") as conn:  # magistrates: a person of three sure links
         conn.execute("insert into linkage_magistrates.scored_pairs values "
                      "('magistrates-0', 'magistrates-2', 14.0, 0.9999), ('magistrates-1', 'magistrates-2', 12.0, 0.9998)")
-    _, computed = _quality(tmp_path, metadata="support_pairs_computed")
-    assert computed == {s: 4 if s == "magistrates" else 2 for s in SOURCES}  # first time: every pair
+    _, computed = _quality(tmp_path, metadata="computed")
+    assert computed == {s: {"support_pairs": 4 if s == "magistrates" else 2} for s in SOURCES}  # first: every pair
     with warehouse_cursor(tmp_path / "wh.duckdb") as conn:  # re-scored below the near-certain links
         conn.execute("update linkage_magistrates.scored_pairs set match_weight = 4.0, match_probability = 0.95 "
                      "where record_id_l = 'magistrates-2'")
-    changed, computed = _quality(tmp_path, metadata="support_pairs_computed")
+    changed, computed = _quality(tmp_path, metadata="computed")
     # the re-scored pair, and no other: its records' near-certain links are as they were
-    assert computed == {"magistrates": 1}
+    assert computed == {"magistrates": {"support_pairs": 1}}
     with warehouse_cursor(tmp_path / "wh.duckdb") as conn:  # a near-certain link goes: its records' pairs move
         conn.execute("delete from linkage_magistrates.scored_pairs where record_id_l = 'magistrates-1'")
-    changed, computed = _quality(tmp_path, metadata="support_pairs_computed")
+    changed, computed = _quality(tmp_path, metadata="computed")
     # records 1 and 2 lost a near-certain link: the three pairs left all have one of them
-    assert computed == {"magistrates": 3}
+    assert computed == {"magistrates": {"support_pairs": 3}}
     full, _ = _quality(tmp_path, mode="full")
     assert changed.equals(full)

@@ -13,10 +13,11 @@ refresh assesses every dataset.
 
 A dataset that did change is assessed again over all its pairs (its estimates are fits over the
 whole dataset: the transitivity curve, the witness's pattern rates, capture-recapture, B-cubed
-means), but the transitivity check's per-pair flags, the costliest local step, are kept too
-(`support.parquet`, `threshold.SUPPORT_COLUMNS`) and recomputed only around the pairs that changed
-(`threshold.transitive_support`). They are kept whatever the fingerprint: the flags are compared
-pair by pair with the new pairs, so a stale file only means more is recomputed.
+means), but its local parts are kept too (`threshold.KeptWork`): the transitivity check's per-pair flags,
+recomputed only around the pairs that changed (`threshold.transitive_support`), and the same-name
+witness's counts per name, recounted only for names whose records changed. They are kept whatever
+the fingerprint: each is compared pair by pair or record by record with what it was made from, so
+a stale file only means more is recomputed.
 """
 
 from __future__ import annotations
@@ -28,21 +29,25 @@ import polars as pl
 
 from datafirst_assets.common.folders import replace_folder
 from datafirst_assets.linkage.quality import QUALITY_SCHEMA
+from datafirst_assets.linkage.threshold import KeptWork
 
 PARTS = ".quality_parts"
 META = "meta.json"
-SUPPORT = "support.parquet"
+#: KeptWork's frames, each in its own file
+KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.parquet",
+        "same_name_sums": "same_name_sums.parquet"}
 
 
 def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame,
-              support: pl.DataFrame | None = None) -> None:
-    """Store one dataset's quality row, largest clusters and, when the transitivity check ran, its
-    per-pair flags (written aside, then swapped in)."""
+              kept: KeptWork | None = None) -> None:
+    """Store one dataset's quality row, largest clusters and what its assessment kept for the next
+    one (written aside, then swapped in)."""
     def write(staging: Path) -> None:
         pl.DataFrame([row], schema=QUALITY_SCHEMA).write_parquet(staging / "row.parquet")
         largest.write_parquet(staging / "largest.parquet")
-        if support is not None:
-            support.write_parquet(staging / SUPPORT)
+        for name, file in KEPT.items():
+            if kept is not None and getattr(kept, name) is not None:
+                getattr(kept, name).write_parquet(staging / file)
         (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint}), encoding="utf-8")
 
     replace_folder(Path(reports) / PARTS / source, write)
@@ -60,10 +65,13 @@ def load_part(reports: Path, source: str, fingerprint: str) -> tuple[dict, pl.Da
         return None
 
 
-def load_support(reports: Path, source: str) -> pl.DataFrame | None:
-    """The transitivity check's per-pair flags from `source`'s last assessment, if any."""
-    path = Path(reports) / PARTS / source / SUPPORT
-    try:
-        return pl.read_parquet(path) if path.exists() else None
-    except (OSError, pl.exceptions.PolarsError):
-        return None
+def load_kept(reports: Path, source: str) -> KeptWork:
+    """What `source`'s last assessment kept for this one (empty parts where there is none)."""
+    folder = Path(reports) / PARTS / source
+    frames = {}
+    for name, file in KEPT.items():
+        try:
+            frames[name] = pl.read_parquet(folder / file) if (folder / file).exists() else None
+        except (OSError, pl.exceptions.PolarsError):
+            frames[name] = None
+    return KeptWork(**frames)

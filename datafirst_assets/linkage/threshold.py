@@ -300,6 +300,22 @@ def resampled_calibrations(labelled: pl.DataFrame, samples: np.ndarray) -> list[
     np.add.at(count, (np.repeat(np.arange(len(samples)), samples.shape[1]), group[samples].reshape(-1)), 1.0)
     return _calibrate_rows(distinct[:, 0], distinct[:, 1], count)
 
+# ---------------------------------------------------------------- kept between assessments
+
+
+@dataclass
+class KeptWork:
+    """The local parts of a dataset's assessment, kept for its next one (``linkage/quality_parts.py``
+    stores them): each is recomputed only where the pairs or records under it changed, the rest taken
+    from here. ``computed`` says how much was computed (pairs, name groups) by the assessment that
+    made it. Passed to :func:`assess` as what the last assessment kept; returned as what this one keeps."""
+
+    support: pl.DataFrame | None = None  # the transitivity check's flags per pair (SUPPORT_COLUMNS)
+    same_name_records: pl.DataFrame | None = None  # dated named records and their content (SAME_NAME_RECORDS)
+    same_name_sums: pl.DataFrame | None = None  # same-name witness counts per name and pattern (SAME_NAME_SUMS)
+    computed: dict[str, int] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------- no labels: a transitivity check
 
 #: Links the model calls near-certain (p >= 0.999): the ones whose chains the check follows.
@@ -350,8 +366,8 @@ SUPPORT_COLUMNS = ("record_id_l", "record_id_r", WEIGHT, "supported", "checkable
 
 def transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT,
                        previous: pl.DataFrame | None = None) -> tuple[pl.DataFrame, int]:
-    """:func:`with_transitive_support`, reusing ``previous`` (its ``SUPPORT_COLUMNS`` from an earlier
-    set of pairs): a pair's flags read only the near-certain links of its two records, so they are
+    """:func:`with_transitive_support`, reusing ``previous`` (the ``SUPPORT_COLUMNS`` this function
+    returned for an earlier set of pairs, ids ordered): a pair's flags read only the near-certain links of its two records, so they are
     recomputed only for pairs that are new or re-scored and pairs with a record whose near-certain
     links changed; the rest are taken from ``previous``. The result is the one computing every pair
     gives. Returns it and how many pairs were computed."""
@@ -359,14 +375,15 @@ def transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT
     edges = _strong_edges(ordered, strong_weight)
     keys = ["record_id_l", "record_id_r"]
     listed_twice = lambda frame: frame.select(pl.struct(keys).is_duplicated().any()).item()  # noqa: E731
-    if previous is None or listed_twice(ordered) or listed_twice(ordered_ids(previous)):
+    if previous is None or listed_twice(ordered) or listed_twice(previous):
         # first time, or a pair listed twice (its flags would not be one row's): every pair
         return _support_flags(ordered, edges, strong_weight), ordered.height
-    before = _strong_edges(ordered_ids(previous), strong_weight)
+    previous = previous.select(SUPPORT_COLUMNS)  # as this function returned them: ids already ordered
+    before = _strong_edges(previous, strong_weight)
     moved = pl.concat([edges.join(before, on=["x", "y"], how="anti"), before.join(edges, on=["x", "y"], how="anti")])
     touched = moved.get_column("x").unique().implode()
     rows = ordered.select(*keys, pl.col(WEIGHT))
-    kept = (rows.join(ordered_ids(previous).select(SUPPORT_COLUMNS), on=[*keys, WEIGHT], how="inner", nulls_equal=True)
+    kept = (rows.join(previous, on=[*keys, WEIGHT], how="inner", nulls_equal=True)
             .filter(~pl.col("record_id_l").is_in(touched) & ~pl.col("record_id_r").is_in(touched)))
     redo = rows.join(kept.select(keys), on=keys, how="anti")
     flags = pl.concat([kept, _support_flags(redo, edges, strong_weight)], how="vertical_relaxed")
@@ -457,7 +474,8 @@ WITNESS_MIN_OBSERVED = 30
 WITNESS_TOLERANCE = 0.005
 
 
-def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFrame | None:
+def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None, previous: KeptWork | None = None,
+                 keep: KeptWork | None = None) -> pl.DataFrame | None:
     """``record_id_l``, ``record_id_r``, ``witness_odds`` for the scored pairs missing a date of birth
     on either side: the factor their match odds are multiplied by so that, within each agreement
     pattern of the other fields (:data:`WITNESS_PATTERN_FIELDS`: each agrees, differs or is missing),
@@ -482,7 +500,8 @@ def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFr
     stored pairs (``pairs``, with those the guard splits for incompatible dates: they are the
     witness's disagreements), where pairs whose dates disagree scored lower and some were not
     stored, so the share overstates the matches: there it only lowers. None without dates of birth
-    or pattern fields."""
+    or pattern fields. ``previous``: what an earlier assessment kept (the same-name counts of names
+    whose records did not change are taken from it); ``keep``: filled with what this one keeps."""
     fields = [c for c in WITNESS_PATTERN_FIELDS if records is not None and c in records.columns]
     if records is None or WITNESS_FIELD not in records.columns or not fields or pairs.is_empty():
         return None
@@ -497,7 +516,7 @@ def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFr
     scored = scored.filter(~different_people(scored, others))
     patterns = _agreement_patterns(_sides(scored, rec), fields)
     rates = _witness_rates(patterns).with_columns(pl.lit(False).alias("two_sided"))
-    same_name = _same_name_witnesses(rec, others, fields)
+    same_name = _same_name_witnesses(rec, others, fields, _record_content(records), previous, keep)
     if same_name is not None:
         rates = pl.concat([rates.filter(~pl.col("pattern").is_in(same_name["pattern"].implode())),
                            same_name.with_columns(pl.lit(True).alias("two_sided"))])
@@ -553,11 +572,29 @@ SAME_NAME_SAMPLE = 60
 SAME_NAME_PAIRS = 1_000_000
 
 
-def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[str]) -> pl.DataFrame | None:
+#: What is kept of the same-name witness (:func:`_same_name_witnesses`): its records and its counts.
+SAME_NAME_RECORDS = ("forename", "surname", "record_id", "content")
+SAME_NAME_SUMS = ("forename", "surname", "pattern", "observed", "agreeing", "sample")
+
+
+def _record_content(records: pl.DataFrame) -> pl.DataFrame:
+    """``record_id`` (text) and ``content``: a hash of every column the witness and the guard read, so
+    that a record whose content changed is told from one that did not (polars' hash: stable within
+    a polars version; after an upgrade every name is counted again)."""
+    return records.select(pl.col("record_id").cast(pl.String), pl.struct(records.columns).hash(seed=17).alias("content"))
+
+
+def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[str],
+                         content: pl.DataFrame | None = None, previous: KeptWork | None = None,
+                         keep: KeptWork | None = None) -> pl.DataFrame | None:
     """:func:`_witness_rates` over every pair of dated records with the same forename and surname
     (less those the guard splits for other reasons than dates): every one is compared, so this
     counts the pairs whose dates disagree and that scored too low to be stored. A name with more
-    than :data:`SAME_NAME_SAMPLE` dated records is sampled, its pairs weighted up."""
+    than :data:`SAME_NAME_SAMPLE` dated records is sampled, its pairs weighted up.
+
+    A name's pairs are counted per pattern (:func:`_same_name_counts`) and those counts summed over
+    names; a name's counts read only its own records, so with ``previous`` (and the same sample size)
+    only the names whose records came, went or changed ``content`` are counted again."""
     if not {"forename", "surname"} <= set(fields):
         return None
     names = ["forename", "surname"]
@@ -566,6 +603,39 @@ def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[s
     sizes = dated.group_by(names).len()["len"]
     pairs_at = lambda k: float((sizes.clip(upper_bound=k) * (sizes.clip(upper_bound=k) - 1) / 2).sum())  # noqa: E731
     sample = next((k for k in range(SAME_NAME_SAMPLE, 2, -1) if pairs_at(k) <= SAME_NAME_PAIRS), 2)
+    content = content if content is not None else _record_content(rec)
+    now = dated.select(*names, "record_id").join(content, on="record_id", how="left")
+    sums, todo = None, dated
+    if (previous is not None and previous.same_name_sums is not None and previous.same_name_records is not None
+            and previous.same_name_sums.height and previous.same_name_sums["sample"][0] == sample):
+        before = previous.same_name_records.select(SAME_NAME_RECORDS)
+        changed = pl.concat([now.join(before, on=list(SAME_NAME_RECORDS), how="anti", nulls_equal=True),
+                             before.join(now, on=list(SAME_NAME_RECORDS), how="anti", nulls_equal=True)]
+                            ).select(names).unique()
+        sums = previous.same_name_sums.select(SAME_NAME_SUMS).join(changed, on=names, how="anti", nulls_equal=True)
+        todo = dated.join(changed, on=names, how="semi", nulls_equal=True)
+    counted = _same_name_counts(todo, others, fields, sample)
+    sums = counted if sums is None else pl.concat([sums, counted], how="vertical_relaxed")
+    if keep is not None:
+        keep.same_name_records, keep.same_name_sums = now, sums
+        keep.computed["same_name_groups"] = todo.select(names).n_unique()
+    if sums.is_empty():
+        return None
+    # summed in one order whichever names were counted now (the same rates counted afresh or kept)
+    return (sums.sort("pattern", *names).group_by("pattern", maintain_order=True)
+            .agg(pl.col("observed").sum(), pl.col("agreeing").sum())
+            .select("pattern", "observed", (pl.col("agreeing") / pl.col("observed")).alias("agree")))
+
+
+def _same_name_counts(dated: pl.DataFrame, others: pl.DataFrame, fields: list[str], sample: int) -> pl.DataFrame:
+    """Per name and pattern, the same-name pairs of ``dated`` (sampled to ``sample`` records a name,
+    weighted up): ``observed`` (pairs with both dates, all of them here) and ``agreeing`` (whose dates
+    are one person's), as :func:`_witness_rates` counts them, and the ``sample`` size."""
+    names = ["forename", "surname"]
+    schema = {"forename": pl.String, "surname": pl.String, "pattern": pl.String, "observed": pl.Float64,
+              "agreeing": pl.Float64, "sample": pl.Int64}
+    if dated.is_empty():
+        return pl.DataFrame(schema=schema)
     dated = (dated.with_columns(pl.len().over(names).alias("_n"),
                                 pl.col("record_id").hash(seed=13).rank("ordinal").over(names).alias("_rank"))
              .filter(pl.col("_rank") <= sample)
@@ -578,9 +648,16 @@ def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[s
                            (pl.col("_n_l") * (pl.col("_n_l") - 1) / (pl.col("_k_l") * (pl.col("_k_l") - 1)))
                            .cast(pl.Float64).alias("weight")))
     if pairs.is_empty():
-        return None
+        return pl.DataFrame(schema=schema)
     pairs = pairs.filter(~different_people(pairs.select("record_id_l", "record_id_r"), others))
-    return _witness_rates(_agreement_patterns(pairs, fields).with_columns(pairs["weight"]))
+    patterns = _agreement_patterns(pairs, fields).with_columns(
+        pairs["weight"], pairs["forename_l"].alias("forename"), pairs["surname_l"].alias("surname"))
+    # a name's pairs all weigh the same: counts times that weight, in any order the same number
+    observed = patterns.filter(pl.col("witness") != "n")
+    return (observed.group_by(*names, "pattern")
+            .agg((pl.len() * pl.col("weight").first()).cast(pl.Float64).alias("observed"),
+                 ((pl.col("witness") == "e").sum() * pl.col("weight").first()).cast(pl.Float64).alias("agreeing"))
+            .with_columns(pl.lit(sample, dtype=pl.Int64).alias("sample")).select(list(schema)))
 
 
 def _odds_factors(probability: np.ndarray, group: np.ndarray, target: np.ndarray,
@@ -994,6 +1071,7 @@ class Assessment:
     scored: pl.DataFrame | None = None  # the scored pairs (for the intervals)
     resampled: tuple[Calibration, ...] = ()  # calibrations of resampled labels (for the intervals)
     labelled: pl.DataFrame | None = None  # the reviewed scored pairs (match_weight, clerical_match_score)
+    kept: KeptWork = field(default_factory=KeptWork, repr=False, compare=False)  # for the next assessment
 
     def label_agreement(self, threshold: float) -> float | None:
         """Share of reviewed pairs whose label agrees with the model's call at ``threshold``: the
@@ -1041,14 +1119,14 @@ class Assessment:
 def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Series | None = None,
            also: tuple[float, ...] = (), blocking: pl.DataFrame | None = None,
            intervals: bool = True, records: pl.DataFrame | None = None,
-           previous_support: pl.DataFrame | None = None) -> Assessment:
+           previous: KeptWork | None = None) -> Assessment:
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
     record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
     which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared.
     ``intervals``: also resample the labels for the estimates' 90% intervals (they do not move
     the best threshold). ``records``: the records linked; pairs the over-merge guard's rules say
-    are different people (:func:`without_different_people`) are left out. ``previous_support``: the
-    transitivity check's flags from an earlier assessment, reused where nothing around them changed."""
+    are different people (:func:`without_different_people`) are left out. ``previous``: what the last
+    assessment of the same dataset kept (``Assessment.kept``), reused where nothing under it changed."""
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
     scored, pairs = pairs, without_different_people(pairs, records)
@@ -1058,20 +1136,24 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     # without labels, the model's probabilities (after any transitivity recalibration) are raised
     # by the paths through other records; labels are not: they measured P(match | weight) over all
     # pairs, the ones such paths close included, and raising those would count them twice
-    check = transitivity_check(pairs, previous_support) if pairs.height and calibration is None else None
+    kept = KeptWork()
+    check = (transitivity_check(pairs, previous.support if previous is not None else None)
+             if pairs.height and calibration is None else None)
+    if check is not None:
+        kept.support, kept.computed["support_pairs"] = check.support, check.support_computed
     if check is not None and check.overconfident:
         calibration = check.calibration
     expected = with_expected_matches(pairs, calibration)
     if calibration is None or calibration.method != "clerical_labels":
         # the witness first, so that the closure does not follow links it shows to be relatives; it
         # reads the guard's pairs too (`scored`): their dates are its disagreements
-        expected = with_indirect_matches(with_witness(expected, witness_odds(scored, records)))
+        expected = with_indirect_matches(with_witness(expected, witness_odds(scored, records, previous, kept)))
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates, records),
                       expected_accuracy_curve(expected, missed), calibration, evidence.labels, check, missed,
                       pairs.select(WEIGHT, PROBABILITY), evidence.resampled,
-                      evidence.labelled if evidence.calibration is None else None)
+                      evidence.labelled if evidence.calibration is None else None, kept)
 
 
 def choose_cluster_threshold(
