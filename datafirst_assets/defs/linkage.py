@@ -39,6 +39,7 @@ from datafirst_assets.linkage.guard import (
     chained_clusters,
     cluster_graph_metrics,
     graph_summary,
+    largest_cluster_metrics,
     largest_clusters,
     largest_clusters_table,
 )
@@ -544,8 +545,8 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
     row = estimated_quality_row(
         source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
         threshold=threshold, configured=source in linkage.thresholds, assessment=assessment)
-    return row, largest_clusters(cluster_graph_metrics(
-        clusters, pairs, threshold, cluster_col=SOURCES[source].person_id_name), n=5), assessment.kept
+    return row, largest_cluster_metrics(clusters, pairs, threshold, cluster_col=SOURCES[source].person_id_name,
+                                        n=5), assessment.kept
 
 
 @asset(
