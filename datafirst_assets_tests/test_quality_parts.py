@@ -58,7 +58,8 @@ def test_a_changed_dataset_recomputes_the_transitivity_flags_of_its_changed_pair
     _warehouse(tmp_path)
     with warehouse_cursor(tmp_path / "wh.duckdb") as conn:  # magistrates: a person of three sure links
         conn.execute("insert into linkage_magistrates.scored_pairs values "
-                     "('magistrates-0', 'magistrates-2', 14.0, 0.9999), ('magistrates-1', 'magistrates-2', 12.0, 0.9998)")
+                     "('magistrates-0', 'magistrates-2', 14.0, 0.9999), "
+                     "('magistrates-1', 'magistrates-2', 12.0, 0.9998)")
     _, computed = _quality(tmp_path, metadata="computed")
     assert computed == {s: {"support_pairs": 4 if s == "magistrates" else 2} for s in SOURCES}  # first: every pair
     with warehouse_cursor(tmp_path / "wh.duckdb") as conn:  # re-scored below the near-certain links

@@ -367,10 +367,10 @@ SUPPORT_COLUMNS = ("record_id_l", "record_id_r", WEIGHT, "supported", "checkable
 def transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT,
                        previous: pl.DataFrame | None = None) -> tuple[pl.DataFrame, int]:
     """:func:`with_transitive_support`, reusing ``previous`` (the ``SUPPORT_COLUMNS`` this function
-    returned for an earlier set of pairs, ids ordered): a pair's flags read only the near-certain links of its two records, so they are
-    recomputed only for pairs that are new or re-scored and pairs with a record whose near-certain
-    links changed; the rest are taken from ``previous``. The result is the one computing every pair
-    gives. Returns it and how many pairs were computed."""
+    returned for an earlier set of pairs, ids ordered): a pair's flags read only the near-certain
+    links of its two records, so they are recomputed only for pairs that are new or re-scored and
+    pairs with a record whose near-certain links changed; the rest are taken from ``previous``. The
+    result is the one computing every pair gives. Returns it and how many pairs were computed."""
     ordered = ordered_ids(pairs)
     edges = _strong_edges(ordered, strong_weight)
     keys = ["record_id_l", "record_id_r"]
@@ -581,7 +581,8 @@ def _record_content(records: pl.DataFrame) -> pl.DataFrame:
     """``record_id`` (text) and ``content``: a hash of every column the witness and the guard read, so
     that a record whose content changed is told from one that did not (polars' hash: stable within
     a polars version; after an upgrade every name is counted again)."""
-    return records.select(pl.col("record_id").cast(pl.String), pl.struct(records.columns).hash(seed=17).alias("content"))
+    return records.select(pl.col("record_id").cast(pl.String),
+                          pl.struct(records.columns).hash(seed=17).alias("content"))
 
 
 def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[str],
