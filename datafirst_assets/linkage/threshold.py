@@ -378,7 +378,8 @@ def transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT
     if previous is None or listed_twice(ordered) or listed_twice(previous):
         # first time, or a pair listed twice (its flags would not be one row's): every pair
         return _support_flags(ordered, edges, strong_weight), ordered.height
-    previous = previous.select(SUPPORT_COLUMNS)  # as this function returned them: ids already ordered
+    # as this function returned them (ids already ordered), weights compared at today's type
+    previous = previous.select(SUPPORT_COLUMNS).with_columns(pl.col(WEIGHT).cast(ordered.schema[WEIGHT]))
     before = _strong_edges(previous, strong_weight)
     moved = pl.concat([edges.join(before, on=["x", "y"], how="anti"), before.join(edges, on=["x", "y"], how="anti")])
     touched = moved.get_column("x").unique().implode()
