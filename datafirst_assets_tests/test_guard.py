@@ -2,6 +2,7 @@
 
 from datetime import date
 
+import numpy as np
 import polars as pl
 
 from datafirst_assets.linkage.cluster import clusters_from_edges
@@ -189,3 +190,18 @@ def test_the_threshold_sweep_guards_only_clusters_that_carry_two_people_and_matc
     # the guard did split something here, and left most clusters to the whole-array sweep
     plain = guarded_components_at(ids, left, right, probability, thresholds, records.select("record_id"))
     assert not np.array_equal(plain[0.5], got[0.5])
+
+
+def test_the_largest_clusters_measured_alone_are_those_of_measuring_every_cluster():
+    from datafirst_assets.linkage.guard import largest_cluster_metrics
+
+    rng = np.random.default_rng(8)
+    ids = [f"r{i:04d}" for i in range(1500)]
+    # chains, stars and cliques of many sizes (ties in size included), links above and below 0.9
+    edges = [(ids[i], ids[i + 1], float(rng.choice([0.95, 0.99, 0.5]))) for i in range(0, 1499) if rng.random() < 0.7]
+    edges += [(ids[i], ids[i + 2], 0.97) for i in range(0, 1400, 7)]
+    pairs = pl.DataFrame(edges, schema=["record_id_l", "record_id_r", "match_probability"], orient="row")
+    clusters = clusters_from_edges(ids, pairs.filter(pl.col("match_probability") >= 0.9))
+    for n in (1, 5, 40):
+        assert largest_cluster_metrics(clusters, pairs, 0.9, n=n).equals(
+            largest_clusters(cluster_graph_metrics(clusters, pairs, 0.9), n=n))

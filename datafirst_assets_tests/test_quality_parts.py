@@ -24,7 +24,7 @@ def _warehouse(root) -> None:
             "match_probability": [0.97, 0.11]}))
 
 
-def _quality(root, mode: str = "incremental") -> tuple[pl.DataFrame, str]:
+def _quality(root, mode: str = "incremental", metadata: str = "datasets_kept") -> tuple[pl.DataFrame, object]:
     database = str(root / "wh.duckdb")
     upstream = [linkage_key(s, t) for s in SOURCES for t in ("clusters", "scored_pairs", "person_records")]
     placeholders = [AssetSpec(key=key, metadata={"schema": f"{key.path[0]}_{key.path[1]}"}).with_io_manager_key(
@@ -36,7 +36,7 @@ def _quality(root, mode: str = "incremental") -> tuple[pl.DataFrame, str]:
     (event,) = [m for m in result.get_asset_materialization_events() if m.asset_key == AssetKey(["linkage", "quality"])]
     with warehouse_cursor(database) as conn:
         table = pl.from_arrow(conn.sql("select * from linkage.quality order by source").to_arrow_table())
-    return table, event.materialization.metadata["datasets_kept"].value
+    return table, event.materialization.metadata[metadata].value
 
 
 def test_unchanged_datasets_keep_their_quality_rows_and_the_table_is_the_full_one(tmp_path):
@@ -52,3 +52,26 @@ def test_unchanged_datasets_keep_their_quality_rows_and_the_table_is_the_full_on
     assert kept == ", ".join(s for s in SOURCES if s != "magistrates")
     full, kept = _quality(tmp_path, mode="full")  # a full refresh assesses every dataset
     assert kept == "none" and changed.equals(full) and not changed.equals(first)
+
+
+def test_a_changed_dataset_recomputes_the_transitivity_flags_of_its_changed_pairs_only(tmp_path):
+    _warehouse(tmp_path)
+    with warehouse_cursor(tmp_path / "wh.duckdb") as conn:  # magistrates: a person of three sure links
+        conn.execute("insert into linkage_magistrates.scored_pairs values "
+                     "('magistrates-0', 'magistrates-2', 14.0, 0.9999), "
+                     "('magistrates-1', 'magistrates-2', 12.0, 0.9998)")
+    _, computed = _quality(tmp_path, metadata="computed")
+    assert computed == {s: {"support_pairs": 4 if s == "magistrates" else 2} for s in SOURCES}  # first: every pair
+    with warehouse_cursor(tmp_path / "wh.duckdb") as conn:  # re-scored below the near-certain links
+        conn.execute("update linkage_magistrates.scored_pairs set match_weight = 4.0, match_probability = 0.95 "
+                     "where record_id_l = 'magistrates-2'")
+    changed, computed = _quality(tmp_path, metadata="computed")
+    # the re-scored pair, and no other: its records' near-certain links are as they were
+    assert computed == {"magistrates": {"support_pairs": 1}}
+    with warehouse_cursor(tmp_path / "wh.duckdb") as conn:  # a near-certain link goes: its records' pairs move
+        conn.execute("delete from linkage_magistrates.scored_pairs where record_id_l = 'magistrates-1'")
+    changed, computed = _quality(tmp_path, metadata="computed")
+    # records 1 and 2 lost a near-certain link: the three pairs left all have one of them
+    assert computed == {"magistrates": {"support_pairs": 3}}
+    full, _ = _quality(tmp_path, mode="full")
+    assert changed.equals(full)

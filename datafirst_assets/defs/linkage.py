@@ -39,6 +39,7 @@ from datafirst_assets.linkage.guard import (
     chained_clusters,
     cluster_graph_metrics,
     graph_summary,
+    largest_cluster_metrics,
     largest_clusters,
     largest_clusters_table,
 )
@@ -52,7 +53,7 @@ from datafirst_assets.linkage.incremental import (
     model_to_reuse,
 )
 from datafirst_assets.common.tables import bullet_list, markdown_table
-from datafirst_assets.linkage.quality_parts import load_part, save_part
+from datafirst_assets.linkage.quality_parts import load_kept, load_part, save_part
 from datafirst_assets.linkage.quality import (
     estimated_quality_row,
     evidence_problems,
@@ -67,6 +68,7 @@ from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts
 from datafirst_assets.linkage.threshold import (
     WITNESS_COLUMNS,
+    KeptWork,
     assess,
     blocking_lists_sql,
     choose_cluster_threshold,
@@ -530,20 +532,21 @@ def stored_blocking_lists(warehouse: Warehouse, root: Path, source: str, model_v
 
 
 def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, clusters: pl.DataFrame,
-                   pairs: pl.DataFrame) -> tuple[dict, pl.DataFrame]:
-    """One dataset's quality row and its five largest clusters."""
+                   pairs: pl.DataFrame, previous: KeptWork | None = None) -> tuple[dict, pl.DataFrame, KeptWork]:
+    """One dataset's quality row, its five largest clusters, and what its assessment keeps for the
+    next one (`previous`: what the last one kept)."""
     threshold = float(clusters["match_threshold"][0]) if clusters.height else 0.5
     blocking = stored_blocking_lists(warehouse, linkage.root, source, str(clusters["model_version"][0])) \
         if clusters.height and pairs.height else None
     assessment = assess(pairs, labels_file=linkage.labels_file(source), record_ids=clusters["record_id"],
                         also=(threshold,), blocking=blocking,
                         records=stored_table(warehouse, source, "person_records", (*GUARD_COLUMNS, *WITNESS_COLUMNS))
-                        if pairs.height else None)
+                        if pairs.height else None, previous=previous)
     row = estimated_quality_row(
         source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
         threshold=threshold, configured=source in linkage.thresholds, assessment=assessment)
-    return row, largest_clusters(cluster_graph_metrics(
-        clusters, pairs, threshold, cluster_col=SOURCES[source].person_id_name), n=5)
+    return row, largest_cluster_metrics(clusters, pairs, threshold, cluster_col=SOURCES[source].person_id_name,
+                                        n=5), assessment.kept
 
 
 @asset(
@@ -563,7 +566,7 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
     )],
 )
 def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse):
-    rows, largest, kept = [], {}, []
+    rows, largest, kept, computed = [], {}, [], {}
     reports = linkage.root / "reports"
     for source in SOURCES:
         clusters = linkage_table(warehouse.database, source, "clusters")
@@ -575,8 +578,11 @@ def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse):
             settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)])
         part = load_part(reports, source, fingerprint) if linkage.mode != "full" else None
         if part is None:
-            part = _assess_source(linkage, warehouse, source, clusters.to_polars(), pairs.to_polars())
-            save_part(reports, source, fingerprint, *part)
+            # the local parts of the last assessment: recomputed only where pairs or records changed
+            *part, kept_work = _assess_source(linkage, warehouse, source, clusters.to_polars(), pairs.to_polars(),
+                                              load_kept(reports, source) if linkage.mode != "full" else None)
+            save_part(reports, source, fingerprint, *part, kept=kept_work)
+            computed[source] = kept_work.computed
         else:
             kept.append(source)
         rows.append(part[0])
@@ -587,6 +593,9 @@ def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse):
         "report": MetadataValue.url(file_url(paths["html"], linkage.root)),
         "summary": MetadataValue.md(quality_markdown(table)),
         "datasets_kept": ", ".join(kept) or "none",  # inputs unchanged: not assessed again
+        # per dataset assessed: pairs whose transitivity flags were computed and names whose same-name
+        # witness was counted (the rest kept from the last assessment)
+        "computed": MetadataValue.json(computed),
     })
     problems = evidence_problems(table)
     yield AssetCheckResult(

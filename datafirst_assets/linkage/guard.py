@@ -341,6 +341,17 @@ def largest_clusters(metrics: pl.DataFrame, n: int = 10) -> pl.DataFrame:
     return metrics.sort(["records", "cluster_id"], descending=[True, False]).head(n)
 
 
+def largest_cluster_metrics(clusters: pl.DataFrame, pairs: pl.DataFrame, threshold: float, *,
+                            cluster_col: str = "cluster_id", n: int = 10) -> pl.DataFrame:
+    """``largest_clusters(cluster_graph_metrics(...), n)``, measuring only those ``n`` clusters: a
+    cluster's metrics read only its own records and links, so the rest (and their bridges, found
+    one cluster at a time in Python) need not be measured to report the largest."""
+    sizes = (clusters.group_by(pl.col(cluster_col).cast(pl.String).alias("cluster_id"))
+             .agg(pl.len().alias("records")).sort(["records", "cluster_id"], descending=[True, False]).head(n))
+    largest = clusters.filter(pl.col(cluster_col).cast(pl.String).is_in(sizes["cluster_id"].implode()))
+    return largest_clusters(cluster_graph_metrics(largest, pairs, threshold, cluster_col=cluster_col), n)
+
+
 def largest_clusters_table(per_source: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """Each dataset's largest clusters in one table (``source`` first), for the quality report:
     where a reviewer looks for chaining."""

@@ -10,6 +10,14 @@ some datasets only. After each assessment the dataset's row and largest clusters
 the tables' row counts, types and row hashes in DuckDB, the labels file, whether the threshold is
 configured, and the code); the next run takes them when the fingerprint is the same. A full
 refresh assesses every dataset.
+
+A dataset that did change is assessed again over all its pairs (its estimates are fits over the
+whole dataset: the transitivity curve, the witness's pattern rates, capture-recapture, B-cubed
+means), but its local parts are kept too (`threshold.KeptWork`): the transitivity check's per-pair flags,
+recomputed only around the pairs that changed (`threshold.transitive_support`), and the same-name
+witness's counts per name, recounted only for names whose records changed. They are kept whatever
+the fingerprint: each is compared pair by pair or record by record with what it was made from, so
+a stale file only means more is recomputed.
 """
 
 from __future__ import annotations
@@ -21,16 +29,25 @@ import polars as pl
 
 from datafirst_assets.common.folders import replace_folder
 from datafirst_assets.linkage.quality import QUALITY_SCHEMA
+from datafirst_assets.linkage.threshold import KeptWork
 
 PARTS = ".quality_parts"
 META = "meta.json"
+#: KeptWork's frames, each in its own file
+KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.parquet",
+        "same_name_sums": "same_name_sums.parquet"}
 
 
-def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame) -> None:
-    """Store one dataset's quality row and largest clusters (written aside, then swapped in)."""
+def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame,
+              kept: KeptWork | None = None) -> None:
+    """Store one dataset's quality row, largest clusters and what its assessment kept for the next
+    one (written aside, then swapped in)."""
     def write(staging: Path) -> None:
         pl.DataFrame([row], schema=QUALITY_SCHEMA).write_parquet(staging / "row.parquet")
         largest.write_parquet(staging / "largest.parquet")
+        for name, file in KEPT.items():
+            if kept is not None and getattr(kept, name) is not None:
+                getattr(kept, name).write_parquet(staging / file)
         (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint}), encoding="utf-8")
 
     replace_folder(Path(reports) / PARTS / source, write)
@@ -46,3 +63,15 @@ def load_part(reports: Path, source: str, fingerprint: str) -> tuple[dict, pl.Da
         return pl.read_parquet(folder / "row.parquet").row(0, named=True), pl.read_parquet(folder / "largest.parquet")
     except (OSError, ValueError, pl.exceptions.PolarsError):
         return None
+
+
+def load_kept(reports: Path, source: str) -> KeptWork:
+    """What `source`'s last assessment kept for this one (empty parts where there is none)."""
+    folder = Path(reports) / PARTS / source
+    frames = {}
+    for name, file in KEPT.items():
+        try:
+            frames[name] = pl.read_parquet(folder / file) if (folder / file).exists() else None
+        except (OSError, pl.exceptions.PolarsError):
+            frames[name] = None
+    return KeptWork(**frames)

@@ -300,6 +300,22 @@ def resampled_calibrations(labelled: pl.DataFrame, samples: np.ndarray) -> list[
     np.add.at(count, (np.repeat(np.arange(len(samples)), samples.shape[1]), group[samples].reshape(-1)), 1.0)
     return _calibrate_rows(distinct[:, 0], distinct[:, 1], count)
 
+# ---------------------------------------------------------------- kept between assessments
+
+
+@dataclass
+class KeptWork:
+    """The local parts of a dataset's assessment, kept for its next one (``linkage/quality_parts.py``
+    stores them): each is recomputed only where the pairs or records under it changed, the rest taken
+    from here. ``computed`` says how much was computed (pairs, name groups) by the assessment that
+    made it. Passed to :func:`assess` as what the last assessment kept; returned as what this one keeps."""
+
+    support: pl.DataFrame | None = None  # the transitivity check's flags per pair (SUPPORT_COLUMNS)
+    same_name_records: pl.DataFrame | None = None  # dated named records and their content (SAME_NAME_RECORDS)
+    same_name_sums: pl.DataFrame | None = None  # same-name witness counts per name and pattern (SAME_NAME_SUMS)
+    computed: dict[str, int] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------- no labels: a transitivity check
 
 #: Links the model calls near-certain (p >= 0.999): the ones whose chains the check follows.
@@ -312,27 +328,75 @@ CHECK_WEIGHTS = (10.0, 16.0)
 OVERCONFIDENCE_DEFICIT = 0.05
 
 
+def _strong_edges(pairs: pl.DataFrame, strong_weight: float) -> pl.DataFrame:
+    """``x``, ``y``: the near-certain links of ``pairs`` (ordered ids), both ways round."""
+    strong = pairs.filter(pl.col(WEIGHT) >= strong_weight).select(pl.col("record_id_l").alias("x"),
+                                                                   pl.col("record_id_r").alias("y"))
+    return pl.concat([strong, strong.select(pl.col("y").alias("x"), pl.col("x").alias("y"))])
+
+
+def _support_flags(rows: pl.DataFrame, edges: pl.DataFrame, strong_weight: float) -> pl.DataFrame:
+    """``rows`` (ordered ids, match weight) plus ``supported`` and ``checkable`` (see
+    :func:`with_transitive_support`), from the near-certain links ``edges`` (:func:`_strong_edges`).
+
+    Only the links of the rows' own records are read, and a pair is closed when a neighbour of its
+    left record is a neighbour of its right one (a semi-join per pair, not every two-link path in
+    the graph), so the cost follows the rows asked about, not the whole dataset."""
+    ends = pl.concat([rows["record_id_l"], rows["record_id_r"]]).unique().to_frame("x")
+    near = edges.join(ends, on="x", how="semi")
+    closed = (rows.select("record_id_l", "record_id_r").unique()
+              .join(near.rename({"x": "record_id_l"}), on="record_id_l")
+              .join(near.rename({"x": "record_id_r"}), on=["record_id_r", "y"], how="semi")
+              .select("record_id_l", "record_id_r").unique().with_columns(pl.lit(1.0).alias("supported")))
+    degree = near.group_by("x").len("links")
+    own = (pl.col(WEIGHT) >= strong_weight).cast(pl.UInt32)
+    others = lambda side: (pl.col(f"links_{side}").fill_null(0) - own) > 0  # noqa: E731
+    return (rows.join(closed, on=["record_id_l", "record_id_r"], how="left", maintain_order="left")
+            .join(degree.rename({"x": "record_id_l", "links": "links_l"}), on="record_id_l", how="left",
+                  maintain_order="left")
+            .join(degree.rename({"x": "record_id_r", "links": "links_r"}), on="record_id_r", how="left",
+                  maintain_order="left")
+            .with_columns(pl.col("supported").fill_null(0.0), (others("l") & others("r")).alias("checkable"))
+            .drop("links_l", "links_r"))
+
+
+#: What is kept of the transitivity check for the next run (:func:`transitive_support`).
+SUPPORT_COLUMNS = ("record_id_l", "record_id_r", WEIGHT, "supported", "checkable")
+
+
+def transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT,
+                       previous: pl.DataFrame | None = None) -> tuple[pl.DataFrame, int]:
+    """:func:`with_transitive_support`, reusing ``previous`` (the ``SUPPORT_COLUMNS`` this function
+    returned for an earlier set of pairs, ids ordered): a pair's flags read only the near-certain
+    links of its two records, so they are recomputed only for pairs that are new or re-scored and
+    pairs with a record whose near-certain links changed; the rest are taken from ``previous``. The
+    result is the one computing every pair gives. Returns it and how many pairs were computed."""
+    ordered = ordered_ids(pairs)
+    edges = _strong_edges(ordered, strong_weight)
+    keys = ["record_id_l", "record_id_r"]
+    listed_twice = lambda frame: frame.select(pl.struct(keys).is_duplicated().any()).item()  # noqa: E731
+    if previous is None or listed_twice(ordered) or listed_twice(previous):
+        # first time, or a pair listed twice (its flags would not be one row's): every pair
+        return _support_flags(ordered, edges, strong_weight), ordered.height
+    # as this function returned them (ids already ordered), weights compared at today's type
+    previous = previous.select(SUPPORT_COLUMNS).with_columns(pl.col(WEIGHT).cast(ordered.schema[WEIGHT]))
+    before = _strong_edges(previous, strong_weight)
+    moved = pl.concat([edges.join(before, on=["x", "y"], how="anti"), before.join(edges, on=["x", "y"], how="anti")])
+    touched = moved.get_column("x").unique().implode()
+    rows = ordered.select(*keys, pl.col(WEIGHT))
+    kept = (rows.join(previous, on=[*keys, WEIGHT], how="inner", nulls_equal=True)
+            .filter(~pl.col("record_id_l").is_in(touched) & ~pl.col("record_id_r").is_in(touched)))
+    redo = rows.join(kept.select(keys), on=keys, how="anti")
+    flags = pl.concat([kept, _support_flags(redo, edges, strong_weight)], how="vertical_relaxed")
+    return ordered.join(flags.drop(WEIGHT), on=keys, how="left", maintain_order="left"), redo.height
+
+
 def with_transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT) -> pl.DataFrame:
     """``pairs`` plus ``supported`` (1.0 / 0.0): whether some third record is linked to both of the
     pair's records by near-certain links, and ``checkable`` (bool): whether each of its records has
     a near-certain link to some record other than the other. Same person is transitive, so a
     checkable true match is nearly always supported and a non-match only through a wrong link."""
-    ordered = ordered_ids(pairs)
-    strong = ordered.filter(pl.col(WEIGHT) >= strong_weight).select(pl.col("record_id_l").alias("x"),
-                                                                     pl.col("record_id_r").alias("y"))
-    edges = pl.concat([strong, strong.select(pl.col("y").alias("x"), pl.col("x").alias("y"))])
-    closed = (edges.join(edges.rename({"x": "y", "y": "z"}), on="y")
-              .filter(pl.col("x") < pl.col("z"))
-              .select(pl.col("x").alias("record_id_l"), pl.col("z").alias("record_id_r")).unique()
-              .with_columns(pl.lit(1.0).alias("supported")))
-    degree = edges.group_by("x").len("links")
-    own = (pl.col(WEIGHT) >= strong_weight).cast(pl.UInt32)
-    others = lambda side: (pl.col(f"links_{side}").fill_null(0) - own) > 0  # noqa: E731
-    return (ordered.join(closed, on=["record_id_l", "record_id_r"], how="left")
-            .join(degree.rename({"x": "record_id_l", "links": "links_l"}), on="record_id_l", how="left")
-            .join(degree.rename({"x": "record_id_r", "links": "links_r"}), on="record_id_r", how="left")
-            .with_columns(pl.col("supported").fill_null(0.0), (others("l") & others("r")).alias("checkable"))
-            .drop("links_l", "links_r"))
+    return transitive_support(pairs, strong_weight)[0]
 
 
 @dataclass(frozen=True)
@@ -343,6 +407,9 @@ class TransitivityCheck:
     checked_support: float | None  # the same for links of CHECK_WEIGHTS
     checked_links: int
     calibration: Calibration | None  # the curve fitted to the support rates (see transitivity_check)
+    # each pair's flags (SUPPORT_COLUMNS), kept for the next run, and how many were computed this time
+    support: pl.DataFrame | None = field(default=None, repr=False, compare=False)
+    support_computed: int = 0
 
     @property
     def deficit(self) -> float | None:
@@ -356,7 +423,7 @@ class TransitivityCheck:
                 and self.deficit is not None and self.deficit > OVERCONFIDENCE_DEFICIT)
 
 
-def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
+def transitivity_check(pairs: pl.DataFrame, previous_support: pl.DataFrame | None = None) -> TransitivityCheck:
     """The model's probabilities checked against its own links, without labels or truth.
 
     A true match is supported (see :func:`with_transitive_support`) about as often at any weight
@@ -369,10 +436,13 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
     (:func:`with_transitive_support`): a link between records with no other sure link can never
     be closed, and such links are commoner at middle weights (a person with two records, a record
     too poorly recorded to be surely linked), which read as overconfidence (family at 100,000 hard:
-    a 7% deficit over all links, 1.8% over checkable ones, where 98.5% of the links are right)."""
+    a 7% deficit over all links, 1.8% over checkable ones, where 98.5% of the links are right).
+    ``previous_support``: the flags of an earlier check (``TransitivityCheck.support``), reused where
+    the pairs around them did not change (:func:`transitive_support`)."""
+    flagged, computed = transitive_support(pairs, previous=previous_support)
     # only pairs whose records each have another near-certain link: the rest cannot be supported,
     # and they are not a random sample (a person with two records, a poorly recorded record)
-    supported = with_transitive_support(pairs).filter(pl.col("checkable"))
+    supported = flagged.filter(pl.col("checkable"))
     rate = lambda frame: float(frame["supported"].mean()) if frame.height else None  # noqa: E731
     surest = rate(supported.filter(pl.col(WEIGHT) >= SUREST_WEIGHT))
     checked = supported.filter(pl.col(WEIGHT).is_between(*CHECK_WEIGHTS, closed="left"))
@@ -387,7 +457,8 @@ def transitivity_check(pairs: pl.DataFrame) -> TransitivityCheck:
         if beta[1] > 0:
             calibration = Calibration(float(beta[0]), float(beta[1]), None,
                                       (float(weight.min()), float(weight.max())), 0, method="transitivity")
-    return TransitivityCheck(surest, rate(checked), checked.height, calibration)
+    return TransitivityCheck(surest, rate(checked), checked.height, calibration,
+                             support=flagged.select(SUPPORT_COLUMNS), support_computed=computed)
 
 
 # ---------------------------------------------------------------- no labels: the date of birth as a witness
@@ -404,7 +475,8 @@ WITNESS_MIN_OBSERVED = 30
 WITNESS_TOLERANCE = 0.005
 
 
-def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFrame | None:
+def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None, previous: KeptWork | None = None,
+                 keep: KeptWork | None = None) -> pl.DataFrame | None:
     """``record_id_l``, ``record_id_r``, ``witness_odds`` for the scored pairs missing a date of birth
     on either side: the factor their match odds are multiplied by so that, within each agreement
     pattern of the other fields (:data:`WITNESS_PATTERN_FIELDS`: each agrees, differs or is missing),
@@ -429,7 +501,8 @@ def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFr
     stored pairs (``pairs``, with those the guard splits for incompatible dates: they are the
     witness's disagreements), where pairs whose dates disagree scored lower and some were not
     stored, so the share overstates the matches: there it only lowers. None without dates of birth
-    or pattern fields."""
+    or pattern fields. ``previous``: what an earlier assessment kept (the same-name counts of names
+    whose records did not change are taken from it); ``keep``: filled with what this one keeps."""
     fields = [c for c in WITNESS_PATTERN_FIELDS if records is not None and c in records.columns]
     if records is None or WITNESS_FIELD not in records.columns or not fields or pairs.is_empty():
         return None
@@ -444,7 +517,7 @@ def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None) -> pl.DataFr
     scored = scored.filter(~different_people(scored, others))
     patterns = _agreement_patterns(_sides(scored, rec), fields)
     rates = _witness_rates(patterns).with_columns(pl.lit(False).alias("two_sided"))
-    same_name = _same_name_witnesses(rec, others, fields)
+    same_name = _same_name_witnesses(rec, others, fields, _record_content(records), previous, keep)
     if same_name is not None:
         rates = pl.concat([rates.filter(~pl.col("pattern").is_in(same_name["pattern"].implode())),
                            same_name.with_columns(pl.lit(True).alias("two_sided"))])
@@ -500,11 +573,30 @@ SAME_NAME_SAMPLE = 60
 SAME_NAME_PAIRS = 1_000_000
 
 
-def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[str]) -> pl.DataFrame | None:
+#: What is kept of the same-name witness (:func:`_same_name_witnesses`): its records and its counts.
+SAME_NAME_RECORDS = ("forename", "surname", "record_id", "content")
+SAME_NAME_SUMS = ("forename", "surname", "pattern", "observed", "agreeing", "sample")
+
+
+def _record_content(records: pl.DataFrame) -> pl.DataFrame:
+    """``record_id`` (text) and ``content``: a hash of every column the witness and the guard read, so
+    that a record whose content changed is told from one that did not (polars' hash: stable within
+    a polars version; after an upgrade every name is counted again)."""
+    return records.select(pl.col("record_id").cast(pl.String),
+                          pl.struct(records.columns).hash(seed=17).alias("content"))
+
+
+def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[str],
+                         content: pl.DataFrame | None = None, previous: KeptWork | None = None,
+                         keep: KeptWork | None = None) -> pl.DataFrame | None:
     """:func:`_witness_rates` over every pair of dated records with the same forename and surname
     (less those the guard splits for other reasons than dates): every one is compared, so this
     counts the pairs whose dates disagree and that scored too low to be stored. A name with more
-    than :data:`SAME_NAME_SAMPLE` dated records is sampled, its pairs weighted up."""
+    than :data:`SAME_NAME_SAMPLE` dated records is sampled, its pairs weighted up.
+
+    A name's pairs are counted per pattern (:func:`_same_name_counts`) and those counts summed over
+    names; a name's counts read only its own records, so with ``previous`` (and the same sample size)
+    only the names whose records came, went or changed ``content`` are counted again."""
     if not {"forename", "surname"} <= set(fields):
         return None
     names = ["forename", "surname"]
@@ -513,6 +605,39 @@ def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[s
     sizes = dated.group_by(names).len()["len"]
     pairs_at = lambda k: float((sizes.clip(upper_bound=k) * (sizes.clip(upper_bound=k) - 1) / 2).sum())  # noqa: E731
     sample = next((k for k in range(SAME_NAME_SAMPLE, 2, -1) if pairs_at(k) <= SAME_NAME_PAIRS), 2)
+    content = content if content is not None else _record_content(rec)
+    now = dated.select(*names, "record_id").join(content, on="record_id", how="left")
+    sums, todo = None, dated
+    if (previous is not None and previous.same_name_sums is not None and previous.same_name_records is not None
+            and previous.same_name_sums.height and previous.same_name_sums["sample"][0] == sample):
+        before = previous.same_name_records.select(SAME_NAME_RECORDS)
+        changed = pl.concat([now.join(before, on=list(SAME_NAME_RECORDS), how="anti", nulls_equal=True),
+                             before.join(now, on=list(SAME_NAME_RECORDS), how="anti", nulls_equal=True)]
+                            ).select(names).unique()
+        sums = previous.same_name_sums.select(SAME_NAME_SUMS).join(changed, on=names, how="anti", nulls_equal=True)
+        todo = dated.join(changed, on=names, how="semi", nulls_equal=True)
+    counted = _same_name_counts(todo, others, fields, sample)
+    sums = counted if sums is None else pl.concat([sums, counted], how="vertical_relaxed")
+    if keep is not None:
+        keep.same_name_records, keep.same_name_sums = now, sums
+        keep.computed["same_name_groups"] = todo.select(names).n_unique()
+    if sums.is_empty():
+        return None
+    # summed in one order whichever names were counted now (the same rates counted afresh or kept)
+    return (sums.sort("pattern", *names).group_by("pattern", maintain_order=True)
+            .agg(pl.col("observed").sum(), pl.col("agreeing").sum())
+            .select("pattern", "observed", (pl.col("agreeing") / pl.col("observed")).alias("agree")))
+
+
+def _same_name_counts(dated: pl.DataFrame, others: pl.DataFrame, fields: list[str], sample: int) -> pl.DataFrame:
+    """Per name and pattern, the same-name pairs of ``dated`` (sampled to ``sample`` records a name,
+    weighted up): ``observed`` (pairs with both dates, all of them here) and ``agreeing`` (whose dates
+    are one person's), as :func:`_witness_rates` counts them, and the ``sample`` size."""
+    names = ["forename", "surname"]
+    schema = {"forename": pl.String, "surname": pl.String, "pattern": pl.String, "observed": pl.Float64,
+              "agreeing": pl.Float64, "sample": pl.Int64}
+    if dated.is_empty():
+        return pl.DataFrame(schema=schema)
     dated = (dated.with_columns(pl.len().over(names).alias("_n"),
                                 pl.col("record_id").hash(seed=13).rank("ordinal").over(names).alias("_rank"))
              .filter(pl.col("_rank") <= sample)
@@ -525,9 +650,16 @@ def _same_name_witnesses(rec: pl.DataFrame, others: pl.DataFrame, fields: list[s
                            (pl.col("_n_l") * (pl.col("_n_l") - 1) / (pl.col("_k_l") * (pl.col("_k_l") - 1)))
                            .cast(pl.Float64).alias("weight")))
     if pairs.is_empty():
-        return None
+        return pl.DataFrame(schema=schema)
     pairs = pairs.filter(~different_people(pairs.select("record_id_l", "record_id_r"), others))
-    return _witness_rates(_agreement_patterns(pairs, fields).with_columns(pairs["weight"]))
+    patterns = _agreement_patterns(pairs, fields).with_columns(
+        pairs["weight"], pairs["forename_l"].alias("forename"), pairs["surname_l"].alias("surname"))
+    # a name's pairs all weigh the same: counts times that weight, in any order the same number
+    observed = patterns.filter(pl.col("witness") != "n")
+    return (observed.group_by(*names, "pattern")
+            .agg((pl.len() * pl.col("weight").first()).cast(pl.Float64).alias("observed"),
+                 ((pl.col("witness") == "e").sum() * pl.col("weight").first()).cast(pl.Float64).alias("agreeing"))
+            .with_columns(pl.lit(sample, dtype=pl.Int64).alias("sample")).select(list(schema)))
 
 
 def _odds_factors(probability: np.ndarray, group: np.ndarray, target: np.ndarray,
@@ -941,6 +1073,7 @@ class Assessment:
     scored: pl.DataFrame | None = None  # the scored pairs (for the intervals)
     resampled: tuple[Calibration, ...] = ()  # calibrations of resampled labels (for the intervals)
     labelled: pl.DataFrame | None = None  # the reviewed scored pairs (match_weight, clerical_match_score)
+    kept: KeptWork = field(default_factory=KeptWork, repr=False, compare=False)  # for the next assessment
 
     def label_agreement(self, threshold: float) -> float | None:
         """Share of reviewed pairs whose label agrees with the model's call at ``threshold``: the
@@ -987,13 +1120,15 @@ class Assessment:
 
 def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Series | None = None,
            also: tuple[float, ...] = (), blocking: pl.DataFrame | None = None,
-           intervals: bool = True, records: pl.DataFrame | None = None) -> Assessment:
+           intervals: bool = True, records: pl.DataFrame | None = None,
+           previous: KeptWork | None = None) -> Assessment:
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
     record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
     which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared.
     ``intervals``: also resample the labels for the estimates' 90% intervals (they do not move
     the best threshold). ``records``: the records linked; pairs the over-merge guard's rules say
-    are different people (:func:`without_different_people`) are left out."""
+    are different people (:func:`without_different_people`) are left out. ``previous``: what the last
+    assessment of the same dataset kept (``Assessment.kept``), reused where nothing under it changed."""
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
     scored, pairs = pairs, without_different_people(pairs, records)
@@ -1003,20 +1138,24 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     # without labels, the model's probabilities (after any transitivity recalibration) are raised
     # by the paths through other records; labels are not: they measured P(match | weight) over all
     # pairs, the ones such paths close included, and raising those would count them twice
-    check = transitivity_check(pairs) if pairs.height and calibration is None else None
+    kept = KeptWork()
+    check = (transitivity_check(pairs, previous.support if previous is not None else None)
+             if pairs.height and calibration is None else None)
+    if check is not None:
+        kept.support, kept.computed["support_pairs"] = check.support, check.support_computed
     if check is not None and check.overconfident:
         calibration = check.calibration
     expected = with_expected_matches(pairs, calibration)
     if calibration is None or calibration.method != "clerical_labels":
         # the witness first, so that the closure does not follow links it shows to be relatives; it
         # reads the guard's pairs too (`scored`): their dates are its disagreements
-        expected = with_indirect_matches(with_witness(expected, witness_odds(scored, records)))
+        expected = with_indirect_matches(with_witness(expected, witness_odds(scored, records, previous, kept)))
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates, records),
                       expected_accuracy_curve(expected, missed), calibration, evidence.labels, check, missed,
                       pairs.select(WEIGHT, PROBABILITY), evidence.resampled,
-                      evidence.labelled if evidence.calibration is None else None)
+                      evidence.labelled if evidence.calibration is None else None, kept)
 
 
 def choose_cluster_threshold(
