@@ -191,13 +191,15 @@ def _materialize_lookup(tmp_path, inputs, mode: str):
                                     "warehouse": xjs_defs.Warehouse(database=str(database)),
                                     "linkage": LinkageSettings(data_dir=str(tmp_path), mode=mode)})
     assert result.success
-    edges = next(m for m in result.get_asset_materialization_events()
-                 if m.asset_key == AssetKey(["linkage", "xjs", "edges"])).materialization.metadata
+    def metadata(name: str) -> dict:
+        return {k: v.value for k, v in next(m for m in result.get_asset_materialization_events()
+                                            if m.asset_key == AssetKey(["linkage", "xjs", name])).materialization.metadata.items()}
     from datafirst_assets.warehouse.connection import warehouse_cursor
 
     with warehouse_cursor(database) as conn:
         lookup = pl.from_arrow(conn.sql("select * from linkage_xjs.lookup order by all").to_arrow_table())
-    return {k: v.value for k, v in edges.items()}, lookup
+    # the edges' metadata, with the lookup's as lookup_<name>
+    return {**metadata("edges"), **{f"lookup_{k}": v for k, v in metadata("lookup").items()}}, lookup
 
 
 def test_the_asset_extends_its_stored_edges_on_a_changed_extract(tmp_path_factory, runs, tmp_path):
@@ -225,6 +227,12 @@ def test_the_asset_extends_its_stored_edges_on_a_changed_extract(tmp_path_factor
     assert 0 < second["persons_rescored"] <= changed["prison"].height // 50 + 1 and second["edges_kept"] > 0
     # the stored persons state held the clusters: only the touched components were clustered again
     assert second["clustering_mode"] == "touched components", second["clustering_reason"]
+    # ids carried against the stored lookup in the database: no record is new, so none was hashed,
+    # and only the records of clusters the change reached went through Python
+    assert second["lookup_records_rehashed"] == 0
+    for level in LEVELS:
+        assert second[f"lookup_records_recarried_{level}"] < second["lookup_records"] // 4
+    assert "lookup_records_rehashed" not in first  # the first lookup carried and hashed in polars
     scratch = build_xjs_lookup(changed, inputs.clusters, saved_model=(doc, trained_on)).lookup
     def partition(frame: pl.DataFrame, level: str) -> set[frozenset]:
         groups = frame.group_by(f"person_id_{level}").agg(pl.col("person_id_dataset").unique().sort())
