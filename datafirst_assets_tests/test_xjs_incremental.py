@@ -169,7 +169,7 @@ def test_inputs_built_in_duckdb_give_the_lookup_the_polars_inputs_give(tmp_path_
     assert from_duckdb.edges.equals(from_polars.edges)
 
 
-def _materialize_lookup(tmp_path, inputs, mode: str):
+def _materialize_lookup(tmp_path, inputs, mode: str, expect_success: bool = True):
     """The xjs_lookup multi-asset materialised by Dagster over `inputs` planted in a warehouse."""
     from dagster import AssetKey, AssetSpec, materialize
 
@@ -187,17 +187,22 @@ def _materialize_lookup(tmp_path, inputs, mode: str):
     placeholders = [AssetSpec(key=key, metadata={"schema": "_".join(key.path[:-1])}).with_io_manager_key("io_manager")
                     for key in upstream]
     result = materialize([*placeholders, xjs_defs.xjs_lookup], selection=list(xjs_defs.xjs_lookup.keys),
+                         raise_on_error=expect_success,
                          resources={"io_manager": WarehouseIOManager(database=str(database)),
                                     "warehouse": xjs_defs.Warehouse(database=str(database)),
                                     "linkage": LinkageSettings(data_dir=str(tmp_path), mode=mode)})
-    assert result.success
-    edges = next(m for m in result.get_asset_materialization_events()
-                 if m.asset_key == AssetKey(["linkage", "xjs", "edges"])).materialization.metadata
+    assert result.success == expect_success
+    if not expect_success:
+        return {}, None
+    def metadata(name: str) -> dict:
+        return {k: v.value for k, v in next(m for m in result.get_asset_materialization_events()
+                                            if m.asset_key == AssetKey(["linkage", "xjs", name])).materialization.metadata.items()}
     from datafirst_assets.warehouse.connection import warehouse_cursor
 
     with warehouse_cursor(database) as conn:
         lookup = pl.from_arrow(conn.sql("select * from linkage_xjs.lookup order by all").to_arrow_table())
-    return {k: v.value for k, v in edges.items()}, lookup
+    # the edges' metadata, with the lookup's as lookup_<name>
+    return {**metadata("edges"), **{f"lookup_{k}": v for k, v in metadata("lookup").items()}}, lookup
 
 
 def test_the_asset_extends_its_stored_edges_on_a_changed_extract(tmp_path_factory, runs, tmp_path):
@@ -225,9 +230,44 @@ def test_the_asset_extends_its_stored_edges_on_a_changed_extract(tmp_path_factor
     assert 0 < second["persons_rescored"] <= changed["prison"].height // 50 + 1 and second["edges_kept"] > 0
     # the stored persons state held the clusters: only the touched components were clustered again
     assert second["clustering_mode"] == "touched components", second["clustering_reason"]
+    # ids carried against the stored lookup in the database: no record is new, so none was hashed,
+    # and only the records of clusters the change reached went through Python
+    assert second["lookup_records_rehashed"] == 0
+    for level in LEVELS:
+        assert second[f"lookup_records_recarried_{level}"] < second["lookup_records"] // 4
+    assert "lookup_records_rehashed" not in first  # the first lookup carried and hashed in polars
     scratch = build_xjs_lookup(changed, inputs.clusters, saved_model=(doc, trained_on)).lookup
     def partition(frame: pl.DataFrame, level: str) -> set[frozenset]:
         groups = frame.group_by(f"person_id_{level}").agg(pl.col("person_id_dataset").unique().sort())
         return {frozenset(g) for g in groups.get_column("person_id_dataset").to_list()}
     for level in LEVELS:
         assert partition(lookup, level) == partition(scratch, level)
+    _a_failed_carry_leaves_the_stored_lookup_and_no_scratch(tmp_path, later, lookup)
+
+
+def _a_failed_carry_leaves_the_stored_lookup_and_no_scratch(tmp_path, inputs, stored):
+    """A lookup carried in the database that fails before it is stored: the stored lookup is the
+    previous one, and the scratch catalog the carry used is detached (also after a success)."""
+    from datafirst_assets.defs import xjs as xjs_defs
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+
+    def scratch_catalogs() -> list:
+        with warehouse_cursor(tmp_path / "wh.duckdb") as conn:
+            return conn.execute("select database_name from duckdb_databases() "
+                                "where starts_with(database_name, 'xjs_')").fetchall()
+
+    assert scratch_catalogs() == []
+    real = xjs_defs.lookup_problems
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("planted failure after the carry")
+
+    xjs_defs.lookup_problems = failing
+    try:
+        _materialize_lookup(tmp_path, inputs, "incremental", expect_success=False)
+    finally:
+        xjs_defs.lookup_problems = real
+    assert scratch_catalogs() == []
+    with warehouse_cursor(tmp_path / "wh.duckdb") as conn:
+        after = pl.from_arrow(conn.sql("select * from linkage_xjs.lookup order by all").to_arrow_table())
+    assert after.equals(stored)

@@ -42,9 +42,20 @@ from datafirst_assets.linkage.xjs import (
     xjs_change_counts,
     xjs_id_change_history,
 )
-from datafirst_assets.linkage.xjs_incremental import STATE_SCHEMA, WRITTEN_BY, PreviousXjs
+from datafirst_assets.linkage.xjs_incremental import (
+    LEVELS,
+    STATE_SCHEMA,
+    WRITTEN_BY,
+    PreviousXjs,
+    attach_scratch,
+    carry_forward_stored,
+    detach_scratch,
+    lookup_problems,
+    stored_lookup_usable,
+)
 from datafirst_assets.linkage.xjs_inputs import lookup_inputs
-from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.content import table_columns
+from datafirst_assets.warehouse.io_manager import StoredTable, WarehouseQuery
 from datafirst_assets.sources.registry import SOURCES
 
 LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
@@ -126,9 +137,10 @@ def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     try:
         with warehouse.cursor() as conn:  # inputs and clustering in the warehouse's DuckDB (its memory limit and spill folder)
             t = time.perf_counter()
-            keys, variants, vmap = lookup_inputs(conn, {s: (f"({r.select_sql()})", f"({c.select_sql()})")
-                                                        for s, (r, c) in tables.items()})
-            result = link_variants(keys, variants, vmap, prepared_in=time.perf_counter() - t,
+            keys, variants, vmap, hashes = lookup_inputs(
+                conn, {s: (f"({r.select_sql()})", f"({c.select_sql()})") for s, (r, c) in tables.items()},
+                with_hashes=True)
+            result = link_variants(keys, variants, vmap, prepared_in=time.perf_counter() - t, variants_hashes=hashes,
                                    thresholds=XJS_THRESHOLDS, db_api=db_api, progress=context.log.info,
                                    connection=conn, retrain_growth=linkage.retrain_growth,
                                    saved_model=read_xjs_model(saved) if incremental else None,
@@ -141,10 +153,8 @@ def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
 
 def stored_record_keys(warehouse: Warehouse, records: dict[str, StoredTable]) -> pl.DataFrame:
     """source_dataset, record_id of every stored person record (what the lookup must cover)."""
-    union = " union all ".join(f"select '{source}' as source_dataset, record_id::varchar as record_id "
-                               f"from ({table.select_sql(['record_id'])})" for source, table in records.items())
     with warehouse.cursor() as conn:
-        return pl.from_arrow(conn.sql(union).to_arrow_table())  # type: ignore[return-value]
+        return pl.from_arrow(conn.sql(_record_keys_sql(records)).to_arrow_table())  # type: ignore[return-value]
 
 
 def state_outputs(result: XjsResult, run_id: str):
@@ -196,6 +206,33 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     tables = {s: (linkage_table(warehouse.database, s, "person_records"),
                   linkage_table(warehouse.database, s, "clusters")) for s in SOURCES}
     result = run_lookup(context, linkage, warehouse, tables)
+    stored = linkage_table(warehouse.database, "xjs", "lookup")
+    with warehouse.cursor() as conn:
+        in_database = stored_lookup_usable(conn, stored.name)
+    records = {s: r for s, (r, _) in tables.items()}
+    if in_database:
+        yield from _outputs_carried_in_database(context, warehouse, result, stored, records)
+    else:
+        yield from _outputs_carried_in_polars(context, warehouse, result, records)
+
+
+def _lookup_metadata(records: int, persons: dict[str, int], kept: dict[str, tuple[int, int]], result: XjsResult,
+                     **more) -> dict:
+    return {
+        "pseudonymisation_key": "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)"
+        if key_is_development() else "from environment",
+        "records": records,
+        **{f"persons_{level}": n for level, n in persons.items()},
+        **{f"unchanged_persons_kept_{lv}": f"{k} of {n}" for lv, (n, k) in kept.items()},
+        "thresholds": list(result.thresholds),
+        **more,
+    }
+
+
+def _outputs_carried_in_polars(context: AssetExecutionContext, warehouse: Warehouse, result: XjsResult,
+                               records: dict[str, StoredTable]):
+    """The first lookup (or one over a stored lookup this version cannot read): ids carried and
+    record ids hashed over whole frames."""
     previous, history = stored_table(warehouse, "xjs", "lookup"), stored_table(warehouse, "xjs", "id_changes")
     carried, changes = carry_forward_xjs_ids(result.lookup, previous, history)
     lookup = add_record_hashes(carried, previous)
@@ -207,20 +244,52 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
         "history_rows": history.height,
     })
     kept = unchanged_xjs_persons_kept(previous, lookup) if previous is not None and previous.height else {}
-    yield Output(lookup, output_name="lookup", metadata={
-        "pseudonymisation_key": "DEVELOPMENT key (set DATAFIRST_PSEUDONYMISATION_KEY)"
-        if key_is_development() else "from environment",
-        "records": lookup.height,
-        **{f"persons_{level}": lookup[f"person_id_{level}"].n_unique() for level in ("high", "medium", "low")},
-        **{f"unchanged_persons_kept_{lv}": f"{k} of {n}" for lv, (n, k) in kept.items()},
-        "thresholds": list(result.thresholds),
-    })
+    persons = {level: lookup[f"person_id_{level}"].n_unique() for level in ("high", "medium", "low")}
+    yield Output(lookup, output_name="lookup", metadata=_lookup_metadata(lookup.height, persons, kept, result))
     yield from state_outputs(result, context.run_id)
-    problems = check_lookup_invariants(lookup, stored_record_keys(warehouse, {s: r for s, (r, _) in tables.items()}))
-    yield AssetCheckResult(
-        check_name="lookup_invariants", passed=not problems,
-        metadata={"problems": MetadataValue.md(bullet_list(problems))},
-    )
+    problems = check_lookup_invariants(lookup, stored_record_keys(warehouse, records))
+    yield _invariants(problems)
+
+
+def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Warehouse, result: XjsResult,
+                                 stored: StoredTable, records: dict[str, StoredTable]):
+    """Ids carried forward against the stored lookup in DuckDB (``xjs_carry``): only the records
+    whose ids may change reach Python, and the lookup is stored from the database."""
+    history_table = linkage_table(warehouse.database, "xjs", "id_changes")
+    with warehouse.cursor() as conn:
+        scratch = attach_scratch(conn)
+        try:
+            history_name = history_table.name if {"level", "old_id", "new_id"} <= set(
+                table_columns(conn, history_table.schema, history_table.table)) else None
+            carried = carry_forward_stored(conn, scratch, result.lookup, stored.name, history_name)
+            problems = lookup_problems(conn, carried.table, _record_keys_sql(records))
+            counts = conn.execute(f"select count(*), {', '.join(f'count(distinct person_id_{lv})' for lv in LEVELS)} "
+                                  f"from {carried.table}").fetchall()[0]
+            history = xjs_id_change_history(stored_table(warehouse, "xjs", "id_changes"), carried.changes,
+                                            run_id=context.run_id)
+            # The change log goes first: the next run finds every id issued even if the lookup fails to store.
+            yield Output(history, output_name="id_changes", metadata={
+                **{f"this_run_{name}": n for name, n in xjs_change_counts(carried.changes, result.lookup, False).items()},
+                "history_rows": history.height,
+            })
+            persons = dict(zip(LEVELS, counts[1:]))
+            yield Output(WarehouseQuery(carried.sql), output_name="lookup", metadata=_lookup_metadata(
+                counts[0], persons, carried.kept, result, **carried.stats))
+        finally:
+            detach_scratch(conn, scratch)
+    yield from state_outputs(result, context.run_id)
+    yield _invariants(problems)
+
+
+def _record_keys_sql(records: dict[str, StoredTable]) -> str:
+    """source_dataset, record_id of every stored person record (what the lookup must cover)."""
+    return " union all ".join(f"select '{source}' as source_dataset, record_id::varchar as record_id "
+                              f"from ({table.select_sql(['record_id'])})" for source, table in records.items())
+
+
+def _invariants(problems: list[str]) -> AssetCheckResult:
+    return AssetCheckResult(check_name="lookup_invariants", passed=not problems,
+                            metadata={"problems": MetadataValue.md(bullet_list(problems))})
 
 
 @asset(

@@ -270,6 +270,7 @@ def link_variants(
     retrain_growth: float | None = 2.0,
     previous: PreviousXjs | None = None,
     prepared_in: float = 0.0,
+    variants_hashes: pl.DataFrame | None = None,
 ) -> XjsResult:
     """Link per-dataset persons, given as their records and variants, into cross-justice persons.
 
@@ -286,6 +287,7 @@ def link_variants(
     one those edges were scored with, only pairs of new or changed persons are scored and the
     other stored edges kept (``xjs_incremental``); the clustering is always redone over all edges.
     ``prepared_in``: seconds spent building the inputs (reported as ``timings["variants"]``).
+    ``variants_hashes``: each person's variants hash when the inputs came with it (``xjs_inputs``).
 
     Returns an :class:`XjsResult`: ``lookup`` (one row per record), ``persons`` (one row per
     per-dataset person), ``edges`` (person pairs of different datasets: their best variant
@@ -307,7 +309,7 @@ def link_variants(
     edges = person_edges(_no_pairs(), vmap)
     scoring: dict[str, Any] = {"lookup_mode": "full", "reason": "fewer than two datasets"}
     seeds = None
-    state = person_state(variants, vmap, None, keep)
+    state = person_state(variants, vmap, None, keep, variants_hashes)
     if n_datasets >= 2:
         db_api = db_api or make_db_api()
         t = time.perf_counter()

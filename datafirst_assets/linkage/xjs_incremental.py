@@ -22,6 +22,9 @@ frequencies are those of all current variants, as a full prediction's; stored ed
 scores they were given (the per-dataset incremental link does the same), so a model with term
 frequency adjustments drifts slightly from a full rescore until the next full run.
 
+The ids of the lookup are carried forward in the warehouse's DuckDB against the stored lookup
+(``carry_forward_stored``, below): only records of clusters whose ids may change reach Python.
+
 The stored state is only trusted when the persons table and the edges table were written by the
 same run (``written_by_run``): a run that stored the edges and failed before storing the persons
 leaves a state the next run refuses, and that run scores every pair.
@@ -29,12 +32,16 @@ leaves a state the next run refuses, and that run scores every pair.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 import duckdb
 import polars as pl
 
+from datafirst_assets.common.sql import quote_identifier, quote_literal
+from datafirst_assets.deidentify.keys import keyed_hash
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID
+from datafirst_assets.linkage.stable_ids import CHANGE_SCHEMA, PERSON_ID, RECORD_ID, carry_forward_ids, same_record_sets
 
 PERSON = "person_id_dataset"
 #: Which run wrote a state table (the persons and edges of one run go together).
@@ -47,30 +54,37 @@ EDGE_COLUMNS = ("source_dataset_l", "person_id_dataset_l", "source_dataset_r", "
                 "match_weight", "match_probability", "variant_pairs")
 
 
+def variants_hash_sql(relation: str, fields: list[str]) -> str:
+    """SELECT person_id_dataset, variants_hash over ``relation`` (one row per variant: PERSON and
+    ``fields``): each variant's fields joined in a fixed order and MD5-hashed, the 128-bit digests
+    summed per person (in two 64-bit halves, so the sum is exact): the same in every process and
+    independent of the variants' order."""
+    parts = ", ".join(f"coalesce(cast(\"{c}\" as varchar), chr(0))" for c in fields) or "''"
+    return f"""
+        with v as (select "{PERSON}", md5_number(concat_ws(chr(31), {parts})) as h from {relation})
+        select "{PERSON}", sum((h >> 64)::hugeint)::varchar || '-'
+            || sum((h & 18446744073709551615::uhugeint)::hugeint)::varchar as variants_hash
+        from v group by "{PERSON}" order by "{PERSON}" """
+
+
 def variants_hashes(variants: pl.DataFrame, vmap: pl.DataFrame) -> pl.DataFrame:
-    """person_id_dataset -> variants_hash: each variant's fields joined in a fixed order and
-    MD5-hashed, the 128-bit digests summed per person (in two 64-bit halves, so the sum is exact):
-    the same in every process and independent of the variants' order."""
+    """person_id_dataset -> variants_hash (``variants_hash_sql``) of polars variants."""
     fields = [c for c in LINKAGE_FIELDS if c in variants.columns]
     frame = (variants.select(pl.col(UNIQUE_ID).alias("variant_id"), *fields)  # noqa: F841 (SQL below)
              .join(vmap.select("variant_id", PERSON), on="variant_id", how="inner")
              .drop("variant_id").to_arrow())
-    parts = ", ".join(f"coalesce(cast(\"{c}\" as varchar), chr(0))" for c in fields) or "''"
     with duckdb.connect() as con:
-        out = con.sql(f"""
-            with v as (select "{PERSON}", md5_number(concat_ws(chr(31), {parts})) as h from frame)
-            select "{PERSON}", sum((h >> 64)::hugeint)::varchar || '-'
-                || sum((h & 18446744073709551615::uhugeint)::hugeint)::varchar as variants_hash
-            from v group by "{PERSON}" order by "{PERSON}" """).to_arrow_table()
+        out = con.sql(variants_hash_sql("frame", fields)).to_arrow_table()
     return pl.from_arrow(out)  # type: ignore[return-value]
 
 
 def person_state(variants: pl.DataFrame, vmap: pl.DataFrame, model_version: str | None,
-                 edges_above: float) -> pl.DataFrame:
+                 edges_above: float, hashes: pl.DataFrame | None = None) -> pl.DataFrame:
     """What the persons table stores (``STATE_SCHEMA``): each person's dataset and variants
-    hash, the model version the edges were scored with and the probability they were kept above."""
+    hash, the model version the edges were scored with and the probability they were kept above.
+    ``hashes``: ``variants_hashes`` already computed where the variants were built (xjs_inputs)."""
     persons = vmap.select(SOURCE_DATASET, PERSON).unique(PERSON)
-    return (persons.join(variants_hashes(variants, vmap), on=PERSON, how="left")
+    return (persons.join(variants_hashes(variants, vmap) if hashes is None else hashes, on=PERSON, how="left")
             .with_columns(pl.lit(model_version, dtype=pl.String).alias("model_version"),
                           pl.lit(edges_above, dtype=pl.Float64).alias("edges_above"))
             .select(*STATE_SCHEMA).cast(STATE_SCHEMA).sort(PERSON))  # type: ignore[arg-type]
@@ -139,7 +153,7 @@ def extend_edges(stored: pl.DataFrame, fresh: pl.DataFrame, touched: pl.Series) 
 #: each person's connected component over the edges at the lowest threshold and its cluster at
 #: each level, both named by their smallest person key, and how it was clustered (the thresholds
 #: and the same-dataset rule), so the next run re-clusters only the components a change touches.
-CLUSTER_LEVELS = ("high", "medium", "low")
+CLUSTER_LEVELS = LEVELS = ("high", "medium", "low")
 CLUSTER_STATE = {"component": pl.String, **{f"cluster_{lv}": pl.String for lv in CLUSTER_LEVELS},
                  "clustered_as": pl.String}
 
@@ -194,3 +208,210 @@ def recluster_touched(persons: pl.DataFrame, edges: pl.DataFrame, stored: pl.Dat
     return out.select(PERSON, SOURCE_DATASET, *[f"cluster_{lv}" for lv in CLUSTER_LEVELS], "component"), {
         **stats, "mode": "touched components", "persons_reclustered": nodes.height,
         "components_touched": hit.len()}
+
+# ------------------------------------------- carrying ids forward against the stored lookup
+
+# Carry cross-justice ids forward against the stored lookup in DuckDB, touching in Python only
+# the records whose ids may change.
+#
+#     scratch = attach_scratch(conn)                       # an in-memory catalog of the warehouse
+#     carried = carry_forward_stored(conn, scratch, raw, "<db>.linkage_xjs.lookup", history_table)
+#     carried.sql         # the new lookup (with record_id_hash), as a SELECT the IO manager stores
+#     carried.changes     # this run's id changes (xjs.XJS_CHANGE_SCHEMA)
+#
+# ``xjs.carry_forward_xjs_ids`` + ``defs.xjs.add_record_hashes`` give the same lookup from the whole
+# previous lookup in polars (three joins, group-bys and sorts over every record, each level). Here
+# the previous lookup stays where it is stored. Per level, a record's ids can only change when its
+# new cluster (``raw``: the lookup before carrying, dense cluster ids) and its previous id are not
+# in a one-to-one match: a cluster is *settled* when all its records had one previous id and that
+# id's records are exactly the cluster's (no record new, gone or moved). A settled cluster keeps
+# its id and logs no change in ``stable_ids.carry_forward_ids`` (its one overlap competes with
+# nothing). Every other cluster and previous id (*unsettled*) goes through ``carry_forward_ids``
+# together; that set is closed (a record of an unsettled cluster whose previous id is settled
+# cannot exist: that id's records all lie in one cluster, this one), so the greedy assignment, the
+# ids minted (numbered from the same first free id, in the order of the clusters' smallest record)
+# and the change log are those of the whole. Only records not stored before are hashed.
+
+SEP = ":"  # as xjs.SEP
+LOOKUP_COLUMNS = (SOURCE_DATASET, UNIQUE_ID, "record_id_hash", PERSON, *(f"person_id_{lv}" for lv in LEVELS))
+
+
+def attach_scratch(conn: duckdb.DuckDBPyConnection) -> str:
+    """A private in-memory catalog in the warehouse's database instance: its tables are visible
+    to every cursor of the instance (the IO manager's write too), and never reach the file."""
+    name = f"xjs_{secrets.token_hex(4)}"
+    conn.execute(f"attach ':memory:' as {name}")
+    return name
+
+
+def detach_scratch(conn: duckdb.DuckDBPyConnection, scratch: str) -> None:
+    conn.execute(f"detach database if exists {scratch}")
+
+
+def stored_lookup_usable(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """The stored lookup has every column this carry reads and at least one row."""
+    try:
+        columns = set(conn.sql(f"select * from {table} limit 0").columns)
+    except duckdb.Error:
+        return False
+    if not set(LOOKUP_COLUMNS) <= columns:
+        return False
+    return bool(conn.execute(f"select count(*) from (select 1 from {table} limit 1)").fetchall()[0][0])  # type: ignore[index]
+
+
+@dataclass
+class StoredCarry:
+    sql: str  # SELECT of the carried lookup (LOOKUP_COLUMNS), ordered as the polars path orders it
+    table: str  # the scratch table holding it
+    changes: pl.DataFrame  # level + CHANGE_SCHEMA, as carry_forward_xjs_ids returns them
+    kept: dict[str, tuple[int, int]]  # as xjs.unchanged_xjs_persons_kept
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def _pair_records(conn, scratch: str, previous: str) -> None:
+    """``scratch.pairs``: every record now or before (one full join): its key, its stored hash
+    and, per level, its raw cluster now (``c_<level>``) and its previous id (``p_<level>``)."""
+    key = f"coalesce(r.{SOURCE_DATASET}, p.{SOURCE_DATASET}) || {quote_literal(SEP)} || coalesce(r.{UNIQUE_ID}, p.{UNIQUE_ID})"
+    levels = ", ".join(f"r.person_id_{lv} as c_{lv}, p.person_id_{lv} as p_{lv}" for lv in LEVELS)
+    conn.execute(f"""
+        create or replace table {scratch}.pairs as
+        select {key} as k, r.{SOURCE_DATASET} as now_dataset, r.{UNIQUE_ID} as now_record, r.{PERSON},
+               p.record_id_hash, {levels}
+        from {scratch}.raw r full join {previous} p using ({SOURCE_DATASET}, {UNIQUE_ID})""")
+
+
+def _unsettled(conn, scratch: str) -> pl.DataFrame:
+    """level, k, c, p of every record of an unsettled cluster or previous id (module docstring)."""
+    parts = [f"""(with bad_c as (select c_{lv} as c from {scratch}.pairs where c_{lv} is not null group by c_{lv}
+                                 having count(distinct p_{lv}) <> 1 or count(p_{lv}) <> count(*)),
+                      bad_p as (select p_{lv} as p from {scratch}.pairs where p_{lv} is not null group by p_{lv}
+                                 having count(distinct c_{lv}) <> 1 or count(c_{lv}) <> count(*))
+                 select {quote_literal(lv)} as level, k, c_{lv} as c, p_{lv} as p from {scratch}.pairs
+                 where c_{lv} in (select c from bad_c) or p_{lv} in (select p from bad_p))""" for lv in LEVELS]
+    return conn.sql(" union all ".join(parts)).pl()
+
+
+def _level_facts(conn, scratch: str, history: str | None) -> dict[str, tuple[int, int]]:
+    """level -> (the first id free to mint: ``stable_ids.next_free_id`` of the previous ids and
+    the level's logged ids; how many previous ids there are)."""
+    tops = ", ".join(f"max(p_{lv})::bigint, count(distinct p_{lv})" for lv in LEVELS)
+    facts = conn.execute(f"select {tops} from {scratch}.pairs").fetchall()[0]
+    logged: dict[str, int] = {}
+    if history is not None:
+        logged = {lv: top for lv, top in conn.execute(
+            f"select level, greatest(max(old_id), max(new_id))::bigint from {history} group by level").fetchall()
+            if top is not None}
+    return {lv: (max(facts[2 * i] or 0, logged.get(lv, 0)) + 1, facts[2 * i + 1]) for i, lv in enumerate(LEVELS)}
+
+
+def _carry_level(rows: pl.DataFrame, start: int, previous_ids: int,
+                 level: str) -> tuple[pl.DataFrame, pl.DataFrame, tuple[int, int]]:
+    """(record key -> new id of the unsettled records, changes, ``unchanged_xjs_persons_kept``'s
+    (n, k)) at ``level`` from its unsettled ``rows``."""
+    prev = rows.filter(pl.col("p").is_not_null()).select(pl.col("k").alias(RECORD_ID), pl.col("p").alias(PERSON_ID))
+    cur = rows.filter(pl.col("c").is_not_null()).select(pl.col("k").alias(RECORD_ID), pl.col("c").alias("cluster"))
+    carried = carry_forward_ids(prev, cur, first_new_id=start, cluster_col="cluster", log_new=True)
+    kept = (0, 0)
+    if prev.height:
+        after = carried.ids.select(RECORD_ID, pl.col(PERSON_ID).alias("_now"))
+        kept = same_record_sets(prev.join(after, on=RECORD_ID, how="left"), PERSON_ID, "_now",
+                                after.group_by("_now").agg(pl.len().alias("_size")))
+    changes = carried.changes.select(pl.lit(level).alias("level"), *CHANGE_SCHEMA)
+    # a settled previous id is again exactly one person's records, and keeps its id
+    settled = previous_ids - prev.get_column(PERSON_ID).n_unique()
+    return carried.ids, changes, (kept[0] + settled, kept[1] + settled)
+
+
+def _stored_hashes_usable(conn, scratch: str) -> bool:
+    """The stored hashes are of this run's key: one stored record per dataset hashed again agrees
+    (as ``defs.xjs._stored_hashes``; here the dataset's smallest record id is the probe)."""
+    probes = conn.execute(f"""
+        select now_dataset, arg_min(now_record, k), arg_min(record_id_hash, k) from {scratch}.pairs
+        where record_id_hash is not null and now_dataset is not null group by now_dataset""").fetchall()
+    return all(keyed_hash(pl.Series([record_id], dtype=pl.String), namespace=source)[0] == digest
+               for source, record_id, digest in probes)
+
+
+def _new_hashes(conn, scratch: str) -> int | None:
+    """``scratch.hashes``: the keyed hash of every current record with no usable stored hash.
+    Returns how many were hashed; None when the stored hashes are of another key (all hashed)."""
+    reuse = _stored_hashes_usable(conn, scratch)
+    todo = conn.sql(f"select now_dataset, now_record, k from {scratch}.pairs where now_record is not null"
+                    + (" and record_id_hash is null" if reuse else "")).pl()
+    parts = [part.select("k", keyed_hash(part.get_column("now_record"), namespace=str(source)).alias("h"))
+             for (source,), part in todo.group_by("now_dataset")]
+    hashes = pl.concat(parts) if parts else pl.DataFrame(schema={"k": pl.String, "h": pl.String})  # noqa: F841
+    conn.execute(f"create or replace table {scratch}.hashes as select * from hashes")
+    return todo.height if reuse else None
+
+
+def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.DataFrame, previous: str,
+                         history: str | None) -> StoredCarry:
+    """The lookup ``raw`` (xjs.LOOKUP_COLUMNS, dense cluster ids) with its ids carried forward from
+    the stored lookup ``previous`` (a table name; ``stored_lookup_usable``) and its record id
+    hashes, in ``scratch`` (see the module docstring). ``history``: the stored change log, or None."""
+    raw_arrow = raw.select(SOURCE_DATASET, pl.col(UNIQUE_ID).cast(pl.String), PERSON,  # noqa: F841 (SQL below)
+                           *(f"person_id_{lv}" for lv in LEVELS)).to_arrow()
+    conn.execute(f"create or replace table {scratch}.raw as select * from raw_arrow")
+    _pair_records(conn, scratch, previous)
+    unsettled, facts = _unsettled(conn, scratch), _level_facts(conn, scratch, history)
+    changes, kept, stats = [], {}, {}
+    for level in LEVELS:
+        rows = unsettled.filter(pl.col("level") == level)
+        ids, level_changes, kept[level] = _carry_level(rows, *facts[level], level)
+        stats[f"records_recarried_{level}"] = rows.height
+        changes.append(level_changes)
+        carried = ids.select(pl.col(RECORD_ID).alias("k"), pl.col(PERSON_ID).alias("id")).to_arrow()  # noqa: F841
+        conn.execute(f"create or replace table {scratch}.ids_{level} as select * from carried")
+    rehashed = _new_hashes(conn, scratch)
+    stats["records_rehashed"] = raw.height if rehashed is None else rehashed
+    joins = " ".join(f"left join {scratch}.ids_{lv} i_{lv} using (k)" for lv in LEVELS)
+    ids = ", ".join(f"coalesce(i_{lv}.id, p_{lv})::bigint as person_id_{lv}" for lv in LEVELS)
+    hashed = "h.h" if rehashed is None else "coalesce(record_id_hash, h.h)"
+    conn.execute(f"""
+        create or replace table {scratch}.lookup as
+        select now_dataset as {SOURCE_DATASET}, now_record as {UNIQUE_ID}, {hashed} as record_id_hash, {PERSON}, {ids}
+        from {scratch}.pairs left join {scratch}.hashes h using (k) {joins}
+        where now_record is not null""")
+    table = f"{scratch}.lookup"
+    all_changes = pl.concat(changes).cast({"level": pl.String, **CHANGE_SCHEMA})  # type: ignore[arg-type]
+    return StoredCarry(sql=f"select * from {table} order by {SOURCE_DATASET}, {UNIQUE_ID}", table=table,
+                       changes=all_changes, kept=kept, stats=stats)
+
+
+def lookup_problems(conn: duckdb.DuckDBPyConnection, table: str, records_sql: str) -> list[str]:
+    """``xjs.check_lookup_invariants`` of the lookup stored in ``table`` against the records of
+    ``records_sql`` (source_dataset, record_id), in SQL (one query, examples only on failure):
+    the same problems in the same words."""
+    ids = [f"person_id_{lv}" for lv in LEVELS]
+    pair = f"({SOURCE_DATASET}, {UNIQUE_ID})"
+    orphans = f"select {SOURCE_DATASET}, {UNIQUE_ID} from {table} l anti join ({records_sql}) r using {pair}"
+    unmapped = f"select {SOURCE_DATASET}, {UNIQUE_ID} from ({records_sql}) r anti join {table} l using {pair}"
+    several = {c: f"(select count(*) from (select 1 from {table} group by {PERSON} having count(distinct {c}) > 1))"
+               for c in ids}
+    nested = {(i, o): f"(select count(*) from (select 1 from {table} group by person_id_{i} "
+                      f"having count(distinct person_id_{o}) > 1))" for i, o in (("high", "medium"), ("medium", "low"))}
+    counts = [
+        *(f"(select count(*) from {table} where {quote_identifier(c)} is null)"
+          for c in (SOURCE_DATASET, UNIQUE_ID, PERSON, *ids)),
+        f"(select coalesce(sum(n), 0) from (select count(*) n from {table} group by {pair} having count(*) > 1))",
+        f"(select count(*) from ({orphans}))", f"(select count(*) from ({unmapped}))",
+        f"(select count(*) from {table} where not starts_with({PERSON}, {SOURCE_DATASET} || {quote_literal(SEP)}))",
+        *several.values(), *nested.values()]
+    found = list(conn.execute(f"select {', '.join(counts)}").fetchall()[0])
+    nulls, (dup, n_orphans, n_unmapped, prefix), rest = found[:6], found[6:10], found[10:]
+    problems = [f"{n} null value(s) in {c}" for c, n in zip((SOURCE_DATASET, UNIQUE_ID, PERSON, *ids), nulls) if n]
+    if dup:
+        problems.append(f"{dup} row(s) share a (source_dataset, record_id) with another row")
+    if n_orphans:
+        problems.append(f"{n_orphans} row(s) reference no existing person record, e.g. "
+                        f"{conn.execute(orphans + ' limit 3').fetchall()}")
+    if n_unmapped:
+        problems.append(f"{n_unmapped} person record(s) have no lookup row, e.g. "
+                        f"{conn.execute(unmapped + ' limit 3').fetchall()}")
+    if prefix:
+        problems.append(f"{prefix} row(s) whose person_id_dataset is not of their dataset")
+    problems += [f"{n} per-dataset person(s) map to several {c} values" for c, n in zip(ids, rest[:3]) if n]
+    problems += [f"{n} {i}-threshold person(s) are split across {o}-threshold persons (not nested)"
+                 for (i, o), n in zip(nested, rest[3:]) if n]
+    return problems

@@ -18,6 +18,7 @@ import duckdb
 import polars as pl
 
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID
+from datafirst_assets.linkage.xjs_incremental import variants_hash_sql
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.common.sql import quote_literal
 
@@ -57,10 +58,12 @@ def _source_sql(conn: duckdb.DuckDBPyConnection, source: str, records: str, clus
             f"{quote_literal(source + SEP)} || c.\"{pid}\"::varchar as {PERSON}{', ' + selected if selected else ''} {joined}")
 
 
-def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[str, str]]
-                  ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[str, str]], *,
+                  with_hashes: bool = False) -> tuple[pl.DataFrame, ...]:
     """(keys, variants, vmap) of ``xjs.link_variants`` from stored tables: ``tables[source]`` is
-    (person_records table, clusters table), names DuckDB resolves on ``conn``."""
+    (person_records table, clusters table), names DuckDB resolves on ``conn``. ``with_hashes``:
+    also each person's variants hash (``xjs_incremental.variants_hashes``), computed here where
+    the variants are, instead of sending every variant to another database to be hashed."""
     if not tables:
         raise ValueError("no person records given")
     union = " union all by name ".join(_source_sql(conn, s, r, c) for s, (r, c) in tables.items())
@@ -71,12 +74,17 @@ def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[st
         keys = pl.from_arrow(conn.sql(f"select {SOURCE_DATASET}, {UNIQUE_ID}, {PERSON} from _xjs_records")
                              .to_arrow_table())
         listed = ", ".join([SOURCE_DATASET, PERSON, *(f'"{c}"' for c in fields)])
+        conn.execute(f"""create or replace temp table _xjs_variants as select distinct {SOURCE_DATASET}, {PERSON}
+                         {''.join(', ' + t for t in typed)} from _xjs_records""")
         distinct = pl.from_arrow(conn.sql(f"""
-            select (row_number() over (order by {listed}) - 1)::varchar as variant_id, *
-            from (select distinct {SOURCE_DATASET}, {PERSON}{''.join(', ' + t for t in typed)} from _xjs_records)
+            select (row_number() over (order by {listed}) - 1)::varchar as variant_id, * from _xjs_variants
             """).to_arrow_table())
+        hashes = pl.from_arrow(conn.sql(variants_hash_sql("_xjs_variants", fields)).to_arrow_table()) if with_hashes else None
     finally:
         conn.execute("drop table if exists _xjs_records")
+        conn.execute("drop table if exists _xjs_variants")
     variants = distinct.select(pl.col("variant_id").alias(UNIQUE_ID), SOURCE_DATASET, *fields)  # type: ignore[union-attr]
     vmap = distinct.select("variant_id", SOURCE_DATASET, PERSON)  # type: ignore[union-attr]
+    if with_hashes:
+        return keys, variants, vmap, hashes  # type: ignore[return-value]
     return keys, variants, vmap  # type: ignore[return-value]

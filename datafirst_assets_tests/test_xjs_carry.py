@@ -1,0 +1,133 @@
+"""Cross-justice ids carried forward against the stored lookup in DuckDB (``xjs_carry``) give the
+lookup, change log and stability counts the whole-frame polars path gives, while only the records
+of clusters whose ids may change reach Python and only records not stored before are hashed."""
+
+from __future__ import annotations
+
+import random
+
+import duckdb
+import polars as pl
+import pytest
+
+from datafirst_assets.defs import xjs as xjs_defs
+from datafirst_assets.linkage import xjs_incremental as xjs_carry
+from datafirst_assets.linkage.xjs import (
+    LEVELS,
+    check_lookup_invariants,
+    carry_forward_xjs_ids,
+    unchanged_xjs_persons_kept,
+    xjs_id_change_history,
+)
+
+
+def _raw(records: list[tuple[str, str, str]], labels: dict[str, list[int]]) -> pl.DataFrame:
+    """A lookup before carrying: records (dataset, id, person) and a dense cluster id per level."""
+    return pl.DataFrame({
+        "source_dataset": [r[0] for r in records], "record_id": [r[1] for r in records],
+        "person_id_dataset": [r[2] for r in records],
+        **{f"person_id_{lv}": pl.Series(labels[lv], dtype=pl.Int64) for lv in LEVELS},
+    }).sort("source_dataset", "record_id")
+
+
+def _world(seed: int, n: int = 400) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(raw lookup of an earlier run, raw lookup now, records new now): a few records new, gone
+    or moved, some clusters merged or split, and every cluster renumbered."""
+    rng = random.Random(seed)
+    records = [(rng.choice(["prison", "probation", "magistrates"]), str(i), "") for i in range(n)]
+    records = [(d, i, f"{d}:{int(i) // 2}") for d, i, _ in records]
+    before = {lv: [int(r[1]) // (2 + k) for r in records] for k, lv in enumerate(LEVELS)}
+    now_records = [r for r in records if rng.random() > 0.03]  # some gone
+    new = [(rng.choice(["prison", "civil"]), f"n{i}", f"new:{i}") for i in range(rng.randint(1, 12))]
+    now = {}
+    for k, lv in enumerate(LEVELS):
+        label = {r[1]: c for r, c in zip(records, before[lv])}
+        ids = [label[r[1]] for r in now_records]
+        for _ in range(3):  # merges
+            a, b = rng.sample(sorted(set(ids)), 2)
+            ids = [a if c == b else c for c in ids]
+        for _ in range(3):  # splits and moves
+            i = rng.randrange(len(ids))
+            ids[i] = rng.choice([max(ids) + 1, rng.choice(ids)])
+        ids += [rng.choice([rng.choice(ids), max(ids) + 1 + j]) for j in range(len(new))]
+        order = sorted(set(ids))  # renumbered densely in another order
+        shuffled = order[:]
+        rng.shuffle(shuffled)
+        now[lv] = [dict(zip(order, range(1, len(order) + 1)))[dict(zip(order, shuffled))[c]] for c in ids]
+    return _raw(records, before), _raw(now_records + new, now), len(new)
+
+
+def _stored(conn: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    arrow = frame.to_arrow()  # noqa: F841 (SQL below)
+    conn.execute(f"create table {name} as select * from arrow")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_carrying_in_the_database_equals_carrying_whole_frames(seed, monkeypatch):
+    earlier, now, new_records = _world(seed)
+    # the stored state of the earlier run, and of one incremental run after it (history rows)
+    first, _ = carry_forward_xjs_ids(earlier)
+    previous = xjs_defs.add_record_hashes(first)
+    history = xjs_id_change_history(None, carry_forward_xjs_ids(earlier, previous)[1], run_id="r1")
+
+    expected, changes = carry_forward_xjs_ids(now, previous, history)
+    expected = xjs_defs.add_record_hashes(expected, previous)
+    kept = unchanged_xjs_persons_kept(previous, expected)
+
+    hashed: list[int] = []
+    real = xjs_carry.keyed_hash
+    monkeypatch.setattr(xjs_carry, "keyed_hash", lambda values, **kw: hashed.append(values.len()) or real(values, **kw))
+    with duckdb.connect() as conn:
+        _stored(conn, "lookup", previous)
+        _stored(conn, "history", history)
+        assert xjs_carry.stored_lookup_usable(conn, "lookup")
+        scratch = xjs_carry.attach_scratch(conn)
+        carried = xjs_carry.carry_forward_stored(conn, scratch, now, "lookup", "history")
+        got = conn.sql(carried.sql).pl()
+        xjs_carry.detach_scratch(conn, scratch)
+    assert got.equals(expected.select(got.columns))
+    assert carried.changes.equals(changes)
+    assert carried.kept == kept
+    # only the new records were hashed (plus one probe per dataset stored before)
+    assert carried.stats["records_rehashed"] == new_records
+    assert sum(hashed) == new_records + previous["source_dataset"].n_unique()
+    # only the records of unsettled clusters went through Python
+    for level in LEVELS:
+        assert 0 < carried.stats[f"records_recarried_{level}"] < now.height // 2
+
+
+def test_an_unchanged_lookup_carries_nothing_in_python():
+    earlier, _, _ = _world(1)
+    previous = xjs_defs.add_record_hashes(carry_forward_xjs_ids(earlier)[0])
+    renumbered = earlier.with_columns(pl.col(f"person_id_{lv}") * 7 for lv in LEVELS)
+    with duckdb.connect() as conn:
+        _stored(conn, "lookup", previous)
+        scratch = xjs_carry.attach_scratch(conn)
+        carried = xjs_carry.carry_forward_stored(conn, scratch, renumbered, "lookup", None)
+        got = conn.sql(carried.sql).pl()
+    assert got.equals(previous.select(got.columns))
+    assert carried.changes.is_empty()
+    assert carried.stats == {**{f"records_recarried_{lv}": 0 for lv in LEVELS}, "records_rehashed": 0}
+
+
+def test_invariant_problems_in_sql_are_those_of_the_polars_check():
+    earlier, _, _ = _world(2)
+    lookup = xjs_defs.add_record_hashes(carry_forward_xjs_ids(earlier)[0])
+    broken = pl.concat([
+        lookup.slice(0, 5).with_columns(pl.lit("gone").alias("record_id")),  # rows of no record
+        lookup.slice(5).with_columns(  # a person split over two high ids
+            pl.when(pl.col("record_id") == lookup["record_id"][6]).then(999_999).otherwise(pl.col("person_id_high"))
+            .alias("person_id_high")),
+    ]).with_columns(pl.col("person_id_low").cast(pl.Int64))
+    records = lookup.select("source_dataset", "record_id")
+    expected = check_lookup_invariants(broken, records)
+    assert len(expected) >= 4  # duplicates, orphans, unmapped records, a person split over two ids, not nested
+    with duckdb.connect() as conn:
+        _stored(conn, "lookup", lookup)
+        _stored(conn, "broken", broken)
+        _stored(conn, "records", records)
+        assert xjs_carry.lookup_problems(conn, "lookup", "select * from records") == \
+            check_lookup_invariants(lookup, records)
+        got = xjs_carry.lookup_problems(conn, "broken", "select * from records")
+    # the same problems in the same words (the examples may be other rows of the same kind)
+    assert [p.split(", e.g.")[0] for p in got] == [p.split(", e.g.")[0] for p in expected]
