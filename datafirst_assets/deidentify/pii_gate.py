@@ -89,17 +89,6 @@ def mask(value: object) -> str:
     return text[:1] + "*" * max(len(text) - 2, 1) + text[-1:] if len(text) > 2 else "**"
 
 
-def _normalised_values(frame: pl.DataFrame, columns: Iterable[str], min_length: int) -> set[str]:
-    values: set[str] = set()
-    for column in columns:
-        if column not in frame.columns:
-            continue
-        series = frame[column].cast(pl.String).str.strip_chars().str.to_uppercase().drop_nulls().unique()
-        # the length filter in polars: a Python test per value took most of the time
-        values.update(series.filter(series.str.len_chars() >= min_length).to_list())
-    return values
-
-
 def identifying_columns(table) -> list[str]:
     """The staged columns `raw_identifiers` reads from a table (names, address, system ids)."""
     return [c.name for c in table.columns
@@ -117,18 +106,35 @@ def identifier_columns(table: TableSpec) -> dict[str, tuple[list[str], int]]:
 
 
 def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> RawIdentifiers:
-    """Names, addresses and system ids found in a dataset's staged tables (all columns of those kinds)."""
+    """Names, addresses and system ids found in a dataset's staged tables (all columns of those kinds).
+
+    Each kind's values are gathered as one polars Series first, made distinct, and kept as the
+    kind's `series` too: a set per column, then the set made a Series again for the scans, cost
+    most of reading a dataset's identifiers (the release reads every dataset's on each run)."""
     found = RawIdentifiers(column_names=set(ALWAYS_WITHHELD_NAMES))
+    parts: dict[str, list[pl.Series]] = {"name": [], "address": [], "system_id": []}
     for table in source.tables:
         frame = staged.get(table.name)
         found.column_names |= {c.name for c in table.columns
                                if c.kind in IDENTIFIER_KINDS or c.name in SYSTEM_ID_TEXT_COLUMNS}
         if frame is None:
             continue
-        targets = {"name": found.names, "address": found.addresses, "system_id": found.system_ids}
         for kind, (columns, shortest) in identifier_columns(table).items():
-            targets[kind] |= _normalised_values(frame, columns, shortest)
+            parts[kind] += [_normalised(frame[c], shortest) for c in columns if c in frame.columns]
+    targets = {"name": found.names, "address": found.addresses, "system_id": found.system_ids}
+    for kind, series in parts.items():
+        if series:
+            values = pl.concat(series).unique().alias(kind)
+            targets[kind].update(values.to_list())
+            found._series[kind] = (len(targets[kind]), values)  # the same values: `series` needs not rebuild it
     return found
+
+
+def _normalised(values: pl.Series, min_length: int) -> pl.Series:
+    """A column's non-null values as the gate compares them: stripped, upper case, at least `min_length`
+    characters (a Python test per value took most of the time: the length is filtered in polars)."""
+    series = values.cast(pl.String).str.strip_chars().str.to_uppercase().drop_nulls()
+    return series.filter(series.str.len_chars() >= min_length).alias("v")
 
 
 def _members(values: pl.Series, known: pl.Series) -> pl.Series:
