@@ -67,7 +67,7 @@ def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> st
     if not columns:
         return "missing"
     rows, hashes = conn.execute(
-        f"select count(*), coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t").fetchone()
+        f"select count(*), coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t").fetchall()[0]
     wanted = table.columns or tuple(columns)
     return f"{sorted((c, columns.get(c)) for c in wanted)}|{rows}|{hashes}"
 

@@ -13,6 +13,8 @@ What an asset may return:
                       DuckDB, so the whole table is never a Python frame;
   WarehouseQuery      a SELECT run by DuckDB inside the write transaction (the data never
                       leaves the database; it may read the table it replaces);
+  ChangedRows         only the rows that changed, applied to the stored table in place (deleted,
+                      updated where they are, appended): `warehouse.changed_rows`;
   KeepStored          nothing to write: the stored table already is the output (inputs unchanged).
 
 What an asset may ask for (its parameter's annotation):
@@ -52,6 +54,7 @@ from datafirst_assets.contracts.wiring import check_before_store, check_in_datab
 from datafirst_assets.defs.event_log import keep_event_log_open
 from datafirst_assets.defs.memory import release_between_steps
 from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.changed_rows import ChangedRows, apply_changed_rows
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.content import (
     VALIDATED_CONTENT,
@@ -184,6 +187,8 @@ class WarehouseIOManager(ConfigurableIOManager):
                 source = obj.to_arrow()
             elif isinstance(obj, WarehouseQuery):
                 source = obj.sql
+            elif isinstance(obj, ChangedRows):
+                source = obj.expected  # what is written whole when the changes cannot be applied in place
             else:
                 raise TypeError(f"{context.asset_key.to_user_string()}: the warehouse stores polars frames "
                                 f"or WarehouseQuery, not {type(obj).__name__}")
@@ -197,7 +202,13 @@ class WarehouseIOManager(ConfigurableIOManager):
                         key, conn, catalog_name(self.database), target.schema, "__new_" + target.table)
 
             with _transaction(self.database) as conn:
-                schema = write_table(conn, target, source, context.log, validate=validate)
+                written = None
+                if isinstance(obj, ChangedRows):
+                    written, contract = _write_changed_rows(conn, target, obj, key, context.log)
+                if written is None:
+                    schema = write_table(conn, target, source, context.log, validate=validate)
+                else:
+                    schema = table_columns(conn, target.schema, target.table)
                 rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
                 validated = _validated_content(conn, key, target, contract, context.run_id)
             content = validated.get(VALIDATED_CONTENT) or getattr(validated.get(VALIDATED_PARTITIONS), "value", None)
@@ -215,6 +226,7 @@ class WarehouseIOManager(ConfigurableIOManager):
             "dagster/table_name": f"{target.schema}.{target.table}",
             **contract,
             **validated,
+            **({"write": written or "rewritten whole"} if isinstance(obj, ChangedRows) else {}),
         })
 
     def _keep_stored(self, context: OutputContext, target: StoredTable) -> None:
@@ -275,6 +287,21 @@ def _validated_content(conn: duckdb.DuckDBPyConnection, key: AssetKey | None, ta
         return {VALIDATED_PARTITIONS: MetadataValue.json(partition_contents(conn, target, contract_for(key).name)),
                 VALIDATED_IN_RUN: run_id}
     return {VALIDATED_CONTENT: contract_content(conn, target, contract_for(key).name), VALIDATED_IN_RUN: run_id}
+
+
+def _write_changed_rows(conn: duckdb.DuckDBPyConnection, target: StoredTable, changes: ChangedRows,
+                        key: AssetKey | None, log) -> tuple[str | None, dict]:
+    """`changes` applied in place (a description of the write, and the contract metadata of the rows
+    written), or (None, {}) when the table must be rewritten from `changes.expected` (logged why)."""
+    if target.partitions is not None:
+        reason, contract = "a partitioned table", {}
+    else:
+        reason, contract = apply_changed_rows(conn, target.name, target.schema, target.table, changes, key)
+    if reason is not None:
+        log.info(f"{target.schema}.{target.table}: rewritten whole, not changed in place: {reason}")
+        return None, {}
+    return (f"in place: {changes.deletes.height} row(s) deleted, {changes.updates.height} updated, "
+            f"{changes.inserts.height} inserted"), contract
 
 
 @contextmanager
