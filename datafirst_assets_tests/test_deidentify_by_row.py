@@ -69,7 +69,7 @@ def _full_mode(monkeypatch, tmp_path) -> None:
 def test_an_incremental_extract_re_derives_only_changed_rows_and_equals_a_full_rebuild(tmp_path, monkeypatch,
                                                                                        in_place):
     if not in_place:  # the IO manager's fallback: the table written whole from the state
-        monkeypatch.setattr("datafirst_assets.warehouse.changed_rows._why_not_in_place", lambda *a: "forced")
+        monkeypatch.setattr("datafirst_assets.warehouse.io_manager._why_not_in_place", lambda *a: "forced")
     instance = DagsterInstance.ephemeral()
     first = magistrates_extract()
     one = _deidentify_run(tmp_path, first, instance=instance)

@@ -166,10 +166,11 @@ def test_a_failing_write_leaves_the_previous_table_intact(tmp_path):
 
 
 def _changes(expected: str) -> "ChangedRows":
-    from datafirst_assets.warehouse.changed_rows import ChangedRows
+    from datafirst_assets.warehouse.io_manager import ChangedRows
 
     return ChangedRows(key=("k",), deletes=pl.DataFrame({"k": [2]}), updates=pl.DataFrame({"k": [3], "x": [33]}),
-                       inserts=pl.DataFrame({"k": [4], "x": [40]}), expected=expected, validated_before=None)
+                       inserts=pl.DataFrame({"k": [4], "x": [40]}), expected=expected,
+                       rewrite=f"select * from ({expected}) order by k", validated_before=None)
 
 
 def _stored_rows(tmp_path) -> list[tuple]:

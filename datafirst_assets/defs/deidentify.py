@@ -53,9 +53,8 @@ from datafirst_assets.deidentify.by_row import (
     write_state,
 )
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.changed_rows import ChangedRows
 from datafirst_assets.warehouse.content import VALIDATED_CONTENT
-from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable
 from datafirst_assets.warehouse.unchanged import (
     FINGERPRINT,
     inputs_fingerprint,
@@ -239,7 +238,8 @@ def _changed_rows(names: Names, spec: ReleaseTable, change: by_row.TableChange, 
     what its last write validated whole (else it is rewritten from the state)."""
     validated = previous.get(VALIDATED_CONTENT)
     return ChangedRows(key=tuple(spec.unique_key), deletes=change.deletes, updates=change.updates,
-                       inserts=change.inserts, expected=by_row.released_sql(names, spec),
+                       inserts=change.inserts, expected=by_row.released_sql(names, spec, ordered=False),
+                       rewrite=by_row.released_sql(names, spec),
                        validated_before=getattr(validated, "value", validated), appendable=change.appendable)
 
 

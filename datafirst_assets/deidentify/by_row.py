@@ -64,10 +64,11 @@ META = "state_of"
 WHITESPACE = " \t\n\r\x0b\x0c\u00a0"
 
 
-def released_sql(names: Names, spec: ReleaseTable) -> str:
-    """The stored released table: the state's released columns in staged-id order (a full rebuild's)."""
-    return (f"select {', '.join(quote_identifier(c) for c in spec.column_names)} from {names.state(spec.name)} "
-            f"order by {STAGED_ID}")
+def released_sql(names: Names, spec: ReleaseTable, ordered: bool = True) -> str:
+    """The stored released table: the state's released columns, in staged-id order (a full rebuild's)
+    when `ordered`."""
+    return (f"select {', '.join(quote_identifier(c) for c in spec.column_names)} from {names.state(spec.name)}"
+            + (f" order by {STAGED_ID}" if ordered else ""))
 
 
 def state_fingerprint(rules: Mapping[str, DisclosureRule], key_fingerprint: str) -> str:
@@ -292,19 +293,25 @@ def build_identifiers(conn: duckdb.DuckDBPyConnection, names: Names, source: Sou
 
 
 def update_identifiers(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec,
-                       inputs: Mapping[str, str]) -> None:
+                       rows: Mapping[str, pl.DataFrame]) -> None:
     """Inside the caller's transaction, before `drop_changed`: the stored raw identifiers lose those of
-    changed and vanished records and gain those of new or changed ones (an unchanged input row has
-    unchanged identifiers: its hash covers every column they are read from)."""
+    changed and vanished records and gain those of the new or changed ones (`rows`: their input rows,
+    as `changed_input_rows` read them). An unchanged input row has unchanged identifiers: its hash
+    covers every column they are read from."""
+    gone = " union all ".join(
+        f"select {quote_literal(t.name)} as _table, cast(s.{STAGED_ID} as varchar) as {STAGED_ID} from "
+        f"{names.state(t.name)} s where not exists (select 1 from {names.current(t.name)} c "
+        f"where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})" for t in source.tables)
+    conn.execute(f"delete from {names.state(RAW_IDENTIFIERS)} _r using ({gone}) _g "
+                 f"where _r._table = _g._table and _r.{STAGED_ID} = _g.{STAGED_ID}")
     for table in source.tables:
-        gone = (f"select cast(s.{STAGED_ID} as varchar) from {names.state(table.name)} s where not exists (select 1 "
-                f"from {names.current(table.name)} c where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})")
-        conn.execute(f"delete from {names.state(RAW_IDENTIFIERS)} where _table = ? and {STAGED_ID} in ({gone})",
-                     [table.name])
-        changed = (f"select _i.* from ({inputs[table.name]}) _i semi join ({changed_ids_sql(names, table.name)}) _k "
-                   f"on _i.{quote_identifier(table.id_column)} = _k.{STAGED_ID}")
-        if (sql := identifiers_sql(table, changed)) is not None:
+        if not rows[table.name].height or (sql := identifiers_sql(table, "select * from _changed_rows")) is None:
+            continue
+        conn.register("_changed_rows", rows[table.name].to_arrow())
+        try:
             conn.execute(f"insert into {names.state(RAW_IDENTIFIERS)} {sql}")
+        finally:
+            conn.unregister("_changed_rows")
 
 
 def raw_identifiers_among(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec,
@@ -510,7 +517,7 @@ def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: Sou
         hash_inputs(conn, names, table, inputs[table.name])
         run.counts[table.name] = row_counts(conn, names, table.name)
         rows[table.name] = changed_input_rows(conn, names, table, inputs[table.name])
-    update_identifiers(conn, names, source, inputs)
+    update_identifiers(conn, names, source, rows)
     with cache.batched() if cache is not None else nullcontext():
         for table in source.tables:
             derived[table.name] = derive_rows(rows[table.name], table, source, specs[table.name], key, cache)
