@@ -8,11 +8,14 @@ released row next to the staged id it came from (`_staged_id`) and a hash of its
 (`_input_hash`, computed by DuckDB over the input columns). An incremental run hashes the current
 inputs in DuckDB, compares with the state, reads into Python only the new or changed records and
 de-identifies them; inside one transaction the state drops changed and vanished rows, the kept
-rows are scanned and the re-derived ones inserted. The tables are written from the state in
-staged-id order (the order a full rebuild gives).
+rows are scanned and the re-derived ones inserted. The stored tables are then changed only where
+rows changed (`TableChange`, written by the IO manager as `ChangedRows`: deleted, updated where
+they are, appended), which keeps the staged-id order a full rebuild gives; the IO manager rewrites
+a table from the state, in that order, when the change cannot be applied exactly.
 
-Gates stay complete: re-derived rows are scanned against every raw identifier of the dataset (the
-raw values equal to one of their values are looked up in DuckDB), kept rows against the
+Gates stay complete: re-derived rows are scanned against every raw identifier of the dataset
+(their values looked up in `deidentify_state.<dataset>___raw_identifiers`, every raw identifier of
+the dataset's latest rows, built with the state and updated by row in the same transaction), kept rows against the
 identifiers of the new or changed records (the only identifiers they were not scanned against
 before: an unchanged row was scanned with every identifier of the records that are unchanged);
 the contract, the foreign keys and the re-identification risk are evaluated on the whole table in
