@@ -2,6 +2,7 @@
 rest from the stored state, and gives exactly the tables a full rebuild gives; its gates still see
 every row (a new identifier is looked for in kept rows too) and a refused run stores nothing."""
 
+import re
 from datetime import date
 
 import polars as pl
@@ -64,10 +65,11 @@ def _full_mode(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(test_gates, "_resources", full)
 
 
-@pytest.mark.parametrize("read_back_rows", [1_000_000, 0], ids=["polars output", "sql output"])
+@pytest.mark.parametrize("in_place", [True, False], ids=["changed in place", "rewritten whole"])
 def test_an_incremental_extract_re_derives_only_changed_rows_and_equals_a_full_rebuild(tmp_path, monkeypatch,
-                                                                                       read_back_rows):
-    monkeypatch.setattr("datafirst_assets.deidentify.by_row.READ_BACK_ROWS", read_back_rows)
+                                                                                       in_place):
+    if not in_place:  # the IO manager's fallback: the table written whole from the state
+        monkeypatch.setattr("datafirst_assets.warehouse.io_manager._why_not_in_place", lambda *a: "forced")
     instance = DagsterInstance.ephemeral()
     first = magistrates_extract()
     one = _deidentify_run(tmp_path, first, instance=instance)
@@ -82,6 +84,13 @@ def test_an_incremental_extract_re_derives_only_changed_rows_and_equals_a_full_r
             meta["hocas_flatfile"]["rows_removed"]) == (1, 3, 0)
     assert (meta["hocas_all_offence"]["rows_kept"], meta["hocas_all_offence"]["rows_rederived"],
             meta["hocas_all_offence"]["rows_removed"]) == (3, 1, 1)
+    # only the changed rows written: DC0002 and DC0003 updated where they are, DC0004 appended;
+    # OFF00002 deleted, OFF00005 appended (the kept rows are neither read nor written)
+    assert meta["hocas_flatfile"]["write"] == ("in place: 0 row(s) deleted, 2 updated, 1 inserted" if in_place
+                                                else "rewritten whole")
+    assert meta["hocas_all_offence"]["write"] == ("in place: 1 row(s) deleted, 0 updated, 1 inserted" if in_place
+                                                   else "rewritten whole")
+    assert meta["hocas_flatfile"]["dagster/row_count"] == 4
     incremental = _tables(tmp_path)
     assert "B03" in incremental["hocas_flatfile"]["court_code"].to_list()
 
@@ -200,6 +209,16 @@ def _every_table(tmp_path) -> dict[str, pl.DataFrame]:
         return {n: pl.from_arrow(conn.sql(f"select * from {n}").to_arrow_table()) for n in names}
 
 
+def _identifier_index(tmp_path) -> dict[str, list[tuple]]:
+    """Each dataset's stored raw identifiers (`by_row.update_identifiers`), sorted."""
+    from datafirst_assets.deidentify.by_row import RAW_IDENTIFIERS
+    from datafirst_assets.sources.registry import SOURCES
+
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        return {s: sorted(conn.execute(f'select * from deidentify_state."{s}__{RAW_IDENTIFIERS}"').fetchall())
+                for s in SOURCES}
+
+
 def test_every_dataset_of_a_simulated_world_by_row_equals_a_full_rebuild(tmp_path):
     staged = _staged_world(tmp_path / "world")
     dates = sorted({d for frame in staged.values() for d in frame["extract_date"].unique().to_list()})
@@ -214,12 +233,18 @@ def test_every_dataset_of_a_simulated_world_by_row_equals_a_full_rebuild(tmp_pat
     assert all(m["deidentify_mode"].startswith("by row") for m in meta.values())
     rederived = sum(m["rows_rederived"] for m in meta.values())
     assert 0 < rederived < sum(m["rows_kept"] for m in meta.values())
-    by_row = _every_table(tmp_path)
+    for table, m in meta.items():  # only the changed rows written, the kept ones left where they are
+        deleted, updated, inserted = map(int, re.fullmatch(
+            r"in place: (\d+) row\(s\) deleted, (\d+) updated, (\d+) inserted", m["write"]).groups())
+        assert (updated + inserted, deleted) == (m["rows_rederived"], m["rows_removed"]), table
+    by_row, identifiers = _every_table(tmp_path), _identifier_index(tmp_path)
     assert _deidentify_world(tmp_path, instance, mode="full").success
     rebuilt = _every_table(tmp_path)
     assert set(by_row) == set(rebuilt) and len(by_row) == len(meta)
     for name in rebuilt:
         assert by_row[name].equals(rebuilt[name]), name  # same rows, same order, same types
+    # the raw identifiers the PII gate looks values up in, updated by row: those of every latest row
+    assert identifiers == _identifier_index(tmp_path) and all(identifiers.values())
 
 
 def test_the_coarsen_policy_rebuilds_every_row_and_says_so(tmp_path):
@@ -250,3 +275,25 @@ def test_the_contract_gate_by_row_sees_the_whole_table_not_only_the_re_derived_r
     assert "1 row(s)" not in failed[("hocas_all_offence", "schema_valid")]["problems"].value
     assert "2 row(s) share their key" in failed[("hocas_all_offence", "schema_valid")]["problems"].value
     assert all(before[t].equals(_tables(tmp_path)[t]) for t in TABLES)
+
+
+def test_a_stored_table_changed_outside_the_pipeline_is_rewritten_whole_not_patched(tmp_path, monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    first = magistrates_extract()
+    assert _deidentify_run(tmp_path, first, instance=instance).success
+    # a kept row edited by hand: its content is no longer what the last write validated
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'HAND' "
+                     "where defendant_case_id_hash = (select min(defendant_case_id_hash) "
+                     "from deidentified_magistrates.hocas_flatfile)")
+    two = _deidentify_run(tmp_path, _second_extract(first), instance=instance)
+    assert two.success, _failed_checks(two)
+    meta = _metadata(two)
+    assert meta["hocas_flatfile"]["write"] == "rewritten whole"  # from the state: the edit is gone
+    assert meta["hocas_all_offence"]["write"].startswith("in place")
+    incremental = _tables(tmp_path)
+    assert "HAND" not in incremental["hocas_flatfile"]["court_code"].to_list()
+    _full_mode(monkeypatch, tmp_path)
+    assert _deidentify_run(tmp_path, _second_extract(first), instance=instance).success
+    rebuilt = _tables(tmp_path)
+    assert all(incremental[t].equals(rebuilt[t]) for t in TABLES)

@@ -165,6 +165,44 @@ def test_a_failing_write_leaves_the_previous_table_intact(tmp_path):
     assert tables == {"whole", "doubled", "lazily"}  # no staging table left behind
 
 
+def _changes(expected: str) -> "ChangedRows":
+    from datafirst_assets.warehouse.io_manager import ChangedRows
+
+    return ChangedRows(key=("k",), deletes=pl.DataFrame({"k": [2]}), updates=pl.DataFrame({"k": [3], "x": [33]}),
+                       inserts=pl.DataFrame({"k": [4], "x": [40]}), expected=expected,
+                       rewrite=f"select * from ({expected}) order by k", validated_before=None)
+
+
+def _stored_rows(tmp_path) -> list[tuple]:
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        conn.execute("set preserve_insertion_order = true")  # the stored order (small tables: one thread)
+        try:
+            return conn.execute("select k, x from wide.whole").fetchall()
+        finally:
+            conn.execute("set preserve_insertion_order = false")
+
+
+def test_changed_rows_are_written_in_place_and_the_rest_of_the_table_is_not(tmp_path):
+    assert _whole(tmp_path, pl.DataFrame({"k": [1, 2, 3], "x": [10, 20, 30]}), ["whole"]).success
+    expected = "select * from (values (1, 10), (3, 33), (4, 40)) t(k, x)"
+    result = _whole(tmp_path, _changes(f"select k::bigint as k, x::bigint as x from ({expected})"), ["whole"])
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["write"].value == "in place: 1 row(s) deleted, 1 updated, 1 inserted"
+    assert _stored_rows(tmp_path) == [(1, 10), (3, 33), (4, 40)]  # updated where it was, appended after
+
+
+def test_changed_rows_that_do_not_give_the_expected_table_rewrite_it_whole(tmp_path):
+    assert _whole(tmp_path, pl.DataFrame({"k": [1, 2, 3], "x": [10, 20, 30]}), ["whole"]).success
+    # the expected table also holds a row the changes do not make: the changes are not trusted
+    expected = "select k::bigint as k, x::bigint as x from (values (1, 10), (3, 33), (4, 40), (5, 50)) t(k, x)"
+    result = _whole(tmp_path, _changes(expected), ["whole"])
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["write"].value == "rewritten whole"
+    assert sorted(_stored_rows(tmp_path)) == [(1, 10), (3, 33), (4, 40), (5, 50)]
+
+
 def test_stored_table_handle_reads_only_the_requested_partitions(tmp_path, instance):
     _run(tmp_path, "a", pl.DataFrame({"x": [1, 2]}), instance)
     _run(tmp_path, "b", pl.DataFrame({"x": [3]}), instance)

@@ -53,11 +53,13 @@ from datafirst_assets.deidentify.by_row import (
     write_state,
 )
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT
+from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable
 from datafirst_assets.warehouse.unchanged import (
     FINGERPRINT,
     inputs_fingerprint,
     kept_if_unchanged,
+    latest_metadata,
 )
 
 GROUP = "deidentified"
@@ -221,13 +223,24 @@ def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str,
     refuse_if_failed(f"deidentified/{source.key}", results, [n for n, (_, blocking) in CHECKS.items() if blocking])
     context.log.info(f"by row: {run.new_identifiers:,} identifiers of new or changed records; keyed hashes: "
                      f"{cache.found:,} found, {cache.hashed:,} hashed")
+    previous = latest_metadata(context.instance, [deidentified_key(source.key, t.name) for t in source.tables])
     for table in source.tables:
         spec, counts, risk = specs[(source.key, table.name)], run.counts[table.name], run.risks[table.name]
         rows = counts.kept + counts.rederived
         mode = {"deidentify_mode": "by row: only new or changed records de-identified and scanned",
                 **counts.metadata()}
-        yield Output(by_row.released_rows(names, spec, rows), output_name=table.name,
-                     metadata=_table_metadata(spec, rows, catalogue_html, risk, fingerprint, mode))
+        yield Output(_changed_rows(names, spec, run.changes[table.name], previous[deidentified_key(source.key, table.name)]),
+                     output_name=table.name, metadata=_table_metadata(spec, rows, catalogue_html, risk, fingerprint, mode))
+
+
+def _changed_rows(names: Names, spec: ReleaseTable, change: by_row.TableChange, previous: dict) -> ChangedRows:
+    """Only the changed rows for the IO manager to write in place; the stored table must still hold
+    what its last write validated whole (else it is rewritten from the state)."""
+    validated = previous.get(VALIDATED_CONTENT)
+    return ChangedRows(key=tuple(spec.unique_key), deletes=change.deletes, updates=change.updates,
+                       inserts=change.inserts, expected=by_row.released_sql(names, spec, ordered=False),
+                       rewrite=by_row.released_sql(names, spec),
+                       validated_before=getattr(validated, "value", validated), appendable=change.appendable)
 
 
 def build_deidentify_assets(source_key: str) -> AssetsDefinition:

@@ -63,7 +63,7 @@ from datafirst_assets.linkage.quality import (
 )
 from datafirst_assets.linkage.metrics import read_labels, review_queue, write_review_sample
 from datafirst_assets.reporting import file_url
-from datafirst_assets.linkage.records import add_person_ids, clustering_gaps, person_records
+from datafirst_assets.linkage.records import add_person_ids, clustering_gaps, person_ids_sql, person_records
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts
 from datafirst_assets.linkage.threshold import (
@@ -88,8 +88,10 @@ from datafirst_assets.linkage.train import (
 )
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
-from datafirst_assets.warehouse.io_manager import StoredTable, table_columns
-from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT
+from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, changes_to, table_columns
+from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
 
 
 class LinkageSettings(ConfigurableResource):
@@ -447,6 +449,21 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
     return _cluster
 
 
+def _linked_changes(context: AssetExecutionContext, staged: StoredTable, clusters: StoredTable,
+                    source: SourceSpec) -> ChangedRows | None:
+    """An incremental run's linked table as the rows that differ from the stored one (a new extract's
+    records and those linkage gave another person id), found in DuckDB; None when none is stored."""
+    table, key = source.person_table, context.asset_key
+    with warehouse_cursor(staged.database) as conn:
+        if not table_columns(conn, f"linked_{source.key}", table.name):
+            return None
+        validated = latest_metadata(context.instance, [key])[key].get(VALIDATED_CONTENT)
+        return changes_to(conn, StoredTable(staged.database, f"linked_{source.key}", table.name).name,
+                          person_ids_sql(staged.select_sql(), clusters.select_sql(), table.id_column,
+                                         source.person_id_name),
+                          [table.id_column], getattr(validated, "value", validated))
+
+
 def _linked_asset(source: SourceSpec) -> AssetsDefinition:
     """The staged person table with its per-dataset person id."""
     table = source.person_table
@@ -466,6 +483,8 @@ def _linked_asset(source: SourceSpec) -> AssetsDefinition:
         fingerprint = inputs_fingerprint({"staged": staged, "clusters": clusters})
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
+        if linkage.mode != "full" and (changes := _linked_changes(context, staged, clusters, source)) is not None:
+            return Output(changes, metadata={FINGERPRINT: fingerprint})  # only the records that changed
         linked = add_person_ids(staged.to_polars(), clusters.to_polars(), table.id_column, source.person_id_name)
         return Output(linked, metadata={FINGERPRINT: fingerprint})
 

@@ -8,11 +8,14 @@ released row next to the staged id it came from (`_staged_id`) and a hash of its
 (`_input_hash`, computed by DuckDB over the input columns). An incremental run hashes the current
 inputs in DuckDB, compares with the state, reads into Python only the new or changed records and
 de-identifies them; inside one transaction the state drops changed and vanished rows, the kept
-rows are scanned and the re-derived ones inserted. The tables are written from the state in
-staged-id order (the order a full rebuild gives).
+rows are scanned and the re-derived ones inserted. The stored tables are then changed only where
+rows changed (`TableChange`, written by the IO manager as `ChangedRows`: deleted, updated where
+they are, appended), which keeps the staged-id order a full rebuild gives; the IO manager rewrites
+a table from the state, in that order, when the change cannot be applied exactly.
 
-Gates stay complete: re-derived rows are scanned against every raw identifier of the dataset (the
-raw values equal to one of their values are looked up in DuckDB), kept rows against the
+Gates stay complete: re-derived rows are scanned against every raw identifier of the dataset
+(their values looked up in `deidentify_state.<dataset>___raw_identifiers`, every raw identifier of
+the dataset's latest rows, built with the state and updated by row in the same transaction), kept rows against the
 identifiers of the new or changed records (the only identifiers they were not scanned against
 before: an unchanged row was scanned with every identifier of the records that are unchanged);
 the contract, the foreign keys and the re-identification risk are evaluated on the whole table in
@@ -51,28 +54,24 @@ from datafirst_assets.deidentify.transform import PARENT_EVENT_DATE, aged_at_par
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 from datafirst_assets.warehouse.content import code_version, table_columns
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.io_manager import StoredTable, WarehouseQuery, catalog_name
+from datafirst_assets.warehouse.io_manager import StoredTable, catalog_name
 from datafirst_assets.common.sql import quote_identifier, quote_literal
 
 SCHEMA = "deidentify_state"
 STAGED_ID, INPUT_HASH = "_staged_id", "_input_hash"
+#: `deidentify_state.<dataset>__raw_identifiers`: every raw identifier of the dataset's latest rows
+#: (no table of a source has this name), for the PII gate of re-derived rows
+RAW_IDENTIFIERS = "_raw_identifiers"
 META = "state_of"
-#: Tables up to this many rows are handed to the IO manager as polars frames read back from the state
-#: (their contract validated in polars: ~0.1 s a table at 50,000 people, where pandera.ibis's pass in
-#: DuckDB costs ~0.1-0.4 s of fixed cost a table); larger ones as SQL, validated where they live.
-READ_BACK_ROWS = 1_000_000
 # polars' strip_chars() strips whitespace; DuckDB's trim() only spaces unless told which characters
 WHITESPACE = " \t\n\r\x0b\x0c\u00a0"
 
 
-def released_rows(names: Names, spec: ReleaseTable, rows: int) -> pl.DataFrame | WarehouseQuery:
-    """The stored released table: the state's released columns in staged-id order (a full rebuild's)."""
-    sql = (f"select {', '.join(quote_identifier(c) for c in spec.column_names)} from {names.state(spec.name)} "
-           f"order by {STAGED_ID}")
-    if rows > READ_BACK_ROWS:
-        return WarehouseQuery(sql)
-    with warehouse_cursor(names.database) as conn:
-        return pl.from_arrow(conn.sql(sql).to_arrow_table())  # type: ignore[return-value]
+def released_sql(names: Names, spec: ReleaseTable, ordered: bool = True) -> str:
+    """The stored released table: the state's released columns, in staged-id order (a full rebuild's)
+    when `ordered`."""
+    return (f"select {', '.join(quote_identifier(c) for c in spec.column_names)} from {names.state(spec.name)}"
+            + (f" order by {STAGED_ID}" if ordered else ""))
 
 
 def state_fingerprint(rules: Mapping[str, DisclosureRule], key_fingerprint: str) -> str:
@@ -117,7 +116,7 @@ def state_matches(conn: duckdb.DuckDBPyConnection, names: Names, fingerprint: st
     _ensure_schema(conn, names)
     rows = conn.execute(f"select fingerprint from {names.meta} where dataset = ?", [names.dataset]).fetchall()
     return (rows == [(fingerprint,)]
-            and all(table_columns(conn, SCHEMA, f"{names.dataset}__{t}") for t in tables))
+            and all(table_columns(conn, SCHEMA, f"{names.dataset}__{t}") for t in [*tables, RAW_IDENTIFIERS]))
 
 
 def needs_parent_date(source: SourceSpec, table: TableSpec, spec: ReleaseTable) -> bool:
@@ -204,6 +203,50 @@ def derive_rows(rows: pl.DataFrame, table: TableSpec, source: SourceSpec, spec: 
     return released.with_columns(rows[table.id_column].alias(STAGED_ID), rows[INPUT_HASH].alias(INPUT_HASH))
 
 
+def dropped_rows(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTable) -> pl.DataFrame:
+    """Staged id and unique key of the stored rows `drop_changed` removes (old versions of changed
+    records, and vanished records): which stored rows of the released table change or go."""
+    key = ", ".join(f"s.{quote_identifier(k)}" for k in spec.unique_key)
+    return pl.from_arrow(conn.sql(  # type: ignore[return-value]
+        f"select s.{STAGED_ID}, {key} from {names.state(spec.name)} s where not exists (select 1 from "
+        f"{names.current(spec.name)} c where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})"
+    ).to_arrow_table())
+
+
+@dataclass
+class TableChange:
+    """What changes in a stored released table (its rows by unique key): rows deleted, rows updated
+    where they are (a record's new version, same staged id and key), rows appended (new records)."""
+
+    deletes: pl.DataFrame   # unique key columns
+    updates: pl.DataFrame   # released columns
+    inserts: pl.DataFrame   # released columns, in staged-id order
+    appendable: bool        # every appended row's staged id sorts after every other row's
+
+
+def table_change(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTable, dropped: pl.DataFrame,
+                 derived: pl.DataFrame) -> TableChange:
+    """After `insert_derived`: the change from the stored released table (the state before this run)
+    to the state now, from the rows dropped and the rows re-derived (`derived`, in staged-id order)."""
+    same = [STAGED_ID, *spec.unique_key]
+    dropped = dropped.select(same)
+    update = derived.select(same).join(dropped, on=same, how="semi")
+    updates = derived.join(update, on=same, how="semi", maintain_order="left")
+    inserts = derived.join(update, on=same, how="anti", maintain_order="left")
+    deletes = dropped.join(derived.select(same), on=same, how="anti").select(spec.unique_key)
+    appendable = True
+    if inserts.height:
+        conn.register("_inserted_ids", inserts.select(STAGED_ID).to_arrow())
+        try:
+            appendable = bool(conn.execute(
+                f"select coalesce((select min({STAGED_ID}) from _inserted_ids) > (select max(s.{STAGED_ID}) from "
+                f"{names.state(spec.name)} s anti join _inserted_ids i on s.{STAGED_ID} = i.{STAGED_ID}), true)"
+            ).fetchall()[0][0])
+        finally:
+            conn.unregister("_inserted_ids")
+    return TableChange(deletes, updates.select(spec.column_names), inserts.select(spec.column_names), appendable)
+
+
 def drop_changed(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> None:
     """Inside the caller's transaction: the state keeps only the rows whose input is unchanged."""
     conn.execute(f"delete from {names.state(table)} s where not exists (select 1 from {names.current(table)} c "
@@ -229,30 +272,68 @@ def _normalised_sql(column: str) -> str:
     return f"upper(trim(cast({quote_identifier(column)} as varchar), {quote_literal(WHITESPACE)}))"
 
 
-def raw_identifiers_among(conn: duckdb.DuckDBPyConnection, source: SourceSpec, inputs: Mapping[str, str],
+def identifiers_sql(table: TableSpec, rows_sql: str) -> str | None:
+    """Each row's raw identifiers (`identifier_columns`), normalised as `raw_identifiers` normalises
+    them, one row each: table, staged id (as text), kind, value. None: the table holds none."""
+    branches = [f"select {quote_literal(table.name)} as _table, cast({quote_identifier(table.id_column)} as varchar) "
+                f"as {STAGED_ID}, {quote_literal(kind)} as kind, {_normalised_sql(c)} as v, {shortest} as shortest from _l"
+                for kind, (columns, shortest) in identifier_columns(table).items() for c in columns]
+    if not branches:
+        return None
+    # materialised: the rows are computed once, not once per identifier column
+    return (f"with _l as materialized ({rows_sql}) select _table, {STAGED_ID}, kind, v from "
+            f"({' union all '.join(branches)}) where length(v) >= shortest")
+
+
+def build_identifiers(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec,
+                      inputs: Mapping[str, str]) -> None:
+    """`<dataset>__raw_identifiers` afresh (as a candidate, see `commit_state`): every raw identifier
+    of every latest row of the dataset (`inputs`: table -> its input SQL)."""
+    parts = [sql for table in source.tables if (sql := identifiers_sql(table, inputs[table.name]))]
+    empty = f"select ''::varchar as _table, ''::varchar as {STAGED_ID}, ''::varchar as kind, ''::varchar as v limit 0"
+    conn.execute(f"create or replace table {names.candidate(RAW_IDENTIFIERS)} as "
+                 f"{' union all '.join(f'({p})' for p in parts) or empty}")
+
+
+def update_identifiers(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec,
+                       rows: Mapping[str, pl.DataFrame]) -> None:
+    """Inside the caller's transaction, before `drop_changed`: the stored raw identifiers lose those of
+    changed and vanished records and gain those of the new or changed ones (`rows`: their input rows,
+    as `changed_input_rows` read them). An unchanged input row has unchanged identifiers: its hash
+    covers every column they are read from."""
+    gone = " union all ".join(
+        f"select {quote_literal(t.name)} as _table, cast(s.{STAGED_ID} as varchar) as {STAGED_ID} from "
+        f"{names.state(t.name)} s where not exists (select 1 from {names.current(t.name)} c "
+        f"where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})" for t in source.tables)
+    conn.execute(f"delete from {names.state(RAW_IDENTIFIERS)} _r using ({gone}) _g "
+                 f"where _r._table = _g._table and _r.{STAGED_ID} = _g.{STAGED_ID}")
+    for table in source.tables:
+        if not rows[table.name].height or (sql := identifiers_sql(table, "select * from _changed_rows")) is None:
+            continue
+        conn.register("_changed_rows", rows[table.name].to_arrow())
+        try:
+            conn.execute(f"insert into {names.state(RAW_IDENTIFIERS)} {sql}")
+        finally:
+            conn.unregister("_changed_rows")
+
+
+def raw_identifiers_among(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec,
                           values: set[str]) -> RawIdentifiers:
     """`raw_identifiers` of every latest row of the dataset, less the values not among `values`:
-    the same findings for a scan of rows whose normalised text values are `values`, without reading
-    the dataset's identifiers into Python (`inputs`: table -> its input SQL)."""
+    the same findings for a scan of rows whose normalised text values are `values`, looked up in
+    the stored raw identifiers (kept up to date by `update_identifiers`), not read from every row."""
     found = raw_identifiers(source, {})  # the withheld column names
     if not values:
         return found
     conn.register("_scanned_values", pl.DataFrame({"v": sorted(values)}, schema={"v": pl.String}).to_arrow())
     targets = {"name": found.names, "address": found.addresses, "system_id": found.system_ids}
     try:
-        for table in source.tables:
-            # one query a table (its latest versions computed once), every identifier column in it
-            branches = [f"select {quote_literal(kind)} as kind, {_normalised_sql(c)} as v, {shortest} as shortest from _l"
-                        for kind, (columns, shortest) in identifier_columns(table).items() for c in columns]
-            if not branches:
-                continue
-            hits = conn.execute(
-                f"with _l as ({inputs[table.name]}) select distinct kind, v from ({' union all '.join(branches)}) "
-                "where length(v) >= shortest and v in (select v from _scanned_values)").fetchall()
-            for kind, v in hits:
-                targets[kind].add(v)
+        hits = conn.execute(f"select distinct kind, v from {names.state(RAW_IDENTIFIERS)} "
+                            "where v in (select v from _scanned_values)").fetchall()
     finally:
         conn.unregister("_scanned_values")
+    for kind, v in hits:
+        targets[kind].add(v)
     return found
 
 
@@ -402,7 +483,9 @@ def write_state(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpe
             conn.execute(f"create or replace table {names.candidate(table)} as select * from _state_rows")
         finally:
             conn.unregister("_state_rows")
-    commit_state(conn, names, list(frames), fingerprint)
+    build_identifiers(conn, names, source, {t.name: input_sql(conn, source, t, stored, specs[(source.key, t.name)])
+                                            for t in source.tables})
+    commit_state(conn, names, [*frames, RAW_IDENTIFIERS], fingerprint)
     return True
 
 
@@ -418,6 +501,7 @@ class ByRowRun:
     orphans: dict[str, int] = field(default_factory=dict)
     risks: dict[str, RiskResult] = field(default_factory=dict)
     derived: dict[str, pl.DataFrame] = field(default_factory=dict)  # the re-derived rows, released columns
+    changes: dict[str, TableChange] = field(default_factory=dict)  # what changes in each stored table
     new_identifiers: int = 0
 
 
@@ -436,21 +520,25 @@ def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: Sou
         hash_inputs(conn, names, table, inputs[table.name])
         run.counts[table.name] = row_counts(conn, names, table.name)
         rows[table.name] = changed_input_rows(conn, names, table, inputs[table.name])
+    update_identifiers(conn, names, source, rows)
     with cache.batched() if cache is not None else nullcontext():
         for table in source.tables:
             derived[table.name] = derive_rows(rows[table.name], table, source, specs[table.name], key, cache)
     values = set().union(*(text_values(derived[t].select(specs[t].column_names), specs[t]) for t in derived))
-    known = raw_identifiers_among(conn, source, inputs, values)
+    known = raw_identifiers_among(conn, names, source, values)
     new = raw_identifiers(source, rows)
     run.new_identifiers = len(new.names) + len(new.addresses) + len(new.system_ids)
     for table in source.tables:
         dob = next((c.name for c in table.columns if c.kind == "dob"), None)
+        dropped = dropped_rows(conn, names, specs[table.name])
         drop_changed(conn, names, table.name)
         run.findings[table.name] = [
             *scan_derived(f"{source.key}.{table.name}", derived[table.name], rows[table.name], specs[table.name],
                           known, dob),
             *scan_kept(conn, names, table.name, specs[table.name], new)]
         insert_derived(conn, names, specs[table.name], derived[table.name])
+        run.changes[table.name] = table_change(conn, names, specs[table.name], dropped,
+                                               derived[table.name].select(*specs[table.name].column_names, STAGED_ID))
     for table in source.tables:
         run.risks[table.name] = risk_in_database(conn, names, table.name, specs[table.name],
                                                  risk_rules.get(table.name, RiskRule()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from datafirst_assets.common.partitions import PARTITION_COLUMN, latest_versions
+from datafirst_assets.common.sql import quote_identifier
 from datafirst_assets.sources.identifiers import company_key, looks_like_company, name_key
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 from datafirst_assets.staging.standardise import ORIGINAL_SUFFIX
@@ -31,6 +32,18 @@ def add_person_ids(staged: pl.DataFrame, clusters: pl.DataFrame, id_column: str,
     """Staged person-level rows with the per-dataset person id (null for non-person rows, e.g. companies)."""
     ids = clusters.select(pl.col("record_id").alias(id_column), pl.col(person_id))
     return latest_versions(staged, id_column).join(ids, on=id_column, how="left").sort(id_column)
+
+
+def person_ids_sql(staged_sql: str, clusters_sql: str, id_column: str, person_id: str) -> str:
+    """`add_person_ids` as a DuckDB SELECT over stored tables (rows in no order): each record's latest
+    version (a record's id is unique within an extract date, so the latest is one row) with its
+    per-dataset person id, so that a new extract's linked table can be compared with the stored one
+    where both live (`warehouse.io_manager.changes_to`)."""
+    record, date = quote_identifier(id_column), quote_identifier(PARTITION_COLUMN)
+    return (f"select _l.* exclude (_rn), _c.{quote_identifier(person_id)} from (select *, row_number() over "
+            f"(partition by {record} order by {date} desc) as _rn from ({staged_sql}) _s) _l left join "
+            f"(select record_id, {quote_identifier(person_id)} from ({clusters_sql}) _k) _c "
+            f"on _c.record_id = _l.{record} where _l._rn = 1")
 
 
 def clustering_gaps(records: pl.DataFrame, clusters: pl.DataFrame) -> dict[str, int]:

@@ -67,14 +67,24 @@ def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> st
     if not columns:
         return "missing"
     rows, hashes = conn.execute(
-        f"select count(*), coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t").fetchone()
+        f"select count(*), coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t").fetchall()[0]
     wanted = table.columns or tuple(columns)
-    return f"{sorted((c, columns.get(c)) for c in wanted)}|{rows}|{hashes}"
+    return fingerprint_of({c: columns.get(c) for c in wanted}, rows, hashes)  # type: ignore[misc]
+
+
+def fingerprint_of(columns: dict[str, str], rows: int, hashes: int) -> str:
+    """`table_fingerprint` of a table with these columns, row count and sum of row hashes."""
+    return f"{sorted(columns.items())}|{rows}|{hashes}"
 
 
 def contract_content(conn: duckdb.DuckDBPyConnection, table: StoredTable, contract_name: str) -> str:
     """The content a `contract` check verifies: the stored rows, the contract's name and the code."""
-    return hashlib.sha256(f"{code_version()}|{contract_name}|{table_fingerprint(conn, table)}".encode()).hexdigest()
+    return content_of(table_fingerprint(conn, table), contract_name)
+
+
+def content_of(fingerprint: str, contract_name: str) -> str:
+    """`contract_content` of a table whose `table_fingerprint` is `fingerprint`."""
+    return hashlib.sha256(f"{code_version()}|{contract_name}|{fingerprint}".encode()).hexdigest()
 
 
 def remember_validated_write(database: str, schema: str, table: str, run_id: str,

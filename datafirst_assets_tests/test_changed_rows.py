@@ -1,0 +1,62 @@
+"""Only the changed rows written: the linked table of a new extract as a change to the stored one."""
+
+import polars as pl
+
+from datafirst_assets.linkage.records import add_person_ids, person_ids_sql
+from datafirst_assets.warehouse.io_manager import apply_changed_rows, changes_to
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets_tests.test_deidentify import magistrates_extract
+from datafirst_assets_tests.test_deidentify_by_row import _second_extract
+
+ID, PERSON = "defendant_case_id", "estimated_defendant_id"
+
+
+def _staged_and_clusters(flat: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A staged person table (every version) and its clusters (each record's latest person id)."""
+    latest = flat.sort("extract_date").unique(ID, keep="last")
+    return flat.drop(PERSON), latest.select(pl.col(ID).alias("record_id"), pl.col(PERSON))
+
+
+def _write(conn, name: str, frame: pl.DataFrame) -> None:
+    conn.register("_frame", frame.to_arrow())
+    try:
+        conn.execute(f"create or replace table {name} as select * from _frame")
+    finally:
+        conn.unregister("_frame")
+
+
+def _read(conn, sql: str) -> pl.DataFrame:
+    return pl.from_arrow(conn.sql(sql).to_arrow_table())
+
+
+def test_person_ids_in_sql_are_add_person_ids(tmp_path):
+    staged, clusters = _staged_and_clusters(_second_extract(magistrates_extract())["hocas_flatfile"])
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        _write(conn, "staged", staged)
+        _write(conn, "clusters", clusters)
+        sql = person_ids_sql("select * from staged", "select * from clusters", ID, PERSON)
+        in_sql = _read(conn, f"select * from ({sql}) order by {ID}")
+    assert in_sql.equals(add_person_ids(staged, clusters, ID, PERSON))  # same rows, order and types
+
+
+def test_a_new_extracts_linked_table_is_written_as_its_changed_rows(tmp_path):
+    extract = magistrates_extract()
+    first = extract["hocas_flatfile"]
+    staged, clusters = _staged_and_clusters(_second_extract(extract)["hocas_flatfile"])
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        _write(conn, "linked", add_person_ids(*_staged_and_clusters(first), ID, PERSON))
+        _write(conn, "staged", staged)
+        _write(conn, "clusters", clusters)
+        changes = changes_to(conn, "linked", person_ids_sql("select * from staged", "select * from clusters", ID,
+                                                            PERSON), [ID], validated_before=None)
+        # DC0002 (another person id) and DC0003 (a new version) updated, DC0004 (new) appended; DC0001 untouched
+        assert changes.updates[ID].to_list() == ["DC0002", "DC0003"] and changes.inserts[ID].to_list() == ["DC0004"]
+        assert changes.deletes.is_empty() and changes.appendable
+        conn.execute("begin")
+        reason, _, _ = apply_changed_rows(conn, "linked", "main", "linked", changes, key=None)
+        conn.execute("commit")
+        conn.execute("set preserve_insertion_order = true")  # the stored order (small tables: one thread)
+        stored = _read(conn, "select * from linked")
+        conn.execute("set preserve_insertion_order = false")
+    assert reason is None
+    assert stored.equals(add_person_ids(staged, clusters, ID, PERSON))  # what a rewrite stores, in its order
