@@ -63,7 +63,9 @@ def _relation_columns(connection: duckdb.DuckDBPyConnection, name: str) -> dict[
 
 def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> str:
     """Columns, row count and the sum of the rows' hashes of `table` (its selected partitions)."""
-    columns = table_columns(conn, table.schema, table.table)
+    # Found by its catalog-qualified name, as the hash query reads it, not in the cursor's current
+    # database: from a cursor using another catalog by default that said "missing" for every content.
+    columns = _relation_columns(conn, table.name)
     if not columns:
         return "missing"
     rows, hashes = conn.execute(
@@ -109,7 +111,7 @@ def partition_contents(conn: duckdb.DuckDBPyConnection, table: StoredTable, cont
     """Per partition of `table` (by its `partition_expr`; its selected partitions, or all), the content a
     `contract` check verifies: the partition's rows, the table's columns in order, the contract and
     the code. One pass over the table in DuckDB."""
-    columns = table_columns(conn, table.schema, table.table)
+    columns = _relation_columns(conn, table.name)  # as `table_fingerprint`
     if not columns or table.partition_expr is None:
         return {}
     rows = conn.execute(f"select cast({table.partition_expr} as varchar), count(*), "
