@@ -129,6 +129,22 @@ def test_empty_and_constant_columns_are_not_used(records):
     assert "pnc" not in spec.fields and "sex" not in spec.fields
 
 
+@pytest.mark.parametrize("frames", [
+    "one", "two", "a field only one frame holds", "constant in each frame, different between them"])
+def test_a_field_varies_when_two_non_null_values_differ_across_the_frames(frames):
+    day = datetime.date(2000, 1, 1)
+    a = pl.DataFrame({"forename": ["A", "A", None], "surname": ["X", "Y", "Z"], "dob": [day] * 3,
+                      "sex": [None, None, None], "postcode": ["P", "P", "P"], "pnc": [1.0, float("nan"), 1.0]})
+    b = pl.DataFrame({"forename": ["B", None], "dob": [day, None], "postcode": ["P", None],
+                      "pnc": [float("nan"), float("nan")]})
+    c = pl.DataFrame({"forename": ["A"], "pnc": [1]})
+    given = {"one": a, "two": [a, a], "a field only one frame holds": [b, c],
+             "constant in each frame, different between them": [a, b]}[frames]
+    expected = {"one": ["surname", "pnc"], "two": ["surname", "pnc"], "a field only one frame holds": ["forename", "pnc"],
+                "constant in each frame, different between them": ["forename", "surname", "pnc"]}[frames]
+    assert usable_fields(given, ["forename", "surname", "dob", "sex", "postcode", "pnc"]) == expected
+
+
 def test_oversized_blocking_rules_are_split():
     # 400 records sharing one junk PNC (79,800 pairs) plus unique ones
     n = 400

@@ -124,14 +124,28 @@ def usable_fields(
     frames = [records] if isinstance(records, pl.DataFrame) else list(records)
     candidates = list(candidates)
     comp = field_completeness(frames, candidates)
-    out = []
-    for c in candidates:
-        if comp[c] < min_completeness:
+    return [c for c in candidates if comp[c] >= min_completeness and _varies(frames, c)]
+
+
+def _varies(frames: Sequence[pl.DataFrame], column: str) -> bool:
+    """Whether ``column`` holds two different non-null values across ``frames``: each value compared
+    with the first (one pass, no hash table: finding the distinct values took a fifth of choosing
+    the model's fields and rules at 1M records)."""
+    firsts = []
+    for frame in frames:
+        if column not in frame.columns:
             continue
-        values = [f.select(pl.col(c).drop_nulls().unique().head(2)) for f in frames if c in f.columns]
-        if pl.concat(values, how="vertical_relaxed").unique().height >= 2:
-            out.append(c)
-    return out
+        values = frame.get_column(column).drop_nulls()
+        if values.dtype.is_float():  # NaN is not equal to itself: count distinct values instead
+            values = values.unique()
+            if values.len() >= 2:
+                return True
+        if values.is_empty():
+            continue
+        if (values != values.slice(0, 1)).any():
+            return True
+        firsts.append(values.slice(0, 1).to_frame(column))
+    return len(firsts) >= 2 and pl.concat(firsts, how="vertical_relaxed").get_column(column).n_unique() >= 2
 
 
 # ----------------------------------------------------------------------- comparisons
