@@ -334,9 +334,13 @@ def _contacts(release, lookup: pl.DataFrame) -> pl.DataFrame:
 
 
 def _first_per_person(frame: pl.DataFrame, by: list[str], descending: bool | list[bool] = False) -> pl.DataFrame:
-    """Each person's first row in the order `by` (nulls last)."""
+    """Each person's first row in the order `by` (nulls last), rows still tied then ordered by their
+    other columns: lo-fi synthetic rows tie often (one person, one date, two ages), and a tie left to
+    the rows' order made one table give two results depending on how it was stored."""
     order = descending if isinstance(descending, list) else [descending] * len(by)
-    return frame.group_by(PERSON).agg(pl.all().sort_by(by, descending=order, nulls_last=True).first())
+    rest = [c for c in frame.columns if c != PERSON and c not in by]
+    return frame.group_by(PERSON).agg(
+        pl.all().sort_by([*by, *rest], descending=[*order, *[False] * len(rest)], nulls_last=True).first())
 
 
 def _age_at(contacts: pl.DataFrame, targets: pl.DataFrame, target: str, name: str) -> pl.DataFrame:
