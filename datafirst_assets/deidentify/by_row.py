@@ -208,9 +208,15 @@ def dropped_rows(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTab
     records, and vanished records): which stored rows of the released table change or go."""
     key = ", ".join(f"s.{quote_identifier(k)}" for k in spec.unique_key)
     return pl.from_arrow(conn.sql(  # type: ignore[return-value]
-        f"select s.{STAGED_ID}, {key} from {names.state(spec.name)} s where not exists (select 1 from "
-        f"{names.current(spec.name)} c where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})"
+        f"select s.{STAGED_ID}, {key} from {names.state(spec.name)} s where {_stale(names, spec.name)}"
     ).to_arrow_table())
+
+
+def _stale(names: Names, table: str) -> str:
+    """Condition on a state row `s` of `table`: its record changed or vanished (no current input row
+    with its staged id and input hash). One definition for what is dropped, released and unindexed."""
+    return (f"not exists (select 1 from {names.current(table)} c "
+            f"where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})")
 
 
 @dataclass
@@ -249,8 +255,7 @@ def table_change(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTab
 
 def drop_changed(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> None:
     """Inside the caller's transaction: the state keeps only the rows whose input is unchanged."""
-    conn.execute(f"delete from {names.state(table)} s where not exists (select 1 from {names.current(table)} c "
-                 f"where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})")
+    conn.execute(f"delete from {names.state(table)} s where {_stale(names, table)}")
 
 
 def insert_derived(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTable, derived: pl.DataFrame) -> None:
@@ -303,8 +308,7 @@ def update_identifiers(conn: duckdb.DuckDBPyConnection, names: Names, source: So
     covers every column they are read from."""
     gone = " union all ".join(
         f"select {quote_literal(t.name)} as _table, cast(s.{STAGED_ID} as varchar) as {STAGED_ID} from "
-        f"{names.state(t.name)} s where not exists (select 1 from {names.current(t.name)} c "
-        f"where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})" for t in source.tables)
+        f"{names.state(t.name)} s where {_stale(names, t.name)}" for t in source.tables)
     conn.execute(f"delete from {names.state(RAW_IDENTIFIERS)} _r using ({gone}) _g "
                  f"where _r._table = _g._table and _r.{STAGED_ID} = _g.{STAGED_ID}")
     for table in source.tables:

@@ -68,10 +68,17 @@ def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> st
     columns = _relation_columns(conn, table.name)
     if not columns:
         return "missing"
-    rows, hashes = conn.execute(
-        f"select count(*), coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t").fetchall()[0]
+    rows, hashes = content_sums(conn, table.select_sql())
     wanted = table.columns or tuple(columns)
     return fingerprint_of({c: columns.get(c) for c in wanted}, rows, hashes)  # type: ignore[misc]
+
+
+def content_sums(conn: duckdb.DuckDBPyConnection, select: str) -> tuple[int, int]:
+    """Row count and the sum of the rows' hashes of a SELECT (order-independent, in DuckDB): what
+    `table_fingerprint` records, and what a write in place (`io_manager.ChangedRows`) compares."""
+    rows, hashes = conn.execute(
+        f"select count(*), coalesce(sum(hash(_t)::hugeint), 0) from ({select}) _t").fetchall()[0]
+    return int(rows), int(hashes)
 
 
 def fingerprint_of(columns: dict[str, str], rows: int, hashes: int) -> str:

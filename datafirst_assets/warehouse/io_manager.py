@@ -60,6 +60,7 @@ from datafirst_assets.warehouse.content import (
     VALIDATED_IN_RUN,
     VALIDATED_PARTITIONS,
     content_of,
+    content_sums,
     contract_content,
     fingerprint_of,
     partition_contents,
@@ -416,13 +417,6 @@ class ChangedRows:
         return self.deletes.height + self.updates.height + self.inserts.height
 
 
-def content_sums(conn: duckdb.DuckDBPyConnection, select: str) -> tuple[int, int]:
-    """Row count and the sum of the rows' hashes of a SELECT (order-independent, in DuckDB)."""
-    rows, hashes = conn.execute(
-        f"select count(*), coalesce(sum(hash(_t)::hugeint), 0) from ({select}) _t").fetchall()[0]
-    return int(rows), int(hashes)
-
-
 def _why_not_in_place(conn: duckdb.DuckDBPyConnection, name: str, schema: str, table: str,
                       changes: ChangedRows, key: AssetKey | None, frame_columns: dict[str, str]) -> str | None:
     """Why the table must be rewritten whole (None: it can be changed in place)."""
@@ -492,7 +486,6 @@ def duplicates(conn: duckdb.DuckDBPyConnection, name: str, key: Sequence[str]) -
     keys = ", ".join(map(quote_identifier, key))
     return conn.execute(f"select count(*) from (select {keys} from {name} group by all having count(*) > 1)"
                         ).fetchall()[0][0]
-
 
 
 def changes_to(conn: duckdb.DuckDBPyConnection, stored: str, select: str, key: Sequence[str],
