@@ -68,7 +68,7 @@ def test_training_produces_sensible_model(trained):
 
 def test_training_leaves_no_em_tables_in_the_database(trained):
     """EM's blocked pairs and comparison vectors are dropped once a session ends: at 1M records
-    they held ~0.5 GB through prediction and clustering (peak 1.99 -> 1.35 GiB for a dedupe)."""
+    they held ~0.5 GB through prediction and clustering (maximum RSS 1,987 -> 1,351 MiB for a dedupe)."""
     tables = splink_tables(trained.linker._db_api)
     assert tables, "the term-frequency tables prediction reuses are still there"
     assert not [t for t in tables if t.startswith(EM_LEFTOVERS)]
