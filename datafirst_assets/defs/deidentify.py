@@ -36,7 +36,8 @@ from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_fai
 from datafirst_assets.deidentify.disclosure import RiskResult, reidentification_risk
 from datafirst_assets.deidentify.hash_cache import KeyedHashCache
 from datafirst_assets.deidentify.keys import key_fingerprint, key_label
-from datafirst_assets.deidentify.release import DatasetRelease, deidentify_linking, deidentify_source
+from datafirst_assets.deidentify.release import (DatasetRelease, deidentify_linking, deidentify_source,
+                                                linking_join_columns)
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
 from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.sources.registry import SOURCES
@@ -301,7 +302,11 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
     ins={
         "lookup": AssetIn(key=LOOKUP),
         "case_links": AssetIn(key=CASE_LOOKUP),
-        **{f"persons__{s.key}": AssetIn(key=deidentified_key(s.key, s.person_table.name)) for s in SOURCES.values()},
+        # Only the columns the lookups' joins are checked on (`linking_orphans`): the person tables are
+        # the largest release tables, and the rest of their columns was read for nothing.
+        **{f"persons__{s.key}": AssetIn(key=deidentified_key(s.key, s.person_table.name),
+                                        metadata={"columns": list(linking_join_columns(s.key))})
+           for s in SOURCES.values()},
     },
     outs=_outs(LINKING, release_datasets()[LINKING]),
     check_specs=_check_specs(LINKING, release_datasets()[LINKING]),

@@ -18,6 +18,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 """
 
 import datetime as dt
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 
 import pandera.polars as pa
@@ -45,7 +46,8 @@ from datafirst_assets.defs.release import catalogue_folder, catalogue_key, input
 from datafirst_assets.defs.gates import pii_check, refuse_if_failed
 from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.derived import DERIVED_TABLES
-from datafirst_assets.derived.person_journeys import COLUMNS_READ, PERSON_JOURNEYS, person_journeys, unlinked_rows
+from datafirst_assets.derived.person_journeys import (COLUMNS_READ, PERSON_JOURNEYS, journeys_by_person, load_state,
+                                                      save_state, unlinked_rows)
 from datafirst_assets.derived.report import RELEASE_LABELS, SYNTHETIC, profile_report, summary_markdown
 from datafirst_assets.derived.repeat_offending_profile import REPEAT_OFFENDING_PROFILE, profile_from_journeys
 from datafirst_assets.derived.spec import DERIVED, DerivedTable
@@ -144,12 +146,18 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
             return
         tables = {(s, t): read[input_name(s, t)].to_polars() for s, t in PERSON_JOURNEYS.inputs}
         as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
-        frame = person_journeys(tables, as_of=as_of)
+        # Incremental: only the persons whose rows changed are computed again (`journeys_by_person`).
+        folder = journeys_state_folder(linkage.root)
+        state = load_state(folder, variant) if linkage.mode != "full" else None
+        frame, new_state, computed = journeys_by_person(tables, as_of=as_of, state=state)
         unlinked = unlinked_rows(tables)
         criminal = frame.filter(pl.col("criminal_cases") > 0)
         yield from _gates(journeys_key, PERSON_JOURNEYS, frame)
+        save_state(folder, variant, new_state)  # the gates passed: these rows are the ones stored
         yield Output(frame, metadata={
             FINGERPRINT: fingerprint,
+            "persons_computed": computed,
+            "persons_kept": frame.height - computed,
             "release_variant": variant + (" (SYNTHETIC)" if variant == SYNTHETIC else ""),
             "people": frame.height,
             "people_with_criminal_case": criminal.height,
@@ -222,6 +230,11 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         })
 
     return [_person_journeys, _repeat_offending_profile, _derived_catalogue]
+
+
+def journeys_state_folder(root) -> Path:
+    """Where `derived/<variant>/person_journeys` keeps its per-person state between runs."""
+    return Path(root) / DERIVED / "state"
 
 
 def _stored(warehouse, variant: str, name: str) -> StoredTable:

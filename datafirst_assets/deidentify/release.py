@@ -103,6 +103,14 @@ def deidentify_linking(xjs_lookup: pl.DataFrame, case_lookup: pl.DataFrame,
     return release
 
 
+def linking_join_columns(dataset: str) -> tuple[str, ...]:
+    """The columns of `dataset`'s released person table that `linking_orphans` reads: its person id,
+    and the case key a `case_lookup` foreign key references in it."""
+    table = SOURCES[dataset].person_table.name
+    referenced = tuple(dict.fromkeys(fk.references[1] for fk in CASE_LOOKUP.foreign_keys if fk.references[0] == table))
+    return (SOURCES[dataset].person_id_name, *referenced)
+
+
 def linking_orphans(linking: Mapping[str, pl.DataFrame], persons: Mapping[str, pl.DataFrame]) -> dict[str, int]:
     """Lookup rows whose person or case finds no row in the released dataset tables."""
     orphans = {}

@@ -2,6 +2,8 @@
 
     journeys = person_journeys(release)                 # release: (source, table) -> frame
     journeys = person_journeys(release, as_of=date(2024, 3, 31))
+    journeys, state, computed = journeys_by_person(release, state=stored)   # the same table, recomputing
+                                                                            # only the persons whose rows changed
 
 `release` holds de-identified or synthetic release tables (the same columns either way); the
 function never sees raw or staged data. Tables it reads are listed in `PERSON_JOURNEYS.inputs`.
@@ -53,14 +55,17 @@ as-of date
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandera.polars as pa
 import polars as pl
 
 from datafirst_assets.derived.spec import DerivedColumn, DerivedTable, non_negative
 from datafirst_assets.sources.registry import ETHNIC_GROUP
+from datafirst_assets.warehouse.content import code_version
 
 LINKING = "linking"
 LOOKUP = (LINKING, "xjs_lookup")
@@ -242,24 +247,38 @@ PERSON_JOURNEYS = DerivedTable(
 
 def person_journeys(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: dt.date | None = None) -> pl.DataFrame:
     """One row per cross-justice person (see the module docstring for every definition)."""
+    release = restricted_release(release)
+    lookup = _lookup(release[LOOKUP])
+    contacts = _contacts(release, lookup)
+    as_of = as_of or latest_contact(contacts)
+    return finish_journeys(journey_base(release, lookup, contacts), release, lookup, as_of)
+
+
+def restricted_release(release: Mapping[tuple[str, str], pl.DataFrame]) -> dict[tuple[str, str], pl.DataFrame]:
+    """The release tables the journeys read, only the columns they read (raises when one is missing)."""
     missing = [f"{s}.{t}" for s, t in PERSON_JOURNEYS.inputs if (s, t) not in release]
     if missing:
         raise KeyError(f"person_journeys needs release tables {missing}")
-    release = {key: release[key].select(columns) for key, columns in COLUMNS_READ.items()}
-    lookup = _lookup(release[LOOKUP])
-    contacts = _contacts(release, lookup)
-    if as_of is None:
-        latest = contacts["date"].max()
-        as_of = latest if latest is not None else dt.date.today()
+    return {key: release[key].select(columns) for key, columns in COLUMNS_READ.items()}
 
+
+def latest_contact(contacts: pl.DataFrame) -> dt.date:
+    """The default as-of date: the latest contact date (today when no contact is dated)."""
+    latest = contacts["date"].max()
+    return latest if latest is not None else dt.date.today()
+
+
+def journey_base(release, lookup: pl.DataFrame, contacts: pl.DataFrame) -> pl.DataFrame:
+    """Per person, every column that does not depend on the as-of date (`finish_journeys` adds those),
+    with the repeat flags before the as-of date masks them (`_returned_<window>`): a person's row here
+    is made from that person's rows alone (`journeys_by_person` keeps it while they are unchanged)."""
     persons = lookup.group_by(PERSON).agg(pl.col("source_dataset").n_unique().cast(pl.Int32).alias("datasets"))
     cases = _criminal_cases(release, lookup)
     parts = [
         _contact_summary(contacts),
         _demographic(contacts, "sex"),
         _demographic(contacts, "ethnicity"),
-        _case_summary(release, lookup, cases, contacts, as_of),
-        _custody(release, lookup, as_of),
+        _case_summary(release, lookup, cases, contacts),
         _probation(release, lookup),
         _oasys(release, lookup),
         _involved(release, lookup, CONTACT["family"], "family_court"),
@@ -268,12 +287,22 @@ def person_journeys(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: d
     frame = persons
     for part in parts:
         frame = frame.join(part, on=PERSON, how="left")
+    return frame
+
+
+def finish_journeys(base: pl.DataFrame, release, lookup: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
+    """The table from `journey_base`: custody to the as-of date, repeat windows ended by it, counts
+    without a row 0, in the table's columns and order."""
+    frame = base.join(_custody(release, lookup, as_of), on=PERSON, how="left")
     counts = [c.name for c in PERSON_JOURNEYS.columns if c.role == "numeric" and not c.nullable]
     frame = frame.with_columns(
         *(pl.col(c).fill_null(0) for c in counts if c != "datasets"),
         pl.col("family_court", "civil_court", "in_custody_on_as_of").fill_null(False),
         _ethnic_group(pl.col("ethnicity")).alias("ethnic_group"),
         pl.lit(as_of, dtype=pl.Date).alias("as_of_date"),
+        # a window counts only once it has ended by the as-of date
+        *(pl.when(pl.col("first_criminal_case_date") + pl.duration(days=days) <= pl.lit(as_of, dtype=pl.Date))
+          .then(pl.col(f"_returned_{w}")).alias(f"returned_within_{w}") for w, days in REPEAT_WINDOWS.items()),
     )
     return PERSON_JOURNEYS.select_columns(frame).sort(PERSON)
 
@@ -397,8 +426,7 @@ def _criminal_cases(release, lookup: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([mags, crown_own], how="vertical").with_columns(pl.col("start").cast(pl.Date))
 
 
-def _case_summary(release, lookup: pl.DataFrame, cases: pl.DataFrame, contacts: pl.DataFrame,
-                  as_of: dt.date) -> pl.DataFrame:
+def _case_summary(release, lookup: pl.DataFrame, cases: pl.DataFrame, contacts: pl.DataFrame) -> pl.DataFrame:
     counts = [
         _link(release[(d, t)], d, "estimated_defendant_id", lookup).group_by(PERSON).agg(pl.len().alias(name))
         for d, t, name in (("magistrates", "hocas_flatfile", "magistrates_cases"),
@@ -412,11 +440,9 @@ def _case_summary(release, lookup: pl.DataFrame, cases: pl.DataFrame, contacts: 
         (pl.col("start") - pl.col("first_criminal_case_date")).dt.total_days().alias("_after"))
     returns = later.group_by(PERSON).agg(
         *((pl.col("_after").is_between(1, days)).any().alias(f"_returned_{w}") for w, days in REPEAT_WINDOWS.items()))
+    # before the as-of date masks windows that have not ended (`finish_journeys`)
     returned = index.join(returns, on=PERSON, how="left").select(
-        PERSON, "first_criminal_case_date",
-        *(pl.when(pl.col("first_criminal_case_date") + pl.duration(days=days) <= pl.lit(as_of, dtype=pl.Date))
-          .then(pl.col(f"_returned_{w}")).alias(f"returned_within_{w}") for w, days in REPEAT_WINDOWS.items()),
-    )
+        PERSON, "first_criminal_case_date", *(f"_returned_{w}" for w in REPEAT_WINDOWS))
 
     mags = _link(release[("magistrates", "hocas_flatfile")], "magistrates", "estimated_defendant_id", lookup)
     offences = release[("magistrates", "hocas_all_offence")].select("defendant_case_id_hash", "offence_date").join(
@@ -475,3 +501,142 @@ def _oasys(release, lookup: pl.DataFrame) -> pl.DataFrame:
 def _involved(release, lookup: pl.DataFrame, contact: ContactTable, flag: str) -> pl.DataFrame:
     rows = _link(release[(contact.dataset, contact.table)], contact.dataset, contact.person, lookup)
     return rows.select(PERSON).unique().with_columns(pl.lit(True).alias(flag))
+
+
+# --- by person: a new extract recomputes only the persons whose rows changed -------------------------
+#
+#     frame, state, recomputed = journeys_by_person(release, as_of=None, state=stored_state)
+#
+# `person_journeys` rebuilt every person's row from the whole release on every run, although a 1%
+# extract changes the rows of a few percent of persons. A person's row is made from that person's rows
+# alone, except for what depends on the as-of date (open custody, repeat windows, the date itself),
+# which `finish_journeys` adds for every person on every run. So the state kept
+# between runs (`save_state`) is, per person, `journey_base`'s row (every column the as-of date does
+# not touch, the repeat flags unmasked) with a digest of the rows it was made from: the number of
+# rows and two sums of their hashes (each row with its table's seed; polars' row hash, stable within
+# a polars version, which the state's key records). A run digests every person's rows (linking each
+# row to its person, as the journeys do), recomputes `journey_base` for the persons whose digest
+# differs from the stored one (or who are new) from their rows alone (`rows_of`), keeps the stored
+# row of every other person, and finishes every row with the as-of date of the whole release: the
+# table the full computation gives.
+#
+# What "a person's rows" are, per table: the lookup rows of the person; each dataset's person rows
+# of the person's per-dataset ids (family and civil parties with their case's issue date); the
+# magistrates' offences of the person's cases; the case lookup rows of the person's Crown Court cases;
+# the requirements of the person's probation events; the OGRS3 scores of the person's assessments.
+# That is all `journey_base` reads for a person, given unique row keys in the release (the release
+# and synthetic contracts require them): a Crown Court case is a stage of a magistrates' case only
+# when that case is the same person's, which the person's own magistrates' rows decide.
+#
+# The state is tied to the code and the polars version (`state_key`); none, another key or a full run
+# computes every person.
+
+DIGEST = ("_digest_rows", "_digest_hi", "_digest_lo")
+_LOW = (1 << 32) - 1
+# (child table, the key it shares with its parent, parent table): a person's rows reached through a
+# parent row of the person (an offence through the person's magistrates' case, ...)
+CHILDREN = (
+    (("magistrates", "hocas_all_offence"), "defendant_case_id_hash", ("magistrates", "hocas_flatfile")),
+    (CASE_LOOKUP, "defendant_on_case_id_hash", ("crown_court", "xhibit_flatfile")),
+    (("probation", "delius_rqmnt"), "event_id_hash", ("probation", "delius_flatfile")),
+    (("oasys", "oasys_assessments_details_core_risk"), "assessment_id_hash", ("oasys", "assessments_metadata")),
+)
+
+
+def state_key() -> str:
+    """What a stored state's rows depend on besides the release: the code and polars' row hash."""
+    return hashlib.sha256(f"{code_version()}|{pl.__version__}".encode()).hexdigest()[:16]
+
+
+def _person_rows(release, lookup: pl.DataFrame) -> dict[tuple[str, str], pl.DataFrame]:
+    """Every table's rows that some person's row is made from, each with its person (`PERSON`)."""
+    rows = {LOOKUP: lookup}
+    for c in CONTACTS:
+        table = release[(c.dataset, c.table)]
+        if c.via:
+            parent, key = c.via
+            dates = release[(c.dataset, parent)].select(key, c.date).unique(subset=[key], keep="first")
+            table = table.join(dates, on=key, how="left")
+        rows[(c.dataset, c.table)] = _link(table, c.dataset, c.person, lookup)
+    for child, key, parent in CHILDREN:
+        owners = rows[parent].select(key, PERSON)
+        rows[child] = release[child].join(owners, on=key, how="inner")
+    return rows
+
+
+def person_digests(release, lookup: pl.DataFrame) -> pl.DataFrame:
+    """Per person: how many rows their row is made from and two sums of those rows' hashes."""
+    hashed = []
+    for seed, (key, frame) in enumerate(sorted(_person_rows(release, lookup).items()), start=1):
+        hashed.append(frame.select(PERSON, frame.hash_rows(seed=seed).alias("_h")))
+    return pl.concat(hashed).group_by(PERSON).agg(
+        pl.len().cast(pl.Int64).alias(DIGEST[0]),
+        (pl.col("_h") // (_LOW + 1)).sum().cast(pl.UInt64).alias(DIGEST[1]),
+        (pl.col("_h") % (_LOW + 1)).sum().cast(pl.UInt64).alias(DIGEST[2]))
+
+
+def rows_of(release, lookup: pl.DataFrame, persons: pl.Series) -> tuple[dict[tuple[str, str], pl.DataFrame], pl.DataFrame]:
+    """The release restricted to the rows of `persons` (and the lookup, deduplicated as a whole
+    first, restricted likewise): `journey_base` of it gives those persons' rows of the whole."""
+    lookup = lookup.filter(pl.col(PERSON).is_in(persons.implode()))
+    out = dict(release)
+    out[LOOKUP] = lookup
+    for c in CONTACTS:
+        ids = lookup.filter(pl.col("source_dataset") == c.dataset)["dataset_person_id"]
+        table = release[(c.dataset, c.table)].filter(pl.col(c.person).is_in(ids.implode()))
+        out[(c.dataset, c.table)] = table
+        if c.via:
+            parent, key = c.via
+            out[(c.dataset, parent)] = release[(c.dataset, parent)].filter(pl.col(key).is_in(table[key].implode()))
+    for child, key, parent in CHILDREN:
+        out[child] = release[child].filter(pl.col(key).is_in(out[parent][key].implode()))
+    return out, lookup
+
+
+def journeys_by_person(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: dt.date | None = None,
+                       state: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """The journeys (`person_journeys`' table), the state to store for the next run, and how many
+    persons were computed (the others kept their row of `state`; None: every person is computed)."""
+    release = restricted_release(release)
+    lookup = _lookup(release[LOOKUP])
+    contacts = _contacts(release, lookup)
+    as_of = as_of or latest_contact(contacts)
+    digests = person_digests(release, lookup)
+    kept = state.join(digests, on=[PERSON, *DIGEST], how="semi") if state is not None else None
+    # most persons changed (a synthetic table drawn again): computed from the whole release at once
+    if kept is None or kept.height < digests.height // 2:
+        base = journey_base(release, lookup, contacts)
+        computed = base.height
+    else:
+        changed = digests.join(kept, on=PERSON, how="anti")[PERSON]
+        subset, sub_lookup = rows_of(release, lookup, changed)
+        fresh = journey_base(subset, sub_lookup, _contacts(subset, sub_lookup))
+        base = pl.concat([kept.select(fresh.columns).cast(fresh.schema), fresh], how="vertical")
+        computed = fresh.height
+    new_state = base.join(digests, on=PERSON, how="left")
+    return finish_journeys(base, release, lookup, as_of), new_state, computed
+
+
+def state_path(folder: Path, variant: str) -> Path:
+    return folder / f"{variant}.{state_key()}.parquet"
+
+
+def load_state(folder: Path, variant: str) -> pl.DataFrame | None:
+    """The stored state of this code (None: none, or made by other code)."""
+    path = state_path(folder, variant)
+    try:
+        return pl.read_parquet(path) if path.exists() else None
+    except (OSError, pl.exceptions.PolarsError):
+        return None  # unreadable: every person is computed and the state written again
+
+
+def save_state(folder: Path, variant: str, state: pl.DataFrame) -> None:
+    """Written whole (a reader sees the old state or the new one), then any other code's removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = state_path(folder, variant)
+    tmp = path.with_suffix(".tmp")
+    state.write_parquet(tmp)
+    tmp.replace(path)
+    for stale in folder.glob(f"{variant}.*.parquet"):
+        if stale != path:
+            stale.unlink(missing_ok=True)

@@ -1,0 +1,206 @@
+"""Person journeys by person: the table recomputing only the persons whose rows changed is the table
+computed from scratch, whatever changed (`person_journeys.journeys_by_person`)."""
+
+import datetime as dt
+import random
+
+import polars as pl
+import pytest
+from dagster import materialize
+
+from datafirst_assets.defs.derived import derived_assets, derived_key, journeys_state_folder
+from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.defs.resources import Warehouse
+from datafirst_assets.derived.person_journeys import (
+    PERSON,
+    journeys_by_person,
+    load_state,
+    person_journeys,
+    save_state,
+    state_path,
+)
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+from datafirst_assets_tests.derived_fixtures import random_release
+from datafirst_assets_tests.test_derived import _stub_release
+
+LOOKUP = ("linking", "xjs_lookup")
+
+
+def _set(frame: pl.DataFrame, row: int, column: str, value) -> pl.DataFrame:
+    """`frame` with one cell changed."""
+    return frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == row).then(pl.lit(value, dtype=frame.schema[column]))
+        .otherwise(pl.col(column)).alias(column))
+
+
+def _drop(frame: pl.DataFrame, row: int) -> pl.DataFrame:
+    return frame.filter(pl.int_range(pl.len()) != row)
+
+
+def _new_row(frame: pl.DataFrame, row: int, **changes) -> pl.DataFrame:
+    """`frame` with a copy of one row appended, some of its values changed."""
+    copy = frame.slice(row, 1).with_columns(**{c: pl.lit(v, dtype=frame.schema[c]) for c, v in changes.items()})
+    return pl.concat([frame, copy])
+
+
+def _linked_row(release, table, person_column, rng) -> int:
+    """A row of `table` whose person is in the lookup (so the change reaches a person's journey)."""
+    dataset = table[0]
+    ids = set(release[LOOKUP].filter(pl.col("source_dataset") == dataset)["dataset_person_id"].to_list())
+    rows = [i for i, v in enumerate(release[table][person_column].to_list()) if v in ids]
+    return rng.choice(rows)
+
+
+def _child_of_linked(release, child, key, parent, person_column, rng) -> int:
+    ids = set(release[LOOKUP].filter(pl.col("source_dataset") == parent[0])["dataset_person_id"].to_list())
+    keys = set(release[parent].filter(pl.col(person_column).is_in(list(ids)))[key].to_list())
+    return rng.choice([i for i, v in enumerate(release[child][key].to_list()) if v in keys])
+
+
+# One change of each kind a new extract makes, each reaching a person through another table.
+EDITS = {
+    "magistrates case added": lambda r, g: {("magistrates", "hocas_flatfile"): _new_row(
+        r[("magistrates", "hocas_flatfile")], _linked_row(r, ("magistrates", "hocas_flatfile"), "estimated_defendant_id", g),
+        defendant_case_id_hash="f" * 64, first_hearing_date=dt.date(2024, 1, 5))},
+    "prison journey removed": lambda r, g: {("prison", "nomis_flatfile"): _drop(
+        r[("prison", "nomis_flatfile")], _linked_row(r, ("prison", "nomis_flatfile"), "estimated_offender_id", g))},
+    "release date changed": lambda r, g: {("prison", "nomis_flatfile"): _set(
+        r[("prison", "nomis_flatfile")], _linked_row(r, ("prison", "nomis_flatfile"), "estimated_offender_id", g),
+        "release_date", None)},
+    "offence date changed": lambda r, g: {("magistrates", "hocas_all_offence"): _set(
+        r[("magistrates", "hocas_all_offence")], _child_of_linked(
+            r, ("magistrates", "hocas_all_offence"), "defendant_case_id_hash", ("magistrates", "hocas_flatfile"),
+            "estimated_defendant_id", g), "offence_date", dt.date(2001, 1, 1))},
+    "requirement removed": lambda r, g: {("probation", "delius_rqmnt"): _drop(
+        r[("probation", "delius_rqmnt")], _child_of_linked(
+            r, ("probation", "delius_rqmnt"), "event_id_hash", ("probation", "delius_flatfile"),
+            "estimated_offender_id", g))},
+    "score changed": lambda r, g: {("oasys", "oasys_assessments_details_core_risk"): _set(
+        r[("oasys", "oasys_assessments_details_core_risk")], _child_of_linked(
+            r, ("oasys", "oasys_assessments_details_core_risk"), "assessment_id_hash", ("oasys", "assessments_metadata"),
+            "estimated_offender_id", g), "ogrs3_score", 99)},
+    "family case date changed": lambda r, g: {("family", "family_cases"): _set(
+        r[("family", "family_cases")], _child_of_linked(
+            r, ("family", "family_cases"), "case_id_hash", ("family", "family_people"), "estimated_party_id", g),
+        "issue_date", dt.date(2000, 2, 2))},
+    "civil case date changed": lambda r, g: {("civil", "cases"): _set(
+        r[("civil", "cases")], _child_of_linked(r, ("civil", "cases"), "case_id_hash", ("civil", "parties"),
+                                                "estimated_party_id", g), "issue_date", dt.date(2000, 3, 3))},
+    "crown court case linked to the person's magistrates' case": lambda r, g: _link_crown_to_own_mags(r, g),
+    "lookup row moved to another person": lambda r, g: {LOOKUP: _set(
+        r[LOOKUP], g.randrange(r[LOOKUP].height), PERSON, int(r[LOOKUP][PERSON].max()))},
+    "person added": lambda r, g: {LOOKUP: _new_row(r[LOOKUP], g.randrange(r[LOOKUP].height),
+                                                    dataset_person_id=10**6, xjs_person_id_medium=10**6)},
+}
+
+
+def _link_crown_to_own_mags(release, rng) -> dict:
+    """A Crown Court case's lookup row pointed at a magistrates' case of the same person (a stage, not a
+    new case): criminal_cases changes only if the person's own magistrates' rows are read."""
+    lookup = release[LOOKUP]
+    both = (lookup.filter(pl.col("source_dataset") == "magistrates").select("dataset_person_id", PERSON)
+            .join(lookup.filter(pl.col("source_dataset") == "crown_court").select(
+                pl.col("dataset_person_id").alias("crown_id"), PERSON), on=PERSON))
+    mags, crown = release[("magistrates", "hocas_flatfile")], release[("crown_court", "xhibit_flatfile")]
+    pairs = (both.join(mags.select(pl.col("estimated_defendant_id").alias("dataset_person_id"), "defendant_case_id_hash"),
+                       on="dataset_person_id")
+             .join(crown.select(pl.col("estimated_defendant_id").alias("crown_id"), "defendant_on_case_id_hash"),
+                   on="crown_id"))
+    pair = pairs.row(rng.randrange(pairs.height), named=True)
+    links = release[("linking", "case_lookup")].filter(
+        pl.col("defendant_on_case_id_hash") != pair["defendant_on_case_id_hash"])
+    row = pl.DataFrame([{c: pair.get(c) for c in links.columns}], schema=links.schema)
+    return {("linking", "case_lookup"): pl.concat([links, row])}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_recomputing_the_changed_persons_gives_the_table_computed_from_scratch(edit, seed):
+    before = random_release(people=80, seed=seed)
+    after = {**before, **EDITS[edit](before, random.Random(seed))}
+    _, state, _ = journeys_by_person(before)
+    journeys, new_state, computed = journeys_by_person(after, state=state)
+    expected = person_journeys(after)
+    assert not expected.equals(person_journeys(before))  # the edit reached someone's journey
+    assert journeys.equals(expected)
+    assert 0 < computed <= 3  # the changed persons only, the others kept
+    assert new_state.sort(PERSON).equals(journeys_by_person(after)[1].sort(PERSON))  # as a full run stores it
+
+
+def test_every_change_at_once_and_a_configured_as_of_date():
+    before = random_release(people=120, seed=7)
+    after, rng = dict(before), random.Random(7)
+    for name in sorted(EDITS):
+        after.update(EDITS[name](after, rng))
+    _, state, _ = journeys_by_person(before)
+    for as_of in (None, dt.date(2015, 6, 30)):
+        journeys, _, computed = journeys_by_person(after, as_of=as_of, state=state)
+        assert journeys.equals(person_journeys(after, as_of=as_of))
+        assert 0 < computed < journeys.height // 2
+
+
+def test_a_state_of_other_persons_or_no_state_still_gives_the_table():
+    release = random_release(people=80, seed=3)
+    other = random_release(people=80, seed=4)
+    _, foreign, _ = journeys_by_person(other)
+    for state in (None, foreign, foreign.head(0)):
+        journeys, _, _ = journeys_by_person(release, state=state)
+        assert journeys.equals(person_journeys(release))
+
+
+def test_the_state_is_kept_per_variant_under_the_code_it_was_made_by(tmp_path):
+    state = journeys_by_person(random_release(people=30, seed=1))[1]
+    stale = tmp_path / "deidentified.0123456789abcdef.parquet"
+    stale.write_bytes(b"made by other code")
+    save_state(tmp_path, "deidentified", state)
+    assert load_state(tmp_path, "deidentified").equals(state)
+    assert load_state(tmp_path, "synthetic") is None
+    assert not stale.exists() and state_path(tmp_path, "deidentified").exists()
+
+
+def test_the_asset_recomputes_only_changed_persons_and_stores_the_full_table(tmp_path):
+    before = random_release(people=80, seed=5)
+    after = {**before, **EDITS["requirement removed"](before, random.Random(5))}
+    database = str(tmp_path / "wh.duckdb")
+
+    def run(release):
+        return materialize([_stub_release("deidentified", release), *derived_assets(("deidentified",))],
+                           resources={"io_manager": WarehouseIOManager(database=database),
+                                      "warehouse": Warehouse(database=database),
+                                      "linkage": LinkageSettings(data_dir=str(tmp_path))})
+
+    first = run(before)
+    node = derived_key("deidentified", "person_journeys").to_python_identifier()
+    assert first.asset_materializations_for_node(node)[0].metadata["persons_kept"].value == 0
+    assert load_state(journeys_state_folder(tmp_path), "deidentified") is not None
+    second = run(after)
+    metadata = second.asset_materializations_for_node(node)[0].metadata
+    assert 0 < metadata["persons_computed"].value <= 3
+    with warehouse_cursor(database) as conn:
+        stored = pl.from_arrow(conn.sql("select * from derived_deidentified.person_journeys").to_arrow_table())
+    assert stored.sort(PERSON).equals(person_journeys(after))
+
+
+def test_the_linking_step_reads_only_the_person_columns_its_join_checks_need():
+    """`deidentify_linking` loaded every released person table whole to check the lookups' joins; it
+    asks the IO manager for the join columns only, and the orphan counts are those of whole tables."""
+    from datafirst_assets.defs.deidentify import deidentify_linking_tables
+    from datafirst_assets.deidentify.release import linking_join_columns, linking_orphans
+    from datafirst_assets.sources.registry import SOURCES
+
+    release = random_release(people=80, seed=2)
+    # a lookup row and a case link that find no released row: the counts have something to count
+    lookup = pl.concat([release[LOOKUP], release[LOOKUP].head(1).with_columns(
+        dataset_person_id=pl.lit(10**7, dtype=release[LOOKUP].schema["dataset_person_id"]))])
+    links = release[("linking", "case_lookup")].with_columns(
+        defendant_case_id_hash=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("0" * 64))
+        .otherwise(pl.col("defendant_case_id_hash")))
+    linking = {"xjs_lookup": lookup, "case_lookup": links}
+    persons = {s.key: release[(s.key, s.person_table.name)] for s in SOURCES.values()}
+    narrow = {k: frame.select(linking_join_columns(k)) for k, frame in persons.items()}
+    counts = linking_orphans(linking, persons)
+    assert linking_orphans(linking, narrow) == counts and sum(counts.values()) >= 2
+    inputs = deidentify_linking_tables.node_def.input_dict
+    for key in SOURCES:
+        assert inputs[f"persons__{key}"].metadata["columns"] == list(linking_join_columns(key))
