@@ -54,7 +54,8 @@ from datafirst_assets.derived.spec import DERIVED, DerivedTable
 from datafirst_assets.common.checks import failure_summary
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.warehouse.io_manager import StoredTable
-from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
+from datafirst_assets.warehouse.unchanged import (FINGERPRINT, inputs_fingerprint, kept_if_unchanged,
+                                                  recorded_fingerprints)
 
 GROUP = "derived"
 VARIANTS = ("deidentified", "synthetic")
@@ -136,11 +137,11 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
     )
     def _person_journeys(context: AssetExecutionContext, config: DerivedSettings, linkage: LinkageSettings,
                          warehouse: Warehouse):
-        # Made from the columns it reads and the as-of setting alone: a synthetic release kept
+        # Made from the tables it reads and the as-of setting alone: a synthetic release kept
         # as it was (its summaries within the refresh tolerance) keeps its journeys too.
         read = {input_name(s, t): StoredTable(warehouse.database, f"{variant}_{s}", t, columns=tuple(columns))
                 for (s, t), columns in COLUMNS_READ.items()}
-        fingerprint = inputs_fingerprint(read, settings=(variant, config.as_of_date))
+        fingerprint = _release_fingerprint(context, warehouse, variant, config.as_of_date)
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return
@@ -230,6 +231,14 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         })
 
     return [_person_journeys, _repeat_offending_profile, _derived_catalogue]
+
+
+def _release_fingerprint(context, warehouse, variant: str, as_of_date: str) -> str:
+    """The fingerprint of the release tables the journeys read (whole tables: each write of one records
+    its fingerprint, `unchanged.recorded_fingerprints`, so none is hashed again here)."""
+    whole = {table_key(variant, s, t): StoredTable(warehouse.database, f"{variant}_{s}", t) for s, t in COLUMNS_READ}
+    return inputs_fingerprint({input_name(*k.path[1:]): t for k, t in whole.items()}, settings=(variant, as_of_date),
+                              memo=recorded_fingerprints(context.instance, whole))
 
 
 def journeys_state_folder(root) -> Path:

@@ -52,7 +52,8 @@ from datafirst_assets.synthetic.summaries import (
     summaries_sha256,
 )
 from datafirst_assets.defs.linkage import LinkageSettings
-from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
+from datafirst_assets.warehouse.unchanged import (FINGERPRINT, inputs_fingerprint, kept_if_unchanged,
+                                                  recorded_fingerprints)
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
 from datafirst_assets.synthetic.tables import (
@@ -144,8 +145,9 @@ def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSett
     tables = LoadedOnUse(stored, keep=2)
     rules, parts_path = synthetic.rules(), synthetic.folder / summary_parts.PARTS_FILE
     full = linkage.mode == "full"
+    recorded = recorded_fingerprints(context.instance, {deidentified_key(*tid): t for tid, t in stored.items()})
     doc, parts = summary_parts.summarise_keeping(
-        tables, summary_parts.table_fingerprints(stored, rules), rules,
+        tables, summary_parts.table_fingerprints(stored, rules, recorded), rules,
         summary_parts.load_parts(parts_path) if not full else {}, 0.0 if full else synthetic.refresh_tolerance)
     kept = summary_parts.kept_within_tolerance(parts)
     text = summaries_json(doc)
@@ -284,11 +286,13 @@ def _person_inputs() -> dict[str, AssetIn]:
 def synthetic_linking(context: AssetExecutionContext, synthetic: SyntheticSettings, linkage: LinkageSettings,
                       warehouse: Warehouse, summaries: pl.DataFrame, **persons: pl.DataFrame):
     doc, sha = load_summaries(summaries)
-    # Drawn from their own summaries and the synthetic persons' ids: both as before, same tables.
-    read = {name: StoredTable(warehouse.database, f"synthetic_{tid[0]}", tid[1], columns=tuple(columns))
-            for name, (tid, columns) in _person_columns().items()}
+    # Drawn from their own summaries and the synthetic person tables: both as before, same tables.
+    # (Whole tables: their writes recorded their fingerprints, `unchanged.recorded_fingerprints`.)
+    read = {synthetic_key(*tid): StoredTable(warehouse.database, f"synthetic_{tid[0]}", tid[1])
+            for tid, _ in _person_columns().values()}
     own = {name_of(tid): doc["tables"].get(name_of(tid)) for tid in LINKING_IDS}
-    fingerprint = inputs_fingerprint(read, settings=(json.dumps(own, sort_keys=True), synthetic.seed))
+    fingerprint = inputs_fingerprint({k.to_user_string(): t for k, t in read.items()}, memo=recorded_fingerprints(
+        context.instance, read), settings=(json.dumps(own, sort_keys=True), synthetic.seed))
     if (kept := kept_if_unchanged(context, fingerprint, linkage.mode, _label_metadata(sha, synthetic))) is not None:
         yield from kept
         return
@@ -337,7 +341,10 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     # A dataset whose tables and summaries are as last time keeps its rows of the last report.
     # (each table's real side: the tables its approved summary was made from, see report_parts)
     reads = summary_parts.summary_reads(summary_parts.load_parts(synthetic.folder / summary_parts.PARTS_FILE))
-    fingerprints = dataset_fingerprints(stored["real"], stored["synthetic"], doc, synthetic.seed, reads)
+    recorded = recorded_fingerprints(context.instance, {
+        key(*tid): table for key, side in ((deidentified_key, "real"), (synthetic_key, "synthetic"))
+        for tid, table in stored[side].items()})
+    fingerprints = dataset_fingerprints(stored["real"], stored["synthetic"], doc, synthetic.seed, reads, recorded)
     parts = synthetic.folder / PARTS_FILE
     earlier, only = stored_parts(parts, fingerprints) if linkage.mode != "full" else (None, None)
     context.log.info(f"compared again: {'every table' if only is None else f'{len(only)} table(s)'}")

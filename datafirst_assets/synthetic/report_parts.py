@@ -55,14 +55,17 @@ def _synthetic_read(dataset: str, tids: list[TableId]) -> list[TableId]:
 
 
 def dataset_fingerprints(real: Mapping[TableId, StoredTable], synthetic: Mapping[TableId, StoredTable],
-                         doc: dict, seed: int, reads: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
+                         doc: dict, seed: int, reads: Mapping[str, Mapping[str, str]] | None = None,
+                         recorded: Mapping | None = None) -> dict[str, str]:
     """Per dataset (the linking tables as one): the fingerprint of what its report rows are made from.
 
     `reads` (`summary_parts.summary_reads`): per table, the fingerprints of the real tables its
     approved summary was made from. A table's real side is those: a summary kept within the refresh
     tolerance keeps its synthetic table, and its report rows, which compare that table with the real
-    tables the summary was made from. Without them the real tables are fingerprinted as they are."""
-    fingerprints, reads, memo = {}, reads or {}, {}  # memo: a person table read by two datasets is hashed once
+    tables the summary was made from. Without them the real tables are fingerprinted as they are.
+    `recorded`: table fingerprints known already (`unchanged.recorded_fingerprints`): not hashed again."""
+    # memo: a person table read by two datasets is hashed once
+    fingerprints, reads, memo = {}, reads or {}, dict(recorded or {})
     for dataset in dict.fromkeys(source for source, _ in release_tables()):
         tids = [tid for tid in release_tables() if tid[0] == dataset]
         recorded = {name_of(tid): reads[name_of(tid)] for tid in tids if reads.get(name_of(tid))}

@@ -57,9 +57,13 @@ class _Recorded(Mapping):
         return key in self._tables
 
 
-def table_fingerprints(stored: Mapping[TableId, StoredTable], rules: SummaryRules) -> dict[str, str]:
-    """Each table's fingerprint (by table name), with the summary rules and the code."""
-    return {name_of(tid): inputs_fingerprint({"table": table}, settings=asdict(rules)) for tid, table in stored.items()}
+def table_fingerprints(stored: Mapping[TableId, StoredTable], rules: SummaryRules,
+                       memo: dict | None = None) -> dict[str, str]:
+    """Each table's fingerprint (by table name), with the summary rules and the code. `memo`: table
+    fingerprints known already (`unchanged.recorded_fingerprints`), the others are hashed."""
+    memo = {} if memo is None else memo
+    return {name_of(tid): inputs_fingerprint({"table": table}, settings=asdict(rules), memo=memo)
+            for tid, table in stored.items()}
 
 
 def load_parts(path: Path) -> dict:

@@ -24,6 +24,10 @@ VALIDATED_CONTENT = "contract_validated_content"
 VALIDATED_IN_RUN = "contract_validated_in_run"
 # ... and of a write of some partitions of a partitioned table: partition -> content validated
 VALIDATED_PARTITIONS = "contract_validated_partitions"
+# ... and of a whole table's write that fingerprinted what it stored: {"database", "table",
+# "fingerprint"} (`table_fingerprint` of the table as committed), so that a step fingerprinting its
+# inputs takes it from the event log instead of hashing every row again (`unchanged.recorded_fingerprints`)
+TABLE_FINGERPRINT = "table_fingerprint"
 
 
 @lru_cache(maxsize=1)
@@ -89,6 +93,11 @@ def fingerprint_of(columns: dict[str, str], rows: int, hashes: int) -> str:
 def contract_content(conn: duckdb.DuckDBPyConnection, table: StoredTable, contract_name: str) -> str:
     """The content a `contract` check verifies: the stored rows, the contract's name and the code."""
     return content_of(table_fingerprint(conn, table), contract_name)
+
+
+def recorded_fingerprint(database: str, schema: str, table: str, fingerprint: str) -> dict:
+    """The `TABLE_FINGERPRINT` metadata of a write of `schema.table` in `database`."""
+    return {"database": str(Path(database).resolve()), "table": f"{schema}.{table}", "fingerprint": fingerprint}
 
 
 def content_of(fingerprint: str, contract_name: str) -> str:

@@ -56,6 +56,7 @@ from datafirst_assets.defs.memory import release_between_steps
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.content import (
+    TABLE_FINGERPRINT,
     VALIDATED_CONTENT,
     VALIDATED_IN_RUN,
     VALIDATED_PARTITIONS,
@@ -64,8 +65,10 @@ from datafirst_assets.warehouse.content import (
     contract_content,
     fingerprint_of,
     partition_contents,
+    recorded_fingerprint,
     remember_validated_write,
     table_columns,
+    table_fingerprint,
 )
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
 from datafirst_assets.common.sql import quote_identifier, quote_literal
@@ -290,9 +293,13 @@ def _validated_content(conn: duckdb.DuckDBPyConnection, key: AssetKey | None, ta
         return {VALIDATED_PARTITIONS: MetadataValue.json(partition_contents(conn, target, contract_for(key).name)),
                 VALIDATED_IN_RUN: run_id}
     if sums is not None and columns is not None:  # counted and hashed already (a write in place)
-        return {VALIDATED_CONTENT: content_of(fingerprint_of(columns, *sums), contract_for(key).name),
-                VALIDATED_IN_RUN: run_id}
-    return {VALIDATED_CONTENT: contract_content(conn, target, contract_for(key).name), VALIDATED_IN_RUN: run_id}
+        fingerprint = fingerprint_of(columns, *sums)
+    else:
+        fingerprint = table_fingerprint(conn, target)
+    # the fingerprint too: steps reading this table take it from here instead of hashing the table again
+    return {VALIDATED_CONTENT: content_of(fingerprint, contract_for(key).name), VALIDATED_IN_RUN: run_id,
+            TABLE_FINGERPRINT: MetadataValue.json(
+                recorded_fingerprint(target.database, target.schema, target.table, fingerprint))}
 
 
 def _write_changed_rows(conn: duckdb.DuckDBPyConnection, target: StoredTable, changes: ChangedRows,
