@@ -89,3 +89,49 @@ def test_within_the_tolerance_the_approved_summary_is_kept_but_never_one_approve
     fresh, made = summarise_keeping(LoadedOnUse(stored, keep=2), table_fingerprints(stored, other), other, parts,
                                     tolerance=1.0)
     assert summaries_json(fresh) == summaries_json(summarise_release(changed, other)) and not kept_within_tolerance(made)
+
+
+def _cdf_by_loop(bins, total, x, *, left):
+    """The drift's CDF as it was written, one point at a time (the reference for the vectorised one)."""
+    acc = 0.0
+    for lo, hi, rows in bins:
+        if hi <= lo:
+            acc += rows if (x > lo if left else x >= lo) else 0.0
+        elif x >= hi:
+            acc += rows
+        elif x > lo:
+            acc += rows * (x - lo) / (hi - lo)
+    return acc / total
+
+
+def test_the_histogram_distance_is_the_one_computed_point_by_point_to_the_last_bit():
+    """The refresh decides "within the tolerance" on this distance: computing it for all points at
+    once must not move it by a rounding (same additions, in the same order)."""
+    import random
+
+    from datafirst_assets.synthetic.refresh import _bins, histogram_distance
+
+    rng = random.Random(0)
+
+    def histogram():
+        edges = sorted(rng.sample(range(-50, 500), rng.randrange(2, 40)))
+        bins = [{"lo": lo / 7, "hi": (hi / 7 if rng.random() < 0.9 else lo / 7), "rows": rng.randrange(0, 900)}
+                for lo, hi in zip(edges, edges[1:])]
+        if rng.random() < 0.3:
+            bins[-1]["hi"] = None  # an open top bin
+        return bins
+
+    def months():
+        return [{"lo": f"20{y:02d}-{m:02d}", "hi": f"20{y:02d}-{m:02d}", "rows": rng.randrange(1, 50)}
+                for y in range(10, 12) for m in range(1, 13) if rng.random() < 0.8]
+
+    for _ in range(300):
+        p, q = (histogram(), histogram()) if rng.random() < 0.8 else (months(), months())
+        a, b = _bins(p), _bins(q)
+        ta, tb = sum(r for _, _, r in a), sum(r for _, _, r in b)
+        if not ta or not tb:
+            continue
+        points = sorted({e for lo, hi, _ in a + b for e in (lo, hi)})
+        expected = max(abs(_cdf_by_loop(a, ta, x, left=left) - _cdf_by_loop(b, tb, x, left=left))
+                       for x in points for left in (False, True))
+        assert histogram_distance(p, q) == expected

@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
+
 INF = math.inf
 # Fields that must be equal for two summaries of a column to be compared at all.
 _SAME = ("role", "dtype", "kind", "length", "decimals", "references", "units", "source", "table", "grain")
@@ -95,17 +97,19 @@ def _bins(histogram: list[Mapping]) -> list[tuple[float, float, float]]:
     return out
 
 
-def _cdf(bins: list[tuple[float, float, float]], total: float, x: float, *, left: bool) -> float:
-    """Share of rows at or below x (below x when `left`), each bin spread evenly over [lo, hi]."""
-    acc = 0.0
-    for lo, hi, rows in bins:
-        if hi <= lo:
-            acc += rows if (x > lo if left else x >= lo) else 0.0
-        elif x >= hi:
-            acc += rows
-        elif x > lo:
-            acc += rows * (x - lo) / (hi - lo)
-    return acc / total
+def _cdf(bins: list[tuple[float, float, float]], total: float, points: np.ndarray, *, left: bool) -> np.ndarray:
+    """Share of rows at or below each point (below it when `left`), each bin spread evenly over [lo, hi].
+
+    All points at once (a Python loop over bins per point took most of a refresh's drift: 18,000 calls
+    for the 16 tables a 50,000-person extract changed). Each point's bins are added in bin order
+    (`cumsum`), as the loop added them, so the shares are the loop's to the last bit."""
+    lo, hi, rows = (np.array(column, dtype=np.float64)[None, :] for column in zip(*bins))
+    x = points[:, None]
+    point = hi <= lo
+    width = np.where(point, 1.0, hi - lo)
+    spread = np.where(x >= hi, rows, np.where(x > lo, rows * (x - lo) / width, 0.0))
+    at = np.where((x > lo) if left else (x >= lo), rows, 0.0)
+    return np.cumsum(np.where(point, at, spread), axis=1)[:, -1] / total
 
 
 def histogram_distance(approved: list[Mapping], fresh: list[Mapping]) -> float:
@@ -114,5 +118,6 @@ def histogram_distance(approved: list[Mapping], fresh: list[Mapping]) -> float:
     ta, tb = sum(r for _, _, r in a), sum(r for _, _, r in b)
     if not ta or not tb:
         return 0.0 if ta == tb else 1.0
-    points = sorted({edge for lo, hi, _ in a + b for edge in (lo, hi)})
-    return max(abs(_cdf(a, ta, x, left=left) - _cdf(b, tb, x, left=left)) for x in points for left in (False, True))
+    points = np.array(sorted({edge for lo, hi, _ in a + b for edge in (lo, hi)}), dtype=np.float64)
+    return float(max(np.abs(_cdf(a, ta, points, left=left) - _cdf(b, tb, points, left=left)).max()
+                     for left in (False, True)))
