@@ -18,8 +18,8 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 """
 
 import datetime as dt
-from pathlib import Path
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import pandera.polars as pa
 import polars as pl
