@@ -596,7 +596,8 @@ def rows_of(release, lookup: pl.DataFrame, persons: pl.Series) -> tuple[dict[tup
 def journeys_by_person(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: dt.date | None = None,
                        state: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """The journeys (`person_journeys`' table), the state to store for the next run, and how many
-    persons were computed (the others kept their row of `state`; None: every person is computed)."""
+    persons were computed (the others kept their row of `state`; with no `state`, or when most
+    persons changed, every person is computed from the whole release)."""
     release = restricted_release(release)
     lookup = _lookup(release[LOOKUP])
     contacts = _contacts(release, lookup)
