@@ -391,7 +391,7 @@ def _score_edges(variants: pl.DataFrame, vmap: pl.DataFrame, model: TrainedModel
         say(f"extending the stored cross-justice edges: {rescore.len()} new or changed persons to score, "
             f"{touched.len() - rescore.len()} gone")
         rescore_variants = vmap.join(pl.DataFrame({PERSON: rescore}), on=PERSON, how="semi").get_column("variant_id")
-        fresh = score_new_records(db_api, model, variants, rescore_variants, keep_above=keep)
+        fresh = score_new_records(db_api, model, variants, rescore_variants, keep_above=keep, only_blocked=True)
         pairs = (fresh.select(pl.col("record_id_l").alias("variant_id_l"), pl.col("record_id_r").alias("variant_id_r"),
                               "match_weight", "match_probability") if fresh.height else _no_pairs())
         fresh_edges = person_edges(pairs, vmap)
