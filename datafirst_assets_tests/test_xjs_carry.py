@@ -131,3 +131,38 @@ def test_invariant_problems_in_sql_are_those_of_the_polars_check():
         got = xjs_carry.lookup_problems(conn, "broken", "select * from records")
     # the same problems in the same words (the examples may be other rows of the same kind)
     assert [p.split(", e.g.")[0] for p in got] == [p.split(", e.g.")[0] for p in expected]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_carry_does_not_depend_on_the_order_of_the_raw_lookup(seed):
+    """The asset hands the carry its raw lookup unsorted (``link_variants(sorted_lookup=False)``):
+    the carried lookup, change log and counts are those of the sorted one."""
+    earlier, now, _ = _world(seed)
+    previous = xjs_defs.add_record_hashes(carry_forward_xjs_ids(earlier)[0])
+    results = []
+    for raw in (now, now.sample(fraction=1.0, shuffle=True, seed=seed)):
+        with duckdb.connect() as conn:
+            _stored(conn, "lookup", previous)
+            scratch = xjs_carry.attach_scratch(conn)
+            carried = xjs_carry.carry_forward_stored(conn, scratch, raw, "lookup", None)
+            results.append((conn.sql(carried.sql).pl(), carried.changes, carried.kept, carried.stats))
+    (lookup, changes, kept, stats), (shuffled, shuffled_changes, shuffled_kept, shuffled_stats) = results
+    assert not now.equals(now.sample(fraction=1.0, shuffle=True, seed=seed))
+    assert shuffled.equals(lookup) and shuffled_changes.equals(changes)
+    assert (shuffled_kept, shuffled_stats) == (kept, stats)
+
+
+def test_link_variants_leaves_the_lookup_unsorted_only_when_asked():
+    from datafirst_assets.linkage.xjs import link_variants, person_variants, records_with_persons
+
+    records = {"prison": pl.DataFrame({"record_id": [f"r{i}" for i in (9, 3, 7, 1, 5)],
+                                       "forename": ["A", "B", "A", "C", "B"], "surname": ["X"] * 5})}
+    clusters = {"prison": pl.DataFrame({"record_id": [f"r{i}" for i in (9, 3, 7, 1, 5)],
+                                        "prison_person_id": [1, 2, 1, 3, 2]})}
+    recs = records_with_persons(records, clusters)
+    variants, vmap = person_variants(recs)
+    keys = recs.select("source_dataset", "record_id", "person_id_dataset")
+    ordered = link_variants(keys, variants, vmap).lookup
+    as_joined = link_variants(keys, variants, vmap, sorted_lookup=False).lookup
+    assert ordered.get_column("record_id").to_list() == ["r1", "r3", "r5", "r7", "r9"]
+    assert as_joined.sort("source_dataset", "record_id").equals(ordered)

@@ -271,3 +271,29 @@ def _a_failed_carry_leaves_the_stored_lookup_and_no_scratch(tmp_path, inputs, st
     with warehouse_cursor(tmp_path / "wh.duckdb") as conn:
         after = pl.from_arrow(conn.sql("select * from linkage_xjs.lookup order by all").to_arrow_table())
     assert after.equals(stored)
+
+
+def test_the_persons_state_from_the_inputs_hashes_needs_no_variant_map(tmp_path_factory):
+    """The hashes built with the inputs carry each person's dataset, so the persons state is made
+    from them alone (no pass over every variant in polars) and equals the one the variants give;
+    the inputs' checks still name the first source with a problem."""
+    import duckdb
+
+    from datafirst_assets.linkage.xjs_inputs import lookup_inputs
+
+    _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    tables = {s: (f"records_{s}", f"clusters_{s}") for s in inputs.person_records}
+    with duckdb.connect() as conn:
+        for source in inputs.person_records:
+            conn.register(f"records_{source}", inputs.person_records[source].to_arrow())
+            conn.register(f"clusters_{source}", inputs.clusters[source].to_arrow())
+        _, variants, vmap, hashes = lookup_inputs(conn, tables, with_hashes=True)
+        conn.register("doubled", pl.concat([inputs.clusters["prison"], inputs.clusters["prison"].head(1)]).to_arrow())
+        conn.register("partial", inputs.clusters["probation"].head(3).to_arrow())
+        broken = {**tables, "prison": ("records_prison", "doubled"), "probation": ("records_probation", "partial")}
+        first = next(s for s in tables if s in ("prison", "probation"))
+        with pytest.raises(ValueError, match=f"^{first}: " + ("a record has several person ids" if first == "prison"
+                                                               else r"\d+ person records have no per-dataset")):
+            lookup_inputs(conn, broken)
+    assert set(hashes.columns) == {"person_id_dataset", "variants_hash", "source_dataset"}
+    assert person_state(None, None, "m", 0.5, hashes).equals(person_state(variants, vmap, "m", 0.5))  # type: ignore[arg-type]

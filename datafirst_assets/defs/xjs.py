@@ -128,10 +128,11 @@ def _stored_hashes(previous: pl.DataFrame | None) -> pl.DataFrame | None:
 
 
 def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
-               tables: dict[str, tuple[StoredTable, StoredTable]]) -> XjsResult:
+               tables: dict[str, tuple[StoredTable, StoredTable]], sorted_lookup: bool = True) -> XjsResult:
     """The lookup from the stored person records and clusters (``tables[source]``), its inputs
     built in the warehouse's DuckDB, with the saved model and the stored edges when they can
-    serve (incremental mode); the model is saved for the next run."""
+    serve (incremental mode); the model is saved for the next run. ``sorted_lookup``: as
+    ``link_variants``' (False when the ids are carried in the database, which orders the rows)."""
     db_api = linkage.db_api()
     saved, incremental = xjs_model_file(linkage), linkage.mode == "incremental"
     try:
@@ -144,7 +145,8 @@ def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
                                    thresholds=XJS_THRESHOLDS, db_api=db_api, progress=context.log.info,
                                    connection=conn, retrain_growth=linkage.retrain_growth,
                                    saved_model=read_xjs_model(saved) if incremental else None,
-                                   previous=previous_xjs(warehouse) if incremental else None)
+                                   previous=previous_xjs(warehouse) if incremental else None,
+                                   sorted_lookup=sorted_lookup)
     finally:
         release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
     save_xjs_model(saved, result)
@@ -205,10 +207,10 @@ def state_outputs(result: XjsResult, run_id: str):
 def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse):
     tables = {s: (linkage_table(warehouse.database, s, "person_records"),
                   linkage_table(warehouse.database, s, "clusters")) for s in SOURCES}
-    result = run_lookup(context, linkage, warehouse, tables)
     stored = linkage_table(warehouse.database, "xjs", "lookup")
     with warehouse.cursor() as conn:
         in_database = stored_lookup_usable(conn, stored.name)
+    result = run_lookup(context, linkage, warehouse, tables, sorted_lookup=not in_database)
     records = {s: r for s, (r, _) in tables.items()}
     if in_database:
         yield from _outputs_carried_in_database(context, warehouse, result, stored, records)

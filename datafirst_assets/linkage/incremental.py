@@ -30,6 +30,7 @@ import duckdb
 import polars as pl
 
 from datafirst_assets.common.pairs import ordered_pairs
+from datafirst_assets.common.sql import quote_identifier
 from datafirst_assets.linkage.backend import release_db_api
 from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
 from datafirst_assets.linkage.predict import (
@@ -50,7 +51,7 @@ from datafirst_assets.linkage.stable_ids import (
     next_free_id,
 )
 from datafirst_assets.linkage.guard import split_conflicting_clusters
-from datafirst_assets.linkage.train import TrainedModel, make_linker, register_records
+from datafirst_assets.linkage.train import TrainedModel, aligned_frames, make_linker, register_records
 from datafirst_assets.warehouse.io_manager import WarehouseQuery
 
 # Scored pairs below this probability are not kept: they never form links at any sensible
@@ -117,12 +118,14 @@ def tf_columns(settings: dict[str, Any]) -> list[str]:
 
 
 def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescore: pl.Series, *,
-                      keep_above: float = KEEP_PAIRS_ABOVE) -> pl.DataFrame:
+                      keep_above: float = KEEP_PAIRS_ABOVE, only_blocked: bool = False) -> pl.DataFrame:
     """Pairs of each record in ``rescore`` with every other record, scored with ``model``.
 
     Blocking and scoring follow the model's prediction rules: between new and existing
     records (``predict_between``) and among the new ones (``predict_within``), so no pair of
-    two existing records is scored again.
+    two existing records is scored again. ``only_blocked``: only the existing records a rule
+    pairs with a new one go to ``predict_between`` (``blocked_with``): the same pairs, in
+    another row order (the cross-justice lookup's edges do not depend on it).
     """
     rescore_ids = pl.DataFrame({UNIQUE_ID: rescore.cast(pl.String)})
     records = records.with_columns(pl.col(UNIQUE_ID).cast(pl.String))
@@ -134,6 +137,8 @@ def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescor
     linker = make_linker(db_api, records, model.settings, model.spec)
     for column in tf_columns(model.settings):
         linker.table_management.compute_tf_table(column)
+    if only_blocked:
+        existing = blocked_with(existing, new, model)
     new_sdf = register_records(db_api, new, model.spec, name="new_records")
     outputs = [linker.inference.predict_within(new_sdf, threshold_match_probability=keep_above,
                                                warning_mode="never")]
@@ -146,6 +151,45 @@ def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescor
         frames.append(slim_pairs(sdf))
         sdf.drop_table_from_database_and_remove_from_cache()
     return ordered_pairs(pl.concat(frames, how="diagonal_relaxed"))
+
+
+def _plain_rules(settings: dict[str, Any]) -> list[str] | None:
+    """The prediction blocking rules as DuckDB conditions on ``l`` and ``r``, or None when one is
+    not a plain condition (exploding or salted rules, another dialect): then nothing is filtered."""
+    rules = []
+    for rule in settings.get("blocking_rules_to_generate_predictions", []):
+        if isinstance(rule, dict):
+            if set(rule) - {"blocking_rule", "sql_dialect"} or rule.get("sql_dialect", "duckdb") != "duckdb":
+                return None
+            rule = rule.get("blocking_rule")
+        if not isinstance(rule, str):
+            return None
+        rules.append(rule)
+    return rules or None
+
+
+def blocked_with(existing: pl.DataFrame, new: pl.DataFrame, model: TrainedModel) -> pl.DataFrame:
+    """The rows of ``existing`` that some prediction blocking rule pairs with a row of ``new``
+    (for ``link_only``, of another dataset): the only existing records
+    ``predict_between(existing, new)`` can pair, so it scores exactly the same pairs without
+    joining every existing record to the term-frequency tables. Term frequencies are unchanged:
+    the linker's tables are computed over every record. The rules run on the frames Splink sees
+    (``aligned_frames``); when they cannot run here, every existing row is kept."""
+    rules = _plain_rules(model.settings)
+    if rules is None or existing.is_empty():
+        return existing
+    left, right = (aligned_frames(frame, model.spec)[0] for frame in (new, existing))
+    other = (" and l.{0} <> r.{0}".format(quote_identifier(SOURCE_DATASET))
+             if model.settings.get("link_type") == "link_only" and SOURCE_DATASET in left.columns else "")
+    sql = " union ".join(f"select r.__row from r semi join l on ({rule}){other}" for rule in rules)
+    try:
+        with duckdb.connect() as con:
+            con.register("l", left.to_arrow())
+            con.register("r", right.with_row_index("__row").to_arrow())
+            rows = con.sql(sql).pl().get_column("__row")
+    except duckdb.Error:
+        return existing
+    return existing.with_row_index("__row").filter(pl.col("__row").is_in(rows.implode())).drop("__row")
 
 
 # ------------------------------------------------------------------------- clustering

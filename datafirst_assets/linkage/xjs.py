@@ -271,6 +271,7 @@ def link_variants(
     previous: PreviousXjs | None = None,
     prepared_in: float = 0.0,
     variants_hashes: pl.DataFrame | None = None,
+    sorted_lookup: bool = True,
 ) -> XjsResult:
     """Link per-dataset persons, given as their records and variants, into cross-justice persons.
 
@@ -288,6 +289,9 @@ def link_variants(
     other stored edges kept (``xjs_incremental``); the clustering is always redone over all edges.
     ``prepared_in``: seconds spent building the inputs (reported as ``timings["variants"]``).
     ``variants_hashes``: each person's variants hash when the inputs came with it (``xjs_inputs``).
+    ``sorted_lookup``: the lookup sorted by dataset and record id; False leaves it in the order the
+    join gives, for a caller that orders it itself (the carry in the warehouse does: sorting a
+    million records in polars first costs over a CPU second for nothing).
 
     Returns an :class:`XjsResult`: ``lookup`` (one row per record), ``persons`` (one row per
     per-dataset person), ``edges`` (person pairs of different datasets: their best variant
@@ -329,8 +333,8 @@ def link_variants(
     edges = _linked_at(edges, clustered)
     lookup = (keys.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
               .join(clustered.drop(SOURCE_DATASET), on=PERSON, how="left")
-              .select(*LOOKUP_COLUMNS)
-              .sort(SOURCE_DATASET, UNIQUE_ID))
+              .select(*LOOKUP_COLUMNS))
+    lookup = lookup.sort(SOURCE_DATASET, UNIQUE_ID) if sorted_lookup else lookup
     timings["cluster"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     stats = {
@@ -391,7 +395,7 @@ def _score_edges(variants: pl.DataFrame, vmap: pl.DataFrame, model: TrainedModel
         say(f"extending the stored cross-justice edges: {rescore.len()} new or changed persons to score, "
             f"{touched.len() - rescore.len()} gone")
         rescore_variants = vmap.join(pl.DataFrame({PERSON: rescore}), on=PERSON, how="semi").get_column("variant_id")
-        fresh = score_new_records(db_api, model, variants, rescore_variants, keep_above=keep)
+        fresh = score_new_records(db_api, model, variants, rescore_variants, keep_above=keep, only_blocked=True)
         pairs = (fresh.select(pl.col("record_id_l").alias("variant_id_l"), pl.col("record_id_r").alias("variant_id_r"),
                               "match_weight", "match_probability") if fresh.height else _no_pairs())
         fresh_edges = person_edges(pairs, vmap)

@@ -54,16 +54,19 @@ EDGE_COLUMNS = ("source_dataset_l", "person_id_dataset_l", "source_dataset_r", "
                 "match_weight", "match_probability", "variant_pairs")
 
 
-def variants_hash_sql(relation: str, fields: list[str]) -> str:
+def variants_hash_sql(relation: str, fields: list[str], *, with_dataset: bool = False) -> str:
     """SELECT person_id_dataset, variants_hash over ``relation`` (one row per variant: PERSON and
     ``fields``): each variant's fields joined in a fixed order and MD5-hashed, the 128-bit digests
     summed per person (in two 64-bit halves, so the sum is exact): the same in every process and
-    independent of the variants' order."""
+    independent of the variants' order. ``with_dataset``: also the person's ``source_dataset``
+    (a column of ``relation``), so ``person_state`` needs no pass over the variant map."""
     parts = ", ".join(f"coalesce(cast(\"{c}\" as varchar), chr(0))" for c in fields) or "''"
+    dataset = f", min({SOURCE_DATASET}) as {SOURCE_DATASET}" if with_dataset else ""
+    carried = f", {SOURCE_DATASET}" if with_dataset else ""
     return f"""
-        with v as (select "{PERSON}", md5_number(concat_ws(chr(31), {parts})) as h from {relation})
+        with v as (select "{PERSON}"{carried}, md5_number(concat_ws(chr(31), {parts})) as h from {relation})
         select "{PERSON}", sum((h >> 64)::hugeint)::varchar || '-'
-            || sum((h & 18446744073709551615::uhugeint)::hugeint)::varchar as variants_hash
+            || sum((h & 18446744073709551615::uhugeint)::hugeint)::varchar as variants_hash{dataset}
         from v group by "{PERSON}" order by "{PERSON}" """
 
 
@@ -82,9 +85,16 @@ def person_state(variants: pl.DataFrame, vmap: pl.DataFrame, model_version: str 
                  edges_above: float, hashes: pl.DataFrame | None = None) -> pl.DataFrame:
     """What the persons table stores (``STATE_SCHEMA``): each person's dataset and variants
     hash, the model version the edges were scored with and the probability they were kept above.
-    ``hashes``: ``variants_hashes`` already computed where the variants were built (xjs_inputs)."""
-    persons = vmap.select(SOURCE_DATASET, PERSON).unique(PERSON)
-    return (persons.join(variants_hashes(variants, vmap) if hashes is None else hashes, on=PERSON, how="left")
+    ``hashes``: ``variants_hashes`` already computed where the variants were built (xjs_inputs);
+    when they also give each person's dataset (``variants_hash_sql(with_dataset=True)``: one row
+    per person of the variant map) the map is not read again."""
+    if hashes is not None and SOURCE_DATASET in hashes.columns:
+        persons_hashes = hashes
+    else:
+        persons = vmap.select(SOURCE_DATASET, PERSON).unique(PERSON)
+        persons_hashes = persons.join(variants_hashes(variants, vmap) if hashes is None
+                                      else hashes.select(PERSON, "variants_hash"), on=PERSON, how="left")
+    return (persons_hashes
             .with_columns(pl.lit(model_version, dtype=pl.String).alias("model_version"),
                           pl.lit(edges_above, dtype=pl.Float64).alias("edges_above"))
             .select(*STATE_SCHEMA).cast(STATE_SCHEMA).sort(PERSON))  # type: ignore[arg-type]

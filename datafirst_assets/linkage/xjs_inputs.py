@@ -43,19 +43,29 @@ def person_id_column_of(source: str, columns: Sequence[str]) -> str:
 
 
 def _source_sql(conn: duckdb.DuckDBPyConnection, source: str, records: str, clusters: str) -> str:
-    """One source's records with their person key; raises as ``records_with_persons`` does."""
+    """One source's records with their person key (null when its clusters give it none)."""
     pid = person_id_column_of(source, _columns(conn, clusters))
     fields = [c for c in LINKAGE_FIELDS if c in _columns(conn, records)]
-    several = conn.execute(f"select count(*) - count(distinct {UNIQUE_ID}::varchar) from {clusters}").fetchone()[0]
-    if several:
-        raise ValueError(f"{source}: a record has several person ids in clusters")
     joined = (f"from {records} r left join {clusters} c on r.{UNIQUE_ID}::varchar = c.{UNIQUE_ID}::varchar")
-    missing = conn.execute(f'select count(*) {joined} where c."{pid}" is null').fetchone()[0]
-    if missing:
-        raise ValueError(f"{source}: {missing} person records have no per-dataset person id")
     selected = ", ".join(f'r."{c}"' for c in fields)
     return (f"select {quote_literal(source)} as {SOURCE_DATASET}, r.{UNIQUE_ID}::varchar as {UNIQUE_ID}, "
             f"{quote_literal(source + SEP)} || c.\"{pid}\"::varchar as {PERSON}{', ' + selected if selected else ''} {joined}")
+
+
+def _check_persons(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[str, str]]) -> None:
+    """Raises as ``records_with_persons`` does (the first source in order with a problem: a record
+    with several person ids, else records with none), in two queries over every source instead of
+    two per source (the records' keys are read from ``_xjs_records``, already joined)."""
+    several = dict(conn.execute(" union all ".join(
+        f"select {quote_literal(s)}, count(*) - count(distinct {UNIQUE_ID}::varchar) from {c}"
+        for s, (_, c) in tables.items())).fetchall())
+    missing = dict(conn.execute(f"select {SOURCE_DATASET}, count(*) from _xjs_records where {PERSON} is null "
+                                f"group by {SOURCE_DATASET}").fetchall())
+    for source in tables:
+        if several.get(source):
+            raise ValueError(f"{source}: a record has several person ids in clusters")
+        if missing.get(source):
+            raise ValueError(f"{source}: {missing[source]} person records have no per-dataset person id")
 
 
 def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[str, str]], *,
@@ -69,6 +79,7 @@ def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[st
     union = " union all by name ".join(_source_sql(conn, s, r, c) for s, (r, c) in tables.items())
     conn.execute(f"create or replace temp table _xjs_records as {union}")
     try:
+        _check_persons(conn, tables)
         fields = [c for c in LINKAGE_FIELDS if c in _columns(conn, "_xjs_records")]
         typed = [f'"{c}"::date as "{c}"' if c == "dob" else f'"{c}"' for c in fields]
         keys = pl.from_arrow(conn.sql(f"select {SOURCE_DATASET}, {UNIQUE_ID}, {PERSON} from _xjs_records")
@@ -79,7 +90,8 @@ def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[st
         distinct = pl.from_arrow(conn.sql(f"""
             select (row_number() over (order by {listed}) - 1)::varchar as variant_id, * from _xjs_variants
             """).to_arrow_table())
-        hashes = pl.from_arrow(conn.sql(variants_hash_sql("_xjs_variants", fields)).to_arrow_table()) if with_hashes else None
+        hashes = pl.from_arrow(conn.sql(variants_hash_sql("_xjs_variants", fields, with_dataset=True))
+                              .to_arrow_table()) if with_hashes else None
     finally:
         conn.execute("drop table if exists _xjs_records")
         conn.execute("drop table if exists _xjs_variants")
