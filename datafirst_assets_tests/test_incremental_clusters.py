@@ -138,3 +138,25 @@ def test_component_labels_are_the_union_find_clusters():
     got = component_labels(pl.Series(ids), edges).sort("record_id")
     want = clusters_from_edges(pl.Series(ids), edges).sort("record_id")
     assert got.equals(want)
+
+
+def test_a_new_person_touching_no_previous_one_is_logged_as_new():
+    """Only new records that link to no previous person: no previous person is affected, yet the
+    minted ids are logged as new persons (as when every record is carried)."""
+    def pair(a, b):
+        return {"record_id_l": a, "record_id_r": b, "match_weight": 0.0, "match_probability": 0.9}
+
+    records = pl.DataFrame([_record(random.Random(i), r) for i, r in enumerate(["A1", "A2", "A3", "Z1", "Z2"])])
+    records = records.with_columns(pl.lit(None, dtype=pl.Date).alias("dob"), pl.lit(None, dtype=pl.String).alias("case_id"),
+                                   pl.lit("PERSON").alias("party_kind"))
+    before = pl.DataFrame([pair("A1", "A2")])
+    ids = carry_forward_ids(None, component_labels(pl.Series(["A1", "A2", "A3"]), before)).ids
+    previous = PreviousLink(clusters=ids, pairs=before)
+    pairs, touched = pl.DataFrame([pair("A1", "A2"), pair("Z1", "Z2")]), pl.Series("record_id", ["Z1", "Z2"])
+    want, _, _ = _reference(previous, records["record_id"], pairs, records, THRESHOLD, touched)
+
+    got, _, count = cluster_and_carry(previous, records["record_id"], pairs, records, THRESHOLD, touched)
+
+    assert count == 2
+    assert got.changes.rows() == want.changes.rows() == [(None, 3, "new", 2)]
+    assert got.ids.equals(want.ids)
