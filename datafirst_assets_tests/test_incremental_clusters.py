@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from datafirst_assets.linkage.cluster import clusters_from_edges
-from datafirst_assets.linkage.guard import split_conflicting_clusters
+from datafirst_assets.linkage.quality_parts import graph_digest, load_graph, save_graph
+from datafirst_assets.linkage.guard import cluster_graph_metrics, split_conflicting_clusters
 from datafirst_assets.linkage.incremental import PreviousLink, cluster_and_carry, component_labels
 from datafirst_assets.linkage.stable_ids import carry_forward_ids
 
@@ -108,7 +109,7 @@ def test_working_on_the_affected_records_only_gives_what_working_on_every_record
     previous, records, pairs, touched = _world(seed)
     want, want_guard, want_count = _reference(previous, records["record_id"], pairs, records, THRESHOLD, touched)
 
-    got, got_guard, got_count = cluster_and_carry(previous, records["record_id"], pairs, records, THRESHOLD, touched)
+    got, got_guard, got_count, _ = cluster_and_carry(previous, records["record_id"], pairs, records, THRESHOLD, touched)
 
     assert got.ids.equals(want.ids)
     assert got.changes.equals(want.changes)
@@ -155,8 +156,44 @@ def test_a_new_person_touching_no_previous_one_is_logged_as_new():
     pairs, touched = pl.DataFrame([pair("A1", "A2"), pair("Z1", "Z2")]), pl.Series("record_id", ["Z1", "Z2"])
     want, _, _ = _reference(previous, records["record_id"], pairs, records, THRESHOLD, touched)
 
-    got, _, count = cluster_and_carry(previous, records["record_id"], pairs, records, THRESHOLD, touched)
+    got, _, count, _ = cluster_and_carry(previous, records["record_id"], pairs, records, THRESHOLD, touched)
 
     assert count == 2
     assert got.changes.rows() == want.changes.rows() == [(None, 3, "new", 2)]
     assert got.ids.equals(want.ids)
+
+
+@pytest.mark.parametrize("seed", range(0, 60, 3))
+def test_the_kept_persons_metrics_measured_before_are_those_measured_again(seed):
+    """An incremental link's persons kept whole have the link-graph metrics they had: taking those rows
+    from the previous measurement and measuring the rest gives every row measured afresh."""
+    previous, records, pairs, touched = _world(seed)
+    links_before = previous.pairs.filter(pl.col("match_probability") >= THRESHOLD)
+    before = cluster_graph_metrics(previous.ids(), links_before, THRESHOLD, cluster_col="person_id")
+    carried, _, _, kept = cluster_and_carry(previous, records["record_id"], pairs, records, THRESHOLD, touched)
+    links = pairs.filter(pl.col("match_probability") >= THRESHOLD)
+    known = before.filter(pl.col("cluster_id").is_in(kept.cast(pl.String).implode()))
+
+    again = cluster_graph_metrics(carried.ids, links, THRESHOLD, cluster_col="person_id", known=known)
+
+    assert again.equals(cluster_graph_metrics(carried.ids, links, THRESHOLD, cluster_col="person_id"))
+    assert known.height > 0
+
+
+def test_kept_graph_metrics_are_taken_only_for_the_link_they_were_measured_on(tmp_path):
+    previous, _, _, _ = _world(5)
+    ids, links = previous.ids(), previous.pairs.filter(pl.col("match_probability") >= THRESHOLD)
+    metrics = cluster_graph_metrics(ids, links, THRESHOLD, cluster_col="person_id")
+    digest = graph_digest(ids, links, THRESHOLD, "code")
+    save_graph(tmp_path, "magistrates", digest, metrics)
+
+    assert load_graph(tmp_path, "magistrates", digest).equals(metrics)
+    assert load_graph(tmp_path, "magistrates", graph_digest(ids, links, THRESHOLD, "other code")) is None
+    assert load_graph(tmp_path, "magistrates", graph_digest(ids, links, 0.6, "code")) is None
+    assert load_graph(tmp_path, "magistrates", graph_digest(ids, links.head(links.height - 1), THRESHOLD, "code")) is None
+    moved = ids.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("person_id") + 1000)
+                             .otherwise(pl.col("person_id")).alias("person_id"))
+    assert load_graph(tmp_path, "magistrates", graph_digest(moved, links, THRESHOLD, "code")) is None
+    rescored = links.with_columns(pl.col("match_probability").reverse())
+    assert load_graph(tmp_path, "magistrates", graph_digest(ids, rescored, THRESHOLD, "code")) is None
+    assert load_graph(tmp_path, "crown_court", digest) is None

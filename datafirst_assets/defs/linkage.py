@@ -53,7 +53,7 @@ from datafirst_assets.linkage.incremental import (
     model_to_reuse,
 )
 from datafirst_assets.common.tables import bullet_list, markdown_table
-from datafirst_assets.linkage.quality_parts import load_kept, load_part, save_part
+from datafirst_assets.linkage.quality_parts import graph_digest, load_graph, load_kept, load_part, save_graph, save_part
 from datafirst_assets.linkage.quality import (
     estimated_quality_row,
     evidence_problems,
@@ -89,7 +89,7 @@ from datafirst_assets.linkage.train import (
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import VALIDATED_CONTENT
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, code_version
 from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, changes_to, table_columns
 from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
 
@@ -427,8 +427,7 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         yield Output(history, output_name="id_changes",
                      metadata={**_id_changes_metadata(result.changes, history, counts, first_run),
                                FINGERPRINT: fingerprint})
-        graph = cluster_graph_metrics(result.ids, result.threshold_links(), result.threshold,
-                                      cluster_col=PERSON_ID)
+        graph, digest = _graph_metrics(result, previous, linkage.root / "reports", source.key)
         yield Output(clusters, output_name="clusters", metadata=_clusters_metadata(
             result, clusters, graph, source.person_id_name, trained.version,
             first_link=previous.clusters is None) | {FINGERPRINT: fingerprint})
@@ -445,8 +444,28 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
                       "examples": MetadataValue.md(markdown_table(chained.head(10), "{:.3f}") if chained.height
                                                    else "none")},
         )
+        # after every output is stored: the metrics describe the stored persons and links
+        save_graph(linkage.root / "reports", source.key, digest, graph)
 
     return _cluster
+
+
+def _graph_metrics(result: LinkResult, previous: PreviousLink, reports: Path, source: str) -> tuple[pl.DataFrame, str]:
+    """Every person's link-graph metrics (``guard.cluster_graph_metrics``) and the digest to keep them
+    under: an incremental link takes the rows of the persons it kept whole from those the previous
+    run kept (``linkage/quality_parts.py``), when they were measured on the previous link as stored."""
+    links = result.threshold_links()
+    known = None
+    if result.kept_persons is not None and previous.pairs is not None and previous.ids() is not None:
+        before = float(previous.constant("match_threshold"))
+        stored = load_graph(reports, source, graph_digest(
+            previous.ids(), previous.pairs.filter(pl.col("match_probability") >= before),  # type: ignore[arg-type]
+            before, code_version()))
+        if stored is not None:
+            known = stored.join(result.kept_persons.cast(pl.String).alias("cluster_id").to_frame(), on="cluster_id",
+                                how="semi")
+    graph = cluster_graph_metrics(result.ids, links, result.threshold, cluster_col=PERSON_ID, known=known)
+    return graph, graph_digest(result.ids, links, result.threshold, code_version())
 
 
 def _linked_changes(context: AssetExecutionContext, staged: StoredTable, clusters: StoredTable,

@@ -335,6 +335,9 @@ class LinkResult:
     # Pairs at or above the threshold (ids, weight, probability) when ``pairs`` is stored by a
     # query and so is not a frame here.
     links: pl.DataFrame | None = None
+    # Incremental: the previous persons kept whole (same records, same links among them, same id);
+    # None when every person was worked out again.
+    kept_persons: pl.Series | None = None
 
     def threshold_links(self) -> pl.DataFrame:
         """The scored pairs that link at the clustering threshold, as a polars frame."""
@@ -361,10 +364,11 @@ def cluster_and_carry(previous: PreviousLink, record_ids: pl.Series, pairs: pl.D
                       threshold: float, touched: pl.Series, *, everything: bool = False,
                       timings: dict[str, float] | None = None, started: float | None = None) -> tuple:
     """An incremental link's clusters (guarded) and carried-forward ids: (``CarriedIds``, the guard's
-    ``GuardResult``, records re-clustered). ``everything`` (the threshold moved) re-clusters, guards
+    ``GuardResult``, records re-clustered, persons kept). ``everything`` (the threshold moved) re-clusters, guards
     and carries over every record; otherwise only the records a touched record reaches are worked
     on and every other previous person is kept as it was (the same ids, changes and guard counts as
-    working on everything: see :func:`carry_touched`). ``timings`` gets "cluster" and "ids" seconds."""
+    working on everything: see :func:`carry_touched`), and the previous persons kept whole (None
+    with ``everything``). ``timings`` gets "cluster" and "ids" seconds."""
     timings = {} if timings is None else timings
     t = time.perf_counter() if started is None else started
     if everything:
@@ -373,7 +377,7 @@ def cluster_and_carry(previous: PreviousLink, record_ids: pl.Series, pairs: pl.D
         guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
         timings["cluster"] = time.perf_counter() - t
         t = time.perf_counter()
-        carried = _carry(previous, guarded.clusters)
+        carried, kept = _carry(previous, guarded.clusters), None
     else:
         parts = recluster_touched(previous.ids(), record_ids, pairs, threshold, touched)  # type: ignore[arg-type]
         reclustered = parts.redone.height
@@ -387,8 +391,9 @@ def cluster_and_carry(previous: PreviousLink, record_ids: pl.Series, pairs: pl.D
         timings["cluster"] = time.perf_counter() - t
         t = time.perf_counter()
         carried = carry_touched(previous, parts, guarded.clusters)
+        kept = parts.kept.get_column(PERSON_ID).unique().sort()
     timings["ids"] = time.perf_counter() - t
-    return carried, guarded, reclustered
+    return carried, guarded, reclustered, kept
 
 
 def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
@@ -487,9 +492,9 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
     kept = (stored.join(touched, left_on="record_id_l", right_on=UNIQUE_ID, how="anti")
             .join(touched, left_on="record_id_r", right_on=UNIQUE_ID, how="anti"))
     pairs = pl.concat([kept, fresh], how="diagonal_relaxed") if fresh.height else kept
-    carried, guarded, reclustered = cluster_and_carry(previous, hashes.get_column(UNIQUE_ID), pairs, records,
-                                                      threshold, changes.touched, everything=threshold != before,
-                                                      timings=timings, started=t)
+    carried, guarded, reclustered, kept_persons = cluster_and_carry(
+        previous, hashes.get_column(UNIQUE_ID), pairs, records, threshold, changes.touched,
+        everything=threshold != before, timings=timings, started=t)
     return LinkResult(
         ids=carried.ids, pairs=pairs, changes=carried.changes, hashes=hashes, threshold=threshold,
         threshold_source=source, mode="incremental",
@@ -498,7 +503,7 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
         stats={"records": records.height, "new_records": changes.new.len(), "changed_records": changes.changed.len(),
                "removed_records": changes.removed.len(), "new_pairs": fresh.height, "pairs": pairs.height,
                "reclustered": reclustered, **carried.counts(), **guarded.stats},
-        timings=timings)
+        timings=timings, kept_persons=kept_persons)
 
 
 # ---------------------------------------------------------------------------- models
