@@ -10,12 +10,18 @@ import random
 
 import polars as pl
 import pytest
+from dagster import DagsterInstance, SourceAsset, materialize
 
+from datafirst_assets.defs.linkage import LinkageSettings, build_dedupe_assets
+from datafirst_assets.defs.resources import DataLayout, build_resources
 from datafirst_assets.linkage.cluster import clusters_from_edges
 from datafirst_assets.linkage.quality_parts import graph_digest, load_graph, save_graph
 from datafirst_assets.linkage.guard import cluster_graph_metrics, split_conflicting_clusters
 from datafirst_assets.linkage.incremental import PreviousLink, cluster_and_carry, component_labels
 from datafirst_assets.linkage.stable_ids import carry_forward_ids
+from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets_tests.linkage_fixtures import make_dataset
 
 THRESHOLD = 0.5
 DOBS = [dt.date(1980, 1, 2), dt.date(1980, 2, 1), dt.date(1975, 6, 7), dt.date(1990, 11, 12), None]
@@ -197,3 +203,70 @@ def test_kept_graph_metrics_are_taken_only_for_the_link_they_were_measured_on(tm
     rescored = links.with_columns(pl.col("match_probability").reverse())
     assert load_graph(tmp_path, "magistrates", graph_digest(ids, rescored, THRESHOLD, "code")) is None
     assert load_graph(tmp_path, "crown_court", digest) is None
+
+
+# ------------------------------------------------------------------------------- Dagster
+
+SOURCE = "prison"
+GRAPH_KEYS = ("clusters", "largest_cluster_records", "clusters_over_10_records", "mean_density_multi_record",
+              "bridges", "chained_clusters", "largest_clusters", "persons", "records", "records_reclustered",
+              "clusters_split_by_guard", "highest_person_id", "new_records")
+
+
+def _link_twice(tmp_path, records: pl.DataFrame, shortcuts: bool, monkeypatch) -> tuple[dict, dict]:
+    """A full link of all but the last records, then an incremental one of them all, as `datafirst run`
+    runs them (Splink in the warehouse); without ``shortcuts`` the incremental step works as main did:
+    the scored pairs written whole, every person's graph metrics measured. Returns the stored tables
+    and the incremental run's metadata."""
+    from datafirst_assets.defs import linkage as defs
+
+    if not shortcuts:
+        monkeypatch.setattr(defs, "_pairs_output", lambda _context, result, _source: result.pairs)
+        monkeypatch.setattr(defs, "load_graph", lambda *_args: None)
+    layout = DataLayout(tmp_path / "data")
+    person_records, model, cluster, _ = build_dedupe_assets(SOURCES[SOURCE])
+    stored = SourceAsset(key=person_records.key, metadata={"schema": f"linkage_{SOURCE}"})
+    linkage = LinkageSettings(data_dir=str(layout.root), thresholds={SOURCE: 0.9}, u_max_pairs=3e5,
+                              warehouse_database=str(layout.warehouse), predict_chunks=2)
+    instance = DagsterInstance.ephemeral()
+    metadata = {}
+    for frame in (records.head(records.height - 30), records):
+        with warehouse_cursor(layout.warehouse) as conn:
+            conn.execute(f"create schema if not exists linkage_{SOURCE}")
+            arrow = frame.to_arrow()  # noqa: F841 (read by name in the SQL)
+            conn.execute(f"create or replace table linkage_{SOURCE}.person_records as select * from arrow")
+        result = materialize([stored, model, cluster], selection=[*model.keys, *cluster.keys], instance=instance,
+                             resources={**build_resources(layout), "linkage": linkage})
+        assert result.success
+        metadata = {m.asset_key.path[-1]: {k: v.value for k, v in m.metadata.items()}
+                    for m in result.asset_materializations_for_node(cluster.node_def.name)}
+    with warehouse_cursor(layout.warehouse) as conn:
+        tables = {name: pl.from_arrow(conn.sql(f"select * exclude ({drop}) from linkage_{SOURCE}.{name}").to_arrow_table())
+                  for name, drop in (("clusters", "model_version"), ("scored_pairs", "match_weight"),
+                                     ("id_changes", "changed_at, run_id"))}
+    return tables, metadata
+
+
+def test_the_incremental_cluster_step_stores_what_it_stored_before(tmp_path, monkeypatch):
+    """The clusters step with its shortcuts (the scored pairs changed in place, the kept persons' graph
+    metrics reused) stores the same clusters, pairs and id changes, and reports the same graph, as
+    the same step writing the pairs whole and measuring every person."""
+    records, _ = make_dataset(700, seed=11, source_dataset=SOURCE)
+    records = records.sort("record_id").with_columns(pl.lit("2024-01-31").alias("extract_date"))
+    # a few earlier records changed too: their pairs are dropped and scored again
+    changed = records["record_id"].gather([3, 50, 400]).implode()
+    records = pl.concat([records.filter(~pl.col("record_id").is_in(changed)),
+                         records.filter(pl.col("record_id").is_in(changed)).with_columns(pl.lit("ZZ1 1ZZ").alias("postcode"))])
+    records = records.sort("record_id")
+
+    fast, fast_meta = _link_twice(tmp_path / "fast", records, True, monkeypatch)
+    slow, slow_meta = _link_twice(tmp_path / "slow", records, False, monkeypatch)
+
+    assert fast_meta["clusters"]["mode"] == "incremental"
+    assert fast_meta["scored_pairs"]["write"].startswith("in place") and "write" not in slow_meta["scored_pairs"]
+    assert fast_meta["scored_pairs"]["new_pairs"] > 0 and fast_meta["clusters"]["records_reclustered"] < 200
+    for name in fast:
+        keys = [c for c in fast[name].columns]
+        assert fast[name].sort(keys).equals(slow[name].sort(keys)), name
+    for key in GRAPH_KEYS:
+        assert fast_meta["clusters"][key] == slow_meta["clusters"][key], key

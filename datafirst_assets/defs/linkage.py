@@ -431,7 +431,7 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         yield Output(clusters, output_name="clusters", metadata=_clusters_metadata(
             result, clusters, graph, source.person_id_name, trained.version,
             first_link=previous.clusters is None) | {FINGERPRINT: fingerprint})
-        yield Output(result.pairs, output_name="scored_pairs", metadata={
+        yield Output(_pairs_output(context, result, source), output_name="scored_pairs", metadata={
             "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"]),
             FINGERPRINT: fingerprint})
         gaps = clustering_gaps(records, clusters)
@@ -448,6 +448,21 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         save_graph(linkage.root / "reports", source.key, digest, graph)
 
     return _cluster
+
+
+def _pairs_output(context: AssetExecutionContext, result: LinkResult, source: SourceSpec):
+    """The scored pairs as the IO manager writes them: an incremental link's as the change to the
+    stored table (its pairs touching a new, changed or removed record deleted, the new pairs appended:
+    the stored order of what a rewrite writes), else whole. The IO manager rewrites the table from
+    ``result.pairs`` when the stored one is not what was last validated (``ChangedRows``)."""
+    if result.pair_changes is None or not isinstance(result.pairs, pl.DataFrame):
+        return result.pairs
+    dropped, added = result.pair_changes
+    key = linkage_key(source.key, "scored_pairs")
+    validated = latest_metadata(context.instance, [key])[key].get(VALIDATED_CONTENT)
+    return ChangedRows(key=("record_id_l", "record_id_r"), deletes=dropped, updates=result.pairs.head(0),
+                       inserts=added, expected=result.pairs, rewrite=result.pairs,
+                       validated_before=getattr(validated, "value", validated), appendable=True)
 
 
 def _graph_metrics(result: LinkResult, previous: PreviousLink, reports: Path, source: str) -> tuple[pl.DataFrame, str]:

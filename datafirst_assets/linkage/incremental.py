@@ -338,6 +338,10 @@ class LinkResult:
     # Incremental: the previous persons kept whole (same records, same links among them, same id);
     # None when every person was worked out again.
     kept_persons: pl.Series | None = None
+    # Incremental: how ``pairs`` differs from the stored pairs: the ids of the stored pairs dropped
+    # (record_id_l, record_id_r) and the pairs added, which ``pairs`` ends with (after the kept
+    # stored pairs, in their order)
+    pair_changes: tuple[pl.DataFrame, pl.DataFrame] | None = None
 
     def threshold_links(self) -> pl.DataFrame:
         """The scored pairs that link at the clustering threshold, as a polars frame."""
@@ -492,6 +496,8 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
     kept = (stored.join(touched, left_on="record_id_l", right_on=UNIQUE_ID, how="anti")
             .join(touched, left_on="record_id_r", right_on=UNIQUE_ID, how="anti"))
     pairs = pl.concat([kept, fresh], how="diagonal_relaxed") if fresh.height else kept
+    dropped = stored.filter(pl.col("record_id_l").is_in(changes.touched.implode())
+                            | pl.col("record_id_r").is_in(changes.touched.implode())).select("record_id_l", "record_id_r")
     carried, guarded, reclustered, kept_persons = cluster_and_carry(
         previous, hashes.get_column(UNIQUE_ID), pairs, records, threshold, changes.touched,
         everything=threshold != before, timings=timings, started=t)
@@ -503,7 +509,7 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
         stats={"records": records.height, "new_records": changes.new.len(), "changed_records": changes.changed.len(),
                "removed_records": changes.removed.len(), "new_pairs": fresh.height, "pairs": pairs.height,
                "reclustered": reclustered, **carried.counts(), **guarded.stats},
-        timings=timings, kept_persons=kept_persons)
+        timings=timings, kept_persons=kept_persons, pair_changes=(dropped, pairs.slice(kept.height)))
 
 
 # ---------------------------------------------------------------------------- models
