@@ -222,6 +222,7 @@ def _link_twice(tmp_path, records: pl.DataFrame, shortcuts: bool, monkeypatch) -
 
     if not shortcuts:
         monkeypatch.setattr(defs, "_pairs_output", lambda _context, result, _source: result.pairs)
+        monkeypatch.setattr(defs, "_clusters_output", lambda _context, _result, clusters, *_rest: clusters)
         monkeypatch.setattr(defs, "load_graph", lambda *_args: None)
     layout = DataLayout(tmp_path / "data")
     person_records, model, cluster, _ = build_dedupe_assets(SOURCES[SOURCE])
@@ -248,8 +249,8 @@ def _link_twice(tmp_path, records: pl.DataFrame, shortcuts: bool, monkeypatch) -
 
 
 def test_the_incremental_cluster_step_stores_what_it_stored_before(tmp_path, monkeypatch):
-    """The clusters step with its shortcuts (the scored pairs changed in place, the kept persons' graph
-    metrics reused) stores the same clusters, pairs and id changes, and reports the same graph, as
+    """The clusters step with its shortcuts (the scored pairs and clusters changed in place, the kept
+    persons' graph metrics reused) stores the same clusters, pairs and id changes, and reports the same graph, as
     the same step writing the pairs whole and measuring every person."""
     records, _ = make_dataset(700, seed=11, source_dataset=SOURCE)
     records = records.sort("record_id").with_columns(pl.lit("2024-01-31").alias("extract_date"))
@@ -263,7 +264,8 @@ def test_the_incremental_cluster_step_stores_what_it_stored_before(tmp_path, mon
     slow, slow_meta = _link_twice(tmp_path / "slow", records, False, monkeypatch)
 
     assert fast_meta["clusters"]["mode"] == "incremental"
-    assert fast_meta["scored_pairs"]["write"].startswith("in place") and "write" not in slow_meta["scored_pairs"]
+    for name in ("scored_pairs", "clusters"):
+        assert fast_meta[name]["write"].startswith("in place") and "write" not in slow_meta[name]
     assert fast_meta["scored_pairs"]["new_pairs"] > 0 and fast_meta["clusters"]["records_reclustered"] < 200
     for name in fast:
         keys = [c for c in fast[name].columns]

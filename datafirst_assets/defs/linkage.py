@@ -428,7 +428,8 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
                      metadata={**_id_changes_metadata(result.changes, history, counts, first_run),
                                FINGERPRINT: fingerprint})
         graph, digest = _graph_metrics(result, previous, linkage.root / "reports", source.key)
-        yield Output(clusters, output_name="clusters", metadata=_clusters_metadata(
+        yield Output(_clusters_output(context, result, clusters, previous, source), output_name="clusters",
+                     metadata=_clusters_metadata(
             result, clusters, graph, source.person_id_name, trained.version,
             first_link=previous.clusters is None) | {FINGERPRINT: fingerprint})
         yield Output(_pairs_output(context, result, source), output_name="scored_pairs", metadata={
@@ -450,6 +451,35 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
     return _cluster
 
 
+def _validated_before(context: AssetExecutionContext, key: AssetKey) -> str | None:
+    """The content the last write of ``key`` validated whole (what a change in place needs stored)."""
+    validated = latest_metadata(context.instance, [key])[key].get(VALIDATED_CONTENT)
+    return getattr(validated, "value", validated)
+
+
+def _clusters_output(context: AssetExecutionContext, result: LinkResult, clusters: pl.DataFrame,
+                     previous: PreviousLink, source: SourceSpec):
+    """The clusters table as the IO manager writes it: after an incremental link that kept persons
+    whole, as its change to the stored table (a kept person's rows are as stored: same records, hashes,
+    id, model and threshold), found among the other persons' rows only; else whole."""
+    if result.kept_persons is None or previous.clusters is None:
+        return clusters
+    pid = source.person_id_name
+    kept = result.kept_persons.implode()
+    before = (previous.clusters.rename({PERSON_ID: pid}).select(clusters.columns).cast(dict(clusters.schema))
+              .filter(~pl.col(pid).is_in(kept)))
+    now = clusters.filter(~pl.col(pid).is_in(kept))
+    differ = now.join(before, on=clusters.columns, how="anti", nulls_equal=True)
+    inserts = differ.join(before, on="record_id", how="anti").sort("record_id")
+    last = previous.clusters.get_column("record_id").cast(pl.String).max()
+    return ChangedRows(key=("record_id",), deletes=before.join(now, on="record_id", how="anti").select("record_id"),
+                       updates=differ.join(before, on="record_id", how="semi"), inserts=inserts,
+                       expected=clusters, rewrite=clusters, validated_before=_validated_before(
+                           context, linkage_key(source.key, "clusters")),
+                       # appended rows keep the table in record order only when they sort after the rest
+                       appendable=inserts.is_empty() or last is None or inserts["record_id"].min() > last)
+
+
 def _pairs_output(context: AssetExecutionContext, result: LinkResult, source: SourceSpec):
     """The scored pairs as the IO manager writes them: an incremental link's as the change to the
     stored table (its pairs touching a new, changed or removed record deleted, the new pairs appended:
@@ -458,11 +488,10 @@ def _pairs_output(context: AssetExecutionContext, result: LinkResult, source: So
     if result.pair_changes is None or not isinstance(result.pairs, pl.DataFrame):
         return result.pairs
     dropped, added = result.pair_changes
-    key = linkage_key(source.key, "scored_pairs")
-    validated = latest_metadata(context.instance, [key])[key].get(VALIDATED_CONTENT)
     return ChangedRows(key=("record_id_l", "record_id_r"), deletes=dropped, updates=result.pairs.head(0),
                        inserts=added, expected=result.pairs, rewrite=result.pairs,
-                       validated_before=getattr(validated, "value", validated), appendable=True)
+                       validated_before=_validated_before(context, linkage_key(source.key, "scored_pairs")),
+                       appendable=True)
 
 
 def _graph_metrics(result: LinkResult, previous: PreviousLink, reports: Path, source: str) -> tuple[pl.DataFrame, str]:
