@@ -124,6 +124,22 @@ def test_working_on_the_affected_records_only_gives_what_working_on_every_record
     assert got_count == want_count
 
 
+
+@pytest.mark.parametrize("seed", range(0, 60, 4))
+def test_a_moved_threshold_re_clusters_every_record_as_before(seed):
+    """With ``everything`` (the threshold moved) every record is re-clustered (components in
+    whole-array steps), guarded and carried, as main did with a union per edge."""
+    previous, records, pairs, touched = _world(seed)
+    clusters = clusters_from_edges(records["record_id"], pairs.filter(pl.col("match_probability") >= 0.6))
+    guarded = split_conflicting_clusters(clusters, pairs, records, 0.6)
+    want = carry_forward_ids(previous.ids(), guarded.clusters, first_new_id=previous.next_id())
+
+    got, got_guard, count, kept = cluster_and_carry(previous, records["record_id"], pairs, records, 0.6, touched,
+                                                    everything=True)
+
+    assert got.ids.equals(want.ids) and got.changes.equals(want.changes) and got.next_id == want.next_id
+    assert got_guard.stats == guarded.stats and count == records.height and kept is None
+
 def test_the_random_worlds_exercise_what_could_go_wrong():
     """The worlds above mint, retire, merge, split and guard: a shortcut that got any of them wrong
     would be caught there."""

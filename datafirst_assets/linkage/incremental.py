@@ -31,7 +31,7 @@ import polars as pl
 
 from datafirst_assets.common.pairs import ordered_pairs
 from datafirst_assets.linkage.backend import release_db_api
-from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
+from datafirst_assets.linkage.cluster import cluster_pairs
 from datafirst_assets.linkage.disjoint_sets import component_minimum
 from datafirst_assets.linkage.predict import (
     PAIR_COLUMNS,
@@ -231,7 +231,7 @@ def recluster(previous: pl.DataFrame, record_ids: pl.Series, pairs: pl.DataFrame
         ids = record_ids.cast(pl.String)
         links = pairs.filter(pl.col("match_probability") >= threshold).select(
             pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String))
-        return clusters_from_edges(ids, links), ids.len()
+        return component_labels(ids, links), ids.len()
     parts = recluster_touched(previous, record_ids, pairs, threshold, touched)
     return parts.clusters(), parts.redone.height
 
