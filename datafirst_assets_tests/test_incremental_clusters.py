@@ -237,8 +237,8 @@ def _link_twice(tmp_path, records: pl.DataFrame, shortcuts: bool, monkeypatch) -
     from datafirst_assets.defs import linkage as defs
 
     if not shortcuts:
-        monkeypatch.setattr(defs, "_pairs_output", lambda _context, result, _source: result.pairs)
-        monkeypatch.setattr(defs, "_clusters_output", lambda _context, _result, clusters, *_rest: clusters)
+        monkeypatch.setattr(defs, "_pairs_output", lambda result, _validated: result.pairs)
+        monkeypatch.setattr(defs, "_clusters_output", lambda _result, clusters, *_rest: clusters)
         monkeypatch.setattr(defs, "load_graph", lambda *_args: None)
     layout = DataLayout(tmp_path / "data")
     person_records, model, cluster, _ = build_dedupe_assets(SOURCES[SOURCE])

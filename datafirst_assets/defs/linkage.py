@@ -428,11 +428,12 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
                      metadata={**_id_changes_metadata(result.changes, history, counts, first_run),
                                FINGERPRINT: fingerprint})
         graph, digest = _graph_metrics(result, previous, linkage.root / "reports", source.key)
-        yield Output(_clusters_output(context, result, clusters, previous, source), output_name="clusters",
+        validated = _validated_before(context, source) if result.mode == "incremental" else {}
+        yield Output(_clusters_output(result, clusters, previous, validated), output_name="clusters",
                      metadata=_clusters_metadata(
             result, clusters, graph, source.person_id_name, trained.version,
             first_link=previous.clusters is None) | {FINGERPRINT: fingerprint})
-        yield Output(_pairs_output(context, result, source), output_name="scored_pairs", metadata={
+        yield Output(_pairs_output(result, validated), output_name="scored_pairs", metadata={
             "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"]),
             FINGERPRINT: fingerprint})
         gaps = clustering_gaps(records, clusters)
@@ -451,20 +452,23 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
     return _cluster
 
 
-def _validated_before(context: AssetExecutionContext, key: AssetKey) -> str | None:
-    """The content the last write of ``key`` validated whole (what a change in place needs stored)."""
-    validated = latest_metadata(context.instance, [key])[key].get(VALIDATED_CONTENT)
-    return getattr(validated, "value", validated)
+def _validated_before(context: AssetExecutionContext, source: SourceSpec) -> dict[str, str | None]:
+    """Per output written in place (clusters, scored_pairs): the content its last write validated
+    whole (what a change in place needs stored), in one look-up of the asset index."""
+    keys = {name: linkage_key(source.key, name) for name in ("clusters", "scored_pairs")}
+    found = latest_metadata(context.instance, keys.values())
+    return {name: getattr(v, "value", v) for name, key in keys.items()
+            for v in [found[key].get(VALIDATED_CONTENT)]}
 
 
-def _clusters_output(context: AssetExecutionContext, result: LinkResult, clusters: pl.DataFrame,
-                     previous: PreviousLink, source: SourceSpec):
+def _clusters_output(result: LinkResult, clusters: pl.DataFrame, previous: PreviousLink,
+                     validated: dict[str, str | None]):
     """The clusters table as the IO manager writes it: after an incremental link that kept persons
     whole, as its change to the stored table (a kept person's rows are as stored: same records, hashes,
     id, model and threshold), found among the other persons' rows only; else whole."""
     if result.kept_persons is None or previous.clusters is None:
         return clusters
-    pid = source.person_id_name
+    pid = clusters.columns[1]  # the dataset's person id (``LinkResult.clusters_table``)
     kept = result.kept_persons.implode()
     before = (previous.clusters.rename({PERSON_ID: pid}).select(clusters.columns).cast(dict(clusters.schema))
               .filter(~pl.col(pid).is_in(kept)))
@@ -474,13 +478,12 @@ def _clusters_output(context: AssetExecutionContext, result: LinkResult, cluster
     last = previous.clusters.get_column("record_id").cast(pl.String).max()
     return ChangedRows(key=("record_id",), deletes=before.join(now, on="record_id", how="anti").select("record_id"),
                        updates=differ.join(before, on="record_id", how="semi"), inserts=inserts,
-                       expected=clusters, rewrite=clusters, validated_before=_validated_before(
-                           context, linkage_key(source.key, "clusters")),
+                       expected=clusters, rewrite=clusters, validated_before=validated.get("clusters"),
                        # appended rows keep the table in record order only when they sort after the rest
                        appendable=inserts.is_empty() or last is None or inserts["record_id"].min() > last)
 
 
-def _pairs_output(context: AssetExecutionContext, result: LinkResult, source: SourceSpec):
+def _pairs_output(result: LinkResult, validated: dict[str, str | None]):
     """The scored pairs as the IO manager writes them: an incremental link's as the change to the
     stored table (its pairs touching a new, changed or removed record deleted, the new pairs appended:
     the stored order of what a rewrite writes), else whole. The IO manager rewrites the table from
@@ -490,7 +493,7 @@ def _pairs_output(context: AssetExecutionContext, result: LinkResult, source: So
     dropped, added = result.pair_changes
     return ChangedRows(key=("record_id_l", "record_id_r"), deletes=dropped, updates=result.pairs.head(0),
                        inserts=added, expected=result.pairs, rewrite=result.pairs,
-                       validated_before=_validated_before(context, linkage_key(source.key, "scored_pairs")),
+                       validated_before=validated.get("scored_pairs"),
                        appendable=True)
 
 
