@@ -436,20 +436,24 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         yield Output(_pairs_output(result, validated), output_name="scored_pairs", metadata={
             "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"]),
             FINGERPRINT: fingerprint})
-        gaps = clustering_gaps(records, clusters)
-        yield AssetCheckResult(check_name="every_record_clustered", passed=not any(gaps.values()),
-                               metadata=gaps)
-        chained = chained_clusters(graph)
-        yield AssetCheckResult(
-            check_name="no_chained_clusters", passed=chained.is_empty(), severity=AssetCheckSeverity.WARN,
-            metadata={"chained_clusters": chained.height,
-                      "examples": MetadataValue.md(markdown_table(chained.head(10), "{:.3f}") if chained.height
-                                                   else "none")},
-        )
+        yield from _cluster_checks(records, clusters, graph)
         # after every output is stored: the metrics describe the stored persons and links
         save_graph(linkage.root / "reports", source.key, digest, graph)
 
     return _cluster
+
+
+def _cluster_checks(records: pl.DataFrame, clusters: pl.DataFrame, graph: pl.DataFrame):
+    """The clusters asset's checks: every record has one person id; no person looks chained."""
+    gaps = clustering_gaps(records, clusters)
+    yield AssetCheckResult(check_name="every_record_clustered", passed=not any(gaps.values()), metadata=gaps)
+    chained = chained_clusters(graph)
+    yield AssetCheckResult(
+        check_name="no_chained_clusters", passed=chained.is_empty(), severity=AssetCheckSeverity.WARN,
+        metadata={"chained_clusters": chained.height,
+                  "examples": MetadataValue.md(markdown_table(chained.head(10), "{:.3f}") if chained.height
+                                               else "none")},
+    )
 
 
 def _validated_before(context: AssetExecutionContext, source: SourceSpec) -> dict[str, str | None]:
