@@ -10,7 +10,10 @@ Incremental: records that are new since the previous link, or whose linkage fiel
 (Splink's ``predict_between(existing, new)``) and among themselves (``predict_within(new)``);
 pairs touching changed or vanished records are dropped from the stored pairs and the new
 pairs added. Only the previous persons reached by a touched record or a new link (at the
-clustering threshold) are re-clustered; every other person keeps its records as they were.
+clustering threshold) are re-clustered; every other person keeps its records as they were. The
+over-merge guard and carrying ids forward then work on the re-clustered records alone
+(``cluster_and_carry``): a person kept whole keeps its id and logs no change, so the ids and the
+change log are those working on every record gives (tested against it on random worlds).
 Term frequencies are computed over all current records, as a full prediction would; stored
 pairs keep the scores they were given.
 
