@@ -60,3 +60,28 @@ def test_a_new_extracts_linked_table_is_written_as_its_changed_rows(tmp_path):
         conn.execute("set preserve_insertion_order = false")
     assert reason is None
     assert stored.equals(add_person_ids(staged, clusters, ID, PERSON))  # what a rewrite stores, in its order
+
+
+def test_changed_rows_may_give_the_expected_table_as_a_frame(tmp_path):
+    """A step that has its whole table in Python (an incremental link's scored pairs) gives it as the
+    expected content: a change that makes it is applied in place, one that does not is refused."""
+    from datafirst_assets.warehouse.io_manager import ChangedRows
+
+    stored = pl.DataFrame({"a": ["1", "1", "2", "3"], "b": ["2", "3", "3", "4"], "p": [0.5, 0.9, 0.2, 0.7]})
+    expected = pl.concat([stored.filter(pl.col("a") != "1"), pl.DataFrame({"a": ["0"], "b": ["5"], "p": [0.3]})])
+
+    def change(inserts: pl.DataFrame) -> ChangedRows:
+        return ChangedRows(key=("a", "b"), deletes=stored.filter(pl.col("a") == "1").select("a", "b"),
+                           updates=stored.head(0), inserts=inserts, expected=expected, rewrite=expected,
+                           validated_before=None, appendable=True)
+
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        for inserts, wanted in ((expected.tail(1), None), (expected.tail(1).with_columns(pl.lit(0.4).alias("p")),
+                                                           "the changed table differs from the expected one")):
+            _write(conn, "pairs", stored)
+            conn.execute("begin")
+            reason, _, _ = apply_changed_rows(conn, "pairs", "main", "pairs", change(inserts), key=None)
+            conn.execute("rollback" if reason else "commit")
+            assert reason == wanted
+            after = _read(conn, "select * from pairs").sort("a", "b")
+            assert after.equals((expected if wanted is None else stored).sort("a", "b"))

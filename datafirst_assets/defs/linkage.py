@@ -53,7 +53,7 @@ from datafirst_assets.linkage.incremental import (
     model_to_reuse,
 )
 from datafirst_assets.common.tables import bullet_list, markdown_table
-from datafirst_assets.linkage.quality_parts import load_kept, load_part, save_part
+from datafirst_assets.linkage.quality_parts import graph_digest, load_graph, load_kept, load_part, save_graph, save_part
 from datafirst_assets.linkage.quality import (
     estimated_quality_row,
     evidence_problems,
@@ -89,7 +89,7 @@ from datafirst_assets.linkage.train import (
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import VALIDATED_CONTENT
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, code_version
 from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, changes_to, table_columns
 from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
 
@@ -427,26 +427,96 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         yield Output(history, output_name="id_changes",
                      metadata={**_id_changes_metadata(result.changes, history, counts, first_run),
                                FINGERPRINT: fingerprint})
-        graph = cluster_graph_metrics(result.ids, result.threshold_links(), result.threshold,
-                                      cluster_col=PERSON_ID)
-        yield Output(clusters, output_name="clusters", metadata=_clusters_metadata(
+        graph, digest = _graph_metrics(result, previous, linkage.root / "reports", source.key)
+        validated = _validated_before(context, source) if result.mode == "incremental" else {}
+        yield Output(_clusters_output(result, clusters, previous, validated), output_name="clusters",
+                     metadata=_clusters_metadata(
             result, clusters, graph, source.person_id_name, trained.version,
             first_link=previous.clusters is None) | {FINGERPRINT: fingerprint})
-        yield Output(result.pairs, output_name="scored_pairs", metadata={
+        yield Output(_pairs_output(result, validated), output_name="scored_pairs", metadata={
             "pairs": result.stats["pairs"], "new_pairs": result.stats.get("new_pairs", result.stats["pairs"]),
             FINGERPRINT: fingerprint})
-        gaps = clustering_gaps(records, clusters)
-        yield AssetCheckResult(check_name="every_record_clustered", passed=not any(gaps.values()),
-                               metadata=gaps)
-        chained = chained_clusters(graph)
-        yield AssetCheckResult(
-            check_name="no_chained_clusters", passed=chained.is_empty(), severity=AssetCheckSeverity.WARN,
-            metadata={"chained_clusters": chained.height,
-                      "examples": MetadataValue.md(markdown_table(chained.head(10), "{:.3f}") if chained.height
-                                                   else "none")},
-        )
+        yield from _cluster_checks(records, clusters, graph)
+        # after every output is stored: the metrics describe the stored persons and links
+        save_graph(linkage.root / "reports", source.key, digest, graph)
 
     return _cluster
+
+
+def _cluster_checks(records: pl.DataFrame, clusters: pl.DataFrame, graph: pl.DataFrame):
+    """The clusters asset's checks: every record has one person id; no person looks chained."""
+    gaps = clustering_gaps(records, clusters)
+    yield AssetCheckResult(check_name="every_record_clustered", passed=not any(gaps.values()), metadata=gaps)
+    chained = chained_clusters(graph)
+    yield AssetCheckResult(
+        check_name="no_chained_clusters", passed=chained.is_empty(), severity=AssetCheckSeverity.WARN,
+        metadata={"chained_clusters": chained.height,
+                  "examples": MetadataValue.md(markdown_table(chained.head(10), "{:.3f}") if chained.height
+                                               else "none")},
+    )
+
+
+def _validated_before(context: AssetExecutionContext, source: SourceSpec) -> dict[str, str | None]:
+    """Per output written in place (clusters, scored_pairs): the content its last write validated
+    whole (what a change in place needs stored), in one look-up of the asset index."""
+    keys = {name: linkage_key(source.key, name) for name in ("clusters", "scored_pairs")}
+    found = latest_metadata(context.instance, keys.values())
+    return {name: getattr(v, "value", v) for name, key in keys.items()
+            for v in [found[key].get(VALIDATED_CONTENT)]}
+
+
+def _clusters_output(result: LinkResult, clusters: pl.DataFrame, previous: PreviousLink,
+                     validated: dict[str, str | None]):
+    """The clusters table as the IO manager writes it: after an incremental link that kept persons
+    whole, as its change to the stored table (a kept person's rows are as stored: same records, hashes,
+    id, model and threshold), found among the other persons' rows only; else whole."""
+    if result.kept_persons is None or previous.clusters is None:
+        return clusters
+    pid = clusters.columns[1]  # the dataset's person id (``LinkResult.clusters_table``)
+    kept = result.kept_persons.implode()
+    before = (previous.clusters.rename({PERSON_ID: pid}).select(clusters.columns).cast(dict(clusters.schema))
+              .filter(~pl.col(pid).is_in(kept)))
+    now = clusters.filter(~pl.col(pid).is_in(kept))
+    differ = now.join(before, on=clusters.columns, how="anti", nulls_equal=True)
+    inserts = differ.join(before, on="record_id", how="anti").sort("record_id")
+    last = previous.clusters.get_column("record_id").cast(pl.String).max()
+    return ChangedRows(key=("record_id",), deletes=before.join(now, on="record_id", how="anti").select("record_id"),
+                       updates=differ.join(before, on="record_id", how="semi"), inserts=inserts,
+                       expected=clusters, rewrite=clusters, validated_before=validated.get("clusters"),
+                       # appended rows keep the table in record order only when they sort after the rest
+                       appendable=inserts.is_empty() or last is None or inserts["record_id"].min() > last)
+
+
+def _pairs_output(result: LinkResult, validated: dict[str, str | None]):
+    """The scored pairs as the IO manager writes them: an incremental link's as the change to the
+    stored table (its pairs touching a new, changed or removed record deleted, the new pairs appended:
+    the stored order of what a rewrite writes), else whole. The IO manager rewrites the table from
+    ``result.pairs`` when the stored one is not what was last validated (``ChangedRows``)."""
+    if result.pair_changes is None or not isinstance(result.pairs, pl.DataFrame):
+        return result.pairs
+    dropped, added = result.pair_changes
+    return ChangedRows(key=("record_id_l", "record_id_r"), deletes=dropped, updates=result.pairs.head(0),
+                       inserts=added, expected=result.pairs, rewrite=result.pairs,
+                       validated_before=validated.get("scored_pairs"),
+                       appendable=True)
+
+
+def _graph_metrics(result: LinkResult, previous: PreviousLink, reports: Path, source: str) -> tuple[pl.DataFrame, str]:
+    """Every person's link-graph metrics (``guard.cluster_graph_metrics``) and the digest to keep them
+    under: an incremental link takes the rows of the persons it kept whole from those the previous
+    run kept (``linkage/quality_parts.py``), when they were measured on the previous link as stored."""
+    links = result.threshold_links()
+    known = None
+    if result.kept_persons is not None and previous.pairs is not None and previous.ids() is not None:
+        before = float(previous.constant("match_threshold"))
+        stored = load_graph(reports, source, graph_digest(
+            previous.ids(), previous.pairs.filter(pl.col("match_probability") >= before),  # type: ignore[arg-type]
+            before, code_version()))
+        if stored is not None:
+            known = stored.join(result.kept_persons.cast(pl.String).alias("cluster_id").to_frame(), on="cluster_id",
+                                how="semi")
+    graph = cluster_graph_metrics(result.ids, links, result.threshold, cluster_col=PERSON_ID, known=known)
+    return graph, graph_digest(result.ids, links, result.threshold, code_version())
 
 
 def _linked_changes(context: AssetExecutionContext, staged: StoredTable, clusters: StoredTable,

@@ -310,11 +310,17 @@ def _bridges(edges: list[tuple[str, str]]) -> int:
 
 
 def cluster_graph_metrics(clusters: pl.DataFrame, pairs: pl.DataFrame, threshold: float, *,
-                          cluster_col: str = "cluster_id") -> pl.DataFrame:
+                          cluster_col: str = "cluster_id", known: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per cluster (``METRIC_SCHEMA``): records, links at or above ``threshold``
     inside it, density (links / possible links; null for one record) and bridges (links whose
-    removal would split it: the weak joints chaining shows up as)."""
+    removal would split it: the weak joints chaining shows up as). ``known``: rows measured before
+    for clusters whose records and links inside are unchanged (a cluster's row reads only those),
+    taken as they are; only the other clusters are measured."""
     members = clusters.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(cluster_col).cast(pl.String).alias("cluster_id"))
+    if known is not None:
+        known = known.select(*METRIC_SCHEMA).cast(METRIC_SCHEMA).join(members.select("cluster_id").unique(),  # type: ignore[arg-type]
+                                                                      on="cluster_id", how="semi")
+        members = members.join(known.select("cluster_id"), on="cluster_id", how="anti")
     sizes = members.group_by("cluster_id").agg(pl.len().cast(pl.Int64).alias("records"))
     links = (pairs.filter(pl.col("match_probability") >= threshold)
              .select(pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String))
@@ -333,8 +339,10 @@ def cluster_graph_metrics(clusters: pl.DataFrame, pairs: pl.DataFrame, threshold
                for (c,), g in links.join(sparse, on="cluster_id", how="semi").group_by("cluster_id")}
     metrics = metrics.with_columns(
         pl.col("cluster_id").replace_strict(bridges, default=0, return_dtype=pl.Int64).alias("bridges"))
-    return metrics.select(*METRIC_SCHEMA).cast(METRIC_SCHEMA).sort(["records", "cluster_id"],  # type: ignore[arg-type]
-                                                                   descending=[True, False])
+    metrics = metrics.select(*METRIC_SCHEMA).cast(METRIC_SCHEMA)  # type: ignore[arg-type]
+    if known is not None:
+        metrics = pl.concat([known, metrics])
+    return metrics.sort(["records", "cluster_id"], descending=[True, False])
 
 
 def largest_clusters(metrics: pl.DataFrame, n: int = 10) -> pl.DataFrame:

@@ -10,7 +10,10 @@ Incremental: records that are new since the previous link, or whose linkage fiel
 (Splink's ``predict_between(existing, new)``) and among themselves (``predict_within(new)``);
 pairs touching changed or vanished records are dropped from the stored pairs and the new
 pairs added. Only the previous persons reached by a touched record or a new link (at the
-clustering threshold) are re-clustered; every other person keeps its records as they were.
+clustering threshold) are re-clustered; every other person keeps its records as they were. The
+over-merge guard and carrying ids forward then work on the re-clustered records alone
+(``cluster_and_carry``): a person kept whole keeps its id and logs no change, so the ids and the
+change log are those working on every record gives (tested against it on random worlds).
 Term frequencies are computed over all current records, as a full prediction would; stored
 pairs keep the scores they were given.
 
@@ -32,7 +35,8 @@ import polars as pl
 from datafirst_assets.common.pairs import ordered_pairs
 from datafirst_assets.common.sql import quote_identifier
 from datafirst_assets.linkage.backend import release_db_api
-from datafirst_assets.linkage.cluster import cluster_pairs, clusters_from_edges
+from datafirst_assets.linkage.cluster import cluster_pairs
+from datafirst_assets.linkage.disjoint_sets import component_minimum
 from datafirst_assets.linkage.predict import (
     PAIR_COLUMNS,
     check_blocking_pairs,
@@ -47,6 +51,7 @@ from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UN
 from datafirst_assets.linkage.stable_ids import (
     CHANGE_SCHEMA,
     PERSON_ID,
+    CarriedIds,
     carry_forward_ids,
     next_free_id,
 )
@@ -204,6 +209,60 @@ def _linked_to(links: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([left, right]).unique()
 
 
+def affected_records(previous: pl.DataFrame, links: pl.DataFrame, touched: pl.Series) -> pl.DataFrame:
+    """``record_id`` of every record whose person may change: the touched records (new, changed or
+    removed), the records of the previous persons they belonged to, everything linked to those, the
+    persons of those... to a fixed point. Grown from the records added in the last round only (the
+    closure of a union is the union of the closures), so each round reads only its frontier's links
+    and persons, not the whole affected set again."""
+    affected = pl.DataFrame({UNIQUE_ID: touched.cast(pl.String)}).unique()
+    frontier = affected
+    while frontier.height:
+        reach = pl.concat([frontier, _linked_to(links, frontier)]).unique()
+        persons = previous.join(reach, on=UNIQUE_ID, how="semi").select(PERSON_ID).unique()
+        grown = pl.concat([reach, previous.join(persons, on=PERSON_ID, how="semi").select(UNIQUE_ID)]).unique()
+        frontier = grown.join(affected, on=UNIQUE_ID, how="anti")
+        affected = pl.concat([affected, frontier])
+    return affected
+
+
+@dataclass
+class Reclustered:
+    """An incremental re-clustering in two parts: the previous persons no touched record reaches,
+    kept whole (``kept``: record_id, person_id, as before), and the affected records' new clusters
+    (``redone``: record_id, cluster_id labelled ``r:<smallest record id>``) with the links among them
+    (``links``: record_id_l, record_id_r, match_probability, at or above the threshold)."""
+
+    kept: pl.DataFrame
+    redone: pl.DataFrame
+    links: pl.DataFrame
+
+    def clusters(self) -> pl.DataFrame:
+        """Every record's cluster label: ``p:<person id>`` for the kept, ``r:...`` for the redone."""
+        kept = self.kept.select(UNIQUE_ID, pl.concat_str([pl.lit("p:"), pl.col(PERSON_ID).cast(pl.String)])
+                                .alias("cluster_id"))
+        return pl.concat([kept, self.redone])
+
+
+def recluster_touched(previous: pl.DataFrame, record_ids: pl.Series, pairs: pl.DataFrame, threshold: float,
+                      touched: pl.Series) -> Reclustered:
+    """:func:`recluster` (not ``everything``) in its two parts (:class:`Reclustered`), so that what
+    follows (the guard, carrying ids forward) can work on the affected records only."""
+    ids = pl.DataFrame({UNIQUE_ID: record_ids.cast(pl.String)})
+    links = pairs.filter(pl.col("match_probability") >= threshold).select(
+        pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String), "match_probability")
+    prev = previous.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(PERSON_ID))
+    affected = affected_records(prev, links, touched).join(ids, on=UNIQUE_ID, how="semi")
+    inner = (links.join(affected, left_on="record_id_l", right_on=UNIQUE_ID, how="semi")
+             .join(affected, left_on="record_id_r", right_on=UNIQUE_ID, how="semi"))
+    redone = component_labels(affected.get_column(UNIQUE_ID), inner).with_columns(
+        pl.concat_str([pl.lit("r:"), pl.col("cluster_id")]).alias("cluster_id"))
+    kept = ids.join(affected, on=UNIQUE_ID, how="anti").join(prev, on=UNIQUE_ID, how="left")
+    if kept.get_column(PERSON_ID).null_count():
+        raise ValueError("a record outside the affected set has no previous person")
+    return Reclustered(kept=kept, redone=redone, links=inner)
+
+
 def recluster(previous: pl.DataFrame, record_ids: pl.Series, pairs: pl.DataFrame, threshold: float,
               touched: pl.Series, *, everything: bool = False) -> tuple[pl.DataFrame, int]:
     """record_id -> cluster_id for every id in ``record_ids``: connected components of
@@ -215,32 +274,47 @@ def recluster(previous: pl.DataFrame, record_ids: pl.Series, pairs: pl.DataFrame
     all components (e.g. the threshold moved). Returns the clusters and the number of
     records re-clustered.
     """
-    ids = pl.DataFrame({UNIQUE_ID: record_ids.cast(pl.String)})
-    links = pairs.filter(pl.col("match_probability") >= threshold).select(
-        pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String))
     if everything:
-        return clusters_from_edges(ids.get_column(UNIQUE_ID), links), ids.height
-    prev = previous.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(PERSON_ID))
-    # Grow the affected set to a fixed point: touched records, the persons they belonged to,
-    # everything linked to those, the persons of those...
-    affected = pl.DataFrame({UNIQUE_ID: touched.cast(pl.String)}).unique()
-    while True:
-        reach = pl.concat([affected, _linked_to(links, affected)]).unique()
-        persons = prev.join(reach, on=UNIQUE_ID, how="semi").select(PERSON_ID).unique()
-        grown = pl.concat([reach, prev.join(persons, on=PERSON_ID, how="semi").select(UNIQUE_ID)]).unique()
-        if grown.height == affected.height:
-            break
-        affected = grown
-    affected = affected.join(ids, on=UNIQUE_ID, how="semi")
-    inner = (links.join(affected, left_on="record_id_l", right_on=UNIQUE_ID, how="semi")
-             .join(affected, left_on="record_id_r", right_on=UNIQUE_ID, how="semi"))
-    redone = clusters_from_edges(affected.get_column(UNIQUE_ID), inner).with_columns(
-        pl.concat_str([pl.lit("r:"), pl.col("cluster_id")]).alias("cluster_id"))
-    kept = (ids.join(affected, on=UNIQUE_ID, how="anti").join(prev, on=UNIQUE_ID, how="left")
-            .select(UNIQUE_ID, pl.concat_str([pl.lit("p:"), pl.col(PERSON_ID).cast(pl.String)]).alias("cluster_id")))
-    if kept.get_column("cluster_id").null_count():
-        raise ValueError("a record outside the affected set has no previous person")
-    return pl.concat([kept, redone]), affected.height
+        ids = record_ids.cast(pl.String)
+        links = pairs.filter(pl.col("match_probability") >= threshold).select(
+            pl.col("record_id_l").cast(pl.String), pl.col("record_id_r").cast(pl.String))
+        return component_labels(ids, links), ids.len()
+    parts = recluster_touched(previous, record_ids, pairs, threshold, touched)
+    return parts.clusters(), parts.redone.height
+
+
+def carry_touched(previous: PreviousLink, parts: Reclustered, redone: pl.DataFrame) -> CarriedIds:
+    """``carry_forward_ids`` of every record's cluster (``parts.clusters()`` with ``redone``, the
+    affected records' clusters after the guard, in place of ``parts.redone``), worked out on the
+    affected records only.
+
+    A kept person's records are exactly one previous person's, and no other cluster holds any of
+    them, so it keeps its id and logs no change whatever the rest does; an affected person's
+    records are all affected (the affected set holds whole persons). So the overlaps, contests,
+    minted ids (numbered from the same first free id, in the order of the clusters' smallest
+    records) and changes are those of the affected records and the previous persons they came
+    from alone, and the kept records keep their ids as they were."""
+    before = previous.ids()
+    assert before is not None
+    gone = parts.kept.get_column(PERSON_ID).unique().implode()
+    carried = carry_forward_ids(before.filter(~pl.col(PERSON_ID).is_in(gone)), redone,
+                                first_new_id=previous.next_id(), log_new=before.height > 0)
+    ids = pl.concat([parts.kept.select(UNIQUE_ID, pl.col(PERSON_ID).cast(pl.Int64)), carried.ids]).sort(UNIQUE_ID)
+    return CarriedIds(ids=ids, changes=carried.changes, next_id=carried.next_id)
+
+
+def component_labels(record_ids: pl.Series, edges: pl.DataFrame, *, left: str = "record_id_l",
+                     right: str = "record_id_r") -> pl.DataFrame:
+    """``clusters_from_edges`` (record_id, cluster_id = the component's smallest record id) in
+    whole-array steps (:func:`disjoint_sets.component_minimum`) instead of a union per edge: the
+    records are numbered in sorted order, so a component's smallest number is its smallest id."""
+    ids = record_ids.cast(pl.String).unique().sort()
+    index = pl.DataFrame({UNIQUE_ID: ids, "_i": pl.int_range(ids.len(), dtype=pl.Int64, eager=True)})
+    numbered = (edges.select(pl.col(left).cast(pl.String).alias("_a"), pl.col(right).cast(pl.String).alias("_b"))
+                .join(index.rename({UNIQUE_ID: "_a", "_i": "_l"}), on="_a")
+                .join(index.rename({UNIQUE_ID: "_b", "_i": "_r"}), on="_b"))
+    roots = component_minimum(ids.len(), numbered["_l"].to_numpy(), numbered["_r"].to_numpy())
+    return pl.DataFrame({UNIQUE_ID: ids, "cluster_id": ids.gather(roots)})
 
 
 # ------------------------------------------------------------------------------- runs
@@ -308,6 +382,13 @@ class LinkResult:
     # Pairs at or above the threshold (ids, weight, probability) when ``pairs`` is stored by a
     # query and so is not a frame here.
     links: pl.DataFrame | None = None
+    # Incremental: the previous persons kept whole (same records, same links among them, same id);
+    # None when every person was worked out again.
+    kept_persons: pl.Series | None = None
+    # Incremental: how ``pairs`` differs from the stored pairs: the ids of the stored pairs dropped
+    # (record_id_l, record_id_r) and the pairs added, which ``pairs`` ends with (after the kept
+    # stored pairs, in their order)
+    pair_changes: tuple[pl.DataFrame, pl.DataFrame] | None = None
 
     def threshold_links(self) -> pl.DataFrame:
         """The scored pairs that link at the clustering threshold, as a polars frame."""
@@ -327,6 +408,43 @@ class LinkResult:
 def _carry(previous: PreviousLink | None, clusters: pl.DataFrame) -> Any:
     previous = previous or PreviousLink()
     return carry_forward_ids(previous.ids(), clusters, first_new_id=previous.next_id())
+
+
+
+def cluster_and_carry(previous: PreviousLink, record_ids: pl.Series, pairs: pl.DataFrame, records: pl.DataFrame,
+                      threshold: float, touched: pl.Series, *, everything: bool = False,
+                      timings: dict[str, float] | None = None, started: float | None = None) -> tuple:
+    """An incremental link's clusters (guarded) and carried-forward ids: (``CarriedIds``, the guard's
+    ``GuardResult``, records re-clustered, persons kept). ``everything`` (the threshold moved) re-clusters, guards
+    and carries over every record; otherwise only the records a touched record reaches are worked
+    on and every other previous person is kept as it was (the same ids, changes and guard counts as
+    working on everything: see :func:`carry_touched`), and the previous persons kept whole (None
+    with ``everything``). ``timings`` gets "cluster" and "ids" seconds."""
+    timings = {} if timings is None else timings
+    t = time.perf_counter() if started is None else started
+    if everything:
+        clusters, reclustered = recluster(previous.ids(), record_ids, pairs, threshold, touched,  # type: ignore[arg-type]
+                                          everything=True)
+        guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
+        timings["cluster"] = time.perf_counter() - t
+        t = time.perf_counter()
+        carried, kept = _carry(previous, guarded.clusters), None
+    else:
+        parts = recluster_touched(previous.ids(), record_ids, pairs, threshold, touched)  # type: ignore[arg-type]
+        reclustered = parts.redone.height
+        # The guard only on the affected records' clusters: a kept person is one the guard left
+        # whole last time, with the same records (a record whose fields changed is touched), so it
+        # carries no two people and the guard would leave it as it is.
+        affected = parts.redone.get_column(UNIQUE_ID).implode()
+        guarded = split_conflicting_clusters(parts.redone, parts.links,
+                                             records.filter(pl.col(UNIQUE_ID).cast(pl.String).is_in(affected)),
+                                             threshold)
+        timings["cluster"] = time.perf_counter() - t
+        t = time.perf_counter()
+        carried = carry_touched(previous, parts, guarded.clusters)
+        kept = parts.kept.get_column(PERSON_ID).unique().sort()
+    timings["ids"] = time.perf_counter() - t
+    return carried, guarded, reclustered, kept
 
 
 def link_full(records: pl.DataFrame, model: TrainedModel, db_api, *,
@@ -425,15 +543,11 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
     kept = (stored.join(touched, left_on="record_id_l", right_on=UNIQUE_ID, how="anti")
             .join(touched, left_on="record_id_r", right_on=UNIQUE_ID, how="anti"))
     pairs = pl.concat([kept, fresh], how="diagonal_relaxed") if fresh.height else kept
-    clusters, reclustered = recluster(previous.ids(), hashes.get_column(UNIQUE_ID), pairs, threshold,  # type: ignore[arg-type]
-                                      changes.touched, everything=threshold != before)
-    guarded = split_conflicting_clusters(clusters, pairs, records, threshold)
-    clusters = guarded.clusters
-    timings["cluster"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    carried = _carry(previous, clusters)
-    timings["ids"] = time.perf_counter() - t
+    dropped = stored.filter(pl.col("record_id_l").is_in(changes.touched.implode())
+                            | pl.col("record_id_r").is_in(changes.touched.implode())).select("record_id_l", "record_id_r")
+    carried, guarded, reclustered, kept_persons = cluster_and_carry(
+        previous, hashes.get_column(UNIQUE_ID), pairs, records, threshold, changes.touched,
+        everything=threshold != before, timings=timings, started=t)
     return LinkResult(
         ids=carried.ids, pairs=pairs, changes=carried.changes, hashes=hashes, threshold=threshold,
         threshold_source=source, mode="incremental",
@@ -442,7 +556,7 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
         stats={"records": records.height, "new_records": changes.new.len(), "changed_records": changes.changed.len(),
                "removed_records": changes.removed.len(), "new_pairs": fresh.height, "pairs": pairs.height,
                "reclustered": reclustered, **carried.counts(), **guarded.stats},
-        timings=timings)
+        timings=timings, kept_persons=kept_persons, pair_changes=(dropped, pairs.slice(kept.height)))
 
 
 # ---------------------------------------------------------------------------- models
@@ -479,5 +593,5 @@ def model_to_reuse(doc: dict[str, Any] | None, trained_records: int | None, reco
 
 __all__ = [
     "KEEP_PAIRS_ABOVE", "MODES", "CHANGE_SCHEMA", "record_hashes", "diff_records", "score_new_records",
-    "recluster", "PreviousLink", "LinkResult", "link_full", "link_incremental", "model_to_reuse",
+    "recluster", "recluster_touched", "carry_touched", "cluster_and_carry", "PreviousLink", "LinkResult", "link_full", "link_incremental", "model_to_reuse",
 ]

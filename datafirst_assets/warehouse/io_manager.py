@@ -193,7 +193,8 @@ class WarehouseIOManager(ConfigurableIOManager):
             elif isinstance(obj, WarehouseQuery):
                 source = obj.sql
             elif isinstance(obj, ChangedRows):
-                source = obj.rewrite  # what is written whole when the changes cannot be applied in place
+                # what is written whole when the changes cannot be applied in place
+                source = obj.rewrite if isinstance(obj.rewrite, str) else obj.rewrite.to_arrow()
             else:
                 raise TypeError(f"{context.asset_key.to_user_string()}: the warehouse stores polars frames "
                                 f"or WarehouseQuery, not {type(obj).__name__}")
@@ -413,8 +414,10 @@ class ChangedRows:
     deletes: pl.DataFrame      # key values of stored rows that are no longer in the table
     updates: pl.DataFrame      # new versions of stored rows (same key), every column
     inserts: pl.DataFrame      # new rows, every column, appended in this order
-    expected: str              # SELECT: the whole table as it must be afterwards (in any order)
-    rewrite: str               # SELECT: the same rows in the table's order (written when not in place)
+    # SELECT: the whole table as it must be afterwards (in any order); or that table as a frame
+    expected: str | pl.DataFrame
+    # SELECT: the same rows in the table's order (written when not in place); or them as a frame
+    rewrite: str | pl.DataFrame
     validated_before: str | None  # `contract_content` of the stored table when last validated whole
     appendable: bool = True    # the new rows sort after every stored one (else the table is rewritten)
     expected_sums: tuple[int, int] | None = None  # `content_sums(expected)`, when already computed
@@ -484,9 +487,20 @@ def _after_problem(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedR
     sums = content_sums(conn, f"select * from {name}")
     if duplicates(conn, name, changes.key):
         return "the changed table has duplicate keys", sums
-    if sums != (changes.expected_sums or content_sums(conn, changes.expected)):
+    if sums != (changes.expected_sums or _expected_sums(conn, changes.expected)):
         return "the changed table differs from the expected one", sums
     return None, sums
+
+
+def _expected_sums(conn: duckdb.DuckDBPyConnection, expected: str | pl.DataFrame) -> tuple[int, int]:
+    if isinstance(expected, str):
+        return content_sums(conn, expected)
+    view = f"__expected_{secrets.token_hex(4)}"
+    conn.register(view, expected.to_arrow())
+    try:
+        return content_sums(conn, f"select * from {view}")
+    finally:
+        conn.unregister(view)
 
 
 def duplicates(conn: duckdb.DuckDBPyConnection, name: str, key: Sequence[str]) -> int:
