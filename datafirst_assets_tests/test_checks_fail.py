@@ -402,14 +402,14 @@ def test_derived_gates_refuse_identifiers_and_broken_rows(tmp_path, monkeypatch)
         for (s, t), frame in tables.items():
             yield Output(frame, output_name=f"{s}__{t}")
 
-    real = derived_defs.person_journeys
+    real = derived_defs.journeys_by_person
 
     def broken(release_tables, **kwargs):  # a PNC where the ethnicity goes, an age of 500
-        frame = real(release_tables, **kwargs)
+        frame, state, computed = real(release_tables, **kwargs)
         return frame.with_columns(pl.lit("1990/0012345Z").alias("ethnicity"), pl.lit(500, pl.Int32).alias(
-            "age_at_first_contact"))
+            "age_at_first_contact")), state, computed
 
-    monkeypatch.setattr(derived_defs, "person_journeys", broken)
+    monkeypatch.setattr(derived_defs, "journeys_by_person", broken)
     result = materialize([release, *derived_defs.derived_assets(("deidentified",))], raise_on_error=False,
                          resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "wh.duckdb")),
                                     "warehouse": derived_defs.Warehouse(database=str(tmp_path / "wh.duckdb")),
@@ -423,6 +423,8 @@ def test_derived_gates_refuse_identifiers_and_broken_rows(tmp_path, monkeypatch)
     assert not any(t.startswith("derived_") or t.startswith("catalogue_") for t in _tables(tmp_path / "wh.duckdb"))
     ran = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events() if m.asset_key}
     assert not any(k.startswith("derived/") or k.startswith("catalogue/") for k in ran)  # the profile never ran
+    state = derived_defs.journeys_state_folder(tmp_path)  # nor was the refused journeys' per-person state kept
+    assert not state.exists() or not any(state.iterdir())
 
 
 # --- accuracy: accuracy_evidence (no truth read), accuracy_floors and estimates_match_measured (truth) -----
