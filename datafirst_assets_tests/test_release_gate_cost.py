@@ -210,3 +210,34 @@ def test_only_content_validated_against_the_release_schemas_very_rules_holds_wit
             table_key = AssetKey([kind, source, name])
             assert release_spec_of(table_key) == table
             assert [c.name for c in contract_for(table_key).columns.values()] == list(table.column_names)
+
+
+def test_identifiers_read_as_series_only_find_what_the_sets_find_and_cannot_be_merged():
+    import pytest
+
+    from datafirst_assets.deidentify.release import deidentify_source
+    from datafirst_assets.deidentify.pii_gate import raw_identifiers
+    from datafirst_assets.sources.registry import SOURCES
+    from datafirst_assets.release.gates import _dataset_identifiers, _without_column_names
+    from datafirst_assets_tests.test_deidentify import magistrates_extract
+
+    extract, source = magistrates_extract(), SOURCES["magistrates"]
+    with_sets, series_only = raw_identifiers(source, extract), raw_identifiers(source, extract, sets=False)
+    assert series_only.series_only and not (series_only.names or series_only.addresses or series_only.system_ids)
+    for kind in ("name", "address", "system_id"):
+        assert sorted(series_only.series(kind).to_list()) == sorted(with_sets.series(kind).to_list())
+        assert series_only.series(kind).len() > 0
+    flatfile = deidentify_source(source, extract).tables["hocas_flatfile"]
+    planted = flatfile.with_columns(pl.lit("WHITFORD").alias("court_code"), pl.lit("CASE00001").alias("plea"),
+                                    pl.lit("12 HIGH STREET").alias("outcome"))
+    spec = release_tables()[("magistrates", "hocas_flatfile")]
+    for frame in (flatfile, planted):  # as the gates scan a table and the catalogues (`_without_column_names`)
+        for known in (_dataset_identifiers("magistrates", {"magistrates": series_only}),
+                      _without_column_names(series_only)):
+            same = (_dataset_identifiers("magistrates", {"magistrates": with_sets}) if known.column_names
+                    else _without_column_names(with_sets))
+            assert scan_table("m.f", frame, known, codes=spec.code_lists) == scan_table("m.f", frame, same,
+                                                                                      codes=spec.code_lists)
+    assert {f.identifier for f in scan_table("m.f", planted, series_only)} >= {"name", "system_id", "address"}
+    with pytest.raises(ValueError):
+        RawIdentifiers().update(series_only)

@@ -213,7 +213,7 @@ def _raw_identifiers(warehouse: Warehouse) -> Mapping[str, RawIdentifiers]:
                         f"select {', '.join(columns)} from staged_{source.key}.{table.name}").to_arrow_table())
                 except duckdb.CatalogException:  # never staged (partial graphs in tests): nothing to compare
                     continue
-        return raw_identifiers(source, frames)
+        return raw_identifiers(source, frames, sets=False)  # the gates read the series only
 
     return ComputedOnUse(list(SOURCES), load, keep=1)
 
