@@ -51,35 +51,3 @@ def test_mapped_and_computed_on_use(stored):
     calls = []
     computed = ComputedOnUse("ab", lambda key: calls.append(key) or key.upper(), keep=1)
     assert [computed[k] for k in "aab"] == ["A", "A", "B"] and calls == ["a", "b"]
-
-
-def test_a_table_ordered_by_one_column_is_sorted_as_duckdb_reads_it_unless_that_order_is_not_polars_own(tmp_path):
-    import random
-
-    from datafirst_assets.warehouse.lazy_tables import strictly_increasing
-
-    database = str(tmp_path / "w.duckdb")
-    rng = random.Random(7)
-    keys = [f"{rng.getrandbits(64):016x}" for _ in range(5000)] + ["Zed", "zed", "ÿ", "é", "e", "", "10", "9"]
-    rng.shuffle(keys)
-    frames = {
-        "unique": pl.DataFrame({"k": keys, "v": range(len(keys))}),
-        "ties": pl.DataFrame({"k": ["b", "a", "b", "a"], "v": [1, 2, 3, 4]}),  # equal keys: no single order
-        "nulls": pl.DataFrame({"k": ["b", None, "a"], "v": [1, 2, 3]}),
-        "numbers": pl.DataFrame({"k": [3.5, -1.0, 2.0, float("nan")], "v": [1, 2, 3, 4]}),
-    }
-    with warehouse_cursor(database) as conn:
-        conn.execute("create schema s")
-        for name, frame in frames.items():
-            conn.register("f", frame.to_arrow())
-            conn.execute(f"create table s.{name} as select * from f")
-            conn.unregister("f")
-    tables = LoadedOnUse({name: StoredTable(database, "s", name) for name in frames}, keep=1,
-                         order_by=lambda _key: ["k"])
-    for name in ("unique", "numbers"):  # the same frame as polars' sort gives (NaN last), sorted by DuckDB alone
-        assert tables[name].equals(frames[name].sort("k", nulls_last=True)) and tables.sorted_in_polars == 0
-    for name in ("ties", "nulls"):  # not provably polars' order: polars sorts it, as before
-        before = tables.sorted_in_polars
-        assert tables[name].sort("k", "v", nulls_last=True).equals(frames[name].sort("k", "v", nulls_last=True))
-        assert tables.sorted_in_polars == before + 1 and not strictly_increasing(tables[name]["k"])
-    assert strictly_increasing(pl.Series([1])) and strictly_increasing(pl.Series([], dtype=pl.String))
