@@ -2,6 +2,9 @@
 
 * A changed table is read from the warehouse once (its gates, checksum and file), not once for its
   gates and again for its file.
+* A table whose very content the warehouse validated, every row, against its contract when it wrote
+  it (the rules of its release schema) is not validated again; changed after that write, it is.
+* Each dataset's raw identifiers are read as the scan reads them (series), without Python sets.
 * The PII scan leaves out keyed-hash columns only when that cannot change its findings: their
   contract holds them to 64 hex and no raw identifier of the dataset has that shape.
 * Whatever is skipped, a row carrying a raw identifier is refused and nothing is published: an old,

@@ -408,7 +408,10 @@ class _Checksummed(Mapping):
 
 
 def _content_sha256(frame: pl.DataFrame, spill: Path | None = None) -> str:
-    """SHA-256 of the table's data and schema (Arrow IPC stream): equal content, equal checksum. With
+    """SHA-256 of the table's data and schema (Arrow IPC stream): equal content, equal checksum, as long
+    as the frame is built the same way: the stream carries the bytes under null slots too, which Arrow
+    leaves undefined (the same rows read sorted by DuckDB instead of sorted by polars differ there in a
+    float column with nulls, and so gave other release ids). With
     `spill`, the stream is written there by Arrow and the checksum taken of the file, memory-mapped
     (a Python sink writing as it hashed cost more than reading the table again)."""
     table = _arrow(frame)
