@@ -2,6 +2,9 @@
 
 * A changed table is read from the warehouse once (its gates, checksum and file), not once for its
   gates and again for its file.
+* A table whose very content the warehouse validated, every row, against its contract when it wrote
+  it (the rules of its release schema) is not validated again; changed after that write, it is.
+* Each dataset's raw identifiers are read as the scan reads them (series), without Python sets.
 * The PII scan leaves out keyed-hash columns only when that cannot change its findings: their
   contract holds them to 64 hex and no raw identifier of the dataset has that shape.
 * Whatever is skipped, a row carrying a raw identifier is refused and nothing is published: an old,
@@ -121,3 +124,123 @@ def test_a_changed_table_is_read_once_for_its_gates_checksum_and_file(tmp_path):
     # more changed tables than are held in memory at once: each still read once, not again for its file
     assert _release_metadata(second)["tables_read"] == len(changed)
     assert not [p for p in (tmp_path / "releases").iterdir() if p.name.startswith(".")]  # the spill is gone
+
+
+def _validated_by_the_gate(monkeypatch) -> list[str]:
+    """The names of the schemas the publish gate validates tables against, as it does."""
+    import datafirst_assets.release.gates as gates
+
+    names, validate = [], gates.validate_table
+    monkeypatch.setattr(gates, "validate_table", lambda frame, schema: names.append(schema.name) or validate(frame, schema))
+    return names
+
+
+def _gates_by_table(manifest: dict) -> dict:
+    """Each table's gate results, less its Dagster check results (a fresh instance has none)."""
+    return {(t["source"], t["table"]): {k: v for k, v in t["gates"].items() if k != "checks"} for t in manifest["tables"]}
+
+
+def test_a_table_validated_as_it_was_written_is_not_validated_again_and_the_manifest_is_the_same(tmp_path, monkeypatch):
+    from datafirst_assets_tests.test_gates import _deidentify_run
+    from datafirst_assets_tests.test_deidentify import magistrates_extract
+    from datafirst_assets_tests.test_unchanged_steps import _manifest
+
+    _release_warehouse(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    # magistrates' tables stored by their asset: the IO manager validates every row before it writes them
+    assert _deidentify_run(tmp_path, magistrates_extract(), instance=instance).success
+    validated = _validated_by_the_gate(monkeypatch)
+    published = _publish(tmp_path, instance)
+    assert published.success
+    magistrates = {f"magistrates_{name}" for source, name in release_tables() if source == "magistrates"}
+    assert not magistrates & set(validated)  # their contract holds as written: not validated a second time
+    assert len(validated) == len(release_tables()) - len(magistrates)  # the others' writes recorded nothing
+    assert _release_metadata(published)["contracts_held_as_written"] == len(magistrates)
+    held = _manifest(tmp_path)
+    # the same gates, release id and files as a release that validates every table (no write on record)
+    validated.clear()
+    (tmp_path / "releases" / "LATEST_deidentified").unlink()
+    assert _publish(tmp_path, DagsterInstance.ephemeral()).success
+    assert magistrates <= set(validated)
+    again = _manifest(tmp_path)
+    assert again["release_id"] == held["release_id"]
+    assert _gates_by_table(again) == _gates_by_table(held)
+    strip = lambda m: [{k: v for k, v in t.items() if k != "gates"} for t in m["tables"]]  # noqa: E731
+    assert strip(again) == strip(held)
+
+
+def test_a_table_changed_after_its_validated_write_is_validated_again_and_refused_if_broken(tmp_path, monkeypatch):
+    from datafirst_assets_tests.test_gates import _deidentify_run
+    from datafirst_assets_tests.test_deidentify import magistrates_extract
+
+    _release_warehouse(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    assert _deidentify_run(tmp_path, magistrates_extract(), instance=instance).success
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:  # by hand, after the write: not a hash
+        conn.execute(f"update {FLATFILE} set defendant_case_id_hash = 'not-a-hash' where rowid = 0")
+    validated = _validated_by_the_gate(monkeypatch)
+    result = _publish(tmp_path, instance)
+    assert "magistrates_hocas_flatfile" in validated
+    assert not result.success and "contract magistrates.hocas_flatfile" in _failure_message(result)
+    assert not latest_file(tmp_path / "releases", "deidentified").exists()
+
+
+def test_only_content_validated_against_the_release_schemas_very_rules_holds_without_validating():
+    from dataclasses import replace
+
+    from dagster import AssetKey
+
+    from datafirst_assets.contracts.registry import contract_for, release_spec_of
+    from datafirst_assets.release.gates import validated_against_release_schema
+    from datafirst_assets.warehouse.content import content_of
+
+    spec = release_tables()[("magistrates", "hocas_flatfile")]
+    key = AssetKey(["deidentified", "magistrates", "hocas_flatfile"])
+    contract, contract_spec = contract_for(key).name, release_spec_of(key)
+    written = content_of("fingerprint", contract)
+    assert validated_against_release_schema(contract, contract_spec, spec, "fingerprint", [None, written])
+    assert not validated_against_release_schema(contract, contract_spec, spec, "other content", [written])
+    assert not validated_against_release_schema(contract, contract_spec, spec, "fingerprint", [None])
+    assert not validated_against_release_schema(contract, contract_spec, spec, "missing", [content_of("missing", contract)])
+    assert not validated_against_release_schema(None, None, spec, "fingerprint", [written])
+    # a contract made from another spec (other rules: no unique key) vouches for nothing
+    assert not validated_against_release_schema(contract, replace(contract_spec, unique_key=()), spec, "fingerprint",
+                                                [written])
+    assert release_spec_of(AssetKey(["linkage", "xjs", "lookup"])) is None
+    # every de-identified and synthetic contract is its spec's release schema (the registry builds it so)
+    for kind in ("deidentified", "synthetic"):
+        for (source, name), table in release_tables().items():
+            table_key = AssetKey([kind, source, name])
+            assert release_spec_of(table_key) == table
+            assert [c.name for c in contract_for(table_key).columns.values()] == list(table.column_names)
+
+
+def test_identifiers_read_as_series_only_find_what_the_sets_find_and_cannot_be_merged():
+    import pytest
+
+    from datafirst_assets.deidentify.release import deidentify_source
+    from datafirst_assets.deidentify.pii_gate import raw_identifiers
+    from datafirst_assets.sources.registry import SOURCES
+    from datafirst_assets.release.gates import _dataset_identifiers, _without_column_names
+    from datafirst_assets_tests.test_deidentify import magistrates_extract
+
+    extract, source = magistrates_extract(), SOURCES["magistrates"]
+    with_sets, series_only = raw_identifiers(source, extract), raw_identifiers(source, extract, sets=False)
+    assert series_only.series_only and not (series_only.names or series_only.addresses or series_only.system_ids)
+    for kind in ("name", "address", "system_id"):
+        assert sorted(series_only.series(kind).to_list()) == sorted(with_sets.series(kind).to_list())
+        assert series_only.series(kind).len() > 0
+    flatfile = deidentify_source(source, extract).tables["hocas_flatfile"]
+    planted = flatfile.with_columns(pl.lit("WHITFORD").alias("court_code"), pl.lit("CASE00001").alias("plea"),
+                                    pl.lit("12 HIGH STREET").alias("outcome"))
+    spec = release_tables()[("magistrates", "hocas_flatfile")]
+    for frame in (flatfile, planted):  # as the gates scan a table and the catalogues (`_without_column_names`)
+        for known in (_dataset_identifiers("magistrates", {"magistrates": series_only}),
+                      _without_column_names(series_only)):
+            same = (_dataset_identifiers("magistrates", {"magistrates": with_sets}) if known.column_names
+                    else _without_column_names(with_sets))
+            assert scan_table("m.f", frame, known, codes=spec.code_lists) == scan_table("m.f", frame, same,
+                                                                                      codes=spec.code_lists)
+    assert {f.identifier for f in scan_table("m.f", planted, series_only)} >= {"name", "system_id", "address"}
+    with pytest.raises(ValueError):
+        RawIdentifiers().update(series_only)

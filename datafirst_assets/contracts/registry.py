@@ -16,7 +16,7 @@ import polars as pl
 from dagster import AssetKey
 
 from datafirst_assets.contracts import models
-from datafirst_assets.deidentify.release_spec import release_tables
+from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.deidentify.schemas import release_schema
 from datafirst_assets.raw.delivery import LOAD_COLUMNS, PARTITION_COLUMN
 from datafirst_assets.sources.registry import SOURCES
@@ -116,9 +116,8 @@ def _contract(path: tuple[str, ...]) -> pa.DataFrameSchema | None:
         if path[2] == "clusters":
             extra = {source.person_id_name: pa.Column(pl.Int64, pa.Check.ge(1), description="Per-dataset person id")}
         return _named(LINKAGE_MODELS[path[2]], f"linkage_{path[1]}_{path[2]}", extra)
-    if stage in ("deidentified", "synthetic") and len(path) == 3 and (path[1], path[2]) in release_tables():
-        schema = release_schema(release_tables()[(path[1], path[2])])
-        return copy.copy(schema).set_name(f"{stage}_{path[1]}_{path[2]}")  # shallow: see _named
+    if (spec := _release_spec(path)) is not None:
+        return copy.copy(release_schema(spec)).set_name(f"{stage}_{path[1]}_{path[2]}")  # shallow: see _named
     if stage == "derived" and len(path) == 3:
         schema = _derived(path[2])
         return copy.copy(schema).set_name("_".join(path)) if schema is not None else None
@@ -127,6 +126,18 @@ def _contract(path: tuple[str, ...]) -> pa.DataFrameSchema | None:
     if stage == "release" and len(path) == 2:
         return _named(models.ReleaseSummary, "_".join(path))
     return None
+
+
+def _release_spec(path: tuple[str, ...]) -> ReleaseTable | None:
+    if path[0] in ("deidentified", "synthetic") and len(path) == 3:
+        return release_tables().get((path[1], path[2]))
+    return None
+
+
+def release_spec_of(key: AssetKey) -> ReleaseTable | None:
+    """The release spec whose `release_schema` (renamed) is the contract of `key`, a de-identified or
+    synthetic table (None for any other table): its rules are that spec's release schema's."""
+    return _release_spec(tuple(key.path))
 
 
 def contract_for(key: AssetKey) -> pa.DataFrameSchema | None:

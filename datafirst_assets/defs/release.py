@@ -37,9 +37,12 @@ from datafirst_assets.deidentify.hash_cache import KeyedHashCache
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
-from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, validated_in_run
+from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
+from datafirst_assets.contracts.registry import contract_for, release_spec_of
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers, identifying_columns, raw_identifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
+from datafirst_assets.release.gates import validated_against_release_schema
 from datafirst_assets.release.publish import (
     ReleaseInfo,
     carried_gates,
@@ -210,7 +213,7 @@ def _raw_identifiers(warehouse: Warehouse) -> Mapping[str, RawIdentifiers]:
                         f"select {', '.join(columns)} from staged_{source.key}.{table.name}").to_arrow_table())
                 except duckdb.CatalogException:  # never staged (partial graphs in tests): nothing to compare
                     continue
-        return raw_identifiers(source, frames)
+        return raw_identifiers(source, frames, sets=False)  # the gates read the series only
 
     return ComputedOnUse(list(SOURCES), load, keep=1)
 
@@ -264,6 +267,26 @@ def _gate_fingerprints(kind: str, inputs: Mapping[tuple[str, str], StoredTable],
         fingerprints[(dataset, name)] = inputs_fingerprint({"table": table, **staged},
                                                            settings=(kind, rule, key_fingerprint()), memo=memo)
     return fingerprints
+
+
+def _contract_held(context: AssetExecutionContext, kind: str, stored: Mapping[tuple[str, str], StoredTable],
+                   specs: Mapping[tuple[str, str], ReleaseTable], memo: Mapping) -> set[tuple[str, str]]:
+    """The tables whose content, as fingerprinted for their gates (in `memo`), the warehouse validated
+    every row of against their release schema's very rules when it wrote them: this run's write (in this
+    process) or the one its latest materialization records (`VALIDATED_CONTENT`; a kept table's carries
+    its write's). Their gates need not validate them again (`release.gates.scan_release`): at 50,000
+    people validating the changed tables a second time was a seventh of an incremental release."""
+    keys = {table_key(kind, *key): key for key in stored}
+    recorded = latest_metadata(context.instance, keys)  # every table's in one look-up
+    held = set()
+    for asset_key, key in keys.items():
+        table = stored[key]
+        in_run = validated_in_run(table.database, table.schema, table.table, context.run.run_id)
+        contract, fingerprint = contract_for(asset_key), memo.get((table.database, table.select_sql()))
+        if validated_against_release_schema(contract.name if contract is not None else None, release_spec_of(asset_key),
+                                            specs[key], fingerprint, [in_run, recorded[asset_key].get(VALIDATED_CONTENT)]):
+            held.add(key)
+    return held
 
 
 def release_catalogues(kind: str, root: Path, inputs: Mapping[tuple[str, str], StoredTable],
@@ -358,6 +381,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         previous = None if linkage.mode == "full" else latest_manifest(linkage.root / "releases", kind)
         carried = carried_gates(previous, fingerprints) if previous is not None else {}
         context.log.info(f"publish gates carried over for {len(carried)} unchanged table(s) of {len(specs)}")
+        held = _contract_held(context, kind, {k: v for k, v in stored.items() if k not in carried}, specs, memo)
         info = write_release(
             linkage.root / "releases", kind, tables, catalogues,
             extract_dates=_extract_dates(warehouse), model_versions=_model_versions(warehouse),
@@ -368,6 +392,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
             risk_rules=None if synthetic else {key: release_settings.risk_rule_for(*key) for key in tables},
             check_results=_check_results(context, kind, tables), gate_fingerprints=fingerprints, carried=carried,
             previous=previous,  # the files of carried tables are linked from it, not written again
+            contract_held=held,  # validated as written: their contracts hold without validating them again
         )
         note = linkage.root / "synthetic" / "README.md"
         if synthetic and note.exists():
@@ -376,7 +401,7 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         return Output(release_summary(info), metadata={
             **_release_metadata(info, linkage.root, synthetic),
             # an unchanged table keeps its gates and file, and its dataset's stored catalogue: it is not read
-            "tables_read": tables.loads, "catalogues_reused": len(reused)})
+            "tables_read": tables.loads, "catalogues_reused": len(reused), "contracts_held_as_written": len(held)})
 
     return _release
 

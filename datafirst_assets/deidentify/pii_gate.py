@@ -56,26 +56,35 @@ class Finding:
 
 @dataclass
 class RawIdentifiers:
-    """The identifying values of one dataset's raw rows, to compare release values against."""
+    """The identifying values of one dataset's raw rows, to compare release values against.
+
+    `series_only`: the values are held as their `series` only and the three sets are left empty
+    (`raw_identifiers(..., sets=False)`, for a scan, which reads the series: at 300,000 people
+    making the sets was a fifth of reading a dataset's identifiers); such identifiers cannot be merged."""
 
     names: set[str] = field(default_factory=set)
     addresses: set[str] = field(default_factory=set)
     system_ids: set[str] = field(default_factory=set)
     column_names: set[str] = field(default_factory=set)
     _series: dict = field(default_factory=dict, repr=False, compare=False)
+    series_only: bool = False
 
     def series(self, kind: str) -> pl.Series:
         """One kind ("name", "address", "system_id") as a polars Series, built once: scanning
         every column against a set rebuilt as a list each time took most of the
         de-identification's time (54 of 93 s for magistrates at 100,000 people)."""
-        values = {"name": self.names, "address": self.addresses, "system_id": self.system_ids}[kind]
         cached = self._series.get(kind)
+        if self.series_only:
+            return cached[1] if cached is not None else pl.Series(kind, [], dtype=pl.String)
+        values = {"name": self.names, "address": self.addresses, "system_id": self.system_ids}[kind]
         if cached is None or cached[0] != len(values):
             cached = (len(values), pl.Series(kind, list(values), dtype=pl.String))
             self._series[kind] = cached
         return cached[1]
 
     def update(self, other: "RawIdentifiers") -> "RawIdentifiers":
+        if self.series_only or other.series_only:
+            raise ValueError("identifiers held as series only cannot be merged")
         self.names |= other.names
         self.addresses |= other.addresses
         self.system_ids |= other.system_ids
@@ -105,13 +114,14 @@ def identifier_columns(table: TableSpec) -> dict[str, tuple[list[str], int]]:
                           MIN_SYSTEM_ID_LENGTH)}
 
 
-def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> RawIdentifiers:
+def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame], *, sets: bool = True) -> RawIdentifiers:
     """Names, addresses and system ids found in a dataset's staged tables (all columns of those kinds).
 
     Each kind's values are gathered as one polars Series first, made distinct, and kept as the
     kind's `series` too: a set per column, then the set made a Series again for the scans, cost
-    most of reading a dataset's identifiers (the release reads every dataset's on each run)."""
-    found = RawIdentifiers(column_names=set(ALWAYS_WITHHELD_NAMES))
+    most of reading a dataset's identifiers (the release reads every dataset's on each run).
+    `sets=False`: the series only (`RawIdentifiers.series_only`), for a caller that only scans."""
+    found = RawIdentifiers(column_names=set(ALWAYS_WITHHELD_NAMES), series_only=not sets)
     parts: dict[str, list[pl.Series]] = {"name": [], "address": [], "system_id": []}
     for table in source.tables:
         frame = staged.get(table.name)
@@ -125,7 +135,8 @@ def raw_identifiers(source: SourceSpec, staged: Mapping[str, pl.DataFrame]) -> R
     for kind, series in parts.items():
         if series:
             values = pl.concat(series).unique().alias(kind)
-            targets[kind].update(values.to_list())
+            if sets:
+                targets[kind].update(values.to_list())
             found._series[kind] = (len(targets[kind]), values)  # the same values: `series` needs not rebuild it
     return found
 

@@ -14,7 +14,7 @@ class with a masked example); what passed is recorded per table in the manifest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 
@@ -33,6 +33,7 @@ from datafirst_assets.deidentify.pii_gate import (
 )
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.deidentify.schemas import release_schema
+from datafirst_assets.warehouse.content import content_of
 
 CATALOGUE_TEXT_COLUMNS = ("values", "min", "median", "max")
 MIN_SHOWN_COUNT = 10
@@ -255,12 +256,28 @@ def scanned_columns(frame: pl.DataFrame, spec: ReleaseTable, contract: ContractR
     return frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in hashed) if hashed else frame
 
 
+def validated_against_release_schema(contract: str | None, contract_spec: ReleaseTable | None, spec: ReleaseTable,
+                                     fingerprint: str | None, validated: Iterable[object]) -> bool:
+    """Whether a stored table's content (its `warehouse.content.table_fingerprint`) is content that was
+    validated, every row, against its warehouse contract `contract` (`validated`: `contract_content`
+    records of such validations, e.g. the IO manager's when it wrote the table), a contract that is the
+    release schema of `contract_spec` (`contracts.registry.release_spec_of`), the very spec the table
+    is published by: the gate's contract (`release_schema(spec)`) then holds on it too."""
+    if contract is None or contract_spec is None or contract_spec != spec or fingerprint in (None, "missing"):
+        return False
+    return content_of(fingerprint, contract) in {getattr(v, "value", v) for v in validated}
+
+
 def _table_gate(kind: str, key: tuple[str, str], frame: pl.DataFrame, spec: ReleaseTable, known: RawIdentifiers,
-                dates_of_birth: pl.Series | None, rule: RiskRule | None, hash_shaped: bool = True) -> TableGate:
+                dates_of_birth: pl.Series | None, rule: RiskRule | None, hash_shaped: bool = True,
+                contract_held: bool = False) -> TableGate:
     """One table's gates: the PII scan (against its dataset's `known` identifiers; `hash_shaped`: some
-    of them look like keyed hashes), contract and risk."""
+    of them look like keyed hashes), contract and risk. `contract_held`: every row of this very content
+    was validated against the release schema's rules already (see `scan_release`), so it holds."""
     source, name = key
-    contract = validate_table(frame, release_schema(spec))
+    schema = release_schema(spec)
+    contract = ContractReport(contract=schema.name or "contract", rows=frame.height) if contract_held \
+        else validate_table(frame, schema)
     scanned = scanned_columns(frame, spec, contract, hash_shaped)
     try:
         findings = scan_table(f"{source}.{name}", scanned, known, dates_of_birth=dates_of_birth, codes=spec.code_lists)
@@ -280,13 +297,17 @@ def scan_release(
     dates_of_birth: Mapping[tuple[str, str], pl.Series] | None = None,
     risk_rules: Mapping[tuple[str, str], RiskRule] | None = None,
     carried: Mapping[tuple[str, str], CarriedGate] | None = None,
+    contract_held: Container[tuple[str, str]] = (),
 ) -> ReleaseGates:
     """Every gate on every table and catalogue of a release about to be published (see the module doc).
 
     Risk is measured (and recorded) on every de-identified table; it refuses the release only when
     `risk_rules` are given (the release asset passes the `release_settings` rule of each table).
     Tables in `carried` keep the previous release's gate results (see `CarriedGate`); catalogues
-    are always scanned."""
+    are always scanned. Tables in `contract_held` are not validated against their contract again:
+    the caller knows that every row of exactly the content read was validated against the same
+    rules (the warehouse's contract of the table, when it was written: `defs.release`), and its
+    report is the passing one validating would give; the PII scan and risk still read every row."""
     identifiers = identifiers or {}
     dates_of_birth = dates_of_birth or {}
     gates = ReleaseGates()
@@ -305,7 +326,8 @@ def scan_release(
         hash_shaped = hash_shaped_identifier(known) if to_scan else True
         for key in to_scan:
             gates.tables[key] = _table_gate(kind, key, tables[key], specs[key], known,
-                                            dates_of_birth.get(key), (risk_rules or {}).get(key), hash_shaped)
+                                            dates_of_birth.get(key), (risk_rules or {}).get(key), hash_shaped,
+                                            contract_held=key in contract_held)
         if source not in catalogue_sources:
             continue
         known = _without_column_names(identifiers[source]) if source is not None else RawIdentifiers()

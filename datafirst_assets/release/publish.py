@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +126,7 @@ def write_release(
     gate_fingerprints: Mapping[tuple[str, str], str] | None = None,
     carried: Mapping[tuple[str, str], CarriedGate] | None = None,
     previous: Mapping | None = None,
+    contract_held: Container[tuple[str, str]] = (),
 ) -> ReleaseInfo:
     """Publish `tables` ((source, table) -> frame) with their catalogues under `root`; see the module doc.
 
@@ -139,7 +140,8 @@ def write_release(
     of the release published last under `root`): a carried table's file is linked from that release
     when it is there with the checksum its manifest recorded (the fingerprint covers the table's
     content), instead of being written again; its entry says so (`file_from`, the release that wrote
-    the file, whose id the file's metadata carries).
+    the file, whose id the file's metadata carries). `contract_held`: tables whose content the caller
+    knows was validated, every row, against the rules of their release schema (`release.gates.scan_release`).
     """
     require_publishable_key()
     if kind not in KINDS:
@@ -163,7 +165,7 @@ def write_release(
                                model_versions=model_versions, key_is_development=key_is_development, extra=extra,
                                identifiers=identifiers, dates_of_birth=dates_of_birth, risk_rules=risk_rules,
                                check_results=check_results, gate_fingerprints=gate_fingerprints, carried=carried,
-                               previous=previous)
+                               previous=previous, contract_held=contract_held)
     finally:
         if spill is not None:
             shutil.rmtree(spill, ignore_errors=True)
@@ -174,11 +176,11 @@ def write_release(
 def _gate_and_write(root: Path, kind: str, ordered: _Checksummed, catalogues: Mapping[str, Catalogue],
                     dates: list[str], specs: Mapping[tuple[str, str], ReleaseTable], *, model_versions, key_is_development,
                     extra, identifiers, dates_of_birth, risk_rules, check_results, gate_fingerprints, carried,
-                    previous) -> ReleaseInfo:
+                    previous, contract_held=()) -> ReleaseInfo:
     """`write_release` once its arguments are checked: every gate, then the files (see the module doc)."""
     _check_catalogues(kind, {source for source, _ in ordered}, catalogues)
     gates = scan_release(kind, ordered, specs, catalogues, identifiers=identifiers, dates_of_birth=dates_of_birth,
-                         risk_rules=risk_rules, carried=carried)
+                         risk_rules=risk_rules, carried=carried, contract_held=contract_held)
     refuse_unless_passed(kind, gates)
 
     reused = {key: entry for key in ordered if (entry := _reusable_file(root, previous, key, carried))}
@@ -406,7 +408,10 @@ class _Checksummed(Mapping):
 
 
 def _content_sha256(frame: pl.DataFrame, spill: Path | None = None) -> str:
-    """SHA-256 of the table's data and schema (Arrow IPC stream): equal content, equal checksum. With
+    """SHA-256 of the table's data and schema (Arrow IPC stream): equal content, equal checksum, as long
+    as the frame is built the same way: the stream carries the bytes under null slots too, which Arrow
+    leaves undefined (the same rows read sorted by DuckDB instead of sorted by polars differ there in a
+    float column with nulls, and so gave other release ids). With
     `spill`, the stream is written there by Arrow and the checksum taken of the file, memory-mapped
     (a Python sink writing as it hashed cost more than reading the table again)."""
     table = _arrow(frame)
