@@ -1,6 +1,9 @@
 """Only the changed rows written: the linked table of a new extract as a change to the stored one."""
 
+from datetime import date
+
 import polars as pl
+import pytest
 
 from datafirst_assets.linkage.records import add_person_ids, person_ids_sql
 from datafirst_assets.warehouse.io_manager import apply_changed_rows, changes_to
@@ -85,3 +88,64 @@ def test_changed_rows_may_give_the_expected_table_as_a_frame(tmp_path):
             assert reason == wanted
             after = _read(conn, "select * from pairs").sort("a", "b")
             assert after.equals((expected if wanted is None else stored).sort("a", "b"))
+
+
+_STORED = pl.DataFrame({"id": ["a", "b", "c", "d"], "n": [1, 2, None, 4], "x": [0.5, -0.0, None, 2.5],
+                        "day": pl.Series([date(2024, 1, 1), None, date(2024, 2, 1), date(2024, 3, 1)]),
+                        "flag": [True, None, False, True]})
+# the expected table: b deleted, c updated (where it is), e appended
+_EXPECTED = pl.concat([_STORED.filter(pl.col("id") != "b").with_columns(
+    n=pl.when(pl.col("id") == "c").then(pl.lit(30, dtype=pl.Int64)).otherwise(pl.col("n"))),
+    pl.DataFrame({"id": ["e"], "n": [5], "x": [1.0], "day": [date(2024, 4, 1)], "flag": [None]},
+                 schema=_STORED.schema)])
+_RIGHT = {"deletes": _STORED.filter(pl.col("id") == "b").select("id"), "updates": _EXPECTED.filter(pl.col("id") == "c"),
+          "inserts": _EXPECTED.filter(pl.col("id") == "e")}
+
+
+def _apply(tmp_path, stored: pl.DataFrame, **wrong) -> tuple[str | None, tuple[int, int], pl.DataFrame, tuple[int, int]]:
+    """A change applied in place to `stored` (the right one, but for `wrong` parts): the reason it was
+    refused, the sums it reports, the table after it (committed when accepted), its content sums."""
+    from datafirst_assets.warehouse.content import content_sums
+    from datafirst_assets.warehouse.io_manager import ChangedRows
+
+    parts = {**_RIGHT, **wrong}
+    change = ChangedRows(key=("id",), **parts, expected=_EXPECTED, rewrite=_EXPECTED, validated_before=None)
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        _write(conn, "t", stored)
+        conn.execute("begin")
+        reason, _, sums = apply_changed_rows(conn, "t", "main", "t", change, key=None)
+        conn.execute("rollback" if reason else "commit")
+        return reason, sums, _read(conn, "select * from t").sort("id"), content_sums(conn, "select * from t")
+
+
+def test_a_right_change_reports_the_sums_of_the_table_it_leaves(tmp_path):
+    """The changed table is not hashed again: its sums are the stored ones less the removed rows' plus
+    the written rows' (nulls, floats, dates, booleans), equal to hashing the table it left."""
+    reason, sums, after, hashed = _apply(tmp_path, _STORED)
+    assert reason is None and after.equals(_EXPECTED.sort("id")) and sums == hashed
+
+
+@pytest.mark.parametrize(("wrong", "why"), [
+    ({"deletes": _STORED.head(0).select("id")}, "the changed table differs from the expected one"),  # b kept
+    ({"updates": _EXPECTED.filter(pl.col("id") == "c").with_columns(n=pl.lit(31, dtype=pl.Int64))},
+     "the changed table differs from the expected one"),
+    ({"updates": _EXPECTED.filter(pl.col("id") == "e")}, "an updated row is not stored"),
+    ({"inserts": pl.concat([_RIGHT["inserts"], _STORED.filter(pl.col("id") == "a")])},
+     "the changed table has duplicate keys"),  # a inserted again
+    ({"deletes": pl.DataFrame({"id": ["b", "b"]})}, "the change names a key twice"),
+    ({"deletes": pl.DataFrame({"id": ["b", "c"]})}, "the change names a key twice"),  # c deleted and updated
+], ids=["a delete missing", "a wrong update", "an update of no stored row", "a stored key inserted",
+        "a key deleted twice", "a key deleted and updated"])
+def test_a_wrong_change_is_refused_and_leaves_the_table_unchanged(tmp_path, wrong, why):
+    """A change that does not make the expected table is caught (the IO manager then rewrites the table
+    from `rewrite` in the same transaction): verification is not skipped for any part of it."""
+    reason, _, after, _ = _apply(tmp_path, _STORED, **wrong)
+    assert reason == why and after.equals(_STORED.sort("id"))
+
+
+def test_a_stored_table_with_duplicate_keys_is_not_changed_in_place(tmp_path):
+    """Without a contract saying the key is unique, the stored key is counted: a duplicated key would
+    make the accounting of the rows removed wrong."""
+    stored = pl.concat([_STORED, _STORED.filter(pl.col("id") == "a")])
+    reason, _, after, _ = _apply(tmp_path, stored)
+    assert reason == "the stored table has duplicate keys" and after.equals(stored.sort("id"))

@@ -54,6 +54,7 @@ from datafirst_assets.contracts.wiring import check_before_store, check_in_datab
 from datafirst_assets.defs.event_log import keep_event_log_open
 from datafirst_assets.defs.memory import release_between_steps
 from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.contracts.core import unique_sets
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.content import (
     TABLE_FINGERPRINT,
@@ -62,7 +63,6 @@ from datafirst_assets.warehouse.content import (
     VALIDATED_PARTITIONS,
     content_of,
     content_sums,
-    contract_content,
     fingerprint_of,
     partition_contents,
     recorded_fingerprint,
@@ -400,8 +400,12 @@ def _add_new_columns(conn, target: StoredTable, new: dict[str, str], existing: d
 #    differ, or the new rows would not sort after the stored ones, the table is rewritten from
 #    `expected` (validated whole, as any SQL output).
 # 2. The updated and appended rows are validated against the contract before anything is written.
-# 3. Delete, update, insert; then the unique key is checked on the whole table and the table's
-#    content (row count and the sum of its rows' hashes, in DuckDB) must equal `expected`'s. Any
+# 3. Delete, update, insert; then the changed table's content (row count and the sum of its rows'
+#    hashes, in DuckDB) must equal `expected`'s, its key unique. The changed table is not hashed
+#    again: the sums are additive, so they are the stored table's (the pass of step 1) less the
+#    removed rows' (summed in that same pass, joined by key to the change) plus the written rows'.
+#    That is exact because each statement is checked to change exactly the rows counted (keys named
+#    once, the stored key unique, every updated key stored, no inserted key kept, row counts). Any
 #    difference rewrites the table from `expected` in the same transaction, so the stored table is
 #    always exactly `expected`: the in-place path only saves work.
 
@@ -427,27 +431,93 @@ class ChangedRows:
         return self.deletes.height + self.updates.height + self.inserts.height
 
 
-def _why_not_in_place(conn: duckdb.DuckDBPyConnection, name: str, schema: str, table: str,
-                      changes: ChangedRows, key: AssetKey | None, frame_columns: dict[str, str]) -> str | None:
-    """Why the table must be rewritten whole (None: it can be changed in place)."""
-    stored = table_columns(conn, schema, table)
-    if not stored:
-        return "no stored table"
-    if list(stored.items()) != list(frame_columns.items()):
-        return "the stored columns differ"
-    if not changes.appendable:
-        return "new rows sort before stored ones"
-    contract = contract_for(key) if key is not None else None
-    if contract is not None:
-        database = conn.execute("select current_database()").fetchall()[0][0]
-        if changes.validated_before != contract_content(conn, StoredTable(database, schema, table), contract.name):
-            return "the stored table is not the content last validated whole"
-    return None
-
-
 def _columns_of(conn: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
     relation = conn.table(view)
     return dict(zip(relation.columns, map(str, relation.types)))
+
+
+def _why_not_in_place(conn: duckdb.DuckDBPyConnection, schema: str, table: str, changes: ChangedRows,
+                      frame_columns: dict[str, str], views: dict[str, str]) -> str | None:
+    """Why the table must be rewritten whole, seen before reading it (None: go on)."""
+    stored = table_columns(conn, schema, table)
+    if not stored:
+        return "no stored table"
+    if list(stored.items()) != list(frame_columns.items()) or (
+            changes.inserts.height and list(_columns_of(conn, views["inserts"]).items()) != list(stored.items())):
+        return "the stored columns differ"
+    if not changes.appendable:
+        return "new rows sort before stored ones"
+    # each key once among the rows deleted or updated, and once among those inserted: then every
+    # statement below changes exactly the rows `_stored_sums` counts (a key may be deleted and inserted)
+    for parts in (("deletes", "updates"), ("inserts",)):
+        keys = _key_union(changes, views, parts)
+        if keys and conn.execute(f"select count(*) from (select * from ({keys}) group by all having count(*) > 1)"
+                                 ).fetchall()[0][0]:
+            return "the change names a key twice"
+    return None
+
+
+def _key_union(changes: ChangedRows, views: dict[str, str], parts: Sequence[str], kind: bool = False) -> str:
+    """SELECT of the key columns of the non-empty `parts` of the change (with the part's name)."""
+    keys = ", ".join(map(quote_identifier, changes.key))
+    return " union all ".join(f"select {keys}{f', {quote_literal(part)} as _kind' if kind else ''} from {views[part]}"
+                              for part in parts if getattr(changes, part).height)
+
+
+@dataclass(frozen=True)
+class _Before:
+    """The stored table before the change, from one pass over it (`_stored_sums`)."""
+
+    rows: int
+    hashes: int
+    removed_rows: int     # rows whose key is deleted or updated (their old versions leave the table)
+    removed_hashes: int
+    deleted: int          # rows whose key is deleted
+    updated: int          # rows whose key is updated
+    collisions: int       # rows, not deleted, whose key an inserted row has too
+
+
+def _stored_sums(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows, views: dict[str, str]) -> _Before:
+    """`content_sums` of the stored table, and of the rows the change removes, with the counts that
+    say whether it applies exactly: one pass over the table (joined by key to the small change)."""
+    joins, removed, inserted = "", _key_union(changes, views, ("deletes", "updates"), kind=True), \
+        _key_union(changes, views, ("inserts",))
+    kind, hit = "null::varchar", "false"
+    if removed:
+        on = " and ".join(f"_t.{quote_identifier(k)} = _k.{quote_identifier(k)}" for k in changes.key)
+        joins += f" left join ({removed}) _k on {on}"
+        kind = "_k._kind"
+    if inserted:
+        on = " and ".join(f"_t.{quote_identifier(k)} = _i.{quote_identifier(k)}" for k in changes.key)
+        joins += f" left join (select *, true as _hit from ({inserted})) _i on {on}"
+        hit = "_i._hit is not null"
+    # `hash(_t)`: the row of the stored table, the same struct `content_sums` hashes
+    row = f"select {kind} as _kind, {hit} as _hit, hash(_t)::hugeint as _h from {name} _t{joins}"
+    found = conn.execute(
+        f"select count(*), coalesce(sum(_h), 0), count(_kind), coalesce(sum(_h) filter (where _kind is not null), 0), "
+        "count(*) filter (where _kind = 'deletes'), count(*) filter (where _kind = 'updates'), "
+        f"count(*) filter (where _hit and _kind is distinct from 'deletes') from ({row}) _r").fetchall()[0]
+    return _Before(*map(int, found))
+
+
+def _stored_problem(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows, key: AssetKey | None,
+                    columns: dict[str, str], before: _Before) -> str | None:
+    """Why the stored table cannot be changed in place (None: it can): it must hold the content last
+    validated whole, have a unique key, and each updated key must find its row, no inserted one."""
+    contract = contract_for(key) if key is not None else None
+    if contract is not None and changes.validated_before != content_of(
+            fingerprint_of(columns, before.rows, before.hashes), contract.name):
+        return "the stored table is not the content last validated whole"
+    # a unique key is part of what was validated when the contract says so (every write of the content
+    # validated_before checked it on the whole table); otherwise it is counted
+    if not (contract is not None and any(set(u) <= set(changes.key) for u in unique_sets(contract))) \
+            and duplicates(conn, name, changes.key):
+        return "the stored table has duplicate keys"
+    if before.updated != changes.updates.height:
+        return "an updated row is not stored"
+    if before.collisions:
+        return "the changed table has duplicate keys"  # an inserted key is stored and kept
+    return None
 
 
 def apply_changed_rows(conn: duckdb.DuckDBPyConnection, name: str, schema: str, table: str,
@@ -455,41 +525,53 @@ def apply_changed_rows(conn: duckdb.DuckDBPyConnection, name: str, schema: str, 
     """Inside the caller's transaction: `changes` applied to `name` in place. Returns (None, contract
     metadata of the rows written, `content_sums` of the changed table) when done, or (the reason, {},
     ...) when the caller must rewrite the table from `changes.rewrite` (nothing was left half-changed
-    that a rewrite does not replace)."""
+    that a rewrite does not replace).
+
+    The changed table is not hashed again: sums are additive over rows, so its `content_sums` are the
+    stored table's (one pass, which also checks it holds what was last validated) less those of the
+    rows the change removes (summed in that same pass) plus those of the rows written (the small
+    frames, of the stored column types). That is exact when each statement changed the rows counted
+    (checked: keys named once, stored keys unique, each statement's row count); the result must then
+    equal `expected`'s sums, hashed apart from the change, or the table is rewritten."""
     written = pl.concat([changes.updates, changes.inserts], how="vertical")
     views = {part: f"__changed_{part}_{secrets.token_hex(4)}" for part in ("deletes", "updates", "inserts")}
     for part, view in views.items():
         conn.register(view, getattr(changes, part).to_arrow())
     try:
-        reason = _why_not_in_place(conn, name, schema, table, changes, key, _columns_of(conn, views["updates"]))
+        columns = _columns_of(conn, views["updates"])
+        reason = _why_not_in_place(conn, schema, table, changes, columns, views)
+        before = _stored_sums(conn, name, changes, views) if reason is None else None
+        reason = reason or _stored_problem(conn, name, changes, key, columns, before)  # type: ignore[arg-type]
         if reason is not None:
             return reason, {}, (0, 0)
         contract = check_before_store(key, written)  # raises: the caller's transaction rolls back
-        on = " and ".join(f"{name}.{quote_identifier(k)} = _c.{quote_identifier(k)}" for k in changes.key)
-        if changes.deletes.height:
-            conn.execute(f"delete from {name} using {views['deletes']} _c where {on}")
-        if changes.updates.height:
-            columns = [c for c in changes.updates.columns if c not in changes.key]
-            assignments = ", ".join(f"{quote_identifier(c)} = _c.{quote_identifier(c)}" for c in columns)
-            conn.execute(f"update {name} set {assignments} from {views['updates']} _c where {on}")
-        if changes.inserts.height:
-            conn.execute(f"insert into {name} select * from {views['inserts']}")
-        problem, sums = _after_problem(conn, name, changes)
-        return (problem, {}, sums) if problem else (None, contract, sums)
+        counts = _apply(conn, name, changes, views)
+        if counts != (before.deleted, before.updated, changes.inserts.height):  # type: ignore[union-attr]
+            return "a statement changed other rows than counted", {}, (0, 0)
+        parts = [f"select * from {views[p]}" for p in ("updates", "inserts") if getattr(changes, p).height]
+        added = content_sums(conn, " union all ".join(parts)) if parts else (0, 0)
+        sums = (before.rows - before.removed_rows + added[0], before.hashes - before.removed_hashes + added[1])  # type: ignore[union-attr]
+        if sums != (changes.expected_sums or _expected_sums(conn, changes.expected)):
+            return "the changed table differs from the expected one", {}, sums
+        return None, contract, sums
     finally:
         for view in views.values():
             conn.unregister(view)
 
 
-def _after_problem(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows) -> tuple[str | None, tuple[int, int]]:
-    """Whether the changed table is exactly `expected`, with its key unique (None, else why not), and
-    its `content_sums`."""
-    sums = content_sums(conn, f"select * from {name}")
-    if duplicates(conn, name, changes.key):
-        return "the changed table has duplicate keys", sums
-    if sums != (changes.expected_sums or _expected_sums(conn, changes.expected)):
-        return "the changed table differs from the expected one", sums
-    return None, sums
+def _apply(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows, views: dict[str, str]) -> tuple[int, int, int]:
+    """Delete, update where they are, append; the rows each statement changed."""
+    on = " and ".join(f"{name}.{quote_identifier(k)} = _c.{quote_identifier(k)}" for k in changes.key)
+    counts = [0, 0, 0]
+    if changes.deletes.height:
+        counts[0] = conn.execute(f"delete from {name} using {views['deletes']} _c where {on}").fetchall()[0][0]
+    if changes.updates.height:
+        columns = [c for c in changes.updates.columns if c not in changes.key]
+        assignments = ", ".join(f"{quote_identifier(c)} = _c.{quote_identifier(c)}" for c in columns)
+        counts[1] = conn.execute(f"update {name} set {assignments} from {views['updates']} _c where {on}").fetchall()[0][0]
+    if changes.inserts.height:
+        counts[2] = conn.execute(f"insert into {name} select * from {views['inserts']}").fetchall()[0][0]
+    return int(counts[0]), int(counts[1]), int(counts[2])
 
 
 def _expected_sums(conn: duckdb.DuckDBPyConnection, expected: str | pl.DataFrame) -> tuple[int, int]:
