@@ -8,6 +8,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 """
 
 import json
+import secrets
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,6 +53,8 @@ from datafirst_assets.linkage.incremental import (
     link_incremental,
     model_to_reuse,
 )
+from datafirst_assets.common.partitions import PARTITION_COLUMN
+from datafirst_assets.common.sql import quote_identifier
 from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.linkage.quality_parts import graph_digest, load_graph, load_kept, load_part, save_graph, save_part
 from datafirst_assets.linkage.quality import (
@@ -63,7 +66,15 @@ from datafirst_assets.linkage.quality import (
 )
 from datafirst_assets.linkage.metrics import read_labels, review_queue, write_review_sample
 from datafirst_assets.reporting import file_url
-from datafirst_assets.linkage.records import add_person_ids, clustering_gaps, person_ids_sql, person_records
+from datafirst_assets.linkage.records import (
+    add_person_ids,
+    changed_partitions,
+    clustering_gaps,
+    person_ids_sql,
+    person_records,
+    records_change,
+    touched_records_sql,
+)
 from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts
 from datafirst_assets.linkage.threshold import (
@@ -89,8 +100,8 @@ from datafirst_assets.linkage.train import (
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import VALIDATED_CONTENT, code_version
-from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, changes_to, table_columns
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, code_version, content_sums, fingerprint_by_partition
+from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, changes_to, frame_sums, table_columns
 from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
 
 
@@ -185,6 +196,11 @@ def labels_threshold(pairs: pl.DataFrame | None, labels_file: Path, record_ids: 
     choice = choose_cluster_threshold(pairs, configured=None, labels_file=labels_file, record_ids=record_ids,
                                       intervals=False, records=records)
     return choice.match_probability if choice.source == "clerical_labels" else None
+
+
+#: person records' metadata: the code and, per extract date, the staged rows they were made from
+#: (``"rows|sum of row hashes"``), so that the next run computes again only the records of changed dates
+STAGED_DATES = "staged_dates"
 
 
 def linkage_key(source: str, name: str) -> AssetKey:
@@ -314,12 +330,65 @@ def _person_records_asset(source: SourceSpec) -> AssetsDefinition:
         "standardised linkage fields only (latest version of each record).",
     )
     def _person_records(context: AssetExecutionContext, staged: StoredTable, linkage: LinkageSettings):
-        fingerprint = inputs_fingerprint({"staged": staged})
+        with warehouse_cursor(staged.database) as conn:  # one pass: the fingerprint and each date's rows
+            whole, parts = fingerprint_by_partition(conn, staged, PARTITION_COLUMN)
+        fingerprint = inputs_fingerprint({"staged": staged}, memo={(staged.database, staged.select_sql()): whole})
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
-        return Output(person_records(staged.to_polars(), source, table), metadata={FINGERPRINT: fingerprint})
+        metadata = {FINGERPRINT: fingerprint, STAGED_DATES: MetadataValue.json({"code": code_version(), "dates": parts})}
+        if linkage.mode != "full" and (changes := _records_changes(context, staged, source, parts)) is not None:
+            return Output(changes, metadata=metadata)  # only the records the changed extract dates touch
+        return Output(person_records(staged.to_polars(), source, table), metadata=metadata)
 
     return _person_records
+
+
+def _records_changes(context: AssetExecutionContext, staged: StoredTable, source: SourceSpec,
+                     dates: dict[str, str]) -> ChangedRows | None:
+    """An incremental run's person records as the change to the stored table: the records of the
+    extract dates whose staged rows changed since the stored table was made (`records.touched_records_sql`)
+    computed again from all their staged rows. None (compute every record) when the stored table's
+    making is not known (no record of its dates, other code) or a date is null. Should the IO manager
+    not apply the change in place (the stored table is not what was last validated, new records sort
+    before stored ones), it writes every record computed afresh."""
+    key, table = context.asset_key, source.person_table
+    previous = {k: getattr(v, "value", v) for k, v in latest_metadata(context.instance, [key])[key].items()}
+    before, validated = previous.get(STAGED_DATES), previous.get(VALIDATED_CONTENT)
+    if not isinstance(before, dict) or before.get("code") != code_version() or validated is None:
+        return None
+    changed = changed_partitions(before["dates"], dates)
+    stored = linkage_table(staged.database, source.key, "person_records")
+    if "None" in changed or not stored.exists():
+        return None
+    touched = f"__touched_{secrets.token_hex(4)}"
+    with warehouse_cursor(staged.database) as conn:
+        conn.execute(f"create temp table {touched} as "
+                     f"{touched_records_sql(staged.select_sql(), stored.select_sql(), table.id_column, changed)}")
+        try:
+            rows = _frame(conn, f"select * from ({staged.select_sql()}) _s where cast("
+                                f"{quote_identifier(table.id_column)} as varchar) in (select record_id from {touched})")
+            stored_rows = _frame(conn, f"{stored.select_sql()} where record_id in (select record_id from {touched})")
+            recomputed = person_records(rows, source, table)
+            if recomputed.schema != stored_rows.schema:
+                return None
+            count, hashes, last = conn.execute(f"select count(*), coalesce(sum(hash(_t)::hugeint), 0), "
+                                               f"max(_t.record_id) from ({stored.select_sql()}) _t").fetchall()[0]
+            gone = content_sums(conn, f"{stored.select_sql()} where record_id in (select record_id from {touched})")
+            new = frame_sums(conn, recomputed)
+        finally:
+            conn.execute(f"drop table if exists {touched}")
+    deletes, updates, inserts = records_change(recomputed, stored_rows)
+    context.log.info(f"person records: extract dates changed {changed}: {len(set(rows[table.id_column]))} "
+                     f"record(s) computed again of {count:,} stored")
+    return ChangedRows(key=("record_id",), deletes=deletes, updates=updates, inserts=inserts, expected=None,
+                       rewrite=lambda: person_records(staged.to_polars(), source, table),
+                       validated_before=validated, expected_sums=(count - gone[0] + new[0], hashes - gone[1] + new[1]),
+                       # appended rows keep the table in record order only when they sort after the rest
+                       appendable=inserts.is_empty() or last is None or inserts["record_id"].min() > last)
+
+
+def _frame(conn, sql: str) -> pl.DataFrame:
+    return pl.from_arrow(conn.sql(sql).to_arrow_table())  # type: ignore[return-value]
 
 
 def _model_asset(source: SourceSpec) -> AssetsDefinition:

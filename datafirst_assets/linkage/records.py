@@ -7,10 +7,12 @@ delivery is linked once, in its latest version.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import polars as pl
 
 from datafirst_assets.common.partitions import PARTITION_COLUMN, latest_versions
-from datafirst_assets.common.sql import quote_identifier
+from datafirst_assets.common.sql import quote_identifier, quote_literal
 from datafirst_assets.sources.identifiers import company_key, looks_like_company, name_key
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
 from datafirst_assets.staging.standardise import ORIGINAL_SUFFIX
@@ -108,3 +110,34 @@ def person_records(staged: pl.DataFrame, source: SourceSpec, table: TableSpec) -
         )
         .sort("record_id")
     )
+
+
+# ------------------------------------------------- a new extract: only the records it can touch
+
+def changed_partitions(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """Extract dates whose staged rows differ from those the stored person records were made from
+    (per date: ``"rows|sum of row hashes"``, `content.fingerprint_by_partition`): new, changed or gone."""
+    return sorted(p for p in {*before, *now} if before.get(p) != now.get(p))
+
+
+def touched_records_sql(staged_sql: str, records_sql: str, id_column: str, partitions: Sequence[str]) -> str:
+    """A DuckDB SELECT of the ids (``record_id``) of every person record that rows of the changed
+    `partitions` can touch: a record with a row in one of them now (new, re-sent, or changed), and a
+    stored record taken from one (its version may have gone). Any other record's rows are all in
+    unchanged dates and its stored row came from one of them, so it is as stored: a record's row is
+    computed from that record's rows only (`person_records`)."""
+    dates = ", ".join(map(quote_literal, partitions)) or "null"
+    date = quote_identifier(PARTITION_COLUMN)
+    return (f"select cast({quote_identifier(id_column)} as varchar) as record_id from ({staged_sql}) _s "
+            f"where cast({date} as varchar) in ({dates}) union "
+            f"select record_id from ({records_sql}) _r where cast({date} as varchar) in ({dates})")
+
+
+def records_change(recomputed: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(deletes, updates, inserts) turning `stored` (the stored rows of the touched records) into
+    `recomputed` (their rows now, `person_records` of every staged row of those records): a record
+    gone is deleted, one whose row differs in any column updated, a new one inserted (in record order)."""
+    differ = recomputed.join(stored, on=recomputed.columns, how="anti", nulls_equal=True)
+    return (stored.join(recomputed, on="record_id", how="anti").select("record_id"),
+            differ.join(stored, on="record_id", how="semi"),
+            differ.join(stored, on="record_id", how="anti").sort("record_id"))

@@ -77,6 +77,21 @@ def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> st
     return fingerprint_of({c: columns.get(c) for c in wanted}, rows, hashes)  # type: ignore[misc]
 
 
+def fingerprint_by_partition(conn: duckdb.DuckDBPyConnection, table: StoredTable,
+                             column: str) -> tuple[str, dict[str, str]]:
+    """`table_fingerprint` of `table` and, from the same pass over its rows, each value of `column`'s
+    row count and sum of row hashes (``"rows|sum"``): which extract dates changed since it was last read."""
+    columns = _relation_columns(conn, table.name)
+    if not columns:
+        return "missing", {}
+    parts = conn.execute(f"select cast({quote_identifier(column)} as varchar), count(*), "
+                         f"coalesce(sum(hash(_t)::hugeint), 0) from ({table.select_sql()}) _t group by 1").fetchall()
+    rows, hashes = sum(int(n) for _, n, _ in parts), sum(int(h) for _, _, h in parts)
+    wanted = table.columns or tuple(columns)
+    return (fingerprint_of({c: columns.get(c) for c in wanted}, rows, hashes),  # type: ignore[misc]
+            {str(part): f"{n}|{h}" for part, n, h in parts})
+
+
 def content_sums(conn: duckdb.DuckDBPyConnection, select: str) -> tuple[int, int]:
     """Row count and the sum of the rows' hashes of a SELECT (order-independent, in DuckDB): what
     `table_fingerprint` records, and what a write in place (`io_manager.ChangedRows`) compares."""

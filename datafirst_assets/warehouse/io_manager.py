@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import atexit
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,8 +193,7 @@ class WarehouseIOManager(ConfigurableIOManager):
             elif isinstance(obj, WarehouseQuery):
                 source = obj.sql
             elif isinstance(obj, ChangedRows):
-                # what is written whole when the changes cannot be applied in place
-                source = obj.rewrite if isinstance(obj.rewrite, str) else obj.rewrite.to_arrow()
+                source = None  # `obj.rewrite`, only when the changes cannot be applied in place
             else:
                 raise TypeError(f"{context.asset_key.to_user_string()}: the warehouse stores polars frames "
                                 f"or WarehouseQuery, not {type(obj).__name__}")
@@ -212,6 +211,8 @@ class WarehouseIOManager(ConfigurableIOManager):
                 if isinstance(obj, ChangedRows):
                     written, contract, sums = _write_changed_rows(conn, target, obj, key, context.log)
                 if written is None:
+                    if isinstance(obj, ChangedRows):
+                        source = _rewrite_source(obj)
                     schema = write_table(conn, target, source, context.log, validate=validate)
                     rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
                 else:
@@ -418,10 +419,12 @@ class ChangedRows:
     deletes: pl.DataFrame      # key values of stored rows that are no longer in the table
     updates: pl.DataFrame      # new versions of stored rows (same key), every column
     inserts: pl.DataFrame      # new rows, every column, appended in this order
-    # SELECT: the whole table as it must be afterwards (in any order); or that table as a frame
-    expected: str | pl.DataFrame
-    # SELECT: the same rows in the table's order (written when not in place); or them as a frame
-    rewrite: str | pl.DataFrame
+    # SELECT: the whole table as it must be afterwards (in any order); or that table as a frame; or
+    # None when `expected_sums` is given
+    expected: str | pl.DataFrame | None
+    # SELECT: the same rows in the table's order (written when not in place); or them as a frame; or
+    # a function computing that frame from tables the write does not change (called only when needed)
+    rewrite: str | pl.DataFrame | Callable[[], pl.DataFrame]
     validated_before: str | None  # `contract_content` of the stored table when last validated whole
     appendable: bool = True    # the new rows sort after every stored one (else the table is rewritten)
     expected_sums: tuple[int, int] | None = None  # `content_sums(expected)`, when already computed
@@ -429,6 +432,14 @@ class ChangedRows:
     @property
     def changed(self) -> int:
         return self.deletes.height + self.updates.height + self.inserts.height
+
+
+def _rewrite_source(changes: ChangedRows) -> Any:
+    """What `write_table` writes when `changes` are not applied in place: a SELECT, or rows as arrow."""
+    rewrite = changes.rewrite
+    if isinstance(rewrite, str):
+        return rewrite
+    return (rewrite if isinstance(rewrite, pl.DataFrame) else rewrite()).to_arrow()
 
 
 def _columns_of(conn: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
@@ -574,11 +585,18 @@ def _apply(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows, vie
     return int(counts[0]), int(counts[1]), int(counts[2])
 
 
-def _expected_sums(conn: duckdb.DuckDBPyConnection, expected: str | pl.DataFrame) -> tuple[int, int]:
+def _expected_sums(conn: duckdb.DuckDBPyConnection, expected: str | pl.DataFrame | None) -> tuple[int, int]:
+    if expected is None:
+        raise ValueError("ChangedRows needs `expected` or `expected_sums`")
     if isinstance(expected, str):
         return content_sums(conn, expected)
+    return frame_sums(conn, expected)
+
+
+def frame_sums(conn: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> tuple[int, int]:
+    """`content_sums` of a frame's rows, as they would be stored."""
     view = f"__expected_{secrets.token_hex(4)}"
-    conn.register(view, expected.to_arrow())
+    conn.register(view, frame.to_arrow())
     try:
         return content_sums(conn, f"select * from {view}")
     finally:
