@@ -338,16 +338,21 @@ def _link(rows: pl.DataFrame, dataset: str, person: str, lookup: pl.DataFrame) -
     return rows.join(ids, on=person, how="inner")
 
 
+def _contact_rows(release, contact, lookup: pl.DataFrame) -> pl.DataFrame:
+    """One contact table's rows with their date (from the parent table when dated there) and person."""
+    rows = release[(contact.dataset, contact.table)]
+    if contact.via:
+        parent, key = contact.via
+        dates = release[(contact.dataset, parent)].select(key, contact.date).unique(subset=[key], keep="first")
+        rows = rows.join(dates, on=key, how="left")
+    return _link(rows, contact.dataset, contact.person, lookup)
+
+
 def _contacts(release, lookup: pl.DataFrame) -> pl.DataFrame:
     """Every person row of every dataset: person, dataset, date, age, sex, ethnicity."""
     frames = []
     for c in CONTACTS:
-        rows = release[(c.dataset, c.table)]
-        if c.via:
-            parent, key = c.via
-            dates = release[(c.dataset, parent)].select(key, c.date).unique(subset=[key], keep="first")
-            rows = rows.join(dates, on=key, how="left")
-        rows = _link(rows, c.dataset, c.person, lookup)
+        rows = _contact_rows(release, c, lookup)
         frames.append(rows.select(
             PERSON,
             pl.lit(c.dataset).alias("dataset"),
@@ -552,12 +557,7 @@ def _person_rows(release, lookup: pl.DataFrame) -> dict[tuple[str, str], pl.Data
     """Every table's rows that some person's row is made from, each with its person (`PERSON`)."""
     rows = {LOOKUP: lookup}
     for c in CONTACTS:
-        table = release[(c.dataset, c.table)]
-        if c.via:
-            parent, key = c.via
-            dates = release[(c.dataset, parent)].select(key, c.date).unique(subset=[key], keep="first")
-            table = table.join(dates, on=key, how="left")
-        rows[(c.dataset, c.table)] = _link(table, c.dataset, c.person, lookup)
+        rows[(c.dataset, c.table)] = _contact_rows(release, c, lookup)
     for child, key, parent in CHILDREN:
         owners = rows[parent].select(key, PERSON)
         rows[child] = release[child].join(owners, on=key, how="inner")
