@@ -100,7 +100,7 @@ from datafirst_assets.linkage.train import (
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import VALIDATED_CONTENT, code_version, content_sums, fingerprint_by_partition
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, code_version, fingerprint_by_partition, row_hash_sum
 from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, changes_to, frame_sums, table_columns
 from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
 
@@ -371,9 +371,12 @@ def _records_changes(context: AssetExecutionContext, staged: StoredTable, source
             recomputed = person_records(rows, source, table)
             if recomputed.schema != stored_rows.schema:
                 return None
-            count, hashes, last = conn.execute(f"select count(*), coalesce(sum(hash(_t)::hugeint), 0), "
-                                               f"max(_t.record_id) from ({stored.select_sql()}) _t").fetchall()[0]
-            gone = content_sums(conn, f"{stored.select_sql()} where record_id in (select record_id from {touched})")
+            # one pass over the stored table: its `content_sums`, last record, and the sums of the rows replaced
+            hit = f"_t.record_id in (select record_id from {touched})"
+            count, hashes, last, *gone = conn.execute(
+                f"select count(*), {row_hash_sum()}, max(_t.record_id), count(*) filter (where {hit}), "
+                f"{row_hash_sum(where=hit)} from ({stored.select_sql()}) _t"
+            ).fetchall()[0]
             new = frame_sums(conn, recomputed)
         finally:
             conn.execute(f"drop table if exists {touched}")

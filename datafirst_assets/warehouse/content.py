@@ -77,6 +77,14 @@ def table_fingerprint(conn: duckdb.DuckDBPyConnection, table: StoredTable) -> st
     return fingerprint_of({c: columns.get(c) for c in wanted}, rows, hashes)  # type: ignore[misc]
 
 
+def row_hash_sum(alias: str = "_t", where: str | None = None) -> str:
+    """The SQL aggregate every content sum uses: the sum of the hashes of the rows of `alias` (a whole
+    row as one struct; order-independent), 0 for none, over the rows where `where` holds if given.
+    Writes in place compare sums taken by different queries, so they must all hash rows alike."""
+    filtered = f" filter (where {where})" if where else ""
+    return f"coalesce(sum(hash({alias})::hugeint){filtered}, 0)"
+
+
 def fingerprint_by_partition(conn: duckdb.DuckDBPyConnection, table: StoredTable,
                              column: str) -> tuple[str, dict[str, str]]:
     """`table_fingerprint` of `table` and, from the same pass over its rows, each value of `column`'s
@@ -85,7 +93,7 @@ def fingerprint_by_partition(conn: duckdb.DuckDBPyConnection, table: StoredTable
     if not columns:
         return "missing", {}
     parts = conn.execute(f"select cast({quote_identifier(column)} as varchar), count(*), "
-                         f"coalesce(sum(hash(_t)::hugeint), 0) from ({table.select_sql()}) _t group by 1").fetchall()
+                         f"{row_hash_sum()} from ({table.select_sql()}) _t group by 1").fetchall()
     rows, hashes = sum(int(n) for _, n, _ in parts), sum(int(h) for _, _, h in parts)
     wanted = table.columns or tuple(columns)
     return (fingerprint_of({c: columns.get(c) for c in wanted}, rows, hashes),  # type: ignore[misc]
@@ -96,7 +104,7 @@ def content_sums(conn: duckdb.DuckDBPyConnection, select: str) -> tuple[int, int
     """Row count and the sum of the rows' hashes of a SELECT (order-independent, in DuckDB): what
     `table_fingerprint` records, and what a write in place (`io_manager.ChangedRows`) compares."""
     rows, hashes = conn.execute(
-        f"select count(*), coalesce(sum(hash(_t)::hugeint), 0) from ({select}) _t").fetchall()[0]
+        f"select count(*), {row_hash_sum()} from ({select}) _t").fetchall()[0]
     return int(rows), int(hashes)
 
 
@@ -146,6 +154,6 @@ def partition_contents(conn: duckdb.DuckDBPyConnection, table: StoredTable, cont
     if not columns or table.partition_expr is None:
         return {}
     rows = conn.execute(f"select cast({table.partition_expr} as varchar), count(*), "
-                        f"coalesce(sum(hash(t)::hugeint), 0) from ({table.select_sql()}) t group by 1").fetchall()
+                        f"{row_hash_sum('t')} from ({table.select_sql()}) t group by 1").fetchall()
     head = f"{code_version()}|{contract_name}|{list(columns.items())}"
     return {str(part): hashlib.sha256(f"{head}|{part}|{n}|{h}".encode()).hexdigest() for part, n, h in rows}
