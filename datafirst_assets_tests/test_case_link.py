@@ -199,3 +199,38 @@ def test_accuracy_floor_on_simulated_data_without_the_person_link(simulated):
     assert m["all"]["precision"] >= 0.99 and m["all"]["recall"] >= 0.97, m["all"]
     assert links["match_score"].is_between(0.5, 1.0).all()
     assert links["defendant_on_case_id"].is_unique().all() and links["defendant_case_id"].is_unique().all()
+
+
+def test_the_asset_reads_only_what_the_link_looks_at_and_links_the_same(simulated, tmp_path):
+    """`case_lookup` loads the columns `build_case_link` reads and the lookup's rows of its two
+    datasets: the links equal those built from the whole tables (every column, every dataset)."""
+    from datafirst_assets.defs.xjs import _case_link_inputs
+    from datafirst_assets.warehouse.io_manager import StoredTable
+    from datafirst_assets_tests.warehouse_tables import write_table
+
+    _, hocas, xhibit = simulated
+    hocas = hocas.with_columns((pl.col("defendant_case_id").rank("dense") % 977).cast(pl.Int64)
+                               .alias("estimated_defendant_id"))
+    # a person per PNC (records without one alone); another dataset's rows share the ids
+    people = [frame.select(pl.lit(source).alias("source_dataset"), pl.col(record).cast(pl.String).alias("record_id"),
+                           pl.lit("h").alias("record_id_hash"),
+                           pl.coalesce("pnc_id", pl.col(record).cast(pl.String)).alias("person_id_medium"),
+                           pl.lit(1).alias("person_id_high")).unique("record_id", keep="last", maintain_order=True)
+              for source, frame, record in (("magistrates", hocas, "defendant_case_id"),
+                                            ("crown_court", xhibit, "defendant_on_case_id"),
+                                            ("prison", xhibit, "defendant_on_case_id"))]
+    lookup = pl.concat(people).with_columns(
+        pl.when(pl.col("source_dataset") == "prison").then(pl.lit("OTHER")).otherwise(pl.col("person_id_medium"))
+        .alias("person_id_medium"))
+    database = tmp_path / "wh.duckdb"
+    for schema, table, frame in (("linked_magistrates", "hocas_flatfile", hocas),
+                                 ("linked_crown_court", "xhibit_flatfile", xhibit), ("linkage_xjs", "lookup", lookup)):
+        write_table(database, schema, table, frame)
+    read = _case_link_inputs(StoredTable(str(database), "linked_magistrates", "hocas_flatfile"),
+                             StoredTable(str(database), "linked_crown_court", "xhibit_flatfile"),
+                             StoredTable(str(database), "linkage_xjs", "lookup"))
+    assert read[0].width < hocas.width and read[2].height < lookup.height
+    links = build_case_link(read[0], read[1], person_link=read[2])
+    whole = build_case_link(hocas, xhibit, person_link=lookup)
+    assert links.height > 100 and "person" in ",".join(links["keys_agreed"].to_list())
+    assert links.equals(whole)

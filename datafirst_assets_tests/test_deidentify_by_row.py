@@ -297,3 +297,34 @@ def test_a_stored_table_changed_outside_the_pipeline_is_rewritten_whole_not_patc
     assert _deidentify_run(tmp_path, _second_extract(first), instance=instance).success
     rebuilt = _tables(tmp_path)
     assert all(incremental[t].equals(rebuilt[t]) for t in TABLES)
+
+
+def test_the_changed_records_latest_rows_are_computed_for_them_alone(tmp_path):
+    """`input_sql(only=...)`, as `changed_input_rows` reads the new or changed records: their latest
+    versions (with their parent's event date) computed from their own rows only, equal to those
+    rows of every record's latest versions, for records with versions on several dates."""
+    from datafirst_assets.deidentify.by_row import input_sql
+    from datafirst_assets.deidentify.release_spec import release_tables
+    from datafirst_assets.sources.registry import SOURCES
+    from datafirst_assets.warehouse.io_manager import StoredTable
+
+    staged = _staged_world(tmp_path / "world")
+    database = tmp_path / "warehouse.duckdb"
+    _write_world(database, staged, max(d for f in staged.values() for d in f["extract_date"].to_list()), moved=True)
+    checked = 0
+    with warehouse_cursor(database) as conn:
+        for source in SOURCES.values():
+            stored = {t.name: StoredTable(str(database), f"linked_{source.key}" if t.is_person_table
+                                          else f"staged_{source.key}", t.name) for t in source.tables}
+            for table in source.tables:
+                spec, key = release_tables()[(source.key, table.name)], table.id_column
+                ids = conn.sql(f"select distinct {key} from {stored[table.name].name} using sample 30 percent (bernoulli, 7)")
+                conn.register("_some_ids", ids.to_arrow_table())
+                only = pl.from_arrow(conn.sql(input_sql(conn, source, table, stored, spec, only="select * from _some_ids")
+                                              ).to_arrow_table()).sort(key)
+                every = pl.from_arrow(conn.sql(input_sql(conn, source, table, stored, spec)).to_arrow_table())
+                wanted = every.join(pl.from_arrow(ids.to_arrow_table()), on=key, how="semi").sort(key)
+                conn.unregister("_some_ids")
+                assert 0 < only.height < every.height and only.equals(wanted), f"{source.key}.{table.name}"
+                checked += 1
+    assert checked == sum(len(s.tables) for s in SOURCES.values())

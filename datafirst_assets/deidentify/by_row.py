@@ -124,30 +124,39 @@ def needs_parent_date(source: SourceSpec, table: TableSpec, spec: ReleaseTable) 
     return table.parent is not None and aged_at_parent_event(spec, table.column_names)
 
 
-def _latest_sql(conn: duckdb.DuckDBPyConnection, stored: StoredTable, id_column: str, wanted: Sequence[str]) -> str:
-    """Each record's latest version (`latest_versions`), with the columns `wanted` that the table has."""
+def _latest_sql(conn: duckdb.DuckDBPyConnection, stored: StoredTable, id_column: str, wanted: Sequence[str],
+                only: str | None = None) -> str:
+    """Each record's latest version (`latest_versions`), with the columns `wanted` that the table has;
+    `only`: a SELECT of the record ids to keep, applied before the window (a record's versions are
+    kept or left out together, so its latest version is the same), so that its cost follows those ids."""
     present = table_columns(conn, stored.schema, stored.table)
     columns = ", ".join(quote_identifier(c) for c in wanted if c in present)
+    rows = f"select * from ({stored.select_sql()}) _a"
+    if only is not None:
+        rows += f" where _a.{quote_identifier(id_column)} in ({only})"
     if PARTITION_COLUMN not in present:
-        return f"select {columns} from ({stored.select_sql()}) _s"
+        return f"select {columns} from ({rows}) _s"
     # a record's id is unique within an extract date (the staged contract), so the order is total
     return (f"select {columns} from (select *, row_number() over (partition by {quote_identifier(id_column)} "
-            f"order by {quote_identifier(PARTITION_COLUMN)} desc) as _rn from ({stored.select_sql()}) _s) _l where _rn = 1")
+            f"order by {quote_identifier(PARTITION_COLUMN)} desc) as _rn from ({rows}) _s) _l where _rn = 1")
 
 
 def input_sql(conn: duckdb.DuckDBPyConnection, source: SourceSpec, table: TableSpec,
-              stored: Mapping[str, StoredTable], spec: ReleaseTable) -> str:
+              stored: Mapping[str, StoredTable], spec: ReleaseTable, only: str | None = None) -> str:
     """The de-identification input of `table`: its latest rows, only the columns the release, the
     PII gate and the person id read (not the load's own columns), with the parent's event date
-    when ages are taken at it."""
+    when ages are taken at it. `only`: a SELECT of the record ids wanted (None: every record); the
+    parent's latest versions are then those of these records' parents alone."""
     wanted = list(dict.fromkeys([*table.column_names, source.person_id_name, *([spec.person_key] if spec.person_key else [])]))
-    latest = _latest_sql(conn, stored[table.name], table.id_column, wanted)
+    latest = _latest_sql(conn, stored[table.name], table.id_column, wanted, only)
     if not needs_parent_date(source, table, spec):
         return latest
     parent = source.table(table.parent)  # type: ignore[arg-type]
-    dates = _latest_sql(conn, stored[parent.name], parent.id_column, [parent.id_column, parent.event_date])
+    parent_id = quote_identifier(parent.id_column)
+    parents = None if only is None else f"select _w.{parent_id} from ({latest}) _w"
+    dates = _latest_sql(conn, stored[parent.name], parent.id_column, [parent.id_column, parent.event_date], parents)
     return (f"select _c.*, _p.{quote_identifier(parent.event_date)} as {PARENT_EVENT_DATE} from ({latest}) _c left join "
-            f"({dates}) _p on _c.{quote_identifier(parent.id_column)} = _p.{quote_identifier(parent.id_column)}")
+            f"({dates}) _p on _c.{parent_id} = _p.{parent_id}")
 
 
 def hash_inputs(conn: duckdb.DuckDBPyConnection, names: Names, table: TableSpec, sql: str) -> None:
@@ -172,19 +181,26 @@ def changed_ids_sql(names: Names, table: str) -> str:
 
 
 def row_counts(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> RowCounts:
-    changed = conn.execute(f"select count(*) from ({changed_ids_sql(names, table)})").fetchall()[0][0]
-    current = conn.execute(f"select count(*) from {names.current(table)}").fetchall()[0][0]
-    removed = conn.execute(f"select count(*) from {names.state(table)} s anti join {names.current(table)} c "
-                           f"on s.{STAGED_ID} = c.{STAGED_ID}").fetchall()[0][0]
+    """Records kept, re-derived (new or changed input) and removed (no current input): one join of
+    this run's input hashes with the state."""
+    changed, current, removed = conn.execute(
+        f"select count(*) filter (where c.{STAGED_ID} is not null and (s.{STAGED_ID} is null or "
+        f"s.{INPUT_HASH} <> c.{INPUT_HASH})), count(c.{STAGED_ID}), count(*) filter (where c.{STAGED_ID} is null) "
+        f"from {names.current(table)} c full join {names.state(table)} s on s.{STAGED_ID} = c.{STAGED_ID}").fetchall()[0]
     return RowCounts(kept=current - changed, rederived=changed, removed=removed)
 
 
-def changed_input_rows(conn: duckdb.DuckDBPyConnection, names: Names, table: TableSpec, sql: str) -> pl.DataFrame:
-    """The input rows of new or changed records, sorted by staged id, with their input hash."""
+def changed_input_rows(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec, table: TableSpec,
+                       stored: Mapping[str, StoredTable], spec: ReleaseTable) -> pl.DataFrame:
+    """The input rows of new or changed records, sorted by staged id, with their input hash. Only
+    those records' latest versions are computed (`input_sql(only=...)`), not every record's again:
+    `hash_inputs` did that once."""
+    changed = changed_ids_sql(names, table.name)
+    sql = input_sql(conn, source, table, stored, spec, only=changed)
     return pl.from_arrow(conn.sql(  # type: ignore[return-value]
-        f"select _i.*, c.{INPUT_HASH} from ({sql}) _i join ({changed_ids_sql(names, table.name)}) _k "
-        f"on _i.{quote_identifier(table.id_column)} = _k.{STAGED_ID} join {names.current(table.name)} c "
-        f"on c.{STAGED_ID} = _k.{STAGED_ID} order by _i.{quote_identifier(table.id_column)}").to_arrow_table())
+        f"select _i.*, c.{INPUT_HASH} from ({sql}) _i join {names.current(table.name)} c "
+        f"on c.{STAGED_ID} = _i.{quote_identifier(table.id_column)} order by _i.{quote_identifier(table.id_column)}"
+    ).to_arrow_table())
 
 
 def derive_rows(rows: pl.DataFrame, table: TableSpec, source: SourceSpec, spec: ReleaseTable,
@@ -523,7 +539,7 @@ def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: Sou
     for table in source.tables:
         hash_inputs(conn, names, table, inputs[table.name])
         run.counts[table.name] = row_counts(conn, names, table.name)
-        rows[table.name] = changed_input_rows(conn, names, table, inputs[table.name])
+        rows[table.name] = changed_input_rows(conn, names, source, table, stored, specs[table.name])
     update_identifiers(conn, names, source, rows)
     with cache.batched() if cache is not None else nullcontext():
         for table in source.tables:

@@ -85,6 +85,16 @@ OUTPUT_COLUMNS = ("case_id", "defendant_case_id", "estimated_defendant_id", "def
 # ------------------------------------------------------------------------------- inputs
 
 
+#: The columns `build_case_link` reads of each input (any other is never looked at): a caller may load
+#: only these, those of them that the table has (a missing one is read as null, as before).
+HOCAS_COLUMNS = (PARTITION_COLUMN, "defendant_case_id", "case_id", "estimated_defendant_id", "urn", "asn", "pnc_id",
+                 "court_code", "committal_date", "first_hearing_date", "sentence_date", "outcome", "dob", "surname")
+XHIBIT_COLUMNS = (PARTITION_COLUMN, "defendant_on_case_id", "case_number", "case_type", "urn", "asn", "pnc_id",
+                  "originating_court_code", "committal_date", "receipt_date", "date_of_birth", "surname")
+#: the cross-justice lookup's rows it reads: those of these two datasets, these columns (`person_column`'s default)
+PERSON_LINK_SOURCES = ("magistrates", "crown_court")
+
+
 def _latest(frame: pl.DataFrame, id_col: str) -> pl.DataFrame:
     """The latest delivered version of each row (a later extract may resend a row)."""
     if PARTITION_COLUMN in frame.columns:
