@@ -130,3 +130,100 @@ def test_the_incremental_person_records_step_stores_what_a_full_build_stores(tmp
     third = _materialise(layout, instance, now.with_columns(pl.lit("X").alias("case_id")), "incremental")
     assert third["write"] == "rewritten whole"
     assert _stored(layout).equals(person_records(now.with_columns(pl.lit("X").alias("case_id")), SOURCE, TABLE))
+
+
+# --- the linked table (staged person table + person id): only the records that can have changed -----
+
+def _clusters(staged: pl.DataFrame, seed: int, moved: int) -> pl.DataFrame:
+    """A person id for most records (every `moved`-th of them another one; some records none)."""
+    ids = staged.select(pl.col(TABLE.id_column).alias("record_id")).unique().sort("record_id")
+    rank = pl.int_range(pl.len())
+    return ids.filter(rank % 9 != seed % 9).with_columns(
+        (pl.when(rank % moved == 0).then(rank + 1000).otherwise(rank // 2 + 1)).cast(pl.Int64).alias(SOURCE.person_id_name))
+
+
+def _as_staged(frame: pl.DataFrame) -> pl.DataFrame:
+    """`_worlds`' rows as the staged table holds them (the load's and standardisation's columns; no person id)."""
+    frame = frame.drop(SOURCE.person_id_name)
+    return frame.with_columns(
+        pl.lit("f.csv").alias("_source_file"), pl.int_range(2, pl.len() + 2, dtype=pl.Int64).alias("_row_number"),
+        *[pl.col(c).alias(f"{c}_original") for c in ("forename", "surname", "company_name")],
+        pl.lit(None, dtype=pl.String).alias("dob_issue"))
+
+
+def _materialise_linked(layout: DataLayout, instance: DagsterInstance, staged: pl.DataFrame, clusters: pl.DataFrame,
+                        mode: str) -> dict:
+    from datafirst_assets.defs.ingest import staged_key
+    from datafirst_assets.defs.linkage import linkage_key
+
+    with warehouse_cursor(layout.warehouse) as conn:
+        for schema, name, frame in ((f"staged_{SOURCE.key}", TABLE.name, _as_staged(staged)),
+                                    (f"linkage_{SOURCE.key}", "clusters", clusters)):
+            conn.execute(f"create schema if not exists {schema}")
+            _write(conn, f"{schema}.{name}", frame)
+    linked = build_dedupe_assets(SOURCE)[3]
+    upstream = [SourceAsset(key=k, metadata={"schema": f"{k.path[0]}_{SOURCE.key}"}) for k in linked.dependency_keys]
+    assert set(linked.dependency_keys) == {staged_key(SOURCE.key, TABLE.name), linkage_key(SOURCE.key, "clusters")}
+    result = materialize([*upstream, linked], instance=instance, selection=[linked.key],
+                         resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root),
+                                                                                          mode=mode)})
+    assert result.success
+    (event,) = result.asset_materializations_for_node(linked.node_def.name)
+    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+
+
+def _stored_linked(layout: DataLayout) -> pl.DataFrame:
+    with warehouse_cursor(layout.warehouse) as conn:
+        conn.execute("set preserve_insertion_order = true")  # the stored order
+        return pl.from_arrow(conn.sql(f"select * from linked_{SOURCE.key}.{TABLE.name}").to_arrow_table())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_incremental_linked_step_recomputes_the_touched_records_and_stores_what_a_full_build_stores(tmp_path, seed):
+    """Staged dates re-delivered, withdrawn or new, and person ids moved by linkage: the linked table
+    changed from the records those touch equals the one built from every row; a third run with only
+    person ids moved recomputes those records alone."""
+    from datafirst_assets.linkage.records import add_person_ids
+
+    before, now = _worlds(seed)
+    clusters_before, clusters_now = _clusters(before, seed, moved=11), _clusters(now, seed, moved=4 + seed % 3)
+    layout, instance = DataLayout(tmp_path / "inc" / "data"), DagsterInstance.ephemeral()
+    first = _materialise_linked(layout, instance, before, clusters_before, "incremental")
+    assert "write" not in first and set(first["staged_dates"]["dates"]) == set(before["extract_date"])
+    second = _materialise_linked(layout, instance, now, clusters_now, "incremental")
+    assert second["write"] != "rewritten whole" or seed % 2 == 0, second["write"]
+    fresh = DataLayout(tmp_path / "full" / "data")
+    _materialise_linked(fresh, DagsterInstance.ephemeral(), now, clusters_now, "full")
+    expected = add_person_ids(_as_staged(now), clusters_now, TABLE.id_column, SOURCE.person_id_name)
+    assert _stored_linked(layout).equals(_stored_linked(fresh))
+    assert _stored_linked(layout).equals(expected)
+    # the same staged rows, three records given another person: those three rows updated, nothing else read
+    moved = clusters_now.with_columns(pl.when(pl.int_range(pl.len()) % 17 == 3).then(pl.col(SOURCE.person_id_name) + 5000)
+                                      .otherwise(pl.col(SOURCE.person_id_name)))
+    third = _materialise_linked(layout, instance, now, moved, "incremental")
+    changed = moved.join(clusters_now, on=["record_id", SOURCE.person_id_name], how="anti").height
+    assert third["write"] == f"in place: 0 row(s) deleted, {changed} updated, 0 inserted"
+    assert _stored_linked(layout).equals(add_person_ids(_as_staged(now), moved, TABLE.id_column, SOURCE.person_id_name))
+
+
+def test_linked_touched_records_are_the_changed_dates_and_the_moved_person_ids(tmp_path):
+    from datafirst_assets.linkage.records import add_person_ids, linked_touched_sql
+
+    before, now = _worlds(3)
+    clusters_before, clusters_now = _clusters(before, 3, moved=11), _clusters(now, 3, moved=5)
+    before, now = _as_staged(before), _as_staged(now)
+    linked = add_person_ids(before, clusters_before, TABLE.id_column, SOURCE.person_id_name)
+    with warehouse_cursor(str(tmp_path / "w.duckdb")) as conn:
+        for name, frame in (("staged", now), ("linked", linked), ("clusters", clusters_now)):
+            _write(conn, name, frame)
+        touched = set(conn.sql(linked_touched_sql("select * from staged", "select * from linked", "select * from clusters",
+                                                  TABLE.id_column, SOURCE.person_id_name, [DATES[2]])).pl()["record_id"])
+    expected = add_person_ids(now, clusters_now, TABLE.id_column, SOURCE.person_id_name)
+    differ = set(expected.join(linked, on=expected.columns, how="anti", nulls_equal=True)[TABLE.id_column]) | \
+        set(linked.join(expected, on=TABLE.id_column, how="anti")[TABLE.id_column])
+    moved = set(expected.join(linked, on=TABLE.id_column).filter(
+        pl.col(SOURCE.person_id_name).ne_missing(pl.col(SOURCE.person_id_name + "_right")))[TABLE.id_column])
+    assert moved and moved <= touched
+    assert set(now.filter(pl.col("extract_date") == DATES[2])[TABLE.id_column]) <= touched
+    # every row that differs is touched, only dates 2 and 3 differ here (withdrawn date 1 aside)
+    assert (differ - set(before.filter(pl.col("extract_date") == DATES[1])[TABLE.id_column])) <= touched

@@ -72,6 +72,7 @@ from datafirst_assets.linkage.records import (
     clustering_gaps,
     person_ids_sql,
     person_records,
+    linked_touched_sql,
     records_change,
     touched_records_sql,
 )
@@ -592,18 +593,66 @@ def _graph_metrics(result: LinkResult, previous: PreviousLink, reports: Path, so
 
 
 def _linked_changes(context: AssetExecutionContext, staged: StoredTable, clusters: StoredTable,
-                    source: SourceSpec) -> ChangedRows | None:
-    """An incremental run's linked table as the rows that differ from the stored one (a new extract's
-    records and those linkage gave another person id), found in DuckDB; None when none is stored."""
+                    source: SourceSpec, dates: dict[str, str]) -> ChangedRows | None:
+    """An incremental run's linked table as the rows that differ from the stored one, found among the
+    records that can have changed (`records.linked_touched_sql`: those of the extract dates whose staged
+    rows changed since the stored table was made, and those linkage gave another person id), computed
+    again from their own staged rows: the cost follows the change, not the table. Falls back to
+    comparing every row (`_linked_changes_whole`) when how the stored table was made is not known;
+    None when none is stored."""
     table, key = source.person_table, context.asset_key
+    linked = StoredTable(staged.database, f"linked_{source.key}", table.name)
+    if not linked.exists():
+        return None
+    previous = {k: getattr(v, "value", v) for k, v in latest_metadata(context.instance, [key])[key].items()}
+    before, validated = previous.get(STAGED_DATES), previous.get(VALIDATED_CONTENT)
+    changed = changed_partitions(before["dates"], dates) if isinstance(before, dict) \
+        and before.get("code") == code_version() else ["None"]
+    if validated is None or "None" in changed:
+        return _linked_changes_whole(staged, clusters, source, linked, validated)
+    record, touched = quote_identifier(table.id_column), f"__touched_{secrets.token_hex(4)}"
+    hit = f"cast(_t.{record} as varchar) in (select record_id from {touched})"
     with warehouse_cursor(staged.database) as conn:
-        if not table_columns(conn, f"linked_{source.key}", table.name):
-            return None
-        validated = latest_metadata(context.instance, [key])[key].get(VALIDATED_CONTENT)
-        return changes_to(conn, StoredTable(staged.database, f"linked_{source.key}", table.name).name,
-                          person_ids_sql(staged.select_sql(), clusters.select_sql(), table.id_column,
-                                         source.person_id_name),
-                          [table.id_column], getattr(validated, "value", validated))
+        conn.execute(f"create temp table {touched} as " + linked_touched_sql(
+            staged.select_sql(), linked.select_sql(), clusters.select_sql(), table.id_column, source.person_id_name,
+            changed))
+        try:
+            rows = f"select * from ({staged.select_sql()}) _t where {hit}"
+            recomputed = _frame(conn, person_ids_sql(rows, clusters.select_sql(), table.id_column,
+                                                     source.person_id_name)).sort(table.id_column)
+            stored_rows = _frame(conn, f"select * from ({linked.select_sql()}) _t where {hit}")
+            if recomputed.schema != stored_rows.schema:
+                return _linked_changes_whole(staged, clusters, source, linked, validated)
+            # one pass over the stored table: its `content_sums`, last id and the sums of the rows replaced
+            count, hashes, last, *gone = conn.execute(
+                f"select count(*), {row_hash_sum()}, max(_t.{record}), count(*) filter (where {hit}), "
+                f"{row_hash_sum(where=hit)} from ({linked.select_sql()}) _t").fetchall()[0]
+            new = frame_sums(conn, recomputed)
+        finally:
+            conn.execute(f"drop table if exists {touched}")
+    deletes, updates, inserts = records_change(recomputed, stored_rows, key=table.id_column)
+    context.log.info(f"linked: extract dates changed {changed}: {recomputed.height:,} record(s) computed again "
+                     f"of {count:,} stored")
+    return ChangedRows(key=(table.id_column,), deletes=deletes, updates=updates, inserts=inserts, expected=None,
+                       rewrite=_linked_sql(staged, clusters, source, ordered=True), validated_before=validated,
+                       expected_sums=(count - gone[0] + new[0], hashes - gone[1] + new[1]),
+                       # appended rows keep the table in id order only when they sort after the rest
+                       appendable=inserts.is_empty() or last is None or inserts[table.id_column].min() > last)
+
+
+def _linked_sql(staged: StoredTable, clusters: StoredTable, source: SourceSpec, ordered: bool = False) -> str:
+    """The whole linked table as a DuckDB SELECT (`records.person_ids_sql`), in id order when `ordered`."""
+    table = source.person_table
+    sql = person_ids_sql(staged.select_sql(), clusters.select_sql(), table.id_column, source.person_id_name)
+    return f"select * from ({sql}) _e order by {quote_identifier(table.id_column)}" if ordered else sql
+
+
+def _linked_changes_whole(staged: StoredTable, clusters: StoredTable, source: SourceSpec, linked: StoredTable,
+                          validated) -> ChangedRows:
+    """The linked table's change found by comparing every row with the stored one, in DuckDB."""
+    with warehouse_cursor(staged.database) as conn:
+        return changes_to(conn, linked.name, _linked_sql(staged, clusters, source), [source.person_table.id_column],
+                          getattr(validated, "value", validated))
 
 
 def _linked_asset(source: SourceSpec) -> AssetsDefinition:
@@ -622,13 +671,17 @@ def _linked_asset(source: SourceSpec) -> AssetsDefinition:
         description=f"Staged `{table.name}` (latest version of each record) with `{source.person_id_name}`.",
     )
     def _linked(context: AssetExecutionContext, staged: StoredTable, clusters: StoredTable, linkage: LinkageSettings):
-        fingerprint = inputs_fingerprint({"staged": staged, "clusters": clusters})
+        with warehouse_cursor(staged.database) as conn:  # one pass: the fingerprint and each date's rows
+            whole, parts = fingerprint_by_partition(conn, staged, PARTITION_COLUMN)
+        fingerprint = inputs_fingerprint({"staged": staged, "clusters": clusters},
+                                         memo={(staged.database, staged.select_sql()): whole})
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
-        if linkage.mode != "full" and (changes := _linked_changes(context, staged, clusters, source)) is not None:
-            return Output(changes, metadata={FINGERPRINT: fingerprint})  # only the records that changed
+        metadata = {FINGERPRINT: fingerprint, STAGED_DATES: MetadataValue.json({"code": code_version(), "dates": parts})}
+        if linkage.mode != "full" and (changes := _linked_changes(context, staged, clusters, source, parts)) is not None:
+            return Output(changes, metadata=metadata)  # only the records that changed
         linked = add_person_ids(staged.to_polars(), clusters.to_polars(), table.id_column, source.person_id_name)
-        return Output(linked, metadata={FINGERPRINT: fingerprint})
+        return Output(linked, metadata=metadata)
 
     return _linked
 

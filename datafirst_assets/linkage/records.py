@@ -133,11 +133,28 @@ def touched_records_sql(staged_sql: str, records_sql: str, id_column: str, parti
             f"select record_id from ({records_sql}) _r where cast({date} as varchar) in ({dates})")
 
 
-def records_change(recomputed: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def records_change(recomputed: pl.DataFrame, stored: pl.DataFrame,
+                   key: str = "record_id") -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(deletes, updates, inserts) turning `stored` (the stored rows of the touched records) into
     `recomputed` (their rows now, `person_records` of every staged row of those records): a record
-    gone is deleted, one whose row differs in any column updated, a new one inserted (in record order)."""
+    gone is deleted, one whose row differs in any column updated, a new one inserted (in `key` order)."""
     differ = recomputed.join(stored, on=recomputed.columns, how="anti", nulls_equal=True)
-    return (stored.join(recomputed, on="record_id", how="anti").select("record_id"),
-            differ.join(stored, on="record_id", how="semi"),
-            differ.join(stored, on="record_id", how="anti").sort("record_id"))
+    return (stored.join(recomputed, on=key, how="anti").select(key),
+            differ.join(stored, on=key, how="semi"),
+            differ.join(stored, on=key, how="anti").sort(key))
+
+
+def linked_touched_sql(staged_sql: str, linked_sql: str, clusters_sql: str, id_column: str, person_id: str,
+                       partitions: Sequence[str]) -> str:
+    """A DuckDB SELECT of the ids (``record_id``, as text) of every row of a linked table
+    (`person_ids_sql`) that can differ from the stored one (`linked_sql`): the records the changed
+    `partitions` touch (`touched_records_sql`: a row there now, or the stored row taken from one) and
+    those whose person id in `clusters_sql` is not the stored one (one join of two narrow columns).
+    Any other record has the same staged rows and the same person id, so the same linked row."""
+    record = quote_identifier(id_column)
+    stored = f"select cast({record} as varchar) as record_id, {quote_identifier(PARTITION_COLUMN)} from ({linked_sql}) _k"
+    person = quote_identifier(person_id)
+    moved = (f"select cast(_l.{record} as varchar) as record_id from (select {record}, {person} from ({linked_sql}) _m) _l "
+             f"left join (select record_id, {person} from ({clusters_sql}) _c) _c on _c.record_id = _l.{record} "
+             f"where _c.{person} is distinct from _l.{person}")
+    return f"{touched_records_sql(staged_sql, stored, id_column, partitions)} union {moved}"
