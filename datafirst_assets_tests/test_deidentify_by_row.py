@@ -328,3 +328,34 @@ def test_the_changed_records_latest_rows_are_computed_for_them_alone(tmp_path):
                 assert 0 < only.height < every.height and only.equals(wanted), f"{source.key}.{table.name}"
                 checked += 1
     assert checked == sum(len(s.tables) for s in SOURCES.values())
+
+
+def test_the_linked_input_is_fingerprinted_from_its_recorded_write_not_hashed_again(tmp_path, monkeypatch):
+    """The step's inputs fingerprint takes the linked person table's from the metadata its write
+    recorded (`unchanged.recorded_fingerprints`); the staged tables (partitioned) are hashed."""
+    from dagster import AssetKey, AssetMaterialization, MetadataValue
+
+    from datafirst_assets.warehouse import unchanged
+    from datafirst_assets.warehouse.content import TABLE_FINGERPRINT, recorded_fingerprint, table_fingerprint
+    from datafirst_assets.warehouse.io_manager import StoredTable
+
+    instance = DagsterInstance.ephemeral()
+    first = magistrates_extract()
+    assert _deidentify_run(tmp_path, first, instance=instance).success
+    database = str(tmp_path / "warehouse.duckdb")
+    linked = StoredTable(database, "linked_magistrates", "hocas_flatfile")
+    with warehouse_cursor(database) as conn:
+        fingerprint = table_fingerprint(conn, linked)
+    instance.report_runless_asset_event(AssetMaterialization(
+        AssetKey(["linked", "magistrates", "hocas_flatfile"]), metadata={TABLE_FINGERPRINT: MetadataValue.json(
+            recorded_fingerprint(database, linked.schema, linked.table, fingerprint))}))
+    hashing = unchanged.table_fingerprint
+
+    def not_the_linked_table(conn, table):
+        assert table.schema != "linked_magistrates", "the linked table was hashed although its write recorded it"
+        return hashing(conn, table)
+
+    monkeypatch.setattr(unchanged, "table_fingerprint", not_the_linked_table)
+    again = _deidentify_run(tmp_path, first, instance=instance)
+    assert again.success
+    assert all(m.get("unchanged", "").startswith("inputs unchanged") for m in _metadata(again).values())

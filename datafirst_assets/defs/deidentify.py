@@ -61,6 +61,7 @@ from datafirst_assets.warehouse.unchanged import (
     inputs_fingerprint,
     kept_if_unchanged,
     latest_metadata,
+    recorded_fingerprints,
 )
 
 GROUP = "deidentified"
@@ -260,8 +261,10 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
     def _deidentify(context: AssetExecutionContext, release_settings: ReleaseSettings, linkage: LinkageSettings,
                     **stored: StoredTable):
         rules = {t.name: release_settings.rule_for(source.key, t.name) for t in source.tables}
+        # the linked person table's fingerprint as its write recorded it (not every row hashed again)
+        memo = recorded_fingerprints(context.instance, {input_key(t): stored[t.name] for t in source.tables})
         fingerprint = inputs_fingerprint(stored, settings=(rules, release_settings.risk_key, release_settings.max_mean_risk,
-                                                           release_settings.risk_age_band, key_fingerprint()))
+                                                           release_settings.risk_age_band, key_fingerprint()), memo=memo)
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return

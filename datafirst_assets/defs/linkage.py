@@ -103,7 +103,8 @@ from datafirst_assets.sources.spec import SourceSpec
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.content import VALIDATED_CONTENT, code_version, fingerprint_by_partition, row_hash_sum
 from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, changes_to, frame_sums, table_columns
-from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
+from datafirst_assets.warehouse.unchanged import (FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata,
+                                                  recorded_fingerprints)
 
 
 class LinkageSettings(ConfigurableResource):
@@ -673,8 +674,9 @@ def _linked_asset(source: SourceSpec) -> AssetsDefinition:
     def _linked(context: AssetExecutionContext, staged: StoredTable, clusters: StoredTable, linkage: LinkageSettings):
         with warehouse_cursor(staged.database) as conn:  # one pass: the fingerprint and each date's rows
             whole, parts = fingerprint_by_partition(conn, staged, PARTITION_COLUMN)
-        fingerprint = inputs_fingerprint({"staged": staged, "clusters": clusters},
-                                         memo={(staged.database, staged.select_sql()): whole})
+        memo = {**recorded_fingerprints(context.instance, {linkage_key(source.key, "clusters"): clusters}),
+                (staged.database, staged.select_sql()): whole}  # the clusters' as their write recorded it
+        fingerprint = inputs_fingerprint({"staged": staged, "clusters": clusters}, memo=memo)
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
         metadata = {FINGERPRINT: fingerprint, STAGED_DATES: MetadataValue.json({"code": code_version(), "dates": parts})}
