@@ -101,6 +101,9 @@ class Names:
     def release_view(self, table: str) -> str:
         return self._name("__release_", table)
 
+    def stale(self, table: str) -> str:
+        return self._name("__stale_", table)
+
     @property
     def meta(self) -> str:
         return f"{quote_identifier(catalog_name(self.database))}.{SCHEMA}.{META}"
@@ -229,10 +232,17 @@ def dropped_rows(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTab
 
 
 def _stale(names: Names, table: str) -> str:
-    """Condition on a state row `s` of `table`: its record changed or vanished (no current input row
-    with its staged id and input hash). One definition for what is dropped, released and unindexed."""
-    return (f"not exists (select 1 from {names.current(table)} c "
-            f"where c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH})")
+    """Condition on a state row `s` of `table`: its record changed or vanished (`mark_stale`). One
+    definition for what is dropped, released and unindexed."""
+    return f"s.{STAGED_ID} in (select {STAGED_ID} from {names.stale(table)})"
+
+
+def mark_stale(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> None:
+    """`__stale_<dataset>__<table>`: the staged ids of the state rows with no current input row of the
+    same staged id and input hash (changed or vanished records), found once (one join of the state with
+    this run's input hashes) for the three statements that read them (`_stale`), before the state changes."""
+    conn.execute(f"create or replace table {names.stale(table)} as select s.{STAGED_ID} from {names.state(table)} s "
+                 f"anti join {names.current(table)} c on c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH}")
 
 
 @dataclass
@@ -473,6 +483,7 @@ def discard_scratch(conn: duckdb.DuckDBPyConnection, names: Names, tables: Seque
         conn.execute(f"drop view if exists {names.release_view(table)}")
         conn.execute(f"drop table if exists {names.candidate(table)}")
         conn.execute(f"drop table if exists {names.current(table)}")
+        conn.execute(f"drop table if exists {names.stale(table)}")
 
 
 def forget_state(conn: duckdb.DuckDBPyConnection, names: Names) -> None:
@@ -538,6 +549,7 @@ def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: Sou
     rows, derived = {}, {}
     for table in source.tables:
         hash_inputs(conn, names, table, inputs[table.name])
+        mark_stale(conn, names, table.name)
         run.counts[table.name] = row_counts(conn, names, table.name)
         rows[table.name] = changed_input_rows(conn, names, source, table, stored, specs[table.name])
     update_identifiers(conn, names, source, rows)
