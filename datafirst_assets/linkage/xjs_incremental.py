@@ -302,11 +302,19 @@ def _pair_records(conn, scratch: str, previous: str) -> None:
 
 
 def _unsettled(conn, scratch: str) -> pl.DataFrame:
-    """level, k, c, p of every record of an unsettled cluster or previous id (module docstring)."""
-    parts = [f"""(with bad_c as (select c_{lv} as c from {scratch}.pairs where c_{lv} is not null group by c_{lv}
-                                 having count(distinct p_{lv}) <> 1 or count(p_{lv}) <> count(*)),
-                      bad_p as (select p_{lv} as p from {scratch}.pairs where p_{lv} is not null group by p_{lv}
-                                 having count(distinct c_{lv}) <> 1 or count(c_{lv}) <> count(*))
+    """level, k, c, p of every record of an unsettled cluster or previous id (module docstring).
+
+    Per level the records are first reduced to their distinct (cluster, previous id) pairs (one
+    group-by over every record; a few more pairs than persons), and a cluster is unsettled when it
+    has more than one pair or one with no previous id (a new record), a previous id likewise: the
+    same test as ``count(distinct p) <> 1 or count(p) <> count(*)`` per cluster over the records
+    (a null is a pair of its own, and ``count(distinct)`` skips it), with two group-bys over the
+    pairs instead of two over every record."""
+    parts = [f"""(with cp as (select c_{lv} as c, p_{lv} as p from {scratch}.pairs group by all),
+                      bad_c as (select c from cp where c is not null group by c
+                                 having count(*) > 1 or bool_or(p is null)),
+                      bad_p as (select p from cp where p is not null group by p
+                                 having count(*) > 1 or bool_or(c is null))
                  select {quote_literal(lv)} as level, k, c_{lv} as c, p_{lv} as p from {scratch}.pairs
                  where c_{lv} in (select c from bad_c) or p_{lv} in (select p from bad_p))""" for lv in LEVELS]
     return conn.sql(" union all ".join(parts)).pl()
