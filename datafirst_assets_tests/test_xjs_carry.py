@@ -166,3 +166,40 @@ def test_link_variants_leaves_the_lookup_unsorted_only_when_asked():
     as_joined = link_variants(keys, variants, vmap, sorted_lookup=False).lookup
     assert ordered.get_column("record_id").to_list() == ["r1", "r3", "r5", "r7", "r9"]
     assert as_joined.sort("source_dataset", "record_id").equals(ordered)
+
+
+def _unsettled_by_definition(pairs: pl.DataFrame, level: str) -> set[str]:
+    """The records of clusters (``c``) or previous ids (``p``) not in a one-to-one match, by the
+    definition: all of a cluster's records had one previous id, and that id's records are exactly
+    the cluster's (a null, a record new or gone, breaks the match)."""
+    c, p = f"c_{level}", f"p_{level}"
+    def bad(key: str, other: str) -> pl.Series:
+        return (pairs.filter(pl.col(key).is_not_null()).group_by(key)
+                .agg(pl.col(other).n_unique().alias("n"), pl.col(other).null_count().alias("nulls"))
+                .filter((pl.col("n") > 1) | (pl.col("nulls") > 0)).get_column(key))
+    return set(pairs.filter(pl.col(c).is_in(bad(c, p).implode()) | pl.col(p).is_in(bad(p, c).implode()))
+               .get_column("k").to_list())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_unsettled_records_are_those_of_the_definition(seed):
+    """``_unsettled`` reduces the records to their (cluster, previous id) pairs before testing the
+    match: the records it returns are those of the definition, with records new (no previous id),
+    gone (no cluster), moved, merged and split."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(300):
+        c = {lv: rng.choice([None] + list(range(1, 40))) if rng.random() < 0.15 else i // (3 + k)
+             for k, lv in enumerate(LEVELS)}
+        p = {lv: None if rng.random() < 0.05 else (c[lv] if c[lv] is not None and rng.random() < 0.9
+                                                   else rng.randint(1, 120)) for lv in LEVELS}
+        rows.append({"k": f"r{i}", **{f"c_{lv}": c[lv] for lv in LEVELS}, **{f"p_{lv}": p[lv] for lv in LEVELS}})
+    pairs = pl.DataFrame(rows, schema={"k": pl.String, **{f"{s}_{lv}": pl.Int64 for s in "cp" for lv in LEVELS}})
+    with duckdb.connect() as conn:
+        scratch = xjs_carry.attach_scratch(conn)
+        _stored(conn, f"{scratch}.pairs", pairs)
+        got = xjs_carry._unsettled(conn, scratch)
+    for lv in LEVELS:
+        want = _unsettled_by_definition(pairs, lv)
+        assert want and len(want) < pairs.height  # both kinds present
+        assert set(got.filter(pl.col("level") == lv).get_column("k").to_list()) == want

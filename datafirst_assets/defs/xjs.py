@@ -32,6 +32,7 @@ from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.keys import key_is_development, keyed_hash
 from datafirst_assets.linkage.backend import release_db_api
 from datafirst_assets.linkage.case_link import HOCAS_COLUMNS, PERSON_LINK_SOURCES, XHIBIT_COLUMNS, build_case_link
+from datafirst_assets.linkage.incremental import model_to_reuse
 from datafirst_assets.linkage.xjs import (
     DEFAULT_THRESHOLDS,
     XjsResult,
@@ -136,22 +137,38 @@ def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     ``link_variants``' (False when the ids are carried in the database, which orders the rows)."""
     db_api = linkage.db_api()
     saved, incremental = xjs_model_file(linkage), linkage.mode == "incremental"
+    saved_model = read_xjs_model(saved) if incremental else None
     try:
         with warehouse.cursor() as conn:  # inputs and clustering in the warehouse's DuckDB (its memory limit and spill folder)
             t = time.perf_counter()
-            keys, variants, vmap, hashes = lookup_inputs(
+            keys, variants, vmap, hashes = lookup_inputs_for(
                 conn, {s: (f"({r.select_sql()})", f"({c.select_sql()})") for s, (r, c) in tables.items()},
-                with_hashes=True)
+                saved_model, linkage.retrain_growth)
             result = link_variants(keys, variants, vmap, prepared_in=time.perf_counter() - t, variants_hashes=hashes,
                                    thresholds=XJS_THRESHOLDS, db_api=db_api, progress=context.log.info,
                                    connection=conn, retrain_growth=linkage.retrain_growth,
-                                   saved_model=read_xjs_model(saved) if incremental else None,
+                                   saved_model=saved_model,
                                    previous=previous_xjs(warehouse) if incremental else None,
                                    sorted_lookup=sorted_lookup)
     finally:
         release_db_api(db_api)  # Splink's working tables, now rather than whenever it is collected
     save_xjs_model(saved, result)
     return result
+
+
+def lookup_inputs_for(conn, tables: dict[str, tuple[str, str]], saved_model: tuple[dict, int] | None,
+                      retrain_growth: float | None) -> tuple[pl.DataFrame, ...]:
+    """``lookup_inputs`` (with hashes) for a run that reuses ``saved_model`` when it fits: its
+    variants numbered as they come when the model will only score (no sort of every variant),
+    else in their fields' order, as training needs. Whether it fits is known only from the
+    variants, so a saved model that no longer fits (rare: its fields changed, or the variants
+    grew past ``retrain_growth``) costs building the inputs again, in order: a retrained model is
+    the one a first run would train on the same variants."""
+    inputs = lookup_inputs(conn, tables, with_hashes=True, ordered=saved_model is None)
+    if saved_model is not None and model_to_reuse(saved_model[0], saved_model[1], inputs[1],
+                                                  retrain_growth=retrain_growth)[0] is None:
+        inputs = lookup_inputs(conn, tables, with_hashes=True, ordered=True)
+    return inputs
 
 
 def stored_record_keys(warehouse: Warehouse, records: dict[str, StoredTable]) -> pl.DataFrame:

@@ -132,12 +132,14 @@ def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescor
     pairs with a new one go to ``predict_between`` (``blocked_with``): the same pairs, in
     another row order (the cross-justice lookup's edges do not depend on it).
     """
-    rescore_ids = pl.DataFrame({UNIQUE_ID: rescore.cast(pl.String)})
     records = records.with_columns(pl.col(UNIQUE_ID).cast(pl.String))
-    new = records.join(rescore_ids, on=UNIQUE_ID, how="semi")
+    # one mask for both sides (a semi and an anti join hashed every record twice); a null id is
+    # never new, as it matched nothing in the joins
+    is_new = records.get_column(UNIQUE_ID).is_in(rescore.cast(pl.String).implode()).fill_null(False)
+    new = records.filter(is_new)
     if new.is_empty():
         return pl.DataFrame()
-    existing = records.join(rescore_ids, on=UNIQUE_ID, how="anti")
+    existing = records.filter(~is_new)
     # The linker sees every record, so term frequencies are those of the whole dataset.
     linker = make_linker(db_api, records, model.settings, model.spec)
     for column in tf_columns(model.settings):

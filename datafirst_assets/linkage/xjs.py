@@ -77,6 +77,7 @@ from datafirst_assets.linkage.stable_ids import (
 )
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
 from datafirst_assets.linkage.xjs_incremental import (
+    CLUSTER_NAMES,
     PreviousXjs,
     cluster_state,
     clustered_as,
@@ -329,7 +330,7 @@ def link_variants(
     clustered, cluster_stats = _cluster_persons(persons, edges, (high, medium, low), same_dataset, connection,
                                                 previous, seeds if scoring["lookup_mode"] == "incremental" else None)
     state = state.join(cluster_state(clustered, how), on=PERSON, how="left")
-    clustered = clustered.drop("component").rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
+    clustered = clustered.drop("component", *CLUSTER_NAMES, strict=False).rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
     edges = _linked_at(edges, clustered)
     lookup = (keys.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
               .join(clustered.drop(SOURCE_DATASET), on=PERSON, how="left")

@@ -172,18 +172,27 @@ def clustered_as(thresholds: tuple[float, float, float], same_dataset: str) -> s
     return f"{same_dataset}|{','.join(repr(float(t)) for t in thresholds)}"
 
 
+#: Columns of ``recluster_touched``'s clustering: each person's cluster names (``cluster_state``'s)
+#: at each level, which it has at hand, so ``cluster_state`` need not name every cluster again.
+CLUSTER_NAMES = tuple(f"cluster_name_{lv}" for lv in CLUSTER_LEVELS)
+
+
 def cluster_state(clustered: pl.DataFrame, how: str) -> pl.DataFrame:
     """person_id_dataset and ``CLUSTER_STATE`` from a clustering (``cluster_<level>`` ids and
-    ``component``): each cluster named by its smallest person key, which survives renumbering."""
+    ``component``): each cluster named by its smallest person key, which survives renumbering
+    (taken from ``CLUSTER_NAMES`` when the clustering has them: a group-by over every person less)."""
+    names = [pl.col(name) if name in clustered.columns else pl.col(PERSON).min().over(f"cluster_{lv}")
+             for lv, name in zip(CLUSTER_LEVELS, CLUSTER_NAMES)]
     return clustered.select(
-        PERSON, "component", *[pl.col(PERSON).min().over(f"cluster_{lv}").alias(f"cluster_{lv}") for lv in CLUSTER_LEVELS],
+        PERSON, "component", *[name.alias(f"cluster_{lv}") for lv, name in zip(CLUSTER_LEVELS, names)],
         pl.lit(how, dtype=pl.String).alias("clustered_as")).cast({PERSON: pl.String, **CLUSTER_STATE})  # type: ignore[arg-type]
 
 
 def recluster_touched(persons: pl.DataFrame, edges: pl.DataFrame, stored: pl.DataFrame | None, seeds: pl.Series,
                       how: str, cluster) -> tuple[pl.DataFrame | None, dict]:
     """The clustering of every person (``PERSON``, ``source_dataset``, ``cluster_<level>`` dense
-    ids numbered by each cluster's smallest person key, ``component``), computing only the
+    ids numbered by each cluster's smallest person key, ``component``, and that key: the
+    ``CLUSTER_NAMES``), in the order of ``PERSON``, computing only the
     components that ``seeds`` (persons new, changed or gone, and both ends of every freshly scored
     edge) reach; every other person keeps the cluster ``stored`` (the previous persons state)
     gives it. ``cluster(nodes, edges)`` is the full clustering. Returns (None, why) when the
@@ -214,8 +223,10 @@ def recluster_touched(persons: pl.DataFrame, edges: pl.DataFrame, stored: pl.Dat
     if sub is not None:
         named = pl.concat([cluster_state(sub, how).drop("clustered_as"), named])
     out = current.sort(PERSON).join(named, on=PERSON, how="left")
-    out = out.with_columns(pl.col(f"cluster_{lv}").rank("dense").cast(pl.Int64) for lv in CLUSTER_LEVELS)
-    return out.select(PERSON, SOURCE_DATASET, *[f"cluster_{lv}" for lv in CLUSTER_LEVELS], "component"), {
+    out = out.with_columns(*(pl.col(f"cluster_{lv}").alias(name) for lv, name in zip(CLUSTER_LEVELS, CLUSTER_NAMES)),
+                           *(pl.col(f"cluster_{lv}").rank("dense").cast(pl.Int64) for lv in CLUSTER_LEVELS))
+    return out.select(PERSON, SOURCE_DATASET, *[f"cluster_{lv}" for lv in CLUSTER_LEVELS], "component",
+                      *CLUSTER_NAMES), {
         **stats, "mode": "touched components", "persons_reclustered": nodes.height,
         "components_touched": hit.len()}
 
@@ -291,11 +302,19 @@ def _pair_records(conn, scratch: str, previous: str) -> None:
 
 
 def _unsettled(conn, scratch: str) -> pl.DataFrame:
-    """level, k, c, p of every record of an unsettled cluster or previous id (module docstring)."""
-    parts = [f"""(with bad_c as (select c_{lv} as c from {scratch}.pairs where c_{lv} is not null group by c_{lv}
-                                 having count(distinct p_{lv}) <> 1 or count(p_{lv}) <> count(*)),
-                      bad_p as (select p_{lv} as p from {scratch}.pairs where p_{lv} is not null group by p_{lv}
-                                 having count(distinct c_{lv}) <> 1 or count(c_{lv}) <> count(*))
+    """level, k, c, p of every record of an unsettled cluster or previous id (module docstring).
+
+    Per level the records are first reduced to their distinct (cluster, previous id) pairs (one
+    group-by over every record; a few more pairs than persons), and a cluster is unsettled when it
+    has more than one pair or one with no previous id (a new record), a previous id likewise: the
+    same test as ``count(distinct p) <> 1 or count(p) <> count(*)`` per cluster over the records
+    (a null is a pair of its own, and ``count(distinct)`` skips it), with two group-bys over the
+    pairs instead of two over every record."""
+    parts = [f"""(with cp as (select c_{lv} as c, p_{lv} as p from {scratch}.pairs group by all),
+                      bad_c as (select c from cp where c is not null group by c
+                                 having count(*) > 1 or bool_or(p is null)),
+                      bad_p as (select p from cp where p is not null group by p
+                                 having count(*) > 1 or bool_or(c is null))
                  select {quote_literal(lv)} as level, k, c_{lv} as c, p_{lv} as p from {scratch}.pairs
                  where c_{lv} in (select c from bad_c) or p_{lv} in (select p from bad_p))""" for lv in LEVELS]
     return conn.sql(" union all ".join(parts)).pl()

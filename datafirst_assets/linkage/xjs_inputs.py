@@ -69,11 +69,16 @@ def _check_persons(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[s
 
 
 def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[str, str]], *,
-                  with_hashes: bool = False) -> tuple[pl.DataFrame, ...]:
+                  with_hashes: bool = False, ordered: bool = True) -> tuple[pl.DataFrame, ...]:
     """(keys, variants, vmap) of ``xjs.link_variants`` from stored tables: ``tables[source]`` is
     (person_records table, clusters table), names DuckDB resolves on ``conn``. ``with_hashes``:
     also each person's variants hash (``xjs_incremental.variants_hashes``), computed here where
-    the variants are, instead of sending every variant to another database to be hashed."""
+    the variants are, instead of sending every variant to another database to be hashed.
+    ``ordered``: the variants numbered (and listed) in the order of their dataset, person and
+    fields, which training needs (it samples rows, so the numbering must not vary between runs);
+    False numbers them as they come, skipping a sort of every variant, for a run that only scores
+    with a saved model (an edge's score does not depend on its variants' numbers; see
+    ``defs.xjs.lookup_inputs_for``)."""
     if not tables:
         raise ValueError("no person records given")
     union = " union all by name ".join(_source_sql(conn, s, r, c) for s, (r, c) in tables.items())
@@ -88,7 +93,8 @@ def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[st
         conn.execute(f"""create or replace temp table _xjs_variants as select distinct {SOURCE_DATASET}, {PERSON}
                          {''.join(', ' + t for t in typed)} from _xjs_records""")
         distinct = pl.from_arrow(conn.sql(f"""
-            select (row_number() over (order by {listed}) - 1)::varchar as variant_id, * from _xjs_variants
+            select (row_number() over ({f'order by {listed}' if ordered else ''}) - 1)::varchar as variant_id, *
+            from _xjs_variants
             """).to_arrow_table())
         hashes = pl.from_arrow(conn.sql(variants_hash_sql("_xjs_variants", fields, with_dataset=True))
                               .to_arrow_table()) if with_hashes else None
