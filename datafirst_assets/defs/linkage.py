@@ -102,7 +102,13 @@ from datafirst_assets.sources.spec import SourceSpec
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.content import VALIDATED_CONTENT, code_version, fingerprint_by_partition, row_hash_sum
 from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, changes_to, frame_sums, table_columns
-from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
+from datafirst_assets.warehouse.unchanged import (
+    FINGERPRINT,
+    inputs_fingerprint,
+    kept_if_unchanged,
+    latest_metadata,
+    recorded_fingerprints,
+)
 
 
 class LinkageSettings(ConfigurableResource):
@@ -726,17 +732,20 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
         "(0.97 criminal justice, 0.93 family and civil). Warns, naming what is missing, otherwise.",
     )],
 )
-def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse):
+def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse):
     rows, largest, kept, computed = [], {}, [], {}
     reports = linkage.root / "reports"
+    read = {linkage_key(s, name): linkage_table(warehouse.database, s, name)
+            for s in SOURCES for name in ("clusters", "scored_pairs", "person_records")}
+    # each table's write recorded its fingerprint: taken from there, not hashed again (every row of
+    # every dataset's three tables, unchanged datasets' too, on every run)
+    memo = recorded_fingerprints(context.instance, read)
     for source in SOURCES:
-        clusters = linkage_table(warehouse.database, source, "clusters")
-        pairs = linkage_table(warehouse.database, source, "scored_pairs")
+        clusters, pairs = read[linkage_key(source, "clusters")], read[linkage_key(source, "scored_pairs")]
         # a dataset whose inputs are as when it was last assessed keeps that row (linkage/quality_parts.py)
         fingerprint = inputs_fingerprint(
-            {"clusters": clusters, "pairs": pairs,
-             "records": StoredTable(warehouse.database, _stored(source)["schema"], "person_records")},
-            settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)])
+            {"clusters": clusters, "pairs": pairs, "records": read[linkage_key(source, "person_records")]},
+            settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)], memo=memo)
         part = load_part(reports, source, fingerprint) if linkage.mode != "full" else None
         if part is None:
             # the local parts of the last assessment: recomputed only where pairs or records changed
