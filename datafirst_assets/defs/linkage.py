@@ -223,6 +223,13 @@ def _stored(source: str) -> dict:
     return {"schema": f"linkage_{source}"}
 
 
+def _recorded(context: AssetExecutionContext, source: SourceSpec, **tables: StoredTable) -> dict:
+    """A fingerprint memo (`unchanged.recorded_fingerprints`) for a dataset's linkage tables read by a
+    step (by name: `person_records=...`): each whole table's write recorded its fingerprint, so an
+    incremental run does not hash every row of the dataset's records, pairs or clusters again."""
+    return recorded_fingerprints(context.instance, {linkage_key(source.key, name): t for name, t in tables.items()})
+
+
 def linkage_table(database: str, source: str, name: str) -> StoredTable:
     """Where the IO manager stores `linkage_key(source, name)`: for an asset that reads every dataset's
     tables by handle, depending on them (`deps`, the same lineage) instead of one input per table,
@@ -414,7 +421,8 @@ def _model_asset(source: SourceSpec) -> AssetsDefinition:
     def _model(context: AssetExecutionContext, stored: StoredTable, linkage: LinkageSettings,
                warehouse: Warehouse):
         _check_mode(linkage)
-        fingerprint = inputs_fingerprint({"records": stored}, settings=(linkage.retrain_growth, linkage.backend))
+        fingerprint = inputs_fingerprint({"records": stored}, settings=(linkage.retrain_growth, linkage.backend),
+                                         memo=_recorded(context, source, person_records=stored))
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
         context.add_output_metadata({FINGERPRINT: fingerprint})
@@ -488,7 +496,8 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         _check_mode(linkage)
         fingerprint = inputs_fingerprint({"records": records, "model": model}, files=[linkage.labels_file(source.key)],
                                          settings=(linkage.thresholds.get(source.key), linkage.backend, linkage.seed,
-                                                   linkage.predict_chunks, linkage.max_pairs_per_rule))
+                                                   linkage.predict_chunks, linkage.max_pairs_per_rule),
+                                         memo=_recorded(context, source, person_records=records, model=model))
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return
@@ -628,7 +637,8 @@ def _linked_asset(source: SourceSpec) -> AssetsDefinition:
         description=f"Staged `{table.name}` (latest version of each record) with `{source.person_id_name}`.",
     )
     def _linked(context: AssetExecutionContext, staged: StoredTable, clusters: StoredTable, linkage: LinkageSettings):
-        fingerprint = inputs_fingerprint({"staged": staged, "clusters": clusters})
+        fingerprint = inputs_fingerprint({"staged": staged, "clusters": clusters},
+                                         memo=_recorded(context, source, clusters=clusters))  # staged: partitioned, hashed
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
         if linkage.mode != "full" and (changes := _linked_changes(context, staged, clusters, source)) is not None:
@@ -665,7 +675,9 @@ def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
                       clusters: StoredTable, linkage: LinkageSettings):
         labels = linkage.labels_file(source.key)
         fingerprint = inputs_fingerprint({"pairs": pairs, "records": records, "clusters": clusters}, files=[labels],
-                                         settings=(linkage.review_pairs, linkage.seed))
+                                         settings=(linkage.review_pairs, linkage.seed),
+                                         memo=_recorded(context, source, scored_pairs=pairs, person_records=records,
+                                                        clusters=clusters))
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
         pairs, records, clusters = pairs.to_polars(), records.to_polars(), clusters.to_polars()
