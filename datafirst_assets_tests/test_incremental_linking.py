@@ -263,3 +263,41 @@ def test_unchanged_persons_keep_their_ids_across_materialisations(tmp_path):
     logged = changes.filter((pl.col("kind") == "new") & (pl.col("mode") == "incremental"))
     assert set(logged["new_id"]) == new_ids
     assert meta_two["id_changes"]["this_run_new"] == len(new_ids)
+
+
+def test_linkage_tables_whose_writes_recorded_their_fingerprint_are_not_hashed_again(tmp_path, monkeypatch):
+    """The clusters step takes the stored model's fingerprint from the model's write
+    (`unchanged.recorded_fingerprints`), as every linkage step does for a dataset's records, pairs and
+    clusters written through the IO manager; a table planted outside it (here the person records)
+    is hashed as before, and the step still sees that nothing changed."""
+    from datafirst_assets.warehouse import unchanged
+
+    records, _ = make_dataset(300, seed=12, source_dataset=SOURCE)
+    records = records.sort("record_id").with_columns(pl.lit("2024-01-31").alias("extract_date"))
+    layout = DataLayout(tmp_path / "data")
+    person_records, model, cluster, _ = build_dedupe_assets(SOURCES[SOURCE])
+    stored = SourceAsset(key=person_records.key, metadata={"schema": f"linkage_{SOURCE}"})
+    linkage = LinkageSettings(data_dir=str(layout.root), thresholds={SOURCE: THRESHOLD}, u_max_pairs=3e5)
+    instance = DagsterInstance.ephemeral()
+    with warehouse_cursor(layout.warehouse) as conn:
+        conn.execute(f"create schema if not exists linkage_{SOURCE}")
+        arrow = records.to_arrow()  # noqa: F841 (read by name in the SQL)
+        conn.execute(f"create or replace table linkage_{SOURCE}.person_records as select * from arrow")
+
+    def run():
+        result = materialize([stored, model, cluster], selection=[*model.keys, *cluster.keys], instance=instance,
+                             resources={**build_resources(layout), "linkage": linkage})
+        assert result.success
+        return {m.asset_key.path[-1] for m in result.get_asset_materialization_events()
+                if "unchanged" in m.materialization.metadata}
+
+    assert run() == set()
+    hashed, table_fingerprint = [], unchanged.table_fingerprint
+
+    def counted(conn, table):
+        hashed.append(table.name)
+        return table_fingerprint(conn, table)
+
+    monkeypatch.setattr(unchanged, "table_fingerprint", counted)
+    assert run() == {"model", "clusters", "scored_pairs", "id_changes"}  # nothing changed: all kept
+    assert hashed and all("person_records" in name for name in hashed), hashed

@@ -75,3 +75,54 @@ def test_a_changed_dataset_recomputes_the_transitivity_flags_of_its_changed_pair
     assert computed == {"magistrates": {"support_pairs": 3}}
     full, _ = _quality(tmp_path, mode="full")
     assert changed.equals(full)
+
+
+def test_tables_whose_writes_recorded_their_fingerprint_are_not_hashed_again(tmp_path, monkeypatch):
+    """The quality asset takes each input table's fingerprint from the event log when its write
+    recorded it (`unchanged.recorded_fingerprints`) instead of hashing every row of every dataset's
+    clusters, scored pairs and person records again on every run; the rows are those hashing gives."""
+    from dagster import DagsterInstance, asset
+
+    from datafirst_assets.warehouse import unchanged
+
+    database = str(tmp_path / "wh.duckdb")
+
+    def stub(source: str, name: str, frame: pl.DataFrame):
+        @asset(key=linkage_key(source, name), metadata={"schema": f"linkage_{source}"})
+        def _table() -> pl.DataFrame:
+            return frame
+        return _table
+
+    stubs = []
+    for source in SOURCES:
+        ids = [f"{source}-{i}" for i in range(4)]
+        stubs += [
+            stub(source, "clusters", pl.DataFrame({
+                "record_id": ids, "model_version": ["v1"] * 4, "match_threshold": [0.9] * 4,
+                SOURCES[source].person_id_name: [1, 1, 2, 3], "record_hash": ["h"] * 4})),
+            stub(source, "scored_pairs", pl.DataFrame({
+                "record_id_l": [ids[0], ids[2]], "record_id_r": [ids[1], ids[3]], "match_weight": [5.0, -3.0],
+                "match_probability": [0.97, 0.11]})),
+            stub(source, "person_records", pl.DataFrame({
+                "record_id": ids, "source_dataset": [source] * 4, "extract_date": ["2024-01-31"] * 4})),
+        ]
+    instance = DagsterInstance.ephemeral()
+    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database),
+                 "linkage": LinkageSettings(data_dir=str(tmp_path), mode="incremental")}
+    assert materialize(stubs, instance=instance, resources=resources).success
+
+    def no_hashing(*_):
+        raise AssertionError("a linkage table was hashed although its write recorded its fingerprint")
+
+    hashed = unchanged.table_fingerprint
+    monkeypatch.setattr(unchanged, "table_fingerprint", no_hashing)
+    result = materialize([*stubs, linkage_quality], selection=[QUALITY], instance=instance, resources=resources)
+    assert result.success
+    with warehouse_cursor(database) as conn:
+        first = pl.from_arrow(conn.sql("select * from linkage.quality order by source").to_arrow_table())
+    again = materialize([*stubs, linkage_quality], selection=[QUALITY], instance=instance, resources=resources)
+    (event,) = [m for m in again.get_asset_materialization_events() if m.asset_key == QUALITY]
+    assert event.materialization.metadata["datasets_kept"].value == ", ".join(SOURCES)
+    monkeypatch.setattr(unchanged, "table_fingerprint", hashed)
+    full, _ = _quality(tmp_path, mode="full")  # hashed, on an instance with no recorded fingerprints
+    assert first.equals(full)

@@ -582,3 +582,27 @@ def test_the_witness_is_the_same_whatever_order_the_pairs_come_in():
     for seed in range(5):
         shuffled = pairs.sample(fraction=1.0, shuffle=True, seed=seed)
         assert witness_odds(shuffled, records).sort("record_id_l", "record_id_r").equals(expected)
+
+
+def test_the_assessment_fits_the_transitivity_curve_only_when_it_can_use_it(monkeypatch):
+    """`assess` asks the check for its curve only where the model can be called overconfident (the
+    fit runs over every checkable pair; most of an incremental assessment's time at 300,000 people,
+    thrown away otherwise): the same assessment, without the fit where it would not be used."""
+    from datafirst_assets.linkage import threshold
+
+    honest = _people_with_namesakes(overconfident=False).drop("same")
+    fitted = assess(honest, labels_file=None)
+    assert fitted.transitivity.calibration is None and not fitted.transitivity.overconfident
+    assert transitivity_check(honest).calibration is not None  # asked for: fitted as before
+
+    def no_fit(*_, **__):
+        raise AssertionError("the transitivity curve was fitted although it cannot be used")
+
+    monkeypatch.setattr(threshold, "_fit_logistic", no_fit)
+    again = assess(honest, labels_file=None)
+    assert again.clusters.equals(fitted.clusters) and again.pairs.equals(fitted.pairs)
+    assert again.estimate_at(0.9) == fitted.estimate_at(0.9)
+    monkeypatch.undo()
+    overconfident = _people_with_namesakes(overconfident=True).drop("same")
+    used = assess(overconfident, labels_file=None)  # can be called overconfident: fitted and used
+    assert used.transitivity.overconfident and used.calibration is used.transitivity.calibration

@@ -219,6 +219,13 @@ def _stored(source: str) -> dict:
     return {"schema": f"linkage_{source}"}
 
 
+def _recorded(context: AssetExecutionContext, source: SourceSpec, **tables: StoredTable) -> dict:
+    """A fingerprint memo (`unchanged.recorded_fingerprints`) for a dataset's linkage tables read by a
+    step (by name: `person_records=...`): each whole table's write recorded its fingerprint, so an
+    incremental run does not hash every row of the dataset's records, pairs or clusters again."""
+    return recorded_fingerprints(context.instance, {linkage_key(source.key, name): t for name, t in tables.items()})
+
+
 def linkage_table(database: str, source: str, name: str) -> StoredTable:
     """Where the IO manager stores `linkage_key(source, name)`: for an asset that reads every dataset's
     tables by handle, depending on them (`deps`, the same lineage) instead of one input per table,
@@ -410,7 +417,8 @@ def _model_asset(source: SourceSpec) -> AssetsDefinition:
     def _model(context: AssetExecutionContext, stored: StoredTable, linkage: LinkageSettings,
                warehouse: Warehouse):
         _check_mode(linkage)
-        fingerprint = inputs_fingerprint({"records": stored}, settings=(linkage.retrain_growth, linkage.backend))
+        fingerprint = inputs_fingerprint({"records": stored}, settings=(linkage.retrain_growth, linkage.backend),
+                                         memo=_recorded(context, source, person_records=stored))
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
         context.add_output_metadata({FINGERPRINT: fingerprint})
@@ -484,7 +492,8 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         _check_mode(linkage)
         fingerprint = inputs_fingerprint({"records": records, "model": model}, files=[linkage.labels_file(source.key)],
                                          settings=(linkage.thresholds.get(source.key), linkage.backend, linkage.seed,
-                                                   linkage.predict_chunks, linkage.max_pairs_per_rule))
+                                                   linkage.predict_chunks, linkage.max_pairs_per_rule),
+                                         memo=_recorded(context, source, person_records=records, model=model))
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return
@@ -674,8 +683,8 @@ def _linked_asset(source: SourceSpec) -> AssetsDefinition:
     def _linked(context: AssetExecutionContext, staged: StoredTable, clusters: StoredTable, linkage: LinkageSettings):
         with warehouse_cursor(staged.database) as conn:  # one pass: the fingerprint and each date's rows
             whole, parts = fingerprint_by_partition(conn, staged, PARTITION_COLUMN)
-        memo = {**recorded_fingerprints(context.instance, {linkage_key(source.key, "clusters"): clusters}),
-                (staged.database, staged.select_sql()): whole}  # the clusters' as their write recorded it
+        # the clusters' as their write recorded it; staged is partitioned (no whole-table record): hashed
+        memo = {**_recorded(context, source, clusters=clusters), (staged.database, staged.select_sql()): whole}
         fingerprint = inputs_fingerprint({"staged": staged, "clusters": clusters}, memo=memo)
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
@@ -714,7 +723,9 @@ def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
                       clusters: StoredTable, linkage: LinkageSettings):
         labels = linkage.labels_file(source.key)
         fingerprint = inputs_fingerprint({"pairs": pairs, "records": records, "clusters": clusters}, files=[labels],
-                                         settings=(linkage.review_pairs, linkage.seed))
+                                         settings=(linkage.review_pairs, linkage.seed),
+                                         memo=_recorded(context, source, scored_pairs=pairs, person_records=records,
+                                                        clusters=clusters))
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
         pairs, records, clusters = pairs.to_polars(), records.to_polars(), clusters.to_polars()
@@ -781,17 +792,20 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
         "(0.97 criminal justice, 0.93 family and civil). Warns, naming what is missing, otherwise.",
     )],
 )
-def linkage_quality(linkage: LinkageSettings, warehouse: Warehouse):
+def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse):
     rows, largest, kept, computed = [], {}, [], {}
     reports = linkage.root / "reports"
+    read = {linkage_key(s, name): linkage_table(warehouse.database, s, name)
+            for s in SOURCES for name in ("clusters", "scored_pairs", "person_records")}
+    # each table's write recorded its fingerprint: taken from there, not hashed again (every row of
+    # every dataset's three tables, unchanged datasets' too, on every run)
+    memo = recorded_fingerprints(context.instance, read)
     for source in SOURCES:
-        clusters = linkage_table(warehouse.database, source, "clusters")
-        pairs = linkage_table(warehouse.database, source, "scored_pairs")
+        clusters, pairs = read[linkage_key(source, "clusters")], read[linkage_key(source, "scored_pairs")]
         # a dataset whose inputs are as when it was last assessed keeps that row (linkage/quality_parts.py)
         fingerprint = inputs_fingerprint(
-            {"clusters": clusters, "pairs": pairs,
-             "records": StoredTable(warehouse.database, _stored(source)["schema"], "person_records")},
-            settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)])
+            {"clusters": clusters, "pairs": pairs, "records": read[linkage_key(source, "person_records")]},
+            settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)], memo=memo)
         part = load_part(reports, source, fingerprint) if linkage.mode != "full" else None
         if part is None:
             # the local parts of the last assessment: recomputed only where pairs or records changed

@@ -423,7 +423,8 @@ class TransitivityCheck:
                 and self.deficit is not None and self.deficit > OVERCONFIDENCE_DEFICIT)
 
 
-def transitivity_check(pairs: pl.DataFrame, previous_support: pl.DataFrame | None = None) -> TransitivityCheck:
+def transitivity_check(pairs: pl.DataFrame, previous_support: pl.DataFrame | None = None, *,
+                       fit_unless_used: bool = True) -> TransitivityCheck:
     """The model's probabilities checked against its own links, without labels or truth.
 
     A true match is supported (see :func:`with_transitive_support`) about as often at any weight
@@ -438,7 +439,11 @@ def transitivity_check(pairs: pl.DataFrame, previous_support: pl.DataFrame | Non
     too poorly recorded to be surely linked), which read as overconfidence (family at 100,000 hard:
     a 7% deficit over all links, 1.8% over checkable ones, where 98.5% of the links are right).
     ``previous_support``: the flags of an earlier check (``TransitivityCheck.support``), reused where
-    the pairs around them did not change (:func:`transitive_support`)."""
+    the pairs around them did not change (:func:`transitive_support`). ``fit_unless_used=False``: the
+    curve is fitted only when the check can call the model overconfident (enough checked links, a
+    deficit over ``OVERCONFIDENCE_DEFICIT``: what :attr:`TransitivityCheck.overconfident` asks besides
+    the curve), the only case where it is used; else ``calibration`` is None and ``overconfident``
+    False, as it would be with the curve."""
     flagged, computed = transitive_support(pairs, previous=previous_support)
     # only pairs whose records each have another near-certain link: the rest cannot be supported,
     # and they are not a random sample (a person with two records, a poorly recorded record)
@@ -447,8 +452,11 @@ def transitivity_check(pairs: pl.DataFrame, previous_support: pl.DataFrame | Non
     surest = rate(supported.filter(pl.col(WEIGHT) >= SUREST_WEIGHT))
     checked = supported.filter(pl.col(WEIGHT).is_between(*CHECK_WEIGHTS, closed="left"))
     floor = rate(supported.filter(pl.col(WEIGHT) <= -6)) or 0.0
-    calibration = None
-    if surest and surest > floor + 0.1:
+    calibration, checked_support = None, rate(checked)
+    # the fit is a Newton iteration over every checkable pair: most of the check's time at scale
+    unfitted = TransitivityCheck(surest, checked_support, checked.height, None)
+    usable = unfitted.checked_links >= 200 and (unfitted.deficit or 0.0) > OVERCONFIDENCE_DEFICIT
+    if surest and surest > floor + 0.1 and (fit_unless_used or usable):
         bins = (supported.group_by((pl.col(WEIGHT) * 2).floor().alias("bin"))
                 .agg(pl.col(WEIGHT).mean().alias("weight"), pl.col("supported").mean().alias("rate"), pl.len()))
         share = np.clip((bins["rate"].to_numpy() - floor) / (surest - floor), 0, 1)
@@ -457,7 +465,7 @@ def transitivity_check(pairs: pl.DataFrame, previous_support: pl.DataFrame | Non
         if beta[1] > 0:
             calibration = Calibration(float(beta[0]), float(beta[1]), None,
                                       (float(weight.min()), float(weight.max())), 0, method="transitivity")
-    return TransitivityCheck(surest, rate(checked), checked.height, calibration,
+    return TransitivityCheck(surest, checked_support, checked.height, calibration,
                              support=flagged.select(SUPPORT_COLUMNS), support_computed=computed)
 
 
@@ -1139,7 +1147,7 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     # by the paths through other records; labels are not: they measured P(match | weight) over all
     # pairs, the ones such paths close included, and raising those would count them twice
     kept = KeptWork()
-    check = (transitivity_check(pairs, previous.support if previous is not None else None)
+    check = (transitivity_check(pairs, previous.support if previous is not None else None, fit_unless_used=False)
              if pairs.height and calibration is None else None)
     if check is not None:
         kept.support, kept.computed["support_pairs"] = check.support, check.support_computed
