@@ -244,3 +244,50 @@ def test_identifiers_read_as_series_only_find_what_the_sets_find_and_cannot_be_m
     assert {f.identifier for f in scan_table("m.f", planted, series_only)} >= {"name", "system_id", "address"}
     with pytest.raises(ValueError):
         RawIdentifiers().update(series_only)
+
+
+def _identifiers_of_every_staged_row(conn, source) -> RawIdentifiers:
+    """What the gate compared with before identifiers were stored: every staged row read and normalised."""
+    from datafirst_assets.deidentify.pii_gate import identifying_columns, raw_identifiers
+
+    frames = {t.name: pl.from_arrow(conn.sql(f"select {', '.join(identifying_columns(t))} from "
+                                             f"staged_{source.key}.{t.name}").to_arrow_table()) for t in source.tables}
+    return raw_identifiers(source, frames, sets=False)
+
+
+def _same_identifiers(found: RawIdentifiers, expected: RawIdentifiers) -> bool:
+    return found.column_names == expected.column_names and all(
+        sorted(found.series(kind).to_list()) == sorted(expected.series(kind).to_list())
+        for kind in ("name", "address", "system_id"))
+
+
+def test_stored_identifiers_are_every_staged_rows_as_partitions_are_added_changed_and_removed(tmp_path):
+    from datafirst_assets.deidentify.pii_gate import stored_identifiers
+    from datafirst_assets.sources.registry import SOURCES
+
+    _release_warehouse(tmp_path)
+    source, staged = SOURCES["magistrates"], "staged_magistrates.hocas_flatfile"
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        parts = conn.execute(f"select count(distinct extract_date) from {staged}").fetchall()[0][0]
+        found, read = stored_identifiers(conn, source)
+        assert read == parts * len(source.tables) and _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        found, read = stored_identifiers(conn, source)  # nothing staged since: nothing read
+        assert read == 0 and _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        # a new extract: only its partition is read, and its names are among the identifiers
+        conn.execute(f"insert into {staged} select * replace ('2024-04-30' as extract_date, 'DC0009' as defendant_case_id, "
+                     f"'ZEBEDEE' as surname) from {staged} where defendant_case_id = 'DC0003'")
+        found, read = stored_identifiers(conn, source)
+        assert read == 1 and "ZEBEDEE" in found.series("name").to_list()
+        assert _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        # a stored partition changed (a name corrected in place): made again from every staged row
+        conn.execute(f"update {staged} set surname = 'QUILLFEATHER' where defendant_case_id = 'DC0001'")
+        found, read = stored_identifiers(conn, source)
+        assert read == sum(conn.execute(f"select count(distinct extract_date) from staged_magistrates.{t.name}").fetchall()[0][0]
+                           for t in source.tables)  # every staged partition read again
+        assert "QUILLFEATHER" in found.series("name").to_list()
+        assert _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        # a partition gone: its values go with it
+        conn.execute(f"delete from {staged} where extract_date = '2024-04-30'")
+        found, read = stored_identifiers(conn, source)
+        assert "ZEBEDEE" not in found.series("name").to_list()
+        assert _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))

@@ -40,7 +40,7 @@ from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
 from datafirst_assets.warehouse.content import VALIDATED_CONTENT, validated_in_run
 from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
 from datafirst_assets.contracts.registry import contract_for, release_spec_of
-from datafirst_assets.deidentify.pii_gate import RawIdentifiers, identifying_columns, raw_identifiers
+from datafirst_assets.deidentify.pii_gate import RawIdentifiers, stored_identifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
 from datafirst_assets.release.gates import validated_against_release_schema
 from datafirst_assets.release.publish import (
@@ -200,20 +200,17 @@ def _model_versions(warehouse: Warehouse) -> dict[str, str]:
     return versions
 
 
-def _raw_identifiers(warehouse: Warehouse) -> Mapping[str, RawIdentifiers]:
-    """Each dataset's raw names, addresses and system ids, from its staged tables (identifying columns
-    only), read when the gate reaches that dataset: one dataset's are held at a time, not all seven."""
+def _raw_identifiers(warehouse: Warehouse, read: dict | None = None) -> Mapping[str, RawIdentifiers]:
+    """Each dataset's raw names, addresses and system ids, as the gate compares them, when the gate
+    reaches that dataset (one dataset's held at a time, not all seven): the values stored by the last
+    release with those of the partitions staged since (`pii_gate.stored_identifiers`), not every staged row
+    normalised again. `read`: filled with how many staged partitions each dataset's were read from."""
     def load(key: str) -> RawIdentifiers:
-        source, frames = SOURCES[key], {}
         with warehouse.cursor() as conn:
-            for table in source.tables:
-                columns = identifying_columns(table)
-                try:
-                    frames[table.name] = pl.from_arrow(conn.sql(
-                        f"select {', '.join(columns)} from staged_{source.key}.{table.name}").to_arrow_table())
-                except duckdb.CatalogException:  # never staged (partial graphs in tests): nothing to compare
-                    continue
-        return raw_identifiers(source, frames, sets=False)  # the gates read the series only
+            found, parts = stored_identifiers(conn, SOURCES[key])
+        if read is not None:
+            read[key] = parts
+        return found
 
     return ComputedOnUse(list(SOURCES), load, keep=1)
 
@@ -382,12 +379,13 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         carried = carried_gates(previous, fingerprints) if previous is not None else {}
         context.log.info(f"publish gates carried over for {len(carried)} unchanged table(s) of {len(specs)}")
         held = _contract_held(context, kind, {k: v for k, v in stored.items() if k not in carried}, specs, memo)
+        identifier_parts_read: dict[str, int] = {}
         info = write_release(
             linkage.root / "releases", kind, tables, catalogues,
             extract_dates=_extract_dates(warehouse), model_versions=_model_versions(warehouse),
             key_is_development=key_is_development(), extra=extra_metadata(inputs) if extra_metadata else {},
             # The publish gate compares every table and catalogue value with the raw data again.
-            identifiers=_raw_identifiers(warehouse),
+            identifiers=_raw_identifiers(warehouse, identifier_parts_read),
             dates_of_birth={} if synthetic else _release_dates_of_birth(warehouse, specs, tables, skip=carried),
             risk_rules=None if synthetic else {key: release_settings.risk_rule_for(*key) for key in tables},
             check_results=_check_results(context, kind, tables), gate_fingerprints=fingerprints, carried=carried,
@@ -401,7 +399,9 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         return Output(release_summary(info), metadata={
             **_release_metadata(info, linkage.root, synthetic),
             # an unchanged table keeps its gates and file, and its dataset's stored catalogue: it is not read
-            "tables_read": tables.loads, "catalogues_reused": len(reused), "contracts_held_as_written": len(held)})
+            "tables_read": tables.loads, "catalogues_reused": len(reused), "contracts_held_as_written": len(held),
+            # staged partitions whose raw identifiers were read (the others' were stored by an earlier release)
+            "identifier_partitions_read": sum(identifier_parts_read.values())})
 
     return _release
 
