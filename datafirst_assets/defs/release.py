@@ -33,7 +33,7 @@ from datafirst_assets.catalogue.stored import load_catalogue, save_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.disclosure import DisclosureRule, RiskRule
-from datafirst_assets.deidentify.hash_cache import KeyedHashCache
+from datafirst_assets.deidentify.hash_cache import NAME as HASH_CACHE, KeyedHashCache
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
@@ -223,22 +223,32 @@ def _dob_column(spec: ReleaseTable) -> str | None:
 
 
 def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:
-    """Each released row's own date of birth (joined back through its keyed primary-key hash)."""
+    """Each released row's own date of birth (joined back through its keyed primary-key hash): per
+    staged id, the date of birth of its last staged row (in the table's order), with the id's
+    pseudonym as de-identification stored it (`deidentify.hash_cache`), both found in DuckDB; only
+    ids it never saw are hashed here. Reading every staged row and hashing every id in polars was
+    most of this (2.8 of 3.3 s at 300,000 people), run by every release whose table changed."""
     dob = _dob_column(spec)
     if dob is None:
         return None
     key = spec.column(spec.primary_key)
+    cache = KeyedHashCache(warehouse.database)
     with warehouse.cursor() as conn:
         try:
             staged = pl.from_arrow(conn.sql(
-                f"select {key.staged} as id, {dob} as dob from staged_{spec.source}.{spec.name}").to_arrow_table())
+                f"select c.digest as {key.name}, s.id, s.dob from (select cast({key.staged} as varchar) as id, "
+                f"arg_max_null({dob}, rowid) as dob from staged_{spec.source}.{spec.name} "
+                f"where {key.staged} is not null group by 1) s left join {HASH_CACHE} c on c.value = s.id "
+                "and c.key_fingerprint = ? and c.namespace = ?",
+                params=[cache.fingerprint, key.hash_namespace]).to_arrow_table())
         except duckdb.CatalogException:  # never staged (partial graphs in tests): shapes and names still scanned
             return None
-    # the ids' pseudonyms as de-identification stored them (only ids it never saw are hashed here)
-    hashed = keyed_hash(staged["id"], namespace=key.hash_namespace, cache=KeyedHashCache(warehouse.database))
-    staged = staged.select(hashed.alias(key.name), "dob")
-    staged = staged.unique(key.name, keep="last")
-    return frame.select(key.name).join(staged, on=key.name, how="left", maintain_order="left")["dob"]
+    unseen = staged.filter(pl.col(key.name).is_null())
+    if unseen.height:
+        hashed = keyed_hash(unseen["id"], namespace=key.hash_namespace, cache=cache)
+        staged = pl.concat([staged.filter(pl.col(key.name).is_not_null()), unseen.with_columns(hashed.alias(key.name))])
+    return frame.select(key.name).join(staged.select(key.name, "dob"), on=key.name, how="left",
+                                       maintain_order="left")["dob"]
 
 
 def _release_dates_of_birth(warehouse: Warehouse, specs: dict[tuple[str, str], ReleaseTable],
