@@ -332,3 +332,27 @@ def test_each_released_rows_date_of_birth_is_its_last_staged_rows_whether_its_id
     # ids never hashed before (hashed here, and stored), then ids found among the stored pseudonyms
     for _ in range(2):
         assert _dates_of_birth(warehouse, spec, frame).to_list() == expected.to_list()
+
+
+def test_a_tables_fingerprint_read_by_its_runs_contract_check_is_taken_by_that_runs_later_steps_only(tmp_path):
+    from dagster import materialize
+
+    from datafirst_assets.warehouse.content import checked_fingerprints, table_fingerprint
+    from datafirst_assets.warehouse.io_manager import StoredTable
+    from datafirst_assets.warehouse.unchanged import inputs_fingerprint
+    from datafirst_assets_tests.warehouse_tables import checked_scored_pairs
+
+    database = str(tmp_path / "w.duckdb")
+    pairs, checks, resources = checked_scored_pairs(database)
+    result = materialize([pairs, *checks], resources=resources)
+    assert result.success
+    table = StoredTable(database, "linkage_magistrates", "scored_pairs")
+    with warehouse_cursor(database) as conn:
+        stored = table_fingerprint(conn, table)
+    memo = checked_fingerprints([table], result.run_id)
+    assert memo == {(database, table.select_sql()): stored}  # what the check read is what the table holds
+    assert inputs_fingerprint({"t": table}, memo=dict(memo)) == inputs_fingerprint({"t": table})
+    # another run (one that did not check the table), or a part of the table: hashed as before
+    assert checked_fingerprints([table], "another-run") == {}
+    assert checked_fingerprints([StoredTable(database, "linkage_magistrates", "scored_pairs", columns=("record_id_l",))],
+                                result.run_id) == {}

@@ -37,7 +37,7 @@ from datafirst_assets.deidentify.hash_cache import NAME as HASH_CACHE, KeyedHash
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
-from datafirst_assets.warehouse.content import VALIDATED_CONTENT, validated_in_run
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, checked_fingerprints, validated_in_run
 from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
 from datafirst_assets.contracts.registry import contract_for, release_spec_of
 from datafirst_assets.deidentify.pii_gate import RawIdentifiers, stored_identifiers
@@ -160,7 +160,8 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
     )
     def _catalogue(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse) -> Output:
         stored = {name: stored_release_table(warehouse.database, kind, dataset, name) for name in specs}
-        fingerprint = catalogue_fingerprint(kind, dataset, stored)
+        # the tables as this run's contract checks just read them (else hashed here)
+        fingerprint = catalogue_fingerprint(kind, dataset, stored, checked_fingerprints(stored.values(), context.run.run_id))
         folder = catalogue_folder(linkage.root, kind)
         if (folder / f"{dataset}.html").exists() and (
                 kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
@@ -382,7 +383,9 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         stored = {key: stored_release_table(warehouse.database, kind, *key) for key in specs}
         tables = LoadedOnUse(stored, keep=2,
                              order_by=lambda key: [specs[key].primary_key] if specs[key].primary_key else None)
-        memo: dict = {}  # each table hashed once for its gates and its dataset's catalogue
+        # each table hashed once for its gates and its dataset's catalogue, or not at all when this
+        # run's contract check just read it (`content.checked_fingerprints`)
+        memo: dict = checked_fingerprints(stored.values(), context.run.run_id)
         fingerprints = _gate_fingerprints(kind, stored, release_settings, memo)
         catalogues, reused = release_catalogues(kind, linkage.root, stored, tables, specs, memo)
         previous = None if linkage.mode == "full" else latest_manifest(linkage.root / "releases", kind)
