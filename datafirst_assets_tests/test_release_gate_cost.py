@@ -244,3 +244,115 @@ def test_identifiers_read_as_series_only_find_what_the_sets_find_and_cannot_be_m
     assert {f.identifier for f in scan_table("m.f", planted, series_only)} >= {"name", "system_id", "address"}
     with pytest.raises(ValueError):
         RawIdentifiers().update(series_only)
+
+
+def _identifiers_of_every_staged_row(conn, source) -> RawIdentifiers:
+    """What the gate compared with before identifiers were stored: every staged row read and normalised."""
+    from datafirst_assets.deidentify.pii_gate import identifying_columns, raw_identifiers
+
+    frames = {t.name: pl.from_arrow(conn.sql(f"select {', '.join(identifying_columns(t))} from "
+                                             f"staged_{source.key}.{t.name}").to_arrow_table()) for t in source.tables}
+    return raw_identifiers(source, frames, sets=False)
+
+
+def _same_identifiers(found: RawIdentifiers, expected: RawIdentifiers) -> bool:
+    return found.column_names == expected.column_names and all(
+        sorted(found.series(kind).to_list()) == sorted(expected.series(kind).to_list())
+        for kind in ("name", "address", "system_id"))
+
+
+def test_stored_identifiers_are_every_staged_rows_as_partitions_are_added_changed_and_removed(tmp_path, monkeypatch):
+    import datafirst_assets.deidentify.pii_gate as pii_gate
+    from datafirst_assets.deidentify.pii_gate import stored_identifiers
+    from datafirst_assets.sources.registry import SOURCES
+
+    _release_warehouse(tmp_path)
+    source, staged = SOURCES["magistrates"], "staged_magistrates.hocas_flatfile"
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        parts = conn.execute(f"select count(distinct extract_date) from {staged}").fetchall()[0][0]
+        found, read = stored_identifiers(conn, source)
+        assert read == parts * len(source.tables) and _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        found, read = stored_identifiers(conn, source)  # nothing staged since: nothing read
+        assert read == 0 and _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        # a new extract: only its partition is read, and its names are among the identifiers
+        conn.execute(f"insert into {staged} select * replace ('2024-04-30' as extract_date, 'DC0009' as defendant_case_id, "
+                     f"'ZEBEDEE' as surname) from {staged} where defendant_case_id = 'DC0003'")
+        found, read = stored_identifiers(conn, source)
+        assert read == 1 and "ZEBEDEE" in found.series("name").to_list()
+        assert _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        # a stored partition changed (a name corrected in place): made again from every staged row
+        conn.execute(f"update {staged} set surname = 'QUILLFEATHER' where defendant_case_id = 'DC0001'")
+        found, read = stored_identifiers(conn, source)
+        assert read == sum(conn.execute(f"select count(distinct extract_date) from staged_magistrates.{t.name}").fetchall()[0][0]
+                           for t in source.tables)  # every staged partition read again
+        assert "QUILLFEATHER" in found.series("name").to_list()
+        assert _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        # a partition gone: its values go with it
+        conn.execute(f"delete from {staged} where extract_date = '2024-04-30'")
+        found, read = stored_identifiers(conn, source)
+        assert "ZEBEDEE" not in found.series("name").to_list()
+        assert _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        # other normalising code: nothing stored is taken
+        monkeypatch.setattr(pii_gate, "_normalising_version", lambda: "other")
+        assert stored_identifiers(conn, source)[1] == parts * len(source.tables)
+
+
+def _dates_of_birth_of_every_staged_row(database, spec, frame: pl.DataFrame) -> pl.Series:
+    """What the gate compared with before: every staged row read, every id hashed, the last row's kept."""
+    from datafirst_assets.deidentify.keys import keyed_hash
+
+    key = spec.column(spec.primary_key)
+    with warehouse_cursor(database) as conn:
+        staged = pl.from_arrow(conn.sql(f"select {key.staged} as id, dob from "
+                                        f"staged_{spec.source}.{spec.name}").to_arrow_table())
+    staged = staged.select(keyed_hash(staged["id"], namespace=key.hash_namespace).alias(key.name), "dob")
+    staged = staged.unique(key.name, keep="last")
+    return frame.select(key.name).join(staged, on=key.name, how="left", maintain_order="left")["dob"]
+
+
+def test_each_released_rows_date_of_birth_is_its_last_staged_rows_whether_its_id_was_hashed_before_or_not(tmp_path):
+    from datafirst_assets.defs.release import _dates_of_birth, _dob_column
+    from datafirst_assets.defs.resources import Warehouse
+
+    _release_warehouse(tmp_path)
+    database = tmp_path / "warehouse.duckdb"
+    spec = release_tables()[("magistrates", "hocas_flatfile")]
+    assert _dob_column(spec) == "dob"
+    staged = "staged_magistrates.hocas_flatfile"
+    with warehouse_cursor(database) as conn:
+        # a later extract corrects one date of birth and loses another's: the last staged row's counts
+        conn.execute(f"insert into {staged} select * replace ('2024-04-30' as extract_date, date '1971-02-03' as "
+                     f"dob) from {staged} where defendant_case_id = 'DC0001'")
+        conn.execute(f"insert into {staged} select * replace ('2024-04-30' as extract_date, null as dob) "
+                     f"from {staged} where defendant_case_id = 'DC0002'")
+        frame = pl.from_arrow(conn.sql(f"select * from {FLATFILE}").to_arrow_table())
+    warehouse = Warehouse(database=str(database))
+    expected = _dates_of_birth_of_every_staged_row(database, spec, frame)
+    assert expected.null_count() < expected.len() and expected.n_unique() > 2
+    # ids never hashed before (hashed here, and stored), then ids found among the stored pseudonyms
+    for _ in range(2):
+        assert _dates_of_birth(warehouse, spec, frame).to_list() == expected.to_list()
+
+
+def test_a_tables_fingerprint_read_by_its_runs_contract_check_is_taken_by_that_runs_later_steps_only(tmp_path):
+    from dagster import materialize
+
+    from datafirst_assets.warehouse.content import checked_fingerprints, table_fingerprint
+    from datafirst_assets.warehouse.io_manager import StoredTable
+    from datafirst_assets.warehouse.unchanged import inputs_fingerprint
+    from datafirst_assets_tests.warehouse_tables import checked_scored_pairs
+
+    database = str(tmp_path / "w.duckdb")
+    pairs, checks, resources = checked_scored_pairs(database)
+    result = materialize([pairs, *checks], resources=resources)
+    assert result.success
+    table = StoredTable(database, "linkage_magistrates", "scored_pairs")
+    with warehouse_cursor(database) as conn:
+        stored = table_fingerprint(conn, table)
+    memo = checked_fingerprints([table], result.run_id)
+    assert memo == {(database, table.select_sql()): stored}  # what the check read is what the table holds
+    assert inputs_fingerprint({"t": table}, memo=dict(memo)) == inputs_fingerprint({"t": table})
+    # another run (one that did not check the table), or a part of the table: hashed as before
+    assert checked_fingerprints([table], "another-run") == {}
+    assert checked_fingerprints([StoredTable(database, "linkage_magistrates", "scored_pairs", columns=("record_id_l",))],
+                                result.run_id) == {}

@@ -48,8 +48,10 @@ from datafirst_assets.warehouse.content import (
     VALIDATED_CONTENT,
     VALIDATED_IN_RUN,
     VALIDATED_PARTITIONS,
-    contract_content,
+    content_of,
     partition_contents,
+    remember_checked_fingerprint,
+    table_fingerprint,
     validated_in_run,
 )
 from datafirst_assets.warehouse.unchanged import latest_evaluation
@@ -111,8 +113,13 @@ def _stored(conn: duckdb.DuckDBPyConnection, schema: str, table: str, partition:
     return StoredTable(database, schema, table, partition)
 
 
-def _content(conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract) -> str:
-    return contract_content(conn, _stored(conn, schema, table), contract.name)
+def _content(context, conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract) -> str:
+    """The content the check verifies (`contract_content`); the table's fingerprint is kept for the
+    run's later steps that fingerprint it (`content.checked_fingerprints`)."""
+    fingerprint = table_fingerprint(conn, _stored(conn, schema, table))
+    if fingerprint != "missing":
+        remember_checked_fingerprint(context.resources.warehouse.database, schema, table, context.run.run_id, fingerprint)
+    return content_of(fingerprint, contract.name)
 
 
 def _verified_before(context, check_key: AssetCheckKey, fingerprint: str) -> str | None:
@@ -205,7 +212,7 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str, str | None]]):
                 if key in partitioned:
                     yield _check_partitioned(context, conn, check_key, schemas[key], partitioned[key])
                     continue
-                fingerprint = _content(conn, schemas[key], key.path[-1], contract_for(key))
+                fingerprint = _content(context, conn, schemas[key], key.path[-1], contract_for(key))
                 verified, how = _written_in_this_run(context, schemas[key], key, fingerprint), WRITTEN
                 if verified is None:
                     verified = _verified_before(context, check_key, fingerprint)

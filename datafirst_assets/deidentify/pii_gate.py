@@ -12,13 +12,21 @@ class, with a count and a masked example, so a failure can be traced without pri
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 
+import duckdb
 import polars as pl
+
+from datafirst_assets.common.partitions import PARTITION_COLUMN
+from datafirst_assets.common.sql import quote_identifier, quote_literal
 
 from datafirst_assets.deidentify.release_spec import SYSTEM_ID_TEXT_COLUMNS
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
+from datafirst_assets.warehouse.content import row_hash_sum
 
 # Shapes of identifiers as they appear in raw extracts (before or after normalisation).
 IDENTIFIER_PATTERNS = {
@@ -257,3 +265,138 @@ def shape_identifiers(dataset: str | None = None) -> RawIdentifiers:
             found.column_names |= {c.name for c in table.columns
                                    if c.kind in IDENTIFIER_KINDS or c.name in SYSTEM_ID_TEXT_COLUMNS}
     return found
+
+
+# ---------------------------------------------------------------- raw identifiers stored for the gate
+# Each dataset's raw identifiers as the publish gate compares them, kept in the warehouse and
+# extended by each new extract instead of made again from every staged row on every release.
+#
+# The publish gate compares released values with a dataset's raw names, addresses and system ids:
+# every value of those columns of its staged tables, normalised (`pii_gate.raw_identifiers`) and
+# made distinct. Read and normalised from every staged row, that cost each release in proportion to
+# everything ever staged (at 300,000 people a sixth of an incremental de-identified release, and most
+# of a synthetic one whose tables had not changed: the catalogues are scanned against every dataset).
+#
+# The distinct normalised values are kept in `release_gate.identifiers` (dataset, kind, value), with
+# the staged partitions they were made from in `release_gate.identifier_parts` (dataset, table,
+# partition, content: the version of the normalising code (`_normalising_version`), the columns read
+# and the partition's row count and sum of row hashes over those columns only, in DuckDB). A dataset's
+# identifiers are then:
+#
+# * every recorded partition still staged with the same content: the stored values, with those of the
+#   partitions staged since (read, normalised and added; then recorded);
+# * otherwise (a partition changed or gone, or other normalising code): made again from every staged row.
+#
+# Exact, not approximate: normalising is value by value, so the distinct values of all partitions are
+# the union of each partition's distinct values; a recorded partition is reused only while its
+# identifying columns hold the same rows (the same row-count-and-hash-sum test by which unchanged
+# steps keep their tables, `warehouse.content`). The table holds raw identifiers, as the staged tables
+# beside it do; it is never released.
+
+STORED_SCHEMA = "release_gate"
+STORED_VALUES = f"{STORED_SCHEMA}.identifiers"
+STORED_PARTS = f"{STORED_SCHEMA}.identifier_parts"
+KINDS = ("name", "address", "system_id")
+
+
+@cache
+def _normalising_version() -> str:
+    """What the stored values depend on besides the staged rows: the code that reads and normalises
+    them, its lengths and the polars that normalises (stripping and upper-casing are polars'); not
+    the package's whole code version, which any change of any module changes: the first release
+    after every change would make every dataset's values again (~5 s more at 300,000 people)."""
+    code = "".join(inspect.getsource(f) for f in (identifying_columns, identifier_columns, raw_identifiers, _normalised))
+    return hashlib.sha256(f"{code}|{MIN_NAME_LENGTH}|{MIN_SYSTEM_ID_LENGTH}|{pl.__version__}".encode()).hexdigest()
+
+
+def _staged(source: SourceSpec, table) -> str:
+    return f"staged_{source.key}.{quote_identifier(table.name)}"
+
+
+def partition_contents(conn: duckdb.DuckDBPyConnection, source: SourceSpec) -> dict[tuple[str, str], str]:
+    """(staged table, partition) -> what its identifying columns hold (with the code version), in one
+    pass per staged table in DuckDB; tables never staged are left out (as `raw_identifiers` leaves them)."""
+    found = {}
+    for table in source.tables:
+        columns = ", ".join(map(quote_identifier, identifying_columns(table)))
+        try:
+            parts = conn.execute(
+                f"select cast({PARTITION_COLUMN} as varchar), count(*), {row_hash_sum('_t')} "
+                f"from (select {PARTITION_COLUMN}, {columns} from {_staged(source, table)}) _t group by 1").fetchall()
+        except duckdb.CatalogException:  # never staged (partial graphs in tests)
+            continue
+        head = f"{_normalising_version()}|{identifier_columns(table)}|{columns}"
+        for part, rows, hashes in parts:
+            found[(table.name, str(part))] = hashlib.sha256(f"{head}|{part}|{rows}|{hashes}".encode()).hexdigest()
+    return found
+
+
+def _read_parts(conn: duckdb.DuckDBPyConnection, source: SourceSpec,
+                parts: list[tuple[str, str]]) -> dict[str, pl.DataFrame]:
+    """The identifying columns of the staged rows of `parts` ((table, partition)), by table."""
+    frames = {}
+    for table in source.tables:
+        wanted = sorted(p for t, p in parts if t == table.name)
+        if not wanted:
+            continue
+        columns = ", ".join(map(quote_identifier, identifying_columns(table)))
+        frames[table.name] = pl.from_arrow(conn.sql(
+            f"select {columns} from {_staged(source, table)} where cast({PARTITION_COLUMN} as varchar) in "
+            f"({', '.join(map(quote_literal, wanted))})").to_arrow_table())
+    return frames
+
+
+def _store(conn: duckdb.DuckDBPyConnection, dataset: str, found: RawIdentifiers, parts: dict[tuple[str, str], str],
+           rebuild: bool) -> None:
+    """Add `found`'s values (those not stored yet) and record `parts`, in one transaction (a failure
+    leaves what was stored: values and the partitions they came from always agree)."""
+    new = pl.concat([pl.DataFrame({"kind": kind, "v": found.series(kind)}, schema={"kind": pl.String, "v": pl.String})
+                     for kind in KINDS])
+    recorded = pl.DataFrame({"table_name": [t for t, _ in parts], "part": [p for _, p in parts],
+                             "content": list(parts.values())},
+                            schema={"table_name": pl.String, "part": pl.String, "content": pl.String})
+    conn.register("_new_identifiers", new.to_arrow())
+    conn.register("_new_parts", recorded.to_arrow())
+    conn.execute("begin")
+    try:
+        if rebuild:
+            conn.execute(f"delete from {STORED_VALUES} where dataset = ?", [dataset])
+            conn.execute(f"delete from {STORED_PARTS} where dataset = ?", [dataset])
+        conn.execute(f"insert into {STORED_VALUES} select distinct ?, n.kind, n.v from _new_identifiers n where not exists "
+                     f"(select 1 from {STORED_VALUES} s where s.dataset = ? and s.kind = n.kind and s.v = n.v)",
+                     [dataset, dataset])
+        conn.execute(f"insert into {STORED_PARTS} select ?, table_name, part, content from _new_parts", [dataset])
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    finally:
+        conn.unregister("_new_identifiers")
+        conn.unregister("_new_parts")
+
+
+def stored_identifiers(conn: duckdb.DuckDBPyConnection, source: SourceSpec) -> tuple[RawIdentifiers, int]:
+    """`raw_identifiers(source, <every staged table>, sets=False)`: the same values (series only), from
+    the stored ones and the partitions staged since they were stored (see the comment above). Also how
+    many staged partitions were read (0: none changed since the last release)."""
+    conn.execute(f"create schema if not exists {STORED_SCHEMA}")
+    conn.execute(f"create table if not exists {STORED_VALUES} (dataset varchar, kind varchar, v varchar)")
+    conn.execute(f"create table if not exists {STORED_PARTS} (dataset varchar, table_name varchar, part varchar, "
+                 "content varchar)")
+    current = partition_contents(conn, source)
+    recorded = {(t, p): c for t, p, c in conn.execute(
+        f"select table_name, part, content from {STORED_PARTS} where dataset = ?", [source.key]).fetchall()}
+    rebuild = not recorded or any(current.get(key) != content for key, content in recorded.items())
+    new = list(current) if rebuild else [key for key in current if key not in recorded]
+    found = raw_identifiers(source, _read_parts(conn, source, new), sets=False)  # the column names, and new values
+    if new or rebuild:
+        _store(conn, source.key, found, {key: current[key] for key in new}, rebuild)
+    stored = pl.from_arrow(conn.sql(f"select kind, v from {STORED_VALUES} where dataset = ?",
+                                    params=[source.key]).to_arrow_table())
+    for kind in KINDS:
+        values = stored.filter(pl.col("kind") == kind).get_column("v").alias(kind)
+        if values.len():
+            found._series[kind] = (0, values)  # as `raw_identifiers(..., sets=False)` holds them
+        else:
+            found._series.pop(kind, None)
+    return found, len(new)

@@ -8,6 +8,7 @@ validated, at its write or by an earlier check (`contracts.checks`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,36 @@ def code_version() -> str:
 # process whose contract was validated on every row (`remember_validated_write`): the whole table's
 # `contract_content`, or partition -> `partition_contents` for a write of some partitions
 _VALIDATED_WRITES: dict[tuple[str, str, str], tuple[str, str | dict[str, str]]] = {}
+
+
+# (database file, schema, table) -> (run id, `table_fingerprint`) of a whole stored table as a
+# `contract` check of that run read it in this process (`remember_checked_fingerprint`)
+_CHECKED_TABLES: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+
+def remember_checked_fingerprint(database: str, schema: str, table: str, run_id: str, fingerprint: str) -> None:
+    """Record, in this process, that run `run_id`'s `contract` check just read `schema.table` whole
+    and found `fingerprint` (`table_fingerprint`): what it holds, read from the table itself."""
+    _CHECKED_TABLES[(str(Path(database).resolve()), schema, table)] = (run_id, fingerprint)
+
+
+def checked_fingerprints(tables: Iterable[StoredTable], run_id: str) -> dict[tuple[str, str], str]:
+    """A `memo` for `unchanged.inputs_fingerprint`: the fingerprint run `run_id`'s own `contract`
+    check read from each of `tables` (whole tables only), in this process. The checks are blocking,
+    so they run before any step of the run that reads their tables, and nothing of the run writes
+    a table after its check: the steps after them (each dataset's catalogue, the release) take the
+    fingerprint the check read moments before instead of hashing every row of every release table
+    again, as each of them did (three reads of every table a run, the check's included). A table
+    not checked by this run (a run of the release alone) is hashed as before."""
+    memo = {}
+    for table in tables:
+        if table.columns is not None or table.partitions is not None:
+            continue
+        run, fingerprint = _CHECKED_TABLES.get((str(Path(table.database).resolve()), table.schema, table.table),
+                                               (None, None))
+        if run == run_id and fingerprint is not None:
+            memo[(table.database, table.select_sql())] = fingerprint
+    return memo
 
 
 def table_columns(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
