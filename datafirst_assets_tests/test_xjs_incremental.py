@@ -169,7 +169,7 @@ def test_inputs_built_in_duckdb_give_the_lookup_the_polars_inputs_give(tmp_path_
     assert from_duckdb.edges.equals(from_polars.edges)
 
 
-def _materialize_lookup(tmp_path, inputs, mode: str, expect_success: bool = True):
+def _materialize_lookup(tmp_path, inputs, mode: str, expect_success: bool = True, instance=None, events=None):
     """The xjs_lookup multi-asset materialised by Dagster over `inputs` planted in a warehouse."""
     from dagster import AssetKey, AssetSpec, materialize
 
@@ -187,11 +187,13 @@ def _materialize_lookup(tmp_path, inputs, mode: str, expect_success: bool = True
     placeholders = [AssetSpec(key=key, metadata={"schema": "_".join(key.path[:-1])}).with_io_manager_key("io_manager")
                     for key in upstream]
     result = materialize([*placeholders, xjs_defs.xjs_lookup], selection=list(xjs_defs.xjs_lookup.keys),
-                         raise_on_error=expect_success,
+                         raise_on_error=expect_success, instance=instance,
                          resources={"io_manager": WarehouseIOManager(database=str(database)),
                                     "warehouse": xjs_defs.Warehouse(database=str(database)),
                                     "linkage": LinkageSettings(data_dir=str(tmp_path), mode=mode)})
     assert result.success == expect_success
+    if events is not None:
+        events.append(result)
     if not expect_success:
         return {}, None
     def metadata(name: str) -> dict:
@@ -297,3 +299,40 @@ def test_the_persons_state_from_the_inputs_hashes_needs_no_variant_map(tmp_path_
             lookup_inputs(conn, broken)
     assert set(hashes.columns) == {"person_id_dataset", "variants_hash", "source_dataset"}
     assert person_state(None, None, "m", 0.5, hashes).equals(person_state(variants, vmap, "m", 0.5))  # type: ignore[arg-type]
+
+
+def test_a_lookup_whose_inputs_did_not_change_is_kept_with_its_check_and_a_changed_dataset_links_again(
+        tmp_path_factory, tmp_path, monkeypatch):
+    """A run with nothing new keeps the lookup, edges, persons state and id history (its invariants
+    check carried over) instead of linking every variant again; a changed dataset, a full run or
+    another pseudonymisation key (the records' hashed ids) links again."""
+    from dagster import DagsterInstance
+
+    from datafirst_assets.warehouse.unchanged import CARRIED_OVER
+    from datafirst_assets_tests.xjs_fixtures import LinkageInputs
+
+    _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    runs: list = []
+    with DagsterInstance.ephemeral() as instance:
+        for _ in range(3):  # the first trains and saves the model the second reuses: the third has nothing new
+            _materialize_lookup(tmp_path, inputs, "incremental", instance=instance, events=runs)
+        changed = dict(inputs.person_records)
+        changed["civil"] = changed["civil"].with_columns((pl.col("forename") + "Z").alias("forename"))
+        _materialize_lookup(tmp_path, LinkageInputs(person_records=changed, clusters=inputs.clusters, staged={}),
+                            "incremental", instance=instance, events=runs)
+        now = LinkageInputs(person_records=changed, clusters=inputs.clusters, staged={})
+        _materialize_lookup(tmp_path, now, "full", instance=instance, events=runs)
+        for _ in range(2):  # the full run trained and saved a model: the first after it reuses it, as the second
+            _materialize_lookup(tmp_path, now, "incremental", instance=instance, events=runs)
+        monkeypatch.setenv("DATAFIRST_PSEUDONYMISATION_KEY", "another key, of a test, long enough to be accepted")
+        _materialize_lookup(tmp_path, now, "incremental", instance=instance, events=runs)
+
+    def kept(result) -> set[str]:
+        return {m.asset_key.path[-1] for m in result.get_asset_materialization_events()
+                if "unchanged" in m.materialization.metadata}
+
+    every = {"lookup", "edges", "persons", "id_changes"}
+    assert [kept(r) for r in runs] == [set(), set(), every, set(), set(), set(), every, set()]
+    carried = runs[2].get_asset_check_evaluations()
+    assert [(e.check_name, e.passed) for e in carried] == [("lookup_invariants", True)]
+    assert CARRIED_OVER in carried[0].metadata
