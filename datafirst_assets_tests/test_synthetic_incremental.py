@@ -180,6 +180,7 @@ def test_a_changed_case_lookup_is_drawn_again_without_the_cross_justice_lookup(t
     assert synthetic_key("linking", "xjs_lookup") in _kept(second)
     assert synthetic_key("linking", "case_lookup") not in _kept(second)
     assert second[synthetic_key("linking", "case_lookup")]["contract_passed"].value  # gated as drawn
+    assert second[REPORT]["tables_compared"].value == 1  # the report compares the case lookup alone
     now = _synthetic(folder)
     assert now[("linking", "xjs_lookup")].equals(before[("linking", "xjs_lookup")])
     assert not now[case_id].equals(before[case_id])
