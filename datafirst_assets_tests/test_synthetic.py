@@ -273,6 +273,44 @@ def test_a_report_reusing_unchanged_datasets_rows_is_the_full_report(built, tmp_
     assert stored_parts(tmp_path / "parts.json", {d: "new" for d in datasets}) == (None, None)
 
 
+
+def test_a_changed_case_lookup_alone_is_compared_again_and_its_rows_take_their_place(built, tmp_path):
+    """The linking dataset kept but for its case lookup: only the case lookup is compared (not the
+    cross-justice lookup, which reads every person table) and its new rows replace the stored ones
+    where a full comparison lists them, between the linking tables' rows and the lookup's own checks."""
+    from datafirst_assets.synthetic.report import SyntheticReport
+    from datafirst_assets.synthetic.report_parts import CASE_PART, save_parts, stored_parts
+
+    real, doc, _, synthetic = built
+    full = evaluate_synthetic(real, synthetic, doc, seed=3)
+    case = pl.col("table") == "linking.case_lookup"
+    # stored rows of the case lookup made stale: what the report must not keep
+    stale = SyntheticReport(full.shapes.with_columns(pl.when(case).then(0.0).otherwise("similarity").alias("similarity")),
+                            full.structure,
+                            full.integrity.with_columns(pl.when(case).then(0).otherwise("passing").alias("passing")),
+                            full.privacy, full.summary)
+    assert full.integrity.filter(case).height and full.shapes.filter(case).height
+    parts = sorted({source for source, _ in release_tables()}) + [CASE_PART]
+    fingerprints = {d: f"fp-{d}" for d in parts}
+    save_parts(tmp_path / "parts.json", stale, fingerprints)
+    earlier, only = stored_parts(tmp_path / "parts.json", {**fingerprints, CASE_PART: "new"})
+    assert only == {("linking", "case_lookup")}
+    compared = []
+
+    class Counting(dict):  # which synthetic tables are read
+        def __getitem__(self, key):
+            compared.append(key)
+            return super().__getitem__(key)
+
+    again = evaluate_synthetic(real, Counting(synthetic), doc, seed=3, only=only, earlier=earlier)
+    for name in ("shapes", "structure", "integrity", "privacy"):
+        assert getattr(again, name).equals(getattr(full, name)), name
+    assert again.summary == full.summary
+    assert ("linking", "xjs_lookup") not in compared and ("prison", "nomis_flatfile") not in compared
+    # the cross-justice lookup's part changed: the whole linking dataset is compared again
+    assert stored_parts(tmp_path / "parts.json", {**fingerprints, "linking": "new"})[1] == {
+        ("linking", "xjs_lookup"), ("linking", "case_lookup")}
+
 def test_closest_is_the_gower_distance_to_the_nearest_reference_row():
     """`_closest` (float32, missing numbers as a far-off value) against Gower distance spelt out in
     float64: categories, numbers with missing values, a column with one real value, exact copies."""

@@ -165,3 +165,27 @@ def test_drift_measures_how_far_a_fresh_summary_moved(versions):
                                                                   {"lo": 5, "hi": 10, "rows": 5}]) < 0.11
     assert histogram_distance([{"lo": "2020-01", "hi": "2020-01", "rows": 5}],
                               [{"lo": "2020-02", "hi": "2020-02", "rows": 5}]) == 1.0
+
+
+def test_a_changed_case_lookup_is_drawn_again_without_the_cross_justice_lookup(tmp_path, versions):
+    """The linking tables are drawn each from its own summary and inputs: a case lookup drawn again
+    keeps the (large) cross-justice lookup, and both are what a full run on the same inputs draws."""
+    v1 = versions["v1"]
+    case_id = ("linking", "case_lookup")
+    changed = {**v1, case_id: v1[case_id].filter(pl.int_range(pl.len()) % 3 != 0)}  # a third unlinked
+    folder, instance = tmp_path / "incremental", DagsterInstance.ephemeral()
+    _run(folder, instance, v1)
+    before = _synthetic(folder)
+    second = _run(folder, instance, changed)
+    assert synthetic_key("linking", "xjs_lookup") in _kept(second)
+    assert synthetic_key("linking", "case_lookup") not in _kept(second)
+    assert second[synthetic_key("linking", "case_lookup")]["contract_passed"].value  # gated as drawn
+    assert second[REPORT]["tables_compared"].value == 1  # the report compares the case lookup alone
+    now = _synthetic(folder)
+    assert now[("linking", "xjs_lookup")].equals(before[("linking", "xjs_lookup")])
+    assert not now[case_id].equals(before[case_id])
+    full = tmp_path / "full"
+    _run(full, DagsterInstance.ephemeral(), changed, mode="full")
+    _equal(_outputs(folder), _outputs(full))
+    third = _run(folder, instance, changed)  # nothing new: both kept
+    assert {synthetic_key("linking", "xjs_lookup"), synthetic_key("linking", "case_lookup")} <= _kept(third)

@@ -37,7 +37,7 @@ from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.deidentify.release_spec import release_tables
 from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.reporting import file_url, write_markdown_and_html
-from datafirst_assets.synthetic.generate import synthesise_linking, synthesise_source
+from datafirst_assets.synthetic.generate import linking_reads, synthesise_linking, synthesise_source
 from datafirst_assets.synthetic.labels import SYNTHETIC_LABEL
 from datafirst_assets.synthetic.notes import differences_note
 from datafirst_assets.synthetic.report import evaluate_synthetic, report_html, report_markdown
@@ -52,8 +52,9 @@ from datafirst_assets.synthetic.summaries import (
     summaries_sha256,
 )
 from datafirst_assets.defs.linkage import LinkageSettings
-from datafirst_assets.warehouse.unchanged import (FINGERPRINT, inputs_fingerprint, kept_if_unchanged,
-                                                  recorded_fingerprints)
+from datafirst_assets.warehouse.unchanged import (FINGERPRINT, carried_over_checks, inputs_fingerprint,
+                                                  keep_stored_outputs, kept_if_unchanged, latest_metadata,
+                                                  recorded_fingerprints, unchanged)
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
 from datafirst_assets.synthetic.tables import (
@@ -215,8 +216,10 @@ def _check_specs(tid: TableId) -> list[AssetCheckSpec]:
     ]
 
 
-def _gated_outputs(tables: dict, tids, sha: str, settings: SyntheticSettings, fingerprint: str | None = None):
-    """Gate results for every table, then the tables, or nothing stored when a gate failed."""
+def _gated_outputs(tables: dict, tids, sha: str, settings: SyntheticSettings,
+                   fingerprint: str | dict[TableId, str] | None = None):
+    """Gate results for every table, then the tables, or nothing stored when a gate failed.
+    `fingerprint`: the inputs' (recorded with every table), or each table's."""
     results = []
     for tid in tids:
         schema = _schema_check(tid, tables[tid])
@@ -228,8 +231,9 @@ def _gated_outputs(tables: dict, tids, sha: str, settings: SyntheticSettings, fi
     refuse_if_failed(f"synthetic tables {', '.join(name_of(t) for t in tids)}", results,
                      ["matches_release_schema", "no_identifiers"])
     for tid in tids:
+        own = fingerprint.get(tid) if isinstance(fingerprint, dict) else fingerprint
         yield Output(tables[tid], output_name=tid[1], metadata={
-            **_label_metadata(sha, settings), **({FINGERPRINT: fingerprint} if fingerprint else {})})
+            **_label_metadata(sha, settings), **({FINGERPRINT: own} if own else {})})
 
 
 def _synthetic_source_asset(source: str):
@@ -273,8 +277,39 @@ def _person_columns() -> dict[str, tuple[TableId, list[str]]]:
 
 
 def _person_inputs() -> dict[str, AssetIn]:
-    return {name: AssetIn(key=synthetic_key(*tid), metadata={"columns": columns})
+    # handles, read only when a linking table is drawn again (a kept one reads nothing)
+    return {name: AssetIn(key=synthetic_key(*tid), metadata={"columns": columns}, dagster_type=StoredTable)
             for name, (tid, columns) in _person_columns().items()}
+
+
+def _linking_fingerprints(context, warehouse: Warehouse, doc: dict, seed: int) -> dict[TableId, str]:
+    """Per linking table, the fingerprint of what it is drawn from: its own summary, the seed and the
+    synthetic person tables it reads (`linking_reads`; whole tables: their writes recorded their
+    fingerprints, `unchanged.recorded_fingerprints`). One changed table does not draw the other again."""
+    read = {synthetic_key(*tid): StoredTable(warehouse.database, f"synthetic_{tid[0]}", tid[1])
+            for tid, _ in _person_columns().values()}
+    memo = recorded_fingerprints(context.instance, read)
+    return {tid: inputs_fingerprint(
+        {synthetic_key(*t).to_user_string(): read[synthetic_key(*t)] for t in linking_reads(tid)}, memo=memo,
+        settings=(json.dumps({name_of(tid): doc["tables"].get(name_of(tid))}, sort_keys=True), seed))
+        for tid in LINKING_IDS}
+
+
+def _kept_linking(context, fingerprints: dict[TableId, str], mode: str, metadata: dict) -> tuple[list, set]:
+    """The linking tables whose inputs are as when they were stored: their checks carried over and their
+    stored tables kept (what `kept_if_unchanged` yields for a whole step, here per table)."""
+    if mode == "full":
+        return [], set()
+    previous = latest_metadata(context.instance, [synthetic_key(*tid) for tid in LINKING_IDS])
+    kept = {tid for tid in LINKING_IDS if unchanged({synthetic_key(*tid): previous[synthetic_key(*tid)]},
+                                                    fingerprints[tid], mode)}
+    events = []
+    for tid in sorted(kept):
+        key = synthetic_key(*tid)
+        context.log.info(f"{name_of(tid)}: inputs unchanged since the stored table was made: kept, not recomputed")
+        events += [*carried_over_checks(context, [c for c in context.selected_asset_check_keys if c.asset_key == key]),
+                   *keep_stored_outputs(fingerprints[tid], [tid[1]], metadata, {tid[1]: previous[key]})]
+    return events, kept
 
 
 @multi_asset(
@@ -284,24 +319,24 @@ def _person_inputs() -> dict[str, AssetIn]:
     check_specs=[spec for tid in LINKING_IDS for spec in _check_specs(tid)],
 )
 def synthetic_linking(context: AssetExecutionContext, synthetic: SyntheticSettings, linkage: LinkageSettings,
-                      warehouse: Warehouse, summaries: pl.DataFrame, **persons: pl.DataFrame):
+                      warehouse: Warehouse, summaries: pl.DataFrame, **persons: StoredTable):
     doc, sha = load_summaries(summaries)
-    # Drawn from their own summaries and the synthetic person tables: both as before, same tables.
-    # (Whole tables: their writes recorded their fingerprints, `unchanged.recorded_fingerprints`.)
-    read = {synthetic_key(*tid): StoredTable(warehouse.database, f"synthetic_{tid[0]}", tid[1])
-            for tid, _ in _person_columns().values()}
-    own = {name_of(tid): doc["tables"].get(name_of(tid)) for tid in LINKING_IDS}
-    fingerprint = inputs_fingerprint({k.to_user_string(): t for k, t in read.items()}, memo=recorded_fingerprints(
-        context.instance, read), settings=(json.dumps(own, sort_keys=True), synthetic.seed))
-    if (kept := kept_if_unchanged(context, fingerprint, linkage.mode, _label_metadata(sha, synthetic))) is not None:
-        yield from kept
+    # Each table is drawn from its own summary and the synthetic person tables it reads: both as
+    # before, the same table, kept (a case lookup drawn again leaves the cross-justice lookup as it is).
+    fingerprints = _linking_fingerprints(context, warehouse, doc, synthetic.seed)
+    kept, kept_ids = _kept_linking(context, fingerprints, linkage.mode, _label_metadata(sha, synthetic))
+    yield from kept
+    drawn = tuple(tid for tid in (XJS_LOOKUP_ID, CASE_LOOKUP_ID) if tid not in kept_ids)
+    if not drawn:
         return
-    tables = {(s, person_table(s).name): persons[_input_name("persons", (s, person_table(s).name))] for s in sources()}
-    linking = synthesise_linking(doc, tables, seed=synthetic.seed)
-    for tid in (XJS_LOOKUP_ID, CASE_LOOKUP_ID):
+    needed = {t for tid in drawn for t in linking_reads(tid)}
+    tables = {t: persons[_input_name("persons", t)].to_polars() for t in (
+        (s, person_table(s).name) for s in sources()) if t in needed}
+    linking = synthesise_linking(doc, tables, seed=synthetic.seed, only=drawn)
+    for tid in drawn:
         if tid not in linking:
             raise ValueError(f"the summaries have no entry for {name_of(tid)}: re-materialise synthetic/summaries")
-    yield from _gated_outputs(linking, (XJS_LOOKUP_ID, CASE_LOOKUP_ID), sha, synthetic, fingerprint)
+    yield from _gated_outputs(linking, drawn, sha, synthetic, fingerprints)
 
 
 REPORT_CHECKS = {

@@ -19,7 +19,7 @@ tables without a parent (1.0: as many as in the real release); children follow t
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from datetime import date
 
 import numpy as np
@@ -234,12 +234,15 @@ def hash_pool(n: int, distinct_share: float, length: int, rng: np.random.Generat
 
 # -- the linking tables ----------------------------------------------------------------------------
 
-def synthesise_linking(doc: dict, tables: Mapping[TableId, pl.DataFrame], *, seed: int = 0) -> dict[TableId, pl.DataFrame]:
-    """The cross-justice lookup over the synthetic persons and the case lookup over the synthetic cases."""
+def synthesise_linking(doc: dict, tables: Mapping[TableId, pl.DataFrame], *, seed: int = 0,
+                       only: Container[TableId] | None = None) -> dict[TableId, pl.DataFrame]:
+    """The cross-justice lookup over the synthetic persons and the case lookup over the synthetic cases.
+    `only`: the linking tables to draw (None: both). Each is drawn from its own summary, its own random
+    stream and its own inputs (`linking_reads`), so one drawn alone is the one drawn with the other."""
     out: dict[TableId, pl.DataFrame] = {}
     specs = release_tables()
     xjs_summary = doc["tables"].get(name_of(XJS_LOOKUP_ID))
-    if xjs_summary is not None:
+    if xjs_summary is not None and (only is None or XJS_LOOKUP_ID in only):
         persons = {}
         for source in sources():
             spec = person_table(source)
@@ -249,11 +252,18 @@ def synthesise_linking(doc: dict, tables: Mapping[TableId, pl.DataFrame], *, see
             specs[XJS_LOOKUP_ID].schema())
     case_summary = doc["tables"].get(name_of(CASE_LOOKUP_ID))
     hocas, xhibit = tables.get(("magistrates", "hocas_flatfile")), tables.get(("crown_court", "xhibit_flatfile"))
-    if case_summary is not None and hocas is not None and xhibit is not None:
+    if case_summary is not None and hocas is not None and xhibit is not None and (only is None or CASE_LOOKUP_ID in only):
         out[CASE_LOOKUP_ID] = synthesise_case_lookup(
             case_summary, hocas["defendant_case_id_hash"], xhibit["defendant_on_case_id_hash"], seed=seed)
     return out
 
+
+def linking_reads(tid: TableId) -> list[TableId]:
+    """The synthetic person tables a linking table is drawn from (`synthesise_linking`): the
+    cross-justice lookup every dataset's persons, the case lookup the two flatfiles' rows."""
+    if tid == XJS_LOOKUP_ID:
+        return [(source, person_table(source).name) for source in sources()]
+    return [("magistrates", "hocas_flatfile"), ("crown_court", "xhibit_flatfile")]
 
 def synthesise_xjs_lookup(summary: dict, persons: Mapping[str, pl.Series], *, seed: int = 0) -> pl.DataFrame:
     """Deal the synthetic per-dataset persons into cross-justice ids of the published shapes.

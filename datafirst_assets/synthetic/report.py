@@ -31,7 +31,7 @@ event date)
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -400,7 +400,8 @@ def evaluate_synthetic(real: Mapping[TableId, pl.DataFrame], synthetic: Mapping[
              integrity_checks(synthetic, only), privacy_metrics(real, synthetic, doc, seed=seed, only=only)]
     if earlier is not None:
         old = (earlier.shapes, earlier.structure, earlier.integrity, earlier.privacy)
-        parts = [merge_rows(before, now) for before, now in zip(old, parts)]
+        compared = {name_of(tid) for tid in only} if only is not None else set()
+        parts = [merge_rows(before, now, compared) for before, now in zip(old, parts)]
     shapes, structure, integrity, privacy = parts
     summary = {
         "tables": len(synthetic),
@@ -429,14 +430,22 @@ def dataset_of(table_name: pl.Expr) -> pl.Expr:
     return table_name.str.split(".").list.first()
 
 
-def merge_rows(earlier: pl.DataFrame, now: pl.DataFrame) -> pl.DataFrame:
+def merge_rows(earlier: pl.DataFrame, now: pl.DataFrame, compared: Collection[str] = ()) -> pl.DataFrame:
     """Rows kept from an earlier report (tables not compared again) and rows of the tables compared
     now, in release order: each pass lists its rows dataset by dataset, in release order within
-    one, so a stable sort on the dataset gives a full comparison's row order."""
+    one, so a stable sort on the dataset gives a full comparison's row order. `earlier` rows of a
+    table in `compared` (a dataset kept but for that table) are stale: the table's new rows take
+    the place of the first of them (a pass lists a table's rows together), new rows of a table
+    without earlier ones go after their dataset's kept rows."""
     order = {dataset: i for i, dataset in enumerate(dict.fromkeys(source for source, _ in release_tables()))}
-    rows = pl.concat([earlier.cast(now.schema), now])
+    earlier = earlier.cast(now.schema).with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_at"))
+    stale = earlier.filter(pl.col("table").is_in(list(compared)))
+    anchors = dict(stale.group_by("table").agg(pl.col("_at").min()).iter_rows())
+    now = now.with_columns(pl.col("table").replace_strict(anchors, default=earlier.height, return_dtype=pl.Int64)
+                           .alias("_at"))
+    rows = pl.concat([earlier.filter(~pl.col("table").is_in(list(compared))), now])
     rank = dataset_of(pl.col("table")).replace_strict(order, default=len(order), return_dtype=pl.Int64)
-    return rows.with_columns(rank.alias("_rank")).sort("_rank", maintain_order=True).drop("_rank")
+    return rows.with_columns(rank.alias("_rank")).sort("_rank", "_at", maintain_order=True).drop("_rank", "_at")
 
 
 def _min_share(integrity: pl.DataFrame, kind: str) -> float:

@@ -26,7 +26,7 @@ import polars as pl
 from datafirst_assets.common.folders import write_text_atomically
 from datafirst_assets.deidentify.release_spec import LINKING, release_tables
 from datafirst_assets.synthetic.report import SyntheticReport, dataset_of
-from datafirst_assets.synthetic.tables import TableId, name_of, person_table, sources
+from datafirst_assets.synthetic.tables import CASE_LOOKUP_ID, XJS_LOOKUP_ID, TableId, name_of, person_table, sources
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import inputs_fingerprint
 
@@ -45,19 +45,36 @@ def tables_held(heights: Mapping[TableId, int], max_rows: int = HOLD_WHOLE_ROWS)
     return max(len(heights), 2) if sum(heights.values()) <= max_rows else 2
 
 
+#: The report part of the case lookup's rows: kept with the linking dataset's other rows, and compared
+#: again alone when only its inputs changed (the cross-justice lookup's rows, ~all of the linking
+#: dataset's cost, are then kept). The case lookup's rows sit together in every pass, so its new
+#: rows take the old ones' place (`report.merge_rows`); the cross-justice lookup's do not.
+CASE_PART = f"{LINKING}.{CASE_LOOKUP_ID[1]}"
+
+
 def _synthetic_read(dataset: str, tids: list[TableId]) -> list[TableId]:
-    """The synthetic tables a dataset's report rows read: its own, and for the linking tables every
-    dataset's person table and the two flatfiles the case lookup pairs."""
-    if dataset != LINKING:
-        return tids
-    others = [(s, person_table(s).name) for s in sources()]
-    return [*tids, *others, ("magistrates", "hocas_flatfile"), ("crown_court", "xhibit_flatfile")]
+    """The synthetic tables a dataset's (or part's) report rows read: its own, for the cross-justice
+    lookup every dataset's person table, for the case lookup the two flatfiles it pairs."""
+    if tids == [XJS_LOOKUP_ID]:
+        return [*tids, *((s, person_table(s).name) for s in sources())]
+    if tids == [CASE_LOOKUP_ID]:
+        return [*tids, ("magistrates", "hocas_flatfile"), ("crown_court", "xhibit_flatfile")]
+    return tids
+
+
+def _parts() -> dict[str, list[TableId]]:
+    """The report's parts: each dataset, the linking dataset's two tables apart (`CASE_PART`)."""
+    parts: dict[str, list[TableId]] = {}
+    for tid in release_tables():
+        parts.setdefault(CASE_PART if tid == CASE_LOOKUP_ID else tid[0], []).append(tid)
+    return parts
 
 
 def dataset_fingerprints(real: Mapping[TableId, StoredTable], synthetic: Mapping[TableId, StoredTable],
                          doc: dict, seed: int, reads: Mapping[str, Mapping[str, str]] | None = None,
                          recorded: Mapping | None = None) -> dict[str, str]:
-    """Per dataset (the linking tables as one): the fingerprint of what its report rows are made from.
+    """Per dataset (the linking dataset's case lookup apart, `CASE_PART`): the fingerprint of what its
+    report rows are made from.
 
     `reads` (`summary_parts.summary_reads`): per table, the fingerprints of the real tables its
     approved summary was made from. A table's real side is those: a summary kept within the refresh
@@ -66,8 +83,7 @@ def dataset_fingerprints(real: Mapping[TableId, StoredTable], synthetic: Mapping
     `recorded`: table fingerprints known already (`unchanged.recorded_fingerprints`): not hashed again."""
     # memo: a person table read by two datasets is hashed once
     fingerprints, reads, memo = {}, reads or {}, dict(recorded or {})
-    for dataset in dict.fromkeys(source for source, _ in release_tables()):
-        tids = [tid for tid in release_tables() if tid[0] == dataset]
+    for dataset, tids in _parts().items():
         recorded = {name_of(tid): reads[name_of(tid)] for tid in tids if reads.get(name_of(tid))}
         tables = {**{f"real.{tid[1]}": real[tid] for tid in tids if tid in real and name_of(tid) not in recorded},
                   **{f"synthetic.{name_of(tid)}": synthetic[tid]
@@ -80,21 +96,25 @@ def dataset_fingerprints(real: Mapping[TableId, StoredTable], synthetic: Mapping
 
 def stored_parts(path: Path, fingerprints: Mapping[str, str]) -> tuple[SyntheticReport | None, set[TableId] | None]:
     """The stored rows of the datasets whose fingerprint is unchanged, and the tables to compare now
-    (None, None: nothing stored to use, compare every table)."""
+    (None, None: nothing stored to use, compare every table). The linking dataset's rows are kept
+    when its cross-justice lookup's part is unchanged; its case lookup's rows among them, when
+    that part changed, are compared again and take the stale rows' place (`report.merge_rows`)."""
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None, None
     kept = {d for d, fingerprint in fingerprints.items()
             if stored.get("datasets", {}).get(d, {}).get("fingerprint") == fingerprint}
-    if not kept:
+    if not kept - {CASE_PART}:
         return None, None
     frames = {}
     for name in PASSES:
         schema = {column: getattr(pl, dtype) for column, dtype in stored["schemas"][name].items()}
-        rows = [row for d in sorted(kept) for row in stored["datasets"][d][name]]
+        rows = [row for d in sorted(kept - {CASE_PART}) for row in stored["datasets"][d][name]]
         frames[name] = pl.DataFrame(rows, schema=schema, orient="row")
     only = {tid for tid in release_tables() if tid[0] not in kept}
+    if LINKING in kept and CASE_PART not in kept:
+        only.add(CASE_LOOKUP_ID)
     return SyntheticReport(frames["shapes"], frames["structure"], frames["integrity"], frames["privacy"]), only
 
 
