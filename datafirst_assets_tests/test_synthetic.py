@@ -348,3 +348,24 @@ def test_closest_is_the_gower_distance_to_the_nearest_reference_row():
     expected = [min(gower(i, j) for j in range(700)) for i in range(0, 600, 37)]
     assert np.allclose(_closest(queries, reference, ranges)[::37], expected, atol=1e-6)
     assert (_closest(queries, reference, ranges)[:20] == 0).all()
+
+
+def test_the_synthetic_case_lookup_does_not_depend_on_the_order_its_keys_are_read_in():
+    """The warehouse does not preserve the order of a scan: the same stored flatfiles read twice may
+    come back in other orders, and the case lookup (so the release id) must not change with it."""
+    from datafirst_assets.synthetic.generate import CASE_LOOKUP_ID, synthesise_case_lookup
+    from datafirst_assets.synthetic.summaries import SummaryRules, summarise_table
+
+    hocas = pl.Series("defendant_case_id_hash", [f"h{i:04d}" for i in range(500)])
+    xhibit = pl.Series("defendant_on_case_id_hash", [f"x{i:04d}" for i in range(300)])
+    spec, n = release_tables()[CASE_LOOKUP_ID], 200
+    real = pl.DataFrame({"defendant_case_id_hash": hocas[:n], "defendant_on_case_id_hash": xhibit[:n],
+                         "case_type": ["either_way", "indictable"] * (n // 2),
+                         "match_score": [0.5 + i / 1000 for i in range(n)],
+                         "keys_agreed": ["urn", "urn+asn"] * (n // 2)}).cast(spec.schema())
+    summary = {**summarise_table(spec, {CASE_LOOKUP_ID: real}, SummaryRules()), "linked_share_of_crown_court": 0.6}
+    as_stored = synthesise_case_lookup(summary, hocas, xhibit, seed=7)
+    assert as_stored.height == 180
+    for shuffle in (1, 2):
+        read_again = synthesise_case_lookup(summary, hocas.shuffle(seed=shuffle), xhibit.shuffle(seed=shuffle), seed=7)
+        assert read_again.equals(as_stored)

@@ -320,6 +320,10 @@ def synthesise_case_lookup(summary: dict, hocas_keys: pl.Series, xhibit_keys: pl
     """One-to-one pairs of synthetic magistrates' and Crown Court rows, as many as the real share linked."""
     spec = release_tables()[CASE_LOOKUP_ID]
     rng = column_rng(seed, "linking", "case_lookup")
+    # Drawn from the keys in their sorted order, not as read: the warehouse does not preserve the
+    # order of a scan (`preserve_insertion_order=false`), and at 300,000 people two reads of the same
+    # stored flatfile came back in different orders, so the draw, and the release id, varied.
+    hocas_keys, xhibit_keys = hocas_keys.sort(), xhibit_keys.sort()
     share = summary.get("linked_share_of_crown_court", 0.0)
     n = min(int(round(share * xhibit_keys.len())), hocas_keys.len(), xhibit_keys.len())
     columns = {
