@@ -234,3 +234,38 @@ def test_the_asset_reads_only_what_the_link_looks_at_and_links_the_same(simulate
     whole = build_case_link(hocas, xhibit, person_link=lookup)
     assert links.height > 100 and "person" in ",".join(links["keys_agreed"].to_list())
     assert links.equals(whole)
+
+
+def test_the_asset_keeps_its_links_when_neither_court_nor_the_lookup_changed(simulated, tmp_path):
+    """Through Dagster: a run whose linked flatfiles and cross-justice lookup are as when the links
+    were stored keeps them (its check carried over); a changed Crown Court row links again."""
+    from dagster import AssetKey, AssetSpec, DagsterInstance, materialize
+
+    from datafirst_assets.defs import xjs as xjs_defs
+    from datafirst_assets.defs.linkage import LinkageSettings
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+    from datafirst_assets_tests.warehouse_tables import write_table
+
+    _, hocas, xhibit = simulated
+    lookup = pl.DataFrame({"source_dataset": ["magistrates"], "record_id": ["0"], "person_id_medium": ["p"]})
+    database = tmp_path / "wh.duckdb"
+    upstream = {("linked", "magistrates", "hocas_flatfile"): hocas, ("linked", "crown_court", "xhibit_flatfile"): xhibit,
+                ("linkage", "xjs", "lookup"): lookup}
+
+    def run(instance, crown_court: pl.DataFrame):
+        for path, frame in {**upstream, ("linked", "crown_court", "xhibit_flatfile"): crown_court}.items():
+            write_table(database, "_".join(path[:-1]), path[-1], frame)
+        placeholders = [AssetSpec(key=AssetKey(list(path)), metadata={"schema": "_".join(path[:-1])})
+                        .with_io_manager_key("io_manager") for path in upstream]
+        result = materialize([*placeholders, xjs_defs.case_lookup], selection=[xjs_defs.CASE_LOOKUP], instance=instance,
+                             resources={"io_manager": WarehouseIOManager(database=str(database)),
+                                        "linkage": LinkageSettings(data_dir=str(tmp_path))})
+        kept = ["unchanged" in m.materialization.metadata for m in result.get_asset_materialization_events()]
+        return kept, [(e.check_name, e.passed) for e in result.get_asset_check_evaluations()]
+
+    changed = xhibit.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("ZZ99"))
+                                  .otherwise(pl.col("urn")).alias("urn"))
+    with DagsterInstance.ephemeral() as instance:
+        runs = [run(instance, frame) for frame in (xhibit, xhibit, changed)]
+    assert [kept for kept, _ in runs] == [[False], [True], [False]]
+    assert all(checks == [("one_to_one", True)] for _, checks in runs)

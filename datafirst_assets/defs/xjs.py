@@ -348,13 +348,22 @@ def _invariants(problems: list[str]) -> AssetCheckResult:
         description="Each Crown Court defendant-on-case and each magistrates' defendant-case is linked at most once.",
     )],
 )
-def case_lookup(hocas: StoredTable, xhibit: StoredTable, lookup: StoredTable):
+def case_lookup(context: AssetExecutionContext, linkage: LinkageSettings, hocas: StoredTable, xhibit: StoredTable,
+                lookup: StoredTable):
+    handles = {AssetKey(["linked", "magistrates", "hocas_flatfile"]): hocas,
+               AssetKey(["linked", "crown_court", "xhibit_flatfile"]): xhibit, LOOKUP: lookup}
+    fingerprint = inputs_fingerprint({key.to_user_string(): table for key, table in handles.items()},
+                                     memo=recorded_fingerprints(context.instance, handles))
+    if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+        yield from kept  # the same cases and persons: the same links
+        return
     hocas_rows, xhibit_rows, persons = _case_link_inputs(hocas, xhibit, lookup)
     links = build_case_link(hocas_rows, xhibit_rows, person_link=persons)
     yield Output(links, metadata={
         "links": links.height,
         "crown_defendants_on_case": xhibit_rows.height,
         "linked_share": round(links.height / xhibit_rows.height, 4) if xhibit_rows.height else None,
+        FINGERPRINT: fingerprint,
     })
     duplicated = {
         column: links.height - links[column].n_unique() for column in ("defendant_case_id", "defendant_on_case_id")
