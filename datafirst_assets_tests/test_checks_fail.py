@@ -237,6 +237,7 @@ def test_a_broken_cross_justice_lookup_fails_lookup_invariants_and_stops_downstr
 
 def test_a_case_linked_twice_fails_one_to_one_and_stops_downstream(tmp_path, monkeypatch):
     from datafirst_assets.defs import xjs as xjs_defs
+    from datafirst_assets.defs.linkage import LinkageSettings
     from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 
     database = tmp_path / "wh.duckdb"
@@ -251,7 +252,8 @@ def test_a_case_linked_twice_fails_one_to_one_and_stops_downstream(tmp_path, mon
                 xjs_defs.LOOKUP]
     result = materialize([*_placeholders(upstream), xjs_defs.case_lookup, downstream],
                          selection=[xjs_defs.CASE_LOOKUP, downstream.key], raise_on_error=False,
-                         resources={"io_manager": WarehouseIOManager(database=str(database))})
+                         resources={"io_manager": WarehouseIOManager(database=str(database)),
+                                    "linkage": LinkageSettings(data_dir=str(tmp_path))})
     assert not result.success and ran == []
     assert not any(e.passed for e in result.get_asset_check_evaluations())
     # the contract holds the same rule and refuses the table before it is stored

@@ -328,9 +328,9 @@ def test_a_run_with_nothing_new_keeps_every_dataset_step_and_changes_no_table(pi
         if materialization is not None and FINGERPRINT in materialization.metadata:
             (kept if "unchanged" in materialization.metadata else computed).add(materialization.asset_key)
     assert computed == set()  # every step that can keep its tables did
-    edges = instance.get_latest_materialization_event(AssetKey(["linkage", "xjs", "edges"])).asset_materialization
-    # the cross-justice lookup kept every stored edge and scored no pair again
-    assert edges.metadata["lookup_mode"].value == "incremental" and edges.metadata["persons_rescored"].value == 0
+    # the cross-justice lookup and the case link kept their tables: no pair scored, no case linked again
+    assert {AssetKey(["linkage", "xjs", "edges"]), AssetKey(["linkage", "xjs", "lookup"]),
+            AssetKey(["linkage", "criminal_courts", "case_lookup"])} <= kept
     stages = {key.path[0] for key in kept}
     assert {"linkage", "linked", "deidentified", "synthetic", "catalogue"} <= stages
     manifest = latest_manifest(layout.releases, "deidentified")

@@ -304,35 +304,42 @@ def test_the_persons_state_from_the_inputs_hashes_needs_no_variant_map(tmp_path_
 def test_a_lookup_whose_inputs_did_not_change_is_kept_with_its_check_and_a_changed_dataset_links_again(
         tmp_path_factory, tmp_path, monkeypatch):
     """A run with nothing new keeps the lookup, edges, persons state and id history (its invariants
-    check carried over) instead of linking every variant again; a changed dataset, a full run or
-    another pseudonymisation key (the records' hashed ids) links again."""
+    check carried over) instead of linking every variant again; a changed dataset, a full run,
+    another saved model or another pseudonymisation key (the records' hashed ids) links again."""
+    import json
+
     from dagster import DagsterInstance
 
     from datafirst_assets.warehouse.unchanged import CARRIED_OVER
     from datafirst_assets_tests.xjs_fixtures import LinkageInputs
 
     _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    changed = dict(inputs.person_records)
+    changed["civil"] = changed["civil"].with_columns((pl.col("forename") + "Z").alias("forename"))
+    now = LinkageInputs(person_records=changed, clusters=inputs.clusters, staged={})
+    model = tmp_path / "models" / "xjs" / "current.json"
     runs: list = []
     with DagsterInstance.ephemeral() as instance:
-        for _ in range(3):  # the first trains and saves the model the second reuses: the third has nothing new
-            _materialize_lookup(tmp_path, inputs, "incremental", instance=instance, events=runs)
-        changed = dict(inputs.person_records)
-        changed["civil"] = changed["civil"].with_columns((pl.col("forename") + "Z").alias("forename"))
-        _materialize_lookup(tmp_path, LinkageInputs(person_records=changed, clusters=inputs.clusters, staged={}),
-                            "incremental", instance=instance, events=runs)
-        now = LinkageInputs(person_records=changed, clusters=inputs.clusters, staged={})
-        _materialize_lookup(tmp_path, now, "full", instance=instance, events=runs)
-        for _ in range(2):  # the full run trained and saved a model: the first after it reuses it, as the second
-            _materialize_lookup(tmp_path, now, "incremental", instance=instance, events=runs)
+        def run(linkage_inputs, mode: str = "incremental") -> None:
+            _materialize_lookup(tmp_path, linkage_inputs, mode, instance=instance, events=runs)
+
+        run(inputs)  # trains and saves the model; its tables record the fingerprint with that model
+        run(inputs)  # nothing new
+        run(now)  # a dataset changed
+        run(now, "full")
+        run(now)
+        doc = json.loads(model.read_text(encoding="utf-8"))
+        model.write_text(json.dumps({**doc, "trained_on_variants": doc["trained_on_variants"] + 1}))
+        run(now)  # another saved model
         monkeypatch.setenv("DATAFIRST_PSEUDONYMISATION_KEY", "another key, of a test, long enough to be accepted")
-        _materialize_lookup(tmp_path, now, "incremental", instance=instance, events=runs)
+        run(now)
 
     def kept(result) -> set[str]:
         return {m.asset_key.path[-1] for m in result.get_asset_materialization_events()
                 if "unchanged" in m.materialization.metadata}
 
     every = {"lookup", "edges", "persons", "id_changes"}
-    assert [kept(r) for r in runs] == [set(), set(), every, set(), set(), set(), every, set()]
-    carried = runs[2].get_asset_check_evaluations()
+    assert [kept(r) for r in runs] == [set(), every, set(), set(), every, set(), set()]
+    carried = runs[1].get_asset_check_evaluations()
     assert [(e.check_name, e.passed) for e in carried] == [("lookup_invariants", True)]
     assert CARRIED_OVER in carried[0].metadata

@@ -9,6 +9,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -226,14 +227,15 @@ def state_outputs(result: XjsResult, run_id: str):
 def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse):
     tables = {s: (linkage_table(warehouse.database, s, "person_records"),
                   linkage_table(warehouse.database, s, "clusters")) for s in SOURCES}
-    fingerprint = _lookup_fingerprint(context, linkage, tables)
-    if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
+    made_from = _lookup_fingerprint(context, linkage, tables)
+    if (kept := kept_if_unchanged(context, made_from(), linkage.mode)) is not None:
         yield from kept  # no dataset's records or persons changed: the lookup would be the same
         return
     stored = linkage_table(warehouse.database, "xjs", "lookup")
     with warehouse.cursor() as conn:
         in_database = stored_lookup_usable(conn, stored.name)
     result = run_lookup(context, linkage, warehouse, tables, sorted_lookup=not in_database)
+    fingerprint = made_from()  # with the model this run saved: the one the next run finds and reuses
     records = {s: r for s, (r, _) in tables.items()}
     outputs = (_outputs_carried_in_database(context, warehouse, result, stored, records) if in_database
                else _outputs_carried_in_polars(context, warehouse, result, records))
@@ -243,16 +245,19 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
 
 
 def _lookup_fingerprint(context: AssetExecutionContext, linkage: LinkageSettings,
-                        tables: dict[str, tuple[StoredTable, StoredTable]]) -> str:
+                        tables: dict[str, tuple[StoredTable, StoredTable]]) -> Callable[[], str]:
     """What the lookup is made from: every dataset's person records and clusters (as their writes
-    recorded them), the saved model it may reuse, its settings and the pseudonymisation key (the
-    records' hashed ids). A run with nothing new (a sensor's or a user's repeat) then keeps the
-    lookup instead of linking every variant again (~35 s of a 300,000-people run that changed nothing)."""
+    recorded them), its settings, the pseudonymisation key (the records' hashed ids) and the saved
+    model, read when called: the step saves the model it trained or reused, so the fingerprint it
+    records is taken after that, and the next run, finding the same model, keeps the lookup. A run
+    with nothing new (a sensor's or a user's repeat) linked every variant again (~35 s of a
+    300,000-people run that changed nothing)."""
     handles = {linkage_key(s, name): table for s, pair in tables.items()
                for name, table in zip(("person_records", "clusters"), pair)}
-    return inputs_fingerprint({key.to_user_string(): table for key, table in handles.items()},
-                              files=[xjs_model_file(linkage)], memo=recorded_fingerprints(context.instance, handles),
-                              settings=(XJS_THRESHOLDS, linkage.retrain_growth, linkage.backend, key_fingerprint()))
+    inputs = inputs_fingerprint({key.to_user_string(): table for key, table in handles.items()},
+                                memo=recorded_fingerprints(context.instance, handles),
+                                settings=(XJS_THRESHOLDS, linkage.retrain_growth, linkage.backend, key_fingerprint()))
+    return lambda: inputs_fingerprint({}, files=[xjs_model_file(linkage)], settings=inputs)
 
 
 def _lookup_metadata(records: int, persons: dict[str, int], kept: dict[str, tuple[int, int]], result: XjsResult,
