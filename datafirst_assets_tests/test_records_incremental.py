@@ -95,18 +95,23 @@ def _materialise(layout: DataLayout, instance: DagsterInstance, staged: pl.DataF
         _write(conn, f"staged_{SOURCE.key}.{TABLE.name}", staged)
     records = build_dedupe_assets(SOURCE)[0]
     staged_asset = SourceAsset(key=list(records.dependency_keys)[0], metadata={"schema": f"staged_{SOURCE.key}"})
-    result = materialize([staged_asset, records], instance=instance, selection=[records.key],
+    return _materialized_metadata(layout, instance, mode, [staged_asset], records)
+
+
+def _materialized_metadata(layout: DataLayout, instance, mode: str, upstream: list, asset) -> dict:
+    """`asset` materialised over `upstream` in `mode`: its materialization's metadata, as values."""
+    result = materialize([*upstream, asset], instance=instance, selection=[asset.key],
                          resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root),
                                                                                           mode=mode)})
     assert result.success
-    (event,) = result.asset_materializations_for_node(records.node_def.name)
+    (event,) = result.asset_materializations_for_node(asset.node_def.name)
     return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
 
 
-def _stored(layout: DataLayout) -> pl.DataFrame:
+def _stored(layout: DataLayout, table: str = f"linkage_{SOURCE.key}.person_records") -> pl.DataFrame:
     with warehouse_cursor(layout.warehouse) as conn:
         conn.execute("set preserve_insertion_order = true")  # the stored order
-        return pl.from_arrow(conn.sql(f"select * from linkage_{SOURCE.key}.person_records").to_arrow_table())
+        return pl.from_arrow(conn.sql(f"select * from {table}").to_arrow_table())
 
 
 @pytest.mark.parametrize("seed", [0, 2, 5])  # 0: a new record sorts first (rewritten)
@@ -164,18 +169,11 @@ def _materialise_linked(layout: DataLayout, instance: DagsterInstance, staged: p
     linked = build_dedupe_assets(SOURCE)[3]
     upstream = [SourceAsset(key=k, metadata={"schema": f"{k.path[0]}_{SOURCE.key}"}) for k in linked.dependency_keys]
     assert set(linked.dependency_keys) == {staged_key(SOURCE.key, TABLE.name), linkage_key(SOURCE.key, "clusters")}
-    result = materialize([*upstream, linked], instance=instance, selection=[linked.key],
-                         resources={**build_resources(layout), "linkage": LinkageSettings(data_dir=str(layout.root),
-                                                                                          mode=mode)})
-    assert result.success
-    (event,) = result.asset_materializations_for_node(linked.node_def.name)
-    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+    return _materialized_metadata(layout, instance, mode, upstream, linked)
 
 
 def _stored_linked(layout: DataLayout) -> pl.DataFrame:
-    with warehouse_cursor(layout.warehouse) as conn:
-        conn.execute("set preserve_insertion_order = true")  # the stored order
-        return pl.from_arrow(conn.sql(f"select * from linked_{SOURCE.key}.{TABLE.name}").to_arrow_table())
+    return _stored(layout, f"linked_{SOURCE.key}.{TABLE.name}")
 
 
 @pytest.mark.parametrize("seed", range(6))
