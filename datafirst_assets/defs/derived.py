@@ -46,13 +46,14 @@ from datafirst_assets.defs.release import catalogue_folder, catalogue_key, input
 from datafirst_assets.defs.gates import pii_check, refuse_if_failed
 from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.derived import DERIVED_TABLES
-from datafirst_assets.derived.person_journeys import (COLUMNS_READ, PERSON_JOURNEYS, journeys_by_person, load_state,
-                                                      save_state, unlinked_rows)
+from datafirst_assets.derived.person_journeys import (COLUMNS_READ, PERSON_JOURNEYS, journeys_from, load_state,
+                                                      save_state, unlinked_counts)
 from datafirst_assets.derived.report import RELEASE_LABELS, SYNTHETIC, profile_report, summary_markdown
 from datafirst_assets.derived.repeat_offending_profile import REPEAT_OFFENDING_PROFILE, profile_from_journeys
 from datafirst_assets.derived.spec import DERIVED, DerivedTable
 from datafirst_assets.common.checks import failure_summary
 from datafirst_assets.defs.resources import Warehouse
+from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.unchanged import (FINGERPRINT, inputs_fingerprint, kept_if_unchanged,
                                                   recorded_fingerprints)
@@ -145,16 +146,21 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return
-        tables = {(s, t): read[input_name(s, t)].to_polars() for s, t in PERSON_JOURNEYS.inputs}
         as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
-        # Incremental: only the persons whose rows changed are computed again (`journeys_by_person`).
+        # Incremental: only the persons whose rows changed are read and computed again, digested where
+        # the release is stored (`journeys_from`); the whole release is read only when every row must be.
         folder = journeys_state_folder(linkage.root)
         state = load_state(folder, variant) if linkage.mode != "full" else None
-        frame, new_state, computed = journeys_by_person(tables, as_of=as_of, state=state)
-        unlinked = unlinked_rows(tables)
+        selects = {(s, t): read[input_name(s, t)].select_sql() for s, t in PERSON_JOURNEYS.inputs}
+        with warehouse_cursor(warehouse.database) as conn:
+            frame, new_state, computed = journeys_from(
+                conn, selects, lambda: {(s, t): read[input_name(s, t)].to_polars() for s, t in PERSON_JOURNEYS.inputs},
+                as_of=as_of, state=state)
+            unlinked = unlinked_counts(conn, selects)
         criminal = frame.filter(pl.col("criminal_cases") > 0)
         yield from _gates(journeys_key, PERSON_JOURNEYS, frame)
-        save_state(folder, variant, new_state)  # the gates passed: these rows are the ones stored
+        if state is None or not new_state.equals(state):
+            save_state(folder, variant, new_state)  # the gates passed: these rows are the ones stored
         yield Output(frame, metadata={
             FINGERPRINT: fingerprint,
             "persons_computed": computed,
