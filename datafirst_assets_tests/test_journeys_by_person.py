@@ -2,7 +2,10 @@
 computed from scratch, whatever changed (`person_journeys.journeys_by_person`)."""
 
 import datetime as dt
+import os
 import random
+
+import duckdb
 
 import polars as pl
 import pytest
@@ -14,6 +17,8 @@ from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.derived.person_journeys import (
     PERSON,
     journeys_by_person,
+    journeys_from,
+    restricted_release,
     load_state,
     person_journeys,
     save_state,
@@ -177,6 +182,80 @@ def test_the_asset_recomputes_only_changed_persons_and_stores_the_full_table(tmp
     second = run(after)
     metadata = second.asset_materializations_for_node(node)[0].metadata
     assert 0 < metadata["persons_computed"].value <= 3
+    with warehouse_cursor(database) as conn:
+        stored = pl.from_arrow(conn.sql("select * from derived_deidentified.person_journeys").to_arrow_table())
+    assert stored.sort(PERSON).equals(person_journeys(after))
+
+
+def _in_duckdb(release):
+    """The release's tables registered in an in-memory DuckDB: the connection and a SELECT of each."""
+    conn, selects = duckdb.connect(), {}
+    for i, (key, frame) in enumerate(restricted_release(release).items()):
+        conn.register(f"_t{i}", frame.to_arrow())
+        selects[key] = f"select * from _t{i}"
+    return conn, selects
+
+
+def _no_whole_release():
+    raise AssertionError("the whole release was read")
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_a_few_changed_persons_read_only_their_rows(edit):
+    """With the state's as-of date and unique keys, only the changed persons' rows leave DuckDB:
+    the whole release is never read, and the table is still the one computed from scratch."""
+    before = random_release(people=80, seed=11)
+    after = {**before, **EDITS[edit](before, random.Random(11))}
+    _, state, _ = journeys_by_person(before, as_of=dt.date(2024, 12, 31))
+    conn, selects = _in_duckdb(after)
+    journeys, new_state, computed = journeys_from(conn, selects, _no_whole_release, as_of=dt.date(2024, 12, 31),
+                                                  state=state)
+    assert journeys.equals(person_journeys(after, as_of=dt.date(2024, 12, 31)))
+    assert 0 < computed <= 3
+    assert new_state.equals(journeys_by_person(after, as_of=dt.date(2024, 12, 31))[1])
+
+
+def test_duplicated_keys_or_a_moved_as_of_date_read_the_whole_release():
+    """A duplicated key makes a `keep="first"` depend on the rows' order, which a read of some rows from
+    DuckDB does not keep; a moved as-of date changes every person's row: both read the whole release."""
+    before = random_release(people=80, seed=12)
+    cases = before[("family", "family_cases")]
+    duplicated = {**before, ("family", "family_cases"): pl.concat(
+        [cases, cases.head(1).with_columns(issue_date=pl.lit(dt.date(1999, 1, 1)))])}
+    _, state, _ = journeys_by_person(before)
+    edit = EDITS["score changed"](before, random.Random(12))
+    for after, as_of in (({**duplicated, **edit}, None), ({**before, **edit}, dt.date(2016, 1, 1))):
+        conn, selects = _in_duckdb(after)
+        with pytest.raises(AssertionError, match="whole release"):
+            journeys_from(conn, selects, _no_whole_release, as_of=as_of, state=state)
+        journeys, _, computed = journeys_by_person(after, as_of=as_of, state=state)
+        assert journeys.equals(person_journeys(after, as_of=as_of)) and computed < journeys.height // 2
+
+
+def test_a_run_changing_no_person_keeps_the_state_file_and_counts_the_unlinked_row(tmp_path):
+    """A release change that reaches no person (a row of a person not in the lookup) computes nobody and
+    does not write the state again; the unlinked count (now counted in DuckDB) sees the new row."""
+    before = random_release(people=80, seed=6)
+    mags = before[("magistrates", "hocas_flatfile")]
+    after = {**before, ("magistrates", "hocas_flatfile"): _new_row(
+        mags, 0, defendant_case_id_hash="e" * 64, estimated_defendant_id=10**7)}
+    database = str(tmp_path / "wh.duckdb")
+
+    def run(release):
+        result = materialize([_stub_release("deidentified", release), *derived_assets(("deidentified",))],
+                             resources={"io_manager": WarehouseIOManager(database=database),
+                                        "warehouse": Warehouse(database=database),
+                                        "linkage": LinkageSettings(data_dir=str(tmp_path))})
+        node = derived_key("deidentified", "person_journeys").to_python_identifier()
+        return result.asset_materializations_for_node(node)[0].metadata
+
+    first = run(before)
+    path = state_path(journeys_state_folder(tmp_path), "deidentified")
+    os.utime(path, ns=(10**9, 10**9))  # any write would change it
+    second = run(after)
+    assert second["persons_computed"].value == 0
+    assert second["unlinked_rows"].value["magistrates"] == first["unlinked_rows"].value["magistrates"] + 1
+    assert path.stat().st_mtime_ns == 10**9
     with warehouse_cursor(database) as conn:
         stored = pl.from_arrow(conn.sql("select * from derived_deidentified.person_journeys").to_arrow_table())
     assert stored.sort(PERSON).equals(person_journeys(after))
