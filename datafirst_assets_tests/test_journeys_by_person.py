@@ -9,7 +9,7 @@ import duckdb
 
 import polars as pl
 import pytest
-from dagster import materialize
+from dagster import DagsterInstance, materialize
 
 from datafirst_assets.defs.derived import derived_assets, derived_key, journeys_state_folder
 from datafirst_assets.defs.linkage import LinkageSettings
@@ -17,6 +17,7 @@ from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.derived.person_journeys import (
     PERSON,
     journeys_by_person,
+    journeys_change,
     journeys_from,
     restricted_release,
     load_state,
@@ -168,10 +169,11 @@ def test_the_asset_recomputes_only_changed_persons_and_stores_the_full_table(tmp
     before = random_release(people=80, seed=5)
     after = {**before, **EDITS["requirement removed"](before, random.Random(5))}
     database = str(tmp_path / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()  # one instance: the second run finds what the first validated
 
     def run(release):
         return materialize([_stub_release("deidentified", release), *derived_assets(("deidentified",))],
-                           resources={"io_manager": WarehouseIOManager(database=database),
+                           instance=instance, resources={"io_manager": WarehouseIOManager(database=database),
                                       "warehouse": Warehouse(database=database),
                                       "linkage": LinkageSettings(data_dir=str(tmp_path))})
 
@@ -182,6 +184,8 @@ def test_the_asset_recomputes_only_changed_persons_and_stores_the_full_table(tmp
     second = run(after)
     metadata = second.asset_materializations_for_node(node)[0].metadata
     assert 0 < metadata["persons_computed"].value <= 3
+    # only the changed persons' rows are written (the IO manager's in-place write of `ChangedRows`)
+    assert metadata["write"].value.startswith("in place: 0 row(s) deleted, ") and metadata["contract_rows_checked"].value <= 3
     with warehouse_cursor(database) as conn:
         stored = pl.from_arrow(conn.sql("select * from derived_deidentified.person_journeys").to_arrow_table())
     assert stored.sort(PERSON).equals(person_journeys(after))
@@ -259,6 +263,25 @@ def test_a_run_changing_no_person_keeps_the_state_file_and_counts_the_unlinked_r
     with warehouse_cursor(database) as conn:
         stored = pl.from_arrow(conn.sql("select * from derived_deidentified.person_journeys").to_arrow_table())
     assert stored.sort(PERSON).equals(person_journeys(after))
+
+
+def test_the_change_written_is_the_changed_persons_rows_or_none_when_the_as_of_date_moved():
+    """What the asset hands the IO manager to write in place: the rows of the persons whose digest
+    changed (a new person appended, a lookup row moved updates two persons), the persons gone; the whole
+    table when the as-of date moved (every row may differ)."""
+    before = random_release(people=80, seed=13)
+    frame0, state, _ = journeys_by_person(before)
+    after = {**before, **EDITS["person added"](before, random.Random(13))}
+    frame, new_state, _ = journeys_by_person(after, state=state)
+    deletes, updates, inserts = journeys_change(frame, new_state, state)
+    assert deletes.is_empty() and inserts[PERSON].to_list() == [10**6]
+    applied = pl.concat([frame0.join(updates.select(PERSON), on=PERSON, how="anti"), updates, inserts]).sort(PERSON)
+    assert applied.equals(frame)
+    gone = {**before, LOOKUP: before[LOOKUP].filter(pl.col(PERSON) != frame0[PERSON][0])}
+    frame, new_state, _ = journeys_by_person(gone, state=state)
+    assert journeys_change(frame, new_state, state)[0][PERSON].to_list() == [frame0[PERSON][0]]
+    moved, moved_state, _ = journeys_by_person(after, as_of=dt.date(2016, 1, 1), state=state)
+    assert journeys_change(moved, moved_state, state) is None
 
 
 def test_the_linking_step_reads_only_the_person_columns_its_join_checks_need():

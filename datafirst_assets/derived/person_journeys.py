@@ -739,6 +739,22 @@ def _unlinked_sql(selects: Mapping[tuple[str, str], str]) -> str:
         f" as {_q(c.dataset)}" for c in CONTACTS)
 
 
+def journeys_change(frame: pl.DataFrame, new_state: pl.DataFrame,
+                    state: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:
+    """The table `frame` as a change to the table stored with `state` (the persons gone, the rows of
+    the persons whose digest changed, the new persons' rows), or None when every row may differ (no
+    state, or the as-of date moved). A person with the state's digest and as-of date has the row
+    stored: it was computed from the same rows and finished to the same date."""
+    if state is None or not set((PERSON, "as_of_date", *DIGEST)) <= set(state.columns) or (
+            frame.height and state.height and state["as_of_date"][0] != frame["as_of_date"][0]):
+        return None
+    before = state.select(PERSON)
+    changed = new_state.join(state, on=[PERSON, *DIGEST], how="anti").select(PERSON)
+    rows = frame.join(changed, on=PERSON, how="semi")
+    return (before.join(frame.select(PERSON), on=PERSON, how="anti"),
+            rows.join(before, on=PERSON, how="semi"), rows.join(before, on=PERSON, how="anti"))
+
+
 def state_path(folder: Path, variant: str) -> Path:
     return folder / f"{variant}.{state_key()}.parquet"
 
