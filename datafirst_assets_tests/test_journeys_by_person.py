@@ -219,21 +219,26 @@ def test_a_few_changed_persons_read_only_their_rows(edit):
     assert new_state.equals(journeys_by_person(after, as_of=dt.date(2024, 12, 31))[1])
 
 
-def test_duplicated_keys_or_a_moved_as_of_date_read_the_whole_release():
+def test_duplicated_keys_read_the_whole_release_a_moved_as_of_date_only_the_prison_journeys():
     """A duplicated key makes a `keep="first"` depend on the rows' order, which a read of some rows from
-    DuckDB does not keep; a moved as-of date changes every person's row: both read the whole release."""
+    DuckDB does not keep: the whole release is read. A moved as-of date finishes every row again, from
+    the kept rows and the prison journeys alone (custody to the new date)."""
     before = random_release(people=80, seed=12)
     cases = before[("family", "family_cases")]
     duplicated = {**before, ("family", "family_cases"): pl.concat(
         [cases, cases.head(1).with_columns(issue_date=pl.lit(dt.date(1999, 1, 1)))])}
     _, state, _ = journeys_by_person(before)
     edit = EDITS["score changed"](before, random.Random(12))
-    for after, as_of in (({**duplicated, **edit}, None), ({**before, **edit}, dt.date(2016, 1, 1))):
-        conn, selects = _in_duckdb(after)
-        with pytest.raises(AssertionError, match="whole release"):
-            journeys_from(conn, selects, _no_whole_release, as_of=as_of, state=state)
+    conn, selects = _in_duckdb({**duplicated, **edit})
+    with pytest.raises(AssertionError, match="whole release"):
+        journeys_from(conn, selects, _no_whole_release, state=state)
+    for after, as_of in (({**duplicated, **edit}, None), ({**before, **edit}, dt.date(2016, 1, 1)),
+                         ({**before, **edit}, dt.date(2030, 1, 1))):
         journeys, _, computed = journeys_by_person(after, as_of=as_of, state=state)
         assert journeys.equals(person_journeys(after, as_of=as_of)) and computed < journeys.height // 2
+        if as_of is not None:
+            conn, selects = _in_duckdb(after)
+            assert journeys_from(conn, selects, _no_whole_release, as_of=as_of, state=state)[0].equals(journeys)
 
 
 def test_a_run_changing_no_person_keeps_the_state_file_and_counts_the_unlinked_row(tmp_path):
@@ -282,6 +287,9 @@ def test_the_change_written_is_the_changed_persons_rows_or_none_when_the_as_of_d
     assert journeys_change(frame, new_state, state)[0][PERSON].to_list() == [frame0[PERSON][0]]
     moved, moved_state, _ = journeys_by_person(after, as_of=dt.date(2016, 1, 1), state=state)
     assert journeys_change(moved, moved_state, state) is None
+    redrawn, redrawn_state, _ = journeys_by_person(random_release(people=80, seed=14), state=state)
+    same_date = pl.lit(state["as_of_date"][0])  # most rows changed, the date not: still rewritten whole
+    assert journeys_change(redrawn.with_columns(as_of_date=same_date), redrawn_state, state) is None
 
 
 def test_the_linking_step_reads_only_the_person_columns_its_join_checks_need():

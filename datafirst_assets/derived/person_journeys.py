@@ -529,7 +529,8 @@ def _involved(release, lookup: pl.DataFrame, contact: ContactTable, flag: str) -
 #     keys are unique (`_ambiguous_keys`: then no row's order matters): the rows of the persons whose
 #     digest differs (or who are new) are read, those persons' rows computed and finished, and every
 #     other person keeps the stored row as it was: work in proportion to the change;
-#   - the as-of date moved: as above, but every row is finished again from the whole release;
+#   - the as-of date moved (a new extract's later contacts): as above, but every row is finished again
+#     to the new date, from the kept rows and every person's prison journeys (custody);
 #   - no state, another key, a full run, or most persons changed: every person is computed.
 # The table is the one the full computation gives in every case.
 #
@@ -543,6 +544,7 @@ def _involved(release, lookup: pl.DataFrame, contact: ContactTable, flag: str) -
 # magistrates' rows decide.
 
 DIGEST = ("_digest_rows", "_digest_hi", "_digest_lo")
+PRISON = ("prison", "nomis_flatfile")
 RETURNED = tuple(f"_returned_{w}" for w in REPEAT_WINDOWS)
 # (child table, the key it shares with its parent, parent table): a person's rows reached through a
 # parent row of the person (an offence through the person's magistrates' case, ...)
@@ -652,6 +654,12 @@ def rows_of_sql(conn, selects: Mapping[tuple[str, str], str], persons: pl.Series
             conn.unregister(view)
 
 
+def _custody_rows(conn, selects: Mapping[tuple[str, str], str]) -> tuple[dict[tuple[str, str], pl.DataFrame], pl.DataFrame]:
+    """All `finish_journeys` reads besides the base: every prison journey, and the lookup's prison rows."""
+    lookup = _fetch(conn, f"select * from ({_lookup_sql(selects)}) _l where source_dataset = 'prison'")
+    return {PRISON: _fetch(conn, selects[PRISON])}, _lookup(lookup)
+
+
 def journeys_by_person(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: dt.date | None = None,
                        state: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """`journeys_from` over release frames (registered in an in-memory DuckDB)."""
@@ -686,23 +694,24 @@ def journeys_from(conn, selects: Mapping[tuple[str, str], str], whole, *, as_of:
     else:
         changed = digests.join(kept, on=PERSON, how="anti")[PERSON]
         same_date = kept.height == 0 or kept["as_of_date"][0] == as_of
-        if same_date and not ambiguous:  # only the changed persons' rows are read
-            subset = rows_of_sql(conn, selects, changed)
-        else:
+        if ambiguous:  # a result would depend on the rows' order: the whole release, filtered in order
             release = restricted_release(whole())
             subset = rows_of(release, _lookup(release[LOOKUP]), changed)
+        else:  # only the changed persons' rows are read
+            subset = rows_of_sql(conn, selects, changed)
         sub_lookup = _lookup(subset[LOOKUP])
         fresh = journey_base(subset, sub_lookup, _contacts(subset, sub_lookup))
         returned = pl.concat([kept.select(PERSON, *RETURNED).cast(fresh.select(PERSON, *RETURNED).schema),
                               fresh.select(PERSON, *RETURNED)])
         computed = fresh.height
-        if same_date and not ambiguous:
+        if same_date:
             finished = finish_journeys(fresh, subset, sub_lookup, as_of)
             frame = pl.concat([kept.select(finished.columns).cast(finished.schema), finished]).sort(PERSON)
-        else:  # every row finished again: what the as-of date bounds is recomputed from the whole release
+        else:  # the date moved (a new extract's later contacts): every row finished again, which reads
+            # besides the kept base only every person's prison journeys (custody to the new date)
             base = pl.concat([kept.select(fresh.columns).cast(fresh.schema), fresh], how="vertical")
-            lookup = _lookup(release[LOOKUP])
-            frame = finish_journeys(base, release, lookup, as_of)
+            custody, lookup = (release, _lookup(release[LOOKUP])) if ambiguous else _custody_rows(conn, selects)
+            frame = finish_journeys(base, custody, lookup, as_of)
     new_state = frame.join(returned, on=PERSON, how="left").join(digests, on=PERSON, how="left")
     return frame, new_state, computed
 
@@ -744,15 +753,18 @@ def journeys_change(frame: pl.DataFrame, new_state: pl.DataFrame,
     """The table `frame` as a change to the table stored with `state` (the persons gone, the rows of
     the persons whose digest changed, the new persons' rows), or None when every row may differ (no
     state, or the as-of date moved). A person with the state's digest and as-of date has the row
-    stored: it was computed from the same rows and finished to the same date."""
+    stored: it was computed from the same rows and finished to the same date. None too when most
+    rows changed."""
     if state is None or not set((PERSON, "as_of_date", *DIGEST)) <= set(state.columns) or (
             frame.height and state.height and state["as_of_date"][0] != frame["as_of_date"][0]):
         return None
     before = state.select(PERSON)
     changed = new_state.join(state, on=[PERSON, *DIGEST], how="anti").select(PERSON)
     rows = frame.join(changed, on=PERSON, how="semi")
-    return (before.join(frame.select(PERSON), on=PERSON, how="anti"),
-            rows.join(before, on=PERSON, how="semi"), rows.join(before, on=PERSON, how="anti"))
+    deletes = before.join(frame.select(PERSON), on=PERSON, how="anti")
+    if rows.height + deletes.height > frame.height // 2:
+        return None  # most rows changed (a synthetic table drawn again): a rewrite is cheaper
+    return deletes, rows.join(before, on=PERSON, how="semi"), rows.join(before, on=PERSON, how="anti")
 
 
 def state_path(folder: Path, variant: str) -> Path:
