@@ -2,11 +2,14 @@
 computed from scratch, whatever changed (`person_journeys.journeys_by_person`)."""
 
 import datetime as dt
+import os
 import random
+
+import duckdb
 
 import polars as pl
 import pytest
-from dagster import materialize
+from dagster import DagsterInstance, materialize
 
 from datafirst_assets.defs.derived import derived_assets, derived_key, journeys_state_folder
 from datafirst_assets.defs.linkage import LinkageSettings
@@ -14,6 +17,9 @@ from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.derived.person_journeys import (
     PERSON,
     journeys_by_person,
+    journeys_change,
+    journeys_from,
+    restricted_release,
     load_state,
     person_journeys,
     save_state,
@@ -163,10 +169,11 @@ def test_the_asset_recomputes_only_changed_persons_and_stores_the_full_table(tmp
     before = random_release(people=80, seed=5)
     after = {**before, **EDITS["requirement removed"](before, random.Random(5))}
     database = str(tmp_path / "wh.duckdb")
+    instance = DagsterInstance.ephemeral()  # one instance: the second run finds what the first validated
 
     def run(release):
         return materialize([_stub_release("deidentified", release), *derived_assets(("deidentified",))],
-                           resources={"io_manager": WarehouseIOManager(database=database),
+                           instance=instance, resources={"io_manager": WarehouseIOManager(database=database),
                                       "warehouse": Warehouse(database=database),
                                       "linkage": LinkageSettings(data_dir=str(tmp_path))})
 
@@ -177,9 +184,112 @@ def test_the_asset_recomputes_only_changed_persons_and_stores_the_full_table(tmp
     second = run(after)
     metadata = second.asset_materializations_for_node(node)[0].metadata
     assert 0 < metadata["persons_computed"].value <= 3
+    # only the changed persons' rows are written (the IO manager's in-place write of `ChangedRows`)
+    assert metadata["write"].value.startswith("in place: 0 row(s) deleted, ") and metadata["contract_rows_checked"].value <= 3
     with warehouse_cursor(database) as conn:
         stored = pl.from_arrow(conn.sql("select * from derived_deidentified.person_journeys").to_arrow_table())
     assert stored.sort(PERSON).equals(person_journeys(after))
+
+
+def _in_duckdb(release):
+    """The release's tables registered in an in-memory DuckDB: the connection and a SELECT of each."""
+    conn, selects = duckdb.connect(), {}
+    for i, (key, frame) in enumerate(restricted_release(release).items()):
+        conn.register(f"_t{i}", frame.to_arrow())
+        selects[key] = f"select * from _t{i}"
+    return conn, selects
+
+
+def _no_whole_release():
+    raise AssertionError("the whole release was read")
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_a_few_changed_persons_read_only_their_rows(edit):
+    """With the state's as-of date and unique keys, only the changed persons' rows leave DuckDB:
+    the whole release is never read, and the table is still the one computed from scratch."""
+    before = random_release(people=80, seed=11)
+    after = {**before, **EDITS[edit](before, random.Random(11))}
+    _, state, _ = journeys_by_person(before, as_of=dt.date(2024, 12, 31))
+    conn, selects = _in_duckdb(after)
+    journeys, new_state, computed = journeys_from(conn, selects, _no_whole_release, as_of=dt.date(2024, 12, 31),
+                                                  state=state)
+    assert journeys.equals(person_journeys(after, as_of=dt.date(2024, 12, 31)))
+    assert 0 < computed <= 3
+    assert new_state.equals(journeys_by_person(after, as_of=dt.date(2024, 12, 31))[1])
+
+
+def test_duplicated_keys_read_the_whole_release_a_moved_as_of_date_only_the_prison_journeys():
+    """A duplicated key makes a `keep="first"` depend on the rows' order, which a read of some rows from
+    DuckDB does not keep: the whole release is read. A moved as-of date finishes every row again, from
+    the kept rows and the prison journeys alone (custody to the new date)."""
+    before = random_release(people=80, seed=12)
+    cases = before[("family", "family_cases")]
+    duplicated = {**before, ("family", "family_cases"): pl.concat(
+        [cases, cases.head(1).with_columns(issue_date=pl.lit(dt.date(1999, 1, 1)))])}
+    _, state, _ = journeys_by_person(before)
+    edit = EDITS["score changed"](before, random.Random(12))
+    conn, selects = _in_duckdb({**duplicated, **edit})
+    with pytest.raises(AssertionError, match="whole release"):
+        journeys_from(conn, selects, _no_whole_release, state=state)
+    for after, as_of in (({**duplicated, **edit}, None), ({**before, **edit}, dt.date(2016, 1, 1)),
+                         ({**before, **edit}, dt.date(2030, 1, 1))):
+        journeys, _, computed = journeys_by_person(after, as_of=as_of, state=state)
+        assert journeys.equals(person_journeys(after, as_of=as_of)) and computed < journeys.height // 2
+        if as_of is not None:
+            conn, selects = _in_duckdb(after)
+            assert journeys_from(conn, selects, _no_whole_release, as_of=as_of, state=state)[0].equals(journeys)
+
+
+def test_a_run_changing_no_person_keeps_the_state_file_and_counts_the_unlinked_row(tmp_path):
+    """A release change that reaches no person (a row of a person not in the lookup) computes nobody and
+    does not write the state again; the unlinked count (now counted in DuckDB) sees the new row."""
+    before = random_release(people=80, seed=6)
+    mags = before[("magistrates", "hocas_flatfile")]
+    after = {**before, ("magistrates", "hocas_flatfile"): _new_row(
+        mags, 0, defendant_case_id_hash="e" * 64, estimated_defendant_id=10**7)}
+    database = str(tmp_path / "wh.duckdb")
+
+    def run(release):
+        result = materialize([_stub_release("deidentified", release), *derived_assets(("deidentified",))],
+                             resources={"io_manager": WarehouseIOManager(database=database),
+                                        "warehouse": Warehouse(database=database),
+                                        "linkage": LinkageSettings(data_dir=str(tmp_path))})
+        node = derived_key("deidentified", "person_journeys").to_python_identifier()
+        return result.asset_materializations_for_node(node)[0].metadata
+
+    first = run(before)
+    path = state_path(journeys_state_folder(tmp_path), "deidentified")
+    os.utime(path, ns=(10**9, 10**9))  # any write would change it
+    second = run(after)
+    assert second["persons_computed"].value == 0
+    assert second["unlinked_rows"].value["magistrates"] == first["unlinked_rows"].value["magistrates"] + 1
+    assert path.stat().st_mtime_ns == 10**9
+    with warehouse_cursor(database) as conn:
+        stored = pl.from_arrow(conn.sql("select * from derived_deidentified.person_journeys").to_arrow_table())
+    assert stored.sort(PERSON).equals(person_journeys(after))
+
+
+def test_the_change_written_is_the_changed_persons_rows_or_none_when_the_as_of_date_moved():
+    """What the asset hands the IO manager to write in place: the rows of the persons whose digest
+    changed (a new person appended, a lookup row moved updates two persons), the persons gone; the whole
+    table when the as-of date moved (every row may differ)."""
+    before = random_release(people=80, seed=13)
+    frame0, state, _ = journeys_by_person(before)
+    after = {**before, **EDITS["person added"](before, random.Random(13))}
+    frame, new_state, _ = journeys_by_person(after, state=state)
+    deletes, updates, inserts = journeys_change(frame, new_state, state)
+    assert deletes.is_empty() and inserts[PERSON].to_list() == [10**6]
+    applied = pl.concat([frame0.join(updates.select(PERSON), on=PERSON, how="anti"), updates, inserts]).sort(PERSON)
+    assert applied.equals(frame)
+    gone = {**before, LOOKUP: before[LOOKUP].filter(pl.col(PERSON) != frame0[PERSON][0])}
+    frame, new_state, _ = journeys_by_person(gone, state=state)
+    assert journeys_change(frame, new_state, state)[0][PERSON].to_list() == [frame0[PERSON][0]]
+    moved, moved_state, _ = journeys_by_person(after, as_of=dt.date(2016, 1, 1), state=state)
+    assert journeys_change(moved, moved_state, state) is None
+    redrawn, redrawn_state, _ = journeys_by_person(random_release(people=80, seed=14), state=state)
+    same_date = pl.lit(state["as_of_date"][0])  # most rows changed, the date not: still rewritten whole
+    assert journeys_change(redrawn.with_columns(as_of_date=same_date), redrawn_state, state) is None
 
 
 def test_the_linking_step_reads_only_the_person_columns_its_join_checks_need():

@@ -46,16 +46,18 @@ from datafirst_assets.defs.release import catalogue_folder, catalogue_key, input
 from datafirst_assets.defs.gates import pii_check, refuse_if_failed
 from datafirst_assets.deidentify.pii_gate import scan_table, shape_identifiers
 from datafirst_assets.derived import DERIVED_TABLES
-from datafirst_assets.derived.person_journeys import (COLUMNS_READ, PERSON_JOURNEYS, journeys_by_person, load_state,
-                                                      save_state, unlinked_rows)
+from datafirst_assets.derived.person_journeys import (COLUMNS_READ, PERSON, PERSON_JOURNEYS, journeys_change,
+                                                      journeys_from, load_state, save_state, unlinked_counts)
 from datafirst_assets.derived.report import RELEASE_LABELS, SYNTHETIC, profile_report, summary_markdown
 from datafirst_assets.derived.repeat_offending_profile import REPEAT_OFFENDING_PROFILE, profile_from_journeys
 from datafirst_assets.derived.spec import DERIVED, DerivedTable
 from datafirst_assets.common.checks import failure_summary
 from datafirst_assets.defs.resources import Warehouse
-from datafirst_assets.warehouse.io_manager import StoredTable
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT
+from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable
 from datafirst_assets.warehouse.unchanged import (FINGERPRINT, inputs_fingerprint, kept_if_unchanged,
-                                                  recorded_fingerprints)
+                                                  latest_metadata, recorded_fingerprints)
 
 GROUP = "derived"
 VARIANTS = ("deidentified", "synthetic")
@@ -145,17 +147,22 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             yield from kept
             return
-        tables = {(s, t): read[input_name(s, t)].to_polars() for s, t in PERSON_JOURNEYS.inputs}
         as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
-        # Incremental: only the persons whose rows changed are computed again (`journeys_by_person`).
+        # Incremental: only the persons whose rows changed are read and computed again, digested where
+        # the release is stored (`journeys_from`); the whole release is read only when every row must be.
         folder = journeys_state_folder(linkage.root)
         state = load_state(folder, variant) if linkage.mode != "full" else None
-        frame, new_state, computed = journeys_by_person(tables, as_of=as_of, state=state)
-        unlinked = unlinked_rows(tables)
+        selects = {(s, t): read[input_name(s, t)].select_sql() for s, t in PERSON_JOURNEYS.inputs}
+        with warehouse_cursor(warehouse.database) as conn:
+            frame, new_state, computed = journeys_from(
+                conn, selects, lambda: {(s, t): read[input_name(s, t)].to_polars() for s, t in PERSON_JOURNEYS.inputs},
+                as_of=as_of, state=state)
+            unlinked = unlinked_counts(conn, selects)
         criminal = frame.filter(pl.col("criminal_cases") > 0)
         yield from _gates(journeys_key, PERSON_JOURNEYS, frame)
-        save_state(folder, variant, new_state)  # the gates passed: these rows are the ones stored
-        yield Output(frame, metadata={
+        if state is None or not new_state.equals(state):
+            save_state(folder, variant, new_state)  # the gates passed: these rows are the ones stored
+        yield Output(_as_change(context, frame, new_state, state), metadata={
             FINGERPRINT: fingerprint,
             "persons_computed": computed,
             "persons_kept": frame.height - computed,
@@ -231,6 +238,23 @@ def build_derived_assets(variant: str) -> list[AssetsDefinition]:
         })
 
     return [_person_journeys, _repeat_offending_profile, _derived_catalogue]
+
+
+def _as_change(context, frame: pl.DataFrame, new_state: pl.DataFrame, state: pl.DataFrame | None):
+    """The journeys as the change to the stored table (`ChangedRows`: the IO manager deletes, updates
+    and appends only those rows, validating only the rows written, and rewrites the whole table from
+    `frame` should the stored one not be what was last validated or the result differ from `frame`);
+    the whole frame when every row may have changed."""
+    change = journeys_change(frame, new_state, state)
+    validated = latest_metadata(context.instance, [context.asset_key])[context.asset_key].get(VALIDATED_CONTENT)
+    if change is None or validated is None:
+        return frame
+    deletes, updates, inserts = change
+    stored_last = state[PERSON].max() if state is not None and state.height else None
+    return ChangedRows(key=(PERSON,), deletes=deletes, updates=updates, inserts=inserts, expected=frame, rewrite=frame,
+                       validated_before=getattr(validated, "value", validated),
+                       # appended rows keep the table in person order only when they sort after the rest
+                       appendable=inserts.is_empty() or stored_last is None or inserts[PERSON].min() > stored_last)
 
 
 def _release_fingerprint(context, warehouse, variant: str, as_of_date: str) -> str:

@@ -56,10 +56,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pandera.polars as pa
 import polars as pl
 
@@ -511,33 +513,39 @@ def _involved(release, lookup: pl.DataFrame, contact: ContactTable, flag: str) -
 # --- by person: a new extract recomputes only the persons whose rows changed -------------------------
 #
 #     frame, state, recomputed = journeys_by_person(release, as_of=None, state=stored_state)
+#     frame, state, recomputed = journeys_from(conn, selects, whole, as_of=None, state=stored_state)
 #
 # `person_journeys` rebuilt every person's row from the whole release on every run, although a 1%
 # extract changes the rows of a few percent of persons. A person's row is made from that person's rows
-# alone, except for what depends on the as-of date (open custody, repeat windows, the date itself),
-# which `finish_journeys` adds for every person on every run. So the state kept
-# between runs (`save_state`) is, per person, `journey_base`'s row (every column the as-of date does
-# not touch, the repeat flags unmasked) with a digest of the rows it was made from: the number of
-# rows and two sums of their hashes (each row with its table's seed; polars' row hash, stable within
-# a polars version, which the state's key records). A run digests every person's rows (linking each
-# row to its person, as the journeys do), recomputes `journey_base` for the persons whose digest
-# differs from the stored one (or who are new) from their rows alone (`rows_of`), keeps the stored
-# row of every other person, and finishes every row with the as-of date of the whole release: the
-# table the full computation gives.
+# alone, except for what depends on the as-of date (open custody, repeat windows, the date itself).
+# So the state kept between runs (`save_state`) is, per person, the finished row of the table, the
+# repeat flags before the as-of date masked them (`_returned_<window>`) and a digest of the rows it
+# was made from: the number of rows and two sums of their hashes (DuckDB's `hash` of each row with
+# its table's seed; the state's key records the code and DuckDB's version).
+#
+# A run digests every person's rows in DuckDB, where the release is stored (linking each row to its
+# person, as the journeys do; no release row is read into Python), and:
+#   - the as-of date (latest linked contact, or the configured one) is the state's, and the release's
+#     keys are unique (`_ambiguous_keys`: then no row's order matters): the rows of the persons whose
+#     digest differs (or who are new) are read, those persons' rows computed and finished, and every
+#     other person keeps the stored row as it was: work in proportion to the change;
+#   - the as-of date moved (a new extract's later contacts): as above, but every row is finished again
+#     to the new date, from the kept rows and every person's prison journeys (custody);
+#   - no state, another key, a full run, or most persons changed: every person is computed.
+# The table is the one the full computation gives in every case.
 #
 # What "a person's rows" are, per table: the lookup rows of the person; each dataset's person rows
 # of the person's per-dataset ids (family and civil parties with their case's issue date); the
 # magistrates' offences of the person's cases; the case lookup rows of the person's Crown Court cases;
 # the requirements of the person's probation events; the OGRS3 scores of the person's assessments.
 # That is all `journey_base` reads for a person, given unique row keys in the release (the release
-# and synthetic contracts require them): a Crown Court case is a stage of a magistrates' case only
-# when that case is the same person's, which the person's own magistrates' rows decide.
-#
-# The state is tied to the code and the polars version (`state_key`); none, another key or a full run
-# computes every person.
+# and synthetic contracts require them, and the subset path checks): a Crown Court case is a stage
+# of a magistrates' case only when that case is the same person's, which the person's own
+# magistrates' rows decide.
 
 DIGEST = ("_digest_rows", "_digest_hi", "_digest_lo")
-_LOW = (1 << 32) - 1
+PRISON = ("prison", "nomis_flatfile")
+RETURNED = tuple(f"_returned_{w}" for w in REPEAT_WINDOWS)
 # (child table, the key it shares with its parent, parent table): a person's rows reached through a
 # parent row of the person (an offence through the person's magistrates' case, ...)
 CHILDREN = (
@@ -546,36 +554,169 @@ CHILDREN = (
     (("probation", "delius_rqmnt"), "event_id_hash", ("probation", "delius_flatfile")),
     (("oasys", "oasys_assessments_details_core_risk"), "assessment_id_hash", ("oasys", "assessments_metadata")),
 )
+# Keys whose duplicates would make a result depend on the rows' order (a `keep="first"` above)
+UNIQUE_KEYS = (
+    (LOOKUP, ("source_dataset", "dataset_person_id")),
+    (("magistrates", "hocas_flatfile"), ("defendant_case_id_hash",)),
+    (("family", "family_cases"), ("case_id_hash",)),
+    (("civil", "cases"), ("case_id_hash",)),
+)
 
 
 def state_key() -> str:
-    """What a stored state's rows depend on besides the release: the code and polars' row hash."""
-    return hashlib.sha256(f"{code_version()}|{pl.__version__}".encode()).hexdigest()[:16]
+    """What a stored state's rows depend on besides the release: the code and DuckDB's row hash."""
+    return hashlib.sha256(f"{code_version()}|{duckdb.__version__}".encode()).hexdigest()[:16]
 
 
-def _person_rows(release, lookup: pl.DataFrame) -> dict[tuple[str, str], pl.DataFrame]:
-    """Every table's rows that some person's row is made from, each with its person (`PERSON`)."""
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lookup_sql(selects: Mapping[tuple[str, str], str]) -> str:
+    return (f"select source_dataset, dataset_person_id, {PERSON} from ({selects[LOOKUP]}) _l where "
+            f"source_dataset is not null and dataset_person_id is not null and {PERSON} is not null")
+
+
+def _person_rows_sql(selects: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    """SQL of every table's rows that some person's row is made from, each with its person (`PERSON`)."""
+    lookup = _lookup_sql(selects)
     rows = {LOOKUP: lookup}
     for c in CONTACTS:
-        rows[(c.dataset, c.table)] = _contact_rows(release, c, lookup)
+        table = f"({selects[(c.dataset, c.table)]})"
+        if c.via:
+            parent, key = c.via
+            table = (f"(select _r.*, _p.{_q(c.date)} from {table} _r left join (select {_q(key)}, {_q(c.date)} "
+                     f"from ({selects[(c.dataset, parent)]}) _pp) _p on _r.{_q(key)} = _p.{_q(key)})")
+        rows[(c.dataset, c.table)] = (
+            f"select _r.*, _k.{PERSON} from {table} _r join ({lookup}) _k "
+            f"on _k.source_dataset = '{c.dataset}' and _k.dataset_person_id = _r.{_q(c.person)}")
     for child, key, parent in CHILDREN:
-        owners = rows[parent].select(key, PERSON)
-        rows[child] = release[child].join(owners, on=key, how="inner")
+        rows[child] = (f"select _c.*, _o.{PERSON} from ({selects[child]}) _c join (select distinct {_q(key)}, "
+                       f"{PERSON} from ({rows[parent]}) _pp) _o on _c.{_q(key)} = _o.{_q(key)}")
     return rows
 
 
-def person_digests(release, lookup: pl.DataFrame) -> pl.DataFrame:
+def digest_sql(selects: Mapping[tuple[str, str], str]) -> str:
     """Per person: how many rows their row is made from and two sums of those rows' hashes."""
-    hashed = []
-    for seed, (key, frame) in enumerate(sorted(_person_rows(release, lookup).items()), start=1):
-        hashed.append(frame.select(PERSON, frame.hash_rows(seed=seed).alias("_h")))
-    return pl.concat(hashed).group_by(PERSON).agg(
-        pl.len().cast(pl.Int64).alias(DIGEST[0]),
-        (pl.col("_h") // (_LOW + 1)).sum().cast(pl.UInt64).alias(DIGEST[1]),
-        (pl.col("_h") % (_LOW + 1)).sum().cast(pl.UInt64).alias(DIGEST[2]))
+    hashed = " union all ".join(f"select {PERSON}, hash(_x, {seed}) as _h from ({sql}) _x"
+                                for seed, (_, sql) in enumerate(sorted(_person_rows_sql(selects).items()), start=1))
+    return (f"select {PERSON}, count(*)::bigint as {DIGEST[0]}, sum(_h >> 32)::ubigint as {DIGEST[1]}, "
+            f"sum(_h & 4294967295)::ubigint as {DIGEST[2]} from ({hashed}) _d group by {PERSON}")
 
 
-def rows_of(release, lookup: pl.DataFrame, persons: pl.Series) -> tuple[dict[tuple[str, str], pl.DataFrame], pl.DataFrame]:
+def _facts(conn, selects: Mapping[tuple[str, str], str]) -> tuple[dt.date | None, int]:
+    """The latest linked contact date, and how many keys of `UNIQUE_KEYS` are duplicated."""
+    rows = _person_rows_sql(selects)
+    dates = " union all ".join(f"select max({_q(c.date)})::date as _d from ({rows[(c.dataset, c.table)]}) _x"
+                               for c in CONTACTS)
+    sources = {**selects, LOOKUP: _lookup_sql(selects)}
+    dupes = " + ".join(f"(select count(*) from (select {', '.join(map(_q, k))} from ({sources[t]}) _u "
+                       f"group by all having count(*) > 1) _v)" for t, k in UNIQUE_KEYS)
+    latest, ambiguous = conn.execute(f"select (select max(_d) from ({dates}) _m), {dupes}").fetchall()[0]
+    return latest, int(ambiguous)
+
+
+def _fetch(conn, sql: str) -> pl.DataFrame:
+    return pl.from_arrow(conn.sql(sql).to_arrow_table())  # type: ignore[return-value]
+
+
+def rows_of_sql(conn, selects: Mapping[tuple[str, str], str], persons: pl.Series) -> dict[tuple[str, str], pl.DataFrame]:
+    """The release restricted to the rows of `persons` (read from DuckDB: only those rows): given
+    unique keys (`UNIQUE_KEYS`), `journey_base` of it gives those persons' rows of the whole."""
+    views: list[str] = []
+
+    def register(frame: pl.DataFrame) -> str:
+        views.append(f"__journeys_{secrets.token_hex(4)}")
+        conn.register(views[-1], frame.to_arrow())
+        return views[-1]
+
+    try:
+        changed = register(pl.DataFrame({PERSON: persons}))
+        out = {LOOKUP: _fetch(conn, f"select * from ({_lookup_sql(selects)}) _l where {PERSON} in "
+                                    f"(select {PERSON} from {changed})")}
+        lookup = register(out[LOOKUP])
+        sub: dict[tuple[str, str], str] = {}
+        for c in CONTACTS:
+            key = (c.dataset, c.table)
+            out[key] = _fetch(conn, f"select * from ({selects[key]}) _t where {_q(c.person)} in (select "
+                                    f"dataset_person_id from {lookup} where source_dataset = '{c.dataset}')")
+            sub[key] = register(out[key])
+            if c.via:
+                parent, on = c.via
+                out[(c.dataset, parent)] = _fetch(conn, f"select * from ({selects[(c.dataset, parent)]}) _t "
+                                                        f"where {_q(on)} in (select {_q(on)} from {sub[key]})")
+        for child, on, parent in CHILDREN:
+            out[child] = _fetch(conn, f"select * from ({selects[child]}) _t where {_q(on)} in "
+                                      f"(select {_q(on)} from {sub[parent]})")
+        return out
+    finally:
+        for view in views:
+            conn.unregister(view)
+
+
+def _custody_rows(conn, selects: Mapping[tuple[str, str], str]) -> tuple[dict[tuple[str, str], pl.DataFrame], pl.DataFrame]:
+    """All `finish_journeys` reads besides the base: every prison journey, and the lookup's prison rows."""
+    lookup = _fetch(conn, f"select * from ({_lookup_sql(selects)}) _l where source_dataset = 'prison'")
+    return {PRISON: _fetch(conn, selects[PRISON])}, _lookup(lookup)
+
+
+def journeys_by_person(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: dt.date | None = None,
+                       state: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """`journeys_from` over release frames (registered in an in-memory DuckDB)."""
+    release = restricted_release(release)
+    conn = duckdb.connect()
+    try:
+        selects = {}
+        for i, (key, frame) in enumerate(release.items()):
+            conn.register(f"_t{i}", frame.to_arrow())
+            selects[key] = f"select * from _t{i}"
+        return journeys_from(conn, selects, lambda: release, as_of=as_of, state=state)
+    finally:
+        conn.close()
+
+
+def journeys_from(conn, selects: Mapping[tuple[str, str], str], whole, *, as_of: dt.date | None = None,
+                  state: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """The journeys (`person_journeys`' table), the state to store for the next run, and how many
+    persons were computed (the others kept their row of `state`). `selects`: a SELECT of each table
+    of `COLUMNS_READ` (its columns) on `conn`; `whole()`: those tables as frames, read only when
+    every row must be finished or computed again."""
+    latest, ambiguous = _facts(conn, selects)
+    as_of = as_of or latest or dt.date.today()
+    digests = _fetch(conn, digest_sql(selects))
+    usable = state is not None and set((*RETURNED, *DIGEST)) <= set(state.columns)
+    kept = state.join(digests, on=[PERSON, *DIGEST], how="semi") if usable else None  # type: ignore[union-attr]
+    if kept is None or kept.height < digests.height // 2:  # most persons changed (a synthetic table drawn again)
+        release = restricted_release(whole())
+        lookup = _lookup(release[LOOKUP])
+        base = journey_base(release, lookup, _contacts(release, lookup))
+        frame, returned, computed = finish_journeys(base, release, lookup, as_of), base.select(PERSON, *RETURNED), base.height
+    else:
+        changed = digests.join(kept, on=PERSON, how="anti")[PERSON]
+        same_date = kept.height == 0 or kept["as_of_date"][0] == as_of
+        if ambiguous:  # a result would depend on the rows' order: the whole release, filtered in order
+            release = restricted_release(whole())
+            subset = rows_of(release, _lookup(release[LOOKUP]), changed)
+        else:  # only the changed persons' rows are read
+            subset = rows_of_sql(conn, selects, changed)
+        sub_lookup = _lookup(subset[LOOKUP])
+        fresh = journey_base(subset, sub_lookup, _contacts(subset, sub_lookup))
+        returned = pl.concat([kept.select(PERSON, *RETURNED).cast(fresh.select(PERSON, *RETURNED).schema),
+                              fresh.select(PERSON, *RETURNED)])
+        computed = fresh.height
+        if same_date:
+            finished = finish_journeys(fresh, subset, sub_lookup, as_of)
+            frame = pl.concat([kept.select(finished.columns).cast(finished.schema), finished]).sort(PERSON)
+        else:  # the date moved (a new extract's later contacts): every row finished again, which reads
+            # besides the kept base only every person's prison journeys (custody to the new date)
+            base = pl.concat([kept.select(fresh.columns).cast(fresh.schema), fresh], how="vertical")
+            custody, lookup = (release, _lookup(release[LOOKUP])) if ambiguous else _custody_rows(conn, selects)
+            frame = finish_journeys(base, custody, lookup, as_of)
+    new_state = frame.join(returned, on=PERSON, how="left").join(digests, on=PERSON, how="left")
+    return frame, new_state, computed
+
+
+def rows_of(release, lookup: pl.DataFrame, persons: pl.Series) -> dict[tuple[str, str], pl.DataFrame]:
     """The release restricted to the rows of `persons` (and the lookup, deduplicated as a whole
     first, restricted likewise): `journey_base` of it gives those persons' rows of the whole."""
     lookup = lookup.filter(pl.col(PERSON).is_in(persons.implode()))
@@ -590,32 +731,40 @@ def rows_of(release, lookup: pl.DataFrame, persons: pl.Series) -> tuple[dict[tup
             out[(c.dataset, parent)] = release[(c.dataset, parent)].filter(pl.col(key).is_in(table[key].implode()))
     for child, key, parent in CHILDREN:
         out[child] = release[child].filter(pl.col(key).is_in(out[parent][key].implode()))
-    return out, lookup
+    return out
 
 
-def journeys_by_person(release: Mapping[tuple[str, str], pl.DataFrame], *, as_of: dt.date | None = None,
-                       state: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """The journeys (`person_journeys`' table), the state to store for the next run, and how many
-    persons were computed (the others kept their row of `state`; with no `state`, or when most
-    persons changed, every person is computed from the whole release)."""
-    release = restricted_release(release)
-    lookup = _lookup(release[LOOKUP])
-    contacts = _contacts(release, lookup)
-    as_of = as_of or latest_contact(contacts)
-    digests = person_digests(release, lookup)
-    kept = state.join(digests, on=[PERSON, *DIGEST], how="semi") if state is not None else None
-    # most persons changed (a synthetic table drawn again): computed from the whole release at once
-    if kept is None or kept.height < digests.height // 2:
-        base = journey_base(release, lookup, contacts)
-        computed = base.height
-    else:
-        changed = digests.join(kept, on=PERSON, how="anti")[PERSON]
-        subset, sub_lookup = rows_of(release, lookup, changed)
-        fresh = journey_base(subset, sub_lookup, _contacts(subset, sub_lookup))
-        base = pl.concat([kept.select(fresh.columns).cast(fresh.schema), fresh], how="vertical")
-        computed = fresh.height
-    new_state = base.join(digests, on=PERSON, how="left")
-    return finish_journeys(base, release, lookup, as_of), new_state, computed
+def unlinked_counts(conn, selects: Mapping[tuple[str, str], str]) -> dict[str, int]:
+    """`unlinked_rows` counted in DuckDB, where the release is stored."""
+    relation = conn.sql(_unlinked_sql(selects))
+    return dict(zip(relation.columns, map(int, relation.fetchall()[0])))
+
+
+def _unlinked_sql(selects: Mapping[tuple[str, str], str]) -> str:
+    lookup = _lookup_sql(selects)
+    return "select " + ", ".join(
+        f"(select count(*) from ({selects[(c.dataset, c.table)]}) _t where {_q(c.person)} is not null and "
+        f"{_q(c.person)} not in (select dataset_person_id from ({lookup}) _k where source_dataset = '{c.dataset}'))"
+        f" as {_q(c.dataset)}" for c in CONTACTS)
+
+
+def journeys_change(frame: pl.DataFrame, new_state: pl.DataFrame,
+                    state: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:
+    """The table `frame` as a change to the table stored with `state` (the persons gone, the rows of
+    the persons whose digest changed, the new persons' rows), or None when every row may differ (no
+    state, or the as-of date moved). A person with the state's digest and as-of date has the row
+    stored: it was computed from the same rows and finished to the same date. None too when most
+    rows changed."""
+    if state is None or not set((PERSON, "as_of_date", *DIGEST)) <= set(state.columns) or (
+            frame.height and state.height and state["as_of_date"][0] != frame["as_of_date"][0]):
+        return None
+    before = state.select(PERSON)
+    changed = new_state.join(state, on=[PERSON, *DIGEST], how="anti").select(PERSON)
+    rows = frame.join(changed, on=PERSON, how="semi")
+    deletes = before.join(frame.select(PERSON), on=PERSON, how="anti")
+    if rows.height + deletes.height > frame.height // 2:
+        return None  # most rows changed (a synthetic table drawn again): a rewrite is cheaper
+    return deletes, rows.join(before, on=PERSON, how="semi"), rows.join(before, on=PERSON, how="anti")
 
 
 def state_path(folder: Path, variant: str) -> Path:
