@@ -9,6 +9,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -56,9 +57,15 @@ from datafirst_assets.linkage.xjs_incremental import (
 )
 from datafirst_assets.linkage.xjs_inputs import lookup_inputs
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import table_columns
-from datafirst_assets.warehouse.io_manager import StoredTable, WarehouseQuery
-from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, recorded_fingerprints
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, table_columns
+from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, WarehouseQuery, changes_to
+from datafirst_assets.warehouse.unchanged import (
+    FINGERPRINT,
+    inputs_fingerprint,
+    kept_if_unchanged,
+    latest_metadata,
+    recorded_fingerprints,
+)
 from datafirst_assets.sources.registry import SOURCES
 
 LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
@@ -235,7 +242,8 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
         in_database = stored_lookup_usable(conn, stored.name)
     result = run_lookup(context, linkage, warehouse, tables, sorted_lookup=not in_database)
     records = {s: r for s, (r, _) in tables.items()}
-    outputs = (_outputs_carried_in_database(context, warehouse, result, stored, records) if in_database
+    outputs = (_outputs_carried_in_database(context, warehouse, result, stored, records,
+                                            in_place=linkage.mode == "incremental") if in_database
                else _outputs_carried_in_polars(context, warehouse, result, records))
     for item in outputs:
         yield Output(item.value, output_name=item.output_name, metadata={**item.metadata, FINGERPRINT: fingerprint}) \
@@ -291,9 +299,10 @@ def _outputs_carried_in_polars(context: AssetExecutionContext, warehouse: Wareho
 
 
 def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Warehouse, result: XjsResult,
-                                 stored: StoredTable, records: dict[str, StoredTable]):
+                                 stored: StoredTable, records: dict[str, StoredTable], in_place: bool = False):
     """Ids carried forward against the stored lookup in DuckDB (``xjs_carry``): only the records
-    whose ids may change reach Python, and the lookup is stored from the database."""
+    whose ids may change reach Python, and the lookup is stored from the database (``in_place``, in
+    an incremental run: only its changed rows, `_lookup_change`)."""
     history_table = linkage_table(warehouse.database, "xjs", "id_changes")
     with warehouse.cursor() as conn:
         scratch = attach_scratch(conn)
@@ -312,12 +321,26 @@ def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Ware
                 "history_rows": history.height,
             })
             persons = dict(zip(LEVELS, counts[1:]))
-            yield Output(WarehouseQuery(carried.sql), output_name="lookup", metadata=_lookup_metadata(
+            lookup = _lookup_change(context, conn, stored, carried.table) if in_place else WarehouseQuery(carried.sql)
+            yield Output(lookup, output_name="lookup", metadata=_lookup_metadata(
                 counts[0], persons, carried.kept, result, **carried.stats))
         finally:
             detach_scratch(conn, scratch)
     yield from state_outputs(result, context.run_id)
     yield _invariants(problems)
+
+
+def _lookup_change(context: AssetExecutionContext, conn, stored: StoredTable, carried: str) -> ChangedRows:
+    """The carried lookup as its change to the stored one (a 1% extract changes the rows of the
+    touched persons' records): applied in place when the stored lookup is the content its last
+    write validated whole, else (or when the sums disagree) rewritten whole in (source_dataset,
+    record_id) order, as before. Rows inserted in place go at the end of the table: nothing reads
+    the lookup's physical order (its readers join it by record or person, and the released linking
+    tables are sorted), so its content, not its order, is what a whole rewrite would store."""
+    validated = latest_metadata(context.instance, [LOOKUP])[LOOKUP].get(VALIDATED_CONTENT)
+    change = changes_to(conn, stored.name, f"select * from {carried}", ["source_dataset", "record_id"],
+                        getattr(validated, "value", validated))
+    return replace(change, appendable=True)  # two-column key: `changes_to` cannot tell; order does not matter
 
 
 def _record_keys_sql(records: dict[str, StoredTable]) -> str:
