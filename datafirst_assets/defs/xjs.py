@@ -9,7 +9,6 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -49,6 +48,7 @@ from datafirst_assets.linkage.xjs_incremental import (
     STATE_SCHEMA,
     WRITTEN_BY,
     PreviousXjs,
+    StoredCarry,
     attach_scratch,
     carry_forward_stored,
     detach_scratch,
@@ -57,8 +57,8 @@ from datafirst_assets.linkage.xjs_incremental import (
 )
 from datafirst_assets.linkage.xjs_inputs import lookup_inputs
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import VALIDATED_CONTENT, table_columns
-from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, WarehouseQuery, changes_to
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, content_sums, table_columns
+from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, WarehouseQuery
 from datafirst_assets.warehouse.unchanged import (
     FINGERPRINT,
     inputs_fingerprint,
@@ -321,7 +321,7 @@ def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Ware
                 "history_rows": history.height,
             })
             persons = dict(zip(LEVELS, counts[1:]))
-            lookup = _lookup_change(context, conn, stored, carried.table) if in_place else WarehouseQuery(carried.sql)
+            lookup = _lookup_change(context, conn, carried) if in_place else WarehouseQuery(carried.sql)
             yield Output(lookup, output_name="lookup", metadata=_lookup_metadata(
                 counts[0], persons, carried.kept, result, **carried.stats))
         finally:
@@ -330,17 +330,27 @@ def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Ware
     yield _invariants(problems)
 
 
-def _lookup_change(context: AssetExecutionContext, conn, stored: StoredTable, carried: str) -> ChangedRows:
+def _lookup_change(context: AssetExecutionContext, conn, carried: StoredCarry) -> ChangedRows:
     """The carried lookup as its change to the stored one (a 1% extract changes the rows of the
-    touched persons' records): applied in place when the stored lookup is the content its last
-    write validated whole, else (or when the sums disagree) rewritten whole in (source_dataset,
-    record_id) order, as before. Rows inserted in place go at the end of the table: nothing reads
-    the lookup's physical order (its readers join it by record or person, and the released linking
-    tables are sorted), so its content, not its order, is what a whole rewrite would store."""
+    touched persons' records; the carry found them, `carried.changed`): applied in place when the
+    stored lookup is the content its last write validated whole and the change gives the carried
+    lookup's sums, else rewritten whole in (source_dataset, record_id) order, as before. Rows
+    inserted in place go at the end of the table: nothing reads the lookup's physical order (its
+    readers join it by record or person, the released linking tables are sorted), so its content,
+    not its order, is what a whole rewrite would store."""
     validated = latest_metadata(context.instance, [LOOKUP])[LOOKUP].get(VALIDATED_CONTENT)
-    change = changes_to(conn, stored.name, f"select * from {carried}", ["source_dataset", "record_id"],
-                        getattr(validated, "value", validated))
-    return replace(change, appendable=True)  # two-column key: `changes_to` cannot tell; order does not matter
+    on = "l.source_dataset = c.now_dataset and l.record_id = c.now_record"
+
+    def rows(change: str) -> pl.DataFrame:
+        return conn.sql(f"select l.* from {carried.table} l semi join {carried.changed} c on {on} and c.change = "
+                        f"'{change}' order by l.source_dataset, l.record_id").pl()
+
+    deletes = conn.sql(f"select was_dataset as source_dataset, was_record as record_id from {carried.changed} "
+                       "where change = 'delete'").pl()
+    return ChangedRows(key=("source_dataset", "record_id"), deletes=deletes, updates=rows("update"),
+                       inserts=rows("insert"), expected=None, rewrite=carried.sql,
+                       validated_before=getattr(validated, "value", validated), appendable=True,
+                       expected_sums=content_sums(conn, f"select * from {carried.table}"))
 
 
 def _record_keys_sql(records: dict[str, StoredTable]) -> str:
