@@ -343,3 +343,71 @@ def test_a_lookup_whose_inputs_did_not_change_is_kept_with_its_check_and_a_chang
     carried = runs[1].get_asset_check_evaluations()
     assert [(e.check_name, e.passed) for e in carried] == [("lookup_invariants", True)]
     assert CARRIED_OVER in carried[0].metadata
+
+
+def _stored_xjs(database) -> dict[str, pl.DataFrame]:
+    """The stored lookup, edges and persons state (without the run marker), in a fixed order."""
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+
+    with warehouse_cursor(database) as conn:
+        return {name: pl.from_arrow(conn.sql(f"select * exclude ({WRITTEN_BY}) from linkage_xjs.{name} order by all"
+                                             if name != "lookup" else f"select * from linkage_xjs.{name} order by all"
+                                             ).to_arrow_table()) for name in ("lookup", "edges", "persons")}
+
+
+def test_an_incremental_lookup_is_written_as_its_change_and_stores_what_a_whole_rewrite_stores(
+        tmp_path_factory, runs, tmp_path, monkeypatch):
+    """Through Dagster, over a stored lookup its last write validated: an incremental run writes only
+    the changed rows (records new, gone, or whose ids changed) in place, and stores exactly what a
+    whole rewrite of the same run stores (the same run over a copy whose last validated write is not
+    known: rewritten whole). A failure in the middle of the write in place leaves the previous tables."""
+    import json
+    import re
+    import shutil
+
+    from dagster import DagsterInstance
+
+    from datafirst_assets.linkage.train import TrainedModel
+    from datafirst_assets.warehouse import io_manager
+    from datafirst_assets_tests.xjs_fixtures import LinkageInputs
+
+    _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    doc, trained_on = runs[3]
+    before, clusters_after = _before(inputs.person_records, inputs.clusters)
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "models" / "xjs").mkdir(parents=True)
+    (a / "models" / "xjs" / "current.json").write_text(json.dumps(
+        {"model": TrainedModel.from_json(doc).to_json(), "trained_on_variants": trained_on}))
+    # later: every record delivered, one dataset's two persons merged, and a few records gone
+    records = {s: r.with_row_index("_i").filter(pl.col("_i") % 97 != 11).drop("_i") for s, r in inputs.person_records.items()}
+    later = LinkageInputs(person_records=records, staged={}, clusters={
+        s: c.join(records[s].select("record_id"), on="record_id", how="semi") for s, c in clusters_after.items()})
+    with DagsterInstance.ephemeral() as instance:
+        _materialize_lookup(a, LinkageInputs(person_records=before["records"], clusters=before["clusters"], staged={}),
+                            "incremental", instance=instance)
+        shutil.copytree(a, b)
+        in_place, _ = _materialize_lookup(a, later, "incremental", instance=instance)
+        whole, _ = _materialize_lookup(b, later, "incremental")  # another instance: no validated write known
+        assert in_place["lookup_write"].startswith("in place: "), in_place["lookup_write"]
+        counts = [int(n) for n in re.findall(r"(\d+) (?:row\(s\) deleted|updated|inserted)", in_place["lookup_write"])]
+        assert len(counts) == 3 and all(counts) and sum(counts) < in_place["lookup_records"] // 2, counts  # deleted, updated, inserted
+        assert whole["lookup_write"] == "rewritten whole"
+        stored = _stored_xjs(a / "wh.duckdb")
+        for name, frame in _stored_xjs(b / "wh.duckdb").items():
+            assert stored[name].equals(frame), name
+
+        # a failure after the rows were changed in place, before the write commits: the transaction rolls back
+        real = io_manager._apply
+
+        def failing(*args, **kwargs):
+            real(*args, **kwargs)
+            raise RuntimeError("planted failure in the middle of the write")
+
+        monkeypatch.setattr(io_manager, "_apply", failing)
+        again = {s: r.with_columns((pl.col("forename") + "W").alias("forename")) if s == "civil" else r
+                 for s, r in later.person_records.items()}
+        _materialize_lookup(a, LinkageInputs(person_records=again, clusters=later.clusters, staged={}),
+                            "incremental", expect_success=False, instance=instance)
+    after = _stored_xjs(a / "wh.duckdb")
+    for name, frame in stored.items():
+        assert after[name].equals(frame), name

@@ -49,6 +49,7 @@ from datafirst_assets.linkage.xjs_incremental import (
     STATE_SCHEMA,
     WRITTEN_BY,
     PreviousXjs,
+    StoredCarry,
     attach_scratch,
     carry_forward_stored,
     detach_scratch,
@@ -57,9 +58,15 @@ from datafirst_assets.linkage.xjs_incremental import (
 )
 from datafirst_assets.linkage.xjs_inputs import lookup_inputs
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import table_columns
-from datafirst_assets.warehouse.io_manager import StoredTable, WarehouseQuery
-from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, recorded_fingerprints
+from datafirst_assets.warehouse.content import VALIDATED_CONTENT, content_sums, table_columns
+from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, WarehouseQuery
+from datafirst_assets.warehouse.unchanged import (
+    FINGERPRINT,
+    inputs_fingerprint,
+    kept_if_unchanged,
+    latest_metadata,
+    recorded_fingerprints,
+)
 from datafirst_assets.sources.registry import SOURCES
 
 LOOKUP = AssetKey(["linkage", "xjs", "lookup"])
@@ -237,7 +244,8 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     result = run_lookup(context, linkage, warehouse, tables, sorted_lookup=not in_database)
     fingerprint = made_from()  # with the model this run saved: the one the next run finds and reuses
     records = {s: r for s, (r, _) in tables.items()}
-    outputs = (_outputs_carried_in_database(context, warehouse, result, stored, records) if in_database
+    outputs = (_outputs_carried_in_database(context, warehouse, result, stored, records,
+                                            in_place=linkage.mode == "incremental") if in_database
                else _outputs_carried_in_polars(context, warehouse, result, records))
     for item in outputs:
         yield Output(item.value, output_name=item.output_name, metadata={**item.metadata, FINGERPRINT: fingerprint}) \
@@ -296,9 +304,10 @@ def _outputs_carried_in_polars(context: AssetExecutionContext, warehouse: Wareho
 
 
 def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Warehouse, result: XjsResult,
-                                 stored: StoredTable, records: dict[str, StoredTable]):
+                                 stored: StoredTable, records: dict[str, StoredTable], in_place: bool = False):
     """Ids carried forward against the stored lookup in DuckDB (``xjs_carry``): only the records
-    whose ids may change reach Python, and the lookup is stored from the database."""
+    whose ids may change reach Python, and the lookup is stored from the database (``in_place``, in
+    an incremental run: only its changed rows, `_lookup_change`)."""
     history_table = linkage_table(warehouse.database, "xjs", "id_changes")
     with warehouse.cursor() as conn:
         scratch = attach_scratch(conn)
@@ -317,12 +326,36 @@ def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Ware
                 "history_rows": history.height,
             })
             persons = dict(zip(LEVELS, counts[1:]))
-            yield Output(WarehouseQuery(carried.sql), output_name="lookup", metadata=_lookup_metadata(
+            lookup = _lookup_change(context, conn, carried) if in_place else WarehouseQuery(carried.sql)
+            yield Output(lookup, output_name="lookup", metadata=_lookup_metadata(
                 counts[0], persons, carried.kept, result, **carried.stats))
         finally:
             detach_scratch(conn, scratch)
     yield from state_outputs(result, context.run_id)
     yield _invariants(problems)
+
+
+def _lookup_change(context: AssetExecutionContext, conn, carried: StoredCarry) -> ChangedRows:
+    """The carried lookup as its change to the stored one (a 1% extract changes the rows of the
+    touched persons' records; the carry found them, `carried.changed`): applied in place when the
+    stored lookup is the content its last write validated whole and the change gives the carried
+    lookup's sums, else rewritten whole in (source_dataset, record_id) order, as before. Rows
+    inserted in place go at the end of the table: nothing reads the lookup's physical order (its
+    readers join it by record or person, the released linking tables are sorted), so its content,
+    not its order, is what a whole rewrite would store."""
+    validated = latest_metadata(context.instance, [LOOKUP])[LOOKUP].get(VALIDATED_CONTENT)
+    on = "l.source_dataset = c.now_dataset and l.record_id = c.now_record"
+
+    def rows(change: str) -> pl.DataFrame:
+        return conn.sql(f"select l.* from {carried.table} l semi join {carried.changed} c on {on} and c.change = "
+                        f"'{change}' order by l.source_dataset, l.record_id").pl()
+
+    deletes = conn.sql(f"select was_dataset as source_dataset, was_record as record_id from {carried.changed} "
+                       "where change = 'delete'").pl()
+    return ChangedRows(key=("source_dataset", "record_id"), deletes=deletes, updates=rows("update"),
+                       inserts=rows("insert"), expected=None, rewrite=carried.sql,
+                       validated_before=getattr(validated, "value", validated), appendable=True,
+                       expected_sums=content_sums(conn, f"select * from {carried.table}"))
 
 
 def _record_keys_sql(records: dict[str, StoredTable]) -> str:

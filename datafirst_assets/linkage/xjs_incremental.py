@@ -287,17 +287,22 @@ class StoredCarry:
     changes: pl.DataFrame  # level + CHANGE_SCHEMA, as carry_forward_xjs_ids returns them
     kept: dict[str, tuple[int, int]]  # as xjs.unchanged_xjs_persons_kept
     stats: dict[str, int] = field(default_factory=dict)
+    # the scratch table of the records whose row differs from the stored one: their stored key
+    # (was_dataset, was_record), key now (now_dataset, now_record) and change (delete, insert, update)
+    changed: str = ""
 
 
 def _pair_records(conn, scratch: str, previous: str) -> None:
     """``scratch.pairs``: every record now or before (one full join): its key, its stored hash
-    and, per level, its raw cluster now (``c_<level>``) and its previous id (``p_<level>``)."""
+    and, per level, its raw cluster now (``c_<level>``) and its previous id (``p_<level>``); and
+    its stored key and per-dataset person (``was_*``: what its change to the stored row is found by)."""
     key = f"coalesce(r.{SOURCE_DATASET}, p.{SOURCE_DATASET}) || {quote_literal(SEP)} || coalesce(r.{UNIQUE_ID}, p.{UNIQUE_ID})"
     levels = ", ".join(f"r.person_id_{lv} as c_{lv}, p.person_id_{lv} as p_{lv}" for lv in LEVELS)
     conn.execute(f"""
         create or replace table {scratch}.pairs as
         select {key} as k, r.{SOURCE_DATASET} as now_dataset, r.{UNIQUE_ID} as now_record, r.{PERSON},
-               p.record_id_hash, {levels}
+               p.record_id_hash, {levels}, p.{SOURCE_DATASET} as was_dataset, p.{UNIQUE_ID} as was_record,
+               p.{PERSON} as was_person
         from {scratch}.raw r full join {previous} p using ({SOURCE_DATASET}, {UNIQUE_ID})""")
 
 
@@ -402,10 +407,20 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
         select now_dataset as {SOURCE_DATASET}, now_record as {UNIQUE_ID}, {hashed} as record_id_hash, {PERSON}, {ids}
         from {scratch}.pairs left join {scratch}.hashes h using (k) {joins}
         where now_record is not null""")
+    # the rows that differ from the stored ones (gone, new, or any column changed): the lookup's
+    # change to the stored table, found from the join the carry made anyway (no second pass over both)
+    differs = " or ".join([f"{PERSON} is distinct from was_person", "_hash is distinct from record_id_hash",
+                           *(f"person_id_{lv} is distinct from p_{lv}" for lv in LEVELS)])
+    conn.execute(f"""
+        create or replace table {scratch}.changed as
+        select was_dataset, was_record, now_dataset, now_record,
+               case when now_record is null then 'delete' when was_record is null then 'insert' else 'update' end as change
+        from (select pairs.*, {hashed} as _hash, {ids} from {scratch}.pairs left join {scratch}.hashes h using (k) {joins})
+        where now_record is null or was_record is null or {differs}""")
     table = f"{scratch}.lookup"
     all_changes = pl.concat(changes).cast({"level": pl.String, **CHANGE_SCHEMA})  # type: ignore[arg-type]
     return StoredCarry(sql=f"select * from {table} order by {SOURCE_DATASET}, {UNIQUE_ID}", table=table,
-                       changes=all_changes, kept=kept, stats=stats)
+                       changes=all_changes, kept=kept, stats=stats, changed=f"{scratch}.changed")
 
 
 def lookup_problems(conn: duckdb.DuckDBPyConnection, table: str, records_sql: str) -> list[str]:
