@@ -404,14 +404,14 @@ def test_derived_gates_refuse_identifiers_and_broken_rows(tmp_path, monkeypatch)
         for (s, t), frame in tables.items():
             yield Output(frame, output_name=f"{s}__{t}")
 
-    real = derived_defs.journeys_by_person
+    real = derived_defs.journeys_from
 
-    def broken(release_tables, **kwargs):  # a PNC where the ethnicity goes, an age of 500
-        frame, state, computed = real(release_tables, **kwargs)
+    def broken(*args, **kwargs):  # a PNC where the ethnicity goes, an age of 500
+        frame, state, computed = real(*args, **kwargs)
         return frame.with_columns(pl.lit("1990/0012345Z").alias("ethnicity"), pl.lit(500, pl.Int32).alias(
             "age_at_first_contact")), state, computed
 
-    monkeypatch.setattr(derived_defs, "journeys_by_person", broken)
+    monkeypatch.setattr(derived_defs, "journeys_from", broken)
     result = materialize([release, *derived_defs.derived_assets(("deidentified",))], raise_on_error=False,
                          resources={"io_manager": WarehouseIOManager(database=str(tmp_path / "wh.duckdb")),
                                     "warehouse": derived_defs.Warehouse(database=str(tmp_path / "wh.duckdb")),
