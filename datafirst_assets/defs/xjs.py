@@ -65,7 +65,7 @@ from datafirst_assets.warehouse.unchanged import (
     inputs_fingerprint,
     kept_if_unchanged,
     latest_metadata,
-    recorded_fingerprints,
+    recorded_inputs_fingerprint,
 )
 from datafirst_assets.sources.registry import SOURCES
 
@@ -262,9 +262,8 @@ def _lookup_fingerprint(context: AssetExecutionContext, linkage: LinkageSettings
     300,000-people run that changed nothing)."""
     handles = {linkage_key(s, name): table for s, pair in tables.items()
                for name, table in zip(("person_records", "clusters"), pair)}
-    inputs = inputs_fingerprint({key.to_user_string(): table for key, table in handles.items()},
-                                memo=recorded_fingerprints(context.instance, handles),
-                                settings=(XJS_THRESHOLDS, linkage.retrain_growth, linkage.backend, key_fingerprint()))
+    inputs = recorded_inputs_fingerprint(context.instance, handles, settings=(
+        XJS_THRESHOLDS, linkage.retrain_growth, linkage.backend, key_fingerprint()))
     return lambda: inputs_fingerprint({}, files=[xjs_model_file(linkage)], settings=inputs)
 
 
@@ -390,8 +389,7 @@ def case_lookup(context: AssetExecutionContext, linkage: LinkageSettings, hocas:
                 lookup: StoredTable):
     handles = {AssetKey(["linked", "magistrates", "hocas_flatfile"]): hocas,
                AssetKey(["linked", "crown_court", "xhibit_flatfile"]): xhibit, LOOKUP: lookup}
-    fingerprint = inputs_fingerprint({key.to_user_string(): table for key, table in handles.items()},
-                                     memo=recorded_fingerprints(context.instance, handles))
+    fingerprint = recorded_inputs_fingerprint(context.instance, handles)
     if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
         yield from kept  # the same cases and persons: the same links
         return

@@ -83,6 +83,14 @@ def recorded_fingerprints(instance, tables: Mapping[AssetKey, StoredTable]) -> d
     return memo
 
 
+def recorded_inputs_fingerprint(instance, tables: Mapping[AssetKey, StoredTable], **options) -> str:
+    """`inputs_fingerprint` of tables named by their asset keys, each whole table's fingerprint taken
+    from what its write recorded (`recorded_fingerprints`), the others hashed; `options` as
+    `inputs_fingerprint`'s (settings, files)."""
+    return inputs_fingerprint({key.to_user_string(): table for key, table in tables.items()},
+                              memo=recorded_fingerprints(instance, tables), **options)
+
+
 def unchanged(previous: Mapping[AssetKey, Mapping], fingerprint: str, mode: str) -> bool:
     """Incremental mode, and every output's latest materialization (its metadata in `previous`) was
     made from these very inputs."""
