@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,53 @@ def staged_rows_by_date(landing: Path) -> dict[str, int]:
     return dict(sorted(rows.items()))
 
 
+SNAPSHOT_PARTS = ("dagster_home", "data")
+
+
+def save_snapshot(work: Path, results: dict) -> None:
+    """Copy the state the full run left (everything but the landing zone, which is only read)."""
+    snap = work / "after_full"
+    if snap.exists():
+        shutil.rmtree(snap)
+    shutil.copytree(work / "dagster_home", snap / "dagster_home")
+    shutil.copytree(work / "data", snap / "data", ignore=shutil.ignore_patterns("landing"))
+    (snap / "full_result.json").write_text(json.dumps(results, indent=2))
+    print(f"snapshot of the full run's state: {snap}", flush=True)
+
+
+def restore_snapshot(work: Path) -> None:
+    snap = work / "after_full"
+    if not snap.exists():
+        raise SystemExit(f"no snapshot at {snap}: run once with --snapshot")
+    shutil.rmtree(work / "dagster_home", ignore_errors=True)
+    shutil.copytree(snap / "dagster_home", work / "dagster_home")
+    for part in (work / "data").iterdir():
+        if part.name != "landing":
+            shutil.rmtree(part) if part.is_dir() else part.unlink()
+    shutil.copytree(snap / "data", work / "data", dirs_exist_ok=True)
+
+
+def incremental_from_snapshot(work: Path, args: argparse.Namespace) -> int:
+    restore_snapshot(work)
+    data, home = work / "data", work / "dagster_home"
+    saved = json.loads((work / "after_full" / "full_result.json").read_text())
+    env = {"DATAFIRST_ALLOW_DEVELOPMENT_KEY": "1", **os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("DATAFIRST_TRUTH_DIR", None)
+    incremental = run_measured("incremental", [str(DATAFIRST), "run", "--data-dir", str(data)],
+                               env, args.mem_cap_gib, work / "incremental.log")
+    steps = step_times(home, incremental.pop("_watch"))[len(saved["full_steps"]):]
+    print("\nincremental run (from the snapshot):")
+    print_steps(steps, args.top)
+    full = saved["full"]
+    print(f"\nincremental: {incremental['wall_seconds']:.1f} s wall, {incremental['cpu_seconds']:.1f} CPU s, "
+          f"{incremental['peak_gib']:.2f} GiB; the snapshot's full run {full['cpu_seconds']:.1f} CPU s: "
+          f"ratio CPU {incremental['cpu_seconds'] / full['cpu_seconds']:.3f}")
+    out = work / f"result_from_snapshot_{int(time.time())}.json"
+    out.write_text(json.dumps({**saved, "incremental": incremental, "incremental_steps": steps}, indent=2))
+    print(f"details: {out}")
+    return 0 if incremental["exit_code"] == 0 else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--people", type=int, default=50_000)
@@ -56,10 +105,18 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="default /tmp/bench_incremental_graph_<people>")
     ap.add_argument("--reuse-landing", action="store_true", help="keep an existing simulated landing zone")
     ap.add_argument("--top", type=int, default=15, help="slowest steps listed")
+    ap.add_argument("--snapshot", action="store_true",
+                    help="after the full run, keep a copy of the warehouse, models and Dagster home in "
+                    "<workdir>/after_full, so that --from-snapshot can time the incremental run again")
+    ap.add_argument("--from-snapshot", action="store_true",
+                    help="skip simulate and the full run: restore <workdir>/after_full and time only the "
+                    "incremental run (A/B of code changes from one state; the full figures are the snapshot's)")
     args = ap.parse_args()
 
     work = args.workdir or Path(f"/tmp/bench_incremental_graph_{args.people}")
     work.mkdir(parents=True, exist_ok=True)
+    if args.from_snapshot:
+        return incremental_from_snapshot(work, args)
     data, home = prepare(work, args.reuse_landing)
     env = {"DATAFIRST_ALLOW_DEVELOPMENT_KEY": "1", **os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.pop("DATAFIRST_TRUTH_DIR", None)  # production: no truth anywhere
@@ -87,6 +144,8 @@ def main() -> int:
     full_steps = step_times(home, full.pop("_watch"))
     if full["exit_code"] != 0:
         return 1
+    if args.snapshot:
+        save_snapshot(work, {**results, "full": full, "full_steps": full_steps})
     incremental = run_measured("incremental", [str(DATAFIRST), "run", "--data-dir", str(data)],
                                env, args.mem_cap_gib, work / "incremental.log")
     # step_times lists every run's steps, oldest run first: the incremental command's come last
