@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATAFIRST = ROOT / ".venv" / "bin" / "datafirst"
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------ process tree
@@ -63,6 +64,20 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and of their reaped children (/proc/<pid>/stat
+    utime, stime, cutime, cstime): sampled with the memory, so that each step's CPU can be read off."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(v) for v in fields[11:15])
+    return ticks / CLOCK_TICKS
+
+
 def rss_gib(pids: list[int]) -> float:
     kib = 0
     for pid in pids:
@@ -80,6 +95,7 @@ class TreeWatch:
     def __init__(self, pid: int, cap_gib: float, every: float = 0.2) -> None:
         self.pid, self.cap, self.every = pid, cap_gib, every
         self.samples: list[tuple[float, float]] = []  # (unix time, GiB)
+        self.cpu: list[tuple[float, float]] = []  # (unix time, CPU seconds of the tree so far)
         self.killed_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -87,8 +103,11 @@ class TreeWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            gib = rss_gib(tree_pids(self.pid))
-            self.samples.append((time.time(), gib))
+            pids = tree_pids(self.pid)
+            gib, cpu = rss_gib(pids), cpu_seconds(pids)
+            now = time.time()
+            self.samples.append((now, gib))
+            self.cpu.append((now, cpu))
             if gib > self.cap and self.killed_at is None:
                 self.killed_at = gib
                 try:
@@ -107,6 +126,12 @@ class TreeWatch:
 
     def peak_between(self, start: float, end: float) -> float:
         return max((g for t, g in self.samples if start <= t <= end), default=0.0)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds the tree used between two moments (from the samples just before each: 0.2 s grain)."""
+        def before(moment: float) -> float:
+            return max(((t, c) for t, c in self.cpu if t <= moment), default=(0.0, 0.0))[1]
+        return max(0.0, before(end) - before(start))
 
     def at(self, moment: float) -> float:
         """Resident memory at the last sample before ``moment`` (what earlier steps left behind)."""
@@ -162,6 +187,7 @@ def step_times(dagster_home: Path, watch: TreeWatch) -> list[dict]:
             elif step in starts:
                 begin = starts.pop(step)
                 rows.append({"job": run.job_name, "step": step, "seconds": round(entry.timestamp - begin, 1),
+                             "cpu_seconds": round(watch.cpu_between(begin, entry.timestamp), 2),
                              "peak_gib": round(watch.peak_between(begin, entry.timestamp), 2),
                              "start_gib": round(watch.at(begin), 2),
                              "ok": entry.dagster_event.event_type == DagsterEventType.STEP_SUCCESS})
@@ -179,22 +205,25 @@ def stage_of(step: str) -> str:
 def print_steps(rows: list[dict], top: int) -> None:
     by_stage: dict[str, list[float]] = {}
     for r in rows:
-        agg = by_stage.setdefault(stage_of(r["step"]), [0.0, 0.0, 0])
+        agg = by_stage.setdefault(stage_of(r["step"]), [0.0, 0.0, 0, 0.0])
         agg[0] += r["seconds"] or 0.0
         agg[1] = max(agg[1], r["peak_gib"] or 0.0)
         agg[2] += 1
-    print(f"\n{'stage':24} {'steps':>5} {'seconds':>9} {'peak GiB':>9}")
-    for stage, (secs, peak, n) in sorted(by_stage.items(), key=lambda kv: -kv[1][0]):
-        print(f"{stage:24} {n:5d} {secs:9.1f} {peak:9.2f}")
-    header = f"{'step':56} {'seconds':>8} {'peak GiB':>9} {'at start':>9} {'step adds':>9}"
+        agg[3] += r.get("cpu_seconds") or 0.0
+    print(f"\n{'stage':24} {'steps':>5} {'seconds':>9} {'CPU s':>7} {'peak GiB':>9}")
+    for stage, (secs, peak, n, cpu) in sorted(by_stage.items(), key=lambda kv: -kv[1][0]):
+        print(f"{stage:24} {n:5d} {secs:9.1f} {cpu:7.1f} {peak:9.2f}")
+    header = f"{'step':56} {'seconds':>8} {'CPU s':>7} {'peak GiB':>9} {'at start':>9} {'step adds':>9}"
     for title, order in ((f"slowest {top} steps", lambda r: -(r["seconds"] or 0)),
+                         (f"{top} steps using most CPU", lambda r: -(r.get("cpu_seconds") or 0)),
                          (f"{top} steps adding most memory (peak in step - memory at its start)",
                           lambda r: -((r["peak_gib"] or 0) - (r.get("start_gib") or 0)))):
         print(f"\n{title}:\n{header}")
         for r in sorted(rows, key=order)[:top]:
             flag = "" if r["ok"] else "  (failed or unfinished)"
             peak, start = r["peak_gib"] or 0, r.get("start_gib") or 0
-            print(f"{r['step'][:56]:56} {r['seconds'] or 0:8.1f} {peak:9.2f} {start:9.2f} {peak - start:9.2f}{flag}")
+            print(f"{r['step'][:56]:56} {r['seconds'] or 0:8.1f} {r.get('cpu_seconds') or 0:7.1f} {peak:9.2f} "
+                  f"{start:9.2f} {peak - start:9.2f}{flag}")
 
 
 # ----------------------------------------------------------------------------- main

@@ -1,5 +1,6 @@
 """Only the changed rows written: the linked table of a new extract as a change to the stored one."""
 
+from dataclasses import replace
 from datetime import date
 
 import polars as pl
@@ -149,3 +150,32 @@ def test_a_stored_table_with_duplicate_keys_is_not_changed_in_place(tmp_path):
     stored = pl.concat([_STORED, _STORED.filter(pl.col("id") == "a")])
     reason, _, after, _ = _apply(tmp_path, stored)
     assert reason == "the stored table has duplicate keys" and after.equals(stored.sort("id"))
+
+
+def test_new_rows_sorting_before_stored_ones_are_applied_in_place_and_the_table_sorted_again(tmp_path):
+    """Record ids as text pass "999999" -> "1000000" (1,000,000 people): a new record sorts before stored
+    ones. With the table's `order` named, the change is applied in place and the table stored again in
+    that order, the rows and order a rewrite gives (before, the table was rewritten from every row); the
+    sums reported are still those of the table left."""
+    from datafirst_assets.warehouse.content import content_sums
+    from datafirst_assets.warehouse.io_manager import ChangedRows
+
+    stored = pl.DataFrame({"id": ["999997", "999998", "999999"], "n": [1, 2, 3]})
+    expected = pl.DataFrame({"id": ["1000000", "1000001", "999997", "999999"], "n": [10, 11, 1, 30]})  # sorted as text
+    change = ChangedRows(key=("id",), deletes=pl.DataFrame({"id": ["999998"]}), updates=expected.filter(pl.col("id") == "999999"),
+                         inserts=expected.head(2), expected=expected, rewrite=expected, validated_before=None,
+                         appendable=False, order=("id",))
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        _write(conn, "t", stored)
+        conn.execute("begin")
+        reason, _, sums = apply_changed_rows(conn, "t", "main", "t", change, key=None)
+        conn.execute("commit")
+        conn.execute("set preserve_insertion_order = true")  # the stored order
+        after = _read(conn, "select * from t")
+        assert sums == content_sums(conn, "select * from t")
+    assert reason is None and after.equals(expected)
+    # without `order` such a change is still refused (rewritten whole by the IO manager)
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        _write(conn, "t", stored)
+        reason, _, _ = apply_changed_rows(conn, "t", "main", "t", replace(change, order=()), key=None)
+    assert reason == "new rows sort before stored ones"

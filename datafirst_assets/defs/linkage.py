@@ -395,8 +395,10 @@ def _records_changes(context: AssetExecutionContext, staged: StoredTable, source
     return ChangedRows(key=("record_id",), deletes=deletes, updates=updates, inserts=inserts, expected=None,
                        rewrite=lambda: person_records(staged.to_polars(), source, table),
                        validated_before=validated, expected_sums=(count - gone[0] + new[0], hashes - gone[1] + new[1]),
-                       # appended rows keep the table in record order only when they sort after the rest
-                       appendable=inserts.is_empty() or last is None or inserts["record_id"].min() > last)
+                       # appended rows keep the table in record order only when they sort after the rest;
+                       # else it is sorted again (ids as text: "1000000" sorts before "999999")
+                       appendable=inserts.is_empty() or last is None or inserts["record_id"].min() > last,
+                       order=("record_id",))
 
 
 def _frame(conn, sql: str) -> pl.DataFrame:
@@ -566,8 +568,10 @@ def _clusters_output(result: LinkResult, clusters: pl.DataFrame, previous: Previ
     return ChangedRows(key=("record_id",), deletes=before.join(now, on="record_id", how="anti").select("record_id"),
                        updates=differ.join(before, on="record_id", how="semi"), inserts=inserts,
                        expected=clusters, rewrite=clusters, validated_before=validated.get("clusters"),
-                       # appended rows keep the table in record order only when they sort after the rest
-                       appendable=inserts.is_empty() or last is None or inserts["record_id"].min() > last)
+                       # appended rows keep the table in record order only when they sort after the rest;
+                       # else it is sorted again (ids as text: "1000000" sorts before "999999")
+                       appendable=inserts.is_empty() or last is None or inserts["record_id"].min() > last,
+                       order=("record_id",))
 
 
 def _pairs_output(result: LinkResult, validated: dict[str, str | None]):
@@ -646,8 +650,10 @@ def _linked_changes(context: AssetExecutionContext, staged: StoredTable, cluster
     return ChangedRows(key=(table.id_column,), deletes=deletes, updates=updates, inserts=inserts, expected=None,
                        rewrite=_linked_sql(staged, clusters, source, ordered=True), validated_before=validated,
                        expected_sums=(count - gone[0] + new[0], hashes - gone[1] + new[1]),
-                       # appended rows keep the table in id order only when they sort after the rest
-                       appendable=inserts.is_empty() or last is None or inserts[table.id_column].min() > last)
+                       # appended rows keep the table in id order only when they sort after the rest;
+                       # else it is sorted again (ids as text: "1000000" sorts before "999999")
+                       appendable=inserts.is_empty() or last is None or inserts[table.id_column].min() > last,
+                       order=(table.id_column,))
 
 
 def _linked_sql(staged: StoredTable, clusters: StoredTable, source: SourceSpec, ordered: bool = False) -> str:
