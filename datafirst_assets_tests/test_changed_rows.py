@@ -152,13 +152,19 @@ def test_a_stored_table_with_duplicate_keys_is_not_changed_in_place(tmp_path):
     assert reason == "the stored table has duplicate keys" and after.equals(stored.sort("id"))
 
 
-def test_new_rows_sorting_before_stored_ones_are_applied_in_place_and_the_table_sorted_again(tmp_path):
+@pytest.mark.parametrize("row_group", [122_880, 3], ids=["one row group", "several"])
+def test_new_rows_sorting_before_stored_ones_are_applied_in_place_and_the_table_sorted_again(tmp_path, monkeypatch,
+                                                                                             row_group):
     """Record ids as text pass "999999" -> "1000000" (1,000,000 people): a new record sorts before stored
-    ones. With the table's `order` named, the change is applied in place and the table stored again in
-    that order, the rows and order a rewrite gives (before, the table was rewritten from every row); the
-    sums reported are still those of the table left."""
+    ones. With the table's `order` named, the change is applied in place and a table of one row group
+    stored again in that order, the rows and order a rewrite gives (before, the table was rewritten from
+    every row); a larger one, whose row groups a rewrite stores in no set order, keeps the rows appended.
+    The sums reported are those of the table left."""
+    from datafirst_assets.warehouse import io_manager
     from datafirst_assets.warehouse.content import content_sums
     from datafirst_assets.warehouse.io_manager import ChangedRows
+
+    monkeypatch.setattr(io_manager, "ONE_ROW_GROUP", row_group)
 
     stored = pl.DataFrame({"id": ["999997", "999998", "999999"], "n": [1, 2, 3]})
     expected = pl.DataFrame({"id": ["1000000", "1000001", "999997", "999999"], "n": [10, 11, 1, 30]})  # sorted as text
@@ -173,7 +179,11 @@ def test_new_rows_sorting_before_stored_ones_are_applied_in_place_and_the_table_
         conn.execute("set preserve_insertion_order = true")  # the stored order
         after = _read(conn, "select * from t")
         assert sums == content_sums(conn, "select * from t")
-    assert reason is None and after.equals(expected)
+    assert reason is None
+    if row_group > 3:
+        assert after.equals(expected)
+    else:  # the kept rows where they were, the new ones after them
+        assert after.equals(pl.concat([expected.tail(2), expected.head(2)]))
     # without `order` such a change is still refused (rewritten whole by the IO manager)
     with warehouse_cursor(tmp_path / "w.duckdb") as conn:
         _write(conn, "t", stored)
