@@ -78,6 +78,8 @@ def incremental_from_snapshot(work: Path, args: argparse.Namespace) -> int:
     saved = json.loads((work / "after_full" / "full_result.json").read_text())
     env = {"DATAFIRST_ALLOW_DEVELOPMENT_KEY": "1", **os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.pop("DATAFIRST_TRUTH_DIR", None)
+    if args.as_code_of:  # fingerprints as the code that made the snapshot computed them (an A/B of code)
+        env["DATAFIRST_CODE_VERSION_OF"] = str(args.as_code_of.resolve())
     incremental = run_measured("incremental", [str(DATAFIRST), "run", "--data-dir", str(data)],
                                env, args.mem_cap_gib, work / "incremental.log")
     steps = step_times(home, incremental.pop("_watch"))[len(saved["full_steps"]):]
@@ -111,6 +113,10 @@ def main() -> int:
     ap.add_argument("--from-snapshot", action="store_true",
                     help="skip simulate and the full run: restore <workdir>/after_full and time only the "
                     "incremental run (A/B of code changes from one state; the full figures are the snapshot's)")
+    ap.add_argument("--as-code-of", type=Path, default=None,
+                    help="with --from-snapshot: the datafirst_assets folder of the code that made the snapshot; "
+                    "its code version is used in fingerprints, so stored tables and kept steps stay valid for "
+                    "this code (without it, any code change recomputes every step: not an A/B)")
     args = ap.parse_args()
 
     work = args.workdir or Path(f"/tmp/bench_incremental_graph_{args.people}")
