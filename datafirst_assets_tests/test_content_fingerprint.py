@@ -66,3 +66,29 @@ def test_partition_contents_change_only_for_the_partition_that_changed(tmp_path)
         after = partition_contents(conn, table, "contract")
     assert set(before) == set(after) == {"d1", "d2"}
     assert after["d1"] == before["d1"] and after["d2"] != before["d2"]
+
+
+def test_the_code_version_may_be_another_package_copys_for_benchmarks(tmp_path, monkeypatch):
+    """`DATAFIRST_CODE_VERSION_OF` (benchmarks' A/B of code on one snapshot): fingerprints use the code
+    version of the package folder named, that of a copy of the package equals this one's, and an edit
+    to any module changes it; unset, the package's own."""
+    import shutil
+
+    from datafirst_assets.warehouse import content
+
+    copy = tmp_path / "datafirst_assets"
+    shutil.copytree(content.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    content.code_version.cache_clear()
+    try:
+        own = content.code_version()
+        content.code_version.cache_clear()
+        monkeypatch.setenv(content.CODE_VERSION_OF, str(copy))
+        assert content.code_version() == own
+        (copy / "warehouse" / "content.py").write_text((copy / "warehouse" / "content.py").read_text() + "\n# edited\n")
+        content.code_version.cache_clear()
+        assert content.code_version() != own
+        monkeypatch.delenv(content.CODE_VERSION_OF)
+        content.code_version.cache_clear()
+        assert content.code_version() == own
+    finally:
+        content.code_version.cache_clear()
