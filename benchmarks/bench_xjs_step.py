@@ -35,6 +35,11 @@ def restore_xjs_state(data: Path, old: Path) -> None:
         conn.execute(f"attach '{old / 'warehouse.duckdb'}' as old (read_only)")
         for table in XJS_TABLES:
             conn.execute(f"create or replace table linkage_xjs.{table} as select * from old.linkage_xjs.{table}")
+        # the state marker (xjs_incremental.STATE_MARKER) goes with the tables; a state written before it has none
+        conn.execute("drop table if exists linkage_xjs.state_marker")
+        if conn.execute("select count(*) from old.duckdb_tables() where schema_name = 'linkage_xjs' "
+                        "and table_name = 'state_marker'").fetchall()[0][0]:
+            conn.execute("create table linkage_xjs.state_marker as select * from old.linkage_xjs.state_marker")
         conn.execute("detach old")
     shutil.rmtree(data / "models" / "xjs", ignore_errors=True)
     shutil.copytree(old / "models" / "xjs", data / "models" / "xjs")

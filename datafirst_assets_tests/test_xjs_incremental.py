@@ -112,8 +112,20 @@ def test_a_stored_state_is_extended_only_when_it_is_whole_and_of_the_same_model(
     # edges stored by a later run that failed before it stored the persons: refused
     torn = _previous().edges.with_columns(pl.lit("r2").alias(WRITTEN_BY))
     assert "same run" in _previous(edges=torn).cannot_extend("m1", 0.5)
-    old = _previous().persons.drop(WRITTEN_BY)
+    old = _previous().persons.drop("variants_hash")
     assert "lack" in _previous(persons=old).cannot_extend("m1", 0.5)
+
+
+def test_a_state_without_the_rows_run_marker_is_one_runs_only_by_the_state_marker():
+    """Persons and edges stored without the run on their rows (this version's writes) are extended
+    only when the state marker says one run stored both; one table with the rows' marker and one
+    without was stored by two versions' runs, and is refused whatever the state marker says."""
+    persons, edges = (frame.drop(WRITTEN_BY) for frame in (_previous().persons, _previous().edges))
+    assert PreviousXjs(persons=persons, edges=edges, marked=True).cannot_extend("m1", 0.5) is None
+    for marked in (False, None):
+        assert "same run" in PreviousXjs(persons=persons, edges=edges, marked=marked).cannot_extend("m1", 0.5)
+    assert "same run" in PreviousXjs(persons=persons, edges=_previous().edges, marked=True).cannot_extend("m1", 0.5)
+    assert "same run" in PreviousXjs(persons=_previous().persons, edges=edges, marked=True).cannot_extend("m1", 0.5)
 
 
 def test_touched_persons_and_extended_edges():
@@ -203,8 +215,9 @@ def _materialize_lookup(tmp_path, inputs, mode: str, expect_success: bool = True
 
     with warehouse_cursor(database) as conn:
         lookup = pl.from_arrow(conn.sql("select * from linkage_xjs.lookup order by all").to_arrow_table())
-    # the edges' metadata, with the lookup's as lookup_<name>
-    return {**metadata("edges"), **{f"lookup_{k}": v for k, v in metadata("lookup").items()}}, lookup
+    # the edges' metadata, with the lookup's as lookup_<name> and the persons' as persons_<name>
+    return {**metadata("edges"), **{f"lookup_{k}": v for k, v in metadata("lookup").items()},
+            **{f"persons_{k}": v for k, v in metadata("persons").items()}}, lookup
 
 
 def test_the_asset_extends_its_stored_edges_on_a_changed_extract(tmp_path_factory, runs, tmp_path):
@@ -350,9 +363,8 @@ def _stored_xjs(database) -> dict[str, pl.DataFrame]:
     from datafirst_assets.warehouse.connection import warehouse_cursor
 
     with warehouse_cursor(database) as conn:
-        return {name: pl.from_arrow(conn.sql(f"select * exclude ({WRITTEN_BY}) from linkage_xjs.{name} order by all"
-                                             if name != "lookup" else f"select * from linkage_xjs.{name} order by all"
-                                             ).to_arrow_table()) for name in ("lookup", "edges", "persons")}
+        return {name: pl.from_arrow(conn.sql(f"select * from linkage_xjs.{name} order by all").to_arrow_table())
+                for name in ("lookup", "edges", "persons")}
 
 
 def test_an_incremental_lookup_is_written_as_its_change_and_stores_what_a_whole_rewrite_stores(
@@ -392,6 +404,12 @@ def test_an_incremental_lookup_is_written_as_its_change_and_stores_what_a_whole_
         counts = [int(n) for n in re.findall(r"(\d+) (?:row\(s\) deleted|updated|inserted)", in_place["lookup_write"])]
         assert len(counts) == 3 and all(counts) and sum(counts) < in_place["lookup_records"] // 2, counts  # deleted, updated, inserted
         assert whole["lookup_write"] == "rewritten whole"
+        # the edges and persons state too: their rows carry no run, so only the touched persons' rows change
+        for name, rows in (("", "edges"), ("persons_", "persons_persons")):
+            assert in_place[f"{name}write"].startswith("in place: "), in_place[f"{name}write"]
+            counts = [int(n) for n in re.findall(r"(\d+) (?:row\(s\) deleted|updated|inserted)", in_place[f"{name}write"])]
+            assert 0 < sum(counts) < in_place[rows] // 2, (name, counts)
+            assert whole[f"{name}write"] == "rewritten whole"
         stored = _stored_xjs(a / "wh.duckdb")
         for name, frame in _stored_xjs(b / "wh.duckdb").items():
             assert stored[name].equals(frame), name

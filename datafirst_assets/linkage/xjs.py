@@ -77,6 +77,7 @@ from datafirst_assets.linkage.stable_ids import (
 )
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
 from datafirst_assets.linkage.xjs_incremental import (
+    AFFECTED,
     CLUSTER_NAMES,
     PreviousXjs,
     cluster_state,
@@ -108,6 +109,9 @@ class XjsResult:
     stats: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     state: pl.DataFrame | None = None  # per-dataset persons' variants hashes (xjs_incremental.STATE_SCHEMA)
+    # the persons whose state or edges may differ from the stored ones (new, gone, or clustered again;
+    # every other person's state row and edges are the stored ones): None when any may
+    touched: pl.Series | None = None
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -329,6 +333,7 @@ def link_variants(
     how = clustered_as((high, medium, low), same_dataset)
     clustered, cluster_stats = _cluster_persons(persons, edges, (high, medium, low), same_dataset, connection,
                                                 previous, seeds if scoring["lookup_mode"] == "incremental" else None)
+    touched = cluster_stats.pop(AFFECTED, None)
     state = state.join(cluster_state(clustered, how), on=PERSON, how="left")
     clustered = clustered.drop("component", *CLUSTER_NAMES, strict=False).rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
     edges = _linked_at(edges, clustered)
@@ -348,7 +353,8 @@ def link_variants(
         **{f"clustering_{k}": v for k, v in cluster_stats.items()},
     }
     return XjsResult(lookup=lookup, persons=clustered.sort(PERSON), edges=edges,
-                     thresholds=(high, medium, low), model=model, stats=stats, timings=timings, state=state)
+                     thresholds=(high, medium, low), model=model, stats=stats, timings=timings, state=state,
+                     touched=touched)
 
 
 def _no_pairs() -> pl.DataFrame:

@@ -26,8 +26,15 @@ The ids of the lookup are carried forward in the warehouse's DuckDB against the 
 (``carry_forward_stored``, below): only records of clusters whose ids may change reach Python.
 
 The stored state is only trusted when the persons table and the edges table were written by the
-same run (``written_by_run``): a run that stored the edges and failed before storing the persons
-leaves a state the next run refuses, and that run scores every pair.
+same run: the step clears the *state marker* (``STATE_MARKER``, a one-row table beside them) before
+it writes either and marks the state again, with the run and both tables' row counts, only after
+both were stored, so a run that stored the edges and failed before storing the persons leaves a
+state the next run refuses, and that run scores every pair. (States written before the marker
+carried the run on every row, ``written_by_run``, which made every row differ from the stored one
+in every run: the two tables could only be rewritten whole. Such a state is still read, by those
+columns, and rewritten whole once.) With the marker off the rows, an incremental run stores the
+persons and edges as their change (``changed_rows``): the rows of the persons whose components it
+clustered again, and of the edges touching them.
 """
 
 from __future__ import annotations
@@ -44,8 +51,12 @@ from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UN
 from datafirst_assets.linkage.stable_ids import CHANGE_SCHEMA, PERSON_ID, RECORD_ID, carry_forward_ids, same_record_sets
 
 PERSON = "person_id_dataset"
-#: Which run wrote a state table (the persons and edges of one run go together).
+#: The run marker on every row of states written before the state marker (read, never written).
 WRITTEN_BY = "written_by_run"
+#: The state marker's table (in the lookup's schema) and its one row: the run that stored the
+#: persons and edges together, and their row counts then.
+STATE_MARKER = "state_marker"
+STATE_MARKER_COLUMNS = "run_id varchar, persons bigint, edges bigint"
 #: One row per per-dataset person: what the next run compares to tell changed persons.
 STATE_SCHEMA = {SOURCE_DATASET: pl.String, PERSON: pl.String, "variants_hash": pl.String,
                 "model_version": pl.String, "edges_above": pl.Float64}
@@ -107,10 +118,12 @@ def _single(frame: pl.DataFrame, column: str):
 
 @dataclass
 class PreviousXjs:
-    """What the previous lookup stored: its persons state and its edges (either may be missing)."""
+    """What the previous lookup stored: its persons state and its edges (either may be missing), and
+    whether the state marker says one run stored both (``state_marked``; None: not read)."""
 
     persons: pl.DataFrame | None = None
     edges: pl.DataFrame | None = None
+    marked: bool | None = None
 
     def cannot_extend(self, model_version: str, edges_above: float) -> str | None:
         """Why this run cannot keep the stored edges (None: it can)."""
@@ -118,8 +131,8 @@ class PreviousXjs:
             return "no stored cross-justice persons"
         if self.edges is None:
             return "no stored cross-justice edges"
-        missing = [c for c in (*STATE_SCHEMA, WRITTEN_BY) if c not in self.persons.columns]
-        missing += [c for c in (*EDGE_COLUMNS, WRITTEN_BY) if c not in self.edges.columns]
+        missing = [c for c in STATE_SCHEMA if c not in self.persons.columns]
+        missing += [c for c in EDGE_COLUMNS if c not in self.edges.columns]
         if missing:
             return f"the stored persons or edges lack {sorted(set(missing))} (written before incremental lookups)"
         before = _single(self.persons, "model_version")
@@ -127,10 +140,20 @@ class PreviousXjs:
             return f"the model changed ({before} -> {model_version})"
         if _single(self.persons, "edges_above") != edges_above:
             return f"edges were kept above {_single(self.persons, 'edges_above')}, now {edges_above}"
-        run = _single(self.persons, WRITTEN_BY)
-        if run is None or (not self.edges.is_empty() and _single(self.edges, WRITTEN_BY) != run):
+        if not self._one_run():
             return "the stored persons and edges were not written by the same run"
         return None
+
+    def _one_run(self) -> bool:
+        """Both tables stored by one run: by the run marker on their rows when both carry it (a
+        state written before the state marker), else by the state marker, when neither carries it
+        (one table with the rows' marker and one without: two versions' runs wrote them)."""
+        assert self.persons is not None and self.edges is not None
+        on_rows = [WRITTEN_BY in frame.columns for frame in (self.persons, self.edges)]
+        if all(on_rows):
+            run = _single(self.persons, WRITTEN_BY)
+            return run is not None and (self.edges.is_empty() or _single(self.edges, WRITTEN_BY) == run)
+        return not any(on_rows) and bool(self.marked)
 
     def touched_persons(self, state: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
         """(persons to score: new, or whose variants changed; persons whose stored edges go:
@@ -157,6 +180,54 @@ def extend_edges(stored: pl.DataFrame, fresh: pl.DataFrame, touched: pl.Series) 
                       descending=[True, False, False])
 
 
+# ------------------------------------------------------------- the state marker and the change
+
+
+def clear_state_marker(conn: duckdb.DuckDBPyConnection, marker: str) -> None:
+    """Before the persons or edges are written: the stored state is no longer one run's."""
+    conn.execute(f"create table if not exists {marker} ({STATE_MARKER_COLUMNS})")
+    conn.execute(f"delete from {marker}")
+
+
+def mark_state(conn: duckdb.DuckDBPyConnection, marker: str, run_id: str, persons: int, edges: int) -> None:
+    """After both were written: they are ``run_id``'s, with these row counts."""
+    conn.begin()
+    try:
+        clear_state_marker(conn, marker)
+        conn.execute(f"insert into {marker} values (?, ?, ?)", [run_id, persons, edges])
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def state_marked(conn: duckdb.DuckDBPyConnection, marker: str, persons: str, edges: str) -> bool:
+    """The state marker names a run and the stored persons and edges have the row counts it
+    recorded (a table restored or rewritten from elsewhere since is not taken for the run's)."""
+    try:
+        rows = conn.execute(f"select persons, edges from {marker}").fetchall()
+        counts = conn.execute(f"select (select count(*) from {persons}), (select count(*) from {edges})").fetchall()
+    except duckdb.Error:  # no marker (a state written before it), or no tables
+        return False
+    return len(rows) == 1 and tuple(rows[0]) == tuple(counts[0])
+
+
+def changed_rows(stored: pl.DataFrame, now: pl.DataFrame, key: list[str],
+                 candidates: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(keys of the stored rows gone, rows whose stored version differs, rows new) that turn
+    ``stored`` into ``now``, looking only at the keys of ``candidates`` (None: every key): the
+    caller knows the other rows are the same in both (the writer checks the result's content)."""
+    if candidates is not None:
+        stored = stored.join(candidates, on=key, how="semi")
+        now = now.join(candidates, on=key, how="semi")
+    stored = stored.select(now.columns)
+    deletes = stored.select(key).join(now.select(key), on=key, how="anti")
+    inserts = now.join(stored.select(key), on=key, how="anti")
+    updates = (now.join(stored.select(key), on=key, how="semi")
+               .join(stored, on=now.columns, how="anti", nulls_equal=True))
+    return deletes, updates, inserts
+
+
 # ----------------------------------------------------------- clustering the touched components
 
 #: What the persons table also stores about the clustering (absent in states written before):
@@ -172,6 +243,9 @@ def clustered_as(thresholds: tuple[float, float, float], same_dataset: str) -> s
     return f"{same_dataset}|{','.join(repr(float(t)) for t in thresholds)}"
 
 
+#: ``recluster_touched``'s stats entry (taken out before they are reported): the persons it clustered
+#: again, new or gone; every other person kept its stored clusters and its edges their ends' clusters.
+AFFECTED = "_affected_persons"
 #: Columns of ``recluster_touched``'s clustering: each person's cluster names (``cluster_state``'s)
 #: at each level, which it has at hand, so ``cluster_state`` need not name every cluster again.
 CLUSTER_NAMES = tuple(f"cluster_name_{lv}" for lv in CLUSTER_LEVELS)
@@ -228,7 +302,7 @@ def recluster_touched(persons: pl.DataFrame, edges: pl.DataFrame, stored: pl.Dat
     return out.select(PERSON, SOURCE_DATASET, *[f"cluster_{lv}" for lv in CLUSTER_LEVELS], "component",
                       *CLUSTER_NAMES), {
         **stats, "mode": "touched components", "persons_reclustered": nodes.height,
-        "components_touched": hit.len()}
+        "components_touched": hit.len(), AFFECTED: affected.get_column(PERSON)}
 
 # ------------------------------------------- carrying ids forward against the stored lookup
 
