@@ -88,6 +88,8 @@ def test_carrying_in_the_database_equals_carrying_whole_frames(seed, monkeypatch
     assert got.equals(expected.select(got.columns))
     assert carried.changes.equals(changes)
     assert carried.kept == kept
+    # the carried lookup's persons at each level, counted by the carry, not over every record
+    assert carried.persons == {lv: got[f"person_id_{lv}"].n_unique() for lv in LEVELS}
     # only the new records were hashed (plus one probe per dataset stored before)
     assert carried.stats["records_rehashed"] == new_records
     assert sum(hashed) == new_records + previous["source_dataset"].n_unique()
@@ -106,6 +108,7 @@ def test_an_unchanged_lookup_carries_nothing_in_python():
         carried = xjs_carry.carry_forward_stored(conn, scratch, renumbered, "lookup", None)
         got = conn.sql(carried.sql).pl()
     assert got.equals(previous.select(got.columns))
+    assert carried.persons == {lv: previous[f"person_id_{lv}"].n_unique() for lv in LEVELS}
     assert carried.changes.is_empty()
     assert carried.stats == {**{f"records_recarried_{lv}": 0 for lv in LEVELS}, "records_rehashed": 0}
 

@@ -302,7 +302,7 @@ def test_the_persons_state_from_the_inputs_hashes_needs_no_variant_map(tmp_path_
         for source in inputs.person_records:
             conn.register(f"records_{source}", inputs.person_records[source].to_arrow())
             conn.register(f"clusters_{source}", inputs.clusters[source].to_arrow())
-        _, variants, vmap, hashes = lookup_inputs(conn, tables, with_hashes=True)
+        keys, variants, vmap, hashes = lookup_inputs(conn, tables, with_hashes=True)
         conn.register("doubled", pl.concat([inputs.clusters["prison"], inputs.clusters["prison"].head(1)]).to_arrow())
         conn.register("partial", inputs.clusters["probation"].head(3).to_arrow())
         broken = {**tables, "prison": ("records_prison", "doubled"), "probation": ("records_probation", "partial")}
@@ -311,6 +311,12 @@ def test_the_persons_state_from_the_inputs_hashes_needs_no_variant_map(tmp_path_
                                                                else r"\d+ person records have no per-dataset")):
             lookup_inputs(conn, broken)
     assert set(hashes.columns) == {"person_id_dataset", "variants_hash", "source_dataset"}
+    # and the persons (each with its dataset) without a pass over every record's keys
+    from datafirst_assets.linkage.xjs import _persons_of
+
+    from_records = keys.select("source_dataset", "person_id_dataset").unique().sort(pl.all())
+    assert _persons_of(keys.head(0), hashes).sort(pl.all()).equals(from_records)
+    assert _persons_of(keys, None).sort(pl.all()).equals(from_records)
     assert person_state(None, None, "m", 0.5, hashes).equals(person_state(variants, vmap, "m", 0.5))  # type: ignore[arg-type]
 
 

@@ -45,7 +45,6 @@ from datafirst_assets.linkage.xjs import (
     xjs_id_change_history,
 )
 from datafirst_assets.linkage.xjs_incremental import (
-    LEVELS,
     STATE_SCHEMA,
     PERSON,
     STATE_MARKER,
@@ -371,8 +370,6 @@ def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Ware
                 table_columns(conn, history_table.schema, history_table.table)) else None
             carried = carry_forward_stored(conn, scratch, result.lookup, stored.name, history_name)
             problems = lookup_problems(conn, carried.table, _record_keys_sql(records))
-            counts = conn.execute(f"select count(*), {', '.join(f'count(distinct person_id_{lv})' for lv in LEVELS)} "
-                                  f"from {carried.table}").fetchall()[0]
             history = xjs_id_change_history(stored_table(warehouse, "xjs", "id_changes"), carried.changes,
                                             run_id=context.run_id)
             # The change log goes first: the next run finds every id issued even if the lookup fails to store.
@@ -380,10 +377,10 @@ def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Ware
                 **{f"this_run_{name}": n for name, n in xjs_change_counts(carried.changes, result.lookup, False).items()},
                 "history_rows": history.height,
             })
-            persons = dict(zip(LEVELS, counts[1:]))
             lookup = _lookup_change(context, conn, carried) if in_place else WarehouseQuery(carried.sql)
+            # the lookup's rows are the raw lookup's records (its persons counted by the carry)
             yield Output(lookup, output_name="lookup", metadata=_lookup_metadata(
-                counts[0], persons, carried.kept, result, **carried.stats))
+                result.lookup.height, carried.persons, carried.kept, result, **carried.stats))
         finally:
             detach_scratch(conn, scratch)
     yield from state_outputs(context, warehouse, result, previous_state)

@@ -308,7 +308,7 @@ def link_variants(
     high, medium, low = _check_thresholds(thresholds)
     t0 = time.perf_counter() - prepared_in
     timings: dict[str, float] = {"variants": prepared_in}
-    persons = keys.select(SOURCE_DATASET, PERSON).unique(PERSON)
+    persons = _persons_of(keys, variants_hashes)
     n_datasets = variants.get_column(SOURCE_DATASET).n_unique()
     say(f"{keys.height} records, {persons.height} per-dataset persons, {variants.height} variants "
         f"over {n_datasets} datasets")
@@ -355,6 +355,15 @@ def link_variants(
     return XjsResult(lookup=lookup, persons=clustered.sort(PERSON), edges=edges,
                      thresholds=(high, medium, low), model=model, stats=stats, timings=timings, state=state,
                      touched=touched)
+
+
+def _persons_of(keys: pl.DataFrame, hashes: pl.DataFrame | None) -> pl.DataFrame:
+    """source_dataset, person_id_dataset of every person: from the variants hashes when they came
+    with the inputs with each person's dataset (one row per person: every person has a variant),
+    else from the records' keys (a pass over every record)."""
+    if hashes is not None and SOURCE_DATASET in hashes.columns:
+        return hashes.select(SOURCE_DATASET, PERSON)
+    return keys.select(SOURCE_DATASET, PERSON).unique(PERSON)
 
 
 def _no_pairs() -> pl.DataFrame:

@@ -361,6 +361,8 @@ class StoredCarry:
     changes: pl.DataFrame  # level + CHANGE_SCHEMA, as carry_forward_xjs_ids returns them
     kept: dict[str, tuple[int, int]]  # as xjs.unchanged_xjs_persons_kept
     stats: dict[str, int] = field(default_factory=dict)
+    # level -> the carried lookup's distinct ids (``_carry_level``: no count over every record)
+    persons: dict[str, int] = field(default_factory=dict)
     # the scratch table of the records whose row differs from the stored one: their stored key
     # (was_dataset, was_record), key now (now_dataset, now_record) and change (delete, insert, update)
     changed: str = ""
@@ -413,9 +415,12 @@ def _level_facts(conn, scratch: str, history: str | None) -> dict[str, tuple[int
 
 
 def _carry_level(rows: pl.DataFrame, start: int, previous_ids: int,
-                 level: str) -> tuple[pl.DataFrame, pl.DataFrame, tuple[int, int]]:
+                 level: str) -> tuple[pl.DataFrame, pl.DataFrame, tuple[int, int], int]:
     """(record key -> new id of the unsettled records, changes, ``unchanged_xjs_persons_kept``'s
-    (n, k)) at ``level`` from its unsettled ``rows``."""
+    (n, k), the carried lookup's distinct ids) at ``level`` from its unsettled ``rows``. Every
+    settled previous id is one settled cluster's, which keeps it, and the unsettled clusters get
+    other ids (unsettled previous ids or new ones), one each: the ids are the settled ones and
+    those the unsettled records got."""
     prev = rows.filter(pl.col("p").is_not_null()).select(pl.col("k").alias(RECORD_ID), pl.col("p").alias(PERSON_ID))
     cur = rows.filter(pl.col("c").is_not_null()).select(pl.col("k").alias(RECORD_ID), pl.col("c").alias("cluster"))
     carried = carry_forward_ids(prev, cur, first_new_id=start, cluster_col="cluster", log_new=True)
@@ -427,7 +432,7 @@ def _carry_level(rows: pl.DataFrame, start: int, previous_ids: int,
     changes = carried.changes.select(pl.lit(level).alias("level"), *CHANGE_SCHEMA)
     # a settled previous id is again exactly one person's records, and keeps its id
     settled = previous_ids - prev.get_column(PERSON_ID).n_unique()
-    return carried.ids, changes, (kept[0] + settled, kept[1] + settled)
+    return carried.ids, changes, (kept[0] + settled, kept[1] + settled), settled + carried.ids.get_column(PERSON_ID).n_unique()
 
 
 def _stored_hashes_usable(conn, scratch: str) -> bool:
@@ -463,10 +468,10 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
     conn.execute(f"create or replace table {scratch}.raw as select * from raw_arrow")
     _pair_records(conn, scratch, previous)
     unsettled, facts = _unsettled(conn, scratch), _level_facts(conn, scratch, history)
-    changes, kept, stats = [], {}, {}
+    changes, kept, stats, persons = [], {}, {}, {}
     for level in LEVELS:
         rows = unsettled.filter(pl.col("level") == level)
-        ids, level_changes, kept[level] = _carry_level(rows, *facts[level], level)
+        ids, level_changes, kept[level], persons[level] = _carry_level(rows, *facts[level], level)
         stats[f"records_recarried_{level}"] = rows.height
         changes.append(level_changes)
         carried = ids.select(pl.col(RECORD_ID).alias("k"), pl.col(PERSON_ID).alias("id")).to_arrow()  # noqa: F841
@@ -494,7 +499,7 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
     table = f"{scratch}.lookup"
     all_changes = pl.concat(changes).cast({"level": pl.String, **CHANGE_SCHEMA})  # type: ignore[arg-type]
     return StoredCarry(sql=f"select * from {table} order by {SOURCE_DATASET}, {UNIQUE_ID}", table=table,
-                       changes=all_changes, kept=kept, stats=stats, changed=f"{scratch}.changed")
+                       changes=all_changes, kept=kept, stats=stats, changed=f"{scratch}.changed", persons=persons)
 
 
 def lookup_problems(conn: duckdb.DuckDBPyConnection, table: str, records_sql: str) -> list[str]:
