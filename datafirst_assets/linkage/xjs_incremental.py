@@ -505,23 +505,33 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
 def lookup_problems(conn: duckdb.DuckDBPyConnection, table: str, records_sql: str) -> list[str]:
     """``xjs.check_lookup_invariants`` of the lookup stored in ``table`` against the records of
     ``records_sql`` (source_dataset, record_id), in SQL (one query, examples only on failure):
-    the same problems in the same words."""
+    the same problems in the same words. Each pass over every row counts what it can: the nulls
+    and wrong prefixes in one scan, the shared keys, rows of no record and records of no row from
+    one count per key joined once to the records, the three per-person counts in one group-by
+    (two anti joins, three group-bys and seven scans fewer than one query per problem)."""
     ids = [f"person_id_{lv}" for lv in LEVELS]
     pair = f"({SOURCE_DATASET}, {UNIQUE_ID})"
     orphans = f"select {SOURCE_DATASET}, {UNIQUE_ID} from {table} l anti join ({records_sql}) r using {pair}"
     unmapped = f"select {SOURCE_DATASET}, {UNIQUE_ID} from ({records_sql}) r anti join {table} l using {pair}"
-    several = {c: f"(select count(*) from (select 1 from {table} group by {PERSON} having count(distinct {c}) > 1))"
-               for c in ids}
+    scan = ", ".join([*(f"count(*) filter (where {quote_identifier(c)} is null)"
+                        for c in (SOURCE_DATASET, UNIQUE_ID, PERSON, *ids)),
+                      f"count(*) filter (where not starts_with({PERSON}, {SOURCE_DATASET} || {quote_literal(SEP)}))"])
+    # a key's rows (n, never null) and whether a record has it (_r): the full join keeps the keys of
+    # either side that the other lacks, matching as the anti joins do (a null key matches nothing)
+    keyed = f"""
+        with k as materialized (select {SOURCE_DATASET}, {UNIQUE_ID}, count(*) as n from {table} group by all)
+        select (select coalesce(sum(n) filter (where n > 1), 0) from k),
+               coalesce(sum(k.n) filter (where r._r is null), 0), count(*) filter (where k.n is null)
+        from k full join (select {SOURCE_DATASET}, {UNIQUE_ID}, true as _r from ({records_sql})) r
+          on k.{SOURCE_DATASET} = r.{SOURCE_DATASET} and k.{UNIQUE_ID} = r.{UNIQUE_ID}"""
+    several = (f"select {', '.join(f'count(*) filter (where n_{c} > 1)' for c in ids)} from (select "
+               f"{', '.join(f'count(distinct {c}) as n_{c}' for c in ids)} from {table} group by {PERSON})")
     nested = {(i, o): f"(select count(*) from (select 1 from {table} group by person_id_{i} "
                       f"having count(distinct person_id_{o}) > 1))" for i, o in (("high", "medium"), ("medium", "low"))}
-    counts = [
-        *(f"(select count(*) from {table} where {quote_identifier(c)} is null)"
-          for c in (SOURCE_DATASET, UNIQUE_ID, PERSON, *ids)),
-        f"(select coalesce(sum(n), 0) from (select count(*) n from {table} group by {pair} having count(*) > 1))",
-        f"(select count(*) from ({orphans}))", f"(select count(*) from ({unmapped}))",
-        f"(select count(*) from {table} where not starts_with({PERSON}, {SOURCE_DATASET} || {quote_literal(SEP)}))",
-        *several.values(), *nested.values()]
-    found = list(conn.execute(f"select {', '.join(counts)}").fetchall()[0])
+    (*nulls, prefix), (dup, n_orphans, n_unmapped) = (conn.execute(f"select {scan} from {table}").fetchall()[0],
+                                                      conn.execute(keyed).fetchall()[0])
+    found = [*nulls, dup, n_orphans, n_unmapped, prefix, *conn.execute(several).fetchall()[0],
+             *conn.execute(f"select {', '.join(nested.values())}").fetchall()[0]]
     nulls, (dup, n_orphans, n_unmapped, prefix), rest = found[:6], found[6:10], found[10:]
     problems = [f"{n} null value(s) in {c}" for c, n in zip((SOURCE_DATASET, UNIQUE_ID, PERSON, *ids), nulls) if n]
     if dup:
