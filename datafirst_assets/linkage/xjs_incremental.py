@@ -385,33 +385,43 @@ def _pair_records(conn, scratch: str, previous: str) -> None:
 def _unsettled(conn, scratch: str) -> pl.DataFrame:
     """level, k, c, p of every record of an unsettled cluster or previous id (module docstring).
 
-    Per level the records are first reduced to their distinct (cluster, previous id) pairs (one
-    group-by over every record; a few more pairs than persons), and a cluster is unsettled when it
-    has more than one pair or one with no previous id (a new record), a previous id likewise: the
-    same test as ``count(distinct p) <> 1 or count(p) <> count(*)`` per cluster over the records
-    (a null is a pair of its own, and ``count(distinct)`` skips it), with two group-bys over the
-    pairs instead of two over every record."""
-    parts = [f"""(with cp as (select c_{lv} as c, p_{lv} as p from {scratch}.pairs group by all),
-                      bad_c as (select c from cp where c is not null group by c
-                                 having count(*) > 1 or bool_or(p is null)),
-                      bad_p as (select p from cp where p is not null group by p
-                                 having count(*) > 1 or bool_or(c is null))
-                 select {quote_literal(lv)} as level, k, c_{lv} as c, p_{lv} as p from {scratch}.pairs
-                 where c_{lv} in (select c from bad_c) or p_{lv} in (select p from bad_p))""" for lv in LEVELS]
-    return conn.sql(" union all ".join(parts)).pl()
+    Per level the records are first reduced to their distinct (cluster, previous id) pairs
+    (``scratch.cp_<level>``: one group-by over every record, kept for ``_level_facts``; a few more
+    pairs than persons), and a cluster is unsettled when it has more than one pair or one with no
+    previous id (a new record), a previous id likewise: the same test as ``count(distinct p) <> 1
+    or count(p) <> count(*)`` per cluster over the records (a null is a pair of its own, and
+    ``count(distinct)`` skips it), with two group-bys over the pairs instead of two over every
+    record. The records of every level's unsettled clusters and ids are then found in one pass."""
+    flags = []
+    for lv in LEVELS:
+        conn.execute(f"create or replace table {scratch}.cp_{lv} as select c_{lv} as c, p_{lv} as p "
+                     f"from {scratch}.pairs group by all")
+        conn.execute(f"""create or replace table {scratch}.bad_{lv} as
+            select c, null::bigint as p from {scratch}.cp_{lv} where c is not null group by c
+                having count(*) > 1 or bool_or(p is null)
+            union all
+            select null, p from {scratch}.cp_{lv} where p is not null group by p having count(*) > 1 or bool_or(c is null)""")
+        flags.append(f"coalesce(c_{lv} in (select c from {scratch}.bad_{lv} where c is not null) "
+                     f"or p_{lv} in (select p from {scratch}.bad_{lv} where p is not null), false) as u_{lv}")
+    rows = conn.sql(f"""select * from (select k, {', '.join(f'c_{lv}, p_{lv}' for lv in LEVELS)}, {', '.join(flags)}
+                        from {scratch}.pairs) where {' or '.join(f'u_{lv}' for lv in LEVELS)}""").pl()
+    return pl.concat([rows.filter(pl.col(f"u_{lv}")).select(pl.lit(lv).alias("level"), "k",
+                                                             pl.col(f"c_{lv}").alias("c"), pl.col(f"p_{lv}").alias("p"))
+                      for lv in LEVELS])
 
 
 def _level_facts(conn, scratch: str, history: str | None) -> dict[str, tuple[int, int]]:
     """level -> (the first id free to mint: ``stable_ids.next_free_id`` of the previous ids and
-    the level's logged ids; how many previous ids there are)."""
-    tops = ", ".join(f"max(p_{lv})::bigint, count(distinct p_{lv})" for lv in LEVELS)
-    facts = conn.execute(f"select {tops} from {scratch}.pairs").fetchall()[0]
+    the level's logged ids; how many previous ids there are), from each level's distinct
+    (cluster, previous id) pairs (``_unsettled``'s: the previous ids, without a pass over every record)."""
+    facts = [conn.execute(f"select max(p)::bigint, count(distinct p) from {scratch}.cp_{lv}").fetchall()[0]
+             for lv in LEVELS]
     logged: dict[str, int] = {}
     if history is not None:
         logged = {lv: top for lv, top in conn.execute(
             f"select level, greatest(max(old_id), max(new_id))::bigint from {history} group by level").fetchall()
             if top is not None}
-    return {lv: (max(facts[2 * i] or 0, logged.get(lv, 0)) + 1, facts[2 * i + 1]) for i, lv in enumerate(LEVELS)}
+    return {lv: (max(facts[i][0] or 0, logged.get(lv, 0)) + 1, facts[i][1]) for i, lv in enumerate(LEVELS)}
 
 
 def _carry_level(rows: pl.DataFrame, start: int, previous_ids: int,
@@ -467,7 +477,8 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
                            *(f"person_id_{lv}" for lv in LEVELS)).to_arrow()
     conn.execute(f"create or replace table {scratch}.raw as select * from raw_arrow")
     _pair_records(conn, scratch, previous)
-    unsettled, facts = _unsettled(conn, scratch), _level_facts(conn, scratch, history)
+    unsettled = _unsettled(conn, scratch)
+    facts = _level_facts(conn, scratch, history)  # from the distinct pairs _unsettled stored
     changes, kept, stats, persons = [], {}, {}, {}
     for level in LEVELS:
         rows = unsettled.filter(pl.col("level") == level)
