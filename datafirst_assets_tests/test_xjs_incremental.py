@@ -435,3 +435,49 @@ def test_an_incremental_lookup_is_written_as_its_change_and_stores_what_a_whole_
     after = _stored_xjs(a / "wh.duckdb")
     for name, frame in stored.items():
         assert after[name].equals(frame), name
+
+
+def test_a_state_stored_with_the_run_on_its_rows_is_extended_rewritten_whole_once_then_changed_in_place(
+        tmp_path_factory, runs, tmp_path):
+    """Persons and edges stored as the previous version stored them (the run on every row, no state
+    marker) are still one run's state: the next lookup extends them, stores them whole in this
+    version's form (no run on the rows, the state marker set), and the lookup after it changes
+    only their touched rows in place."""
+    import json
+
+    from dagster import DagsterInstance
+
+    from datafirst_assets.linkage.train import TrainedModel
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+    from datafirst_assets_tests.xjs_fixtures import LinkageInputs
+
+    _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    doc, trained_on = runs[3]
+    (tmp_path / "models" / "xjs").mkdir(parents=True)
+    (tmp_path / "models" / "xjs" / "current.json").write_text(json.dumps(
+        {"model": TrainedModel.from_json(doc).to_json(), "trained_on_variants": trained_on}))
+
+    def forenames_changed(every: int) -> LinkageInputs:
+        changed = dict(inputs.person_records)
+        changed["prison"] = changed["prison"].with_columns(
+            pl.when(pl.int_range(pl.len()) % every == 0).then(pl.col("forename") + "Q").otherwise(pl.col("forename"))
+            .alias("forename"))
+        return LinkageInputs(person_records=changed, clusters=inputs.clusters, staged={})
+
+    database = tmp_path / "wh.duckdb"
+    with DagsterInstance.ephemeral() as instance:
+        _materialize_lookup(tmp_path, inputs, "incremental", instance=instance)
+        with warehouse_cursor(database) as conn:  # as the previous version left them
+            for name in ("persons", "edges"):
+                conn.execute(f"alter table linkage_xjs.{name} add column {WRITTEN_BY} varchar default 'earlier-run'")
+            conn.execute("drop table linkage_xjs.state_marker")
+        second, _ = _materialize_lookup(tmp_path, forenames_changed(50), "incremental", instance=instance)
+        assert second["lookup_mode"] == "incremental", second["reason"]
+        assert "write" not in second and "persons_write" not in second  # stored whole, as frames
+        with warehouse_cursor(database) as conn:
+            assert not any(WRITTEN_BY in conn.sql(f"select * from linkage_xjs.{name} limit 0").columns
+                           for name in ("persons", "edges"))
+            assert conn.execute("select count(*) from linkage_xjs.state_marker").fetchall() == [(1,)]
+        third, _ = _materialize_lookup(tmp_path, forenames_changed(45), "incremental", instance=instance)
+    assert third["lookup_mode"] == "incremental", third["reason"]
+    assert third["write"].startswith("in place: ") and third["persons_write"].startswith("in place: ")
