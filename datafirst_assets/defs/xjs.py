@@ -249,7 +249,11 @@ def _state_change(now: pl.DataFrame, stored: pl.DataFrame | None, key: list[str]
         return now
     deletes, updates, inserts = changed_rows(stored, now, key, candidates)
     validated = (metadata or {}).get(VALIDATED_CONTENT)
-    return ChangedRows(key=tuple(key), deletes=deletes, updates=updates, inserts=inserts, expected=now, rewrite=now,
+    # a changed row is deleted and appended, not updated where it is: DuckDB's UPDATE of rows
+    # spread over the table cost ten times the delete and insert (0.6 against 0.06 CPU s for 12,000
+    # of 550,000 persons), and nothing reads these tables' row order
+    return ChangedRows(key=tuple(key), deletes=pl.concat([deletes, updates.select(key)]), updates=updates.head(0),
+                       inserts=pl.concat([updates, inserts]), expected=now, rewrite=now,
                        validated_before=getattr(validated, "value", validated), appendable=True)
 
 
