@@ -88,6 +88,8 @@ def test_carrying_in_the_database_equals_carrying_whole_frames(seed, monkeypatch
     assert got.equals(expected.select(got.columns))
     assert carried.changes.equals(changes)
     assert carried.kept == kept
+    # the carried lookup's persons at each level, counted by the carry, not over every record
+    assert carried.persons == {lv: got[f"person_id_{lv}"].n_unique() for lv in LEVELS}
     # only the new records were hashed (plus one probe per dataset stored before)
     assert carried.stats["records_rehashed"] == new_records
     assert sum(hashed) == new_records + previous["source_dataset"].n_unique()
@@ -106,6 +108,7 @@ def test_an_unchanged_lookup_carries_nothing_in_python():
         carried = xjs_carry.carry_forward_stored(conn, scratch, renumbered, "lookup", None)
         got = conn.sql(carried.sql).pl()
     assert got.equals(previous.select(got.columns))
+    assert carried.persons == {lv: previous[f"person_id_{lv}"].n_unique() for lv in LEVELS}
     assert carried.changes.is_empty()
     assert carried.stats == {**{f"records_recarried_{lv}": 0 for lv in LEVELS}, "records_rehashed": 0}
 
@@ -130,6 +133,29 @@ def test_invariant_problems_in_sql_are_those_of_the_polars_check():
             check_lookup_invariants(lookup, records)
         got = xjs_carry.lookup_problems(conn, "broken", "select * from records")
     # the same problems in the same words (the examples may be other rows of the same kind)
+    assert [p.split(", e.g.")[0] for p in got] == [p.split(", e.g.")[0] for p in expected]
+
+
+def test_invariant_problems_in_sql_count_null_keys_wrong_prefixes_and_repeated_records_as_the_polars_check():
+    """The problems counted from one pass each (a count per key joined once to the records, one
+    group-by per person) are those of the polars check where keys are null, a person is of another
+    dataset, a key is shared by three rows and a record is delivered twice."""
+    earlier, _, _ = _world(3)
+    lookup = xjs_defs.add_record_hashes(carry_forward_xjs_ids(earlier)[0])
+    broken = lookup.with_columns(
+        pl.when(pl.int_range(pl.len()) < 2).then(None).otherwise(pl.col("record_id")).alias("record_id"),
+        pl.when(pl.int_range(pl.len()) == 9).then(pl.lit("elsewhere:1")).otherwise(pl.col("person_id_dataset"))
+        .alias("person_id_dataset"))
+    broken = pl.concat([broken, lookup.slice(3, 1), lookup.slice(3, 1)])  # one key on three rows
+    records = pl.concat([lookup.select("source_dataset", "record_id"),
+                         lookup.slice(4, 1).select("source_dataset", "record_id")])  # a record twice
+    expected = check_lookup_invariants(broken, records)
+    assert sum(("null" in p) + ("share" in p) + ("not of their dataset" in p) + ("no lookup row" in p)
+               for p in expected) == 4, expected
+    with duckdb.connect() as conn:
+        _stored(conn, "broken", broken)
+        _stored(conn, "records", records)
+        got = xjs_carry.lookup_problems(conn, "broken", "select * from records")
     assert [p.split(", e.g.")[0] for p in got] == [p.split(", e.g.")[0] for p in expected]
 
 

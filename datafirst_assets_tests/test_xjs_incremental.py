@@ -112,8 +112,20 @@ def test_a_stored_state_is_extended_only_when_it_is_whole_and_of_the_same_model(
     # edges stored by a later run that failed before it stored the persons: refused
     torn = _previous().edges.with_columns(pl.lit("r2").alias(WRITTEN_BY))
     assert "same run" in _previous(edges=torn).cannot_extend("m1", 0.5)
-    old = _previous().persons.drop(WRITTEN_BY)
+    old = _previous().persons.drop("variants_hash")
     assert "lack" in _previous(persons=old).cannot_extend("m1", 0.5)
+
+
+def test_a_state_without_the_rows_run_marker_is_one_runs_only_by_the_state_marker():
+    """Persons and edges stored without the run on their rows (this version's writes) are extended
+    only when the state marker says one run stored both; one table with the rows' marker and one
+    without was stored by two versions' runs, and is refused whatever the state marker says."""
+    persons, edges = (frame.drop(WRITTEN_BY) for frame in (_previous().persons, _previous().edges))
+    assert PreviousXjs(persons=persons, edges=edges, marked=True).cannot_extend("m1", 0.5) is None
+    for marked in (False, None):
+        assert "same run" in PreviousXjs(persons=persons, edges=edges, marked=marked).cannot_extend("m1", 0.5)
+    assert "same run" in PreviousXjs(persons=persons, edges=_previous().edges, marked=True).cannot_extend("m1", 0.5)
+    assert "same run" in PreviousXjs(persons=_previous().persons, edges=edges, marked=True).cannot_extend("m1", 0.5)
 
 
 def test_touched_persons_and_extended_edges():
@@ -203,8 +215,9 @@ def _materialize_lookup(tmp_path, inputs, mode: str, expect_success: bool = True
 
     with warehouse_cursor(database) as conn:
         lookup = pl.from_arrow(conn.sql("select * from linkage_xjs.lookup order by all").to_arrow_table())
-    # the edges' metadata, with the lookup's as lookup_<name>
-    return {**metadata("edges"), **{f"lookup_{k}": v for k, v in metadata("lookup").items()}}, lookup
+    # the edges' metadata, with the lookup's as lookup_<name> and the persons' as persons_<name>
+    return {**metadata("edges"), **{f"lookup_{k}": v for k, v in metadata("lookup").items()},
+            **{f"persons_{k}": v for k, v in metadata("persons").items()}}, lookup
 
 
 def test_the_asset_extends_its_stored_edges_on_a_changed_extract(tmp_path_factory, runs, tmp_path):
@@ -289,7 +302,7 @@ def test_the_persons_state_from_the_inputs_hashes_needs_no_variant_map(tmp_path_
         for source in inputs.person_records:
             conn.register(f"records_{source}", inputs.person_records[source].to_arrow())
             conn.register(f"clusters_{source}", inputs.clusters[source].to_arrow())
-        _, variants, vmap, hashes = lookup_inputs(conn, tables, with_hashes=True)
+        keys, variants, vmap, hashes = lookup_inputs(conn, tables, with_hashes=True)
         conn.register("doubled", pl.concat([inputs.clusters["prison"], inputs.clusters["prison"].head(1)]).to_arrow())
         conn.register("partial", inputs.clusters["probation"].head(3).to_arrow())
         broken = {**tables, "prison": ("records_prison", "doubled"), "probation": ("records_probation", "partial")}
@@ -298,6 +311,12 @@ def test_the_persons_state_from_the_inputs_hashes_needs_no_variant_map(tmp_path_
                                                                else r"\d+ person records have no per-dataset")):
             lookup_inputs(conn, broken)
     assert set(hashes.columns) == {"person_id_dataset", "variants_hash", "source_dataset"}
+    # and the persons (each with its dataset) without a pass over every record's keys
+    from datafirst_assets.linkage.xjs import _persons_of
+
+    from_records = keys.select("source_dataset", "person_id_dataset").unique().sort(pl.all())
+    assert _persons_of(keys.head(0), hashes).sort(pl.all()).equals(from_records)
+    assert _persons_of(keys, None).sort(pl.all()).equals(from_records)
     assert person_state(None, None, "m", 0.5, hashes).equals(person_state(variants, vmap, "m", 0.5))  # type: ignore[arg-type]
 
 
@@ -350,9 +369,8 @@ def _stored_xjs(database) -> dict[str, pl.DataFrame]:
     from datafirst_assets.warehouse.connection import warehouse_cursor
 
     with warehouse_cursor(database) as conn:
-        return {name: pl.from_arrow(conn.sql(f"select * exclude ({WRITTEN_BY}) from linkage_xjs.{name} order by all"
-                                             if name != "lookup" else f"select * from linkage_xjs.{name} order by all"
-                                             ).to_arrow_table()) for name in ("lookup", "edges", "persons")}
+        return {name: pl.from_arrow(conn.sql(f"select * from linkage_xjs.{name} order by all").to_arrow_table())
+                for name in ("lookup", "edges", "persons")}
 
 
 def test_an_incremental_lookup_is_written_as_its_change_and_stores_what_a_whole_rewrite_stores(
@@ -392,6 +410,12 @@ def test_an_incremental_lookup_is_written_as_its_change_and_stores_what_a_whole_
         counts = [int(n) for n in re.findall(r"(\d+) (?:row\(s\) deleted|updated|inserted)", in_place["lookup_write"])]
         assert len(counts) == 3 and all(counts) and sum(counts) < in_place["lookup_records"] // 2, counts  # deleted, updated, inserted
         assert whole["lookup_write"] == "rewritten whole"
+        # the edges and persons state too: their rows carry no run, so only the touched persons' rows change
+        for name, rows in (("", "edges"), ("persons_", "persons_persons")):
+            assert in_place[f"{name}write"].startswith("in place: "), in_place[f"{name}write"]
+            counts = [int(n) for n in re.findall(r"(\d+) (?:row\(s\) deleted|updated|inserted)", in_place[f"{name}write"])]
+            assert 0 < sum(counts) < in_place[rows] // 2, (name, counts)
+            assert whole[f"{name}write"] == "rewritten whole"
         stored = _stored_xjs(a / "wh.duckdb")
         for name, frame in _stored_xjs(b / "wh.duckdb").items():
             assert stored[name].equals(frame), name
@@ -411,3 +435,49 @@ def test_an_incremental_lookup_is_written_as_its_change_and_stores_what_a_whole_
     after = _stored_xjs(a / "wh.duckdb")
     for name, frame in stored.items():
         assert after[name].equals(frame), name
+
+
+def test_a_state_stored_with_the_run_on_its_rows_is_extended_rewritten_whole_once_then_changed_in_place(
+        tmp_path_factory, runs, tmp_path):
+    """Persons and edges stored as the previous version stored them (the run on every row, no state
+    marker) are still one run's state: the next lookup extends them, stores them whole in this
+    version's form (no run on the rows, the state marker set), and the lookup after it changes
+    only their touched rows in place."""
+    import json
+
+    from dagster import DagsterInstance
+
+    from datafirst_assets.linkage.train import TrainedModel
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+    from datafirst_assets_tests.xjs_fixtures import LinkageInputs
+
+    _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    doc, trained_on = runs[3]
+    (tmp_path / "models" / "xjs").mkdir(parents=True)
+    (tmp_path / "models" / "xjs" / "current.json").write_text(json.dumps(
+        {"model": TrainedModel.from_json(doc).to_json(), "trained_on_variants": trained_on}))
+
+    def forenames_changed(every: int) -> LinkageInputs:
+        changed = dict(inputs.person_records)
+        changed["prison"] = changed["prison"].with_columns(
+            pl.when(pl.int_range(pl.len()) % every == 0).then(pl.col("forename") + "Q").otherwise(pl.col("forename"))
+            .alias("forename"))
+        return LinkageInputs(person_records=changed, clusters=inputs.clusters, staged={})
+
+    database = tmp_path / "wh.duckdb"
+    with DagsterInstance.ephemeral() as instance:
+        _materialize_lookup(tmp_path, inputs, "incremental", instance=instance)
+        with warehouse_cursor(database) as conn:  # as the previous version left them
+            for name in ("persons", "edges"):
+                conn.execute(f"alter table linkage_xjs.{name} add column {WRITTEN_BY} varchar default 'earlier-run'")
+            conn.execute("drop table linkage_xjs.state_marker")
+        second, _ = _materialize_lookup(tmp_path, forenames_changed(50), "incremental", instance=instance)
+        assert second["lookup_mode"] == "incremental", second["reason"]
+        assert "write" not in second and "persons_write" not in second  # stored whole, as frames
+        with warehouse_cursor(database) as conn:
+            assert not any(WRITTEN_BY in conn.sql(f"select * from linkage_xjs.{name} limit 0").columns
+                           for name in ("persons", "edges"))
+            assert conn.execute("select count(*) from linkage_xjs.state_marker").fetchall() == [(1,)]
+        third, _ = _materialize_lookup(tmp_path, forenames_changed(45), "incremental", instance=instance)
+    assert third["lookup_mode"] == "incremental", third["reason"]
+    assert third["write"].startswith("in place: ") and third["persons_write"].startswith("in place: ")

@@ -180,7 +180,6 @@ class XjsPersons(pa.DataFrameModel):
     variants_hash: Series[str] = pa.Field(description="Hash of the person's distinct name / DOB variants")
     model_version: Series[str] = pa.Field(nullable=True, description="Cross-justice model the edges were scored with")
     edges_above: Series[float] = pa.Field(description="Match probability the stored edges were kept above")
-    written_by_run: Series[str] = pa.Field(description="Run that stored this state (and the edges with it)")
 
     class Config:
         strict = False

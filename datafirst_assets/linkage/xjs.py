@@ -77,6 +77,7 @@ from datafirst_assets.linkage.stable_ids import (
 )
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
 from datafirst_assets.linkage.xjs_incremental import (
+    AFFECTED,
     CLUSTER_NAMES,
     PreviousXjs,
     cluster_state,
@@ -108,6 +109,9 @@ class XjsResult:
     stats: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     state: pl.DataFrame | None = None  # per-dataset persons' variants hashes (xjs_incremental.STATE_SCHEMA)
+    # the persons whose state or edges may differ from the stored ones (new, gone, or clustered again;
+    # every other person's state row and edges are the stored ones): None when any may
+    touched: pl.Series | None = None
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -304,7 +308,7 @@ def link_variants(
     high, medium, low = _check_thresholds(thresholds)
     t0 = time.perf_counter() - prepared_in
     timings: dict[str, float] = {"variants": prepared_in}
-    persons = keys.select(SOURCE_DATASET, PERSON).unique(PERSON)
+    persons = _persons_of(keys, variants_hashes)
     n_datasets = variants.get_column(SOURCE_DATASET).n_unique()
     say(f"{keys.height} records, {persons.height} per-dataset persons, {variants.height} variants "
         f"over {n_datasets} datasets")
@@ -329,6 +333,7 @@ def link_variants(
     how = clustered_as((high, medium, low), same_dataset)
     clustered, cluster_stats = _cluster_persons(persons, edges, (high, medium, low), same_dataset, connection,
                                                 previous, seeds if scoring["lookup_mode"] == "incremental" else None)
+    touched = cluster_stats.pop(AFFECTED, None)
     state = state.join(cluster_state(clustered, how), on=PERSON, how="left")
     clustered = clustered.drop("component", *CLUSTER_NAMES, strict=False).rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
     edges = _linked_at(edges, clustered)
@@ -348,7 +353,17 @@ def link_variants(
         **{f"clustering_{k}": v for k, v in cluster_stats.items()},
     }
     return XjsResult(lookup=lookup, persons=clustered.sort(PERSON), edges=edges,
-                     thresholds=(high, medium, low), model=model, stats=stats, timings=timings, state=state)
+                     thresholds=(high, medium, low), model=model, stats=stats, timings=timings, state=state,
+                     touched=touched)
+
+
+def _persons_of(keys: pl.DataFrame, hashes: pl.DataFrame | None) -> pl.DataFrame:
+    """source_dataset, person_id_dataset of every person: from the variants hashes when they came
+    with the inputs with each person's dataset (one row per person: every person has a variant),
+    else from the records' keys (a pass over every record)."""
+    if hashes is not None and SOURCE_DATASET in hashes.columns:
+        return hashes.select(SOURCE_DATASET, PERSON)
+    return keys.select(SOURCE_DATASET, PERSON).unique(PERSON)
 
 
 def _no_pairs() -> pl.DataFrame:

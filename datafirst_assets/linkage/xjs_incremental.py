@@ -26,8 +26,15 @@ The ids of the lookup are carried forward in the warehouse's DuckDB against the 
 (``carry_forward_stored``, below): only records of clusters whose ids may change reach Python.
 
 The stored state is only trusted when the persons table and the edges table were written by the
-same run (``written_by_run``): a run that stored the edges and failed before storing the persons
-leaves a state the next run refuses, and that run scores every pair.
+same run: the step clears the *state marker* (``STATE_MARKER``, a one-row table beside them) before
+it writes either and marks the state again, with the run and both tables' row counts, only after
+both were stored, so a run that stored the edges and failed before storing the persons leaves a
+state the next run refuses, and that run scores every pair. (States written before the marker
+carried the run on every row, ``written_by_run``, which made every row differ from the stored one
+in every run: the two tables could only be rewritten whole. Such a state is still read, by those
+columns, and rewritten whole once.) With the marker off the rows, an incremental run stores the
+persons and edges as their change (``changed_rows``): the rows of the persons whose components it
+clustered again, and of the edges touching them.
 """
 
 from __future__ import annotations
@@ -44,8 +51,12 @@ from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UN
 from datafirst_assets.linkage.stable_ids import CHANGE_SCHEMA, PERSON_ID, RECORD_ID, carry_forward_ids, same_record_sets
 
 PERSON = "person_id_dataset"
-#: Which run wrote a state table (the persons and edges of one run go together).
+#: The run marker on every row of states written before the state marker (read, never written).
 WRITTEN_BY = "written_by_run"
+#: The state marker's table (in the lookup's schema) and its one row: the run that stored the
+#: persons and edges together, and their row counts then.
+STATE_MARKER = "state_marker"
+STATE_MARKER_COLUMNS = "run_id varchar, persons bigint, edges bigint"
 #: One row per per-dataset person: what the next run compares to tell changed persons.
 STATE_SCHEMA = {SOURCE_DATASET: pl.String, PERSON: pl.String, "variants_hash": pl.String,
                 "model_version": pl.String, "edges_above": pl.Float64}
@@ -107,10 +118,12 @@ def _single(frame: pl.DataFrame, column: str):
 
 @dataclass
 class PreviousXjs:
-    """What the previous lookup stored: its persons state and its edges (either may be missing)."""
+    """What the previous lookup stored: its persons state and its edges (either may be missing), and
+    whether the state marker says one run stored both (``state_marked``; None: not read)."""
 
     persons: pl.DataFrame | None = None
     edges: pl.DataFrame | None = None
+    marked: bool | None = None
 
     def cannot_extend(self, model_version: str, edges_above: float) -> str | None:
         """Why this run cannot keep the stored edges (None: it can)."""
@@ -118,8 +131,8 @@ class PreviousXjs:
             return "no stored cross-justice persons"
         if self.edges is None:
             return "no stored cross-justice edges"
-        missing = [c for c in (*STATE_SCHEMA, WRITTEN_BY) if c not in self.persons.columns]
-        missing += [c for c in (*EDGE_COLUMNS, WRITTEN_BY) if c not in self.edges.columns]
+        missing = [c for c in STATE_SCHEMA if c not in self.persons.columns]
+        missing += [c for c in EDGE_COLUMNS if c not in self.edges.columns]
         if missing:
             return f"the stored persons or edges lack {sorted(set(missing))} (written before incremental lookups)"
         before = _single(self.persons, "model_version")
@@ -127,10 +140,20 @@ class PreviousXjs:
             return f"the model changed ({before} -> {model_version})"
         if _single(self.persons, "edges_above") != edges_above:
             return f"edges were kept above {_single(self.persons, 'edges_above')}, now {edges_above}"
-        run = _single(self.persons, WRITTEN_BY)
-        if run is None or (not self.edges.is_empty() and _single(self.edges, WRITTEN_BY) != run):
+        if not self._one_run():
             return "the stored persons and edges were not written by the same run"
         return None
+
+    def _one_run(self) -> bool:
+        """Both tables stored by one run: by the run marker on their rows when both carry it (a
+        state written before the state marker), else by the state marker, when neither carries it
+        (one table with the rows' marker and one without: two versions' runs wrote them)."""
+        assert self.persons is not None and self.edges is not None
+        on_rows = [WRITTEN_BY in frame.columns for frame in (self.persons, self.edges)]
+        if all(on_rows):
+            run = _single(self.persons, WRITTEN_BY)
+            return run is not None and (self.edges.is_empty() or _single(self.edges, WRITTEN_BY) == run)
+        return not any(on_rows) and bool(self.marked)
 
     def touched_persons(self, state: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
         """(persons to score: new, or whose variants changed; persons whose stored edges go:
@@ -157,6 +180,54 @@ def extend_edges(stored: pl.DataFrame, fresh: pl.DataFrame, touched: pl.Series) 
                       descending=[True, False, False])
 
 
+# ------------------------------------------------------------- the state marker and the change
+
+
+def clear_state_marker(conn: duckdb.DuckDBPyConnection, marker: str) -> None:
+    """Before the persons or edges are written: the stored state is no longer one run's."""
+    conn.execute(f"create table if not exists {marker} ({STATE_MARKER_COLUMNS})")
+    conn.execute(f"delete from {marker}")
+
+
+def mark_state(conn: duckdb.DuckDBPyConnection, marker: str, run_id: str, persons: int, edges: int) -> None:
+    """After both were written: they are ``run_id``'s, with these row counts."""
+    conn.begin()
+    try:
+        clear_state_marker(conn, marker)
+        conn.execute(f"insert into {marker} values (?, ?, ?)", [run_id, persons, edges])
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def state_marked(conn: duckdb.DuckDBPyConnection, marker: str, persons: str, edges: str) -> bool:
+    """The state marker names a run and the stored persons and edges have the row counts it
+    recorded (a table restored or rewritten from elsewhere since is not taken for the run's)."""
+    try:
+        rows = conn.execute(f"select persons, edges from {marker}").fetchall()
+        counts = conn.execute(f"select (select count(*) from {persons}), (select count(*) from {edges})").fetchall()
+    except duckdb.Error:  # no marker (a state written before it), or no tables
+        return False
+    return len(rows) == 1 and tuple(rows[0]) == tuple(counts[0])
+
+
+def changed_rows(stored: pl.DataFrame, now: pl.DataFrame, key: list[str],
+                 candidates: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(keys of the stored rows gone, rows whose stored version differs, rows new) that turn
+    ``stored`` into ``now``, looking only at the keys of ``candidates`` (None: every key): the
+    caller knows the other rows are the same in both (the writer checks the result's content)."""
+    if candidates is not None:
+        stored = stored.join(candidates, on=key, how="semi")
+        now = now.join(candidates, on=key, how="semi")
+    stored = stored.select(now.columns)
+    deletes = stored.select(key).join(now.select(key), on=key, how="anti")
+    inserts = now.join(stored.select(key), on=key, how="anti")
+    updates = (now.join(stored.select(key), on=key, how="semi")
+               .join(stored, on=now.columns, how="anti", nulls_equal=True))
+    return deletes, updates, inserts
+
+
 # ----------------------------------------------------------- clustering the touched components
 
 #: What the persons table also stores about the clustering (absent in states written before):
@@ -172,6 +243,9 @@ def clustered_as(thresholds: tuple[float, float, float], same_dataset: str) -> s
     return f"{same_dataset}|{','.join(repr(float(t)) for t in thresholds)}"
 
 
+#: ``recluster_touched``'s stats entry (taken out before they are reported): the persons it clustered
+#: again, new or gone; every other person kept its stored clusters and its edges their ends' clusters.
+AFFECTED = "_affected_persons"
 #: Columns of ``recluster_touched``'s clustering: each person's cluster names (``cluster_state``'s)
 #: at each level, which it has at hand, so ``cluster_state`` need not name every cluster again.
 CLUSTER_NAMES = tuple(f"cluster_name_{lv}" for lv in CLUSTER_LEVELS)
@@ -228,7 +302,7 @@ def recluster_touched(persons: pl.DataFrame, edges: pl.DataFrame, stored: pl.Dat
     return out.select(PERSON, SOURCE_DATASET, *[f"cluster_{lv}" for lv in CLUSTER_LEVELS], "component",
                       *CLUSTER_NAMES), {
         **stats, "mode": "touched components", "persons_reclustered": nodes.height,
-        "components_touched": hit.len()}
+        "components_touched": hit.len(), AFFECTED: affected.get_column(PERSON)}
 
 # ------------------------------------------- carrying ids forward against the stored lookup
 
@@ -287,6 +361,8 @@ class StoredCarry:
     changes: pl.DataFrame  # level + CHANGE_SCHEMA, as carry_forward_xjs_ids returns them
     kept: dict[str, tuple[int, int]]  # as xjs.unchanged_xjs_persons_kept
     stats: dict[str, int] = field(default_factory=dict)
+    # level -> the carried lookup's distinct ids (``_carry_level``: no count over every record)
+    persons: dict[str, int] = field(default_factory=dict)
     # the scratch table of the records whose row differs from the stored one: their stored key
     # (was_dataset, was_record), key now (now_dataset, now_record) and change (delete, insert, update)
     changed: str = ""
@@ -309,39 +385,52 @@ def _pair_records(conn, scratch: str, previous: str) -> None:
 def _unsettled(conn, scratch: str) -> pl.DataFrame:
     """level, k, c, p of every record of an unsettled cluster or previous id (module docstring).
 
-    Per level the records are first reduced to their distinct (cluster, previous id) pairs (one
-    group-by over every record; a few more pairs than persons), and a cluster is unsettled when it
-    has more than one pair or one with no previous id (a new record), a previous id likewise: the
-    same test as ``count(distinct p) <> 1 or count(p) <> count(*)`` per cluster over the records
-    (a null is a pair of its own, and ``count(distinct)`` skips it), with two group-bys over the
-    pairs instead of two over every record."""
-    parts = [f"""(with cp as (select c_{lv} as c, p_{lv} as p from {scratch}.pairs group by all),
-                      bad_c as (select c from cp where c is not null group by c
-                                 having count(*) > 1 or bool_or(p is null)),
-                      bad_p as (select p from cp where p is not null group by p
-                                 having count(*) > 1 or bool_or(c is null))
-                 select {quote_literal(lv)} as level, k, c_{lv} as c, p_{lv} as p from {scratch}.pairs
-                 where c_{lv} in (select c from bad_c) or p_{lv} in (select p from bad_p))""" for lv in LEVELS]
-    return conn.sql(" union all ".join(parts)).pl()
+    Per level the records are first reduced to their distinct (cluster, previous id) pairs
+    (``scratch.cp_<level>``: one group-by over every record, kept for ``_level_facts``; a few more
+    pairs than persons), and a cluster is unsettled when it has more than one pair or one with no
+    previous id (a new record), a previous id likewise: the same test as ``count(distinct p) <> 1
+    or count(p) <> count(*)`` per cluster over the records (a null is a pair of its own, and
+    ``count(distinct)`` skips it), with two group-bys over the pairs instead of two over every
+    record. The records of every level's unsettled clusters and ids are then found in one pass."""
+    flags = []
+    for lv in LEVELS:
+        conn.execute(f"create or replace table {scratch}.cp_{lv} as select c_{lv} as c, p_{lv} as p "
+                     f"from {scratch}.pairs group by all")
+        conn.execute(f"""create or replace table {scratch}.bad_{lv} as
+            select c, null::bigint as p from {scratch}.cp_{lv} where c is not null group by c
+                having count(*) > 1 or bool_or(p is null)
+            union all
+            select null, p from {scratch}.cp_{lv} where p is not null group by p having count(*) > 1 or bool_or(c is null)""")
+        flags.append(f"coalesce(c_{lv} in (select c from {scratch}.bad_{lv} where c is not null) "
+                     f"or p_{lv} in (select p from {scratch}.bad_{lv} where p is not null), false) as u_{lv}")
+    rows = conn.sql(f"""select * from (select k, {', '.join(f'c_{lv}, p_{lv}' for lv in LEVELS)}, {', '.join(flags)}
+                        from {scratch}.pairs) where {' or '.join(f'u_{lv}' for lv in LEVELS)}""").pl()
+    return pl.concat([rows.filter(pl.col(f"u_{lv}")).select(pl.lit(lv).alias("level"), "k",
+                                                             pl.col(f"c_{lv}").alias("c"), pl.col(f"p_{lv}").alias("p"))
+                      for lv in LEVELS])
 
 
 def _level_facts(conn, scratch: str, history: str | None) -> dict[str, tuple[int, int]]:
     """level -> (the first id free to mint: ``stable_ids.next_free_id`` of the previous ids and
-    the level's logged ids; how many previous ids there are)."""
-    tops = ", ".join(f"max(p_{lv})::bigint, count(distinct p_{lv})" for lv in LEVELS)
-    facts = conn.execute(f"select {tops} from {scratch}.pairs").fetchall()[0]
+    the level's logged ids; how many previous ids there are), from each level's distinct
+    (cluster, previous id) pairs (``_unsettled``'s: the previous ids, without a pass over every record)."""
+    facts = [conn.execute(f"select max(p)::bigint, count(distinct p) from {scratch}.cp_{lv}").fetchall()[0]
+             for lv in LEVELS]
     logged: dict[str, int] = {}
     if history is not None:
         logged = {lv: top for lv, top in conn.execute(
             f"select level, greatest(max(old_id), max(new_id))::bigint from {history} group by level").fetchall()
             if top is not None}
-    return {lv: (max(facts[2 * i] or 0, logged.get(lv, 0)) + 1, facts[2 * i + 1]) for i, lv in enumerate(LEVELS)}
+    return {lv: (max(facts[i][0] or 0, logged.get(lv, 0)) + 1, facts[i][1]) for i, lv in enumerate(LEVELS)}
 
 
 def _carry_level(rows: pl.DataFrame, start: int, previous_ids: int,
-                 level: str) -> tuple[pl.DataFrame, pl.DataFrame, tuple[int, int]]:
+                 level: str) -> tuple[pl.DataFrame, pl.DataFrame, tuple[int, int], int]:
     """(record key -> new id of the unsettled records, changes, ``unchanged_xjs_persons_kept``'s
-    (n, k)) at ``level`` from its unsettled ``rows``."""
+    (n, k), the carried lookup's distinct ids) at ``level`` from its unsettled ``rows``. Every
+    settled previous id is one settled cluster's, which keeps it, and the unsettled clusters get
+    other ids (unsettled previous ids or new ones), one each: the ids are the settled ones and
+    those the unsettled records got."""
     prev = rows.filter(pl.col("p").is_not_null()).select(pl.col("k").alias(RECORD_ID), pl.col("p").alias(PERSON_ID))
     cur = rows.filter(pl.col("c").is_not_null()).select(pl.col("k").alias(RECORD_ID), pl.col("c").alias("cluster"))
     carried = carry_forward_ids(prev, cur, first_new_id=start, cluster_col="cluster", log_new=True)
@@ -353,7 +442,7 @@ def _carry_level(rows: pl.DataFrame, start: int, previous_ids: int,
     changes = carried.changes.select(pl.lit(level).alias("level"), *CHANGE_SCHEMA)
     # a settled previous id is again exactly one person's records, and keeps its id
     settled = previous_ids - prev.get_column(PERSON_ID).n_unique()
-    return carried.ids, changes, (kept[0] + settled, kept[1] + settled)
+    return carried.ids, changes, (kept[0] + settled, kept[1] + settled), settled + carried.ids.get_column(PERSON_ID).n_unique()
 
 
 def _stored_hashes_usable(conn, scratch: str) -> bool:
@@ -388,11 +477,12 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
                            *(f"person_id_{lv}" for lv in LEVELS)).to_arrow()
     conn.execute(f"create or replace table {scratch}.raw as select * from raw_arrow")
     _pair_records(conn, scratch, previous)
-    unsettled, facts = _unsettled(conn, scratch), _level_facts(conn, scratch, history)
-    changes, kept, stats = [], {}, {}
+    unsettled = _unsettled(conn, scratch)
+    facts = _level_facts(conn, scratch, history)  # from the distinct pairs _unsettled stored
+    changes, kept, stats, persons = [], {}, {}, {}
     for level in LEVELS:
         rows = unsettled.filter(pl.col("level") == level)
-        ids, level_changes, kept[level] = _carry_level(rows, *facts[level], level)
+        ids, level_changes, kept[level], persons[level] = _carry_level(rows, *facts[level], level)
         stats[f"records_recarried_{level}"] = rows.height
         changes.append(level_changes)
         carried = ids.select(pl.col(RECORD_ID).alias("k"), pl.col(PERSON_ID).alias("id")).to_arrow()  # noqa: F841
@@ -420,29 +510,39 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
     table = f"{scratch}.lookup"
     all_changes = pl.concat(changes).cast({"level": pl.String, **CHANGE_SCHEMA})  # type: ignore[arg-type]
     return StoredCarry(sql=f"select * from {table} order by {SOURCE_DATASET}, {UNIQUE_ID}", table=table,
-                       changes=all_changes, kept=kept, stats=stats, changed=f"{scratch}.changed")
+                       changes=all_changes, kept=kept, stats=stats, changed=f"{scratch}.changed", persons=persons)
 
 
 def lookup_problems(conn: duckdb.DuckDBPyConnection, table: str, records_sql: str) -> list[str]:
     """``xjs.check_lookup_invariants`` of the lookup stored in ``table`` against the records of
     ``records_sql`` (source_dataset, record_id), in SQL (one query, examples only on failure):
-    the same problems in the same words."""
+    the same problems in the same words. Each pass over every row counts what it can: the nulls
+    and wrong prefixes in one scan, the shared keys, rows of no record and records of no row from
+    one count per key joined once to the records, the three per-person counts in one group-by
+    (two anti joins, three group-bys and seven scans fewer than one query per problem)."""
     ids = [f"person_id_{lv}" for lv in LEVELS]
     pair = f"({SOURCE_DATASET}, {UNIQUE_ID})"
     orphans = f"select {SOURCE_DATASET}, {UNIQUE_ID} from {table} l anti join ({records_sql}) r using {pair}"
     unmapped = f"select {SOURCE_DATASET}, {UNIQUE_ID} from ({records_sql}) r anti join {table} l using {pair}"
-    several = {c: f"(select count(*) from (select 1 from {table} group by {PERSON} having count(distinct {c}) > 1))"
-               for c in ids}
+    scan = ", ".join([*(f"count(*) filter (where {quote_identifier(c)} is null)"
+                        for c in (SOURCE_DATASET, UNIQUE_ID, PERSON, *ids)),
+                      f"count(*) filter (where not starts_with({PERSON}, {SOURCE_DATASET} || {quote_literal(SEP)}))"])
+    # a key's rows (n, never null) and whether a record has it (_r): the full join keeps the keys of
+    # either side that the other lacks, matching as the anti joins do (a null key matches nothing)
+    keyed = f"""
+        with k as materialized (select {SOURCE_DATASET}, {UNIQUE_ID}, count(*) as n from {table} group by all)
+        select (select coalesce(sum(n) filter (where n > 1), 0) from k),
+               coalesce(sum(k.n) filter (where r._r is null), 0), count(*) filter (where k.n is null)
+        from k full join (select {SOURCE_DATASET}, {UNIQUE_ID}, true as _r from ({records_sql})) r
+          on k.{SOURCE_DATASET} = r.{SOURCE_DATASET} and k.{UNIQUE_ID} = r.{UNIQUE_ID}"""
+    several = (f"select {', '.join(f'count(*) filter (where n_{c} > 1)' for c in ids)} from (select "
+               f"{', '.join(f'count(distinct {c}) as n_{c}' for c in ids)} from {table} group by {PERSON})")
     nested = {(i, o): f"(select count(*) from (select 1 from {table} group by person_id_{i} "
                       f"having count(distinct person_id_{o}) > 1))" for i, o in (("high", "medium"), ("medium", "low"))}
-    counts = [
-        *(f"(select count(*) from {table} where {quote_identifier(c)} is null)"
-          for c in (SOURCE_DATASET, UNIQUE_ID, PERSON, *ids)),
-        f"(select coalesce(sum(n), 0) from (select count(*) n from {table} group by {pair} having count(*) > 1))",
-        f"(select count(*) from ({orphans}))", f"(select count(*) from ({unmapped}))",
-        f"(select count(*) from {table} where not starts_with({PERSON}, {SOURCE_DATASET} || {quote_literal(SEP)}))",
-        *several.values(), *nested.values()]
-    found = list(conn.execute(f"select {', '.join(counts)}").fetchall()[0])
+    (*nulls, prefix), (dup, n_orphans, n_unmapped) = (conn.execute(f"select {scan} from {table}").fetchall()[0],
+                                                      conn.execute(keyed).fetchall()[0])
+    found = [*nulls, dup, n_orphans, n_unmapped, prefix, *conn.execute(several).fetchall()[0],
+             *conn.execute(f"select {', '.join(nested.values())}").fetchall()[0]]
     nulls, (dup, n_orphans, n_unmapped, prefix), rest = found[:6], found[6:10], found[10:]
     problems = [f"{n} null value(s) in {c}" for c, n in zip((SOURCE_DATASET, UNIQUE_ID, PERSON, *ids), nulls) if n]
     if dup:
