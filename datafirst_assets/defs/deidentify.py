@@ -30,6 +30,7 @@ from dagster import (
 
 from datafirst_assets.defs.ingest import staged_key
 from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.defs.release import ReleaseSettings, catalogue_folder, table_key
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
 from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_failed
@@ -331,10 +332,12 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
     outs=_outs(LINKING, release_datasets()[LINKING]),
     check_specs=_check_specs(LINKING, release_datasets()[LINKING]),
 )
-def deidentify_linking_tables(context: AssetExecutionContext, linkage: LinkageSettings, lookup: pl.DataFrame,
-                              case_links: pl.DataFrame, **persons: pl.DataFrame):
+def deidentify_linking_tables(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
+                              lookup: pl.DataFrame, case_links: pl.DataFrame, **persons: pl.DataFrame):
     released = {name.removeprefix("persons__"): frame for name, frame in persons.items()}
-    release = deidentify_linking(lookup, case_links, released)
+    cache = KeyedHashCache(warehouse.database, reuse=linkage.mode != "full")
+    with cache.batched():
+        release = deidentify_linking(lookup, case_links, released, cache=cache)
     yield from _emit(LINKING, release, catalogue_path(linkage, LINKING), {})
 
 
