@@ -231,6 +231,15 @@ def derive_rows(rows: pl.DataFrame, table: TableSpec, source: SourceSpec, spec: 
     return released.with_columns(rows[table.id_column].alias(STAGED_ID), rows[INPUT_HASH].alias(INPUT_HASH))
 
 
+def hashed_values(rows: Mapping[str, pl.DataFrame], specs: Mapping[str, ReleaseTable]) -> pl.DataFrame:
+    """(namespace, value) of every value `derive_rows` will hash in `rows` (table -> input rows), for
+    `KeyedHashCache.prefetch`: their stored digests looked up in one pass, not one per hashed column."""
+    parts = [pl.DataFrame({"namespace": column.hash_namespace, "value": frame[column.staged].cast(pl.String)})
+             for name, frame in rows.items() for column in specs[name].columns
+             if column.treatment == "hash" and column.staged in frame.columns and frame.height]
+    return pl.concat(parts) if parts else pl.DataFrame(schema={"namespace": pl.String, "value": pl.String})
+
+
 def dropped_rows(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTable) -> pl.DataFrame:
     """Staged id and unique key of the stored rows `drop_changed` removes (old versions of changed
     records, and vanished records): which stored rows of the released table change or go."""
@@ -686,6 +695,8 @@ def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: Sou
     update_identifiers(conn, names, source, rows)
     record_input_dates(conn, names, now)
     with cache.batched() if cache is not None else nullcontext():
+        if cache is not None:
+            cache.prefetch(hashed_values(rows, specs))
         for table in source.tables:
             derived[table.name] = derive_rows(rows[table.name], table, source, specs[table.name], key, cache)
     values = set().union(*(text_values(derived[t].select(specs[t].column_names), specs[t]) for t in derived))
