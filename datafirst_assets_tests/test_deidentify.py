@@ -325,3 +325,21 @@ def test_the_linking_gate_compares_with_the_lookups_raw_ids_held_as_one_series(t
     release = deidentify_linking(lookup, cases, cache=again)
     assert again.found == 2 and again.hashed == 0 and release.tables["case_lookup"].equals(hashed)
     assert release.findings == {"xjs_lookup": [], "case_lookup": []}
+
+
+def test_the_linking_step_reads_the_lookup_without_its_record_hashes():
+    """The lookup's widest column (each record's keyed hash) is not read: the released lookup and the
+    gate's raw ids come from the columns asked for (`lookup_columns`)."""
+    from datafirst_assets.defs.deidentify import deidentify_linking_tables
+    from datafirst_assets.deidentify.release import linking_raw_ids, lookup_columns
+    from datafirst_assets.deidentify.transform import release_xjs_lookup
+
+    lookup = pl.DataFrame({"source_dataset": ["prison", "magistrates", "magistrates"],
+                           "record_id": ["PR00007", "DC00001", "DC00002"], "record_id_hash": ["a" * 64, "b" * 64, "c" * 64],
+                           "person_id_dataset": ["prison:2", "magistrates:1", "magistrates:1"],
+                           **{f"person_id_{level}": [2, 1, 1] for level in ("high", "medium", "low")}})
+    asked = deidentify_linking_tables.node_def.input_dict["lookup"].metadata["columns"]
+    assert asked == list(lookup_columns()) and "record_id_hash" not in asked
+    narrow = lookup.select(asked)
+    assert release_xjs_lookup(narrow).equals(release_xjs_lookup(lookup))
+    assert linking_raw_ids(narrow).series("system_id").sort().equals(linking_raw_ids(lookup).series("system_id").sort())

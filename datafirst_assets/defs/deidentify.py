@@ -38,7 +38,7 @@ from datafirst_assets.deidentify.disclosure import RiskResult, reidentification_
 from datafirst_assets.deidentify.hash_cache import KeyedHashCache
 from datafirst_assets.deidentify.keys import key_fingerprint, key_label
 from datafirst_assets.deidentify.release import (DatasetRelease, deidentify_linking, deidentify_source,
-                                                linking_join_columns)
+                                                linking_join_columns, lookup_columns)
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
 from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.sources.registry import SOURCES
@@ -321,7 +321,7 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
 @multi_asset(
     name="deidentify_linking",
     ins={
-        "lookup": AssetIn(key=LOOKUP),
+        "lookup": AssetIn(key=LOOKUP, metadata={"columns": list(lookup_columns())}),
         "case_links": AssetIn(key=CASE_LOOKUP),
         # Only the columns the lookups' joins are checked on (`linking_orphans`): the person tables are
         # the largest release tables, and the rest of their columns was read for nothing.

@@ -22,6 +22,7 @@ from datafirst_assets.deidentify.pii_gate import Finding, RawIdentifiers, raw_id
 from datafirst_assets.deidentify.release_spec import CASE_LOOKUP, release_tables
 from datafirst_assets.deidentify.schemas import orphan_counts
 from datafirst_assets.deidentify.transform import deidentify_table, release_case_lookup, release_xjs_lookup
+from datafirst_assets.linkage.xjs import LEVELS, PERSON
 from datafirst_assets.common.partitions import latest_versions
 from datafirst_assets.raw.delivery import PARTITION_COLUMN
 from datafirst_assets.sources.registry import SOURCES
@@ -111,6 +112,13 @@ def deidentify_linking(xjs_lookup: pl.DataFrame, case_lookup: pl.DataFrame,
     if released_persons:
         release.orphans = linking_orphans(release.tables, released_persons)
     return release
+
+
+def lookup_columns() -> tuple[str, ...]:
+    """The columns of the cross-justice lookup `deidentify_linking` reads: those `release_xjs_lookup`
+    releases from and the record id the PII gate compares with (not the record's keyed hash, the
+    widest column, which nothing here reads)."""
+    return ("source_dataset", "record_id", PERSON, *(f"person_id_{level}" for level in LEVELS))
 
 
 def linking_join_columns(dataset: str) -> tuple[str, ...]:
