@@ -292,3 +292,54 @@ def test_the_raw_value_comparison_in_bounded_batches_finds_the_same(monkeypatch)
     assert scan_table("t", released, raw) == whole
     assert [(f.column, f.identifier, f.rows) for f in whole] == [("a", "name", 1), ("a", "system_id", 1),
                                                                 ("b", "system_id", 1)]
+
+
+def test_the_linking_gate_compares_with_the_lookups_raw_ids_held_as_one_series(tmp_path):
+    """`deidentify_linking` scans both lookups against their raw ids (values of 5 characters or more
+    of their id columns), now held as one polars Series instead of a Python set of every record id: a
+    released value equal to one is found, shorter ids are not compared; the case ids are hashed from
+    the keyed-hash cache their datasets filled (the same namespaces), to the same digests."""
+    from datafirst_assets.deidentify.hash_cache import KeyedHashCache
+    from datafirst_assets.deidentify.release import deidentify_linking, linking_raw_ids
+    from datafirst_assets.deidentify.transform import release_case_lookup
+
+    lookup = pl.DataFrame({"source_dataset": ["magistrates", "magistrates", "prison"],
+                           "record_id": ["DC00001", "DC00002", "1234"], "person_id_dataset": ["magistrates:1",
+                                                                                          "magistrates:1", "prison:2"],
+                           **{f"person_id_{level}": [1, 1, 2] for level in ("high", "medium", "low")}})
+    cases = pl.DataFrame({"defendant_case_id": ["DC00001"], "defendant_on_case_id": ["DOC000009"],
+                          "case_type": ["TRIAL"], "match_score": [0.99], "keys_agreed": ["urn"]})
+    known = linking_raw_ids(lookup, cases)
+    assert sorted(known.series("system_id").to_list()) == ["DC00001", "DC00002", "DOC000009"]
+    assert known.column_names >= {"record_id", "defendant_case_id"}
+    planted = lookup.with_columns(pl.when(pl.col("record_id") == "1234").then(pl.lit("DC00002"))
+                                  .otherwise(pl.col("source_dataset")).alias("source_dataset"))
+    findings = scan_table("linking.xjs_lookup", planted.select("source_dataset"), known)
+    assert [(f.column, f.identifier, f.rows) for f in findings] == [("source_dataset", "system_id", 1)]
+
+    cache = KeyedHashCache(tmp_path / "warehouse.duckdb")
+    with cache.batched():
+        hashed = release_case_lookup(cases, cache=cache)
+    assert cache.hashed == 2 and hashed.equals(release_case_lookup(cases))
+    again = KeyedHashCache(tmp_path / "warehouse.duckdb")
+    release = deidentify_linking(lookup, cases, cache=again)
+    assert again.found == 2 and again.hashed == 0 and release.tables["case_lookup"].equals(hashed)
+    assert release.findings == {"xjs_lookup": [], "case_lookup": []}
+
+
+def test_the_linking_step_reads_the_lookup_without_its_record_hashes():
+    """The lookup's widest column (each record's keyed hash) is not read: the released lookup and the
+    gate's raw ids come from the columns asked for (`lookup_columns`)."""
+    from datafirst_assets.defs.deidentify import deidentify_linking_tables
+    from datafirst_assets.deidentify.release import linking_raw_ids, lookup_columns
+    from datafirst_assets.deidentify.transform import release_xjs_lookup
+
+    lookup = pl.DataFrame({"source_dataset": ["prison", "magistrates", "magistrates"],
+                           "record_id": ["PR00007", "DC00001", "DC00002"], "record_id_hash": ["a" * 64, "b" * 64, "c" * 64],
+                           "person_id_dataset": ["prison:2", "magistrates:1", "magistrates:1"],
+                           **{f"person_id_{level}": [2, 1, 1] for level in ("high", "medium", "low")}})
+    asked = deidentify_linking_tables.node_def.input_dict["lookup"].metadata["columns"]
+    assert asked == list(lookup_columns()) and "record_id_hash" not in asked
+    narrow = lookup.select(asked)
+    assert release_xjs_lookup(narrow).equals(release_xjs_lookup(lookup))
+    assert linking_raw_ids(narrow).series("system_id").sort().equals(linking_raw_ids(lookup).series("system_id").sort())

@@ -110,3 +110,30 @@ def test_the_keyed_digests_are_hmac_sha256_for_short_block_long_and_empty_keys()
         assert hmac_sha256_hex(secret, b"prison:", values) == expected
     series = pl.Series("id", values)
     assert keyed_hash(series, namespace="prison", key=b"k1").to_list() == hmac_sha256_hex(b"k1", b"prison:", values)
+
+
+def test_prefetched_digests_are_the_stored_ones_and_spare_a_read_per_column(tmp_path, monkeypatch):
+    """`KeyedHashCache.prefetch` looks up many namespaces' values in one pass; `lookup` of those values
+    then reads the stored table no more, a value not asked then is still looked up there, and
+    `keyed_hash` gives the digests it gives without a cache (stored, prefetched or newly hashed)."""
+    from datafirst_assets.deidentify.hash_cache import KeyedHashCache
+
+    database = tmp_path / "warehouse.duckdb"
+    with KeyedHashCache(database, key=b"k1").batched() as first:
+        keyed_hash(pl.Series(["a", "b"]), namespace="prison.id", key=b"k1", cache=first)
+        keyed_hash(pl.Series(["x"]), namespace="civil.id", key=b"k1", cache=first)
+    cache = KeyedHashCache(database, key=b"k1")
+    reads = []
+    stored = cache._lookup_stored
+    monkeypatch.setattr(cache, "_lookup_stored", lambda namespace, wanted: reads.append(namespace) or stored(namespace, wanted))
+    with cache.batched():
+        cache.prefetch(pl.DataFrame({"namespace": ["prison.id", "prison.id", "civil.id", "civil.id"],
+                                     "value": ["a", "c", "x", None]}))
+        prison = keyed_hash(pl.Series(["a", "c", None]), namespace="prison.id", key=b"k1", cache=cache)
+        civil = keyed_hash(pl.Series(["x", "y"]), namespace="civil.id", key=b"k1", cache=cache)
+        again = keyed_hash(pl.Series(["c"]), namespace="prison.id", key=b"k1", cache=cache)  # hashed above, pending
+    assert reads == ["civil.id"]  # only "y" was not prefetched
+    assert prison.to_list() == keyed_hash(pl.Series(["a", "c", None]), namespace="prison.id", key=b"k1").to_list()
+    assert civil.to_list() == keyed_hash(pl.Series(["x", "y"]), namespace="civil.id", key=b"k1").to_list()
+    assert again.to_list() == prison.to_list()[1:2]
+    assert (cache.found, cache.hashed) == (3, 2)  # a and x stored, c found pending; c and y hashed

@@ -30,6 +30,7 @@ from dagster import (
 
 from datafirst_assets.defs.ingest import staged_key
 from datafirst_assets.defs.linkage import LinkageSettings
+from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.defs.release import ReleaseSettings, catalogue_folder, table_key
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
 from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_failed
@@ -37,7 +38,7 @@ from datafirst_assets.deidentify.disclosure import RiskResult, reidentification_
 from datafirst_assets.deidentify.hash_cache import KeyedHashCache
 from datafirst_assets.deidentify.keys import key_fingerprint, key_label
 from datafirst_assets.deidentify.release import (DatasetRelease, deidentify_linking, deidentify_source,
-                                                linking_join_columns)
+                                                linking_join_columns, lookup_columns)
 from datafirst_assets.deidentify.release_spec import LINKING, ReleaseTable, release_datasets, release_tables
 from datafirst_assets.common.tables import bullet_list, markdown_table
 from datafirst_assets.sources.registry import SOURCES
@@ -193,14 +194,14 @@ def _contract_by_row(key: AssetKey, conn, names: Names, table: str, derived: pl.
 
 
 def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str, StoredTable], risk_rules: dict,
-                       cache: KeyedHashCache, names: Names, catalogue_html: Path, fingerprint: str):
+                       cache: KeyedHashCache, names: Names, catalogue_html: Path, fingerprint: str, dates: dict):
     """Incremental mode: only new or changed records de-identified and scanned (`deidentify.by_row`);
     the gates run on the whole updated tables in DuckDB; the state commits only when they pass."""
     specs = release_tables()
     with warehouse_cursor(names.database) as conn:
         conn.execute("begin")  # the state is updated in place: committed only when every gate passed
         try:
-            run = deidentify_by_row(conn, names, source, stored, risk_rules, cache=cache)
+            run = deidentify_by_row(conn, names, source, stored, risk_rules, cache=cache, dates=dates)
             results = []
             for table in source.tables:
                 key = deidentified_key(source.key, table.name)
@@ -229,10 +230,26 @@ def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str,
     for table in source.tables:
         spec, counts, risk = specs[(source.key, table.name)], run.counts[table.name], run.risks[table.name]
         rows = counts.kept + counts.rederived
+        compared = run.compared[table.name]
         mode = {"deidentify_mode": "by row: only new or changed records de-identified and scanned",
-                **counts.metadata()}
+                **counts.metadata(),
+                "records_compared": "every record" if compared is None else f"{compared:,} (of new dates or moved)"}
         yield Output(_changed_rows(names, spec, run.changes[table.name], previous[deidentified_key(source.key, table.name)]),
                      output_name=table.name, metadata=_table_metadata(spec, rows, catalogue_html, risk, fingerprint, mode))
+
+
+def _staged_dates(source, stored: dict[str, StoredTable], memo: dict) -> dict[str, dict[str, str] | None]:
+    """`by_row.input_dates` of the dataset's staged tables (those without the person id), and, from the
+    same pass, their fingerprints into `memo` (for `inputs_fingerprint`: each table read once)."""
+    dates = {}
+    with warehouse_cursor(next(iter(stored.values())).database) as conn:
+        for table in source.tables:
+            if table.is_person_table:
+                continue  # the linked table: its fingerprint recorded, its dates only needed by row
+            whole, dates[table.name] = by_row.input_dates(conn, source, stored[table.name])
+            if whole is not None:
+                memo.setdefault((stored[table.name].database, stored[table.name].select_sql()), whole)
+    return dates
 
 
 def _changed_rows(names: Names, spec: ReleaseTable, change: by_row.TableChange, previous: dict) -> ChangedRows:
@@ -263,6 +280,7 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         rules = {t.name: release_settings.rule_for(source.key, t.name) for t in source.tables}
         # the linked person table's fingerprint as its write recorded it (not every row hashed again)
         memo = recorded_fingerprints(context.instance, {input_key(t): stored[t.name] for t in source.tables})
+        dates = _staged_dates(source, stored, memo)
         fingerprint = inputs_fingerprint(stored, settings=(rules, release_settings.risk_key, release_settings.max_mean_risk,
                                                            release_settings.risk_age_band, key_fingerprint()), memo=memo)
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
@@ -275,7 +293,7 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
         if reason is None:
             risk_rules = {t.name: release_settings.risk_rule_for(source.key, t.name) for t in source.tables}
             yield from _deidentify_by_row(context, source, stored, risk_rules, cache, names,
-                                          catalogue_path(linkage, source.key), fingerprint)
+                                          catalogue_path(linkage, source.key), fingerprint, dates)
             return
         release = deidentify_source(source, {name: table.to_polars() for name, table in stored.items()}, rules,
                                     cache=cache)
@@ -292,7 +310,7 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
                 if any(rule.policy == "coarsen" for rule in rules.values()):
                     forget_state(conn, names)  # coarsened values depend on the population: no row state
                 else:
-                    write_state(conn, names, source, stored, release.tables, state)
+                    write_state(conn, names, source, stored, release.tables, state, dates)
 
         yield from _emit(source.key, release, catalogue_path(linkage, source.key), risks, fingerprint,
                          before_store=store_state, mode={"deidentify_mode": f"full rebuild: {reason}"})
@@ -303,7 +321,7 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
 @multi_asset(
     name="deidentify_linking",
     ins={
-        "lookup": AssetIn(key=LOOKUP),
+        "lookup": AssetIn(key=LOOKUP, metadata={"columns": list(lookup_columns())}),
         "case_links": AssetIn(key=CASE_LOOKUP),
         # Only the columns the lookups' joins are checked on (`linking_orphans`): the person tables are
         # the largest release tables, and the rest of their columns was read for nothing.
@@ -314,10 +332,12 @@ def build_deidentify_assets(source_key: str) -> AssetsDefinition:
     outs=_outs(LINKING, release_datasets()[LINKING]),
     check_specs=_check_specs(LINKING, release_datasets()[LINKING]),
 )
-def deidentify_linking_tables(context: AssetExecutionContext, linkage: LinkageSettings, lookup: pl.DataFrame,
-                              case_links: pl.DataFrame, **persons: pl.DataFrame):
+def deidentify_linking_tables(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
+                              lookup: pl.DataFrame, case_links: pl.DataFrame, **persons: pl.DataFrame):
     released = {name.removeprefix("persons__"): frame for name, frame in persons.items()}
-    release = deidentify_linking(lookup, case_links, released)
+    cache = KeyedHashCache(warehouse.database, reuse=linkage.mode != "full")
+    with cache.batched():
+        release = deidentify_linking(lookup, case_links, released, cache=cache)
     yield from _emit(LINKING, release, catalogue_path(linkage, LINKING), {})
 
 

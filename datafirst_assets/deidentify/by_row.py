@@ -52,7 +52,7 @@ from datafirst_assets.deidentify.pii_gate import (
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_tables
 from datafirst_assets.deidentify.transform import PARENT_EVENT_DATE, aged_at_parent_event, deidentify_table
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
-from datafirst_assets.warehouse.content import code_version, table_columns
+from datafirst_assets.warehouse.content import code_version, fingerprint_by_partition, row_hash_sum, table_columns
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable, catalog_name
 from datafirst_assets.common.sql import quote_identifier, quote_literal
@@ -62,6 +62,10 @@ STAGED_ID, INPUT_HASH = "_staged_id", "_input_hash"
 #: `deidentify_state.<dataset>__raw_identifiers`: every raw identifier of the dataset's latest rows
 #: (no table of a source has this name), for the PII gate of re-derived rows
 RAW_IDENTIFIERS = "_raw_identifiers"
+#: `deidentify_state.<dataset>___input_dates`: per input table and extract date, the rows the state was
+#: made from (``"rows|sum of row hashes"``, the per-dataset person id left out), so that the next run
+#: compares only the records an extract date added (`touched_ids_sql`)
+INPUT_DATES = "_input_dates"
 META = "state_of"
 # polars' strip_chars() strips whitespace; DuckDB's trim() only spaces unless told which characters
 WHITESPACE = " \t\n\r\x0b\x0c\u00a0"
@@ -103,6 +107,9 @@ class Names:
 
     def stale(self, table: str) -> str:
         return self._name("__stale_", table)
+
+    def touched(self, table: str) -> str:
+        return self._name("__touched_", table)
 
     @property
     def meta(self) -> str:
@@ -184,13 +191,15 @@ def changed_ids_sql(names: Names, table: str) -> str:
 
 
 def row_counts(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> RowCounts:
-    """Records kept, re-derived (new or changed input) and removed (no current input): one join of
-    this run's input hashes with the state."""
-    changed, current, removed = conn.execute(
-        f"select count(*) filter (where c.{STAGED_ID} is not null and (s.{STAGED_ID} is null or "
-        f"s.{INPUT_HASH} <> c.{INPUT_HASH})), count(c.{STAGED_ID}), count(*) filter (where c.{STAGED_ID} is null) "
-        f"from {names.current(table)} c full join {names.state(table)} s on s.{STAGED_ID} = c.{STAGED_ID}").fetchall()[0]
-    return RowCounts(kept=current - changed, rederived=changed, removed=removed)
+    """Records kept, re-derived (new or changed input) and removed (no current input), after
+    `mark_stale`: from the state's row count, the stale rows and this run's input hashes (the records
+    compared), not a join of every record."""
+    state_rows, stale, removed = conn.execute(
+        f"select (select count(*) from {names.state(table)}), (select count(*) from {names.stale(table)}), "
+        f"(select count(*) from {names.stale(table)} t anti join {names.current(table)} c "
+        f"on c.{STAGED_ID} = t.{STAGED_ID})").fetchall()[0]
+    changed = conn.execute(f"select count(*) from ({changed_ids_sql(names, table)})").fetchall()[0][0]
+    return RowCounts(kept=state_rows - stale, rederived=changed, removed=removed)
 
 
 def changed_input_rows(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec, table: TableSpec,
@@ -222,6 +231,15 @@ def derive_rows(rows: pl.DataFrame, table: TableSpec, source: SourceSpec, spec: 
     return released.with_columns(rows[table.id_column].alias(STAGED_ID), rows[INPUT_HASH].alias(INPUT_HASH))
 
 
+def hashed_values(rows: Mapping[str, pl.DataFrame], specs: Mapping[str, ReleaseTable]) -> pl.DataFrame:
+    """(namespace, value) of every value `derive_rows` will hash in `rows` (table -> input rows), for
+    `KeyedHashCache.prefetch`: their stored digests looked up in one pass, not one per hashed column."""
+    parts = [pl.DataFrame({"namespace": column.hash_namespace, "value": frame[column.staged].cast(pl.String)})
+             for name, frame in rows.items() for column in specs[name].columns
+             if column.treatment == "hash" and column.staged in frame.columns and frame.height]
+    return pl.concat(parts) if parts else pl.DataFrame(schema={"namespace": pl.String, "value": pl.String})
+
+
 def dropped_rows(conn: duckdb.DuckDBPyConnection, names: Names, spec: ReleaseTable) -> pl.DataFrame:
     """Staged id and unique key of the stored rows `drop_changed` removes (old versions of changed
     records, and vanished records): which stored rows of the released table change or go."""
@@ -237,12 +255,100 @@ def _stale(names: Names, table: str) -> str:
     return f"s.{STAGED_ID} in (select {STAGED_ID} from {names.stale(table)})"
 
 
-def mark_stale(conn: duckdb.DuckDBPyConnection, names: Names, table: str) -> None:
+def mark_stale(conn: duckdb.DuckDBPyConnection, names: Names, table: str, compared: str | None = None) -> None:
     """`__stale_<dataset>__<table>`: the staged ids of the state rows with no current input row of the
     same staged id and input hash (changed or vanished records), found once (one join of the state with
-    this run's input hashes) for the three statements that read them (`_stale`), before the state changes."""
+    this run's input hashes) for the three statements that read them (`_stale`), before the state changes.
+    `compared`: a SELECT of the staged ids whose input was hashed this run (None: every record's was);
+    the state's other rows are kept as they are (`touched_ids_sql`)."""
+    among = f"semi join ({compared}) _t on _t.{STAGED_ID} = s.{STAGED_ID} " if compared is not None else ""
     conn.execute(f"create or replace table {names.stale(table)} as select s.{STAGED_ID} from {names.state(table)} s "
-                 f"anti join {names.current(table)} c on c.{STAGED_ID} = s.{STAGED_ID} and c.{INPUT_HASH} = s.{INPUT_HASH}")
+                 f"{among}anti join {names.current(table)} c on c.{STAGED_ID} = s.{STAGED_ID} "
+                 f"and c.{INPUT_HASH} = s.{INPUT_HASH}")
+
+
+# --- which records an extract date can have changed ------------------------------------------------
+
+def input_dates(conn: duckdb.DuckDBPyConnection, source: SourceSpec, stored: StoredTable) -> tuple[str | None, dict[str, str] | None]:
+    """Per extract date of a de-identification input table, its rows (``"rows|sum of row hashes"``,
+    the per-dataset person id left out: linkage moves records between persons in every date), and the
+    whole table's `table_fingerprint` when that same pass gives it (a table without the person id, as
+    `fingerprint_by_partition`); (None, None) for a table without extract dates."""
+    present = table_columns(conn, stored.schema, stored.table)
+    if PARTITION_COLUMN not in present:
+        return None, None
+    if source.person_id_name not in present:
+        return fingerprint_by_partition(conn, stored, PARTITION_COLUMN)
+    columns = ", ".join(quote_identifier(c) for c in present if c != source.person_id_name)
+    parts = conn.execute(f"select cast(_t.{quote_identifier(PARTITION_COLUMN)} as varchar), count(*), {row_hash_sum()} "
+                         f"from (select {columns} from ({stored.select_sql()}) _s) _t group by 1").fetchall()
+    return None, {str(part): f"{n}|{h}" for part, n, h in parts}
+
+
+def recorded_input_dates(conn: duckdb.DuckDBPyConnection, names: Names) -> dict[str, dict[str, str]]:
+    """`input_dates` of each input table as the state was last made from them ({} when none is
+    recorded, e.g. a state stored before they were: then every record is compared once)."""
+    if not table_columns(conn, SCHEMA, f"{names.dataset}__{INPUT_DATES}"):
+        return {}
+    recorded: dict[str, dict[str, str]] = {}
+    for table, date, content in conn.execute(f"select _table, extract_date, content from {names.state(INPUT_DATES)}").fetchall():
+        recorded.setdefault(table, {})[date] = content
+    return recorded
+
+
+def record_input_dates(conn: duckdb.DuckDBPyConnection, names: Names, dates: Mapping[str, dict[str, str] | None],
+                       target: str | None = None) -> None:
+    """Inside the caller's transaction: `dates` (table -> `input_dates`) as the state's record of its
+    inputs (`target`: another table to write them to, the candidate of a full rebuild)."""
+    rows = [(table, date, content) for table, parts in dates.items() for date, content in (parts or {}).items()]
+    frame = pl.DataFrame(rows, schema={"_table": pl.String, "extract_date": pl.String, "content": pl.String}, orient="row")
+    conn.register("_input_dates", frame.to_arrow())
+    try:
+        conn.execute(f"create or replace table {target or names.state(INPUT_DATES)} as select * from _input_dates")
+    finally:
+        conn.unregister("_input_dates")
+
+
+def _moved_sql(names: Names, source: SourceSpec, table: TableSpec, stored: StoredTable, spec: ReleaseTable) -> str | None:
+    """Staged ids whose per-dataset person id is not the one their state row was released with (linkage
+    moved them), or that have no state row; None when the released table does not carry the person id."""
+    person = source.person_id_name
+    if person not in spec.column_names:
+        return None
+    record = quote_identifier(table.id_column)
+    return (f"select _l.{record} as {STAGED_ID} from (select {record}, {quote_identifier(person)} from "
+            f"({stored.select_sql()}) _k) _l left join {names.state(table.name)} s on s.{STAGED_ID} = _l.{record} "
+            f"where s.{STAGED_ID} is null or s.{quote_identifier(person)} is distinct from _l.{quote_identifier(person)}")
+
+
+def touched_ids_sql(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec, table: TableSpec,
+                    stored: Mapping[str, StoredTable], spec: ReleaseTable, recorded: Mapping[str, dict[str, str]],
+                    now: Mapping[str, dict[str, str] | None], touched: set[str]) -> str | None:
+    """A SELECT of the staged ids (`_staged_id`) of every record whose de-identification input can differ
+    from the one its state row was made from, when only new extract dates arrived since (`recorded`
+    against `now`, `input_dates` by table): the records with a row in a new date, those linkage moved to
+    another person id (`_moved_sql`), and, for parties aged at their parent's event, those whose parent
+    is touched (`touched`: the tables whose `__touched_` table this run holds). Any other record has the
+    same rows, person id and parent event date, so the same input. None (compare every record) when a
+    recorded date changed or went (the records that had rows there are not known), or nothing is recorded."""
+    before, current = recorded.get(table.name), now.get(table.name)
+    if before is None or current is None or "None" in current or any(current.get(d) != c for d, c in before.items()):
+        return None
+    rows, record = stored[table.name].select_sql(), quote_identifier(table.id_column)
+    new = ", ".join(quote_literal(d) for d in sorted(set(current) - set(before)))
+    parts = [f"select {record} as {STAGED_ID} from ({rows}) _s where "
+             + (f"cast({quote_identifier(PARTITION_COLUMN)} as varchar) in ({new})" if new else "false")]
+    if source.person_id_name in table_columns(conn, stored[table.name].schema, stored[table.name].table):
+        if (moved := _moved_sql(names, source, table, stored[table.name], spec)) is None:
+            return None
+        parts.append(moved)
+    if needs_parent_date(source, table, spec):
+        if table.parent not in touched:
+            return None
+        parent_id = quote_identifier(source.table(table.parent).id_column)  # type: ignore[arg-type]
+        parts.append(f"select {record} as {STAGED_ID} from ({rows}) _s where {parent_id} in "
+                     f"(select {STAGED_ID} from {names.touched(table.parent)})")  # type: ignore[arg-type]
+    return " union ".join(parts)
 
 
 @dataclass
@@ -435,13 +541,23 @@ def orphans_in_database(conn: duckdb.DuckDBPyConnection, names: Names, specs: Ma
 
 
 def duplicate_keys(conn: duckdb.DuckDBPyConnection, names: Names, table: str, key_sets: Sequence[Sequence[str]]) -> list[str]:
-    """Rows of the whole updated table sharing a key the contract says is unique (every copy counts)."""
+    """Rows of the whole updated table sharing a key the contract says is unique (every copy counts).
+    One pass first counts the distinct hashes of each key (cheaper than grouping by the key's text:
+    64-character pseudonyms); only a key with fewer distinct hashes than rows, a duplicate or a hash
+    collision, is grouped by its values to count the rows that share it."""
+    if not key_sets:
+        return []
+    view = names.release_view(table)
+    distinct = ", ".join(f"count(distinct hash({', '.join(map(quote_identifier, keys))}))" for keys in key_sets)
+    rows, *hashes = conn.execute(f"select count(*), {distinct} from {view}").fetchall()[0]
     problems = []
-    for keys in key_sets:
-        rows = conn.execute(f"select coalesce(sum(n), 0) from (select count(*) as n from {names.release_view(table)} "
-                            f"group by {', '.join(map(quote_identifier, keys))} having count(*) > 1)").fetchall()[0][0]
-        if rows:
-            problems.append(f"{', '.join(keys)}: {rows} row(s) share their key with another row")
+    for keys, distinct_hashes in zip(key_sets, hashes):
+        if distinct_hashes == rows:
+            continue  # every key's hash differs, so every key does
+        shared = conn.execute(f"select coalesce(sum(n), 0) from (select count(*) as n from {view} "
+                              f"group by {', '.join(map(quote_identifier, keys))} having count(*) > 1)").fetchall()[0][0]
+        if shared:
+            problems.append(f"{', '.join(keys)}: {shared} row(s) share their key with another row")
     return problems
 
 
@@ -484,6 +600,7 @@ def discard_scratch(conn: duckdb.DuckDBPyConnection, names: Names, tables: Seque
         conn.execute(f"drop table if exists {names.candidate(table)}")
         conn.execute(f"drop table if exists {names.current(table)}")
         conn.execute(f"drop table if exists {names.stale(table)}")
+        conn.execute(f"drop table if exists {names.touched(table)}")
 
 
 def forget_state(conn: duckdb.DuckDBPyConnection, names: Names) -> None:
@@ -493,10 +610,12 @@ def forget_state(conn: duckdb.DuckDBPyConnection, names: Names) -> None:
 
 
 def write_state(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec, stored: Mapping[str, StoredTable],
-                released: Mapping[str, pl.DataFrame], fingerprint: str) -> bool:
+                released: Mapping[str, pl.DataFrame], fingerprint: str,
+                dates: Mapping[str, dict[str, str] | None] | None = None) -> bool:
     """After a full rebuild whose gates passed: its rows as the state, each next to its staged id and
-    input hash (released row i is the i-th record in staged-id order). False (and no state) when
-    the rows do not line up with the inputs."""
+    input hash (released row i is the i-th record in staged-id order), and the inputs' extract dates
+    (`input_dates`; `dates`: those already found, by table). False (and no state) when the rows do
+    not line up with the inputs."""
     specs = release_tables()
     _ensure_schema(conn, names)
     frames = {}
@@ -516,8 +635,17 @@ def write_state(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpe
             conn.unregister("_state_rows")
     build_identifiers(conn, names, source, {t.name: input_sql(conn, source, t, stored, specs[(source.key, t.name)])
                                             for t in source.tables})
-    commit_state(conn, names, [*frames, RAW_IDENTIFIERS], fingerprint)
+    record_input_dates(conn, names, current_input_dates(conn, source, stored, dates), target=names.candidate(INPUT_DATES))
+    commit_state(conn, names, [*frames, RAW_IDENTIFIERS, INPUT_DATES], fingerprint)
     return True
+
+
+def current_input_dates(conn: duckdb.DuckDBPyConnection, source: SourceSpec, stored: Mapping[str, StoredTable],
+                        known: Mapping[str, dict[str, str] | None] | None = None) -> dict[str, dict[str, str] | None]:
+    """`input_dates` of every input table of `source`, those in `known` (found earlier this run) not again."""
+    known = known or {}
+    return {t.name: known[t.name] if t.name in known else input_dates(conn, source, stored[t.name])[1]
+            for t in source.tables}
 
 
 # --- one dataset, by row -------------------------------------------------------------------------
@@ -533,27 +661,42 @@ class ByRowRun:
     risks: dict[str, RiskResult] = field(default_factory=dict)
     derived: dict[str, pl.DataFrame] = field(default_factory=dict)  # the re-derived rows, released columns
     changes: dict[str, TableChange] = field(default_factory=dict)  # what changes in each stored table
+    # records whose input was hashed and compared (None: every record, `touched_ids_sql` could not say)
+    compared: dict[str, int | None] = field(default_factory=dict)
     new_identifiers: int = 0
 
 
 def deidentify_by_row(conn: duckdb.DuckDBPyConnection, names: Names, source: SourceSpec,
                       stored: Mapping[str, StoredTable], risk_rules: Mapping[str, RiskRule], *,
-                      key: bytes | None = None, cache=None) -> ByRowRun:
+                      key: bytes | None = None, cache=None,
+                      dates: Mapping[str, dict[str, str] | None] | None = None) -> ByRowRun:
     """Inside the caller's transaction on `conn`: the state of every table of `source` updated in place
     (kept rows stay, new or changed records re-derived, vanished ones dropped), PII-scanned, with
     foreign keys and risk measured on the whole table. The caller commits when every gate passed
-    and rolls back otherwise, so a refused row never becomes a kept one."""
+    and rolls back otherwise, so a refused row never becomes a kept one. Only the records an extract
+    date or linkage can have changed since the state was made are hashed and compared
+    (`touched_ids_sql`); `dates`: the inputs' `input_dates` the caller found already, by table."""
     specs = {t.name: release_tables()[(source.key, t.name)] for t in source.tables}
     run = ByRowRun(names)
-    inputs = {t.name: input_sql(conn, source, t, stored, specs[t.name]) for t in source.tables}
-    rows, derived = {}, {}
+    recorded, now = recorded_input_dates(conn, names), current_input_dates(conn, source, stored, dates)
+    rows, derived, touched = {}, {}, set()
     for table in source.tables:
-        hash_inputs(conn, names, table, inputs[table.name])
-        mark_stale(conn, names, table.name)
+        compared = None  # every record's input hashed and compared, unless the change says which can differ
+        if (sql := touched_ids_sql(conn, names, source, table, stored, specs[table.name], recorded, now, touched)) is not None:
+            conn.execute(f"create or replace table {names.touched(table.name)} as {sql}")
+            compared = f"select {STAGED_ID} from {names.touched(table.name)}"
+            touched.add(table.name)
+        hash_inputs(conn, names, table, input_sql(conn, source, table, stored, specs[table.name], only=compared))
+        mark_stale(conn, names, table.name, compared)
         run.counts[table.name] = row_counts(conn, names, table.name)
+        run.compared[table.name] = None if compared is None else conn.execute(
+            f"select count(*) from {names.current(table.name)}").fetchall()[0][0]
         rows[table.name] = changed_input_rows(conn, names, source, table, stored, specs[table.name])
     update_identifiers(conn, names, source, rows)
+    record_input_dates(conn, names, now)
     with cache.batched() if cache is not None else nullcontext():
+        if cache is not None:
+            cache.prefetch(hashed_values(rows, specs))
         for table in source.tables:
             derived[table.name] = derive_rows(rows[table.name], table, source, specs[table.name], key, cache)
     values = set().union(*(text_values(derived[t].select(specs[t].column_names), specs[t]) for t in derived))

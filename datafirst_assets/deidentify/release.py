@@ -22,6 +22,7 @@ from datafirst_assets.deidentify.pii_gate import Finding, RawIdentifiers, raw_id
 from datafirst_assets.deidentify.release_spec import CASE_LOOKUP, release_tables
 from datafirst_assets.deidentify.schemas import orphan_counts
 from datafirst_assets.deidentify.transform import deidentify_table, release_case_lookup, release_xjs_lookup
+from datafirst_assets.linkage.xjs import LEVELS, PERSON
 from datafirst_assets.common.partitions import latest_versions
 from datafirst_assets.raw.delivery import PARTITION_COLUMN
 from datafirst_assets.sources.registry import SOURCES
@@ -83,24 +84,41 @@ def _release_tables(source: SourceSpec, latest: Mapping[str, pl.DataFrame], spec
         release.tables[table.name] = released
 
 
+LINKING_ID_COLUMNS = ("record_id", "case_id", "defendant_case_id", "defendant_on_case_id", "case_number")
+
+
+def linking_raw_ids(*frames: pl.DataFrame) -> RawIdentifiers:
+    """The raw ids of the lookups (every value of 5 characters or more of their id columns) as the PII
+    gate compares released values with them: one polars Series (`RawIdentifiers.series_only`), not a
+    Python set of every record id (a million values at 300,000 people, a second of the step)."""
+    values = [frame[column].cast(pl.String).drop_nulls() for column in LINKING_ID_COLUMNS for frame in frames
+              if column in frame.columns]
+    ids = pl.concat(values).unique() if values else pl.Series("system_id", [], dtype=pl.String)
+    ids = ids.filter(ids.str.len_chars() >= 5).alias("system_id")
+    return RawIdentifiers(column_names=set(LINKING_ID_COLUMNS), _series={"system_id": (ids.len(), ids)},
+                          series_only=True)
+
+
 def deidentify_linking(xjs_lookup: pl.DataFrame, case_lookup: pl.DataFrame,
                        released_persons: Mapping[str, pl.DataFrame] | None = None, *,
-                       key: bytes | None = None) -> DatasetRelease:
-    """The two linking tables; `released_persons` (dataset -> released person table) checks they join."""
+                       key: bytes | None = None, cache=None) -> DatasetRelease:
+    """The two linking tables; `released_persons` (dataset -> released person table) checks they join.
+    `cache`: a `KeyedHashCache` (the case ids were hashed, in the same namespaces, by their datasets)."""
     release = DatasetRelease()
     release.tables = {"xjs_lookup": release_xjs_lookup(xjs_lookup),
-                      "case_lookup": release_case_lookup(case_lookup, key=key)}
-    raw_ids = set()
-    for column in ("record_id", "case_id", "defendant_case_id", "defendant_on_case_id", "case_number"):
-        for frame in (xjs_lookup, case_lookup):
-            if column in frame.columns:
-                raw_ids |= {v for v in frame[column].cast(pl.String).drop_nulls().unique().to_list() if len(v) >= 5}
-    known = RawIdentifiers(system_ids=raw_ids, column_names={"record_id", "case_id", "defendant_case_id",
-                                                              "defendant_on_case_id", "case_number"})
+                      "case_lookup": release_case_lookup(case_lookup, key=key, cache=cache)}
+    known = linking_raw_ids(xjs_lookup, case_lookup)
     release.findings = {name: scan_table(f"linking.{name}", frame, known) for name, frame in release.tables.items()}
     if released_persons:
         release.orphans = linking_orphans(release.tables, released_persons)
     return release
+
+
+def lookup_columns() -> tuple[str, ...]:
+    """The columns of the cross-justice lookup `deidentify_linking` reads: those `release_xjs_lookup`
+    releases from and the record id the PII gate compares with (not the record's keyed hash, the
+    widest column, which nothing here reads)."""
+    return ("source_dataset", "record_id", PERSON, *(f"person_id_{level}" for level in LEVELS))
 
 
 def linking_join_columns(dataset: str) -> tuple[str, ...]:

@@ -91,5 +91,5 @@ def release_xjs_lookup(lookup: pl.DataFrame) -> pl.DataFrame:
     return persons.select(XJS_LOOKUP.column_names).cast(XJS_LOOKUP.schema())
 
 
-def release_case_lookup(case_lookup: pl.DataFrame, *, key: bytes | None = None) -> pl.DataFrame:
-    return deidentify_table(case_lookup, CASE_LOOKUP, key=key).sort("defendant_on_case_id_hash")
+def release_case_lookup(case_lookup: pl.DataFrame, *, key: bytes | None = None, cache=None) -> pl.DataFrame:
+    return deidentify_table(case_lookup, CASE_LOOKUP, key=key, cache=cache).sort("defendant_on_case_id_hash")
