@@ -51,3 +51,56 @@ def test_mapped_and_computed_on_use(stored):
     calls = []
     computed = ComputedOnUse("ab", lambda key: calls.append(key) or key.upper(), keep=1)
     assert [computed[k] for k in "aab"] == ["A", "A", "B"] and calls == ["a", "b"]
+
+
+def _ipc_checksum(frame: pl.DataFrame) -> str:
+    from datafirst_assets.release.publish import _content_sha256
+
+    return _content_sha256(frame)
+
+
+def test_sort_rows_is_the_text_sort_whatever_the_keys_hold():
+    """The fast path (keyed hashes sorted by their first 16 hex characters as a number) gives exactly
+    the frame, and the Arrow bytes the release checksums, that sorting by the text gives; keys it
+    cannot order so (nulls, upper case, short values, shared prefixes) are sorted by the text."""
+    import random
+
+    from datafirst_assets.warehouse.lazy_tables import sort_rows
+
+    rng = random.Random(7)
+    hashes = ["".join(rng.choice("0123456789abcdef") for _ in range(64)) for _ in range(3000)]
+    payload = {"n": [rng.choice([None, 1.5, 2.0]) for _ in hashes], "t": [rng.choice([None, "a", "bb"]) for _ in hashes]}
+    shared = [hashes[0][:16] + h[16:] for h in hashes[1:4]]  # three keys sharing a prefix with the first
+    cases = {
+        "hashes": hashes,
+        "shared prefix": hashes[:-3] + shared,
+        "upper case": hashes[:-1] + [hashes[-1].upper()],
+        "short": hashes[:-1] + ["0123"],
+        "null": hashes[:-1] + [None],
+        "signed": hashes[:-1] + ["+" + hashes[-1][1:]],  # a value to_integer reads but the text sorts apart
+    }
+    for name, keys in cases.items():
+        frame = pl.DataFrame({"k": keys, **payload}, schema={"k": pl.String, "n": pl.Float64, "t": pl.String})
+        expected = frame.sort(["k"], nulls_last=True)
+        got = sort_rows(frame, ["k"])
+        assert got.equals(expected), name
+        assert got.columns == frame.columns, name
+        assert _ipc_checksum(got) == _ipc_checksum(expected), name
+    # several columns, or not text: sorted as before
+    frame = pl.DataFrame({"k": hashes, **payload})
+    assert sort_rows(frame, ["n", "k"]).equals(frame.sort(["n", "k"], nulls_last=True))
+
+
+def test_sort_rows_takes_the_fast_path_for_keyed_hashes(monkeypatch):
+    """Keyed hashes are not sorted by their text (the cost this saves); the others are."""
+    from datafirst_assets.warehouse import lazy_tables
+
+    sorted_by = []
+    original = pl.DataFrame.sort
+    monkeypatch.setattr(pl.DataFrame, "sort", lambda self, by, *a, **k: sorted_by.append(by) or original(self, by, *a, **k))
+    hashes = [f"{i * 7919:016x}" * 4 for i in range(50, 0, -1)]  # distinct prefixes
+    lazy_tables.sort_rows(pl.DataFrame({"k": hashes}), ["k"])
+    assert sorted_by == ["__sort_rows_key"]
+    sorted_by.clear()
+    lazy_tables.sort_rows(pl.DataFrame({"k": hashes[:-1] + [None]}), ["k"])
+    assert sorted_by == [["k"]]

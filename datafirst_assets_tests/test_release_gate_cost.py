@@ -311,7 +311,7 @@ def _dates_of_birth_of_every_staged_row(database, spec, frame: pl.DataFrame) -> 
 
 
 def test_each_released_rows_date_of_birth_is_its_last_staged_rows_whether_its_id_was_hashed_before_or_not(tmp_path):
-    from datafirst_assets.defs.release import _dates_of_birth, _dob_column
+    from datafirst_assets.defs.release import _dates_of_birth, _dob_column, _rows_dates_of_birth
     from datafirst_assets.defs.resources import Warehouse
 
     _release_warehouse(tmp_path)
@@ -330,8 +330,13 @@ def test_each_released_rows_date_of_birth_is_its_last_staged_rows_whether_its_id
     expected = _dates_of_birth_of_every_staged_row(database, spec, frame)
     assert expected.null_count() < expected.len() and expected.n_unique() > 2
     # ids never hashed before (hashed here, and stored), then ids found among the stored pseudonyms
-    for _ in range(2):
-        assert _dates_of_birth(warehouse, spec, frame).to_list() == expected.to_list()
+    assert _dates_of_birth(warehouse, spec, frame).to_list() == expected.to_list()
+    assert _rows_dates_of_birth(warehouse, spec, frame).to_list() == expected.to_list()
+    # every id hashed, and no released date is its row's date of birth (counted in DuckDB): none to compare
+    assert not frame.join(pl.DataFrame({"defendant_case_id_hash": frame["defendant_case_id_hash"], "dob": expected}),
+                          on="defendant_case_id_hash").filter(pl.any_horizontal(
+                              pl.col(c) == pl.col("dob") for c, t in frame.schema.items() if t == pl.Date)).height
+    assert _dates_of_birth(warehouse, spec, frame) is None
 
 
 def test_a_tables_fingerprint_read_by_its_runs_contract_check_is_taken_by_that_runs_later_steps_only(tmp_path):
@@ -356,3 +361,32 @@ def test_a_tables_fingerprint_read_by_its_runs_contract_check_is_taken_by_that_r
     assert checked_fingerprints([table], "another-run") == {}
     assert checked_fingerprints([StoredTable(database, "linkage_magistrates", "scored_pairs", columns=("record_id_l",))],
                                 result.run_id) == {}
+
+
+def test_dates_of_birth_counted_in_duckdb_still_refuse_a_changed_row_that_shows_one(tmp_path, monkeypatch):
+    """Each released date is compared with its row's date of birth in DuckDB (no staged id's date of
+    birth brought into polars) while none equals one; a changed row showing its own date of birth is
+    still refused, with the scan's finding, and nothing is published."""
+    import datafirst_assets.defs.release as release_defs
+
+    _release_warehouse(tmp_path)
+    assert _publish(tmp_path).success  # every staged id hashed once (the pseudonym cache)
+    counted, count = [], release_defs._no_date_is_its_rows_birth_date
+    monkeypatch.setattr(release_defs, "_no_date_is_its_rows_birth_date",
+                        lambda *args: counted.append(count(*args)) or counted[-1])
+    database = tmp_path / "warehouse.duckdb"
+    with warehouse_cursor(database) as conn:
+        conn.execute(f"update {FLATFILE} set court_code = 'B07' where estimated_defendant_id = 2")
+    assert _publish(tmp_path).success
+    assert counted == [True]  # the changed flatfile's dates: none is a date of birth, counted in DuckDB
+    releases = tmp_path / "releases"
+    release_id, folders = latest_file(releases, "deidentified").read_text().strip(), sorted(releases.iterdir())
+    with warehouse_cursor(database) as conn:  # the row's own date of birth (1990-06-15) as an event date
+        conn.execute(f"update {FLATFILE} set sentence_date = date '1990-06-15' where estimated_defendant_id = 1")
+    refused = _publish(tmp_path)
+    assert not refused.success
+    assert latest_file(releases, "deidentified").read_text().strip() == release_id
+    assert sorted(releases.iterdir()) == folders  # no new folder, no spill
+    message = _failure_message(refused)
+    assert counted == [True, False]
+    assert "magistrates.hocas_flatfile.sentence_date: date_of_birth in 2 row(s)" in message

@@ -9,6 +9,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 
 import os
 import shutil
+import uuid
 from collections.abc import Container, Mapping
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from dagster import (
     asset,
 )
 
+from datafirst_assets.common.sql import quote_identifier
 from datafirst_assets.reporting import file_url
 from datafirst_assets.catalogue.build import Catalogue, build_catalogue
 from datafirst_assets.catalogue.stored import load_catalogue, save_catalogue
@@ -223,7 +225,63 @@ def _dob_column(spec: ReleaseTable) -> str | None:
     return dob if spec.primary_key is not None else None
 
 
+def _date_columns(frame: pl.DataFrame) -> list[str]:
+    """The columns the PII scan compares with each row's date of birth (`pii_gate.scan_table`)."""
+    return [name for name, dtype in frame.schema.items() if dtype in (pl.Date, pl.Datetime)]
+
+
+def _staged_dates_of_birth_sql(spec: ReleaseTable, dob: str) -> str:
+    """Per staged id, the date of birth of its last staged row (in the table's order), with the id's
+    pseudonym as de-identification stored it (`deidentify.hash_cache`; null: never hashed)."""
+    key = spec.column(spec.primary_key)
+    return (f"select c.digest as {key.name}, s.id, s.dob from (select cast({key.staged} as varchar) as id, "
+            f"arg_max_null({dob}, rowid) as dob from staged_{spec.source}.{spec.name} "
+            f"where {key.staged} is not null group by 1) s left join {HASH_CACHE} c on c.value = s.id "
+            "and c.key_fingerprint = ? and c.namespace = ?")
+
+
+def _no_date_is_its_rows_birth_date(conn: duckdb.DuckDBPyConnection, spec: ReleaseTable, frame: pl.DataFrame,
+                                    dob: str, dates: list[str], cache: KeyedHashCache) -> bool:
+    """Whether no date of the released `frame` equals its row's date of birth, counted in DuckDB on the
+    frame's own key and dates (the scan's comparison: each date as a date against the date of birth of
+    the staged id whose pseudonym is the row's key, none for a key without one), without bringing
+    every staged id's date of birth into polars and joining it there (most of this step's date-of-birth
+    work). False, and the scan compares them itself, when any date equals one (its finding names a row)
+    or any staged id was never hashed (it is hashed in Python)."""
+    key = spec.column(spec.primary_key)
+    counts = ", ".join(f"count(*) filter (where cast(r.{quote_identifier(c)} as date) = k.dob)" for c in dates)
+    name = f"_released_{uuid.uuid4().hex[:8]}"
+    conn.register(name, frame.select(key.name, *dates).to_arrow())
+    try:
+        found = conn.execute(
+            f"with k as ({_staged_dates_of_birth_sql(spec, dob)}) select (select count(*) from k where "
+            f"{key.name} is null), {counts} from {name} r join k on k.{key.name} = r.{quote_identifier(key.name)}",
+            [cache.fingerprint, key.hash_namespace]).fetchall()[0]
+    finally:
+        conn.unregister(name)
+    return not any(found)
+
+
 def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:
+    """What the PII scan compares `frame`'s dates with: each row's date of birth
+    (`_rows_dates_of_birth`); None, and the scan compares no date, when the table has no date column or
+    DuckDB counted no date equal to its row's date of birth (`_no_date_is_its_rows_birth_date`): the
+    scan's findings are then those it gives comparing them."""
+    dob, dates = _dob_column(spec), _date_columns(frame)
+    if dob is None or not dates:
+        return None
+    # dates only (a timestamp's date depends on its time zone, which polars and DuckDB may read apart)
+    if all(frame.schema[c] == pl.Date for c in dates):
+        with warehouse.cursor() as conn:
+            try:
+                if _no_date_is_its_rows_birth_date(conn, spec, frame, dob, dates, KeyedHashCache(warehouse.database)):
+                    return None
+            except duckdb.CatalogException:  # never staged (partial graphs in tests): shapes and names still scanned
+                return None
+    return _rows_dates_of_birth(warehouse, spec, frame)
+
+
+def _rows_dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFrame) -> pl.Series | None:
     """Each released row's own date of birth (joined back through its keyed primary-key hash): per
     staged id, the date of birth of its last staged row (in the table's order), with the id's
     pseudonym as de-identification stored it (`deidentify.hash_cache`), both found in DuckDB; only
@@ -236,12 +294,8 @@ def _dates_of_birth(warehouse: Warehouse, spec: ReleaseTable, frame: pl.DataFram
     cache = KeyedHashCache(warehouse.database)
     with warehouse.cursor() as conn:
         try:
-            staged = pl.from_arrow(conn.sql(
-                f"select c.digest as {key.name}, s.id, s.dob from (select cast({key.staged} as varchar) as id, "
-                f"arg_max_null({dob}, rowid) as dob from staged_{spec.source}.{spec.name} "
-                f"where {key.staged} is not null group by 1) s left join {HASH_CACHE} c on c.value = s.id "
-                "and c.key_fingerprint = ? and c.namespace = ?",
-                params=[cache.fingerprint, key.hash_namespace]).to_arrow_table())
+            staged = pl.from_arrow(conn.sql(_staged_dates_of_birth_sql(spec, dob),
+                                            params=[cache.fingerprint, key.hash_namespace]).to_arrow_table())
         except duckdb.CatalogException:  # never staged (partial graphs in tests): shapes and names still scanned
             return None
     unseen = staged.filter(pl.col(key.name).is_null())

@@ -20,6 +20,31 @@ from datafirst_assets.warehouse.io_manager import StoredTable
 
 K = TypeVar("K", bound=Hashable)
 
+#: Lower-case hex digits: their byte order is their numeric order ("0" < "9" < "a" < "f").
+_HEX_PREFIX = r"^[0-9a-f]{16}$"
+
+
+def sort_rows(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """``frame.sort(by, nulls_last=True)``, the very same frame (rows, and the bytes Arrow gives for
+    them), sorted faster when ``by`` is one text column of keyed hashes (64 lower-case hex
+    characters, as the release's primary keys are): by the number its first 16 characters spell, a
+    machine integer, instead of by the text. When those prefixes are all lower-case hex and all
+    distinct, the text order of the whole values is decided within them and equals the numbers'
+    order; otherwise (a null, a shorter or other value, two values sharing a prefix) it sorts by the
+    text as before. Sorting the release's changed tables by their 64-character keys was a sixth of
+    an incremental release step at 300,000 people (2.6 of 16 CPU s; by the prefix: 0.9)."""
+    if len(by) == 1 and frame.schema.get(by[0]) == pl.String and frame.height > 1:
+        values = frame.get_column(by[0])
+        prefix = values.str.slice(0, 16)
+        if not values.null_count() and prefix.str.contains(_HEX_PREFIX).all():
+            number = prefix.str.to_integer(base=16, dtype=pl.UInt64)
+            if number.n_unique() == frame.height:
+                name = "__sort_rows_key"
+                while name in frame.columns:
+                    name += "_"
+                return frame.with_columns(number.alias(name)).sort(name).drop(name)
+    return frame.sort(by, nulls_last=True)
+
 
 class LoadedOnUse(Mapping[K, pl.DataFrame], Generic[K]):
     """``tables[key]`` reads that stored table (cached: the ``keep`` most recently used)."""
@@ -46,7 +71,7 @@ class LoadedOnUse(Mapping[K, pl.DataFrame], Generic[K]):
             return table
         frame = table.to_polars()
         if self._order_by is not None:
-            frame = frame.sort(self._order_by(key) or frame.columns, nulls_last=True)
+            frame = sort_rows(frame, self._order_by(key) or frame.columns)
         self.loads += 1
         self._cache[key] = frame
         while len(self._cache) > self._keep:
