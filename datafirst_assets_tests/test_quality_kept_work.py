@@ -39,7 +39,7 @@ def test_the_same_name_witness_counts_again_only_the_names_whose_records_changed
     assert reused.estimate_at(0.9) == fresh.estimate_at(0.9)
     # and what it keeps in turn serves the extract after
     again = assess(after_pairs, labels_file=None, records=after_records, previous=reused.kept)
-    assert again.kept.computed == {"support_pairs": 0, "same_name_groups": 0}
+    assert again.kept.computed == {"pair_facts": 0, "support_pairs": 0, "same_name_groups": 0}
     assert again.estimate_at(0.9) == fresh.estimate_at(0.9)
 
 

@@ -39,7 +39,8 @@ PARTS = ".quality_parts"
 META = "meta.json"
 #: KeptWork's frames, each in its own file
 KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.parquet",
-        "same_name_sums": "same_name_sums.parquet"}
+        "same_name_sums": "same_name_sums.parquet", "pair_facts": "pair_facts.parquet",
+        "record_content": "record_content.parquet"}
 
 
 def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame,
