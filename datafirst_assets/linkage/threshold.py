@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 
 from datafirst_assets.common.pairs import ordered_ids
-from datafirst_assets.linkage.disjoint_sets import roots_at_thresholds
+from datafirst_assets.linkage.disjoint_sets import component_minimum, roots_at_thresholds
 from datafirst_assets.linkage.guard import dates_compatible, different_people, guarded_components_at
 from datafirst_assets.linkage.metrics import LABEL, match_probability_to_weight, read_labels
 
@@ -791,17 +791,50 @@ SURE_LINK = 0.999
 CLOSURE_ROUNDS = 2
 
 
-def _near_certain_groups(links: pl.DataFrame) -> pl.DataFrame:
-    """``record_id`` -> ``group``: the records joined by links with ``expected_match`` >= ``SURE_LINK``
-    (each record in one group; a record with no such link is a group of its own)."""
-    ids = pl.concat([links["record_id_l"], links["record_id_r"]]).unique().sort()
-    index = pl.DataFrame({"record_id": ids, "i": pl.int_range(ids.len(), eager=True)})
-    sure = (links.filter(pl.col(EXPECTED) >= SURE_LINK)
-            .join(index.rename({"record_id": "record_id_l", "i": "l"}), on="record_id_l")
-            .join(index.rename({"record_id": "record_id_r", "i": "r"}), on="record_id_r"))
-    roots = components_at(ids.len(), sure["l"].to_numpy(), sure["r"].to_numpy(),
-                          sure[EXPECTED].to_numpy(), [SURE_LINK])[SURE_LINK]
-    return pl.DataFrame({"record_id": ids, "group": roots.astype(np.int64)})
+def _record_codes(ordered: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each pair's two records as integers 0..n-1 (one per distinct record id, in no particular
+    order) and n: the closure's joins on them instead of on the ids' text."""
+    ids = pl.concat([ordered["record_id_l"], ordered["record_id_r"]]).cast(pl.String)
+    codes = ids.cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    # the categories may be shared with other columns the process cast: made dense
+    present = np.zeros(int(codes.max()) + 1 if codes.size else 0, dtype=bool)
+    present[codes] = True
+    dense = np.cumsum(present) - 1
+    codes = dense[codes]
+    return codes[:ordered.height], codes[ordered.height:], int(present.sum())
+
+
+def _path_matches(ordered: pl.DataFrame, floor: float, rounds: int) -> pl.Series:
+    """Per row of ``ordered`` (ids ordered), its ``path_match`` (see :func:`transitive_closure`), null
+    where no path of links joins its records. The records joined by near-certain links form a group
+    (named by a record of it: which one does not change a path's product, each link's probability
+    being multiplied in with one other at a time); a record of no followed link is in no group."""
+    left, right, n = _record_codes(ordered)
+    q = ordered[EXPECTED].cast(pl.Float64).to_numpy()
+    followed = q >= floor
+    if not followed.any():
+        return pl.Series("path_match", [None] * ordered.height, dtype=pl.Float64)
+    grouped = np.zeros(n, dtype=bool)
+    grouped[left[followed]] = grouped[right[followed]] = True
+    sure = followed & (q >= SURE_LINK)
+    group = component_minimum(n, left[sure], right[sure])
+    a = np.minimum(group[left], group[right])
+    b = np.maximum(group[left], group[right])
+    link = followed & (a != b)
+    between = (pl.DataFrame({"a": a[link], "b": b[link], "path_match": q[link]})
+               .group_by("a", "b").agg(pl.col("path_match").max()))
+    for _ in range(rounds):
+        both = pl.concat([between, between.select(pl.col("b").alias("a"), pl.col("a").alias("b"), "path_match")])
+        longer = (both.join(both.rename({"a": "c", "path_match": "second"}), on="b")
+                  .filter(pl.col("a") < pl.col("c"))
+                  .select("a", pl.col("c").alias("b"),
+                          (pl.col("path_match") * pl.col("second")).alias("path_match"))
+                  .filter(pl.col("path_match") >= floor ** 4))
+        between = pl.concat([between, longer]).group_by("a", "b").agg(pl.col("path_match").max())
+    ends = pl.DataFrame({"a": a, "b": b, "both": grouped[left] & grouped[right]})
+    path = pl.when(~pl.col("both")).then(None).when(pl.col("a") == pl.col("b")).then(1.0).otherwise(pl.col("path_match"))
+    return (ends.join(between, on=["a", "b"], how="left", maintain_order="left")
+            .select(path.cast(pl.Float64).alias("path_match")).to_series())
 
 
 def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
@@ -820,45 +853,23 @@ def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
     (a path through them as certain), so that people with many records do not multiply the paths;
     between those groups, paths of up to 2 ** ``rounds`` links, products below ``floor`` ** 4 dropped."""
     ordered = ordered_ids(expected)
-    followed = ordered.filter(pl.col(EXPECTED) >= floor)
-    if followed.is_empty():
+    keys = ["record_id_l", "record_id_r"]
+    if ordered.is_empty():
         return pl.DataFrame(schema={"record_id_l": pl.String, "record_id_r": pl.String, "path_match": pl.Float64})
-    groups = _near_certain_groups(followed)
-    between = (_between_groups(followed, groups).filter(pl.col("a") != pl.col("b"))
-               .select("a", "b", pl.col(EXPECTED).cast(pl.Float64).alias("path_match"))
-               .group_by("a", "b").agg(pl.col("path_match").max()))
-    for _ in range(rounds):
-        both = pl.concat([between, between.select(pl.col("b").alias("a"), pl.col("a").alias("b"), "path_match")])
-        longer = (both.join(both.rename({"a": "c", "path_match": "second"}), on="b")
-                  .filter(pl.col("a") < pl.col("c"))
-                  .select("a", pl.col("c").alias("b"),
-                          (pl.col("path_match") * pl.col("second")).alias("path_match"))
-                  .filter(pl.col("path_match") >= floor ** 4))
-        between = pl.concat([between, longer]).group_by("a", "b").agg(pl.col("path_match").max())
-    same_group = pl.when(pl.col("a") == pl.col("b")).then(1.0).otherwise(pl.col("path_match"))
-    return (_between_groups(ordered.select("record_id_l", "record_id_r"), groups)
-            .join(between, on=["a", "b"], how="left").with_columns(same_group.alias("path_match"))
-            .filter(pl.col("path_match").is_not_null()).select("record_id_l", "record_id_r", "path_match")
-            .unique(["record_id_l", "record_id_r"]))
-
-
-def _between_groups(pairs: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
-    """``pairs`` with ``a`` and ``b``: their records' groups, smaller first (records in no group dropped)."""
-    grouped = (pairs.join(groups.rename({"record_id": "record_id_l", "group": "a"}), on="record_id_l")
-               .join(groups.rename({"record_id": "record_id_r", "group": "b"}), on="record_id_r"))
-    return grouped.with_columns(pl.min_horizontal("a", "b").alias("a"), pl.max_horizontal("a", "b").alias("b"))
+    return (ordered.select(keys).with_columns(_path_matches(ordered, floor, rounds))
+            .filter(pl.col("path_match").is_not_null()).unique(keys))
 
 
 def with_indirect_matches(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR) -> pl.DataFrame:
     """``expected`` with each pair's ``expected_match`` raised to its path probability
     (:func:`transitive_closure`) where that is higher: the model's own probabilities only (see
-    :func:`assess`). Pairs no path joins keep theirs."""
+    :func:`assess`). Pairs no path joins keep theirs. Computed row by row on the pairs' records as
+    integers (the closure joined on the ids' text, and its result was joined back to every pair)."""
     if expected.is_empty():
         return expected
-    keys = ["record_id_l", "record_id_r"]
-    raised = pl.max_horizontal(pl.col(EXPECTED), pl.col("path_match").fill_null(0.0))
-    return (ordered_ids(expected).join(transitive_closure(expected, floor), on=keys, how="left")
-            .with_columns(raised.alias(EXPECTED)).drop("path_match"))
+    ordered = ordered_ids(expected)
+    path = _path_matches(ordered, floor, CLOSURE_ROUNDS).fill_null(0.0)
+    return ordered.with_columns(pl.max_horizontal(pl.col(EXPECTED), path).alias(EXPECTED))
 
 
 # ---------------------------------------------------------------- matches blocking never compared
