@@ -382,15 +382,25 @@ def transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT
         return _support_flags(ordered, edges, strong_weight), ordered.height
     # as this function returned them (ids already ordered), weights compared at today's type
     previous = previous.select(SUPPORT_COLUMNS).with_columns(pl.col(WEIGHT).cast(ordered.schema[WEIGHT]))
-    before = _strong_edges(previous, strong_weight)
-    moved = pl.concat([edges.join(before, on=["x", "y"], how="anti"), before.join(edges, on=["x", "y"], how="anti")])
-    touched = moved.get_column("x").unique().implode()
-    rows = ordered.select(*keys, pl.col(WEIGHT))
-    kept = (rows.join(previous, on=[*keys, WEIGHT], how="inner", nulls_equal=True)
-            .filter(~pl.col("record_id_l").is_in(touched) & ~pl.col("record_id_r").is_in(touched)))
-    redo = rows.join(kept.select(keys), on=keys, how="anti")
-    flags = pl.concat([kept, _support_flags(redo, edges, strong_weight)], how="vertical_relaxed")
-    return ordered.join(flags.drop(WEIGHT), on=keys, how="left", maintain_order="left"), redo.height
+    # one join brings each pair's last weight and flags (no pair is listed twice on either side)
+    rows = (ordered.select(*keys, pl.col(WEIGHT)).with_row_index("_row")
+            .join(previous.rename({WEIGHT: "_before"}), on=keys, how="left"))
+    strong, was_strong = pl.col(WEIGHT) >= strong_weight, pl.col("_before") >= strong_weight
+    # the near-certain links that came or went: a pair's weight crossed the line, or a strong pair
+    # of the last assessment is gone
+    moved = pl.concat([rows.filter(strong.fill_null(False) != was_strong.fill_null(False)).select(keys),
+                       previous.filter(pl.col(WEIGHT) >= strong_weight).select(keys)
+                       .join(ordered.select(keys), on=keys, how="anti")])
+    touched = pl.concat([moved["record_id_l"], moved["record_id_r"]]).unique().implode()
+    same_weight = (pl.col(WEIGHT) == pl.col("_before")) | (pl.col(WEIGHT).is_null() & pl.col("_before").is_null()
+                                                          & pl.col("supported").is_not_null())
+    keep = same_weight.fill_null(False) & ~pl.col("record_id_l").is_in(touched) & ~pl.col("record_id_r").is_in(touched)
+    rows = rows.with_columns(keep.alias("_kept"))
+    redo = rows.filter(~pl.col("_kept")).select("_row", *keys, WEIGHT)
+    flags = pl.concat([rows.filter(pl.col("_kept")).select("_row", "supported", "checkable"),
+                       _support_flags(redo, edges, strong_weight).select("_row", "supported", "checkable")],
+                      how="vertical_relaxed").sort("_row")
+    return ordered.with_columns(flags.select("supported", "checkable")), redo.height
 
 
 def with_transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT) -> pl.DataFrame:
