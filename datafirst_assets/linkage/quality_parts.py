@@ -14,8 +14,11 @@ refresh assesses every dataset.
 A dataset that did change is assessed again over all its pairs (its estimates are fits over the
 whole dataset: the transitivity curve, the witness's pattern rates, capture-recapture, B-cubed
 means), but its local parts are kept too (`threshold.KeptWork`): the transitivity check's per-pair flags,
-recomputed only around the pairs that changed (`threshold.transitive_support`), and the same-name
-witness's counts per name, recounted only for names whose records changed. They are kept whatever
+recomputed only around the pairs that changed (`threshold.transitive_support`), the same-name
+witness's counts per name, recounted only for names whose records changed, and each pair's own facts
+(the guard's rules, the witness's agreement pattern: `threshold.pair_facts`) with the content hash of
+the records they were read from, computed again only for pairs that are new or have a record that
+came, went or changed. They are kept whatever
 the fingerprint: each is compared pair by pair or record by record with what it was made from, so
 a stale file only means more is recomputed.
 
@@ -39,7 +42,8 @@ PARTS = ".quality_parts"
 META = "meta.json"
 #: KeptWork's frames, each in its own file
 KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.parquet",
-        "same_name_sums": "same_name_sums.parquet"}
+        "same_name_sums": "same_name_sums.parquet", "pair_facts": "pair_facts.parquet",
+        "record_content": "record_content.parquet"}
 
 
 def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame,

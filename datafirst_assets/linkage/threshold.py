@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 
 from datafirst_assets.common.pairs import ordered_ids
-from datafirst_assets.linkage.disjoint_sets import roots_at_thresholds
+from datafirst_assets.linkage.disjoint_sets import component_minimum, roots_at_thresholds
 from datafirst_assets.linkage.guard import dates_compatible, different_people, guarded_components_at
 from datafirst_assets.linkage.metrics import LABEL, match_probability_to_weight, read_labels
 
@@ -313,6 +313,8 @@ class KeptWork:
     support: pl.DataFrame | None = None  # the transitivity check's flags per pair (SUPPORT_COLUMNS)
     same_name_records: pl.DataFrame | None = None  # dated named records and their content (SAME_NAME_RECORDS)
     same_name_sums: pl.DataFrame | None = None  # same-name witness counts per name and pattern (SAME_NAME_SUMS)
+    pair_facts: pl.DataFrame | None = None  # each scored pair's guard rules and agreement pattern (PAIR_FACTS)
+    record_content: pl.DataFrame | None = None  # every record's content hash, as the facts read it (RECORD_CONTENT)
     computed: dict[str, int] = field(default_factory=dict)
 
 
@@ -380,15 +382,25 @@ def transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT
         return _support_flags(ordered, edges, strong_weight), ordered.height
     # as this function returned them (ids already ordered), weights compared at today's type
     previous = previous.select(SUPPORT_COLUMNS).with_columns(pl.col(WEIGHT).cast(ordered.schema[WEIGHT]))
-    before = _strong_edges(previous, strong_weight)
-    moved = pl.concat([edges.join(before, on=["x", "y"], how="anti"), before.join(edges, on=["x", "y"], how="anti")])
-    touched = moved.get_column("x").unique().implode()
-    rows = ordered.select(*keys, pl.col(WEIGHT))
-    kept = (rows.join(previous, on=[*keys, WEIGHT], how="inner", nulls_equal=True)
-            .filter(~pl.col("record_id_l").is_in(touched) & ~pl.col("record_id_r").is_in(touched)))
-    redo = rows.join(kept.select(keys), on=keys, how="anti")
-    flags = pl.concat([kept, _support_flags(redo, edges, strong_weight)], how="vertical_relaxed")
-    return ordered.join(flags.drop(WEIGHT), on=keys, how="left", maintain_order="left"), redo.height
+    # one join brings each pair's last weight and flags (no pair is listed twice on either side)
+    rows = (ordered.select(*keys, pl.col(WEIGHT)).with_row_index("_row")
+            .join(previous.rename({WEIGHT: "_before"}), on=keys, how="left"))
+    strong, was_strong = pl.col(WEIGHT) >= strong_weight, pl.col("_before") >= strong_weight
+    # the near-certain links that came or went: a pair's weight crossed the line, or a strong pair
+    # of the last assessment is gone
+    moved = pl.concat([rows.filter(strong.fill_null(False) != was_strong.fill_null(False)).select(keys),
+                       previous.filter(pl.col(WEIGHT) >= strong_weight).select(keys)
+                       .join(ordered.select(keys), on=keys, how="anti")])
+    touched = pl.concat([moved["record_id_l"], moved["record_id_r"]]).unique().implode()
+    same_weight = (pl.col(WEIGHT) == pl.col("_before")) | (pl.col(WEIGHT).is_null() & pl.col("_before").is_null()
+                                                          & pl.col("supported").is_not_null())
+    keep = same_weight.fill_null(False) & ~pl.col("record_id_l").is_in(touched) & ~pl.col("record_id_r").is_in(touched)
+    rows = rows.with_columns(keep.alias("_kept"))
+    redo = rows.filter(~pl.col("_kept")).select("_row", *keys, WEIGHT)
+    flags = pl.concat([rows.filter(pl.col("_kept")).select("_row", "supported", "checkable"),
+                       _support_flags(redo, edges, strong_weight).select("_row", "supported", "checkable")],
+                      how="vertical_relaxed").sort("_row")
+    return ordered.with_columns(flags.select("supported", "checkable")), redo.height
 
 
 def with_transitive_support(pairs: pl.DataFrame, strong_weight: float = STRONG_WEIGHT) -> pl.DataFrame:
@@ -484,7 +496,8 @@ WITNESS_TOLERANCE = 0.005
 
 
 def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None, previous: KeptWork | None = None,
-                 keep: KeptWork | None = None) -> pl.DataFrame | None:
+                 keep: KeptWork | None = None, facts: pl.DataFrame | None = None,
+                 content: pl.DataFrame | None = None) -> pl.DataFrame | None:
     """``record_id_l``, ``record_id_r``, ``witness_odds`` for the scored pairs missing a date of birth
     on either side: the factor their match odds are multiplied by so that, within each agreement
     pattern of the other fields (:data:`WITNESS_PATTERN_FIELDS`: each agrees, differs or is missing),
@@ -510,22 +523,24 @@ def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None, previous: Ke
     witness's disagreements), where pairs whose dates disagree scored lower and some were not
     stored, so the share overstates the matches: there it only lowers. None without dates of birth
     or pattern fields. ``previous``: what an earlier assessment kept (the same-name counts of names
-    whose records did not change are taken from it); ``keep``: filled with what this one keeps."""
-    fields = [c for c in WITNESS_PATTERN_FIELDS if records is not None and c in records.columns]
+    whose records did not change are taken from it); ``keep``: filled with what this one keeps.
+    ``facts``, ``content``: :func:`pair_facts` of ``pairs`` (row by row) and the records' content
+    (:func:`_record_content`) it read (computed here when not given)."""
+    fields = _pattern_fields(records)
     if records is None or WITNESS_FIELD not in records.columns or not fields or pairs.is_empty():
         return None
-    rec = records.select(pl.col("record_id").cast(pl.String), *[pl.col(c).cast(pl.String) for c in fields],
-                         pl.col(WITNESS_FIELD).cast(pl.Date))
+    rec = _witness_records(records, fields)
+    others = records.drop(WITNESS_FIELD)
+    content = content if content is not None else _record_content(records)
+    facts = facts if facts is not None else pair_facts(pairs, records, content)
+    scored = (ordered_ids(pairs.select("record_id_l", "record_id_r", pl.col(PROBABILITY).cast(pl.Float64)))
+              .with_columns(facts.select("different_but_dates", "pattern", "witness")))
     # pairs the guard splits for a reason other than their dates (two parties of one case: a parent
     # and a child) are gone whether or not dates are recorded: they witness nothing
-    others = records.drop(WITNESS_FIELD)
-    scored = ordered_ids(pairs.select("record_id_l", "record_id_r", pl.col(PROBABILITY).cast(pl.Float64)))
-    # the guard's mask is computed on the frame it filters (`unique` may reorder rows)
-    scored = scored.unique(["record_id_l", "record_id_r"], maintain_order=True)
-    scored = scored.filter(~different_people(scored, others))
-    patterns = _agreement_patterns(_sides(scored, rec), fields)
+    patterns = (scored.unique(["record_id_l", "record_id_r"], maintain_order=True)
+                .filter(~pl.col("different_but_dates")).drop("different_but_dates"))
     rates = _witness_rates(patterns).with_columns(pl.lit(False).alias("two_sided"))
-    same_name = _same_name_witnesses(rec, others, fields, _record_content(records), previous, keep)
+    same_name = _same_name_witnesses(rec, others, fields, content, previous, keep)
     if same_name is not None:
         rates = pl.concat([rates.filter(~pl.col("pattern").is_in(same_name["pattern"].implode())),
                            same_name.with_columns(pl.lit(True).alias("two_sided"))])
@@ -537,11 +552,80 @@ def witness_odds(pairs: pl.DataFrame, records: pl.DataFrame | None, previous: Ke
     if undated.is_empty():
         return None
     index = targets.filter(pl.col("pattern").is_in(undated["pattern"].unique().implode())).with_row_index("group")
-    undated = undated.join(index.select("pattern", "group"), on="pattern")
+    # in one order whatever order the pairs came in (the factors' means are float sums): runs on the
+    # same pairs gave factors differing in the last bits
+    undated = undated.join(index.select("pattern", "group"), on="pattern").sort("group", PROBABILITY)
     group = undated["group"].to_numpy().astype(np.int64)
     factor = _odds_factors(undated[PROBABILITY].to_numpy(), group, index["target"].to_numpy(),
                            index["two_sided"].to_numpy())
     return undated.select("record_id_l", "record_id_r").with_columns(pl.Series("witness_odds", factor[group]))
+
+
+def _pattern_fields(records: pl.DataFrame | None) -> list[str]:
+    """The witness's pattern fields ``records`` has."""
+    return [c for c in WITNESS_PATTERN_FIELDS if records is not None and c in records.columns]
+
+
+def _witness_records(records: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
+    """The record id, pattern ``fields`` (as text) and date of birth (as a date) the witness reads."""
+    return records.select(pl.col("record_id").cast(pl.String), *[pl.col(c).cast(pl.String) for c in fields],
+                          pl.col(WITNESS_FIELD).cast(pl.Date))
+
+
+#: What each scored pair's facts are (:func:`pair_facts`): whether the guard's rules say its records are
+#: two people (``different``: every rule; ``different_but_dates``: the rules other than the dates of
+#: birth) and its agreement ``pattern`` and ``witness`` (:func:`_agreement_patterns`; null without
+#: dates of birth or pattern fields), by its ids (ordered). Kept for the next assessment with the
+#: records' content they were read from (``RECORD_CONTENT``, :func:`_record_content`).
+PAIR_FACTS = ("record_id_l", "record_id_r", "different", "different_but_dates", "pattern", "witness")
+RECORD_CONTENT = ("record_id", "content")
+
+
+def _facts_of(rows: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` (``_row`` and ordered ids) with their facts (``PAIR_FACTS``) read from ``records``."""
+    keys = ["record_id_l", "record_id_r"]
+    pairs = rows.select(keys)
+    others = records.drop(WITNESS_FIELD) if WITNESS_FIELD in records.columns else records
+    out = rows.select("_row", *keys).with_columns(different_people(pairs, records).alias("different"),
+                                                  different_people(pairs, others).alias("different_but_dates"))
+    fields = _pattern_fields(records)
+    if not fields or WITNESS_FIELD not in records.columns or out.is_empty():
+        return out.with_columns(pl.lit(None, pl.String).alias("pattern"), pl.lit(None, pl.String).alias("witness"))
+    patterns = _agreement_patterns(_sides(out.select("_row", *keys), _witness_records(records, fields)), fields)
+    return out.join(patterns.select("_row", "pattern", "witness"), on="_row", how="left")
+
+
+def pair_facts(pairs: pl.DataFrame, records: pl.DataFrame, content: pl.DataFrame,
+               previous: KeptWork | None = None, keep: KeptWork | None = None) -> pl.DataFrame:
+    """Per row of ``pairs``, in its order: the pair's ids (ordered) and the facts its two records give
+    (``PAIR_FACTS``): read by the guard's filter (:func:`without_different_people`) and the witness
+    (:func:`witness_odds`) from ``records``, whose ``content`` (:func:`_record_content`) tells which changed.
+
+    They read only the pair's own two records, so with ``previous`` (what an earlier assessment kept)
+    only the pairs that are new, or have a record that came, went or changed content, are computed:
+    joining every pair to its two records for each of the guard's rules and the witness's fields was
+    most of the no-label assessment's per-pair work, redone over every pair on every run. ``keep``:
+    filled with what this one keeps, and ``computed["pair_facts"]``: how many pairs it computed."""
+    keys = ["record_id_l", "record_id_r"]
+    ordered = ordered_ids(pairs.select(keys)).with_row_index("_row")
+    kept = None
+    if previous is not None and previous.pair_facts is not None and previous.record_content is not None:
+        before = previous.record_content.select(RECORD_CONTENT)
+        changed = pl.concat([content.join(before, on=list(RECORD_CONTENT), how="anti"),
+                             before.join(content, on=list(RECORD_CONTENT), how="anti")]
+                            ).get_column("record_id").unique().implode()
+        kept = (ordered.join(previous.pair_facts.select(PAIR_FACTS), on=keys, how="inner")
+                .filter(~pl.col("record_id_l").is_in(changed) & ~pl.col("record_id_r").is_in(changed))
+                .unique("_row", keep="any")  # a pair listed twice last time: its facts are one pair's
+                .select("_row", *PAIR_FACTS))
+    todo = ordered if kept is None else ordered.join(kept.select("_row"), on="_row", how="anti")
+    computed = _facts_of(todo, records)
+    facts = computed if kept is None else pl.concat([kept, computed.select(kept.columns)], how="vertical_relaxed")
+    facts = facts.sort("_row").drop("_row")
+    if keep is not None:
+        keep.pair_facts, keep.record_content = facts, content.select(RECORD_CONTENT)
+        keep.computed["pair_facts"] = todo.height
+    return facts
 
 
 def _sides(pairs: pl.DataFrame, rec: pl.DataFrame) -> pl.DataFrame:
@@ -555,7 +639,7 @@ def _agreement_patterns(sides: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     dates of birth: e = one person's, as the guard reads them; d = not; n = missing)."""
     missing = lambda c: pl.col(f"{c}_l").is_null() | pl.col(f"{c}_r").is_null()  # noqa: E731
     level = lambda c, same: pl.when(missing(c)).then(pl.lit("n")).when(same).then(pl.lit("e")).otherwise(pl.lit("d"))  # noqa: E731
-    keep = [c for c in ("record_id_l", "record_id_r", PROBABILITY) if c in sides.columns]
+    keep = [c for c in ("_row", "record_id_l", "record_id_r", PROBABILITY) if c in sides.columns]
     return sides.select(*keep, pl.concat_str([level(c, pl.col(f"{c}_l") == pl.col(f"{c}_r")) for c in fields])
                         .alias("pattern"),
                         level(WITNESS_FIELD, dates_compatible(f"{WITNESS_FIELD}_l", f"{WITNESS_FIELD}_r"))
@@ -717,17 +801,50 @@ SURE_LINK = 0.999
 CLOSURE_ROUNDS = 2
 
 
-def _near_certain_groups(links: pl.DataFrame) -> pl.DataFrame:
-    """``record_id`` -> ``group``: the records joined by links with ``expected_match`` >= ``SURE_LINK``
-    (each record in one group; a record with no such link is a group of its own)."""
-    ids = pl.concat([links["record_id_l"], links["record_id_r"]]).unique().sort()
-    index = pl.DataFrame({"record_id": ids, "i": pl.int_range(ids.len(), eager=True)})
-    sure = (links.filter(pl.col(EXPECTED) >= SURE_LINK)
-            .join(index.rename({"record_id": "record_id_l", "i": "l"}), on="record_id_l")
-            .join(index.rename({"record_id": "record_id_r", "i": "r"}), on="record_id_r"))
-    roots = components_at(ids.len(), sure["l"].to_numpy(), sure["r"].to_numpy(),
-                          sure[EXPECTED].to_numpy(), [SURE_LINK])[SURE_LINK]
-    return pl.DataFrame({"record_id": ids, "group": roots.astype(np.int64)})
+def _record_codes(ordered: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each pair's two records as integers 0..n-1 (one per distinct record id, in no particular
+    order) and n: the closure's joins on them instead of on the ids' text."""
+    ids = pl.concat([ordered["record_id_l"], ordered["record_id_r"]]).cast(pl.String)
+    codes = ids.cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    # the categories may be shared with other columns the process cast: made dense
+    present = np.zeros(int(codes.max()) + 1 if codes.size else 0, dtype=bool)
+    present[codes] = True
+    dense = np.cumsum(present) - 1
+    codes = dense[codes]
+    return codes[:ordered.height], codes[ordered.height:], int(present.sum())
+
+
+def _path_matches(ordered: pl.DataFrame, floor: float, rounds: int) -> pl.Series:
+    """Per row of ``ordered`` (ids ordered), its ``path_match`` (see :func:`transitive_closure`), null
+    where no path of links joins its records. The records joined by near-certain links form a group
+    (named by a record of it: which one does not change a path's product, each link's probability
+    being multiplied in with one other at a time); a record of no followed link is in no group."""
+    left, right, n = _record_codes(ordered)
+    q = ordered[EXPECTED].cast(pl.Float64).to_numpy()
+    followed = q >= floor
+    if not followed.any():
+        return pl.Series("path_match", [None] * ordered.height, dtype=pl.Float64)
+    grouped = np.zeros(n, dtype=bool)
+    grouped[left[followed]] = grouped[right[followed]] = True
+    sure = followed & (q >= SURE_LINK)
+    group = component_minimum(n, left[sure], right[sure])
+    a = np.minimum(group[left], group[right])
+    b = np.maximum(group[left], group[right])
+    link = followed & (a != b)
+    between = (pl.DataFrame({"a": a[link], "b": b[link], "path_match": q[link]})
+               .group_by("a", "b").agg(pl.col("path_match").max()))
+    for _ in range(rounds):
+        both = pl.concat([between, between.select(pl.col("b").alias("a"), pl.col("a").alias("b"), "path_match")])
+        longer = (both.join(both.rename({"a": "c", "path_match": "second"}), on="b")
+                  .filter(pl.col("a") < pl.col("c"))
+                  .select("a", pl.col("c").alias("b"),
+                          (pl.col("path_match") * pl.col("second")).alias("path_match"))
+                  .filter(pl.col("path_match") >= floor ** 4))
+        between = pl.concat([between, longer]).group_by("a", "b").agg(pl.col("path_match").max())
+    ends = pl.DataFrame({"a": a, "b": b, "both": grouped[left] & grouped[right]})
+    path = pl.when(~pl.col("both")).then(None).when(pl.col("a") == pl.col("b")).then(1.0).otherwise(pl.col("path_match"))
+    return (ends.join(between, on=["a", "b"], how="left", maintain_order="left")
+            .select(path.cast(pl.Float64).alias("path_match")).to_series())
 
 
 def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
@@ -746,45 +863,23 @@ def transitive_closure(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR,
     (a path through them as certain), so that people with many records do not multiply the paths;
     between those groups, paths of up to 2 ** ``rounds`` links, products below ``floor`` ** 4 dropped."""
     ordered = ordered_ids(expected)
-    followed = ordered.filter(pl.col(EXPECTED) >= floor)
-    if followed.is_empty():
+    keys = ["record_id_l", "record_id_r"]
+    if ordered.is_empty():
         return pl.DataFrame(schema={"record_id_l": pl.String, "record_id_r": pl.String, "path_match": pl.Float64})
-    groups = _near_certain_groups(followed)
-    between = (_between_groups(followed, groups).filter(pl.col("a") != pl.col("b"))
-               .select("a", "b", pl.col(EXPECTED).cast(pl.Float64).alias("path_match"))
-               .group_by("a", "b").agg(pl.col("path_match").max()))
-    for _ in range(rounds):
-        both = pl.concat([between, between.select(pl.col("b").alias("a"), pl.col("a").alias("b"), "path_match")])
-        longer = (both.join(both.rename({"a": "c", "path_match": "second"}), on="b")
-                  .filter(pl.col("a") < pl.col("c"))
-                  .select("a", pl.col("c").alias("b"),
-                          (pl.col("path_match") * pl.col("second")).alias("path_match"))
-                  .filter(pl.col("path_match") >= floor ** 4))
-        between = pl.concat([between, longer]).group_by("a", "b").agg(pl.col("path_match").max())
-    same_group = pl.when(pl.col("a") == pl.col("b")).then(1.0).otherwise(pl.col("path_match"))
-    return (_between_groups(ordered.select("record_id_l", "record_id_r"), groups)
-            .join(between, on=["a", "b"], how="left").with_columns(same_group.alias("path_match"))
-            .filter(pl.col("path_match").is_not_null()).select("record_id_l", "record_id_r", "path_match")
-            .unique(["record_id_l", "record_id_r"]))
-
-
-def _between_groups(pairs: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
-    """``pairs`` with ``a`` and ``b``: their records' groups, smaller first (records in no group dropped)."""
-    grouped = (pairs.join(groups.rename({"record_id": "record_id_l", "group": "a"}), on="record_id_l")
-               .join(groups.rename({"record_id": "record_id_r", "group": "b"}), on="record_id_r"))
-    return grouped.with_columns(pl.min_horizontal("a", "b").alias("a"), pl.max_horizontal("a", "b").alias("b"))
+    return (ordered.select(keys).with_columns(_path_matches(ordered, floor, rounds))
+            .filter(pl.col("path_match").is_not_null()).unique(keys))
 
 
 def with_indirect_matches(expected: pl.DataFrame, floor: float = CLOSURE_FLOOR) -> pl.DataFrame:
     """``expected`` with each pair's ``expected_match`` raised to its path probability
     (:func:`transitive_closure`) where that is higher: the model's own probabilities only (see
-    :func:`assess`). Pairs no path joins keep theirs."""
+    :func:`assess`). Pairs no path joins keep theirs. Computed row by row on the pairs' records as
+    integers (the closure joined on the ids' text, and its result was joined back to every pair)."""
     if expected.is_empty():
         return expected
-    keys = ["record_id_l", "record_id_r"]
-    raised = pl.max_horizontal(pl.col(EXPECTED), pl.col("path_match").fill_null(0.0))
-    return (ordered_ids(expected).join(transitive_closure(expected, floor), on=keys, how="left")
-            .with_columns(raised.alias(EXPECTED)).drop("path_match"))
+    ordered = ordered_ids(expected)
+    path = _path_matches(ordered, floor, CLOSURE_ROUNDS).fill_null(0.0)
+    return ordered.with_columns(pl.max_horizontal(pl.col(EXPECTED), path).alias(EXPECTED))
 
 
 # ---------------------------------------------------------------- matches blocking never compared
@@ -884,8 +979,10 @@ def missed_by_blocking(expected: pl.DataFrame, lists: pl.DataFrame | None) -> fl
     names = [c for c in lists.columns if c.startswith("by_")]
     q = ordered_ids(expected).select("record_id_l", "record_id_r", pl.col(EXPECTED)).join(
         ordered_ids(lists), on=["record_id_l", "record_id_r"], how="inner")
-    counts = {tuple(bool(x) for x in row[:-1]): float(row[-1] or 0.0)
-              for row in q.group_by(names).agg(pl.col(EXPECTED).sum()).rows() if any(row[:-1])}
+    # each cell's sum in one order, and the cells in one order, whatever order the pairs came in: the
+    # estimate varied in the last bits between runs on the same pairs
+    cells = q.group_by(names).agg(pl.col(EXPECTED).sort().sum()).sort(names)
+    counts = {tuple(bool(x) for x in row[:-1]): float(row[-1] or 0.0) for row in cells.rows() if any(row[:-1])}
     caught = sum(counts.values())
     if caught <= 0:
         return None
@@ -1139,14 +1236,18 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     assessment of the same dataset kept (``Assessment.kept``), reused where nothing under it changed."""
     if record_ids is None:
         record_ids = pl.concat([pairs["record_id_l"].cast(pl.String), pairs["record_id_r"].cast(pl.String)])
-    scored, pairs = pairs, without_different_people(pairs, records)
+    kept = KeptWork()
+    # each pair's facts from its own two records, kept from the last assessment where they did not change
+    content = _record_content(records) if records is not None and pairs.height else None
+    facts = pair_facts(pairs, records, content, previous, kept) if content is not None else None
+    scored = pairs
+    pairs = pairs.filter(~facts["different"]) if facts is not None else without_different_people(pairs, records)
     evidence = (read_label_evidence(pairs, labels_file, resamples=BOOTSTRAP_RESAMPLES if intervals else 0)
                 if pairs.height else LabelEvidence())
     calibration = evidence.calibration
     # without labels, the model's probabilities (after any transitivity recalibration) are raised
     # by the paths through other records; labels are not: they measured P(match | weight) over all
     # pairs, the ones such paths close included, and raising those would count them twice
-    kept = KeptWork()
     check = (transitivity_check(pairs, previous.support if previous is not None else None, fit_unless_used=False)
              if pairs.height and calibration is None else None)
     if check is not None:
@@ -1157,7 +1258,8 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     if calibration is None or calibration.method != "clerical_labels":
         # the witness first, so that the closure does not follow links it shows to be relatives; it
         # reads the guard's pairs too (`scored`): their dates are its disagreements
-        expected = with_indirect_matches(with_witness(expected, witness_odds(scored, records, previous, kept)))
+        odds = witness_odds(scored, records, previous, kept, facts=facts, content=content)
+        expected = with_indirect_matches(with_witness(expected, odds))
     missed = missed_by_blocking(expected, blocking) if pairs.height else None
     candidates = sorted(set(candidate_thresholds()) | set(also)) if pairs.height else []
     return Assessment(expected_bcubed_curve(expected, record_ids, candidates, records),
