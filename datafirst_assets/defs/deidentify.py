@@ -233,7 +233,7 @@ def _deidentify_by_row(context: AssetExecutionContext, source, stored: dict[str,
         compared = run.compared[table.name]
         mode = {"deidentify_mode": "by row: only new or changed records de-identified and scanned",
                 **counts.metadata(),
-                "records_compared": "every record" if compared is None else f"{compared:,} (of new dates or moved)"}
+                "records_compared": "every record" if compared is None else f"{compared:,} (of new dates, moved, or parties of touched cases)"}
         yield Output(_changed_rows(names, spec, run.changes[table.name], previous[deidentified_key(source.key, table.name)]),
                      output_name=table.name, metadata=_table_metadata(spec, rows, catalogue_html, risk, fingerprint, mode))
 
