@@ -133,3 +133,105 @@ def test_pooled_event_log_connections_sync_only_at_checkpoints_without_the_proce
                 assert connection.execute(text("pragma synchronous")).scalar() == 1  # NORMAL, not FULL (2)
     finally:
         relax_event_log_syncs()
+
+
+def test_pooled_event_log_reflects_the_asset_tables_columns_once(tmp_path, monkeypatch):
+    """Every read of asset records asks whether the asset table has its status-cache and index columns;
+    Dagster's storage reflected the table's columns each time: once found, a column is not looked up again."""
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+
+    from datafirst_assets.defs.event_log import ConsolidatedSqliteEventLogStorage
+
+    shutil.copy(CONFIG, tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        instance.report_runless_asset_event(AssetMaterialization("a"))
+        looked_up = []
+        real = ConsolidatedSqliteEventLogStorage.has_asset_key_col
+        monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "has_asset_key_col",
+                            lambda self, column: looked_up.append(column) or real(self, column))
+        for _ in range(3):
+            assert [r.asset_entry.asset_key for r in instance.get_asset_records([AssetKey("a")])] == [AssetKey("a")]
+        assert instance.event_log_storage.has_asset_key_col("last_materialization_timestamp")
+        assert not instance.event_log_storage.has_asset_key_col("no_such_column")
+        assert len(looked_up) == len(set(looked_up)) + looked_up.count("no_such_column") - 1
+
+
+def test_prefetched_asset_records_serve_each_keys_reads_until_that_asset_changes(tmp_path, monkeypatch):
+    """A step of many checks reads its assets' records in one query (`prefetched_asset_records`): the
+    reads of single keys inside are served from it, the same records; a materialization stored in
+    between is seen (that key is read again); outside, every read goes to the database."""
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+
+    from datafirst_assets.defs.event_log import ConsolidatedSqliteEventLogStorage, prefetched_asset_records
+
+    shutil.copy(CONFIG, tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        keys = [AssetKey(name) for name in "abc"]
+        for key in keys:
+            instance.report_runless_asset_event(AssetMaterialization(key))
+        before = {key: instance.get_latest_materialization_event(key).timestamp for key in keys}
+        queries = []
+        records, events = ConsolidatedSqliteEventLogStorage.get_asset_records, \
+            ConsolidatedSqliteEventLogStorage.get_latest_materialization_events
+        monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_asset_records",
+                            lambda self, asset_keys=None: queries.append(list(asset_keys or [])) or records(self, asset_keys))
+        monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_latest_materialization_events",
+                            lambda self, asset_keys: queries.append(list(asset_keys)) or events(self, asset_keys))
+        with prefetched_asset_records(instance, keys + [AssetKey("never_stored")]):
+            for key in keys:
+                assert instance.get_latest_materialization_event(key).timestamp == before[key]
+                (record,) = instance.get_asset_records([key])
+                assert record.asset_entry.last_materialization_record.event_log_entry.timestamp == before[key]
+            assert len(queries) == 1  # the prefetch: one query for every key
+            instance.report_runless_asset_event(AssetMaterialization(keys[1]))
+            assert instance.get_latest_materialization_event(keys[1]).timestamp > before[keys[1]]
+            assert instance.get_latest_materialization_event(AssetKey("never_stored")) is None
+            assert len(queries) == 3  # the changed key and the never-stored one were read again
+        instance.get_asset_records([keys[0]])
+        assert len(queries) == 4
+
+
+def test_a_contract_check_step_reads_its_assets_records_once(tmp_path, monkeypatch):
+    """Dagster records with each check result the materialization it checked, reading the asset's
+    records again per result: in a contract check step of the committed instance that is one query for
+    all its tables, and each result still names its table's latest materialization."""
+    from dagster import AssetSelection, DagsterInstance, asset, materialize
+
+    from datafirst_assets.contracts.checks import contract_checks
+    from datafirst_assets.defs.event_log import ConsolidatedSqliteEventLogStorage
+    from datafirst_assets.defs.resources import Warehouse
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    import polars as pl
+
+    def pairs_of(dataset: str):
+        @asset(key=["linkage", dataset, "scored_pairs"], metadata={"schema": f"linkage_{dataset}"}, group_name="linkage")
+        def pairs() -> pl.DataFrame:
+            return pl.DataFrame({"record_id_l": ["a"], "record_id_r": ["b"], "match_weight": [3.0],
+                                 "match_probability": [0.8]})
+        return pairs
+
+    tables = [pairs_of(dataset) for dataset in ("magistrates", "probation", "prison")]
+    database = str(tmp_path / "wh.duckdb")
+    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
+    shutil.copy(CONFIG, tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert materialize(tables, resources=resources, instance=instance).success
+        asked = []
+        records, events = ConsolidatedSqliteEventLogStorage.get_asset_records, \
+            ConsolidatedSqliteEventLogStorage.get_latest_materialization_events
+        monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_asset_records",
+                            lambda self, asset_keys=None: asked.append(list(asset_keys or [])) or records(self, asset_keys))
+        monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_latest_materialization_events",
+                            lambda self, asset_keys: asked.append(list(asset_keys)) or events(self, asset_keys))
+        result = materialize([*tables, *contract_checks(tables)], resources=resources, instance=instance,
+                             selection=AssetSelection.checks_for_assets(*tables))  # the checks alone
+        evaluations = result.get_asset_check_evaluations()
+        assert len(evaluations) == 3 and all(e.passed for e in evaluations)
+        assert [len(keys) for keys in asked] == [3]
+        for evaluation in evaluations:
+            latest = instance.get_latest_materialization_event(evaluation.asset_key)
+            assert evaluation.target_materialization_data.run_id == latest.run_id

@@ -43,6 +43,7 @@ from dagster import (
 
 from datafirst_assets.contracts.core import IN_DATABASE_ROWS, ContractReport, validate_table
 from datafirst_assets.contracts.registry import contract_for
+from datafirst_assets.defs.event_log import prefetched_asset_records
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.content import (
     VALIDATED_CONTENT,
@@ -206,8 +207,12 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str, str | None]]):
         required_resource_keys={"warehouse"},
     )
     def _check(context):
-        with context.resources.warehouse.cursor() as conn:
-            for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path):
+        selected = sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path)
+        # every result reads its table's latest materialization (Dagster, and the look-ups of what a
+        # write validated): read for all of them at once
+        with context.resources.warehouse.cursor() as conn, \
+                prefetched_asset_records(context.instance, [k.asset_key for k in selected]):
+            for check_key in selected:
                 key = check_key.asset_key
                 if key in partitioned:
                     yield _check_partitioned(context, conn, check_key, schemas[key], partitioned[key])
