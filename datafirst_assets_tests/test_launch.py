@@ -116,3 +116,36 @@ def test_importing_the_pipeline_does_not_tell_the_early_server_apart(tmp_path):
                f"assert server_key(server_env({str(tmp_path)!r}, 'data')) == before\n")
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_waiting_for_a_launched_run_reads_its_status_only_when_the_run_storage_changed(tmp_path, monkeypatch):
+    """The command line waits for a run executing in the code server's process: it reads the run's
+    status when the run storage's files changed, or after QUIET_POLL_SECONDS, not at every poll."""
+    from types import SimpleNamespace
+
+    from datafirst_assets import launch
+
+    runs_db = tmp_path / "history" / "runs.db"
+    runs_db.parent.mkdir()
+    runs_db.write_text("started")
+    reads, polls = [], []
+
+    def get_run_ids(_filter, limit):
+        reads.append(len(polls))
+        return ["run"] if runs_db.read_text() == "finished" else []
+
+    def sleep(_seconds):
+        polls.append(1)
+        if len(polls) == 20:  # the run ends: its status is written
+            runs_db.write_text("finished")
+
+    monkeypatch.setattr(launch.time, "sleep", sleep)
+    monkeypatch.setattr(launch.time, "monotonic", lambda: 0.0)  # no quiet read falls due
+    launch.wait_until_finished(SimpleNamespace(root_directory=str(tmp_path), get_run_ids=get_run_ids), "run")
+    assert reads == [0, 20]  # once at the start, once when the storage changed; not at 19 other polls
+    clock = iter(range(1000))
+    monkeypatch.setattr(launch.time, "monotonic", lambda: float(next(clock)))  # a second per poll
+    runs_db.write_text("started")
+    reads.clear(); polls.clear()
+    launch.wait_until_finished(SimpleNamespace(root_directory=str(tmp_path / "elsewhere"), get_run_ids=get_run_ids), "run")
+    assert reads[:3] == [0, 2, 4]  # nothing to watch: read every QUIET_POLL_SECONDS

@@ -8,6 +8,7 @@ with `execute_job` instead; this checks that an upstream output is gone once its
 
 import gc
 import weakref
+from types import SimpleNamespace
 
 from dagster import Definitions, DagsterInstance, IOManager, asset, define_asset_job, in_process_executor, materialize
 
@@ -141,3 +142,30 @@ def test_a_load_step_releases_what_the_previous_step_left_before_it_reads_the_de
         materialize([load], partition_key="2024-01-31", instance=instance, raise_on_error=False,
                     resources={"landing": LandingZone(path=str(tmp_path))})
     assert order[:2] == ["release", "read"]
+
+
+def test_memory_is_released_again_only_once_the_process_grew_since_the_last_release(monkeypatch):
+    """Above the threshold, a step that left little (a kept step, a check) is not followed by another
+    release: only once the process holds RELEASE_GROWTH_BYTES more than right after the last one."""
+    from datafirst_assets.defs import memory
+
+    gib = 1 << 20  # in KiB, as /proc reports
+    resident = {"RssAnon": 3 * gib}
+    released = []
+    monkeypatch.setattr(memory, "_status_kib", lambda *fields: dict(resident))
+    monkeypatch.setattr(memory, "release_memory", lambda: released.append(memory._LAST_STEP[0]))
+    monkeypatch.setattr(memory, "memory_report", lambda: "")
+    monkeypatch.setattr(memory, "_AFTER_RELEASE", [0])
+    monkeypatch.setattr(memory, "_LAST_STEP", [""])
+    log = SimpleNamespace(debug=lambda message: None)
+    assert memory.release_between_steps("a", log)  # above 1 GiB, nothing released yet
+    resident["RssAnon"] += 100 << 10  # the next steps leave 100 MiB each
+    assert not memory.release_between_steps("b", log)
+    resident["RssAnon"] += 100 << 10
+    assert not memory.release_between_steps("c", log)
+    resident["RssAnon"] += 100 << 10  # 300 MiB more than after the release
+    assert memory.release_between_steps("d", log)
+    assert released == ["a", "d"]
+    resident["RssAnon"] = gib // 2  # below the threshold: never
+    monkeypatch.setattr(memory, "_AFTER_RELEASE", [0])
+    assert not memory.release_between_steps("e", log)
