@@ -129,7 +129,8 @@ def build_definitions(data_dir: Path | str | None = None) -> Definitions:
 
 
 try:
-    defs = build_definitions()
+    defs_data_dir = default_data_dir()  # the data directory `defs` is built for (runner._definitions_for)
+    defs = build_definitions(defs_data_dir)
     # Every process that loads the code location (the code server, each run's process, `datafirst run`,
     # `dagster dev`) writes run events without a disk sync per event (defs/event_log.py).
     relax_event_log_syncs()

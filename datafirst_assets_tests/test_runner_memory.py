@@ -7,6 +7,7 @@ with `execute_job` instead; this checks that an upstream output is gone once its
 """
 
 import gc
+import os
 import weakref
 from types import SimpleNamespace
 
@@ -169,3 +170,27 @@ def test_memory_is_released_again_only_once_the_process_grew_since_the_last_rele
     resident["RssAnon"] = gib // 2  # below the threshold: never
     monkeypatch.setattr(memory, "_AFTER_RELEASE", [0])
     assert not memory.release_between_steps("e", log)
+
+
+def test_an_in_process_run_uses_the_code_locations_own_build_of_the_definitions(tmp_path):
+    """Importing the code location builds its definitions; an in-process `datafirst run` imports it for
+    its data directory and runs that build instead of building a second one (in a fresh interpreter:
+    this one may have imported the code location already)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, sys
+from datafirst_assets import runner
+from datafirst_assets.layout import DataLayout
+assert "datafirst_assets.definitions" not in sys.modules
+built = runner._definitions_for(DataLayout({str(tmp_path / 'data')!r}), type("Instance", (), {{"is_persistent": False}})())
+from datafirst_assets import definitions
+assert built is definitions.defs, "built twice"
+assert str(definitions.defs_data_dir) == {str(tmp_path / 'data')!r}
+assert "DATAFIRST_DATA_DIR" not in os.environ
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATAFIRST_DATA_DIR", "DATAFIRST_LAUNCH")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
