@@ -108,16 +108,15 @@ def _result(key: AssetKey, schema: str, report: ContractReport | None, checked_i
         **({VERIFIED_PARTITIONS: MetadataValue.json(partitions)} if partitions is not None and report.passed else {})})
 
 
-def _stored(conn: duckdb.DuckDBPyConnection, schema: str, table: str, partition: str | None = None) -> StoredTable:
-    """`schema.table` of the warehouse `conn` is open on."""
-    database = conn.execute("select current_database()").fetchall()[0][0]
-    return StoredTable(database, schema, table, partition)
+def _database(conn: duckdb.DuckDBPyConnection) -> str:
+    """The warehouse `conn` is open on (asked once per check step, not once per table: ~1 ms each)."""
+    return conn.execute("select current_database()").fetchall()[0][0]
 
 
-def _content(context, conn: duckdb.DuckDBPyConnection, schema: str, table: str, contract) -> str:
+def _content(context, conn: duckdb.DuckDBPyConnection, database: str, schema: str, table: str, contract) -> str:
     """The content the check verifies (`contract_content`); the table's fingerprint is kept for the
     run's later steps that fingerprint it (`content.checked_fingerprints`)."""
-    fingerprint = table_fingerprint(conn, _stored(conn, schema, table))
+    fingerprint = table_fingerprint(conn, StoredTable(database, schema, table))
     if fingerprint != "missing":
         remember_checked_fingerprint(context.resources.warehouse.database, schema, table, context.run.run_id, fingerprint)
     return content_of(fingerprint, contract.name)
@@ -180,9 +179,10 @@ def _partitions_verified(context, check_key: AssetCheckKey, current: dict[str, s
     return bool(current) and all(known.get(part) == content for part, content in current.items())
 
 
-def _check_partitioned(context, conn, check_key: AssetCheckKey, schema: str, partition: str) -> AssetCheckResult:
+def _check_partitioned(context, conn, database: str, check_key: AssetCheckKey, schema: str,
+                       partition: str) -> AssetCheckResult:
     key, contract = check_key.asset_key, contract_for(check_key.asset_key)
-    current = partition_contents(conn, _stored(conn, schema, key.path[-1], partition), contract.name)
+    current = partition_contents(conn, StoredTable(database, schema, key.path[-1], partition), contract.name)
     fingerprint = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()
     if _partitions_written_in_this_run(context, schema, key, current) or _partitions_verified(
             context, check_key, current):
@@ -212,12 +212,13 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str, str | None]]):
         # write validated): read for all of them at once
         with context.resources.warehouse.cursor() as conn, \
                 prefetched_asset_records(context.instance, [k.asset_key for k in selected]):
+            database = _database(conn)
             for check_key in selected:
                 key = check_key.asset_key
                 if key in partitioned:
-                    yield _check_partitioned(context, conn, check_key, schemas[key], partitioned[key])
+                    yield _check_partitioned(context, conn, database, check_key, schemas[key], partitioned[key])
                     continue
-                fingerprint = _content(context, conn, schemas[key], key.path[-1], contract_for(key))
+                fingerprint = _content(context, conn, database, schemas[key], key.path[-1], contract_for(key))
                 verified, how = _written_in_this_run(context, schemas[key], key, fingerprint), WRITTEN
                 if verified is None:
                     verified = _verified_before(context, check_key, fingerprint)
