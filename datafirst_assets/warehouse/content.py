@@ -94,6 +94,11 @@ def table_columns(connection: duckdb.DuckDBPyConnection, schema: str, table: str
     return _relation_columns(connection, f"{quote_identifier(database)}.{quote_identifier(schema)}.{quote_identifier(table)}")
 
 
+def relation_columns(connection: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:
+    """Column name -> type of the table or view `name` (catalog-qualified), {} if there is none."""
+    return _relation_columns(connection, name)
+
+
 def _relation_columns(connection: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:
     # For a missing table DuckDB's Python client looks for a variable of that name in this frame (a
     # "replacement scan"): here only `connection` and `name` (not frames), which it refuses.
