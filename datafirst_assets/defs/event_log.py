@@ -212,8 +212,9 @@ def prefetched_asset_records(instance: DagsterInstance, asset_keys: Sequence[Ass
     `PooledSqliteEventLogStorage`; otherwise nothing changes). For a step of many checks: Dagster
     reads the latest materialization of each check's asset again for every check result it records
     (the result names the materialization it checked), one query per key, as the check's own look-ups
-    of write evidence do; at 300,000 people the contract checks' ~250 results paid ~20 ms each.
-    Dagster's own steps read their input assets' records once, at the step's start, as here."""
+    of write evidence do: two queries per table for the contract checks (~250 tables), each also
+    deserializing the table's latest materialization. Dagster's own steps read their input assets'
+    records once, at the step's start, as here, and keep them for the step."""
     storage = instance.event_log_storage
     prefetch = getattr(storage, "prefetch_asset_records", None)
     if prefetch is None or not asset_keys:
