@@ -15,7 +15,9 @@ from datafirst_assets.defs.derived import derived_assets, derived_key, journeys_
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.derived.person_journeys import (
+    LATEST,
     PERSON,
+    digest_sql,
     journeys_by_person,
     journeys_change,
     journeys_from,
@@ -314,3 +316,17 @@ def test_the_linking_step_reads_only_the_person_columns_its_join_checks_need():
     inputs = deidentify_linking_tables.node_def.input_dict
     for key in SOURCES:
         assert inputs[f"persons__{key}"].metadata["columns"] == list(linking_join_columns(key))
+
+
+def test_the_digest_pass_gives_each_persons_latest_contact_the_as_of_date_is_taken_from():
+    """The digest query also gives each person's latest contact date (the table's `last_contact_date`),
+    so the as-of date (the latest of them) needs no second pass joining every contact row to the
+    lookup; the digest itself is what it was (the stored states stay valid)."""
+    release = random_release(people=80, seed=13)
+    conn, selects = _in_duckdb(release)
+    digests = pl.from_arrow(conn.sql(digest_sql(selects)).to_arrow_table())
+    journeys = person_journeys(release)
+    latest = journeys.select(PERSON, pl.col("last_contact_date").alias(LATEST)).sort(PERSON)
+    assert digests.select(PERSON, LATEST).sort(PERSON).equals(latest)
+    assert digests.drop(LATEST).sort(PERSON).equals(journeys_by_person(release)[1].select(digests.drop(LATEST).columns).sort(PERSON))
+    assert journeys["as_of_date"][0] == latest[LATEST].max()

@@ -544,6 +544,7 @@ def _involved(release, lookup: pl.DataFrame, contact: ContactTable, flag: str) -
 # magistrates' rows decide.
 
 DIGEST = ("_digest_rows", "_digest_hi", "_digest_lo")
+LATEST = "_latest_contact"  # beside the digest in `digest_sql`, not stored
 PRISON = ("prison", "nomis_flatfile")
 RETURNED = tuple(f"_returned_{w}" for w in REPEAT_WINDOWS)
 # (child table, the key it shares with its parent, parent table): a person's rows reached through a
@@ -597,23 +598,26 @@ def _person_rows_sql(selects: Mapping[tuple[str, str], str]) -> dict[tuple[str, 
 
 
 def digest_sql(selects: Mapping[tuple[str, str], str]) -> str:
-    """Per person: how many rows their row is made from and two sums of those rows' hashes."""
-    hashed = " union all ".join(f"select {PERSON}, hash(_x, {seed}) as _h from ({sql}) _x"
-                                for seed, (_, sql) in enumerate(sorted(_person_rows_sql(selects).items()), start=1))
+    """Per person: how many rows their row is made from and two sums of those rows' hashes; and the
+    person's latest contact date (`LATEST`: not part of the digest; taken in the same pass over the
+    contact rows, which a second query joined to the lookup again only to find the latest one)."""
+    dates = {(c.dataset, c.table): c.date for c in CONTACTS}
+
+    def latest(key: tuple[str, str]) -> str:
+        return f"_x.{_q(dates[key])}::date" if key in dates else "null::date"
+
+    hashed = " union all ".join(f"select {PERSON}, hash(_x, {seed}) as _h, {latest(key)} as _dt from ({sql}) _x"
+                                for seed, (key, sql) in enumerate(sorted(_person_rows_sql(selects).items()), start=1))
     return (f"select {PERSON}, count(*)::bigint as {DIGEST[0]}, sum(_h >> 32)::ubigint as {DIGEST[1]}, "
-            f"sum(_h & 4294967295)::ubigint as {DIGEST[2]} from ({hashed}) _d group by {PERSON}")
+            f"sum(_h & 4294967295)::ubigint as {DIGEST[2]}, max(_dt) as {LATEST} from ({hashed}) _d group by {PERSON}")
 
 
-def _facts(conn, selects: Mapping[tuple[str, str], str]) -> tuple[dt.date | None, int]:
-    """The latest linked contact date, and how many keys of `UNIQUE_KEYS` are duplicated."""
-    rows = _person_rows_sql(selects)
-    dates = " union all ".join(f"select max({_q(c.date)})::date as _d from ({rows[(c.dataset, c.table)]}) _x"
-                               for c in CONTACTS)
+def _ambiguous_keys(conn, selects: Mapping[tuple[str, str], str]) -> int:
+    """How many keys of `UNIQUE_KEYS` are duplicated."""
     sources = {**selects, LOOKUP: _lookup_sql(selects)}
     dupes = " + ".join(f"(select count(*) from (select {', '.join(map(_q, k))} from ({sources[t]}) _u "
                        f"group by all having count(*) > 1) _v)" for t, k in UNIQUE_KEYS)
-    latest, ambiguous = conn.execute(f"select (select max(_d) from ({dates}) _m), {dupes}").fetchall()[0]
-    return latest, int(ambiguous)
+    return int(conn.execute(f"select {dupes}").fetchall()[0][0])
 
 
 def _fetch(conn, sql: str) -> pl.DataFrame:
@@ -681,9 +685,11 @@ def journeys_from(conn, selects: Mapping[tuple[str, str], str], whole, *, as_of:
     persons were computed (the others kept their row of `state`). `selects`: a SELECT of each table
     of `COLUMNS_READ` (its columns) on `conn`; `whole()`: those tables as frames, read only when
     every row must be finished or computed again."""
-    latest, ambiguous = _facts(conn, selects)
-    as_of = as_of or latest or dt.date.today()
+    ambiguous = _ambiguous_keys(conn, selects)
     digests = _fetch(conn, digest_sql(selects))
+    # the latest linked contact date: the latest of the persons' (every contact row is a person's)
+    latest, digests = digests[LATEST].max(), digests.drop(LATEST)
+    as_of = as_of or latest or dt.date.today()
     usable = state is not None and set((*RETURNED, *DIGEST)) <= set(state.columns)
     kept = state.join(digests, on=[PERSON, *DIGEST], how="semi") if usable else None  # type: ignore[union-attr]
     if kept is None or kept.height < digests.height // 2:  # most persons changed (a synthetic table drawn again)
