@@ -24,6 +24,9 @@ $(BIN)/datafirst: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# pip compiles the installed packages but not this editable one; where PYTHONDONTWRITEBYTECODE is
+	# set, every process (command line, code server, each run) would compile it again (~0.3 s each)
+	$(BIN)/python -m compileall -q datafirst_assets
 	touch $@
 
 install: $(BIN)/datafirst
