@@ -163,7 +163,7 @@ def test_prefetched_asset_records_serve_each_keys_reads_until_that_asset_changes
     between is seen (that key is read again); outside, every read goes to the database."""
     from dagster import AssetKey, AssetMaterialization, DagsterInstance
 
-    from datafirst_assets.defs.event_log import ConsolidatedSqliteEventLogStorage, prefetched_asset_records
+    from datafirst_assets.defs.event_log import prefetched_asset_records
 
     shutil.copy(CONFIG, tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
@@ -172,13 +172,7 @@ def test_prefetched_asset_records_serve_each_keys_reads_until_that_asset_changes
         for key in keys:
             instance.report_runless_asset_event(AssetMaterialization(key))
         before = {key: instance.get_latest_materialization_event(key).timestamp for key in keys}
-        queries = []
-        records, events = ConsolidatedSqliteEventLogStorage.get_asset_records, \
-            ConsolidatedSqliteEventLogStorage.get_latest_materialization_events
-        monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_asset_records",
-                            lambda self, asset_keys=None: queries.append(list(asset_keys or [])) or records(self, asset_keys))
-        monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_latest_materialization_events",
-                            lambda self, asset_keys: queries.append(list(asset_keys)) or events(self, asset_keys))
+        queries = _record_reads(monkeypatch)
         with prefetched_asset_records(instance, keys + [AssetKey("never_stored")]):
             for key in keys:
                 assert instance.get_latest_materialization_event(key).timestamp == before[key]
@@ -200,7 +194,6 @@ def test_a_contract_check_step_reads_its_assets_records_once(tmp_path, monkeypat
     from dagster import AssetSelection, DagsterInstance, asset, materialize
 
     from datafirst_assets.contracts.checks import contract_checks
-    from datafirst_assets.defs.event_log import ConsolidatedSqliteEventLogStorage
     from datafirst_assets.defs.resources import Warehouse
     from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 
@@ -220,13 +213,7 @@ def test_a_contract_check_step_reads_its_assets_records_once(tmp_path, monkeypat
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert materialize(tables, resources=resources, instance=instance).success
-        asked = []
-        records, events = ConsolidatedSqliteEventLogStorage.get_asset_records, \
-            ConsolidatedSqliteEventLogStorage.get_latest_materialization_events
-        monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_asset_records",
-                            lambda self, asset_keys=None: asked.append(list(asset_keys or [])) or records(self, asset_keys))
-        monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_latest_materialization_events",
-                            lambda self, asset_keys: asked.append(list(asset_keys)) or events(self, asset_keys))
+        asked = _record_reads(monkeypatch)
         result = materialize([*tables, *contract_checks(tables)], resources=resources, instance=instance,
                              selection=AssetSelection.checks_for_assets(*tables))  # the checks alone
         evaluations = result.get_asset_check_evaluations()
@@ -235,3 +222,17 @@ def test_a_contract_check_step_reads_its_assets_records_once(tmp_path, monkeypat
         for evaluation in evaluations:
             latest = instance.get_latest_materialization_event(evaluation.asset_key)
             assert evaluation.target_materialization_data.run_id == latest.run_id
+
+
+def _record_reads(monkeypatch) -> list[list]:
+    """The asset keys of each read of asset records from the event log (by Dagster or our code)."""
+    from datafirst_assets.defs.event_log import ConsolidatedSqliteEventLogStorage
+
+    reads: list[list] = []
+    records, events = ConsolidatedSqliteEventLogStorage.get_asset_records, \
+        ConsolidatedSqliteEventLogStorage.get_latest_materialization_events
+    monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_asset_records",
+                        lambda self, asset_keys=None: reads.append(list(asset_keys or [])) or records(self, asset_keys))
+    monkeypatch.setattr(ConsolidatedSqliteEventLogStorage, "get_latest_materialization_events",
+                        lambda self, asset_keys: reads.append(list(asset_keys)) or events(self, asset_keys))
+    return reads
