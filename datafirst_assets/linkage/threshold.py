@@ -1002,11 +1002,15 @@ def expected_accuracy_curve(pairs: pl.DataFrame, missed: float | None = None) ->
     every distinct probability, from each pair's ``expected_match`` (else its match_probability).
     ``missed``: the share of matches blocking never compared (:func:`missed_by_blocking`)."""
     q = pl.col(EXPECTED) if EXPECTED in pairs.columns else pl.col(PROBABILITY)
-    expected_matches = float(pairs.select(q.sum()).item() or 0.0) if pairs.height else 0.0
+    # One running sum over the pairs in an order their values fix: a grouped or whole-column float sum
+    # in polars depends on how the frame is chunked (its threads' partial sums), so the same pairs read
+    # in other batches gave estimates that differed in the last bit from run to run.
+    running = (pairs.select(PROBABILITY, q.fill_null(0.0).alias("_q")).sort([PROBABILITY, "_q"], descending=[True, False])
+               .rechunk().with_columns(pl.col("_q").cum_sum().alias("expected_true_links"),
+                                       pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("links")))
+    curve = running.unique(subset=PROBABILITY, keep="last", maintain_order=True)
+    expected_matches = float(running["expected_true_links"][-1] or 0.0) if pairs.height else 0.0
     expected_matches /= 1 - (missed or 0.0)
-    curve = (pairs.group_by(PROBABILITY).agg(q.sum().alias("expected_true_links"), pl.len().alias("links"))
-             .sort(PROBABILITY, descending=True)
-             .with_columns(pl.col("expected_true_links").cum_sum(), pl.col("links").cum_sum()))
     return curve.select(
         pl.col(PROBABILITY).alias("threshold"), "links", "expected_true_links",
         (pl.col("expected_true_links") / pl.col("links")).alias("precision"),
