@@ -133,18 +133,19 @@ def launch_env(instance: DagsterInstance, data_dir: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _dagster_home(home: str):
-    """DAGSTER_HOME set to `home` while `dagster-graphql` runs: its command line takes the instance
-    from there (and has no other way to be given one)."""
-    saved = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = home
+def environment_variable(name: str, value: str):
+    """`name` set to `value` in this process's environment while inside, then as it was. For commands
+    and imports that read their settings only from there: `dagster-graphql` takes the instance from
+    DAGSTER_HOME, the code location its data directory from DATAFIRST_DATA_DIR."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if saved is None:
-            os.environ.pop("DAGSTER_HOME", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["DAGSTER_HOME"] = saved
+            os.environ[name] = saved
 
 
 def run_graphql(server: CodeServer, query: str, variables: dict) -> dict:
@@ -152,7 +153,7 @@ def run_graphql(server: CodeServer, query: str, variables: dict) -> dict:
     against the server's instance (DAGSTER_HOME of its environment); the response as a dict."""
     from dagster_graphql.cli import ui as dagster_graphql_command  # its click command: ~1 s to import
 
-    with tempfile.TemporaryDirectory() as folder, _dagster_home(server.env["DAGSTER_HOME"]):
+    with tempfile.TemporaryDirectory() as folder, environment_variable("DAGSTER_HOME", server.env["DAGSTER_HOME"]):
         response_file = Path(folder) / "response.json"
         dagster_graphql_command.main(["-w", str(server.workspace), "-t", query, "-v", json.dumps(variables),
                                       "-o", str(response_file)], prog_name="dagster-graphql", standalone_mode=False)

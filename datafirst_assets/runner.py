@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import os
@@ -25,7 +24,8 @@ from datafirst_assets.defs.partitions import EXTRACT_DATES
 from datafirst_assets.defs.recovery import HOST_TAG, PID_TAG, RUNNING_STATUSES, fail_abandoned_runs
 from datafirst_assets.layout import DATA_DIR_ENV, DataLayout
 # LAUNCH_ENV: named here too, where the tests and the UI's launcher import it from
-from datafirst_assets.launch import CODE_LOCATION_MODULE, LAUNCH_ENV, RunOutcome, launch_job, launches_from_code_location  # noqa: F401
+from datafirst_assets.launch import (CODE_LOCATION_MODULE, LAUNCH_ENV, RunOutcome, environment_variable,  # noqa: F401
+                                     launch_job, launches_from_code_location)
 from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.raw.arrival import COMPLETE, Arrival
 from datafirst_assets.raw.delivery import MANIFEST, delivery_path, survey_landing
@@ -91,26 +91,13 @@ def _definitions_for(layout: DataLayout, instance: DagsterInstance) -> Definitio
         # Importing the code location builds its definitions for the data directory of the environment:
         # imported now, for `layout`'s, that build is the one needed, rather than a second (~1.2 s of CPU
         # at every in-process run; and only the first is exempt from the collections between steps)
-        with _data_dir_in_environment(layout.root):
+        with environment_variable(DATA_DIR_ENV, str(layout.root)):
             definitions = importlib.import_module(CODE_LOCATION_MODULE)
         if Path(definitions.defs_data_dir) == Path(layout.root):
             return definitions.defs
     from datafirst_assets.definitions import build_definitions
 
     return build_definitions(layout.root)
-
-
-@contextlib.contextmanager
-def _data_dir_in_environment(data_dir: Path):
-    saved = os.environ.get(DATA_DIR_ENV)
-    os.environ[DATA_DIR_ENV] = str(data_dir)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(DATA_DIR_ENV, None)
-        else:
-            os.environ[DATA_DIR_ENV] = saved
 
 
 def _lazy_definitions(layout: DataLayout, instance: DagsterInstance):
