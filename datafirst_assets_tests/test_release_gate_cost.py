@@ -297,6 +297,38 @@ def test_stored_identifiers_are_every_staged_rows_as_partitions_are_added_change
         assert stored_identifiers(conn, source)[1] == parts * len(source.tables)
 
 
+def test_a_runs_second_release_takes_the_staged_partitions_its_first_hashed_and_the_next_run_hashes_again(
+        tmp_path, monkeypatch):
+    """Both releases of a run compare with every dataset's raw identifiers: the second takes the staged
+    partitions' contents the first hashed in this run, and finds the same values; a later run (after a
+    new extract with a new name) hashes them again and finds that name; no run given, every call hashes."""
+    import datafirst_assets.deidentify.pii_gate as pii_gate
+    from datafirst_assets.deidentify.pii_gate import stored_identifiers
+    from datafirst_assets.sources.registry import SOURCES
+
+    _release_warehouse(tmp_path)
+    database = str((tmp_path / "warehouse.duckdb").resolve())
+    source, staged = SOURCES["magistrates"], "staged_magistrates.hocas_flatfile"
+    hashed = []
+    real = pii_gate.partition_contents
+    monkeypatch.setattr(pii_gate, "partition_contents", lambda conn, src: hashed.append(src.key) or real(conn, src))
+    with warehouse_cursor(database) as conn:
+        first, _ = stored_identifiers(conn, source, verified=(database, "run-1"))  # the de-identified release
+        second, read = stored_identifiers(conn, source, verified=(database, "run-1"))  # the synthetic one
+        assert hashed == ["magistrates"] and read == 0
+        assert _same_identifiers(first, second) and _same_identifiers(second, _identifiers_of_every_staged_row(conn, source))
+        # between runs a new extract brings a new name: the next run hashes the partitions again and finds it
+        conn.execute(f"insert into {staged} select * replace ('2024-04-30' as extract_date, 'DC0009' as defendant_case_id, "
+                     f"'ZEBEDEE' as surname) from {staged} where defendant_case_id = 'DC0003'")
+        found, read = stored_identifiers(conn, source, verified=(database, "run-2"))
+        assert hashed == ["magistrates"] * 2 and read == 1 and "ZEBEDEE" in found.series("name").to_list()
+        assert _same_identifiers(found, _identifiers_of_every_staged_row(conn, source))
+        assert list(pii_gate._VERIFIED_PARTS) == [(database, "run-2", "magistrates")]  # the earlier run's let go
+        stored_identifiers(conn, source)
+        stored_identifiers(conn, source)
+        assert hashed == ["magistrates"] * 4
+
+
 def _dates_of_birth_of_every_staged_row(database, spec, frame: pl.DataFrame) -> pl.Series:
     """What the gate compared with before: every staged row read, every id hashed, the last row's kept."""
     from datafirst_assets.deidentify.keys import keyed_hash
