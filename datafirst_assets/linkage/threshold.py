@@ -1086,19 +1086,72 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
     left, right = p["_l"].to_numpy(), p["_r"].to_numpy()
     probability, q = p[PROBABILITY].to_numpy(), p[EXPECTED].to_numpy()
     n = ids.len()
-    true_size = 1 + np.bincount(left, q, n) + np.bincount(right, q, n)
-    rows = []
     components = (guarded_components_at(ids.to_list(), left, right, probability, thresholds, records)
                   if records is not None else components_at(n, left, right, probability, thresholds))
-    for t, root in sorted(components.items()):
-        inside = q * (root[left] == root[right])
-        together = 1 + np.bincount(left, inside, n) + np.bincount(right, inside, n)
-        size = np.bincount(root, minlength=n)[root]
-        precision, recall = float(np.mean(together / size)), float(np.mean(together / true_size))
+    return pl.DataFrame(bcubed_sweep(left, right, q, n, components),
+                        schema={"threshold": pl.Float64, "bcubed_precision": pl.Float64,
+                                "bcubed_recall": pl.Float64, "bcubed_f1": pl.Float64})
+
+
+def _pairs_of(records: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The positions of the pairs of ``records`` on one side: ``order`` lists the pairs by that side's
+    record (a stable sort: each record's pairs in pair order), ``starts[r]`` where record r's begin."""
+    low, high = starts[records], starts[records + 1]
+    counts = high - low
+    total = int(counts.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    return order[np.repeat(low - (np.cumsum(counts) - counts), counts) + np.arange(total)]
+
+
+def bcubed_sweep(left: np.ndarray, right: np.ndarray, q: np.ndarray, n: int,
+                 components: dict[float, np.ndarray]) -> list[dict]:
+    """:func:`expected_bcubed_curve`'s rows (ascending threshold) from each pair's records (positions
+    0..n-1), ``q`` (its expected match) and each record's cluster root at every threshold.
+
+    Per record, ``together`` (1 + the q of its pairs inside its cluster) and its cluster's size
+    change only where its cluster changed. Clusters only grow as the threshold falls (a root is its
+    cluster's smallest position), so from one threshold to the next lower one the records to
+    compute again are those of the clusters that took in another: computing every record's sums at
+    each of the 42 thresholds was the largest part of the quality step at 300,000 people (~5 of its
+    16 CPU seconds, every dataset's pairs gathered and binned 42 times). Each record's sums are
+    computed as the whole-array version computes them (its pairs' values added in pair order, from
+    0), and the means are taken over every record's ratio as before, so the figures are the same
+    to the last bit."""
+    true_size = 1 + np.bincount(left, q, n) + np.bincount(right, q, n)
+    by_left, by_right = np.argsort(left, kind="stable"), np.argsort(right, kind="stable")
+    left_starts = np.concatenate([[0], np.cumsum(np.bincount(left, minlength=n))])
+    right_starts = np.concatenate([[0], np.cumsum(np.bincount(right, minlength=n))])
+    rows, before, precision_ratio, recall_ratio = [], None, None, None
+    for t in sorted(components, reverse=True):
+        root = components[t]
+        if before is None:  # the highest threshold: every record
+            inside = q * (root[left] == root[right])
+            together = 1 + np.bincount(left, inside, n) + np.bincount(right, inside, n)
+            size = np.bincount(root, minlength=n)[root]
+            precision_ratio, recall_ratio = together / size, together / true_size
+        elif root is not before:
+            # a merged cluster's root is the smallest of those it joined: some of its records moved
+            merged = np.zeros(n, dtype=bool)
+            merged[root[root != before]] = True
+            changed = np.flatnonzero(merged[root])
+            if changed.size:
+                local = np.full(n, -1, dtype=np.int64)
+                local[changed] = np.arange(changed.size)
+                sums = []
+                for side, order, starts in ((left, by_left, left_starts), (right, by_right, right_starts)):
+                    at = _pairs_of(changed, order, starts)
+                    inside = q[at] * (root[left[at]] == root[right[at]])
+                    sums.append(np.bincount(local[side[at]], inside, changed.size))
+                together = 1 + sums[0] + sums[1]
+                _, which, counts = np.unique(root[changed], return_inverse=True, return_counts=True)
+                precision_ratio[changed] = together / counts[which.reshape(-1)]
+                recall_ratio[changed] = together / true_size[changed]
+        before = root
+        precision, recall = float(np.mean(precision_ratio)), float(np.mean(recall_ratio))
         rows.append({"threshold": t, "bcubed_precision": precision, "bcubed_recall": recall,
                      "bcubed_f1": 2 * precision * recall / (precision + recall)})
-    return pl.DataFrame(rows, schema={"threshold": pl.Float64, "bcubed_precision": pl.Float64,
-                                      "bcubed_recall": pl.Float64, "bcubed_f1": pl.Float64})
+    return rows[::-1]
 
 
 # ---------------------------------------------------------------- the choice
