@@ -1296,12 +1296,12 @@ class NoLabelFits:
 
 
 def _pairs_changed(previous: KeptWork | None, kept: KeptWork, scored: int) -> int | None:
-    """Scored pairs new or re-read (a record changed) since ``previous``, and those gone: from
-    :func:`pair_facts`' count of what it computed. None when nothing was kept to compare with."""
+    """Scored pairs new or re-read (a record of theirs changed) since ``previous``, from :func:`pair_facts`'
+    count of what it computed, plus how many fewer pairs there are (pairs gone: a pair gone and another
+    new count once). None when nothing was kept to compare with."""
     if previous is None or previous.pair_facts is None or "pair_facts" not in kept.computed:
         return None
-    computed = kept.computed["pair_facts"]
-    return computed + max(previous.pair_facts.height - (scored - computed), 0)
+    return kept.computed["pair_facts"] + max(previous.pair_facts.height - scored, 0)
 
 
 def _no_label_fits(pairs: pl.DataFrame, scored: pl.DataFrame, records: pl.DataFrame | None,
