@@ -1246,9 +1246,8 @@ class NoLabelFits:
     run (the transitivity flags joined over every pair, the witness's rates over every pair and every
     same-name group) was about half the CPU of assessing the changed datasets in a 1% incremental run
     at 300,000 people (five datasets: 9.6 CPU s refitting, 5.1 applying stored fits, measured outside
-    Dagster), where applying the full run's
-    fits instead moved no estimate by more than 3e-4 (family's pair-level recall; B-cubed F1 by 8e-6
-    at most). So, like the Splink model, a full run fits them and
+    Dagster), where applying the full run's fits instead moved no estimate by more than 3e-4 (family's
+    pair-level recall; B-cubed F1 by 8e-6 at most). So, like the Splink model, a full run fits them and
     incremental runs reuse them (:func:`assess`, ``fits``) while the model version and the fitting code
     are those they were fitted with and the pairs changed since stay under ``FITS_REUSE_SHARE``; the
     weekly full rebuild and a larger change refit. ``run``: the run that fitted them (the report says
