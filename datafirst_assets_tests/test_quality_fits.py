@@ -6,6 +6,7 @@ run fitted them; a model change, a large change or a full run fits them again.""
 import json
 from datetime import date
 
+import numpy as np
 import polars as pl
 import pytest
 from dagster import AssetSpec, materialize
@@ -13,6 +14,7 @@ from dagster import AssetSpec, materialize
 from datafirst_assets.defs.linkage import QUALITY, LinkageSettings, linkage_key, linkage_quality
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.linkage import threshold
+from datafirst_assets.linkage.guard import guarded_components_at
 from datafirst_assets.linkage.quality_parts import reusable_fits
 from datafirst_assets.linkage.threshold import NoLabelFits, assess
 from datafirst_assets.sources.registry import SOURCES
@@ -137,3 +139,40 @@ def test_an_incremental_run_reuses_the_fits_and_a_model_change_or_full_run_refit
     assert fits["magistrates"] == third and "fits_reused_from" not in computed["magistrates"]
     full, fits, _ = _quality(tmp_path, mode="full")  # the weekly rebuild refits every dataset
     assert fits == {s: full for s in SOURCES}
+
+
+# ------------------------------------------------------------------ the B-cubed sweep
+
+
+def _every_record_at_every_threshold(left, right, q, n, components) -> list[dict]:
+    """What `threshold.bcubed_sweep` replaces: every record's sums at every threshold."""
+    true_size = 1 + np.bincount(left, q, n) + np.bincount(right, q, n)
+    rows = []
+    for t, root in sorted(components.items()):
+        inside = q * (root[left] == root[right])
+        together = 1 + np.bincount(left, inside, n) + np.bincount(right, inside, n)
+        size = np.bincount(root, minlength=n)[root]
+        precision, recall = float(np.mean(together / size)), float(np.mean(together / true_size))
+        rows.append({"threshold": t, "bcubed_precision": precision, "bcubed_recall": recall,
+                     "bcubed_f1": 2 * precision * recall / (precision + recall)})
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_bcubed_sweep_gives_every_records_figures_to_the_bit(seed):
+    # random pairs, some records in several pairs and some pairs listed twice; plain and guarded clusters
+    rng = np.random.default_rng(seed)
+    n, m = 400, 900
+    left, right = rng.integers(0, n, m), rng.integers(0, n, m)
+    keep = left != right
+    left, right = left[keep], right[keep]
+    left, right = np.concatenate([left, left[:20]]), np.concatenate([right, right[:20]])
+    probability, q = rng.random(left.size), rng.random(left.size)
+    thresholds = threshold.candidate_thresholds()
+    plain = threshold.components_at(n, left, right, probability, thresholds)
+    ids = [f"r{i:04d}" for i in range(n)]
+    records = pl.DataFrame({"record_id": ids, "dob": [date(1950 + i % 7, 1, 1) for i in range(n)]})
+    guarded = guarded_components_at(ids, left, right, probability, thresholds, records)
+    for components in (plain, guarded):
+        assert threshold.bcubed_sweep(left, right, q, n, components) == \
+            _every_record_at_every_threshold(left, right, q, n, components)
