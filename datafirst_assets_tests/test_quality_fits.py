@@ -171,8 +171,11 @@ def test_the_bcubed_sweep_gives_every_records_figures_to_the_bit(seed):
     thresholds = threshold.candidate_thresholds()
     plain = threshold.components_at(n, left, right, probability, thresholds)
     ids = [f"r{i:04d}" for i in range(n)]
-    records = pl.DataFrame({"record_id": ids, "dob": [date(1950 + i % 7, 1, 1) for i in range(n)]})
+    # dates of birth agreeing in at most one part: the guard refuses many of the joins
+    records = pl.DataFrame({"record_id": ids,
+                            "dob": [date(1931 + 13 * (i % 5), 1 + 5 * (i % 3), 3 + 7 * (i % 4)) for i in range(n)]})
     guarded = guarded_components_at(ids, left, right, probability, thresholds, records)
+    assert any(not np.array_equal(plain[t], guarded[t]) for t in thresholds)
     for components in (plain, guarded):
         assert threshold.bcubed_sweep(left, right, q, n, components) == \
             _every_record_at_every_threshold(left, right, q, n, components)
