@@ -798,6 +798,30 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
                                         n=5), assessment.kept, assessment.fits
 
 
+def _quality_part(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
+                  read: dict, memo: dict, source: str) -> tuple[dict, pl.DataFrame, dict | None, NoLabelFits | None]:
+    """One dataset's quality row and largest clusters, what its assessment computed (None: kept whole,
+    its inputs as when last assessed) and the no-label fits its estimates apply."""
+    reports = linkage.root / "reports"
+    clusters, pairs = read[linkage_key(source, "clusters")], read[linkage_key(source, "scored_pairs")]
+    # a dataset whose inputs are as when it was last assessed keeps that row (linkage/quality_parts.py)
+    fingerprint = inputs_fingerprint(
+        {"clusters": clusters, "pairs": pairs, "records": read[linkage_key(source, "person_records")]},
+        settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)], memo=memo)
+    part = load_part(reports, source, fingerprint) if linkage.mode != "full" else None
+    if part is not None:
+        return *part, None, load_fits(reports, source)
+    # the local parts of the last assessment: recomputed only where pairs or records changed; its
+    # no-label fits reused while the change is small (a full run, the weekly rebuild, fits them again)
+    incremental = linkage.mode != "full"
+    row, largest, kept_work, fits = _assess_source(
+        linkage, warehouse, source, clusters.to_polars(), pairs.to_polars(),
+        load_kept(reports, source) if incremental else None,
+        load_fits(reports, source) if incremental else None, run_id=context.run_id)
+    save_part(reports, source, fingerprint, row, largest, kept=kept_work, fits=fits)
+    return row, largest, kept_work.computed, fits
+
+
 @asset(
     key=QUALITY,
     # read by handle (`linkage_table`)
@@ -816,34 +840,18 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
 )
 def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse):
     rows, largest, kept, computed, fitted = [], {}, [], {}, {}
-    reports = linkage.root / "reports"
     read = {linkage_key(s, name): linkage_table(warehouse.database, s, name)
             for s in SOURCES for name in ("clusters", "scored_pairs", "person_records")}
     # each table's write recorded its fingerprint: taken from there, not hashed again (every row of
     # every dataset's three tables, unchanged datasets' too, on every run)
     memo = recorded_fingerprints(context.instance, read)
     for source in SOURCES:
-        clusters, pairs = read[linkage_key(source, "clusters")], read[linkage_key(source, "scored_pairs")]
-        # a dataset whose inputs are as when it was last assessed keeps that row (linkage/quality_parts.py)
-        fingerprint = inputs_fingerprint(
-            {"clusters": clusters, "pairs": pairs, "records": read[linkage_key(source, "person_records")]},
-            settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)], memo=memo)
-        part = load_part(reports, source, fingerprint) if linkage.mode != "full" else None
-        if part is None:
-            # the local parts of the last assessment: recomputed only where pairs or records changed;
-            # its no-label fits reused while the change is small (a full run, the weekly rebuild, refits)
-            incremental = linkage.mode != "full"
-            *part, kept_work, fits = _assess_source(
-                linkage, warehouse, source, clusters.to_polars(), pairs.to_polars(),
-                load_kept(reports, source) if incremental else None,
-                load_fits(reports, source) if incremental else None, run_id=context.run_id)
-            save_part(reports, source, fingerprint, *part, kept=kept_work, fits=fits)
-            computed[source] = kept_work.computed
-        else:
+        row, largest[source], work, fits = _quality_part(context, linkage, warehouse, read, memo, source)
+        rows.append(row)
+        if work is None:
             kept.append(source)
-            fits = load_fits(reports, source)
-        rows.append(part[0])
-        largest[source] = part[1]
+        else:
+            computed[source] = work
         if fits is not None:
             fitted[source] = fits.run
     table = quality_table(rows)
