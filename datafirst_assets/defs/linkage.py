@@ -56,7 +56,17 @@ from datafirst_assets.linkage.incremental import (
 from datafirst_assets.common.partitions import PARTITION_COLUMN
 from datafirst_assets.common.sql import quote_identifier
 from datafirst_assets.common.tables import bullet_list, markdown_table
-from datafirst_assets.linkage.quality_parts import graph_digest, load_graph, load_kept, load_part, save_graph, save_part
+from datafirst_assets.linkage.quality_parts import (
+    fitting_code,
+    graph_digest,
+    load_fits,
+    load_graph,
+    load_kept,
+    load_part,
+    reusable_fits,
+    save_graph,
+    save_part,
+)
 from datafirst_assets.linkage.quality import (
     estimated_quality_row,
     evidence_problems,
@@ -81,6 +91,7 @@ from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, ru
 from datafirst_assets.linkage.threshold import (
     WITNESS_COLUMNS,
     KeptWork,
+    NoLabelFits,
     assess,
     blocking_lists_sql,
     choose_cluster_threshold,
@@ -765,21 +776,50 @@ def stored_blocking_lists(warehouse: Warehouse, root: Path, source: str, model_v
 
 
 def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, clusters: pl.DataFrame,
-                   pairs: pl.DataFrame, previous: KeptWork | None = None) -> tuple[dict, pl.DataFrame, KeptWork]:
-    """One dataset's quality row, its five largest clusters, and what its assessment keeps for the
-    next one (`previous`: what the last one kept)."""
+                   pairs: pl.DataFrame, previous: KeptWork | None = None, fits: NoLabelFits | None = None,
+                   run_id: str = "") -> tuple[dict, pl.DataFrame, KeptWork, NoLabelFits | None]:
+    """One dataset's quality row, its five largest clusters, what its assessment keeps for the
+    next one (`previous`: what the last one kept) and the no-label fits it used (`fits`: those the
+    last one used, applied again when made for this model and code and little changed since)."""
     threshold = float(clusters["match_threshold"][0]) if clusters.height else 0.5
-    blocking = stored_blocking_lists(warehouse, linkage.root, source, str(clusters["model_version"][0])) \
+    model_version = str(clusters["model_version"][0]) if clusters.height else ""
+    blocking = stored_blocking_lists(warehouse, linkage.root, source, model_version) \
         if clusters.height and pairs.height else None
+    code = fitting_code()
     assessment = assess(pairs, labels_file=linkage.labels_file(source), record_ids=clusters["record_id"],
                         also=(threshold,), blocking=blocking,
                         records=stored_table(warehouse, source, "person_records", (*GUARD_COLUMNS, *WITNESS_COLUMNS))
-                        if pairs.height else None, previous=previous)
+                        if pairs.height else None, previous=previous,
+                        fits=reusable_fits(fits, model_version, code), fit_as=(run_id, model_version, code))
     row = estimated_quality_row(
         source, records=clusters.height, persons=clusters[SOURCES[source].person_id_name].n_unique(),
         threshold=threshold, configured=source in linkage.thresholds, assessment=assessment)
     return row, largest_cluster_metrics(clusters, pairs, threshold, cluster_col=SOURCES[source].person_id_name,
-                                        n=5), assessment.kept
+                                        n=5), assessment.kept, assessment.fits
+
+
+def _quality_part(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
+                  read: dict, memo: dict, source: str) -> tuple[dict, pl.DataFrame, dict | None, NoLabelFits | None]:
+    """One dataset's quality row and largest clusters, what its assessment computed (None: kept whole,
+    its inputs as when last assessed) and the no-label fits its estimates apply."""
+    reports = linkage.root / "reports"
+    clusters, pairs = read[linkage_key(source, "clusters")], read[linkage_key(source, "scored_pairs")]
+    # a dataset whose inputs are as when it was last assessed keeps that row (linkage/quality_parts.py)
+    fingerprint = inputs_fingerprint(
+        {"clusters": clusters, "pairs": pairs, "records": read[linkage_key(source, "person_records")]},
+        settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)], memo=memo)
+    part = load_part(reports, source, fingerprint) if linkage.mode != "full" else None
+    if part is not None:
+        return *part, None, load_fits(reports, source)
+    # the local parts of the last assessment: recomputed only where pairs or records changed; its
+    # no-label fits reused while the change is small (a full run, the weekly rebuild, fits them again)
+    incremental = linkage.mode != "full"
+    row, largest, kept_work, fits = _assess_source(
+        linkage, warehouse, source, clusters.to_polars(), pairs.to_polars(),
+        load_kept(reports, source) if incremental else None,
+        load_fits(reports, source) if incremental else None, run_id=context.run_id)
+    save_part(reports, source, fingerprint, row, largest, kept=kept_work, fits=fits)
+    return row, largest, kept_work.computed, fits
 
 
 @asset(
@@ -799,32 +839,24 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
     )],
 )
 def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse):
-    rows, largest, kept, computed = [], {}, [], {}
-    reports = linkage.root / "reports"
+    rows, largest, kept, computed, fitted = [], {}, [], {}, {}
     read = {linkage_key(s, name): linkage_table(warehouse.database, s, name)
             for s in SOURCES for name in ("clusters", "scored_pairs", "person_records")}
     # each table's write recorded its fingerprint: taken from there, not hashed again (every row of
     # every dataset's three tables, unchanged datasets' too, on every run)
     memo = recorded_fingerprints(context.instance, read)
     for source in SOURCES:
-        clusters, pairs = read[linkage_key(source, "clusters")], read[linkage_key(source, "scored_pairs")]
-        # a dataset whose inputs are as when it was last assessed keeps that row (linkage/quality_parts.py)
-        fingerprint = inputs_fingerprint(
-            {"clusters": clusters, "pairs": pairs, "records": read[linkage_key(source, "person_records")]},
-            settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)], memo=memo)
-        part = load_part(reports, source, fingerprint) if linkage.mode != "full" else None
-        if part is None:
-            # the local parts of the last assessment: recomputed only where pairs or records changed
-            *part, kept_work = _assess_source(linkage, warehouse, source, clusters.to_polars(), pairs.to_polars(),
-                                              load_kept(reports, source) if linkage.mode != "full" else None)
-            save_part(reports, source, fingerprint, *part, kept=kept_work)
-            computed[source] = kept_work.computed
-        else:
+        row, largest[source], work, fits = _quality_part(context, linkage, warehouse, read, memo, source)
+        rows.append(row)
+        if work is None:
             kept.append(source)
-        rows.append(part[0])
-        largest[source] = part[1]
+        else:
+            computed[source] = work
+        if fits is not None:
+            fitted[source] = fits.run
     table = quality_table(rows)
-    paths = write_quality_report(table, linkage.root / "reports", largest=largest_clusters_table(largest))
+    paths = write_quality_report(table, linkage.root / "reports", largest=largest_clusters_table(largest),
+                                 fits=fitted, run_id=context.run_id)
     yield Output(table, metadata={
         "report": MetadataValue.url(file_url(paths["html"], linkage.root)),
         "summary": MetadataValue.md(quality_markdown(table)),
@@ -832,6 +864,9 @@ def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, wa
         # per dataset assessed: pairs whose transitivity flags were computed and names whose same-name
         # witness was counted (the rest kept from the last assessment)
         "computed": MetadataValue.json(computed),
+        # per dataset without labels: the run whose fit of the whole dataset its estimates apply
+        # (this run's id when it fitted them; see threshold.NoLabelFits)
+        "fits_from_run": MetadataValue.json(fitted),
     })
     problems = evidence_problems(table)
     yield AssetCheckResult(

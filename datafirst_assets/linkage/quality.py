@@ -178,8 +178,26 @@ def quality_sections(table: pl.DataFrame, largest: pl.DataFrame | None = None) -
     return sections
 
 
-def write_quality_report(table: pl.DataFrame, reports_dir: Path,
-                         largest: pl.DataFrame | None = None) -> dict[str, Path]:
+FITS_NOTE = (
+    "Without clerical labels the estimates rest on fits over each dataset's pairs (the transitivity check, "
+    "the date-of-birth witness). A full run fits them; an incremental run applies the stored ones while the "
+    "model and the fitting code are unchanged and few pairs changed since (a full run refits)."
+)
+
+
+def fits_markdown(fits: dict[str, str], run_id: str = "") -> str:
+    """Which run fitted each dataset's no-label estimates (``fits``: dataset -> run id)."""
+    if not fits:
+        return ""
+    rows = pl.DataFrame({"source": list(fits), "fitted_in_run": [
+        f"{run} (this run)" if run and run == run_id else run or "unknown" for run in fits.values()]})
+    return f"\n## Where the no-label fits came from\n\n{FITS_NOTE}\n\n{markdown_table(rows)}\n"
+
+
+def write_quality_report(table: pl.DataFrame, reports_dir: Path, largest: pl.DataFrame | None = None,
+                         fits: dict[str, str] | None = None, run_id: str = "") -> dict[str, Path]:
+    """The quality report (markdown, HTML, parquet); ``fits``: the run each dataset's no-label fits
+    came from (``run_id``: this run), so that a reader sees which estimates apply stored fits."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "markdown": reports_dir / "linkage_quality.md",
@@ -188,7 +206,12 @@ def write_quality_report(table: pl.DataFrame, reports_dir: Path,
     }
     largest_md = ("" if largest is None or largest.is_empty() else
                   f"\n## Largest clusters per dataset\n\n{LARGEST_NOTE}\n\n{markdown_table(largest, '{:.3f}')}\n")
-    paths["markdown"].write_text(f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n{largest_md}")
-    write_report(paths["html"], "Linkage quality (estimated)", quality_sections(table, largest))
+    fits_md = fits_markdown(fits or {}, run_id)
+    paths["markdown"].write_text(f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n{largest_md}{fits_md}")
+    sections = quality_sections(table, largest)
+    if fits:
+        sections.append(Section("Where the no-label fits came from", [FITS_NOTE], pl.DataFrame(
+            {"source": list(fits), "fitted_in_run": list(fits.values())})))
+    write_report(paths["html"], "Linkage quality (estimated)", sections)
     table.write_parquet(paths["parquet"])
     return paths

@@ -22,12 +22,19 @@ came, went or changed. They are kept whatever
 the fingerprint: each is compared pair by pair or record by record with what it was made from, so
 a stale file only means more is recomputed.
 
+The no-label fits over the whole dataset (`threshold.NoLabelFits`: the transitivity check's rates
+and curve, the witness's odds factor per pattern) are kept here too (`fits.json`), with the run that
+fitted them, the model version and a digest of the fitting code: an incremental run applies them to
+today's pairs instead of fitting again while the model and code are the same and few pairs changed
+since (`threshold.FITS_REUSE_SHARE`); a full run (the weekly rebuild) fits them again.
+
 The clusters step keeps its per-person link-graph metrics here too (`.graph_parts/`, see the last
 section): an incremental link measures only the persons it did not keep whole.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -36,10 +43,13 @@ import polars as pl
 from datafirst_assets.common.folders import replace_folder
 from datafirst_assets.linkage.guard import METRIC_SCHEMA
 from datafirst_assets.linkage.quality import QUALITY_SCHEMA
-from datafirst_assets.linkage.threshold import KeptWork
+from datafirst_assets.linkage import threshold
+from datafirst_assets.linkage.threshold import KeptWork, NoLabelFits
 
 PARTS = ".quality_parts"
 META = "meta.json"
+#: The no-label fits (`threshold.NoLabelFits`) the dataset's last assessment used, with the run that fitted them
+FITS = "fits.json"
 #: KeptWork's frames, each in its own file
 KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.parquet",
         "same_name_sums": "same_name_sums.parquet", "pair_facts": "pair_facts.parquet",
@@ -47,15 +57,17 @@ KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.pa
 
 
 def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame,
-              kept: KeptWork | None = None) -> None:
-    """Store one dataset's quality row, largest clusters and what its assessment kept for the next
-    one (written aside, then swapped in)."""
+              kept: KeptWork | None = None, fits: NoLabelFits | None = None) -> None:
+    """Store one dataset's quality row, largest clusters, what its assessment kept for the next
+    one and the no-label fits it used (written aside, then swapped in)."""
     def write(staging: Path) -> None:
         pl.DataFrame([row], schema=QUALITY_SCHEMA).write_parquet(staging / "row.parquet")
         largest.write_parquet(staging / "largest.parquet")
         for name, file in KEPT.items():
             if kept is not None and getattr(kept, name) is not None:
                 getattr(kept, name).write_parquet(staging / file)
+        if fits is not None:
+            (staging / FITS).write_text(json.dumps(fits.to_json()), encoding="utf-8")
         (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint}), encoding="utf-8")
 
     replace_folder(Path(reports) / PARTS / source, write)
@@ -71,6 +83,29 @@ def load_part(reports: Path, source: str, fingerprint: str) -> tuple[dict, pl.Da
         return pl.read_parquet(folder / "row.parquet").row(0, named=True), pl.read_parquet(folder / "largest.parquet")
     except (OSError, ValueError, pl.exceptions.PolarsError):
         return None
+
+
+def fitting_code() -> str:
+    """A digest of the code the no-label fits come from (`linkage/threshold.py`): stored fits made by
+    other code are not reused. (The pipeline's `code_version` hashes every module: any edit anywhere
+    would refit, where a change to the fits' own code is what makes them stale.)"""
+    return hashlib.sha256(Path(threshold.__file__).read_bytes()).hexdigest()[:16]
+
+
+def load_fits(reports: Path, source: str) -> NoLabelFits | None:
+    """The no-label fits `source`'s last assessment used (None if it used none or they cannot be read)."""
+    try:
+        return NoLabelFits.from_json(json.loads((Path(reports) / PARTS / source / FITS).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def reusable_fits(stored: NoLabelFits | None, model_version: str, code: str) -> NoLabelFits | None:
+    """``stored`` when fitted with this model version and fitting code, else None (fitted again):
+    like the Splink model, the fits describe one model's scores, read by one version of the code."""
+    if stored is None or stored.model_version != model_version or stored.code != code:
+        return None
+    return stored
 
 
 def load_kept(reports: Path, source: str) -> KeptWork:
