@@ -9,18 +9,15 @@ from datetime import date
 import numpy as np
 import polars as pl
 import pytest
-from dagster import AssetSpec, materialize
 
-from datafirst_assets.defs.linkage import QUALITY, LinkageSettings, linkage_key, linkage_quality
-from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.linkage import threshold
 from datafirst_assets.linkage.guard import guarded_components_at
 from datafirst_assets.linkage.quality_parts import reusable_fits
 from datafirst_assets.linkage.threshold import NoLabelFits, assess
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 from datafirst_assets_tests.test_quality_kept_work import _next_extract
+from datafirst_assets_tests.test_quality_parts import materialize_quality
 from datafirst_assets_tests.test_threshold_choice import _people_who_moved
 from datafirst_assets_tests.warehouse_tables import write_table
 
@@ -103,16 +100,7 @@ def _warehouse(root) -> None:
 
 def _quality(root, mode: str = "incremental") -> tuple[str, dict, dict]:
     """The run id, and per dataset the run its no-label fits came from and what it computed."""
-    database = str(root / "wh.duckdb")
-    upstream = [linkage_key(s, t) for s in SOURCES for t in ("clusters", "scored_pairs", "person_records")]
-    placeholders = [AssetSpec(key=key, metadata={"schema": f"{key.path[0]}_{key.path[1]}"}).with_io_manager_key(
-        "io_manager") for key in upstream]
-    result = materialize([*placeholders, linkage_quality], selection=[QUALITY], resources={
-        "io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database),
-        "linkage": LinkageSettings(data_dir=str(root), mode=mode)})
-    assert result.success
-    (event,) = [m for m in result.get_asset_materialization_events() if m.asset_key == QUALITY]
-    metadata = event.materialization.metadata
+    result, metadata = materialize_quality(root, mode)
     return result.run_id, metadata["fits_from_run"].value, metadata["computed"].value
 
 

@@ -24,7 +24,9 @@ def _warehouse(root) -> None:
             "match_probability": [0.97, 0.11]}))
 
 
-def _quality(root, mode: str = "incremental", metadata: str = "datasets_kept") -> tuple[pl.DataFrame, object]:
+def materialize_quality(root, mode: str = "incremental"):
+    """`linkage/quality` materialised alone on the warehouse `root/wh.duckdb` (its inputs as stored there):
+    the run's result and the asset's materialization metadata."""
     database = str(root / "wh.duckdb")
     upstream = [linkage_key(s, t) for s in SOURCES for t in ("clusters", "scored_pairs", "person_records")]
     placeholders = [AssetSpec(key=key, metadata={"schema": f"{key.path[0]}_{key.path[1]}"}).with_io_manager_key(
@@ -34,9 +36,14 @@ def _quality(root, mode: str = "incremental", metadata: str = "datasets_kept") -
         "linkage": LinkageSettings(data_dir=str(root), mode=mode)})
     assert result.success
     (event,) = [m for m in result.get_asset_materialization_events() if m.asset_key == AssetKey(["linkage", "quality"])]
-    with warehouse_cursor(database) as conn:
+    return result, event.materialization.metadata
+
+
+def _quality(root, mode: str = "incremental", metadata: str = "datasets_kept") -> tuple[pl.DataFrame, object]:
+    _, materialized = materialize_quality(root, mode)
+    with warehouse_cursor(str(root / "wh.duckdb")) as conn:
         table = pl.from_arrow(conn.sql("select * from linkage.quality order by source").to_arrow_table())
-    return table, event.materialization.metadata[metadata].value
+    return table, materialized[metadata].value
 
 
 def test_unchanged_datasets_keep_their_quality_rows_and_the_table_is_the_full_one(tmp_path):
