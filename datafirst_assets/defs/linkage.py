@@ -808,12 +808,12 @@ def _quality_part(context: AssetExecutionContext, linkage: LinkageSettings, ware
     fingerprint = inputs_fingerprint(
         {"clusters": clusters, "pairs": pairs, "records": read[linkage_key(source, "person_records")]},
         settings=(source, source in linkage.thresholds), files=[linkage.labels_file(source)], memo=memo)
-    part = load_part(reports, source, fingerprint) if linkage.mode != "full" else None
+    incremental = linkage.mode != "full"
+    part = load_part(reports, source, fingerprint) if incremental else None
     if part is not None:
         return *part, None, load_fits(reports, source)
     # the local parts of the last assessment: recomputed only where pairs or records changed; its
     # no-label fits reused while the change is small (a full run, the weekly rebuild, fits them again)
-    incremental = linkage.mode != "full"
     row, largest, kept_work, fits = _assess_source(
         linkage, warehouse, source, clusters.to_polars(), pairs.to_polars(),
         load_kept(reports, source) if incremental else None,

@@ -185,13 +185,18 @@ FITS_NOTE = (
 )
 
 
+def fits_table(fits: dict[str, str], run_id: str = "") -> pl.DataFrame:
+    """Which run fitted each dataset's no-label estimates (``fits``: dataset -> run id; ``run_id``: this run)."""
+    return pl.DataFrame({"source": list(fits), "fitted_in_run": [
+        f"{run} (this run)" if run and run == run_id else run or "unknown" for run in fits.values()]},
+        schema={"source": pl.String, "fitted_in_run": pl.String})
+
+
 def fits_markdown(fits: dict[str, str], run_id: str = "") -> str:
-    """Which run fitted each dataset's no-label estimates (``fits``: dataset -> run id)."""
+    """:func:`fits_table` as the report's markdown section ("" when no dataset used no-label fits)."""
     if not fits:
         return ""
-    rows = pl.DataFrame({"source": list(fits), "fitted_in_run": [
-        f"{run} (this run)" if run and run == run_id else run or "unknown" for run in fits.values()]})
-    return f"\n## Where the no-label fits came from\n\n{FITS_NOTE}\n\n{markdown_table(rows)}\n"
+    return f"\n## Where the no-label fits came from\n\n{FITS_NOTE}\n\n{markdown_table(fits_table(fits, run_id))}\n"
 
 
 def write_quality_report(table: pl.DataFrame, reports_dir: Path, largest: pl.DataFrame | None = None,
@@ -210,8 +215,7 @@ def write_quality_report(table: pl.DataFrame, reports_dir: Path, largest: pl.Dat
     paths["markdown"].write_text(f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n{largest_md}{fits_md}")
     sections = quality_sections(table, largest)
     if fits:
-        sections.append(Section("Where the no-label fits came from", [FITS_NOTE], pl.DataFrame(
-            {"source": list(fits), "fitted_in_run": list(fits.values())})))
+        sections.append(Section("Where the no-label fits came from", [FITS_NOTE], fits_table(fits, run_id)))
     write_report(paths["html"], "Linkage quality (estimated)", sections)
     table.write_parquet(paths["parquet"])
     return paths
