@@ -211,3 +211,13 @@ def test_junk_pncs_are_nulled_as_staging_nulls_them():
     four_dobs = df.head(4)  # the shared PNC on three dates of birth only: kept
     assert standardise(four_dobs, id_col="id", maps={"pnc": "pnc", "dob": "birth"}, extras=[],
                        source="x").get_column("pnc").to_list() == [None, shared, shared, shared]
+
+
+def test_person_ids_follow_first_appearance_and_a_record_left_out_is_its_own_person():
+    # records 0..5 numbered as Splink saw them; clusters come back in any order, ids as Splink made them
+    clusters = pl.DataFrame({"record_id": [4, 1, 3, 0, 2], "cluster_id": ["b-__-1", "b-__-1", "a-__-0", "a-__-0",
+                                                                          "c-__-2"]})
+    ids = cli.person_ids_in_input_order(clusters, 6)
+    # record 0 and 3 first (person 1), then 1 and 4 (person 2), then 2, then 5 which no cluster holds
+    assert ids.to_list() == [1, 2, 3, 1, 2, 4]
+    assert ids.name == "person_id" and ids.dtype == pl.Int64

@@ -36,6 +36,7 @@ Each command is a plain function (testable, no argparse needed) plus an
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -302,31 +303,37 @@ def run_dedupe(
             say(f"warning: no dates of birth could be parsed from column {fmap['dob']!r}"
                 + ("" if dob_format else "; give --dob-format"))
 
+    # Splink sees each record by its row number: integer ids make its clustering about twice as fast
+    # as text ids, and turn the way back to the input's ids into a gather instead of string joins
+    allrec = pl.concat([f.select("source_dataset", "record_id") for f in frames])
+    offsets = [0, *itertools.accumulate(f.height for f in frames)]
+    numbered = [f.with_columns(pl.int_range(start, start + f.height, dtype=pl.Int64).alias("record_id"))
+                for f, start in zip(frames, offsets)]
     try:
-        if len(frames) == 1:
-            result = deduplicate(frames[0], db_api=db_api, extras=extras, threshold_match_probability=threshold,
-                                 training=training, progress=say)
-        else:
-            result = deduplicate(frames, db_api=db_api, extras=extras, threshold_match_probability=threshold,
-                                 training=training, progress=say)
+        result = deduplicate(numbered[0] if len(numbered) == 1 else numbered, db_api=db_api, extras=extras,
+                             threshold_match_probability=threshold, training=training, progress=say)
     except LinkageConfigError as exc:
         raise DedupeConfigError(f"no usable fields: {exc}") from exc
 
-    cl = result.clusters
-    key = ["source_dataset", "record_id"] if "source_dataset" in cl.columns else ["record_id"]
-    allrec = pl.concat([f.select("source_dataset", "record_id") for f in frames])
-    joined = allrec.join(cl, on=key, how="left", maintain_order="left")
-    joined = joined.with_columns(pl.col("cluster_id").fill_null(
-        pl.concat_str([pl.col("source_dataset"), pl.lit("-__-"), pl.col("record_id")])))
-    first = joined.with_row_index("_i").group_by("cluster_id").agg(pl.col("_i").min()).sort("_i")
-    first = first.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("person_id"))
-    res = (joined.join(first.select("cluster_id", "person_id"), on="cluster_id", how="left", maintain_order="left")
-           .select(pl.col("source_dataset").alias("source"), "record_id", "person_id"))
+    res = allrec.select(pl.col("source_dataset").alias("source"), "record_id",
+                        person_ids_in_input_order(result.clusters, allrec.height))
     out.parent.mkdir(parents=True, exist_ok=True)
     res.write_parquet(out)
     say(f"{res.get_column('person_id').n_unique():,} people among {res.height:,} records "
         f"(threshold {result.threshold_match_probability}); model {result.model.version}; wrote {out}")
     return res
+
+
+def person_ids_in_input_order(clusters: pl.DataFrame, n_records: int) -> pl.Series:
+    """``person_id`` for records numbered 0..n-1 (``clusters``: record_id = that number, cluster_id):
+    1, 2, 3... in the order each person first appears in the input; a record the clustering did
+    not return is a person of its own."""
+    numbers = pl.DataFrame({"_i": pl.int_range(n_records, dtype=pl.Int64, eager=True)})
+    cl = clusters.select(pl.col("record_id").cast(pl.Int64).alias("_i"), "cluster_id")
+    first = (numbers.join(cl, on="_i", how="left", maintain_order="left")
+             .select(pl.when(pl.col("cluster_id").is_null()).then(pl.col("_i"))
+                     .otherwise(pl.col("_i").min().over("cluster_id")).alias("first")))
+    return first.get_column("first").rank("dense").cast(pl.Int64).alias("person_id")
 
 
 def add_dedupe_parser(subparsers) -> argparse.ArgumentParser:

@@ -484,20 +484,45 @@ _REFINEMENTS = (Key("dob", "year"), Key("surname", "initial"), Key("forename", "
 def count_pairs(frame: pl.DataFrame | pl.LazyFrame, rule: tuple[Key, ...] | str) -> int:
     """Pairs a rule generates within ``frame`` (all inputs stacked): sum of C(n, 2) over
     its blocks; rows with a null key never pair."""
-    lf = frame.lazy()
-    if isinstance(rule, str):  # swapped names: n(a, b) * n(b, a) over unordered a != b
-        g = (lf.filter(pl.col("forename").is_not_null() & pl.col("surname").is_not_null())
-             .group_by("forename", "surname").agg(pl.len().cast(pl.Int64).alias("n")))
-        j = g.join(g, left_on=["forename", "surname"], right_on=["surname", "forename"], suffix="_r")
+    keys = (Key("forename"), Key("surname")) if isinstance(rule, str) else rule
+    return BlockingKeyCodes(frame, keys).count_pairs(rule)
+
+
+class BlockingKeyCodes:
+    """Every blocking key of ``frame`` computed once as a 64-bit hash (null where the key is
+    null), so that sizing a dozen candidate rules is a dozen integer group-bys, not a dozen
+    string group-bys with their derivations (about 3x less CPU at 1M records).
+
+    A rule's blocks are grouped by one hash of its keys' hashes: two different blocks share a
+    hash with probability about blocks^2 / 2^65 (1e-8 at a million blocks), and a count is
+    only used to size the rules.
+    """
+
+    def __init__(self, frame: pl.DataFrame | pl.LazyFrame, keys: Sequence[Key]) -> None:
+        present = set(frame.collect_schema().names())
+        self.keys = sorted({k for k in keys if k.col in present}, key=str)
+        exprs = [pl.when(k.polars().is_not_null()).then(k.polars().hash()).alias(str(k)) for k in self.keys]
+        self.codes = frame.lazy().select(exprs).collect() if exprs else pl.DataFrame()
+
+    def count_pairs(self, rule: tuple[Key, ...] | str) -> int:
+        if isinstance(rule, str):  # swapped names: n(a, b) * n(b, a) over unordered a != b
+            return self._count_swapped()
+        names = [str(k) for k in rule]
+        block = pl.struct(names).hash() if len(names) > 1 else pl.col(names[0])
+        out = (self.codes.lazy().select(names).drop_nulls().group_by(block.alias("block"))
+               .agg(pl.len().cast(pl.Int64).alias("n"))
+               .select((pl.col("n") * (pl.col("n") - 1) // 2).sum()).collect())
+        return int(out.item() or 0)
+
+    def _count_swapped(self) -> int:
+        # both names hashed by the same function: a forename equals a surname iff their hashes do
+        g = (self.codes.lazy().select(pl.col("forename").alias("a"), pl.col("surname").alias("b")).drop_nulls()
+             .group_by("a", "b").agg(pl.len().cast(pl.Int64).alias("n")))
+        j = g.join(g, left_on=["a", "b"], right_on=["b", "a"], suffix="_r")
         row = j.select(
-            (pl.when(pl.col("forename") != pl.col("surname")).then(pl.col("n") * pl.col("n_r")).otherwise(
+            (pl.when(pl.col("a") != pl.col("b")).then(pl.col("n") * pl.col("n_r")).otherwise(
                 pl.col("n") * (pl.col("n") - 1))).sum() // 2).collect()
         return int(row.item() or 0)
-    keys = [k.polars() for k in rule]
-    names = [k.meta.output_name() for k in keys]
-    out = (lf.select(keys).drop_nulls().group_by(names).agg(pl.len().cast(pl.Int64).alias("n"))
-           .select((pl.col("n") * (pl.col("n") - 1) // 2).sum()).collect())
-    return int(out.item() or 0)
 
 
 def fit_blocking_rules(
@@ -524,15 +549,19 @@ def fit_blocking_rules(
     rules: list[tuple[Key, ...] | str] = []
     counts: dict[str, int] = {}
     sparse = "dob" not in stacked.columns or (n and 1 - stacked["dob"].null_count() / n < SPARSE_DOB_COMPLETENESS)
-    for rule in candidate_blocking_keys(fields, sparse=bool(sparse)):
-        c = count_pairs(stacked, rule)
+    candidates = candidate_blocking_keys(fields, sparse=bool(sparse))
+    swap_keys = (Key("forename"), Key("surname")) if SWAP_RULE in candidates else ()
+    codes = BlockingKeyCodes(stacked, [*swap_keys, *_REFINEMENTS,
+                                       *[k for r in candidates if not isinstance(r, str) for k in r]])
+    for rule in candidates:
+        c = codes.count_pairs(rule)
         if c > budget and not isinstance(rule, str):
             options = []
             for extra in _REFINEMENTS:
                 if extra.col not in fields or extra in rule or any(k.col == extra.col and not k.fn for k in rule):
                     continue
                 cand = (*rule, extra)
-                cc = count_pairs(stacked, cand)
+                cc = codes.count_pairs(cand)
                 options.append((cc, cand))
                 if cc <= budget:
                     break
