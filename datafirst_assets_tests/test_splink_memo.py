@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import sqlglot
 
@@ -66,8 +68,25 @@ def test_column_names_are_built_once_per_text_and_the_same():
     unmemoised = SqlglotColumnTreeBuilder._datafirst_unmemoised
     for text in ("surname", "first name", "lat_long['lat']", "names[1]"):
         built = SqlglotColumnTreeBuilder.from_raw_column_name_or_column_reference(text, "duckdb")
-        assert built == unmemoised(SqlglotColumnTreeBuilder, text, "duckdb")
+        assert built == unmemoised["from_raw_column_name_or_column_reference"](SqlglotColumnTreeBuilder, text, "duckdb")
         assert SqlglotColumnTreeBuilder.from_raw_column_name_or_column_reference(text, "duckdb") is built
+        for variant in (built, replace(built, column_name=built.column_name + "_l"), replace(built, table="l")):
+            assert variant.sql == unmemoised["sql"](variant)
+            assert variant.sql is variant.sql  # written once
+
+
+def test_a_column_written_again_is_not_generated_again(monkeypatch):
+    install()
+    from splink.internals.input_column import InputColumn
+
+    column = InputColumn("first name", sqlglot_dialect_str="duckdb")
+    first = (column.name, column.name_l, column.name_r, column.l_name_as_l)
+    generated = []
+    real = sqlglot.expressions.Expression.sql
+    monkeypatch.setattr(sqlglot.expressions.Expression, "sql", lambda *a, **k: generated.append(a) or real(*a, **k))
+    again = InputColumn("first name", sqlglot_dialect_str="duckdb")
+    assert (again.name, again.name_l, again.name_r, again.l_name_as_l) == first
+    assert generated == []
 
 
 def test_sql_that_does_not_parse_still_raises_every_time():
