@@ -57,6 +57,7 @@ from datafirst_assets.linkage.stable_ids import (
 )
 from datafirst_assets.linkage.guard import split_conflicting_clusters
 from datafirst_assets.linkage.train import TrainedModel, aligned_frames, make_linker, register_records
+from datafirst_assets.warehouse.connection import scratch_cursor
 from datafirst_assets.warehouse.io_manager import WarehouseQuery
 
 # Scored pairs below this probability are not kept: they never form links at any sensible
@@ -79,7 +80,7 @@ def record_hashes(records: pl.DataFrame, columns: Sequence[str] | None = None) -
     columns = [c for c in (columns or records.columns) if c not in NOT_HASHED]
     frame = records.select(pl.col(UNIQUE_ID).cast(pl.String), *columns).to_arrow()  # noqa: F841 (SQL below)
     parts = ", ".join(f"coalesce(cast(\"{c}\" as varchar), chr(0))" for c in columns) or "''"
-    with duckdb.connect() as con:
+    with scratch_cursor() as con:
         out = con.sql(f"select {UNIQUE_ID}, substr(md5(concat_ws(chr(31), {parts})), 1, 16) as record_hash "
                       "from frame").to_arrow_table()
     return pl.from_arrow(out)  # type: ignore[return-value]
@@ -190,7 +191,7 @@ def blocked_with(existing: pl.DataFrame, new: pl.DataFrame, model: TrainedModel)
              if model.settings.get("link_type") == "link_only" and SOURCE_DATASET in left.columns else "")
     sql = " union ".join(f"select r.__row from r semi join l on ({rule}){other}" for rule in rules)
     try:
-        with duckdb.connect() as con:
+        with scratch_cursor() as con:
             con.register("l", left.to_arrow())
             con.register("r", right.with_row_index("__row").to_arrow())
             rows = con.sql(sql).pl().get_column("__row")

@@ -35,7 +35,11 @@ class _LazyModule:
         self._name = name
 
     def __getattr__(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self._name), attr)
+        module = importlib.import_module(self._name)
+        from datafirst_assets.linkage.splink_memo import install
+
+        install()  # Splink's parsing once per distinct text (at the first use only: then a flag)
+        return getattr(module, attr)
 
 
 splink_api = _LazyModule("splink")

@@ -934,15 +934,12 @@ def blocking_lists(pairs: pl.DataFrame, records: pl.DataFrame, rules: list[str])
     sql = blocking_lists_sql(rules)
     if sql is None or pairs.is_empty():
         return None
-    import duckdb
+    from datafirst_assets.warehouse.connection import scratch_cursor
 
-    con = duckdb.connect()
-    try:
+    with scratch_cursor() as con:
         con.register("pairs", pairs.select("record_id_l", "record_id_r").to_arrow())
         con.register("records", records.to_arrow())
         return pl.from_arrow(con.sql(sql).to_arrow_table())  # type: ignore[return-value]
-    finally:
-        con.close()
 
 
 def _uncaught_by_lincoln_petersen(counts: dict[tuple[bool, ...], float]) -> float | None:

@@ -192,6 +192,10 @@ def make_linker(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], settings
     settings = json.loads(json.dumps(settings))  # Splink mutates/keeps references
     from splink import Linker  # not at import: loading the code location must not pay for Splink
 
+    from datafirst_assets.linkage.splink_memo import install
+
+    install()  # each Linker validates every level's SQL: parsed once per distinct text (splink_memo.py)
+
     # Splink's settings validation only logs (at WARNING, below SPLINK_LOG_LEVEL, so never shown) columns
     # the settings name that the records lack; it parsed every rule and level with sqlglot on each
     # Linker, ~90 ms each, three or more per dataset per run. Our settings are built from the records'

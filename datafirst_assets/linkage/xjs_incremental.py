@@ -49,6 +49,7 @@ from datafirst_assets.common.sql import quote_identifier, quote_literal
 from datafirst_assets.deidentify.keys import keyed_hash
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID
 from datafirst_assets.linkage.stable_ids import CHANGE_SCHEMA, PERSON_ID, RECORD_ID, carry_forward_ids, same_record_sets
+from datafirst_assets.warehouse.connection import scratch_cursor
 
 PERSON = "person_id_dataset"
 #: The run marker on every row of states written before the state marker (read, never written).
@@ -87,7 +88,7 @@ def variants_hashes(variants: pl.DataFrame, vmap: pl.DataFrame) -> pl.DataFrame:
     frame = (variants.select(pl.col(UNIQUE_ID).alias("variant_id"), *fields)  # noqa: F841 (SQL below)
              .join(vmap.select("variant_id", PERSON), on="variant_id", how="inner")
              .drop("variant_id").to_arrow())
-    with duckdb.connect() as con:
+    with scratch_cursor() as con:
         out = con.sql(variants_hash_sql("frame", fields)).to_arrow_table()
     return pl.from_arrow(out)  # type: ignore[return-value]
 
