@@ -46,15 +46,12 @@ def pandas_hidden() -> Iterator[None]:
         sys.meta_path.remove(finder)
 
 
-def _load_polars_api():
-    with pandas_hidden():
-        import pandera.polars
-        import polars
+with pandas_hidden():
+    import pandera.polars as pa
+    import polars as pl
 
-        # The check dispatch looks for pandera's pandas types at the first check of a process and
-        # keeps what it found: asked now, it finds none (else the first contract would import pandas).
-        pandera.polars.Check.get_backend(polars.LazyFrame())
-    return pandera.polars
+    # The check dispatch looks for pandera's pandas types at the first check of a process and keeps
+    # what it found: asked now, it finds none (else a run's first contract would import pandas).
+    pa.Check.get_backend(pl.LazyFrame())
 
-
-pa = _load_polars_api()
+__all__ = ["pa", "pandas_hidden"]
