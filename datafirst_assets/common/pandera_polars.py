@@ -11,7 +11,10 @@ pandera supports installs without pandas (its `pandera[polars]` extra): when imp
 raises ModuleNotFoundError, its package loads the polars-only namespace and its check dispatch
 falls through to the polars backends (pandera GH #2387). `pa` is pandera.polars imported with
 pandas hidden for that moment, and the dispatch asked once then, since it keeps its answer. pandas
-stays importable afterwards: what needs it (pandera's Ibis backend) imports it when it runs.
+stays importable afterwards: what needs it imports it when it runs: pandera's Ibis backend, and
+pyarrow's `Table.from_pylist` (Splink's u estimation calls it), so a run that trains a Splink model
+still imports pandas, at that step instead of at load. In the demo the saving is the code server's
+load (on the critical path before the first run); a run whose steps need no pandas saves it too.
 Where pandas is already imported (a test session, a notebook), pandera is imported as usual.
 """
 
