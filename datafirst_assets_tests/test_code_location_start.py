@@ -11,8 +11,9 @@ import sys
 
 from datafirst_assets.defs import memory
 
-# Imported by the steps that need them, not by loading the definitions.
-LAZY_MODULES = ("ibis", "pandera.ibis", "splink", "sqlglot", "jinja2")
+# Imported by the steps that need them, not by loading the definitions. pandas: needed by none of
+# them (pandera's Ibis backend imports it when it runs), ~0.3 s for each process loading the location.
+LAZY_MODULES = ("ibis", "pandera.ibis", "splink", "sqlglot", "jinja2", "pandas")
 
 
 def test_loading_the_code_location_does_not_import_the_ibis_backend():
@@ -20,6 +21,28 @@ def test_loading_the_code_location_does_not_import_the_ibis_backend():
               f"print(json.dumps([m for m in {list(LAZY_MODULES)!r} if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_contract_check_after_loading_finds_failures_without_importing_pandas():
+    """pandera loaded without pandas (`common.pandera_polars`): its check dispatch must not import
+    pandas at a run's first contract check either, and the polars checks still find every failure."""
+    script = ("import json, sys; import datafirst_assets.definitions; import polars as pl; "
+              "from datafirst_assets.common.pandera_polars import pa; "
+              "from datafirst_assets.contracts.core import validate_table; "
+              "schema = pa.DataFrameSchema({'n': pa.Column(pl.Int64, pa.Check.ge(0)), "
+              "'s': pa.Column(pl.String, pa.Check.isin(['a']))}, name='t'); "
+              "report = validate_table(pl.DataFrame({'n': [1, -1], 's': ['a', 'b']}), schema); "
+              "print(json.dumps([report.passed, len(report.failures), 'pandas' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, 2, False]
+
+
+def test_pandas_stays_importable_after_pandera_is_loaded_without_it():
+    script = ("import datafirst_assets.definitions, sys; assert 'pandas' not in sys.modules; "
+              "import pandas; from datafirst_assets.common.pandera_polars import pa; "
+              "print(pandas.DataFrame({'a': [1]}).shape, pa.__name__)")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "(1, 1) pandera.polars"
 
 
 def test_the_in_database_check_still_imports_it_when_called():

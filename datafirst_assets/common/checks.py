@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 from dagster import Failure, MetadataValue, TableColumn, TableSchema
 

@@ -7,7 +7,7 @@ entry without its checksum or gate results, stops the release (nothing is publis
 
 from __future__ import annotations
 
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 from pandera.typing.polars import Series
 

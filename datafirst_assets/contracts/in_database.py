@@ -22,9 +22,10 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 import duckdb
+# first: pandera itself loaded without pandas (`pandera_polars`), as the code location loads it
+from datafirst_assets.common.pandera_polars import pa
 import ibis
 import pandera.ibis as pi
-import pandera.polars as pa
 import polars as pl
 from ibis.formats.polars import PolarsType
 from pandera.api.function_dispatch import Dispatcher

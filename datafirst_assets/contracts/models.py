@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 from pandera.typing.polars import Series
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from functools import cache
 
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 from dagster import AssetKey
 

@@ -6,7 +6,7 @@ are fourteen steps rather than one hundred and eighty: step overhead, not data, 
 extracts. No `from __future__ import annotations`: Dagster inspects annotations at runtime.
 """
 
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 from dagster import (
     AssetCheckKey,

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 
 from datafirst_assets.derived.spec import DerivedColumn, DerivedTable, non_negative

@@ -36,7 +36,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 
 from datafirst_assets.derived.person_journeys import ETHNIC_GROUPS, REPEAT_WINDOWS, person_journeys

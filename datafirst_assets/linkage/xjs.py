@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 
 from datafirst_assets.linkage.backend import make_db_api, sql_dialect

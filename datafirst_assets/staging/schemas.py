@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-import pandera.polars as pa
+from datafirst_assets.common.pandera_polars import pa
 import polars as pl
 
 from datafirst_assets.raw.delivery import PARTITION_COLUMN
