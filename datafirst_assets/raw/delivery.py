@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import polars as pl
 
 from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.common.partitions import PARTITION_COLUMN
 from datafirst_assets.sources.spec import SourceSpec, TableSpec
+from datafirst_assets.warehouse.connection import scratch_cursor
 
 MANIFEST = "manifest.json"
 # Load metadata carried on every raw row (the partition column first).
@@ -270,22 +270,14 @@ def check_header(path: Path, header: list[str], source: SourceSpec, table: Table
     # Same columns in another order: read by name, nothing to fix.
 
 
-_PARSER: duckdb.DuckDBPyConnection | None = None
+# one parse at a time: the reject tables are read and emptied after each
 _PARSER_LOCK = threading.Lock()
-
-
-def _parser() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB kept for CSV parsing (opening one per file cost more than parsing)."""
-    global _PARSER
-    if _PARSER is None:
-        _PARSER = duckdb.connect()
-    return _PARSER
 
 
 def _read_rows(path: Path, header: list[str], source: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse the body with DuckDB's CSV reader; rows it rejects come back separately with reasons."""
-    with _PARSER_LOCK:
-        conn = _parser()
+    # the process's in-memory DuckDB (opening one per file cost more than parsing)
+    with _PARSER_LOCK, scratch_cursor() as conn:
         columns = {name: "VARCHAR" for name in header}
         good = pl.from_arrow(conn.sql(
             "select * from read_csv(?, header = true, auto_detect = false, columns = ?, delim = ?, "
