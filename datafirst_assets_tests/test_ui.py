@@ -472,6 +472,25 @@ def test_backfill_launched_as_from_the_ui_is_one_run(server, monkeypatch):
 
 # --- Contracts in the UI: a table's Columns tab, and a failing check --------------------------------------
 
+def wait_for_the_refresh_after_the_last_ingest(server, instance, timeout: float = 300) -> None:
+    """The refresh sensor launches the link job (which plans `linkage/quality`'s checks) up to a tick
+    after the last ingest run ends; a check recorded while that run is in flight is shown as "Not
+    evaluated" on the check's page, so wait for that run to end first."""
+    wait_for_runs(server, instance, 2, timeout=timeout, job_name=INGEST_JOB, tags={SOURCE_TAG: "prison"})
+    ingests = wait_for_runs(server, instance, 1, timeout=timeout, job_name=INGEST_JOB)  # and a backfill's
+    last_ingest_end = max(r.end_time for r in ingests)
+    deadline = time.monotonic() + timeout
+    while True:
+        refreshes = [r for r in instance.get_run_records(RunsFilter(tags={"datafirst/trigger": REFRESH_SENSOR}))
+                     if (r.start_time or r.create_timestamp.timestamp()) >= last_ingest_end]
+        if refreshes and all(r.dagster_run.is_finished for r in refreshes):
+            return
+        assert time.monotonic() < deadline, (
+            f"no finished refresh run after {timeout}s: {[(r.dagster_run.run_id, r.dagster_run.status) for r in refreshes]}\n"
+            f"{server.log_tail()}")
+        time.sleep(2)
+
+
 def record_a_failing_check(home: Path, scratch: Path) -> None:
     """A dedicated small run in the UI's instance: the `contract` check of `linkage/quality` finds a
     threshold of 7.5. It reads a scratch warehouse holding that broken table (as if someone typed the
@@ -523,6 +542,8 @@ def test_a_tables_columns_and_a_failing_check_are_shown(server, browser, shots, 
         assert "Age in whole years at first hearing date" in text
 
         monkeypatch.setenv("DAGSTER_HOME", str(server.home))
+        with DagsterInstance.from_config(str(server.home)) as instance:
+            wait_for_the_refresh_after_the_last_ingest(server, instance)
         record_a_failing_check(server.home, tmp_path / "scratch.duckdb")
         page.goto(f"{server.base}/assets/linkage/quality?view=checks&checkDetail=contract", wait_until="domcontentloaded")
         page.get_by_text("Evaluation result", exact=True).first.wait_for(timeout=60_000)
