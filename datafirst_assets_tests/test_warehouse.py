@@ -10,7 +10,7 @@ from dagster import (
     materialize,
 )
 
-from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor
 from datafirst_assets.warehouse.io_manager import WarehouseIOManager
 
 parts = DynamicPartitionsDefinition(name="d")
@@ -213,15 +213,21 @@ def test_stored_table_handle_reads_only_the_requested_partitions(tmp_path, insta
 
 # ------------------------------------------------------------------ DuckDB's resources
 
-from datafirst_assets.warehouse.duckdb_settings import THREADS_ENV, duckdb_settings  # noqa: E402
+from datafirst_assets.warehouse.duckdb_settings import (  # noqa: E402
+    CHECKPOINT_THRESHOLD_ENV,
+    THREADS_ENV,
+    duckdb_settings,
+)
 
 
 def test_duckdb_settings_come_from_the_environment_with_defaults(tmp_path):
     chosen = duckdb_settings(tmp_path, env={"DATAFIRST_DUCKDB_MEMORY_LIMIT": "3GB", THREADS_ENV: "1",
                                             "DATAFIRST_DUCKDB_TEMP_DIR": str(tmp_path / "spill")})
     assert (chosen.memory_limit, chosen.threads, chosen.temp_directory) == ("3GB", 1, str(tmp_path / "spill"))
+    assert duckdb_settings(tmp_path, env={CHECKPOINT_THRESHOLD_ENV: "64MB"}).checkpoint_threshold == "64MB"
     default = duckdb_settings(tmp_path, env={})
     assert default.memory_limit.endswith("GB") and default.threads is None
+    assert default.checkpoint_threshold == "1GB"
     assert default.temp_directory == str((tmp_path / "tmp" / "duckdb").resolve())
     with pytest.raises(ValueError, match=THREADS_ENV):
         duckdb_settings(tmp_path, env={THREADS_ENV: "two"})
@@ -232,8 +238,35 @@ def test_the_warehouse_opens_with_the_configured_limit(tmp_path, monkeypatch):
     with warehouse_cursor(tmp_path / "limited.duckdb") as conn:
         limit = conn.execute("select current_setting('memory_limit')").fetchone()[0]
         spill = conn.execute("select current_setting('temp_directory')").fetchone()[0]
+        checkpoint_at = conn.execute("select current_setting('checkpoint_threshold')").fetchone()[0]
     assert limit == "953.6 MiB"  # 1GB in DuckDB's units
+    assert checkpoint_at == "953.6 MiB"  # not DuckDB's 16MB: a commit does not checkpoint the file
     assert spill == str((tmp_path / "tmp" / "duckdb").resolve())
+
+
+def test_a_committed_write_survives_a_process_that_dies_before_its_checkpoint(tmp_path):
+    """With the raised checkpoint threshold a commit leaves the table in the write-ahead log only;
+    a process killed then (no close, so no checkpoint) must not lose it: the next open replays the log."""
+    import subprocess
+    import sys
+
+    database = tmp_path / "killed.duckdb"
+    script = (
+        "import os\n"
+        "from datafirst_assets.warehouse.connection import warehouse_cursor\n"
+        f"with warehouse_cursor({str(database)!r}) as conn:\n"
+        "    conn.begin()\n"
+        "    conn.execute('create table kept as select range as x from range(100000)')\n"
+        "    conn.commit()\n"
+        "wal = " + repr(str(database) + ".wal") + "\n"
+        "print(os.path.getsize(wal) if os.path.exists(wal) else 0, flush=True)\n"
+        "os._exit(0)  # no close, no checkpoint\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert int(done.stdout) > 0, "the commit was checkpointed: this test no longer tests the log's replay"
+    with warehouse_cursor(database) as conn:
+        assert conn.execute("select count(*), sum(x) from kept").fetchone() == (100000, 4999950000)
+    close_warehouse()
 
 
 def test_trimming_the_buffer_pool_keeps_the_configured_limit_and_the_data(tmp_path, monkeypatch):
