@@ -142,14 +142,20 @@ def test_staged_frames_are_validated_once_the_io_manager_vouching_for_schema_val
     before storing: the step's check passes that very frame without validating it a second time."""
     import pandera.polars as pa
 
-    validated = []
-    real = pa.DataFrameSchema.validate
+    from datafirst_assets.contracts import core
+
+    # every validation asks the one-query fast path first (contracts.fast_path), pandera only when in doubt
+    validated, by_pandera = [], []
+    real, real_fast = pa.DataFrameSchema.validate, core.holds_for_certain
     monkeypatch.setattr(pa.DataFrameSchema, "validate",
-                        lambda self, frame, *a, **k: validated.append(self.name) or real(self, frame, *a, **k))
+                        lambda self, frame, *a, **k: by_pandera.append(self.name) or real(self, frame, *a, **k))
+    monkeypatch.setattr(core, "holds_for_certain",
+                        lambda frame, schema: validated.append(schema.name) or real_fast(frame, schema))
     result, ran, _ = _ingest(tmp_path, monkeypatch, lambda result: result)
     assert result.success and ran == [True] and not _failed(result)
     staged = [n for n in validated if n.startswith(f"staged_{FAMILY.key}_")]
     assert sorted(staged) == sorted(f"staged_{FAMILY.key}_{t.name}" for t in FAMILY.tables)  # once each
+    assert not [n for n in by_pandera if n.startswith(f"staged_{FAMILY.key}_")]  # held: no pandera pass
     passed = {e.asset_key.to_user_string() for e in result.get_asset_check_evaluations()
               if e.check_name == "schema_valid" and e.passed}
     assert passed == {f"staged/{FAMILY.key}/{t.name}" for t in FAMILY.tables}
