@@ -53,7 +53,7 @@ FITS = "fits.json"
 #: KeptWork's frames, each in its own file
 KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.parquet",
         "same_name_sums": "same_name_sums.parquet", "pair_facts": "pair_facts.parquet",
-        "record_content": "record_content.parquet"}
+        "record_content": "record_content.parquet", "guard_joins": "guard_joins.parquet"}
 
 
 def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame,
