@@ -296,7 +296,10 @@ def guarded_roots_keeping(record_ids: list[str], left, right, probability, thres
                       "record_id_r": ids.gather(in_right[joined]), "match_probability": in_probability[joined]}),
         on="_group", how="left"))
     taken = reused.join(stored, on=_KEY, how="inner")
-    joins = pl.concat([taken.select(*GUARD_JOINS), computed.select(*GUARD_JOINS)]).cast(GUARD_JOINS)  # type: ignore[arg-type]
+    if previous is not None and not todo.size and not computed.height and taken.height == stored.height:
+        joins = previous  # every cluster kept and none gone: what was kept, as it was (stored again by a link)
+    else:
+        joins = pl.concat([taken.select(*GUARD_JOINS), computed.select(*GUARD_JOINS)]).cast(GUARD_JOINS)  # type: ignore[arg-type]
     # every kept join's records as positions again (record ids are unique: each has one position)
     position = pl.DataFrame({UNIQUE_ID: ids, "_p": members})
     edges = (joins.drop_nulls("record_id_l")
