@@ -246,6 +246,7 @@ def test_the_guarded_pass_kept_from_the_last_run_goes_again_only_through_cluster
     # and what it keeps serves the run after: nothing changed, nothing goes through the pass
     again = guarded_roots_keeping(ids, left, right, probability, thresholds, records, kept.joins)
     assert again.computed == 0 and all(np.array_equal(again.roots[t], whole[t]) for t in thresholds)
+    assert again.joins is kept.joins  # kept as it was: the quality parts link its file, not write it again
 
 
 def test_a_stale_or_foreign_kept_guard_pass_only_means_more_is_computed():
