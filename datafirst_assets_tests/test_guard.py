@@ -260,3 +260,6 @@ def test_a_stale_or_foreign_kept_guard_pass_only_means_more_is_computed():
     whole = guarded_components_at(ids, left, right, probability, thresholds, records)
     assert all(np.array_equal(got.roots[t], whole[t]) for t in thresholds)
     assert got.computed == guarded_roots_keeping(ids, left, right, probability, thresholds, records).computed
+    # a file of another shape (another version's) is not read: every cluster goes through the pass
+    foreign = guarded_roots_keeping(ids, left, right, probability, thresholds, records, pl.DataFrame({"x": [1]}))
+    assert foreign.computed == got.computed and all(np.array_equal(foreign.roots[t], whole[t]) for t in thresholds)

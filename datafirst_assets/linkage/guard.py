@@ -281,6 +281,8 @@ def guarded_roots_keeping(record_ids: list[str], left, right, probability, thres
     group = np.unique(widest[members], return_inverse=True)[1].reshape(-1)
     in_left, in_right, in_probability = local[left[inside]], local[right[inside]], probability[inside]
     keys = _conflicted_keys(ids, group, in_left, in_right, in_probability, records, dob_col)
+    if previous is not None and not set(GUARD_JOINS) <= set(previous.columns):
+        previous = None  # not what this code keeps: every cluster goes through the pass
     stored = (previous.select(*GUARD_JOINS).cast(GUARD_JOINS) if previous is not None  # type: ignore[arg-type]
               else pl.DataFrame(schema=GUARD_JOINS))
     reused = keys.join(stored.select(_KEY).unique(), on=_KEY, how="semi")

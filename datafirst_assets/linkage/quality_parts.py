@@ -18,7 +18,9 @@ recomputed only around the pairs that changed (`threshold.transitive_support`), 
 witness's counts per name, recounted only for names whose records changed, and each pair's own facts
 (the guard's rules, the witness's agreement pattern: `threshold.pair_facts`) with the content hash of
 the records they were read from, computed again only for pairs that are new or have a record that
-came, went or changed. They are kept whatever
+came, went or changed, and the over-merge guard's joins in each cluster that carries two people
+(`guard.guarded_roots_keeping`), taken again only for clusters whose links or records changed. A
+frame carried as it was read is linked into the new folder, not written again. They are kept whatever
 the fingerprint: each is compared pair by pair or record by record with what it was made from, so
 a stale file only means more is recomputed.
 
