@@ -205,3 +205,61 @@ def test_the_largest_clusters_measured_alone_are_those_of_measuring_every_cluste
     for n in (1, 5, 40):
         assert largest_cluster_metrics(clusters, pairs, 0.9, n=n).equals(
             largest_clusters(cluster_graph_metrics(clusters, pairs, 0.9), n=n))
+
+
+def _guarded_world(seed: int = 3, n: int = 2000, m: int = 800):
+    """Records of a few dates, cases and kinds, and random links: small clusters, some carrying two people."""
+    rng = np.random.default_rng(seed)
+    ids = [f"r{i:05d}" for i in range(n)]
+    dob = [date(1960 + int(y), int(mo), int(d)) if rng.random() < 0.8 else None
+           for y, mo, d in zip(rng.integers(0, 40, n), rng.integers(1, 13, n), rng.integers(1, 29, n))]
+    records = pl.DataFrame({"record_id": ids, "dob": dob,
+                            "case_id": [f"C{c}" if rng.random() < 0.05 else None for c in rng.integers(0, 40, n)],
+                            "party_kind": rng.choice(["PERSON"] * 30 + ["COMPANY"], n).tolist()})
+    return ids, records, rng.integers(0, n, m), rng.integers(0, n, m), rng.choice([0.3, 0.6, 0.6, 0.95, 0.999], m)
+
+
+def test_the_guarded_pass_kept_from_the_last_run_goes_again_only_through_clusters_that_changed():
+    from datafirst_assets.linkage.guard import guarded_components_at, guarded_roots_keeping
+
+    ids, records, left, right, probability = _guarded_world()
+    thresholds = [0.5, 0.7, 0.9, 0.99]
+    before = guarded_roots_keeping(ids, left, right, probability, thresholds, records)
+    assert before.computed > 0 and before.joins["key_a"].n_unique() > 10  # several clusters guarded
+    # the next extract: a record's date of birth corrected, a link re-scored, a new link, a link gone
+    joined = before.joins.drop_nulls("record_id_l")
+    moved = joined["record_id_l"][0]
+    records = records.with_columns(pl.when(pl.col("record_id") == moved).then(pl.lit(date(1901, 1, 1)))
+                                   .otherwise(pl.col("dob")).alias("dob"))
+    probability = probability.copy()
+    probability[5] = 0.97
+    left, right = np.append(left[1:], 17), np.append(right[1:], 1700)
+    probability = np.append(probability[1:], 0.96)
+    kept = guarded_roots_keeping(ids, left, right, probability, thresholds, records, before.joins)
+    fresh = guarded_roots_keeping(ids, left, right, probability, thresholds, records)
+    whole = guarded_components_at(ids, left, right, probability, thresholds, records)
+    for t in thresholds:
+        assert np.array_equal(kept.roots[t], fresh.roots[t]) and np.array_equal(kept.roots[t], whole[t])
+    assert 0 < kept.computed < fresh.computed / 4  # only the changed clusters' links went through it
+    key = ["key_a", "key_b", "records", "links", "record_id_l", "record_id_r", "match_probability"]
+    assert kept.joins.sort(key).equals(fresh.joins.sort(key))
+    # and what it keeps serves the run after: nothing changed, nothing goes through the pass
+    again = guarded_roots_keeping(ids, left, right, probability, thresholds, records, kept.joins)
+    assert again.computed == 0 and all(np.array_equal(again.roots[t], whole[t]) for t in thresholds)
+    assert again.joins is kept.joins  # kept as it was: the quality parts link its file, not write it again
+
+
+def test_a_stale_or_foreign_kept_guard_pass_only_means_more_is_computed():
+    from datafirst_assets.linkage.guard import guarded_components_at, guarded_roots_keeping
+
+    ids, records, left, right, probability = _guarded_world(seed=5)
+    thresholds = [0.5, 0.7, 0.9, 0.99]
+    other = guarded_roots_keeping(*_guarded_world(seed=6)[:1], *_guarded_world(seed=6)[2:], thresholds,
+                                  _guarded_world(seed=6)[1])
+    got = guarded_roots_keeping(ids, left, right, probability, thresholds, records, other.joins)
+    whole = guarded_components_at(ids, left, right, probability, thresholds, records)
+    assert all(np.array_equal(got.roots[t], whole[t]) for t in thresholds)
+    assert got.computed == guarded_roots_keeping(ids, left, right, probability, thresholds, records).computed
+    # a file of another shape (another version's) is not read: every cluster goes through the pass
+    foreign = guarded_roots_keeping(ids, left, right, probability, thresholds, records, pl.DataFrame({"x": [1]}))
+    assert foreign.computed == got.computed and all(np.array_equal(foreign.roots[t], whole[t]) for t in thresholds)

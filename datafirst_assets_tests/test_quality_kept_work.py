@@ -40,7 +40,7 @@ def test_the_same_name_witness_counts_again_only_the_names_whose_records_changed
     assert reused.estimate_at(0.9) == fresh.estimate_at(0.9)
     # and what it keeps in turn serves the extract after
     again = assess(after_pairs, labels_file=None, records=after_records, previous=reused.kept)
-    assert again.kept.computed == {"pair_facts": 0, "support_pairs": 0, "same_name_groups": 0}
+    assert again.kept.computed == {"pair_facts": 0, "support_pairs": 0, "same_name_groups": 0, "guard_links": 0}
     assert again.estimate_at(0.9) == fresh.estimate_at(0.9)
 
 
@@ -110,3 +110,26 @@ def test_capture_recapture_sums_in_one_order_whatever_order_the_pairs_come_in():
     assert missed is not None
     for seed in range(5):
         assert missed_by_blocking(expected.sample(fraction=1.0, shuffle=True, seed=seed), lists) == missed
+
+
+def test_the_guarded_clusters_go_through_the_guard_again_only_where_their_links_or_records_changed():
+    # the expected B-cubed curve's clusters are the guard's: its one-by-one pass is kept per cluster
+    # carrying two people and taken again only for clusters whose links or records changed
+    from datafirst_assets_tests.test_guard import _guarded_world
+
+    ids, records, left, right, probability = _guarded_world(seed=11)
+    weight = np.log2(probability / (1 - probability))
+    pairs = pl.DataFrame({"record_id_l": [ids[i] for i in left], "record_id_r": [ids[i] for i in right],
+                          "match_weight": weight, "match_probability": probability}).filter(
+        pl.col("record_id_l") != pl.col("record_id_r"))
+    before = assess(pairs, labels_file=None, records=records)
+    assert before.kept.computed["guard_links"] > 0
+    moved = before.kept.guard_joins.drop_nulls("record_id_l")["record_id_l"][0]
+    after_records = records.with_columns(pl.when(pl.col("record_id") == moved).then(pl.lit(date(1901, 1, 1)))
+                                         .otherwise(pl.col("dob")).alias("dob"))
+    after_pairs = pairs.slice(1)
+    reused = assess(after_pairs, labels_file=None, records=after_records, previous=before.kept)
+    fresh = assess(after_pairs, labels_file=None, records=after_records)
+    assert 0 < reused.kept.computed["guard_links"] < fresh.kept.computed["guard_links"] / 4
+    assert_frame_equal(reused.clusters, fresh.clusters, check_exact=True)
+    assert reused.estimate_at(0.9) == fresh.estimate_at(0.9)

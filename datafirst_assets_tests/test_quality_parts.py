@@ -133,3 +133,28 @@ def test_tables_whose_writes_recorded_their_fingerprint_are_not_hashed_again(tmp
     monkeypatch.setattr(unchanged, "table_fingerprint", hashed)
     full, _ = _quality(tmp_path, mode="full")  # hashed, on an instance with no recorded fingerprints
     assert first.equals(full)
+
+
+def test_a_kept_frame_as_it_was_read_is_linked_not_written_again(tmp_path):
+    # while the no-label fits are reused, the transitivity flags and same-name counts are kept as read
+    # (every pair's and every name's rows): linked into the new folder, not written again
+    import os
+
+    from datafirst_assets.linkage.quality_parts import PARTS, load_kept, save_part
+    from datafirst_assets.linkage.threshold import KeptWork
+
+    support = pl.DataFrame({"record_id_l": ["a", "b"], "record_id_r": ["c", "d"], "match_weight": [12.0, 3.0],
+                            "supported": [1.0, 0.0], "checkable": [True, False]})
+    facts = pl.DataFrame({"record_id_l": ["a"], "record_id_r": ["c"], "different": [False]})
+    largest = pl.DataFrame({"cluster_id": ["1"]})
+    save_part(tmp_path, "civil", "f1", {}, largest, kept=KeptWork(support=support, pair_facts=facts))
+    folder = tmp_path / PARTS / "civil"
+    inode = {f: os.stat(folder / f).st_ino for f in ("support.parquet", "pair_facts.parquet")}
+    loaded = load_kept(tmp_path, "civil")
+    changed = facts.with_columns(pl.lit(True).alias("different"))
+    save_part(tmp_path, "civil", "f2", {}, largest, kept=KeptWork(support=loaded.support, pair_facts=changed),
+              loaded=loaded)
+    assert os.stat(folder / "support.parquet").st_ino == inode["support.parquet"]  # linked
+    assert os.stat(folder / "pair_facts.parquet").st_ino != inode["pair_facts.parquet"]  # written
+    again = load_kept(tmp_path, "civil")
+    assert again.support.equals(support) and again.pair_facts.equals(changed)

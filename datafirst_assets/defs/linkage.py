@@ -814,11 +814,11 @@ def _quality_part(context: AssetExecutionContext, linkage: LinkageSettings, ware
         return *part, None, load_fits(reports, source)
     # the local parts of the last assessment: recomputed only where pairs or records changed; its
     # no-label fits reused while the change is small (a full run, the weekly rebuild, fits them again)
+    loaded = load_kept(reports, source) if incremental else None
     row, largest, kept_work, fits = _assess_source(
-        linkage, warehouse, source, clusters.to_polars(), pairs.to_polars(),
-        load_kept(reports, source) if incremental else None,
+        linkage, warehouse, source, clusters.to_polars(), pairs.to_polars(), loaded,
         load_fits(reports, source) if incremental else None, run_id=context.run_id)
-    save_part(reports, source, fingerprint, row, largest, kept=kept_work, fits=fits)
+    save_part(reports, source, fingerprint, row, largest, kept=kept_work, fits=fits, loaded=loaded)
     return row, largest, kept_work.computed, fits
 
 

@@ -180,11 +180,88 @@ def guarded_components_at(record_ids: list[str], left, right, probability, thres
     refuses a join, so it and every cluster inside it are the plain clusters
     (:func:`disjoint_sets.roots_at_thresholds`, whole-array steps); only the pairs inside the
     others go through the guarded pass (:func:`_guarded_roots`). A root is its cluster's smallest
-    position either way."""
+    position either way. :func:`guarded_roots_keeping` gives the same and keeps the pass's work."""
+    return guarded_roots_keeping(record_ids, left, right, probability, thresholds, records, dob_col=dob_col).roots
+
+
+#: What the guarded pass keeps for the next one (:func:`guarded_roots_keeping`): per cluster at the
+#: lowest threshold whose records carry different people, its key (``key_a``, ``key_b``: two sums of
+#: hashes of its links' ids and probabilities and of its records' ids and guard values; ``records``,
+#: ``links``: how many) and each link the pass joined there (ids null when it joined none).
+GUARD_JOINS = {"key_a": pl.UInt64, "key_b": pl.UInt64, "records": pl.UInt32, "links": pl.UInt32,
+               "record_id_l": pl.String, "record_id_r": pl.String, "match_probability": pl.Float64}
+_KEY = ["key_a", "key_b", "records", "links"]
+
+
+@dataclass
+class GuardedRoots:
+    """:func:`guarded_roots_keeping`'s roots per threshold, what it keeps (``GUARD_JOINS``) and how
+    many links went through the pass one by one (those of clusters not taken from ``previous``)."""
+
+    roots: dict[float, np.ndarray]
+    joins: pl.DataFrame
+    computed: int = 0
+
+
+def _conflicted_keys(ids: pl.Series, group: np.ndarray, left: np.ndarray, right: np.ndarray,
+                     probability: np.ndarray, records: pl.DataFrame, dob_col: str) -> pl.DataFrame:
+    """``_group`` (0..k-1) and its key (``_KEY``) per conflicted cluster: ``ids`` its records with
+    their cluster number ``group``, ``left`` / ``right`` its links (positions in ``ids``). What the
+    pass decides in a cluster reads only these: its links in order of probability (ties by ids)
+    and its records' guard values. Hashes cut to 32 bits, so that sums of millions never overflow."""
+    cols = [c for c in (dob_col, *SAME_MEANS_DIFFERENT, *DIFFERENT_MEANS_DIFFERENT) if c in records.columns]
+    members = (pl.DataFrame({UNIQUE_ID: ids, "_group": group})
+               .join(records.select(pl.col(UNIQUE_ID).cast(pl.String), *[pl.col(c).cast(pl.String) for c in cols])
+                     .unique(UNIQUE_ID, keep="first"), on=UNIQUE_ID, how="left"))
+    links = pl.DataFrame({"_group": group[left], "l": ids.gather(left), "r": ids.gather(right),
+                          "p": probability})
+
+    def sums(frame: pl.DataFrame, columns: list[str], name: str) -> pl.DataFrame:
+        row = pl.struct(columns)
+        return frame.group_by("_group").agg(
+            (row.hash(seed=41) % (1 << 32)).sum().alias("a"), (row.hash(seed=43) % (1 << 32)).sum().alias("b"),
+            pl.len().cast(pl.UInt32).alias(name))
+
+    m, k = sums(members, [UNIQUE_ID, *cols], "records"), sums(links, ["l", "r", "p"], "links")
+    return (m.join(k, on="_group", how="left", suffix="_k")
+            .select("_group", (pl.col("a") + pl.col("a_k").fill_null(0)).cast(pl.UInt64).alias("key_a"),
+                    (pl.col("b") + pl.col("b_k").fill_null(0)).cast(pl.UInt64).alias("key_b"),
+                    "records", pl.col("links").fill_null(0).cast(pl.UInt32))
+            .sort("_group"))
+
+
+def _guarded_joins(record_ids: pl.Series, left: np.ndarray, right: np.ndarray, order: np.ndarray,
+                   records: pl.DataFrame, dob_col: str) -> np.ndarray:
+    """The links (indices, in ``order``) the guarded pass joins, going through them in ``order``:
+    :func:`_guarded_roots`' pass, the roots at each threshold being those of these links alone.
+    Only the records of the links in ``order`` are read (``left`` / ``right``: positions in ``record_ids``)."""
+    wanted = np.unique(np.concatenate([left[order], right[order]]))
+    parts = _parts(record_ids.gather(wanted).to_frame(UNIQUE_ID), records, dob_col)
+    carried = {int(p): parts.get(r) or _Part() for p, r in zip(wanted, record_ids.gather(wanted).to_list())}
+    sets = DisjointSets(len(record_ids))
+    joined = []
+    for i in order:
+        a, b = sets.find(int(left[i])), sets.find(int(right[i]))
+        if a != b and carried[a].compatible(carried[b]):
+            kept = sets.join(a, b)
+            carried[kept].absorb(carried[b if kept == a else a])
+            joined.append(i)
+    return np.asarray(joined, dtype=np.int64)
+
+
+def guarded_roots_keeping(record_ids: list[str], left, right, probability, thresholds: list[float],
+                          records: pl.DataFrame, previous: pl.DataFrame | None = None, *,
+                          dob_col: str = "dob") -> GuardedRoots:
+    """:func:`guarded_components_at`, keeping the guarded pass's work: the roots of a conflicted
+    cluster at every threshold are those of the links the pass joined in it, so each conflicted
+    cluster's joins are kept (``GuardedRoots.joins``) under a key of everything the pass read there;
+    with ``previous`` (what an earlier call kept) a cluster of the same key takes its joins instead
+    of going through its links one by one in Python (the quality step's largest cost at 300,000
+    people, every cluster each run where a 1% extract touches few). The roots are the same arrays."""
     left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
     probability = np.asarray(probability, dtype=float)
     if not thresholds:
-        return {}
+        return GuardedRoots({}, pl.DataFrame(schema=GUARD_JOINS))
     if dob_col in records.columns:
         records = records.with_columns(pl.col(dob_col).cast(pl.Date))
     n = len(record_ids)
@@ -194,19 +271,48 @@ def guarded_components_at(record_ids: list[str], left, right, probability, thres
                                dob_col=dob_col)
     conflicted = np.isin(widest, bad.cast(pl.Int64).to_numpy())
     inside = linked & conflicted[left]  # a linked pair's records are in one widest cluster
-    roots = roots_at_thresholds(n, left[~inside], right[~inside], probability[~inside], thresholds)
     members = np.flatnonzero(conflicted)
     if not members.size:
-        return roots
+        return GuardedRoots(roots_at_thresholds(n, left, right, probability, thresholds),
+                            pl.DataFrame(schema=GUARD_JOINS))
     local = np.full(n, -1, dtype=np.int64)
     local[members] = np.arange(members.size)
-    guarded = _guarded_roots([record_ids[i] for i in members], local[left[inside]], local[right[inside]],
-                             probability[inside], thresholds, records, dob_col)
-    out = {}
-    for t, plain in roots.items():
-        out[t] = plain.copy()
-        out[t][members] = members[guarded[t]]
-    return out
+    ids = pl.Series(UNIQUE_ID, [record_ids[i] for i in members], dtype=pl.String)
+    group = np.unique(widest[members], return_inverse=True)[1].reshape(-1)
+    in_left, in_right, in_probability = local[left[inside]], local[right[inside]], probability[inside]
+    keys = _conflicted_keys(ids, group, in_left, in_right, in_probability, records, dob_col)
+    if previous is not None and not set(GUARD_JOINS) <= set(previous.columns):
+        previous = None  # not what this code keeps: every cluster goes through the pass
+    stored = (previous.select(*GUARD_JOINS).cast(GUARD_JOINS) if previous is not None  # type: ignore[arg-type]
+              else pl.DataFrame(schema=GUARD_JOINS))
+    reused = keys.join(stored.select(_KEY).unique(), on=_KEY, how="semi")
+    redo = np.ones(keys.height, dtype=bool)
+    redo[reused["_group"].to_numpy()] = False
+    # the pass over the links of the clusters not kept: in the order the whole pass takes them
+    # (strongest first, ties by record position, i.e. by id), each cluster's decisions its own
+    todo = np.flatnonzero(redo[group[in_left]])
+    order = todo[np.lexsort((in_right[todo], in_left[todo], -in_probability[todo]))]
+    joined = _guarded_joins(ids, in_left, in_right, order, records, dob_col)
+    computed = (keys.filter(pl.Series(redo)).join(
+        pl.DataFrame({"_group": group[in_left[joined]], "record_id_l": ids.gather(in_left[joined]),
+                      "record_id_r": ids.gather(in_right[joined]), "match_probability": in_probability[joined]}),
+        on="_group", how="left"))
+    taken = reused.join(stored, on=_KEY, how="inner")
+    if previous is not None and not todo.size and not computed.height and taken.height == stored.height:
+        joins = previous  # every cluster kept and none gone: what was kept, as it was (stored again by a link)
+    else:
+        joins = pl.concat([taken.select(*GUARD_JOINS), computed.select(*GUARD_JOINS)]).cast(GUARD_JOINS)  # type: ignore[arg-type]
+    # every kept join's records as positions again (record ids are unique: each has one position)
+    position = pl.DataFrame({UNIQUE_ID: ids, "_p": members})
+    edges = (joins.drop_nulls("record_id_l")
+             .join(position.rename({UNIQUE_ID: "record_id_l", "_p": "_l"}), on="record_id_l")
+             .join(position.rename({UNIQUE_ID: "record_id_r", "_p": "_r"}), on="record_id_r"))
+    plain = ~inside
+    roots = roots_at_thresholds(n, np.concatenate([left[plain], edges["_l"].to_numpy()]),
+                                np.concatenate([right[plain], edges["_r"].to_numpy()]),
+                                np.concatenate([probability[plain], edges["match_probability"].to_numpy()]),
+                                thresholds)
+    return GuardedRoots(roots, joins, computed=int(todo.size))
 
 
 def _guarded_roots(record_ids: list[str], left: np.ndarray, right: np.ndarray, probability: np.ndarray,

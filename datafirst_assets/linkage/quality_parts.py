@@ -18,7 +18,9 @@ recomputed only around the pairs that changed (`threshold.transitive_support`), 
 witness's counts per name, recounted only for names whose records changed, and each pair's own facts
 (the guard's rules, the witness's agreement pattern: `threshold.pair_facts`) with the content hash of
 the records they were read from, computed again only for pairs that are new or have a record that
-came, went or changed. They are kept whatever
+came, went or changed, and the over-merge guard's joins in each cluster that carries two people
+(`guard.guarded_roots_keeping`), taken again only for clusters whose links or records changed. A
+frame carried as it was read is linked into the new folder, not written again. They are kept whatever
 the fingerprint: each is compared pair by pair or record by record with what it was made from, so
 a stale file only means more is recomputed.
 
@@ -36,6 +38,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -53,19 +57,41 @@ FITS = "fits.json"
 #: KeptWork's frames, each in its own file
 KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.parquet",
         "same_name_sums": "same_name_sums.parquet", "pair_facts": "pair_facts.parquet",
-        "record_content": "record_content.parquet"}
+        "record_content": "record_content.parquet", "guard_joins": "guard_joins.parquet"}
+
+
+def _link(source: Path, target: Path) -> bool:
+    """``source`` hard-linked (or else copied) as ``target``; False if neither could be done."""
+    try:
+        os.link(source, target)
+    except OSError:
+        try:
+            shutil.copyfile(source, target)
+        except OSError:
+            return False
+    return True
 
 
 def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame,
-              kept: KeptWork | None = None, fits: NoLabelFits | None = None) -> None:
+              kept: KeptWork | None = None, fits: NoLabelFits | None = None,
+              loaded: KeptWork | None = None) -> None:
     """Store one dataset's quality row, largest clusters, what its assessment kept for the next
-    one and the no-label fits it used (written aside, then swapped in)."""
+    one and the no-label fits it used (written aside, then swapped in). ``loaded``: what
+    :func:`load_kept` read from the folder for this assessment; a frame kept as it was read (the
+    transitivity flags and the same-name counts while the no-label fits are reused: every pair's
+    and every name's rows) is linked from its file instead of written again."""
+    folder = Path(reports) / PARTS / source
+
     def write(staging: Path) -> None:
         pl.DataFrame([row], schema=QUALITY_SCHEMA).write_parquet(staging / "row.parquet")
         largest.write_parquet(staging / "largest.parquet")
         for name, file in KEPT.items():
-            if kept is not None and getattr(kept, name) is not None:
-                getattr(kept, name).write_parquet(staging / file)
+            frame = getattr(kept, name) if kept is not None else None
+            if frame is None:
+                continue
+            if loaded is not None and frame is getattr(loaded, name) and _link(folder / file, staging / file):
+                continue
+            frame.write_parquet(staging / file)
         if fits is not None:
             (staging / FITS).write_text(json.dumps(fits.to_json()), encoding="utf-8")
         (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint}), encoding="utf-8")
