@@ -3,6 +3,7 @@ the transitivity check, the date-of-birth witness's factors). A full run fits th
 applies the stored ones while the model, the fitting code and most pairs are unchanged, and says which
 run fitted them; a model change, a large change or a full run fits them again."""
 
+from pathlib import Path
 import json
 from datetime import date
 
@@ -167,3 +168,19 @@ def test_the_bcubed_sweep_gives_every_records_figures_to_the_bit(seed):
     for components in (plain, guarded):
         assert threshold.bcubed_sweep(left, right, q, n, components) == \
             _every_record_at_every_threshold(left, right, q, n, components)
+
+
+def test_the_fits_code_digest_is_the_other_codes_under_a_benchmarks_code_version_of(tmp_path, monkeypatch):
+    """An A/B from a snapshot (`bench_incremental_graph.py --as-code-of`) reuses the fits the snapshot's
+    code stored, as the same code's next run would: the digest is of that code's `threshold.py`."""
+    from datafirst_assets.linkage.quality_parts import fitting_code
+    from datafirst_assets.warehouse.content import CODE_VERSION_OF
+
+    mine = fitting_code()
+    (tmp_path / "linkage").mkdir()
+    (tmp_path / "linkage" / "threshold.py").write_text("# another version of the fits' code\n")
+    monkeypatch.setenv(CODE_VERSION_OF, str(tmp_path))
+    assert fitting_code() != mine
+    (tmp_path / "linkage" / "threshold.py").write_bytes(
+        (Path(__file__).resolve().parents[1] / "datafirst_assets" / "linkage" / "threshold.py").read_bytes())
+    assert fitting_code() == mine

@@ -49,6 +49,7 @@ from datafirst_assets.linkage.guard import METRIC_SCHEMA
 from datafirst_assets.linkage.quality import QUALITY_SCHEMA
 from datafirst_assets.linkage import threshold
 from datafirst_assets.linkage.threshold import KeptWork, NoLabelFits
+from datafirst_assets.warehouse.content import CODE_VERSION_OF
 
 PARTS = ".quality_parts"
 META = "meta.json"
@@ -114,8 +115,12 @@ def load_part(reports: Path, source: str, fingerprint: str) -> tuple[dict, pl.Da
 def fitting_code() -> str:
     """A digest of the code the no-label fits come from (`linkage/threshold.py`): stored fits made by
     other code are not reused. (The pipeline's `code_version` hashes every module: any edit anywhere
-    would refit, where a change to the fits' own code is what makes them stale.)"""
-    return hashlib.sha256(Path(threshold.__file__).read_bytes()).hexdigest()[:16]
+    would refit, where a change to the fits' own code is what makes them stale.) Under a benchmark's
+    `DATAFIRST_CODE_VERSION_OF` (an A/B of code from a state another code stored), that code's
+    `threshold.py`, as for every other fingerprint (`warehouse.content.code_version`)."""
+    other = os.environ.get(CODE_VERSION_OF)
+    source = Path(other) / "linkage" / "threshold.py" if other else Path(threshold.__file__)
+    return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
 
 
 def load_fits(reports: Path, source: str) -> NoLabelFits | None:
