@@ -422,3 +422,39 @@ def test_dates_of_birth_counted_in_duckdb_still_refuse_a_changed_row_that_shows_
     message = _failure_message(refused)
     assert counted == [True, False]
     assert "magistrates.hocas_flatfile.sentence_date: date_of_birth in 2 row(s)" in message
+
+
+def test_the_staged_tables_are_hashed_once_for_the_gate_fingerprints_and_the_raw_identifiers(tmp_path, monkeypatch):
+    """A de-identified release passes over each staged table once: the pass that hashes its partitions'
+    identifying columns (the raw identifiers' `partition_contents`) also sums its whole rows, which give
+    the table's fingerprint in the gate fingerprints (no `table_fingerprint` of a staged table). The
+    fingerprints and partition contents are those the two separate passes gave."""
+    import datafirst_assets.deidentify.pii_gate as pii_gate
+    import datafirst_assets.warehouse.unchanged as unchanged
+    from datafirst_assets.defs.release import _staged_fingerprints, _staged_tables
+    from datafirst_assets.sources.registry import SOURCES
+    from datafirst_assets.warehouse.unchanged import inputs_fingerprint
+
+    _release_warehouse(tmp_path)
+    database = str(tmp_path / "warehouse.duckdb")
+    with warehouse_cursor(database) as conn:  # a second extract date, and a table never staged (skipped)
+        conn.execute("insert into staged_magistrates.hocas_flatfile select * replace ('2024-04-30' as extract_date, "
+                     "'DC0009' as defendant_case_id) from staged_magistrates.hocas_flatfile where defendant_case_id = 'DC0003'")
+    staged = {f"{d}.{k}": t for d in SOURCES for k, t in _staged_tables(database, d).items()}
+    separately = {}
+    inputs_fingerprint(staged, memo=separately)
+    with warehouse_cursor(database) as conn:
+        parts = {d: pii_gate.partition_contents(conn, SOURCES[d]) for d in SOURCES}
+    together = {}
+    _staged_fingerprints(database, list(SOURCES), together, (database, "run-1"))
+    assert together == {k: v for k, v in separately.items() if v != "missing"} and together
+    assert all(pii_gate._VERIFIED_PARTS[(database, "run-1", d)] == parts[d] for d in SOURCES)
+
+    hashed_tables, hashed_parts = [], []
+    real_fingerprint, real_parts = unchanged.table_fingerprint, pii_gate.partition_contents
+    monkeypatch.setattr(unchanged, "table_fingerprint",
+                        lambda conn, table: hashed_tables.append(table.schema) or real_fingerprint(conn, table))
+    monkeypatch.setattr(pii_gate, "partition_contents",
+                        lambda conn, source: hashed_parts.append(source.key) or real_parts(conn, source))
+    assert _publish(tmp_path).success
+    assert hashed_parts == [] and not [s for s in hashed_tables if s.startswith("staged_")]

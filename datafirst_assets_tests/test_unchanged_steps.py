@@ -3,6 +3,7 @@ run or any change of input recomputes them, giving the same tables as a run from
 
 import json
 import re
+from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -139,6 +140,52 @@ def test_a_republished_release_carries_the_gates_of_unchanged_tables_and_rescans
     again = next(t for t in third["tables"] if t["table"] == victim["table"])
     assert "file_from" not in again and again["sha256"] == sha256_file(releases / third["release_id"] / again["path"])
     assert again["content_sha256"] == victim["content_sha256"] and again["rows"] == victim["rows"]
+
+
+def test_a_carried_file_older_than_its_manifest_is_linked_unread_and_one_changed_since_is_hashed(tmp_path, monkeypatch):
+    """A carried table's file that was not modified after its release's manifest was written keeps the
+    checksum that manifest recorded without being read again; one modified since is hashed, and written
+    again when it differs. The manifests' checksums describe the files either way."""
+    import os
+
+    from datafirst_assets.release import publish
+
+    _release_warehouse(tmp_path)
+    assert _publish(tmp_path).success
+    first = _manifest(tmp_path)
+    releases = tmp_path / "releases"
+    published = (releases / first["release_id"] / "manifest.json").stat().st_mtime_ns
+    for entry in first["tables"]:  # written before their manifest, as every release's are (not within one clock tick)
+        os.utime(releases / first["release_id"] / entry["path"], ns=(published - 10**9, published - 10**9))
+    hashed = []
+    real = publish.sha256_file
+    monkeypatch.setattr(publish, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'B07'")
+    assert _publish(tmp_path).success
+    second = _manifest(tmp_path)
+    linked = {t["path"] for t in second["tables"] if t.get("file_from") == first["release_id"]}
+    assert len(linked) == len(first["tables"]) - 1
+    assert hashed == ["hocas_flatfile.parquet"]  # the changed table's new file only
+    for entry in second["tables"]:
+        assert real(releases / second["release_id"] / entry["path"]) == entry["sha256"]
+
+    # a carried file changed in place after its manifest: hashed, found changed, written again
+    victim = next(t for t in second["tables"] if t["path"] in linked and t["rows"])
+    file = releases / second["release_id"] / victim["path"]
+    pq.write_table(pq.read_table(file).slice(1), file.with_suffix(".tmp"))
+    file.write_bytes(file.with_suffix(".tmp").read_bytes())  # same inode: the first release's link changes too
+    file.with_suffix(".tmp").unlink()
+    written = (releases / second["release_id"] / "manifest.json").stat().st_mtime_ns
+    os.utime(file, ns=(written + 10**9, written + 10**9))
+    hashed.clear()
+    with warehouse_cursor(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute("update deidentified_magistrates.hocas_flatfile set court_code = 'B08'")
+    assert _publish(tmp_path).success
+    third = _manifest(tmp_path)
+    again = next(t for t in third["tables"] if t["path"] == victim["path"])
+    assert "file_from" not in again and again["sha256"] == real(releases / third["release_id"] / again["path"])
+    assert Path(victim["path"]).name in hashed and again["content_sha256"] == victim["content_sha256"]
 
 
 def _manifest(tmp_path) -> dict:

@@ -39,10 +39,17 @@ from datafirst_assets.deidentify.hash_cache import NAME as HASH_CACHE, KeyedHash
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import ComputedOnUse, LoadedOnUse
-from datafirst_assets.warehouse.content import VALIDATED_CONTENT, checked_fingerprints, validated_in_run
+from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.content import (
+    VALIDATED_CONTENT,
+    checked_fingerprints,
+    fingerprint_of,
+    relation_columns,
+    validated_in_run,
+)
 from datafirst_assets.warehouse.unchanged import FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata
 from datafirst_assets.contracts.registry import contract_for, release_spec_of
-from datafirst_assets.deidentify.pii_gate import RawIdentifiers, stored_identifiers
+from datafirst_assets.deidentify.pii_gate import RawIdentifiers, staged_sums, stored_identifiers
 from datafirst_assets.deidentify.release_spec import ReleaseTable, release_datasets
 from datafirst_assets.release.gates import validated_against_release_schema
 from datafirst_assets.release.publish import (
@@ -323,15 +330,38 @@ def _release_dates_of_birth(warehouse: Warehouse, specs: dict[tuple[str, str], R
     return ComputedOnUse(keys, lambda key: _dates_of_birth(warehouse, specs[key], tables[key]), keep=1)
 
 
+def _staged_tables(database: str, dataset: str) -> dict[str, StoredTable]:
+    return {f"staged.{t.name}": StoredTable(database, f"staged_{dataset}", t.name) for t in SOURCES[dataset].tables}
+
+
+def _staged_fingerprints(database: str, datasets, memo: dict, verified: tuple[str, str] | None) -> None:
+    """Put in `memo` (see `inputs_fingerprint`) the `table_fingerprint` of each of `datasets`' staged
+    tables, from the pass that also hashes their partitions' identifying columns for the raw identifiers
+    the gates load (`pii_gate.staged_sums`), instead of a pass of its own over the same rows."""
+    with warehouse_cursor(database) as conn:
+        for dataset in datasets:
+            sums = staged_sums(conn, SOURCES[dataset], verified=verified)
+            for table in _staged_tables(database, dataset).values():
+                columns = relation_columns(conn, table.name)
+                if table.table in sums and columns and (database, table.select_sql()) not in memo:
+                    memo[(database, table.select_sql())] = fingerprint_of(columns, *sums[table.table])
+
+
 def _gate_fingerprints(kind: str, inputs: Mapping[tuple[str, str], StoredTable],
-                       release_settings: ReleaseSettings, memo: dict | None = None) -> dict[tuple[str, str], str]:
+                       release_settings: ReleaseSettings, memo: dict | None = None,
+                       verified: tuple[str, str] | None = None) -> dict[tuple[str, str], str]:
     """What each table's publish gates see: its content and, for de-identified tables, its dataset's
     staged tables (raw identifiers, dates of birth) and its risk rule; with the key and the code.
-    `memo` (see `inputs_fingerprint`): a dataset's staged tables are hashed once, not once per table."""
+    `memo` (see `inputs_fingerprint`): a dataset's staged tables are hashed once, not once per table.
+    `verified` (database file, run id): the staged tables' pass is kept for the raw identifiers of that
+    run (`_staged_fingerprints`)."""
+    memo = {} if memo is None else memo
+    if kind == "deidentified":
+        for database in {table.database for table in inputs.values()}:
+            _staged_fingerprints(database, sorted({d for d, _ in inputs if d in SOURCES}), memo, verified)
     fingerprints = {}
     for (dataset, name), table in inputs.items():
-        staged = {f"staged.{t.name}": StoredTable(table.database, f"staged_{dataset}", t.name)
-                  for t in SOURCES[dataset].tables} if kind == "deidentified" and dataset in SOURCES else {}
+        staged = _staged_tables(table.database, dataset) if kind == "deidentified" and dataset in SOURCES else {}
         rule = release_settings.risk_rule_for(dataset, name) if kind == "deidentified" else None
         fingerprints[(dataset, name)] = inputs_fingerprint({"table": table, **staged},
                                                            settings=(kind, rule, key_fingerprint()), memo=memo)
@@ -447,7 +477,8 @@ def build_release_asset(kind: str, *, extra_ins: dict[str, AssetIn] | None = Non
         # each table hashed once for its gates and its dataset's catalogue, or not at all when this
         # run's contract check just read it (`content.checked_fingerprints`)
         memo: dict = checked_fingerprints(stored.values(), context.run.run_id)
-        fingerprints = _gate_fingerprints(kind, stored, release_settings, memo)
+        fingerprints = _gate_fingerprints(kind, stored, release_settings, memo,
+                                          verified=(str(Path(warehouse.database).resolve()), context.run.run_id))
         catalogues, reused = release_catalogues(kind, linkage.root, stored, tables, specs, memo)
         previous = None if linkage.mode == "full" else latest_manifest(linkage.root / "releases", kind)
         carried = carried_gates(previous, fingerprints) if previous is not None else {}
