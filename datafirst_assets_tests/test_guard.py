@@ -171,17 +171,8 @@ def test_the_threshold_sweep_guards_only_clusters_that_carry_two_people_and_matc
 
     from datafirst_assets.linkage.guard import _guarded_roots, guarded_components_at
 
-    rng = np.random.default_rng(3)
-    n, m = 2000, 2600
-    ids = [f"r{i:05d}" for i in range(n)]
     # a few people's dates, cases and kinds: enough clusters conflict, most do not
-    dob = [date(1960 + int(y), int(mo), int(d)) if rng.random() < 0.8 else None
-           for y, mo, d in zip(rng.integers(0, 40, n), rng.integers(1, 13, n), rng.integers(1, 29, n))]
-    records = pl.DataFrame({"record_id": ids, "dob": dob,
-                            "case_id": [f"C{c}" if rng.random() < 0.05 else None for c in rng.integers(0, 40, n)],
-                            "party_kind": rng.choice(["PERSON"] * 30 + ["COMPANY"], n).tolist()})
-    left, right = rng.integers(0, n, m), rng.integers(0, n, m)
-    probability = rng.choice([0.3, 0.6, 0.6, 0.95, 0.999], m)
+    ids, records, left, right, probability = _guarded_world(seed=3, n=2000, m=2600)
     thresholds = [0.5, 0.7, 0.9, 0.99]
     got = guarded_components_at(ids, left, right, probability, thresholds, records)
     full = _guarded_roots(ids, left, right, probability, thresholds,
