@@ -166,17 +166,35 @@ def test_different_people_are_the_pairs_the_guards_rules_split():
     assert different_people(pairs, records.select("record_id")).to_list() == [False] * 6
 
 
-def test_the_threshold_sweep_guards_only_clusters_that_carry_two_people_and_matches_the_full_pass():
-    import numpy as np
+def _one_pass_roots(record_ids, left, right, probability, thresholds, records, dob_col="dob") -> dict:
+    """The guard's definition, as a reference: one union-find pass over every link, one pair at a
+    time, strongest first (ties by record), never joining parts that carry different people."""
+    from datafirst_assets.linkage.disjoint_sets import DisjointSets
+    from datafirst_assets.linkage.guard import UNIQUE_ID, _join_unless_different, _Part, _parts
 
-    from datafirst_assets.linkage.guard import _guarded_roots, guarded_components_at
+    parts = _parts(pl.DataFrame({UNIQUE_ID: record_ids}, schema={UNIQUE_ID: pl.String}), records, dob_col)
+    carried = [parts.get(r) or _Part() for r in record_ids]
+    sets = DisjointSets(len(record_ids))
+    order = np.lexsort((right, left, -probability))
+    roots, position = {}, 0
+    for t in sorted(thresholds, reverse=True):
+        while position < len(order) and probability[order[position]] >= t:
+            i = order[position]
+            position += 1
+            _join_unless_different(sets, carried, int(left[i]), int(right[i]))
+        roots[t] = sets.roots()
+    return roots
+
+
+def test_the_threshold_sweep_guards_only_clusters_that_carry_two_people_and_matches_the_full_pass():
+    from datafirst_assets.linkage.guard import guarded_components_at
 
     # a few people's dates, cases and kinds: enough clusters conflict, most do not
     ids, records, left, right, probability = _guarded_world(seed=3, n=2000, m=2600)
     thresholds = [0.5, 0.7, 0.9, 0.99]
     got = guarded_components_at(ids, left, right, probability, thresholds, records)
-    full = _guarded_roots(ids, left, right, probability, thresholds,
-                          records.with_columns(pl.col("dob").cast(pl.Date)), "dob")
+    full = _one_pass_roots(ids, left, right, probability, thresholds,
+                           records.with_columns(pl.col("dob").cast(pl.Date)))
     assert list(got) == list(full) and all(np.array_equal(got[t], full[t]) for t in thresholds)
     # the guard did split something here, and left most clusters to the whole-array sweep
     plain = guarded_components_at(ids, left, right, probability, thresholds, records.select("record_id"))

@@ -33,3 +33,12 @@ def write_text_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``source`` hard-linked as ``target`` (no bytes copied), or copied where links are not possible
+    (another file system, links not allowed). Raises OSError if neither can be done."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

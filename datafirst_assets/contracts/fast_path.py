@@ -17,7 +17,8 @@ into one `select` with pandera's own meaning:
 Anything else (a custom or frame-wide check, coercion, regex column names, a missing optional
 column, columns out of place) returns False, as does any rule that fails: pandera then validates
 as before and writes the report. So the answer True is always pandera's answer; False only means
-"ask pandera". `test_contract_fast_path.py` compares the two on every contract.
+"ask pandera". `test_end_to_end.test_the_contract_fast_path_never_passes_what_pandera_fails` compares
+the two on every table the pipeline stores and on broken copies; `test_contract_fast_path.py`, rule by rule.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import polars as pl
 
 from datafirst_assets.common.pandera_polars import pa
+from pandera.api.polars.types import PolarsData  # after `pa`: it loads pandera without pandas first
 
 # pandera's built-in checks whose polars implementation is `lazyframe.select(<one expression>)`
 ELEMENT_WISE_BUILTINS = frozenset({
@@ -48,7 +50,6 @@ def _check_expression(check, column: str) -> pl.Expr | None:
             or check.element_wise or check.groupby is not None):
         return None
     try:
-        from pandera.api.polars.types import PolarsData
         expression = function(PolarsData(_ExpressionOnly(), column), **arguments)
     except Exception:  # noqa: BLE001 - a signature this module does not know: pandera decides
         return None
@@ -72,7 +73,6 @@ def _column_rules(frame: pl.DataFrame, name: str, column) -> list[pl.Expr] | Non
     if column.regex or column.coerce or getattr(column, "default", None) is not None:
         return None
     if column.dtype is not None:
-        from pandera.api.polars.types import PolarsData
         if not column.dtype.check(frame.schema[name], PolarsData(frame.lazy().select(name), name)):
             return None
     rules = []

@@ -340,8 +340,11 @@ def _staged_fingerprints(database: str, datasets, memo: dict, verified: tuple[st
     the gates load (`pii_gate.staged_sums`), instead of a pass of its own over the same rows."""
     with warehouse_cursor(database) as conn:
         for dataset in datasets:
+            tables = _staged_tables(database, dataset).values()
+            if all((database, table.select_sql()) in memo for table in tables):
+                continue  # fingerprinted already: the raw identifiers hash their partitions if they need them
             sums = staged_sums(conn, SOURCES[dataset], verified=verified)
-            for table in _staged_tables(database, dataset).values():
+            for table in tables:
                 columns = relation_columns(conn, table.name)
                 if table.table in sums and columns and (database, table.select_sql()) not in memo:
                     memo[(database, table.select_sql())] = fingerprint_of(columns, *sums[table.table])

@@ -160,13 +160,15 @@ def _parts(members: pl.DataFrame, records: pl.DataFrame, dob_col: str) -> dict[s
     return parts
 
 
-def _join_unless_different(sets: DisjointSets, carried: list[_Part], left: int, right: int) -> None:
-    """Join the parts of records ``left`` and ``right`` unless they carry different people."""
+def _join_unless_different(sets: DisjointSets, carried, left: int, right: int) -> bool:
+    """Join the parts of records ``left`` and ``right`` unless they carry different people (``carried``:
+    each part's `_Part` by its root); whether they were joined."""
     a, b = sets.find(left), sets.find(right)
     if a == b or not carried[a].compatible(carried[b]):
-        return
+        return False
     kept = sets.join(a, b)
     carried[kept].absorb(carried[b if kept == a else a])
+    return True
 
 
 def guarded_components_at(record_ids: list[str], left, right, probability, thresholds: list[float],
@@ -179,7 +181,7 @@ def guarded_components_at(record_ids: list[str], left, right, probability, thres
     A cluster at the lowest threshold whose records carry no two people (most of them) never
     refuses a join, so it and every cluster inside it are the plain clusters
     (:func:`disjoint_sets.roots_at_thresholds`, whole-array steps); only the pairs inside the
-    others go through the guarded pass (:func:`_guarded_roots`). A root is its cluster's smallest
+    others go through the guarded pass (:func:`_guarded_joins`). A root is its cluster's smallest
     position either way. :func:`guarded_roots_keeping` gives the same and keeps the pass's work."""
     return guarded_roots_keeping(record_ids, left, right, probability, thresholds, records, dob_col=dob_col).roots
 
@@ -233,19 +235,13 @@ def _conflicted_keys(ids: pl.Series, group: np.ndarray, left: np.ndarray, right:
 def _guarded_joins(record_ids: pl.Series, left: np.ndarray, right: np.ndarray, order: np.ndarray,
                    records: pl.DataFrame, dob_col: str) -> np.ndarray:
     """The links (indices, in ``order``) the guarded pass joins, going through them in ``order``:
-    :func:`_guarded_roots`' pass, the roots at each threshold being those of these links alone.
+    the one union-find pass over them, the roots at each threshold being those of these links alone.
     Only the records of the links in ``order`` are read (``left`` / ``right``: positions in ``record_ids``)."""
     wanted = np.unique(np.concatenate([left[order], right[order]]))
     parts = _parts(record_ids.gather(wanted).to_frame(UNIQUE_ID), records, dob_col)
     carried = {int(p): parts.get(r) or _Part() for p, r in zip(wanted, record_ids.gather(wanted).to_list())}
     sets = DisjointSets(len(record_ids))
-    joined = []
-    for i in order:
-        a, b = sets.find(int(left[i])), sets.find(int(right[i]))
-        if a != b and carried[a].compatible(carried[b]):
-            kept = sets.join(a, b)
-            carried[kept].absorb(carried[b if kept == a else a])
-            joined.append(i)
+    joined = [i for i in order if _join_unless_different(sets, carried, int(left[i]), int(right[i]))]
     return np.asarray(joined, dtype=np.int64)
 
 
@@ -313,25 +309,6 @@ def guarded_roots_keeping(record_ids: list[str], left, right, probability, thres
                                 np.concatenate([probability[plain], edges["match_probability"].to_numpy()]),
                                 thresholds)
     return GuardedRoots(roots, joins, computed=int(todo.size))
-
-
-def _guarded_roots(record_ids: list[str], left: np.ndarray, right: np.ndarray, probability: np.ndarray,
-                   thresholds: list[float], records: pl.DataFrame, dob_col: str) -> dict:
-    """:func:`guarded_components_at`'s union-find pass, one pair at a time (``records``: dates as dates)."""
-    parts = _parts(pl.DataFrame({UNIQUE_ID: record_ids}, schema={UNIQUE_ID: pl.String}), records, dob_col)
-    carried = [parts.get(r) or _Part() for r in record_ids]
-    sets = DisjointSets(len(record_ids))
-    # strongest first, ties by record (as the guard sorts its links): the same clusters whatever
-    # order the warehouse returned the pairs in
-    order = np.lexsort((right, left, -probability))
-    roots, position = {}, 0
-    for t in sorted(thresholds, reverse=True):
-        while position < len(order) and probability[order[position]] >= t:
-            i = order[position]
-            position += 1
-            _join_unless_different(sets, carried, int(left[i]), int(right[i]))
-        roots[t] = sets.roots()
-    return roots
 
 
 def split_conflicting_clusters(clusters: pl.DataFrame, pairs: pl.DataFrame, records: pl.DataFrame,

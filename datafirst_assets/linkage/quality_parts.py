@@ -39,12 +39,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import polars as pl
 
-from datafirst_assets.common.folders import replace_folder
+from datafirst_assets.common.folders import link_or_copy, replace_folder
 from datafirst_assets.linkage.guard import METRIC_SCHEMA
 from datafirst_assets.linkage.quality import QUALITY_SCHEMA
 from datafirst_assets.linkage import threshold
@@ -64,12 +63,9 @@ KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.pa
 def _link(source: Path, target: Path) -> bool:
     """``source`` hard-linked (or else copied) as ``target``; False if neither could be done."""
     try:
-        os.link(source, target)
+        link_or_copy(source, target)
     except OSError:
-        try:
-            shutil.copyfile(source, target)
-        except OSError:
-            return False
+        return False
     return True
 
 

@@ -38,7 +38,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datafirst_assets.common.folders import write_text_atomically
+from datafirst_assets.common.folders import link_or_copy, write_text_atomically
 from datafirst_assets.catalogue.build import Catalogue
 from datafirst_assets.contracts.documents import validate_manifest
 from datafirst_assets.deidentify.disclosure import RiskRule
@@ -290,10 +290,7 @@ def _linked(entry: dict | None, path: Path) -> dict | None:
     if entry is None:
         return None
     unmodified = _unmodified_since_published(entry["file"], entry.get("manifest_mtime_ns"))
-    try:
-        os.link(entry["file"], path)
-    except OSError:  # another file system, or links not allowed: a copy
-        shutil.copyfile(entry["file"], path)
+    link_or_copy(entry["file"], path)
     if not unmodified and sha256_file(path) != entry["sha256"]:  # changed since it was published: write it again
         path.unlink()
         return None
