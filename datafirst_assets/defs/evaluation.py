@@ -42,6 +42,7 @@ from datafirst_assets.evaluation.truth import TRUTH_DIR_ENV, case_link_truth, mi
 from datafirst_assets.linkage.xjs_metrics import case_link_metrics, evaluate_xjs, xjs_markdown, xjs_sections, xjs_summary
 from datafirst_assets.reporting import file_url
 from datafirst_assets.sources.registry import SOURCES
+from datafirst_assets.warehouse.io_manager import StoredTable
 
 EVALUATION_GROUP = "evaluation"
 TRUTH_RESOURCE = "truth"
@@ -83,8 +84,10 @@ def _warn_unless(check: str, problems: list[str]) -> AssetCheckResult:
 
 @asset(
     key=LINKAGE_EVALUATION,
-    ins={**{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters")) for s in SOURCES},
-         **{f"pairs__{s}": AssetIn(key=linkage_key(s, "scored_pairs")) for s in SOURCES},
+    # handles, read only when there is truth to measure against: a production run has none, and
+    # reading every dataset's clusters and pairs for nothing cost ~1 s of a 1M-people run
+    ins={**{f"clusters__{s}": AssetIn(key=linkage_key(s, "clusters"), dagster_type=StoredTable) for s in SOURCES},
+         **{f"pairs__{s}": AssetIn(key=linkage_key(s, "scored_pairs"), dagster_type=StoredTable) for s in SOURCES},
          "quality": AssetIn(key=QUALITY)},
     group_name=EVALUATION_GROUP,
     metadata={"schema": "evaluation"},
@@ -99,11 +102,12 @@ def _warn_unless(check: str, problems: list[str]) -> AssetCheckResult:
     ],
 )
 def linkage_evaluation(truth: TruthFolder, linkage: LinkageSettings, warehouse: Warehouse, quality: pl.DataFrame,
-                       **inputs: pl.DataFrame):
+                       **handles: StoredTable):
     problem = missing_truth(truth.folder())
     if problem:
         yield from _no_truth(problem, ("accuracy_floors", "estimates_match_measured"))
         return
+    inputs = {name: table.to_polars() for name, table in handles.items()}
     estimates = {row["source"]: row for row in quality.iter_rows(named=True)}
     truths = {s: truth_with_subgroups(truth.folder(), s) for s in SOURCES}
     clusters = {s: inputs[f"clusters__{s}"] for s in SOURCES}
@@ -123,7 +127,8 @@ def linkage_evaluation(truth: TruthFolder, linkage: LinkageSettings, warehouse: 
 
 @asset(
     key=XJS_EVALUATION,
-    ins={"lookup": AssetIn(key=LOOKUP), "case_links": AssetIn(key=CASE_LOOKUP)},
+    ins={"lookup": AssetIn(key=LOOKUP, dagster_type=StoredTable),
+         "case_links": AssetIn(key=CASE_LOOKUP, dagster_type=StoredTable)},  # read only with truth (above)
     group_name=EVALUATION_GROUP,
     metadata={"schema": "evaluation"},
     kinds={"polars"},
@@ -134,11 +139,12 @@ def linkage_evaluation(truth: TruthFolder, linkage: LinkageSettings, warehouse: 
         description="Cross-justice B-cubed F1 >= 0.95 at medium; case link precision >= 0.99, recall >= 0.97.",
     )],
 )
-def xjs_evaluation(truth: TruthFolder, linkage: LinkageSettings, lookup: pl.DataFrame, case_links: pl.DataFrame):
+def xjs_evaluation(truth: TruthFolder, linkage: LinkageSettings, lookup: StoredTable, case_links: StoredTable):
     problem = missing_truth(truth.folder())
     if problem:
         yield from _no_truth(problem, ("accuracy_floors",))
         return
+    lookup, case_links = lookup.to_polars(), case_links.to_polars()
     # the thresholds the lookup was cut at (defs.xjs builds it at these), shown in the report's threshold column
     evaluation = evaluate_xjs(lookup, xjs_truth(truth.folder()), thresholds=XJS_THRESHOLDS)
     case_metrics = case_link_metrics(case_links, case_link_truth(truth.folder()))
