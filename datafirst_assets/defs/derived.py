@@ -57,7 +57,7 @@ from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.content import VALIDATED_CONTENT
 from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable
 from datafirst_assets.warehouse.unchanged import (FINGERPRINT, inputs_fingerprint, kept_if_unchanged,
-                                                  latest_metadata, recorded_fingerprints)
+                                                  known_fingerprints, latest_metadata)
 
 GROUP = "derived"
 VARIANTS = ("deidentified", "synthetic")
@@ -259,10 +259,11 @@ def _as_change(context, frame: pl.DataFrame, new_state: pl.DataFrame, state: pl.
 
 def _release_fingerprint(context, warehouse, variant: str, as_of_date: str) -> str:
     """The fingerprint of the release tables the journeys read (whole tables: each write of one records
-    its fingerprint, `unchanged.recorded_fingerprints`, so none is hashed again here)."""
+    its fingerprint, and this run's contract check read each: `unchanged.known_fingerprints`, so none
+    is hashed again here)."""
     whole = {table_key(variant, s, t): StoredTable(warehouse.database, f"{variant}_{s}", t) for s, t in COLUMNS_READ}
     return inputs_fingerprint({input_name(*k.path[1:]): t for k, t in whole.items()}, settings=(variant, as_of_date),
-                              memo=recorded_fingerprints(context.instance, whole))
+                              memo=known_fingerprints(context, whole))
 
 
 def journeys_state_folder(root) -> Path:

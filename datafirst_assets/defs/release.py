@@ -30,7 +30,7 @@ from dagster import (
 
 from datafirst_assets.common.sql import quote_identifier
 from datafirst_assets.reporting import file_url
-from datafirst_assets.catalogue.build import Catalogue, build_catalogue
+from datafirst_assets.catalogue.build import Catalogue, StoredColumns, build_catalogue
 from datafirst_assets.catalogue.stored import load_catalogue, save_catalogue
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
@@ -175,8 +175,9 @@ def build_catalogue_asset(kind: str, dataset: str) -> AssetsDefinition:
         if (folder / f"{dataset}.html").exists() and (
                 kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
-        tables = {name: table.to_polars() for name, table in stored.items()}
-        catalogue = build_catalogue(dataset, tables, specs, synthetic=synthetic)
+        with warehouse.cursor() as conn:  # counted where the tables are stored: no table read into Python
+            tables = {name: StoredColumns(conn, table.select_sql()) for name, table in stored.items()}
+            catalogue = build_catalogue(dataset, tables, specs, synthetic=synthetic)
         paths = catalogue.write(folder)
         save_catalogue(folder, catalogue, fingerprint)  # the release takes it while the tables are these
         return Output(catalogue.frame, metadata={

@@ -54,7 +54,7 @@ from datafirst_assets.synthetic.summaries import (
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.warehouse.unchanged import (FINGERPRINT, carried_over_checks, inputs_fingerprint,
                                                   keep_stored_outputs, kept_if_unchanged, latest_metadata,
-                                                  recorded_fingerprints, unchanged)
+                                                  known_fingerprints, unchanged)
 from datafirst_assets.warehouse.io_manager import StoredTable
 from datafirst_assets.warehouse.lazy_tables import LoadedOnUse
 from datafirst_assets.synthetic.tables import (
@@ -146,7 +146,7 @@ def synthetic_summaries(context: AssetExecutionContext, synthetic: SyntheticSett
     tables = LoadedOnUse(stored, keep=2)
     rules, parts_path = synthetic.rules(), synthetic.folder / summary_parts.PARTS_FILE
     full = linkage.mode == "full"
-    recorded = recorded_fingerprints(context.instance, {deidentified_key(*tid): t for tid, t in stored.items()})
+    recorded = known_fingerprints(context, {deidentified_key(*tid): t for tid, t in stored.items()})
     doc, parts = summary_parts.summarise_keeping(
         tables, summary_parts.table_fingerprints(stored, rules, recorded), rules,
         summary_parts.load_parts(parts_path) if not full else {}, 0.0 if full else synthetic.refresh_tolerance)
@@ -285,10 +285,10 @@ def _person_inputs() -> dict[str, AssetIn]:
 def _linking_fingerprints(context, warehouse: Warehouse, doc: dict, seed: int) -> dict[TableId, str]:
     """Per linking table, the fingerprint of what it is drawn from: its own summary, the seed and the
     synthetic person tables it reads (`linking_reads`; whole tables: their writes recorded their
-    fingerprints, `unchanged.recorded_fingerprints`). One changed table does not draw the other again."""
+    fingerprints, `unchanged.known_fingerprints`). One changed table does not draw the other again."""
     read = {synthetic_key(*tid): StoredTable(warehouse.database, f"synthetic_{tid[0]}", tid[1])
             for tid, _ in _person_columns().values()}
-    memo = recorded_fingerprints(context.instance, read)
+    memo = known_fingerprints(context, read)
     return {tid: inputs_fingerprint(
         {synthetic_key(*t).to_user_string(): read[synthetic_key(*t)] for t in linking_reads(tid)}, memo=memo,
         settings=(json.dumps({name_of(tid): doc["tables"].get(name_of(tid))}, sort_keys=True), seed))
@@ -376,7 +376,7 @@ def synthetic_report(context: AssetExecutionContext, synthetic: SyntheticSetting
     # A dataset whose tables and summaries are as last time keeps its rows of the last report.
     # (each table's real side: the tables its approved summary was made from, see report_parts)
     reads = summary_parts.summary_reads(summary_parts.load_parts(synthetic.folder / summary_parts.PARTS_FILE))
-    recorded = recorded_fingerprints(context.instance, {
+    recorded = known_fingerprints(context, {
         key(*tid): table for key, side in ((deidentified_key, "real"), (synthetic_key, "synthetic"))
         for tid, table in stored[side].items()})
     fingerprints = dataset_fingerprints(stored["real"], stored["synthetic"], doc, synthetic.seed, reads, recorded)

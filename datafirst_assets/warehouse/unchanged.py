@@ -30,7 +30,8 @@ from dagster import (
 )
 
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import TABLE_FINGERPRINT, code_version, recorded_fingerprint, table_fingerprint
+from datafirst_assets.warehouse.content import (TABLE_FINGERPRINT, checked_fingerprints, code_version,
+                                               recorded_fingerprint, table_fingerprint)
 from datafirst_assets.warehouse.io_manager import KeepStored, StoredTable
 
 FINGERPRINT = "inputs_fingerprint"
@@ -80,6 +81,17 @@ def recorded_fingerprints(instance, tables: Mapping[AssetKey, StoredTable]) -> d
         if (recorded.get("database"), recorded.get("table")) == (here["database"], here["table"]) \
                 and isinstance(recorded.get("fingerprint"), str):
             memo[(table.database, table.select_sql())] = recorded["fingerprint"]
+    return memo
+
+
+def known_fingerprints(context, tables: Mapping[AssetKey, StoredTable]) -> dict:
+    """`recorded_fingerprints`, and over them the fingerprint this run's own `contract` check read from
+    each table (`content.checked_fingerprints`: the table as it is now, read moments before by a
+    blocking check). A table whose latest write recorded none for this database (a table kept by
+    an earlier run of a warehouse since moved or restored elsewhere, or a write that recorded none)
+    was hashed again by every step reading it, although the run's check had just hashed it."""
+    memo = recorded_fingerprints(context.instance, tables)
+    memo.update(checked_fingerprints(tables.values(), context.run.run_id))
     return memo
 
 
