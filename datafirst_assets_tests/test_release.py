@@ -195,7 +195,8 @@ def test_failure_mid_write_leaves_no_release(tmp_path, frames, catalogues, monke
     monkeypatch.setattr(publish, "_write_parquet", failing)
     with pytest.raises(OSError, match="disk full"):
         _publish(tmp_path, frames, catalogues)
-    assert len(calls) == 3 and calls[0].exists() is False  # the two written files went with their folder
+    # files are written `WRITERS` at a time: the one after the failing one may have started too
+    assert 3 <= len(calls) <= 2 + publish.WRITERS and calls[0].exists() is False  # written files went with their folder
     assert list(tmp_path.iterdir()) == []
     # A failed re-publish of an existing release leaves the existing one as it was.
     monkeypatch.setattr(publish, "_write_parquet", real_write)

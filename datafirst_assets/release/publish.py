@@ -31,6 +31,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Container, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,24 +192,11 @@ def _gate_and_write(root: Path, kind: str, ordered: _Checksummed, catalogues: Ma
     staging = root / f".{release_id}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
+        written = _write_table_files(staging, kind, release_id, ordered, content, reused)
         entries = []
         for source, name in ordered:
-            relative = table_file(source, name, kind)
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            written = _linked(reused.get((source, name)), path)
-            if written is None:
-                table = ordered.arrow((source, name))
-                _write_parquet(table, path, {
-                    "synthetic": "true" if kind == "synthetic" else "false", "kind": kind,
-                    "release_id": release_id, "source": source, "table": name,
-                    "content_sha256": content[(source, name)],
-                })
-                written = {"rows": table.num_rows, "columns": table.column_names, "sha256": sha256_file(path)}
-                del table
-                ordered.forget((source, name))
             entries.append({
-                "source": source, "table": name, "path": relative, **written,
+                "source": source, "table": name, "path": table_file(source, name, kind), **written[(source, name)],
                 "content_sha256": content[(source, name)],
                 "gates": gates.tables[(source, name)].manifest_entry((check_results or {}).get((source, name))),
                 **({"gate_fingerprint": gate_fingerprints[(source, name)]}
@@ -243,6 +231,57 @@ def _gate_and_write(root: Path, kind: str, ordered: _Checksummed, catalogues: Ma
         raise
     write_text_atomically(latest_file(root, kind), release_id + "\n")
     return ReleaseInfo(release_id, final, manifest)
+
+
+#: How many table files are written at once. Steps run one at a time (`runner._run_job`) and writing a
+#: Parquet file (zstd) runs in Arrow with the GIL released, on one core: the release's files written
+#: one after another left the second core idle for the largest part of an incremental release step.
+#: Each file is written by the same call as before, so its bytes are those it had (each is hashed from
+#: disk once written, as before).
+WRITERS = max(1, min(2, os.cpu_count() or 1))
+
+
+def _write_table_files(staging: Path, kind: str, release_id: str, ordered: _Checksummed, content: Mapping,
+                       reused: Mapping) -> dict[tuple[str, str], dict]:
+    """Each table's file in `staging` (linked from the previous release when `reused` has it, else
+    written, `WRITERS` at a time) -> the fields of its manifest entry. At most `WRITERS` tables' Arrow
+    data are held (the spilled ones are memory-mapped), so memory is that of writing them one by one
+    times `WRITERS`."""
+    written: dict[tuple[str, str], dict] = {}
+    pending: dict[tuple[str, str], Future] = {}
+
+    def write(key: tuple[str, str], table: pa.Table, path: Path) -> dict:
+        source, name = key
+        _write_parquet(table, path, {
+            "synthetic": "true" if kind == "synthetic" else "false", "kind": kind,
+            "release_id": release_id, "source": source, "table": name, "content_sha256": content[key],
+        })
+        return {"rows": table.num_rows, "columns": table.column_names, "sha256": sha256_file(path)}
+
+    def finish(key: tuple[str, str]) -> None:
+        written[key] = pending.pop(key).result()  # raises the writer's error
+        ordered.forget(key)
+
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="release-writer") as pool:
+        try:
+            for key in ordered:
+                path = staging / table_file(*key, kind)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                linked = _linked(reused.get(key), path)
+                if linked is not None:
+                    written[key] = linked
+                    continue
+                while len(pending) >= WRITERS:
+                    finish(next(iter(pending)))  # the oldest: files finish in about the order they start
+                # read here, not in the writer: `ordered` (its tables read on use) is not thread-safe
+                pending[key] = pool.submit(write, key, ordered.arrow(key), path)
+            while pending:
+                finish(next(iter(pending)))
+        except BaseException:
+            for future in pending.values():
+                future.cancel()
+            raise
+    return written
 
 
 def _reusable_file(root: Path, previous: Mapping | None, key: tuple[str, str],
