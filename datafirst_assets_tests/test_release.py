@@ -1,6 +1,8 @@
 """Releases on disk: round trip with checksums, content-derived ids, synthetic labelling, atomic writes."""
 
 import json
+import threading
+from collections.abc import Mapping
 
 import polars as pl
 import pytest
@@ -195,7 +197,8 @@ def test_failure_mid_write_leaves_no_release(tmp_path, frames, catalogues, monke
     monkeypatch.setattr(publish, "_write_parquet", failing)
     with pytest.raises(OSError, match="disk full"):
         _publish(tmp_path, frames, catalogues)
-    assert len(calls) == 3 and calls[0].exists() is False  # the two written files went with their folder
+    # files are written `WRITERS` at a time: the one after the failing one may have started too
+    assert 3 <= len(calls) <= 2 + publish.WRITERS and calls[0].exists() is False  # written files went with their folder
     assert list(tmp_path.iterdir()) == []
     # A failed re-publish of an existing release leaves the existing one as it was.
     monkeypatch.setattr(publish, "_write_parquet", real_write)
@@ -237,3 +240,89 @@ def test_release_sql_command(tmp_path, frames, catalogues, capsys):
     assert main(["release-sql", "--data-dir", str(tmp_path), "--kind", "synthetic", "SELECT 1"]) == 1
     assert "no synthetic release" in capsys.readouterr().err
     assert main(["release-sql", "--release", str(info.path), "SELECT * FROM nowhere"]) == 1
+
+
+class _ReadOnUse(Mapping):
+    """Frames handed over as a release asset hands them (a mapping read on use, not a dict, so the
+    release spills, reads ahead and writes files concurrently), recording the thread each is read in;
+    `fail`: the key whose read raises."""
+
+    def __init__(self, frames, fail=None):
+        self._frames, self._fail, self.threads = frames, fail, {}
+
+    def __getitem__(self, key):
+        self.threads.setdefault(key, []).append(threading.current_thread().name)
+        if key == self._fail:
+            raise OSError(f"cannot read {key}")
+        return self._frames[key]
+
+    def __contains__(self, key):  # as `LoadedOnUse` answers it: without reading the table
+        return key in self._frames
+
+    def __iter__(self):
+        return iter(self._frames)
+
+    def __len__(self):
+        return len(self._frames)
+
+
+def _files(info):
+    return {p.relative_to(info.path).as_posix(): sha256_file(p) for p in sorted(info.path.rglob("*"))
+            if p.is_file() and p.name not in ("manifest.json", "README.md")}
+
+
+def _without_time(manifest):
+    return {k: v for k, v in manifest.items() if k != "created_at"}
+
+
+def test_reading_ahead_and_writing_files_concurrently_publish_what_one_at_a_time_does(tmp_path, frames, catalogues,
+                                                                                    monkeypatch):
+    """Each table read, checksummed and written in another thread gives the very release (id, every
+    file's bytes, manifest) that reading and writing them one at a time in order gives."""
+    written = []
+    write = publish._write_parquet
+    monkeypatch.setattr(publish, "_write_parquet",
+                        lambda table, path, metadata: written.append(threading.current_thread().name)
+                        or write(table, path, metadata))
+    monkeypatch.setattr(publish, "WRITERS", 2)
+    ahead = _ReadOnUse(frames)
+    concurrent = _publish(tmp_path / "concurrent", ahead, catalogues)
+    readers = {name for names in ahead.threads.values() for name in names}
+    assert any(name.startswith("release-reader") for name in readers)  # tables were read ahead
+    assert len([name for name in written if name.startswith("release-writer")]) == len(frames)
+
+    monkeypatch.setattr(publish, "READ_AHEAD", False)
+    monkeypatch.setattr(publish, "WRITERS", 1)
+    in_order = _ReadOnUse(frames)
+    one_at_a_time = _publish(tmp_path / "in_order", in_order, catalogues)
+    assert not any(name.startswith("release-reader") for names in in_order.threads.values() for name in names)
+
+    assert concurrent.release_id == one_at_a_time.release_id
+    assert _files(concurrent) == _files(one_at_a_time) and len(_files(concurrent)) > len(frames)
+    assert _without_time(concurrent.manifest) == _without_time(one_at_a_time.manifest)
+    for entry in concurrent.manifest["tables"]:  # each file holds its own table
+        assert pl.read_parquet(concurrent.path / entry["path"]).equals(frames[(entry["source"], entry["table"])])
+    assert verify_release(concurrent.path) == [] and _leftovers(tmp_path / "concurrent") == []
+
+
+def test_a_table_looked_up_out_of_order_is_computed_then_and_the_one_read_ahead_kept(tmp_path, frames):
+    keys = list(frames)[:4]
+    tables = publish._Checksummed(_ReadOnUse({k: frames[k] for k in keys}), tmp_path / "spill", ahead=keys)
+    try:
+        assert tables[keys[0]].equals(frames[keys[0]])  # starts reading keys[1]
+        assert tables[keys[2]].equals(frames[keys[2]])  # out of order: computed on lookup
+        assert tables[keys[1]].equals(frames[keys[1]]) and tables.prefetched == 1
+        assert tables[keys[3]].equals(frames[keys[3]])
+        for key in keys:
+            assert tables.checksum(key) == publish._content_sha256(frames[key])
+            assert tables.arrow(key).equals(publish._arrow(frames[key]))
+    finally:
+        tables.close()
+
+
+def test_a_table_that_fails_to_be_read_ahead_publishes_nothing(tmp_path, frames, catalogues):
+    failing = _ReadOnUse(frames, fail=list(frames)[2])
+    with pytest.raises(OSError, match="cannot read"):
+        _publish(tmp_path, failing, catalogues)
+    assert failing.threads[list(frames)[2]][0].startswith("release-reader")  # it failed in the reader
+    assert list(tmp_path.iterdir()) == []  # no release, no staging folder, no spill

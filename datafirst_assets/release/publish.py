@@ -31,6 +31,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Container, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,14 @@ MANIFEST = "manifest.json"
 METADATA_PREFIX = "datafirst."
 DEVELOPMENT_KEY_NOTE = f"development key ({KEY_ENV} unset)"
 ENVIRONMENT_KEY_NOTE = "from environment"
+#: Whether a release reads the next table (read on use) while it gates one (see `_Checksummed`).
+READ_AHEAD = True
+#: How many table files are written at once. Steps run one at a time (`runner._run_job`) and writing a
+#: Parquet file (zstd) runs in Arrow with the GIL released, on one core: the release's files written
+#: one after another left the second core idle for the largest part of an incremental release step.
+#: Each file is written by the same call as before, so its bytes are those it had (each is hashed from
+#: disk once written, as before).
+WRITERS = max(1, min(2, os.cpu_count() or 1))
 
 
 class ReleaseError(ValueError):
@@ -160,13 +169,17 @@ def write_release(
     # Tables read on use are spilled as the gates first read them (see `_Checksummed`), in a folder
     # of their own beside the releases, removed whatever happens.
     spill = None if isinstance(conformed, dict) else root / f".gating-{uuid.uuid4().hex[:8]}"
+    # read ahead in the order the gates look tables up: those whose gates are not carried over
+    ahead = [key for key in conformed if key not in (carried or {})] if READ_AHEAD else None
+    ordered = _Checksummed(conformed, spill, ahead=ahead)
     try:
-        return _gate_and_write(root, kind, _Checksummed(conformed, spill), catalogues, dates, specs,
+        return _gate_and_write(root, kind, ordered, catalogues, dates, specs,
                                model_versions=model_versions, key_is_development=key_is_development, extra=extra,
                                identifiers=identifiers, dates_of_birth=dates_of_birth, risk_rules=risk_rules,
                                check_results=check_results, gate_fingerprints=gate_fingerprints, carried=carried,
                                previous=previous, contract_held=contract_held)
     finally:
+        ordered.close()
         if spill is not None:
             shutil.rmtree(spill, ignore_errors=True)
             if not existed and root.is_dir() and not any(root.iterdir()):
@@ -191,24 +204,11 @@ def _gate_and_write(root: Path, kind: str, ordered: _Checksummed, catalogues: Ma
     staging = root / f".{release_id}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
+        written = _write_table_files(staging, kind, release_id, ordered, content, reused)
         entries = []
         for source, name in ordered:
-            relative = table_file(source, name, kind)
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            written = _linked(reused.get((source, name)), path)
-            if written is None:
-                table = ordered.arrow((source, name))
-                _write_parquet(table, path, {
-                    "synthetic": "true" if kind == "synthetic" else "false", "kind": kind,
-                    "release_id": release_id, "source": source, "table": name,
-                    "content_sha256": content[(source, name)],
-                })
-                written = {"rows": table.num_rows, "columns": table.column_names, "sha256": sha256_file(path)}
-                del table
-                ordered.forget((source, name))
             entries.append({
-                "source": source, "table": name, "path": relative, **written,
+                "source": source, "table": name, "path": table_file(source, name, kind), **written[(source, name)],
                 "content_sha256": content[(source, name)],
                 "gates": gates.tables[(source, name)].manifest_entry((check_results or {}).get((source, name))),
                 **({"gate_fingerprint": gate_fingerprints[(source, name)]}
@@ -243,6 +243,49 @@ def _gate_and_write(root: Path, kind: str, ordered: _Checksummed, catalogues: Ma
         raise
     write_text_atomically(latest_file(root, kind), release_id + "\n")
     return ReleaseInfo(release_id, final, manifest)
+
+
+def _write_table_files(staging: Path, kind: str, release_id: str, ordered: _Checksummed, content: Mapping,
+                       reused: Mapping) -> dict[tuple[str, str], dict]:
+    """Each table's file in `staging` (linked from the previous release when `reused` has it, else
+    written, `WRITERS` at a time) -> the fields of its manifest entry. At most `WRITERS` tables' Arrow
+    data are held (the spilled ones are memory-mapped), so memory is that of writing them one by one
+    times `WRITERS`."""
+    written: dict[tuple[str, str], dict] = {}
+    pending: dict[tuple[str, str], Future] = {}
+
+    def write(key: tuple[str, str], table: pa.Table, path: Path) -> dict:
+        source, name = key
+        _write_parquet(table, path, {
+            "synthetic": "true" if kind == "synthetic" else "false", "kind": kind,
+            "release_id": release_id, "source": source, "table": name, "content_sha256": content[key],
+        })
+        return {"rows": table.num_rows, "columns": table.column_names, "sha256": sha256_file(path)}
+
+    def finish(key: tuple[str, str]) -> None:
+        written[key] = pending.pop(key).result()  # raises the writer's error
+        ordered.forget(key)
+
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="release-writer") as pool:
+        try:
+            for key in ordered:
+                path = staging / table_file(*key, kind)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                linked = _linked(reused.get(key), path)
+                if linked is not None:
+                    written[key] = linked
+                    continue
+                while len(pending) >= WRITERS:
+                    finish(next(iter(pending)))  # the oldest: files finish in about the order they start
+                # read here, not in the writer: `ordered` (its tables read on use) is not thread-safe
+                pending[key] = pool.submit(write, key, ordered.arrow(key), path)
+            while pending:
+                finish(next(iter(pending)))
+        except BaseException:
+            for future in pending.values():
+                future.cancel()
+            raise
+    return written
 
 
 def _reusable_file(root: Path, previous: Mapping | None, key: tuple[str, str],
@@ -388,22 +431,63 @@ class _Checksummed(Mapping):
     gate passed (its metadata carries the release id, a hash of every table's checksum), and reading
     the table from the warehouse again, sorting and converting it cost as much as the gates' own read
     (at 50,000 people reading and sorting were a fifth of a release step's time, half of it the second read).
-    The spill holds the changed tables uncompressed until each file is written."""
+    The spill holds the changed tables uncompressed until each file is written.
 
-    def __init__(self, tables: Mapping[tuple[str, str], pl.DataFrame], spill: Path | None = None):
+    `ahead` (with a spill): the keys in the order the gates look them up (`scan_release`: those not
+    carried, in table order). When one is looked up, the next one not yet checksummed is read, sorted
+    and checksummed in a thread meanwhile (`prefetched`), while the gates scan this one: reading,
+    sorting and checksumming are DuckDB's, polars' and Arrow's, run with the GIL released, and were
+    over half of an incremental release step, on one core of two (steps run one at a time). What a
+    key gives is what it gave when computed on lookup (the same calls on the same table; a key looked
+    up out of order is computed then, the one read ahead kept for its own lookup); one more table is
+    held while it is read ahead. Call `close` when done (a read still running is waited for)."""
+
+    def __init__(self, tables: Mapping[tuple[str, str], pl.DataFrame], spill: Path | None = None,
+                 ahead: list[tuple[str, str]] | None = None):
         self._tables, self._checksums, self._spill, self._spilled = tables, {}, spill, {}
+        self._ahead = list(ahead or []) if spill is not None else []
+        self._files = {key: n for n, key in enumerate(tables)}  # spill file names, fixed per key
+        self._pending: dict[tuple[str, str], Future] = {}
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release-reader") if self._ahead else None
+        self.prefetched = 0  # lookups answered by a read ahead (tests, metadata)
+
+    def _compute(self, key: tuple[str, str]) -> tuple[pl.DataFrame, str, Path | None]:
+        """The table, its checksum and its spilled stream; changes nothing here (run in the reader too)."""
+        frame = self._tables[key]
+        path = None
+        if self._spill is not None:
+            self._spill.mkdir(parents=True, exist_ok=True)
+            path = self._spill / f"{self._files[key]}.arrows"
+        return frame, _content_sha256(frame, path), path
 
     def __getitem__(self, key: tuple[str, str]) -> pl.DataFrame:
-        frame = self._tables[key]
-        if key not in self._checksums:
-            path = None
-            if self._spill is not None:
-                self._spill.mkdir(parents=True, exist_ok=True)
-                path = self._spill / f"{len(self._spilled)}.arrows"
-            self._checksums[key] = _content_sha256(frame, path)
-            if path is not None:
-                self._spilled[key] = path
+        if key in self._checksums:
+            return self._tables[key]
+        pending = self._pending.pop(key, None)
+        frame, checksum, path = pending.result() if pending is not None else self._compute(key)
+        self.prefetched += pending is not None
+        self._checksums[key] = checksum
+        if path is not None:
+            self._spilled[key] = path
+        self._read_ahead(key)
         return frame
+
+    def _read_ahead(self, key: tuple[str, str]) -> None:
+        """Start the next key of `ahead` after `key` that is neither checksummed nor being read."""
+        if self._reader is None or key not in self._ahead or self._pending:
+            return
+        following = self._ahead[self._ahead.index(key) + 1:]
+        upcoming = next((k for k in following if k not in self._checksums and k in self._files), None)
+        if upcoming is not None:
+            self._pending[upcoming] = self._reader.submit(self._compute, upcoming)
+
+    def close(self) -> None:
+        """No read ahead left running (its result dropped) and the reader thread gone."""
+        for pending in self._pending.values():
+            pending.cancel()
+        self._pending.clear()
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
 
     def checksum(self, key: tuple[str, str]) -> str:
         if key not in self._checksums:

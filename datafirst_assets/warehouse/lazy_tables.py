@@ -10,6 +10,7 @@ the ``keep`` most recently used stay in memory, so a pass over the tables holds 
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Generic, TypeVar
@@ -60,22 +61,28 @@ class LoadedOnUse(Mapping[K, pl.DataFrame], Generic[K]):
         self._keep = keep
         self._order_by = order_by
         self._cache: OrderedDict[K, pl.DataFrame] = OrderedDict()
+        # the cache is shared by the threads that read tables (a release reads the next table ahead
+        # while it gates one); tables are read outside the lock
+        self._lock = threading.Lock()
         self.loads = 0  # how many times a table was read (for tests and metadata)
 
     def __getitem__(self, key: K) -> pl.DataFrame:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         table = self._tables[key]
         if isinstance(table, pl.DataFrame):  # already in memory (e.g. handed over by a test)
             return table
         frame = table.to_polars()
         if self._order_by is not None:
             frame = sort_rows(frame, self._order_by(key) or frame.columns)
-        self.loads += 1
-        self._cache[key] = frame
-        while len(self._cache) > self._keep:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self.loads += 1
+            self._cache[key] = frame
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._keep:
+                self._cache.popitem(last=False)
         return frame
 
     def __iter__(self) -> Iterator[K]:
