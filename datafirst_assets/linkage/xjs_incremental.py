@@ -543,10 +543,12 @@ def lookup_problems(conn: duckdb.DuckDBPyConnection, table: str, records_sql: st
                coalesce(sum(k.n) filter (where r._r is null), 0), count(*) filter (where k.n is null)
         from k full join (select {SOURCE_DATASET}, {UNIQUE_ID}, true as _r from ({records_sql})) r
           on k.{SOURCE_DATASET} = r.{SOURCE_DATASET} and k.{UNIQUE_ID} = r.{UNIQUE_ID}"""
-    several = (f"select {', '.join(f'count(*) filter (where n_{c} > 1)' for c in ids)} from (select "
-               f"{', '.join(f'count(distinct {c}) as n_{c}' for c in ids)} from {table} group by {PERSON})")
+    # "more than one distinct value" as min <> max (both skip nulls, as count(distinct) does): the same
+    # counts without a distinct set per group (0.47 against 0.14 CPU s for the three ids at 300,000 people)
+    several = (f"select {', '.join(f'count(*) filter (where n_{c})' for c in ids)} from (select "
+               f"{', '.join(f'min({c}) <> max({c}) as n_{c}' for c in ids)} from {table} group by {PERSON})")
     nested = {(i, o): f"(select count(*) from (select 1 from {table} group by person_id_{i} "
-                      f"having count(distinct person_id_{o}) > 1))" for i, o in (("high", "medium"), ("medium", "low"))}
+                      f"having min(person_id_{o}) <> max(person_id_{o})))" for i, o in (("high", "medium"), ("medium", "low"))}
     (*nulls, prefix), (dup, n_orphans, n_unmapped) = (conn.execute(f"select {scan} from {table}").fetchall()[0],
                                                       conn.execute(keyed).fetchall()[0])
     found = [*nulls, dup, n_orphans, n_unmapped, prefix, *conn.execute(several).fetchall()[0],
