@@ -520,13 +520,21 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
         conn.execute(f"create or replace table {scratch}.ids_{level} as select * from carried")
     rehashed = _new_hashes(conn, scratch)
     stats["records_rehashed"] = raw.height if rehashed is None else rehashed
+    # what the records carried or hashed here get (a few in a hundred), in one small table by record,
+    # so each pass over every record below looks one table up, not four
     joins = " ".join(f"left join {scratch}.ids_{lv} i_{lv} using (k)" for lv in LEVELS)
-    ids = ", ".join(f"coalesce(i_{lv}.id, p_{lv})::bigint as person_id_{lv}" for lv in LEVELS)
-    hashed = "h.h" if rehashed is None else "coalesce(record_id_hash, h.h)"
+    keys = " union ".join(f"select k from {scratch}.{name}" for name in ("hashes", *(f"ids_{lv}" for lv in LEVELS)))
+    conn.execute(f"""
+        create or replace table {scratch}.fix as
+        select k, h.h, {', '.join(f'i_{lv}.id as id_{lv}' for lv in LEVELS)}
+        from ({keys}) left join {scratch}.hashes h using (k) {joins}""")
+    joins = f"left join {scratch}.fix f using (k)"
+    ids = ", ".join(f"coalesce(f.id_{lv}, p_{lv})::bigint as person_id_{lv}" for lv in LEVELS)
+    hashed = "f.h" if rehashed is None else "coalesce(record_id_hash, f.h)"
     conn.execute(f"""
         create or replace table {scratch}.lookup as
         select now_dataset as {SOURCE_DATASET}, now_record as {UNIQUE_ID}, {hashed} as record_id_hash, {PERSON}, {ids}
-        from {scratch}.pairs left join {scratch}.hashes h using (k) {joins}
+        from {scratch}.pairs {joins}
         where now_record is not null""")
     # the rows that differ from the stored ones (gone, new, or any column changed): the lookup's
     # change to the stored table, found from the join the carry made anyway (no second pass over both)
@@ -536,7 +544,7 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
         create or replace table {scratch}.changed as
         select was_dataset, was_record, now_dataset, now_record,
                case when now_record is null then 'delete' when was_record is null then 'insert' else 'update' end as change
-        from (select pairs.*, {hashed} as _hash, {ids} from {scratch}.pairs left join {scratch}.hashes h using (k) {joins})
+        from (select pairs.*, {hashed} as _hash, {ids} from {scratch}.pairs {joins})
         where now_record is null or was_record is null or {differs}""")
     table = f"{scratch}.lookup"
     all_changes = pl.concat(changes).cast({"level": pl.String, **CHANGE_SCHEMA})  # type: ignore[arg-type]
