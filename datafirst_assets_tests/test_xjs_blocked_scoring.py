@@ -56,6 +56,7 @@ def test_rules_that_cannot_run_here_keep_every_existing_record():
 
 
 def test_scoring_only_the_blocked_existing_variants_gives_the_same_pairs(tmp_path_factory, runs, monkeypatch):  # noqa: F811
+    """(The blocked scoring also hands the records over as arrow string views: the same scores.)"""
     _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
     doc, _ = runs[3]
     model = TrainedModel.from_json(doc)
@@ -63,8 +64,8 @@ def test_scoring_only_the_blocked_existing_variants_gives_the_same_pairs(tmp_pat
     rescore = variants.get_column("record_id").gather_every(40)
     between: list[int] = []
     real = incremental.register_records
-    monkeypatch.setattr(incremental, "register_records", lambda db, frame, spec, name: (
-        between.append(frame.height) if name == "existing_records" else None) or real(db, frame, spec, name=name))
+    monkeypatch.setattr(incremental, "register_records", lambda db, frame, spec, name, **kw: (
+        between.append(frame.height) if name == "existing_records" else None) or real(db, frame, spec, name=name, **kw))
 
     def scored(only_blocked: bool) -> pl.DataFrame:
         pairs = incremental.score_new_records(make_db_api(), model, variants, rescore, keep_above=0.01,

@@ -229,3 +229,33 @@ def test_unsettled_records_are_those_of_the_definition(seed):
         want = _unsettled_by_definition(pairs, lv)
         assert want and len(want) < pairs.height  # both kinds present
         assert set(got.filter(pl.col("level") == lv).get_column("k").to_list()) == want
+
+
+def test_invariant_counts_of_several_ids_are_those_of_count_distinct_with_null_ids():
+    """``lookup_problems`` counts "more than one id" as min <> max: with null ids among a person's
+    or an id's rows (skipped, as count(distinct) skips them) the counts are those of count(distinct)."""
+    lookup = pl.DataFrame({
+        "source_dataset": ["civil"] * 7,
+        "record_id": [str(i) for i in range(7)],
+        "record_id_hash": ["h"] * 7,
+        "person_id_dataset": ["civil:a", "civil:a", "civil:b", "civil:b", "civil:c", "civil:c", "civil:d"],
+        "person_id_high": [1, None, 2, 3, None, None, 4],        # a: one id and a null; b: two ids
+        "person_id_medium": [1, 1, 2, None, 5, 6, 4],            # c: two ids; high 4 nested
+        "person_id_low": [1, 1, 2, 2, 5, 5, None],
+    })
+    with duckdb.connect() as conn:
+        _stored(conn, "lookup", lookup)
+        got = xjs_carry.lookup_problems(conn, "lookup", "select source_dataset, record_id from lookup")
+        several = conn.execute("select count(*) filter (where h > 1), count(*) filter (where m > 1), "
+                               "count(*) filter (where l > 1) from (select count(distinct person_id_high) h, "
+                               "count(distinct person_id_medium) m, count(distinct person_id_low) l "
+                               "from lookup group by person_id_dataset)").fetchall()[0]
+        nested = [conn.execute(f"select count(*) from (select 1 from lookup group by person_id_{i} "
+                               f"having count(distinct person_id_{o}) > 1)").fetchall()[0][0]
+                  for i, o in (("high", "medium"), ("medium", "low"))]
+    assert several == (1, 1, 0) and nested == [1, 0]  # the world above: b, c; high null over media 5, 6
+    expected = [f"{n} per-dataset person(s) map to several person_id_{lv} values"
+                for lv, n in zip(("high", "medium", "low"), several) if n]
+    expected += [f"{n} {i}-threshold person(s) are split across {o}-threshold persons (not nested)"
+                 for (i, o), n in zip((("high", "medium"), ("medium", "low")), nested) if n]
+    assert [p for p in got if "null" not in p] == expected

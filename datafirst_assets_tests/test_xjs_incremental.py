@@ -481,3 +481,38 @@ def test_a_state_stored_with_the_run_on_its_rows_is_extended_rewritten_whole_onc
         third, _ = _materialize_lookup(tmp_path, forenames_changed(45), "incremental", instance=instance)
     assert third["lookup_mode"] == "incremental", third["reason"]
     assert third["write"].startswith("in place: ") and third["persons_write"].startswith("in place: ")
+
+
+def test_an_incremental_lookup_that_splits_a_person_fails_its_invariants_check(tmp_path_factory, tmp_path, monkeypatch):
+    """Through Dagster, on the path an incremental run takes (ids carried against the stored lookup,
+    ``lookup_problems`` in SQL): a raw lookup that puts one record of a per-dataset person in a
+    cluster of its own gives that person two ids at every level, and the blocking check fails."""
+    import dataclasses
+
+    from dagster import DagsterInstance
+
+    from datafirst_assets.defs import xjs as xjs_defs
+
+    _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    real, ids = xjs_defs.run_lookup, [f"person_id_{lv}" for lv in LEVELS]
+
+    def split_one_person(*args, **kwargs):
+        result = real(*args, **kwargs)
+        lookup = result.lookup
+        person = lookup.group_by("person_id_dataset").len().filter(pl.col("len") > 1).sort("person_id_dataset")[0, 0]
+        first = lookup.filter(pl.col("person_id_dataset") == person).sort("record_id")[0, "record_id"]
+        alone = (pl.col("person_id_dataset") == person) & (pl.col("record_id") == first)
+        return dataclasses.replace(result, lookup=lookup.with_columns(
+            pl.when(alone).then(pl.col(c).max() + 1).otherwise(pl.col(c)).alias(c) for c in ids))
+
+    runs: list = []
+    with DagsterInstance.ephemeral() as instance:
+        _materialize_lookup(tmp_path, inputs, "incremental", instance=instance, events=runs)
+        monkeypatch.setattr(xjs_defs, "run_lookup", split_one_person)
+        monkeypatch.setattr(xjs_defs, "kept_if_unchanged", lambda *a, **k: None)  # the same inputs: link again
+        _materialize_lookup(tmp_path, inputs, "incremental", expect_success=False, instance=instance, events=runs)
+    (check,) = runs[1].get_asset_check_evaluations()
+    problems = check.metadata["problems"].value
+    assert check.check_name == "lookup_invariants" and not check.passed
+    assert all(f"1 per-dataset person(s) map to several person_id_{lv} values" in problems
+               for lv in ("high", "medium", "low")), problems

@@ -80,3 +80,31 @@ def test_a_stored_state_from_other_thresholds_or_without_clusters_is_not_used():
     assert recluster_touched(nodes, edges, other, seeds, HOW, _cluster)[0] is None
     bare = cluster_state(first, HOW).drop("component")
     assert "no clusters" in recluster_touched(nodes, edges, bare, seeds, HOW, _cluster)[1]["reason"]
+
+
+def test_clusters_are_numbered_as_the_dense_rank_of_their_names():
+    """``_number_clusters`` numbers each level's cluster names by joining them to their leaders (the
+    rows that name their own cluster), in key order: the dense rank of the names, also when a name
+    has no leader row or the rows are not in key order (then it ranks them)."""
+    from datafirst_assets.linkage.xjs_incremental import CLUSTER_LEVELS, _number_clusters
+
+    rng = random.Random(7)
+    keys = sorted({f"civil:{rng.randrange(10**6)}" for _ in range(3000)})
+    rows = {"person_id_dataset": keys}
+    for lv in CLUSTER_LEVELS:  # each key's cluster (of keys spread over the range) named by its smallest member
+        cluster = {k: rng.randrange(400) for k in keys}
+        smallest: dict[int, str] = {}
+        for k in keys:
+            smallest.setdefault(cluster[k], k)
+        rows[f"cluster_{lv}"] = [smallest[cluster[k]] for k in keys]
+    frame = pl.DataFrame(rows)
+
+    def ranked(f: pl.DataFrame) -> pl.DataFrame:
+        return f.with_columns(pl.col(f"cluster_{lv}").rank("dense").cast(pl.Int64) for lv in CLUSTER_LEVELS)
+
+    assert _number_clusters(frame).equals(ranked(frame))
+    no_leader = frame.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(pl.lit("civil:0"))
+                                   .otherwise(pl.col("cluster_high")).alias("cluster_high"))
+    assert _number_clusters(no_leader).equals(ranked(no_leader))
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=3)
+    assert _number_clusters(shuffled).equals(ranked(shuffled))

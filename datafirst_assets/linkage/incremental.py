@@ -142,16 +142,17 @@ def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescor
         return pl.DataFrame()
     existing = records.filter(~is_new)
     # The linker sees every record, so term frequencies are those of the whole dataset.
-    linker = make_linker(db_api, records, model.settings, model.spec)
+    # the cross-justice lookup (only_blocked) hands its variants over as string views (``register_records``)
+    linker = make_linker(db_api, records, model.settings, model.spec, views=only_blocked)
     for column in tf_columns(model.settings):
         linker.table_management.compute_tf_table(column)
     if only_blocked:
         existing = blocked_with(existing, new, model)
-    new_sdf = register_records(db_api, new, model.spec, name="new_records")
+    new_sdf = register_records(db_api, new, model.spec, name="new_records", views=only_blocked)
     outputs = [linker.inference.predict_within(new_sdf, threshold_match_probability=keep_above,
                                                warning_mode="never")]
     if not existing.is_empty():
-        existing_sdf = register_records(db_api, existing, model.spec, name="existing_records")
+        existing_sdf = register_records(db_api, existing, model.spec, name="existing_records", views=only_blocked)
         outputs.append(linker.inference.predict_between(existing_sdf, new_sdf, threshold_match_probability=keep_above,
                                                         warning_mode="never"))
     frames = []
@@ -192,8 +193,9 @@ def blocked_with(existing: pl.DataFrame, new: pl.DataFrame, model: TrainedModel)
     sql = " union ".join(f"select r.__row from r semi join l on ({rule}){other}" for rule in rules)
     try:
         with scratch_cursor() as con:
-            con.register("l", left.to_arrow())
-            con.register("r", right.with_row_index("__row").to_arrow())
+            # string views: polars' own layout, no copy of every existing record's strings
+            con.register("l", left.to_arrow(compat_level=pl.CompatLevel.newest()))
+            con.register("r", right.with_row_index("__row").to_arrow(compat_level=pl.CompatLevel.newest()))
             rows = con.sql(sql).pl().get_column("__row")
     except duckdb.Error:
         return existing

@@ -154,17 +154,21 @@ def aligned_frames(records: pl.DataFrame | Sequence[pl.DataFrame], spec: ModelSp
 
 
 def register_records(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], spec: ModelSpec | None = None,
-                     *, name: str = "person_records"):
+                     *, name: str = "person_records", views: bool = False):
     """Register polars frame(s) with the DB API (arrow, no pandas round-trip).
 
     Only the columns the model reads are registered. Returns one SplinkDataFrame for a
-    single frame, a list for several (link_and_dedupe).
+    single frame, a list for several (link_and_dedupe). ``views``: strings handed over as arrow
+    string views, polars' own layout (no copy of every string; ~0.3 CPU s for the 850,000
+    variants of a 300,000-people cross-justice lookup), for a linker that only scores: the
+    values are the same, but training samples rows and is kept on the layout it was tuned with.
     """
     frames = aligned_frames(records, spec)
     out = []
     for i, df in enumerate(frames):
         tname = name if len(frames) == 1 else f"{name}_{i}"
-        out.append(db_api.register(df.to_arrow(), table_name=f"__df_{tname}_{secrets.token_hex(4)}",
+        arrow = df.to_arrow(compat_level=pl.CompatLevel.newest()) if views else df.to_arrow()
+        out.append(db_api.register(arrow, table_name=f"__df_{tname}_{secrets.token_hex(4)}",
                                    dataset_display_name=tname))
     return out[0] if isinstance(records, pl.DataFrame) else out
 
@@ -184,11 +188,12 @@ def settings_for_backend(db_api, settings: dict[str, Any], spec: ModelSpec | Non
 
 
 def make_linker(db_api, records: pl.DataFrame | Sequence[pl.DataFrame], settings: dict[str, Any],
-                spec: ModelSpec | None = None) -> Linker:
+                spec: ModelSpec | None = None, *, views: bool = False) -> Linker:
     """A Linker over registered ``records`` with ``settings`` (untrained or trained JSON),
-    rendered for the backend's SQL dialect when they were built for another."""
+    rendered for the backend's SQL dialect when they were built for another (``views``: as
+    ``register_records``')."""
     settings = settings_for_backend(db_api, settings, spec)
-    sdf = register_records(db_api, records, spec)
+    sdf = register_records(db_api, records, spec, views=views)
     settings = json.loads(json.dumps(settings))  # Splink mutates/keeps references
     from splink import Linker  # not at import: loading the code location must not pay for Splink
 

@@ -305,12 +305,35 @@ def recluster_touched(persons: pl.DataFrame, edges: pl.DataFrame, stored: pl.Dat
         kept = pl.col("_fresh").is_null()
         out = out.select(PERSON, SOURCE_DATASET, *(pl.when(kept).then(pl.col(c)).otherwise(pl.col(f"{c}_fresh")).alias(c)
                                                    for c in list(CLUSTER_STATE)[:-1]))
-    out = out.with_columns(*(pl.col(f"cluster_{lv}").alias(name) for lv, name in zip(CLUSTER_LEVELS, CLUSTER_NAMES)),
-                           *(pl.col(f"cluster_{lv}").rank("dense").cast(pl.Int64) for lv in CLUSTER_LEVELS))
+    out = _number_clusters(out.with_columns(pl.col(f"cluster_{lv}").alias(name)
+                                            for lv, name in zip(CLUSTER_LEVELS, CLUSTER_NAMES)))
     return out.select(PERSON, SOURCE_DATASET, *[f"cluster_{lv}" for lv in CLUSTER_LEVELS], "component",
                       *CLUSTER_NAMES), {
         **stats, "mode": "touched components", "persons_reclustered": nodes.height,
         "components_touched": hit.len(), AFFECTED: affected.get_column(PERSON)}
+
+def _number_clusters(out: pl.DataFrame) -> pl.DataFrame:
+    """Each ``cluster_<level>`` name (the smallest person key of the cluster) replaced by its dense
+    rank among the level's names, as ``rank("dense")`` numbers them, without sorting the names: a
+    cluster's name is its smallest member's key, whose own row (a *leader*: it names its own
+    cluster) is a row of ``out``; so with ``out`` in key order the names, in order, are the leaders,
+    and a name's rank is its leader's place among them (a join of the names to the leaders: 0.28
+    against 0.54 CPU s for the three levels at 300,000 people). Should a name have no leader row
+    (it cannot, see ``recluster_touched``), or ``out`` not be in key order, the names are ranked."""
+    keys = out.get_column(PERSON)
+    ordered = keys.is_sorted() and keys.null_count() == 0
+    numbered = []
+    for lv in CLUSTER_LEVELS:
+        name = pl.col(f"cluster_{lv}")
+        leaders = out.filter(pl.col(PERSON) == name).select(
+            pl.col(PERSON).alias("_name"), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("_id"))
+        ids = (out.select(name.alias("_name")).join(leaders, on="_name", how="left", maintain_order="left")
+               .get_column("_id")) if ordered else None
+        if ids is None or ids.null_count() != out.get_column(f"cluster_{lv}").null_count():
+            ids = out.get_column(f"cluster_{lv}").rank("dense").cast(pl.Int64)
+        numbered.append(ids.alias(f"cluster_{lv}"))
+    return out.with_columns(numbered)
+
 
 # ------------------------------------------- carrying ids forward against the stored lookup
 
@@ -497,13 +520,21 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
         conn.execute(f"create or replace table {scratch}.ids_{level} as select * from carried")
     rehashed = _new_hashes(conn, scratch)
     stats["records_rehashed"] = raw.height if rehashed is None else rehashed
+    # what the records carried or hashed here get (a few in a hundred), in one small table by record,
+    # so each pass over every record below looks one table up, not four
     joins = " ".join(f"left join {scratch}.ids_{lv} i_{lv} using (k)" for lv in LEVELS)
-    ids = ", ".join(f"coalesce(i_{lv}.id, p_{lv})::bigint as person_id_{lv}" for lv in LEVELS)
-    hashed = "h.h" if rehashed is None else "coalesce(record_id_hash, h.h)"
+    keys = " union ".join(f"select k from {scratch}.{name}" for name in ("hashes", *(f"ids_{lv}" for lv in LEVELS)))
+    conn.execute(f"""
+        create or replace table {scratch}.fix as
+        select k, h.h, {', '.join(f'i_{lv}.id as id_{lv}' for lv in LEVELS)}
+        from ({keys}) left join {scratch}.hashes h using (k) {joins}""")
+    joins = f"left join {scratch}.fix f using (k)"
+    ids = ", ".join(f"coalesce(f.id_{lv}, p_{lv})::bigint as person_id_{lv}" for lv in LEVELS)
+    hashed = "f.h" if rehashed is None else "coalesce(record_id_hash, f.h)"
     conn.execute(f"""
         create or replace table {scratch}.lookup as
         select now_dataset as {SOURCE_DATASET}, now_record as {UNIQUE_ID}, {hashed} as record_id_hash, {PERSON}, {ids}
-        from {scratch}.pairs left join {scratch}.hashes h using (k) {joins}
+        from {scratch}.pairs {joins}
         where now_record is not null""")
     # the rows that differ from the stored ones (gone, new, or any column changed): the lookup's
     # change to the stored table, found from the join the carry made anyway (no second pass over both)
@@ -513,7 +544,7 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
         create or replace table {scratch}.changed as
         select was_dataset, was_record, now_dataset, now_record,
                case when now_record is null then 'delete' when was_record is null then 'insert' else 'update' end as change
-        from (select pairs.*, {hashed} as _hash, {ids} from {scratch}.pairs left join {scratch}.hashes h using (k) {joins})
+        from (select pairs.*, {hashed} as _hash, {ids} from {scratch}.pairs {joins})
         where now_record is null or was_record is null or {differs}""")
     table = f"{scratch}.lookup"
     all_changes = pl.concat(changes).cast({"level": pl.String, **CHANGE_SCHEMA})  # type: ignore[arg-type]
@@ -543,10 +574,12 @@ def lookup_problems(conn: duckdb.DuckDBPyConnection, table: str, records_sql: st
                coalesce(sum(k.n) filter (where r._r is null), 0), count(*) filter (where k.n is null)
         from k full join (select {SOURCE_DATASET}, {UNIQUE_ID}, true as _r from ({records_sql})) r
           on k.{SOURCE_DATASET} = r.{SOURCE_DATASET} and k.{UNIQUE_ID} = r.{UNIQUE_ID}"""
-    several = (f"select {', '.join(f'count(*) filter (where n_{c} > 1)' for c in ids)} from (select "
-               f"{', '.join(f'count(distinct {c}) as n_{c}' for c in ids)} from {table} group by {PERSON})")
+    # "more than one distinct value" as min <> max (both skip nulls, as count(distinct) does): the same
+    # counts without a distinct set per group (0.47 against 0.14 CPU s for the three ids at 300,000 people)
+    several = (f"select {', '.join(f'count(*) filter (where n_{c})' for c in ids)} from (select "
+               f"{', '.join(f'min({c}) <> max({c}) as n_{c}' for c in ids)} from {table} group by {PERSON})")
     nested = {(i, o): f"(select count(*) from (select 1 from {table} group by person_id_{i} "
-                      f"having count(distinct person_id_{o}) > 1))" for i, o in (("high", "medium"), ("medium", "low"))}
+                      f"having min(person_id_{o}) <> max(person_id_{o})))" for i, o in (("high", "medium"), ("medium", "low"))}
     (*nulls, prefix), (dup, n_orphans, n_unmapped) = (conn.execute(f"select {scan} from {table}").fetchall()[0],
                                                       conn.execute(keyed).fetchall()[0])
     found = [*nulls, dup, n_orphans, n_unmapped, prefix, *conn.execute(several).fetchall()[0],
