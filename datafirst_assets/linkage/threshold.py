@@ -1027,18 +1027,22 @@ def kept_blocking_lists(pairs: pl.DataFrame, facts: pl.DataFrame | None, records
     todo = np.ones(pairs.height, dtype=bool)
     todo[rows] = False
     todo_rows = np.flatnonzero(todo)
-    columns = {name: pl.repeat(None, pairs.height, dtype=pl.Boolean, eager=True).alias(name)
-                     .scatter(rows, previous.blocking[name].gather(before)) for name in names}
+    found = None
     if todo_rows.size:
         found = source.compute(pairs.select(keys)[todo_rows])  # as stored: the rules read l. and r.
-        at = (facts.select(keys)[todo_rows].with_columns(pl.Series("_row", todo_rows))
-              .join(ordered_ids(found), on=keys, how="inner")) if found is not None else None
-        if at is None or set(names) != {c for c in found.columns if c.startswith("by_")}:
+        if found is None or set(names) != {c for c in found.columns if c.startswith("by_")}:
             keep.facts_from = None  # other lists than those kept: every pair read again
             return kept_blocking_lists(pairs, facts, records, source, None, keep)
-        for name in names:
-            columns[name] = columns[name].scatter(at["_row"].to_numpy(), at[name])
-    aligned = pl.DataFrame(list(columns.values()))
+        found = (facts.select(keys)[todo_rows].with_columns(pl.Series("_row", todo_rows))
+                 .join(ordered_ids(found), on=keys, how="inner"))
+    # one gather from the kept rows, the rows read now and a null row (a pair missing a record)
+    pool = pl.concat([previous.blocking.select(names), *([found.select(names)] if found is not None else []),
+                      pl.DataFrame([pl.Series(n, [None], dtype=pl.Boolean) for n in names])], how="vertical_relaxed")
+    source_row = np.full(pairs.height, pool.height - 1, dtype=np.int64)
+    source_row[rows] = before
+    if found is not None:
+        source_row[found["_row"].to_numpy()] = previous.blocking.height + np.arange(found.height)
+    aligned = pool[source_row]
     keep.blocking, keep.blocking_rules = aligned, rules_key
     keep.computed["blocking_pairs"] = int(todo_rows.size)
     return facts.select(keys).hstack(aligned).drop_nulls(names)
