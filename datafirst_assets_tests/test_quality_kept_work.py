@@ -133,3 +133,69 @@ def test_the_guarded_clusters_go_through_the_guard_again_only_where_their_links_
     assert 0 < reused.kept.computed["guard_links"] < fresh.kept.computed["guard_links"] / 4
     assert_frame_equal(reused.clusters, fresh.clusters, check_exact=True)
     assert reused.estimate_at(0.9) == fresh.estimate_at(0.9)
+
+
+# the capture-recapture lists (which blocking rules compared each pair) read only the pair's two
+# records: kept from the last assessment, read again only for pairs whose records came or changed
+
+_RULES = ('l."surname" = r."surname"', 'l."dob" = r."dob"', 'l.postcode = r.postcode',
+          'SUBSTRING(l."forename", 1, 1) = SUBSTRING(r."forename", 1, 1) AND l.address = r.address')
+
+
+def _counting_source(records: pl.DataFrame, pairs: pl.DataFrame, asked: list[int]):
+    """A BlockingSource over frames in memory that counts the pairs it is asked for."""
+    from datafirst_assets.linkage.threshold import BlockingSource, blocking_lists
+
+    def compute(given: pl.DataFrame | None) -> pl.DataFrame | None:
+        given = pairs if given is None else given
+        asked.append(given.height)
+        return blocking_lists(given, records, list(_RULES))
+
+    return BlockingSource(_RULES, compute)
+
+
+def test_the_blocking_lists_are_read_again_only_for_pairs_whose_records_changed():
+    from datafirst_assets.linkage.threshold import blocking_lists
+
+    pairs, records = _people_who_moved()
+    pairs = pairs.drop("same")
+    asked: list[int] = []
+    before = assess(pairs, labels_file=None, records=records, blocking=_counting_source(records, pairs, asked))
+    assert asked == [pairs.height] and before.kept.computed["blocking_pairs"] == pairs.height
+    assert before.kept.blocking.height == before.kept.pair_facts.height
+    after_pairs, after_records = _next_extract(pairs, records)
+    # what was kept for the corrected records' pairs is stale: not taken
+    stale = before.kept
+    changed = stale.pair_facts["record_id_r"].is_in(["m1_1", "m2_1", "m3_1"])
+    stale.blocking = stale.blocking.with_columns(pl.when(changed).then(~pl.col("by_dob")).otherwise(pl.col("by_dob"))
+                                                 .alias("by_dob"))
+    asked.clear()
+    reused = assess(after_pairs, labels_file=None, records=after_records, previous=stale,
+                    blocking=_counting_source(after_records, after_pairs, asked))
+    assert asked == [4] and reused.kept.computed["blocking_pairs"] == 4  # three corrected, one new
+    fresh = assess(after_pairs, labels_file=None, records=after_records,
+                   blocking=blocking_lists(after_pairs, after_records, list(_RULES)))
+    assert fresh.missed is not None
+    assert reused.missed == fresh.missed
+    assert reused.estimate_at(0.9) == fresh.estimate_at(0.9)
+    assert_frame_equal(reused.pairs.sort("threshold"), fresh.pairs.sort("threshold"), check_exact=True)
+    # and what it keeps serves the next one: nothing read when nothing changed
+    asked.clear()
+    again = assess(after_pairs, labels_file=None, records=after_records, previous=reused.kept,
+                   blocking=_counting_source(after_records, after_pairs, asked))
+    assert asked == [] and again.kept.computed["blocking_pairs"] == 0
+    assert again.missed == fresh.missed
+
+
+def test_blocking_lists_read_with_other_rules_or_on_other_columns_are_read_again():
+    from dataclasses import replace
+
+    pairs, records = _people_who_moved()
+    pairs = pairs.drop("same")
+    asked: list[int] = []
+    before = assess(pairs, labels_file=None, records=records, blocking=_counting_source(records, pairs, asked))
+    other = replace(_counting_source(records, pairs, asked), rules=(*_RULES, 'l."sex" = r."sex"'))
+    asked.clear()
+    again = assess(pairs, labels_file=None, records=records, previous=before.kept, blocking=other)
+    # other rules (and a column the record content does not cover): every pair read again
+    assert asked == [pairs.height] and again.kept.computed["blocking_pairs"] == pairs.height

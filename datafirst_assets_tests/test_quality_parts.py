@@ -158,3 +158,19 @@ def test_a_kept_frame_as_it_was_read_is_linked_not_written_again(tmp_path):
     assert os.stat(folder / "pair_facts.parquet").st_ino != inode["pair_facts.parquet"]  # written
     again = load_kept(tmp_path, "civil")
     assert again.support.equals(support) and again.pair_facts.equals(changed)
+
+
+def test_the_kept_blocking_lists_come_back_with_the_rules_they_were_read_with(tmp_path):
+    # the lists are taken by the next assessment only under the same rules: their digest is kept with them
+    from datafirst_assets.linkage.quality_parts import BLOCKING_RULES, PARTS, load_kept, save_part
+    from datafirst_assets.linkage.threshold import KeptWork
+
+    lists = pl.DataFrame({"by_names": [True, None], "by_dob": [False, None]})
+    facts = pl.DataFrame({"record_id_l": ["a", "b"], "record_id_r": ["c", "d"], "different": [False, False]})
+    largest = pl.DataFrame({"cluster_id": ["1"]})
+    save_part(tmp_path, "civil", "f1", {}, largest,
+              kept=KeptWork(pair_facts=facts, blocking=lists, blocking_rules="abc123"))
+    loaded = load_kept(tmp_path, "civil")
+    assert loaded.blocking.equals(lists) and loaded.blocking_rules == "abc123"
+    (tmp_path / PARTS / "civil" / BLOCKING_RULES).unlink()
+    assert load_kept(tmp_path, "civil").blocking_rules is None  # lists of unknown rules: not taken

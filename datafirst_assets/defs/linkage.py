@@ -90,6 +90,7 @@ from datafirst_assets.linkage.settings import model_spec_for_records
 from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts
 from datafirst_assets.linkage.threshold import (
     WITNESS_COLUMNS,
+    BlockingSource,
     KeptWork,
     NoLabelFits,
     assess,
@@ -763,16 +764,39 @@ QUALITY = AssetKey(["linkage", "quality"])
 def stored_blocking_lists(warehouse: Warehouse, root: Path, source: str, model_version: str) -> pl.DataFrame | None:
     """Which of the model's blocking rules compared each stored pair (names only, or other
     identifiers), run inside the warehouse: the evidence for the matches blocking never compared."""
+    found = stored_blocking_source(warehouse, root, source, model_version)
+    return found.compute(None) if found is not None else None
+
+
+#: The pairs whose blocking lists are read again (registered on the warehouse cursor for the query)
+_LIST_PAIRS = "_blocking_list_pairs"
+
+
+def stored_blocking_source(warehouse: Warehouse, root: Path, source: str, model_version: str) -> BlockingSource | None:
+    """:func:`stored_blocking_lists` as a `threshold.BlockingSource`: the lists of every stored pair,
+    or of the pairs it is given (the assessment keeps the others' from the last one), read inside the
+    warehouse against the stored person records. None without the model's file or two lists of rules."""
     model_file = root / "models" / source / f"{model_version}.json"
     if not model_file.exists():
         return None
+    rules = prediction_rules(json.loads(model_file.read_text())["splink_model"])
     schema = _stored(source)["schema"]
-    sql = blocking_lists_sql(prediction_rules(json.loads(model_file.read_text())["splink_model"]),
-                             f'{schema}."scored_pairs"', f'{schema}."person_records"')
-    if sql is None:
+    if blocking_lists_sql(rules) is None:
         return None
-    with warehouse.cursor() as conn:
-        return pl.from_arrow(conn.sql(sql).to_arrow_table())  # type: ignore[return-value]
+
+    def compute(pairs: pl.DataFrame | None) -> pl.DataFrame | None:
+        with warehouse.cursor() as conn:
+            if pairs is None:
+                return pl.from_arrow(conn.sql(blocking_lists_sql(rules, f'{schema}."scored_pairs"',  # type: ignore[arg-type]
+                                                                 f'{schema}."person_records"')).to_arrow_table())
+            conn.register(_LIST_PAIRS, pairs.select("record_id_l", "record_id_r").to_arrow())
+            try:
+                return pl.from_arrow(conn.sql(blocking_lists_sql(rules, _LIST_PAIRS,  # type: ignore[arg-type]
+                                                                 f'{schema}."person_records"')).to_arrow_table())
+            finally:
+                conn.unregister(_LIST_PAIRS)
+
+    return BlockingSource(tuple(rules), compute)
 
 
 def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, clusters: pl.DataFrame,
@@ -783,7 +807,8 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
     last one used, applied again when made for this model and code and little changed since)."""
     threshold = float(clusters["match_threshold"][0]) if clusters.height else 0.5
     model_version = str(clusters["model_version"][0]) if clusters.height else ""
-    blocking = stored_blocking_lists(warehouse, linkage.root, source, model_version) \
+    # read in the warehouse only for the pairs whose lists the last assessment did not keep
+    blocking = stored_blocking_source(warehouse, linkage.root, source, model_version) \
         if clusters.height and pairs.height else None
     code = fitting_code()
     assessment = assess(pairs, labels_file=linkage.labels_file(source), record_ids=clusters["record_id"],

@@ -19,7 +19,9 @@ witness's counts per name, recounted only for names whose records changed, and e
 (the guard's rules, the witness's agreement pattern: `threshold.pair_facts`) with the content hash of
 the records they were read from, computed again only for pairs that are new or have a record that
 came, went or changed, and the over-merge guard's joins in each cluster that carries two people
-(`guard.guarded_roots_keeping`), taken again only for clusters whose links or records changed. A
+(`guard.guarded_roots_keeping`), taken again only for clusters whose links or records changed, and
+each pair's capture-recapture lists (which blocking rules compared it: `threshold.kept_blocking_lists`),
+read again in the warehouse only for pairs that are new or have a record that came, went or changed. A
 frame carried as it was read is linked into the new folder, not written again. They are kept whatever
 the fingerprint: each is compared pair by pair or record by record with what it was made from, so
 a stale file only means more is recomputed.
@@ -57,7 +59,10 @@ FITS = "fits.json"
 #: KeptWork's frames, each in its own file
 KEPT = {"support": "support.parquet", "same_name_records": "same_name_records.parquet",
         "same_name_sums": "same_name_sums.parquet", "pair_facts": "pair_facts.parquet",
-        "record_content": "record_content.parquet", "guard_joins": "guard_joins.parquet"}
+        "record_content": "record_content.parquet", "guard_joins": "guard_joins.parquet",
+        "blocking": "blocking.parquet"}
+#: The digest of the blocking rules the kept lists were read with (``KeptWork.blocking_rules``)
+BLOCKING_RULES = "blocking_rules.json"
 
 
 def _link(source: Path, target: Path) -> bool:
@@ -89,6 +94,8 @@ def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: 
             if loaded is not None and frame is getattr(loaded, name) and _link(folder / file, staging / file):
                 continue
             frame.write_parquet(staging / file)
+        if kept is not None and kept.blocking is not None and kept.blocking_rules is not None:
+            (staging / BLOCKING_RULES).write_text(json.dumps(kept.blocking_rules), encoding="utf-8")
         if fits is not None:
             (staging / FITS).write_text(json.dumps(fits.to_json()), encoding="utf-8")
         (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint}), encoding="utf-8")
@@ -144,7 +151,12 @@ def load_kept(reports: Path, source: str) -> KeptWork:
             frames[name] = pl.read_parquet(folder / file) if (folder / file).exists() else None
         except (OSError, pl.exceptions.PolarsError):
             frames[name] = None
-    return KeptWork(**frames)
+    try:
+        rules = json.loads((folder / BLOCKING_RULES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        rules = None
+    # lists without the rules they were read with are not taken (`threshold.kept_blocking_lists`)
+    return KeptWork(**frames, blocking_rules=rules if isinstance(rules, str) else None)
 
 
 # ------------------------------------------------- the clusters step's link-graph metrics

@@ -316,6 +316,10 @@ class KeptWork:
     pair_facts: pl.DataFrame | None = None  # each scored pair's guard rules and agreement pattern (PAIR_FACTS)
     record_content: pl.DataFrame | None = None  # every record's content hash, as the facts read it (RECORD_CONTENT)
     guard_joins: pl.DataFrame | None = None  # the guarded pass's joins per conflicted cluster (guard.GUARD_JOINS)
+    blocking: pl.DataFrame | None = None  # per row of ``pair_facts``: which lists of rules compared it (by_<list>)
+    blocking_rules: str | None = None  # the digest of the rules ``blocking`` was read with (BlockingSource.key)
+    # not stored: per pair whose facts were kept (``_row``), the row of the last ``pair_facts`` they came from
+    facts_from: pl.DataFrame | None = field(default=None, repr=False, compare=False)
     computed: dict[str, int] = field(default_factory=dict)
 
 
@@ -605,8 +609,20 @@ def _facts_of(rows: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
     return out.join(patterns.select("_row", "pattern", "witness"), on="_row", how="left")
 
 
+def changed_records(content: pl.DataFrame, previous: KeptWork | None) -> pl.Series | None:
+    """The ids of the records that came, went or changed content (:func:`_record_content`) since
+    ``previous`` was kept, as one list (for ``is_in``); None when it kept no record content."""
+    if previous is None or previous.record_content is None:
+        return None
+    before = previous.record_content.select(RECORD_CONTENT)
+    return pl.concat([content.join(before, on=list(RECORD_CONTENT), how="anti"),
+                      before.join(content, on=list(RECORD_CONTENT), how="anti")]
+                     ).get_column("record_id").unique().implode()
+
+
 def pair_facts(pairs: pl.DataFrame, records: pl.DataFrame, content: pl.DataFrame,
-               previous: KeptWork | None = None, keep: KeptWork | None = None) -> pl.DataFrame:
+               previous: KeptWork | None = None, keep: KeptWork | None = None,
+               changed: pl.Series | None = None) -> pl.DataFrame:
     """Per row of ``pairs``, in its order: the pair's ids (ordered) and the facts its two records give
     (``PAIR_FACTS``): read by the guard's filter (:func:`without_different_people`) and the witness
     (:func:`witness_odds`) from ``records``, whose ``content`` (:func:`_record_content`) tells which changed.
@@ -615,25 +631,27 @@ def pair_facts(pairs: pl.DataFrame, records: pl.DataFrame, content: pl.DataFrame
     only the pairs that are new, or have a record that came, went or changed content, are computed:
     joining every pair to its two records for each of the guard's rules and the witness's fields was
     most of the no-label assessment's per-pair work, redone over every pair on every run. ``keep``:
-    filled with what this one keeps, and ``computed["pair_facts"]``: how many pairs it computed."""
+    filled with what this one keeps, and ``computed["pair_facts"]``: how many pairs it computed.
+    ``changed``: :func:`changed_records` of ``content`` and ``previous`` when the caller has it."""
     keys = ["record_id_l", "record_id_r"]
     ordered = ordered_ids(pairs.select(keys)).with_row_index("_row")
     kept = None
-    if previous is not None and previous.pair_facts is not None and previous.record_content is not None:
-        before = previous.record_content.select(RECORD_CONTENT)
-        changed = pl.concat([content.join(before, on=list(RECORD_CONTENT), how="anti"),
-                             before.join(content, on=list(RECORD_CONTENT), how="anti")]
-                            ).get_column("record_id").unique().implode()
-        kept = (ordered.join(previous.pair_facts.select(PAIR_FACTS), on=keys, how="inner")
+    if changed is None:
+        changed = changed_records(content, previous)
+    if previous is not None and previous.pair_facts is not None and changed is not None:
+        # ``_before``: the kept row's position in ``previous.pair_facts`` (for what is kept aligned with it)
+        kept = (ordered.join(previous.pair_facts.select(PAIR_FACTS).with_row_index("_before"), on=keys, how="inner")
                 .filter(~pl.col("record_id_l").is_in(changed) & ~pl.col("record_id_r").is_in(changed))
                 .unique("_row", keep="any")  # a pair listed twice last time: its facts are one pair's
-                .select("_row", *PAIR_FACTS))
+                .select("_row", "_before", *PAIR_FACTS))
     todo = ordered if kept is None else ordered.join(kept.select("_row"), on="_row", how="anti")
     computed = _facts_of(todo, records)
-    facts = computed if kept is None else pl.concat([kept, computed.select(kept.columns)], how="vertical_relaxed")
+    facts = computed if kept is None else pl.concat([kept.drop("_before"), computed.select(kept.drop("_before").columns)],
+                                                    how="vertical_relaxed")
     facts = facts.sort("_row").drop("_row")
     if keep is not None:
         keep.pair_facts, keep.record_content = facts, content.select(RECORD_CONTENT)
+        keep.facts_from = None if kept is None else kept.select("_row", "_before")
         keep.computed["pair_facts"] = todo.height
     return facts
 
@@ -941,6 +959,93 @@ def blocking_lists(pairs: pl.DataFrame, records: pl.DataFrame, rules: list[str])
         con.register("pairs", pairs.select("record_id_l", "record_id_r").to_arrow())
         con.register("records", records.to_arrow())
         return pl.from_arrow(con.sql(sql).to_arrow_table())  # type: ignore[return-value]
+
+
+#: A column a blocking rule reads on either side (``l."dob"``, ``r.surname``).
+_RULE_COLUMN = r'\b[lr]\."?([A-Za-z_][A-Za-z0-9_]*)"?'
+
+
+@dataclass(frozen=True)
+class BlockingSource:
+    """Where a dataset's capture-recapture lists (:func:`blocking_lists`) come from: the model's
+    prediction ``rules`` and ``compute``, the lists of the pairs it is given (record_id_l, record_id_r,
+    as stored) or, given None, of every stored pair. :func:`assess` asks it only for the pairs whose
+    lists it did not keep (:func:`kept_blocking_lists`)."""
+
+    rules: tuple[str, ...]
+    compute: Callable[[pl.DataFrame | None], pl.DataFrame | None] = field(compare=False)
+
+    @property
+    def key(self) -> str:
+        """What the lists were read with: the rules' SQL (other rules, other lists)."""
+        import hashlib
+
+        return hashlib.sha256((blocking_lists_sql(list(self.rules)) or "").encode()).hexdigest()[:16]
+
+    def columns(self) -> set[str]:
+        """The record columns the rules read."""
+        import re
+
+        return {m for rule in self.rules for m in re.findall(_RULE_COLUMN, rule)}
+
+
+def kept_blocking_lists(pairs: pl.DataFrame, facts: pl.DataFrame | None, records: pl.DataFrame | None,
+                        source: BlockingSource, previous: KeptWork | None,
+                        keep: KeptWork | None = None) -> pl.DataFrame | None:
+    """The lists of the pairs of ``pairs`` (the scored pairs; ``facts``: their :func:`pair_facts`,
+    row for row), those of ``previous`` taken for the pairs whose facts were (``keep.facts_from``:
+    pairs it listed whose two records did not come, go or change since), the rest from ``source``.
+
+    A pair's lists read only its own two records (each rule compares the two), so, like its facts,
+    they need not be read again where those did not change: reading them was a join of every stored
+    pair to its two records in the warehouse on every run, and the whole frame's trip into polars.
+    What is kept is aligned with the facts (one row per row of ``pair_facts``, null where a record
+    was missing), so taking it is a gather by the rows the facts came from, not a join on the ids.
+    Taken only when the record content the facts compared covers every column the rules read
+    (``records``' columns) and the rules are those the lists were read with. The rows returned (ids
+    ordered; pairs missing a record left out, as the warehouse's join leaves them out) are in no
+    particular order (:func:`missed_by_blocking` reads them in one order). ``keep``: filled with what
+    this one keeps; ``computed["blocking_pairs"]``: how many pairs were read from ``source``."""
+    keys = ["record_id_l", "record_id_r"]
+    rules_key = source.key
+    from_rows = keep.facts_from if keep is not None else None
+    usable = (previous is not None and previous.blocking is not None and previous.pair_facts is not None
+              and from_rows is not None and facts is not None and records is not None
+              and previous.blocking.height == previous.pair_facts.height
+              and previous.blocking_rules == rules_key and source.columns() <= set(records.columns))
+    if not usable:
+        found = source.compute(None)
+        if found is not None and keep is not None and facts is not None:
+            # aligned with the facts for the next assessment: the one join of every pair, in a full run
+            aligned = (facts.select(keys).with_row_index("_row").join(ordered_ids(found), on=keys, how="left")
+                       .unique("_row", keep="any").sort("_row"))
+            keep.blocking, keep.blocking_rules = aligned.drop("_row", *keys), rules_key
+            keep.computed["blocking_pairs"] = pairs.height
+        return found
+    names = previous.blocking.columns
+    rows, before = from_rows["_row"].to_numpy(), from_rows["_before"].to_numpy()
+    todo = np.ones(pairs.height, dtype=bool)
+    todo[rows] = False
+    todo_rows = np.flatnonzero(todo)
+    found = None
+    if todo_rows.size:
+        found = source.compute(pairs.select(keys)[todo_rows])  # as stored: the rules read l. and r.
+        if found is None or set(names) != {c for c in found.columns if c.startswith("by_")}:
+            keep.facts_from = None  # other lists than those kept: every pair read again
+            return kept_blocking_lists(pairs, facts, records, source, None, keep)
+        found = (facts.select(keys)[todo_rows].with_columns(pl.Series("_row", todo_rows))
+                 .join(ordered_ids(found), on=keys, how="inner"))
+    # one gather from the kept rows, the rows read now and a null row (a pair missing a record)
+    pool = pl.concat([previous.blocking.select(names), *([found.select(names)] if found is not None else []),
+                      pl.DataFrame([pl.Series(n, [None], dtype=pl.Boolean) for n in names])], how="vertical_relaxed")
+    source_row = np.full(pairs.height, pool.height - 1, dtype=np.int64)
+    source_row[rows] = before
+    if found is not None:
+        source_row[found["_row"].to_numpy()] = previous.blocking.height + np.arange(found.height)
+    aligned = pool[source_row]
+    keep.blocking, keep.blocking_rules = aligned, rules_key
+    keep.computed["blocking_pairs"] = int(todo_rows.size)
+    return facts.select(keys).hstack(aligned).drop_nulls(names)
 
 
 def _uncaught_by_lincoln_petersen(counts: dict[tuple[bool, ...], float]) -> float | None:
@@ -1404,13 +1509,14 @@ class Assessment:
 
 
 def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Series | None = None,
-           also: tuple[float, ...] = (), blocking: pl.DataFrame | None = None,
+           also: tuple[float, ...] = (), blocking: pl.DataFrame | BlockingSource | None = None,
            intervals: bool = True, records: pl.DataFrame | None = None,
            previous: KeptWork | None = None, fits: NoLabelFits | None = None,
            fit_as: tuple[str, str, str] = ("", "", "")) -> Assessment:
     """Expected accuracy at the candidate thresholds (and at ``also``). ``record_ids``: every
     record clustered (singletons count in B-cubed); default the records in ``pairs``. ``blocking``:
-    which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared.
+    which rules compared each pair (:func:`blocking_lists`), to estimate the matches never compared, or
+    a :class:`BlockingSource` to read them from (only for the pairs ``previous`` did not list).
     ``intervals``: also resample the labels for the estimates' 90% intervals (they do not move
     the best threshold). ``records``: the records linked; pairs the over-merge guard's rules say
     are different people (:func:`without_different_people`) are left out. ``previous``: what the last
@@ -1423,8 +1529,12 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     kept = KeptWork()
     # each pair's facts from its own two records, kept from the last assessment where they did not change
     content = _record_content(records) if records is not None and pairs.height else None
-    facts = pair_facts(pairs, records, content, previous, kept) if content is not None else None
+    changed = changed_records(content, previous) if content is not None else None
+    facts = pair_facts(pairs, records, content, previous, kept, changed) if content is not None else None
     scored = pairs
+    if isinstance(blocking, BlockingSource):
+        # each pair's lists from its own two records: kept where they did not change, as its facts are
+        blocking = kept_blocking_lists(scored, facts, records, blocking, previous, kept) if scored.height else None
     pairs = pairs.filter(~facts["different"]) if facts is not None else without_different_people(pairs, records)
     evidence = (read_label_evidence(pairs, labels_file, resamples=BOOTSTRAP_RESAMPLES if intervals else 0)
                 if pairs.height else LabelEvidence())
