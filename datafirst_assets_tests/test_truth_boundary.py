@@ -75,7 +75,10 @@ def test_labels_set_the_same_threshold_whether_or_not_truth_files_exist(tmp_path
     first = link()
     assert first["threshold_source"] == "model_estimate"
     with warehouse_cursor(layout.warehouse) as conn:
-        pairs = pl.from_arrow(conn.sql(f"select * from linkage_{SOURCE}.scored_pairs").to_arrow_table())
+        # in a fixed order: the simulated reviewer flips labels by row position, and DuckDB returns a table
+        # written in parallel in no set order (this test failed once in CI when the flips fell otherwise)
+        pairs = pl.from_arrow(conn.sql(f"select * from linkage_{SOURCE}.scored_pairs "
+                                       "order by record_id_l, record_id_r").to_arrow_table())
     # this fixture has too few doubtful pairs for a review queue to calibrate on: label every scored pair
     labels = simulated_labels(pairs, truth, pairs=pairs.height, error_rate=0.02)
     linkage.labels_file(SOURCE).parent.mkdir(parents=True)
