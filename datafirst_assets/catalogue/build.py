@@ -203,17 +203,16 @@ class StoredColumns:
 
     def summarise(self, column: str, role: str, min_count: int) -> tuple[dict, list[dict]]:
         q, n, dtype = quote_identifier(column), self._present[column], self.schema[column]
+        value_counts = f"select {q} as _key, count(*) as n from ({self._sql}) _t where {q} is not null group by 1"
         counts = None
         if role in LISTED_ROLES:  # listed whatever its distinct count: one value per row of its counts
-            counts = self._fetch(f"select {q} as _key, count(*) as n from ({self._sql}) _t where {q} is not null group by 1")
+            counts = self._fetch(value_counts)
             distinct = counts.height
         else:  # a column at a time: DuckDB's distinct counts of many columns in one query took twice as long
-            distinct = self._conn.execute(f"select count(*) from (select {q} from ({self._sql}) _t where {q} is not "
-                                          "null group by 1) _d").fetchall()[0][0]
+            distinct = self._conn.execute(f"select count(*) from ({value_counts}) _d").fetchall()[0][0]
         return _summary(self.height, n, int(distinct), dtype, role, min_count,
                         range_of=lambda: self._range(q, n, dtype, min_count),
-                        counts_of=lambda: counts if counts is not None else self._fetch(
-                            f"select {q} as _key, count(*) as n from ({self._sql}) _t where {q} is not null group by 1"))
+                        counts_of=lambda: counts if counts is not None else self._fetch(value_counts))
 
     def _fetch(self, sql: str) -> pl.DataFrame:
         return pl.from_arrow(self._conn.sql(sql).to_arrow_table())  # type: ignore[return-value]
