@@ -30,7 +30,7 @@ from datafirst_assets.common.hashing import sha256_file
 from datafirst_assets.raw.arrival import COMPLETE, Arrival
 from datafirst_assets.raw.delivery import MANIFEST, delivery_path, survey_landing
 from datafirst_assets.sources.registry import SOURCES
-from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor
 
 
 # Headless runs print a summary, not Dagster's step-by-step log (the UI shows that). Failures are
@@ -136,8 +136,13 @@ def _run_job(instance: DagsterInstance, defs, layout: DataLayout, job_name: str,
     data_dir = str(layout.root)
     _DEFINITIONS[data_dir] = _resolve(defs)
     job = build_reconstructable_job(__name__, job_of.__name__, reconstructable_args=(job_name, data_dir))
-    result = execute_job(job, instance, run_config=QUIET, tags=tags, raise_on_error=False,
-                         asset_selection=asset_selection)
+    try:
+        result = execute_job(job, instance, run_config=QUIET, tags=tags, raise_on_error=False,
+                             asset_selection=asset_selection)
+    finally:
+        # closed (checkpointed and sealed) after each run: the next run opens the file as this one left
+        # it, and its contract checks take the tables it does not write as recorded (`connection`)
+        close_warehouse(layout.warehouse)
     return RunOutcome(result.run_id, result.success,
                       errors=[] if result.success else [step_errors(result, layout.logs)],
                       failed_checks=[check_failure(e)

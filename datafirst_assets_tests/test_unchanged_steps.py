@@ -234,6 +234,52 @@ def test_the_contract_check_passes_an_unchanged_table_unread_and_rechecks_one_ch
     assert not check_again().passed  # a failed check is never carried over as passed
 
 
+def test_a_run_opening_the_sealed_warehouse_checks_tables_it_did_not_write_unhashed_and_a_file_written_outside_is_hashed(
+        tmp_path, monkeypatch):
+    """Closing the warehouse seals it; a run that opens it as sealed takes each table's fingerprint from
+    its latest write's record. Written by another DuckDB client in between, the seal no longer holds:
+    the check hashes the table, finds the change and fails."""
+    import duckdb
+    from dagster import AssetSelection
+
+    from datafirst_assets.contracts import checks as check_module
+    from datafirst_assets.warehouse.connection import close_warehouse, seal_path
+    from datafirst_assets_tests.warehouse_tables import checked_scored_pairs
+
+    database = str(tmp_path / "wh.duckdb")
+    pairs, checks, resources = checked_scored_pairs(database)
+    instance = DagsterInstance.ephemeral()
+    first = materialize([pairs, *checks], resources=resources, instance=instance)
+    hashed = []
+    real = check_module.table_fingerprint
+    monkeypatch.setattr(check_module, "table_fingerprint", lambda conn, table: hashed.append(table.table) or real(conn, table))
+
+    def check_again():
+        result = materialize([pairs, *checks], resources=resources, instance=instance, raise_on_error=False,
+                             selection=AssetSelection.checks_for_assets(pairs))
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    open_since_before = check_again()  # opened by the first run: not this run's sealed opening
+    assert open_since_before.passed and hashed == ["scored_pairs"]
+    close_warehouse(database)
+    assert seal_path(str(Path(database).resolve())).exists()
+    sealed = check_again()
+    assert sealed.passed and hashed == ["scored_pairs"]  # not hashed again
+    assert sealed.metadata["checked"].value == "unchanged since verified row by row"
+    assert sealed.metadata["content_read"].value.startswith("as the table's latest write recorded it")
+    assert open_since_before.metadata["content_read"].value == "hashed from the stored rows"
+    assert sealed.metadata["verified_in_run"].value == first.run_id
+    assert sealed.metadata["content_fingerprint"].value == open_since_before.metadata["content_fingerprint"].value
+    close_warehouse(database)
+    with duckdb.connect(database) as outside:
+        outside.execute("update linkage_magistrates.scored_pairs set match_probability = 7 where record_id_l = 'b'")
+    changed = check_again()
+    assert hashed == ["scored_pairs", "scored_pairs"]
+    assert not changed.passed and "e.g. 7.0" in changed.metadata["contract_report"].value
+    close_warehouse(database)
+
+
 def test_a_new_partition_without_rows_leaves_the_fingerprint_unchanged(tmp_path):
     database = tmp_path / "w.duckdb"
     write_table(database, "s", "t", pl.DataFrame({"id": [1, 2], "extract_date": ["2024-01-31", "2024-01-31"]}))

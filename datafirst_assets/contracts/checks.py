@@ -23,6 +23,13 @@ holds what the latest passing check verified or what a write validated, row by r
 stored that partition (`VALIDATED_PARTITIONS`); its contracts' rules hold within a partition (keys
 are unique per extract date), so a new extract date is validated once, as it is written, not
 again with every earlier date. Otherwise the whole table is read and checked.
+
+A run that opened the warehouse as this pipeline's last close sealed it (`connection.opened_untouched_since`:
+nothing has written the file since) takes the fingerprint of each whole table it did not write itself
+from what the table's latest write recorded (`content.TABLE_FINGERPRINT`), instead of hashing every
+row of every stored table on every run: that fingerprint is then the table's content by the same
+proof, and the checks above compare it as they compare a hashed one. A table this run wrote is
+still fingerprinted from the stored rows and compared with what the write validated.
 """
 
 import hashlib
@@ -55,12 +62,17 @@ from datafirst_assets.warehouse.content import (
     table_fingerprint,
     validated_in_run,
 )
-from datafirst_assets.warehouse.unchanged import latest_evaluation
+from datafirst_assets.warehouse.connection import opened_untouched_since
+from datafirst_assets.warehouse.unchanged import latest_evaluation, recorded_fingerprints
 
 CONTENT = "content_fingerprint"
 VERIFIED_IN = "verified_in_run"
 VERIFIED_PARTITIONS = "verified_partitions"
 WRITTEN = "every row, validated before it was written (the stored table holds exactly that)"
+#: `CONTENT_READ`: how the check took the stored table's content fingerprint
+CONTENT_READ = "content_read"
+HASHED = "hashed from the stored rows"
+SEALED = "as the table's latest write recorded it (the warehouse file unchanged since the pipeline sealed it)"
 
 
 def _stored_tables(assets: Iterable) -> dict[str, list[tuple[AssetKey, str, str | None]]]:
@@ -113,13 +125,35 @@ def _database(conn: duckdb.DuckDBPyConnection) -> str:
     return conn.execute("select current_database()").fetchall()[0][0]
 
 
-def _content(context, conn: duckdb.DuckDBPyConnection, database: str, schema: str, table: str, contract) -> str:
-    """The content the check verifies (`contract_content`); the table's fingerprint is kept for the
-    run's later steps that fingerprint it (`content.checked_fingerprints`)."""
-    fingerprint = table_fingerprint(conn, StoredTable(database, schema, table))
+def _sealed(context) -> bool:
+    """Whether this run opened the warehouse as the pipeline's last close sealed it (see the module)."""
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    started = record.start_time if record is not None else None
+    return started is not None and opened_untouched_since(context.resources.warehouse.database, started)
+
+
+def _recorded_fingerprint(context, key: AssetKey, schema: str, table: str) -> str | None:
+    """The fingerprint the table's latest write recorded, unless this run wrote the table itself."""
+    database = context.resources.warehouse.database
+    if validated_in_run(database, schema, table, context.run.run_id) is not None:
+        return None
+    stored = StoredTable(database, schema, table)
+    return recorded_fingerprints(context.instance, {key: stored}).get((stored.database, stored.select_sql()))
+
+
+def _content(context, conn: duckdb.DuckDBPyConnection, database: str, key: AssetKey, schema: str, contract,
+             sealed: bool) -> tuple[str, str]:
+    """The content the check verifies (`contract_content`) and how its fingerprint was taken; the
+    fingerprint is kept for the run's later steps that fingerprint the table (`content.checked_fingerprints`).
+    In a sealed warehouse (see the module) a table this run did not write has the fingerprint its
+    latest write recorded."""
+    table = key.path[-1]
+    fingerprint, read = (_recorded_fingerprint(context, key, schema, table) if sealed else None), SEALED
+    if fingerprint is None:
+        fingerprint, read = table_fingerprint(conn, StoredTable(database, schema, table)), HASHED
     if fingerprint != "missing":
         remember_checked_fingerprint(context.resources.warehouse.database, schema, table, context.run.run_id, fingerprint)
-    return content_of(fingerprint, contract.name)
+    return content_of(fingerprint, contract.name), read
 
 
 def _verified_before(context, check_key: AssetCheckKey, fingerprint: str) -> str | None:
@@ -212,13 +246,13 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str, str | None]]):
         # write validated): read for all of them at once
         with context.resources.warehouse.cursor() as conn, \
                 prefetched_asset_records(context.instance, [k.asset_key for k in selected]):
-            database = _database(conn)
+            database, sealed = _database(conn), _sealed(context)
             for check_key in selected:
                 key = check_key.asset_key
                 if key in partitioned:
                     yield _check_partitioned(context, conn, database, check_key, schemas[key], partitioned[key])
                     continue
-                fingerprint = _content(context, conn, database, schemas[key], key.path[-1], contract_for(key))
+                fingerprint, read = _content(context, conn, database, key, schemas[key], contract_for(key), sealed)
                 verified, how = _written_in_this_run(context, schemas[key], key, fingerprint), WRITTEN
                 if verified is None:
                     verified = _verified_before(context, check_key, fingerprint)
@@ -228,7 +262,7 @@ def _group_check(group: str, tables: list[tuple[AssetKey, str, str | None]]):
                     how = WRITTEN
                 if verified is not None:
                     yield AssetCheckResult(asset_key=key, check_name="contract", passed=True, metadata={
-                        "checked": how, VERIFIED_IN: verified, CONTENT: fingerprint})
+                        "checked": how, VERIFIED_IN: verified, CONTENT: fingerprint, CONTENT_READ: read})
                     continue
                 report, checked_in = _validate(conn, schemas[key], key.path[-1], contract_for(key))
                 yield _result(key, schemas[key], report, checked_in, fingerprint)

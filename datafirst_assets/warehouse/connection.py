@@ -12,6 +12,7 @@ process outside the queue, opening a locked file waits for the lock (polling, up
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ from datafirst_assets.warehouse.duckdb_settings import DuckDBSettings, duckdb_se
 
 _LOCK = threading.Lock()
 _OPEN: dict[str, duckdb.DuckDBPyConnection] = {}
+# warehouse -> when this process opened it, if it found the file as this pipeline's last close left it
+_OPENED_SEALED: dict[str, float] = {}
 LOCK_TIMEOUT_ENV = "DATAFIRST_WAREHOUSE_LOCK_TIMEOUT"
 
 
@@ -62,9 +65,68 @@ def _open(database: str | Path) -> duckdb.DuckDBPyConnection:
     with _LOCK:
         if key not in _OPEN:
             Path(key).parent.mkdir(parents=True, exist_ok=True)
+            sealed = _unseal(key)
             # The spill folder and the other DuckDB settings: one place (duckdb_settings.py).
             _OPEN[key] = _connect_waiting_for_lock(key, duckdb_settings(Path(key).parent))
+            if sealed:
+                _OPENED_SEALED[key] = time.time()
         return _OPEN[key]
+
+
+# --------------------------------------------------------------------------- the seal
+# Closing the warehouse writes a seal beside it: the size, modification time and inode of the database
+# file and of its write-ahead log as the close left them. The next process to open it reads the seal
+# and removes it first (a process that dies with the file open leaves none). When the file is as the
+# seal says, nothing wrote it since this pipeline's last close, so every table holds what that
+# pipeline's writes and checks last recorded: a `contract` check then takes the recorded fingerprint
+# instead of hashing every row of every stored table on every run (`contracts.checks`). Anything that
+# writes the file (another DuckDB client, a restore, a copy over it) changes what the seal compares.
+
+
+def seal_path(key: str) -> Path:
+    return Path(key + ".sealed")
+
+
+def _file_state(key: str) -> list:
+    state = []
+    for path in (Path(key), Path(key + ".wal")):
+        try:
+            found = path.stat()
+            state.append([found.st_size, found.st_mtime_ns, found.st_ino])
+        except FileNotFoundError:
+            state.append(None)
+    return state
+
+
+def _unseal(key: str) -> bool:
+    """Whether the file is as the last close sealed it; the seal is removed either way (before the
+    file is opened for writing)."""
+    seal = seal_path(key)
+    try:
+        recorded = json.loads(seal.read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    seal.unlink(missing_ok=True)
+    return recorded == _file_state(key)
+
+
+def _seal(key: str) -> None:
+    seal = seal_path(key)
+    partial = seal.with_name(seal.name + ".partial")
+    try:
+        partial.write_text(json.dumps(_file_state(key)))
+        partial.replace(seal)
+    except OSError:  # read-only folder, full disk: no seal, the next run hashes the tables
+        partial.unlink(missing_ok=True)
+
+
+def opened_untouched_since(database: str | Path, started: float) -> bool:
+    """Whether this process opened the warehouse, at or after `started` (a run's start, as a Unix
+    time), finding it as this pipeline's last close sealed it: nothing outside this process has
+    written it since, and nothing in it before that run."""
+    with _LOCK:
+        opened = _OPENED_SEALED.get(_key(database))
+        return opened is not None and opened >= started and _key(database) in _OPEN
 
 
 def open_warehouse(database: str | Path) -> duckdb.DuckDBPyConnection:
@@ -138,8 +200,10 @@ def close_warehouse(database: str | Path | None = None) -> None:
         keys = list(_OPEN) if database is None else [_key(database)]
         for key in keys:
             connection = _OPEN.pop(key, None)
+            _OPENED_SEALED.pop(key, None)
             if connection is not None:
                 connection.close()
+                _seal(key)
 
 
 atexit.register(close_warehouse)
