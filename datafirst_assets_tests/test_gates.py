@@ -170,22 +170,29 @@ def test_the_contract_check_reads_the_stored_table_back_and_fails_when_it_was_ch
     assert "match_probability: in_range(0, 1) failed for 1 row(s), e.g. 7.0" in report and "| b | 7.0 |" in report
 
 
-def test_the_contract_check_of_a_table_written_in_its_run_reads_it_back_but_not_the_event_log(
+def test_the_contract_check_of_a_table_written_in_its_run_takes_the_writes_fingerprint_reading_neither_table_nor_event_log(
         tmp_path, monkeypatch):
-    """The run's own write validated the table: the check fingerprints the stored table and compares it
-    with what that write stored (kept in the process), with no event-log query per table; a table
-    changed after the write (here by hand, inside the run) is not passed that way."""
+    """The run's own write validated the table and took its fingerprint from the stored table inside
+    its transaction: the check takes both from the process, with no hash of the table and no
+    event-log query per table. What it guards against is a change between runs: a table changed
+    after the write inside the run (here by an IO manager that writes it again by hand) passes
+    that run's check, and the next run that did not write it hashes it and fails it."""
+    from datafirst_assets.contracts import checks as check_module
+
     database = str(tmp_path / "wh.duckdb")
     pairs, checks, resources = checked_scored_pairs(database)
-    asked = []
+    asked, hashed = [], []
     real = DagsterInstance.get_latest_materialization_event
     monkeypatch.setattr(DagsterInstance, "get_latest_materialization_event",
                         lambda self, key: asked.append(key) or real(self, key))
+    real_hash = check_module.table_fingerprint
+    monkeypatch.setattr(check_module, "table_fingerprint", lambda conn, table: hashed.append(table) or real_hash(conn, table))
     result = materialize([pairs, *checks], resources=resources)
     (evaluation,) = result.get_asset_check_evaluations()
-    assert evaluation.passed and asked == []
+    assert evaluation.passed and asked == [] and hashed == []
     assert evaluation.metadata["verified_in_run"].value == result.run_id
     assert evaluation.metadata["checked"].value.startswith("every row, validated before it was written")
+    assert evaluation.metadata["content_read"].value.startswith("as this run's write took it")
 
     class ChangedAfterTheWrite(WarehouseIOManager):
         def handle_output(self, context, obj) -> None:
@@ -197,6 +204,12 @@ def test_the_contract_check_of_a_table_written_in_its_run_reads_it_back_but_not_
     result = materialize([pairs, *checks], resources={**resources, "io_manager": ChangedAfterTheWrite(
         database=database)}, raise_on_error=False)
     (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed and hashed == []
+    from dagster import AssetSelection
+    again = materialize([pairs, *checks], resources=resources, raise_on_error=False,
+                        selection=AssetSelection.checks_for_assets(pairs))
+    (evaluation,) = again.get_asset_check_evaluations()
+    assert len(hashed) == 1
     assert not evaluation.passed and "in_range(0, 1) failed for 1 row(s)" in evaluation.metadata["contract_report"].value
 
 

@@ -15,11 +15,13 @@ the table is then checked row by row. So does a table whose content is exactly w
 validated, every row, when it wrote the whole table (the same fingerprint, recorded with the
 materialization: `warehouse.content.VALIDATED_CONTENT`): a table just written is not read and
 validated a second time; when that write was made by the check's own run (in the run's process:
-the in-process executor), the write's content is taken from the process (`validated_in_run`)
-rather than read from the event log, and the stored table is still fingerprinted and compared
-with it. A partitioned table (the ingest's) is verified partition by partition
-(the same fingerprint per partition, in one pass in DuckDB): it passes unread when every partition
-holds what the latest passing check verified or what a write validated, row by row, when it
+the in-process executor), the write's content and fingerprint are taken from the process
+(`validated_in_run`, `written_fingerprint`) rather than read from the event log or hashed again:
+the write took that fingerprint from the stored table inside its own transaction, and nothing
+outside the run's process can write the file while the run holds it (DuckDB's lock); what the
+check guards against is a change made outside the pipeline, between runs. A partitioned table
+(the ingest's) is verified partition by partition (the same fingerprint per partition, in one
+pass in DuckDB): it passes unread when every partition holds what the latest passing check verified or what a write validated, row by row, when it
 stored that partition (`VALIDATED_PARTITIONS`); its contracts' rules hold within a partition (keys
 are unique per extract date), so a new extract date is validated once, as it is written, not
 again with every earlier date. Otherwise the whole table is read and checked.
@@ -28,8 +30,10 @@ A run that opened the warehouse as this pipeline's last close sealed it (`connec
 nothing has written the file since) takes the fingerprint of each whole table it did not write itself
 from what the table's latest write recorded (`content.TABLE_FINGERPRINT`), instead of hashing every
 row of every stored table on every run: that fingerprint is then the table's content by the same
-proof, and the checks above compare it as they compare a hashed one. A table this run wrote is
-still fingerprinted from the stored rows and compared with what the write validated.
+proof, and the checks above compare it as they compare a hashed one. So a check hashes a table only
+when its run did not write it and did not open the sealed warehouse itself: a process that kept the
+warehouse open from an earlier run (as tests do), or a file written by something else since the
+last close.
 """
 
 import hashlib
@@ -61,6 +65,7 @@ from datafirst_assets.warehouse.content import (
     remember_checked_fingerprint,
     table_fingerprint,
     validated_in_run,
+    written_fingerprint,
 )
 from datafirst_assets.warehouse.connection import opened_untouched_since
 from datafirst_assets.warehouse.unchanged import latest_evaluation, recorded_fingerprints
@@ -72,6 +77,7 @@ WRITTEN = "every row, validated before it was written (the stored table holds ex
 #: `CONTENT_READ`: how the check took the stored table's content fingerprint
 CONTENT_READ = "content_read"
 HASHED = "hashed from the stored rows"
+WRITTEN_READ = "as this run's write took it from the stored table, in the write's transaction"
 SEALED = "as the table's latest write recorded it (the warehouse file unchanged since the pipeline sealed it)"
 
 
@@ -148,7 +154,10 @@ def _content(context, conn: duckdb.DuckDBPyConnection, database: str, key: Asset
     In a sealed warehouse (see the module) a table this run did not write has the fingerprint its
     latest write recorded."""
     table = key.path[-1]
-    fingerprint, read = (_recorded_fingerprint(context, key, schema, table) if sealed else None), SEALED
+    fingerprint, read = written_fingerprint(context.resources.warehouse.database, schema, table,
+                                            context.run.run_id), WRITTEN_READ
+    if fingerprint is None and sealed:
+        fingerprint, read = _recorded_fingerprint(context, key, schema, table), SEALED
     if fingerprint is None:
         fingerprint, read = table_fingerprint(conn, StoredTable(database, schema, table)), HASHED
     if fingerprint != "missing":

@@ -53,6 +53,7 @@ def code_version() -> str:
 # process whose contract was validated on every row (`remember_validated_write`): the whole table's
 # `contract_content`, or partition -> `partition_contents` for a write of some partitions
 _VALIDATED_WRITES: dict[tuple[str, str, str], tuple[str, str | dict[str, str]]] = {}
+_WRITTEN_FINGERPRINTS: dict[tuple[str, str, str], tuple[str, str | None]] = {}
 
 
 # (database file, schema, table) -> (run id, `table_fingerprint`) of a whole stored table as a
@@ -173,12 +174,22 @@ def content_of(fingerprint: str, contract_name: str) -> str:
 
 
 def remember_validated_write(database: str, schema: str, table: str, run_id: str,
-                             content: str | dict[str, str]) -> None:
+                             content: str | dict[str, str], fingerprint: str | None = None) -> None:
     """Record, in this process, that run `run_id` just stored `schema.table` with `content` after
     validating every row (the IO manager, once the write committed): what that write's
-    materialization records as `VALIDATED_CONTENT` (a whole table) or `VALIDATED_PARTITIONS`."""
-    _VALIDATED_WRITES[(str(Path(database).resolve()), schema, table)] = (
-        run_id, dict(content) if isinstance(content, dict) else content)
+    materialization records as `VALIDATED_CONTENT` (a whole table) or `VALIDATED_PARTITIONS`, and
+    the whole table's `table_fingerprint` as the write took it (`written_fingerprint`)."""
+    key = (str(Path(database).resolve()), schema, table)
+    _VALIDATED_WRITES[key] = (run_id, dict(content) if isinstance(content, dict) else content)
+    _WRITTEN_FINGERPRINTS[key] = (run_id, fingerprint)
+
+
+def written_fingerprint(database: str, schema: str, table: str, run_id: str) -> str | None:
+    """The `table_fingerprint` run `run_id`'s own write of the whole table took, in this process, from
+    the stored table inside the write's transaction (or from sums checked against the expected ones):
+    None if this run did not write it here."""
+    run, fingerprint = _WRITTEN_FINGERPRINTS.get((str(Path(database).resolve()), schema, table), (None, None))
+    return fingerprint if run == run_id else None
 
 
 def validated_in_run(database: str, schema: str, table: str, run_id: str) -> str | dict[str, str] | None:

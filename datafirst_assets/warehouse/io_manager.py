@@ -221,7 +221,9 @@ class WarehouseIOManager(ConfigurableIOManager):
                 validated = _validated_content(conn, key, target, contract, context.run_id, schema, sums)
             content = validated.get(VALIDATED_CONTENT) or getattr(validated.get(VALIDATED_PARTITIONS), "value", None)
             if content is not None:  # committed: the run's contract check needs no event-log read
-                remember_validated_write(self.database, target.schema, target.table, context.run_id, content)
+                recorded = getattr(validated.get(TABLE_FINGERPRINT), "value", None) or {}
+                remember_validated_write(self.database, target.schema, target.table, context.run_id, content,
+                                         recorded.get("fingerprint"))
         finally:
             if spill is not None:
                 spill.unlink(missing_ok=True)
