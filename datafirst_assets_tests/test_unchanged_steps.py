@@ -413,6 +413,68 @@ def test_a_partitioned_table_is_verified_by_partition_and_only_a_changed_one_is_
     assert not run().passed and not run().passed  # a failed check is never carried over as passed
 
 
+def test_a_sealed_run_checks_a_partitioned_table_from_the_records_and_one_written_outside_is_read_again(
+        tmp_path, monkeypatch):
+    """A run that opens the sealed warehouse takes each earlier partition's content from the last
+    passing check and the partition it writes from its own write: no partition is hashed, and the
+    contents are those a hash gives. After another DuckDB client changed a partition, it is read."""
+    import duckdb
+    from dagster import AssetSelection, StaticPartitionsDefinition, asset
+
+    from datafirst_assets.contracts import checks as check_module
+    from datafirst_assets.contracts.checks import VERIFIED_PARTITIONS, contract_checks
+    from datafirst_assets.contracts.registry import contract_for
+    from datafirst_assets.defs.resources import Warehouse
+    from datafirst_assets.warehouse.connection import close_warehouse
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    dates = ["2024-01-31", "2024-03-01", "2024-04-30"]
+
+    @asset(key=["quarantine", "magistrates", "hocas_flatfile"], partitions_def=StaticPartitionsDefinition(dates),
+           metadata={"schema": "quarantine_magistrates", "partition_expr": "extract_date"}, group_name="quarantine")
+    def rows(context) -> pl.DataFrame:
+        n = 1 + dates.index(context.partition_key)
+        return pl.DataFrame({"extract_date": [context.partition_key] * n, "source": "magistrates",
+                             "table": "hocas_flatfile", "record_id": [f"r{i}" for i in range(n)],
+                             "_source_file": "f.csv", "_row_number": [2 + i for i in range(n)], "reason": "bad",
+                             "raw_record": None}, schema_overrides={"raw_record": pl.String})
+
+    database = str(tmp_path / "wh.duckdb")
+    resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
+    instance = DagsterInstance.ephemeral()
+    hashed = []
+    real = check_module.partition_contents
+    monkeypatch.setattr(check_module, "partition_contents", lambda conn, table, name: hashed.append(table.table)
+                        or real(conn, table, name))
+
+    def run(date=None):
+        result = materialize([rows, *contract_checks([rows])], resources=resources, instance=instance,
+                             partition_key=date, raise_on_error=False,
+                             selection=None if date else AssetSelection.checks_for_assets(rows))
+        close_warehouse(database)  # as the command line does after each run: sealed
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    run(dates[0])
+    assert hashed == ["hocas_flatfile"]  # the first run found no seal
+    for date in dates[1:]:
+        loaded = run(date)
+        assert loaded.passed and loaded.metadata["content_read"].value.startswith("as the table's latest write")
+    assert hashed == ["hocas_flatfile"]
+    with warehouse_cursor(database) as conn:
+        assert loaded.metadata[VERIFIED_PARTITIONS].value == real(
+            conn, StoredTable(database, "quarantine_magistrates", "hocas_flatfile", "extract_date"),
+            contract_for(rows.key).name)
+    close_warehouse(database)
+    with duckdb.connect(database) as outside:  # still valid, but not what was verified
+        outside.execute("update quarantine_magistrates.hocas_flatfile set reason = 'other' where extract_date = '2024-01-31'")
+    reread = run()
+    assert len(hashed) == 2 and reread.passed and reread.metadata["checked"].value == "every row"
+    with duckdb.connect(database) as outside:
+        outside.execute("update quarantine_magistrates.hocas_flatfile set _row_number = 1 where extract_date = '2024-03-01'")
+    assert not run().passed
+
+
 def test_a_release_reads_each_table_once_for_its_gates_and_checksum_and_once_for_its_file(tmp_path):
     _release_warehouse(tmp_path)
     metadata = _release_metadata(_publish_with_catalogues(tmp_path, DagsterInstance.ephemeral()))
