@@ -194,8 +194,9 @@ def needed_term_frequencies(records: pl.DataFrame, scored: pl.DataFrame, columns
     """column -> (column, ``<prefix><column>``): the term frequency over ``records`` of each value
     ``scored`` has in the column: its count over the column's non-null count, as Splink's
     ``term_frequencies_for_single_column_sql`` computes it (a double division of two integers,
-    each correctly rounded: the same bits), but only for those values: a filter of ``records`` instead of a group-by
-    of every value. A column ``records`` lacks is skipped (Splink would fail on it as before)."""
+    each correctly rounded: the same bits), but only for those values: a filter of ``records``
+    instead of a group-by of every value. A column either frame lacks is skipped (Splink then
+    refuses the scoring for want of its table, as it failed before on the missing column)."""
     out = {}
     for column in columns:
         if column not in records.columns or column not in scored.columns:
