@@ -140,6 +140,31 @@ def test_incremental_link_equals_a_full_link_with_the_same_model(linked):
         f"held out: {sorted(held_out.to_list())[:20]}")
 
 
+def test_incremental_link_scores_new_records_against_the_blocked_existing_ones_only(linked, monkeypatch):
+    """predict_between gets only the existing records a blocking rule pairs with a new one
+    (``blocked_with``), not every stored record: the same pairs and scores as scoring every one."""
+    from datafirst_assets.linkage import incremental as inc
+
+    records, _, model, _ = linked
+    held_out = records.sample(fraction=0.02, seed=2)["record_id"]
+    before = records.filter(~pl.col("record_id").is_in(held_out.implode()))
+    base = link_full(before, model, make_db_api(), choose=_fixed)
+    state = PreviousLink(clusters=base.clusters_table(model.version), pairs=base.pairs, changes=base.changes)
+    between: list[int] = []
+    real = inc.register_records
+    monkeypatch.setattr(inc, "register_records", lambda db, frame, spec, name, **kw: (
+        between.append(frame.height) if name == "existing_records" else None) or real(db, frame, spec, name=name, **kw))
+
+    result = link_incremental(records, model, make_db_api(), state)
+    everything = inc.score_new_records(make_db_api(), model, records, held_out)  # every existing record
+
+    assert between[0] < before.height // 2 and between[1] == before.height
+    key = ["record_id_l", "record_id_r"]
+    fresh = result.pairs.slice(result.pairs.height - result.stats["new_pairs"])
+    assert fresh.height > 0
+    assert fresh.sort(key).select(everything.columns).equals(everything.sort(key))
+
+
 def test_a_new_threshold_re_clusters_everything_from_the_stored_pairs(linked):
     records, _, model, previous = linked
     result = link_incremental(records, model, make_db_api(), previous, threshold=0.3)

@@ -124,15 +124,20 @@ def tf_columns(settings: dict[str, Any]) -> list[str]:
 
 
 def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescore: pl.Series, *,
-                      keep_above: float = KEEP_PAIRS_ABOVE, only_blocked: bool = False) -> pl.DataFrame:
+                      keep_above: float = KEEP_PAIRS_ABOVE, only_blocked: bool = False,
+                      blocked_existing: bool | None = None) -> pl.DataFrame:
     """Pairs of each record in ``rescore`` with every other record, scored with ``model``.
 
     Blocking and scoring follow the model's prediction rules: between new and existing
     records (``predict_between``) and among the new ones (``predict_within``), so no pair of
     two existing records is scored again. ``only_blocked``: only the existing records a rule
     pairs with a new one go to ``predict_between`` (``blocked_with``): the same pairs, in
-    another row order (the cross-justice lookup's edges do not depend on it).
+    another row order (the cross-justice lookup's edges do not depend on it), and the records are
+    handed over as string views. ``blocked_existing``: the ``blocked_with`` filter alone (default:
+    as ``only_blocked``); a dataset's incremental link uses it, its stored pairs being compared
+    in any order.
     """
+    blocked_existing = only_blocked if blocked_existing is None else blocked_existing
     records = records.with_columns(pl.col(UNIQUE_ID).cast(pl.String))
     # one mask for both sides (a semi and an anti join hashed every record twice); a null id is
     # never new, as it matched nothing in the joins
@@ -146,7 +151,7 @@ def score_new_records(db_api, model: TrainedModel, records: pl.DataFrame, rescor
     linker = make_linker(db_api, records, model.settings, model.spec, views=only_blocked)
     for column in tf_columns(model.settings):
         linker.table_management.compute_tf_table(column)
-    if only_blocked:
+    if blocked_existing:
         existing = blocked_with(existing, new, model)
     new_sdf = register_records(db_api, new, model.spec, name="new_records", views=only_blocked)
     outputs = [linker.inference.predict_within(new_sdf, threshold_match_probability=keep_above,
@@ -539,7 +544,11 @@ def link_incremental(records: pl.DataFrame, model: TrainedModel, db_api, previou
     timings["diff"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    fresh = score_new_records(db_api, model, records, changes.rescore, keep_above=keep_above)
+    # Only the existing records a blocking rule pairs with a rescored one go to predict_between:
+    # the same pairs and scores (term frequencies still over every record), without joining every
+    # stored record to the term-frequency tables (most of this step at 1M records).
+    fresh = score_new_records(db_api, model, records, changes.rescore, keep_above=keep_above,
+                              blocked_existing=True)
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
