@@ -9,6 +9,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 
 import json
 import secrets
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,12 +57,14 @@ from datafirst_assets.linkage.incremental import (
 from datafirst_assets.common.partitions import PARTITION_COLUMN
 from datafirst_assets.common.sql import quote_identifier
 from datafirst_assets.common.tables import bullet_list, markdown_table
+from datafirst_assets.linkage.quality_reuse import Assessed, estimates_reusable, labels_digest, rows_changed_since
 from datafirst_assets.linkage.quality_parts import (
     fitting_code,
     graph_digest,
     load_fits,
     load_graph,
     load_kept,
+    load_last_part,
     load_part,
     reusable_fits,
     save_graph,
@@ -151,6 +154,10 @@ class LinkageSettings(ConfigurableResource):
     # Incremental runs retrain anyway once the records outgrow this multiple of those the
     # saved model was trained on (None: never).
     retrain_growth: float | None = 2.0
+    # Incremental runs keep a dataset's quality estimates while the rows its clusters, pairs and
+    # records changed since they were made stay under this share of them (linkage/quality_reuse.py;
+    # 0: assess every changed dataset on every run). Full runs always assess.
+    quality_refresh_share: float = 0.02
 
     @property
     def root(self) -> Path:
@@ -823,10 +830,48 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
                                         n=5), assessment.kept, assessment.fits
 
 
+def _assessment_now(context: AssetExecutionContext, linkage: LinkageSettings, clusters: StoredTable,
+                    pairs: StoredTable, source: str) -> tuple[Assessed, int, int]:
+    """What an assessment of `source` today is made from (`quality_reuse.Assessed`), with today's
+    record and person counts: counted in DuckDB, without reading the tables."""
+    person = quote_identifier(SOURCES[source].person_id_name)
+    with warehouse_cursor(clusters.database) as conn:
+        records, persons, threshold, model_version = conn.execute(
+            f"select count(*), count(distinct {person}), min(match_threshold), min(model_version) "
+            f"from ({clusters.select_sql()}) _c").fetchall()[0]
+        (scored,) = conn.execute(f"select count(*) from ({pairs.select_sql()}) _p").fetchall()[0]
+    now = Assessed(run=context.run_id, at=time.time(), model_version=str(model_version or ""),
+                   threshold=float(threshold) if threshold is not None else 0.5,
+                   labels=labels_digest(linkage.labels_file(source)), configured=source in linkage.thresholds,
+                   code=fitting_code(), rows=int(records) + int(scored))
+    return now, int(records), int(persons)
+
+
+def _reused_estimates(context: AssetExecutionContext, linkage: LinkageSettings, reports: Path, source: str,
+                      now: Assessed, records: int, persons: int) -> tuple[dict, pl.DataFrame, dict] | None:
+    """The dataset's last row with today's counts, its largest clusters and what says so, when an
+    incremental run keeps its estimates (`linkage/quality_reuse.py`); None when it must assess.
+    Only for inputs the pipeline wrote (each write says how many rows it changed); the caller checks
+    that each table is as its latest write recorded it."""
+    stored = load_last_part(reports, source)
+    assessed = Assessed.from_json(stored[2].get("assessed")) if stored is not None else None
+    if assessed is None or linkage.quality_refresh_share <= 0:
+        return None
+    changed = rows_changed_since(context.instance, [linkage_key(source, name) for name in
+                                                    ("clusters", "scored_pairs", "person_records")], assessed.at)
+    if not estimates_reusable(assessed, now=now, changed=changed, share=linkage.quality_refresh_share):
+        return None
+    row, largest, _ = stored  # type: ignore[misc]
+    return ({**row, "records": records, "persons": persons}, largest,
+            {"estimates_from_run": assessed.run, "rows_changed_since": changed, "rows_assessed": assessed.rows})
+
+
 def _quality_part(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
-                  read: dict, memo: dict, source: str) -> tuple[dict, pl.DataFrame, dict | None, NoLabelFits | None]:
+                  read: dict, memo: dict, source: str, recorded: frozenset = frozenset()
+                  ) -> tuple[dict, pl.DataFrame, dict | None, NoLabelFits | None, dict | None]:
     """One dataset's quality row and largest clusters, what its assessment computed (None: kept whole,
-    its inputs as when last assessed) and the no-label fits its estimates apply."""
+    its inputs as when last assessed), the no-label fits its estimates apply, and (estimates kept
+    from an earlier run, `_reused_estimates`) what says so."""
     reports = linkage.root / "reports"
     clusters, pairs = read[linkage_key(source, "clusters")], read[linkage_key(source, "scored_pairs")]
     # a dataset whose inputs are as when it was last assessed keeps that row (linkage/quality_parts.py)
@@ -836,15 +881,23 @@ def _quality_part(context: AssetExecutionContext, linkage: LinkageSettings, ware
     incremental = linkage.mode != "full"
     part = load_part(reports, source, fingerprint) if incremental else None
     if part is not None:
-        return *part, None, load_fits(reports, source)
+        return *part, None, load_fits(reports, source), None
+    now, records, persons = _assessment_now(context, linkage, clusters, pairs, source)
+    # tables as their latest writes recorded them (`recorded_fingerprints`): what changed since is counted there
+    written = all((read[linkage_key(source, name)].database, read[linkage_key(source, name)].select_sql()) in recorded
+                  for name in ("clusters", "scored_pairs", "person_records"))
+    if incremental and written and (reused := _reused_estimates(context, linkage, reports, source, now, records,
+                                                                persons)):
+        return reused[0], reused[1], None, load_fits(reports, source), reused[2]
     # the local parts of the last assessment: recomputed only where pairs or records changed; its
     # no-label fits reused while the change is small (a full run, the weekly rebuild, fits them again)
     loaded = load_kept(reports, source) if incremental else None
     row, largest, kept_work, fits = _assess_source(
         linkage, warehouse, source, clusters.to_polars(), pairs.to_polars(), loaded,
         load_fits(reports, source) if incremental else None, run_id=context.run_id)
-    save_part(reports, source, fingerprint, row, largest, kept=kept_work, fits=fits, loaded=loaded)
-    return row, largest, kept_work.computed, fits
+    save_part(reports, source, fingerprint, row, largest, kept=kept_work, fits=fits, loaded=loaded,
+              assessed=now.to_json())
+    return row, largest, kept_work.computed, fits, None
 
 
 @asset(
@@ -870,10 +923,14 @@ def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, wa
     # each table's write recorded its fingerprint: taken from there, not hashed again (every row of
     # every dataset's three tables, unchanged datasets' too, on every run)
     memo = recorded_fingerprints(context.instance, read)
+    recorded, reused = frozenset(memo), {}
     for source in SOURCES:
-        row, largest[source], work, fits = _quality_part(context, linkage, warehouse, read, memo, source)
+        row, largest[source], work, fits, kept_estimates = _quality_part(context, linkage, warehouse, read, memo,
+                                                                         source, recorded)
         rows.append(row)
-        if work is None:
+        if kept_estimates is not None:
+            reused[source] = kept_estimates
+        elif work is None:
             kept.append(source)
         else:
             computed[source] = work
@@ -881,7 +938,7 @@ def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, wa
             fitted[source] = fits.run
     table = quality_table(rows)
     paths = write_quality_report(table, linkage.root / "reports", largest=largest_clusters_table(largest),
-                                 fits=fitted, run_id=context.run_id)
+                                 fits=fitted, run_id=context.run_id, reused=reused)
     yield Output(table, metadata={
         "report": MetadataValue.url(file_url(paths["html"], linkage.root)),
         "summary": MetadataValue.md(quality_markdown(table)),
@@ -892,6 +949,9 @@ def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, wa
         # per dataset without labels: the run whose fit of the whole dataset its estimates apply
         # (this run's id when it fitted them; see threshold.NoLabelFits)
         "fits_from_run": MetadataValue.json(fitted),
+        # per dataset whose inputs changed a little: its estimates kept from the run that made them
+        # (linkage/quality_reuse.py), with the rows changed since
+        "estimates_kept": MetadataValue.json(reused),
     })
     problems = evidence_problems(table)
     yield AssetCheckResult(

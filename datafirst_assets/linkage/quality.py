@@ -199,10 +199,28 @@ def fits_markdown(fits: dict[str, str], run_id: str = "") -> str:
     return f"\n## Where the no-label fits came from\n\n{FITS_NOTE}\n\n{markdown_table(fits_table(fits, run_id))}\n"
 
 
+REUSED_NOTE = (
+    "An incremental run keeps a dataset's last estimates (and its largest clusters as then) while few rows of "
+    "its clusters, pairs and records changed since they were made, with the same model, threshold, labels and "
+    "code; record and person counts are today's. A full run, or a larger change, assesses it again."
+)
+
+
+def reused_table(reused: dict[str, dict]) -> pl.DataFrame:
+    """Datasets whose estimates an incremental run kept: the run that made them, rows changed since."""
+    return pl.DataFrame([{"source": source, "estimates_from_run": info["estimates_from_run"],
+                          "rows_changed_since": info["rows_changed_since"], "rows_assessed": info["rows_assessed"]}
+                         for source, info in reused.items()],
+                        schema={"source": pl.String, "estimates_from_run": pl.String, "rows_changed_since": pl.Int64,
+                                "rows_assessed": pl.Int64})
+
+
 def write_quality_report(table: pl.DataFrame, reports_dir: Path, largest: pl.DataFrame | None = None,
-                         fits: dict[str, str] | None = None, run_id: str = "") -> dict[str, Path]:
+                         fits: dict[str, str] | None = None, run_id: str = "",
+                         reused: dict[str, dict] | None = None) -> dict[str, Path]:
     """The quality report (markdown, HTML, parquet); ``fits``: the run each dataset's no-label fits
-    came from (``run_id``: this run), so that a reader sees which estimates apply stored fits."""
+    came from (``run_id``: this run), so that a reader sees which estimates apply stored fits;
+    ``reused``: the datasets whose estimates were kept from an earlier run (`quality_reuse`)."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "markdown": reports_dir / "linkage_quality.md",
@@ -212,10 +230,15 @@ def write_quality_report(table: pl.DataFrame, reports_dir: Path, largest: pl.Dat
     largest_md = ("" if largest is None or largest.is_empty() else
                   f"\n## Largest clusters per dataset\n\n{LARGEST_NOTE}\n\n{markdown_table(largest, '{:.3f}')}\n")
     fits_md = fits_markdown(fits or {}, run_id)
-    paths["markdown"].write_text(f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n{largest_md}{fits_md}")
+    reused_md = (f"\n## Estimates kept from an earlier run\n\n{REUSED_NOTE}\n\n{markdown_table(reused_table(reused))}\n"
+                 if reused else "")
+    paths["markdown"].write_text(
+        f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n{largest_md}{fits_md}{reused_md}")
     sections = quality_sections(table, largest)
     if fits:
         sections.append(Section("Where the no-label fits came from", [FITS_NOTE], fits_table(fits, run_id)))
+    if reused:
+        sections.append(Section("Estimates kept from an earlier run", [REUSED_NOTE], reused_table(reused)))
     write_report(paths["html"], "Linkage quality (estimated)", sections)
     table.write_parquet(paths["parquet"])
     return paths

@@ -76,7 +76,7 @@ def _link(source: Path, target: Path) -> bool:
 
 def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: pl.DataFrame,
               kept: KeptWork | None = None, fits: NoLabelFits | None = None,
-              loaded: KeptWork | None = None) -> None:
+              loaded: KeptWork | None = None, assessed: dict | None = None) -> None:
     """Store one dataset's quality row, largest clusters, what its assessment kept for the next
     one and the no-label fits it used (written aside, then swapped in). ``loaded``: what
     :func:`load_kept` read from the folder for this assessment; a frame kept as it was read (the
@@ -98,19 +98,29 @@ def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: 
             (staging / BLOCKING_RULES).write_text(json.dumps(kept.blocking_rules), encoding="utf-8")
         if fits is not None:
             (staging / FITS).write_text(json.dumps(fits.to_json()), encoding="utf-8")
-        (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint}), encoding="utf-8")
+        (staging / META).write_text(json.dumps({"source": source, "fingerprint": fingerprint, "assessed": assessed}),
+                                    encoding="utf-8")
 
     replace_folder(Path(reports) / PARTS / source, write)
 
 
-def load_part(reports: Path, source: str, fingerprint: str) -> tuple[dict, pl.DataFrame] | None:
-    """The stored row and largest clusters of `source` when made from inputs with this fingerprint."""
+def load_part(reports: Path, source: str, fingerprint: str | None) -> tuple[dict, pl.DataFrame] | None:
+    """The stored row and largest clusters of `source` when made from inputs with this fingerprint
+    (None: whatever they were made from)."""
+    stored = load_last_part(reports, source)
+    return None if stored is None or fingerprint not in (None, stored[2].get("fingerprint")) else stored[:2]
+
+
+def load_last_part(reports: Path, source: str) -> tuple[dict, pl.DataFrame, dict] | None:
+    """The stored row, largest clusters and meta of `source`'s last assessment (`assessed`: what
+    its estimates were made from, `quality_reuse.Assessed`), None when there is none to read."""
     folder = Path(reports) / PARTS / source
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
-        if meta.get("fingerprint") != fingerprint or meta.get("source") != source:
+        if meta.get("source") != source:
             return None
-        return pl.read_parquet(folder / "row.parquet").row(0, named=True), pl.read_parquet(folder / "largest.parquet")
+        return (pl.read_parquet(folder / "row.parquet").row(0, named=True), pl.read_parquet(folder / "largest.parquet"),
+                meta)
     except (OSError, ValueError, pl.exceptions.PolarsError):
         return None
 

@@ -30,6 +30,10 @@ VALIDATED_PARTITIONS = "contract_validated_partitions"
 # "fingerprint"} (`table_fingerprint` of the table as committed), so that a step fingerprinting its
 # inputs takes it from the event log instead of hashing every row again (`unchanged.recorded_fingerprints`)
 TABLE_FINGERPRINT = "table_fingerprint"
+#: Materialization metadata: how many rows the write changed (deleted + updated + inserted in place;
+#: every row written for a whole write; 0 for a table kept as stored), so that a step can tell how
+#: much its inputs changed since it last computed from them without reading them (`linkage.quality_reuse`)
+ROWS_CHANGED = "rows_changed"
 
 
 #: Benchmarks only: a package folder whose code version this one's fingerprints use, so that a change of

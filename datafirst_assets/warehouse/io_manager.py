@@ -58,6 +58,7 @@ from datafirst_assets.contracts.core import unique_sets
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.content import (
     TABLE_FINGERPRINT,
+    ROWS_CHANGED,
     VALIDATED_CONTENT,
     VALIDATED_IN_RUN,
     VALIDATED_PARTITIONS,
@@ -237,6 +238,7 @@ class WarehouseIOManager(ConfigurableIOManager):
             **contract,
             **validated,
             **({"write": written or "rewritten whole"} if isinstance(obj, ChangedRows) else {}),
+            ROWS_CHANGED: (obj.deletes.height + obj.updates.height + obj.inserts.height) if written else rows,
         })
 
     def _keep_stored(self, context: OutputContext, target: StoredTable) -> None:

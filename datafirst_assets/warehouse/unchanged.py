@@ -30,7 +30,7 @@ from dagster import (
 )
 
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import (TABLE_FINGERPRINT, checked_fingerprints, code_version,
+from datafirst_assets.warehouse.content import (ROWS_CHANGED, TABLE_FINGERPRINT, checked_fingerprints, code_version,
                                                recorded_fingerprint, table_fingerprint)
 from datafirst_assets.warehouse.io_manager import KeepStored, StoredTable
 
@@ -157,7 +157,7 @@ def keep_stored_outputs(fingerprint: str, output_names: Iterable[str], metadata:
     stored with (`previous`, by output name: the threshold, counts and reports stay on the asset's page)."""
     for name in output_names:
         yield Output(KeepStored(fingerprint), output_name=name, metadata={
-            **(previous or {}).get(name, {}), **(metadata or {}), FINGERPRINT: fingerprint,
+            **(previous or {}).get(name, {}), **(metadata or {}), FINGERPRINT: fingerprint, ROWS_CHANGED: 0,
             "unchanged": "inputs unchanged: stored table kept"})
 
 
