@@ -1202,7 +1202,7 @@ def expected_bcubed_curve(pairs: pl.DataFrame, record_ids: pl.Series,
     probability, q = p[PROBABILITY].to_numpy(), p[EXPECTED].to_numpy()
     n = ids.len()
     if records is not None:
-        guarded = guarded_roots_keeping(ids.to_list(), left, right, probability, thresholds, records,
+        guarded = guarded_roots_keeping(ids, left, right, probability, thresholds, records,
                                         previous.guard_joins if previous is not None else None)
         components = guarded.roots
         if keep is not None:
