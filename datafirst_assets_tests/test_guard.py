@@ -293,3 +293,24 @@ def test_the_guard_keys_integer_cluster_labels_as_integers_and_finds_the_same_cl
     from_series = guarded_roots_keeping(pl.Series("record_id", ids), left, right, probability, thresholds, records)
     assert all(np.array_equal(from_list.roots[t], from_series.roots[t]) for t in thresholds)
     assert from_list.joins.equals(from_series.joins) and from_list.computed == from_series.computed
+
+
+def test_the_largest_clusters_are_chosen_by_size_then_by_their_id_as_text():
+    # the sizes are counted on the ids as they are and only the largest cast to text: ties are still
+    # broken by the id as text (10 before 9), as when every id was cast
+    from datafirst_assets.linkage.guard import cluster_graph_metrics, largest_cluster_metrics, largest_clusters
+
+    sizes = {1: 3, 9: 4, 10: 4, 11: 4, 2: 1, 300: 4, 4: 2}
+    ids = [f"r{c}_{i}" for c, k in sizes.items() for i in range(k)]
+    people = [c for c, k in sizes.items() for _ in range(k)]
+    clusters = pl.DataFrame({"record_id": ids, "person_id": people})
+    pairs = pl.DataFrame({"record_id_l": ids[:-1], "record_id_r": ids[1:], "match_probability": [0.99] * (len(ids) - 1)})
+    for n in (1, 2, 3, 5, 10):
+        got = largest_cluster_metrics(clusters, pairs, 0.9, cluster_col="person_id", n=n)
+        whole = largest_clusters(cluster_graph_metrics(clusters, pairs, 0.9, cluster_col="person_id"), n)
+        assert got.equals(whole)
+    assert largest_cluster_metrics(clusters, pairs, 0.9, cluster_col="person_id", n=3)["cluster_id"].to_list() == \
+        ["10", "11", "300"]
+    # labels named cluster_id, as integers
+    named = clusters.rename({"person_id": "cluster_id"})
+    assert largest_cluster_metrics(named, pairs, 0.9, n=2)["cluster_id"].to_list() == ["10", "11"]

@@ -442,9 +442,14 @@ def largest_cluster_metrics(clusters: pl.DataFrame, pairs: pl.DataFrame, thresho
     """``largest_clusters(cluster_graph_metrics(...), n)``, measuring only those ``n`` clusters: a
     cluster's metrics read only its own records and links, so the rest (and their bridges, found
     one cluster at a time in Python) need not be measured to report the largest."""
-    sizes = (clusters.group_by(pl.col(cluster_col).cast(pl.String).alias("cluster_id"))
-             .agg(pl.len().alias("records")).sort(["records", "cluster_id"], descending=[True, False]).head(n))
-    largest = clusters.filter(pl.col(cluster_col).cast(pl.String).is_in(sizes["cluster_id"].implode()))
+    # grouped by the ids as they are (every record's id was cast to text to be grouped); only the
+    # clusters as large as the n-th largest are cast, to break ties by the id as text as before
+    counts = clusters.group_by(cluster_col).agg(pl.len().alias("records"))
+    if counts.height > n:
+        counts = counts.filter(pl.col("records") >= counts["records"].top_k(n).min())
+    sizes = (counts.with_columns(pl.col(cluster_col).cast(pl.String).alias("_text"))
+             .sort(["records", "_text"], descending=[True, False]).head(n))
+    largest = clusters.filter(pl.col(cluster_col).is_in(sizes[cluster_col].implode()))
     return largest_clusters(cluster_graph_metrics(largest, pairs, threshold, cluster_col=cluster_col), n)
 
 
