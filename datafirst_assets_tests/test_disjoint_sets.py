@@ -48,3 +48,31 @@ def test_whole_array_components_are_the_union_finds():
         assert list(got) == list(expected)
         assert all(np.array_equal(got[t], expected[t]) and got[t].dtype == np.int64 for t in thresholds)
         assert np.array_equal(component_minimum(n, left, right), expected[0.1])
+
+
+def test_the_roots_a_threshold_joins_are_numbered_as_np_unique_numbers_them():
+    # the sweep marks the roots a threshold joins in an array of n (many: the highest threshold joins
+    # most scored pairs) or sorts them (few): either way the sorted values and positions of np.unique
+    from datafirst_assets.linkage.disjoint_sets import _dense
+
+    rng = np.random.default_rng(7)
+    for n, size in ((1, 1), (10, 3), (1000, 10), (1000, 5000), (50_000, 40_000)):
+        values = rng.integers(0, n, size)
+        nodes, inverse = _dense(values, n)
+        expected_nodes, expected_inverse = np.unique(values, return_inverse=True)
+        assert np.array_equal(nodes, expected_nodes) and np.array_equal(inverse, expected_inverse.reshape(-1))
+        assert np.array_equal(nodes[inverse], values)
+
+
+def test_a_sweep_whose_highest_threshold_joins_most_pairs_gives_the_union_finds_roots():
+    # the identity mapping is reused from one threshold to the next: each must put back what it changed
+    from datafirst_assets.linkage.disjoint_sets import roots_at_thresholds
+
+    rng = np.random.default_rng(9)
+    n, m = 4000, 6000
+    left, right = rng.integers(0, n, m), rng.integers(0, n, m)
+    probability = np.where(rng.random(m) < 0.8, 0.999, rng.choice([0.3, 0.6, 0.8, 0.95], m))
+    thresholds = [0.2, 0.5, 0.7, 0.9, 0.99, 0.9999]
+    expected = _union_roots(n, left, right, probability, thresholds)
+    got = roots_at_thresholds(n, left, right, probability, thresholds)
+    assert all(np.array_equal(got[t], expected[t]) for t in thresholds)

@@ -272,3 +272,45 @@ def test_a_stale_or_foreign_kept_guard_pass_only_means_more_is_computed():
     # a file of another shape (another version's) is not read: every cluster goes through the pass
     foreign = guarded_roots_keeping(ids, left, right, probability, thresholds, records, pl.DataFrame({"x": [1]}))
     assert foreign.computed == got.computed and all(np.array_equal(foreign.roots[t], whole[t]) for t in thresholds)
+
+
+def test_the_guard_keys_integer_cluster_labels_as_integers_and_finds_the_same_clusters():
+    # the quality step's widest clusters are labelled by their root's position: kept as integers
+    # rather than cast to text for every record, the same clusters conflict
+    from datafirst_assets.linkage.guard import guarded_roots_keeping
+
+    ids, records, left, right, probability = _guarded_world(seed=5)
+    labels = np.arange(len(ids)) // 7
+    as_text = pl.DataFrame({"record_id": ids, "cluster_id": [str(x) for x in labels]})
+    as_int = pl.DataFrame({"record_id": ids, "cluster_id": labels})
+    text = conflicting_clusters(as_text, records)
+    number = conflicting_clusters(as_int, records, cluster_type=pl.Int64)
+    assert number.dtype == pl.Int64 and text.len() > 5
+    assert sorted(number.to_list()) == sorted(int(x) for x in text.to_list())
+    # the ids as a list or as a Series: the same roots and joins
+    thresholds = [0.5, 0.7, 0.9, 0.99]
+    from_list = guarded_roots_keeping(ids, left, right, probability, thresholds, records)
+    from_series = guarded_roots_keeping(pl.Series("record_id", ids), left, right, probability, thresholds, records)
+    assert all(np.array_equal(from_list.roots[t], from_series.roots[t]) for t in thresholds)
+    assert from_list.joins.equals(from_series.joins) and from_list.computed == from_series.computed
+
+
+def test_the_largest_clusters_are_chosen_by_size_then_by_their_id_as_text():
+    # the sizes are counted on the ids as they are and only the largest cast to text: ties are still
+    # broken by the id as text (10 before 9), as when every id was cast
+    from datafirst_assets.linkage.guard import cluster_graph_metrics, largest_cluster_metrics, largest_clusters
+
+    sizes = {1: 3, 9: 4, 10: 4, 11: 4, 2: 1, 300: 4, 4: 2}
+    ids = [f"r{c}_{i}" for c, k in sizes.items() for i in range(k)]
+    people = [c for c, k in sizes.items() for _ in range(k)]
+    clusters = pl.DataFrame({"record_id": ids, "person_id": people})
+    pairs = pl.DataFrame({"record_id_l": ids[:-1], "record_id_r": ids[1:], "match_probability": [0.99] * (len(ids) - 1)})
+    for n in (1, 2, 3, 5, 10):
+        got = largest_cluster_metrics(clusters, pairs, 0.9, cluster_col="person_id", n=n)
+        whole = largest_clusters(cluster_graph_metrics(clusters, pairs, 0.9, cluster_col="person_id"), n)
+        assert got.equals(whole)
+    assert largest_cluster_metrics(clusters, pairs, 0.9, cluster_col="person_id", n=3)["cluster_id"].to_list() == \
+        ["10", "11", "300"]
+    # labels named cluster_id, as integers
+    named = clusters.rename({"person_id": "cluster_id"})
+    assert largest_cluster_metrics(named, pairs, 0.9, n=2)["cluster_id"].to_list() == ["10", "11"]

@@ -199,3 +199,25 @@ def test_blocking_lists_read_with_other_rules_or_on_other_columns_are_read_again
     again = assess(pairs, labels_file=None, records=records, previous=before.kept, blocking=other)
     # other rules (and a column the record content does not cover): every pair read again
     assert asked == [pairs.height] and again.kept.computed["blocking_pairs"] == pairs.height
+
+
+def test_the_pair_facts_join_on_a_hash_of_the_ids_gives_the_join_on_the_ids():
+    # the kept facts are joined to today's pairs on one 64-bit hash of the two ids, rows whose ids
+    # differ dropped: the same rows as the join on the ids, duplicates and ids in one side only included
+    from datafirst_assets.linkage.threshold import _join_on_ids
+
+    rng = np.random.default_rng(3)
+    ids = [f"r{i}" for i in range(300)]
+
+    def frame(size, name):
+        return pl.DataFrame({"record_id_l": rng.choice(ids, size), "record_id_r": rng.choice(ids, size),
+                             name: np.arange(size)})
+    left, right = frame(2000, "_row"), frame(2500, "_before")
+    expected = left.join(right, on=["record_id_l", "record_id_r"], how="inner")
+    got = _join_on_ids(left, right)
+    assert got.columns == expected.columns and got.height == expected.height > 0
+    assert_frame_equal(got.sort("_row", "_before"), expected.sort("_row", "_before"))
+    # collisions (every row hashed alike): only the rows whose ids are the same are joined
+    collided = _join_on_ids(left.head(200), right.head(300), hashed=pl.lit(0, pl.UInt64))
+    assert_frame_equal(collided.sort("_row", "_before"),
+                       left.head(200).join(right.head(300), on=["record_id_l", "record_id_r"]).sort("_row", "_before"))

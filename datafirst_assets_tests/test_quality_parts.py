@@ -174,3 +174,18 @@ def test_the_kept_blocking_lists_come_back_with_the_rules_they_were_read_with(tm
     assert loaded.blocking.equals(lists) and loaded.blocking_rules == "abc123"
     (tmp_path / PARTS / "civil" / BLOCKING_RULES).unlink()
     assert load_kept(tmp_path, "civil").blocking_rules is None  # lists of unknown rules: not taken
+
+
+def test_the_kept_frames_are_written_with_lz4(tmp_path):
+    # written on every assessment of a changed dataset and read only by the next: lz4, about half
+    # zstd's write time for the pair facts (a row per scored pair)
+    import pyarrow.parquet as pq
+
+    from datafirst_assets.linkage.quality_parts import PARTS, load_kept, save_part
+    from datafirst_assets.linkage.threshold import KeptWork
+
+    facts = pl.DataFrame({"record_id_l": ["a", "b"], "record_id_r": ["c", "d"], "different": [False, True]})
+    save_part(tmp_path, "civil", "f1", {}, pl.DataFrame({"cluster_id": ["1"]}), kept=KeptWork(pair_facts=facts))
+    written = pq.ParquetFile(tmp_path / PARTS / "civil" / "pair_facts.parquet").metadata
+    assert {written.row_group(0).column(i).compression for i in range(written.num_columns)} == {"LZ4"}
+    assert load_kept(tmp_path, "civil").pair_facts.equals(facts)

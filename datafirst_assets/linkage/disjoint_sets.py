@@ -75,6 +75,22 @@ def component_minimum(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray
     return label
 
 
+def _dense(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for values in 0..n-1, by marking them in an array of
+    n instead of sorting them: the same sorted values and positions. The highest threshold joins most
+    of the scored pairs at once, and sorting their roots was the largest part of the sweep. Few values
+    (the lower thresholds add few pairs each) are sorted still: marking costs a pass over all n."""
+    if values.size * 16 < n:
+        nodes, inverse = np.unique(values, return_inverse=True)
+        return nodes, inverse.reshape(-1)
+    present = np.zeros(n, dtype=bool)
+    present[values] = True
+    nodes = np.flatnonzero(present)
+    position = np.zeros(n, dtype=np.int64)
+    position[nodes] = np.arange(nodes.size, dtype=np.int64)
+    return nodes, position[values]
+
+
 def roots_at_thresholds(n: int, left: np.ndarray, right: np.ndarray, probability: np.ndarray,
                         thresholds) -> dict[float, np.ndarray]:
     """Each element's root (its component's smallest element) when the edges with ``probability``
@@ -84,6 +100,9 @@ def roots_at_thresholds(n: int, left: np.ndarray, right: np.ndarray, probability
     order = np.argsort(-np.asarray(probability, dtype=float), kind="stable")
     falling = -np.asarray(probability, dtype=float)[order]  # ascending
     label = np.arange(n, dtype=np.int64)
+    # the identity between thresholds: each one changes only the roots it joins, then puts them back
+    # (a new identity of n per threshold was a large part of the sweep's time at 1,000,000 people)
+    mapping = np.arange(n, dtype=np.int64)
     roots: dict[float, np.ndarray] = {}
     position = 0
     for t in sorted(thresholds, reverse=True):
@@ -93,12 +112,12 @@ def roots_at_thresholds(n: int, left: np.ndarray, right: np.ndarray, probability
             a, b = label[left[take]], label[right[take]]
             apart = a != b
             if apart.any():
-                nodes, inverse = np.unique(np.concatenate([a[apart], b[apart]]), return_inverse=True)
+                nodes, inverse = _dense(np.concatenate([a[apart], b[apart]]), n)
                 k = int(apart.sum())
                 joined = component_minimum(len(nodes), inverse[:k], inverse[k:])
-                mapping = np.arange(n, dtype=np.int64)
                 mapping[nodes] = nodes[joined]
                 label = mapping[label]
+                mapping[nodes] = nodes
             position = end
         roots[t] = label
     return roots

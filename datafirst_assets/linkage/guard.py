@@ -78,20 +78,22 @@ GUARD_COLUMNS = (UNIQUE_ID, "dob", *SAME_MEANS_DIFFERENT, *DIFFERENT_MEANS_DIFFE
 
 
 def _members(clusters: pl.DataFrame, records: pl.DataFrame, col: str, cluster_col: str,
-             dtype: type[pl.DataType] = pl.String) -> pl.DataFrame:
-    return (clusters.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(cluster_col).cast(pl.String))
+             dtype: type[pl.DataType] = pl.String, cluster_type: type[pl.DataType] = pl.String) -> pl.DataFrame:
+    return (clusters.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(cluster_col).cast(cluster_type))
             .join(records.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col(col).cast(dtype)), on=UNIQUE_ID,
                   how="inner")
             .drop_nulls(col))
 
 
 def conflicting_clusters(clusters: pl.DataFrame, records: pl.DataFrame, *, cluster_col: str = "cluster_id",
-                         dob_col: str = "dob") -> pl.Series:
+                         dob_col: str = "dob", cluster_type: type[pl.DataType] = pl.String) -> pl.Series:
     """Labels of clusters whose records cannot be one person's: two dates of birth that cannot
-    be one person's, two parties of one case, or a company with a person."""
-    found = [pl.Series(cluster_col, [], dtype=pl.String)]
+    be one person's, two parties of one case, or a company with a person. ``cluster_type``: the
+    labels' type (the quality step's are record positions: kept as integers, not cast to text)."""
+    found = [pl.Series(cluster_col, [], dtype=cluster_type)]
     if dob_col in records.columns:
-        dobs = _members(clusters, records, dob_col, cluster_col, pl.Date).select(cluster_col, dob_col).unique()
+        dobs = (_members(clusters, records, dob_col, cluster_col, pl.Date, cluster_type)
+                .select(cluster_col, dob_col).unique())
         several = dobs.filter(pl.len().over(cluster_col) > 1)
         pairs = (several.join(several, on=cluster_col, suffix="_r")
                  .filter(pl.col(dob_col) < pl.col(f"{dob_col}_r"))
@@ -99,11 +101,11 @@ def conflicting_clusters(clusters: pl.DataFrame, records: pl.DataFrame, *, clust
         found.append(pairs.get_column(cluster_col))
     for col in SAME_MEANS_DIFFERENT:
         if col in records.columns:
-            m = _members(clusters, records, col, cluster_col)
+            m = _members(clusters, records, col, cluster_col, cluster_type=cluster_type)
             found.append(m.filter(pl.len().over(cluster_col, col) > 1).get_column(cluster_col))
     for col in DIFFERENT_MEANS_DIFFERENT:
         if col in records.columns:
-            m = _members(clusters, records, col, cluster_col)
+            m = _members(clusters, records, col, cluster_col, cluster_type=cluster_type)
             found.append(m.filter(pl.col(col).n_unique().over(cluster_col) > 1).get_column(cluster_col))
     return pl.concat(found).unique().sort()
 
@@ -245,7 +247,7 @@ def _guarded_joins(record_ids: pl.Series, left: np.ndarray, right: np.ndarray, o
     return np.asarray(joined, dtype=np.int64)
 
 
-def guarded_roots_keeping(record_ids: list[str], left, right, probability, thresholds: list[float],
+def guarded_roots_keeping(record_ids: list[str] | pl.Series, left, right, probability, thresholds: list[float],
                           records: pl.DataFrame, previous: pl.DataFrame | None = None, *,
                           dob_col: str = "dob") -> GuardedRoots:
     """:func:`guarded_components_at`, keeping the guarded pass's work: the roots of a conflicted
@@ -260,11 +262,14 @@ def guarded_roots_keeping(record_ids: list[str], left, right, probability, thres
         return GuardedRoots({}, pl.DataFrame(schema=GUARD_JOINS))
     if dob_col in records.columns:
         records = records.with_columns(pl.col(dob_col).cast(pl.Date))
-    n = len(record_ids)
+    # as a Series: its members are gathered, not looked up one by one in a Python list
+    all_ids = (record_ids.cast(pl.String) if isinstance(record_ids, pl.Series)
+               else pl.Series(UNIQUE_ID, record_ids, dtype=pl.String)).alias(UNIQUE_ID)
+    n = len(all_ids)
     linked = probability >= min(thresholds)
     widest = component_minimum(n, left[linked], right[linked])
-    bad = conflicting_clusters(pl.DataFrame({UNIQUE_ID: record_ids, "_c": widest}), records, cluster_col="_c",
-                               dob_col=dob_col)
+    bad = conflicting_clusters(pl.DataFrame({UNIQUE_ID: all_ids, "_c": widest}), records, cluster_col="_c",
+                               dob_col=dob_col, cluster_type=pl.Int64)
     conflicted = np.isin(widest, bad.cast(pl.Int64).to_numpy())
     inside = linked & conflicted[left]  # a linked pair's records are in one widest cluster
     members = np.flatnonzero(conflicted)
@@ -273,7 +278,7 @@ def guarded_roots_keeping(record_ids: list[str], left, right, probability, thres
                             pl.DataFrame(schema=GUARD_JOINS))
     local = np.full(n, -1, dtype=np.int64)
     local[members] = np.arange(members.size)
-    ids = pl.Series(UNIQUE_ID, [record_ids[i] for i in members], dtype=pl.String)
+    ids = all_ids.gather(members)
     group = np.unique(widest[members], return_inverse=True)[1].reshape(-1)
     in_left, in_right, in_probability = local[left[inside]], local[right[inside]], probability[inside]
     keys = _conflicted_keys(ids, group, in_left, in_right, in_probability, records, dob_col)
@@ -437,9 +442,14 @@ def largest_cluster_metrics(clusters: pl.DataFrame, pairs: pl.DataFrame, thresho
     """``largest_clusters(cluster_graph_metrics(...), n)``, measuring only those ``n`` clusters: a
     cluster's metrics read only its own records and links, so the rest (and their bridges, found
     one cluster at a time in Python) need not be measured to report the largest."""
-    sizes = (clusters.group_by(pl.col(cluster_col).cast(pl.String).alias("cluster_id"))
-             .agg(pl.len().alias("records")).sort(["records", "cluster_id"], descending=[True, False]).head(n))
-    largest = clusters.filter(pl.col(cluster_col).cast(pl.String).is_in(sizes["cluster_id"].implode()))
+    # grouped by the ids as they are (every record's id was cast to text to be grouped); only the
+    # clusters as large as the n-th largest are cast, to break ties by the id as text as before
+    counts = clusters.group_by(cluster_col).agg(pl.len().alias("records"))
+    if counts.height > n:
+        counts = counts.filter(pl.col("records") >= counts["records"].top_k(n).min())
+    sizes = (counts.with_columns(pl.col(cluster_col).cast(pl.String).alias("_text"))
+             .sort(["records", "_text"], descending=[True, False]).head(n))
+    largest = clusters.filter(pl.col(cluster_col).is_in(sizes[cluster_col].implode()))
     return largest_clusters(cluster_graph_metrics(largest, pairs, threshold, cluster_col=cluster_col), n)
 
 
