@@ -156,8 +156,9 @@ class LinkageSettings(ConfigurableResource):
     retrain_growth: float | None = 2.0
     # Incremental runs keep a dataset's quality estimates while the rows its clusters, pairs and
     # records changed since they were made stay under this share of them (linkage/quality_reuse.py;
-    # 0: assess every changed dataset on every run). Full runs always assess.
-    quality_refresh_share: float = 0.02
+    # as threshold.FITS_REUSE_SHARE for the no-label fits; 0: assess every changed dataset on every
+    # run). Full runs always assess.
+    quality_refresh_share: float = 0.05
 
     @property
     def root(self) -> Path:
@@ -831,19 +832,21 @@ def _assess_source(linkage: LinkageSettings, warehouse: Warehouse, source: str, 
 
 
 def _assessment_now(context: AssetExecutionContext, linkage: LinkageSettings, clusters: StoredTable,
-                    pairs: StoredTable, source: str) -> tuple[Assessed, int, int]:
-    """What an assessment of `source` today is made from (`quality_reuse.Assessed`), with today's
-    record and person counts: counted in DuckDB, without reading the tables."""
+                    pairs: StoredTable, person_records: StoredTable, source: str) -> tuple[Assessed, int, int]:
+    """What an assessment of `source` today is made from (`quality_reuse.Assessed`; its rows: those of
+    the clusters, scored pairs and person records), with today's record and person counts: counted
+    in DuckDB, without reading the tables."""
     person = quote_identifier(SOURCES[source].person_id_name)
     with warehouse_cursor(clusters.database) as conn:
         records, persons, threshold, model_version = conn.execute(
             f"select count(*), count(distinct {person}), min(match_threshold), min(model_version) "
             f"from ({clusters.select_sql()}) _c").fetchall()[0]
-        (scored,) = conn.execute(f"select count(*) from ({pairs.select_sql()}) _p").fetchall()[0]
+        others = sum(conn.execute(f"select count(*) from ({t.select_sql()}) _t").fetchall()[0][0]
+                     for t in (pairs, person_records) if table_columns(conn, t.schema, t.table))
     now = Assessed(run=context.run_id, at=time.time(), model_version=str(model_version or ""),
                    threshold=float(threshold) if threshold is not None else 0.5,
                    labels=labels_digest(linkage.labels_file(source)), configured=source in linkage.thresholds,
-                   code=fitting_code(), rows=int(records) + int(scored))
+                   code=fitting_code(), rows=int(records) + int(others))
     return now, int(records), int(persons)
 
 
@@ -882,7 +885,8 @@ def _quality_part(context: AssetExecutionContext, linkage: LinkageSettings, ware
     part = load_part(reports, source, fingerprint) if incremental else None
     if part is not None:
         return *part, None, load_fits(reports, source), None
-    now, records, persons = _assessment_now(context, linkage, clusters, pairs, source)
+    now, records, persons = _assessment_now(context, linkage, clusters, pairs,
+                                            read[linkage_key(source, "person_records")], source)
     # tables as their latest writes recorded them (`recorded_fingerprints`): what changed since is counted there
     written = all((read[linkage_key(source, name)].database, read[linkage_key(source, name)].select_sql()) in recorded
                   for name in ("clusters", "scored_pairs", "person_records"))

@@ -11,12 +11,13 @@ for estimates that such an extract moves in their fourth decimal (at 300,000 peo
 So, as a database refreshes its planner statistics only once enough rows changed, an incremental run
 keeps a dataset's last estimates while the rows written to its clusters, scored pairs and person
 records since they were made (`ROWS_CHANGED` on each write's materialization: rows deleted, updated
-and inserted in place; every row of a table written whole) stay under `share` of the rows they were
-made from (`LinkageSettings.quality_refresh_share`), and while what they were made with is the same:
-the model version, the clustering threshold, the clerical labels file, whether the threshold is
-configured, and the assessment's code. Its record and person counts are those of today's clusters;
-the row says which run made the estimates and how many rows changed since (`estimates_from_run`,
-`rows_changed_since`), and so do the report and the asset's metadata. The weekly full run (and any
+and inserted in place; every row of a table written whole) stay under `share` of those tables' rows
+they were made from (`LinkageSettings.quality_refresh_share`, 5% as `threshold.FITS_REUSE_SHARE`: a 1%
+extract changes about 2.7% of them, new pairs counting with new records), and while what they were
+made with is the same: the model version, the clustering threshold, the clerical labels file,
+whether the threshold is configured, and the assessment's code. Its record and person counts are
+those of today's clusters; the asset's metadata (`estimates_kept`) and the report say which run made
+the estimates and how many rows changed since. The weekly full run (and any
 run in full mode) assesses every dataset, and a larger change assesses it on the next extract. A share
 of 0 assesses every changed dataset on every run.
 """
@@ -44,7 +45,7 @@ class Assessed:
     labels: str | None  # sha256 of the clerical labels file, None without one
     configured: bool
     code: str  # `quality_parts.fitting_code()`
-    rows: int  # records + scored pairs assessed
+    rows: int  # rows of the clusters, scored pairs and person records assessed
 
     def to_json(self) -> dict:
         return asdict(self)
