@@ -370,14 +370,9 @@ def test_a_partition_validated_at_its_write_vouches_for_that_partition_only(tmp_
     assert VALIDATED_CONTENT not in part and list(part[VALIDATED_PARTITIONS].value) == ["2024-01-31"]
 
 
-def test_a_partitioned_table_is_verified_by_partition_and_only_a_changed_one_is_read_again(tmp_path):
-    from dagster import AssetSelection, StaticPartitionsDefinition, asset
-
-    from datafirst_assets.contracts.checks import VERIFIED_PARTITIONS, contract_checks
-    from datafirst_assets.defs.resources import Warehouse
-    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
-
-    dates = ["2024-01-31", "2024-03-01"]
+def _quarantine_by_date(dates: list[str]):
+    """A partitioned quarantine table: the n-th date holds n rows."""
+    from dagster import StaticPartitionsDefinition, asset
 
     @asset(key=["quarantine", "magistrates", "hocas_flatfile"], partitions_def=StaticPartitionsDefinition(dates),
            metadata={"schema": "quarantine_magistrates", "partition_expr": "extract_date"}, group_name="quarantine")
@@ -387,6 +382,19 @@ def test_a_partitioned_table_is_verified_by_partition_and_only_a_changed_one_is_
                              "table": "hocas_flatfile", "record_id": [f"r{i}" for i in range(n)],
                              "_source_file": "f.csv", "_row_number": [2 + i for i in range(n)], "reason": "bad",
                              "raw_record": None}, schema_overrides={"raw_record": pl.String})
+    return rows
+
+
+def test_a_partitioned_table_is_verified_by_partition_and_only_a_changed_one_is_read_again(tmp_path):
+    from dagster import AssetSelection
+
+    from datafirst_assets.contracts.checks import VERIFIED_PARTITIONS, contract_checks
+    from datafirst_assets.defs.resources import Warehouse
+    from datafirst_assets.warehouse.io_manager import WarehouseIOManager
+
+    dates = ["2024-01-31", "2024-03-01"]
+
+    rows = _quarantine_by_date(dates)
 
     database = str(tmp_path / "wh.duckdb")
     resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
@@ -419,7 +427,7 @@ def test_a_sealed_run_checks_a_partitioned_table_from_the_records_and_one_writte
     passing check and the partition it writes from its own write: no partition is hashed, and the
     contents are those a hash gives. After another DuckDB client changed a partition, it is read."""
     import duckdb
-    from dagster import AssetSelection, StaticPartitionsDefinition, asset
+    from dagster import AssetSelection
 
     from datafirst_assets.contracts import checks as check_module
     from datafirst_assets.contracts.checks import VERIFIED_PARTITIONS, contract_checks
@@ -430,14 +438,7 @@ def test_a_sealed_run_checks_a_partitioned_table_from_the_records_and_one_writte
 
     dates = ["2024-01-31", "2024-03-01", "2024-04-30"]
 
-    @asset(key=["quarantine", "magistrates", "hocas_flatfile"], partitions_def=StaticPartitionsDefinition(dates),
-           metadata={"schema": "quarantine_magistrates", "partition_expr": "extract_date"}, group_name="quarantine")
-    def rows(context) -> pl.DataFrame:
-        n = 1 + dates.index(context.partition_key)
-        return pl.DataFrame({"extract_date": [context.partition_key] * n, "source": "magistrates",
-                             "table": "hocas_flatfile", "record_id": [f"r{i}" for i in range(n)],
-                             "_source_file": "f.csv", "_row_number": [2 + i for i in range(n)], "reason": "bad",
-                             "raw_record": None}, schema_overrides={"raw_record": pl.String})
+    rows = _quarantine_by_date(dates)
 
     database = str(tmp_path / "wh.duckdb")
     resources = {"io_manager": WarehouseIOManager(database=database), "warehouse": Warehouse(database=database)}
