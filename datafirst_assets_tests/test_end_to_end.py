@@ -16,6 +16,7 @@ from datafirst_assets.defs.xjs import XJS_THRESHOLDS
 from datafirst_assets.evaluation.truth import TRUTH_DIR_ENV, TRUTH_FILES
 from datafirst_assets.linkage.quality import FLOORS
 from datafirst_assets.runner import format_summary, run_pipeline
+from datafirst_assets.warehouse.connection import close_warehouse
 from datafirst_assets.simulate import simulate
 from datafirst_assets.sources.registry import SOURCES, all_tables
 from datafirst_assets.warehouse.connection import warehouse_cursor
@@ -318,6 +319,7 @@ def test_a_run_with_nothing_new_keeps_every_dataset_step_and_changes_no_table(pi
     tables = [f"deidentified_{d}.{t}" for d, t in release_tables()] + [
         f"linkage_{s}.clusters" for s in SOURCES] + ["linkage_xjs.lookup", "synthetic_magistrates.hocas_flatfile"]
     before = {t: _query(layout, f"select * from {t} order by all") for t in tables}
+    close_warehouse(layout.warehouse)  # as the command line leaves it after a run: sealed
     report = run_pipeline(layout, instance)
     assert report.already_loaded and len(report.run_ids) == 1  # no ingest: the link job alone
     after = {t: _query(layout, f"select * from {t} order by all") for t in tables}
@@ -339,6 +341,10 @@ def test_a_run_with_nothing_new_keeps_every_dataset_step_and_changes_no_table(pi
                  if e.asset_check_evaluation is not None and e.asset_check_evaluation.check_name == "contract"]
     assert contracts and all(c.passed for c in contracts)
     assert sum("verified_in_run" in c.metadata for c in contracts) > len(contracts) // 2
+    # the run opened the warehouse as the first one's close sealed it: no table hashed for its checks
+    read = [c.metadata["content_read"].value for c in contracts]
+    assert "hashed from the stored rows" not in read
+    assert sum(r.startswith("as the table's latest write recorded it") for r in read) > len(read) // 2
 
 
 def _pandera_passes(frame: pl.DataFrame, schema) -> bool:
