@@ -904,23 +904,10 @@ def _quality_part(context: AssetExecutionContext, linkage: LinkageSettings, ware
     return row, largest, kept_work.computed, fits, None
 
 
-@asset(
-    key=QUALITY,
-    # read by handle (`linkage_table`)
-    deps=[linkage_key(s, name) for name in ("clusters", "scored_pairs", "person_records") for s in SOURCES],
-    group_name="linkage",
-    metadata={"schema": "linkage"},
-    kinds={"polars"},
-    description="Per dataset: the clustering threshold, where it came from (configured, clerical labels or the "
-    "model's estimate) and the ESTIMATED pairwise and B-cubed precision / recall / F1 there; no truth is read. "
-    "Report under data/reports/.",
-    check_specs=[AssetCheckSpec(
-        "accuracy_evidence", asset=QUALITY,
-        description="Every dataset's accuracy rests on clerical labels, and its estimated B-cubed F1 meets the floor "
-        "(0.97 criminal justice, 0.93 family and civil). Warns, naming what is missing, otherwise.",
-    )],
-)
-def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse):
+def _every_datasets_quality(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse) -> tuple:
+    """Every dataset's quality row and largest clusters (`_quality_part`), with the datasets kept whole,
+    what each assessment computed, where each dataset's no-label fits came from, and the datasets
+    whose estimates were kept from an earlier run."""
     rows, largest, kept, computed, fitted = [], {}, [], {}, {}
     read = {linkage_key(s, name): linkage_table(warehouse.database, s, name)
             for s in SOURCES for name in ("clusters", "scored_pairs", "person_records")}
@@ -940,6 +927,27 @@ def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, wa
             computed[source] = work
         if fits is not None:
             fitted[source] = fits.run
+    return rows, largest, kept, computed, fitted, reused
+
+
+@asset(
+    key=QUALITY,
+    # read by handle (`linkage_table`)
+    deps=[linkage_key(s, name) for name in ("clusters", "scored_pairs", "person_records") for s in SOURCES],
+    group_name="linkage",
+    metadata={"schema": "linkage"},
+    kinds={"polars"},
+    description="Per dataset: the clustering threshold, where it came from (configured, clerical labels or the "
+    "model's estimate) and the ESTIMATED pairwise and B-cubed precision / recall / F1 there; no truth is read. "
+    "Report under data/reports/.",
+    check_specs=[AssetCheckSpec(
+        "accuracy_evidence", asset=QUALITY,
+        description="Every dataset's accuracy rests on clerical labels, and its estimated B-cubed F1 meets the floor "
+        "(0.97 criminal justice, 0.93 family and civil). Warns, naming what is missing, otherwise.",
+    )],
+)
+def linkage_quality(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse):
+    rows, largest, kept, computed, fitted, reused = _every_datasets_quality(context, linkage, warehouse)
     table = quality_table(rows)
     paths = write_quality_report(table, linkage.root / "reports", largest=largest_clusters_table(largest),
                                  fits=fitted, run_id=context.run_id, reused=reused)
