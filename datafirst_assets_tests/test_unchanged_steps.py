@@ -280,6 +280,36 @@ def test_a_run_opening_the_sealed_warehouse_checks_tables_it_did_not_write_unhas
     close_warehouse(database)
 
 
+def test_a_warehouse_written_while_its_opener_waited_for_the_lock_is_not_taken_as_sealed(tmp_path, monkeypatch):
+    """The seal is compared once the file is the opener's: a writer that held the file while it waited
+    (a DuckDB client outside the pipeline) leaves it unsealed; a clean close seals it again."""
+    import duckdb
+
+    from datafirst_assets.warehouse import connection
+
+    database = str(tmp_path / "w.duckdb")
+    with warehouse_cursor(database) as conn:
+        conn.execute("create table t as select 1 as x")
+    connection.close_warehouse(database)
+    real = connection._connect_waiting_for_lock
+
+    def written_meanwhile(key, settings):
+        with duckdb.connect(key) as other:
+            other.execute("insert into t values (2)")
+        return real(key, settings)
+
+    monkeypatch.setattr(connection, "_connect_waiting_for_lock", written_meanwhile)
+    with warehouse_cursor(database):
+        pass
+    assert not connection.opened_untouched_since(database, 0.0)
+    connection.close_warehouse(database)
+    monkeypatch.setattr(connection, "_connect_waiting_for_lock", real)
+    with warehouse_cursor(database) as conn:
+        assert conn.execute("select count(*) from t").fetchone()[0] == 2
+    assert connection.opened_untouched_since(database, 0.0)
+    connection.close_warehouse(database)
+
+
 def test_a_new_partition_without_rows_leaves_the_fingerprint_unchanged(tmp_path):
     database = tmp_path / "w.duckdb"
     write_table(database, "s", "t", pl.DataFrame({"id": [1, 2], "extract_date": ["2024-01-31", "2024-01-31"]}))

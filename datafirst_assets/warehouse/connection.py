@@ -65,10 +65,11 @@ def _open(database: str | Path) -> duckdb.DuckDBPyConnection:
     with _LOCK:
         if key not in _OPEN:
             Path(key).parent.mkdir(parents=True, exist_ok=True)
-            sealed = _unseal(key)
+            seal = _take_seal(key)
             # The spill folder and the other DuckDB settings: one place (duckdb_settings.py).
             _OPEN[key] = _connect_waiting_for_lock(key, duckdb_settings(Path(key).parent))
-            if sealed:
+            # compared once the file is ours: a writer that held it while we waited for the lock changed it
+            if seal is not None and seal == _file_state(key):
                 _OPENED_SEALED[key] = time.time()
         return _OPEN[key]
 
@@ -98,16 +99,16 @@ def _file_state(key: str) -> list:
     return state
 
 
-def _unseal(key: str) -> bool:
-    """Whether the file is as the last close sealed it; the seal is removed either way (before the
-    file is opened for writing)."""
+def _take_seal(key: str) -> list | None:
+    """The file state the last close sealed (None: no seal), the seal removed before the file is
+    opened for writing, so that no later opener trusts it."""
     seal = seal_path(key)
     try:
         recorded = json.loads(seal.read_text())
     except (FileNotFoundError, ValueError):
-        return False
+        return None
     seal.unlink(missing_ok=True)
-    return recorded == _file_state(key)
+    return recorded
 
 
 def _seal(key: str) -> None:
