@@ -90,6 +90,8 @@ def test_an_incremental_run_keeps_estimates_while_few_rows_changed_then_assesses
     assert _row(kept)["records"] == N + 1 and _row(kept)["persons"] == _row(first)["persons"] + 1
     assert {c: _row(kept)[c] for c in ESTIMATES} == {c: _row(first)[c] for c in ESTIMATES}
     assert "Estimates kept from an earlier run" in (tmp_path / "reports" / "linkage_quality.html").read_text()
+    assert "Estimates of magistrates are kept from an earlier run" in (
+        tmp_path / "reports" / "linkage_quality.md").read_text()
     full, meta = pipeline.quality(mode="full")  # the weekly rebuild assesses whatever the share
     assert meta["estimates_kept"] == {}
     # the same change again, counted since the assessment the full run made: kept

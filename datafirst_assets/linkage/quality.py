@@ -232,9 +232,14 @@ def write_quality_report(table: pl.DataFrame, reports_dir: Path, largest: pl.Dat
     fits_md = fits_markdown(fits or {}, run_id)
     reused_md = (f"\n## Estimates kept from an earlier run\n\n{REUSED_NOTE}\n\n{markdown_table(reused_table(reused))}\n"
                  if reused else "")
-    paths["markdown"].write_text(
-        f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n{largest_md}{fits_md}{reused_md}")
+    # said under the table too: a reader of the figures sees which are not this run's
+    kept_line = (f"Estimates of {', '.join(reused)} are kept from an earlier run, with today's record and person "
+                 "counts (see \"Estimates kept from an earlier run\")." if reused else "")
+    paths["markdown"].write_text(f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n"
+                                 f"{kept_line + chr(10) if kept_line else ''}{largest_md}{fits_md}{reused_md}")
     sections = quality_sections(table, largest)
+    if kept_line:
+        sections[0].text.append(kept_line)
     if fits:
         sections.append(Section("Where the no-label fits came from", [FITS_NOTE], fits_table(fits, run_id)))
     if reused:
