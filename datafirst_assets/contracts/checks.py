@@ -69,7 +69,7 @@ from datafirst_assets.warehouse.content import (
     written_fingerprint,
 )
 from datafirst_assets.warehouse.connection import opened_untouched_since
-from datafirst_assets.warehouse.unchanged import latest_evaluation, recorded_fingerprints
+from datafirst_assets.warehouse.unchanged import latest_evaluation, latest_evaluation_record, recorded_fingerprints
 
 CONTENT = "content_fingerprint"
 VERIFIED_IN = "verified_in_run"
@@ -229,8 +229,7 @@ def _sealed_partitions(context, check_key: AssetCheckKey, schema: str) -> dict[s
     from the process). None when the records cannot tell: no passing check before, or a later write
     that recorded no content."""
     key, run_id = check_key.asset_key, context.run.run_id
-    latest = next((r for r in context.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=3)
-                   if r.run_id != run_id and r.event is not None and r.event.asset_check_evaluation is not None), None)
+    latest = latest_evaluation_record(context, check_key)
     evaluation = latest.event.asset_check_evaluation if latest is not None else None
     known = dict(_json(evaluation.metadata.get(VERIFIED_PARTITIONS))) if evaluation is not None and evaluation.passed else {}
     if not known:

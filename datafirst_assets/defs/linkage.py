@@ -858,7 +858,7 @@ def _reused_estimates(context: AssetExecutionContext, linkage: LinkageSettings, 
     that each table is as its latest write recorded it."""
     stored = load_last_part(reports, source)
     assessed = Assessed.from_json(stored[2].get("assessed")) if stored is not None else None
-    if assessed is None or linkage.quality_refresh_share <= 0:
+    if assessed is None:
         return None
     changed = rows_changed_since(context.instance, [linkage_key(source, name) for name in
                                                     ("clusters", "scored_pairs", "person_records")], assessed.at)

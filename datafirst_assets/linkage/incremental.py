@@ -176,7 +176,8 @@ def _scoring_linker(db_api, model: TrainedModel, records: pl.DataFrame, new: pl.
     record (850,000 cross-justice variants at 300,000 people, seven columns) and every scored pair
     was joined to them; a 1% extract needs a few percent of their rows."""
     columns = tf_columns(model.settings)
-    # the cross-justice lookup (blocked) hands its variants over as string views (``register_records``)
+    # a blocked scoring (the cross-justice lookup's, a dataset's extension) hands its records over as
+    # string views (``register_records``); a whole one keeps the layout training was tuned with
     views = blocked is not None
     if blocked is None or uses_full_name(model.settings):
         linker = make_linker(db_api, records, model.settings, model.spec, views=views)

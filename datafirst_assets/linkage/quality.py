@@ -208,9 +208,7 @@ REUSED_NOTE = (
 
 def reused_table(reused: dict[str, dict]) -> pl.DataFrame:
     """Datasets whose estimates an incremental run kept: the run that made them, rows changed since."""
-    return pl.DataFrame([{"source": source, "estimates_from_run": info["estimates_from_run"],
-                          "rows_changed_since": info["rows_changed_since"], "rows_assessed": info["rows_assessed"]}
-                         for source, info in reused.items()],
+    return pl.DataFrame([{"source": source, **info} for source, info in reused.items()],
                         schema={"source": pl.String, "estimates_from_run": pl.String, "rows_changed_since": pl.Int64,
                                 "rows_assessed": pl.Int64})
 
@@ -235,8 +233,9 @@ def write_quality_report(table: pl.DataFrame, reports_dir: Path, largest: pl.Dat
     # said under the table too: a reader of the figures sees which are not this run's
     kept_line = (f"Estimates of {', '.join(reused)} are kept from an earlier run, with today's record and person "
                  "counts (see \"Estimates kept from an earlier run\")." if reused else "")
-    paths["markdown"].write_text(f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n"
-                                 f"{kept_line + chr(10) if kept_line else ''}{largest_md}{fits_md}{reused_md}")
+    kept_md = f"{kept_line}\n" if kept_line else ""
+    paths["markdown"].write_text(
+        f"# Linkage quality (estimated)\n\n{quality_markdown(table)}\n{kept_md}{largest_md}{fits_md}{reused_md}")
     sections = quality_sections(table, largest)
     if kept_line:
         sections[0].text.append(kept_line)

@@ -108,11 +108,10 @@ def save_part(reports: Path, source: str, fingerprint: str, row: dict, largest: 
     replace_folder(Path(reports) / PARTS / source, write)
 
 
-def load_part(reports: Path, source: str, fingerprint: str | None) -> tuple[dict, pl.DataFrame] | None:
-    """The stored row and largest clusters of `source` when made from inputs with this fingerprint
-    (None: whatever they were made from)."""
+def load_part(reports: Path, source: str, fingerprint: str) -> tuple[dict, pl.DataFrame] | None:
+    """The stored row and largest clusters of `source` when made from inputs with this fingerprint."""
     stored = load_last_part(reports, source)
-    return None if stored is None or fingerprint not in (None, stored[2].get("fingerprint")) else stored[:2]
+    return None if stored is None or stored[2].get("fingerprint") != fingerprint else stored[:2]
 
 
 def load_last_part(reports: Path, source: str) -> tuple[dict, pl.DataFrame, dict] | None:

@@ -636,8 +636,7 @@ def changed_records(content: pl.DataFrame, previous: KeptWork | None) -> pl.Seri
 
 
 def pair_facts(pairs: pl.DataFrame, records: pl.DataFrame, content: pl.DataFrame,
-               previous: KeptWork | None = None, keep: KeptWork | None = None,
-               changed: pl.Series | None = None) -> pl.DataFrame:
+               previous: KeptWork | None = None, keep: KeptWork | None = None) -> pl.DataFrame:
     """Per row of ``pairs``, in its order: the pair's ids (ordered) and the facts its two records give
     (``PAIR_FACTS``): read by the guard's filter (:func:`without_different_people`) and the witness
     (:func:`witness_odds`) from ``records``, whose ``content`` (:func:`_record_content`) tells which changed.
@@ -646,13 +645,11 @@ def pair_facts(pairs: pl.DataFrame, records: pl.DataFrame, content: pl.DataFrame
     only the pairs that are new, or have a record that came, went or changed content, are computed:
     joining every pair to its two records for each of the guard's rules and the witness's fields was
     most of the no-label assessment's per-pair work, redone over every pair on every run. ``keep``:
-    filled with what this one keeps, and ``computed["pair_facts"]``: how many pairs it computed.
-    ``changed``: :func:`changed_records` of ``content`` and ``previous`` when the caller has it."""
+    filled with what this one keeps, and ``computed["pair_facts"]``: how many pairs it computed."""
     keys = ["record_id_l", "record_id_r"]
     ordered = ordered_ids(pairs.select(keys)).with_row_index("_row")
     kept = None
-    if changed is None:
-        changed = changed_records(content, previous)
+    changed = changed_records(content, previous)
     if previous is not None and previous.pair_facts is not None and changed is not None:
         # ``_before``: the kept row's position in ``previous.pair_facts`` (for what is kept aligned with it)
         kept = (_join_on_ids(ordered, previous.pair_facts.select(PAIR_FACTS).with_row_index("_before"))
@@ -1544,8 +1541,7 @@ def assess(pairs: pl.DataFrame, *, labels_file: Path | None, record_ids: pl.Seri
     kept = KeptWork()
     # each pair's facts from its own two records, kept from the last assessment where they did not change
     content = _record_content(records) if records is not None and pairs.height else None
-    changed = changed_records(content, previous) if content is not None else None
-    facts = pair_facts(pairs, records, content, previous, kept, changed) if content is not None else None
+    facts = pair_facts(pairs, records, content, previous, kept) if content is not None else None
     scored = pairs
     if isinstance(blocking, BlockingSource):
         # each pair's lists from its own two records: kept where they did not change, as its facts are

@@ -312,6 +312,7 @@ def recluster_touched(persons: pl.DataFrame, edges: pl.DataFrame, stored: pl.Dat
         **stats, "mode": "touched components", "persons_reclustered": nodes.height,
         "components_touched": hit.len(), AFFECTED: affected.get_column(PERSON)}
 
+
 def _number_clusters(out: pl.DataFrame) -> pl.DataFrame:
     """Each ``cluster_<level>`` name (the smallest person key of the cluster) replaced by its dense
     rank among the level's names, as ``rank("dense")`` numbers them, without sorting the names: a

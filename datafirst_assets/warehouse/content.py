@@ -53,11 +53,11 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-# (database file, schema, table) -> (run id, content) of the last write of that table in this
-# process whose contract was validated on every row (`remember_validated_write`): the whole table's
-# `contract_content`, or partition -> `partition_contents` for a write of some partitions
-_VALIDATED_WRITES: dict[tuple[str, str, str], tuple[str, str | dict[str, str]]] = {}
-_WRITTEN_FINGERPRINTS: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+# (database file, schema, table) -> (run id, content, fingerprint) of the last write of that table in
+# this process whose contract was validated on every row (`remember_validated_write`): the whole
+# table's `contract_content`, or partition -> `partition_contents` for a write of some partitions, and
+# the whole table's `table_fingerprint` as the write took it (None for partitions)
+_VALIDATED_WRITES: dict[tuple[str, str, str], tuple[str, str | dict[str, str], str | None]] = {}
 
 
 # (database file, schema, table) -> (run id, `table_fingerprint`) of a whole stored table as a
@@ -183,16 +183,15 @@ def remember_validated_write(database: str, schema: str, table: str, run_id: str
     validating every row (the IO manager, once the write committed): what that write's
     materialization records as `VALIDATED_CONTENT` (a whole table) or `VALIDATED_PARTITIONS`, and
     the whole table's `table_fingerprint` as the write took it (`written_fingerprint`)."""
-    key = (str(Path(database).resolve()), schema, table)
-    _VALIDATED_WRITES[key] = (run_id, dict(content) if isinstance(content, dict) else content)
-    _WRITTEN_FINGERPRINTS[key] = (run_id, fingerprint)
+    _VALIDATED_WRITES[(str(Path(database).resolve()), schema, table)] = (
+        run_id, dict(content) if isinstance(content, dict) else content, fingerprint)
 
 
 def written_fingerprint(database: str, schema: str, table: str, run_id: str) -> str | None:
     """The `table_fingerprint` run `run_id`'s own write of the whole table took, in this process, from
     the stored table inside the write's transaction (or from sums checked against the expected ones):
     None if this run did not write it here."""
-    run, fingerprint = _WRITTEN_FINGERPRINTS.get((str(Path(database).resolve()), schema, table), (None, None))
+    run, _, fingerprint = _VALIDATED_WRITES.get((str(Path(database).resolve()), schema, table), (None, None, None))
     return fingerprint if run == run_id else None
 
 
@@ -201,7 +200,7 @@ def validated_in_run(database: str, schema: str, table: str, run_id: str) -> str
     partition -> content), if it wrote that table in this process (the run's `contract` check runs in
     the process of its writes: the in-process executor); None otherwise, then the event log tells
     (`contracts.checks`)."""
-    run, content = _VALIDATED_WRITES.get((str(Path(database).resolve()), schema, table), (None, None))
+    run, content, _ = _VALIDATED_WRITES.get((str(Path(database).resolve()), schema, table), (None, None, None))
     return content if run == run_id else None
 
 

@@ -110,15 +110,20 @@ def unchanged(previous: Mapping[AssetKey, Mapping], fingerprint: str, mode: str)
     return mode != "full" and all(value == fingerprint for value in recorded)
 
 
-def latest_evaluation(context, key: AssetCheckKey):
-    """The latest completed evaluation of a check before this run (None: never evaluated), read by
-    key from the event log's index (not by scanning a run's events)."""
+def latest_evaluation_record(context, key: AssetCheckKey):
+    """The execution record of the latest completed evaluation of a check before this run (None:
+    never evaluated), read by key from the event log's index (not by scanning a run's events)."""
     run_id = context.run.run_id
     for record in context.instance.event_log_storage.get_asset_check_execution_history(key, limit=3):
-        evaluation = record.event.asset_check_evaluation if record.event is not None else None
-        if record.run_id != run_id and evaluation is not None:
-            return record.run_id, evaluation
-    return None, None
+        if record.run_id != run_id and record.event is not None and record.event.asset_check_evaluation is not None:
+            return record
+    return None
+
+
+def latest_evaluation(context, key: AssetCheckKey):
+    """(run id, evaluation) of `latest_evaluation_record` ((None, None): never evaluated)."""
+    record = latest_evaluation_record(context, key)
+    return (record.run_id, record.event.asset_check_evaluation) if record is not None else (None, None)
 
 
 def carried_over_checks(context: AssetExecutionContext, keys: Iterable[AssetCheckKey]) -> list[AssetCheckResult]:
