@@ -84,7 +84,7 @@ def incremental_from_snapshot(work: Path, args: argparse.Namespace) -> int:
                                env, args.mem_cap_gib, work / "incremental.log")
     steps = step_times(home, incremental.pop("_watch"))[len(saved["full_steps"]):]
     print("\nincremental run (from the snapshot):")
-    print_steps(steps, args.top)
+    print_steps(steps, args.top, incremental["wall_seconds"])
     full = saved["full"]
     print(f"\nincremental: {incremental['wall_seconds']:.1f} s wall, {incremental['cpu_seconds']:.1f} CPU s, "
           f"{incremental['peak_gib']:.2f} GiB; the snapshot's full run {full['cpu_seconds']:.1f} CPU s: "
@@ -158,9 +158,9 @@ def main() -> int:
     steps = step_times(home, incremental.pop("_watch"))[len(full_steps):]
     results.update(full=full, incremental=incremental, full_steps=full_steps, incremental_steps=steps)
     print("\nfull run:")
-    print_steps(full_steps, args.top)
+    print_steps(full_steps, args.top, full["wall_seconds"])
     print("\nincremental run:")
-    print_steps(steps, args.top)
+    print_steps(steps, args.top, incremental["wall_seconds"])
     ratio_wall = incremental["wall_seconds"] / full["wall_seconds"]
     ratio_cpu = incremental["cpu_seconds"] / full["cpu_seconds"]
     print(f"\n{'run':12} {'wall s':>8} {'CPU s':>8} {'peak GiB':>9}")

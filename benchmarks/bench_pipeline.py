@@ -216,7 +216,10 @@ def stage_of(step: str) -> str:
     return step.split("__")[0] if "__" in step else step.split("_")[0]
 
 
-def print_steps(rows: list[dict], top: int) -> None:
+def print_steps(rows: list[dict], top: int, run_wall: float | None = None) -> None:
+    """Seconds per stage and the slowest steps; with ``run_wall`` (the command's wall seconds), also
+    the time outside any step: the process's start, Dagster's planning of each job, and closing the
+    warehouse after each job (DuckDB checkpoints its write-ahead log into the file then)."""
     by_stage: dict[str, list[float]] = {}
     for r in rows:
         agg = by_stage.setdefault(stage_of(r["step"]), [0.0, 0.0, 0, 0.0])
@@ -227,6 +230,9 @@ def print_steps(rows: list[dict], top: int) -> None:
     print(f"\n{'stage':24} {'steps':>5} {'seconds':>9} {'CPU s':>7} {'peak GiB':>9}")
     for stage, (secs, peak, n, cpu) in sorted(by_stage.items(), key=lambda kv: -kv[1][0]):
         print(f"{stage:24} {n:5d} {secs:9.1f} {cpu:7.1f} {peak:9.2f}")
+    if run_wall is not None:
+        in_steps = sum(r["seconds"] or 0.0 for r in rows)
+        print(f"{'(outside any step)':24} {'':5} {run_wall - in_steps:9.1f}   start, planning, checkpoint at close")
     header = f"{'step':56} {'seconds':>8} {'CPU s':>7} {'peak GiB':>9} {'at start':>9} {'step adds':>9}"
     for title, order in ((f"slowest {top} steps", lambda r: -(r["seconds"] or 0)),
                          (f"{top} steps using most CPU", lambda r: -(r.get("cpu_seconds") or 0)),
@@ -295,7 +301,7 @@ def main() -> int:
     results["run"] = run
     rows = step_times(home, watch)
     results["steps"] = rows
-    print_steps(rows, args.top)
+    print_steps(rows, args.top, run["wall_seconds"])
     (work / "result.json").write_text(json.dumps(results, indent=2))
     print(f"\ndetails: {work / 'result.json'}")
     return 0 if run["exit_code"] == 0 else 1
