@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from datafirst_assets.common.pairs import ID_L, ID_R, ordered_ids
+from datafirst_assets.warehouse.connection import scratch_cursor
 
 ID = "record_id"
 PRED = "cluster_id"
@@ -348,7 +349,8 @@ def review_sample(pairs: pl.DataFrame, records: pl.DataFrame, *, threshold_match
     """Pairs around the threshold, both records side by side, for clerical review.
 
     Pairs with match weight within ``window`` bits of the threshold's weight are split
-    into ``bins`` equal-width weight bands and sampled evenly (seeded), so reviewers
+    into ``bins`` equal-width weight bands and sampled evenly (seeded, by ``_draw_order``: the
+    same pairs give the same sample in whatever order they are stored), so reviewers
     see both sides of the threshold rather than a pile of easy cases. Where fewer than
     ``n`` pairs lie that near, the ``n`` nearest are taken, however far. Columns:
     record_id_l, record_id_r, match_weight, match_probability, then ``<field>_l`` /
@@ -367,18 +369,15 @@ def review_sample(pairs: pl.DataFrame, records: pl.DataFrame, *, threshold_match
                 .sort("_d", ID_L, ID_R).head(n).drop("_d"))
     width = 2 * window / bins
     near = near.with_columns(((pl.col("match_weight") - (w0 - window)) / width).floor().clip(0, bins - 1)
-                             .cast(pl.Int32).alias("_bin"))
+                             .cast(pl.Int32).alias("_bin"), _draw_order(near, seed).alias("_draw"))
     per_bin = max(1, math.ceil(n / bins))
-    sampled = (near.with_columns(pl.int_range(pl.len()).shuffle(seed=seed).over("_bin").alias("_rank"))
-               .filter(pl.col("_rank") < per_bin))
+    sampled = near.filter(pl.col("_draw").rank("ordinal").over("_bin") <= per_bin)
     if sampled.height < n:  # top up from the rest, nearest the threshold first
         rest = (near.join(sampled.select(ID_L, ID_R), on=[ID_L, ID_R], how="anti")
-                .with_columns((pl.col("match_weight") - w0).abs().alias("_d")).sort("_d")
+                .with_columns((pl.col("match_weight") - w0).abs().alias("_d")).sort("_d", "_draw")
                 .head(n - sampled.height).drop("_d"))
-        sampled = pl.concat([sampled.drop("_rank"), rest], how="diagonal_relaxed")
-    else:
-        sampled = sampled.drop("_rank")
-    sampled = sampled.sample(n=min(n, sampled.height), seed=seed, shuffle=True) if sampled.height > n else sampled
+        sampled = pl.concat([sampled, rest], how="diagonal_relaxed")
+    sampled = sampled.sort("_draw").head(n).drop("_draw")
     keep = [c for c in (fields or records.columns) if c != id_col and c in records.columns]
     rec = records.select(pl.col(id_col).cast(pl.String), *keep)
     out = sampled.select(pl.col(ID_L).cast(pl.String), pl.col(ID_R).cast(pl.String),
@@ -388,8 +387,22 @@ def review_sample(pairs: pl.DataFrame, records: pl.DataFrame, *, threshold_match
     side_by_side = [x for c in keep for x in (f"{c}_l", f"{c}_r")]
     return (out.select(ID_L, ID_R, *[c for c in ("match_weight", "match_probability") if c in out.columns],
                        *side_by_side)
-            .sort("match_weight")
+            .sort("match_weight", ID_L, ID_R)
             .with_columns(pl.lit(None, dtype=pl.Float64).alias(LABEL)))
+
+
+def _draw_order(pairs: pl.DataFrame, seed: int) -> pl.Series:
+    """Each pair's place in the seeded draw of ``review_sample``: the first 64 bits of the MD5 of
+    the seed and the pair's two ids (either way round), so it depends on the pair alone, not on
+    the row order, which differs between a full rebuild and an incremental run of the same pairs
+    (a queue half labelled must not be dealt again when nothing changed); a new extract's pairs
+    displace a queued pair only where they draw ahead of it in its band. UInt64, in ``pairs``' order."""
+    keyed = _ordered_key(pairs).select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"), "_a", "_b").to_arrow()
+    with scratch_cursor() as con:
+        con.register("_draw_pairs", keyed)
+        drawn = con.execute("select (md5_number(? || chr(31) || _a || chr(31) || _b) >> 64)::ubigint as d "
+                            "from _draw_pairs order by _i", [str(seed)]).to_arrow_table()
+    return pl.Series("_draw", drawn.column("d"), dtype=pl.UInt64)
 
 
 def write_review_sample(sample: pl.DataFrame, path: str | Path) -> Path:
