@@ -400,8 +400,8 @@ def _draw_order(pairs: pl.DataFrame, seed: int) -> pl.Series:
     keyed = _ordered_key(pairs).select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"), "_a", "_b").to_arrow()
     with scratch_cursor() as con:
         con.register("_draw_pairs", keyed)
-        drawn = con.execute("select (md5_number(? || chr(31) || _a || chr(31) || _b) >> 64)::ubigint as d "
-                            "from _draw_pairs order by _i", [str(seed)]).to_arrow_table()
+        drawn = con.sql(f"select (md5_number({int(seed)}::varchar || chr(31) || _a || chr(31) || _b) >> 64)::ubigint "
+                        "as d from _draw_pairs order by _i").to_arrow_table()
     return pl.Series("_draw", drawn.column("d"), dtype=pl.UInt64)
 
 
