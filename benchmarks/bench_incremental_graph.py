@@ -125,7 +125,7 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def run_extracts(dates: list[str], data: Path, home: Path, env: dict, args: argparse.Namespace, work: Path,
+def run_extracts(dates: list[str], data: Path, home: Path, env: dict, mem_cap_gib: float, work: Path,
                  steps_before: int) -> list[dict]:
     """Each of ``dates`` through `datafirst run` in turn (one plain `run` when it is the only one:
     the run finds the new delivery itself, as a sensor's would), measured, with its steps."""
@@ -133,8 +133,7 @@ def run_extracts(dates: list[str], data: Path, home: Path, env: dict, args: argp
     for date in dates:
         cmd = [str(DATAFIRST), "run", "--data-dir", str(data), *(["--date", date] if len(dates) > 1 else [])]
         log = work / ("incremental.log" if len(dates) == 1 else f"incremental_{date}.log")
-        measured = run_measured("incremental" if len(dates) == 1 else f"extract {date}", cmd, env,
-                                args.mem_cap_gib, log)
+        measured = run_measured("incremental" if len(dates) == 1 else f"extract {date}", cmd, env, mem_cap_gib, log)
         # step_times lists every run's steps, oldest run first: this command's come last
         every = step_times(home, measured.pop("_watch"))
         runs.append({"date": date, **measured, "steps": every[steps_before:]})
@@ -194,7 +193,7 @@ def main() -> int:
         return 1
     if args.snapshot:
         save_snapshot(work, {**results, "full": full, "full_steps": full_steps})
-    runs = run_extracts(later, data, home, env, args, work, len(full_steps))
+    runs = run_extracts(later, data, home, env, args.mem_cap_gib, work, len(full_steps))
     incremental = {k: v for k, v in runs[0].items() if k not in ("date", "steps")}
     steps = runs[0]["steps"]
     results.update(full=full, incremental=incremental, full_steps=full_steps, incremental_steps=steps)

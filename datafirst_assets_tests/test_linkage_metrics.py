@@ -222,10 +222,11 @@ def test_review_sample_is_the_same_whatever_order_the_pairs_are_stored_in_and_ke
     first = review_sample(pairs, records, threshold_match_probability=0.9, n=60, seed=1, window=5)
     shuffled = pairs.sample(fraction=1.0, shuffle=True, seed=7)
     swapped = shuffled.with_columns(pl.col("record_id_l").alias("record_id_r"), pl.col("record_id_r").alias("record_id_l"))
+    def drawn(sample: pl.DataFrame) -> set[tuple[str, ...]]:
+        return {tuple(sorted(p)) for p in sample.select("record_id_l", "record_id_r").iter_rows()}
+
     for stored in (shuffled, swapped):
-        again = review_sample(stored, records, threshold_match_probability=0.9, n=60, seed=1, window=5)
-        key = lambda s: {tuple(sorted(p)) for p in s.select("record_id_l", "record_id_r").iter_rows()}  # noqa: E731
-        assert key(again) == key(first)
+        assert drawn(review_sample(stored, records, threshold_match_probability=0.9, n=60, seed=1, window=5)) == drawn(first)
     assert review_sample(shuffled, records, threshold_match_probability=0.9, n=60, seed=1, window=5).equals(first)
     # another seed deals another queue
     other = review_sample(pairs, records, threshold_match_probability=0.9, n=60, seed=2, window=5)

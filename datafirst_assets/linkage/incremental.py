@@ -34,7 +34,7 @@ import duckdb
 import polars as pl
 
 from datafirst_assets.common.pairs import ordered_pairs
-from datafirst_assets.common.sql import quote_identifier
+from datafirst_assets.common.sql import quote_identifier, row_text_sql
 from datafirst_assets.linkage.backend import release_db_api
 from datafirst_assets.linkage.cluster import cluster_pairs
 from datafirst_assets.linkage.disjoint_sets import component_minimum
@@ -82,9 +82,8 @@ def record_hashes(records: pl.DataFrame, columns: Sequence[str] | None = None) -
     # string views (polars' own layout): no copy of every record's strings on the way to DuckDB
     frame = records.select(pl.col(UNIQUE_ID).cast(pl.String), *columns).to_arrow(  # noqa: F841 (SQL below)
         compat_level=pl.CompatLevel.newest())
-    parts = ", ".join(f"coalesce(cast(\"{c}\" as varchar), chr(0))" for c in columns) or "''"
     with scratch_cursor() as con:
-        out = con.sql(f"select {UNIQUE_ID}, substr(md5(concat_ws(chr(31), {parts})), 1, 16) as record_hash "
+        out = con.sql(f"select {UNIQUE_ID}, substr(md5({row_text_sql(columns)}), 1, 16) as record_hash "
                       "from frame").to_arrow_table()
     return pl.from_arrow(out)  # type: ignore[return-value]
 

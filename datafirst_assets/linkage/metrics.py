@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from datafirst_assets.common.pairs import ID_L, ID_R, ordered_ids
+from datafirst_assets.common.sql import row_text_sql
 from datafirst_assets.warehouse.connection import scratch_cursor
 
 ID = "record_id"
@@ -397,11 +398,12 @@ def _draw_order(pairs: pl.DataFrame, seed: int) -> pl.Series:
     the row order, which differs between a full rebuild and an incremental run of the same pairs
     (a queue half labelled must not be dealt again when nothing changed); a new extract's pairs
     displace a queued pair only where they draw ahead of it in its band. UInt64, in ``pairs``' order."""
-    keyed = _ordered_key(pairs).select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"), "_a", "_b").to_arrow()
+    keyed = _ordered_key(pairs).select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"),
+                                       pl.lit(str(int(seed))).alias("_seed"), "_a", "_b").to_arrow()
     with scratch_cursor() as con:
         con.register("_draw_pairs", keyed)
-        drawn = con.sql(f"select (md5_number({int(seed)}::varchar || chr(31) || _a || chr(31) || _b) >> 64)::ubigint "
-                        "as d from _draw_pairs order by _i").to_arrow_table()
+        drawn = con.sql(f"select (md5_number({row_text_sql(('_seed', '_a', '_b'))}) >> 64)::ubigint as d "
+                        "from _draw_pairs order by _i").to_arrow_table()
     return pl.Series("_draw", drawn.column("d"), dtype=pl.UInt64)
 
 

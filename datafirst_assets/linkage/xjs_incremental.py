@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
-from datafirst_assets.common.sql import quote_identifier, quote_literal
+from datafirst_assets.common.sql import quote_identifier, quote_literal, row_text_sql
 from datafirst_assets.deidentify.keys import keyed_hash
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID
 from datafirst_assets.linkage.stable_ids import CHANGE_SCHEMA, PERSON_ID, RECORD_ID, carry_forward_ids, same_record_sets
@@ -72,11 +72,10 @@ def variants_hash_sql(relation: str, fields: list[str], *, with_dataset: bool = 
     summed per person (in two 64-bit halves, so the sum is exact): the same in every process and
     independent of the variants' order. ``with_dataset``: also the person's ``source_dataset``
     (a column of ``relation``), so ``person_state`` needs no pass over the variant map."""
-    parts = ", ".join(f"coalesce(cast(\"{c}\" as varchar), chr(0))" for c in fields) or "''"
     dataset = f", min({SOURCE_DATASET}) as {SOURCE_DATASET}" if with_dataset else ""
     carried = f", {SOURCE_DATASET}" if with_dataset else ""
     return f"""
-        with v as (select "{PERSON}"{carried}, md5_number(concat_ws(chr(31), {parts})) as h from {relation})
+        with v as (select "{PERSON}"{carried}, md5_number({row_text_sql(fields)}) as h from {relation})
         select "{PERSON}", sum((h >> 64)::hugeint)::varchar || '-'
             || sum((h & 18446744073709551615::uhugeint)::hugeint)::varchar as variants_hash{dataset}
         from v group by "{PERSON}" order by "{PERSON}" """
