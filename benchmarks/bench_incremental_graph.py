@@ -70,6 +70,26 @@ def restore_snapshot(work: Path) -> None:
         if part.name != "landing":
             shutil.rmtree(part) if part.is_dir() else part.unlink()
     shutil.copytree(snap / "data", work / "data", dirs_exist_ok=True)
+    reseal_restored(work / "data")
+
+
+def reseal_restored(data: Path) -> None:
+    """The restored warehouse sealed as the full run's close sealed it. The seal (see
+    `warehouse.connection`) names the file's size, modification time and inode; a copy keeps the
+    first two (copy2) and gets a new inode, so without this the extract run would hash every stored
+    table as for a file written from outside: about 15 s at 1M people that a real extract never
+    pays. Resealed only when size and time are the sealed ones: the file the full run closed."""
+    for seal in data.glob("*.duckdb.sealed"):
+        database = seal.with_name(seal.name.removesuffix(".sealed"))
+        recorded = json.loads(seal.read_text())
+        now = []
+        for path, was in zip((database, Path(f"{database}.wal")), recorded):
+            state = path.stat() if path.exists() else None
+            if (state is None) != (was is None) or (state is not None and [state.st_size, state.st_mtime_ns] != was[:2]):
+                print(f"not resealed: {path} is not the file the full run sealed", flush=True)
+                return
+            now.append(None if state is None else [state.st_size, state.st_mtime_ns, state.st_ino])
+        seal.write_text(json.dumps(now))
 
 
 def incremental_from_snapshot(work: Path, args: argparse.Namespace) -> int:

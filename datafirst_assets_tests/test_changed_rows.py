@@ -103,27 +103,57 @@ _RIGHT = {"deletes": _STORED.filter(pl.col("id") == "b").select("id"), "updates"
           "inserts": _EXPECTED.filter(pl.col("id") == "e")}
 
 
-def _apply(tmp_path, stored: pl.DataFrame, **wrong) -> tuple[str | None, tuple[int, int], pl.DataFrame, tuple[int, int]]:
+def _fingerprint(conn, table: str) -> str:
+    from datafirst_assets.warehouse.content import content_sums, fingerprint_of, relation_columns
+
+    return fingerprint_of(relation_columns(conn, table), *content_sums(conn, f"select * from {table}"))
+
+
+def _apply(tmp_path, stored: pl.DataFrame, recorded: pl.DataFrame | None = None,
+           **wrong) -> tuple[str | None, tuple[int, int], pl.DataFrame, tuple[int, int]]:
     """A change applied in place to `stored` (the right one, but for `wrong` parts): the reason it was
-    refused, the sums it reports, the table after it (committed when accepted), its content sums."""
+    refused, the sums it reports, the table after it (committed when accepted), its content sums.
+    `recorded`: the table whose fingerprint the stored one's latest write recorded (given, the stored
+    rows are not hashed)."""
     from datafirst_assets.warehouse.content import content_sums
     from datafirst_assets.warehouse.io_manager import ChangedRows
 
     parts = {**_RIGHT, **wrong}
     change = ChangedRows(key=("id",), **parts, expected=_EXPECTED, rewrite=_EXPECTED, validated_before=None)
     with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        fingerprint = None
+        if recorded is not None:
+            _write(conn, "t", recorded)
+            fingerprint = _fingerprint(conn, "t")
         _write(conn, "t", stored)
         conn.execute("begin")
-        reason, _, sums = apply_changed_rows(conn, "t", "main", "t", change, key=None)
+        reason, _, sums = apply_changed_rows(conn, "t", "main", "t", change, key=None, recorded=fingerprint)
         conn.execute("rollback" if reason else "commit")
         return reason, sums, _read(conn, "select * from t").sort("id"), content_sums(conn, "select * from t")
 
 
-def test_a_right_change_reports_the_sums_of_the_table_it_leaves(tmp_path):
+@pytest.mark.parametrize("recorded", [False, True], ids=["stored rows hashed", "stored sums as recorded"])
+def test_a_right_change_reports_the_sums_of_the_table_it_leaves(tmp_path, monkeypatch, recorded):
     """The changed table is not hashed again: its sums are the stored ones less the removed rows' plus
-    the written rows' (nulls, floats, dates, booleans), equal to hashing the table it left."""
-    reason, sums, after, hashed = _apply(tmp_path, _STORED)
+    the written rows' (nulls, floats, dates, booleans), equal to hashing the table it left. With the
+    stored table's fingerprint as its last write recorded it, the stored rows are not hashed either:
+    only the rows the change names are read."""
+    from datafirst_assets.warehouse import io_manager
+
+    if recorded:
+        monkeypatch.setattr(io_manager, "_stored_sums", lambda *a: pytest.fail("the stored table was hashed"))
+    reason, sums, after, hashed = _apply(tmp_path, _STORED, recorded=_STORED if recorded else None)
     assert reason is None and after.equals(_EXPECTED.sort("id")) and sums == hashed
+
+
+def test_a_stale_recorded_fingerprint_never_leaves_a_wrong_table(tmp_path):
+    """A recorded fingerprint that is not the stored table's (a write committed whose record was lost)
+    makes sums that miss the expected table's: the change is refused, the table rewritten by the caller.
+    A record of other columns is not taken: the stored rows are hashed, and the change applies."""
+    reason, _, after, _ = _apply(tmp_path, _STORED, recorded=_STORED.head(3))
+    assert reason == "the changed table differs from the expected one" and after.equals(_STORED.sort("id"))
+    reason, _, after, _ = _apply(tmp_path, _STORED, recorded=_STORED.drop("flag"))
+    assert reason is None and after.equals(_EXPECTED.sort("id"))
 
 
 @pytest.mark.parametrize(("wrong", "why"), [
@@ -137,10 +167,12 @@ def test_a_right_change_reports_the_sums_of_the_table_it_leaves(tmp_path):
     ({"deletes": pl.DataFrame({"id": ["b", "c"]})}, "the change names a key twice"),  # c deleted and updated
 ], ids=["a delete missing", "a wrong update", "an update of no stored row", "a stored key inserted",
         "a key deleted twice", "a key deleted and updated"])
-def test_a_wrong_change_is_refused_and_leaves_the_table_unchanged(tmp_path, wrong, why):
+@pytest.mark.parametrize("recorded", [False, True], ids=["stored rows hashed", "stored sums as recorded"])
+def test_a_wrong_change_is_refused_and_leaves_the_table_unchanged(tmp_path, wrong, why, recorded):
     """A change that does not make the expected table is caught (the IO manager then rewrites the table
-    from `rewrite` in the same transaction): verification is not skipped for any part of it."""
-    reason, _, after, _ = _apply(tmp_path, _STORED, **wrong)
+    from `rewrite` in the same transaction): verification is not skipped for any part of it, whether
+    the stored table's sums were hashed or taken as its last write recorded them."""
+    reason, _, after, _ = _apply(tmp_path, _STORED, recorded=_STORED if recorded else None, **wrong)
     assert reason == why and after.equals(_STORED.sort("id"))
 
 

@@ -68,7 +68,7 @@ from datafirst_assets.warehouse.content import (
     validated_in_run,
     written_fingerprint,
 )
-from datafirst_assets.warehouse.connection import opened_untouched_since
+from datafirst_assets.warehouse.connection import run_opened_sealed
 from datafirst_assets.warehouse.unchanged import latest_evaluation, latest_evaluation_record, recorded_fingerprints
 
 CONTENT = "content_fingerprint"
@@ -134,9 +134,7 @@ def _database(conn: duckdb.DuckDBPyConnection) -> str:
 
 def _sealed(context) -> bool:
     """Whether this run opened the warehouse as the pipeline's last close sealed it (see the module)."""
-    record = context.instance.get_run_record_by_id(context.run.run_id)
-    started = record.start_time if record is not None else None
-    return started is not None and opened_untouched_since(context.resources.warehouse.database, started)
+    return run_opened_sealed(context.instance, context.run.run_id, context.resources.warehouse.database)
 
 
 def _recorded_fingerprint(context, key: AssetKey, schema: str, table: str) -> str | None:

@@ -130,6 +130,13 @@ def opened_untouched_since(database: str | Path, started: float) -> bool:
         return opened is not None and opened >= started and _key(database) in _OPEN
 
 
+def run_opened_sealed(instance, run_id: str, database: str | Path) -> bool:
+    """`opened_untouched_since` the start of run `run_id` (as the Dagster `instance` records it)."""
+    record = instance.get_run_record_by_id(run_id)
+    started = record.start_time if record is not None else None
+    return started is not None and opened_untouched_since(database, started)
+
+
 def open_warehouse(database: str | Path) -> duckdb.DuckDBPyConnection:
     """The process's open database instance for ``database`` (opened on first use). Take
     cursors from it; do not close it (``close_warehouse`` does)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,6 +170,20 @@ def contract_content(conn: duckdb.DuckDBPyConnection, table: StoredTable, contra
 def recorded_fingerprint(database: str, schema: str, table: str, fingerprint: str) -> dict:
     """The `TABLE_FINGERPRINT` metadata of a write of `schema.table` in `database`."""
     return {"database": str(Path(database).resolve()), "table": f"{schema}.{table}", "fingerprint": fingerprint}
+
+
+def fingerprint_recorded_for(metadata: Mapping, database: str, schema: str, table: str) -> str | None:
+    """The whole table's fingerprint that a write of `schema.table` in `database` recorded in its
+    materialization's `metadata` (`TABLE_FINGERPRINT`); None when it recorded none for that table."""
+    recorded = metadata.get(TABLE_FINGERPRINT)
+    recorded = getattr(recorded, "value", recorded)
+    if not isinstance(recorded, Mapping):
+        return None
+    here = recorded_fingerprint(database, schema, table, "")
+    if (recorded.get("database"), recorded.get("table")) != (here["database"], here["table"]):
+        return None
+    fingerprint = recorded.get("fingerprint")
+    return fingerprint if isinstance(fingerprint, str) else None
 
 
 def content_of(fingerprint: str, contract_name: str) -> str:

@@ -39,6 +39,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+from pydantic import PrivateAttr
 from dagster import (
     AssetKey,
     ConfigurableIOManager,
@@ -53,7 +54,7 @@ from dagster import (
 from datafirst_assets.contracts.wiring import check_before_store, check_in_database_before_store
 from datafirst_assets.defs.event_log import keep_event_log_open
 from datafirst_assets.defs.memory import release_between_steps
-from datafirst_assets.warehouse.connection import warehouse_cursor
+from datafirst_assets.warehouse.connection import run_opened_sealed, warehouse_cursor
 from datafirst_assets.contracts.core import unique_sets
 from datafirst_assets.contracts.registry import contract_for
 from datafirst_assets.warehouse.content import (
@@ -65,12 +66,14 @@ from datafirst_assets.warehouse.content import (
     content_of,
     content_sums,
     fingerprint_of,
+    fingerprint_recorded_for,
     partition_contents,
     recorded_fingerprint,
     relation_columns,
     remember_validated_write,
     table_columns,
     table_fingerprint,
+    written_fingerprint,
 )
 from datafirst_assets.warehouse.duckdb_settings import duckdb_settings
 from datafirst_assets.common.sql import quote_identifier, quote_literal
@@ -146,11 +149,28 @@ class WarehouseIOManager(ConfigurableIOManager):
     """The project's IO manager: tables in a DuckDB file, each write one transaction."""
 
     database: str
+    _instance: Any = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         # Once per run, in the run's process, before its steps write events (defs/event_log.py).
         if context.instance is not None:
             keep_event_log_open(context.instance)
+        self._instance = context.instance
+
+    def _stored_fingerprint(self, context: OutputContext, key: AssetKey | None, target: StoredTable) -> str | None:
+        """The stored table's fingerprint without reading it, for a write in place: this run's own
+        write of it in this process, or, in a warehouse this run opened sealed (nothing outside the
+        pipeline wrote the file since its last close), what the table's latest write recorded."""
+        if key is None or target.partitions is not None:
+            return None
+        written = written_fingerprint(self.database, target.schema, target.table, context.run_id)
+        if written is not None or self._instance is None:
+            return written
+        if not run_opened_sealed(self._instance, context.run_id, self.database):
+            return None
+        event = self._instance.get_latest_materialization_event(key)
+        metadata = event.asset_materialization.metadata if event is not None and event.asset_materialization else {}
+        return fingerprint_recorded_for(metadata, target.database, target.schema, target.table)
 
     # ------------------------------------------------------------------ where tables live
 
@@ -211,7 +231,8 @@ class WarehouseIOManager(ConfigurableIOManager):
             with _transaction(self.database) as conn:
                 written, sums = None, None
                 if isinstance(obj, ChangedRows):
-                    written, contract, sums = _write_changed_rows(conn, target, obj, key, context.log)
+                    written, contract, sums = _write_changed_rows(conn, target, obj, key, context.log,
+                                                                  self._stored_fingerprint(context, key, target))
                 if written is None:
                     if isinstance(obj, ChangedRows):
                         source = _rewrite_source(obj)
@@ -310,14 +331,16 @@ def _validated_content(conn: duckdb.DuckDBPyConnection, key: AssetKey | None, ta
 
 
 def _write_changed_rows(conn: duckdb.DuckDBPyConnection, target: StoredTable, changes: ChangedRows,
-                        key: AssetKey | None, log) -> tuple[str | None, dict, tuple[int, int] | None]:
+                        key: AssetKey | None, log,
+                        recorded: str | None = None) -> tuple[str | None, dict, tuple[int, int] | None]:
     """`changes` applied in place (a description of the write, the contract metadata of the rows
     written, the table's `content_sums`), or None... when the table must be rewritten from
-    `changes.rewrite` (logged why)."""
+    `changes.rewrite` (logged why). `recorded`: as `apply_changed_rows`'."""
     if target.partitions is not None:
         reason, contract, sums = "a partitioned table", {}, None
     else:
-        reason, contract, sums = apply_changed_rows(conn, target.name, target.schema, target.table, changes, key)
+        reason, contract, sums = apply_changed_rows(conn, target.name, target.schema, target.table, changes, key,
+                                                    recorded)
     if reason is not None:
         log.info(f"{target.schema}.{target.table}: rewritten whole, not changed in place: {reason}")
         return None, {}, None
@@ -525,6 +548,46 @@ def _stored_sums(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRow
     return _Before(*map(int, found))
 
 
+def _recorded_before(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows, views: dict[str, str],
+                     columns: dict[str, str], recorded: str | None) -> _Before | None:
+    """`_stored_sums` without hashing every stored row, when the stored table's fingerprint is known
+    (`recorded`: what its latest write recorded, trusted by the caller only in a warehouse this run
+    opened sealed) and is of these columns: the totals are the recorded ones, and only the rows the
+    change names are read (inner joins to the small change: DuckDB prunes the row groups outside
+    the change's key range, so an append reads almost nothing). None: not known, hash the table.
+    A stale record (a write committed whose materialization was never stored) gives totals the
+    result then fails to match `expected` with: the table is rewritten, never left wrong."""
+    if recorded is None:
+        return None
+    head, _, tail = recorded.rpartition("|")
+    head, _, rows = head.rpartition("|")
+    try:
+        totals = (int(rows), int(tail))
+    except ValueError:
+        return None
+    if fingerprint_of(columns, *totals) != recorded:
+        return None
+    removed_rows = removed_hashes = deleted = updated = collisions = 0
+    removed = _key_union(changes, views, ("deletes", "updates"), kind=True)
+    if removed:
+        on = " and ".join(f"_t.{quote_identifier(k)} = _k.{quote_identifier(k)}" for k in changes.key)
+        for kind, count, hashes in conn.execute(
+                f"select _k._kind, count(*), coalesce(sum(hash(_t)::hugeint), 0) from {name} _t "
+                f"join ({removed}) _k on {on} group by _k._kind").fetchall():
+            removed_rows, removed_hashes = removed_rows + int(count), removed_hashes + int(hashes)
+            deleted, updated = (deleted + int(count), updated) if kind == "deletes" else (deleted, updated + int(count))
+    inserted = _key_union(changes, views, ("inserts",))
+    if inserted:
+        on = " and ".join(f"_t.{quote_identifier(k)} = _i.{quote_identifier(k)}" for k in changes.key)
+        kept = ""
+        if changes.deletes.height:
+            on_deleted = " and ".join(f"_t.{quote_identifier(k)} = _d.{quote_identifier(k)}" for k in changes.key)
+            kept = f" anti join {views['deletes']} _d on {on_deleted}"
+        collisions = int(conn.execute(f"select count(*) from (select _t.* from {name} _t join ({inserted}) _i on {on}) _t"
+                                      f"{kept}").fetchall()[0][0])
+    return _Before(*totals, removed_rows, removed_hashes, deleted, updated, collisions)
+
+
 def _stored_problem(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows, key: AssetKey | None,
                     columns: dict[str, str], before: _Before) -> str | None:
     """Why the stored table cannot be changed in place (None: it can): it must hold the content last
@@ -546,7 +609,8 @@ def _stored_problem(conn: duckdb.DuckDBPyConnection, name: str, changes: Changed
 
 
 def apply_changed_rows(conn: duckdb.DuckDBPyConnection, name: str, schema: str, table: str,
-                       changes: ChangedRows, key: AssetKey | None) -> tuple[str | None, dict, tuple[int, int]]:
+                       changes: ChangedRows, key: AssetKey | None,
+                       recorded: str | None = None) -> tuple[str | None, dict, tuple[int, int]]:
     """Inside the caller's transaction: `changes` applied to `name` in place. Returns (None, contract
     metadata of the rows written, `content_sums` of the changed table) when done, or (the reason, {},
     ...) when the caller must rewrite the table from `changes.rewrite` (nothing was left half-changed
@@ -557,7 +621,9 @@ def apply_changed_rows(conn: duckdb.DuckDBPyConnection, name: str, schema: str, 
     rows the change removes (summed in that same pass) plus those of the rows written (the small
     frames, of the stored column types). That is exact when each statement changed the rows counted
     (checked: keys named once, stored keys unique, each statement's row count); the result must then
-    equal `expected`'s sums, hashed apart from the change, or the table is rewritten."""
+    equal `expected`'s sums, hashed apart from the change, or the table is rewritten. `recorded`: the
+    stored table's fingerprint as its latest write recorded it, given only when nothing outside the
+    pipeline can have written it since (`_recorded_before`): then its rows are not hashed at all."""
     written = pl.concat([changes.updates, changes.inserts], how="vertical")
     views = {part: f"__changed_{part}_{secrets.token_hex(4)}" for part in ("deletes", "updates", "inserts")}
     for part, view in views.items():
@@ -565,7 +631,8 @@ def apply_changed_rows(conn: duckdb.DuckDBPyConnection, name: str, schema: str, 
     try:
         columns = _columns_of(conn, views["updates"])
         reason = _why_not_in_place(conn, schema, table, changes, columns, views)
-        before = _stored_sums(conn, name, changes, views) if reason is None else None
+        before = None if reason is not None else (_recorded_before(conn, name, changes, views, columns, recorded)
+                                                  or _stored_sums(conn, name, changes, views))
         reason = reason or _stored_problem(conn, name, changes, key, columns, before)  # type: ignore[arg-type]
         if reason is not None:
             return reason, {}, (0, 0)

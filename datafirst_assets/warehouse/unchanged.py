@@ -30,8 +30,8 @@ from dagster import (
 )
 
 from datafirst_assets.warehouse.connection import warehouse_cursor
-from datafirst_assets.warehouse.content import (ROWS_CHANGED, TABLE_FINGERPRINT, checked_fingerprints, code_version,
-                                               recorded_fingerprint, table_fingerprint)
+from datafirst_assets.warehouse.content import (ROWS_CHANGED, checked_fingerprints, code_version,
+                                               fingerprint_recorded_for, table_fingerprint)
 from datafirst_assets.warehouse.io_manager import KeepStored, StoredTable
 
 FINGERPRINT = "inputs_fingerprint"
@@ -73,14 +73,12 @@ def recorded_fingerprints(instance, tables: Mapping[AssetKey, StoredTable]) -> d
     hashed every row of every table again, ~0.2 s of CPU per 750,000 rows."""
     memo = {}
     for key, metadata in latest_metadata(instance, tables).items():
-        table, recorded = tables[key], metadata.get(TABLE_FINGERPRINT)
-        recorded = getattr(recorded, "value", recorded)
-        if not isinstance(recorded, Mapping) or table.columns is not None or table.partitions is not None:
-            continue  # none recorded, or not of the whole table
-        here = recorded_fingerprint(table.database, table.schema, table.table, "")
-        if (recorded.get("database"), recorded.get("table")) == (here["database"], here["table"]) \
-                and isinstance(recorded.get("fingerprint"), str):
-            memo[(table.database, table.select_sql())] = recorded["fingerprint"]
+        table = tables[key]
+        if table.columns is not None or table.partitions is not None:
+            continue  # not of the whole table
+        recorded = fingerprint_recorded_for(metadata, table.database, table.schema, table.table)
+        if recorded is not None:
+            memo[(table.database, table.select_sql())] = recorded
     return memo
 
 
