@@ -221,3 +221,50 @@ def test_new_rows_sorting_before_stored_ones_are_applied_in_place_and_the_table_
         _write(conn, "t", stored)
         reason, _, _ = apply_changed_rows(conn, "t", "main", "t", replace(change, order=()), key=None)
     assert reason == "new rows sort before stored ones"
+
+
+_LOG = pl.DataFrame({"old_id": [None, 1, 2], "new_id": [1, 3, None], "kind": ["new", "merge", "retired"],
+                     "run_id": ["r1", "r2", "r2"]}, schema={"old_id": pl.Int64, "new_id": pl.Int64, "kind": pl.String,
+                                                            "run_id": pl.String})
+
+
+def _append(tmp_path, rows: pl.DataFrame, replacing=None, recorded: pl.DataFrame | None = None, stored=_LOG):
+    """`append_rows` of `rows` to a stored log (committed when accepted): the reason it was refused,
+    the sums it reports, the log after it and its content sums."""
+    from datafirst_assets.warehouse.content import content_sums
+    from datafirst_assets.warehouse.io_manager import AppendedRows, append_rows
+
+    with warehouse_cursor(tmp_path / "w.duckdb") as conn:
+        fingerprint = None
+        if recorded is not None:
+            _write(conn, "log", recorded)
+            fingerprint = _fingerprint(conn, "log")
+        _write(conn, "log", stored)
+        conn.execute("begin")
+        reason, _, sums, _ = append_rows(conn, "log", "main", "log", AppendedRows(
+            rows=rows, replacing=replacing, rewrite=lambda: pl.DataFrame(), validated_before=None), key=None,
+            recorded=fingerprint)
+        conn.execute("rollback" if reason else "commit")
+        return reason, sums, _read(conn, "select * from log"), content_sums(conn, "select * from log")
+
+
+def test_rows_appended_to_a_log_keep_it_and_report_its_sums_without_a_duplicate_check(tmp_path):
+    """A log has no key (a new id's old id is null; a run may log one change twice): rows are appended
+    after the stored ones, the stored rows of the run being written again replaced, and the sums
+    reported are those of the log left, whether the stored sums were hashed or taken as recorded."""
+    again = pl.DataFrame({"old_id": [3, 3], "new_id": [4, 4], "kind": ["split", "split"], "run_id": ["r2", "r2"]},
+                         schema=_LOG.schema)
+    for recorded in (None, _LOG):
+        reason, sums, after, hashed = _append(tmp_path, again, recorded=recorded)
+        assert reason is None and after.equals(pl.concat([_LOG, again])) and sums == hashed
+        reason, sums, after, hashed = _append(tmp_path, again, replacing=("run_id", "r2"), recorded=recorded)
+        assert reason is None and after.equals(pl.concat([_LOG.head(1), again])) and sums == hashed
+
+
+def test_a_log_is_not_appended_to_when_its_columns_differ_and_a_stale_record_is_not_taken(tmp_path):
+    """Other columns: the caller rewrites the log. A record whose row count is not the log's (a write
+    whose record was lost) is not taken: the stored rows are hashed, and the sums are right."""
+    reason, _, after, _ = _append(tmp_path, _LOG.drop("run_id"))
+    assert reason == "the stored columns differ" and after.equals(_LOG)
+    reason, sums, after, hashed = _append(tmp_path, _LOG.tail(1), recorded=_LOG.head(2))
+    assert reason is None and after.equals(pl.concat([_LOG, _LOG.tail(1)])) and sums == hashed

@@ -301,6 +301,12 @@ def test_unchanged_persons_keep_their_ids_across_materialisations(tmp_path):
     logged = changes.filter((pl.col("kind") == "new") & (pl.col("mode") == "incremental"))
     assert set(logged["new_id"]) == new_ids
     assert meta_two["id_changes"]["this_run_new"] == len(new_ids)
+    # the log is appended to, never read and written whole again: every run's rows stay
+    assert meta_one["id_changes"]["write"] == "rewritten whole"  # no log yet
+    assert meta_two["id_changes"]["write"] == f"appended: 0 row(s) replaced, {meta_two['id_changes']['rows_changed']} appended"
+    assert meta_three["id_changes"]["write"].startswith("appended: 0 row(s) replaced")
+    assert meta_three["id_changes"]["history_rows"] == changes.height == meta_three["id_changes"]["dagster/row_count"]
+    assert changes.filter(pl.col("mode") == "full")["run_id"].n_unique() >= 1 and logged.height
 
 
 def test_linkage_tables_whose_writes_recorded_their_fingerprint_are_not_hashed_again(tmp_path, monkeypatch):

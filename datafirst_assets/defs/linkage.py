@@ -10,6 +10,7 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,7 +91,7 @@ from datafirst_assets.linkage.records import (
     touched_records_sql,
 )
 from datafirst_assets.linkage.settings import model_spec_for_records
-from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts
+from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts, run_history_rows
 from datafirst_assets.linkage.threshold import (
     WITNESS_COLUMNS,
     BlockingSource,
@@ -117,7 +118,8 @@ from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.sources.spec import SourceSpec
 from datafirst_assets.warehouse.connection import warehouse_cursor
 from datafirst_assets.warehouse.content import VALIDATED_CONTENT, code_version, fingerprint_by_partition, row_hash_sum
-from datafirst_assets.warehouse.io_manager import ChangedRows, StoredTable, changes_to, frame_sums, table_columns
+from datafirst_assets.warehouse.io_manager import (AppendedRows, ChangedRows, StoredTable, changes_to, frame_sums,
+                                                   table_columns)
 from datafirst_assets.warehouse.unchanged import (FINGERPRINT, inputs_fingerprint, kept_if_unchanged, latest_metadata,
                                                   recorded_fingerprints)
 
@@ -210,6 +212,36 @@ def stored_table(warehouse: Warehouse, source: str, name: str,
         return pl.from_arrow(conn.sql(f'select {select} from {schema}."{name}"').to_arrow_table())  # type: ignore[return-value]
 
 
+def stored_history_ids(warehouse: Warehouse, source: str) -> pl.DataFrame | None:
+    """The highest old and new id that ``linkage/<source>/id_changes`` ever logged (one row; None:
+    no log): what a new id must exceed (a retired id is never issued again), without reading the log."""
+    schema = _stored(source)["schema"]
+    with warehouse.cursor() as conn:
+        if not {"old_id", "new_id"} <= set(table_columns(conn, schema, "id_changes")):
+            return None
+        top = conn.execute(f'select max(old_id)::bigint, max(new_id)::bigint from {schema}."id_changes"').fetchall()[0]
+    return pl.DataFrame({"old_id": [top[0]], "new_id": [top[1]]}, schema={"old_id": pl.Int64, "new_id": pl.Int64})
+
+
+def history_output(context: AssetExecutionContext, warehouse: Warehouse, source: str, rows: pl.DataFrame,
+                   whole: Callable[[pl.DataFrame | None], pl.DataFrame]) -> tuple[AppendedRows, int]:
+    """The change log ``linkage/<source>/id_changes`` as this run's ``rows`` appended to it (the rows
+    of an earlier attempt of this run replaced), and how many rows it then holds. A log read, validated
+    and written whole every run grew with every delivery: 45,000 rows an extract for the
+    cross-justice ids at 1,000,000 people. ``whole(stored log)`` is the log when it cannot be appended to."""
+    key = linkage_key(source, "id_changes")
+    validated = latest_metadata(context.instance, [key])[key].get(VALIDATED_CONTENT)
+    schema = _stored(source)["schema"]
+    with warehouse.cursor() as conn:
+        kept = 0
+        if "run_id" in table_columns(conn, schema, "id_changes"):
+            kept = conn.execute(f'select count(*) from {schema}."id_changes" where run_id is distinct from ?',
+                                [context.run_id]).fetchall()[0][0]
+    return AppendedRows(rows=rows, replacing=("run_id", context.run_id),
+                        rewrite=lambda: whole(stored_table(warehouse, source, "id_changes")),
+                        validated_before=getattr(validated, "value", validated)), int(kept) + rows.height
+
+
 def labels_threshold(pairs: pl.DataFrame | None, labels_file: Path, record_ids: pl.Series,
                      records: pl.DataFrame | None = None) -> float | None:
     """The threshold the clerical labels choose on the stored pairs (None without usable labels)."""
@@ -283,7 +315,7 @@ def link_dataset(source: SourceSpec, records: pl.DataFrame, trained: TrainedMode
     previous = PreviousLink(
         clusters=stored.rename({source.person_id_name: PERSON_ID})
         if stored is not None and source.person_id_name in stored.columns else None,
-        changes=stored_table(warehouse, source.key, "id_changes"),
+        changes=stored_history_ids(warehouse, source.key),
     )
     db_api = linkage.db_api()
     configured = linkage.thresholds.get(source.key)
@@ -310,11 +342,11 @@ def link_dataset(source: SourceSpec, records: pl.DataFrame, trained: TrainedMode
     return result, previous
 
 
-def _id_changes_metadata(changes: pl.DataFrame, history: pl.DataFrame, counts: dict[str, int],
+def _id_changes_metadata(changes: pl.DataFrame, history_rows: int, counts: dict[str, int],
                          first_run: bool) -> dict:
     return {
         **{f"this_run_{k}": v for k, v in counts.items()},
-        "history_rows": history.height,
+        "history_rows": history_rows,
         "this_run": MetadataValue.md(
             markdown_table(changes.head(20)) if changes.height
             else f"First run: {counts['new']} person ids issued." if first_run
@@ -524,13 +556,15 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         result, previous = link_dataset(source, records, trained, linkage, warehouse, log=context.log.info)
         context.log.info(f"{result.mode} link: {result.reason}")
         clusters = result.clusters_table(trained.version, source.person_id_name)
-        history = id_change_history(previous.changes, result.changes, run_id=context.run_id, mode=result.mode)
+        rows = run_history_rows(result.changes, run_id=context.run_id, mode=result.mode)
+        history, history_rows = history_output(context, warehouse, source.key, rows, lambda stored: id_change_history(
+            stored, result.changes, run_id=context.run_id, mode=result.mode, at=rows["changed_at"][0] if rows.height else None))
         first_run = previous.clusters is None or previous.clusters.is_empty()
         counts = run_change_counts(result.stats, clusters[source.person_id_name], first_run=first_run)
         # The change log goes first: the next run finds the ids it issued or retired even if
         # writing the clusters fails, so none is issued twice.
         yield Output(history, output_name="id_changes",
-                     metadata={**_id_changes_metadata(result.changes, history, counts, first_run),
+                     metadata={**_id_changes_metadata(result.changes, history_rows, counts, first_run),
                                FINGERPRINT: fingerprint})
         graph, digest = _graph_metrics(result, previous, linkage.root / "reports", source.key)
         validated = _validated_before(context, source) if result.mode == "incremental" else {}

@@ -28,7 +28,7 @@ from dagster import (
 
 from datafirst_assets.common.folders import write_text_atomically
 from datafirst_assets.common.tables import bullet_list
-from datafirst_assets.defs.linkage import LinkageSettings, linkage_key, linkage_table, stored_table
+from datafirst_assets.defs.linkage import LinkageSettings, history_output, linkage_key, linkage_table, stored_table
 from datafirst_assets.defs.resources import Warehouse
 from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development, keyed_hash
 from datafirst_assets.linkage.backend import release_db_api
@@ -43,6 +43,7 @@ from datafirst_assets.linkage.xjs import (
     unchanged_xjs_persons_kept,
     xjs_change_counts,
     xjs_id_change_history,
+    xjs_run_history_rows,
 )
 from datafirst_assets.linkage.xjs_incremental import (
     STATE_SCHEMA,
@@ -374,12 +375,14 @@ def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Ware
                 table_columns(conn, history_table.schema, history_table.table)) else None
             carried = carry_forward_stored(conn, scratch, result.lookup, stored.name, history_name)
             problems = lookup_problems(conn, carried.table, _record_keys_sql(records))
-            history = xjs_id_change_history(stored_table(warehouse, "xjs", "id_changes"), carried.changes,
-                                            run_id=context.run_id)
+            rows = xjs_run_history_rows(carried.changes, run_id=context.run_id)
+            history, history_rows = history_output(
+                context, warehouse, "xjs", rows, lambda stored: xjs_id_change_history(
+                    stored, carried.changes, run_id=context.run_id, at=rows["changed_at"][0] if rows.height else None))
             # The change log goes first: the next run finds every id issued even if the lookup fails to store.
             yield Output(history, output_name="id_changes", metadata={
                 **{f"this_run_{name}": n for name, n in xjs_change_counts(carried.changes, result.lookup, False).items()},
-                "history_rows": history.height,
+                "history_rows": history_rows,
             })
             lookup = _lookup_change(context, conn, carried) if in_place else WarehouseQuery(carried.sql)
             # the lookup's rows are the raw lookup's records (its persons counted by the carry)

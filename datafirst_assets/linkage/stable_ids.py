@@ -165,14 +165,19 @@ def carry_forward_ids(
     return CarriedIds(ids=ids, changes=changes, next_id=start + minted.height)
 
 
+def run_history_rows(changes: pl.DataFrame, *, run_id: str, mode: str, at: datetime | None = None) -> pl.DataFrame:
+    """This run's rows of the change log (``HISTORY_SCHEMA``): its ``changes``, when, which run, which mode."""
+    at = at or datetime.now(timezone.utc).replace(tzinfo=None)
+    return changes.select(*CHANGE_SCHEMA).cast(CHANGE_SCHEMA).with_columns(  # type: ignore[arg-type]
+        pl.lit(at, dtype=pl.Datetime("us")).alias("changed_at"), pl.lit(run_id).alias("run_id"),
+        pl.lit(mode).alias("mode"))
+
+
 def id_change_history(history: pl.DataFrame | None, changes: pl.DataFrame, *, run_id: str, mode: str,
                       at: datetime | None = None) -> pl.DataFrame:
     """The stored change log with this run's ``changes`` appended (a re-execution of the
     same run replaces its earlier rows rather than repeating them)."""
-    at = at or datetime.now(timezone.utc).replace(tzinfo=None)
-    this_run = changes.select(*CHANGE_SCHEMA).cast(CHANGE_SCHEMA).with_columns(
-        pl.lit(at, dtype=pl.Datetime("us")).alias("changed_at"), pl.lit(run_id).alias("run_id"),
-        pl.lit(mode).alias("mode"))
+    this_run = run_history_rows(changes, run_id=run_id, mode=mode, at=at)
     if history is None or history.is_empty() or not set(HISTORY_SCHEMA) <= set(history.columns):
         return this_run
     earlier = history.select(*HISTORY_SCHEMA).cast(HISTORY_SCHEMA).filter(pl.col("run_id") != run_id)

@@ -644,14 +644,19 @@ def carry_forward_xjs_ids(lookup: pl.DataFrame, previous: pl.DataFrame | None = 
     return out, pl.concat(changes).cast(XJS_CHANGE_SCHEMA)  # type: ignore[arg-type]
 
 
+def xjs_run_history_rows(changes: pl.DataFrame, *, run_id: str, at: datetime | None = None) -> pl.DataFrame:
+    """This run's rows of the cross-justice change log (``XJS_HISTORY_SCHEMA``)."""
+    at = at or datetime.now(timezone.utc).replace(tzinfo=None)
+    return changes.select(*XJS_CHANGE_SCHEMA).cast(XJS_CHANGE_SCHEMA).with_columns(  # type: ignore[arg-type]
+        pl.lit(at, dtype=pl.Datetime("us")).alias("changed_at"), pl.lit(run_id).alias("run_id"),
+        pl.lit("full").alias("mode"))
+
+
 def xjs_id_change_history(history: pl.DataFrame | None, changes: pl.DataFrame, *, run_id: str,
                           at: datetime | None = None) -> pl.DataFrame:
     """The stored cross-justice change log with this run's ``changes`` appended (a re-execution
     of the same run replaces its earlier rows)."""
-    at = at or datetime.now(timezone.utc).replace(tzinfo=None)
-    this_run = changes.select(*XJS_CHANGE_SCHEMA).cast(XJS_CHANGE_SCHEMA).with_columns(  # type: ignore[arg-type]
-        pl.lit(at, dtype=pl.Datetime("us")).alias("changed_at"), pl.lit(run_id).alias("run_id"),
-        pl.lit("full").alias("mode"))
+    this_run = xjs_run_history_rows(changes, run_id=run_id, at=at)
     if history is None or history.is_empty() or not set(XJS_HISTORY_SCHEMA) <= set(history.columns):
         return this_run
     earlier = history.select(*XJS_HISTORY_SCHEMA).cast(XJS_HISTORY_SCHEMA).filter(  # type: ignore[arg-type]

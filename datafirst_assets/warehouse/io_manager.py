@@ -136,6 +136,19 @@ class KeepStored:
 
 
 @dataclass(frozen=True)
+class AppendedRows:
+    """An asset output adding rows to its stored table, a log (see `append_rows`): `rows` are appended
+    after the stored table's rows whose `replacing` column has the given value are deleted (a step
+    run again replaces its own rows: a change log's run id). `rewrite` gives the whole table, written
+    instead when the stored one cannot be appended to."""
+
+    rows: pl.DataFrame
+    replacing: tuple[str, str] | None
+    rewrite: Callable[[], pl.DataFrame]
+    validated_before: str | None  # `contract_content` of the stored table when last validated whole
+
+
+@dataclass(frozen=True)
 class WarehouseQuery:
     """An asset output computed by DuckDB: ``sql`` is a SELECT over warehouse tables (or over
     any catalog attached to the warehouse's database instance, e.g. Splink's scratch tables).
@@ -214,7 +227,7 @@ class WarehouseIOManager(ConfigurableIOManager):
                 source = obj.to_arrow()
             elif isinstance(obj, WarehouseQuery):
                 source = obj.sql
-            elif isinstance(obj, ChangedRows):
+            elif isinstance(obj, (ChangedRows, AppendedRows)):
                 source = None  # `obj.rewrite`, only when the changes cannot be applied in place
             else:
                 raise TypeError(f"{context.asset_key.to_user_string()}: the warehouse stores polars frames "
@@ -229,12 +242,16 @@ class WarehouseIOManager(ConfigurableIOManager):
                         key, conn, catalog_name(self.database), target.schema, "__new_" + target.table)
 
             with _transaction(self.database) as conn:
-                written, sums = None, None
+                written, sums, changed = None, None, None
                 if isinstance(obj, ChangedRows):
                     written, contract, sums = _write_changed_rows(conn, target, obj, key, context.log,
                                                                   self._stored_fingerprint(context, key, target))
+                    changed = obj.changed
+                elif isinstance(obj, AppendedRows):
+                    written, contract, sums, changed = _write_appended_rows(
+                        conn, target, obj, key, context.log, self._stored_fingerprint(context, key, target))
                 if written is None:
-                    if isinstance(obj, ChangedRows):
+                    if isinstance(obj, (ChangedRows, AppendedRows)):
                         source = _rewrite_source(obj)
                     schema = write_table(conn, target, source, context.log, validate=validate)
                     rows = conn.execute(f"select count(*) from {target.name}{target.where_sql()}").fetchone()[0]
@@ -258,8 +275,8 @@ class WarehouseIOManager(ConfigurableIOManager):
             "dagster/table_name": f"{target.schema}.{target.table}",
             **contract,
             **validated,
-            **({"write": written or "rewritten whole"} if isinstance(obj, ChangedRows) else {}),
-            ROWS_CHANGED: (obj.deletes.height + obj.updates.height + obj.inserts.height) if written else rows,
+            **({"write": written or "rewritten whole"} if isinstance(obj, (ChangedRows, AppendedRows)) else {}),
+            ROWS_CHANGED: changed if written else rows,
         })
 
     def _keep_stored(self, context: OutputContext, target: StoredTable) -> None:
@@ -346,6 +363,20 @@ def _write_changed_rows(conn: duckdb.DuckDBPyConnection, target: StoredTable, ch
         return None, {}, None
     return (f"in place: {changes.deletes.height} row(s) deleted, {changes.updates.height} updated, "
             f"{changes.inserts.height} inserted"), contract, sums
+
+
+def _write_appended_rows(conn: duckdb.DuckDBPyConnection, target: StoredTable, appended: AppendedRows,
+                         key: AssetKey | None, log,
+                         recorded: str | None = None) -> tuple[str | None, dict, tuple[int, int] | None, int]:
+    """`append_rows`, described, with the rows it changed (replaced and appended), or None... when
+    the table must be rewritten (logged why)."""
+    reason, contract, sums, replaced = ("a partitioned table", {}, None, 0) if target.partitions is not None else \
+        append_rows(conn, target.name, target.schema, target.table, appended, key, recorded)
+    if reason is not None:
+        log.info(f"{target.schema}.{target.table}: rewritten whole, not appended to: {reason}")
+        return None, {}, None, 0
+    return (f"appended: {replaced} row(s) replaced, {appended.rows.height} appended", contract, sums,
+            replaced + appended.rows.height)
 
 
 @contextmanager
@@ -471,7 +502,7 @@ class ChangedRows:
         return self.deletes.height + self.updates.height + self.inserts.height
 
 
-def _rewrite_source(changes: ChangedRows) -> Any:
+def _rewrite_source(changes: ChangedRows | AppendedRows) -> Any:
     """What `write_table` writes when `changes` are not applied in place: a SELECT, or rows as arrow."""
     rewrite = changes.rewrite
     if isinstance(rewrite, str):
@@ -557,15 +588,8 @@ def _recorded_before(conn: duckdb.DuckDBPyConnection, name: str, changes: Change
     the change's key range, so an append reads almost nothing). None: not known, hash the table.
     A stale record (a write committed whose materialization was never stored) gives totals the
     result then fails to match `expected` with: the table is rewritten, never left wrong."""
-    if recorded is None:
-        return None
-    head, _, tail = recorded.rpartition("|")
-    head, _, rows = head.rpartition("|")
-    try:
-        totals = (int(rows), int(tail))
-    except ValueError:
-        return None
-    if fingerprint_of(columns, *totals) != recorded:
+    totals = _recorded_sums(recorded, columns)
+    if totals is None:
         return None
     removed_rows = removed_hashes = deleted = updated = collisions = 0
     removed = _key_union(changes, views, ("deletes", "updates"), kind=True)
@@ -651,6 +675,57 @@ def apply_changed_rows(conn: duckdb.DuckDBPyConnection, name: str, schema: str, 
     finally:
         for view in views.values():
             conn.unregister(view)
+
+
+def append_rows(conn: duckdb.DuckDBPyConnection, name: str, schema: str, table: str, appended: AppendedRows,
+                key: AssetKey | None, recorded: str | None = None) -> tuple[str | None, dict, tuple[int, int], int]:
+    """Inside the caller's transaction: `appended.rows` added to `name` (a log, read whole by no one
+    who writes it: a change history rewritten whole grew with every run, read into Python, validated
+    and written again). Returns (None, contract metadata of the rows written, `content_sums` of the
+    table after, rows replaced), or (the reason, ...) when the caller must rewrite the table: no
+    stored table, other columns, or not the content last validated whole. The stored table's sums
+    are its latest write's record (`recorded`, trusted as `apply_changed_rows`' when its row count is
+    the table's) or hashed; the table after is those less the replaced rows' plus the appended."""
+    stored = table_columns(conn, schema, table)
+    view = f"__appended_{secrets.token_hex(4)}"
+    conn.register(view, appended.rows.to_arrow())
+    try:
+        if not stored:
+            return "no stored table", {}, (0, 0), 0
+        if list(stored.items()) != list(_columns_of(conn, view).items()):
+            return "the stored columns differ", {}, (0, 0), 0
+        rows = int(conn.execute(f"select count(*) from {name}").fetchall()[0][0])
+        before = _recorded_sums(recorded, stored)
+        before = before if before is not None and before[0] == rows else content_sums(conn, f"select * from {name}")
+        contract = contract_for(key) if key is not None else None
+        if contract is not None and appended.validated_before != content_of(fingerprint_of(stored, *before),
+                                                                            contract.name):
+            return "the stored table is not the content last validated whole", {}, (0, 0), 0
+        written = check_before_store(key, appended.rows)  # raises: the caller's transaction rolls back
+        removed, replaced = (0, 0), 0
+        if appended.replacing is not None:
+            column, value = appended.replacing
+            where = f"{quote_identifier(column)} = {quote_literal(value)}"
+            removed = content_sums(conn, f"select * from {name} where {where}")
+            replaced = int(conn.execute(f"delete from {name} where {where}").fetchall()[0][0])
+        conn.execute(f"insert into {name} select * from {view}")
+        added = content_sums(conn, f"select * from {view}")
+        return None, written, (before[0] - removed[0] + added[0], before[1] - removed[1] + added[1]), replaced
+    finally:
+        conn.unregister(view)
+
+
+def _recorded_sums(recorded: str | None, columns: dict[str, str]) -> tuple[int, int] | None:
+    """(rows, hashes) of a recorded `table_fingerprint` of a table with `columns` (None: none, or of others)."""
+    if recorded is None:
+        return None
+    head, _, hashes = recorded.rpartition("|")
+    _, _, rows = head.rpartition("|")
+    try:
+        sums = (int(rows), int(hashes))
+    except ValueError:
+        return None
+    return sums if fingerprint_of(columns, *sums) == recorded else None
 
 
 def _apply(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows, views: dict[str, str]) -> tuple[int, int, int]:
