@@ -109,6 +109,16 @@ def _fingerprint(conn, table: str) -> str:
     return fingerprint_of(relation_columns(conn, table), *content_sums(conn, f"select * from {table}"))
 
 
+def _stored_as_recorded(conn, name: str, stored: pl.DataFrame, recorded: pl.DataFrame | None) -> str | None:
+    """`stored` written as table `name`; the fingerprint its last write recorded had it held `recorded`."""
+    fingerprint = None
+    if recorded is not None:
+        _write(conn, name, recorded)
+        fingerprint = _fingerprint(conn, name)
+    _write(conn, name, stored)
+    return fingerprint
+
+
 def _apply(tmp_path, stored: pl.DataFrame, recorded: pl.DataFrame | None = None,
            **wrong) -> tuple[str | None, tuple[int, int], pl.DataFrame, tuple[int, int]]:
     """A change applied in place to `stored` (the right one, but for `wrong` parts): the reason it was
@@ -121,11 +131,7 @@ def _apply(tmp_path, stored: pl.DataFrame, recorded: pl.DataFrame | None = None,
     parts = {**_RIGHT, **wrong}
     change = ChangedRows(key=("id",), **parts, expected=_EXPECTED, rewrite=_EXPECTED, validated_before=None)
     with warehouse_cursor(tmp_path / "w.duckdb") as conn:
-        fingerprint = None
-        if recorded is not None:
-            _write(conn, "t", recorded)
-            fingerprint = _fingerprint(conn, "t")
-        _write(conn, "t", stored)
+        fingerprint = _stored_as_recorded(conn, "t", stored, recorded)
         conn.execute("begin")
         reason, _, sums = apply_changed_rows(conn, "t", "main", "t", change, key=None, recorded=fingerprint)
         conn.execute("rollback" if reason else "commit")
@@ -235,11 +241,7 @@ def _append(tmp_path, rows: pl.DataFrame, replacing=None, recorded: pl.DataFrame
     from datafirst_assets.warehouse.io_manager import AppendedRows, append_rows
 
     with warehouse_cursor(tmp_path / "w.duckdb") as conn:
-        fingerprint = None
-        if recorded is not None:
-            _write(conn, "log", recorded)
-            fingerprint = _fingerprint(conn, "log")
-        _write(conn, "log", stored)
+        fingerprint = _stored_as_recorded(conn, "log", stored, recorded)
         conn.execute("begin")
         reason, _, sums, _ = append_rows(conn, "log", "main", "log", AppendedRows(
             rows=rows, replacing=replacing, rewrite=lambda: pl.DataFrame(), validated_before=None), key=None,
