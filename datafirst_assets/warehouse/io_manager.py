@@ -15,6 +15,8 @@ What an asset may return:
                       leaves the database; it may read the table it replaces);
   ChangedRows         only the rows that changed, applied to the stored table in place (deleted,
                       updated where they are, appended), see `ChangedRows`;
+  AppendedRows        rows added to a stored log (a change history): never read or written whole
+                      again, see `append_rows`;
   KeepStored          nothing to write: the stored table already is the output (inputs unchanged).
 
 What an asset may ask for (its parameter's annotation):
