@@ -33,7 +33,7 @@ from dagster import (
 from datafirst_assets.defs.ingest import staged_key
 from datafirst_assets.defs.linkage import LinkageSettings
 from datafirst_assets.defs.resources import Warehouse
-from datafirst_assets.defs.release import ReleaseSettings, catalogue_folder, table_key
+from datafirst_assets.defs.release import ReleaseSettings, catalogue_folder, stored_release_table, table_key
 from datafirst_assets.defs.xjs import CASE_LOOKUP, LOOKUP
 from datafirst_assets.defs.gates import contract_check, pii_check, refuse_if_failed
 from datafirst_assets.deidentify.disclosure import RiskResult, reidentification_risk
@@ -354,7 +354,7 @@ def _as_change_to_stored(warehouse: Warehouse, name: str, frame: pl.DataFrame, v
     replayed from the log at close. The frame itself when there is no stored table of its columns, or no
     record of its content being validated whole (the IO manager then writes it whole)."""
     spec = release_tables()[(LINKING, name)]
-    stored = StoredTable(warehouse.database, f"deidentified_{LINKING}", name)
+    stored = stored_release_table(warehouse.database, "deidentified", LINKING, name)
     validated = getattr(validated, "value", validated)
     if validated is None or not spec.unique_key:
         return frame

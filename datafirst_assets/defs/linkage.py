@@ -10,7 +10,6 @@ No `from __future__ import annotations`: Dagster inspects annotations at runtime
 import json
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,7 +90,8 @@ from datafirst_assets.linkage.records import (
     touched_records_sql,
 )
 from datafirst_assets.linkage.settings import model_spec_for_records
-from datafirst_assets.linkage.stable_ids import PERSON_ID, id_change_history, run_change_counts, run_history_rows
+from datafirst_assets.linkage.stable_ids import (HISTORY_SCHEMA, PERSON_ID, history_with, run_change_counts,
+                                                  run_history_rows)
 from datafirst_assets.linkage.threshold import (
     WITNESS_COLUMNS,
     BlockingSource,
@@ -224,11 +224,12 @@ def stored_history_ids(warehouse: Warehouse, source: str) -> pl.DataFrame | None
 
 
 def history_output(context: AssetExecutionContext, warehouse: Warehouse, source: str, rows: pl.DataFrame,
-                   whole: Callable[[pl.DataFrame | None], pl.DataFrame]) -> tuple[AppendedRows, int]:
-    """The change log ``linkage/<source>/id_changes`` as this run's ``rows`` appended to it (the rows
-    of an earlier attempt of this run replaced), and how many rows it then holds. A log read, validated
-    and written whole every run grew with every delivery: 45,000 rows an extract for the
-    cross-justice ids at 1,000,000 people. ``whole(stored log)`` is the log when it cannot be appended to."""
+                   schema: dict = HISTORY_SCHEMA) -> tuple[AppendedRows, int]:
+    """The change log ``linkage/<source>/id_changes`` (columns ``schema``) as this run's ``rows``
+    (``run_history_rows``) appended to it (the rows of an earlier attempt of this run replaced), and
+    how many rows it then holds. A log read, validated and written whole every run grew with every
+    delivery: 45,800 rows an extract for the cross-justice ids at 1,000,000 people. When it cannot be
+    appended to, the log is written whole (``history_with``)."""
     key = linkage_key(source, "id_changes")
     validated = latest_metadata(context.instance, [key])[key].get(VALIDATED_CONTENT)
     schema = _stored(source)["schema"]
@@ -238,7 +239,8 @@ def history_output(context: AssetExecutionContext, warehouse: Warehouse, source:
             kept = conn.execute(f'select count(*) from {schema}."id_changes" where run_id is distinct from ?',
                                 [context.run_id]).fetchall()[0][0]
     return AppendedRows(rows=rows, replacing=("run_id", context.run_id),
-                        rewrite=lambda: whole(stored_table(warehouse, source, "id_changes")),
+                        rewrite=lambda: history_with(stored_table(warehouse, source, "id_changes"), rows,
+                                                     run_id=context.run_id, schema=schema),
                         validated_before=getattr(validated, "value", validated)), int(kept) + rows.height
 
 
@@ -557,8 +559,7 @@ def _cluster_asset(source: SourceSpec) -> AssetsDefinition:
         context.log.info(f"{result.mode} link: {result.reason}")
         clusters = result.clusters_table(trained.version, source.person_id_name)
         rows = run_history_rows(result.changes, run_id=context.run_id, mode=result.mode)
-        history, history_rows = history_output(context, warehouse, source.key, rows, lambda stored: id_change_history(
-            stored, result.changes, run_id=context.run_id, mode=result.mode, at=rows["changed_at"][0] if rows.height else None))
+        history, history_rows = history_output(context, warehouse, source.key, rows)
         first_run = previous.clusters is None or previous.clusters.is_empty()
         counts = run_change_counts(result.stats, clusters[source.person_id_name], first_run=first_run)
         # The change log goes first: the next run finds the ids it issued or retired even if

@@ -34,8 +34,11 @@ from datafirst_assets.deidentify.keys import key_fingerprint, key_is_development
 from datafirst_assets.linkage.backend import release_db_api
 from datafirst_assets.linkage.case_link import HOCAS_COLUMNS, PERSON_LINK_SOURCES, XHIBIT_COLUMNS, build_case_link
 from datafirst_assets.linkage.incremental import model_to_reuse
+from datafirst_assets.linkage.stable_ids import run_history_rows
 from datafirst_assets.linkage.xjs import (
     DEFAULT_THRESHOLDS,
+    XJS_CHANGE_SCHEMA,
+    XJS_HISTORY_SCHEMA,
     XjsResult,
     link_variants,
     carry_forward_xjs_ids,
@@ -43,7 +46,6 @@ from datafirst_assets.linkage.xjs import (
     unchanged_xjs_persons_kept,
     xjs_change_counts,
     xjs_id_change_history,
-    xjs_run_history_rows,
 )
 from datafirst_assets.linkage.xjs_incremental import (
     STATE_SCHEMA,
@@ -375,10 +377,8 @@ def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Ware
                 table_columns(conn, history_table.schema, history_table.table)) else None
             carried = carry_forward_stored(conn, scratch, result.lookup, stored.name, history_name)
             problems = lookup_problems(conn, carried.table, _record_keys_sql(records))
-            rows = xjs_run_history_rows(carried.changes, run_id=context.run_id)
-            history, history_rows = history_output(
-                context, warehouse, "xjs", rows, lambda stored: xjs_id_change_history(
-                    stored, carried.changes, run_id=context.run_id, at=rows["changed_at"][0] if rows.height else None))
+            rows = run_history_rows(carried.changes, run_id=context.run_id, mode="full", schema=XJS_CHANGE_SCHEMA)
+            history, history_rows = history_output(context, warehouse, "xjs", rows, XJS_HISTORY_SCHEMA)
             # The change log goes first: the next run finds every id issued even if the lookup fails to store.
             yield Output(history, output_name="id_changes", metadata={
                 **{f"this_run_{name}": n for name, n in xjs_change_counts(carried.changes, result.lookup, False).items()},

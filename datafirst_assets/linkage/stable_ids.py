@@ -165,23 +165,30 @@ def carry_forward_ids(
     return CarriedIds(ids=ids, changes=changes, next_id=start + minted.height)
 
 
-def run_history_rows(changes: pl.DataFrame, *, run_id: str, mode: str, at: datetime | None = None) -> pl.DataFrame:
-    """This run's rows of the change log (``HISTORY_SCHEMA``): its ``changes``, when, which run, which mode."""
+def run_history_rows(changes: pl.DataFrame, *, run_id: str, mode: str, at: datetime | None = None,
+                     schema: dict = CHANGE_SCHEMA) -> pl.DataFrame:
+    """This run's rows of a change log: its ``changes`` (the columns of ``schema``: ``CHANGE_SCHEMA``,
+    or the cross-justice log's with its level), when, which run, which mode."""
     at = at or datetime.now(timezone.utc).replace(tzinfo=None)
-    return changes.select(*CHANGE_SCHEMA).cast(CHANGE_SCHEMA).with_columns(  # type: ignore[arg-type]
+    return changes.select(*schema).cast(schema).with_columns(  # type: ignore[arg-type]
         pl.lit(at, dtype=pl.Datetime("us")).alias("changed_at"), pl.lit(run_id).alias("run_id"),
         pl.lit(mode).alias("mode"))
 
 
+def history_with(history: pl.DataFrame | None, this_run: pl.DataFrame, *, run_id: str,
+                 schema: dict = HISTORY_SCHEMA) -> pl.DataFrame:
+    """The stored change log ``history`` (columns ``schema``) with this run's rows (``run_history_rows``)
+    after it; a re-execution of the same run replaces its earlier rows rather than repeating them."""
+    if history is None or history.is_empty() or not set(schema) <= set(history.columns):
+        return this_run
+    earlier = history.select(*schema).cast(schema).filter(pl.col("run_id") != run_id)  # type: ignore[arg-type]
+    return pl.concat([earlier, this_run])
+
+
 def id_change_history(history: pl.DataFrame | None, changes: pl.DataFrame, *, run_id: str, mode: str,
                       at: datetime | None = None) -> pl.DataFrame:
-    """The stored change log with this run's ``changes`` appended (a re-execution of the
-    same run replaces its earlier rows rather than repeating them)."""
-    this_run = run_history_rows(changes, run_id=run_id, mode=mode, at=at)
-    if history is None or history.is_empty() or not set(HISTORY_SCHEMA) <= set(history.columns):
-        return this_run
-    earlier = history.select(*HISTORY_SCHEMA).cast(HISTORY_SCHEMA).filter(pl.col("run_id") != run_id)
-    return pl.concat([earlier, this_run])
+    """The stored change log with this run's ``changes`` appended (``history_with``)."""
+    return history_with(history, run_history_rows(changes, run_id=run_id, mode=mode, at=at), run_id=run_id)
 
 
 def unchanged_persons_kept(previous: pl.DataFrame, current: pl.DataFrame) -> tuple[int, int]:

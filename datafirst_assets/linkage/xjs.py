@@ -49,7 +49,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from datafirst_assets.common.pandera_polars import pa
@@ -72,7 +72,9 @@ from datafirst_assets.linkage.stable_ids import (
     PERSON_ID,
     RECORD_ID,
     carry_forward_ids,
+    history_with,
     next_free_id,
+    run_history_rows,
     same_record_sets,
 )
 from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_model, u_pairs_for
@@ -644,24 +646,11 @@ def carry_forward_xjs_ids(lookup: pl.DataFrame, previous: pl.DataFrame | None = 
     return out, pl.concat(changes).cast(XJS_CHANGE_SCHEMA)  # type: ignore[arg-type]
 
 
-def xjs_run_history_rows(changes: pl.DataFrame, *, run_id: str, at: datetime | None = None) -> pl.DataFrame:
-    """This run's rows of the cross-justice change log (``XJS_HISTORY_SCHEMA``)."""
-    at = at or datetime.now(timezone.utc).replace(tzinfo=None)
-    return changes.select(*XJS_CHANGE_SCHEMA).cast(XJS_CHANGE_SCHEMA).with_columns(  # type: ignore[arg-type]
-        pl.lit(at, dtype=pl.Datetime("us")).alias("changed_at"), pl.lit(run_id).alias("run_id"),
-        pl.lit("full").alias("mode"))
-
-
 def xjs_id_change_history(history: pl.DataFrame | None, changes: pl.DataFrame, *, run_id: str,
                           at: datetime | None = None) -> pl.DataFrame:
-    """The stored cross-justice change log with this run's ``changes`` appended (a re-execution
-    of the same run replaces its earlier rows)."""
-    this_run = xjs_run_history_rows(changes, run_id=run_id, at=at)
-    if history is None or history.is_empty() or not set(XJS_HISTORY_SCHEMA) <= set(history.columns):
-        return this_run
-    earlier = history.select(*XJS_HISTORY_SCHEMA).cast(XJS_HISTORY_SCHEMA).filter(  # type: ignore[arg-type]
-        pl.col("run_id") != run_id)
-    return pl.concat([earlier, this_run])
+    """The stored cross-justice change log with this run's ``changes`` appended (``history_with``)."""
+    rows = run_history_rows(changes, run_id=run_id, mode="full", at=at, schema=XJS_CHANGE_SCHEMA)
+    return history_with(history, rows, run_id=run_id, schema=XJS_HISTORY_SCHEMA)
 
 
 def unchanged_xjs_persons_kept(previous: pl.DataFrame, lookup: pl.DataFrame) -> dict[str, tuple[int, int]]:

@@ -162,6 +162,19 @@ def fingerprint_of(columns: dict[str, str], rows: int, hashes: int) -> str:
     return f"{sorted(columns.items())}|{rows}|{hashes}"
 
 
+def fingerprint_sums(fingerprint: str | None, columns: dict[str, str]) -> tuple[int, int] | None:
+    """(rows, hashes) of a `fingerprint_of` these `columns` (None: none given, or one of other columns)."""
+    if fingerprint is None:
+        return None
+    head, _, hashes = fingerprint.rpartition("|")
+    _, _, rows = head.rpartition("|")
+    try:
+        sums = (int(rows), int(hashes))
+    except ValueError:
+        return None
+    return sums if fingerprint_of(columns, *sums) == fingerprint else None
+
+
 def contract_content(conn: duckdb.DuckDBPyConnection, table: StoredTable, contract_name: str) -> str:
     """The content a `contract` check verifies: the stored rows, the contract's name and the code."""
     return content_of(table_fingerprint(conn, table), contract_name)

@@ -69,6 +69,7 @@ from datafirst_assets.warehouse.content import (
     content_sums,
     fingerprint_of,
     fingerprint_recorded_for,
+    fingerprint_sums,
     partition_contents,
     recorded_fingerprint,
     relation_columns,
@@ -590,7 +591,7 @@ def _recorded_before(conn: duckdb.DuckDBPyConnection, name: str, changes: Change
     the change's key range, so an append reads almost nothing). None: not known, hash the table.
     A stale record (a write committed whose materialization was never stored) gives totals the
     result then fails to match `expected` with: the table is rewritten, never left wrong."""
-    totals = _recorded_sums(recorded, columns)
+    totals = fingerprint_sums(recorded, columns)
     if totals is None:
         return None
     removed_rows = removed_hashes = deleted = updated = collisions = 0
@@ -697,7 +698,7 @@ def append_rows(conn: duckdb.DuckDBPyConnection, name: str, schema: str, table: 
         if list(stored.items()) != list(_columns_of(conn, view).items()):
             return "the stored columns differ", {}, (0, 0), 0
         rows = int(conn.execute(f"select count(*) from {name}").fetchall()[0][0])
-        before = _recorded_sums(recorded, stored)
+        before = fingerprint_sums(recorded, stored)
         before = before if before is not None and before[0] == rows else content_sums(conn, f"select * from {name}")
         contract = contract_for(key) if key is not None else None
         if contract is not None and appended.validated_before != content_of(fingerprint_of(stored, *before),
@@ -715,19 +716,6 @@ def append_rows(conn: duckdb.DuckDBPyConnection, name: str, schema: str, table: 
         return None, written, (before[0] - removed[0] + added[0], before[1] - removed[1] + added[1]), replaced
     finally:
         conn.unregister(view)
-
-
-def _recorded_sums(recorded: str | None, columns: dict[str, str]) -> tuple[int, int] | None:
-    """(rows, hashes) of a recorded `table_fingerprint` of a table with `columns` (None: none, or of others)."""
-    if recorded is None:
-        return None
-    head, _, hashes = recorded.rpartition("|")
-    _, _, rows = head.rpartition("|")
-    try:
-        sums = (int(rows), int(hashes))
-    except ValueError:
-        return None
-    return sums if fingerprint_of(columns, *sums) == recorded else None
 
 
 def _apply(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows, views: dict[str, str]) -> tuple[int, int, int]:
