@@ -269,3 +269,40 @@ def test_the_asset_keeps_its_links_when_neither_court_nor_the_lookup_changed(sim
         runs = [run(instance, frame) for frame in (xhibit, xhibit, changed)]
     assert [kept for kept, _ in runs] == [[False], [True], [False]]
     assert all(checks == [("one_to_one", True)] for _, checks in runs)
+
+
+def _near_by_slices(a: pl.Series, b: pl.Series, width: int, k: int) -> pl.Series:
+    """The comparison as it was written before ``hamming_near``: one-character slices per position."""
+    frame = pl.DataFrame({"a": a, "b": b})
+    diff = pl.sum_horizontal([(pl.col("a").str.slice(i, 1) != pl.col("b").str.slice(i, 1)).cast(pl.Int32)
+                              for i in range(width)])
+    both = pl.col("a").is_not_null() & pl.col("b").is_not_null()
+    near = (pl.col("a").str.len_chars() == pl.col("b").str.len_chars()) & (diff <= k)
+    return frame.select(pl.when(both).then(near).otherwise(None)).to_series()
+
+
+def test_hamming_near_flags_what_comparing_character_by_character_flags():
+    import random
+
+    from datafirst_assets.linkage.case_link import hamming_near
+
+    rng = random.Random(7)
+    alphabet = "AB12/"
+    keys = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24))) for _ in range(3000)]
+    a = pl.Series([None if rng.random() < 0.1 else key for key in keys])
+    # the other side: a few characters changed, or another key (another length), or missing
+    b = pl.Series([None if rng.random() < 0.1 else
+                   "".join(c if rng.random() > 0.1 else rng.choice(alphabet) for c in key) if rng.random() < 0.7
+                   else rng.choice(keys) for key in keys])
+    for width in (14, 20):
+        got = hamming_near(a, b, width, 2)
+        assert got.to_list() == _near_by_slices(a, b, width, 2).to_list()
+        assert got.sum() > 100 and (~got).sum() > 100 and got.null_count() > 100  # every outcome tried
+
+
+def test_candidate_rules_name_every_rule_a_pair_satisfies_once_in_name_order():
+    from datafirst_assets.linkage.case_link import _RULE_NAMES
+
+    assert _RULE_NAMES[1] == "asn" and _RULE_NAMES[0b100001] == "asn,urn"
+    assert _RULE_NAMES[0b111111] == "asn,court_date,court_decision,person,pnc,urn"
+    assert all(name.split(",") == sorted(name.split(",")) for name in _RULE_NAMES.values())
