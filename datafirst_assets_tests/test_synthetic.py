@@ -366,3 +366,15 @@ def test_the_synthetic_case_lookup_does_not_depend_on_the_order_its_keys_are_rea
     for shuffle in (1, 2):
         read_again = synthesise_case_lookup(summary, hocas.shuffle(seed=shuffle), xhibit.shuffle(seed=shuffle), seed=7)
         assert read_again.equals(as_stored)
+
+
+def test_fewer_units_than_counts_every_unit_when_the_first_rows_hold_too_few():
+    from datafirst_assets.synthetic.summaries import _fewer_units_than
+
+    k = 10
+    # the first 64k rows hold one unit: the answer depends on the rows after them
+    for tail in ([], list(range(8)), list(range(9)), list(range(50))):
+        units = pl.Series([1] * (64 * k) + tail, dtype=pl.Int64)
+        assert _fewer_units_than(units, k) == (units.n_unique() < k)
+    assert not _fewer_units_than(pl.Series(range(1000), dtype=pl.Int64), k)
+    assert _fewer_units_than(pl.Series([], dtype=pl.Int64), k)
