@@ -77,7 +77,8 @@ from datafirst_assets.linkage.quality import (
     quality_table,
     write_quality_report,
 )
-from datafirst_assets.linkage.metrics import read_labels, review_queue, write_review_sample
+from datafirst_assets.linkage.metrics import (REVIEW_WINDOW, match_probability_to_weight, read_labels, review_queue,
+                                              review_queue_unlabelled, write_review_sample)
 from datafirst_assets.reporting import file_url
 from datafirst_assets.linkage.records import (
     add_person_ids,
@@ -789,16 +790,55 @@ def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
                                                         clusters=clusters))
         if (kept := kept_if_unchanged(context, fingerprint, linkage.mode)) is not None:
             return kept[-1]
-        pairs, records, clusters = pairs.to_polars(), records.to_polars(), clusters.to_polars()
-        threshold = float(clusters["match_threshold"][0]) if clusters.height else 0.5
-        queue = review_queue(pairs, records, threshold_match_probability=threshold, n=linkage.review_pairs,
-                             seed=linkage.seed, labelled=read_labels(labels) if labels.exists() else None)
+        labelled = read_labels(labels) if labels.exists() else None
+        threshold = _stored_threshold(clusters)
+        pairs_in, records_in = _review_inputs(pairs, records, threshold, linkage.review_pairs, labelled)
+        queue = review_queue(pairs_in, records_in, threshold_match_probability=threshold, n=linkage.review_pairs,
+                             seed=linkage.seed, labelled=labelled)
         path = write_review_sample(queue, linkage.root / "review" / f"{source.key}.csv")
         return Output(queue, metadata={"pairs": queue.height, "threshold_match_probability": threshold,
                                        "to_fill_in": MetadataValue.path(str(path)),
                                        "labels_file": MetadataValue.path(str(labels)), FINGERPRINT: fingerprint})
 
     return _review_queue
+
+
+def _stored_threshold(clusters: StoredTable) -> float:
+    """The threshold the stored clusters were cut at (0.5 when there are none), as their first row
+    gives it, read without the clusters: one value per link."""
+    with warehouse_cursor(clusters.database) as conn:
+        found = conn.execute(f"select min(match_threshold), max(match_threshold), count(*) "
+                             f"from ({clusters.select_sql(['match_threshold'])})").fetchall()[0]
+    low, high, rows = found
+    if not rows:
+        return 0.5
+    if low != high:  # several thresholds (not written by this pipeline): the first row's, as before
+        return float(clusters.to_polars(["match_threshold"])["match_threshold"][0])
+    return float(low)
+
+
+def _review_inputs(pairs: StoredTable, records: StoredTable, threshold: float, n: int,
+                   labelled: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What `review_queue` reads to draw its sample, and no more: the pairs within its window of the
+    threshold's weight (all pairs when fewer than `n` of them are still unlabelled: it then takes the
+    nearest, however far) and the person records of those pairs. The same sample as from every pair
+    and record (its draw depends on each pair alone), without reading 2.1M pairs and 1.3M records
+    into memory to keep 1,500 at 1M people."""
+    w0 = match_probability_to_weight(threshold)
+    with warehouse_cursor(pairs.database) as conn:
+        near = _frame(conn, f"select * from ({pairs.select_sql()}) _p "
+                            f"where abs(match_weight - {w0!r}::double) <= {REVIEW_WINDOW!r}::double")
+        unlabelled = near.height if labelled is None or not labelled.height else review_queue_unlabelled(near, labelled)
+        chosen = near if unlabelled >= n else pairs.to_polars()
+        ids = pl.concat([chosen.get_column("record_id_l"), chosen.get_column("record_id_r")]).cast(pl.String).unique()
+        wanted = f"_review_ids_{secrets.token_hex(4)}"
+        conn.register(wanted, ids.to_frame("record_id").to_arrow())
+        try:
+            kept = _frame(conn, f"select * from ({records.select_sql()}) _r "
+                                f"where cast(_r.record_id as varchar) in (select record_id from {wanted})")
+        finally:
+            conn.unregister(wanted)
+    return chosen, kept
 
 
 QUALITY = AssetKey(["linkage", "quality"])

@@ -31,6 +31,7 @@ ID = "record_id"
 PRED = "cluster_id"
 TRUE = "person_id"
 LABEL = "clerical_match_score"
+REVIEW_WINDOW = 6.0  # bits of match weight either side of the threshold's that a review sample draws from
 
 
 def _f1(p: float | None, r: float | None) -> float | None:
@@ -345,7 +346,7 @@ def _fractional_prf(j: pl.DataFrame, called: pl.Expr) -> dict[str, Any]:
 
 
 def review_sample(pairs: pl.DataFrame, records: pl.DataFrame, *, threshold_match_probability: float,
-                  n: int = 200, seed: int = 0, window: float = 6.0, bins: int = 12,
+                  n: int = 200, seed: int = 0, window: float = REVIEW_WINDOW, bins: int = 12,
                   fields: Sequence[str] | None = None, id_col: str = ID) -> pl.DataFrame:
     """Pairs around the threshold, both records side by side, for clerical review.
 
@@ -419,7 +420,17 @@ def review_queue(pairs: pl.DataFrame, records: pl.DataFrame, *, threshold_match_
     """The next pairs for clerical review: :func:`review_sample` over the pairs not yet labelled
     (either way round), stratified by match weight around the threshold (once every pair near
     the threshold is labelled, the nearest of the rest)."""
-    if labelled is not None and labelled.height:
-        done = _ordered_key(labelled.select(ID_L, ID_R)).select("_a", "_b")
-        pairs = _ordered_key(pairs).join(done, on=["_a", "_b"], how="anti").drop("_a", "_b")
-    return review_sample(pairs, records, threshold_match_probability=threshold_match_probability, n=n, seed=seed)
+    return review_sample(_unlabelled(pairs, labelled), records,
+                         threshold_match_probability=threshold_match_probability, n=n, seed=seed)
+
+
+def review_queue_unlabelled(pairs: pl.DataFrame, labelled: pl.DataFrame) -> int:
+    """How many of ``pairs`` ``review_queue`` would count as not yet labelled."""
+    return _unlabelled(pairs, labelled).height
+
+
+def _unlabelled(pairs: pl.DataFrame, labelled: pl.DataFrame | None) -> pl.DataFrame:
+    if labelled is None or not labelled.height:
+        return pairs
+    done = _ordered_key(labelled.select(ID_L, ID_R)).select("_a", "_b")
+    return _ordered_key(pairs).join(done, on=["_a", "_b"], how="anti").drop("_a", "_b")
