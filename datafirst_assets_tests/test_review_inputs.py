@@ -81,3 +81,15 @@ def test_stored_threshold_of_no_clusters_is_a_half(tmp_path):
         conn.execute("create schema linkage_x")
         conn.execute("create table linkage_x.clusters (record_id varchar, match_threshold double)")
     assert _stored_threshold(StoredTable(database, "linkage_x", "clusters")) == 0.5
+
+
+def test_pairs_without_a_match_weight_are_refused_by_the_sample_with_its_own_words(tmp_path):
+    database = str(tmp_path / "warehouse.duckdb")
+    with warehouse_cursor(database) as conn:
+        conn.execute("create schema linkage_x")
+        conn.execute("create table linkage_x.pairs as select '1' as record_id_l, '2' as record_id_r")
+        conn.execute("create table linkage_x.records as select '1' as record_id union all select '2'")
+    pairs_in, records_in = _review_inputs(StoredTable(database, "linkage_x", "pairs"),
+                                          StoredTable(database, "linkage_x", "records"), 0.8, 10, None)
+    with pytest.raises(ValueError, match="match_weight"):
+        review_queue(pairs_in, records_in, threshold_match_probability=0.8, n=10)

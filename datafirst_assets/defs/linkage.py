@@ -826,6 +826,8 @@ def _review_inputs(pairs: StoredTable, records: StoredTable, threshold: float, n
     into memory to keep 1,500 at 1M people."""
     w0 = match_probability_to_weight(threshold)
     with warehouse_cursor(pairs.database) as conn:
+        if "match_weight" not in table_columns(conn, pairs.schema, pairs.table):
+            return pairs.to_polars(), records.to_polars()  # `review_sample` says what is missing
         near = _frame(conn, f"select * from ({pairs.select_sql()}) _p "
                             f"where abs(match_weight - {w0!r}::double) <= {REVIEW_WINDOW!r}::double")
         unlabelled = near.height if labelled is None or not labelled.height else review_queue_unlabelled(near, labelled)
