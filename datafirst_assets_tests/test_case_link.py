@@ -306,3 +306,10 @@ def test_candidate_rules_name_every_rule_a_pair_satisfies_once_in_name_order():
     assert _RULE_NAMES[1] == "asn" and _RULE_NAMES[0b100001] == "asn,urn"
     assert _RULE_NAMES[0b111111] == "asn,court_date,court_decision,person,pnc,urn"
     assert all(name.split(",") == sorted(name.split(",")) for name in _RULE_NAMES.values())
+
+
+def test_hamming_near_refuses_keys_that_are_not_normalised_ascii():
+    from datafirst_assets.linkage.case_link import hamming_near
+
+    with pytest.raises(ValueError, match="ASCII"):
+        hamming_near(pl.Series(["ÅB12"]), pl.Series(["AB12"]), 14, 2)

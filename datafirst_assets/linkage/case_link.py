@@ -249,7 +249,11 @@ def hamming_near(a: pl.Series, b: pl.Series, width: int, k: int) -> pl.Series:
 
     def matrix(keys: pl.Series) -> np.ndarray:
         fixed = keys.fill_null("").str.slice(0, width).str.pad_end(width, "\0")
-        return np.frombuffer("".join(fixed.to_list()).encode("ascii"), dtype=np.uint8).reshape(-1, width)
+        try:
+            text = "".join(fixed.to_list()).encode("ascii")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"hamming_near compares ASCII keys (as `_code` leaves them): {error}") from None
+        return np.frombuffer(text, dtype=np.uint8).reshape(-1, width)
 
     differing = (matrix(a) != matrix(b)).sum(axis=1)
     near = same_length & pl.Series(differing <= k)
