@@ -1,6 +1,7 @@
 """Incremental linking with a stored model, and stable ids through the Dagster assets."""
 
 import datetime as dt
+import math
 import re
 
 import polars as pl
@@ -11,6 +12,7 @@ from datafirst_assets.defs.linkage import LinkageSettings, build_dedupe_assets, 
 from datafirst_assets.defs.resources import DataLayout, build_resources
 from datafirst_assets.linkage.backend import make_db_api, warehouse_db_api
 from datafirst_assets.linkage.incremental import (
+    KEEP_PAIRS_ABOVE,
     PreviousLink,
     diff_records,
     link_full,
@@ -131,13 +133,26 @@ def test_incremental_link_equals_a_full_link_with_the_same_model(linked):
     assert incremental.stats["reclustered"] < records.height / 4
     assert _partition(incremental.ids) == _partition(full.ids)
     assert incremental.ids.equals(full.ids)  # and the same carried-forward ids
-    # (seen once in a full suite under load: 3,125 against 3,126 pairs, partitions equal; the message
-    # names the pairs so that a recurrence says which rule or records differ)
+    # Every pair is in both, but for one kind: a stored pair of two existing records is not scored again,
+    # so its probability is the one its own run's term frequencies gave, while the full link counts the
+    # held-out records' values in them too (the two links' probabilities of the same existing pair differ by
+    # up to 0.03 here). A pair of two existing records at the keep threshold can so be kept by one link and
+    # not the other (seen in full suites: 1-2 pairs of ~3,100, at p = 0.0104 against KEEP_PAIRS_ABOVE = 0.01;
+    # which pairs depends on the trained model, which varies in its last bits between runs). A held-out
+    # record raises the count of a value two existing records share from 2 to 3 at most, 0.6 bits of
+    # weight per column: such pairs lie within 1.5 bits of the threshold's weight. Any other difference is
+    # a pair the incremental link failed to score, or scored differently.
     only_full = full.pairs.join(incremental.pairs, on=["record_id_l", "record_id_r"], how="anti")
     only_incremental = incremental.pairs.join(full.pairs, on=["record_id_l", "record_id_r"], how="anti")
-    assert incremental.pairs.height == full.pairs.height, (
+    differing = pl.concat([only_full, only_incremental], how="diagonal_relaxed")
+    keep_weight = math.log2(KEEP_PAIRS_ABOVE / (1 - KEEP_PAIRS_ABOVE))
+    at_the_keep_threshold = differing.filter(
+        ((pl.col("match_probability") / (1 - pl.col("match_probability"))).log(2) - keep_weight).abs() <= 1.5,
+        ~pl.col("record_id_l").is_in(held_out.implode()), ~pl.col("record_id_r").is_in(held_out.implode()))
+    assert differing.height == at_the_keep_threshold.height, (
         f"only in the full link: {only_full.rows()[:5]}; only in the incremental: {only_incremental.rows()[:5]}; "
         f"held out: {sorted(held_out.to_list())[:20]}")
+    assert differing.height <= 5  # a handful at most, of ~3,100
 
 
 def test_incremental_link_scores_new_records_against_the_blocked_existing_ones_only(linked, monkeypatch):
