@@ -233,7 +233,7 @@ def make_person_records(
             pass
     for i in pick(0.01):
         dob[i] = dob[i].replace(month=1, day=1)
-    pc_pool = rec.get_column("postcode").unique().to_list()
+    pc_pool = rec.get_column("postcode").unique().sort().to_list()  # sorted: unique() order varies between runs
     for i in pick(0.2, scaled=False):
         pc[i] = pc_pool[int(rng.integers(len(pc_pool)))]
         addr[i] = f"{int(rng.integers(1, 200))} {_STREETS[int(rng.integers(len(_STREETS)))]} ROAD"
