@@ -178,7 +178,20 @@ class Server:
             except ProcessLookupError:
                 break
             time.sleep(0.1)
+        self._kill_strays()
         return stopped
+
+    def _kill_strays(self) -> None:
+        """Code servers of this instance that outlived the group: Dagster starts them outside it, and one
+        started as the group was killed never hears a heartbeat, so never stops (one was found running
+        half an hour after a suite, its instance ref naming this fixture's home)."""
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                pid = int(cmdline.parent.name)
+                if pid != os.getpid() and str(self.home).encode() in cmdline.read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
 
 
 @pytest.fixture(scope="module")
