@@ -8,7 +8,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from datafirst_assets.defs.linkage import _review_inputs, _stored_threshold
-from datafirst_assets.linkage.metrics import review_queue, review_queue_unlabelled
+from datafirst_assets.linkage.metrics import review_queue, unlabelled_pairs
 from datafirst_assets.warehouse.connection import close_warehouse, warehouse_cursor
 from datafirst_assets.warehouse.io_manager import StoredTable
 
@@ -68,9 +68,8 @@ def test_review_inputs_draw_the_sample_that_every_pair_and_record_draw(tmp_path,
     assert_frame_equal(got, expected)
     assert expected.height == min(n, pairs_count - labels)
     # read no more than it needs: only near pairs when enough are unlabelled, and only their records
-    near = pairs.filter((pl.col("match_weight") - 2.0).abs() <= 6.0)
-    unlabelled_near = near.height if labelled is None else review_queue_unlabelled(near, labelled)
-    assert pairs_in.height == (near.height if unlabelled_near >= n else pairs.height)
+    near = unlabelled_pairs(pairs.filter((pl.col("match_weight") - 2.0).abs() <= 6.0), labelled)
+    assert pairs_in.height == (near.height if near.height >= n else unlabelled_pairs(pairs, labelled).height)
     ids = pl.concat([pairs_in["record_id_l"], pairs_in["record_id_r"]]).unique()
     assert sorted(records_in["record_id"]) == sorted(ids)
 

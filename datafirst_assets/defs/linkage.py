@@ -77,8 +77,8 @@ from datafirst_assets.linkage.quality import (
     quality_table,
     write_quality_report,
 )
-from datafirst_assets.linkage.metrics import (REVIEW_WINDOW, match_probability_to_weight, read_labels, review_queue,
-                                              review_queue_unlabelled, write_review_sample)
+from datafirst_assets.linkage.metrics import (REVIEW_WINDOW, match_probability_to_weight, read_labels, review_sample,
+                                              unlabelled_pairs, write_review_sample)
 from datafirst_assets.reporting import file_url
 from datafirst_assets.linkage.records import (
     add_person_ids,
@@ -792,9 +792,10 @@ def build_review_queue_asset(source: SourceSpec) -> AssetsDefinition:
             return kept[-1]
         labelled = read_labels(labels) if labels.exists() else None
         threshold = _stored_threshold(clusters)
+        # the pairs not yet labelled (`review_queue`'s first step, done where they are read)
         pairs_in, records_in = _review_inputs(pairs, records, threshold, linkage.review_pairs, labelled)
-        queue = review_queue(pairs_in, records_in, threshold_match_probability=threshold, n=linkage.review_pairs,
-                             seed=linkage.seed, labelled=labelled)
+        queue = review_sample(pairs_in, records_in, threshold_match_probability=threshold, n=linkage.review_pairs,
+                              seed=linkage.seed)
         path = write_review_sample(queue, linkage.root / "review" / f"{source.key}.csv")
         return Output(queue, metadata={"pairs": queue.height, "threshold_match_probability": threshold,
                                        "to_fill_in": MetadataValue.path(str(path)),
@@ -819,19 +820,20 @@ def _stored_threshold(clusters: StoredTable) -> float:
 
 def _review_inputs(pairs: StoredTable, records: StoredTable, threshold: float, n: int,
                    labelled: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """What `review_queue` reads to draw its sample, and no more: the pairs within its window of the
-    threshold's weight (all pairs when fewer than `n` of them are still unlabelled: it then takes the
-    nearest, however far) and the person records of those pairs. The same sample as from every pair
-    and record (its draw depends on each pair alone), without reading 2.1M pairs and 1.3M records
-    into memory to keep 1,500 at 1M people."""
+    """What `review_sample` draws the next queue from, and no more: the pairs not yet labelled
+    (`unlabelled_pairs`) within its window of the threshold's weight (of every pair when fewer than
+    `n` lie that near: it then takes the nearest, however far) and the person records of those pairs.
+    The same sample as `review_queue` of every pair and record (its draw depends on each pair alone),
+    without reading 2.1M pairs and 1.3M records into memory to keep 1,500 at 1M people."""
     w0 = match_probability_to_weight(threshold)
     with warehouse_cursor(pairs.database) as conn:
         if "match_weight" not in table_columns(conn, pairs.schema, pairs.table):
             return pairs.to_polars(), records.to_polars()  # `review_sample` says what is missing
-        near = _frame(conn, f"select * from ({pairs.select_sql()}) _p "
-                            f"where abs(match_weight - {w0!r}::double) <= {REVIEW_WINDOW!r}::double")
-        unlabelled = near.height if labelled is None or not labelled.height else review_queue_unlabelled(near, labelled)
-        chosen = near if unlabelled >= n else pairs.to_polars()
+        chosen = unlabelled_pairs(_frame(conn, f"select * from ({pairs.select_sql()}) _p where "
+                                               f"abs(match_weight - {w0!r}::double) <= {REVIEW_WINDOW!r}::double"),
+                                  labelled)
+        if chosen.height < n:
+            chosen = unlabelled_pairs(pairs.to_polars(), labelled)
         ids = pl.concat([chosen.get_column("record_id_l"), chosen.get_column("record_id_r")]).cast(pl.String).unique()
         wanted = f"_review_ids_{secrets.token_hex(4)}"
         conn.register(wanted, ids.to_frame("record_id").to_arrow())

@@ -420,16 +420,12 @@ def review_queue(pairs: pl.DataFrame, records: pl.DataFrame, *, threshold_match_
     """The next pairs for clerical review: :func:`review_sample` over the pairs not yet labelled
     (either way round), stratified by match weight around the threshold (once every pair near
     the threshold is labelled, the nearest of the rest)."""
-    return review_sample(_unlabelled(pairs, labelled), records,
+    return review_sample(unlabelled_pairs(pairs, labelled), records,
                          threshold_match_probability=threshold_match_probability, n=n, seed=seed)
 
 
-def review_queue_unlabelled(pairs: pl.DataFrame, labelled: pl.DataFrame) -> int:
-    """How many of ``pairs`` ``review_queue`` would count as not yet labelled."""
-    return _unlabelled(pairs, labelled).height
-
-
-def _unlabelled(pairs: pl.DataFrame, labelled: pl.DataFrame | None) -> pl.DataFrame:
+def unlabelled_pairs(pairs: pl.DataFrame, labelled: pl.DataFrame | None) -> pl.DataFrame:
+    """``pairs`` but those ``labelled`` (record_id_l, record_id_r) holds, either way round."""
     if labelled is None or not labelled.height:
         return pairs
     done = _ordered_key(labelled.select(ID_L, ID_R)).select("_a", "_b")
