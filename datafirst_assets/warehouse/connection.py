@@ -183,23 +183,41 @@ def open_databases() -> list[duckdb.DuckDBPyConnection]:
         return list(_OPEN.values())
 
 
+# What a trim leaves DuckDB beyond the memory that is not cached stored pages.
+TRIM_HEADROOM_BYTES = 64 << 20
+
+
 def trim_buffer_pools() -> None:
     """Drop what DuckDB keeps cached in memory (pages of stored tables already read) in every
     open warehouse: it keeps them until its memory limit, so a long run grows by the size of
     the warehouse. Lowering the limit evicts unpinned pages; the configured limit is then
-    restored. Pages still in use stay (the lower limit is only a request)."""
+    restored. Pages still in use stay (the lower limit is only a request).
+
+    The limit is lowered to what DuckDB holds other than cached stored pages (`_uncached_bytes`),
+    not below: in-memory tables (a step's scratch catalog, still in use when the step's first
+    output is written, which is when the IO manager releases for a step that reads its tables by
+    handle) would otherwise be written to the spill folder and read back. At 1,000,000 people
+    that was `xjs_lookup`'s 1.7 GB of working tables, 2.2 s of a 1% extract; evicting its 0.9 GB
+    of cached pages alone took 0.1 s."""
     with _LOCK:
         open_now = list(_OPEN.items())
     for key, connection in open_now:
         cursor = connection.cursor()
         try:
+            floor_mib = (_uncached_bytes(cursor) + TRIM_HEADROOM_BYTES) >> 20
             try:
-                cursor.execute("SET memory_limit = '64MB'")
+                cursor.execute(f"SET memory_limit = '{floor_mib}MB'")
             except duckdb.Error:  # more is pinned than that: whatever could be evicted was
                 pass
             cursor.execute(f"SET memory_limit = '{duckdb_settings(Path(key).parent).memory_limit}'")
         finally:
             cursor.close()
+
+
+def _uncached_bytes(cursor) -> int:
+    """Bytes DuckDB holds that are not its cache of stored tables' pages (`BASE_TABLE`)."""
+    return int(cursor.execute("select coalesce(sum(memory_usage_bytes), 0) from duckdb_memory() "
+                              "where tag <> 'BASE_TABLE'").fetchall()[0][0])
 
 
 def close_warehouse(database: str | Path | None = None) -> None:
