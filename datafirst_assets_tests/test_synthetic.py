@@ -378,3 +378,21 @@ def test_fewer_units_than_counts_every_unit_when_the_first_rows_hold_too_few():
         assert _fewer_units_than(units, k) == (units.n_unique() < k)
     assert not _fewer_units_than(pl.Series(range(1000), dtype=pl.Int64), k)
     assert _fewer_units_than(pl.Series([], dtype=pl.Int64), k)
+
+
+def test_distinct_share_of_hashed_ids_equals_the_exact_share():
+    import hashlib
+
+    import numpy as np
+
+    from datafirst_assets.synthetic.summaries import distinct_share
+
+    rng = np.random.default_rng(7)
+    ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
+    for n, pool, null_share in ((20000, 5000, 0.0), (20000, 700, 0.2), (9, 9, 0.5), (3000, 3000, 0.0)):
+        values = pl.Series([None if rng.random() < null_share else ids[i] for i in rng.integers(0, pool, n)],
+                           dtype=pl.String)
+        present = values.drop_nulls()
+        assert distinct_share(values) == round(present.n_unique() / present.len(), 4)
+    assert distinct_share(pl.Series([None, None], dtype=pl.String)) == 1.0
+    assert distinct_share(pl.Series(["a", "a", "b", "b"])) == 0.5
