@@ -178,6 +178,36 @@ def test_the_carry_does_not_depend_on_the_order_of_the_raw_lookup(seed):
     assert (shuffled_kept, shuffled_stats) == (kept, stats)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_carry_from_stored_keys_and_persons_equals_the_carry_from_the_raw_frame(seed):
+    """The asset keeps the records' keys in the database and hands the carry them with the persons'
+    cluster ids (``RecordsAndPersons``), not the raw lookup as a frame: the same carried lookup,
+    change log and counts."""
+    earlier, now, _ = _world(seed)
+    previous = xjs_defs.add_record_hashes(carry_forward_xjs_ids(earlier)[0])
+    ids = [f"person_id_{lv}" for lv in LEVELS]
+    # a raw lookup as `link_variants` makes it: every record has its person's ids (one row per person)
+    persons = now.group_by("source_dataset", "person_id_dataset", maintain_order=True).agg(pl.col(ids).first())
+    keys = now.select("source_dataset", "record_id", "person_id_dataset")
+    raw = keys.join(persons.drop("source_dataset"), on="person_id_dataset", how="left")
+    results = []
+    for given in ("frame", "parts"):
+        with duckdb.connect() as conn:
+            _stored(conn, "lookup", previous)
+            scratch = xjs_carry.attach_scratch(conn)
+            if given == "frame":
+                carried = xjs_carry.carry_forward_stored(conn, scratch, raw, "lookup", None)
+            else:
+                _stored(conn, f"{scratch}.keys", keys)
+                parts = xjs_carry.RecordsAndPersons(xjs_carry.KeysInDatabase(f"{scratch}.keys", keys.height), persons)
+                carried = xjs_carry.carry_forward_stored(conn, scratch, parts, "lookup", None)
+            results.append((conn.sql(carried.sql).pl(), carried.changes, carried.kept, carried.stats))
+    (lookup, changes, kept, stats), (from_parts, parts_changes, parts_kept, parts_stats) = results
+    assert lookup.height == now.height and changes.height
+    assert from_parts.equals(lookup) and parts_changes.equals(changes)
+    assert (parts_kept, parts_stats) == (kept, stats)
+
+
 def test_link_variants_leaves_the_lookup_unsorted_only_when_asked():
     from datafirst_assets.linkage.xjs import link_variants, person_variants, records_with_persons
 

@@ -52,6 +52,7 @@ from datafirst_assets.linkage.xjs_incremental import (
     PERSON,
     STATE_MARKER,
     PreviousXjs,
+    RecordsAndPersons,
     StoredCarry,
     attach_scratch,
     carry_forward_stored,
@@ -157,11 +158,13 @@ def _stored_hashes(previous: pl.DataFrame | None) -> pl.DataFrame | None:
 
 def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehouse: Warehouse,
                tables: dict[str, tuple[StoredTable, StoredTable]], sorted_lookup: bool = True,
-               previous: PreviousXjs | None = None) -> XjsResult:
+               previous: PreviousXjs | None = None, keys_into: str | None = None) -> XjsResult:
     """The lookup from the stored person records and clusters (``tables[source]``), its inputs
     built in the warehouse's DuckDB, with the saved model and the stored edges (``previous``) when
     they can serve (incremental mode); the model is saved for the next run. ``sorted_lookup``: as
-    ``link_variants``' (False when the ids are carried in the database, which orders the rows)."""
+    ``link_variants``' (False when the ids are carried in the database, which orders the rows).
+    ``keys_into``: a table (in a scratch catalog) for the records' keys, which then stay in the
+    database and the result has no lookup frame (``xjs_inputs.lookup_inputs``)."""
     db_api = linkage.db_api()
     saved, incremental = xjs_model_file(linkage), linkage.mode == "incremental"
     saved_model = read_xjs_model(saved) if incremental else None
@@ -170,7 +173,7 @@ def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
             t = time.perf_counter()
             keys, variants, vmap, hashes = lookup_inputs_for(
                 conn, {s: (f"({r.select_sql()})", f"({c.select_sql()})") for s, (r, c) in tables.items()},
-                saved_model, linkage.retrain_growth)
+                saved_model, linkage.retrain_growth, keys_into=keys_into)
             result = link_variants(keys, variants, vmap, prepared_in=time.perf_counter() - t, variants_hashes=hashes,
                                    thresholds=XJS_THRESHOLDS, db_api=db_api, progress=context.log.info,
                                    connection=conn, retrain_growth=linkage.retrain_growth,
@@ -184,17 +187,17 @@ def run_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
 
 
 def lookup_inputs_for(conn, tables: dict[str, tuple[str, str]], saved_model: tuple[dict, int] | None,
-                      retrain_growth: float | None) -> tuple[pl.DataFrame, ...]:
+                      retrain_growth: float | None, keys_into: str | None = None) -> tuple:
     """``lookup_inputs`` (with hashes) for a run that reuses ``saved_model`` when it fits: its
     variants numbered as they come when the model will only score (no sort of every variant),
     else in their fields' order, as training needs. Whether it fits is known only from the
     variants, so a saved model that no longer fits (rare: its fields changed, or the variants
     grew past ``retrain_growth``) costs building the inputs again, in order: a retrained model is
     the one a first run would train on the same variants."""
-    inputs = lookup_inputs(conn, tables, with_hashes=True, ordered=saved_model is None)
+    inputs = lookup_inputs(conn, tables, with_hashes=True, ordered=saved_model is None, keys_into=keys_into)
     if saved_model is not None and model_to_reuse(saved_model[0], saved_model[1], inputs[1],
                                                   retrain_growth=retrain_growth)[0] is None:
-        inputs = lookup_inputs(conn, tables, with_hashes=True, ordered=True)
+        inputs = lookup_inputs(conn, tables, with_hashes=True, ordered=True, keys_into=keys_into)
     return inputs
 
 
@@ -301,16 +304,24 @@ def xjs_lookup(context: AssetExecutionContext, linkage: LinkageSettings, warehou
     stored = linkage_table(warehouse.database, "xjs", "lookup")
     with warehouse.cursor() as conn:
         in_database = stored_lookup_usable(conn, stored.name)
-    previous = previous_xjs(warehouse) if linkage.mode == "incremental" else None
-    result = run_lookup(context, linkage, warehouse, tables, sorted_lookup=not in_database, previous=previous)
-    fingerprint = made_from()  # with the model this run saved: the one the next run finds and reuses
-    records = {s: r for s, (r, _) in tables.items()}
-    outputs = (_outputs_carried_in_database(context, warehouse, result, stored, records, previous,
-                                            in_place=linkage.mode == "incremental") if in_database
-               else _outputs_carried_in_polars(context, warehouse, result, records, previous))
-    for item in outputs:
-        yield Output(item.value, output_name=item.output_name, metadata={**item.metadata, FINGERPRINT: fingerprint}) \
-            if isinstance(item, Output) else item
+        # carried in the database: the records' keys go to a scratch catalog, not into Python
+        scratch = attach_scratch(conn) if in_database else None
+    try:
+        previous = previous_xjs(warehouse) if linkage.mode == "incremental" else None
+        result = run_lookup(context, linkage, warehouse, tables, sorted_lookup=not in_database, previous=previous,
+                            keys_into=f"{scratch}.keys" if scratch is not None else None)
+        fingerprint = made_from()  # with the model this run saved: the one the next run finds and reuses
+        records = {s: r for s, (r, _) in tables.items()}
+        outputs = (_outputs_carried_in_database(context, warehouse, result, stored, records, previous, scratch,
+                                                in_place=linkage.mode == "incremental") if scratch is not None
+                   else _outputs_carried_in_polars(context, warehouse, result, records, previous))
+        for item in outputs:
+            yield Output(item.value, output_name=item.output_name, metadata={**item.metadata, FINGERPRINT: fingerprint}) \
+                if isinstance(item, Output) else item
+    finally:
+        if scratch is not None:  # detached by the carry already, unless it failed before
+            with warehouse.cursor() as conn:
+                detach_scratch(conn, scratch)
 
 
 def _lookup_fingerprint(context: AssetExecutionContext, linkage: LinkageSettings,
@@ -365,17 +376,18 @@ def _outputs_carried_in_polars(context: AssetExecutionContext, warehouse: Wareho
 
 def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Warehouse, result: XjsResult,
                                  stored: StoredTable, records: dict[str, StoredTable],
-                                 previous_state: PreviousXjs | None, in_place: bool = False):
-    """Ids carried forward against the stored lookup in DuckDB (``xjs_carry``): only the records
-    whose ids may change reach Python, and the lookup is stored from the database (``in_place``, in
-    an incremental run: only its changed rows, `_lookup_change`)."""
+                                 previous_state: PreviousXjs | None, scratch: str, in_place: bool = False):
+    """Ids carried forward against the stored lookup in DuckDB (``xjs_carry``) in the attached
+    ``scratch`` catalog (detached here, when the lookup is stored): only the records whose ids may
+    change reach Python, and the lookup is stored from the database (``in_place``, in an
+    incremental run: only its changed rows, `_lookup_change`)."""
     history_table = linkage_table(warehouse.database, "xjs", "id_changes")
+    raw = result.lookup if result.lookup is not None else RecordsAndPersons(result.keys_in_database, result.persons)
     with warehouse.cursor() as conn:
-        scratch = attach_scratch(conn)
         try:
             history_name = history_table.name if {"level", "old_id", "new_id"} <= set(
                 table_columns(conn, history_table.schema, history_table.table)) else None
-            carried = carry_forward_stored(conn, scratch, result.lookup, stored.name, history_name)
+            carried = carry_forward_stored(conn, scratch, raw, stored.name, history_name)
             problems = lookup_problems(conn, carried.table, _record_keys_sql(records))
             rows = run_history_rows(carried.changes, run_id=context.run_id, mode="full", schema=XJS_CHANGE_SCHEMA)
             history, history_rows = history_output(context, warehouse, "xjs", rows, XJS_HISTORY_SCHEMA)
@@ -387,7 +399,7 @@ def _outputs_carried_in_database(context: AssetExecutionContext, warehouse: Ware
             lookup = _lookup_change(context, conn, carried) if in_place else WarehouseQuery(carried.sql)
             # the lookup's rows are the raw lookup's records (its persons counted by the carry)
             yield Output(lookup, output_name="lookup", metadata=_lookup_metadata(
-                result.lookup.height, carried.persons, carried.kept, result, **carried.stats))
+                result.stats["records"], carried.persons, carried.kept, result, **carried.stats))
         finally:
             detach_scratch(conn, scratch)
     yield from state_outputs(context, warehouse, result, previous_state)

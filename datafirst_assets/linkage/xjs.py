@@ -81,6 +81,7 @@ from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_m
 from datafirst_assets.linkage.xjs_incremental import (
     AFFECTED,
     CLUSTER_NAMES,
+    KeysInDatabase,
     PreviousXjs,
     cluster_state,
     clustered_as,
@@ -103,7 +104,9 @@ SEP = ":"
 
 @dataclass
 class XjsResult:
-    lookup: pl.DataFrame  # one row per source record
+    # one row per source record; None when the records' keys stayed in the database
+    # (``link_variants(keys=KeysInDatabase)``: joined to ``persons`` where the lookup is carried)
+    lookup: pl.DataFrame | None
     persons: pl.DataFrame  # one row per per-dataset person: source_dataset, person_id_dataset, ids
     edges: pl.DataFrame  # scored cross-dataset person pairs (see build_xjs_lookup)
     thresholds: tuple[float, float, float]
@@ -114,6 +117,8 @@ class XjsResult:
     # the persons whose state or edges may differ from the stored ones (new, gone, or clustered again;
     # every other person's state row and edges are the stored ones): None when any may
     touched: pl.Series | None = None
+    # where the records' keys are when ``lookup`` is None (``RecordsAndPersons`` of them and ``persons``)
+    keys_in_database: KeysInDatabase | None = None
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -262,7 +267,7 @@ def build_xjs_lookup(person_records: Mapping[str, pl.DataFrame], clusters: Mappi
 
 
 def link_variants(
-    keys: pl.DataFrame,
+    keys: pl.DataFrame | KeysInDatabase,
     variants: pl.DataFrame,
     vmap: pl.DataFrame,
     *,
@@ -282,7 +287,8 @@ def link_variants(
 ) -> XjsResult:
     """Link per-dataset persons, given as their records and variants, into cross-justice persons.
 
-    ``keys``: source_dataset, record_id, person_id_dataset of every person record; ``variants``
+    ``keys``: source_dataset, record_id, person_id_dataset of every person record (or, with
+    ``variants_hashes``, a ``KeysInDatabase``: then no lookup frame is built); ``variants``
     and ``vmap``: the persons' distinct linkage-field rows (:func:`person_variants`).
     ``thresholds``: (high, medium, low) match probabilities, high >= medium >= low.
     ``keep_edges_above``: scored edges kept in ``edges`` (default the low threshold; lower
@@ -339,10 +345,12 @@ def link_variants(
     state = state.join(cluster_state(clustered, how), on=PERSON, how="left")
     clustered = clustered.drop("component", *CLUSTER_NAMES, strict=False).rename({f"cluster_{lv}": f"person_id_{lv}" for lv in LEVELS})
     edges = _linked_at(edges, clustered)
-    lookup = (keys.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
-              .join(clustered.drop(SOURCE_DATASET), on=PERSON, how="left")
-              .select(*LOOKUP_COLUMNS))
-    lookup = lookup.sort(SOURCE_DATASET, UNIQUE_ID) if sorted_lookup else lookup
+    lookup = None
+    if isinstance(keys, pl.DataFrame):
+        lookup = (keys.select(SOURCE_DATASET, UNIQUE_ID, PERSON)
+                  .join(clustered.drop(SOURCE_DATASET), on=PERSON, how="left")
+                  .select(*LOOKUP_COLUMNS))
+        lookup = lookup.sort(SOURCE_DATASET, UNIQUE_ID) if sorted_lookup else lookup
     timings["cluster"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     stats = {
@@ -356,15 +364,17 @@ def link_variants(
     }
     return XjsResult(lookup=lookup, persons=clustered.sort(PERSON), edges=edges,
                      thresholds=(high, medium, low), model=model, stats=stats, timings=timings, state=state,
-                     touched=touched)
+                     touched=touched, keys_in_database=None if isinstance(keys, pl.DataFrame) else keys)
 
 
-def _persons_of(keys: pl.DataFrame, hashes: pl.DataFrame | None) -> pl.DataFrame:
+def _persons_of(keys: pl.DataFrame | KeysInDatabase, hashes: pl.DataFrame | None) -> pl.DataFrame:
     """source_dataset, person_id_dataset of every person: from the variants hashes when they came
     with the inputs with each person's dataset (one row per person: every person has a variant),
     else from the records' keys (a pass over every record)."""
     if hashes is not None and SOURCE_DATASET in hashes.columns:
         return hashes.select(SOURCE_DATASET, PERSON)
+    if not isinstance(keys, pl.DataFrame):
+        raise ValueError("records' keys kept in the database need the variants hashes with their datasets")
     return keys.select(SOURCE_DATASET, PERSON).unique(PERSON)
 
 

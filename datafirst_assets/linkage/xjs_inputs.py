@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID
-from datafirst_assets.linkage.xjs_incremental import variants_hash_sql
+from datafirst_assets.linkage.xjs_incremental import KeysInDatabase, variants_hash_sql
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.common.sql import quote_literal
 
@@ -69,7 +69,7 @@ def _check_persons(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[s
 
 
 def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[str, str]], *,
-                  with_hashes: bool = False, ordered: bool = True) -> tuple[pl.DataFrame, ...]:
+                  with_hashes: bool = False, ordered: bool = True, keys_into: str | None = None) -> tuple:
     """(keys, variants, vmap) of ``xjs.link_variants`` from stored tables: ``tables[source]`` is
     (person_records table, clusters table), names DuckDB resolves on ``conn``. ``with_hashes``:
     also each person's variants hash (``xjs_incremental.variants_hashes``), computed here where
@@ -78,7 +78,10 @@ def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[st
     fields, which training needs (it samples rows, so the numbering must not vary between runs);
     False numbers them as they come, skipping a sort of every variant, for a run that only scores
     with a saved model (an edge's score does not depend on its variants' numbers; see
-    ``defs.xjs.lookup_inputs_for``)."""
+    ``defs.xjs.lookup_inputs_for``). ``keys_into``: a table name (in a catalog that outlives
+    ``conn``) the keys are stored in instead of being read into Python; ``keys`` is then a
+    ``KeysInDatabase`` (``link_variants`` builds no lookup frame: it is joined where it is carried,
+    ``xjs_incremental.RecordsAndPersons``)."""
     if not tables:
         raise ValueError("no person records given")
     union = " union all by name ".join(_source_sql(conn, s, r, c) for s, (r, c) in tables.items())
@@ -87,8 +90,12 @@ def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[st
         _check_persons(conn, tables)
         fields = [c for c in LINKAGE_FIELDS if c in _columns(conn, "_xjs_records")]
         typed = [f'"{c}"::date as "{c}"' if c == "dob" else f'"{c}"' for c in fields]
-        keys = pl.from_arrow(conn.sql(f"select {SOURCE_DATASET}, {UNIQUE_ID}, {PERSON} from _xjs_records")
-                             .to_arrow_table())
+        keys_sql = f"select {SOURCE_DATASET}, {UNIQUE_ID}, {PERSON} from _xjs_records"
+        if keys_into is not None:
+            conn.execute(f"create or replace table {keys_into} as {keys_sql}")
+            keys = KeysInDatabase(keys_into, conn.execute(f"select count(*) from {keys_into}").fetchall()[0][0])
+        else:
+            keys = pl.from_arrow(conn.sql(keys_sql).to_arrow_table())
         listed = ", ".join([SOURCE_DATASET, PERSON, *(f'"{c}"' for c in fields)])
         conn.execute(f"""create or replace temp table _xjs_variants as select distinct {SOURCE_DATASET}, {PERSON}
                          {''.join(', ' + t for t in typed)} from _xjs_records""")
