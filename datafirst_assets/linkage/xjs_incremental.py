@@ -40,7 +40,6 @@ clustered again, and of the edges touching them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -542,8 +541,7 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
     """The lookup ``raw`` (xjs.LOOKUP_COLUMNS, dense cluster ids; or its parts, `RecordsAndPersons`)
     with its ids carried forward from the stored lookup ``previous`` (a table name;
     ``stored_lookup_usable``) and its record id hashes, in ``scratch`` (see the module docstring).
-    ``history``: the stored change log, or None. Only ``scratch.lookup`` and ``scratch.changed``
-    are left in ``scratch`` (`_drop_working_tables`)."""
+    ``history``: the stored change log, or None."""
     records = _store_raw(conn, scratch, raw)
     _pair_records(conn, scratch, previous)
     unsettled = _unsettled(conn, scratch)
@@ -585,20 +583,9 @@ def carry_forward_stored(conn: duckdb.DuckDBPyConnection, scratch: str, raw: pl.
         from (select pairs.*, {hashed} as _hash, {ids} from {scratch}.pairs {joins})
         where now_record is null or was_record is null or {differs}""")
     table = f"{scratch}.lookup"
-    _drop_working_tables(conn, scratch, keep=("lookup", "changed"))
     all_changes = pl.concat(changes).cast({"level": pl.String, **CHANGE_SCHEMA})  # type: ignore[arg-type]
     return StoredCarry(sql=f"select * from {table} order by {SOURCE_DATASET}, {UNIQUE_ID}", table=table,
                        changes=all_changes, kept=kept, stats=stats, changed=f"{scratch}.changed", persons=persons)
-
-
-def _drop_working_tables(conn: duckdb.DuckDBPyConnection, scratch: str, keep: Sequence[str]) -> None:
-    """Every table of ``scratch`` but ``keep``, dropped: what the carry worked with (the raw lookup,
-    every record now or before, the distinct pairs...) is read no more, and held in memory it stayed
-    through the step's writes until the scratch was detached (most of 1.7 GB at 1,000,000 people)."""
-    names = conn.execute("select table_name from duckdb_tables() where database_name = ?", [scratch]).fetchall()
-    for (name,) in names:
-        if name not in keep:
-            conn.execute(f"drop table {scratch}.{quote_identifier(name)}")
 
 
 def lookup_problems(conn: duckdb.DuckDBPyConnection, table: str, records_sql: str) -> list[str]:
