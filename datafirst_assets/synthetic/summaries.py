@@ -160,10 +160,11 @@ def summarise_column(column: ReleaseColumn, values: pl.Series, unit: pl.Series, 
 
 def distinct_share(values: pl.Series) -> float:
     """Distinct share of the present values, to 4 decimals, counted by their 64-bit hashes: four
-    times faster than comparing the strings (hashed ids; 2.3 s of a 1,000,000-people extract's
-    summaries). Two different values share a hash with probability under n**2 / 2**65 (5e-8 for
-    1.3M values), and one shared hash moves the share by 1/n, seen only at a rounding boundary;
-    the share is a generator's target (`generate.hash_pool`), not a count researchers read."""
+    times faster than comparing the strings (hashed ids; 1.2 s of a 1,000,000-people extract's
+    summaries in a profile). Two different values share a hash with probability under
+    n**2 / 2**65 (5e-8 for 1.3M values), and one shared hash moves the share by 1/n, seen only at
+    a rounding boundary; the share is a generator's target (`generate.hash_pool`), not a count
+    researchers read."""
     present = values.drop_nulls()
     return round(present.hash(seed=0).n_unique() / present.len(), 4) if present.len() else 1.0
 
