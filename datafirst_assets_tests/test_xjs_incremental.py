@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from datafirst_assets.linkage.xjs import LEVELS, build_xjs_lookup
-from datafirst_assets.linkage.xjs_incremental import WRITTEN_BY, PreviousXjs, extend_edges, person_state
+from datafirst_assets.linkage.xjs_incremental import PERSON, WRITTEN_BY, PreviousXjs, extend_edges, person_state
 from datafirst_assets.linkage.xjs import person_variants
 from datafirst_assets_tests.xjs_fixtures import shared_small_linkage_inputs
 
@@ -61,8 +61,10 @@ def runs(tmp_path_factory):
     saved = (_without_tf(trained.model.to_json()), trained.stats["variants"])
     before, clusters_after = _before(inputs.person_records, inputs.clusters)
     first = build_xjs_lookup(before["records"], before["clusters"], saved_model=saved)
+    digests = first.digests.rows  # every variant's: the first lookup scored every pair
     previous = PreviousXjs(persons=first.state.with_columns(pl.lit("run-1").alias(WRITTEN_BY)),
-                           edges=first.edges.with_columns(pl.lit("run-1").alias(WRITTEN_BY)))
+                           edges=first.edges.with_columns(pl.lit("run-1").alias(WRITTEN_BY)),
+                           digests=lambda persons: digests.join(pl.DataFrame({PERSON: persons}), on=PERSON, how="semi"))
     incremental = build_xjs_lookup(inputs.person_records, clusters_after, saved_model=saved, previous=previous)
     full = build_xjs_lookup(inputs.person_records, clusters_after, saved_model=saved)
     return first, incremental, full, saved
@@ -77,6 +79,10 @@ def test_the_incremental_lookup_equals_a_full_one_with_the_same_model(runs):
     assert incremental.stats["persons_gone"] >= 1  # the merged-away person
     assert 0 < incremental.stats["variant_pairs"] < 0.6 * full.stats["variant_pairs"]
     assert incremental.stats["edges_kept"] > 0
+    # persons that only gained variants (their records delivered late) had only those scored, their
+    # stored edges merged in; those whose forenames changed were scored whole
+    assert 0 < incremental.stats["persons_grown"] < incremental.stats["persons_rescored"]
+    assert incremental.digests.replaces is not None and first.digests.replaces is None
     # only the components the change reached were clustered again
     assert incremental.stats["clustering_mode"] == "touched components", incremental.stats["clustering_reason"]
     assert 0 < incremental.stats["clustering_persons_reclustered"] < incremental.stats["persons_dataset"]
@@ -138,6 +144,62 @@ def test_touched_persons_and_extended_edges():
                                         pl.lit(0.6).alias("match_probability"))
     edges = extend_edges(previous.edges, fresh, touched)
     assert edges["person_id_dataset_r"].to_list() == ["c:1"]  # a:1 - b:1 dropped with b:1
+
+
+def _digested(forenames: dict[str, list[str]]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(variants, vmap, state) of persons with these forenames (one record each)."""
+    recs = pl.DataFrame({"source_dataset": [k[0] for k, v in forenames.items() for _ in v],
+                         "record_id": [str(i) for i in range(sum(map(len, forenames.values())))],
+                         "person_id_dataset": [k for k, v in forenames.items() for _ in v],
+                         "forename": [name for v in forenames.values() for name in v]})
+    variants, vmap = person_variants(recs)
+    return variants, vmap, person_state(variants, vmap, "m1", 0.5)
+
+
+def test_a_person_that_only_gained_variants_has_only_those_scored():
+    """A person whose stored variants are all still its own (it gained some) has only the gained
+    ones scored; one that lost a variant, or whose stored digests do not sum to its stored hash
+    (a digests table of another state), is scored whole, as every changed person was before."""
+    from datafirst_assets.linkage.xjs_incremental import grown_persons, variant_digests
+
+    before = {"a:1": ["ann"], "a:2": ["bob", "rob"], "a:3": ["cy"], "b:1": ["dee"]}
+    _, _, state_before = _digested(before)
+    stored = variant_digests(*_digested(before)[:2])
+    variants, vmap, state = _digested({"a:1": ["ann", "anne"], "a:2": ["bob"], "a:3": ["cy", "cyd"], "b:1": ["dee"]})
+
+    def previous(digests: pl.DataFrame) -> PreviousXjs:
+        return PreviousXjs(persons=state_before, digests=lambda persons: digests.join(
+            pl.DataFrame({"person_id_dataset": persons}), on="person_id_dataset", how="semi").drop("variant_id"))
+
+    rescore, _ = previous(stored).touched_persons(state)
+    assert rescore.to_list() == ["a:1", "a:2", "a:3"]
+    current = variant_digests(variants, vmap, rescore)
+    grown, gained = grown_persons(previous(stored), rescore, current)
+    assert grown.to_list() == ["a:1", "a:3"]  # a:2 lost "rob"
+    names = variants.join(pl.DataFrame({"record_id": gained}), on="record_id", how="semi")["forename"].sort()
+    assert names.to_list() == ["anne", "cyd"]
+    # a:3's stored digest from another state: it no longer sums to a:3's stored hash
+    stale = stored.with_columns(pl.when(pl.col("person_id_dataset") == "a:3").then(pl.col("variant_hi") + 1)
+                                .otherwise(pl.col("variant_hi")).alias("variant_hi"))
+    assert grown_persons(previous(stale), rescore, current)[0].to_list() == ["a:1"]
+    assert grown_persons(PreviousXjs(persons=state_before), rescore, current)[0].is_empty()  # none stored
+
+
+def test_a_grown_persons_stored_edges_are_merged_with_its_fresh_ones():
+    """The stored edge of a person that only gained variants is kept and merged with the fresh edge of
+    the same pair as `person_edges` would have aggregated all their variant pairs: best weight and
+    probability, pairs counted; a pair only stored, or only fresh, passes as it is."""
+    previous = _previous()
+    stored = pl.concat([previous.edges, previous.edges.with_columns(
+        pl.lit("c").alias("source_dataset_r"), pl.lit("c:1").alias("person_id_dataset_r"),
+        pl.lit(0.7).alias("match_probability"))])
+    fresh = previous.edges.with_columns(pl.lit(0.8).alias("match_probability"), pl.lit(12.0).alias("match_weight"),
+                                        pl.lit(2).cast(pl.Int64).alias("variant_pairs"))
+    edges = extend_edges(stored, fresh, pl.Series(["a:1"]), grown=pl.Series(["a:1"]))
+    assert edges.select("person_id_dataset_r", "match_weight", "match_probability", "variant_pairs").rows() == [
+        ("b:1", 12.0, 0.99, 3), ("c:1", 9.0, 0.7, 1)]
+    # a person scored whole loses its stored edges, as before
+    assert extend_edges(stored, fresh, pl.Series(["a:1"]))["match_probability"].to_list() == [0.8]
 
 
 def test_variants_hash_ignores_order_and_repeats_and_sees_a_changed_variant():
@@ -258,6 +320,57 @@ def test_the_asset_extends_its_stored_edges_on_a_changed_extract(tmp_path_factor
     for level in LEVELS:
         assert partition(lookup, level) == partition(scratch, level)
     _a_failed_carry_leaves_the_stored_lookup_and_no_scratch(tmp_path, later, lookup)
+
+
+def _digests_agree_with_the_persons_state(database) -> int:
+    """The stored variant digests sum, person by person, to the stored persons' variants hashes (every
+    person has some); returns how many digests are stored."""
+    from datafirst_assets.warehouse.connection import warehouse_cursor
+
+    with warehouse_cursor(database) as conn:
+        disagree, persons, rows = conn.execute(
+            "select count(*) filter (where s.h is distinct from p.variants_hash), count(*), "
+            "(select count(*) from linkage_xjs.variant_digests) from linkage_xjs.persons p left join "
+            "(select person_id_dataset, sum(variant_hi::hugeint)::varchar || '-' || sum(variant_lo::hugeint)::varchar as h "
+            "from linkage_xjs.variant_digests group by 1) s using (person_id_dataset)").fetchall()[0]
+    assert disagree == 0 and persons > 0
+    return rows
+
+
+def test_the_asset_scores_only_the_variants_a_person_gained(tmp_path_factory, runs, tmp_path):
+    """Through Dagster: records delivered late (every 30th, back in the next extract) add variants to
+    persons that had the others: the next lookup scores only the added variants of those persons,
+    their stored edges merged in, and gives the partitions a lookup from scratch gives. The digests
+    it stores for the run after agree with the persons state it stores."""
+    import json
+
+    from datafirst_assets.linkage.train import TrainedModel
+    from datafirst_assets_tests.xjs_fixtures import LinkageInputs
+
+    _, inputs = shared_small_linkage_inputs(tmp_path_factory, people=2000, seed=1, extracts=2)
+    doc, trained_on = runs[3]
+    (tmp_path / "models" / "xjs").mkdir(parents=True)
+    (tmp_path / "models" / "xjs" / "current.json").write_text(json.dumps(
+        {"model": TrainedModel.from_json(doc).to_json(), "trained_on_variants": trained_on}))
+    late = {s: r.filter(pl.int_range(pl.len()) % 30 == 7).select("record_id") for s, r in inputs.person_records.items()}
+    early = LinkageInputs(person_records={s: r.join(late[s], on="record_id", how="anti")
+                                          for s, r in inputs.person_records.items()},
+                          clusters={s: c.join(late[s], on="record_id", how="anti") for s, c in inputs.clusters.items()},
+                          staged={})
+    first, _ = _materialize_lookup(tmp_path, early, "incremental")
+    assert first["lookup_mode"] == "full"
+    assert _digests_agree_with_the_persons_state(tmp_path / "wh.duckdb") >= first["persons_persons"]
+    second, lookup = _materialize_lookup(tmp_path, inputs, "incremental")
+    assert second["lookup_mode"] == "incremental", second["reason"]
+    assert 0 < second["persons_grown"] <= second["persons_rescored"]
+    _digests_agree_with_the_persons_state(tmp_path / "wh.duckdb")
+    scratch = build_xjs_lookup(inputs.person_records, inputs.clusters, saved_model=(doc, trained_on)).lookup
+
+    def partition(frame: pl.DataFrame, level: str) -> set[frozenset]:
+        groups = frame.group_by(f"person_id_{level}").agg(pl.col("person_id_dataset").unique().sort())
+        return {frozenset(g) for g in groups.get_column("person_id_dataset").to_list()}
+    for level in LEVELS:
+        assert partition(lookup, level) == partition(scratch, level)
 
 
 def _a_failed_carry_leaves_the_stored_lookup_and_no_scratch(tmp_path, inputs, stored):

@@ -48,6 +48,7 @@ from datafirst_assets.linkage.xjs import (
     xjs_id_change_history,
 )
 from datafirst_assets.linkage.xjs_incremental import (
+    DIGESTS_TABLE,
     STATE_SCHEMA,
     PERSON,
     STATE_MARKER,
@@ -62,6 +63,8 @@ from datafirst_assets.linkage.xjs_incremental import (
     lookup_problems,
     mark_state,
     state_marked,
+    store_digests,
+    stored_digests,
     stored_lookup_usable,
 )
 from datafirst_assets.linkage.xjs_inputs import lookup_inputs
@@ -118,8 +121,18 @@ def previous_xjs(warehouse: Warehouse) -> PreviousXjs:
     persons, edges = (linkage_table(warehouse.database, "xjs", name).name for name in ("persons", "edges"))
     with warehouse.cursor() as conn:
         marked = state_marked(conn, state_marker_table(warehouse), persons, edges)
+
+    def digests(of: pl.Series) -> pl.DataFrame:
+        with warehouse.cursor() as conn:
+            return stored_digests(conn, digests_table(warehouse).name, of)
+
     return PreviousXjs(persons=stored_table(warehouse, "xjs", "persons"), edges=stored_table(warehouse, "xjs", "edges"),
-                       marked=marked)
+                       marked=marked, digests=digests)
+
+
+def digests_table(warehouse: Warehouse) -> StoredTable:
+    """The persons' variant digests (``xjs_incremental.DIGESTS_TABLE``), beside the persons state."""
+    return linkage_table(warehouse.database, "xjs", DIGESTS_TABLE)
 
 
 def add_record_hashes(lookup: pl.DataFrame, previous: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -225,7 +238,8 @@ def state_outputs(context: AssetExecutionContext, warehouse: Warehouse, result: 
                           validated.get(EDGES))
     yield Output(edges, output_name="edges", metadata={
         "edges": result.edges.height,
-        **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "edges_kept",
+        **{k: result.stats[k] for k in ("lookup_mode", "reason", "variant_pairs", "persons_rescored", "persons_grown",
+                                        "variants_rescored", "edges_kept",
                                         "clustering_mode", "clustering_reason", "clustering_persons_reclustered")
            if k in result.stats},
         **{f"seconds_{k}": round(v, 2) for k, v in result.timings.items()}})
@@ -233,6 +247,11 @@ def state_outputs(context: AssetExecutionContext, warehouse: Warehouse, result: 
                             validated.get(XJS_PERSONS))
     yield Output(persons, output_name="persons", metadata={"persons": state.height})
     with warehouse.cursor() as conn:
+        if result.digests is not None:
+            table = digests_table(warehouse)
+            written = store_digests(conn, table.name, result.digests, bool(table_columns(conn, table.schema, table.table)))
+            context.log.info(f"variant digests stored for the next lookup: {written} row(s)"
+                             f"{'' if result.digests.replaces is None else ' (the changed persons)'}")
         mark_state(conn, marker, context.run_id, state.height, result.edges.height)
 
 

@@ -81,13 +81,17 @@ from datafirst_assets.linkage.train import TrainedModel, TrainingConfig, train_m
 from datafirst_assets.linkage.xjs_incremental import (
     AFFECTED,
     CLUSTER_NAMES,
+    DIGEST_COLUMNS,
+    DigestChange,
     KeysInDatabase,
     PreviousXjs,
     cluster_state,
     clustered_as,
     extend_edges,
+    grown_persons,
     person_state,
     recluster_touched,
+    variant_digests,
 )
 from datafirst_assets.sources.registry import SOURCES
 
@@ -119,6 +123,8 @@ class XjsResult:
     touched: pl.Series | None = None
     # where the records' keys are when ``lookup`` is None (``RecordsAndPersons`` of them and ``persons``)
     keys_in_database: KeysInDatabase | None = None
+    # the variant digests to store (``xjs_incremental.DigestChange``); None: fewer than two datasets, none scored
+    digests: DigestChange | None = None
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -325,7 +331,7 @@ def link_variants(
     keep = low if keep_edges_above is None else min(keep_edges_above, low)
     edges = person_edges(_no_pairs(), vmap)
     scoring: dict[str, Any] = {"lookup_mode": "full", "reason": "fewer than two datasets"}
-    seeds = None
+    seeds, digests = None, None
     state = person_state(variants, vmap, None, keep, variants_hashes)
     if n_datasets >= 2:
         db_api = db_api or make_db_api()
@@ -334,7 +340,7 @@ def link_variants(
         timings["train"] = time.perf_counter() - t
         t = time.perf_counter()
         state = state.with_columns(pl.lit(model.version, dtype=pl.String).alias("model_version"))
-        edges, scoring, seeds = _score_edges(variants, vmap, model, db_api, keep, state, previous, say)
+        edges, scoring, seeds, digests = _score_edges(variants, vmap, model, db_api, keep, state, previous, say)
         timings["predict"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -364,7 +370,8 @@ def link_variants(
     }
     return XjsResult(lookup=lookup, persons=clustered.sort(PERSON), edges=edges,
                      thresholds=(high, medium, low), model=model, stats=stats, timings=timings, state=state,
-                     touched=touched, keys_in_database=None if isinstance(keys, pl.DataFrame) else keys)
+                     touched=touched, keys_in_database=None if isinstance(keys, pl.DataFrame) else keys,
+                     digests=digests)
 
 
 def _persons_of(keys: pl.DataFrame | KeysInDatabase, hashes: pl.DataFrame | None) -> pl.DataFrame:
@@ -408,38 +415,47 @@ def _cluster_persons(persons: pl.DataFrame, edges: pl.DataFrame, thresholds: tup
 
 def _score_edges(variants: pl.DataFrame, vmap: pl.DataFrame, model: TrainedModel, db_api, keep: float,
                  state: pl.DataFrame, previous: PreviousXjs | None,
-                 say) -> tuple[pl.DataFrame, dict[str, Any], pl.Series | None]:
+                 say) -> tuple[pl.DataFrame, dict[str, Any], pl.Series | None, DigestChange]:
     """Person edges at or above ``keep``, and how they were found: every cross-dataset pair
     scored (full), or the stored edges of unchanged persons kept and only the pairs of new or
-    changed persons scored (incremental: the model is the one the stored edges were scored with).
-    Incremental: also the persons whose clusters may have changed (new, changed or gone persons
-    and both ends of every fresh edge); None otherwise."""
+    changed persons scored (incremental: the model is the one the stored edges were scored with;
+    of a person that only gained variants, only the gained ones, its stored edges merged in:
+    ``grown_persons``). Incremental: also the persons whose clusters may have changed (new,
+    changed or gone persons and both ends of every fresh edge); None otherwise. Last, the variant
+    digests to store for the next run (every person's, or the changed persons')."""
     why_not = "no previous lookup given" if previous is None else previous.cannot_extend(model.version, keep)
     if why_not is None:
         from datafirst_assets.linkage.incremental import score_new_records  # as in _model_for
 
         assert previous is not None and previous.edges is not None
         rescore, touched = previous.touched_persons(state)
-        say(f"extending the stored cross-justice edges: {rescore.len()} new or changed persons to score, "
-            f"{touched.len() - rescore.len()} gone")
-        rescore_variants = vmap.join(pl.DataFrame({PERSON: rescore}), on=PERSON, how="semi").get_column("variant_id")
+        current = variant_digests(variants, vmap, rescore)
+        grown, gained = grown_persons(previous, rescore, current)
+        say(f"extending the stored cross-justice edges: {rescore.len()} new or changed persons to score "
+            f"({grown.len()} of them only gained variants: those alone scored), {touched.len() - rescore.len()} gone")
+        whole = pl.DataFrame({PERSON: rescore}).join(pl.DataFrame({PERSON: grown}), on=PERSON, how="anti")
+        rescore_variants = pl.concat([vmap.join(whole, on=PERSON, how="semi").get_column("variant_id"), gained])
         fresh = score_new_records(db_api, model, variants, rescore_variants, keep_above=keep, only_blocked=True)
         pairs = (fresh.select(pl.col("record_id_l").alias("variant_id_l"), pl.col("record_id_r").alias("variant_id_r"),
                               "match_weight", "match_probability") if fresh.height else _no_pairs())
         fresh_edges = person_edges(pairs, vmap)
-        edges = extend_edges(previous.edges, fresh_edges, touched)
+        edges = extend_edges(previous.edges, fresh_edges, touched, grown)
         seeds = pl.concat([touched.cast(pl.String), fresh_edges.get_column("person_id_dataset_l"),
                            fresh_edges.get_column("person_id_dataset_r")]).unique()
+        digests = DigestChange(rows=current.select(PERSON, *DIGEST_COLUMNS), replaces=touched)
         return edges, {"lookup_mode": "incremental", "reason": f"{rescore.len()} persons new or changed",
-                       "persons_rescored": rescore.len(), "persons_gone": touched.len() - rescore.len(),
-                       "variant_pairs": pairs.height, "edges_kept": edges.height - fresh_edges.height}, seeds
+                       "persons_rescored": rescore.len(), "persons_grown": grown.len(),
+                       "variants_rescored": rescore_variants.len(), "persons_gone": touched.len() - rescore.len(),
+                       "variant_pairs": pairs.height, "edges_kept": edges.height - fresh_edges.height}, seeds, digests
     say(f"scoring every cross-dataset pair (keeping match probability >= {keep}): {why_not}")
     linker = linker_for_model(db_api, variants, model)
     sdf = predict_pairs(linker, threshold_match_probability=keep)
     pairs = pairs_to_polars(sdf, ["record_id_l", "record_id_r", "match_weight", "match_probability"])
     pairs = pairs.rename({"record_id_l": "variant_id_l", "record_id_r": "variant_id_r"})
     sdf.drop_table_from_database_and_remove_from_cache()
-    return person_edges(pairs, vmap), {"lookup_mode": "full", "reason": why_not, "variant_pairs": pairs.height}, None
+    digests = DigestChange(rows=variant_digests(variants, vmap).select(PERSON, *DIGEST_COLUMNS))
+    return person_edges(pairs, vmap), {"lookup_mode": "full", "reason": why_not, "variant_pairs": pairs.height}, \
+        None, digests
 
 
 def _model_for(variants: pl.DataFrame, db_api, training: TrainingConfig | None,

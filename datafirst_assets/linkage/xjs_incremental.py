@@ -40,6 +40,7 @@ clustered again, and of the edges touching them.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -66,16 +67,37 @@ EDGE_COLUMNS = ("source_dataset_l", "person_id_dataset_l", "source_dataset_r", "
                 "match_weight", "match_probability", "variant_pairs")
 
 
-def variants_hash_sql(relation: str, fields: list[str], *, with_dataset: bool = False) -> str:
+#: A variant's MD5 digest (``variant_digest_sql``) as its two 64-bit halves: a person's digests sum
+#: to its ``variants_hash``. Stored per person (``DIGESTS_TABLE``) so that the next run tells a person
+#: that only gained variants from one that lost some (``grown_persons``).
+DIGEST_COLUMNS = ("variant_hi", "variant_lo")
+DIGESTS_TABLE = "variant_digests"
+DIGESTS_SCHEMA = {PERSON: pl.String, "variant_hi": pl.UInt64, "variant_lo": pl.UInt64}
+_LOW_64 = "18446744073709551615::uhugeint"
+
+
+def variant_digest_sql(fields: list[str]) -> str:
+    """A variant's MD5 digest (a UHUGEINT) over its ``fields``, in a fixed order."""
+    return f"md5_number({row_text_sql(fields)})"
+
+
+def digest_halves_sql(digest: str) -> str:
+    """``DIGEST_COLUMNS`` of a digest column."""
+    return f"({digest} >> 64)::ubigint as variant_hi, ({digest} & {_LOW_64})::ubigint as variant_lo"
+
+
+def variants_hash_sql(relation: str, fields: list[str], *, with_dataset: bool = False,
+                      digest: str | None = None) -> str:
     """SELECT person_id_dataset, variants_hash over ``relation`` (one row per variant: PERSON and
     ``fields``): each variant's fields joined in a fixed order and MD5-hashed, the 128-bit digests
     summed per person (in two 64-bit halves, so the sum is exact): the same in every process and
     independent of the variants' order. ``with_dataset``: also the person's ``source_dataset``
-    (a column of ``relation``), so ``person_state`` needs no pass over the variant map."""
+    (a column of ``relation``), so ``person_state`` needs no pass over the variant map. ``digest``:
+    a column of ``relation`` holding each variant's digest already (``variant_digest_sql``)."""
     dataset = f", min({SOURCE_DATASET}) as {SOURCE_DATASET}" if with_dataset else ""
     carried = f", {SOURCE_DATASET}" if with_dataset else ""
     return f"""
-        with v as (select "{PERSON}"{carried}, md5_number({row_text_sql(fields)}) as h from {relation})
+        with v as (select "{PERSON}"{carried}, {digest or variant_digest_sql(fields)} as h from {relation})
         select "{PERSON}", sum((h >> 64)::hugeint)::varchar || '-'
             || sum((h & 18446744073709551615::uhugeint)::hugeint)::varchar as variants_hash{dataset}
         from v group by "{PERSON}" order by "{PERSON}" """
@@ -90,6 +112,32 @@ def variants_hashes(variants: pl.DataFrame, vmap: pl.DataFrame) -> pl.DataFrame:
     with scratch_cursor() as con:
         out = con.sql(variants_hash_sql("frame", fields)).to_arrow_table()
     return pl.from_arrow(out)  # type: ignore[return-value]
+
+
+def variant_digests(variants: pl.DataFrame, vmap: pl.DataFrame, persons: pl.Series | None = None) -> pl.DataFrame:
+    """variant_id, person_id_dataset and ``DIGEST_COLUMNS`` of the variants of ``persons`` (None:
+    of every person): from the variant map when it carries them (``xjs_inputs`` computes them where
+    it numbers the variants), else hashed here as ``variants_hashes`` hashes them."""
+    wanted = vmap if persons is None else vmap.join(pl.DataFrame({PERSON: persons.cast(pl.String)}), on=PERSON,
+                                                    how="semi")
+    if all(c in vmap.columns for c in DIGEST_COLUMNS):
+        return wanted.select("variant_id", PERSON, *DIGEST_COLUMNS)
+    fields = [c for c in LINKAGE_FIELDS if c in variants.columns]
+    frame = (variants.select(pl.col(UNIQUE_ID).alias("variant_id"), *fields)  # noqa: F841 (SQL below)
+             .join(wanted.select("variant_id", PERSON), on="variant_id", how="inner").to_arrow())
+    with scratch_cursor() as con:
+        out = con.sql(f'select variant_id, "{PERSON}", {digest_halves_sql(variant_digest_sql(fields))} '
+                      "from frame").to_arrow_table()
+    return pl.from_arrow(out).cast({"variant_id": pl.String, PERSON: pl.String})  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class DigestChange:
+    """What the stored variant digests become: ``rows`` (person_id_dataset and ``DIGEST_COLUMNS``, every
+    variant of the persons they cover) in place of the stored rows of ``replaces`` (None: of every person)."""
+
+    rows: pl.DataFrame
+    replaces: pl.Series | None = None
 
 
 def person_state(variants: pl.DataFrame, vmap: pl.DataFrame, model_version: str | None,
@@ -124,6 +172,8 @@ class PreviousXjs:
     persons: pl.DataFrame | None = None
     edges: pl.DataFrame | None = None
     marked: bool | None = None
+    # the stored variant digests (``DIGESTS_SCHEMA``) of the persons given; None: none stored
+    digests: Callable[[pl.Series], pl.DataFrame] | None = None
 
     def cannot_extend(self, model_version: str, edges_above: float) -> str | None:
         """Why this run cannot keep the stored edges (None: it can)."""
@@ -168,13 +218,59 @@ class PreviousXjs:
         return rescore_ids, pl.concat([rescore_ids, gone.get_column(PERSON)]).sort()
 
 
-def extend_edges(stored: pl.DataFrame, fresh: pl.DataFrame, touched: pl.Series) -> pl.DataFrame:
-    """The stored edges whose two persons are both untouched, plus the freshly scored ones,
-    in ``xjs.person_edges``' order (strongest first, ties by the persons' keys)."""
-    gone = pl.DataFrame({PERSON: touched.cast(pl.String)})
-    kept = (stored.select(*EDGE_COLUMNS)
+def grown_persons(previous: PreviousXjs, rescore: pl.Series, current: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
+    """(the persons of ``rescore`` that only gained variants, the variant ids they gained), from
+    ``current`` (``variant_digests`` of ``rescore``'s variants now) and the digests stored for them.
+
+    A person's stored edges are the best pairs of its variants then; when every one of those
+    variants is still its own, its edges now are those pairs and the pairs of the variants it
+    gained, so only the gained variants need scoring (``extend_edges`` merges the two). Stored
+    digests are taken for a person only when they sum to its stored ``variants_hash`` (the state
+    the stored edges belong to): a digest table left by another run, or missing, leaves the person
+    scored whole, as before. At 1M people a 1% extract's 13,320 changed persons all only gained
+    variants: 14,387 gained against 50,133 they have."""
+    none = (pl.Series(PERSON, [], pl.String), pl.Series("variant_id", [], pl.String))
+    if previous.digests is None or previous.persons is None or rescore.is_empty():
+        return none
+    stored = previous.digests(rescore)
+    if stored.is_empty():
+        return none
+    halves = [pl.col(c).cast(pl.Int128).sum().cast(pl.String) for c in DIGEST_COLUMNS]
+    sums = stored.group_by(PERSON).agg(pl.concat_str(halves, separator="-").alias("_sum"))
+    verified = (sums.join(previous.persons.select(PERSON, "variants_hash"), on=PERSON, how="inner")
+                .filter(pl.col("_sum") == pl.col("variants_hash")).select(PERSON))
+    on = [PERSON, *DIGEST_COLUMNS]
+    lost = stored.join(current, on=on, how="anti").select(PERSON).unique()
+    grown = verified.join(lost, on=PERSON, how="anti")
+    gained = current.join(grown, on=PERSON, how="semi").join(stored, on=on, how="anti")
+    return grown.get_column(PERSON).sort(), gained.get_column("variant_id").sort()
+
+
+def kept_edges(stored: pl.DataFrame, dropped: pl.Series) -> pl.DataFrame:
+    """The stored edges with neither person in ``dropped``."""
+    gone = pl.DataFrame({PERSON: dropped.cast(pl.String)})
+    return (stored.select(*EDGE_COLUMNS)
             .join(gone, left_on="person_id_dataset_l", right_on=PERSON, how="anti")
             .join(gone, left_on="person_id_dataset_r", right_on=PERSON, how="anti"))
+
+
+def extend_edges(stored: pl.DataFrame, fresh: pl.DataFrame, touched: pl.Series,
+                 grown: pl.Series | None = None) -> pl.DataFrame:
+    """The stored edges whose two persons are both untouched, plus the freshly scored ones,
+    in ``xjs.person_edges``' order (strongest first, ties by the persons' keys). A person of
+    ``grown`` (touched, but only gained variants: ``grown_persons``) keeps its stored edges, merged
+    with its fresh ones as ``xjs.person_edges`` would aggregate all their variant pairs: the best
+    weight and probability, the pairs counted."""
+    grown = pl.Series(PERSON, [], pl.String) if grown is None else grown.cast(pl.String)
+    kept = kept_edges(stored, touched.filter(~touched.cast(pl.String).is_in(grown.implode())))
+    fresh = fresh.select(*EDGE_COLUMNS)
+    if grown.len():
+        ends = pl.col("person_id_dataset_l").is_in(grown.implode()) | pl.col("person_id_dataset_r").is_in(grown.implode())
+        keys = list(EDGE_COLUMNS[:4])
+        fresh = (pl.concat([kept.filter(ends), fresh], how="vertical_relaxed")
+                 .group_by(keys).agg(pl.col("match_weight").max(), pl.col("match_probability").max(),
+                                     pl.col("variant_pairs").sum().cast(pl.Int64)))
+        kept = kept.filter(~ends)
     edges = pl.concat([kept, fresh.select(*EDGE_COLUMNS)], how="vertical_relaxed") if fresh.height else kept
     return edges.sort("match_probability", "person_id_dataset_l", "person_id_dataset_r",
                       descending=[True, False, False])
@@ -199,6 +295,50 @@ def mark_state(conn: duckdb.DuckDBPyConnection, marker: str, run_id: str, person
         conn.rollback()
         raise
     conn.commit()
+
+
+def stored_digests(conn: duckdb.DuckDBPyConnection, table: str, persons: pl.Series) -> pl.DataFrame:
+    """The digests ``table`` stores of ``persons`` (``DIGESTS_SCHEMA``; none when there is no such
+    table, or it has other columns: a person is then scored whole)."""
+    view = f"_persons_{secrets.token_hex(4)}"
+    conn.register(view, pl.DataFrame({PERSON: persons.cast(pl.String)}).to_arrow())
+    try:
+        found = pl.from_arrow(conn.sql(f'select d."{PERSON}", d.variant_hi, d.variant_lo from {table} d '
+                                       f'semi join {view} p on d."{PERSON}" = p."{PERSON}"').to_arrow_table())
+        return found.cast(DIGESTS_SCHEMA)  # type: ignore[union-attr]
+    except duckdb.Error:  # never stored (a state from before the digests), or not these columns
+        return pl.DataFrame(schema=DIGESTS_SCHEMA)
+    finally:
+        conn.unregister(view)
+
+
+def store_digests(conn: duckdb.DuckDBPyConnection, table: str, change: DigestChange, stored: bool) -> int:
+    """``change`` applied to the digests ``table`` stores (``stored``: whether it exists) in one
+    transaction (a failure leaves them as they were; `grown_persons` checks them against the persons
+    state either way): the whole table replaced, or the rows of ``change.replaces`` replaced by
+    ``change.rows``. Returns the rows written. Not an asset of its own: a cache of the persons
+    state, like the state marker, which nothing but the next lookup reads."""
+    view = f"_digests_{secrets.token_hex(4)}"
+    conn.register(view, change.rows.select(*DIGESTS_SCHEMA).cast(DIGESTS_SCHEMA).to_arrow())
+    conn.begin()
+    try:
+        if change.replaces is None or not stored:
+            conn.execute(f"create or replace table {table} as select * from {view}")
+        else:
+            gone = f"_gone_{secrets.token_hex(4)}"
+            conn.register(gone, pl.DataFrame({PERSON: change.replaces.cast(pl.String)}).to_arrow())
+            try:
+                conn.execute(f'delete from {table} d using {gone} g where d."{PERSON}" = g."{PERSON}"')
+                conn.execute(f"insert into {table} select * from {view}")
+            finally:
+                conn.unregister(gone)
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.unregister(view)
+    conn.commit()
+    return change.rows.height
 
 
 def state_marked(conn: duckdb.DuckDBPyConnection, marker: str, persons: str, edges: str) -> bool:

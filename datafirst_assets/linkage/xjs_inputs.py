@@ -18,7 +18,13 @@ import duckdb
 import polars as pl
 
 from datafirst_assets.linkage.settings import LINKAGE_FIELDS, SOURCE_DATASET, UNIQUE_ID
-from datafirst_assets.linkage.xjs_incremental import KeysInDatabase, variants_hash_sql
+from datafirst_assets.linkage.xjs_incremental import (
+    DIGEST_COLUMNS,
+    KeysInDatabase,
+    digest_halves_sql,
+    variant_digest_sql,
+    variants_hash_sql,
+)
 from datafirst_assets.sources.registry import SOURCES
 from datafirst_assets.common.sql import quote_literal
 
@@ -97,19 +103,22 @@ def lookup_inputs(conn: duckdb.DuckDBPyConnection, tables: Mapping[str, tuple[st
         else:
             keys = pl.from_arrow(conn.sql(keys_sql).to_arrow_table())
         listed = ", ".join([SOURCE_DATASET, PERSON, *(f'"{c}"' for c in fields)])
-        conn.execute(f"""create or replace temp table _xjs_variants as select distinct {SOURCE_DATASET}, {PERSON}
-                         {''.join(', ' + t for t in typed)} from _xjs_records""")
+        # each variant's digest taken once: its halves go with the variant map, their sums make the hashes
+        conn.execute(f"""create or replace temp table _xjs_variants as select *, {variant_digest_sql(fields)} as _digest
+                         from (select distinct {SOURCE_DATASET}, {PERSON} {''.join(', ' + t for t in typed)}
+                         from _xjs_records)""")
         distinct = pl.from_arrow(conn.sql(f"""
-            select (row_number() over ({f'order by {listed}' if ordered else ''}) - 1)::varchar as variant_id, *
+            select (row_number() over ({f'order by {listed}' if ordered else ''}) - 1)::varchar as variant_id,
+                   * exclude (_digest), {digest_halves_sql('_digest')}
             from _xjs_variants
             """).to_arrow_table())
-        hashes = pl.from_arrow(conn.sql(variants_hash_sql("_xjs_variants", fields, with_dataset=True))
+        hashes = pl.from_arrow(conn.sql(variants_hash_sql("_xjs_variants", fields, with_dataset=True, digest="_digest"))
                               .to_arrow_table()) if with_hashes else None
     finally:
         conn.execute("drop table if exists _xjs_records")
         conn.execute("drop table if exists _xjs_variants")
     variants = distinct.select(pl.col("variant_id").alias(UNIQUE_ID), SOURCE_DATASET, *fields)  # type: ignore[union-attr]
-    vmap = distinct.select("variant_id", SOURCE_DATASET, PERSON)  # type: ignore[union-attr]
+    vmap = distinct.select("variant_id", SOURCE_DATASET, PERSON, *DIGEST_COLUMNS)  # type: ignore[union-attr]
     if with_hashes:
         return keys, variants, vmap, hashes  # type: ignore[return-value]
     return keys, variants, vmap  # type: ignore[return-value]
