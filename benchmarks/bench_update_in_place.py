@@ -30,8 +30,10 @@ def build_table(path: Path, rows: int, columns: int) -> None:
         con.execute(f"create table t as select i as id, {text} from range({rows}) t(i)")
 
 
-def timed_change(base: Path, work: Path, every: int, columns: int, moved: bool, threads: int) -> tuple[float, float, float]:
-    """(statement seconds, WAL MB, checkpoint seconds) of changing each `every`-th row of a copy of `base`."""
+def timed_change(base: Path, work: Path, every: int, columns: int, moved: bool,
+                 threads: int) -> tuple[float, float, float, int]:
+    """(statement seconds, WAL MB, checkpoint seconds, rows changed) of changing each `every`-th row
+    of a copy of `base`."""
     for stale in (work, Path(f"{work}.wal")):
         stale.unlink(missing_ok=True)
     shutil.copyfile(base, work)
@@ -51,7 +53,7 @@ def timed_change(base: Path, work: Path, every: int, columns: int, moved: bool, 
         wal = Path(f"{work}.wal").stat().st_size / 1e6 if Path(f"{work}.wal").exists() else 0.0
         started = time.perf_counter()
         con.execute("checkpoint")
-        return statements, wal, time.perf_counter() - started
+        return statements, wal, time.perf_counter() - started, change.num_rows
 
 
 def main() -> int:
@@ -69,14 +71,14 @@ def main() -> int:
         print(f"{'changed':>8} {'way':<22} {'statements s':>12} {'WAL MB':>7} {'checkpoint s':>12} {'total s':>8}")
         for changed in args.changed:
             every = max(1, args.rows // changed)
-            runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+            runs: dict[bool, list[tuple[float, float, float, int]]] = {False: [], True: []}
             for _ in range(args.repeats):
                 for moved in (False, True):
                     runs[moved].append(timed_change(base, work, every, args.columns, moved, args.threads))
             for moved, timings in runs.items():
-                statements, wal, checkpoint = (sorted(values)[len(values) // 2] for values in zip(*timings))
+                statements, wal, checkpoint, rows = (sorted(values)[len(values) // 2] for values in zip(*timings))
                 way = "delete + append" if moved else "update where stored"
-                print(f"{args.rows // every:>8} {way:<22} {statements:>12.3f} {wal:>7.2f} {checkpoint:>12.3f} "
+                print(f"{rows:>8} {way:<22} {statements:>12.3f} {wal:>7.2f} {checkpoint:>12.3f} "
                       f"{statements + checkpoint:>8.3f}")
     return 0
 

@@ -142,8 +142,8 @@ def test_touched_persons_and_extended_edges():
     assert rescore.to_list() == ["c:1"] and touched.to_list() == ["b:1", "c:1"]
     fresh = previous.edges.with_columns(pl.lit("c").alias("source_dataset_r"), pl.lit("c:1").alias("person_id_dataset_r"),
                                         pl.lit(0.6).alias("match_probability"))
-    edges = extend_edges(previous.edges, fresh, touched)
-    assert edges["person_id_dataset_r"].to_list() == ["c:1"]  # a:1 - b:1 dropped with b:1
+    edges, kept = extend_edges(previous.edges, fresh, touched)
+    assert edges["person_id_dataset_r"].to_list() == ["c:1"] and kept == 0  # a:1 - b:1 dropped with b:1
 
 
 def _digested(forenames: dict[str, list[str]]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -195,11 +195,12 @@ def test_a_grown_persons_stored_edges_are_merged_with_its_fresh_ones():
         pl.lit(0.7).alias("match_probability"))])
     fresh = previous.edges.with_columns(pl.lit(0.8).alias("match_probability"), pl.lit(12.0).alias("match_weight"),
                                         pl.lit(2).cast(pl.Int64).alias("variant_pairs"))
-    edges = extend_edges(stored, fresh, pl.Series(["a:1"]), grown=pl.Series(["a:1"]))
+    edges, kept = extend_edges(stored, fresh, pl.Series(["a:1"]), grown=pl.Series(["a:1"]))
+    assert kept == 2  # both stored edges, one merged with the fresh edge of its pair
     assert edges.select("person_id_dataset_r", "match_weight", "match_probability", "variant_pairs").rows() == [
         ("b:1", 12.0, 0.99, 3), ("c:1", 9.0, 0.7, 1)]
     # a person scored whole loses its stored edges, as before
-    assert extend_edges(stored, fresh, pl.Series(["a:1"]))["match_probability"].to_list() == [0.8]
+    assert extend_edges(stored, fresh, pl.Series(["a:1"]))[0]["match_probability"].to_list() == [0.8]
 
 
 def test_variants_hash_ignores_order_and_repeats_and_sees_a_changed_variant():

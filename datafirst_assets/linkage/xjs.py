@@ -439,14 +439,14 @@ def _score_edges(variants: pl.DataFrame, vmap: pl.DataFrame, model: TrainedModel
         pairs = (fresh.select(pl.col("record_id_l").alias("variant_id_l"), pl.col("record_id_r").alias("variant_id_r"),
                               "match_weight", "match_probability") if fresh.height else _no_pairs())
         fresh_edges = person_edges(pairs, vmap)
-        edges = extend_edges(previous.edges, fresh_edges, touched, grown)
+        edges, kept = extend_edges(previous.edges, fresh_edges, touched, grown)
         seeds = pl.concat([touched.cast(pl.String), fresh_edges.get_column("person_id_dataset_l"),
                            fresh_edges.get_column("person_id_dataset_r")]).unique()
         digests = DigestChange(rows=current.select(PERSON, *DIGEST_COLUMNS), replaces=touched)
         return edges, {"lookup_mode": "incremental", "reason": f"{rescore.len()} persons new or changed",
                        "persons_rescored": rescore.len(), "persons_grown": grown.len(),
                        "variants_rescored": rescore_variants.len(), "persons_gone": touched.len() - rescore.len(),
-                       "variant_pairs": pairs.height, "edges_kept": edges.height - fresh_edges.height}, seeds, digests
+                       "variant_pairs": pairs.height, "edges_kept": kept}, seeds, digests
     say(f"scoring every cross-dataset pair (keeping match probability >= {keep}): {why_not}")
     linker = linker_for_model(db_api, variants, model)
     sdf = predict_pairs(linker, threshold_match_probability=keep)

@@ -724,10 +724,10 @@ def _apply(conn: duckdb.DuckDBPyConnection, name: str, changes: ChangedRows, vie
 
     In a table of more than one row group an updated row is deleted and its new version appended
     (`_moves_updated_rows`), not updated where it is: DuckDB's UPDATE of rows spread over a table
-    rewrites, at the next checkpoint, every updated column of every row group it touched. 417 rows
-    of a 1.25M-row, 20-column table cost 0.70 s to update and 0.14 s to checkpoint, against 0.02 s
+    rewrites, at the next checkpoint, every updated column of every row group it touched. 418 rows
+    of a 1.25M-row, 20-column table cost 0.99 s to update and 0.11 s to checkpoint, against 0.02 s
     for the delete and append (`benchmarks/bench_update_in_place.py`); at 1M people an extract
-    updated rows of seven such tables. The table's content, which is all the write promises, is the
+    updated rows of six such tables. The table's content, which is all the write promises, is the
     same either way."""
     on = " and ".join(f"{name}.{quote_identifier(k)} = _c.{quote_identifier(k)}" for k in changes.key)
     counts = [0, 0, 0]
